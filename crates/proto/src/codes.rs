@@ -1,0 +1,196 @@
+//! The closed set of numeric codes a client can see, in CONNACK, PUBACK, QUERYACK, DISCONNECT and
+//! HTTP API error bodies. Codes from the product's lineage (seed 004's table) are reused where one
+//! means the same thing; Tidings' own codes are 40xxx (requests), 41xxx (disconnects) and 42xxx
+//! (HTTP API). docs/protocol.md lists them all; a test keeps the two in step.
+
+/// A client-visible code with its fixed English text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum Code {
+    Ok = 0,
+    /// Seed 004 RC_MSG_UNAUTHORIZED.
+    Unauthorized = 20406,
+    /// Seed 004 SEND_FREQUENCY_TOO_FAST.
+    SendTooFast = 20604,
+    /// Seed 004 RC_CONN_PROTO_VERSION_ERROR.
+    UnsupportedProtocolVersion = 31001,
+    /// Seed 004 RC_CONN_USER_OR_PASSWD_ERROR: the token is missing, malformed or forged.
+    TokenInvalid = 31004,
+    /// Seed 004 RC_CONN_NOT_AUTHRORIZED: the token belongs to another app.
+    TokenWrongApp = 31005,
+    /// Seed 004 RC_CONN_USER_BLOCKED.
+    UserBanned = 31009,
+    /// Seed 004 RC_DISCONN_KICK: the same user connected from another device (single policy).
+    Kicked = 31010,
+    /// Seed 004 RC_DISCONN_EXCEPTION: an internal server error.
+    ServerError = 31011,
+    TokenExpired = 31020,
+    TokenRevoked = 31021,
+
+    MalformedFrame = 40001,
+    UnknownFrameKind = 40002,
+    FrameTooLarge = 40003,
+    NotConnected = 40004,
+    AlreadyConnected = 40005,
+    ContentEmpty = 40006,
+    ContentTooLarge = 40007,
+    ContentInvalid = 40008,
+    UnknownConversationType = 40009,
+    ClientMsgIdConflict = 40010,
+    InvalidTarget = 40011,
+    InvalidMessageType = 40012,
+    InvalidClientMsgId = 40013,
+    InvalidDeviceId = 40014,
+    InvalidQuery = 40015,
+    UnexpectedFrame = 40016,
+
+    HeartbeatTimeout = 41001,
+    SlowConsumer = 41002,
+    ServerShutdown = 41003,
+    HandshakeTimeout = 41004,
+    ClientDisconnect = 41005,
+
+    SignatureMissing = 42001,
+    SignatureInvalid = 42002,
+    TimestampOutOfWindow = 42003,
+    NonceReused = 42004,
+    AppKeyUnknown = 42005,
+    InvalidUserId = 42006,
+    BadRequest = 42007,
+    NotFound = 42008,
+}
+
+impl Code {
+    /// Every code, for documentation checks and lookups.
+    pub const ALL: &'static [Code] = &[
+        Code::Ok,
+        Code::Unauthorized,
+        Code::SendTooFast,
+        Code::UnsupportedProtocolVersion,
+        Code::TokenInvalid,
+        Code::TokenWrongApp,
+        Code::UserBanned,
+        Code::Kicked,
+        Code::ServerError,
+        Code::TokenExpired,
+        Code::TokenRevoked,
+        Code::MalformedFrame,
+        Code::UnknownFrameKind,
+        Code::FrameTooLarge,
+        Code::NotConnected,
+        Code::AlreadyConnected,
+        Code::ContentEmpty,
+        Code::ContentTooLarge,
+        Code::ContentInvalid,
+        Code::UnknownConversationType,
+        Code::ClientMsgIdConflict,
+        Code::InvalidTarget,
+        Code::InvalidMessageType,
+        Code::InvalidClientMsgId,
+        Code::InvalidDeviceId,
+        Code::InvalidQuery,
+        Code::UnexpectedFrame,
+        Code::HeartbeatTimeout,
+        Code::SlowConsumer,
+        Code::ServerShutdown,
+        Code::HandshakeTimeout,
+        Code::ClientDisconnect,
+        Code::SignatureMissing,
+        Code::SignatureInvalid,
+        Code::TimestampOutOfWindow,
+        Code::NonceReused,
+        Code::AppKeyUnknown,
+        Code::InvalidUserId,
+        Code::BadRequest,
+        Code::NotFound,
+    ];
+
+    pub fn as_u32(self) -> u32 {
+        self as u32
+    }
+
+    pub fn from_u32(n: u32) -> Option<Code> {
+        Code::ALL.iter().copied().find(|c| c.as_u32() == n)
+    }
+
+    /// The fixed text sent with the code.
+    pub fn text(self) -> &'static str {
+        match self {
+            Code::Ok => "ok",
+            Code::Unauthorized => "not authorized for this operation",
+            Code::SendTooFast => "sending too fast",
+            Code::UnsupportedProtocolVersion => "unsupported protocol version",
+            Code::TokenInvalid => "token is missing, malformed or forged",
+            Code::TokenWrongApp => "token was issued for another app",
+            Code::UserBanned => "user is banned",
+            Code::Kicked => "logged in on another device",
+            Code::ServerError => "internal server error",
+            Code::TokenExpired => "token has expired",
+            Code::TokenRevoked => "token has been revoked",
+            Code::MalformedFrame => "malformed frame",
+            Code::UnknownFrameKind => "unknown frame kind",
+            Code::FrameTooLarge => "frame too large",
+            Code::NotConnected => "CONNECT must be the first frame",
+            Code::AlreadyConnected => "already connected",
+            Code::ContentEmpty => "message content is empty",
+            Code::ContentTooLarge => "message content too large",
+            Code::ContentInvalid => "message content is invalid",
+            Code::UnknownConversationType => "unknown or unsupported conversation type",
+            Code::ClientMsgIdConflict => "client message id was already used for another message",
+            Code::InvalidTarget => "invalid target id",
+            Code::InvalidMessageType => "invalid message type",
+            Code::InvalidClientMsgId => "invalid client message id",
+            Code::InvalidDeviceId => "invalid device id",
+            Code::InvalidQuery => "invalid query",
+            Code::UnexpectedFrame => "frame kind not accepted from a client",
+            Code::HeartbeatTimeout => "heartbeat timeout",
+            Code::SlowConsumer => "slow consumer: outbound queue overflow",
+            Code::ServerShutdown => "server shutting down",
+            Code::HandshakeTimeout => "no CONNECT within the handshake timeout",
+            Code::ClientDisconnect => "client disconnected",
+            Code::SignatureMissing => "missing App-Key, Nonce, Timestamp or Signature header",
+            Code::SignatureInvalid => "signature does not match",
+            Code::TimestampOutOfWindow => "timestamp outside the allowed window",
+            Code::NonceReused => "nonce already used",
+            Code::AppKeyUnknown => "unknown app key",
+            Code::InvalidUserId => "invalid user id",
+            Code::BadRequest => "bad request",
+            Code::NotFound => "not found",
+        }
+    }
+
+    /// For DISCONNECT codes: whether a client should reconnect after it.
+    pub fn reconnect(self) -> bool {
+        !matches!(
+            self,
+            Code::Kicked
+                | Code::TokenInvalid
+                | Code::TokenWrongApp
+                | Code::TokenExpired
+                | Code::TokenRevoked
+                | Code::UserBanned
+                | Code::UnsupportedProtocolVersion
+                | Code::ClientDisconnect
+        )
+    }
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.as_u32(), self.text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_round_trip() {
+        let mut seen = std::collections::HashSet::new();
+        for c in Code::ALL {
+            assert!(seen.insert(c.as_u32()), "duplicate code {}", c.as_u32());
+            assert_eq!(Code::from_u32(c.as_u32()), Some(*c));
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! The Tidings native wire protocol: the generated frame types (one `.proto` schema), the two
+//! encodings of every frame (protobuf in binary WebSocket messages, proto3 JSON in text ones),
+//! and the closed set of numeric codes a client can see.
+//!
+//! Everything here is pure: bytes in, a typed frame or a typed error out. This crate must not
+//! depend on any other Tidings crate, on I/O, or on a clock.
+//!
+//! Layout:
+//! - [`v1`]: the generated types (`Frame`, `Connect`, `Publish`, ...).
+//! - [`codec`]: [`codec::decode`] / [`codec::encode`] with a maximum frame size.
+//! - [`codes`]: [`codes::Code`], the numeric error and close codes with their fixed texts.
+
+pub mod codec;
+pub mod codes;
+
+/// Generated protocol types. Field meanings are documented in `proto/tidings.proto` and
+/// `docs/protocol.md`.
+#[allow(clippy::all, missing_docs)]
+pub mod v1 {
+    include!(concat!(env!("OUT_DIR"), "/tidings.v1.rs"));
+    include!(concat!(env!("OUT_DIR"), "/tidings.v1.serde.rs"));
+}
+
+pub use codec::{DecodeError, Encoding, FrameKind};
+pub use codes::Code;
+
+/// The only protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Conversation types, numbered as in the product's lineage (seed 004).
+pub mod conversation_type {
+    pub const PRIVATE: u32 = 1;
+    pub const GROUP: u32 = 3;
+    pub const CHATROOM: u32 = 4;
+    pub const SYSTEM: u32 = 6;
+}

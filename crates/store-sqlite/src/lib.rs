@@ -1,0 +1,251 @@
+//! The embedded SQLite store, Tidings' default backend: one database file in the data directory,
+//! WAL journal, one dedicated writer thread that commits many batches per transaction (group
+//! commit), and a small pool of read-only connections used from `spawn_blocking`.
+//!
+//! Durability: with [`Durability::Full`] (the default) SQLite runs `synchronous = FULL`, so every
+//! commit is fsynced to the WAL before [`Store::write`] returns and the engine acknowledges it.
+//! [`Durability::Process`] runs `synchronous = NORMAL`: a commit survives a crash of the process
+//! but the newest commits can be lost if the machine loses power.
+//!
+//! This crate is the only one that knows SQL or rusqlite.
+
+mod schema;
+mod writer;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use tidings_store::{
+    InboxEntry, Result, Store, StoreError, StoredMessage, UserState, WriteOp, WriteResult,
+};
+use tokio::sync::{Semaphore, oneshot};
+
+pub use writer::MAX_BATCH_OPS;
+
+/// How far a commit is flushed before it is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// fsync on every commit: survives power loss.
+    #[default]
+    Full,
+    /// No fsync on commit: survives a process crash, not a power loss.
+    Process,
+}
+
+#[derive(Debug, Clone)]
+pub struct SqliteConfig {
+    pub path: PathBuf,
+    pub durability: Durability,
+    /// Number of read-only connections.
+    pub readers: usize,
+}
+
+impl SqliteConfig {
+    pub fn new(path: impl Into<PathBuf>) -> SqliteConfig {
+        SqliteConfig {
+            path: path.into(),
+            durability: Durability::Full,
+            readers: 4,
+        }
+    }
+}
+
+pub struct SqliteStore {
+    writer: Mutex<Option<writer::Handle>>,
+    readers: ReaderPool,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database and runs pending migrations.
+    pub fn open(config: &SqliteConfig) -> Result<SqliteStore> {
+        let mut conn = Connection::open(&config.path).map_err(backend)?;
+        schema::configure(&conn, config.durability).map_err(backend)?;
+        schema::migrate(&mut conn).map_err(backend)?;
+        let writer = writer::spawn(conn)?;
+        let mut readers = Vec::with_capacity(config.readers.max(1));
+        for _ in 0..config.readers.max(1) {
+            let conn = Connection::open_with_flags(
+                &config.path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(backend)?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))
+                .map_err(backend)?;
+            readers.push(conn);
+        }
+        Ok(SqliteStore {
+            writer: Mutex::new(Some(writer)),
+            readers: ReaderPool {
+                permits: Semaphore::new(readers.len()),
+                conns: Arc::new(Mutex::new(readers)),
+            },
+        })
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.readers.run(f).await
+    }
+}
+
+/// A pool of read-only connections. A semaphore permit guarantees a connection is free.
+struct ReaderPool {
+    permits: Semaphore,
+    conns: Arc<Mutex<Vec<Connection>>>,
+}
+
+impl ReaderPool {
+    async fn run<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let _permit = self.permits.acquire().await.map_err(|_| StoreError::Closed)?;
+        let conns = self.conns.clone();
+        // A poisoned lock only means another reader panicked; the Vec itself is intact.
+        let conn = conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .ok_or(StoreError::Closed)?;
+        tokio::task::spawn_blocking(move || {
+            let result = f(&conn);
+            conns.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+            result.map_err(backend)
+        })
+        .await
+        .map_err(backend)?
+    }
+}
+
+pub(crate) fn message_from_row(row: &rusqlite::Row<'_>, offset: usize) -> rusqlite::Result<StoredMessage> {
+    Ok(StoredMessage {
+        uid: row.get(offset)?,
+        conversation_type: row.get(offset + 1)?,
+        conversation_id: row.get(offset + 2)?,
+        sender: row.get(offset + 3)?,
+        target: row.get(offset + 4)?,
+        seq: row.get::<_, i64>(offset + 5)? as u64,
+        sent_time: row.get(offset + 6)?,
+        msg_type: row.get(offset + 7)?,
+        content: row.get(offset + 8)?,
+        push_text: row.get(offset + 9)?,
+        client_msg_id: row.get(offset + 10)?,
+    })
+}
+
+pub(crate) const MESSAGE_COLUMNS: &str = "m.uid, m.conv_type, m.conv_id, m.sender, m.target, m.seq, \
+     m.sent_time, m.msg_type, m.content, m.push_text, m.client_msg_id";
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteResult>> {
+        let (reply, rx) = oneshot::channel();
+        {
+            let guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let handle = guard.as_ref().ok_or(StoreError::Closed)?;
+            handle.submit(writer::Request::Write { ops, reply })?;
+        }
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn inbox_after(&self, user: &str, after: u64, limit: usize) -> Result<Vec<InboxEntry>> {
+        let user = user.to_string();
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT i.seq, {MESSAGE_COLUMNS} FROM inbox i JOIN messages m ON m.uid = i.uid \
+                 WHERE i.user_id = ?1 AND i.seq > ?2 ORDER BY i.seq LIMIT ?3"
+            );
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![user, after as i64, limit as i64], |row| {
+                Ok(InboxEntry {
+                    inbox_seq: row.get::<_, i64>(0)? as u64,
+                    message: message_from_row(row, 1)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn conversation_after(
+        &self,
+        conversation_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>> {
+        let conv = conversation_id.to_string();
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.conv_id = ?1 AND m.seq > ?2 \
+                 ORDER BY m.seq LIMIT ?3"
+            );
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![conv, after as i64, limit as i64], |row| {
+                message_from_row(row, 0)
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn user_state(&self, user: &str) -> Result<UserState> {
+        let user = user.to_string();
+        self.read(move |c| {
+            let mut stmt =
+                c.prepare_cached("SELECT token_version, inbox_seq FROM users WHERE id = ?1")?;
+            let state = stmt
+                .query_row(params![user], |row| {
+                    Ok(UserState {
+                        token_version: row.get::<_, i64>(0)? as u64,
+                        inbox_seq: row.get::<_, i64>(1)? as u64,
+                    })
+                })
+                .optional()?;
+            Ok(state.unwrap_or_default())
+        })
+        .await
+    }
+
+    async fn device_cursor(&self, user: &str, device: &str) -> Result<u64> {
+        let (user, device) = (user.to_string(), device.to_string());
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT cursor FROM device_cursors WHERE user_id = ?1 AND device_id = ?2",
+            )?;
+            let cursor: Option<i64> = stmt
+                .query_row(params![user, device], |row| row.get(0))
+                .optional()?;
+            Ok(cursor.unwrap_or(0) as u64)
+        })
+        .await
+    }
+
+    async fn close(&self) -> Result<()> {
+        let handle = self
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(handle) = handle else {
+            return Ok(());
+        };
+        let (reply, rx) = oneshot::channel();
+        handle.submit(writer::Request::Close { reply })?;
+        rx.await.map_err(|_| StoreError::Closed)??;
+        tokio::task::spawn_blocking(move || handle.join())
+            .await
+            .map_err(backend)?;
+        self.readers.permits.close();
+        Ok(())
+    }
+}

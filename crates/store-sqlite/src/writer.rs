@@ -1,0 +1,277 @@
+//! The single writer thread. It takes every request waiting in its queue (up to
+//! [`MAX_BATCH_OPS`] ops), applies them in one transaction, commits once, and only then answers
+//! each request: one fsync covers many writers (group commit).
+
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use tidings_store::{
+    AppendMessage, Result, StoreError, StoredMessage, WriteOp, WriteResult,
+};
+use tokio::sync::oneshot;
+
+use crate::{MESSAGE_COLUMNS, backend, message_from_row};
+
+/// The most ops one transaction takes; more wait for the next commit.
+pub const MAX_BATCH_OPS: usize = 2048;
+
+pub enum Request {
+    Write {
+        ops: Vec<WriteOp>,
+        reply: oneshot::Sender<Result<Vec<WriteResult>>>,
+    },
+    /// Commit what is queued, checkpoint the WAL, and stop.
+    Close { reply: oneshot::Sender<Result<()>> },
+}
+
+pub struct Handle {
+    tx: mpsc::Sender<Request>,
+    thread: JoinHandle<()>,
+}
+
+impl Handle {
+    pub fn submit(&self, request: Request) -> Result<()> {
+        self.tx.send(request).map_err(|_| StoreError::Closed)
+    }
+
+    pub fn join(self) {
+        drop(self.tx);
+        // The thread only ends by returning; a panic there is already logged by the runtime.
+        let _ = self.thread.join();
+    }
+}
+
+pub fn spawn(conn: Connection) -> Result<Handle> {
+    let (tx, rx) = mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("tidings-sqlite-writer".into())
+        .spawn(move || run(conn, rx))
+        .map_err(backend)?;
+    Ok(Handle { tx, thread })
+}
+
+fn run(mut conn: Connection, rx: mpsc::Receiver<Request>) {
+    let mut pending: Option<Request> = None;
+    loop {
+        let first = match pending.take() {
+            Some(r) => r,
+            None => match rx.recv() {
+                Ok(r) => r,
+                Err(_) => return,
+            },
+        };
+        let mut batch = Vec::new();
+        let mut close = None;
+        let mut n_ops = 0;
+        let mut next = Some(first);
+        while let Some(request) = next.take() {
+            match request {
+                Request::Write { ops, reply } => {
+                    n_ops += ops.len();
+                    batch.push((ops, reply));
+                }
+                Request::Close { reply } => {
+                    close = Some(reply);
+                    break;
+                }
+            }
+            if n_ops >= MAX_BATCH_OPS {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        if !batch.is_empty() {
+            commit_batch(&mut conn, batch);
+        }
+        if let Some(reply) = close {
+            // Drain writes that raced with the close request so none is left unanswered.
+            let rest: Vec<_> = rx
+                .try_iter()
+                .filter_map(|r| match r {
+                    Request::Write { ops, reply } => Some((ops, reply)),
+                    Request::Close { reply } => {
+                        let _ = reply.send(Ok(()));
+                        None
+                    }
+                })
+                .collect();
+            if !rest.is_empty() {
+                commit_batch(&mut conn, rest);
+            }
+            let result = conn
+                .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+                .map_err(backend);
+            // The caller may have stopped waiting; there is nobody else to tell.
+            let _ = reply.send(result);
+            return;
+        }
+        if pending.is_none() {
+            pending = rx.try_recv().ok();
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<Vec<WriteResult>>>;
+
+fn commit_batch(conn: &mut Connection, batch: Vec<(Vec<WriteOp>, Reply)>) {
+    let outcome = (|| -> rusqlite::Result<Vec<Vec<WriteResult>>> {
+        let tx = conn.transaction()?;
+        let mut all = Vec::with_capacity(batch.len());
+        for (ops, _) in &batch {
+            let mut results = Vec::with_capacity(ops.len());
+            for op in ops {
+                results.push(apply(&tx, op)?);
+            }
+            all.push(results);
+        }
+        tx.commit()?;
+        Ok(all)
+    })();
+    match outcome {
+        Ok(all) => {
+            for ((_, reply), results) in batch.into_iter().zip(all) {
+                // A caller that gave up waiting still had its write committed; nothing to undo.
+                let _ = reply.send(Ok(results));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "storage transaction failed; batch rolled back");
+            for (_, reply) in batch {
+                let _ = reply.send(Err(backend(&e)));
+            }
+        }
+    }
+}
+
+fn apply(tx: &Transaction<'_>, op: &WriteOp) -> rusqlite::Result<WriteResult> {
+    match op {
+        WriteOp::Append(m) => append(tx, m),
+        WriteOp::SetCursor {
+            user,
+            device,
+            cursor,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO device_cursors (user_id, device_id, cursor) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (user_id, device_id) DO UPDATE SET cursor = max(cursor, excluded.cursor)",
+            )?
+            .execute(params![user, device, *cursor as i64])?;
+            Ok(WriteResult::CursorSet)
+        }
+        WriteOp::UseNonce {
+            nonce,
+            now,
+            expires_at,
+        } => {
+            tx.prepare_cached("DELETE FROM nonces WHERE expires_at <= ?1")?
+                .execute(params![now])?;
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT INTO nonces (nonce, expires_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![nonce, expires_at])?;
+            Ok(WriteResult::Nonce {
+                fresh: inserted == 1,
+            })
+        }
+        WriteOp::BumpTokenVersion { user } => {
+            let version: i64 = tx
+                .prepare_cached(
+                    "INSERT INTO users (id, token_version) VALUES (?1, 1) ON CONFLICT (id) \
+                     DO UPDATE SET token_version = token_version + 1 RETURNING token_version",
+                )?
+                .query_row(params![user], |row| row.get(0))?;
+            Ok(WriteResult::TokenVersion(version as u64))
+        }
+    }
+}
+
+fn append(tx: &Transaction<'_>, m: &AppendMessage) -> rusqlite::Result<WriteResult> {
+    let existing = tx
+        .prepare_cached(&format!(
+            "SELECT m.digest, {MESSAGE_COLUMNS} FROM messages m \
+             WHERE m.sender = ?1 AND m.client_msg_id = ?2"
+        ))?
+        .query_row(params![m.sender, m.client_msg_id], |row| {
+            Ok((row.get::<_, String>(0)?, message_from_row(row, 1)?))
+        })
+        .optional()?;
+    if let Some((digest, message)) = existing {
+        if digest != m.digest {
+            return Ok(WriteResult::ClientMsgIdConflict);
+        }
+        let mut inbox = Vec::with_capacity(m.recipients.len());
+        let mut stmt = tx.prepare_cached("SELECT user_id, seq FROM inbox WHERE uid = ?1")?;
+        let rows = stmt.query_map(params![message.uid], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64))
+        })?;
+        for row in rows {
+            inbox.push(row?);
+        }
+        // Report entries in the order the recipients were given.
+        inbox.sort_by_key(|(user, _)| m.recipients.iter().position(|r| r == user));
+        return Ok(WriteResult::Appended {
+            message,
+            inbox,
+            duplicate: true,
+        });
+    }
+
+    let seq: i64 = tx
+        .prepare_cached(
+            "INSERT INTO conversations (id, conv_type, last_seq) VALUES (?1, ?2, 1) \
+             ON CONFLICT (id) DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq",
+        )?
+        .query_row(params![m.conversation_id, m.conversation_type], |row| {
+            row.get(0)
+        })?;
+    tx.prepare_cached(
+        "INSERT INTO messages (uid, conv_type, conv_id, seq, sender, target, sent_time, msg_type, \
+         content, push_text, client_msg_id, digest) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?
+    .execute(params![
+        m.uid,
+        m.conversation_type,
+        m.conversation_id,
+        seq,
+        m.sender,
+        m.target,
+        m.sent_time,
+        m.msg_type,
+        m.content,
+        m.push_text,
+        m.client_msg_id,
+        m.digest
+    ])?;
+    let mut inbox = Vec::with_capacity(m.recipients.len());
+    for user in &m.recipients {
+        let inbox_seq: i64 = tx
+            .prepare_cached(
+                "INSERT INTO users (id, inbox_seq) VALUES (?1, 1) ON CONFLICT (id) \
+                 DO UPDATE SET inbox_seq = inbox_seq + 1 RETURNING inbox_seq",
+            )?
+            .query_row(params![user], |row| row.get(0))?;
+        tx.prepare_cached("INSERT INTO inbox (user_id, seq, uid) VALUES (?1, ?2, ?3)")?
+            .execute(params![user, inbox_seq, m.uid])?;
+        inbox.push((user.clone(), inbox_seq as u64));
+    }
+    Ok(WriteResult::Appended {
+        message: StoredMessage {
+            uid: m.uid.clone(),
+            conversation_type: m.conversation_type,
+            conversation_id: m.conversation_id.clone(),
+            sender: m.sender.clone(),
+            target: m.target.clone(),
+            seq: seq as u64,
+            sent_time: m.sent_time,
+            msg_type: m.msg_type.clone(),
+            content: m.content.clone(),
+            push_text: m.push_text.clone(),
+            client_msg_id: m.client_msg_id.clone(),
+        },
+        inbox,
+        duplicate: false,
+    })
+}
