@@ -1,0 +1,230 @@
+//! The committer: the one task that writes. It takes everything waiting in its queue, turns it
+//! into one store batch (one transaction, one fsync), and after the commit, in commit order,
+//! answers the senders and pushes each new message to the devices that should have it. Because
+//! one task does both, every device sees pushes in commit order, and a sender's PUBACK is queued
+//! before any later push to the same connection.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use tidings_proto::Code;
+use tidings_store::{AppendMessage, StoreError, WriteOp, WriteResult};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::session::SessionShared;
+use crate::{Delivered, Engine, Outbound, PubAckOut};
+
+/// Requests waiting for the committer; senders wait (backpressure) when it is full.
+pub const QUEUE_LEN: usize = 16 * 1024;
+/// The most requests one commit takes.
+const MAX_BATCH: usize = 1024;
+
+/// A validated message waiting for its uid, time and seqs.
+#[derive(Debug, Clone)]
+pub struct PendingPublish {
+    pub conversation_type: u32,
+    pub conversation_id: String,
+    pub sender: String,
+    pub target: String,
+    pub msg_type: String,
+    pub content: String,
+    pub push_text: String,
+    pub client_msg_id: String,
+    pub digest: String,
+    pub recipients: Vec<String>,
+}
+
+pub enum CommitRequest {
+    Publish {
+        session: Arc<SessionShared>,
+        packet_id: u32,
+        message: PendingPublish,
+    },
+    Cursor(WriteOp),
+    Write {
+        ops: Vec<WriteOp>,
+        reply: oneshot::Sender<Result<Vec<WriteResult>, StoreError>>,
+    },
+    /// Answered once everything queued before it is committed; the committer then exits.
+    Stop { reply: oneshot::Sender<()> },
+}
+
+pub async fn run(engine: Engine, mut rx: mpsc::Receiver<CommitRequest>) {
+    let mut uids = ulid::Generator::new();
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let stop = commit(&engine, &mut uids, &mut batch).await;
+        if let Some(reply) = stop {
+            // Refuse anything sent after the stop, then tell the stopper we are done.
+            rx.close();
+            let mut rest = Vec::new();
+            while let Ok(r) = rx.try_recv() {
+                rest.push(r);
+            }
+            if !rest.is_empty() {
+                commit(&engine, &mut uids, &mut rest).await;
+            }
+            let _ = reply.send(());
+            return;
+        }
+    }
+}
+
+/// Commits one batch and answers it. Returns the reply of a stop request found in the batch.
+async fn commit(
+    engine: &Engine,
+    uids: &mut ulid::Generator,
+    batch: &mut Vec<CommitRequest>,
+) -> Option<oneshot::Sender<()>> {
+    let now = engine.now_ms();
+    let mut ops = Vec::with_capacity(batch.len());
+    // For each request, the range of its ops in `ops`.
+    let mut spans = Vec::with_capacity(batch.len());
+    for request in batch.iter() {
+        let start = ops.len();
+        match request {
+            CommitRequest::Publish { message, .. } => {
+                let time = UNIX_EPOCH + Duration::from_millis(now.max(0) as u64);
+                // The generator only fails when 2^80 ids are made within one millisecond.
+                let uid = uids
+                    .generate_from_datetime(time)
+                    .unwrap_or_else(|_| ulid::Ulid::new());
+                ops.push(WriteOp::Append(AppendMessage {
+                    uid: uid.to_string(),
+                    conversation_type: message.conversation_type,
+                    conversation_id: message.conversation_id.clone(),
+                    sender: message.sender.clone(),
+                    target: message.target.clone(),
+                    sent_time: now,
+                    msg_type: message.msg_type.clone(),
+                    content: message.content.clone(),
+                    push_text: message.push_text.clone(),
+                    client_msg_id: message.client_msg_id.clone(),
+                    digest: message.digest.clone(),
+                    recipients: message.recipients.clone(),
+                }));
+            }
+            CommitRequest::Cursor(op) => ops.push(op.clone()),
+            CommitRequest::Write { ops: more, .. } => ops.extend(more.iter().cloned()),
+            CommitRequest::Stop { .. } => {}
+        }
+        spans.push(start..ops.len());
+    }
+    let outcome = if ops.is_empty() {
+        Ok(Vec::new())
+    } else {
+        engine.inner.store.write(ops).await
+    };
+    let mut stop = None;
+    match outcome {
+        Ok(results) => {
+            for (request, span) in batch.drain(..).zip(spans) {
+                let results = &results[span];
+                match request {
+                    CommitRequest::Publish {
+                        session, packet_id, ..
+                    } => answer_publish(engine, &session, packet_id, &results[0]),
+                    CommitRequest::Cursor(_) => {}
+                    CommitRequest::Write { reply, .. } => {
+                        let _ = reply.send(Ok(results.to_vec()));
+                    }
+                    CommitRequest::Stop { reply } => stop = Some(reply),
+                }
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, requests = batch.len(), "commit failed; nothing in the batch was stored");
+            for request in batch.drain(..) {
+                match request {
+                    CommitRequest::Publish {
+                        session, packet_id, ..
+                    } => session.reply(
+                        engine,
+                        Outbound::PubAck(PubAckOut {
+                            packet_id,
+                            code: Code::ServerError.as_u32(),
+                            text: Code::ServerError.text().into(),
+                            ..Default::default()
+                        }),
+                    ),
+                    CommitRequest::Cursor(_) => {}
+                    CommitRequest::Write { reply, .. } => {
+                        let _ = reply.send(Err(StoreError::Backend(e.to_string())));
+                    }
+                    CommitRequest::Stop { reply } => stop = Some(reply),
+                }
+            }
+        }
+    }
+    stop
+}
+
+fn answer_publish(engine: &Engine, origin: &Arc<SessionShared>, packet_id: u32, result: &WriteResult) {
+    match result {
+        WriteResult::Appended {
+            message,
+            inbox,
+            duplicate,
+        } => {
+            let sender_inbox_seq = inbox
+                .iter()
+                .find(|(user, _)| *user == message.sender)
+                .map(|(_, seq)| *seq)
+                .unwrap_or(0);
+            origin.reply(
+                engine,
+                Outbound::PubAck(PubAckOut {
+                    packet_id,
+                    code: 0,
+                    text: String::new(),
+                    uid: message.uid.clone(),
+                    seq: message.seq,
+                    sent_time: message.sent_time,
+                    inbox_seq: sender_inbox_seq,
+                }),
+            );
+            // The sending device has its own message: its PUBACK stands for the push.
+            origin.acknowledge(sender_inbox_seq, engine.inner.config.max_inflight);
+            if *duplicate {
+                // The first commit pushed it already; devices that missed that push sync it.
+                return;
+            }
+            for (user, inbox_seq) in inbox {
+                let view = Arc::new(Delivered::for_viewer(user, message, *inbox_seq));
+                for session in engine.sessions_of(user) {
+                    if session.id != origin.id {
+                        session.deliver(engine, view.clone());
+                    }
+                }
+            }
+        }
+        WriteResult::ClientMsgIdConflict => origin.reply(
+            engine,
+            Outbound::PubAck(PubAckOut {
+                packet_id,
+                code: Code::ClientMsgIdConflict.as_u32(),
+                text: Code::ClientMsgIdConflict.text().into(),
+                ..Default::default()
+            }),
+        ),
+        other => {
+            tracing::error!(?other, "unexpected store result for an append");
+            origin.reply(
+                engine,
+                Outbound::PubAck(PubAckOut {
+                    packet_id,
+                    code: Code::ServerError.as_u32(),
+                    text: Code::ServerError.text().into(),
+                    ..Default::default()
+                }),
+            );
+        }
+    }
+}

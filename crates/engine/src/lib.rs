@@ -1,0 +1,419 @@
+//! The Tidings engine: the domain, independent of any wire format or socket.
+//!
+//! A gateway authenticates a connection with [`Engine::connect`] and gets a [`Session`]. It feeds
+//! the session what the client sends (publish, ack, sync, confirm) and writes out whatever the
+//! session's [`Outbox`] yields ([`Outbound`] items), encoding them in the client's format.
+//!
+//! The delivery path: [`Session::publish`] validates, then hands the message to the committer
+//! task (`commit.rs`), which batches everything waiting into one store transaction (group
+//! commit), and after the commit — in commit order — queues the sender's PUBACK and pushes the
+//! message to every other device of the sender and the recipient. Pushed messages stay in the
+//! session's in-flight set until the device acknowledges them and are resent with the dup flag
+//! after the ack timeout ([`Session::resend_due`]). Anything a device misses is in its inbox and
+//! comes back by sync ([`Session::sync`]).
+//!
+//! Architecture invariant: this crate never imports a web framework, a WebSocket library or a SQL
+//! driver. It sees storage only through `tidings_store::Store`, and uses `tidings_proto` only for
+//! the closed set of client-visible codes.
+
+pub mod auth;
+mod commit;
+pub mod outbox;
+mod session;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tidings_proto::Code;
+use tidings_store::{Store, StoredMessage, WriteOp, WriteResult};
+use tokio::sync::{mpsc, oneshot};
+
+pub use auth::AppCredentials;
+pub use outbox::Outbox;
+pub use session::{ConnectInfo, ConnectRequest, SendRequest, Session};
+pub use validate::Refusal;
+
+use commit::CommitRequest;
+use session::SessionShared;
+
+/// Milliseconds since the Unix epoch. Injected so tests can control time.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    })
+}
+
+/// What happens when a user connects while already connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DevicePolicy {
+    /// Several devices at once; a second connection with the same device id replaces the first.
+    #[default]
+    Multi,
+    /// One connection per user: a new login kicks the old one (DISCONNECT 31010).
+    Single,
+}
+
+/// Engine settings. Defaults are documented on [`EngineConfig::new`].
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub credentials: AppCredentials,
+    pub heartbeat: Duration,
+    pub ack_timeout: Duration,
+    pub max_inflight: usize,
+    pub outbound_queue_bytes: usize,
+    pub max_content_bytes: usize,
+    pub device_policy: DevicePolicy,
+    pub token_ttl: Duration,
+}
+
+impl EngineConfig {
+    /// Defaults: heartbeat 30 s (a connection silent for 3 intervals is dropped), ack timeout
+    /// 10 s, 1024 unacknowledged pushes per connection, 1 MiB outbound queue per connection,
+    /// 16 KiB message content, `multi` device policy, tokens valid for 30 days.
+    pub fn new(credentials: AppCredentials) -> EngineConfig {
+        EngineConfig {
+            credentials,
+            heartbeat: Duration::from_secs(30),
+            ack_timeout: Duration::from_secs(10),
+            max_inflight: 1024,
+            outbound_queue_bytes: 1 << 20,
+            max_content_bytes: 16 * 1024,
+            device_policy: DevicePolicy::Multi,
+            token_ttl: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+/// Sync pages: the default and the largest a client may ask for.
+pub const SYNC_PAGE_DEFAULT: u32 = 100;
+pub const SYNC_PAGE_MAX: u32 = 500;
+
+/// A message as one user sees it: the target is the conversation from that user's side.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivered {
+    pub uid: String,
+    pub conversation_type: u32,
+    pub target_id: String,
+    pub sender_id: String,
+    pub seq: u64,
+    pub sent_time: i64,
+    pub msg_type: String,
+    pub content: String,
+    pub push_text: String,
+    pub client_msg_id: String,
+    pub inbox_seq: u64,
+}
+
+impl Delivered {
+    fn for_viewer(viewer: &str, m: &StoredMessage, inbox_seq: u64) -> Delivered {
+        let target_id = if m.conversation_type == tidings_proto::conversation_type::PRIVATE
+            && m.target == viewer
+        {
+            m.sender.clone()
+        } else {
+            m.target.clone()
+        };
+        Delivered {
+            uid: m.uid.clone(),
+            conversation_type: m.conversation_type,
+            target_id,
+            sender_id: m.sender.clone(),
+            seq: m.seq,
+            sent_time: m.sent_time,
+            msg_type: m.msg_type.clone(),
+            content: m.content.clone(),
+            push_text: m.push_text.clone(),
+            client_msg_id: m.client_msg_id.clone(),
+            inbox_seq,
+        }
+    }
+
+    fn approx_bytes(&self) -> usize {
+        96 + self.uid.len()
+            + self.target_id.len()
+            + self.sender_id.len()
+            + self.msg_type.len()
+            + self.content.len()
+            + self.push_text.len()
+            + self.client_msg_id.len()
+    }
+}
+
+/// The answer to a client's PUBLISH.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PubAckOut {
+    pub packet_id: u32,
+    pub code: u32,
+    pub text: String,
+    pub uid: String,
+    pub seq: u64,
+    pub sent_time: i64,
+    pub inbox_seq: u64,
+}
+
+/// The answer to a client's QUERY.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueryAckOut {
+    pub query_id: u32,
+    pub code: u32,
+    pub text: String,
+    pub messages: Vec<Delivered>,
+    pub has_more: bool,
+}
+
+/// Something to send to one connection, in order.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    PubAck(PubAckOut),
+    /// A pushed message (qos 1, the device must acknowledge it); `dup` on a resend.
+    Deliver { message: Arc<Delivered>, dup: bool },
+    QueryAck(QueryAckOut),
+    Pong,
+    /// The last item: the gateway sends it and closes the connection.
+    Disconnect(Code),
+}
+
+impl Outbound {
+    /// Roughly what the item costs in the queue, for the byte bound.
+    pub fn approx_bytes(&self) -> usize {
+        match self {
+            Outbound::PubAck(p) => 64 + p.text.len() + p.uid.len(),
+            Outbound::Deliver { message, .. } => message.approx_bytes(),
+            Outbound::QueryAck(q) => {
+                64 + q.text.len() + q.messages.iter().map(Delivered::approx_bytes).sum::<usize>()
+            }
+            Outbound::Pong | Outbound::Disconnect(_) => 16,
+        }
+    }
+}
+
+/// Errors of engine calls made by app servers (HTTP API, CLI).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.text())]
+pub struct ApiError(pub Refusal);
+
+impl From<Code> for ApiError {
+    fn from(c: Code) -> ApiError {
+        ApiError(c.into())
+    }
+}
+
+/// The engine. Cheap to clone; all clones share one state.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: EngineConfig,
+    store: Arc<dyn Store>,
+    clock: Clock,
+    sessions: Mutex<HashMap<String, Vec<Arc<SessionShared>>>>,
+    commits: mpsc::Sender<CommitRequest>,
+    committer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    next_session: AtomicU64,
+    accepting: AtomicBool,
+}
+
+impl Engine {
+    /// Starts the engine (its committer task) on the current Tokio runtime.
+    pub fn start(config: EngineConfig, store: Arc<dyn Store>, clock: Clock) -> Engine {
+        let (commits, rx) = mpsc::channel(commit::QUEUE_LEN);
+        let inner = Arc::new(Inner {
+            config,
+            store,
+            clock,
+            sessions: Mutex::new(HashMap::new()),
+            commits,
+            committer: Mutex::new(None),
+            next_session: AtomicU64::new(1),
+            accepting: AtomicBool::new(true),
+        });
+        let engine = Engine { inner };
+        let task = tokio::spawn(commit::run(engine.clone(), rx));
+        *engine.inner.committer.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        engine
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        (self.inner.clock)()
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Arc<SessionShared>>>> {
+        self.inner.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Live sessions of a user.
+    fn sessions_of(&self, user: &str) -> Vec<Arc<SessionShared>> {
+        self.sessions().get(user).cloned().unwrap_or_default()
+    }
+
+    fn register(&self, shared: Arc<SessionShared>) -> Vec<Arc<SessionShared>> {
+        let mut sessions = self.sessions();
+        let list = sessions.entry(shared.user.clone()).or_default();
+        let policy = self.inner.config.device_policy;
+        let (replaced, kept): (Vec<_>, Vec<_>) = list.drain(..).partition(|s| {
+            policy == DevicePolicy::Single || (!shared.anonymous && s.device == shared.device)
+        });
+        *list = kept;
+        list.push(shared);
+        replaced
+    }
+
+    fn unregister(&self, shared: &SessionShared) {
+        let mut sessions = self.sessions();
+        if let Some(list) = sessions.get_mut(&shared.user) {
+            list.retain(|s| s.id != shared.id);
+            if list.is_empty() {
+                sessions.remove(&shared.user);
+            }
+        }
+    }
+
+    /// Number of live sessions (for health and metrics).
+    pub fn session_count(&self) -> usize {
+        self.sessions().values().map(Vec::len).sum()
+    }
+
+    /// Writes through the committer, so API writes share the group commit and its ordering.
+    async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteResult>, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .commits
+            .send(CommitRequest::Write { ops, reply })
+            .await
+            .map_err(|_| ApiError::from(Code::ServerShutdown))?;
+        match rx.await {
+            Ok(Ok(results)) => Ok(results),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "store write failed");
+                Err(Code::ServerError.into())
+            }
+            Err(_) => Err(Code::ServerShutdown.into()),
+        }
+    }
+
+    /// Mints a token for `user`, valid for `ttl` (the configured default if `None`). Returns the
+    /// token and its expiry in seconds since the epoch.
+    pub async fn mint_token(
+        &self,
+        user: &str,
+        ttl: Option<Duration>,
+    ) -> Result<(String, i64), ApiError> {
+        if !validate::is_user_id(user) {
+            return Err(Code::InvalidUserId.into());
+        }
+        let state = self.inner.store.user_state(user).await.map_err(|e| {
+            tracing::error!(error = %e, "store read failed");
+            ApiError::from(Code::ServerError)
+        })?;
+        let now = self.now_ms() / 1000;
+        let exp = now + ttl.unwrap_or(self.inner.config.token_ttl).as_secs() as i64;
+        let token = auth::mint(
+            &self.inner.config.credentials,
+            user,
+            state.token_version,
+            now,
+            exp,
+        )?;
+        Ok((token, exp))
+    }
+
+    /// Revokes every token of `user` and disconnects the user's live sessions. Returns the new
+    /// token version.
+    pub async fn revoke_tokens(&self, user: &str) -> Result<u64, ApiError> {
+        if !validate::is_user_id(user) {
+            return Err(Code::InvalidUserId.into());
+        }
+        let results = self
+            .write(vec![WriteOp::BumpTokenVersion { user: user.into() }])
+            .await?;
+        let version = match results.first() {
+            Some(WriteResult::TokenVersion(v)) => *v,
+            _ => return Err(Code::ServerError.into()),
+        };
+        for s in self.sessions_of(user) {
+            s.end(self, Code::TokenRevoked);
+        }
+        Ok(version)
+    }
+
+    /// Authenticates an HTTP API request: signature, time window, and single use of the nonce.
+    pub async fn check_api_request(&self, sig: &auth::ApiSignature<'_>) -> Result<(), ApiError> {
+        let now = self.now_ms();
+        let nonce = auth::check_api_signature(&self.inner.config.credentials, sig, now)?;
+        let results = self
+            .write(vec![WriteOp::UseNonce {
+                nonce: nonce.to_string(),
+                now,
+                expires_at: now + 2 * auth::API_WINDOW_MS,
+            }])
+            .await?;
+        match results.first() {
+            Some(WriteResult::Nonce { fresh: true }) => Ok(()),
+            Some(WriteResult::Nonce { fresh: false }) => Err(Code::NonceReused.into()),
+            _ => Err(Code::ServerError.into()),
+        }
+    }
+
+    /// Stops the engine: refuses new connections, commits and answers everything already queued,
+    /// then ends every session with a DISCONNECT (server shutdown), stores their cursors, and
+    /// closes the store. Call it after the gateway has stopped reading from clients.
+    pub async fn shutdown(&self) {
+        self.inner.accepting.store(false, Ordering::SeqCst);
+        let (reply, rx) = oneshot::channel();
+        if self
+            .inner
+            .commits
+            .send(CommitRequest::Stop { reply })
+            .await
+            .is_ok()
+        {
+            // The committer answers after everything queued before the stop is committed.
+            let _ = rx.await;
+        }
+        let task = self
+            .inner
+            .committer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(task) = task
+            && let Err(e) = task.await
+        {
+            tracing::error!(error = %e, "committer task failed");
+        }
+        let all: Vec<_> = self.sessions().values().flatten().cloned().collect();
+        let mut cursors = Vec::new();
+        for s in &all {
+            if let Some(op) = s.cursor_op() {
+                cursors.push(op);
+            }
+            s.end(self, Code::ServerShutdown);
+        }
+        if !cursors.is_empty()
+            && let Err(e) = self.inner.store.write(cursors).await
+        {
+            tracing::warn!(error = %e, "could not store device cursors at shutdown");
+        }
+        if let Err(e) = self.inner.store.close().await {
+            tracing::error!(error = %e, "closing the store failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,515 @@
+//! Device sessions: authentication, the per-device delivery state (in-flight pushes, the
+//! acknowledged cursor) and the requests a connected device makes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use tidings_proto::{Code, conversation_type};
+use tidings_store::WriteOp;
+use tokio::time::Instant;
+
+use crate::commit::{CommitRequest, PendingPublish};
+use crate::validate::{self, Refusal};
+use crate::{
+    Delivered, Engine, Outbound, Outbox, PubAckOut, QueryAckOut, SYNC_PAGE_DEFAULT, SYNC_PAGE_MAX,
+};
+
+/// What a client presents to connect.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectRequest {
+    pub token: String,
+    pub device_id: String,
+    pub platform: String,
+}
+
+/// What the engine tells a client that connected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectInfo {
+    pub user_id: String,
+    pub session_id: String,
+    pub heartbeat_ms: u32,
+    pub server_time: i64,
+    pub cursor: u64,
+    pub inbox_seq: u64,
+}
+
+/// A message a client asks to send.
+#[derive(Debug, Clone, Default)]
+pub struct SendRequest {
+    pub client_msg_id: String,
+    pub conversation_type: u32,
+    pub target_id: String,
+    pub msg_type: String,
+    pub content: String,
+    pub push_text: String,
+}
+
+/// Push text longer than this is refused.
+const MAX_PUSH_TEXT_BYTES: usize = 512;
+
+pub(crate) struct SessionShared {
+    pub id: u64,
+    pub user: String,
+    pub device: String,
+    /// Anonymous devices (no device id) have no stored cursor and never replace each other.
+    pub anonymous: bool,
+    pub outbox: Outbox,
+    state: Mutex<DeliveryState>,
+}
+
+struct DeliveryState {
+    /// Pushed, not yet acknowledged: inbox seq -> (last sent, message).
+    inflight: BTreeMap<u64, (Instant, Arc<Delivered>)>,
+    /// Every inbox entry up to here is acknowledged by this device.
+    cursor: u64,
+    /// Acknowledged entries above `cursor + 1`, waiting for the gap below them to close.
+    acked_ahead: BTreeSet<u64>,
+    /// The cursor last written to the store.
+    stored_cursor: u64,
+    ended: bool,
+}
+
+impl SessionShared {
+    fn state(&self) -> std::sync::MutexGuard<'_, DeliveryState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Pushes a committed message to this device. Called by the committer in commit order.
+    pub(crate) fn deliver(&self, engine: &Engine, message: Arc<Delivered>) {
+        let overflow = {
+            let mut st = self.state();
+            if st.ended || message.inbox_seq <= st.cursor {
+                return;
+            }
+            st.inflight
+                .insert(message.inbox_seq, (Instant::now(), message.clone()));
+            st.inflight.len() > engine.inner.config.max_inflight
+        };
+        if overflow {
+            tracing::info!(session = self.id, user = %self.user, "too many unacknowledged pushes");
+            self.end(engine, Code::SlowConsumer);
+            return;
+        }
+        if self
+            .outbox
+            .push(Outbound::Deliver {
+                message,
+                dup: false,
+            })
+            .is_err()
+        {
+            self.end(engine, Code::SlowConsumer);
+        }
+    }
+
+    /// Queues a reply; a full outbox ends the session as a slow consumer.
+    pub(crate) fn reply(&self, engine: &Engine, item: Outbound) {
+        if self.outbox.push(item).is_err() {
+            self.end(engine, Code::SlowConsumer);
+        }
+    }
+
+    /// Records that the device has the entry at `inbox_seq`.
+    pub(crate) fn acknowledge(&self, inbox_seq: u64, max_ahead: usize) {
+        let mut st = self.state();
+        st.inflight.remove(&inbox_seq);
+        if inbox_seq == st.cursor + 1 {
+            st.cursor = inbox_seq;
+        } else if inbox_seq > st.cursor && st.acked_ahead.len() < max_ahead {
+            st.acked_ahead.insert(inbox_seq);
+        }
+        st.advance();
+    }
+
+    fn confirm(&self, inbox_seq: u64) {
+        let mut st = self.state();
+        if inbox_seq > st.cursor {
+            st.cursor = inbox_seq;
+        }
+        let cursor = st.cursor;
+        st.inflight.retain(|seq, _| *seq > cursor);
+        st.advance();
+    }
+
+    /// The store write that records this device's cursor, if it moved since the last one.
+    pub(crate) fn cursor_op(&self) -> Option<WriteOp> {
+        let mut st = self.state();
+        if self.anonymous || st.cursor <= st.stored_cursor {
+            return None;
+        }
+        st.stored_cursor = st.cursor;
+        Some(WriteOp::SetCursor {
+            user: self.user.clone(),
+            device: self.device.clone(),
+            cursor: st.cursor,
+        })
+    }
+
+    /// Ends the session: queues a DISCONNECT with `code` and removes it from routing. Idempotent.
+    pub(crate) fn end(&self, engine: &Engine, code: Code) {
+        {
+            let mut st = self.state();
+            if st.ended {
+                return;
+            }
+            st.ended = true;
+        }
+        self.outbox.close(code);
+        engine.unregister(self);
+        if let Some(op) = self.cursor_op() {
+            // Best effort: a lost cursor update only means the device re-syncs a few entries.
+            let _ = engine.inner.commits.try_send(CommitRequest::Cursor(op));
+        }
+        tracing::debug!(session = self.id, user = %self.user, code = code.as_u32(), "session ended");
+    }
+}
+
+impl DeliveryState {
+    fn advance(&mut self) {
+        while self.acked_ahead.remove(&(self.cursor + 1)) {
+            self.cursor += 1;
+        }
+        let cursor = self.cursor;
+        self.acked_ahead.retain(|s| *s > cursor);
+    }
+}
+
+/// One authenticated device connection. Dropping it ends the session.
+pub struct Session {
+    shared: Arc<SessionShared>,
+    engine: Engine,
+}
+
+impl Engine {
+    /// Authenticates a device and registers its session for delivery.
+    pub async fn connect(&self, req: ConnectRequest) -> Result<(Session, ConnectInfo), Refusal> {
+        if !self.inner.accepting.load(Ordering::SeqCst) {
+            return Err(Code::ServerShutdown.into());
+        }
+        let anonymous = req.device_id.is_empty();
+        if !anonymous && !validate::is_user_id(&req.device_id) {
+            return Err(Refusal::new(
+                Code::InvalidDeviceId,
+                "a device id is 1-64 of A-Z a-z 0-9 _ - . @",
+            ));
+        }
+        let now = self.now_ms();
+        let claims = crate::auth::verify(&self.inner.config.credentials, &req.token, now / 1000)?;
+        let store_error = |e: tidings_store::StoreError| {
+            tracing::error!(error = %e, "store read failed during connect");
+            Refusal::from(Code::ServerError)
+        };
+        let state = self
+            .inner
+            .store
+            .user_state(&claims.sub)
+            .await
+            .map_err(store_error)?;
+        if claims.ver != state.token_version {
+            return Err(Code::TokenRevoked.into());
+        }
+        let cursor = if anonymous {
+            0
+        } else {
+            self.inner
+                .store
+                .device_cursor(&claims.sub, &req.device_id)
+                .await
+                .map_err(store_error)?
+        };
+        let id = self.inner.next_session.fetch_add(1, Ordering::Relaxed);
+        let device = if anonymous {
+            format!("anon-{id}")
+        } else {
+            req.device_id
+        };
+        let shared = Arc::new(SessionShared {
+            id,
+            user: claims.sub.clone(),
+            device,
+            anonymous,
+            outbox: Outbox::new(self.inner.config.outbound_queue_bytes),
+            state: Mutex::new(DeliveryState {
+                inflight: BTreeMap::new(),
+                cursor,
+                acked_ahead: BTreeSet::new(),
+                stored_cursor: cursor,
+                ended: false,
+            }),
+        });
+        for old in self.register(shared.clone()) {
+            old.end(self, Code::Kicked);
+        }
+        tracing::debug!(session = id, user = %claims.sub, device = %shared.device, platform = %req.platform, "session started");
+        let info = ConnectInfo {
+            user_id: claims.sub,
+            session_id: id.to_string(),
+            heartbeat_ms: self.inner.config.heartbeat.as_millis() as u32,
+            server_time: now,
+            cursor,
+            inbox_seq: state.inbox_seq,
+        };
+        Ok((
+            Session {
+                shared,
+                engine: self.clone(),
+            },
+            info,
+        ))
+    }
+}
+
+impl Session {
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    pub fn user_id(&self) -> &str {
+        &self.shared.user
+    }
+
+    /// The queue the gateway drains to the socket.
+    pub fn outbox(&self) -> &Outbox {
+        &self.shared.outbox
+    }
+
+    /// Sends a message. The PUBACK (success or a refusal code) arrives through the outbox.
+    pub async fn publish(&self, packet_id: u32, send: SendRequest) {
+        let pending = match self.check(&send) {
+            Ok(p) => p,
+            Err(refusal) => {
+                self.shared.reply(
+                    &self.engine,
+                    Outbound::PubAck(PubAckOut {
+                        packet_id,
+                        code: refusal.code.as_u32(),
+                        text: refusal.text(),
+                        ..Default::default()
+                    }),
+                );
+                return;
+            }
+        };
+        let request = CommitRequest::Publish {
+            session: self.shared.clone(),
+            packet_id,
+            message: pending,
+        };
+        if self.engine.inner.commits.send(request).await.is_err() {
+            self.shared.reply(
+                &self.engine,
+                Outbound::PubAck(PubAckOut {
+                    packet_id,
+                    code: Code::ServerShutdown.as_u32(),
+                    text: Code::ServerShutdown.text().into(),
+                    ..Default::default()
+                }),
+            );
+        }
+    }
+
+    fn check(&self, send: &SendRequest) -> Result<PendingPublish, Refusal> {
+        if !validate::is_client_msg_id(&send.client_msg_id) {
+            return Err(Refusal::new(
+                Code::InvalidClientMsgId,
+                "a client message id is 1-64 printable ASCII characters",
+            ));
+        }
+        if send.conversation_type != conversation_type::PRIVATE {
+            return Err(Refusal::new(
+                Code::UnknownConversationType,
+                format!("type {} is not supported", send.conversation_type),
+            ));
+        }
+        if !validate::is_user_id(&send.target_id) {
+            return Err(Refusal::new(
+                Code::InvalidTarget,
+                "a user id is 1-64 of A-Z a-z 0-9 _ - . @",
+            ));
+        }
+        validate::check_msg_type(&send.msg_type)?;
+        validate::check_content(
+            &send.msg_type,
+            &send.content,
+            self.engine.inner.config.max_content_bytes,
+        )?;
+        if send.push_text.len() > MAX_PUSH_TEXT_BYTES {
+            return Err(Refusal::new(
+                Code::ContentTooLarge,
+                format!("push text is limited to {MAX_PUSH_TEXT_BYTES} bytes"),
+            ));
+        }
+        Ok(PendingPublish::private(&self.shared.user, send))
+    }
+
+    /// The device acknowledges the pushed entry at `inbox_seq`.
+    pub fn ack(&self, inbox_seq: u64) {
+        self.shared
+            .acknowledge(inbox_seq, self.engine.inner.config.max_inflight);
+    }
+
+    /// The device confirms it holds every entry up to `inbox_seq` (after a sync page).
+    pub fn confirm(&self, inbox_seq: u64) {
+        self.shared.confirm(inbox_seq);
+    }
+
+    /// Answers a sync query: inbox entries after `after`. The QUERYACK arrives through the outbox.
+    pub async fn sync(&self, query_id: u32, after: u64, limit: u32) {
+        let reply = |out: QueryAckOut| self.shared.reply(&self.engine, Outbound::QueryAck(out));
+        if limit > SYNC_PAGE_MAX {
+            let r = Refusal::new(
+                Code::InvalidQuery,
+                format!("limit must be at most {SYNC_PAGE_MAX}"),
+            );
+            return reply(QueryAckOut {
+                query_id,
+                code: r.code.as_u32(),
+                text: r.text(),
+                ..Default::default()
+            });
+        }
+        let limit = if limit == 0 { SYNC_PAGE_DEFAULT } else { limit } as usize;
+        match self
+            .engine
+            .inner
+            .store
+            .inbox_after(&self.shared.user, after, limit + 1)
+            .await
+        {
+            Ok(mut entries) => {
+                let has_more = entries.len() > limit;
+                entries.truncate(limit);
+                let messages = entries
+                    .iter()
+                    .map(|e| Delivered::for_viewer(&self.shared.user, &e.message, e.inbox_seq))
+                    .collect();
+                reply(QueryAckOut {
+                    query_id,
+                    code: 0,
+                    text: String::new(),
+                    messages,
+                    has_more,
+                });
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "sync read failed");
+                reply(QueryAckOut {
+                    query_id,
+                    code: Code::ServerError.as_u32(),
+                    text: Code::ServerError.text().into(),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+
+    /// Answers a heartbeat.
+    pub fn pong(&self) {
+        self.shared.reply(&self.engine, Outbound::Pong);
+    }
+
+    /// Resends pushes unacknowledged for longer than the ack timeout (with the dup flag), and
+    /// stores the device cursor if it moved. The gateway calls this periodically.
+    pub fn resend_due(&self) {
+        let timeout = self.engine.inner.config.ack_timeout;
+        let now = Instant::now();
+        let due: Vec<Arc<Delivered>> = {
+            let mut st = self.shared.state();
+            if st.ended {
+                return;
+            }
+            st.inflight
+                .values_mut()
+                .filter(|(sent, _)| now.duration_since(*sent) >= timeout)
+                .map(|(sent, m)| {
+                    *sent = now;
+                    m.clone()
+                })
+                .collect()
+        };
+        for message in due {
+            if self
+                .shared
+                .outbox
+                .push(Outbound::Deliver { message, dup: true })
+                .is_err()
+            {
+                self.shared.end(&self.engine, Code::SlowConsumer);
+                return;
+            }
+        }
+        if let Some(op) = self.shared.cursor_op() {
+            // If the committer is full, the cursor is stored at a later tick or at the end.
+            if self
+                .engine
+                .inner
+                .commits
+                .try_send(CommitRequest::Cursor(op))
+                .is_err()
+            {
+                self.shared.state().stored_cursor = 0;
+            }
+        }
+    }
+
+    /// Ends the session with `code` (a DISCONNECT is queued unless one already was).
+    pub fn end(&self, code: Code) {
+        self.shared.end(&self.engine, code);
+    }
+
+    /// The number of pushes awaiting acknowledgement.
+    pub fn inflight(&self) -> usize {
+        self.shared.state().inflight.len()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.shared.end(&self.engine, Code::ClientDisconnect);
+    }
+}
+
+impl PendingPublish {
+    fn private(sender: &str, send: &SendRequest) -> PendingPublish {
+        let target = send.target_id.as_str();
+        let (a, b) = if sender <= target {
+            (sender, target)
+        } else {
+            (target, sender)
+        };
+        let mut recipients = vec![sender.to_string()];
+        if target != sender {
+            recipients.push(target.to_string());
+        }
+        PendingPublish {
+            conversation_type: conversation_type::PRIVATE,
+            conversation_id: format!("{}:{a}|{b}", conversation_type::PRIVATE),
+            sender: sender.to_string(),
+            target: target.to_string(),
+            msg_type: send.msg_type.clone(),
+            content: send.content.clone(),
+            push_text: send.push_text.clone(),
+            client_msg_id: send.client_msg_id.clone(),
+            digest: digest(send),
+            recipients,
+        }
+    }
+}
+
+/// A digest of everything the client chose for a message, to tell a resend from a reuse.
+fn digest(send: &SendRequest) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [
+        send.conversation_type.to_string().as_str(),
+        &send.target_id,
+        &send.msg_type,
+        &send.content,
+        &send.push_text,
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    hex::encode(h.finalize())
+}

@@ -1,0 +1,275 @@
+//! Engine tests without sockets: sessions are driven directly and their outboxes read.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tidings_proto::Code;
+use tidings_store_sqlite::{SqliteConfig, SqliteStore};
+
+use crate::*;
+
+struct Fixture {
+    engine: Engine,
+    _dir: tempfile::TempDir,
+}
+
+fn creds() -> AppCredentials {
+    AppCredentials {
+        app_key: "app".into(),
+        app_secret: "secret".into(),
+        token_key: vec![7; 32],
+    }
+}
+
+fn fixture(tune: impl FnOnce(&mut EngineConfig)) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&SqliteConfig::new(dir.path().join("t.db"))).unwrap();
+    let mut config = EngineConfig::new(creds());
+    tune(&mut config);
+    Fixture {
+        engine: Engine::start(config, Arc::new(store), system_clock()),
+        _dir: dir,
+    }
+}
+
+async fn connect(engine: &Engine, user: &str, device: &str) -> Session {
+    let (token, _) = engine.mint_token(user, None).await.unwrap();
+    let (session, info) = engine
+        .connect(ConnectRequest {
+            token,
+            device_id: device.into(),
+            platform: "test".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(info.user_id, user);
+    session
+}
+
+fn text(cmid: &str, to: &str, body: &str) -> SendRequest {
+    SendRequest {
+        client_msg_id: cmid.into(),
+        conversation_type: 1,
+        target_id: to.into(),
+        msg_type: "text".into(),
+        content: format!(r#"{{"text":{body:?}}}"#),
+        push_text: String::new(),
+    }
+}
+
+async fn next(session: &Session) -> Outbound {
+    tokio::time::timeout(Duration::from_secs(5), session.outbox().pop())
+        .await
+        .expect("an outbound item within 5 s")
+        .expect("outbox open")
+}
+
+async fn puback(session: &Session) -> PubAckOut {
+    match next(session).await {
+        Outbound::PubAck(p) => p,
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+}
+
+async fn delivered(session: &Session) -> (Arc<Delivered>, bool) {
+    match next(session).await {
+        Outbound::Deliver { message, dup } => (message, dup),
+        other => panic!("expected a delivery, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn publish_commits_then_acks_and_pushes_to_recipient_and_senders_other_devices() {
+    let f = fixture(|_| {});
+    let alice = connect(&f.engine, "alice", "phone").await;
+    let alice2 = connect(&f.engine, "alice", "laptop").await;
+    let bob = connect(&f.engine, "bob", "phone").await;
+    alice.publish(9, text("c1", "bob", "hi")).await;
+    let ack = puback(&alice).await;
+    assert_eq!((ack.packet_id, ack.code, ack.seq, ack.inbox_seq), (9, 0, 1, 1));
+    let (m, dup) = delivered(&bob).await;
+    assert!(!dup);
+    assert_eq!((m.uid.as_str(), m.target_id.as_str(), m.sender_id.as_str()), (ack.uid.as_str(), "alice", "alice"));
+    let (m2, _) = delivered(&alice2).await;
+    assert_eq!(m2.target_id, "bob", "the sender's devices see the conversation with bob");
+    assert_eq!(m2.inbox_seq, 1);
+}
+
+#[tokio::test]
+async fn resending_a_client_msg_id_returns_the_first_result_and_pushes_nothing_new() {
+    let f = fixture(|_| {});
+    let alice = connect(&f.engine, "alice", "phone").await;
+    let bob = connect(&f.engine, "bob", "phone").await;
+    alice.publish(1, text("same", "bob", "hi")).await;
+    let first = puback(&alice).await;
+    alice.publish(2, text("same", "bob", "hi")).await;
+    let second = puback(&alice).await;
+    assert_eq!((second.uid.as_str(), second.seq, second.packet_id), (first.uid.as_str(), first.seq, 2));
+    alice.publish(3, text("same", "bob", "changed")).await;
+    assert_eq!(puback(&alice).await.code, Code::ClientMsgIdConflict.as_u32());
+    let (m, _) = delivered(&bob).await;
+    bob.ack(m.inbox_seq);
+    assert!(bob.outbox().is_closed() == false);
+    assert_eq!(bob.inflight(), 0);
+}
+
+#[tokio::test]
+async fn unacknowledged_pushes_are_resent_with_dup_after_the_ack_timeout() {
+    let f = fixture(|c| c.ack_timeout = Duration::from_secs(10));
+    let alice = connect(&f.engine, "alice", "phone").await;
+    let bob = connect(&f.engine, "bob", "phone").await;
+    alice.publish(1, text("c", "bob", "hi")).await;
+    puback(&alice).await;
+    let (m, _) = delivered(&bob).await;
+    // From here on nothing waits on the store, so the clock can be driven by hand.
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(5)).await;
+    bob.resend_due();
+    assert!(bob.outbox().is_closed() == false);
+    assert!(
+        tokio::time::timeout(Duration::ZERO, bob.outbox().pop()).await.is_err(),
+        "nothing is resent before the timeout"
+    );
+    bob.resend_due();
+    tokio::time::advance(Duration::from_secs(6)).await;
+    bob.resend_due();
+    let (again, dup) = delivered(&bob).await;
+    assert!(dup);
+    assert_eq!(again.uid, m.uid);
+    bob.ack(m.inbox_seq);
+    tokio::time::advance(Duration::from_secs(20)).await;
+    bob.resend_due();
+    assert_eq!(bob.inflight(), 0);
+}
+
+#[tokio::test]
+async fn single_device_policy_kicks_the_older_session() {
+    let f = fixture(|c| c.device_policy = DevicePolicy::Single);
+    let old = connect(&f.engine, "alice", "phone").await;
+    let _new = connect(&f.engine, "alice", "laptop").await;
+    assert!(matches!(next(&old).await, Outbound::Disconnect(Code::Kicked)));
+    assert_eq!(f.engine.session_count(), 1);
+}
+
+#[tokio::test]
+async fn a_device_that_does_not_acknowledge_is_disconnected_as_a_slow_consumer() {
+    let f = fixture(|c| c.max_inflight = 3);
+    let alice = connect(&f.engine, "alice", "phone").await;
+    let bob = connect(&f.engine, "bob", "phone").await;
+    for i in 0..4 {
+        alice.publish(i, text(&i.to_string(), "bob", "x")).await;
+        puback(&alice).await;
+    }
+    for _ in 0..3 {
+        delivered(&bob).await;
+    }
+    assert!(matches!(next(&bob).await, Outbound::Disconnect(Code::SlowConsumer)));
+    // The fourth message is still in bob's inbox.
+    let again = connect(&f.engine, "bob", "phone").await;
+    again.sync(1, 0, 0).await;
+    match next(&again).await {
+        Outbound::QueryAck(q) => assert_eq!(q.messages.len(), 4),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn sync_pages_and_confirms_move_the_stored_cursor() {
+    let f = fixture(|_| {});
+    let alice = connect(&f.engine, "alice", "phone").await;
+    for i in 0..5 {
+        alice.publish(i, text(&i.to_string(), "bob", "x")).await;
+        puback(&alice).await;
+    }
+    let bob = connect(&f.engine, "bob", "phone").await;
+    bob.sync(1, 0, 3).await;
+    let Outbound::QueryAck(page) = next(&bob).await else { panic!() };
+    assert_eq!(page.messages.iter().map(|m| m.inbox_seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert!(page.has_more);
+    bob.confirm(3);
+    bob.sync(2, 3, 3).await;
+    let Outbound::QueryAck(page) = next(&bob).await else { panic!() };
+    assert_eq!(page.messages.len(), 2);
+    assert!(!page.has_more);
+    bob.confirm(5);
+    bob.sync(3, 0, 501).await;
+    let Outbound::QueryAck(bad) = next(&bob).await else { panic!() };
+    assert_eq!(bad.code, Code::InvalidQuery.as_u32());
+    drop(bob);
+    // The cursor is written by the committer; a reconnect sees it.
+    let mut cursor = 0;
+    for _ in 0..50 {
+        let (token, _) = f.engine.mint_token("bob", None).await.unwrap();
+        let (s, info) = f
+            .engine
+            .connect(ConnectRequest { token, device_id: "phone".into(), platform: String::new() })
+            .await
+            .unwrap();
+        cursor = info.cursor;
+        drop(s);
+        if cursor == 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(cursor, 5);
+}
+
+#[tokio::test]
+async fn revoked_and_expired_tokens_are_refused() {
+    let f = fixture(|_| {});
+    let (token, _) = f.engine.mint_token("alice", None).await.unwrap();
+    let s = connect(&f.engine, "alice", "phone").await;
+    f.engine.revoke_tokens("alice").await.unwrap();
+    assert!(matches!(next(&s).await, Outbound::Disconnect(Code::TokenRevoked)));
+    let refused = f
+        .engine
+        .connect(ConnectRequest { token, ..Default::default() })
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(refused.code, Code::TokenRevoked);
+    let expired = auth::mint(&creds(), "alice", 1, 0, 1).unwrap();
+    let refused = f
+        .engine
+        .connect(ConnectRequest { token: expired, ..Default::default() })
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(refused.code, Code::TokenExpired);
+}
+
+#[tokio::test]
+async fn bad_publishes_get_their_codes() {
+    let f = fixture(|c| c.max_content_bytes = 64);
+    let alice = connect(&f.engine, "alice", "phone").await;
+    let cases = [
+        (SendRequest { conversation_type: 9, ..text("a", "bob", "x") }, Code::UnknownConversationType),
+        (SendRequest { content: String::new(), ..text("a", "bob", "x") }, Code::ContentEmpty),
+        (text("a", "bob", &"x".repeat(100)), Code::ContentTooLarge),
+        (text("", "bob", "x"), Code::InvalidClientMsgId),
+        (text("a", "not a user", "x"), Code::InvalidTarget),
+        (SendRequest { msg_type: "bad type".into(), ..text("a", "bob", "x") }, Code::InvalidMessageType),
+    ];
+    for (i, (send, code)) in cases.into_iter().enumerate() {
+        alice.publish(i as u32, send).await;
+        let ack = puback(&alice).await;
+        assert_eq!(ack.code, code.as_u32(), "case {i}: {}", ack.text);
+        assert!(ack.text.starts_with(code.text()));
+    }
+}
+
+#[tokio::test]
+async fn shutdown_commits_queued_publishes_then_disconnects_everyone() {
+    let f = fixture(|_| {});
+    let alice = connect(&f.engine, "alice", "phone").await;
+    for i in 0..20 {
+        alice.publish(i, text(&i.to_string(), "bob", "x")).await;
+    }
+    f.engine.shutdown().await;
+    for i in 0..20 {
+        let ack = puback(&alice).await;
+        assert_eq!((ack.packet_id, ack.code), (i, 0));
+    }
+    assert!(matches!(next(&alice).await, Outbound::Disconnect(Code::ServerShutdown)));
+}

@@ -1,0 +1,194 @@
+//! Input rules: identifiers, message types and contents. Each refusal is a client-visible code
+//! with a detail that names the rule, never the input.
+
+use serde_json::{Map, Value};
+use tidings_proto::Code;
+
+/// A refusal: a code and a detail safe to show the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: Code,
+    pub detail: String,
+}
+
+impl Refusal {
+    pub fn new(code: Code, detail: impl Into<String>) -> Refusal {
+        Refusal {
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    /// The text sent to the client: the code's fixed text, then the detail.
+    pub fn text(&self) -> String {
+        if self.detail.is_empty() {
+            self.code.text().to_string()
+        } else {
+            format!("{}: {}", self.code.text(), self.detail)
+        }
+    }
+}
+
+impl From<Code> for Refusal {
+    fn from(code: Code) -> Refusal {
+        Refusal::new(code, "")
+    }
+}
+
+/// User ids: 1-64 of `A-Z a-z 0-9 _ - . @`. Device ids follow the same rule.
+pub fn is_user_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'@'))
+}
+
+/// Client message ids: 1-64 printable ASCII characters without spaces.
+pub fn is_client_msg_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// The message types whose content the server checks.
+pub const BUILTIN_TYPES: &[&str] = &["text", "image", "file", "voice", "location", "rich"];
+
+/// Message types: a built-in one, or an app-defined name of 1-32 of `A-Z a-z 0-9 _ - . :`.
+pub fn check_msg_type(t: &str) -> Result<(), Refusal> {
+    let ok = !t.is_empty()
+        && t.len() <= 32
+        && t
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            Code::InvalidMessageType,
+            "a message type is 1-32 of A-Z a-z 0-9 _ - . :",
+        ))
+    }
+}
+
+/// Content is a JSON object of at most `max_bytes`; built-in types have required fields.
+pub fn check_content(msg_type: &str, content: &str, max_bytes: usize) -> Result<(), Refusal> {
+    if content.trim().is_empty() {
+        return Err(Code::ContentEmpty.into());
+    }
+    if content.len() > max_bytes {
+        return Err(Refusal::new(
+            Code::ContentTooLarge,
+            format!("{} bytes, the limit is {max_bytes}", content.len()),
+        ));
+    }
+    let value: Value = serde_json::from_str(content)
+        .map_err(|_| Refusal::new(Code::ContentInvalid, "content is not valid JSON"))?;
+    let Value::Object(obj) = value else {
+        return Err(Refusal::new(
+            Code::ContentInvalid,
+            "content must be a JSON object",
+        ));
+    };
+    match msg_type {
+        "text" => {
+            let text = need_str(&obj, "text")?;
+            if text.trim().is_empty() {
+                return Err(Code::ContentEmpty.into());
+            }
+        }
+        "image" => {
+            need_str(&obj, "url")?;
+            opt_str(&obj, "thumbnail")?;
+        }
+        "file" => {
+            need_str(&obj, "url")?;
+            need_str(&obj, "name")?;
+            need_num(&obj, "size")?;
+        }
+        "voice" => {
+            need_str(&obj, "url")?;
+            need_num(&obj, "duration")?;
+        }
+        "location" => {
+            let lat = need_num(&obj, "lat")?;
+            let lng = need_num(&obj, "lng")?;
+            if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lng) {
+                return Err(Refusal::new(
+                    Code::ContentInvalid,
+                    "lat must be within -90..90 and lng within -180..180",
+                ));
+            }
+        }
+        "rich" => {
+            need_str(&obj, "title")?;
+            opt_str(&obj, "url")?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn need_str<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<&'a str, Refusal> {
+    match obj.get(key) {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s),
+        _ => Err(Refusal::new(
+            Code::ContentInvalid,
+            format!("field {key:?} must be a non-empty string"),
+        )),
+    }
+}
+
+fn opt_str(obj: &Map<String, Value>, key: &str) -> Result<(), Refusal> {
+    match obj.get(key) {
+        None | Some(Value::String(_)) => Ok(()),
+        _ => Err(Refusal::new(
+            Code::ContentInvalid,
+            format!("field {key:?} must be a string"),
+        )),
+    }
+}
+
+fn need_num(obj: &Map<String, Value>, key: &str) -> Result<f64, Refusal> {
+    match obj.get(key).and_then(Value::as_f64) {
+        Some(n) => Ok(n),
+        None => Err(Refusal::new(
+            Code::ContentInvalid,
+            format!("field {key:?} must be a number"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        assert!(is_user_id("alice.b@x-1_2"));
+        assert!(!is_user_id(""));
+        assert!(!is_user_id("a b"));
+        assert!(!is_user_id("a|b"));
+        assert!(!is_user_id(&"a".repeat(65)));
+        assert!(is_client_msg_id("c-1"));
+        assert!(!is_client_msg_id("c 1"));
+    }
+
+    #[test]
+    fn contents() {
+        let check = |t, c| check_content(t, c, 100).map_err(|r| r.code);
+        assert_eq!(check("text", r#"{"text":"hi"}"#), Ok(()));
+        assert_eq!(check("text", ""), Err(Code::ContentEmpty));
+        assert_eq!(check("text", r#"{"text":"  "}"#), Err(Code::ContentEmpty));
+        assert_eq!(check("text", r#"{"txt":"hi"}"#), Err(Code::ContentInvalid));
+        assert_eq!(check("text", "[1]"), Err(Code::ContentInvalid));
+        assert_eq!(check("text", "{"), Err(Code::ContentInvalid));
+        let big = format!(r#"{{"text":"{}"}}"#, "x".repeat(200));
+        assert_eq!(check("text", &big), Err(Code::ContentTooLarge));
+        assert_eq!(check("image", r#"{"url":"https://x/y.png","thumbnail":"AAA"}"#), Ok(()));
+        assert_eq!(check("file", r#"{"url":"u","name":"n"}"#), Err(Code::ContentInvalid));
+        assert_eq!(check("voice", r#"{"url":"u","duration":3}"#), Ok(()));
+        assert_eq!(check("location", r#"{"lat":1,"lng":200}"#), Err(Code::ContentInvalid));
+        assert_eq!(check("app:card", r#"{"anything":[1,2]}"#), Ok(()));
+        assert_eq!(check_msg_type("app:card"), Ok(()));
+        assert_eq!(check_msg_type("").map_err(|r| r.code), Err(Code::InvalidMessageType));
+    }
+}
