@@ -177,6 +177,8 @@ pub enum Outbound {
     /// A pushed message (qos 1, the device must acknowledge it); `dup` on a resend.
     Deliver { message: Arc<Delivered>, dup: bool },
     QueryAck(QueryAckOut),
+    /// A CONNACK refusing a CONNECT on an already connected session.
+    ConnAck { code: u32, text: String },
     Pong,
     /// The last item: the gateway sends it and closes the connection.
     Disconnect(Code),
@@ -191,6 +193,7 @@ impl Outbound {
             Outbound::QueryAck(q) => {
                 64 + q.text.len() + q.messages.iter().map(Delivered::approx_bytes).sum::<usize>()
             }
+            Outbound::ConnAck { text, .. } => 16 + text.len(),
             Outbound::Pong | Outbound::Disconnect(_) => 16,
         }
     }

@@ -404,6 +404,31 @@ impl Session {
         }
     }
 
+    /// Answers a QUERY the engine cannot read.
+    pub fn reject_query(&self, query_id: u32, detail: &str) {
+        let r = Refusal::new(Code::InvalidQuery, detail);
+        self.shared.reply(
+            &self.engine,
+            Outbound::QueryAck(QueryAckOut {
+                query_id,
+                code: r.code.as_u32(),
+                text: r.text(),
+                ..Default::default()
+            }),
+        );
+    }
+
+    /// Answers a second CONNECT on this connection; the session carries on.
+    pub fn already_connected(&self) {
+        self.shared.reply(
+            &self.engine,
+            Outbound::ConnAck {
+                code: Code::AlreadyConnected.as_u32(),
+                text: Code::AlreadyConnected.text().into(),
+            },
+        );
+    }
+
     /// Answers a heartbeat.
     pub fn pong(&self) {
         self.shared.reply(&self.engine, Outbound::Pong);

@@ -1,0 +1,588 @@
+//! The task that owns the connection: connect, handshake, read, write, heartbeat, sync, and
+//! reconnect with backoff. Everything the SDK promises about order and duplicates lives here.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tidings_proto::v1::{self, frame::Body};
+use tidings_proto::{Code, Encoding, codec};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::{ClientConfig, ClientError, Command, Event, Message, Outgoing, Sent, Stats, Status};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Frames the server may send; generous, since the server bounds its own.
+const MAX_INBOUND_FRAME: usize = 16 << 20;
+/// How many delivered uids are remembered for deduplication.
+const DEDUPE_CAPACITY: usize = 16_384;
+
+/// A send waiting for its PUBACK.
+struct PendingSend {
+    frame: v1::Send,
+    reply: oneshot::Sender<Result<Sent, ClientError>>,
+}
+
+/// Everything that survives a reconnect.
+struct State {
+    config: ClientConfig,
+    events: mpsc::Sender<Event>,
+    /// Every inbox entry up to here has been presented (or is this device's own send).
+    cursor: Option<u64>,
+    /// Entries that arrived ahead of a gap. `None` marks this device's own message.
+    ahead: BTreeMap<u64, Option<Message>>,
+    seen_uids: HashSet<String>,
+    seen_order: VecDeque<String>,
+    pending: HashMap<u32, PendingSend>,
+    next_packet_id: u32,
+    auto_ack: bool,
+    stats: Stats,
+}
+
+/// Why a connection ended.
+enum End {
+    /// Reconnect after the backoff.
+    Lost { code: u32, reason: String },
+    /// Do not reconnect.
+    Final { code: u32, reason: String },
+    /// The application closed the client.
+    Closed,
+}
+
+pub async fn run(
+    config: ClientConfig,
+    mut commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<Event>,
+    ready: oneshot::Sender<Result<String, ClientError>>,
+) {
+    let mut state = State {
+        cursor: config.initial_cursor,
+        auto_ack: config.auto_ack,
+        config,
+        events,
+        ahead: BTreeMap::new(),
+        seen_uids: HashSet::new(),
+        seen_order: VecDeque::new(),
+        pending: HashMap::new(),
+        next_packet_id: 0,
+        stats: Stats::default(),
+    };
+    let mut ready = Some(ready);
+    let mut attempt = 0usize;
+    loop {
+        state.emit(Event::Status(Status::Connecting)).await;
+        let end = match handshake(&mut state).await {
+            Ok((ws, ack)) => {
+                attempt = 0;
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(Ok(ack.user_id.clone()));
+                } else {
+                    state.stats.reconnects += 1;
+                }
+                state
+                    .emit(Event::Status(Status::Connected {
+                        user_id: ack.user_id.clone(),
+                        session_id: ack.session_id.clone(),
+                    }))
+                    .await;
+                session(&mut state, ws, &ack, &mut commands).await
+            }
+            Err(End::Final { code, reason }) if ready.is_some() => {
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(Err(ClientError::Refused {
+                        code,
+                        message: reason,
+                    }));
+                }
+                return;
+            }
+            Err(End::Lost { reason, .. }) if ready.is_some() => {
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(Err(ClientError::Connect(reason)));
+                }
+                return;
+            }
+            Err(end) => end,
+        };
+        match end {
+            End::Closed => return,
+            End::Final { code, reason } => {
+                state.fail_pending(code, &reason);
+                state.emit(Event::Kicked { code, reason }).await;
+                return;
+            }
+            End::Lost { code, reason } => {
+                state
+                    .emit(Event::Status(Status::Disconnected { code, reason }))
+                    .await;
+            }
+        }
+        let delays = &state.config.reconnect_delays;
+        let delay = delays
+            .get(attempt)
+            .or(delays.last())
+            .copied()
+            .unwrap_or(Duration::from_secs(1));
+        attempt += 1;
+        // Keep serving commands while waiting, so sends queue and close works.
+        let wake = Instant::now() + delay;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => break,
+                cmd = commands.recv() => match cmd {
+                    None => return,
+                    Some(Command::Close(reply)) => {
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(cmd) => state.offline_command(cmd),
+                }
+            }
+        }
+    }
+}
+
+fn ws_message(frame: &v1::Frame, encoding: Encoding) -> WsMessage {
+    let bytes = codec::encode(frame, encoding);
+    match encoding {
+        Encoding::Protobuf => WsMessage::Binary(bytes.into()),
+        Encoding::Json => WsMessage::Text(String::from_utf8(bytes).unwrap_or_default().into()),
+    }
+}
+
+fn decode(msg: WsMessage) -> Option<Result<v1::Frame, tidings_proto::DecodeError>> {
+    match msg {
+        WsMessage::Binary(b) => Some(codec::decode(&b, Encoding::Protobuf, MAX_INBOUND_FRAME)),
+        WsMessage::Text(t) => Some(codec::decode(t.as_bytes(), Encoding::Json, MAX_INBOUND_FRAME)),
+        _ => None,
+    }
+}
+
+fn lost(reason: impl std::fmt::Display) -> End {
+    End::Lost {
+        code: 0,
+        reason: reason.to_string(),
+    }
+}
+
+async fn handshake(state: &mut State) -> Result<(Ws, v1::ConnAck), End> {
+    let timeout = state.config.connect_timeout;
+    let url = state.config.ws_url();
+    let (mut ws, _) = tokio::time::timeout(timeout, tokio_tungstenite::connect_async(url))
+        .await
+        .map_err(|_| lost("connect timed out"))?
+        .map_err(lost)?;
+    let connect = codec::frame(Body::Connect(v1::Connect {
+        protocol_version: tidings_proto::PROTOCOL_VERSION,
+        token: state.config.token.clone(),
+        device_id: state.config.device_id.clone(),
+        platform: state.config.platform.clone(),
+    }));
+    ws.send(ws_message(&connect, state.config.encoding))
+        .await
+        .map_err(lost)?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .map_err(|_| lost("no CONNACK in time"))?;
+        let Some(msg) = msg else {
+            return Err(lost("connection closed during the handshake"));
+        };
+        let frame = match decode(msg.map_err(lost)?) {
+            None => continue,
+            Some(f) => f.map_err(lost)?,
+        };
+        return match frame.body {
+            Some(Body::Connack(ack)) if ack.code == 0 => Ok((ws, ack)),
+            Some(Body::Connack(ack)) => {
+                let code = Code::from_u32(ack.code);
+                let end = if code.is_some_and(Code::reconnect) {
+                    End::Lost {
+                        code: ack.code,
+                        reason: ack.message,
+                    }
+                } else {
+                    End::Final {
+                        code: ack.code,
+                        reason: ack.message,
+                    }
+                };
+                Err(end)
+            }
+            Some(Body::Disconnect(d)) => Err(disconnect_end(d)),
+            _ => Err(lost("unexpected frame during the handshake")),
+        };
+    }
+}
+
+fn disconnect_end(d: v1::Disconnect) -> End {
+    if d.reconnect {
+        End::Lost {
+            code: d.code,
+            reason: d.message,
+        }
+    } else {
+        End::Final {
+            code: d.code,
+            reason: d.message,
+        }
+    }
+}
+
+/// Runs one established connection until it ends.
+async fn session(
+    state: &mut State,
+    mut ws: Ws,
+    ack: &v1::ConnAck,
+    commands: &mut mpsc::Receiver<Command>,
+) -> End {
+    let encoding = state.config.encoding;
+    if state.cursor.is_none() {
+        state.cursor = Some(ack.cursor);
+    }
+    // Entries held ahead of a gap from the last connection stay: sync fills the gap.
+    // Sends still waiting for a PUBACK go again, flagged dup, with their client message ids.
+    let mut ids: Vec<u32> = state.pending.keys().copied().collect();
+    ids.sort_unstable();
+    for id in ids {
+        if let Err(e) = state.write_publish(&mut ws, id, true).await {
+            return lost(e);
+        }
+    }
+    let mut syncing = false;
+    let mut query_id = 0u32;
+    if let Err(e) = start_sync(state, &mut ws, &mut syncing, &mut query_id).await {
+        return lost(e);
+    }
+
+    let heartbeat = Duration::from_millis(u64::from(ack.heartbeat_ms.max(100)));
+    let mut ping = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+    let mut last_inbound = Instant::now();
+    loop {
+        tokio::select! {
+            msg = ws.next() => {
+                last_inbound = Instant::now();
+                let frame = match msg {
+                    None => return lost("connection closed"),
+                    Some(Err(e)) => return lost(e),
+                    Some(Ok(m)) => match decode(m) {
+                        None => continue,
+                        Some(Ok(f)) => f,
+                        Some(Err(e)) => return lost(format!("undecodable frame from server: {e}")),
+                    },
+                };
+                match handle(state, &mut ws, frame, &mut syncing, &mut query_id).await {
+                    Ok(None) => {}
+                    Ok(Some(end)) => return end,
+                    Err(e) => return lost(e),
+                }
+            }
+            cmd = commands.recv() => {
+                let Some(cmd) = cmd else {
+                    let _ = ws.close(None).await;
+                    return End::Closed;
+                };
+                match cmd {
+                    Command::Send(out, reply) => {
+                        let id = state.enqueue(out, reply);
+                        if let Err(e) = state.write_publish(&mut ws, id, false).await {
+                            return lost(e);
+                        }
+                    }
+                    Command::Close(reply) => {
+                        let bye = codec::frame(Body::Disconnect(v1::Disconnect {
+                            code: Code::ClientDisconnect.as_u32(),
+                            message: String::new(),
+                            reconnect: false,
+                        }));
+                        let _ = ws.send(ws_message(&bye, encoding)).await;
+                        let _ = ws.close(None).await;
+                        state.fail_pending(Code::ClientDisconnect.as_u32(), "client closed");
+                        let _ = reply.send(());
+                        return End::Closed;
+                    }
+                    Command::Drop => return lost("connection dropped by the application"),
+                    Command::Ack(seq) => {
+                        let ack = codec::frame(Body::Puback(v1::PubAck {
+                            inbox_seq: seq,
+                            ..Default::default()
+                        }));
+                        if let Err(e) = ws.send(ws_message(&ack, encoding)).await {
+                            return lost(e);
+                        }
+                    }
+                    other => state.offline_command(other),
+                }
+            }
+            _ = ping.tick() => {
+                if last_inbound.elapsed() >= heartbeat * 3 {
+                    return lost("no frame from the server for 3 heartbeat intervals");
+                }
+                let frame = codec::frame(Body::Pingreq(v1::PingReq {}));
+                if let Err(e) = ws.send(ws_message(&frame, encoding)).await {
+                    return lost(e);
+                }
+            }
+        }
+    }
+}
+
+async fn start_sync(
+    state: &mut State,
+    ws: &mut Ws,
+    syncing: &mut bool,
+    query_id: &mut u32,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    *syncing = true;
+    *query_id = query_id.wrapping_add(1);
+    let frame = codec::frame(Body::Query(v1::Query {
+        query_id: *query_id,
+        body: Some(v1::query::Body::Sync(v1::SyncInbox {
+            after: state.cursor.unwrap_or(0),
+            limit: state.config.sync_page,
+        })),
+    }));
+    ws.send(ws_message(&frame, state.config.encoding)).await
+}
+
+/// Handles one frame from the server. `Ok(Some(end))` ends the connection.
+async fn handle(
+    state: &mut State,
+    ws: &mut Ws,
+    frame: v1::Frame,
+    syncing: &mut bool,
+    query_id: &mut u32,
+) -> Result<Option<End>, tokio_tungstenite::tungstenite::Error> {
+    let encoding = state.config.encoding;
+    match frame.body {
+        Some(Body::Publish(p)) => {
+            let Some(v1::publish::Body::Message(m)) = p.body else {
+                return Ok(None);
+            };
+            if frame.dup {
+                state.stats.dup_flagged += 1;
+            }
+            let seq = m.inbox_seq;
+            let repeat = state.cursor.is_some_and(|c| seq <= c);
+            state.offer(seq, Some(m.into()));
+            let presented = state.flush().await;
+            if state.auto_ack {
+                // Acknowledge what was presented, and re-acknowledge a repeat of something
+                // presented earlier (its first ACK may have been lost).
+                for s in presented.into_iter().chain(
+                    repeat.then_some(seq),
+                ) {
+                    let ack = codec::frame(Body::Puback(v1::PubAck {
+                        inbox_seq: s,
+                        ..Default::default()
+                    }));
+                    ws.send(ws_message(&ack, encoding)).await?;
+                }
+            }
+            if !state.ahead.is_empty() && !*syncing {
+                // A gap below what arrived: fetch it.
+                start_sync(state, ws, syncing, query_id).await?;
+            }
+        }
+        Some(Body::Puback(ack)) => {
+            if let Some(p) = state.pending.remove(&ack.packet_id) {
+                if ack.code == 0 {
+                    state.remember(&ack.uid);
+                    if ack.inbox_seq > 0 {
+                        state.offer(ack.inbox_seq, None);
+                        state.flush().await;
+                    }
+                    let _ = p.reply.send(Ok(Sent {
+                        uid: ack.uid,
+                        seq: ack.seq,
+                        sent_time: ack.sent_time,
+                        inbox_seq: ack.inbox_seq,
+                        client_msg_id: p.frame.client_msg_id,
+                    }));
+                } else {
+                    let _ = p.reply.send(Err(ClientError::Refused {
+                        code: ack.code,
+                        message: ack.message,
+                    }));
+                }
+            }
+        }
+        Some(Body::Queryack(q)) => {
+            if q.query_id != *query_id {
+                return Ok(None);
+            }
+            if q.code != 0 {
+                tracing::warn!(code = q.code, message = %q.message, "sync refused");
+                *syncing = false;
+                return Ok(None);
+            }
+            let last = q.messages.last().map(|m| m.inbox_seq);
+            for m in q.messages {
+                state.offer(m.inbox_seq, Some(m.into()));
+            }
+            state.flush().await;
+            if state.auto_ack
+                && let Some(cursor) = state.cursor
+                && last.is_some()
+            {
+                let con = codec::frame(Body::Querycon(v1::QueryCon {
+                    query_id: q.query_id,
+                    inbox_seq: cursor,
+                }));
+                ws.send(ws_message(&con, encoding)).await?;
+            }
+            if q.has_more {
+                start_sync(state, ws, syncing, query_id).await?;
+            } else {
+                *syncing = false;
+                // Whatever is still held ahead is above the newest entry the server had when it
+                // answered; pushes will fill it, or the next push triggers another sync.
+            }
+        }
+        Some(Body::Disconnect(d)) => return Ok(Some(disconnect_end(d))),
+        Some(Body::Connack(ack)) => {
+            tracing::warn!(code = ack.code, message = %ack.message, "unexpected CONNACK");
+        }
+        Some(Body::Pingresp(_)) => {}
+        _ => {}
+    }
+    Ok(None)
+}
+
+impl State {
+    async fn emit(&self, event: Event) {
+        // The application dropped the stream: nothing more to tell it.
+        let _ = self.events.send(event).await;
+    }
+
+    fn remember(&mut self, uid: &str) -> bool {
+        if !self.seen_uids.insert(uid.to_string()) {
+            return false;
+        }
+        self.seen_order.push_back(uid.to_string());
+        if self.seen_order.len() > DEDUPE_CAPACITY
+            && let Some(old) = self.seen_order.pop_front()
+        {
+            self.seen_uids.remove(&old);
+        }
+        true
+    }
+
+    /// Takes an entry at inbox position `seq`; entries at or below the cursor are duplicates.
+    fn offer(&mut self, seq: u64, message: Option<Message>) {
+        let cursor = self.cursor.unwrap_or(0);
+        if seq <= cursor || self.ahead.contains_key(&seq) {
+            if message.is_some() {
+                self.stats.duplicates_dropped += 1;
+            }
+            return;
+        }
+        self.ahead.insert(seq, message);
+    }
+
+    /// Presents every entry that continues the cursor without a gap; returns their positions.
+    async fn flush(&mut self) -> Vec<u64> {
+        let mut presented = Vec::new();
+        loop {
+            let next = self.cursor.unwrap_or(0) + 1;
+            let Some(entry) = self.ahead.remove(&next) else {
+                break;
+            };
+            self.cursor = Some(next);
+            if let Some(m) = entry {
+                if self.remember(&m.uid) {
+                    self.emit(Event::Message(m)).await;
+                } else {
+                    self.stats.duplicates_dropped += 1;
+                }
+                presented.push(next);
+            }
+        }
+        presented
+    }
+
+    fn enqueue(&mut self, out: Outgoing, reply: oneshot::Sender<Result<Sent, ClientError>>) -> u32 {
+        loop {
+            self.next_packet_id = self.next_packet_id.wrapping_add(1);
+            if self.next_packet_id != 0 && !self.pending.contains_key(&self.next_packet_id) {
+                break;
+            }
+        }
+        let frame = v1::Send {
+            client_msg_id: out.client_msg_id.unwrap_or_else(crate::new_client_msg_id),
+            conversation_type: out.conversation_type,
+            target_id: out.target_id,
+            msg_type: out.msg_type,
+            content: out.content,
+            push_text: out.push_text,
+        };
+        self.pending.insert(
+            self.next_packet_id,
+            PendingSend { frame, reply },
+        );
+        self.next_packet_id
+    }
+
+    async fn write_publish(
+        &mut self,
+        ws: &mut Ws,
+        id: u32,
+        resend: bool,
+    ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+        let Some(p) = self.pending.get_mut(&id) else {
+            return Ok(());
+        };
+        if p.reply.is_closed() {
+            // Nobody waits for it any more; a resend would still be deduplicated by the server,
+            // but there is no one to tell.
+            self.pending.remove(&id);
+            return Ok(());
+        }
+        if resend {
+            self.stats.resent_publishes += 1;
+        }
+        let frame = v1::Frame {
+            body: Some(Body::Publish(v1::Publish {
+                packet_id: id,
+                body: Some(v1::publish::Body::Send(p.frame.clone())),
+            })),
+            qos: 1,
+            dup: resend,
+        };
+        ws.send(ws_message(&frame, self.config.encoding)).await
+    }
+
+    /// Handles a command while no connection is up (or one that needs no connection).
+    fn offline_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Send(out, reply) => {
+                self.enqueue(out, reply);
+            }
+            Command::SetAutoAck(on) => self.auto_ack = on,
+            Command::Stats(reply) => {
+                let _ = reply.send(self.stats);
+            }
+            // An acknowledgement made while offline is lost; the entry is already presented, so
+            // the server re-sending it later only costs a dropped duplicate.
+            Command::Drop | Command::Ack(_) => {}
+            Command::Close(reply) => {
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn fail_pending(&mut self, code: u32, reason: &str) {
+        for (_, p) in self.pending.drain() {
+            let _ = p.reply.send(Err(ClientError::Refused {
+                code,
+                message: reason.to_string(),
+            }));
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! The Tidings Rust client SDK.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), tidings_client::ClientError> {
+//! use tidings_client::{Client, ClientConfig, Event, Outgoing};
+//! let (client, mut events) = Client::connect(ClientConfig::new("http://127.0.0.1:9091", "TOKEN")).await?;
+//! let sent = client.send(Outgoing::text("bob", "hi")).await?;
+//! println!("committed as seq {}", sent.seq);
+//! while let Some(event) = events.recv().await {
+//!     if let Event::Message(m) = event { println!("{}: {}", m.sender_id, m.content); }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! What the SDK guarantees: every message committed to the user's inbox is presented once, in
+//! inbox order (so in per-conversation order), across reconnects. It achieves that with the
+//! protocol's at-least-once delivery: it holds pushes that arrive ahead of a gap until sync fills
+//! it, drops duplicates by inbox position and message uid, acknowledges each message after it is
+//! handed to the event stream, and syncs from its cursor after every (re)connect.
+//! Sends are retried on reconnect with the same client message id, so a send is committed at most
+//! once and `send` returns the first commit's result.
+//!
+//! This crate depends on `tidings-proto` only among Tidings crates.
+
+mod driver;
+
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+pub use tidings_proto::Encoding;
+
+/// The reconnect schedule of the lineage's web SDK (seed 004): 100 ms, 1 s, 3 s, 6 s, 10 s; the
+/// last delay repeats.
+pub const DEFAULT_RECONNECT_MS: [u64; 5] = [100, 1000, 3000, 6000, 10000];
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `http://host:port` (the server's base URL) or a full `ws://.../v1/ws` URL.
+    pub server: String,
+    pub token: String,
+    /// A stable id for this device; the server keeps its sync cursor. Empty for an anonymous
+    /// device that always syncs from `initial_cursor`.
+    pub device_id: String,
+    pub platform: String,
+    pub encoding: Encoding,
+    /// Delays between reconnect attempts; the last one repeats.
+    pub reconnect_delays: Vec<Duration>,
+    /// Where to start syncing; `None` uses the device cursor the server stored.
+    pub initial_cursor: Option<u64>,
+    /// Entries per sync page (1-500).
+    pub sync_page: u32,
+    /// How long `send` waits for its PUBACK, across reconnects.
+    pub send_timeout: Duration,
+    /// Time allowed for the WebSocket connect and for the CONNACK.
+    pub connect_timeout: Duration,
+    /// Capacity of the event stream. A full stream holds the connection's reading back.
+    pub event_capacity: usize,
+    /// Acknowledge each message as it enters the event stream (the default). With `false` the
+    /// application calls [`Client::ack`] once it has processed a message, and the server keeps
+    /// resending (and the next sync returns) whatever it has not acknowledged.
+    pub auto_ack: bool,
+}
+
+impl ClientConfig {
+    pub fn new(server: impl Into<String>, token: impl Into<String>) -> ClientConfig {
+        ClientConfig {
+            server: server.into(),
+            token: token.into(),
+            device_id: String::new(),
+            platform: "rust".into(),
+            encoding: Encoding::Protobuf,
+            reconnect_delays: DEFAULT_RECONNECT_MS
+                .iter()
+                .map(|ms| Duration::from_millis(*ms))
+                .collect(),
+            initial_cursor: None,
+            sync_page: 100,
+            send_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            event_capacity: 1024,
+            auto_ack: true,
+        }
+    }
+
+    /// The WebSocket URL of the native endpoint.
+    pub fn ws_url(&self) -> String {
+        let s = self.server.trim_end_matches('/');
+        let s = if let Some(rest) = s.strip_prefix("http://") {
+            format!("ws://{rest}")
+        } else if let Some(rest) = s.strip_prefix("https://") {
+            format!("wss://{rest}")
+        } else if s.starts_with("ws://") || s.starts_with("wss://") {
+            s.to_string()
+        } else {
+            format!("ws://{s}")
+        };
+        let after_scheme = s.split_once("://").map(|(_, r)| r).unwrap_or(&s);
+        if after_scheme.contains('/') {
+            s
+        } else {
+            format!("{s}/v1/ws")
+        }
+    }
+}
+
+/// A message as this user sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    pub uid: String,
+    pub conversation_type: u32,
+    /// The conversation from this user's side: for a private chat, the other user.
+    pub target_id: String,
+    pub sender_id: String,
+    pub seq: u64,
+    pub sent_time: i64,
+    pub msg_type: String,
+    /// The content, a JSON object as text.
+    pub content: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub push_text: String,
+    pub client_msg_id: String,
+    pub inbox_seq: u64,
+}
+
+impl From<tidings_proto::v1::Message> for Message {
+    fn from(m: tidings_proto::v1::Message) -> Message {
+        Message {
+            uid: m.uid,
+            conversation_type: m.conversation_type,
+            target_id: m.target_id,
+            sender_id: m.sender_id,
+            seq: m.seq,
+            sent_time: m.sent_time,
+            msg_type: m.msg_type,
+            content: m.content,
+            push_text: m.push_text,
+            client_msg_id: m.client_msg_id,
+            inbox_seq: m.inbox_seq,
+        }
+    }
+}
+
+/// Connection states, reported as they change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Connecting,
+    Connected { user_id: String, session_id: String },
+    /// The connection was lost or closed by the server; the SDK reconnects.
+    Disconnected { code: u32, reason: String },
+}
+
+/// What the event stream yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Message(Message),
+    Status(Status),
+    /// The session ended for good: kicked by another device, token revoked or expired, user
+    /// banned. The SDK does not reconnect; the stream ends after this.
+    Kicked { code: u32, reason: String },
+}
+
+/// A message to send.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub conversation_type: u32,
+    pub target_id: String,
+    pub msg_type: String,
+    /// A JSON object as text.
+    pub content: String,
+    pub push_text: String,
+    /// Chosen by the SDK when `None`.
+    pub client_msg_id: Option<String>,
+}
+
+impl Outgoing {
+    /// A private text message.
+    pub fn text(to: &str, text: &str) -> Outgoing {
+        Outgoing {
+            conversation_type: tidings_proto::conversation_type::PRIVATE,
+            target_id: to.into(),
+            msg_type: "text".into(),
+            content: serde_text(text),
+            push_text: String::new(),
+            client_msg_id: None,
+        }
+    }
+}
+
+fn serde_text(text: &str) -> String {
+    serde_json::json!({ "text": text }).to_string()
+}
+
+/// The server's answer to a send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    pub uid: String,
+    pub seq: u64,
+    pub sent_time: i64,
+    pub inbox_seq: u64,
+    pub client_msg_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// The server refused the connection or the request (a protocol code and its text).
+    #[error("{code}: {message}")]
+    Refused { code: u32, message: String },
+    #[error("could not connect: {0}")]
+    Connect(String),
+    #[error("timed out")]
+    Timeout,
+    #[error("client is closed")]
+    Closed,
+}
+
+/// Counters, for tests and diagnostics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Pushed or synced entries dropped because they had been presented already.
+    pub duplicates_dropped: u64,
+    /// Entries received with the dup flag.
+    pub dup_flagged: u64,
+    pub reconnects: u64,
+    /// PUBLISH frames sent again after a reconnect.
+    pub resent_publishes: u64,
+}
+
+pub(crate) enum Command {
+    Send(Outgoing, oneshot::Sender<Result<Sent, ClientError>>),
+    SetAutoAck(bool),
+    Ack(u64),
+    Stats(oneshot::Sender<Stats>),
+    /// Drop the current connection without a goodbye (as a network failure would).
+    Drop,
+    Close(oneshot::Sender<()>),
+}
+
+/// A connected client. Cloning shares the connection.
+#[derive(Clone)]
+pub struct Client {
+    commands: mpsc::Sender<Command>,
+    user_id: String,
+    send_timeout: Duration,
+}
+
+/// The event stream of a client.
+pub type Events = mpsc::Receiver<Event>;
+
+impl Client {
+    /// Connects, authenticates and starts syncing. Fails if the first attempt fails; after that
+    /// the SDK reconnects by itself.
+    pub async fn connect(config: ClientConfig) -> Result<(Client, Events), ClientError> {
+        let (commands, command_rx) = mpsc::channel(256);
+        let (events, event_rx) = mpsc::channel(config.event_capacity.max(1));
+        let (ready, ready_rx) = oneshot::channel();
+        let send_timeout = config.send_timeout;
+        tokio::spawn(driver::run(config, command_rx, events, ready));
+        let user_id = ready_rx.await.map_err(|_| ClientError::Closed)??;
+        Ok((
+            Client {
+                commands,
+                user_id,
+                send_timeout,
+            },
+            event_rx,
+        ))
+    }
+
+    /// The authenticated user.
+    pub fn user_id(&self) -> &str {
+        &self.user_id
+    }
+
+    /// Sends a message and waits until the server has committed it (its PUBACK).
+    pub async fn send(&self, message: Outgoing) -> Result<Sent, ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Send(message, reply))
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        match tokio::time::timeout(self.send_timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ClientError::Closed),
+            Err(_) => Err(ClientError::Timeout),
+        }
+    }
+
+    /// Turns automatic acknowledgement off or on. With it off, messages are still presented but
+    /// the server is not told, so it resends them.
+    pub async fn set_auto_ack(&self, on: bool) {
+        let _ = self.commands.send(Command::SetAutoAck(on)).await;
+    }
+
+    /// Acknowledges the message at `inbox_seq` (for clients without automatic acknowledgement).
+    pub async fn ack(&self, inbox_seq: u64) {
+        let _ = self.commands.send(Command::Ack(inbox_seq)).await;
+    }
+
+    pub async fn stats(&self) -> Stats {
+        let (reply, rx) = oneshot::channel();
+        if self.commands.send(Command::Stats(reply)).await.is_err() {
+            return Stats::default();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Drops the connection abruptly, as a network failure would; the SDK then reconnects.
+    pub async fn drop_connection(&self) {
+        let _ = self.commands.send(Command::Drop).await;
+    }
+
+    /// Says goodbye to the server and stops. The event stream ends.
+    pub async fn close(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.commands.send(Command::Close(reply)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// A fresh client message id: milliseconds and 64 random bits, in hex.
+pub(crate) fn new_client_msg_id() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    format!("{ms:x}-{:016x}", rand::random::<u64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ws_urls() {
+        let url = |s: &str| ClientConfig::new(s, "").ws_url();
+        assert_eq!(url("http://127.0.0.1:9091"), "ws://127.0.0.1:9091/v1/ws");
+        assert_eq!(url("https://x.example/"), "wss://x.example/v1/ws");
+        assert_eq!(url("127.0.0.1:1"), "ws://127.0.0.1:1/v1/ws");
+        assert_eq!(url("ws://h:1/v1/ws"), "ws://h:1/v1/ws");
+    }
+
+    #[test]
+    fn text_content_is_json() {
+        assert_eq!(Outgoing::text("b", "say \"hi\"").content, r#"{"text":"say \"hi\""}"#);
+    }
+}

@@ -1,0 +1,140 @@
+//! The HTTP API for app servers (`/api/v1`) and the health endpoint.
+//!
+//! Every API request is signed: headers `App-Key`, `Nonce`, `Timestamp` and
+//! `Signature = hex(HMAC-SHA256(appSecret, Nonce + Timestamp))`. Requests more than 5 minutes
+//! from the server clock, or reusing a nonce, are refused. Errors are JSON
+//! `{"code": n, "message": text}` with the codes of `tidings_proto::Code`.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use tidings_engine::auth::ApiSignature;
+use tidings_engine::{ApiError, Refusal};
+use tidings_proto::Code;
+
+use crate::AppState;
+
+/// The longest token lifetime an API caller may ask for: one year.
+const MAX_TTL_SECS: u64 = 365 * 24 * 3600;
+
+pub async fn healthz(State(state): State<AppState>) -> Response {
+    Json(json!({ "status": "ok", "sessions": state.engine.session_count() })).into_response()
+}
+
+pub async fn not_found() -> Response {
+    error(Code::NotFound.into())
+}
+
+fn status_of(code: Code) -> StatusCode {
+    match code {
+        Code::SignatureMissing
+        | Code::SignatureInvalid
+        | Code::TimestampOutOfWindow
+        | Code::NonceReused
+        | Code::AppKeyUnknown => StatusCode::UNAUTHORIZED,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::ServerShutdown => StatusCode::SERVICE_UNAVAILABLE,
+        Code::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+fn error(refusal: Refusal) -> Response {
+    (
+        status_of(refusal.code),
+        Json(json!({ "code": refusal.code.as_u32(), "message": refusal.text() })),
+    )
+        .into_response()
+}
+
+async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let sig = ApiSignature {
+        app_key: header("app-key"),
+        nonce: header("nonce"),
+        timestamp: header("timestamp"),
+        signature: header("signature"),
+    };
+    state
+        .engine
+        .check_api_request(&sig)
+        .await
+        .map_err(|e| error(e.0))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TokenRequest {
+    ttl_secs: Option<u64>,
+}
+
+/// `POST /api/v1/users/{userId}/token`, optional body `{"ttlSecs": n}`.
+pub async fn mint_token(
+    State(state): State<AppState>,
+    Path(user_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authenticate(&state, &headers).await {
+        return r;
+    }
+    let request: TokenRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        TokenRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(_) => {
+                return error(Refusal::new(
+                    Code::BadRequest,
+                    r#"the body must be empty or {"ttlSecs": n}"#,
+                ));
+            }
+        }
+    };
+    let ttl = match request.ttl_secs {
+        Some(0) => return error(Refusal::new(Code::BadRequest, "ttlSecs must be positive")),
+        Some(n) if n > MAX_TTL_SECS => {
+            return error(Refusal::new(
+                Code::BadRequest,
+                format!("ttlSecs is at most {MAX_TTL_SECS}"),
+            ));
+        }
+        other => other.map(Duration::from_secs),
+    };
+    match state.engine.mint_token(&user_id, ttl).await {
+        Ok((token, expires_at)) => Json(json!({
+            "code": 0,
+            "userId": user_id,
+            "token": token,
+            "expiresAt": expires_at,
+        }))
+        .into_response(),
+        Err(ApiError(refusal)) => error(refusal),
+    }
+}
+
+/// `POST /api/v1/users/{userId}/revoke`: bumps the user's token version.
+pub async fn revoke(
+    State(state): State<AppState>,
+    Path(user_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authenticate(&state, &headers).await {
+        return r;
+    }
+    match state.engine.revoke_tokens(&user_id).await {
+        Ok(version) => Json(json!({
+            "code": 0,
+            "userId": user_id,
+            "tokenVersion": version,
+        }))
+        .into_response(),
+        Err(ApiError(refusal)) => error(refusal),
+    }
+}

@@ -1,0 +1,396 @@
+//! One native-protocol WebSocket connection: the CONNECT handshake, then a reader loop (this
+//! task) and a writer task that drains the engine session's outbox to the socket.
+//!
+//! Errors tied to a request are answered by that request's reply frame and the connection stays
+//! usable: a refused PUBLISH gets a PUBACK with the code, a bad QUERY a QUERYACK, a second
+//! CONNECT a CONNACK. Frame-level errors (malformed bytes, unknown kind, oversized frame, a frame
+//! before CONNECT, a kind a client may not send) end the connection with a DISCONNECT carrying
+//! the code.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tidings_engine::{ConnectInfo, ConnectRequest, Outbound, SendRequest, Session};
+use tidings_proto::v1::{self, frame::Body};
+use tidings_proto::{Code, DecodeError, Encoding, PROTOCOL_VERSION, codec};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::AppState;
+
+type Sink = SplitSink<WebSocket, Message>;
+type Stream = SplitStream<WebSocket>;
+
+/// WebSocket messages above this many times the frame limit are cut off by the WebSocket layer
+/// itself (close code 1009); smaller oversized frames reach the codec and get DISCONNECT 40003.
+const WS_MESSAGE_LIMIT_FACTOR: usize = 4;
+
+pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
+    let limit = state.config.max_frame_bytes * WS_MESSAGE_LIMIT_FACTOR;
+    ws
+        // The default 128 KiB read buffer would dominate an idle connection's memory.
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_write_buffer_size(limit.max(1 << 20))
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| {
+            let tracker = state.connections.clone();
+            let span = tracing::info_span!("conn", session = tracing::field::Empty, user = tracing::field::Empty);
+            tracker.track_future(run(socket, state).instrument(span))
+        })
+}
+
+/// A decoded inbound message: its frame, or why it is not one, and the encoding it came in.
+enum Inbound {
+    Frame(v1::Frame, Encoding),
+    Bad(DecodeError, Encoding),
+    /// A WebSocket control frame: activity, but nothing to handle.
+    Control,
+    Closed,
+}
+
+async fn read(stream: &mut Stream, max: usize) -> Inbound {
+    match stream.next().await {
+        Some(Ok(Message::Binary(b))) => match codec::decode(&b, Encoding::Protobuf, max) {
+            Ok(f) => Inbound::Frame(f, Encoding::Protobuf),
+            Err(e) => Inbound::Bad(e, Encoding::Protobuf),
+        },
+        Some(Ok(Message::Text(t))) => match codec::decode(t.as_bytes(), Encoding::Json, max) {
+            Ok(f) => Inbound::Frame(f, Encoding::Json),
+            Err(e) => Inbound::Bad(e, Encoding::Json),
+        },
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Inbound::Control,
+        Some(Ok(Message::Close(_))) | None => Inbound::Closed,
+        Some(Err(e)) => {
+            tracing::debug!(error = %e, "websocket read failed");
+            Inbound::Closed
+        }
+    }
+}
+
+fn to_message(frame: &v1::Frame, encoding: Encoding) -> Message {
+    let bytes = codec::encode(frame, encoding);
+    match encoding {
+        Encoding::Protobuf => Message::Binary(bytes.into()),
+        // JSON encoding always yields UTF-8.
+        Encoding::Json => Message::Text(String::from_utf8(bytes).unwrap_or_default().into()),
+    }
+}
+
+fn disconnect_frame(code: Code) -> v1::Frame {
+    codec::frame(Body::Disconnect(v1::Disconnect {
+        code: code.as_u32(),
+        message: code.text().into(),
+        reconnect: code.reconnect(),
+    }))
+}
+
+fn decode_error_code(e: &DecodeError) -> Code {
+    match e {
+        DecodeError::TooLarge { .. } => Code::FrameTooLarge,
+        DecodeError::Malformed(_) => Code::MalformedFrame,
+        DecodeError::UnknownKind => Code::UnknownFrameKind,
+    }
+}
+
+/// Sends a final DISCONNECT and a close frame, within the write timeout.
+async fn refuse(sink: &mut Sink, code: Code, encoding: Encoding, timeout: Duration) {
+    let _ = tokio::time::timeout(timeout, async {
+        sink.send(to_message(&disconnect_frame(code), encoding))
+            .await?;
+        sink.send(Message::Close(Some(CloseFrame {
+            code: 1000,
+            reason: "".into(),
+        })))
+        .await
+    })
+    .await;
+}
+
+async fn run(socket: WebSocket, state: AppState) {
+    let (mut sink, mut stream) = socket.split();
+    let config = &state.config;
+
+    // The handshake: the first frame must be a CONNECT, within the deadline.
+    let first = tokio::select! {
+        r = tokio::time::timeout(config.handshake_timeout, read(&mut stream, config.max_frame_bytes)) => r,
+        _ = state.stop.cancelled() => {
+            refuse(&mut sink, Code::ServerShutdown, Encoding::Json, config.write_timeout).await;
+            return;
+        }
+    };
+    let (connect, encoding) = match first {
+        Err(_) => {
+            refuse(&mut sink, Code::HandshakeTimeout, Encoding::Json, config.write_timeout).await;
+            return;
+        }
+        Ok(Inbound::Closed) => return,
+        Ok(Inbound::Control) => {
+            refuse(&mut sink, Code::NotConnected, Encoding::Json, config.write_timeout).await;
+            return;
+        }
+        Ok(Inbound::Bad(e, enc)) => {
+            tracing::debug!(error = %e, "bad first frame");
+            refuse(&mut sink, decode_error_code(&e), enc, config.write_timeout).await;
+            return;
+        }
+        Ok(Inbound::Frame(f, enc)) => match f.body {
+            Some(Body::Connect(c)) => (c, enc),
+            _ => {
+                refuse(&mut sink, Code::NotConnected, enc, config.write_timeout).await;
+                return;
+            }
+        },
+    };
+    let connack = |code: Code, message: String, info: Option<&ConnectInfo>| {
+        let mut ack = v1::ConnAck {
+            code: code.as_u32(),
+            message,
+            ..Default::default()
+        };
+        if let Some(info) = info {
+            ack.user_id = info.user_id.clone();
+            ack.session_id = info.session_id.clone();
+            ack.heartbeat_ms = info.heartbeat_ms;
+            ack.server_time = info.server_time;
+            ack.cursor = info.cursor;
+            ack.inbox_seq = info.inbox_seq;
+        }
+        to_message(&codec::frame(Body::Connack(ack)), encoding)
+    };
+    if connect.protocol_version > PROTOCOL_VERSION {
+        let code = Code::UnsupportedProtocolVersion;
+        let _ = tokio::time::timeout(
+            config.write_timeout,
+            sink.send(connack(code, code.text().into(), None)),
+        )
+        .await;
+        let _ = sink.close().await;
+        return;
+    }
+    let request = ConnectRequest {
+        token: connect.token,
+        device_id: connect.device_id,
+        platform: connect.platform.chars().take(32).collect(),
+    };
+    let (session, info) = match state.engine.connect(request).await {
+        Ok(ok) => ok,
+        Err(refusal) => {
+            tracing::debug!(code = refusal.code.as_u32(), "connect refused");
+            let _ = tokio::time::timeout(
+                config.write_timeout,
+                sink.send(connack(refusal.code, refusal.text(), None)),
+            )
+            .await;
+            let _ = sink.close().await;
+            return;
+        }
+    };
+    let span = tracing::Span::current();
+    span.record("session", session.id());
+    span.record("user", session.user_id());
+    // The CONNACK goes out before the writer starts, so it precedes every push.
+    if tokio::time::timeout(
+        config.write_timeout,
+        sink.send(connack(Code::Ok, String::new(), Some(&info))),
+    )
+    .await
+    .map_or(true, |r| r.is_err())
+    {
+        session.end(Code::ClientDisconnect);
+        return;
+    }
+
+    let session = std::sync::Arc::new(session);
+    let mut writer = tokio::spawn(
+        write_loop(sink, session.clone(), encoding, config.write_timeout)
+            .instrument(tracing::Span::current()),
+    );
+    let heartbeat = Duration::from_millis(u64::from(info.heartbeat_ms));
+    let ack_timeout = state.engine.config().ack_timeout;
+    let tick = (heartbeat.min(ack_timeout) / 4).max(Duration::from_millis(10));
+    let mut ticker = tokio::time::interval(tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_seen = Instant::now();
+
+    loop {
+        tokio::select! {
+            inbound = read(&mut stream, config.max_frame_bytes) => {
+                last_seen = Instant::now();
+                match inbound {
+                    Inbound::Frame(frame, _) => {
+                        if let Err(code) = handle(&session, frame).await {
+                            session.end(code);
+                            break;
+                        }
+                    }
+                    Inbound::Bad(e, _) => {
+                        tracing::debug!(error = %e, "bad frame");
+                        session.end(decode_error_code(&e));
+                        break;
+                    }
+                    Inbound::Control => {}
+                    Inbound::Closed => {
+                        session.end(Code::ClientDisconnect);
+                        break;
+                    }
+                }
+            }
+            _ = ticker.tick() => {
+                if last_seen.elapsed() >= heartbeat * 3 {
+                    tracing::debug!("heartbeat timeout");
+                    session.end(Code::HeartbeatTimeout);
+                    break;
+                }
+                session.resend_due();
+            }
+            // Shutdown: stop reading; the engine commits what is queued, then ends the session.
+            _ = state.stop.cancelled() => break,
+            // The writer stops when the session ended (kick, slow consumer) or the socket failed.
+            _ = &mut writer => {
+                session.end(Code::ClientDisconnect);
+                return;
+            }
+        }
+    }
+    // Keep the session until the writer has flushed its final DISCONNECT.
+    if let Err(e) = writer.await {
+        tracing::warn!(error = %e, "writer task failed");
+    }
+    drop(session);
+}
+
+/// Handles one frame from a connected client. `Err` ends the connection with that code.
+async fn handle(session: &Session, frame: v1::Frame) -> Result<(), Code> {
+    match frame.body {
+        Some(Body::Publish(p)) => match p.body {
+            Some(v1::publish::Body::Send(s)) => {
+                session
+                    .publish(
+                        p.packet_id,
+                        SendRequest {
+                            client_msg_id: s.client_msg_id,
+                            conversation_type: s.conversation_type,
+                            target_id: s.target_id,
+                            msg_type: s.msg_type,
+                            content: s.content,
+                            push_text: s.push_text,
+                        },
+                    )
+                    .await;
+                Ok(())
+            }
+            // A PUBLISH without a message to send cannot be answered meaningfully.
+            _ => Err(Code::UnexpectedFrame),
+        },
+        Some(Body::Puback(ack)) => {
+            if ack.inbox_seq > 0 {
+                session.ack(ack.inbox_seq);
+            }
+            Ok(())
+        }
+        Some(Body::Query(q)) => {
+            match q.body {
+                Some(v1::query::Body::Sync(s)) => session.sync(q.query_id, s.after, s.limit).await,
+                None => session.reject_query(q.query_id, "the query has no body"),
+            }
+            Ok(())
+        }
+        Some(Body::Querycon(c)) => {
+            session.confirm(c.inbox_seq);
+            Ok(())
+        }
+        Some(Body::Pingreq(_)) => {
+            session.pong();
+            Ok(())
+        }
+        Some(Body::Connect(_)) => {
+            session.already_connected();
+            Ok(())
+        }
+        Some(Body::Disconnect(_)) => Err(Code::ClientDisconnect),
+        Some(Body::Connack(_) | Body::Queryack(_) | Body::Pingresp(_)) => {
+            Err(Code::UnexpectedFrame)
+        }
+        None => Err(Code::UnknownFrameKind),
+    }
+}
+
+/// Drains the session's outbox to the socket until the session's DISCONNECT has been sent.
+async fn write_loop(
+    mut sink: Sink,
+    session: std::sync::Arc<Session>,
+    encoding: Encoding,
+    timeout: Duration,
+) {
+    while let Some(item) = session.outbox().pop().await {
+        let frame = match item {
+            Outbound::PubAck(p) => codec::frame(Body::Puback(v1::PubAck {
+                packet_id: p.packet_id,
+                code: p.code,
+                message: p.text,
+                uid: p.uid,
+                seq: p.seq,
+                sent_time: p.sent_time,
+                inbox_seq: p.inbox_seq,
+            })),
+            Outbound::Deliver { message, dup } => v1::Frame {
+                body: Some(Body::Publish(v1::Publish {
+                    packet_id: 0,
+                    body: Some(v1::publish::Body::Message(wire_message(&message))),
+                })),
+                qos: 1,
+                dup,
+            },
+            Outbound::QueryAck(q) => codec::frame(Body::Queryack(v1::QueryAck {
+                query_id: q.query_id,
+                code: q.code,
+                message: q.text,
+                messages: q.messages.iter().map(wire_message).collect(),
+                has_more: q.has_more,
+            })),
+            Outbound::ConnAck { code, text } => codec::frame(Body::Connack(v1::ConnAck {
+                code,
+                message: text,
+                ..Default::default()
+            })),
+            Outbound::Pong => codec::frame(Body::Pingresp(v1::PingResp {})),
+            Outbound::Disconnect(code) => {
+                refuse(&mut sink, code, encoding, timeout).await;
+                return;
+            }
+        };
+        match tokio::time::timeout(timeout, sink.send(to_message(&frame, encoding))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "websocket write failed");
+                return;
+            }
+            Err(_) => {
+                tracing::info!("websocket write timed out");
+                return;
+            }
+        }
+    }
+}
+
+fn wire_message(m: &tidings_engine::Delivered) -> v1::Message {
+    v1::Message {
+        uid: m.uid.clone(),
+        conversation_type: m.conversation_type,
+        target_id: m.target_id.clone(),
+        sender_id: m.sender_id.clone(),
+        seq: m.seq,
+        sent_time: m.sent_time,
+        msg_type: m.msg_type.clone(),
+        content: m.content.clone(),
+        push_text: m.push_text.clone(),
+        client_msg_id: m.client_msg_id.clone(),
+        inbox_seq: m.inbox_seq,
+    }
+}

@@ -1,0 +1,108 @@
+//! The client subcommands: `token` (offline minting), `send` and `listen`.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tidings_client::{Client, ClientConfig, ClientError, Encoding, Event, Outgoing};
+use tidings_store::Store;
+use tidings_store_sqlite::{SqliteConfig, SqliteStore};
+
+/// The server a client subcommand talks to when `--server` is not given.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:9091";
+
+/// Mints a token for `user` from the data directory's credentials, without a running server.
+pub async fn mint_token(data_dir: &Path, user: &str, ttl: Option<Duration>) -> anyhow::Result<String> {
+    if !tidings_engine::validate::is_user_id(user) {
+        bail!("invalid user id {user:?}: use 1-64 of A-Z a-z 0-9 _ - . @");
+    }
+    let creds = crate::credentials::load(data_dir)?;
+    let db = data_dir.join(crate::DB_FILE);
+    // The token version lives in the database; a data directory without one has only version 0.
+    let version = if db.exists() {
+        let store = SqliteStore::open(&SqliteConfig::new(&db)).context("opening the database")?;
+        let state = store.user_state(user).await?;
+        store.close().await?;
+        state.token_version
+    } else {
+        0
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
+    let ttl = ttl.unwrap_or(Duration::from_secs(30 * 24 * 3600));
+    tidings_engine::auth::mint(&creds, user, version, now, now + ttl.as_secs() as i64)
+        .map_err(|code| anyhow::anyhow!("minting failed: {code}"))
+}
+
+fn client_config(server: &str, token: &str, device: &str, json: bool) -> ClientConfig {
+    let mut config = ClientConfig::new(server, token);
+    config.device_id = device.to_string();
+    config.platform = "cli".into();
+    if json {
+        config.encoding = Encoding::Json;
+    }
+    config
+}
+
+fn refused(e: ClientError) -> anyhow::Error {
+    match e {
+        ClientError::Refused { code, message } => anyhow::anyhow!("server refused: {code} {message}"),
+        other => anyhow::anyhow!(other),
+    }
+}
+
+/// Sends one message and prints the server's answer as a JSON line.
+pub async fn send(
+    server: &str,
+    token: &str,
+    to: &str,
+    msg_type: &str,
+    content: String,
+    json: bool,
+) -> anyhow::Result<()> {
+    let (client, _events) = Client::connect(client_config(server, token, "", json))
+        .await
+        .map_err(refused)?;
+    let mut out = Outgoing::text(to, "");
+    out.msg_type = msg_type.to_string();
+    out.content = content;
+    let result = client.send(out).await;
+    client.close().await;
+    let sent = result.map_err(refused)?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "uid": sent.uid,
+            "seq": sent.seq,
+            "sentTime": sent.sent_time,
+            "clientMsgId": sent.client_msg_id,
+        })
+    );
+    Ok(())
+}
+
+/// Prints one JSON line per message received, acknowledging each after it is written out.
+/// Returns when the session ends for good (kicked, token revoked): that is an error.
+pub async fn listen(server: &str, token: &str, device: &str, json: bool) -> anyhow::Result<()> {
+    let mut config = client_config(server, token, device, json);
+    config.auto_ack = false;
+    let (client, mut events) = Client::connect(config).await.map_err(refused)?;
+    let stdout = std::io::stdout();
+    while let Some(event) = events.recv().await {
+        match event {
+            Event::Message(m) => {
+                let line = serde_json::to_string(&m)?;
+                let mut out = stdout.lock();
+                writeln!(out, "{line}")?;
+                out.flush()?;
+                drop(out);
+                client.ack(m.inbox_seq).await;
+            }
+            Event::Status(s) => tracing::info!(status = ?s, "connection status"),
+            Event::Kicked { code, reason } => bail!("disconnected by the server: {code} {reason}"),
+        }
+    }
+    Ok(())
+}

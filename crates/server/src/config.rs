@@ -1,0 +1,238 @@
+//! Server configuration in two phases: [`RawConfig`] mirrors what flags, environment variables
+//! (`TIDINGS_*`) and the TOML file can say, every field optional; [`RawConfig::resolve`] merges
+//! them (flags, then environment, then file, then defaults) and validates the result into
+//! [`Config`]. Every default is written next to its field.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::Deserialize;
+use tidings_engine::DevicePolicy;
+use tidings_store_sqlite::Durability;
+
+/// `tidings serve` options. Each may also come from the environment or the config file.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// TOML config file; its keys are these options' long names with `_` for `-`.
+    #[arg(long, env = "TIDINGS_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on. Default 127.0.0.1:9091.
+    #[arg(long, env = "TIDINGS_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Data directory (database, credentials). Default ./data.
+    #[arg(long, env = "TIDINGS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Heartbeat interval clients must keep, in ms; 3 silent intervals drop a connection.
+    /// Default 30000.
+    #[arg(long, env = "TIDINGS_HEARTBEAT_MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// Time before an unacknowledged push is resent with the dup flag, in ms. Default 10000.
+    #[arg(long, env = "TIDINGS_ACK_TIMEOUT_MS")]
+    pub ack_timeout_ms: Option<u64>,
+    /// `multi` (several devices per user) or `single` (a new login kicks the old one).
+    /// Default multi.
+    #[arg(long, env = "TIDINGS_DEVICE_POLICY")]
+    pub device_policy: Option<String>,
+    /// Lifetime of minted tokens, in seconds. Default 2592000 (30 days).
+    #[arg(long, env = "TIDINGS_TOKEN_TTL_SECS")]
+    pub token_ttl_secs: Option<u64>,
+    /// Largest frame accepted from a client, in bytes. Default 65536.
+    #[arg(long, env = "TIDINGS_MAX_FRAME_BYTES")]
+    pub max_frame_bytes: Option<usize>,
+    /// Largest message content, in bytes. Default 16384.
+    #[arg(long, env = "TIDINGS_MAX_CONTENT_BYTES")]
+    pub max_content_bytes: Option<usize>,
+    /// Outbound queue per connection, in bytes; overflow disconnects the client as a slow
+    /// consumer. Default 1048576.
+    #[arg(long, env = "TIDINGS_OUTBOUND_QUEUE_BYTES")]
+    pub outbound_queue_bytes: Option<usize>,
+    /// Unacknowledged pushes allowed per connection before it is disconnected. Default 1024.
+    #[arg(long, env = "TIDINGS_MAX_INFLIGHT")]
+    pub max_inflight: Option<usize>,
+    /// Time allowed for CONNECT after the WebSocket opens, in ms. Default 10000.
+    #[arg(long, env = "TIDINGS_HANDSHAKE_TIMEOUT_MS")]
+    pub handshake_timeout_ms: Option<u64>,
+    /// `full` (fsync every commit: survives power loss) or `process` (survives a process crash
+    /// only). Default full.
+    #[arg(long, env = "TIDINGS_DURABILITY")]
+    pub durability: Option<String>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub heartbeat: Duration,
+    pub ack_timeout: Duration,
+    pub device_policy: DevicePolicy,
+    pub token_ttl: Duration,
+    pub max_frame_bytes: usize,
+    pub max_content_bytes: usize,
+    pub outbound_queue_bytes: usize,
+    pub max_inflight: usize,
+    pub handshake_timeout: Duration,
+    pub durability: Durability,
+}
+
+impl Config {
+    /// The defaults, with another data directory: what tests and embedding start from.
+    pub fn with_data_dir(data_dir: &Path) -> Config {
+        RawConfig {
+            data_dir: Some(data_dir.to_path_buf()),
+            ..RawConfig::default()
+        }
+        .resolve_without_file()
+        .expect("defaults are valid")
+    }
+}
+
+fn positive(name: &str, v: u64) -> anyhow::Result<u64> {
+    if v == 0 {
+        bail!("{name} must be greater than 0");
+    }
+    Ok(v)
+}
+
+impl RawConfig {
+    /// Merges in the config file (if any) under what flags and environment set, then validates.
+    pub fn resolve(self) -> anyhow::Result<Config> {
+        let merged = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                let file: RawConfig = toml::from_str(&text)
+                    .with_context(|| format!("parsing config file {}", path.display()))?;
+                self.or(file)
+            }
+            None => self,
+        };
+        merged.resolve_without_file()
+    }
+
+    fn or(self, file: RawConfig) -> RawConfig {
+        RawConfig {
+            config: self.config,
+            listen: self.listen.or(file.listen),
+            data_dir: self.data_dir.or(file.data_dir),
+            heartbeat_ms: self.heartbeat_ms.or(file.heartbeat_ms),
+            ack_timeout_ms: self.ack_timeout_ms.or(file.ack_timeout_ms),
+            device_policy: self.device_policy.or(file.device_policy),
+            token_ttl_secs: self.token_ttl_secs.or(file.token_ttl_secs),
+            max_frame_bytes: self.max_frame_bytes.or(file.max_frame_bytes),
+            max_content_bytes: self.max_content_bytes.or(file.max_content_bytes),
+            outbound_queue_bytes: self.outbound_queue_bytes.or(file.outbound_queue_bytes),
+            max_inflight: self.max_inflight.or(file.max_inflight),
+            handshake_timeout_ms: self.handshake_timeout_ms.or(file.handshake_timeout_ms),
+            durability: self.durability.or(file.durability),
+        }
+    }
+
+    fn resolve_without_file(self) -> anyhow::Result<Config> {
+        let device_policy = match self.device_policy.as_deref().unwrap_or("multi") {
+            "multi" => DevicePolicy::Multi,
+            "single" => DevicePolicy::Single,
+            other => bail!("device_policy must be `multi` or `single`, not {other:?}"),
+        };
+        let durability = match self.durability.as_deref().unwrap_or("full") {
+            "full" => Durability::Full,
+            "process" => Durability::Process,
+            other => bail!("durability must be `full` or `process`, not {other:?}"),
+        };
+        let max_frame_bytes = positive(
+            "max_frame_bytes",
+            self.max_frame_bytes.unwrap_or(64 * 1024) as u64,
+        )? as usize;
+        let max_content_bytes = positive(
+            "max_content_bytes",
+            self.max_content_bytes.unwrap_or(16 * 1024) as u64,
+        )? as usize;
+        if max_content_bytes >= max_frame_bytes {
+            bail!("max_content_bytes ({max_content_bytes}) must be below max_frame_bytes ({max_frame_bytes})");
+        }
+        let outbound_queue_bytes = positive(
+            "outbound_queue_bytes",
+            self.outbound_queue_bytes.unwrap_or(1 << 20) as u64,
+        )? as usize;
+        if outbound_queue_bytes < 2 * max_frame_bytes {
+            bail!("outbound_queue_bytes must be at least twice max_frame_bytes");
+        }
+        Ok(Config {
+            listen: self
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9091))),
+            data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("data")),
+            heartbeat: Duration::from_millis(positive(
+                "heartbeat_ms",
+                self.heartbeat_ms.unwrap_or(30_000),
+            )?),
+            ack_timeout: Duration::from_millis(positive(
+                "ack_timeout_ms",
+                self.ack_timeout_ms.unwrap_or(10_000),
+            )?),
+            device_policy,
+            token_ttl: Duration::from_secs(positive(
+                "token_ttl_secs",
+                self.token_ttl_secs.unwrap_or(30 * 24 * 3600),
+            )?),
+            max_frame_bytes,
+            max_content_bytes,
+            outbound_queue_bytes,
+            max_inflight: positive("max_inflight", self.max_inflight.unwrap_or(1024) as u64)?
+                as usize,
+            handshake_timeout: Duration::from_millis(positive(
+                "handshake_timeout_ms",
+                self.handshake_timeout_ms.unwrap_or(10_000),
+            )?),
+            durability,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = RawConfig::default().resolve().unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9091");
+        assert_eq!(c.data_dir, PathBuf::from("data"));
+        assert_eq!(c.heartbeat, Duration::from_secs(30));
+        assert_eq!(c.device_policy, DevicePolicy::Multi);
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_bad_values_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(&file, "heartbeat_ms = 5000\nlisten = \"127.0.0.1:1\"\n").unwrap();
+        let c = RawConfig {
+            config: Some(file.clone()),
+            listen: Some("127.0.0.1:2".parse().unwrap()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(c.listen.port(), 2);
+        assert_eq!(c.heartbeat, Duration::from_millis(5000));
+        let bad = RawConfig {
+            heartbeat_ms: Some(0),
+            ..Default::default()
+        };
+        assert!(bad.resolve().unwrap_err().to_string().contains("heartbeat_ms"));
+        std::fs::write(&file, "no_such_key = 1\n").unwrap();
+        let err = RawConfig {
+            config: Some(file),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("no_such_key"));
+    }
+}

@@ -1,0 +1,108 @@
+//! The `tidings` binary's library half: configuration, credentials, and [`start`], which wires a
+//! store, the engine and the gateway into a running server. The binary (`main.rs`) adds argument
+//! parsing, signals and the client subcommands. Nothing depends on this crate.
+
+pub mod cli;
+pub mod config;
+pub mod credentials;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tidings_engine::{Engine, EngineConfig};
+use tidings_gateway::GatewayConfig;
+use tidings_store_sqlite::{SqliteConfig, SqliteStore};
+use tokio::sync::oneshot;
+
+pub use config::{Config, RawConfig};
+
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "tidings.db";
+
+/// A running server.
+pub struct Running {
+    pub addr: SocketAddr,
+    /// The app credentials, and whether this start created them.
+    pub credentials: tidings_engine::AppCredentials,
+    pub created_credentials: bool,
+    pub engine: Engine,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Shuts down in order (see `tidings_gateway::serve`) and waits for it to finish.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await.context("server task")??;
+        Ok(())
+    }
+
+    /// Waits until the server stops by itself (it does not, unless it fails).
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        (&mut self.task).await.context("server task")??;
+        Ok(())
+    }
+
+    /// Starts the orderly shutdown without waiting for it.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Opens the data directory (creating it, its database and its credentials as needed), binds
+/// the listener, and serves.
+pub async fn start(config: &Config) -> anyhow::Result<Running> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let (credentials, created_credentials) = credentials::load_or_create(&config.data_dir)?;
+    let mut store_config = SqliteConfig::new(config.data_dir.join(DB_FILE));
+    store_config.durability = config.durability;
+    let store = SqliteStore::open(&store_config).context("opening the database")?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+
+    let mut engine_config = EngineConfig::new(credentials.clone());
+    engine_config.heartbeat = config.heartbeat;
+    engine_config.ack_timeout = config.ack_timeout;
+    engine_config.device_policy = config.device_policy;
+    engine_config.token_ttl = config.token_ttl;
+    engine_config.max_content_bytes = config.max_content_bytes;
+    engine_config.outbound_queue_bytes = config.outbound_queue_bytes;
+    engine_config.max_inflight = config.max_inflight;
+    let engine = Engine::start(
+        engine_config,
+        Arc::new(store),
+        tidings_engine::system_clock(),
+    );
+    let gateway_config = GatewayConfig {
+        max_frame_bytes: config.max_frame_bytes,
+        handshake_timeout: config.handshake_timeout,
+        ..GatewayConfig::default()
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(tidings_gateway::serve(
+        listener,
+        engine.clone(),
+        gateway_config,
+        async move {
+            // A dropped sender means the owner is gone: shut down too.
+            let _ = stopped.await;
+        },
+    ));
+    Ok(Running {
+        addr,
+        credentials,
+        created_credentials,
+        engine,
+        stop: Some(stop),
+        task,
+    })
+}

@@ -1,0 +1,151 @@
+//! `tidings`: the server and its command-line tools in one binary.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tidings_server::cli::{self, DEFAULT_SERVER};
+use tidings_server::{RawConfig, start};
+
+#[derive(Parser)]
+#[command(name = "tidings", version, about = "A self-hosted instant-messaging server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (no configuration needed: 127.0.0.1:9091, data in ./data).
+    Serve(RawConfig),
+    /// Mint a user token offline from the data directory's credentials; prints only the token.
+    Token {
+        user_id: String,
+        #[arg(long, env = "TIDINGS_DATA_DIR", default_value = "data")]
+        data_dir: PathBuf,
+        /// Token lifetime in seconds (default 30 days).
+        #[arg(long)]
+        ttl_secs: Option<u64>,
+    },
+    /// Send one message and print the server's answer.
+    Send {
+        #[arg(long, env = "TIDINGS_SERVER", default_value = DEFAULT_SERVER)]
+        server: String,
+        #[arg(long, env = "TIDINGS_TOKEN")]
+        token: String,
+        /// The recipient's user id.
+        #[arg(long)]
+        to: String,
+        /// Message type; with a type other than text, TEXT must be the JSON content.
+        #[arg(long = "type", default_value = "text")]
+        msg_type: String,
+        /// Speak the JSON encoding instead of protobuf.
+        #[arg(long)]
+        json: bool,
+        /// The text (or, with --type, the JSON content).
+        text: String,
+    },
+    /// Print one JSON line per message received, acknowledging each once printed.
+    Listen {
+        #[arg(long, env = "TIDINGS_SERVER", default_value = DEFAULT_SERVER)]
+        server: String,
+        #[arg(long, env = "TIDINGS_TOKEN")]
+        token: String,
+        /// Device id: the server remembers what this device has acknowledged.
+        #[arg(long, default_value = "cli")]
+        device: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TIDINGS_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(raw) => serve(raw).await,
+        Command::Token {
+            user_id,
+            data_dir,
+            ttl_secs,
+        } => {
+            let token = cli::mint_token(&data_dir, &user_id, ttl_secs.map(Duration::from_secs)).await?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::Send {
+            server,
+            token,
+            to,
+            msg_type,
+            json,
+            text,
+        } => {
+            let content = if msg_type == "text" {
+                serde_json::json!({ "text": text }).to_string()
+            } else {
+                text
+            };
+            cli::send(&server, &token, &to, &msg_type, content, json).await
+        }
+        Command::Listen {
+            server,
+            token,
+            device,
+            json,
+        } => cli::listen(&server, &token, &device, json).await,
+    }
+}
+
+async fn serve(raw: RawConfig) -> anyhow::Result<()> {
+    let config = raw.resolve()?;
+    let mut running = start(&config).await?;
+    if running.created_credentials {
+        // Printed once, at the first start; afterwards they are in the data directory only.
+        println!("created app credentials in {}", tidings_server::credentials::path(&config.data_dir).display());
+        println!("  appKey:    {}", running.credentials.app_key);
+        println!("  appSecret: {}", running.credentials.app_secret);
+    }
+    println!("tidings listening on http://{}", running.addr);
+    tracing::info!(addr = %running.addr, data_dir = %config.data_dir.display(), "serving");
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
+        _ = sigterm.recv() => {}
+        r = running.wait() => return r,
+    }
+    running.shutdown().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
