@@ -158,7 +158,11 @@ fn ws_message(frame: &v1::Frame, encoding: Encoding) -> WsMessage {
 fn decode(msg: WsMessage) -> Option<Result<v1::Frame, tidings_proto::DecodeError>> {
     match msg {
         WsMessage::Binary(b) => Some(codec::decode(&b, Encoding::Protobuf, MAX_INBOUND_FRAME)),
-        WsMessage::Text(t) => Some(codec::decode(t.as_bytes(), Encoding::Json, MAX_INBOUND_FRAME)),
+        WsMessage::Text(t) => Some(codec::decode(
+            t.as_bytes(),
+            Encoding::Json,
+            MAX_INBOUND_FRAME,
+        )),
         _ => None,
     }
 }
@@ -375,9 +379,7 @@ async fn handle(
             if state.auto_ack {
                 // Acknowledge what was presented, and re-acknowledge a repeat of something
                 // presented earlier (its first ACK may have been lost).
-                for s in presented.into_iter().chain(
-                    repeat.then_some(seq),
-                ) {
+                for s in presented.into_iter().chain(repeat.then_some(seq)) {
                     let ack = codec::frame(Body::Puback(v1::PubAck {
                         inbox_seq: s,
                         ..Default::default()
@@ -522,10 +524,8 @@ impl State {
             content: out.content,
             push_text: out.push_text,
         };
-        self.pending.insert(
-            self.next_packet_id,
-            PendingSend { frame, reply },
-        );
+        self.pending
+            .insert(self.next_packet_id, PendingSend { frame, reply });
         self.next_packet_id
     }
 

@@ -148,9 +148,15 @@ impl From<tidings_proto::v1::Message> for Message {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Status {
     Connecting,
-    Connected { user_id: String, session_id: String },
+    Connected {
+        user_id: String,
+        session_id: String,
+    },
     /// The connection was lost or closed by the server; the SDK reconnects.
-    Disconnected { code: u32, reason: String },
+    Disconnected {
+        code: u32,
+        reason: String,
+    },
 }
 
 /// What the event stream yields.
@@ -160,7 +166,10 @@ pub enum Event {
     Status(Status),
     /// The session ended for good: kicked by another device, token revoked or expired, user
     /// banned. The SDK does not reconnect; the stream ends after this.
-    Kicked { code: u32, reason: String },
+    Kicked {
+        code: u32,
+        reason: String,
+    },
 }
 
 /// A message to send.
@@ -346,6 +355,9 @@ mod tests {
 
     #[test]
     fn text_content_is_json() {
-        assert_eq!(Outgoing::text("b", "say \"hi\"").content, r#"{"text":"say \"hi\""}"#);
+        assert_eq!(
+            Outgoing::text("b", "say \"hi\"").content,
+            r#"{"text":"say \"hi\""}"#
+        );
     }
 }

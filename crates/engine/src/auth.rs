@@ -141,7 +141,8 @@ pub fn check_api_signature<'a>(
     mac.update(nonce.as_bytes());
     mac.update(timestamp.as_bytes());
     // Constant-time comparison.
-    mac.verify_slice(&given).map_err(|_| Code::SignatureInvalid)?;
+    mac.verify_slice(&given)
+        .map_err(|_| Code::SignatureInvalid)?;
     Ok(nonce)
 }
 
@@ -220,16 +221,25 @@ mod tests {
             signature: Some("00"),
             ..ok.clone()
         };
-        assert_eq!(check_api_signature(&c, &bad, now), Err(Code::SignatureInvalid));
+        assert_eq!(
+            check_api_signature(&c, &bad, now),
+            Err(Code::SignatureInvalid)
+        );
         let missing = ApiSignature {
             nonce: None,
             ..ok.clone()
         };
-        assert_eq!(check_api_signature(&c, &missing, now), Err(Code::SignatureMissing));
+        assert_eq!(
+            check_api_signature(&c, &missing, now),
+            Err(Code::SignatureMissing)
+        );
         let wrong_app = ApiSignature {
             app_key: Some("x"),
             ..ok
         };
-        assert_eq!(check_api_signature(&c, &wrong_app, now), Err(Code::AppKeyUnknown));
+        assert_eq!(
+            check_api_signature(&c, &wrong_app, now),
+            Err(Code::AppKeyUnknown)
+        );
     }
 }

@@ -46,7 +46,9 @@ pub enum CommitRequest {
         reply: oneshot::Sender<Result<Vec<WriteResult>, StoreError>>,
     },
     /// Answered once everything queued before it is committed; the committer then exits.
-    Stop { reply: oneshot::Sender<()> },
+    Stop {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 pub async fn run(engine: Engine, mut rx: mpsc::Receiver<CommitRequest>) {
@@ -166,7 +168,12 @@ async fn commit(
     stop
 }
 
-fn answer_publish(engine: &Engine, origin: &Arc<SessionShared>, packet_id: u32, result: &WriteResult) {
+fn answer_publish(
+    engine: &Engine,
+    origin: &Arc<SessionShared>,
+    packet_id: u32,
+    result: &WriteResult,
+) {
     match result {
         WriteResult::Appended {
             message,

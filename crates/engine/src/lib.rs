@@ -175,10 +175,16 @@ pub struct QueryAckOut {
 pub enum Outbound {
     PubAck(PubAckOut),
     /// A pushed message (qos 1, the device must acknowledge it); `dup` on a resend.
-    Deliver { message: Arc<Delivered>, dup: bool },
+    Deliver {
+        message: Arc<Delivered>,
+        dup: bool,
+    },
     QueryAck(QueryAckOut),
     /// A CONNACK refusing a CONNECT on an already connected session.
-    ConnAck { code: u32, text: String },
+    ConnAck {
+        code: u32,
+        text: String,
+    },
     Pong,
     /// The last item: the gateway sends it and closes the connection.
     Disconnect(Code),
@@ -191,7 +197,11 @@ impl Outbound {
             Outbound::PubAck(p) => 64 + p.text.len() + p.uid.len(),
             Outbound::Deliver { message, .. } => message.approx_bytes(),
             Outbound::QueryAck(q) => {
-                64 + q.text.len() + q.messages.iter().map(Delivered::approx_bytes).sum::<usize>()
+                64 + q.text.len()
+                    + q.messages
+                        .iter()
+                        .map(Delivered::approx_bytes)
+                        .sum::<usize>()
             }
             Outbound::ConnAck { text, .. } => 16 + text.len(),
             Outbound::Pong | Outbound::Disconnect(_) => 16,
@@ -243,7 +253,11 @@ impl Engine {
         });
         let engine = Engine { inner };
         let task = tokio::spawn(commit::run(engine.clone(), rx));
-        *engine.inner.committer.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        *engine
+            .inner
+            .committer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(task);
         engine
     }
 
@@ -256,7 +270,10 @@ impl Engine {
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Arc<SessionShared>>>> {
-        self.inner.sessions.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Live sessions of a user.

@@ -86,12 +86,21 @@ async fn publish_commits_then_acks_and_pushes_to_recipient_and_senders_other_dev
     let bob = connect(&f.engine, "bob", "phone").await;
     alice.publish(9, text("c1", "bob", "hi")).await;
     let ack = puback(&alice).await;
-    assert_eq!((ack.packet_id, ack.code, ack.seq, ack.inbox_seq), (9, 0, 1, 1));
+    assert_eq!(
+        (ack.packet_id, ack.code, ack.seq, ack.inbox_seq),
+        (9, 0, 1, 1)
+    );
     let (m, dup) = delivered(&bob).await;
     assert!(!dup);
-    assert_eq!((m.uid.as_str(), m.target_id.as_str(), m.sender_id.as_str()), (ack.uid.as_str(), "alice", "alice"));
+    assert_eq!(
+        (m.uid.as_str(), m.target_id.as_str(), m.sender_id.as_str()),
+        (ack.uid.as_str(), "alice", "alice")
+    );
     let (m2, _) = delivered(&alice2).await;
-    assert_eq!(m2.target_id, "bob", "the sender's devices see the conversation with bob");
+    assert_eq!(
+        m2.target_id, "bob",
+        "the sender's devices see the conversation with bob"
+    );
     assert_eq!(m2.inbox_seq, 1);
 }
 
@@ -104,12 +113,18 @@ async fn resending_a_client_msg_id_returns_the_first_result_and_pushes_nothing_n
     let first = puback(&alice).await;
     alice.publish(2, text("same", "bob", "hi")).await;
     let second = puback(&alice).await;
-    assert_eq!((second.uid.as_str(), second.seq, second.packet_id), (first.uid.as_str(), first.seq, 2));
+    assert_eq!(
+        (second.uid.as_str(), second.seq, second.packet_id),
+        (first.uid.as_str(), first.seq, 2)
+    );
     alice.publish(3, text("same", "bob", "changed")).await;
-    assert_eq!(puback(&alice).await.code, Code::ClientMsgIdConflict.as_u32());
+    assert_eq!(
+        puback(&alice).await.code,
+        Code::ClientMsgIdConflict.as_u32()
+    );
     let (m, _) = delivered(&bob).await;
     bob.ack(m.inbox_seq);
-    assert!(bob.outbox().is_closed() == false);
+    assert!(!bob.outbox().is_closed());
     assert_eq!(bob.inflight(), 0);
 }
 
@@ -125,9 +140,11 @@ async fn unacknowledged_pushes_are_resent_with_dup_after_the_ack_timeout() {
     tokio::time::pause();
     tokio::time::advance(Duration::from_secs(5)).await;
     bob.resend_due();
-    assert!(bob.outbox().is_closed() == false);
+    assert!(!bob.outbox().is_closed());
     assert!(
-        tokio::time::timeout(Duration::ZERO, bob.outbox().pop()).await.is_err(),
+        tokio::time::timeout(Duration::ZERO, bob.outbox().pop())
+            .await
+            .is_err(),
         "nothing is resent before the timeout"
     );
     bob.resend_due();
@@ -147,7 +164,10 @@ async fn single_device_policy_kicks_the_older_session() {
     let f = fixture(|c| c.device_policy = DevicePolicy::Single);
     let old = connect(&f.engine, "alice", "phone").await;
     let _new = connect(&f.engine, "alice", "laptop").await;
-    assert!(matches!(next(&old).await, Outbound::Disconnect(Code::Kicked)));
+    assert!(matches!(
+        next(&old).await,
+        Outbound::Disconnect(Code::Kicked)
+    ));
     assert_eq!(f.engine.session_count(), 1);
 }
 
@@ -163,7 +183,10 @@ async fn a_device_that_does_not_acknowledge_is_disconnected_as_a_slow_consumer()
     for _ in 0..3 {
         delivered(&bob).await;
     }
-    assert!(matches!(next(&bob).await, Outbound::Disconnect(Code::SlowConsumer)));
+    assert!(matches!(
+        next(&bob).await,
+        Outbound::Disconnect(Code::SlowConsumer)
+    ));
     // The fourth message is still in bob's inbox.
     let again = connect(&f.engine, "bob", "phone").await;
     again.sync(1, 0, 0).await;
@@ -183,17 +206,29 @@ async fn sync_pages_and_confirms_move_the_stored_cursor() {
     }
     let bob = connect(&f.engine, "bob", "phone").await;
     bob.sync(1, 0, 3).await;
-    let Outbound::QueryAck(page) = next(&bob).await else { panic!() };
-    assert_eq!(page.messages.iter().map(|m| m.inbox_seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+    let Outbound::QueryAck(page) = next(&bob).await else {
+        panic!()
+    };
+    assert_eq!(
+        page.messages
+            .iter()
+            .map(|m| m.inbox_seq)
+            .collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
     assert!(page.has_more);
     bob.confirm(3);
     bob.sync(2, 3, 3).await;
-    let Outbound::QueryAck(page) = next(&bob).await else { panic!() };
+    let Outbound::QueryAck(page) = next(&bob).await else {
+        panic!()
+    };
     assert_eq!(page.messages.len(), 2);
     assert!(!page.has_more);
     bob.confirm(5);
     bob.sync(3, 0, 501).await;
-    let Outbound::QueryAck(bad) = next(&bob).await else { panic!() };
+    let Outbound::QueryAck(bad) = next(&bob).await else {
+        panic!()
+    };
     assert_eq!(bad.code, Code::InvalidQuery.as_u32());
     drop(bob);
     // The cursor is written by the committer; a reconnect sees it.
@@ -202,7 +237,11 @@ async fn sync_pages_and_confirms_move_the_stored_cursor() {
         let (token, _) = f.engine.mint_token("bob", None).await.unwrap();
         let (s, info) = f
             .engine
-            .connect(ConnectRequest { token, device_id: "phone".into(), platform: String::new() })
+            .connect(ConnectRequest {
+                token,
+                device_id: "phone".into(),
+                platform: String::new(),
+            })
             .await
             .unwrap();
         cursor = info.cursor;
@@ -221,10 +260,16 @@ async fn revoked_and_expired_tokens_are_refused() {
     let (token, _) = f.engine.mint_token("alice", None).await.unwrap();
     let s = connect(&f.engine, "alice", "phone").await;
     f.engine.revoke_tokens("alice").await.unwrap();
-    assert!(matches!(next(&s).await, Outbound::Disconnect(Code::TokenRevoked)));
+    assert!(matches!(
+        next(&s).await,
+        Outbound::Disconnect(Code::TokenRevoked)
+    ));
     let refused = f
         .engine
-        .connect(ConnectRequest { token, ..Default::default() })
+        .connect(ConnectRequest {
+            token,
+            ..Default::default()
+        })
         .await
         .err()
         .unwrap();
@@ -232,7 +277,10 @@ async fn revoked_and_expired_tokens_are_refused() {
     let expired = auth::mint(&creds(), "alice", 1, 0, 1).unwrap();
     let refused = f
         .engine
-        .connect(ConnectRequest { token: expired, ..Default::default() })
+        .connect(ConnectRequest {
+            token: expired,
+            ..Default::default()
+        })
         .await
         .err()
         .unwrap();
@@ -244,12 +292,30 @@ async fn bad_publishes_get_their_codes() {
     let f = fixture(|c| c.max_content_bytes = 64);
     let alice = connect(&f.engine, "alice", "phone").await;
     let cases = [
-        (SendRequest { conversation_type: 9, ..text("a", "bob", "x") }, Code::UnknownConversationType),
-        (SendRequest { content: String::new(), ..text("a", "bob", "x") }, Code::ContentEmpty),
+        (
+            SendRequest {
+                conversation_type: 9,
+                ..text("a", "bob", "x")
+            },
+            Code::UnknownConversationType,
+        ),
+        (
+            SendRequest {
+                content: String::new(),
+                ..text("a", "bob", "x")
+            },
+            Code::ContentEmpty,
+        ),
         (text("a", "bob", &"x".repeat(100)), Code::ContentTooLarge),
         (text("", "bob", "x"), Code::InvalidClientMsgId),
         (text("a", "not a user", "x"), Code::InvalidTarget),
-        (SendRequest { msg_type: "bad type".into(), ..text("a", "bob", "x") }, Code::InvalidMessageType),
+        (
+            SendRequest {
+                msg_type: "bad type".into(),
+                ..text("a", "bob", "x")
+            },
+            Code::InvalidMessageType,
+        ),
     ];
     for (i, (send, code)) in cases.into_iter().enumerate() {
         alice.publish(i as u32, send).await;
@@ -271,5 +337,8 @@ async fn shutdown_commits_queued_publishes_then_disconnects_everyone() {
         let ack = puback(&alice).await;
         assert_eq!((ack.packet_id, ack.code), (i, 0));
     }
-    assert!(matches!(next(&alice).await, Outbound::Disconnect(Code::ServerShutdown)));
+    assert!(matches!(
+        next(&alice).await,
+        Outbound::Disconnect(Code::ServerShutdown)
+    ));
 }

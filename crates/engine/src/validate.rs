@@ -39,8 +39,7 @@ impl From<Code> for Refusal {
 pub fn is_user_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'@'))
 }
 
@@ -56,8 +55,7 @@ pub const BUILTIN_TYPES: &[&str] = &["text", "image", "file", "voice", "location
 pub fn check_msg_type(t: &str) -> Result<(), Refusal> {
     let ok = !t.is_empty()
         && t.len() <= 32
-        && t
-            .bytes()
+        && t.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
     if ok {
         Ok(())
@@ -183,12 +181,24 @@ mod tests {
         assert_eq!(check("text", "{"), Err(Code::ContentInvalid));
         let big = format!(r#"{{"text":"{}"}}"#, "x".repeat(200));
         assert_eq!(check("text", &big), Err(Code::ContentTooLarge));
-        assert_eq!(check("image", r#"{"url":"https://x/y.png","thumbnail":"AAA"}"#), Ok(()));
-        assert_eq!(check("file", r#"{"url":"u","name":"n"}"#), Err(Code::ContentInvalid));
+        assert_eq!(
+            check("image", r#"{"url":"https://x/y.png","thumbnail":"AAA"}"#),
+            Ok(())
+        );
+        assert_eq!(
+            check("file", r#"{"url":"u","name":"n"}"#),
+            Err(Code::ContentInvalid)
+        );
         assert_eq!(check("voice", r#"{"url":"u","duration":3}"#), Ok(()));
-        assert_eq!(check("location", r#"{"lat":1,"lng":200}"#), Err(Code::ContentInvalid));
+        assert_eq!(
+            check("location", r#"{"lat":1,"lng":200}"#),
+            Err(Code::ContentInvalid)
+        );
         assert_eq!(check("app:card", r#"{"anything":[1,2]}"#), Ok(()));
         assert_eq!(check_msg_type("app:card"), Ok(()));
-        assert_eq!(check_msg_type("").map_err(|r| r.code), Err(Code::InvalidMessageType));
+        assert_eq!(
+            check_msg_type("").map_err(|r| r.code),
+            Err(Code::InvalidMessageType)
+        );
     }
 }

@@ -40,7 +40,11 @@ pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<AppState>) -> Res
         .max_frame_size(limit)
         .on_upgrade(move |socket| {
             let tracker = state.connections.clone();
-            let span = tracing::info_span!("conn", session = tracing::field::Empty, user = tracing::field::Empty);
+            let span = tracing::info_span!(
+                "conn",
+                session = tracing::field::Empty,
+                user = tracing::field::Empty
+            );
             tracker.track_future(run(socket, state).instrument(span))
         })
 }
@@ -126,12 +130,24 @@ async fn run(socket: WebSocket, state: AppState) {
     };
     let (connect, encoding) = match first {
         Err(_) => {
-            refuse(&mut sink, Code::HandshakeTimeout, Encoding::Json, config.write_timeout).await;
+            refuse(
+                &mut sink,
+                Code::HandshakeTimeout,
+                Encoding::Json,
+                config.write_timeout,
+            )
+            .await;
             return;
         }
         Ok(Inbound::Closed) => return,
         Ok(Inbound::Control) => {
-            refuse(&mut sink, Code::NotConnected, Encoding::Json, config.write_timeout).await;
+            refuse(
+                &mut sink,
+                Code::NotConnected,
+                Encoding::Json,
+                config.write_timeout,
+            )
+            .await;
             return;
         }
         Ok(Inbound::Bad(e, enc)) => {

@@ -88,8 +88,8 @@ pub async fn serve(
         stop: stop.clone(),
         connections: connections.clone(),
     };
-    let server = axum::serve(listener, router(state))
-        .with_graceful_shutdown(stop.clone().cancelled_owned());
+    let server =
+        axum::serve(listener, router(state)).with_graceful_shutdown(stop.clone().cancelled_owned());
     let server = tokio::spawn(async move { server.await });
     shutdown.await;
     tracing::info!("shutting down: no new connections, committing what is queued");

@@ -13,7 +13,11 @@ use tidings_store_sqlite::{SqliteConfig, SqliteStore};
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:9091";
 
 /// Mints a token for `user` from the data directory's credentials, without a running server.
-pub async fn mint_token(data_dir: &Path, user: &str, ttl: Option<Duration>) -> anyhow::Result<String> {
+pub async fn mint_token(
+    data_dir: &Path,
+    user: &str,
+    ttl: Option<Duration>,
+) -> anyhow::Result<String> {
     if !tidings_engine::validate::is_user_id(user) {
         bail!("invalid user id {user:?}: use 1-64 of A-Z a-z 0-9 _ - . @");
     }
@@ -48,7 +52,9 @@ fn client_config(server: &str, token: &str, device: &str, json: bool) -> ClientC
 
 fn refused(e: ClientError) -> anyhow::Error {
     match e {
-        ClientError::Refused { code, message } => anyhow::anyhow!("server refused: {code} {message}"),
+        ClientError::Refused { code, message } => {
+            anyhow::anyhow!("server refused: {code} {message}")
+        }
         other => anyhow::anyhow!(other),
     }
 }

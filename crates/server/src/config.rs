@@ -153,7 +153,9 @@ impl RawConfig {
             self.max_content_bytes.unwrap_or(16 * 1024) as u64,
         )? as usize;
         if max_content_bytes >= max_frame_bytes {
-            bail!("max_content_bytes ({max_content_bytes}) must be below max_frame_bytes ({max_frame_bytes})");
+            bail!(
+                "max_content_bytes ({max_content_bytes}) must be below max_frame_bytes ({max_frame_bytes})"
+            );
         }
         let outbound_queue_bytes = positive(
             "outbound_queue_bytes",
@@ -225,7 +227,12 @@ mod tests {
             heartbeat_ms: Some(0),
             ..Default::default()
         };
-        assert!(bad.resolve().unwrap_err().to_string().contains("heartbeat_ms"));
+        assert!(
+            bad.resolve()
+                .unwrap_err()
+                .to_string()
+                .contains("heartbeat_ms")
+        );
         std::fs::write(&file, "no_such_key = 1\n").unwrap();
         let err = RawConfig {
             config: Some(file),

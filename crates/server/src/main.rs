@@ -10,7 +10,11 @@ use tidings_server::cli::{self, DEFAULT_SERVER};
 use tidings_server::{RawConfig, start};
 
 #[derive(Parser)]
-#[command(name = "tidings", version, about = "A self-hosted instant-messaging server")]
+#[command(
+    name = "tidings",
+    version,
+    about = "A self-hosted instant-messaging server"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -74,7 +78,10 @@ fn init_logging() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -98,7 +105,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             data_dir,
             ttl_secs,
         } => {
-            let token = cli::mint_token(&data_dir, &user_id, ttl_secs.map(Duration::from_secs)).await?;
+            let token =
+                cli::mint_token(&data_dir, &user_id, ttl_secs.map(Duration::from_secs)).await?;
             println!("{token}");
             Ok(())
         }
@@ -131,7 +139,10 @@ async fn serve(raw: RawConfig) -> anyhow::Result<()> {
     let mut running = start(&config).await?;
     if running.created_credentials {
         // Printed once, at the first start; afterwards they are in the data directory only.
-        println!("created app credentials in {}", tidings_server::credentials::path(&config.data_dir).display());
+        println!(
+            "created app credentials in {}",
+            tidings_server::credentials::path(&config.data_dir).display()
+        );
         println!("  appKey:    {}", running.credentials.app_key);
         println!("  appSecret: {}", running.credentials.app_secret);
     }

@@ -109,7 +109,11 @@ impl ReaderPool {
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        let _permit = self.permits.acquire().await.map_err(|_| StoreError::Closed)?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
         let conns = self.conns.clone();
         // A poisoned lock only means another reader panicked; the Vec itself is intact.
         let conn = conns
@@ -127,7 +131,10 @@ impl ReaderPool {
     }
 }
 
-pub(crate) fn message_from_row(row: &rusqlite::Row<'_>, offset: usize) -> rusqlite::Result<StoredMessage> {
+pub(crate) fn message_from_row(
+    row: &rusqlite::Row<'_>,
+    offset: usize,
+) -> rusqlite::Result<StoredMessage> {
     Ok(StoredMessage {
         uid: row.get(offset)?,
         conversation_type: row.get(offset + 1)?,
@@ -231,11 +238,7 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) -> Result<()> {
-        let handle = self
-            .writer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         let Some(handle) = handle else {
             return Ok(());
         };

@@ -6,9 +6,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
-use tidings_store::{
-    AppendMessage, Result, StoreError, StoredMessage, WriteOp, WriteResult,
-};
+use tidings_store::{AppendMessage, Result, StoreError, StoredMessage, WriteOp, WriteResult};
 use tokio::sync::oneshot;
 
 use crate::{MESSAGE_COLUMNS, backend, message_from_row};

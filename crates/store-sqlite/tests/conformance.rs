@@ -18,15 +18,22 @@ async fn committed_writes_survive_a_reopen_and_seqs_continue() {
     let config = SqliteConfig::new(dir.path().join("t.db"));
     let store = SqliteStore::open(&config).unwrap();
     store
-        .write(vec![WriteOp::Append(conformance::private_append("a", "b", "1", "x"))])
+        .write(vec![WriteOp::Append(conformance::private_append(
+            "a", "b", "1", "x",
+        ))])
         .await
         .unwrap();
     store.close().await.unwrap();
-    assert!(store.user_state("a").await.is_err(), "a closed store refuses calls");
+    assert!(
+        store.user_state("a").await.is_err(),
+        "a closed store refuses calls"
+    );
 
     let store = SqliteStore::open(&config).unwrap();
     let r = store
-        .write(vec![WriteOp::Append(conformance::private_append("a", "b", "2", "y"))])
+        .write(vec![WriteOp::Append(conformance::private_append(
+            "a", "b", "2", "y",
+        ))])
         .await
         .unwrap();
     match &r[0] {

@@ -62,7 +62,10 @@ async fn seqs_are_gapless_per_conversation_and_inbox(store: &dyn Store) {
         assert_eq!(m.seq, i as u64 + 1, "conversation seq");
         assert_eq!(
             inbox,
-            &[("s1".to_string(), i as u64 + 1), ("r1".to_string(), i as u64 + 1)]
+            &[
+                ("s1".to_string(), i as u64 + 1),
+                ("r1".to_string(), i as u64 + 1)
+            ]
         );
     }
     let (m, inbox, _) = appended(&results[5]);
@@ -70,7 +73,10 @@ async fn seqs_are_gapless_per_conversation_and_inbox(store: &dyn Store) {
     assert_eq!(inbox, &[("s2".to_string(), 1), ("r1".to_string(), 6)]);
     let state = store.user_state("r1").await.expect("user_state");
     assert_eq!(state.inbox_seq, 6);
-    let conv = store.conversation_after("r1|s1", 0, 100).await.expect("conv");
+    let conv = store
+        .conversation_after("r1|s1", 0, 100)
+        .await
+        .expect("conv");
     assert_eq!(
         conv.iter().map(|m| m.seq).collect::<Vec<_>>(),
         vec![1, 2, 3, 4, 5]
@@ -111,11 +117,15 @@ async fn duplicates_return_the_first_message(store: &dyn Store) {
 
 async fn conflicting_client_msg_id_is_refused(store: &dyn Store) {
     store
-        .write(vec![WriteOp::Append(private_append("k1", "k2", "c", "one"))])
+        .write(vec![WriteOp::Append(private_append(
+            "k1", "k2", "c", "one",
+        ))])
         .await
         .expect("write");
     let r = store
-        .write(vec![WriteOp::Append(private_append("k1", "k2", "c", "two"))])
+        .write(vec![WriteOp::Append(private_append(
+            "k1", "k2", "c", "two",
+        ))])
         .await
         .expect("write");
     assert_eq!(r, vec![WriteResult::ClientMsgIdConflict]);
@@ -144,7 +154,13 @@ async fn inbox_paging(store: &dyn Store) {
     assert_eq!(seen.len(), 25);
     assert_eq!(seen[0], "n0");
     assert_eq!(seen[24], "n24");
-    assert!(store.inbox_after("nobody", 0, 10).await.expect("inbox").is_empty());
+    assert!(
+        store
+            .inbox_after("nobody", 0, 10)
+            .await
+            .expect("inbox")
+            .is_empty()
+    );
 }
 
 async fn cursors_only_move_forward(store: &dyn Store) {
@@ -157,7 +173,10 @@ async fn cursors_only_move_forward(store: &dyn Store) {
     store.write(vec![set(7)]).await.expect("write");
     store.write(vec![set(3)]).await.expect("write");
     assert_eq!(store.device_cursor("c1", "phone").await.expect("cursor"), 7);
-    assert_eq!(store.device_cursor("c1", "laptop").await.expect("cursor"), 0);
+    assert_eq!(
+        store.device_cursor("c1", "laptop").await.expect("cursor"),
+        0
+    );
 }
 
 async fn nonces_are_single_use(store: &dyn Store) {
@@ -184,12 +203,18 @@ async fn nonces_are_single_use(store: &dyn Store) {
 }
 
 async fn token_versions_increment(store: &dyn Store) {
-    assert_eq!(store.user_state("t1").await.expect("state").token_version, 0);
+    assert_eq!(
+        store.user_state("t1").await.expect("state").token_version,
+        0
+    );
     let bump = || WriteOp::BumpTokenVersion { user: "t1".into() };
     let r = store.write(vec![bump(), bump()]).await.expect("write");
     assert_eq!(
         r,
         vec![WriteResult::TokenVersion(1), WriteResult::TokenVersion(2)]
     );
-    assert_eq!(store.user_state("t1").await.expect("state").token_version, 2);
+    assert_eq!(
+        store.user_state("t1").await.expect("state").token_version,
+        2
+    );
 }

@@ -87,6 +87,8 @@ pub enum WriteOp {
 }
 
 /// The outcome of one [`WriteOp`].
+// Results are short-lived and nearly all are `Appended`; boxing it would only add allocations.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteResult {
     /// The message is stored. `duplicate` is true when it was stored by an earlier op with the
@@ -101,7 +103,9 @@ pub enum WriteResult {
     ClientMsgIdConflict,
     CursorSet,
     /// `fresh` is false if the nonce was already used and has not expired.
-    Nonce { fresh: bool },
+    Nonce {
+        fresh: bool,
+    },
     TokenVersion(u64),
 }
 

@@ -1,0 +1,8 @@
+//! End-to-end tests: each starts a real server on port 0 with a temporary data directory and
+//! drives it through the client SDK, raw WebSocket frames, HTTP, or the `tidings` binary.
+
+mod api;
+mod bad_input;
+mod delivery;
+mod process;
+mod util;

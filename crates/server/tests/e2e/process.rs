@@ -1,0 +1,309 @@
+//! The `tidings` binary as a user runs it: serve with defaults, signals, the CLI tools, and a
+//! crash (SIGKILL) in the middle of a stream of sends.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tidings_client::{Client, ClientConfig, Event, Outgoing, Status};
+use tidings_proto::Code;
+
+use crate::util::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tidings");
+
+struct ServerProcess {
+    child: Child,
+    url: String,
+    stdout_lines: Vec<String>,
+}
+
+impl ServerProcess {
+    /// Starts `tidings serve` in `cwd` on a free port and waits for its listening line.
+    fn start(cwd: &Path, extra: &[&str]) -> ServerProcess {
+        let child = Command::new(BIN)
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .current_dir(cwd)
+            .env("TIDINGS_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        // Owned from here on, so a failed start still kills and reaps the child.
+        let mut server = ServerProcess {
+            child,
+            url: String::new(),
+            stdout_lines: Vec::new(),
+        };
+        let mut reader = BufReader::new(server.child.stdout.take().unwrap());
+        loop {
+            let mut line = String::new();
+            let n = reader.read_line(&mut line).unwrap();
+            assert!(n > 0, "server exited early: {:?}", server.stdout_lines);
+            let line = line.trim_end().to_string();
+            let url = line
+                .strip_prefix("tidings listening on ")
+                .map(str::to_string);
+            server.stdout_lines.push(line);
+            if let Some(url) = url {
+                server.url = url;
+                // Keep draining stdout so the server never blocks on a full pipe.
+                std::thread::spawn(move || for _ in reader.lines() {});
+                return server;
+            }
+        }
+    }
+
+    fn signal(&self, signal: i32) {
+        send_signal(self.child.id(), signal);
+    }
+
+    fn wait(&mut self) -> std::process::ExitStatus {
+        for _ in 0..(WAIT.as_millis() / 20) {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("server did not exit");
+    }
+}
+
+/// Signals a process through the `kill` command, which keeps the tests free of unsafe code.
+fn send_signal(pid: u32, signal: i32) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn token(data_dir: &Path, user: &str) -> String {
+    let out = Command::new(BIN)
+        .args(["token", user, "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<_> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "only the token is printed: {stdout:?}");
+    lines[0].to_string()
+}
+
+fn client_config(url: &str, token: String) -> ClientConfig {
+    let mut c = ClientConfig::new(url, token);
+    c.reconnect_delays = vec![Duration::from_millis(50)];
+    c
+}
+
+#[tokio::test]
+async fn serve_with_no_config_uses_data_and_sigterm_shuts_down_cleanly() {
+    let cwd = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start(cwd.path(), &[]);
+    assert!(
+        server.stdout_lines.iter().any(|l| l.contains("appKey:")),
+        "credentials printed at first start"
+    );
+    assert!(cwd.path().join("data/credentials.toml").exists());
+    assert!(cwd.path().join("data/tidings.db").exists());
+    let t = token(&cwd.path().join("data"), "alice");
+    let (client, mut events) = Client::connect(client_config(&server.url, t))
+        .await
+        .unwrap();
+    client
+        .send(Outgoing::text("bob", "before shutdown"))
+        .await
+        .unwrap();
+    server.signal(15);
+    loop {
+        match tokio::time::timeout(WAIT, events.recv()).await.unwrap() {
+            Some(Event::Status(Status::Disconnected { code, .. })) => {
+                assert_eq!(code, Code::ServerShutdown.as_u32());
+                break;
+            }
+            Some(_) => continue,
+            None => panic!("stream ended"),
+        }
+    }
+    assert_eq!(server.wait().code(), Some(0), "SIGTERM exits 0");
+    client.close().await;
+
+    // The second start prints no credentials and keeps the data.
+    let server = ServerProcess::start(cwd.path(), &[]);
+    assert!(!server.stdout_lines.iter().any(|l| l.contains("appKey:")));
+    let t = token(&cwd.path().join("data"), "bob");
+    let (_bob, mut events) = Client::connect(client_config(&server.url, t))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_message(&mut events).await.content,
+        r#"{"text":"before shutdown"}"#
+    );
+    server.signal(2);
+}
+
+#[tokio::test]
+async fn send_and_listen_in_two_terminals() {
+    let cwd = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(cwd.path(), &[]);
+    let data = cwd.path().join("data");
+    let mut listen = Command::new(BIN)
+        .args([
+            "listen",
+            "--server",
+            &server.url,
+            "--token",
+            &token(&data, "bob"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let alice = token(&data, "alice");
+    let sent: Vec<serde_json::Value> = ["first", "second"]
+        .iter()
+        .map(|text| {
+            let out = Command::new(BIN)
+                .args([
+                    "send",
+                    "--server",
+                    &server.url,
+                    "--token",
+                    &alice,
+                    "--to",
+                    "bob",
+                    text,
+                ])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            serde_json::from_slice(&out.stdout).unwrap()
+        })
+        .collect();
+    let mut reader = BufReader::new(listen.stdout.take().unwrap());
+    for expected in &sent {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let got: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(got["uid"], expected["uid"]);
+        assert_eq!(got["senderId"], "alice");
+    }
+    listen.kill().unwrap();
+    listen.wait().unwrap();
+}
+
+#[tokio::test]
+async fn listen_with_a_refused_token_exits_non_zero_with_the_servers_text() {
+    let cwd = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(cwd.path(), &[]);
+    let out = Command::new(BIN)
+        .args(["listen", "--server", &server.url, "--token", "forged"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("31004") && stderr.contains(Code::TokenInvalid.text()),
+        "{stderr}"
+    );
+}
+
+/// SIGKILL the server while a sender has many sends in flight; restart on the same data dir;
+/// every send that got a PUBACK is stored exactly once and the conversation's seqs are gapless.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_loses_no_acknowledged_message_and_breaks_no_sequence() {
+    let cwd = tempfile::tempdir().unwrap();
+    let data = cwd.path().join("data");
+    let mut server = ServerProcess::start(cwd.path(), &[]);
+    let mut config = client_config(&server.url, token(&data, "alice"));
+    config.send_timeout = Duration::from_secs(2);
+    let (alice, _events) = Client::connect(config).await.unwrap();
+    let alice = Arc::new(alice);
+    let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..8 {
+        let (alice, acked, stop) = (alice.clone(), acked.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(sent) = alice
+                    .send(Outgoing::text("bob", &format!("w{w}-{i}")))
+                    .await
+                {
+                    acked.lock().unwrap().push(sent);
+                }
+                i += 1;
+            }
+        }));
+    }
+    eventually("some sends are acknowledged", || {
+        let n = acked.lock().unwrap().len();
+        async move { n >= 200 }
+    })
+    .await;
+    server.signal(9);
+    server.wait();
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    alice.close().await;
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 200);
+
+    let server = ServerProcess::start(cwd.path(), &[]);
+    let mut config = client_config(&server.url, token(&data, "bob"));
+    config.initial_cursor = Some(0);
+    config.sync_page = 500;
+    let (_bob, mut events) = Client::connect(config).await.unwrap();
+    // Read everything the store has: at least the acknowledged sends.
+    let mut stored = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_millis(1500), events.recv()).await {
+            Ok(Some(Event::Message(m))) => stored.push(m),
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("stream ended"),
+            Err(_) => break,
+        }
+    }
+    let seqs: Vec<u64> = stored.iter().map(|m| m.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=stored.len() as u64).collect::<Vec<_>>(),
+        "gapless seqs"
+    );
+    let uids: std::collections::HashMap<&str, u64> =
+        stored.iter().map(|m| (m.uid.as_str(), m.seq)).collect();
+    assert_eq!(uids.len(), stored.len(), "no message stored twice");
+    for a in &acked {
+        assert_eq!(
+            uids.get(a.uid.as_str()),
+            Some(&a.seq),
+            "acknowledged send {} is stored with its seq",
+            a.uid
+        );
+    }
+}

@@ -1,0 +1,303 @@
+//! Test helpers: a server on port 0 in a temp dir, SDK clients, a raw WebSocket client, signed
+//! HTTP requests.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tidings_client::{Client, ClientConfig, Event, Events, Message};
+use tidings_proto::v1::{self, frame::Body};
+use tidings_proto::{Encoding, codec};
+use tidings_server::{Config, Running};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+/// Long enough for anything on a loaded 2-core machine; only reached when a test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct TestServer {
+    pub running: Option<Running>,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tune: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::with_data_dir(dir.path());
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        tune(&mut config);
+        let running = tidings_server::start(&config).await.unwrap();
+        TestServer {
+            running: Some(running),
+            dir,
+        }
+    }
+
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().unwrap()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.running().addr)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/v1/ws", self.running().addr)
+    }
+
+    pub async fn token(&self, user: &str) -> String {
+        self.running()
+            .engine
+            .mint_token(user, None)
+            .await
+            .unwrap()
+            .0
+    }
+
+    pub async fn config(&self, user: &str, device: &str) -> ClientConfig {
+        let mut c = ClientConfig::new(self.url(), self.token(user).await);
+        c.device_id = device.into();
+        c.reconnect_delays = vec![Duration::from_millis(50)];
+        c
+    }
+
+    pub async fn client(&self, user: &str, device: &str) -> (Client, Events) {
+        Client::connect(self.config(user, device).await)
+            .await
+            .unwrap()
+    }
+
+    pub async fn shutdown(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await.unwrap();
+        }
+    }
+}
+
+/// The next message event, skipping status events.
+pub async fn next_message(events: &mut Events) -> Message {
+    loop {
+        match tokio::time::timeout(WAIT, events.recv()).await {
+            Ok(Some(Event::Message(m))) => return m,
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("event stream ended"),
+            Err(_) => panic!("no message within {WAIT:?}"),
+        }
+    }
+}
+
+/// The next event that is not a message or a status change.
+pub async fn next_terminal(events: &mut Events) -> Event {
+    loop {
+        match tokio::time::timeout(WAIT, events.recv()).await {
+            Ok(Some(Event::Message(_) | Event::Status(_))) => continue,
+            Ok(Some(e)) => return e,
+            Ok(None) => panic!("event stream ended"),
+            Err(_) => panic!("no event within {WAIT:?}"),
+        }
+    }
+}
+
+/// Messages already waiting in the stream, without waiting for more.
+pub fn drain_messages(events: &mut Events) -> Vec<Message> {
+    let mut out = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if let Event::Message(m) = e {
+            out.push(m);
+        }
+    }
+    out
+}
+
+/// Polls `check` until it holds or `WAIT` passes.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// A raw native-protocol connection, for what the SDK never sends.
+pub struct Raw {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    pub encoding: Encoding,
+}
+
+/// What a raw read got.
+#[allow(clippy::large_enum_variant)] // boxing would make every pattern in the tests clumsier
+#[derive(Debug)]
+pub enum Got {
+    Frame(v1::Frame),
+    Closed,
+}
+
+impl Raw {
+    pub async fn open(server: &TestServer, encoding: Encoding) -> Raw {
+        let (ws, _) = tokio_tungstenite::connect_async(server.ws_url())
+            .await
+            .unwrap();
+        Raw { ws, encoding }
+    }
+
+    /// Opens and completes a CONNECT for `user`.
+    pub async fn connected(server: &TestServer, user: &str, encoding: Encoding) -> Raw {
+        let mut raw = Raw::open(server, encoding).await;
+        let token = server.token(user).await;
+        raw.send(connect(&token)).await;
+        match raw.recv().await {
+            Got::Frame(v1::Frame {
+                body: Some(Body::Connack(ack)),
+                ..
+            }) => assert_eq!(ack.code, 0, "{}", ack.message),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+        raw
+    }
+
+    pub async fn send(&mut self, frame: v1::Frame) {
+        let bytes = codec::encode(&frame, self.encoding);
+        self.send_raw(bytes).await;
+    }
+
+    /// Sends bytes as a message of this connection's encoding (binary or text).
+    pub async fn send_raw(&mut self, bytes: Vec<u8>) {
+        let msg = match self.encoding {
+            Encoding::Protobuf => WsMessage::Binary(bytes.into()),
+            Encoding::Json => WsMessage::Text(String::from_utf8(bytes).unwrap().into()),
+        };
+        self.ws.send(msg).await.unwrap();
+    }
+
+    pub async fn recv(&mut self) -> Got {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a frame in time");
+            let decoded = match msg {
+                None | Some(Err(_)) | Some(Ok(WsMessage::Close(_))) => return Got::Closed,
+                Some(Ok(WsMessage::Binary(b))) => {
+                    assert_eq!(
+                        self.encoding,
+                        Encoding::Protobuf,
+                        "answered in the client's encoding"
+                    );
+                    codec::decode(&b, Encoding::Protobuf, 1 << 20)
+                }
+                Some(Ok(WsMessage::Text(t))) => {
+                    assert_eq!(
+                        self.encoding,
+                        Encoding::Json,
+                        "answered in the client's encoding"
+                    );
+                    codec::decode(t.as_bytes(), Encoding::Json, 1 << 20)
+                }
+                Some(Ok(_)) => continue,
+            };
+            return Got::Frame(decoded.expect("server frames decode"));
+        }
+    }
+
+    /// Expects a DISCONNECT with `code`, then the close.
+    pub async fn expect_disconnect(&mut self, code: tidings_proto::Code) {
+        match self.recv().await {
+            Got::Frame(v1::Frame {
+                body: Some(Body::Disconnect(d)),
+                ..
+            }) => {
+                assert_eq!(d.code, code.as_u32(), "{}", d.message);
+                assert_eq!(d.message, code.text());
+            }
+            other => panic!("expected DISCONNECT {code}, got {other:?}"),
+        }
+        assert!(
+            matches!(self.recv().await, Got::Closed),
+            "closed after DISCONNECT"
+        );
+    }
+}
+
+pub fn connect(token: &str) -> v1::Frame {
+    codec::frame(Body::Connect(v1::Connect {
+        protocol_version: 1,
+        token: token.into(),
+        device_id: String::new(),
+        platform: "raw".into(),
+    }))
+}
+
+pub fn publish(packet_id: u32, cmid: &str, to: &str, content: &str) -> v1::Frame {
+    v1::Frame {
+        body: Some(Body::Publish(v1::Publish {
+            packet_id,
+            body: Some(v1::publish::Body::Send(v1::Send {
+                client_msg_id: cmid.into(),
+                conversation_type: 1,
+                target_id: to.into(),
+                msg_type: "text".into(),
+                content: content.into(),
+                push_text: String::new(),
+            })),
+        })),
+        qos: 1,
+        dup: false,
+    }
+}
+
+/// A signed API request; returns (status, JSON body).
+pub async fn api_post(
+    server: &TestServer,
+    path: &str,
+    headers: Vec<(&'static str, String)>,
+) -> (u16, serde_json::Value) {
+    let url = format!("{}{path}", server.url());
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut req = agent.post(&url);
+        for (k, v) in &headers {
+            req = req.header(*k, v);
+        }
+        let mut resp = req.send_empty().unwrap();
+        let status = resp.status().as_u16();
+        let body: serde_json::Value = resp.body_mut().read_json().unwrap();
+        (status, body)
+    })
+    .await
+    .unwrap()
+}
+
+/// Valid signature headers for `server`, with the given nonce and timestamp (ms).
+pub fn signed(server: &TestServer, nonce: &str, timestamp_ms: i64) -> Vec<(&'static str, String)> {
+    let creds = &server.running().credentials;
+    let ts = timestamp_ms.to_string();
+    vec![
+        ("App-Key", creds.app_key.clone()),
+        ("Nonce", nonce.to_string()),
+        ("Timestamp", ts.clone()),
+        (
+            "Signature",
+            tidings_engine::auth::api_signature(&creds.app_secret, nonce, &ts),
+        ),
+    ]
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
