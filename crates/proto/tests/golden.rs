@@ -1,0 +1,192 @@
+//! Golden frames: one of every kind, in both encodings, byte for byte. A change to the schema or
+//! the codecs that alters the wire shows up here. `UPDATE_GOLDEN=1 cargo test -p tidings-proto`
+//! rewrites the files after a deliberate change.
+
+use std::path::PathBuf;
+
+use tidings_proto::v1::{self, frame::Body};
+use tidings_proto::{Encoding, codec};
+
+fn message() -> v1::Message {
+    v1::Message {
+        uid: "01JD3Z8Q4K2M6N8P0R2T4V6X8Z".into(),
+        conversation_type: 1,
+        target_id: "alice".into(),
+        sender_id: "alice".into(),
+        seq: 42,
+        sent_time: 1_732_240_000_123,
+        msg_type: "text".into(),
+        content: r#"{"text":"hi 👋"}"#.into(),
+        push_text: "alice: hi".into(),
+        client_msg_id: "c-7".into(),
+        inbox_seq: 9_007_199_254_740_993,
+    }
+}
+
+fn frames() -> Vec<(&'static str, v1::Frame)> {
+    let f = codec::frame;
+    vec![
+        (
+            "connect",
+            f(Body::Connect(v1::Connect {
+                protocol_version: 1,
+                token: "eyJ0.eyJ1.sig".into(),
+                device_id: "phone-1".into(),
+                platform: "ios".into(),
+            })),
+        ),
+        (
+            "connack",
+            f(Body::Connack(v1::ConnAck {
+                code: 0,
+                message: String::new(),
+                user_id: "bob".into(),
+                session_id: "17".into(),
+                heartbeat_ms: 30_000,
+                server_time: 1_732_240_000_000,
+                cursor: 8,
+                inbox_seq: 12,
+            })),
+        ),
+        (
+            "connack_refused",
+            f(Body::Connack(v1::ConnAck {
+                code: 31004,
+                message: "token is missing, malformed or forged".into(),
+                ..Default::default()
+            })),
+        ),
+        (
+            "publish_send",
+            v1::Frame {
+                body: Some(Body::Publish(v1::Publish {
+                    packet_id: 3,
+                    body: Some(v1::publish::Body::Send(v1::Send {
+                        client_msg_id: "c-7".into(),
+                        conversation_type: 1,
+                        target_id: "bob".into(),
+                        msg_type: "text".into(),
+                        content: r#"{"text":"hi 👋"}"#.into(),
+                        push_text: "alice: hi".into(),
+                    })),
+                })),
+                qos: 1,
+                dup: false,
+            },
+        ),
+        (
+            "publish_message_dup",
+            v1::Frame {
+                body: Some(Body::Publish(v1::Publish {
+                    packet_id: 0,
+                    body: Some(v1::publish::Body::Message(message())),
+                })),
+                qos: 1,
+                dup: true,
+            },
+        ),
+        (
+            "puback_server",
+            f(Body::Puback(v1::PubAck {
+                packet_id: 3,
+                code: 0,
+                message: String::new(),
+                uid: "01JD3Z8Q4K2M6N8P0R2T4V6X8Z".into(),
+                seq: 42,
+                sent_time: 1_732_240_000_123,
+                inbox_seq: 10,
+            })),
+        ),
+        (
+            "puback_device",
+            f(Body::Puback(v1::PubAck {
+                inbox_seq: 9,
+                ..Default::default()
+            })),
+        ),
+        (
+            "query_sync",
+            f(Body::Query(v1::Query {
+                query_id: 1,
+                body: Some(v1::query::Body::Sync(v1::SyncInbox {
+                    after: 8,
+                    limit: 100,
+                })),
+            })),
+        ),
+        (
+            "queryack",
+            f(Body::Queryack(v1::QueryAck {
+                query_id: 1,
+                code: 0,
+                message: String::new(),
+                messages: vec![message()],
+                has_more: true,
+            })),
+        ),
+        (
+            "querycon",
+            f(Body::Querycon(v1::QueryCon {
+                query_id: 1,
+                inbox_seq: 9,
+            })),
+        ),
+        ("pingreq", f(Body::Pingreq(v1::PingReq {}))),
+        ("pingresp", f(Body::Pingresp(v1::PingResp {}))),
+        (
+            "disconnect",
+            f(Body::Disconnect(v1::Disconnect {
+                code: 31010,
+                message: "logged in on another device".into(),
+                reconnect: false,
+            })),
+        ),
+    ]
+}
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+#[test]
+fn golden_frames_in_both_encodings() {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    for (name, frame) in frames() {
+        let json = String::from_utf8(codec::encode(&frame, Encoding::Json)).unwrap();
+        let pb = hex(&codec::encode(&frame, Encoding::Protobuf));
+        let json_path = dir().join(format!("{name}.json"));
+        let pb_path = dir().join(format!("{name}.pb.hex"));
+        if update {
+            // Pretty JSON in the file for readers; the compact form is compared below.
+            let pretty: serde_json::Value = serde_json::from_str(&json).unwrap();
+            std::fs::write(&json_path, serde_json::to_string_pretty(&pretty).unwrap() + "\n").unwrap();
+            std::fs::write(&pb_path, pb.clone() + "\n").unwrap();
+        }
+        let golden_json = std::fs::read_to_string(&json_path).unwrap();
+        let golden_pb = std::fs::read_to_string(&pb_path).unwrap();
+        // The golden JSON decodes to the frame and the frame encodes to the same JSON value.
+        let decoded = codec::decode(golden_json.as_bytes(), Encoding::Json, 1 << 16).unwrap();
+        assert_eq!(decoded, frame, "{name}.json decodes to the frame");
+        let ours: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let theirs: serde_json::Value = serde_json::from_str(&golden_json).unwrap();
+        assert_eq!(ours, theirs, "{name}: JSON encoding changed");
+        assert_eq!(pb, golden_pb.trim(), "{name}: protobuf encoding changed");
+        let bytes = unhex(golden_pb.trim());
+        assert_eq!(
+            codec::decode(&bytes, Encoding::Protobuf, 1 << 16).unwrap(),
+            frame,
+            "{name}.pb.hex decodes to the frame"
+        );
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
