@@ -8,7 +8,7 @@ use futures_util::{SinkExt, StreamExt};
 use tidings_proto::v1::{self, frame::Body};
 use tidings_proto::{Code, Encoding, codec};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -32,6 +32,9 @@ struct PendingSend {
 struct State {
     config: ClientConfig,
     events: mpsc::Sender<Event>,
+    closing: watch::Receiver<bool>,
+    /// The authenticated user, once connected.
+    user_id: String,
     /// Every inbox entry up to here has been presented (or is this device's own send).
     cursor: Option<u64>,
     /// Entries that arrived ahead of a gap. `None` marks this device's own message.
@@ -56,8 +59,9 @@ enum End {
 
 pub async fn run(
     config: ClientConfig,
-    mut commands: mpsc::Receiver<Command>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::Sender<Event>,
+    closing: watch::Receiver<bool>,
     ready: oneshot::Sender<Result<String, ClientError>>,
 ) {
     let mut state = State {
@@ -65,6 +69,8 @@ pub async fn run(
         auto_ack: config.auto_ack,
         config,
         events,
+        closing,
+        user_id: String::new(),
         ahead: BTreeMap::new(),
         seen_uids: HashSet::new(),
         seen_order: VecDeque::new(),
@@ -244,9 +250,10 @@ async fn session(
     state: &mut State,
     mut ws: Ws,
     ack: &v1::ConnAck,
-    commands: &mut mpsc::Receiver<Command>,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
 ) -> End {
     let encoding = state.config.encoding;
+    state.user_id = ack.user_id.clone();
     if state.cursor.is_none() {
         state.cursor = Some(ack.cursor);
     }
@@ -374,7 +381,7 @@ async fn handle(
             }
             let seq = m.inbox_seq;
             let repeat = state.cursor.is_some_and(|c| seq <= c);
-            state.offer(seq, Some(m.into()));
+            state.offer_message(m);
             let presented = state.flush().await;
             if state.auto_ack {
                 // Acknowledge what was presented, and re-acknowledge a repeat of something
@@ -420,18 +427,20 @@ async fn handle(
                 return Ok(None);
             }
             if q.code != 0 {
-                tracing::warn!(code = q.code, message = %q.message, "sync refused");
-                *syncing = false;
-                return Ok(None);
+                // Reconnecting retries the sync after the backoff.
+                return Ok(Some(End::Lost {
+                    code: q.code,
+                    reason: format!("sync failed: {}", q.message),
+                }));
             }
-            let last = q.messages.last().map(|m| m.inbox_seq);
             for m in q.messages {
-                state.offer(m.inbox_seq, Some(m.into()));
+                state.offer_message(m);
             }
             state.flush().await;
+            // Confirm after every page, even an empty one: it also tells a new connection how far
+            // this device got, if an acknowledgement was lost with the previous connection.
             if state.auto_ack
                 && let Some(cursor) = state.cursor
-                && last.is_some()
             {
                 let con = codec::frame(Body::Querycon(v1::QueryCon {
                     query_id: q.query_id,
@@ -458,9 +467,15 @@ async fn handle(
 }
 
 impl State {
+    /// Hands an event to the application, waiting while the stream is full, unless the
+    /// application is closing the client.
     async fn emit(&self, event: Event) {
-        // The application dropped the stream: nothing more to tell it.
-        let _ = self.events.send(event).await;
+        let mut closing = self.closing.clone();
+        tokio::select! {
+            // An error means the application dropped the stream: nothing more to tell it.
+            _ = self.events.send(event) => {}
+            _ = closing.wait_for(|c| *c) => {}
+        }
     }
 
     fn remember(&mut self, uid: &str) -> bool {
@@ -474,6 +489,31 @@ impl State {
             self.seen_uids.remove(&old);
         }
         true
+    }
+
+    /// Takes a message from a push or a sync. This device's own message, still waiting for its
+    /// PUBACK, completes that send instead of being presented.
+    fn offer_message(&mut self, m: v1::Message) {
+        if m.sender_id == self.user_id
+            && let Some(id) = self
+                .pending
+                .iter()
+                .find(|(_, p)| p.frame.client_msg_id == m.client_msg_id)
+                .map(|(id, _)| *id)
+            && let Some(p) = self.pending.remove(&id)
+        {
+            self.remember(&m.uid);
+            let _ = p.reply.send(Ok(Sent {
+                uid: m.uid,
+                seq: m.seq,
+                sent_time: m.sent_time,
+                inbox_seq: m.inbox_seq,
+                client_msg_id: m.client_msg_id,
+            }));
+            self.offer(m.inbox_seq, None);
+            return;
+        }
+        self.offer(m.inbox_seq, Some(m.into()));
     }
 
     /// Takes an entry at inbox position `seq`; entries at or below the cursor are duplicates.

@@ -27,7 +27,7 @@ mod driver;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 pub use tidings_proto::Encoding;
 
@@ -251,7 +251,11 @@ pub(crate) enum Command {
 /// A connected client. Cloning shares the connection.
 #[derive(Clone)]
 pub struct Client {
-    commands: mpsc::Sender<Command>,
+    // Unbounded so that an application blocked on a full event stream can still acknowledge and
+    // close: every command is one application call, and sends wait for their answers.
+    commands: mpsc::UnboundedSender<Command>,
+    /// Set by `close`, so the driver stops waiting on a full event stream.
+    closing: std::sync::Arc<watch::Sender<bool>>,
     user_id: String,
     send_timeout: Duration,
 }
@@ -263,15 +267,17 @@ impl Client {
     /// Connects, authenticates and starts syncing. Fails if the first attempt fails; after that
     /// the SDK reconnects by itself.
     pub async fn connect(config: ClientConfig) -> Result<(Client, Events), ClientError> {
-        let (commands, command_rx) = mpsc::channel(256);
+        let (commands, command_rx) = mpsc::unbounded_channel();
         let (events, event_rx) = mpsc::channel(config.event_capacity.max(1));
         let (ready, ready_rx) = oneshot::channel();
+        let (closing, closing_rx) = watch::channel(false);
         let send_timeout = config.send_timeout;
-        tokio::spawn(driver::run(config, command_rx, events, ready));
+        tokio::spawn(driver::run(config, command_rx, events, closing_rx, ready));
         let user_id = ready_rx.await.map_err(|_| ClientError::Closed)??;
         Ok((
             Client {
                 commands,
+                closing: std::sync::Arc::new(closing),
                 user_id,
                 send_timeout,
             },
@@ -289,7 +295,6 @@ impl Client {
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(Command::Send(message, reply))
-            .await
             .map_err(|_| ClientError::Closed)?;
         match tokio::time::timeout(self.send_timeout, rx).await {
             Ok(Ok(result)) => result,
@@ -301,17 +306,17 @@ impl Client {
     /// Turns automatic acknowledgement off or on. With it off, messages are still presented but
     /// the server is not told, so it resends them.
     pub async fn set_auto_ack(&self, on: bool) {
-        let _ = self.commands.send(Command::SetAutoAck(on)).await;
+        let _ = self.commands.send(Command::SetAutoAck(on));
     }
 
     /// Acknowledges the message at `inbox_seq` (for clients without automatic acknowledgement).
     pub async fn ack(&self, inbox_seq: u64) {
-        let _ = self.commands.send(Command::Ack(inbox_seq)).await;
+        let _ = self.commands.send(Command::Ack(inbox_seq));
     }
 
     pub async fn stats(&self) -> Stats {
         let (reply, rx) = oneshot::channel();
-        if self.commands.send(Command::Stats(reply)).await.is_err() {
+        if self.commands.send(Command::Stats(reply)).is_err() {
             return Stats::default();
         }
         rx.await.unwrap_or_default()
@@ -319,13 +324,14 @@ impl Client {
 
     /// Drops the connection abruptly, as a network failure would; the SDK then reconnects.
     pub async fn drop_connection(&self) {
-        let _ = self.commands.send(Command::Drop).await;
+        let _ = self.commands.send(Command::Drop);
     }
 
     /// Says goodbye to the server and stops. The event stream ends.
     pub async fn close(&self) {
+        self.closing.send_replace(true);
         let (reply, rx) = oneshot::channel();
-        if self.commands.send(Command::Close(reply)).await.is_ok() {
+        if self.commands.send(Command::Close(reply)).is_ok() {
             let _ = rx.await;
         }
     }

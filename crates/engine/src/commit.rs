@@ -198,7 +198,7 @@ fn answer_publish(
                 }),
             );
             // The sending device has its own message: its PUBACK stands for the push.
-            origin.acknowledge(sender_inbox_seq, engine.inner.config.max_inflight);
+            origin.own_entry(sender_inbox_seq, engine.inner.config.max_inflight);
             if *duplicate {
                 // The first commit pushed it already; devices that missed that push sync it.
                 return;
@@ -206,7 +206,8 @@ fn answer_publish(
             for (user, inbox_seq) in inbox {
                 let view = Arc::new(Delivered::for_viewer(user, message, *inbox_seq));
                 for session in engine.sessions_of(user) {
-                    if session.id != origin.id {
+                    // Not to the sending device, even on a newer connection of it.
+                    if !session.same_device(origin) {
                         session.deliver(engine, view.clone());
                     }
                 }

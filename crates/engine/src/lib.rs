@@ -23,7 +23,7 @@ mod session;
 pub mod validate;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -230,11 +230,19 @@ struct Inner {
     config: EngineConfig,
     store: Arc<dyn Store>,
     clock: Clock,
-    sessions: Mutex<HashMap<String, Vec<Arc<SessionShared>>>>,
+    registry: Mutex<Registry>,
     commits: mpsc::Sender<CommitRequest>,
     committer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     next_session: AtomicU64,
-    accepting: AtomicBool,
+}
+
+/// Live sessions, and the facts a registration must be checked against under the same lock, so
+/// that a connect racing a shutdown or a revocation cannot slip past it.
+struct Registry {
+    by_user: HashMap<String, Vec<Arc<SessionShared>>>,
+    accepting: bool,
+    /// The lowest token version still valid, for users whose tokens were revoked while running.
+    min_token_version: HashMap<String, u64>,
 }
 
 impl Engine {
@@ -245,11 +253,14 @@ impl Engine {
             config,
             store,
             clock,
-            sessions: Mutex::new(HashMap::new()),
+            registry: Mutex::new(Registry {
+                by_user: HashMap::new(),
+                accepting: true,
+                min_token_version: HashMap::new(),
+            }),
             commits,
             committer: Mutex::new(None),
             next_session: AtomicU64::new(1),
-            accepting: AtomicBool::new(true),
         });
         let engine = Engine { inner };
         let task = tokio::spawn(commit::run(engine.clone(), rx));
@@ -269,43 +280,64 @@ impl Engine {
         (self.inner.clock)()
     }
 
-    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Arc<SessionShared>>>> {
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.inner
-            .sessions
+            .registry
             .lock()
             .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Live sessions of a user.
     fn sessions_of(&self, user: &str) -> Vec<Arc<SessionShared>> {
-        self.sessions().get(user).cloned().unwrap_or_default()
+        self.registry()
+            .by_user
+            .get(user)
+            .cloned()
+            .unwrap_or_default()
     }
 
-    fn register(&self, shared: Arc<SessionShared>) -> Vec<Arc<SessionShared>> {
-        let mut sessions = self.sessions();
-        let list = sessions.entry(shared.user.clone()).or_default();
+    /// Registers a session whose token carried `token_version`. Returns the sessions it replaces
+    /// (to be kicked), or the refusal if the engine is shutting down or the token was revoked
+    /// since it was checked.
+    fn register(
+        &self,
+        shared: Arc<SessionShared>,
+        token_version: u64,
+    ) -> Result<Vec<Arc<SessionShared>>, Code> {
+        let mut registry = self.registry();
+        if !registry.accepting {
+            return Err(Code::ServerShutdown);
+        }
+        if registry
+            .min_token_version
+            .get(&shared.user)
+            .is_some_and(|min| token_version < *min)
+        {
+            return Err(Code::TokenRevoked);
+        }
+        let list = registry.by_user.entry(shared.user.clone()).or_default();
         let policy = self.inner.config.device_policy;
         let (replaced, kept): (Vec<_>, Vec<_>) = list.drain(..).partition(|s| {
             policy == DevicePolicy::Single || (!shared.anonymous && s.device == shared.device)
         });
         *list = kept;
         list.push(shared);
-        replaced
+        Ok(replaced)
     }
 
     fn unregister(&self, shared: &SessionShared) {
-        let mut sessions = self.sessions();
-        if let Some(list) = sessions.get_mut(&shared.user) {
+        let mut registry = self.registry();
+        if let Some(list) = registry.by_user.get_mut(&shared.user) {
             list.retain(|s| s.id != shared.id);
             if list.is_empty() {
-                sessions.remove(&shared.user);
+                registry.by_user.remove(&shared.user);
             }
         }
     }
 
     /// Number of live sessions (for health and metrics).
     pub fn session_count(&self) -> usize {
-        self.sessions().values().map(Vec::len).sum()
+        self.registry().by_user.values().map(Vec::len).sum()
     }
 
     /// Writes through the committer, so API writes share the group commit and its ordering.
@@ -365,7 +397,16 @@ impl Engine {
             Some(WriteResult::TokenVersion(v)) => *v,
             _ => return Err(Code::ServerError.into()),
         };
-        for s in self.sessions_of(user) {
+        let sessions = {
+            let mut registry = self.registry();
+            let min = registry
+                .min_token_version
+                .entry(user.to_string())
+                .or_default();
+            *min = (*min).max(version);
+            registry.by_user.get(user).cloned().unwrap_or_default()
+        };
+        for s in sessions {
             s.end(self, Code::TokenRevoked);
         }
         Ok(version)
@@ -393,7 +434,7 @@ impl Engine {
     /// then ends every session with a DISCONNECT (server shutdown), stores their cursors, and
     /// closes the store. Call it after the gateway has stopped reading from clients.
     pub async fn shutdown(&self) {
-        self.inner.accepting.store(false, Ordering::SeqCst);
+        self.registry().accepting = false;
         let (reply, rx) = oneshot::channel();
         if self
             .inner
@@ -416,7 +457,13 @@ impl Engine {
         {
             tracing::error!(error = %e, "committer task failed");
         }
-        let all: Vec<_> = self.sessions().values().flatten().cloned().collect();
+        let all: Vec<_> = self
+            .registry()
+            .by_user
+            .values()
+            .flatten()
+            .cloned()
+            .collect();
         let mut cursors = Vec::new();
         for s in &all {
             if let Some(op) = s.cursor_op() {

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use tidings_proto::{Code, conversation_type};
 use tidings_store::WriteOp;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::commit::{CommitRequest, PendingPublish};
@@ -67,6 +68,8 @@ struct DeliveryState {
     acked_ahead: BTreeSet<u64>,
     /// The cursor last written to the store.
     stored_cursor: u64,
+    /// The highest inbox seq this session knows exists; acknowledgements above it are ignored.
+    max_known: u64,
     ended: bool,
 }
 
@@ -82,6 +85,7 @@ impl SessionShared {
             if st.ended || message.inbox_seq <= st.cursor {
                 return;
             }
+            st.max_known = st.max_known.max(message.inbox_seq);
             st.inflight
                 .insert(message.inbox_seq, (Instant::now(), message.clone()));
             st.inflight.len() > engine.inner.config.max_inflight
@@ -103,6 +107,13 @@ impl SessionShared {
         }
     }
 
+    /// Whether `other` is this device: the same session, or another connection of the same
+    /// (non-anonymous) device.
+    pub(crate) fn same_device(&self, other: &SessionShared) -> bool {
+        self.id == other.id
+            || (!self.anonymous && self.user == other.user && self.device == other.device)
+    }
+
     /// Queues a reply; a full outbox ends the session as a slow consumer.
     pub(crate) fn reply(&self, engine: &Engine, item: Outbound) {
         if self.outbox.push(item).is_err() {
@@ -110,9 +121,23 @@ impl SessionShared {
         }
     }
 
-    /// Records that the device has the entry at `inbox_seq`.
+    /// Records that the sending device holds its own message at `inbox_seq` (from the commit,
+    /// so trusted).
+    pub(crate) fn own_entry(&self, inbox_seq: u64, max_ahead: usize) {
+        {
+            let mut st = self.state();
+            st.max_known = st.max_known.max(inbox_seq);
+        }
+        self.acknowledge(inbox_seq, max_ahead);
+    }
+
+    /// Records that the device has the entry at `inbox_seq`. Positions this session has never
+    /// seen exist are ignored: a client cannot move its cursor past what it was given.
     pub(crate) fn acknowledge(&self, inbox_seq: u64, max_ahead: usize) {
         let mut st = self.state();
+        if inbox_seq > st.max_known {
+            return;
+        }
         st.inflight.remove(&inbox_seq);
         if inbox_seq == st.cursor + 1 {
             st.cursor = inbox_seq;
@@ -124,6 +149,7 @@ impl SessionShared {
 
     fn confirm(&self, inbox_seq: u64) {
         let mut st = self.state();
+        let inbox_seq = inbox_seq.min(st.max_known);
         if inbox_seq > st.cursor {
             st.cursor = inbox_seq;
         }
@@ -158,8 +184,16 @@ impl SessionShared {
         self.outbox.close(code);
         engine.unregister(self);
         if let Some(op) = self.cursor_op() {
-            // Best effort: a lost cursor update only means the device re-syncs a few entries.
-            let _ = engine.inner.commits.try_send(CommitRequest::Cursor(op));
+            let commits = engine.inner.commits.clone();
+            if let Err(mpsc::error::TrySendError::Full(request)) =
+                commits.try_send(CommitRequest::Cursor(op))
+            {
+                // The committer is busy: wait for room in the background. If it has stopped,
+                // the update is lost, which only means the device re-syncs a few entries.
+                tokio::spawn(async move {
+                    let _ = commits.send(request).await;
+                });
+            }
         }
         tracing::debug!(session = self.id, user = %self.user, code = code.as_u32(), "session ended");
     }
@@ -184,7 +218,8 @@ pub struct Session {
 impl Engine {
     /// Authenticates a device and registers its session for delivery.
     pub async fn connect(&self, req: ConnectRequest) -> Result<(Session, ConnectInfo), Refusal> {
-        if !self.inner.accepting.load(Ordering::SeqCst) {
+        // Checked again under the registry lock when registering; this spares the store reads.
+        if !self.registry().accepting {
             return Err(Code::ServerShutdown.into());
         }
         let anonymous = req.device_id.is_empty();
@@ -235,10 +270,11 @@ impl Engine {
                 cursor,
                 acked_ahead: BTreeSet::new(),
                 stored_cursor: cursor,
+                max_known: cursor.max(state.inbox_seq),
                 ended: false,
             }),
         });
-        for old in self.register(shared.clone()) {
+        for old in self.register(shared.clone(), claims.ver)? {
             old.end(self, Code::Kicked);
         }
         tracing::debug!(session = id, user = %claims.sub, device = %shared.device, platform = %req.platform, "session started");
@@ -378,12 +414,26 @@ impl Session {
             .await
         {
             Ok(mut entries) => {
-                let has_more = entries.len() > limit;
+                let mut has_more = entries.len() > limit;
                 entries.truncate(limit);
-                let messages = entries
-                    .iter()
-                    .map(|e| Delivered::for_viewer(&self.shared.user, &e.message, e.inbox_seq))
-                    .collect();
+                // Keep a page well inside the outbound queue: at least one message, then stop
+                // before the byte budget.
+                let budget = self.page_budget();
+                let mut bytes = 0;
+                let mut messages = Vec::with_capacity(entries.len());
+                for e in &entries {
+                    let m = Delivered::for_viewer(&self.shared.user, &e.message, e.inbox_seq);
+                    bytes += m.approx_bytes();
+                    if !messages.is_empty() && bytes > budget {
+                        has_more = true;
+                        break;
+                    }
+                    messages.push(m);
+                }
+                if let Some(last) = messages.last() {
+                    let mut st = self.shared.state();
+                    st.max_known = st.max_known.max(last.inbox_seq);
+                }
                 reply(QueryAckOut {
                     query_id,
                     code: 0,
@@ -402,6 +452,12 @@ impl Session {
                 });
             }
         }
+    }
+
+    /// The most bytes of messages one QUERYACK or one resend pass may queue: a quarter of the
+    /// outbound queue, so replies never overflow it by themselves.
+    fn page_budget(&self) -> usize {
+        self.engine.inner.config.outbound_queue_bytes / 4
     }
 
     /// Answers a QUERY the engine cannot read.
@@ -438,20 +494,28 @@ impl Session {
     /// stores the device cursor if it moved. The gateway calls this periodically.
     pub fn resend_due(&self) {
         let timeout = self.engine.inner.config.ack_timeout;
+        let budget = self.page_budget();
         let now = Instant::now();
         let due: Vec<Arc<Delivered>> = {
             let mut st = self.shared.state();
             if st.ended {
                 return;
             }
-            st.inflight
-                .values_mut()
-                .filter(|(sent, _)| now.duration_since(*sent) >= timeout)
-                .map(|(sent, m)| {
-                    *sent = now;
-                    m.clone()
-                })
-                .collect()
+            // Oldest first, and no more than the budget per pass: the rest go next tick.
+            let mut bytes = 0;
+            let mut due = Vec::new();
+            for (sent, m) in st.inflight.values_mut() {
+                if now.duration_since(*sent) < timeout {
+                    continue;
+                }
+                bytes += m.approx_bytes();
+                if !due.is_empty() && bytes > budget {
+                    break;
+                }
+                *sent = now;
+                due.push(m.clone());
+            }
+            due
         };
         for message in due {
             if self

@@ -342,3 +342,100 @@ async fn shutdown_commits_queued_publishes_then_disconnects_everyone() {
         Outbound::Disconnect(Code::ServerShutdown)
     ));
 }
+
+#[tokio::test]
+async fn sync_pages_stay_within_a_quarter_of_the_outbound_queue() {
+    let f = fixture(|c| {
+        c.outbound_queue_bytes = 64 * 1024;
+        c.max_content_bytes = 16 * 1024;
+    });
+    let alice = connect(&f.engine, "alice", "phone").await;
+    let body = "x".repeat(10_000);
+    for i in 0..20 {
+        alice.publish(i, text(&i.to_string(), "bob", &body)).await;
+        assert_eq!(puback(&alice).await.code, 0);
+    }
+    let bob = connect(&f.engine, "bob", "phone").await;
+    let mut after = 0;
+    let mut pages = 0;
+    loop {
+        bob.sync(pages, after, 100).await;
+        let Outbound::QueryAck(page) = next(&bob).await else {
+            panic!()
+        };
+        pages += 1;
+        let bytes: usize = page.messages.iter().map(|m| m.content.len()).sum();
+        assert!(bytes <= 16 * 1024 + 10_100, "page of {bytes} bytes");
+        assert!(!page.messages.is_empty());
+        after = page.messages.last().unwrap().inbox_seq;
+        if !page.has_more {
+            break;
+        }
+    }
+    assert_eq!(after, 20);
+    assert!(pages >= 10, "{pages} pages");
+    assert!(!bob.outbox().is_closed(), "never a slow consumer");
+}
+
+#[tokio::test]
+async fn acknowledgements_beyond_what_a_session_was_given_are_ignored() {
+    let f = fixture(|_| {});
+    let alice = connect(&f.engine, "alice", "phone").await;
+    alice.publish(1, text("1", "bob", "x")).await;
+    puback(&alice).await;
+    let bob = connect(&f.engine, "bob", "phone").await;
+    bob.confirm(u64::MAX);
+    bob.ack(u64::MAX);
+    bob.ack(u64::MAX - 1);
+    drop(bob);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (token, _) = f.engine.mint_token("bob", None).await.unwrap();
+    let (_bob, info) = f
+        .engine
+        .connect(ConnectRequest {
+            token,
+            device_id: "phone".into(),
+            platform: String::new(),
+        })
+        .await
+        .unwrap();
+    assert!(
+        info.cursor <= 1,
+        "cursor {} is within the inbox",
+        info.cursor
+    );
+    alice.publish(2, text("2", "bob", "y")).await;
+    puback(&alice).await;
+    let (token, _) = f.engine.mint_token("bob", None).await.unwrap();
+    let (bob, _) = f
+        .engine
+        .connect(ConnectRequest {
+            token,
+            device_id: "phone".into(),
+            platform: String::new(),
+        })
+        .await
+        .unwrap();
+    alice.publish(3, text("3", "bob", "z")).await;
+    puback(&alice).await;
+    let (m, _) = delivered(&bob).await;
+    assert_eq!(m.inbox_seq, 3, "pushes still reach the device");
+}
+
+#[tokio::test]
+async fn a_connect_after_shutdown_began_is_refused() {
+    let f = fixture(|_| {});
+    let (token, _) = f.engine.mint_token("alice", None).await.unwrap();
+    f.engine.shutdown().await;
+    let refused = f
+        .engine
+        .connect(ConnectRequest {
+            token,
+            ..Default::default()
+        })
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(refused.code, Code::ServerShutdown);
+    assert_eq!(f.engine.session_count(), 0);
+}

@@ -28,6 +28,7 @@ type Stream = SplitStream<WebSocket>;
 /// WebSocket messages above this many times the frame limit are cut off by the WebSocket layer
 /// itself (close code 1009); smaller oversized frames reach the codec and get DISCONNECT 40003.
 const WS_MESSAGE_LIMIT_FACTOR: usize = 4;
+const MAX_WRITE_BUFFER: usize = 64 << 20;
 
 pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
     let limit = state.config.max_frame_bytes * WS_MESSAGE_LIMIT_FACTOR;
@@ -35,7 +36,9 @@ pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<AppState>) -> Res
         // The default 128 KiB read buffer would dominate an idle connection's memory.
         .read_buffer_size(4096)
         .write_buffer_size(0)
-        .max_write_buffer_size(limit.max(1 << 20))
+        // A cap, not an allocation: it must exceed the largest frame the server writes (a sync
+        // page is bounded by a quarter of the outbound queue, and JSON escaping can inflate it).
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| {

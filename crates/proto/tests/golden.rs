@@ -159,7 +159,11 @@ fn golden_frames_in_both_encodings() {
         if update {
             // Pretty JSON in the file for readers; the compact form is compared below.
             let pretty: serde_json::Value = serde_json::from_str(&json).unwrap();
-            std::fs::write(&json_path, serde_json::to_string_pretty(&pretty).unwrap() + "\n").unwrap();
+            std::fs::write(
+                &json_path,
+                serde_json::to_string_pretty(&pretty).unwrap() + "\n",
+            )
+            .unwrap();
             std::fs::write(&pb_path, pb.clone() + "\n").unwrap();
         }
         let golden_json = std::fs::read_to_string(&json_path).unwrap();

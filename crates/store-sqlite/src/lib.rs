@@ -82,7 +82,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer: Mutex::new(Some(writer)),
             readers: ReaderPool {
-                permits: Semaphore::new(readers.len()),
+                permits: Arc::new(Semaphore::new(readers.len())),
                 conns: Arc::new(Mutex::new(readers)),
             },
         })
@@ -99,7 +99,7 @@ impl SqliteStore {
 
 /// A pool of read-only connections. A semaphore permit guarantees a connection is free.
 struct ReaderPool {
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
     conns: Arc<Mutex<Vec<Connection>>>,
 }
 
@@ -109,9 +109,12 @@ impl ReaderPool {
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        let _permit = self
+        // The permit moves into the blocking task: if the caller stops waiting, the connection
+        // stays accounted for until the task puts it back.
+        let permit = self
             .permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| StoreError::Closed)?;
         let conns = self.conns.clone();
@@ -124,6 +127,7 @@ impl ReaderPool {
         tokio::task::spawn_blocking(move || {
             let result = f(&conn);
             conns.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+            drop(permit);
             result.map_err(backend)
         })
         .await

@@ -350,3 +350,51 @@ async fn shutdown_answers_queued_sends_and_tells_clients_to_reconnect() {
         assert!(stored.contains(&a.uid));
     }
 }
+
+#[tokio::test]
+async fn a_slow_application_with_manual_acks_and_a_tiny_event_stream_gets_everything() {
+    let server = TestServer::start().await;
+    let (alice, _e) = server.client("alice", "phone").await;
+    for i in 0..300 {
+        alice
+            .send(Outgoing::text("bob", &format!("m{i}")))
+            .await
+            .unwrap();
+    }
+    let mut config = server.config("bob", "phone").await;
+    config.auto_ack = false;
+    config.event_capacity = 2;
+    let (bob, mut events) = Client::connect(config).await.unwrap();
+    for seq in 1..=300 {
+        let m = next_message(&mut events).await;
+        assert_eq!(m.inbox_seq, seq);
+        bob.ack(m.inbox_seq).await;
+    }
+    // Closing works while the driver may be waiting on a full stream.
+    for i in 0..10 {
+        alice
+            .send(Outgoing::text("bob", &format!("late{i}")))
+            .await
+            .unwrap();
+    }
+    tokio::time::timeout(WAIT, bob.close())
+        .await
+        .expect("close returns");
+}
+
+#[tokio::test]
+async fn a_huge_backlog_of_large_messages_syncs_without_slow_consumer_loops() {
+    let server = TestServer::start_with(|c| c.outbound_queue_bytes = 256 * 1024).await;
+    let (alice, _e) = server.client("alice", "phone").await;
+    let big = "y".repeat(15_000);
+    for _ in 0..60 {
+        alice.send(Outgoing::text("bob", &big)).await.unwrap();
+    }
+    let mut config = server.config("bob", "phone").await;
+    config.sync_page = 500;
+    let (bob, mut events) = Client::connect(config).await.unwrap();
+    for seq in 1..=60 {
+        assert_eq!(next_message(&mut events).await.inbox_seq, seq);
+    }
+    assert_eq!(bob.stats().await.reconnects, 0, "never disconnected");
+}
