@@ -379,6 +379,11 @@ async fn write_loop(
                 ..Default::default()
             })),
             Outbound::Pong => codec::frame(Body::Pingresp(v1::PingResp {})),
+            // The client left (or said goodbye): close without telling it.
+            Outbound::Disconnect(Code::ClientDisconnect) => {
+                let _ = tokio::time::timeout(timeout, sink.close()).await;
+                return;
+            }
             Outbound::Disconnect(code) => {
                 refuse(&mut sink, code, encoding, timeout).await;
                 return;

@@ -253,3 +253,16 @@ async fn a_socket_without_connect_is_closed_after_the_handshake_deadline() {
     let mut raw = Raw::open(&server, Encoding::Json).await;
     raw.expect_disconnect(Code::HandshakeTimeout).await;
 }
+
+#[tokio::test]
+async fn a_client_disconnect_is_answered_by_a_close_without_a_frame() {
+    let server = TestServer::start().await;
+    let mut raw = Raw::connected(&server, "alice", Encoding::Json).await;
+    raw.send(codec::frame(Body::Disconnect(v1::Disconnect {
+        code: 0,
+        message: "bye".into(),
+        reconnect: false,
+    })))
+    .await;
+    assert!(matches!(raw.recv().await, Got::Closed));
+}
