@@ -149,12 +149,7 @@ async fn commit(
                         session, packet_id, ..
                     } => session.reply(
                         engine,
-                        Outbound::PubAck(PubAckOut {
-                            packet_id,
-                            code: Code::ServerError.as_u32(),
-                            text: Code::ServerError.text().into(),
-                            ..Default::default()
-                        }),
+                        Outbound::PubAck(PubAckOut::refused(packet_id, Code::ServerError)),
                     ),
                     CommitRequest::Cursor(_) => {}
                     CommitRequest::Write { reply, .. } => {
@@ -215,23 +210,13 @@ fn answer_publish(
         }
         WriteResult::ClientMsgIdConflict => origin.reply(
             engine,
-            Outbound::PubAck(PubAckOut {
-                packet_id,
-                code: Code::ClientMsgIdConflict.as_u32(),
-                text: Code::ClientMsgIdConflict.text().into(),
-                ..Default::default()
-            }),
+            Outbound::PubAck(PubAckOut::refused(packet_id, Code::ClientMsgIdConflict)),
         ),
         other => {
             tracing::error!(?other, "unexpected store result for an append");
             origin.reply(
                 engine,
-                Outbound::PubAck(PubAckOut {
-                    packet_id,
-                    code: Code::ServerError.as_u32(),
-                    text: Code::ServerError.text().into(),
-                    ..Default::default()
-                }),
+                Outbound::PubAck(PubAckOut::refused(packet_id, Code::ServerError)),
             );
         }
     }

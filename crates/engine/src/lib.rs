@@ -160,6 +160,19 @@ pub struct PubAckOut {
     pub inbox_seq: u64,
 }
 
+impl PubAckOut {
+    /// A PUBACK refusing the PUBLISH `packet_id`.
+    pub fn refused(packet_id: u32, refusal: impl Into<Refusal>) -> PubAckOut {
+        let refusal = refusal.into();
+        PubAckOut {
+            packet_id,
+            code: refusal.code.as_u32(),
+            text: refusal.text(),
+            ..Default::default()
+        }
+    }
+}
+
 /// The answer to a client's QUERY.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueryAckOut {
@@ -168,6 +181,19 @@ pub struct QueryAckOut {
     pub text: String,
     pub messages: Vec<Delivered>,
     pub has_more: bool,
+}
+
+impl QueryAckOut {
+    /// A QUERYACK refusing the QUERY `query_id`.
+    pub fn refused(query_id: u32, refusal: impl Into<Refusal>) -> QueryAckOut {
+        let refusal = refusal.into();
+        QueryAckOut {
+            query_id,
+            code: refusal.code.as_u32(),
+            text: refusal.text(),
+            ..Default::default()
+        }
+    }
 }
 
 /// Something to send to one connection, in order.

@@ -317,12 +317,7 @@ impl Session {
             Err(refusal) => {
                 self.shared.reply(
                     &self.engine,
-                    Outbound::PubAck(PubAckOut {
-                        packet_id,
-                        code: refusal.code.as_u32(),
-                        text: refusal.text(),
-                        ..Default::default()
-                    }),
+                    Outbound::PubAck(PubAckOut::refused(packet_id, refusal)),
                 );
                 return;
             }
@@ -335,12 +330,7 @@ impl Session {
         if self.engine.inner.commits.send(request).await.is_err() {
             self.shared.reply(
                 &self.engine,
-                Outbound::PubAck(PubAckOut {
-                    packet_id,
-                    code: Code::ServerShutdown.as_u32(),
-                    text: Code::ServerShutdown.text().into(),
-                    ..Default::default()
-                }),
+                Outbound::PubAck(PubAckOut::refused(packet_id, Code::ServerShutdown)),
             );
         }
     }
@@ -398,12 +388,7 @@ impl Session {
                 Code::InvalidQuery,
                 format!("limit must be at most {SYNC_PAGE_MAX}"),
             );
-            return reply(QueryAckOut {
-                query_id,
-                code: r.code.as_u32(),
-                text: r.text(),
-                ..Default::default()
-            });
+            return reply(QueryAckOut::refused(query_id, r));
         }
         let limit = if limit == 0 { SYNC_PAGE_DEFAULT } else { limit } as usize;
         match self
@@ -444,12 +429,7 @@ impl Session {
             }
             Err(e) => {
                 tracing::error!(error = %e, "sync read failed");
-                reply(QueryAckOut {
-                    query_id,
-                    code: Code::ServerError.as_u32(),
-                    text: Code::ServerError.text().into(),
-                    ..Default::default()
-                });
+                reply(QueryAckOut::refused(query_id, Code::ServerError));
             }
         }
     }
@@ -465,12 +445,7 @@ impl Session {
         let r = Refusal::new(Code::InvalidQuery, detail);
         self.shared.reply(
             &self.engine,
-            Outbound::QueryAck(QueryAckOut {
-                query_id,
-                code: r.code.as_u32(),
-                text: r.text(),
-                ..Default::default()
-            }),
+            Outbound::QueryAck(QueryAckOut::refused(query_id, r)),
         );
     }
 

@@ -32,7 +32,7 @@ fn fixture(tune: impl FnOnce(&mut EngineConfig)) -> Fixture {
     }
 }
 
-async fn connect(engine: &Engine, user: &str, device: &str) -> Session {
+async fn connect_info(engine: &Engine, user: &str, device: &str) -> (Session, ConnectInfo) {
     let (token, _) = engine.mint_token(user, None).await.unwrap();
     let (session, info) = engine
         .connect(ConnectRequest {
@@ -43,7 +43,11 @@ async fn connect(engine: &Engine, user: &str, device: &str) -> Session {
         .await
         .unwrap();
     assert_eq!(info.user_id, user);
-    session
+    (session, info)
+}
+
+async fn connect(engine: &Engine, user: &str, device: &str) -> Session {
+    connect_info(engine, user, device).await.0
 }
 
 fn text(cmid: &str, to: &str, body: &str) -> SendRequest {
@@ -234,16 +238,7 @@ async fn sync_pages_and_confirms_move_the_stored_cursor() {
     // The cursor is written by the committer; a reconnect sees it.
     let mut cursor = 0;
     for _ in 0..50 {
-        let (token, _) = f.engine.mint_token("bob", None).await.unwrap();
-        let (s, info) = f
-            .engine
-            .connect(ConnectRequest {
-                token,
-                device_id: "phone".into(),
-                platform: String::new(),
-            })
-            .await
-            .unwrap();
+        let (s, info) = connect_info(&f.engine, "bob", "phone").await;
         cursor = info.cursor;
         drop(s);
         if cursor == 5 {
@@ -389,16 +384,7 @@ async fn acknowledgements_beyond_what_a_session_was_given_are_ignored() {
     bob.ack(u64::MAX - 1);
     drop(bob);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let (token, _) = f.engine.mint_token("bob", None).await.unwrap();
-    let (_bob, info) = f
-        .engine
-        .connect(ConnectRequest {
-            token,
-            device_id: "phone".into(),
-            platform: String::new(),
-        })
-        .await
-        .unwrap();
+    let (_bob, info) = connect_info(&f.engine, "bob", "phone").await;
     assert!(
         info.cursor <= 1,
         "cursor {} is within the inbox",
@@ -406,16 +392,7 @@ async fn acknowledgements_beyond_what_a_session_was_given_are_ignored() {
     );
     alice.publish(2, text("2", "bob", "y")).await;
     puback(&alice).await;
-    let (token, _) = f.engine.mint_token("bob", None).await.unwrap();
-    let (bob, _) = f
-        .engine
-        .connect(ConnectRequest {
-            token,
-            device_id: "phone".into(),
-            platform: String::new(),
-        })
-        .await
-        .unwrap();
+    let (bob, _) = connect_info(&f.engine, "bob", "phone").await;
     alice.publish(3, text("3", "bob", "z")).await;
     puback(&alice).await;
     let (m, _) = delivered(&bob).await;
