@@ -183,8 +183,17 @@ fn lost(reason: impl std::fmt::Display) -> End {
 async fn handshake(state: &mut State) -> Result<(Ws, v1::ConnAck), End> {
     let timeout = state.config.connect_timeout;
     let url = state.config.ws_url();
-    let (mut ws, _) = tokio::time::timeout(timeout, tokio_tungstenite::connect_async(url))
-        .await
+    let opened = match state.config.local_addr {
+        None => {
+            tokio::time::timeout(
+                timeout,
+                tokio_tungstenite::connect_async_with_config(url, None, true),
+            )
+            .await
+        }
+        Some(local) => tokio::time::timeout(timeout, connect_from(local, url)).await,
+    };
+    let (mut ws, _) = opened
         .map_err(|_| lost("connect timed out"))?
         .map_err(lost)?;
     let connect = codec::frame(Body::Connect(v1::Connect {
@@ -229,6 +238,43 @@ async fn handshake(state: &mut State) -> Result<(Ws, v1::ConnAck), End> {
             _ => Err(lost("unexpected frame during the handshake")),
         };
     }
+}
+
+/// Opens the WebSocket from a chosen local address (a load generator spreads its connections
+/// over many source addresses so it is not limited by one address's ephemeral ports).
+async fn connect_from(
+    local: std::net::IpAddr,
+    url: String,
+) -> Result<
+    (
+        Ws,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    tokio_tungstenite::tungstenite::Error,
+> {
+    use tokio_tungstenite::tungstenite::Error;
+    let authority = url
+        .split_once("://")
+        .map(|(_, rest)| rest.split('/').next().unwrap_or(rest))
+        .unwrap_or_default()
+        .to_string();
+    let remote = tokio::net::lookup_host(&authority)
+        .await
+        .map_err(Error::Io)?
+        .find(|a| a.is_ipv4() == local.is_ipv4())
+        .ok_or_else(|| Error::Io(std::io::Error::other("no address of the matching family")))?;
+    let socket = if local.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(Error::Io)?;
+    socket
+        .bind(std::net::SocketAddr::new(local, 0))
+        .map_err(Error::Io)?;
+    let stream = socket.connect(remote).await.map_err(Error::Io)?;
+    stream.set_nodelay(true).map_err(Error::Io)?;
+    tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)).await
 }
 
 fn disconnect_end(d: v1::Disconnect) -> End {

@@ -62,6 +62,8 @@ pub struct ClientConfig {
     /// application calls [`Client::ack`] once it has processed a message, and the server keeps
     /// resending (and the next sync returns) whatever it has not acknowledged.
     pub auto_ack: bool,
+    /// Connect from this local address (plain `ws://` only); `None` lets the system choose.
+    pub local_addr: Option<std::net::IpAddr>,
 }
 
 impl ClientConfig {
@@ -82,6 +84,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(10),
             event_capacity: 1024,
             auto_ack: true,
+            local_addr: None,
         }
     }
 

@@ -51,6 +51,8 @@ enum Command {
         /// The text (or, with --type, the JSON content).
         text: String,
     },
+    /// Measure a server: load scenarios that also check the delivery contract.
+    Bench(tidings_server::bench::BenchArgs),
     /// Print one JSON line per message received, acknowledging each once printed.
     Listen {
         #[arg(long, env = "TIDINGS_SERVER", default_value = DEFAULT_SERVER)]
@@ -100,6 +102,7 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(raw) => serve(raw).await,
+        Command::Bench(args) => tidings_server::bench::run(args).await,
         Command::Token {
             user_id,
             data_dir,
@@ -136,6 +139,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
 
 async fn serve(raw: RawConfig) -> anyhow::Result<()> {
     let config = raw.resolve()?;
+    // Each connection holds one file descriptor; keep a margin for the database and listeners.
+    let files = tidings_server::bench::raise_open_file_limit();
+    tracing::info!(
+        open_files = files,
+        connections = files.saturating_sub(64),
+        "connection capacity from the open-file limit"
+    );
     let mut running = start(&config).await?;
     if running.created_credentials {
         // Printed once, at the first start; afterwards they are in the data directory only.

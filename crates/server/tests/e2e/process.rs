@@ -307,3 +307,91 @@ async fn a_crash_loses_no_acknowledged_message_and_breaks_no_sequence() {
         );
     }
 }
+
+/// A short run of every bench scenario: the tool works end to end and finds no loss.
+#[test]
+fn bench_smoke_runs_of_every_scenario_find_no_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("records.jsonl");
+    let runs: [&[&str]; 4] = [
+        &[
+            "pairs", "--pairs", "3", "--window", "4", "--secs", "1", "--relay",
+        ],
+        &["rate", "--rate", "300", "--pairs", "3", "--secs", "1"],
+        &[
+            "connections",
+            "--n",
+            "40",
+            "--hold-secs",
+            "1",
+            "--sources",
+            "4",
+        ],
+        &["sync", "--messages", "400", "--page", "50"],
+    ];
+    for args in runs {
+        let out = Command::new(BIN)
+            .arg("bench")
+            .args(args)
+            .args(["--spawn", "--json"])
+            .arg(&json)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{args:?}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("reproduce"), "{stdout}");
+    }
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&json)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let scenarios: Vec<(&str, &str)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["scenario"].as_str().unwrap(),
+                r["target"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        scenarios,
+        vec![
+            ("pairs", "relay"),
+            ("pairs", "tidings"),
+            ("rate", "tidings"),
+            ("connections", "tidings"),
+            ("sync", "tidings"),
+        ]
+    );
+    for r in &records {
+        assert!(r["command"].as_str().unwrap().starts_with("tidings bench "));
+        assert!(r["revision"].is_string());
+        if let Some(v) = r.get("verdict").filter(|v| !v.is_null()) {
+            assert_eq!(v["lost"], 0, "{r}");
+            assert_eq!(v["duplicated"], 0, "{r}");
+            assert_eq!(v["outOfOrder"], 0, "{r}");
+            assert!(v["acked"].as_u64().unwrap() > 0, "{r}");
+        }
+    }
+    let figure = |i: usize, k: &str| records[i]["figures"][k].as_f64().unwrap();
+    assert_eq!(figure(3, "opened"), 40.0);
+    assert_eq!(figure(3, "failed"), 0.0);
+    assert_eq!(figure(4, "synced"), 400.0);
+    assert!(records[1]["figures"]["relayRatio"].as_f64().unwrap() > 0.0);
+    let svg = dir.path().join("chart.svg");
+    let out = Command::new(BIN)
+        .args(["bench", "chart", "--out"])
+        .arg(&svg)
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<polyline"));
+}

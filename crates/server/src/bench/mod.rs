@@ -1,0 +1,511 @@
+//! `tidings bench`: a load generator built on the client SDK that measures the server and checks
+//! the delivery contract while doing so.
+//!
+//! Scenarios (`scenarios.rs`): `connections`, `pairs`, `rate`, `sync`; `relay` serves the
+//! baseline relay (`relay.rs`); `chart` renders JSON records as SVG (`chart.rs`). Each run prints
+//! a table and, with `--json FILE`, appends one record (scenario, parameters, revision, figures,
+//! verdict, and the command that reproduces it). With `--spawn` the tool starts its own
+//! `tidings serve` on a temporary data directory and samples its CPU and memory from /proc.
+//! A new scenario is a function in `scenarios.rs` returning a [`Record`]; the plumbing here
+//! (targets, tokens, sampling, reporting) is shared.
+
+mod chart;
+mod ledger;
+mod procstat;
+mod relay;
+mod scenarios;
+mod stats;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use serde_json::Value;
+use tidings_client::{Client, ClientConfig, Events};
+
+pub use ledger::{Ledger, Verdict};
+pub use stats::Latencies;
+
+/// `tidings bench` arguments.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub scenario: Scenario,
+}
+
+/// Where the load goes and what is recorded; shared by every scenario.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// The server to load (ignored with --spawn).
+    #[arg(long, default_value = crate::cli::DEFAULT_SERVER)]
+    pub server: String,
+    /// Start `tidings serve` on a temporary data directory, and sample its CPU and memory.
+    #[arg(long)]
+    pub spawn: bool,
+    /// Sample this process (the server's pid) when not spawning.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// The server's data directory, whose credentials mint the bench users' tokens (not needed
+    /// with --spawn).
+    #[arg(long, default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Append this run's record, one JSON line, to FILE.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// An extra argument for the spawned `tidings serve` (repeatable), e.g.
+    /// `--serve-arg=--durability=process`.
+    #[arg(long = "serve-arg", allow_hyphen_values = true)]
+    pub serve_args: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Scenario {
+    /// Open N authenticated connections and hold them with heartbeats.
+    Connections {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 1000)]
+        n: usize,
+        /// Seconds to hold the connections once all are open.
+        #[arg(long, default_value_t = 10)]
+        hold_secs: u64,
+        /// Connection attempts in flight at once.
+        #[arg(long, default_value_t = 200)]
+        concurrency: usize,
+        /// Client source addresses to spread over (127.0.1.1, 127.0.1.2, ...).
+        #[arg(long, default_value_t = 16)]
+        sources: u8,
+    },
+    /// K sender/receiver pairs, each sender keeping W messages in flight, for D seconds.
+    Pairs {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 100)]
+        pairs: usize,
+        #[arg(long, default_value_t = 32)]
+        window: usize,
+        #[arg(long, default_value_t = 30)]
+        secs: u64,
+        /// Message content size in bytes.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Also run the same load against the relay baseline (spawned), and report the ratio.
+        #[arg(long)]
+        relay: bool,
+        /// Load the relay baseline only.
+        #[arg(long, conflicts_with = "relay")]
+        relay_only: bool,
+    },
+    /// The pairs load at a fixed offered rate (open loop: latency from the scheduled send time).
+    Rate {
+        #[command(flatten)]
+        common: Common,
+        /// Messages per second offered.
+        #[arg(long, default_value_t = 2000)]
+        rate: u64,
+        #[arg(long, default_value_t = 100)]
+        pairs: usize,
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+    },
+    /// A user with M stored messages connects a fresh device: time until all are synced.
+    Sync {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 100_000)]
+        messages: usize,
+        /// Entries per sync page the client asks for.
+        #[arg(long, default_value_t = 500)]
+        page: u32,
+    },
+    /// Serve the relay baseline.
+    Relay {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        listen: std::net::SocketAddr,
+    },
+    /// Render JSON records (from --json) as an SVG chart of latency against load.
+    Chart {
+        /// Record files (JSON lines).
+        inputs: Vec<PathBuf>,
+        #[arg(long, default_value = "bench.svg")]
+        out: PathBuf,
+    },
+}
+
+/// One run's record.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    pub scenario: String,
+    /// `tidings` or `relay`.
+    pub target: String,
+    pub params: Value,
+    pub figures: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+    pub revision: String,
+    pub command: String,
+    /// Seconds since the Unix epoch.
+    pub time: u64,
+    /// The table printed for people: (label, value) rows.
+    #[serde(skip)]
+    pub rows: Vec<(String, String)>,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    raise_open_file_limit();
+    match args.scenario {
+        Scenario::Relay { listen } => {
+            let listener = tokio::net::TcpListener::bind(listen).await?;
+            println!("relay listening on http://{}", listener.local_addr()?);
+            relay::serve(listener).await?;
+            Ok(())
+        }
+        Scenario::Chart { inputs, out } => chart::render(&inputs, &out),
+        Scenario::Connections {
+            common,
+            n,
+            hold_secs,
+            concurrency,
+            sources,
+        } => {
+            let target = Target::open(&common, false).await?;
+            let record =
+                scenarios::connections(&target, n, hold_secs, concurrency, sources).await?;
+            finish(&common, vec![record])
+        }
+        Scenario::Pairs {
+            common,
+            pairs,
+            window,
+            secs,
+            size,
+            relay,
+            relay_only,
+        } => {
+            let load = scenarios::Load {
+                pairs,
+                window,
+                rate: None,
+                secs,
+                size,
+            };
+            let mut records = Vec::new();
+            if relay || relay_only {
+                let target = Target::open(&common, true).await?;
+                records.push(scenarios::pairs(&target, &load).await?);
+            }
+            if !relay_only {
+                let target = Target::open(&common, false).await?;
+                let mut record = scenarios::pairs(&target, &load).await?;
+                if let Some(relay) = records.first() {
+                    let ours = record.figures["deliveredPerSec"].as_f64().unwrap_or(0.0);
+                    let base = relay.figures["deliveredPerSec"].as_f64().unwrap_or(0.0);
+                    if base > 0.0 {
+                        let ratio = ours / base;
+                        record.figures["relayRatio"] = ratio.into();
+                        record.rows.push((
+                            "throughput vs relay".into(),
+                            format!("{:.0}%", ratio * 100.0),
+                        ));
+                    }
+                }
+                records.push(record);
+            }
+            finish(&common, records)
+        }
+        Scenario::Rate {
+            common,
+            rate,
+            pairs,
+            secs,
+            size,
+        } => {
+            let load = scenarios::Load {
+                pairs,
+                window: 0,
+                rate: Some(rate),
+                secs,
+                size,
+            };
+            let target = Target::open(&common, false).await?;
+            let record = scenarios::pairs(&target, &load).await?;
+            finish(&common, vec![record])
+        }
+        Scenario::Sync {
+            common,
+            messages,
+            page,
+        } => {
+            let target = Target::open(&common, false).await?;
+            let record = scenarios::sync(&target, messages, page).await?;
+            finish(&common, vec![record])
+        }
+    }
+}
+
+/// Prints each record's table, appends the records to the JSON file, and fails the run if any
+/// delivery check failed.
+fn finish(common: &Common, records: Vec<Record>) -> anyhow::Result<()> {
+    let mut failed = Vec::new();
+    for r in &records {
+        println!("\n{} against {}", r.scenario, r.target);
+        let width = r.rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        for (k, v) in &r.rows {
+            println!("  {k:<width$}  {v}");
+        }
+        println!("  {:<width$}  {}", "reproduce", r.command);
+        if let Some(v) = r.verdict
+            && !v.clean()
+        {
+            failed.push(format!(
+                "{} against {}: {} lost, {} duplicated, {} out of order",
+                r.scenario, r.target, v.lost, v.duplicated, v.out_of_order
+            ));
+        }
+    }
+    if let Some(path) = &common.json {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        for r in &records {
+            writeln!(file, "{}", serde_json::to_string(r)?)?;
+        }
+    }
+    if !failed.is_empty() {
+        bail!("delivery check failed: {}", failed.join("; "));
+    }
+    Ok(())
+}
+
+/// Raises this process's open-file soft limit to its hard limit; returns the new soft limit.
+pub fn raise_open_file_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not raise the open-file limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE)
+                .map(|(soft, _)| soft)
+                .unwrap_or(0)
+        }
+    }
+}
+
+/// The revision of the working tree the tool runs in, `-dirty` when it has changes.
+fn revision() -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(rev) => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            if dirty { format!("{rev}-dirty") } else { rev }
+        }
+        None => "unknown".into(),
+    }
+}
+
+/// The command line of this run, quoted for a POSIX shell.
+fn command_line() -> String {
+    std::env::args()
+        .enumerate()
+        .map(|(i, a)| {
+            let a = if i == 0 { "tidings".to_string() } else { a };
+            if !a.is_empty()
+                && a.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@".contains(&b))
+            {
+                a
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl Record {
+    fn new(scenario: &str, target: &Target, params: Value) -> Record {
+        Record {
+            scenario: scenario.into(),
+            target: if target.relay { "relay" } else { "tidings" }.into(),
+            params,
+            figures: Value::Object(Default::default()),
+            verdict: None,
+            revision: revision(),
+            command: command_line(),
+            time: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Records a figure under `key` and shows it as `label` in the table.
+    fn figure(&mut self, key: &str, label: &str, value: f64, unit: &str) {
+        self.figures[key] = value.into();
+        let shown = if value.abs() >= 100.0 || value == value.trunc() {
+            format!("{value:.0}")
+        } else if value.abs() >= 1.0 {
+            format!("{value:.2}")
+        } else {
+            format!("{value:.3}")
+        };
+        self.rows
+            .push((label.into(), format!("{shown} {unit}").trim_end().into()));
+    }
+}
+
+/// A spawned child process that is killed when dropped.
+struct Spawned {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The server under load: its URL, how to mint tokens for it, and its sampler.
+pub struct Target {
+    pub url: String,
+    /// The relay baseline takes the user id as the token.
+    pub relay: bool,
+    credentials: Option<tidings_engine::AppCredentials>,
+    sampler: Option<procstat::Sampler>,
+    _spawned: Option<Spawned>,
+}
+
+impl Target {
+    async fn open(common: &Common, relay: bool) -> anyhow::Result<Target> {
+        if relay && !common.spawn {
+            bail!("the relay baseline runs with --spawn");
+        }
+        if common.spawn {
+            let dir = tempfile::tempdir()?;
+            let exe = std::env::current_exe()?;
+            let mut cmd = Command::new(exe);
+            if relay {
+                cmd.args(["bench", "relay", "--listen", "127.0.0.1:0"]);
+            } else {
+                cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+                    .arg(dir.path())
+                    .args(&common.serve_args);
+            }
+            let mut child = cmd
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .env(
+                    "TIDINGS_LOG",
+                    std::env::var("TIDINGS_LOG").unwrap_or("warn".into()),
+                )
+                .spawn()
+                .context("spawning the server")?;
+            let stdout = child.stdout.take().context("server stdout")?;
+            let pid = child.id();
+            let spawned = Spawned { child, _dir: dir };
+            let url = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+                let mut lines = BufReader::new(stdout).lines();
+                for line in lines.by_ref() {
+                    let line = line?;
+                    if let Some((_, url)) = line.split_once(" listening on ") {
+                        let url = url.to_string();
+                        // Keep draining so the server never blocks on a full pipe.
+                        std::thread::spawn(move || lines.for_each(drop));
+                        return Ok(url);
+                    }
+                }
+                bail!("the spawned server exited before listening")
+            })
+            .await??;
+            let credentials = if relay {
+                None
+            } else {
+                Some(crate::credentials::load(spawned._dir.path())?)
+            };
+            eprintln!(
+                "spawned {} (pid {pid}) at {url}",
+                if relay { "relay" } else { "tidings serve" }
+            );
+            return Ok(Target {
+                url,
+                relay,
+                credentials,
+                sampler: Some(procstat::Sampler::start(pid)?),
+                _spawned: Some(spawned),
+            });
+        }
+        let sampler = match common.server_pid {
+            Some(pid) => Some(procstat::Sampler::start(pid)?),
+            None => None,
+        };
+        Ok(Target {
+            url: common.server.clone(),
+            relay: false,
+            credentials: Some(crate::credentials::load(&common.data_dir)?),
+            sampler,
+            _spawned: None,
+        })
+    }
+
+    /// A token for `user` (bench users are fresh, so their token version is 0).
+    fn token(&self, user: &str) -> anyhow::Result<String> {
+        match &self.credentials {
+            None => Ok(user.to_string()),
+            Some(creds) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_secs() as i64;
+                tidings_engine::auth::mint(creds, user, 0, now, now + 24 * 3600)
+                    .map_err(|c| anyhow::anyhow!("minting a token: {c}"))
+            }
+        }
+    }
+
+    fn client_config(&self, user: &str, device: &str) -> anyhow::Result<ClientConfig> {
+        let mut c = ClientConfig::new(&self.url, self.token(user)?);
+        c.device_id = device.into();
+        c.platform = "bench".into();
+        c.initial_cursor = Some(0);
+        Ok(c)
+    }
+
+    async fn client(&self, user: &str, device: &str) -> anyhow::Result<(Client, Events)> {
+        Client::connect(self.client_config(user, device)?)
+            .await
+            .with_context(|| format!("connecting {user}"))
+    }
+
+    fn reading(&self) -> Option<procstat::Reading> {
+        self.sampler.as_ref().map(procstat::Sampler::now)
+    }
+
+    fn peak_rss_kib(&self) -> Option<u64> {
+        self.sampler.as_ref().map(procstat::Sampler::peak_rss_kib)
+    }
+}
+
+/// A short random tag that keeps one run's users apart from another's on a persistent server.
+fn run_tag() -> String {
+    format!("{:08x}", rand::random::<u32>())
+}
+
+/// How long to wait for stragglers once a run's sending stops.
+const DRAIN: Duration = Duration::from_secs(15);
