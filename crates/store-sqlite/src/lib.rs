@@ -75,8 +75,7 @@ impl SqliteStore {
                 OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )
             .map_err(backend)?;
-            conn.busy_timeout(std::time::Duration::from_secs(5))
-                .map_err(backend)?;
+            schema::configure_reader(&conn).map_err(backend)?;
             readers.push(conn);
         }
         Ok(SqliteStore {
@@ -173,7 +172,7 @@ impl Store for SqliteStore {
         let user = user.to_string();
         self.read(move |c| {
             let sql = format!(
-                "SELECT i.seq, {MESSAGE_COLUMNS} FROM inbox i JOIN messages m ON m.uid = i.uid \
+                "SELECT i.seq, {MESSAGE_COLUMNS} FROM inbox i JOIN messages m ON m.rowid = i.msg \
                  WHERE i.user_id = ?1 AND i.seq > ?2 ORDER BY i.seq LIMIT ?3"
             );
             let mut stmt = c.prepare_cached(&sql)?;
@@ -212,17 +211,17 @@ impl Store for SqliteStore {
     async fn user_state(&self, user: &str) -> Result<UserState> {
         let user = user.to_string();
         self.read(move |c| {
-            let mut stmt =
-                c.prepare_cached("SELECT token_version, inbox_seq FROM users WHERE id = ?1")?;
-            let state = stmt
-                .query_row(params![user], |row| {
-                    Ok(UserState {
-                        token_version: row.get::<_, i64>(0)? as u64,
-                        inbox_seq: row.get::<_, i64>(1)? as u64,
-                    })
-                })
+            let token_version: Option<i64> = c
+                .prepare_cached("SELECT token_version FROM users WHERE id = ?1")?
+                .query_row(params![user], |row| row.get(0))
                 .optional()?;
-            Ok(state.unwrap_or_default())
+            let inbox_seq: Option<i64> = c
+                .prepare_cached("SELECT max(seq) FROM inbox WHERE user_id = ?1")?
+                .query_row(params![user], |row| row.get(0))?;
+            Ok(UserState {
+                token_version: token_version.unwrap_or(0) as u64,
+                inbox_seq: inbox_seq.unwrap_or(0) as u64,
+            })
         })
         .await
     }

@@ -2,6 +2,7 @@
 //! [`MAX_BATCH_OPS`] ops), applies them in one transaction, commits once, and only then answers
 //! each request: one fsync covers many writers (group commit).
 
+use std::collections::HashMap;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
@@ -50,6 +51,7 @@ pub fn spawn(conn: Connection) -> Result<Handle> {
 }
 
 fn run(mut conn: Connection, rx: mpsc::Receiver<Request>) {
+    let mut counters = Counters::default();
     let mut pending: Option<Request> = None;
     loop {
         let first = match pending.take() {
@@ -80,7 +82,7 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Request>) {
             next = rx.try_recv().ok();
         }
         if !batch.is_empty() {
-            commit_batch(&mut conn, batch);
+            commit_batch(&mut conn, &mut counters, batch);
         }
         if let Some(reply) = close {
             // Drain writes that raced with the close request so none is left unanswered.
@@ -95,7 +97,7 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Request>) {
                 })
                 .collect();
             if !rest.is_empty() {
-                commit_batch(&mut conn, rest);
+                commit_batch(&mut conn, &mut counters, rest);
             }
             let result = conn
                 .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
@@ -112,14 +114,50 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Request>) {
 
 type Reply = oneshot::Sender<Result<Vec<WriteResult>>>;
 
-fn commit_batch(conn: &mut Connection, batch: Vec<(Vec<WriteOp>, Reply)>) {
+/// The newest conversation seqs and inbox seqs, cached by the only writer. A seq exists only
+/// once its transaction commits, so after a failed transaction the cache is dropped and
+/// reloaded from the tables (the maxima of their primary keys).
+#[derive(Default)]
+pub struct Counters {
+    conversations: HashMap<String, u64>,
+    inboxes: HashMap<String, u64>,
+}
+
+/// Past this many cached entries a cache is emptied and refilled lazily, bounding its memory.
+const MAX_CACHED: usize = 1_000_000;
+
+impl Counters {
+    fn next(
+        map: &mut HashMap<String, u64>,
+        key: &str,
+        load: impl FnOnce() -> rusqlite::Result<u64>,
+    ) -> rusqlite::Result<u64> {
+        if let Some(n) = map.get_mut(key) {
+            *n += 1;
+            return Ok(*n);
+        }
+        if map.len() >= MAX_CACHED {
+            map.clear();
+        }
+        let n = load()? + 1;
+        map.insert(key.to_string(), n);
+        Ok(n)
+    }
+
+    fn forget(&mut self) {
+        self.conversations.clear();
+        self.inboxes.clear();
+    }
+}
+
+fn commit_batch(conn: &mut Connection, counters: &mut Counters, batch: Vec<(Vec<WriteOp>, Reply)>) {
     let outcome = (|| -> rusqlite::Result<Vec<Vec<WriteResult>>> {
         let tx = conn.transaction()?;
         let mut all = Vec::with_capacity(batch.len());
         for (ops, _) in &batch {
             let mut results = Vec::with_capacity(ops.len());
             for op in ops {
-                results.push(apply(&tx, op)?);
+                results.push(apply(&tx, counters, op)?);
             }
             all.push(results);
         }
@@ -134,6 +172,7 @@ fn commit_batch(conn: &mut Connection, batch: Vec<(Vec<WriteOp>, Reply)>) {
             }
         }
         Err(e) => {
+            counters.forget();
             tracing::error!(error = %e, "storage transaction failed; batch rolled back");
             for (_, reply) in batch {
                 let _ = reply.send(Err(backend(&e)));
@@ -142,9 +181,13 @@ fn commit_batch(conn: &mut Connection, batch: Vec<(Vec<WriteOp>, Reply)>) {
     }
 }
 
-fn apply(tx: &Transaction<'_>, op: &WriteOp) -> rusqlite::Result<WriteResult> {
+fn apply(
+    tx: &Transaction<'_>,
+    counters: &mut Counters,
+    op: &WriteOp,
+) -> rusqlite::Result<WriteResult> {
     match op {
-        WriteOp::Append(m) => append(tx, m),
+        WriteOp::Append(m) => append(tx, counters, m),
         WriteOp::SetCursor {
             user,
             device,
@@ -185,75 +228,63 @@ fn apply(tx: &Transaction<'_>, op: &WriteOp) -> rusqlite::Result<WriteResult> {
     }
 }
 
-fn append(tx: &Transaction<'_>, m: &AppendMessage) -> rusqlite::Result<WriteResult> {
-    let existing = tx
-        .prepare_cached(&format!(
-            "SELECT m.digest, {MESSAGE_COLUMNS} FROM messages m \
-             WHERE m.sender = ?1 AND m.client_msg_id = ?2"
-        ))?
-        .query_row(params![m.sender, m.client_msg_id], |row| {
-            Ok((row.get::<_, String>(0)?, message_from_row(row, 1)?))
-        })
-        .optional()?;
-    if let Some((digest, message)) = existing {
-        if digest != m.digest {
-            return Ok(WriteResult::ClientMsgIdConflict);
+fn append(
+    tx: &Transaction<'_>,
+    counters: &mut Counters,
+    m: &AppendMessage,
+) -> rusqlite::Result<WriteResult> {
+    // The conversation's next seq, taken only if the insert below succeeds.
+    let seq = match counters.conversations.get(&m.conversation_id) {
+        Some(n) => *n + 1,
+        None => {
+            let last: Option<i64> = tx
+                .prepare_cached("SELECT max(seq) FROM messages WHERE conv_id = ?1")?
+                .query_row(params![m.conversation_id], |row| row.get(0))?;
+            last.unwrap_or(0) as u64 + 1
         }
-        let mut inbox = Vec::with_capacity(m.recipients.len());
-        let mut stmt = tx.prepare_cached("SELECT user_id, seq FROM inbox WHERE uid = ?1")?;
-        let rows = stmt.query_map(params![message.uid], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64))
-        })?;
-        for row in rows {
-            inbox.push(row?);
-        }
-        // Report entries in the order the recipients were given.
-        inbox.sort_by_key(|(user, _)| m.recipients.iter().position(|r| r == user));
-        return Ok(WriteResult::Appended {
-            message,
-            inbox,
-            duplicate: true,
-        });
-    }
-
-    let seq: i64 = tx
+    };
+    let inserted = tx
         .prepare_cached(
-            "INSERT INTO conversations (id, conv_type, last_seq) VALUES (?1, ?2, 1) \
-             ON CONFLICT (id) DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq",
+            "INSERT INTO messages (conv_type, conv_id, seq, uid, sender, target, sent_time, \
+             msg_type, content, push_text, client_msg_id, digest) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+             ON CONFLICT (sender, client_msg_id) DO NOTHING",
         )?
-        .query_row(params![m.conversation_id, m.conversation_type], |row| {
-            row.get(0)
-        })?;
-    tx.prepare_cached(
-        "INSERT INTO messages (uid, conv_type, conv_id, seq, sender, target, sent_time, msg_type, \
-         content, push_text, client_msg_id, digest) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-    )?
-    .execute(params![
-        m.uid,
-        m.conversation_type,
-        m.conversation_id,
-        seq,
-        m.sender,
-        m.target,
-        m.sent_time,
-        m.msg_type,
-        m.content,
-        m.push_text,
-        m.client_msg_id,
-        m.digest
-    ])?;
+        .execute(params![
+            m.conversation_type,
+            m.conversation_id,
+            seq as i64,
+            m.uid,
+            m.sender,
+            m.target,
+            m.sent_time,
+            m.msg_type,
+            m.content,
+            m.push_text,
+            m.client_msg_id,
+            m.digest
+        ])?;
+    if inserted == 0 {
+        return existing(tx, m);
+    }
+    if counters.conversations.len() >= MAX_CACHED {
+        counters.conversations.clear();
+    }
+    counters
+        .conversations
+        .insert(m.conversation_id.clone(), seq);
+    let rowid = tx.last_insert_rowid();
     let mut inbox = Vec::with_capacity(m.recipients.len());
     for user in &m.recipients {
-        let inbox_seq: i64 = tx
-            .prepare_cached(
-                "INSERT INTO users (id, inbox_seq) VALUES (?1, 1) ON CONFLICT (id) \
-                 DO UPDATE SET inbox_seq = inbox_seq + 1 RETURNING inbox_seq",
-            )?
-            .query_row(params![user], |row| row.get(0))?;
-        tx.prepare_cached("INSERT INTO inbox (user_id, seq, uid) VALUES (?1, ?2, ?3)")?
-            .execute(params![user, inbox_seq, m.uid])?;
-        inbox.push((user.clone(), inbox_seq as u64));
+        let inbox_seq = Counters::next(&mut counters.inboxes, user, || {
+            let last: Option<i64> = tx
+                .prepare_cached("SELECT max(seq) FROM inbox WHERE user_id = ?1")?
+                .query_row(params![user], |row| row.get(0))?;
+            Ok(last.unwrap_or(0) as u64)
+        })?;
+        tx.prepare_cached("INSERT INTO inbox (user_id, seq, msg) VALUES (?1, ?2, ?3)")?
+            .execute(params![user, inbox_seq as i64, rowid])?;
+        inbox.push((user.clone(), inbox_seq));
     }
     Ok(WriteResult::Appended {
         message: StoredMessage {
@@ -262,7 +293,7 @@ fn append(tx: &Transaction<'_>, m: &AppendMessage) -> rusqlite::Result<WriteResu
             conversation_id: m.conversation_id.clone(),
             sender: m.sender.clone(),
             target: m.target.clone(),
-            seq: seq as u64,
+            seq,
             sent_time: m.sent_time,
             msg_type: m.msg_type.clone(),
             content: m.content.clone(),
@@ -271,5 +302,44 @@ fn append(tx: &Transaction<'_>, m: &AppendMessage) -> rusqlite::Result<WriteResu
         },
         inbox,
         duplicate: false,
+    })
+}
+
+/// The answer to an append whose `(sender, client_msg_id)` exists: the stored message and its
+/// inbox entries if the digest matches, a conflict otherwise.
+fn existing(tx: &Transaction<'_>, m: &AppendMessage) -> rusqlite::Result<WriteResult> {
+    let (rowid, digest, message) = tx
+        .prepare_cached(&format!(
+            "SELECT m.rowid, m.digest, {MESSAGE_COLUMNS} FROM messages m \
+             WHERE m.sender = ?1 AND m.client_msg_id = ?2"
+        ))?
+        .query_row(params![m.sender, m.client_msg_id], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                message_from_row(row, 2)?,
+            ))
+        })?;
+    if digest != m.digest {
+        return Ok(WriteResult::ClientMsgIdConflict);
+    }
+    // Resends come soon after the original, so each recipient's entry is found by walking the
+    // inbox back from its newest entry.
+    let mut inbox = Vec::with_capacity(m.recipients.len());
+    for user in &m.recipients {
+        let seq: Option<i64> = tx
+            .prepare_cached(
+                "SELECT seq FROM inbox WHERE user_id = ?1 AND msg = ?2 ORDER BY seq DESC LIMIT 1",
+            )?
+            .query_row(params![user, rowid], |row| row.get(0))
+            .optional()?;
+        if let Some(seq) = seq {
+            inbox.push((user.clone(), seq as u64));
+        }
+    }
+    Ok(WriteResult::Appended {
+        message,
+        inbox,
+        duplicate: true,
     })
 }
