@@ -34,7 +34,7 @@ pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<AppState>) -> Res
     let limit = state.config.max_frame_bytes * WS_MESSAGE_LIMIT_FACTOR;
     ws
         // The default 128 KiB read buffer would dominate an idle connection's memory.
-        .read_buffer_size(4096)
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         // A cap, not an allocation: it must exceed the largest frame the server writes (a sync
         // page is bounded by a quarter of the outbound queue, and JSON escaping can inflate it).
@@ -119,7 +119,26 @@ async fn refuse(sink: &mut Sink, code: Code, encoding: Encoding, timeout: Durati
     .await;
 }
 
+/// An authenticated connection, ready to serve.
+struct Opened {
+    sink: Sink,
+    stream: Stream,
+    session: Session,
+    info: ConnectInfo,
+    encoding: Encoding,
+}
+
 async fn run(socket: WebSocket, state: AppState) {
+    // The handshake's future is large and lives only briefly: boxing it keeps the long-lived
+    // connection task small (its size is paid for every idle connection).
+    let Some(opened) = Box::pin(open(socket, &state)).await else {
+        return;
+    };
+    serve(opened, &state).await;
+}
+
+/// The handshake: reads the CONNECT (within the deadline), authenticates, sends the CONNACK.
+async fn open(socket: WebSocket, state: &AppState) -> Option<Opened> {
     let (mut sink, mut stream) = socket.split();
     let config = &state.config;
 
@@ -128,7 +147,7 @@ async fn run(socket: WebSocket, state: AppState) {
         r = tokio::time::timeout(config.handshake_timeout, read(&mut stream, config.max_frame_bytes)) => r,
         _ = state.stop.cancelled() => {
             refuse(&mut sink, Code::ServerShutdown, Encoding::Json, config.write_timeout).await;
-            return;
+            return None;
         }
     };
     let (connect, encoding) = match first {
@@ -140,9 +159,9 @@ async fn run(socket: WebSocket, state: AppState) {
                 config.write_timeout,
             )
             .await;
-            return;
+            return None;
         }
-        Ok(Inbound::Closed) => return,
+        Ok(Inbound::Closed) => return None,
         Ok(Inbound::Control) => {
             refuse(
                 &mut sink,
@@ -151,18 +170,18 @@ async fn run(socket: WebSocket, state: AppState) {
                 config.write_timeout,
             )
             .await;
-            return;
+            return None;
         }
         Ok(Inbound::Bad(e, enc)) => {
             tracing::debug!(error = %e, "bad first frame");
             refuse(&mut sink, decode_error_code(&e), enc, config.write_timeout).await;
-            return;
+            return None;
         }
         Ok(Inbound::Frame(f, enc)) => match f.body {
             Some(Body::Connect(c)) => (c, enc),
             _ => {
                 refuse(&mut sink, Code::NotConnected, enc, config.write_timeout).await;
-                return;
+                return None;
             }
         },
     };
@@ -190,7 +209,7 @@ async fn run(socket: WebSocket, state: AppState) {
         )
         .await;
         let _ = sink.close().await;
-        return;
+        return None;
     }
     let request = ConnectRequest {
         token: connect.token,
@@ -207,7 +226,7 @@ async fn run(socket: WebSocket, state: AppState) {
             )
             .await;
             let _ = sink.close().await;
-            return;
+            return None;
         }
     };
     let span = tracing::Span::current();
@@ -222,8 +241,27 @@ async fn run(socket: WebSocket, state: AppState) {
     .map_or(true, |r| r.is_err())
     {
         session.end(Code::ClientDisconnect);
-        return;
+        return None;
     }
+    Some(Opened {
+        sink,
+        stream,
+        session,
+        info,
+        encoding,
+    })
+}
+
+/// Serves an authenticated connection until it ends.
+async fn serve(opened: Opened, state: &AppState) {
+    let Opened {
+        sink,
+        mut stream,
+        session,
+        info,
+        encoding,
+    } = opened;
+    let config = &state.config;
 
     let session = std::sync::Arc::new(session);
     let mut writer = tokio::spawn(
@@ -243,7 +281,8 @@ async fn run(socket: WebSocket, state: AppState) {
                 last_seen = Instant::now();
                 match inbound {
                     Inbound::Frame(frame, _) => {
-                        if let Err(code) = handle(&session, frame).await {
+                        // Boxed for the same reason as the handshake: handling is short-lived.
+                        if let Err(code) = Box::pin(handle(&session, frame)).await {
                             session.end(code);
                             break;
                         }
