@@ -343,10 +343,13 @@ impl Engine {
         }
         let list = registry.by_user.entry(shared.user.clone()).or_default();
         let policy = self.inner.config.device_policy;
-        let (replaced, kept): (Vec<_>, Vec<_>) = list.drain(..).partition(|s| {
-            policy == DevicePolicy::Single || (!shared.anonymous && s.device == shared.device)
-        });
-        *list = kept;
+        let replaced = list
+            .iter()
+            .filter(|s| {
+                policy == DevicePolicy::Single || (!shared.anonymous && s.device == shared.device)
+            })
+            .cloned()
+            .collect();
         list.push(shared);
         Ok(replaced)
     }

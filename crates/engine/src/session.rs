@@ -231,28 +231,6 @@ impl Engine {
         }
         let now = self.now_ms();
         let claims = crate::auth::verify(&self.inner.config.credentials, &req.token, now / 1000)?;
-        let store_error = |e: tidings_store::StoreError| {
-            tracing::error!(error = %e, "store read failed during connect");
-            Refusal::from(Code::ServerError)
-        };
-        let state = self
-            .inner
-            .store
-            .user_state(&claims.sub)
-            .await
-            .map_err(store_error)?;
-        if claims.ver != state.token_version {
-            return Err(Code::TokenRevoked.into());
-        }
-        let cursor = if anonymous {
-            0
-        } else {
-            self.inner
-                .store
-                .device_cursor(&claims.sub, &req.device_id)
-                .await
-                .map_err(store_error)?
-        };
         let id = self.inner.next_session.fetch_add(1, Ordering::Relaxed);
         let device = if anonymous {
             format!("anon-{id}")
@@ -267,14 +245,41 @@ impl Engine {
             outbox: Outbox::new(self.inner.config.outbound_queue_bytes),
             state: Mutex::new(DeliveryState {
                 inflight: BTreeMap::new(),
-                cursor,
+                cursor: 0,
                 acked_ahead: BTreeSet::new(),
-                stored_cursor: cursor,
-                max_known: cursor.max(state.inbox_seq),
+                stored_cursor: 0,
+                max_known: 0,
                 ended: false,
             }),
         });
-        for old in self.register(shared.clone(), claims.ver)? {
+        // Register before reading the user's state: an entry committed before the read is in
+        // the inbox up to the read's inbox seq, and one committed after it is pushed here. So
+        // this session knows of every entry up to `max_known`, and a sync from there needs no
+        // store read. The sessions this one replaces are kicked only once it is accepted.
+        let replaced = self.register(shared.clone(), claims.ver)?;
+        let device = (!anonymous).then_some(shared.device.as_str());
+        let state = match self.inner.store.session_state(&claims.sub, device).await {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::error!(error = %e, "store read failed during connect");
+                shared.end(self, Code::ServerError);
+                return Err(Code::ServerError.into());
+            }
+        };
+        if claims.ver != state.user.token_version {
+            shared.end(self, Code::TokenRevoked);
+            return Err(Code::TokenRevoked.into());
+        }
+        let cursor = state.cursor;
+        {
+            let mut st = shared.state();
+            st.cursor = st.cursor.max(cursor);
+            st.stored_cursor = cursor;
+            st.max_known = st.max_known.max(cursor).max(state.user.inbox_seq);
+            st.inflight.retain(|seq, _| *seq > cursor);
+            st.advance();
+        }
+        for old in replaced {
             old.end(self, Code::Kicked);
         }
         tracing::debug!(session = id, user = %claims.sub, device = %shared.device, platform = %req.platform, "session started");
@@ -284,7 +289,7 @@ impl Engine {
             heartbeat_ms: self.inner.config.heartbeat.as_millis() as u32,
             server_time: now,
             cursor,
-            inbox_seq: state.inbox_seq,
+            inbox_seq: state.user.inbox_seq,
         };
         Ok((
             Session {
@@ -391,6 +396,14 @@ impl Session {
             return reply(QueryAckOut::refused(query_id, r));
         }
         let limit = if limit == 0 { SYNC_PAGE_DEFAULT } else { limit } as usize;
+        // Nothing beyond what this session knows of exists without being pushed here (see
+        // `connect`), so a sync from there is answered without reading the store.
+        if after >= self.shared.state().max_known {
+            return reply(QueryAckOut {
+                query_id,
+                ..Default::default()
+            });
+        }
         match self
             .engine
             .inner

@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tidings_store::{
-    InboxEntry, Result, Store, StoreError, StoredMessage, UserState, WriteOp, WriteResult,
+    InboxEntry, Result, SessionState, Store, StoreError, StoredMessage, UserState, WriteOp,
+    WriteResult,
 };
 use tokio::sync::{Semaphore, oneshot};
 
@@ -210,17 +211,20 @@ impl Store for SqliteStore {
 
     async fn user_state(&self, user: &str) -> Result<UserState> {
         let user = user.to_string();
+        self.read(move |c| read_user_state(c, &user)).await
+    }
+
+    async fn session_state(&self, user: &str, device: Option<&str>) -> Result<SessionState> {
+        let (user, device) = (user.to_string(), device.map(str::to_string));
         self.read(move |c| {
-            let token_version: Option<i64> = c
-                .prepare_cached("SELECT token_version FROM users WHERE id = ?1")?
-                .query_row(params![user], |row| row.get(0))
-                .optional()?;
-            let inbox_seq: Option<i64> = c
-                .prepare_cached("SELECT max(seq) FROM inbox WHERE user_id = ?1")?
-                .query_row(params![user], |row| row.get(0))?;
-            Ok(UserState {
-                token_version: token_version.unwrap_or(0) as u64,
-                inbox_seq: inbox_seq.unwrap_or(0) as u64,
+            let state = read_user_state(c, &user)?;
+            let cursor = match device {
+                Some(device) => read_cursor(c, &user, &device)?,
+                None => 0,
+            };
+            Ok(SessionState {
+                user: state,
+                cursor,
             })
         })
         .await
@@ -228,16 +232,7 @@ impl Store for SqliteStore {
 
     async fn device_cursor(&self, user: &str, device: &str) -> Result<u64> {
         let (user, device) = (user.to_string(), device.to_string());
-        self.read(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT cursor FROM device_cursors WHERE user_id = ?1 AND device_id = ?2",
-            )?;
-            let cursor: Option<i64> = stmt
-                .query_row(params![user, device], |row| row.get(0))
-                .optional()?;
-            Ok(cursor.unwrap_or(0) as u64)
-        })
-        .await
+        self.read(move |c| read_cursor(c, &user, &device)).await
     }
 
     async fn close(&self) -> Result<()> {
@@ -254,4 +249,26 @@ impl Store for SqliteStore {
         self.readers.permits.close();
         Ok(())
     }
+}
+
+fn read_user_state(c: &Connection, user: &str) -> rusqlite::Result<UserState> {
+    let token_version: Option<i64> = c
+        .prepare_cached("SELECT token_version FROM users WHERE id = ?1")?
+        .query_row(params![user], |row| row.get(0))
+        .optional()?;
+    let inbox_seq: Option<i64> = c
+        .prepare_cached("SELECT max(seq) FROM inbox WHERE user_id = ?1")?
+        .query_row(params![user], |row| row.get(0))?;
+    Ok(UserState {
+        token_version: token_version.unwrap_or(0) as u64,
+        inbox_seq: inbox_seq.unwrap_or(0) as u64,
+    })
+}
+
+fn read_cursor(c: &Connection, user: &str, device: &str) -> rusqlite::Result<u64> {
+    let cursor: Option<i64> = c
+        .prepare_cached("SELECT cursor FROM device_cursors WHERE user_id = ?1 AND device_id = ?2")?
+        .query_row(params![user, device], |row| row.get(0))
+        .optional()?;
+    Ok(cursor.unwrap_or(0) as u64)
 }

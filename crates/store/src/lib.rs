@@ -124,6 +124,14 @@ pub struct UserState {
     pub inbox_seq: u64,
 }
 
+/// What a connecting device needs: its user's state and its own confirmed cursor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionState {
+    pub user: UserState,
+    /// The device's confirmed cursor; 0 without a device or a stored cursor.
+    pub cursor: u64,
+}
+
 /// The storage trait. Implementations are cheap to share (`Arc<dyn Store>`).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -143,6 +151,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<StoredMessage>>;
 
     async fn user_state(&self, user: &str) -> Result<UserState>;
+
+    /// The user's state and, if `device` is given, that device's cursor, in one read.
+    async fn session_state(&self, user: &str, device: Option<&str>) -> Result<SessionState>;
 
     /// The device's confirmed cursor, 0 if none was stored.
     async fn device_cursor(&self, user: &str, device: &str) -> Result<u64>;
