@@ -314,7 +314,24 @@ async fn session(
     }
     let mut syncing = false;
     let mut query_id = 0u32;
-    if let Err(e) = start_sync(state, &mut ws, &mut syncing, &mut query_id).await {
+    // The CONNACK's inbox seq was read after the server registered this connection: anything
+    // newer is pushed. So a device already that far along has nothing to sync.
+    let cursor = state.cursor.unwrap_or(0);
+    let behind = cursor < ack.inbox_seq;
+    // If the server's record of this device is behind (an acknowledgement was lost with the last
+    // connection), bring it up to date.
+    if state.auto_ack && cursor > ack.cursor {
+        let con = codec::frame(Body::Querycon(v1::QueryCon {
+            query_id: 0,
+            inbox_seq: cursor,
+        }));
+        if let Err(e) = ws.send(ws_message(&con, encoding)).await {
+            return lost(e);
+        }
+    }
+    if (behind || !state.ahead.is_empty())
+        && let Err(e) = start_sync(state, &mut ws, &mut syncing, &mut query_id).await
+    {
         return lost(e);
     }
 
