@@ -20,7 +20,7 @@ pub const QUEUE_LEN: usize = 16 * 1024;
 const MAX_BATCH: usize = 1024;
 
 /// A validated message waiting for its uid, time and seqs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PendingPublish {
     pub conversation_type: u32,
     pub conversation_id: String,
@@ -89,10 +89,12 @@ async fn commit(
     let mut ops = Vec::with_capacity(batch.len());
     // For each request, the range of its ops in `ops`.
     let mut spans = Vec::with_capacity(batch.len());
-    for request in batch.iter() {
+    // The batch's payloads move into the ops; only the reply handles are used afterwards.
+    for request in batch.iter_mut() {
         let start = ops.len();
         match request {
             CommitRequest::Publish { message, .. } => {
+                let message = std::mem::take(message);
                 let time = UNIX_EPOCH + Duration::from_millis(now.max(0) as u64);
                 // The generator only fails when 2^80 ids are made within one millisecond.
                 let uid = uids
@@ -101,20 +103,20 @@ async fn commit(
                 ops.push(WriteOp::Append(AppendMessage {
                     uid: uid.to_string(),
                     conversation_type: message.conversation_type,
-                    conversation_id: message.conversation_id.clone(),
-                    sender: message.sender.clone(),
-                    target: message.target.clone(),
+                    conversation_id: message.conversation_id,
+                    sender: message.sender,
+                    target: message.target,
                     sent_time: now,
-                    msg_type: message.msg_type.clone(),
-                    content: message.content.clone(),
-                    push_text: message.push_text.clone(),
-                    client_msg_id: message.client_msg_id.clone(),
-                    digest: message.digest.clone(),
-                    recipients: message.recipients.clone(),
+                    msg_type: message.msg_type,
+                    content: message.content,
+                    push_text: message.push_text,
+                    client_msg_id: message.client_msg_id,
+                    digest: message.digest,
+                    recipients: message.recipients,
                 }));
             }
             CommitRequest::Cursor(op) => ops.push(op.clone()),
-            CommitRequest::Write { ops: more, .. } => ops.extend(more.iter().cloned()),
+            CommitRequest::Write { ops: more, .. } => ops.append(more),
             CommitRequest::Stop { .. } => {}
         }
         spans.push(start..ops.len());
@@ -127,15 +129,22 @@ async fn commit(
     let mut stop = None;
     match outcome {
         Ok(results) => {
+            let mut results = results.into_iter();
             for (request, span) in batch.drain(..).zip(spans) {
-                let results = &results[span];
+                let mut mine: Vec<WriteResult> = results.by_ref().take(span.len()).collect();
                 match request {
                     CommitRequest::Publish {
                         session, packet_id, ..
-                    } => answer_publish(engine, &session, packet_id, &results[0]),
+                    } => match mine.pop() {
+                        Some(result) => answer_publish(engine, &session, packet_id, result),
+                        None => session.reply(
+                            engine,
+                            Outbound::PubAck(PubAckOut::refused(packet_id, Code::ServerError)),
+                        ),
+                    },
                     CommitRequest::Cursor(_) => {}
                     CommitRequest::Write { reply, .. } => {
-                        let _ = reply.send(Ok(results.to_vec()));
+                        let _ = reply.send(Ok(mine));
                     }
                     CommitRequest::Stop { reply } => stop = Some(reply),
                 }
@@ -167,7 +176,7 @@ fn answer_publish(
     engine: &Engine,
     origin: &Arc<SessionShared>,
     packet_id: u32,
-    result: &WriteResult,
+    result: WriteResult,
 ) {
     match result {
         WriteResult::Appended {
@@ -194,13 +203,14 @@ fn answer_publish(
             );
             // The sending device has its own message: its PUBACK stands for the push.
             origin.own_entry(sender_inbox_seq, engine.inner.config.max_inflight);
-            if *duplicate {
+            if duplicate {
                 // The first commit pushed it already; devices that missed that push sync it.
                 return;
             }
+            let message = Arc::new(message);
             for (user, inbox_seq) in inbox {
-                let view = Arc::new(Delivered::for_viewer(user, message, *inbox_seq));
-                for session in engine.sessions_of(user) {
+                let view = Arc::new(Delivered::for_viewer(&user, message.clone(), inbox_seq));
+                for session in engine.sessions_of(&user) {
                     // Not to the sending device, even on a newer connection of it.
                     if !session.same_device(origin) {
                         session.deliver(engine, view.clone());

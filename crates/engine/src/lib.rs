@@ -97,54 +97,75 @@ impl EngineConfig {
 pub const SYNC_PAGE_DEFAULT: u32 = 100;
 pub const SYNC_PAGE_MAX: u32 = 500;
 
-/// A message as one user sees it: the target is the conversation from that user's side.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A message as one user sees it: the stored message, shared by every viewer, plus the viewer's
+/// side of the conversation and the viewer's inbox position.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivered {
-    pub uid: String,
-    pub conversation_type: u32,
-    pub target_id: String,
-    pub sender_id: String,
-    pub seq: u64,
-    pub sent_time: i64,
-    pub msg_type: String,
-    pub content: String,
-    pub push_text: String,
-    pub client_msg_id: String,
-    pub inbox_seq: u64,
+    message: Arc<StoredMessage>,
+    /// For PRIVATE messages to the viewer, the conversation's other side is the sender.
+    target_is_sender: bool,
+    inbox_seq: u64,
 }
 
 impl Delivered {
-    fn for_viewer(viewer: &str, m: &StoredMessage, inbox_seq: u64) -> Delivered {
-        let target_id = if m.conversation_type == tidings_proto::conversation_type::PRIVATE
-            && m.target == viewer
-        {
-            m.sender.clone()
-        } else {
-            m.target.clone()
-        };
+    fn for_viewer(viewer: &str, m: Arc<StoredMessage>, inbox_seq: u64) -> Delivered {
+        let target_is_sender =
+            m.conversation_type == tidings_proto::conversation_type::PRIVATE && m.target == viewer;
         Delivered {
-            uid: m.uid.clone(),
-            conversation_type: m.conversation_type,
-            target_id,
-            sender_id: m.sender.clone(),
-            seq: m.seq,
-            sent_time: m.sent_time,
-            msg_type: m.msg_type.clone(),
-            content: m.content.clone(),
-            push_text: m.push_text.clone(),
-            client_msg_id: m.client_msg_id.clone(),
+            message: m,
+            target_is_sender,
             inbox_seq,
         }
     }
 
+    pub fn uid(&self) -> &str {
+        &self.message.uid
+    }
+    pub fn conversation_type(&self) -> u32 {
+        self.message.conversation_type
+    }
+    /// The conversation from the viewer's side: for PRIVATE, the other participant.
+    pub fn target_id(&self) -> &str {
+        if self.target_is_sender {
+            &self.message.sender
+        } else {
+            &self.message.target
+        }
+    }
+    pub fn sender_id(&self) -> &str {
+        &self.message.sender
+    }
+    pub fn seq(&self) -> u64 {
+        self.message.seq
+    }
+    pub fn sent_time(&self) -> i64 {
+        self.message.sent_time
+    }
+    pub fn msg_type(&self) -> &str {
+        &self.message.msg_type
+    }
+    pub fn content(&self) -> &str {
+        &self.message.content
+    }
+    pub fn push_text(&self) -> &str {
+        &self.message.push_text
+    }
+    pub fn client_msg_id(&self) -> &str {
+        &self.message.client_msg_id
+    }
+    pub fn inbox_seq(&self) -> u64 {
+        self.inbox_seq
+    }
+
     fn approx_bytes(&self) -> usize {
-        96 + self.uid.len()
-            + self.target_id.len()
-            + self.sender_id.len()
-            + self.msg_type.len()
-            + self.content.len()
-            + self.push_text.len()
-            + self.client_msg_id.len()
+        let m = &self.message;
+        96 + m.uid.len()
+            + m.target.len()
+            + m.sender.len()
+            + m.msg_type.len()
+            + m.content.len()
+            + m.push_text.len()
+            + m.client_msg_id.len()
     }
 }
 

@@ -119,10 +119,23 @@ mod tests {
         let outbox = Outbox::new(100);
         assert!(outbox.push(Outbound::Pong).is_ok());
         let big = Outbound::Deliver {
-            message: std::sync::Arc::new(crate::Delivered {
-                content: "x".repeat(200),
-                ..Default::default()
-            }),
+            message: std::sync::Arc::new(crate::Delivered::for_viewer(
+                "bob",
+                std::sync::Arc::new(tidings_store::StoredMessage {
+                    uid: "u".into(),
+                    conversation_type: 1,
+                    conversation_id: "1:alice|bob".into(),
+                    sender: "alice".into(),
+                    target: "bob".into(),
+                    seq: 1,
+                    sent_time: 0,
+                    msg_type: "text".into(),
+                    content: "x".repeat(200),
+                    push_text: String::new(),
+                    client_msg_id: "c".into(),
+                }),
+                1,
+            )),
             dup: false,
         };
         assert_eq!(outbox.push(big), Err(Closed));

@@ -82,12 +82,12 @@ impl SessionShared {
     pub(crate) fn deliver(&self, engine: &Engine, message: Arc<Delivered>) {
         let overflow = {
             let mut st = self.state();
-            if st.ended || message.inbox_seq <= st.cursor {
+            if st.ended || message.inbox_seq() <= st.cursor {
                 return;
             }
-            st.max_known = st.max_known.max(message.inbox_seq);
+            st.max_known = st.max_known.max(message.inbox_seq());
             st.inflight
-                .insert(message.inbox_seq, (Instant::now(), message.clone()));
+                .insert(message.inbox_seq(), (Instant::now(), message.clone()));
             st.inflight.len() > engine.inner.config.max_inflight
         };
         if overflow {
@@ -318,7 +318,7 @@ impl Session {
     /// Sends a message. The PUBACK (success or a refusal code) arrives through the outbox.
     pub async fn publish(&self, packet_id: u32, send: SendRequest) {
         let pending = match self.check(&send) {
-            Ok(p) => p,
+            Ok(()) => PendingPublish::private(&self.shared.user, send),
             Err(refusal) => {
                 self.shared.reply(
                     &self.engine,
@@ -340,7 +340,7 @@ impl Session {
         }
     }
 
-    fn check(&self, send: &SendRequest) -> Result<PendingPublish, Refusal> {
+    fn check(&self, send: &SendRequest) -> Result<(), Refusal> {
         if !validate::is_client_msg_id(&send.client_msg_id) {
             return Err(Refusal::new(
                 Code::InvalidClientMsgId,
@@ -371,7 +371,7 @@ impl Session {
                 format!("push text is limited to {MAX_PUSH_TEXT_BYTES} bytes"),
             ));
         }
-        Ok(PendingPublish::private(&self.shared.user, send))
+        Ok(())
     }
 
     /// The device acknowledges the pushed entry at `inbox_seq`.
@@ -419,8 +419,9 @@ impl Session {
                 let budget = self.page_budget();
                 let mut bytes = 0;
                 let mut messages = Vec::with_capacity(entries.len());
-                for e in &entries {
-                    let m = Delivered::for_viewer(&self.shared.user, &e.message, e.inbox_seq);
+                for e in entries {
+                    let m =
+                        Delivered::for_viewer(&self.shared.user, Arc::new(e.message), e.inbox_seq);
                     bytes += m.approx_bytes();
                     if !messages.is_empty() && bytes > budget {
                         has_more = true;
@@ -430,7 +431,7 @@ impl Session {
                 }
                 if let Some(last) = messages.last() {
                     let mut st = self.shared.state();
-                    st.max_known = st.max_known.max(last.inbox_seq);
+                    st.max_known = st.max_known.max(last.inbox_seq());
                 }
                 reply(QueryAckOut {
                     query_id,
@@ -548,27 +549,31 @@ impl Drop for Session {
 }
 
 impl PendingPublish {
-    fn private(sender: &str, send: &SendRequest) -> PendingPublish {
-        let target = send.target_id.as_str();
-        let (a, b) = if sender <= target {
-            (sender, target)
-        } else {
-            (target, sender)
+    fn private(sender: &str, send: SendRequest) -> PendingPublish {
+        let digest = digest(&send);
+        let target = send.target_id;
+        let conversation_id = {
+            let (a, b) = if sender <= target.as_str() {
+                (sender, target.as_str())
+            } else {
+                (target.as_str(), sender)
+            };
+            format!("{}:{a}|{b}", conversation_type::PRIVATE)
         };
         let mut recipients = vec![sender.to_string()];
         if target != sender {
-            recipients.push(target.to_string());
+            recipients.push(target.clone());
         }
         PendingPublish {
             conversation_type: conversation_type::PRIVATE,
-            conversation_id: format!("{}:{a}|{b}", conversation_type::PRIVATE),
+            conversation_id,
             sender: sender.to_string(),
-            target: target.to_string(),
-            msg_type: send.msg_type.clone(),
-            content: send.content.clone(),
-            push_text: send.push_text.clone(),
-            client_msg_id: send.client_msg_id.clone(),
-            digest: digest(send),
+            target,
+            msg_type: send.msg_type,
+            content: send.content,
+            push_text: send.push_text,
+            client_msg_id: send.client_msg_id,
+            digest,
             recipients,
         }
     }

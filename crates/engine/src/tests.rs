@@ -97,15 +97,16 @@ async fn publish_commits_then_acks_and_pushes_to_recipient_and_senders_other_dev
     let (m, dup) = delivered(&bob).await;
     assert!(!dup);
     assert_eq!(
-        (m.uid.as_str(), m.target_id.as_str(), m.sender_id.as_str()),
+        (m.uid(), m.target_id(), m.sender_id()),
         (ack.uid.as_str(), "alice", "alice")
     );
     let (m2, _) = delivered(&alice2).await;
     assert_eq!(
-        m2.target_id, "bob",
+        m2.target_id(),
+        "bob",
         "the sender's devices see the conversation with bob"
     );
-    assert_eq!(m2.inbox_seq, 1);
+    assert_eq!(m2.inbox_seq(), 1);
 }
 
 #[tokio::test]
@@ -127,7 +128,7 @@ async fn resending_a_client_msg_id_returns_the_first_result_and_pushes_nothing_n
         Code::ClientMsgIdConflict.as_u32()
     );
     let (m, _) = delivered(&bob).await;
-    bob.ack(m.inbox_seq);
+    bob.ack(m.inbox_seq());
     assert!(!bob.outbox().is_closed());
     assert_eq!(bob.inflight(), 0);
 }
@@ -156,8 +157,8 @@ async fn unacknowledged_pushes_are_resent_with_dup_after_the_ack_timeout() {
     bob.resend_due();
     let (again, dup) = delivered(&bob).await;
     assert!(dup);
-    assert_eq!(again.uid, m.uid);
-    bob.ack(m.inbox_seq);
+    assert_eq!(again.uid(), m.uid());
+    bob.ack(m.inbox_seq());
     tokio::time::advance(Duration::from_secs(20)).await;
     bob.resend_due();
     assert_eq!(bob.inflight(), 0);
@@ -216,7 +217,7 @@ async fn sync_pages_and_confirms_move_the_stored_cursor() {
     assert_eq!(
         page.messages
             .iter()
-            .map(|m| m.inbox_seq)
+            .map(|m| m.inbox_seq())
             .collect::<Vec<_>>(),
         vec![1, 2, 3]
     );
@@ -359,10 +360,10 @@ async fn sync_pages_stay_within_a_quarter_of_the_outbound_queue() {
             panic!()
         };
         pages += 1;
-        let bytes: usize = page.messages.iter().map(|m| m.content.len()).sum();
+        let bytes: usize = page.messages.iter().map(|m| m.content().len()).sum();
         assert!(bytes <= 16 * 1024 + 10_100, "page of {bytes} bytes");
         assert!(!page.messages.is_empty());
-        after = page.messages.last().unwrap().inbox_seq;
+        after = page.messages.last().unwrap().inbox_seq();
         if !page.has_more {
             break;
         }
@@ -396,7 +397,7 @@ async fn acknowledgements_beyond_what_a_session_was_given_are_ignored() {
     alice.publish(3, text("3", "bob", "z")).await;
     puback(&alice).await;
     let (m, _) = delivered(&bob).await;
-    assert_eq!(m.inbox_seq, 3, "pushes still reach the device");
+    assert_eq!(m.inbox_seq(), 3, "pushes still reach the device");
 }
 
 #[tokio::test]

@@ -444,16 +444,16 @@ async fn write_loop(
 
 fn wire_message(m: &tidings_engine::Delivered) -> v1::Message {
     v1::Message {
-        uid: m.uid.clone(),
-        conversation_type: m.conversation_type,
-        target_id: m.target_id.clone(),
-        sender_id: m.sender_id.clone(),
-        seq: m.seq,
-        sent_time: m.sent_time,
-        msg_type: m.msg_type.clone(),
-        content: m.content.clone(),
-        push_text: m.push_text.clone(),
-        client_msg_id: m.client_msg_id.clone(),
-        inbox_seq: m.inbox_seq,
+        uid: m.uid().into(),
+        conversation_type: m.conversation_type(),
+        target_id: m.target_id().into(),
+        sender_id: m.sender_id().into(),
+        seq: m.seq(),
+        sent_time: m.sent_time(),
+        msg_type: m.msg_type().into(),
+        content: m.content().into(),
+        push_text: m.push_text().into(),
+        client_msg_id: m.client_msg_id().into(),
+        inbox_seq: m.inbox_seq(),
     }
 }

@@ -151,10 +151,12 @@ impl Counters {
 }
 
 fn commit_batch(conn: &mut Connection, counters: &mut Counters, batch: Vec<(Vec<WriteOp>, Reply)>) {
+    // The ops are consumed: their strings move into the results.
+    let (op_lists, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
     let outcome = (|| -> rusqlite::Result<Vec<Vec<WriteResult>>> {
         let tx = conn.transaction()?;
-        let mut all = Vec::with_capacity(batch.len());
-        for (ops, _) in &batch {
+        let mut all = Vec::with_capacity(op_lists.len());
+        for ops in op_lists {
             let mut results = Vec::with_capacity(ops.len());
             for op in ops {
                 results.push(apply(&tx, counters, op)?);
@@ -166,7 +168,7 @@ fn commit_batch(conn: &mut Connection, counters: &mut Counters, batch: Vec<(Vec<
     })();
     match outcome {
         Ok(all) => {
-            for ((_, reply), results) in batch.into_iter().zip(all) {
+            for (reply, results) in replies.into_iter().zip(all) {
                 // A caller that gave up waiting still had its write committed; nothing to undo.
                 let _ = reply.send(Ok(results));
             }
@@ -174,7 +176,7 @@ fn commit_batch(conn: &mut Connection, counters: &mut Counters, batch: Vec<(Vec<
         Err(e) => {
             counters.forget();
             tracing::error!(error = %e, "storage transaction failed; batch rolled back");
-            for (_, reply) in batch {
+            for reply in replies {
                 let _ = reply.send(Err(backend(&e)));
             }
         }
@@ -184,7 +186,7 @@ fn commit_batch(conn: &mut Connection, counters: &mut Counters, batch: Vec<(Vec<
 fn apply(
     tx: &Transaction<'_>,
     counters: &mut Counters,
-    op: &WriteOp,
+    op: WriteOp,
 ) -> rusqlite::Result<WriteResult> {
     match op {
         WriteOp::Append(m) => append(tx, counters, m),
@@ -197,7 +199,7 @@ fn apply(
                 "INSERT INTO device_cursors (user_id, device_id, cursor) VALUES (?1, ?2, ?3) \
                  ON CONFLICT (user_id, device_id) DO UPDATE SET cursor = max(cursor, excluded.cursor)",
             )?
-            .execute(params![user, device, *cursor as i64])?;
+            .execute(params![user, device, cursor as i64])?;
             Ok(WriteResult::CursorSet)
         }
         WriteOp::UseNonce {
@@ -231,7 +233,7 @@ fn apply(
 fn append(
     tx: &Transaction<'_>,
     counters: &mut Counters,
-    m: &AppendMessage,
+    m: AppendMessage,
 ) -> rusqlite::Result<WriteResult> {
     // The conversation's next seq, taken only if the insert below succeeds.
     let seq = match counters.conversations.get(&m.conversation_id) {
@@ -265,7 +267,7 @@ fn append(
             m.digest
         ])?;
     if inserted == 0 {
-        return existing(tx, m);
+        return existing(tx, &m);
     }
     if counters.conversations.len() >= MAX_CACHED {
         counters.conversations.clear();
@@ -288,17 +290,17 @@ fn append(
     }
     Ok(WriteResult::Appended {
         message: StoredMessage {
-            uid: m.uid.clone(),
+            uid: m.uid,
             conversation_type: m.conversation_type,
-            conversation_id: m.conversation_id.clone(),
-            sender: m.sender.clone(),
-            target: m.target.clone(),
+            conversation_id: m.conversation_id,
+            sender: m.sender,
+            target: m.target,
             seq,
             sent_time: m.sent_time,
-            msg_type: m.msg_type.clone(),
-            content: m.content.clone(),
-            push_text: m.push_text.clone(),
-            client_msg_id: m.client_msg_id.clone(),
+            msg_type: m.msg_type,
+            content: m.content,
+            push_text: m.push_text,
+            client_msg_id: m.client_msg_id,
         },
         inbox,
         duplicate: false,
