@@ -90,6 +90,14 @@ impl Outbox {
         self.lock().closed
     }
 
+    /// The next item if one is queued now.
+    pub fn try_pop(&self) -> Option<Outbound> {
+        let mut inner = self.lock();
+        let (item, size) = inner.queue.pop_front()?;
+        inner.bytes -= size;
+        Some(item)
+    }
+
     /// The next item; `None` once the queue is closed and drained.
     pub async fn pop(&self) -> Option<Outbound> {
         loop {

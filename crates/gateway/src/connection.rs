@@ -29,13 +29,15 @@ type Stream = SplitStream<WebSocket>;
 /// itself (close code 1009); smaller oversized frames reach the codec and get DISCONNECT 40003.
 const WS_MESSAGE_LIMIT_FACTOR: usize = 4;
 const MAX_WRITE_BUFFER: usize = 64 << 20;
+const WRITE_BUFFER: usize = 16 * 1024;
 
 pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
     let limit = state.config.max_frame_bytes * WS_MESSAGE_LIMIT_FACTOR;
     ws
         // The default 128 KiB read buffer would dominate an idle connection's memory.
         .read_buffer_size(1024)
-        .write_buffer_size(0)
+        // Frames collect here until a flush (or this size) so a burst leaves in few writes.
+        .write_buffer_size(WRITE_BUFFER)
         // A cap, not an allocation: it must exceed the largest frame the server writes (a sync
         // page is bounded by a quarter of the outbound queue, and JSON escaping can inflate it).
         .max_write_buffer_size(MAX_WRITE_BUFFER)
@@ -379,6 +381,9 @@ async fn handle(session: &Session, frame: v1::Frame) -> Result<(), Code> {
     }
 }
 
+/// Frames written before one flush: what is queued goes out in as few writes as possible.
+const WRITE_BATCH: usize = 64;
+
 /// Drains the session's outbox to the socket until the session's DISCONNECT has been sent.
 async fn write_loop(
     mut sink: Sink,
@@ -386,59 +391,102 @@ async fn write_loop(
     encoding: Encoding,
     timeout: Duration,
 ) {
-    while let Some(item) = session.outbox().pop().await {
-        let frame = match item {
-            Outbound::PubAck(p) => codec::frame(Body::Puback(v1::PubAck {
-                packet_id: p.packet_id,
-                code: p.code,
-                message: p.text,
-                uid: p.uid,
-                seq: p.seq,
-                sent_time: p.sent_time,
-                inbox_seq: p.inbox_seq,
-            })),
-            Outbound::Deliver { message, dup } => v1::Frame {
-                body: Some(Body::Publish(v1::Publish {
-                    packet_id: 0,
-                    body: Some(v1::publish::Body::Message(wire_message(&message))),
-                })),
-                qos: 1,
-                dup,
-            },
-            Outbound::QueryAck(q) => codec::frame(Body::Queryack(v1::QueryAck {
-                query_id: q.query_id,
-                code: q.code,
-                message: q.text,
-                messages: q.messages.iter().map(wire_message).collect(),
-                has_more: q.has_more,
-            })),
-            Outbound::ConnAck { code, text } => codec::frame(Body::Connack(v1::ConnAck {
-                code,
-                message: text,
-                ..Default::default()
-            })),
-            Outbound::Pong => codec::frame(Body::Pingresp(v1::PingResp {})),
-            // The client left (or said goodbye): close without telling it.
-            Outbound::Disconnect(Code::ClientDisconnect) => {
-                let _ = tokio::time::timeout(timeout, sink.close()).await;
+    let outbox = session.outbox();
+    while let Some(first) = outbox.pop().await {
+        let mut next = Some(first);
+        let mut fed = 0;
+        while let Some(item) = next.take() {
+            let frame = match item {
+                // The client left (or said goodbye): close without telling it.
+                Outbound::Disconnect(Code::ClientDisconnect) => {
+                    let _ = tokio::time::timeout(timeout, sink.close()).await;
+                    return;
+                }
+                Outbound::Disconnect(code) => {
+                    refuse(&mut sink, code, encoding, timeout).await;
+                    return;
+                }
+                other => wire_frame(other),
+            };
+            if !write(
+                &mut sink,
+                timeout,
+                SinkOp::Feed(to_message(&frame, encoding)),
+            )
+            .await
+            {
                 return;
             }
-            Outbound::Disconnect(code) => {
-                refuse(&mut sink, code, encoding, timeout).await;
-                return;
-            }
-        };
-        match tokio::time::timeout(timeout, sink.send(to_message(&frame, encoding))).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "websocket write failed");
-                return;
-            }
-            Err(_) => {
-                tracing::info!("websocket write timed out");
-                return;
+            fed += 1;
+            if fed < WRITE_BATCH {
+                next = outbox.try_pop();
             }
         }
+        if !write(&mut sink, timeout, SinkOp::Flush).await {
+            return;
+        }
+    }
+}
+
+/// One step of writing to the socket.
+enum SinkOp {
+    Feed(Message),
+    Flush,
+}
+
+/// Performs `op` within the write timeout; false if the connection is done for.
+async fn write(sink: &mut Sink, timeout: Duration, op: SinkOp) -> bool {
+    let result = match op {
+        SinkOp::Feed(m) => tokio::time::timeout(timeout, sink.feed(m)).await,
+        SinkOp::Flush => tokio::time::timeout(timeout, sink.flush()).await,
+    };
+    match result {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "websocket write failed");
+            false
+        }
+        Err(_) => {
+            tracing::info!("websocket write timed out");
+            false
+        }
+    }
+}
+
+/// The wire frame of an outbound item (anything but a DISCONNECT).
+fn wire_frame(item: Outbound) -> v1::Frame {
+    match item {
+        Outbound::PubAck(p) => codec::frame(Body::Puback(v1::PubAck {
+            packet_id: p.packet_id,
+            code: p.code,
+            message: p.text,
+            uid: p.uid,
+            seq: p.seq,
+            sent_time: p.sent_time,
+            inbox_seq: p.inbox_seq,
+        })),
+        Outbound::Deliver { message, dup } => v1::Frame {
+            body: Some(Body::Publish(v1::Publish {
+                packet_id: 0,
+                body: Some(v1::publish::Body::Message(wire_message(&message))),
+            })),
+            qos: 1,
+            dup,
+        },
+        Outbound::QueryAck(q) => codec::frame(Body::Queryack(v1::QueryAck {
+            query_id: q.query_id,
+            code: q.code,
+            message: q.text,
+            messages: q.messages.iter().map(wire_message).collect(),
+            has_more: q.has_more,
+        })),
+        Outbound::ConnAck { code, text } => codec::frame(Body::Connack(v1::ConnAck {
+            code,
+            message: text,
+            ..Default::default()
+        })),
+        Outbound::Pong => codec::frame(Body::Pingresp(v1::PingResp {})),
+        Outbound::Disconnect(code) => disconnect_frame(code),
     }
 }
 
