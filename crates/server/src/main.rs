@@ -80,10 +80,18 @@ fn init_logging() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The open-loop load generator runs on one thread: spread over several, its many small
+    // wake-ups cost more CPU than the server it measures, on the same machine.
+    let single_threaded = matches!(
+        &cli.command,
+        Command::Bench(b) if matches!(b.scenario, tidings_server::bench::Scenario::Rate { .. })
+    );
+    let mut builder = if single_threaded {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -9,6 +9,7 @@
 //!
 //! This crate is the only one that knows SQL or rusqlite.
 
+mod checkpoint;
 mod schema;
 mod writer;
 
@@ -55,6 +56,7 @@ impl SqliteConfig {
 
 pub struct SqliteStore {
     writer: Mutex<Option<writer::Handle>>,
+    checkpointer: Mutex<Option<checkpoint::Checkpointer>>,
     readers: ReaderPool,
 }
 
@@ -68,6 +70,9 @@ impl SqliteStore {
         let mut conn = Connection::open(&config.path).map_err(backend)?;
         schema::configure(&conn, config.durability).map_err(backend)?;
         schema::migrate(&mut conn).map_err(backend)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(backend)?;
+        let checkpointer = checkpoint::Checkpointer::spawn(&config.path, config.durability)?;
         let writer = writer::spawn(conn)?;
         let mut readers = Vec::with_capacity(config.readers.max(1));
         for _ in 0..config.readers.max(1) {
@@ -81,6 +86,7 @@ impl SqliteStore {
         }
         Ok(SqliteStore {
             writer: Mutex::new(Some(writer)),
+            checkpointer: Mutex::new(Some(checkpointer)),
             readers: ReaderPool {
                 permits: Arc::new(Semaphore::new(readers.len())),
                 conns: Arc::new(Mutex::new(readers)),
@@ -240,6 +246,16 @@ impl Store for SqliteStore {
         let Some(handle) = handle else {
             return Ok(());
         };
+        let checkpointer = self
+            .checkpointer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(c) = checkpointer {
+            tokio::task::spawn_blocking(move || c.stop())
+                .await
+                .map_err(backend)?;
+        }
         let (reply, rx) = oneshot::channel();
         handle.submit(writer::Request::Close { reply })?;
         rx.await.map_err(|_| StoreError::Closed)??;

@@ -77,3 +77,33 @@ async fn concurrent_writers_share_commits_and_get_gapless_seqs() {
     assert_eq!(seqs, (1..=100).collect::<Vec<_>>());
     store.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn commits_reach_the_database_file_by_background_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let store = SqliteStore::open(&SqliteConfig::new(&path)).unwrap();
+    let ops = (0..10)
+        .map(|i| WriteOp::Append(conformance::private_append("a", "b", &i.to_string(), "x")))
+        .collect();
+    store.write(ops).await.unwrap();
+    // The writer never checkpoints; the checkpoint thread copies the log into the file soon.
+    let copy = dir.path().join("copy.db");
+    let mut rows = 0;
+    for _ in 0..100 {
+        std::fs::copy(&path, &copy).unwrap();
+        let conn = rusqlite::Connection::open(&copy).unwrap();
+        rows = conn
+            .query_row("SELECT count(*) FROM messages", [], |r| r.get::<_, i64>(0))
+            .unwrap_or(0);
+        if rows == 10 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        rows, 10,
+        "the database file alone holds the committed messages"
+    );
+    store.close().await.unwrap();
+}
