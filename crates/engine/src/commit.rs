@@ -17,7 +17,7 @@ use crate::{Delivered, Engine, Outbound, PubAckOut};
 /// Requests waiting for the committer; senders wait (backpressure) when it is full.
 pub const QUEUE_LEN: usize = 16 * 1024;
 /// The most requests one commit takes.
-const MAX_BATCH: usize = 1024;
+const MAX_BATCH: usize = 4096;
 
 /// A validated message waiting for its uid, time and seqs.
 #[derive(Debug, Clone, Default)]

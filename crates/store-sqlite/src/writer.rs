@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use crate::{MESSAGE_COLUMNS, backend, message_from_row};
 
 /// The most ops one transaction takes; more wait for the next commit.
-pub const MAX_BATCH_OPS: usize = 2048;
+pub const MAX_BATCH_OPS: usize = 8192;
 
 pub enum Request {
     Write {
