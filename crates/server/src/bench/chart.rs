@@ -117,7 +117,7 @@ fn svg(series: &[Series]) -> String {
         .max(y_min * 10.0);
     let (lo, hi) = (y_min.log10().floor(), y_max.log10().ceil());
     let px = |x: f64| L + x / x_max * (W - L - R);
-    let py = |y: f64| H - B - (y.max(y_min).log10() - lo) / (hi - lo).max(1.0) * (H - T - B);
+    let py = |y: f64| H - B - (y.max(1e-3).log10() - lo) / (hi - lo).max(1.0) * (H - T - B);
     let mut s = String::new();
     let _ = write!(
         s,
@@ -146,14 +146,16 @@ fn svg(series: &[Series]) -> String {
             ty = y + 4.0,
         );
     }
-    for i in 0..=5 {
-        let v = x_max / 1.1 * f64::from(i) / 5.0;
+    let step = nice_step(x_max / 5.0);
+    let mut v = 0.0;
+    while v <= x_max {
         let x = px(v);
         let _ = writeln!(
             s,
             r#"<text x="{x:.1}" y="{ty}" text-anchor="middle">{v:.0}</text>"#,
             ty = H - B + 16.0,
         );
+        v += step;
     }
     for (k, series) in series.iter().enumerate() {
         if series.points.is_empty() {
@@ -197,6 +199,17 @@ fn svg(series: &[Series]) -> String {
     s
 }
 
+/// The round step (1, 2 or 5 times a power of ten) at or above `raw`.
+fn nice_step(raw: f64) -> f64 {
+    let raw = raw.max(1.0);
+    let magnitude = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * magnitude)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * magnitude)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,5 +234,13 @@ mod tests {
         let svg = svg(&s);
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert_eq!(svg.matches("<polyline").count(), 2);
+    }
+
+    #[test]
+    fn axis_steps_are_round() {
+        assert_eq!(nice_step(4_800.0), 5_000.0);
+        assert_eq!(nice_step(12_056.0), 20_000.0);
+        assert_eq!(nice_step(1.5), 2.0);
+        assert_eq!(nice_step(0.0), 1.0);
     }
 }
