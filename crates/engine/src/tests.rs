@@ -417,3 +417,41 @@ async fn a_connect_after_shutdown_began_is_refused() {
     assert_eq!(refused.code, Code::ServerShutdown);
     assert_eq!(f.engine.session_count(), 0);
 }
+
+#[tokio::test]
+async fn sync_reads_the_store_only_below_what_the_session_knows() {
+    let f = fixture(|_| {});
+    let alice = connect(&f.engine, "alice", "phone").await;
+    alice.publish(1, text("1", "bob", "before")).await;
+    puback(&alice).await;
+    let (bob, info) = connect_info(&f.engine, "bob", "phone").await;
+    assert_eq!(
+        info.inbox_seq, 1,
+        "entries before the connect are in the CONNACK's inbox seq"
+    );
+    alice.publish(2, text("2", "bob", "after")).await;
+    puback(&alice).await;
+    let (pushed, _) = delivered(&bob).await;
+    assert_eq!(
+        pushed.inbox_seq(),
+        2,
+        "entries after the connect are pushed"
+    );
+    // Below what the session knows, the store answers; at it, nothing is read and nothing is due.
+    bob.sync(1, 0, 0).await;
+    let Outbound::QueryAck(page) = next(&bob).await else {
+        panic!()
+    };
+    assert_eq!(
+        page.messages
+            .iter()
+            .map(|m| m.inbox_seq())
+            .collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    bob.sync(2, 2, 0).await;
+    let Outbound::QueryAck(page) = next(&bob).await else {
+        panic!()
+    };
+    assert!(page.messages.is_empty() && !page.has_more && page.code == 0);
+}
