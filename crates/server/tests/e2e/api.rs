@@ -135,3 +135,33 @@ async fn healthz_and_unknown_paths() {
     assert_eq!(health["status"], "ok");
     assert_eq!(missing["code"], Code::NotFound.as_u32());
 }
+
+#[tokio::test]
+async fn a_requested_lifetime_sets_the_expiry_and_bad_bodies_are_refused() {
+    let server = TestServer::start().await;
+    let path = "/api/v1/users/fay/token";
+    let now_s = now_ms() / 1000;
+    let (status, body) = api_post_body(
+        &server,
+        path,
+        signed(&server, "t-1", now_ms()),
+        r#"{"ttlSecs": 60}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let expires = body["expiresAt"].as_i64().unwrap();
+    assert!(
+        (now_s + 59..=now_s + 62).contains(&expires),
+        "{expires} vs {now_s}"
+    );
+    for bad in [r#"{"ttlSecs": 0}"#, r#"{"ttl": 5}"#, "not json"] {
+        let nonce = format!("t-{bad}");
+        let (status, body) =
+            api_post_body(&server, path, signed(&server, &nonce, now_ms()), bad).await;
+        assert_eq!(
+            (status, body["code"].as_u64()),
+            (400, Some(Code::BadRequest.as_u32().into())),
+            "{bad}"
+        );
+    }
+}

@@ -395,3 +395,42 @@ fn bench_smoke_runs_of_every_scenario_find_no_loss() {
     assert!(out.status.success());
     assert!(std::fs::read_to_string(&svg).unwrap().contains("<polyline"));
 }
+
+#[test]
+fn serve_takes_its_settings_from_the_environment() {
+    let cwd = tempfile::tempdir().unwrap();
+    let data = cwd.path().join("elsewhere");
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .env("TIDINGS_LISTEN", "127.0.0.1:0")
+        .env("TIDINGS_DATA_DIR", &data)
+        .env("TIDINGS_LOG", "warn")
+        .current_dir(cwd.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut listening = None;
+    for _ in 0..10 {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(url) = line.trim().strip_prefix("tidings listening on ") {
+            listening = Some(url.to_string());
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let url = listening.expect("a listening line");
+    assert!(
+        url.starts_with("http://127.0.0.1:") && !url.ends_with(":9091"),
+        "{url}"
+    );
+    assert!(
+        data.join("credentials.toml").exists(),
+        "the data directory came from the environment"
+    );
+    assert!(!cwd.path().join("data").exists());
+}

@@ -261,7 +261,18 @@ pub async fn api_post(
     path: &str,
     headers: Vec<(&'static str, String)>,
 ) -> (u16, serde_json::Value) {
+    api_post_body(server, path, headers, "").await
+}
+
+/// A signed API request with a JSON body.
+pub async fn api_post_body(
+    server: &TestServer,
+    path: &str,
+    headers: Vec<(&'static str, String)>,
+    body: &str,
+) -> (u16, serde_json::Value) {
     let url = format!("{}{path}", server.url());
+    let body = body.to_string();
     tokio::task::spawn_blocking(move || {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -271,7 +282,13 @@ pub async fn api_post(
         for (k, v) in &headers {
             req = req.header(*k, v);
         }
-        let mut resp = req.send_empty().unwrap();
+        let mut resp = if body.is_empty() {
+            req.send_empty().unwrap()
+        } else {
+            req.header("Content-Type", "application/json")
+                .send(body.as_bytes())
+                .unwrap()
+        };
         let status = resp.status().as_u16();
         let body: serde_json::Value = resp.body_mut().read_json().unwrap();
         (status, body)
