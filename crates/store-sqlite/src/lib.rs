@@ -1,6 +1,7 @@
 //! The embedded SQLite store, Tidings' default backend: one database file in the data directory,
 //! WAL journal, one dedicated writer thread that commits many batches per transaction (group
-//! commit), and a small pool of read-only connections used from `spawn_blocking`.
+//! commit), a checkpoint thread that copies the log into the database file off the commit path,
+//! and a small pool of read-only connections used from `spawn_blocking`.
 //!
 //! Durability: with [`Durability::Full`] (the default) SQLite runs `synchronous = FULL`, so every
 //! commit is fsynced to the WAL before [`Store::write`] returns and the engine acknowledges it.
