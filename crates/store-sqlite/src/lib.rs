@@ -43,6 +43,12 @@ pub struct SqliteConfig {
     pub durability: Durability,
     /// Number of read-only connections.
     pub readers: usize,
+    /// How often the checkpoint thread copies the WAL into the database file.
+    pub checkpoint_interval: std::time::Duration,
+    /// WAL frames (pages) past which the writer finishes a checkpoint itself between two
+    /// transactions, so the log restarts from its beginning instead of growing under a load
+    /// that never pauses.
+    pub wal_restart_frames: u64,
 }
 
 impl SqliteConfig {
@@ -51,6 +57,8 @@ impl SqliteConfig {
             path: path.into(),
             durability: Durability::Full,
             readers: 4,
+            checkpoint_interval: checkpoint::INTERVAL,
+            wal_restart_frames: checkpoint::RESTART_FRAMES,
         }
     }
 }
@@ -73,8 +81,8 @@ impl SqliteStore {
         schema::migrate(&mut conn).map_err(backend)?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(backend)?;
-        let checkpointer = checkpoint::Checkpointer::spawn(&config.path, config.durability)?;
         let writer = writer::spawn(conn)?;
+        let checkpointer = checkpoint::Checkpointer::spawn(config, writer.sender())?;
         let mut readers = Vec::with_capacity(config.readers.max(1));
         for _ in 0..config.readers.max(1) {
             let conn = Connection::open_with_flags(

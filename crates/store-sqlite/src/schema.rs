@@ -55,6 +55,8 @@ CREATE INDEX nonces_by_expiry ON nonces (expires_at);
 
 /// Page cache per connection, in KiB.
 const CACHE_KIB: i64 = 32 * 1024;
+/// The size the WAL file is cut back to when the log restarts, if it grew past it.
+const WAL_FILE_LIMIT_BYTES: i64 = 64 << 20;
 /// Bytes of the database file mapped into memory for reads.
 const MMAP_BYTES: i64 = 1 << 30;
 
@@ -71,6 +73,7 @@ pub fn configure(conn: &Connection, durability: Durability) -> rusqlite::Result<
     // mmap is a read path only; SQLite still writes through the WAL.
     conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.pragma_update(None, "journal_size_limit", WAL_FILE_LIMIT_BYTES)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(())
 }

@@ -20,6 +20,10 @@ pub enum Request {
         ops: Vec<WriteOp>,
         reply: oneshot::Sender<Result<Vec<WriteResult>>>,
     },
+    /// Once the transaction being gathered commits, checkpoint the WAL on this connection: no
+    /// transaction can commit meanwhile, so every frame is copied and the next transaction
+    /// starts the log again from its beginning.
+    Checkpoint,
     /// Commit what is queued, checkpoint the WAL, and stop.
     Close { reply: oneshot::Sender<Result<()>> },
 }
@@ -32,6 +36,11 @@ pub struct Handle {
 impl Handle {
     pub fn submit(&self, request: Request) -> Result<()> {
         self.tx.send(request).map_err(|_| StoreError::Closed)
+    }
+
+    /// A sender for requests from other threads (the checkpoint thread).
+    pub fn sender(&self) -> mpsc::Sender<Request> {
+        self.tx.clone()
     }
 
     pub fn join(self) {
@@ -63,6 +72,7 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Request>) {
         };
         let mut batch = Vec::new();
         let mut close = None;
+        let mut checkpoint = false;
         let mut n_ops = 0;
         let mut next = Some(first);
         while let Some(request) = next.take() {
@@ -71,6 +81,7 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Request>) {
                     n_ops += ops.len();
                     batch.push((ops, reply));
                 }
+                Request::Checkpoint => checkpoint = true,
                 Request::Close { reply } => {
                     close = Some(reply);
                     break;
@@ -84,12 +95,16 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Request>) {
         if !batch.is_empty() {
             commit_batch(&mut conn, &mut counters, batch);
         }
+        if checkpoint && close.is_none() {
+            crate::checkpoint::finish(&conn);
+        }
         if let Some(reply) = close {
             // Drain writes that raced with the close request so none is left unanswered.
             let rest: Vec<_> = rx
                 .try_iter()
                 .filter_map(|r| match r {
                     Request::Write { ops, reply } => Some((ops, reply)),
+                    Request::Checkpoint => None,
                     Request::Close { reply } => {
                         let _ = reply.send(Ok(()));
                         None

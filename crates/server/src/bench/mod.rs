@@ -15,6 +15,7 @@ mod procstat;
 mod relay;
 mod scenarios;
 mod stats;
+mod timer;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -113,6 +114,12 @@ pub enum Scenario {
         secs: u64,
         #[arg(long, default_value_t = 64)]
         size: usize,
+        /// Also run the same offered load against the relay baseline (spawned) first.
+        #[arg(long)]
+        relay: bool,
+        /// Load the relay baseline only.
+        #[arg(long, conflicts_with = "relay")]
+        relay_only: bool,
     },
     /// A user with M stored messages connects a fresh device: time until all are synced.
     Sync {
@@ -195,28 +202,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 secs,
                 size,
             };
-            let mut records = Vec::new();
-            if relay || relay_only {
-                let target = Target::open(&common, true).await?;
-                records.push(scenarios::pairs(&target, &load).await?);
-            }
-            if !relay_only {
-                let target = Target::open(&common, false).await?;
-                let mut record = scenarios::pairs(&target, &load).await?;
-                if let Some(relay) = records.first() {
-                    let ours = record.figures["deliveredPerSec"].as_f64().unwrap_or(0.0);
-                    let base = relay.figures["deliveredPerSec"].as_f64().unwrap_or(0.0);
-                    if base > 0.0 {
-                        let ratio = ours / base;
-                        record.figures["relayRatio"] = ratio.into();
-                        record.rows.push((
-                            "throughput vs relay".into(),
-                            format!("{:.0}%", ratio * 100.0),
-                        ));
-                    }
-                }
-                records.push(record);
-            }
+            let records = against_relay_and_server(&common, &load, relay, relay_only).await?;
             finish(&common, records)
         }
         Scenario::Rate {
@@ -225,6 +211,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             pairs,
             secs,
             size,
+            relay,
+            relay_only,
         } => {
             let load = scenarios::Load {
                 pairs,
@@ -233,9 +221,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 secs,
                 size,
             };
-            let target = Target::open(&common, false).await?;
-            let record = scenarios::pairs(&target, &load).await?;
-            finish(&common, vec![record])
+            let records = against_relay_and_server(&common, &load, relay, relay_only).await?;
+            finish(&common, records)
         }
         Scenario::Sync {
             common,
@@ -247,6 +234,40 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             finish(&common, vec![record])
         }
     }
+}
+
+/// Runs `load` against the relay baseline (when asked) and then against the server; a closed-loop
+/// run's server record quotes its throughput as a ratio of the relay's.
+async fn against_relay_and_server(
+    common: &Common,
+    load: &scenarios::Load,
+    relay: bool,
+    relay_only: bool,
+) -> anyhow::Result<Vec<Record>> {
+    let mut records = Vec::new();
+    if relay || relay_only {
+        let target = Target::open(common, true).await?;
+        records.push(scenarios::pairs(&target, load).await?);
+    }
+    if relay_only {
+        return Ok(records);
+    }
+    let target = Target::open(common, false).await?;
+    let mut record = scenarios::pairs(&target, load).await?;
+    if let Some(relay) = records.first().filter(|_| load.rate.is_none()) {
+        let ours = record.figures["deliveredPerSec"].as_f64().unwrap_or(0.0);
+        let base = relay.figures["deliveredPerSec"].as_f64().unwrap_or(0.0);
+        if base > 0.0 {
+            let ratio = ours / base;
+            record.figures["relayRatio"] = ratio.into();
+            record.rows.push((
+                "throughput vs relay".into(),
+                format!("{:.0}%", ratio * 100.0),
+            ));
+        }
+    }
+    records.push(record);
+    Ok(records)
 }
 
 /// Prints each record's table, appends the records to the JSON file, and fails the run if any

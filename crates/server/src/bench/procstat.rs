@@ -47,6 +47,23 @@ fn parse(stat: &str, status: &str, ticks: u64) -> Option<Reading> {
     Some(Reading { cpu, rss_kib })
 }
 
+/// CPU time the hypervisor gave to others while this machine's CPUs wanted to run (the `steal`
+/// column of /proc/stat's `cpu` line, summed over CPUs). A virtual machine's latency tail moves
+/// with it, so runs report it.
+pub fn machine_steal() -> Option<Duration> {
+    parse_steal(
+        &std::fs::read_to_string("/proc/stat").ok()?,
+        ticks_per_second(),
+    )
+}
+
+fn parse_steal(stat: &str, ticks: u64) -> Option<Duration> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    // cpu user nice system idle iowait irq softirq steal ...
+    let steal: u64 = line.split_whitespace().nth(8)?.parse().ok()?;
+    Some(Duration::from_nanos(steal * 1_000_000_000 / ticks.max(1)))
+}
+
 /// Samples a process in the background; keeps the first, the latest and the peak RSS.
 pub struct Sampler {
     pid: u32,
@@ -119,6 +136,13 @@ mod tests {
         let r = parse(stat, status, 100).unwrap();
         assert_eq!(r.cpu, Duration::from_secs(3));
         assert_eq!(r.rss_kib, 12345);
+    }
+
+    #[test]
+    fn parses_steal_from_the_cpu_line() {
+        let stat = "cpu  49595 0 11804 51492 2966 0 1590 1986 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n";
+        assert_eq!(parse_steal(stat, 100), Some(Duration::from_millis(19_860)));
+        assert_eq!(parse_steal("cpu0 1 2 3\n", 100), None);
     }
 
     #[test]

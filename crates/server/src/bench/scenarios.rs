@@ -323,6 +323,7 @@ pub async fn pairs(target: &Target, load: &Load) -> anyhow::Result<Record> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let window_start = Instant::now();
     let before = target.reading();
+    let steal_before = super::procstat::machine_steal();
     let deadline = window_start + Duration::from_secs(load.secs);
     let _ = window_end.set(deadline);
     let contexts: Vec<SendCtx> = (0..load.pairs)
@@ -353,8 +354,9 @@ pub async fn pairs(target: &Target, load: &Load) -> anyhow::Result<Record> {
             }
         }
         Some(rate) => {
+            let timer = super::timer::PreciseTimer::new()?;
             for (n, scheduled) in schedule(window_start, rate, load.secs).enumerate() {
-                tokio::time::sleep_until(scheduled).await;
+                timer.sleep_until(scheduled).await?;
                 let ctx = contexts[n % contexts.len().max(1)].clone();
                 tasks.push(tokio::spawn(async move {
                     ctx.send(scheduled).await;
@@ -367,6 +369,9 @@ pub async fn pairs(target: &Target, load: &Load) -> anyhow::Result<Record> {
     }
     let sending_ended = Instant::now();
     let after = target.reading();
+    let steal = super::procstat::machine_steal()
+        .zip(steal_before)
+        .map(|(a, b)| a.saturating_sub(b));
     // Drain: wait until every acknowledged message has reached its receiver.
     let drain_deadline = Instant::now() + DRAIN;
     while Instant::now() < drain_deadline
@@ -460,6 +465,14 @@ pub async fn pairs(target: &Target, load: &Load) -> anyhow::Result<Record> {
     }
     if let Some(peak) = target.peak_rss_kib() {
         record.figure("serverPeakRssKib", "server peak RSS", peak as f64, "KiB");
+    }
+    if let Some(steal) = steal {
+        record.figure(
+            "stealMs",
+            "CPU time stolen by the hypervisor",
+            steal.as_secs_f64() * 1e3,
+            "ms",
+        );
     }
     record.verdict = Some(verdict);
     Ok(record)
