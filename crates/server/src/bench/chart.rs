@@ -44,6 +44,7 @@ fn series(records: &[Value]) -> Vec<Series> {
     let mut rate_p99 = Vec::new();
     let mut pairs_p99 = Vec::new();
     let mut relay_p99 = Vec::new();
+    let mut relay_rate_p99 = Vec::new();
     for r in records {
         let (Some(x), Some(p50), Some(p99)) = (
             fig(r, "deliveredPerSec"),
@@ -59,10 +60,11 @@ fn series(records: &[Value]) -> Vec<Series> {
             }
             (Some("pairs"), Some("tidings")) => pairs_p99.push(Point { x, y: p99 }),
             (Some("pairs"), Some("relay")) => relay_p99.push(Point { x, y: p99 }),
+            (Some("rate"), Some("relay")) => relay_rate_p99.push(Point { x, y: p99 }),
             _ => {}
         }
     }
-    for s in [&mut rate_p50, &mut rate_p99] {
+    for s in [&mut rate_p50, &mut rate_p99, &mut relay_rate_p99] {
         s.sort_by(|a, b| a.x.total_cmp(&b.x));
     }
     vec![
@@ -85,10 +87,16 @@ fn series(records: &[Value]) -> Vec<Series> {
             line: false,
         },
         Series {
-            name: "relay baseline: p99".into(),
+            name: "relay, max load: p99".into(),
             color: "#756bb1",
             points: relay_p99,
             line: false,
+        },
+        Series {
+            name: "relay, rate: p99".into(),
+            color: "#969696",
+            points: relay_rate_p99,
+            line: true,
         },
     ]
 }
@@ -220,6 +228,8 @@ mod tests {
             r#"{"scenario":"rate","target":"tidings","figures":{"deliveredPerSec":4000,"e2eP50Ms":0.8,"e2eP99Ms":3.0}}"#,
             r#"{"scenario":"rate","target":"tidings","figures":{"deliveredPerSec":2000,"e2eP50Ms":0.5,"e2eP99Ms":1.5}}"#,
             r#"{"scenario":"pairs","target":"relay","figures":{"deliveredPerSec":90000,"e2eP50Ms":5,"e2eP99Ms":20}}"#,
+            r#"{"scenario":"rate","target":"relay","figures":{"deliveredPerSec":4000,"e2eP50Ms":0.2,"e2eP99Ms":1.1}}"#,
+            r#"{"scenario":"rate","target":"relay","figures":{"deliveredPerSec":2000,"e2eP50Ms":0.2,"e2eP99Ms":0.9}}"#,
             r#"{"scenario":"connections","target":"tidings","figures":{"opened":10}}"#,
         ]
         .iter()
@@ -231,9 +241,13 @@ mod tests {
             vec![Point { x: 2000.0, y: 0.5 }, Point { x: 4000.0, y: 0.8 }]
         );
         assert_eq!(s[3].points.len(), 1);
+        assert_eq!(
+            s[4].points,
+            vec![Point { x: 2000.0, y: 0.9 }, Point { x: 4000.0, y: 1.1 }]
+        );
         let svg = svg(&s);
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-        assert_eq!(svg.matches("<polyline").count(), 2);
+        assert_eq!(svg.matches("<polyline").count(), 3);
     }
 
     #[test]
