@@ -43,9 +43,16 @@ struct State {
     seen_order: VecDeque<String>,
     pending: HashMap<u32, PendingSend>,
     next_packet_id: u32,
+    /// Queries (other than sync) waiting for their QUERYACK.
+    queries: HashMap<u32, oneshot::Sender<Result<v1::QueryAck, ClientError>>>,
+    next_query_id: u32,
     auto_ack: bool,
     stats: Stats,
 }
+
+/// Query ids of application queries start here, apart from the sync's own ids, which count
+/// up from 1.
+const FIRST_QUERY_ID: u32 = 1 << 31;
 
 /// Why a connection ended.
 enum End {
@@ -76,6 +83,8 @@ pub async fn run(
         seen_order: VecDeque::new(),
         pending: HashMap::new(),
         next_packet_id: 0,
+        queries: HashMap::new(),
+        next_query_id: FIRST_QUERY_ID,
         stats: Stats::default(),
     };
     let mut ready = Some(ready);
@@ -96,7 +105,12 @@ pub async fn run(
                         session_id: ack.session_id.clone(),
                     }))
                     .await;
-                session(&mut state, ws, &ack, &mut commands).await
+                let end = session(&mut state, ws, &ack, &mut commands).await;
+                // Their answers cannot come on another connection.
+                for (_, reply) in state.queries.drain() {
+                    let _ = reply.send(Err(ClientError::NotConnected));
+                }
+                end
             }
             Err(End::Final { code, reason }) if ready.is_some() => {
                 if let Some(ready) = ready.take() {
@@ -394,6 +408,18 @@ async fn session(
                         let _ = reply.send(());
                         return End::Closed;
                     }
+                    Command::Query(body, reply) => {
+                        state.next_query_id = state.next_query_id.wrapping_add(1).max(FIRST_QUERY_ID);
+                        let id = state.next_query_id;
+                        let frame = codec::frame(Body::Query(v1::Query {
+                            query_id: id,
+                            body: Some(body),
+                        }));
+                        state.queries.insert(id, reply);
+                        if let Err(e) = ws.send(ws_message(&frame, encoding)).await {
+                            return lost(e);
+                        }
+                    }
                     Command::Drop => return lost("connection dropped by the application"),
                     Command::Ack(seq) => {
                         let ack = codec::frame(Body::Puback(v1::PubAck {
@@ -499,6 +525,17 @@ async fn handle(
             }
         }
         Some(Body::Queryack(q)) => {
+            if let Some(reply) = state.queries.remove(&q.query_id) {
+                let _ = reply.send(if q.code == 0 {
+                    Ok(q)
+                } else {
+                    Err(ClientError::Refused {
+                        code: q.code,
+                        message: q.message,
+                    })
+                });
+                return Ok(None);
+            }
             if q.query_id != *query_id {
                 return Ok(None);
             }
@@ -615,7 +652,11 @@ impl State {
             self.cursor = Some(next);
             if let Some(m) = entry {
                 if self.remember(&m.uid) {
-                    self.emit(Event::Message(m)).await;
+                    let event = match crate::conversations::change_of(&m) {
+                        Some(change) => Event::Conversation(change),
+                        None => Event::Message(m),
+                    };
+                    self.emit(event).await;
                 } else {
                     self.stats.duplicates_dropped += 1;
                 }
@@ -639,6 +680,7 @@ impl State {
             msg_type: out.msg_type,
             content: out.content,
             push_text: out.push_text,
+            uncounted: out.uncounted,
         };
         self.pending
             .insert(self.next_packet_id, PendingSend { frame, reply });
@@ -683,6 +725,9 @@ impl State {
             Command::SetAutoAck(on) => self.auto_ack = on,
             Command::Stats(reply) => {
                 let _ = reply.send(self.stats);
+            }
+            Command::Query(_, reply) => {
+                let _ = reply.send(Err(ClientError::NotConnected));
             }
             // An acknowledgement made while offline is lost; the entry is already presented, so
             // the server re-sending it later only costs a dropped duplicate.

@@ -22,6 +22,7 @@
 //!
 //! This crate depends on `tidings-proto` only among Tidings crates.
 
+mod conversations;
 mod driver;
 
 use std::time::Duration;
@@ -29,6 +30,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub use conversations::{Conversation, ConversationChange, ConversationPage, ConversationUpdate};
 pub use tidings_proto::Encoding;
 
 /// The reconnect schedule of the lineage's web SDK (seed 004): 100 ms, 1 s, 3 s, 6 s, 10 s; the
@@ -166,6 +168,8 @@ pub enum Status {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Message(Message),
+    /// One of this user's conversations changed (on this device or another): its new settings.
+    Conversation(ConversationChange),
     Status(Status),
     /// The session ended for good: kicked by another device, token revoked or expired, user
     /// banned. The SDK does not reconnect; the stream ends after this.
@@ -186,6 +190,8 @@ pub struct Outgoing {
     pub push_text: String,
     /// Chosen by the SDK when `None`.
     pub client_msg_id: Option<String>,
+    /// For app-defined types: the message does not raise the recipient's unread count.
+    pub uncounted: bool,
 }
 
 impl Outgoing {
@@ -198,6 +204,7 @@ impl Outgoing {
             content: serde_text(text),
             push_text: String::new(),
             client_msg_id: None,
+            uncounted: false,
         }
     }
 }
@@ -218,6 +225,10 @@ pub struct Sent {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {
+    /// The request needs a connection, and there is none (the SDK is reconnecting), or it was
+    /// lost before the answer came. Sends are not affected: they wait and are resent.
+    #[error("not connected")]
+    NotConnected,
     /// The server refused the connection or the request (a protocol code and its text).
     #[error("{code}: {message}")]
     Refused { code: u32, message: String },
@@ -243,6 +254,11 @@ pub struct Stats {
 
 pub(crate) enum Command {
     Send(Outgoing, oneshot::Sender<Result<Sent, ClientError>>),
+    /// A QUERY other than sync; answered with its QUERYACK (code 0) or the refusal.
+    Query(
+        tidings_proto::v1::query::Body,
+        oneshot::Sender<Result<tidings_proto::v1::QueryAck, ClientError>>,
+    ),
     SetAutoAck(bool),
     Ack(u64),
     Stats(oneshot::Sender<Stats>),
@@ -299,6 +315,14 @@ impl Client {
         self.commands
             .send(Command::Send(message, reply))
             .map_err(|_| ClientError::Closed)?;
+        self.answer(rx).await
+    }
+
+    /// Waits for the driver's answer to a command, at most the send timeout.
+    pub(crate) async fn answer<T>(
+        &self,
+        rx: oneshot::Receiver<Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
         match tokio::time::timeout(self.send_timeout, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(ClientError::Closed),

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use tidings_proto::Code;
-use tidings_store::{AppendMessage, StoreError, WriteOp, WriteResult};
+use tidings_store::{
+    AppendMessage, ConversationUpdate, Participant, StoreError, WriteOp, WriteResult,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::session::SessionShared;
@@ -32,6 +34,8 @@ pub struct PendingPublish {
     pub client_msg_id: String,
     pub digest: String,
     pub recipients: Vec<String>,
+    pub counted: bool,
+    pub participants: Vec<Participant>,
 }
 
 pub enum CommitRequest {
@@ -43,6 +47,12 @@ pub enum CommitRequest {
     Cursor(WriteOp),
     Write {
         ops: Vec<WriteOp>,
+        reply: oneshot::Sender<Result<Vec<WriteResult>, StoreError>>,
+    },
+    /// Conversation updates of one user. The committer gives each event its uid and time, and
+    /// after the commit pushes each event to every device of the user.
+    Update {
+        updates: Vec<ConversationUpdate>,
         reply: oneshot::Sender<Result<Vec<WriteResult>, StoreError>>,
     },
     /// Answered once everything queued before it is committed; the committer then exits.
@@ -95,13 +105,8 @@ async fn commit(
         match request {
             CommitRequest::Publish { message, .. } => {
                 let message = std::mem::take(message);
-                let time = UNIX_EPOCH + Duration::from_millis(now.max(0) as u64);
-                // The generator only fails when 2^80 ids are made within one millisecond.
-                let uid = uids
-                    .generate_from_datetime(time)
-                    .unwrap_or_else(|_| ulid::Ulid::new());
                 ops.push(WriteOp::Append(AppendMessage {
-                    uid: uid.to_string(),
+                    uid: next_uid(uids, now),
                     conversation_type: message.conversation_type,
                     conversation_id: message.conversation_id,
                     sender: message.sender,
@@ -113,7 +118,17 @@ async fn commit(
                     client_msg_id: message.client_msg_id,
                     digest: message.digest,
                     recipients: message.recipients,
+                    counted: message.counted,
+                    participants: message.participants,
                 }));
+            }
+            CommitRequest::Update { updates, .. } => {
+                for mut u in updates.drain(..) {
+                    u.event.uid = next_uid(uids, now);
+                    u.event.client_msg_id = u.event.uid.clone();
+                    u.event.sent_time = now;
+                    ops.push(WriteOp::UpdateConversation(u));
+                }
             }
             CommitRequest::Cursor(op) => ops.push(op.clone()),
             CommitRequest::Write { ops: more, .. } => ops.append(more),
@@ -146,6 +161,10 @@ async fn commit(
                     CommitRequest::Write { reply, .. } => {
                         let _ = reply.send(Ok(mine));
                     }
+                    CommitRequest::Update { reply, .. } => {
+                        push_events(engine, &mine);
+                        let _ = reply.send(Ok(mine));
+                    }
                     CommitRequest::Stop { reply } => stop = Some(reply),
                 }
             }
@@ -161,7 +180,7 @@ async fn commit(
                         Outbound::PubAck(PubAckOut::refused(packet_id, Code::ServerError)),
                     ),
                     CommitRequest::Cursor(_) => {}
-                    CommitRequest::Write { reply, .. } => {
+                    CommitRequest::Write { reply, .. } | CommitRequest::Update { reply, .. } => {
                         let _ = reply.send(Err(StoreError::Backend(e.to_string())));
                     }
                     CommitRequest::Stop { reply } => stop = Some(reply),
@@ -170,6 +189,35 @@ async fn commit(
         }
     }
     stop
+}
+
+/// A fresh ULID for a message committed at `now` (ms).
+fn next_uid(uids: &mut ulid::Generator, now: i64) -> String {
+    let time = UNIX_EPOCH + Duration::from_millis(now.max(0) as u64);
+    // The generator only fails when 2^80 ids are made within one millisecond.
+    uids.generate_from_datetime(time)
+        .unwrap_or_else(|_| ulid::Ulid::new())
+        .to_string()
+}
+
+/// Pushes each committed conversation event to every device of its user, the one that made the
+/// change included: all devices converge the same way.
+fn push_events(engine: &Engine, results: &[WriteResult]) {
+    for r in results {
+        if let WriteResult::ConversationUpdated {
+            event, inbox_seq, ..
+        } = r
+        {
+            let view = Arc::new(Delivered::for_viewer(
+                &event.target,
+                Arc::new(event.clone()),
+                *inbox_seq,
+            ));
+            for session in engine.sessions_of(&event.target) {
+                session.deliver(engine, view.clone());
+            }
+        }
+    }
 }
 
 fn answer_publish(

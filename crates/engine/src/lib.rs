@@ -18,6 +18,7 @@
 
 pub mod auth;
 mod commit;
+mod conversations;
 pub mod outbox;
 mod session;
 pub mod validate;
@@ -32,6 +33,7 @@ use tidings_store::{Store, StoredMessage, WriteOp, WriteResult};
 use tokio::sync::{mpsc, oneshot};
 
 pub use auth::AppCredentials;
+pub use conversations::{ConversationQuery, ConversationUpdateRequest};
 pub use outbox::Outbox;
 pub use session::{ConnectInfo, ConnectRequest, SendRequest, Session};
 pub use validate::Refusal;
@@ -202,6 +204,20 @@ pub struct QueryAckOut {
     pub text: String,
     pub messages: Vec<Delivered>,
     pub has_more: bool,
+    pub conversations: Vec<ConversationOut>,
+    /// The user's inbox seq at the read: later changes come after it.
+    pub version: u64,
+    pub next_page_token: String,
+    pub unread: u64,
+}
+
+/// One conversation as its user sees it, for a QUERYACK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationOut {
+    pub settings: tidings_store::ConversationSettings,
+    pub latest: Option<Delivered>,
+    pub unread: u64,
+    pub removed: bool,
 }
 
 impl QueryAckOut {
@@ -248,6 +264,13 @@ impl Outbound {
                     + q.messages
                         .iter()
                         .map(Delivered::approx_bytes)
+                        .sum::<usize>()
+                    + q.conversations
+                        .iter()
+                        .map(|c| {
+                            64 + c.settings.target_id.len()
+                                + c.latest.as_ref().map_or(0, Delivered::approx_bytes)
+                        })
                         .sum::<usize>()
             }
             Outbound::ConnAck { text, .. } => 16 + text.len(),

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use tidings_proto::{Code, conversation_type};
-use tidings_store::WriteOp;
+use tidings_store::{Participant, WriteOp};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -44,6 +44,8 @@ pub struct SendRequest {
     pub msg_type: String,
     pub content: String,
     pub push_text: String,
+    /// An app-defined type that does not raise unread counts. Built-in types are always counted.
+    pub uncounted: bool,
 }
 
 /// Push text longer than this is refused.
@@ -211,8 +213,8 @@ impl DeliveryState {
 
 /// One authenticated device connection. Dropping it ends the session.
 pub struct Session {
-    shared: Arc<SessionShared>,
-    engine: Engine,
+    pub(crate) shared: Arc<SessionShared>,
+    pub(crate) engine: Engine,
 }
 
 impl Engine {
@@ -435,10 +437,9 @@ impl Session {
                 }
                 reply(QueryAckOut {
                     query_id,
-                    code: 0,
-                    text: String::new(),
                     messages,
                     has_more,
+                    ..Default::default()
                 });
             }
             Err(e) => {
@@ -552,19 +553,25 @@ impl PendingPublish {
     fn private(sender: &str, send: SendRequest) -> PendingPublish {
         let digest = digest(&send);
         let target = send.target_id;
-        let conversation_id = {
-            let (a, b) = if sender <= target.as_str() {
-                (sender, target.as_str())
-            } else {
-                (target.as_str(), sender)
-            };
-            format!("{}:{a}|{b}", conversation_type::PRIVATE)
-        };
+        let conversation_id = private_conversation_id(sender, &target);
         let mut recipients = vec![sender.to_string()];
         if target != sender {
             recipients.push(target.clone());
         }
+        let counted = !send.uncounted || validate::BUILTIN_TYPES.contains(&send.msg_type.as_str());
+        let mut participants = vec![Participant {
+            user: sender.to_string(),
+            target: target.clone(),
+        }];
+        if target != sender {
+            participants.push(Participant {
+                user: target.clone(),
+                target: sender.to_string(),
+            });
+        }
         PendingPublish {
+            counted,
+            participants,
             conversation_type: conversation_type::PRIVATE,
             conversation_id,
             sender: sender.to_string(),
@@ -577,6 +584,12 @@ impl PendingPublish {
             recipients,
         }
     }
+}
+
+/// The canonical id of the private conversation between two users (either order).
+pub(crate) fn private_conversation_id(a: &str, b: &str) -> String {
+    let (a, b) = if a <= b { (a, b) } else { (b, a) };
+    format!("{}:{a}|{b}", conversation_type::PRIVATE)
 }
 
 /// A digest of everything the client chose for a message, to tell a resend from a reuse.
@@ -592,6 +605,10 @@ fn digest(send: &SendRequest) -> String {
     ] {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part.as_bytes());
+    }
+    // Only when set, so digests stored before the flag existed still match their resends.
+    if send.uncounted {
+        h.update(b"uncounted");
     }
     hex::encode(h.finalize())
 }

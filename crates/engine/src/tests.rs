@@ -58,6 +58,7 @@ fn text(cmid: &str, to: &str, body: &str) -> SendRequest {
         msg_type: "text".into(),
         content: format!(r#"{{"text":{body:?}}}"#),
         push_text: String::new(),
+        uncounted: false,
     }
 }
 

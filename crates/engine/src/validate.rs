@@ -52,7 +52,14 @@ pub fn is_client_msg_id(s: &str) -> bool {
 pub const BUILTIN_TYPES: &[&str] = &["text", "image", "file", "voice", "location", "rich"];
 
 /// Message types: a built-in one, or an app-defined name of 1-32 of `A-Z a-z 0-9 _ - . :`.
+/// Names beginning with `tidings:` are the server's own (user events).
 pub fn check_msg_type(t: &str) -> Result<(), Refusal> {
+    if t.starts_with("tidings:") {
+        return Err(Refusal::new(
+            Code::InvalidMessageType,
+            "types beginning with tidings: are reserved for the server",
+        ));
+    }
     let ok = !t.is_empty()
         && t.len() <= 32
         && t.bytes()
@@ -223,6 +230,11 @@ mod tests {
         assert_eq!(
             check_msg_type("").map_err(|r| r.code),
             Err(Code::InvalidMessageType)
+        );
+        assert_eq!(
+            check_msg_type("tidings:conversation").map_err(|r| r.code),
+            Err(Code::InvalidMessageType),
+            "the server's own types"
         );
     }
 }

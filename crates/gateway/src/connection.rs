@@ -14,7 +14,10 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tidings_engine::{ConnectInfo, ConnectRequest, Outbound, SendRequest, Session};
+use tidings_engine::{
+    ConnectInfo, ConnectRequest, ConversationQuery, ConversationUpdateRequest, Outbound,
+    SendRequest, Session,
+};
 use tidings_proto::v1::{self, frame::Body};
 use tidings_proto::{Code, DecodeError, Encoding, PROTOCOL_VERSION, codec};
 use tokio::time::Instant;
@@ -340,6 +343,7 @@ async fn handle(session: &Session, frame: v1::Frame) -> Result<(), Code> {
                             msg_type: s.msg_type,
                             content: s.content,
                             push_text: s.push_text,
+                            uncounted: s.uncounted,
                         },
                     )
                     .await;
@@ -357,6 +361,10 @@ async fn handle(session: &Session, frame: v1::Frame) -> Result<(), Code> {
         Some(Body::Query(q)) => {
             match q.body {
                 Some(v1::query::Body::Sync(s)) => session.sync(q.query_id, s.after, s.limit).await,
+                Some(body) => match conversation_query(body) {
+                    Some(cq) => session.conversation_query(q.query_id, cq).await,
+                    None => session.reject_query(q.query_id, "unsupported query"),
+                },
                 None => session.reject_query(q.query_id, "the query has no body"),
             }
             Ok(())
@@ -479,6 +487,10 @@ fn wire_frame(item: Outbound) -> v1::Frame {
             message: q.text,
             messages: q.messages.iter().map(wire_message).collect(),
             has_more: q.has_more,
+            conversations: q.conversations.iter().map(wire_conversation).collect(),
+            version: q.version,
+            next_page_token: q.next_page_token,
+            unread: q.unread,
         })),
         Outbound::ConnAck { code, text } => codec::frame(Body::Connack(v1::ConnAck {
             code,
@@ -487,6 +499,48 @@ fn wire_frame(item: Outbound) -> v1::Frame {
         })),
         Outbound::Pong => codec::frame(Body::Pingresp(v1::PingResp {})),
         Outbound::Disconnect(code) => disconnect_frame(code),
+    }
+}
+
+/// The engine's form of a conversation QUERY; `None` for the other kinds.
+fn conversation_query(body: v1::query::Body) -> Option<ConversationQuery> {
+    use v1::query::Body as Q;
+    Some(match body {
+        Q::ListConversations(l) => ConversationQuery::List {
+            types: l.types,
+            limit: l.limit,
+            page_token: l.page_token,
+            changed_since: l.changed_since,
+        },
+        Q::GetConversation(g) => ConversationQuery::Get {
+            conversation_type: g.conversation_type,
+            target: g.target_id,
+        },
+        Q::UpdateConversation(u) => ConversationQuery::Update(ConversationUpdateRequest {
+            conversation_type: u.conversation_type,
+            target: u.target_id,
+            read_seq: u.read_seq,
+            read_time: u.read_time,
+            pinned: u.pinned,
+            muted: u.muted,
+            remove: u.remove,
+        }),
+        Q::RemoveConversations(r) => ConversationQuery::RemoveAll { types: r.types },
+        Q::GetUnread(g) => ConversationQuery::Unread { types: g.types },
+        Q::Sync(_) => return None,
+    })
+}
+
+fn wire_conversation(c: &tidings_engine::ConversationOut) -> v1::Conversation {
+    v1::Conversation {
+        conversation_type: c.settings.conversation_type,
+        target_id: c.settings.target_id.clone(),
+        latest: c.latest.as_ref().map(wire_message),
+        unread: c.unread,
+        read_seq: c.settings.read_seq,
+        pinned: c.settings.pinned,
+        muted: c.settings.muted,
+        removed: c.removed,
     }
 }
 

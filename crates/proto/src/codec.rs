@@ -147,6 +147,7 @@ mod tests {
                     msg_type: "text".into(),
                     content: r#"{"text":"hi"}"#.into(),
                     push_text: String::new(),
+                    uncounted: false,
                 })),
             })),
             qos: 1,

@@ -24,11 +24,17 @@ pub mod v1 {
 pub use codec::{DecodeError, Encoding, FrameKind};
 pub use codes::Code;
 
+/// The message type of a user event that reports a conversation's new settings.
+pub const CONVERSATION_EVENT_TYPE: &str = "tidings:conversation";
+
 /// The only protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Conversation types, numbered as in the product's lineage (seed 004).
 pub mod conversation_type {
+    /// Not a conversation: the user's own event stream (conversation changes made on another of
+    /// the user's devices). Such messages carry a `tidings:` message type.
+    pub const USER_EVENT: u32 = 0;
     pub const PRIVATE: u32 = 1;
     pub const GROUP: u32 = 3;
     pub const CHATROOM: u32 = 4;

@@ -68,6 +68,7 @@ fn frames() -> Vec<(&'static str, v1::Frame)> {
                         msg_type: "text".into(),
                         content: r#"{"text":"hi 👋"}"#.into(),
                         push_text: "alice: hi".into(),
+                        uncounted: false,
                     })),
                 })),
                 qos: 1,
@@ -122,6 +123,57 @@ fn frames() -> Vec<(&'static str, v1::Frame)> {
                 message: String::new(),
                 messages: vec![message()],
                 has_more: true,
+                ..Default::default()
+            })),
+        ),
+        (
+            "query_list_conversations",
+            f(Body::Query(v1::Query {
+                query_id: 2,
+                body: Some(v1::query::Body::ListConversations(v1::ListConversations {
+                    types: vec![1],
+                    limit: 20,
+                    page_token: "0:1732240000123:01JD3Z8Q4K2M6N8P0R2T4V6X8Z:1:carol".into(),
+                    changed_since: 0,
+                })),
+            })),
+        ),
+        (
+            "query_update_conversation",
+            f(Body::Query(v1::Query {
+                query_id: 3,
+                body: Some(v1::query::Body::UpdateConversation(
+                    v1::UpdateConversation {
+                        conversation_type: 1,
+                        target_id: "bob".into(),
+                        read_seq: 42,
+                        pinned: Some(true),
+                        muted: Some(false),
+                        ..Default::default()
+                    },
+                )),
+            })),
+        ),
+        (
+            "queryack_conversations",
+            f(Body::Queryack(v1::QueryAck {
+                query_id: 2,
+                conversations: vec![v1::Conversation {
+                    conversation_type: 1,
+                    target_id: "alice".into(),
+                    latest: Some(v1::Message {
+                        inbox_seq: 0,
+                        ..message()
+                    }),
+                    unread: 3,
+                    read_seq: 39,
+                    pinned: true,
+                    muted: false,
+                    removed: false,
+                }],
+                version: 57,
+                next_page_token: "1:1732240000123:01JD3Z8Q4K2M6N8P0R2T4V6X8Z:1:alice".into(),
+                ..Default::default()
             })),
         ),
         (

@@ -106,6 +106,14 @@ pub async fn listen(server: &str, token: &str, device: &str, json: bool) -> anyh
                 drop(out);
                 client.ack(m.inbox_seq).await;
             }
+            Event::Conversation(c) => {
+                let line = serde_json::to_string(&serde_json::json!({ "conversation": c }))?;
+                let mut out = stdout.lock();
+                writeln!(out, "{line}")?;
+                out.flush()?;
+                drop(out);
+                client.ack(c.inbox_seq).await;
+            }
             Event::Status(s) => tracing::info!(status = ?s, "connection status"),
             Event::Kicked { code, reason } => bail!("disconnected by the server: {code} {reason}"),
         }

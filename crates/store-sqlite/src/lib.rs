@@ -11,6 +11,7 @@
 //! This crate is the only one that knows SQL or rusqlite.
 
 mod checkpoint;
+mod conversations;
 mod schema;
 mod writer;
 
@@ -20,8 +21,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tidings_store::{
-    InboxEntry, Result, SessionState, Store, StoreError, StoredMessage, UserState, WriteOp,
-    WriteResult,
+    ConversationFilter, Conversations, InboxEntry, Result, SessionState, Store, StoreError,
+    StoredMessage, UserState, WriteOp, WriteResult,
 };
 use tokio::sync::{Semaphore, oneshot};
 
@@ -248,6 +249,12 @@ impl Store for SqliteStore {
     async fn device_cursor(&self, user: &str, device: &str) -> Result<u64> {
         let (user, device) = (user.to_string(), device.to_string());
         self.read(move |c| read_cursor(c, &user, &device)).await
+    }
+
+    async fn conversations(&self, user: &str, filter: ConversationFilter) -> Result<Conversations> {
+        let user = user.to_string();
+        self.read(move |c| conversations::read(c, &user, &filter))
+            .await
     }
 
     async fn close(&self) -> Result<()> {

@@ -5,7 +5,8 @@ use rusqlite::Connection;
 use crate::Durability;
 
 /// Each entry migrates from version `index` to `index + 1`. Never edit a released entry: append.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 -- Token versions. Users without a row have version 0.
 CREATE TABLE users (
     id            TEXT PRIMARY KEY,
@@ -51,7 +52,36 @@ CREATE TABLE nonces (
     expires_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX nonces_by_expiry ON nonces (expires_at);
-"#];
+"#,
+    r#"
+-- Whether a message raises its recipients' unread counts.
+ALTER TABLE messages ADD COLUMN counted INTEGER NOT NULL DEFAULT 1;
+
+-- A user's side of a conversation: its settings and read position. The newest message and the
+-- unread count are not stored: they are read from messages, so they cannot drift.
+CREATE TABLE conversations (
+    user_id     TEXT NOT NULL,
+    conv_type   INTEGER NOT NULL,
+    target      TEXT NOT NULL,
+    conv_id     TEXT NOT NULL,
+    read_seq    INTEGER NOT NULL DEFAULT 0,
+    pinned      INTEGER NOT NULL DEFAULT 0,
+    muted       INTEGER NOT NULL DEFAULT 0,
+    -- Out of the list while the conversation's newest seq is at most this.
+    removed_seq INTEGER NOT NULL DEFAULT 0,
+    -- The user's inbox seq of the event that reported the last change of these settings.
+    version     INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (user_id, conv_type, target)
+) WITHOUT ROWID;
+
+-- Conversations of messages stored before this table existed.
+INSERT INTO conversations (user_id, conv_type, target, conv_id)
+    SELECT DISTINCT sender, conv_type, target, conv_id FROM messages WHERE conv_type = 1
+    UNION
+    SELECT DISTINCT target, conv_type, sender, conv_id FROM messages WHERE conv_type = 1
+    ON CONFLICT DO NOTHING;
+"#,
+];
 
 /// Page cache per connection, in KiB.
 const CACHE_KIB: i64 = 32 * 1024;

@@ -2,12 +2,15 @@
 //! [`MAX_BATCH_OPS`] ops), applies them in one transaction, commits once, and only then answers
 //! each request: one fsync covers many writers (group commit).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
-use tidings_store::{AppendMessage, Result, StoreError, StoredMessage, WriteOp, WriteResult};
+use tidings_store::{
+    AppendMessage, ConversationSettings, ConversationUpdate, Result, StoreError, StoredMessage,
+    WriteOp, WriteResult,
+};
 use tokio::sync::oneshot;
 
 use crate::{MESSAGE_COLUMNS, backend, message_from_row};
@@ -136,6 +139,9 @@ type Reply = oneshot::Sender<Result<Vec<WriteResult>>>;
 pub struct Counters {
     conversations: HashMap<String, u64>,
     inboxes: HashMap<String, u64>,
+    /// Conversation rows known to exist (`user \0 type \0 target`), so a conversation's
+    /// messages after its first do not look its rows up again.
+    participants: HashSet<String>,
 }
 
 /// Past this many cached entries a cache is emptied and refilled lazily, bounding its memory.
@@ -162,6 +168,18 @@ impl Counters {
     fn forget(&mut self) {
         self.conversations.clear();
         self.inboxes.clear();
+        self.participants.clear();
+    }
+
+    /// The conversation's newest seq (0 if it has no messages).
+    fn last_seq(&self, tx: &Transaction<'_>, conversation_id: &str) -> rusqlite::Result<u64> {
+        if let Some(n) = self.conversations.get(conversation_id) {
+            return Ok(*n);
+        }
+        let last: Option<i64> = tx
+            .prepare_cached("SELECT max(seq) FROM messages WHERE conv_id = ?1")?
+            .query_row(params![conversation_id], |row| row.get(0))?;
+        Ok(last.unwrap_or(0) as u64)
     }
 }
 
@@ -233,6 +251,7 @@ fn apply(
                 fresh: inserted == 1,
             })
         }
+        WriteOp::UpdateConversation(u) => update_conversation(tx, counters, u),
         WriteOp::BumpTokenVersion { user } => {
             let version: i64 = tx
                 .prepare_cached(
@@ -251,20 +270,12 @@ fn append(
     m: AppendMessage,
 ) -> rusqlite::Result<WriteResult> {
     // The conversation's next seq, taken only if the insert below succeeds.
-    let seq = match counters.conversations.get(&m.conversation_id) {
-        Some(n) => *n + 1,
-        None => {
-            let last: Option<i64> = tx
-                .prepare_cached("SELECT max(seq) FROM messages WHERE conv_id = ?1")?
-                .query_row(params![m.conversation_id], |row| row.get(0))?;
-            last.unwrap_or(0) as u64 + 1
-        }
-    };
+    let seq = counters.last_seq(tx, &m.conversation_id)? + 1;
     let inserted = tx
         .prepare_cached(
             "INSERT INTO messages (conv_type, conv_id, seq, uid, sender, target, sent_time, \
-             msg_type, content, push_text, client_msg_id, digest) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+             msg_type, content, push_text, client_msg_id, digest, counted) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
              ON CONFLICT (sender, client_msg_id) DO NOTHING",
         )?
         .execute(params![
@@ -279,7 +290,8 @@ fn append(
             m.content,
             m.push_text,
             m.client_msg_id,
-            m.digest
+            m.digest,
+            m.counted
         ])?;
     if inserted == 0 {
         return existing(tx, &m);
@@ -291,6 +303,26 @@ fn append(
         .conversations
         .insert(m.conversation_id.clone(), seq);
     let rowid = tx.last_insert_rowid();
+    for p in &m.participants {
+        let key = format!("{}\0{}\0{}", p.user, m.conversation_type, p.target);
+        if counters.participants.contains(&key) {
+            continue;
+        }
+        tx.prepare_cached(
+            "INSERT INTO conversations (user_id, conv_type, target, conv_id) \
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![
+            p.user,
+            m.conversation_type,
+            p.target,
+            m.conversation_id
+        ])?;
+        if counters.participants.len() >= MAX_CACHED {
+            counters.participants.clear();
+        }
+        counters.participants.insert(key);
+    }
     let mut inbox = Vec::with_capacity(m.recipients.len());
     for user in &m.recipients {
         let inbox_seq = Counters::next(&mut counters.inboxes, user, || {
@@ -319,6 +351,102 @@ fn append(
         },
         inbox,
         duplicate: false,
+    })
+}
+
+/// Applies a conversation update and appends the user event that reports it.
+fn update_conversation(
+    tx: &Transaction<'_>,
+    counters: &mut Counters,
+    u: ConversationUpdate,
+) -> rusqlite::Result<WriteResult> {
+    tx.prepare_cached(
+        "INSERT INTO conversations (user_id, conv_type, target, conv_id) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT DO NOTHING",
+    )?
+    .execute(params![
+        u.user,
+        u.conversation_type,
+        u.target,
+        u.conversation_id
+    ])?;
+    let (mut read_seq, mut pinned, mut muted, mut removed_seq) = tx
+        .prepare_cached(
+            "SELECT read_seq, pinned, muted, removed_seq FROM conversations \
+             WHERE user_id = ?1 AND conv_type = ?2 AND target = ?3",
+        )?
+        .query_row(params![u.user, u.conversation_type, u.target], |row| {
+            Ok((
+                row.get::<_, i64>(0)? as u64,
+                row.get::<_, bool>(1)?,
+                row.get::<_, bool>(2)?,
+                row.get::<_, i64>(3)? as u64,
+            ))
+        })?;
+    let last = counters.last_seq(tx, &u.conversation_id)?;
+    if u.read_seq > 0 {
+        read_seq = read_seq.max(u.read_seq.min(last));
+    }
+    if u.read_time > 0 {
+        let upto: Option<i64> = tx
+            .prepare_cached(
+                "SELECT max(seq) FROM messages WHERE conv_id = ?1 AND seq > ?2 AND sent_time <= ?3",
+            )?
+            .query_row(
+                params![u.conversation_id, read_seq as i64, u.read_time],
+                |row| row.get(0),
+            )?;
+        read_seq = read_seq.max(upto.unwrap_or(0) as u64);
+    }
+    pinned = u.pinned.unwrap_or(pinned);
+    muted = u.muted.unwrap_or(muted);
+    if u.remove {
+        removed_seq = last;
+        read_seq = read_seq.max(last);
+    }
+    let settings = ConversationSettings {
+        conversation_type: u.conversation_type,
+        target_id: u.target.clone(),
+        read_seq,
+        pinned,
+        muted,
+        removed_seq,
+    };
+    let mut event = u.event;
+    event.content = serde_json::to_string(&settings)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    event.digest = event.uid.clone();
+    event.counted = false;
+    event.participants.clear();
+    let (event, inbox_seq) = match append(tx, counters, event)? {
+        WriteResult::Appended { message, inbox, .. } => {
+            let seq = inbox.first().map(|(_, s)| *s).unwrap_or(0);
+            (message, seq)
+        }
+        other => {
+            return Err(rusqlite::Error::ToSqlConversionFailure(
+                format!("the event's uid was used before: {other:?}").into(),
+            ));
+        }
+    };
+    tx.prepare_cached(
+        "UPDATE conversations SET read_seq = ?4, pinned = ?5, muted = ?6, removed_seq = ?7, \
+         version = ?8 WHERE user_id = ?1 AND conv_type = ?2 AND target = ?3",
+    )?
+    .execute(params![
+        u.user,
+        u.conversation_type,
+        u.target,
+        read_seq as i64,
+        pinned,
+        muted,
+        removed_seq as i64,
+        inbox_seq as i64
+    ])?;
+    Ok(WriteResult::ConversationUpdated {
+        settings,
+        event,
+        inbox_seq,
     })
 }
 

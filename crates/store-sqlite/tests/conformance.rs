@@ -107,3 +107,48 @@ async fn commits_reach_the_database_file_by_background_checkpoints() {
     );
     store.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn upgrading_a_database_lists_the_conversations_it_already_had() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let config = SqliteConfig::new(&path);
+    let store = SqliteStore::open(&config).unwrap();
+    for (from, to, id) in [("ua", "ub", "1"), ("ub", "ua", "2"), ("ua", "uc", "3")] {
+        store
+            .write(vec![WriteOp::Append(conformance::private_append(
+                from, to, id, "x",
+            ))])
+            .await
+            .unwrap();
+    }
+    store.close().await.unwrap();
+    // Back to the first schema version, as a database written before conversations existed.
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute_batch(
+        "DROP TABLE conversations; ALTER TABLE messages DROP COLUMN counted; \
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    drop(c);
+
+    let store = SqliteStore::open(&config).unwrap();
+    let list = store
+        .conversations("ua", tidings_store::ConversationFilter::default())
+        .await
+        .unwrap();
+    let mut seen: Vec<_> = list
+        .conversations
+        .iter()
+        .map(|c| (c.settings.target_id.as_str(), c.unread))
+        .collect();
+    seen.sort();
+    assert_eq!(seen, [("ub", 1), ("uc", 0)]);
+    let list = store
+        .conversations("uc", tidings_store::ConversationFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(list.conversations.len(), 1);
+    assert_eq!(list.conversations[0].unread, 1);
+    store.close().await.unwrap();
+}

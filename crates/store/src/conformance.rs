@@ -1,7 +1,10 @@
 //! The conformance suite: behaviour every [`Store`] backend must show. A backend's tests call
 //! [`run_all`] with a fresh, empty store. Each check panics with a description on failure.
 
-use crate::{AppendMessage, Store, WriteOp, WriteResult};
+use crate::{
+    AppendMessage, ConversationFilter, ConversationSettings, ConversationUpdate, Participant,
+    Store, WriteOp, WriteResult,
+};
 
 /// An append of a private message from `from` to `to`, for tests.
 pub fn private_append(from: &str, to: &str, client_msg_id: &str, text: &str) -> AppendMessage {
@@ -23,6 +26,52 @@ pub fn private_append(from: &str, to: &str, client_msg_id: &str, text: &str) -> 
         client_msg_id: client_msg_id.into(),
         digest: format!("digest-{to}-{text}"),
         recipients,
+        counted: true,
+        participants: participants(from, to),
+    }
+}
+
+/// Both sides of a private conversation (one side when a user writes to themself).
+pub fn participants(from: &str, to: &str) -> Vec<Participant> {
+    let mut p = vec![Participant {
+        user: from.into(),
+        target: to.into(),
+    }];
+    if from != to {
+        p.push(Participant {
+            user: to.into(),
+            target: from.into(),
+        });
+    }
+    p
+}
+
+/// A conversation update of `user`'s private chat with `target`, for tests: set what you need
+/// on the result.
+pub fn private_update(user: &str, target: &str, event_uid: &str) -> ConversationUpdate {
+    let (a, b) = if user <= target {
+        (user, target)
+    } else {
+        (target, user)
+    };
+    ConversationUpdate {
+        user: user.into(),
+        conversation_type: 1,
+        target: target.into(),
+        conversation_id: format!("{a}|{b}"),
+        event: AppendMessage {
+            uid: event_uid.into(),
+            conversation_type: 0,
+            conversation_id: format!("~{user}"),
+            sender: String::new(),
+            target: user.into(),
+            sent_time: 1_700_000_000_000,
+            msg_type: "tidings:conversation".into(),
+            client_msg_id: event_uid.into(),
+            recipients: vec![user.into()],
+            ..Default::default()
+        },
+        ..Default::default()
     }
 }
 
@@ -46,6 +95,253 @@ pub async fn run_all(store: &dyn Store) {
     cursors_only_move_forward(store).await;
     nonces_are_single_use(store).await;
     token_versions_increment(store).await;
+    conversations_and_unread(store).await;
+    conversation_updates(store).await;
+    conversations_changed_since(store).await;
+}
+
+async fn updated(store: &dyn Store, update: ConversationUpdate) -> (ConversationSettings, u64) {
+    let r = store
+        .write(vec![WriteOp::UpdateConversation(update)])
+        .await
+        .expect("update");
+    match &r[0] {
+        WriteResult::ConversationUpdated {
+            settings,
+            event,
+            inbox_seq,
+        } => {
+            let content: ConversationSettings =
+                serde_json::from_str(&event.content).expect("event content is the settings");
+            assert_eq!(&content, settings, "the event reports the new settings");
+            assert_eq!(event.conversation_type, 0);
+            (settings.clone(), *inbox_seq)
+        }
+        other => panic!("expected ConversationUpdated, got {other:?}"),
+    }
+}
+
+async fn one(store: &dyn Store, user: &str, target: &str) -> crate::ConversationRecord {
+    let c = store
+        .conversations(
+            user,
+            ConversationFilter {
+                one: Some((1, target.into())),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("read conversation");
+    assert_eq!(
+        c.conversations.len(),
+        1,
+        "{user} has a conversation with {target}"
+    );
+    c.conversations.into_iter().next().unwrap()
+}
+
+async fn conversations_and_unread(store: &dyn Store) {
+    let mut ops = Vec::new();
+    for i in 0..3 {
+        ops.push(WriteOp::Append(private_append(
+            "cu-a",
+            "cu-b",
+            &format!("a{i}"),
+            "hi",
+        )));
+    }
+    let mut uncounted = private_append("cu-a", "cu-b", "a-status", "typing");
+    uncounted.counted = false;
+    ops.push(WriteOp::Append(uncounted));
+    ops.push(WriteOp::Append(private_append("cu-b", "cu-a", "b0", "yo")));
+    store.write(ops).await.expect("write");
+
+    let b = one(store, "cu-b", "cu-a").await;
+    assert_eq!(b.latest.as_ref().map(|m| m.seq), Some(5));
+    assert_eq!(
+        b.unread, 3,
+        "counted messages from the peer; not uncounted, not own"
+    );
+    assert!(!b.removed());
+    let a = one(store, "cu-a", "cu-b").await;
+    assert_eq!(a.unread, 1);
+    assert_eq!(a.settings.target_id, "cu-b");
+
+    let all = store
+        .conversations("cu-a", ConversationFilter::default())
+        .await
+        .expect("list");
+    assert_eq!(all.conversations.len(), 1);
+    let none = store
+        .conversations(
+            "cu-a",
+            ConversationFilter {
+                types: vec![3],
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("list");
+    assert!(none.conversations.is_empty(), "type filter");
+    let nobody = store
+        .conversations("cu-nobody", ConversationFilter::default())
+        .await
+        .expect("list");
+    assert!(nobody.conversations.is_empty());
+}
+
+async fn conversation_updates(store: &dyn Store) {
+    let ops = (0..4)
+        .map(|i| {
+            let mut m = private_append("up-a", "up-b", &format!("m{i}"), "x");
+            m.sent_time = 1_700_000_000_000 + i * 1000;
+            WriteOp::Append(m)
+        })
+        .collect();
+    store.write(ops).await.expect("write");
+    assert_eq!(one(store, "up-b", "up-a").await.unread, 4);
+
+    let mut u = private_update("up-b", "up-a", "ev1");
+    u.read_seq = 2;
+    let (s, v1) = updated(store, u).await;
+    assert_eq!(s.read_seq, 2);
+    assert_eq!(one(store, "up-b", "up-a").await.unread, 2);
+
+    // Never backwards, never past the newest message.
+    let mut u = private_update("up-b", "up-a", "ev2");
+    u.read_seq = 1;
+    let (s, v2) = updated(store, u).await;
+    assert_eq!(s.read_seq, 2);
+    assert!(v2 > v1, "each change is a new inbox entry");
+    let mut u = private_update("up-b", "up-a", "ev3");
+    u.read_seq = 99;
+    assert_eq!(updated(store, u).await.0.read_seq, 4);
+    assert_eq!(one(store, "up-b", "up-a").await.unread, 0);
+
+    // By time: up to the newest message sent at or before it.
+    store
+        .write(vec![WriteOp::Append({
+            let mut m = private_append("up-a", "up-b", "m4", "x");
+            m.sent_time = 1_700_000_010_000;
+            m
+        })])
+        .await
+        .expect("write");
+    let mut u = private_update("up-b", "up-a", "ev4");
+    u.read_time = 1_700_000_009_999;
+    assert_eq!(updated(store, u).await.0.read_seq, 4);
+    let mut u = private_update("up-b", "up-a", "ev5");
+    u.read_time = 1_700_000_010_000;
+    assert_eq!(updated(store, u).await.0.read_seq, 5);
+
+    // Pin and mute are set, and kept by later updates that leave them.
+    let mut u = private_update("up-b", "up-a", "ev6");
+    u.pinned = Some(true);
+    u.muted = Some(true);
+    let (s, _) = updated(store, u).await;
+    assert!(s.pinned && s.muted);
+    let (s, _) = updated(store, private_update("up-b", "up-a", "ev7")).await;
+    assert!(s.pinned && s.muted);
+
+    // Removal hides the conversation until its next message, and reads everything.
+    store
+        .write(vec![WriteOp::Append(private_append(
+            "up-a", "up-b", "m5", "x",
+        ))])
+        .await
+        .expect("write");
+    let mut u = private_update("up-b", "up-a", "ev8");
+    u.remove = true;
+    let (s, _) = updated(store, u).await;
+    assert_eq!((s.removed_seq, s.read_seq), (6, 6));
+    let c = one(store, "up-b", "up-a").await;
+    assert!(c.removed());
+    assert_eq!(c.unread, 0);
+    store
+        .write(vec![WriteOp::Append(private_append(
+            "up-a", "up-b", "m6", "x",
+        ))])
+        .await
+        .expect("write");
+    let c = one(store, "up-b", "up-a").await;
+    assert!(!c.removed(), "a new message brings it back");
+    assert_eq!(c.unread, 1);
+
+    // An update of a conversation without messages creates its row.
+    let mut u = private_update("up-c", "up-d", "ev9");
+    u.pinned = Some(true);
+    assert!(updated(store, u).await.0.pinned);
+    let c = one(store, "up-c", "up-d").await;
+    assert!(c.latest.is_none() && c.removed());
+
+    // The events are the user's own inbox entries, in order.
+    let inbox = store.inbox_after("up-b", 0, 100).await.expect("inbox");
+    let events: Vec<_> = inbox
+        .iter()
+        .filter(|e| e.message.conversation_type == 0)
+        .map(|e| e.message.uid.as_str())
+        .collect();
+    assert_eq!(
+        events,
+        ["ev1", "ev2", "ev3", "ev4", "ev5", "ev6", "ev7", "ev8"]
+    );
+}
+
+async fn conversations_changed_since(store: &dyn Store) {
+    for peer in ["cs-b", "cs-c", "cs-d"] {
+        store
+            .write(vec![WriteOp::Append(private_append(
+                "cs-a", peer, peer, "x",
+            ))])
+            .await
+            .expect("write");
+    }
+    let all = store
+        .conversations("cs-a", ConversationFilter::default())
+        .await
+        .expect("list");
+    assert_eq!(all.conversations.len(), 3, "{all:?}");
+    let version = all.version;
+
+    // A message in one, a setting in another; the third is untouched.
+    store
+        .write(vec![WriteOp::Append(private_append(
+            "cs-b", "cs-a", "m1", "x",
+        ))])
+        .await
+        .expect("write");
+    let mut u = private_update("cs-a", "cs-c", "cs-ev1");
+    u.remove = true;
+    updated(store, u).await;
+    let changed = store
+        .conversations(
+            "cs-a",
+            ConversationFilter {
+                changed_since: Some(version),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("changed");
+    let mut targets: Vec<_> = changed
+        .conversations
+        .iter()
+        .map(|c| (c.settings.target_id.as_str(), c.removed()))
+        .collect();
+    targets.sort();
+    assert_eq!(targets, [("cs-b", false), ("cs-c", true)]);
+    assert!(changed.version > version);
+    let nothing = store
+        .conversations(
+            "cs-a",
+            ConversationFilter {
+                changed_since: Some(changed.version),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("changed");
+    assert!(nothing.conversations.is_empty());
 }
 
 async fn seqs_are_gapless_per_conversation_and_inbox(store: &dyn Store) {

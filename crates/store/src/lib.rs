@@ -24,6 +24,10 @@ pub enum StoreError {
     Closed,
 }
 
+/// The private conversation type (as in the protocol): the one type whose target depends on
+/// who looks at it, so the store must know it.
+pub const PRIVATE: u32 = 1;
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// A message as stored: conversation-wide, not relative to a viewer.
@@ -46,7 +50,7 @@ pub struct StoredMessage {
 
 /// A new message to append. `uid` and `sent_time` are proposed by the engine; if the
 /// `(sender, client_msg_id)` pair already exists, the stored message is returned instead.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct AppendMessage {
     pub uid: String,
     pub conversation_type: u32,
@@ -63,6 +67,96 @@ pub struct AppendMessage {
     pub digest: String,
     /// Users who get an inbox entry for this message (each once), in the order results report.
     pub recipients: Vec<String>,
+    /// Whether the message raises its recipients' unread counts.
+    pub counted: bool,
+    /// Users for whom this message's conversation is in their conversation list, with the
+    /// conversation's target as each of them sees it. Their conversation rows are created on
+    /// the conversation's first message.
+    pub participants: Vec<Participant>,
+}
+
+/// A user's side of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Participant {
+    pub user: String,
+    /// The conversation's target as this user sees it (for a private chat, the other user).
+    pub target: String,
+}
+
+/// A user's settings for one conversation. It is also the content (JSON, camelCase) of the
+/// user event that reports a change to the user's other devices.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationSettings {
+    pub conversation_type: u32,
+    pub target_id: String,
+    /// The user has read up to this conversation seq.
+    pub read_seq: u64,
+    pub pinned: bool,
+    pub muted: bool,
+    /// The conversation is out of the list while its newest seq is at most this.
+    pub removed_seq: u64,
+}
+
+/// A change to one of a user's conversations (created if the user has none yet).
+#[derive(Debug, Clone, Default)]
+pub struct ConversationUpdate {
+    pub user: String,
+    pub conversation_type: u32,
+    pub target: String,
+    pub conversation_id: String,
+    /// Raise the read position to this seq (bounded by the newest message); 0 leaves it.
+    pub read_seq: u64,
+    /// Raise the read position to the newest message sent at or before this time; 0 leaves it.
+    pub read_time: i64,
+    pub pinned: Option<bool>,
+    pub muted: Option<bool>,
+    /// Remove from the list until the next message, and read everything up to now.
+    pub remove: bool,
+    /// The user event that reports the change: the store appends it to the user's inbox with
+    /// the resulting settings as its content (which it fills in).
+    pub event: AppendMessage,
+}
+
+/// One of a user's conversations as read from the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationRecord {
+    pub settings: ConversationSettings,
+    pub conversation_id: String,
+    /// The newest message.
+    pub latest: Option<StoredMessage>,
+    /// Counted messages from others after the read position.
+    pub unread: u64,
+}
+
+impl ConversationRecord {
+    /// Whether the conversation is out of the list (removed, and nothing arrived since).
+    pub fn removed(&self) -> bool {
+        self.latest
+            .as_ref()
+            .is_none_or(|m| m.seq <= self.settings.removed_seq)
+    }
+}
+
+/// Which of a user's conversations to read.
+#[derive(Debug, Clone, Default)]
+pub struct ConversationFilter {
+    /// Only these types; empty means all.
+    pub types: Vec<u32>,
+    /// Only this one `(type, target)`.
+    pub one: Option<(u32, String)>,
+    /// Only those whose settings changed or that got a message after this inbox seq.
+    pub changed_since: Option<u64>,
+}
+
+/// The answer to a conversation read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Conversations {
+    /// In no particular order.
+    pub conversations: Vec<ConversationRecord>,
+    /// The user's newest inbox seq, read in the same snapshot: a later `changed_since` read
+    /// from here reports every change after this answer.
+    pub version: u64,
 }
 
 /// One write in a batch.
@@ -84,6 +178,8 @@ pub enum WriteOp {
     },
     /// Increment a user's token version, revoking every token minted before.
     BumpTokenVersion { user: String },
+    /// Change a user's conversation settings and append the event that reports it.
+    UpdateConversation(ConversationUpdate),
 }
 
 /// The outcome of one [`WriteOp`].
@@ -107,6 +203,13 @@ pub enum WriteResult {
         fresh: bool,
     },
     TokenVersion(u64),
+    /// The conversation's settings after the update, and the appended user event with the
+    /// user's inbox seq for it.
+    ConversationUpdated {
+        settings: ConversationSettings,
+        event: StoredMessage,
+        inbox_seq: u64,
+    },
 }
 
 /// One entry of a user's inbox.
@@ -157,6 +260,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// The device's confirmed cursor, 0 if none was stored.
     async fn device_cursor(&self, user: &str, device: &str) -> Result<u64>;
+
+    /// A user's conversations matching `filter`, with their newest messages and unread counts,
+    /// all from one snapshot.
+    async fn conversations(&self, user: &str, filter: ConversationFilter) -> Result<Conversations>;
 
     /// Flushes and releases the backend. Later calls fail with [`StoreError::Closed`].
     async fn close(&self) -> Result<()>;

@@ -3,6 +3,7 @@
 
 mod api;
 mod bad_input;
+mod conversations;
 mod delivery;
 mod process;
 mod util;

@@ -92,10 +92,22 @@ pub async fn next_message(events: &mut Events) -> Message {
 pub async fn next_terminal(events: &mut Events) -> Event {
     loop {
         match tokio::time::timeout(WAIT, events.recv()).await {
-            Ok(Some(Event::Message(_) | Event::Status(_))) => continue,
+            Ok(Some(Event::Message(_) | Event::Status(_) | Event::Conversation(_))) => continue,
             Ok(Some(e)) => return e,
             Ok(None) => panic!("event stream ended"),
             Err(_) => panic!("no event within {WAIT:?}"),
+        }
+    }
+}
+
+/// The next conversation change event, skipping messages and status events.
+pub async fn next_change(events: &mut Events) -> tidings_client::ConversationChange {
+    loop {
+        match tokio::time::timeout(WAIT, events.recv()).await {
+            Ok(Some(Event::Conversation(c))) => return c,
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("event stream ended"),
+            Err(_) => panic!("no conversation event within {WAIT:?}"),
         }
     }
 }
@@ -248,6 +260,7 @@ pub fn publish(packet_id: u32, cmid: &str, to: &str, content: &str) -> v1::Frame
                 msg_type: "text".into(),
                 content: content.into(),
                 push_text: String::new(),
+                uncounted: false,
             })),
         })),
         qos: 1,

@@ -1,0 +1,244 @@
+//! The conversation list, read positions and unread counts, as the server keeps them for every
+//! device of the user.
+
+use serde::{Deserialize, Serialize};
+use tidings_proto::conversation_type;
+use tidings_proto::v1::{self, query::Body};
+use tokio::sync::oneshot;
+
+use crate::{Client, ClientError, Command, Message};
+
+/// One conversation as this user sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Conversation {
+    pub conversation_type: u32,
+    pub target_id: String,
+    /// The newest message (its `inbox_seq` is 0: it is not an inbox entry here).
+    pub latest: Option<Message>,
+    /// Counted messages from others after the read position.
+    pub unread: u64,
+    /// Read up to this conversation seq.
+    pub read_seq: u64,
+    pub pinned: bool,
+    pub muted: bool,
+    /// Only in `conversations_changed` answers: the conversation was removed.
+    pub removed: bool,
+}
+
+impl From<v1::Conversation> for Conversation {
+    fn from(c: v1::Conversation) -> Conversation {
+        Conversation {
+            conversation_type: c.conversation_type,
+            target_id: c.target_id,
+            latest: c.latest.map(Message::from),
+            unread: c.unread,
+            read_seq: c.read_seq,
+            pinned: c.pinned,
+            muted: c.muted,
+            removed: c.removed,
+        }
+    }
+}
+
+/// A page of the conversation list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationPage {
+    pub conversations: Vec<Conversation>,
+    /// Pass to [`Client::conversations`] for the next page; `None` on the last one.
+    pub next_page_token: Option<String>,
+    /// Pass to [`Client::conversations_changed`] later to get only what changed since.
+    pub version: u64,
+}
+
+/// A conversation's settings after a change, as reported by [`crate::Event::Conversation`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationChange {
+    pub conversation_type: u32,
+    pub target_id: String,
+    pub read_seq: u64,
+    pub pinned: bool,
+    pub muted: bool,
+    /// Out of the list while its newest seq is at most this.
+    pub removed_seq: u64,
+    /// The event's position in the user's inbox (acknowledge it like a message's).
+    #[serde(skip)]
+    pub inbox_seq: u64,
+}
+
+/// A change to make to one conversation; build it with the methods.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConversationUpdate {
+    pub conversation_type: u32,
+    pub target_id: String,
+    pub read_seq: u64,
+    pub read_time: i64,
+    pub pinned: Option<bool>,
+    pub muted: Option<bool>,
+    pub remove: bool,
+}
+
+impl ConversationUpdate {
+    /// A change to the private chat with `user`.
+    pub fn private(user: &str) -> ConversationUpdate {
+        ConversationUpdate {
+            conversation_type: conversation_type::PRIVATE,
+            target_id: user.into(),
+            ..Default::default()
+        }
+    }
+    /// Read up to this conversation seq (never moves backwards).
+    pub fn read_up_to(mut self, seq: u64) -> Self {
+        self.read_seq = seq;
+        self
+    }
+    /// Read everything sent at or before this time (ms since the epoch).
+    pub fn read_until(mut self, time_ms: i64) -> Self {
+        self.read_time = time_ms;
+        self
+    }
+    pub fn pinned(mut self, on: bool) -> Self {
+        self.pinned = Some(on);
+        self
+    }
+    pub fn muted(mut self, on: bool) -> Self {
+        self.muted = Some(on);
+        self
+    }
+    /// Remove from the list (until its next message), reading everything in it.
+    pub fn remove(mut self) -> Self {
+        self.remove = true;
+        self
+    }
+}
+
+impl Client {
+    async fn query(&self, body: Body) -> Result<v1::QueryAck, ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Query(body, reply))
+            .map_err(|_| ClientError::Closed)?;
+        self.answer(rx).await
+    }
+
+    /// A page of the conversation list (pinned first, then newest message first), of `types`
+    /// (empty: all), at most `limit` (0: the server's default of 50).
+    pub async fn conversations(
+        &self,
+        types: &[u32],
+        limit: u32,
+        page_token: Option<&str>,
+    ) -> Result<ConversationPage, ClientError> {
+        let ack = self
+            .query(Body::ListConversations(v1::ListConversations {
+                types: types.to_vec(),
+                limit,
+                page_token: page_token.unwrap_or_default().into(),
+                changed_since: 0,
+            }))
+            .await?;
+        Ok(page(ack))
+    }
+
+    /// The conversations that changed after `version` (a page's version): new messages and
+    /// settings, removed ones included and marked.
+    pub async fn conversations_changed(
+        &self,
+        version: u64,
+    ) -> Result<ConversationPage, ClientError> {
+        let ack = self
+            .query(Body::ListConversations(v1::ListConversations {
+                changed_since: version.max(1),
+                ..Default::default()
+            }))
+            .await?;
+        Ok(page(ack))
+    }
+
+    /// One conversation, if the user has it.
+    pub async fn conversation(
+        &self,
+        conversation_type: u32,
+        target_id: &str,
+    ) -> Result<Option<Conversation>, ClientError> {
+        let ack = self
+            .query(Body::GetConversation(v1::GetConversation {
+                conversation_type,
+                target_id: target_id.into(),
+            }))
+            .await?;
+        Ok(ack.conversations.into_iter().next().map(Conversation::from))
+    }
+
+    /// Applies `update`; answers the conversation as it is afterwards. Every device of the user,
+    /// this one included, also gets an [`crate::Event::Conversation`].
+    pub async fn update_conversation(
+        &self,
+        update: ConversationUpdate,
+    ) -> Result<Conversation, ClientError> {
+        let ack = self
+            .query(Body::UpdateConversation(v1::UpdateConversation {
+                conversation_type: update.conversation_type,
+                target_id: update.target_id,
+                read_seq: update.read_seq,
+                read_time: update.read_time,
+                pinned: update.pinned,
+                muted: update.muted,
+                remove: update.remove,
+            }))
+            .await?;
+        ack.conversations
+            .into_iter()
+            .next()
+            .map(Conversation::from)
+            .ok_or(ClientError::Refused {
+                code: tidings_proto::Code::ServerError.as_u32(),
+                message: "the answer held no conversation".into(),
+            })
+    }
+
+    /// Removes every conversation of `types` (empty: all); answers how many were removed.
+    pub async fn remove_conversations(&self, types: &[u32]) -> Result<usize, ClientError> {
+        let ack = self
+            .query(Body::RemoveConversations(v1::RemoveConversations {
+                types: types.to_vec(),
+            }))
+            .await?;
+        Ok(ack.conversations.len())
+    }
+
+    /// The total unread count over conversations of `types` (empty: all).
+    pub async fn unread(&self, types: &[u32]) -> Result<u64, ClientError> {
+        let ack = self
+            .query(Body::GetUnread(v1::GetUnread {
+                types: types.to_vec(),
+            }))
+            .await?;
+        Ok(ack.unread)
+    }
+}
+
+fn page(ack: v1::QueryAck) -> ConversationPage {
+    ConversationPage {
+        conversations: ack
+            .conversations
+            .into_iter()
+            .map(Conversation::from)
+            .collect(),
+        next_page_token: Some(ack.next_page_token).filter(|t| !t.is_empty()),
+        version: ack.version,
+    }
+}
+
+/// The conversation change a user event reports, if `m` is one.
+pub(crate) fn change_of(m: &Message) -> Option<ConversationChange> {
+    if m.conversation_type != conversation_type::USER_EVENT
+        || m.msg_type != tidings_proto::CONVERSATION_EVENT_TYPE
+    {
+        return None;
+    }
+    let mut change: ConversationChange = serde_json::from_str(&m.content).ok()?;
+    change.inbox_seq = m.inbox_seq;
+    Some(change)
+}

@@ -1,0 +1,451 @@
+//! The conversation queries: the list (paged, or what changed since a version), one
+//! conversation, updates (read position, pin, mute, removal), removal by types, and unread
+//! totals. Unread counts come from the store, derived from read positions; every change is a user
+//! event in the user's inbox, pushed to all of the user's devices and synced by offline ones.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use tidings_proto::{CONVERSATION_EVENT_TYPE, Code, conversation_type};
+use tidings_store::{
+    AppendMessage, ConversationFilter, ConversationRecord, ConversationUpdate, WriteResult,
+};
+use tokio::sync::oneshot;
+
+use crate::commit::CommitRequest;
+use crate::session::private_conversation_id;
+use crate::validate::{self, Refusal};
+use crate::{ConversationOut, Delivered, Outbound, QueryAckOut, Session};
+
+/// Conversations per page when the client does not say.
+pub const PAGE_DEFAULT: u32 = 50;
+/// The most conversations per page.
+pub const PAGE_MAX: u32 = 100;
+
+/// A conversation query from a client.
+#[derive(Debug, Clone)]
+pub enum ConversationQuery {
+    List {
+        types: Vec<u32>,
+        limit: u32,
+        page_token: String,
+        changed_since: u64,
+    },
+    Get {
+        conversation_type: u32,
+        target: String,
+    },
+    Update(ConversationUpdateRequest),
+    RemoveAll {
+        types: Vec<u32>,
+    },
+    Unread {
+        types: Vec<u32>,
+    },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ConversationUpdateRequest {
+    pub conversation_type: u32,
+    pub target: String,
+    pub read_seq: u64,
+    pub read_time: i64,
+    pub pinned: Option<bool>,
+    pub muted: Option<bool>,
+    pub remove: bool,
+}
+
+impl Session {
+    /// Answers a conversation query; the QUERYACK arrives through the outbox.
+    pub async fn conversation_query(&self, query_id: u32, query: ConversationQuery) {
+        let answer = match self.answer(query).await {
+            Ok(mut out) => {
+                out.query_id = query_id;
+                out
+            }
+            Err(refusal) => QueryAckOut::refused(query_id, refusal),
+        };
+        self.shared.reply(&self.engine, Outbound::QueryAck(answer));
+    }
+
+    async fn answer(&self, query: ConversationQuery) -> Result<QueryAckOut, Refusal> {
+        match query {
+            ConversationQuery::List {
+                types,
+                limit,
+                page_token,
+                changed_since,
+            } => self.list(types, limit, &page_token, changed_since).await,
+            ConversationQuery::Get {
+                conversation_type,
+                target,
+            } => {
+                check_key(conversation_type, &target)?;
+                let found = self
+                    .read(ConversationFilter {
+                        one: Some((conversation_type, target)),
+                        ..Default::default()
+                    })
+                    .await?;
+                Ok(self.out(found.conversations, found.version))
+            }
+            ConversationQuery::Update(req) => self.update(req).await,
+            ConversationQuery::RemoveAll { types } => self.remove_all(types).await,
+            ConversationQuery::Unread { types } => {
+                let all = self
+                    .read(ConversationFilter {
+                        types,
+                        ..Default::default()
+                    })
+                    .await?;
+                Ok(QueryAckOut {
+                    unread: all.conversations.iter().map(|c| c.unread).sum(),
+                    version: all.version,
+                    ..Default::default()
+                })
+            }
+        }
+    }
+
+    async fn list(
+        &self,
+        types: Vec<u32>,
+        limit: u32,
+        page_token: &str,
+        changed_since: u64,
+    ) -> Result<QueryAckOut, Refusal> {
+        if changed_since > 0 {
+            let changed = self
+                .read(ConversationFilter {
+                    types,
+                    changed_since: Some(changed_since),
+                    ..Default::default()
+                })
+                .await?;
+            return Ok(self.out(changed.conversations, changed.version));
+        }
+        if limit > PAGE_MAX {
+            return Err(Refusal::new(
+                Code::InvalidQuery,
+                format!("limit must be at most {PAGE_MAX}"),
+            ));
+        }
+        let limit = if limit == 0 { PAGE_DEFAULT } else { limit } as usize;
+        let after = match page_token {
+            "" => None,
+            t => Some(SortKey::parse(t).ok_or_else(|| {
+                Refusal::new(
+                    Code::InvalidQuery,
+                    "page_token is not one this server issued",
+                )
+            })?),
+        };
+        let all = self
+            .read(ConversationFilter {
+                types,
+                ..Default::default()
+            })
+            .await?;
+        let mut visible: Vec<(SortKey, ConversationRecord)> = all
+            .conversations
+            .into_iter()
+            .filter(|c| !c.removed())
+            .map(|c| (SortKey::of(&c), c))
+            .filter(|(k, _)| after.as_ref().is_none_or(|a| k.cmp(a) == Ordering::Greater))
+            .collect();
+        visible.sort_by(|a, b| a.0.cmp(&b.0));
+        let more = visible.len() > limit;
+        visible.truncate(limit);
+        let next_page_token = match (more, visible.last()) {
+            (true, Some((k, _))) => k.token(),
+            _ => String::new(),
+        };
+        let mut out = self.out(visible.into_iter().map(|(_, c)| c).collect(), all.version);
+        out.next_page_token = next_page_token;
+        Ok(out)
+    }
+
+    async fn update(&self, req: ConversationUpdateRequest) -> Result<QueryAckOut, Refusal> {
+        check_key(req.conversation_type, &req.target)?;
+        if req.read_time < 0 {
+            return Err(Refusal::new(
+                Code::InvalidQuery,
+                "read_time must not be negative",
+            ));
+        }
+        if req.read_seq == 0
+            && req.read_time == 0
+            && req.pinned.is_none()
+            && req.muted.is_none()
+            && !req.remove
+        {
+            return Err(Refusal::new(
+                Code::InvalidQuery,
+                "the update changes nothing",
+            ));
+        }
+        let key = (req.conversation_type, req.target.clone());
+        let update = self.update_of(req);
+        self.commit_updates(vec![update]).await?;
+        let found = self
+            .read(ConversationFilter {
+                one: Some(key),
+                ..Default::default()
+            })
+            .await?;
+        Ok(self.out(found.conversations, found.version))
+    }
+
+    async fn remove_all(&self, types: Vec<u32>) -> Result<QueryAckOut, Refusal> {
+        let all = self
+            .read(ConversationFilter {
+                types,
+                ..Default::default()
+            })
+            .await?;
+        let updates: Vec<ConversationUpdate> = all
+            .conversations
+            .iter()
+            .filter(|c| !c.removed())
+            .map(|c| {
+                self.update_of(ConversationUpdateRequest {
+                    conversation_type: c.settings.conversation_type,
+                    target: c.settings.target_id.clone(),
+                    remove: true,
+                    ..Default::default()
+                })
+            })
+            .collect();
+        let mut conversations = Vec::new();
+        if !updates.is_empty() {
+            for r in self.commit_updates(updates).await? {
+                if let WriteResult::ConversationUpdated { settings, .. } = r {
+                    conversations.push(ConversationOut {
+                        settings,
+                        latest: None,
+                        unread: 0,
+                        removed: true,
+                    });
+                }
+            }
+        }
+        Ok(QueryAckOut {
+            conversations,
+            ..Default::default()
+        })
+    }
+
+    fn update_of(&self, req: ConversationUpdateRequest) -> ConversationUpdate {
+        let user = self.shared.user.clone();
+        ConversationUpdate {
+            conversation_id: private_conversation_id(&user, &req.target),
+            conversation_type: req.conversation_type,
+            target: req.target,
+            read_seq: req.read_seq,
+            read_time: req.read_time,
+            pinned: req.pinned,
+            muted: req.muted,
+            remove: req.remove,
+            // The committer gives the event its uid and time; the store fills in its content.
+            event: AppendMessage {
+                conversation_type: conversation_type::USER_EVENT,
+                conversation_id: format!("~{user}"),
+                target: user.clone(),
+                msg_type: CONVERSATION_EVENT_TYPE.into(),
+                recipients: vec![user.clone()],
+                sender: user_event_sender(),
+                ..Default::default()
+            },
+            user,
+        }
+    }
+
+    async fn commit_updates(
+        &self,
+        updates: Vec<ConversationUpdate>,
+    ) -> Result<Vec<WriteResult>, Refusal> {
+        let (reply, answer) = oneshot::channel();
+        self.engine
+            .inner
+            .commits
+            .send(CommitRequest::Update { updates, reply })
+            .await
+            .map_err(|_| Refusal::from(Code::ServerShutdown))?;
+        match answer.await {
+            Ok(Ok(results)) => Ok(results),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "conversation update failed");
+                Err(Code::ServerError.into())
+            }
+            Err(_) => Err(Code::ServerShutdown.into()),
+        }
+    }
+
+    async fn read(
+        &self,
+        filter: ConversationFilter,
+    ) -> Result<tidings_store::Conversations, Refusal> {
+        self.engine
+            .inner
+            .store
+            .conversations(&self.shared.user, filter)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "conversation read failed");
+                Refusal::from(Code::ServerError)
+            })
+    }
+
+    fn out(&self, records: Vec<ConversationRecord>, version: u64) -> QueryAckOut {
+        let user = &self.shared.user;
+        QueryAckOut {
+            conversations: records
+                .into_iter()
+                .map(|c| ConversationOut {
+                    removed: c.removed(),
+                    latest: c
+                        .latest
+                        .map(|m| Delivered::for_viewer(user, Arc::new(m), 0)),
+                    unread: c.unread,
+                    settings: c.settings,
+                })
+                .collect(),
+            version,
+            ..Default::default()
+        }
+    }
+}
+
+/// User events have no sender: they are the server's report of the user's own change.
+fn user_event_sender() -> String {
+    String::new()
+}
+
+fn check_key(conversation_type: u32, target: &str) -> Result<(), Refusal> {
+    if conversation_type != conversation_type::PRIVATE {
+        return Err(Refusal::new(
+            Code::UnknownConversationType,
+            format!("type {conversation_type} is not supported"),
+        ));
+    }
+    if !validate::is_user_id(target) {
+        return Err(Refusal::new(
+            Code::InvalidTarget,
+            "a user id is 1-64 of A-Z a-z 0-9 _ - . @",
+        ));
+    }
+    Ok(())
+}
+
+/// The list's order: pinned first, then newest message first (by time, then by uid: uids are
+/// made in commit order), then by type and target so the order is total and paging never skips
+/// or repeats a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SortKey {
+    pinned: bool,
+    time: i64,
+    uid: String,
+    conversation_type: u32,
+    target: String,
+}
+
+impl SortKey {
+    fn of(c: &ConversationRecord) -> SortKey {
+        SortKey {
+            pinned: c.settings.pinned,
+            time: c.latest.as_ref().map_or(0, |m| m.sent_time),
+            uid: c.latest.as_ref().map(|m| m.uid.clone()).unwrap_or_default(),
+            conversation_type: c.settings.conversation_type,
+            target: c.settings.target_id.clone(),
+        }
+    }
+
+    /// `pinned:time:uid:type:target`; uids and user ids hold no ':'.
+    fn token(&self) -> String {
+        format!(
+            "{}:{}:{}:{}:{}",
+            u8::from(self.pinned),
+            self.time,
+            self.uid,
+            self.conversation_type,
+            self.target
+        )
+    }
+
+    fn parse(token: &str) -> Option<SortKey> {
+        let mut parts = token.splitn(5, ':');
+        let pinned = match parts.next()? {
+            "0" => false,
+            "1" => true,
+            _ => return None,
+        };
+        Some(SortKey {
+            pinned,
+            time: parts.next()?.parse().ok()?,
+            uid: parts.next()?.to_string(),
+            conversation_type: parts.next()?.parse().ok()?,
+            target: parts.next()?.to_string(),
+        })
+    }
+}
+
+impl Ord for SortKey {
+    fn cmp(&self, other: &SortKey) -> Ordering {
+        other
+            .pinned
+            .cmp(&self.pinned)
+            .then(other.time.cmp(&self.time))
+            .then_with(|| other.uid.cmp(&self.uid))
+            .then(self.conversation_type.cmp(&other.conversation_type))
+            .then_with(|| self.target.cmp(&other.target))
+    }
+}
+
+impl PartialOrd for SortKey {
+    fn partial_cmp(&self, other: &SortKey) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(pinned: bool, time: i64, target: &str) -> SortKey {
+        SortKey {
+            pinned,
+            time,
+            uid: String::new(),
+            conversation_type: 1,
+            target: target.into(),
+        }
+    }
+
+    #[test]
+    fn pinned_first_then_newest_then_by_target() {
+        let mut keys = [
+            key(false, 5, "b"),
+            key(true, 1, "z"),
+            key(false, 9, "c"),
+            key(false, 5, "a"),
+        ];
+        keys.sort();
+        let order: Vec<_> = keys.iter().map(|k| k.target.as_str()).collect();
+        assert_eq!(order, ["z", "c", "a", "b"]);
+        // Within one millisecond, the later commit (the greater uid) first.
+        let mut same_ms = [key(false, 5, "a"), key(false, 5, "b")];
+        same_ms[0].uid = "01A".into();
+        same_ms[1].uid = "01B".into();
+        same_ms.sort();
+        assert_eq!(same_ms[0].target, "b");
+    }
+
+    #[test]
+    fn page_tokens_round_trip_and_bad_ones_are_refused() {
+        let k = key(true, -3, "user@x.y");
+        assert_eq!(SortKey::parse(&k.token()), Some(k));
+        for bad in ["", "2:1:u:1:a", "1:x:u:1:a", "1:1", "0:1:u:-1:a", "0:1:1:a"] {
+            assert_eq!(SortKey::parse(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! Conversations, read positions and unread counts, through the SDK: shared by all of a user's
+//! devices, online and offline.
+
+use tidings_client::{ClientError, ConversationUpdate, Outgoing};
+use tidings_proto::Code;
+
+use crate::util::*;
+
+const PRIVATE: u32 = 1;
+
+fn custom(to: &str, counted: bool) -> Outgoing {
+    Outgoing {
+        msg_type: "app:status".into(),
+        content: r#"{"state":"busy"}"#.into(),
+        uncounted: !counted,
+        ..Outgoing::text(to, "")
+    }
+}
+
+fn refused_code(r: Result<impl std::fmt::Debug, ClientError>) -> u32 {
+    match r {
+        Err(ClientError::Refused { code, .. }) => code,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_list_orders_pinned_then_newest_counts_unread_and_pages() {
+    let server = TestServer::start().await;
+    let (alice, _a) = server.client("alice", "phone").await;
+    let (carol, _c) = server.client("carol", "phone").await;
+    let (dave, _d) = server.client("dave", "phone").await;
+    let (bob, _b) = server.client("bob", "phone").await;
+    for text in ["a1", "a2"] {
+        alice.send(Outgoing::text("bob", text)).await.unwrap();
+    }
+    carol.send(Outgoing::text("bob", "c1")).await.unwrap();
+    dave.send(Outgoing::text("bob", "d1")).await.unwrap();
+    dave.send(custom("bob", false)).await.unwrap();
+    dave.send(custom("bob", true)).await.unwrap();
+    // Bob's own message does not count for him.
+    bob.send(Outgoing::text("dave", "b1")).await.unwrap();
+
+    let page = bob.conversations(&[], 0, None).await.unwrap();
+    let order: Vec<_> = page
+        .conversations
+        .iter()
+        .map(|c| c.target_id.as_str())
+        .collect();
+    assert_eq!(order, ["dave", "carol", "alice"], "newest message first");
+    let unread: Vec<_> = page.conversations.iter().map(|c| c.unread).collect();
+    assert_eq!(unread, [2, 1, 2], "uncounted and own messages do not count");
+    let latest = page.conversations[0].latest.as_ref().unwrap();
+    assert_eq!((latest.sender_id.as_str(), latest.seq), ("bob", 4));
+    assert_eq!(page.next_page_token, None);
+    assert_eq!(bob.unread(&[]).await.unwrap(), 5);
+    assert_eq!(bob.unread(&[PRIVATE]).await.unwrap(), 5);
+    assert_eq!(bob.unread(&[3]).await.unwrap(), 0);
+
+    // Pinned first.
+    let pinned = bob
+        .update_conversation(ConversationUpdate::private("alice").pinned(true))
+        .await
+        .unwrap();
+    assert!(pinned.pinned);
+    assert_eq!(pinned.unread, 2);
+    let first = bob.conversations(&[PRIVATE], 2, None).await.unwrap();
+    let order: Vec<_> = first
+        .conversations
+        .iter()
+        .map(|c| c.target_id.as_str())
+        .collect();
+    assert_eq!(order, ["alice", "dave"]);
+    let token = first.next_page_token.expect("a second page");
+    let second = bob
+        .conversations(&[PRIVATE], 2, Some(&token))
+        .await
+        .unwrap();
+    let order: Vec<_> = second
+        .conversations
+        .iter()
+        .map(|c| c.target_id.as_str())
+        .collect();
+    assert_eq!(order, ["carol"]);
+    assert_eq!(second.next_page_token, None);
+    assert!(
+        bob.conversations(&[3], 0, None)
+            .await
+            .unwrap()
+            .conversations
+            .is_empty(),
+        "filtered by type"
+    );
+
+    // Alice's side of the same conversation.
+    let mine = alice.conversation(PRIVATE, "bob").await.unwrap().unwrap();
+    assert_eq!((mine.unread, mine.latest.unwrap().seq), (0, 2));
+    assert_eq!(alice.conversation(PRIVATE, "nobody").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn reading_on_one_device_clears_unread_on_the_other() {
+    let server = TestServer::start().await;
+    let (alice, _a) = server.client("alice", "phone").await;
+    let (phone, mut phone_events) = server.client("bob", "phone").await;
+    let (laptop, mut laptop_events) = server.client("bob", "laptop").await;
+    let mut last = 0;
+    for i in 0..3 {
+        last = alice
+            .send(Outgoing::text("bob", &format!("m{i}")))
+            .await
+            .unwrap()
+            .seq;
+    }
+    assert_eq!(laptop.unread(&[]).await.unwrap(), 3);
+
+    let read = phone
+        .update_conversation(ConversationUpdate::private("alice").read_up_to(last - 1))
+        .await
+        .unwrap();
+    assert_eq!((read.read_seq, read.unread), (2, 1));
+    // Both devices hear of it, the one that made the change included.
+    for events in [&mut laptop_events, &mut phone_events] {
+        let change = next_change(events).await;
+        assert_eq!((change.target_id.as_str(), change.read_seq), ("alice", 2));
+    }
+    assert_eq!(laptop.unread(&[]).await.unwrap(), 1);
+
+    // Reading never moves back; reading past the newest message stops at it.
+    phone
+        .update_conversation(ConversationUpdate::private("alice").read_up_to(1))
+        .await
+        .unwrap();
+    let c = phone
+        .update_conversation(ConversationUpdate::private("alice").read_up_to(99))
+        .await
+        .unwrap();
+    assert_eq!((c.read_seq, c.unread), (3, 0));
+    assert_eq!(laptop.unread(&[]).await.unwrap(), 0);
+
+    // Pin and mute on the laptop reach the phone.
+    laptop
+        .update_conversation(
+            ConversationUpdate::private("alice")
+                .pinned(true)
+                .muted(true),
+        )
+        .await
+        .unwrap();
+    let change = loop {
+        let c = next_change(&mut phone_events).await;
+        if c.pinned {
+            break c;
+        }
+    };
+    assert!(change.muted);
+    let seen = phone.conversation(PRIVATE, "alice").await.unwrap().unwrap();
+    assert!(seen.pinned && seen.muted);
+}
+
+#[tokio::test]
+async fn an_offline_device_catches_up_by_sync_and_by_changes_since_its_version() {
+    let server = TestServer::start().await;
+    let (alice, _a) = server.client("alice", "phone").await;
+    let (carol, _c) = server.client("carol", "phone").await;
+    let (dave, _d) = server.client("dave", "phone").await;
+    for (who, c) in [("alice", &alice), ("carol", &carol), ("dave", &dave)] {
+        c.send(Outgoing::text("bob", who)).await.unwrap();
+    }
+    let (laptop, mut laptop_events) = server.client("bob", "laptop").await;
+    for _ in 0..3 {
+        next_message(&mut laptop_events).await;
+    }
+    let version = laptop.conversations(&[], 0, None).await.unwrap().version;
+    laptop.close().await;
+
+    // While the laptop is away: the phone pins Alice and removes Dave; Carol writes again.
+    let (phone, _p) = server.client("bob", "phone").await;
+    phone
+        .update_conversation(ConversationUpdate::private("alice").pinned(true))
+        .await
+        .unwrap();
+    phone
+        .update_conversation(ConversationUpdate::private("dave").remove())
+        .await
+        .unwrap();
+    carol.send(Outgoing::text("bob", "again")).await.unwrap();
+
+    let (laptop, mut laptop_events) = server.client("bob", "laptop").await;
+    let mut changes = Vec::new();
+    while changes.len() < 2 {
+        changes.push(next_change(&mut laptop_events).await);
+    }
+    assert!(changes[0].pinned && changes[0].target_id == "alice");
+    assert!(changes[1].removed_seq > 0 && changes[1].target_id == "dave");
+    assert_eq!(
+        next_message(&mut laptop_events).await.content,
+        r#"{"text":"again"}"#
+    );
+
+    let changed = laptop.conversations_changed(version).await.unwrap();
+    let mut got: Vec<_> = changed
+        .conversations
+        .iter()
+        .map(|c| (c.target_id.as_str(), c.pinned, c.removed, c.unread))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("alice", true, false, 1),
+            ("carol", false, false, 2),
+            ("dave", false, true, 0)
+        ]
+    );
+    assert!(changed.version > version);
+    assert!(
+        laptop
+            .conversations_changed(changed.version)
+            .await
+            .unwrap()
+            .conversations
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn removal_hides_a_conversation_until_its_next_message() {
+    let server = TestServer::start().await;
+    let (alice, _a) = server.client("alice", "phone").await;
+    let (carol, _c) = server.client("carol", "phone").await;
+    let (bob, _b) = server.client("bob", "phone").await;
+    let first = alice.send(Outgoing::text("bob", "one")).await.unwrap();
+    carol.send(Outgoing::text("bob", "two")).await.unwrap();
+
+    let removed = bob
+        .update_conversation(ConversationUpdate::private("alice").remove())
+        .await
+        .unwrap();
+    assert_eq!((removed.read_seq, removed.unread), (first.seq, 0));
+    let targets = |page: tidings_client::ConversationPage| {
+        page.conversations
+            .into_iter()
+            .map(|c| c.target_id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        targets(bob.conversations(&[], 0, None).await.unwrap()),
+        ["carol"]
+    );
+
+    alice.send(Outgoing::text("bob", "back")).await.unwrap();
+    let list = bob.conversations(&[], 0, None).await.unwrap();
+    assert_eq!(list.conversations[0].target_id, "alice");
+    assert_eq!(
+        list.conversations[0].unread, 1,
+        "only what came after the removal"
+    );
+
+    // By type: everything private goes, and nothing is left unread.
+    assert_eq!(bob.remove_conversations(&[PRIVATE]).await.unwrap(), 2);
+    assert!(
+        bob.conversations(&[], 0, None)
+            .await
+            .unwrap()
+            .conversations
+            .is_empty()
+    );
+    assert_eq!(bob.unread(&[]).await.unwrap(), 0);
+    assert_eq!(bob.remove_conversations(&[]).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn reading_until_a_time_reads_what_was_sent_by_then() {
+    let server = TestServer::start().await;
+    let (alice, _a) = server.client("alice", "phone").await;
+    let (bob, _b) = server.client("bob", "phone").await;
+    let first = alice.send(Outgoing::text("bob", "early")).await.unwrap();
+    // Sent times are milliseconds: make sure the next message has a later one.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    alice.send(Outgoing::text("bob", "late")).await.unwrap();
+    let c = bob
+        .update_conversation(ConversationUpdate::private("alice").read_until(first.sent_time))
+        .await
+        .unwrap();
+    assert_eq!((c.read_seq, c.unread), (1, 1));
+}
+
+#[tokio::test]
+async fn bad_conversation_queries_are_refused_with_their_codes() {
+    let server = TestServer::start().await;
+    let (bob, _b) = server.client("bob", "phone").await;
+    let group = ConversationUpdate {
+        conversation_type: 3,
+        ..ConversationUpdate::private("g1").pinned(true)
+    };
+    assert_eq!(
+        refused_code(bob.update_conversation(group).await),
+        Code::UnknownConversationType.as_u32()
+    );
+    assert_eq!(
+        refused_code(
+            bob.update_conversation(ConversationUpdate::private("not valid").pinned(true))
+                .await
+        ),
+        Code::InvalidTarget.as_u32()
+    );
+    assert_eq!(
+        refused_code(
+            bob.update_conversation(ConversationUpdate::private("alice"))
+                .await
+        ),
+        Code::InvalidQuery.as_u32(),
+        "an update that changes nothing"
+    );
+    assert_eq!(
+        refused_code(bob.conversations(&[], 101, None).await),
+        Code::InvalidQuery.as_u32()
+    );
+    assert_eq!(
+        refused_code(bob.conversations(&[], 0, Some("not-a-token")).await),
+        Code::InvalidQuery.as_u32()
+    );
+    assert_eq!(
+        refused_code(bob.conversation(PRIVATE, "").await),
+        Code::InvalidTarget.as_u32()
+    );
+    // The connection survives refusals.
+    assert_eq!(bob.unread(&[]).await.unwrap(), 0);
+}

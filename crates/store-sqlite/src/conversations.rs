@@ -1,0 +1,141 @@
+//! Reading a user's conversations: their rows, each conversation's newest message, and unread
+//! counts derived from read positions — all in one read transaction, so they agree.
+
+use std::collections::BTreeSet;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use tidings_store::{
+    ConversationFilter, ConversationRecord, ConversationSettings, Conversations, StoredMessage,
+};
+
+use crate::{MESSAGE_COLUMNS, message_from_row};
+
+/// A conversation row: its key and settings.
+struct Row {
+    settings: ConversationSettings,
+    conversation_id: String,
+}
+
+pub fn read(
+    c: &Connection,
+    user: &str,
+    filter: &ConversationFilter,
+) -> rusqlite::Result<Conversations> {
+    let tx = c.unchecked_transaction()?;
+    let version: Option<i64> = tx
+        .prepare_cached("SELECT max(seq) FROM inbox WHERE user_id = ?1")?
+        .query_row(params![user], |row| row.get(0))?;
+    let rows = match (&filter.one, filter.changed_since) {
+        (Some((conv_type, target)), _) => one(&tx, user, *conv_type, target)?.into_iter().collect(),
+        (None, Some(since)) => changed_since(&tx, user, since)?,
+        (None, None) => all(&tx, user)?,
+    };
+    let mut conversations = Vec::with_capacity(rows.len());
+    for row in rows {
+        if !filter.types.is_empty() && !filter.types.contains(&row.settings.conversation_type) {
+            continue;
+        }
+        conversations.push(record(&tx, user, row)?);
+    }
+    tx.finish()?;
+    Ok(Conversations {
+        conversations,
+        version: version.unwrap_or(0) as u64,
+    })
+}
+
+const ROW_COLUMNS: &str = "conv_type, target, conv_id, read_seq, pinned, muted, removed_seq";
+
+fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok(Row {
+        settings: ConversationSettings {
+            conversation_type: r.get(0)?,
+            target_id: r.get(1)?,
+            read_seq: r.get::<_, i64>(3)? as u64,
+            pinned: r.get(4)?,
+            muted: r.get(5)?,
+            removed_seq: r.get::<_, i64>(6)? as u64,
+        },
+        conversation_id: r.get(2)?,
+    })
+}
+
+fn one(c: &Connection, user: &str, conv_type: u32, target: &str) -> rusqlite::Result<Option<Row>> {
+    c.prepare_cached(&format!(
+        "SELECT {ROW_COLUMNS} FROM conversations WHERE user_id = ?1 AND conv_type = ?2 AND target = ?3"
+    ))?
+    .query_row(params![user, conv_type, target], row_from)
+    .optional()
+}
+
+fn all(c: &Connection, user: &str) -> rusqlite::Result<Vec<Row>> {
+    c.prepare_cached(&format!(
+        "SELECT {ROW_COLUMNS} FROM conversations WHERE user_id = ?1"
+    ))?
+    .query_map(params![user], row_from)?
+    .collect()
+}
+
+/// Rows whose settings changed after `since`, and rows of conversations with an inbox entry
+/// after it (a new message).
+fn changed_since(c: &Connection, user: &str, since: u64) -> rusqlite::Result<Vec<Row>> {
+    let mut keys = BTreeSet::new();
+    let mut stmt = c.prepare_cached(
+        "SELECT DISTINCT m.conv_type, m.sender, m.target FROM inbox i \
+         JOIN messages m ON m.rowid = i.msg WHERE i.user_id = ?1 AND i.seq > ?2 AND m.conv_type != 0",
+    )?;
+    let touched = stmt.query_map(params![user, since as i64], |r| {
+        Ok((
+            r.get::<_, u32>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    for t in touched {
+        let (conv_type, sender, target) = t?;
+        // A private conversation's target, as this user sees it, is the other participant.
+        let seen = if conv_type == tidings_store::PRIVATE && sender != user {
+            sender
+        } else {
+            target
+        };
+        keys.insert((conv_type, seen));
+    }
+    let mut rows: Vec<Row> = c
+        .prepare_cached(&format!(
+            "SELECT {ROW_COLUMNS} FROM conversations WHERE user_id = ?1 AND version > ?2"
+        ))?
+        .query_map(params![user, since as i64], row_from)?
+        .collect::<rusqlite::Result<_>>()?;
+    for r in &rows {
+        keys.remove(&(r.settings.conversation_type, r.settings.target_id.clone()));
+    }
+    for (conv_type, target) in keys {
+        rows.extend(one(c, user, conv_type, &target)?);
+    }
+    Ok(rows)
+}
+
+fn record(c: &Connection, user: &str, row: Row) -> rusqlite::Result<ConversationRecord> {
+    let latest: Option<StoredMessage> = c
+        .prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.conv_id = ?1 ORDER BY m.seq DESC LIMIT 1"
+        ))?
+        .query_row(params![row.conversation_id], |r| message_from_row(r, 0))
+        .optional()?;
+    let unread: i64 = c
+        .prepare_cached(
+            "SELECT count(*) FROM messages WHERE conv_id = ?1 AND seq > ?2 AND counted = 1 \
+             AND sender != ?3",
+        )?
+        .query_row(
+            params![row.conversation_id, row.settings.read_seq as i64, user],
+            |r| r.get(0),
+        )?;
+    Ok(ConversationRecord {
+        settings: row.settings,
+        conversation_id: row.conversation_id,
+        latest,
+        unread: unread as u64,
+    })
+}

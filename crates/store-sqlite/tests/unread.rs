@@ -1,0 +1,126 @@
+//! Unread counts, derived from read positions, agree with a model under random sequences of
+//! sends, reads and removals.
+
+use proptest::prelude::*;
+use tidings_store::{ConversationFilter, Store, WriteOp, WriteResult, conformance};
+use tidings_store_sqlite::{Durability, SqliteConfig, SqliteStore};
+
+#[derive(Debug, Clone)]
+enum Step {
+    /// `from` (0 = a, 1 = b) sends one message, counted or not.
+    Send {
+        from: usize,
+        counted: bool,
+    },
+    /// `user` reads up to this seq (which may lie beyond the newest message).
+    Read {
+        user: usize,
+        seq: u64,
+    },
+    /// `user` reads everything sent at or before the send time of message `index`.
+    ReadTime {
+        user: usize,
+        index: u64,
+    },
+    Remove {
+        user: usize,
+    },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (0..2usize, any::<bool>()).prop_map(|(from, counted)| Step::Send { from, counted }),
+        2 => (0..2usize, 0..40u64).prop_map(|(user, seq)| Step::Read { user, seq }),
+        1 => (0..2usize, 1..40u64).prop_map(|(user, index)| Step::ReadTime { user, index }),
+        1 => (0..2usize).prop_map(|user| Step::Remove { user }),
+    ]
+}
+
+/// The model: every message (sender, counted), and each user's read position.
+#[derive(Default)]
+struct Model {
+    messages: Vec<(usize, bool)>,
+    read: [u64; 2],
+}
+
+impl Model {
+    fn unread(&self, user: usize) -> u64 {
+        self.messages
+            .iter()
+            .enumerate()
+            .filter(|(i, (from, counted))| {
+                *i as u64 + 1 > self.read[user] && *counted && *from != user
+            })
+            .count() as u64
+    }
+    fn read_to(&mut self, user: usize, seq: u64) {
+        let last = self.messages.len() as u64;
+        self.read[user] = self.read[user].max(seq.min(last));
+    }
+}
+
+const USERS: [&str; 2] = ["pa", "pb"];
+const T0: i64 = 1_700_000_000_000;
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn unread_counts_follow_the_model(steps in proptest::collection::vec(step(), 1..60)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let mut config = SqliteConfig::new(dir.path().join("t.db"));
+            config.durability = Durability::Process;
+            let store = SqliteStore::open(&config).unwrap();
+            let mut model = Model::default();
+            for (n, step) in steps.iter().enumerate() {
+                let op = match step {
+                    Step::Send { from, counted } => {
+                        let mut m = conformance::private_append(
+                            USERS[*from], USERS[1 - from], &format!("m{n}"), "x");
+                        // Message i (from 1) is sent at T0 + 10 * i.
+                        m.sent_time = T0 + 10 * (model.messages.len() as i64 + 1);
+                        m.counted = *counted;
+                        model.messages.push((*from, *counted));
+                        WriteOp::Append(m)
+                    }
+                    Step::Read { user, seq } => {
+                        model.read_to(*user, *seq);
+                        let mut u = conformance::private_update(
+                            USERS[*user], USERS[1 - user], &format!("e{n}"));
+                        u.read_seq = *seq;
+                        WriteOp::UpdateConversation(u)
+                    }
+                    Step::ReadTime { user, index } => {
+                        model.read_to(*user, *index);
+                        let mut u = conformance::private_update(
+                            USERS[*user], USERS[1 - user], &format!("e{n}"));
+                        u.read_time = T0 + 10 * *index as i64;
+                        WriteOp::UpdateConversation(u)
+                    }
+                    Step::Remove { user } => {
+                        let last = model.messages.len() as u64;
+                        model.read_to(*user, last);
+                        let mut u = conformance::private_update(
+                            USERS[*user], USERS[1 - user], &format!("e{n}"));
+                        u.remove = true;
+                        WriteOp::UpdateConversation(u)
+                    }
+                };
+                let r = store.write(vec![op]).await.unwrap();
+                if let WriteResult::ConversationUpdated { settings, .. } = &r[0] {
+                    let user = USERS.iter().position(|u| *u != settings.target_id).unwrap();
+                    prop_assert_eq!(settings.read_seq, model.read[user]);
+                }
+                for (user, name) in USERS.iter().enumerate() {
+                    let list = store.conversations(name, ConversationFilter::default()).await.unwrap();
+                    let unread: u64 = list.conversations.iter().map(|c| c.unread).sum();
+                    prop_assert_eq!(unread, model.unread(user), "{} after step {}: {:?}", name, n, step);
+                }
+            }
+            store.close().await.unwrap();
+            Ok(())
+        })?;
+    }
+}
