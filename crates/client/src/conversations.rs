@@ -24,6 +24,8 @@ pub struct Conversation {
     pub muted: bool,
     /// Only in `conversations_changed` answers: the conversation was removed.
     pub removed: bool,
+    /// This user's history is cleared up to this seq.
+    pub cleared_seq: u64,
 }
 
 impl From<v1::Conversation> for Conversation {
@@ -37,6 +39,7 @@ impl From<v1::Conversation> for Conversation {
             pinned: c.pinned,
             muted: c.muted,
             removed: c.removed,
+            cleared_seq: c.cleared_seq,
         }
     }
 }
@@ -62,6 +65,9 @@ pub struct ConversationChange {
     pub muted: bool,
     /// Out of the list while its newest seq is at most this.
     pub removed_seq: u64,
+    /// History up to this seq is cleared for this user.
+    #[serde(default)]
+    pub cleared_seq: u64,
     /// The event's position in the user's inbox (acknowledge it like a message's).
     #[serde(skip)]
     pub inbox_seq: u64,
@@ -77,6 +83,7 @@ pub struct ConversationUpdate {
     pub pinned: Option<bool>,
     pub muted: Option<bool>,
     pub remove: bool,
+    pub clear_before_time: i64,
 }
 
 impl ConversationUpdate {
@@ -111,6 +118,42 @@ impl ConversationUpdate {
         self.remove = true;
         self
     }
+    /// Clear this user's history of what was sent at or before this time (ms), reading it.
+    pub fn clear_history_until(mut self, time_ms: i64) -> Self {
+        self.clear_before_time = time_ms;
+        self
+    }
+}
+
+/// Where a page of history starts. Continue paging by seq: `BeforeSeq` of the first message of
+/// a page for older ones, `AfterSeq` of the last for newer ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryStart {
+    Newest,
+    BeforeSeq(u64),
+    AfterSeq(u64),
+    BeforeTime(i64),
+    AfterTime(i64),
+}
+
+/// A page of history, in increasing seq order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPage {
+    pub messages: Vec<Message>,
+    /// More messages exist beyond the page, in the direction it was read.
+    pub has_more: bool,
+}
+
+/// Messages this user deleted for themself, as reported by [`crate::Event::MessagesDeleted`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessagesDeleted {
+    pub conversation_type: u32,
+    pub target_id: String,
+    pub seqs: Vec<u64>,
+    /// The event's position in the user's inbox (acknowledge it like a message's).
+    #[serde(skip)]
+    pub inbox_seq: u64,
 }
 
 impl Client {
@@ -186,6 +229,7 @@ impl Client {
                 pinned: update.pinned,
                 muted: update.muted,
                 remove: update.remove,
+                clear_before_time: update.clear_before_time,
             }))
             .await?;
         ack.conversations
@@ -219,6 +263,54 @@ impl Client {
     }
 }
 
+impl Client {
+    /// A page of at most `count` messages (0: 20; at most 100) of one conversation's history as
+    /// this user sees it.
+    pub async fn history(
+        &self,
+        conversation_type: u32,
+        target_id: &str,
+        start: HistoryStart,
+        count: u32,
+    ) -> Result<HistoryPage, ClientError> {
+        let mut q = v1::GetHistory {
+            conversation_type,
+            target_id: target_id.into(),
+            count,
+            ..Default::default()
+        };
+        match start {
+            HistoryStart::Newest => {}
+            HistoryStart::BeforeSeq(s) => q.before_seq = s,
+            HistoryStart::AfterSeq(s) => q.after_seq = s,
+            HistoryStart::BeforeTime(t) => q.before_time = t,
+            HistoryStart::AfterTime(t) => q.after_time = t,
+        }
+        let ack = self.query(Body::GetHistory(q)).await?;
+        Ok(HistoryPage {
+            messages: ack.messages.into_iter().map(Message::from).collect(),
+            has_more: ack.has_more,
+        })
+    }
+
+    /// Deletes messages (by conversation seq) for this user only; every device of the user gets
+    /// an [`crate::Event::MessagesDeleted`].
+    pub async fn delete_messages(
+        &self,
+        conversation_type: u32,
+        target_id: &str,
+        seqs: &[u64],
+    ) -> Result<(), ClientError> {
+        self.query(Body::DeleteMessages(v1::DeleteMessages {
+            conversation_type,
+            target_id: target_id.into(),
+            seqs: seqs.to_vec(),
+        }))
+        .await
+        .map(drop)
+    }
+}
+
 fn page(ack: v1::QueryAck) -> ConversationPage {
     ConversationPage {
         conversations: ack
@@ -231,14 +323,22 @@ fn page(ack: v1::QueryAck) -> ConversationPage {
     }
 }
 
-/// The conversation change a user event reports, if `m` is one.
-pub(crate) fn change_of(m: &Message) -> Option<ConversationChange> {
-    if m.conversation_type != conversation_type::USER_EVENT
-        || m.msg_type != tidings_proto::CONVERSATION_EVENT_TYPE
-    {
+/// The event a user event stands for, if `m` is one this SDK knows.
+pub(crate) fn event_of(m: &Message) -> Option<crate::Event> {
+    if m.conversation_type != conversation_type::USER_EVENT {
         return None;
     }
-    let mut change: ConversationChange = serde_json::from_str(&m.content).ok()?;
-    change.inbox_seq = m.inbox_seq;
-    Some(change)
+    match m.msg_type.as_str() {
+        tidings_proto::CONVERSATION_EVENT_TYPE => {
+            let mut change: ConversationChange = serde_json::from_str(&m.content).ok()?;
+            change.inbox_seq = m.inbox_seq;
+            Some(crate::Event::Conversation(change))
+        }
+        tidings_proto::DELETED_EVENT_TYPE => {
+            let mut deleted: MessagesDeleted = serde_json::from_str(&m.content).ok()?;
+            deleted.inbox_seq = m.inbox_seq;
+            Some(crate::Event::MessagesDeleted(deleted))
+        }
+        _ => None,
+    }
 }

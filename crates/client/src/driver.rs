@@ -652,10 +652,7 @@ impl State {
             self.cursor = Some(next);
             if let Some(m) = entry {
                 if self.remember(&m.uid) {
-                    let event = match crate::conversations::change_of(&m) {
-                        Some(change) => Event::Conversation(change),
-                        None => Event::Message(m),
-                    };
+                    let event = crate::conversations::event_of(&m).unwrap_or(Event::Message(m));
                     self.emit(event).await;
                 } else {
                     self.stats.duplicates_dropped += 1;

@@ -30,7 +30,10 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use conversations::{Conversation, ConversationChange, ConversationPage, ConversationUpdate};
+pub use conversations::{
+    Conversation, ConversationChange, ConversationPage, ConversationUpdate, HistoryPage,
+    HistoryStart, MessagesDeleted,
+};
 pub use tidings_proto::Encoding;
 
 /// The reconnect schedule of the lineage's web SDK (seed 004): 100 ms, 1 s, 3 s, 6 s, 10 s; the
@@ -170,6 +173,8 @@ pub enum Event {
     Message(Message),
     /// One of this user's conversations changed (on this device or another): its new settings.
     Conversation(ConversationChange),
+    /// This user deleted messages for themself (on this device or another).
+    MessagesDeleted(MessagesDeleted),
     Status(Status),
     /// The session ended for good: kicked by another device, token revoked or expired, user
     /// banned. The SDK does not reconnect; the stream ends after this.

@@ -7,10 +7,8 @@
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use tidings_proto::Code;
-use tidings_store::{
-    AppendMessage, ConversationUpdate, Participant, StoreError, WriteOp, WriteResult,
-};
+use tidings_proto::{Code, conversation_type};
+use tidings_store::{AppendMessage, Participant, StoreError, WriteOp, WriteResult};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::session::SessionShared;
@@ -49,10 +47,11 @@ pub enum CommitRequest {
         ops: Vec<WriteOp>,
         reply: oneshot::Sender<Result<Vec<WriteResult>, StoreError>>,
     },
-    /// Conversation updates of one user. The committer gives each event its uid and time, and
-    /// after the commit pushes each event to every device of the user.
-    Update {
-        updates: Vec<ConversationUpdate>,
+    /// Changes a user makes to their own state, each with a user event (a conversation update,
+    /// or an append of conversation type 0). The committer gives each event its uid and time,
+    /// and after the commit pushes each event to every device of the user.
+    UserChange {
+        ops: Vec<WriteOp>,
         reply: oneshot::Sender<Result<Vec<WriteResult>, StoreError>>,
     },
     /// Answered once everything queued before it is committed; the committer then exits.
@@ -122,12 +121,24 @@ async fn commit(
                     participants: message.participants,
                 }));
             }
-            CommitRequest::Update { updates, .. } => {
-                for mut u in updates.drain(..) {
-                    u.event.uid = next_uid(uids, now);
-                    u.event.client_msg_id = u.event.uid.clone();
-                    u.event.sent_time = now;
-                    ops.push(WriteOp::UpdateConversation(u));
+            CommitRequest::UserChange { ops: more, .. } => {
+                for mut op in more.drain(..) {
+                    let event = match &mut op {
+                        WriteOp::UpdateConversation(u) => Some(&mut u.event),
+                        WriteOp::Append(m)
+                            if m.conversation_type == conversation_type::USER_EVENT =>
+                        {
+                            Some(m)
+                        }
+                        _ => None,
+                    };
+                    if let Some(e) = event {
+                        e.uid = next_uid(uids, now);
+                        e.client_msg_id = e.uid.clone();
+                        e.digest = e.uid.clone();
+                        e.sent_time = now;
+                    }
+                    ops.push(op);
                 }
             }
             CommitRequest::Cursor(op) => ops.push(op.clone()),
@@ -161,7 +172,7 @@ async fn commit(
                     CommitRequest::Write { reply, .. } => {
                         let _ = reply.send(Ok(mine));
                     }
-                    CommitRequest::Update { reply, .. } => {
+                    CommitRequest::UserChange { reply, .. } => {
                         push_events(engine, &mine);
                         let _ = reply.send(Ok(mine));
                     }
@@ -180,7 +191,8 @@ async fn commit(
                         Outbound::PubAck(PubAckOut::refused(packet_id, Code::ServerError)),
                     ),
                     CommitRequest::Cursor(_) => {}
-                    CommitRequest::Write { reply, .. } | CommitRequest::Update { reply, .. } => {
+                    CommitRequest::Write { reply, .. }
+                    | CommitRequest::UserChange { reply, .. } => {
                         let _ = reply.send(Err(StoreError::Backend(e.to_string())));
                     }
                     CommitRequest::Stop { reply } => stop = Some(reply),
@@ -204,9 +216,22 @@ fn next_uid(uids: &mut ulid::Generator, now: i64) -> String {
 /// change included: all devices converge the same way.
 fn push_events(engine: &Engine, results: &[WriteResult]) {
     for r in results {
-        if let WriteResult::ConversationUpdated {
-            event, inbox_seq, ..
-        } = r
+        let (event, inbox_seq) = match r {
+            WriteResult::ConversationUpdated {
+                event, inbox_seq, ..
+            } => (event, inbox_seq),
+            WriteResult::Appended {
+                message,
+                inbox,
+                duplicate: false,
+            } if message.conversation_type == conversation_type::USER_EVENT => {
+                match inbox.first() {
+                    Some((_, seq)) => (message, seq),
+                    None => continue,
+                }
+            }
+            _ => continue,
+        };
         {
             let view = Arc::new(Delivered::for_viewer(
                 &event.target,

@@ -6,9 +6,10 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use tidings_proto::{CONVERSATION_EVENT_TYPE, Code, conversation_type};
+use tidings_proto::{CONVERSATION_EVENT_TYPE, Code, DELETED_EVENT_TYPE, conversation_type};
 use tidings_store::{
-    AppendMessage, ConversationFilter, ConversationRecord, ConversationUpdate, WriteResult,
+    AppendMessage, ConversationFilter, ConversationRecord, ConversationUpdate, HistoryFrom,
+    WriteOp, WriteResult,
 };
 use tokio::sync::oneshot;
 
@@ -42,7 +43,32 @@ pub enum ConversationQuery {
     Unread {
         types: Vec<u32>,
     },
+    History {
+        conversation_type: u32,
+        target: String,
+        from: HistoryStart,
+        count: u32,
+    },
+    Delete {
+        conversation_type: u32,
+        target: String,
+        seqs: Vec<u64>,
+    },
 }
+
+/// Where a history page starts, as the client asked (at most one of these non-zero).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HistoryStart {
+    pub before_seq: u64,
+    pub after_seq: u64,
+    pub before_time: i64,
+    pub after_time: i64,
+}
+
+/// Messages per history page when the client does not say.
+pub const HISTORY_DEFAULT: u32 = 20;
+/// The most messages per history page, and per delete.
+pub const HISTORY_MAX: u32 = 100;
 
 #[derive(Debug, Clone, Default)]
 pub struct ConversationUpdateRequest {
@@ -53,6 +79,7 @@ pub struct ConversationUpdateRequest {
     pub pinned: Option<bool>,
     pub muted: Option<bool>,
     pub remove: bool,
+    pub clear_before_time: i64,
 }
 
 impl Session {
@@ -90,6 +117,17 @@ impl Session {
                 Ok(self.out(found.conversations, found.version))
             }
             ConversationQuery::Update(req) => self.update(req).await,
+            ConversationQuery::History {
+                conversation_type,
+                target,
+                from,
+                count,
+            } => self.history(conversation_type, &target, from, count).await,
+            ConversationQuery::Delete {
+                conversation_type,
+                target,
+                seqs,
+            } => self.delete(conversation_type, &target, seqs).await,
             ConversationQuery::RemoveAll { types } => self.remove_all(types).await,
             ConversationQuery::Unread { types } => {
                 let all = self
@@ -167,14 +205,15 @@ impl Session {
 
     async fn update(&self, req: ConversationUpdateRequest) -> Result<QueryAckOut, Refusal> {
         check_key(req.conversation_type, &req.target)?;
-        if req.read_time < 0 {
+        if req.read_time < 0 || req.clear_before_time < 0 {
             return Err(Refusal::new(
                 Code::InvalidQuery,
-                "read_time must not be negative",
+                "times must not be negative",
             ));
         }
         if req.read_seq == 0
             && req.read_time == 0
+            && req.clear_before_time == 0
             && req.pinned.is_none()
             && req.muted.is_none()
             && !req.remove
@@ -186,7 +225,8 @@ impl Session {
         }
         let key = (req.conversation_type, req.target.clone());
         let update = self.update_of(req);
-        self.commit_updates(vec![update]).await?;
+        self.commit_user_change(vec![WriteOp::UpdateConversation(update)])
+            .await?;
         let found = self
             .read(ConversationFilter {
                 one: Some(key),
@@ -203,22 +243,22 @@ impl Session {
                 ..Default::default()
             })
             .await?;
-        let updates: Vec<ConversationUpdate> = all
+        let updates: Vec<WriteOp> = all
             .conversations
             .iter()
             .filter(|c| !c.removed())
             .map(|c| {
-                self.update_of(ConversationUpdateRequest {
+                WriteOp::UpdateConversation(self.update_of(ConversationUpdateRequest {
                     conversation_type: c.settings.conversation_type,
                     target: c.settings.target_id.clone(),
                     remove: true,
                     ..Default::default()
-                })
+                }))
             })
             .collect();
         let mut conversations = Vec::new();
         if !updates.is_empty() {
-            for r in self.commit_updates(updates).await? {
+            for r in self.commit_user_change(updates).await? {
                 if let WriteResult::ConversationUpdated { settings, .. } = r {
                     conversations.push(ConversationOut {
                         settings,
@@ -246,29 +286,135 @@ impl Session {
             pinned: req.pinned,
             muted: req.muted,
             remove: req.remove,
-            // The committer gives the event its uid and time; the store fills in its content.
-            event: AppendMessage {
-                conversation_type: conversation_type::USER_EVENT,
-                conversation_id: format!("~{user}"),
-                target: user.clone(),
-                msg_type: CONVERSATION_EVENT_TYPE.into(),
-                recipients: vec![user.clone()],
-                sender: user_event_sender(),
-                ..Default::default()
-            },
+            clear_before_time: req.clear_before_time,
+            // The store fills in its content.
+            event: self.user_event(CONVERSATION_EVENT_TYPE, String::new()),
             user,
         }
     }
 
-    async fn commit_updates(
+    /// A user event of `msg_type` with `content`; the committer gives it its uid and time.
+    fn user_event(&self, msg_type: &str, content: String) -> AppendMessage {
+        let user = &self.shared.user;
+        AppendMessage {
+            conversation_type: conversation_type::USER_EVENT,
+            conversation_id: format!("~{user}"),
+            target: user.clone(),
+            msg_type: msg_type.into(),
+            content,
+            recipients: vec![user.clone()],
+            sender: user_event_sender(),
+            ..Default::default()
+        }
+    }
+
+    async fn history(
         &self,
-        updates: Vec<ConversationUpdate>,
-    ) -> Result<Vec<WriteResult>, Refusal> {
+        conversation_type: u32,
+        target: &str,
+        start: HistoryStart,
+        count: u32,
+    ) -> Result<QueryAckOut, Refusal> {
+        check_key(conversation_type, target)?;
+        if count > HISTORY_MAX {
+            return Err(Refusal::new(
+                Code::InvalidQuery,
+                format!("count must be at most {HISTORY_MAX}"),
+            ));
+        }
+        let given = [
+            start.before_seq != 0,
+            start.after_seq != 0,
+            start.before_time != 0,
+            start.after_time != 0,
+        ];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return Err(Refusal::new(
+                Code::InvalidQuery,
+                "give at most one of before_seq, after_seq, before_time, after_time",
+            ));
+        }
+        if start.before_time < 0 || start.after_time < 0 {
+            return Err(Refusal::new(
+                Code::InvalidQuery,
+                "times must not be negative",
+            ));
+        }
+        let from = if start.after_seq != 0 {
+            HistoryFrom::AfterSeq(start.after_seq)
+        } else if start.before_time != 0 {
+            HistoryFrom::BeforeTime(start.before_time)
+        } else if start.after_time != 0 {
+            HistoryFrom::AfterTime(start.after_time)
+        } else if start.before_seq != 0 {
+            HistoryFrom::BeforeSeq(start.before_seq)
+        } else {
+            HistoryFrom::BeforeSeq(u64::MAX)
+        };
+        let count = if count == 0 { HISTORY_DEFAULT } else { count } as usize;
+        let user = &self.shared.user;
+        let history = self
+            .engine
+            .inner
+            .store
+            .history(user, &private_conversation_id(user, target), from, count)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "history read failed");
+                Refusal::from(Code::ServerError)
+            })?;
+        Ok(QueryAckOut {
+            messages: history
+                .messages
+                .into_iter()
+                .map(|m| Delivered::for_viewer(user, Arc::new(m), 0))
+                .collect(),
+            has_more: history.has_more,
+            ..Default::default()
+        })
+    }
+
+    async fn delete(
+        &self,
+        conversation_type: u32,
+        target: &str,
+        mut seqs: Vec<u64>,
+    ) -> Result<QueryAckOut, Refusal> {
+        check_key(conversation_type, target)?;
+        seqs.sort_unstable();
+        seqs.dedup();
+        if seqs.is_empty() || seqs.len() > HISTORY_MAX as usize || seqs[0] == 0 {
+            return Err(Refusal::new(
+                Code::InvalidQuery,
+                format!("give 1-{HISTORY_MAX} seqs, each at least 1"),
+            ));
+        }
+        let user = self.shared.user.clone();
+        let content = serde_json::json!({
+            "conversationType": conversation_type,
+            "targetId": target,
+            "seqs": seqs,
+        })
+        .to_string();
+        let event = self.user_event(DELETED_EVENT_TYPE, content);
+        self.commit_user_change(vec![
+            WriteOp::DeleteForUser {
+                conversation_id: private_conversation_id(&user, target),
+                user,
+                seqs,
+            },
+            WriteOp::Append(event),
+        ])
+        .await?;
+        Ok(QueryAckOut::default())
+    }
+
+    async fn commit_user_change(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteResult>, Refusal> {
         let (reply, answer) = oneshot::channel();
         self.engine
             .inner
             .commits
-            .send(CommitRequest::Update { updates, reply })
+            .send(CommitRequest::UserChange { ops, reply })
             .await
             .map_err(|_| Refusal::from(Code::ServerShutdown))?;
         match answer.await {
@@ -353,8 +499,8 @@ impl SortKey {
     fn of(c: &ConversationRecord) -> SortKey {
         SortKey {
             pinned: c.settings.pinned,
-            time: c.latest.as_ref().map_or(0, |m| m.sent_time),
-            uid: c.latest.as_ref().map(|m| m.uid.clone()).unwrap_or_default(),
+            time: c.newest.as_ref().map_or(0, |m| m.sent_time),
+            uid: c.newest.as_ref().map(|m| m.uid.clone()).unwrap_or_default(),
             conversation_type: c.settings.conversation_type,
             target: c.settings.target_id.clone(),
         }

@@ -33,7 +33,7 @@ use tidings_store::{Store, StoredMessage, WriteOp, WriteResult};
 use tokio::sync::{mpsc, oneshot};
 
 pub use auth::AppCredentials;
-pub use conversations::{ConversationQuery, ConversationUpdateRequest};
+pub use conversations::{ConversationQuery, ConversationUpdateRequest, HistoryStart};
 pub use outbox::Outbox;
 pub use session::{ConnectInfo, ConnectRequest, SendRequest, Session};
 pub use validate::Refusal;

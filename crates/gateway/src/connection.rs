@@ -15,8 +15,8 @@ use axum::response::Response;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tidings_engine::{
-    ConnectInfo, ConnectRequest, ConversationQuery, ConversationUpdateRequest, Outbound,
-    SendRequest, Session,
+    ConnectInfo, ConnectRequest, ConversationQuery, ConversationUpdateRequest, HistoryStart,
+    Outbound, SendRequest, Session,
 };
 use tidings_proto::v1::{self, frame::Body};
 use tidings_proto::{Code, DecodeError, Encoding, PROTOCOL_VERSION, codec};
@@ -524,9 +524,26 @@ fn conversation_query(body: v1::query::Body) -> Option<ConversationQuery> {
             pinned: u.pinned,
             muted: u.muted,
             remove: u.remove,
+            clear_before_time: u.clear_before_time,
         }),
         Q::RemoveConversations(r) => ConversationQuery::RemoveAll { types: r.types },
         Q::GetUnread(g) => ConversationQuery::Unread { types: g.types },
+        Q::GetHistory(h) => ConversationQuery::History {
+            conversation_type: h.conversation_type,
+            target: h.target_id,
+            from: HistoryStart {
+                before_seq: h.before_seq,
+                after_seq: h.after_seq,
+                before_time: h.before_time,
+                after_time: h.after_time,
+            },
+            count: h.count,
+        },
+        Q::DeleteMessages(d) => ConversationQuery::Delete {
+            conversation_type: d.conversation_type,
+            target: d.target_id,
+            seqs: d.seqs,
+        },
         Q::Sync(_) => return None,
     })
 }
@@ -541,6 +558,7 @@ fn wire_conversation(c: &tidings_engine::ConversationOut) -> v1::Conversation {
         pinned: c.settings.pinned,
         muted: c.settings.muted,
         removed: c.removed,
+        cleared_seq: c.settings.cleared_seq,
     }
 }
 

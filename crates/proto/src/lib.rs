@@ -27,6 +27,9 @@ pub use codes::Code;
 /// The message type of a user event that reports a conversation's new settings.
 pub const CONVERSATION_EVENT_TYPE: &str = "tidings:conversation";
 
+/// The message type of a user event that reports messages the user deleted for themself.
+pub const DELETED_EVENT_TYPE: &str = "tidings:deleted";
+
 /// The only protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
 

@@ -155,6 +155,19 @@ fn frames() -> Vec<(&'static str, v1::Frame)> {
             })),
         ),
         (
+            "query_get_history",
+            f(Body::Query(v1::Query {
+                query_id: 4,
+                body: Some(v1::query::Body::GetHistory(v1::GetHistory {
+                    conversation_type: 1,
+                    target_id: "bob".into(),
+                    before_seq: 40,
+                    count: 20,
+                    ..Default::default()
+                })),
+            })),
+        ),
+        (
             "queryack_conversations",
             f(Body::Queryack(v1::QueryAck {
                 query_id: 2,
@@ -170,6 +183,7 @@ fn frames() -> Vec<(&'static str, v1::Frame)> {
                     pinned: true,
                     muted: false,
                     removed: false,
+                    cleared_seq: 0,
                 }],
                 version: 57,
                 next_page_token: "1:1732240000123:01JD3Z8Q4K2M6N8P0R2T4V6X8Z:1:alice".into(),

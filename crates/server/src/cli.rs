@@ -89,30 +89,34 @@ pub async fn send(
     Ok(())
 }
 
+/// Writes `value` to stdout as one JSON line, flushed.
+fn print_line(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let line = serde_json::to_string(value)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    Ok(())
+}
+
 /// Prints one JSON line per message received, acknowledging each after it is written out.
 /// Returns when the session ends for good (kicked, token revoked): that is an error.
 pub async fn listen(server: &str, token: &str, device: &str, json: bool) -> anyhow::Result<()> {
     let mut config = client_config(server, token, device, json);
     config.auto_ack = false;
     let (client, mut events) = Client::connect(config).await.map_err(refused)?;
-    let stdout = std::io::stdout();
     while let Some(event) = events.recv().await {
         match event {
             Event::Message(m) => {
-                let line = serde_json::to_string(&m)?;
-                let mut out = stdout.lock();
-                writeln!(out, "{line}")?;
-                out.flush()?;
-                drop(out);
+                print_line(&m)?;
                 client.ack(m.inbox_seq).await;
             }
             Event::Conversation(c) => {
-                let line = serde_json::to_string(&serde_json::json!({ "conversation": c }))?;
-                let mut out = stdout.lock();
-                writeln!(out, "{line}")?;
-                out.flush()?;
-                drop(out);
+                print_line(&serde_json::json!({ "conversation": c }))?;
                 client.ack(c.inbox_seq).await;
+            }
+            Event::MessagesDeleted(d) => {
+                print_line(&serde_json::json!({ "deleted": d }))?;
+                client.ack(d.inbox_seq).await;
             }
             Event::Status(s) => tracing::info!(status = ?s, "connection status"),
             Event::Kicked { code, reason } => bail!("disconnected by the server: {code} {reason}"),

@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use tidings_store::{
-    ConversationFilter, ConversationRecord, ConversationSettings, Conversations, StoredMessage,
+    ConversationFilter, ConversationRecord, ConversationSettings, Conversations, History,
+    HistoryFrom, StoredMessage,
 };
 
 use crate::{MESSAGE_COLUMNS, message_from_row};
@@ -44,7 +45,8 @@ pub fn read(
     })
 }
 
-const ROW_COLUMNS: &str = "conv_type, target, conv_id, read_seq, pinned, muted, removed_seq";
+const ROW_COLUMNS: &str =
+    "conv_type, target, conv_id, read_seq, pinned, muted, removed_seq, cleared_seq";
 
 fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     Ok(Row {
@@ -55,6 +57,7 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
             pinned: r.get(4)?,
             muted: r.get(5)?,
             removed_seq: r.get::<_, i64>(6)? as u64,
+            cleared_seq: r.get::<_, i64>(7)? as u64,
         },
         conversation_id: r.get(2)?,
     })
@@ -117,17 +120,33 @@ fn changed_since(c: &Connection, user: &str, since: u64) -> rusqlite::Result<Vec
 }
 
 fn record(c: &Connection, user: &str, row: Row) -> rusqlite::Result<ConversationRecord> {
-    let latest: Option<StoredMessage> = c
+    let newest: Option<StoredMessage> = c
         .prepare_cached(&format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.conv_id = ?1 ORDER BY m.seq DESC LIMIT 1"
         ))?
         .query_row(params![row.conversation_id], |r| message_from_row(r, 0))
         .optional()?;
+    let cleared = row.settings.cleared_seq as i64;
+    let latest = match &newest {
+        Some(m) if m.seq as i64 > cleared && !deleted(c, user, &row.conversation_id, m.seq)? => {
+            Some(m.clone())
+        }
+        Some(_) => c
+            .prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.conv_id = ?1 AND m.seq > ?2 \
+                 AND {VISIBLE} ORDER BY m.seq DESC LIMIT 1"
+            ))?
+            .query_row(params![row.conversation_id, cleared, user], |r| {
+                message_from_row(r, 0)
+            })
+            .optional()?,
+        None => None,
+    };
     let unread: i64 = c
-        .prepare_cached(
-            "SELECT count(*) FROM messages WHERE conv_id = ?1 AND seq > ?2 AND counted = 1 \
-             AND sender != ?3",
-        )?
+        .prepare_cached(&format!(
+            "SELECT count(*) FROM messages m WHERE m.conv_id = ?1 AND m.seq > ?2 \
+             AND m.counted = 1 AND m.sender != ?3 AND {VISIBLE}"
+        ))?
         .query_row(
             params![row.conversation_id, row.settings.read_seq as i64, user],
             |r| r.get(0),
@@ -135,7 +154,65 @@ fn record(c: &Connection, user: &str, row: Row) -> rusqlite::Result<Conversation
     Ok(ConversationRecord {
         settings: row.settings,
         conversation_id: row.conversation_id,
+        newest,
         latest,
         unread: unread as u64,
     })
+}
+
+/// A message `m` (of conversation `?1`) not deleted by user `?3`.
+pub(crate) const VISIBLE: &str = "NOT EXISTS (SELECT 1 FROM deleted_messages d \
+     WHERE d.user_id = ?3 AND d.conv_id = m.conv_id AND d.seq = m.seq)";
+
+fn deleted(c: &Connection, user: &str, conversation_id: &str, seq: u64) -> rusqlite::Result<bool> {
+    c.prepare_cached(
+        "SELECT 1 FROM deleted_messages WHERE user_id = ?1 AND conv_id = ?2 AND seq = ?3",
+    )?
+    .query_row(params![user, conversation_id, seq as i64], |_| Ok(()))
+    .optional()
+    .map(|r| r.is_some())
+}
+
+/// A page of a conversation's history as `user` sees it.
+pub fn history(
+    c: &Connection,
+    user: &str,
+    conversation_id: &str,
+    from: HistoryFrom,
+    limit: usize,
+) -> rusqlite::Result<History> {
+    let tx = c.unchecked_transaction()?;
+    // What the user cleared; a user without a conversation row has cleared nothing.
+    let cleared: i64 = tx
+        .prepare_cached(
+            "SELECT cleared_seq FROM conversations WHERE user_id = ?1 AND conv_id = ?2",
+        )?
+        .query_row(params![user, conversation_id], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0);
+    // ?1 conversation, ?2 the bound, ?3 the user, ?4 cleared, ?5 the page size plus one.
+    let (bound, condition, order) = match from {
+        HistoryFrom::BeforeSeq(s) => (s.min(i64::MAX as u64) as i64, "m.seq < ?2", "DESC"),
+        HistoryFrom::AfterSeq(s) => (s.min(i64::MAX as u64) as i64, "m.seq > ?2", "ASC"),
+        HistoryFrom::BeforeTime(t) => (t, "m.sent_time < ?2", "DESC"),
+        HistoryFrom::AfterTime(t) => (t, "m.sent_time > ?2", "ASC"),
+    };
+    let sql = format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.conv_id = ?1 AND {condition} \
+         AND m.seq > ?4 AND {VISIBLE} ORDER BY m.seq {order} LIMIT ?5"
+    );
+    let mut messages: Vec<StoredMessage> = tx
+        .prepare_cached(&sql)?
+        .query_map(
+            params![conversation_id, bound, user, cleared, limit as i64 + 1],
+            |r| message_from_row(r, 0),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    tx.finish()?;
+    let has_more = messages.len() > limit;
+    messages.truncate(limit);
+    if order == "DESC" {
+        messages.reverse();
+    }
+    Ok(History { messages, has_more })
 }

@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tidings_store::{
-    ConversationFilter, Conversations, InboxEntry, Result, SessionState, Store, StoreError,
-    StoredMessage, UserState, WriteOp, WriteResult,
+    ConversationFilter, Conversations, History, HistoryFrom, InboxEntry, Result, SessionState,
+    Store, StoreError, StoredMessage, UserState, WriteOp, WriteResult,
 };
 use tokio::sync::{Semaphore, oneshot};
 
@@ -254,6 +254,18 @@ impl Store for SqliteStore {
     async fn conversations(&self, user: &str, filter: ConversationFilter) -> Result<Conversations> {
         let user = user.to_string();
         self.read(move |c| conversations::read(c, &user, &filter))
+            .await
+    }
+
+    async fn history(
+        &self,
+        user: &str,
+        conversation_id: &str,
+        from: HistoryFrom,
+        limit: usize,
+    ) -> Result<History> {
+        let (user, conv) = (user.to_string(), conversation_id.to_string());
+        self.read(move |c| conversations::history(c, &user, &conv, from, limit))
             .await
     }
 

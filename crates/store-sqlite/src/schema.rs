@@ -81,6 +81,18 @@ INSERT INTO conversations (user_id, conv_type, target, conv_id)
     SELECT DISTINCT target, conv_type, sender, conv_id FROM messages WHERE conv_type = 1
     ON CONFLICT DO NOTHING;
 "#,
+    r#"
+-- History a user cleared: messages up to this seq are gone for them.
+ALTER TABLE conversations ADD COLUMN cleared_seq INTEGER NOT NULL DEFAULT 0;
+
+-- Messages a user deleted for themself.
+CREATE TABLE deleted_messages (
+    user_id TEXT NOT NULL,
+    conv_id TEXT NOT NULL,
+    seq     INTEGER NOT NULL,
+    PRIMARY KEY (user_id, conv_id, seq)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// Page cache per connection, in KiB.

@@ -252,6 +252,20 @@ fn apply(
             })
         }
         WriteOp::UpdateConversation(u) => update_conversation(tx, counters, u),
+        WriteOp::DeleteForUser {
+            user,
+            conversation_id,
+            seqs,
+        } => {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO deleted_messages (user_id, conv_id, seq) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT DO NOTHING",
+            )?;
+            for seq in seqs {
+                stmt.execute(params![user, conversation_id, seq as i64])?;
+            }
+            Ok(WriteResult::Deleted)
+        }
         WriteOp::BumpTokenVersion { user } => {
             let version: i64 = tx
                 .prepare_cached(
@@ -370,9 +384,9 @@ fn update_conversation(
         u.target,
         u.conversation_id
     ])?;
-    let (mut read_seq, mut pinned, mut muted, mut removed_seq) = tx
+    let (mut read_seq, mut pinned, mut muted, mut removed_seq, mut cleared_seq) = tx
         .prepare_cached(
-            "SELECT read_seq, pinned, muted, removed_seq FROM conversations \
+            "SELECT read_seq, pinned, muted, removed_seq, cleared_seq FROM conversations \
              WHERE user_id = ?1 AND conv_type = ?2 AND target = ?3",
         )?
         .query_row(params![u.user, u.conversation_type, u.target], |row| {
@@ -381,6 +395,7 @@ fn update_conversation(
                 row.get::<_, bool>(1)?,
                 row.get::<_, bool>(2)?,
                 row.get::<_, i64>(3)? as u64,
+                row.get::<_, i64>(4)? as u64,
             ))
         })?;
     let last = counters.last_seq(tx, &u.conversation_id)?;
@@ -388,15 +403,16 @@ fn update_conversation(
         read_seq = read_seq.max(u.read_seq.min(last));
     }
     if u.read_time > 0 {
-        let upto: Option<i64> = tx
-            .prepare_cached(
-                "SELECT max(seq) FROM messages WHERE conv_id = ?1 AND seq > ?2 AND sent_time <= ?3",
-            )?
-            .query_row(
-                params![u.conversation_id, read_seq as i64, u.read_time],
-                |row| row.get(0),
-            )?;
-        read_seq = read_seq.max(upto.unwrap_or(0) as u64);
+        read_seq = read_seq.max(sent_by(tx, &u.conversation_id, read_seq, u.read_time)?);
+    }
+    if u.clear_before_time > 0 {
+        cleared_seq = cleared_seq.max(sent_by(
+            tx,
+            &u.conversation_id,
+            cleared_seq,
+            u.clear_before_time,
+        )?);
+        read_seq = read_seq.max(cleared_seq);
     }
     pinned = u.pinned.unwrap_or(pinned);
     muted = u.muted.unwrap_or(muted);
@@ -411,6 +427,7 @@ fn update_conversation(
         pinned,
         muted,
         removed_seq,
+        cleared_seq,
     };
     let mut event = u.event;
     event.content = serde_json::to_string(&settings)
@@ -431,7 +448,7 @@ fn update_conversation(
     };
     tx.prepare_cached(
         "UPDATE conversations SET read_seq = ?4, pinned = ?5, muted = ?6, removed_seq = ?7, \
-         version = ?8 WHERE user_id = ?1 AND conv_type = ?2 AND target = ?3",
+         version = ?8, cleared_seq = ?9 WHERE user_id = ?1 AND conv_type = ?2 AND target = ?3",
     )?
     .execute(params![
         u.user,
@@ -441,13 +458,31 @@ fn update_conversation(
         pinned,
         muted,
         removed_seq as i64,
-        inbox_seq as i64
+        inbox_seq as i64,
+        cleared_seq as i64
     ])?;
     Ok(WriteResult::ConversationUpdated {
         settings,
         event,
         inbox_seq,
     })
+}
+
+/// The newest seq above `after` of a message sent at or before `time` (or `after` if none).
+fn sent_by(
+    tx: &Transaction<'_>,
+    conversation_id: &str,
+    after: u64,
+    time: i64,
+) -> rusqlite::Result<u64> {
+    let upto: Option<i64> = tx
+        .prepare_cached(
+            "SELECT max(seq) FROM messages WHERE conv_id = ?1 AND seq > ?2 AND sent_time <= ?3",
+        )?
+        .query_row(params![conversation_id, after as i64, time], |row| {
+            row.get(0)
+        })?;
+    Ok(upto.map_or(after, |s| s as u64))
 }
 
 /// The answer to an append whose `(sender, client_msg_id)` exists: the stored message and its

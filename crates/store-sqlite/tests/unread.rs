@@ -1,5 +1,5 @@
 //! Unread counts, derived from read positions, agree with a model under random sequences of
-//! sends, reads and removals.
+//! sends, reads (by seq and by time), removals, deletions and cleared history.
 
 use proptest::prelude::*;
 use tidings_store::{ConversationFilter, Store, WriteOp, WriteResult, conformance};
@@ -25,6 +25,16 @@ enum Step {
     Remove {
         user: usize,
     },
+    /// `user` deletes message `index` (which may not exist) for themself.
+    Delete {
+        user: usize,
+        index: u64,
+    },
+    /// `user` clears the history sent at or before message `index`'s time.
+    Clear {
+        user: usize,
+        index: u64,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -33,6 +43,8 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (0..2usize, 0..40u64).prop_map(|(user, seq)| Step::Read { user, seq }),
         1 => (0..2usize, 1..40u64).prop_map(|(user, index)| Step::ReadTime { user, index }),
         1 => (0..2usize).prop_map(|user| Step::Remove { user }),
+        1 => (0..2usize, 1..40u64).prop_map(|(user, index)| Step::Delete { user, index }),
+        1 => (0..2usize, 1..40u64).prop_map(|(user, index)| Step::Clear { user, index }),
     ]
 }
 
@@ -41,6 +53,7 @@ fn step() -> impl Strategy<Value = Step> {
 struct Model {
     messages: Vec<(usize, bool)>,
     read: [u64; 2],
+    deleted: [std::collections::BTreeSet<u64>; 2],
 }
 
 impl Model {
@@ -49,7 +62,11 @@ impl Model {
             .iter()
             .enumerate()
             .filter(|(i, (from, counted))| {
-                *i as u64 + 1 > self.read[user] && *counted && *from != user
+                let seq = *i as u64 + 1;
+                seq > self.read[user]
+                    && *counted
+                    && *from != user
+                    && !self.deleted[user].contains(&seq)
             })
             .count() as u64
     }
@@ -105,6 +122,21 @@ proptest! {
                         let mut u = conformance::private_update(
                             USERS[*user], USERS[1 - user], &format!("e{n}"));
                         u.remove = true;
+                        WriteOp::UpdateConversation(u)
+                    }
+                    Step::Delete { user, index } => {
+                        model.deleted[*user].insert(*index);
+                        WriteOp::DeleteForUser {
+                            user: USERS[*user].into(),
+                            conversation_id: "pa|pb".into(),
+                            seqs: vec![*index],
+                        }
+                    }
+                    Step::Clear { user, index } => {
+                        model.read_to(*user, *index);
+                        let mut u = conformance::private_update(
+                            USERS[*user], USERS[1 - user], &format!("e{n}"));
+                        u.clear_before_time = T0 + 10 * *index as i64;
                         WriteOp::UpdateConversation(u)
                     }
                 };

@@ -2,8 +2,8 @@
 //! [`run_all`] with a fresh, empty store. Each check panics with a description on failure.
 
 use crate::{
-    AppendMessage, ConversationFilter, ConversationSettings, ConversationUpdate, Participant,
-    Store, WriteOp, WriteResult,
+    AppendMessage, ConversationFilter, ConversationSettings, ConversationUpdate, HistoryFrom,
+    Participant, Store, WriteOp, WriteResult,
 };
 
 /// An append of a private message from `from` to `to`, for tests.
@@ -98,6 +98,7 @@ pub async fn run_all(store: &dyn Store) {
     conversations_and_unread(store).await;
     conversation_updates(store).await;
     conversations_changed_since(store).await;
+    history_pages_without_cleared_or_deleted(store).await;
 }
 
 async fn updated(store: &dyn Store, update: ConversationUpdate) -> (ConversationSettings, u64) {
@@ -513,4 +514,98 @@ async fn token_versions_increment(store: &dyn Store) {
         store.user_state("t1").await.expect("state").token_version,
         2
     );
+}
+
+async fn history_pages_without_cleared_or_deleted(store: &dyn Store) {
+    const T0: i64 = 1_700_000_100_000;
+    // Ten messages, one a second, except that 5 and 6 share a millisecond.
+    let time = |seq: u64| T0 + 1000 * seq.min(5).max(seq.saturating_sub(1)) as i64;
+    let ops = (1..=10)
+        .map(|seq| {
+            let mut m = private_append("h-a", "h-b", &format!("h{seq}"), "x");
+            m.sent_time = time(seq);
+            WriteOp::Append(m)
+        })
+        .collect();
+    store.write(ops).await.expect("write");
+    let conv = "h-a|h-b";
+    let page = |user: &'static str, from: HistoryFrom, limit: usize| async move {
+        let h = store
+            .history(user, conv, from, limit)
+            .await
+            .expect("history");
+        (
+            h.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            h.has_more,
+        )
+    };
+    assert_eq!(
+        page("h-b", HistoryFrom::BeforeSeq(u64::MAX), 4).await,
+        (vec![7, 8, 9, 10], true)
+    );
+    assert_eq!(
+        page("h-b", HistoryFrom::BeforeSeq(7), 4).await,
+        (vec![3, 4, 5, 6], true)
+    );
+    assert_eq!(
+        page("h-b", HistoryFrom::BeforeSeq(3), 4).await,
+        (vec![1, 2], false)
+    );
+    assert_eq!(
+        page("h-b", HistoryFrom::AfterSeq(0), 4).await,
+        (vec![1, 2, 3, 4], true)
+    );
+    assert_eq!(
+        page("h-b", HistoryFrom::AfterSeq(8), 4).await,
+        (vec![9, 10], false)
+    );
+    assert_eq!(time(5), time(6), "two messages share a millisecond");
+    assert_eq!(
+        page("h-b", HistoryFrom::BeforeTime(time(6)), 10).await,
+        (vec![1, 2, 3, 4], false),
+        "both messages of that millisecond are after it"
+    );
+    assert_eq!(
+        page("h-b", HistoryFrom::AfterTime(time(4)), 10).await,
+        (vec![5, 6, 7, 8, 9, 10], false)
+    );
+
+    // Deleted for h-b only.
+    let r = store
+        .write(vec![WriteOp::DeleteForUser {
+            user: "h-b".into(),
+            conversation_id: conv.into(),
+            seqs: vec![2, 9, 10],
+        }])
+        .await
+        .expect("delete");
+    assert_eq!(r, vec![WriteResult::Deleted]);
+    assert_eq!(
+        page("h-b", HistoryFrom::AfterSeq(0), 20).await.0,
+        vec![1, 3, 4, 5, 6, 7, 8]
+    );
+    assert_eq!(
+        page("h-a", HistoryFrom::AfterSeq(0), 20).await.0,
+        (1..=10).collect::<Vec<_>>()
+    );
+    let b = one(store, "h-b", "h-a").await;
+    assert_eq!(b.unread, 7, "deleted messages are not unread");
+    assert_eq!(
+        b.latest.as_ref().map(|m| m.seq),
+        Some(8),
+        "the newest message left"
+    );
+    assert_eq!(b.newest.as_ref().map(|m| m.seq), Some(10));
+
+    // Cleared for h-b up to what was sent by the time of message 3: gone, and read.
+    let mut u = private_update("h-b", "h-a", "h-ev1");
+    u.clear_before_time = time(3);
+    let (settings, _) = updated(store, u).await;
+    assert_eq!((settings.cleared_seq, settings.read_seq), (3, 3));
+    assert_eq!(
+        page("h-b", HistoryFrom::BeforeSeq(u64::MAX), 20).await.0,
+        vec![4, 5, 6, 7, 8]
+    );
+    assert_eq!(one(store, "h-b", "h-a").await.unread, 5);
+    assert_eq!(page("h-a", HistoryFrom::AfterSeq(0), 20).await.0.len(), 10);
 }

@@ -96,6 +96,9 @@ pub struct ConversationSettings {
     pub muted: bool,
     /// The conversation is out of the list while its newest seq is at most this.
     pub removed_seq: u64,
+    /// History up to this seq is cleared for this user.
+    #[serde(default)]
+    pub cleared_seq: u64,
 }
 
 /// A change to one of a user's conversations (created if the user has none yet).
@@ -113,6 +116,8 @@ pub struct ConversationUpdate {
     pub muted: Option<bool>,
     /// Remove from the list until the next message, and read everything up to now.
     pub remove: bool,
+    /// Clear the history sent at or before this time (ms) for this user, reading it; 0 leaves it.
+    pub clear_before_time: i64,
     /// The user event that reports the change: the store appends it to the user's inbox with
     /// the resulting settings as its content (which it fills in).
     pub event: AppendMessage,
@@ -123,19 +128,43 @@ pub struct ConversationUpdate {
 pub struct ConversationRecord {
     pub settings: ConversationSettings,
     pub conversation_id: String,
-    /// The newest message.
+    /// The newest message in the conversation: it places the conversation in the list.
+    pub newest: Option<StoredMessage>,
+    /// The newest message the user still sees (not cleared or deleted for them).
     pub latest: Option<StoredMessage>,
-    /// Counted messages from others after the read position.
+    /// Counted messages from others after the read position (and not deleted for the user).
     pub unread: u64,
 }
 
 impl ConversationRecord {
     /// Whether the conversation is out of the list (removed, and nothing arrived since).
     pub fn removed(&self) -> bool {
-        self.latest
+        self.newest
             .as_ref()
             .is_none_or(|m| m.seq <= self.settings.removed_seq)
     }
+}
+
+/// Where a page of history starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryFrom {
+    /// Messages with a seq below this (`u64::MAX`: the newest), newest first.
+    BeforeSeq(u64),
+    /// Messages with a seq above this, oldest first.
+    AfterSeq(u64),
+    /// Messages sent before this time (ms), newest first.
+    BeforeTime(i64),
+    /// Messages sent after this time (ms), oldest first.
+    AfterTime(i64),
+}
+
+/// A page of one conversation's history as a user sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct History {
+    /// In increasing seq order.
+    pub messages: Vec<StoredMessage>,
+    /// More of the user's messages exist beyond the page, in the direction it was read.
+    pub has_more: bool,
 }
 
 /// Which of a user's conversations to read.
@@ -180,6 +209,12 @@ pub enum WriteOp {
     BumpTokenVersion { user: String },
     /// Change a user's conversation settings and append the event that reports it.
     UpdateConversation(ConversationUpdate),
+    /// Delete messages of a conversation for one user only (others keep them).
+    DeleteForUser {
+        user: String,
+        conversation_id: String,
+        seqs: Vec<u64>,
+    },
 }
 
 /// The outcome of one [`WriteOp`].
@@ -203,6 +238,7 @@ pub enum WriteResult {
         fresh: bool,
     },
     TokenVersion(u64),
+    Deleted,
     /// The conversation's settings after the update, and the appended user event with the
     /// user's inbox seq for it.
     ConversationUpdated {
@@ -264,6 +300,16 @@ pub trait Store: Send + Sync + 'static {
     /// A user's conversations matching `filter`, with their newest messages and unread counts,
     /// all from one snapshot.
     async fn conversations(&self, user: &str, filter: ConversationFilter) -> Result<Conversations>;
+
+    /// A page of at most `limit` messages of a conversation, as `user` sees its history
+    /// (without what they cleared or deleted).
+    async fn history(
+        &self,
+        user: &str,
+        conversation_id: &str,
+        from: HistoryFrom,
+        limit: usize,
+    ) -> Result<History>;
 
     /// Flushes and releases the backend. Later calls fail with [`StoreError::Closed`].
     async fn close(&self) -> Result<()>;

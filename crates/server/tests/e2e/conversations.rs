@@ -1,7 +1,7 @@
 //! Conversations, read positions and unread counts, through the SDK: shared by all of a user's
 //! devices, online and offline.
 
-use tidings_client::{ClientError, ConversationUpdate, Outgoing};
+use tidings_client::{ClientError, ConversationUpdate, HistoryStart, Outgoing};
 use tidings_proto::Code;
 
 use crate::util::*;
@@ -327,4 +327,140 @@ async fn bad_conversation_queries_are_refused_with_their_codes() {
     );
     // The connection survives refusals.
     assert_eq!(bob.unread(&[]).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn history_pages_and_hides_what_the_user_deleted_or_cleared() {
+    let server = TestServer::start().await;
+    let (alice, _a) = server.client("alice", "phone").await;
+    let (phone, _p) = server.client("bob", "phone").await;
+    let (laptop, mut laptop_events) = server.client("bob", "laptop").await;
+    let mut sent = Vec::new();
+    for i in 0..25 {
+        sent.push(
+            alice
+                .send(Outgoing::text("bob", &format!("m{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    let seqs = |page: &tidings_client::HistoryPage| {
+        page.messages.iter().map(|m| m.seq).collect::<Vec<_>>()
+    };
+    let page = phone
+        .history(PRIVATE, "alice", HistoryStart::Newest, 10)
+        .await
+        .unwrap();
+    assert_eq!((seqs(&page), page.has_more), ((16..=25).collect(), true));
+    assert_eq!(page.messages[0].target_id, "alice", "as bob sees it");
+    let page = phone
+        .history(PRIVATE, "alice", HistoryStart::BeforeSeq(16), 10)
+        .await
+        .unwrap();
+    assert_eq!((seqs(&page), page.has_more), ((6..=15).collect(), true));
+    let page = phone
+        .history(PRIVATE, "alice", HistoryStart::BeforeSeq(6), 10)
+        .await
+        .unwrap();
+    assert_eq!((seqs(&page), page.has_more), ((1..=5).collect(), false));
+    let page = phone
+        .history(PRIVATE, "alice", HistoryStart::AfterSeq(20), 0)
+        .await
+        .unwrap();
+    assert_eq!((seqs(&page), page.has_more), ((21..=25).collect(), false));
+    // By time: exactly the messages sent after it, however many share a millisecond.
+    let t = sent[12].sent_time;
+    let page = phone
+        .history(PRIVATE, "alice", HistoryStart::AfterTime(t), 100)
+        .await
+        .unwrap();
+    let expected: Vec<u64> = sent
+        .iter()
+        .filter(|s| s.sent_time > t)
+        .map(|s| s.seq)
+        .collect();
+    assert_eq!(seqs(&page), expected);
+
+    // Deleted on the phone: gone from Bob's history on every device, not from Alice's.
+    phone
+        .delete_messages(PRIVATE, "alice", &[3, 25])
+        .await
+        .unwrap();
+    let deleted = loop {
+        match tokio::time::timeout(WAIT, laptop_events.recv()).await {
+            Ok(Some(tidings_client::Event::MessagesDeleted(d))) => break d,
+            Ok(Some(_)) => continue,
+            other => panic!("no deletion event: {other:?}"),
+        }
+    };
+    assert_eq!(
+        (deleted.target_id.as_str(), deleted.seqs.clone()),
+        ("alice", vec![3, 25])
+    );
+    let all = laptop
+        .history(PRIVATE, "alice", HistoryStart::AfterSeq(0), 100)
+        .await
+        .unwrap();
+    assert_eq!(seqs(&all), (1..=24).filter(|s| *s != 3).collect::<Vec<_>>());
+    let theirs = alice
+        .history(PRIVATE, "bob", HistoryStart::AfterSeq(0), 100)
+        .await
+        .unwrap();
+    assert_eq!(theirs.messages.len(), 25);
+    let c = laptop
+        .conversation(PRIVATE, "alice")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        c.latest.unwrap().seq,
+        24,
+        "the newest message Bob still has"
+    );
+
+    // Cleared on the laptop up to what was sent by message 10's time.
+    let cleared = laptop
+        .update_conversation(
+            ConversationUpdate::private("alice").clear_history_until(sent[9].sent_time),
+        )
+        .await
+        .unwrap();
+    let upto = sent
+        .iter()
+        .filter(|s| s.sent_time <= sent[9].sent_time)
+        .map(|s| s.seq)
+        .max();
+    assert_eq!(Some(cleared.cleared_seq), upto);
+    let rest = phone
+        .history(PRIVATE, "alice", HistoryStart::AfterSeq(0), 100)
+        .await
+        .unwrap();
+    assert_eq!(rest.messages[0].seq, cleared.cleared_seq + 1);
+    assert_eq!(
+        alice
+            .history(PRIVATE, "bob", HistoryStart::AfterSeq(0), 100)
+            .await
+            .unwrap()
+            .messages
+            .len(),
+        25
+    );
+
+    // Bad requests.
+    assert_eq!(
+        refused_code(
+            phone
+                .history(PRIVATE, "alice", HistoryStart::Newest, 101)
+                .await
+        ),
+        Code::InvalidQuery.as_u32()
+    );
+    assert_eq!(
+        refused_code(phone.delete_messages(PRIVATE, "alice", &[]).await),
+        Code::InvalidQuery.as_u32()
+    );
+    assert_eq!(
+        refused_code(phone.delete_messages(PRIVATE, "alice", &[0]).await),
+        Code::InvalidQuery.as_u32()
+    );
 }
