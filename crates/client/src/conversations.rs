@@ -84,6 +84,8 @@ pub struct ConversationUpdate {
     pub muted: Option<bool>,
     pub remove: bool,
     pub clear_before_time: i64,
+    /// No read receipt to the other participant.
+    pub silent: bool,
 }
 
 impl ConversationUpdate {
@@ -123,6 +125,26 @@ impl ConversationUpdate {
         self.clear_before_time = time_ms;
         self
     }
+    /// Move the read position without telling the other participant.
+    pub fn silently(mut self) -> Self {
+        self.silent = true;
+        self
+    }
+}
+
+/// How far the other participant of a private conversation has read, as reported by
+/// [`crate::Event::ReadReceipt`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadReceipt {
+    pub conversation_type: u32,
+    /// The user who read.
+    pub target_id: String,
+    /// They have read up to this conversation seq.
+    pub read_seq: u64,
+    /// The event's position in this user's inbox (acknowledge it like a message's).
+    #[serde(skip)]
+    pub inbox_seq: u64,
 }
 
 /// Where a page of history starts. Continue paging by seq: `BeforeSeq` of the first message of
@@ -230,6 +252,7 @@ impl Client {
                 muted: update.muted,
                 remove: update.remove,
                 clear_before_time: update.clear_before_time,
+                silent: update.silent,
             }))
             .await?;
         ack.conversations
@@ -333,6 +356,11 @@ pub(crate) fn event_of(m: &Message) -> Option<crate::Event> {
             let mut change: ConversationChange = serde_json::from_str(&m.content).ok()?;
             change.inbox_seq = m.inbox_seq;
             Some(crate::Event::Conversation(change))
+        }
+        tidings_proto::READ_EVENT_TYPE => {
+            let mut receipt: ReadReceipt = serde_json::from_str(&m.content).ok()?;
+            receipt.inbox_seq = m.inbox_seq;
+            Some(crate::Event::ReadReceipt(receipt))
         }
         tidings_proto::DELETED_EVENT_TYPE => {
             let mut deleted: MessagesDeleted = serde_json::from_str(&m.content).ok()?;

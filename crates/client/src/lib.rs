@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub use conversations::{
     Conversation, ConversationChange, ConversationPage, ConversationUpdate, HistoryPage,
-    HistoryStart, MessagesDeleted,
+    HistoryStart, MessagesDeleted, ReadReceipt,
 };
 pub use tidings_proto::Encoding;
 
@@ -175,6 +175,8 @@ pub enum Event {
     Conversation(ConversationChange),
     /// This user deleted messages for themself (on this device or another).
     MessagesDeleted(MessagesDeleted),
+    /// The other participant of a private conversation read up to a seq.
+    ReadReceipt(ReadReceipt),
     Status(Status),
     /// The session ended for good: kicked by another device, token revoked or expired, user
     /// banned. The SDK does not reconnect; the stream ends after this.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use tidings_proto::{Code, conversation_type};
-use tidings_store::{AppendMessage, Participant, StoreError, WriteOp, WriteResult};
+use tidings_store::{AppendMessage, Participant, StoreError, StoredMessage, WriteOp, WriteResult};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::session::SessionShared;
@@ -123,16 +123,18 @@ async fn commit(
             }
             CommitRequest::UserChange { ops: more, .. } => {
                 for mut op in more.drain(..) {
-                    let event = match &mut op {
-                        WriteOp::UpdateConversation(u) => Some(&mut u.event),
+                    let events: Vec<&mut AppendMessage> = match &mut op {
+                        WriteOp::UpdateConversation(u) => std::iter::once(&mut u.event)
+                            .chain(u.receipt.as_mut())
+                            .collect(),
                         WriteOp::Append(m)
                             if m.conversation_type == conversation_type::USER_EVENT =>
                         {
-                            Some(m)
+                            vec![m]
                         }
-                        _ => None,
+                        _ => Vec::new(),
                     };
-                    if let Some(e) = event {
+                    for e in events {
                         e.uid = next_uid(uids, now);
                         e.client_msg_id = e.uid.clone();
                         e.digest = e.uid.clone();
@@ -212,31 +214,35 @@ fn next_uid(uids: &mut ulid::Generator, now: i64) -> String {
         .to_string()
 }
 
-/// Pushes each committed conversation event to every device of its user, the one that made the
-/// change included: all devices converge the same way.
+/// Pushes each committed user event to every device of its user (for a change, the device that
+/// made it included: all devices converge the same way; for a read receipt, the other user).
 fn push_events(engine: &Engine, results: &[WriteResult]) {
     for r in results {
-        let (event, inbox_seq) = match r {
+        let events: Vec<(&StoredMessage, u64)> = match r {
             WriteResult::ConversationUpdated {
-                event, inbox_seq, ..
-            } => (event, inbox_seq),
+                event,
+                inbox_seq,
+                receipt,
+                ..
+            } => std::iter::once((event, *inbox_seq))
+                .chain(receipt.as_ref().map(|(m, seq)| (m, *seq)))
+                .collect(),
             WriteResult::Appended {
                 message,
                 inbox,
                 duplicate: false,
-            } if message.conversation_type == conversation_type::USER_EVENT => {
-                match inbox.first() {
-                    Some((_, seq)) => (message, seq),
-                    None => continue,
-                }
-            }
+            } if message.conversation_type == conversation_type::USER_EVENT => inbox
+                .first()
+                .map(|(_, seq)| (message, *seq))
+                .into_iter()
+                .collect(),
             _ => continue,
         };
-        {
+        for (event, inbox_seq) in events {
             let view = Arc::new(Delivered::for_viewer(
                 &event.target,
                 Arc::new(event.clone()),
-                *inbox_seq,
+                inbox_seq,
             ));
             for session in engine.sessions_of(&event.target) {
                 session.deliver(engine, view.clone());

@@ -6,7 +6,9 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use tidings_proto::{CONVERSATION_EVENT_TYPE, Code, DELETED_EVENT_TYPE, conversation_type};
+use tidings_proto::{
+    CONVERSATION_EVENT_TYPE, Code, DELETED_EVENT_TYPE, READ_EVENT_TYPE, conversation_type,
+};
 use tidings_store::{
     AppendMessage, ConversationFilter, ConversationRecord, ConversationUpdate, HistoryFrom,
     WriteOp, WriteResult,
@@ -80,6 +82,8 @@ pub struct ConversationUpdateRequest {
     pub muted: Option<bool>,
     pub remove: bool,
     pub clear_before_time: i64,
+    /// No read receipt to the other participant.
+    pub silent: bool,
 }
 
 impl Session {
@@ -225,7 +229,7 @@ impl Session {
         }
         let key = (req.conversation_type, req.target.clone());
         let update = self.update_of(req);
-        self.commit_user_change(vec![WriteOp::UpdateConversation(update)])
+        self.commit_user_change(vec![WriteOp::UpdateConversation(Box::new(update))])
             .await?;
         let found = self
             .read(ConversationFilter {
@@ -248,12 +252,12 @@ impl Session {
             .iter()
             .filter(|c| !c.removed())
             .map(|c| {
-                WriteOp::UpdateConversation(self.update_of(ConversationUpdateRequest {
+                WriteOp::UpdateConversation(Box::new(self.update_of(ConversationUpdateRequest {
                     conversation_type: c.settings.conversation_type,
                     target: c.settings.target_id.clone(),
                     remove: true,
                     ..Default::default()
-                }))
+                })))
             })
             .collect();
         let mut conversations = Vec::new();
@@ -277,6 +281,10 @@ impl Session {
 
     fn update_of(&self, req: ConversationUpdateRequest) -> ConversationUpdate {
         let user = self.shared.user.clone();
+        let receipt = (req.conversation_type == conversation_type::PRIVATE
+            && req.target != user
+            && !req.silent)
+            .then(|| self.user_event(&req.target, READ_EVENT_TYPE, String::new()));
         ConversationUpdate {
             conversation_id: private_conversation_id(&user, &req.target),
             conversation_type: req.conversation_type,
@@ -287,22 +295,24 @@ impl Session {
             muted: req.muted,
             remove: req.remove,
             clear_before_time: req.clear_before_time,
-            // The store fills in its content.
-            event: self.user_event(CONVERSATION_EVENT_TYPE, String::new()),
+            // The store fills in the contents.
+            event: self.user_event(&user, CONVERSATION_EVENT_TYPE, String::new()),
+            receipt,
             user,
         }
     }
 
-    /// A user event of `msg_type` with `content`; the committer gives it its uid and time.
-    fn user_event(&self, msg_type: &str, content: String) -> AppendMessage {
-        let user = &self.shared.user;
+    /// A user event for `user` of `msg_type` with `content`; the committer gives it its uid and
+    /// time.
+    fn user_event(&self, user: &str, msg_type: &str, content: String) -> AppendMessage {
+        let user = user.to_string();
         AppendMessage {
             conversation_type: conversation_type::USER_EVENT,
             conversation_id: format!("~{user}"),
             target: user.clone(),
             msg_type: msg_type.into(),
             content,
-            recipients: vec![user.clone()],
+            recipients: vec![user],
             sender: user_event_sender(),
             ..Default::default()
         }
@@ -396,7 +406,7 @@ impl Session {
             "seqs": seqs,
         })
         .to_string();
-        let event = self.user_event(DELETED_EVENT_TYPE, content);
+        let event = self.user_event(&user, DELETED_EVENT_TYPE, content);
         self.commit_user_change(vec![
             WriteOp::DeleteForUser {
                 conversation_id: private_conversation_id(&user, target),

@@ -525,6 +525,7 @@ fn conversation_query(body: v1::query::Body) -> Option<ConversationQuery> {
             muted: u.muted,
             remove: u.remove,
             clear_before_time: u.clear_before_time,
+            silent: u.silent,
         }),
         Q::RemoveConversations(r) => ConversationQuery::RemoveAll { types: r.types },
         Q::GetUnread(g) => ConversationQuery::Unread { types: g.types },

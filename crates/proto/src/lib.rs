@@ -30,6 +30,10 @@ pub const CONVERSATION_EVENT_TYPE: &str = "tidings:conversation";
 /// The message type of a user event that reports messages the user deleted for themself.
 pub const DELETED_EVENT_TYPE: &str = "tidings:deleted";
 
+/// The message type of a user event that tells a user how far the other participant of a private
+/// conversation has read.
+pub const READ_EVENT_TYPE: &str = "tidings:read";
+
 /// The only protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
 

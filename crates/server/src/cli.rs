@@ -118,6 +118,10 @@ pub async fn listen(server: &str, token: &str, device: &str, json: bool) -> anyh
                 print_line(&serde_json::json!({ "deleted": d }))?;
                 client.ack(d.inbox_seq).await;
             }
+            Event::ReadReceipt(r) => {
+                print_line(&serde_json::json!({ "read": r }))?;
+                client.ack(r.inbox_seq).await;
+            }
             Event::Status(s) => tracing::info!(status = ?s, "connection status"),
             Event::Kicked { code, reason } => bail!("disconnected by the server: {code} {reason}"),
         }

@@ -251,7 +251,7 @@ fn apply(
                 fresh: inserted == 1,
             })
         }
-        WriteOp::UpdateConversation(u) => update_conversation(tx, counters, u),
+        WriteOp::UpdateConversation(u) => update_conversation(tx, counters, *u),
         WriteOp::DeleteForUser {
             user,
             conversation_id,
@@ -398,6 +398,7 @@ fn update_conversation(
                 row.get::<_, i64>(4)? as u64,
             ))
         })?;
+    let read_before = read_seq;
     let last = counters.last_seq(tx, &u.conversation_id)?;
     if u.read_seq > 0 {
         read_seq = read_seq.max(u.read_seq.min(last));
@@ -429,22 +430,20 @@ fn update_conversation(
         removed_seq,
         cleared_seq,
     };
-    let mut event = u.event;
-    event.content = serde_json::to_string(&settings)
+    let content = serde_json::to_string(&settings)
         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-    event.digest = event.uid.clone();
-    event.counted = false;
-    event.participants.clear();
-    let (event, inbox_seq) = match append(tx, counters, event)? {
-        WriteResult::Appended { message, inbox, .. } => {
-            let seq = inbox.first().map(|(_, s)| *s).unwrap_or(0);
-            (message, seq)
+    let (event, inbox_seq) = append_event(tx, counters, u.event, content)?;
+    let receipt = match u.receipt {
+        Some(r) if read_seq > read_before => {
+            let content = serde_json::json!({
+                "conversationType": u.conversation_type,
+                "targetId": u.user,
+                "readSeq": read_seq,
+            })
+            .to_string();
+            Some(append_event(tx, counters, r, content)?)
         }
-        other => {
-            return Err(rusqlite::Error::ToSqlConversionFailure(
-                format!("the event's uid was used before: {other:?}").into(),
-            ));
-        }
+        _ => None,
     };
     tx.prepare_cached(
         "UPDATE conversations SET read_seq = ?4, pinned = ?5, muted = ?6, removed_seq = ?7, \
@@ -465,7 +464,30 @@ fn update_conversation(
         settings,
         event,
         inbox_seq,
+        receipt,
     })
+}
+
+/// Appends a user event with `content`; returns it and its recipient's inbox seq.
+fn append_event(
+    tx: &Transaction<'_>,
+    counters: &mut Counters,
+    mut event: AppendMessage,
+    content: String,
+) -> rusqlite::Result<(StoredMessage, u64)> {
+    event.content = content;
+    event.digest = event.uid.clone();
+    event.counted = false;
+    event.participants.clear();
+    match append(tx, counters, event)? {
+        WriteResult::Appended { message, inbox, .. } => {
+            let seq = inbox.first().map(|(_, s)| *s).unwrap_or(0);
+            Ok((message, seq))
+        }
+        other => Err(rusqlite::Error::ToSqlConversionFailure(
+            format!("the event's uid was used before: {other:?}").into(),
+        )),
+    }
 }
 
 /// The newest seq above `after` of a message sent at or before `time` (or `after` if none).

@@ -107,14 +107,14 @@ proptest! {
                         let mut u = conformance::private_update(
                             USERS[*user], USERS[1 - user], &format!("e{n}"));
                         u.read_seq = *seq;
-                        WriteOp::UpdateConversation(u)
+                        WriteOp::UpdateConversation(Box::new(u))
                     }
                     Step::ReadTime { user, index } => {
                         model.read_to(*user, *index);
                         let mut u = conformance::private_update(
                             USERS[*user], USERS[1 - user], &format!("e{n}"));
                         u.read_time = T0 + 10 * *index as i64;
-                        WriteOp::UpdateConversation(u)
+                        WriteOp::UpdateConversation(Box::new(u))
                     }
                     Step::Remove { user } => {
                         let last = model.messages.len() as u64;
@@ -122,7 +122,7 @@ proptest! {
                         let mut u = conformance::private_update(
                             USERS[*user], USERS[1 - user], &format!("e{n}"));
                         u.remove = true;
-                        WriteOp::UpdateConversation(u)
+                        WriteOp::UpdateConversation(Box::new(u))
                     }
                     Step::Delete { user, index } => {
                         model.deleted[*user].insert(*index);
@@ -137,7 +137,7 @@ proptest! {
                         let mut u = conformance::private_update(
                             USERS[*user], USERS[1 - user], &format!("e{n}"));
                         u.clear_before_time = T0 + 10 * *index as i64;
-                        WriteOp::UpdateConversation(u)
+                        WriteOp::UpdateConversation(Box::new(u))
                     }
                 };
                 let r = store.write(vec![op]).await.unwrap();

@@ -99,11 +99,12 @@ pub async fn run_all(store: &dyn Store) {
     conversation_updates(store).await;
     conversations_changed_since(store).await;
     history_pages_without_cleared_or_deleted(store).await;
+    read_receipts_go_to_the_peer_when_the_position_moves(store).await;
 }
 
 async fn updated(store: &dyn Store, update: ConversationUpdate) -> (ConversationSettings, u64) {
     let r = store
-        .write(vec![WriteOp::UpdateConversation(update)])
+        .write(vec![WriteOp::UpdateConversation(Box::new(update))])
         .await
         .expect("update");
     match &r[0] {
@@ -111,6 +112,7 @@ async fn updated(store: &dyn Store, update: ConversationUpdate) -> (Conversation
             settings,
             event,
             inbox_seq,
+            ..
         } => {
             let content: ConversationSettings =
                 serde_json::from_str(&event.content).expect("event content is the settings");
@@ -608,4 +610,62 @@ async fn history_pages_without_cleared_or_deleted(store: &dyn Store) {
     );
     assert_eq!(one(store, "h-b", "h-a").await.unread, 5);
     assert_eq!(page("h-a", HistoryFrom::AfterSeq(0), 20).await.0.len(), 10);
+}
+
+/// A read receipt template for `peer`, as the engine makes it.
+pub fn receipt_for(peer: &str, uid: &str) -> AppendMessage {
+    AppendMessage {
+        uid: uid.into(),
+        conversation_type: 0,
+        conversation_id: format!("~{peer}"),
+        target: peer.into(),
+        sent_time: 1_700_000_000_000,
+        msg_type: "tidings:read".into(),
+        client_msg_id: uid.into(),
+        recipients: vec![peer.into()],
+        ..Default::default()
+    }
+}
+
+async fn read_receipts_go_to_the_peer_when_the_position_moves(store: &dyn Store) {
+    let ops = (0..3)
+        .map(|i| WriteOp::Append(private_append("rr-a", "rr-b", &format!("m{i}"), "x")))
+        .collect();
+    store.write(ops).await.expect("write");
+    let read = |seq: u64, n: u32| {
+        let mut u = private_update("rr-b", "rr-a", &format!("rr-ev{n}"));
+        u.read_seq = seq;
+        u.receipt = Some(receipt_for("rr-a", &format!("rr-rc{n}")));
+        WriteOp::UpdateConversation(Box::new(u))
+    };
+    let receipt = |r: &WriteResult| match r {
+        WriteResult::ConversationUpdated { receipt, .. } => receipt.clone(),
+        other => panic!("expected ConversationUpdated, got {other:?}"),
+    };
+    let r = store.write(vec![read(2, 1)]).await.expect("read");
+    let (message, inbox_seq) = receipt(&r[0]).expect("a receipt when the position moves");
+    let content: serde_json::Value = serde_json::from_str(&message.content).expect("json");
+    assert_eq!(
+        content,
+        serde_json::json!({"conversationType": 1, "targetId": "rr-b", "readSeq": 2})
+    );
+    let inbox = store.inbox_after("rr-a", 0, 100).await.expect("inbox");
+    assert_eq!(
+        inbox.last().map(|e| (e.inbox_seq, e.message.uid.as_str())),
+        Some((inbox_seq, "rr-rc1"))
+    );
+    // Not moving (backwards, or the same) sends nothing.
+    let r = store
+        .write(vec![read(1, 2), read(2, 3)])
+        .await
+        .expect("read");
+    assert!(receipt(&r[0]).is_none() && receipt(&r[1]).is_none());
+    assert_eq!(
+        store
+            .inbox_after("rr-a", inbox_seq, 100)
+            .await
+            .expect("inbox")
+            .len(),
+        0
+    );
 }

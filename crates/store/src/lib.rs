@@ -121,6 +121,10 @@ pub struct ConversationUpdate {
     /// The user event that reports the change: the store appends it to the user's inbox with
     /// the resulting settings as its content (which it fills in).
     pub event: AppendMessage,
+    /// A read receipt for the other participant: if the read position moved, the store appends
+    /// it to their inbox with `{"conversationType","targetId" (this user),"readSeq"}` as its
+    /// content.
+    pub receipt: Option<AppendMessage>,
 }
 
 /// One of a user's conversations as read from the store.
@@ -189,6 +193,8 @@ pub struct Conversations {
 }
 
 /// One write in a batch.
+// Nearly all ops are appends; boxing them would add an allocation per message.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum WriteOp {
     /// Append a message: assign the conversation's next seq and an inbox seq per recipient.
@@ -208,7 +214,7 @@ pub enum WriteOp {
     /// Increment a user's token version, revoking every token minted before.
     BumpTokenVersion { user: String },
     /// Change a user's conversation settings and append the event that reports it.
-    UpdateConversation(ConversationUpdate),
+    UpdateConversation(Box<ConversationUpdate>),
     /// Delete messages of a conversation for one user only (others keep them).
     DeleteForUser {
         user: String,
@@ -245,6 +251,8 @@ pub enum WriteResult {
         settings: ConversationSettings,
         event: StoredMessage,
         inbox_seq: u64,
+        /// The read receipt appended for the other participant, with its inbox seq there.
+        receipt: Option<(StoredMessage, u64)>,
     },
 }
 

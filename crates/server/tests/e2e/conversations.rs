@@ -464,3 +464,64 @@ async fn history_pages_and_hides_what_the_user_deleted_or_cleared() {
         Code::InvalidQuery.as_u32()
     );
 }
+
+async fn next_receipt(events: &mut tidings_client::Events) -> tidings_client::ReadReceipt {
+    loop {
+        match tokio::time::timeout(WAIT, events.recv()).await {
+            Ok(Some(tidings_client::Event::ReadReceipt(r))) => return r,
+            Ok(Some(_)) => continue,
+            other => panic!("no read receipt: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn reading_sends_the_other_user_a_receipt_unless_silent() {
+    let server = TestServer::start().await;
+    let (alice, mut alice_events) = server.client("alice", "phone").await;
+    let (bob, _b) = server.client("bob", "phone").await;
+    for i in 0..3 {
+        alice
+            .send(Outgoing::text("bob", &format!("m{i}")))
+            .await
+            .unwrap();
+    }
+    bob.update_conversation(
+        ConversationUpdate::private("alice")
+            .read_up_to(1)
+            .silently(),
+    )
+    .await
+    .unwrap();
+    bob.update_conversation(ConversationUpdate::private("alice").read_up_to(2))
+        .await
+        .unwrap();
+    // Events come in order: the first receipt is the second read, so the silent one sent none.
+    let r = next_receipt(&mut alice_events).await;
+    assert_eq!((r.target_id.as_str(), r.read_seq), ("bob", 2));
+    // A removal reads everything; reading nothing new sends nothing.
+    bob.update_conversation(ConversationUpdate::private("alice").remove())
+        .await
+        .unwrap();
+    bob.update_conversation(ConversationUpdate::private("alice").read_up_to(2))
+        .await
+        .unwrap();
+    bob.update_conversation(ConversationUpdate::private("alice").pinned(true))
+        .await
+        .unwrap();
+    assert_eq!(next_receipt(&mut alice_events).await.read_seq, 3);
+
+    // A device that was offline gets the receipts by sync, and nothing more.
+    let (_laptop, mut laptop_events) = server.client("alice", "laptop").await;
+    assert_eq!(next_receipt(&mut laptop_events).await.read_seq, 2);
+    assert_eq!(next_receipt(&mut laptop_events).await.read_seq, 3);
+    alice.send(Outgoing::text("bob", "after")).await.unwrap();
+    loop {
+        match tokio::time::timeout(WAIT, laptop_events.recv()).await {
+            Ok(Some(tidings_client::Event::Message(m))) if m.content.contains("after") => break,
+            Ok(Some(tidings_client::Event::ReadReceipt(r))) => panic!("an extra receipt: {r:?}"),
+            Ok(Some(_)) => continue,
+            other => panic!("no message: {other:?}"),
+        }
+    }
+}
