@@ -71,6 +71,9 @@ pub struct EngineConfig {
     pub heartbeat: Duration,
     pub ack_timeout: Duration,
     pub max_inflight: usize,
+    /// Messages per second per user over all of their devices (0: no limit), and the burst.
+    pub send_rate: u32,
+    pub send_burst: u32,
     pub outbound_queue_bytes: usize,
     pub max_content_bytes: usize,
     pub device_policy: DevicePolicy,
@@ -87,6 +90,8 @@ impl EngineConfig {
             heartbeat: Duration::from_secs(30),
             ack_timeout: Duration::from_secs(10),
             max_inflight: 1024,
+            send_rate: 5,
+            send_burst: 10,
             outbound_queue_bytes: 1 << 20,
             max_content_bytes: 16 * 1024,
             device_policy: DevicePolicy::Multi,
@@ -386,6 +391,12 @@ impl Engine {
             return Err(Code::TokenRevoked);
         }
         let list = registry.by_user.entry(shared.user.clone()).or_default();
+        // One limiter per user: the first session makes it, later ones share it.
+        let limit = match list.first().and_then(|s| s.send_limit.get()) {
+            Some(existing) => existing.clone(),
+            None => self.new_send_limiter(),
+        };
+        let _ = shared.send_limit.set(limit);
         let policy = self.inner.config.device_policy;
         let replaced = list
             .iter()
@@ -396,6 +407,14 @@ impl Engine {
             .collect();
         list.push(shared);
         Ok(replaced)
+    }
+
+    fn new_send_limiter(&self) -> Option<Arc<session::SendLimiter>> {
+        let config = &self.inner.config;
+        let rate = std::num::NonZeroU32::new(config.send_rate)?;
+        let burst = std::num::NonZeroU32::new(config.send_burst).unwrap_or(rate);
+        let quota = governor::Quota::per_second(rate).allow_burst(burst);
+        Some(Arc::new(governor::RateLimiter::direct(quota)))
     }
 
     fn unregister(&self, shared: &SessionShared) {

@@ -59,7 +59,13 @@ pub(crate) struct SessionShared {
     pub anonymous: bool,
     pub outbox: Outbox,
     state: Mutex<DeliveryState>,
+    /// The user's send limit, shared by all of the user's sessions (set at registration; `None`
+    /// when sends are not limited).
+    pub send_limit: std::sync::OnceLock<Option<Arc<SendLimiter>>>,
 }
+
+/// A user's send rate limiter.
+pub(crate) type SendLimiter = governor::DefaultDirectRateLimiter;
 
 struct DeliveryState {
     /// Pushed, not yet acknowledged: inbox seq -> (last sent, message).
@@ -253,6 +259,7 @@ impl Engine {
                 max_known: 0,
                 ended: false,
             }),
+            send_limit: std::sync::OnceLock::new(),
         });
         // Register before reading the user's state: an entry committed before the read is in
         // the inbox up to the read's inbox seq, and one committed after it is pushed here. So
@@ -319,7 +326,24 @@ impl Session {
 
     /// Sends a message. The PUBACK (success or a refusal code) arrives through the outbox.
     pub async fn publish(&self, packet_id: u32, send: SendRequest) {
-        let pending = match self.check(&send) {
+        let limited = self
+            .shared
+            .send_limit
+            .get()
+            .and_then(Option::as_ref)
+            .is_some_and(|l| l.check().is_err());
+        let checked = if limited {
+            Err(Refusal::new(
+                Code::SendTooFast,
+                format!(
+                    "at most {} messages a second",
+                    self.engine.inner.config.send_rate
+                ),
+            ))
+        } else {
+            self.check(&send)
+        };
+        let pending = match checked {
             Ok(()) => PendingPublish::private(&self.shared.user, send),
             Err(refusal) => {
                 self.shared.reply(

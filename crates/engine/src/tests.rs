@@ -25,6 +25,8 @@ fn fixture(tune: impl FnOnce(&mut EngineConfig)) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&SqliteConfig::new(dir.path().join("t.db"))).unwrap();
     let mut config = EngineConfig::new(creds());
+    // Tests send faster than a person; the limit has its own test.
+    config.send_rate = 0;
     tune(&mut config);
     Fixture {
         engine: Engine::start(config, Arc::new(store), system_clock()),

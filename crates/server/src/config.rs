@@ -54,6 +54,13 @@ pub struct RawConfig {
     /// Unacknowledged pushes allowed per connection before it is disconnected. Default 1024.
     #[arg(long, env = "TIDINGS_MAX_INFLIGHT")]
     pub max_inflight: Option<usize>,
+    /// Messages a user may send per second, over all of their devices; 0 turns the limit off.
+    /// Default 5.
+    #[arg(long, env = "TIDINGS_SEND_RATE")]
+    pub send_rate: Option<u32>,
+    /// Messages a user may send at once before the rate applies. Default 10.
+    #[arg(long, env = "TIDINGS_SEND_BURST")]
+    pub send_burst: Option<u32>,
     /// Time allowed for CONNECT after the WebSocket opens, in ms. Default 10000.
     #[arg(long, env = "TIDINGS_HANDSHAKE_TIMEOUT_MS")]
     pub handshake_timeout_ms: Option<u64>,
@@ -76,6 +83,9 @@ pub struct Config {
     pub max_content_bytes: usize,
     pub outbound_queue_bytes: usize,
     pub max_inflight: usize,
+    /// Messages per second per user (0: no limit), and the burst above it.
+    pub send_rate: u32,
+    pub send_burst: u32,
     pub handshake_timeout: Duration,
     pub durability: Durability,
 }
@@ -128,6 +138,8 @@ impl RawConfig {
             max_content_bytes: self.max_content_bytes.or(file.max_content_bytes),
             outbound_queue_bytes: self.outbound_queue_bytes.or(file.outbound_queue_bytes),
             max_inflight: self.max_inflight.or(file.max_inflight),
+            send_rate: self.send_rate.or(file.send_rate),
+            send_burst: self.send_burst.or(file.send_burst),
             handshake_timeout_ms: self.handshake_timeout_ms.or(file.handshake_timeout_ms),
             durability: self.durability.or(file.durability),
         }
@@ -187,6 +199,8 @@ impl RawConfig {
             outbound_queue_bytes,
             max_inflight: positive("max_inflight", self.max_inflight.unwrap_or(1024) as u64)?
                 as usize,
+            send_rate: self.send_rate.unwrap_or(5),
+            send_burst: positive("send_burst", u64::from(self.send_burst.unwrap_or(10)))? as u32,
             handshake_timeout: Duration::from_millis(positive(
                 "handshake_timeout_ms",
                 self.handshake_timeout_ms.unwrap_or(10_000),

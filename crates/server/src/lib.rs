@@ -78,6 +78,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     engine_config.max_content_bytes = config.max_content_bytes;
     engine_config.outbound_queue_bytes = config.outbound_queue_bytes;
     engine_config.max_inflight = config.max_inflight;
+    engine_config.send_rate = config.send_rate;
+    engine_config.send_burst = config.send_burst;
     let engine = Engine::start(
         engine_config,
         Arc::new(store),

@@ -47,7 +47,7 @@ impl Checkpointer {
             .spawn(move || {
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
                     match passive(&conn) {
-                        Ok(log) if log >= restart_frames => {
+                        Ok(o) if o.log >= restart_frames => {
                             // The writer is gone only when the store is closing.
                             let _ = writer.send(writer::Request::Checkpoint);
                         }
@@ -67,18 +67,37 @@ impl Checkpointer {
     }
 }
 
-/// Runs a PASSIVE checkpoint; returns the number of frames in the log.
-fn passive(conn: &Connection) -> rusqlite::Result<u64> {
-    // The row is (busy, frames in the log, frames copied); -1s when the database is not in WAL.
-    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-        row.get::<_, i64>(1)
-    })
-    .map(|log| log.max(0) as u64)
+/// What a checkpoint reported.
+struct Outcome {
+    /// Another connection was checkpointing, so this one did nothing.
+    busy: bool,
+    /// Frames in the log.
+    log: u64,
+    /// Frames copied into the database file.
+    copied: u64,
 }
 
-/// The writer's checkpoint, run between two of its transactions.
-pub fn finish(conn: &Connection) {
-    if let Err(e) = passive(conn) {
-        tracing::warn!(error = %e, "WAL checkpoint on the writer failed");
+/// Runs a PASSIVE checkpoint.
+fn passive(conn: &Connection) -> rusqlite::Result<Outcome> {
+    // The row is (busy, frames in the log, frames copied); -1s when the database is not in WAL.
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+        Ok(Outcome {
+            busy: row.get::<_, i64>(0)? != 0,
+            log: row.get::<_, i64>(1)?.max(0) as u64,
+            copied: row.get::<_, i64>(2)?.max(0) as u64,
+        })
+    })
+}
+
+/// The writer's checkpoint, run between two of its transactions. Returns false if the log was
+/// not copied whole (the checkpoint thread was in a pass, or a reader still needs old frames):
+/// the writer tries again after its next transaction.
+pub fn finish(conn: &Connection) -> bool {
+    match passive(conn) {
+        Ok(o) => !o.busy && o.copied >= o.log,
+        Err(e) => {
+            tracing::warn!(error = %e, "WAL checkpoint on the writer failed");
+            false
+        }
     }
 }

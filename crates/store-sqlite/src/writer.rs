@@ -65,6 +65,8 @@ pub fn spawn(conn: Connection) -> Result<Handle> {
 fn run(mut conn: Connection, rx: mpsc::Receiver<Request>) {
     let mut counters = Counters::default();
     let mut pending: Option<Request> = None;
+    // A checkpoint asked for that did not copy the whole log yet.
+    let mut checkpoint_wanted = false;
     loop {
         let first = match pending.take() {
             Some(r) => r,
@@ -98,8 +100,8 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Request>) {
         if !batch.is_empty() {
             commit_batch(&mut conn, &mut counters, batch);
         }
-        if checkpoint && close.is_none() {
-            crate::checkpoint::finish(&conn);
+        if (checkpoint || checkpoint_wanted) && close.is_none() {
+            checkpoint_wanted = !crate::checkpoint::finish(&conn);
         }
         if let Some(reply) = close {
             // Drain writes that raced with the close request so none is left unanswered.

@@ -429,6 +429,15 @@ impl Target {
                 cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
                     .arg(dir.path())
                     .args(&common.serve_args);
+                // The load is many times a person's send rate: lift the limit unless the
+                // command sets one.
+                if !common
+                    .serve_args
+                    .iter()
+                    .any(|a| a.starts_with("--send-rate"))
+                {
+                    cmd.args(["--send-rate", "0"]);
+                }
             }
             let mut child = cmd
                 .stdout(Stdio::piped())

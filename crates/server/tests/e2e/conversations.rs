@@ -525,3 +525,33 @@ async fn reading_sends_the_other_user_a_receipt_unless_silent() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_user_sending_faster_than_the_limit_is_refused_over_all_devices() {
+    let server = TestServer::start_with(|c| {
+        c.send_rate = 1;
+        c.send_burst = 3;
+    })
+    .await;
+    let (phone, _p) = server.client("alice", "phone").await;
+    let (laptop, _l) = server.client("alice", "laptop").await;
+    // The burst is shared by the user's devices.
+    for (i, c) in [&phone, &laptop, &phone].into_iter().enumerate() {
+        c.send(Outgoing::text("bob", &format!("m{i}")))
+            .await
+            .unwrap();
+    }
+    let refused = laptop.send(Outgoing::text("bob", "one too many")).await;
+    assert_eq!(refused_code(refused), Code::SendTooFast.as_u32());
+    // Nothing refused was stored; another user is not affected.
+    let (bob, _b) = server.client("bob", "phone").await;
+    let history = bob
+        .history(PRIVATE, "alice", HistoryStart::Newest, 100)
+        .await
+        .unwrap();
+    assert_eq!(history.messages.len(), 3);
+    bob.send(Outgoing::text("alice", "hi")).await.unwrap();
+    // The allowance comes back at the configured rate.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    phone.send(Outgoing::text("bob", "later")).await.unwrap();
+}

@@ -12,21 +12,22 @@ use crate::util::*;
 #[tokio::test]
 async fn online_delivery_in_both_encodings() {
     let server = TestServer::start().await;
-    for encoding in [Encoding::Protobuf, Encoding::Json] {
-        let mut alice = server.config("alice", "phone").await;
+    // Users of their own per encoding, so the second pair starts with empty inboxes.
+    for (encoding, a, b) in [
+        (Encoding::Protobuf, "alice", "bob"),
+        (Encoding::Json, "carol", "dave"),
+    ] {
+        let mut alice = server.config(a, "phone").await;
         alice.encoding = encoding;
         let (alice, _alice_events) = Client::connect(alice).await.unwrap();
-        let mut bob = server.config("bob", "phone").await;
+        let mut bob = server.config(b, "phone").await;
         bob.encoding = encoding;
         let (_bob, mut bob_events) = Client::connect(bob).await.unwrap();
-        let sent = alice.send(Outgoing::text("bob", "hello")).await.unwrap();
+        let sent = alice.send(Outgoing::text(b, "hello")).await.unwrap();
         let got = next_message(&mut bob_events).await;
         assert_eq!(got.uid, sent.uid);
         assert_eq!(got.seq, sent.seq);
-        assert_eq!(
-            (got.sender_id.as_str(), got.target_id.as_str()),
-            ("alice", "alice")
-        );
+        assert_eq!((got.sender_id.as_str(), got.target_id.as_str()), (a, a));
         assert_eq!(got.content, r#"{"text":"hello"}"#);
         assert_eq!(got.msg_type, "text");
     }

@@ -27,6 +27,8 @@ impl ServerProcess {
         let child = Command::new(BIN)
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
+            // Tests send faster than a person.
+            .args(["--send-rate", "0"])
             .args(extra)
             .current_dir(cwd)
             .env("TIDINGS_LOG", "warn")

@@ -27,6 +27,8 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::with_data_dir(dir.path());
         config.listen = "127.0.0.1:0".parse().unwrap();
+        // Tests send faster than a person; the limit has its own test.
+        config.send_rate = 0;
         tune(&mut config);
         let running = tidings_server::start(&config).await.unwrap();
         TestServer {
