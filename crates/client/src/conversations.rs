@@ -334,6 +334,35 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Blocks `user`: their messages to this user are refused (405) from now on.
+    pub async fn block(&self, user: &str) -> Result<(), ClientError> {
+        self.set_blocked(user, true).await
+    }
+
+    /// Unblocks `user`.
+    pub async fn unblock(&self, user: &str) -> Result<(), ClientError> {
+        self.set_blocked(user, false).await
+    }
+
+    async fn set_blocked(&self, user: &str, blocked: bool) -> Result<(), ClientError> {
+        self.query(Body::SetBlocked(v1::SetBlocked {
+            user_id: user.into(),
+            blocked,
+        }))
+        .await
+        .map(drop)
+    }
+
+    /// The users this user blocks, in id order.
+    pub async fn blocklist(&self) -> Result<Vec<String>, ClientError> {
+        Ok(self
+            .query(Body::GetBlocklist(v1::GetBlocklist {}))
+            .await?
+            .user_ids)
+    }
+}
+
 fn page(ack: v1::QueryAck) -> ConversationPage {
     ConversationPage {
         conversations: ack

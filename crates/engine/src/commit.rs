@@ -34,7 +34,11 @@ pub struct PendingPublish {
     pub recipients: Vec<String>,
     pub counted: bool,
     pub participants: Vec<Participant>,
+    pub blocking_recipient: Option<String>,
 }
+
+/// Where the committer answers a write.
+pub type CommitReply = oneshot::Sender<Result<Vec<WriteResult>, StoreError>>;
 
 pub enum CommitRequest {
     Publish {
@@ -45,14 +49,14 @@ pub enum CommitRequest {
     Cursor(WriteOp),
     Write {
         ops: Vec<WriteOp>,
-        reply: oneshot::Sender<Result<Vec<WriteResult>, StoreError>>,
+        reply: CommitReply,
     },
     /// Changes a user makes to their own state, each with a user event (a conversation update,
     /// or an append of conversation type 0). The committer gives each event its uid and time,
     /// and after the commit pushes each event to every device of the user.
     UserChange {
         ops: Vec<WriteOp>,
-        reply: oneshot::Sender<Result<Vec<WriteResult>, StoreError>>,
+        reply: CommitReply,
     },
     /// Answered once everything queued before it is committed; the committer then exits.
     Stop {
@@ -119,6 +123,7 @@ async fn commit(
                     recipients: message.recipients,
                     counted: message.counted,
                     participants: message.participants,
+                    blocking_recipient: message.blocking_recipient,
                 }));
             }
             CommitRequest::UserChange { ops: more, .. } => {
@@ -300,6 +305,10 @@ fn answer_publish(
         WriteResult::ClientMsgIdConflict => origin.reply(
             engine,
             Outbound::PubAck(PubAckOut::refused(packet_id, Code::ClientMsgIdConflict)),
+        ),
+        WriteResult::Blocked => origin.reply(
+            engine,
+            Outbound::PubAck(PubAckOut::refused(packet_id, Code::RejectedByBlacklist)),
         ),
         other => {
             tracing::error!(?other, "unexpected store result for an append");

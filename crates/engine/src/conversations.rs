@@ -15,7 +15,7 @@ use tidings_store::{
 };
 use tokio::sync::oneshot;
 
-use crate::commit::CommitRequest;
+use crate::commit::{CommitReply, CommitRequest};
 use crate::session::private_conversation_id;
 use crate::validate::{self, Refusal};
 use crate::{ConversationOut, Delivered, Outbound, QueryAckOut, Session};
@@ -56,6 +56,11 @@ pub enum ConversationQuery {
         target: String,
         seqs: Vec<u64>,
     },
+    SetBlocked {
+        user: String,
+        blocked: bool,
+    },
+    Blocklist,
 }
 
 /// Where a history page starts, as the client asked (at most one of these non-zero).
@@ -132,6 +137,25 @@ impl Session {
                 target,
                 seqs,
             } => self.delete(conversation_type, &target, seqs).await,
+            ConversationQuery::SetBlocked { user, blocked } => {
+                self.set_blocked(user, blocked).await
+            }
+            ConversationQuery::Blocklist => {
+                let user_ids = self
+                    .engine
+                    .inner
+                    .store
+                    .blocklist(&self.shared.user)
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "blocklist read failed");
+                        Refusal::from(Code::ServerError)
+                    })?;
+                Ok(QueryAckOut {
+                    user_ids,
+                    ..Default::default()
+                })
+            }
             ConversationQuery::RemoveAll { types } => self.remove_all(types).await,
             ConversationQuery::Unread { types } => {
                 let all = self
@@ -419,18 +443,57 @@ impl Session {
         Ok(QueryAckOut::default())
     }
 
+    async fn set_blocked(&self, other: String, blocked: bool) -> Result<QueryAckOut, Refusal> {
+        if !validate::is_user_id(&other) || other == self.shared.user {
+            return Err(Refusal::new(
+                Code::InvalidTarget,
+                "a user id (1-64 of A-Z a-z 0-9 _ - . @) other than your own",
+            ));
+        }
+        let max = self.engine.inner.config.max_blocklist;
+        let ops = vec![WriteOp::SetBlocked {
+            user: self.shared.user.clone(),
+            other,
+            blocked,
+            max,
+        }];
+        let results = self
+            .commit(|reply| CommitRequest::Write { ops, reply })
+            .await?;
+        match results.first() {
+            Some(WriteResult::BlockSet) => Ok(QueryAckOut::default()),
+            Some(WriteResult::BlocklistFull) => Err(Refusal::new(
+                Code::InvalidQuery,
+                format!("a blocklist holds at most {max} users"),
+            )),
+            other => {
+                tracing::error!(?other, "unexpected store result for a blocklist change");
+                Err(Code::ServerError.into())
+            }
+        }
+    }
+
     async fn commit_user_change(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteResult>, Refusal> {
+        self.commit(|reply| CommitRequest::UserChange { ops, reply })
+            .await
+    }
+
+    /// Hands a request to the committer and waits for its results.
+    async fn commit(
+        &self,
+        request: impl FnOnce(CommitReply) -> CommitRequest,
+    ) -> Result<Vec<WriteResult>, Refusal> {
         let (reply, answer) = oneshot::channel();
         self.engine
             .inner
             .commits
-            .send(CommitRequest::UserChange { ops, reply })
+            .send(request(reply))
             .await
             .map_err(|_| Refusal::from(Code::ServerShutdown))?;
         match answer.await {
             Ok(Ok(results)) => Ok(results),
             Ok(Err(e)) => {
-                tracing::error!(error = %e, "conversation update failed");
+                tracing::error!(error = %e, "a user's change failed");
                 Err(Code::ServerError.into())
             }
             Err(_) => Err(Code::ServerShutdown.into()),

@@ -74,6 +74,8 @@ pub struct EngineConfig {
     /// Messages per second per user over all of their devices (0: no limit), and the burst.
     pub send_rate: u32,
     pub send_burst: u32,
+    /// The most users one user may block.
+    pub max_blocklist: u64,
     pub outbound_queue_bytes: usize,
     pub max_content_bytes: usize,
     pub device_policy: DevicePolicy,
@@ -92,6 +94,7 @@ impl EngineConfig {
             max_inflight: 1024,
             send_rate: 5,
             send_burst: 10,
+            max_blocklist: 1000,
             outbound_queue_bytes: 1 << 20,
             max_content_bytes: 16 * 1024,
             device_policy: DevicePolicy::Multi,
@@ -214,6 +217,7 @@ pub struct QueryAckOut {
     pub version: u64,
     pub next_page_token: String,
     pub unread: u64,
+    pub user_ids: Vec<String>,
 }
 
 /// One conversation as its user sees it, for a QUERYACK.

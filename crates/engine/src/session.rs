@@ -594,6 +594,7 @@ impl PendingPublish {
             });
         }
         PendingPublish {
+            blocking_recipient: (target != sender).then(|| target.clone()),
             counted,
             participants,
             conversation_type: conversation_type::PRIVATE,

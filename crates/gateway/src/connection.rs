@@ -491,6 +491,7 @@ fn wire_frame(item: Outbound) -> v1::Frame {
             version: q.version,
             next_page_token: q.next_page_token,
             unread: q.unread,
+            user_ids: q.user_ids,
         })),
         Outbound::ConnAck { code, text } => codec::frame(Body::Connack(v1::ConnAck {
             code,
@@ -540,6 +541,11 @@ fn conversation_query(body: v1::query::Body) -> Option<ConversationQuery> {
             },
             count: h.count,
         },
+        Q::SetBlocked(b) => ConversationQuery::SetBlocked {
+            user: b.user_id,
+            blocked: b.blocked,
+        },
+        Q::GetBlocklist(_) => ConversationQuery::Blocklist,
         Q::DeleteMessages(d) => ConversationQuery::Delete {
             conversation_type: d.conversation_type,
             target: d.target_id,

@@ -8,6 +8,8 @@
 #[repr(u32)]
 pub enum Code {
     Ok = 0,
+    /// Seed 004 REJECTED_BY_BLACKLIST: the recipient blocks the sender.
+    RejectedByBlacklist = 405,
     /// Seed 004 RC_MSG_UNAUTHORIZED.
     Unauthorized = 20406,
     /// Seed 004 SEND_FREQUENCY_TOO_FAST.
@@ -64,6 +66,7 @@ impl Code {
     /// Every code, for documentation checks and lookups.
     pub const ALL: &'static [Code] = &[
         Code::Ok,
+        Code::RejectedByBlacklist,
         Code::Unauthorized,
         Code::SendTooFast,
         Code::UnsupportedProtocolVersion,
@@ -117,6 +120,7 @@ impl Code {
     pub fn text(self) -> &'static str {
         match self {
             Code::Ok => "ok",
+            Code::RejectedByBlacklist => "the recipient blocks the sender",
             Code::Unauthorized => "not authorized for this operation",
             Code::SendTooFast => "sending too fast",
             Code::UnsupportedProtocolVersion => "unsupported protocol version",

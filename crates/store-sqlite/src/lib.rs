@@ -257,6 +257,18 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn blocklist(&self, user: &str) -> Result<Vec<String>> {
+        let user = user.to_string();
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT blocked_id FROM blocklist WHERE user_id = ?1 ORDER BY blocked_id",
+            )?
+            .query_map(params![user], |row| row.get(0))?
+            .collect()
+        })
+        .await
+    }
+
     async fn history(
         &self,
         user: &str,

@@ -93,6 +93,14 @@ CREATE TABLE deleted_messages (
     PRIMARY KEY (user_id, conv_id, seq)
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- Users a user blocks: their messages to the user are refused.
+CREATE TABLE blocklist (
+    user_id    TEXT NOT NULL,
+    blocked_id TEXT NOT NULL,
+    PRIMARY KEY (user_id, blocked_id)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// Page cache per connection, in KiB.

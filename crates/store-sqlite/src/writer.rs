@@ -254,6 +254,42 @@ fn apply(
             })
         }
         WriteOp::UpdateConversation(u) => update_conversation(tx, counters, *u),
+        WriteOp::SetBlocked {
+            user,
+            other,
+            blocked,
+            max,
+        } => {
+            if !blocked {
+                tx.prepare_cached("DELETE FROM blocklist WHERE user_id = ?1 AND blocked_id = ?2")?
+                    .execute(params![user, other])?;
+                return Ok(WriteResult::BlockSet);
+            }
+            let count: i64 = tx
+                .prepare_cached("SELECT count(*) FROM blocklist WHERE user_id = ?1")?
+                .query_row(params![user], |row| row.get(0))?;
+            let inserted = if (count as u64) < max {
+                tx.prepare_cached(
+                    "INSERT INTO blocklist (user_id, blocked_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![user, other])?
+            } else {
+                0
+            };
+            let present = inserted == 1
+                || tx
+                    .prepare_cached(
+                        "SELECT 1 FROM blocklist WHERE user_id = ?1 AND blocked_id = ?2",
+                    )?
+                    .query_row(params![user, other], |_| Ok(()))
+                    .optional()?
+                    .is_some();
+            Ok(if present {
+                WriteResult::BlockSet
+            } else {
+                WriteResult::BlocklistFull
+            })
+        }
         WriteOp::DeleteForUser {
             user,
             conversation_id,
@@ -285,6 +321,26 @@ fn append(
     counters: &mut Counters,
     m: AppendMessage,
 ) -> rusqlite::Result<WriteResult> {
+    if let Some(recipient) = &m.blocking_recipient {
+        let blocked = tx
+            .prepare_cached("SELECT 1 FROM blocklist WHERE user_id = ?1 AND blocked_id = ?2")?
+            .query_row(params![recipient, m.sender], |_| Ok(()))
+            .optional()?
+            .is_some();
+        if blocked {
+            // A resend of a message stored before the block still gets its first result.
+            let stored = tx
+                .prepare_cached("SELECT 1 FROM messages WHERE sender = ?1 AND client_msg_id = ?2")?
+                .query_row(params![m.sender, m.client_msg_id], |_| Ok(()))
+                .optional()?
+                .is_some();
+            return if stored {
+                existing(tx, &m)
+            } else {
+                Ok(WriteResult::Blocked)
+            };
+        }
+    }
     // The conversation's next seq, taken only if the insert below succeeds.
     let seq = counters.last_seq(tx, &m.conversation_id)? + 1;
     let inserted = tx

@@ -126,7 +126,7 @@ async fn upgrading_a_database_lists_the_conversations_it_already_had() {
     // Back to the first schema version, as a database written before conversations existed.
     let c = rusqlite::Connection::open(&path).unwrap();
     c.execute_batch(
-        "DROP TABLE conversations; DROP TABLE deleted_messages; \
+        "DROP TABLE conversations; DROP TABLE deleted_messages; DROP TABLE blocklist; \
          ALTER TABLE messages DROP COLUMN counted; \
          PRAGMA user_version = 1;",
     )

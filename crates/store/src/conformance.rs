@@ -28,6 +28,7 @@ pub fn private_append(from: &str, to: &str, client_msg_id: &str, text: &str) -> 
         recipients,
         counted: true,
         participants: participants(from, to),
+        blocking_recipient: None,
     }
 }
 
@@ -100,6 +101,7 @@ pub async fn run_all(store: &dyn Store) {
     conversations_changed_since(store).await;
     history_pages_without_cleared_or_deleted(store).await;
     read_receipts_go_to_the_peer_when_the_position_moves(store).await;
+    blocked_senders_are_refused(store).await;
 }
 
 async fn updated(store: &dyn Store, update: ConversationUpdate) -> (ConversationSettings, u64) {
@@ -668,4 +670,72 @@ async fn read_receipts_go_to_the_peer_when_the_position_moves(store: &dyn Store)
             .len(),
         0
     );
+}
+
+async fn blocked_senders_are_refused(store: &dyn Store) {
+    let send = |cmid: &str| {
+        let mut m = private_append("bl-a", "bl-b", cmid, "x");
+        m.blocking_recipient = Some("bl-b".into());
+        WriteOp::Append(m)
+    };
+    let block = |blocked: bool, other: &str| WriteOp::SetBlocked {
+        user: "bl-b".into(),
+        other: other.into(),
+        blocked,
+        max: 2,
+    };
+    store.write(vec![send("m1")]).await.expect("write");
+    let r = store
+        .write(vec![block(true, "bl-a"), send("m2"), send("m1")])
+        .await
+        .expect("write");
+    assert_eq!(r[0], WriteResult::BlockSet);
+    assert_eq!(r[1], WriteResult::Blocked, "a new message is refused");
+    assert!(
+        matches!(
+            &r[2],
+            WriteResult::Appended {
+                duplicate: true,
+                ..
+            }
+        ),
+        "a resend of a message stored before the block keeps its first result"
+    );
+    assert_eq!(
+        store.inbox_after("bl-b", 0, 10).await.expect("inbox").len(),
+        1
+    );
+    // Bounded, idempotent, listed in order.
+    let r = store
+        .write(vec![
+            block(true, "bl-a"),
+            block(true, "bl-c"),
+            block(true, "bl-d"),
+        ])
+        .await
+        .expect("write");
+    assert_eq!(
+        r,
+        [
+            WriteResult::BlockSet,
+            WriteResult::BlockSet,
+            WriteResult::BlocklistFull
+        ]
+    );
+    assert_eq!(
+        store.blocklist("bl-b").await.expect("list"),
+        ["bl-a", "bl-c"]
+    );
+    store
+        .write(vec![block(false, "bl-a")])
+        .await
+        .expect("write");
+    assert!(matches!(
+        store.write(vec![send("m3")]).await.expect("write")[0],
+        WriteResult::Appended {
+            duplicate: false,
+            ..
+        }
+    ));
+    assert_eq!(store.blocklist("bl-b").await.expect("list"), ["bl-c"]);
 }

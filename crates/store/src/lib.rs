@@ -69,6 +69,8 @@ pub struct AppendMessage {
     pub recipients: Vec<String>,
     /// Whether the message raises its recipients' unread counts.
     pub counted: bool,
+    /// A recipient whose blocklist refuses the message if it holds the sender.
+    pub blocking_recipient: Option<String>,
     /// Users for whom this message's conversation is in their conversation list, with the
     /// conversation's target as each of them sees it. Their conversation rows are created on
     /// the conversation's first message.
@@ -215,6 +217,13 @@ pub enum WriteOp {
     BumpTokenVersion { user: String },
     /// Change a user's conversation settings and append the event that reports it.
     UpdateConversation(Box<ConversationUpdate>),
+    /// Add `other` to `user`'s blocklist (or remove it), unless the list holds `max` already.
+    SetBlocked {
+        user: String,
+        other: String,
+        blocked: bool,
+        max: u64,
+    },
     /// Delete messages of a conversation for one user only (others keep them).
     DeleteForUser {
         user: String,
@@ -245,6 +254,12 @@ pub enum WriteResult {
     },
     TokenVersion(u64),
     Deleted,
+    /// The recipient blocks the sender: nothing was written.
+    Blocked,
+    /// The blocklist changed (or already was as asked).
+    BlockSet,
+    /// The blocklist is full: nothing was written.
+    BlocklistFull,
     /// The conversation's settings after the update, and the appended user event with the
     /// user's inbox seq for it.
     ConversationUpdated {
@@ -308,6 +323,9 @@ pub trait Store: Send + Sync + 'static {
     /// A user's conversations matching `filter`, with their newest messages and unread counts,
     /// all from one snapshot.
     async fn conversations(&self, user: &str, filter: ConversationFilter) -> Result<Conversations>;
+
+    /// The users `user` blocks, in id order.
+    async fn blocklist(&self, user: &str) -> Result<Vec<String>>;
 
     /// A page of at most `limit` messages of a conversation, as `user` sees its history
     /// (without what they cleared or deleted).

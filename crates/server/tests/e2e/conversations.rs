@@ -555,3 +555,43 @@ async fn a_user_sending_faster_than_the_limit_is_refused_over_all_devices() {
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     phone.send(Outgoing::text("bob", "later")).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_blocked_sender_is_refused_until_unblocked() {
+    let server = TestServer::start().await;
+    let (alice, _a) = server.client("alice", "phone").await;
+    let (bob, _b) = server.client("bob", "phone").await;
+    alice.send(Outgoing::text("bob", "before")).await.unwrap();
+    bob.block("alice").await.unwrap();
+    bob.block("alice").await.unwrap();
+    bob.block("carol").await.unwrap();
+    assert_eq!(bob.blocklist().await.unwrap(), ["alice", "carol"]);
+
+    let refused = alice.send(Outgoing::text("bob", "blocked")).await;
+    assert_eq!(refused_code(refused), Code::RejectedByBlacklist.as_u32());
+    // Blocking is one way: Bob can still write to Alice.
+    bob.send(Outgoing::text("alice", "one way")).await.unwrap();
+    let history = bob
+        .history(PRIVATE, "alice", HistoryStart::Newest, 100)
+        .await
+        .unwrap();
+    let texts: Vec<_> = history
+        .messages
+        .iter()
+        .map(|m| m.content.as_str())
+        .collect();
+    assert_eq!(texts, [r#"{"text":"before"}"#, r#"{"text":"one way"}"#]);
+
+    bob.unblock("alice").await.unwrap();
+    assert_eq!(bob.blocklist().await.unwrap(), ["carol"]);
+    alice.send(Outgoing::text("bob", "after")).await.unwrap();
+
+    assert_eq!(
+        refused_code(bob.block("bob").await),
+        Code::InvalidTarget.as_u32()
+    );
+    assert_eq!(
+        refused_code(bob.block("no spaces").await),
+        Code::InvalidTarget.as_u32()
+    );
+}
