@@ -420,6 +420,19 @@ async fn session(
                             return lost(e);
                         }
                     }
+                    Command::SendStatus(send) => {
+                        let frame = v1::Frame {
+                            body: Some(Body::Publish(v1::Publish {
+                                packet_id: 0,
+                                body: Some(v1::publish::Body::Send(send)),
+                            })),
+                            qos: 0,
+                            dup: false,
+                        };
+                        if let Err(e) = ws.send(ws_message(&frame, encoding)).await {
+                            return lost(e);
+                        }
+                    }
                     Command::Drop => return lost("connection dropped by the application"),
                     Command::Ack(seq) => {
                         let ack = codec::frame(Body::Puback(v1::PubAck {
@@ -478,6 +491,11 @@ async fn handle(
             let Some(v1::publish::Body::Message(m)) = p.body else {
                 return Ok(None);
             };
+            if frame.qos == 0 {
+                // A status message (typing): not an inbox entry, nothing to acknowledge.
+                state.emit(Event::Transient(Message::from(m))).await;
+                return Ok(None);
+            }
             if frame.dup {
                 state.stats.dup_flagged += 1;
             }
@@ -678,6 +696,7 @@ impl State {
             content: out.content,
             push_text: out.push_text,
             uncounted: out.uncounted,
+            transient: false,
         };
         self.pending
             .insert(self.next_packet_id, PendingSend { frame, reply });
@@ -726,6 +745,8 @@ impl State {
             Command::Query(_, reply) => {
                 let _ = reply.send(Err(ClientError::NotConnected));
             }
+            // At most once: a status message made while offline is dropped.
+            Command::SendStatus(_) => {}
             // An acknowledgement made while offline is lost; the entry is already presented, so
             // the server re-sending it later only costs a dropped duplicate.
             Command::Drop | Command::Ack(_) => {}

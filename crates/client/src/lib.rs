@@ -177,6 +177,8 @@ pub enum Event {
     MessagesDeleted(MessagesDeleted),
     /// The other participant of a private conversation read up to a seq.
     ReadReceipt(ReadReceipt),
+    /// A status message (typing) from another user: not stored, not in the inbox, at most once.
+    Transient(Message),
     Status(Status),
     /// The session ended for good: kicked by another device, token revoked or expired, user
     /// banned. The SDK does not reconnect; the stream ends after this.
@@ -261,6 +263,8 @@ pub struct Stats {
 
 pub(crate) enum Command {
     Send(Outgoing, oneshot::Sender<Result<Sent, ClientError>>),
+    /// A status message (typing), sent at most once, unanswered.
+    SendStatus(tidings_proto::v1::Send),
     /// A QUERY other than sync; answered with its QUERYACK (code 0) or the refusal.
     Query(
         tidings_proto::v1::query::Body,
@@ -335,6 +339,33 @@ impl Client {
             Ok(Err(_)) => Err(ClientError::Closed),
             Err(_) => Err(ClientError::Timeout),
         }
+    }
+
+    /// Sends a status message (never stored; only the target's connected devices get it, as
+    /// [`Event::Transient`]). At most once: nothing tells whether it arrived, and one made while
+    /// the SDK is reconnecting is dropped. Status messages are limited to 10 a second per user.
+    pub fn send_status(&self, message: Outgoing) {
+        let _ = self
+            .commands
+            .send(Command::SendStatus(tidings_proto::v1::Send {
+                client_msg_id: String::new(),
+                conversation_type: message.conversation_type,
+                target_id: message.target_id,
+                msg_type: message.msg_type,
+                content: message.content,
+                push_text: String::new(),
+                uncounted: true,
+                transient: true,
+            }));
+    }
+
+    /// Tells `user` this user is typing (a `typing` status message).
+    pub fn typing(&self, user: &str) {
+        self.send_status(Outgoing {
+            msg_type: "typing".into(),
+            content: serde_json::json!({ "typingContentType": "text" }).to_string(),
+            ..Outgoing::text(user, "")
+        });
     }
 
     /// Turns automatic acknowledgement off or on. With it off, messages are still presented but

@@ -252,6 +252,8 @@ pub enum Outbound {
         dup: bool,
     },
     QueryAck(QueryAckOut),
+    /// A QoS 0 status message (typing): never stored, never acknowledged, never resent.
+    Status(Arc<Delivered>),
     /// A CONNACK refusing a CONNECT on an already connected session.
     ConnAck {
         code: u32,
@@ -267,7 +269,7 @@ impl Outbound {
     pub fn approx_bytes(&self) -> usize {
         match self {
             Outbound::PubAck(p) => 64 + p.text.len() + p.uid.len(),
-            Outbound::Deliver { message, .. } => message.approx_bytes(),
+            Outbound::Deliver { message, .. } | Outbound::Status(message) => message.approx_bytes(),
             Outbound::QueryAck(q) => {
                 64 + q.text.len()
                     + q.messages
@@ -395,12 +397,12 @@ impl Engine {
             return Err(Code::TokenRevoked);
         }
         let list = registry.by_user.entry(shared.user.clone()).or_default();
-        // One limiter per user: the first session makes it, later ones share it.
-        let limit = match list.first().and_then(|s| s.send_limit.get()) {
+        // One set of limiters per user: the first session makes it, later ones share it.
+        let limits = match list.first().and_then(|s| s.limits.get()) {
             Some(existing) => existing.clone(),
-            None => self.new_send_limiter(),
+            None => Arc::new(self.new_limits()),
         };
-        let _ = shared.send_limit.set(limit);
+        let _ = shared.limits.set(limits);
         let policy = self.inner.config.device_policy;
         let replaced = list
             .iter()
@@ -413,12 +415,16 @@ impl Engine {
         Ok(replaced)
     }
 
-    fn new_send_limiter(&self) -> Option<Arc<session::SendLimiter>> {
+    fn new_limits(&self) -> session::UserLimits {
         let config = &self.inner.config;
-        let rate = std::num::NonZeroU32::new(config.send_rate)?;
-        let burst = std::num::NonZeroU32::new(config.send_burst).unwrap_or(rate);
-        let quota = governor::Quota::per_second(rate).allow_burst(burst);
-        Some(Arc::new(governor::RateLimiter::direct(quota)))
+        let send = std::num::NonZeroU32::new(config.send_rate).map(|rate| {
+            let burst = std::num::NonZeroU32::new(config.send_burst).unwrap_or(rate);
+            governor::RateLimiter::direct(governor::Quota::per_second(rate).allow_burst(burst))
+        });
+        let status = governor::RateLimiter::direct(
+            governor::Quota::per_second(session::STATUS_RATE).allow_burst(session::STATUS_BURST),
+        );
+        session::UserLimits { send, status }
     }
 
     fn unregister(&self, shared: &SessionShared) {

@@ -72,6 +72,21 @@ impl Outbox {
         Ok(())
     }
 
+    /// Queues an item that may be lost (a QoS 0 status message): dropped, without closing the
+    /// queue, when the queue is half full. Returns whether it was queued.
+    pub fn push_droppable(&self, item: Outbound) -> bool {
+        let size = item.approx_bytes();
+        let mut inner = self.lock();
+        if inner.closed || inner.bytes + size > self.capacity_bytes / 2 {
+            return false;
+        }
+        inner.bytes += size;
+        inner.queue.push_back((item, size));
+        drop(inner);
+        self.notify.notify_one();
+        true
+    }
+
     /// Queues a DISCONNECT after everything already queued, and closes the queue. Returns false
     /// if it was already closed.
     pub fn close(&self, code: Code) -> bool {

@@ -59,13 +59,21 @@ pub(crate) struct SessionShared {
     pub anonymous: bool,
     pub outbox: Outbox,
     state: Mutex<DeliveryState>,
-    /// The user's send limit, shared by all of the user's sessions (set at registration; `None`
-    /// when sends are not limited).
-    pub send_limit: std::sync::OnceLock<Option<Arc<SendLimiter>>>,
+    /// The user's rate limits, shared by all of the user's sessions (set at registration).
+    pub limits: std::sync::OnceLock<Arc<UserLimits>>,
 }
 
-/// A user's send rate limiter.
-pub(crate) type SendLimiter = governor::DefaultDirectRateLimiter;
+/// A user's rate limiters.
+pub(crate) struct UserLimits {
+    /// Messages; `None` when sends are not limited.
+    pub send: Option<governor::DefaultDirectRateLimiter>,
+    /// QoS 0 status messages.
+    pub status: governor::DefaultDirectRateLimiter,
+}
+
+/// Status messages (typing) a user may send per second, and at once.
+pub const STATUS_RATE: std::num::NonZeroU32 = std::num::NonZeroU32::new(10).unwrap();
+pub const STATUS_BURST: std::num::NonZeroU32 = std::num::NonZeroU32::new(20).unwrap();
 
 struct DeliveryState {
     /// Pushed, not yet acknowledged: inbox seq -> (last sent, message).
@@ -259,7 +267,7 @@ impl Engine {
                 max_known: 0,
                 ended: false,
             }),
-            send_limit: std::sync::OnceLock::new(),
+            limits: std::sync::OnceLock::new(),
         });
         // Register before reading the user's state: an entry committed before the read is in
         // the inbox up to the read's inbox seq, and one committed after it is pushed here. So
@@ -328,9 +336,9 @@ impl Session {
     pub async fn publish(&self, packet_id: u32, send: SendRequest) {
         let limited = self
             .shared
-            .send_limit
+            .limits
             .get()
-            .and_then(Option::as_ref)
+            .and_then(|l| l.send.as_ref())
             .is_some_and(|l| l.check().is_err());
         let checked = if limited {
             Err(Refusal::new(
@@ -366,6 +374,77 @@ impl Session {
         }
     }
 
+    /// Sends a QoS 0 status message (typing): checked like a message, then pushed to the
+    /// target's connected devices only, never stored. Answered only when refused (with a
+    /// PUBACK, if `packet_id` is not 0).
+    pub async fn publish_status(&self, packet_id: u32, send: SendRequest) {
+        if let Err(refusal) = self.check_status(&send).await {
+            if packet_id != 0 {
+                self.shared.reply(
+                    &self.engine,
+                    Outbound::PubAck(PubAckOut::refused(packet_id, refusal)),
+                );
+            }
+            return;
+        }
+        let sender = &self.shared.user;
+        let message = Arc::new(tidings_store::StoredMessage {
+            uid: ulid::Ulid::new().to_string(),
+            conversation_type: conversation_type::PRIVATE,
+            conversation_id: private_conversation_id(sender, &send.target_id),
+            sender: sender.clone(),
+            target: send.target_id.clone(),
+            seq: 0,
+            sent_time: self.engine.now_ms(),
+            msg_type: send.msg_type,
+            content: send.content,
+            push_text: String::new(),
+            client_msg_id: send.client_msg_id,
+        });
+        let view = Arc::new(Delivered::for_viewer(&send.target_id, message, 0));
+        for session in self.engine.sessions_of(&send.target_id) {
+            // At most once: a busy connection goes without it.
+            session
+                .outbox
+                .push_droppable(Outbound::Status(view.clone()));
+        }
+    }
+
+    async fn check_status(&self, send: &SendRequest) -> Result<(), Refusal> {
+        let limited = self
+            .shared
+            .limits
+            .get()
+            .is_some_and(|l| l.status.check().is_err());
+        if limited {
+            return Err(Refusal::new(
+                Code::SendTooFast,
+                format!("at most {STATUS_RATE} status messages a second"),
+            ));
+        }
+        self.check_addressing(send)?;
+        if send.target_id == self.shared.user {
+            return Err(Refusal::new(
+                Code::InvalidTarget,
+                "a status goes to another user",
+            ));
+        }
+        match self
+            .engine
+            .inner
+            .store
+            .is_blocked(&send.target_id, &self.shared.user)
+            .await
+        {
+            Ok(false) => Ok(()),
+            Ok(true) => Err(Code::RejectedByBlacklist.into()),
+            Err(e) => {
+                tracing::error!(error = %e, "blocklist read failed");
+                Err(Code::ServerError.into())
+            }
+        }
+    }
+
     fn check(&self, send: &SendRequest) -> Result<(), Refusal> {
         if !validate::is_client_msg_id(&send.client_msg_id) {
             return Err(Refusal::new(
@@ -373,6 +452,11 @@ impl Session {
                 "a client message id is 1-64 printable ASCII characters",
             ));
         }
+        self.check_addressing(send)
+    }
+
+    /// The checks messages and status messages share: conversation type, target, type, content.
+    fn check_addressing(&self, send: &SendRequest) -> Result<(), Refusal> {
         if send.conversation_type != conversation_type::PRIVATE {
             return Err(Refusal::new(
                 Code::UnknownConversationType,

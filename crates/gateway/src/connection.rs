@@ -333,20 +333,21 @@ async fn handle(session: &Session, frame: v1::Frame) -> Result<(), Code> {
     match frame.body {
         Some(Body::Publish(p)) => match p.body {
             Some(v1::publish::Body::Send(s)) => {
-                session
-                    .publish(
-                        p.packet_id,
-                        SendRequest {
-                            client_msg_id: s.client_msg_id,
-                            conversation_type: s.conversation_type,
-                            target_id: s.target_id,
-                            msg_type: s.msg_type,
-                            content: s.content,
-                            push_text: s.push_text,
-                            uncounted: s.uncounted,
-                        },
-                    )
-                    .await;
+                let request = SendRequest {
+                    client_msg_id: s.client_msg_id,
+                    conversation_type: s.conversation_type,
+                    target_id: s.target_id,
+                    msg_type: s.msg_type,
+                    content: s.content,
+                    push_text: s.push_text,
+                    uncounted: s.uncounted,
+                };
+                // A status message (typing), never stored.
+                if s.transient {
+                    session.publish_status(p.packet_id, request).await;
+                } else {
+                    session.publish(p.packet_id, request).await;
+                }
                 Ok(())
             }
             // A PUBLISH without a message to send cannot be answered meaningfully.
@@ -473,6 +474,14 @@ fn wire_frame(item: Outbound) -> v1::Frame {
             sent_time: p.sent_time,
             inbox_seq: p.inbox_seq,
         })),
+        Outbound::Status(message) => v1::Frame {
+            body: Some(Body::Publish(v1::Publish {
+                packet_id: 0,
+                body: Some(v1::publish::Body::Message(wire_message(&message))),
+            })),
+            qos: 0,
+            dup: false,
+        },
         Outbound::Deliver { message, dup } => v1::Frame {
             body: Some(Body::Publish(v1::Publish {
                 packet_id: 0,

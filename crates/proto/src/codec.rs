@@ -148,6 +148,7 @@ mod tests {
                     content: r#"{"text":"hi"}"#.into(),
                     push_text: String::new(),
                     uncounted: false,
+                    transient: false,
                 })),
             })),
             qos: 1,

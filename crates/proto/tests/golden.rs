@@ -69,6 +69,7 @@ fn frames() -> Vec<(&'static str, v1::Frame)> {
                         content: r#"{"text":"hi 👋"}"#.into(),
                         push_text: "alice: hi".into(),
                         uncounted: false,
+                        transient: false,
                     })),
                 })),
                 qos: 1,

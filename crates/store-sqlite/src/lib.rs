@@ -269,6 +269,17 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn is_blocked(&self, user: &str, other: &str) -> Result<bool> {
+        let (user, other) = (user.to_string(), other.to_string());
+        self.read(move |c| {
+            c.prepare_cached("SELECT 1 FROM blocklist WHERE user_id = ?1 AND blocked_id = ?2")?
+                .query_row(params![user, other], |_| Ok(()))
+                .optional()
+                .map(|r| r.is_some())
+        })
+        .await
+    }
+
     async fn history(
         &self,
         user: &str,

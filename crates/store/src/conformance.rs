@@ -726,6 +726,11 @@ async fn blocked_senders_are_refused(store: &dyn Store) {
         store.blocklist("bl-b").await.expect("list"),
         ["bl-a", "bl-c"]
     );
+    assert!(store.is_blocked("bl-b", "bl-a").await.expect("read"));
+    assert!(
+        !store.is_blocked("bl-a", "bl-b").await.expect("read"),
+        "one way"
+    );
     store
         .write(vec![block(false, "bl-a")])
         .await

@@ -327,6 +327,9 @@ pub trait Store: Send + Sync + 'static {
     /// The users `user` blocks, in id order.
     async fn blocklist(&self, user: &str) -> Result<Vec<String>>;
 
+    /// Whether `user` blocks `other`.
+    async fn is_blocked(&self, user: &str, other: &str) -> Result<bool>;
+
     /// A page of at most `limit` messages of a conversation, as `user` sees its history
     /// (without what they cleared or deleted).
     async fn history(

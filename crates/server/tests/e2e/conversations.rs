@@ -595,3 +595,123 @@ async fn a_blocked_sender_is_refused_until_unblocked() {
         Code::InvalidTarget.as_u32()
     );
 }
+
+#[tokio::test]
+async fn typing_reaches_connected_devices_only_and_is_never_stored() {
+    let server = TestServer::start().await;
+    let (alice, _a) = server.client("alice", "phone").await;
+    let (_phone, mut phone_events) = server.client("bob", "phone").await;
+    let (_laptop, mut laptop_events) = server.client("bob", "laptop").await;
+    alice.typing("bob");
+    for events in [&mut phone_events, &mut laptop_events] {
+        let m = loop {
+            match tokio::time::timeout(WAIT, events.recv()).await {
+                Ok(Some(tidings_client::Event::Transient(m))) => break m,
+                Ok(Some(_)) => continue,
+                other => panic!("no typing status: {other:?}"),
+            }
+        };
+        assert_eq!(
+            (
+                m.msg_type.as_str(),
+                m.sender_id.as_str(),
+                m.target_id.as_str()
+            ),
+            ("typing", "alice", "alice")
+        );
+        assert_eq!((m.seq, m.inbox_seq), (0, 0));
+    }
+    // Nothing stored: no history, nothing unread, nothing for a device that connects later.
+    alice
+        .send(Outgoing::text("bob", "a message"))
+        .await
+        .unwrap();
+    let (bob, mut later) = server.client("bob", "tablet").await;
+    assert_eq!(
+        next_message(&mut later).await.content,
+        r#"{"text":"a message"}"#
+    );
+    let history = bob
+        .history(PRIVATE, "alice", HistoryStart::Newest, 100)
+        .await
+        .unwrap();
+    assert_eq!(history.messages.len(), 1);
+    assert_eq!(bob.unread(&[]).await.unwrap(), 1);
+}
+
+fn status(packet_id: u32, to: &str) -> tidings_proto::v1::Frame {
+    use tidings_proto::v1::{self, frame::Body};
+    let mut frame = publish(packet_id, "", to, r#"{"typingContentType":"text"}"#);
+    if let Some(Body::Publish(v1::Publish {
+        body: Some(v1::publish::Body::Send(s)),
+        ..
+    })) = &mut frame.body
+    {
+        s.msg_type = "typing".into();
+        s.transient = true;
+    }
+    frame.qos = 0;
+    frame
+}
+
+/// The next frame's PUBACK code, or None if the next frame is the PINGRESP sent after `ping`.
+async fn puback_before_pong(raw: &mut Raw) -> Option<u32> {
+    use tidings_proto::v1::{self, frame::Body};
+    raw.send(tidings_proto::codec::frame(Body::Pingreq(v1::PingReq {})))
+        .await;
+    match raw.recv().await {
+        Got::Frame(v1::Frame {
+            body: Some(Body::Puback(p)),
+            ..
+        }) => Some(p.code),
+        Got::Frame(v1::Frame {
+            body: Some(Body::Pingresp(_)),
+            ..
+        }) => None,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn status_messages_are_answered_only_when_refused() {
+    let server = TestServer::start().await;
+    let (bob, _b) = server.client("bob", "phone").await;
+    let mut raw = Raw::connected(&server, "alice", tidings_client::Encoding::Json).await;
+    raw.send(status(1, "bob")).await;
+    assert_eq!(
+        puback_before_pong(&mut raw).await,
+        None,
+        "accepted: no answer"
+    );
+    raw.send(status(2, "not valid")).await;
+    assert_eq!(
+        puback_before_pong(&mut raw).await,
+        Some(Code::InvalidTarget.as_u32())
+    );
+    let _pong = raw.recv().await;
+    bob.block("alice").await.unwrap();
+    raw.send(status(3, "bob")).await;
+    assert_eq!(
+        puback_before_pong(&mut raw).await,
+        Some(Code::RejectedByBlacklist.as_u32())
+    );
+    let _pong = raw.recv().await;
+    // More than the burst at once: the rest are refused as too fast.
+    for id in 10..40 {
+        raw.send(status(id, "carol")).await;
+    }
+    let mut codes = Vec::new();
+    while codes.len() < 10 {
+        match raw.recv().await {
+            Got::Frame(tidings_proto::v1::Frame {
+                body: Some(tidings_proto::v1::frame::Body::Puback(p)),
+                ..
+            }) => codes.push(p.code),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(
+        codes.iter().all(|c| *c == Code::SendTooFast.as_u32()),
+        "{codes:?}"
+    );
+}

@@ -263,6 +263,7 @@ pub fn publish(packet_id: u32, cmid: &str, to: &str, content: &str) -> v1::Frame
                 content: content.into(),
                 push_text: String::new(),
                 uncounted: false,
+                transient: false,
             })),
         })),
         qos: 1,
