@@ -363,6 +363,72 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Recalls this user's message at `seq` (within the server's recall window, default two
+    /// minutes): it becomes a tombstone everywhere. Answers the message as it now is.
+    pub async fn recall(
+        &self,
+        conversation_type: u32,
+        target_id: &str,
+        seq: u64,
+    ) -> Result<Message, ClientError> {
+        self.amended(Body::RecallMessage(v1::RecallMessage {
+            conversation_type,
+            target_id: target_id.into(),
+            seq,
+        }))
+        .await
+    }
+
+    /// Replaces the content of this user's message at `seq`.
+    pub async fn edit(
+        &self,
+        conversation_type: u32,
+        target_id: &str,
+        seq: u64,
+        content: &str,
+    ) -> Result<Message, ClientError> {
+        self.amended(Body::EditMessage(v1::EditMessage {
+            conversation_type,
+            target_id: target_id.into(),
+            seq,
+            content: content.into(),
+        }))
+        .await
+    }
+
+    /// Adds this user's `emoji` reaction to the message at `seq` (or removes it).
+    pub async fn react(
+        &self,
+        conversation_type: u32,
+        target_id: &str,
+        seq: u64,
+        emoji: &str,
+        remove: bool,
+    ) -> Result<Message, ClientError> {
+        self.amended(Body::ReactToMessage(v1::ReactToMessage {
+            conversation_type,
+            target_id: target_id.into(),
+            seq,
+            emoji: emoji.into(),
+            remove,
+        }))
+        .await
+    }
+
+    async fn amended(&self, body: Body) -> Result<Message, ClientError> {
+        let ack = self.query(body).await?;
+        ack.messages
+            .into_iter()
+            .next()
+            .map(Message::from)
+            .ok_or(ClientError::Refused {
+                code: tidings_proto::Code::ServerError.as_u32(),
+                message: "the answer held no message".into(),
+            })
+    }
+}
+
 fn page(ack: v1::QueryAck) -> ConversationPage {
     ConversationPage {
         conversations: ack

@@ -132,6 +132,22 @@ pub struct Message {
     pub push_text: String,
     pub client_msg_id: String,
     pub inbox_seq: u64,
+    /// Recalled by its sender: the content is `{}`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub recalled: bool,
+    /// Edited by its sender: the content is the latest version.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub edited: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<Reaction>,
+}
+
+/// One emoji's reactions to a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Reaction {
+    pub emoji: String,
+    pub user_ids: Vec<String>,
 }
 
 impl From<tidings_proto::v1::Message> for Message {
@@ -148,6 +164,16 @@ impl From<tidings_proto::v1::Message> for Message {
             push_text: m.push_text,
             client_msg_id: m.client_msg_id,
             inbox_seq: m.inbox_seq,
+            recalled: m.recalled,
+            edited: m.edited,
+            reactions: m
+                .reactions
+                .into_iter()
+                .map(|r| Reaction {
+                    emoji: r.emoji,
+                    user_ids: r.user_ids,
+                })
+                .collect(),
         }
     }
 }

@@ -132,6 +132,7 @@ async fn commit(
                         WriteOp::UpdateConversation(u) => std::iter::once(&mut u.event)
                             .chain(u.receipt.as_mut())
                             .collect(),
+                        WriteOp::Amend(a) => vec![&mut a.event],
                         WriteOp::Append(m)
                             if m.conversation_type == conversation_type::USER_EVENT =>
                         {
@@ -241,6 +242,22 @@ fn push_events(engine: &Engine, results: &[WriteResult]) {
                 .map(|(_, seq)| (message, *seq))
                 .into_iter()
                 .collect(),
+            WriteResult::Amended {
+                event: Some((message, inbox)),
+                ..
+            } => {
+                for (user, inbox_seq) in inbox {
+                    let view = Arc::new(Delivered::for_viewer(
+                        user,
+                        Arc::new(message.clone()),
+                        *inbox_seq,
+                    ));
+                    for session in engine.sessions_of(user) {
+                        session.deliver(engine, view.clone());
+                    }
+                }
+                continue;
+            }
             _ => continue,
         };
         for (event, inbox_seq) in events {

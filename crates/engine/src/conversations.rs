@@ -10,8 +10,8 @@ use tidings_proto::{
     CONVERSATION_EVENT_TYPE, Code, DELETED_EVENT_TYPE, READ_EVENT_TYPE, conversation_type,
 };
 use tidings_store::{
-    AppendMessage, ConversationFilter, ConversationRecord, ConversationUpdate, HistoryFrom,
-    WriteOp, WriteResult,
+    Amend, AmendAction, AmendRefusal, AppendMessage, ConversationFilter, ConversationRecord,
+    ConversationUpdate, HistoryFrom, WriteOp, WriteResult,
 };
 use tokio::sync::oneshot;
 
@@ -61,6 +61,20 @@ pub enum ConversationQuery {
         blocked: bool,
     },
     Blocklist,
+    Amend {
+        conversation_type: u32,
+        target: String,
+        seq: u64,
+        action: AmendRequest,
+    },
+}
+
+/// What a participant does to a message.
+#[derive(Debug, Clone)]
+pub enum AmendRequest {
+    Recall,
+    Edit { content: String },
+    React { emoji: String, remove: bool },
 }
 
 /// Where a history page starts, as the client asked (at most one of these non-zero).
@@ -137,6 +151,12 @@ impl Session {
                 target,
                 seqs,
             } => self.delete(conversation_type, &target, seqs).await,
+            ConversationQuery::Amend {
+                conversation_type,
+                target,
+                seq,
+                action,
+            } => self.amend(conversation_type, &target, seq, action).await,
             ConversationQuery::SetBlocked { user, blocked } => {
                 self.set_blocked(user, blocked).await
             }
@@ -147,10 +167,7 @@ impl Session {
                     .store
                     .blocklist(&self.shared.user)
                     .await
-                    .map_err(|e| {
-                        tracing::error!(error = %e, "blocklist read failed");
-                        Refusal::from(Code::ServerError)
-                    })?;
+                    .map_err(store_failed("blocklist read"))?;
                 Ok(QueryAckOut {
                     user_ids,
                     ..Default::default()
@@ -393,10 +410,7 @@ impl Session {
             .store
             .history(user, &private_conversation_id(user, target), from, count)
             .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "history read failed");
-                Refusal::from(Code::ServerError)
-            })?;
+            .map_err(store_failed("history read"))?;
         Ok(QueryAckOut {
             messages: history
                 .messages
@@ -441,6 +455,96 @@ impl Session {
         ])
         .await?;
         Ok(QueryAckOut::default())
+    }
+
+    async fn amend(
+        &self,
+        conversation_type: u32,
+        target: &str,
+        seq: u64,
+        action: AmendRequest,
+    ) -> Result<QueryAckOut, Refusal> {
+        check_key(conversation_type, target)?;
+        let user = self.shared.user.clone();
+        let conversation_id = private_conversation_id(&user, target);
+        let config = &self.engine.inner.config;
+        let (action, event_type) = match action {
+            AmendRequest::Recall => {
+                let not_before = if config.recall_window.is_zero() {
+                    0
+                } else {
+                    self.engine.now_ms() - config.recall_window.as_millis() as i64
+                };
+                (AmendAction::Recall { not_before }, "tidings:recall")
+            }
+            AmendRequest::Edit { content } => {
+                // The new content follows the rules of the message's type.
+                let found = self
+                    .engine
+                    .inner
+                    .store
+                    .conversation_after(&conversation_id, seq.saturating_sub(1), 1)
+                    .await
+                    .map_err(store_failed("message read"))?;
+                let Some(m) = found.into_iter().find(|m| m.seq == seq) else {
+                    return Err(Code::MessageNotFound.into());
+                };
+                validate::check_content(&m.msg_type, &content, config.max_content_bytes)?;
+                (AmendAction::Edit { content }, "tidings:edit")
+            }
+            AmendRequest::React { emoji, remove } => {
+                if emoji.is_empty() || emoji.len() > 32 || emoji.chars().any(char::is_control) {
+                    return Err(Refusal::new(
+                        Code::InvalidQuery,
+                        "an emoji is 1-32 bytes without control characters",
+                    ));
+                }
+                (
+                    AmendAction::React {
+                        emoji,
+                        add: !remove,
+                    },
+                    "tidings:reaction",
+                )
+            }
+        };
+        let mut recipients = vec![user.clone()];
+        if target != user {
+            recipients.push(target.to_string());
+        }
+        let op = WriteOp::Amend(Box::new(Amend {
+            by: user.clone(),
+            conversation_id: conversation_id.clone(),
+            seq,
+            action,
+            event: AppendMessage {
+                conversation_type,
+                conversation_id,
+                sender: user.clone(),
+                target: target.to_string(),
+                msg_type: event_type.into(),
+                recipients,
+                ..Default::default()
+            },
+        }));
+        let results = self.commit_user_change(vec![op]).await?;
+        match results.into_iter().next() {
+            Some(WriteResult::Amended { message, .. }) => Ok(QueryAckOut {
+                messages: vec![Delivered::for_viewer(&user, Arc::new(message), 0)],
+                ..Default::default()
+            }),
+            Some(WriteResult::AmendRefused(r)) => Err(match r {
+                AmendRefusal::NotFound => Code::MessageNotFound,
+                AmendRefusal::NotSender => Code::NotMessageSender,
+                AmendRefusal::TooLate => Code::RecallWindowPassed,
+                AmendRefusal::Recalled => Code::MessageRecalled,
+            }
+            .into()),
+            other => {
+                tracing::error!(?other, "unexpected store result for an amend");
+                Err(Code::ServerError.into())
+            }
+        }
     }
 
     async fn set_blocked(&self, other: String, blocked: bool) -> Result<QueryAckOut, Refusal> {
@@ -509,10 +613,7 @@ impl Session {
             .store
             .conversations(&self.shared.user, filter)
             .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "conversation read failed");
-                Refusal::from(Code::ServerError)
-            })
+            .map_err(store_failed("conversation read"))
     }
 
     fn out(&self, records: Vec<ConversationRecord>, version: u64) -> QueryAckOut {
@@ -532,6 +633,14 @@ impl Session {
             version,
             ..Default::default()
         }
+    }
+}
+
+/// The refusal for a failed store call, logged with what was being done.
+fn store_failed(what: &'static str) -> impl FnOnce(tidings_store::StoreError) -> Refusal {
+    move |e| {
+        tracing::error!(error = %e, "{what} failed");
+        Refusal::from(Code::ServerError)
     }
 }
 

@@ -33,7 +33,7 @@ use tidings_store::{Store, StoredMessage, WriteOp, WriteResult};
 use tokio::sync::{mpsc, oneshot};
 
 pub use auth::AppCredentials;
-pub use conversations::{ConversationQuery, ConversationUpdateRequest, HistoryStart};
+pub use conversations::{AmendRequest, ConversationQuery, ConversationUpdateRequest, HistoryStart};
 pub use outbox::Outbox;
 pub use session::{ConnectInfo, ConnectRequest, SendRequest, Session};
 pub use validate::Refusal;
@@ -76,6 +76,8 @@ pub struct EngineConfig {
     pub send_burst: u32,
     /// The most users one user may block.
     pub max_blocklist: u64,
+    /// How long after sending a sender may recall a message; zero: any time.
+    pub recall_window: Duration,
     pub outbound_queue_bytes: usize,
     pub max_content_bytes: usize,
     pub device_policy: DevicePolicy,
@@ -95,6 +97,7 @@ impl EngineConfig {
             send_rate: 5,
             send_burst: 10,
             max_blocklist: 1000,
+            recall_window: Duration::from_secs(120),
             outbound_queue_bytes: 1 << 20,
             max_content_bytes: 16 * 1024,
             device_policy: DevicePolicy::Multi,
@@ -159,6 +162,15 @@ impl Delivered {
     }
     pub fn push_text(&self) -> &str {
         &self.message.push_text
+    }
+    pub fn recalled(&self) -> bool {
+        self.message.recalled
+    }
+    pub fn edited(&self) -> bool {
+        self.message.edited
+    }
+    pub fn reactions(&self) -> &[tidings_store::Reaction] {
+        &self.message.reactions
     }
     pub fn client_msg_id(&self) -> &str {
         &self.message.client_msg_id

@@ -156,6 +156,7 @@ mod tests {
                     content: "x".repeat(200),
                     push_text: String::new(),
                     client_msg_id: "c".into(),
+                    ..Default::default()
                 }),
                 1,
             )),

@@ -400,6 +400,7 @@ impl Session {
             content: send.content,
             push_text: String::new(),
             client_msg_id: send.client_msg_id,
+            ..Default::default()
         });
         let view = Arc::new(Delivered::for_viewer(&send.target_id, message, 0));
         for session in self.engine.sessions_of(&send.target_id) {

@@ -15,8 +15,8 @@ use axum::response::Response;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tidings_engine::{
-    ConnectInfo, ConnectRequest, ConversationQuery, ConversationUpdateRequest, HistoryStart,
-    Outbound, SendRequest, Session,
+    AmendRequest, ConnectInfo, ConnectRequest, ConversationQuery, ConversationUpdateRequest,
+    HistoryStart, Outbound, SendRequest, Session,
 };
 use tidings_proto::v1::{self, frame::Body};
 use tidings_proto::{Code, DecodeError, Encoding, PROTOCOL_VERSION, codec};
@@ -58,6 +58,8 @@ pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<AppState>) -> Res
 }
 
 /// A decoded inbound message: its frame, or why it is not one, and the encoding it came in.
+// One per frame read and consumed at once; boxing the frame would add an allocation per frame.
+#[allow(clippy::large_enum_variant)]
 enum Inbound {
     Frame(v1::Frame, Encoding),
     Bad(DecodeError, Encoding),
@@ -555,6 +557,27 @@ fn conversation_query(body: v1::query::Body) -> Option<ConversationQuery> {
             blocked: b.blocked,
         },
         Q::GetBlocklist(_) => ConversationQuery::Blocklist,
+        Q::RecallMessage(r) => ConversationQuery::Amend {
+            conversation_type: r.conversation_type,
+            target: r.target_id,
+            seq: r.seq,
+            action: AmendRequest::Recall,
+        },
+        Q::EditMessage(e) => ConversationQuery::Amend {
+            conversation_type: e.conversation_type,
+            target: e.target_id,
+            seq: e.seq,
+            action: AmendRequest::Edit { content: e.content },
+        },
+        Q::ReactToMessage(r) => ConversationQuery::Amend {
+            conversation_type: r.conversation_type,
+            target: r.target_id,
+            seq: r.seq,
+            action: AmendRequest::React {
+                emoji: r.emoji,
+                remove: r.remove,
+            },
+        },
         Q::DeleteMessages(d) => ConversationQuery::Delete {
             conversation_type: d.conversation_type,
             target: d.target_id,
@@ -591,5 +614,15 @@ fn wire_message(m: &tidings_engine::Delivered) -> v1::Message {
         push_text: m.push_text().into(),
         client_msg_id: m.client_msg_id().into(),
         inbox_seq: m.inbox_seq(),
+        recalled: m.recalled(),
+        edited: m.edited(),
+        reactions: m
+            .reactions()
+            .iter()
+            .map(|r| v1::Reaction {
+                emoji: r.emoji.clone(),
+                user_ids: r.users.clone(),
+            })
+            .collect(),
     }
 }

@@ -20,6 +20,7 @@ fn message() -> v1::Message {
         push_text: "alice: hi".into(),
         client_msg_id: "c-7".into(),
         inbox_seq: 9_007_199_254_740_993,
+        ..Default::default()
     }
 }
 
@@ -153,6 +154,37 @@ fn frames() -> Vec<(&'static str, v1::Frame)> {
                         ..Default::default()
                     },
                 )),
+            })),
+        ),
+        (
+            "publish_message_edited_with_reactions",
+            v1::Frame {
+                body: Some(Body::Publish(v1::Publish {
+                    packet_id: 0,
+                    body: Some(v1::publish::Body::Message(v1::Message {
+                        edited: true,
+                        reactions: vec![v1::Reaction {
+                            emoji: "👍".into(),
+                            user_ids: vec!["alice".into(), "bob".into()],
+                        }],
+                        ..message()
+                    })),
+                })),
+                qos: 1,
+                dup: false,
+            },
+        ),
+        (
+            "query_react",
+            f(Body::Query(v1::Query {
+                query_id: 5,
+                body: Some(v1::query::Body::ReactToMessage(v1::ReactToMessage {
+                    conversation_type: 1,
+                    target_id: "alice".into(),
+                    seq: 42,
+                    emoji: "👍".into(),
+                    remove: false,
+                })),
             })),
         ),
         (

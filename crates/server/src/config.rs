@@ -61,6 +61,10 @@ pub struct RawConfig {
     /// Messages a user may send at once before the rate applies. Default 10.
     #[arg(long, env = "TIDINGS_SEND_BURST")]
     pub send_burst: Option<u32>,
+    /// How long after sending a user may recall a message, in seconds; 0: any time.
+    /// Default 120.
+    #[arg(long, env = "TIDINGS_RECALL_WINDOW_SECS")]
+    pub recall_window_secs: Option<u64>,
     /// Time allowed for CONNECT after the WebSocket opens, in ms. Default 10000.
     #[arg(long, env = "TIDINGS_HANDSHAKE_TIMEOUT_MS")]
     pub handshake_timeout_ms: Option<u64>,
@@ -86,6 +90,8 @@ pub struct Config {
     /// Messages per second per user (0: no limit), and the burst above it.
     pub send_rate: u32,
     pub send_burst: u32,
+    /// Zero: recall at any time.
+    pub recall_window: Duration,
     pub handshake_timeout: Duration,
     pub durability: Durability,
 }
@@ -140,6 +146,7 @@ impl RawConfig {
             max_inflight: self.max_inflight.or(file.max_inflight),
             send_rate: self.send_rate.or(file.send_rate),
             send_burst: self.send_burst.or(file.send_burst),
+            recall_window_secs: self.recall_window_secs.or(file.recall_window_secs),
             handshake_timeout_ms: self.handshake_timeout_ms.or(file.handshake_timeout_ms),
             durability: self.durability.or(file.durability),
         }
@@ -201,6 +208,7 @@ impl RawConfig {
                 as usize,
             send_rate: self.send_rate.unwrap_or(5),
             send_burst: positive("send_burst", u64::from(self.send_burst.unwrap_or(10)))? as u32,
+            recall_window: Duration::from_secs(self.recall_window_secs.unwrap_or(120)),
             handshake_timeout: Duration::from_millis(positive(
                 "handshake_timeout_ms",
                 self.handshake_timeout_ms.unwrap_or(10_000),

@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tidings_store::{
-    ConversationFilter, Conversations, History, HistoryFrom, InboxEntry, Result, SessionState,
-    Store, StoreError, StoredMessage, UserState, WriteOp, WriteResult,
+    ConversationFilter, Conversations, History, HistoryFrom, InboxEntry, Reaction, Result,
+    SessionState, Store, StoreError, StoredMessage, UserState, WriteOp, WriteResult,
 };
 use tokio::sync::{Semaphore, oneshot};
 
@@ -155,6 +155,8 @@ pub(crate) fn message_from_row(
     row: &rusqlite::Row<'_>,
     offset: usize,
 ) -> rusqlite::Result<StoredMessage> {
+    let state: i64 = row.get(offset + 11)?;
+    let reactions: Option<String> = row.get(offset + 12)?;
     Ok(StoredMessage {
         uid: row.get(offset)?,
         conversation_type: row.get(offset + 1)?,
@@ -167,11 +169,41 @@ pub(crate) fn message_from_row(
         content: row.get(offset + 8)?,
         push_text: row.get(offset + 9)?,
         client_msg_id: row.get(offset + 10)?,
+        recalled: state & STATE_RECALLED != 0,
+        edited: state & STATE_EDITED != 0,
+        reactions: reactions
+            .map(|json| group_reactions(&json))
+            .unwrap_or_default(),
     })
 }
 
+pub(crate) const STATE_RECALLED: i64 = 1;
+pub(crate) const STATE_EDITED: i64 = 2;
+pub(crate) const STATE_REACTIONS: i64 = 4;
+
+/// `[[emoji, user], ...]` as the reactions column reads them, grouped by emoji, in order.
+fn group_reactions(json: &str) -> Vec<Reaction> {
+    let mut pairs: Vec<(String, String)> = serde_json::from_str(json).unwrap_or_default();
+    pairs.sort();
+    let mut out: Vec<Reaction> = Vec::new();
+    for (emoji, user) in pairs {
+        match out.last_mut() {
+            Some(r) if r.emoji == emoji => r.users.push(user),
+            _ => out.push(Reaction {
+                emoji,
+                users: vec![user],
+            }),
+        }
+    }
+    out
+}
+
+/// The columns `message_from_row` reads, from `messages m`. Reactions are read only for
+/// messages that have some.
 pub(crate) const MESSAGE_COLUMNS: &str = "m.uid, m.conv_type, m.conv_id, m.sender, m.target, m.seq, \
-     m.sent_time, m.msg_type, m.content, m.push_text, m.client_msg_id";
+     m.sent_time, m.msg_type, m.content, m.push_text, m.client_msg_id, m.state, \
+     CASE WHEN m.state & 4 THEN (SELECT json_group_array(json_array(emoji, user_id)) \
+     FROM reactions WHERE conv_id = m.conv_id AND seq = m.seq) END";
 
 #[async_trait]
 impl Store for SqliteStore {

@@ -101,6 +101,18 @@ CREATE TABLE blocklist (
     PRIMARY KEY (user_id, blocked_id)
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- Bits: 1 recalled, 2 edited, 4 has reactions.
+ALTER TABLE messages ADD COLUMN state INTEGER NOT NULL DEFAULT 0;
+
+CREATE TABLE reactions (
+    conv_id TEXT NOT NULL,
+    seq     INTEGER NOT NULL,
+    emoji   TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    PRIMARY KEY (conv_id, seq, emoji, user_id)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// Page cache per connection, in KiB.

@@ -8,8 +8,8 @@ use std::thread::JoinHandle;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tidings_store::{
-    AppendMessage, ConversationSettings, ConversationUpdate, Result, StoreError, StoredMessage,
-    WriteOp, WriteResult,
+    Amend, AmendAction, AmendRefusal, AppendMessage, ConversationSettings, ConversationUpdate,
+    Result, StoreError, StoredMessage, WriteOp, WriteResult,
 };
 use tokio::sync::oneshot;
 
@@ -254,6 +254,7 @@ fn apply(
             })
         }
         WriteOp::UpdateConversation(u) => update_conversation(tx, counters, *u),
+        WriteOp::Amend(a) => amend(tx, counters, *a),
         WriteOp::SetBlocked {
             user,
             other,
@@ -420,6 +421,7 @@ fn append(
             content: m.content,
             push_text: m.push_text,
             client_msg_id: m.client_msg_id,
+            ..Default::default()
         },
         inbox,
         duplicate: false,
@@ -546,6 +548,125 @@ fn append_event(
             format!("the event's uid was used before: {other:?}").into(),
         )),
     }
+}
+
+/// Recalls, edits or reacts to a message, and appends the event that records it.
+fn amend(tx: &Transaction<'_>, counters: &mut Counters, a: Amend) -> rusqlite::Result<WriteResult> {
+    let refused = |r| Ok(WriteResult::AmendRefused(r));
+    let target = tx
+        .prepare_cached(
+            "SELECT sender, sent_time, state, msg_type FROM messages WHERE conv_id = ?1 AND seq = ?2",
+        )?
+        .query_row(params![a.conversation_id, a.seq as i64], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, i64>(2)?,
+                row.get::<_, String>(3)?,
+            ))
+        })
+        .optional()?;
+    let Some((sender, sent_time, state, msg_type)) = target else {
+        return refused(AmendRefusal::NotFound);
+    };
+    if msg_type.starts_with("tidings:") {
+        return refused(AmendRefusal::NotFound);
+    }
+    let recalled = state & crate::STATE_RECALLED != 0;
+    let (seq, conv) = (a.seq as i64, a.conversation_id.as_str());
+    let content = match &a.action {
+        AmendAction::Recall { not_before } => {
+            if sender != a.by {
+                return refused(AmendRefusal::NotSender);
+            }
+            if recalled {
+                return amended(tx, conv, a.seq, None);
+            }
+            if *not_before > 0 && sent_time < *not_before {
+                return refused(AmendRefusal::TooLate);
+            }
+            tx.prepare_cached(
+                "UPDATE messages SET content = '{}', push_text = '', counted = 0, \
+                 state = state | ?3 WHERE conv_id = ?1 AND seq = ?2",
+            )?
+            .execute(params![conv, seq, crate::STATE_RECALLED])?;
+            serde_json::json!({ "action": "recall", "seq": a.seq })
+        }
+        AmendAction::Edit { content } => {
+            if sender != a.by {
+                return refused(AmendRefusal::NotSender);
+            }
+            if recalled {
+                return refused(AmendRefusal::Recalled);
+            }
+            tx.prepare_cached(
+                "UPDATE messages SET content = ?3, state = state | ?4 \
+                 WHERE conv_id = ?1 AND seq = ?2",
+            )?
+            .execute(params![conv, seq, content, crate::STATE_EDITED])?;
+            serde_json::json!({ "action": "edit", "seq": a.seq, "content": content })
+        }
+        AmendAction::React { emoji, add } => {
+            if recalled {
+                return refused(AmendRefusal::Recalled);
+            }
+            let changed = if *add {
+                tx.prepare_cached(
+                    "INSERT INTO reactions (conv_id, seq, emoji, user_id) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![conv, seq, emoji, a.by])?
+            } else {
+                tx.prepare_cached(
+                    "DELETE FROM reactions WHERE conv_id = ?1 AND seq = ?2 AND emoji = ?3 \
+                     AND user_id = ?4",
+                )?
+                .execute(params![conv, seq, emoji, a.by])?
+            };
+            if changed == 0 {
+                return amended(tx, conv, a.seq, None);
+            }
+            tx.prepare_cached(
+                "UPDATE messages SET state = CASE WHEN EXISTS (SELECT 1 FROM reactions \
+                 WHERE conv_id = ?1 AND seq = ?2) THEN state | ?3 ELSE state & ~?3 END \
+                 WHERE conv_id = ?1 AND seq = ?2",
+            )?
+            .execute(params![conv, seq, crate::STATE_REACTIONS])?;
+            serde_json::json!({
+                "action": "react", "seq": a.seq, "emoji": emoji, "userId": a.by, "added": add,
+            })
+        }
+    };
+    let mut event = a.event;
+    event.content = content.to_string();
+    event.digest = event.uid.clone();
+    event.counted = false;
+    event.participants.clear();
+    match append(tx, counters, event)? {
+        WriteResult::Appended { message, inbox, .. } => {
+            amended(tx, conv, a.seq, Some((message, inbox)))
+        }
+        other => Err(rusqlite::Error::ToSqlConversionFailure(
+            format!("the event's uid was used before: {other:?}").into(),
+        )),
+    }
+}
+
+/// The answer to an amend: the message as it now is, and the event if one was appended.
+fn amended(
+    tx: &Transaction<'_>,
+    conversation_id: &str,
+    seq: u64,
+    event: Option<(StoredMessage, Vec<(String, u64)>)>,
+) -> rusqlite::Result<WriteResult> {
+    let message = tx
+        .prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.conv_id = ?1 AND m.seq = ?2"
+        ))?
+        .query_row(params![conversation_id, seq as i64], |row| {
+            message_from_row(row, 0)
+        })?;
+    Ok(WriteResult::Amended { message, event })
 }
 
 /// The newest seq above `after` of a message sent at or before `time` (or `after` if none).

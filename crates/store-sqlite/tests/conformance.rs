@@ -127,6 +127,7 @@ async fn upgrading_a_database_lists_the_conversations_it_already_had() {
     let c = rusqlite::Connection::open(&path).unwrap();
     c.execute_batch(
         "DROP TABLE conversations; DROP TABLE deleted_messages; DROP TABLE blocklist; \
+         DROP TABLE reactions; ALTER TABLE messages DROP COLUMN state; \
          ALTER TABLE messages DROP COLUMN counted; \
          PRAGMA user_version = 1;",
     )

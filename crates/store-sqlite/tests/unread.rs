@@ -1,8 +1,8 @@
 //! Unread counts, derived from read positions, agree with a model under random sequences of
-//! sends, reads (by seq and by time), removals, deletions and cleared history.
+//! sends, reads (by seq and by time), removals, deletions, cleared history and recalls.
 
 use proptest::prelude::*;
-use tidings_store::{ConversationFilter, Store, WriteOp, WriteResult, conformance};
+use tidings_store::{AmendAction, ConversationFilter, Store, WriteOp, WriteResult, conformance};
 use tidings_store_sqlite::{Durability, SqliteConfig, SqliteStore};
 
 #[derive(Debug, Clone)]
@@ -30,6 +30,11 @@ enum Step {
         user: usize,
         index: u64,
     },
+    /// `user` recalls message `index` (refused unless it exists and is theirs).
+    Recall {
+        user: usize,
+        index: u64,
+    },
     /// `user` clears the history sent at or before message `index`'s time.
     Clear {
         user: usize,
@@ -45,6 +50,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0..2usize).prop_map(|user| Step::Remove { user }),
         1 => (0..2usize, 1..40u64).prop_map(|(user, index)| Step::Delete { user, index }),
         1 => (0..2usize, 1..40u64).prop_map(|(user, index)| Step::Clear { user, index }),
+        2 => (0..2usize, 1..40u64).prop_map(|(user, index)| Step::Recall { user, index }),
     ]
 }
 
@@ -54,6 +60,8 @@ struct Model {
     messages: Vec<(usize, bool)>,
     read: [u64; 2],
     deleted: [std::collections::BTreeSet<u64>; 2],
+    recalled: std::collections::BTreeSet<u64>,
+    events: std::collections::BTreeSet<u64>,
 }
 
 impl Model {
@@ -131,6 +139,32 @@ proptest! {
                             conversation_id: "pa|pb".into(),
                             seqs: vec![*index],
                         }
+                    }
+                    Step::Recall { user, index } => {
+                        let i = *index as usize;
+                        let recallable = i >= 1
+                            && i <= model.messages.len()
+                            && model.messages[i - 1].0 == *user
+                            && !model.events.contains(index);
+                        // The message stops counting, and the recall is a message itself (an
+                        // event, which cannot be recalled).
+                        if recallable && model.recalled.insert(*index) {
+                            model.messages[i - 1].1 = false;
+                            model.messages.push((*user, false));
+                            model.events.insert(model.messages.len() as u64);
+                        }
+                        let mut op = conformance::private_amend(
+                            USERS[*user],
+                            USERS[1 - user],
+                            *index,
+                            AmendAction::Recall { not_before: 0 },
+                            &format!("r{n}"),
+                        );
+                        if let WriteOp::Amend(a) = &mut op {
+                            // Message i (from 1) is sent at T0 + 10 * i.
+                            a.event.sent_time = T0 + 10 * (model.messages.len() as i64);
+                        }
+                        op
                     }
                     Step::Clear { user, index } => {
                         model.read_to(*user, *index);

@@ -2,8 +2,8 @@
 //! [`run_all`] with a fresh, empty store. Each check panics with a description on failure.
 
 use crate::{
-    AppendMessage, ConversationFilter, ConversationSettings, ConversationUpdate, HistoryFrom,
-    Participant, Store, WriteOp, WriteResult,
+    Amend, AmendAction, AmendRefusal, AppendMessage, ConversationFilter, ConversationSettings,
+    ConversationUpdate, HistoryFrom, Participant, Store, WriteOp, WriteResult,
 };
 
 /// An append of a private message from `from` to `to`, for tests.
@@ -102,6 +102,7 @@ pub async fn run_all(store: &dyn Store) {
     history_pages_without_cleared_or_deleted(store).await;
     read_receipts_go_to_the_peer_when_the_position_moves(store).await;
     blocked_senders_are_refused(store).await;
+    recall_edit_and_reactions(store).await;
 }
 
 async fn updated(store: &dyn Store, update: ConversationUpdate) -> (ConversationSettings, u64) {
@@ -743,4 +744,176 @@ async fn blocked_senders_are_refused(store: &dyn Store) {
         }
     ));
     assert_eq!(store.blocklist("bl-b").await.expect("list"), ["bl-c"]);
+}
+
+/// An amend of message `seq` of the private chat between `by` and `other`, for tests.
+pub fn private_amend(by: &str, other: &str, seq: u64, action: AmendAction, uid: &str) -> WriteOp {
+    let (a, b) = if by <= other {
+        (by, other)
+    } else {
+        (other, by)
+    };
+    let msg_type = match &action {
+        AmendAction::Recall { .. } => "tidings:recall",
+        AmendAction::Edit { .. } => "tidings:edit",
+        AmendAction::React { .. } => "tidings:reaction",
+    };
+    WriteOp::Amend(Box::new(Amend {
+        by: by.into(),
+        conversation_id: format!("{a}|{b}"),
+        seq,
+        action,
+        event: AppendMessage {
+            uid: uid.into(),
+            conversation_type: 1,
+            conversation_id: format!("{a}|{b}"),
+            sender: by.into(),
+            target: other.into(),
+            sent_time: 1_700_000_000_000,
+            msg_type: msg_type.into(),
+            client_msg_id: uid.into(),
+            recipients: vec![by.into(), other.into()],
+            ..Default::default()
+        },
+    }))
+}
+
+async fn recall_edit_and_reactions(store: &dyn Store) {
+    let r = store
+        .write(vec![
+            WriteOp::Append(private_append("am-a", "am-b", "m1", "one")),
+            WriteOp::Append(private_append("am-a", "am-b", "m2", "two")),
+        ])
+        .await
+        .expect("write");
+    let sent_time = appended(&r[1]).0.sent_time;
+    let react = |by: &str, emoji: &str, add: bool, uid: &str| {
+        let other = if by == "am-a" { "am-b" } else { "am-a" };
+        let action = AmendAction::React {
+            emoji: emoji.into(),
+            add,
+        };
+        private_amend(by, other, 1, action, uid)
+    };
+    let one = |op: WriteOp| async move {
+        let mut r = store.write(vec![op]).await.expect("amend");
+        r.remove(0)
+    };
+    let amended = |r: WriteResult| match r {
+        WriteResult::Amended { message, event } => (message, event),
+        other => panic!("expected Amended, got {other:?}"),
+    };
+    let reactions = |m: &crate::StoredMessage| {
+        m.reactions
+            .iter()
+            .map(|r| (r.emoji.clone(), r.users.clone()))
+            .collect::<Vec<_>>()
+    };
+
+    let (m, event) = amended(one(react("am-b", "👍", true, "am-e1")).await);
+    assert_eq!(
+        reactions(&m),
+        [("👍".to_string(), vec!["am-b".to_string()])]
+    );
+    let (event, inbox) = event.expect("an event");
+    assert_eq!(
+        (event.seq, event.msg_type.as_str()),
+        (3, "tidings:reaction")
+    );
+    assert_eq!(inbox.len(), 2, "both participants get the event");
+    let content: serde_json::Value = serde_json::from_str(&event.content).expect("json");
+    assert_eq!(
+        content,
+        serde_json::json!({"action": "react", "seq": 1, "emoji": "👍", "userId": "am-b", "added": true})
+    );
+    let (m, _) = amended(one(react("am-a", "👍", true, "am-e2")).await);
+    assert_eq!(
+        reactions(&m),
+        [(
+            "👍".to_string(),
+            vec!["am-a".to_string(), "am-b".to_string()]
+        )]
+    );
+    let (_, event) = amended(one(react("am-b", "👍", true, "am-e3")).await);
+    assert!(event.is_none(), "a reaction already there changes nothing");
+    let (m, event) = amended(one(react("am-b", "👍", false, "am-e4")).await);
+    assert!(event.is_some());
+    assert_eq!(
+        reactions(&m),
+        [("👍".to_string(), vec!["am-a".to_string()])]
+    );
+
+    // Only the sender edits and recalls.
+    let edit = |by: &str, seq: u64, uid: &str| {
+        let other = if by == "am-a" { "am-b" } else { "am-a" };
+        let action = AmendAction::Edit {
+            content: r#"{"text":"1!"}"#.into(),
+        };
+        private_amend(by, other, seq, action, uid)
+    };
+    let recall = |by: &str, seq: u64, not_before: i64, uid: &str| {
+        let other = if by == "am-a" { "am-b" } else { "am-a" };
+        private_amend(by, other, seq, AmendAction::Recall { not_before }, uid)
+    };
+    assert_eq!(
+        one(edit("am-b", 1, "am-e5")).await,
+        WriteResult::AmendRefused(AmendRefusal::NotSender)
+    );
+    let (m, _) = amended(one(edit("am-a", 1, "am-e6")).await);
+    assert!(m.edited && m.content == r#"{"text":"1!"}"#);
+    assert_eq!(
+        one(recall("am-b", 2, 0, "am-e7")).await,
+        WriteResult::AmendRefused(AmendRefusal::NotSender)
+    );
+    assert_eq!(
+        one(recall("am-a", 2, sent_time + 1, "am-e8")).await,
+        WriteResult::AmendRefused(AmendRefusal::TooLate)
+    );
+    assert_eq!(one_unread(store, "am-b", "am-a").await, 2);
+    let (m, event) = amended(one(recall("am-a", 2, sent_time, "am-e9")).await);
+    assert!(m.recalled && m.content == "{}" && event.is_some());
+    assert_eq!(
+        one_unread(store, "am-b", "am-a").await,
+        1,
+        "a recalled message is not unread"
+    );
+    let (_, event) = amended(one(recall("am-a", 2, 0, "am-e10")).await);
+    assert!(event.is_none(), "recalling twice changes nothing");
+    assert_eq!(
+        one(edit("am-a", 2, "am-e11")).await,
+        WriteResult::AmendRefused(AmendRefusal::Recalled)
+    );
+    let react_2 = private_amend(
+        "am-b",
+        "am-a",
+        2,
+        AmendAction::React {
+            emoji: "👍".into(),
+            add: true,
+        },
+        "am-e12",
+    );
+    assert_eq!(
+        one(react_2).await,
+        WriteResult::AmendRefused(AmendRefusal::Recalled)
+    );
+    // Events and missing messages cannot be amended.
+    assert_eq!(
+        one(edit("am-b", 3, "am-e13")).await,
+        WriteResult::AmendRefused(AmendRefusal::NotFound)
+    );
+    assert_eq!(
+        one(edit("am-a", 99, "am-e14")).await,
+        WriteResult::AmendRefused(AmendRefusal::NotFound)
+    );
+
+    // Sync shows the final state.
+    let inbox = store.inbox_after("am-b", 0, 100).await.expect("inbox");
+    let first = &inbox[0].message;
+    assert!(first.edited && first.reactions.len() == 1);
+    assert!(inbox[1].message.recalled);
+}
+
+async fn one_unread(store: &dyn Store, user: &str, target: &str) -> u64 {
+    one(store, user, target).await.unread
 }

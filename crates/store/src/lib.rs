@@ -31,7 +31,7 @@ pub const PRIVATE: u32 = 1;
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// A message as stored: conversation-wide, not relative to a viewer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoredMessage {
     pub uid: String,
     pub conversation_type: u32,
@@ -46,6 +46,55 @@ pub struct StoredMessage {
     pub content: String,
     pub push_text: String,
     pub client_msg_id: String,
+    /// Recalled by its sender: `content` and `push_text` are emptied (`{}` and "").
+    pub recalled: bool,
+    /// Edited by its sender: `content` is the latest version.
+    pub edited: bool,
+    /// Reactions, by emoji, each with the users who reacted, in order.
+    pub reactions: Vec<Reaction>,
+}
+
+/// One emoji's reactions to a message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reaction {
+    pub emoji: String,
+    pub users: Vec<String>,
+}
+
+/// A change to a stored message by a participant, recorded as a new message of the conversation
+/// (`event`, whose content the store fills in) so every device converges through sync.
+#[derive(Debug, Clone)]
+pub struct Amend {
+    /// The acting user.
+    pub by: String,
+    pub conversation_id: String,
+    pub seq: u64,
+    pub action: AmendAction,
+    pub event: AppendMessage,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AmendAction {
+    /// The sender replaces the message with a tombstone, if it was sent at or after
+    /// `not_before` (ms; 0: any time).
+    Recall { not_before: i64 },
+    /// The sender replaces the content.
+    Edit { content: String },
+    /// Any participant adds (or removes) a reaction.
+    React { emoji: String, add: bool },
+}
+
+/// Why an amend was refused; nothing was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AmendRefusal {
+    /// No such message (or it is itself an event).
+    NotFound,
+    /// Only the sender may recall or edit.
+    NotSender,
+    /// The recall window has passed.
+    TooLate,
+    /// The message was recalled.
+    Recalled,
 }
 
 /// A new message to append. `uid` and `sent_time` are proposed by the engine; if the
@@ -217,6 +266,8 @@ pub enum WriteOp {
     BumpTokenVersion { user: String },
     /// Change a user's conversation settings and append the event that reports it.
     UpdateConversation(Box<ConversationUpdate>),
+    /// Recall, edit or react to a message.
+    Amend(Box<Amend>),
     /// Add `other` to `user`'s blocklist (or remove it), unless the list holds `max` already.
     SetBlocked {
         user: String,
@@ -256,6 +307,13 @@ pub enum WriteResult {
     Deleted,
     /// The recipient blocks the sender: nothing was written.
     Blocked,
+    /// The message in its new state, and the event appended with its inbox entries (none when
+    /// nothing changed: a second recall, a reaction already there).
+    Amended {
+        message: StoredMessage,
+        event: Option<(StoredMessage, Vec<(String, u64)>)>,
+    },
+    AmendRefused(AmendRefusal),
     /// The blocklist changed (or already was as asked).
     BlockSet,
     /// The blocklist is full: nothing was written.

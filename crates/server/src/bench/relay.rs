@@ -124,6 +124,7 @@ async fn connection(socket: WebSocket, relay: Relay) {
                             push_text: send.push_text,
                             client_msg_id: send.client_msg_id,
                             inbox_seq,
+                            ..Default::default()
                         })),
                     })),
                     qos: 1,

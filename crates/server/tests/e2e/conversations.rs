@@ -715,3 +715,114 @@ async fn status_messages_are_answered_only_when_refused() {
         "{codes:?}"
     );
 }
+
+#[tokio::test]
+async fn recall_edit_and_reactions_reach_online_and_offline_devices_in_their_final_state() {
+    let server = TestServer::start().await;
+    let (alice, _a) = server.client("alice", "phone").await;
+    let (bob, mut bob_events) = server.client("bob", "phone").await;
+    let first = alice.send(Outgoing::text("bob", "hello")).await.unwrap();
+    let second = alice.send(Outgoing::text("bob", "oops")).await.unwrap();
+    for _ in 0..2 {
+        next_message(&mut bob_events).await;
+    }
+    assert_eq!(bob.unread(&[]).await.unwrap(), 2);
+
+    let edited = alice
+        .edit(PRIVATE, "bob", first.seq, r#"{"text":"hello!"}"#)
+        .await
+        .unwrap();
+    assert!(edited.edited && edited.content == r#"{"text":"hello!"}"#);
+    let reacted = bob
+        .react(PRIVATE, "alice", first.seq, "👍", false)
+        .await
+        .unwrap();
+    assert_eq!(reacted.reactions.len(), 1);
+    assert_eq!(reacted.reactions[0].user_ids, ["bob"]);
+    let recalled = alice.recall(PRIVATE, "bob", second.seq).await.unwrap();
+    assert!(recalled.recalled && recalled.content == "{}");
+    assert_eq!(
+        bob.unread(&[]).await.unwrap(),
+        1,
+        "a recalled message is not unread"
+    );
+
+    // Online: each change arrives as a new message of the conversation.
+    let mut kinds = Vec::new();
+    while kinds.len() < 3 {
+        let m = next_message(&mut bob_events).await;
+        kinds.push(m.msg_type);
+    }
+    assert_eq!(
+        kinds,
+        ["tidings:edit", "tidings:reaction", "tidings:recall"]
+    );
+
+    // Offline: a new device syncs the messages in their final state, then the events.
+    let (_tablet, mut tablet_events) = server.client("bob", "tablet").await;
+    let m1 = next_message(&mut tablet_events).await;
+    assert!(m1.edited && m1.reactions.len() == 1 && m1.content == r#"{"text":"hello!"}"#);
+    assert!(next_message(&mut tablet_events).await.recalled);
+    let history = bob
+        .history(PRIVATE, "alice", HistoryStart::AfterSeq(0), 10)
+        .await
+        .unwrap();
+    assert_eq!(history.messages.len(), 5);
+    assert!(history.messages[0].edited && history.messages[1].recalled);
+
+    // Who may do what.
+    assert_eq!(
+        refused_code(bob.recall(PRIVATE, "alice", first.seq).await),
+        Code::NotMessageSender.as_u32()
+    );
+    assert_eq!(
+        refused_code(
+            bob.edit(PRIVATE, "alice", first.seq, r#"{"text":"x"}"#)
+                .await
+        ),
+        Code::NotMessageSender.as_u32()
+    );
+    assert_eq!(
+        refused_code(
+            alice
+                .edit(PRIVATE, "bob", second.seq, r#"{"text":"x"}"#)
+                .await
+        ),
+        Code::MessageRecalled.as_u32()
+    );
+    assert_eq!(
+        refused_code(
+            alice
+                .edit(PRIVATE, "bob", first.seq, r#"{"no":"text"}"#)
+                .await
+        ),
+        Code::ContentInvalid.as_u32(),
+        "edited content follows the message type's rules"
+    );
+    assert_eq!(
+        refused_code(alice.recall(PRIVATE, "bob", 99).await),
+        Code::MessageNotFound.as_u32()
+    );
+    assert_eq!(
+        refused_code(bob.react(PRIVATE, "alice", first.seq, "", false).await),
+        Code::InvalidQuery.as_u32()
+    );
+    let removed = bob
+        .react(PRIVATE, "alice", first.seq, "👍", true)
+        .await
+        .unwrap();
+    assert!(removed.reactions.is_empty());
+}
+
+#[tokio::test]
+async fn recalling_is_refused_after_the_window() {
+    let server =
+        TestServer::start_with(|c| c.recall_window = std::time::Duration::from_secs(1)).await;
+    let (alice, _a) = server.client("alice", "phone").await;
+    let sent = alice.send(Outgoing::text("bob", "too late")).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        refused_code(alice.recall(PRIVATE, "bob", sent.seq).await),
+        Code::RecallWindowPassed.as_u32()
+    );
+}
