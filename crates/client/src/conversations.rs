@@ -158,6 +158,14 @@ pub enum HistoryStart {
     AfterTime(i64),
 }
 
+/// A page of search results, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchResults {
+    pub messages: Vec<Message>,
+    /// Pass to [`Client::search`] for the next page; `None` on the last one.
+    pub next_page_token: Option<String>,
+}
+
 /// A page of history, in increasing seq order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryPage {
@@ -414,6 +422,31 @@ impl Client {
             remove,
         }))
         .await
+    }
+
+    /// Messages this user can see whose text contains `query` (any substring; case-insensitive
+    /// for ASCII), newest first, in one conversation if given, at most `limit` (0: 20).
+    pub async fn search(
+        &self,
+        query: &str,
+        conversation: Option<(u32, &str)>,
+        limit: u32,
+        page_token: Option<&str>,
+    ) -> Result<SearchResults, ClientError> {
+        let (conversation_type, target_id) = conversation.unwrap_or((0, ""));
+        let ack = self
+            .query(Body::SearchMessages(v1::SearchMessages {
+                query: query.into(),
+                conversation_type,
+                target_id: target_id.into(),
+                limit,
+                page_token: page_token.unwrap_or_default().into(),
+            }))
+            .await?;
+        Ok(SearchResults {
+            messages: ack.messages.into_iter().map(Message::from).collect(),
+            next_page_token: Some(ack.next_page_token).filter(|t| !t.is_empty()),
+        })
     }
 
     async fn amended(&self, body: Body) -> Result<Message, ClientError> {

@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub use conversations::{
     Conversation, ConversationChange, ConversationPage, ConversationUpdate, HistoryPage,
-    HistoryStart, MessagesDeleted, ReadReceipt,
+    HistoryStart, MessagesDeleted, ReadReceipt, SearchResults,
 };
 pub use tidings_proto::Encoding;
 

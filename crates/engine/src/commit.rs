@@ -35,6 +35,7 @@ pub struct PendingPublish {
     pub counted: bool,
     pub participants: Vec<Participant>,
     pub blocking_recipient: Option<String>,
+    pub search_text: String,
 }
 
 /// Where the committer answers a write.
@@ -124,6 +125,7 @@ async fn commit(
                     counted: message.counted,
                     participants: message.participants,
                     blocking_recipient: message.blocking_recipient,
+                    search_text: message.search_text,
                 }));
             }
             CommitRequest::UserChange { ops: more, .. } => {

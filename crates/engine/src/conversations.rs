@@ -67,6 +67,13 @@ pub enum ConversationQuery {
         seq: u64,
         action: AmendRequest,
     },
+    Search {
+        query: String,
+        /// Only this conversation.
+        conversation: Option<(u32, String)>,
+        limit: u32,
+        page_token: String,
+    },
 }
 
 /// What a participant does to a message.
@@ -157,6 +164,12 @@ impl Session {
                 seq,
                 action,
             } => self.amend(conversation_type, &target, seq, action).await,
+            ConversationQuery::Search {
+                query,
+                conversation,
+                limit,
+                page_token,
+            } => self.search(&query, conversation, limit, &page_token).await,
             ConversationQuery::SetBlocked { user, blocked } => {
                 self.set_blocked(user, blocked).await
             }
@@ -457,6 +470,62 @@ impl Session {
         Ok(QueryAckOut::default())
     }
 
+    async fn search(
+        &self,
+        query: &str,
+        conversation: Option<(u32, String)>,
+        limit: u32,
+        page_token: &str,
+    ) -> Result<QueryAckOut, Refusal> {
+        let chars = query.chars().count();
+        if chars == 0 || chars > 100 {
+            return Err(Refusal::new(
+                Code::InvalidQuery,
+                "a search query is 1-100 characters",
+            ));
+        }
+        if limit > HISTORY_MAX {
+            return Err(Refusal::new(
+                Code::InvalidQuery,
+                format!("limit must be at most {HISTORY_MAX}"),
+            ));
+        }
+        let before = match page_token {
+            "" => 0,
+            t => t.parse().map_err(|_| {
+                Refusal::new(
+                    Code::InvalidQuery,
+                    "page_token is not one this server issued",
+                )
+            })?,
+        };
+        let user = &self.shared.user;
+        let conversation_id = match &conversation {
+            Some((conversation_type, target)) => {
+                check_key(*conversation_type, target)?;
+                Some(private_conversation_id(user, target))
+            }
+            None => None,
+        };
+        let limit = if limit == 0 { HISTORY_DEFAULT } else { limit } as usize;
+        let page = self
+            .engine
+            .inner
+            .store
+            .search(user, query, conversation_id.as_deref(), before, limit)
+            .await
+            .map_err(store_failed("search"))?;
+        Ok(QueryAckOut {
+            messages: page
+                .messages
+                .into_iter()
+                .map(|m| Delivered::for_viewer(user, Arc::new(m), 0))
+                .collect(),
+            next_page_token: page.next.map(|n| n.to_string()).unwrap_or_default(),
+            ..Default::default()
+        })
+    }
+
     async fn amend(
         &self,
         conversation_type: u32,
@@ -490,7 +559,14 @@ impl Session {
                     return Err(Code::MessageNotFound.into());
                 };
                 validate::check_content(&m.msg_type, &content, config.max_content_bytes)?;
-                (AmendAction::Edit { content }, "tidings:edit")
+                let search_text = validate::search_text(&m.msg_type, &content);
+                (
+                    AmendAction::Edit {
+                        content,
+                        search_text,
+                    },
+                    "tidings:edit",
+                )
             }
             AmendRequest::React { emoji, remove } => {
                 if emoji.is_empty() || emoji.len() > 32 || emoji.chars().any(char::is_control) {

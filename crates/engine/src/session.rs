@@ -679,6 +679,7 @@ impl PendingPublish {
             });
         }
         PendingPublish {
+            search_text: validate::search_text(&send.msg_type, &send.content),
             blocking_recipient: (target != sender).then(|| target.clone()),
             counted,
             participants,

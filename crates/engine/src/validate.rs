@@ -135,6 +135,26 @@ pub fn check_content(msg_type: &str, content: &str, max_bytes: usize) -> Result<
     Ok(())
 }
 
+/// The text of a (valid) message that search finds it by: a text message's text, a file's
+/// name, a rich message's title and description, a location's name, and an app-defined type's
+/// `text` field if it has one. Empty when there is nothing to find.
+pub fn search_text(msg_type: &str, content: &str) -> String {
+    let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(content) else {
+        return String::new();
+    };
+    let fields: &[&str] = match msg_type {
+        "image" | "voice" => &[],
+        "file" | "location" => &["name"],
+        "rich" => &["title", "content"],
+        _ => &["text"],
+    };
+    let parts: Vec<&str> = fields
+        .iter()
+        .filter_map(|f| obj.get(*f).and_then(Value::as_str))
+        .collect();
+    parts.join("\n")
+}
+
 /// Accepts the common valid contents without building a JSON tree: an app-defined type's object
 /// is only checked for syntax, and a text message's `text` is read in place. Anything this does
 /// not accept goes through the full check, which says what is wrong.
@@ -231,6 +251,18 @@ mod tests {
             check_msg_type("").map_err(|r| r.code),
             Err(Code::InvalidMessageType)
         );
+        assert_eq!(search_text("text", r#"{"text":"你好世界"}"#), "你好世界");
+        assert_eq!(
+            search_text("file", r#"{"url":"u","name":"a.pdf","size":1}"#),
+            "a.pdf"
+        );
+        assert_eq!(
+            search_text("rich", r#"{"title":"T","content":"C"}"#),
+            "T\nC"
+        );
+        assert_eq!(search_text("image", r#"{"url":"u"}"#), "");
+        assert_eq!(search_text("app:card", r#"{"text":"x","n":1}"#), "x");
+        assert_eq!(search_text("app:card", r#"{"n":1}"#), "");
         assert_eq!(
             check_msg_type("tidings:conversation").map_err(|r| r.code),
             Err(Code::InvalidMessageType),

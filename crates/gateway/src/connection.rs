@@ -557,6 +557,12 @@ fn conversation_query(body: v1::query::Body) -> Option<ConversationQuery> {
             blocked: b.blocked,
         },
         Q::GetBlocklist(_) => ConversationQuery::Blocklist,
+        Q::SearchMessages(q) => ConversationQuery::Search {
+            query: q.query,
+            conversation: (!q.target_id.is_empty()).then_some((q.conversation_type, q.target_id)),
+            limit: q.limit,
+            page_token: q.page_token,
+        },
         Q::RecallMessage(r) => ConversationQuery::Amend {
             conversation_type: r.conversation_type,
             target: r.target_id,

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use rusqlite::{Connection, OptionalExtension, params};
 use tidings_store::{
     ConversationFilter, ConversationRecord, ConversationSettings, Conversations, History,
-    HistoryFrom, StoredMessage,
+    HistoryFrom, SearchPage, StoredMessage,
 };
 
 use crate::{MESSAGE_COLUMNS, message_from_row};
@@ -215,4 +215,67 @@ pub fn history(
         messages.reverse();
     }
     Ok(History { messages, has_more })
+}
+
+/// Messages `user` can see whose text contains `query`, newest first.
+pub fn search(
+    c: &Connection,
+    user: &str,
+    query: &str,
+    conversation_id: Option<&str>,
+    before: u64,
+    limit: usize,
+) -> rusqlite::Result<SearchPage> {
+    // Three characters or more go through the trigram index as a phrase; shorter ones can only
+    // be found by scanning the indexed texts.
+    let (condition, pattern) = if query.chars().count() >= 3 {
+        (
+            "message_text MATCH ?2",
+            format!("\"{}\"", query.replace('"', "\"\"")),
+        )
+    } else {
+        let escaped = query
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        ("t.text LIKE ?2 ESCAPE '\\'", format!("%{escaped}%"))
+    };
+    let before = if before == 0 {
+        i64::MAX
+    } else {
+        before.min(i64::MAX as u64) as i64
+    };
+    // ?1 user (and ?3, for VISIBLE), ?2 pattern, ?4 before, ?5 conversation or NULL, ?6 limit.
+    let sql = format!(
+        "SELECT {MESSAGE_COLUMNS}, m.rowid FROM message_text t \
+         JOIN messages m ON m.rowid = t.rowid \
+         JOIN conversations c ON c.user_id = ?1 AND c.conv_id = m.conv_id \
+         WHERE {condition} AND m.rowid < ?4 AND (?5 IS NULL OR m.conv_id = ?5) \
+         AND m.seq > c.cleared_seq AND {VISIBLE} \
+         ORDER BY m.rowid DESC LIMIT ?6"
+    );
+    let rows: Vec<(StoredMessage, i64)> = c
+        .prepare_cached(&sql)?
+        .query_map(
+            params![
+                user,
+                pattern,
+                user,
+                before,
+                conversation_id,
+                limit as i64 + 1
+            ],
+            |r| Ok((message_from_row(r, 0)?, r.get(13)?)),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    let more = rows.len() > limit;
+    let rows = &rows[..rows.len().min(limit)];
+    Ok(SearchPage {
+        next: if more {
+            rows.last().map(|(_, id)| *id as u64)
+        } else {
+            None
+        },
+        messages: rows.iter().map(|(m, _)| m.clone()).collect(),
+    })
 }

@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tidings_store::{
     ConversationFilter, Conversations, History, HistoryFrom, InboxEntry, Reaction, Result,
-    SessionState, Store, StoreError, StoredMessage, UserState, WriteOp, WriteResult,
+    SearchPage, SessionState, Store, StoreError, StoredMessage, UserState, WriteOp, WriteResult,
 };
 use tokio::sync::{Semaphore, oneshot};
 
@@ -299,6 +299,20 @@ impl Store for SqliteStore {
             .collect()
         })
         .await
+    }
+
+    async fn search(
+        &self,
+        user: &str,
+        query: &str,
+        conversation_id: Option<&str>,
+        before: u64,
+        limit: usize,
+    ) -> Result<SearchPage> {
+        let (user, query) = (user.to_string(), query.to_string());
+        let conv = conversation_id.map(str::to_string);
+        self.read(move |c| conversations::search(c, &user, &query, conv.as_deref(), before, limit))
+            .await
     }
 
     async fn is_blocked(&self, user: &str, other: &str) -> Result<bool> {

@@ -113,6 +113,19 @@ CREATE TABLE reactions (
     PRIMARY KEY (conv_id, seq, emoji, user_id)
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- The text search finds messages by (rowid = the message's rowid), indexed by trigrams so any
+-- substring of three or more characters, CJK included, is found through the index.
+CREATE VIRTUAL TABLE message_text USING fts5(text, tokenize = 'trigram');
+
+-- A user's conversations by conversation id, for search.
+CREATE INDEX conversations_by_conv ON conversations (user_id, conv_id);
+
+INSERT INTO message_text (rowid, text)
+    SELECT rowid, json_extract(content, '$.text') FROM messages
+    WHERE json_valid(content) AND json_type(content, '$.text') = 'text'
+      AND msg_type NOT LIKE 'tidings:%' AND state & 1 = 0;
+"#,
 ];
 
 /// Page cache per connection, in KiB.

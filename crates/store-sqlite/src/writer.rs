@@ -376,6 +376,10 @@ fn append(
         .conversations
         .insert(m.conversation_id.clone(), seq);
     let rowid = tx.last_insert_rowid();
+    if !m.search_text.is_empty() {
+        tx.prepare_cached("INSERT INTO message_text (rowid, text) VALUES (?1, ?2)")?
+            .execute(params![rowid, m.search_text])?;
+    }
     for p in &m.participants {
         let key = format!("{}\0{}\0{}", p.user, m.conversation_type, p.target);
         if counters.participants.contains(&key) {
@@ -555,7 +559,8 @@ fn amend(tx: &Transaction<'_>, counters: &mut Counters, a: Amend) -> rusqlite::R
     let refused = |r| Ok(WriteResult::AmendRefused(r));
     let target = tx
         .prepare_cached(
-            "SELECT sender, sent_time, state, msg_type FROM messages WHERE conv_id = ?1 AND seq = ?2",
+            "SELECT sender, sent_time, state, msg_type, rowid FROM messages \
+             WHERE conv_id = ?1 AND seq = ?2",
         )?
         .query_row(params![a.conversation_id, a.seq as i64], |row| {
             Ok((
@@ -563,10 +568,11 @@ fn amend(tx: &Transaction<'_>, counters: &mut Counters, a: Amend) -> rusqlite::R
                 row.get::<_, i64>(1)?,
                 row.get::<_, i64>(2)?,
                 row.get::<_, String>(3)?,
+                row.get::<_, i64>(4)?,
             ))
         })
         .optional()?;
-    let Some((sender, sent_time, state, msg_type)) = target else {
+    let Some((sender, sent_time, state, msg_type, rowid)) = target else {
         return refused(AmendRefusal::NotFound);
     };
     if msg_type.starts_with("tidings:") {
@@ -590,9 +596,14 @@ fn amend(tx: &Transaction<'_>, counters: &mut Counters, a: Amend) -> rusqlite::R
                  state = state | ?3 WHERE conv_id = ?1 AND seq = ?2",
             )?
             .execute(params![conv, seq, crate::STATE_RECALLED])?;
+            tx.prepare_cached("DELETE FROM message_text WHERE rowid = ?1")?
+                .execute(params![rowid])?;
             serde_json::json!({ "action": "recall", "seq": a.seq })
         }
-        AmendAction::Edit { content } => {
+        AmendAction::Edit {
+            content,
+            search_text,
+        } => {
             if sender != a.by {
                 return refused(AmendRefusal::NotSender);
             }
@@ -604,6 +615,12 @@ fn amend(tx: &Transaction<'_>, counters: &mut Counters, a: Amend) -> rusqlite::R
                  WHERE conv_id = ?1 AND seq = ?2",
             )?
             .execute(params![conv, seq, content, crate::STATE_EDITED])?;
+            tx.prepare_cached("DELETE FROM message_text WHERE rowid = ?1")?
+                .execute(params![rowid])?;
+            if !search_text.is_empty() {
+                tx.prepare_cached("INSERT INTO message_text (rowid, text) VALUES (?1, ?2)")?
+                    .execute(params![rowid, search_text])?;
+            }
             serde_json::json!({ "action": "edit", "seq": a.seq, "content": content })
         }
         AmendAction::React { emoji, add } => {

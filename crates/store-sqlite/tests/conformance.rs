@@ -127,6 +127,7 @@ async fn upgrading_a_database_lists_the_conversations_it_already_had() {
     let c = rusqlite::Connection::open(&path).unwrap();
     c.execute_batch(
         "DROP TABLE conversations; DROP TABLE deleted_messages; DROP TABLE blocklist; \
+         DROP TABLE message_text; \
          DROP TABLE reactions; ALTER TABLE messages DROP COLUMN state; \
          ALTER TABLE messages DROP COLUMN counted; \
          PRAGMA user_version = 1;",
@@ -152,5 +153,8 @@ async fn upgrading_a_database_lists_the_conversations_it_already_had() {
         .unwrap();
     assert_eq!(list.conversations.len(), 1);
     assert_eq!(list.conversations[0].unread, 1);
+    // The texts stored before search existed are found.
+    let found = store.search("ua", "x", None, 0, 10).await.unwrap();
+    assert_eq!(found.messages.len(), 3);
     store.close().await.unwrap();
 }

@@ -29,6 +29,7 @@ pub fn private_append(from: &str, to: &str, client_msg_id: &str, text: &str) -> 
         counted: true,
         participants: participants(from, to),
         blocking_recipient: None,
+        search_text: text.into(),
     }
 }
 
@@ -103,6 +104,7 @@ pub async fn run_all(store: &dyn Store) {
     read_receipts_go_to_the_peer_when_the_position_moves(store).await;
     blocked_senders_are_refused(store).await;
     recall_edit_and_reactions(store).await;
+    search_finds_substrings_of_what_the_user_can_see(store).await;
 }
 
 async fn updated(store: &dyn Store, update: ConversationUpdate) -> (ConversationSettings, u64) {
@@ -848,6 +850,7 @@ async fn recall_edit_and_reactions(store: &dyn Store) {
         let other = if by == "am-a" { "am-b" } else { "am-a" };
         let action = AmendAction::Edit {
             content: r#"{"text":"1!"}"#.into(),
+            search_text: "1!".into(),
         };
         private_amend(by, other, seq, action, uid)
     };
@@ -916,4 +919,90 @@ async fn recall_edit_and_reactions(store: &dyn Store) {
 
 async fn one_unread(store: &dyn Store, user: &str, target: &str) -> u64 {
     one(store, user, target).await.unread
+}
+
+async fn search_finds_substrings_of_what_the_user_can_see(store: &dyn Store) {
+    store
+        .write(vec![
+            WriteOp::Append(private_append("s-a", "s-b", "m1", "你好世界")),
+            WriteOp::Append(private_append("s-a", "s-b", "m2", "hello world")),
+            WriteOp::Append(private_append("s-a", "s-b", "m3", "Hello again")),
+            WriteOp::Append(private_append("s-c", "s-b", "m1", "你好")),
+            WriteOp::DeleteForUser {
+                user: "s-b".into(),
+                conversation_id: "s-a|s-b".into(),
+                seqs: vec![2],
+            },
+        ])
+        .await
+        .expect("write");
+    let texts = |page: &crate::SearchPage| {
+        page.messages
+            .iter()
+            .map(|m| {
+                let v: serde_json::Value = serde_json::from_str(&m.content).expect("json");
+                v["text"].as_str().unwrap_or_default().to_string()
+            })
+            .collect::<Vec<_>>()
+    };
+    let find = |user: &'static str, q: &'static str, conv: Option<&'static str>, before, limit| async move {
+        store
+            .search(user, q, conv, before, limit)
+            .await
+            .expect("search")
+    };
+    // Two characters (no trigram): found by scanning; newest first; both conversations.
+    assert_eq!(
+        texts(&find("s-b", "你好", None, 0, 10).await),
+        ["你好", "你好世界"]
+    );
+    assert_eq!(
+        texts(&find("s-b", "好世界", None, 0, 10).await),
+        ["你好世界"]
+    );
+    // Case-insensitive for ASCII; what the user deleted is not found, the other side still has it.
+    assert_eq!(
+        texts(&find("s-b", "HELLO", None, 0, 10).await),
+        ["Hello again"]
+    );
+    assert_eq!(
+        texts(&find("s-a", "hello", None, 0, 10).await),
+        ["Hello again", "hello world"]
+    );
+    assert_eq!(
+        texts(&find("s-b", "你好", Some("s-a|s-b"), 0, 10).await),
+        ["你好世界"]
+    );
+    assert!(
+        find("s-x", "你好", None, 0, 10).await.messages.is_empty(),
+        "not a participant"
+    );
+    assert!(
+        find("s-b", "%", None, 0, 10).await.messages.is_empty(),
+        "LIKE patterns are literal"
+    );
+    // Pages.
+    let first = find("s-b", "你好", None, 0, 1).await;
+    assert_eq!(texts(&first), ["你好"]);
+    let next = first.next.expect("a second page");
+    let second = find("s-b", "你好", None, next, 1).await;
+    assert_eq!(
+        (texts(&second), second.next),
+        (vec!["你好世界".to_string()], None)
+    );
+    // A recalled message is gone from search.
+    store
+        .write(vec![private_amend(
+            "s-a",
+            "s-b",
+            3,
+            AmendAction::Recall { not_before: 0 },
+            "s-e1",
+        )])
+        .await
+        .expect("recall");
+    assert_eq!(
+        texts(&find("s-a", "hello", None, 0, 10).await),
+        ["hello world"]
+    );
 }

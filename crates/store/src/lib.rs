@@ -78,8 +78,11 @@ pub enum AmendAction {
     /// The sender replaces the message with a tombstone, if it was sent at or after
     /// `not_before` (ms; 0: any time).
     Recall { not_before: i64 },
-    /// The sender replaces the content.
-    Edit { content: String },
+    /// The sender replaces the content (and the text search finds it by).
+    Edit {
+        content: String,
+        search_text: String,
+    },
     /// Any participant adds (or removes) a reaction.
     React { emoji: String, add: bool },
 }
@@ -120,6 +123,8 @@ pub struct AppendMessage {
     pub counted: bool,
     /// A recipient whose blocklist refuses the message if it holds the sender.
     pub blocking_recipient: Option<String>,
+    /// The text search finds the message by; empty: not searchable.
+    pub search_text: String,
     /// Users for whom this message's conversation is in their conversation list, with the
     /// conversation's target as each of them sees it. Their conversation rows are created on
     /// the conversation's first message.
@@ -211,6 +216,15 @@ pub enum HistoryFrom {
     BeforeTime(i64),
     /// Messages sent after this time (ms), oldest first.
     AfterTime(i64),
+}
+
+/// A page of search results.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SearchPage {
+    /// Newest first.
+    pub messages: Vec<StoredMessage>,
+    /// Pass as `before` for the next page; `None` on the last page.
+    pub next: Option<u64>,
 }
 
 /// A page of one conversation's history as a user sees it.
@@ -381,6 +395,18 @@ pub trait Store: Send + Sync + 'static {
     /// A user's conversations matching `filter`, with their newest messages and unread counts,
     /// all from one snapshot.
     async fn conversations(&self, user: &str, filter: ConversationFilter) -> Result<Conversations>;
+
+    /// Messages `user` can see whose search text contains `query` (case-insensitive for
+    /// ASCII), in `conversation_id` if given, newest first, at most `limit`, starting below the
+    /// `before` position of an earlier page (0: from the newest).
+    async fn search(
+        &self,
+        user: &str,
+        query: &str,
+        conversation_id: Option<&str>,
+        before: u64,
+        limit: usize,
+    ) -> Result<SearchPage>;
 
     /// The users `user` blocks, in id order.
     async fn blocklist(&self, user: &str) -> Result<Vec<String>>;

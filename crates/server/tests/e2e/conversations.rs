@@ -826,3 +826,80 @@ async fn recalling_is_refused_after_the_window() {
         Code::RecallWindowPassed.as_u32()
     );
 }
+
+#[tokio::test]
+async fn search_finds_cjk_and_latin_substrings_in_the_users_own_messages() {
+    let server = TestServer::start().await;
+    let (alice, _a) = server.client("alice", "phone").await;
+    let (carol, _c) = server.client("carol", "phone").await;
+    let (bob, _b) = server.client("bob", "phone").await;
+    alice
+        .send(Outgoing::text("bob", "明天一起吃饭吗？"))
+        .await
+        .unwrap();
+    alice
+        .send(Outgoing::text("bob", "Lunch tomorrow?"))
+        .await
+        .unwrap();
+    carol.send(Outgoing::text("bob", "吃饭了")).await.unwrap();
+    carol
+        .send(Outgoing::text("dave", "吃饭 with Dave"))
+        .await
+        .unwrap();
+    let texts = |r: &tidings_client::SearchResults| {
+        r.messages
+            .iter()
+            .map(|m| m.content.clone())
+            .collect::<Vec<_>>()
+    };
+    let found = bob.search("吃饭", None, 0, None).await.unwrap();
+    assert_eq!(
+        texts(&found),
+        [r#"{"text":"吃饭了"}"#, r#"{"text":"明天一起吃饭吗？"}"#],
+        "Bob's messages only, newest first"
+    );
+    let found = bob
+        .search("一起吃", Some((PRIVATE, "alice")), 0, None)
+        .await
+        .unwrap();
+    assert_eq!(found.messages.len(), 1);
+    assert_eq!(found.messages[0].target_id, "alice");
+    let found = bob.search("TOMORROW", None, 0, None).await.unwrap();
+    assert_eq!(texts(&found), [r#"{"text":"Lunch tomorrow?"}"#]);
+    // Pages.
+    let first = bob.search("吃饭", None, 1, None).await.unwrap();
+    let token = first.next_page_token.expect("a second page");
+    let second = bob.search("吃饭", None, 1, Some(&token)).await.unwrap();
+    assert_eq!(texts(&second), [r#"{"text":"明天一起吃饭吗？"}"#]);
+    assert_eq!(second.next_page_token, None);
+    // Edits are found by their new text.
+    let lunch = alice.search("Lunch", None, 0, None).await.unwrap().messages[0].seq;
+    alice
+        .edit(PRIVATE, "bob", lunch, r#"{"text":"Dinner tonight?"}"#)
+        .await
+        .unwrap();
+    assert!(
+        bob.search("Lunch", None, 0, None)
+            .await
+            .unwrap()
+            .messages
+            .is_empty()
+    );
+    assert_eq!(
+        bob.search("dinner", None, 0, None)
+            .await
+            .unwrap()
+            .messages
+            .len(),
+        1
+    );
+    // Bad queries.
+    assert_eq!(
+        refused_code(bob.search("", None, 0, None).await),
+        Code::InvalidQuery.as_u32()
+    );
+    assert_eq!(
+        refused_code(bob.search("x", None, 0, Some("nope")).await),
+        Code::InvalidQuery.as_u32()
+    );
+}
