@@ -477,6 +477,12 @@ impl Session {
         limit: u32,
         page_token: &str,
     ) -> Result<QueryAckOut, Refusal> {
+        if !self.engine.inner.config.search {
+            return Err(Refusal::new(
+                Code::InvalidQuery,
+                "search is turned off on this server",
+            ));
+        }
         let chars = query.chars().count();
         if chars == 0 || chars > 100 {
             return Err(Refusal::new(
@@ -559,7 +565,11 @@ impl Session {
                     return Err(Code::MessageNotFound.into());
                 };
                 validate::check_content(&m.msg_type, &content, config.max_content_bytes)?;
-                let search_text = validate::search_text(&m.msg_type, &content);
+                let search_text = if config.search {
+                    validate::search_text(&m.msg_type, &content)
+                } else {
+                    String::new()
+                };
                 (
                     AmendAction::Edit {
                         content,

@@ -78,6 +78,8 @@ pub struct EngineConfig {
     pub max_blocklist: u64,
     /// How long after sending a sender may recall a message; zero: any time.
     pub recall_window: Duration,
+    /// Whether messages are indexed for search (which costs the writer CPU per message).
+    pub search: bool,
     pub outbound_queue_bytes: usize,
     pub max_content_bytes: usize,
     pub device_policy: DevicePolicy,
@@ -98,6 +100,7 @@ impl EngineConfig {
             send_burst: 10,
             max_blocklist: 1000,
             recall_window: Duration::from_secs(120),
+            search: true,
             outbound_queue_bytes: 1 << 20,
             max_content_bytes: 16 * 1024,
             device_policy: DevicePolicy::Multi,

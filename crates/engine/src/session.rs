@@ -352,7 +352,9 @@ impl Session {
             self.check(&send)
         };
         let pending = match checked {
-            Ok(()) => PendingPublish::private(&self.shared.user, send),
+            Ok(()) => {
+                PendingPublish::private(&self.shared.user, send, self.engine.inner.config.search)
+            }
             Err(refusal) => {
                 self.shared.reply(
                     &self.engine,
@@ -659,7 +661,7 @@ impl Drop for Session {
 }
 
 impl PendingPublish {
-    fn private(sender: &str, send: SendRequest) -> PendingPublish {
+    fn private(sender: &str, send: SendRequest, search: bool) -> PendingPublish {
         let digest = digest(&send);
         let target = send.target_id;
         let conversation_id = private_conversation_id(sender, &target);
@@ -679,7 +681,11 @@ impl PendingPublish {
             });
         }
         PendingPublish {
-            search_text: validate::search_text(&send.msg_type, &send.content),
+            search_text: if search {
+                validate::search_text(&send.msg_type, &send.content)
+            } else {
+                String::new()
+            },
             blocking_recipient: (target != sender).then(|| target.clone()),
             counted,
             participants,

@@ -65,6 +65,10 @@ pub struct RawConfig {
     /// Default 120.
     #[arg(long, env = "TIDINGS_RECALL_WINDOW_SECS")]
     pub recall_window_secs: Option<u64>,
+    /// `on` (index every message's text for search) or `off` (no search; the writer does less
+    /// per message). Default on.
+    #[arg(long, env = "TIDINGS_SEARCH")]
+    pub search: Option<String>,
     /// Time allowed for CONNECT after the WebSocket opens, in ms. Default 10000.
     #[arg(long, env = "TIDINGS_HANDSHAKE_TIMEOUT_MS")]
     pub handshake_timeout_ms: Option<u64>,
@@ -92,6 +96,7 @@ pub struct Config {
     pub send_burst: u32,
     /// Zero: recall at any time.
     pub recall_window: Duration,
+    pub search: bool,
     pub handshake_timeout: Duration,
     pub durability: Durability,
 }
@@ -147,6 +152,7 @@ impl RawConfig {
             send_rate: self.send_rate.or(file.send_rate),
             send_burst: self.send_burst.or(file.send_burst),
             recall_window_secs: self.recall_window_secs.or(file.recall_window_secs),
+            search: self.search.or(file.search),
             handshake_timeout_ms: self.handshake_timeout_ms.or(file.handshake_timeout_ms),
             durability: self.durability.or(file.durability),
         }
@@ -157,6 +163,11 @@ impl RawConfig {
             "multi" => DevicePolicy::Multi,
             "single" => DevicePolicy::Single,
             other => bail!("device_policy must be `multi` or `single`, not {other:?}"),
+        };
+        let search = match self.search.as_deref().unwrap_or("on") {
+            "on" => true,
+            "off" => false,
+            other => bail!("search must be `on` or `off`, not {other:?}"),
         };
         let durability = match self.durability.as_deref().unwrap_or("full") {
             "full" => Durability::Full,
@@ -209,6 +220,7 @@ impl RawConfig {
             send_rate: self.send_rate.unwrap_or(5),
             send_burst: positive("send_burst", u64::from(self.send_burst.unwrap_or(10)))? as u32,
             recall_window: Duration::from_secs(self.recall_window_secs.unwrap_or(120)),
+            search,
             handshake_timeout: Duration::from_millis(positive(
                 "handshake_timeout_ms",
                 self.handshake_timeout_ms.unwrap_or(10_000),

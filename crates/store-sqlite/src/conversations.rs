@@ -226,31 +226,23 @@ pub fn search(
     before: u64,
     limit: usize,
 ) -> rusqlite::Result<SearchPage> {
-    // Three characters or more go through the trigram index as a phrase; shorter ones can only
-    // be found by scanning the indexed texts.
-    let (condition, pattern) = if query.chars().count() >= 3 {
-        (
-            "message_text MATCH ?2",
-            format!("\"{}\"", query.replace('"', "\"\"")),
-        )
-    } else {
-        let escaped = query
-            .replace('\\', "\\\\")
-            .replace('%', "\\%")
-            .replace('_', "\\_");
-        ("t.text LIKE ?2 ESCAPE '\\'", format!("%{escaped}%"))
-    };
+    // LIKE uses the trigram index for three characters or more (shorter patterns scan the
+    // indexed texts); it is case-insensitive for ASCII letters. It cannot use the index with an
+    // ESCAPE clause, so `%` and `_` in the query act as wildcards there and `instr` keeps only
+    // the texts that hold the query literally.
+    let pattern = format!("%{query}%");
     let before = if before == 0 {
         i64::MAX
     } else {
         before.min(i64::MAX as u64) as i64
     };
-    // ?1 user (and ?3, for VISIBLE), ?2 pattern, ?4 before, ?5 conversation or NULL, ?6 limit.
+    // ?1 user (and ?3, for VISIBLE), ?2 pattern, ?4 before, ?5 conversation or NULL, ?6 limit,
+    // ?7 the query.
     let sql = format!(
         "SELECT {MESSAGE_COLUMNS}, m.rowid FROM message_text t \
          JOIN messages m ON m.rowid = t.rowid \
          JOIN conversations c ON c.user_id = ?1 AND c.conv_id = m.conv_id \
-         WHERE {condition} AND m.rowid < ?4 AND (?5 IS NULL OR m.conv_id = ?5) \
+         WHERE t.text LIKE ?2 AND instr(lower(t.text), lower(?7)) > 0 AND m.rowid < ?4 AND (?5 IS NULL OR m.conv_id = ?5) \
          AND m.seq > c.cleared_seq AND {VISIBLE} \
          ORDER BY m.rowid DESC LIMIT ?6"
     );
@@ -263,7 +255,8 @@ pub fn search(
                 user,
                 before,
                 conversation_id,
-                limit as i64 + 1
+                limit as i64 + 1,
+                query
             ],
             |r| Ok((message_from_row(r, 0)?, r.get(13)?)),
         )?

@@ -115,8 +115,9 @@ CREATE TABLE reactions (
 "#,
     r#"
 -- The text search finds messages by (rowid = the message's rowid), indexed by trigrams so any
--- substring of three or more characters, CJK included, is found through the index.
-CREATE VIRTUAL TABLE message_text USING fts5(text, tokenize = 'trigram');
+-- substring of three or more characters, CJK included, is found through the index by LIKE
+-- (which checks each candidate against the text, so the index needs no positions).
+CREATE VIRTUAL TABLE message_text USING fts5(text, tokenize = 'trigram', detail = none);
 
 -- A user's conversations by conversation id, for search.
 CREATE INDEX conversations_by_conv ON conversations (user_id, conv_id);

@@ -24,12 +24,26 @@ pub struct Load {
 /// The message type bench messages use; their content carries the send time.
 const BENCH_TYPE: &str = "bench";
 
+/// Words for the text of bench messages: varied enough that the search index does the work
+/// real text makes it do.
+const WORDS: &str = "the quick brown fox jumps over a lazy dog while seven wizards quietly \
+    box jugs of liquor and pack my box with five dozen jugs as sphinx of black quartz judges vows";
+
 /// Content of `size` bytes (at least what the timestamp needs) carrying `t`, nanoseconds since
-/// the run's epoch.
+/// the run's epoch, and a `text` (so the message is indexed for search, as a text message is)
+/// that starts at a word picked by `t`.
 fn content(t: u64, size: usize) -> String {
-    let head = format!(r#"{{"t":{t},"p":""#);
+    let head = format!(r#"{{"t":{t},"text":""#);
     let pad = size.saturating_sub(head.len() + 2);
-    format!("{head}{}\"}}", "x".repeat(pad))
+    let start = (t as usize / 7919) % WORDS.len();
+    let text: String = WORDS[start..]
+        .chars()
+        .chain(std::iter::once(' '))
+        .chain(WORDS.chars())
+        .cycle()
+        .take(pad)
+        .collect();
+    format!("{head}{text}\"}}")
 }
 
 fn sent_at(content: &str) -> Option<u64> {
@@ -606,5 +620,10 @@ mod tests {
             assert_eq!(c.len(), size.max(minimal));
             assert_eq!(sent_at(&c), Some(123_456_789));
         }
+        let v: serde_json::Value = serde_json::from_str(&content(987_654_321, 64)).unwrap();
+        assert!(
+            v["text"].as_str().is_some_and(|t| t.len() > 20),
+            "a searchable text"
+        );
     }
 }

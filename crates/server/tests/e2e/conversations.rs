@@ -903,3 +903,20 @@ async fn search_finds_cjk_and_latin_substrings_in_the_users_own_messages() {
         Code::InvalidQuery.as_u32()
     );
 }
+
+#[tokio::test]
+async fn with_search_off_searching_is_refused() {
+    let server = TestServer::start_with(|c| c.search = false).await;
+    let (alice, _a) = server.client("alice", "phone").await;
+    alice
+        .send(Outgoing::text("bob", "findable?"))
+        .await
+        .unwrap();
+    match alice.search("findable", None, 0, None).await {
+        Err(ClientError::Refused { code, message }) => {
+            assert_eq!(code, Code::InvalidQuery.as_u32());
+            assert!(message.contains("search is turned off"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
