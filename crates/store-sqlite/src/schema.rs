@@ -118,6 +118,10 @@ CREATE TABLE reactions (
 -- substring of three or more characters, CJK included, is found through the index by LIKE
 -- (which checks each candidate against the text, so the index needs no positions).
 CREATE VIRTUAL TABLE message_text USING fts5(text, tokenize = 'trigram', detail = none);
+-- Merge index segments less eagerly than the defaults (4 and 16): each commit adds a segment,
+-- and merging them is most of what indexing costs the writer.
+INSERT INTO message_text (message_text, rank) VALUES ('automerge', 16);
+INSERT INTO message_text (message_text, rank) VALUES ('crisismerge', 64);
 
 -- A user's conversations by conversation id, for search.
 CREATE INDEX conversations_by_conv ON conversations (user_id, conv_id);
