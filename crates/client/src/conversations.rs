@@ -462,6 +462,64 @@ impl Client {
     }
 }
 
+/// A user's presence, as answered or as reported by [`crate::Event::Presence`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Presence {
+    pub user_id: String,
+    /// Connected from at least one device.
+    pub online: bool,
+    /// When last connected (ms; 0 if never recorded); 0 while online.
+    pub last_seen: i64,
+}
+
+impl Client {
+    /// Watches the presence of `users` (at most 200; replaces what this client watched; empty
+    /// stops watching): changes arrive as [`crate::Event::Presence`]. The SDK watches again after
+    /// every reconnect. Answers their presence now.
+    pub async fn subscribe_presence(&self, users: &[&str]) -> Result<Vec<Presence>, ClientError> {
+        let users: Vec<String> = users.iter().map(|u| u.to_string()).collect();
+        let _ = self.commands.send(Command::Watch(users.clone()));
+        let ack = self
+            .query(Body::SubscribePresence(v1::SubscribePresence {
+                user_ids: users,
+            }))
+            .await?;
+        Ok(presence(ack))
+    }
+
+    /// The presence of `users` (1-200), once.
+    pub async fn presence(&self, users: &[&str]) -> Result<Vec<Presence>, ClientError> {
+        let ack = self
+            .query(Body::GetPresence(v1::GetPresence {
+                user_ids: users.iter().map(|u| u.to_string()).collect(),
+            }))
+            .await?;
+        Ok(presence(ack))
+    }
+}
+
+fn presence(ack: v1::QueryAck) -> Vec<Presence> {
+    ack.presence
+        .into_iter()
+        .map(|p| Presence {
+            user_id: p.user_id,
+            online: p.online,
+            last_seen: p.last_seen,
+        })
+        .collect()
+}
+
+/// The presence change a status message reports, if `m` is one.
+pub(crate) fn presence_of(m: &Message) -> Option<Presence> {
+    if m.conversation_type != conversation_type::USER_EVENT
+        || m.msg_type != tidings_proto::PRESENCE_EVENT_TYPE
+    {
+        return None;
+    }
+    serde_json::from_str(&m.content).ok()
+}
+
 fn page(ack: v1::QueryAck) -> ConversationPage {
     ConversationPage {
         conversations: ack

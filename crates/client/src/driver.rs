@@ -46,6 +46,8 @@ struct State {
     /// Queries (other than sync) waiting for their QUERYACK.
     queries: HashMap<u32, oneshot::Sender<Result<v1::QueryAck, ClientError>>>,
     next_query_id: u32,
+    /// The users whose presence this client watches, to watch again after a reconnect.
+    watching: Vec<String>,
     auto_ack: bool,
     stats: Stats,
 }
@@ -85,6 +87,7 @@ pub async fn run(
         next_packet_id: 0,
         queries: HashMap::new(),
         next_query_id: FIRST_QUERY_ID,
+        watching: Vec::new(),
         stats: Stats::default(),
     };
     let mut ready = Some(ready);
@@ -362,6 +365,19 @@ async fn session(
         return lost(e);
     }
 
+    // Watch again what the last connection watched; the answer is not awaited.
+    if !state.watching.is_empty() {
+        state.next_query_id = state.next_query_id.wrapping_add(1).max(FIRST_QUERY_ID);
+        let frame = codec::frame(Body::Query(v1::Query {
+            query_id: state.next_query_id,
+            body: Some(v1::query::Body::SubscribePresence(v1::SubscribePresence {
+                user_ids: state.watching.clone(),
+            })),
+        }));
+        if let Err(e) = ws.send(ws_message(&frame, encoding)).await {
+            return lost(e);
+        }
+    }
     let heartbeat = Duration::from_millis(u64::from(ack.heartbeat_ms.max(100)));
     let mut ping = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     let mut last_inbound = Instant::now();
@@ -433,6 +449,7 @@ async fn session(
                             return lost(e);
                         }
                     }
+                    Command::Watch(users) => state.watching = users,
                     Command::Drop => return lost("connection dropped by the application"),
                     Command::Ack(seq) => {
                         let ack = codec::frame(Body::Puback(v1::PubAck {
@@ -492,8 +509,14 @@ async fn handle(
                 return Ok(None);
             };
             if frame.qos == 0 {
-                // A status message (typing): not an inbox entry, nothing to acknowledge.
-                state.emit(Event::Transient(Message::from(m))).await;
+                // A status message (typing, presence): not an inbox entry, nothing to
+                // acknowledge.
+                let m = Message::from(m);
+                let event = match crate::conversations::presence_of(&m) {
+                    Some(p) => Event::Presence(p),
+                    None => Event::Transient(m),
+                };
+                state.emit(event).await;
                 return Ok(None);
             }
             if frame.dup {
@@ -747,6 +770,7 @@ impl State {
             }
             // At most once: a status message made while offline is dropped.
             Command::SendStatus(_) => {}
+            Command::Watch(users) => self.watching = users,
             // An acknowledgement made while offline is lost; the entry is already presented, so
             // the server re-sending it later only costs a dropped duplicate.
             Command::Drop | Command::Ack(_) => {}

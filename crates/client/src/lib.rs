@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub use conversations::{
     Conversation, ConversationChange, ConversationPage, ConversationUpdate, HistoryPage,
-    HistoryStart, MessagesDeleted, ReadReceipt, SearchResults,
+    HistoryStart, MessagesDeleted, Presence, ReadReceipt, SearchResults,
 };
 pub use tidings_proto::Encoding;
 
@@ -205,6 +205,8 @@ pub enum Event {
     ReadReceipt(ReadReceipt),
     /// A status message (typing) from another user: not stored, not in the inbox, at most once.
     Transient(Message),
+    /// A watched user came online or went offline (at most once; see `subscribe_presence`).
+    Presence(Presence),
     Status(Status),
     /// The session ended for good: kicked by another device, token revoked or expired, user
     /// banned. The SDK does not reconnect; the stream ends after this.
@@ -291,6 +293,8 @@ pub(crate) enum Command {
     Send(Outgoing, oneshot::Sender<Result<Sent, ClientError>>),
     /// A status message (typing), sent at most once, unanswered.
     SendStatus(tidings_proto::v1::Send),
+    /// Remember the users whose presence to watch again after a reconnect.
+    Watch(Vec<String>),
     /// A QUERY other than sync; answered with its QUERYACK (code 0) or the refusal.
     Query(
         tidings_proto::v1::query::Body,

@@ -20,6 +20,7 @@ pub mod auth;
 mod commit;
 mod conversations;
 pub mod outbox;
+mod presence;
 mod session;
 pub mod validate;
 
@@ -35,6 +36,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use auth::AppCredentials;
 pub use conversations::{AmendRequest, ConversationQuery, ConversationUpdateRequest, HistoryStart};
 pub use outbox::Outbox;
+pub use presence::PresenceOut;
 pub use session::{ConnectInfo, ConnectRequest, SendRequest, Session};
 pub use validate::Refusal;
 
@@ -233,6 +235,7 @@ pub struct QueryAckOut {
     pub next_page_token: String,
     pub unread: u64,
     pub user_ids: Vec<String>,
+    pub presence: Vec<PresenceOut>,
 }
 
 /// One conversation as its user sees it, for a QUERYACK.
@@ -334,8 +337,30 @@ struct Inner {
 
 /// Live sessions, and the facts a registration must be checked against under the same lock, so
 /// that a connect racing a shutdown or a revocation cannot slip past it.
+/// What registering a session did.
+pub(crate) struct Registered {
+    /// Sessions of the same device (or user, with the single-device policy) to kick.
+    pub replaced: Vec<Arc<SessionShared>>,
+    /// The user had no session before this one.
+    pub came_online: bool,
+    /// The connections watching the user's presence (when it came online).
+    pub watchers: Vec<Arc<SessionShared>>,
+}
+
+/// Removes session `id` from the watchers of `user`.
+fn unwatch(registry: &mut Registry, user: &str, id: u64) {
+    if let Some(list) = registry.watchers.get_mut(user) {
+        list.retain(|s| s.id != id);
+        if list.is_empty() {
+            registry.watchers.remove(user);
+        }
+    }
+}
+
 struct Registry {
     by_user: HashMap<String, Vec<Arc<SessionShared>>>,
+    /// Connections watching each user's presence.
+    watchers: HashMap<String, Vec<Arc<SessionShared>>>,
     accepting: bool,
     /// The lowest token version still valid, for users whose tokens were revoked while running.
     min_token_version: HashMap<String, u64>,
@@ -351,6 +376,7 @@ impl Engine {
             clock,
             registry: Mutex::new(Registry {
                 by_user: HashMap::new(),
+                watchers: HashMap::new(),
                 accepting: true,
                 min_token_version: HashMap::new(),
             }),
@@ -395,11 +421,7 @@ impl Engine {
     /// Registers a session whose token carried `token_version`. Returns the sessions it replaces
     /// (to be kicked), or the refusal if the engine is shutting down or the token was revoked
     /// since it was checked.
-    fn register(
-        &self,
-        shared: Arc<SessionShared>,
-        token_version: u64,
-    ) -> Result<Vec<Arc<SessionShared>>, Code> {
+    fn register(&self, shared: Arc<SessionShared>, token_version: u64) -> Result<Registered, Code> {
         let mut registry = self.registry();
         if !registry.accepting {
             return Err(Code::ServerShutdown);
@@ -411,6 +433,16 @@ impl Engine {
         {
             return Err(Code::TokenRevoked);
         }
+        let came_online = !registry.by_user.contains_key(&shared.user);
+        let watchers = if came_online {
+            registry
+                .watchers
+                .get(&shared.user)
+                .cloned()
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let list = registry.by_user.entry(shared.user.clone()).or_default();
         // One set of limiters per user: the first session makes it, later ones share it.
         let limits = match list.first().and_then(|s| s.limits.get()) {
@@ -427,7 +459,31 @@ impl Engine {
             .cloned()
             .collect();
         list.push(shared);
-        Ok(replaced)
+        Ok(Registered {
+            replaced,
+            came_online,
+            watchers,
+        })
+    }
+
+    /// Makes `shared` watch exactly `users`' presence.
+    pub(crate) fn watch(&self, shared: &Arc<SessionShared>, users: &[String]) {
+        let mut registry = self.registry();
+        if shared.is_ended() {
+            return;
+        }
+        let mut watching = shared.watching.lock().unwrap_or_else(|p| p.into_inner());
+        for old in watching.drain(..) {
+            unwatch(&mut registry, &old, shared.id);
+        }
+        for user in users {
+            registry
+                .watchers
+                .entry(user.clone())
+                .or_default()
+                .push(shared.clone());
+        }
+        watching.extend(users.iter().cloned());
     }
 
     fn new_limits(&self) -> session::UserLimits {
@@ -444,11 +500,36 @@ impl Engine {
 
     fn unregister(&self, shared: &SessionShared) {
         let mut registry = self.registry();
+        let mut went_offline = false;
         if let Some(list) = registry.by_user.get_mut(&shared.user) {
+            let before = list.len();
             list.retain(|s| s.id != shared.id);
             if list.is_empty() {
                 registry.by_user.remove(&shared.user);
+                went_offline = before > 0;
             }
+        }
+        let watching: Vec<String> = shared
+            .watching
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect();
+        for user in &watching {
+            unwatch(&mut registry, user, shared.id);
+        }
+        let watchers = if went_offline {
+            registry
+                .watchers
+                .get(&shared.user)
+                .cloned()
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        drop(registry);
+        if went_offline {
+            self.presence_changed(&shared.user, false, watchers);
         }
     }
 

@@ -61,6 +61,8 @@ pub(crate) struct SessionShared {
     state: Mutex<DeliveryState>,
     /// The user's rate limits, shared by all of the user's sessions (set at registration).
     pub limits: std::sync::OnceLock<Arc<UserLimits>>,
+    /// The users whose presence this connection watches.
+    pub watching: Mutex<Vec<String>>,
 }
 
 /// A user's rate limiters.
@@ -188,6 +190,10 @@ impl SessionShared {
         })
     }
 
+    pub(crate) fn is_ended(&self) -> bool {
+        self.state().ended
+    }
+
     /// Ends the session: queues a DISCONNECT with `code` and removes it from routing. Idempotent.
     pub(crate) fn end(&self, engine: &Engine, code: Code) {
         {
@@ -268,12 +274,17 @@ impl Engine {
                 ended: false,
             }),
             limits: std::sync::OnceLock::new(),
+            watching: Mutex::new(Vec::new()),
         });
         // Register before reading the user's state: an entry committed before the read is in
         // the inbox up to the read's inbox seq, and one committed after it is pushed here. So
         // this session knows of every entry up to `max_known`, and a sync from there needs no
         // store read. The sessions this one replaces are kicked only once it is accepted.
-        let replaced = self.register(shared.clone(), claims.ver)?;
+        let registered = self.register(shared.clone(), claims.ver)?;
+        if registered.came_online {
+            self.presence_changed(&claims.sub, true, registered.watchers);
+        }
+        let replaced = registered.replaced;
         let device = (!anonymous).then_some(shared.device.as_str());
         let state = match self.inner.store.session_state(&claims.sub, device).await {
             Ok(state) => state,

@@ -364,6 +364,12 @@ async fn handle(session: &Session, frame: v1::Frame) -> Result<(), Code> {
         Some(Body::Query(q)) => {
             match q.body {
                 Some(v1::query::Body::Sync(s)) => session.sync(q.query_id, s.after, s.limit).await,
+                Some(v1::query::Body::SubscribePresence(p)) => {
+                    session.subscribe_presence(q.query_id, p.user_ids).await
+                }
+                Some(v1::query::Body::GetPresence(p)) => {
+                    session.get_presence(q.query_id, p.user_ids).await
+                }
                 Some(body) => match conversation_query(body) {
                     Some(cq) => session.conversation_query(q.query_id, cq).await,
                     None => session.reject_query(q.query_id, "unsupported query"),
@@ -503,6 +509,15 @@ fn wire_frame(item: Outbound) -> v1::Frame {
             next_page_token: q.next_page_token,
             unread: q.unread,
             user_ids: q.user_ids,
+            presence: q
+                .presence
+                .into_iter()
+                .map(|p| v1::Presence {
+                    user_id: p.user,
+                    online: p.online,
+                    last_seen: p.last_seen,
+                })
+                .collect(),
         })),
         Outbound::ConnAck { code, text } => codec::frame(Body::Connack(v1::ConnAck {
             code,
@@ -589,7 +604,7 @@ fn conversation_query(body: v1::query::Body) -> Option<ConversationQuery> {
             target: d.target_id,
             seqs: d.seqs,
         },
-        Q::Sync(_) => return None,
+        Q::Sync(_) | Q::SubscribePresence(_) | Q::GetPresence(_) => return None,
     })
 }
 

@@ -34,6 +34,9 @@ pub const DELETED_EVENT_TYPE: &str = "tidings:deleted";
 /// conversation has read.
 pub const READ_EVENT_TYPE: &str = "tidings:read";
 
+/// The message type of the status message that reports a watched user going online or offline.
+pub const PRESENCE_EVENT_TYPE: &str = "tidings:presence";
+
 /// The only protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
 

@@ -119,6 +119,7 @@ pub async fn listen(server: &str, token: &str, device: &str, json: bool) -> anyh
                 client.ack(d.inbox_seq).await;
             }
             Event::Transient(m) => print_line(&serde_json::json!({ "status": m }))?,
+            Event::Presence(p) => print_line(&serde_json::json!({ "presence": p }))?,
             Event::ReadReceipt(r) => {
                 print_line(&serde_json::json!({ "read": r }))?;
                 client.ack(r.inbox_seq).await;

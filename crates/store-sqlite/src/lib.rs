@@ -301,6 +301,22 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn last_seen(&self, users: &[String]) -> Result<Vec<i64>> {
+        let users = users.to_vec();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached("SELECT last_seen FROM users WHERE id = ?1")?;
+            users
+                .iter()
+                .map(|u| {
+                    stmt.query_row(params![u], |row| row.get(0))
+                        .optional()
+                        .map(|t| t.unwrap_or(0))
+                })
+                .collect()
+        })
+        .await
+    }
+
     async fn search(
         &self,
         user: &str,

@@ -131,6 +131,10 @@ INSERT INTO message_text (rowid, text)
     WHERE json_valid(content) AND json_type(content, '$.text') = 'text'
       AND msg_type NOT LIKE 'tidings:%' AND state & 1 = 0;
 "#,
+    r#"
+-- When the user was last connected, in ms (0: never recorded).
+ALTER TABLE users ADD COLUMN last_seen INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// Page cache per connection, in KiB.

@@ -255,6 +255,14 @@ fn apply(
         }
         WriteOp::UpdateConversation(u) => update_conversation(tx, counters, *u),
         WriteOp::Amend(a) => amend(tx, counters, *a),
+        WriteOp::SetLastSeen { user, time } => {
+            tx.prepare_cached(
+                "INSERT INTO users (id, token_version, last_seen) VALUES (?1, 0, ?2) \
+                 ON CONFLICT (id) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)",
+            )?
+            .execute(params![user, time])?;
+            Ok(WriteResult::LastSeenSet)
+        }
         WriteOp::SetBlocked {
             user,
             other,

@@ -105,6 +105,7 @@ pub async fn run_all(store: &dyn Store) {
     blocked_senders_are_refused(store).await;
     recall_edit_and_reactions(store).await;
     search_finds_substrings_of_what_the_user_can_see(store).await;
+    last_seen_only_moves_forward(store).await;
 }
 
 async fn updated(store: &dyn Store, update: ConversationUpdate) -> (ConversationSettings, u64) {
@@ -1004,5 +1005,23 @@ async fn search_finds_substrings_of_what_the_user_can_see(store: &dyn Store) {
     assert_eq!(
         texts(&find("s-a", "hello", None, 0, 10).await),
         ["hello world"]
+    );
+}
+
+async fn last_seen_only_moves_forward(store: &dyn Store) {
+    let set = |user: &str, time| WriteOp::SetLastSeen {
+        user: user.into(),
+        time,
+    };
+    store
+        .write(vec![set("ls-a", 2_000), set("ls-a", 1_000), set("ls-b", 5)])
+        .await
+        .expect("write");
+    let users = ["ls-a", "ls-b", "ls-nobody"].map(String::from);
+    assert_eq!(store.last_seen(&users).await.expect("read"), [2_000, 5, 0]);
+    // A user's token version is untouched by it.
+    assert_eq!(
+        store.user_state("ls-a").await.expect("read").token_version,
+        0
     );
 }

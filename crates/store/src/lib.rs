@@ -280,6 +280,8 @@ pub enum WriteOp {
     BumpTokenVersion { user: String },
     /// Change a user's conversation settings and append the event that reports it.
     UpdateConversation(Box<ConversationUpdate>),
+    /// Record when a user was last connected (ms); never moves back.
+    SetLastSeen { user: String, time: i64 },
     /// Recall, edit or react to a message.
     Amend(Box<Amend>),
     /// Add `other` to `user`'s blocklist (or remove it), unless the list holds `max` already.
@@ -319,6 +321,7 @@ pub enum WriteResult {
     },
     TokenVersion(u64),
     Deleted,
+    LastSeenSet,
     /// The recipient blocks the sender: nothing was written.
     Blocked,
     /// The message in its new state, and the event appended with its inbox entries (none when
@@ -413,6 +416,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether `user` blocks `other`.
     async fn is_blocked(&self, user: &str, other: &str) -> Result<bool>;
+
+    /// When each of `users` was last connected (ms; 0 if never recorded), in the order asked.
+    async fn last_seen(&self, users: &[String]) -> Result<Vec<i64>>;
 
     /// A page of at most `limit` messages of a conversation, as `user` sees its history
     /// (without what they cleared or deleted).

@@ -920,3 +920,66 @@ async fn with_search_off_searching_is_refused() {
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
+
+async fn next_presence(events: &mut tidings_client::Events) -> tidings_client::Presence {
+    loop {
+        match tokio::time::timeout(WAIT, events.recv()).await {
+            Ok(Some(tidings_client::Event::Presence(p))) => return p,
+            Ok(Some(_)) => continue,
+            other => panic!("no presence event: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn watched_users_going_online_and_offline_are_reported() {
+    let server = TestServer::start().await;
+    let (bob, mut bob_events) = server.client("bob", "phone").await;
+    let now = bob.subscribe_presence(&["alice", "carol"]).await.unwrap();
+    let seen: Vec<_> = now
+        .iter()
+        .map(|p| (p.user_id.as_str(), p.online, p.last_seen))
+        .collect();
+    assert_eq!(seen, [("alice", false, 0), ("carol", false, 0)]);
+
+    let (phone, _p) = server.client("alice", "phone").await;
+    let p = next_presence(&mut bob_events).await;
+    assert_eq!((p.user_id.as_str(), p.online), ("alice", true));
+    // A second device changes nothing; the last one leaving does.
+    let (laptop, _l) = server.client("alice", "laptop").await;
+    phone.close().await;
+    laptop.close().await;
+    let p = next_presence(&mut bob_events).await;
+    assert_eq!((p.user_id.as_str(), p.online), ("alice", false));
+    assert!(p.last_seen > 0);
+    eventually("alice's last-seen time is stored", || async {
+        bob.presence(&["alice"]).await.unwrap()[0].last_seen > 0
+    })
+    .await;
+
+    // After a reconnect the SDK watches again.
+    bob.drop_connection().await;
+    eventually("bob is back", || async {
+        bob.presence(&["bob"]).await.is_ok()
+    })
+    .await;
+    let (_carol, _c) = server.client("carol", "phone").await;
+    let p = next_presence(&mut bob_events).await;
+    assert_eq!((p.user_id.as_str(), p.online), ("carol", true));
+    assert!(bob.presence(&["carol"]).await.unwrap()[0].online);
+
+    let many: Vec<String> = (0..201).map(|i| format!("u{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    assert_eq!(
+        refused_code(bob.presence(&many).await),
+        Code::InvalidQuery.as_u32()
+    );
+    assert_eq!(
+        refused_code(bob.presence(&[]).await),
+        Code::InvalidQuery.as_u32()
+    );
+    assert_eq!(
+        refused_code(bob.presence(&["no way"]).await),
+        Code::InvalidTarget.as_u32()
+    );
+}
