@@ -499,6 +499,45 @@ impl Client {
     }
 }
 
+/// Quiet hours: no push notifications for `minutes` from `start_minute` after midnight UTC.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QuietHours {
+    pub start_minute: u32,
+    /// 0: no quiet hours.
+    pub minutes: u32,
+}
+
+impl Client {
+    /// Sets this user's quiet hours on every device (each gets an
+    /// [`crate::Event::QuietHours`]); `minutes` 0 turns them off.
+    pub async fn set_quiet_hours(&self, hours: QuietHours) -> Result<QuietHours, ClientError> {
+        let ack = self
+            .query(Body::SetQuietHours(v1::SetQuietHours {
+                start_minute: hours.start_minute,
+                minutes: hours.minutes,
+            }))
+            .await?;
+        Ok(quiet_hours(ack))
+    }
+
+    pub async fn quiet_hours(&self) -> Result<QuietHours, ClientError> {
+        let ack = self
+            .query(Body::GetQuietHours(v1::GetQuietHours {}))
+            .await?;
+        Ok(quiet_hours(ack))
+    }
+}
+
+fn quiet_hours(ack: v1::QueryAck) -> QuietHours {
+    ack.quiet_hours
+        .map(|q| QuietHours {
+            start_minute: q.start_minute,
+            minutes: q.minutes,
+        })
+        .unwrap_or_default()
+}
+
 fn presence(ack: v1::QueryAck) -> Vec<Presence> {
     ack.presence
         .into_iter()
@@ -547,6 +586,13 @@ pub(crate) fn event_of(m: &Message) -> Option<crate::Event> {
             let mut receipt: ReadReceipt = serde_json::from_str(&m.content).ok()?;
             receipt.inbox_seq = m.inbox_seq;
             Some(crate::Event::ReadReceipt(receipt))
+        }
+        tidings_proto::QUIET_HOURS_EVENT_TYPE => {
+            let hours: QuietHours = serde_json::from_str(&m.content).ok()?;
+            Some(crate::Event::QuietHours {
+                hours,
+                inbox_seq: m.inbox_seq,
+            })
         }
         tidings_proto::DELETED_EVENT_TYPE => {
             let mut deleted: MessagesDeleted = serde_json::from_str(&m.content).ok()?;

@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub use conversations::{
     Conversation, ConversationChange, ConversationPage, ConversationUpdate, HistoryPage,
-    HistoryStart, MessagesDeleted, Presence, ReadReceipt, SearchResults,
+    HistoryStart, MessagesDeleted, Presence, QuietHours, ReadReceipt, SearchResults,
 };
 pub use tidings_proto::Encoding;
 
@@ -207,6 +207,12 @@ pub enum Event {
     Transient(Message),
     /// A watched user came online or went offline (at most once; see `subscribe_presence`).
     Presence(Presence),
+    /// This user's quiet hours changed (on this device or another). `inbox_seq`: acknowledge it
+    /// like a message's.
+    QuietHours {
+        hours: QuietHours,
+        inbox_seq: u64,
+    },
     Status(Status),
     /// The session ended for good: kicked by another device, token revoked or expired, user
     /// banned. The SDK does not reconnect; the stream ends after this.

@@ -7,7 +7,8 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 
 use tidings_proto::{
-    CONVERSATION_EVENT_TYPE, Code, DELETED_EVENT_TYPE, READ_EVENT_TYPE, conversation_type,
+    CONVERSATION_EVENT_TYPE, Code, DELETED_EVENT_TYPE, QUIET_HOURS_EVENT_TYPE, READ_EVENT_TYPE,
+    conversation_type,
 };
 use tidings_store::{
     Amend, AmendAction, AmendRefusal, AppendMessage, ConversationFilter, ConversationRecord,
@@ -67,6 +68,11 @@ pub enum ConversationQuery {
         seq: u64,
         action: AmendRequest,
     },
+    SetQuietHours {
+        start_minute: u32,
+        minutes: u32,
+    },
+    QuietHours,
     Search {
         query: String,
         /// Only this conversation.
@@ -170,6 +176,46 @@ impl Session {
                 limit,
                 page_token,
             } => self.search(&query, conversation, limit, &page_token).await,
+            ConversationQuery::SetQuietHours {
+                start_minute,
+                minutes,
+            } => {
+                if start_minute >= 1440 || minutes > 1440 {
+                    return Err(Refusal::new(
+                        Code::InvalidQuery,
+                        "start_minute is 0-1439 and minutes 0-1440",
+                    ));
+                }
+                let user = self.shared.user.clone();
+                let content = serde_json::json!({"startMinute": start_minute, "minutes": minutes});
+                let event = self.user_event(&user, QUIET_HOURS_EVENT_TYPE, content.to_string());
+                self.commit_user_change(vec![
+                    WriteOp::SetQuietHours {
+                        user,
+                        start_minute,
+                        minutes,
+                    },
+                    WriteOp::Append(event),
+                ])
+                .await?;
+                Ok(QueryAckOut {
+                    quiet_hours: Some((start_minute, minutes)),
+                    ..Default::default()
+                })
+            }
+            ConversationQuery::QuietHours => {
+                let hours = self
+                    .engine
+                    .inner
+                    .store
+                    .quiet_hours(&self.shared.user)
+                    .await
+                    .map_err(store_failed("quiet hours read"))?;
+                Ok(QueryAckOut {
+                    quiet_hours: Some(hours),
+                    ..Default::default()
+                })
+            }
             ConversationQuery::SetBlocked { user, blocked } => {
                 self.set_blocked(user, blocked).await
             }

@@ -236,6 +236,8 @@ pub struct QueryAckOut {
     pub unread: u64,
     pub user_ids: Vec<String>,
     pub presence: Vec<PresenceOut>,
+    /// `(start_minute, minutes)`.
+    pub quiet_hours: Option<(u32, u32)>,
 }
 
 /// One conversation as its user sees it, for a QUERYACK.

@@ -518,6 +518,10 @@ fn wire_frame(item: Outbound) -> v1::Frame {
                     last_seen: p.last_seen,
                 })
                 .collect(),
+            quiet_hours: q.quiet_hours.map(|(start_minute, minutes)| v1::QuietHours {
+                start_minute,
+                minutes,
+            }),
         })),
         Outbound::ConnAck { code, text } => codec::frame(Body::Connack(v1::ConnAck {
             code,
@@ -572,6 +576,11 @@ fn conversation_query(body: v1::query::Body) -> Option<ConversationQuery> {
             blocked: b.blocked,
         },
         Q::GetBlocklist(_) => ConversationQuery::Blocklist,
+        Q::SetQuietHours(q) => ConversationQuery::SetQuietHours {
+            start_minute: q.start_minute,
+            minutes: q.minutes,
+        },
+        Q::GetQuietHours(_) => ConversationQuery::QuietHours,
         Q::SearchMessages(q) => ConversationQuery::Search {
             query: q.query,
             conversation: (!q.target_id.is_empty()).then_some((q.conversation_type, q.target_id)),

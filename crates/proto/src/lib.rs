@@ -37,6 +37,9 @@ pub const READ_EVENT_TYPE: &str = "tidings:read";
 /// The message type of the status message that reports a watched user going online or offline.
 pub const PRESENCE_EVENT_TYPE: &str = "tidings:presence";
 
+/// The message type of a user event that reports new quiet hours.
+pub const QUIET_HOURS_EVENT_TYPE: &str = "tidings:quiet-hours";
+
 /// The only protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
 

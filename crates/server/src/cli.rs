@@ -120,6 +120,10 @@ pub async fn listen(server: &str, token: &str, device: &str, json: bool) -> anyh
             }
             Event::Transient(m) => print_line(&serde_json::json!({ "status": m }))?,
             Event::Presence(p) => print_line(&serde_json::json!({ "presence": p }))?,
+            Event::QuietHours { hours, inbox_seq } => {
+                print_line(&serde_json::json!({ "quietHours": hours }))?;
+                client.ack(inbox_seq).await;
+            }
             Event::ReadReceipt(r) => {
                 print_line(&serde_json::json!({ "read": r }))?;
                 client.ack(r.inbox_seq).await;

@@ -301,6 +301,17 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn quiet_hours(&self, user: &str) -> Result<(u32, u32)> {
+        let user = user.to_string();
+        self.read(move |c| {
+            c.prepare_cached("SELECT quiet_start, quiet_minutes FROM users WHERE id = ?1")?
+                .query_row(params![user], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()
+                .map(Option::unwrap_or_default)
+        })
+        .await
+    }
+
     async fn last_seen(&self, users: &[String]) -> Result<Vec<i64>> {
         let users = users.to_vec();
         self.read(move |c| {

@@ -135,6 +135,11 @@ INSERT INTO message_text (rowid, text)
 -- When the user was last connected, in ms (0: never recorded).
 ALTER TABLE users ADD COLUMN last_seen INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+-- Quiet hours: `quiet_minutes` (0: none) from `quiet_start` minutes after midnight UTC.
+ALTER TABLE users ADD COLUMN quiet_start INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN quiet_minutes INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// Page cache per connection, in KiB.

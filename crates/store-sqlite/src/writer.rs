@@ -255,6 +255,19 @@ fn apply(
         }
         WriteOp::UpdateConversation(u) => update_conversation(tx, counters, *u),
         WriteOp::Amend(a) => amend(tx, counters, *a),
+        WriteOp::SetQuietHours {
+            user,
+            start_minute,
+            minutes,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO users (id, token_version, quiet_start, quiet_minutes) \
+                 VALUES (?1, 0, ?2, ?3) ON CONFLICT (id) DO UPDATE SET \
+                 quiet_start = excluded.quiet_start, quiet_minutes = excluded.quiet_minutes",
+            )?
+            .execute(params![user, start_minute, minutes])?;
+            Ok(WriteResult::QuietHoursSet)
+        }
         WriteOp::SetLastSeen { user, time } => {
             tx.prepare_cached(
                 "INSERT INTO users (id, token_version, last_seen) VALUES (?1, 0, ?2) \

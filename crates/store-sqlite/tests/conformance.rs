@@ -129,7 +129,8 @@ async fn upgrading_a_database_lists_the_conversations_it_already_had() {
         "DROP TABLE conversations; DROP TABLE deleted_messages; DROP TABLE blocklist; \
          DROP TABLE message_text; \
          DROP TABLE reactions; ALTER TABLE messages DROP COLUMN state; \
-         ALTER TABLE users DROP COLUMN last_seen; \
+         ALTER TABLE users DROP COLUMN last_seen; ALTER TABLE users DROP COLUMN quiet_start; \
+         ALTER TABLE users DROP COLUMN quiet_minutes; \
          ALTER TABLE messages DROP COLUMN counted; \
          PRAGMA user_version = 1;",
     )

@@ -1024,4 +1024,20 @@ async fn last_seen_only_moves_forward(store: &dyn Store) {
         store.user_state("ls-a").await.expect("read").token_version,
         0
     );
+
+    assert_eq!(store.quiet_hours("ls-a").await.expect("read"), (0, 0));
+    store
+        .write(vec![WriteOp::SetQuietHours {
+            user: "ls-a".into(),
+            start_minute: 22 * 60,
+            minutes: 480,
+        }])
+        .await
+        .expect("write");
+    assert_eq!(store.quiet_hours("ls-a").await.expect("read"), (1320, 480));
+    assert_eq!(
+        store.last_seen(&users[..1]).await.expect("read"),
+        [2_000],
+        "kept"
+    );
 }

@@ -282,6 +282,12 @@ pub enum WriteOp {
     UpdateConversation(Box<ConversationUpdate>),
     /// Record when a user was last connected (ms); never moves back.
     SetLastSeen { user: String, time: i64 },
+    /// Set a user's quiet hours: `minutes` (0: none) from `start_minute` after midnight UTC.
+    SetQuietHours {
+        user: String,
+        start_minute: u32,
+        minutes: u32,
+    },
     /// Recall, edit or react to a message.
     Amend(Box<Amend>),
     /// Add `other` to `user`'s blocklist (or remove it), unless the list holds `max` already.
@@ -322,6 +328,7 @@ pub enum WriteResult {
     TokenVersion(u64),
     Deleted,
     LastSeenSet,
+    QuietHoursSet,
     /// The recipient blocks the sender: nothing was written.
     Blocked,
     /// The message in its new state, and the event appended with its inbox entries (none when
@@ -416,6 +423,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether `user` blocks `other`.
     async fn is_blocked(&self, user: &str, other: &str) -> Result<bool>;
+
+    /// A user's quiet hours: `(start_minute, minutes)`, `(0, 0)` if none.
+    async fn quiet_hours(&self, user: &str) -> Result<(u32, u32)>;
 
     /// When each of `users` was last connected (ms; 0 if never recorded), in the order asked.
     async fn last_seen(&self, users: &[String]) -> Result<Vec<i64>>;

@@ -1,7 +1,7 @@
 //! Conversations, read positions and unread counts, through the SDK: shared by all of a user's
 //! devices, online and offline.
 
-use tidings_client::{ClientError, ConversationUpdate, HistoryStart, Outgoing};
+use tidings_client::{ClientError, ConversationUpdate, HistoryStart, Outgoing, QuietHours};
 use tidings_proto::Code;
 
 use crate::util::*;
@@ -981,5 +981,35 @@ async fn watched_users_going_online_and_offline_are_reported() {
     assert_eq!(
         refused_code(bob.presence(&["no way"]).await),
         Code::InvalidTarget.as_u32()
+    );
+}
+
+#[tokio::test]
+async fn quiet_hours_set_on_one_device_reach_the_others() {
+    let server = TestServer::start().await;
+    let (phone, _p) = server.client("bob", "phone").await;
+    let (laptop, mut laptop_events) = server.client("bob", "laptop").await;
+    assert_eq!(laptop.quiet_hours().await.unwrap(), QuietHours::default());
+    let night = QuietHours {
+        start_minute: 22 * 60,
+        minutes: 8 * 60,
+    };
+    assert_eq!(phone.set_quiet_hours(night).await.unwrap(), night);
+    let got = loop {
+        match tokio::time::timeout(WAIT, laptop_events.recv()).await {
+            Ok(Some(tidings_client::Event::QuietHours { hours, .. })) => break hours,
+            Ok(Some(_)) => continue,
+            other => panic!("no quiet hours event: {other:?}"),
+        }
+    };
+    assert_eq!(got, night);
+    assert_eq!(laptop.quiet_hours().await.unwrap(), night);
+    let bad = QuietHours {
+        start_minute: 1440,
+        minutes: 10,
+    };
+    assert_eq!(
+        refused_code(phone.set_quiet_hours(bad).await),
+        Code::InvalidQuery.as_u32()
     );
 }
