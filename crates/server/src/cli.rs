@@ -1,4 +1,4 @@
-//! The client subcommands: `token` (offline minting), `send` and `listen`.
+//! The client subcommands: `token` (offline minting), `send`, `listen` and `conversations`.
 
 use std::io::Write;
 use std::path::Path;
@@ -87,6 +87,32 @@ pub async fn send(
         })
     );
     Ok(())
+}
+
+/// Prints the user's conversation list, every page, one JSON line per conversation.
+pub async fn conversations(server: &str, token: &str, json: bool) -> anyhow::Result<()> {
+    let (client, _events) = Client::connect(client_config(server, token, "", json))
+        .await
+        .map_err(refused)?;
+    let mut token = None;
+    let result = async {
+        loop {
+            let page = client
+                .conversations(&[], 0, token.as_deref())
+                .await
+                .map_err(refused)?;
+            for c in &page.conversations {
+                print_line(c)?;
+            }
+            match page.next_page_token {
+                Some(next) => token = Some(next),
+                None => return anyhow::Ok(()),
+            }
+        }
+    }
+    .await;
+    client.close().await;
+    result
 }
 
 /// Writes `value` to stdout as one JSON line, flushed.

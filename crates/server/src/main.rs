@@ -51,6 +51,16 @@ enum Command {
         /// The text (or, with --type, the JSON content).
         text: String,
     },
+    /// Print the user's conversation list, one JSON line per conversation (pinned first, then
+    /// newest), with unread counts.
+    Conversations {
+        #[arg(long, env = "TIDINGS_SERVER", default_value = DEFAULT_SERVER)]
+        server: String,
+        #[arg(long, env = "TIDINGS_TOKEN")]
+        token: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure a server: load scenarios that also check the delivery contract.
     Bench(tidings_server::bench::BenchArgs),
     /// Print one JSON line per message received, acknowledging each once printed.
@@ -142,6 +152,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             device,
             json,
         } => cli::listen(&server, &token, &device, json).await,
+        Command::Conversations {
+            server,
+            token,
+            json,
+        } => cli::conversations(&server, &token, json).await,
     }
 }
 

@@ -214,6 +214,31 @@ async fn send_and_listen_in_two_terminals() {
     }
     listen.kill().unwrap();
     listen.wait().unwrap();
+    // The conversation list as Bob sees it: one conversation, its newest message, and both
+    // messages unread (acknowledging a delivery is not reading it).
+    let out = Command::new(BIN)
+        .args([
+            "conversations",
+            "--server",
+            &server.url,
+            "--token",
+            &token(&data, "bob"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["targetId"], "alice");
+    assert_eq!(lines[0]["unread"], 2);
+    assert_eq!(lines[0]["latest"]["uid"], sent[1]["uid"]);
 }
 
 #[tokio::test]
