@@ -362,6 +362,16 @@ impl Client {
         .map(drop)
     }
 
+    /// Whether this user blocks `user`.
+    pub async fn is_blocked(&self, user: &str) -> Result<bool, ClientError> {
+        let ack = self
+            .query(Body::GetBlockStatus(v1::GetBlockStatus {
+                user_id: user.into(),
+            }))
+            .await?;
+        Ok(!ack.user_ids.is_empty())
+    }
+
     /// The users this user blocks, in id order.
     pub async fn blocklist(&self) -> Result<Vec<String>, ClientError> {
         Ok(self

@@ -62,6 +62,9 @@ pub enum ConversationQuery {
         blocked: bool,
     },
     Blocklist,
+    BlockStatus {
+        user: String,
+    },
     Amend {
         conversation_type: u32,
         target: String,
@@ -218,6 +221,25 @@ impl Session {
             }
             ConversationQuery::SetBlocked { user, blocked } => {
                 self.set_blocked(user, blocked).await
+            }
+            ConversationQuery::BlockStatus { user } => {
+                if !validate::is_user_id(&user) {
+                    return Err(Refusal::new(
+                        Code::InvalidTarget,
+                        "a user id is 1-64 of A-Z a-z 0-9 _ - . @",
+                    ));
+                }
+                let blocked = self
+                    .engine
+                    .inner
+                    .store
+                    .is_blocked(&self.shared.user, &user)
+                    .await
+                    .map_err(store_failed("blocklist read"))?;
+                Ok(QueryAckOut {
+                    user_ids: if blocked { vec![user] } else { Vec::new() },
+                    ..Default::default()
+                })
             }
             ConversationQuery::Blocklist => {
                 let user_ids = self

@@ -576,6 +576,7 @@ fn conversation_query(body: v1::query::Body) -> Option<ConversationQuery> {
             blocked: b.blocked,
         },
         Q::GetBlocklist(_) => ConversationQuery::Blocklist,
+        Q::GetBlockStatus(b) => ConversationQuery::BlockStatus { user: b.user_id },
         Q::SetQuietHours(q) => ConversationQuery::SetQuietHours {
             start_minute: q.start_minute,
             minutes: q.minutes,

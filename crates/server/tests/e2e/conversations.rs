@@ -566,6 +566,11 @@ async fn a_blocked_sender_is_refused_until_unblocked() {
     bob.block("alice").await.unwrap();
     bob.block("carol").await.unwrap();
     assert_eq!(bob.blocklist().await.unwrap(), ["alice", "carol"]);
+    assert!(bob.is_blocked("alice").await.unwrap());
+    assert!(
+        !alice.is_blocked("bob").await.unwrap(),
+        "blocking is one way"
+    );
 
     let refused = alice.send(Outgoing::text("bob", "blocked")).await;
     assert_eq!(refused_code(refused), Code::RejectedByBlacklist.as_u32());
