@@ -12,6 +12,7 @@ use tidings_store::{AppendMessage, Participant, StoreError, StoredMessage, Write
 use tokio::sync::{mpsc, oneshot};
 
 use crate::session::SessionShared;
+use crate::validate::Refusal;
 use crate::{Delivered, Engine, Outbound, PubAckOut};
 
 /// Requests waiting for the committer; senders wait (backpressure) when it is full.
@@ -36,6 +37,8 @@ pub struct PendingPublish {
     pub participants: Vec<Participant>,
     pub blocking_recipient: Option<String>,
     pub search_text: String,
+    /// Over the send limit: answer an earlier commit of the same message, store nothing new.
+    pub only_if_stored: bool,
 }
 
 /// Where the committer answers a write.
@@ -126,6 +129,7 @@ async fn commit(
                     participants: message.participants,
                     blocking_recipient: message.blocking_recipient,
                     search_text: message.search_text,
+                    only_if_stored: message.only_if_stored,
                 }));
             }
             CommitRequest::UserChange { ops: more, .. } => {
@@ -325,6 +329,17 @@ fn answer_publish(
             engine,
             Outbound::PubAck(PubAckOut::refused(packet_id, Code::ClientMsgIdConflict)),
         ),
+        WriteResult::NotStored => {
+            let rate = engine.inner.config.send_rate;
+            let refusal = Refusal::new(
+                Code::SendTooFast,
+                format!("at most {rate} messages a second"),
+            );
+            origin.reply(
+                engine,
+                Outbound::PubAck(PubAckOut::refused(packet_id, refusal)),
+            )
+        }
         WriteResult::Blocked => origin.reply(
             engine,
             Outbound::PubAck(PubAckOut::refused(packet_id, Code::RejectedByBlacklist)),

@@ -351,20 +351,18 @@ impl Session {
             .get()
             .and_then(|l| l.send.as_ref())
             .is_some_and(|l| l.check().is_err());
-        let checked = if limited {
-            Err(Refusal::new(
-                Code::SendTooFast,
-                format!(
-                    "at most {} messages a second",
-                    self.engine.inner.config.send_rate
-                ),
-            ))
-        } else {
-            self.check(&send)
-        };
-        let pending = match checked {
+        // Over the limit, a send still goes to the store, but only to find an earlier commit of
+        // the same message (a resend after a lost PUBACK must get its first answer); the store
+        // refuses it if it is new.
+        let pending = match self.check(&send) {
             Ok(()) => {
-                PendingPublish::private(&self.shared.user, send, self.engine.inner.config.search)
+                let mut p = PendingPublish::private(
+                    &self.shared.user,
+                    send,
+                    self.engine.inner.config.search,
+                );
+                p.only_if_stored = limited;
+                p
             }
             Err(refusal) => {
                 self.shared.reply(
@@ -692,6 +690,7 @@ impl PendingPublish {
             });
         }
         PendingPublish {
+            only_if_stored: false,
             search_text: if search {
                 validate::search_text(&send.msg_type, &send.content)
             } else {

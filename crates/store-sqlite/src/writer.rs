@@ -343,6 +343,18 @@ fn append(
     counters: &mut Counters,
     m: AppendMessage,
 ) -> rusqlite::Result<WriteResult> {
+    if m.only_if_stored {
+        let stored = tx
+            .prepare_cached("SELECT 1 FROM messages WHERE sender = ?1 AND client_msg_id = ?2")?
+            .query_row(params![m.sender, m.client_msg_id], |_| Ok(()))
+            .optional()?
+            .is_some();
+        return if stored {
+            existing(tx, &m)
+        } else {
+            Ok(WriteResult::NotStored)
+        };
+    }
     if let Some(recipient) = &m.blocking_recipient {
         let blocked = tx
             .prepare_cached("SELECT 1 FROM blocklist WHERE user_id = ?1 AND blocked_id = ?2")?

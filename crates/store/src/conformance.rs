@@ -30,6 +30,7 @@ pub fn private_append(from: &str, to: &str, client_msg_id: &str, text: &str) -> 
         participants: participants(from, to),
         blocking_recipient: None,
         search_text: text.into(),
+        only_if_stored: false,
     }
 }
 
@@ -747,6 +748,23 @@ async fn blocked_senders_are_refused(store: &dyn Store) {
         }
     ));
     assert_eq!(store.blocklist("bl-b").await.expect("list"), ["bl-c"]);
+    // Over a send limit: an earlier message is answered again, a new one is not stored.
+    let mut again = private_append("bl-a", "bl-b", "m3", "x");
+    again.only_if_stored = true;
+    let mut new = private_append("bl-a", "bl-b", "m4", "x");
+    new.only_if_stored = true;
+    let r = store
+        .write(vec![WriteOp::Append(again), WriteOp::Append(new)])
+        .await
+        .expect("write");
+    assert!(matches!(
+        r[0],
+        WriteResult::Appended {
+            duplicate: true,
+            ..
+        }
+    ));
+    assert_eq!(r[1], WriteResult::NotStored);
 }
 
 /// An amend of message `seq` of the private chat between `by` and `other`, for tests.

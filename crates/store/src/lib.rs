@@ -125,6 +125,9 @@ pub struct AppendMessage {
     pub blocking_recipient: Option<String>,
     /// The text search finds the message by; empty: not searchable.
     pub search_text: String,
+    /// Store nothing new: answer an earlier append of the same `(sender, client_msg_id)` if
+    /// there is one, [`WriteResult::NotStored`] otherwise.
+    pub only_if_stored: bool,
     /// Users for whom this message's conversation is in their conversation list, with the
     /// conversation's target as each of them sees it. Their conversation rows are created on
     /// the conversation's first message.
@@ -331,6 +334,8 @@ pub enum WriteResult {
     QuietHoursSet,
     /// The recipient blocks the sender: nothing was written.
     Blocked,
+    /// An `only_if_stored` append found no earlier one: nothing was written.
+    NotStored,
     /// The message in its new state, and the event appended with its inbox entries (none when
     /// nothing changed: a second recall, a reaction already there).
     Amended {

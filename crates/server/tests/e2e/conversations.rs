@@ -536,13 +536,22 @@ async fn a_user_sending_faster_than_the_limit_is_refused_over_all_devices() {
     let (phone, _p) = server.client("alice", "phone").await;
     let (laptop, _l) = server.client("alice", "laptop").await;
     // The burst is shared by the user's devices.
+    let mut sent = Vec::new();
     for (i, c) in [&phone, &laptop, &phone].into_iter().enumerate() {
-        c.send(Outgoing::text("bob", &format!("m{i}")))
-            .await
-            .unwrap();
+        sent.push(
+            c.send(Outgoing::text("bob", &format!("m{i}")))
+                .await
+                .unwrap(),
+        );
     }
     let refused = laptop.send(Outgoing::text("bob", "one too many")).await;
     assert_eq!(refused_code(refused), Code::SendTooFast.as_u32());
+    // A resend of a message already stored (its PUBACK was lost) still gets its first answer.
+    let resend = Outgoing {
+        client_msg_id: Some(sent[1].client_msg_id.clone()),
+        ..Outgoing::text("bob", "m1")
+    };
+    assert_eq!(laptop.send(resend).await.unwrap().uid, sent[1].uid);
     // Nothing refused was stored; another user is not affected.
     let (bob, _b) = server.client("bob", "phone").await;
     let history = bob
