@@ -343,10 +343,6 @@ struct Inner {
 pub(crate) struct Registered {
     /// Sessions of the same device (or user, with the single-device policy) to kick.
     pub replaced: Vec<Arc<SessionShared>>,
-    /// The user had no session before this one.
-    pub came_online: bool,
-    /// The connections watching the user's presence (when it came online).
-    pub watchers: Vec<Arc<SessionShared>>,
 }
 
 /// Removes session `id` from the watchers of `user`.
@@ -436,6 +432,7 @@ impl Engine {
             return Err(Code::TokenRevoked);
         }
         let came_online = !registry.by_user.contains_key(&shared.user);
+        // The watchers are cloned out of the registry, which `presence_changed` does not touch.
         let watchers = if came_online {
             registry
                 .watchers
@@ -460,12 +457,13 @@ impl Engine {
             })
             .cloned()
             .collect();
+        // Told while the registry is locked, so an online and an offline report of one user
+        // reach each watcher in the order they happened.
+        if came_online {
+            self.presence_changed(&shared.user, true, watchers);
+        }
         list.push(shared);
-        Ok(Registered {
-            replaced,
-            came_online,
-            watchers,
-        })
+        Ok(Registered { replaced })
     }
 
     /// Makes `shared` watch exactly `users`' presence.
@@ -529,10 +527,11 @@ impl Engine {
         } else {
             Vec::new()
         };
-        drop(registry);
+        // Told under the lock, like coming online (see `register`).
         if went_offline {
             self.presence_changed(&shared.user, false, watchers);
         }
+        drop(registry);
     }
 
     /// Number of live sessions (for health and metrics).
@@ -664,17 +663,26 @@ impl Engine {
             .flatten()
             .cloned()
             .collect();
-        let mut cursors = Vec::new();
+        let mut ops = Vec::new();
+        let now = self.now_ms();
+        let mut users = std::collections::BTreeSet::new();
         for s in &all {
             if let Some(op) = s.cursor_op() {
-                cursors.push(op);
+                ops.push(op);
             }
             s.end(self, Code::ServerShutdown);
+            users.insert(s.user.clone());
         }
-        if !cursors.is_empty()
-            && let Err(e) = self.inner.store.write(cursors).await
+        // The committer has stopped, so the users going offline now are recorded here.
+        ops.extend(
+            users
+                .into_iter()
+                .map(|user| WriteOp::SetLastSeen { user, time: now }),
+        );
+        if !ops.is_empty()
+            && let Err(e) = self.inner.store.write(ops).await
         {
-            tracing::warn!(error = %e, "could not store device cursors at shutdown");
+            tracing::warn!(error = %e, "could not store device cursors and last-seen times at shutdown");
         }
         if let Err(e) = self.inner.store.close().await {
             tracing::error!(error = %e, "closing the store failed");

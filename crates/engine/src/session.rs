@@ -280,11 +280,7 @@ impl Engine {
         // the inbox up to the read's inbox seq, and one committed after it is pushed here. So
         // this session knows of every entry up to `max_known`, and a sync from there needs no
         // store read. The sessions this one replaces are kicked only once it is accepted.
-        let registered = self.register(shared.clone(), claims.ver)?;
-        if registered.came_online {
-            self.presence_changed(&claims.sub, true, registered.watchers);
-        }
-        let replaced = registered.replaced;
+        let replaced = self.register(shared.clone(), claims.ver)?.replaced;
         let device = (!anonymous).then_some(shared.device.as_str());
         let state = match self.inner.store.session_state(&claims.sub, device).await {
             Ok(state) => state,

@@ -74,11 +74,15 @@ CREATE TABLE conversations (
     PRIMARY KEY (user_id, conv_type, target)
 ) WITHOUT ROWID;
 
--- Conversations of messages stored before this table existed.
-INSERT INTO conversations (user_id, conv_type, target, conv_id)
-    SELECT DISTINCT sender, conv_type, target, conv_id FROM messages WHERE conv_type = 1
-    UNION
-    SELECT DISTINCT target, conv_type, sender, conv_id FROM messages WHERE conv_type = 1
+-- Conversations of messages stored before this table existed, read up to their newest message
+-- (nothing from before the upgrade shows as unread).
+INSERT INTO conversations (user_id, conv_type, target, conv_id, read_seq)
+    SELECT p.user_id, 1, p.target, p.conv_id,
+           (SELECT max(seq) FROM messages m WHERE m.conv_id = p.conv_id)
+    FROM (SELECT DISTINCT sender AS user_id, target, conv_id FROM messages WHERE conv_type = 1
+          UNION
+          SELECT DISTINCT target, sender, conv_id FROM messages WHERE conv_type = 1) p
+    WHERE true
     ON CONFLICT DO NOTHING;
 "#,
     r#"
@@ -126,10 +130,19 @@ INSERT INTO message_text (message_text, rank) VALUES ('crisismerge', 64);
 -- A user's conversations by conversation id, for search.
 CREATE INDEX conversations_by_conv ON conversations (user_id, conv_id);
 
+-- Messages stored before search existed, by the rules of `validate::search_text`.
 INSERT INTO message_text (rowid, text)
-    SELECT rowid, json_extract(content, '$.text') FROM messages
-    WHERE json_valid(content) AND json_type(content, '$.text') = 'text'
-      AND msg_type NOT LIKE 'tidings:%' AND state & 1 = 0;
+    SELECT rowid, text FROM (
+        SELECT rowid, CASE
+            WHEN msg_type IN ('image', 'voice') THEN NULL
+            WHEN msg_type IN ('file', 'location') THEN json_extract(content, '$.name')
+            WHEN msg_type = 'rich' THEN concat_ws(char(10), json_extract(content, '$.title'),
+                                                  json_extract(content, '$.content'))
+            ELSE json_extract(content, '$.text')
+        END AS text
+        FROM messages
+        WHERE json_valid(content) AND msg_type NOT LIKE 'tidings:%' AND state & 1 = 0)
+    WHERE typeof(text) = 'text' AND text != '';
 "#,
     r#"
 -- When the user was last connected, in ms (0: never recorded).

@@ -114,6 +114,16 @@ async fn upgrading_a_database_lists_the_conversations_it_already_had() {
     let path = dir.path().join("t.db");
     let config = SqliteConfig::new(&path);
     let store = SqliteStore::open(&config).unwrap();
+    let mut file = conformance::private_append("ua", "uc", "f", "");
+    file.msg_type = "file".into();
+    file.content = r#"{"url":"u","name":"report.pdf","size":1}"#.into();
+    let mut image = conformance::private_append("ua", "uc", "i", "");
+    image.msg_type = "image".into();
+    image.content = r#"{"url":"u","text":"not searchable"}"#.into();
+    store
+        .write(vec![WriteOp::Append(file), WriteOp::Append(image)])
+        .await
+        .unwrap();
     for (from, to, id) in [("ua", "ub", "1"), ("ub", "ua", "2"), ("ua", "uc", "3")] {
         store
             .write(vec![WriteOp::Append(conformance::private_append(
@@ -148,15 +158,30 @@ async fn upgrading_a_database_lists_the_conversations_it_already_had() {
         .map(|c| (c.settings.target_id.as_str(), c.unread))
         .collect();
     seen.sort();
-    assert_eq!(seen, [("ub", 1), ("uc", 0)]);
+    assert_eq!(
+        seen,
+        [("ub", 0), ("uc", 0)],
+        "what came before the upgrade counts as read"
+    );
     let list = store
         .conversations("uc", tidings_store::ConversationFilter::default())
         .await
         .unwrap();
     assert_eq!(list.conversations.len(), 1);
-    assert_eq!(list.conversations[0].unread, 1);
-    // The texts stored before search existed are found.
+    assert_eq!(list.conversations[0].unread, 0);
+    assert_eq!(list.conversations[0].settings.read_seq, 3);
+    // The texts stored before search existed are found, by the same rules as new ones.
     let found = store.search("ua", "x", None, 0, 10).await.unwrap();
     assert_eq!(found.messages.len(), 3);
+    let found = store.search("ua", "report", None, 0, 10).await.unwrap();
+    assert_eq!(found.messages.len(), 1);
+    assert!(
+        store
+            .search("ua", "searchable", None, 0, 10)
+            .await
+            .unwrap()
+            .messages
+            .is_empty()
+    );
     store.close().await.unwrap();
 }

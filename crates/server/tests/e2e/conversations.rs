@@ -1027,3 +1027,20 @@ async fn quiet_hours_set_on_one_device_reach_the_others() {
         Code::InvalidQuery.as_u32()
     );
 }
+
+#[tokio::test]
+async fn last_seen_of_users_online_at_shutdown_survives_a_restart() {
+    let mut server = TestServer::start().await;
+    let (_alice, _a) = server.client("alice", "phone").await;
+    server.shutdown().await;
+    let mut config = tidings_server::Config::with_data_dir(server.dir.path());
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let restarted = TestServer {
+        running: Some(tidings_server::start(&config).await.unwrap()),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let (bob, _b) = restarted.client("bob", "phone").await;
+    let p = bob.presence(&["alice"]).await.unwrap();
+    assert!(!p[0].online);
+    assert!(p[0].last_seen > 0, "recorded at shutdown");
+}
