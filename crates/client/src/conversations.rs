@@ -52,6 +52,9 @@ pub struct ConversationPage {
     pub next_page_token: Option<String>,
     /// Pass to [`Client::conversations_changed`] later to get only what changed since.
     pub version: u64,
+    /// From `conversations_changed`: more changed than one answer holds; fetch the list from
+    /// the start instead.
+    pub too_many_changes: bool,
 }
 
 /// A conversation's settings after a change, as reported by [`crate::Event::Conversation`].
@@ -275,12 +278,19 @@ impl Client {
 
     /// Removes every conversation of `types` (empty: all); answers how many were removed.
     pub async fn remove_conversations(&self, types: &[u32]) -> Result<usize, ClientError> {
-        let ack = self
-            .query(Body::RemoveConversations(v1::RemoveConversations {
-                types: types.to_vec(),
-            }))
-            .await?;
-        Ok(ack.conversations.len())
+        let mut removed = 0;
+        loop {
+            // The server removes a bounded number per request and says when more remain.
+            let ack = self
+                .query(Body::RemoveConversations(v1::RemoveConversations {
+                    types: types.to_vec(),
+                }))
+                .await?;
+            removed += ack.conversations.len();
+            if !ack.has_more {
+                return Ok(removed);
+            }
+        }
     }
 
     /// The total unread count over conversations of `types` (empty: all).
@@ -578,6 +588,7 @@ fn page(ack: v1::QueryAck) -> ConversationPage {
             .collect(),
         next_page_token: Some(ack.next_page_token).filter(|t| !t.is_empty()),
         version: ack.version,
+        too_many_changes: ack.has_more,
     }
 }
 

@@ -286,7 +286,14 @@ impl Session {
                     ..Default::default()
                 })
                 .await?;
-            return Ok(self.out(changed.conversations, changed.version));
+            let mut conversations = changed.conversations;
+            let fit = fitting(&conversations, self.budget(), record_bytes);
+            let more = fit < conversations.len();
+            conversations.truncate(fit);
+            let mut out = self.out(conversations, changed.version);
+            // Too many changes for one answer: the client fetches the list from the start.
+            out.has_more = more;
+            return Ok(out);
         }
         if limit > PAGE_MAX {
             return Err(Refusal::new(
@@ -318,8 +325,9 @@ impl Session {
             .filter(|(k, _)| after.as_ref().is_none_or(|a| k.cmp(a) == Ordering::Greater))
             .collect();
         visible.sort_by(|a, b| a.0.cmp(&b.0));
-        let more = visible.len() > limit;
-        visible.truncate(limit);
+        let fit = fitting(&visible, self.budget(), |(_, c)| record_bytes(c)).min(limit);
+        let more = visible.len() > fit;
+        visible.truncate(fit);
         let next_page_token = match (more, visible.last()) {
             (true, Some((k, _))) => k.token(),
             _ => String::new(),
@@ -369,10 +377,12 @@ impl Session {
                 ..Default::default()
             })
             .await?;
-        let updates: Vec<WriteOp> = all
-            .conversations
-            .iter()
-            .filter(|c| !c.removed())
+        let removable: Vec<&ConversationRecord> =
+            all.conversations.iter().filter(|c| !c.removed()).collect();
+        let more = removable.len() > REMOVE_MAX;
+        let updates: Vec<WriteOp> = removable
+            .into_iter()
+            .take(REMOVE_MAX)
             .map(|c| {
                 WriteOp::UpdateConversation(Box::new(self.update_of(ConversationUpdateRequest {
                     conversation_type: c.settings.conversation_type,
@@ -397,6 +407,8 @@ impl Session {
         }
         Ok(QueryAckOut {
             conversations,
+            // More remain: the client asks again.
+            has_more: more,
             ..Default::default()
         })
     }
@@ -492,13 +504,27 @@ impl Session {
             .history(user, &private_conversation_id(user, target), from, count)
             .await
             .map_err(store_failed("history read"))?;
+        // Within the answer's byte budget, keeping the messages nearest the starting point.
+        let mut messages = history.messages;
+        let mut has_more = history.has_more;
+        let backwards = matches!(from, HistoryFrom::BeforeSeq(_) | HistoryFrom::BeforeTime(_));
+        if backwards {
+            messages.reverse();
+        }
+        let fit = fitting(&messages, self.budget(), message_bytes);
+        if fit < messages.len() {
+            messages.truncate(fit);
+            has_more = true;
+        }
+        if backwards {
+            messages.reverse();
+        }
         Ok(QueryAckOut {
-            messages: history
-                .messages
+            messages: messages
                 .into_iter()
                 .map(|m| Delivered::for_viewer(user, Arc::new(m), 0))
                 .collect(),
-            has_more: history.has_more,
+            has_more,
             ..Default::default()
         })
     }
@@ -589,13 +615,20 @@ impl Session {
             .search(user, query, conversation_id.as_deref(), before, limit)
             .await
             .map_err(store_failed("search"))?;
+        let mut messages = page.messages;
+        let fit = fitting(&messages, self.budget(), message_bytes);
+        let next = if fit < messages.len() {
+            messages.truncate(fit);
+            page.positions.get(fit - 1).copied()
+        } else {
+            page.next
+        };
         Ok(QueryAckOut {
-            messages: page
-                .messages
+            messages: messages
                 .into_iter()
                 .map(|m| Delivered::for_viewer(user, Arc::new(m), 0))
                 .collect(),
-            next_page_token: page.next.map(|n| n.to_string()).unwrap_or_default(),
+            next_page_token: next.map(|n| n.to_string()).unwrap_or_default(),
             ..Default::default()
         })
     }
@@ -770,6 +803,11 @@ impl Session {
             .map_err(store_failed("conversation read"))
     }
 
+    /// The bytes one answer may hold (see `Session::page_budget`).
+    fn budget(&self) -> usize {
+        self.engine.inner.config.outbound_queue_bytes / 4
+    }
+
     fn out(&self, records: Vec<ConversationRecord>, version: u64) -> QueryAckOut {
         let user = &self.shared.user;
         QueryAckOut {
@@ -789,6 +827,35 @@ impl Session {
         }
     }
 }
+
+/// How many of `items`, from the first, fit in `budget` bytes (at least one, so a page always
+/// moves on).
+fn fitting<T>(items: &[T], budget: usize, size: impl Fn(&T) -> usize) -> usize {
+    let mut used = 0;
+    for (i, item) in items.iter().enumerate() {
+        used += size(item);
+        if i > 0 && used > budget {
+            return i;
+        }
+    }
+    items.len()
+}
+
+/// Roughly what a conversation costs in a QUERYACK.
+fn record_bytes(c: &ConversationRecord) -> usize {
+    64 + c.settings.target_id.len()
+        + c.latest
+            .as_ref()
+            .map_or(0, |m| 160 + m.content.len() + m.push_text.len())
+}
+
+/// Roughly what a message costs in a QUERYACK.
+fn message_bytes(m: &tidings_store::StoredMessage) -> usize {
+    160 + m.content.len() + m.push_text.len() + 48 * m.reactions.len()
+}
+
+/// The most conversations one `removeConversations` removes; the answer says if more remain.
+const REMOVE_MAX: usize = 200;
 
 /// The refusal for a failed store call, logged with what was being done.
 fn store_failed(what: &'static str) -> impl FnOnce(tidings_store::StoreError) -> Refusal {

@@ -270,5 +270,6 @@ pub fn search(
             None
         },
         messages: rows.iter().map(|(m, _)| m.clone()).collect(),
+        positions: rows.iter().map(|(_, id)| *id as u64).collect(),
     })
 }

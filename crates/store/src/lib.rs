@@ -226,6 +226,8 @@ pub enum HistoryFrom {
 pub struct SearchPage {
     /// Newest first.
     pub messages: Vec<StoredMessage>,
+    /// Each message's position: pass one as `before` to continue after that message.
+    pub positions: Vec<u64>,
     /// Pass as `before` for the next page; `None` on the last page.
     pub next: Option<u64>,
 }

@@ -1044,3 +1044,44 @@ async fn last_seen_of_users_online_at_shutdown_survives_a_restart() {
     assert!(!p[0].online);
     assert!(p[0].last_seen > 0, "recorded at shutdown");
 }
+
+#[tokio::test]
+async fn large_answers_are_cut_to_fit_the_connection_and_say_there_is_more() {
+    let server = TestServer::start().await;
+    let (alice, _a) = server.client("alice", "phone").await;
+    let (bob, mut bob_events) = server.client("bob", "phone").await;
+    // 40 messages of 15 KB: 600 KB, more than a quarter of the 1 MiB outbound queue.
+    let big = "字".repeat(5000);
+    for _ in 0..40 {
+        alice.send(Outgoing::text("bob", &big)).await.unwrap();
+    }
+    let page = bob
+        .history(PRIVATE, "alice", HistoryStart::Newest, 100)
+        .await
+        .unwrap();
+    assert!(page.has_more && !page.messages.is_empty() && page.messages.len() < 40);
+    assert_eq!(page.messages.last().unwrap().seq, 40, "the newest are kept");
+    let older = bob
+        .history(
+            PRIVATE,
+            "alice",
+            HistoryStart::BeforeSeq(page.messages[0].seq),
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(older.messages.last().unwrap().seq + 1, page.messages[0].seq);
+    let found = bob.search("字字字", None, 100, None).await.unwrap();
+    assert!(found.next_page_token.is_some() && found.messages.len() < 40);
+    // The connection is still up: nothing was cut off as a slow consumer.
+    assert_eq!(bob.unread(&[]).await.unwrap(), 40);
+    while let Ok(e) = bob_events.try_recv() {
+        assert!(
+            !matches!(
+                e,
+                tidings_client::Event::Status(tidings_client::Status::Disconnected { .. })
+            ),
+            "{e:?}"
+        );
+    }
+}
