@@ -641,6 +641,22 @@ impl Session {
         action: AmendRequest,
     ) -> Result<QueryAckOut, Refusal> {
         check_key(conversation_type, target)?;
+        // Recalls, edits and reactions are sends too: the same limit applies.
+        let limited = self
+            .shared
+            .limits
+            .get()
+            .and_then(|l| l.send.as_ref())
+            .is_some_and(|l| l.check().is_err());
+        if limited {
+            return Err(Refusal::new(
+                Code::SendTooFast,
+                format!(
+                    "at most {} messages a second",
+                    self.engine.inner.config.send_rate
+                ),
+            ));
+        }
         let user = self.shared.user.clone();
         let conversation_id = private_conversation_id(&user, target);
         let config = &self.engine.inner.config;
@@ -713,6 +729,7 @@ impl Session {
                 recipients,
                 ..Default::default()
             },
+            blocking_recipient: (target != user).then(|| target.to_string()),
         }));
         let results = self.commit_user_change(vec![op]).await?;
         match results.into_iter().next() {
@@ -725,6 +742,17 @@ impl Session {
                 AmendRefusal::NotSender => Code::NotMessageSender,
                 AmendRefusal::TooLate => Code::RecallWindowPassed,
                 AmendRefusal::Recalled => Code::MessageRecalled,
+                AmendRefusal::Blocked => Code::RejectedByBlacklist,
+                AmendRefusal::TooManyReactions => {
+                    return Err(Refusal::new(
+                        Code::InvalidQuery,
+                        format!(
+                            "a message takes at most {} different emoji, and {} reactions a user",
+                            tidings_store::MAX_EMOJI_PER_MESSAGE,
+                            tidings_store::MAX_REACTIONS_PER_USER
+                        ),
+                    ));
+                }
             }
             .into()),
             other => {

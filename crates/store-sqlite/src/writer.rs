@@ -611,6 +611,16 @@ fn amend(tx: &Transaction<'_>, counters: &mut Counters, a: Amend) -> rusqlite::R
     if msg_type.starts_with("tidings:") {
         return refused(AmendRefusal::NotFound);
     }
+    if let Some(other) = &a.blocking_recipient {
+        let blocked = tx
+            .prepare_cached("SELECT 1 FROM blocklist WHERE user_id = ?1 AND blocked_id = ?2")?
+            .query_row(params![other, a.by], |_| Ok(()))
+            .optional()?
+            .is_some();
+        if blocked {
+            return refused(AmendRefusal::Blocked);
+        }
+    }
     let recalled = state & crate::STATE_RECALLED != 0;
     let (seq, conv) = (a.seq as i64, a.conversation_id.as_str());
     let content = match &a.action {
@@ -659,6 +669,31 @@ fn amend(tx: &Transaction<'_>, counters: &mut Counters, a: Amend) -> rusqlite::R
         AmendAction::React { emoji, add } => {
             if recalled {
                 return refused(AmendRefusal::Recalled);
+            }
+            if *add {
+                let (emoji_count, mine, present): (i64, i64, i64) = tx
+                    .prepare_cached(
+                        "SELECT count(DISTINCT emoji), count(*) FILTER (WHERE user_id = ?3), \
+                         count(*) FILTER (WHERE user_id = ?3 AND emoji = ?4) \
+                         FROM reactions WHERE conv_id = ?1 AND seq = ?2",
+                    )?
+                    .query_row(params![conv, seq, a.by, emoji], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                    })?;
+                let emoji_exists: bool = tx
+                    .prepare_cached(
+                        "SELECT 1 FROM reactions WHERE conv_id = ?1 AND seq = ?2 AND emoji = ?3",
+                    )?
+                    .query_row(params![conv, seq, emoji], |_| Ok(()))
+                    .optional()?
+                    .is_some();
+                let too_many = present == 0
+                    && (mine as u64 >= tidings_store::MAX_REACTIONS_PER_USER
+                        || (!emoji_exists
+                            && emoji_count as u64 >= tidings_store::MAX_EMOJI_PER_MESSAGE));
+                if too_many {
+                    return refused(AmendRefusal::TooManyReactions);
+                }
             }
             let changed = if *add {
                 tx.prepare_cached(

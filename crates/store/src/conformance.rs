@@ -796,6 +796,7 @@ pub fn private_amend(by: &str, other: &str, seq: u64, action: AmendAction, uid: 
             recipients: vec![by.into(), other.into()],
             ..Default::default()
         },
+        blocking_recipient: Some(other.into()),
     }))
 }
 
@@ -929,10 +930,51 @@ async fn recall_edit_and_reactions(store: &dyn Store) {
         WriteResult::AmendRefused(AmendRefusal::NotFound)
     );
 
+    // Reactions are bounded per user, and a blocked user cannot react.
+    for (i, emoji) in ["a", "b", "c", "d"].into_iter().enumerate() {
+        let (_, event) = amended(one(react("am-b", emoji, true, &format!("am-c{i}"))).await);
+        assert!(event.is_some());
+    }
+    let (m, _) = amended(one(react("am-b", "e", true, "am-c4")).await);
+    assert_eq!(
+        m.reactions
+            .iter()
+            .filter(|r| r.users.contains(&"am-b".to_string()))
+            .count(),
+        5
+    );
+    assert_eq!(
+        one(react("am-b", "f", true, "am-c5")).await,
+        WriteResult::AmendRefused(AmendRefusal::TooManyReactions)
+    );
+    assert!(
+        matches!(
+            one(react("am-b", "e", true, "am-c6")).await,
+            WriteResult::Amended { event: None, .. }
+        ),
+        "one already there is not another"
+    );
+    store
+        .write(vec![WriteOp::SetBlocked {
+            user: "am-a".into(),
+            other: "am-b".into(),
+            blocked: true,
+            max: 10,
+        }])
+        .await
+        .expect("block");
+    assert_eq!(
+        one(react("am-b", "a", false, "am-c7")).await,
+        WriteResult::AmendRefused(AmendRefusal::Blocked)
+    );
+
     // Sync shows the final state.
     let inbox = store.inbox_after("am-b", 0, 100).await.expect("inbox");
     let first = &inbox[0].message;
-    assert!(first.edited && first.reactions.len() == 1);
+    assert!(
+        first.edited && first.reactions.len() == 6,
+        "👍 and five more"
+    );
     assert!(inbox[1].message.recalled);
 }
 

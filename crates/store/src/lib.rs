@@ -71,6 +71,8 @@ pub struct Amend {
     pub seq: u64,
     pub action: AmendAction,
     pub event: AppendMessage,
+    /// The other participant, whose blocklist refuses the amend if it holds `by`.
+    pub blocking_recipient: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +100,17 @@ pub enum AmendRefusal {
     TooLate,
     /// The message was recalled.
     Recalled,
+    /// The other participant blocks the acting user.
+    Blocked,
+    /// The message has as many reactions as it may (see [`MAX_EMOJI_PER_MESSAGE`] and
+    /// [`MAX_REACTIONS_PER_USER`]).
+    TooManyReactions,
 }
+
+/// The most different emoji on one message.
+pub const MAX_EMOJI_PER_MESSAGE: u64 = 20;
+/// The most reactions one user may put on one message.
+pub const MAX_REACTIONS_PER_USER: u64 = 5;
 
 /// A new message to append. `uid` and `sent_time` are proposed by the engine; if the
 /// `(sender, client_msg_id)` pair already exists, the stored message is returned instead.

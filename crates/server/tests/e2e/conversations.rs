@@ -583,6 +583,9 @@ async fn a_blocked_sender_is_refused_until_unblocked() {
 
     let refused = alice.send(Outgoing::text("bob", "blocked")).await;
     assert_eq!(refused_code(refused), Code::RejectedByBlacklist.as_u32());
+    // Nor can she react to (or otherwise change) what is in their conversation.
+    let reacted = alice.react(PRIVATE, "bob", 1, "👍", false).await;
+    assert_eq!(refused_code(reacted), Code::RejectedByBlacklist.as_u32());
     // Blocking is one way: Bob can still write to Alice.
     bob.send(Outgoing::text("alice", "one way")).await.unwrap();
     let history = bob
