@@ -642,12 +642,7 @@ impl Session {
     ) -> Result<QueryAckOut, Refusal> {
         check_key(conversation_type, target)?;
         // Recalls, edits and reactions are sends too: the same limit applies.
-        let limited = self
-            .shared
-            .limits
-            .get()
-            .and_then(|l| l.send.as_ref())
-            .is_some_and(|l| l.check().is_err());
+        let limited = !self.engine.may_send(&self.shared.user);
         if limited {
             return Err(Refusal::new(
                 Code::SendTooFast,

@@ -335,10 +335,12 @@ struct Inner {
     commits: mpsc::Sender<CommitRequest>,
     committer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     next_session: AtomicU64,
+    /// Per-user limits on messages (`None`: unlimited) and on status messages. Kept by user id,
+    /// not by session, so reconnecting does not reset them; idle entries are dropped by a sweep.
+    send_limiter: Option<governor::DefaultKeyedRateLimiter<String>>,
+    status_limiter: governor::DefaultKeyedRateLimiter<String>,
 }
 
-/// Live sessions, and the facts a registration must be checked against under the same lock, so
-/// that a connect racing a shutdown or a revocation cannot slip past it.
 /// What registering a session did.
 pub(crate) struct Registered {
     /// Sessions of the same device (or user, with the single-device policy) to kick.
@@ -355,6 +357,8 @@ fn unwatch(registry: &mut Registry, user: &str, id: u64) {
     }
 }
 
+/// Live sessions, and the facts a registration must be checked against under the same lock, so
+/// that a connect racing a shutdown or a revocation cannot slip past it.
 struct Registry {
     by_user: HashMap<String, Vec<Arc<SessionShared>>>,
     /// Connections watching each user's presence.
@@ -368,7 +372,16 @@ impl Engine {
     /// Starts the engine (its committer task) on the current Tokio runtime.
     pub fn start(config: EngineConfig, store: Arc<dyn Store>, clock: Clock) -> Engine {
         let (commits, rx) = mpsc::channel(commit::QUEUE_LEN);
+        let send_limiter = std::num::NonZeroU32::new(config.send_rate).map(|rate| {
+            let burst = std::num::NonZeroU32::new(config.send_burst).unwrap_or(rate);
+            governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
+        });
+        let status_limiter = governor::RateLimiter::keyed(
+            governor::Quota::per_second(session::STATUS_RATE).allow_burst(session::STATUS_BURST),
+        );
         let inner = Arc::new(Inner {
+            send_limiter,
+            status_limiter,
             config,
             store,
             clock,
@@ -384,6 +397,22 @@ impl Engine {
         });
         let engine = Engine { inner };
         let task = tokio::spawn(commit::run(engine.clone(), rx));
+        // Drop the limiters' idle entries now and then; ends with the engine.
+        let weak = Arc::downgrade(&engine.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                if let Some(l) = &inner.send_limiter {
+                    l.retain_recent();
+                    l.shrink_to_fit();
+                }
+                inner.status_limiter.retain_recent();
+                inner.status_limiter.shrink_to_fit();
+            }
+        });
         *engine
             .inner
             .committer
@@ -443,12 +472,7 @@ impl Engine {
             Vec::new()
         };
         let list = registry.by_user.entry(shared.user.clone()).or_default();
-        // One set of limiters per user: the first session makes it, later ones share it.
-        let limits = match list.first().and_then(|s| s.limits.get()) {
-            Some(existing) => existing.clone(),
-            None => Arc::new(self.new_limits()),
-        };
-        let _ = shared.limits.set(limits);
+
         let policy = self.inner.config.device_policy;
         let replaced = list
             .iter()
@@ -486,16 +510,20 @@ impl Engine {
         watching.extend(users.iter().cloned());
     }
 
-    fn new_limits(&self) -> session::UserLimits {
-        let config = &self.inner.config;
-        let send = std::num::NonZeroU32::new(config.send_rate).map(|rate| {
-            let burst = std::num::NonZeroU32::new(config.send_burst).unwrap_or(rate);
-            governor::RateLimiter::direct(governor::Quota::per_second(rate).allow_burst(burst))
-        });
-        let status = governor::RateLimiter::direct(
-            governor::Quota::per_second(session::STATUS_RATE).allow_burst(session::STATUS_BURST),
-        );
-        session::UserLimits { send, status }
+    /// Whether `user` may send a message now (counting it if so).
+    pub(crate) fn may_send(&self, user: &str) -> bool {
+        self.inner
+            .send_limiter
+            .as_ref()
+            .is_none_or(|l| l.check_key(&user.to_string()).is_ok())
+    }
+
+    /// Whether `user` may send a status message now (counting it if so).
+    pub(crate) fn may_send_status(&self, user: &str) -> bool {
+        self.inner
+            .status_limiter
+            .check_key(&user.to_string())
+            .is_ok()
     }
 
     fn unregister(&self, shared: &SessionShared) {

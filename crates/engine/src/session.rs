@@ -59,18 +59,8 @@ pub(crate) struct SessionShared {
     pub anonymous: bool,
     pub outbox: Outbox,
     state: Mutex<DeliveryState>,
-    /// The user's rate limits, shared by all of the user's sessions (set at registration).
-    pub limits: std::sync::OnceLock<Arc<UserLimits>>,
     /// The users whose presence this connection watches.
     pub watching: Mutex<Vec<String>>,
-}
-
-/// A user's rate limiters.
-pub(crate) struct UserLimits {
-    /// Messages; `None` when sends are not limited.
-    pub send: Option<governor::DefaultDirectRateLimiter>,
-    /// QoS 0 status messages.
-    pub status: governor::DefaultDirectRateLimiter,
 }
 
 /// Status messages (typing) a user may send per second, and at once.
@@ -273,7 +263,6 @@ impl Engine {
                 max_known: 0,
                 ended: false,
             }),
-            limits: std::sync::OnceLock::new(),
             watching: Mutex::new(Vec::new()),
         });
         // Register before reading the user's state: an entry committed before the read is in
@@ -341,12 +330,7 @@ impl Session {
 
     /// Sends a message. The PUBACK (success or a refusal code) arrives through the outbox.
     pub async fn publish(&self, packet_id: u32, send: SendRequest) {
-        let limited = self
-            .shared
-            .limits
-            .get()
-            .and_then(|l| l.send.as_ref())
-            .is_some_and(|l| l.check().is_err());
+        let limited = !self.engine.may_send(&self.shared.user);
         // Over the limit, a send still goes to the store, but only to find an earlier commit of
         // the same message (a resend after a lost PUBACK must get its first answer); the store
         // refuses it if it is new.
@@ -419,11 +403,7 @@ impl Session {
     }
 
     async fn check_status(&self, send: &SendRequest) -> Result<(), Refusal> {
-        let limited = self
-            .shared
-            .limits
-            .get()
-            .is_some_and(|l| l.status.check().is_err());
+        let limited = !self.engine.may_send_status(&self.shared.user);
         if limited {
             return Err(Refusal::new(
                 Code::SendTooFast,

@@ -552,6 +552,12 @@ async fn a_user_sending_faster_than_the_limit_is_refused_over_all_devices() {
         ..Outgoing::text("bob", "m1")
     };
     assert_eq!(laptop.send(resend).await.unwrap().uid, sent[1].uid);
+    // Connecting again does not start a fresh allowance.
+    phone.close().await;
+    laptop.close().await;
+    let (again, _g) = server.client("alice", "tablet").await;
+    let refused = again.send(Outgoing::text("bob", "still too many")).await;
+    assert_eq!(refused_code(refused), Code::SendTooFast.as_u32());
     // Nothing refused was stored; another user is not affected.
     let (bob, _b) = server.client("bob", "phone").await;
     let history = bob
@@ -562,7 +568,7 @@ async fn a_user_sending_faster_than_the_limit_is_refused_over_all_devices() {
     bob.send(Outgoing::text("alice", "hi")).await.unwrap();
     // The allowance comes back at the configured rate.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    phone.send(Outgoing::text("bob", "later")).await.unwrap();
+    again.send(Outgoing::text("bob", "later")).await.unwrap();
 }
 
 #[tokio::test]
