@@ -344,16 +344,7 @@ fn append(
     m: AppendMessage,
 ) -> rusqlite::Result<WriteResult> {
     if m.only_if_stored {
-        let stored = tx
-            .prepare_cached("SELECT 1 FROM messages WHERE sender = ?1 AND client_msg_id = ?2")?
-            .query_row(params![m.sender, m.client_msg_id], |_| Ok(()))
-            .optional()?
-            .is_some();
-        return if stored {
-            existing(tx, &m)
-        } else {
-            Ok(WriteResult::NotStored)
-        };
+        return existing_or(tx, &m, WriteResult::NotStored);
     }
     if let Some(recipient) = &m.blocking_recipient {
         let blocked = tx
@@ -363,16 +354,7 @@ fn append(
             .is_some();
         if blocked {
             // A resend of a message stored before the block still gets its first result.
-            let stored = tx
-                .prepare_cached("SELECT 1 FROM messages WHERE sender = ?1 AND client_msg_id = ?2")?
-                .query_row(params![m.sender, m.client_msg_id], |_| Ok(()))
-                .optional()?
-                .is_some();
-            return if stored {
-                existing(tx, &m)
-            } else {
-                Ok(WriteResult::Blocked)
-            };
+            return existing_or(tx, &m, WriteResult::Blocked);
         }
     }
     // The conversation's next seq, taken only if the insert below succeeds.
@@ -769,6 +751,21 @@ fn sent_by(
             row.get(0)
         })?;
     Ok(upto.map_or(after, |s| s as u64))
+}
+
+/// The answer to an earlier append of `m`'s `(sender, client_msg_id)` if there is one, `refusal`
+/// (with nothing written) if not.
+fn existing_or(
+    tx: &Transaction<'_>,
+    m: &AppendMessage,
+    refusal: WriteResult,
+) -> rusqlite::Result<WriteResult> {
+    let stored = tx
+        .prepare_cached("SELECT 1 FROM messages WHERE sender = ?1 AND client_msg_id = ?2")?
+        .query_row(params![m.sender, m.client_msg_id], |_| Ok(()))
+        .optional()?
+        .is_some();
+    if stored { existing(tx, m) } else { Ok(refusal) }
 }
 
 /// The answer to an append whose `(sender, client_msg_id)` exists: the stored message and its
