@@ -12,6 +12,7 @@
 
 mod checkpoint;
 mod conversations;
+mod index;
 mod schema;
 mod writer;
 
@@ -336,6 +337,15 @@ impl Store for SqliteStore {
         before: u64,
         limit: usize,
     ) -> Result<SearchPage> {
+        // Texts are indexed in batches behind the commits: have the writer index what waits, so
+        // the search sees every committed message.
+        let (reply, indexed) = oneshot::channel();
+        {
+            let guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let handle = guard.as_ref().ok_or(StoreError::Closed)?;
+            handle.submit(writer::Request::FlushIndex { reply })?;
+        }
+        indexed.await.map_err(|_| StoreError::Closed)?;
         let (user, query) = (user.to_string(), query.to_string());
         let conv = conversation_id.map(str::to_string);
         self.read(move |c| conversations::search(c, &user, &query, conv.as_deref(), before, limit))

@@ -153,6 +153,15 @@ ALTER TABLE users ADD COLUMN last_seen INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE users ADD COLUMN quiet_start INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE users ADD COLUMN quiet_minutes INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+-- Every message up to this rowid is in the search index (or has no text to find); texts of
+-- newer ones are indexed in batches behind the commits.
+CREATE TABLE search_watermark (
+    id    INTEGER PRIMARY KEY CHECK (id = 1),
+    rowid INTEGER NOT NULL
+);
+INSERT INTO search_watermark (id, rowid) SELECT 1, coalesce(max(rowid), 0) FROM messages;
+"#,
 ];
 
 /// Page cache per connection, in KiB.

@@ -27,6 +27,8 @@ pub enum Request {
     /// transaction can commit meanwhile, so every frame is copied and the next transaction
     /// starts the log again from its beginning.
     Checkpoint,
+    /// Index every committed message's text for search before answering.
+    FlushIndex { reply: oneshot::Sender<()> },
     /// Commit what is queued, checkpoint the WAL, and stop.
     Close { reply: oneshot::Sender<Result<()>> },
 }
@@ -70,14 +72,26 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Request>) {
     loop {
         let first = match pending.take() {
             Some(r) => r,
-            None => match rx.recv() {
-                Ok(r) => r,
-                Err(_) => return,
+            // Texts wait to be indexed: sleep no longer than they may wait.
+            None => match counters.index.time_left() {
+                Some(left) => match rx.recv_timeout(left) {
+                    Ok(r) => r,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        flush_index(&mut conn, &mut counters);
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                },
+                None => match rx.recv() {
+                    Ok(r) => r,
+                    Err(_) => return,
+                },
             },
         };
         let mut batch = Vec::new();
         let mut close = None;
         let mut checkpoint = false;
+        let mut flushes = Vec::new();
         let mut n_ops = 0;
         let mut next = Some(first);
         while let Some(request) = next.take() {
@@ -87,6 +101,7 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Request>) {
                     batch.push((ops, reply));
                 }
                 Request::Checkpoint => checkpoint = true,
+                Request::FlushIndex { reply } => flushes.push(reply),
                 Request::Close { reply } => {
                     close = Some(reply);
                     break;
@@ -100,6 +115,14 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Request>) {
         if !batch.is_empty() {
             commit_batch(&mut conn, &mut counters, batch);
         }
+        if !flushes.is_empty() || close.is_some() {
+            if counters.index.waiting() {
+                flush_index(&mut conn, &mut counters);
+            }
+            for reply in flushes {
+                let _ = reply.send(());
+            }
+        }
         if (checkpoint || checkpoint_wanted) && close.is_none() {
             checkpoint_wanted = !crate::checkpoint::finish(&conn);
         }
@@ -110,6 +133,10 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Request>) {
                 .filter_map(|r| match r {
                     Request::Write { ops, reply } => Some((ops, reply)),
                     Request::Checkpoint => None,
+                    Request::FlushIndex { reply } => {
+                        let _ = reply.send(());
+                        None
+                    }
                     Request::Close { reply } => {
                         let _ = reply.send(Ok(()));
                         None
@@ -118,6 +145,9 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Request>) {
                 .collect();
             if !rest.is_empty() {
                 commit_batch(&mut conn, &mut counters, rest);
+                if counters.index.waiting() {
+                    flush_index(&mut conn, &mut counters);
+                }
             }
             let result = conn
                 .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
@@ -144,6 +174,8 @@ pub struct Counters {
     /// Conversation rows known to exist (`user \0 type \0 target`), so a conversation's
     /// messages after its first do not look its rows up again.
     participants: HashSet<String>,
+    /// Texts of new messages waiting to be indexed for search.
+    index: crate::index::Indexer,
 }
 
 /// Past this many cached entries a cache is emptied and refilled lazily, bounding its memory.
@@ -171,6 +203,7 @@ impl Counters {
         self.conversations.clear();
         self.inboxes.clear();
         self.participants.clear();
+        self.index.failed();
     }
 
     /// The conversation's newest seq (0 if it has no messages).
@@ -198,11 +231,15 @@ fn commit_batch(conn: &mut Connection, counters: &mut Counters, batch: Vec<(Vec<
             }
             all.push(results);
         }
+        if counters.index.due() {
+            counters.index.flush(&tx)?;
+        }
         tx.commit()?;
         Ok(all)
     })();
     match outcome {
         Ok(all) => {
+            counters.index.committed();
             for (reply, results) in replies.into_iter().zip(all) {
                 // A caller that gave up waiting still had its write committed; nothing to undo.
                 let _ = reply.send(Ok(results));
@@ -392,8 +429,7 @@ fn append(
         .insert(m.conversation_id.clone(), seq);
     let rowid = tx.last_insert_rowid();
     if !m.search_text.is_empty() {
-        tx.prepare_cached("INSERT INTO message_text (rowid, text) VALUES (?1, ?2)")?
-            .execute(params![rowid, m.search_text])?;
+        counters.index.add(rowid, m.search_text.clone());
     }
     for p in &m.participants {
         let key = format!("{}\0{}\0{}", p.user, m.conversation_type, p.target);
@@ -593,6 +629,10 @@ fn amend(tx: &Transaction<'_>, counters: &mut Counters, a: Amend) -> rusqlite::R
     if msg_type.starts_with("tidings:") {
         return refused(AmendRefusal::NotFound);
     }
+    // The message's text must be in the index before it is changed or taken out of it.
+    if counters.index.waiting() {
+        counters.index.flush(tx)?;
+    }
     if let Some(other) = &a.blocking_recipient {
         let blocked = tx
             .prepare_cached("SELECT 1 FROM blocklist WHERE user_id = ?1 AND blocked_id = ?2")?
@@ -751,6 +791,22 @@ fn sent_by(
             row.get(0)
         })?;
     Ok(upto.map_or(after, |s| s as u64))
+}
+
+/// Indexes the waiting texts in a transaction of their own.
+fn flush_index(conn: &mut Connection, counters: &mut Counters) {
+    let outcome = (|| -> rusqlite::Result<()> {
+        let tx = conn.transaction()?;
+        counters.index.flush(&tx)?;
+        tx.commit()
+    })();
+    match outcome {
+        Ok(()) => counters.index.committed(),
+        Err(e) => {
+            tracing::error!(error = %e, "search indexing failed; it is retried from the table");
+            counters.index.failed();
+        }
+    }
 }
 
 /// The answer to an earlier append of `m`'s `(sender, client_msg_id)` if there is one, `refusal`

@@ -137,7 +137,7 @@ async fn upgrading_a_database_lists_the_conversations_it_already_had() {
     let c = rusqlite::Connection::open(&path).unwrap();
     c.execute_batch(
         "DROP TABLE conversations; DROP TABLE deleted_messages; DROP TABLE blocklist; \
-         DROP TABLE message_text; \
+         DROP TABLE message_text; DROP TABLE search_watermark; \
          DROP TABLE reactions; ALTER TABLE messages DROP COLUMN state; \
          ALTER TABLE users DROP COLUMN last_seen; ALTER TABLE users DROP COLUMN quiet_start; \
          ALTER TABLE users DROP COLUMN quiet_minutes; \
@@ -183,5 +183,41 @@ async fn upgrading_a_database_lists_the_conversations_it_already_had() {
             .messages
             .is_empty()
     );
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn texts_not_yet_indexed_at_a_crash_are_indexed_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = SqliteConfig::new(dir.path().join("t.db"));
+    let store = SqliteStore::open(&config).unwrap();
+    let ops: Vec<_> = (0..20)
+        .map(|i| {
+            WriteOp::Append(conformance::private_append(
+                "cr-a",
+                "cr-b",
+                &format!("m{i}"),
+                &format!("crash survivor {i}"),
+            ))
+        })
+        .collect();
+    // A new writer indexes with its first commit; the second commit's texts wait for a batch.
+    let (first, second): (Vec<_>, Vec<_>) = ops.into_iter().enumerate().partition(|(i, _)| *i < 10);
+    store
+        .write(first.into_iter().map(|(_, op)| op).collect())
+        .await
+        .unwrap();
+    store
+        .write(second.into_iter().map(|(_, op)| op).collect())
+        .await
+        .unwrap();
+    // Dropped without close, as a crash would: texts waiting to be indexed are lost with it.
+    drop(store);
+    let store = SqliteStore::open(&config).unwrap();
+    let found = store
+        .search("cr-b", "survivor", None, 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(found.messages.len(), 20);
     store.close().await.unwrap();
 }
