@@ -37,9 +37,10 @@ async fn the_log_restarts_while_writes_never_pause() {
     let wal = std::fs::metadata(dir.path().join("t.db-wal"))
         .unwrap()
         .len();
-    // 6,000 commits of several 4 KiB pages each: a log that never restarted would hold tens of
-    // MiB. Restarting after 64 frames keeps it to a few hundred frames at most.
-    assert!(wal < 4 << 20, "the WAL grew to {wal} bytes");
+    // 6,000 commits of several 4 KiB pages each: a log that never restarted holds about 100 MiB.
+    // Restarting after 64 frames keeps it to what the largest few transactions write between
+    // two restarts (one that indexes a batch of texts for search writes a few MiB).
+    assert!(wal < 16 << 20, "the WAL grew to {wal} bytes");
 
     // Nothing was lost on the way: every writer's inbox holds all of its messages.
     for w in 0..4 {
