@@ -347,6 +347,11 @@ pub(crate) struct Registered {
     pub replaced: Vec<Arc<SessionShared>>,
 }
 
+/// The connections watching `user`'s presence.
+fn watchers_of<'r>(registry: &'r Registry, user: &str) -> &'r [Arc<SessionShared>] {
+    registry.watchers.get(user).map_or(&[], Vec::as_slice)
+}
+
 /// Removes session `id` from the watchers of `user`.
 fn unwatch(registry: &mut Registry, user: &str, id: u64) {
     if let Some(list) = registry.watchers.get_mut(user) {
@@ -460,17 +465,11 @@ impl Engine {
         {
             return Err(Code::TokenRevoked);
         }
-        let came_online = !registry.by_user.contains_key(&shared.user);
-        // The watchers are cloned out of the registry, which `presence_changed` does not touch.
-        let watchers = if came_online {
-            registry
-                .watchers
-                .get(&shared.user)
-                .cloned()
-                .unwrap_or_default()
-        } else {
-            Vec::new()
-        };
+        // Told while the registry is locked, so an online and an offline report of one user
+        // reach each watcher in the order they happened.
+        if !registry.by_user.contains_key(&shared.user) {
+            self.presence_changed(&shared.user, true, watchers_of(&registry, &shared.user));
+        }
         let list = registry.by_user.entry(shared.user.clone()).or_default();
 
         let policy = self.inner.config.device_policy;
@@ -481,11 +480,6 @@ impl Engine {
             })
             .cloned()
             .collect();
-        // Told while the registry is locked, so an online and an offline report of one user
-        // reach each watcher in the order they happened.
-        if came_online {
-            self.presence_changed(&shared.user, true, watchers);
-        }
         list.push(shared);
         Ok(Registered { replaced })
     }
@@ -546,18 +540,9 @@ impl Engine {
         for user in &watching {
             unwatch(&mut registry, user, shared.id);
         }
-        let watchers = if went_offline {
-            registry
-                .watchers
-                .get(&shared.user)
-                .cloned()
-                .unwrap_or_default()
-        } else {
-            Vec::new()
-        };
         // Told under the lock, like coming online (see `register`).
         if went_offline {
-            self.presence_changed(&shared.user, false, watchers);
+            self.presence_changed(&shared.user, false, watchers_of(&registry, &shared.user));
         }
         drop(registry);
     }

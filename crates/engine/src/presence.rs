@@ -32,7 +32,7 @@ impl Engine {
         &self,
         user: &str,
         online: bool,
-        watchers: Vec<Arc<SessionShared>>,
+        watchers: &[Arc<SessionShared>],
     ) {
         let now = self.now_ms();
         if !online {

@@ -94,12 +94,8 @@ pub enum Scenario {
         /// Message content size in bytes.
         #[arg(long, default_value_t = 64)]
         size: usize,
-        /// Also run the same load against the relay baseline (spawned), and report the ratio.
-        #[arg(long)]
-        relay: bool,
-        /// Load the relay baseline only.
-        #[arg(long, conflicts_with = "relay")]
-        relay_only: bool,
+        #[command(flatten)]
+        baseline: Baseline,
     },
     /// The pairs load at a fixed offered rate (open loop: latency from the scheduled send time).
     Rate {
@@ -114,12 +110,8 @@ pub enum Scenario {
         secs: u64,
         #[arg(long, default_value_t = 64)]
         size: usize,
-        /// Also run the same offered load against the relay baseline (spawned) first.
-        #[arg(long)]
-        relay: bool,
-        /// Load the relay baseline only.
-        #[arg(long, conflicts_with = "relay")]
-        relay_only: bool,
+        #[command(flatten)]
+        baseline: Baseline,
     },
     /// A user with M stored messages connects a fresh device: time until all are synced.
     Sync {
@@ -143,6 +135,18 @@ pub enum Scenario {
         #[arg(long, default_value = "bench.svg")]
         out: PathBuf,
     },
+}
+
+/// Whether a load also (or only) runs against the relay baseline.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Baseline {
+    /// Also run the same load against the relay baseline (spawned) first; a closed-loop run
+    /// reports its throughput as a ratio of the relay's.
+    #[arg(long)]
+    pub relay: bool,
+    /// Load the relay baseline only.
+    #[arg(long, conflicts_with = "relay")]
+    pub relay_only: bool,
 }
 
 /// One run's record.
@@ -192,8 +196,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             window,
             secs,
             size,
-            relay,
-            relay_only,
+            baseline,
         } => {
             let load = scenarios::Load {
                 pairs,
@@ -202,7 +205,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 secs,
                 size,
             };
-            let records = against_relay_and_server(&common, &load, relay, relay_only).await?;
+            let records = against_relay_and_server(&common, &load, &baseline).await?;
             finish(&common, records)
         }
         Scenario::Rate {
@@ -211,8 +214,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             pairs,
             secs,
             size,
-            relay,
-            relay_only,
+            baseline,
         } => {
             let load = scenarios::Load {
                 pairs,
@@ -221,7 +223,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 secs,
                 size,
             };
-            let records = against_relay_and_server(&common, &load, relay, relay_only).await?;
+            let records = against_relay_and_server(&common, &load, &baseline).await?;
             finish(&common, records)
         }
         Scenario::Sync {
@@ -241,15 +243,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 async fn against_relay_and_server(
     common: &Common,
     load: &scenarios::Load,
-    relay: bool,
-    relay_only: bool,
+    baseline: &Baseline,
 ) -> anyhow::Result<Vec<Record>> {
     let mut records = Vec::new();
-    if relay || relay_only {
+    if baseline.relay || baseline.relay_only {
         let target = Target::open(common, true).await?;
         records.push(scenarios::pairs(&target, load).await?);
     }
-    if relay_only {
+    if baseline.relay_only {
         return Ok(records);
     }
     let target = Target::open(common, false).await?;
