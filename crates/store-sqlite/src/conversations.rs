@@ -9,7 +9,7 @@ use tidings_store::{
     HistoryFrom, SearchPage, StoredMessage,
 };
 
-use crate::{MESSAGE_COLUMNS, message_from_row};
+use crate::{MESSAGE_COLUMN_COUNT, MESSAGE_COLUMNS, message_from_row};
 
 /// A conversation row: its key and settings.
 struct Row {
@@ -46,7 +46,7 @@ pub fn read(
 }
 
 const ROW_COLUMNS: &str =
-    "conv_type, target, conv_id, read_seq, pinned, muted, removed_seq, cleared_seq";
+    "conv_type, target, conv_id, read_seq, pinned, muted, removed_seq, cleared_seq, until_seq";
 
 fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     Ok(Row {
@@ -58,6 +58,7 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
             muted: r.get(5)?,
             removed_seq: r.get::<_, i64>(6)? as u64,
             cleared_seq: r.get::<_, i64>(7)? as u64,
+            until_seq: r.get::<_, i64>(8)? as u64,
         },
         conversation_id: r.get(2)?,
     })
@@ -120,11 +121,15 @@ fn changed_since(c: &Connection, user: &str, since: u64) -> rusqlite::Result<Vec
 }
 
 fn record(c: &Connection, user: &str, row: Row) -> rusqlite::Result<ConversationRecord> {
+    let until = upper_bound(row.settings.until_seq);
     let newest: Option<StoredMessage> = c
         .prepare_cached(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.conv_id = ?1 ORDER BY m.seq DESC LIMIT 1"
+            "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.conv_id = ?1 AND m.seq <= ?2 \
+             AND {AUDIENCE} ORDER BY m.seq DESC LIMIT 1"
         ))?
-        .query_row(params![row.conversation_id], |r| message_from_row(r, 0))
+        .query_row(params![row.conversation_id, until, user], |r| {
+            message_from_row(r, 0)
+        })
         .optional()?;
     let cleared = row.settings.cleared_seq as i64;
     let latest = match &newest {
@@ -134,22 +139,32 @@ fn record(c: &Connection, user: &str, row: Row) -> rusqlite::Result<Conversation
         Some(_) => c
             .prepare_cached(&format!(
                 "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.conv_id = ?1 AND m.seq > ?2 \
-                 AND {VISIBLE} ORDER BY m.seq DESC LIMIT 1"
+                 AND m.seq <= ?4 AND {VISIBLE} ORDER BY m.seq DESC LIMIT 1"
             ))?
-            .query_row(params![row.conversation_id, cleared, user], |r| {
+            .query_row(params![row.conversation_id, cleared, user, until], |r| {
                 message_from_row(r, 0)
             })
             .optional()?,
         None => None,
     };
-    let unread: i64 = c
+    // Mentions are `"user"` in a JSON array of ids, which hold no quotes.
+    let (unread, mentioned): (i64, i64) = c
         .prepare_cached(&format!(
-            "SELECT count(*) FROM messages m WHERE m.conv_id = ?1 AND m.seq > ?2 \
-             AND m.counted = 1 AND m.sender != ?3 AND {VISIBLE}"
+            "SELECT count(*) FILTER (WHERE m.counted = 1), \
+             count(*) FILTER (WHERE m.state & {mention_all} OR instr(m.mentions, ?5) > 0) \
+             FROM messages m WHERE m.conv_id = ?1 AND m.seq > ?2 AND m.seq <= ?4 \
+             AND m.sender != ?3 AND {VISIBLE}",
+            mention_all = crate::STATE_MENTION_ALL,
         ))?
         .query_row(
-            params![row.conversation_id, row.settings.read_seq as i64, user],
-            |r| r.get(0),
+            params![
+                row.conversation_id,
+                row.settings.read_seq as i64,
+                user,
+                until,
+                format!("\"{user}\"")
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
     Ok(ConversationRecord {
         settings: row.settings,
@@ -157,12 +172,29 @@ fn record(c: &Connection, user: &str, row: Row) -> rusqlite::Result<Conversation
         newest,
         latest,
         unread: unread as u64,
+        mentioned: mentioned as u64,
     })
 }
 
-/// A message `m` (of conversation `?1`) not deleted by user `?3`.
-pub(crate) const VISIBLE: &str = "NOT EXISTS (SELECT 1 FROM deleted_messages d \
-     WHERE d.user_id = ?3 AND d.conv_id = m.conv_id AND d.seq = m.seq)";
+/// The highest seq a user with this `until_seq` sees.
+fn upper_bound(until_seq: u64) -> i64 {
+    if until_seq == 0 {
+        i64::MAX
+    } else {
+        until_seq as i64
+    }
+}
+
+/// A message `m` that user `?3` is in the audience of (every message but a directed one not
+/// addressed to them).
+const AUDIENCE: &str = "(m.state & 8 = 0 OR m.sender = ?3 OR EXISTS (SELECT 1 \
+     FROM message_audience a WHERE a.msg = m.rowid AND a.user_id = ?3))";
+
+/// A message `m` not deleted by user `?3`, and in their audience.
+const VISIBLE: &str = "NOT EXISTS (SELECT 1 FROM deleted_messages d \
+     WHERE d.user_id = ?3 AND d.conv_id = m.conv_id AND d.seq = m.seq) \
+     AND (m.state & 8 = 0 OR m.sender = ?3 OR EXISTS (SELECT 1 \
+     FROM message_audience a WHERE a.msg = m.rowid AND a.user_id = ?3))";
 
 fn deleted(c: &Connection, user: &str, conversation_id: &str, seq: u64) -> rusqlite::Result<bool> {
     c.prepare_cached(
@@ -182,15 +214,20 @@ pub fn history(
     limit: usize,
 ) -> rusqlite::Result<History> {
     let tx = c.unchecked_transaction()?;
-    // What the user cleared; a user without a conversation row has cleared nothing.
-    let cleared: i64 = tx
+    // What the user cleared, and where their view ends; a user without a conversation row has
+    // cleared nothing.
+    let (cleared, until): (i64, i64) = tx
         .prepare_cached(
-            "SELECT cleared_seq FROM conversations WHERE user_id = ?1 AND conv_id = ?2",
+            "SELECT cleared_seq, until_seq FROM conversations WHERE user_id = ?1 AND conv_id = ?2",
         )?
-        .query_row(params![user, conversation_id], |r| r.get(0))
+        .query_row(params![user, conversation_id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .optional()?
-        .unwrap_or(0);
-    // ?1 conversation, ?2 the bound, ?3 the user, ?4 cleared, ?5 the page size plus one.
+        .unwrap_or((0, 0));
+    let until = upper_bound(until as u64);
+    // ?1 conversation, ?2 the bound, ?3 the user, ?4 cleared, ?5 the page size plus one,
+    // ?6 the end of the user's view.
     let (bound, condition, order) = match from {
         HistoryFrom::BeforeSeq(s) => (s.min(i64::MAX as u64) as i64, "m.seq < ?2", "DESC"),
         HistoryFrom::AfterSeq(s) => (s.min(i64::MAX as u64) as i64, "m.seq > ?2", "ASC"),
@@ -199,12 +236,19 @@ pub fn history(
     };
     let sql = format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.conv_id = ?1 AND {condition} \
-         AND m.seq > ?4 AND {VISIBLE} ORDER BY m.seq {order} LIMIT ?5"
+         AND m.seq > ?4 AND m.seq <= ?6 AND {VISIBLE} ORDER BY m.seq {order} LIMIT ?5"
     );
     let mut messages: Vec<StoredMessage> = tx
         .prepare_cached(&sql)?
         .query_map(
-            params![conversation_id, bound, user, cleared, limit as i64 + 1],
+            params![
+                conversation_id,
+                bound,
+                user,
+                cleared,
+                limit as i64 + 1,
+                until
+            ],
             |r| message_from_row(r, 0),
         )?
         .collect::<rusqlite::Result<_>>()?;
@@ -243,7 +287,7 @@ pub fn search(
          JOIN messages m ON m.rowid = t.rowid \
          JOIN conversations c ON c.user_id = ?1 AND c.conv_id = m.conv_id \
          WHERE t.text LIKE ?2 AND instr(lower(t.text), lower(?7)) > 0 AND m.rowid < ?4 AND (?5 IS NULL OR m.conv_id = ?5) \
-         AND m.seq > c.cleared_seq AND {VISIBLE} \
+         AND m.seq > c.cleared_seq AND (c.until_seq = 0 OR m.seq <= c.until_seq) AND {VISIBLE} \
          ORDER BY m.rowid DESC LIMIT ?6"
     );
     let rows: Vec<(StoredMessage, i64)> = c
@@ -258,7 +302,7 @@ pub fn search(
                 limit as i64 + 1,
                 query
             ],
-            |r| Ok((message_from_row(r, 0)?, r.get(13)?)),
+            |r| Ok((message_from_row(r, 0)?, r.get(MESSAGE_COLUMN_COUNT)?)),
         )?
         .collect::<rusqlite::Result<_>>()?;
     let more = rows.len() > limit;

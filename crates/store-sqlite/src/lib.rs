@@ -12,6 +12,7 @@
 
 mod checkpoint;
 mod conversations;
+mod groups;
 mod index;
 mod schema;
 mod writer;
@@ -22,8 +23,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tidings_store::{
-    ConversationFilter, Conversations, History, HistoryFrom, InboxEntry, Reaction, Result,
-    SearchPage, SessionState, Store, StoreError, StoredMessage, UserState, WriteOp, WriteResult,
+    ConversationFilter, Conversations, GroupInfo, GroupMembers, GroupReceipt, History, HistoryFrom,
+    InboxEntry, Reaction, Result, SearchPage, SessionState, Store, StoreError, StoredMessage,
+    UserState, WriteOp, WriteResult,
 };
 use tokio::sync::{Semaphore, oneshot};
 
@@ -175,12 +177,28 @@ pub(crate) fn message_from_row(
         reactions: reactions
             .map(|json| group_reactions(&json))
             .unwrap_or_default(),
+        mentions: user_list(&row.get::<_, String>(offset + 13)?),
+        mention_all: state & STATE_MENTION_ALL != 0,
+        audience: user_list(
+            &row.get::<_, Option<String>>(offset + 14)?
+                .unwrap_or_default(),
+        ),
     })
+}
+
+/// A JSON array of user ids as stored ('' for none).
+fn user_list(json: &str) -> Vec<String> {
+    if json.is_empty() {
+        return Vec::new();
+    }
+    serde_json::from_str(json).unwrap_or_default()
 }
 
 pub(crate) const STATE_RECALLED: i64 = 1;
 pub(crate) const STATE_EDITED: i64 = 2;
 pub(crate) const STATE_REACTIONS: i64 = 4;
+pub(crate) const STATE_DIRECTED: i64 = 8;
+pub(crate) const STATE_MENTION_ALL: i64 = 16;
 
 /// `[[emoji, user], ...]` as the reactions column reads them, grouped by emoji, in order.
 fn group_reactions(json: &str) -> Vec<Reaction> {
@@ -204,7 +222,12 @@ fn group_reactions(json: &str) -> Vec<Reaction> {
 pub(crate) const MESSAGE_COLUMNS: &str = "m.uid, m.conv_type, m.conv_id, m.sender, m.target, m.seq, \
      m.sent_time, m.msg_type, m.content, m.push_text, m.client_msg_id, m.state, \
      CASE WHEN m.state & 4 THEN (SELECT json_group_array(json_array(emoji, user_id)) \
-     FROM reactions WHERE conv_id = m.conv_id AND seq = m.seq) END";
+     FROM reactions WHERE conv_id = m.conv_id AND seq = m.seq) END, m.mentions, \
+     CASE WHEN m.state & 8 THEN (SELECT json_group_array(user_id) \
+     FROM message_audience WHERE msg = m.rowid) END";
+
+/// How many columns [`MESSAGE_COLUMNS`] has.
+pub(crate) const MESSAGE_COLUMN_COUNT: usize = 15;
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -288,6 +311,32 @@ impl Store for SqliteStore {
         let user = user.to_string();
         self.read(move |c| conversations::read(c, &user, &filter))
             .await
+    }
+
+    async fn group(&self, id: &str) -> Result<Option<GroupInfo>> {
+        let id = id.to_string();
+        self.read(move |c| groups::group(c, &id)).await
+    }
+
+    async fn group_members(&self, id: &str, after: u64, limit: usize) -> Result<GroupMembers> {
+        let id = id.to_string();
+        self.read(move |c| groups::members(c, &id, after, limit))
+            .await
+    }
+
+    async fn is_group_member(&self, id: &str, user: &str) -> Result<bool> {
+        let (id, user) = (id.to_string(), user.to_string());
+        self.read(move |c| groups::is_member(c, &id, &user)).await
+    }
+
+    async fn user_groups(&self, user: &str) -> Result<Vec<GroupInfo>> {
+        let user = user.to_string();
+        self.read(move |c| groups::user_groups(c, &user)).await
+    }
+
+    async fn group_receipt(&self, id: &str, seq: u64) -> Result<Option<GroupReceipt>> {
+        let id = id.to_string();
+        self.read(move |c| groups::receipt(c, &id, seq)).await
     }
 
     async fn blocklist(&self, user: &str) -> Result<Vec<String>> {

@@ -162,6 +162,48 @@ CREATE TABLE search_watermark (
 );
 INSERT INTO search_watermark (id, rowid) SELECT 1, coalesce(max(rowid), 0) FROM messages;
 "#,
+    r#"
+-- Groups. Their messages are conversation type 3 with conv_id '3:' || id.
+CREATE TABLE groups (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL DEFAULT '',
+    portrait    TEXT NOT NULL DEFAULT '',
+    extra       TEXT NOT NULL DEFAULT '',
+    owner       TEXT NOT NULL,
+    created     INTEGER NOT NULL,
+    -- When it was dismissed (ms); 0 while it lives.
+    dismissed   INTEGER NOT NULL DEFAULT 0,
+    -- Until when only the owner may send (ms); 0: not muted.
+    muted_until INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+
+-- Members; the rowid orders them by when they joined (a member who rejoins gets a new one).
+CREATE TABLE group_members (
+    id          INTEGER PRIMARY KEY,
+    group_id    TEXT NOT NULL,
+    user_id     TEXT NOT NULL,
+    joined      INTEGER NOT NULL,
+    -- The group conversation's seq just before the member joined.
+    joined_seq  INTEGER NOT NULL,
+    muted_until INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (group_id, user_id)
+);
+CREATE INDEX group_members_in_order ON group_members (group_id, id);
+CREATE INDEX group_members_by_user ON group_members (user_id, group_id);
+
+-- A member who left sees the group's conversation only up to this seq (0: no bound).
+ALTER TABLE conversations ADD COLUMN until_seq INTEGER NOT NULL DEFAULT 0;
+
+-- Users a message mentions, as a JSON array ('' for none); state bit 16 mentions everyone.
+ALTER TABLE messages ADD COLUMN mentions TEXT NOT NULL DEFAULT '';
+
+-- The members who see a directed group message (state bit 8), besides its sender.
+CREATE TABLE message_audience (
+    msg     INTEGER NOT NULL,
+    user_id TEXT NOT NULL,
+    PRIMARY KEY (msg, user_id)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// Page cache per connection, in KiB.

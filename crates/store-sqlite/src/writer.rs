@@ -207,7 +207,11 @@ impl Counters {
     }
 
     /// The conversation's newest seq (0 if it has no messages).
-    fn last_seq(&self, tx: &Transaction<'_>, conversation_id: &str) -> rusqlite::Result<u64> {
+    pub(crate) fn last_seq(
+        &self,
+        tx: &Transaction<'_>,
+        conversation_id: &str,
+    ) -> rusqlite::Result<u64> {
         if let Some(n) = self.conversations.get(conversation_id) {
             return Ok(*n);
         }
@@ -292,6 +296,7 @@ fn apply(
         }
         WriteOp::UpdateConversation(u) => update_conversation(tx, counters, *u),
         WriteOp::Amend(a) => amend(tx, counters, *a),
+        WriteOp::Group(change) => crate::groups::change(tx, counters, *change),
         WriteOp::SetQuietHours {
             user,
             start_minute,
@@ -375,14 +380,42 @@ fn apply(
     }
 }
 
-fn append(
+pub(crate) fn append(
     tx: &Transaction<'_>,
     counters: &mut Counters,
-    m: AppendMessage,
+    mut m: AppendMessage,
 ) -> rusqlite::Result<WriteResult> {
     if m.only_if_stored {
         return existing_or(tx, &m, WriteResult::NotStored);
     }
+    let mut state = 0;
+    if m.to_group {
+        // A resend is answered before the members are read: its first answer needs only the
+        // sender's entry.
+        if is_stored(tx, &m)? {
+            return existing(tx, &m);
+        }
+        match crate::groups::recipients(tx, &m)? {
+            Ok((recipients, audience)) => {
+                m.recipients = recipients;
+                if !m.audience.is_empty() {
+                    state |= crate::STATE_DIRECTED;
+                }
+                m.audience = audience;
+            }
+            // A resend of a message stored before the refusal still gets its first result.
+            Err(refusal) => return existing_or(tx, &m, WriteResult::GroupRefused(refusal)),
+        }
+    }
+    if m.mention_all {
+        state |= crate::STATE_MENTION_ALL;
+    }
+    let mentions = if m.mentions.is_empty() {
+        String::new()
+    } else {
+        serde_json::to_string(&m.mentions)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?
+    };
     if let Some(recipient) = &m.blocking_recipient {
         let blocked = tx
             .prepare_cached("SELECT 1 FROM blocklist WHERE user_id = ?1 AND blocked_id = ?2")?
@@ -399,8 +432,8 @@ fn append(
     let inserted = tx
         .prepare_cached(
             "INSERT INTO messages (conv_type, conv_id, seq, uid, sender, target, sent_time, \
-             msg_type, content, push_text, client_msg_id, digest, counted) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+             msg_type, content, push_text, client_msg_id, digest, counted, state, mentions) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
              ON CONFLICT (sender, client_msg_id) DO NOTHING",
         )?
         .execute(params![
@@ -416,7 +449,9 @@ fn append(
             m.push_text,
             m.client_msg_id,
             m.digest,
-            m.counted
+            m.counted,
+            state,
+            mentions
         ])?;
     if inserted == 0 {
         return existing(tx, &m);
@@ -428,6 +463,13 @@ fn append(
         .conversations
         .insert(m.conversation_id.clone(), seq);
     let rowid = tx.last_insert_rowid();
+    if state & crate::STATE_DIRECTED != 0 {
+        let mut stmt =
+            tx.prepare_cached("INSERT INTO message_audience (msg, user_id) VALUES (?1, ?2)")?;
+        for user in &m.audience {
+            stmt.execute(params![rowid, user])?;
+        }
+    }
     if !m.search_text.is_empty() {
         counters.index.add(rowid, m.search_text.clone());
     }
@@ -476,6 +518,9 @@ fn append(
             content: m.content,
             push_text: m.push_text,
             client_msg_id: m.client_msg_id,
+            mentions: m.mentions,
+            mention_all: m.mention_all,
+            audience: m.audience,
             ..Default::default()
         },
         inbox,
@@ -499,9 +544,9 @@ fn update_conversation(
         u.target,
         u.conversation_id
     ])?;
-    let (mut read_seq, mut pinned, mut muted, mut removed_seq, mut cleared_seq) = tx
+    let (mut read_seq, mut pinned, mut muted, mut removed_seq, mut cleared_seq, until_seq) = tx
         .prepare_cached(
-            "SELECT read_seq, pinned, muted, removed_seq, cleared_seq FROM conversations \
+            "SELECT read_seq, pinned, muted, removed_seq, cleared_seq, until_seq FROM conversations \
              WHERE user_id = ?1 AND conv_type = ?2 AND target = ?3",
         )?
         .query_row(params![u.user, u.conversation_type, u.target], |row| {
@@ -511,10 +556,15 @@ fn update_conversation(
                 row.get::<_, bool>(2)?,
                 row.get::<_, i64>(3)? as u64,
                 row.get::<_, i64>(4)? as u64,
+                row.get::<_, i64>(5)? as u64,
             ))
         })?;
     let read_before = read_seq;
-    let last = counters.last_seq(tx, &u.conversation_id)?;
+    let mut last = counters.last_seq(tx, &u.conversation_id)?;
+    if until_seq > 0 {
+        // A member who left the group sees nothing after that.
+        last = last.min(until_seq);
+    }
     if u.read_seq > 0 {
         read_seq = read_seq.max(u.read_seq.min(last));
     }
@@ -544,6 +594,7 @@ fn update_conversation(
         muted,
         removed_seq,
         cleared_seq,
+        until_seq,
     };
     let content = serde_json::to_string(&settings)
         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
@@ -816,12 +867,20 @@ fn existing_or(
     m: &AppendMessage,
     refusal: WriteResult,
 ) -> rusqlite::Result<WriteResult> {
-    let stored = tx
+    if is_stored(tx, m)? {
+        existing(tx, m)
+    } else {
+        Ok(refusal)
+    }
+}
+
+/// Whether `m`'s `(sender, client_msg_id)` was stored before.
+fn is_stored(tx: &Transaction<'_>, m: &AppendMessage) -> rusqlite::Result<bool> {
+    Ok(tx
         .prepare_cached("SELECT 1 FROM messages WHERE sender = ?1 AND client_msg_id = ?2")?
         .query_row(params![m.sender, m.client_msg_id], |_| Ok(()))
         .optional()?
-        .is_some();
-    if stored { existing(tx, m) } else { Ok(refusal) }
+        .is_some())
 }
 
 /// The answer to an append whose `(sender, client_msg_id)` exists: the stored message and its

@@ -142,6 +142,8 @@ async fn upgrading_a_database_lists_the_conversations_it_already_had() {
          ALTER TABLE users DROP COLUMN last_seen; ALTER TABLE users DROP COLUMN quiet_start; \
          ALTER TABLE users DROP COLUMN quiet_minutes; \
          ALTER TABLE messages DROP COLUMN counted; \
+         DROP TABLE groups; DROP TABLE group_members; DROP TABLE message_audience; \
+         ALTER TABLE messages DROP COLUMN mentions; \
          PRAGMA user_version = 1;",
     )
     .unwrap();

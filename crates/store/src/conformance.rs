@@ -3,7 +3,8 @@
 
 use crate::{
     Amend, AmendAction, AmendRefusal, AppendMessage, ConversationFilter, ConversationSettings,
-    ConversationUpdate, HistoryFrom, Participant, Store, WriteOp, WriteResult,
+    ConversationUpdate, GroupAction, GroupChange, GroupRefusal, HistoryFrom, Participant, Store,
+    WriteOp, WriteResult,
 };
 
 /// An append of a private message from `from` to `to`, for tests.
@@ -30,7 +31,7 @@ pub fn private_append(from: &str, to: &str, client_msg_id: &str, text: &str) -> 
         participants: participants(from, to),
         blocking_recipient: None,
         search_text: text.into(),
-        only_if_stored: false,
+        ..Default::default()
     }
 }
 
@@ -107,6 +108,7 @@ pub async fn run_all(store: &dyn Store) {
     recall_edit_and_reactions(store).await;
     search_finds_substrings_of_what_the_user_can_see(store).await;
     last_seen_only_moves_forward(store).await;
+    groups_membership_and_fan_out(store).await;
 }
 
 async fn updated(store: &dyn Store, update: ConversationUpdate) -> (ConversationSettings, u64) {
@@ -1099,5 +1101,507 @@ async fn last_seen_only_moves_forward(store: &dyn Store) {
         store.last_seen(&users[..1]).await.expect("read"),
         [2_000],
         "kept"
+    );
+}
+
+/// An append of a group message, for tests.
+pub fn group_append(from: &str, group: &str, client_msg_id: &str, text: &str) -> AppendMessage {
+    AppendMessage {
+        uid: format!("uid-{from}-{client_msg_id}"),
+        conversation_type: crate::GROUP,
+        conversation_id: crate::group_conversation_id(group),
+        sender: from.into(),
+        target: group.into(),
+        sent_time: 1_700_000_000_000,
+        msg_type: "text".into(),
+        content: format!(r#"{{"text":{text:?}}}"#),
+        client_msg_id: client_msg_id.into(),
+        digest: format!("digest-{group}-{text}"),
+        recipients: vec![from.into()],
+        counted: true,
+        to_group: true,
+        search_text: text.into(),
+        ..Default::default()
+    }
+}
+
+/// A group change by `by`, with its notification, for tests.
+pub fn group_change(group: &str, by: &str, action: GroupAction, uid: &str) -> WriteOp {
+    WriteOp::Group(Box::new(GroupChange {
+        group: group.into(),
+        by: by.into(),
+        action,
+        max_members: 5,
+        notification: AppendMessage {
+            uid: uid.into(),
+            conversation_type: crate::GROUP,
+            conversation_id: crate::group_conversation_id(group),
+            sender: by.into(),
+            target: group.into(),
+            sent_time: 1_700_000_000_000,
+            msg_type: "tidings:group".into(),
+            client_msg_id: uid.into(),
+            ..Default::default()
+        },
+    }))
+}
+
+/// The users of inbox entries, sorted.
+fn users_of(inbox: &[(String, u64)]) -> Vec<&str> {
+    let mut users: Vec<&str> = inbox.iter().map(|(u, _)| u.as_str()).collect();
+    users.sort();
+    users
+}
+
+async fn one_write(store: &dyn Store, op: WriteOp) -> WriteResult {
+    store
+        .write(vec![op])
+        .await
+        .expect("write")
+        .pop()
+        .expect("a result")
+}
+
+/// The notification of a group change: its content and the users it went to.
+async fn group_changed(store: &dyn Store, op: WriteOp) -> (serde_json::Value, Vec<String>) {
+    match one_write(store, op).await {
+        WriteResult::GroupChanged {
+            notification: Some((message, inbox)),
+            ..
+        } => (
+            serde_json::from_str(&message.content).expect("notification content is JSON"),
+            users_of(&inbox).into_iter().map(String::from).collect(),
+        ),
+        other => panic!("expected a group change with a notification, got {other:?}"),
+    }
+}
+
+async fn group_record(store: &dyn Store, user: &str, group: &str) -> crate::ConversationRecord {
+    let mut list = store
+        .conversations(
+            user,
+            ConversationFilter {
+                one: Some((crate::GROUP, group.into())),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("read");
+    list.conversations
+        .pop()
+        .expect("the member has the group's conversation")
+}
+
+async fn group_history(store: &dyn Store, user: &str, group: &str) -> Vec<String> {
+    store
+        .history(
+            user,
+            &crate::group_conversation_id(group),
+            HistoryFrom::AfterSeq(0),
+            100,
+        )
+        .await
+        .expect("history")
+        .messages
+        .into_iter()
+        .map(|m| {
+            if m.msg_type == "tidings:group" {
+                let v: serde_json::Value = serde_json::from_str(&m.content).expect("JSON");
+                format!("#{}", v["operation"].as_str().unwrap_or("?"))
+            } else {
+                m.content
+            }
+        })
+        .collect()
+}
+
+async fn groups_membership_and_fan_out(store: &dyn Store) {
+    let create = GroupAction::Create {
+        owner: "g-a".into(),
+        name: "Team".into(),
+        portrait: String::new(),
+        extra: String::new(),
+        members: vec!["g-b".into(), "g-c".into(), "g-a".into()],
+    };
+    let (content, to) =
+        group_changed(store, group_change("g1", "g-a", create.clone(), "g-n1")).await;
+    assert_eq!(content["operation"], "create");
+    assert_eq!(content["userIds"], serde_json::json!(["g-a", "g-b", "g-c"]));
+    assert_eq!(to, ["g-a", "g-b", "g-c"]);
+    assert_eq!(
+        one_write(store, group_change("g1", "g-a", create, "g-n1b")).await,
+        WriteResult::GroupRefused(GroupRefusal::Exists)
+    );
+    let info = store.group("g1").await.expect("read").expect("the group");
+    assert_eq!(
+        (info.owner.as_str(), info.member_count, info.dismissed),
+        ("g-a", 3, 0)
+    );
+
+    // One message, one inbox entry per member.
+    let r = one_write(
+        store,
+        WriteOp::Append(group_append("g-b", "g1", "m1", "hello")),
+    )
+    .await;
+    let (message, inbox, duplicate) = appended(&r);
+    assert_eq!((message.seq, duplicate), (2, false));
+    assert_eq!(users_of(inbox), ["g-a", "g-b", "g-c"]);
+    // A resend is answered with the sender's first entry.
+    let again = one_write(
+        store,
+        WriteOp::Append(group_append("g-b", "g1", "m1", "hello")),
+    )
+    .await;
+    let (_, again_inbox, duplicate) = appended(&again);
+    assert!(duplicate);
+    assert_eq!(
+        again_inbox,
+        inbox
+            .iter()
+            .filter(|(u, _)| u == "g-b")
+            .cloned()
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        one_write(
+            store,
+            WriteOp::Append(group_append("g-d", "g1", "m2", "hi"))
+        )
+        .await,
+        WriteResult::GroupRefused(GroupRefusal::NotMember)
+    );
+    assert_eq!(
+        one_write(
+            store,
+            WriteOp::Append(group_append("g-d", "nogroup", "m3", "hi"))
+        )
+        .await,
+        WriteResult::GroupRefused(GroupRefusal::NotFound)
+    );
+
+    // A member who joins sees the group from their join on, with nothing unread.
+    let (content, to) = group_changed(
+        store,
+        group_change(
+            "g1",
+            "g-a",
+            GroupAction::AddMembers(vec!["g-d".into(), "g-b".into()]),
+            "g-n2",
+        ),
+    )
+    .await;
+    assert_eq!(content["userIds"], serde_json::json!(["g-d"]));
+    assert_eq!(to, ["g-a", "g-b", "g-c", "g-d"]);
+    assert_eq!(group_history(store, "g-d", "g1").await, ["#add"]);
+    assert_eq!(group_record(store, "g-d", "g1").await.unread, 0);
+    assert_eq!(
+        group_history(store, "g-c", "g1").await,
+        ["#create", r#"{"text":"hello"}"#, "#add"]
+    );
+    // Adding members already there changes nothing.
+    assert!(matches!(
+        one_write(
+            store,
+            group_change(
+                "g1",
+                "g-a",
+                GroupAction::AddMembers(vec!["g-d".into()]),
+                "g-n3"
+            )
+        )
+        .await,
+        WriteResult::GroupChanged {
+            notification: None,
+            ..
+        }
+    ));
+    // The member cap (5 here) refuses an add that would pass it, whole.
+    assert_eq!(
+        one_write(
+            store,
+            group_change(
+                "g1",
+                "g-a",
+                GroupAction::AddMembers(vec!["g-e".into(), "g-f".into()]),
+                "g-n4"
+            )
+        )
+        .await,
+        WriteResult::GroupRefused(GroupRefusal::Full)
+    );
+
+    // Mentions show in the mentioned members' entries until they read.
+    let mut m = group_append("g-a", "g1", "m4", "@c look");
+    m.mentions = vec!["g-c".into()];
+    appended(&one_write(store, WriteOp::Append(m)).await);
+    let mut m = group_append("g-b", "g1", "m5", "@all");
+    m.mention_all = true;
+    appended(&one_write(store, WriteOp::Append(m)).await);
+    let c = group_record(store, "g-c", "g1").await;
+    assert_eq!((c.unread, c.mentioned), (3, 2));
+    let d = group_record(store, "g-d", "g1").await;
+    assert_eq!((d.unread, d.mentioned), (2, 1));
+    let a = group_record(store, "g-a", "g1").await;
+    assert_eq!(
+        (a.unread, a.mentioned),
+        (2, 1),
+        "one's own messages are not unread"
+    );
+    assert_eq!(a.latest.as_ref().map(|m| m.mention_all), Some(true));
+
+    // A directed message reaches only its audience (members among them) and the sender.
+    let mut m = group_append("g-a", "g1", "m6", "psst");
+    m.audience = vec!["g-b".into(), "g-nobody".into()];
+    let r = one_write(store, WriteOp::Append(m)).await;
+    let (message, inbox, _) = appended(&r);
+    assert_eq!(users_of(inbox), ["g-a", "g-b"]);
+    assert_eq!(message.audience, ["g-b"]);
+    assert!(
+        group_history(store, "g-b", "g1")
+            .await
+            .contains(&r#"{"text":"psst"}"#.to_string())
+    );
+    assert!(
+        !group_history(store, "g-c", "g1")
+            .await
+            .contains(&r#"{"text":"psst"}"#.to_string())
+    );
+    let c = group_record(store, "g-c", "g1").await;
+    assert_eq!(c.unread, 3, "a message directed to others is not unread");
+    assert_ne!(c.latest.as_ref().map(|m| m.seq), Some(message.seq));
+
+    // Read receipts come from read positions.
+    let seq = message.seq - 1; // the @all message
+    let receipt = store
+        .group_receipt("g1", seq)
+        .await
+        .expect("read")
+        .expect("message");
+    assert_eq!(receipt.sender, "g-b");
+    assert_eq!(
+        (receipt.read.len(), receipt.unread),
+        (0, vec!["g-a".to_string(), "g-c".into(), "g-d".into()])
+    );
+    let mut read = private_update("g-c", "g1", "g-read-1");
+    read.conversation_type = crate::GROUP;
+    read.conversation_id = crate::group_conversation_id("g1");
+    read.read_seq = seq;
+    updated(store, read).await;
+    let receipt = store
+        .group_receipt("g1", seq)
+        .await
+        .expect("read")
+        .expect("message");
+    assert_eq!(
+        (receipt.read, receipt.unread),
+        (
+            vec!["g-c".to_string()],
+            vec!["g-a".to_string(), "g-d".into()]
+        )
+    );
+    // The directed message's receipt counts only its audience.
+    let receipt = store
+        .group_receipt("g1", message.seq)
+        .await
+        .expect("read")
+        .expect("message");
+    assert_eq!(
+        (receipt.read.len(), receipt.unread),
+        (0, vec!["g-b".to_string()])
+    );
+    assert_eq!(store.group_receipt("g1", 999).await.expect("read"), None);
+
+    // Muting one member, then everyone but the owner.
+    let forever = i64::MAX;
+    group_changed(
+        store,
+        group_change(
+            "g1",
+            "g-a",
+            GroupAction::Mute {
+                user: Some("g-b".into()),
+                until: forever,
+            },
+            "g-n5",
+        ),
+    )
+    .await;
+    assert_eq!(
+        one_write(store, WriteOp::Append(group_append("g-b", "g1", "m7", "x"))).await,
+        WriteResult::GroupRefused(GroupRefusal::Muted)
+    );
+    appended(&one_write(store, WriteOp::Append(group_append("g-c", "g1", "m8", "x"))).await);
+    group_changed(
+        store,
+        group_change(
+            "g1",
+            "g-a",
+            GroupAction::Mute {
+                user: None,
+                until: forever,
+            },
+            "g-n6",
+        ),
+    )
+    .await;
+    assert_eq!(
+        one_write(store, WriteOp::Append(group_append("g-c", "g1", "m9", "x"))).await,
+        WriteResult::GroupRefused(GroupRefusal::Muted)
+    );
+    appended(
+        &one_write(
+            store,
+            WriteOp::Append(group_append("g-a", "g1", "m10", "owner speaks")),
+        )
+        .await,
+    );
+    group_changed(
+        store,
+        group_change(
+            "g1",
+            "g-a",
+            GroupAction::Mute {
+                user: None,
+                until: 0,
+            },
+            "g-n7",
+        ),
+    )
+    .await;
+    appended(
+        &one_write(
+            store,
+            WriteOp::Append(group_append("g-c", "g1", "m11", "x")),
+        )
+        .await,
+    );
+
+    // A removed member gets the notification, and nothing after it.
+    let (content, to) = group_changed(
+        store,
+        group_change(
+            "g1",
+            "g-a",
+            GroupAction::RemoveMembers(vec!["g-c".into()]),
+            "g-n8",
+        ),
+    )
+    .await;
+    assert_eq!(content["operation"], "remove");
+    assert!(to.contains(&"g-c".to_string()));
+    let r = one_write(
+        store,
+        WriteOp::Append(group_append("g-a", "g1", "m12", "after")),
+    )
+    .await;
+    let (after, inbox, _) = appended(&r);
+    assert_eq!(users_of(inbox), ["g-a", "g-b", "g-d"]);
+    assert_eq!(
+        group_history(store, "g-c", "g1")
+            .await
+            .last()
+            .map(String::as_str),
+        Some("#remove")
+    );
+    let c = group_record(store, "g-c", "g1").await;
+    assert!(c.latest.as_ref().is_some_and(|m| m.seq < after.seq));
+    assert_eq!(c.settings.until_seq, after.seq - 1);
+    assert!(!store.is_group_member("g1", "g-c").await.expect("read"));
+    assert!(store.is_group_member("g1", "g-d").await.expect("read"));
+
+    // The owner quits: the longest-standing member takes over.
+    let (content, _) = group_changed(
+        store,
+        group_change("g1", "g-a", GroupAction::Quit("g-a".into()), "g-n9"),
+    )
+    .await;
+    assert_eq!(
+        (content["operation"].as_str(), content["ownerId"].as_str()),
+        (Some("quit"), Some("g-b"))
+    );
+    assert_eq!(
+        store.group("g1").await.expect("read").expect("group").owner,
+        "g-b"
+    );
+    assert_eq!(
+        one_write(
+            store,
+            group_change("g1", "g-a", GroupAction::Quit("g-a".into()), "g-n10")
+        )
+        .await,
+        WriteResult::GroupRefused(GroupRefusal::NotMember)
+    );
+
+    // Members page in the order they joined.
+    let page = store.group_members("g1", 0, 1).await.expect("read");
+    assert_eq!(
+        page.members
+            .iter()
+            .map(|m| m.user.as_str())
+            .collect::<Vec<_>>(),
+        ["g-b"]
+    );
+    let rest = store
+        .group_members("g1", page.next.expect("more"), 10)
+        .await
+        .expect("read");
+    assert_eq!(
+        rest.members
+            .iter()
+            .map(|m| m.user.as_str())
+            .collect::<Vec<_>>(),
+        ["g-d"]
+    );
+    assert_eq!(rest.next, None);
+    assert_eq!(
+        store
+            .user_groups("g-d")
+            .await
+            .expect("read")
+            .iter()
+            .map(|g| g.id.as_str())
+            .collect::<Vec<_>>(),
+        ["g1"]
+    );
+
+    // Dismissing tells every member, ends their views, and refuses what follows.
+    let (content, to) = group_changed(
+        store,
+        group_change("g1", "g-b", GroupAction::Dismiss, "g-n11"),
+    )
+    .await;
+    assert_eq!(content["operation"], "dismiss");
+    assert_eq!(to, ["g-b", "g-d"]);
+    assert_eq!(
+        one_write(
+            store,
+            WriteOp::Append(group_append("g-b", "g1", "m13", "x"))
+        )
+        .await,
+        WriteResult::GroupRefused(GroupRefusal::Dismissed)
+    );
+    assert_eq!(
+        one_write(
+            store,
+            group_change(
+                "g1",
+                "g-b",
+                GroupAction::AddMembers(vec!["g-c".into()]),
+                "g-n12"
+            )
+        )
+        .await,
+        WriteResult::GroupRefused(GroupRefusal::Dismissed)
+    );
+    assert!(store.user_groups("g-d").await.expect("read").is_empty());
+    assert!(
+        store
+            .group("g1")
+            .await
+            .expect("read")
+            .expect("group")
+            .dismissed
+            > 0
     );
 }

@@ -27,6 +27,8 @@ pub enum StoreError {
 /// The private conversation type (as in the protocol): the one type whose target depends on
 /// who looks at it, so the store must know it.
 pub const PRIVATE: u32 = 1;
+/// The group conversation type: its messages go to the group's members, whom the store knows.
+pub const GROUP: u32 = 3;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -52,6 +54,12 @@ pub struct StoredMessage {
     pub edited: bool,
     /// Reactions, by emoji, each with the users who reacted, in order.
     pub reactions: Vec<Reaction>,
+    /// Users the message mentions (in a group), in the order given.
+    pub mentions: Vec<String>,
+    /// The message mentions everyone in the group.
+    pub mention_all: bool,
+    /// A directed group message: only these members (and the sender) see it. Empty: everyone.
+    pub audience: Vec<String>,
 }
 
 /// One emoji's reactions to a message.
@@ -144,6 +152,125 @@ pub struct AppendMessage {
     /// conversation's target as each of them sees it. Their conversation rows are created on
     /// the conversation's first message.
     pub participants: Vec<Participant>,
+    /// A group message: the store checks that the sender may send to the group `target`
+    /// (a member, not muted) and adds every member to `recipients` — only the `audience`'s
+    /// members, if one is given — in the same transaction.
+    pub to_group: bool,
+    pub mentions: Vec<String>,
+    pub mention_all: bool,
+    /// Members who see a directed group message (the sender always does). Empty: everyone.
+    pub audience: Vec<String>,
+}
+
+/// The canonical conversation id of a group's conversation.
+pub fn group_conversation_id(group: &str) -> String {
+    format!("{GROUP}:{group}")
+}
+
+/// A group's profile and state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupInfo {
+    pub id: String,
+    pub name: String,
+    pub portrait: String,
+    /// App-defined profile data: a JSON object as text, or empty.
+    pub extra: String,
+    pub owner: String,
+    /// When it was created (ms).
+    pub created: i64,
+    /// When it was dismissed (ms); 0 while it lives.
+    pub dismissed: i64,
+    /// Until when (ms) only the owner may send; 0: not muted, `i64::MAX`: until unmuted.
+    pub muted_until: i64,
+    pub member_count: u64,
+}
+
+/// A member of a group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupMember {
+    pub user: String,
+    /// When the user joined (ms).
+    pub joined: i64,
+    /// Until when (ms) the member may not send; 0: not muted, `i64::MAX`: until unmuted.
+    pub muted_until: i64,
+}
+
+/// A change to a group, made by the app server or (quitting) by a member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupAction {
+    /// Creates the group with its owner and first members (the owner is always one).
+    Create {
+        owner: String,
+        name: String,
+        portrait: String,
+        extra: String,
+        members: Vec<String>,
+    },
+    /// Changes the profile fields given.
+    Update {
+        name: Option<String>,
+        portrait: Option<String>,
+        extra: Option<String>,
+    },
+    AddMembers(Vec<String>),
+    RemoveMembers(Vec<String>),
+    /// A member leaves. An owner who leaves hands the group to the longest-standing member;
+    /// the last member to leave dismisses it.
+    Quit(String),
+    TransferOwner(String),
+    /// Mutes one member (or, with `None`, everyone but the owner) until a time (ms; 0 unmutes).
+    Mute {
+        user: Option<String>,
+        until: i64,
+    },
+    Dismiss,
+}
+
+/// A change to a group, with the notification message that records it in the group's
+/// conversation.
+#[derive(Debug, Clone)]
+pub struct GroupChange {
+    pub group: String,
+    /// Who made the change (the notification's sender).
+    pub by: String,
+    pub action: GroupAction,
+    /// The most members the group may have; an add (or create) beyond it is refused whole.
+    pub max_members: u64,
+    /// The notification: conversation and sender set by the engine; the store fills its
+    /// content and recipients (the members after the change, and those who just left).
+    pub notification: AppendMessage,
+}
+
+/// Why a group change or a group message was refused; nothing was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupRefusal {
+    NotFound,
+    Dismissed,
+    /// Create: the id is taken.
+    Exists,
+    /// The user is not a member.
+    NotMember,
+    /// The sender is muted, or the group is.
+    Muted,
+    /// The group would have more than its maximum of members.
+    Full,
+}
+
+/// A page of a group's members, in the order they joined.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupMembers {
+    pub members: Vec<GroupMember>,
+    /// Pass as `after` for the next page; `None` on the last page.
+    pub next: Option<u64>,
+}
+
+/// Who of a group message's audience has read it (their read position is at or past it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupReceipt {
+    pub sender: String,
+    /// In id order.
+    pub read: Vec<String>,
+    pub unread: Vec<String>,
 }
 
 /// A user's side of a conversation.
@@ -170,6 +297,13 @@ pub struct ConversationSettings {
     /// History up to this seq is cleared for this user.
     #[serde(default)]
     pub cleared_seq: u64,
+    /// The user sees the conversation only up to this seq (0: no bound): they left the group.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub until_seq: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A change to one of a user's conversations (created if the user has none yet).
@@ -209,6 +343,9 @@ pub struct ConversationRecord {
     pub latest: Option<StoredMessage>,
     /// Counted messages from others after the read position (and not deleted for the user).
     pub unread: u64,
+    /// Of the messages from others after the read position, those that mention the user (or
+    /// everyone).
+    pub mentioned: u64,
 }
 
 impl ConversationRecord {
@@ -314,6 +451,8 @@ pub enum WriteOp {
         blocked: bool,
         max: u64,
     },
+    /// Create, change or dismiss a group, or change its members.
+    Group(Box<GroupChange>),
     /// Delete messages of a conversation for one user only (others keep them).
     DeleteForUser {
         user: String,
@@ -357,6 +496,13 @@ pub enum WriteResult {
         event: Option<(StoredMessage, Vec<(String, u64)>)>,
     },
     AmendRefused(AmendRefusal),
+    /// The group as it now is, and the notification with its inbox entries (none when nothing
+    /// changed: adding members already there).
+    GroupChanged {
+        group: GroupInfo,
+        notification: Option<(StoredMessage, Vec<(String, u64)>)>,
+    },
+    GroupRefused(GroupRefusal),
     /// The blocklist changed (or already was as asked).
     BlockSet,
     /// The blocklist is full: nothing was written.
@@ -458,6 +604,23 @@ pub trait Store: Send + Sync + 'static {
         from: HistoryFrom,
         limit: usize,
     ) -> Result<History>;
+
+    /// A group, dismissed or not; `None` if it never existed.
+    async fn group(&self, id: &str) -> Result<Option<GroupInfo>>;
+
+    /// A page of at most `limit` members of a group in the order they joined, after the
+    /// position `after` of an earlier page (0: from the first).
+    async fn group_members(&self, id: &str, after: u64, limit: usize) -> Result<GroupMembers>;
+
+    /// Whether `user` is a member of the group.
+    async fn is_group_member(&self, id: &str, user: &str) -> Result<bool>;
+
+    /// The live groups `user` is a member of, in id order.
+    async fn user_groups(&self, user: &str) -> Result<Vec<GroupInfo>>;
+
+    /// Who of the members who can see message `seq` of the group has read it; `None` if there
+    /// is no such message.
+    async fn group_receipt(&self, id: &str, seq: u64) -> Result<Option<GroupReceipt>>;
 
     /// Flushes and releases the backend. Later calls fail with [`StoreError::Closed`].
     async fn close(&self) -> Result<()>;
