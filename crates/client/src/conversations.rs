@@ -26,6 +26,8 @@ pub struct Conversation {
     pub removed: bool,
     /// This user's history is cleared up to this seq.
     pub cleared_seq: u64,
+    /// Of the unread messages, those that mention this user (or everyone).
+    pub mentioned: u64,
 }
 
 impl From<v1::Conversation> for Conversation {
@@ -40,6 +42,7 @@ impl From<v1::Conversation> for Conversation {
             muted: c.muted,
             removed: c.removed,
             cleared_seq: c.cleared_seq,
+            mentioned: c.mentioned,
         }
     }
 }
@@ -97,6 +100,14 @@ impl ConversationUpdate {
         ConversationUpdate {
             conversation_type: conversation_type::PRIVATE,
             target_id: user.into(),
+            ..Default::default()
+        }
+    }
+    /// A change to this user's side of a group's conversation.
+    pub fn group(group_id: &str) -> ConversationUpdate {
+        ConversationUpdate {
+            conversation_type: conversation_type::GROUP,
+            target_id: group_id.into(),
             ..Default::default()
         }
     }
@@ -190,7 +201,7 @@ pub struct MessagesDeleted {
 }
 
 impl Client {
-    async fn query(&self, body: Body) -> Result<v1::QueryAck, ClientError> {
+    pub(crate) async fn query(&self, body: Body) -> Result<v1::QueryAck, ClientError> {
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(Command::Query(body, reply))

@@ -720,6 +720,9 @@ impl State {
             push_text: out.push_text,
             uncounted: out.uncounted,
             transient: false,
+            mentioned_user_ids: out.mentions,
+            mention_all: out.mention_all,
+            directed_user_ids: out.directed_to,
         };
         self.pending
             .insert(self.next_packet_id, PendingSend { frame, reply });

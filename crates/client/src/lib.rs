@@ -24,6 +24,7 @@
 
 mod conversations;
 mod driver;
+mod groups;
 
 use std::time::Duration;
 
@@ -34,6 +35,7 @@ pub use conversations::{
     Conversation, ConversationChange, ConversationPage, ConversationUpdate, HistoryPage,
     HistoryStart, MessagesDeleted, Presence, QuietHours, ReadReceipt, SearchResults,
 };
+pub use groups::{Group, GroupMember, GroupMembersPage, GroupNotice, GroupReceipt};
 pub use tidings_proto::Encoding;
 
 /// The reconnect schedule of the lineage's web SDK (seed 004): 100 ms, 1 s, 3 s, 6 s, 10 s; the
@@ -140,6 +142,22 @@ pub struct Message {
     pub edited: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub reactions: Vec<Reaction>,
+    /// Group messages: the members mentioned.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mentioned_user_ids: Vec<String>,
+    /// Group messages: everyone is mentioned.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub mention_all: bool,
+    /// A directed group message: the members it was addressed to.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub directed_user_ids: Vec<String>,
+}
+
+impl Message {
+    /// Whether the message mentions `user` (by name, or everyone).
+    pub fn mentions(&self, user: &str) -> bool {
+        self.mention_all || self.mentioned_user_ids.iter().any(|u| u == user)
+    }
 }
 
 /// One emoji's reactions to a message.
@@ -174,6 +192,9 @@ impl From<tidings_proto::v1::Message> for Message {
                     user_ids: r.user_ids,
                 })
                 .collect(),
+            mentioned_user_ids: m.mentioned_user_ids,
+            mention_all: m.mention_all,
+            directed_user_ids: m.directed_user_ids,
         }
     }
 }
@@ -223,7 +244,7 @@ pub enum Event {
 }
 
 /// A message to send.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Outgoing {
     pub conversation_type: u32,
     pub target_id: String,
@@ -235,6 +256,12 @@ pub struct Outgoing {
     pub client_msg_id: Option<String>,
     /// For app-defined types: the message does not raise the recipient's unread count.
     pub uncounted: bool,
+    /// Group messages: members to mention.
+    pub mentions: Vec<String>,
+    /// Group messages: mention everyone.
+    pub mention_all: bool,
+    /// Group messages: only these members (and the sender) get it. Empty: every member.
+    pub directed_to: Vec<String>,
 }
 
 impl Outgoing {
@@ -245,10 +272,37 @@ impl Outgoing {
             target_id: to.into(),
             msg_type: "text".into(),
             content: serde_text(text),
-            push_text: String::new(),
-            client_msg_id: None,
-            uncounted: false,
+            ..Default::default()
         }
+    }
+
+    /// A text message to a group.
+    pub fn group_text(group: &str, text: &str) -> Outgoing {
+        Outgoing {
+            conversation_type: tidings_proto::conversation_type::GROUP,
+            target_id: group.into(),
+            msg_type: "text".into(),
+            content: serde_text(text),
+            ..Default::default()
+        }
+    }
+
+    /// Mentions these members (group messages).
+    pub fn mentioning(mut self, users: &[&str]) -> Outgoing {
+        self.mentions = users.iter().map(|u| u.to_string()).collect();
+        self
+    }
+
+    /// Mentions everyone (group messages).
+    pub fn mentioning_all(mut self) -> Outgoing {
+        self.mention_all = true;
+        self
+    }
+
+    /// Addresses the message to these members only (group messages).
+    pub fn directed_to(mut self, users: &[&str]) -> Outgoing {
+        self.directed_to = users.iter().map(|u| u.to_string()).collect();
+        self
     }
 }
 
@@ -281,6 +335,9 @@ pub enum ClientError {
     Timeout,
     #[error("client is closed")]
     Closed,
+    /// The server's answer lacked what the request asks for.
+    #[error("unexpected answer: {0}")]
+    Protocol(String),
 }
 
 /// Counters, for tests and diagnostics.
@@ -392,6 +449,7 @@ impl Client {
                 push_text: String::new(),
                 uncounted: true,
                 transient: true,
+                ..Default::default()
             }));
     }
 

@@ -39,6 +39,11 @@ pub struct PendingPublish {
     pub search_text: String,
     /// Over the send limit: answer an earlier commit of the same message, store nothing new.
     pub only_if_stored: bool,
+    /// A group message: the store adds the members to the recipients.
+    pub to_group: bool,
+    pub mentions: Vec<String>,
+    pub mention_all: bool,
+    pub audience: Vec<String>,
 }
 
 /// Where the committer answers a write.
@@ -130,6 +135,10 @@ async fn commit(
                     blocking_recipient: message.blocking_recipient,
                     search_text: message.search_text,
                     only_if_stored: message.only_if_stored,
+                    to_group: message.to_group,
+                    mentions: message.mentions,
+                    mention_all: message.mention_all,
+                    audience: message.audience,
                 }));
             }
             CommitRequest::UserChange { ops: more, .. } => {
@@ -139,6 +148,7 @@ async fn commit(
                             .chain(u.receipt.as_mut())
                             .collect(),
                         WriteOp::Amend(a) => vec![&mut a.event],
+                        WriteOp::Group(g) => vec![&mut g.notification],
                         WriteOp::Append(m)
                             if m.conversation_type == conversation_type::USER_EVENT =>
                         {
@@ -251,6 +261,10 @@ fn push_events(engine: &Engine, results: &[WriteResult]) {
             WriteResult::Amended {
                 event: Some((message, inbox)),
                 ..
+            }
+            | WriteResult::GroupChanged {
+                notification: Some((message, inbox)),
+                ..
             } => {
                 for (user, inbox_seq) in inbox {
                     let view = Arc::new(Delivered::for_viewer(
@@ -343,6 +357,13 @@ fn answer_publish(
         WriteResult::Blocked => origin.reply(
             engine,
             Outbound::PubAck(PubAckOut::refused(packet_id, Code::RejectedByBlacklist)),
+        ),
+        WriteResult::GroupRefused(r) => origin.reply(
+            engine,
+            Outbound::PubAck(PubAckOut::refused(
+                packet_id,
+                crate::groups::refusal_code(r),
+            )),
         ),
         other => {
             tracing::error!(?other, "unexpected store result for an append");

@@ -131,7 +131,8 @@ impl Session {
             }
             Err(refusal) => QueryAckOut::refused(query_id, refusal),
         };
-        self.shared.reply(&self.engine, Outbound::QueryAck(answer));
+        self.shared
+            .reply(&self.engine, Outbound::QueryAck(Box::new(answer)));
     }
 
     async fn answer(&self, query: ConversationQuery) -> Result<QueryAckOut, Refusal> {
@@ -357,6 +358,18 @@ impl Session {
                 "the update changes nothing",
             ));
         }
+        if req.conversation_type == conversation_type::GROUP {
+            // Only members, and those who were, have a group's conversation.
+            let found = self
+                .read(ConversationFilter {
+                    one: Some((req.conversation_type, req.target.clone())),
+                    ..Default::default()
+                })
+                .await?;
+            if found.conversations.is_empty() {
+                return Err(Code::NotInGroup.into());
+            }
+        }
         let key = (req.conversation_type, req.target.clone());
         let update = self.update_of(req);
         self.commit_user_change(vec![WriteOp::UpdateConversation(Box::new(update))])
@@ -400,6 +413,7 @@ impl Session {
                         settings,
                         latest: None,
                         unread: 0,
+                        mentioned: 0,
                         removed: true,
                     });
                 }
@@ -420,7 +434,8 @@ impl Session {
             && !req.silent)
             .then(|| self.user_event(&req.target, READ_EVENT_TYPE, String::new()));
         ConversationUpdate {
-            conversation_id: private_conversation_id(&user, &req.target),
+            conversation_id: conversation_id(req.conversation_type, &user, &req.target)
+                .unwrap_or_default(),
             conversation_type: req.conversation_type,
             target: req.target,
             read_seq: req.read_seq,
@@ -501,7 +516,12 @@ impl Session {
             .engine
             .inner
             .store
-            .history(user, &private_conversation_id(user, target), from, count)
+            .history(
+                user,
+                &conversation_id(conversation_type, user, target)?,
+                from,
+                count,
+            )
             .await
             .map_err(store_failed("history read"))?;
         // Within the answer's byte budget, keeping the messages nearest the starting point.
@@ -554,7 +574,7 @@ impl Session {
         let event = self.user_event(&user, DELETED_EVENT_TYPE, content);
         self.commit_user_change(vec![
             WriteOp::DeleteForUser {
-                conversation_id: private_conversation_id(&user, target),
+                conversation_id: conversation_id(conversation_type, &user, target)?,
                 user,
                 seqs,
             },
@@ -602,8 +622,7 @@ impl Session {
         let user = &self.shared.user;
         let conversation_id = match &conversation {
             Some((conversation_type, target)) => {
-                check_key(*conversation_type, target)?;
-                Some(private_conversation_id(user, target))
+                Some(conversation_id(*conversation_type, user, target)?)
             }
             None => None,
         };
@@ -653,7 +672,7 @@ impl Session {
             ));
         }
         let user = self.shared.user.clone();
-        let conversation_id = private_conversation_id(&user, target);
+        let conversation_id = conversation_id(conversation_type, &user, target)?;
         let config = &self.engine.inner.config;
         let (action, event_type) = match action {
             AmendRequest::Recall => {
@@ -706,8 +725,9 @@ impl Session {
                 )
             }
         };
+        let group = conversation_type == conversation_type::GROUP;
         let mut recipients = vec![user.clone()];
-        if target != user {
+        if target != user && !group {
             recipients.push(target.to_string());
         }
         let op = WriteOp::Amend(Box::new(Amend {
@@ -722,9 +742,11 @@ impl Session {
                 target: target.to_string(),
                 msg_type: event_type.into(),
                 recipients,
+                // The store sends it to the members, if the user may send there.
+                to_group: group,
                 ..Default::default()
             },
-            blocking_recipient: (target != user).then(|| target.to_string()),
+            blocking_recipient: (target != user && !group).then(|| target.to_string()),
         }));
         let results = self.commit_user_change(vec![op]).await?;
         match results.into_iter().next() {
@@ -738,6 +760,7 @@ impl Session {
                 AmendRefusal::TooLate => Code::RecallWindowPassed,
                 AmendRefusal::Recalled => Code::MessageRecalled,
                 AmendRefusal::Blocked => Code::RejectedByBlacklist,
+                AmendRefusal::Group(r) => crate::groups::refusal_code(r),
                 AmendRefusal::TooManyReactions => {
                     return Err(Refusal::new(
                         Code::InvalidQuery,
@@ -842,6 +865,7 @@ impl Session {
                         .latest
                         .map(|m| Delivered::for_viewer(user, Arc::new(m), 0)),
                     unread: c.unread,
+                    mentioned: c.mentioned,
                     settings: c.settings,
                 })
                 .collect(),
@@ -894,19 +918,30 @@ fn user_event_sender() -> String {
 }
 
 fn check_key(conversation_type: u32, target: &str) -> Result<(), Refusal> {
-    if conversation_type != conversation_type::PRIVATE {
-        return Err(Refusal::new(
+    conversation_id(conversation_type, "", target).map(drop)
+}
+
+/// The canonical id of `user`'s conversation `(conversation_type, target)`, if it is one this
+/// server keeps (PRIVATE or GROUP, with a well-formed target).
+pub(crate) fn conversation_id(
+    conversation_type: u32,
+    user: &str,
+    target: &str,
+) -> Result<String, Refusal> {
+    match conversation_type {
+        conversation_type::PRIVATE => {
+            validate::check_user_id(target)?;
+            Ok(private_conversation_id(user, target))
+        }
+        conversation_type::GROUP => {
+            validate::check_group_id(target)?;
+            Ok(tidings_store::group_conversation_id(target))
+        }
+        other => Err(Refusal::new(
             Code::UnknownConversationType,
-            format!("type {conversation_type} is not supported"),
-        ));
+            format!("type {other} is not supported"),
+        )),
     }
-    if !validate::is_user_id(target) {
-        return Err(Refusal::new(
-            Code::InvalidTarget,
-            "a user id is 1-64 of A-Z a-z 0-9 _ - . @",
-        ));
-    }
-    Ok(())
 }
 
 /// The list's order: pinned first, then newest message first (by time, then by uid: uids are

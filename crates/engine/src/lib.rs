@@ -19,6 +19,7 @@
 pub mod auth;
 mod commit;
 mod conversations;
+mod groups;
 pub mod outbox;
 mod presence;
 mod session;
@@ -35,9 +36,11 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use auth::AppCredentials;
 pub use conversations::{AmendRequest, ConversationQuery, ConversationUpdateRequest, HistoryStart};
+pub use groups::GroupQuery;
 pub use outbox::Outbox;
 pub use presence::PresenceOut;
 pub use session::{ConnectInfo, ConnectRequest, SendRequest, Session};
+pub use tidings_store::{GroupAction, GroupInfo, GroupMember, GroupMembers, GroupReceipt};
 pub use validate::Refusal;
 
 use commit::CommitRequest;
@@ -82,6 +85,8 @@ pub struct EngineConfig {
     pub recall_window: Duration,
     /// Whether messages are indexed for search (which costs the writer CPU per message).
     pub search: bool,
+    /// The most members a group may have.
+    pub max_group_members: u64,
     pub outbound_queue_bytes: usize,
     pub max_content_bytes: usize,
     pub device_policy: DevicePolicy,
@@ -103,6 +108,7 @@ impl EngineConfig {
             max_blocklist: 1000,
             recall_window: Duration::from_secs(120),
             search: true,
+            max_group_members: 3000,
             outbound_queue_bytes: 1 << 20,
             max_content_bytes: 16 * 1024,
             device_policy: DevicePolicy::Multi,
@@ -180,6 +186,16 @@ impl Delivered {
     pub fn client_msg_id(&self) -> &str {
         &self.message.client_msg_id
     }
+    pub fn mentions(&self) -> &[String] {
+        &self.message.mentions
+    }
+    pub fn mention_all(&self) -> bool {
+        self.message.mention_all
+    }
+    /// For a directed group message, the members it was addressed to.
+    pub fn audience(&self) -> &[String] {
+        &self.message.audience
+    }
     pub fn inbox_seq(&self) -> u64 {
         self.inbox_seq
     }
@@ -193,6 +209,11 @@ impl Delivered {
             + m.content.len()
             + m.push_text.len()
             + m.client_msg_id.len()
+            + m.mentions
+                .iter()
+                .chain(&m.audience)
+                .map(|u| u.len() + 2)
+                .sum::<usize>()
     }
 }
 
@@ -238,6 +259,9 @@ pub struct QueryAckOut {
     pub presence: Vec<PresenceOut>,
     /// `(start_minute, minutes)`.
     pub quiet_hours: Option<(u32, u32)>,
+    pub groups: Vec<tidings_store::GroupInfo>,
+    pub members: Vec<tidings_store::GroupMember>,
+    pub receipt: Option<tidings_store::GroupReceipt>,
 }
 
 /// One conversation as its user sees it, for a QUERYACK.
@@ -246,6 +270,8 @@ pub struct ConversationOut {
     pub settings: tidings_store::ConversationSettings,
     pub latest: Option<Delivered>,
     pub unread: u64,
+    /// Unread messages that mention the user.
+    pub mentioned: u64,
     pub removed: bool,
 }
 
@@ -271,7 +297,7 @@ pub enum Outbound {
         message: Arc<Delivered>,
         dup: bool,
     },
-    QueryAck(QueryAckOut),
+    QueryAck(Box<QueryAckOut>),
     /// A QoS 0 status message (typing): never stored, never acknowledged, never resent.
     Status(Arc<Delivered>),
     /// A CONNACK refusing a CONNECT on an already connected session.
@@ -303,6 +329,14 @@ impl Outbound {
                                 + c.latest.as_ref().map_or(0, Delivered::approx_bytes)
                         })
                         .sum::<usize>()
+                    + q.groups
+                        .iter()
+                        .map(|g| 96 + g.id.len() + g.name.len() + g.portrait.len() + g.extra.len())
+                        .sum::<usize>()
+                    + q.members.iter().map(|m| 32 + m.user.len()).sum::<usize>()
+                    + q.receipt.as_ref().map_or(0, |r| {
+                        r.read.iter().chain(&r.unread).map(|u| u.len() + 2).sum()
+                    })
             }
             Outbound::ConnAck { text, .. } => 16 + text.len(),
             Outbound::Pong | Outbound::Disconnect(_) => 16,

@@ -126,7 +126,8 @@ impl Session {
             },
             Err(r) => QueryAckOut::refused(query_id, r),
         };
-        self.shared.reply(&self.engine, Outbound::QueryAck(out));
+        self.shared
+            .reply(&self.engine, Outbound::QueryAck(Box::new(out)));
     }
 }
 

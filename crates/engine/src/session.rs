@@ -46,6 +46,11 @@ pub struct SendRequest {
     pub push_text: String,
     /// An app-defined type that does not raise unread counts. Built-in types are always counted.
     pub uncounted: bool,
+    /// Group messages only: the members mentioned, and whether everyone is.
+    pub mentions: Vec<String>,
+    pub mention_all: bool,
+    /// Group messages only: a directed message's addressees (empty: every member).
+    pub audience: Vec<String>,
 }
 
 /// Push text longer than this is refused.
@@ -336,11 +341,12 @@ impl Session {
         // refuses it if it is new.
         let pending = match self.check(&send) {
             Ok(()) => {
-                let mut p = PendingPublish::private(
-                    &self.shared.user,
-                    send,
-                    self.engine.inner.config.search,
-                );
+                let search = self.engine.inner.config.search;
+                let mut p = if send.conversation_type == conversation_type::GROUP {
+                    PendingPublish::group(&self.shared.user, send, search)
+                } else {
+                    PendingPublish::private(&self.shared.user, send, search)
+                };
                 p.only_if_stored = limited;
                 p
             }
@@ -410,6 +416,12 @@ impl Session {
                 format!("at most {STATUS_RATE} status messages a second"),
             ));
         }
+        if send.conversation_type != conversation_type::PRIVATE {
+            return Err(Refusal::new(
+                Code::UnknownConversationType,
+                "status messages go to one user (conversation type 1)",
+            ));
+        }
         self.check_addressing(send)?;
         if send.target_id == self.shared.user {
             return Err(Refusal::new(
@@ -445,16 +457,30 @@ impl Session {
 
     /// The checks messages and status messages share: conversation type, target, type, content.
     fn check_addressing(&self, send: &SendRequest) -> Result<(), Refusal> {
-        if send.conversation_type != conversation_type::PRIVATE {
+        crate::conversations::conversation_id(send.conversation_type, "", &send.target_id)?;
+        let group = send.conversation_type == conversation_type::GROUP;
+        let addressed = !send.mentions.is_empty() || send.mention_all || !send.audience.is_empty();
+        if addressed && !group {
             return Err(Refusal::new(
-                Code::UnknownConversationType,
-                format!("type {} is not supported", send.conversation_type),
+                Code::InvalidMentions,
+                "mentions and directed messages are for groups",
             ));
         }
-        if !validate::is_user_id(&send.target_id) {
+        if send.mentions.len() > crate::groups::MAX_MENTIONS
+            || send.audience.len() > crate::groups::MAX_DIRECTED
+            || !send
+                .mentions
+                .iter()
+                .chain(&send.audience)
+                .all(|u| validate::is_user_id(u))
+        {
             return Err(Refusal::new(
-                Code::InvalidTarget,
-                "a user id is 1-64 of A-Z a-z 0-9 _ - . @",
+                Code::InvalidMentions,
+                format!(
+                    "at most {} mentioned and {} directed user ids, each 1-64 of A-Z a-z 0-9 _ - . @",
+                    crate::groups::MAX_MENTIONS,
+                    crate::groups::MAX_DIRECTED
+                ),
             ));
         }
         validate::check_msg_type(&send.msg_type)?;
@@ -485,7 +511,10 @@ impl Session {
 
     /// Answers a sync query: inbox entries after `after`. The QUERYACK arrives through the outbox.
     pub async fn sync(&self, query_id: u32, after: u64, limit: u32) {
-        let reply = |out: QueryAckOut| self.shared.reply(&self.engine, Outbound::QueryAck(out));
+        let reply = |out: QueryAckOut| {
+            self.shared
+                .reply(&self.engine, Outbound::QueryAck(Box::new(out)))
+        };
         if limit > SYNC_PAGE_MAX {
             let r = Refusal::new(
                 Code::InvalidQuery,
@@ -556,7 +585,7 @@ impl Session {
         let r = Refusal::new(Code::InvalidQuery, detail);
         self.shared.reply(
             &self.engine,
-            Outbound::QueryAck(QueryAckOut::refused(query_id, r)),
+            Outbound::QueryAck(Box::new(QueryAckOut::refused(query_id, r))),
         );
     }
 
@@ -667,6 +696,10 @@ impl PendingPublish {
         }
         PendingPublish {
             only_if_stored: false,
+            to_group: false,
+            mentions: Vec::new(),
+            mention_all: false,
+            audience: Vec::new(),
             search_text: if search {
                 validate::search_text(&send.msg_type, &send.content)
             } else {
@@ -685,6 +718,39 @@ impl PendingPublish {
             client_msg_id: send.client_msg_id,
             digest,
             recipients,
+        }
+    }
+}
+
+impl PendingPublish {
+    /// A group message: the store checks that the sender may send and adds the members as
+    /// recipients; the conversation rows exist from the members' joins.
+    fn group(sender: &str, send: SendRequest, search: bool) -> PendingPublish {
+        let digest = digest(&send);
+        PendingPublish {
+            conversation_type: conversation_type::GROUP,
+            conversation_id: tidings_store::group_conversation_id(&send.target_id),
+            sender: sender.to_string(),
+            target: send.target_id,
+            search_text: if search {
+                validate::search_text(&send.msg_type, &send.content)
+            } else {
+                String::new()
+            },
+            counted: !send.uncounted || validate::BUILTIN_TYPES.contains(&send.msg_type.as_str()),
+            msg_type: send.msg_type,
+            content: send.content,
+            push_text: send.push_text,
+            client_msg_id: send.client_msg_id,
+            digest,
+            recipients: vec![sender.to_string()],
+            participants: Vec::new(),
+            blocking_recipient: None,
+            only_if_stored: false,
+            to_group: true,
+            mentions: send.mentions,
+            mention_all: send.mention_all,
+            audience: send.audience,
         }
     }
 }
@@ -712,6 +778,18 @@ fn digest(send: &SendRequest) -> String {
     // Only when set, so digests stored before the flag existed still match their resends.
     if send.uncounted {
         h.update(b"uncounted");
+    }
+    for (tag, users) in [(b"mentions", &send.mentions), (b"audience", &send.audience)] {
+        if !users.is_empty() {
+            h.update(tag);
+            for u in users {
+                h.update((u.len() as u64).to_le_bytes());
+                h.update(u.as_bytes());
+            }
+        }
+    }
+    if send.mention_all {
+        h.update(b"mention_all");
     }
     hex::encode(h.finalize())
 }

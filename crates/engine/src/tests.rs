@@ -59,8 +59,7 @@ fn text(cmid: &str, to: &str, body: &str) -> SendRequest {
         target_id: to.into(),
         msg_type: "text".into(),
         content: format!(r#"{{"text":{body:?}}}"#),
-        push_text: String::new(),
-        uncounted: false,
+        ..Default::default()
     }
 }
 

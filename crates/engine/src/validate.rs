@@ -43,6 +43,30 @@ pub fn is_user_id(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'@'))
 }
 
+/// A user id as a target, or the refusal that says what one is.
+pub fn check_user_id(s: &str) -> Result<(), Refusal> {
+    if is_user_id(s) {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            Code::InvalidTarget,
+            "a user id is 1-64 of A-Z a-z 0-9 _ - . @",
+        ))
+    }
+}
+
+/// Group ids follow the rule of user ids.
+pub fn check_group_id(s: &str) -> Result<(), Refusal> {
+    if is_user_id(s) {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            Code::GroupNotFound,
+            "a group id is 1-64 of A-Z a-z 0-9 _ - . @",
+        ))
+    }
+}
+
 /// Client message ids: 1-64 printable ASCII characters without spaces.
 pub fn is_client_msg_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_graphic())

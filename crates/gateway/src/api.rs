@@ -38,14 +38,15 @@ fn status_of(code: Code) -> StatusCode {
         | Code::TimestampOutOfWindow
         | Code::NonceReused
         | Code::AppKeyUnknown => StatusCode::UNAUTHORIZED,
-        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::NotFound | Code::GroupNotFound => StatusCode::NOT_FOUND,
+        Code::GroupExists => StatusCode::CONFLICT,
         Code::ServerShutdown => StatusCode::SERVICE_UNAVAILABLE,
         Code::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
     }
 }
 
-fn error(refusal: Refusal) -> Response {
+pub(crate) fn error(refusal: Refusal) -> Response {
     (
         status_of(refusal.code),
         Json(json!({ "code": refusal.code.as_u32(), "message": refusal.text() })),
@@ -53,7 +54,29 @@ fn error(refusal: Refusal) -> Response {
         .into_response()
 }
 
-async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+/// The body as JSON of type `T`, or the error that says what is wrong with it.
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Refusal> {
+    serde_json::from_slice(body).map_err(|e| {
+        Refusal::new(
+            Code::BadRequest,
+            format!("the body is not the JSON this route takes: {e}"),
+        )
+    })
+}
+
+/// The query string as `T`, or the error that says what is wrong with it.
+pub(crate) fn query<T>(
+    q: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, Refusal> {
+    q.map(|q| q.0).map_err(|e| {
+        Refusal::new(
+            Code::BadRequest,
+            format!("bad query string: {}", e.body_text()),
+        )
+    })
+}
+
+pub(crate) async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let sig = ApiSignature {
         app_key: header("app-key"),

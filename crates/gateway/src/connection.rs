@@ -16,7 +16,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tidings_engine::{
     AmendRequest, ConnectInfo, ConnectRequest, ConversationQuery, ConversationUpdateRequest,
-    HistoryStart, Outbound, SendRequest, Session,
+    GroupQuery, HistoryStart, Outbound, SendRequest, Session,
 };
 use tidings_proto::v1::{self, frame::Body};
 use tidings_proto::{Code, DecodeError, Encoding, PROTOCOL_VERSION, codec};
@@ -343,6 +343,9 @@ async fn handle(session: &Session, frame: v1::Frame) -> Result<(), Code> {
                     content: s.content,
                     push_text: s.push_text,
                     uncounted: s.uncounted,
+                    mentions: s.mentioned_user_ids,
+                    mention_all: s.mention_all,
+                    audience: s.directed_user_ids,
                 };
                 // A status message (typing), never stored.
                 if s.transient {
@@ -370,9 +373,12 @@ async fn handle(session: &Session, frame: v1::Frame) -> Result<(), Code> {
                 Some(v1::query::Body::GetPresence(p)) => {
                     session.get_presence(q.query_id, p.user_ids).await
                 }
-                Some(body) => match conversation_query(body) {
-                    Some(cq) => session.conversation_query(q.query_id, cq).await,
-                    None => session.reject_query(q.query_id, "unsupported query"),
+                Some(body) => match group_query(body) {
+                    Ok(gq) => session.group_query(q.query_id, gq).await,
+                    Err(body) => match conversation_query(body) {
+                        Some(cq) => session.conversation_query(q.query_id, cq).await,
+                        None => session.reject_query(q.query_id, "unsupported query"),
+                    },
                 },
                 None => session.reject_query(q.query_id, "the query has no body"),
             }
@@ -498,31 +504,48 @@ fn wire_frame(item: Outbound) -> v1::Frame {
             qos: 1,
             dup,
         },
-        Outbound::QueryAck(q) => codec::frame(Body::Queryack(v1::QueryAck {
-            query_id: q.query_id,
-            code: q.code,
-            message: q.text,
-            messages: q.messages.iter().map(wire_message).collect(),
-            has_more: q.has_more,
-            conversations: q.conversations.iter().map(wire_conversation).collect(),
-            version: q.version,
-            next_page_token: q.next_page_token,
-            unread: q.unread,
-            user_ids: q.user_ids,
-            presence: q
-                .presence
-                .into_iter()
-                .map(|p| v1::Presence {
-                    user_id: p.user,
-                    online: p.online,
-                    last_seen: p.last_seen,
-                })
-                .collect(),
-            quiet_hours: q.quiet_hours.map(|(start_minute, minutes)| v1::QuietHours {
-                start_minute,
-                minutes,
-            }),
-        })),
+        Outbound::QueryAck(q) => {
+            let q = *q;
+            codec::frame(Body::Queryack(v1::QueryAck {
+                query_id: q.query_id,
+                code: q.code,
+                message: q.text,
+                messages: q.messages.iter().map(wire_message).collect(),
+                has_more: q.has_more,
+                conversations: q.conversations.iter().map(wire_conversation).collect(),
+                version: q.version,
+                next_page_token: q.next_page_token,
+                unread: q.unread,
+                user_ids: q.user_ids,
+                presence: q
+                    .presence
+                    .into_iter()
+                    .map(|p| v1::Presence {
+                        user_id: p.user,
+                        online: p.online,
+                        last_seen: p.last_seen,
+                    })
+                    .collect(),
+                quiet_hours: q.quiet_hours.map(|(start_minute, minutes)| v1::QuietHours {
+                    start_minute,
+                    minutes,
+                }),
+                groups: q.groups.into_iter().map(wire_group).collect(),
+                members: q
+                    .members
+                    .into_iter()
+                    .map(|m| v1::GroupMember {
+                        user_id: m.user,
+                        joined_time: m.joined,
+                        muted_until: m.muted_until,
+                    })
+                    .collect(),
+                receipt: q.receipt.map(|r| v1::GroupReceipt {
+                    read_user_ids: r.read,
+                    unread_user_ids: r.unread,
+                }),
+            }))
+        }
         Outbound::ConnAck { code, text } => codec::frame(Body::Connack(v1::ConnAck {
             code,
             message: text,
@@ -530,6 +553,41 @@ fn wire_frame(item: Outbound) -> v1::Frame {
         })),
         Outbound::Pong => codec::frame(Body::Pingresp(v1::PingResp {})),
         Outbound::Disconnect(code) => disconnect_frame(code),
+    }
+}
+
+/// The engine's form of a group QUERY; the body back for the other kinds.
+fn group_query(body: v1::query::Body) -> Result<GroupQuery, v1::query::Body> {
+    use v1::query::Body as Q;
+    Ok(match body {
+        Q::GetGroup(g) => GroupQuery::Get { group: g.group_id },
+        Q::GetGroupMembers(g) => GroupQuery::Members {
+            group: g.group_id,
+            limit: g.limit,
+            page_token: g.page_token,
+        },
+        Q::QuitGroup(g) => GroupQuery::Quit { group: g.group_id },
+        Q::ListGroups(_) => GroupQuery::List,
+        Q::GetGroupReceipt(g) => GroupQuery::Receipt {
+            group: g.group_id,
+            seq: g.seq,
+        },
+        other => return Err(other),
+    })
+}
+
+/// The wire form of a group.
+pub(crate) fn wire_group(g: tidings_engine::GroupInfo) -> v1::Group {
+    v1::Group {
+        group_id: g.id,
+        name: g.name,
+        portrait: g.portrait,
+        extra: g.extra,
+        owner_id: g.owner,
+        created_time: g.created,
+        dismissed_time: g.dismissed,
+        muted_until: g.muted_until,
+        member_count: g.member_count,
     }
 }
 
@@ -614,7 +672,14 @@ fn conversation_query(body: v1::query::Body) -> Option<ConversationQuery> {
             target: d.target_id,
             seqs: d.seqs,
         },
-        Q::Sync(_) | Q::SubscribePresence(_) | Q::GetPresence(_) => return None,
+        Q::Sync(_)
+        | Q::SubscribePresence(_)
+        | Q::GetPresence(_)
+        | Q::GetGroup(_)
+        | Q::GetGroupMembers(_)
+        | Q::QuitGroup(_)
+        | Q::ListGroups(_)
+        | Q::GetGroupReceipt(_) => return None,
     })
 }
 
@@ -629,6 +694,7 @@ fn wire_conversation(c: &tidings_engine::ConversationOut) -> v1::Conversation {
         muted: c.settings.muted,
         removed: c.removed,
         cleared_seq: c.settings.cleared_seq,
+        mentioned: c.mentioned,
     }
 }
 
@@ -655,5 +721,8 @@ fn wire_message(m: &tidings_engine::Delivered) -> v1::Message {
                 user_ids: r.users.clone(),
             })
             .collect(),
+        mentioned_user_ids: m.mentions().to_vec(),
+        mention_all: m.mention_all(),
+        directed_user_ids: m.audience().to_vec(),
     }
 }

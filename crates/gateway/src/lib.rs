@@ -12,6 +12,7 @@
 //! the engine, and encodes what the engine queues; all decisions are the engine's.
 
 mod api;
+mod api_groups;
 mod connection;
 
 use std::future::Future;
@@ -67,6 +68,30 @@ fn router(state: AppState) -> Router {
         .route("/healthz", get(api::healthz))
         .route("/api/v1/users/{user_id}/token", post(api::mint_token))
         .route("/api/v1/users/{user_id}/revoke", post(api::revoke))
+        .route(
+            "/api/v1/users/{user_id}/groups",
+            get(api_groups::user_groups),
+        )
+        .route("/api/v1/groups", post(api_groups::create))
+        .route(
+            "/api/v1/groups/{group_id}",
+            get(api_groups::get)
+                .patch(api_groups::update)
+                .delete(api_groups::dismiss),
+        )
+        .route(
+            "/api/v1/groups/{group_id}/members",
+            get(api_groups::members).post(api_groups::add_members),
+        )
+        .route(
+            "/api/v1/groups/{group_id}/members/remove",
+            post(api_groups::remove_members),
+        )
+        .route(
+            "/api/v1/groups/{group_id}/owner",
+            post(api_groups::transfer),
+        )
+        .route("/api/v1/groups/{group_id}/mute", post(api_groups::mute))
         .fallback(api::not_found)
         .with_state(state)
 }

@@ -146,9 +146,7 @@ mod tests {
                     target_id: "bob".into(),
                     msg_type: "text".into(),
                     content: r#"{"text":"hi"}"#.into(),
-                    push_text: String::new(),
-                    uncounted: false,
-                    transient: false,
+                    ..Default::default()
                 })),
             })),
             qos: 1,

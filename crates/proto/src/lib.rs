@@ -41,6 +41,10 @@ pub const PRESENCE_EVENT_TYPE: &str = "tidings:presence";
 pub const QUIET_HOURS_EVENT_TYPE: &str = "tidings:quiet-hours";
 
 /// The only protocol version this crate speaks.
+/// The message type of group notifications (members joined or left, profile changes, …),
+/// stored in the group's conversation by the server.
+pub const GROUP_EVENT_TYPE: &str = "tidings:group";
+
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Conversation types, numbered as in the product's lineage (seed 004).

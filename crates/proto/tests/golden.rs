@@ -69,8 +69,27 @@ fn frames() -> Vec<(&'static str, v1::Frame)> {
                         msg_type: "text".into(),
                         content: r#"{"text":"hi 👋"}"#.into(),
                         push_text: "alice: hi".into(),
-                        uncounted: false,
-                        transient: false,
+                        ..Default::default()
+                    })),
+                })),
+                qos: 1,
+                dup: false,
+            },
+        ),
+        (
+            "publish_group_send",
+            v1::Frame {
+                body: Some(Body::Publish(v1::Publish {
+                    packet_id: 4,
+                    body: Some(v1::publish::Body::Send(v1::Send {
+                        client_msg_id: "c-8".into(),
+                        conversation_type: 3,
+                        target_id: "team".into(),
+                        msg_type: "text".into(),
+                        content: r#"{"text":"@carol look"}"#.into(),
+                        mentioned_user_ids: vec!["carol".into()],
+                        directed_user_ids: vec!["carol".into(), "dave".into()],
+                        ..Default::default()
                     })),
                 })),
                 qos: 1,
@@ -217,9 +236,38 @@ fn frames() -> Vec<(&'static str, v1::Frame)> {
                     muted: false,
                     removed: false,
                     cleared_seq: 0,
+                    mentioned: 0,
                 }],
                 version: 57,
                 next_page_token: "1:1732240000123:01JD3Z8Q4K2M6N8P0R2T4V6X8Z:1:alice".into(),
+                ..Default::default()
+            })),
+        ),
+        (
+            "queryack_group_members",
+            f(Body::Queryack(v1::QueryAck {
+                query_id: 5,
+                groups: vec![v1::Group {
+                    group_id: "team".into(),
+                    name: "Team".into(),
+                    owner_id: "alice".into(),
+                    created_time: 1_732_240_000_000,
+                    member_count: 2,
+                    ..Default::default()
+                }],
+                members: vec![
+                    v1::GroupMember {
+                        user_id: "alice".into(),
+                        joined_time: 1_732_240_000_000,
+                        muted_until: 0,
+                    },
+                    v1::GroupMember {
+                        user_id: "bob".into(),
+                        joined_time: 1_732_240_000_500,
+                        muted_until: i64::MAX,
+                    },
+                ],
+                next_page_token: "2".into(),
                 ..Default::default()
             })),
         ),

@@ -69,6 +69,9 @@ pub struct RawConfig {
     /// per message). Default on.
     #[arg(long, env = "TIDINGS_SEARCH")]
     pub search: Option<String>,
+    /// The most members a group may have. Default 3000.
+    #[arg(long, env = "TIDINGS_MAX_GROUP_MEMBERS")]
+    pub max_group_members: Option<u64>,
     /// Time allowed for CONNECT after the WebSocket opens, in ms. Default 10000.
     #[arg(long, env = "TIDINGS_HANDSHAKE_TIMEOUT_MS")]
     pub handshake_timeout_ms: Option<u64>,
@@ -97,6 +100,7 @@ pub struct Config {
     /// Zero: recall at any time.
     pub recall_window: Duration,
     pub search: bool,
+    pub max_group_members: u64,
     pub handshake_timeout: Duration,
     pub durability: Durability,
 }
@@ -153,6 +157,7 @@ impl RawConfig {
             send_burst: self.send_burst.or(file.send_burst),
             recall_window_secs: self.recall_window_secs.or(file.recall_window_secs),
             search: self.search.or(file.search),
+            max_group_members: self.max_group_members.or(file.max_group_members),
             handshake_timeout_ms: self.handshake_timeout_ms.or(file.handshake_timeout_ms),
             durability: self.durability.or(file.durability),
         }
@@ -221,6 +226,10 @@ impl RawConfig {
             send_burst: positive("send_burst", u64::from(self.send_burst.unwrap_or(10)))? as u32,
             recall_window: Duration::from_secs(self.recall_window_secs.unwrap_or(120)),
             search,
+            max_group_members: positive(
+                "max_group_members",
+                self.max_group_members.unwrap_or(3000),
+            )?,
             handshake_timeout: Duration::from_millis(positive(
                 "handshake_timeout_ms",
                 self.handshake_timeout_ms.unwrap_or(10_000),

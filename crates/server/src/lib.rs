@@ -82,6 +82,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     engine_config.send_burst = config.send_burst;
     engine_config.recall_window = config.recall_window;
     engine_config.search = config.search;
+    engine_config.max_group_members = config.max_group_members;
     let engine = Engine::start(
         engine_config,
         Arc::new(store),

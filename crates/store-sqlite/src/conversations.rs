@@ -216,15 +216,25 @@ pub fn history(
     let tx = c.unchecked_transaction()?;
     // What the user cleared, and where their view ends; a user without a conversation row has
     // cleared nothing.
-    let (cleared, until): (i64, i64) = tx
+    let row: Option<(i64, i64)> = tx
         .prepare_cached(
             "SELECT cleared_seq, until_seq FROM conversations WHERE user_id = ?1 AND conv_id = ?2",
         )?
         .query_row(params![user, conversation_id], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
-        .optional()?
-        .unwrap_or((0, 0));
+        .optional()?;
+    // A group's history is seen only through a member's row, made when they joined.
+    let group = row.is_none()
+        && tx
+            .prepare_cached("SELECT 1 FROM messages WHERE conv_id = ?1 AND conv_type = 3 LIMIT 1")?
+            .query_row(params![conversation_id], |_| Ok(()))
+            .optional()?
+            .is_some();
+    if group {
+        return Ok(History::default());
+    }
+    let (cleared, until) = row.unwrap_or((0, 0));
     let until = upper_bound(until as u64);
     // ?1 conversation, ?2 the bound, ?3 the user, ?4 cleared, ?5 the page size plus one,
     // ?6 the end of the user's view.

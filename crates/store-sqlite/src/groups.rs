@@ -152,12 +152,15 @@ fn member_ids(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<Vec<String>> {
         .collect()
 }
 
+/// Who a group message goes to: `(recipients, audience)`.
+type Fanout = (Vec<String>, Vec<String>);
+
 /// The recipients of a group message (the sender first, then every member, or only the
 /// audience's members) and its audience as stored (only members), or why it is refused.
 pub(crate) fn recipients(
     tx: &Transaction<'_>,
     m: &AppendMessage,
-) -> rusqlite::Result<Result<(Vec<String>, Vec<String>), GroupRefusal>> {
+) -> rusqlite::Result<Result<Fanout, GroupRefusal>> {
     let Some((owner, dismissed, group_muted)) = state(tx, &m.target)? else {
         return Ok(Err(GroupRefusal::NotFound));
     };

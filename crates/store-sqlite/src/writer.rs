@@ -680,6 +680,13 @@ fn amend(tx: &Transaction<'_>, counters: &mut Counters, a: Amend) -> rusqlite::R
     if msg_type.starts_with("tidings:") {
         return refused(AmendRefusal::NotFound);
     }
+    // In a group, only a member who may send changes a message (checked before anything is
+    // written, as the event's append would check it after).
+    if a.event.to_group
+        && let Err(r) = crate::groups::recipients(tx, &a.event)?
+    {
+        return refused(AmendRefusal::Group(r));
+    }
     // The message's text must be in the index before it is changed or taken out of it.
     if counters.index.waiting() {
         counters.index.flush(tx)?;

@@ -113,6 +113,8 @@ pub enum AmendRefusal {
     /// The message has as many reactions as it may (see [`MAX_EMOJI_PER_MESSAGE`] and
     /// [`MAX_REACTIONS_PER_USER`]).
     TooManyReactions,
+    /// In a group, the acting user may not send (see [`AppendMessage::to_group`]).
+    Group(GroupRefusal),
 }
 
 /// The most different emoji on one message.

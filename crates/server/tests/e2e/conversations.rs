@@ -290,12 +290,12 @@ async fn reading_until_a_time_reads_what_was_sent_by_then() {
 async fn bad_conversation_queries_are_refused_with_their_codes() {
     let server = TestServer::start().await;
     let (bob, _b) = server.client("bob", "phone").await;
-    let group = ConversationUpdate {
-        conversation_type: 3,
-        ..ConversationUpdate::private("g1").pinned(true)
+    let chatroom = ConversationUpdate {
+        conversation_type: 4,
+        ..ConversationUpdate::private("room1").pinned(true)
     };
     assert_eq!(
-        refused_code(bob.update_conversation(group).await),
+        refused_code(bob.update_conversation(chatroom).await),
         Code::UnknownConversationType.as_u32()
     );
     assert_eq!(

@@ -5,5 +5,6 @@ mod api;
 mod bad_input;
 mod conversations;
 mod delivery;
+mod groups;
 mod process;
 mod util;

@@ -261,9 +261,7 @@ pub fn publish(packet_id: u32, cmid: &str, to: &str, content: &str) -> v1::Frame
                 target_id: to.into(),
                 msg_type: "text".into(),
                 content: content.into(),
-                push_text: String::new(),
-                uncounted: false,
-                transient: false,
+                ..Default::default()
             })),
         })),
         qos: 1,
@@ -333,4 +331,45 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
+}
+
+/// A signed API request with a fresh nonce: `method` on `path`, with a JSON body unless it is
+/// empty; returns (status, JSON body).
+pub async fn api(
+    server: &TestServer,
+    method: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    static NONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NONCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let headers = signed(server, &format!("api-{n}-{}", now_ms()), now_ms());
+    let url = format!("{}{path}", server.url());
+    let method = method.to_string();
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut req = ureq::http::Request::builder()
+            .method(method.as_str())
+            .uri(&url);
+        for (k, v) in &headers {
+            req = req.header(*k, v);
+        }
+        let mut resp = if body.is_null() {
+            agent.run(req.body(()).unwrap()).unwrap()
+        } else {
+            let req = req
+                .header("Content-Type", "application/json")
+                .body(body.to_string())
+                .unwrap();
+            agent.run(req).unwrap()
+        };
+        let status = resp.status().as_u16();
+        let body: serde_json::Value = resp.body_mut().read_json().unwrap();
+        (status, body)
+    })
+    .await
+    .unwrap()
 }

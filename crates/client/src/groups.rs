@@ -1,0 +1,191 @@
+//! Groups as a member sees them: the group's profile, its members, leaving it, the groups this
+//! user is in, who read one of this user's messages, and the notifications that record every
+//! change (messages of type `tidings:group` in the group's conversation).
+
+use tidings_proto::GROUP_EVENT_TYPE;
+use tidings_proto::v1::{self, query::Body};
+
+use crate::{Client, ClientError, Message};
+
+/// A group's profile and state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub group_id: String,
+    pub name: String,
+    pub portrait: String,
+    /// App-defined JSON object as text, or empty.
+    pub extra: String,
+    pub owner_id: String,
+    pub created_time: i64,
+    /// 0 while the group lives.
+    pub dismissed_time: i64,
+    /// Until when (ms) only the owner may send; 0: not muted.
+    pub muted_until: i64,
+    pub member_count: u64,
+}
+
+impl From<v1::Group> for Group {
+    fn from(g: v1::Group) -> Group {
+        Group {
+            group_id: g.group_id,
+            name: g.name,
+            portrait: g.portrait,
+            extra: g.extra,
+            owner_id: g.owner_id,
+            created_time: g.created_time,
+            dismissed_time: g.dismissed_time,
+            muted_until: g.muted_until,
+            member_count: g.member_count,
+        }
+    }
+}
+
+/// A member of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMember {
+    pub user_id: String,
+    pub joined_time: i64,
+    /// Until when (ms) the member may not send; 0: not muted.
+    pub muted_until: i64,
+}
+
+/// A page of a group's members, in the order they joined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMembersPage {
+    pub members: Vec<GroupMember>,
+    /// Pass to [`Client::group_members`] for the next page; `None` on the last one.
+    pub next_page_token: Option<String>,
+}
+
+/// Who of a group has read one of this user's messages.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GroupReceipt {
+    pub read: Vec<String>,
+    pub unread: Vec<String>,
+}
+
+/// A change to a group, as its notification message reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupNotice {
+    pub group_id: String,
+    /// `create`, `add`, `remove`, `quit`, `update`, `transfer`, `mute`, `unmute` or `dismiss`.
+    pub operation: String,
+    pub operator_id: String,
+    /// The members who joined, left or were muted.
+    pub user_ids: Vec<String>,
+    /// The owner after the change, when it changed (or on `create`).
+    pub owner_id: Option<String>,
+    /// The group's name, when it changed (or on `create`).
+    pub name: Option<String>,
+    /// The group was dismissed (by `dismiss`, or by its last member leaving).
+    pub dismissed: bool,
+}
+
+impl Message {
+    /// The group change this message reports, if it is a group notification.
+    pub fn group_notice(&self) -> Option<GroupNotice> {
+        if self.msg_type != GROUP_EVENT_TYPE {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&self.content).ok()?;
+        let text = |key: &str| v.get(key).and_then(|s| s.as_str()).map(str::to_string);
+        Some(GroupNotice {
+            group_id: self.target_id.clone(),
+            operation: text("operation")?,
+            operator_id: text("operatorId").unwrap_or_default(),
+            user_ids: v
+                .get("userIds")
+                .and_then(|u| serde_json::from_value(u.clone()).ok())
+                .unwrap_or_default(),
+            owner_id: text("ownerId"),
+            name: text("name"),
+            dismissed: v.get("dismissed").and_then(|d| d.as_bool()) == Some(true),
+        })
+    }
+}
+
+impl Client {
+    /// A group's profile (members only: 22406 otherwise).
+    pub async fn group(&self, group_id: &str) -> Result<Group, ClientError> {
+        let ack = self
+            .query(Body::GetGroup(v1::GetGroup {
+                group_id: group_id.into(),
+            }))
+            .await?;
+        first_group(ack)
+    }
+
+    /// A page of a group's members in the order they joined, at most `limit` (0: 100; at most
+    /// 500). Members only.
+    pub async fn group_members(
+        &self,
+        group_id: &str,
+        limit: u32,
+        page_token: Option<&str>,
+    ) -> Result<GroupMembersPage, ClientError> {
+        let ack = self
+            .query(Body::GetGroupMembers(v1::GetGroupMembers {
+                group_id: group_id.into(),
+                limit,
+                page_token: page_token.unwrap_or_default().into(),
+            }))
+            .await?;
+        Ok(GroupMembersPage {
+            members: ack
+                .members
+                .into_iter()
+                .map(|m| GroupMember {
+                    user_id: m.user_id,
+                    joined_time: m.joined_time,
+                    muted_until: m.muted_until,
+                })
+                .collect(),
+            next_page_token: (!ack.next_page_token.is_empty()).then_some(ack.next_page_token),
+        })
+    }
+
+    /// Leaves a group. Answers the group as left behind (an owner who leaves hands it to the
+    /// longest-standing member; the last member to leave dismisses it).
+    pub async fn quit_group(&self, group_id: &str) -> Result<Group, ClientError> {
+        let ack = self
+            .query(Body::QuitGroup(v1::QuitGroup {
+                group_id: group_id.into(),
+            }))
+            .await?;
+        first_group(ack)
+    }
+
+    /// The groups this user is a member of, in id order.
+    pub async fn groups(&self) -> Result<Vec<Group>, ClientError> {
+        let ack = self.query(Body::ListGroups(v1::ListGroups {})).await?;
+        Ok(ack.groups.into_iter().map(Group::from).collect())
+    }
+
+    /// Who of the group has read this user's message at `seq` (from the members' read
+    /// positions).
+    pub async fn group_receipt(
+        &self,
+        group_id: &str,
+        seq: u64,
+    ) -> Result<GroupReceipt, ClientError> {
+        let ack = self
+            .query(Body::GetGroupReceipt(v1::GetGroupReceipt {
+                group_id: group_id.into(),
+                seq,
+            }))
+            .await?;
+        let r = ack.receipt.unwrap_or_default();
+        Ok(GroupReceipt {
+            read: r.read_user_ids,
+            unread: r.unread_user_ids,
+        })
+    }
+}
+
+fn first_group(ack: v1::QueryAck) -> Result<Group, ClientError> {
+    ack.groups
+        .into_iter()
+        .next()
+        .map(Group::from)
+        .ok_or_else(|| ClientError::Protocol("the answer holds no group".into()))
+}

@@ -1,0 +1,553 @@
+//! Groups: managed through the HTTP API, used through the SDK. Every membership change is a
+//! notification in the group's conversation; messages reach every member (and only members),
+//! online by push and offline by sync.
+
+use serde_json::json;
+use tidings_client::{ClientError, ConversationUpdate, HistoryStart, Message, Outgoing};
+use tidings_proto::Code;
+
+use crate::util::*;
+
+const GROUP: u32 = 3;
+
+fn refused_code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> u32 {
+    match r {
+        Err(ClientError::Refused { code, .. }) => code,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+async fn create(server: &TestServer, group: &str, owner: &str, members: &[&str]) {
+    let (status, body) = api(
+        server,
+        "POST",
+        "/api/v1/groups",
+        json!({ "groupId": group, "ownerId": owner, "name": "Team", "memberIds": members }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// What a history holds, as `text` contents and `#operation` notifications.
+fn summary(messages: &[Message]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| match m.group_notice() {
+            Some(n) => format!("#{} {}", n.operation, n.user_ids.join(",")),
+            None => serde_json::from_str::<serde_json::Value>(&m.content).unwrap()["text"]
+                .as_str()
+                .unwrap_or("?")
+                .to_string(),
+        })
+        .collect()
+}
+
+/// The next message event of the group conversation `group`.
+async fn next_in(events: &mut tidings_client::Events, group: &str) -> Message {
+    loop {
+        let m = next_message(events).await;
+        if m.conversation_type == GROUP && m.target_id == group {
+            return m;
+        }
+    }
+}
+
+#[tokio::test]
+async fn group_messages_reach_every_member_and_a_late_joiner_sees_only_what_follows() {
+    let server = TestServer::start().await;
+    create(&server, "team", "alice", &["bob", "carol"]).await;
+    let (alice, mut alice_events) = server.client("alice", "phone").await;
+    let (bob, _bob_events) = server.client("bob", "phone").await;
+    assert_eq!(
+        next_in(&mut alice_events, "team")
+            .await
+            .group_notice()
+            .unwrap()
+            .operation,
+        "create"
+    );
+
+    let sent = bob
+        .send(Outgoing::group_text("team", "hello team"))
+        .await
+        .unwrap();
+    let got = next_in(&mut alice_events, "team").await;
+    assert_eq!((got.sender_id.as_str(), got.seq), ("bob", sent.seq));
+    assert_eq!(summary(&[got]), ["hello team"]);
+
+    // Dave joins while offline: his sync shows the notification, and nothing from before.
+    let (status, body) = api(
+        &server,
+        "POST",
+        "/api/v1/groups/team/members",
+        json!({ "userIds": ["dave"] }),
+    )
+    .await;
+    assert_eq!(
+        (status, body["group"]["memberCount"].as_u64()),
+        (200, Some(4)),
+        "{body}"
+    );
+    alice
+        .send(Outgoing::group_text("team", "welcome dave"))
+        .await
+        .unwrap();
+    let (dave, mut dave_events) = server.client("dave", "phone").await;
+    let first = next_in(&mut dave_events, "team").await;
+    let second = next_in(&mut dave_events, "team").await;
+    assert_eq!(summary(&[first, second]), ["#add dave", "welcome dave"]);
+    let history = dave
+        .history(GROUP, "team", HistoryStart::Newest, 50)
+        .await
+        .unwrap();
+    assert_eq!(summary(&history.messages), ["#add dave", "welcome dave"]);
+    let entry = dave.conversation(GROUP, "team").await.unwrap().unwrap();
+    assert_eq!(entry.unread, 1);
+
+    // Carol, offline all along, syncs everything since the group was made.
+    let (_carol, mut carol_events) = server.client("carol", "phone").await;
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(next_in(&mut carol_events, "team").await);
+    }
+    assert_eq!(
+        summary(&seen),
+        [
+            "#create alice,bob,carol",
+            "hello team",
+            "#add dave",
+            "welcome dave"
+        ]
+    );
+    let page = dave.group_members("team", 2, None).await.unwrap();
+    let names: Vec<_> = page.members.iter().map(|m| m.user_id.as_str()).collect();
+    assert_eq!(names, ["alice", "bob"], "members in the order they joined");
+    let rest = dave
+        .group_members("team", 0, page.next_page_token.as_deref())
+        .await
+        .unwrap();
+    let names: Vec<_> = rest.members.iter().map(|m| m.user_id.as_str()).collect();
+    assert_eq!(names, ["carol", "dave"]);
+    assert_eq!(rest.next_page_token, None);
+}
+
+#[tokio::test]
+async fn who_may_send_is_checked_with_the_documented_codes() {
+    let server = TestServer::start().await;
+    create(&server, "club", "alice", &["bob"]).await;
+    let (alice, _a) = server.client("alice", "phone").await;
+    let (bob, _b) = server.client("bob", "phone").await;
+    let (eve, _e) = server.client("eve", "phone").await;
+    let send = |c: &tidings_client::Client, group: &str| {
+        let c = c.clone();
+        let m = Outgoing::group_text(group, "hi");
+        async move { c.send(m).await }
+    };
+    assert_eq!(
+        refused_code(send(&eve, "club").await),
+        Code::NotInGroup.as_u32()
+    );
+    assert_eq!(
+        refused_code(send(&eve, "nowhere").await),
+        Code::GroupNotFound.as_u32()
+    );
+    assert_eq!(
+        refused_code(eve.group("club").await),
+        Code::NotInGroup.as_u32()
+    );
+    assert!(
+        eve.history(GROUP, "club", HistoryStart::Newest, 10)
+            .await
+            .unwrap()
+            .messages
+            .is_empty(),
+        "a non-member sees no history"
+    );
+    assert_eq!(
+        refused_code(
+            eve.update_conversation(ConversationUpdate::group("club").pinned(true))
+                .await
+        ),
+        Code::NotInGroup.as_u32()
+    );
+
+    // One member muted, then everyone but the owner.
+    let (status, _) = api(
+        &server,
+        "POST",
+        "/api/v1/groups/club/mute",
+        json!({ "userId": "bob", "minutes": 10 }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        refused_code(send(&bob, "club").await),
+        Code::MutedInGroup.as_u32()
+    );
+    api(
+        &server,
+        "POST",
+        "/api/v1/groups/club/mute",
+        json!({ "userId": "bob", "minutes": 0 }),
+    )
+    .await;
+    send(&bob, "club").await.unwrap();
+    api(&server, "POST", "/api/v1/groups/club/mute", json!({})).await;
+    assert_eq!(
+        refused_code(send(&bob, "club").await),
+        Code::MutedInGroup.as_u32()
+    );
+    send(&alice, "club").await.unwrap();
+    api(
+        &server,
+        "POST",
+        "/api/v1/groups/club/mute",
+        json!({ "minutes": 0 }),
+    )
+    .await;
+    send(&bob, "club").await.unwrap();
+
+    // Mentions and directed messages are for groups.
+    assert_eq!(
+        refused_code(
+            bob.send(Outgoing::text("alice", "x").mentioning(&["alice"]))
+                .await
+        ),
+        Code::InvalidMentions.as_u32()
+    );
+
+    // Bob leaves through the protocol; then he may not send.
+    let left = bob.quit_group("club").await.unwrap();
+    assert_eq!(left.member_count, 1);
+    assert_eq!(
+        refused_code(send(&bob, "club").await),
+        Code::NotInGroup.as_u32()
+    );
+    assert!(bob.groups().await.unwrap().is_empty());
+
+    // A dismissed group refuses everything.
+    let (status, body) = api(
+        &server,
+        "DELETE",
+        "/api/v1/groups/club",
+        serde_json::Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["group"]["dismissedTime"].as_i64().unwrap() > 0);
+    assert_eq!(
+        refused_code(send(&alice, "club").await),
+        Code::GroupDismissed.as_u32()
+    );
+    let (status, body) = api(
+        &server,
+        "POST",
+        "/api/v1/groups/club/members",
+        json!({ "userIds": ["eve"] }),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_u64()),
+        (400, Some(Code::GroupDismissed.as_u32().into()))
+    );
+}
+
+#[tokio::test]
+async fn a_removed_member_is_told_and_gets_nothing_after() {
+    let server = TestServer::start().await;
+    create(&server, "crew", "alice", &["bob", "carol"]).await;
+    let (alice, _a) = server.client("alice", "phone").await;
+    let (_carol, mut carol_events) = server.client("carol", "phone").await;
+    next_in(&mut carol_events, "crew").await; // create
+    alice
+        .send(Outgoing::group_text("crew", "before"))
+        .await
+        .unwrap();
+    assert_eq!(
+        summary(&[next_in(&mut carol_events, "crew").await]),
+        ["before"]
+    );
+    let (status, _) = api(
+        &server,
+        "POST",
+        "/api/v1/groups/crew/members/remove",
+        json!({ "userIds": ["carol"] }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let notice = next_in(&mut carol_events, "crew")
+        .await
+        .group_notice()
+        .unwrap();
+    assert_eq!(
+        (notice.operation.as_str(), notice.user_ids.as_slice()),
+        ("remove", &["carol".to_string()][..])
+    );
+    alice
+        .send(Outgoing::group_text("crew", "after"))
+        .await
+        .unwrap();
+    // A later private message shows that nothing of the group came first.
+    alice.send(Outgoing::text("carol", "direct")).await.unwrap();
+    let next = next_message(&mut carol_events).await;
+    assert_eq!(
+        (next.conversation_type, summary(std::slice::from_ref(&next))),
+        (1, vec!["direct".to_string()])
+    );
+    let (carol2, _c2) = server.client("carol", "laptop").await;
+    let history = carol2
+        .history(GROUP, "crew", HistoryStart::Newest, 50)
+        .await
+        .unwrap();
+    assert_eq!(
+        summary(&history.messages),
+        ["#create alice,bob,carol", "before", "#remove carol"]
+    );
+    let entry = carol2.conversation(GROUP, "crew").await.unwrap().unwrap();
+    assert_eq!(
+        entry.unread, 1,
+        "\"before\" is unread, \"after\" is not hers"
+    );
+    assert_eq!(summary(&[entry.latest.unwrap()]), ["#remove carol"]);
+}
+
+#[tokio::test]
+async fn mentions_directed_messages_and_read_receipts() {
+    let server = TestServer::start().await;
+    create(&server, "desk", "alice", &["bob", "carol"]).await;
+    let (alice, _a) = server.client("alice", "phone").await;
+    let (bob, mut bob_events) = server.client("bob", "phone").await;
+    let (carol, mut carol_events) = server.client("carol", "phone").await;
+
+    let sent = alice
+        .send(Outgoing::group_text("desk", "@carol please").mentioning(&["carol"]))
+        .await
+        .unwrap();
+    let got = next_in(&mut carol_events, "desk").await;
+    let got = if got.group_notice().is_some() {
+        next_in(&mut carol_events, "desk").await
+    } else {
+        got
+    };
+    assert!(got.mentions("carol") && !got.mentions("bob"));
+    let entry = carol.conversation(GROUP, "desk").await.unwrap().unwrap();
+    assert_eq!((entry.unread, entry.mentioned), (1, 1));
+    let entry = bob.conversation(GROUP, "desk").await.unwrap().unwrap();
+    assert_eq!((entry.unread, entry.mentioned), (1, 0));
+
+    // Who read it comes from the members' read positions; only the sender may ask.
+    let receipt = alice.group_receipt("desk", sent.seq).await.unwrap();
+    assert_eq!(
+        (receipt.read.len(), receipt.unread),
+        (0, vec!["bob".to_string(), "carol".into()])
+    );
+    let read = carol
+        .update_conversation(ConversationUpdate::group("desk").read_up_to(sent.seq))
+        .await
+        .unwrap();
+    assert_eq!((read.unread, read.mentioned), (0, 0));
+    let receipt = alice.group_receipt("desk", sent.seq).await.unwrap();
+    assert_eq!(
+        (receipt.read, receipt.unread),
+        (vec!["carol".to_string()], vec!["bob".to_string()])
+    );
+    assert_eq!(
+        refused_code(bob.group_receipt("desk", sent.seq).await),
+        Code::NotMessageSender.as_u32()
+    );
+    assert_eq!(
+        refused_code(alice.group_receipt("desk", 999).await),
+        Code::MessageNotFound.as_u32()
+    );
+
+    // A directed message reaches only its audience.
+    let directed = alice
+        .send(Outgoing::group_text("desk", "just bob").directed_to(&["bob"]))
+        .await
+        .unwrap();
+    let mut got = next_in(&mut bob_events, "desk").await;
+    while got.seq != directed.seq {
+        got = next_in(&mut bob_events, "desk").await;
+    }
+    assert_eq!(got.directed_user_ids, ["bob"]);
+    alice
+        .send(Outgoing::group_text("desk", "everyone"))
+        .await
+        .unwrap();
+    let next = next_in(&mut carol_events, "desk").await;
+    assert_eq!(
+        summary(&[next]),
+        ["everyone"],
+        "carol never got the directed message"
+    );
+    let history = carol
+        .history(GROUP, "desk", HistoryStart::Newest, 50)
+        .await
+        .unwrap();
+    assert!(!summary(&history.messages).contains(&"just bob".to_string()));
+}
+
+#[tokio::test]
+async fn the_api_manages_groups_with_clear_errors() {
+    let server = TestServer::start_with(|c| c.max_group_members = 3).await;
+    create(&server, "g1", "alice", &["bob"]).await;
+    let (status, body) = api(
+        &server,
+        "POST",
+        "/api/v1/groups",
+        json!({ "groupId": "g1", "ownerId": "x" }),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_u64()),
+        (409, Some(Code::GroupExists.as_u32().into()))
+    );
+    let (status, body) = api(
+        &server,
+        "POST",
+        "/api/v1/groups/g1/members",
+        json!({ "userIds": ["c", "d"] }),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_u64()),
+        (400, Some(Code::GroupFull.as_u32().into())),
+        "{body}"
+    );
+    let (status, body) = api(
+        &server,
+        "GET",
+        "/api/v1/groups/nope",
+        serde_json::Value::Null,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_u64()),
+        (404, Some(Code::GroupNotFound.as_u32().into()))
+    );
+    let (status, body) = api(
+        &server,
+        "POST",
+        "/api/v1/groups",
+        json!({ "groupId": "g2" }),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_u64()),
+        (400, Some(Code::BadRequest.as_u32().into())),
+        "{body}"
+    );
+    let (status, body) = api(
+        &server,
+        "PATCH",
+        "/api/v1/groups/g1",
+        json!({ "extra": [1] }),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_u64()),
+        (400, Some(Code::BadRequest.as_u32().into()))
+    );
+
+    let (status, body) = api(
+        &server,
+        "PATCH",
+        "/api/v1/groups/g1",
+        json!({ "name": "Renamed", "extra": { "topic": "x" } }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (
+            body["group"]["name"].as_str(),
+            body["group"]["extra"]["topic"].as_str()
+        ),
+        (Some("Renamed"), Some("x"))
+    );
+    let (status, body) = api(
+        &server,
+        "POST",
+        "/api/v1/groups/g1/owner",
+        json!({ "userId": "bob" }),
+    )
+    .await;
+    assert_eq!(
+        (status, body["group"]["ownerId"].as_str()),
+        (200, Some("bob"))
+    );
+    let (status, body) = api(
+        &server,
+        "POST",
+        "/api/v1/groups/g1/owner",
+        json!({ "userId": "zed" }),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_u64()),
+        (400, Some(Code::NotInGroup.as_u32().into()))
+    );
+    let (_, body) = api(
+        &server,
+        "GET",
+        "/api/v1/groups/g1/members?limit=1",
+        serde_json::Value::Null,
+    )
+    .await;
+    assert_eq!(body["members"][0]["userId"], "alice");
+    let token = body["nextPageToken"].as_str().unwrap().to_string();
+    let (_, body) = api(
+        &server,
+        "GET",
+        &format!("/api/v1/groups/g1/members?limit=1&pageToken={token}"),
+        serde_json::Value::Null,
+    )
+    .await;
+    assert_eq!(
+        (
+            body["members"][0]["userId"].as_str(),
+            body["nextPageToken"].as_str()
+        ),
+        (Some("bob"), Some(""))
+    );
+    let (status, body) = api(
+        &server,
+        "GET",
+        "/api/v1/groups/g1/members?limit=x",
+        serde_json::Value::Null,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_u64()),
+        (400, Some(Code::BadRequest.as_u32().into()))
+    );
+    let (_, body) = api(
+        &server,
+        "GET",
+        "/api/v1/users/bob/groups",
+        serde_json::Value::Null,
+    )
+    .await;
+    assert_eq!(body["groups"][0]["groupId"], "g1");
+
+    // Every change above is in the conversation, in order.
+    let (bob, _b) = server.client("bob", "phone").await;
+    let history = bob
+        .history(GROUP, "g1", HistoryStart::Newest, 50)
+        .await
+        .unwrap();
+    let ops: Vec<_> = history
+        .messages
+        .iter()
+        .map(|m| m.group_notice().unwrap().operation)
+        .collect();
+    assert_eq!(ops, ["create", "update", "transfer"]);
+    let group = bob.group("g1").await.unwrap();
+    assert_eq!(
+        (
+            group.name.as_str(),
+            group.owner_id.as_str(),
+            group.member_count
+        ),
+        ("Renamed", "bob", 2)
+    );
+}
