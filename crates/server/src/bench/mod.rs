@@ -1,7 +1,7 @@
 //! `tidings bench`: a load generator built on the client SDK that measures the server and checks
 //! the delivery contract while doing so.
 //!
-//! Scenarios (`scenarios.rs`): `connections`, `pairs`, `rate`, `sync`; `relay` serves the
+//! Scenarios (`scenarios.rs`): `connections`, `pairs`, `rate`, `sync`; `group` (`group.rs`); `relay` serves the
 //! baseline relay (`relay.rs`); `chart` renders JSON records as SVG (`chart.rs`). Each run prints
 //! a table and, with `--json FILE`, appends one record (scenario, parameters, revision, figures,
 //! verdict, and the command that reproduces it). With `--spawn` the tool starts its own
@@ -10,6 +10,7 @@
 //! (targets, tokens, sampling, reporting) is shared.
 
 mod chart;
+mod group;
 mod ledger;
 mod procstat;
 mod relay;
@@ -123,6 +124,26 @@ pub enum Scenario {
         #[arg(long, default_value_t = 500)]
         page: u32,
     },
+    /// One group of M members, S of them sending at a combined fixed rate: every member must
+    /// get every message.
+    Group {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 1000)]
+        members: usize,
+        #[arg(long, default_value_t = 10)]
+        senders: usize,
+        /// Messages per second over all senders.
+        #[arg(long, default_value_t = 100)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Connection attempts in flight at once while members connect.
+        #[arg(long, default_value_t = 200)]
+        concurrency: usize,
+    },
     /// Serve the relay baseline.
     Relay {
         #[arg(long, default_value = "127.0.0.1:9092")]
@@ -225,6 +246,27 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             };
             let records = against_relay_and_server(&common, &load, &baseline).await?;
             finish(&common, records)
+        }
+        Scenario::Group {
+            common,
+            members,
+            senders,
+            rate,
+            secs,
+            size,
+            concurrency,
+        } => {
+            let target = Target::open(&common, false).await?;
+            let load = group::GroupLoad {
+                members,
+                senders,
+                rate,
+                secs,
+                size,
+                concurrency,
+            };
+            let record = group::group(&target, &load).await?;
+            finish(&common, vec![record])
         }
         Scenario::Sync {
             common,
@@ -522,6 +564,51 @@ impl Target {
         Client::connect(self.client_config(user, device)?)
             .await
             .with_context(|| format!("connecting {user}"))
+    }
+
+    /// A signed HTTP API request to the server; the JSON answer, or the error it carries.
+    async fn api(
+        &self,
+        method: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        let creds = self
+            .credentials
+            .clone()
+            .context("the relay has no HTTP API")?;
+        let url = format!("{}{path}", self.url);
+        let method = method.to_string();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<serde_json::Value> {
+            let nonce = format!("bench-{:016x}", rand::random::<u64>());
+            let timestamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis()
+                .to_string();
+            let signature =
+                tidings_engine::auth::api_signature(&creds.app_secret, &nonce, &timestamp);
+            let request = ureq::http::Request::builder()
+                .method(method.as_str())
+                .uri(&url)
+                .header("App-Key", &creds.app_key)
+                .header("Nonce", &nonce)
+                .header("Timestamp", &timestamp)
+                .header("Signature", signature)
+                .header("Content-Type", "application/json")
+                .body(body.to_string())?;
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into();
+            let mut response = agent.run(request)?;
+            let status = response.status();
+            let answer: serde_json::Value = response.body_mut().read_json()?;
+            if !status.is_success() {
+                bail!("{method} {url}: {status}: {answer}");
+            }
+            Ok(answer)
+        })
+        .await?
     }
 
     fn reading(&self) -> Option<procstat::Reading> {

@@ -12,7 +12,7 @@ pub struct Reading {
 }
 
 /// Clock ticks per second of /proc/PID/stat times (USER_HZ), read once from `getconf`.
-fn ticks_per_second() -> u64 {
+pub fn ticks_per_second() -> u64 {
     std::process::Command::new("getconf")
         .arg("CLK_TCK")
         .output()

@@ -22,7 +22,7 @@ pub struct Load {
 }
 
 /// The message type bench messages use; their content carries the send time.
-const BENCH_TYPE: &str = "bench";
+pub(super) const BENCH_TYPE: &str = "bench";
 
 /// Words for the text of bench messages: varied enough that the search index does the work
 /// real text makes it do.
@@ -32,7 +32,7 @@ const WORDS: &str = "the quick brown fox jumps over a lazy dog while seven wizar
 /// Content of `size` bytes (at least what the timestamp needs) carrying `t`, nanoseconds since
 /// the run's epoch, and a `text` (so the message is indexed for search, as a text message is)
 /// that starts at a word picked by `t`.
-fn content(t: u64, size: usize) -> String {
+pub(super) fn content(t: u64, size: usize) -> String {
     let head = format!(r#"{{"t":{t},"text":""#);
     let pad = size.saturating_sub(head.len() + 2);
     let start = (t as usize / 7919) % WORDS.len();
@@ -46,7 +46,7 @@ fn content(t: u64, size: usize) -> String {
     format!("{head}{text}\"}}")
 }
 
-fn sent_at(content: &str) -> Option<u64> {
+pub(super) fn sent_at(content: &str) -> Option<u64> {
     let v: serde_json::Value = serde_json::from_str(content).ok()?;
     v.get("t")?.as_u64()
 }
@@ -54,14 +54,14 @@ fn sent_at(content: &str) -> Option<u64> {
 /// The open-loop send times: `rate` per second for `secs` seconds from `start`, evenly spaced,
 /// computed from the start (not from the previous send) so that a late send never delays the
 /// ones after it.
-fn schedule(start: Instant, rate: u64, secs: u64) -> impl Iterator<Item = Instant> {
+pub(super) fn schedule(start: Instant, rate: u64, secs: u64) -> impl Iterator<Item = Instant> {
     let total = rate.saturating_mul(secs);
     let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
     (0..total).map(move |n| start + interval.mul_f64(n as f64))
 }
 
 /// Prints a progress line to stderr every second until `done` is set.
-fn progress(
+pub(super) fn progress(
     label: &'static str,
     counters: Vec<(&'static str, Arc<AtomicU64>)>,
     done: Arc<AtomicBool>,

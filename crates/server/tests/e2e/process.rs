@@ -340,7 +340,7 @@ async fn a_crash_loses_no_acknowledged_message_and_breaks_no_sequence() {
 fn bench_smoke_runs_of_every_scenario_find_no_loss() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("records.jsonl");
-    let runs: [&[&str]; 4] = [
+    let runs: [&[&str]; 5] = [
         &[
             "pairs", "--pairs", "3", "--window", "4", "--secs", "1", "--relay",
         ],
@@ -355,6 +355,17 @@ fn bench_smoke_runs_of_every_scenario_find_no_loss() {
             "4",
         ],
         &["sync", "--messages", "400", "--page", "50"],
+        &[
+            "group",
+            "--members",
+            "20",
+            "--senders",
+            "3",
+            "--rate",
+            "60",
+            "--secs",
+            "1",
+        ],
     ];
     for args in runs {
         let out = Command::new(BIN)
@@ -395,6 +406,7 @@ fn bench_smoke_runs_of_every_scenario_find_no_loss() {
             ("rate", "tidings"),
             ("connections", "tidings"),
             ("sync", "tidings"),
+            ("group", "tidings"),
         ]
     );
     for r in &records {
@@ -411,6 +423,9 @@ fn bench_smoke_runs_of_every_scenario_find_no_loss() {
     assert_eq!(figure(3, "opened"), 40.0);
     assert_eq!(figure(3, "failed"), 0.0);
     assert_eq!(figure(4, "synced"), 400.0);
+    // 60 messages, each to the 19 members other than its sender.
+    assert_eq!(figure(5, "expected"), 60.0 * 19.0);
+    assert_eq!(figure(5, "received"), 60.0 * 19.0);
     assert!(records[1]["figures"]["relayRatio"].as_f64().unwrap() > 0.0);
     let svg = dir.path().join("chart.svg");
     let out = Command::new(BIN)
