@@ -39,7 +39,8 @@ struct State {
     cursor: Option<u64>,
     /// Entries that arrived ahead of a gap. `None` marks this device's own message.
     ahead: BTreeMap<u64, Option<Message>>,
-    seen_uids: HashSet<String>,
+    /// Uids presented lately (a fast hasher: every delivered message is looked up here).
+    seen_uids: HashSet<String, foldhash::fast::RandomState>,
     seen_order: VecDeque<String>,
     pending: HashMap<u32, PendingSend>,
     next_packet_id: u32,
@@ -49,8 +50,19 @@ struct State {
     /// The users whose presence this client watches, to watch again after a reconnect.
     watching: Vec<String>,
     auto_ack: bool,
+    /// When the presented entries not yet acknowledged must be (see [`CONFIRM_DELAY`]).
+    confirm_due: Option<Instant>,
+    /// Entries presented (or repeated) since the last acknowledgement.
+    unconfirmed: usize,
     stats: Stats,
 }
+
+/// Delivered entries are acknowledged together, by one cumulative QUERYCON of the cursor, at
+/// most this long after the first of them was presented, or once [`CONFIRM_BATCH`] of them
+/// wait: one frame acknowledges many, which costs both ends far less than one PUBACK each. The
+/// delay is far below the server's resend timeout (10 s by default).
+const CONFIRM_DELAY: Duration = Duration::from_millis(50);
+const CONFIRM_BATCH: usize = 64;
 
 /// Query ids of application queries start here, apart from the sync's own ids, which count
 /// up from 1.
@@ -81,13 +93,15 @@ pub async fn run(
         closing,
         user_id: String::new(),
         ahead: BTreeMap::new(),
-        seen_uids: HashSet::new(),
+        seen_uids: HashSet::default(),
         seen_order: VecDeque::new(),
         pending: HashMap::new(),
         next_packet_id: 0,
         queries: HashMap::new(),
         next_query_id: FIRST_QUERY_ID,
         watching: Vec::new(),
+        confirm_due: None,
+        unconfirmed: 0,
         stats: Stats::default(),
     };
     let mut ready = Some(ready);
@@ -333,6 +347,10 @@ async fn session(
     if state.cursor.is_none() {
         state.cursor = Some(ack.cursor);
     }
+    // Whatever the last connection left unacknowledged is confirmed below if the server is
+    // behind.
+    state.confirm_due = None;
+    state.unconfirmed = 0;
     // Entries held ahead of a gap from the last connection stay: sync fills the gap.
     // Sends still waiting for a PUBACK go again, flagged dup, with their client message ids.
     let mut ids: Vec<u32> = state.pending.keys().copied().collect();
@@ -413,6 +431,9 @@ async fn session(
                         }
                     }
                     Command::Close(reply) => {
+                        if state.confirm_due.is_some() {
+                            let _ = confirm(state, &mut ws).await;
+                        }
                         let bye = codec::frame(Body::Disconnect(v1::Disconnect {
                             code: Code::ClientDisconnect.as_u32(),
                             message: String::new(),
@@ -463,6 +484,13 @@ async fn session(
                     other => state.offline_command(other),
                 }
             }
+            _ = tokio::time::sleep_until(state.confirm_due.unwrap_or_else(Instant::now)),
+                if state.confirm_due.is_some() =>
+            {
+                if let Err(e) = confirm(state, &mut ws).await {
+                    return lost(e);
+                }
+            }
             _ = ping.tick() => {
                 if last_inbound.elapsed() >= heartbeat * 3 {
                     return lost("no frame from the server for 3 heartbeat intervals");
@@ -474,6 +502,23 @@ async fn session(
             }
         }
     }
+}
+
+/// Acknowledges every entry up to the cursor with one QUERYCON.
+async fn confirm(
+    state: &mut State,
+    ws: &mut Ws,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    state.confirm_due = None;
+    state.unconfirmed = 0;
+    let Some(cursor) = state.cursor else {
+        return Ok(());
+    };
+    let con = codec::frame(Body::Querycon(v1::QueryCon {
+        query_id: 0,
+        inbox_seq: cursor,
+    }));
+    ws.send(ws_message(&con, state.config.encoding)).await
 }
 
 async fn start_sync(
@@ -527,14 +572,17 @@ async fn handle(
             state.offer_message(m);
             let presented = state.flush().await;
             if state.auto_ack {
-                // Acknowledge what was presented, and re-acknowledge a repeat of something
-                // presented earlier (its first ACK may have been lost).
-                for s in presented.into_iter().chain(repeat.then_some(seq)) {
-                    let ack = codec::frame(Body::Puback(v1::PubAck {
-                        inbox_seq: s,
-                        ..Default::default()
-                    }));
-                    ws.send(ws_message(&ack, encoding)).await?;
+                // Acknowledge what was presented, and again a repeat of something presented
+                // earlier (its first acknowledgement may have been lost): the cursor covers
+                // both.
+                let n = presented.len() + usize::from(repeat);
+                if n > 0 {
+                    state.unconfirmed += n;
+                    if state.unconfirmed >= CONFIRM_BATCH {
+                        confirm(state, ws).await?;
+                    } else if state.confirm_due.is_none() {
+                        state.confirm_due = Some(Instant::now() + CONFIRM_DELAY);
+                    }
                 }
             }
             if !state.ahead.is_empty() && !*syncing {
@@ -601,6 +649,8 @@ async fn handle(
                     inbox_seq: cursor,
                 }));
                 ws.send(ws_message(&con, encoding)).await?;
+                state.confirm_due = None;
+                state.unconfirmed = 0;
             }
             if q.has_more {
                 start_sync(state, ws, syncing, query_id).await?;

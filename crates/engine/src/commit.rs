@@ -4,7 +4,11 @@
 //! one task does both, every device sees pushes in commit order, and a sender's PUBACK is queued
 //! before any later push to the same connection.
 
+use std::future::Future;
+use std::ops::Range;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, UNIX_EPOCH};
 
 use tidings_proto::{Code, conversation_type};
@@ -73,40 +77,99 @@ pub enum CommitRequest {
     },
 }
 
+/// A store write's result, on its way.
+type Writing<'a> = Pin<Box<dyn Future<Output = Result<Vec<WriteResult>, StoreError>> + Send + 'a>>;
+
+/// A batch handed to the store, waiting for its commit.
+struct InFlight<'a> {
+    batch: Vec<CommitRequest>,
+    /// For each request, the range of its ops in the write.
+    spans: Vec<Range<usize>>,
+    write: Writing<'a>,
+}
+
+/// The committer's loop. It pipelines: while one batch's fan-out runs on this task, the next
+/// batch is already with the store, so the writer and the fan-out work at once. Batches are
+/// handed to the store in order and answered in order, so pushes keep the commit order.
 pub async fn run(engine: Engine, mut rx: mpsc::Receiver<CommitRequest>) {
     let mut uids = ulid::Generator::new();
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
+    let mut previous: Option<InFlight<'_>> = None;
+    loop {
+        // Wait for work only when nothing is in flight.
+        let first = match &previous {
+            Some(_) => rx.try_recv().ok(),
+            None => match rx.recv().await {
+                Some(r) => Some(r),
+                None => return,
+            },
+        };
+        let next = match first {
+            Some(first) => {
+                let mut batch = Vec::with_capacity(MAX_BATCH);
+                batch.push(first);
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(r) => batch.push(r),
+                        Err(_) => break,
+                    }
+                }
+                Some(start(&engine, &mut uids, batch).await)
             }
-        }
-        let stop = commit(&engine, &mut uids, &mut batch).await;
-        if let Some(reply) = stop {
-            // Refuse anything sent after the stop, then tell the stopper we are done.
+            None => None,
+        };
+        if let Some(done) = previous.take()
+            && let Some(reply) = finish(&engine, done).await
+        {
+            // Refuse anything sent after the stop, commit what was, then tell the stopper.
             rx.close();
+            if let Some(next) = next {
+                finish(&engine, next).await;
+            }
             let mut rest = Vec::new();
             while let Ok(r) = rx.try_recv() {
                 rest.push(r);
             }
             if !rest.is_empty() {
-                commit(&engine, &mut uids, &mut rest).await;
+                let rest = start(&engine, &mut uids, rest).await;
+                finish(&engine, rest).await;
             }
             let _ = reply.send(());
             return;
         }
+        previous = next;
     }
 }
 
-/// Commits one batch and answers it. Returns the reply of a stop request found in the batch.
-async fn commit(
+/// Turns a batch into one store write and hands it to the store (polled once, which queues it
+/// there: a later batch is queued after it).
+async fn start<'a>(
+    engine: &'a Engine,
+    uids: &mut ulid::Generator,
+    mut batch: Vec<CommitRequest>,
+) -> InFlight<'a> {
+    let (ops, spans) = prepare(engine, uids, &mut batch);
+    let mut write: Writing<'a> = if ops.is_empty() {
+        Box::pin(std::future::ready(Ok(Vec::new())))
+    } else {
+        engine.inner.store.write(ops)
+    };
+    let early = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+    if let Poll::Ready(result) = early {
+        write = Box::pin(std::future::ready(result));
+    }
+    InFlight {
+        batch,
+        spans,
+        write,
+    }
+}
+
+/// The store ops of a batch (its payloads move into them), with each request's range of ops.
+fn prepare(
     engine: &Engine,
     uids: &mut ulid::Generator,
-    batch: &mut Vec<CommitRequest>,
-) -> Option<oneshot::Sender<()>> {
+    batch: &mut [CommitRequest],
+) -> (Vec<WriteOp>, Vec<Range<usize>>) {
     let now = engine.now_ms();
     let mut ops = Vec::with_capacity(batch.len());
     // For each request, the range of its ops in `ops`.
@@ -171,11 +234,18 @@ async fn commit(
         }
         spans.push(start..ops.len());
     }
-    let outcome = if ops.is_empty() {
-        Ok(Vec::new())
-    } else {
-        engine.inner.store.write(ops).await
-    };
+    (ops, spans)
+}
+
+/// Waits for a batch's commit, then answers it and pushes what it stored. Returns the reply of
+/// a stop request found in the batch.
+async fn finish(engine: &Engine, done: InFlight<'_>) -> Option<oneshot::Sender<()>> {
+    let InFlight {
+        mut batch,
+        spans,
+        write,
+    } = done;
+    let outcome = write.await;
     let mut stop = None;
     match outcome {
         Ok(results) => {
@@ -266,16 +336,7 @@ fn push_events(engine: &Engine, results: &[WriteResult]) {
                 notification: Some((message, inbox)),
                 ..
             } => {
-                for (user, inbox_seq) in inbox {
-                    let view = Arc::new(Delivered::for_viewer(
-                        user,
-                        Arc::new(message.clone()),
-                        *inbox_seq,
-                    ));
-                    for session in engine.sessions_of(user) {
-                        session.deliver(engine, view.clone());
-                    }
-                }
+                fan_out(engine, &Arc::new(message.clone()), inbox, None);
                 continue;
             }
             _ => continue,
@@ -290,6 +351,25 @@ fn push_events(engine: &Engine, results: &[WriteResult]) {
                 session.deliver(engine, view.clone());
             }
         }
+    }
+}
+
+/// Pushes `message` to every connected device of the users of `inbox` (each with their inbox
+/// seq), except the device `origin`. The registry is locked once for all of them, and nothing is
+/// made for users who are offline.
+fn fan_out(
+    engine: &Engine,
+    message: &Arc<StoredMessage>,
+    inbox: &[(String, u64)],
+    origin: Option<&SessionShared>,
+) {
+    for (i, session) in engine.sessions_of_each(inbox.iter().map(|(u, _)| u.as_str())) {
+        if origin.is_some_and(|o| session.same_device(o)) {
+            continue;
+        }
+        let (user, inbox_seq) = &inbox[i];
+        let view = Arc::new(Delivered::for_viewer(user, message.clone(), *inbox_seq));
+        session.deliver(engine, view);
     }
 }
 
@@ -328,16 +408,8 @@ fn answer_publish(
                 // The first commit pushed it already; devices that missed that push sync it.
                 return;
             }
-            let message = Arc::new(message);
-            for (user, inbox_seq) in inbox {
-                let view = Arc::new(Delivered::for_viewer(&user, message.clone(), inbox_seq));
-                for session in engine.sessions_of(&user) {
-                    // Not to the sending device, even on a newer connection of it.
-                    if !session.same_device(origin) {
-                        session.deliver(engine, view.clone());
-                    }
-                }
-            }
+            // Not to the sending device, even on a newer connection of it.
+            fan_out(engine, &Arc::new(message), &inbox, Some(origin));
         }
         WriteResult::ClientMsgIdConflict => origin.reply(
             engine,

@@ -484,6 +484,22 @@ impl Engine {
             .unwrap_or_default()
     }
 
+    /// The live sessions of each of `users`, with the user's index, from one lock of the
+    /// registry.
+    fn sessions_of_each<'u>(
+        &self,
+        users: impl Iterator<Item = &'u str>,
+    ) -> Vec<(usize, Arc<SessionShared>)> {
+        let registry = self.registry();
+        let mut out = Vec::new();
+        for (i, user) in users.enumerate() {
+            if let Some(list) = registry.by_user.get(user) {
+                out.extend(list.iter().map(|s| (i, s.clone())));
+            }
+        }
+        out
+    }
+
     /// Registers a session whose token carried `token_version`. Returns the sessions it replaces
     /// (to be kicked), or the refusal if the engine is shutting down or the token was revoked
     /// since it was checked.

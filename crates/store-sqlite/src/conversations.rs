@@ -9,7 +9,7 @@ use tidings_store::{
     HistoryFrom, SearchPage, StoredMessage,
 };
 
-use crate::{MESSAGE_COLUMN_COUNT, MESSAGE_COLUMNS, message_from_row};
+use crate::{MESSAGE_COLUMN_COUNT, MESSAGE_COLUMNS, USER_KEY, message_from_row};
 
 /// A conversation row: its key and settings.
 struct Row {
@@ -24,7 +24,9 @@ pub fn read(
 ) -> rusqlite::Result<Conversations> {
     let tx = c.unchecked_transaction()?;
     let version: Option<i64> = tx
-        .prepare_cached("SELECT max(seq) FROM inbox WHERE user_id = ?1")?
+        .prepare_cached(&format!(
+            "SELECT max(seq) FROM inbox WHERE user_key = {USER_KEY}"
+        ))?
         .query_row(params![user], |row| row.get(0))?;
     let rows = match (&filter.one, filter.changed_since) {
         (Some((conv_type, target)), _) => one(&tx, user, *conv_type, target)?.into_iter().collect(),
@@ -84,10 +86,11 @@ fn all(c: &Connection, user: &str) -> rusqlite::Result<Vec<Row>> {
 /// after it (a new message).
 fn changed_since(c: &Connection, user: &str, since: u64) -> rusqlite::Result<Vec<Row>> {
     let mut keys = BTreeSet::new();
-    let mut stmt = c.prepare_cached(
+    let mut stmt = c.prepare_cached(&format!(
         "SELECT DISTINCT m.conv_type, m.sender, m.target FROM inbox i \
-         JOIN messages m ON m.rowid = i.msg WHERE i.user_id = ?1 AND i.seq > ?2 AND m.conv_type != 0",
-    )?;
+         JOIN messages m ON m.rowid = i.msg WHERE i.user_key = {USER_KEY} AND i.seq > ?2 \
+         AND m.conv_type != 0"
+    ))?;
     let touched = stmt.query_map(params![user, since as i64], |r| {
         Ok((
             r.get::<_, u32>(0)?,

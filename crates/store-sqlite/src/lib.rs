@@ -226,6 +226,9 @@ pub(crate) const MESSAGE_COLUMNS: &str = "m.uid, m.conv_type, m.conv_id, m.sende
      CASE WHEN m.state & 8 THEN (SELECT json_group_array(user_id) \
      FROM message_audience WHERE msg = m.rowid) END";
 
+/// The inbox key of the user `?1` (NULL, matching no entry, for a user without one).
+pub(crate) const USER_KEY: &str = "(SELECT user_key FROM user_keys WHERE id = ?1)";
+
 /// How many columns [`MESSAGE_COLUMNS`] has.
 pub(crate) const MESSAGE_COLUMN_COUNT: usize = 15;
 
@@ -246,7 +249,7 @@ impl Store for SqliteStore {
         self.read(move |c| {
             let sql = format!(
                 "SELECT i.seq, {MESSAGE_COLUMNS} FROM inbox i JOIN messages m ON m.rowid = i.msg \
-                 WHERE i.user_id = ?1 AND i.seq > ?2 ORDER BY i.seq LIMIT ?3"
+                 WHERE i.user_key = {USER_KEY} AND i.seq > ?2 ORDER BY i.seq LIMIT ?3"
             );
             let mut stmt = c.prepare_cached(&sql)?;
             let rows = stmt.query_map(params![user, after as i64, limit as i64], |row| {
@@ -456,7 +459,9 @@ fn read_user_state(c: &Connection, user: &str) -> rusqlite::Result<UserState> {
         .query_row(params![user], |row| row.get(0))
         .optional()?;
     let inbox_seq: Option<i64> = c
-        .prepare_cached("SELECT max(seq) FROM inbox WHERE user_id = ?1")?
+        .prepare_cached(&format!(
+            "SELECT max(seq) FROM inbox WHERE user_key = {USER_KEY}"
+        ))?
         .query_row(params![user], |row| row.get(0))?;
     Ok(UserState {
         token_version: token_version.unwrap_or(0) as u64,

@@ -204,6 +204,28 @@ CREATE TABLE message_audience (
     PRIMARY KEY (msg, user_id)
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- Users as small integers for the inbox, the table a message writes most rows to: a group
+-- message writes one per member, and integer keys compare and store in a fraction of the cost
+-- of text ones. `user_key` is a user's key in this database only.
+CREATE TABLE user_keys (
+    id       TEXT PRIMARY KEY,
+    user_key INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO user_keys (id, user_key)
+    SELECT user_id, row_number() OVER (ORDER BY user_id) FROM (SELECT DISTINCT user_id FROM inbox);
+
+CREATE TABLE inbox_by_key (
+    user_key INTEGER NOT NULL,
+    seq      INTEGER NOT NULL,
+    msg      INTEGER NOT NULL,
+    PRIMARY KEY (user_key, seq)
+) WITHOUT ROWID;
+INSERT INTO inbox_by_key (user_key, seq, msg)
+    SELECT k.user_key, i.seq, i.msg FROM inbox i JOIN user_keys k ON k.id = i.user_id;
+DROP TABLE inbox;
+ALTER TABLE inbox_by_key RENAME TO inbox;
+"#,
 ];
 
 /// Page cache per connection, in KiB.

@@ -169,39 +169,68 @@ type Reply = oneshot::Sender<Result<Vec<WriteResult>>>;
 /// reloaded from the tables (the maxima of their primary keys).
 #[derive(Default)]
 pub struct Counters {
-    conversations: HashMap<String, u64>,
-    inboxes: HashMap<String, u64>,
+    conversations: FastMap<String, u64>,
+    /// Each user's inbox key and newest inbox seq.
+    inboxes: FastMap<String, (i64, u64)>,
+    /// The greatest user key given out, once read.
+    last_user_key: Option<i64>,
     /// Conversation rows known to exist (`user \0 type \0 target`), so a conversation's
     /// messages after its first do not look its rows up again.
-    participants: HashSet<String>,
+    participants: HashSet<String, foldhash::fast::RandomState>,
     /// Texts of new messages waiting to be indexed for search.
     index: crate::index::Indexer,
 }
+
+/// The caches' maps: looked up once per recipient of every message, so with a fast hasher.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Past this many cached entries a cache is emptied and refilled lazily, bounding its memory.
 const MAX_CACHED: usize = 1_000_000;
 
 impl Counters {
-    fn next(
-        map: &mut HashMap<String, u64>,
-        key: &str,
-        load: impl FnOnce() -> rusqlite::Result<u64>,
-    ) -> rusqlite::Result<u64> {
-        if let Some(n) = map.get_mut(key) {
-            *n += 1;
-            return Ok(*n);
+    /// The user's inbox key (given out now if the user has none) and next inbox seq.
+    fn next_inbox(&mut self, tx: &Transaction<'_>, user: &str) -> rusqlite::Result<(i64, u64)> {
+        if let Some((key, seq)) = self.inboxes.get_mut(user) {
+            *seq += 1;
+            return Ok((*key, *seq));
         }
-        if map.len() >= MAX_CACHED {
-            map.clear();
+        if self.inboxes.len() >= MAX_CACHED {
+            self.inboxes.clear();
         }
-        let n = load()? + 1;
-        map.insert(key.to_string(), n);
-        Ok(n)
+        let known: Option<i64> = tx
+            .prepare_cached("SELECT user_key FROM user_keys WHERE id = ?1")?
+            .query_row(params![user], |row| row.get(0))
+            .optional()?;
+        let (key, last) = match known {
+            Some(key) => {
+                let last: Option<i64> = tx
+                    .prepare_cached("SELECT max(seq) FROM inbox WHERE user_key = ?1")?
+                    .query_row(params![key], |row| row.get(0))?;
+                (key, last.unwrap_or(0) as u64)
+            }
+            None => {
+                let key = match self.last_user_key {
+                    Some(k) => k + 1,
+                    None => {
+                        tx.prepare_cached("SELECT coalesce(max(user_key), 0) FROM user_keys")?
+                            .query_row([], |row| row.get::<_, i64>(0))?
+                            + 1
+                    }
+                };
+                tx.prepare_cached("INSERT INTO user_keys (id, user_key) VALUES (?1, ?2)")?
+                    .execute(params![user, key])?;
+                self.last_user_key = Some(key);
+                (key, 0)
+            }
+        };
+        self.inboxes.insert(user.to_string(), (key, last + 1));
+        Ok((key, last + 1))
     }
 
     fn forget(&mut self) {
         self.conversations.clear();
         self.inboxes.clear();
+        self.last_user_key = None;
         self.participants.clear();
         self.index.failed();
     }
@@ -493,18 +522,17 @@ pub(crate) fn append(
         }
         counters.participants.insert(key);
     }
-    let mut inbox = Vec::with_capacity(m.recipients.len());
-    for user in &m.recipients {
-        let inbox_seq = Counters::next(&mut counters.inboxes, user, || {
-            let last: Option<i64> = tx
-                .prepare_cached("SELECT max(seq) FROM inbox WHERE user_id = ?1")?
-                .query_row(params![user], |row| row.get(0))?;
-            Ok(last.unwrap_or(0) as u64)
-        })?;
-        tx.prepare_cached("INSERT INTO inbox (user_id, seq, msg) VALUES (?1, ?2, ?3)")?
-            .execute(params![user, inbox_seq as i64, rowid])?;
-        inbox.push((user.clone(), inbox_seq));
+    let recipients = std::mem::take(&mut m.recipients);
+    let mut inbox = Vec::with_capacity(recipients.len());
+    // One statement for every recipient: a group message has as many as the group has members.
+    let mut insert =
+        tx.prepare_cached("INSERT INTO inbox (user_key, seq, msg) VALUES (?1, ?2, ?3)")?;
+    for user in recipients {
+        let (key, inbox_seq) = counters.next_inbox(tx, &user)?;
+        insert.execute(params![key, inbox_seq as i64, rowid])?;
+        inbox.push((user, inbox_seq));
     }
+    drop(insert);
     Ok(WriteResult::Appended {
         message: StoredMessage {
             uid: m.uid,
@@ -914,7 +942,8 @@ fn existing(tx: &Transaction<'_>, m: &AppendMessage) -> rusqlite::Result<WriteRe
     for user in &m.recipients {
         let seq: Option<i64> = tx
             .prepare_cached(
-                "SELECT seq FROM inbox WHERE user_id = ?1 AND msg = ?2 ORDER BY seq DESC LIMIT 1",
+                "SELECT seq FROM inbox WHERE user_key = (SELECT user_key FROM user_keys \
+                 WHERE id = ?1) AND msg = ?2 ORDER BY seq DESC LIMIT 1",
             )?
             .query_row(params![user, rowid], |row| row.get(0))
             .optional()?;

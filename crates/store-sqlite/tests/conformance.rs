@@ -143,6 +143,11 @@ async fn upgrading_a_database_lists_the_conversations_it_already_had() {
          ALTER TABLE users DROP COLUMN quiet_minutes; \
          ALTER TABLE messages DROP COLUMN counted; \
          DROP TABLE groups; DROP TABLE group_members; DROP TABLE message_audience; \
+         CREATE TABLE inbox_v1 (user_id TEXT NOT NULL, seq INTEGER NOT NULL, \
+             msg INTEGER NOT NULL, PRIMARY KEY (user_id, seq)) WITHOUT ROWID; \
+         INSERT INTO inbox_v1 SELECT k.id, i.seq, i.msg FROM inbox i \
+             JOIN user_keys k ON k.user_key = i.user_key; \
+         DROP TABLE inbox; ALTER TABLE inbox_v1 RENAME TO inbox; DROP TABLE user_keys; \
          ALTER TABLE messages DROP COLUMN mentions; \
          PRAGMA user_version = 1;",
     )
@@ -185,6 +190,21 @@ async fn upgrading_a_database_lists_the_conversations_it_already_had() {
             .messages
             .is_empty()
     );
+    // Inboxes came through the change to integer user keys whole, and go on from there.
+    let inbox = store.inbox_after("ua", 0, 100).await.unwrap();
+    assert_eq!(
+        inbox.iter().map(|e| e.inbox_seq).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+    assert_eq!(store.user_state("uc").await.unwrap().inbox_seq, 3);
+    store
+        .write(vec![WriteOp::Append(conformance::private_append(
+            "uc", "ua", "after", "x",
+        ))])
+        .await
+        .unwrap();
+    assert_eq!(store.user_state("ua").await.unwrap().inbox_seq, 6);
+    assert_eq!(store.user_state("uc").await.unwrap().inbox_seq, 4);
     store.close().await.unwrap();
 }
 

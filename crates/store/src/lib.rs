@@ -548,6 +548,10 @@ pub struct SessionState {
 pub trait Store: Send + Sync + 'static {
     /// Applies `ops` in one transaction and returns one result per op. Either the whole batch is
     /// durable when this returns `Ok`, or nothing of it is.
+    ///
+    /// Order: a write is queued by the first poll of its future, and writes commit in the order
+    /// they were queued (the engine hands the next batch to the store while it answers the
+    /// last, and relies on this for seq order).
     async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteResult>>;
 
     /// Inbox entries of `user` with `inbox_seq > after`, ascending, at most `limit`.

@@ -2,7 +2,6 @@
 //! from the scheduled send time). Every member must receive every acknowledged message of the
 //! others exactly once, in seq order; the run fails otherwise.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,10 +28,37 @@ pub struct GroupLoad {
     pub concurrency: usize,
 }
 
+/// The seqs a member received, as a bitmap (seqs of one run are small and dense).
+#[derive(Debug, Default)]
+struct Seqs(Vec<u64>);
+
+impl Seqs {
+    /// Adds `seq`; false if it was there.
+    fn insert(&mut self, seq: u64) -> bool {
+        let (word, bit) = ((seq / 64) as usize, seq % 64);
+        if word >= self.0.len() {
+            self.0.resize(word + 1, 0);
+        }
+        let fresh = self.0[word] & (1 << bit) == 0;
+        self.0[word] |= 1 << bit;
+        fresh
+    }
+
+    fn contains(&self, seq: u64) -> bool {
+        self.0
+            .get((seq / 64) as usize)
+            .is_some_and(|w| w & (1 << (seq % 64)) != 0)
+    }
+
+    fn len(&self) -> u64 {
+        self.0.iter().map(|w| u64::from(w.count_ones())).sum()
+    }
+}
+
 /// What one member saw of the group.
 #[derive(Debug, Default)]
 struct Seen {
-    seqs: HashSet<u64>,
+    seqs: Seqs,
     last: u64,
     duplicated: u64,
     out_of_order: u64,
@@ -225,12 +251,12 @@ pub async fn group(target: &Target, load: &GroupLoad) -> anyhow::Result<Record> 
     };
     for (i, r) in receivers.into_iter().enumerate() {
         let seen = r.await?;
-        verdict.received += seen.seqs.len() as u64 + seen.duplicated;
+        verdict.received += seen.seqs.len() + seen.duplicated;
         verdict.duplicated += seen.duplicated;
         verdict.out_of_order += seen.out_of_order;
         verdict.lost += acked
             .iter()
-            .filter(|(seq, who)| *who != i && !seen.seqs.contains(seq))
+            .filter(|(seq, who)| *who != i && !seen.seqs.contains(*seq))
             .count() as u64;
         e2e.extend(seen.latencies);
     }

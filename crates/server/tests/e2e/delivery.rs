@@ -127,6 +127,28 @@ async fn withheld_acks_cause_dup_resends_and_the_sdk_presents_once() {
 }
 
 #[tokio::test]
+async fn the_sdk_acknowledges_cumulatively_and_nothing_is_resent() {
+    let server = TestServer::start_with(|c| c.ack_timeout = Duration::from_millis(300)).await;
+    let (alice, _e) = server.client("alice", "phone").await;
+    let (bob, mut events) = server.client("bob", "phone").await;
+    // More than one acknowledgement batch (64), then a few that wait for the delay.
+    for i in 0..70 {
+        alice
+            .send(Outgoing::text("bob", &format!("m{i}")))
+            .await
+            .unwrap();
+    }
+    for _ in 0..70 {
+        next_message(&mut events).await;
+    }
+    // Several resend timeouts: an entry left unacknowledged would come again flagged dup.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let stats = bob.stats().await;
+    assert_eq!(stats.dup_flagged, 0, "{stats:?}");
+    assert!(drain_messages(&mut events).is_empty());
+}
+
+#[tokio::test]
 async fn a_resent_client_msg_id_gets_the_same_uid_and_seq_and_no_second_message() {
     let server = TestServer::start().await;
     let (alice, _e) = server.client("alice", "phone").await;
