@@ -59,11 +59,17 @@ fn refused(e: ClientError) -> anyhow::Error {
     }
 }
 
+/// Who a message from the command line goes to.
+pub enum Target {
+    User(String),
+    Group(String),
+}
+
 /// Sends one message and prints the server's answer as a JSON line.
 pub async fn send(
     server: &str,
     token: &str,
-    to: &str,
+    to: &Target,
     msg_type: &str,
     content: String,
     json: bool,
@@ -71,7 +77,10 @@ pub async fn send(
     let (client, _events) = Client::connect(client_config(server, token, "", json))
         .await
         .map_err(refused)?;
-    let mut out = Outgoing::text(to, "");
+    let mut out = match to {
+        Target::User(user) => Outgoing::text(user, ""),
+        Target::Group(group) => Outgoing::group_text(group, ""),
+    };
     out.msg_type = msg_type.to_string();
     out.content = content;
     let result = client.send(out).await;

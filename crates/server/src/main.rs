@@ -40,8 +40,11 @@ enum Command {
         #[arg(long, env = "TIDINGS_TOKEN")]
         token: String,
         /// The recipient's user id.
+        #[arg(long, required_unless_present = "group", conflicts_with = "group")]
+        to: Option<String>,
+        /// Send to this group instead (the sender must be a member).
         #[arg(long)]
-        to: String,
+        group: Option<String>,
         /// Message type; with a type other than text, TEXT must be the JSON content.
         #[arg(long = "type", default_value = "text")]
         msg_type: String,
@@ -135,6 +138,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             server,
             token,
             to,
+            group,
             msg_type,
             json,
             text,
@@ -144,7 +148,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             } else {
                 text
             };
-            cli::send(&server, &token, &to, &msg_type, content, json).await
+            let target = match (to, group) {
+                (Some(user), _) => cli::Target::User(user),
+                (None, Some(group)) => cli::Target::Group(group),
+                (None, None) => anyhow::bail!("give --to or --group"),
+            };
+            cli::send(&server, &token, &target, &msg_type, content, json).await
         }
         Command::Listen {
             server,

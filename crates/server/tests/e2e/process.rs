@@ -257,6 +257,38 @@ async fn listen_with_a_refused_token_exits_non_zero_with_the_servers_text() {
     );
 }
 
+#[tokio::test]
+async fn send_to_a_group_goes_to_the_group() {
+    let cwd = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(cwd.path(), &[]);
+    let alice = token(&cwd.path().join("data"), "alice");
+    let send = |args: &[&str]| {
+        let mut all = vec!["send", "--server", &server.url, "--token", &alice];
+        all.extend_from_slice(args);
+        Command::new(BIN).args(all).output().unwrap()
+    };
+    // A group the user is not in (here: none) is refused with the group codes, so the message
+    // was addressed to a group, not to a user of that name.
+    let out = send(&["--group", "nosuch", "hello"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("20407") && stderr.contains(Code::GroupNotFound.text()),
+        "{stderr}"
+    );
+    let out = send(&["--to", "nosuch", "hello"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = send(&["--to", "bob", "--group", "g", "hello"]);
+    assert!(
+        !out.status.success(),
+        "--to and --group together are refused"
+    );
+}
+
 /// SIGKILL the server while a sender has many sends in flight; restart on the same data dir;
 /// every send that got a PUBACK is stored exactly once and the conversation's seqs are gapless.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
