@@ -59,6 +59,12 @@ pub enum CommitRequest {
         packet_id: u32,
         message: PendingPublish,
     },
+    /// A message the app server sends on a user's behalf: answered with the append's result
+    /// once committed and pushed (to every device of the participants).
+    Post {
+        message: PendingPublish,
+        reply: oneshot::Sender<Result<WriteResult, StoreError>>,
+    },
     Cursor(WriteOp),
     Write {
         ops: Vec<WriteOp>,
@@ -178,7 +184,7 @@ fn prepare(
     for request in batch.iter_mut() {
         let start = ops.len();
         match request {
-            CommitRequest::Publish { message, .. } => {
+            CommitRequest::Publish { message, .. } | CommitRequest::Post { message, .. } => {
                 let message = std::mem::take(message);
                 ops.push(WriteOp::Append(AppendMessage {
                     uid: next_uid(uids, now),
@@ -262,6 +268,21 @@ async fn finish(engine: &Engine, done: InFlight<'_>) -> Option<oneshot::Sender<(
                             Outbound::PubAck(PubAckOut::refused(packet_id, Code::ServerError)),
                         ),
                     },
+                    CommitRequest::Post { reply, .. } => {
+                        let result = mine.pop();
+                        if let Some(WriteResult::Appended {
+                            message,
+                            inbox,
+                            duplicate: false,
+                        }) = &result
+                        {
+                            fan_out(engine, &Arc::new(message.clone()), inbox, None);
+                        }
+                        let _ =
+                            reply.send(result.ok_or_else(|| {
+                                StoreError::Backend("no result for an append".into())
+                            }));
+                    }
                     CommitRequest::Cursor(_) => {}
                     CommitRequest::Write { reply, .. } => {
                         let _ = reply.send(Ok(mine));
@@ -285,6 +306,9 @@ async fn finish(engine: &Engine, done: InFlight<'_>) -> Option<oneshot::Sender<(
                         Outbound::PubAck(PubAckOut::refused(packet_id, Code::ServerError)),
                     ),
                     CommitRequest::Cursor(_) => {}
+                    CommitRequest::Post { reply, .. } => {
+                        let _ = reply.send(Err(StoreError::Backend(e.to_string())));
+                    }
                     CommitRequest::Write { reply, .. }
                     | CommitRequest::UserChange { reply, .. } => {
                         let _ = reply.send(Err(StoreError::Backend(e.to_string())));

@@ -660,6 +660,12 @@ impl Session {
         action: AmendRequest,
     ) -> Result<QueryAckOut, Refusal> {
         check_key(conversation_type, target)?;
+        if conversation_type == conversation_type::SYSTEM {
+            return Err(Refusal::new(
+                Code::UnknownConversationType,
+                "messages of system conversations are not changed by their readers",
+            ));
+        }
         // Recalls, edits and reactions are sends too: the same limit applies.
         let limited = !self.engine.may_send(&self.shared.user);
         if limited {
@@ -921,6 +927,11 @@ fn check_key(conversation_type: u32, target: &str) -> Result<(), Refusal> {
     conversation_id(conversation_type, "", target).map(drop)
 }
 
+/// The conversation of system account `from` with `user`.
+pub(crate) fn system_conversation_id(from: &str, user: &str) -> String {
+    format!("{}:{from}|{user}", conversation_type::SYSTEM)
+}
+
 /// The canonical id of `user`'s conversation `(conversation_type, target)`, if it is one this
 /// server keeps (PRIVATE or GROUP, with a well-formed target).
 pub(crate) fn conversation_id(
@@ -936,6 +947,10 @@ pub(crate) fn conversation_id(
         conversation_type::GROUP => {
             validate::check_group_id(target)?;
             Ok(tidings_store::group_conversation_id(target))
+        }
+        conversation_type::SYSTEM => {
+            validate::check_user_id(target)?;
+            Ok(system_conversation_id(target, user))
         }
         other => Err(Refusal::new(
             Code::UnknownConversationType,

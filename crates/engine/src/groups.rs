@@ -92,7 +92,7 @@ fn check_users(users: &[String], max: u64) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check_profile(
+pub(crate) fn check_profile(
     name: Option<&str>,
     portrait: Option<&str>,
     extra: Option<&str>,

@@ -23,6 +23,7 @@ mod groups;
 pub mod outbox;
 mod presence;
 mod session;
+mod users;
 pub mod validate;
 
 use std::collections::HashMap;
@@ -41,6 +42,7 @@ pub use outbox::Outbox;
 pub use presence::PresenceOut;
 pub use session::{ConnectInfo, ConnectRequest, SendRequest, Session};
 pub use tidings_store::{GroupAction, GroupInfo, GroupMember, GroupMembers, GroupReceipt};
+pub use users::{Posted, UserOut};
 pub use validate::Refusal;
 
 use commit::CommitRequest;
@@ -48,6 +50,11 @@ use session::SessionShared;
 
 /// Milliseconds since the Unix epoch. Injected so tests can control time.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// A fresh ULID, for ids the app server did not choose.
+pub fn new_uid() -> String {
+    ulid::Ulid::new().to_string()
+}
 
 /// The system clock.
 pub fn system_clock() -> Clock {
@@ -133,8 +140,12 @@ pub struct Delivered {
 
 impl Delivered {
     fn for_viewer(viewer: &str, m: Arc<StoredMessage>, inbox_seq: u64) -> Delivered {
-        let target_is_sender =
-            m.conversation_type == tidings_proto::conversation_type::PRIVATE && m.target == viewer;
+        // A private or system message to the viewer: the conversation's other side is the
+        // sender.
+        let target_is_sender = matches!(
+            m.conversation_type,
+            tidings_proto::conversation_type::PRIVATE | tidings_proto::conversation_type::SYSTEM
+        ) && m.target == viewer;
         Delivered {
             message: m,
             target_is_sender,
@@ -405,6 +416,9 @@ struct Registry {
     accepting: bool,
     /// The lowest token version still valid, for users whose tokens were revoked while running.
     min_token_version: HashMap<String, u64>,
+    /// Users banned while running (the store keeps every ban; this closes the race with a
+    /// connect that read the store before the ban).
+    banned: std::collections::HashSet<String>,
 }
 
 impl Engine {
@@ -429,6 +443,7 @@ impl Engine {
                 watchers: HashMap::new(),
                 accepting: true,
                 min_token_version: HashMap::new(),
+                banned: std::collections::HashSet::new(),
             }),
             commits,
             committer: Mutex::new(None),
@@ -514,6 +529,9 @@ impl Engine {
             .is_some_and(|min| token_version < *min)
         {
             return Err(Code::TokenRevoked);
+        }
+        if registry.banned.contains(&shared.user) {
+            return Err(Code::UserBanned);
         }
         // Told while the registry is locked, so an online and an offline report of one user
         // reach each watcher in the order they happened.

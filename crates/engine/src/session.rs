@@ -288,6 +288,10 @@ impl Engine {
             shared.end(self, Code::TokenRevoked);
             return Err(Code::TokenRevoked.into());
         }
+        if state.user.banned {
+            shared.end(self, Code::UserBanned);
+            return Err(Code::UserBanned.into());
+        }
         let cursor = state.cursor;
         {
             let mut st = shared.state();
@@ -446,56 +450,11 @@ impl Session {
     }
 
     fn check(&self, send: &SendRequest) -> Result<(), Refusal> {
-        if !validate::is_client_msg_id(&send.client_msg_id) {
-            return Err(Refusal::new(
-                Code::InvalidClientMsgId,
-                "a client message id is 1-64 printable ASCII characters",
-            ));
-        }
-        self.check_addressing(send)
+        check_send(&self.engine.inner.config, send)
     }
 
-    /// The checks messages and status messages share: conversation type, target, type, content.
     fn check_addressing(&self, send: &SendRequest) -> Result<(), Refusal> {
-        crate::conversations::conversation_id(send.conversation_type, "", &send.target_id)?;
-        let group = send.conversation_type == conversation_type::GROUP;
-        let addressed = !send.mentions.is_empty() || send.mention_all || !send.audience.is_empty();
-        if addressed && !group {
-            return Err(Refusal::new(
-                Code::InvalidMentions,
-                "mentions and directed messages are for groups",
-            ));
-        }
-        if send.mentions.len() > crate::groups::MAX_MENTIONS
-            || send.audience.len() > crate::groups::MAX_DIRECTED
-            || !send
-                .mentions
-                .iter()
-                .chain(&send.audience)
-                .all(|u| validate::is_user_id(u))
-        {
-            return Err(Refusal::new(
-                Code::InvalidMentions,
-                format!(
-                    "at most {} mentioned and {} directed user ids, each 1-64 of A-Z a-z 0-9 _ - . @",
-                    crate::groups::MAX_MENTIONS,
-                    crate::groups::MAX_DIRECTED
-                ),
-            ));
-        }
-        validate::check_msg_type(&send.msg_type)?;
-        validate::check_content(
-            &send.msg_type,
-            &send.content,
-            self.engine.inner.config.max_content_bytes,
-        )?;
-        if send.push_text.len() > MAX_PUSH_TEXT_BYTES {
-            return Err(Refusal::new(
-                Code::ContentTooLarge,
-                format!("push text is limited to {MAX_PUSH_TEXT_BYTES} bytes"),
-            ));
-        }
-        Ok(())
+        check_addressing(&self.engine.inner.config, send)
     }
 
     /// The device acknowledges the pushed entry at `inbox_seq`.
@@ -675,7 +634,7 @@ impl Drop for Session {
 }
 
 impl PendingPublish {
-    fn private(sender: &str, send: SendRequest, search: bool) -> PendingPublish {
+    pub(crate) fn private(sender: &str, send: SendRequest, search: bool) -> PendingPublish {
         let digest = digest(&send);
         let target = send.target_id;
         let conversation_id = private_conversation_id(sender, &target);
@@ -725,7 +684,7 @@ impl PendingPublish {
 impl PendingPublish {
     /// A group message: the store checks that the sender may send and adds the members as
     /// recipients; the conversation rows exist from the members' joins.
-    fn group(sender: &str, send: SendRequest, search: bool) -> PendingPublish {
+    pub(crate) fn group(sender: &str, send: SendRequest, search: bool) -> PendingPublish {
         let digest = digest(&send);
         PendingPublish {
             conversation_type: conversation_type::GROUP,
@@ -792,4 +751,63 @@ fn digest(send: &SendRequest) -> String {
         h.update(b"mention_all");
     }
     hex::encode(h.finalize())
+}
+
+/// The checks of a message to send: its client message id, and those of [`check_addressing`].
+pub(crate) fn check_send(config: &crate::EngineConfig, send: &SendRequest) -> Result<(), Refusal> {
+    if !validate::is_client_msg_id(&send.client_msg_id) {
+        return Err(Refusal::new(
+            Code::InvalidClientMsgId,
+            "a client message id is 1-64 printable ASCII characters",
+        ));
+    }
+    check_addressing(config, send)
+}
+
+/// The checks messages and status messages share: conversation type, target, type, content.
+pub(crate) fn check_addressing(
+    config: &crate::EngineConfig,
+    send: &SendRequest,
+) -> Result<(), Refusal> {
+    if send.conversation_type == conversation_type::SYSTEM {
+        return Err(Refusal::new(
+            Code::UnknownConversationType,
+            "system messages are sent by the app server",
+        ));
+    }
+    crate::conversations::conversation_id(send.conversation_type, "", &send.target_id)?;
+    let group = send.conversation_type == conversation_type::GROUP;
+    let addressed = !send.mentions.is_empty() || send.mention_all || !send.audience.is_empty();
+    if addressed && !group {
+        return Err(Refusal::new(
+            Code::InvalidMentions,
+            "mentions and directed messages are for groups",
+        ));
+    }
+    if send.mentions.len() > crate::groups::MAX_MENTIONS
+        || send.audience.len() > crate::groups::MAX_DIRECTED
+        || !send
+            .mentions
+            .iter()
+            .chain(&send.audience)
+            .all(|u| validate::is_user_id(u))
+    {
+        return Err(Refusal::new(
+            Code::InvalidMentions,
+            format!(
+                "at most {} mentioned and {} directed user ids, each 1-64 of A-Z a-z 0-9 _ - . @",
+                crate::groups::MAX_MENTIONS,
+                crate::groups::MAX_DIRECTED
+            ),
+        ));
+    }
+    validate::check_msg_type(&send.msg_type)?;
+    validate::check_content(&send.msg_type, &send.content, config.max_content_bytes)?;
+    if send.push_text.len() > MAX_PUSH_TEXT_BYTES {
+        return Err(Refusal::new(
+            Code::ContentTooLarge,
+            format!("push text is limited to {MAX_PUSH_TEXT_BYTES} bytes"),
+        ));
+    }
+    Ok(())
 }

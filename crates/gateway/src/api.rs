@@ -27,6 +27,18 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
     Json(json!({ "status": "ok", "sessions": state.engine.session_count() })).into_response()
 }
 
+/// The OpenAPI document of this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// `GET /api/v1/openapi.json` (unsigned).
+pub async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+        .into_response()
+}
+
 pub async fn not_found() -> Response {
     error(Code::NotFound.into())
 }
@@ -63,6 +75,21 @@ pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<
         )
     })
 }
+
+/// Authenticates a request and reads its body as JSON, or returns (from the calling handler)
+/// the error response.
+macro_rules! signed {
+    ($state:expr, $headers:expr, $body:expr) => {{
+        if let Err(r) = $crate::api::authenticate(&$state, &$headers).await {
+            return r;
+        }
+        match $crate::api::json_body(&$body) {
+            Ok(b) => b,
+            Err(r) => return $crate::api::error(r),
+        }
+    }};
+}
+pub(crate) use signed;
 
 /// The query string as `T`, or the error that says what is wrong with it.
 pub(crate) fn query<T>(

@@ -14,7 +14,7 @@ use tidings_engine::{ApiError, GroupAction, GroupInfo, Refusal};
 use tidings_proto::Code;
 
 use crate::AppState;
-use crate::api::{authenticate, error, json_body, query};
+use crate::api::{authenticate, error, query, signed};
 
 /// A group as the API shows it.
 pub(crate) fn group_json(g: &GroupInfo) -> Value {
@@ -43,7 +43,7 @@ fn answer(result: Result<GroupInfo, ApiError>) -> Response {
 }
 
 /// The `extra` field as stored: a JSON object's text.
-fn extra_text(extra: Option<Value>) -> Result<Option<String>, Refusal> {
+pub(crate) fn extra_text(extra: Option<Value>) -> Result<Option<String>, Refusal> {
     match extra {
         None => Ok(None),
         Some(Value::Null) => Ok(Some(String::new())),
@@ -80,19 +80,6 @@ async fn change(
         Ok(by) => answer(state.engine.change_group(group, &by, action).await),
         Err(r) => r,
     }
-}
-
-/// Authenticates the request and reads its body as JSON, or returns the error response.
-macro_rules! signed {
-    ($state:expr, $headers:expr, $body:expr) => {{
-        if let Err(r) = authenticate(&$state, &$headers).await {
-            return r;
-        }
-        match json_body(&$body) {
-            Ok(b) => b,
-            Err(r) => return error(r),
-        }
-    }};
 }
 
 #[derive(Debug, Deserialize)]

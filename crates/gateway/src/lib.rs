@@ -13,13 +13,14 @@
 
 mod api;
 mod api_groups;
+mod api_users;
 mod connection;
 
 use std::future::Future;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, delete, get, patch, post, put};
 use tidings_engine::Engine;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -62,38 +63,69 @@ struct AppState {
     connections: TaskTracker,
 }
 
+/// The HTTP API's routes, `(method, path)`. The router is built from this list, and the OpenAPI
+/// document served at `/api/v1/openapi.json` (`openapi.json`) lists exactly these: a test keeps
+/// the two equal.
+pub const API_ROUTES: &[(&str, &str)] = &[
+    ("POST", "/api/v1/users/{user_id}/token"),
+    ("POST", "/api/v1/users/{user_id}/revoke"),
+    ("GET", "/api/v1/users/{user_id}/groups"),
+    ("POST", "/api/v1/users/query"),
+    ("GET", "/api/v1/users/{user_id}"),
+    ("PUT", "/api/v1/users/{user_id}"),
+    ("POST", "/api/v1/users/{user_id}/ban"),
+    ("POST", "/api/v1/users/{user_id}/unban"),
+    ("POST", "/api/v1/messages"),
+    ("POST", "/api/v1/messages/system"),
+    ("POST", "/api/v1/groups"),
+    ("GET", "/api/v1/groups/{group_id}"),
+    ("PATCH", "/api/v1/groups/{group_id}"),
+    ("DELETE", "/api/v1/groups/{group_id}"),
+    ("GET", "/api/v1/groups/{group_id}/members"),
+    ("POST", "/api/v1/groups/{group_id}/members"),
+    ("POST", "/api/v1/groups/{group_id}/members/remove"),
+    ("POST", "/api/v1/groups/{group_id}/owner"),
+    ("POST", "/api/v1/groups/{group_id}/mute"),
+    ("GET", "/api/v1/openapi.json"),
+];
+
+/// The handler of one of [`API_ROUTES`].
+fn api_route(method: &str, path: &str) -> MethodRouter<AppState> {
+    match (method, path) {
+        ("POST", "/api/v1/users/{user_id}/token") => post(api::mint_token),
+        ("POST", "/api/v1/users/{user_id}/revoke") => post(api::revoke),
+        ("GET", "/api/v1/users/{user_id}/groups") => get(api_groups::user_groups),
+        ("POST", "/api/v1/users/query") => post(api_users::query),
+        ("GET", "/api/v1/users/{user_id}") => get(api_users::get),
+        ("PUT", "/api/v1/users/{user_id}") => put(api_users::put),
+        ("POST", "/api/v1/users/{user_id}/ban") => post(api_users::ban),
+        ("POST", "/api/v1/users/{user_id}/unban") => post(api_users::unban),
+        ("POST", "/api/v1/messages") => post(api_users::send),
+        ("POST", "/api/v1/messages/system") => post(api_users::send_system),
+        ("POST", "/api/v1/groups") => post(api_groups::create),
+        ("GET", "/api/v1/groups/{group_id}") => get(api_groups::get),
+        ("PATCH", "/api/v1/groups/{group_id}") => patch(api_groups::update),
+        ("DELETE", "/api/v1/groups/{group_id}") => delete(api_groups::dismiss),
+        ("GET", "/api/v1/groups/{group_id}/members") => get(api_groups::members),
+        ("POST", "/api/v1/groups/{group_id}/members") => post(api_groups::add_members),
+        ("POST", "/api/v1/groups/{group_id}/members/remove") => post(api_groups::remove_members),
+        ("POST", "/api/v1/groups/{group_id}/owner") => post(api_groups::transfer),
+        ("POST", "/api/v1/groups/{group_id}/mute") => post(api_groups::mute),
+        ("GET", "/api/v1/openapi.json") => get(api::openapi),
+        // Only reachable by editing API_ROUTES without this table; every test would fail.
+        _ => panic!("no handler for {method} {path}"),
+    }
+}
+
 fn router(state: AppState) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route(WS_PATH, get(connection::upgrade))
-        .route("/healthz", get(api::healthz))
-        .route("/api/v1/users/{user_id}/token", post(api::mint_token))
-        .route("/api/v1/users/{user_id}/revoke", post(api::revoke))
-        .route(
-            "/api/v1/users/{user_id}/groups",
-            get(api_groups::user_groups),
-        )
-        .route("/api/v1/groups", post(api_groups::create))
-        .route(
-            "/api/v1/groups/{group_id}",
-            get(api_groups::get)
-                .patch(api_groups::update)
-                .delete(api_groups::dismiss),
-        )
-        .route(
-            "/api/v1/groups/{group_id}/members",
-            get(api_groups::members).post(api_groups::add_members),
-        )
-        .route(
-            "/api/v1/groups/{group_id}/members/remove",
-            post(api_groups::remove_members),
-        )
-        .route(
-            "/api/v1/groups/{group_id}/owner",
-            post(api_groups::transfer),
-        )
-        .route("/api/v1/groups/{group_id}/mute", post(api_groups::mute))
-        .fallback(api::not_found)
-        .with_state(state)
+        .route("/healthz", get(api::healthz));
+    // Routes of one path with different methods are merged by axum.
+    for (method, path) in API_ROUTES {
+        router = router.route(path, api_route(method, path));
+    }
+    router.fallback(api::not_found).with_state(state)
 }
 
 /// Serves until `shutdown` completes, then shuts down in order: stop accepting and stop reading
@@ -142,6 +174,33 @@ pub async fn serve(
         Err(_) => {
             tracing::warn!("HTTP server did not stop within the grace period");
             Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_lists_exactly_the_routes_served() {
+        let doc: serde_json::Value = serde_json::from_str(api::OPENAPI).unwrap();
+        let mut documented = BTreeSet::new();
+        for (path, methods) in doc["paths"].as_object().unwrap() {
+            for method in methods.as_object().unwrap().keys() {
+                documented.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+        let served: BTreeSet<(String, String)> = API_ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        assert_eq!(documented, served);
+        // Every route has its handler.
+        for (method, path) in API_ROUTES {
+            let _ = api_route(method, path);
         }
     }
 }

@@ -101,7 +101,9 @@ fn changed_since(c: &Connection, user: &str, since: u64) -> rusqlite::Result<Vec
     for t in touched {
         let (conv_type, sender, target) = t?;
         // A private conversation's target, as this user sees it, is the other participant.
-        let seen = if conv_type == tidings_store::PRIVATE && sender != user {
+        let seen = if matches!(conv_type, tidings_store::PRIVATE | tidings_store::SYSTEM)
+            && sender != user
+        {
             sender
         } else {
             target

@@ -25,7 +25,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tidings_store::{
     ConversationFilter, Conversations, GroupInfo, GroupMembers, GroupReceipt, History, HistoryFrom,
     InboxEntry, Reaction, Result, SearchPage, SessionState, Store, StoreError, StoredMessage,
-    UserState, WriteOp, WriteResult,
+    UserProfile, UserState, WriteOp, WriteResult,
 };
 use tokio::sync::{Semaphore, oneshot};
 
@@ -365,6 +365,32 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn profiles(&self, users: &[String]) -> Result<Vec<UserProfile>> {
+        let users = users.to_vec();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT name, portrait, extra, banned, last_seen FROM users WHERE id = ?1",
+            )?;
+            users
+                .iter()
+                .map(|u| {
+                    stmt.query_row(params![u], |row| {
+                        Ok(UserProfile {
+                            name: row.get(0)?,
+                            portrait: row.get(1)?,
+                            extra: row.get(2)?,
+                            banned: row.get(3)?,
+                            last_seen: row.get(4)?,
+                        })
+                    })
+                    .optional()
+                    .map(Option::unwrap_or_default)
+                })
+                .collect()
+        })
+        .await
+    }
+
     async fn last_seen(&self, users: &[String]) -> Result<Vec<i64>> {
         let users = users.to_vec();
         self.read(move |c| {
@@ -454,10 +480,11 @@ impl Store for SqliteStore {
 }
 
 fn read_user_state(c: &Connection, user: &str) -> rusqlite::Result<UserState> {
-    let token_version: Option<i64> = c
-        .prepare_cached("SELECT token_version FROM users WHERE id = ?1")?
-        .query_row(params![user], |row| row.get(0))
-        .optional()?;
+    let (token_version, banned): (Option<i64>, bool) = c
+        .prepare_cached("SELECT token_version, banned FROM users WHERE id = ?1")?
+        .query_row(params![user], |row| Ok((Some(row.get(0)?), row.get(1)?)))
+        .optional()?
+        .unwrap_or((None, false));
     let inbox_seq: Option<i64> = c
         .prepare_cached(&format!(
             "SELECT max(seq) FROM inbox WHERE user_key = {USER_KEY}"
@@ -465,6 +492,7 @@ fn read_user_state(c: &Connection, user: &str) -> rusqlite::Result<UserState> {
         .query_row(params![user], |row| row.get(0))?;
     Ok(UserState {
         token_version: token_version.unwrap_or(0) as u64,
+        banned,
         inbox_seq: inbox_seq.unwrap_or(0) as u64,
     })
 }

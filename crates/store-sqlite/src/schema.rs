@@ -226,6 +226,13 @@ INSERT INTO inbox_by_key (user_key, seq, msg)
 DROP TABLE inbox;
 ALTER TABLE inbox_by_key RENAME TO inbox;
 "#,
+    r#"
+-- Profiles the app server sets, and bans.
+ALTER TABLE users ADD COLUMN name TEXT NOT NULL DEFAULT '';
+ALTER TABLE users ADD COLUMN portrait TEXT NOT NULL DEFAULT '';
+ALTER TABLE users ADD COLUMN extra TEXT NOT NULL DEFAULT '';
+ALTER TABLE users ADD COLUMN banned INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// Page cache per connection, in KiB.

@@ -339,6 +339,29 @@ fn apply(
             .execute(params![user, start_minute, minutes])?;
             Ok(WriteResult::QuietHoursSet)
         }
+        WriteOp::SetProfile {
+            user,
+            name,
+            portrait,
+            extra,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO users (id, token_version, name, portrait, extra) \
+                 VALUES (?1, 0, coalesce(?2, ''), coalesce(?3, ''), coalesce(?4, '')) \
+                 ON CONFLICT (id) DO UPDATE SET name = coalesce(?2, name), \
+                 portrait = coalesce(?3, portrait), extra = coalesce(?4, extra)",
+            )?
+            .execute(params![user, name, portrait, extra])?;
+            Ok(WriteResult::ProfileSet)
+        }
+        WriteOp::SetBanned { user, banned } => {
+            tx.prepare_cached(
+                "INSERT INTO users (id, token_version, banned) VALUES (?1, 0, ?2) \
+                 ON CONFLICT (id) DO UPDATE SET banned = excluded.banned",
+            )?
+            .execute(params![user, banned])?;
+            Ok(WriteResult::BannedSet)
+        }
         WriteOp::SetLastSeen { user, time } => {
             tx.prepare_cached(
                 "INSERT INTO users (id, token_version, last_seen) VALUES (?1, 0, ?2) \

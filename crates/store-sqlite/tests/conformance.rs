@@ -141,6 +141,8 @@ async fn upgrading_a_database_lists_the_conversations_it_already_had() {
          DROP TABLE reactions; ALTER TABLE messages DROP COLUMN state; \
          ALTER TABLE users DROP COLUMN last_seen; ALTER TABLE users DROP COLUMN quiet_start; \
          ALTER TABLE users DROP COLUMN quiet_minutes; \
+         ALTER TABLE users DROP COLUMN name; ALTER TABLE users DROP COLUMN portrait; \
+         ALTER TABLE users DROP COLUMN extra; ALTER TABLE users DROP COLUMN banned; \
          ALTER TABLE messages DROP COLUMN counted; \
          DROP TABLE groups; DROP TABLE group_members; DROP TABLE message_audience; \
          CREATE TABLE inbox_v1 (user_id TEXT NOT NULL, seq INTEGER NOT NULL, \

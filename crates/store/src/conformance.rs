@@ -109,6 +109,7 @@ pub async fn run_all(store: &dyn Store) {
     search_finds_substrings_of_what_the_user_can_see(store).await;
     last_seen_only_moves_forward(store).await;
     groups_membership_and_fan_out(store).await;
+    profiles_and_bans(store).await;
 }
 
 async fn updated(store: &dyn Store, update: ConversationUpdate) -> (ConversationSettings, u64) {
@@ -1604,4 +1605,40 @@ async fn groups_membership_and_fan_out(store: &dyn Store) {
             .dismissed
             > 0
     );
+}
+
+async fn profiles_and_bans(store: &dyn Store) {
+    let profile = |user: &str, name: Option<&str>, extra: Option<&str>| WriteOp::SetProfile {
+        user: user.into(),
+        name: name.map(String::from),
+        portrait: None,
+        extra: extra.map(String::from),
+    };
+    store
+        .write(vec![
+            profile("pr-a", Some("Ann"), Some(r#"{"team":1}"#)),
+            // Only the fields given change.
+            profile("pr-a", None, Some("")),
+            WriteOp::SetBanned {
+                user: "pr-b".into(),
+                banned: true,
+            },
+        ])
+        .await
+        .expect("write");
+    let users = ["pr-a", "pr-b", "pr-nobody"].map(String::from);
+    let got = store.profiles(&users).await.expect("read");
+    assert_eq!((got[0].name.as_str(), got[0].extra.as_str()), ("Ann", ""));
+    assert!(!got[0].banned && got[1].banned);
+    assert_eq!(got[2], crate::UserProfile::default());
+    assert!(store.user_state("pr-b").await.expect("read").banned);
+    store
+        .write(vec![WriteOp::SetBanned {
+            user: "pr-b".into(),
+            banned: false,
+        }])
+        .await
+        .expect("write");
+    assert!(!store.user_state("pr-b").await.expect("read").banned);
+    assert!(!store.user_state("pr-nobody").await.expect("read").banned);
 }

@@ -27,6 +27,10 @@ pub enum StoreError {
 /// The private conversation type (as in the protocol): the one type whose target depends on
 /// who looks at it, so the store must know it.
 pub const PRIVATE: u32 = 1;
+/// The system conversation type: messages from a system account to one user, whose target
+/// (as the user sees it) is the sender, as in a private conversation.
+pub const SYSTEM: u32 = 6;
+
 /// The group conversation type: its messages go to the group's members, whom the store knows.
 pub const GROUP: u32 = 3;
 
@@ -434,6 +438,15 @@ pub enum WriteOp {
     },
     /// Increment a user's token version, revoking every token minted before.
     BumpTokenVersion { user: String },
+    /// Set the profile fields given.
+    SetProfile {
+        user: String,
+        name: Option<String>,
+        portrait: Option<String>,
+        extra: Option<String>,
+    },
+    /// Ban a user (or lift the ban).
+    SetBanned { user: String, banned: bool },
     /// Change a user's conversation settings and append the event that reports it.
     UpdateConversation(Box<ConversationUpdate>),
     /// Record when a user was last connected (ms); never moves back.
@@ -484,6 +497,8 @@ pub enum WriteResult {
         fresh: bool,
     },
     TokenVersion(u64),
+    ProfileSet,
+    BannedSet,
     Deleted,
     LastSeenSet,
     QuietHoursSet,
@@ -531,8 +546,23 @@ pub struct InboxEntry {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UserState {
     pub token_version: u64,
+    /// Banned by the app server: the user may not connect.
+    pub banned: bool,
     /// The newest inbox seq (0 if the inbox is empty).
     pub inbox_seq: u64,
+}
+
+/// A user's profile as the app server set it (empty for a user it never set), and what the
+/// server records of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserProfile {
+    pub name: String,
+    pub portrait: String,
+    /// App-defined: a JSON object as text, or empty.
+    pub extra: String,
+    pub banned: bool,
+    /// When the user was last connected (ms; 0: never recorded).
+    pub last_seen: i64,
 }
 
 /// What a connecting device needs: its user's state and its own confirmed cursor.
@@ -597,6 +627,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// A user's quiet hours: `(start_minute, minutes)`, `(0, 0)` if none.
     async fn quiet_hours(&self, user: &str) -> Result<(u32, u32)>;
+
+    /// The profiles of `users`, in the order asked.
+    async fn profiles(&self, users: &[String]) -> Result<Vec<UserProfile>>;
 
     /// When each of `users` was last connected (ms; 0 if never recorded), in the order asked.
     async fn last_seen(&self, users: &[String]) -> Result<Vec<i64>>;

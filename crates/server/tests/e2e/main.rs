@@ -2,6 +2,7 @@
 //! drives it through the client SDK, raw WebSocket frames, HTTP, or the `tidings` binary.
 
 mod api;
+mod api_users;
 mod bad_input;
 mod conversations;
 mod delivery;

@@ -1,0 +1,256 @@
+//! What the app server does with users and messages through the HTTP API: profiles, bans,
+//! online status, and messages sent on a user's behalf (to a user or a group) or from a system
+//! account (conversation type 6, one message per recipient).
+
+use tidings_proto::{Code, conversation_type};
+use tidings_store::{Participant, UserProfile, WriteOp, WriteResult};
+use tokio::sync::oneshot;
+
+use crate::commit::{CommitRequest, PendingPublish};
+use crate::session::{SendRequest, check_send};
+use crate::validate::{self, Refusal};
+use crate::{ApiError, Engine};
+
+/// The most users one batch query or one system message names.
+pub const MAX_BATCH_USERS: usize = 100;
+/// The most recipients of one system message call.
+pub const MAX_SYSTEM_RECIPIENTS: usize = 1000;
+
+/// A user as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserOut {
+    pub user: String,
+    pub profile: UserProfile,
+    /// Connected from at least one device now.
+    pub online: bool,
+}
+
+/// A message sent through the API, as committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posted {
+    /// The recipient, for system messages (one message each).
+    pub user: String,
+    pub uid: String,
+    pub seq: u64,
+    pub sent_time: i64,
+    /// An earlier call with the same client message id stored it.
+    pub duplicate: bool,
+}
+
+fn store_failed(e: tidings_store::StoreError) -> ApiError {
+    tracing::error!(error = %e, "user store call failed");
+    ApiError::from(Code::ServerError)
+}
+
+fn check_user(user: &str) -> Result<(), ApiError> {
+    if validate::is_user_id(user) {
+        Ok(())
+    } else {
+        Err(Code::InvalidUserId.into())
+    }
+}
+
+impl Engine {
+    /// Sets the profile fields given (creating the user's record if needed).
+    pub async fn set_profile(
+        &self,
+        user: &str,
+        name: Option<String>,
+        portrait: Option<String>,
+        extra: Option<String>,
+    ) -> Result<UserOut, ApiError> {
+        check_user(user)?;
+        crate::groups::check_profile(name.as_deref(), portrait.as_deref(), extra.as_deref())?;
+        self.write(vec![WriteOp::SetProfile {
+            user: user.into(),
+            name,
+            portrait,
+            extra,
+        }])
+        .await?;
+        Ok(self.users(&[user.to_string()]).await?.remove(0))
+    }
+
+    /// Users' profiles and whether they are online, in the order asked.
+    pub async fn users(&self, users: &[String]) -> Result<Vec<UserOut>, ApiError> {
+        if users.is_empty() || users.len() > MAX_BATCH_USERS {
+            return Err(ApiError(Refusal::new(
+                Code::BadRequest,
+                format!("give 1-{MAX_BATCH_USERS} user ids"),
+            )));
+        }
+        for u in users {
+            check_user(u)?;
+        }
+        let profiles = self
+            .inner
+            .store
+            .profiles(users)
+            .await
+            .map_err(store_failed)?;
+        let registry = self.registry();
+        Ok(users
+            .iter()
+            .zip(profiles)
+            .map(|(user, profile)| UserOut {
+                online: registry.by_user.contains_key(user),
+                user: user.clone(),
+                profile,
+            })
+            .collect())
+    }
+
+    /// Bans a user (refused at connect with 31009; connected devices are disconnected with it),
+    /// or lifts the ban.
+    pub async fn set_banned(&self, user: &str, banned: bool) -> Result<(), ApiError> {
+        check_user(user)?;
+        self.write(vec![WriteOp::SetBanned {
+            user: user.into(),
+            banned,
+        }])
+        .await?;
+        let sessions = {
+            let mut registry = self.registry();
+            if banned {
+                registry.banned.insert(user.to_string());
+                registry.by_user.get(user).cloned().unwrap_or_default()
+            } else {
+                registry.banned.remove(user);
+                Vec::new()
+            }
+        };
+        for s in sessions {
+            s.end(self, Code::UserBanned);
+        }
+        Ok(())
+    }
+
+    /// Sends a message as `sender` (a private or group message, checked as a client's is, but
+    /// not rate-limited). Every device of the participants gets it, the sender's included.
+    pub async fn send_as(&self, sender: &str, send: SendRequest) -> Result<Posted, ApiError> {
+        check_user(sender)?;
+        check_send(&self.inner.config, &send).map_err(ApiError)?;
+        let search = self.inner.config.search;
+        let pending = if send.conversation_type == conversation_type::GROUP {
+            PendingPublish::group(sender, send, search)
+        } else {
+            PendingPublish::private(sender, send, search)
+        };
+        let result = self.post(pending).await?;
+        posted(String::new(), result)
+    }
+
+    /// Sends a system message from account `sender` to each of `users` (one message each, in
+    /// the system conversation `(6, sender)` as each user sees it). `send`'s conversation type
+    /// and target are ignored; its client message id, if any, is suffixed per recipient.
+    pub async fn send_system(
+        &self,
+        sender: &str,
+        users: &[String],
+        send: SendRequest,
+    ) -> Result<Vec<Posted>, ApiError> {
+        check_user(sender)?;
+        if users.is_empty() || users.len() > MAX_SYSTEM_RECIPIENTS {
+            return Err(ApiError(Refusal::new(
+                Code::BadRequest,
+                format!("give 1-{MAX_SYSTEM_RECIPIENTS} recipients"),
+            )));
+        }
+        for u in users {
+            check_user(u)?;
+        }
+        let base_id = if send.client_msg_id.is_empty() {
+            ulid::Ulid::new().to_string()
+        } else {
+            send.client_msg_id.clone()
+        };
+        let mut out = Vec::with_capacity(users.len());
+        let mut waiting = Vec::with_capacity(users.len());
+        for user in users {
+            let mut one = SendRequest {
+                conversation_type: conversation_type::PRIVATE,
+                target_id: user.clone(),
+                client_msg_id: recipient_msg_id(&base_id, user),
+                ..send.clone()
+            };
+            check_send(&self.inner.config, &one).map_err(ApiError)?;
+            let mut pending =
+                PendingPublish::private(sender, std::mem::take(&mut one), self.inner.config.search);
+            pending.conversation_type = conversation_type::SYSTEM;
+            pending.conversation_id = crate::conversations::system_conversation_id(sender, user);
+            pending.recipients = vec![user.clone()];
+            pending.participants = vec![Participant {
+                user: user.clone(),
+                target: sender.to_string(),
+            }];
+            pending.blocking_recipient = None;
+            let (reply, answer) = oneshot::channel();
+            self.inner
+                .commits
+                .send(CommitRequest::Post {
+                    message: pending,
+                    reply,
+                })
+                .await
+                .map_err(|_| ApiError::from(Code::ServerShutdown))?;
+            waiting.push((user.clone(), answer));
+        }
+        // All were queued before any answer is awaited, so they share commits.
+        for (user, answer) in waiting {
+            let result = match answer.await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => return Err(store_failed(e)),
+                Err(_) => return Err(Code::ServerShutdown.into()),
+            };
+            out.push(posted(user, result)?);
+        }
+        Ok(out)
+    }
+
+    async fn post(&self, message: PendingPublish) -> Result<WriteResult, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .commits
+            .send(CommitRequest::Post { message, reply })
+            .await
+            .map_err(|_| ApiError::from(Code::ServerShutdown))?;
+        match answer.await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(store_failed(e)),
+            Err(_) => Err(Code::ServerShutdown.into()),
+        }
+    }
+}
+
+/// The API's answer for an append's result.
+fn posted(user: String, result: WriteResult) -> Result<Posted, ApiError> {
+    match result {
+        WriteResult::Appended {
+            message, duplicate, ..
+        } => Ok(Posted {
+            user,
+            uid: message.uid,
+            seq: message.seq,
+            sent_time: message.sent_time,
+            duplicate,
+        }),
+        WriteResult::ClientMsgIdConflict => Err(Code::ClientMsgIdConflict.into()),
+        WriteResult::Blocked => Err(Code::RejectedByBlacklist.into()),
+        WriteResult::GroupRefused(r) => Err(crate::groups::refusal_code(r).into()),
+        other => {
+            tracing::error!(?other, "unexpected store result for an API send");
+            Err(Code::ServerError.into())
+        }
+    }
+}
+
+/// A system message's client message id for one recipient: one call's messages have distinct
+/// ids, and a retried call has the same ones.
+fn recipient_msg_id(base: &str, user: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update((base.len() as u64).to_le_bytes());
+    h.update(base.as_bytes());
+    h.update(user.as_bytes());
+    format!("sys-{}", &hex::encode(h.finalize())[..40])
+}

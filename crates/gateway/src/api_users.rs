@@ -1,0 +1,247 @@
+//! The user and message routes of the HTTP API: profiles, bans, online status, and messages the
+//! app server sends on a user's behalf or from a system account.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tidings_engine::{ApiError, Posted, Refusal, SendRequest, UserOut};
+use tidings_proto::{Code, conversation_type};
+
+use crate::AppState;
+use crate::api::{authenticate, error, signed};
+use crate::api_groups::extra_text;
+
+/// A user as the API shows it.
+fn user_json(u: &UserOut) -> Value {
+    json!({
+        "userId": u.user,
+        "name": u.profile.name,
+        "portrait": u.profile.portrait,
+        "extra": if u.profile.extra.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&u.profile.extra).unwrap_or(Value::Null)
+        },
+        "banned": u.profile.banned,
+        "online": u.online,
+        "lastSeen": u.profile.last_seen,
+    })
+}
+
+fn posted_json(p: &Posted) -> Value {
+    let mut v = json!({
+        "uid": p.uid,
+        "seq": p.seq,
+        "sentTime": p.sent_time,
+        "duplicate": p.duplicate,
+    });
+    if !p.user.is_empty() {
+        v["userId"] = p.user.clone().into();
+    }
+    v
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Profile {
+    name: Option<String>,
+    portrait: Option<String>,
+    extra: Option<Value>,
+}
+
+/// `PUT /api/v1/users/{userId}`: registers a user's profile or changes the fields given.
+pub async fn put(
+    State(state): State<AppState>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let req: Profile = signed!(state, headers, body);
+    let extra = match extra_text(req.extra) {
+        Ok(e) => e,
+        Err(r) => return error(r),
+    };
+    match state
+        .engine
+        .set_profile(&user, req.name, req.portrait, extra)
+        .await
+    {
+        Ok(u) => Json(json!({ "code": 0, "user": user_json(&u) })).into_response(),
+        Err(ApiError(r)) => error(r),
+    }
+}
+
+/// `GET /api/v1/users/{userId}`.
+pub async fn get(
+    State(state): State<AppState>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authenticate(&state, &headers).await {
+        return r;
+    }
+    match state.engine.users(&[user]).await {
+        Ok(users) => Json(json!({ "code": 0, "user": user_json(&users[0]) })).into_response(),
+        Err(ApiError(r)) => error(r),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UserIds {
+    user_ids: Vec<String>,
+}
+
+/// `POST /api/v1/users/query`: profiles and online status of up to 100 users.
+pub async fn query(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let req: UserIds = signed!(state, headers, body);
+    match state.engine.users(&req.user_ids).await {
+        Ok(users) => Json(json!({
+            "code": 0,
+            "users": users.iter().map(user_json).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(ApiError(r)) => error(r),
+    }
+}
+
+async fn set_banned(state: AppState, headers: HeaderMap, user: String, banned: bool) -> Response {
+    if let Err(r) = authenticate(&state, &headers).await {
+        return r;
+    }
+    match state.engine.set_banned(&user, banned).await {
+        Ok(()) => Json(json!({ "code": 0, "userId": user, "banned": banned })).into_response(),
+        Err(ApiError(r)) => error(r),
+    }
+}
+
+/// `POST /api/v1/users/{userId}/ban`.
+pub async fn ban(
+    State(state): State<AppState>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    set_banned(state, headers, user, true).await
+}
+
+/// `POST /api/v1/users/{userId}/unban`.
+pub async fn unban(
+    State(state): State<AppState>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    set_banned(state, headers, user, false).await
+}
+
+/// The content of an API message: a JSON object.
+fn content_text(content: Value) -> Result<String, Refusal> {
+    match content {
+        v @ Value::Object(_) => Ok(v.to_string()),
+        _ => Err(Refusal::new(Code::BadRequest, "content is a JSON object")),
+    }
+}
+
+fn msg_type_or_text(t: Option<String>) -> String {
+    t.unwrap_or_else(|| "text".into())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Message {
+    from_user_id: String,
+    conversation_type: u32,
+    target_id: String,
+    msg_type: Option<String>,
+    content: Value,
+    #[serde(default)]
+    push_text: String,
+    client_msg_id: Option<String>,
+    #[serde(default)]
+    uncounted: bool,
+    #[serde(default)]
+    mentioned_user_ids: Vec<String>,
+    #[serde(default)]
+    mention_all: bool,
+    #[serde(default)]
+    directed_user_ids: Vec<String>,
+}
+
+/// `POST /api/v1/messages`: sends a private or group message as `fromUserId`.
+pub async fn send(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let req: Message = signed!(state, headers, body);
+    let content = match content_text(req.content) {
+        Ok(c) => c,
+        Err(r) => return error(r),
+    };
+    let send = SendRequest {
+        client_msg_id: req
+            .client_msg_id
+            .unwrap_or_else(|| format!("api-{}", tidings_engine::new_uid())),
+        conversation_type: req.conversation_type,
+        target_id: req.target_id,
+        msg_type: msg_type_or_text(req.msg_type),
+        content,
+        push_text: req.push_text,
+        uncounted: req.uncounted,
+        mentions: req.mentioned_user_ids,
+        mention_all: req.mention_all,
+        audience: req.directed_user_ids,
+    };
+    match state.engine.send_as(&req.from_user_id, send).await {
+        Ok(p) => {
+            let mut v = posted_json(&p);
+            v["code"] = 0.into();
+            Json(v).into_response()
+        }
+        Err(ApiError(r)) => error(r),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SystemMessage {
+    from_user_id: String,
+    to_user_ids: Vec<String>,
+    msg_type: Option<String>,
+    content: Value,
+    #[serde(default)]
+    push_text: String,
+    client_msg_id: Option<String>,
+}
+
+/// `POST /api/v1/messages/system`: one message from a system account to each user.
+pub async fn send_system(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let req: SystemMessage = signed!(state, headers, body);
+    let content = match content_text(req.content) {
+        Ok(c) => c,
+        Err(r) => return error(r),
+    };
+    let send = SendRequest {
+        client_msg_id: req.client_msg_id.unwrap_or_default(),
+        conversation_type: conversation_type::SYSTEM,
+        msg_type: msg_type_or_text(req.msg_type),
+        content,
+        push_text: req.push_text,
+        ..Default::default()
+    };
+    match state
+        .engine
+        .send_system(&req.from_user_id, &req.to_user_ids, send)
+        .await
+    {
+        Ok(all) => Json(json!({
+            "code": 0,
+            "messages": all.iter().map(posted_json).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(ApiError(r)) => error(r),
+    }
+}

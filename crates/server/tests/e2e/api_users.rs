@@ -1,0 +1,317 @@
+//! The user and message routes of the HTTP API: profiles, bans, online status, messages sent on
+//! a user's behalf and from a system account.
+
+use serde_json::{Value, json};
+use tidings_client::{Client, ClientConfig, ClientError, Event, HistoryStart, Outgoing};
+use tidings_proto::Code;
+
+use crate::util::*;
+
+const SYSTEM: u32 = 6;
+
+fn code_of(body: &Value) -> Option<u64> {
+    body["code"].as_u64()
+}
+
+#[tokio::test]
+async fn profiles_are_set_read_and_show_who_is_online() {
+    let server = TestServer::start().await;
+    let (status, body) = api(
+        &server,
+        "PUT",
+        "/api/v1/users/ann",
+        json!({ "name": "Ann", "portrait": "https://x/ann.png", "extra": { "level": 3 } }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user"]["name"], "Ann");
+    assert_eq!(body["user"]["extra"]["level"], 3);
+    assert_eq!(body["user"]["online"], false);
+    // Only the fields given change.
+    let (_, body) = api(
+        &server,
+        "PUT",
+        "/api/v1/users/ann",
+        json!({ "name": "Annie" }),
+    )
+    .await;
+    assert_eq!(
+        (
+            body["user"]["name"].as_str(),
+            body["user"]["portrait"].as_str()
+        ),
+        (Some("Annie"), Some("https://x/ann.png"))
+    );
+    let (_ann, _events) = server.client("ann", "phone").await;
+    let (_, body) = api(&server, "GET", "/api/v1/users/ann", Value::Null).await;
+    assert_eq!(body["user"]["online"], true);
+    let (_, body) = api(
+        &server,
+        "POST",
+        "/api/v1/users/query",
+        json!({ "userIds": ["ann", "nobody"] }),
+    )
+    .await;
+    let users = body["users"].as_array().unwrap();
+    assert_eq!(
+        (users[0]["userId"].as_str(), users[0]["online"].as_bool()),
+        (Some("ann"), Some(true))
+    );
+    assert_eq!(
+        (users[1]["name"].as_str(), users[1]["online"].as_bool()),
+        (Some(""), Some(false))
+    );
+
+    let bad = [
+        (
+            "PUT",
+            "/api/v1/users/ann",
+            json!({ "extra": [1] }),
+            Code::BadRequest,
+        ),
+        (
+            "PUT",
+            "/api/v1/users/a%20b",
+            json!({ "name": "x" }),
+            Code::InvalidUserId,
+        ),
+        (
+            "PUT",
+            "/api/v1/users/ann",
+            json!({ "nick": "x" }),
+            Code::BadRequest,
+        ),
+        (
+            "POST",
+            "/api/v1/users/query",
+            json!({ "userIds": [] }),
+            Code::BadRequest,
+        ),
+    ];
+    for (method, path, body, code) in bad {
+        let (status, answer) = api(&server, method, path, body).await;
+        assert_eq!(
+            (status, code_of(&answer)),
+            (400, Some(code.as_u32().into())),
+            "{path}: {answer}"
+        );
+    }
+    let many: Vec<String> = (0..101).map(|i| format!("u{i}")).collect();
+    let (status, _) = api(
+        &server,
+        "POST",
+        "/api/v1/users/query",
+        json!({ "userIds": many }),
+    )
+    .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn a_banned_user_is_disconnected_and_refused_until_unbanned() {
+    let server = TestServer::start().await;
+    let token = server.token("mallory").await;
+    let (_client, mut events) = Client::connect(ClientConfig::new(server.url(), token.clone()))
+        .await
+        .unwrap();
+    let (status, body) = api(&server, "POST", "/api/v1/users/mallory/ban", Value::Null).await;
+    assert_eq!((status, body["banned"].as_bool()), (200, Some(true)));
+    match next_terminal(&mut events).await {
+        Event::Kicked { code, .. } => assert_eq!(code, Code::UserBanned.as_u32()),
+        other => panic!("{other:?}"),
+    }
+    let err = Client::connect(ClientConfig::new(server.url(), token.clone()))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(
+        err,
+        ClientError::Refused {
+            code: Code::UserBanned.as_u32(),
+            message: Code::UserBanned.text().into()
+        }
+    );
+    let (_, body) = api(&server, "GET", "/api/v1/users/mallory", Value::Null).await;
+    assert_eq!(body["user"]["banned"], true);
+    api(&server, "POST", "/api/v1/users/mallory/unban", Value::Null).await;
+    Client::connect(ClientConfig::new(server.url(), token))
+        .await
+        .expect("connects again once unbanned");
+}
+
+#[tokio::test]
+async fn the_app_server_sends_as_a_user_to_a_user_and_to_a_group() {
+    let server = TestServer::start().await;
+    let (_alice, mut alice_events) = server.client("alice", "phone").await;
+    let (_bob, mut bob_events) = server.client("bob", "phone").await;
+    let message = json!({
+        "fromUserId": "alice", "conversationType": 1, "targetId": "bob",
+        "content": { "text": "from the app" }, "clientMsgId": "app-1",
+    });
+    let (status, body) = api(&server, "POST", "/api/v1/messages", message.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["duplicate"], false);
+    let got = next_message(&mut bob_events).await;
+    assert_eq!(
+        (got.sender_id.as_str(), got.uid.as_str()),
+        ("alice", body["uid"].as_str().unwrap())
+    );
+    // Sent on alice's behalf: her own devices get it too.
+    let own = next_message(&mut alice_events).await;
+    assert_eq!(
+        (own.target_id.as_str(), own.uid.as_str()),
+        ("bob", got.uid.as_str())
+    );
+    // A retry of the same call stores nothing new.
+    let (_, again) = api(&server, "POST", "/api/v1/messages", message).await;
+    assert_eq!(
+        (again["uid"].clone(), again["duplicate"].clone()),
+        (body["uid"].clone(), json!(true))
+    );
+
+    let (status, _) = api(
+        &server,
+        "POST",
+        "/api/v1/groups",
+        json!({ "groupId": "crew", "ownerId": "alice", "memberIds": ["bob"] }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, body) = api(
+        &server,
+        "POST",
+        "/api/v1/messages",
+        json!({ "fromUserId": "bob", "conversationType": 3, "targetId": "crew",
+                "content": { "text": "to the crew" }, "mentionedUserIds": ["alice"] }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let mut got = next_message(&mut alice_events).await;
+    while got.msg_type != "text" {
+        got = next_message(&mut alice_events).await;
+    }
+    assert_eq!(
+        (got.target_id.as_str(), got.mentions("alice")),
+        ("crew", true)
+    );
+
+    let refusals = [
+        (
+            json!({ "fromUserId": "carol", "conversationType": 3, "targetId": "crew", "content": { "text": "x" } }),
+            Code::NotInGroup,
+        ),
+        (
+            json!({ "fromUserId": "carol", "conversationType": 1, "targetId": "bob", "content": "x" }),
+            Code::BadRequest,
+        ),
+        (
+            json!({ "fromUserId": "carol", "conversationType": 6, "targetId": "bob", "content": { "text": "x" } }),
+            Code::UnknownConversationType,
+        ),
+        (
+            json!({ "fromUserId": "carol", "conversationType": 1, "targetId": "bob", "content": { "text": "" } }),
+            Code::ContentInvalid,
+        ),
+    ];
+    for (message, code) in refusals {
+        let (status, body) = api(&server, "POST", "/api/v1/messages", message).await;
+        assert_eq!(
+            (status, code_of(&body)),
+            (400, Some(code.as_u32().into())),
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn system_messages_reach_each_user_in_a_system_conversation() {
+    let server = TestServer::start().await;
+    let (bob, mut bob_events) = server.client("bob", "phone").await;
+    let notice = json!({ "fromUserId": "notices", "toUserIds": ["bob", "carol"],
+                         "content": { "text": "maintenance at noon" }, "clientMsgId": "n-1" });
+    let (status, body) = api(&server, "POST", "/api/v1/messages/system", notice.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let sent = body["messages"].as_array().unwrap();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[1]["userId"], "carol");
+    let got = next_message(&mut bob_events).await;
+    assert_eq!(
+        (
+            got.conversation_type,
+            got.target_id.as_str(),
+            got.sender_id.as_str()
+        ),
+        (SYSTEM, "notices", "notices")
+    );
+    let entry = bob.conversation(SYSTEM, "notices").await.unwrap().unwrap();
+    assert_eq!(entry.unread, 1);
+    let history = bob
+        .history(SYSTEM, "notices", HistoryStart::Newest, 10)
+        .await
+        .unwrap();
+    assert_eq!(history.messages.len(), 1);
+    // Carol, offline, syncs hers.
+    let (_carol, mut carol_events) = server.client("carol", "phone").await;
+    assert_eq!(next_message(&mut carol_events).await.target_id, "notices");
+    // The same call again stores nothing new.
+    let (_, again) = api(&server, "POST", "/api/v1/messages/system", notice).await;
+    assert_eq!(again["messages"][0]["duplicate"], true);
+    // Clients do not send system messages.
+    let refused = bob
+        .send(Outgoing {
+            conversation_type: SYSTEM,
+            ..Outgoing::text("notices", "hi")
+        })
+        .await;
+    assert!(
+        matches!(refused, Err(ClientError::Refused { code, .. }) if code == Code::UnknownConversationType.as_u32())
+    );
+}
+
+#[tokio::test]
+async fn every_route_of_the_openapi_document_is_served() {
+    let server = TestServer::start().await;
+    let url = format!("{}/api/v1/openapi.json", server.url());
+    let doc: Value = tokio::task::spawn_blocking(move || {
+        ureq::get(&url)
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_json()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let mut checked = 0;
+    for (path, methods) in doc["paths"].as_object().unwrap() {
+        let concrete = path
+            .replace("{user_id}", "probe")
+            .replace("{group_id}", "probe-group");
+        for method in methods.as_object().unwrap().keys() {
+            let method = method.to_uppercase();
+            let body = if method == "GET" || method == "DELETE" {
+                Value::Null
+            } else {
+                json!({})
+            };
+            let (status, answer) = api(&server, &method, &concrete, body).await;
+            // Served: answered by its handler, never by the fallback (42008) or as a method
+            // the path does not take.
+            assert_ne!(
+                code_of(&answer),
+                Some(Code::NotFound.as_u32().into()),
+                "{method} {path}"
+            );
+            assert_ne!(status, 405, "{method} {path}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 20);
+    // And a path that is not in it is not served.
+    let (status, answer) = api(&server, "GET", "/api/v1/nothing", Value::Null).await;
+    assert_eq!(
+        (status, code_of(&answer)),
+        (404, Some(Code::NotFound.as_u32().into()))
+    );
+}
