@@ -207,6 +207,126 @@ impl Engine {
         Ok(out)
     }
 
+    /// Sends a system message from `sender` to every user the server knows (but `sender`),
+    /// a page of users at a time. Returns how many got it.
+    pub async fn broadcast(&self, sender: &str, send: SendRequest) -> Result<u64, ApiError> {
+        check_user(sender)?;
+        let base_id = if send.client_msg_id.is_empty() {
+            ulid::Ulid::new().to_string()
+        } else {
+            send.client_msg_id.clone()
+        };
+        let mut after = String::new();
+        let mut count = 0;
+        loop {
+            let page = self
+                .inner
+                .store
+                .user_ids_after(&after, MAX_SYSTEM_RECIPIENTS)
+                .await
+                .map_err(store_failed)?;
+            let Some(last) = page.last().cloned() else {
+                return Ok(count);
+            };
+            let users: Vec<String> = page.into_iter().filter(|u| u != sender).collect();
+            if !users.is_empty() {
+                let one = SendRequest {
+                    client_msg_id: base_id.clone(),
+                    ..send.clone()
+                };
+                count += self.send_system(sender, &users, one).await?.len() as u64;
+            }
+            after = last;
+        }
+    }
+
+    /// A user's blocklist, in id order.
+    pub async fn blocklist_of(&self, user: &str) -> Result<Vec<String>, ApiError> {
+        check_user(user)?;
+        self.inner.store.blocklist(user).await.map_err(store_failed)
+    }
+
+    /// Adds `others` to `user`'s blocklist, or removes them; returns the list after.
+    pub async fn set_blocklist(
+        &self,
+        user: &str,
+        others: &[String],
+        blocked: bool,
+    ) -> Result<Vec<String>, ApiError> {
+        check_user(user)?;
+        if others.is_empty() || others.len() > MAX_BATCH_USERS {
+            return Err(ApiError(Refusal::new(
+                Code::BadRequest,
+                format!("give 1-{MAX_BATCH_USERS} user ids"),
+            )));
+        }
+        for other in others {
+            check_user(other)?;
+            if other == user {
+                return Err(ApiError(Refusal::new(
+                    Code::BadRequest,
+                    "a user does not block themself",
+                )));
+            }
+        }
+        let max = self.inner.config.max_blocklist;
+        let ops = others
+            .iter()
+            .map(|other| WriteOp::SetBlocked {
+                user: user.into(),
+                other: other.clone(),
+                blocked,
+                max,
+            })
+            .collect();
+        let results = self.write(ops).await?;
+        if results
+            .iter()
+            .any(|r| matches!(r, WriteResult::BlocklistFull))
+        {
+            return Err(ApiError(Refusal::new(
+                Code::BadRequest,
+                format!("a blocklist holds at most {max} users; the others were added"),
+            )));
+        }
+        self.blocklist_of(user).await
+    }
+
+    /// A page of a conversation's messages, as stored (for export: what users deleted for
+    /// themselves is included), after `after_seq`, at most `limit` (1-500). For a private or
+    /// system conversation `user` is one side and `target` the other; for a group, `target` is
+    /// the group.
+    pub async fn export(
+        &self,
+        conversation_type: u32,
+        user: &str,
+        target: &str,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<crate::Delivered>, ApiError> {
+        let id = crate::conversations::conversation_id(conversation_type, user, target)
+            .map_err(ApiError)?;
+        if conversation_type != conversation_type::GROUP {
+            check_user(user)?;
+        }
+        if limit == 0 || limit > crate::SYNC_PAGE_MAX {
+            return Err(ApiError(Refusal::new(
+                Code::BadRequest,
+                format!("limit is 1-{}", crate::SYNC_PAGE_MAX),
+            )));
+        }
+        let messages = self
+            .inner
+            .store
+            .conversation_after(&id, after_seq, limit as usize)
+            .await
+            .map_err(store_failed)?;
+        Ok(messages
+            .into_iter()
+            .map(|m| crate::Delivered::for_viewer(user, std::sync::Arc::new(m), 0))
+            .collect())
+    }
+
     async fn post(&self, message: PendingPublish) -> Result<WriteResult, ApiError> {
         let (reply, answer) = oneshot::channel();
         self.inner

@@ -3,16 +3,17 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tidings_engine::{ApiError, Posted, Refusal, SendRequest, UserOut};
+use tidings_engine::{ApiError, Delivered, Posted, Refusal, SendRequest, UserOut};
 use tidings_proto::{Code, conversation_type};
 
 use crate::AppState;
-use crate::api::{authenticate, error, signed};
+use crate::api::{self, authenticate, error, signed};
 use crate::api_groups::extra_text;
 
 /// A user as the API shows it.
@@ -244,4 +245,156 @@ pub async fn send_system(
         .into_response(),
         Err(ApiError(r)) => error(r),
     }
+}
+
+/// `GET /api/v1/users/{userId}/blocklist`.
+pub async fn blocklist(
+    State(state): State<AppState>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authenticate(&state, &headers).await {
+        return r;
+    }
+    match state.engine.blocklist_of(&user).await {
+        Ok(list) => Json(json!({ "code": 0, "userIds": list })).into_response(),
+        Err(ApiError(r)) => error(r),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Blocklist {
+    user_ids: Vec<String>,
+    blocked: bool,
+}
+
+/// `POST /api/v1/users/{userId}/blocklist`: blocks (or unblocks) users for `userId`.
+pub async fn set_blocklist(
+    State(state): State<AppState>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let req: Blocklist = signed!(state, headers, body);
+    match state
+        .engine
+        .set_blocklist(&user, &req.user_ids, req.blocked)
+        .await
+    {
+        Ok(list) => Json(json!({ "code": 0, "userIds": list })).into_response(),
+        Err(ApiError(r)) => error(r),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Broadcast {
+    from_user_id: String,
+    msg_type: Option<String>,
+    content: Value,
+    #[serde(default)]
+    push_text: String,
+    client_msg_id: Option<String>,
+}
+
+/// `POST /api/v1/messages/broadcast`: a system message to every user the server knows.
+pub async fn broadcast(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let req: Broadcast = signed!(state, headers, body);
+    let content = match content_text(req.content) {
+        Ok(c) => c,
+        Err(r) => return error(r),
+    };
+    let send = SendRequest {
+        client_msg_id: req.client_msg_id.unwrap_or_default(),
+        conversation_type: conversation_type::SYSTEM,
+        msg_type: msg_type_or_text(req.msg_type),
+        content,
+        push_text: req.push_text,
+        ..Default::default()
+    };
+    match state.engine.broadcast(&req.from_user_id, send).await {
+        Ok(n) => Json(json!({ "code": 0, "recipients": n })).into_response(),
+        Err(ApiError(r)) => error(r),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Export {
+    conversation_type: u32,
+    #[serde(default)]
+    user_id: String,
+    target_id: String,
+    #[serde(default)]
+    after_seq: u64,
+    #[serde(default = "export_page")]
+    limit: u32,
+}
+
+fn export_page() -> u32 {
+    100
+}
+
+/// `GET /api/v1/history?conversationType=&userId=&targetId=&afterSeq=&limit=`: a page of a
+/// conversation's messages, oldest first.
+pub async fn history(
+    State(state): State<AppState>,
+    q: Result<Query<Export>, QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authenticate(&state, &headers).await {
+        return r;
+    }
+    let q = match api::query(q) {
+        Ok(q) => q,
+        Err(r) => return error(r),
+    };
+    match state
+        .engine
+        .export(
+            q.conversation_type,
+            &q.user_id,
+            &q.target_id,
+            q.after_seq,
+            q.limit,
+        )
+        .await
+    {
+        Ok(messages) => {
+            let next = if messages.len() as u32 == q.limit {
+                messages.last().map_or(0, |m| m.seq())
+            } else {
+                0
+            };
+            Json(json!({
+                "code": 0,
+                "messages": messages.iter().map(message_json).collect::<Vec<_>>(),
+                "nextAfterSeq": next,
+            }))
+            .into_response()
+        }
+        Err(ApiError(r)) => error(r),
+    }
+}
+
+/// A stored message as the API shows it (`targetId` as the conversation's first user sees it).
+fn message_json(m: &Delivered) -> Value {
+    json!({
+        "uid": m.uid(),
+        "conversationType": m.conversation_type(),
+        "targetId": m.target_id(),
+        "senderId": m.sender_id(),
+        "seq": m.seq(),
+        "sentTime": m.sent_time(),
+        "msgType": m.msg_type(),
+        "content": serde_json::from_str::<Value>(m.content()).unwrap_or(Value::Null),
+        "pushText": m.push_text(),
+        "clientMsgId": m.client_msg_id(),
+        "recalled": m.recalled(),
+        "edited": m.edited(),
+        "mentionedUserIds": m.mentions(),
+        "mentionAll": m.mention_all(),
+        "directedUserIds": m.audience(),
+    })
 }

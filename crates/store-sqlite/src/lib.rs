@@ -365,6 +365,19 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn user_ids_after(&self, after: &str, limit: usize) -> Result<Vec<String>> {
+        let after = after.to_string();
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT id FROM user_keys WHERE id > ?1 UNION SELECT id FROM users WHERE id > ?1 \
+                 ORDER BY 1 LIMIT ?2",
+            )?
+            .query_map(params![after, limit as i64], |row| row.get(0))?
+            .collect()
+        })
+        .await
+    }
+
     async fn profiles(&self, users: &[String]) -> Result<Vec<UserProfile>> {
         let users = users.to_vec();
         self.read(move |c| {

@@ -1641,4 +1641,25 @@ async fn profiles_and_bans(store: &dyn Store) {
         .expect("write");
     assert!(!store.user_state("pr-b").await.expect("read").banned);
     assert!(!store.user_state("pr-nobody").await.expect("read").banned);
+    // Users with a record and users with an inbox, each once, in id order.
+    let all = store.user_ids_after("pr-", 100).await.expect("read");
+    let mine: Vec<&str> = all
+        .iter()
+        .map(String::as_str)
+        .filter(|u| u.starts_with("pr-"))
+        .collect();
+    assert_eq!(mine, ["pr-a", "pr-b"]);
+    let page = store.user_ids_after("", 2).await.expect("read");
+    assert_eq!(page.len(), 2);
+    assert!(page[0] < page[1]);
+    let next = store.user_ids_after(&page[1], 1).await.expect("read");
+    assert!(next.iter().all(|u| *u > page[1]));
+    assert!(
+        store
+            .user_ids_after("", 1000)
+            .await
+            .expect("read")
+            .contains(&"g-d".to_string()),
+        "a user known only by their inbox is listed"
+    );
 }

@@ -628,6 +628,10 @@ pub trait Store: Send + Sync + 'static {
     /// A user's quiet hours: `(start_minute, minutes)`, `(0, 0)` if none.
     async fn quiet_hours(&self, user: &str) -> Result<(u32, u32)>;
 
+    /// Users the store knows (with an inbox or a record), in id order, after `after`, at most
+    /// `limit`.
+    async fn user_ids_after(&self, after: &str, limit: usize) -> Result<Vec<String>>;
+
     /// The profiles of `users`, in the order asked.
     async fn profiles(&self, users: &[String]) -> Result<Vec<UserProfile>>;
 

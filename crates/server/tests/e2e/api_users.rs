@@ -307,11 +307,110 @@ async fn every_route_of_the_openapi_document_is_served() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 20);
+    assert_eq!(checked, 24);
     // And a path that is not in it is not served.
     let (status, answer) = api(&server, "GET", "/api/v1/nothing", Value::Null).await;
     assert_eq!(
         (status, code_of(&answer)),
         (404, Some(Code::NotFound.as_u32().into()))
+    );
+}
+
+#[tokio::test]
+async fn the_app_server_keeps_blocklists_exports_history_and_broadcasts() {
+    let server = TestServer::start().await;
+    let (bob, mut bob_events) = server.client("bob", "phone").await;
+    let (status, body) = api(
+        &server,
+        "POST",
+        "/api/v1/users/bob/blocklist",
+        json!({ "userIds": ["spam1", "spam2"], "blocked": true }),
+    )
+    .await;
+    assert_eq!(
+        (status, body["userIds"].clone()),
+        (200, json!(["spam1", "spam2"]))
+    );
+    assert_eq!(bob.blocklist().await.unwrap(), ["spam1", "spam2"]);
+    let (_, body) = api(
+        &server,
+        "POST",
+        "/api/v1/users/bob/blocklist",
+        json!({ "userIds": ["spam2"], "blocked": false }),
+    )
+    .await;
+    assert_eq!(body["userIds"], json!(["spam1"]));
+    let (_, body) = api(&server, "GET", "/api/v1/users/bob/blocklist", Value::Null).await;
+    assert_eq!(body["userIds"], json!(["spam1"]));
+    let (status, body) = api(
+        &server,
+        "POST",
+        "/api/v1/users/bob/blocklist",
+        json!({ "userIds": ["bob"], "blocked": true }),
+    )
+    .await;
+    assert_eq!(
+        (status, code_of(&body)),
+        (400, Some(Code::BadRequest.as_u32().into()))
+    );
+
+    // Three messages, exported in pages of two.
+    let (alice, _a) = server.client("alice", "phone").await;
+    for text in ["one", "two", "three"] {
+        alice.send(Outgoing::text("bob", text)).await.unwrap();
+    }
+    let page = |after: u64| {
+        format!(
+            "/api/v1/history?conversationType=1&userId=bob&targetId=alice&afterSeq={after}&limit=2"
+        )
+    };
+    let (status, first) = api(&server, "GET", &page(0), Value::Null).await;
+    assert_eq!(status, 200, "{first}");
+    let texts = |b: &Value| -> Vec<String> {
+        b["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["content"]["text"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(texts(&first), ["one", "two"]);
+    assert_eq!(first["messages"][0]["targetId"], "alice");
+    let next = first["nextAfterSeq"].as_u64().unwrap();
+    let (_, second) = api(&server, "GET", &page(next), Value::Null).await;
+    assert_eq!(
+        (texts(&second), second["nextAfterSeq"].as_u64()),
+        (vec!["three".to_string()], Some(0))
+    );
+    let (status, body) = api(
+        &server,
+        "GET",
+        "/api/v1/history?conversationType=4&targetId=x",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        (status, code_of(&body)),
+        (400, Some(Code::UnknownConversationType.as_u32().into()))
+    );
+
+    // A broadcast reaches every user the server knows, but its sender.
+    let (status, body) = api(
+        &server,
+        "POST",
+        "/api/v1/messages/broadcast",
+        json!({ "fromUserId": "alice", "content": { "text": "to everyone" } }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // The users known are alice (the sender) and bob; the blocked ids were never users here.
+    assert_eq!(body["recipients"], 1, "{body}");
+    let mut got = next_message(&mut bob_events).await;
+    while got.conversation_type != SYSTEM {
+        got = next_message(&mut bob_events).await;
+    }
+    assert_eq!(
+        (got.target_id.as_str(), got.sender_id.as_str()),
+        ("alice", "alice")
     );
 }
