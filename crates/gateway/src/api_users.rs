@@ -150,6 +150,23 @@ fn msg_type_or_text(t: Option<String>) -> String {
     t.unwrap_or_else(|| "text".into())
 }
 
+/// The message of a system or broadcast call.
+fn system_send(
+    msg_type: Option<String>,
+    content: Value,
+    push_text: String,
+    client_msg_id: Option<String>,
+) -> Result<SendRequest, Refusal> {
+    Ok(SendRequest {
+        client_msg_id: client_msg_id.unwrap_or_default(),
+        conversation_type: conversation_type::SYSTEM,
+        msg_type: msg_type_or_text(msg_type),
+        content: content_text(content)?,
+        push_text,
+        ..Default::default()
+    })
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Message {
@@ -221,17 +238,9 @@ pub async fn send_system(
     body: Bytes,
 ) -> Response {
     let req: SystemMessage = signed!(state, headers, body);
-    let content = match content_text(req.content) {
-        Ok(c) => c,
+    let send = match system_send(req.msg_type, req.content, req.push_text, req.client_msg_id) {
+        Ok(s) => s,
         Err(r) => return error(r),
-    };
-    let send = SendRequest {
-        client_msg_id: req.client_msg_id.unwrap_or_default(),
-        conversation_type: conversation_type::SYSTEM,
-        msg_type: msg_type_or_text(req.msg_type),
-        content,
-        push_text: req.push_text,
-        ..Default::default()
     };
     match state
         .engine
@@ -301,17 +310,9 @@ pub struct Broadcast {
 /// `POST /api/v1/messages/broadcast`: a system message to every user the server knows.
 pub async fn broadcast(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let req: Broadcast = signed!(state, headers, body);
-    let content = match content_text(req.content) {
-        Ok(c) => c,
+    let send = match system_send(req.msg_type, req.content, req.push_text, req.client_msg_id) {
+        Ok(s) => s,
         Err(r) => return error(r),
-    };
-    let send = SendRequest {
-        client_msg_id: req.client_msg_id.unwrap_or_default(),
-        conversation_type: conversation_type::SYSTEM,
-        msg_type: msg_type_or_text(req.msg_type),
-        content,
-        push_text: req.push_text,
-        ..Default::default()
     };
     match state.engine.broadcast(&req.from_user_id, send).await {
         Ok(n) => Json(json!({ "code": 0, "recipients": n })).into_response(),
