@@ -604,6 +604,8 @@ async fn handle(
                         sent_time: ack.sent_time,
                         inbox_seq: ack.inbox_seq,
                         client_msg_id: p.frame.client_msg_id,
+                        replaced_content: (ack.notice == Code::SensitiveWordReplaced.as_u32())
+                            .then_some(ack.content),
                     }));
                 } else {
                     let _ = p.reply.send(Err(ClientError::Refused {
@@ -713,6 +715,8 @@ impl State {
                 sent_time: m.sent_time,
                 inbox_seq: m.inbox_seq,
                 client_msg_id: m.client_msg_id,
+                // The stored message itself: what it holds is what was stored.
+                replaced_content: None,
             }));
             self.offer(m.inbox_seq, None);
             return;

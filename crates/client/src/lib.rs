@@ -318,6 +318,9 @@ pub struct Sent {
     pub sent_time: i64,
     pub inbox_seq: u64,
     pub client_msg_id: String,
+    /// The content as stored, when the server replaced sensitive words in it (what the
+    /// recipients get).
+    pub replaced_content: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

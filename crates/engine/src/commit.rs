@@ -58,6 +58,8 @@ pub enum CommitRequest {
         session: Arc<SessionShared>,
         packet_id: u32,
         message: PendingPublish,
+        /// Sensitive words were replaced in it: the PUBACK says so.
+        replaced: bool,
     },
     /// A message the app server sends on a user's behalf: answered with the append's result
     /// once committed and pushed (to every device of the participants).
@@ -260,9 +262,14 @@ async fn finish(engine: &Engine, done: InFlight<'_>) -> Option<oneshot::Sender<(
                 let mut mine: Vec<WriteResult> = results.by_ref().take(span.len()).collect();
                 match request {
                     CommitRequest::Publish {
-                        session, packet_id, ..
+                        session,
+                        packet_id,
+                        replaced,
+                        ..
                     } => match mine.pop() {
-                        Some(result) => answer_publish(engine, &session, packet_id, result),
+                        Some(result) => {
+                            answer_publish(engine, &session, packet_id, result, replaced)
+                        }
                         None => session.reply(
                             engine,
                             Outbound::PubAck(PubAckOut::refused(packet_id, Code::ServerError)),
@@ -402,6 +409,7 @@ fn answer_publish(
     origin: &Arc<SessionShared>,
     packet_id: u32,
     result: WriteResult,
+    replaced: bool,
 ) {
     match result {
         WriteResult::Appended {
@@ -424,6 +432,16 @@ fn answer_publish(
                     seq: message.seq,
                     sent_time: message.sent_time,
                     inbox_seq: sender_inbox_seq,
+                    notice: if replaced {
+                        Code::SensitiveWordReplaced.as_u32()
+                    } else {
+                        0
+                    },
+                    content: if replaced {
+                        message.content.clone()
+                    } else {
+                        String::new()
+                    },
                 }),
             );
             // The sending device has its own message: its PUBACK stands for the push.

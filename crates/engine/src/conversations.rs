@@ -702,6 +702,7 @@ impl Session {
                     return Err(Code::MessageNotFound.into());
                 };
                 validate::check_content(&m.msg_type, &content, config.max_content_bytes)?;
+                let content = self.engine.filter_edit(content)?;
                 let search_text = if config.search {
                     validate::search_text(&m.msg_type, &content)
                 } else {

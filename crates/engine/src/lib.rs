@@ -25,6 +25,7 @@ mod presence;
 mod session;
 mod users;
 pub mod validate;
+mod words;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -238,6 +239,9 @@ pub struct PubAckOut {
     pub seq: u64,
     pub sent_time: i64,
     pub inbox_seq: u64,
+    /// 21502 when the server replaced sensitive words (`content` is then the content stored).
+    pub notice: u32,
+    pub content: String,
 }
 
 impl PubAckOut {
@@ -384,6 +388,8 @@ struct Inner {
     /// not by session, so reconnecting does not reset them; idle entries are dropped by a sweep.
     send_limiter: Option<governor::DefaultKeyedRateLimiter<String>>,
     status_limiter: governor::DefaultKeyedRateLimiter<String>,
+    /// The sensitive words, compiled; replaced whole when the list changes.
+    words: std::sync::RwLock<Arc<words::WordFilter>>,
 }
 
 /// What registering a session did.
@@ -435,6 +441,7 @@ impl Engine {
         let inner = Arc::new(Inner {
             send_limiter,
             status_limiter,
+            words: std::sync::RwLock::new(Arc::new(words::WordFilter::default())),
             config,
             store,
             clock,

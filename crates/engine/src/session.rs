@@ -343,17 +343,20 @@ impl Session {
         // Over the limit, a send still goes to the store, but only to find an earlier commit of
         // the same message (a resend after a lost PUBACK must get its first answer); the store
         // refuses it if it is new.
-        let pending = match self.check(&send) {
-            Ok(()) => {
-                let search = self.engine.inner.config.search;
-                let mut p = if send.conversation_type == conversation_type::GROUP {
-                    PendingPublish::group(&self.shared.user, send, search)
-                } else {
-                    PendingPublish::private(&self.shared.user, send, search)
-                };
-                p.only_if_stored = limited;
-                p
-            }
+        let checked = self.check(&send).and_then(|()| {
+            let search = self.engine.inner.config.search;
+            let mut p = if send.conversation_type == conversation_type::GROUP {
+                PendingPublish::group(&self.shared.user, send, search)
+            } else {
+                PendingPublish::private(&self.shared.user, send, search)
+            };
+            p.only_if_stored = limited;
+            // After the digest is taken: a resend is recognised by what the client sent.
+            let replaced = self.engine.filter_words(&mut p)?;
+            Ok((p, replaced))
+        });
+        let (pending, replaced) = match checked {
+            Ok(p) => p,
             Err(refusal) => {
                 self.shared.reply(
                     &self.engine,
@@ -366,6 +369,7 @@ impl Session {
             session: self.shared.clone(),
             packet_id,
             message: pending,
+            replaced,
         };
         if self.engine.inner.commits.send(request).await.is_err() {
             self.shared.reply(

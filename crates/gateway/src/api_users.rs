@@ -399,3 +399,73 @@ fn message_json(m: &Delivered) -> Value {
         "directedUserIds": m.audience(),
     })
 }
+
+/// The sensitive word list, as the API shows it.
+async fn words_answer(state: &AppState) -> Response {
+    match state.engine.sensitive_words().await {
+        Ok(words) => Json(json!({
+            "code": 0,
+            "words": words
+                .iter()
+                .map(|(word, replacement)| json!({ "word": word, "replacement": replacement }))
+                .collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(ApiError(r)) => error(r),
+    }
+}
+
+/// `GET /api/v1/sensitive-words`.
+pub async fn words(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = authenticate(&state, &headers).await {
+        return r;
+    }
+    words_answer(&state).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Word {
+    word: String,
+    replacement: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Words {
+    words: Vec<Word>,
+}
+
+/// `POST /api/v1/sensitive-words`: adds words (or changes their replacements).
+pub async fn add_words(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let req: Words = signed!(state, headers, body);
+    let words = req
+        .words
+        .into_iter()
+        .map(|w| (w.word, w.replacement))
+        .collect();
+    if let Err(ApiError(r)) = state.engine.change_sensitive_words(words, false).await {
+        return error(r);
+    }
+    words_answer(&state).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WordList {
+    words: Vec<String>,
+}
+
+/// `POST /api/v1/sensitive-words/remove`.
+pub async fn remove_words(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let req: WordList = signed!(state, headers, body);
+    let words = req.words.into_iter().map(|w| (w, None)).collect();
+    if let Err(ApiError(r)) = state.engine.change_sensitive_words(words, true).await {
+        return error(r);
+    }
+    words_answer(&state).await
+}

@@ -487,6 +487,8 @@ fn wire_frame(item: Outbound) -> v1::Frame {
             seq: p.seq,
             sent_time: p.sent_time,
             inbox_seq: p.inbox_seq,
+            notice: p.notice,
+            content: p.content,
         })),
         Outbound::Status(message) => v1::Frame {
             body: Some(Body::Publish(v1::Publish {

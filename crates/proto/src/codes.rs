@@ -18,6 +18,8 @@ pub enum Code {
     NotInGroup = 22406,
     MutedInGroup = 22408,
     GroupDismissed = 35001,
+    SensitiveWordBlocked = 21501,
+    SensitiveWordReplaced = 21502,
     /// Seed 004 RC_CONN_PROTO_VERSION_ERROR.
     UnsupportedProtocolVersion = 31001,
     /// Seed 004 RC_CONN_USER_OR_PASSWD_ERROR: the token is missing, malformed or forged.
@@ -84,6 +86,8 @@ impl Code {
         Code::NotInGroup,
         Code::MutedInGroup,
         Code::GroupDismissed,
+        Code::SensitiveWordBlocked,
+        Code::SensitiveWordReplaced,
         Code::UnsupportedProtocolVersion,
         Code::TokenInvalid,
         Code::TokenWrongApp,
@@ -149,6 +153,8 @@ impl Code {
             Code::NotInGroup => "not a member of the group",
             Code::MutedInGroup => "muted in this group",
             Code::GroupDismissed => "the group was dismissed",
+            Code::SensitiveWordBlocked => "the message holds a blocked word",
+            Code::SensitiveWordReplaced => "sensitive words in the message were replaced",
             Code::UnsupportedProtocolVersion => "unsupported protocol version",
             Code::TokenInvalid => "token is missing, malformed or forged",
             Code::TokenWrongApp => "token was issued for another app",

@@ -117,6 +117,20 @@ fn frames() -> Vec<(&'static str, v1::Frame)> {
                 seq: 42,
                 sent_time: 1_732_240_000_123,
                 inbox_seq: 10,
+                ..Default::default()
+            })),
+        ),
+        (
+            "puback_server_words_replaced",
+            f(Body::Puback(v1::PubAck {
+                packet_id: 4,
+                uid: "01JD3Z8Q4K2M6N8P0R2T4V6X90".into(),
+                seq: 43,
+                sent_time: 1_732_240_000_456,
+                inbox_seq: 11,
+                notice: 21502,
+                content: r#"{"text":"d**n"}"#.into(),
+                ..Default::default()
             })),
         ),
         (

@@ -88,6 +88,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         Arc::new(store),
         tidings_engine::system_clock(),
     );
+    engine
+        .load_sensitive_words()
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the sensitive words: {e}"))?;
     let gateway_config = GatewayConfig {
         max_frame_bytes: config.max_frame_bytes,
         handshake_timeout: config.handshake_timeout,

@@ -365,6 +365,15 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn sensitive_words(&self) -> Result<Vec<(String, Option<String>)>> {
+        self.read(move |c| {
+            c.prepare_cached("SELECT word, replacement FROM sensitive_words ORDER BY word")?
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect()
+        })
+        .await
+    }
+
     async fn user_ids_after(&self, after: &str, limit: usize) -> Result<Vec<String>> {
         let after = after.to_string();
         self.read(move |c| {

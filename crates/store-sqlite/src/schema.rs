@@ -233,6 +233,13 @@ ALTER TABLE users ADD COLUMN portrait TEXT NOT NULL DEFAULT '';
 ALTER TABLE users ADD COLUMN extra TEXT NOT NULL DEFAULT '';
 ALTER TABLE users ADD COLUMN banned INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+-- Words messages may not hold: refused, or (with a replacement) replaced before storage.
+CREATE TABLE sensitive_words (
+    word        TEXT PRIMARY KEY,
+    replacement TEXT
+) WITHOUT ROWID;
+"#,
 ];
 
 /// Page cache per connection, in KiB.

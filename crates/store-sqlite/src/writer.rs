@@ -354,6 +354,34 @@ fn apply(
             .execute(params![user, name, portrait, extra])?;
             Ok(WriteResult::ProfileSet)
         }
+        WriteOp::SetSensitiveWord {
+            word,
+            replacement,
+            max,
+        } => {
+            let count: i64 = tx
+                .prepare_cached("SELECT count(*) FROM sensitive_words")?
+                .query_row([], |row| row.get(0))?;
+            let exists = tx
+                .prepare_cached("SELECT 1 FROM sensitive_words WHERE word = ?1")?
+                .query_row(params![word], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if !exists && count as u64 >= max {
+                return Ok(WriteResult::WordsFull);
+            }
+            tx.prepare_cached(
+                "INSERT INTO sensitive_words (word, replacement) VALUES (?1, ?2) \
+                 ON CONFLICT (word) DO UPDATE SET replacement = excluded.replacement",
+            )?
+            .execute(params![word, replacement])?;
+            Ok(WriteResult::WordsSet)
+        }
+        WriteOp::RemoveSensitiveWord { word } => {
+            tx.prepare_cached("DELETE FROM sensitive_words WHERE word = ?1")?
+                .execute(params![word])?;
+            Ok(WriteResult::WordsSet)
+        }
         WriteOp::SetBanned { user, banned } => {
             tx.prepare_cached(
                 "INSERT INTO users (id, token_version, banned) VALUES (?1, 0, ?2) \

@@ -110,6 +110,51 @@ pub async fn run_all(store: &dyn Store) {
     last_seen_only_moves_forward(store).await;
     groups_membership_and_fan_out(store).await;
     profiles_and_bans(store).await;
+    sensitive_words_are_kept_up_to_a_limit(store).await;
+}
+
+async fn sensitive_words_are_kept_up_to_a_limit(store: &dyn Store) {
+    let set = |word: &str, replacement: Option<&str>| WriteOp::SetSensitiveWord {
+        word: word.into(),
+        replacement: replacement.map(String::from),
+        max: 2,
+    };
+    let results = store
+        .write(vec![
+            set("bad", None),
+            set("worse", Some("***")),
+            set("third", None),
+            // Changing a word already there is not adding one.
+            set("bad", Some("b*d")),
+        ])
+        .await
+        .expect("write");
+    assert_eq!(
+        results,
+        [
+            WriteResult::WordsSet,
+            WriteResult::WordsSet,
+            WriteResult::WordsFull,
+            WriteResult::WordsSet
+        ]
+    );
+    assert_eq!(
+        store.sensitive_words().await.expect("read"),
+        [
+            ("bad".to_string(), Some("b*d".to_string())),
+            ("worse".to_string(), Some("***".to_string()))
+        ]
+    );
+    store
+        .write(vec![
+            WriteOp::RemoveSensitiveWord { word: "bad".into() },
+            WriteOp::RemoveSensitiveWord {
+                word: "worse".into(),
+            },
+        ])
+        .await
+        .expect("write");
+    assert!(store.sensitive_words().await.expect("read").is_empty());
 }
 
 async fn updated(store: &dyn Store, update: ConversationUpdate) -> (ConversationSettings, u64) {

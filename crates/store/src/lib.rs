@@ -437,7 +437,9 @@ pub enum WriteOp {
         expires_at: i64,
     },
     /// Increment a user's token version, revoking every token minted before.
-    BumpTokenVersion { user: String },
+    BumpTokenVersion {
+        user: String,
+    },
     /// Set the profile fields given.
     SetProfile {
         user: String,
@@ -446,11 +448,27 @@ pub enum WriteOp {
         extra: Option<String>,
     },
     /// Ban a user (or lift the ban).
-    SetBanned { user: String, banned: bool },
+    SetBanned {
+        user: String,
+        banned: bool,
+    },
+    /// Add a sensitive word (or change it): messages holding it are refused, or, with a
+    /// replacement, stored with the word replaced. At most `max` words are kept.
+    SetSensitiveWord {
+        word: String,
+        replacement: Option<String>,
+        max: u64,
+    },
+    RemoveSensitiveWord {
+        word: String,
+    },
     /// Change a user's conversation settings and append the event that reports it.
     UpdateConversation(Box<ConversationUpdate>),
     /// Record when a user was last connected (ms); never moves back.
-    SetLastSeen { user: String, time: i64 },
+    SetLastSeen {
+        user: String,
+        time: i64,
+    },
     /// Set a user's quiet hours: `minutes` (0: none) from `start_minute` after midnight UTC.
     SetQuietHours {
         user: String,
@@ -499,6 +517,10 @@ pub enum WriteResult {
     TokenVersion(u64),
     ProfileSet,
     BannedSet,
+    /// The sensitive word list changed (or already was as asked).
+    WordsSet,
+    /// The sensitive word list is full: nothing was written.
+    WordsFull,
     Deleted,
     LastSeenSet,
     QuietHoursSet,
@@ -631,6 +653,10 @@ pub trait Store: Send + Sync + 'static {
     /// Users the store knows (with an inbox or a record), in id order, after `after`, at most
     /// `limit`.
     async fn user_ids_after(&self, after: &str, limit: usize) -> Result<Vec<String>>;
+
+    /// The sensitive words, in order, each with its replacement (`None`: messages holding it are
+    /// refused).
+    async fn sensitive_words(&self) -> Result<Vec<(String, Option<String>)>>;
 
     /// The profiles of `users`, in the order asked.
     async fn profiles(&self, users: &[String]) -> Result<Vec<UserProfile>>;

@@ -307,7 +307,7 @@ async fn every_route_of_the_openapi_document_is_served() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 24);
+    assert_eq!(checked, 27);
     // And a path that is not in it is not served.
     let (status, answer) = api(&server, "GET", "/api/v1/nothing", Value::Null).await;
     assert_eq!(
@@ -412,5 +412,77 @@ async fn the_app_server_keeps_blocklists_exports_history_and_broadcasts() {
     assert_eq!(
         (got.target_id.as_str(), got.sender_id.as_str()),
         ("alice", "alice")
+    );
+}
+
+#[tokio::test]
+async fn sensitive_words_refuse_or_replace_before_storage() {
+    let server = TestServer::start().await;
+    let (status, body) = api(
+        &server,
+        "POST",
+        "/api/v1/sensitive-words",
+        json!({ "words": [{ "word": "darn", "replacement": "d**n" }, { "word": "forbidden" }] }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["words"],
+        json!([{ "word": "darn", "replacement": "d**n" }, { "word": "forbidden", "replacement": null }])
+    );
+    let (alice, _a) = server.client("alice", "phone").await;
+    let (bob, mut bob_events) = server.client("bob", "phone").await;
+
+    let sent = alice
+        .send(Outgoing::text("bob", "Darn, it rains"))
+        .await
+        .unwrap();
+    let stored = sent.replaced_content.expect("the sender is told");
+    assert_eq!(stored, r#"{"text":"d**n, it rains"}"#);
+    let got = next_message(&mut bob_events).await;
+    assert_eq!(got.content, stored);
+
+    let refused = alice.send(Outgoing::text("bob", "this is FORBIDDEN")).await;
+    assert!(
+        matches!(refused, Err(ClientError::Refused { code, .. }) if code == Code::SensitiveWordBlocked.as_u32()),
+        "{refused:?}"
+    );
+    let clean = alice.send(Outgoing::text("bob", "all fine")).await.unwrap();
+    assert_eq!(clean.replaced_content, None);
+    // Nothing of the refused message was stored.
+    let history = bob
+        .history(1, "alice", HistoryStart::Newest, 10)
+        .await
+        .unwrap();
+    assert_eq!(history.messages.len(), 2);
+    // Edits are filtered too.
+    let edited = alice
+        .edit(1, "bob", clean.seq, r#"{"text":"darn again"}"#)
+        .await
+        .unwrap();
+    assert_eq!(edited.content, r#"{"text":"d**n again"}"#);
+
+    let (_, body) = api(
+        &server,
+        "POST",
+        "/api/v1/sensitive-words/remove",
+        json!({ "words": ["forbidden"] }),
+    )
+    .await;
+    assert_eq!(body["words"].as_array().unwrap().len(), 1);
+    alice
+        .send(Outgoing::text("bob", "this is FORBIDDEN"))
+        .await
+        .expect("removed words no longer refuse");
+    let (status, body) = api(
+        &server,
+        "POST",
+        "/api/v1/sensitive-words",
+        json!({ "words": [{ "word": "x".repeat(33) }] }),
+    )
+    .await;
+    assert_eq!(
+        (status, code_of(&body)),
+        (400, Some(Code::BadRequest.as_u32().into()))
     );
 }
