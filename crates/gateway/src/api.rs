@@ -43,6 +43,16 @@ pub async fn not_found() -> Response {
     error(Code::NotFound.into())
 }
 
+/// A path served with other methods than the one asked.
+pub async fn method_not_allowed() -> Response {
+    let mut response = error(Refusal::new(
+        Code::BadRequest,
+        "this path does not take this method",
+    ));
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    response
+}
+
 fn status_of(code: Code) -> StatusCode {
     match code {
         Code::SignatureMissing

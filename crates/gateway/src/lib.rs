@@ -139,7 +139,10 @@ fn router(state: AppState) -> Router {
     for (method, path) in API_ROUTES {
         router = router.route(path, api_route(method, path));
     }
-    router.fallback(api::not_found).with_state(state)
+    router
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .with_state(state)
 }
 
 /// Serves until `shutdown` completes, then shuts down in order: stop accepting and stop reading

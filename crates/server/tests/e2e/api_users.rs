@@ -308,6 +308,12 @@ async fn every_route_of_the_openapi_document_is_served() {
         }
     }
     assert_eq!(checked, 27);
+    // A method a path does not take is refused with a clear error.
+    let (status, answer) = api(&server, "DELETE", "/api/v1/messages", Value::Null).await;
+    assert_eq!(
+        (status, code_of(&answer)),
+        (405, Some(Code::BadRequest.as_u32().into()))
+    );
     // And a path that is not in it is not served.
     let (status, answer) = api(&server, "GET", "/api/v1/nothing", Value::Null).await;
     assert_eq!(
