@@ -242,7 +242,8 @@ pub(crate) fn change(
         (_, None) => return refused(GroupRefusal::NotFound),
         (_, Some((_, dismissed, _))) if dismissed != 0 => return refused(GroupRefusal::Dismissed),
         (action, Some((owner, _, _))) => match action {
-            GroupAction::Create { .. } => unreachable!("handled above"),
+            // Creates were answered above; an existing group cannot be created again.
+            GroupAction::Create { .. } => return refused(GroupRefusal::Exists),
             GroupAction::Update {
                 name,
                 portrait,
