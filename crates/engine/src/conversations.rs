@@ -732,59 +732,20 @@ impl Session {
                 )
             }
         };
-        let group = conversation_type == conversation_type::GROUP;
-        let mut recipients = vec![user.clone()];
-        if target != user && !group {
-            recipients.push(target.to_string());
-        }
-        let op = WriteOp::Amend(Box::new(Amend {
-            by: user.clone(),
-            conversation_id: conversation_id.clone(),
+        let op = amend_op(
+            &user,
+            conversation_type,
+            target,
             seq,
-            action,
-            event: AppendMessage {
-                conversation_type,
-                conversation_id,
-                sender: user.clone(),
-                target: target.to_string(),
-                msg_type: event_type.into(),
-                recipients,
-                // The store sends it to the members, if the user may send there.
-                to_group: group,
-                ..Default::default()
-            },
-            blocking_recipient: (target != user && !group).then(|| target.to_string()),
-        }));
+            (action, event_type),
+            false,
+        )?;
         let results = self.commit_user_change(vec![op]).await?;
-        match results.into_iter().next() {
-            Some(WriteResult::Amended { message, .. }) => Ok(QueryAckOut {
-                messages: vec![Delivered::for_viewer(&user, Arc::new(message), 0)],
-                ..Default::default()
-            }),
-            Some(WriteResult::AmendRefused(r)) => Err(match r {
-                AmendRefusal::NotFound => Code::MessageNotFound,
-                AmendRefusal::NotSender => Code::NotMessageSender,
-                AmendRefusal::TooLate => Code::RecallWindowPassed,
-                AmendRefusal::Recalled => Code::MessageRecalled,
-                AmendRefusal::Blocked => Code::RejectedByBlacklist,
-                AmendRefusal::Group(r) => crate::groups::refusal_code(r),
-                AmendRefusal::TooManyReactions => {
-                    return Err(Refusal::new(
-                        Code::InvalidQuery,
-                        format!(
-                            "a message takes at most {} different emoji, and {} reactions a user",
-                            tidings_store::MAX_EMOJI_PER_MESSAGE,
-                            tidings_store::MAX_REACTIONS_PER_USER
-                        ),
-                    ));
-                }
-            }
-            .into()),
-            other => {
-                tracing::error!(?other, "unexpected store result for an amend");
-                Err(Code::ServerError.into())
-            }
-        }
+        let message = amended(results)?;
+        Ok(QueryAckOut {
+            messages: vec![Delivered::for_viewer(&user, Arc::new(message), 0)],
+            ..Default::default()
+        })
     }
 
     async fn set_blocked(&self, other: String, blocked: bool) -> Result<QueryAckOut, Refusal> {
@@ -906,6 +867,74 @@ fn record_bytes(c: &ConversationRecord) -> usize {
 /// Roughly what a message costs in a QUERYACK.
 fn message_bytes(m: &tidings_store::StoredMessage) -> usize {
     160 + m.content.len() + m.push_text.len() + 48 * m.reactions.len()
+}
+
+/// The store op of `user`'s amend of message `seq` of their conversation `(type, target)`, with
+/// the event that records it. `moderated`: made by the app server, so the user's right to send
+/// there (blocklist, group membership, mutes) is not checked.
+pub(crate) fn amend_op(
+    user: &str,
+    conversation_type: u32,
+    target: &str,
+    seq: u64,
+    (action, event_type): (AmendAction, &str),
+    moderated: bool,
+) -> Result<WriteOp, Refusal> {
+    let conversation_id = conversation_id(conversation_type, user, target)?;
+    let group = conversation_type == conversation_type::GROUP;
+    let mut recipients = vec![user.to_string()];
+    if target != user && !group {
+        recipients.push(target.to_string());
+    }
+    Ok(WriteOp::Amend(Box::new(Amend {
+        by: user.to_string(),
+        conversation_id: conversation_id.clone(),
+        seq,
+        action,
+        event: AppendMessage {
+            conversation_type,
+            conversation_id,
+            sender: user.to_string(),
+            target: target.to_string(),
+            msg_type: event_type.into(),
+            recipients,
+            // The store sends it to the members, if the user may send there.
+            to_group: group,
+            ..Default::default()
+        },
+        blocking_recipient: (target != user && !group && !moderated).then(|| target.to_string()),
+        moderated,
+    })))
+}
+
+/// The message as an amend left it, or the refusal.
+pub(crate) fn amended(results: Vec<WriteResult>) -> Result<tidings_store::StoredMessage, Refusal> {
+    match results.into_iter().next() {
+        Some(WriteResult::Amended { message, .. }) => Ok(message),
+        Some(WriteResult::AmendRefused(r)) => Err(match r {
+            AmendRefusal::NotFound => Code::MessageNotFound,
+            AmendRefusal::NotSender => Code::NotMessageSender,
+            AmendRefusal::TooLate => Code::RecallWindowPassed,
+            AmendRefusal::Recalled => Code::MessageRecalled,
+            AmendRefusal::Blocked => Code::RejectedByBlacklist,
+            AmendRefusal::Group(r) => crate::groups::refusal_code(r),
+            AmendRefusal::TooManyReactions => {
+                return Err(Refusal::new(
+                    Code::InvalidQuery,
+                    format!(
+                        "a message takes at most {} different emoji, and {} reactions a user",
+                        tidings_store::MAX_EMOJI_PER_MESSAGE,
+                        tidings_store::MAX_REACTIONS_PER_USER
+                    ),
+                ));
+            }
+        }
+        .into()),
+        other => {
+            tracing::error!(?other, "unexpected store result for an amend");
+            Err(Code::ServerError.into())
+        }
+    }
 }
 
 /// The most conversations one `removeConversations` removes; the answer says if more remain.

@@ -240,6 +240,62 @@ impl Engine {
         }
     }
 
+    /// Recalls `sender`'s message `seq` of their conversation `(type, target)` for the app
+    /// server: at any time, and in a group even if the sender has left it or is muted. Returns
+    /// the message as it now is (a tombstone).
+    pub async fn recall_as(
+        &self,
+        sender: &str,
+        conversation_type: u32,
+        target: &str,
+        seq: u64,
+    ) -> Result<Posted, ApiError> {
+        check_user(sender)?;
+        if !matches!(
+            conversation_type,
+            conversation_type::PRIVATE | conversation_type::GROUP
+        ) {
+            return Err(ApiError(Refusal::new(
+                Code::UnknownConversationType,
+                "recall messages of private (1) and group (3) conversations",
+            )));
+        }
+        let op = crate::conversations::amend_op(
+            sender,
+            conversation_type,
+            target,
+            seq,
+            (
+                tidings_store::AmendAction::Recall { not_before: 0 },
+                "tidings:recall",
+            ),
+            true,
+        )
+        .map_err(ApiError)?;
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .commits
+            .send(CommitRequest::UserChange {
+                ops: vec![op],
+                reply,
+            })
+            .await
+            .map_err(|_| ApiError::from(Code::ServerShutdown))?;
+        let results = match answer.await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return Err(store_failed(e)),
+            Err(_) => return Err(Code::ServerShutdown.into()),
+        };
+        let message = crate::conversations::amended(results).map_err(ApiError)?;
+        Ok(Posted {
+            user: String::new(),
+            uid: message.uid,
+            seq: message.seq,
+            sent_time: message.sent_time,
+            duplicate: false,
+        })
+    }
+
     /// A user's blocklist, in id order.
     pub async fn blocklist_of(&self, user: &str) -> Result<Vec<String>, ApiError> {
         check_user(user)?;

@@ -469,3 +469,32 @@ pub async fn remove_words(
     }
     words_answer(&state).await
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Recall {
+    from_user_id: String,
+    conversation_type: u32,
+    target_id: String,
+    seq: u64,
+}
+
+/// `POST /api/v1/messages/recall`: recalls a user's message, at any time.
+pub async fn recall(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let req: Recall = signed!(state, headers, body);
+    match state
+        .engine
+        .recall_as(
+            &req.from_user_id,
+            req.conversation_type,
+            &req.target_id,
+            req.seq,
+        )
+        .await
+    {
+        Ok(p) => {
+            Json(json!({ "code": 0, "uid": p.uid, "seq": p.seq, "recalled": true })).into_response()
+        }
+        Err(ApiError(r)) => error(r),
+    }
+}

@@ -146,7 +146,7 @@ fn state(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<Option<(String, i64
         .optional()
 }
 
-fn member_ids(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<Vec<String>> {
+pub(crate) fn member_ids(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<Vec<String>> {
     tx.prepare_cached("SELECT user_id FROM group_members WHERE group_id = ?1 ORDER BY id")?
         .query_map(params![id], |r| r.get(0))?
         .collect()

@@ -736,7 +736,11 @@ fn append_event(
 }
 
 /// Recalls, edits or reacts to a message, and appends the event that records it.
-fn amend(tx: &Transaction<'_>, counters: &mut Counters, a: Amend) -> rusqlite::Result<WriteResult> {
+fn amend(
+    tx: &Transaction<'_>,
+    counters: &mut Counters,
+    mut a: Amend,
+) -> rusqlite::Result<WriteResult> {
     let refused = |r| Ok(WriteResult::AmendRefused(r));
     let target = tx
         .prepare_cached(
@@ -761,10 +765,17 @@ fn amend(tx: &Transaction<'_>, counters: &mut Counters, a: Amend) -> rusqlite::R
     }
     // In a group, only a member who may send changes a message (checked before anything is
     // written, as the event's append would check it after).
-    if a.event.to_group
-        && let Err(r) = crate::groups::recipients(tx, &a.event)?
-    {
-        return refused(AmendRefusal::Group(r));
+    if a.event.to_group {
+        if a.moderated {
+            // The app server's change goes to the members as they are, and to the sender.
+            let mut members = crate::groups::member_ids(tx, &a.event.target)?;
+            members.retain(|u| *u != a.by);
+            members.insert(0, a.by.clone());
+            a.event.recipients = members;
+            a.event.to_group = false;
+        } else if let Err(r) = crate::groups::recipients(tx, &a.event)? {
+            return refused(AmendRefusal::Group(r));
+        }
     }
     // The message's text must be in the index before it is changed or taken out of it.
     if counters.index.waiting() {

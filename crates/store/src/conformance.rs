@@ -845,6 +845,7 @@ pub fn private_amend(by: &str, other: &str, seq: u64, action: AmendAction, uid: 
             ..Default::default()
         },
         blocking_recipient: Some(other.into()),
+        moderated: false,
     }))
 }
 

@@ -85,6 +85,9 @@ pub struct Amend {
     pub event: AppendMessage,
     /// The other participant, whose blocklist refuses the amend if it holds `by`.
     pub blocking_recipient: Option<String>,
+    /// Made by the app server: in a group, `by` need not be a member who may send (the event
+    /// goes to the members as they are).
+    pub moderated: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -307,7 +307,7 @@ async fn every_route_of_the_openapi_document_is_served() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 27);
+    assert_eq!(checked, 28);
     // A method a path does not take is refused with a clear error.
     let (status, answer) = api(&server, "DELETE", "/api/v1/messages", Value::Null).await;
     assert_eq!(
@@ -490,5 +490,110 @@ async fn sensitive_words_refuse_or_replace_before_storage() {
     assert_eq!(
         (status, code_of(&body)),
         (400, Some(Code::BadRequest.as_u32().into()))
+    );
+}
+
+#[tokio::test]
+async fn the_app_server_recalls_any_message_even_from_a_member_who_left() {
+    let server =
+        TestServer::start_with(|c| c.recall_window = std::time::Duration::from_millis(1)).await;
+    let (alice, mut alice_events) = server.client("alice", "phone").await;
+    let (bob, _b) = server.client("bob", "phone").await;
+    let private = bob.send(Outgoing::text("alice", "oops")).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    // Past the window for bob himself.
+    assert!(matches!(
+        bob.recall(1, "alice", private.seq).await,
+        Err(ClientError::Refused { code, .. }) if code == Code::RecallWindowPassed.as_u32()
+    ));
+    let (status, body) = api(
+        &server,
+        "POST",
+        "/api/v1/messages/recall",
+        json!({ "fromUserId": "bob", "conversationType": 1, "targetId": "alice", "seq": private.seq }),
+    )
+    .await;
+    assert_eq!(
+        (status, body["recalled"].as_bool()),
+        (200, Some(true)),
+        "{body}"
+    );
+    let history = alice
+        .history(1, "bob", HistoryStart::Newest, 10)
+        .await
+        .unwrap();
+    let first = history
+        .messages
+        .iter()
+        .find(|m| m.seq == private.seq)
+        .unwrap();
+    assert!(first.recalled);
+
+    // A spammer's group message, recalled after the spammer was removed.
+    api(
+        &server,
+        "POST",
+        "/api/v1/groups",
+        json!({ "groupId": "room", "ownerId": "alice", "memberIds": ["bob"] }),
+    )
+    .await;
+    let spam = bob
+        .send(Outgoing::group_text("room", "buy now"))
+        .await
+        .unwrap();
+    api(
+        &server,
+        "POST",
+        "/api/v1/groups/room/members/remove",
+        json!({ "userIds": ["bob"] }),
+    )
+    .await;
+    let (status, body) = api(
+        &server,
+        "POST",
+        "/api/v1/messages/recall",
+        json!({ "fromUserId": "bob", "conversationType": 3, "targetId": "room", "seq": spam.seq }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // The members get the recall event.
+    let mut got = next_message(&mut alice_events).await;
+    while got.msg_type != "tidings:recall" || got.target_id != "room" {
+        got = next_message(&mut alice_events).await;
+    }
+    let history = alice
+        .history(3, "room", HistoryStart::Newest, 10)
+        .await
+        .unwrap();
+    assert!(
+        history
+            .messages
+            .iter()
+            .any(|m| m.seq == spam.seq && m.recalled)
+    );
+    // Only as their sender: alice did not send bob's message, and events are not messages.
+    let (status, body) = api(
+        &server,
+        "POST",
+        "/api/v1/messages/recall",
+        json!({ "fromUserId": "alice", "conversationType": 1, "targetId": "bob", "seq": private.seq }),
+    )
+    .await;
+    assert_eq!(
+        (status, code_of(&body)),
+        (400, Some(Code::NotMessageSender.as_u32().into())),
+        "{body}"
+    );
+    let (status, body) = api(
+        &server,
+        "POST",
+        "/api/v1/messages/recall",
+        json!({ "fromUserId": "alice", "conversationType": 3, "targetId": "room", "seq": 1 }),
+    )
+    .await;
+    assert_eq!(
+        (status, code_of(&body)),
+        (400, Some(Code::MessageNotFound.as_u32().into())),
+        "{body}"
     );
 }
