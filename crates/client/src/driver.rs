@@ -604,8 +604,8 @@ async fn handle(
                         sent_time: ack.sent_time,
                         inbox_seq: ack.inbox_seq,
                         client_msg_id: p.frame.client_msg_id,
-                        replaced_content: (ack.notice == Code::SensitiveWordReplaced.as_u32())
-                            .then_some(ack.content),
+                        replaced_content: (ack.notice != 0).then_some(ack.content),
+                        notice: ack.notice,
                     }));
                 } else {
                     let _ = p.reply.send(Err(ClientError::Refused {
@@ -717,6 +717,7 @@ impl State {
                 client_msg_id: m.client_msg_id,
                 // The stored message itself: what it holds is what was stored.
                 replaced_content: None,
+                notice: 0,
             }));
             self.offer(m.inbox_seq, None);
             return;

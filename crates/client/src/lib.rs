@@ -318,9 +318,11 @@ pub struct Sent {
     pub sent_time: i64,
     pub inbox_seq: u64,
     pub client_msg_id: String,
-    /// The content as stored, when the server replaced sensitive words in it (what the
-    /// recipients get).
+    /// The content as stored, when the server changed it (what the recipients get): sensitive
+    /// words replaced (`notice` 21502), or rewritten by the app server (40025).
     pub replaced_content: Option<String>,
+    /// Why the content stored differs from what was sent; 0 if it does not.
+    pub notice: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

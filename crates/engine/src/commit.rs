@@ -58,8 +58,9 @@ pub enum CommitRequest {
         session: Arc<SessionShared>,
         packet_id: u32,
         message: PendingPublish,
-        /// Sensitive words were replaced in it: the PUBACK says so.
-        replaced: bool,
+        /// Why the content stored is not what was sent (21502, 40025), for the PUBACK; 0 if it
+        /// is.
+        notice: u32,
     },
     /// A message the app server sends on a user's behalf: answered with the append's result
     /// once committed and pushed (to every device of the participants).
@@ -264,12 +265,10 @@ async fn finish(engine: &Engine, done: InFlight<'_>) -> Option<oneshot::Sender<(
                     CommitRequest::Publish {
                         session,
                         packet_id,
-                        replaced,
+                        notice,
                         ..
                     } => match mine.pop() {
-                        Some(result) => {
-                            answer_publish(engine, &session, packet_id, result, replaced)
-                        }
+                        Some(result) => answer_publish(engine, &session, packet_id, result, notice),
                         None => session.reply(
                             engine,
                             Outbound::PubAck(PubAckOut::refused(packet_id, Code::ServerError)),
@@ -283,6 +282,9 @@ async fn finish(engine: &Engine, done: InFlight<'_>) -> Option<oneshot::Sender<(
                             duplicate: false,
                         }) = &result
                         {
+                            if let Some(hooks) = &engine.inner.hooks {
+                                hooks.sent(message);
+                            }
                             fan_out(engine, &Arc::new(message.clone()), inbox, None);
                         }
                         let _ =
@@ -409,7 +411,7 @@ fn answer_publish(
     origin: &Arc<SessionShared>,
     packet_id: u32,
     result: WriteResult,
-    replaced: bool,
+    notice: u32,
 ) {
     match result {
         WriteResult::Appended {
@@ -432,12 +434,8 @@ fn answer_publish(
                     seq: message.seq,
                     sent_time: message.sent_time,
                     inbox_seq: sender_inbox_seq,
-                    notice: if replaced {
-                        Code::SensitiveWordReplaced.as_u32()
-                    } else {
-                        0
-                    },
-                    content: if replaced {
+                    notice,
+                    content: if notice != 0 {
                         message.content.clone()
                     } else {
                         String::new()
@@ -449,6 +447,9 @@ fn answer_publish(
             if duplicate {
                 // The first commit pushed it already; devices that missed that push sync it.
                 return;
+            }
+            if let Some(hooks) = &engine.inner.hooks {
+                hooks.sent(&message);
             }
             // Not to the sending device, even on a newer connection of it.
             fan_out(engine, &Arc::new(message), &inbox, Some(origin));

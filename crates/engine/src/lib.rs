@@ -20,6 +20,7 @@ pub mod auth;
 mod commit;
 mod conversations;
 mod groups;
+pub mod hooks;
 pub mod outbox;
 mod presence;
 mod session;
@@ -239,7 +240,8 @@ pub struct PubAckOut {
     pub seq: u64,
     pub sent_time: i64,
     pub inbox_seq: u64,
-    /// 21502 when the server replaced sensitive words (`content` is then the content stored).
+    /// 21502 when the server replaced sensitive words, 40025 when the app server rewrote the
+    /// message (`content` is then the content stored).
     pub notice: u32,
     pub content: String,
 }
@@ -390,6 +392,8 @@ struct Inner {
     status_limiter: governor::DefaultKeyedRateLimiter<String>,
     /// The sensitive words, compiled; replaced whole when the list changes.
     words: std::sync::RwLock<Arc<words::WordFilter>>,
+    /// The app server's callbacks, if configured.
+    hooks: Option<Arc<dyn hooks::Hooks>>,
 }
 
 /// What registering a session did.
@@ -430,6 +434,16 @@ struct Registry {
 impl Engine {
     /// Starts the engine (its committer task) on the current Tokio runtime.
     pub fn start(config: EngineConfig, store: Arc<dyn Store>, clock: Clock) -> Engine {
+        Engine::start_with_hooks(config, store, clock, None)
+    }
+
+    /// Starts the engine with the app server's callbacks.
+    pub fn start_with_hooks(
+        config: EngineConfig,
+        store: Arc<dyn Store>,
+        clock: Clock,
+        hooks: Option<Arc<dyn hooks::Hooks>>,
+    ) -> Engine {
         let (commits, rx) = mpsc::channel(commit::QUEUE_LEN);
         let send_limiter = std::num::NonZeroU32::new(config.send_rate).map(|rate| {
             let burst = std::num::NonZeroU32::new(config.send_burst).unwrap_or(rate);
@@ -442,6 +456,7 @@ impl Engine {
             send_limiter,
             status_limiter,
             words: std::sync::RwLock::new(Arc::new(words::WordFilter::default())),
+            hooks,
             config,
             store,
             clock,

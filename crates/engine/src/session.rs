@@ -355,7 +355,18 @@ impl Session {
             let replaced = self.engine.filter_words(&mut p)?;
             Ok((p, replaced))
         });
-        let (pending, replaced) = match checked {
+        let checked = match checked {
+            Ok((p, replaced)) if !limited => self.moderate(p, replaced).await,
+            other => other.map(|(p, replaced)| {
+                let notice = if replaced {
+                    Code::SensitiveWordReplaced.as_u32()
+                } else {
+                    0
+                };
+                (p, notice)
+            }),
+        };
+        let (pending, notice) = match checked {
             Ok(p) => p,
             Err(refusal) => {
                 self.shared.reply(
@@ -369,13 +380,85 @@ impl Session {
             session: self.shared.clone(),
             packet_id,
             message: pending,
-            replaced,
+            notice,
         };
         if self.engine.inner.commits.send(request).await.is_err() {
             self.shared.reply(
                 &self.engine,
                 Outbound::PubAck(PubAckOut::refused(packet_id, Code::ServerShutdown)),
             );
+        }
+    }
+
+    /// Puts a message to the app server's moderation hook, if there is one; answers it as it is
+    /// to be stored with its PUBACK notice, or the refusal.
+    async fn moderate(
+        &self,
+        mut p: PendingPublish,
+        replaced: bool,
+    ) -> Result<(PendingPublish, u32), Refusal> {
+        let words_notice = if replaced {
+            Code::SensitiveWordReplaced.as_u32()
+        } else {
+            0
+        };
+        let Some(hooks) = self.engine.inner.hooks.clone().filter(|h| h.moderates()) else {
+            return Ok((p, words_notice));
+        };
+        let proposed = crate::hooks::Proposed {
+            conversation_type: p.conversation_type,
+            target_id: p.target.clone(),
+            sender_id: p.sender.clone(),
+            msg_type: p.msg_type.clone(),
+            content: p.content.clone(),
+            push_text: p.push_text.clone(),
+            client_msg_id: p.client_msg_id.clone(),
+            mentions: p.mentions.clone(),
+            mention_all: p.mention_all,
+            audience: p.audience.clone(),
+        };
+        let config = &self.engine.inner.config;
+        match hooks.moderate(&proposed).await {
+            crate::hooks::Moderation::Accept => Ok((p, words_notice)),
+            crate::hooks::Moderation::Reject { reason } => {
+                Err(Refusal::new(Code::MessageRejected, reason))
+            }
+            crate::hooks::Moderation::Rewrite { content } => {
+                if let Err(e) =
+                    validate::check_content(&p.msg_type, &content, config.max_content_bytes)
+                {
+                    tracing::warn!(
+                        code = e.code.as_u32(),
+                        "the moderation hook rewrote a message into invalid content"
+                    );
+                    return self.moderation_unavailable(hooks.as_ref(), p, words_notice);
+                }
+                if !p.search_text.is_empty() || config.search {
+                    p.search_text = if config.search {
+                        validate::search_text(&p.msg_type, &content)
+                    } else {
+                        String::new()
+                    };
+                }
+                p.content = content;
+                Ok((p, Code::MessageRewritten.as_u32()))
+            }
+            crate::hooks::Moderation::Unavailable => {
+                self.moderation_unavailable(hooks.as_ref(), p, words_notice)
+            }
+        }
+    }
+
+    fn moderation_unavailable(
+        &self,
+        hooks: &dyn crate::hooks::Hooks,
+        p: PendingPublish,
+        notice: u32,
+    ) -> Result<(PendingPublish, u32), Refusal> {
+        if hooks.fail_open() {
+            Ok((p, notice))
+        } else {
+            Err(Code::ModerationUnavailable.into())
         }
     }
 

@@ -72,6 +72,22 @@ pub struct RawConfig {
     /// The most members a group may have. Default 3000.
     #[arg(long, env = "TIDINGS_MAX_GROUP_MEMBERS")]
     pub max_group_members: Option<u64>,
+    /// The app server's URL for after-send callbacks (none by default).
+    #[arg(long, env = "TIDINGS_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// The first retry of a failed callback after this many ms, doubling. Default 1000.
+    #[arg(long, env = "TIDINGS_WEBHOOK_RETRY_MS")]
+    pub webhook_retry_ms: Option<u64>,
+    /// The app server's URL for before-send moderation (none by default).
+    #[arg(long, env = "TIDINGS_MODERATION_URL")]
+    pub moderation_url: Option<String>,
+    /// How long moderation may take, in ms. Default 2000.
+    #[arg(long, env = "TIDINGS_MODERATION_TIMEOUT_MS")]
+    pub moderation_timeout_ms: Option<u64>,
+    /// `open` (store a message when moderation does not answer) or `closed` (refuse it with
+    /// 40026). Default open.
+    #[arg(long, env = "TIDINGS_MODERATION_FAIL")]
+    pub moderation_fail: Option<String>,
     /// Time allowed for CONNECT after the WebSocket opens, in ms. Default 10000.
     #[arg(long, env = "TIDINGS_HANDSHAKE_TIMEOUT_MS")]
     pub handshake_timeout_ms: Option<u64>,
@@ -101,6 +117,11 @@ pub struct Config {
     pub recall_window: Duration,
     pub search: bool,
     pub max_group_members: u64,
+    pub webhook_url: Option<String>,
+    pub webhook_retry: Duration,
+    pub moderation_url: Option<String>,
+    pub moderation_timeout: Duration,
+    pub moderation_fail_open: bool,
     pub handshake_timeout: Duration,
     pub durability: Durability,
 }
@@ -158,6 +179,11 @@ impl RawConfig {
             recall_window_secs: self.recall_window_secs.or(file.recall_window_secs),
             search: self.search.or(file.search),
             max_group_members: self.max_group_members.or(file.max_group_members),
+            webhook_url: self.webhook_url.or(file.webhook_url),
+            webhook_retry_ms: self.webhook_retry_ms.or(file.webhook_retry_ms),
+            moderation_url: self.moderation_url.or(file.moderation_url),
+            moderation_timeout_ms: self.moderation_timeout_ms.or(file.moderation_timeout_ms),
+            moderation_fail: self.moderation_fail.or(file.moderation_fail),
             handshake_timeout_ms: self.handshake_timeout_ms.or(file.handshake_timeout_ms),
             durability: self.durability.or(file.durability),
         }
@@ -169,6 +195,21 @@ impl RawConfig {
             "single" => DevicePolicy::Single,
             other => bail!("device_policy must be `multi` or `single`, not {other:?}"),
         };
+        let moderation_fail_open = match self.moderation_fail.as_deref().unwrap_or("open") {
+            "open" => true,
+            "closed" => false,
+            other => bail!("moderation_fail must be `open` or `closed`, not {other:?}"),
+        };
+        for (key, url) in [
+            ("webhook_url", &self.webhook_url),
+            ("moderation_url", &self.moderation_url),
+        ] {
+            if let Some(url) = url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                bail!("{key} must be an http:// or https:// URL, not {url:?}");
+            }
+        }
         let search = match self.search.as_deref().unwrap_or("on") {
             "on" => true,
             "off" => false,
@@ -230,6 +271,17 @@ impl RawConfig {
                 "max_group_members",
                 self.max_group_members.unwrap_or(3000),
             )?,
+            webhook_url: self.webhook_url,
+            webhook_retry: Duration::from_millis(positive(
+                "webhook_retry_ms",
+                self.webhook_retry_ms.unwrap_or(1000),
+            )?),
+            moderation_url: self.moderation_url,
+            moderation_timeout: Duration::from_millis(positive(
+                "moderation_timeout_ms",
+                self.moderation_timeout_ms.unwrap_or(2000),
+            )?),
+            moderation_fail_open,
             handshake_timeout: Duration::from_millis(positive(
                 "handshake_timeout_ms",
                 self.handshake_timeout_ms.unwrap_or(10_000),

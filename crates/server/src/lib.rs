@@ -83,10 +83,27 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     engine_config.recall_window = config.recall_window;
     engine_config.search = config.search;
     engine_config.max_group_members = config.max_group_members;
-    let engine = Engine::start(
+    let hooks: Option<Arc<dyn tidings_engine::hooks::Hooks>> =
+        if config.webhook_url.is_some() || config.moderation_url.is_some() {
+            let mut hook_config = tidings_hooks::HookConfig::new(
+                config.webhook_url.clone(),
+                config.moderation_url.clone(),
+            );
+            hook_config.retry_base = config.webhook_retry;
+            hook_config.moderation_timeout = config.moderation_timeout;
+            hook_config.fail_open = config.moderation_fail_open;
+            Some(
+                tidings_hooks::HttpHooks::start(hook_config, &engine_config.credentials)
+                    .map_err(|e| anyhow::anyhow!(e))?,
+            )
+        } else {
+            None
+        };
+    let engine = Engine::start_with_hooks(
         engine_config,
         Arc::new(store),
         tidings_engine::system_clock(),
+        hooks,
     );
     engine
         .load_sensitive_words()

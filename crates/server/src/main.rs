@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (no configuration needed: 127.0.0.1:9091, data in ./data).
-    Serve(RawConfig),
+    Serve(Box<RawConfig>),
     /// Mint a user token offline from the data directory's credentials; prints only the token.
     Token {
         user_id: String,
@@ -122,7 +122,7 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve(raw) => serve(raw).await,
+        Command::Serve(raw) => serve(*raw).await,
         Command::Bench(args) => tidings_server::bench::run(args).await,
         Command::Token {
             user_id,

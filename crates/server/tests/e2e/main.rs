@@ -7,5 +7,6 @@ mod bad_input;
 mod conversations;
 mod delivery;
 mod groups;
+mod hooks;
 mod process;
 mod util;

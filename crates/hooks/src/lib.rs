@@ -1,0 +1,331 @@
+//! Callbacks to the app server over HTTP, implementing the engine's [`Hooks`].
+//!
+//! - **After-send**: every stored message is POSTed to `webhook_url` as
+//!   `{"type":"message.sent","message":{…}}`. Callbacks are queued (bounded) and sent by one
+//!   task; a failed one (network error, timeout, any status but 2xx) is retried with backoff
+//!   (`retry_base`, doubling, `attempts` in all) while later ones go on. Message delivery never
+//!   waits on them. The queue is in memory: callbacks still queued when the server stops are
+//!   lost, and a full queue drops new callbacks (each drop is logged).
+//! - **Before-send moderation**: a client's message is POSTed to `moderation_url` as
+//!   `{"type":"message.moderate","message":{…}}` and the answer, within `moderation_timeout`,
+//!   decides: `{"action":"accept"}`, `{"action":"reject","reason":"…"}` or
+//!   `{"action":"rewrite","content":{…}}`. No answer in time, an error status or an unreadable
+//!   answer means "unavailable", and `fail_open` decides.
+//!
+//! Requests are signed like the HTTP API: `App-Key`, `Nonce`, `Timestamp`, `Signature =
+//! hex(HMAC-SHA256(appSecret, Nonce + Timestamp))`, plus `Body-Signature =
+//! hex(HMAC-SHA256(appSecret, body))`.
+//!
+//! Architecture invariant: only this crate talks HTTP to the app server; the engine sees the
+//! `Hooks` trait.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tidings_engine::AppCredentials;
+use tidings_engine::hooks::{Hooks, Moderating, Moderation, Proposed};
+use tidings_store::StoredMessage;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Settings; defaults on [`HookConfig::new`].
+#[derive(Debug, Clone)]
+pub struct HookConfig {
+    pub webhook_url: Option<String>,
+    pub moderation_url: Option<String>,
+    pub moderation_timeout: Duration,
+    /// Store a message when moderation is unavailable (true), or refuse it (false).
+    pub fail_open: bool,
+    /// The first retry's delay; each next one doubles it.
+    pub retry_base: Duration,
+    /// Attempts per callback, the first included.
+    pub attempts: u32,
+    /// Callbacks waiting to be sent, at most.
+    pub queue: usize,
+    /// How long one callback request may take.
+    pub request_timeout: Duration,
+}
+
+impl HookConfig {
+    /// Defaults: moderation within 2 s, failing open; callbacks retried after 1, 2, 4, 8 and
+    /// 16 s (6 attempts), 10,000 queued at most, 10 s per request.
+    pub fn new(webhook_url: Option<String>, moderation_url: Option<String>) -> HookConfig {
+        HookConfig {
+            webhook_url,
+            moderation_url,
+            moderation_timeout: Duration::from_secs(2),
+            fail_open: true,
+            retry_base: Duration::from_secs(1),
+            attempts: 6,
+            queue: 10_000,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The HTTP callbacks.
+pub struct HttpHooks {
+    config: HookConfig,
+    client: reqwest::Client,
+    signer: Signer,
+    queue: Option<mpsc::Sender<String>>,
+}
+
+#[derive(Clone)]
+struct Signer {
+    app_key: String,
+    app_secret: String,
+}
+
+impl Signer {
+    fn sign(&self, request: reqwest::RequestBuilder, body: String) -> reqwest::RequestBuilder {
+        let nonce = format!(
+            "{:016x}{:016x}",
+            rand::random::<u64>(),
+            rand::random::<u64>()
+        );
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0)
+            .to_string();
+        let signature = tidings_engine::auth::api_signature(&self.app_secret, &nonce, &timestamp);
+        let body_signature = tidings_engine::auth::api_signature(&self.app_secret, &body, "");
+        request
+            .header("App-Key", &self.app_key)
+            .header("Nonce", nonce)
+            .header("Timestamp", timestamp)
+            .header("Signature", signature)
+            .header("Body-Signature", body_signature)
+            .header("Content-Type", "application/json")
+            .body(body)
+    }
+}
+
+impl HttpHooks {
+    /// Starts the callback task (if there is a webhook URL) on the current runtime.
+    pub fn start(
+        config: HookConfig,
+        credentials: &AppCredentials,
+    ) -> Result<Arc<HttpHooks>, String> {
+        let client = reqwest::Client::builder()
+            .build()
+            .map_err(|e| format!("building the HTTP client: {e}"))?;
+        let signer = Signer {
+            app_key: credentials.app_key.clone(),
+            app_secret: credentials.app_secret.clone(),
+        };
+        let queue = match &config.webhook_url {
+            Some(url) => {
+                let (tx, rx) = mpsc::channel(config.queue.max(1));
+                tokio::spawn(deliver(
+                    client.clone(),
+                    signer.clone(),
+                    url.clone(),
+                    config.clone(),
+                    rx,
+                ));
+                Some(tx)
+            }
+            None => None,
+        };
+        Ok(Arc::new(HttpHooks {
+            config,
+            client,
+            signer,
+            queue,
+        }))
+    }
+}
+
+/// A message as callbacks show it (`targetId` as the sender sees the conversation).
+fn message_json(m: &StoredMessage) -> Value {
+    json!({
+        "uid": m.uid,
+        "conversationType": m.conversation_type,
+        "targetId": m.target,
+        "senderId": m.sender,
+        "seq": m.seq,
+        "sentTime": m.sent_time,
+        "msgType": m.msg_type,
+        "content": serde_json::from_str::<Value>(&m.content).unwrap_or(Value::Null),
+        "pushText": m.push_text,
+        "clientMsgId": m.client_msg_id,
+        "mentionedUserIds": m.mentions,
+        "mentionAll": m.mention_all,
+        "directedUserIds": m.audience,
+    })
+}
+
+fn proposed_json(m: &Proposed) -> Value {
+    json!({
+        "conversationType": m.conversation_type,
+        "targetId": m.target_id,
+        "senderId": m.sender_id,
+        "msgType": m.msg_type,
+        "content": serde_json::from_str::<Value>(&m.content).unwrap_or(Value::Null),
+        "pushText": m.push_text,
+        "clientMsgId": m.client_msg_id,
+        "mentionedUserIds": m.mentions,
+        "mentionAll": m.mention_all,
+        "directedUserIds": m.audience,
+    })
+}
+
+/// The verdict an answer's body holds.
+fn verdict(body: &Value) -> Moderation {
+    match body.get("action").and_then(Value::as_str) {
+        Some("accept") => Moderation::Accept,
+        Some("reject") => Moderation::Reject {
+            reason: body
+                .get("reason")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+        },
+        Some("rewrite") => match body.get("content") {
+            Some(c @ Value::Object(_)) => Moderation::Rewrite {
+                content: c.to_string(),
+            },
+            _ => Moderation::Unavailable,
+        },
+        _ => Moderation::Unavailable,
+    }
+}
+
+impl Hooks for HttpHooks {
+    fn moderates(&self) -> bool {
+        self.config.moderation_url.is_some()
+    }
+
+    fn moderate<'a>(&'a self, message: &'a Proposed) -> Moderating<'a> {
+        Box::pin(async move {
+            let Some(url) = &self.config.moderation_url else {
+                return Moderation::Accept;
+            };
+            let body = json!({ "type": "message.moderate", "message": proposed_json(message) });
+            let request = self
+                .signer
+                .sign(self.client.post(url), body.to_string())
+                .timeout(self.config.moderation_timeout);
+            let answer = async {
+                let response = request.send().await.ok()?;
+                if !response.status().is_success() {
+                    return None;
+                }
+                response.json::<Value>().await.ok()
+            };
+            match answer.await {
+                Some(body) => {
+                    let v = verdict(&body);
+                    if v == Moderation::Unavailable {
+                        tracing::warn!(%body, "the moderation hook answered what it may not");
+                    }
+                    v
+                }
+                None => {
+                    tracing::warn!("the moderation hook did not answer");
+                    Moderation::Unavailable
+                }
+            }
+        })
+    }
+
+    fn sent(&self, message: &StoredMessage) {
+        let Some(queue) = &self.queue else { return };
+        let body = json!({ "type": "message.sent", "message": message_json(message) });
+        if queue.try_send(body.to_string()).is_err() {
+            tracing::error!(uid = %message.uid, "the callback queue is full: this message's after-send callback is dropped");
+        }
+    }
+
+    fn fail_open(&self) -> bool {
+        self.config.fail_open
+    }
+}
+
+/// Sends queued callbacks, retrying failed ones with backoff while the next ones go on.
+async fn deliver(
+    client: reqwest::Client,
+    signer: Signer,
+    url: String,
+    config: HookConfig,
+    mut rx: mpsc::Receiver<String>,
+) {
+    // (due, attempts made, body)
+    let mut retries: Vec<(Instant, u32, String)> = Vec::new();
+    let mut open = true;
+    loop {
+        let due = retries.iter().map(|(t, _, _)| *t).min();
+        let (attempt, body) = tokio::select! {
+            next = rx.recv(), if open => match next {
+                Some(body) => (1, body),
+                None => {
+                    open = false;
+                    continue;
+                }
+            },
+            _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                let i = retries
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, (t, _, _))| *t)
+                    .map(|(i, _)| i)
+                    .unwrap_or(0);
+                let (_, made, body) = retries.swap_remove(i);
+                (made + 1, body)
+            }
+            else => return,
+        };
+        let request = signer
+            .sign(client.post(&url), body.clone())
+            .timeout(config.request_timeout);
+        let ok = match request.send().await {
+            Ok(r) => r.status().is_success(),
+            Err(_) => false,
+        };
+        if ok {
+            continue;
+        }
+        if attempt >= config.attempts {
+            tracing::error!(
+                attempts = attempt,
+                "an after-send callback failed every attempt and is dropped"
+            );
+            continue;
+        }
+        let delay = config.retry_base * 2u32.saturating_pow(attempt - 1);
+        tracing::warn!(attempt, retry_in = ?delay, "an after-send callback failed");
+        retries.push((Instant::now() + delay, attempt, body));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_become_verdicts() {
+        assert_eq!(verdict(&json!({ "action": "accept" })), Moderation::Accept);
+        assert_eq!(
+            verdict(&json!({ "action": "reject", "reason": "spam" })),
+            Moderation::Reject {
+                reason: "spam".into()
+            }
+        );
+        assert_eq!(
+            verdict(&json!({ "action": "rewrite", "content": { "text": "ok" } })),
+            Moderation::Rewrite {
+                content: r#"{"text":"ok"}"#.into()
+            }
+        );
+        for bad in [
+            json!({}),
+            json!({ "action": "maybe" }),
+            json!({ "action": "rewrite", "content": "text" }),
+        ] {
+            assert_eq!(verdict(&bad), Moderation::Unavailable, "{bad}");
+        }
+    }
+}
