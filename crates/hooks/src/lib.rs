@@ -139,23 +139,25 @@ impl HttpHooks {
     }
 }
 
-/// A message as callbacks show it (`targetId` as the sender sees the conversation).
+/// A stored message as callbacks show it (`targetId` as the sender sees the conversation): the
+/// fields of a proposed one, and its uid, seq and time.
 fn message_json(m: &StoredMessage) -> Value {
-    json!({
-        "uid": m.uid,
-        "conversationType": m.conversation_type,
-        "targetId": m.target,
-        "senderId": m.sender,
-        "seq": m.seq,
-        "sentTime": m.sent_time,
-        "msgType": m.msg_type,
-        "content": serde_json::from_str::<Value>(&m.content).unwrap_or(Value::Null),
-        "pushText": m.push_text,
-        "clientMsgId": m.client_msg_id,
-        "mentionedUserIds": m.mentions,
-        "mentionAll": m.mention_all,
-        "directedUserIds": m.audience,
-    })
+    let mut v = proposed_json(&Proposed {
+        conversation_type: m.conversation_type,
+        target_id: m.target.clone(),
+        sender_id: m.sender.clone(),
+        msg_type: m.msg_type.clone(),
+        content: m.content.clone(),
+        push_text: m.push_text.clone(),
+        client_msg_id: m.client_msg_id.clone(),
+        mentions: m.mentions.clone(),
+        mention_all: m.mention_all,
+        audience: m.audience.clone(),
+    });
+    v["uid"] = m.uid.clone().into();
+    v["seq"] = m.seq.into();
+    v["sentTime"] = m.sent_time.into();
+    v
 }
 
 fn proposed_json(m: &Proposed) -> Value {
