@@ -284,35 +284,12 @@ pub async fn group(target: &Target, load: &GroupLoad) -> anyhow::Result<Record> 
         received_in_window.load(Ordering::Relaxed) as f64 / load.secs.max(1) as f64,
         "msg/s",
     );
-    let [p50, _, p99, _] = puback
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .summary_ms();
-    record.figure("pubackP50Ms", "PUBACK p50", p50, "ms");
-    record.figure("pubackP99Ms", "PUBACK p99", p99, "ms");
-    let [p50, p90, p99, p999] = e2e.summary_ms();
-    record.figure("e2eP50Ms", "delivery p50", p50, "ms");
-    record.figure("e2eP90Ms", "delivery p90", p90, "ms");
-    record.figure("e2eP99Ms", "delivery p99", p99, "ms");
-    record.figure("e2eP999Ms", "delivery p99.9", p999, "ms");
-    if let (Some(b), Some(a)) = (before, after) {
-        let cpu = a.cpu.saturating_sub(b.cpu).as_secs_f64();
-        record.figure(
-            "serverCpuPercent",
-            "server CPU",
-            cpu * 100.0 / window,
-            "% of one core",
-        );
-        if verdict.received > 0 {
-            record.figure(
-                "serverCpuUsPerDelivery",
-                "server CPU per delivery",
-                cpu * 1e6 / verdict.received as f64,
-                "µs",
-            );
-        }
-        record.figure("serverRssKib", "server RSS", a.rss_kib as f64, "KiB");
-    }
+    record.percentiles(
+        "puback",
+        "PUBACK",
+        &mut puback.lock().unwrap_or_else(|p| p.into_inner()),
+    );
+    record.percentiles("e2e", "delivery", &mut e2e);
     if let (Some(b), Some(a)) = (generator, generator_after) {
         record.figure(
             "generatorCpuPercent",
@@ -321,14 +298,13 @@ pub async fn group(target: &Target, load: &GroupLoad) -> anyhow::Result<Record> 
             "% of one core",
         );
     }
-    if let Some(steal) = steal {
-        record.figure(
-            "stealMs",
-            "CPU time stolen by the hypervisor",
-            steal.as_secs_f64() * 1e3,
-            "ms",
-        );
-    }
+    record.server_cost(
+        (before, after),
+        window,
+        verdict.received,
+        ("serverCpuUsPerDelivery", "server CPU per delivery"),
+        steal,
+    );
     record.verdict = Some(verdict);
     Ok(record)
 }

@@ -432,6 +432,61 @@ impl Record {
         self.rows
             .push((label.into(), format!("{shown} {unit}").trim_end().into()));
     }
+
+    /// Records p50, p90, p99 and p99.9 of `samples` as `{key}P50Ms`… shown as `{label} p50`….
+    fn percentiles(&mut self, key: &str, label: &str, samples: &mut Latencies) {
+        let values = samples.summary_ms();
+        for ((suffix, shown), value) in [
+            ("P50", "p50"),
+            ("P90", "p90"),
+            ("P99", "p99"),
+            ("P999", "p99.9"),
+        ]
+        .into_iter()
+        .zip(values)
+        {
+            self.figure(
+                &format!("{key}{suffix}Ms"),
+                &format!("{label} {shown}"),
+                value,
+                "ms",
+            );
+        }
+    }
+
+    /// Records the server's CPU and memory over a window of `secs` seconds in which it
+    /// delivered `delivered` messages (per delivery as `per_key`, shown as `per_label`), and
+    /// the CPU the hypervisor stole meanwhile.
+    fn server_cost(
+        &mut self,
+        (before, after): (Option<procstat::Reading>, Option<procstat::Reading>),
+        secs: f64,
+        delivered: u64,
+        (per_key, per_label): (&str, &str),
+        steal: Option<Duration>,
+    ) {
+        if let (Some(b), Some(a)) = (before, after) {
+            let cpu = a.cpu.saturating_sub(b.cpu).as_secs_f64();
+            self.figure(
+                "serverCpuPercent",
+                "server CPU",
+                cpu * 100.0 / secs,
+                "% of one core",
+            );
+            if delivered > 0 {
+                self.figure(per_key, per_label, cpu * 1e6 / delivered as f64, "µs");
+            }
+            self.figure("serverRssKib", "server RSS", a.rss_kib as f64, "KiB");
+        }
+        if let Some(steal) = steal {
+            self.figure(
+                "stealMs",
+                "CPU time stolen by the hypervisor",
+                steal.as_secs_f64() * 1e3,
+                "ms",
+            );
+        }
+    }
 }
 
 /// A spawned child process that is killed when dropped.

@@ -456,47 +456,25 @@ pub async fn pairs(target: &Target, load: &Load) -> anyhow::Result<Record> {
     if let Some(rate) = load.rate {
         record.figure("offeredPerSec", "offered", rate as f64, "msg/s");
     }
-    let [p50, p90, p99, p999] = puback
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .summary_ms();
-    record.figure("pubackP50Ms", "PUBACK p50", p50, "ms");
-    record.figure("pubackP90Ms", "PUBACK p90", p90, "ms");
-    record.figure("pubackP99Ms", "PUBACK p99", p99, "ms");
-    record.figure("pubackP999Ms", "PUBACK p99.9", p999, "ms");
-    let [p50, p90, p99, p999] = e2e.lock().unwrap_or_else(|p| p.into_inner()).summary_ms();
-    record.figure("e2eP50Ms", "end-to-end p50", p50, "ms");
-    record.figure("e2eP90Ms", "end-to-end p90", p90, "ms");
-    record.figure("e2eP99Ms", "end-to-end p99", p99, "ms");
-    record.figure("e2eP999Ms", "end-to-end p99.9", p999, "ms");
-    if let (Some(b), Some(a)) = (before, after) {
-        let cpu = a.cpu.saturating_sub(b.cpu).as_secs_f64();
-        record.figure(
-            "serverCpuPercent",
-            "server CPU",
-            cpu * 100.0 / window,
-            "% of one core",
-        );
-        if verdict.received > 0 {
-            record.figure(
-                "serverCpuUsPerMessage",
-                "server CPU per delivered message",
-                cpu * 1e6 / verdict.received as f64,
-                "µs",
-            );
-        }
-        record.figure("serverRssKib", "server RSS", a.rss_kib as f64, "KiB");
-    }
+    record.percentiles(
+        "puback",
+        "PUBACK",
+        &mut puback.lock().unwrap_or_else(|p| p.into_inner()),
+    );
+    record.percentiles(
+        "e2e",
+        "end-to-end",
+        &mut e2e.lock().unwrap_or_else(|p| p.into_inner()),
+    );
+    record.server_cost(
+        (before, after),
+        window,
+        verdict.received,
+        ("serverCpuUsPerMessage", "server CPU per delivered message"),
+        steal,
+    );
     if let Some(peak) = target.peak_rss_kib() {
         record.figure("serverPeakRssKib", "server peak RSS", peak as f64, "KiB");
-    }
-    if let Some(steal) = steal {
-        record.figure(
-            "stealMs",
-            "CPU time stolen by the hypervisor",
-            steal.as_secs_f64() * 1e3,
-            "ms",
-        );
     }
     record.verdict = Some(verdict);
     Ok(record)
