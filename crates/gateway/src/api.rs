@@ -13,7 +13,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use tidings_engine::auth::ApiSignature;
 use tidings_engine::{ApiError, Refusal};
 use tidings_proto::Code;
@@ -65,6 +65,18 @@ fn status_of(code: Code) -> StatusCode {
         Code::ServerShutdown => StatusCode::SERVICE_UNAVAILABLE,
         Code::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// `{"code": 0, …}` with the fields `ok` makes of a call's result, or the call's error.
+pub(crate) fn reply<T>(result: Result<T, ApiError>, ok: impl FnOnce(T) -> Value) -> Response {
+    match result {
+        Ok(v) => {
+            let mut body = ok(v);
+            body["code"] = 0.into();
+            Json(body).into_response()
+        }
+        Err(ApiError(refusal)) => error(refusal),
     }
 }
 
@@ -188,13 +200,8 @@ pub async fn revoke(
     if let Err(r) = authenticate(&state, &headers).await {
         return r;
     }
-    match state.engine.revoke_tokens(&user_id).await {
-        Ok(version) => Json(json!({
-            "code": 0,
-            "userId": user_id,
-            "tokenVersion": version,
-        }))
-        .into_response(),
-        Err(ApiError(refusal)) => error(refusal),
-    }
+    reply(
+        state.engine.revoke_tokens(&user_id).await,
+        |version| json!({ "userId": user_id, "tokenVersion": version }),
+    )
 }

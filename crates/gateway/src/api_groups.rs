@@ -2,19 +2,18 @@
 //! members, owner, mutes and dismissal. Each change is made by an operator (`operatorId`, the
 //! owner unless given), who is the sender of the notification that records it.
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tidings_engine::{ApiError, GroupAction, GroupInfo, Refusal};
 use tidings_proto::Code;
 
 use crate::AppState;
-use crate::api::{authenticate, error, query, signed};
+use crate::api::{authenticate, error, query, reply, signed};
 
 /// A group as the API shows it.
 pub(crate) fn group_json(g: &GroupInfo) -> Value {
@@ -36,10 +35,7 @@ pub(crate) fn group_json(g: &GroupInfo) -> Value {
 }
 
 fn answer(result: Result<GroupInfo, ApiError>) -> Response {
-    match result {
-        Ok(g) => Json(json!({ "code": 0, "group": group_json(&g) })).into_response(),
-        Err(ApiError(refusal)) => error(refusal),
-    }
+    reply(result, |g| json!({ "group": group_json(&g) }))
 }
 
 /// The `extra` field as stored: a JSON object's text.
@@ -259,23 +255,29 @@ pub async fn members(
     if let Err(ApiError(r)) = state.engine.group(&group).await {
         return error(r);
     }
-    match state
-        .engine
-        .group_members(&group, &q.page_token, q.limit)
-        .await
-    {
-        Ok(page) => Json(json!({
-            "code": 0,
-            "members": page.members.iter().map(|m| json!({
-                "userId": m.user,
-                "joinedTime": m.joined,
-                "mutedUntil": m.muted_until,
-            })).collect::<Vec<_>>(),
-            "nextPageToken": page.next.map(|n| n.to_string()).unwrap_or_default(),
-        }))
-        .into_response(),
-        Err(ApiError(r)) => error(r),
-    }
+    reply(
+        state
+            .engine
+            .group_members(&group, &q.page_token, q.limit)
+            .await,
+        |page| {
+            let members: Vec<Value> = page
+                .members
+                .iter()
+                .map(|m| {
+                    json!({
+                        "userId": m.user,
+                        "joinedTime": m.joined,
+                        "mutedUntil": m.muted_until,
+                    })
+                })
+                .collect();
+            json!({
+                "members": members,
+                "nextPageToken": page.next.map(|n| n.to_string()).unwrap_or_default(),
+            })
+        },
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -359,12 +361,8 @@ pub async fn user_groups(
     if let Err(r) = authenticate(&state, &headers).await {
         return r;
     }
-    match state.engine.user_groups(&user).await {
-        Ok(groups) => Json(json!({
-            "code": 0,
-            "groups": groups.iter().map(group_json).collect::<Vec<_>>(),
-        }))
-        .into_response(),
-        Err(ApiError(r)) => error(r),
-    }
+    reply(
+        state.engine.user_groups(&user).await,
+        |groups| json!({ "groups": groups.iter().map(group_json).collect::<Vec<_>>() }),
+    )
 }

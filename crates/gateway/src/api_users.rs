@@ -13,7 +13,7 @@ use tidings_engine::{ApiError, Delivered, Posted, Refusal, SendRequest, UserOut}
 use tidings_proto::{Code, conversation_type};
 
 use crate::AppState;
-use crate::api::{self, authenticate, error, signed};
+use crate::api::{self, authenticate, error, reply, signed};
 use crate::api_groups::extra_text;
 
 /// A user as the API shows it.
@@ -66,14 +66,13 @@ pub async fn put(
         Ok(e) => e,
         Err(r) => return error(r),
     };
-    match state
-        .engine
-        .set_profile(&user, req.name, req.portrait, extra)
-        .await
-    {
-        Ok(u) => Json(json!({ "code": 0, "user": user_json(&u) })).into_response(),
-        Err(ApiError(r)) => error(r),
-    }
+    reply(
+        state
+            .engine
+            .set_profile(&user, req.name, req.portrait, extra)
+            .await,
+        |u| json!({ "user": user_json(&u) }),
+    )
 }
 
 /// `GET /api/v1/users/{userId}`.
@@ -85,10 +84,10 @@ pub async fn get(
     if let Err(r) = authenticate(&state, &headers).await {
         return r;
     }
-    match state.engine.users(&[user]).await {
-        Ok(users) => Json(json!({ "code": 0, "user": user_json(&users[0]) })).into_response(),
-        Err(ApiError(r)) => error(r),
-    }
+    reply(
+        state.engine.users(&[user]).await,
+        |users| json!({ "user": user_json(&users[0]) }),
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,24 +99,20 @@ pub struct UserIds {
 /// `POST /api/v1/users/query`: profiles and online status of up to 100 users.
 pub async fn query(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let req: UserIds = signed!(state, headers, body);
-    match state.engine.users(&req.user_ids).await {
-        Ok(users) => Json(json!({
-            "code": 0,
-            "users": users.iter().map(user_json).collect::<Vec<_>>(),
-        }))
-        .into_response(),
-        Err(ApiError(r)) => error(r),
-    }
+    reply(
+        state.engine.users(&req.user_ids).await,
+        |users| json!({ "users": users.iter().map(user_json).collect::<Vec<_>>() }),
+    )
 }
 
 async fn set_banned(state: AppState, headers: HeaderMap, user: String, banned: bool) -> Response {
     if let Err(r) = authenticate(&state, &headers).await {
         return r;
     }
-    match state.engine.set_banned(&user, banned).await {
-        Ok(()) => Json(json!({ "code": 0, "userId": user, "banned": banned })).into_response(),
-        Err(ApiError(r)) => error(r),
-    }
+    reply(
+        state.engine.set_banned(&user, banned).await,
+        |()| json!({ "userId": user, "banned": banned }),
+    )
 }
 
 /// `POST /api/v1/users/{userId}/ban`.
@@ -242,18 +237,13 @@ pub async fn send_system(
         Ok(s) => s,
         Err(r) => return error(r),
     };
-    match state
-        .engine
-        .send_system(&req.from_user_id, &req.to_user_ids, send)
-        .await
-    {
-        Ok(all) => Json(json!({
-            "code": 0,
-            "messages": all.iter().map(posted_json).collect::<Vec<_>>(),
-        }))
-        .into_response(),
-        Err(ApiError(r)) => error(r),
-    }
+    reply(
+        state
+            .engine
+            .send_system(&req.from_user_id, &req.to_user_ids, send)
+            .await,
+        |all| json!({ "messages": all.iter().map(posted_json).collect::<Vec<_>>() }),
+    )
 }
 
 /// `GET /api/v1/users/{userId}/blocklist`.
@@ -265,10 +255,10 @@ pub async fn blocklist(
     if let Err(r) = authenticate(&state, &headers).await {
         return r;
     }
-    match state.engine.blocklist_of(&user).await {
-        Ok(list) => Json(json!({ "code": 0, "userIds": list })).into_response(),
-        Err(ApiError(r)) => error(r),
-    }
+    reply(
+        state.engine.blocklist_of(&user).await,
+        |list| json!({ "userIds": list }),
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -286,14 +276,13 @@ pub async fn set_blocklist(
     body: Bytes,
 ) -> Response {
     let req: Blocklist = signed!(state, headers, body);
-    match state
-        .engine
-        .set_blocklist(&user, &req.user_ids, req.blocked)
-        .await
-    {
-        Ok(list) => Json(json!({ "code": 0, "userIds": list })).into_response(),
-        Err(ApiError(r)) => error(r),
-    }
+    reply(
+        state
+            .engine
+            .set_blocklist(&user, &req.user_ids, req.blocked)
+            .await,
+        |list| json!({ "userIds": list }),
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -314,10 +303,10 @@ pub async fn broadcast(State(state): State<AppState>, headers: HeaderMap, body: 
         Ok(s) => s,
         Err(r) => return error(r),
     };
-    match state.engine.broadcast(&req.from_user_id, send).await {
-        Ok(n) => Json(json!({ "code": 0, "recipients": n })).into_response(),
-        Err(ApiError(r)) => error(r),
-    }
+    reply(
+        state.engine.broadcast(&req.from_user_id, send).await,
+        |n| json!({ "recipients": n }),
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -402,17 +391,13 @@ fn message_json(m: &Delivered) -> Value {
 
 /// The sensitive word list, as the API shows it.
 async fn words_answer(state: &AppState) -> Response {
-    match state.engine.sensitive_words().await {
-        Ok(words) => Json(json!({
-            "code": 0,
-            "words": words
-                .iter()
-                .map(|(word, replacement)| json!({ "word": word, "replacement": replacement }))
-                .collect::<Vec<_>>(),
-        }))
-        .into_response(),
-        Err(ApiError(r)) => error(r),
-    }
+    reply(state.engine.sensitive_words().await, |words| {
+        let words: Vec<Value> = words
+            .iter()
+            .map(|(word, replacement)| json!({ "word": word, "replacement": replacement }))
+            .collect();
+        json!({ "words": words })
+    })
 }
 
 /// `GET /api/v1/sensitive-words`.
