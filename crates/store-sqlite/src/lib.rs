@@ -10,6 +10,7 @@
 //!
 //! This crate is the only one that knows SQL or rusqlite.
 
+mod chatrooms;
 mod checkpoint;
 mod conversations;
 mod groups;
@@ -23,9 +24,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tidings_store::{
-    ConversationFilter, Conversations, GroupInfo, GroupMembers, GroupReceipt, History, HistoryFrom,
-    InboxEntry, Reaction, Result, SearchPage, SessionState, Store, StoreError, StoredMessage,
-    UserProfile, UserState, WriteOp, WriteResult,
+    ChatroomRecord, ChatroomUser, ConversationFilter, Conversations, GroupInfo, GroupMembers,
+    GroupReceipt, History, HistoryFrom, InboxEntry, Reaction, Result, SearchPage, SessionState,
+    Store, StoreError, StoredMessage, UserProfile, UserState, WriteOp, WriteResult,
 };
 use tokio::sync::{Semaphore, oneshot};
 
@@ -340,6 +341,11 @@ impl Store for SqliteStore {
     async fn group_receipt(&self, id: &str, seq: u64) -> Result<Option<GroupReceipt>> {
         let id = id.to_string();
         self.read(move |c| groups::receipt(c, &id, seq)).await
+    }
+
+    async fn chatroom(&self, id: &str) -> Result<Option<(ChatroomRecord, Vec<ChatroomUser>)>> {
+        let id = id.to_string();
+        self.read(move |c| chatrooms::chatroom(c, &id)).await
     }
 
     async fn blocklist(&self, user: &str) -> Result<Vec<String>> {

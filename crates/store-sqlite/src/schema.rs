@@ -240,6 +240,25 @@ CREATE TABLE sensitive_words (
     replacement TEXT
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- Chatrooms the app server created, and the bans and mutes of their users. Members, messages
+-- and entries are the engine's, in memory.
+CREATE TABLE chatrooms (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    extra       TEXT NOT NULL,
+    created     INTEGER NOT NULL,
+    max_members INTEGER NOT NULL,
+    muted_until INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE chatroom_users (
+    room_id      TEXT NOT NULL REFERENCES chatrooms (id),
+    user_id      TEXT NOT NULL,
+    banned_until INTEGER NOT NULL,
+    muted_until  INTEGER NOT NULL,
+    PRIMARY KEY (room_id, user_id)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// Page cache per connection, in KiB.

@@ -326,6 +326,12 @@ fn apply(
         WriteOp::UpdateConversation(u) => update_conversation(tx, counters, *u),
         WriteOp::Amend(a) => amend(tx, counters, *a),
         WriteOp::Group(change) => crate::groups::change(tx, counters, *change),
+        WriteOp::CreateChatroom(r) => crate::chatrooms::create(tx, r),
+        WriteOp::SetChatroom(r) => crate::chatrooms::set(tx, r),
+        WriteOp::DeleteChatroom { id } => crate::chatrooms::delete(tx, &id),
+        WriteOp::SetChatroomUser { room, standing } => {
+            crate::chatrooms::set_user(tx, &room, standing)
+        }
         WriteOp::SetQuietHours {
             user,
             start_minute,

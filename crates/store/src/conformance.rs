@@ -111,6 +111,92 @@ pub async fn run_all(store: &dyn Store) {
     groups_membership_and_fan_out(store).await;
     profiles_and_bans(store).await;
     sensitive_words_are_kept_up_to_a_limit(store).await;
+    kept_chatrooms_and_standings(store).await;
+}
+
+async fn kept_chatrooms_and_standings(store: &dyn Store) {
+    let room = |name: &str| crate::ChatroomRecord {
+        id: "cr-1".into(),
+        name: name.into(),
+        extra: r#"{"k":1}"#.into(),
+        created: 1000,
+        max_members: 50,
+        muted_until: 0,
+    };
+    let standing = |user: &str, banned_until: i64, muted_until: i64| WriteOp::SetChatroomUser {
+        room: "cr-1".into(),
+        standing: crate::ChatroomUser {
+            user: user.into(),
+            banned_until,
+            muted_until,
+        },
+    };
+    assert_eq!(store.chatroom("cr-1").await.expect("read"), None);
+    // A standing in a room that is not kept is not recorded (and fails nothing).
+    let results = store
+        .write(vec![
+            standing("u1", 5, 0),
+            WriteOp::CreateChatroom(room("Lobby")),
+            WriteOp::CreateChatroom(room("Other")),
+        ])
+        .await
+        .expect("write");
+    assert_eq!(
+        results[1..],
+        [
+            WriteResult::ChatroomCreated { fresh: true },
+            WriteResult::ChatroomCreated { fresh: false }
+        ]
+    );
+    let (kept, users) = store.chatroom("cr-1").await.expect("read").expect("kept");
+    assert_eq!(kept, room("Lobby"), "a second create changes nothing");
+    assert!(users.is_empty());
+    store
+        .write(vec![
+            standing("u2", 0, 9000),
+            standing("u1", 7000, 0),
+            standing("u3", 1, 1),
+            standing("u3", 0, 0),
+            WriteOp::SetChatroom(crate::ChatroomRecord {
+                muted_until: i64::MAX,
+                ..room("Renamed")
+            }),
+        ])
+        .await
+        .expect("write");
+    let (kept, users) = store.chatroom("cr-1").await.expect("read").expect("kept");
+    assert_eq!(
+        (kept.name.as_str(), kept.muted_until),
+        ("Renamed", i64::MAX)
+    );
+    assert_eq!(kept.created, 1000, "the creation time stays");
+    assert_eq!(
+        users,
+        [
+            crate::ChatroomUser {
+                user: "u1".into(),
+                banned_until: 7000,
+                muted_until: 0
+            },
+            crate::ChatroomUser {
+                user: "u2".into(),
+                banned_until: 0,
+                muted_until: 9000
+            },
+        ]
+    );
+    store
+        .write(vec![WriteOp::DeleteChatroom { id: "cr-1".into() }])
+        .await
+        .expect("write");
+    assert_eq!(store.chatroom("cr-1").await.expect("read"), None);
+    // A room kept again under the id starts without the old standings.
+    store
+        .write(vec![WriteOp::CreateChatroom(room("Again"))])
+        .await
+        .expect("write");
+    let (_, users) = store.chatroom("cr-1").await.expect("read").expect("kept");
+    assert!(users.is_empty());
 }
 
 async fn sensitive_words_are_kept_up_to_a_limit(store: &dyn Store) {

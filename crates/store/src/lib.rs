@@ -420,6 +420,31 @@ pub struct Conversations {
     pub version: u64,
 }
 
+/// A chatroom the app server created, as the store keeps it until the app server destroys it. A
+/// room made by a first join lives in the engine's memory only, and so do every room's members,
+/// messages and entries: chatrooms are online-only.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChatroomRecord {
+    pub id: String,
+    pub name: String,
+    /// App-defined: a JSON object as text, or empty.
+    pub extra: String,
+    /// When it was created (ms).
+    pub created: i64,
+    pub max_members: u64,
+    /// Until when (ms) only the app server may send; 0: not muted.
+    pub muted_until: i64,
+}
+
+/// A user's standing in a kept chatroom: banned (may not join) or muted (may not send) until a
+/// time (ms; 0: not).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChatroomUser {
+    pub user: String,
+    pub banned_until: i64,
+    pub muted_until: i64,
+}
+
 /// One write in a batch.
 // Nearly all ops are appends; boxing them would add an allocation per message.
 #[allow(clippy::large_enum_variant)]
@@ -495,6 +520,19 @@ pub enum WriteOp {
         conversation_id: String,
         seqs: Vec<u64>,
     },
+    /// Keep a chatroom, unless one with its id is kept already.
+    CreateChatroom(ChatroomRecord),
+    /// Replace a kept chatroom's record (nothing if it is not kept).
+    SetChatroom(ChatroomRecord),
+    /// Forget a kept chatroom and its users' standings.
+    DeleteChatroom {
+        id: String,
+    },
+    /// Set a user's standing in a kept chatroom (both times 0: forget it).
+    SetChatroomUser {
+        room: String,
+        standing: ChatroomUser,
+    },
 }
 
 /// The outcome of one [`WriteOp`].
@@ -547,6 +585,11 @@ pub enum WriteResult {
     GroupRefused(GroupRefusal),
     /// The blocklist changed (or already was as asked).
     BlockSet,
+    /// `fresh` is false if a chatroom with the id was kept already; nothing was written then.
+    ChatroomCreated {
+        fresh: bool,
+    },
+    ChatroomSet,
     /// The blocklist is full: nothing was written.
     BlocklistFull,
     /// The conversation's settings after the update, and the appended user event with the
@@ -693,6 +736,9 @@ pub trait Store: Send + Sync + 'static {
     /// Who of the members who can see message `seq` of the group has read it; `None` if there
     /// is no such message.
     async fn group_receipt(&self, id: &str, seq: u64) -> Result<Option<GroupReceipt>>;
+
+    /// A kept chatroom and the standings of its banned or muted users (expired ones included).
+    async fn chatroom(&self, id: &str) -> Result<Option<(ChatroomRecord, Vec<ChatroomUser>)>>;
 
     /// Flushes and releases the backend. Later calls fail with [`StoreError::Closed`].
     async fn close(&self) -> Result<()>;
