@@ -13,7 +13,10 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::{ClientConfig, ClientError, Command, Event, Message, Outgoing, Sent, Stats, Status};
+use crate::{
+    ChatroomEvent, ClientConfig, ClientError, Command, Event, Message, Outgoing, Sent, Stats,
+    Status,
+};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -49,6 +52,11 @@ struct State {
     next_query_id: u32,
     /// The users whose presence this client watches, to watch again after a reconnect.
     watching: Vec<String>,
+    /// The chatrooms this client is in, each with the newest seq presented of it: joined again
+    /// after a reconnect, from there.
+    rooms: HashMap<String, u64>,
+    /// Chatroom queries waiting for their answer, whose answer changes `rooms`.
+    room_queries: HashMap<u32, RoomQuery>,
     auto_ack: bool,
     /// When the presented entries not yet acknowledged must be (see [`CONFIRM_DELAY`]).
     confirm_due: Option<Instant>,
@@ -67,6 +75,14 @@ const CONFIRM_BATCH: usize = 64;
 /// Query ids of application queries start here, apart from the sync's own ids, which count
 /// up from 1.
 const FIRST_QUERY_ID: u32 = 1 << 31;
+
+/// A chatroom query whose answer the driver follows.
+enum RoomQuery {
+    Join(String),
+    Quit(String),
+    /// Joining again after a reconnect: the messages answered are presented as events.
+    Rejoin(String),
+}
 
 /// Why a connection ended.
 enum End {
@@ -100,6 +116,8 @@ pub async fn run(
         queries: HashMap::new(),
         next_query_id: FIRST_QUERY_ID,
         watching: Vec::new(),
+        rooms: HashMap::new(),
+        room_queries: HashMap::new(),
         confirm_due: None,
         unconfirmed: 0,
         stats: Stats::default(),
@@ -127,6 +145,7 @@ pub async fn run(
                 for (_, reply) in state.queries.drain() {
                     let _ = reply.send(Err(ClientError::NotConnected));
                 }
+                state.room_queries.clear();
                 end
             }
             Err(End::Final { code, reason }) if ready.is_some() => {
@@ -352,6 +371,26 @@ async fn session(
     state.confirm_due = None;
     state.unconfirmed = 0;
     // Entries held ahead of a gap from the last connection stay: sync fills the gap.
+    // Chatrooms are joined again first (the server handles a connection's frames in order),
+    // so resent chatroom messages find their sender a member.
+    let mut rooms: Vec<(String, u64)> = state.rooms.iter().map(|(r, s)| (r.clone(), *s)).collect();
+    rooms.sort();
+    for (room, after_seq) in rooms {
+        state.next_query_id = state.next_query_id.wrapping_add(1).max(FIRST_QUERY_ID);
+        let id = state.next_query_id;
+        let frame = codec::frame(Body::Query(v1::Query {
+            query_id: id,
+            body: Some(v1::query::Body::JoinChatroom(v1::JoinChatroom {
+                chatroom_id: room.clone(),
+                recent: 0,
+                after_seq,
+            })),
+        }));
+        state.room_queries.insert(id, RoomQuery::Rejoin(room));
+        if let Err(e) = ws.send(ws_message(&frame, encoding)).await {
+            return lost(e);
+        }
+    }
     // Sends still waiting for a PUBACK go again, flagged dup, with their client message ids.
     let mut ids: Vec<u32> = state.pending.keys().copied().collect();
     ids.sort_unstable();
@@ -448,6 +487,15 @@ async fn session(
                     Command::Query(body, reply) => {
                         state.next_query_id = state.next_query_id.wrapping_add(1).max(FIRST_QUERY_ID);
                         let id = state.next_query_id;
+                        match &body {
+                            v1::query::Body::JoinChatroom(j) => {
+                                state.room_queries.insert(id, RoomQuery::Join(j.chatroom_id.clone()));
+                            }
+                            v1::query::Body::QuitChatroom(q) => {
+                                state.room_queries.insert(id, RoomQuery::Quit(q.chatroom_id.clone()));
+                            }
+                            _ => {}
+                        }
                         let frame = codec::frame(Body::Query(v1::Query {
                             query_id: id,
                             body: Some(body),
@@ -553,6 +601,10 @@ async fn handle(
             let Some(v1::publish::Body::Message(m)) = p.body else {
                 return Ok(None);
             };
+            if frame.qos == 0 && m.conversation_type == tidings_proto::conversation_type::CHATROOM {
+                state.room_item(Message::from(m)).await;
+                return Ok(None);
+            }
             if frame.qos == 0 {
                 // A status message (typing, presence): not an inbox entry, nothing to
                 // acknowledge.
@@ -616,6 +668,22 @@ async fn handle(
             }
         }
         Some(Body::Queryack(q)) => {
+            let q = match state.room_queries.remove(&q.query_id) {
+                Some(RoomQuery::Rejoin(room)) => {
+                    state.rejoined(room, q).await;
+                    return Ok(None);
+                }
+                Some(RoomQuery::Join(room)) if q.code == 0 => {
+                    let seq = q.chatrooms.first().map_or(0, |c| c.seq);
+                    state.rooms.insert(room, seq);
+                    q
+                }
+                Some(RoomQuery::Quit(room)) if q.code == 0 => {
+                    state.rooms.remove(&room);
+                    q
+                }
+                _ => q,
+            };
             if let Some(reply) = state.queries.remove(&q.query_id) {
                 let _ = reply.send(if q.code == 0 {
                     Ok(q)
@@ -681,6 +749,78 @@ impl State {
             // An error means the application dropped the stream: nothing more to tell it.
             _ = self.events.send(event) => {}
             _ = closing.wait_for(|c| *c) => {}
+        }
+    }
+
+    /// Presents an item of a chatroom's stream once, in seq order; items of rooms this client is
+    /// not in (any more) are dropped.
+    async fn room_item(&mut self, m: Message) {
+        let (room, event) = crate::chatrooms::event_of(m);
+        let Some(last) = self.rooms.get_mut(&room) else {
+            return;
+        };
+        let seq = match &event {
+            ChatroomEvent::Message(m) => m.seq,
+            ChatroomEvent::Notice(n) => n.seq,
+            ChatroomEvent::Gap(g) => {
+                *last = (*last).max(g.to_seq);
+                0
+            }
+            ChatroomEvent::Left { .. } => 0,
+        };
+        if seq != 0 {
+            if seq <= *last {
+                self.stats.chatroom_repeats += 1;
+                return;
+            }
+            *last = seq;
+        }
+        // Kicked, or the room is gone: this connection is out of it.
+        let out = match &event {
+            ChatroomEvent::Notice(n)
+                if n.operation == "kick" && n.user_ids.contains(&self.user_id) =>
+            {
+                Some(Code::KickedFromChatroom)
+            }
+            ChatroomEvent::Notice(n) if n.operation == "destroy" => Some(Code::ChatroomNotFound),
+            _ => None,
+        };
+        self.emit(Event::Chatroom(event)).await;
+        if let Some(code) = out {
+            self.rooms.remove(&room);
+            self.emit(Event::Chatroom(ChatroomEvent::Left {
+                chatroom_id: room,
+                code: code.as_u32(),
+            }))
+            .await;
+        }
+    }
+
+    /// Takes the answer to joining a room again after a reconnect: the messages after the last
+    /// seq presented come as events; a refusal takes the room out.
+    async fn rejoined(&mut self, room: String, q: v1::QueryAck) {
+        if q.code != 0 {
+            if self.rooms.remove(&room).is_some() {
+                self.emit(Event::Chatroom(ChatroomEvent::Left {
+                    chatroom_id: room,
+                    code: q.code,
+                }))
+                .await;
+            }
+            return;
+        }
+        // A room made anew (the server restarted, or the room ended and a join made it again)
+        // numbers its items from 1 again: follow it from where it is.
+        if let (Some(last), Some(c)) = (self.rooms.get_mut(&room), q.chatrooms.first())
+            && c.seq < *last
+        {
+            *last = c.seq;
+        }
+        for m in q.messages {
+            self.room_item(Message::from(m)).await;
+        }
+        if let (Some(last), Some(c)) = (self.rooms.get_mut(&room), q.chatrooms.first()) {
+            *last = (*last).max(c.seq);
         }
     }
 
@@ -778,6 +918,7 @@ impl State {
             mentioned_user_ids: out.mentions,
             mention_all: out.mention_all,
             directed_user_ids: out.directed_to,
+            priority: out.priority.wire(),
         };
         self.pending
             .insert(self.next_packet_id, PendingSend { frame, reply });

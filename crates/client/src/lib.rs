@@ -22,6 +22,7 @@
 //!
 //! This crate depends on `tidings-proto` only among Tidings crates.
 
+mod chatrooms;
 mod conversations;
 mod driver;
 mod groups;
@@ -31,6 +32,9 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub use chatrooms::{
+    Chatroom, ChatroomEntry, ChatroomEvent, ChatroomGap, ChatroomJoined, ChatroomNotice,
+};
 pub use conversations::{
     Conversation, ConversationChange, ConversationPage, ConversationUpdate, HistoryPage,
     HistoryStart, MessagesDeleted, Presence, QuietHours, ReadReceipt, SearchResults,
@@ -228,6 +232,9 @@ pub enum Event {
     Transient(Message),
     /// A watched user came online or went offline (at most once; see `subscribe_presence`).
     Presence(Presence),
+    /// An item of a chatroom this connection is in, or news of it (at most once, in the room's
+    /// seq order; see [`Client::join_chatroom`]).
+    Chatroom(ChatroomEvent),
     /// This user's quiet hours changed (on this device or another). `inbox_seq`: acknowledge it
     /// like a message's.
     QuietHours {
@@ -262,6 +269,29 @@ pub struct Outgoing {
     pub mention_all: bool,
     /// Group messages: only these members (and the sender) get it. Empty: every member.
     pub directed_to: Vec<String>,
+    /// Chatroom messages: how the message fares when the room falls behind.
+    pub priority: Priority,
+}
+
+/// The priority class of a chatroom message: when the room's fan-out, or a member's connection,
+/// falls behind, LOW messages are dropped first, then NORMAL ones; HIGH ones (the app server's
+/// only) never are. Members learn of drops from gap markers ([`ChatroomEvent::Gap`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Priority {
+    #[default]
+    Normal,
+    Low,
+    High,
+}
+
+impl Priority {
+    pub(crate) fn wire(self) -> i32 {
+        match self {
+            Priority::Normal => tidings_proto::v1::Priority::Normal as i32,
+            Priority::Low => tidings_proto::v1::Priority::Low as i32,
+            Priority::High => tidings_proto::v1::Priority::High as i32,
+        }
+    }
 }
 
 impl Outgoing {
@@ -355,6 +385,8 @@ pub struct Stats {
     pub reconnects: u64,
     /// PUBLISH frames sent again after a reconnect.
     pub resent_publishes: u64,
+    /// Chatroom items dropped because their seq had been presented already.
+    pub chatroom_repeats: u64,
 }
 
 pub(crate) enum Command {

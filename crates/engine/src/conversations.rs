@@ -474,7 +474,12 @@ impl Session {
         start: HistoryStart,
         count: u32,
     ) -> Result<QueryAckOut, Refusal> {
-        check_key(conversation_type, target)?;
+        let chatroom = conversation_type == conversation_type::CHATROOM;
+        if chatroom {
+            crate::chatrooms::check_id(target)?;
+        } else {
+            check_key(conversation_type, target)?;
+        }
         if count > HISTORY_MAX {
             return Err(Refusal::new(
                 Code::InvalidQuery,
@@ -511,6 +516,14 @@ impl Session {
             HistoryFrom::BeforeSeq(u64::MAX)
         };
         let count = if count == 0 { HISTORY_DEFAULT } else { count } as usize;
+        if chatroom {
+            let (messages, has_more) = self.chatroom_history(target, from, count).await?;
+            return Ok(QueryAckOut {
+                messages,
+                has_more,
+                ..Default::default()
+            });
+        }
         let user = &self.shared.user;
         let history = self
             .engine

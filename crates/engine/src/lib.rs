@@ -17,6 +17,7 @@
 //! the closed set of client-visible codes.
 
 pub mod auth;
+mod chatrooms;
 mod commit;
 mod conversations;
 mod groups;
@@ -38,6 +39,11 @@ use tidings_store::{Store, StoredMessage, WriteOp, WriteResult};
 use tokio::sync::{mpsc, oneshot};
 
 pub use auth::AppCredentials;
+pub use chatrooms::{
+    ChatroomOut, ChatroomQuery, ChatroomSettings, EntryOut, LAG_LOW, LAG_NORMAL, MAX_ENTRIES,
+    MAX_ROOMS_PER_CONNECTION, NOTICE_BATCH_MEMBERS, NOTICE_INTERVAL, Priority, QUEUE_MAX,
+    RECENT_MAX, RoomItem,
+};
 pub use conversations::{AmendRequest, ConversationQuery, ConversationUpdateRequest, HistoryStart};
 pub use groups::GroupQuery;
 pub use outbox::Outbox;
@@ -96,6 +102,7 @@ pub struct EngineConfig {
     pub search: bool,
     /// The most members a group may have.
     pub max_group_members: u64,
+    pub chatrooms: ChatroomSettings,
     pub outbound_queue_bytes: usize,
     pub max_content_bytes: usize,
     pub device_policy: DevicePolicy,
@@ -118,6 +125,7 @@ impl EngineConfig {
             recall_window: Duration::from_secs(120),
             search: true,
             max_group_members: 3000,
+            chatrooms: ChatroomSettings::default(),
             outbound_queue_bytes: 1 << 20,
             max_content_bytes: 16 * 1024,
             device_policy: DevicePolicy::Multi,
@@ -279,6 +287,8 @@ pub struct QueryAckOut {
     pub groups: Vec<tidings_store::GroupInfo>,
     pub members: Vec<tidings_store::GroupMember>,
     pub receipt: Option<tidings_store::GroupReceipt>,
+    pub chatrooms: Vec<ChatroomOut>,
+    pub entries: Vec<EntryOut>,
 }
 
 /// One conversation as its user sees it, for a QUERYACK.
@@ -317,6 +327,8 @@ pub enum Outbound {
     QueryAck(Box<QueryAckOut>),
     /// A QoS 0 status message (typing): never stored, never acknowledged, never resent.
     Status(Arc<Delivered>),
+    /// An item of a chatroom's stream (QoS 0), shared by every member it goes to.
+    Room(Arc<RoomItem>),
     /// A CONNACK refusing a CONNECT on an already connected session.
     ConnAck {
         code: u32,
@@ -333,6 +345,7 @@ impl Outbound {
         match self {
             Outbound::PubAck(p) => 64 + p.text.len() + p.uid.len(),
             Outbound::Deliver { message, .. } | Outbound::Status(message) => message.approx_bytes(),
+            Outbound::Room(item) => item.approx_bytes(),
             Outbound::QueryAck(q) => {
                 64 + q.text.len()
                     + q.messages
@@ -354,6 +367,14 @@ impl Outbound {
                     + q.receipt.as_ref().map_or(0, |r| {
                         r.read.iter().chain(&r.unread).map(|u| u.len() + 2).sum()
                     })
+                    + q.chatrooms
+                        .iter()
+                        .map(|c| 96 + c.id.len() + c.name.len() + c.extra.len())
+                        .sum::<usize>()
+                    + q.entries
+                        .iter()
+                        .map(|e| 48 + e.key.len() + e.value.len() + e.user.len())
+                        .sum::<usize>()
             }
             Outbound::ConnAck { text, .. } => 16 + text.len(),
             Outbound::Pong | Outbound::Disconnect(_) => 16,
@@ -394,6 +415,8 @@ struct Inner {
     words: std::sync::RwLock<Arc<words::WordFilter>>,
     /// The app server's callbacks, if configured.
     hooks: Option<Arc<dyn hooks::Hooks>>,
+    /// The chatrooms in memory, by id.
+    rooms: Mutex<HashMap<String, Arc<chatrooms::Room>>>,
 }
 
 /// What registering a session did.
@@ -470,6 +493,7 @@ impl Engine {
             commits,
             committer: Mutex::new(None),
             next_session: AtomicU64::new(1),
+            rooms: Mutex::new(HashMap::new()),
         });
         let engine = Engine { inner };
         let task = tokio::spawn(commit::run(engine.clone(), rx));
@@ -782,6 +806,7 @@ impl Engine {
                 .into_iter()
                 .map(|user| WriteOp::SetLastSeen { user, time: now }),
         );
+        self.stop_rooms();
         if !ops.is_empty()
             && let Err(e) = self.inner.store.write(ops).await
         {

@@ -2,14 +2,23 @@
 //! When a push would exceed the bound, the queue is emptied, a DISCONNECT with the slow-consumer
 //! code takes its place, and the queue refuses everything after: the fan-out never blocks on a
 //! slow socket, and the slow device later recovers what it missed from its inbox by sync.
+//!
+//! Chatroom messages are online-only, so they are not worth a disconnect: a LOW one is dropped
+//! once the queue holds a quarter of its bound, a NORMAL one at half (so a busy room never
+//! crowds out the connection's inbox deliveries), and a HIGH one counts like an inbox delivery.
+//! Each drop is remembered per room, and the connection gets a gap marker (`tidings:gap`: how
+//! many of the room's messages in which seq range it missed) before the room's next message that
+//! fits, or once the queue drains: never a silent loss.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use tidings_proto::Code;
+use tidings_proto::{Code, GAP_EVENT_TYPE, conversation_type};
+use tidings_store::StoredMessage;
 use tokio::sync::Notify;
 
-use crate::Outbound;
+use crate::chatrooms::{Priority, RoomItem};
+use crate::{Delivered, Outbound};
 
 pub struct Outbox {
     inner: Mutex<Inner>,
@@ -22,6 +31,46 @@ struct Inner {
     bytes: usize,
     /// Set once a DISCONNECT is queued; nothing is queued after it.
     closed: bool,
+    /// Chatroom messages dropped for this connection and not yet reported, per room.
+    gaps: Vec<Gap>,
+}
+
+/// Messages of one room dropped for one connection: `count` of them, with seqs from `from` to
+/// `to` (others in that range may have been delivered).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    pub room: Arc<str>,
+    pub count: u64,
+    pub from: u64,
+    pub to: u64,
+}
+
+impl Gap {
+    fn add(&mut self, count: u64, from: u64, to: u64) {
+        self.count += count;
+        self.from = self.from.min(from);
+        self.to = self.to.max(to);
+    }
+
+    /// The marker that reports the gap: a status message of the room.
+    fn marker(&self) -> Outbound {
+        let content = serde_json::json!({
+            "count": self.count,
+            "fromSeq": self.from,
+            "toSeq": self.to,
+        })
+        .to_string();
+        let message = StoredMessage {
+            uid: ulid::Ulid::new().to_string(),
+            conversation_type: conversation_type::CHATROOM,
+            conversation_id: format!("{}:{}", conversation_type::CHATROOM, self.room),
+            target: self.room.to_string(),
+            msg_type: GAP_EVENT_TYPE.into(),
+            content,
+            ..Default::default()
+        };
+        Outbound::Status(Arc::new(Delivered::for_viewer("", Arc::new(message), 0)))
+    }
 }
 
 /// The item was not queued because the outbox is closed.
@@ -35,6 +84,7 @@ impl Outbox {
                 queue: VecDeque::new(),
                 bytes: 0,
                 closed: false,
+                gaps: Vec::new(),
             }),
             notify: Notify::new(),
             capacity_bytes,
@@ -55,14 +105,7 @@ impl Outbox {
             return Err(Closed);
         }
         if inner.bytes + size > self.capacity_bytes {
-            inner.queue.clear();
-            inner.bytes = 0;
-            inner.closed = true;
-            inner
-                .queue
-                .push_back((Outbound::Disconnect(Code::SlowConsumer), 0));
-            drop(inner);
-            self.notify.notify_one();
+            self.overflow(inner);
             return Err(Closed);
         }
         inner.bytes += size;
@@ -70,6 +113,19 @@ impl Outbox {
         drop(inner);
         self.notify.notify_one();
         Ok(())
+    }
+
+    /// Replaces the queue with a slow-consumer DISCONNECT.
+    fn overflow(&self, mut inner: std::sync::MutexGuard<'_, Inner>) {
+        inner.queue.clear();
+        inner.gaps.clear();
+        inner.bytes = 0;
+        inner.closed = true;
+        inner
+            .queue
+            .push_back((Outbound::Disconnect(Code::SlowConsumer), 0));
+        drop(inner);
+        self.notify.notify_one();
     }
 
     /// Queues an item that may be lost (a QoS 0 status message): dropped, without closing the
@@ -87,6 +143,66 @@ impl Outbox {
         true
     }
 
+    /// Queues chatroom items (of one room, in seq order) by their priorities: each that does
+    /// not fit its priority's share of the queue is dropped and will be reported by a gap
+    /// marker. `Err(Closed)` if the queue is closed, or a HIGH item overflowed it (the caller
+    /// must treat the session as gone).
+    pub fn push_room<'a>(
+        &self,
+        items: impl IntoIterator<Item = &'a Arc<RoomItem>>,
+    ) -> Result<(), Closed> {
+        let mut inner = self.lock();
+        if inner.closed {
+            return Err(Closed);
+        }
+        let mut queued = false;
+        for item in items {
+            let size = item.approx_bytes();
+            let limit = match item.priority() {
+                Priority::Low => self.capacity_bytes / 4,
+                Priority::Normal => self.capacity_bytes / 2,
+                Priority::High => self.capacity_bytes,
+            };
+            if inner.bytes + size > limit {
+                if item.priority() == Priority::High {
+                    self.overflow(inner);
+                    return Err(Closed);
+                }
+                let seq = item.seq();
+                note_gap(&mut inner, item.room(), 1, seq, seq);
+                continue;
+            }
+            // What was dropped of this room before comes first.
+            if let Some(i) = inner.gaps.iter().position(|g| g.room == *item.room()) {
+                let marker = inner.gaps.swap_remove(i).marker();
+                let marker_size = marker.approx_bytes();
+                inner.bytes += marker_size;
+                inner.queue.push_back((marker, marker_size));
+            }
+            inner.bytes += size;
+            inner.queue.push_back((Outbound::Room(item.clone()), size));
+            queued = true;
+        }
+        let waiting = !inner.gaps.is_empty();
+        drop(inner);
+        if queued || waiting {
+            self.notify.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Records that `count` messages of `room` with seqs from `from` to `to` will not come (the
+    /// room's fan-out fell behind and dropped them): the gap marker follows what is queued.
+    pub fn note_gap(&self, room: &Arc<str>, count: u64, from: u64, to: u64) {
+        let mut inner = self.lock();
+        if inner.closed {
+            return;
+        }
+        note_gap(&mut inner, room, count, from, to);
+        drop(inner);
+        self.notify.notify_one();
+    }
+
     /// Queues a DISCONNECT after everything already queued, and closes the queue. Returns false
     /// if it was already closed.
     pub fn close(&self, code: Code) -> bool {
@@ -95,6 +211,11 @@ impl Outbox {
             return false;
         }
         inner.closed = true;
+        // Gaps not yet reported go out before the goodbye.
+        let markers: Vec<Outbound> = inner.gaps.drain(..).map(|g| g.marker()).collect();
+        for m in markers {
+            inner.queue.push_back((m, 0));
+        }
         inner.queue.push_back((Outbound::Disconnect(code), 0));
         drop(inner);
         self.notify.notify_one();
@@ -105,12 +226,14 @@ impl Outbox {
         self.lock().closed
     }
 
-    /// The next item if one is queued now.
+    /// The next item if one is queued now: a pending gap marker once the queue is empty.
     pub fn try_pop(&self) -> Option<Outbound> {
         let mut inner = self.lock();
-        let (item, size) = inner.queue.pop_front()?;
-        inner.bytes -= size;
-        Some(item)
+        if let Some((item, size)) = inner.queue.pop_front() {
+            inner.bytes -= size;
+            return Some(item);
+        }
+        inner.gaps.pop().map(|g| g.marker())
     }
 
     /// The next item; `None` once the queue is closed and drained.
@@ -122,6 +245,9 @@ impl Outbox {
                     inner.bytes -= size;
                     return Some(item);
                 }
+                if let Some(gap) = inner.gaps.pop() {
+                    return Some(gap.marker());
+                }
                 if inner.closed {
                     return None;
                 }
@@ -130,6 +256,18 @@ impl Outbox {
             // this await is not missed.
             self.notify.notified().await;
         }
+    }
+}
+
+fn note_gap(inner: &mut Inner, room: &Arc<str>, count: u64, from: u64, to: u64) {
+    match inner.gaps.iter_mut().find(|g| g.room == *room) {
+        Some(g) => g.add(count, from, to),
+        None => inner.gaps.push(Gap {
+            room: room.clone(),
+            count,
+            from,
+            to,
+        }),
     }
 }
 
@@ -183,5 +321,94 @@ mod tests {
             Some(Outbound::Disconnect(Code::ServerShutdown))
         ));
         assert!(outbox.pop().await.is_none());
+    }
+
+    fn item(room: &Arc<str>, seq: u64, priority: Priority, bytes: usize) -> Arc<RoomItem> {
+        let message = StoredMessage {
+            uid: format!("u{seq}"),
+            conversation_type: conversation_type::CHATROOM,
+            target: room.to_string(),
+            sender: "alice".into(),
+            seq,
+            msg_type: "text".into(),
+            content: "x".repeat(bytes),
+            ..Default::default()
+        };
+        Arc::new(RoomItem::new(
+            room.clone(),
+            message,
+            priority,
+            0,
+            String::new(),
+        ))
+    }
+
+    /// What the outbox yields now, as (seq of a room item) or (gap count, from, to).
+    fn drain(outbox: &Outbox) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(o) = outbox.try_pop() {
+            out.push(match o {
+                Outbound::Room(i) => format!("{}", i.seq()),
+                Outbound::Status(m) if m.msg_type() == GAP_EVENT_TYPE => {
+                    let v: serde_json::Value = serde_json::from_str(m.content()).unwrap();
+                    format!("gap {} {}-{}", v["count"], v["fromSeq"], v["toSeq"])
+                }
+                other => format!("{other:?}"),
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn low_priority_room_items_drop_first_and_are_reported_by_a_gap_marker() {
+        let room: Arc<str> = Arc::from("r");
+        // Each item costs about 210 bytes (a marker about 170) of a 1,900-byte queue: LOW items
+        // fit until 475 bytes are queued, NORMAL ones until 950, HIGH ones until 1,900.
+        let outbox = Outbox::new(1900);
+        let items: Vec<_> = (1..=9)
+            .map(|seq| {
+                let p = match seq {
+                    1..=3 => Priority::Low,
+                    4..=6 => Priority::Normal,
+                    _ => Priority::High,
+                };
+                item(&room, seq, p, 100)
+            })
+            .collect();
+        outbox.push_room(&items).unwrap();
+        // 1 and 2 fit, 3 is dropped (LOW over a quarter); 4 fits but 5 and 6 do not (NORMAL
+        // over half); 7, 8, 9 are HIGH. The gap marker comes before the next item that fits.
+        assert_eq!(
+            drain(&outbox),
+            ["1", "2", "gap 1 3-3", "4", "gap 2 5-6", "7", "8", "9"]
+        );
+    }
+
+    #[test]
+    fn a_gap_with_nothing_after_it_is_reported_when_the_queue_drains() {
+        let room: Arc<str> = Arc::from("r");
+        let outbox = Outbox::new(1000);
+        outbox.push(Outbound::Pong).unwrap();
+        outbox.note_gap(&room, 4, 10, 13);
+        outbox
+            .push_room(&[item(&room, 14, Priority::Low, 1000)])
+            .unwrap();
+        // Merged into one marker, after what was queued before.
+        assert_eq!(drain(&outbox), ["Pong", "gap 5 10-14"]);
+        assert!(outbox.try_pop().is_none());
+    }
+
+    #[test]
+    fn a_high_item_that_cannot_fit_disconnects_as_a_slow_consumer() {
+        let room: Arc<str> = Arc::from("r");
+        let outbox = Outbox::new(500);
+        assert_eq!(
+            outbox.push_room(&[item(&room, 1, Priority::High, 1000)]),
+            Err(Closed)
+        );
+        assert!(matches!(
+            outbox.try_pop(),
+            Some(Outbound::Disconnect(Code::SlowConsumer))
+        ));
     }
 }

@@ -51,6 +51,9 @@ pub struct SendRequest {
     pub mention_all: bool,
     /// Group messages only: a directed message's addressees (empty: every member).
     pub audience: Vec<String>,
+    /// Chatroom messages only: the priority as numbered on the wire (0 NORMAL, 1 LOW, 2 HIGH;
+    /// HIGH from the app server only).
+    pub priority: u32,
 }
 
 /// Push text longer than this is refused.
@@ -66,6 +69,8 @@ pub(crate) struct SessionShared {
     state: Mutex<DeliveryState>,
     /// The users whose presence this connection watches.
     pub watching: Mutex<Vec<String>>,
+    /// The chatrooms this connection is in.
+    rooms: Mutex<Vec<Arc<crate::chatrooms::Room>>>,
 }
 
 /// Status messages (typing) a user may send per second, and at once.
@@ -89,6 +94,11 @@ struct DeliveryState {
 impl SessionShared {
     fn state(&self) -> std::sync::MutexGuard<'_, DeliveryState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The chatrooms this connection is in. Locked after a room's state, never before.
+    pub(crate) fn rooms(&self) -> std::sync::MutexGuard<'_, Vec<Arc<crate::chatrooms::Room>>> {
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Pushes a committed message to this device. Called by the committer in commit order.
@@ -200,6 +210,7 @@ impl SessionShared {
         }
         self.outbox.close(code);
         engine.unregister(self);
+        engine.leave_rooms(self);
         if let Some(op) = self.cursor_op() {
             let commits = engine.inner.commits.clone();
             if let Err(mpsc::error::TrySendError::Full(request)) =
@@ -269,6 +280,7 @@ impl Engine {
                 ended: false,
             }),
             watching: Mutex::new(Vec::new()),
+            rooms: Mutex::new(Vec::new()),
         });
         // Register before reading the user's state: an entry committed before the read is in
         // the inbox up to the read's inbox seq, and one committed after it is pushed here. So
@@ -340,15 +352,22 @@ impl Session {
     /// Sends a message. The PUBACK (success or a refusal code) arrives through the outbox.
     pub async fn publish(&self, packet_id: u32, send: SendRequest) {
         let limited = !self.engine.may_send(&self.shared.user);
+        let priority = crate::chatrooms::Priority::from_wire(send.priority).unwrap_or_default();
         // Over the limit, a send still goes to the store, but only to find an earlier commit of
         // the same message (a resend after a lost PUBACK must get its first answer); the store
         // refuses it if it is new.
         let checked = self.check(&send).and_then(|()| {
+            if priority == crate::chatrooms::Priority::High {
+                return Err(Refusal::new(
+                    Code::Unauthorized,
+                    "HIGH priority is for the app server",
+                ));
+            }
             let search = self.engine.inner.config.search;
-            let mut p = if send.conversation_type == conversation_type::GROUP {
-                PendingPublish::group(&self.shared.user, send, search)
-            } else {
-                PendingPublish::private(&self.shared.user, send, search)
+            let mut p = match send.conversation_type {
+                conversation_type::GROUP => PendingPublish::group(&self.shared.user, send, search),
+                conversation_type::CHATROOM => PendingPublish::chatroom(&self.shared.user, send),
+                _ => PendingPublish::private(&self.shared.user, send, search),
             };
             p.only_if_stored = limited;
             // After the digest is taken: a resend is recognised by what the client sent.
@@ -376,6 +395,11 @@ impl Session {
                 return;
             }
         };
+        if pending.conversation_type == conversation_type::CHATROOM {
+            return self
+                .publish_to_chatroom(packet_id, pending, notice, priority, limited)
+                .await;
+        }
         let request = CommitRequest::Publish {
             session: self.shared.clone(),
             packet_id,
@@ -622,7 +646,7 @@ impl Session {
 
     /// The most bytes of messages one QUERYACK or one resend pass may queue: a quarter of the
     /// outbound queue, so replies never overflow it by themselves.
-    fn page_budget(&self) -> usize {
+    pub(crate) fn page_budget(&self) -> usize {
         self.engine.inner.config.outbound_queue_bytes / 4
     }
 
@@ -808,7 +832,7 @@ pub(crate) fn private_conversation_id(a: &str, b: &str) -> String {
 }
 
 /// A digest of everything the client chose for a message, to tell a resend from a reuse.
-fn digest(send: &SendRequest) -> String {
+pub(crate) fn digest(send: &SendRequest) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     for part in [
@@ -862,7 +886,27 @@ pub(crate) fn check_addressing(
             "system messages are sent by the app server",
         ));
     }
-    crate::conversations::conversation_id(send.conversation_type, "", &send.target_id)?;
+    let chatroom = send.conversation_type == conversation_type::CHATROOM;
+    if chatroom {
+        crate::chatrooms::check_id(&send.target_id)?;
+    } else {
+        crate::conversations::conversation_id(send.conversation_type, "", &send.target_id)?;
+    }
+    match crate::chatrooms::Priority::from_wire(send.priority) {
+        None => {
+            return Err(Refusal::new(
+                Code::ChatroomInvalid,
+                "priority is 0 (NORMAL), 1 (LOW) or 2 (HIGH)",
+            ));
+        }
+        Some(p) if p != crate::chatrooms::Priority::Normal && !chatroom => {
+            return Err(Refusal::new(
+                Code::ChatroomInvalid,
+                "a priority is for chatroom messages",
+            ));
+        }
+        Some(_) => {}
+    }
     let group = send.conversation_type == conversation_type::GROUP;
     let addressed = !send.mentions.is_empty() || send.mention_all || !send.audience.is_empty();
     if addressed && !group {

@@ -130,6 +130,11 @@ impl Engine {
     pub async fn send_as(&self, sender: &str, send: SendRequest) -> Result<Posted, ApiError> {
         check_user(sender)?;
         check_send(&self.inner.config, &send).map_err(ApiError)?;
+        if send.conversation_type == conversation_type::CHATROOM {
+            let priority = crate::chatrooms::Priority::from_wire(send.priority).unwrap_or_default();
+            let pending = PendingPublish::chatroom(sender, send);
+            return self.post_to_chatroom(pending, priority).await;
+        }
         let search = self.inner.config.search;
         let pending = if send.conversation_type == conversation_type::GROUP {
             PendingPublish::group(sender, send, search)

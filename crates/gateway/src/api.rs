@@ -60,8 +60,8 @@ fn status_of(code: Code) -> StatusCode {
         | Code::TimestampOutOfWindow
         | Code::NonceReused
         | Code::AppKeyUnknown => StatusCode::UNAUTHORIZED,
-        Code::NotFound | Code::GroupNotFound => StatusCode::NOT_FOUND,
-        Code::GroupExists => StatusCode::CONFLICT,
+        Code::NotFound | Code::GroupNotFound | Code::ChatroomNotFound => StatusCode::NOT_FOUND,
+        Code::GroupExists | Code::ChatroomExists => StatusCode::CONFLICT,
         Code::ServerShutdown => StatusCode::SERVICE_UNAVAILABLE,
         Code::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,

@@ -181,14 +181,27 @@ pub struct Message {
     mention_all: bool,
     #[serde(default)]
     directed_user_ids: Vec<String>,
+    /// Chatroom messages: `low`, `normal` (the default) or `high`.
+    priority: Option<String>,
 }
 
-/// `POST /api/v1/messages`: sends a private or group message as `fromUserId`.
+/// `POST /api/v1/messages`: sends a private, group or chatroom message as `fromUserId`.
 pub async fn send(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let req: Message = signed!(state, headers, body);
     let content = match content_text(req.content) {
         Ok(c) => c,
         Err(r) => return error(r),
+    };
+    let priority = match req.priority.as_deref() {
+        None | Some("normal") => 0,
+        Some("low") => 1,
+        Some("high") => 2,
+        Some(_) => {
+            return error(Refusal::new(
+                Code::BadRequest,
+                "priority is low, normal or high",
+            ));
+        }
     };
     let send = SendRequest {
         client_msg_id: req
@@ -203,6 +216,7 @@ pub async fn send(State(state): State<AppState>, headers: HeaderMap, body: Bytes
         mentions: req.mentioned_user_ids,
         mention_all: req.mention_all,
         audience: req.directed_user_ids,
+        priority,
     };
     match state.engine.send_as(&req.from_user_id, send).await {
         Ok(p) => {

@@ -15,8 +15,8 @@ use axum::response::Response;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tidings_engine::{
-    AmendRequest, ConnectInfo, ConnectRequest, ConversationQuery, ConversationUpdateRequest,
-    GroupQuery, HistoryStart, Outbound, SendRequest, Session,
+    AmendRequest, ChatroomQuery, ConnectInfo, ConnectRequest, ConversationQuery,
+    ConversationUpdateRequest, GroupQuery, HistoryStart, Outbound, RoomItem, SendRequest, Session,
 };
 use tidings_proto::v1::{self, frame::Body};
 use tidings_proto::{Code, DecodeError, Encoding, PROTOCOL_VERSION, codec};
@@ -346,6 +346,8 @@ async fn handle(session: &Session, frame: v1::Frame) -> Result<(), Code> {
                     mentions: s.mentioned_user_ids,
                     mention_all: s.mention_all,
                     audience: s.directed_user_ids,
+                    // An unknown value stays unknown (and is refused by the engine).
+                    priority: u32::try_from(s.priority).unwrap_or(u32::MAX),
                 };
                 // A status message (typing), never stored.
                 if s.transient {
@@ -375,9 +377,12 @@ async fn handle(session: &Session, frame: v1::Frame) -> Result<(), Code> {
                 }
                 Some(body) => match group_query(body) {
                     Ok(gq) => session.group_query(q.query_id, gq).await,
-                    Err(body) => match conversation_query(body) {
-                        Some(cq) => session.conversation_query(q.query_id, cq).await,
-                        None => session.reject_query(q.query_id, "unsupported query"),
+                    Err(body) => match chatroom_query(body) {
+                        Ok(cq) => session.chatroom_query(q.query_id, cq).await,
+                        Err(body) => match conversation_query(body) {
+                            Some(cq) => session.conversation_query(q.query_id, cq).await,
+                            None => session.reject_query(q.query_id, "unsupported query"),
+                        },
                     },
                 },
                 None => session.reject_query(q.query_id, "the query has no body"),
@@ -429,15 +434,10 @@ async fn write_loop(
                     refuse(&mut sink, code, encoding, timeout).await;
                     return;
                 }
-                other => wire_frame(other),
+                Outbound::Room(item) => room_message(&item, encoding),
+                other => to_message(&wire_frame(other), encoding),
             };
-            if !write(
-                &mut sink,
-                timeout,
-                SinkOp::Feed(to_message(&frame, encoding)),
-            )
-            .await
-            {
+            if !write(&mut sink, timeout, SinkOp::Feed(frame)).await {
                 return;
             }
             fed += 1;
@@ -476,9 +476,40 @@ async fn write(sink: &mut Sink, timeout: Duration, op: SinkOp) -> bool {
     }
 }
 
+/// A chatroom item as a WebSocket message, encoded once per encoding for all its members.
+fn room_message(item: &RoomItem, encoding: Encoding) -> Message {
+    let slot = match encoding {
+        Encoding::Protobuf => 0,
+        Encoding::Json => 1,
+    };
+    let encode = || bytes::Bytes::from(codec::encode(&room_frame(item), encoding));
+    let bytes = match item.wire(slot) {
+        Some(cache) => cache.get_or_init(encode).clone(),
+        None => encode(),
+    };
+    match encoding {
+        Encoding::Protobuf => Message::Binary(bytes),
+        // JSON encoding always yields UTF-8.
+        Encoding::Json => Message::Text(bytes.try_into().unwrap_or_default()),
+    }
+}
+
+/// The frame of a chatroom item: a QoS 0 PUBLISH.
+fn room_frame(item: &RoomItem) -> v1::Frame {
+    v1::Frame {
+        body: Some(Body::Publish(v1::Publish {
+            packet_id: 0,
+            body: Some(v1::publish::Body::Message(wire_message(item.message()))),
+        })),
+        qos: 0,
+        dup: false,
+    }
+}
+
 /// The wire frame of an outbound item (anything but a DISCONNECT).
 fn wire_frame(item: Outbound) -> v1::Frame {
     match item {
+        Outbound::Room(item) => room_frame(&item),
         Outbound::PubAck(p) => codec::frame(Body::Puback(v1::PubAck {
             packet_id: p.packet_id,
             code: p.code,
@@ -546,6 +577,18 @@ fn wire_frame(item: Outbound) -> v1::Frame {
                     read_user_ids: r.read,
                     unread_user_ids: r.unread,
                 }),
+                chatrooms: q.chatrooms.into_iter().map(wire_chatroom).collect(),
+                entries: q
+                    .entries
+                    .into_iter()
+                    .map(|e| v1::ChatroomEntry {
+                        key: e.key,
+                        value: e.value,
+                        user_id: e.user,
+                        updated_time: e.updated,
+                        auto_delete: e.auto_delete,
+                    })
+                    .collect(),
             }))
         }
         Outbound::ConnAck { code, text } => codec::frame(Body::Connack(v1::ConnAck {
@@ -576,6 +619,61 @@ fn group_query(body: v1::query::Body) -> Result<GroupQuery, v1::query::Body> {
         },
         other => return Err(other),
     })
+}
+
+/// The engine's form of a chatroom QUERY; the body back for the other kinds.
+fn chatroom_query(body: v1::query::Body) -> Result<ChatroomQuery, v1::query::Body> {
+    use v1::query::Body as Q;
+    Ok(match body {
+        Q::JoinChatroom(j) => ChatroomQuery::Join {
+            room: j.chatroom_id,
+            recent: j.recent,
+            after_seq: j.after_seq,
+        },
+        Q::QuitChatroom(q) => ChatroomQuery::Quit {
+            room: q.chatroom_id,
+        },
+        Q::GetChatroom(g) => ChatroomQuery::Get {
+            room: g.chatroom_id,
+        },
+        Q::GetChatroomMembers(m) => ChatroomQuery::Members {
+            room: m.chatroom_id,
+            limit: m.limit,
+            page_token: m.page_token,
+        },
+        Q::SetChatroomEntry(e) => ChatroomQuery::SetEntry {
+            room: e.chatroom_id,
+            key: e.key,
+            value: e.value,
+            force: e.force,
+            auto_delete: e.auto_delete,
+        },
+        Q::RemoveChatroomEntry(e) => ChatroomQuery::RemoveEntry {
+            room: e.chatroom_id,
+            key: e.key,
+            force: e.force,
+        },
+        Q::GetChatroomEntries(e) => ChatroomQuery::Entries {
+            room: e.chatroom_id,
+            keys: e.keys,
+        },
+        other => return Err(other),
+    })
+}
+
+/// The wire form of a chatroom.
+pub(crate) fn wire_chatroom(c: tidings_engine::ChatroomOut) -> v1::Chatroom {
+    v1::Chatroom {
+        chatroom_id: c.id,
+        name: c.name,
+        extra: c.extra,
+        created_time: c.created,
+        member_count: c.member_count,
+        max_members: c.max_members,
+        muted_until: c.muted_until,
+        seq: c.seq,
+        kept: c.kept,
+    }
 }
 
 /// The wire form of a group.
@@ -681,7 +779,14 @@ fn conversation_query(body: v1::query::Body) -> Option<ConversationQuery> {
         | Q::GetGroupMembers(_)
         | Q::QuitGroup(_)
         | Q::ListGroups(_)
-        | Q::GetGroupReceipt(_) => return None,
+        | Q::GetGroupReceipt(_)
+        | Q::JoinChatroom(_)
+        | Q::QuitChatroom(_)
+        | Q::GetChatroom(_)
+        | Q::GetChatroomMembers(_)
+        | Q::SetChatroomEntry(_)
+        | Q::RemoveChatroomEntry(_)
+        | Q::GetChatroomEntries(_) => return None,
     })
 }
 

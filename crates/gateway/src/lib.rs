@@ -12,6 +12,7 @@
 //! the engine, and encodes what the engine queues; all decisions are the engine's.
 
 mod api;
+mod api_chatrooms;
 mod api_groups;
 mod api_users;
 mod connection;
@@ -94,6 +95,16 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/groups/{group_id}/members/remove"),
     ("POST", "/api/v1/groups/{group_id}/owner"),
     ("POST", "/api/v1/groups/{group_id}/mute"),
+    ("POST", "/api/v1/chatrooms"),
+    ("GET", "/api/v1/chatrooms/{chatroom_id}"),
+    ("DELETE", "/api/v1/chatrooms/{chatroom_id}"),
+    ("GET", "/api/v1/chatrooms/{chatroom_id}/members"),
+    ("POST", "/api/v1/chatrooms/{chatroom_id}/kick"),
+    ("POST", "/api/v1/chatrooms/{chatroom_id}/ban"),
+    ("POST", "/api/v1/chatrooms/{chatroom_id}/mute"),
+    ("GET", "/api/v1/chatrooms/{chatroom_id}/entries"),
+    ("POST", "/api/v1/chatrooms/{chatroom_id}/entries"),
+    ("POST", "/api/v1/chatrooms/{chatroom_id}/entries/remove"),
     ("GET", "/api/v1/openapi.json"),
 ];
 
@@ -127,6 +138,18 @@ fn api_route(method: &str, path: &str) -> MethodRouter<AppState> {
         ("POST", "/api/v1/groups/{group_id}/members/remove") => post(api_groups::remove_members),
         ("POST", "/api/v1/groups/{group_id}/owner") => post(api_groups::transfer),
         ("POST", "/api/v1/groups/{group_id}/mute") => post(api_groups::mute),
+        ("POST", "/api/v1/chatrooms") => post(api_chatrooms::create),
+        ("GET", "/api/v1/chatrooms/{chatroom_id}") => get(api_chatrooms::get),
+        ("DELETE", "/api/v1/chatrooms/{chatroom_id}") => delete(api_chatrooms::destroy),
+        ("GET", "/api/v1/chatrooms/{chatroom_id}/members") => get(api_chatrooms::members),
+        ("POST", "/api/v1/chatrooms/{chatroom_id}/kick") => post(api_chatrooms::kick),
+        ("POST", "/api/v1/chatrooms/{chatroom_id}/ban") => post(api_chatrooms::ban),
+        ("POST", "/api/v1/chatrooms/{chatroom_id}/mute") => post(api_chatrooms::mute),
+        ("GET", "/api/v1/chatrooms/{chatroom_id}/entries") => get(api_chatrooms::entries),
+        ("POST", "/api/v1/chatrooms/{chatroom_id}/entries") => post(api_chatrooms::set_entry),
+        ("POST", "/api/v1/chatrooms/{chatroom_id}/entries/remove") => {
+            post(api_chatrooms::remove_entry)
+        }
         ("GET", "/api/v1/openapi.json") => get(api::openapi),
         // Only reachable by editing API_ROUTES without this table; every test would fail.
         _ => panic!("no handler for {method} {path}"),

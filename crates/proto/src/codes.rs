@@ -18,6 +18,24 @@ pub enum Code {
     NotInGroup = 22406,
     MutedInGroup = 22408,
     GroupDismissed = 35001,
+    /// Seed 004 NOT_IN_CHATROOM.
+    NotInChatroom = 23406,
+    /// Seed 004 FORBIDDEN_IN_CHATROOM.
+    MutedInChatroom = 23408,
+    /// Seed 004 RC_CHATROOM_USER_KICKED.
+    KickedFromChatroom = 23409,
+    /// Seed 004 RC_CHATROOM_NOT_EXIST.
+    ChatroomNotFound = 23410,
+    /// Seed 004 RC_CHATROOM_IS_FULL.
+    ChatroomFull = 23411,
+    /// Seed 004 RC_CHATROOM_PATAMETER_INVALID.
+    ChatroomInvalid = 23412,
+    /// Seed 004 CHATROOM_KV_EXCEED.
+    ChatroomEntriesFull = 23423,
+    /// Seed 004 CHATROOM_KV_OVERWRITE_INVALID.
+    ChatroomEntryTaken = 23424,
+    /// Seed 004 CHATROOM_KEY_NOT_EXIST.
+    ChatroomEntryNotFound = 23427,
     SensitiveWordBlocked = 21501,
     SensitiveWordReplaced = 21502,
     /// Seed 004 RC_CONN_PROTO_VERSION_ERROR.
@@ -61,6 +79,8 @@ pub enum Code {
     MessageRejected = 40024,
     MessageRewritten = 40025,
     ModerationUnavailable = 40026,
+    ChatroomExists = 40027,
+    ChatroomOverloaded = 40028,
 
     HeartbeatTimeout = 41001,
     SlowConsumer = 41002,
@@ -89,6 +109,15 @@ impl Code {
         Code::NotInGroup,
         Code::MutedInGroup,
         Code::GroupDismissed,
+        Code::NotInChatroom,
+        Code::MutedInChatroom,
+        Code::KickedFromChatroom,
+        Code::ChatroomNotFound,
+        Code::ChatroomFull,
+        Code::ChatroomInvalid,
+        Code::ChatroomEntriesFull,
+        Code::ChatroomEntryTaken,
+        Code::ChatroomEntryNotFound,
         Code::SensitiveWordBlocked,
         Code::SensitiveWordReplaced,
         Code::UnsupportedProtocolVersion,
@@ -125,6 +154,8 @@ impl Code {
         Code::MessageRejected,
         Code::MessageRewritten,
         Code::ModerationUnavailable,
+        Code::ChatroomExists,
+        Code::ChatroomOverloaded,
         Code::HeartbeatTimeout,
         Code::SlowConsumer,
         Code::ServerShutdown,
@@ -159,6 +190,15 @@ impl Code {
             Code::NotInGroup => "not a member of the group",
             Code::MutedInGroup => "muted in this group",
             Code::GroupDismissed => "the group was dismissed",
+            Code::NotInChatroom => "not a member of the chatroom",
+            Code::MutedInChatroom => "muted in this chatroom",
+            Code::KickedFromChatroom => "kicked or banned from the chatroom",
+            Code::ChatroomNotFound => "no such chatroom",
+            Code::ChatroomFull => "the chatroom is full",
+            Code::ChatroomInvalid => "invalid chatroom parameter",
+            Code::ChatroomEntriesFull => "the chatroom has its maximum of entries",
+            Code::ChatroomEntryTaken => "the entry belongs to another user",
+            Code::ChatroomEntryNotFound => "no such chatroom entry",
             Code::SensitiveWordBlocked => "the message holds a blocked word",
             Code::SensitiveWordReplaced => "sensitive words in the message were replaced",
             Code::UnsupportedProtocolVersion => "unsupported protocol version",
@@ -195,6 +235,8 @@ impl Code {
             Code::MessageRejected => "rejected by the app server",
             Code::MessageRewritten => "the app server rewrote the message",
             Code::ModerationUnavailable => "message moderation is unavailable",
+            Code::ChatroomExists => "a chatroom with this id exists",
+            Code::ChatroomOverloaded => "the chatroom is overloaded: try again",
             Code::HeartbeatTimeout => "heartbeat timeout",
             Code::SlowConsumer => "slow consumer: outbound queue overflow",
             Code::ServerShutdown => "server shutting down",

@@ -40,11 +40,19 @@ pub const PRESENCE_EVENT_TYPE: &str = "tidings:presence";
 /// The message type of a user event that reports new quiet hours.
 pub const QUIET_HOURS_EVENT_TYPE: &str = "tidings:quiet-hours";
 
-/// The only protocol version this crate speaks.
 /// The message type of group notifications (members joined or left, profile changes, …),
 /// stored in the group's conversation by the server.
 pub const GROUP_EVENT_TYPE: &str = "tidings:group";
 
+/// The message type of chatroom notices (members joined, left or were kicked, entries changed,
+/// mutes, the room destroyed), in the room's stream with a seq of their own.
+pub const CHATROOM_EVENT_TYPE: &str = "tidings:chatroom";
+
+/// The message type of a gap marker: the room's messages in a seq range that were dropped for
+/// this connection (the room or the connection fell behind), with their count.
+pub const GAP_EVENT_TYPE: &str = "tidings:gap";
+
+/// The only protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Conversation types, numbered as in the product's lineage (seed 004).

@@ -63,6 +63,7 @@ fn refused(e: ClientError) -> anyhow::Error {
 pub enum Target {
     User(String),
     Group(String),
+    Chatroom(String),
 }
 
 /// Sends one message and prints the server's answer as a JSON line.
@@ -80,6 +81,14 @@ pub async fn send(
     let mut out = match to {
         Target::User(user) => Outgoing::text(user, ""),
         Target::Group(group) => Outgoing::group_text(group, ""),
+        Target::Chatroom(room) => {
+            // Only members send to a room: this connection joins it for the message.
+            if let Err(e) = client.join_chatroom(room, 0).await {
+                client.close().await;
+                return Err(refused(e));
+            }
+            Outgoing::chatroom_text(room, "")
+        }
     };
     out.msg_type = msg_type.to_string();
     out.content = content;
@@ -133,12 +142,22 @@ fn print_line(value: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints one JSON line per message received, acknowledging each after it is written out.
-/// Returns when the session ends for good (kicked, token revoked): that is an error.
-pub async fn listen(server: &str, token: &str, device: &str, json: bool) -> anyhow::Result<()> {
+/// Prints one JSON line per message received, acknowledging each after it is written out, and
+/// one per item of the chatrooms it joins. Returns when the session ends for good (kicked,
+/// token revoked): that is an error.
+pub async fn listen(
+    server: &str,
+    token: &str,
+    device: &str,
+    chatrooms: &[String],
+    json: bool,
+) -> anyhow::Result<()> {
     let mut config = client_config(server, token, device, json);
     config.auto_ack = false;
     let (client, mut events) = Client::connect(config).await.map_err(refused)?;
+    for room in chatrooms {
+        client.join_chatroom(room, 0).await.map_err(refused)?;
+    }
     while let Some(event) = events.recv().await {
         match event {
             Event::Message(m) => {
@@ -163,6 +182,7 @@ pub async fn listen(server: &str, token: &str, device: &str, json: bool) -> anyh
                 print_line(&serde_json::json!({ "read": r }))?;
                 client.ack(r.inbox_seq).await;
             }
+            Event::Chatroom(e) => print_line(&serde_json::json!({ "chatroom": e }))?,
             Event::Status(s) => tracing::info!(status = ?s, "connection status"),
             Event::Kicked { code, reason } => bail!("disconnected by the server: {code} {reason}"),
         }

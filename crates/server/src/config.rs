@@ -72,6 +72,20 @@ pub struct RawConfig {
     /// The most members a group may have. Default 3000.
     #[arg(long, env = "TIDINGS_MAX_GROUP_MEMBERS")]
     pub max_group_members: Option<u64>,
+    /// The most members a chatroom may have. Default 100000.
+    #[arg(long, env = "TIDINGS_MAX_CHATROOM_MEMBERS")]
+    pub max_chatroom_members: Option<u64>,
+    /// Messages each chatroom keeps in memory for joins and history queries. Default 100.
+    #[arg(long, env = "TIDINGS_CHATROOM_HISTORY")]
+    pub chatroom_history: Option<usize>,
+    /// `on` (joining a chatroom that does not exist makes it) or `off` (only the app server
+    /// makes chatrooms; such a join gets 23410). Default on.
+    #[arg(long, env = "TIDINGS_CHATROOM_AUTO_CREATE")]
+    pub chatroom_auto_create: Option<String>,
+    /// How long a chatroom made by a join lives once its last member left, in seconds.
+    /// Default 600.
+    #[arg(long, env = "TIDINGS_CHATROOM_IDLE_SECS")]
+    pub chatroom_idle_secs: Option<u64>,
     /// The app server's URL for after-send callbacks (none by default).
     #[arg(long, env = "TIDINGS_WEBHOOK_URL")]
     pub webhook_url: Option<String>,
@@ -117,6 +131,7 @@ pub struct Config {
     pub recall_window: Duration,
     pub search: bool,
     pub max_group_members: u64,
+    pub chatrooms: tidings_engine::ChatroomSettings,
     pub webhook_url: Option<String>,
     pub webhook_retry: Duration,
     pub moderation_url: Option<String>,
@@ -179,6 +194,10 @@ impl RawConfig {
             recall_window_secs: self.recall_window_secs.or(file.recall_window_secs),
             search: self.search.or(file.search),
             max_group_members: self.max_group_members.or(file.max_group_members),
+            max_chatroom_members: self.max_chatroom_members.or(file.max_chatroom_members),
+            chatroom_history: self.chatroom_history.or(file.chatroom_history),
+            chatroom_auto_create: self.chatroom_auto_create.or(file.chatroom_auto_create),
+            chatroom_idle_secs: self.chatroom_idle_secs.or(file.chatroom_idle_secs),
             webhook_url: self.webhook_url.or(file.webhook_url),
             webhook_retry_ms: self.webhook_retry_ms.or(file.webhook_retry_ms),
             moderation_url: self.moderation_url.or(file.moderation_url),
@@ -214,6 +233,20 @@ impl RawConfig {
             "on" => true,
             "off" => false,
             other => bail!("search must be `on` or `off`, not {other:?}"),
+        };
+        let auto_create = match self.chatroom_auto_create.as_deref().unwrap_or("on") {
+            "on" => true,
+            "off" => false,
+            other => bail!("chatroom_auto_create must be `on` or `off`, not {other:?}"),
+        };
+        let chatrooms = tidings_engine::ChatroomSettings {
+            max_members: positive(
+                "max_chatroom_members",
+                self.max_chatroom_members.unwrap_or(100_000),
+            )?,
+            history: self.chatroom_history.unwrap_or(100),
+            auto_create,
+            idle: Duration::from_secs(self.chatroom_idle_secs.unwrap_or(600)),
         };
         let durability = match self.durability.as_deref().unwrap_or("full") {
             "full" => Durability::Full,
@@ -271,6 +304,7 @@ impl RawConfig {
                 "max_group_members",
                 self.max_group_members.unwrap_or(3000),
             )?,
+            chatrooms,
             webhook_url: self.webhook_url,
             webhook_retry: Duration::from_millis(positive(
                 "webhook_retry_ms",

@@ -83,6 +83,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     engine_config.recall_window = config.recall_window;
     engine_config.search = config.search;
     engine_config.max_group_members = config.max_group_members;
+    engine_config.chatrooms = config.chatrooms.clone();
     let hooks: Option<Arc<dyn tidings_engine::hooks::Hooks>> =
         if config.webhook_url.is_some() || config.moderation_url.is_some() {
             let mut hook_config = tidings_hooks::HookConfig::new(

@@ -40,11 +40,14 @@ enum Command {
         #[arg(long, env = "TIDINGS_TOKEN")]
         token: String,
         /// The recipient's user id.
-        #[arg(long, required_unless_present = "group", conflicts_with = "group")]
+        #[arg(long, required_unless_present_any = ["group", "chatroom"], conflicts_with_all = ["group", "chatroom"])]
         to: Option<String>,
         /// Send to this group instead (the sender must be a member).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "chatroom")]
         group: Option<String>,
+        /// Send to this chatroom instead (joining it for the message).
+        #[arg(long)]
+        chatroom: Option<String>,
         /// Message type; with a type other than text, TEXT must be the JSON content.
         #[arg(long = "type", default_value = "text")]
         msg_type: String,
@@ -75,6 +78,9 @@ enum Command {
         /// Device id: the server remembers what this device has acknowledged.
         #[arg(long, default_value = "cli")]
         device: String,
+        /// Also join this chatroom and print its items (repeatable).
+        #[arg(long)]
+        chatroom: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -139,6 +145,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             token,
             to,
             group,
+            chatroom,
             msg_type,
             json,
             text,
@@ -148,10 +155,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             } else {
                 text
             };
-            let target = match (to, group) {
-                (Some(user), _) => cli::Target::User(user),
-                (None, Some(group)) => cli::Target::Group(group),
-                (None, None) => anyhow::bail!("give --to or --group"),
+            let target = match (to, group, chatroom) {
+                (Some(user), _, _) => cli::Target::User(user),
+                (None, Some(group), _) => cli::Target::Group(group),
+                (None, None, Some(room)) => cli::Target::Chatroom(room),
+                (None, None, None) => anyhow::bail!("give --to, --group or --chatroom"),
             };
             cli::send(&server, &token, &target, &msg_type, content, json).await
         }
@@ -159,8 +167,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             server,
             token,
             device,
+            chatroom,
             json,
-        } => cli::listen(&server, &token, &device, json).await,
+        } => cli::listen(&server, &token, &device, &chatroom, json).await,
         Command::Conversations {
             server,
             token,

@@ -287,7 +287,8 @@ async fn every_route_of_the_openapi_document_is_served() {
     for (path, methods) in doc["paths"].as_object().unwrap() {
         let concrete = path
             .replace("{user_id}", "probe")
-            .replace("{group_id}", "probe-group");
+            .replace("{group_id}", "probe-group")
+            .replace("{chatroom_id}", "probe-room");
         for method in methods.as_object().unwrap().keys() {
             let method = method.to_uppercase();
             let body = if method == "GET" || method == "DELETE" {
@@ -307,7 +308,7 @@ async fn every_route_of_the_openapi_document_is_served() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 28);
+    assert_eq!(checked, 38);
     // A method a path does not take is refused with a clear error.
     let (status, answer) = api(&server, "DELETE", "/api/v1/messages", Value::Null).await;
     assert_eq!(

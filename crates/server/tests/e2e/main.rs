@@ -2,8 +2,10 @@
 //! drives it through the client SDK, raw WebSocket frames, HTTP, or the `tidings` binary.
 
 mod api;
+mod api_chatrooms;
 mod api_users;
 mod bad_input;
+mod chatrooms;
 mod conversations;
 mod delivery;
 mod groups;

@@ -1,0 +1,666 @@
+//! One chatroom in memory: its members (per connection), its stream of items (messages and
+//! notices, numbered by the room's seq), its recent history, its entries and the standings of
+//! its users; and the task that fans its items out.
+//!
+//! Items are numbered and queued under the room's lock, and one task per room takes the queue
+//! and pushes each item to every member connection's outbox, outside the lock, in seq order. So
+//! a publisher never waits for the fan-out, members see the stream in order, and a slow member
+//! only fills its own outbox (which drops the room's LOW and NORMAL items before its inbox
+//! deliveries suffer, and reports each drop with a gap marker).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tidings_proto::{CHATROOM_EVENT_TYPE, Code, conversation_type};
+use tidings_store::StoredMessage;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::{Priority, RoomItem};
+use crate::session::SessionShared;
+use crate::{Engine, Inner};
+
+/// Rooms with fewer members than this get each join and leave notice at once; larger ones get
+/// them gathered, at most one of each per [`NOTICE_INTERVAL`], so a join storm costs the room a
+/// notice a second rather than one per join.
+pub const NOTICE_BATCH_MEMBERS: usize = 100;
+pub const NOTICE_INTERVAL: Duration = Duration::from_secs(1);
+/// A notice names at most this many users; its `count` says how many there were.
+pub const NOTICE_MAX_USERS: usize = 100;
+/// When the fan-out finds more than this many items waiting, it drops the LOW ones among them;
+/// past [`LAG_NORMAL`], the NORMAL ones too. Members get gap markers for them.
+pub const LAG_LOW: usize = 256;
+pub const LAG_NORMAL: usize = 1024;
+/// Items a room may hold waiting for the fan-out; a send beyond it is refused (40028).
+pub const QUEUE_MAX: usize = 4096;
+
+/// A room's profile.
+#[derive(Debug, Clone, Default)]
+pub struct Profile {
+    pub name: String,
+    pub extra: String,
+    pub created: i64,
+    pub max_members: u64,
+    /// Until when (ms) only the app server may send; 0: not muted.
+    pub muted_until: i64,
+    /// Created by the app server and kept in the store until it destroys the room; otherwise
+    /// made by a first join and gone once it has been empty for the idle time.
+    pub kept: bool,
+}
+
+/// One key-value entry.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub value: String,
+    pub user: String,
+    pub updated: i64,
+    pub auto_delete: bool,
+}
+
+/// A user's bans and mutes in the room (ms; 0: none).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Standing {
+    pub banned_until: i64,
+    pub muted_until: i64,
+}
+
+/// A connection the fan-out pushes to: the items with seqs in `(from, until]`.
+#[derive(Clone)]
+struct Target {
+    session: Arc<SessionShared>,
+    from: u64,
+    until: u64,
+}
+
+/// A member: a user with at least one connection in the room.
+struct Member {
+    /// The order of joining (for the member list).
+    join: u64,
+    joined: i64,
+    /// The user's connections in the room, each with the room's seq when it joined.
+    sessions: Vec<(Arc<SessionShared>, u64)>,
+}
+
+pub struct Room {
+    pub id: Arc<str>,
+    state: Mutex<RoomState>,
+    /// Wakes the fan-out task.
+    wake: Notify,
+}
+
+pub struct RoomState {
+    pub profile: Profile,
+    /// The newest item's seq.
+    pub seq: u64,
+    next_join: u64,
+    members: HashMap<String, Member>,
+    /// Members by order of joining.
+    order: BTreeMap<u64, String>,
+    /// Connections taken out of the room that still get its items up to a seq (the notice that
+    /// told them why).
+    departing: Vec<Target>,
+    /// The fan-out's targets; rebuilt after a membership change.
+    targets: Option<Arc<[Target]>>,
+    /// The newest messages of users (notices are not kept).
+    history: VecDeque<Arc<RoomItem>>,
+    history_cap: usize,
+    pub entries: BTreeMap<String, Entry>,
+    pub standings: HashMap<String, Standing>,
+    /// Items waiting for the fan-out.
+    queue: VecDeque<Arc<RoomItem>>,
+    /// Join and leave notices not yet made.
+    joins: BTreeSet<String>,
+    leaves: BTreeSet<String>,
+    notice_due: Option<Instant>,
+    last_notice: Option<Instant>,
+    /// Since when the room has had no member.
+    empty_since: Option<Instant>,
+    pub destroyed: bool,
+}
+
+impl Room {
+    pub fn new(id: &str, profile: Profile, history_cap: usize) -> Room {
+        Room {
+            id: Arc::from(id),
+            state: Mutex::new(RoomState {
+                profile,
+                seq: 0,
+                next_join: 1,
+                members: HashMap::new(),
+                order: BTreeMap::new(),
+                departing: Vec::new(),
+                targets: None,
+                history: VecDeque::new(),
+                history_cap,
+                entries: BTreeMap::new(),
+                standings: HashMap::new(),
+                queue: VecDeque::new(),
+                joins: BTreeSet::new(),
+                leaves: BTreeSet::new(),
+                notice_due: None,
+                last_notice: None,
+                empty_since: Some(Instant::now()),
+                destroyed: false,
+            }),
+            wake: Notify::new(),
+        }
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, RoomState> {
+        // Every change below leaves the state consistent before anything can panic.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tells the fan-out task there is work.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
+
+/// A fresh item of the room's stream.
+pub struct NewItem<'a> {
+    pub sender: &'a str,
+    pub msg_type: &'a str,
+    pub content: String,
+    pub push_text: String,
+    pub client_msg_id: String,
+    pub digest: String,
+    pub priority: Priority,
+    /// The sending connection, which does not get the item back (0: none).
+    pub origin: u64,
+    pub now: i64,
+}
+
+impl RoomState {
+    pub fn member_count(&self) -> u64 {
+        self.members.len() as u64
+    }
+
+    pub fn is_member(&self, user: &str) -> bool {
+        self.members.contains_key(user)
+    }
+
+    /// Whether connection `session` is in the room.
+    pub fn has_session(&self, user: &str, session: u64) -> bool {
+        self.members
+            .get(user)
+            .is_some_and(|m| m.sessions.iter().any(|(s, _)| s.id == session))
+    }
+
+    pub fn standing(&self, user: &str) -> Standing {
+        self.standings.get(user).copied().unwrap_or_default()
+    }
+
+    /// Numbers a new item and queues it for the fan-out (a user's message also goes into the
+    /// history). The caller wakes the room.
+    pub fn post(&mut self, room: &Arc<str>, new: NewItem<'_>) -> Arc<RoomItem> {
+        self.seq += 1;
+        let message = StoredMessage {
+            uid: ulid::Ulid::new().to_string(),
+            conversation_type: conversation_type::CHATROOM,
+            conversation_id: format!("{}:{room}", conversation_type::CHATROOM),
+            sender: new.sender.to_string(),
+            target: room.to_string(),
+            seq: self.seq,
+            sent_time: new.now,
+            msg_type: new.msg_type.to_string(),
+            content: new.content,
+            push_text: new.push_text,
+            client_msg_id: new.client_msg_id,
+            ..Default::default()
+        };
+        let item = Arc::new(RoomItem::new(
+            room.clone(),
+            message,
+            new.priority,
+            new.origin,
+            new.digest,
+        ));
+        if new.msg_type != CHATROOM_EVENT_TYPE && self.history_cap > 0 {
+            if self.history.len() == self.history_cap {
+                self.history.pop_front();
+            }
+            self.history.push_back(item.clone());
+        }
+        self.queue.push_back(item.clone());
+        item
+    }
+
+    /// Queues a notice (a `tidings:chatroom` item) with `content` from `sender` (empty: the
+    /// server).
+    pub fn notice(
+        &mut self,
+        room: &Arc<str>,
+        sender: &str,
+        content: serde_json::Value,
+        priority: Priority,
+        now: i64,
+    ) -> Arc<RoomItem> {
+        self.post(
+            room,
+            NewItem {
+                sender,
+                msg_type: CHATROOM_EVENT_TYPE,
+                content: content.to_string(),
+                push_text: String::new(),
+                client_msg_id: String::new(),
+                digest: String::new(),
+                priority,
+                origin: 0,
+                now,
+            },
+        )
+    }
+
+    /// Whether the fan-out is so far behind that no more may be queued.
+    pub fn is_overloaded(&self) -> bool {
+        self.queue.len() >= QUEUE_MAX
+    }
+
+    /// An earlier message with the same sender and client message id, if the history holds it.
+    pub fn earlier(&self, sender: &str, client_msg_id: &str) -> Option<Arc<RoomItem>> {
+        self.history
+            .iter()
+            .rev()
+            .find(|i| {
+                i.message().sender_id() == sender && i.message().client_msg_id() == client_msg_id
+            })
+            .cloned()
+    }
+
+    /// The newest `n` messages of the history, oldest first.
+    pub fn recent(&self, n: usize) -> Vec<Arc<RoomItem>> {
+        let skip = self.history.len().saturating_sub(n);
+        self.history.iter().skip(skip).cloned().collect()
+    }
+
+    /// The history's messages in seq order.
+    pub fn history(&self) -> impl DoubleEndedIterator<Item = &Arc<RoomItem>> {
+        self.history.iter()
+    }
+
+    /// Adds connection `session` of `user` (it gets the items after the room's current seq).
+    /// Returns whether the user became a member by it. The caller checks capacity and bans.
+    pub fn add(&mut self, session: &Arc<SessionShared>, now: i64) -> bool {
+        let from = self.seq;
+        self.targets = None;
+        self.empty_since = None;
+        if let Some(m) = self.members.get_mut(&session.user) {
+            m.sessions.push((session.clone(), from));
+            return false;
+        }
+        let join = self.next_join;
+        self.next_join += 1;
+        self.order.insert(join, session.user.clone());
+        self.members.insert(
+            session.user.clone(),
+            Member {
+                join,
+                joined: now,
+                sessions: vec![(session.clone(), from)],
+            },
+        );
+        if !self.leaves.remove(&session.user) {
+            self.joins.insert(session.user.clone());
+        }
+        true
+    }
+
+    /// Takes connection `session` out. Returns whether its user stopped being a member by it,
+    /// and `None` if the connection was not in the room.
+    pub fn remove(&mut self, session: &SessionShared) -> Option<bool> {
+        let member = self.members.get_mut(&session.user)?;
+        let before = member.sessions.len();
+        member.sessions.retain(|(s, _)| s.id != session.id);
+        if member.sessions.len() == before {
+            return None;
+        }
+        self.targets = None;
+        if !member.sessions.is_empty() {
+            return Some(false);
+        }
+        self.forget_member(&session.user, true);
+        Some(true)
+    }
+
+    /// Takes every connection of `user` out, leaving them the items up to `until` (the notice
+    /// that tells them why). Returns those connections.
+    pub fn expel(&mut self, user: &str, until: u64) -> Vec<Arc<SessionShared>> {
+        let Some(member) = self.members.get(user) else {
+            return Vec::new();
+        };
+        let sessions: Vec<_> = member.sessions.clone();
+        // The notice that expels them says so; no leave notice besides.
+        self.forget_member(user, false);
+        self.targets = None;
+        for (session, from) in &sessions {
+            self.departing.push(Target {
+                session: session.clone(),
+                from: *from,
+                until,
+            });
+        }
+        sessions.into_iter().map(|(s, _)| s).collect()
+    }
+
+    /// Removes a user who has no connection left in the room from the member list, and (with
+    /// `notice`) has the leave reported.
+    fn forget_member(&mut self, user: &str, notice: bool) {
+        if let Some(m) = self.members.remove(user) {
+            self.order.remove(&m.join);
+        }
+        if !self.joins.remove(user) && notice {
+            self.leaves.insert(user.to_string());
+        }
+        if self.members.is_empty() {
+            self.empty_since = Some(Instant::now());
+        }
+    }
+
+    /// Every user who is a member.
+    pub fn member_ids(&self) -> Vec<String> {
+        self.members.keys().cloned().collect()
+    }
+
+    /// Members after join number `after`, at most `limit`: `(user, joined ms, join number)`.
+    pub fn members_page(&self, after: u64, limit: usize) -> Vec<(String, i64, u64)> {
+        self.order
+            .range(after + 1..)
+            .take(limit)
+            .filter_map(|(join, user)| {
+                self.members
+                    .get(user)
+                    .map(|m| (user.clone(), m.joined, *join))
+            })
+            .collect()
+    }
+
+    /// Whether join and leave notices wait to be made; makes them due (at once in a small
+    /// room, else after the interval since the last ones).
+    pub fn schedule_notices(&mut self) -> bool {
+        if self.joins.is_empty() && self.leaves.is_empty() {
+            return false;
+        }
+        if self.notice_due.is_none() {
+            let now = Instant::now();
+            let due = match self.last_notice {
+                Some(last) if self.members.len() >= NOTICE_BATCH_MEMBERS => {
+                    (last + NOTICE_INTERVAL).max(now)
+                }
+                _ => now,
+            };
+            self.notice_due = Some(due);
+        }
+        true
+    }
+
+    /// Makes the join and leave notices that are due.
+    fn make_notices(&mut self, room: &Arc<str>, now: Instant, now_ms: i64) {
+        if self.notice_due.is_none_or(|due| due > now) {
+            return;
+        }
+        self.notice_due = None;
+        self.last_notice = Some(now);
+        for (operation, users) in [
+            ("join", std::mem::take(&mut self.joins)),
+            ("leave", std::mem::take(&mut self.leaves)),
+        ] {
+            if users.is_empty() {
+                continue;
+            }
+            let named: Vec<&String> = users.iter().take(NOTICE_MAX_USERS).collect();
+            let content = serde_json::json!({
+                "operation": operation,
+                "userIds": named,
+                "count": users.len(),
+            });
+            self.notice(room, "", content, Priority::Low, now_ms);
+        }
+    }
+
+    /// The connections the fan-out pushes to.
+    fn targets(&mut self) -> Arc<[Target]> {
+        if let Some(t) = &self.targets {
+            return t.clone();
+        }
+        let mut all: Vec<Target> = self
+            .members
+            .values()
+            .flat_map(|m| {
+                m.sessions.iter().map(|(s, from)| Target {
+                    session: s.clone(),
+                    from: *from,
+                    until: u64::MAX,
+                })
+            })
+            .collect();
+        all.extend(self.departing.iter().cloned());
+        let t: Arc<[Target]> = all.into();
+        self.targets = Some(t.clone());
+        t
+    }
+}
+
+/// One round of the fan-out: what to push, to whom, and what was dropped.
+struct Round {
+    items: Vec<Arc<RoomItem>>,
+    /// `(seq, origin)` of the items dropped.
+    dropped: Vec<(u64, u64)>,
+    targets: Arc<[Target]>,
+}
+
+enum Next {
+    Round(Round),
+    /// Nothing to do; wake at this time if given.
+    Idle(Option<Instant>),
+    /// The room is destroyed and its last items are out.
+    Finished,
+}
+
+impl Room {
+    /// Takes what the fan-out must do now.
+    fn next(&self, idle: Duration, now_ms: i64) -> Next {
+        let now = Instant::now();
+        let mut st = self.lock();
+        st.make_notices(&self.id, now, now_ms);
+        if st.queue.is_empty() {
+            if st.destroyed {
+                return Next::Finished;
+            }
+            let expiry = if st.profile.kept {
+                None
+            } else {
+                st.empty_since.map(|since| since + idle)
+            };
+            if expiry.is_some_and(|at| at <= now) {
+                st.destroyed = true;
+                return Next::Finished;
+            }
+            let wake = match (st.notice_due, expiry) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            return Next::Idle(wake);
+        }
+        let waiting = st.queue.len();
+        let mut items = Vec::with_capacity(waiting);
+        let mut dropped = Vec::new();
+        for item in st.queue.drain(..) {
+            let drop = match item.priority() {
+                Priority::Low => waiting > LAG_LOW,
+                Priority::Normal => waiting > LAG_NORMAL,
+                Priority::High => false,
+            };
+            if drop {
+                dropped.push((item.seq(), item.origin()));
+            } else {
+                items.push(item);
+            }
+        }
+        if !dropped.is_empty() {
+            tracing::info!(room = %self.id, waiting, dropped = dropped.len(), "chatroom fan-out fell behind; dropped low-priority items");
+        }
+        let targets = st.targets();
+        // Connections taken out get nothing past their last item: after this round they are
+        // done with.
+        let last = st.seq;
+        let before = st.departing.len();
+        st.departing.retain(|t| t.until > last);
+        if st.departing.len() != before {
+            st.targets = None;
+        }
+        Next::Round(Round {
+            items,
+            dropped,
+            targets,
+        })
+    }
+}
+
+/// The room's fan-out task: pushes each round's items to every target, makes the notices when
+/// due, and ends the room once it is destroyed (or, if not kept, empty for `idle`).
+pub async fn run(room: Arc<Room>, engine: Weak<Inner>, idle: Duration) {
+    loop {
+        let Some(inner) = engine.upgrade() else {
+            return;
+        };
+        let engine = Engine { inner };
+        let next = room.next(idle, engine.now_ms());
+        match next {
+            Next::Round(round) => deliver(&engine, &room.id, round),
+            Next::Finished => {
+                engine.forget_room(&room);
+                return;
+            }
+            Next::Idle(wake) => {
+                drop(engine);
+                match wake {
+                    Some(at) => {
+                        tokio::select! {
+                            _ = room.wake.notified() => {}
+                            _ = tokio::time::sleep_until(at) => {}
+                        }
+                    }
+                    None => room.wake.notified().await,
+                }
+            }
+        }
+    }
+}
+
+/// Pushes a round's items to each target (those in its window, not its own), and reports the
+/// dropped ones in its window as a gap.
+fn deliver(engine: &Engine, room: &Arc<str>, round: Round) {
+    for t in round.targets.iter() {
+        let window = |seq: u64| seq > t.from && seq <= t.until;
+        let mut gap: Option<(u64, u64, u64)> = None;
+        let missed = round
+            .dropped
+            .iter()
+            .filter(|(seq, origin)| window(*seq) && *origin != t.session.id);
+        for &(seq, _) in missed {
+            gap = Some(match gap {
+                None => (1, seq, seq),
+                Some((n, from, _)) => (n + 1, from, seq),
+            });
+        }
+        if let Some((count, from, to)) = gap {
+            t.session.outbox.note_gap(room, count, from, to);
+        }
+        let mine = round
+            .items
+            .iter()
+            .filter(|i| window(i.seq()) && i.origin() != t.session.id);
+        if t.session.outbox.push_room(mine).is_err() {
+            t.session.end(engine, Code::SlowConsumer);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room_with(items: &[Priority]) -> Room {
+        let room = Room::new("r", Profile::default(), 10);
+        let id = room.id.clone();
+        {
+            let mut st = room.lock();
+            for (i, p) in items.iter().enumerate() {
+                st.post(
+                    &id,
+                    NewItem {
+                        sender: "alice",
+                        msg_type: "text",
+                        content: format!(r#"{{"text":"{i}"}}"#),
+                        push_text: String::new(),
+                        client_msg_id: format!("c{i}"),
+                        digest: String::new(),
+                        priority: *p,
+                        origin: 0,
+                        now: 0,
+                    },
+                );
+            }
+        }
+        room
+    }
+
+    fn round(room: &Room) -> (Vec<u64>, Vec<u64>) {
+        match room.next(Duration::from_secs(60), 0) {
+            Next::Round(r) => (
+                r.items.iter().map(|i| i.seq()).collect(),
+                r.dropped.iter().map(|(seq, _)| *seq).collect(),
+            ),
+            _ => panic!("a round was due"),
+        }
+    }
+
+    #[test]
+    fn a_fan_out_that_keeps_up_drops_nothing() {
+        let room = room_with(&[Priority::Low; LAG_LOW]);
+        let (items, dropped) = round(&room);
+        assert_eq!(items.len(), LAG_LOW);
+        assert!(dropped.is_empty());
+    }
+
+    #[test]
+    fn a_fan_out_that_falls_behind_drops_low_items_first_then_normal_ones_never_high_ones() {
+        let cycle = [Priority::Low, Priority::Normal, Priority::High];
+        let count = |mix: &[Priority], p: Priority| mix.iter().filter(|q| **q == p).count();
+        // Past LAG_LOW waiting: the LOW items go (seqs 1, 4, 7, ...).
+        let mix: Vec<_> = cycle.into_iter().cycle().take(LAG_LOW + 3).collect();
+        let (items, dropped) = round(&room_with(&mix));
+        assert_eq!(dropped.len(), count(&mix, Priority::Low));
+        assert!(dropped.iter().all(|seq| seq % 3 == 1), "only LOW ones");
+        assert_eq!(items.len() + dropped.len(), mix.len());
+        // Past LAG_NORMAL: NORMAL ones too; HIGH ones (seqs 3, 6, ...) stay.
+        let mix: Vec<_> = cycle.into_iter().cycle().take(LAG_NORMAL + 3).collect();
+        let (items, dropped) = round(&room_with(&mix));
+        assert_eq!(items.len(), count(&mix, Priority::High));
+        assert!(items.iter().all(|seq| seq % 3 == 0), "only HIGH ones");
+        assert_eq!(items.len() + dropped.len(), mix.len());
+    }
+
+    #[test]
+    fn the_history_keeps_the_newest_messages_and_no_notices() {
+        let room = room_with(&[Priority::Normal; 12]);
+        let id = room.id.clone();
+        let mut st = room.lock();
+        st.notice(
+            &id,
+            "",
+            serde_json::json!({"operation": "join"}),
+            Priority::Low,
+            0,
+        );
+        let kept: Vec<u64> = st.history().map(|i| i.seq()).collect();
+        assert_eq!(kept, (3..=12).collect::<Vec<_>>());
+        assert_eq!(
+            st.recent(2).iter().map(|i| i.seq()).collect::<Vec<_>>(),
+            [11, 12]
+        );
+        assert_eq!(st.seq, 13, "the notice has a seq of its own");
+    }
+}
