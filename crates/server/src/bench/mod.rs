@@ -1,15 +1,18 @@
 //! `tidings bench`: a load generator built on the client SDK that measures the server and checks
 //! the delivery contract while doing so.
 //!
-//! Scenarios (`scenarios.rs`): `connections`, `pairs`, `rate`, `sync`; `group` (`group.rs`); `relay` serves the
-//! baseline relay (`relay.rs`); `chart` renders JSON records as SVG (`chart.rs`). Each run prints
-//! a table and, with `--json FILE`, appends one record (scenario, parameters, revision, figures,
-//! verdict, and the command that reproduces it). With `--spawn` the tool starts its own
+//! Scenarios (`scenarios.rs`): `connections`, `pairs`, `rate`, `sync`; `group` (`group.rs`);
+//! `chatroom` (`chatroom.rs`, with lean members of its own rather than SDK clients, and the
+//! room's gap-marker accounting); `relay` serves the baseline relay (`relay.rs`); `chart`
+//! renders JSON records as SVG (`chart.rs`). Each run prints a table and, with `--json FILE`,
+//! appends one record (scenario, parameters, revision, figures, verdict, failed checks, and the
+//! command that reproduces it). With `--spawn` the tool starts its own
 //! `tidings serve` on a temporary data directory and samples its CPU and memory from /proc.
 //! A new scenario is a function in `scenarios.rs` returning a [`Record`]; the plumbing here
 //! (targets, tokens, sampling, reporting) is shared.
 
 mod chart;
+mod chatroom;
 mod group;
 mod ledger;
 mod procstat;
@@ -144,6 +147,31 @@ pub enum Scenario {
         #[arg(long, default_value_t = 200)]
         concurrency: usize,
     },
+    /// One chatroom of N members, S of them sending at a combined fixed rate: every member must
+    /// get every message of the others, or learn of its drop from a gap marker whose counts add
+    /// up.
+    Chatroom {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 10_000)]
+        members: usize,
+        /// Members that send (SDK clients); the others are lean listeners.
+        #[arg(long, default_value_t = 10)]
+        senders: usize,
+        /// Messages per second over all senders.
+        #[arg(long, default_value_t = 100)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// The priority of the messages sent (a lagging room drops LOW ones first).
+        #[arg(long, value_enum, default_value_t = chatroom::SendPriority::Normal)]
+        priority: chatroom::SendPriority,
+        /// Connection attempts in flight at once while members connect.
+        #[arg(long, default_value_t = 200)]
+        concurrency: usize,
+    },
     /// Serve the relay baseline.
     Relay {
         #[arg(long, default_value = "127.0.0.1:9092")]
@@ -180,6 +208,10 @@ pub struct Record {
     pub figures: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verdict: Option<Verdict>,
+    /// Checks beyond the verdict's that failed (a chatroom's gap markers that do not add up,
+    /// connections the server dropped, …); any fails the run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<String>,
     pub revision: String,
     pub command: String,
     /// Seconds since the Unix epoch.
@@ -268,6 +300,29 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let record = group::group(&target, &load).await?;
             finish(&common, vec![record])
         }
+        Scenario::Chatroom {
+            common,
+            members,
+            senders,
+            rate,
+            secs,
+            size,
+            priority,
+            concurrency,
+        } => {
+            let target = Target::open(&common, false).await?;
+            let load = chatroom::ChatroomLoad {
+                members,
+                senders,
+                rate,
+                secs,
+                size,
+                priority,
+                concurrency,
+            };
+            let record = chatroom::chatroom(&target, &load).await?;
+            finish(&common, vec![record])
+        }
         Scenario::Sync {
             common,
             messages,
@@ -330,6 +385,14 @@ fn finish(common: &Common, records: Vec<Record>) -> anyhow::Result<()> {
             failed.push(format!(
                 "{} against {}: {} lost, {} duplicated, {} out of order",
                 r.scenario, r.target, v.lost, v.duplicated, v.out_of_order
+            ));
+        }
+        if !r.failures.is_empty() {
+            failed.push(format!(
+                "{} against {}: {}",
+                r.scenario,
+                r.target,
+                r.failures.join("; ")
             ));
         }
     }
@@ -409,6 +472,7 @@ impl Record {
             params,
             figures: Value::Object(Default::default()),
             verdict: None,
+            failures: Vec::new(),
             revision: revision(),
             command: command_line(),
             time: std::time::SystemTime::now()

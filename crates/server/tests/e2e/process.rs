@@ -372,7 +372,7 @@ async fn a_crash_loses_no_acknowledged_message_and_breaks_no_sequence() {
 fn bench_smoke_runs_of_every_scenario_find_no_loss() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("records.jsonl");
-    let runs: [&[&str]; 5] = [
+    let runs: [&[&str]; 6] = [
         &[
             "pairs", "--pairs", "3", "--window", "4", "--secs", "1", "--relay",
         ],
@@ -397,6 +397,17 @@ fn bench_smoke_runs_of_every_scenario_find_no_loss() {
             "60",
             "--secs",
             "1",
+        ],
+        &[
+            "chatroom",
+            "--members",
+            "20",
+            "--senders",
+            "2",
+            "--rate",
+            "50",
+            "--secs",
+            "2",
         ],
     ];
     for args in runs {
@@ -439,6 +450,7 @@ fn bench_smoke_runs_of_every_scenario_find_no_loss() {
             ("connections", "tidings"),
             ("sync", "tidings"),
             ("group", "tidings"),
+            ("chatroom", "tidings"),
         ]
     );
     for r in &records {
@@ -458,6 +470,11 @@ fn bench_smoke_runs_of_every_scenario_find_no_loss() {
     // 60 messages, each to the 19 members other than its sender.
     assert_eq!(figure(5, "expected"), 60.0 * 19.0);
     assert_eq!(figure(5, "received"), 60.0 * 19.0);
+    // 100 messages, each to the 19 members other than its sender; a light room drops nothing.
+    assert_eq!(figure(6, "expected"), 100.0 * 19.0);
+    assert_eq!(figure(6, "received"), 100.0 * 19.0);
+    assert_eq!(figure(6, "gapMarkers"), 0.0);
+    assert!(records[6].get("failures").is_none(), "{}", records[6]);
     assert!(records[1]["figures"]["relayRatio"].as_f64().unwrap() > 0.0);
     let svg = dir.path().join("chart.svg");
     let out = Command::new(BIN)
