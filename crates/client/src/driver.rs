@@ -744,6 +744,11 @@ impl State {
     /// Hands an event to the application, waiting while the stream is full, unless the
     /// application is closing the client.
     async fn emit(&self, event: Event) {
+        // Once the application is closing, nothing more is handed over: an event dropped for
+        // closing is never followed by a later one.
+        if *self.closing.borrow() {
+            return;
+        }
         let mut closing = self.closing.clone();
         tokio::select! {
             // An error means the application dropped the stream: nothing more to tell it.
@@ -759,14 +764,12 @@ impl State {
         let Some(last) = self.rooms.get_mut(&room) else {
             return;
         };
+        // A gap marker's range may hold items that were kept and come after it: it does not
+        // move the position.
         let seq = match &event {
             ChatroomEvent::Message(m) => m.seq,
             ChatroomEvent::Notice(n) => n.seq,
-            ChatroomEvent::Gap(g) => {
-                *last = (*last).max(g.to_seq);
-                0
-            }
-            ChatroomEvent::Left { .. } => 0,
+            ChatroomEvent::Gap(_) | ChatroomEvent::Left { .. } => 0,
         };
         if seq != 0 {
             if seq <= *last {

@@ -4,21 +4,29 @@
 //! slow socket, and the slow device later recovers what it missed from its inbox by sync.
 //!
 //! Chatroom messages are online-only, so they are not worth a disconnect: a LOW one is dropped
-//! once the queue holds a quarter of its bound, a NORMAL one at half (so a busy room never
-//! crowds out the connection's inbox deliveries), and a HIGH one counts like an inbox delivery.
-//! Each drop is remembered per room, and the connection gets a gap marker (`tidings:gap`: how
-//! many of the room's messages in which seq range it missed) before the room's next message that
-//! fits, or once the queue drains: never a silent loss.
+//! once the connection is [`LOW_LAG`] behind (its oldest waiting room item is that old) or the
+//! queue holds a quarter of its bound, a NORMAL one at [`NORMAL_LAG`] or half the bound (so a
+//! busy room never crowds out the connection's inbox deliveries), and a HIGH one counts like an
+//! inbox delivery. Each drop is remembered per room, and the connection gets a gap marker
+//! (`tidings:gap`: how many of the room's messages in which seq range it missed) before the
+//! room's next message that fits, or once the queue drains: never a silent loss.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tidings_proto::{Code, GAP_EVENT_TYPE, conversation_type};
 use tidings_store::StoredMessage;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::chatrooms::{Priority, RoomItem};
 use crate::{Delivered, Outbound};
+
+/// How far behind a connection may be before the rooms' LOW items, and then their NORMAL
+/// items, are dropped for it.
+pub const LOW_LAG: Duration = Duration::from_secs(1);
+pub const NORMAL_LAG: Duration = Duration::from_secs(4);
 
 pub struct Outbox {
     inner: Mutex<Inner>,
@@ -33,6 +41,19 @@ struct Inner {
     closed: bool,
     /// Chatroom messages dropped for this connection and not yet reported, per room.
     gaps: Vec<Gap>,
+    /// When each queued room item was posted, in queue order.
+    room_times: VecDeque<Instant>,
+}
+
+impl Inner {
+    fn pop(&mut self) -> Option<Outbound> {
+        let (item, size) = self.queue.pop_front()?;
+        self.bytes -= size;
+        if matches!(item, Outbound::Room(_)) {
+            self.room_times.pop_front();
+        }
+        Some(item)
+    }
 }
 
 /// Messages of one room dropped for one connection: `count` of them, with seqs from `from` to
@@ -85,6 +106,7 @@ impl Outbox {
                 bytes: 0,
                 closed: false,
                 gaps: Vec::new(),
+                room_times: VecDeque::new(),
             }),
             notify: Notify::new(),
             capacity_bytes,
@@ -119,6 +141,7 @@ impl Outbox {
     fn overflow(&self, mut inner: std::sync::MutexGuard<'_, Inner>) {
         inner.queue.clear();
         inner.gaps.clear();
+        inner.room_times.clear();
         inner.bytes = 0;
         inner.closed = true;
         inner
@@ -156,14 +179,19 @@ impl Outbox {
             return Err(Closed);
         }
         let mut queued = false;
+        let now = Instant::now();
         for item in items {
             let size = item.approx_bytes();
-            let limit = match item.priority() {
-                Priority::Low => self.capacity_bytes / 4,
-                Priority::Normal => self.capacity_bytes / 2,
-                Priority::High => self.capacity_bytes,
+            let behind = inner
+                .room_times
+                .front()
+                .map_or(Duration::ZERO, |t| now.saturating_duration_since(*t));
+            let (limit, lag) = match item.priority() {
+                Priority::Low => (self.capacity_bytes / 4, LOW_LAG),
+                Priority::Normal => (self.capacity_bytes / 2, NORMAL_LAG),
+                Priority::High => (self.capacity_bytes, Duration::MAX),
             };
-            if inner.bytes + size > limit {
+            if inner.bytes + size > limit || behind > lag {
                 if item.priority() == Priority::High {
                     self.overflow(inner);
                     return Err(Closed);
@@ -181,6 +209,7 @@ impl Outbox {
             }
             inner.bytes += size;
             inner.queue.push_back((Outbound::Room(item.clone()), size));
+            inner.room_times.push_back(item.posted());
             queued = true;
         }
         let waiting = !inner.gaps.is_empty();
@@ -229,8 +258,7 @@ impl Outbox {
     /// The next item if one is queued now: a pending gap marker once the queue is empty.
     pub fn try_pop(&self) -> Option<Outbound> {
         let mut inner = self.lock();
-        if let Some((item, size)) = inner.queue.pop_front() {
-            inner.bytes -= size;
+        if let Some(item) = inner.pop() {
             return Some(item);
         }
         inner.gaps.pop().map(|g| g.marker())
@@ -241,8 +269,7 @@ impl Outbox {
         loop {
             {
                 let mut inner = self.lock();
-                if let Some((item, size)) = inner.queue.pop_front() {
-                    inner.bytes -= size;
+                if let Some(item) = inner.pop() {
                     return Some(item);
                 }
                 if let Some(gap) = inner.gaps.pop() {
@@ -396,6 +423,33 @@ mod tests {
         // Merged into one marker, after what was queued before.
         assert_eq!(drain(&outbox), ["Pong", "gap 5 10-14"]);
         assert!(outbox.try_pop().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_far_behind_gets_no_low_items_then_no_normal_ones() {
+        let room: Arc<str> = Arc::from("r");
+        let outbox = Outbox::new(1 << 20);
+        outbox
+            .push_room(&[item(&room, 1, Priority::Normal, 10)])
+            .unwrap();
+        tokio::time::advance(LOW_LAG + Duration::from_millis(1)).await;
+        let later = [
+            item(&room, 2, Priority::Low, 10),
+            item(&room, 3, Priority::Normal, 10),
+        ];
+        outbox.push_room(&later).unwrap();
+        tokio::time::advance(NORMAL_LAG).await;
+        let last = [
+            item(&room, 4, Priority::Normal, 10),
+            item(&room, 5, Priority::High, 10),
+        ];
+        outbox.push_room(&last).unwrap();
+        assert_eq!(drain(&outbox), ["1", "gap 1 2-2", "3", "gap 1 4-4", "5"]);
+        // Caught up: the queue is empty, so nothing is behind.
+        outbox
+            .push_room(&[item(&room, 6, Priority::Low, 10)])
+            .unwrap();
+        assert_eq!(drain(&outbox), ["6"]);
     }
 
     #[test]

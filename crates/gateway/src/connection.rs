@@ -412,6 +412,14 @@ async fn handle(session: &Session, frame: v1::Frame) -> Result<(), Code> {
 /// Frames written before one flush: what is queued goes out in as few writes as possible.
 const WRITE_BATCH: usize = 64;
 
+/// How a batch of writes ended.
+enum Written {
+    /// Everything was fed and flushed; more may come.
+    Flushed,
+    /// The session's last item: the DISCONNECT with this code (fed frames not yet flushed).
+    Last(Code),
+}
+
 /// Drains the session's outbox to the socket until the session's DISCONNECT has been sent.
 async fn write_loop(
     mut sink: Sink,
@@ -421,57 +429,46 @@ async fn write_loop(
 ) {
     let outbox = session.outbox();
     while let Some(first) = outbox.pop().await {
-        let mut next = Some(first);
-        let mut fed = 0;
-        while let Some(item) = next.take() {
-            let frame = match item {
-                // The client left (or said goodbye): close without telling it.
-                Outbound::Disconnect(Code::ClientDisconnect) => {
-                    let _ = tokio::time::timeout(timeout, sink.close()).await;
-                    return;
+        // One deadline for the whole batch: feeding frames into the buffer rarely waits, and a
+        // timer per frame would cost more than the frame.
+        let batch = tokio::time::timeout(timeout, async {
+            let mut next = Some(first);
+            let mut fed = 0;
+            while let Some(item) = next.take() {
+                let frame = match item {
+                    Outbound::Disconnect(code) => return Ok(Written::Last(code)),
+                    Outbound::Room(item) => room_message(&item, encoding),
+                    other => to_message(&wire_frame(other), encoding),
+                };
+                sink.feed(frame).await?;
+                fed += 1;
+                if fed < WRITE_BATCH {
+                    next = outbox.try_pop();
                 }
-                Outbound::Disconnect(code) => {
-                    refuse(&mut sink, code, encoding, timeout).await;
-                    return;
-                }
-                Outbound::Room(item) => room_message(&item, encoding),
-                other => to_message(&wire_frame(other), encoding),
-            };
-            if !write(&mut sink, timeout, SinkOp::Feed(frame)).await {
+            }
+            sink.flush().await?;
+            Ok::<_, axum::Error>(Written::Flushed)
+        })
+        .await;
+        match batch {
+            Ok(Ok(Written::Flushed)) => {}
+            // The client left (or said goodbye): close without telling it.
+            Ok(Ok(Written::Last(Code::ClientDisconnect))) => {
+                let _ = tokio::time::timeout(timeout, sink.close()).await;
                 return;
             }
-            fed += 1;
-            if fed < WRITE_BATCH {
-                next = outbox.try_pop();
+            Ok(Ok(Written::Last(code))) => {
+                refuse(&mut sink, code, encoding, timeout).await;
+                return;
             }
-        }
-        if !write(&mut sink, timeout, SinkOp::Flush).await {
-            return;
-        }
-    }
-}
-
-/// One step of writing to the socket.
-enum SinkOp {
-    Feed(Message),
-    Flush,
-}
-
-/// Performs `op` within the write timeout; false if the connection is done for.
-async fn write(sink: &mut Sink, timeout: Duration, op: SinkOp) -> bool {
-    let result = match op {
-        SinkOp::Feed(m) => tokio::time::timeout(timeout, sink.feed(m)).await,
-        SinkOp::Flush => tokio::time::timeout(timeout, sink.flush()).await,
-    };
-    match result {
-        Ok(Ok(())) => true,
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "websocket write failed");
-            false
-        }
-        Err(_) => {
-            tracing::info!("websocket write timed out");
-            false
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "websocket write failed");
+                return;
+            }
+            Err(_) => {
+                tracing::info!("websocket write timed out");
+                return;
+            }
         }
     }
 }

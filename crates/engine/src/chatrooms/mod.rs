@@ -96,6 +96,9 @@ impl Default for ChatroomSettings {
 /// One item of a room's stream (a message or a notice), shared by every member it goes to.
 pub struct RoomItem {
     room: Arc<str>,
+    /// When the room numbered it: how far behind a connection is, is the age of the oldest item
+    /// it has waiting.
+    posted: tokio::time::Instant,
     priority: Priority,
     /// The session that sent it (0: none), which does not get it back.
     origin: u64,
@@ -127,6 +130,7 @@ impl RoomItem {
     ) -> RoomItem {
         RoomItem {
             room,
+            posted: tokio::time::Instant::now(),
             priority,
             origin,
             digest,
@@ -154,6 +158,10 @@ impl RoomItem {
 
     pub(crate) fn origin(&self) -> u64 {
         self.origin
+    }
+
+    pub(crate) fn posted(&self) -> tokio::time::Instant {
+        self.posted
     }
 
     /// The cache of this item's encoded frame in the encoding numbered `slot` (0 or 1; the

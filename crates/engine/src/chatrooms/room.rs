@@ -28,8 +28,9 @@ pub const NOTICE_BATCH_MEMBERS: usize = 100;
 pub const NOTICE_INTERVAL: Duration = Duration::from_secs(1);
 /// A notice names at most this many users; its `count` says how many there were.
 pub const NOTICE_MAX_USERS: usize = 100;
-/// When the fan-out finds more than this many items waiting, it drops the LOW ones among them;
-/// past [`LAG_NORMAL`], the NORMAL ones too. Members get gap markers for them.
+/// When the fan-out finds more than this many items waiting, it drops the oldest LOW ones
+/// among them until no more than this many wait; past [`LAG_NORMAL`], the oldest NORMAL ones
+/// too. Members get gap markers for them.
 pub const LAG_LOW: usize = 256;
 pub const LAG_NORMAL: usize = 1024;
 /// Items a room may hold waiting for the fan-out; a send beyond it is refused (40028).
@@ -484,15 +485,27 @@ impl Room {
             return Next::Idle(wake);
         }
         let waiting = st.queue.len();
+        // The oldest LOW items go until at most LAG_LOW wait; then, if still more than
+        // LAG_NORMAL wait, the oldest NORMAL ones.
+        let count = |p: Priority| st.queue.iter().filter(|i| i.priority() == p).count();
+        let drop_low = waiting.saturating_sub(LAG_LOW).min(count(Priority::Low));
+        let drop_normal = (waiting - drop_low)
+            .saturating_sub(LAG_NORMAL)
+            .min(count(Priority::Normal));
+        let (mut low, mut normal) = (drop_low, drop_normal);
         let mut items = Vec::with_capacity(waiting);
         let mut dropped = Vec::new();
         for item in st.queue.drain(..) {
-            let drop = match item.priority() {
-                Priority::Low => waiting > LAG_LOW,
-                Priority::Normal => waiting > LAG_NORMAL,
-                Priority::High => false,
+            let quota = match item.priority() {
+                Priority::Low => &mut low,
+                Priority::Normal => &mut normal,
+                Priority::High => {
+                    items.push(item);
+                    continue;
+                }
             };
-            if drop {
+            if *quota > 0 {
+                *quota -= 1;
                 dropped.push((item.seq(), item.origin()));
             } else {
                 items.push(item);
@@ -629,18 +642,31 @@ mod tests {
     fn a_fan_out_that_falls_behind_drops_low_items_first_then_normal_ones_never_high_ones() {
         let cycle = [Priority::Low, Priority::Normal, Priority::High];
         let count = |mix: &[Priority], p: Priority| mix.iter().filter(|q| **q == p).count();
-        // Past LAG_LOW waiting: the LOW items go (seqs 1, 4, 7, ...).
-        let mix: Vec<_> = cycle.into_iter().cycle().take(LAG_LOW + 3).collect();
+        // 10 past LAG_LOW waiting: the 10 oldest LOW items go (seqs 1, 4, ..., 28).
+        let mix: Vec<_> = cycle.into_iter().cycle().take(LAG_LOW + 10).collect();
         let (items, dropped) = round(&room_with(&mix));
-        assert_eq!(dropped.len(), count(&mix, Priority::Low));
-        assert!(dropped.iter().all(|seq| seq % 3 == 1), "only LOW ones");
-        assert_eq!(items.len() + dropped.len(), mix.len());
-        // Past LAG_NORMAL: NORMAL ones too; HIGH ones (seqs 3, 6, ...) stay.
-        let mix: Vec<_> = cycle.into_iter().cycle().take(LAG_NORMAL + 3).collect();
+        assert_eq!(dropped, (0..10).map(|i| 1 + 3 * i).collect::<Vec<u64>>());
+        assert_eq!(items.len(), LAG_LOW);
+        // Far past LAG_NORMAL: every LOW item, then the oldest NORMAL ones until LAG_NORMAL
+        // wait; HIGH ones stay.
+        let mix: Vec<_> = cycle.into_iter().cycle().take(2 * LAG_NORMAL).collect();
         let (items, dropped) = round(&room_with(&mix));
-        assert_eq!(items.len(), count(&mix, Priority::High));
-        assert!(items.iter().all(|seq| seq % 3 == 0), "only HIGH ones");
-        assert_eq!(items.len() + dropped.len(), mix.len());
+        assert_eq!(items.len(), LAG_NORMAL);
+        let high = count(&mix, Priority::High);
+        let kept_normal = LAG_NORMAL - high;
+        let normal_seqs: Vec<u64> = (1..=mix.len() as u64).filter(|s| s % 3 == 2).collect();
+        let first_kept = normal_seqs[normal_seqs.len() - kept_normal];
+        assert!(
+            dropped
+                .iter()
+                .all(|s| s % 3 == 1 || (s % 3 == 2 && *s < first_kept)),
+            "every LOW item and the oldest NORMAL ones"
+        );
+        assert!(
+            items
+                .iter()
+                .all(|s| s % 3 == 0 || (s % 3 == 2 && *s >= first_kept))
+        );
     }
 
     #[test]

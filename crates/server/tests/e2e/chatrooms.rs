@@ -1142,3 +1142,119 @@ async fn an_empty_room_made_by_a_join_ends_after_the_idle_time_but_a_kept_room_s
     assert_eq!(texts(&hall.recent), ["in hall"]);
     assert!(hall.chatroom.kept);
 }
+
+/// A PUBLISH of a room item (QoS 0) as a server sends it.
+fn room_item_frame(room: &str, seq: u64, msg_type: &str, content: &str) -> v1::Frame {
+    v1::Frame {
+        body: Some(v1::frame::Body::Publish(v1::Publish {
+            packet_id: 0,
+            body: Some(v1::publish::Body::Message(v1::Message {
+                uid: format!("u{seq}-{msg_type}"),
+                conversation_type: 4,
+                target_id: room.into(),
+                sender_id: if seq == 0 {
+                    String::new()
+                } else {
+                    "bob".into()
+                },
+                seq,
+                msg_type: msg_type.into(),
+                content: content.into(),
+                ..Default::default()
+            })),
+        })),
+        qos: 0,
+        dup: false,
+    }
+}
+
+/// The server's fan-out may drop LOW items of a round and keep the others: the gap marker then
+/// comes first and its range holds items that follow it. The SDK presents those items, and
+/// still drops a true repeat. Played by a stand-in server speaking the protocol's frames, so
+/// the order of frames is exactly this one.
+#[tokio::test]
+async fn the_sdk_presents_items_a_gap_markers_range_holds_after_it() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as Ws;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let send =
+            |f: v1::Frame| Ws::Binary(tidings_proto::codec::encode(&f, Encoding::Protobuf).into());
+        // The handshake, then the join, answered by hand.
+        let Some(Ok(Ws::Binary(_connect))) = ws.next().await else {
+            panic!("no CONNECT")
+        };
+        let connack = v1::ConnAck {
+            user_id: "alice".into(),
+            session_id: "1".into(),
+            heartbeat_ms: 30_000,
+            ..Default::default()
+        };
+        ws.send(send(tidings_proto::codec::frame(v1::frame::Body::Connack(
+            connack,
+        ))))
+        .await
+        .unwrap();
+        let query = loop {
+            let Some(Ok(Ws::Binary(b))) = ws.next().await else {
+                panic!("client went away")
+            };
+            let f = tidings_proto::codec::decode(&b, Encoding::Protobuf, 1 << 20).unwrap();
+            if let Some(v1::frame::Body::Query(q)) = f.body {
+                break q;
+            }
+        };
+        let ack = v1::QueryAck {
+            query_id: query.query_id,
+            chatrooms: vec![v1::Chatroom {
+                chatroom_id: "r".into(),
+                seq: 4,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        ws.send(send(tidings_proto::codec::frame(
+            v1::frame::Body::Queryack(ack),
+        )))
+        .await
+        .unwrap();
+        // Seqs 5, 7 and 9 (LOW) were dropped; 6 and 8 kept: the marker first, then 6 and 8, then
+        // a repeat of 8, then 10.
+        let gap = r#"{"count":3,"fromSeq":5,"toSeq":9}"#;
+        for f in [
+            room_item_frame("r", 0, tidings_proto::GAP_EVENT_TYPE, gap),
+            room_item_frame("r", 6, "text", r#"{"text":"six"}"#),
+            room_item_frame("r", 8, "text", r#"{"text":"eight"}"#),
+            room_item_frame("r", 8, "text", r#"{"text":"eight"}"#),
+            room_item_frame("r", 10, "text", r#"{"text":"ten"}"#),
+        ] {
+            ws.send(send(f)).await.unwrap();
+        }
+        // Keep the connection until the client is done.
+        while let Some(Ok(_)) = ws.next().await {}
+    });
+    let mut config = tidings_client::ClientConfig::new(format!("http://{addr}"), "token");
+    config.reconnect_delays = vec![Duration::from_secs(60)];
+    let (client, mut events) = Client::connect(config).await.unwrap();
+    client.join_chatroom("r", 0).await.unwrap();
+    match next_room_event(&mut events).await {
+        ChatroomEvent::Gap(g) => assert_eq!((g.count, g.from_seq, g.to_seq), (3, 5, 9)),
+        other => panic!("expected the gap marker, got {other:?}"),
+    }
+    let seqs = [
+        next_room_message(&mut events).await.seq,
+        next_room_message(&mut events).await.seq,
+        next_room_message(&mut events).await.seq,
+    ];
+    assert_eq!(
+        seqs,
+        [6, 8, 10],
+        "kept items in the gap's range are presented; a repeat is not"
+    );
+    assert_eq!(client.stats().await.chatroom_repeats, 1);
+    client.close().await;
+    server.abort();
+}
