@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tidings_proto::v1::{self, query::Body};
 use tidings_proto::{CHATROOM_EVENT_TYPE, GAP_EVENT_TYPE};
 
-use crate::{Client, ClientError, GroupMember, GroupMembersPage, Message, Outgoing, Priority};
+use crate::{Client, ClientError, GroupMembersPage, Message, Outgoing, Priority};
 
 /// A chatroom's profile and state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -274,18 +274,7 @@ impl Client {
                 page_token: page_token.unwrap_or_default().into(),
             }))
             .await?;
-        Ok(GroupMembersPage {
-            members: ack
-                .members
-                .into_iter()
-                .map(|m| GroupMember {
-                    user_id: m.user_id,
-                    joined_time: m.joined_time,
-                    muted_until: m.muted_until,
-                })
-                .collect(),
-            next_page_token: (!ack.next_page_token.is_empty()).then_some(ack.next_page_token),
-        })
+        Ok(GroupMembersPage::from(ack))
     }
 
     /// Sets a key-value entry of a chatroom (seed 004's `setChatroomEntry`; with `force`, its

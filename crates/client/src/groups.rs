@@ -57,6 +57,24 @@ pub struct GroupMembersPage {
     pub next_page_token: Option<String>,
 }
 
+impl From<v1::QueryAck> for GroupMembersPage {
+    /// The page of members a QUERYACK carries.
+    fn from(ack: v1::QueryAck) -> GroupMembersPage {
+        GroupMembersPage {
+            members: ack
+                .members
+                .into_iter()
+                .map(|m| GroupMember {
+                    user_id: m.user_id,
+                    joined_time: m.joined_time,
+                    muted_until: m.muted_until,
+                })
+                .collect(),
+            next_page_token: (!ack.next_page_token.is_empty()).then_some(ack.next_page_token),
+        }
+    }
+}
+
 /// Who of a group has read one of this user's messages.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct GroupReceipt {
@@ -130,18 +148,7 @@ impl Client {
                 page_token: page_token.unwrap_or_default().into(),
             }))
             .await?;
-        Ok(GroupMembersPage {
-            members: ack
-                .members
-                .into_iter()
-                .map(|m| GroupMember {
-                    user_id: m.user_id,
-                    joined_time: m.joined_time,
-                    muted_until: m.muted_until,
-                })
-                .collect(),
-            next_page_token: (!ack.next_page_token.is_empty()).then_some(ack.next_page_token),
-        })
+        Ok(GroupMembersPage::from(ack))
     }
 
     /// Leaves a group. Answers the group as left behind (an owner who leaves hands it to the

@@ -142,23 +142,7 @@ pub async fn members(
             .engine
             .chatroom_members(&room, &q.page_token, q.limit)
             .await,
-        |page| {
-            let members: Vec<Value> = page
-                .members
-                .iter()
-                .map(|m| {
-                    json!({
-                        "userId": m.user,
-                        "joinedTime": m.joined,
-                        "mutedUntil": m.muted_until,
-                    })
-                })
-                .collect();
-            json!({
-                "members": members,
-                "nextPageToken": page.next.map(|n| n.to_string()).unwrap_or_default(),
-            })
-        },
+        crate::api_groups::members_json,
     )
 }
 

@@ -260,24 +260,27 @@ pub async fn members(
             .engine
             .group_members(&group, &q.page_token, q.limit)
             .await,
-        |page| {
-            let members: Vec<Value> = page
-                .members
-                .iter()
-                .map(|m| {
-                    json!({
-                        "userId": m.user,
-                        "joinedTime": m.joined,
-                        "mutedUntil": m.muted_until,
-                    })
-                })
-                .collect();
-            json!({
-                "members": members,
-                "nextPageToken": page.next.map(|n| n.to_string()).unwrap_or_default(),
-            })
-        },
+        members_json,
     )
+}
+
+/// A page of a group's or a chatroom's members as the API shows it.
+pub(crate) fn members_json(page: tidings_engine::GroupMembers) -> Value {
+    let members: Vec<Value> = page
+        .members
+        .iter()
+        .map(|m| {
+            json!({
+                "userId": m.user,
+                "joinedTime": m.joined,
+                "mutedUntil": m.muted_until,
+            })
+        })
+        .collect();
+    json!({
+        "members": members,
+        "nextPageToken": page.next.map(|n| n.to_string()).unwrap_or_default(),
+    })
 }
 
 #[derive(Debug, Deserialize)]

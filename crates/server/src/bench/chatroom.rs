@@ -52,7 +52,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::scenarios::{BENCH_TYPE, content, progress, schedule};
-use super::{DRAIN, Latencies, Record, Target, Verdict, procstat, run_tag};
+use super::{DRAIN, Latencies, Record, Seqs, Target, Verdict, procstat, run_tag};
 
 /// The priority the senders give their messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -115,29 +115,6 @@ struct Shared {
     live: Box<[Live]>,
 }
 
-/// A set of small integers (seqs counted from a member's join seq), as a bitmap.
-#[derive(Debug, Default, Clone)]
-struct Bits(Vec<u64>);
-
-impl Bits {
-    /// Adds `i`; false if it was there.
-    fn insert(&mut self, i: u64) -> bool {
-        let (word, bit) = ((i / 64) as usize, i % 64);
-        if word >= self.0.len() {
-            self.0.resize(word + 1, 0);
-        }
-        let fresh = self.0[word] & (1 << bit) == 0;
-        self.0[word] |= 1 << bit;
-        fresh
-    }
-
-    fn contains(&self, i: u64) -> bool {
-        self.0
-            .get((i / 64) as usize)
-            .is_some_and(|w| w & (1 << (i % 64)) != 0)
-    }
-}
-
 /// A gap marker: `count` items with seqs in `[from, to]` were dropped for the member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Marker {
@@ -152,7 +129,7 @@ struct Seen {
     /// The room's seq when the member joined: it is owed the items after it.
     join: u64,
     /// Seqs received, counted from `join`.
-    seqs: Bits,
+    seqs: Seqs,
     /// Items received once.
     received: u64,
     /// The highest seq received.
@@ -336,7 +313,7 @@ impl Tally {
 /// this member's (it is not sent its own), `top` the highest acknowledged seq. Markers naming seqs
 /// past `horizon` count as wrong and are not followed there (a server bug must not make the
 /// accounting walk a billion seqs).
-fn account(seen: &Seen, acked: &Bits, own: &Bits, top: u64, horizon: u64) -> Tally {
+fn account(seen: &Seen, acked: &Seqs, own: &Seqs, top: u64, horizon: u64) -> Tally {
     let (join, cover) = (seen.join, seen.cover.min(horizon.max(seen.last)));
     let width = (cover - join) as usize;
     // Markers by coverage: +1 where a range starts, -1 after it ends, summed while walking.
@@ -1040,8 +1017,8 @@ pub async fn chatroom(target: &Target, load: &ChatroomLoad) -> anyhow::Result<Re
         .map(|(a, b)| a.saturating_sub(b));
     let acked = std::mem::take(&mut *acked.lock().unwrap_or_else(|p| p.into_inner()));
     let top = acked.iter().map(|(seq, _)| *seq).max().unwrap_or(0);
-    let mut all_acked = Bits::default();
-    let mut own = vec![Bits::default(); load.senders];
+    let mut all_acked = Seqs::default();
+    let mut own = vec![Seqs::default(); load.senders];
     for &(seq, who) in &acked {
         all_acked.insert(seq);
         own[who - listeners].insert(seq);
@@ -1116,7 +1093,7 @@ pub async fn chatroom(target: &Target, load: &ChatroomLoad) -> anyhow::Result<Re
         (0, 0, 0, 0, 0);
     let (mut received, mut in_window, mut notices, mut markers) = (0, 0, 0, 0);
     let mut ended: Vec<String> = Vec::new();
-    let empty = Bits::default();
+    let empty = Seqs::default();
     for (i, seen) in seens.iter().enumerate() {
         let t = account(seen, &all_acked, own_of(i).unwrap_or(&empty), top, horizon);
         if !t.balanced() {
@@ -1717,8 +1694,8 @@ mod wire {
 mod tests {
     use super::*;
 
-    fn bits(seqs: impl IntoIterator<Item = u64>) -> Bits {
-        let mut b = Bits::default();
+    fn bits(seqs: impl IntoIterator<Item = u64>) -> Seqs {
+        let mut b = Seqs::default();
         for s in seqs {
             b.insert(s);
         }
@@ -1761,7 +1738,7 @@ mod tests {
         // over 2..6, sent before 3), then 4 did not fit the member's queue (a later marker).
         let acked = bits([1, 2, 3, 4, 6, 7, 8, 9]);
         let s = seen(0, &[1, 3, 5, 7, 8, 9], &[(2, 2, 6), (1, 4, 4)]);
-        let t = account(&s, &acked, &Bits::default(), 9, 100);
+        let t = account(&s, &acked, &Seqs::default(), 9, 100);
         assert_eq!((t.expected, t.got, t.reported, t.lost), (8, 5, 3, 0));
         assert_eq!((t.missing, t.marked), (3, 3));
         assert!(t.balanced());
@@ -1774,14 +1751,14 @@ mod tests {
         let t = account(
             &seen(0, &[1, 3], &[(1, 2, 2)]),
             &acked,
-            &Bits::default(),
+            &Seqs::default(),
             3,
             100,
         );
         assert_eq!((t.other_reported, t.other_lost, t.lost), (1, 0, 0));
         assert!(t.balanced());
         // Unreported, it is a failure even though it is not a message.
-        let t = account(&seen(0, &[1, 3], &[]), &acked, &Bits::default(), 3, 100);
+        let t = account(&seen(0, &[1, 3], &[]), &acked, &Seqs::default(), 3, 100);
         assert_eq!((t.other_lost, t.missing, t.marked), (1, 1, 0));
         assert!(!t.balanced());
     }
@@ -1793,7 +1770,7 @@ mod tests {
         let t = account(
             &seen(0, &[1, 2, 4, 5], &[]),
             &acked,
-            &Bits::default(),
+            &Seqs::default(),
             6,
             100,
         );
@@ -1802,7 +1779,7 @@ mod tests {
         let t = account(
             &seen(2, &[3, 5, 6], &[(2, 4, 5), (1, 1, 2)]),
             &acked,
-            &Bits::default(),
+            &Seqs::default(),
             6,
             100,
         );
@@ -1812,7 +1789,7 @@ mod tests {
         let t = account(
             &seen(0, &[1, 3, 4, 5, 6], &[(1, 3, 4)]),
             &acked,
-            &Bits::default(),
+            &Seqs::default(),
             6,
             100,
         );
@@ -1821,7 +1798,7 @@ mod tests {
         let t = account(
             &seen(0, &[1, 2, 3, 4, 5, 6], &[(1, 7, u64::MAX / 2)]),
             &acked,
-            &Bits::default(),
+            &Seqs::default(),
             6,
             100,
         );

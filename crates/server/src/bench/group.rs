@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::scenarios::{BENCH_TYPE, content, progress, schedule, sent_at};
-use super::{DRAIN, Latencies, Record, Target, Verdict, procstat, run_tag};
+use super::{DRAIN, Latencies, Record, Seqs, Target, Verdict, procstat, run_tag};
 
 /// The group load.
 #[derive(Debug, Clone)]
@@ -26,33 +26,6 @@ pub struct GroupLoad {
     pub size: usize,
     /// Connection attempts in flight at once while members connect.
     pub concurrency: usize,
-}
-
-/// The seqs a member received, as a bitmap (seqs of one run are small and dense).
-#[derive(Debug, Default)]
-struct Seqs(Vec<u64>);
-
-impl Seqs {
-    /// Adds `seq`; false if it was there.
-    fn insert(&mut self, seq: u64) -> bool {
-        let (word, bit) = ((seq / 64) as usize, seq % 64);
-        if word >= self.0.len() {
-            self.0.resize(word + 1, 0);
-        }
-        let fresh = self.0[word] & (1 << bit) == 0;
-        self.0[word] |= 1 << bit;
-        fresh
-    }
-
-    fn contains(&self, seq: u64) -> bool {
-        self.0
-            .get((seq / 64) as usize)
-            .is_some_and(|w| w & (1 << (seq % 64)) != 0)
-    }
-
-    fn len(&self) -> u64 {
-        self.0.iter().map(|w| u64::from(w.count_ones())).sum()
-    }
 }
 
 /// What one member saw of the group.

@@ -739,6 +739,33 @@ impl Target {
     }
 }
 
+/// A set of small integers (the seqs of one run, which are small and dense), as a bitmap.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Seqs(Vec<u64>);
+
+impl Seqs {
+    /// Adds `seq`; false if it was there.
+    pub(crate) fn insert(&mut self, seq: u64) -> bool {
+        let (word, bit) = ((seq / 64) as usize, seq % 64);
+        if word >= self.0.len() {
+            self.0.resize(word + 1, 0);
+        }
+        let fresh = self.0[word] & (1 << bit) == 0;
+        self.0[word] |= 1 << bit;
+        fresh
+    }
+
+    pub(crate) fn contains(&self, seq: u64) -> bool {
+        self.0
+            .get((seq / 64) as usize)
+            .is_some_and(|w| w & (1 << (seq % 64)) != 0)
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.0.iter().map(|w| u64::from(w.count_ones())).sum()
+    }
+}
+
 /// A short random tag that keeps one run's users apart from another's on a persistent server.
 fn run_tag() -> String {
     format!("{:08x}", rand::random::<u32>())
