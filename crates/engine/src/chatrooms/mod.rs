@@ -323,9 +323,10 @@ fn left(room: &Room, st: &mut RoomState, user: &str, now: i64) {
 }
 
 impl Engine {
-    /// The room `id`: in memory, or loaded from the store if kept there, or (with `create` and
-    /// auto-creation on) made now.
-    async fn room(&self, id: &str, create: bool) -> Result<Arc<Room>, Refusal> {
+    /// The room `id`: in memory, or loaded from the store if kept there, or (with auto-creation
+    /// on) made now by the join of `creator`. Making rooms counts against the creator's limit
+    /// of status messages, so joins cannot fill the server with empty rooms.
+    async fn room(&self, id: &str, creator: Option<&str>) -> Result<Arc<Room>, Refusal> {
         check_id(id)?;
         {
             let mut rooms = self.rooms();
@@ -351,14 +352,25 @@ impl Engine {
                 },
                 users,
             ),
-            None if create && settings.auto_create => (
-                Profile {
-                    created: self.now_ms(),
-                    max_members: settings.max_members,
-                    ..Default::default()
-                },
-                Vec::new(),
-            ),
+            None if creator.is_some() && settings.auto_create => {
+                if creator.is_some_and(|user| !self.may_send_status(user)) {
+                    return Err(Refusal::new(
+                        Code::SendTooFast,
+                        format!(
+                            "at most {} chatrooms made a second",
+                            crate::session::STATUS_RATE
+                        ),
+                    ));
+                }
+                (
+                    Profile {
+                        created: self.now_ms(),
+                        max_members: settings.max_members,
+                        ..Default::default()
+                    },
+                    Vec::new(),
+                )
+            }
             None => return Err(Code::ChatroomNotFound.into()),
         };
         let fresh = Arc::new(Room::new(id, profile, settings.history));
@@ -506,7 +518,7 @@ impl Engine {
 
     /// A room's profile and member count (a kept room is loaded if it is not in memory).
     pub async fn chatroom(&self, id: &str) -> Result<ChatroomOut, ApiError> {
-        let room = self.room(id, false).await.map_err(ApiError)?;
+        let room = self.room(id, None).await.map_err(ApiError)?;
         let st = room.lock();
         Ok(out(&room, &st))
     }
@@ -514,7 +526,7 @@ impl Engine {
     /// Destroys a room: its members get a `destroy` notice and are out; a kept room is
     /// forgotten by the store.
     pub async fn destroy_chatroom(&self, id: &str) -> Result<ChatroomOut, ApiError> {
-        let room = self.room(id, false).await.map_err(ApiError)?;
+        let room = self.room(id, None).await.map_err(ApiError)?;
         if room.lock().profile.kept {
             self.write(vec![WriteOp::DeleteChatroom { id: id.to_string() }])
                 .await?;
@@ -552,7 +564,7 @@ impl Engine {
         page_token: &str,
         limit: u32,
     ) -> Result<GroupMembers, ApiError> {
-        let room = self.room(id, false).await.map_err(ApiError)?;
+        let room = self.room(id, None).await.map_err(ApiError)?;
         members_page(&room, page_token, limit).map_err(ApiError)
     }
 
@@ -565,7 +577,7 @@ impl Engine {
         ban_until: Option<i64>,
     ) -> Result<ChatroomOut, ApiError> {
         check_change_users(users)?;
-        let room = self.room(id, false).await.map_err(ApiError)?;
+        let room = self.room(id, None).await.map_err(ApiError)?;
         if let Some(until) = ban_until {
             self.persist_standings(&room, users, |s| s.banned_until = until)
                 .await?;
@@ -615,7 +627,7 @@ impl Engine {
         if let Some(users) = users {
             check_change_users(users)?;
         }
-        let room = self.room(id, false).await.map_err(ApiError)?;
+        let room = self.room(id, None).await.map_err(ApiError)?;
         match users {
             Some(users) => {
                 self.persist_standings(&room, users, |s| s.muted_until = until)
@@ -702,7 +714,7 @@ impl Engine {
         id: &str,
         keys: &[String],
     ) -> Result<Vec<EntryOut>, ApiError> {
-        let room = self.room(id, false).await.map_err(ApiError)?;
+        let room = self.room(id, None).await.map_err(ApiError)?;
         let st = room.lock();
         Ok(entries_of(&st, keys))
     }
@@ -717,7 +729,7 @@ impl Engine {
         auto_delete: bool,
     ) -> Result<EntryOut, ApiError> {
         check_api_user(user)?;
-        let room = self.room(id, false).await.map_err(ApiError)?;
+        let room = self.room(id, None).await.map_err(ApiError)?;
         let now = self.now_ms();
         set_entry(&room, user, key, value, true, auto_delete, now).map_err(ApiError)
     }
@@ -730,7 +742,7 @@ impl Engine {
         key: &str,
     ) -> Result<(), ApiError> {
         check_api_user(user)?;
-        let room = self.room(id, false).await.map_err(ApiError)?;
+        let room = self.room(id, None).await.map_err(ApiError)?;
         let now = self.now_ms();
         remove_entry(&room, user, key, true, now).map_err(ApiError)
     }
@@ -743,7 +755,7 @@ impl Engine {
         p: PendingPublish,
         priority: Priority,
     ) -> Result<Posted, ApiError> {
-        let room = self.room(&p.target, false).await.map_err(ApiError)?;
+        let room = self.room(&p.target, None).await.map_err(ApiError)?;
         let now = self.now_ms();
         let (item, duplicate) = {
             let mut st = room.lock();
@@ -974,7 +986,10 @@ impl Session {
         // A room destroyed between finding it and locking it is looked up again (once). A
         // rejoin (after a seq) continues a room: one that is gone is not made again.
         for _ in 0..2 {
-            let room = self.engine.room(id, after_seq == 0).await?;
+            let room = self
+                .engine
+                .room(id, (after_seq == 0).then_some(user.as_str()))
+                .await?;
             let now = self.engine.now_ms();
             let mut st = room.lock();
             if st.destroyed {
@@ -1046,7 +1061,7 @@ impl Session {
 
     /// The room, if this user is a member of it.
     async fn member_room(&self, id: &str) -> Result<Arc<Room>, Refusal> {
-        let room = self.engine.room(id, false).await?;
+        let room = self.engine.room(id, None).await?;
         let st = room.lock();
         if st.destroyed {
             return Err(Code::ChatroomNotFound.into());
@@ -1208,7 +1223,7 @@ impl Session {
                 Outbound::PubAck(PubAckOut::refused(packet_id, r)),
             )
         };
-        let room = match self.engine.room(&p.target, false).await {
+        let room = match self.engine.room(&p.target, None).await {
             Ok(r) => r,
             Err(r) => return refuse(r),
         };

@@ -618,6 +618,13 @@ async fn invalid_room_ids_and_a_21st_room_on_one_connection_are_refused() {
         .expect("64 characters are fine");
     alice.quit_chatroom(&"x".repeat(64)).await.unwrap();
 
+    // The rooms exist already (made by the app server): a user making 21 rooms by joining
+    // within a second would meet the limit on making rooms first.
+    for i in 0..=20 {
+        let body = json!({ "chatroomId": format!("room{i}") });
+        let (status, answer) = api(&server, "POST", "/api/v1/chatrooms", body).await;
+        assert_eq!(status, 200, "{answer}");
+    }
     for i in 0..20 {
         alice.join_chatroom(&format!("room{i}"), 0).await.unwrap();
     }
@@ -1257,4 +1264,48 @@ async fn the_sdk_presents_items_a_gap_markers_range_holds_after_it() {
     assert_eq!(client.stats().await.chatroom_repeats, 1);
     client.close().await;
     server.abort();
+}
+
+#[tokio::test]
+async fn making_rooms_by_joining_is_limited_like_status_messages() {
+    let server = TestServer::start().await;
+    // Two connections of one user, 20 rooms each (the most a connection holds), all at once:
+    // 40 rooms made within far less than the two seconds the limit (10 a second after a burst
+    // of 20) would need to allow them all.
+    let (a, _a_events) = server.client("maker", "a").await;
+    let (b, _b_events) = server.client("maker", "b").await;
+    let mut joins = Vec::new();
+    for i in 0..40 {
+        let client = if i % 2 == 0 { a.clone() } else { b.clone() };
+        joins.push(tokio::spawn(async move {
+            let room = format!("new-{i}");
+            (room.clone(), client.join_chatroom(&room, 0).await)
+        }));
+    }
+    let mut refused = Vec::new();
+    for j in joins {
+        let (room, result) = j.await.unwrap();
+        match result {
+            Ok(_) => {}
+            Err(ClientError::Refused { code, .. }) if code == Code::SendTooFast.as_u32() => {
+                refused.push(room)
+            }
+            Err(e) => panic!("{room}: {e}"),
+        }
+    }
+    assert!(!refused.is_empty(), "40 rooms made at once by one user");
+    // A refused join made nothing.
+    for room in &refused {
+        assert_eq!(api_member_count(&server, room).await, None, "{room}");
+    }
+    // Joining rooms that exist is not limited: another user joins all the made ones at once.
+    let (c, _c_events) = server.client("joiner", "c").await;
+    let made: Vec<String> = (0..40)
+        .map(|i| format!("new-{i}"))
+        .filter(|r| !refused.contains(r))
+        .take(20)
+        .collect();
+    for room in &made {
+        c.join_chatroom(room, 0).await.unwrap();
+    }
 }
