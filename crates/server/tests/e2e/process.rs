@@ -289,6 +289,57 @@ async fn send_to_a_group_goes_to_the_group() {
     );
 }
 
+#[tokio::test]
+async fn send_and_listen_in_a_chatroom() {
+    let cwd = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(cwd.path(), &[]);
+    let data = cwd.path().join("data");
+    let mut listen = Command::new(BIN)
+        .args(["listen", "--server", &server.url, "--token"])
+        .arg(token(&data, "bob"))
+        .args(["--chatroom", "lobby"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(listen.stdout.take().unwrap());
+    let mut next_line = || {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        serde_json::from_str::<serde_json::Value>(&line).unwrap()
+    };
+    // Bob is in the room once his own join is noticed.
+    let joined = next_line();
+    assert_eq!(
+        joined["chatroom"]["notice"]["operation"], "join",
+        "{joined}"
+    );
+    assert_eq!(joined["chatroom"]["notice"]["userIds"][0], "bob");
+    let out = Command::new(BIN)
+        .args(["send", "--server", &server.url, "--token"])
+        .arg(token(&data, "alice"))
+        .args(["--chatroom", "lobby", "hello, room"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sent: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let message = loop {
+        let line = next_line();
+        if let Some(m) = line["chatroom"].get("message") {
+            break m.clone();
+        }
+    };
+    assert_eq!(message["uid"], sent["uid"]);
+    assert_eq!(message["senderId"], "alice");
+    assert_eq!(message["content"], r#"{"text":"hello, room"}"#);
+    listen.kill().unwrap();
+    listen.wait().unwrap();
+}
+
 /// SIGKILL the server while a sender has many sends in flight; restart on the same data dir;
 /// every send that got a PUBACK is stored exactly once and the conversation's seqs are gapless.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
