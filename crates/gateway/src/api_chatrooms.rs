@@ -114,20 +114,11 @@ pub async fn destroy(
     answer(state.engine.destroy_chatroom(&room).await)
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct MembersPage {
-    #[serde(default)]
-    limit: u32,
-    #[serde(default)]
-    page_token: String,
-}
-
 /// `GET /api/v1/chatrooms/{chatroomId}/members?limit=&pageToken=`.
 pub async fn members(
     State(state): State<AppState>,
     Path(room): Path<String>,
-    q: Result<Query<MembersPage>, QueryRejection>,
+    q: Result<Query<crate::api_groups::MembersPage>, QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = authenticate(&state, &headers).await {

@@ -229,13 +229,14 @@ pub async fn remove_members(
     .await
 }
 
+/// The query string of a group's or a chatroom's members page.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MembersPage {
     #[serde(default)]
-    limit: u32,
+    pub(crate) limit: u32,
     #[serde(default)]
-    page_token: String,
+    pub(crate) page_token: String,
 }
 
 /// `GET /api/v1/groups/{groupId}/members?limit=&pageToken=`.
