@@ -8,9 +8,10 @@
 //! The target load is a 10,000-member room at 100 messages a second — a million deliveries a
 //! second — on the machine that also runs the server, so the generator must not be the hidden
 //! bottleneck. The members that only listen are therefore not SDK clients: each is one task, all
-//! of them on one thread of their own ([`MemberThread`]), over its own WebSocket; it reads the
-//! few fields it needs from a frame in place (an allocation-free protobuf walk, [`wire`]), keeps
-//! its seqs in a bitmap, and counts latencies into a shared histogram. The senders are SDK
+//! of them on one thread of their own ([`MemberThread`]), over its own WebSocket, framed by hand
+//! ([`wsframe`]: a library's cost per frame was most of the generator's); it reads the few fields
+//! it needs from a frame in place (an allocation-free protobuf walk, [`wire`]), keeps its seqs in
+//! a bitmap, and counts latencies into a shared histogram. The senders are SDK
 //! clients and members too; the SDK presents their room's stream.
 //!
 //! Why the accounting is exact. A member is owed every item of the room's stream after its join
@@ -39,20 +40,17 @@ use std::task::Poll;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tidings_client::{ChatroomEvent, Client, Event, Events, Outgoing};
 use tidings_proto::v1::{self, frame::Body};
 use tidings_proto::{CHATROOM_EVENT_TYPE, Encoding, GAP_EVENT_TYPE, codec, conversation_type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::time::Instant;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::scenarios::{BENCH_TYPE, content, progress, schedule};
-use super::{DRAIN, Latencies, Record, Seqs, Target, Verdict, procstat, run_tag};
+use super::{DRAIN, Latencies, Record, Seqs, Target, Verdict, procstat, run_tag, wsframe};
 
 /// The priority the senders give their messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -77,17 +75,18 @@ pub struct ChatroomLoad {
 }
 
 /// How long a member may take to connect and join.
-const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest frame a member reads (the server's frames here are a few hundred bytes).
 const MAX_FRAME: usize = 1 << 20;
-/// A member's WebSocket read buffer. The library's default (128 KiB) is allocated per connection
-/// and zero-filled before each read; room frames are ~200 bytes, and 2 KiB holds a burst of them.
-const READ_BUFFER: usize = 2 * 1024;
 /// Shards of the latency histogram: each thread counts into its own (threads beyond this many
 /// share), so the runtime's threads do not contend for the counters.
 const SHARDS: usize = 8;
 
-type Ws = WebSocketStream<TcpStream>;
+/// A lean member's connection: its socket, and the bytes read of a frame not yet whole.
+pub(super) struct Ws {
+    pub(super) stream: TcpStream,
+    buf: Vec<u8>,
+}
 
 /// What the run's driver reads of a member while it runs. Each member writes only its own, and
 /// on a cache line of its own, so members on different threads do not contend.
@@ -469,27 +468,40 @@ impl Histogram {
     }
 }
 
-/// Opens a lean member's WebSocket from `local`, authenticates with `token` and joins `room`;
-/// returns the socket, the heartbeat interval the server asks for, and the room's seq at the join.
-async fn open(
+/// The WebSocket URL lean members open (made for `user`; any will do) and the server's IPv4
+/// address, which they connect to from source addresses of their own.
+pub(super) async fn lean_endpoint(
+    target: &Target,
+    user: &str,
+) -> anyhow::Result<(Arc<str>, SocketAddr)> {
+    let url = target.client_config(user, "bench")?.ws_url();
+    let authority = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split('/').next())
+        .context("the server URL has no host")?;
+    let remote = tokio::net::lookup_host(authority)
+        .await?
+        .find(SocketAddr::is_ipv4)
+        .context("the server has no IPv4 address")?;
+    Ok((url.into(), remote))
+}
+
+/// Opens a lean member's WebSocket from `local` and authenticates with `token`; returns the
+/// socket and the heartbeat interval the server asks for.
+pub(super) async fn connect(
     url: &str,
     remote: SocketAddr,
     local: IpAddr,
     token: String,
-    room: &str,
-) -> anyhow::Result<(Ws, Duration, u64)> {
+) -> anyhow::Result<(Ws, Duration)> {
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(local, 0))?;
-    let stream = socket.connect(remote).await.context("TCP connect")?;
+    let mut stream = socket.connect(remote).await.context("TCP connect")?;
     stream.set_nodelay(true)?;
-    let config = WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
-        .max_message_size(Some(MAX_FRAME))
-        .max_frame_size(Some(MAX_FRAME));
-    let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
+    let buf = wsframe::connect(&mut stream, url)
         .await
         .context("WebSocket handshake")?;
+    let mut ws = Ws { stream, buf };
     send(
         &mut ws,
         Body::Connect(v1::Connect {
@@ -510,6 +522,19 @@ async fn open(
             _ => {}
         }
     };
+    Ok((ws, heartbeat))
+}
+
+/// Opens a lean member's WebSocket as [`connect`] does and joins `room`; returns the socket, the
+/// heartbeat interval, and the room's seq at the join.
+async fn open(
+    url: &str,
+    remote: SocketAddr,
+    local: IpAddr,
+    token: String,
+    room: &str,
+) -> anyhow::Result<(Ws, Duration, u64)> {
+    let (mut ws, heartbeat) = connect(url, remote, local, token).await?;
     send(
         &mut ws,
         Body::Query(v1::Query {
@@ -542,28 +567,110 @@ async fn open(
     }
 }
 
+/// A client frame: masked, as a client's frames must be.
+pub(super) fn client_frame(body: Body) -> Vec<u8> {
+    let payload = codec::encode(&codec::frame(body), Encoding::Protobuf);
+    let mut out = Vec::with_capacity(payload.len() + 14);
+    wsframe::put(&mut out, wsframe::BINARY, &payload, Some(rand::random()));
+    out
+}
+
 async fn send(ws: &mut Ws, body: Body) -> anyhow::Result<()> {
-    let bytes = codec::encode(&codec::frame(body), Encoding::Protobuf);
-    ws.send(WsMessage::Binary(bytes.into())).await?;
+    ws.stream.write_all(&client_frame(body)).await?;
     Ok(())
 }
 
 /// The next frame during the handshake (decoded in full: there are two of them).
 async fn next_frame(ws: &mut Ws) -> anyhow::Result<Body> {
+    let mut chunk = [0u8; 4096];
     loop {
-        match ws.next().await {
-            None => bail!("the server closed the connection"),
-            Some(Err(e)) => return Err(e.into()),
-            Some(Ok(WsMessage::Binary(b))) => {
-                let frame = codec::decode(&b, Encoding::Protobuf, MAX_FRAME)?;
-                if let Some(body) = frame.body {
-                    return Ok(body);
+        while let Some((opcode, payload, used)) = wsframe::take(&mut ws.buf, MAX_FRAME)? {
+            let body = match opcode {
+                wsframe::BINARY => {
+                    codec::decode(&ws.buf[payload], Encoding::Protobuf, MAX_FRAME)?.body
                 }
+                wsframe::CLOSE => bail!("the server closed the connection"),
+                _ => None,
+            };
+            ws.buf.drain(..used);
+            if let Some(body) = body {
+                return Ok(body);
             }
-            Some(Ok(WsMessage::Close(c))) => bail!("the server closed the connection: {c:?}"),
-            Some(Ok(_)) => {}
+        }
+        let n = ws.stream.read(&mut chunk).await?;
+        if n == 0 {
+            bail!("the server closed the connection");
+        }
+        ws.buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+thread_local! {
+    /// What one read from a member's socket lands in (the members share a thread, so one will do).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 64 * 1024]);
+}
+
+/// Takes the whole frames at the start of `bytes`, handing each binary one's payload to
+/// `on_frame`; answers how many bytes they took, or why the connection is over.
+fn frames(bytes: &mut [u8], on_frame: &mut dyn FnMut(&[u8])) -> Result<usize, String> {
+    let mut at = 0;
+    loop {
+        match wsframe::take(&mut bytes[at..], MAX_FRAME) {
+            Ok(Some((opcode, payload, used))) => {
+                match opcode {
+                    wsframe::BINARY => on_frame(&bytes[at + payload.start..at + payload.end]),
+                    wsframe::CLOSE => return Err("closed by the server".into()),
+                    // The server sends no WebSocket pings; a stray control frame is skipped.
+                    _ => {}
+                }
+                at += used;
+            }
+            Ok(None) => return Ok(at),
+            Err(e) => return Err(format!("{e:#}")),
         }
     }
+}
+
+/// Reads everything the socket has ready, handing each binary frame's payload to `on_frame`;
+/// answers whether anything was read, and why the connection is over if it is. Registers for the
+/// next readiness when the socket has nothing more.
+pub(super) fn poll_frames(
+    ws: &mut Ws,
+    cx: &mut std::task::Context<'_>,
+    on_frame: &mut dyn FnMut(&[u8]),
+) -> (bool, Option<String>) {
+    let mut read = false;
+    let ended = SCRATCH.with_borrow_mut(|scratch| {
+        loop {
+            match ws.stream.poll_read_ready(cx) {
+                Poll::Pending => break None,
+                Poll::Ready(Err(e)) => break Some(format!("connection failed: {e}")),
+                Poll::Ready(Ok(())) => {}
+            }
+            let n = match ws.stream.try_read(scratch) {
+                Ok(0) => break Some("the server closed the connection".into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => break Some(format!("connection failed: {e}")),
+            };
+            read = true;
+            // A frame cut by the read waits in the member's own buffer.
+            let taken = if ws.buf.is_empty() {
+                frames(&mut scratch[..n], on_frame).map(|used| {
+                    ws.buf.extend_from_slice(&scratch[used..n]);
+                })
+            } else {
+                ws.buf.extend_from_slice(&scratch[..n]);
+                frames(&mut ws.buf, on_frame).map(|used| {
+                    ws.buf.drain(..used);
+                })
+            };
+            if let Err(why) = taken {
+                break Some(why);
+            }
+        }
+    });
+    (read, ended)
 }
 
 /// Why a lean member's task woke.
@@ -589,10 +696,7 @@ async fn listen(
     mut stop: oneshot::Receiver<()>,
 ) -> Seen {
     let live = &shared.live[index];
-    let ping = codec::encode(
-        &codec::frame(Body::Pingreq(v1::PingReq {})),
-        Encoding::Protobuf,
-    );
+    let ping = client_frame(Body::Pingreq(v1::PingReq {}));
     let pinging = tokio::time::sleep(heartbeat);
     tokio::pin!(pinging);
     loop {
@@ -601,23 +705,11 @@ async fn listen(
                 return Poll::Ready(Wake::Stop);
             }
             let mut now = None;
-            let ended = loop {
-                match ws.poll_next_unpin(cx) {
-                    Poll::Ready(Some(Ok(WsMessage::Binary(b)))) => {
-                        let now = *now.get_or_insert_with(Instant::now);
-                        seen.frame(&b, &shared, now);
-                    }
-                    Poll::Ready(Some(Ok(WsMessage::Close(c)))) => {
-                        break Some(format!("closed by the server: {c:?}"));
-                    }
-                    // The library answers WebSocket pings itself.
-                    Poll::Ready(Some(Ok(_))) => {}
-                    Poll::Ready(Some(Err(e))) => break Some(format!("connection failed: {e}")),
-                    Poll::Ready(None) => break Some("the server closed the connection".into()),
-                    Poll::Pending => break None,
-                }
-            };
-            if now.is_some() {
+            let (read, ended) = poll_frames(&mut ws, cx, &mut |bytes| {
+                let now = *now.get_or_insert_with(Instant::now);
+                seen.frame(bytes, &shared, now);
+            });
+            if read {
                 seen.publish(live);
             }
             if let Some(why) = ended {
@@ -636,11 +728,7 @@ async fn listen(
                 break;
             }
             Wake::Ping => {
-                let sent = tokio::time::timeout(
-                    heartbeat,
-                    ws.send(WsMessage::Binary(ping.clone().into())),
-                )
-                .await;
+                let sent = tokio::time::timeout(heartbeat, ws.stream.write_all(&ping)).await;
                 if !matches!(sent, Ok(Ok(()))) {
                     seen.ended
                         .get_or_insert("a PINGREQ could not be sent".into());
@@ -704,14 +792,14 @@ async fn sender_stream(
 /// per frame is small, so what a runtime adds to it shows: on one thread an event wakes its task
 /// without crossing threads or stealing work, and the generator takes at most one core from the
 /// server beside it. It stops when dropped (after the members' tasks are done with).
-struct MemberThread {
-    handle: tokio::runtime::Handle,
+pub(super) struct MemberThread {
+    pub(super) handle: tokio::runtime::Handle,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl MemberThread {
-    fn start() -> std::io::Result<MemberThread> {
+    pub(super) fn start() -> std::io::Result<MemberThread> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -757,7 +845,6 @@ pub async fn chatroom(target: &Target, load: &ChatroomLoad) -> anyhow::Result<Re
         load.senders >= 1 && load.senders <= load.members,
         "--senders is 1 to --members"
     );
-    anyhow::ensure!(!target.relay, "the relay has no chatrooms");
     let mut record = Record::new(
         "chatroom",
         target,
@@ -783,16 +870,7 @@ pub async fn chatroom(target: &Target, load: &ChatroomLoad) -> anyhow::Result<Re
         e2e: Histogram::new(),
         live: (0..load.members).map(|_| Live::default()).collect(),
     });
-    let url = target.client_config(&users[0], "bench")?.ws_url();
-    let authority = url
-        .split_once("://")
-        .and_then(|(_, rest)| rest.split('/').next())
-        .context("the server URL has no host")?;
-    let remote = tokio::net::lookup_host(authority)
-        .await?
-        .find(SocketAddr::is_ipv4)
-        .context("the server has no IPv4 address")?;
-    let url: Arc<str> = url.into();
+    let (url, remote) = lean_endpoint(target, &users[0]).await?;
 
     let joined_count = Arc::new(AtomicU64::new(0));
     let connecting = Arc::new(AtomicBool::new(false));
@@ -1241,13 +1319,7 @@ pub async fn chatroom(target: &Target, load: &ChatroomLoad) -> anyhow::Result<Re
             .failures
             .push(format!("{early} items at or before the member's join seq"));
     }
-    if !ended.is_empty() {
-        record.failures.push(format!(
-            "{} members' connections ended early (first: {})",
-            ended.len(),
-            ended[0]
-        ));
-    }
+    record.ended_early(&ended);
     if reconnects > 0 {
         record
             .failures
@@ -1276,7 +1348,7 @@ pub async fn chatroom(target: &Target, load: &ChatroomLoad) -> anyhow::Result<Re
 /// `target_id` (3), `seq` (5), `msg_type` (7) and `content` (8), and the frame's `qos` (15).
 /// Decoding the whole frame would allocate a dozen strings per delivery; this allocates nothing.
 /// Field numbers are those of `crates/proto/proto/tidings.proto`.
-mod wire {
+pub(super) mod wire {
     pub const PUBLISH: u32 = 3;
     pub const PINGRESP: u32 = 13;
     pub const DISCONNECT: u32 = 14;
@@ -1287,6 +1359,7 @@ mod wire {
     const SEQ: u32 = 5;
     const MSG_TYPE: u32 = 7;
     const CONTENT: u32 = 8;
+    const INBOX_SEQ: u32 = 11;
 
     /// The bytes are not a well-formed protobuf message.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1301,6 +1374,8 @@ mod wire {
         pub seq: u64,
         pub msg_type: &'a [u8],
         pub content: &'a [u8],
+        /// Read only by [`read_inbox`] (a chatroom item has none).
+        pub inbox_seq: u64,
     }
 
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1393,6 +1468,15 @@ mod wire {
     /// the message ends once it has read each wanted field (an encoder writes each field once).
     /// The frame kinds are the body fields 1-7 and 12-14.
     pub fn read(frame: &[u8]) -> Result<View<'_>, Malformed> {
+        read_wanting(frame, false)
+    }
+
+    /// As [`read`], and the message's `inbox_seq` (11) too: an inbox delivery's.
+    pub fn read_inbox(frame: &[u8]) -> Result<View<'_>, Malformed> {
+        read_wanting(frame, true)
+    }
+
+    fn read_wanting(frame: &[u8], inbox: bool) -> Result<View<'_>, Malformed> {
         let (mut kind, mut publish, mut qos) = (0, &[][..], 0);
         let mut r = Reader::new(frame);
         while !r.at_end() {
@@ -1426,6 +1510,9 @@ mod wire {
         // after `content`, and a member reads a million messages a second.
         let mut wanted =
             1u32 << CONVERSATION_TYPE | 1 << TARGET_ID | 1 << SEQ | 1 << MSG_TYPE | 1 << CONTENT;
+        if inbox {
+            wanted |= 1 << INBOX_SEQ;
+        }
         let mut r = Reader::new(message);
         while wanted != 0 && !r.at_end() {
             let number = match r.field()? {
@@ -1447,6 +1534,10 @@ mod wire {
                 }
                 (n @ CONTENT, Value::Bytes(b)) => {
                     p.content = b;
+                    n
+                }
+                (n @ INBOX_SEQ, Value::Varint(v)) => {
+                    p.inbox_seq = v;
                     n
                 }
                 _ => continue,
@@ -1574,6 +1665,22 @@ mod wire {
             // Fields at their defaults are absent from the bytes and read as defaults.
             let bytes = encoded(publish(v1::Message::default()), 0, false);
             assert_eq!(read(&bytes).unwrap(), View::Message(Pushed::default()));
+        }
+
+        #[test]
+        fn reads_the_inbox_seq_only_when_asked() {
+            let mut m = room_message(7, "text", "{}");
+            m.conversation_type = 3;
+            m.inbox_seq = 41;
+            let bytes = encoded(publish(m), 1, false);
+            let View::Message(p) = read_inbox(&bytes).unwrap() else {
+                panic!("not a message")
+            };
+            assert_eq!((p.seq, p.inbox_seq), (7, 41));
+            let View::Message(p) = read(&bytes).unwrap() else {
+                panic!("not a message")
+            };
+            assert_eq!((p.seq, p.inbox_seq), (7, 0));
         }
 
         #[test]

@@ -1,10 +1,12 @@
 //! `tidings bench`: a load generator built on the client SDK that measures the server and checks
 //! the delivery contract while doing so.
 //!
-//! Scenarios (`scenarios.rs`): `connections`, `pairs`, `rate`, `sync`; `group` (`group.rs`);
-//! `chatroom` (`chatroom.rs`, with lean members of its own rather than SDK clients, and the
-//! room's gap-marker accounting); `relay` serves the baseline relay (`relay.rs`); `chart`
-//! renders JSON records as SVG (`chart.rs`). Each run prints a table and, with `--json FILE`,
+//! Scenarios (`scenarios.rs`): `connections`, `pairs`, `rate`, `sync`; `group` (`group.rs`,
+//! SDK senders and lean listening members); `chatroom` (`chatroom.rs`, with lean members of its
+//! own rather than SDK clients, framed by hand in `wsframe.rs`, and the room's gap-marker
+//! accounting); `relay` serves the baseline relay (`relay.rs`, over the server's WebSocket
+//! library; with `--raw`, `relay_raw.rs`: a chatroom relay that frames and writes by hand, the
+//! floor under a room's fan-out); `chart` renders JSON records as SVG (`chart.rs`). Each run prints a table and, with `--json FILE`,
 //! appends one record (scenario, parameters, revision, figures, verdict, failed checks, and the
 //! command that reproduces it). With `--spawn` the tool starts its own
 //! `tidings serve` on a temporary data directory and samples its CPU and memory from /proc.
@@ -17,9 +19,11 @@ mod group;
 mod ledger;
 mod procstat;
 mod relay;
+mod relay_raw;
 mod scenarios;
 mod stats;
 mod timer;
+mod wsframe;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -171,11 +175,16 @@ pub enum Scenario {
         /// Connection attempts in flight at once while members connect.
         #[arg(long, default_value_t = 200)]
         concurrency: usize,
+        #[command(flatten)]
+        baseline: Baseline,
     },
     /// Serve the relay baseline.
     Relay {
         #[arg(long, default_value = "127.0.0.1:9092")]
         listen: std::net::SocketAddr,
+        /// The raw chatroom relay (chatrooms only).
+        #[arg(long)]
+        raw: bool,
     },
     /// Render JSON records (from --json) as an SVG chart of latency against load.
     Chart {
@@ -196,13 +205,29 @@ pub struct Baseline {
     /// Load the relay baseline only.
     #[arg(long, conflicts_with = "relay")]
     pub relay_only: bool,
+    /// With `--relay` or `--relay-only` (chatrooms only): the raw relay, which writes
+    /// WebSocket frames to the sockets itself, one write per member and round from one thread,
+    /// with no WebSocket library and no task per connection on the way out.
+    #[arg(long)]
+    pub raw: bool,
+}
+
+/// What a load runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relay {
+    /// The server itself.
+    No,
+    /// The relay baseline over the server's WebSocket library (`relay.rs`).
+    Library,
+    /// The raw chatroom relay (`relay_raw.rs`).
+    Raw,
 }
 
 /// One run's record.
 #[derive(Debug, Clone, Serialize)]
 pub struct Record {
     pub scenario: String,
-    /// `tidings` or `relay`.
+    /// `tidings`, `relay` or `relay-raw`.
     pub target: String,
     pub params: Value,
     pub figures: Value,
@@ -224,10 +249,14 @@ pub struct Record {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     raise_open_file_limit();
     match args.scenario {
-        Scenario::Relay { listen } => {
+        Scenario::Relay { listen, raw } => {
             let listener = tokio::net::TcpListener::bind(listen).await?;
             println!("relay listening on http://{}", listener.local_addr()?);
-            relay::serve(listener).await?;
+            if raw {
+                relay_raw::serve(listener).await?;
+            } else {
+                relay::serve(listener).await?;
+            }
             Ok(())
         }
         Scenario::Chart { inputs, out } => chart::render(&inputs, &out),
@@ -238,7 +267,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             concurrency,
             sources,
         } => {
-            let target = Target::open(&common, false).await?;
+            let target = Target::open(&common, Relay::No).await?;
             let record =
                 scenarios::connections(&target, n, hold_secs, concurrency, sources).await?;
             finish(&common, vec![record])
@@ -288,7 +317,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             size,
             concurrency,
         } => {
-            let target = Target::open(&common, false).await?;
+            let target = Target::open(&common, Relay::No).await?;
             let load = group::GroupLoad {
                 members,
                 senders,
@@ -309,8 +338,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             size,
             priority,
             concurrency,
+            baseline,
         } => {
-            let target = Target::open(&common, false).await?;
             let load = chatroom::ChatroomLoad {
                 members,
                 senders,
@@ -320,15 +349,28 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 priority,
                 concurrency,
             };
-            let record = chatroom::chatroom(&target, &load).await?;
-            finish(&common, vec![record])
+            let mut records = Vec::new();
+            if baseline.relay || baseline.relay_only {
+                let kind = if baseline.raw {
+                    Relay::Raw
+                } else {
+                    Relay::Library
+                };
+                let relay = Target::open(&common, kind).await?;
+                records.push(chatroom::chatroom(&relay, &load).await?);
+            }
+            if !baseline.relay_only {
+                let target = Target::open(&common, Relay::No).await?;
+                records.push(chatroom::chatroom(&target, &load).await?);
+            }
+            finish(&common, records)
         }
         Scenario::Sync {
             common,
             messages,
             page,
         } => {
-            let target = Target::open(&common, false).await?;
+            let target = Target::open(&common, Relay::No).await?;
             let record = scenarios::sync(&target, messages, page).await?;
             finish(&common, vec![record])
         }
@@ -342,15 +384,16 @@ async fn against_relay_and_server(
     load: &scenarios::Load,
     baseline: &Baseline,
 ) -> anyhow::Result<Vec<Record>> {
+    anyhow::ensure!(!baseline.raw, "the raw relay has chatrooms only");
     let mut records = Vec::new();
     if baseline.relay || baseline.relay_only {
-        let target = Target::open(common, true).await?;
+        let target = Target::open(common, Relay::Library).await?;
         records.push(scenarios::pairs(&target, load).await?);
     }
     if baseline.relay_only {
         return Ok(records);
     }
-    let target = Target::open(common, false).await?;
+    let target = Target::open(common, Relay::No).await?;
     let mut record = scenarios::pairs(&target, load).await?;
     if let Some(relay) = records.first().filter(|_| load.rate.is_none()) {
         let ours = record.figures["deliveredPerSec"].as_f64().unwrap_or(0.0);
@@ -465,10 +508,25 @@ fn command_line() -> String {
 }
 
 impl Record {
+    /// Fails the run if members' connections ended before it did, naming the first reason.
+    pub fn ended_early(&mut self, ended: &[String]) {
+        if let Some(first) = ended.first() {
+            self.failures.push(format!(
+                "{} members' connections ended early (first: {first})",
+                ended.len()
+            ));
+        }
+    }
+
     fn new(scenario: &str, target: &Target, params: Value) -> Record {
         Record {
             scenario: scenario.into(),
-            target: if target.relay { "relay" } else { "tidings" }.into(),
+            target: match (target.relay, target.raw) {
+                (false, _) => "tidings",
+                (true, false) => "relay",
+                (true, true) => "relay-raw",
+            }
+            .into(),
             params,
             figures: Value::Object(Default::default()),
             verdict: None,
@@ -571,13 +629,16 @@ pub struct Target {
     pub url: String,
     /// The relay baseline takes the user id as the token.
     pub relay: bool,
+    /// The raw chatroom relay.
+    pub raw: bool,
     credentials: Option<tidings_engine::AppCredentials>,
     sampler: Option<procstat::Sampler>,
     _spawned: Option<Spawned>,
 }
 
 impl Target {
-    async fn open(common: &Common, relay: bool) -> anyhow::Result<Target> {
+    async fn open(common: &Common, kind: Relay) -> anyhow::Result<Target> {
+        let relay = kind != Relay::No;
         if relay && !common.spawn {
             bail!("the relay baseline runs with --spawn");
         }
@@ -587,6 +648,9 @@ impl Target {
             let mut cmd = Command::new(exe);
             if relay {
                 cmd.args(["bench", "relay", "--listen", "127.0.0.1:0"]);
+                if kind == Relay::Raw {
+                    cmd.arg("--raw");
+                }
             } else {
                 cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
                     .arg(dir.path())
@@ -639,6 +703,7 @@ impl Target {
             return Ok(Target {
                 url,
                 relay,
+                raw: kind == Relay::Raw,
                 credentials,
                 sampler: Some(procstat::Sampler::start(pid)?),
                 _spawned: Some(spawned),
@@ -651,6 +716,7 @@ impl Target {
         Ok(Target {
             url: common.server.clone(),
             relay: false,
+            raw: false,
             credentials: Some(crate::credentials::load(&common.data_dir)?),
             sampler,
             _spawned: None,

@@ -2,7 +2,9 @@
 //! must do. It accepts any CONNECT (the token is taken as the user id), forwards each PUBLISH to
 //! the target's connections, answers the sender's PUBACK at once, answers sync with nothing and
 //! pings with pongs. No authentication, no storage, no retransmission, no acknowledgements kept.
-//! `tidings bench pairs` runs against it to measure what the wire alone allows on a machine.
+//! Chatrooms are one member list each: a join answers the room's seq, a message to the room is
+//! numbered, encoded once and queued to every other member. `tidings bench pairs` and `tidings
+//! bench chatroom` run against it to measure what the wire alone allows on a machine.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,16 +17,25 @@ use axum::response::Response;
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
 use tidings_proto::v1::{self, frame::Body};
-use tidings_proto::{Encoding, codec};
+use tidings_proto::{Encoding, codec, conversation_type};
 use tokio::sync::mpsc;
 
 /// Frames queued per relay connection before further ones are dropped (a baseline, not a
 /// server: it makes no delivery promise).
 const QUEUE: usize = 4096;
 
+/// A relay chatroom: its newest seq and its members' connections.
+#[derive(Default)]
+struct Room {
+    seq: u64,
+    members: Vec<(u64, mpsc::Sender<Message>)>,
+}
+
 #[derive(Clone, Default)]
 struct Relay {
     routes: Arc<Mutex<HashMap<String, Vec<mpsc::Sender<Message>>>>>,
+    rooms: Arc<Mutex<HashMap<String, Room>>>,
+    connections: Arc<AtomicU64>,
     /// Per-recipient inbox positions, so clients that order by them work unchanged.
     inbox: Arc<Mutex<HashMap<String, u64>>>,
     uids: Arc<AtomicU64>,
@@ -81,13 +92,22 @@ async fn connection(socket: WebSocket, relay: Relay) {
     if sink.send(binary(&ack)).await.is_err() {
         return;
     }
+    // What is queued goes out in one write, as the server's writer does.
     let writer = tokio::spawn(async move {
         while let Some(m) = rx.recv().await {
-            if sink.send(m).await.is_err() {
+            let mut next = Some(m);
+            while let Some(m) = next.take() {
+                if sink.feed(m).await.is_err() {
+                    return;
+                }
+                next = rx.try_recv().ok();
+            }
+            if sink.flush().await.is_err() {
                 return;
             }
         }
     });
+    let connection = relay.connections.fetch_add(1, Ordering::Relaxed);
     // Conversation seqs, per target, for this sender.
     let mut seqs: HashMap<String, u64> = HashMap::new();
     while let Some(Ok(msg)) = stream.next().await {
@@ -96,6 +116,20 @@ async fn connection(socket: WebSocket, relay: Relay) {
             break;
         };
         match frame.body {
+            Some(Body::Publish(v1::Publish {
+                packet_id,
+                body: Some(v1::publish::Body::Send(send)),
+            })) if send.conversation_type == conversation_type::CHATROOM => {
+                let seq = relay.post(connection, &user, send);
+                let puback = binary(&codec::frame(Body::Puback(v1::PubAck {
+                    packet_id,
+                    seq,
+                    ..Default::default()
+                })));
+                if tx.try_send(puback).is_err() {
+                    break;
+                }
+            }
             Some(Body::Publish(v1::Publish {
                 packet_id,
                 body: Some(v1::publish::Body::Send(send)),
@@ -150,6 +184,22 @@ async fn connection(socket: WebSocket, relay: Relay) {
                     break;
                 }
             }
+            Some(Body::Query(v1::Query {
+                query_id,
+                body: Some(v1::query::Body::JoinChatroom(j)),
+            })) => relay.join(connection, &tx, query_id, j.chatroom_id),
+            Some(Body::Query(v1::Query {
+                query_id,
+                body: Some(v1::query::Body::QuitChatroom(q)),
+            })) => {
+                let left = relay.quit(connection, &q.chatroom_id);
+                let ack = binary(&codec::frame(Body::Queryack(v1::QueryAck {
+                    query_id,
+                    chatrooms: vec![left],
+                    ..Default::default()
+                })));
+                let _ = tx.try_send(ack);
+            }
             Some(Body::Query(q)) => {
                 let empty = binary(&codec::frame(Body::Queryack(v1::QueryAck {
                     query_id: q.query_id,
@@ -171,6 +221,86 @@ async fn connection(socket: WebSocket, relay: Relay) {
         .entry(user)
         .or_default()
         .retain(|t| !t.same_channel(&tx));
+    relay
+        .rooms
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values_mut()
+        .for_each(|room| room.members.retain(|(c, _)| *c != connection));
     drop(tx);
     writer.abort();
+}
+
+impl Relay {
+    /// Adds `connection` to the room (made on first join) and answers the join with the room's
+    /// seq; the answer is queued under the room's lock, so it comes before the room's next item.
+    fn join(&self, connection: u64, tx: &mpsc::Sender<Message>, query_id: u32, room_id: String) {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        let room = rooms.entry(room_id.clone()).or_default();
+        if !room.members.iter().any(|(c, _)| *c == connection) {
+            room.members.push((connection, tx.clone()));
+        }
+        let ack = binary(&codec::frame(Body::Queryack(v1::QueryAck {
+            query_id,
+            chatrooms: vec![v1::Chatroom {
+                chatroom_id: room_id,
+                member_count: room.members.len() as u64,
+                seq: room.seq,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })));
+        let _ = tx.try_send(ack);
+    }
+
+    fn quit(&self, connection: u64, room_id: &str) -> v1::Chatroom {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        let room = rooms.entry(room_id.into()).or_default();
+        room.members.retain(|(c, _)| *c != connection);
+        v1::Chatroom {
+            chatroom_id: room_id.into(),
+            member_count: room.members.len() as u64,
+            seq: room.seq,
+            ..Default::default()
+        }
+    }
+
+    /// Numbers a message to a room and queues it, encoded once, to every member connection but
+    /// the sender's (a full queue drops it: the relay makes no promise). Answers its seq.
+    fn post(&self, connection: u64, sender: &str, send: v1::Send) -> u64 {
+        let uid = self.uids.fetch_add(1, Ordering::Relaxed).to_string();
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        let room = rooms.entry(send.target_id.clone()).or_default();
+        room.seq += 1;
+        let frame = binary(&room_item(uid, sender, room.seq, send));
+        for (c, member) in &room.members {
+            if *c != connection {
+                let _ = member.try_send(frame.clone());
+            }
+        }
+        room.seq
+    }
+}
+
+/// A room's message as a QoS 0 PUBLISH, the form both relays send.
+pub(super) fn room_item(uid: String, sender: &str, seq: u64, send: v1::Send) -> v1::Frame {
+    v1::Frame {
+        body: Some(Body::Publish(v1::Publish {
+            packet_id: 0,
+            body: Some(v1::publish::Body::Message(v1::Message {
+                uid,
+                conversation_type: send.conversation_type,
+                target_id: send.target_id,
+                sender_id: sender.into(),
+                seq,
+                msg_type: send.msg_type,
+                content: send.content,
+                push_text: send.push_text,
+                client_msg_id: send.client_msg_id,
+                ..Default::default()
+            })),
+        })),
+        qos: 0,
+        dup: false,
+    }
 }

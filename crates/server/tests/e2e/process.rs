@@ -423,7 +423,7 @@ async fn a_crash_loses_no_acknowledged_message_and_breaks_no_sequence() {
 fn bench_smoke_runs_of_every_scenario_find_no_loss() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("records.jsonl");
-    let runs: [&[&str]; 6] = [
+    let runs: [&[&str]; 7] = [
         &[
             "pairs", "--pairs", "3", "--window", "4", "--secs", "1", "--relay",
         ],
@@ -459,6 +459,20 @@ fn bench_smoke_runs_of_every_scenario_find_no_loss() {
             "50",
             "--secs",
             "2",
+            "--relay",
+        ],
+        &[
+            "chatroom",
+            "--members",
+            "20",
+            "--senders",
+            "2",
+            "--rate",
+            "50",
+            "--secs",
+            "1",
+            "--relay-only",
+            "--raw",
         ],
     ];
     for args in runs {
@@ -501,7 +515,9 @@ fn bench_smoke_runs_of_every_scenario_find_no_loss() {
             ("connections", "tidings"),
             ("sync", "tidings"),
             ("group", "tidings"),
+            ("chatroom", "relay"),
             ("chatroom", "tidings"),
+            ("chatroom", "relay-raw"),
         ]
     );
     for r in &records {
