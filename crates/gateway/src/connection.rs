@@ -271,7 +271,9 @@ async fn serve(opened: Opened, state: &AppState) {
     let config = &state.config;
 
     let session = std::sync::Arc::new(session);
-    let mut writer = tokio::spawn(
+    // On the writers' own runtime: a large room wakes thousands of writers at once, and a client
+    // frame read on this runtime must not queue behind them.
+    let mut writer = state.egress.spawn(
         write_loop(sink, session.clone(), encoding, config.write_timeout)
             .instrument(tracing::Span::current()),
     );
