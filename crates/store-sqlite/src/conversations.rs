@@ -23,11 +23,7 @@ pub fn read(
     filter: &ConversationFilter,
 ) -> rusqlite::Result<Conversations> {
     let tx = c.unchecked_transaction()?;
-    let version: Option<i64> = tx
-        .prepare_cached(&format!(
-            "SELECT max(seq) FROM inbox WHERE user_key = {USER_KEY}"
-        ))?
-        .query_row(params![user], |row| row.get(0))?;
+    let version = crate::pending::last_inbox_seq(&tx, user)?;
     let rows = match (&filter.one, filter.changed_since) {
         (Some((conv_type, target)), _) => one(&tx, user, *conv_type, target)?.into_iter().collect(),
         (None, Some(since)) => changed_since(&tx, user, since)?,
@@ -43,7 +39,7 @@ pub fn read(
     tx.finish()?;
     Ok(Conversations {
         conversations,
-        version: version.unwrap_or(0) as u64,
+        version,
     })
 }
 
@@ -98,8 +94,22 @@ fn changed_since(c: &Connection, user: &str, since: u64) -> rusqlite::Result<Vec
             r.get::<_, String>(2)?,
         ))
     })?;
-    for t in touched {
-        let (conv_type, sender, target) = t?;
+    let mut touched: Vec<(u32, String, String)> = touched.collect::<rusqlite::Result<_>>()?;
+    // Entries of large fan-outs not merged yet (see `pending`).
+    if let Some(key) = crate::pending::user_key(c, user)? {
+        let mut stmt = c.prepare_cached(
+            "SELECT conv_type, sender, target FROM messages WHERE rowid = ?1 AND conv_type != 0",
+        )?;
+        for (_, msg) in crate::pending::entries_after(c, key, since)? {
+            if let Some(t) = stmt
+                .query_row(params![msg], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()?
+            {
+                touched.push(t);
+            }
+        }
+    }
+    for (conv_type, sender, target) in touched {
         // A private conversation's target, as this user sees it, is the other participant.
         let seen = if matches!(conv_type, tidings_store::PRIVATE | tidings_store::SYSTEM)
             && sender != user

@@ -15,6 +15,7 @@ mod checkpoint;
 mod conversations;
 mod groups;
 mod index;
+mod pending;
 mod schema;
 mod writer;
 
@@ -248,18 +249,52 @@ impl Store for SqliteStore {
     async fn inbox_after(&self, user: &str, after: u64, limit: usize) -> Result<Vec<InboxEntry>> {
         let user = user.to_string();
         self.read(move |c| {
+            // One snapshot of the merged and the staged entries (see `pending`).
+            let tx = c.unchecked_transaction()?;
+            let Some(key) = pending::user_key(&tx, &user)? else {
+                return Ok(Vec::new());
+            };
             let sql = format!(
                 "SELECT i.seq, {MESSAGE_COLUMNS} FROM inbox i JOIN messages m ON m.rowid = i.msg \
-                 WHERE i.user_key = {USER_KEY} AND i.seq > ?2 ORDER BY i.seq LIMIT ?3"
+                 WHERE i.user_key = ?1 AND i.seq > ?2 ORDER BY i.seq LIMIT ?3"
             );
-            let mut stmt = c.prepare_cached(&sql)?;
-            let rows = stmt.query_map(params![user, after as i64, limit as i64], |row| {
-                Ok(InboxEntry {
-                    inbox_seq: row.get::<_, i64>(0)? as u64,
-                    message: message_from_row(row, 1)?,
-                })
-            })?;
-            rows.collect()
+            let mut entries = tx
+                .prepare_cached(&sql)?
+                .query_map(params![key, after as i64, limit as i64], |row| {
+                    Ok(InboxEntry {
+                        inbox_seq: row.get::<_, i64>(0)? as u64,
+                        message: message_from_row(row, 1)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let staged = pending::entries_after(&tx, key, after)?;
+            if staged.is_empty() {
+                return Ok(entries);
+            }
+            // The first `limit` seqs of both; an entry being merged is in both.
+            let mut seqs: Vec<(u64, Option<i64>)> = entries
+                .iter()
+                .map(|e| (e.inbox_seq, None))
+                .chain(staged.into_iter().map(|(seq, msg)| (seq, Some(msg))))
+                .collect();
+            seqs.sort_unstable_by_key(|(seq, msg)| (*seq, msg.is_some()));
+            seqs.dedup_by_key(|(seq, _)| *seq);
+            seqs.truncate(limit);
+            let mut merged = entries.drain(..).peekable();
+            let mut message = tx.prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.rowid = ?1"
+            ))?;
+            let mut out = Vec::with_capacity(seqs.len());
+            for (seq, msg) in seqs {
+                match msg {
+                    None => out.extend(merged.next_if(|e| e.inbox_seq == seq)),
+                    Some(msg) => out.push(InboxEntry {
+                        inbox_seq: seq,
+                        message: message.query_row(params![msg], |row| message_from_row(row, 0))?,
+                    }),
+                }
+            }
+            Ok(out)
         })
         .await
     }
@@ -513,15 +548,14 @@ fn read_user_state(c: &Connection, user: &str) -> rusqlite::Result<UserState> {
         .query_row(params![user], |row| Ok((Some(row.get(0)?), row.get(1)?)))
         .optional()?
         .unwrap_or((None, false));
-    let inbox_seq: Option<i64> = c
-        .prepare_cached(&format!(
-            "SELECT max(seq) FROM inbox WHERE user_key = {USER_KEY}"
-        ))?
-        .query_row(params![user], |row| row.get(0))?;
+    let inbox_seq = {
+        let tx = c.unchecked_transaction()?;
+        pending::last_inbox_seq(&tx, user)?
+    };
     Ok(UserState {
         token_version: token_version.unwrap_or(0) as u64,
         banned,
-        inbox_seq: inbox_seq.unwrap_or(0) as u64,
+        inbox_seq,
     })
 }
 

@@ -259,6 +259,14 @@ CREATE TABLE chatroom_users (
     PRIMARY KEY (room_id, user_id)
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- The inbox entries of a message with many recipients, staged as one row and merged into
+-- `inbox` later (see `pending.rs`): `entries` holds (user_key, seq) pairs, 16 bytes each.
+CREATE TABLE inbox_pending (
+    msg     INTEGER PRIMARY KEY,
+    entries BLOB NOT NULL
+);
+"#,
 ];
 
 /// Page cache per connection, in KiB.

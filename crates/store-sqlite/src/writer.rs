@@ -72,21 +72,48 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Request>) {
     loop {
         let first = match pending.take() {
             Some(r) => r,
-            // Texts wait to be indexed: sleep no longer than they may wait.
-            None => match counters.index.time_left() {
-                Some(left) => match rx.recv_timeout(left) {
-                    Ok(r) => r,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        flush_index(&mut conn, &mut counters);
-                        continue;
+            None => {
+                // Staged inbox entries are merged while no request waits.
+                let merge = counters.staged.due(&conn).unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "reading the staged inbox entries failed");
+                    Err(None)
+                });
+                if merge.is_ok() {
+                    match rx.try_recv() {
+                        Ok(r) => r,
+                        Err(mpsc::TryRecvError::Empty) => {
+                            if let Err(e) = counters.staged.step(&mut conn) {
+                                tracing::error!(error = %e, "merging staged inbox entries failed");
+                            }
+                            continue;
+                        }
+                        Err(mpsc::TryRecvError::Disconnected) => return,
                     }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
-                },
-                None => match rx.recv() {
-                    Ok(r) => r,
-                    Err(_) => return,
-                },
-            },
+                } else {
+                    // Texts wait to be indexed, staged entries to be merged: sleep no longer
+                    // than either may wait.
+                    let left = match (counters.index.time_left(), merge.err().flatten()) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    match left {
+                        Some(left) => match rx.recv_timeout(left) {
+                            Ok(r) => r,
+                            Err(mpsc::RecvTimeoutError::Timeout) => {
+                                if counters.index.time_left().is_some_and(|l| l.is_zero()) {
+                                    flush_index(&mut conn, &mut counters);
+                                }
+                                continue;
+                            }
+                            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                        },
+                        None => match rx.recv() {
+                            Ok(r) => r,
+                            Err(_) => return,
+                        },
+                    }
+                }
+            }
         };
         let mut batch = Vec::new();
         let mut close = None;
@@ -179,6 +206,8 @@ pub struct Counters {
     participants: HashSet<String, foldhash::fast::RandomState>,
     /// Texts of new messages waiting to be indexed for search.
     index: crate::index::Indexer,
+    /// Inbox entries staged by large fan-outs, and their merge.
+    pub(crate) staged: crate::pending::Merger,
 }
 
 /// The caches' maps: looked up once per recipient of every message, so with a fast hasher.
@@ -202,12 +231,7 @@ impl Counters {
             .query_row(params![user], |row| row.get(0))
             .optional()?;
         let (key, last) = match known {
-            Some(key) => {
-                let last: Option<i64> = tx
-                    .prepare_cached("SELECT max(seq) FROM inbox WHERE user_key = ?1")?
-                    .query_row(params![key], |row| row.get(0))?;
-                (key, last.unwrap_or(0) as u64)
-            }
+            Some(key) => (key, crate::pending::last_seq_of_key(tx, key)?),
             None => {
                 let key = match self.last_user_key {
                     Some(k) => k + 1,
@@ -233,6 +257,7 @@ impl Counters {
         self.last_user_key = None;
         self.participants.clear();
         self.index.failed();
+        self.staged.forget();
     }
 
     /// The conversation's newest seq (0 if it has no messages).
@@ -581,15 +606,26 @@ pub(crate) fn append(
     }
     let recipients = std::mem::take(&mut m.recipients);
     let mut inbox = Vec::with_capacity(recipients.len());
-    // One statement for every recipient: a group message has as many as the group has members.
-    let mut insert =
-        tx.prepare_cached("INSERT INTO inbox (user_key, seq, msg) VALUES (?1, ?2, ?3)")?;
-    for user in recipients {
-        let (key, inbox_seq) = counters.next_inbox(tx, &user)?;
-        insert.execute(params![key, inbox_seq as i64, rowid])?;
-        inbox.push((user, inbox_seq));
+    if recipients.len() >= crate::pending::STAGE_AT {
+        // One row for all of them, merged into `inbox` later (see `pending`).
+        let mut entries = Vec::with_capacity(recipients.len());
+        for user in recipients {
+            let (key, inbox_seq) = counters.next_inbox(tx, &user)?;
+            entries.push((key, inbox_seq));
+            inbox.push((user, inbox_seq));
+        }
+        tx.prepare_cached("INSERT INTO inbox_pending (msg, entries) VALUES (?1, ?2)")?
+            .execute(params![rowid, crate::pending::encode(&mut entries)])?;
+        counters.staged.staged();
+    } else {
+        let mut insert =
+            tx.prepare_cached("INSERT INTO inbox (user_key, seq, msg) VALUES (?1, ?2, ?3)")?;
+        for user in recipients {
+            let (key, inbox_seq) = counters.next_inbox(tx, &user)?;
+            insert.execute(params![key, inbox_seq as i64, rowid])?;
+            inbox.push((user, inbox_seq));
+        }
     }
-    drop(insert);
     Ok(WriteResult::Appended {
         message: StoredMessage {
             uid: m.uid,
@@ -1008,15 +1044,22 @@ fn existing(tx: &Transaction<'_>, m: &AppendMessage) -> rusqlite::Result<WriteRe
     // inbox back from its newest entry.
     let mut inbox = Vec::with_capacity(m.recipients.len());
     for user in &m.recipients {
+        let Some(key) = crate::pending::user_key(tx, user)? else {
+            continue;
+        };
         let seq: Option<i64> = tx
             .prepare_cached(
-                "SELECT seq FROM inbox WHERE user_key = (SELECT user_key FROM user_keys \
-                 WHERE id = ?1) AND msg = ?2 ORDER BY seq DESC LIMIT 1",
+                "SELECT seq FROM inbox WHERE user_key = ?1 AND msg = ?2 ORDER BY seq DESC LIMIT 1",
             )?
-            .query_row(params![user, rowid], |row| row.get(0))
+            .query_row(params![key, rowid], |row| row.get(0))
             .optional()?;
+        // A large fan-out's entries may still be staged.
+        let seq = match seq {
+            Some(seq) => Some(seq as u64),
+            None => crate::pending::staged_seq(tx, rowid, key)?,
+        };
         if let Some(seq) = seq {
-            inbox.push((user.clone(), seq as u64));
+            inbox.push((user.clone(), seq));
         }
     }
     Ok(WriteResult::Appended {
