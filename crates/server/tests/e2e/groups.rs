@@ -551,3 +551,68 @@ async fn the_api_manages_groups_with_clear_errors() {
         ("Renamed", "bob", 2)
     );
 }
+
+/// A group of 100: its messages' inbox entries are staged by the store and merged later (see
+/// `crates/store-sqlite/src/pending.rs`). Members online get them pushed; a member offline all
+/// along gets each once by sync, with the right unread count, before and after the merge.
+#[tokio::test]
+async fn a_large_group_reaches_online_and_offline_members_once() {
+    let server = TestServer::start().await;
+    let others: Vec<String> = (0..97).map(|i| format!("member{i:02}")).collect();
+    let mut members: Vec<&str> = vec!["bob", "carol"];
+    members.extend(others.iter().map(String::as_str));
+    create(&server, "crowd", "alice", &members).await;
+    let (_alice, mut alice_events) = server.client("alice", "phone").await;
+    let (bob, _bob_events) = server.client("bob", "phone").await;
+    assert_eq!(
+        next_in(&mut alice_events, "crowd")
+            .await
+            .group_notice()
+            .unwrap()
+            .operation,
+        "create"
+    );
+    for text in ["one", "two", "three"] {
+        bob.send(Outgoing::group_text("crowd", text)).await.unwrap();
+    }
+    let mut pushed = Vec::new();
+    for _ in 0..3 {
+        pushed.push(next_in(&mut alice_events, "crowd").await);
+    }
+    assert_eq!(summary(&pushed), ["one", "two", "three"]);
+
+    // Carol was offline: her sync has everything once, whether merged yet or not.
+    let (carol, mut carol_events) = server.client("carol", "phone").await;
+    let mut synced = Vec::new();
+    for _ in 0..4 {
+        synced.push(next_in(&mut carol_events, "crowd").await);
+    }
+    let got = summary(&synced);
+    assert!(
+        got[0].starts_with("#create alice,bob,carol,member00,"),
+        "{}",
+        got[0]
+    );
+    assert_eq!(got[1..], ["one", "two", "three"]);
+    let entry = carol.conversation(GROUP, "crowd").await.unwrap().unwrap();
+    assert_eq!(entry.unread, 3);
+    carol.close().await;
+
+    // Once the store has merged (it does within half a second of going idle), a fresh device
+    // syncs the same entries, and nothing is repeated to the first.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let (_carol_tablet, mut tablet_events) = server.client("carol", "tablet").await;
+    let mut again = Vec::new();
+    for _ in 0..4 {
+        again.push(next_in(&mut tablet_events, "crowd").await);
+    }
+    assert_eq!(summary(&again), got);
+    let (_carol_phone, mut phone_events) = server.client("carol", "phone").await;
+    bob.send(Outgoing::group_text("crowd", "four"))
+        .await
+        .unwrap();
+    assert_eq!(
+        summary(&[next_in(&mut phone_events, "crowd").await]),
+        ["four"]
+    );
+}
