@@ -115,13 +115,22 @@ pub fn user_key(c: &Connection, user: &str) -> rusqlite::Result<Option<i64>> {
         .optional()
 }
 
-/// The seq message `msg` has in the inbox of `key`, if it was staged.
-pub fn staged_seq(c: &Connection, msg: i64, key: i64) -> rusqlite::Result<Option<u64>> {
-    let blob: Option<Vec<u8>> = c
-        .prepare_cached("SELECT entries FROM inbox_pending WHERE msg = ?1")?
+/// The staged entries of message `msg`, if they are staged.
+pub fn staged(c: &Connection, msg: i64) -> rusqlite::Result<Option<Staged>> {
+    c.prepare_cached("SELECT entries FROM inbox_pending WHERE msg = ?1")?
         .query_row(params![msg], |row| row.get(0))
-        .optional()?;
-    Ok(blob.and_then(|b| seqs_of(&b, key).last()))
+        .optional()
+        .map(|blob| blob.map(Staged))
+}
+
+/// One message's staged entries.
+pub struct Staged(Vec<u8>);
+
+impl Staged {
+    /// The seq the message has in the inbox of `key`.
+    pub fn seq_of(&self, key: i64) -> Option<u64> {
+        seqs_of(&self.0, key).last()
+    }
 }
 
 /// The writer's view of what is staged, and the merge under way.

@@ -82,7 +82,10 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Request>) {
                     match rx.try_recv() {
                         Ok(r) => r,
                         Err(mpsc::TryRecvError::Empty) => {
-                            if let Err(e) = counters.staged.step(&mut conn) {
+                            // Texts due for the index go first: a merge may take many steps.
+                            if counters.index.time_left().is_some_and(|l| l.is_zero()) {
+                                flush_index(&mut conn, &mut counters);
+                            } else if let Err(e) = counters.staged.step(&mut conn) {
                                 tracing::error!(error = %e, "merging staged inbox entries failed");
                             }
                             continue;
@@ -1043,6 +1046,8 @@ fn existing(tx: &Transaction<'_>, m: &AppendMessage) -> rusqlite::Result<WriteRe
     // Resends come soon after the original, so each recipient's entry is found by walking the
     // inbox back from its newest entry.
     let mut inbox = Vec::with_capacity(m.recipients.len());
+    // A large fan-out's entries may still be staged.
+    let staged = crate::pending::staged(tx, rowid)?;
     for user in &m.recipients {
         let Some(key) = crate::pending::user_key(tx, user)? else {
             continue;
@@ -1053,10 +1058,9 @@ fn existing(tx: &Transaction<'_>, m: &AppendMessage) -> rusqlite::Result<WriteRe
             )?
             .query_row(params![key, rowid], |row| row.get(0))
             .optional()?;
-        // A large fan-out's entries may still be staged.
         let seq = match seq {
             Some(seq) => Some(seq as u64),
-            None => crate::pending::staged_seq(tx, rowid, key)?,
+            None => staged.as_ref().and_then(|s| s.seq_of(key)),
         };
         if let Some(seq) = seq {
             inbox.push((user.clone(), seq));
