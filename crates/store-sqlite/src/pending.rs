@@ -222,15 +222,16 @@ impl Merger {
     }
 
     fn try_step(&mut self, conn: &mut Connection) -> rusqlite::Result<()> {
-        if self.merge.is_none() {
-            let Some(merge) = Merge::start(conn)? else {
-                self.rows = Some(0);
-                self.since = None;
-                return Ok(());
-            };
-            self.merge = Some(merge);
-        }
         let Some(merge) = &mut self.merge else {
+            // Reading and sorting the staged entries is a step of its own: a request that
+            // comes in meanwhile waits for it, not for it and a chunk.
+            match Merge::start(conn)? {
+                Some(merge) => self.merge = Some(merge),
+                None => {
+                    self.rows = Some(0);
+                    self.since = None;
+                }
+            }
             return Ok(());
         };
         if merge.done == merge.todo.len() {
@@ -299,7 +300,9 @@ impl Merge {
                     .map(|(k, s)| (k, s, msg)),
             );
         }
-        todo.sort_unstable();
+        // Each row's entries are sorted by user already, and the rows come in message order,
+        // which is each user's seq order: a stable sort by user merges the runs.
+        todo.sort_by_key(|&(key, _, _)| key);
         Ok(Some(Merge {
             upto,
             todo,

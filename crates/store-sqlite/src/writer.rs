@@ -211,6 +211,8 @@ pub struct Counters {
     index: crate::index::Indexer,
     /// Inbox entries staged by large fan-outs, and their merge.
     pub(crate) staged: crate::pending::Merger,
+    /// Groups' member lists.
+    pub(crate) members: crate::groups::MemberCache,
 }
 
 /// The caches' maps: looked up once per recipient of every message, so with a fast hasher.
@@ -261,6 +263,7 @@ impl Counters {
         self.participants.clear();
         self.index.failed();
         self.staged.forget();
+        self.members.clear();
     }
 
     /// The conversation's newest seq (0 if it has no messages).
@@ -509,7 +512,7 @@ pub(crate) fn append(
         if is_stored(tx, &m)? {
             return existing(tx, &m);
         }
-        match crate::groups::recipients(tx, &m)? {
+        match crate::groups::recipients(tx, counters, &m)? {
             Ok((recipients, audience)) => {
                 m.recipients = recipients;
                 if !m.audience.is_empty() {
@@ -818,7 +821,7 @@ fn amend(
             members.insert(0, a.by.clone());
             a.event.recipients = members;
             a.event.to_group = false;
-        } else if let Err(r) = crate::groups::recipients(tx, &a.event)? {
+        } else if let Err(r) = crate::groups::recipients(tx, counters, &a.event)? {
             return refused(AmendRefusal::Group(r));
         }
     }
