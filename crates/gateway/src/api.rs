@@ -24,7 +24,63 @@ use crate::AppState;
 const MAX_TTL_SECS: u64 = 365 * 24 * 3600;
 
 pub async fn healthz(State(state): State<AppState>) -> Response {
-    Json(json!({ "status": "ok", "sessions": state.engine.session_count() })).into_response()
+    Json(json!({
+        "status": "ok",
+        "sessions": state.engine.session_count(),
+        "pollSessions": state.polls.len(),
+    }))
+    .into_response()
+}
+
+/// `GET /navi`: every node's WebSocket and long-poll endpoints, and what a client should keep
+/// to. Without configured public URLs, the node is named as the request reached it (its `Host`
+/// header, and `X-Forwarded-Proto` for the scheme behind a TLS proxy).
+pub async fn navi(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let bases = if state.config.public_urls.is_empty() {
+        let Some(host) = header("host") else {
+            return error(Refusal::new(
+                Code::BadRequest,
+                "the request has no Host header",
+            ));
+        };
+        let scheme = match header("x-forwarded-proto") {
+            Some("https") => "https",
+            _ => "http",
+        };
+        vec![format!("{scheme}://{host}")]
+    } else {
+        state.config.public_urls.clone()
+    };
+    let nodes: Vec<Value> = bases
+        .iter()
+        .map(|base| {
+            let ws = match base.strip_prefix("https://") {
+                Some(rest) => format!("wss://{rest}"),
+                None => format!("ws://{}", base.trim_start_matches("http://")),
+            };
+            json!({
+                "ws": format!("{ws}{}", crate::WS_PATH),
+                "poll": format!("{base}{}", crate::poll::POLL_PATH),
+                "http": base,
+            })
+        })
+        .collect();
+    let engine = state.engine.config();
+    Json(json!({
+        "code": 0,
+        "protocolVersion": tidings_proto::PROTOCOL_VERSION,
+        "nodes": nodes,
+        "heartbeatMs": engine.heartbeat.as_millis() as u64,
+        "pollWaitMs": crate::poll::DEFAULT_WAIT.as_millis() as u64,
+        "pollMaxWaitMs": crate::poll::MAX_WAIT.as_millis() as u64,
+        "maxFrameBytes": state.config.max_frame_bytes,
+        "maxContentBytes": engine.max_content_bytes,
+        "serverTime": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    }))
+    .into_response()
 }
 
 /// The OpenAPI document of this API.
@@ -60,7 +116,10 @@ fn status_of(code: Code) -> StatusCode {
         | Code::TimestampOutOfWindow
         | Code::NonceReused
         | Code::AppKeyUnknown => StatusCode::UNAUTHORIZED,
-        Code::NotFound | Code::GroupNotFound | Code::ChatroomNotFound => StatusCode::NOT_FOUND,
+        Code::NotFound
+        | Code::GroupNotFound
+        | Code::ChatroomNotFound
+        | Code::PollSessionUnknown => StatusCode::NOT_FOUND,
         Code::GroupExists | Code::ChatroomExists => StatusCode::CONFLICT,
         Code::ServerShutdown => StatusCode::SERVICE_UNAVAILABLE,
         Code::ServerError => StatusCode::INTERNAL_SERVER_ERROR,

@@ -96,7 +96,7 @@ fn to_message(frame: &v1::Frame, encoding: Encoding) -> Message {
     }
 }
 
-fn disconnect_frame(code: Code) -> v1::Frame {
+pub(crate) fn disconnect_frame(code: Code) -> v1::Frame {
     codec::frame(Body::Disconnect(v1::Disconnect {
         code: code.as_u32(),
         message: code.text().into(),
@@ -104,7 +104,7 @@ fn disconnect_frame(code: Code) -> v1::Frame {
     }))
 }
 
-fn decode_error_code(e: &DecodeError) -> Code {
+pub(crate) fn decode_error_code(e: &DecodeError) -> Code {
     match e {
         DecodeError::TooLarge { .. } => Code::FrameTooLarge,
         DecodeError::Malformed(_) => Code::MalformedFrame,
@@ -124,6 +124,44 @@ async fn refuse(sink: &mut Sink, code: Code, encoding: Encoding, timeout: Durati
         .await
     })
     .await;
+}
+
+/// A CONNACK frame: a refusal's code and text, or success with the session's details.
+pub(crate) fn connack_frame(code: Code, message: String, info: Option<&ConnectInfo>) -> v1::Frame {
+    let mut ack = v1::ConnAck {
+        code: code.as_u32(),
+        message,
+        ..Default::default()
+    };
+    if let Some(info) = info {
+        ack.user_id = info.user_id.clone();
+        ack.session_id = info.session_id.clone();
+        ack.heartbeat_ms = info.heartbeat_ms;
+        ack.server_time = info.server_time;
+        ack.cursor = info.cursor;
+        ack.inbox_seq = info.inbox_seq;
+    }
+    codec::frame(Body::Connack(ack))
+}
+
+/// Opens an engine session for a CONNECT, or returns the refusing CONNACK.
+pub(crate) async fn connect_session(
+    engine: &tidings_engine::Engine,
+    connect: v1::Connect,
+) -> Result<(Session, ConnectInfo), v1::Frame> {
+    if connect.protocol_version > PROTOCOL_VERSION {
+        let code = Code::UnsupportedProtocolVersion;
+        return Err(connack_frame(code, code.text().into(), None));
+    }
+    let request = ConnectRequest {
+        token: connect.token,
+        device_id: connect.device_id,
+        platform: connect.platform.chars().take(32).collect(),
+    };
+    engine.connect(request).await.map_err(|refusal| {
+        tracing::debug!(code = refusal.code.as_u32(), "connect refused");
+        connack_frame(refusal.code, refusal.text(), None)
+    })
 }
 
 /// An authenticated connection, ready to serve.
@@ -193,43 +231,14 @@ async fn open(socket: WebSocket, state: &AppState) -> Option<Opened> {
         },
     };
     let connack = |code: Code, message: String, info: Option<&ConnectInfo>| {
-        let mut ack = v1::ConnAck {
-            code: code.as_u32(),
-            message,
-            ..Default::default()
-        };
-        if let Some(info) = info {
-            ack.user_id = info.user_id.clone();
-            ack.session_id = info.session_id.clone();
-            ack.heartbeat_ms = info.heartbeat_ms;
-            ack.server_time = info.server_time;
-            ack.cursor = info.cursor;
-            ack.inbox_seq = info.inbox_seq;
-        }
-        to_message(&codec::frame(Body::Connack(ack)), encoding)
+        to_message(&connack_frame(code, message, info), encoding)
     };
-    if connect.protocol_version > PROTOCOL_VERSION {
-        let code = Code::UnsupportedProtocolVersion;
-        let _ = tokio::time::timeout(
-            config.write_timeout,
-            sink.send(connack(code, code.text().into(), None)),
-        )
-        .await;
-        let _ = sink.close().await;
-        return None;
-    }
-    let request = ConnectRequest {
-        token: connect.token,
-        device_id: connect.device_id,
-        platform: connect.platform.chars().take(32).collect(),
-    };
-    let (session, info) = match state.engine.connect(request).await {
+    let (session, info) = match connect_session(&state.engine, connect).await {
         Ok(ok) => ok,
-        Err(refusal) => {
-            tracing::debug!(code = refusal.code.as_u32(), "connect refused");
+        Err(frame) => {
             let _ = tokio::time::timeout(
                 config.write_timeout,
-                sink.send(connack(refusal.code, refusal.text(), None)),
+                sink.send(to_message(&frame, encoding)),
             )
             .await;
             let _ = sink.close().await;
@@ -333,7 +342,7 @@ async fn serve(opened: Opened, state: &AppState) {
 }
 
 /// Handles one frame from a connected client. `Err` ends the connection with that code.
-async fn handle(session: &Session, frame: v1::Frame) -> Result<(), Code> {
+pub(crate) async fn handle(session: &Session, frame: v1::Frame) -> Result<(), Code> {
     match frame.body {
         Some(Body::Publish(p)) => match p.body {
             Some(v1::publish::Body::Send(s)) => {
@@ -506,7 +515,7 @@ fn room_frame(item: &RoomItem) -> v1::Frame {
 }
 
 /// The wire frame of an outbound item (anything but a DISCONNECT).
-fn wire_frame(item: Outbound) -> v1::Frame {
+pub(crate) fn wire_frame(item: Outbound) -> v1::Frame {
     match item {
         Outbound::Room(item) => room_frame(&item),
         Outbound::PubAck(p) => codec::frame(Body::Puback(v1::PubAck {

@@ -3,7 +3,9 @@
 //! - `GET /v1/ws`: the native protocol over WebSocket (`connection.rs`), one reader loop and one
 //!   writer task per connection, a handshake deadline, heartbeat supervision, and the engine
 //!   session's bounded outbox as the only outbound queue.
+//! - `/v1/poll`: the same protocol's JSON frames over HTTP long-polling (`poll.rs`).
 //! - `/api/v1/...`: the signed HTTP API for app servers (`api.rs`).
+//! - `GET /navi`: the endpoints a client may use, and the limits it should keep.
 //! - `GET /healthz`.
 //!
 //! [`serve`] takes an already-bound listener and a shutdown future, so tests bind port 0.
@@ -16,6 +18,7 @@ mod api_chatrooms;
 mod api_groups;
 mod api_users;
 mod connection;
+mod poll;
 
 use std::future::Future;
 use std::time::Duration;
@@ -29,6 +32,8 @@ use tokio_util::task::TaskTracker;
 
 /// Path of the native WebSocket endpoint.
 pub const WS_PATH: &str = "/v1/ws";
+/// Path of the navigation endpoint: where a client finds the endpoints it may use.
+pub const NAVI_PATH: &str = "/navi";
 
 /// Listener settings. Defaults are documented on [`GatewayConfig::default`].
 #[derive(Debug, Clone)]
@@ -41,16 +46,19 @@ pub struct GatewayConfig {
     pub write_timeout: Duration,
     /// How long shutdown waits for connections to drain before it gives up on them.
     pub shutdown_grace: Duration,
+    /// Base URLs (`https://host`) `GET /navi` lists; empty: the one each request came to.
+    pub public_urls: Vec<String>,
 }
 
 impl Default for GatewayConfig {
-    /// 64 KiB frames, 10 s handshake, 10 s writes, 10 s shutdown grace.
+    /// 64 KiB frames, 10 s handshake, 10 s writes, 10 s shutdown grace, `/navi` from the request.
     fn default() -> GatewayConfig {
         GatewayConfig {
             max_frame_bytes: 64 * 1024,
             handshake_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
+            public_urls: Vec::new(),
         }
     }
 }
@@ -64,6 +72,8 @@ struct AppState {
     connections: TaskTracker,
     /// The runtime connections' writer tasks run on (see [`serve`]).
     egress: tokio::runtime::Handle,
+    /// Long-poll sessions (`poll.rs`).
+    polls: std::sync::Arc<poll::Polls>,
 }
 
 /// The HTTP API's routes, `(method, path)`. The router is built from this list, and the OpenAPI
@@ -161,7 +171,10 @@ fn api_route(method: &str, path: &str) -> MethodRouter<AppState> {
 fn router(state: AppState) -> Router {
     let mut router = Router::new()
         .route(WS_PATH, get(connection::upgrade))
-        .route("/healthz", get(api::healthz));
+        .route(poll::POLL_PATH, post(poll::open))
+        .route("/v1/poll/{session}", get(poll::poll).post(poll::send))
+        .route("/healthz", get(api::healthz))
+        .route(NAVI_PATH, get(api::navi));
     // Routes of one path with different methods are merged by axum.
     for (method, path) in API_ROUTES {
         router = router.route(path, api_route(method, path));
@@ -201,6 +214,7 @@ pub async fn serve(
         stop: stop.clone(),
         connections: connections.clone(),
         egress: writers,
+        polls: Default::default(),
     };
     // Small frames must not wait for Nagle's algorithm.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {

@@ -96,6 +96,7 @@ pub enum Code {
     InvalidUserId = 42006,
     BadRequest = 42007,
     NotFound = 42008,
+    PollSessionUnknown = 42009,
 }
 
 impl Code {
@@ -169,6 +170,7 @@ impl Code {
         Code::InvalidUserId,
         Code::BadRequest,
         Code::NotFound,
+        Code::PollSessionUnknown,
     ];
 
     pub fn as_u32(self) -> u32 {
@@ -250,6 +252,7 @@ impl Code {
             Code::InvalidUserId => "invalid user id",
             Code::BadRequest => "bad request",
             Code::NotFound => "not found",
+            Code::PollSessionUnknown => "no such long-poll session",
         }
     }
 

@@ -24,6 +24,10 @@ pub struct RawConfig {
     /// Address to listen on. Default 127.0.0.1:9091.
     #[arg(long, env = "TIDINGS_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Base URLs clients reach the service at, comma-separated (`https://chat.example.com`),
+    /// listed by `GET /navi`. Default: the scheme and host each navigation request came to.
+    #[arg(long, env = "TIDINGS_PUBLIC_URLS", value_delimiter = ',')]
+    pub public_urls: Option<Vec<String>>,
     /// Data directory (database, credentials). Default ./data.
     #[arg(long, env = "TIDINGS_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -115,6 +119,7 @@ pub struct RawConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    pub public_urls: Vec<String>,
     pub data_dir: PathBuf,
     pub heartbeat: Duration,
     pub ack_timeout: Duration,
@@ -180,6 +185,7 @@ impl RawConfig {
         RawConfig {
             config: self.config,
             listen: self.listen.or(file.listen),
+            public_urls: self.public_urls.or(file.public_urls),
             data_dir: self.data_dir.or(file.data_dir),
             heartbeat_ms: self.heartbeat_ms.or(file.heartbeat_ms),
             ack_timeout_ms: self.ack_timeout_ms.or(file.ack_timeout_ms),
@@ -229,6 +235,14 @@ impl RawConfig {
                 bail!("{key} must be an http:// or https:// URL, not {url:?}");
             }
         }
+        let mut public_urls = Vec::new();
+        for url in self.public_urls.iter().flatten() {
+            let url = url.trim().trim_end_matches('/');
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("public_urls must be http:// or https:// URLs, not {url:?}");
+            }
+            public_urls.push(url.to_string());
+        }
         let search = match self.search.as_deref().unwrap_or("on") {
             "on" => true,
             "off" => false,
@@ -277,6 +291,7 @@ impl RawConfig {
             listen: self
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9091))),
+            public_urls,
             data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("data")),
             heartbeat: Duration::from_millis(positive(
                 "heartbeat_ms",

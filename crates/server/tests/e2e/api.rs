@@ -119,10 +119,7 @@ async fn healthz_and_unknown_paths() {
     let server = TestServer::start().await;
     let url = server.url();
     let (health, missing) = tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let agent = agent();
         let mut h = agent.get(&format!("{url}/healthz")).call().unwrap();
         let health: serde_json::Value = h.body_mut().read_json().unwrap();
         let mut m = agent.get(&format!("{url}/nope")).call().unwrap();

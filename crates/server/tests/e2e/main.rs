@@ -10,5 +10,6 @@ mod conversations;
 mod delivery;
 mod groups;
 mod hooks;
+mod poll;
 mod process;
 mod util;

@@ -269,6 +269,14 @@ pub fn publish(packet_id: u32, cmid: &str, to: &str, content: &str) -> v1::Frame
     }
 }
 
+/// An HTTP agent that returns error statuses as answers.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
 /// A signed API request; returns (status, JSON body).
 pub async fn api_post(
     server: &TestServer,
@@ -288,10 +296,7 @@ pub async fn api_post_body(
     let url = format!("{}{path}", server.url());
     let body = body.to_string();
     tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let agent = agent();
         let mut req = agent.post(&url);
         for (k, v) in &headers {
             req = req.header(*k, v);
@@ -347,10 +352,7 @@ pub async fn api(
     let url = format!("{}{path}", server.url());
     let method = method.to_string();
     tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let agent = agent();
         let mut req = ureq::http::Request::builder()
             .method(method.as_str())
             .uri(&url);
