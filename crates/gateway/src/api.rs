@@ -32,25 +32,34 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
     .into_response()
 }
 
+/// The base URLs (`scheme://host[:port]`) clients reach the service at: the configured public
+/// URLs, or the one the request came to (its `Host`, and `X-Forwarded-Proto: https` behind a
+/// TLS proxy).
+pub(crate) fn base_urls(state: &AppState, headers: &HeaderMap) -> Result<Vec<String>, Refusal> {
+    if !state.config.public_urls.is_empty() {
+        return Ok(state.config.public_urls.clone());
+    }
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let Some(host) = header("host") else {
+        return Err(Refusal::new(
+            Code::BadRequest,
+            "the request has no Host header",
+        ));
+    };
+    let scheme = match header("x-forwarded-proto") {
+        Some("https") => "https",
+        _ => "http",
+    };
+    Ok(vec![format!("{scheme}://{host}")])
+}
+
 /// `GET /navi`: every node's WebSocket and long-poll endpoints, and what a client should keep
 /// to. Without configured public URLs, the node is named as the request reached it (its `Host`
 /// header, and `X-Forwarded-Proto` for the scheme behind a TLS proxy).
 pub async fn navi(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let bases = if state.config.public_urls.is_empty() {
-        let Some(host) = header("host") else {
-            return error(Refusal::new(
-                Code::BadRequest,
-                "the request has no Host header",
-            ));
-        };
-        let scheme = match header("x-forwarded-proto") {
-            Some("https") => "https",
-            _ => "http",
-        };
-        vec![format!("{scheme}://{host}")]
-    } else {
-        state.config.public_urls.clone()
+    let bases = match base_urls(&state, &headers) {
+        Ok(b) => b,
+        Err(r) => return error(r),
     };
     let nodes: Vec<Value> = bases
         .iter()
@@ -121,6 +130,14 @@ fn status_of(code: Code) -> StatusCode {
         | Code::ChatroomNotFound
         | Code::PollSessionUnknown => StatusCode::NOT_FOUND,
         Code::GroupExists | Code::ChatroomExists => StatusCode::CONFLICT,
+        Code::TokenInvalid
+        | Code::TokenWrongApp
+        | Code::TokenExpired
+        | Code::TokenRevoked
+        | Code::UserBanned => StatusCode::UNAUTHORIZED,
+        Code::FileNotFound => StatusCode::NOT_FOUND,
+        Code::FileTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        Code::FileTypeNotAllowed => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         Code::ServerShutdown => StatusCode::SERVICE_UNAVAILABLE,
         Code::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,

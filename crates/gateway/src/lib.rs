@@ -6,6 +6,8 @@
 //! - `/v1/poll`: the same protocol's JSON frames over HTTP long-polling (`poll.rs`).
 //! - `/api/v1/...`: the signed HTTP API for app servers (`api.rs`).
 //! - `GET /navi`: the endpoints a client may use, and the limits it should keep.
+//! - `/v1/files`: uploads by users (their own token as `Authorization: Bearer`), and downloads
+//!   by signed links (`files.rs`).
 //! - `GET /healthz`.
 //!
 //! [`serve`] takes an already-bound listener and a shutdown future, so tests bind port 0.
@@ -18,6 +20,7 @@ mod api_chatrooms;
 mod api_groups;
 mod api_users;
 mod connection;
+mod files;
 mod poll;
 
 use std::future::Future;
@@ -48,6 +51,8 @@ pub struct GatewayConfig {
     pub shutdown_grace: Duration,
     /// Base URLs (`https://host`) `GET /navi` lists; empty: the one each request came to.
     pub public_urls: Vec<String>,
+    /// Where uploaded files go; `None`: the file routes answer 404.
+    pub files: Option<tidings_files::Files>,
 }
 
 impl Default for GatewayConfig {
@@ -59,6 +64,7 @@ impl Default for GatewayConfig {
             write_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             public_urls: Vec::new(),
+            files: None,
         }
     }
 }
@@ -174,7 +180,14 @@ fn router(state: AppState) -> Router {
         .route(poll::POLL_PATH, post(poll::open))
         .route("/v1/poll/{session}", get(poll::poll).post(poll::send))
         .route("/healthz", get(api::healthz))
-        .route(NAVI_PATH, get(api::navi));
+        .route(NAVI_PATH, get(api::navi))
+        .route(
+            files::FILES_PATH,
+            post(files::upload).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/v1/files/{id}", get(files::download))
+        .route("/v1/files/{id}/thumbnail", get(files::thumbnail))
+        .route("/v1/files/{id}/url", post(files::link));
     // Routes of one path with different methods are merged by axum.
     for (method, path) in API_ROUTES {
         router = router.route(path, api_route(method, path));

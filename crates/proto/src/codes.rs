@@ -97,6 +97,10 @@ pub enum Code {
     BadRequest = 42007,
     NotFound = 42008,
     PollSessionUnknown = 42009,
+    FileTooLarge = 42020,
+    FileTypeNotAllowed = 42021,
+    FileInvalid = 42022,
+    FileNotFound = 42023,
 }
 
 impl Code {
@@ -171,6 +175,10 @@ impl Code {
         Code::BadRequest,
         Code::NotFound,
         Code::PollSessionUnknown,
+        Code::FileTooLarge,
+        Code::FileTypeNotAllowed,
+        Code::FileInvalid,
+        Code::FileNotFound,
     ];
 
     pub fn as_u32(self) -> u32 {
@@ -253,6 +261,10 @@ impl Code {
             Code::BadRequest => "bad request",
             Code::NotFound => "not found",
             Code::PollSessionUnknown => "no such long-poll session",
+            Code::FileTooLarge => "the file is too large",
+            Code::FileTypeNotAllowed => "files of this type are not accepted",
+            Code::FileInvalid => "the file is empty, or not what its type says",
+            Code::FileNotFound => "no such file, or the link has expired",
         }
     }
 

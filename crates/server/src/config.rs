@@ -28,6 +28,14 @@ pub struct RawConfig {
     /// listed by `GET /navi`. Default: the scheme and host each navigation request came to.
     #[arg(long, env = "TIDINGS_PUBLIC_URLS", value_delimiter = ',')]
     pub public_urls: Option<Vec<String>>,
+    /// Where uploaded files are kept: `data` (the `files` directory of the data directory) or
+    /// `s3://BUCKET` (S3-compatible storage, configured by the standard `AWS_*` environment
+    /// variables). Default data.
+    #[arg(long, env = "TIDINGS_FILES_STORE")]
+    pub files_store: Option<String>,
+    /// The largest file a user may upload, in bytes. Default 20971520 (20 MiB).
+    #[arg(long, env = "TIDINGS_MAX_UPLOAD_BYTES")]
+    pub max_upload_bytes: Option<usize>,
     /// Data directory (database, credentials). Default ./data.
     #[arg(long, env = "TIDINGS_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -115,11 +123,22 @@ pub struct RawConfig {
     pub durability: Option<String>,
 }
 
+/// Where uploaded files are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FilesStore {
+    /// `files/` in the data directory.
+    DataDir,
+    /// An S3-compatible bucket.
+    S3(String),
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
     pub public_urls: Vec<String>,
+    pub files_store: FilesStore,
+    pub max_upload_bytes: usize,
     pub data_dir: PathBuf,
     pub heartbeat: Duration,
     pub ack_timeout: Duration,
@@ -186,6 +205,8 @@ impl RawConfig {
             config: self.config,
             listen: self.listen.or(file.listen),
             public_urls: self.public_urls.or(file.public_urls),
+            files_store: self.files_store.or(file.files_store),
+            max_upload_bytes: self.max_upload_bytes.or(file.max_upload_bytes),
             data_dir: self.data_dir.or(file.data_dir),
             heartbeat_ms: self.heartbeat_ms.or(file.heartbeat_ms),
             ack_timeout_ms: self.ack_timeout_ms.or(file.ack_timeout_ms),
@@ -243,6 +264,15 @@ impl RawConfig {
             }
             public_urls.push(url.to_string());
         }
+        let files_store = match self.files_store.as_deref().unwrap_or("data") {
+            "data" => FilesStore::DataDir,
+            s3 => match s3.strip_prefix("s3://") {
+                Some(bucket) if !bucket.is_empty() && !bucket.contains('/') => {
+                    FilesStore::S3(bucket.to_string())
+                }
+                _ => bail!("files_store must be `data` or `s3://BUCKET`, not {s3:?}"),
+            },
+        };
         let search = match self.search.as_deref().unwrap_or("on") {
             "on" => true,
             "off" => false,
@@ -292,6 +322,12 @@ impl RawConfig {
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9091))),
             public_urls,
+            files_store,
+            max_upload_bytes: positive(
+                "max_upload_bytes",
+                self.max_upload_bytes
+                    .unwrap_or(tidings_files::DEFAULT_MAX_BYTES) as u64,
+            )? as usize,
             data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("data")),
             heartbeat: Duration::from_millis(positive(
                 "heartbeat_ms",

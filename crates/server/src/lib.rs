@@ -110,10 +110,24 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         .load_sensitive_words()
         .await
         .map_err(|e| anyhow::anyhow!("reading the sensitive words: {e}"))?;
+    // Download links are signed with a key of their own, derived from the app secret.
+    let file_key = tidings_engine::auth::api_signature(&credentials.app_secret, "files", "links");
+    let files = match &config.files_store {
+        config::FilesStore::DataDir => tidings_files::Files::local(
+            &config.data_dir.join("files"),
+            file_key.as_bytes(),
+            config.max_upload_bytes,
+        ),
+        config::FilesStore::S3(bucket) => {
+            tidings_files::Files::s3(bucket, file_key.as_bytes(), config.max_upload_bytes)
+        }
+    }
+    .map_err(|e| anyhow::anyhow!("opening the file store: {e}"))?;
     let gateway_config = GatewayConfig {
         max_frame_bytes: config.max_frame_bytes,
         handshake_timeout: config.handshake_timeout,
         public_urls: config.public_urls.clone(),
+        files: Some(files),
         ..GatewayConfig::default()
     };
     let (stop, stopped) = oneshot::channel::<()>();

@@ -8,6 +8,7 @@ mod bad_input;
 mod chatrooms;
 mod conversations;
 mod delivery;
+mod files;
 mod groups;
 mod hooks;
 mod poll;

@@ -1,0 +1,269 @@
+//! Files users upload for their messages (`tidings-files` keeps them): uploads and fresh links
+//! with the user's own token (`Authorization: Bearer`), downloads by signed link.
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tidings_engine::Refusal;
+use tidings_files::{FileError, Files, Kind, Meta};
+use tidings_proto::Code;
+
+use crate::AppState;
+use crate::api::{base_urls, error, json_body, query};
+
+/// Path of the upload endpoint.
+pub const FILES_PATH: &str = "/v1/files";
+/// The longest a link asked for may last: one year.
+const MAX_LINK_SECS: u64 = 365 * 24 * 3600;
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The store, or the answer that there is none.
+fn store(state: &AppState) -> Result<&Files, Refusal> {
+    state.config.files.as_ref().ok_or(Code::NotFound.into())
+}
+
+/// The user the request's bearer token is for.
+async fn user(state: &AppState, headers: &HeaderMap) -> Result<String, Refusal> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| Refusal::new(Code::TokenInvalid, "no Authorization: Bearer header"))?;
+    state.engine.authenticate(token.trim()).await
+}
+
+fn refusal(e: FileError) -> Refusal {
+    let code = match &e {
+        FileError::TooLarge { .. } => Code::FileTooLarge,
+        FileError::TypeNotAllowed(_) => Code::FileTypeNotAllowed,
+        FileError::Empty | FileError::BadImage(_) => Code::FileInvalid,
+        FileError::Storage(detail) => {
+            tracing::error!(error = %detail, "file storage failed");
+            return Code::ServerError.into();
+        }
+    };
+    Refusal::new(code, e.to_string())
+}
+
+/// The links of a file, expiring at `expires` (0: never): `url`, and `thumbnailUrl` for an
+/// image.
+fn links(base: &str, files: &Files, meta: &Meta, expires: u64) -> Value {
+    let grant = files.grant(&meta.id, expires);
+    let mut out = json!({ "url": format!("{base}{FILES_PATH}/{}?{grant}", meta.id) });
+    if meta.thumbnail {
+        out["thumbnailUrl"] = format!("{base}{FILES_PATH}/{}/thumbnail?{grant}", meta.id).into();
+    }
+    out
+}
+
+fn described(meta: &Meta) -> Value {
+    let mut file = json!({
+        "id": meta.id,
+        "kind": meta.kind,
+        "type": meta.content_type,
+        "name": meta.name,
+        "size": meta.size,
+        "created": meta.created,
+    });
+    if let (Some(w), Some(h)) = (meta.width, meta.height) {
+        file["width"] = w.into();
+        file["height"] = h.into();
+    }
+    file
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadQuery {
+    name: Option<String>,
+}
+
+/// `POST /v1/files?name=…`: the body is the file, its `Content-Type` its type.
+pub async fn upload(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<UploadQuery>, QueryRejection>,
+    body: Body,
+) -> Response {
+    let outcome = async {
+        let files = store(&state)?;
+        let owner = user(&state, &headers).await?;
+        let q = query(q)?;
+        let base = base_urls(&state, &headers)?.remove(0);
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        // Read no more than one byte past the limit: enough to refuse it.
+        let bytes = axum::body::to_bytes(body, files.max_bytes() + 1)
+            .await
+            .map_err(|_| {
+                refusal(FileError::TooLarge {
+                    max: files.max_bytes(),
+                })
+            })?;
+        let meta = files
+            .put(
+                &owner,
+                q.name.as_deref().unwrap_or("file"),
+                content_type,
+                bytes,
+                state.engine.now_ms(),
+            )
+            .await
+            .map_err(refusal)?;
+        let mut answer = links(&base, files, &meta, 0);
+        answer["code"] = 0.into();
+        answer["file"] = described(&meta);
+        Ok::<_, Refusal>(answer)
+    }
+    .await;
+    match outcome {
+        Ok(answer) => Json(answer).into_response(),
+        Err(r) => error(r),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LinkRequest {
+    ttl_secs: Option<u64>,
+}
+
+/// `POST /v1/files/{id}/url` `{"ttlSecs"?}`: a link to the file that expires after `ttlSecs`
+/// (default 3,600), for any user holding the file's id.
+pub async fn link(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let outcome = async {
+        let files = store(&state)?;
+        user(&state, &headers).await?;
+        let request: LinkRequest = if body.is_empty() {
+            LinkRequest::default()
+        } else {
+            json_body(&body)?
+        };
+        let ttl = request.ttl_secs.unwrap_or(3600);
+        if ttl == 0 || ttl > MAX_LINK_SECS {
+            return Err(Refusal::new(
+                Code::BadRequest,
+                format!("ttlSecs is 1 to {MAX_LINK_SECS}"),
+            ));
+        }
+        let meta = files
+            .meta(&id)
+            .await
+            .map_err(refusal)?
+            .ok_or(Refusal::from(Code::FileNotFound))?;
+        let base = base_urls(&state, &headers)?.remove(0);
+        let expires = now_secs() + ttl;
+        let mut answer = links(&base, files, &meta, expires);
+        answer["code"] = 0.into();
+        answer["expiresAt"] = expires.into();
+        Ok(answer)
+    }
+    .await;
+    match outcome {
+        Ok(answer) => Json(answer).into_response(),
+        Err(r) => error(r),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct Grant {
+    exp: Option<u64>,
+    sig: Option<String>,
+}
+
+/// `GET /v1/files/{id}?exp=…&sig=…`.
+pub async fn download(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    q: Result<Query<Grant>, QueryRejection>,
+) -> Response {
+    serve(&state, &id, q, false).await
+}
+
+/// `GET /v1/files/{id}/thumbnail?exp=…&sig=…`: an image's JPEG thumbnail.
+pub async fn thumbnail(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    q: Result<Query<Grant>, QueryRejection>,
+) -> Response {
+    serve(&state, &id, q, true).await
+}
+
+async fn serve(
+    state: &AppState,
+    id: &str,
+    q: Result<Query<Grant>, QueryRejection>,
+    thumb: bool,
+) -> Response {
+    let outcome = async {
+        let files = store(state)?;
+        let grant = query(q)?;
+        // Unsigned, wrongly signed, expired and missing all look the same.
+        let (Some(exp), Some(sig)) = (grant.exp, grant.sig) else {
+            return Err(Code::FileNotFound.into());
+        };
+        if !files.allows(id, exp, &sig, now_secs()) {
+            return Err(Code::FileNotFound.into());
+        }
+        files
+            .get(id, thumb)
+            .await
+            .map_err(refusal)?
+            .ok_or(Refusal::from(Code::FileNotFound))
+    }
+    .await;
+    let file = match outcome {
+        Ok(f) => f,
+        Err(r) => return error(r),
+    };
+    let content_type = if thumb {
+        "image/jpeg"
+    } else {
+        file.meta.content_type.as_str()
+    };
+    // Media shows in the page; anything else is a download. Nothing is sniffed or run.
+    let inline = thumb || matches!(file.meta.kind, Kind::Image | Kind::Voice);
+    let disposition = format!(
+        "{}; filename=\"{}\"",
+        if inline { "inline" } else { "attachment" },
+        file.meta
+            .name
+            .replace(|c: char| !c.is_ascii() || c == '\\', "_")
+    );
+    let mut response = file.bytes.into_response();
+    let h = response.headers_mut();
+    let value = |s: &str| HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static("file"));
+    h.insert(header::CONTENT_TYPE, value(content_type));
+    h.insert(header::CONTENT_DISPOSITION, value(&disposition));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox"),
+    );
+    // A file never changes; its link decides who may fetch it.
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=86400, immutable"),
+    );
+    response
+}
