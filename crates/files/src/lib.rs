@@ -151,9 +151,22 @@ impl Files {
     /// `AWS_REGION`, `AWS_ENDPOINT` for a service other than Amazon's, `AWS_ALLOW_HTTP=true` for
     /// a plain-HTTP one).
     pub fn s3(bucket: &str, key: &[u8], max_bytes: usize) -> Result<Files, FileError> {
-        let store = object_store::aws::AmazonS3Builder::from_env()
-            .with_bucket_name(bucket)
-            .build()?;
+        Files::s3_with(
+            object_store::aws::AmazonS3Builder::from_env(),
+            bucket,
+            key,
+            max_bytes,
+        )
+    }
+
+    /// Files in an S3-compatible bucket, with the connection settings given.
+    pub fn s3_with(
+        builder: object_store::aws::AmazonS3Builder,
+        bucket: &str,
+        key: &[u8],
+        max_bytes: usize,
+    ) -> Result<Files, FileError> {
+        let store = builder.with_bucket_name(bucket).build()?;
         Ok(Files::with_store(Arc::new(store), key, max_bytes))
     }
 
@@ -382,6 +395,33 @@ mod tests {
     async fn an_image_is_stored_with_a_thumbnail_that_fits_the_box() {
         let dir = tempfile::tempdir().unwrap();
         let f = files(dir.path());
+        let meta = stores_an_image_and_its_thumbnail(&f).await;
+        // Reopened, the store still has it.
+        let again = files(dir.path());
+        assert_eq!(again.meta(&meta.id).await.unwrap(), Some(meta));
+    }
+
+    /// S3-compatible storage, when `TIDINGS_TEST_S3_ENDPOINT` names a service with a bucket
+    /// `tidings-test` (`.ci/run` starts one).
+    #[tokio::test]
+    async fn files_go_to_s3_compatible_storage() {
+        let Ok(endpoint) = std::env::var("TIDINGS_TEST_S3_ENDPOINT") else {
+            eprintln!("SKIPPED: set TIDINGS_TEST_S3_ENDPOINT to test S3-compatible storage");
+            return;
+        };
+        let builder = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&endpoint)
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_access_key_id("test")
+            .with_secret_access_key("test");
+        let f = Files::s3_with(builder, "tidings-test", b"secret", 1 << 20).expect("a store");
+        let meta = stores_an_image_and_its_thumbnail(&f).await;
+        assert_eq!(f.meta(&meta.id).await.unwrap(), Some(meta));
+        assert!(f.meta(&"0".repeat(32)).await.unwrap().is_none());
+    }
+
+    async fn stores_an_image_and_its_thumbnail(f: &Files) -> Meta {
         let meta = f
             .put(
                 "alice",
@@ -404,9 +444,7 @@ mod tests {
         assert_eq!((decoded.width(), decoded.height()), (256, 128));
         let whole = f.get(&meta.id, false).await.unwrap().expect("the file");
         assert_eq!(whole.bytes.as_ref(), png(800, 400).as_slice());
-        // Reopened, the store still has it.
-        let again = files(dir.path());
-        assert_eq!(again.meta(&meta.id).await.unwrap(), Some(meta));
+        meta
     }
 
     #[tokio::test]
