@@ -454,6 +454,24 @@ struct Registry {
     banned: std::collections::HashSet<String>,
 }
 
+impl Registry {
+    /// Refuses a token of `user` with `token_version` if it was revoked, or the user banned,
+    /// while the server runs (the store is checked too; see `Engine::authenticate`).
+    fn token_refusal(&self, user: &str, token_version: u64) -> Result<(), Code> {
+        if self
+            .min_token_version
+            .get(user)
+            .is_some_and(|min| token_version < *min)
+        {
+            return Err(Code::TokenRevoked);
+        }
+        if self.banned.contains(user) {
+            return Err(Code::UserBanned);
+        }
+        Ok(())
+    }
+}
+
 impl Engine {
     /// Starts the engine (its committer task) on the current Tokio runtime.
     pub fn start(config: EngineConfig, store: Arc<dyn Store>, clock: Clock) -> Engine {
@@ -569,16 +587,7 @@ impl Engine {
         if !registry.accepting {
             return Err(Code::ServerShutdown);
         }
-        if registry
-            .min_token_version
-            .get(&shared.user)
-            .is_some_and(|min| token_version < *min)
-        {
-            return Err(Code::TokenRevoked);
-        }
-        if registry.banned.contains(&shared.user) {
-            return Err(Code::UserBanned);
-        }
+        registry.token_refusal(&shared.user, token_version)?;
         // Told while the registry is locked, so an online and an offline report of one user
         // reach each watcher in the order they happened.
         if !registry.by_user.contains_key(&shared.user) {
@@ -723,6 +732,13 @@ impl Engine {
             Some(WriteResult::TokenVersion(v)) => *v,
             _ => return Err(Code::ServerError.into()),
         };
+        self.tokens_revoked(user, version);
+        Ok(version)
+    }
+
+    /// After `user`'s token version became `version` in the store: refuses older tokens from
+    /// now on, and disconnects the user's live sessions.
+    fn tokens_revoked(&self, user: &str, version: u64) {
         let sessions = {
             let mut registry = self.registry();
             let min = registry
@@ -735,7 +751,6 @@ impl Engine {
         for s in sessions {
             s.end(self, Code::TokenRevoked);
         }
-        Ok(version)
     }
 
     /// Authenticates an HTTP API request: signature, time window, and single use of the nonce.
