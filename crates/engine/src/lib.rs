@@ -16,6 +16,7 @@
 //! driver. It sees storage only through `tidings_store::Store`, and uses `tidings_proto` only for
 //! the closed set of client-visible codes.
 
+mod accounts;
 pub mod auth;
 mod chatrooms;
 mod commit;
@@ -38,6 +39,7 @@ use tidings_proto::Code;
 use tidings_store::{Store, StoredMessage, WriteOp, WriteResult};
 use tokio::sync::{mpsc, oneshot};
 
+pub use accounts::AccountToken;
 pub use auth::AppCredentials;
 pub use chatrooms::{
     ChatroomOut, ChatroomQuery, ChatroomSettings, EntryOut, LAG_LOW, LAG_NORMAL, MAX_ENTRIES,
@@ -417,6 +419,8 @@ struct Inner {
     hooks: Option<Arc<dyn hooks::Hooks>>,
     /// The chatrooms in memory, by id.
     rooms: Mutex<HashMap<String, Arc<chatrooms::Room>>>,
+    /// The built-in accounts' rate limiters and password hashing slots.
+    accounts: accounts::Accounts,
 }
 
 /// What registering a session did.
@@ -512,6 +516,7 @@ impl Engine {
             committer: Mutex::new(None),
             next_session: AtomicU64::new(1),
             rooms: Mutex::new(HashMap::new()),
+            accounts: accounts::Accounts::new(),
         });
         let engine = Engine { inner };
         let task = tokio::spawn(commit::run(engine.clone(), rx));
@@ -529,6 +534,7 @@ impl Engine {
                 }
                 inner.status_limiter.retain_recent();
                 inner.status_limiter.shrink_to_fit();
+                inner.accounts.sweep();
             }
         });
         *engine

@@ -42,7 +42,7 @@ fn store_failed(e: tidings_store::StoreError) -> ApiError {
     ApiError::from(Code::ServerError)
 }
 
-fn check_user(user: &str) -> Result<(), ApiError> {
+pub(crate) fn check_user(user: &str) -> Result<(), ApiError> {
     if validate::is_user_id(user) {
         Ok(())
     } else {

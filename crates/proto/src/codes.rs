@@ -96,6 +96,10 @@ pub enum Code {
     InvalidUserId = 42006,
     BadRequest = 42007,
     NotFound = 42008,
+    AccountTaken = 42010,
+    BadCredentials = 42011,
+    TooManyAttempts = 42012,
+    InvalidPassword = 42013,
 }
 
 impl Code {
@@ -169,6 +173,10 @@ impl Code {
         Code::InvalidUserId,
         Code::BadRequest,
         Code::NotFound,
+        Code::AccountTaken,
+        Code::BadCredentials,
+        Code::TooManyAttempts,
+        Code::InvalidPassword,
     ];
 
     pub fn as_u32(self) -> u32 {
@@ -250,6 +258,10 @@ impl Code {
             Code::InvalidUserId => "invalid user id",
             Code::BadRequest => "bad request",
             Code::NotFound => "not found",
+            Code::AccountTaken => "the account name is taken",
+            Code::BadCredentials => "wrong account or password",
+            Code::TooManyAttempts => "too many attempts: try again later",
+            Code::InvalidPassword => "a password is 8-256 bytes",
         }
     }
 
