@@ -59,9 +59,16 @@ fn status_of(code: Code) -> StatusCode {
         | Code::SignatureInvalid
         | Code::TimestampOutOfWindow
         | Code::NonceReused
-        | Code::AppKeyUnknown => StatusCode::UNAUTHORIZED,
+        | Code::AppKeyUnknown
+        | Code::TokenInvalid
+        | Code::TokenWrongApp
+        | Code::TokenExpired
+        | Code::TokenRevoked
+        | Code::BadCredentials => StatusCode::UNAUTHORIZED,
+        Code::UserBanned => StatusCode::FORBIDDEN,
         Code::NotFound | Code::GroupNotFound | Code::ChatroomNotFound => StatusCode::NOT_FOUND,
-        Code::GroupExists | Code::ChatroomExists => StatusCode::CONFLICT,
+        Code::GroupExists | Code::ChatroomExists | Code::AccountTaken => StatusCode::CONFLICT,
+        Code::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
         Code::ServerShutdown => StatusCode::SERVICE_UNAVAILABLE,
         Code::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,

@@ -4,6 +4,7 @@
 //!   writer task per connection, a handshake deadline, heartbeat supervision, and the engine
 //!   session's bounded outbox as the only outbound queue.
 //! - `/api/v1/...`: the signed HTTP API for app servers (`api.rs`).
+//! - `/v1/accounts/...`: built-in accounts for end users, unless turned off (`accounts.rs`).
 //! - `GET /healthz`.
 //!
 //! [`serve`] takes an already-bound listener and a shutdown future, so tests bind port 0.
@@ -11,6 +12,7 @@
 //! Architecture invariant: the gateway holds no business rule. It decodes frames, hands them to
 //! the engine, and encodes what the engine queues; all decisions are the engine's.
 
+mod accounts;
 mod api;
 mod api_chatrooms;
 mod api_groups;
@@ -18,6 +20,7 @@ mod api_users;
 mod connection;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
@@ -41,16 +44,19 @@ pub struct GatewayConfig {
     pub write_timeout: Duration,
     /// How long shutdown waits for connections to drain before it gives up on them.
     pub shutdown_grace: Duration,
+    /// Whether the built-in accounts (`/v1/accounts`) are served.
+    pub accounts: bool,
 }
 
 impl Default for GatewayConfig {
-    /// 64 KiB frames, 10 s handshake, 10 s writes, 10 s shutdown grace.
+    /// 64 KiB frames, 10 s handshake, 10 s writes, 10 s shutdown grace, accounts on.
     fn default() -> GatewayConfig {
         GatewayConfig {
             max_frame_bytes: 64 * 1024,
             handshake_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
+            accounts: true,
         }
     }
 }
@@ -166,6 +172,9 @@ fn router(state: AppState) -> Router {
     for (method, path) in API_ROUTES {
         router = router.route(path, api_route(method, path));
     }
+    if state.config.accounts {
+        router = accounts::routes(router);
+    }
     router
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
@@ -208,8 +217,9 @@ pub async fn serve(
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });
-    let server =
-        axum::serve(listener, router(state)).with_graceful_shutdown(stop.clone().cancelled_owned());
+    // The peer's address limits logins and registrations per client.
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
     let server = tokio::spawn(async move { server.await });
     shutdown.await;
     tracing::info!("shutting down: no new connections, committing what is queued");

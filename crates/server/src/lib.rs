@@ -113,6 +113,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let gateway_config = GatewayConfig {
         max_frame_bytes: config.max_frame_bytes,
         handshake_timeout: config.handshake_timeout,
+        accounts: config.accounts,
         ..GatewayConfig::default()
     };
     let (stop, stopped) = oneshot::channel::<()>();
