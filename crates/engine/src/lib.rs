@@ -16,6 +16,7 @@
 //! driver. It sees storage only through `tidings_store::Store`, and uses `tidings_proto` only for
 //! the closed set of client-visible codes.
 
+mod accounts;
 pub mod auth;
 mod chatrooms;
 mod commit;
@@ -38,6 +39,7 @@ use tidings_proto::Code;
 use tidings_store::{Store, StoredMessage, WriteOp, WriteResult};
 use tokio::sync::{mpsc, oneshot};
 
+pub use accounts::AccountToken;
 pub use auth::AppCredentials;
 pub use chatrooms::{
     ChatroomOut, ChatroomQuery, ChatroomSettings, EntryOut, LAG_LOW, LAG_NORMAL, MAX_ENTRIES,
@@ -417,6 +419,8 @@ struct Inner {
     hooks: Option<Arc<dyn hooks::Hooks>>,
     /// The chatrooms in memory, by id.
     rooms: Mutex<HashMap<String, Arc<chatrooms::Room>>>,
+    /// The built-in accounts' rate limiters and password hashing slots.
+    accounts: accounts::Accounts,
 }
 
 /// What registering a session did.
@@ -452,6 +456,24 @@ struct Registry {
     /// Users banned while running (the store keeps every ban; this closes the race with a
     /// connect that read the store before the ban).
     banned: std::collections::HashSet<String>,
+}
+
+impl Registry {
+    /// Refuses a token of `user` with `token_version` if it was revoked, or the user banned,
+    /// while the server runs (the store is checked too; see `Engine::authenticate`).
+    fn token_refusal(&self, user: &str, token_version: u64) -> Result<(), Code> {
+        if self
+            .min_token_version
+            .get(user)
+            .is_some_and(|min| token_version < *min)
+        {
+            return Err(Code::TokenRevoked);
+        }
+        if self.banned.contains(user) {
+            return Err(Code::UserBanned);
+        }
+        Ok(())
+    }
 }
 
 impl Engine {
@@ -494,6 +516,7 @@ impl Engine {
             committer: Mutex::new(None),
             next_session: AtomicU64::new(1),
             rooms: Mutex::new(HashMap::new()),
+            accounts: accounts::Accounts::new(),
         });
         let engine = Engine { inner };
         let task = tokio::spawn(commit::run(engine.clone(), rx));
@@ -511,6 +534,7 @@ impl Engine {
                 }
                 inner.status_limiter.retain_recent();
                 inner.status_limiter.shrink_to_fit();
+                inner.accounts.sweep();
             }
         });
         *engine
@@ -569,16 +593,7 @@ impl Engine {
         if !registry.accepting {
             return Err(Code::ServerShutdown);
         }
-        if registry
-            .min_token_version
-            .get(&shared.user)
-            .is_some_and(|min| token_version < *min)
-        {
-            return Err(Code::TokenRevoked);
-        }
-        if registry.banned.contains(&shared.user) {
-            return Err(Code::UserBanned);
-        }
+        registry.token_refusal(&shared.user, token_version)?;
         // Told while the registry is locked, so an online and an offline report of one user
         // reach each watcher in the order they happened.
         if !registry.by_user.contains_key(&shared.user) {
@@ -723,6 +738,13 @@ impl Engine {
             Some(WriteResult::TokenVersion(v)) => *v,
             _ => return Err(Code::ServerError.into()),
         };
+        self.tokens_revoked(user, version);
+        Ok(version)
+    }
+
+    /// After `user`'s token version became `version` in the store: refuses older tokens from
+    /// now on, and disconnects the user's live sessions.
+    fn tokens_revoked(&self, user: &str, version: u64) {
         let sessions = {
             let mut registry = self.registry();
             let min = registry
@@ -735,7 +757,6 @@ impl Engine {
         for s in sessions {
             s.end(self, Code::TokenRevoked);
         }
-        Ok(version)
     }
 
     /// Authenticates an HTTP API request: signature, time window, and single use of the nonce.

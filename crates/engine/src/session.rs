@@ -296,13 +296,9 @@ impl Engine {
                 return Err(Code::ServerError.into());
             }
         };
-        if claims.ver != state.user.token_version {
-            shared.end(self, Code::TokenRevoked);
-            return Err(Code::TokenRevoked.into());
-        }
-        if state.user.banned {
-            shared.end(self, Code::UserBanned);
-            return Err(Code::UserBanned.into());
+        if let Err(code) = token_current(claims.ver, &state.user) {
+            shared.end(self, code);
+            return Err(code.into());
         }
         let cursor = state.cursor;
         {
@@ -333,6 +329,38 @@ impl Engine {
             info,
         ))
     }
+
+    /// Checks a token exactly as [`Engine::connect`] does (signature, app, expiry, revocation,
+    /// ban) without connecting, for requests that carry one (`Authorization: Bearer`). Returns
+    /// the user id.
+    pub async fn authenticate(&self, token: &str) -> Result<String, Refusal> {
+        let claims =
+            crate::auth::verify(&self.inner.config.credentials, token, self.now_ms() / 1000)?;
+        self.registry().token_refusal(&claims.sub, claims.ver)?;
+        let state = self
+            .inner
+            .store
+            .user_state(&claims.sub)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "store read failed while checking a token");
+                Refusal::from(Code::ServerError)
+            })?;
+        token_current(claims.ver, &state)?;
+        Ok(claims.sub)
+    }
+}
+
+/// Refuses a token minted at `token_version` if the store's state of its user revokes it (a
+/// newer version) or bans the user.
+fn token_current(token_version: u64, state: &tidings_store::UserState) -> Result<(), Code> {
+    if token_version != state.token_version {
+        return Err(Code::TokenRevoked);
+    }
+    if state.banned {
+        return Err(Code::UserBanned);
+    }
+    Ok(())
 }
 
 impl Session {

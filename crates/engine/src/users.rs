@@ -42,7 +42,7 @@ fn store_failed(e: tidings_store::StoreError) -> ApiError {
     ApiError::from(Code::ServerError)
 }
 
-fn check_user(user: &str) -> Result<(), ApiError> {
+pub(crate) fn check_user(user: &str) -> Result<(), ApiError> {
     if validate::is_user_id(user) {
         Ok(())
     } else {
@@ -51,30 +51,6 @@ fn check_user(user: &str) -> Result<(), ApiError> {
 }
 
 impl Engine {
-    /// The user a token is for, checked as CONNECT checks it: signature, app, expiry, the
-    /// user's token version (revocation) and ban. For HTTP calls made with a user's own token
-    /// (`Authorization: Bearer`).
-    pub async fn authenticate(&self, token: &str) -> Result<String, Refusal> {
-        let now = self.now_ms() / 1000;
-        let claims = crate::auth::verify(&self.inner.config.credentials, token, now)?;
-        let state = self
-            .inner
-            .store
-            .user_state(&claims.sub)
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "store read failed while authenticating");
-                Refusal::from(Code::ServerError)
-            })?;
-        if claims.ver != state.token_version {
-            return Err(Code::TokenRevoked.into());
-        }
-        if state.banned {
-            return Err(Code::UserBanned.into());
-        }
-        Ok(claims.sub)
-    }
-
     /// Sets the profile fields given (creating the user's record if needed).
     pub async fn set_profile(
         &self,

@@ -124,18 +124,20 @@ fn status_of(code: Code) -> StatusCode {
         | Code::SignatureInvalid
         | Code::TimestampOutOfWindow
         | Code::NonceReused
-        | Code::AppKeyUnknown => StatusCode::UNAUTHORIZED,
-        Code::NotFound
-        | Code::GroupNotFound
-        | Code::ChatroomNotFound
-        | Code::PollSessionUnknown => StatusCode::NOT_FOUND,
-        Code::GroupExists | Code::ChatroomExists => StatusCode::CONFLICT,
-        Code::TokenInvalid
+        | Code::AppKeyUnknown
+        | Code::TokenInvalid
         | Code::TokenWrongApp
         | Code::TokenExpired
         | Code::TokenRevoked
-        | Code::UserBanned => StatusCode::UNAUTHORIZED,
-        Code::FileNotFound => StatusCode::NOT_FOUND,
+        | Code::BadCredentials => StatusCode::UNAUTHORIZED,
+        Code::UserBanned => StatusCode::FORBIDDEN,
+        Code::NotFound
+        | Code::GroupNotFound
+        | Code::ChatroomNotFound
+        | Code::PollSessionUnknown
+        | Code::FileNotFound => StatusCode::NOT_FOUND,
+        Code::GroupExists | Code::ChatroomExists | Code::AccountTaken => StatusCode::CONFLICT,
+        Code::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
         Code::FileTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         Code::FileTypeNotAllowed => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         Code::ServerShutdown => StatusCode::SERVICE_UNAVAILABLE,

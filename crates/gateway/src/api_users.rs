@@ -62,6 +62,11 @@ pub async fn put(
     body: Bytes,
 ) -> Response {
     let req: Profile = signed!(state, headers, body);
+    set_profile(&state, &user, req).await
+}
+
+/// Sets the profile fields given and answers `{"code": 0, "user"}`.
+pub(crate) async fn set_profile(state: &AppState, user: &str, req: Profile) -> Response {
     let extra = match extra_text(req.extra) {
         Ok(e) => e,
         Err(r) => return error(r),
@@ -69,7 +74,7 @@ pub async fn put(
     reply(
         state
             .engine
-            .set_profile(&user, req.name, req.portrait, extra)
+            .set_profile(user, req.name, req.portrait, extra)
             .await,
         |u| json!({ "user": user_json(&u) }),
     )
@@ -84,6 +89,11 @@ pub async fn get(
     if let Err(r) = authenticate(&state, &headers).await {
         return r;
     }
+    user_answer(&state, user).await
+}
+
+/// Answers `{"code": 0, "user"}` with the user's profile.
+pub(crate) async fn user_answer(state: &AppState, user: String) -> Response {
     reply(
         state.engine.users(&[user]).await,
         |users| json!({ "user": user_json(&users[0]) }),

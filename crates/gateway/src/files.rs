@@ -14,6 +14,7 @@ use tidings_files::{FileError, Files, Kind, Meta};
 use tidings_proto::Code;
 
 use crate::AppState;
+use crate::accounts::bearer;
 use crate::api::{base_urls, error, json_body, query};
 
 /// Path of the upload endpoint.
@@ -30,16 +31,6 @@ fn now_secs() -> u64 {
 /// The store, or the answer that there is none.
 fn store(state: &AppState) -> Result<&Files, Refusal> {
     state.config.files.as_ref().ok_or(Code::NotFound.into())
-}
-
-/// The user the request's bearer token is for.
-async fn user(state: &AppState, headers: &HeaderMap) -> Result<String, Refusal> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| Refusal::new(Code::TokenInvalid, "no Authorization: Bearer header"))?;
-    state.engine.authenticate(token.trim()).await
 }
 
 fn refusal(e: FileError) -> Refusal {
@@ -95,9 +86,12 @@ pub async fn upload(
     q: Result<Query<UploadQuery>, QueryRejection>,
     body: Body,
 ) -> Response {
+    let owner = match bearer(&state, &headers).await {
+        Ok(user) => user,
+        Err(refused) => return refused,
+    };
     let outcome = async {
         let files = store(&state)?;
-        let owner = user(&state, &headers).await?;
         let q = query(q)?;
         let base = base_urls(&state, &headers)?.remove(0);
         let content_type = headers
@@ -148,9 +142,11 @@ pub async fn link(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Err(refused) = bearer(&state, &headers).await {
+        return refused;
+    }
     let outcome = async {
         let files = store(&state)?;
-        user(&state, &headers).await?;
         let request: LinkRequest = if body.is_empty() {
             LinkRequest::default()
         } else {

@@ -8,6 +8,7 @@
 //! - `GET /navi`: the endpoints a client may use, and the limits it should keep.
 //! - `/v1/files`: uploads by users (their own token as `Authorization: Bearer`), and downloads
 //!   by signed links (`files.rs`).
+//! - `/v1/accounts/...`: built-in accounts for end users, unless turned off (`accounts.rs`).
 //! - `GET /healthz`.
 //!
 //! [`serve`] takes an already-bound listener and a shutdown future, so tests bind port 0.
@@ -15,6 +16,7 @@
 //! Architecture invariant: the gateway holds no business rule. It decodes frames, hands them to
 //! the engine, and encodes what the engine queues; all decisions are the engine's.
 
+mod accounts;
 mod api;
 mod api_chatrooms;
 mod api_groups;
@@ -24,6 +26,7 @@ mod files;
 mod poll;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
@@ -53,10 +56,13 @@ pub struct GatewayConfig {
     pub public_urls: Vec<String>,
     /// Where uploaded files go; `None`: the file routes answer 404.
     pub files: Option<tidings_files::Files>,
+    /// Whether the built-in accounts (`/v1/accounts`) are served.
+    pub accounts: bool,
 }
 
 impl Default for GatewayConfig {
-    /// 64 KiB frames, 10 s handshake, 10 s writes, 10 s shutdown grace, `/navi` from the request.
+    /// 64 KiB frames, 10 s handshake, 10 s writes, 10 s shutdown grace, `/navi` from the
+    /// request, no file store, accounts on.
     fn default() -> GatewayConfig {
         GatewayConfig {
             max_frame_bytes: 64 * 1024,
@@ -65,6 +71,7 @@ impl Default for GatewayConfig {
             shutdown_grace: Duration::from_secs(10),
             public_urls: Vec::new(),
             files: None,
+            accounts: true,
         }
     }
 }
@@ -192,6 +199,9 @@ fn router(state: AppState) -> Router {
     for (method, path) in API_ROUTES {
         router = router.route(path, api_route(method, path));
     }
+    if state.config.accounts {
+        router = accounts::routes(router);
+    }
     router
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
@@ -235,8 +245,9 @@ pub async fn serve(
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });
-    let server =
-        axum::serve(listener, router(state)).with_graceful_shutdown(stop.clone().cancelled_owned());
+    // The peer's address limits logins and registrations per client.
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
     let server = tokio::spawn(async move { server.await });
     shutdown.await;
     tracing::info!("shutting down: no new connections, committing what is queued");

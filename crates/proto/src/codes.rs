@@ -101,6 +101,10 @@ pub enum Code {
     FileTypeNotAllowed = 42021,
     FileInvalid = 42022,
     FileNotFound = 42023,
+    AccountTaken = 42010,
+    BadCredentials = 42011,
+    TooManyAttempts = 42012,
+    InvalidPassword = 42013,
 }
 
 impl Code {
@@ -179,6 +183,10 @@ impl Code {
         Code::FileTypeNotAllowed,
         Code::FileInvalid,
         Code::FileNotFound,
+        Code::AccountTaken,
+        Code::BadCredentials,
+        Code::TooManyAttempts,
+        Code::InvalidPassword,
     ];
 
     pub fn as_u32(self) -> u32 {
@@ -265,6 +273,10 @@ impl Code {
             Code::FileTypeNotAllowed => "files of this type are not accepted",
             Code::FileInvalid => "the file is empty, or not what its type says",
             Code::FileNotFound => "no such file, or the link has expired",
+            Code::AccountTaken => "the account name is taken",
+            Code::BadCredentials => "wrong account or password",
+            Code::TooManyAttempts => "too many attempts: try again later",
+            Code::InvalidPassword => "a password is 8-256 bytes",
         }
     }
 

@@ -121,6 +121,11 @@ pub struct RawConfig {
     /// only). Default full.
     #[arg(long, env = "TIDINGS_DURABILITY")]
     pub durability: Option<String>,
+    /// `on` (users may register accounts and log in with a password at `/v1/accounts`, for
+    /// teams without an app server) or `off` (tokens come only from an app server or
+    /// `tidings token`). Default on.
+    #[arg(long, env = "TIDINGS_ACCOUNTS")]
+    pub accounts: Option<String>,
 }
 
 /// Where uploaded files are kept.
@@ -163,6 +168,8 @@ pub struct Config {
     pub moderation_fail_open: bool,
     pub handshake_timeout: Duration,
     pub durability: Durability,
+    /// Whether the built-in accounts are served.
+    pub accounts: bool,
 }
 
 impl Config {
@@ -232,6 +239,7 @@ impl RawConfig {
             moderation_fail: self.moderation_fail.or(file.moderation_fail),
             handshake_timeout_ms: self.handshake_timeout_ms.or(file.handshake_timeout_ms),
             durability: self.durability.or(file.durability),
+            accounts: self.accounts.or(file.accounts),
         }
     }
 
@@ -291,6 +299,11 @@ impl RawConfig {
             history: self.chatroom_history.unwrap_or(100),
             auto_create,
             idle: Duration::from_secs(self.chatroom_idle_secs.unwrap_or(600)),
+        };
+        let accounts = match self.accounts.as_deref().unwrap_or("on") {
+            "on" => true,
+            "off" => false,
+            other => bail!("accounts must be `on` or `off`, not {other:?}"),
         };
         let durability = match self.durability.as_deref().unwrap_or("full") {
             "full" => Durability::Full,
@@ -372,6 +385,7 @@ impl RawConfig {
                 self.handshake_timeout_ms.unwrap_or(10_000),
             )?),
             durability,
+            accounts,
         })
     }
 }
@@ -387,6 +401,29 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("data"));
         assert_eq!(c.heartbeat, Duration::from_secs(30));
         assert_eq!(c.device_policy, DevicePolicy::Multi);
+        assert!(c.accounts);
+    }
+
+    #[test]
+    fn accounts_are_on_unless_turned_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(&file, "accounts = \"off\"\n").unwrap();
+        let from_file = RawConfig {
+            config: Some(file),
+            ..Default::default()
+        };
+        assert!(!from_file.clone().resolve().unwrap().accounts);
+        let flag = RawConfig {
+            accounts: Some("on".into()),
+            ..from_file
+        };
+        assert!(flag.resolve().unwrap().accounts);
+        let bad = RawConfig {
+            accounts: Some("yes".into()),
+            ..Default::default()
+        };
+        assert!(bad.resolve().unwrap_err().to_string().contains("accounts"));
     }
 
     #[test]

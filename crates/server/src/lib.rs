@@ -128,6 +128,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         handshake_timeout: config.handshake_timeout,
         public_urls: config.public_urls.clone(),
         files: Some(files),
+        accounts: config.accounts,
         ..GatewayConfig::default()
     };
     let (stop, stopped) = oneshot::channel::<()>();

@@ -10,6 +10,7 @@
 //!
 //! This crate is the only one that knows SQL or rusqlite.
 
+mod accounts;
 mod chatrooms;
 mod checkpoint;
 mod conversations;
@@ -25,9 +26,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tidings_store::{
-    ChatroomRecord, ChatroomUser, ConversationFilter, Conversations, GroupInfo, GroupMembers,
-    GroupReceipt, History, HistoryFrom, InboxEntry, Reaction, Result, SearchPage, SessionState,
-    Store, StoreError, StoredMessage, UserProfile, UserState, WriteOp, WriteResult,
+    AccountRecord, ChatroomRecord, ChatroomUser, ConversationFilter, Conversations, GroupInfo,
+    GroupMembers, GroupReceipt, History, HistoryFrom, InboxEntry, Reaction, Result, SearchPage,
+    SessionState, Store, StoreError, StoredMessage, UserProfile, UserState, WriteOp, WriteResult,
 };
 use tokio::sync::{Semaphore, oneshot};
 
@@ -381,6 +382,11 @@ impl Store for SqliteStore {
     async fn chatroom(&self, id: &str) -> Result<Option<(ChatroomRecord, Vec<ChatroomUser>)>> {
         let id = id.to_string();
         self.read(move |c| chatrooms::chatroom(c, &id)).await
+    }
+
+    async fn account(&self, user: &str) -> Result<Option<AccountRecord>> {
+        let user = user.to_string();
+        self.read(move |c| accounts::account(c, &user)).await
     }
 
     async fn blocklist(&self, user: &str) -> Result<Vec<String>> {

@@ -267,6 +267,15 @@ CREATE TABLE inbox_pending (
     entries BLOB NOT NULL
 );
 "#,
+    r#"
+-- Built-in accounts: users who sign in with a password, kept as an Argon2id PHC string. The
+-- account's user has a row in `users` from its creation on, which outlives the account.
+CREATE TABLE accounts (
+    user_id  TEXT PRIMARY KEY,
+    password TEXT NOT NULL,
+    created  INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 /// Page cache per connection, in KiB.

@@ -486,15 +486,26 @@ fn apply(
             Ok(WriteResult::Deleted)
         }
         WriteOp::BumpTokenVersion { user } => {
-            let version: i64 = tx
-                .prepare_cached(
-                    "INSERT INTO users (id, token_version) VALUES (?1, 1) ON CONFLICT (id) \
-                     DO UPDATE SET token_version = token_version + 1 RETURNING token_version",
-                )?
-                .query_row(params![user], |row| row.get(0))?;
-            Ok(WriteResult::TokenVersion(version as u64))
+            Ok(WriteResult::TokenVersion(bump_token_version(tx, &user)?))
         }
+        WriteOp::CreateAccount(account) => crate::accounts::create(tx, account),
+        WriteOp::ChangeAccount {
+            user,
+            expected,
+            password_hash,
+        } => crate::accounts::change(tx, &user, &expected, password_hash.as_deref()),
     }
+}
+
+/// Increments a user's token version (from 0 if the user has no row) and returns the new one.
+pub(crate) fn bump_token_version(tx: &Transaction<'_>, user: &str) -> rusqlite::Result<u64> {
+    let version: i64 = tx
+        .prepare_cached(
+            "INSERT INTO users (id, token_version) VALUES (?1, 1) ON CONFLICT (id) \
+             DO UPDATE SET token_version = token_version + 1 RETURNING token_version",
+        )?
+        .query_row(params![user], |row| row.get(0))?;
+    Ok(version as u64)
 }
 
 pub(crate) fn append(

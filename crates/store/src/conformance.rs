@@ -112,6 +112,93 @@ pub async fn run_all(store: &dyn Store) {
     profiles_and_bans(store).await;
     sensitive_words_are_kept_up_to_a_limit(store).await;
     kept_chatrooms_and_standings(store).await;
+    accounts_keep_a_password_hash_and_revoke_tokens_when_it_changes(store).await;
+}
+
+async fn accounts_keep_a_password_hash_and_revoke_tokens_when_it_changes(store: &dyn Store) {
+    let account = |user: &str, hash: &str| {
+        WriteOp::CreateAccount(crate::AccountRecord {
+            user: user.into(),
+            password_hash: hash.into(),
+            created: 1000,
+        })
+    };
+    let change = |expected: &str, hash: Option<&str>| WriteOp::ChangeAccount {
+        user: "ac-a".into(),
+        expected: expected.into(),
+        password_hash: hash.map(String::from),
+    };
+    let version = |r: WriteResult| match r {
+        WriteResult::AccountChanged { token_version } => token_version,
+        other => panic!("expected AccountChanged, got {other:?}"),
+    };
+    // The account's hash (if it has one) and the user's token version.
+    let state = || async {
+        let hash = store.account("ac-a").await.expect("read");
+        let version = store.user_state("ac-a").await.expect("read").token_version;
+        (hash.map(|a| a.password_hash), version)
+    };
+    assert_eq!(store.account("ac-a").await.expect("read"), None);
+    let results = store
+        .write(vec![
+            account("ac-a", "h1"),
+            account("ac-a", "h2"),
+            // A user the store has a record of (here: a profile the app server set) is not
+            // given to an account.
+            WriteOp::SetProfile {
+                user: "ac-app".into(),
+                name: Some("App".into()),
+                portrait: None,
+                extra: None,
+            },
+            account("ac-app", "h3"),
+        ])
+        .await
+        .expect("write");
+    assert_eq!(results[0], WriteResult::AccountCreated { fresh: true });
+    assert_eq!(results[1], WriteResult::AccountCreated { fresh: false });
+    assert_eq!(results[3], WriteResult::AccountCreated { fresh: false });
+    assert_eq!(store.account("ac-app").await.expect("read"), None);
+    assert_eq!(
+        store.account("ac-a").await.expect("read"),
+        Some(crate::AccountRecord {
+            user: "ac-a".into(),
+            password_hash: "h1".into(),
+            created: 1000,
+        })
+    );
+    // The account's user is recorded, and its tokens are untouched so far.
+    let known = store.user_ids_after("ac-", 10).await.expect("read");
+    assert!(known.contains(&"ac-a".to_string()));
+    assert_eq!(state().await, (Some("h1".into()), 0));
+
+    // A change that expects another hash (one that changed meanwhile) writes nothing.
+    assert_eq!(
+        version(one_write(store, change("h0", Some("h9"))).await),
+        None
+    );
+    assert_eq!(state().await, (Some("h1".into()), 0));
+    // The right one replaces the hash and revokes the tokens, in one transaction.
+    assert_eq!(
+        version(one_write(store, change("h1", Some("h2"))).await),
+        Some(1)
+    );
+    assert_eq!(state().await, (Some("h2".into()), 1));
+
+    // Deleting works the same way; the user's record stays, so the name is not given again.
+    assert_eq!(version(one_write(store, change("h1", None)).await), None);
+    assert_eq!(state().await, (Some("h2".into()), 1));
+    assert_eq!(version(one_write(store, change("h2", None)).await), Some(2));
+    assert_eq!(state().await, (None, 2));
+    assert_eq!(
+        version(one_write(store, change("h2", Some("h3"))).await),
+        None
+    );
+    assert_eq!(
+        one_write(store, account("ac-a", "h4")).await,
+        WriteResult::AccountCreated { fresh: false }
+    );
+    assert_eq!(state().await, (None, 2));
 }
 
 async fn kept_chatrooms_and_standings(store: &dyn Store) {

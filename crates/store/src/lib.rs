@@ -445,6 +445,17 @@ pub struct ChatroomUser {
     pub muted_until: i64,
 }
 
+/// A built-in account: a user who signs in with a password instead of a token from an app
+/// server. The account's name is the user id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRecord {
+    pub user: String,
+    /// The password's hash as a PHC string (`$argon2id$v=19$...`); the store only compares it.
+    pub password_hash: String,
+    /// When it was created (ms).
+    pub created: i64,
+}
+
 /// One write in a batch.
 // Nearly all ops are appends; boxing them would add an allocation per message.
 #[allow(clippy::large_enum_variant)]
@@ -533,6 +544,18 @@ pub enum WriteOp {
         room: String,
         standing: ChatroomUser,
     },
+    /// Create an account and record its user (as a profile would: `user_ids_after` lists it),
+    /// unless the user has an account or a record already: an id an app server, a connection
+    /// or an earlier account used is not given to a new account.
+    CreateAccount(AccountRecord),
+    /// If `user`'s account has the password hash `expected`: replace the hash with
+    /// `password_hash`, or delete the account (`None`), and increment the user's token version
+    /// in the same transaction, revoking every earlier token.
+    ChangeAccount {
+        user: String,
+        expected: String,
+        password_hash: Option<String>,
+    },
 }
 
 /// The outcome of one [`WriteOp`].
@@ -600,6 +623,15 @@ pub enum WriteResult {
         inbox_seq: u64,
         /// The read receipt appended for the other participant, with its inbox seq there.
         receipt: Option<(StoredMessage, u64)>,
+    },
+    /// `fresh` is false if the user had an account or a record; nothing was written then.
+    AccountCreated {
+        fresh: bool,
+    },
+    /// The user's new token version; `None` if the account does not exist or its hash was not
+    /// the one expected (it changed meanwhile), and nothing was written.
+    AccountChanged {
+        token_version: Option<u64>,
     },
 }
 
@@ -739,6 +771,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// A kept chatroom and the standings of its banned or muted users (expired ones included).
     async fn chatroom(&self, id: &str) -> Result<Option<(ChatroomRecord, Vec<ChatroomUser>)>>;
+
+    /// A user's built-in account; `None` if the user has none.
+    async fn account(&self, user: &str) -> Result<Option<AccountRecord>>;
 
     /// Flushes and releases the backend. Later calls fail with [`StoreError::Closed`].
     async fn close(&self) -> Result<()>;

@@ -1,6 +1,7 @@
 //! End-to-end tests: each starts a real server on port 0 with a temporary data directory and
 //! drives it through the client SDK, raw WebSocket frames, HTTP, or the `tidings` binary.
 
+mod accounts;
 mod api;
 mod api_chatrooms;
 mod api_users;

@@ -76,6 +76,18 @@ impl TestServer {
             r.shutdown().await.unwrap();
         }
     }
+
+    /// Shuts down and starts again on the same data directory, with the default settings.
+    pub async fn restart(mut self) -> TestServer {
+        self.shutdown().await;
+        let mut config = Config::with_data_dir(self.dir.path());
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.send_rate = 0;
+        TestServer {
+            running: Some(tidings_server::start(&config).await.unwrap()),
+            dir: self.dir,
+        }
+    }
 }
 
 /// The next message event, skipping status events.
@@ -349,6 +361,20 @@ pub async fn api(
     static NONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NONCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let headers = signed(server, &format!("api-{n}-{}", now_ms()), now_ms());
+    let body = (!body.is_null()).then(|| body.to_string());
+    http(server, method, path, headers, body).await
+}
+
+/// An HTTP request: `method` on `path` with `headers`, and `body` as JSON unless it is `None`;
+/// returns (status, JSON body). An empty answer (204) reads as `null`; any other answer must be
+/// JSON.
+pub async fn http(
+    server: &TestServer,
+    method: &str,
+    path: &str,
+    headers: Vec<(&'static str, String)>,
+    body: Option<String>,
+) -> (u16, serde_json::Value) {
     let url = format!("{}{path}", server.url());
     let method = method.to_string();
     tokio::task::spawn_blocking(move || {
@@ -359,17 +385,23 @@ pub async fn api(
         for (k, v) in &headers {
             req = req.header(*k, v);
         }
-        let mut resp = if body.is_null() {
-            agent.run(req.body(()).unwrap()).unwrap()
-        } else {
-            let req = req
-                .header("Content-Type", "application/json")
-                .body(body.to_string())
-                .unwrap();
-            agent.run(req).unwrap()
+        let mut resp = match body {
+            None => agent.run(req.body(()).unwrap()).unwrap(),
+            Some(body) => {
+                let req = req
+                    .header("Content-Type", "application/json")
+                    .body(body)
+                    .unwrap();
+                agent.run(req).unwrap()
+            }
         };
         let status = resp.status().as_u16();
-        let body: serde_json::Value = resp.body_mut().read_json().unwrap();
+        let text = resp.body_mut().read_to_string().unwrap();
+        let body = if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+        };
         (status, body)
     })
     .await
