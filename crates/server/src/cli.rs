@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tidings_client::{Client, ClientConfig, ClientError, Encoding, Event, Outgoing};
-use tidings_store::Store;
-use tidings_store_sqlite::{SqliteConfig, SqliteStore};
 
 /// The server a client subcommand talks to when `--server` is not given.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:9091";
@@ -24,11 +22,9 @@ pub async fn mint_token(
     let creds = crate::credentials::load(data_dir)?;
     let db = data_dir.join(crate::DB_FILE);
     // The token version lives in the database; a data directory without one has only version 0.
+    // Read-only: a server may be running on the database, and it must stay its only writer.
     let version = if db.exists() {
-        let store = SqliteStore::open(&SqliteConfig::new(&db)).context("opening the database")?;
-        let state = store.user_state(user).await?;
-        store.close().await?;
-        state.token_version
+        tidings_store_sqlite::read_token_version(&db, user).context("reading the database")?
     } else {
         0
     };

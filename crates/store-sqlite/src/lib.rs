@@ -80,6 +80,30 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+/// The token version of `user` in the database at `path` (0 for a user it does not know), read
+/// through one read-only connection. For minting tokens offline while a server may be running
+/// on the database: opening a [`SqliteStore`] would start a second writer on it, whose search
+/// index catch-up and checkpoints would change the database behind the server's writer, which
+/// keeps state (the texts waiting to be indexed) on the understanding that it is the only one.
+pub fn read_token_version(path: &std::path::Path, user: &str) -> Result<u64> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(backend)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(backend)?;
+    let version: Option<i64> = conn
+        .query_row(
+            "SELECT token_version FROM users WHERE id = ?1",
+            params![user],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(backend)?;
+    Ok(version.unwrap_or(0) as u64)
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database and runs pending migrations.
     pub fn open(config: &SqliteConfig) -> Result<SqliteStore> {

@@ -592,3 +592,39 @@ fn serve_takes_its_settings_from_the_environment() {
     );
     assert!(!cwd.path().join("data").exists());
 }
+
+/// `tidings token` reads the database of a server that may be running on it (as in the README's
+/// tour). It must only read: a second writer on the database (its search-index catch-up) would
+/// index the server's newest messages behind its back, and the server's own indexing of them
+/// would then fail, failing the next write that flushes the index (here a recall) with 31011.
+#[tokio::test]
+async fn minting_a_token_beside_a_running_server_writes_nothing_to_its_database() {
+    let server = TestServer::start().await;
+    let (alice, _events) = server.client("alice", "phone").await;
+    let sent = alice.send(Outgoing::text("bob", "findable")).await.unwrap();
+    // At once, well within the server's index delay (200 ms).
+    tidings_server::cli::mint_token(server.dir.path(), "carol", None)
+        .await
+        .unwrap();
+    let recalled = alice.recall(1, "bob", sent.seq).await.unwrap();
+    assert!(recalled.recalled);
+    let found = alice.search("findable", None, 0, None).await.unwrap();
+    assert!(found.messages.is_empty(), "a recalled message is not found");
+
+    // What it reads is still the user's token version: after a revocation, a token minted
+    // offline carries the new one and is accepted.
+    let (status, _) = api_post(
+        &server,
+        "/api/v1/users/carol/revoke",
+        signed(&server, "mint-1", now_ms()),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let token = tidings_server::cli::mint_token(server.dir.path(), "carol", None)
+        .await
+        .unwrap();
+    let (carol, _events) = Client::connect(client_config(&server.url(), token))
+        .await
+        .unwrap();
+    assert_eq!(carol.user_id(), "carol");
+}

@@ -1,0 +1,2110 @@
+// TidingsClient: the connection, delivery and the Promise API (shaped after seed 004's
+// RongIMClient). One client owns at most one live transport at a time; everything that must
+// survive a reconnect (the inbox cursor, the reorder buffer, unanswered sends) lives on the
+// client, not on the transport.
+//
+// What it guarantees is what the Rust SDK guarantees: every inbox entry is presented once, in
+// inbox order, across reconnects and transports. Pushes that arrive above a gap are held until
+// sync fills it; duplicates are dropped by inbox seq and uid; acknowledgements are cumulative
+// (QUERYCON of the cursor); after every connect the client resends unanswered sends with their
+// client message ids (flagged dup) and syncs from its cursor, page by page.
+
+import {
+  ConnectionStatus,
+  ConversationType,
+  ErrorCode,
+  MessageDirection,
+  SentStatus,
+  TOKEN_CODES,
+  TidingsError,
+  TransportType,
+  connackErrorCode,
+  isRetryable,
+  statusOfDisconnect,
+} from './codes.js';
+import { Emitter } from './emitter.js';
+import { Inbox } from './inbox.js';
+import { MessageContent, TypingStatusMessage, contentClass, decodeContent, registerMessageType } from './messages.js';
+import { fetchNavigation, navigationOf, nodeOf } from './navi.js';
+import { defaultStorage, readJson } from './storage.js';
+import { PollTransport, WebSocketTransport, errorText, sleep } from './transport.js';
+import { conversationKey, conversationOf, int, messageOf } from './wire.js';
+
+/**
+ * @typedef {import('./types.js').Message} Message
+ * @typedef {import('./types.js').Conversation} Conversation
+ * @typedef {import('./types.js').ConversationChange} ConversationChange
+ * @typedef {import('./types.js').MentionedInfo} MentionedInfo
+ * @typedef {import('./storage.js').StorageProvider} StorageProvider
+ * @typedef {import('./transport.js').Frame} Frame
+ * @typedef {import('./transport.js').Node} Node
+ * @typedef {import('./navi.js').Navigation} Navigation
+ * @typedef {WebSocketTransport | PollTransport} Transport
+ * @typedef {'auto' | 'websocket' | 'polling'} TransportMode
+ */
+
+/**
+ * @typedef {object} InitOptions
+ * @property {string} [navi] the navigation URL (`https://chat.example.com` or its `/navi`);
+ *   in a browser, the page's origin when neither this nor `servers` is given
+ * @property {(string | Partial<Node>)[]} [servers] nodes to connect to, without navigation:
+ *   base URLs (`http://127.0.0.1:9091`) or `{ws, poll, http}` objects
+ * @property {any} [WebSocket] a WebSocket constructor; the global one by default (in Node,
+ *   pass the `ws` package's); `null`: long-polling only
+ * @property {typeof fetch} [fetch] the global `fetch` by default
+ * @property {StorageProvider} [storage] `localStorage` when there is one, else memory
+ * @property {number[]} [reconnectRates] delays between reconnect attempts (ms); the last repeats
+ * @property {TransportMode} [transport] `auto` (WebSocket, falling back to long-polling), or one
+ * @property {string} [deviceId] a stable id for this device; by default one generated and kept
+ *   in the storage (so pages sharing a storage are one device: a second one kicks the first)
+ * @property {string} [platform] `web` by default
+ * @property {boolean} [autoReconnect] reconnect by itself after a connection is lost (default true)
+ * @property {number} [websocketAttempts] failed WebSocket attempts in a row before `auto` falls
+ *   back to long-polling (default 2)
+ * @property {number} [connectTimeoutMs] for opening a transport, and again for the CONNACK (10 s)
+ * @property {number} [naviTimeoutMs] 10 s
+ * @property {number} [sendTimeoutMs] how long a send waits for its PUBACK, across reconnects (30 s)
+ * @property {number} [queryTimeoutMs] 30 s
+ * @property {number} [syncPageSize] inbox entries per sync page (1–500; 100)
+ * @property {number} [syncIntervalMs] a sync runs this often while connected (180 s), besides
+ *   after every connect and whenever a gap shows
+ * @property {number} [pollWaitMs] how long a poll waits (the navigation's, else 25 s)
+ * @property {boolean} [autoAck] acknowledge messages as they are presented (default true)
+ */
+
+/**
+ * @typedef {object} Callback
+ * @property {(value: any, extra?: any) => void} [onSuccess]
+ * @property {(code: number, error: TidingsError) => void} [onError]
+ */
+
+/**
+ * @typedef {object} ConnectCallback
+ * @property {(userId: string) => void} [onSuccess]
+ * @property {() => void} [onTokenIncorrect]
+ * @property {(code: number, error: TidingsError) => void} [onError]
+ */
+
+/**
+ * @typedef {object} SendOptions
+ * @property {string} [pushContent] the text of push notifications (at most 512 bytes)
+ * @property {MentionedInfo} [mentionedInfo] group messages: whom it mentions (or the content's)
+ * @property {string[]} [mentionedUserIds] group messages: the members it mentions
+ * @property {boolean} [mentionAll] group messages: it mentions everyone
+ * @property {string[]} [userIds] group messages: a directed message to these members only
+ * @property {boolean} [isStatus] a status message: never stored, at most once (the content
+ *   class's `isPersited: false` implies it)
+ * @property {string} [clientMsgId] resend a message with the id it had
+ * @property {'NORMAL' | 'LOW'} [priority] chatroom messages
+ * @property {(message: Message) => void} [onBefore] called with the local message (status
+ *   SENDING) before it goes out
+ * @property {(message: Message) => void} [onSuccess]
+ * @property {(code: number, error: TidingsError) => void} [onError]
+ */
+
+/**
+ * @typedef {object} HistoryOptions
+ * @property {number} [beforeSeq]
+ * @property {number} [afterSeq]
+ * @property {number} [beforeTime] ms
+ * @property {number} [afterTime] ms
+ * @property {number} [count] 1–100 (20)
+ */
+
+const DEFAULTS = Object.freeze({
+  reconnectRates: [100, 1000, 3000, 6000, 10000],
+  transport: /** @type {TransportMode} */ ('auto'),
+  platform: 'web',
+  autoReconnect: true,
+  websocketAttempts: 2,
+  connectTimeoutMs: 10_000,
+  naviTimeoutMs: 10_000,
+  sendTimeoutMs: 30_000,
+  queryTimeoutMs: 30_000,
+  syncPageSize: 100,
+  syncIntervalMs: 180_000,
+  autoAck: true,
+});
+
+/**
+ * Delivered entries are acknowledged together, by one QUERYCON of the cursor, at most this long
+ * after the first of them was presented, or once `CONFIRM_BATCH` wait: far below the server's
+ * 10 s resend timeout, and one frame instead of one each.
+ */
+const CONFIRM_DELAY_MS = 50;
+const CONFIRM_BATCH = 64;
+/** Application queries are numbered from here; sync pages count up from 1. */
+const FIRST_QUERY_ID = 2 ** 31;
+/** Conversations kept in the storage's cache. */
+const CACHED_CONVERSATIONS = 200;
+/** Built-in types, which always count as unread. */
+const BUILT_IN = new Set(['text', 'image', 'file', 'voice', 'location', 'rich']);
+
+/** A connection attempt that failed. */
+class ConnectError extends TidingsError {
+  /**
+   * @param {number} code
+   * @param {string} message
+   * @param {{ serverCode?: number, refused?: boolean, final?: boolean }} [how]
+   */
+  constructor(code, message, how = {}) {
+    super(code, message, how.serverCode);
+    /** The server answered (a refused CONNACK), rather than the transport failing. */
+    this.refused = how.refused ?? false;
+    /** Retrying would repeat the refusal. */
+    this.final = how.final ?? false;
+    /** The transport could not be opened or carried no CONNACK (not navigation, not a refusal). */
+    this.carriage = false;
+  }
+}
+
+/** @param {unknown} e */
+function asConnectError(e) {
+  if (e instanceof ConnectError) return e;
+  if (e instanceof TidingsError) return new ConnectError(e.code, e.message, { serverCode: e.serverCode });
+  return new ConnectError(ErrorCode.RC_SOCKET_NOT_CREATED, errorText(e));
+}
+
+/**
+ * @typedef {object} Link one established connection
+ * @property {Transport} transport
+ * @property {string} sessionId
+ * @property {number} heartbeatMs
+ * @property {number} lastInbound
+ * @property {ReturnType<typeof setInterval> | null} pingTimer
+ * @property {ReturnType<typeof setInterval> | null} syncTimer
+ */
+
+/**
+ * @typedef {object} PendingSend a send waiting for its PUBACK
+ * @property {Record<string, unknown>} send the frame's `send` body
+ * @property {Message} message
+ * @property {(m: Message) => void} resolve
+ * @property {(e: TidingsError) => void} reject
+ * @property {ReturnType<typeof setTimeout>} timer
+ */
+
+/**
+ * @typedef {{ wire: Record<string, any>, offline: boolean }} Entry an inbox entry to present
+ */
+
+/**
+ * A fresh client message id: the time and 64 random bits, in hex (as the Rust SDK).
+ */
+function newClientMsgId() {
+  return `${Date.now().toString(16)}-${randomHex(8)}`;
+}
+
+/** @param {number} bytes */
+function randomHex(bytes) {
+  const b = new Uint8Array(bytes);
+  /** @type {any} */
+  const g = globalThis;
+  if (g.crypto?.getRandomValues) g.crypto.getRandomValues(b);
+  else for (let i = 0; i < bytes; i++) b[i] = Math.floor(Math.random() * 256);
+  return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+}
+
+/**
+ * Whether `v` is a seed-style callback object.
+ * @param {unknown} v
+ * @returns {v is Callback}
+ */
+function isCallback(v) {
+  if (!v || typeof v !== 'object') return false;
+  const o = /** @type {Record<string, unknown>} */ (v);
+  return typeof o.onSuccess === 'function' || typeof o.onError === 'function';
+}
+
+/**
+ * Calls a seed-style callback when the promise settles, and answers the promise. A rejection
+ * that the callback handles is not an unhandled rejection.
+ * @template T
+ * @param {Promise<T>} promise
+ * @param {Callback | undefined} cb
+ * @returns {Promise<T>}
+ */
+function withCallback(promise, cb) {
+  if (!cb) return promise;
+  promise.then(
+    (v) => cb.onSuccess?.(v),
+    (e) => cb.onError?.(e instanceof TidingsError ? e.code : ErrorCode.UNKNOWN, e),
+  );
+  promise.catch(() => {});
+  return promise;
+}
+
+export class TidingsClient {
+  /** @type {TidingsClient | null} */
+  static #instance = null;
+
+  /**
+   * Seed 004's `RongIMClient.init`: makes the default instance (see `getInstance`).
+   * @param {string} appKey
+   * @param {InitOptions} [options]
+   */
+  static init(appKey, options) {
+    const client = new TidingsClient();
+    client.init(appKey, options);
+    TidingsClient.#instance = client;
+    return client;
+  }
+
+  /** The instance `TidingsClient.init` made. */
+  static getInstance() {
+    if (!TidingsClient.#instance) {
+      throw new TidingsError(ErrorCode.BIZ_ERROR_CLIENT_NOT_INIT, 'call TidingsClient.init first');
+    }
+    return TidingsClient.#instance;
+  }
+
+  /**
+   * @param {string} token
+   * @param {ConnectCallback} [callback]
+   */
+  static connect(token, callback) {
+    return TidingsClient.getInstance().connect(token, callback);
+  }
+
+  /** @param {{ onChanged: (status: number, detail?: { code: number, message: string }) => void }} listener */
+  static setConnectionStatusListener(listener) {
+    TidingsClient.getInstance().setConnectionStatusListener(listener);
+  }
+
+  /** @param {{ onReceived: (message: Message) => void }} listener */
+  static setOnReceiveMessageListener(listener) {
+    TidingsClient.getInstance().setOnReceiveMessageListener(listener);
+  }
+
+  /**
+   * @param {ConnectCallback | { auto?: boolean, rate?: number[] }} [callbackOrConfig]
+   * @param {{ auto?: boolean, rate?: number[] }} [config]
+   */
+  static reconnect(callbackOrConfig, config) {
+    return TidingsClient.getInstance().reconnect(callbackOrConfig, config);
+  }
+
+  static registerMessageType = registerMessageType;
+
+  /** @type {string} */
+  #appKey = '';
+  /** @type {Required<Omit<InitOptions, 'navi' | 'servers' | 'deviceId' | 'pollWaitMs' | 'WebSocket'>> & { navi?: string, servers?: Node[], deviceId: string, pollWaitMs?: number, WebSocket: any }} */
+  #options = /** @type {any} */ (null);
+  #events = new Emitter();
+  /** @type {{ onChanged: (status: number, detail?: { code: number, message: string }) => void } | null} */
+  #statusListener = null;
+  /** @type {{ onReceived: (message: Message) => void } | null} */
+  #messageListener = null;
+
+  #status = /** @type {number} */ (ConnectionStatus.DISCONNECTED);
+  /** @type {string | null} */
+  #token = null;
+  #userId = '';
+  /** @type {Link | null} */
+  #link = null;
+  /** The transport this client uses now (`auto` falls back from WebSocket to polling). */
+  /** @type {'websocket' | 'polling'} */
+  #kind = 'websocket';
+  #wsFailures = 0;
+  #reportedNoWebSocket = false;
+  /** The application wants to be connected: reconnect after a loss. */
+  #wantOnline = false;
+  /** @type {Promise<string> | null} */
+  #attempting = null;
+  /** @type {ReturnType<typeof setTimeout> | null} */
+  #reconnectTimer = null;
+  #attempt = 0;
+  #everConnected = false;
+  /** @type {Navigation | null} */
+  #navigation = null;
+  #deltaTime = 0;
+
+  /** @type {Inbox<Entry>} */
+  #inbox = new Inbox(null);
+  /** @type {Map<number, PendingSend>} */
+  #pending = new Map();
+  #nextPacketId = 0;
+  /** @type {Map<number, { resolve: (q: Record<string, any>) => void, reject: (e: TidingsError) => void, timer: ReturnType<typeof setTimeout> }>} */
+  #queries = new Map();
+  #nextQueryId = FIRST_QUERY_ID;
+  #syncing = false;
+  #syncQueryId = 0;
+  /** @type {(() => void)[]} */
+  #syncWaiters = [];
+  /** @type {ReturnType<typeof setTimeout> | null} */
+  #confirmTimer = null;
+  #unconfirmed = 0;
+  #stats = { duplicatesDropped: 0, dupFlagged: 0, reconnects: 0, resentPublishes: 0 };
+
+  /** @type {Map<string, Conversation>} */
+  #conversations = new Map();
+  /** The user whose conversations and cursor are loaded. */
+  #loadedFor = '';
+  #saveQueued = false;
+  /** @type {(() => void) | null} */
+  #onlineHandler = null;
+
+  /**
+   * Sets the client up (seed 004's `init`). Call once, before `connect`.
+   * @param {string} appKey the app's key (namespaces what is kept in the storage)
+   * @param {InitOptions} [options]
+   * @returns {this}
+   */
+  init(appKey, options = {}) {
+    /** @type {any} */
+    const g = globalThis;
+    const storage = options.storage ?? defaultStorage();
+    const deviceId = options.deviceId ?? this.#storedDeviceId(appKey, storage);
+    this.#appKey = appKey;
+    this.#options = {
+      ...DEFAULTS,
+      ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)),
+      storage,
+      deviceId,
+      // `null` says there is none (long-polling only), even where a global one exists.
+      WebSocket: options.WebSocket === undefined ? (g.WebSocket ?? null) : options.WebSocket,
+      fetch: options.fetch ?? g.fetch?.bind(g),
+      servers: options.servers?.map(nodeOf),
+      navi: options.navi ?? (options.servers ? undefined : g.location?.origin),
+    };
+    if (this.#options.reconnectRates.length === 0) this.#options.reconnectRates = [...DEFAULTS.reconnectRates];
+    const mode = this.#options.transport;
+    this.#kind = mode === 'polling' || (mode === 'auto' && !this.#options.WebSocket) ? 'polling' : 'websocket';
+    return this;
+  }
+
+  /**
+   * @param {string} appKey
+   * @param {StorageProvider} storage
+   */
+  #storedDeviceId(appKey, storage) {
+    const key = `tidings:${appKey}:deviceId`;
+    const kept = storage.getItem(key);
+    if (kept) return kept;
+    const id = `web-${randomHex(8)}`;
+    storage.setItem(key, id);
+    return id;
+  }
+
+  #requireInit() {
+    if (!this.#options) throw new TidingsError(ErrorCode.BIZ_ERROR_CLIENT_NOT_INIT, 'call init first');
+  }
+
+  // ---------------------------------------------------------------- listeners and state
+
+  /**
+   * Seed 004's status listener: `onChanged(status)` with a `ConnectionStatus` (or, for a
+   * session the server ended for a reason with no status of its own, the server's code).
+   * @param {{ onChanged: (status: number, detail?: { code: number, message: string }) => void }} listener
+   */
+  setConnectionStatusListener(listener) {
+    this.#statusListener = listener;
+  }
+
+  /**
+   * Seed 004's message listener: `onReceived(message)` for every message presented, in order,
+   * once.
+   * @param {{ onReceived: (message: Message) => void }} listener
+   */
+  setOnReceiveMessageListener(listener) {
+    this.#messageListener = listener;
+  }
+
+  /**
+   * Listens to an event: `message` (Message), `status` (status, detail), `conversation`
+   * (Conversation, from the cache, after it changed), `typing`, `readReceipt`,
+   * `messagesDeleted`, `quietHours`, `presence`, `chatroom`, `transport` ('websocket' |
+   * 'polling'), `sentStatus` (Message), `error` (an error a listener threw).
+   * @param {string} event
+   * @param {(...args: any[]) => void} listener
+   * @returns {() => void} removes the listener
+   */
+  on(event, listener) {
+    return this.#events.on(event, listener);
+  }
+
+  /**
+   * @param {string} event
+   * @param {(...args: any[]) => void} listener
+   */
+  off(event, listener) {
+    this.#events.off(event, listener);
+  }
+
+  getCurrentUserId() {
+    return this.#userId;
+  }
+
+  getCurrentConnectionStatus() {
+    return this.#status;
+  }
+
+  /** The transport in use (or to be used next): `TransportType.WEBSOCKET` or `XHR_POLLING`. */
+  getTransportType() {
+    return this.#kind === 'websocket' ? TransportType.WEBSOCKET : TransportType.XHR_POLLING;
+  }
+
+  /** `websocket` or `polling`: the transport in use (or to be used next). */
+  get transport() {
+    return this.#kind;
+  }
+
+  /** The device id this client connects as. */
+  get deviceId() {
+    this.#requireInit();
+    return this.#options.deviceId;
+  }
+
+  /** Server time minus this clock (ms), from the last CONNACK (or navigation). */
+  getDeltaTime() {
+    return this.#deltaTime;
+  }
+
+  /** The server's clock now, as estimated from this one (ms). */
+  getServerTime() {
+    return Date.now() + this.#deltaTime;
+  }
+
+  /** Counters, for diagnostics and tests. */
+  get stats() {
+    return { ...this.#stats, duplicatesDropped: this.#stats.duplicatesDropped + this.#inbox.duplicatesDropped };
+  }
+
+  /** The highest inbox seq presented with nothing missing below (null before a connection). */
+  get cursor() {
+    return this.#inbox.cursor;
+  }
+
+  /**
+   * @param {number} status
+   * @param {{ code: number, message: string }} [detail]
+   */
+  #setStatus(status, detail) {
+    this.#status = status;
+    this.#report(status, detail);
+  }
+
+  /**
+   * Reports a status without making it the current one (navigation progress, fallback).
+   * @param {number} status
+   * @param {{ code: number, message: string }} [detail]
+   */
+  #report(status, detail) {
+    if (this.#statusListener) {
+      try {
+        this.#statusListener.onChanged(status, detail);
+      } catch (e) {
+        this.#events.report(e);
+      }
+    }
+    this.#events.emit('status', status, detail);
+  }
+
+  // ---------------------------------------------------------------- connecting
+
+  /**
+   * Connects and authenticates; resolves with the user id. In `auto` transport mode a
+   * WebSocket that fails `websocketAttempts` times in a row gives way to long-polling, within
+   * this call. Once connected, a lost connection is made again by itself (see `reconnectRates`).
+   * @param {string} token
+   * @param {ConnectCallback} [callback]
+   * @returns {Promise<string>}
+   */
+  connect(token, callback) {
+    const p = this.#connect(token);
+    if (callback) {
+      p.then(
+        (id) => callback.onSuccess?.(id),
+        (e) => {
+          if (TOKEN_CODES.has(e.serverCode) && callback.onTokenIncorrect) callback.onTokenIncorrect();
+          else callback.onError?.(e.code, e);
+        },
+      );
+      p.catch(() => {});
+    }
+    return p;
+  }
+
+  /** @param {string} token */
+  async #connect(token) {
+    this.#requireInit();
+    if (this.#attempting) throw new TidingsError(ErrorCode.BIZ_ERROR_CONNECTING, 'already connecting');
+    if (this.#link && this.#token === token) return this.#userId;
+    if (this.#link) await this.#closeLink();
+    this.#cancelReconnect();
+    this.#token = token;
+    this.#wantOnline = true;
+    this.#attempt = 0;
+    this.#watchOnline(true);
+    if (this.#options.transport === 'auto' && !this.#options.WebSocket && !this.#reportedNoWebSocket) {
+      this.#reportedNoWebSocket = true;
+      this.#report(ConnectionStatus.WEBSOCKET_UNAVAILABLE, {
+        code: ErrorCode.RC_SOCKET_NOT_CREATED,
+        message: 'no WebSocket here: using long-polling',
+      });
+    }
+    for (;;) {
+      const kind = this.#kind;
+      try {
+        return await this.#attemptOnce();
+      } catch (e) {
+        const err = asConnectError(e);
+        if (!this.#wantOnline) throw err;
+        // Within connect, only the WebSocket → long-polling fallback is retried: other
+        // failures are the caller's to see.
+        const fellBack = kind === 'websocket' && this.#kind === 'polling';
+        const retryWs = kind === 'websocket' && this.#options.transport === 'auto' && err.carriage;
+        if (!err.final && (fellBack || retryWs)) {
+          if (!fellBack) await sleep(this.#options.reconnectRates[0]);
+          if (this.#wantOnline) continue;
+        }
+        this.#wantOnline = false;
+        this.#watchOnline(false);
+        this.#failPending(err.code, err.message);
+        this.#setStatus(this.#statusOfFailure(err), { code: err.serverCode, message: err.message });
+        throw err;
+      }
+    }
+  }
+
+  /**
+   * The status a failed attempt leaves: a refusal's own, else the network is unavailable.
+   * @param {ConnectError} err
+   */
+  #statusOfFailure(err) {
+    if (err.refused) return statusOfDisconnect(err.serverCode, !err.final);
+    return ConnectionStatus.NETWORK_UNAVAILABLE;
+  }
+
+  /**
+   * Reconnects (seed 004's `reconnect`). Without `auto`, one attempt now; with it, one after
+   * each delay of `rate`, rejecting with `NETWORK_UNAVAILABLE` (3) when they run out. A refusal
+   * that retrying would repeat (a bad token) rejects at once.
+   * @param {ConnectCallback | { auto?: boolean, rate?: number[] }} [callbackOrConfig]
+   * @param {{ auto?: boolean, rate?: number[] }} [config]
+   * @returns {Promise<string>}
+   */
+  reconnect(callbackOrConfig, config) {
+    /** @type {ConnectCallback | undefined} */
+    let callback;
+    if (isCallback(callbackOrConfig)) callback = /** @type {ConnectCallback} */ (callbackOrConfig);
+    else config = config ?? /** @type {{ auto?: boolean, rate?: number[] }} */ (callbackOrConfig);
+    return withCallback(this.#reconnect(config ?? {}), callback);
+  }
+
+  /** @param {{ auto?: boolean, rate?: number[] }} config */
+  async #reconnect(config) {
+    this.#requireInit();
+    if (!this.#token) throw new TidingsError(ErrorCode.BIZ_ERROR_CLIENT_NOT_INIT, 'connect first');
+    if (this.#link) return this.#userId;
+    this.#cancelReconnect();
+    this.#wantOnline = true;
+    this.#watchOnline(true);
+    const delays = config.auto ? (config.rate ?? this.#options.reconnectRates) : [0];
+    /** @type {ConnectError | null} */
+    let last = null;
+    for (const delay of delays) {
+      if (delay > 0) await sleep(delay);
+      if (!this.#wantOnline) break;
+      if (this.#link) return this.#userId;
+      try {
+        return await this.#attemptOnce();
+      } catch (e) {
+        last = asConnectError(e);
+        if (last.final) {
+          this.#endForGood(last.serverCode, last.message);
+          throw last;
+        }
+      }
+    }
+    if (this.#wantOnline && this.#options.autoReconnect) this.#scheduleReconnect();
+    throw new TidingsError(
+      config.auto ? ConnectionStatus.NETWORK_UNAVAILABLE : (last?.code ?? ConnectionStatus.NETWORK_UNAVAILABLE),
+      last?.message ?? 'not connected',
+    );
+  }
+
+  /**
+   * One attempt: navigation, then a race over the nodes; the winner becomes the link.
+   * @returns {Promise<string>}
+   */
+  #attemptOnce() {
+    if (!this.#attempting) {
+      this.#attempting = this.#attemptUnguarded().finally(() => {
+        this.#attempting = null;
+      });
+    }
+    return this.#attempting;
+  }
+
+  async #attemptUnguarded() {
+    this.#setStatus(ConnectionStatus.CONNECTING);
+    const nav = await this.#navigate();
+    const kind = this.#kind;
+    let won;
+    try {
+      won = await this.#race(nav, kind);
+    } catch (e) {
+      const err = asConnectError(e);
+      // The next attempt asks the navigation again: the nodes may have changed.
+      if (this.#options.navi) this.#navigation = null;
+      err.carriage = !err.refused;
+      if (kind === 'websocket' && err.carriage) this.#websocketFailed();
+      throw err;
+    }
+    if (!this.#wantOnline) {
+      // Disconnected while connecting.
+      won.transport.close({ disconnect: { code: ErrorCode.CLIENT_DISCONNECTED } });
+      throw new ConnectError(ErrorCode.CLIENT_DISCONNECTED, 'disconnected while connecting', { final: true });
+    }
+    if (kind === 'websocket') this.#wsFailures = 0;
+    this.#established(won.transport, won.connack);
+    return this.#userId;
+  }
+
+  /** Counts a failed WebSocket attempt; in `auto` mode, enough of them switch to polling. */
+  #websocketFailed() {
+    this.#wsFailures += 1;
+    if (this.#options.transport === 'auto' && this.#wsFailures >= this.#options.websocketAttempts) {
+      this.#kind = 'polling';
+      this.#report(ConnectionStatus.WEBSOCKET_UNAVAILABLE, {
+        code: ErrorCode.RC_SOCKET_NOT_CREATED,
+        message: `WebSocket failed ${this.#wsFailures} times: falling back to long-polling`,
+      });
+      this.#events.emit('transport', this.#kind);
+    }
+  }
+
+  /**
+   * Where to connect: the configured servers, or the navigation's nodes (fetched once and kept
+   * in the storage, which also answers when the navigation cannot be reached).
+   * @returns {Promise<Navigation>}
+   */
+  async #navigate() {
+    const o = this.#options;
+    if (o.servers && o.servers.length > 0) return { nodes: o.servers };
+    if (this.#navigation) return this.#navigation;
+    if (!o.navi) {
+      throw new ConnectError(ErrorCode.BIZ_ERROR_INVALID_PARAMETER, 'init needs `navi` or `servers`', { final: true });
+    }
+    const key = `tidings:${this.#appKey}:navi`;
+    this.#report(ConnectionStatus.REQUEST_NAVI);
+    try {
+      const nav = await fetchNavigation(o.navi, o.fetch, o.naviTimeoutMs);
+      this.#report(ConnectionStatus.RESPONSE_NAVI);
+      o.storage.setItem(key, JSON.stringify(nav));
+      if (nav.serverTime) this.#deltaTime = nav.serverTime - (nav.receivedAt ?? Date.now());
+      this.#navigation = nav;
+      return nav;
+    } catch (e) {
+      const err = asConnectError(e);
+      this.#report(
+        err.code === ErrorCode.RC_HTTP_REQ_TIMEOUT
+          ? ConnectionStatus.RESPONSE_NAVI_TIMEOUT
+          : ConnectionStatus.RESPONSE_NAVI_ERROR,
+        { code: err.code, message: err.message },
+      );
+      // The last answer kept, if any, still says where the nodes were.
+      const kept = readJson(o.storage, key);
+      if (kept) {
+        try {
+          return navigationOf(kept, Date.now());
+        } catch {
+          // Unusable: report the navigation's own failure.
+        }
+      }
+      throw err;
+    }
+  }
+
+  /**
+   * Opens a transport to every node at once. CONNECTs go one at a time, on the transports in
+   * the order they opened, and the first accepted wins: CONNECTs of one device on two nodes
+   * at once would kick each other (same device id), so they are never concurrent.
+   * @param {Navigation} nav
+   * @param {'websocket' | 'polling'} kind
+   * @returns {Promise<{ transport: Transport, connack: Record<string, any> }>}
+   */
+  #race(nav, kind) {
+    const o = this.#options;
+    const frame = {
+      connect: { protocolVersion: 1, token: this.#token, deviceId: o.deviceId, platform: o.platform },
+    };
+    const waitMs = o.pollWaitMs ?? nav.pollWaitMs ?? 25_000;
+    /** @type {Transport[]} */
+    const transports = nav.nodes.map((n) =>
+      kind === 'websocket'
+        ? new WebSocketTransport(n.ws, o.WebSocket)
+        : new PollTransport(n, o.fetch, { waitMs, probe: nav.nodes.length > 1 }),
+    );
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      let busy = false;
+      let alive = transports.length;
+      /** @type {Transport[]} */
+      const ready = [];
+      /** @type {ConnectError[]} */
+      const errors = [];
+      /** @param {Transport | null} keep */
+      const closeAll = (keep) => {
+        for (const t of transports) if (t !== keep) t.close();
+      };
+      const giveUp = () => {
+        if (settled || alive > 0) return;
+        settled = true;
+        reject(errors.find((e) => e.refused) ?? errors[0] ?? new ConnectError(ErrorCode.RC_NODE_NOT_FOUND, 'no node'));
+      };
+      const next = () => {
+        if (settled || busy) return;
+        const t = ready.shift();
+        if (!t) return giveUp();
+        busy = true;
+        t.connect(frame, o.connectTimeoutMs).then(
+          (first) => {
+            busy = false;
+            if (settled) return void t.close();
+            const ack = first.connack;
+            if (ack && int(ack.code) === 0) {
+              settled = true;
+              closeAll(t);
+              resolve({ transport: t, connack: ack });
+              return;
+            }
+            t.close();
+            alive -= 1;
+            const err = ack
+              ? new ConnectError(connackErrorCode(int(ack.code)), String(ack.message ?? ''), {
+                  serverCode: int(ack.code),
+                  refused: true,
+                  final: !isRetryable(int(ack.code)),
+                })
+              : first.disconnect
+                ? new ConnectError(int(first.disconnect.code), String(first.disconnect.message ?? ''), {
+                    refused: true,
+                    final: !first.disconnect.reconnect,
+                  })
+                : new ConnectError(ErrorCode.RC_SOCKET_NOT_CREATED, 'unexpected frame during the handshake');
+            errors.push(err);
+            if (err.final) {
+              settled = true;
+              closeAll(null);
+              reject(err);
+              return;
+            }
+            next();
+          },
+          (e) => {
+            busy = false;
+            t.close();
+            alive -= 1;
+            errors.push(asConnectError(e));
+            next();
+          },
+        );
+      };
+      for (const t of transports) {
+        t.open(o.connectTimeoutMs).then(
+          () => {
+            if (settled) return void t.close();
+            ready.push(t);
+            next();
+          },
+          (e) => {
+            alive -= 1;
+            errors.push(asConnectError(e));
+            if (!busy) next();
+            else giveUp();
+          },
+        );
+      }
+    });
+  }
+
+  /**
+   * Takes an accepted connection into use: what the Rust SDK does after its handshake.
+   * @param {Transport} transport
+   * @param {Record<string, any>} connack
+   */
+  #established(transport, connack) {
+    const userId = String(connack.userId ?? '');
+    if (this.#userId && this.#userId !== userId) this.#forgetUser();
+    this.#userId = userId;
+    this.#loadUser();
+    const heartbeatMs = Math.max(100, int(connack.heartbeatMs) || 30_000);
+    /** @type {Link} */
+    const link = {
+      transport,
+      sessionId: String(connack.sessionId ?? ''),
+      heartbeatMs,
+      lastInbound: Date.now(),
+      pingTimer: null,
+      syncTimer: null,
+    };
+    this.#link = link;
+    const serverTime = int(connack.serverTime);
+    if (serverTime > 0) this.#deltaTime = serverTime - Date.now();
+    const serverCursor = int(connack.cursor);
+    if (this.#inbox.cursor === null) {
+      // Where this storage got to, or where the server says this device got to, whichever is
+      // further: both were presented here.
+      this.#inbox.cursor = Math.max(this.#storedCursor() ?? 0, serverCursor);
+    }
+    transport.start(
+      (f) => this.#onFrame(link, f),
+      (reason) => this.#linkEnded(link, { ...reason, reconnect: true, fromServer: false }),
+    );
+    if (this.#link !== link) return;
+    // Sends still waiting for a PUBACK go again, flagged dup, with their client message ids.
+    for (const id of [...this.#pending.keys()].sort((a, b) => a - b)) this.#writePublish(id, true);
+    const cursor = this.#inbox.cursor ?? 0;
+    // The server's record of this device is behind (an acknowledgement was lost with the last
+    // connection): bring it up to date.
+    if (this.#options.autoAck && cursor > serverCursor) {
+      this.#send({ querycon: { queryId: 0, inboxSeq: String(cursor) } });
+    }
+    // The CONNACK's inbox seq was read after the server registered this connection: anything
+    // newer is pushed. So a client already that far along has nothing to sync.
+    if (!this.#syncing && (cursor < int(connack.inboxSeq) || this.#inbox.gapped)) this.#startSync();
+    link.pingTimer = setInterval(() => this.#heartbeat(link), heartbeatMs);
+    link.syncTimer = setInterval(() => {
+      if (this.#link === link && !this.#syncing) this.#startSync();
+    }, this.#options.syncIntervalMs);
+    this.#attempt = 0;
+    if (this.#everConnected) this.#stats.reconnects += 1;
+    this.#everConnected = true;
+    this.#events.emit('transport', this.#kind);
+    this.#setStatus(ConnectionStatus.CONNECTED);
+  }
+
+  /** @param {Link} link */
+  #heartbeat(link) {
+    if (this.#link !== link) return;
+    if (Date.now() - link.lastInbound >= 3 * link.heartbeatMs) {
+      this.#linkEnded(link, {
+        code: ErrorCode.RC_PONG_RECV_FAIL,
+        message: 'nothing from the server for 3 heartbeat intervals',
+        reconnect: true,
+        fromServer: false,
+      });
+      return;
+    }
+    this.#send({ pingreq: {} });
+  }
+
+  /**
+   * A connection ended: by the server's DISCONNECT, or by the transport.
+   * @param {Link} link
+   * @param {{ code: number, message: string, reconnect: boolean, fromServer: boolean }} end
+   */
+  #linkEnded(link, end) {
+    if (this.#link !== link) return;
+    this.#dropLink();
+    link.transport.close();
+    if (!end.reconnect) {
+      this.#endForGood(end.code, end.message);
+      return;
+    }
+    const status = end.fromServer ? ConnectionStatus.CONNECTION_CLOSED : ConnectionStatus.NETWORK_UNAVAILABLE;
+    this.#setStatus(status, { code: end.code, message: end.message });
+    if (this.#wantOnline && this.#options.autoReconnect) this.#scheduleReconnect();
+  }
+
+  /**
+   * The session is over and reconnecting would repeat the refusal (kicked, banned, token revoked).
+   * @param {number} code
+   * @param {string} message
+   */
+  #endForGood(code, message) {
+    this.#wantOnline = false;
+    this.#cancelReconnect();
+    this.#watchOnline(false);
+    this.#failPending(code, message);
+    this.#setStatus(statusOfDisconnect(code, false), { code, message });
+  }
+
+  /** Forgets the current link: timers, waiting queries, the sync in progress. */
+  #dropLink() {
+    const link = this.#link;
+    if (!link) return;
+    this.#link = null;
+    if (link.pingTimer) clearInterval(link.pingTimer);
+    if (link.syncTimer) clearInterval(link.syncTimer);
+    if (this.#confirmTimer) clearTimeout(this.#confirmTimer);
+    this.#confirmTimer = null;
+    this.#unconfirmed = 0;
+    this.#syncing = false;
+    // Their answers cannot come on another connection.
+    for (const [id, q] of this.#queries) {
+      clearTimeout(q.timer);
+      q.reject(new TidingsError(ErrorCode.RC_SOCKET_DISCONNECTED, 'the connection was lost'));
+      this.#queries.delete(id);
+    }
+    this.#wakeSyncWaiters();
+    this.#saveCursor();
+  }
+
+  #scheduleReconnect() {
+    if (this.#reconnectTimer) return;
+    const rates = this.#options.reconnectRates;
+    const delay = rates[Math.min(this.#attempt, rates.length - 1)];
+    this.#attempt += 1;
+    this.#reconnectTimer = setTimeout(() => {
+      this.#reconnectTimer = null;
+      this.#backgroundAttempt();
+    }, delay);
+  }
+
+  async #backgroundAttempt() {
+    if (!this.#wantOnline || this.#link) return;
+    try {
+      await this.#attemptOnce();
+    } catch (e) {
+      const err = asConnectError(e);
+      if (!this.#wantOnline) return;
+      if (err.final) {
+        this.#endForGood(err.serverCode, err.message);
+        return;
+      }
+      this.#setStatus(ConnectionStatus.NETWORK_UNAVAILABLE, { code: err.code, message: err.message });
+      this.#scheduleReconnect();
+    }
+  }
+
+  #cancelReconnect() {
+    if (this.#reconnectTimer) clearTimeout(this.#reconnectTimer);
+    this.#reconnectTimer = null;
+  }
+
+  /**
+   * In a browser, reconnect at once when the network comes back.
+   * @param {boolean} on
+   */
+  #watchOnline(on) {
+    /** @type {any} */
+    const g = globalThis;
+    if (typeof g.window === 'undefined' || typeof g.window.addEventListener !== 'function') return;
+    if (on && !this.#onlineHandler) {
+      this.#onlineHandler = () => {
+        if (this.#wantOnline && !this.#link && this.#reconnectTimer) {
+          this.#cancelReconnect();
+          this.#backgroundAttempt();
+        }
+      };
+      g.window.addEventListener('online', this.#onlineHandler);
+    } else if (!on && this.#onlineHandler) {
+      g.window.removeEventListener('online', this.#onlineHandler);
+      this.#onlineHandler = null;
+    }
+  }
+
+  /**
+   * Says goodbye and stops; sends still waiting fail. Resolves once the goodbye went out.
+   * @returns {Promise<void>}
+   */
+  async disconnect() {
+    this.#wantOnline = false;
+    this.#cancelReconnect();
+    this.#watchOnline(false);
+    await this.#closeLink();
+    this.#failPending(ErrorCode.CLIENT_DISCONNECTED, 'the client disconnected');
+    this.#saveConversations();
+    this.#setStatus(ConnectionStatus.DISCONNECTED);
+  }
+
+  /** Acknowledges what waits, says goodbye and closes the current link. */
+  async #closeLink() {
+    const link = this.#link;
+    if (!link) return;
+    if (this.#confirmTimer || this.#unconfirmed > 0) this.#confirm();
+    this.#dropLink();
+    await link.transport.close({ disconnect: { code: ErrorCode.CLIENT_DISCONNECTED } });
+  }
+
+  // ---------------------------------------------------------------- frames in
+
+  /**
+   * @param {Link} link
+   * @param {Frame} frame
+   */
+  #onFrame(link, frame) {
+    if (this.#link !== link) return;
+    link.lastInbound = Date.now();
+    if (frame.publish) this.#onPublish(frame);
+    else if (frame.puback) this.#onPuback(frame.puback);
+    else if (frame.queryack) this.#onQueryAck(frame.queryack);
+    else if (frame.disconnect) {
+      const d = frame.disconnect;
+      this.#linkEnded(link, {
+        code: int(d.code),
+        message: String(d.message ?? ''),
+        reconnect: Boolean(d.reconnect),
+        fromServer: true,
+      });
+    }
+    // PINGRESP: the activity is what counts. A stray CONNACK changes nothing.
+  }
+
+  /** @param {Frame} frame */
+  #onPublish(frame) {
+    const m = frame.publish.message;
+    if (!m) return;
+    const type = int(m.conversationType);
+    if (int(frame.qos) === 0) {
+      this.#onStatusMessage(m, type);
+      return;
+    }
+    if (frame.dup) this.#stats.dupFlagged += 1;
+    const seq = int(m.inboxSeq);
+    const repeat = seq <= (this.#inbox.cursor ?? 0);
+    this.#offer(m, false);
+    const presented = this.#flush();
+    // Acknowledge what was presented, and again a repeat of something presented earlier (its
+    // first acknowledgement may have been lost): the cursor covers both.
+    this.#toConfirm(presented + (repeat ? 1 : 0));
+    // A gap below what arrived: fetch it.
+    if (this.#inbox.gapped && !this.#syncing) this.#startSync();
+  }
+
+  /**
+   * A message that is not an inbox entry: typing and other status messages, presence, chatroom
+   * items. At most once; nothing to acknowledge.
+   * @param {Record<string, any>} m
+   * @param {number} type
+   */
+  #onStatusMessage(m, type) {
+    if (type === ConversationType.CHATROOM) {
+      this.#events.emit('chatroom', messageOf(m, this.#userId));
+      return;
+    }
+    if (type === ConversationType.NONE && m.msgType === 'tidings:presence') {
+      const p = /** @type {any} */ (safeJson(m.content));
+      if (p) this.#events.emit('presence', { userId: String(p.userId ?? ''), online: Boolean(p.online), lastSeen: int(p.lastSeen) });
+      return;
+    }
+    const message = messageOf(m, this.#userId);
+    if (message.content instanceof TypingStatusMessage) {
+      this.#events.emit('typing', {
+        conversationType: message.conversationType,
+        targetId: message.targetId,
+        userId: message.senderUserId,
+        typingContentType: message.content.typingContentType,
+        sentTime: message.sentTime,
+      });
+      return;
+    }
+    this.#presentMessage(message);
+  }
+
+  /**
+   * Takes an entry from a push or a sync. This device's own message, still waiting for its
+   * PUBACK, completes that send instead of being presented.
+   * @param {Record<string, any>} m
+   * @param {boolean} offline
+   */
+  #offer(m, offline) {
+    const seq = int(m.inboxSeq);
+    if (m.senderId === this.#userId && m.clientMsgId) {
+      for (const [id, p] of this.#pending) {
+        if (p.send.clientMsgId !== m.clientMsgId) continue;
+        this.#pending.delete(id);
+        this.#inbox.remember(String(m.uid ?? ''));
+        this.#completeSend(p, {
+          uid: m.uid,
+          seq: m.seq,
+          sentTime: m.sentTime,
+          inboxSeq: m.inboxSeq,
+        });
+        this.#inbox.offer(seq, null);
+        return;
+      }
+    }
+    this.#inbox.offer(seq, { wire: m, offline });
+  }
+
+  /**
+   * Presents every entry that continues the cursor; answers how many entries it took that
+   * need acknowledging.
+   */
+  #flush() {
+    const out = this.#inbox.flush((e) => String(e.wire.uid ?? ''));
+    for (const { message } of out) if (message) this.#present(message);
+    return out.length;
+  }
+
+  /** @param {Entry} entry */
+  #present(entry) {
+    const m = entry.wire;
+    if (int(m.conversationType) === ConversationType.NONE) {
+      this.#presentUserEvent(m);
+      return;
+    }
+    const message = messageOf(m, this.#userId, { offline: entry.offline });
+    this.#noteMessage(message);
+    this.#presentMessage(message);
+  }
+
+  /** @param {Message} message */
+  #presentMessage(message) {
+    if (this.#messageListener) {
+      try {
+        this.#messageListener.onReceived(message);
+      } catch (e) {
+        this.#events.report(e);
+      }
+    }
+    this.#events.emit('message', message);
+  }
+
+  /**
+   * A user event: a change this user made (on any device), or a read receipt.
+   * @param {Record<string, any>} m
+   */
+  #presentUserEvent(m) {
+    const c = /** @type {any} */ (safeJson(m.content));
+    if (!c) return;
+    const where = { conversationType: int(c.conversationType), targetId: String(c.targetId ?? '') };
+    switch (m.msgType) {
+      case 'tidings:conversation':
+        this.#noteConversationChange({
+          ...where,
+          readSeq: int(c.readSeq),
+          pinned: Boolean(c.pinned),
+          muted: Boolean(c.muted),
+          removedSeq: int(c.removedSeq),
+          clearedSeq: int(c.clearedSeq),
+        });
+        break;
+      case 'tidings:read':
+        this.#events.emit('readReceipt', { ...where, readSeq: int(c.readSeq) });
+        break;
+      case 'tidings:deleted':
+        this.#events.emit('messagesDeleted', { ...where, seqs: Array.isArray(c.seqs) ? c.seqs.map(int) : [] });
+        break;
+      case 'tidings:quiet-hours':
+        this.#events.emit('quietHours', { startMinute: int(c.startMinute), minutes: int(c.minutes) });
+        break;
+      default:
+        break;
+    }
+  }
+
+  /** @param {Record<string, any>} ack */
+  #onPuback(ack) {
+    const id = int(ack.packetId);
+    const p = this.#pending.get(id);
+    if (!p) return;
+    this.#pending.delete(id);
+    const code = int(ack.code);
+    if (code !== 0) {
+      clearTimeout(p.timer);
+      p.message.sentStatus = SentStatus.FAILED;
+      this.#events.emit('sentStatus', p.message);
+      p.reject(new TidingsError(code, String(ack.message ?? '')));
+      return;
+    }
+    this.#inbox.remember(String(ack.uid ?? ''));
+    const inboxSeq = int(ack.inboxSeq);
+    if (inboxSeq > 0) {
+      // The sending device holds its own message: its place in the inbox is filled.
+      this.#inbox.offer(inboxSeq, null);
+      this.#toConfirm(this.#flush());
+    }
+    this.#completeSend(p, ack);
+  }
+
+  /**
+   * @param {PendingSend} p
+   * @param {Record<string, any>} ack the PUBACK, or the stored message itself
+   */
+  #completeSend(p, ack) {
+    clearTimeout(p.timer);
+    const m = p.message;
+    m.messageUId = String(ack.uid ?? '');
+    m.seq = int(ack.seq);
+    m.sentTime = int(ack.sentTime);
+    m.inboxSeq = int(ack.inboxSeq);
+    m.sentStatus = SentStatus.SENT;
+    const notice = int(ack.notice);
+    if (notice !== 0) {
+      m.notice = notice;
+      if (ack.content) m.content = decodeContent(m.objectName, String(ack.content));
+    }
+    this.#noteMessage(m);
+    this.#events.emit('sentStatus', m);
+    p.resolve(m);
+  }
+
+  /** @param {Record<string, any>} q */
+  #onQueryAck(q) {
+    const id = int(q.queryId);
+    const waiting = this.#queries.get(id);
+    if (waiting) {
+      this.#queries.delete(id);
+      clearTimeout(waiting.timer);
+      const code = int(q.code);
+      if (code === 0) waiting.resolve(q);
+      else waiting.reject(new TidingsError(code, String(q.message ?? '')));
+      return;
+    }
+    if (!this.#syncing || id !== this.#syncQueryId) return;
+    const link = this.#link;
+    if (int(q.code) !== 0) {
+      // Reconnecting retries the sync after the backoff.
+      if (link) {
+        this.#linkEnded(link, {
+          code: int(q.code),
+          message: `sync failed: ${q.message ?? ''}`,
+          reconnect: true,
+          fromServer: false,
+        });
+      }
+      return;
+    }
+    for (const m of Array.isArray(q.messages) ? q.messages : []) this.#offer(m, true);
+    this.#flush();
+    // Confirm after every page, even an empty one: it also tells a new connection how far this
+    // device got, if an acknowledgement was lost with the previous connection.
+    if (this.#options.autoAck) this.#confirm(id);
+    if (q.hasMore) {
+      this.#startSync();
+    } else {
+      this.#syncing = false;
+      // Whatever is still held ahead is above the newest entry the server had when it
+      // answered; pushes will fill it, or the next push starts another sync.
+      this.#wakeSyncWaiters();
+    }
+  }
+
+  #startSync() {
+    this.#syncing = true;
+    this.#syncQueryId = this.#syncQueryId + 1 >= FIRST_QUERY_ID ? 1 : this.#syncQueryId + 1;
+    const limit = Math.min(500, Math.max(1, this.#options.syncPageSize));
+    this.#send({
+      query: { queryId: this.#syncQueryId, sync: { after: String(this.#inbox.cursor ?? 0), limit } },
+    });
+  }
+
+  #wakeSyncWaiters() {
+    const waiters = this.#syncWaiters;
+    this.#syncWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  /**
+   * Counts entries to acknowledge; acknowledges them soon, or now if many wait.
+   * @param {number} n
+   */
+  #toConfirm(n) {
+    if (n <= 0 || !this.#options.autoAck) return;
+    this.#unconfirmed += n;
+    if (this.#unconfirmed >= CONFIRM_BATCH) this.#confirm();
+    else if (!this.#confirmTimer) this.#confirmTimer = setTimeout(() => this.#confirm(), CONFIRM_DELAY_MS);
+  }
+
+  /**
+   * Acknowledges every entry up to the cursor with one QUERYCON, and keeps the cursor.
+   * @param {number} [queryId]
+   */
+  #confirm(queryId = 0) {
+    if (this.#confirmTimer) clearTimeout(this.#confirmTimer);
+    this.#confirmTimer = null;
+    this.#unconfirmed = 0;
+    const cursor = this.#inbox.cursor;
+    if (cursor === null) return;
+    this.#send({ querycon: { queryId, inboxSeq: String(cursor) } });
+    this.#saveCursor();
+  }
+
+  /** @param {Frame} frame */
+  #send(frame) {
+    this.#link?.transport.send(frame);
+  }
+
+  // ---------------------------------------------------------------- sending
+
+  /**
+   * Sends a message and resolves with it as stored (its `messageUId`, `seq`, `sentTime`) once
+   * the server committed it, or rejects with the server's code. A send made while the client
+   * reconnects waits for the connection; one whose answer was lost is sent again after the
+   * reconnect with the same client message id, so it is stored once.
+   * @param {number} conversationType
+   * @param {string} targetId
+   * @param {MessageContent} content
+   * @param {SendOptions} [options]
+   * @returns {Promise<Message>}
+   */
+  sendMessage(conversationType, targetId, content, options = {}) {
+    return withCallback(
+      this.#sendMessage(conversationType, targetId, content, options),
+      isCallback(options) ? options : undefined,
+    );
+  }
+
+  /**
+   * @param {number} conversationType
+   * @param {string} targetId
+   * @param {MessageContent} content
+   * @param {SendOptions} options
+   * @returns {Promise<Message>}
+   */
+  async #sendMessage(conversationType, targetId, content, options) {
+    this.#requireInit();
+    if (!(content instanceof MessageContent) || !content.objectName) {
+      throw new TidingsError(ErrorCode.BIZ_ERROR_INVALID_PARAMETER, 'content must be a message class instance');
+    }
+    const cls = /** @type {typeof MessageContent} */ (content.constructor);
+    const transient = options.isStatus ?? !cls.isPersited;
+    const mention =
+      options.mentionedInfo ?? ('mentionedInfo' in content ? /** @type {any} */ (content).mentionedInfo : undefined);
+    const mentionAll = options.mentionAll ?? mention?.type === 1;
+    const mentioned = options.mentionedUserIds ?? (mention && mention.type !== 1 ? mention.userIdList : undefined);
+    const clientMsgId = options.clientMsgId ?? newClientMsgId();
+    /** @type {Record<string, unknown>} */
+    const send = { clientMsgId, conversationType, targetId, msgType: content.objectName };
+    send.content = JSON.stringify(content.encode());
+    if (options.pushContent) send.pushText = options.pushContent;
+    if (transient) send.transient = true;
+    if (!cls.isCounted && !BUILT_IN.has(content.objectName)) send.uncounted = true;
+    if (mentioned?.length) send.mentionedUserIds = mentioned;
+    if (mentionAll) send.mentionAll = true;
+    if (options.userIds?.length) send.directedUserIds = options.userIds;
+    if (options.priority) send.priority = options.priority;
+
+    /** @type {Message} */
+    const message = {
+      messageUId: '',
+      clientMsgId,
+      conversationType,
+      targetId,
+      senderUserId: this.#userId,
+      seq: 0,
+      inboxSeq: 0,
+      sentTime: this.getServerTime(),
+      receivedTime: Date.now(),
+      objectName: content.objectName,
+      messageType: content.messageName,
+      content,
+      pushContent: options.pushContent ?? '',
+      messageDirection: MessageDirection.SEND,
+      sentStatus: SentStatus.SENDING,
+      offLineMessage: false,
+      isRecalled: false,
+      isEdited: false,
+      reactions: [],
+      mentionedInfo: mentionAll
+        ? { type: 1, userIdList: [] }
+        : mentioned?.length
+          ? { type: 2, userIdList: [...mentioned] }
+          : null,
+      directedUserIds: options.userIds ? [...options.userIds] : [],
+    };
+    options.onBefore?.(message);
+    this.#events.emit('sentStatus', message);
+    const fail = (/** @type {TidingsError} */ e) => {
+      message.sentStatus = SentStatus.FAILED;
+      this.#events.emit('sentStatus', message);
+      throw e;
+    };
+    if (!this.#link && !this.#wantOnline) {
+      return fail(new TidingsError(ErrorCode.RC_NET_CHANNEL_INVALID, 'not connected'));
+    }
+    if (transient) {
+      // At most once and unanswered (packet id 0): nothing to wait for.
+      if (!this.#link) return fail(new TidingsError(ErrorCode.RC_NET_CHANNEL_INVALID, 'not connected'));
+      this.#send({ publish: { packetId: 0, send }, qos: 0 });
+      message.sentStatus = SentStatus.SENT;
+      this.#events.emit('sentStatus', message);
+      return message;
+    }
+    return new Promise((resolve, reject) => {
+      const id = this.#newPacketId();
+      const timer = setTimeout(() => {
+        if (this.#pending.get(id)?.message !== message) return;
+        this.#pending.delete(id);
+        message.sentStatus = SentStatus.FAILED;
+        this.#events.emit('sentStatus', message);
+        reject(new TidingsError(ErrorCode.RC_MSG_RESP_TIMEOUT, 'no answer from the server in time'));
+      }, this.#options.sendTimeoutMs);
+      this.#pending.set(id, {
+        send,
+        message,
+        resolve,
+        reject: (e) => {
+          message.sentStatus = SentStatus.FAILED;
+          reject(e);
+        },
+        timer,
+      });
+      if (this.#link) this.#writePublish(id, false);
+    });
+  }
+
+  /**
+   * Sends a message again with the client message id it had (a failed one): if the server had
+   * stored it after all, it answers with the first commit and stores nothing new.
+   * @param {Message} message
+   * @param {SendOptions} [options]
+   */
+  resendMessage(message, options = {}) {
+    return this.sendMessage(message.conversationType, message.targetId, message.content, {
+      pushContent: message.pushContent || undefined,
+      mentionedInfo: message.mentionedInfo ?? undefined,
+      userIds: message.directedUserIds.length > 0 ? message.directedUserIds : undefined,
+      ...options,
+      clientMsgId: message.clientMsgId,
+    });
+  }
+
+  #newPacketId() {
+    for (;;) {
+      this.#nextPacketId = (this.#nextPacketId % 65_535) + 1;
+      if (!this.#pending.has(this.#nextPacketId)) return this.#nextPacketId;
+    }
+  }
+
+  /**
+   * @param {number} id
+   * @param {boolean} resend
+   */
+  #writePublish(id, resend) {
+    const p = this.#pending.get(id);
+    if (!p) return;
+    if (resend) this.#stats.resentPublishes += 1;
+    this.#send({ publish: { packetId: id, send: p.send }, qos: 1, dup: resend });
+  }
+
+  /**
+   * @param {number} code
+   * @param {string} message
+   */
+  #failPending(code, message) {
+    const pending = [...this.#pending.values()];
+    this.#pending.clear();
+    for (const p of pending) {
+      clearTimeout(p.timer);
+      p.message.sentStatus = SentStatus.FAILED;
+      this.#events.emit('sentStatus', p.message);
+      p.reject(new TidingsError(code, message));
+    }
+  }
+
+  /**
+   * Tells the other user this user is typing (a status message: at most once, never stored;
+   * dropped when not connected). Private conversations only.
+   * @param {number} conversationType
+   * @param {string} targetId
+   * @param {string} [typingContentType] the object name being typed (`text`)
+   */
+  sendTypingStatusMessage(conversationType, targetId, typingContentType = 'text') {
+    if (!this.#link) return false;
+    const content = new TypingStatusMessage({ typingContentType });
+    this.#send({
+      publish: {
+        packetId: 0,
+        send: {
+          conversationType,
+          targetId,
+          msgType: TypingStatusMessage.objectName,
+          content: JSON.stringify(content.encode()),
+          transient: true,
+        },
+      },
+      qos: 0,
+    });
+    return true;
+  }
+
+  // ---------------------------------------------------------------- queries
+
+  /**
+   * Sends a QUERY and resolves with its QUERYACK (code 0), or rejects with the refusal.
+   * @param {Record<string, unknown>} body the query's body, for example `{ getUnread: {} }`
+   * @returns {Promise<Record<string, any>>}
+   */
+  query(body) {
+    this.#requireInit();
+    if (!this.#link) {
+      return Promise.reject(new TidingsError(ErrorCode.RC_NET_CHANNEL_INVALID, 'not connected'));
+    }
+    this.#nextQueryId = this.#nextQueryId >= 2 ** 32 - 1 ? FIRST_QUERY_ID : this.#nextQueryId + 1;
+    const queryId = this.#nextQueryId;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#queries.delete(queryId);
+        reject(new TidingsError(ErrorCode.RC_MSG_RESP_TIMEOUT, 'no answer from the server in time'));
+      }, this.#options.queryTimeoutMs);
+      this.#queries.set(queryId, { resolve, reject, timer });
+      this.#send({ query: { queryId, ...body } });
+    });
+  }
+
+  /**
+   * Pulls what the inbox holds past the cursor now (it also happens after every connect, every
+   * `syncIntervalMs`, and whenever a gap shows). Resolves once the last page is in.
+   * @returns {Promise<void>}
+   */
+  sync() {
+    if (!this.#link) return Promise.reject(new TidingsError(ErrorCode.RC_NET_CHANNEL_INVALID, 'not connected'));
+    return new Promise((resolve) => {
+      this.#syncWaiters.push(resolve);
+      if (!this.#syncing) this.#startSync();
+    });
+  }
+
+  /**
+   * Acknowledges the message at `inboxSeq` (with `autoAck: false`; the server resends, and the
+   * next sync returns, whatever is not acknowledged).
+   * @param {number} inboxSeq
+   */
+  acknowledge(inboxSeq) {
+    if (inboxSeq > 0) this.#send({ puback: { inboxSeq: String(inboxSeq) } });
+  }
+
+  /**
+   * The conversation list (pinned first, then by newest message), up to `count`, of the given
+   * types (all by default). Seed 004's form `(callback, types, count)` works too.
+   * @param {number[] | null | Callback} [typesOrCallback]
+   * @param {number | number[] | null} [countOrTypes]
+   * @param {number} [count]
+   * @returns {Promise<Conversation[]>}
+   */
+  getConversationList(typesOrCallback, countOrTypes, count) {
+    if (isCallback(typesOrCallback)) {
+      return withCallback(
+        this.#conversationList(/** @type {number[] | null} */ (countOrTypes ?? null), count),
+        typesOrCallback,
+      );
+    }
+    return this.#conversationList(
+      /** @type {number[] | null} */ (typesOrCallback ?? null),
+      typeof countOrTypes === 'number' ? countOrTypes : undefined,
+    );
+  }
+
+  /**
+   * @param {number[] | null} types
+   * @param {number} [count]
+   */
+  async #conversationList(types, count = 100) {
+    /** @type {Conversation[]} */
+    const out = [];
+    let pageToken = '';
+    for (;;) {
+      const page = await this.getConversationPage({ types: types ?? [], limit: Math.min(100, count - out.length), pageToken });
+      out.push(...page.conversations);
+      pageToken = page.nextPageToken;
+      if (!pageToken || out.length >= count) break;
+    }
+    // The whole list was read: the cache holds exactly it.
+    if (!pageToken && (!types || types.length === 0)) this.#replaceConversations(out);
+    return out;
+  }
+
+  /**
+   * One page of the conversation list.
+   * @param {{ types?: number[], limit?: number, pageToken?: string }} [page]
+   * @returns {Promise<{ conversations: Conversation[], nextPageToken: string, version: number }>}
+   */
+  async getConversationPage(page = {}) {
+    const q = await this.query({
+      listConversations: { types: page.types ?? [], limit: page.limit ?? 0, pageToken: page.pageToken ?? '' },
+    });
+    const conversations = (q.conversations ?? []).map((/** @type {any} */ c) => conversationOf(c, this.#userId));
+    for (const c of conversations) this.#conversations.set(conversationKey(c.conversationType, c.targetId), c);
+    this.#queueSave();
+    return { conversations, nextPageToken: String(q.nextPageToken ?? ''), version: int(q.version) };
+  }
+
+  /**
+   * One conversation, or null if this user has none such.
+   * @param {number} conversationType
+   * @param {string} targetId
+   * @param {Callback} [callback]
+   * @returns {Promise<Conversation | null>}
+   */
+  getConversation(conversationType, targetId, callback) {
+    return withCallback(this.#getConversation(conversationType, targetId), callback);
+  }
+
+  /**
+   * @param {number} conversationType
+   * @param {string} targetId
+   */
+  async #getConversation(conversationType, targetId) {
+    const q = await this.query({ getConversation: { conversationType, targetId } });
+    const c = q.conversations?.[0];
+    const key = conversationKey(conversationType, targetId);
+    if (!c) {
+      this.#conversations.delete(key);
+      return null;
+    }
+    const conv = conversationOf(c, this.#userId);
+    this.#conversations.set(key, conv);
+    this.#queueSave();
+    return conv;
+  }
+
+  /**
+   * Changes one conversation (read position, pin, mute, removal, clearing): the raw update.
+   * Every device of the user gets the change (as a `conversation` event).
+   * @param {number} conversationType
+   * @param {string} targetId
+   * @param {{ readSeq?: number, readTime?: number, pinned?: boolean, muted?: boolean, remove?: boolean, clearBeforeTime?: number, silent?: boolean }} change
+   * @returns {Promise<Conversation | null>}
+   */
+  async updateConversation(conversationType, targetId, change) {
+    /** @type {Record<string, unknown>} */
+    const body = { conversationType, targetId };
+    if (change.readSeq) body.readSeq = String(change.readSeq);
+    if (change.readTime) body.readTime = String(change.readTime);
+    if (change.pinned !== undefined) body.pinned = change.pinned;
+    if (change.muted !== undefined) body.muted = change.muted;
+    if (change.remove) body.remove = true;
+    if (change.clearBeforeTime) body.clearBeforeTime = String(change.clearBeforeTime);
+    if (change.silent) body.silent = true;
+    const q = await this.query({ updateConversation: body });
+    const c = q.conversations?.[0];
+    return c ? conversationOf(c, this.#userId) : null;
+  }
+
+  /**
+   * Takes a conversation out of the list until its next message, reading it.
+   * @param {number} conversationType
+   * @param {string} targetId
+   * @param {Callback} [callback]
+   * @returns {Promise<boolean>}
+   */
+  removeConversation(conversationType, targetId, callback) {
+    return withCallback(
+      this.updateConversation(conversationType, targetId, { remove: true }).then(() => {
+        this.#conversations.delete(conversationKey(conversationType, targetId));
+        this.#queueSave();
+        return true;
+      }),
+      callback,
+    );
+  }
+
+  /**
+   * Removes every conversation of the given types (all by default); answers how many.
+   * Seed 004's form `(callback, types)` works too.
+   * @param {number[] | null | Callback} [typesOrCallback]
+   * @param {number[] | null} [types]
+   * @returns {Promise<number>}
+   */
+  clearConversations(typesOrCallback, types) {
+    if (isCallback(typesOrCallback)) return withCallback(this.#clearConversations(types ?? null), typesOrCallback);
+    return this.#clearConversations(/** @type {number[] | null} */ (typesOrCallback ?? null));
+  }
+
+  /** @param {number[] | null} types */
+  async #clearConversations(types) {
+    let removed = 0;
+    for (;;) {
+      // The server removes a bounded number per request and says when more remain.
+      const q = await this.query({ removeConversations: { types: types ?? [] } });
+      for (const c of q.conversations ?? []) {
+        removed += 1;
+        this.#conversations.delete(conversationKey(int(c.conversationType), String(c.targetId ?? '')));
+      }
+      if (!q.hasMore) break;
+    }
+    this.#queueSave();
+    return removed;
+  }
+
+  /**
+   * Reads a conversation up to its newest message (its unread count becomes 0), on every
+   * device; the other participant of a private chat gets a read receipt.
+   * @param {number} conversationType
+   * @param {string} targetId
+   * @param {Callback} [callback]
+   * @returns {Promise<boolean>}
+   */
+  clearUnreadCount(conversationType, targetId, callback) {
+    // The server never moves a read position past the newest message.
+    return withCallback(
+      this.updateConversation(conversationType, targetId, { readSeq: Number.MAX_SAFE_INTEGER }).then(() => true),
+      callback,
+    );
+  }
+
+  /**
+   * Reads a conversation up to a seq (never backwards).
+   * @param {number} conversationType
+   * @param {string} targetId
+   * @param {number} seq
+   * @param {{ silent?: boolean }} [options] `silent`: no read receipt
+   * @returns {Promise<Conversation | null>}
+   */
+  setReadPosition(conversationType, targetId, seq, options = {}) {
+    return this.updateConversation(conversationType, targetId, { readSeq: seq, silent: options.silent });
+  }
+
+  /**
+   * Pins a conversation (or unpins it).
+   * @param {number} conversationType
+   * @param {string} targetId
+   * @param {boolean} isTop
+   * @param {Callback} [callback]
+   * @returns {Promise<Conversation | null>}
+   */
+  setConversationToTop(conversationType, targetId, isTop, callback) {
+    return withCallback(this.updateConversation(conversationType, targetId, { pinned: isTop }), callback);
+  }
+
+  /**
+   * Unread messages over every conversation (seed 004's `getTotalUnreadCount(callback)`), of
+   * some types if given.
+   * @param {Callback | number[]} [callbackOrTypes]
+   * @param {number[]} [types]
+   * @returns {Promise<number>}
+   */
+  getTotalUnreadCount(callbackOrTypes, types) {
+    if (Array.isArray(callbackOrTypes)) return this.#unread(callbackOrTypes);
+    return withCallback(this.#unread(types ?? []), callbackOrTypes);
+  }
+
+  /**
+   * Unread messages over the conversations of some types.
+   * @param {number[]} types
+   * @param {Callback} [callback]
+   * @returns {Promise<number>}
+   */
+  getConversationUnreadCount(types, callback) {
+    return withCallback(this.#unread(types), callback);
+  }
+
+  /** @param {number[]} types */
+  async #unread(types) {
+    const q = await this.query({ getUnread: { types } });
+    return int(q.unread);
+  }
+
+  /**
+   * One conversation's unread count.
+   * @param {number} conversationType
+   * @param {string} targetId
+   * @param {Callback} [callback]
+   * @returns {Promise<number>}
+   */
+  getUnreadCount(conversationType, targetId, callback) {
+    return withCallback(
+      this.#getConversation(conversationType, targetId).then((c) => c?.unreadMessageCount ?? 0),
+      callback,
+    );
+  }
+
+  /**
+   * A page of a conversation's history as this user sees it, oldest first. `timestamp`: the
+   * messages sent before it (0 or absent: the newest); or an object choosing where to start.
+   * @param {number} conversationType
+   * @param {string} targetId
+   * @param {number | HistoryOptions | null} [timestampOrOptions]
+   * @param {number} [count] 1–100 (20)
+   * @param {Callback} [callback] `onSuccess(messages, hasMore)`
+   * @returns {Promise<{ messages: Message[], hasMore: boolean }>}
+   */
+  getHistoryMessages(conversationType, targetId, timestampOrOptions, count, callback) {
+    /** @type {HistoryOptions} */
+    const start =
+      timestampOrOptions && typeof timestampOrOptions === 'object'
+        ? timestampOrOptions
+        : { beforeTime: timestampOrOptions || undefined, count };
+    const p = this.#history(conversationType, targetId, start);
+    if (callback) {
+      p.then(
+        (page) => callback.onSuccess?.(page.messages, page.hasMore),
+        (e) => callback.onError?.(e.code, e),
+      );
+      p.catch(() => {});
+    }
+    return p;
+  }
+
+  /**
+   * Seed 004's `getRemoteHistoryMessages({conversationType, targetId, timestamp, count}, callback)`.
+   * @param {{ conversationType: number, targetId: string, timestamp?: number, count?: number }} params
+   * @param {Callback} [callback]
+   */
+  getRemoteHistoryMessages(params, callback) {
+    return this.getHistoryMessages(params.conversationType, params.targetId, params.timestamp, params.count, callback);
+  }
+
+  /**
+   * @param {number} conversationType
+   * @param {string} targetId
+   * @param {HistoryOptions} start
+   */
+  async #history(conversationType, targetId, start) {
+    /** @type {Record<string, unknown>} */
+    const body = { conversationType, targetId, count: start.count ?? 0 };
+    if (start.beforeSeq) body.beforeSeq = String(start.beforeSeq);
+    if (start.afterSeq) body.afterSeq = String(start.afterSeq);
+    if (start.beforeTime) body.beforeTime = String(start.beforeTime);
+    if (start.afterTime) body.afterTime = String(start.afterTime);
+    const q = await this.query({ getHistory: body });
+    return {
+      messages: (q.messages ?? []).map((/** @type {any} */ m) => messageOf(m, this.#userId)),
+      hasMore: Boolean(q.hasMore),
+    };
+  }
+
+  /**
+   * Clears this user's history of a conversation up to a time (seed 004's
+   * `clearRemoteHistoryMessages({conversationType, targetId, timestamp})`); the other
+   * participant keeps theirs.
+   * @param {{ conversationType: number, targetId: string, timestamp: number }} params
+   * @param {Callback} [callback]
+   * @returns {Promise<boolean>}
+   */
+  clearRemoteHistoryMessages(params, callback) {
+    return withCallback(
+      this.updateConversation(params.conversationType, params.targetId, { clearBeforeTime: params.timestamp }).then(
+        () => true,
+      ),
+      callback,
+    );
+  }
+
+  /**
+   * Deletes messages (by seq, or the messages themselves) for this user only.
+   * @param {number} conversationType
+   * @param {string} targetId
+   * @param {(number | Message)[]} messages
+   * @param {Callback} [callback]
+   * @returns {Promise<boolean>}
+   */
+  deleteRemoteMessages(conversationType, targetId, messages, callback) {
+    const seqs = messages.map((m) => String(typeof m === 'number' ? m : m.seq));
+    return withCallback(
+      this.query({ deleteMessages: { conversationType, targetId, seqs } }).then(() => true),
+      callback,
+    );
+  }
+
+  /**
+   * Recalls one of this user's messages (within the server's recall window): it becomes a
+   * tombstone everywhere. Resolves with the message as it now is.
+   * @param {Message | { conversationType: number, targetId: string, seq: number }} message
+   * @param {Callback} [callback]
+   * @returns {Promise<Message>}
+   */
+  recallMessage(message, callback) {
+    return withCallback(this.#recall(message), callback);
+  }
+
+  /**
+   * Seed 004's name for `recallMessage`.
+   * @param {Message | { conversationType: number, targetId: string, seq: number }} message
+   * @param {Callback} [callback]
+   */
+  sendRecallMessage(message, callback) {
+    return this.recallMessage(message, callback);
+  }
+
+  /** @param {Message | { conversationType: number, targetId: string, seq: number }} message */
+  async #recall(message) {
+    const q = await this.query({
+      recallMessage: {
+        conversationType: message.conversationType,
+        targetId: message.targetId,
+        seq: String(message.seq),
+      },
+    });
+    const m = q.messages?.[0];
+    if (!m) throw new TidingsError(ErrorCode.RC_QUERY_ACK_NO_DATA, 'the answer held no message');
+    return messageOf(m, this.#userId);
+  }
+
+  // ---------------------------------------------------------------- the local cache
+
+  /**
+   * The conversation list as this client last knew it, from the storage's cache (kept up to
+   * date by the messages and changes it sees): for showing something before `connect`
+   * resolves. `getConversationList` asks the server.
+   * @returns {Conversation[]}
+   */
+  getCachedConversationList() {
+    return [...this.#conversations.values()].sort(
+      (a, b) => Number(b.isTop) - Number(a.isTop) || b.sentTime - a.sentTime,
+    );
+  }
+
+  #keyOf(/** @type {string} */ what) {
+    return `tidings:${this.#appKey}:${this.#userId}:${what}`;
+  }
+
+  /** @returns {number | null} */
+  #storedCursor() {
+    const v = Number(this.#options.storage.getItem(this.#keyOf('cursor')));
+    return Number.isFinite(v) && v > 0 ? v : null;
+  }
+
+  #saveCursor() {
+    const c = this.#inbox.cursor;
+    if (c !== null && this.#userId) this.#options.storage.setItem(this.#keyOf('cursor'), String(c));
+  }
+
+  /** A different user connected with this client: nothing of the last one applies. */
+  #forgetUser() {
+    this.#saveCursor();
+    this.#saveConversations();
+    this.#inbox = new Inbox(null);
+    this.#conversations = new Map();
+    this.#loadedFor = '';
+    this.#failPending(ErrorCode.CLIENT_DISCONNECTED, 'another user connected');
+  }
+
+  /** Loads this user's conversation cache, once. */
+  #loadUser() {
+    if (this.#loadedFor === this.#userId) return;
+    this.#loadedFor = this.#userId;
+    const kept = readJson(this.#options.storage, this.#keyOf('conversations'));
+    if (!Array.isArray(kept)) return;
+    for (const c of kept) {
+      if (!c || typeof c !== 'object') continue;
+      const latest = c.latestMessage;
+      if (latest && typeof latest === 'object') {
+        latest.content = decodeContent(String(latest.objectName ?? ''), JSON.stringify(latest.content ?? {}));
+      }
+      this.#conversations.set(conversationKey(int(c.conversationType), String(c.targetId ?? '')), c);
+    }
+  }
+
+  #queueSave() {
+    if (this.#saveQueued) return;
+    this.#saveQueued = true;
+    queueMicrotask(() => {
+      this.#saveQueued = false;
+      this.#saveConversations();
+    });
+  }
+
+  #saveConversations() {
+    if (!this.#userId || this.#loadedFor !== this.#userId) return;
+    const list = this.getCachedConversationList()
+      .slice(0, CACHED_CONVERSATIONS)
+      .map((c) => ({
+        ...c,
+        latestMessage: c.latestMessage ? { ...c.latestMessage, content: c.latestMessage.content.encode() } : null,
+      }));
+    this.#options.storage.setItem(this.#keyOf('conversations'), JSON.stringify(list));
+  }
+
+  /** @param {Conversation[]} list */
+  #replaceConversations(list) {
+    this.#conversations = new Map(list.map((c) => [conversationKey(c.conversationType, c.targetId), c]));
+    this.#queueSave();
+  }
+
+  /**
+   * A message of a conversation was presented or sent: the cache's newest message and count.
+   * @param {Message} m
+   */
+  #noteMessage(m) {
+    /** @type {number[]} */
+    const listed = [ConversationType.PRIVATE, ConversationType.GROUP, ConversationType.SYSTEM];
+    if (!listed.includes(m.conversationType)) {
+      return;
+    }
+    const key = conversationKey(m.conversationType, m.targetId);
+    const conv = this.#conversations.get(key) ?? blankConversation(m.conversationType, m.targetId);
+    if (m.seq >= (conv.latestMessage?.seq ?? 0)) {
+      conv.latestMessage = m;
+      conv.latestMessageId = m.messageUId;
+      conv.objectName = m.objectName;
+      conv.sentTime = m.sentTime;
+      conv.sentStatus = m.sentStatus;
+    }
+    if (m.messageDirection === MessageDirection.RECEIVE && m.seq > conv.readSeq && counted(m.objectName)) {
+      conv.unreadMessageCount += 1;
+      const mention = m.mentionedInfo;
+      if (mention && (mention.type === 1 || mention.userIdList.includes(this.#userId))) conv.mentionedCount += 1;
+    }
+    delete conv.removed;
+    this.#conversations.set(key, conv);
+    this.#queueSave();
+    this.#events.emit('conversation', conv);
+  }
+
+  /**
+   * This user changed a conversation's settings (here or on another device).
+   * @param {ConversationChange} change
+   */
+  #noteConversationChange(change) {
+    const key = conversationKey(change.conversationType, change.targetId);
+    const conv = this.#conversations.get(key);
+    const latestSeq = conv?.latestMessage?.seq ?? 0;
+    if (conv) {
+      conv.readSeq = change.readSeq;
+      conv.isTop = change.pinned;
+      conv.isMuted = change.muted;
+      conv.clearedSeq = change.clearedSeq;
+      if (change.readSeq >= latestSeq) {
+        conv.unreadMessageCount = 0;
+        conv.mentionedCount = 0;
+      }
+    }
+    if (conv && change.removedSeq > 0 && change.removedSeq >= latestSeq) {
+      this.#conversations.delete(key);
+      this.#queueSave();
+      this.#events.emit('conversation', { ...conv, removed: true });
+      return;
+    }
+    this.#queueSave();
+    this.#events.emit(
+      'conversation',
+      conv ?? {
+        ...blankConversation(change.conversationType, change.targetId),
+        readSeq: change.readSeq,
+        clearedSeq: change.clearedSeq,
+        isTop: change.pinned,
+        isMuted: change.muted,
+      },
+    );
+  }
+}
+
+/**
+ * A conversation with nothing in it yet.
+ * @param {number} conversationType
+ * @param {string} targetId
+ * @returns {Conversation}
+ */
+function blankConversation(conversationType, targetId) {
+  return {
+    conversationType,
+    targetId,
+    latestMessage: null,
+    latestMessageId: '',
+    objectName: '',
+    sentTime: 0,
+    sentStatus: 0,
+    unreadMessageCount: 0,
+    mentionedCount: 0,
+    readSeq: 0,
+    clearedSeq: 0,
+    isTop: false,
+    isMuted: false,
+  };
+}
+
+/**
+ * Whether messages of a type raise the unread count, as far as this client can tell.
+ * @param {string} objectName
+ */
+function counted(objectName) {
+  if (BUILT_IN.has(objectName)) return true;
+  if (objectName.startsWith('tidings:')) return false;
+  return contentClass(objectName)?.isCounted ?? true;
+}
+
+/** @param {unknown} text */
+function safeJson(text) {
+  try {
+    return JSON.parse(String(text ?? ''));
+  } catch {
+    return null;
+  }
+}

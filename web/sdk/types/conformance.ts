@@ -1,0 +1,52 @@
+// Checks, at type-checking time only (`tsc --noEmit -p web/sdk`), that the JavaScript provides
+// what index.d.ts declares, with compatible types: each declared value is assigned the
+// implementation's. Nothing here runs.
+
+import * as Impl from '../src/index.js';
+import type * as Decl from './index.js';
+
+export const values: {
+  ConnectionStatus: typeof Decl.ConnectionStatus;
+  TransportType: typeof Decl.TransportType;
+  ConversationType: typeof Decl.ConversationType;
+  SentStatus: typeof Decl.SentStatus;
+  MessageDirection: typeof Decl.MessageDirection;
+  MentionedType: typeof Decl.MentionedType;
+  ErrorCode: typeof Decl.ErrorCode;
+  errorName: typeof Decl.errorName;
+  TidingsError: typeof Decl.TidingsError;
+  MessageContent: typeof Decl.MessageContent;
+  TextMessage: typeof Decl.TextMessage;
+  ImageMessage: typeof Decl.ImageMessage;
+  FileMessage: typeof Decl.FileMessage;
+  VoiceMessage: typeof Decl.VoiceMessage;
+  LocationMessage: typeof Decl.LocationMessage;
+  RichContentMessage: typeof Decl.RichContentMessage;
+  TypingStatusMessage: typeof Decl.TypingStatusMessage;
+  RecallCommandMessage: typeof Decl.RecallCommandMessage;
+  UnknownMessage: typeof Decl.UnknownMessage;
+  MessageTag: typeof Decl.MessageTag;
+  registerMessageType: typeof Decl.registerMessageType;
+  MemoryStorage: typeof Decl.MemoryStorage;
+  LocalStorageProvider: typeof Decl.LocalStorageProvider;
+  defaultStorage: typeof Decl.defaultStorage;
+} = Impl;
+
+/** The client, instance side and static side. */
+export const client: Decl.TidingsClient = new Impl.TidingsClient();
+export const clientClass: Pick<
+  typeof Decl.TidingsClient,
+  'init' | 'getInstance' | 'connect' | 'setConnectionStatusListener' | 'setOnReceiveMessageListener' | 'reconnect'
+> = Impl.TidingsClient;
+
+/** What the client hands out has the declared shapes. */
+export async function shapes(c: Impl.TidingsClient): Promise<void> {
+  const m: Decl.Message = await c.sendMessage(1, 'bob', new Impl.TextMessage({ content: 'hi' }));
+  const list: Decl.Conversation[] = await c.getConversationList();
+  const page: Decl.HistoryPage = await c.getHistoryMessages(1, 'bob');
+  const stats: Decl.ClientStats = c.stats;
+  void m;
+  void list;
+  void page;
+  void stats;
+}

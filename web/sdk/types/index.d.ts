@@ -1,0 +1,717 @@
+// Type declarations of @tidings/sdk, the browser SDK of the Tidings instant-messaging server.
+// Written by hand; `types/conformance.ts` checks the JavaScript against them.
+
+// ------------------------------------------------------------------ codes and enumerations
+
+/** Connection statuses, as the status listener gets them (seed 004's values). */
+export declare const ConnectionStatus: Readonly<{
+  CONNECTED: 0;
+  CONNECTING: 1;
+  /** The application called `disconnect()`. */
+  DISCONNECTED: 2;
+  /** The connection was lost, or could not be made: the SDK reconnects. */
+  NETWORK_UNAVAILABLE: 3;
+  /** The server closed the connection and asked the client to come back: the SDK reconnects. */
+  CONNECTION_CLOSED: 4;
+  /** Another login of this user (same device id, or the single-device policy) took over. */
+  KICKED_OFFLINE_BY_OTHER_CLIENT: 6;
+  /** WebSocket failed; the SDK goes on over long-polling. */
+  WEBSOCKET_UNAVAILABLE: 7;
+  WEBSOCKET_ERROR: 8;
+  DOMAIN_INCORRECT: 12;
+  APPKEY_IS_FAKE: 20;
+  ULTRALIMIT: 1101;
+  REQUEST_NAVI: 201;
+  RESPONSE_NAVI: 202;
+  RESPONSE_NAVI_ERROR: 203;
+  RESPONSE_NAVI_TIMEOUT: 204;
+}>;
+
+/** Which transport carries the connection (seed 004's values). */
+export declare const TransportType: Readonly<{ XHR_POLLING: 0; WEBSOCKET: 1 }>;
+
+export declare const ConversationType: Readonly<{
+  /** User events (read positions, settings changes): never a conversation of their own. */
+  NONE: 0;
+  PRIVATE: 1;
+  DISCUSSION: 2;
+  GROUP: 3;
+  CHATROOM: 4;
+  CUSTOMER_SERVICE: 5;
+  SYSTEM: 6;
+  APP_PUBLIC_SERVICE: 7;
+  PUBLIC_SERVICE: 8;
+}>;
+
+/** The local state of a message (the lineage's values). */
+export declare const SentStatus: Readonly<{
+  SENDING: 10;
+  FAILED: 20;
+  SENT: 30;
+  RECEIVED: 40;
+  READ: 50;
+  DESTROYED: 60;
+}>;
+
+export declare const MessageDirection: Readonly<{ SEND: 1; RECEIVE: 2 }>;
+
+export declare const MentionedType: Readonly<{ ALL: 1; PART: 2 }>;
+
+/**
+ * Every code the server or the SDK reports: the server's codes (docs/protocol.md, "Errors"),
+ * under seed 004's names where the seed has the same number and meaning; negative, 30xxx and
+ * 33xxx codes are the SDK's own.
+ */
+export declare const ErrorCode: Readonly<{
+  SUCCESS: 0;
+  TIMEOUT: -1;
+  UNKNOWN: -2;
+  PARAMETER_ERROR: -3;
+  RC_NET_CHANNEL_INVALID: 30001;
+  RC_NET_UNAVAILABLE: 30002;
+  RC_MSG_RESP_TIMEOUT: 30003;
+  RC_HTTP_SEND_FAIL: 30004;
+  RC_HTTP_REQ_TIMEOUT: 30005;
+  RC_HTTP_RECV_FAIL: 30006;
+  RC_NAVI_RESOURCE_ERROR: 30007;
+  RC_NODE_NOT_FOUND: 30008;
+  RC_SOCKET_NOT_CREATED: 30010;
+  RC_SOCKET_DISCONNECTED: 30011;
+  RC_PING_SEND_FAIL: 30012;
+  RC_PONG_RECV_FAIL: 30013;
+  RC_MSG_SEND_FAIL: 30014;
+  RC_CONN_ACK_TIMEOUT: 31000;
+  RC_QUERY_ACK_NO_DATA: 32001;
+  RC_CONN_SERVER_UNAVAILABLE: 31003;
+  BIZ_ERROR_CLIENT_NOT_INIT: 33001;
+  BIZ_ERROR_INVALID_PARAMETER: 33003;
+  BIZ_ERROR_NO_CHANNEL: 33004;
+  BIZ_ERROR_CONNECTING: 33006;
+  REJECTED_BY_BLACKLIST: 405;
+  RC_MSG_UNAUTHORIZED: 20406;
+  RC_DISCUSSION_GROUP_ID_INVALID: 20407;
+  SEND_FREQUENCY_TOO_FAST: 20604;
+  NOT_IN_GROUP: 22406;
+  FORBIDDEN_IN_GROUP: 22408;
+  SENSITIVE_SHIELD: 21501;
+  SENSITIVE_REPLACE: 21502;
+  NOT_IN_CHATROOM: 23406;
+  FORBIDDEN_IN_CHATROOM: 23408;
+  RC_CHATROOM_USER_KICKED: 23409;
+  RC_CHATROOM_NOT_EXIST: 23410;
+  RC_CHATROOM_IS_FULL: 23411;
+  RC_CHATROOM_PATAMETER_INVALID: 23412;
+  CHATROOM_KV_EXCEED: 23423;
+  CHATROOM_KV_OVERWRITE_INVALID: 23424;
+  CHATROOM_KEY_NOT_EXIST: 23427;
+  GROUP_DISMISSED: 35001;
+  RC_CONN_PROTO_VERSION_ERROR: 31001;
+  RC_CONN_USER_OR_PASSWD_ERROR: 31004;
+  RC_CONN_NOT_AUTHRORIZED: 31005;
+  RC_CONN_USER_BLOCKED: 31009;
+  RC_DISCONN_KICK: 31010;
+  RC_DISCONN_EXCEPTION: 31011;
+  TOKEN_EXPIRED: 31020;
+  TOKEN_REVOKED: 31021;
+  MALFORMED_FRAME: 40001;
+  UNKNOWN_FRAME_KIND: 40002;
+  FRAME_TOO_LARGE: 40003;
+  CONNECT_NOT_FIRST: 40004;
+  ALREADY_CONNECTED: 40005;
+  CONTENT_EMPTY: 40006;
+  CONTENT_TOO_LARGE: 40007;
+  CONTENT_INVALID: 40008;
+  CONVERSATION_TYPE_UNSUPPORTED: 40009;
+  CLIENT_MSG_ID_CONFLICT: 40010;
+  INVALID_TARGET_ID: 40011;
+  INVALID_MESSAGE_TYPE: 40012;
+  INVALID_CLIENT_MSG_ID: 40013;
+  INVALID_DEVICE_ID: 40014;
+  INVALID_QUERY: 40015;
+  FRAME_NOT_ACCEPTED: 40016;
+  MESSAGE_NOT_FOUND: 40017;
+  NOT_MESSAGE_SENDER: 40018;
+  RECALL_WINDOW_PASSED: 40019;
+  MESSAGE_RECALLED: 40020;
+  GROUP_EXISTS: 40021;
+  GROUP_FULL: 40022;
+  INVALID_MENTIONS: 40023;
+  REJECTED_BY_APP_SERVER: 40024;
+  REWRITTEN_BY_APP_SERVER: 40025;
+  MODERATION_UNAVAILABLE: 40026;
+  CHATROOM_EXISTS: 40027;
+  CHATROOM_OVERLOADED: 40028;
+  HEARTBEAT_TIMEOUT: 41001;
+  SLOW_CONSUMER: 41002;
+  SERVER_SHUTTING_DOWN: 41003;
+  HANDSHAKE_TIMEOUT: 41004;
+  CLIENT_DISCONNECTED: 41005;
+  SIGNATURE_MISSING: 42001;
+  SIGNATURE_INVALID: 42002;
+  TIMESTAMP_OUT_OF_WINDOW: 42003;
+  NONCE_REUSED: 42004;
+  APP_KEY_UNKNOWN: 42005;
+  INVALID_USER_ID: 42006;
+  BAD_REQUEST: 42007;
+  NOT_FOUND: 42008;
+  POLL_SESSION_UNKNOWN: 42009;
+}>;
+
+/** The name of a code in `ErrorCode`. */
+export declare function errorName(code: number): string | undefined;
+
+/** What every rejected Promise of the SDK carries. */
+export declare class TidingsError extends Error {
+  constructor(code: number, message?: string, serverCode?: number);
+  /** A code of `ErrorCode`: the server's, or the seed's equivalent. */
+  code: number;
+  /** The server's own code, where it differs from `code` (41003 on a CONNACK is 31003). */
+  serverCode: number;
+}
+
+// ------------------------------------------------------------------ message contents
+
+export interface UserInfo {
+  id?: string;
+  name?: string;
+  portrait?: string;
+}
+
+/** Seed 004's mention object. */
+export interface MentionedInfo {
+  /** `MentionedType.ALL` (1) or `PART` (2). */
+  type: number;
+  userIdList: string[];
+}
+
+/** The base of every message content. */
+export declare class MessageContent {
+  /** The protocol's `msgType`. */
+  static objectName: string;
+  /** The class name, as `message.messageType` reports it. */
+  static messageType: string;
+  /** Whether the message raises the recipient's unread count (app-defined types). */
+  static isCounted: boolean;
+  /** `false`: a status message, never stored. */
+  static isPersited: boolean;
+  constructor(data?: { extra?: string; user?: UserInfo });
+  extra: string | undefined;
+  user: UserInfo | undefined;
+  readonly messageName: string;
+  readonly objectName: string;
+  /** The protocol's content object. */
+  encode(): Record<string, unknown>;
+  static decode(wire: Record<string, any>): MessageContent;
+}
+
+/** `text`: `{text}`. */
+export declare class TextMessage extends MessageContent {
+  constructor(data: { content: string; extra?: string; user?: UserInfo; mentionedInfo?: MentionedInfo });
+  content: string;
+  /** Mentions to send with it (group messages). */
+  mentionedInfo: MentionedInfo | undefined;
+  static decode(wire: Record<string, any>): TextMessage;
+}
+
+/** `image`: `{url, thumbnail?}`. */
+export declare class ImageMessage extends MessageContent {
+  constructor(data: { imageUri: string; content?: string; extra?: string; user?: UserInfo });
+  imageUri: string;
+  /** A small preview, for example base64 of a small JPEG. */
+  content: string | undefined;
+  static decode(wire: Record<string, any>): ImageMessage;
+}
+
+/** `file`: `{url, name, size, type?}`. */
+export declare class FileMessage extends MessageContent {
+  constructor(data: { fileUrl: string; name: string; size: number; type?: string; extra?: string; user?: UserInfo });
+  fileUrl: string;
+  name: string;
+  size: number;
+  type: string | undefined;
+  static decode(wire: Record<string, any>): FileMessage;
+}
+
+/** `voice`: `{url, duration}` (seconds). */
+export declare class VoiceMessage extends MessageContent {
+  constructor(data: { remoteUrl: string; duration: number; type?: string; extra?: string; user?: UserInfo });
+  remoteUrl: string;
+  duration: number;
+  type: string | undefined;
+  static decode(wire: Record<string, any>): VoiceMessage;
+}
+
+/** `location`: `{lat, lng, name?, thumbnail?}`. */
+export declare class LocationMessage extends MessageContent {
+  constructor(data: {
+    latitude: number;
+    longitude: number;
+    poi?: string;
+    content?: string;
+    extra?: string;
+    user?: UserInfo;
+  });
+  latitude: number;
+  longitude: number;
+  poi: string | undefined;
+  content: string | undefined;
+  static decode(wire: Record<string, any>): LocationMessage;
+}
+
+/** `rich`: `{title, content?, imageUri?, url?}`. */
+export declare class RichContentMessage extends MessageContent {
+  constructor(data: { title: string; content?: string; imageUri?: string; url?: string; extra?: string; user?: UserInfo });
+  title: string;
+  content: string | undefined;
+  imageUri: string | undefined;
+  url: string | undefined;
+  static decode(wire: Record<string, any>): RichContentMessage;
+}
+
+/** `typing`: a status message, never stored. */
+export declare class TypingStatusMessage extends MessageContent {
+  constructor(data?: { typingContentType?: string; data?: string });
+  typingContentType: string;
+  data: string | undefined;
+  static decode(wire: Record<string, any>): TypingStatusMessage;
+}
+
+/** `tidings:recall`: the event a recall adds to the conversation. */
+export declare class RecallCommandMessage extends MessageContent {
+  constructor(data: { seq: number });
+  /** The conversation seq of the recalled message. */
+  seq: number;
+  static decode(wire: Record<string, any>): RecallCommandMessage;
+}
+
+/** A content of a type this SDK does not know. */
+export declare class UnknownMessage extends MessageContent {
+  constructor(data: { objectName: string; content: unknown });
+  unknownObjectName: string;
+  /** The content as it came: a parsed JSON object, or the text if it did not parse. */
+  content: unknown;
+}
+
+/** Seed 004's message tag. */
+export declare class MessageTag {
+  constructor(isCounted: boolean, isPersited: boolean);
+  isCounted: boolean;
+  isPersited: boolean;
+}
+
+/** A content of a registered app-defined type. */
+export declare class RegisteredMessage extends MessageContent {
+  static propNames: string[];
+  constructor(data?: Record<string, unknown>);
+  /** The content's fields (also set on the instance itself). */
+  fields: Record<string, unknown>;
+}
+
+/**
+ * Registers an app-defined message type; answers its class (also in `RegisteredMessages`).
+ * `objectName` is the protocol's `msgType`: 1–32 of `A-Za-z0-9_-.:`, not `tidings:…`, not a
+ * built-in type.
+ */
+export declare function registerMessageType(
+  messageType: string,
+  objectName: string,
+  messageTag?: MessageTag | { isCounted?: boolean; isPersited?: boolean },
+  propNames?: string[],
+): typeof RegisteredMessage;
+
+export declare const RegisteredMessages: Record<string, typeof RegisteredMessage>;
+
+// ------------------------------------------------------------------ messages and conversations
+
+export interface Reaction {
+  emoji: string;
+  userIds: string[];
+}
+
+/** A message as this user sees it. */
+export interface Message {
+  /** The server's id (a ULID); empty while sending. */
+  messageUId: string;
+  /** The sender's id for it, which deduplicates resends. */
+  clientMsgId: string;
+  conversationType: number;
+  /** The conversation as this user sees it: for a private chat, the other user. */
+  targetId: string;
+  senderUserId: string;
+  /** Position in the conversation (0 while sending, and for status messages). */
+  seq: number;
+  /** Position in this user's inbox (0 for history and status messages). */
+  inboxSeq: number;
+  /** The server's commit time (ms); while sending, the estimated server time. */
+  sentTime: number;
+  /** This client's clock when it got the message (ms). */
+  receivedTime: number;
+  /** The protocol's `msgType`. */
+  objectName: string;
+  /** The content's class name (`TextMessage`, …, `UnknownMessage`). */
+  messageType: string;
+  content: MessageContent;
+  pushContent: string;
+  /** `MessageDirection`. */
+  messageDirection: number;
+  /** `SentStatus`. */
+  sentStatus: number;
+  /** It came by sync: it was sent while this client was away. */
+  offLineMessage: boolean;
+  isRecalled: boolean;
+  isEdited: boolean;
+  reactions: Reaction[];
+  mentionedInfo: MentionedInfo | null;
+  directedUserIds: string[];
+  /** For a sent message the server changed: 21502 (words replaced) or 40025 (rewritten). */
+  notice?: number;
+}
+
+/** One conversation as this user sees it. */
+export interface Conversation {
+  conversationType: number;
+  targetId: string;
+  latestMessage: Message | null;
+  latestMessageId: string;
+  objectName: string;
+  sentTime: number;
+  sentStatus: number;
+  unreadMessageCount: number;
+  /** Unread messages that mention this user. */
+  mentionedCount: number;
+  /** Read up to this conversation seq. */
+  readSeq: number;
+  /** History cleared up to this seq. */
+  clearedSeq: number;
+  /** Pinned. */
+  isTop: boolean;
+  isMuted: boolean;
+  /** Only in `conversation` events: the conversation left the list. */
+  removed?: boolean;
+}
+
+export interface TypingStatus {
+  conversationType: number;
+  targetId: string;
+  /** Who is typing. */
+  userId: string;
+  typingContentType: string;
+  sentTime: number;
+}
+
+export interface ReadReceipt {
+  conversationType: number;
+  /** The user who read. */
+  targetId: string;
+  /** They have read up to this conversation seq. */
+  readSeq: number;
+}
+
+export interface MessagesDeleted {
+  conversationType: number;
+  targetId: string;
+  seqs: number[];
+}
+
+export interface Presence {
+  userId: string;
+  online: boolean;
+  lastSeen: number;
+}
+
+// ------------------------------------------------------------------ storage
+
+/** The synchronous subset of the Web Storage API: `localStorage` is one as it is. */
+export interface StorageProvider {
+  getItem(key: string): string | null;
+  setItem(key: string, value: string): void;
+  removeItem(key: string): void;
+}
+
+/** Items in memory: lost with the page, shared by the clients given the same instance. */
+export declare class MemoryStorage implements StorageProvider {
+  constructor();
+  items: Map<string, string>;
+  getItem(key: string): string | null;
+  setItem(key: string, value: string): void;
+  removeItem(key: string): void;
+}
+
+/** Items in a Web Storage object (`localStorage` by default); what it refuses stays in memory. */
+export declare class LocalStorageProvider implements StorageProvider {
+  constructor(storage?: StorageProvider);
+  storage: StorageProvider;
+  fallback: MemoryStorage;
+  getItem(key: string): string | null;
+  setItem(key: string, value: string): void;
+  removeItem(key: string): void;
+}
+
+/** `localStorage` when there is one, else memory. */
+export declare function defaultStorage(): StorageProvider;
+
+// ------------------------------------------------------------------ the client
+
+/** A server node's endpoints, as `GET /navi` lists them. */
+export interface ServerNode {
+  ws: string;
+  poll: string;
+  http: string;
+}
+
+export type TransportMode = 'auto' | 'websocket' | 'polling';
+
+export interface InitOptions {
+  /** The navigation URL (`https://chat.example.com` or its `/navi`); in a browser, the page's origin by default. */
+  navi?: string;
+  /** Nodes to connect to without navigation: base URLs, or `{ws, poll, http}` objects. */
+  servers?: (string | Partial<ServerNode>)[];
+  /** A WebSocket constructor: the global one by default (in Node, the `ws` package's); `null`: long-polling only. */
+  WebSocket?: unknown;
+  fetch?: typeof fetch;
+  /** `localStorage` when there is one, else memory. */
+  storage?: StorageProvider;
+  /** Delays between reconnect attempts (ms); the last repeats. Default `[100, 1000, 3000, 6000, 10000]`. */
+  reconnectRates?: number[];
+  /** `auto` (default): WebSocket, falling back to long-polling after `websocketAttempts` failures. */
+  transport?: TransportMode;
+  /** A stable id for this device; by default one generated and kept in the storage. */
+  deviceId?: string;
+  platform?: string;
+  /** Reconnect by itself after a connection is lost (default true). */
+  autoReconnect?: boolean;
+  /** Failed WebSocket attempts in a row before `auto` falls back (default 2). */
+  websocketAttempts?: number;
+  connectTimeoutMs?: number;
+  naviTimeoutMs?: number;
+  /** How long a send waits for its answer, across reconnects (30 s). */
+  sendTimeoutMs?: number;
+  queryTimeoutMs?: number;
+  /** Inbox entries per sync page (1–500; 100). */
+  syncPageSize?: number;
+  /** A sync runs this often while connected (180 s). */
+  syncIntervalMs?: number;
+  /** How long a poll waits (the navigation's, else 25 s). */
+  pollWaitMs?: number;
+  /** Acknowledge messages as they are presented (default true); else call `acknowledge`. */
+  autoAck?: boolean;
+}
+
+export interface Callback<T = unknown> {
+  onSuccess?: (value: T, extra?: any) => void;
+  onError?: (code: number, error: TidingsError) => void;
+}
+
+export interface ConnectCallback {
+  onSuccess?: (userId: string) => void;
+  /** The token was refused (31004, 31005, 31020, 31021). */
+  onTokenIncorrect?: () => void;
+  onError?: (code: number, error: TidingsError) => void;
+}
+
+export interface StatusDetail {
+  code: number;
+  message: string;
+}
+
+export interface ConnectionStatusListener {
+  onChanged(status: number, detail?: StatusDetail): void;
+}
+
+export interface ReceiveMessageListener {
+  onReceived(message: Message): void;
+}
+
+export interface ReconnectConfig {
+  /** Attempt once per delay of `rate` (default false: one attempt now). */
+  auto?: boolean;
+  rate?: number[];
+}
+
+export interface SendOptions {
+  /** The text of push notifications (at most 512 bytes). */
+  pushContent?: string;
+  /** Group messages: whom it mentions (or the content's `mentionedInfo`). */
+  mentionedInfo?: MentionedInfo;
+  mentionedUserIds?: string[];
+  mentionAll?: boolean;
+  /** Group messages: a directed message to these members only. */
+  userIds?: string[];
+  /** A status message: never stored, at most once. */
+  isStatus?: boolean;
+  /** Resend a message with the id it had. */
+  clientMsgId?: string;
+  /** Chatroom messages. */
+  priority?: 'NORMAL' | 'LOW';
+  /** Called with the local message (status SENDING) before it goes out. */
+  onBefore?: (message: Message) => void;
+  onSuccess?: (message: Message) => void;
+  onError?: (code: number, error: TidingsError) => void;
+}
+
+export interface HistoryOptions {
+  beforeSeq?: number;
+  afterSeq?: number;
+  /** ms */
+  beforeTime?: number;
+  /** ms */
+  afterTime?: number;
+  /** 1–100 (20) */
+  count?: number;
+}
+
+export interface HistoryPage {
+  /** Oldest first. */
+  messages: Message[];
+  /** More exist beyond the page, in the direction read. */
+  hasMore: boolean;
+}
+
+export interface ConversationPage {
+  conversations: Conversation[];
+  /** Empty on the last page. */
+  nextPageToken: string;
+  version: number;
+}
+
+export interface ConversationUpdate {
+  readSeq?: number;
+  readTime?: number;
+  pinned?: boolean;
+  muted?: boolean;
+  remove?: boolean;
+  clearBeforeTime?: number;
+  /** No read receipt. */
+  silent?: boolean;
+}
+
+export interface ClientStats {
+  /** Entries dropped because they had been presented already. */
+  duplicatesDropped: number;
+  /** Entries the server resent with the dup flag. */
+  dupFlagged: number;
+  reconnects: number;
+  /** Sends written again after a reconnect. */
+  resentPublishes: number;
+}
+
+export interface ClientEvents {
+  message: (message: Message) => void;
+  status: (status: number, detail?: StatusDetail) => void;
+  /** A conversation of the cache after it changed (a message, or a settings change on any device). */
+  conversation: (conversation: Conversation) => void;
+  typing: (status: TypingStatus) => void;
+  readReceipt: (receipt: ReadReceipt) => void;
+  messagesDeleted: (deleted: MessagesDeleted) => void;
+  quietHours: (hours: { startMinute: number; minutes: number }) => void;
+  presence: (presence: Presence) => void;
+  /** A chatroom item (chatrooms are not wrapped yet: join with `query`). */
+  chatroom: (message: Message) => void;
+  transport: (transport: 'websocket' | 'polling') => void;
+  /** A message this client sends changed its `sentStatus`. */
+  sentStatus: (message: Message) => void;
+  /** An error a listener threw. */
+  error: (error: unknown) => void;
+}
+
+export declare class TidingsClient {
+  /** Makes the default instance (seed 004's `RongIMClient.init`). */
+  static init(appKey: string, options?: InitOptions): TidingsClient;
+  static getInstance(): TidingsClient;
+  static connect(token: string, callback?: ConnectCallback): Promise<string>;
+  static setConnectionStatusListener(listener: ConnectionStatusListener): void;
+  static setOnReceiveMessageListener(listener: ReceiveMessageListener): void;
+  static reconnect(callbackOrConfig?: ConnectCallback | ReconnectConfig, config?: ReconnectConfig): Promise<string>;
+  static registerMessageType: typeof registerMessageType;
+
+  init(appKey: string, options?: InitOptions): this;
+  setConnectionStatusListener(listener: ConnectionStatusListener): void;
+  setOnReceiveMessageListener(listener: ReceiveMessageListener): void;
+  on<E extends keyof ClientEvents>(event: E, listener: ClientEvents[E]): () => void;
+  off<E extends keyof ClientEvents>(event: E, listener: ClientEvents[E]): void;
+
+  /** Connects and authenticates; resolves with the user id. */
+  connect(token: string, callback?: ConnectCallback): Promise<string>;
+  /** Says goodbye and stops; sends still waiting fail. */
+  disconnect(): Promise<void>;
+  /** Without `auto`, one attempt now; with it, one per delay of `rate`. */
+  reconnect(callbackOrConfig?: ConnectCallback | ReconnectConfig, config?: ReconnectConfig): Promise<string>;
+  getCurrentUserId(): string;
+  getCurrentConnectionStatus(): number;
+  /** `TransportType.WEBSOCKET` or `XHR_POLLING`: the transport in use, or to be used next. */
+  getTransportType(): number;
+  readonly transport: 'websocket' | 'polling';
+  readonly deviceId: string;
+  /** Server time minus this clock (ms). */
+  getDeltaTime(): number;
+  /** The server's clock now, as estimated (ms). */
+  getServerTime(): number;
+  readonly stats: ClientStats;
+  /** The highest inbox seq presented with nothing missing below (null before a connection). */
+  readonly cursor: number | null;
+
+  /** Resolves with the message as stored once the server committed it; rejects with its code. */
+  sendMessage(
+    conversationType: number,
+    targetId: string,
+    content: MessageContent,
+    options?: SendOptions,
+  ): Promise<Message>;
+  /** Sends a failed message again with the client message id it had. */
+  resendMessage(message: Message, options?: SendOptions): Promise<Message>;
+  /** A typing status (at most once; dropped when not connected: answers false). */
+  sendTypingStatusMessage(conversationType: number, targetId: string, typingContentType?: string): boolean;
+  /** Acknowledges an entry (with `autoAck: false`). */
+  acknowledge(inboxSeq: number): void;
+  /** Pulls what the inbox holds past the cursor now. */
+  sync(): Promise<void>;
+  /** A raw QUERY: resolves with its QUERYACK, or rejects with the refusal. */
+  query(body: Record<string, unknown>): Promise<Record<string, any>>;
+
+  getConversationList(types?: number[] | null, count?: number): Promise<Conversation[]>;
+  getConversationList(callback: Callback<Conversation[]>, types?: number[] | null, count?: number): Promise<Conversation[]>;
+  getConversationPage(page?: { types?: number[]; limit?: number; pageToken?: string }): Promise<ConversationPage>;
+  getConversation(conversationType: number, targetId: string, callback?: Callback<Conversation | null>): Promise<Conversation | null>;
+  updateConversation(conversationType: number, targetId: string, change: ConversationUpdate): Promise<Conversation | null>;
+  removeConversation(conversationType: number, targetId: string, callback?: Callback<boolean>): Promise<boolean>;
+  clearConversations(types?: number[] | null): Promise<number>;
+  clearConversations(callback: Callback<number>, types?: number[] | null): Promise<number>;
+  clearUnreadCount(conversationType: number, targetId: string, callback?: Callback<boolean>): Promise<boolean>;
+  setReadPosition(conversationType: number, targetId: string, seq: number, options?: { silent?: boolean }): Promise<Conversation | null>;
+  setConversationToTop(conversationType: number, targetId: string, isTop: boolean, callback?: Callback<Conversation | null>): Promise<Conversation | null>;
+  getTotalUnreadCount(callback?: Callback<number>, types?: number[]): Promise<number>;
+  getTotalUnreadCount(types: number[]): Promise<number>;
+  getConversationUnreadCount(types: number[], callback?: Callback<number>): Promise<number>;
+  getUnreadCount(conversationType: number, targetId: string, callback?: Callback<number>): Promise<number>;
+  getHistoryMessages(
+    conversationType: number,
+    targetId: string,
+    timestampOrOptions?: number | HistoryOptions | null,
+    count?: number,
+    callback?: Callback<Message[]>,
+  ): Promise<HistoryPage>;
+  getRemoteHistoryMessages(
+    params: { conversationType: number; targetId: string; timestamp?: number; count?: number },
+    callback?: Callback<Message[]>,
+  ): Promise<HistoryPage>;
+  clearRemoteHistoryMessages(
+    params: { conversationType: number; targetId: string; timestamp: number },
+    callback?: Callback<boolean>,
+  ): Promise<boolean>;
+  deleteRemoteMessages(
+    conversationType: number,
+    targetId: string,
+    messages: (number | Message)[],
+    callback?: Callback<boolean>,
+  ): Promise<boolean>;
+  recallMessage(
+    message: Message | { conversationType: number; targetId: string; seq: number },
+    callback?: Callback<Message>,
+  ): Promise<Message>;
+  sendRecallMessage(
+    message: Message | { conversationType: number; targetId: string; seq: number },
+    callback?: Callback<Message>,
+  ): Promise<Message>;
+  /** The conversation list as this client last knew it, from the storage's cache. */
+  getCachedConversationList(): Conversation[];
+}
