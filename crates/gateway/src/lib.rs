@@ -9,6 +9,7 @@
 //! - `/v1/files`: uploads by users (their own token as `Authorization: Bearer`), and downloads
 //!   by signed links (`files.rs`).
 //! - `/v1/accounts/...`: built-in accounts for end users, unless turned off (`accounts.rs`).
+//! - `GET /`, `/demo/…`, `/sdk/…`: the demo chat page and the browser SDK (`web.rs`).
 //! - `GET /healthz`.
 //!
 //! [`serve`] takes an already-bound listener and a shutdown future, so tests bind port 0.
@@ -24,6 +25,7 @@ mod api_users;
 mod connection;
 mod files;
 mod poll;
+mod web;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -186,6 +188,9 @@ fn router(state: AppState) -> Router {
         .route(WS_PATH, get(connection::upgrade))
         .route(poll::POLL_PATH, post(poll::open))
         .route("/v1/poll/{session}", get(poll::poll).post(poll::send))
+        .route("/", get(web::index))
+        .route("/demo/{*path}", get(web::demo))
+        .route("/sdk/{*path}", get(web::sdk))
         .route("/healthz", get(api::healthz))
         .route(NAVI_PATH, get(api::navi))
         .route(

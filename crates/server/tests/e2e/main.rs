@@ -15,3 +15,4 @@ mod hooks;
 mod poll;
 mod process;
 mod util;
+mod web;

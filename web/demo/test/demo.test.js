@@ -1,0 +1,188 @@
+// The demo page in a real browser (Debian's Chromium, driven by playwright-core) against a real
+// `tidings serve`: people sign up, chat both ways, come back to unread messages, and keep
+// chatting over long-polling when WebSocket is blocked. Screenshots of the main views go to
+// BROWSER_ARTIFACTS (default target/browser-artifacts).
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+import { chromium } from 'playwright-core';
+
+import { startServer } from './support/server.js';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+const artifacts = process.env.BROWSER_ARTIFACTS ?? join(root, 'target', 'browser-artifacts');
+mkdirSync(artifacts, { recursive: true });
+
+/** @type {Awaited<ReturnType<typeof startServer>>} */
+let server;
+/** @type {import('playwright-core').Browser} */
+let browser;
+
+before(async () => {
+  server = await startServer();
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    args: ['--no-sandbox'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+const PASSWORD = 'correct horse battery';
+/** A 1×1 PNG. */
+const DOT_PNG = Buffer.from(
+  'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==',
+  'base64',
+);
+
+/** A person with a browser context of their own. */
+async function person(account, { blockWebSocket = false } = {}) {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 700 } });
+  if (blockWebSocket) {
+    await context.addInitScript(() => {
+      // As a proxy that refuses the upgrade would: every WebSocket fails.
+      window.WebSocket = /** @type {any} */ (
+        function () {
+          throw new Error('WebSocket is blocked here');
+        }
+      );
+    });
+  }
+  const page = await open(context);
+  await page.locator('#account').fill(account);
+  await page.locator('#password').fill(PASSWORD);
+  await page.locator('#register').click();
+  await connected(page);
+  return { account, context, page };
+}
+
+async function open(context) {
+  const page = await context.newPage();
+  page.setDefaultTimeout(15_000);
+  page.on('pageerror', (e) => console.error(`page error: ${e.message}`));
+  await page.goto(server.url);
+  return page;
+}
+
+async function connected(page) {
+  await page.locator('#app[data-status="0"]').waitFor();
+  await page.locator('#transport[data-transport]').waitFor();
+}
+
+async function openChat(page, user) {
+  const existing = page.locator(`#conversations li[data-target="${user}"]`);
+  if (await existing.count()) {
+    await existing.click();
+  } else {
+    await page.locator('#new-chat-user').fill(user);
+    await page.locator('#new-chat-user').press('Enter');
+  }
+  await page.locator('#chat-title', { hasText: user }).waitFor();
+}
+
+async function send(page, text) {
+  await page.locator('#text').fill(text);
+  await page.locator('#text').press('Enter');
+  // Acknowledged by the server: the tick shows.
+  await page.locator('#message-list .msg.mine', { hasText: text }).locator('.meta', { hasText: '✓' }).waitFor();
+}
+
+async function sees(page, text) {
+  await page.locator('#message-list .msg:not(.mine)', { hasText: text }).waitFor();
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: join(artifacts, `${name}.png`) });
+}
+
+/** @type {Awaited<ReturnType<typeof person>>} */
+let alice;
+/** @type {Awaited<ReturnType<typeof person>>} */
+let bob;
+
+test('two people chat both ways', async () => {
+  alice = await person('alice');
+  bob = await person('bob');
+  assert.equal(await alice.page.locator('#transport').getAttribute('data-transport'), 'websocket');
+  await shot(alice.page, 'conversation-list-empty');
+
+  await openChat(alice.page, 'bob');
+  await send(alice.page, 'hello bob');
+
+  // Bob's list shows the conversation with one unread message and its preview.
+  const item = bob.page.locator('#conversations li[data-target="alice"]');
+  await item.locator('.badge', { hasText: '1' }).waitFor();
+  assert.match(await item.locator('.preview').innerText(), /hello bob/);
+  await shot(bob.page, 'conversation-list-unread');
+  await item.click();
+  await sees(bob.page, 'hello bob');
+  // Read now: the badge goes.
+  await item.locator('.badge').waitFor({ state: 'detached' });
+
+  await send(bob.page, 'hi alice');
+  await sees(alice.page, 'hi alice');
+
+  // An image and a file: uploaded, sent as links, shown to bob (the image by its thumbnail).
+  await alice.page.locator('#file').setInputFiles({ name: 'dot.png', mimeType: 'image/png', buffer: DOT_PNG });
+  const image = bob.page.locator('#message-list .msg:not(.mine) img');
+  await image.waitFor();
+  await bob.page.waitForFunction(
+    () => [...document.querySelectorAll('#message-list .msg:not(.mine) img')].some((i) => i.complete && i.naturalWidth > 0),
+  );
+  assert.match(await image.getAttribute('src'), /\/v1\/files\/[0-9a-f]{32}\/thumbnail\?exp=0&sig=/);
+  await alice.page.locator('#file').setInputFiles({
+    name: 'notes.txt',
+    mimeType: 'text/plain',
+    buffer: Buffer.from('the notes'),
+  });
+  const file = bob.page.locator('#message-list .msg:not(.mine) a.file', { hasText: 'notes.txt' });
+  await file.waitFor();
+  const r = await fetch(await file.getAttribute('href'));
+  assert.equal(await r.text(), 'the notes');
+  await shot(alice.page, 'chat');
+});
+
+test('someone who was away sees what came meanwhile, with the unread count', async () => {
+  assert.ok(alice && bob, 'runs after the first test');
+  await bob.page.close();
+  for (const text of ['are you there?', 'I have news', 'call me']) {
+    await send(alice.page, text);
+  }
+  // Bob comes back: the same browser remembers him, and the page syncs.
+  bob.page = await open(bob.context);
+  await connected(bob.page);
+  const item = bob.page.locator('#conversations li[data-target="alice"]');
+  await item.locator('.badge', { hasText: '3' }).waitFor();
+  assert.match(await item.locator('.preview').innerText(), /call me/);
+  await shot(bob.page, 'back-with-unread');
+  await item.click();
+  for (const text of ['are you there?', 'I have news', 'call me']) await sees(bob.page, text);
+  // In the order they were sent, each once.
+  const texts = await bob.page.locator('#message-list .msg .text').allInnerTexts();
+  const tail = texts.slice(-3);
+  assert.deepEqual(tail, ['are you there?', 'I have news', 'call me']);
+  assert.equal(texts.filter((t) => t === 'call me').length, 1);
+});
+
+test('with WebSocket blocked the page falls back to long-polling and keeps working', async () => {
+  assert.ok(alice, 'runs after the first test');
+  const carol = await person('carol', { blockWebSocket: true });
+  assert.equal(await carol.page.locator('#transport').getAttribute('data-transport'), 'polling');
+  await carol.page.locator('#banner', { hasText: 'long-polling' }).waitFor();
+  await shot(carol.page, 'long-poll-fallback');
+
+  await openChat(alice.page, 'carol');
+  await send(alice.page, 'can you hear me over polling?');
+  const item = carol.page.locator('#conversations li[data-target="alice"]');
+  await item.click();
+  await sees(carol.page, 'can you hear me over polling?');
+  await send(carol.page, 'loud and clear');
+  await sees(alice.page, 'loud and clear');
+  await carol.context.close();
+});
