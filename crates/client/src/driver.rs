@@ -270,8 +270,10 @@ async fn handshake(state: &mut State) -> Result<(Ws, v1::ConnAck), End> {
         return match frame.body {
             Some(Body::Connack(ack)) if ack.code == 0 => Ok((ws, ack)),
             Some(Body::Connack(ack)) => {
+                // A refused CONNECT is final unless trying again can succeed: the server was
+                // shutting down, or failed.
                 let code = Code::from_u32(ack.code);
-                let end = if code.is_some_and(Code::reconnect) {
+                let end = if matches!(code, Some(Code::ServerShutdown | Code::ServerError)) {
                     End::Lost {
                         code: ack.code,
                         reason: ack.message,

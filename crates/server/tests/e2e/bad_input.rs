@@ -266,3 +266,20 @@ async fn a_client_disconnect_is_answered_by_a_close_without_a_frame() {
     .await;
     assert!(matches!(raw.recv().await, Got::Closed));
 }
+
+#[tokio::test]
+async fn the_sdk_reports_a_refused_connect_with_its_code() {
+    let server = TestServer::start().await;
+    let mut config = server.config("alice", "phone").await;
+    config.device_id = "not a device id!".into();
+    let err = tidings_client::Client::connect(config)
+        .await
+        .err()
+        .expect("refused");
+    match err {
+        tidings_client::ClientError::Refused { code, .. } => {
+            assert_eq!(code, Code::InvalidDeviceId.as_u32())
+        }
+        other => panic!("expected a refusal with its code, got {other:?}"),
+    }
+}
