@@ -4,13 +4,16 @@
 //!
 //! A PASSIVE checkpoint copies the frames that were in the log when it began, while the writer
 //! keeps appending; under a load that never pauses it never catches up, and SQLite restarts the
-//! log from its beginning only once every frame has been copied. So when the log has grown past
-//! [`RESTART_FRAMES`] this thread asks the writer to finish the job between two transactions:
-//! what is left is the few frames committed during this thread's last pass, and the writer's
-//! next transaction then starts the log again. Without that the log file grows by every page
-//! ever written, and each fdatasync of a growing file also writes its size.
+//! log from its beginning only once every frame has been copied. So once the log has grown past
+//! [`RESTART_FRAMES`] the writer finishes the job between two transactions: SQLite's automatic
+//! checkpoint on the writer's connection, set to that size, runs right after the commit that
+//! passes it, and this thread also asks the writer when it finds the log that long. What is
+//! left is the few frames committed during this thread's last pass, and the writer's next
+//! transaction then starts the log again. Without that the log file grows by every page ever
+//! written, and each fdatasync of a growing file also writes its size.
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -45,11 +48,25 @@ impl Checkpointer {
         let thread = std::thread::Builder::new()
             .name("tidings-sqlite-checkpoint".into())
             .spawn(move || {
+                // The writer's checkpoint asked for and not yet done.
+                let mut asked: Option<Arc<AtomicBool>> = None;
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                    // No pass while the writer finishes one: a pass holds the checkpoint lock,
+                    // and the writer's would find it taken and wait for its next transaction,
+                    // again and again on a machine whose cores are busy (the log then grew to
+                    // 27–48 MiB in the `wal` test under load, against a limit of 16).
+                    if let Some(done) = &asked {
+                        if !done.load(Ordering::Acquire) {
+                            continue;
+                        }
+                        asked = None;
+                    }
                     match passive(&conn) {
                         Ok(o) if o.log >= restart_frames => {
+                            let done = Arc::new(AtomicBool::new(false));
+                            asked = Some(done.clone());
                             // The writer is gone only when the store is closing.
-                            let _ = writer.send(writer::Request::Checkpoint);
+                            let _ = writer.send(writer::Request::Checkpoint(done));
                         }
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
