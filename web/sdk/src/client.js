@@ -28,7 +28,15 @@ import { MessageContent, TypingStatusMessage, contentClass, decodeContent, regis
 import { fetchNavigation, navigationOf, nodeOf } from './navi.js';
 import { defaultStorage, readJson } from './storage.js';
 import { PollTransport, WebSocketTransport, errorText, sleep } from './transport.js';
-import { conversationKey, conversationOf, int, messageOf } from './wire.js';
+import {
+  chatroomOf,
+  conversationKey,
+  conversationOf,
+  entryOf,
+  int,
+  memberOf,
+  messageOf,
+} from './wire.js';
 
 /**
  * @typedef {import('./types.js').Message} Message
@@ -103,6 +111,14 @@ import { conversationKey, conversationOf, int, messageOf } from './wire.js';
  */
 
 /**
+ * @typedef {object} ChatroomEntryInput
+ * @property {string} key 1–128 of `A-Za-z0-9_+=-.`
+ * @property {string} value at most 4,096 bytes
+ * @property {boolean} [isAutoDelete] removed when this user leaves the room (seed 004's name)
+ * @property {boolean} [autoDelete] the same
+ */
+
+/**
  * @typedef {object} HistoryOptions
  * @property {number} [beforeSeq]
  * @property {number} [afterSeq]
@@ -137,6 +153,9 @@ const CONFIRM_BATCH = 64;
 const FIRST_QUERY_ID = 2 ** 31;
 /** Conversations kept in the storage's cache. */
 const CACHED_CONVERSATIONS = 200;
+/** A chatroom's notices, and its gap markers. */
+const NOTICE_TYPE = 'tidings:chatroom';
+const GAP_TYPE = 'tidings:gap';
 /** Built-in types, which always count as unread. */
 const BUILT_IN = new Set(['text', 'image', 'file', 'voice', 'location', 'rich']);
 
@@ -343,6 +362,14 @@ export class TidingsClient {
   #saveQueued = false;
   /** @type {(() => void) | null} */
   #onlineHandler = null;
+  /**
+   * The chatrooms this client is in, each with the newest seq presented of it: joined again
+   * after a reconnect, asking for what came after.
+   * @type {Map<string, number>}
+   */
+  #rooms = new Map();
+  /** Chatroom queries whose answers change `#rooms`, by query id. @type {Map<number, { kind: 'join' | 'quit' | 'rejoin', room: string }>} */
+  #roomQueries = new Map();
 
   /**
    * Sets the client up (seed 004's `init`). Call once, before `connect`.
@@ -658,7 +685,7 @@ export class TidingsClient {
       throw new ConnectError(ErrorCode.CLIENT_DISCONNECTED, 'disconnected while connecting', { final: true });
     }
     if (kind === 'websocket') this.#wsFailures = 0;
-    this.#established(won.transport, won.connack);
+    this.#established(won.transport, won.connack, won.node);
     return this.#userId;
   }
 
@@ -723,7 +750,7 @@ export class TidingsClient {
    * at once would kick each other (same device id), so they are never concurrent.
    * @param {Navigation} nav
    * @param {'websocket' | 'polling'} kind
-   * @returns {Promise<{ transport: Transport, connack: Record<string, any> }>}
+   * @returns {Promise<{ transport: Transport, connack: Record<string, any>, node: Node }>}
    */
   #race(nav, kind) {
     const o = this.#options;
@@ -767,7 +794,7 @@ export class TidingsClient {
             if (ack && int(ack.code) === 0) {
               settled = true;
               closeAll(t);
-              resolve({ transport: t, connack: ack });
+              resolve({ transport: t, connack: ack, node: nav.nodes[transports.indexOf(t)] });
               return;
             }
             t.close();
@@ -824,8 +851,9 @@ export class TidingsClient {
    * Takes an accepted connection into use: what the Rust SDK does after its handshake.
    * @param {Transport} transport
    * @param {Record<string, any>} connack
+   * @param {Node} node
    */
-  #established(transport, connack) {
+  #established(transport, connack, node) {
     const userId = String(connack.userId ?? '');
     if (this.#userId && this.#userId !== userId) this.#forgetUser();
     this.#userId = userId;
@@ -854,6 +882,13 @@ export class TidingsClient {
       (reason) => this.#linkEnded(link, { ...reason, reconnect: true, fromServer: false }),
     );
     if (this.#link !== link) return;
+    // Chatrooms are joined again first (the server handles a connection's frames in order), so
+    // resent chatroom messages find their sender a member.
+    for (const [room, afterSeq] of [...this.#rooms].sort(([a], [b]) => (a < b ? -1 : 1))) {
+      const queryId = this.#newQueryId();
+      this.#roomQueries.set(queryId, { kind: 'rejoin', room });
+      this.#send({ query: { queryId, joinChatroom: { chatroomId: room, afterSeq: String(afterSeq) } } });
+    }
     // Sends still waiting for a PUBACK go again, flagged dup, with their client message ids.
     for (const id of [...this.#pending.keys()].sort((a, b) => a - b)) this.#writePublish(id, true);
     const cursor = this.#inbox.cursor ?? 0;
@@ -934,6 +969,7 @@ export class TidingsClient {
     this.#unconfirmed = 0;
     this.#syncing = false;
     // Their answers cannot come on another connection.
+    this.#roomQueries.clear();
     for (const [id, q] of this.#queries) {
       clearTimeout(q.timer);
       q.reject(new TidingsError(ErrorCode.RC_SOCKET_DISCONNECTED, 'the connection was lost'));
@@ -1006,6 +1042,8 @@ export class TidingsClient {
     this.#cancelReconnect();
     this.#watchOnline(false);
     await this.#closeLink();
+    // The server took the connection out of its rooms; a later connect does not rejoin them.
+    this.#rooms.clear();
     this.#failPending(ErrorCode.CLIENT_DISCONNECTED, 'the client disconnected');
     this.#saveConversations();
     this.#setStatus(ConnectionStatus.DISCONNECTED);
@@ -1073,7 +1111,7 @@ export class TidingsClient {
    */
   #onStatusMessage(m, type) {
     if (type === ConversationType.CHATROOM) {
-      this.#events.emit('chatroom', messageOf(m, this.#userId));
+      this.#roomItem(messageOf(m, this.#userId));
       return;
     }
     if (type === ConversationType.NONE && m.msgType === 'tidings:presence') {
@@ -1093,6 +1131,99 @@ export class TidingsClient {
       return;
     }
     this.#presentMessage(message);
+  }
+
+  /**
+   * Presents an item of a chatroom's stream once, in seq order: a message as a `message`
+   * event, a notice or a gap marker as a `chatroom` event. Items of rooms this client is not in
+   * (any more) are dropped.
+   * @param {Message} m
+   */
+  #roomItem(m) {
+    const room = m.targetId;
+    const last = this.#rooms.get(room);
+    if (last === undefined) return;
+    const wire = /** @type {any} */ (m.content).content;
+    if (m.objectName === GAP_TYPE) {
+      // A gap marker's range may hold items that were kept and come after it: it does not move
+      // the position.
+      const g = wire && typeof wire === 'object' ? wire : {};
+      this.#events.emit('chatroom', {
+        type: 'gap',
+        chatroomId: room,
+        count: int(g.count),
+        fromSeq: int(g.fromSeq),
+        toSeq: int(g.toSeq),
+      });
+      return;
+    }
+    if (m.seq !== 0) {
+      if (m.seq <= last) return;
+      this.#rooms.set(room, m.seq);
+    }
+    if (m.objectName !== NOTICE_TYPE) {
+      this.#presentMessage(m);
+      return;
+    }
+    const c = wire && typeof wire === 'object' ? wire : {};
+    const userIds = Array.isArray(c.userIds) ? c.userIds.map(String) : [];
+    /** @type {import('./types.js').ChatroomNotice} */
+    const notice = {
+      type: 'notice',
+      chatroomId: room,
+      seq: m.seq,
+      operation: String(c.operation ?? ''),
+      operatorId: m.senderUserId,
+      userIds,
+      count: int(c.count) || userIds.length,
+      until: Math.max(int(c.until), int(c.bannedUntil)),
+      all: Boolean(c.all),
+    };
+    if (c.key !== undefined) notice.key = String(c.key);
+    if (c.value !== undefined) notice.value = String(c.value);
+    this.#events.emit('chatroom', notice);
+    // Kicked, or the room is gone: this connection is out of it.
+    const out =
+      notice.operation === 'kick' && userIds.includes(this.#userId)
+        ? ErrorCode.RC_CHATROOM_USER_KICKED
+        : notice.operation === 'destroy'
+          ? ErrorCode.RC_CHATROOM_NOT_EXIST
+          : 0;
+    if (out) {
+      this.#rooms.delete(room);
+      this.#events.emit('chatroom', { type: 'left', chatroomId: room, code: out });
+    }
+  }
+
+  /**
+   * A join answered: the recent messages it asked for are presented (before anything pushed
+   * after the answer), and the room's stream starts after its seq.
+   * @param {string} room
+   * @param {Record<string, any>} q
+   */
+  #joined(room, q) {
+    this.#rooms.set(room, Math.max(this.#rooms.get(room) ?? 0, int(q.chatrooms?.[0]?.seq)));
+    for (const m of q.messages ?? []) this.#presentMessage(messageOf(m, this.#userId));
+  }
+
+  /**
+   * The answer to joining a room again after a reconnect: the messages after the last seq
+   * presented are presented; a refusal takes the room out.
+   * @param {string} room
+   * @param {Record<string, any>} q
+   */
+  #rejoined(room, q) {
+    const code = int(q.code);
+    if (code !== 0) {
+      if (this.#rooms.delete(room)) this.#events.emit('chatroom', { type: 'left', chatroomId: room, code });
+      return;
+    }
+    const seq = int(q.chatrooms?.[0]?.seq);
+    // A room made anew (the server restarted, or the room ended and a join made it again)
+    // numbers its items from 1 again: follow it from where it is.
+    if ((this.#rooms.get(room) ?? 0) > seq) this.#rooms.set(room, seq);
+    for (const m of q.messages ?? []) this.#roomItem(messageOf(m, this.#userId));
+    if (this.#rooms.has(room)) this.#rooms.set(room, Math.max(this.#rooms.get(room) ?? 0, seq));
   }
 
   /**
@@ -1237,6 +1368,15 @@ export class TidingsClient {
   /** @param {Record<string, any>} q */
   #onQueryAck(q) {
     const id = int(q.queryId);
+    const roomQuery = this.#roomQueries.get(id);
+    if (roomQuery) {
+      // Followed here, as the answer arrives, so that the room's next pushed item is measured
+      // against the position the answer sets.
+      this.#roomQueries.delete(id);
+      if (roomQuery.kind === 'rejoin') return this.#rejoined(roomQuery.room, q);
+      if (int(q.code) === 0 && roomQuery.kind === 'join') this.#joined(roomQuery.room, q);
+      if (int(q.code) === 0 && roomQuery.kind === 'quit') this.#rooms.delete(roomQuery.room);
+    }
     const waiting = this.#queries.get(id);
     if (waiting) {
       this.#queries.delete(id);
@@ -1526,8 +1666,11 @@ export class TidingsClient {
     if (!this.#link) {
       return Promise.reject(new TidingsError(ErrorCode.RC_NET_CHANNEL_INVALID, 'not connected'));
     }
-    this.#nextQueryId = this.#nextQueryId >= 2 ** 32 - 1 ? FIRST_QUERY_ID : this.#nextQueryId + 1;
-    const queryId = this.#nextQueryId;
+    const queryId = this.#newQueryId();
+    const join = /** @type {any} */ (body.joinChatroom);
+    const quit = /** @type {any} */ (body.quitChatroom);
+    if (join) this.#roomQueries.set(queryId, { kind: 'join', room: String(join.chatroomId ?? '') });
+    if (quit) this.#roomQueries.set(queryId, { kind: 'quit', room: String(quit.chatroomId ?? '') });
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#queries.delete(queryId);
@@ -1536,6 +1679,11 @@ export class TidingsClient {
       this.#queries.set(queryId, { resolve, reject, timer });
       this.#send({ query: { queryId, ...body } });
     });
+  }
+
+  #newQueryId() {
+    this.#nextQueryId = this.#nextQueryId >= 2 ** 32 - 1 ? FIRST_QUERY_ID : this.#nextQueryId + 1;
+    return this.#nextQueryId;
   }
 
   /**
@@ -1917,6 +2065,219 @@ export class TidingsClient {
     return messageOf(m, this.#userId);
   }
 
+  // ---------------------------------------------------------------- chatrooms
+
+  /**
+   * Joins a chatroom (made by this join if it does not exist and the server allows it), with
+   * up to `recentCount` (0–50) of its newest messages, which are also presented as `message`
+   * events, oldest first (seed 004 delivers them to the message listener). The room's later
+   * messages come as `message` events (conversation type 4), its notices and gap markers as
+   * `chatroom` events, while this client is in it; after a reconnect the client joins again by
+   * itself and presents what it missed that the room's history still holds.
+   * @param {string} roomId
+   * @param {number} [recentCount]
+   * @param {Callback} [callback]
+   * @returns {Promise<{ chatroom: import('./types.js').Chatroom, messages: Message[] }>}
+   */
+  joinChatRoom(roomId, recentCount = 0, callback) {
+    return withCallback(
+      this.query({ joinChatroom: { chatroomId: roomId, recent: recentCount } }).then((q) => {
+        const messages = (q.messages ?? []).map((/** @type {any} */ m) => messageOf(m, this.#userId));
+        return { chatroom: chatroomOf(q.chatrooms?.[0] ?? {}), messages };
+      }),
+      callback,
+    );
+  }
+
+  /**
+   * Leaves a chatroom; answers the room as left behind.
+   * @param {string} roomId
+   * @param {Callback} [callback]
+   * @returns {Promise<import('./types.js').Chatroom>}
+   */
+  quitChatRoom(roomId, callback) {
+    return withCallback(
+      this.query({ quitChatroom: { chatroomId: roomId } }).then((q) => chatroomOf(q.chatrooms?.[0] ?? {})),
+      callback,
+    );
+  }
+
+  /**
+   * A chatroom's profile, member count and a page of its members (seed 004's
+   * `getChatRoomInfo`): `order` 1 (default) the first to join first, 2 the newest first (which
+   * reads the whole member list). Members only.
+   * @param {string} roomId
+   * @param {{ count?: number, order?: number }} [options] `count`: members (0–500; 10)
+   * @param {Callback} [callback]
+   */
+  getChatRoomInfo(roomId, options = {}, callback) {
+    return withCallback(this.#chatRoomInfo(roomId, options.count ?? 10, options.order ?? 1), callback);
+  }
+
+  /**
+   * @param {string} roomId
+   * @param {number} count
+   * @param {number} order
+   */
+  async #chatRoomInfo(roomId, count, order) {
+    const q = await this.query({ getChatroom: { chatroomId: roomId } });
+    const chatroom = chatroomOf(q.chatrooms?.[0] ?? {});
+    /** @type {import('./types.js').Member[]} */
+    let members = [];
+    if (count > 0) {
+      let pageToken = '';
+      for (;;) {
+        const limit = order === 2 ? 500 : Math.min(500, count - members.length);
+        const page = await this.query({ getChatroomMembers: { chatroomId: roomId, limit, pageToken } });
+        members.push(...(page.members ?? []).map(memberOf));
+        pageToken = String(page.nextPageToken ?? '');
+        if (!pageToken || (order !== 2 && members.length >= count)) break;
+      }
+      members = order === 2 ? members.slice(-count).reverse() : members.slice(0, count);
+    }
+    return {
+      chatroom,
+      userTotalNums: chatroom.memberCount,
+      userInfos: members.map((m) => ({ id: m.userId, time: m.joinedTime })),
+      members,
+    };
+  }
+
+  /**
+   * A page of a chatroom's history (the messages the room still keeps in memory), oldest
+   * first: the newest `count`, or from where `options` says. Members only.
+   * @param {string} roomId
+   * @param {number | HistoryOptions} [countOrOptions]
+   * @param {Callback} [callback] `onSuccess(messages, hasMore)`
+   * @returns {Promise<{ messages: Message[], hasMore: boolean }>}
+   */
+  getChatRoomHistoryMessages(roomId, countOrOptions, callback) {
+    const start = typeof countOrOptions === 'object' ? countOrOptions : { count: countOrOptions };
+    return this.getHistoryMessages(ConversationType.CHATROOM, roomId, start, undefined, callback);
+  }
+
+  /**
+   * Sets a key-value entry of a chatroom; refused with 23424 if another user set the key (see
+   * `forceSetChatroomEntry`). With `isAutoDelete` it goes when this user leaves the room. Every
+   * member gets an `entry` notice.
+   * @param {string} roomId
+   * @param {ChatroomEntryInput} entry
+   * @param {Callback} [callback]
+   * @returns {Promise<import('./types.js').ChatroomEntry>}
+   */
+  setChatroomEntry(roomId, entry, callback) {
+    return withCallback(this.#setEntry(roomId, entry, false), callback);
+  }
+
+  /**
+   * Sets a key-value entry of a chatroom, whoever set it before.
+   * @param {string} roomId
+   * @param {ChatroomEntryInput} entry
+   * @param {Callback} [callback]
+   * @returns {Promise<import('./types.js').ChatroomEntry>}
+   */
+  forceSetChatroomEntry(roomId, entry, callback) {
+    return withCallback(this.#setEntry(roomId, entry, true), callback);
+  }
+
+  /**
+   * @param {string} roomId
+   * @param {ChatroomEntryInput} entry
+   * @param {boolean} force
+   */
+  async #setEntry(roomId, entry, force) {
+    const q = await this.query({
+      setChatroomEntry: {
+        chatroomId: roomId,
+        key: entry.key,
+        value: entry.value,
+        force,
+        autoDelete: Boolean(entry.isAutoDelete ?? entry.autoDelete),
+      },
+    });
+    const e = q.entries?.[0];
+    if (!e) throw new TidingsError(ErrorCode.RC_QUERY_ACK_NO_DATA, 'the answer held no entry');
+    return entryOf(e);
+  }
+
+  /**
+   * Removes a key-value entry this user set (23424 if another user set it; 23427 if there is
+   * none).
+   * @param {string} roomId
+   * @param {string | { key: string }} key
+   * @param {Callback} [callback]
+   * @returns {Promise<boolean>}
+   */
+  removeChatroomEntry(roomId, key, callback) {
+    return withCallback(this.#removeEntry(roomId, key, false), callback);
+  }
+
+  /**
+   * Removes a key-value entry, whoever set it (23427 if there is none).
+   * @param {string} roomId
+   * @param {string | { key: string }} key
+   * @param {Callback} [callback]
+   * @returns {Promise<boolean>}
+   */
+  forceRemoveChatroomEntry(roomId, key, callback) {
+    return withCallback(this.#removeEntry(roomId, key, true), callback);
+  }
+
+  /**
+   * @param {string} roomId
+   * @param {string | { key: string }} key
+   * @param {boolean} force
+   */
+  async #removeEntry(roomId, key, force) {
+    const k = typeof key === 'string' ? key : key.key;
+    await this.query({ removeChatroomEntry: { chatroomId: roomId, key: k, force } });
+    return true;
+  }
+
+  /**
+   * One entry's value, or null if the room has no such key.
+   * @param {string} roomId
+   * @param {string} key
+   * @param {Callback} [callback]
+   * @returns {Promise<string | null>}
+   */
+  getChatroomEntry(roomId, key, callback) {
+    return withCallback(
+      this.getChatroomEntries(roomId, [key]).then((list) => list.find((e) => e.key === key)?.value ?? null),
+      callback,
+    );
+  }
+
+  /**
+   * Every entry of a room, as seed 004 answers it: an object of key → value.
+   * @param {string} roomId
+   * @param {Callback} [callback]
+   * @returns {Promise<Record<string, string>>}
+   */
+  getAllChatroomEntries(roomId, callback) {
+    return withCallback(
+      this.getChatroomEntries(roomId).then((list) => Object.fromEntries(list.map((e) => [e.key, e.value]))),
+      callback,
+    );
+  }
+
+  /**
+   * A room's entries in full (who set each, when, `autoDelete`), by key: those of `keys`, or
+   * all.
+   * @param {string} roomId
+   * @param {string[]} [keys]
+   * @returns {Promise<import('./types.js').ChatroomEntry[]>}
+   */
+  async getChatroomEntries(roomId, keys = []) {
+    const q = await this.query({ getChatroomEntries: { chatroomId: roomId, keys } });
+    return (q.entries ?? []).map(entryOf);
+  }
+
+  /** The chatrooms this client is in (and joins again after a reconnect). */
+  get chatrooms() {
+    return [...this.#rooms.keys()];
+  }
+
   // ---------------------------------------------------------------- the local cache
 
   /**
@@ -1953,6 +2314,7 @@ export class TidingsClient {
     this.#inbox = new Inbox(null);
     this.#conversations = new Map();
     this.#loadedFor = '';
+    this.#rooms.clear();
     this.#failPending(ErrorCode.CLIENT_DISCONNECTED, 'another user connected');
   }
 

@@ -45,6 +45,11 @@ export async function shapes(c: Impl.TidingsClient): Promise<void> {
   const list: Decl.Conversation[] = await c.getConversationList();
   const page: Decl.HistoryPage = await c.getHistoryMessages(1, 'bob');
   const stats: Decl.ClientStats = c.stats;
+  const joined: Decl.ChatroomJoined = await c.joinChatRoom('lobby', 5);
+  const info: Decl.ChatroomInfo = await c.getChatRoomInfo('lobby', { count: 10 });
+  const entry: Decl.ChatroomEntry = await c.setChatroomEntry('lobby', { key: 'k', value: 'v' });
+  c.on('chatroom', (e: Decl.ChatroomEvent) => void e);
+  void [joined, info, entry];
   void m;
   void list;
   void page;

@@ -585,6 +585,97 @@ export interface ConversationUpdate {
   silent?: boolean;
 }
 
+/** A chatroom's profile and state. */
+export interface Chatroom {
+  chatroomId: string;
+  name: string;
+  /** App-defined JSON object as text, or empty. */
+  extra: string;
+  createdTime: number;
+  /** Users with a connection in the room now. */
+  memberCount: number;
+  maxMembers: number;
+  /** The whole room (ms; 0: not muted). */
+  mutedUntil: number;
+  /** The room's newest seq when read. */
+  seq: number;
+  /** Created by the app server, not by a first join. */
+  kept: boolean;
+}
+
+export interface ChatroomJoined {
+  chatroom: Chatroom;
+  /** The recent messages asked for, oldest first (also presented as `message` events). */
+  messages: Message[];
+}
+
+export interface ChatroomInfo {
+  chatroom: Chatroom;
+  /** Seed 004's names: the member count, and the page of members. */
+  userTotalNums: number;
+  userInfos: { id: string; time: number }[];
+  members: Member[];
+}
+
+export interface ChatroomEntry {
+  key: string;
+  value: string;
+  /** Who set it last. */
+  userId: string;
+  updatedTime: number;
+  /** Removed when that user leaves the room. */
+  autoDelete: boolean;
+}
+
+export interface ChatroomEntryInput {
+  key: string;
+  value: string;
+  /** Removed when this user leaves the room (seed 004's name). */
+  isAutoDelete?: boolean;
+  autoDelete?: boolean;
+}
+
+export interface ChatroomNotice {
+  type: 'notice';
+  chatroomId: string;
+  seq: number;
+  /** `join`, `leave`, `kick`, `mute`, `unmute`, `entry`, `entry-remove` or `destroy`. */
+  operation: string;
+  /** Empty: the server or the app server. */
+  operatorId: string;
+  userIds: string[];
+  count: number;
+  key?: string;
+  value?: string;
+  until: number;
+  all: boolean;
+}
+
+/** Items of a room dropped for this connection: `count`, with seqs from `fromSeq` to `toSeq`. */
+export interface ChatroomGap {
+  type: 'gap';
+  chatroomId: string;
+  count: number;
+  fromSeq: number;
+  toSeq: number;
+}
+
+/** Out of a room: kicked (23409), the room destroyed (23410), or a rejoin refused (its code). */
+export interface ChatroomLeft {
+  type: 'left';
+  chatroomId: string;
+  code: number;
+}
+
+export type ChatroomEvent = ChatroomNotice | ChatroomGap | ChatroomLeft;
+
+/** A member of a group or a chatroom. */
+export interface Member {
+  userId: string;
+  joinedTime: number;
+  mutedUntil: number;
+}
+
 export interface ClientStats {
   /** Entries dropped because they had been presented already. */
   duplicatesDropped: number;
@@ -605,8 +696,8 @@ export interface ClientEvents {
   messagesDeleted: (deleted: MessagesDeleted) => void;
   quietHours: (hours: { startMinute: number; minutes: number }) => void;
   presence: (presence: Presence) => void;
-  /** A chatroom item (chatrooms are not wrapped yet: join with `query`). */
-  chatroom: (message: Message) => void;
+  /** A chatroom's notice or gap marker, or this client being out of a room (its messages are `message` events). */
+  chatroom: (event: ChatroomEvent) => void;
   transport: (transport: 'websocket' | 'polling') => void;
   /** A message this client sends changed its `sentStatus`. */
   sentStatus: (message: Message) => void;
@@ -714,4 +805,19 @@ export declare class TidingsClient {
   ): Promise<Message>;
   /** The conversation list as this client last knew it, from the storage's cache. */
   getCachedConversationList(): Conversation[];
+
+  joinChatRoom(roomId: string, recentCount?: number, callback?: Callback<ChatroomJoined>): Promise<ChatroomJoined>;
+  quitChatRoom(roomId: string, callback?: Callback<Chatroom>): Promise<Chatroom>;
+  getChatRoomInfo(roomId: string, options?: { count?: number; order?: number }, callback?: Callback<ChatroomInfo>): Promise<ChatroomInfo>;
+  getChatRoomHistoryMessages(roomId: string, countOrOptions?: number | HistoryOptions, callback?: Callback<Message[]>): Promise<HistoryPage>;
+  setChatroomEntry(roomId: string, entry: ChatroomEntryInput, callback?: Callback<ChatroomEntry>): Promise<ChatroomEntry>;
+  forceSetChatroomEntry(roomId: string, entry: ChatroomEntryInput, callback?: Callback<ChatroomEntry>): Promise<ChatroomEntry>;
+  removeChatroomEntry(roomId: string, key: string | { key: string }, callback?: Callback<boolean>): Promise<boolean>;
+  forceRemoveChatroomEntry(roomId: string, key: string | { key: string }, callback?: Callback<boolean>): Promise<boolean>;
+  getChatroomEntry(roomId: string, key: string, callback?: Callback<string | null>): Promise<string | null>;
+  getAllChatroomEntries(roomId: string, callback?: Callback<Record<string, string>>): Promise<Record<string, string>>;
+  getChatroomEntries(roomId: string, keys?: string[]): Promise<ChatroomEntry[]>;
+  /** The rooms this client is in (and joins again after a reconnect). */
+  readonly chatrooms: string[];
+
 }
