@@ -11,6 +11,7 @@
 
 import {
   ConnectionStatus,
+  ConversationNotificationStatus,
   ConversationType,
   ErrorCode,
   MessageDirection,
@@ -33,9 +34,11 @@ import {
   conversationKey,
   conversationOf,
   entryOf,
+  groupOf,
   int,
   memberOf,
   messageOf,
+  presenceOf,
 } from './wire.js';
 
 /**
@@ -119,6 +122,10 @@ import {
  */
 
 /**
+ * @typedef {{ conversationType: number, targetId: string, seq: number }} MessageRef
+ */
+
+/**
  * @typedef {object} HistoryOptions
  * @property {number} [beforeSeq]
  * @property {number} [afterSeq]
@@ -153,6 +160,7 @@ const CONFIRM_BATCH = 64;
 const FIRST_QUERY_ID = 2 ** 31;
 /** Conversations kept in the storage's cache. */
 const CACHED_CONVERSATIONS = 200;
+const { DO_NOT_DISTURB, NOTIFY } = ConversationNotificationStatus;
 /** A chatroom's notices, and its gap markers. */
 const NOTICE_TYPE = 'tidings:chatroom';
 const GAP_TYPE = 'tidings:gap';
@@ -370,6 +378,8 @@ export class TidingsClient {
   #rooms = new Map();
   /** Chatroom queries whose answers change `#rooms`, by query id. @type {Map<number, { kind: 'join' | 'quit' | 'rejoin', room: string }>} */
   #roomQueries = new Map();
+  /** The users whose presence this client watches, to watch again after a reconnect. @type {string[]} */
+  #watching = [];
 
   /**
    * Sets the client up (seed 004's `init`). Call once, before `connect`.
@@ -900,6 +910,10 @@ export class TidingsClient {
     // The CONNACK's inbox seq was read after the server registered this connection: anything
     // newer is pushed. So a client already that far along has nothing to sync.
     if (!this.#syncing && (cursor < int(connack.inboxSeq) || this.#inbox.gapped)) this.#startSync();
+    // Watch again what the last connection watched; the answer is not awaited.
+    if (this.#watching.length > 0) {
+      this.#send({ query: { queryId: this.#newQueryId(), subscribePresence: { userIds: this.#watching } } });
+    }
     link.pingTimer = setInterval(() => this.#heartbeat(link), heartbeatMs);
     link.syncTimer = setInterval(() => {
       if (this.#link === link && !this.#syncing) this.#startSync();
@@ -2278,6 +2292,319 @@ export class TidingsClient {
     return [...this.#rooms.keys()];
   }
 
+  // ---------------------------------------------------------------- groups
+
+  /**
+   * A group's profile (members only: 22406; a dismissed group 35001).
+   * @param {string} groupId
+   * @param {Callback} [callback]
+   * @returns {Promise<import('./types.js').Group>}
+   */
+  getGroupInfo(groupId, callback) {
+    return withCallback(
+      this.query({ getGroup: { groupId } }).then((q) => groupOf(q.groups?.[0] ?? {})),
+      callback,
+    );
+  }
+
+  /**
+   * A page of a group's members in the order they joined.
+   * @param {string} groupId
+   * @param {{ count?: number, pageToken?: string }} [page] `count`: 1–500 (100)
+   * @param {Callback} [callback]
+   * @returns {Promise<{ members: import('./types.js').Member[], nextPageToken: string }>}
+   */
+  getGroupMembers(groupId, page = {}, callback) {
+    return withCallback(
+      this.query({ getGroupMembers: { groupId, limit: page.count ?? 0, pageToken: page.pageToken ?? '' } }).then(
+        (q) => ({ members: (q.members ?? []).map(memberOf), nextPageToken: String(q.nextPageToken ?? '') }),
+      ),
+      callback,
+    );
+  }
+
+  /**
+   * Leaves a group; answers the group as left behind.
+   * @param {string} groupId
+   * @param {Callback} [callback]
+   * @returns {Promise<import('./types.js').Group>}
+   */
+  quitGroup(groupId, callback) {
+    return withCallback(
+      this.query({ quitGroup: { groupId } }).then((q) => groupOf(q.groups?.[0] ?? {})),
+      callback,
+    );
+  }
+
+  /**
+   * The live groups this user is in, by id.
+   * @param {Callback} [callback]
+   * @returns {Promise<import('./types.js').Group[]>}
+   */
+  getGroupList(callback) {
+    return withCallback(
+      this.query({ listGroups: {} }).then((q) => (q.groups ?? []).map(groupOf)),
+      callback,
+    );
+  }
+
+  /**
+   * Who of a group message's audience has read it (this user's own messages only: 40018
+   * otherwise): the members whose read position is at or past it, and those whose is not.
+   * @param {string} groupId
+   * @param {number | Message} seqOrMessage
+   * @param {Callback} [callback]
+   * @returns {Promise<import('./types.js').GroupReadReceipt>}
+   */
+  getGroupMessageReadReceipt(groupId, seqOrMessage, callback) {
+    const seq = typeof seqOrMessage === 'number' ? seqOrMessage : seqOrMessage.seq;
+    return withCallback(
+      this.query({ getGroupReceipt: { groupId, seq: String(seq) } }).then((q) => {
+        const readUserIds = (q.receipt?.readUserIds ?? []).map(String);
+        const unreadUserIds = (q.receipt?.unreadUserIds ?? []).map(String);
+        return { readUserIds, unreadUserIds, readCount: readUserIds.length, unreadCount: unreadUserIds.length };
+      }),
+      callback,
+    );
+  }
+
+  // ---------------------------------------------------------------- search, edits, reactions
+
+  /**
+   * Finds the messages this user can see whose text contains `keyword`, newest first: in every
+   * conversation, or in one.
+   * @param {string} keyword 1–100 characters
+   * @param {{ conversationType?: number, targetId?: string, count?: number, pageToken?: string }} [options]
+   * @param {Callback} [callback]
+   * @returns {Promise<{ messages: Message[], nextPageToken: string }>}
+   */
+  searchMessages(keyword, options = {}, callback) {
+    /** @type {Record<string, unknown>} */
+    const body = { query: keyword, limit: options.count ?? 0, pageToken: options.pageToken ?? '' };
+    if (options.targetId) {
+      body.conversationType = options.conversationType ?? ConversationType.PRIVATE;
+      body.targetId = options.targetId;
+    }
+    return withCallback(
+      this.query({ searchMessages: body }).then((q) => ({
+        messages: (q.messages ?? []).map((/** @type {any} */ m) => messageOf(m, this.#userId)),
+        nextPageToken: String(q.nextPageToken ?? ''),
+      })),
+      callback,
+    );
+  }
+
+  /**
+   * Replaces the content of one of this user's messages; resolves with the message as it now
+   * is. The conversation gets a `tidings:edit` message saying so.
+   * @param {Message | MessageRef} message
+   * @param {MessageContent} content of the message's type
+   * @param {Callback} [callback]
+   * @returns {Promise<Message>}
+   */
+  editMessage(message, content, callback) {
+    return withCallback(
+      this.#changeMessage('editMessage', message, { content: JSON.stringify(content.encode()) }),
+      callback,
+    );
+  }
+
+  /**
+   * Adds this user's reaction (an emoji, 1–32 bytes) to a message; resolves with the message
+   * as it now is. The conversation gets a `tidings:reaction` message saying so.
+   * @param {Message | MessageRef} message
+   * @param {string} emoji
+   * @param {Callback} [callback]
+   * @returns {Promise<Message>}
+   */
+  addReaction(message, emoji, callback) {
+    return withCallback(this.#changeMessage('reactToMessage', message, { emoji }), callback);
+  }
+
+  /**
+   * Takes this user's reaction off a message.
+   * @param {Message | MessageRef} message
+   * @param {string} emoji
+   * @param {Callback} [callback]
+   * @returns {Promise<Message>}
+   */
+  removeReaction(message, emoji, callback) {
+    return withCallback(this.#changeMessage('reactToMessage', message, { emoji, remove: true }), callback);
+  }
+
+  /**
+   * @param {string} kind the query
+   * @param {Message | MessageRef} message
+   * @param {Record<string, unknown>} fields
+   */
+  async #changeMessage(kind, message, fields) {
+    const q = await this.query({
+      [kind]: {
+        conversationType: message.conversationType,
+        targetId: message.targetId,
+        seq: String(message.seq),
+        ...fields,
+      },
+    });
+    const m = q.messages?.[0];
+    if (!m) throw new TidingsError(ErrorCode.RC_QUERY_ACK_NO_DATA, 'the answer held no message');
+    return messageOf(m, this.#userId);
+  }
+
+  // ---------------------------------------------------------------- blocklist, presence, quiet hours
+
+  /**
+   * Blocks a user: their messages to this user are refused (405). One way only.
+   * @param {string} userId
+   * @param {Callback} [callback]
+   * @returns {Promise<boolean>}
+   */
+  addToBlacklist(userId, callback) {
+    return withCallback(this.query({ setBlocked: { userId, blocked: true } }).then(() => true), callback);
+  }
+
+  /**
+   * @param {string} userId
+   * @param {Callback} [callback]
+   * @returns {Promise<boolean>}
+   */
+  removeFromBlacklist(userId, callback) {
+    return withCallback(this.query({ setBlocked: { userId, blocked: false } }).then(() => true), callback);
+  }
+
+  /**
+   * The users this user blocks, in id order.
+   * @param {Callback} [callback]
+   * @returns {Promise<string[]>}
+   */
+  getBlacklist(callback) {
+    return withCallback(
+      this.query({ getBlocklist: {} }).then((q) => (q.userIds ?? []).map(String)),
+      callback,
+    );
+  }
+
+  /**
+   * Whether this user blocks `userId`.
+   * @param {string} userId
+   * @param {Callback} [callback]
+   * @returns {Promise<boolean>}
+   */
+  getBlacklistStatus(userId, callback) {
+    return withCallback(
+      this.query({ getBlockStatus: { userId } }).then((q) => (q.userIds ?? []).map(String).includes(userId)),
+      callback,
+    );
+  }
+
+  /**
+   * Watches these users (at most 200; replaces the last list; empty stops watching): each one
+   * coming online or going offline is a `presence` event. The client watches them again after
+   * every reconnect. Answers their presence now.
+   * @param {string[]} userIds
+   * @param {Callback} [callback]
+   * @returns {Promise<import('./types.js').Presence[]>}
+   */
+  subscribeUserStatus(userIds, callback) {
+    this.#watching = [...userIds];
+    return withCallback(
+      this.query({ subscribePresence: { userIds } }).then((q) => (q.presence ?? []).map(presenceOf)),
+      callback,
+    );
+  }
+
+  /**
+   * These users' presence now (1–200 of them).
+   * @param {string | string[]} userIds
+   * @param {Callback} [callback]
+   * @returns {Promise<import('./types.js').Presence[]>}
+   */
+  getUserStatus(userIds, callback) {
+    const ids = typeof userIds === 'string' ? [userIds] : userIds;
+    return withCallback(
+      this.query({ getPresence: { userIds: ids } }).then((q) => (q.presence ?? []).map(presenceOf)),
+      callback,
+    );
+  }
+
+  /**
+   * Sets this user's quiet hours (no push notifications), every day from `startMinute` after
+   * midnight UTC (or a `HH:MM` time, UTC) for `minutes` (1–1440). Every device of the user gets
+   * a `quietHours` event.
+   * @param {number | string} start
+   * @param {number} minutes
+   * @param {Callback} [callback]
+   * @returns {Promise<{ startMinute: number, minutes: number }>}
+   */
+  setNotificationQuietHours(start, minutes, callback) {
+    return withCallback(this.#setQuietHours(minuteOf(start), minutes), callback);
+  }
+
+  /**
+   * This user's quiet hours (`minutes` 0: none).
+   * @param {Callback} [callback]
+   * @returns {Promise<{ startMinute: number, minutes: number }>}
+   */
+  getNotificationQuietHours(callback) {
+    return withCallback(
+      this.query({ getQuietHours: {} }).then((q) => ({
+        startMinute: int(q.quietHours?.startMinute),
+        minutes: int(q.quietHours?.minutes),
+      })),
+      callback,
+    );
+  }
+
+  /**
+   * Turns quiet hours off.
+   * @param {Callback} [callback]
+   * @returns {Promise<boolean>}
+   */
+  removeNotificationQuietHours(callback) {
+    return withCallback(this.#setQuietHours(0, 0).then(() => true), callback);
+  }
+
+  /**
+   * @param {number} startMinute
+   * @param {number} minutes
+   */
+  async #setQuietHours(startMinute, minutes) {
+    const q = await this.query({ setQuietHours: { startMinute, minutes } });
+    return { startMinute: int(q.quietHours?.startMinute), minutes: int(q.quietHours?.minutes) };
+  }
+
+  /**
+   * Mutes a conversation's notifications (`ConversationNotificationStatus.DO_NOT_DISTURB`, 0)
+   * or unmutes them (`NOTIFY`, 1), on every device of the user.
+   * @param {number} conversationType
+   * @param {string} targetId
+   * @param {number} status
+   * @param {Callback} [callback]
+   * @returns {Promise<number>}
+   */
+  setConversationNotificationStatus(conversationType, targetId, status, callback) {
+    return withCallback(
+      this.updateConversation(conversationType, targetId, { muted: status === DO_NOT_DISTURB }).then((c) =>
+        c?.isMuted ? DO_NOT_DISTURB : NOTIFY,
+      ),
+      callback,
+    );
+  }
+
+  /**
+   * A conversation's notification status: `DO_NOT_DISTURB` (0) or `NOTIFY` (1).
+   * @param {number} conversationType
+   * @param {string} targetId
+   * @param {Callback} [callback]
+   * @returns {Promise<number>}
+   */
+  getConversationNotificationStatus(conversationType, targetId, callback) {
+    return withCallback(
+      this.#getConversation(conversationType, targetId).then((c) => (c?.isMuted ? DO_NOT_DISTURB : NOTIFY)),
+      callback,
+    );
+  }
+
   // ---------------------------------------------------------------- the local cache
 
   /**
@@ -2315,6 +2642,7 @@ export class TidingsClient {
     this.#conversations = new Map();
     this.#loadedFor = '';
     this.#rooms.clear();
+    this.#watching = [];
     this.#failPending(ErrorCode.CLIENT_DISCONNECTED, 'another user connected');
   }
 
@@ -2469,4 +2797,15 @@ function safeJson(text) {
   } catch {
     return null;
   }
+}
+
+/**
+ * A time of day as minutes after midnight: a number as it is, or `HH:MM` (`HH:MM:SS`).
+ * @param {number | string} start
+ */
+function minuteOf(start) {
+  if (typeof start === 'number') return start;
+  const m = /^(\d{1,2}):(\d{2})(?::\d{2})?$/.exec(start);
+  if (!m) throw new TidingsError(ErrorCode.BIZ_ERROR_INVALID_PARAMETER, `not a time of day: ${start}`);
+  return Number(m[1]) * 60 + Number(m[2]);
 }

@@ -124,6 +124,20 @@
  */
 
 /**
+ * A group's profile.
+ * @typedef {object} Group
+ * @property {string} groupId
+ * @property {string} name
+ * @property {string} portrait
+ * @property {string} extra app-defined JSON object as text, or empty
+ * @property {string} ownerId
+ * @property {number} createdTime
+ * @property {number} dismissedTime 0 while it lives
+ * @property {number} mutedUntil 0: not muted
+ * @property {number} memberCount
+ */
+
+/**
  * A member of a group or a chatroom.
  * @typedef {object} Member
  * @property {string} userId
@@ -139,6 +153,23 @@
  * @property {string} userId who set it last
  * @property {number} updatedTime
  * @property {boolean} autoDelete removed when that user leaves the room
+ */
+
+/**
+ * Who of a group message's audience has read it.
+ * @typedef {object} GroupReadReceipt
+ * @property {string[]} readUserIds by id
+ * @property {string[]} unreadUserIds by id
+ * @property {number} readCount
+ * @property {number} unreadCount
+ */
+
+/**
+ * A user's presence.
+ * @typedef {object} Presence
+ * @property {string} userId
+ * @property {boolean} online
+ * @property {number} lastSeen when last connected (ms; 0 if never recorded, 0 while online)
  */
 
 export {};

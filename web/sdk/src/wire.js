@@ -127,6 +127,24 @@ export function chatroomOf(c) {
 }
 
 /**
+ * A group's profile.
+ * @param {Record<string, any>} g the protocol's Group
+ */
+export function groupOf(g) {
+  return {
+    groupId: String(g.groupId ?? ''),
+    name: String(g.name ?? ''),
+    portrait: String(g.portrait ?? ''),
+    extra: String(g.extra ?? ''),
+    ownerId: String(g.ownerId ?? ''),
+    createdTime: int(g.createdTime),
+    dismissedTime: int(g.dismissedTime),
+    mutedUntil: int(g.mutedUntil),
+    memberCount: int(g.memberCount),
+  };
+}
+
+/**
  * A member of a group or a chatroom.
  * @param {Record<string, any>} m
  */
@@ -146,4 +164,12 @@ export function entryOf(e) {
     updatedTime: int(e.updatedTime),
     autoDelete: Boolean(e.autoDelete),
   };
+}
+
+/**
+ * A user's presence.
+ * @param {Record<string, any>} p
+ */
+export function presenceOf(p) {
+  return { userId: String(p.userId ?? ''), online: Boolean(p.online), lastSeen: int(p.lastSeen) };
 }

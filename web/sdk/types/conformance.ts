@@ -12,6 +12,7 @@ export const values: {
   SentStatus: typeof Decl.SentStatus;
   MessageDirection: typeof Decl.MessageDirection;
   MentionedType: typeof Decl.MentionedType;
+  ConversationNotificationStatus: typeof Decl.ConversationNotificationStatus;
   ErrorCode: typeof Decl.ErrorCode;
   errorName: typeof Decl.errorName;
   TidingsError: typeof Decl.TidingsError;
@@ -48,8 +49,14 @@ export async function shapes(c: Impl.TidingsClient): Promise<void> {
   const joined: Decl.ChatroomJoined = await c.joinChatRoom('lobby', 5);
   const info: Decl.ChatroomInfo = await c.getChatRoomInfo('lobby', { count: 10 });
   const entry: Decl.ChatroomEntry = await c.setChatroomEntry('lobby', { key: 'k', value: 'v' });
+  const group: Decl.Group = await c.getGroupInfo('team');
+  const members: Decl.MembersPage = await c.getGroupMembers('team');
+  const receipt: Decl.GroupReadReceipt = await c.getGroupMessageReadReceipt('team', m);
+  const found: Decl.SearchPage = await c.searchMessages('hi');
+  const presence: Decl.Presence[] = await c.subscribeUserStatus(['bob']);
+  const quiet: Decl.QuietHours = await c.getNotificationQuietHours();
   c.on('chatroom', (e: Decl.ChatroomEvent) => void e);
-  void [joined, info, entry];
+  void [joined, info, entry, group, members, receipt, found, presence, quiet];
   void m;
   void list;
   void page;

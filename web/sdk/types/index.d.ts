@@ -57,6 +57,9 @@ export declare const MessageDirection: Readonly<{ SEND: 1; RECEIVE: 2 }>;
 
 export declare const MentionedType: Readonly<{ ALL: 1; PART: 2 }>;
 
+/** A conversation's notifications (seed 004's values). */
+export declare const ConversationNotificationStatus: Readonly<{ DO_NOT_DISTURB: 0; NOTIFY: 1 }>;
+
 /**
  * Every code the server or the SDK reports: the server's codes (docs/protocol.md, "Errors"),
  * under seed 004's names where the seed has the same number and meaning; negative, 30xxx and
@@ -669,11 +672,67 @@ export interface ChatroomLeft {
 
 export type ChatroomEvent = ChatroomNotice | ChatroomGap | ChatroomLeft;
 
+export interface Group {
+  groupId: string;
+  name: string;
+  portrait: string;
+  /** App-defined JSON object as text, or empty. */
+  extra: string;
+  ownerId: string;
+  createdTime: number;
+  /** 0 while it lives. */
+  dismissedTime: number;
+  mutedUntil: number;
+  memberCount: number;
+}
+
 /** A member of a group or a chatroom. */
 export interface Member {
   userId: string;
   joinedTime: number;
   mutedUntil: number;
+}
+
+export interface MembersPage {
+  members: Member[];
+  /** Empty on the last page. */
+  nextPageToken: string;
+}
+
+export interface GroupReadReceipt {
+  readUserIds: string[];
+  unreadUserIds: string[];
+  readCount: number;
+  unreadCount: number;
+}
+
+export interface SearchOptions {
+  /** With `targetId`: one conversation (PRIVATE by default). */
+  conversationType?: number;
+  targetId?: string;
+  /** 1–100 (20). */
+  count?: number;
+  pageToken?: string;
+}
+
+export interface SearchPage {
+  /** Newest first. */
+  messages: Message[];
+  /** Empty on the last page. */
+  nextPageToken: string;
+}
+
+export interface QuietHours {
+  /** Minutes after midnight UTC. */
+  startMinute: number;
+  /** 0: none. */
+  minutes: number;
+}
+
+export interface MessageRef {
+  conversationType: number;
+  targetId: string;
+  seq: number;
 }
 
 export interface ClientStats {
@@ -820,4 +879,27 @@ export declare class TidingsClient {
   /** The rooms this client is in (and joins again after a reconnect). */
   readonly chatrooms: string[];
 
+  getGroupInfo(groupId: string, callback?: Callback<Group>): Promise<Group>;
+  getGroupMembers(groupId: string, page?: { count?: number; pageToken?: string }, callback?: Callback<MembersPage>): Promise<MembersPage>;
+  quitGroup(groupId: string, callback?: Callback<Group>): Promise<Group>;
+  getGroupList(callback?: Callback<Group[]>): Promise<Group[]>;
+  getGroupMessageReadReceipt(groupId: string, seqOrMessage: number | Message, callback?: Callback<GroupReadReceipt>): Promise<GroupReadReceipt>;
+
+  searchMessages(keyword: string, options?: SearchOptions, callback?: Callback<SearchPage>): Promise<SearchPage>;
+  editMessage(message: Message | MessageRef, content: MessageContent, callback?: Callback<Message>): Promise<Message>;
+  addReaction(message: Message | MessageRef, emoji: string, callback?: Callback<Message>): Promise<Message>;
+  removeReaction(message: Message | MessageRef, emoji: string, callback?: Callback<Message>): Promise<Message>;
+
+  addToBlacklist(userId: string, callback?: Callback<boolean>): Promise<boolean>;
+  removeFromBlacklist(userId: string, callback?: Callback<boolean>): Promise<boolean>;
+  getBlacklist(callback?: Callback<string[]>): Promise<string[]>;
+  getBlacklistStatus(userId: string, callback?: Callback<boolean>): Promise<boolean>;
+  subscribeUserStatus(userIds: string[], callback?: Callback<Presence[]>): Promise<Presence[]>;
+  getUserStatus(userIds: string | string[], callback?: Callback<Presence[]>): Promise<Presence[]>;
+  /** `start`: minutes after midnight UTC, or `HH:MM` (UTC). */
+  setNotificationQuietHours(start: number | string, minutes: number, callback?: Callback<QuietHours>): Promise<QuietHours>;
+  getNotificationQuietHours(callback?: Callback<QuietHours>): Promise<QuietHours>;
+  removeNotificationQuietHours(callback?: Callback<boolean>): Promise<boolean>;
+  setConversationNotificationStatus(conversationType: number, targetId: string, status: number, callback?: Callback<number>): Promise<number>;
+  getConversationNotificationStatus(conversationType: number, targetId: string, callback?: Callback<number>): Promise<number>;
 }
