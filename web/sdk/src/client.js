@@ -198,6 +198,7 @@ function asConnectError(e) {
  * @property {string} sessionId
  * @property {number} heartbeatMs
  * @property {number} lastInbound
+ * @property {string} http the node's HTTP base URL (files)
  * @property {ReturnType<typeof setInterval> | null} pingTimer
  * @property {ReturnType<typeof setInterval> | null} syncTimer
  */
@@ -378,6 +379,8 @@ export class TidingsClient {
   #rooms = new Map();
   /** Chatroom queries whose answers change `#rooms`, by query id. @type {Map<number, { kind: 'join' | 'quit' | 'rejoin', room: string }>} */
   #roomQueries = new Map();
+  /** The HTTP base URL of the last node connected to (files). */
+  #lastHttp = '';
   /** The users whose presence this client watches, to watch again after a reconnect. @type {string[]} */
   #watching = [];
 
@@ -875,10 +878,12 @@ export class TidingsClient {
       sessionId: String(connack.sessionId ?? ''),
       heartbeatMs,
       lastInbound: Date.now(),
+      http: node.http,
       pingTimer: null,
       syncTimer: null,
     };
     this.#link = link;
+    this.#lastHttp = node.http;
     const serverTime = int(connack.serverTime);
     if (serverTime > 0) this.#deltaTime = serverTime - Date.now();
     const serverCursor = int(connack.cursor);
@@ -2605,6 +2610,134 @@ export class TidingsClient {
     );
   }
 
+  // ---------------------------------------------------------------- drafts
+
+  /**
+   * Keeps a draft of a conversation in the storage, for the connected user (seed 004's
+   * `saveTextMessageDraft`; synchronous, as there). Needs a user: after `connect`.
+   * @param {number} conversationType
+   * @param {string} targetId
+   * @param {string} text
+   * @returns {boolean}
+   */
+  saveTextMessageDraft(conversationType, targetId, text) {
+    this.#options.storage.setItem(this.#draftKey(conversationType, targetId), String(text));
+    return true;
+  }
+
+  /**
+   * The draft kept for a conversation, or null.
+   * @param {number} conversationType
+   * @param {string} targetId
+   * @returns {string | null}
+   */
+  getTextMessageDraft(conversationType, targetId) {
+    return this.#options.storage.getItem(this.#draftKey(conversationType, targetId));
+  }
+
+  /**
+   * @param {number} conversationType
+   * @param {string} targetId
+   * @returns {boolean}
+   */
+  clearTextMessageDraft(conversationType, targetId) {
+    this.#options.storage.removeItem(this.#draftKey(conversationType, targetId));
+    return true;
+  }
+
+  /**
+   * @param {number} conversationType
+   * @param {string} targetId
+   */
+  #draftKey(conversationType, targetId) {
+    this.#requireInit();
+    if (!this.#userId) throw new TidingsError(ErrorCode.BIZ_ERROR_CLIENT_NOT_INIT, 'drafts are per user: connect first');
+    return this.#keyOf(`draft:${conversationKey(conversationType, targetId)}`);
+  }
+
+  // ---------------------------------------------------------------- files
+
+  /**
+   * What an upload needs: the URL to `POST` the file to (add `?name=`) and the headers that
+   * authenticate it (the session's token; add the file's `Content-Type`). `fileType` is
+   * accepted for seed 004's signature; the server tells the kind from the content type.
+   * @param {number} [fileType]
+   * @param {Callback} [callback]
+   * @returns {Promise<{ url: string, headers: Record<string, string>, token: string }>}
+   */
+  getFileToken(fileType, callback) {
+    void fileType;
+    return withCallback(
+      (async () => {
+        const { base, token } = this.#fileAccess();
+        return { url: `${base}/v1/files`, headers: { Authorization: `Bearer ${token}` }, token };
+      })(),
+      callback,
+    );
+  }
+
+  /**
+   * Uploads a file (a Blob, an ArrayBuffer, a typed array or a string) with the session's
+   * token; resolves with the server's answer: `{file: {id, kind, type, name, size, …}, url,
+   * thumbnailUrl?}` (links that do not expire).
+   * @param {any} data
+   * @param {{ name?: string, type?: string }} [options] `type`: the content type (the Blob's
+   *   by default, else `application/octet-stream`)
+   * @param {Callback} [callback]
+   * @returns {Promise<import('./types.js').Upload>}
+   */
+  uploadFile(data, options = {}, callback) {
+    return withCallback(
+      (async () => {
+        const { base, token } = this.#fileAccess();
+        const type = options.type || data?.type || 'application/octet-stream';
+        const name = options.name ?? data?.name ?? 'file';
+        const res = await this.#options.fetch(`${base}/v1/files?name=${encodeURIComponent(name)}`, {
+          method: 'POST',
+          headers: { Authorization: `Bearer ${token}`, 'Content-Type': type },
+          body: data,
+        });
+        return /** @type {import('./types.js').Upload} */ (await httpAnswer(res));
+      })(),
+      callback,
+    );
+  }
+
+  /**
+   * A fresh link to a file that stops working after `ttlSecs` (1 s – 1 year; default 3,600).
+   * @param {string | { file: { id: string } }} fileIdOrUpload a file id, or `uploadFile`'s answer
+   * @param {number} [ttlSecs]
+   * @param {Callback} [callback]
+   * @returns {Promise<{ url: string, downloadUrl: string, thumbnailUrl?: string, expiresAt: number }>}
+   */
+  getFileUrl(fileIdOrUpload, ttlSecs, callback) {
+    return withCallback(
+      (async () => {
+        const { base, token } = this.#fileAccess();
+        const id = typeof fileIdOrUpload === 'string' ? fileIdOrUpload : fileIdOrUpload.file.id;
+        const res = await this.#options.fetch(`${base}/v1/files/${encodeURIComponent(id)}/url`, {
+          method: 'POST',
+          headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+          body: ttlSecs ? JSON.stringify({ ttlSecs }) : '',
+        });
+        const a = await httpAnswer(res);
+        /** @type {{ url: string, downloadUrl: string, thumbnailUrl?: string, expiresAt: number }} */
+        const out = { url: String(a.url), downloadUrl: String(a.url), expiresAt: int(a.expiresAt) };
+        if (a.thumbnailUrl) out.thumbnailUrl = String(a.thumbnailUrl);
+        return out;
+      })(),
+      callback,
+    );
+  }
+
+  /** The HTTP base of the node this client is (or was last) connected to, and the token. */
+  #fileAccess() {
+    this.#requireInit();
+    const base = this.#link?.http ?? this.#lastHttp;
+    if (!this.#token || !base) throw new TidingsError(ErrorCode.BIZ_ERROR_CLIENT_NOT_INIT, 'connect first');
+    return { base, token: this.#token };
+  }
+
   // ---------------------------------------------------------------- the local cache
 
   /**
@@ -2808,4 +2941,17 @@ function minuteOf(start) {
   const m = /^(\d{1,2}):(\d{2})(?::\d{2})?$/.exec(start);
   if (!m) throw new TidingsError(ErrorCode.BIZ_ERROR_INVALID_PARAMETER, `not a time of day: ${start}`);
   return Number(m[1]) * 60 + Number(m[2]);
+}
+
+/**
+ * The JSON answer of one of the server's HTTP endpoints, or its refusal as an error.
+ * @param {Response} res
+ * @returns {Promise<Record<string, any>>}
+ */
+async function httpAnswer(res) {
+  const text = await res.text();
+  const body = /** @type {any} */ (safeJson(text));
+  if (res.ok && body && int(body.code) === 0) return body;
+  const code = int(body?.code) || res.status;
+  throw new TidingsError(code, String(body?.message ?? `HTTP ${res.status}`), code);
 }

@@ -172,4 +172,12 @@
  * @property {number} lastSeen when last connected (ms; 0 if never recorded, 0 while online)
  */
 
+/**
+ * The server's answer to an upload.
+ * @typedef {object} Upload
+ * @property {{ id: string, kind: string, type: string, name: string, size: number, created: number, width?: number, height?: number }} file
+ * @property {string} url a link that does not expire
+ * @property {string} [thumbnailUrl] images: their JPEG thumbnail
+ */
+
 export {};

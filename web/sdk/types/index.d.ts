@@ -735,6 +735,22 @@ export interface MessageRef {
   seq: number;
 }
 
+export interface Upload {
+  file: { id: string; kind: string; type: string; name: string; size: number; created: number; width?: number; height?: number };
+  /** A link that does not expire. */
+  url: string;
+  thumbnailUrl?: string;
+}
+
+export interface FileUrl {
+  url: string;
+  /** The same as `url` (seed 004's name). */
+  downloadUrl: string;
+  thumbnailUrl?: string;
+  /** Seconds since the epoch. */
+  expiresAt: number;
+}
+
 export interface ClientStats {
   /** Entries dropped because they had been presented already. */
   duplicatesDropped: number;
@@ -902,4 +918,14 @@ export declare class TidingsClient {
   removeNotificationQuietHours(callback?: Callback<boolean>): Promise<boolean>;
   setConversationNotificationStatus(conversationType: number, targetId: string, status: number, callback?: Callback<number>): Promise<number>;
   getConversationNotificationStatus(conversationType: number, targetId: string, callback?: Callback<number>): Promise<number>;
+
+  /** Drafts, kept in the storage per user and conversation (synchronous; after `connect`). */
+  saveTextMessageDraft(conversationType: number, targetId: string, text: string): boolean;
+  getTextMessageDraft(conversationType: number, targetId: string): string | null;
+  clearTextMessageDraft(conversationType: number, targetId: string): boolean;
+
+  /** The upload URL and the headers that authenticate it (add `?name=` and the `Content-Type`). */
+  getFileToken(fileType?: number, callback?: Callback<{ url: string; headers: Record<string, string>; token: string }>): Promise<{ url: string; headers: Record<string, string>; token: string }>;
+  uploadFile(data: Blob | ArrayBuffer | ArrayBufferView | string, options?: { name?: string; type?: string }, callback?: Callback<Upload>): Promise<Upload>;
+  getFileUrl(fileIdOrUpload: string | { file: { id: string } }, ttlSecs?: number, callback?: Callback<FileUrl>): Promise<FileUrl>;
 }
