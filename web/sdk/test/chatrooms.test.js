@@ -199,3 +199,31 @@ test('a server restart: a kept room is joined again and followed from its new nu
   await until(() => roomTexts(b, 'hall').length === 4, 'the message after the restart');
   assert.deepEqual(roomTexts(b, 'hall'), ['h1', 'h2', 'h3', 'h4']);
 });
+
+test('kicked, or the room destroyed: a notice, then out of the room', async () => {
+  const s = await server();
+  const alice = await client(s);
+  const bob = await client(s);
+  const aliceEvents = chatroomEvents(alice);
+  const bobEvents = chatroomEvents(bob);
+  await alice.connect(await s.token('out-alice'));
+  await bob.connect(await s.token('out-bob'));
+  await alice.joinChatRoom('stage');
+  await bob.joinChatRoom('stage');
+
+  const kicked = await api(s, 'POST', '/chatrooms/stage/kick', { userIds: ['out-bob'] });
+  assert.equal(kicked.status, 200, JSON.stringify(kicked.body));
+  await until(() => bobEvents.some((e) => e.type === 'left'), 'bob out');
+  const kick = bobEvents.find((e) => e.type === 'notice' && e.operation === 'kick');
+  assert.deepEqual(/** @type {any} */ (kick).userIds, ['out-bob']);
+  assert.deepEqual(bobEvents[bobEvents.length - 1], { type: 'left', chatroomId: 'stage', code: ErrorCode.RC_CHATROOM_USER_KICKED });
+  assert.deepEqual(bob.chatrooms, []);
+  assert.deepEqual(alice.chatrooms, ['stage'], 'the others stay');
+
+  const destroyed = await api(s, 'DELETE', '/chatrooms/stage');
+  assert.equal(destroyed.status, 200, JSON.stringify(destroyed.body));
+  await until(() => aliceEvents.some((e) => e.type === 'left'), 'alice out');
+  assert.ok(aliceEvents.some((e) => e.type === 'notice' && e.operation === 'destroy'));
+  assert.deepEqual(aliceEvents[aliceEvents.length - 1], { type: 'left', chatroomId: 'stage', code: ErrorCode.RC_CHATROOM_NOT_EXIST });
+  assert.deepEqual(alice.chatrooms, []);
+});
