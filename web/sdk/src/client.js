@@ -11,6 +11,7 @@
 
 import {
   ConnectionStatus,
+  ConversationNotificationStatus,
   ConversationType,
   ErrorCode,
   MessageDirection,
@@ -28,7 +29,17 @@ import { MessageContent, TypingStatusMessage, contentClass, decodeContent, regis
 import { fetchNavigation, navigationOf, nodeOf } from './navi.js';
 import { defaultStorage, readJson } from './storage.js';
 import { PollTransport, WebSocketTransport, errorText, sleep } from './transport.js';
-import { conversationKey, conversationOf, int, messageOf } from './wire.js';
+import {
+  chatroomOf,
+  conversationKey,
+  conversationOf,
+  entryOf,
+  groupOf,
+  int,
+  memberOf,
+  messageOf,
+  presenceOf,
+} from './wire.js';
 
 /**
  * @typedef {import('./types.js').Message} Message
@@ -103,6 +114,18 @@ import { conversationKey, conversationOf, int, messageOf } from './wire.js';
  */
 
 /**
+ * @typedef {object} ChatroomEntryInput
+ * @property {string} key 1–128 of `A-Za-z0-9_+=-.`
+ * @property {string} value at most 4,096 bytes
+ * @property {boolean} [isAutoDelete] removed when this user leaves the room (seed 004's name)
+ * @property {boolean} [autoDelete] the same
+ */
+
+/**
+ * @typedef {{ conversationType: number, targetId: string, seq: number }} MessageRef
+ */
+
+/**
  * @typedef {object} HistoryOptions
  * @property {number} [beforeSeq]
  * @property {number} [afterSeq]
@@ -137,6 +160,10 @@ const CONFIRM_BATCH = 64;
 const FIRST_QUERY_ID = 2 ** 31;
 /** Conversations kept in the storage's cache. */
 const CACHED_CONVERSATIONS = 200;
+const { DO_NOT_DISTURB, NOTIFY } = ConversationNotificationStatus;
+/** A chatroom's notices, and its gap markers. */
+const NOTICE_TYPE = 'tidings:chatroom';
+const GAP_TYPE = 'tidings:gap';
 /** Built-in types, which always count as unread. */
 const BUILT_IN = new Set(['text', 'image', 'file', 'voice', 'location', 'rich']);
 
@@ -171,6 +198,7 @@ function asConnectError(e) {
  * @property {string} sessionId
  * @property {number} heartbeatMs
  * @property {number} lastInbound
+ * @property {string} http the node's HTTP base URL (files)
  * @property {ReturnType<typeof setInterval> | null} pingTimer
  * @property {ReturnType<typeof setInterval> | null} syncTimer
  */
@@ -343,6 +371,18 @@ export class TidingsClient {
   #saveQueued = false;
   /** @type {(() => void) | null} */
   #onlineHandler = null;
+  /**
+   * The chatrooms this client is in, each with the newest seq presented of it: joined again
+   * after a reconnect, asking for what came after.
+   * @type {Map<string, number>}
+   */
+  #rooms = new Map();
+  /** Chatroom queries whose answers change `#rooms`, by query id. @type {Map<number, { kind: 'join' | 'quit' | 'rejoin', room: string }>} */
+  #roomQueries = new Map();
+  /** The HTTP base URL of the last node connected to (files). */
+  #lastHttp = '';
+  /** The users whose presence this client watches, to watch again after a reconnect. @type {string[]} */
+  #watching = [];
 
   /**
    * Sets the client up (seed 004's `init`). Call once, before `connect`.
@@ -658,7 +698,7 @@ export class TidingsClient {
       throw new ConnectError(ErrorCode.CLIENT_DISCONNECTED, 'disconnected while connecting', { final: true });
     }
     if (kind === 'websocket') this.#wsFailures = 0;
-    this.#established(won.transport, won.connack);
+    this.#established(won.transport, won.connack, won.node);
     return this.#userId;
   }
 
@@ -723,7 +763,7 @@ export class TidingsClient {
    * at once would kick each other (same device id), so they are never concurrent.
    * @param {Navigation} nav
    * @param {'websocket' | 'polling'} kind
-   * @returns {Promise<{ transport: Transport, connack: Record<string, any> }>}
+   * @returns {Promise<{ transport: Transport, connack: Record<string, any>, node: Node }>}
    */
   #race(nav, kind) {
     const o = this.#options;
@@ -767,7 +807,7 @@ export class TidingsClient {
             if (ack && int(ack.code) === 0) {
               settled = true;
               closeAll(t);
-              resolve({ transport: t, connack: ack });
+              resolve({ transport: t, connack: ack, node: nav.nodes[transports.indexOf(t)] });
               return;
             }
             t.close();
@@ -824,8 +864,9 @@ export class TidingsClient {
    * Takes an accepted connection into use: what the Rust SDK does after its handshake.
    * @param {Transport} transport
    * @param {Record<string, any>} connack
+   * @param {Node} node
    */
-  #established(transport, connack) {
+  #established(transport, connack, node) {
     const userId = String(connack.userId ?? '');
     if (this.#userId && this.#userId !== userId) this.#forgetUser();
     this.#userId = userId;
@@ -837,10 +878,12 @@ export class TidingsClient {
       sessionId: String(connack.sessionId ?? ''),
       heartbeatMs,
       lastInbound: Date.now(),
+      http: node.http,
       pingTimer: null,
       syncTimer: null,
     };
     this.#link = link;
+    this.#lastHttp = node.http;
     const serverTime = int(connack.serverTime);
     if (serverTime > 0) this.#deltaTime = serverTime - Date.now();
     const serverCursor = int(connack.cursor);
@@ -854,6 +897,13 @@ export class TidingsClient {
       (reason) => this.#linkEnded(link, { ...reason, reconnect: true, fromServer: false }),
     );
     if (this.#link !== link) return;
+    // Chatrooms are joined again first (the server handles a connection's frames in order), so
+    // resent chatroom messages find their sender a member.
+    for (const [room, afterSeq] of [...this.#rooms].sort(([a], [b]) => (a < b ? -1 : 1))) {
+      const queryId = this.#newQueryId();
+      this.#roomQueries.set(queryId, { kind: 'rejoin', room });
+      this.#send({ query: { queryId, joinChatroom: { chatroomId: room, afterSeq: String(afterSeq) } } });
+    }
     // Sends still waiting for a PUBACK go again, flagged dup, with their client message ids.
     for (const id of [...this.#pending.keys()].sort((a, b) => a - b)) this.#writePublish(id, true);
     const cursor = this.#inbox.cursor ?? 0;
@@ -865,6 +915,10 @@ export class TidingsClient {
     // The CONNACK's inbox seq was read after the server registered this connection: anything
     // newer is pushed. So a client already that far along has nothing to sync.
     if (!this.#syncing && (cursor < int(connack.inboxSeq) || this.#inbox.gapped)) this.#startSync();
+    // Watch again what the last connection watched; the answer is not awaited.
+    if (this.#watching.length > 0) {
+      this.#send({ query: { queryId: this.#newQueryId(), subscribePresence: { userIds: this.#watching } } });
+    }
     link.pingTimer = setInterval(() => this.#heartbeat(link), heartbeatMs);
     link.syncTimer = setInterval(() => {
       if (this.#link === link && !this.#syncing) this.#startSync();
@@ -934,6 +988,7 @@ export class TidingsClient {
     this.#unconfirmed = 0;
     this.#syncing = false;
     // Their answers cannot come on another connection.
+    this.#roomQueries.clear();
     for (const [id, q] of this.#queries) {
       clearTimeout(q.timer);
       q.reject(new TidingsError(ErrorCode.RC_SOCKET_DISCONNECTED, 'the connection was lost'));
@@ -1006,6 +1061,8 @@ export class TidingsClient {
     this.#cancelReconnect();
     this.#watchOnline(false);
     await this.#closeLink();
+    // The server took the connection out of its rooms; a later connect does not rejoin them.
+    this.#rooms.clear();
     this.#failPending(ErrorCode.CLIENT_DISCONNECTED, 'the client disconnected');
     this.#saveConversations();
     this.#setStatus(ConnectionStatus.DISCONNECTED);
@@ -1073,7 +1130,7 @@ export class TidingsClient {
    */
   #onStatusMessage(m, type) {
     if (type === ConversationType.CHATROOM) {
-      this.#events.emit('chatroom', messageOf(m, this.#userId));
+      this.#roomItem(messageOf(m, this.#userId));
       return;
     }
     if (type === ConversationType.NONE && m.msgType === 'tidings:presence') {
@@ -1093,6 +1150,99 @@ export class TidingsClient {
       return;
     }
     this.#presentMessage(message);
+  }
+
+  /**
+   * Presents an item of a chatroom's stream once, in seq order: a message as a `message`
+   * event, a notice or a gap marker as a `chatroom` event. Items of rooms this client is not in
+   * (any more) are dropped.
+   * @param {Message} m
+   */
+  #roomItem(m) {
+    const room = m.targetId;
+    const last = this.#rooms.get(room);
+    if (last === undefined) return;
+    const wire = /** @type {any} */ (m.content).content;
+    if (m.objectName === GAP_TYPE) {
+      // A gap marker's range may hold items that were kept and come after it: it does not move
+      // the position.
+      const g = wire && typeof wire === 'object' ? wire : {};
+      this.#events.emit('chatroom', {
+        type: 'gap',
+        chatroomId: room,
+        count: int(g.count),
+        fromSeq: int(g.fromSeq),
+        toSeq: int(g.toSeq),
+      });
+      return;
+    }
+    if (m.seq !== 0) {
+      if (m.seq <= last) return;
+      this.#rooms.set(room, m.seq);
+    }
+    if (m.objectName !== NOTICE_TYPE) {
+      this.#presentMessage(m);
+      return;
+    }
+    const c = wire && typeof wire === 'object' ? wire : {};
+    const userIds = Array.isArray(c.userIds) ? c.userIds.map(String) : [];
+    /** @type {import('./types.js').ChatroomNotice} */
+    const notice = {
+      type: 'notice',
+      chatroomId: room,
+      seq: m.seq,
+      operation: String(c.operation ?? ''),
+      operatorId: m.senderUserId,
+      userIds,
+      count: int(c.count) || userIds.length,
+      until: Math.max(int(c.until), int(c.bannedUntil)),
+      all: Boolean(c.all),
+    };
+    if (c.key !== undefined) notice.key = String(c.key);
+    if (c.value !== undefined) notice.value = String(c.value);
+    this.#events.emit('chatroom', notice);
+    // Kicked, or the room is gone: this connection is out of it.
+    const out =
+      notice.operation === 'kick' && userIds.includes(this.#userId)
+        ? ErrorCode.RC_CHATROOM_USER_KICKED
+        : notice.operation === 'destroy'
+          ? ErrorCode.RC_CHATROOM_NOT_EXIST
+          : 0;
+    if (out) {
+      this.#rooms.delete(room);
+      this.#events.emit('chatroom', { type: 'left', chatroomId: room, code: out });
+    }
+  }
+
+  /**
+   * A join answered: the recent messages it asked for are presented (before anything pushed
+   * after the answer), and the room's stream starts after its seq.
+   * @param {string} room
+   * @param {Record<string, any>} q
+   */
+  #joined(room, q) {
+    this.#rooms.set(room, Math.max(this.#rooms.get(room) ?? 0, int(q.chatrooms?.[0]?.seq)));
+    for (const m of q.messages ?? []) this.#presentMessage(messageOf(m, this.#userId));
+  }
+
+  /**
+   * The answer to joining a room again after a reconnect: the messages after the last seq
+   * presented are presented; a refusal takes the room out.
+   * @param {string} room
+   * @param {Record<string, any>} q
+   */
+  #rejoined(room, q) {
+    const code = int(q.code);
+    if (code !== 0) {
+      if (this.#rooms.delete(room)) this.#events.emit('chatroom', { type: 'left', chatroomId: room, code });
+      return;
+    }
+    const seq = int(q.chatrooms?.[0]?.seq);
+    // A room made anew (the server restarted, or the room ended and a join made it again)
+    // numbers its items from 1 again: follow it from where it is.
+    if ((this.#rooms.get(room) ?? 0) > seq) this.#rooms.set(room, seq);
+    for (const m of q.messages ?? []) this.#roomItem(messageOf(m, this.#userId));
+    if (this.#rooms.has(room)) this.#rooms.set(room, Math.max(this.#rooms.get(room) ?? 0, seq));
   }
 
   /**
@@ -1237,6 +1387,15 @@ export class TidingsClient {
   /** @param {Record<string, any>} q */
   #onQueryAck(q) {
     const id = int(q.queryId);
+    const roomQuery = this.#roomQueries.get(id);
+    if (roomQuery) {
+      // Followed here, as the answer arrives, so that the room's next pushed item is measured
+      // against the position the answer sets.
+      this.#roomQueries.delete(id);
+      if (roomQuery.kind === 'rejoin') return this.#rejoined(roomQuery.room, q);
+      if (int(q.code) === 0 && roomQuery.kind === 'join') this.#joined(roomQuery.room, q);
+      if (int(q.code) === 0 && roomQuery.kind === 'quit') this.#rooms.delete(roomQuery.room);
+    }
     const waiting = this.#queries.get(id);
     if (waiting) {
       this.#queries.delete(id);
@@ -1526,8 +1685,11 @@ export class TidingsClient {
     if (!this.#link) {
       return Promise.reject(new TidingsError(ErrorCode.RC_NET_CHANNEL_INVALID, 'not connected'));
     }
-    this.#nextQueryId = this.#nextQueryId >= 2 ** 32 - 1 ? FIRST_QUERY_ID : this.#nextQueryId + 1;
-    const queryId = this.#nextQueryId;
+    const queryId = this.#newQueryId();
+    const join = /** @type {any} */ (body.joinChatroom);
+    const quit = /** @type {any} */ (body.quitChatroom);
+    if (join) this.#roomQueries.set(queryId, { kind: 'join', room: String(join.chatroomId ?? '') });
+    if (quit) this.#roomQueries.set(queryId, { kind: 'quit', room: String(quit.chatroomId ?? '') });
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#queries.delete(queryId);
@@ -1536,6 +1698,11 @@ export class TidingsClient {
       this.#queries.set(queryId, { resolve, reject, timer });
       this.#send({ query: { queryId, ...body } });
     });
+  }
+
+  #newQueryId() {
+    this.#nextQueryId = this.#nextQueryId >= 2 ** 32 - 1 ? FIRST_QUERY_ID : this.#nextQueryId + 1;
+    return this.#nextQueryId;
   }
 
   /**
@@ -1917,6 +2084,660 @@ export class TidingsClient {
     return messageOf(m, this.#userId);
   }
 
+  // ---------------------------------------------------------------- chatrooms
+
+  /**
+   * Joins a chatroom (made by this join if it does not exist and the server allows it), with
+   * up to `recentCount` (0–50) of its newest messages, which are also presented as `message`
+   * events, oldest first (seed 004 delivers them to the message listener). The room's later
+   * messages come as `message` events (conversation type 4), its notices and gap markers as
+   * `chatroom` events, while this client is in it; after a reconnect the client joins again by
+   * itself and presents what it missed that the room's history still holds.
+   * @param {string} roomId
+   * @param {number} [recentCount]
+   * @param {Callback} [callback]
+   * @returns {Promise<{ chatroom: import('./types.js').Chatroom, messages: Message[] }>}
+   */
+  joinChatRoom(roomId, recentCount = 0, callback) {
+    return withCallback(
+      this.query({ joinChatroom: { chatroomId: roomId, recent: recentCount } }).then((q) => {
+        const messages = (q.messages ?? []).map((/** @type {any} */ m) => messageOf(m, this.#userId));
+        return { chatroom: chatroomOf(q.chatrooms?.[0] ?? {}), messages };
+      }),
+      callback,
+    );
+  }
+
+  /**
+   * Leaves a chatroom; answers the room as left behind.
+   * @param {string} roomId
+   * @param {Callback} [callback]
+   * @returns {Promise<import('./types.js').Chatroom>}
+   */
+  quitChatRoom(roomId, callback) {
+    return withCallback(
+      this.query({ quitChatroom: { chatroomId: roomId } }).then((q) => chatroomOf(q.chatrooms?.[0] ?? {})),
+      callback,
+    );
+  }
+
+  /**
+   * A chatroom's profile, member count and a page of its members (seed 004's
+   * `getChatRoomInfo`): `order` 1 (default) the first to join first, 2 the newest first (which
+   * reads the whole member list). Members only.
+   * @param {string} roomId
+   * @param {{ count?: number, order?: number }} [options] `count`: members (0–500; 10)
+   * @param {Callback} [callback]
+   */
+  getChatRoomInfo(roomId, options = {}, callback) {
+    return withCallback(this.#chatRoomInfo(roomId, options.count ?? 10, options.order ?? 1), callback);
+  }
+
+  /**
+   * @param {string} roomId
+   * @param {number} count
+   * @param {number} order
+   */
+  async #chatRoomInfo(roomId, count, order) {
+    const q = await this.query({ getChatroom: { chatroomId: roomId } });
+    const chatroom = chatroomOf(q.chatrooms?.[0] ?? {});
+    /** @type {import('./types.js').Member[]} */
+    let members = [];
+    if (count > 0) {
+      let pageToken = '';
+      for (;;) {
+        const limit = order === 2 ? 500 : Math.min(500, count - members.length);
+        const page = await this.query({ getChatroomMembers: { chatroomId: roomId, limit, pageToken } });
+        members.push(...(page.members ?? []).map(memberOf));
+        pageToken = String(page.nextPageToken ?? '');
+        if (!pageToken || (order !== 2 && members.length >= count)) break;
+      }
+      members = order === 2 ? members.slice(-count).reverse() : members.slice(0, count);
+    }
+    return {
+      chatroom,
+      userTotalNums: chatroom.memberCount,
+      userInfos: members.map((m) => ({ id: m.userId, time: m.joinedTime })),
+      members,
+    };
+  }
+
+  /**
+   * A page of a chatroom's history (the messages the room still keeps in memory), oldest
+   * first: the newest `count`, or from where `options` says. Members only.
+   * @param {string} roomId
+   * @param {number | HistoryOptions} [countOrOptions]
+   * @param {Callback} [callback] `onSuccess(messages, hasMore)`
+   * @returns {Promise<{ messages: Message[], hasMore: boolean }>}
+   */
+  getChatRoomHistoryMessages(roomId, countOrOptions, callback) {
+    const start = typeof countOrOptions === 'object' ? countOrOptions : { count: countOrOptions };
+    return this.getHistoryMessages(ConversationType.CHATROOM, roomId, start, undefined, callback);
+  }
+
+  /**
+   * Sets a key-value entry of a chatroom; refused with 23424 if another user set the key (see
+   * `forceSetChatroomEntry`). With `isAutoDelete` it goes when this user leaves the room. Every
+   * member gets an `entry` notice.
+   * @param {string} roomId
+   * @param {ChatroomEntryInput} entry
+   * @param {Callback} [callback]
+   * @returns {Promise<import('./types.js').ChatroomEntry>}
+   */
+  setChatroomEntry(roomId, entry, callback) {
+    return withCallback(this.#setEntry(roomId, entry, false), callback);
+  }
+
+  /**
+   * Sets a key-value entry of a chatroom, whoever set it before.
+   * @param {string} roomId
+   * @param {ChatroomEntryInput} entry
+   * @param {Callback} [callback]
+   * @returns {Promise<import('./types.js').ChatroomEntry>}
+   */
+  forceSetChatroomEntry(roomId, entry, callback) {
+    return withCallback(this.#setEntry(roomId, entry, true), callback);
+  }
+
+  /**
+   * @param {string} roomId
+   * @param {ChatroomEntryInput} entry
+   * @param {boolean} force
+   */
+  async #setEntry(roomId, entry, force) {
+    const q = await this.query({
+      setChatroomEntry: {
+        chatroomId: roomId,
+        key: entry.key,
+        value: entry.value,
+        force,
+        autoDelete: Boolean(entry.isAutoDelete ?? entry.autoDelete),
+      },
+    });
+    const e = q.entries?.[0];
+    if (!e) throw new TidingsError(ErrorCode.RC_QUERY_ACK_NO_DATA, 'the answer held no entry');
+    return entryOf(e);
+  }
+
+  /**
+   * Removes a key-value entry this user set (23424 if another user set it; 23427 if there is
+   * none).
+   * @param {string} roomId
+   * @param {string | { key: string }} key
+   * @param {Callback} [callback]
+   * @returns {Promise<boolean>}
+   */
+  removeChatroomEntry(roomId, key, callback) {
+    return withCallback(this.#removeEntry(roomId, key, false), callback);
+  }
+
+  /**
+   * Removes a key-value entry, whoever set it (23427 if there is none).
+   * @param {string} roomId
+   * @param {string | { key: string }} key
+   * @param {Callback} [callback]
+   * @returns {Promise<boolean>}
+   */
+  forceRemoveChatroomEntry(roomId, key, callback) {
+    return withCallback(this.#removeEntry(roomId, key, true), callback);
+  }
+
+  /**
+   * @param {string} roomId
+   * @param {string | { key: string }} key
+   * @param {boolean} force
+   */
+  async #removeEntry(roomId, key, force) {
+    const k = typeof key === 'string' ? key : key.key;
+    await this.query({ removeChatroomEntry: { chatroomId: roomId, key: k, force } });
+    return true;
+  }
+
+  /**
+   * One entry's value, or null if the room has no such key.
+   * @param {string} roomId
+   * @param {string} key
+   * @param {Callback} [callback]
+   * @returns {Promise<string | null>}
+   */
+  getChatroomEntry(roomId, key, callback) {
+    return withCallback(
+      this.getChatroomEntries(roomId, [key]).then((list) => list.find((e) => e.key === key)?.value ?? null),
+      callback,
+    );
+  }
+
+  /**
+   * Every entry of a room, as seed 004 answers it: an object of key → value.
+   * @param {string} roomId
+   * @param {Callback} [callback]
+   * @returns {Promise<Record<string, string>>}
+   */
+  getAllChatroomEntries(roomId, callback) {
+    return withCallback(
+      this.getChatroomEntries(roomId).then((list) => Object.fromEntries(list.map((e) => [e.key, e.value]))),
+      callback,
+    );
+  }
+
+  /**
+   * A room's entries in full (who set each, when, `autoDelete`), by key: those of `keys`, or
+   * all.
+   * @param {string} roomId
+   * @param {string[]} [keys]
+   * @returns {Promise<import('./types.js').ChatroomEntry[]>}
+   */
+  async getChatroomEntries(roomId, keys = []) {
+    const q = await this.query({ getChatroomEntries: { chatroomId: roomId, keys } });
+    return (q.entries ?? []).map(entryOf);
+  }
+
+  /** The chatrooms this client is in (and joins again after a reconnect). */
+  get chatrooms() {
+    return [...this.#rooms.keys()];
+  }
+
+  // ---------------------------------------------------------------- groups
+
+  /**
+   * A group's profile (members only: 22406; a dismissed group 35001).
+   * @param {string} groupId
+   * @param {Callback} [callback]
+   * @returns {Promise<import('./types.js').Group>}
+   */
+  getGroupInfo(groupId, callback) {
+    return withCallback(
+      this.query({ getGroup: { groupId } }).then((q) => groupOf(q.groups?.[0] ?? {})),
+      callback,
+    );
+  }
+
+  /**
+   * A page of a group's members in the order they joined.
+   * @param {string} groupId
+   * @param {{ count?: number, pageToken?: string }} [page] `count`: 1–500 (100)
+   * @param {Callback} [callback]
+   * @returns {Promise<{ members: import('./types.js').Member[], nextPageToken: string }>}
+   */
+  getGroupMembers(groupId, page = {}, callback) {
+    return withCallback(
+      this.query({ getGroupMembers: { groupId, limit: page.count ?? 0, pageToken: page.pageToken ?? '' } }).then(
+        (q) => ({ members: (q.members ?? []).map(memberOf), nextPageToken: String(q.nextPageToken ?? '') }),
+      ),
+      callback,
+    );
+  }
+
+  /**
+   * Leaves a group; answers the group as left behind.
+   * @param {string} groupId
+   * @param {Callback} [callback]
+   * @returns {Promise<import('./types.js').Group>}
+   */
+  quitGroup(groupId, callback) {
+    return withCallback(
+      this.query({ quitGroup: { groupId } }).then((q) => groupOf(q.groups?.[0] ?? {})),
+      callback,
+    );
+  }
+
+  /**
+   * The live groups this user is in, by id.
+   * @param {Callback} [callback]
+   * @returns {Promise<import('./types.js').Group[]>}
+   */
+  getGroupList(callback) {
+    return withCallback(
+      this.query({ listGroups: {} }).then((q) => (q.groups ?? []).map(groupOf)),
+      callback,
+    );
+  }
+
+  /**
+   * Who of a group message's audience has read it (this user's own messages only: 40018
+   * otherwise): the members whose read position is at or past it, and those whose is not.
+   * @param {string} groupId
+   * @param {number | Message} seqOrMessage
+   * @param {Callback} [callback]
+   * @returns {Promise<import('./types.js').GroupReadReceipt>}
+   */
+  getGroupMessageReadReceipt(groupId, seqOrMessage, callback) {
+    const seq = typeof seqOrMessage === 'number' ? seqOrMessage : seqOrMessage.seq;
+    return withCallback(
+      this.query({ getGroupReceipt: { groupId, seq: String(seq) } }).then((q) => {
+        const readUserIds = (q.receipt?.readUserIds ?? []).map(String);
+        const unreadUserIds = (q.receipt?.unreadUserIds ?? []).map(String);
+        return { readUserIds, unreadUserIds, readCount: readUserIds.length, unreadCount: unreadUserIds.length };
+      }),
+      callback,
+    );
+  }
+
+  // ---------------------------------------------------------------- search, edits, reactions
+
+  /**
+   * Finds the messages this user can see whose text contains `keyword`, newest first: in every
+   * conversation, or in one.
+   * @param {string} keyword 1–100 characters
+   * @param {{ conversationType?: number, targetId?: string, count?: number, pageToken?: string }} [options]
+   * @param {Callback} [callback]
+   * @returns {Promise<{ messages: Message[], nextPageToken: string }>}
+   */
+  searchMessages(keyword, options = {}, callback) {
+    /** @type {Record<string, unknown>} */
+    const body = { query: keyword, limit: options.count ?? 0, pageToken: options.pageToken ?? '' };
+    if (options.targetId) {
+      body.conversationType = options.conversationType ?? ConversationType.PRIVATE;
+      body.targetId = options.targetId;
+    }
+    return withCallback(
+      this.query({ searchMessages: body }).then((q) => ({
+        messages: (q.messages ?? []).map((/** @type {any} */ m) => messageOf(m, this.#userId)),
+        nextPageToken: String(q.nextPageToken ?? ''),
+      })),
+      callback,
+    );
+  }
+
+  /**
+   * Replaces the content of one of this user's messages; resolves with the message as it now
+   * is. The conversation gets a `tidings:edit` message saying so.
+   * @param {Message | MessageRef} message
+   * @param {MessageContent} content of the message's type
+   * @param {Callback} [callback]
+   * @returns {Promise<Message>}
+   */
+  editMessage(message, content, callback) {
+    return withCallback(
+      this.#changeMessage('editMessage', message, { content: JSON.stringify(content.encode()) }),
+      callback,
+    );
+  }
+
+  /**
+   * Adds this user's reaction (an emoji, 1–32 bytes) to a message; resolves with the message
+   * as it now is. The conversation gets a `tidings:reaction` message saying so.
+   * @param {Message | MessageRef} message
+   * @param {string} emoji
+   * @param {Callback} [callback]
+   * @returns {Promise<Message>}
+   */
+  addReaction(message, emoji, callback) {
+    return withCallback(this.#changeMessage('reactToMessage', message, { emoji }), callback);
+  }
+
+  /**
+   * Takes this user's reaction off a message.
+   * @param {Message | MessageRef} message
+   * @param {string} emoji
+   * @param {Callback} [callback]
+   * @returns {Promise<Message>}
+   */
+  removeReaction(message, emoji, callback) {
+    return withCallback(this.#changeMessage('reactToMessage', message, { emoji, remove: true }), callback);
+  }
+
+  /**
+   * @param {string} kind the query
+   * @param {Message | MessageRef} message
+   * @param {Record<string, unknown>} fields
+   */
+  async #changeMessage(kind, message, fields) {
+    const q = await this.query({
+      [kind]: {
+        conversationType: message.conversationType,
+        targetId: message.targetId,
+        seq: String(message.seq),
+        ...fields,
+      },
+    });
+    const m = q.messages?.[0];
+    if (!m) throw new TidingsError(ErrorCode.RC_QUERY_ACK_NO_DATA, 'the answer held no message');
+    return messageOf(m, this.#userId);
+  }
+
+  // ---------------------------------------------------------------- blocklist, presence, quiet hours
+
+  /**
+   * Blocks a user: their messages to this user are refused (405). One way only.
+   * @param {string} userId
+   * @param {Callback} [callback]
+   * @returns {Promise<boolean>}
+   */
+  addToBlacklist(userId, callback) {
+    return withCallback(this.query({ setBlocked: { userId, blocked: true } }).then(() => true), callback);
+  }
+
+  /**
+   * @param {string} userId
+   * @param {Callback} [callback]
+   * @returns {Promise<boolean>}
+   */
+  removeFromBlacklist(userId, callback) {
+    return withCallback(this.query({ setBlocked: { userId, blocked: false } }).then(() => true), callback);
+  }
+
+  /**
+   * The users this user blocks, in id order.
+   * @param {Callback} [callback]
+   * @returns {Promise<string[]>}
+   */
+  getBlacklist(callback) {
+    return withCallback(
+      this.query({ getBlocklist: {} }).then((q) => (q.userIds ?? []).map(String)),
+      callback,
+    );
+  }
+
+  /**
+   * Whether this user blocks `userId`.
+   * @param {string} userId
+   * @param {Callback} [callback]
+   * @returns {Promise<boolean>}
+   */
+  getBlacklistStatus(userId, callback) {
+    return withCallback(
+      this.query({ getBlockStatus: { userId } }).then((q) => (q.userIds ?? []).map(String).includes(userId)),
+      callback,
+    );
+  }
+
+  /**
+   * Watches these users (at most 200; replaces the last list; empty stops watching): each one
+   * coming online or going offline is a `presence` event. The client watches them again after
+   * every reconnect. Answers their presence now.
+   * @param {string[]} userIds
+   * @param {Callback} [callback]
+   * @returns {Promise<import('./types.js').Presence[]>}
+   */
+  subscribeUserStatus(userIds, callback) {
+    this.#watching = [...userIds];
+    return withCallback(
+      this.query({ subscribePresence: { userIds } }).then((q) => (q.presence ?? []).map(presenceOf)),
+      callback,
+    );
+  }
+
+  /**
+   * These users' presence now (1–200 of them).
+   * @param {string | string[]} userIds
+   * @param {Callback} [callback]
+   * @returns {Promise<import('./types.js').Presence[]>}
+   */
+  getUserStatus(userIds, callback) {
+    const ids = typeof userIds === 'string' ? [userIds] : userIds;
+    return withCallback(
+      this.query({ getPresence: { userIds: ids } }).then((q) => (q.presence ?? []).map(presenceOf)),
+      callback,
+    );
+  }
+
+  /**
+   * Sets this user's quiet hours (no push notifications), every day from `startMinute` after
+   * midnight UTC (or a `HH:MM` time, UTC) for `minutes` (1–1440). Every device of the user gets
+   * a `quietHours` event.
+   * @param {number | string} start
+   * @param {number} minutes
+   * @param {Callback} [callback]
+   * @returns {Promise<{ startMinute: number, minutes: number }>}
+   */
+  setNotificationQuietHours(start, minutes, callback) {
+    return withCallback(this.#setQuietHours(minuteOf(start), minutes), callback);
+  }
+
+  /**
+   * This user's quiet hours (`minutes` 0: none).
+   * @param {Callback} [callback]
+   * @returns {Promise<{ startMinute: number, minutes: number }>}
+   */
+  getNotificationQuietHours(callback) {
+    return withCallback(
+      this.query({ getQuietHours: {} }).then((q) => ({
+        startMinute: int(q.quietHours?.startMinute),
+        minutes: int(q.quietHours?.minutes),
+      })),
+      callback,
+    );
+  }
+
+  /**
+   * Turns quiet hours off.
+   * @param {Callback} [callback]
+   * @returns {Promise<boolean>}
+   */
+  removeNotificationQuietHours(callback) {
+    return withCallback(this.#setQuietHours(0, 0).then(() => true), callback);
+  }
+
+  /**
+   * @param {number} startMinute
+   * @param {number} minutes
+   */
+  async #setQuietHours(startMinute, minutes) {
+    const q = await this.query({ setQuietHours: { startMinute, minutes } });
+    return { startMinute: int(q.quietHours?.startMinute), minutes: int(q.quietHours?.minutes) };
+  }
+
+  /**
+   * Mutes a conversation's notifications (`ConversationNotificationStatus.DO_NOT_DISTURB`, 0)
+   * or unmutes them (`NOTIFY`, 1), on every device of the user.
+   * @param {number} conversationType
+   * @param {string} targetId
+   * @param {number} status
+   * @param {Callback} [callback]
+   * @returns {Promise<number>}
+   */
+  setConversationNotificationStatus(conversationType, targetId, status, callback) {
+    return withCallback(
+      this.updateConversation(conversationType, targetId, { muted: status === DO_NOT_DISTURB }).then((c) =>
+        c?.isMuted ? DO_NOT_DISTURB : NOTIFY,
+      ),
+      callback,
+    );
+  }
+
+  /**
+   * A conversation's notification status: `DO_NOT_DISTURB` (0) or `NOTIFY` (1).
+   * @param {number} conversationType
+   * @param {string} targetId
+   * @param {Callback} [callback]
+   * @returns {Promise<number>}
+   */
+  getConversationNotificationStatus(conversationType, targetId, callback) {
+    return withCallback(
+      this.#getConversation(conversationType, targetId).then((c) => (c?.isMuted ? DO_NOT_DISTURB : NOTIFY)),
+      callback,
+    );
+  }
+
+  // ---------------------------------------------------------------- drafts
+
+  /**
+   * Keeps a draft of a conversation in the storage, for the connected user (seed 004's
+   * `saveTextMessageDraft`; synchronous, as there). Needs a user: after `connect`.
+   * @param {number} conversationType
+   * @param {string} targetId
+   * @param {string} text
+   * @returns {boolean}
+   */
+  saveTextMessageDraft(conversationType, targetId, text) {
+    this.#options.storage.setItem(this.#draftKey(conversationType, targetId), String(text));
+    return true;
+  }
+
+  /**
+   * The draft kept for a conversation, or null.
+   * @param {number} conversationType
+   * @param {string} targetId
+   * @returns {string | null}
+   */
+  getTextMessageDraft(conversationType, targetId) {
+    return this.#options.storage.getItem(this.#draftKey(conversationType, targetId));
+  }
+
+  /**
+   * @param {number} conversationType
+   * @param {string} targetId
+   * @returns {boolean}
+   */
+  clearTextMessageDraft(conversationType, targetId) {
+    this.#options.storage.removeItem(this.#draftKey(conversationType, targetId));
+    return true;
+  }
+
+  /**
+   * @param {number} conversationType
+   * @param {string} targetId
+   */
+  #draftKey(conversationType, targetId) {
+    this.#requireInit();
+    if (!this.#userId) throw new TidingsError(ErrorCode.BIZ_ERROR_CLIENT_NOT_INIT, 'drafts are per user: connect first');
+    return this.#keyOf(`draft:${conversationKey(conversationType, targetId)}`);
+  }
+
+  // ---------------------------------------------------------------- files
+
+  /**
+   * What an upload needs: the URL to `POST` the file to (add `?name=`) and the headers that
+   * authenticate it (the session's token; add the file's `Content-Type`). `fileType` is
+   * accepted for seed 004's signature; the server tells the kind from the content type.
+   * @param {number} [fileType]
+   * @param {Callback} [callback]
+   * @returns {Promise<{ url: string, headers: Record<string, string>, token: string }>}
+   */
+  getFileToken(fileType, callback) {
+    void fileType;
+    return withCallback(
+      (async () => {
+        const { base, token } = this.#fileAccess();
+        return { url: `${base}/v1/files`, headers: { Authorization: `Bearer ${token}` }, token };
+      })(),
+      callback,
+    );
+  }
+
+  /**
+   * Uploads a file (a Blob, an ArrayBuffer, a typed array or a string) with the session's
+   * token; resolves with the server's answer: `{file: {id, kind, type, name, size, …}, url,
+   * thumbnailUrl?}` (links that do not expire).
+   * @param {any} data
+   * @param {{ name?: string, type?: string }} [options] `type`: the content type (the Blob's
+   *   by default, else `application/octet-stream`)
+   * @param {Callback} [callback]
+   * @returns {Promise<import('./types.js').Upload>}
+   */
+  uploadFile(data, options = {}, callback) {
+    return withCallback(
+      (async () => {
+        const { base, token } = this.#fileAccess();
+        const type = options.type || data?.type || 'application/octet-stream';
+        const name = options.name ?? data?.name ?? 'file';
+        const res = await this.#options.fetch(`${base}/v1/files?name=${encodeURIComponent(name)}`, {
+          method: 'POST',
+          headers: { Authorization: `Bearer ${token}`, 'Content-Type': type },
+          body: data,
+        });
+        return /** @type {import('./types.js').Upload} */ (await httpAnswer(res));
+      })(),
+      callback,
+    );
+  }
+
+  /**
+   * A fresh link to a file that stops working after `ttlSecs` (1 s – 1 year; default 3,600).
+   * @param {string | { file: { id: string } }} fileIdOrUpload a file id, or `uploadFile`'s answer
+   * @param {number} [ttlSecs]
+   * @param {Callback} [callback]
+   * @returns {Promise<{ url: string, downloadUrl: string, thumbnailUrl?: string, expiresAt: number }>}
+   */
+  getFileUrl(fileIdOrUpload, ttlSecs, callback) {
+    return withCallback(
+      (async () => {
+        const { base, token } = this.#fileAccess();
+        const id = typeof fileIdOrUpload === 'string' ? fileIdOrUpload : fileIdOrUpload.file.id;
+        const res = await this.#options.fetch(`${base}/v1/files/${encodeURIComponent(id)}/url`, {
+          method: 'POST',
+          headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+          body: ttlSecs ? JSON.stringify({ ttlSecs }) : '',
+        });
+        const a = await httpAnswer(res);
+        /** @type {{ url: string, downloadUrl: string, thumbnailUrl?: string, expiresAt: number }} */
+        const out = { url: String(a.url), downloadUrl: String(a.url), expiresAt: int(a.expiresAt) };
+        if (a.thumbnailUrl) out.thumbnailUrl = String(a.thumbnailUrl);
+        return out;
+      })(),
+      callback,
+    );
+  }
+
+  /** The HTTP base of the node this client is (or was last) connected to, and the token. */
+  #fileAccess() {
+    this.#requireInit();
+    const base = this.#link?.http ?? this.#lastHttp;
+    if (!this.#token || !base) throw new TidingsError(ErrorCode.BIZ_ERROR_CLIENT_NOT_INIT, 'connect first');
+    return { base, token: this.#token };
+  }
+
   // ---------------------------------------------------------------- the local cache
 
   /**
@@ -1953,6 +2774,8 @@ export class TidingsClient {
     this.#inbox = new Inbox(null);
     this.#conversations = new Map();
     this.#loadedFor = '';
+    this.#rooms.clear();
+    this.#watching = [];
     this.#failPending(ErrorCode.CLIENT_DISCONNECTED, 'another user connected');
   }
 
@@ -2107,4 +2930,28 @@ function safeJson(text) {
   } catch {
     return null;
   }
+}
+
+/**
+ * A time of day as minutes after midnight: a number as it is, or `HH:MM` (`HH:MM:SS`).
+ * @param {number | string} start
+ */
+function minuteOf(start) {
+  if (typeof start === 'number') return start;
+  const m = /^(\d{1,2}):(\d{2})(?::\d{2})?$/.exec(start);
+  if (!m) throw new TidingsError(ErrorCode.BIZ_ERROR_INVALID_PARAMETER, `not a time of day: ${start}`);
+  return Number(m[1]) * 60 + Number(m[2]);
+}
+
+/**
+ * The JSON answer of one of the server's HTTP endpoints, or its refusal as an error.
+ * @param {Response} res
+ * @returns {Promise<Record<string, any>>}
+ */
+async function httpAnswer(res) {
+  const text = await res.text();
+  const body = /** @type {any} */ (safeJson(text));
+  if (res.ok && body && int(body.code) === 0) return body;
+  const code = int(body?.code) || res.status;
+  throw new TidingsError(code, String(body?.message ?? `HTTP ${res.status}`), code);
 }

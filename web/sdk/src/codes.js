@@ -69,6 +69,12 @@ export const MentionedType = Object.freeze({
   PART: 2,
 });
 
+/** A conversation's notifications (seed 004's values): muted, or not. */
+export const ConversationNotificationStatus = Object.freeze({
+  DO_NOT_DISTURB: 0,
+  NOTIFY: 1,
+});
+
 /**
  * Every code the server or the SDK may report. Where seed 004's table has a code with the same
  * number and meaning, its name is used; the others are named after the server's meaning.

@@ -4,6 +4,7 @@
 export { TidingsClient } from './client.js';
 export {
   ConnectionStatus,
+  ConversationNotificationStatus,
   ConversationType,
   ErrorCode,
   MentionedType,

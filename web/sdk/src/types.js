@@ -69,4 +69,115 @@
  * @property {number} clearedSeq
  */
 
+/**
+ * A chatroom's notice: a change the room reports (members joined or left, a kick, a mute, an
+ * entry set or removed, the room destroyed). It has the room's seq, as messages do.
+ * @typedef {object} ChatroomNotice
+ * @property {'notice'} type
+ * @property {string} chatroomId
+ * @property {number} seq
+ * @property {string} operation `join`, `leave`, `kick`, `mute`, `unmute`, `entry`,
+ *   `entry-remove` or `destroy`
+ * @property {string} operatorId who made the change (empty: the server or the app server)
+ * @property {string[]} userIds the users it is about (for joins and leaves, at most 100)
+ * @property {number} count how many users joined or left
+ * @property {string} [key] entries: the key
+ * @property {string} [value] entries: the value set
+ * @property {number} until mutes and bans: until when (ms)
+ * @property {boolean} all mutes: the whole room
+ */
+
+/**
+ * Items of a chatroom dropped for this connection: `count` of them, with seqs from `fromSeq`
+ * to `toSeq` (others in that range may have arrived). Read the history for what matters.
+ * @typedef {object} ChatroomGap
+ * @property {'gap'} type
+ * @property {string} chatroomId
+ * @property {number} count
+ * @property {number} fromSeq
+ * @property {number} toSeq
+ */
+
+/**
+ * This client is out of a chatroom: kicked (23409), the room destroyed (23410), or joining it
+ * again after a reconnect was refused (the refusal's code).
+ * @typedef {object} ChatroomLeft
+ * @property {'left'} type
+ * @property {string} chatroomId
+ * @property {number} code
+ */
+
+/** @typedef {ChatroomNotice | ChatroomGap | ChatroomLeft} ChatroomEvent */
+
+/**
+ * A chatroom's profile and state.
+ * @typedef {object} Chatroom
+ * @property {string} chatroomId
+ * @property {string} name
+ * @property {string} extra app-defined JSON object as text, or empty
+ * @property {number} createdTime
+ * @property {number} memberCount users with a connection in the room now
+ * @property {number} maxMembers
+ * @property {number} mutedUntil the whole room (ms; 0: not muted)
+ * @property {number} seq the room's newest seq when read
+ * @property {boolean} kept created by the app server, not by a first join
+ */
+
+/**
+ * A group's profile.
+ * @typedef {object} Group
+ * @property {string} groupId
+ * @property {string} name
+ * @property {string} portrait
+ * @property {string} extra app-defined JSON object as text, or empty
+ * @property {string} ownerId
+ * @property {number} createdTime
+ * @property {number} dismissedTime 0 while it lives
+ * @property {number} mutedUntil 0: not muted
+ * @property {number} memberCount
+ */
+
+/**
+ * A member of a group or a chatroom.
+ * @typedef {object} Member
+ * @property {string} userId
+ * @property {number} joinedTime
+ * @property {number} mutedUntil 0: not muted
+ */
+
+/**
+ * A chatroom's key-value entry.
+ * @typedef {object} ChatroomEntry
+ * @property {string} key
+ * @property {string} value
+ * @property {string} userId who set it last
+ * @property {number} updatedTime
+ * @property {boolean} autoDelete removed when that user leaves the room
+ */
+
+/**
+ * Who of a group message's audience has read it.
+ * @typedef {object} GroupReadReceipt
+ * @property {string[]} readUserIds by id
+ * @property {string[]} unreadUserIds by id
+ * @property {number} readCount
+ * @property {number} unreadCount
+ */
+
+/**
+ * A user's presence.
+ * @typedef {object} Presence
+ * @property {string} userId
+ * @property {boolean} online
+ * @property {number} lastSeen when last connected (ms; 0 if never recorded, 0 while online)
+ */
+
+/**
+ * The server's answer to an upload.
+ * @typedef {object} Upload
+ * @property {{ id: string, kind: string, type: string, name: string, size: number, created: number, width?: number, height?: number }} file
+ * @property {string} url a link that does not expire
+ * @property {string} [thumbnailUrl] images: their JPEG thumbnail
+ */
+
 export {};

@@ -107,3 +107,69 @@ export function conversationOf(c, me) {
 export function conversationKey(conversationType, targetId) {
   return `${conversationType}:${targetId}`;
 }
+
+/**
+ * A chatroom's profile and state.
+ * @param {Record<string, any>} c the protocol's Chatroom
+ */
+export function chatroomOf(c) {
+  return {
+    chatroomId: String(c.chatroomId ?? ''),
+    name: String(c.name ?? ''),
+    extra: String(c.extra ?? ''),
+    createdTime: int(c.createdTime),
+    memberCount: int(c.memberCount),
+    maxMembers: int(c.maxMembers),
+    mutedUntil: int(c.mutedUntil),
+    seq: int(c.seq),
+    kept: Boolean(c.kept),
+  };
+}
+
+/**
+ * A group's profile.
+ * @param {Record<string, any>} g the protocol's Group
+ */
+export function groupOf(g) {
+  return {
+    groupId: String(g.groupId ?? ''),
+    name: String(g.name ?? ''),
+    portrait: String(g.portrait ?? ''),
+    extra: String(g.extra ?? ''),
+    ownerId: String(g.ownerId ?? ''),
+    createdTime: int(g.createdTime),
+    dismissedTime: int(g.dismissedTime),
+    mutedUntil: int(g.mutedUntil),
+    memberCount: int(g.memberCount),
+  };
+}
+
+/**
+ * A member of a group or a chatroom.
+ * @param {Record<string, any>} m
+ */
+export function memberOf(m) {
+  return { userId: String(m.userId ?? ''), joinedTime: int(m.joinedTime), mutedUntil: int(m.mutedUntil) };
+}
+
+/**
+ * A chatroom's key-value entry.
+ * @param {Record<string, any>} e
+ */
+export function entryOf(e) {
+  return {
+    key: String(e.key ?? ''),
+    value: String(e.value ?? ''),
+    userId: String(e.userId ?? ''),
+    updatedTime: int(e.updatedTime),
+    autoDelete: Boolean(e.autoDelete),
+  };
+}
+
+/**
+ * A user's presence.
+ * @param {Record<string, any>} p
+ */
+export function presenceOf(p) {
+  return { userId: String(p.userId ?? ''), online: Boolean(p.online), lastSeen: int(p.lastSeen) };
+}

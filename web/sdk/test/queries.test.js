@@ -5,27 +5,14 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import { ConversationType, ErrorCode, RecallCommandMessage, TextMessage } from '../src/index.js';
+import { pair as pairOf } from '../test-support/pair.js';
 import { client, serverForFile } from '../test-support/server.js';
-import { recorder, until } from '../test-support/wait.js';
+import { until } from '../test-support/wait.js';
 
 const server = serverForFile(['--send-rate', '0']);
 
 /** @param {string} name */
-async function pair(name) {
-  const alice = await client(server);
-  const bob = await client(server);
-  const a = recorder(alice);
-  const b = recorder(bob);
-  await alice.connect(await server.token(`${name}-alice`));
-  await bob.connect(await server.token(`${name}-bob`));
-  /**
-   * @param {import('../src/index.js').TidingsClient} from
-   * @param {string} to
-   * @param {string} text
-   */
-  const send = (from, to, text) => from.sendMessage(ConversationType.PRIVATE, to, new TextMessage({ content: text }));
-  return { alice, bob, a, b, send, A: `${name}-alice`, B: `${name}-bob`, C: `${name}-carol` };
-}
+const pair = (name) => pairOf(server, name);
 
 test('conversation list, unread counts, read position and removal', async () => {
   const { alice, bob, a, b, send, A, B, C } = await pair('conv');

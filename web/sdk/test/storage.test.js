@@ -1,10 +1,10 @@
-// The storage provider keeps the sync cursor and the conversation cache across client
+// The storage provider keeps the sync cursor, the conversation cache and drafts across client
 // instances: a new page sharing the storage starts where the last one stopped.
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { LocalStorageProvider, MemoryStorage, TextMessage, defaultStorage } from '../src/index.js';
+import { ConversationType, LocalStorageProvider, MemoryStorage, TextMessage, defaultStorage } from '../src/index.js';
 import { client, serverForFile } from '../test-support/server.js';
 import { recorder } from '../test-support/wait.js';
 
@@ -108,4 +108,24 @@ test('a localStorage that refuses writes falls back to memory for them', () => {
   assert.equal(provider.getItem('k'), 'v');
   provider.removeItem('k');
   assert.equal(provider.getItem('k'), null);
+});
+
+test('drafts are kept per user and conversation, and survive a new client over the same storage', async () => {
+  const storage = new MemoryStorage();
+  const first = await client(server, { storage });
+  await first.connect(await server.token('draft-erin'));
+  assert.equal(first.getTextMessageDraft(1, 'frank'), null);
+  assert.equal(first.saveTextMessageDraft(1, 'frank', 'half a thought'), true);
+  first.saveTextMessageDraft(ConversationType.GROUP, 'frank', 'another');
+  await first.disconnect();
+
+  const second = await client(server, { storage });
+  await second.connect(await server.token('draft-erin'));
+  assert.equal(second.getTextMessageDraft(1, 'frank'), 'half a thought');
+  assert.equal(second.getTextMessageDraft(ConversationType.GROUP, 'frank'), 'another');
+  const other = await client(server, { storage });
+  await other.connect(await server.token('draft-gus'));
+  assert.equal(other.getTextMessageDraft(1, 'frank'), null, 'per user');
+  assert.equal(second.clearTextMessageDraft(1, 'frank'), true);
+  assert.equal(second.getTextMessageDraft(1, 'frank'), null);
 });

@@ -12,6 +12,7 @@ export const values: {
   SentStatus: typeof Decl.SentStatus;
   MessageDirection: typeof Decl.MessageDirection;
   MentionedType: typeof Decl.MentionedType;
+  ConversationNotificationStatus: typeof Decl.ConversationNotificationStatus;
   ErrorCode: typeof Decl.ErrorCode;
   errorName: typeof Decl.errorName;
   TidingsError: typeof Decl.TidingsError;
@@ -45,6 +46,19 @@ export async function shapes(c: Impl.TidingsClient): Promise<void> {
   const list: Decl.Conversation[] = await c.getConversationList();
   const page: Decl.HistoryPage = await c.getHistoryMessages(1, 'bob');
   const stats: Decl.ClientStats = c.stats;
+  const joined: Decl.ChatroomJoined = await c.joinChatRoom('lobby', 5);
+  const info: Decl.ChatroomInfo = await c.getChatRoomInfo('lobby', { count: 10 });
+  const entry: Decl.ChatroomEntry = await c.setChatroomEntry('lobby', { key: 'k', value: 'v' });
+  const group: Decl.Group = await c.getGroupInfo('team');
+  const members: Decl.MembersPage = await c.getGroupMembers('team');
+  const receipt: Decl.GroupReadReceipt = await c.getGroupMessageReadReceipt('team', m);
+  const found: Decl.SearchPage = await c.searchMessages('hi');
+  const presence: Decl.Presence[] = await c.subscribeUserStatus(['bob']);
+  const quiet: Decl.QuietHours = await c.getNotificationQuietHours();
+  const upload: Decl.Upload = await c.uploadFile('text', { name: 'a.txt', type: 'text/plain' });
+  const link: Decl.FileUrl = await c.getFileUrl(upload, 60);
+  c.on('chatroom', (e: Decl.ChatroomEvent) => void e);
+  void [joined, info, entry, group, members, receipt, found, presence, quiet, link];
   void m;
   void list;
   void page;

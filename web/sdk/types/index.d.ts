@@ -57,6 +57,9 @@ export declare const MessageDirection: Readonly<{ SEND: 1; RECEIVE: 2 }>;
 
 export declare const MentionedType: Readonly<{ ALL: 1; PART: 2 }>;
 
+/** A conversation's notifications (seed 004's values). */
+export declare const ConversationNotificationStatus: Readonly<{ DO_NOT_DISTURB: 0; NOTIFY: 1 }>;
+
 /**
  * Every code the server or the SDK reports: the server's codes (docs/protocol.md, "Errors"),
  * under seed 004's names where the seed has the same number and meaning; negative, 30xxx and
@@ -585,6 +588,169 @@ export interface ConversationUpdate {
   silent?: boolean;
 }
 
+/** A chatroom's profile and state. */
+export interface Chatroom {
+  chatroomId: string;
+  name: string;
+  /** App-defined JSON object as text, or empty. */
+  extra: string;
+  createdTime: number;
+  /** Users with a connection in the room now. */
+  memberCount: number;
+  maxMembers: number;
+  /** The whole room (ms; 0: not muted). */
+  mutedUntil: number;
+  /** The room's newest seq when read. */
+  seq: number;
+  /** Created by the app server, not by a first join. */
+  kept: boolean;
+}
+
+export interface ChatroomJoined {
+  chatroom: Chatroom;
+  /** The recent messages asked for, oldest first (also presented as `message` events). */
+  messages: Message[];
+}
+
+export interface ChatroomInfo {
+  chatroom: Chatroom;
+  /** Seed 004's names: the member count, and the page of members. */
+  userTotalNums: number;
+  userInfos: { id: string; time: number }[];
+  members: Member[];
+}
+
+export interface ChatroomEntry {
+  key: string;
+  value: string;
+  /** Who set it last. */
+  userId: string;
+  updatedTime: number;
+  /** Removed when that user leaves the room. */
+  autoDelete: boolean;
+}
+
+export interface ChatroomEntryInput {
+  key: string;
+  value: string;
+  /** Removed when this user leaves the room (seed 004's name). */
+  isAutoDelete?: boolean;
+  autoDelete?: boolean;
+}
+
+export interface ChatroomNotice {
+  type: 'notice';
+  chatroomId: string;
+  seq: number;
+  /** `join`, `leave`, `kick`, `mute`, `unmute`, `entry`, `entry-remove` or `destroy`. */
+  operation: string;
+  /** Empty: the server or the app server. */
+  operatorId: string;
+  userIds: string[];
+  count: number;
+  key?: string;
+  value?: string;
+  until: number;
+  all: boolean;
+}
+
+/** Items of a room dropped for this connection: `count`, with seqs from `fromSeq` to `toSeq`. */
+export interface ChatroomGap {
+  type: 'gap';
+  chatroomId: string;
+  count: number;
+  fromSeq: number;
+  toSeq: number;
+}
+
+/** Out of a room: kicked (23409), the room destroyed (23410), or a rejoin refused (its code). */
+export interface ChatroomLeft {
+  type: 'left';
+  chatroomId: string;
+  code: number;
+}
+
+export type ChatroomEvent = ChatroomNotice | ChatroomGap | ChatroomLeft;
+
+export interface Group {
+  groupId: string;
+  name: string;
+  portrait: string;
+  /** App-defined JSON object as text, or empty. */
+  extra: string;
+  ownerId: string;
+  createdTime: number;
+  /** 0 while it lives. */
+  dismissedTime: number;
+  mutedUntil: number;
+  memberCount: number;
+}
+
+/** A member of a group or a chatroom. */
+export interface Member {
+  userId: string;
+  joinedTime: number;
+  mutedUntil: number;
+}
+
+export interface MembersPage {
+  members: Member[];
+  /** Empty on the last page. */
+  nextPageToken: string;
+}
+
+export interface GroupReadReceipt {
+  readUserIds: string[];
+  unreadUserIds: string[];
+  readCount: number;
+  unreadCount: number;
+}
+
+export interface SearchOptions {
+  /** With `targetId`: one conversation (PRIVATE by default). */
+  conversationType?: number;
+  targetId?: string;
+  /** 1–100 (20). */
+  count?: number;
+  pageToken?: string;
+}
+
+export interface SearchPage {
+  /** Newest first. */
+  messages: Message[];
+  /** Empty on the last page. */
+  nextPageToken: string;
+}
+
+export interface QuietHours {
+  /** Minutes after midnight UTC. */
+  startMinute: number;
+  /** 0: none. */
+  minutes: number;
+}
+
+export interface MessageRef {
+  conversationType: number;
+  targetId: string;
+  seq: number;
+}
+
+export interface Upload {
+  file: { id: string; kind: string; type: string; name: string; size: number; created: number; width?: number; height?: number };
+  /** A link that does not expire. */
+  url: string;
+  thumbnailUrl?: string;
+}
+
+export interface FileUrl {
+  url: string;
+  /** The same as `url` (seed 004's name). */
+  downloadUrl: string;
+  thumbnailUrl?: string;
+  /** Seconds since the epoch. */
+  expiresAt: number;
+}
+
 export interface ClientStats {
   /** Entries dropped because they had been presented already. */
   duplicatesDropped: number;
@@ -605,8 +771,8 @@ export interface ClientEvents {
   messagesDeleted: (deleted: MessagesDeleted) => void;
   quietHours: (hours: { startMinute: number; minutes: number }) => void;
   presence: (presence: Presence) => void;
-  /** A chatroom item (chatrooms are not wrapped yet: join with `query`). */
-  chatroom: (message: Message) => void;
+  /** A chatroom's notice or gap marker, or this client being out of a room (its messages are `message` events). */
+  chatroom: (event: ChatroomEvent) => void;
   transport: (transport: 'websocket' | 'polling') => void;
   /** A message this client sends changed its `sentStatus`. */
   sentStatus: (message: Message) => void;
@@ -714,4 +880,52 @@ export declare class TidingsClient {
   ): Promise<Message>;
   /** The conversation list as this client last knew it, from the storage's cache. */
   getCachedConversationList(): Conversation[];
+
+  joinChatRoom(roomId: string, recentCount?: number, callback?: Callback<ChatroomJoined>): Promise<ChatroomJoined>;
+  quitChatRoom(roomId: string, callback?: Callback<Chatroom>): Promise<Chatroom>;
+  getChatRoomInfo(roomId: string, options?: { count?: number; order?: number }, callback?: Callback<ChatroomInfo>): Promise<ChatroomInfo>;
+  getChatRoomHistoryMessages(roomId: string, countOrOptions?: number | HistoryOptions, callback?: Callback<Message[]>): Promise<HistoryPage>;
+  setChatroomEntry(roomId: string, entry: ChatroomEntryInput, callback?: Callback<ChatroomEntry>): Promise<ChatroomEntry>;
+  forceSetChatroomEntry(roomId: string, entry: ChatroomEntryInput, callback?: Callback<ChatroomEntry>): Promise<ChatroomEntry>;
+  removeChatroomEntry(roomId: string, key: string | { key: string }, callback?: Callback<boolean>): Promise<boolean>;
+  forceRemoveChatroomEntry(roomId: string, key: string | { key: string }, callback?: Callback<boolean>): Promise<boolean>;
+  getChatroomEntry(roomId: string, key: string, callback?: Callback<string | null>): Promise<string | null>;
+  getAllChatroomEntries(roomId: string, callback?: Callback<Record<string, string>>): Promise<Record<string, string>>;
+  getChatroomEntries(roomId: string, keys?: string[]): Promise<ChatroomEntry[]>;
+  /** The rooms this client is in (and joins again after a reconnect). */
+  readonly chatrooms: string[];
+
+  getGroupInfo(groupId: string, callback?: Callback<Group>): Promise<Group>;
+  getGroupMembers(groupId: string, page?: { count?: number; pageToken?: string }, callback?: Callback<MembersPage>): Promise<MembersPage>;
+  quitGroup(groupId: string, callback?: Callback<Group>): Promise<Group>;
+  getGroupList(callback?: Callback<Group[]>): Promise<Group[]>;
+  getGroupMessageReadReceipt(groupId: string, seqOrMessage: number | Message, callback?: Callback<GroupReadReceipt>): Promise<GroupReadReceipt>;
+
+  searchMessages(keyword: string, options?: SearchOptions, callback?: Callback<SearchPage>): Promise<SearchPage>;
+  editMessage(message: Message | MessageRef, content: MessageContent, callback?: Callback<Message>): Promise<Message>;
+  addReaction(message: Message | MessageRef, emoji: string, callback?: Callback<Message>): Promise<Message>;
+  removeReaction(message: Message | MessageRef, emoji: string, callback?: Callback<Message>): Promise<Message>;
+
+  addToBlacklist(userId: string, callback?: Callback<boolean>): Promise<boolean>;
+  removeFromBlacklist(userId: string, callback?: Callback<boolean>): Promise<boolean>;
+  getBlacklist(callback?: Callback<string[]>): Promise<string[]>;
+  getBlacklistStatus(userId: string, callback?: Callback<boolean>): Promise<boolean>;
+  subscribeUserStatus(userIds: string[], callback?: Callback<Presence[]>): Promise<Presence[]>;
+  getUserStatus(userIds: string | string[], callback?: Callback<Presence[]>): Promise<Presence[]>;
+  /** `start`: minutes after midnight UTC, or `HH:MM` (UTC). */
+  setNotificationQuietHours(start: number | string, minutes: number, callback?: Callback<QuietHours>): Promise<QuietHours>;
+  getNotificationQuietHours(callback?: Callback<QuietHours>): Promise<QuietHours>;
+  removeNotificationQuietHours(callback?: Callback<boolean>): Promise<boolean>;
+  setConversationNotificationStatus(conversationType: number, targetId: string, status: number, callback?: Callback<number>): Promise<number>;
+  getConversationNotificationStatus(conversationType: number, targetId: string, callback?: Callback<number>): Promise<number>;
+
+  /** Drafts, kept in the storage per user and conversation (synchronous; after `connect`). */
+  saveTextMessageDraft(conversationType: number, targetId: string, text: string): boolean;
+  getTextMessageDraft(conversationType: number, targetId: string): string | null;
+  clearTextMessageDraft(conversationType: number, targetId: string): boolean;
+
+  /** The upload URL and the headers that authenticate it (add `?name=` and the `Content-Type`). */
+  getFileToken(fileType?: number, callback?: Callback<{ url: string; headers: Record<string, string>; token: string }>): Promise<{ url: string; headers: Record<string, string>; token: string }>;
+  uploadFile(data: Blob | ArrayBuffer | ArrayBufferView | string, options?: { name?: string; type?: string }, callback?: Callback<Upload>): Promise<Upload>;
+  getFileUrl(fileIdOrUpload: string | { file: { id: string } }, ttlSecs?: number, callback?: Callback<FileUrl>): Promise<FileUrl>;
 }
