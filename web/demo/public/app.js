@@ -12,7 +12,8 @@ import {
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 const SESSION_KEY = 'tidings-demo-session';
 const PRIVATE = ConversationType.PRIVATE;
-const PAGE = 30;
+/** Messages per history page (the protocol's largest). */
+const PAGE = 100;
 
 /** @type {TidingsClient | null} */
 let client = null;
@@ -20,8 +21,6 @@ let client = null;
 let session = null;
 /** The open conversation's other user. */
 let open = '';
-/** Rendered bubbles of the open conversation, by message id (server uid, else client id). */
-const bubbles = new Map();
 /** The oldest seq shown, for loading earlier messages; 0 when all are shown. */
 let oldestSeq = 0;
 let loadingOlder = false;
@@ -160,6 +159,7 @@ async function start(s) {
     clearTimeout(typingTimer);
     typingTimer = setTimeout(() => ($('typing').textContent = ''), 6000);
   });
+  c.on('readReceipt', onReadReceipt);
   c.on('sentStatus', (m) => {
     if (m.targetId === open) render(m);
   });
@@ -251,13 +251,99 @@ $('new-chat').addEventListener('submit', (e) => {
 });
 
 // ------------------------------------------------------------------ the open conversation
+//
+// The message list is virtualized: `rows` holds every loaded message of the open conversation in
+// order, but only the rows near the viewport (MARGIN pixels either side) are in the DOM, between
+// two spacers whose heights stand for the rest. Rows are measured once rendered (and again when
+// they resize, as an image loads); unmeasured rows count as ESTIMATE. The scroll position is kept
+// by an anchor — the first row in view and how far into it the view starts — so that loading
+// older pages above, or a row above changing height, does not move what the reader sees; unless
+// the view is at the bottom, where it stays as messages arrive.
+
+const MARGIN = 800;
+const ESTIMATE = 56;
+const OLDER_AT = 1200;
+
+/**
+ * @typedef {{ k: string, m: any }} Row
+ */
+/** @type {Row[]} */
+let rows = [];
+/** Rows by server uid, by client message id and by seq. */
+const byUid = new Map();
+const byClient = new Map();
+const bySeq = new Map();
+/** Measured heights by row key. */
+const heights = new Map();
+/** Rendered row elements by row key. */
+const rendered = new Map();
+let rowCounter = 0;
+/** Row tops (prefix sums of heights), from the last layout. */
+let tops = new Float64Array(1);
+let anchor = { k: '', delta: 0 };
+let atBottom = true;
+let laying = false;
+/** The other user's read position in each conversation, from read receipts. */
+const peerRead = new Map(Object.entries(JSON.parse(localStorage.getItem('tidings-demo-peer-read') ?? '{}')));
+
+const resized = new ResizeObserver((entries) => {
+  let changed = false;
+  for (const e of entries) {
+    const el = /** @type {HTMLElement} */ (e.target);
+    const k = el.dataset.key ?? '';
+    if (rendered.get(k) !== el || !el.isConnected) continue;
+    const h = el.offsetHeight;
+    if (h && heights.get(k) !== h) {
+      heights.set(k, h);
+      changed = true;
+    }
+  }
+  if (changed) layout();
+});
+
+function findRow(m) {
+  return (m.messageUId && byUid.get(m.messageUId)) || (m.clientMsgId && byClient.get(m.clientMsgId)) || null;
+}
+
+/** Indexes a row's message (again, after it changed). */
+function index(row) {
+  const m = row.m;
+  if (m.messageUId) byUid.set(m.messageUId, row);
+  if (m.clientMsgId) byClient.set(m.clientMsgId, row);
+  if (m.seq) bySeq.set(m.seq, row);
+}
+
+/** Forgets a row's element, so the next layout builds it afresh. */
+function changed(row) {
+  const el = rendered.get(row.k);
+  if (el) {
+    resized.unobserve(el);
+    el.remove();
+  }
+  rendered.delete(row.k);
+}
+
+/** An event of the conversation (recall, edit, reaction): applied to its message, never a row. */
+function isEvent(m) {
+  return typeof m.objectName === 'string' && m.objectName.startsWith('tidings:');
+}
 
 async function openConversation(target) {
   if (!client) return;
   open = target;
-  bubbles.clear();
-  oldestSeq = 0;
+  rows = [];
+  byUid.clear();
+  byClient.clear();
+  bySeq.clear();
+  for (const el of rendered.values()) resized.unobserve(el);
+  rendered.clear();
   $('message-list').replaceChildren();
+  oldestSeq = 0;
+  atBottom = true;
+  anchor = { k: '', delta: 0 };
+  $('messages').dataset.loaded = '0';
+  delete $('messages').dataset.complete;
+  $('history-top').textContent = '';
   $('chat-title').textContent = target;
   $('typing').textContent = '';
   $('composer').hidden = false;
@@ -271,8 +357,6 @@ async function loadOlder(first = false) {
   if (!client || loadingOlder || (!first && !oldestSeq)) return;
   loadingOlder = true;
   const target = open;
-  const box = $('messages');
-  const before = box.scrollHeight - box.scrollTop;
   try {
     const page = await client.getHistoryMessages(PRIVATE, target, {
       count: PAGE,
@@ -280,48 +364,153 @@ async function loadOlder(first = false) {
     });
     if (target !== open) return;
     const messages = page.messages.sort((a, b) => a.seq - b.seq);
-    const list = $('message-list');
-    const els = messages.filter((m) => !bubbles.has(key(m))).map((m) => bubble(m));
-    list.prepend(...els);
+    const fresh = [];
+    for (const m of messages) {
+      if (isEvent(m) || findRow(m)) continue;
+      const row = { k: `r${++rowCounter}`, m };
+      index(row);
+      fresh.push(row);
+    }
+    rows = fresh.concat(rows);
     oldestSeq = page.hasMore && messages.length ? messages[0].seq : 0;
-    $('history-top').textContent = oldestSeq ? '' : 'The beginning of the conversation';
-    box.scrollTop = first ? box.scrollHeight : box.scrollHeight - before;
+    $('history-top').textContent = oldestSeq ? 'Loading earlier messages…' : 'The beginning of the conversation';
+    const box = $('messages');
+    box.dataset.loaded = String(rows.length);
+    if (!oldestSeq) box.dataset.complete = '';
+    layout();
   } finally {
     loadingOlder = false;
   }
+  nearTop();
+}
+
+/** Loads an older page when the view is near the top of what is loaded. */
+function nearTop() {
+  const box = $('messages');
+  if (oldestSeq && !loadingOlder && box.scrollTop < OLDER_AT) loadOlder();
+}
+
+/** The first row whose bottom is below `y` (list coordinates). */
+function rowAt(y) {
+  let lo = 0;
+  let hi = rows.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (tops[mid + 1] <= y) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/**
+ * Places the spacers and renders the rows near the view, keeping the anchor (or the bottom) in
+ * place; repeats while rendering measured rows to other heights than counted.
+ */
+function layout() {
+  if (laying) return;
+  laying = true;
+  try {
+    const box = $('messages');
+    const list = $('message-list');
+    const base = $('spacer-top').offsetTop;
+    for (let round = 0; round < 4; round++) {
+      tops = new Float64Array(rows.length + 1);
+      for (let i = 0; i < rows.length; i++) tops[i + 1] = tops[i] + (heights.get(rows[i].k) ?? ESTIMATE);
+      const total = tops[rows.length];
+      const keyIndex = anchor.k ? rows.findIndex((r) => r.k === anchor.k) : -1;
+      const target = atBottom || keyIndex < 0 ? base + total : base + tops[keyIndex] + anchor.delta;
+      const from = rowAt(Math.max(0, target - base - MARGIN));
+      const to = Math.min(rows.length, rowAt(target - base + box.clientHeight + MARGIN) + 1);
+      $('spacer-top').style.height = `${tops[from]}px`;
+      $('spacer-bottom').style.height = `${total - tops[to]}px`;
+      const want = rows.slice(from, to);
+      const keep = new Set(want.map((r) => r.k));
+      for (const [k, el] of rendered) {
+        if (!keep.has(k)) {
+          resized.unobserve(el);
+          rendered.delete(k);
+        }
+      }
+      list.replaceChildren(...want.map((r) => rendered.get(r.k) ?? build(r)));
+      let moved = false;
+      for (const r of want) {
+        const h = /** @type {HTMLElement} */ (rendered.get(r.k)).offsetHeight;
+        if (heights.get(r.k) !== h) {
+          heights.set(r.k, h);
+          moved = true;
+        }
+      }
+      box.scrollTop = atBottom ? box.scrollHeight : target;
+      if (!moved) break;
+    }
+    noteAnchor();
+  } finally {
+    laying = false;
+  }
+}
+
+/** Remembers which row the view starts in. */
+function noteAnchor() {
+  const box = $('messages');
+  atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 4;
+  const y = box.scrollTop - $('spacer-top').offsetTop;
+  const i = Math.min(rowAt(Math.max(0, y)), rows.length - 1);
+  anchor = i < 0 ? { k: '', delta: 0 } : { k: rows[i].k, delta: y - tops[i] };
 }
 
 $('messages').addEventListener('scroll', () => {
-  if ($('messages').scrollTop < 40) loadOlder();
+  if (laying) return;
+  noteAnchor();
+  // Re-render once the view nears the edge of the rendered rows.
+  const box = $('messages');
+  const list = $('message-list');
+  const y = box.scrollTop;
+  const above = list.offsetTop;
+  const below = above + list.offsetHeight;
+  if ((y - above < MARGIN / 2 && $('spacer-top').offsetHeight > 0) ||
+      (below - y - box.clientHeight < MARGIN / 2 && $('spacer-bottom').offsetHeight > 0)) {
+    layout();
+  }
+  nearTop();
 });
 
-function key(m) {
-  return m.messageUId || `c:${m.clientMsgId}`;
-}
-
-/** A message's bubble, made or updated. */
-function bubble(m) {
-  let li = bubbles.get(key(m)) ?? (m.clientMsgId ? bubbles.get(`c:${m.clientMsgId}`) : undefined);
-  if (!li) li = document.createElement('li');
-  bubbles.set(key(m), li);
-  if (m.clientMsgId) bubbles.set(`c:${m.clientMsgId}`, li);
-  li.className = `msg${m.messageDirection === 1 ? ' mine' : ''}${m.sentStatus === 20 ? ' failed' : ''}`;
-  li.dataset.uid = m.messageUId;
+/** A row's element. */
+function build(row) {
+  const m = row.m;
+  const li = document.createElement('li');
+  li.className = `msg-row${m.messageDirection === 1 ? ' mine' : ''}`;
+  li.dataset.key = row.k;
   li.dataset.seq = String(m.seq);
-  li.replaceChildren(body(m));
-  const status = m.messageDirection !== 1 ? '' : m.messageUId ? ' ✓' : m.sentStatus === 20 ? ' ✗ not sent' : ' …';
-  li.append(
-    Object.assign(document.createElement('span'), {
-      className: 'meta',
-      textContent: `${clock(m.sentTime)}${status}`,
-    }),
-  );
+  li.dataset.uid = m.messageUId;
+  const mine = m.messageDirection === 1;
+  const div = document.createElement('div');
+  div.className = `msg${mine ? ' mine' : ''}${m.sentStatus === 20 ? ' failed' : ''}`;
+  div.append(body(m));
+  const meta = Object.assign(document.createElement('span'), {
+    className: 'meta',
+    textContent: `${m.isEdited && !m.isRecalled ? 'edited · ' : ''}${clock(m.sentTime)}`,
+  });
+  if (mine) {
+    const read = m.seq && m.seq <= (peerRead.get(m.targetId) ?? 0);
+    const status = m.messageUId ? (read ? '✓✓' : '✓') : m.sentStatus === 20 ? '✗ not sent' : '…';
+    const tick = Object.assign(document.createElement('span'), {
+      className: `tick${read ? ' read' : ''}`,
+      textContent: ` ${status}`,
+      title: read ? 'Read' : m.messageUId ? 'Delivered to the server' : m.sentStatus === 20 ? 'Not sent' : 'Sending',
+    });
+    meta.append(tick);
+  }
+  div.append(meta);
+  li.append(div);
+  for (const img of li.querySelectorAll('img')) img.addEventListener('load', () => layout());
+  rendered.set(row.k, li);
+  resized.observe(li);
   return li;
 }
 
 function body(m) {
   const c = m.content;
-  if (m.isRecalled) return document.createTextNode('Message recalled');
+  if (m.isRecalled) return Object.assign(document.createElement('span'), { className: 'recalled', textContent: 'Message recalled' });
   switch (m.messageType) {
     case 'TextMessage':
       return Object.assign(document.createElement('span'), { className: 'text', textContent: c.content });
@@ -343,15 +532,33 @@ function body(m) {
 
 /** Shows a message of the open conversation (new, or changed). */
 function render(m) {
-  const list = $('message-list');
-  const known = bubbles.has(key(m)) || (m.clientMsgId && bubbles.has(`c:${m.clientMsgId}`));
-  const li = bubble(m);
-  if (!known) {
-    const box = $('messages');
-    const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
-    list.append(li);
-    if (atBottom || m.messageDirection === 1) box.scrollTop = box.scrollHeight;
+  if (isEvent(m)) {
+    applyEvent(m);
+    return;
   }
+  let row = findRow(m);
+  if (row) {
+    row.m = m;
+    changed(row);
+  } else {
+    row = { k: `r${++rowCounter}`, m };
+    rows.push(row);
+    if (m.messageDirection === 1) atBottom = true;
+  }
+  index(row);
+  $('messages').dataset.loaded = String(rows.length);
+  layout();
+}
+
+/** A recall, edit or reaction event: changes the message it names. */
+function applyEvent(m) {
+  const c = m.content;
+  const seq = Number(c?.seq ?? c?.content?.seq ?? 0);
+  const row = bySeq.get(seq);
+  if (!row) return;
+  if (m.objectName === 'tidings:recall') row.m = { ...row.m, isRecalled: true };
+  changed(row);
+  layout();
 }
 
 function onMessage(m) {
@@ -360,6 +567,17 @@ function onMessage(m) {
     render(m);
     markRead();
   }
+}
+
+/** The other user read up to `readSeq`: own messages up to there show as read. */
+function onReadReceipt(r) {
+  if (r.conversationType !== PRIVATE) return;
+  if ((peerRead.get(r.targetId) ?? 0) >= r.readSeq) return;
+  peerRead.set(r.targetId, r.readSeq);
+  localStorage.setItem('tidings-demo-peer-read', JSON.stringify(Object.fromEntries(peerRead)));
+  if (r.targetId !== open) return;
+  for (const row of rows) if (row.m.messageDirection === 1 && row.m.seq && row.m.seq <= r.readSeq) changed(row);
+  layout();
 }
 
 function markRead() {

@@ -186,3 +186,78 @@ test('with WebSocket blocked the page falls back to long-polling and keeps worki
   await sees(alice.page, 'loud and clear');
   await carol.context.close();
 });
+
+test('a sent message shows one tick when stored and two once the other person read it', async () => {
+  assert.ok(alice && bob, 'runs after the first test');
+  // Bob looks at another conversation, so the message waits unread.
+  await openChat(bob.page, 'carol');
+  await openChat(alice.page, 'bob');
+  await send(alice.page, 'did you read this?');
+  const tick = alice.page.locator('#message-list .msg.mine', { hasText: 'did you read this?' }).locator('.tick');
+  assert.equal((await tick.innerText()).trim(), '✓');
+  assert.equal(await tick.getAttribute('title'), 'Delivered to the server');
+
+  await bob.page.locator('#conversations li[data-target="alice"]').click();
+  await sees(bob.page, 'did you read this?');
+  await alice.page.locator('#message-list .msg.mine', { hasText: 'did you read this?' }).locator('.tick.read', { hasText: '✓✓' }).waitFor();
+  assert.equal(await tick.getAttribute('title'), 'Read');
+  await shot(alice.page, 'read-ticks');
+
+  // Still read after a reload.
+  await alice.page.reload();
+  await connected(alice.page);
+  await openChat(alice.page, 'bob');
+  await alice.page.locator('#message-list .msg.mine', { hasText: 'did you read this?' }).locator('.tick.read').waitFor();
+});
+
+test('a conversation of thousands of messages keeps only the rows in view in the page', async () => {
+  assert.ok(alice, 'runs after the first test');
+  const frank = await person('frank');
+  const N = 2001;
+  const text = (i) => (i % 9 === 0 ? `bulk ${i} ${'and a longer line of text to wrap '.repeat(8)}` : `bulk ${i}`);
+  const sendOne = (i) =>
+    server.api('POST', '/messages', {
+      fromUserId: i % 2 ? 'frank' : 'alice',
+      conversationType: 1,
+      targetId: i % 2 ? 'alice' : 'frank',
+      content: { text: text(i) },
+      clientMsgId: `bulk-${i}`,
+    });
+  // The first and the last in order; those between in any order, many at a time.
+  await sendOne(1);
+  for (let i = 2; i < N; i += 50) {
+    await Promise.all(Array.from({ length: Math.min(50, N - i) }, (_, j) => sendOne(i + j)));
+  }
+  await sendOne(N);
+
+  await openChat(alice.page, 'frank');
+  const row = (i) => alice.page.locator('#message-list .msg .text').filter({ hasText: new RegExp(`^bulk ${i}( |$)`) });
+  await row(N).waitFor();
+  const box = alice.page.locator('#messages');
+  // Scroll up until the beginning is loaded.
+  for (let pages = 0; (await box.getAttribute('data-complete')) === null; pages++) {
+    assert.ok(pages < 60, 'the beginning is reached');
+    const loaded = Number(await box.getAttribute('data-loaded'));
+    await box.evaluate((el) => (el.scrollTop = 0));
+    await alice.page.waitForFunction(
+      (before) => {
+        const el = document.getElementById('messages');
+        return el.dataset.complete !== undefined || Number(el.dataset.loaded) > before;
+      },
+      loaded,
+    );
+  }
+  assert.equal(Number(await box.getAttribute('data-loaded')), N);
+  await box.evaluate((el) => (el.scrollTop = 0));
+  await row(1).waitFor();
+  await alice.page.locator('#history-top', { hasText: 'The beginning of the conversation' }).waitFor();
+  const rendered = await alice.page.locator('#message-list > li').count();
+  assert.ok(rendered < 200, `${rendered} rows in the page for ${N} messages`);
+  await shot(alice.page, 'long-history-top');
+
+  // And down to the newest again.
+  await box.evaluate((el) => (el.scrollTop = el.scrollHeight));
+  await row(N).waitFor();
+  assert.ok((await alice.page.locator('#message-list > li').count()) < 200);
+  await frank.context.close();
+});
