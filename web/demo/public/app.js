@@ -197,7 +197,10 @@ function preview(m) {
     case 'FileMessage':
       return `File: ${c.name}`;
     default:
-      return m.isRecalled ? 'Message recalled' : `[${m.objectName}]`;
+      if (m.isRecalled || m.objectName === 'tidings:recall') return 'Message recalled';
+      if (m.objectName === 'tidings:edit') return 'Edited a message';
+      if (m.objectName === 'tidings:reaction') return 'Reacted to a message';
+      return `[${m.objectName}]`;
   }
 }
 
@@ -278,6 +281,11 @@ const heights = new Map();
 /** Rendered row elements by row key. */
 const rendered = new Map();
 let rowCounter = 0;
+/** The row whose action menu is open, and the row being edited (row keys). */
+let menuFor = '';
+let editing = '';
+/** The reactions the menu offers. */
+const REACTIONS = ['👍', '❤️', '😂', '🎉'];
 /** Row tops (prefix sums of heights), from the last layout. */
 let tops = new Float64Array(1);
 let anchor = { k: '', delta: 0 };
@@ -485,7 +493,8 @@ function build(row) {
   const mine = m.messageDirection === 1;
   const div = document.createElement('div');
   div.className = `msg${mine ? ' mine' : ''}${m.sentStatus === 20 ? ' failed' : ''}`;
-  div.append(body(m));
+  div.append(editing === row.k ? editor(row) : body(m));
+  if (m.reactions?.length && !m.isRecalled) div.append(reactions(row));
   const meta = Object.assign(document.createElement('span'), {
     className: 'meta',
     textContent: `${m.isEdited && !m.isRecalled ? 'edited · ' : ''}${clock(m.sentTime)}`,
@@ -502,6 +511,7 @@ function build(row) {
   }
   div.append(meta);
   li.append(div);
+  if (m.messageUId && m.seq && !m.isRecalled) li.append(actions(row));
   for (const img of li.querySelectorAll('img')) img.addEventListener('load', () => layout());
   rendered.set(row.k, li);
   resized.observe(li);
@@ -530,6 +540,141 @@ function body(m) {
   }
 }
 
+/** The reactions under a message: each emoji with its count; one's own can be taken back. */
+function reactions(row) {
+  const ul = Object.assign(document.createElement('ul'), { className: 'reactions' });
+  ul.setAttribute('aria-label', 'Reactions');
+  for (const r of row.m.reactions) {
+    const mine = r.userIds.includes(session?.userId);
+    const b = Object.assign(document.createElement('button'), {
+      type: 'button',
+      className: `reaction${mine ? ' mine' : ''}`,
+      textContent: `${r.emoji} ${r.userIds.length}`,
+      title: `${r.userIds.join(', ')}${mine ? ' (select to take yours back)' : ''}`,
+    });
+    b.setAttribute('aria-pressed', String(mine));
+    b.addEventListener('click', () => act(row, { reactToMessage: { emoji: r.emoji, remove: mine } }));
+    const li = document.createElement('li');
+    li.append(b);
+    ul.append(li);
+  }
+  return ul;
+}
+
+/** The per-message menu: a button that opens it (on hover or focus), and its actions. */
+function actions(row) {
+  const m = row.m;
+  const wrap = Object.assign(document.createElement('div'), { className: 'actions' });
+  const toggle = Object.assign(document.createElement('button'), {
+    type: 'button',
+    className: 'menu-toggle',
+    title: 'Message actions',
+  });
+  toggle.setAttribute('aria-label', 'Message actions');
+  toggle.setAttribute('aria-expanded', String(menuFor === row.k));
+  toggle.innerHTML = '<svg viewBox="0 0 24 24" width="18" height="18" aria-hidden="true"><circle cx="5" cy="12" r="2" fill="currentColor"/><circle cx="12" cy="12" r="2" fill="currentColor"/><circle cx="19" cy="12" r="2" fill="currentColor"/></svg>';
+  toggle.addEventListener('click', () => showMenu(menuFor === row.k ? '' : row.k));
+  wrap.append(toggle);
+  if (menuFor !== row.k) return wrap;
+  const menu = Object.assign(document.createElement('div'), { className: 'menu' });
+  menu.setAttribute('role', 'group');
+  menu.setAttribute('aria-label', 'Message actions');
+  for (const emoji of REACTIONS) {
+    const b = Object.assign(document.createElement('button'), { type: 'button', className: 'react', textContent: emoji });
+    b.setAttribute('aria-label', `React with ${emoji}`);
+    b.addEventListener('click', () => {
+      const had = m.reactions?.some((r) => r.emoji === emoji && r.userIds.includes(session?.userId));
+      act(row, { reactToMessage: { emoji, remove: Boolean(had) } });
+    });
+    menu.append(b);
+  }
+  if (m.messageDirection === 1) {
+    if (m.messageType === 'TextMessage') {
+      const edit = Object.assign(document.createElement('button'), { type: 'button', textContent: 'Edit' });
+      edit.addEventListener('click', () => {
+        editing = row.k;
+        showMenu('');
+      });
+      menu.append(edit);
+    }
+    const recall = Object.assign(document.createElement('button'), { type: 'button', textContent: 'Recall' });
+    recall.addEventListener('click', () => act(row, { recallMessage: {} }));
+    menu.append(recall);
+  }
+  wrap.append(menu);
+  return wrap;
+}
+
+/** Opens the menu of one row (or none), closing the other's. */
+function showMenu(k) {
+  const before = menuFor;
+  menuFor = k;
+  for (const row of rows) if (row.k === before || row.k === k || row.k === editing) changed(row);
+  layout();
+  if (k) /** @type {HTMLElement | null} */ (rendered.get(k)?.querySelector('.menu button'))?.focus();
+}
+
+/** The editor of an own text message, in place of its text. */
+function editor(row) {
+  const form = Object.assign(document.createElement('form'), { className: 'edit' });
+  const input = Object.assign(document.createElement('input'), { value: row.m.content.content, required: true });
+  input.setAttribute('aria-label', 'Edit message');
+  const save = Object.assign(document.createElement('button'), { type: 'submit', textContent: 'Save' });
+  const cancel = Object.assign(document.createElement('button'), { type: 'button', className: 'link', textContent: 'Cancel' });
+  const done = () => {
+    editing = '';
+    changed(row);
+    layout();
+  };
+  cancel.addEventListener('click', done);
+  input.addEventListener('keydown', (e) => e.key === 'Escape' && done());
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const text = input.value;
+    done();
+    if (text.trim() && text !== row.m.content.content) {
+      await act(row, { editMessage: { content: JSON.stringify({ text }) } });
+    }
+  });
+  form.append(input, save, cancel);
+  queueMicrotask(() => input.focus());
+  return form;
+}
+
+/**
+ * A recall, edit or reaction through the raw query (the SDK wraps only recalls); the answer is
+ * the message as it now is.
+ */
+async function act(row, query) {
+  if (!client) return;
+  const [name, body] = Object.entries(query)[0];
+  menuFor = '';
+  try {
+    const q = await client.query({
+      [name]: { conversationType: PRIVATE, targetId: row.m.targetId, seq: String(row.m.seq), ...body },
+    });
+    const raw = q.messages?.[0];
+    if (raw) updateFrom(row, raw);
+  } catch (e) {
+    const why = { 40019: 'it is too late to recall it', 40020: 'it was recalled' }[e.serverCode] ?? e.message ?? e;
+    banner(`Could not change the message: ${why}`, true);
+    setTimeout(() => banner(''), 4000);
+  }
+  changed(row);
+  layout();
+}
+
+/** Takes a message's state from the protocol's form of it (a query's answer). */
+function updateFrom(row, raw) {
+  const m = { ...row.m, isRecalled: Boolean(raw.recalled), isEdited: Boolean(raw.edited) };
+  m.reactions = (raw.reactions ?? []).map((r) => ({ emoji: String(r.emoji), userIds: (r.userIds ?? []).map(String) }));
+  if (m.messageType === 'TextMessage' && !m.isRecalled) {
+    const text = JSON.parse(String(raw.content ?? '{}')).text;
+    if (typeof text === 'string') m.content = new TextMessage({ content: text });
+  }
+  row.m = m;
+}
+
 /** Shows a message of the open conversation (new, or changed). */
 function render(m) {
   if (isEvent(m)) {
@@ -556,7 +701,22 @@ function applyEvent(m) {
   const seq = Number(c?.seq ?? c?.content?.seq ?? 0);
   const row = bySeq.get(seq);
   if (!row) return;
-  if (m.objectName === 'tidings:recall') row.m = { ...row.m, isRecalled: true };
+  if (m.objectName === 'tidings:recall') row.m = { ...row.m, isRecalled: true, reactions: [] };
+  if (m.objectName === 'tidings:edit' && row.m.messageType === 'TextMessage') {
+    const text = JSON.parse(String(c.content?.content ?? '{}')).text;
+    if (typeof text === 'string') row.m = { ...row.m, isEdited: true, content: new TextMessage({ content: text }) };
+  }
+  if (m.objectName === 'tidings:reaction') {
+    const { emoji, userId, added } = c.content ?? {};
+    const list = (row.m.reactions ?? []).map((r) => ({ emoji: r.emoji, userIds: r.userIds.filter((u) => u !== userId || r.emoji !== emoji) }));
+    let r = list.find((x) => x.emoji === emoji);
+    if (added) {
+      if (!r) list.push((r = { emoji, userIds: [] }));
+      r.userIds.push(userId);
+      r.userIds.sort();
+    }
+    row.m = { ...row.m, reactions: list.filter((x) => x.userIds.length) };
+  }
   changed(row);
   layout();
 }

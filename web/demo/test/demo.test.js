@@ -261,3 +261,54 @@ test('a conversation of thousands of messages keeps only the rows in view in the
   assert.ok((await alice.page.locator('#message-list > li').count()) < 200);
   await frank.context.close();
 });
+
+/** Opens the action menu of the row holding `text`. */
+async function menuOf(page, text) {
+  // By its key: an edited row no longer holds its old text.
+  const key = await page.locator('#message-list > li', { hasText: text }).getAttribute('data-key');
+  const row = page.locator(`#message-list > li[data-key="${key}"]`);
+  await row.hover();
+  await row.getByRole('button', { name: 'Message actions' }).click();
+  return row;
+}
+
+test('people edit and recall their messages and react to any, seen live and after a reload', async () => {
+  assert.ok(alice && bob, 'runs after the first test');
+  await openChat(alice.page, 'bob');
+  await openChat(bob.page, 'alice');
+  await send(alice.page, 'see you at noon');
+  await sees(bob.page, 'see you at noon');
+
+  // Alice edits hers.
+  let row = await menuOf(alice.page, 'see you at noon');
+  await row.getByRole('button', { name: 'Edit' }).click();
+  await row.getByRole('textbox', { name: 'Edit message' }).fill('see you at one');
+  await row.getByRole('textbox', { name: 'Edit message' }).press('Enter');
+  const edited = bob.page.locator('#message-list .msg:not(.mine)', { hasText: 'see you at one' });
+  await edited.locator('.meta', { hasText: 'edited' }).waitFor();
+  assert.equal(await bob.page.locator('#message-list .msg', { hasText: 'see you at noon' }).count(), 0);
+
+  // Bob reacts to it.
+  row = await menuOf(bob.page, 'see you at one');
+  await row.getByRole('button', { name: 'React with 👍' }).click();
+  await alice.page.locator('#message-list .msg.mine', { hasText: 'see you at one' }).locator('.reaction', { hasText: '👍 1' }).waitFor();
+  await shot(alice.page, 'reactions-and-edits');
+
+  // Alice sends something and takes it back.
+  await send(alice.page, 'wrong window, sorry');
+  await sees(bob.page, 'wrong window, sorry');
+  row = await menuOf(alice.page, 'wrong window, sorry');
+  await shot(alice.page, 'message-menu');
+  await row.getByRole('button', { name: 'Recall' }).click();
+  await bob.page.locator('#message-list .msg', { hasText: 'wrong window, sorry' }).waitFor({ state: 'detached' });
+  await bob.page.locator('#message-list .msg:not(.mine) .recalled', { hasText: 'Message recalled' }).waitFor();
+
+  // After a reload bob sees it all as it is now.
+  await bob.page.reload();
+  await connected(bob.page);
+  await openChat(bob.page, 'alice');
+  await bob.page.locator('#message-list .msg', { hasText: 'see you at one' }).locator('.reaction', { hasText: '👍 1' }).waitFor();
+  await bob.page.locator('#message-list .msg', { hasText: 'see you at one' }).locator('.meta', { hasText: 'edited' }).waitFor();
+  await bob.page.locator('#message-list .recalled', { hasText: 'Message recalled' }).waitFor();
+  assert.equal(await bob.page.locator('#message-list .msg', { hasText: 'wrong window, sorry' }).count(), 0);
+});
