@@ -26,6 +26,9 @@ let oldestSeq = 0;
 let loadingOlder = false;
 /** @type {Map<string, any>} conversations by target id */
 const conversations = new Map();
+/** Presence of the users watched, by user id; and the ids this connection watches. */
+const presence = new Map();
+let watching = '';
 let typingTimer = 0;
 let lastTypingSent = 0;
 
@@ -83,6 +86,8 @@ function signedOut(reason) {
   client = null;
   open = '';
   conversations.clear();
+  presence.clear();
+  watching = '';
   $('app').hidden = true;
   $('auth').hidden = false;
   $('auth-error').textContent = reason;
@@ -103,6 +108,9 @@ function onStatus(status, detail) {
   switch (status) {
     case ConnectionStatus.CONNECTED:
       banner(client?.getTransportType() === 0 ? 'Connected over long-polling' : '');
+      // A subscription lasts as long as its connection: watch again on this one.
+      watching = '';
+      watchPresence();
       break;
     case ConnectionStatus.CONNECTING:
       banner('Connecting…');
@@ -160,6 +168,10 @@ async function start(s) {
     typingTimer = setTimeout(() => ($('typing').textContent = ''), 6000);
   });
   c.on('readReceipt', onReadReceipt);
+  c.on('presence', (p) => {
+    presence.set(p.userId, p);
+    showPresence();
+  });
   c.on('sentStatus', (m) => {
     if (m.targetId === open) render(m);
   });
@@ -230,7 +242,7 @@ function renderConversations() {
         className: 'preview',
         textContent: preview(conv.latestMessage),
       });
-      li.append(name, time, text);
+      li.append(dot(conv.targetId), name, time, text);
       if (conv.unreadMessageCount > 0 && conv.targetId !== open) {
         li.append(
           Object.assign(document.createElement('span'), {
@@ -243,6 +255,57 @@ function renderConversations() {
       return li;
     }),
   );
+  showPresence();
+  watchPresence();
+}
+
+// ------------------------------------------------------------------ presence
+
+/**
+ * Watches the users of the listed conversations and the open one (the protocol's presence
+ * subscription; one per connection, replaced by each call), when that set changed.
+ */
+async function watchPresence() {
+  if (!client || $('app').dataset.status !== String(ConnectionStatus.CONNECTED)) return;
+  const ids = [...new Set([...conversations.keys(), open].filter(Boolean))].sort().slice(0, 200);
+  const key = ids.join('\n');
+  if (key === watching) return;
+  watching = key;
+  try {
+    const q = await client.query({ subscribePresence: { userIds: ids } });
+    for (const p of q.presence ?? []) {
+      presence.set(String(p.userId), { userId: String(p.userId), online: Boolean(p.online), lastSeen: Number(p.lastSeen ?? 0) });
+    }
+    showPresence();
+  } catch {
+    if (watching === key) watching = '';
+  }
+}
+
+/** A presence dot for a user. */
+function dot(userId) {
+  const span = Object.assign(document.createElement('span'), { className: 'dot' });
+  span.dataset.user = userId;
+  span.setAttribute('role', 'img');
+  return span;
+}
+
+function presenceText(p) {
+  if (!p) return '';
+  if (p.online) return 'online';
+  return p.lastSeen ? `last seen ${clock(p.lastSeen)}` : 'offline';
+}
+
+/** Brings every presence dot, and the chat header's line, up to date. */
+function showPresence() {
+  for (const el of document.querySelectorAll('.dot[data-user]')) {
+    const span = /** @type {HTMLElement} */ (el);
+    const p = presence.get(span.dataset.user ?? '');
+    span.dataset.online = p ? String(p.online) : '';
+    span.setAttribute('aria-label', p?.online ? 'online' : 'offline');
+    span.title = presenceText(p);
+  }
+  $('peer-presence').textContent = open ? presenceText(presence.get(open)) : '';
 }
 
 $('new-chat').addEventListener('submit', (e) => {
@@ -353,6 +416,7 @@ async function openConversation(target) {
   delete $('messages').dataset.complete;
   $('history-top').textContent = '';
   $('chat-title').textContent = target;
+  $('chat-dot').dataset.user = target;
   $('typing').textContent = '';
   $('composer').hidden = false;
   renderConversations();
@@ -724,6 +788,11 @@ function applyEvent(m) {
 function onMessage(m) {
   if (m.conversationType !== PRIVATE) return;
   if (m.targetId === open) {
+    // Their message is what they were typing.
+    if (m.messageDirection !== 1 && !isEvent(m)) {
+      clearTimeout(typingTimer);
+      $('typing').textContent = '';
+    }
     render(m);
     markRead();
   }

@@ -312,3 +312,38 @@ test('people edit and recall their messages and react to any, seen live and afte
   await bob.page.locator('#message-list .recalled', { hasText: 'Message recalled' }).waitFor();
   assert.equal(await bob.page.locator('#message-list .msg', { hasText: 'wrong window, sorry' }).count(), 0);
 });
+
+test("a contact's dot turns online when they connect and offline when they leave", async () => {
+  assert.ok(alice && bob, 'runs after the first test');
+  await openChat(alice.page, 'bob');
+  const dot = alice.page.locator('#conversations li[data-target="bob"] .dot');
+  await alice.page.locator('#conversations li[data-target="bob"] .dot[data-online="true"]').waitFor();
+  assert.equal(await dot.getAttribute('aria-label'), 'online');
+  await alice.page.locator('#peer-presence', { hasText: 'online' }).waitFor();
+  await shot(alice.page, 'presence-online');
+
+  await bob.page.close();
+  await alice.page.locator('#conversations li[data-target="bob"] .dot[data-online="false"]').waitFor();
+  assert.equal(await dot.getAttribute('aria-label'), 'offline');
+  await alice.page.locator('#chat-dot[data-online="false"]').waitFor();
+  await alice.page.locator('#peer-presence', { hasText: 'last seen' }).waitFor();
+
+  bob.page = await open(bob.context);
+  await connected(bob.page);
+  await alice.page.locator('#conversations li[data-target="bob"] .dot[data-online="true"]').waitFor();
+  await alice.page.locator('#chat-dot[data-online="true"]').waitFor();
+});
+
+test('the other person typing shows in the chat header', async () => {
+  assert.ok(alice && bob, 'runs after the first test');
+  await openChat(alice.page, 'bob');
+  await openChat(bob.page, 'alice');
+  await bob.page.locator('#text').pressSequentially('just a sec');
+  await alice.page.locator('#typing', { hasText: 'bob is typing…' }).waitFor();
+  await shot(alice.page, 'typing');
+  // It goes once their message arrives.
+  await bob.page.locator('#text').press('Enter');
+  await sees(alice.page, 'just a sec');
+  // In the same moment as the message shows, not after the indicator's own timeout.
+  assert.equal(await alice.page.locator('#typing').textContent(), '');
+});
