@@ -363,7 +363,7 @@ const resized = new ResizeObserver((entries) => {
     const el = /** @type {HTMLElement} */ (e.target);
     const k = el.dataset.key ?? '';
     if (rendered.get(k) !== el || !el.isConnected) continue;
-    const h = el.offsetHeight;
+    const h = el.getBoundingClientRect().height;
     if (h && heights.get(k) !== h) {
       heights.set(k, h);
       changed = true;
@@ -506,7 +506,8 @@ function layout() {
       list.replaceChildren(...want.map((r) => rendered.get(r.k) ?? build(r)));
       let moved = false;
       for (const r of want) {
-        const h = /** @type {HTMLElement} */ (rendered.get(r.k)).offsetHeight;
+        // Fractional heights: rounded ones would add up to a drift of the rows below.
+        const h = /** @type {HTMLElement} */ (rendered.get(r.k)).getBoundingClientRect().height;
         if (heights.get(r.k) !== h) {
           heights.set(r.k, h);
           moved = true;

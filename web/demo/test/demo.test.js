@@ -238,7 +238,19 @@ test('a conversation of thousands of messages keeps only the rows in view in the
   for (let pages = 0; (await box.getAttribute('data-complete')) === null; pages++) {
     assert.ok(pages < 60, 'the beginning is reached');
     const loaded = Number(await box.getAttribute('data-loaded'));
-    await box.evaluate((el) => (el.scrollTop = 0));
+    // Where the top row is on screen once scrolled up, and where after the older page loaded.
+    // (Read in the scroll event, after the page's own handler rendered the rows in view and
+    // before the page it asked for can have arrived.)
+    const seen = await box.evaluate(async (el) => {
+      const scrolled = new Promise((r) => el.addEventListener('scroll', r, { once: true }));
+      el.scrollTop = 0;
+      await scrolled;
+      const view = el.getBoundingClientRect().top;
+      const li = /** @type {HTMLElement} */ (
+        [...document.querySelectorAll('#message-list > li')].find((e) => e.getBoundingClientRect().bottom > view)
+      );
+      return { key: li.dataset.key, top: li.getBoundingClientRect().top };
+    });
     await alice.page.waitForFunction(
       (before) => {
         const el = document.getElementById('messages');
@@ -246,6 +258,11 @@ test('a conversation of thousands of messages keeps only the rows in view in the
       },
       loaded,
     );
+    const top = await alice.page.evaluate(
+      (key) => document.querySelector(`#message-list > li[data-key="${key}"]`)?.getBoundingClientRect().top,
+      seen.key,
+    );
+    assert.ok(top !== undefined && Math.abs(top - seen.top) < 2, `the row in view stays put (${seen.top} → ${top})`);
   }
   assert.equal(Number(await box.getAttribute('data-loaded')), N);
   await box.evaluate((el) => (el.scrollTop = 0));
