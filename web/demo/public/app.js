@@ -145,6 +145,10 @@ async function start(s) {
   $('auth').hidden = true;
   $('app').hidden = false;
   $('me-name').textContent = s.userId;
+  peerRead.clear();
+  for (const [target, seq] of Object.entries(JSON.parse(localStorage.getItem(peerReadKey()) ?? '{}'))) {
+    peerRead.set(target, Number(seq));
+  }
   const params = new URLSearchParams(location.search);
   const c = new TidingsClient().init('demo', {
     navi: location.origin,
@@ -354,8 +358,9 @@ let tops = new Float64Array(1);
 let anchor = { k: '', delta: 0 };
 let atBottom = true;
 let laying = false;
-/** The other user's read position in each conversation, from read receipts. */
-const peerRead = new Map(Object.entries(JSON.parse(localStorage.getItem('tidings-demo-peer-read') ?? '{}')));
+/** The other user's read position in each conversation, from read receipts (kept per user). */
+const peerRead = new Map();
+const peerReadKey = () => `tidings-demo-peer-read:${session?.userId}`;
 
 const resized = new ResizeObserver((entries) => {
   let changed = false;
@@ -670,6 +675,21 @@ function actions(row) {
   return wrap;
 }
 
+// Escape closes the menu; a long press on a message (touch screens) opens it.
+document.addEventListener('keydown', (e) => {
+  if (e.key === 'Escape' && menuFor) showMenu('');
+});
+let pressTimer = 0;
+$('message-list').addEventListener('pointerdown', (e) => {
+  const li = /** @type {HTMLElement | null} */ (/** @type {HTMLElement} */ (e.target).closest('#message-list > li'));
+  if (e.pointerType !== 'touch' || !li?.querySelector('.menu-toggle')) return;
+  const k = li.dataset.key ?? '';
+  pressTimer = setTimeout(() => showMenu(k), 500);
+});
+for (const end of ['pointerup', 'pointercancel', 'pointermove']) {
+  $('message-list').addEventListener(end, () => clearTimeout(pressTimer));
+}
+
 /** Opens the menu of one row (or none), closing the other's. */
 function showMenu(k) {
   const before = menuFor;
@@ -804,7 +824,7 @@ function onReadReceipt(r) {
   if (r.conversationType !== PRIVATE) return;
   if ((peerRead.get(r.targetId) ?? 0) >= r.readSeq) return;
   peerRead.set(r.targetId, r.readSeq);
-  localStorage.setItem('tidings-demo-peer-read', JSON.stringify(Object.fromEntries(peerRead)));
+  localStorage.setItem(peerReadKey(), JSON.stringify(Object.fromEntries(peerRead)));
   if (r.targetId !== open) return;
   for (const row of rows) if (row.m.messageDirection === 1 && row.m.seq && row.m.seq <= r.readSeq) changed(row);
   layout();

@@ -310,6 +310,15 @@ test('people edit and recall their messages and react to any, seen live and afte
   await row.getByRole('button', { name: 'React with 👍' }).click();
   await alice.page.locator('#message-list .msg.mine', { hasText: 'see you at one' }).locator('.reaction', { hasText: '👍 1' }).waitFor();
   await shot(alice.page, 'reactions-and-edits');
+  // Escape closes a menu; on a touch screen a long press opens it.
+  row = await menuOf(alice.page, 'see you at one');
+  await row.locator('.menu').waitFor();
+  await alice.page.keyboard.press('Escape');
+  await row.locator('.menu').waitFor({ state: 'detached' });
+  await row.locator('.msg').dispatchEvent('pointerdown', { pointerType: 'touch', bubbles: true });
+  await row.locator('.menu').getByRole('button', { name: 'Edit' }).waitFor();
+  await alice.page.keyboard.press('Escape');
+  await row.locator('.menu').waitFor({ state: 'detached' });
 
   // Alice sends something and takes it back.
   await send(alice.page, 'wrong window, sorry');
