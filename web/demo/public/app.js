@@ -536,6 +536,9 @@ function noteAnchor() {
   anchor = i < 0 ? { k: '', delta: 0 } : { k: rows[i].k, delta: y - tops[i] };
 }
 
+// A taller or shorter window shows other rows.
+window.addEventListener('resize', () => layout());
+
 $('messages').addEventListener('scroll', () => {
   if (laying) return;
   noteAnchor();
