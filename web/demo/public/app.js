@@ -12,7 +12,8 @@ import {
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 const SESSION_KEY = 'tidings-demo-session';
 const PRIVATE = ConversationType.PRIVATE;
-const PAGE = 30;
+/** Messages per history page (the protocol's largest). */
+const PAGE = 100;
 
 /** @type {TidingsClient | null} */
 let client = null;
@@ -20,13 +21,14 @@ let client = null;
 let session = null;
 /** The open conversation's other user. */
 let open = '';
-/** Rendered bubbles of the open conversation, by message id (server uid, else client id). */
-const bubbles = new Map();
 /** The oldest seq shown, for loading earlier messages; 0 when all are shown. */
 let oldestSeq = 0;
 let loadingOlder = false;
 /** @type {Map<string, any>} conversations by target id */
 const conversations = new Map();
+/** Presence of the users watched, by user id; and the ids this connection watches. */
+const presence = new Map();
+let watching = '';
 let typingTimer = 0;
 let lastTypingSent = 0;
 
@@ -84,6 +86,8 @@ function signedOut(reason) {
   client = null;
   open = '';
   conversations.clear();
+  presence.clear();
+  watching = '';
   $('app').hidden = true;
   $('auth').hidden = false;
   $('auth-error').textContent = reason;
@@ -104,6 +108,9 @@ function onStatus(status, detail) {
   switch (status) {
     case ConnectionStatus.CONNECTED:
       banner(client?.getTransportType() === 0 ? 'Connected over long-polling' : '');
+      // A subscription lasts as long as its connection: watch again on this one.
+      watching = '';
+      watchPresence();
       break;
     case ConnectionStatus.CONNECTING:
       banner('Connecting…');
@@ -138,6 +145,10 @@ async function start(s) {
   $('auth').hidden = true;
   $('app').hidden = false;
   $('me-name').textContent = s.userId;
+  peerRead.clear();
+  for (const [target, seq] of Object.entries(JSON.parse(localStorage.getItem(peerReadKey()) ?? '{}'))) {
+    peerRead.set(target, Number(seq));
+  }
   const params = new URLSearchParams(location.search);
   const c = new TidingsClient().init('demo', {
     navi: location.origin,
@@ -159,6 +170,11 @@ async function start(s) {
     $('typing').textContent = `${t.userId} is typing…`;
     clearTimeout(typingTimer);
     typingTimer = setTimeout(() => ($('typing').textContent = ''), 6000);
+  });
+  c.on('readReceipt', onReadReceipt);
+  c.on('presence', (p) => {
+    presence.set(p.userId, p);
+    showPresence();
   });
   c.on('sentStatus', (m) => {
     if (m.targetId === open) render(m);
@@ -197,7 +213,10 @@ function preview(m) {
     case 'FileMessage':
       return `File: ${c.name}`;
     default:
-      return m.isRecalled ? 'Message recalled' : `[${m.objectName}]`;
+      if (m.isRecalled || m.objectName === 'tidings:recall') return 'Message recalled';
+      if (m.objectName === 'tidings:edit') return 'Edited a message';
+      if (m.objectName === 'tidings:reaction') return 'Reacted to a message';
+      return `[${m.objectName}]`;
   }
 }
 
@@ -227,7 +246,7 @@ function renderConversations() {
         className: 'preview',
         textContent: preview(conv.latestMessage),
       });
-      li.append(name, time, text);
+      li.append(dot(conv.targetId), name, time, text);
       if (conv.unreadMessageCount > 0 && conv.targetId !== open) {
         li.append(
           Object.assign(document.createElement('span'), {
@@ -240,6 +259,57 @@ function renderConversations() {
       return li;
     }),
   );
+  showPresence();
+  watchPresence();
+}
+
+// ------------------------------------------------------------------ presence
+
+/**
+ * Watches the users of the listed conversations and the open one (the protocol's presence
+ * subscription; one per connection, replaced by each call), when that set changed.
+ */
+async function watchPresence() {
+  if (!client || $('app').dataset.status !== String(ConnectionStatus.CONNECTED)) return;
+  const ids = [...new Set([...conversations.keys(), open].filter(Boolean))].sort().slice(0, 200);
+  const key = ids.join('\n');
+  if (key === watching) return;
+  watching = key;
+  try {
+    const q = await client.query({ subscribePresence: { userIds: ids } });
+    for (const p of q.presence ?? []) {
+      presence.set(String(p.userId), { userId: String(p.userId), online: Boolean(p.online), lastSeen: Number(p.lastSeen ?? 0) });
+    }
+    showPresence();
+  } catch {
+    if (watching === key) watching = '';
+  }
+}
+
+/** A presence dot for a user. */
+function dot(userId) {
+  const span = Object.assign(document.createElement('span'), { className: 'dot' });
+  span.dataset.user = userId;
+  span.setAttribute('role', 'img');
+  return span;
+}
+
+function presenceText(p) {
+  if (!p) return '';
+  if (p.online) return 'online';
+  return p.lastSeen ? `last seen ${clock(p.lastSeen)}` : 'offline';
+}
+
+/** Brings every presence dot, and the chat header's line, up to date. */
+function showPresence() {
+  for (const el of document.querySelectorAll('.dot[data-user]')) {
+    const span = /** @type {HTMLElement} */ (el);
+    const p = presence.get(span.dataset.user ?? '');
+    span.dataset.online = p ? String(p.online) : '';
+    span.setAttribute('aria-label', p?.online ? 'online' : 'offline');
+    span.title = presenceText(p);
+  }
+  $('peer-presence').textContent = open ? presenceText(presence.get(open)) : '';
 }
 
 $('new-chat').addEventListener('submit', (e) => {
@@ -251,14 +321,107 @@ $('new-chat').addEventListener('submit', (e) => {
 });
 
 // ------------------------------------------------------------------ the open conversation
+//
+// The message list is virtualized: `rows` holds every loaded message of the open conversation in
+// order, but only the rows near the viewport (MARGIN pixels either side) are in the DOM, between
+// two spacers whose heights stand for the rest. Rows are measured once rendered (and again when
+// they resize, as an image loads); unmeasured rows count as ESTIMATE. The scroll position is kept
+// by an anchor — the first row in view and how far into it the view starts — so that loading
+// older pages above, or a row above changing height, does not move what the reader sees; unless
+// the view is at the bottom, where it stays as messages arrive.
+
+const MARGIN = 800;
+const ESTIMATE = 56;
+const OLDER_AT = 1200;
+
+/**
+ * @typedef {{ k: string, m: any }} Row
+ */
+/** @type {Row[]} */
+let rows = [];
+/** Rows by server uid, by client message id and by seq. */
+const byUid = new Map();
+const byClient = new Map();
+const bySeq = new Map();
+/** Measured heights by row key. */
+const heights = new Map();
+/** Rendered row elements by row key. */
+const rendered = new Map();
+let rowCounter = 0;
+/** The row whose action menu is open, and the row being edited (row keys). */
+let menuFor = '';
+let editing = '';
+/** The reactions the menu offers. */
+const REACTIONS = ['👍', '❤️', '😂', '🎉'];
+/** Row tops (prefix sums of heights), from the last layout. */
+let tops = new Float64Array(1);
+let anchor = { k: '', delta: 0 };
+let atBottom = true;
+let laying = false;
+/** The other user's read position in each conversation, from read receipts (kept per user). */
+const peerRead = new Map();
+const peerReadKey = () => `tidings-demo-peer-read:${session?.userId}`;
+
+const resized = new ResizeObserver((entries) => {
+  let changed = false;
+  for (const e of entries) {
+    const el = /** @type {HTMLElement} */ (e.target);
+    const k = el.dataset.key ?? '';
+    if (rendered.get(k) !== el || !el.isConnected) continue;
+    const h = el.getBoundingClientRect().height;
+    if (h && heights.get(k) !== h) {
+      heights.set(k, h);
+      changed = true;
+    }
+  }
+  if (changed) layout();
+});
+
+function findRow(m) {
+  return (m.messageUId && byUid.get(m.messageUId)) || (m.clientMsgId && byClient.get(m.clientMsgId)) || null;
+}
+
+/** Indexes a row's message (again, after it changed). */
+function index(row) {
+  const m = row.m;
+  if (m.messageUId) byUid.set(m.messageUId, row);
+  if (m.clientMsgId) byClient.set(m.clientMsgId, row);
+  if (m.seq) bySeq.set(m.seq, row);
+}
+
+/** Forgets a row's element, so the next layout builds it afresh. */
+function changed(row) {
+  const el = rendered.get(row.k);
+  if (el) {
+    resized.unobserve(el);
+    el.remove();
+  }
+  rendered.delete(row.k);
+}
+
+/** An event of the conversation (recall, edit, reaction): applied to its message, never a row. */
+function isEvent(m) {
+  return typeof m.objectName === 'string' && m.objectName.startsWith('tidings:');
+}
 
 async function openConversation(target) {
   if (!client) return;
   open = target;
-  bubbles.clear();
-  oldestSeq = 0;
+  rows = [];
+  byUid.clear();
+  byClient.clear();
+  bySeq.clear();
+  for (const el of rendered.values()) resized.unobserve(el);
+  rendered.clear();
   $('message-list').replaceChildren();
+  oldestSeq = 0;
+  atBottom = true;
+  anchor = { k: '', delta: 0 };
+  $('messages').dataset.loaded = '0';
+  delete $('messages').dataset.complete;
+  $('history-top').textContent = '';
   $('chat-title').textContent = target;
+  $('chat-dot').dataset.user = target;
   $('typing').textContent = '';
   $('composer').hidden = false;
   renderConversations();
@@ -271,8 +434,6 @@ async function loadOlder(first = false) {
   if (!client || loadingOlder || (!first && !oldestSeq)) return;
   loadingOlder = true;
   const target = open;
-  const box = $('messages');
-  const before = box.scrollHeight - box.scrollTop;
   try {
     const page = await client.getHistoryMessages(PRIVATE, target, {
       count: PAGE,
@@ -280,48 +441,159 @@ async function loadOlder(first = false) {
     });
     if (target !== open) return;
     const messages = page.messages.sort((a, b) => a.seq - b.seq);
-    const list = $('message-list');
-    const els = messages.filter((m) => !bubbles.has(key(m))).map((m) => bubble(m));
-    list.prepend(...els);
+    const fresh = [];
+    for (const m of messages) {
+      if (isEvent(m) || findRow(m)) continue;
+      const row = { k: `r${++rowCounter}`, m };
+      index(row);
+      fresh.push(row);
+    }
+    rows = fresh.concat(rows);
     oldestSeq = page.hasMore && messages.length ? messages[0].seq : 0;
-    $('history-top').textContent = oldestSeq ? '' : 'The beginning of the conversation';
-    box.scrollTop = first ? box.scrollHeight : box.scrollHeight - before;
+    $('history-top').textContent = oldestSeq ? 'Loading earlier messages…' : 'The beginning of the conversation';
+    const box = $('messages');
+    box.dataset.loaded = String(rows.length);
+    if (!oldestSeq) box.dataset.complete = '';
+    layout();
   } finally {
     loadingOlder = false;
   }
+  nearTop();
 }
+
+/** Loads an older page when the view is near the top of what is loaded. */
+function nearTop() {
+  const box = $('messages');
+  if (oldestSeq && !loadingOlder && box.scrollTop < OLDER_AT) loadOlder();
+}
+
+/** The first row whose bottom is below `y` (list coordinates). */
+function rowAt(y) {
+  let lo = 0;
+  let hi = rows.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (tops[mid + 1] <= y) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/**
+ * Places the spacers and renders the rows near the view, keeping the anchor (or the bottom) in
+ * place; repeats while rendering measured rows to other heights than counted.
+ */
+function layout() {
+  if (laying) return;
+  laying = true;
+  try {
+    const box = $('messages');
+    const list = $('message-list');
+    const base = $('spacer-top').offsetTop;
+    for (let round = 0; round < 4; round++) {
+      tops = new Float64Array(rows.length + 1);
+      for (let i = 0; i < rows.length; i++) tops[i + 1] = tops[i] + (heights.get(rows[i].k) ?? ESTIMATE);
+      const total = tops[rows.length];
+      const keyIndex = anchor.k ? rows.findIndex((r) => r.k === anchor.k) : -1;
+      const target = atBottom || keyIndex < 0 ? base + total : base + tops[keyIndex] + anchor.delta;
+      const from = rowAt(Math.max(0, target - base - MARGIN));
+      const to = Math.min(rows.length, rowAt(target - base + box.clientHeight + MARGIN) + 1);
+      $('spacer-top').style.height = `${tops[from]}px`;
+      $('spacer-bottom').style.height = `${total - tops[to]}px`;
+      const want = rows.slice(from, to);
+      const keep = new Set(want.map((r) => r.k));
+      for (const [k, el] of rendered) {
+        if (!keep.has(k)) {
+          resized.unobserve(el);
+          rendered.delete(k);
+        }
+      }
+      list.replaceChildren(...want.map((r) => rendered.get(r.k) ?? build(r)));
+      let moved = false;
+      for (const r of want) {
+        // Fractional heights: rounded ones would add up to a drift of the rows below.
+        const h = /** @type {HTMLElement} */ (rendered.get(r.k)).getBoundingClientRect().height;
+        if (heights.get(r.k) !== h) {
+          heights.set(r.k, h);
+          moved = true;
+        }
+      }
+      box.scrollTop = atBottom ? box.scrollHeight : target;
+      if (!moved) break;
+    }
+    noteAnchor();
+  } finally {
+    laying = false;
+  }
+}
+
+/** Remembers which row the view starts in. */
+function noteAnchor() {
+  const box = $('messages');
+  atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 4;
+  const y = box.scrollTop - $('spacer-top').offsetTop;
+  const i = Math.min(rowAt(Math.max(0, y)), rows.length - 1);
+  anchor = i < 0 ? { k: '', delta: 0 } : { k: rows[i].k, delta: y - tops[i] };
+}
+
+// A taller or shorter window shows other rows.
+window.addEventListener('resize', () => layout());
 
 $('messages').addEventListener('scroll', () => {
-  if ($('messages').scrollTop < 40) loadOlder();
+  if (laying) return;
+  noteAnchor();
+  // Re-render once the view nears the edge of the rendered rows.
+  const box = $('messages');
+  const list = $('message-list');
+  const y = box.scrollTop;
+  const above = list.offsetTop;
+  const below = above + list.offsetHeight;
+  if ((y - above < MARGIN / 2 && $('spacer-top').offsetHeight > 0) ||
+      (below - y - box.clientHeight < MARGIN / 2 && $('spacer-bottom').offsetHeight > 0)) {
+    layout();
+  }
+  nearTop();
 });
 
-function key(m) {
-  return m.messageUId || `c:${m.clientMsgId}`;
-}
-
-/** A message's bubble, made or updated. */
-function bubble(m) {
-  let li = bubbles.get(key(m)) ?? (m.clientMsgId ? bubbles.get(`c:${m.clientMsgId}`) : undefined);
-  if (!li) li = document.createElement('li');
-  bubbles.set(key(m), li);
-  if (m.clientMsgId) bubbles.set(`c:${m.clientMsgId}`, li);
-  li.className = `msg${m.messageDirection === 1 ? ' mine' : ''}${m.sentStatus === 20 ? ' failed' : ''}`;
-  li.dataset.uid = m.messageUId;
+/** A row's element. */
+function build(row) {
+  const m = row.m;
+  const li = document.createElement('li');
+  li.className = `msg-row${m.messageDirection === 1 ? ' mine' : ''}`;
+  li.dataset.key = row.k;
   li.dataset.seq = String(m.seq);
-  li.replaceChildren(body(m));
-  const status = m.messageDirection !== 1 ? '' : m.messageUId ? ' ✓' : m.sentStatus === 20 ? ' ✗ not sent' : ' …';
-  li.append(
-    Object.assign(document.createElement('span'), {
-      className: 'meta',
-      textContent: `${clock(m.sentTime)}${status}`,
-    }),
-  );
+  li.dataset.uid = m.messageUId;
+  const mine = m.messageDirection === 1;
+  const div = document.createElement('div');
+  div.className = `msg${mine ? ' mine' : ''}${m.sentStatus === 20 ? ' failed' : ''}`;
+  div.append(editing === row.k ? editor(row) : body(m));
+  if (m.reactions?.length && !m.isRecalled) div.append(reactions(row));
+  const meta = Object.assign(document.createElement('span'), {
+    className: 'meta',
+    textContent: `${m.isEdited && !m.isRecalled ? 'edited · ' : ''}${clock(m.sentTime)}`,
+  });
+  if (mine) {
+    const read = m.seq && m.seq <= (peerRead.get(m.targetId) ?? 0);
+    const status = m.messageUId ? (read ? '✓✓' : '✓') : m.sentStatus === 20 ? '✗ not sent' : '…';
+    const tick = Object.assign(document.createElement('span'), {
+      className: `tick${read ? ' read' : ''}`,
+      textContent: ` ${status}`,
+      title: read ? 'Read' : m.messageUId ? 'Delivered to the server' : m.sentStatus === 20 ? 'Not sent' : 'Sending',
+    });
+    meta.append(tick);
+  }
+  div.append(meta);
+  li.append(div);
+  if (m.messageUId && m.seq && !m.isRecalled) li.append(actions(row));
+  for (const img of li.querySelectorAll('img')) img.addEventListener('load', () => layout());
+  rendered.set(row.k, li);
+  resized.observe(li);
   return li;
 }
 
 function body(m) {
   const c = m.content;
-  if (m.isRecalled) return document.createTextNode('Message recalled');
+  if (m.isRecalled) return Object.assign(document.createElement('span'), { className: 'recalled', textContent: 'Message recalled' });
   switch (m.messageType) {
     case 'TextMessage':
       return Object.assign(document.createElement('span'), { className: 'text', textContent: c.content });
@@ -341,25 +613,224 @@ function body(m) {
   }
 }
 
+/** The reactions under a message: each emoji with its count; one's own can be taken back. */
+function reactions(row) {
+  const ul = Object.assign(document.createElement('ul'), { className: 'reactions' });
+  ul.setAttribute('aria-label', 'Reactions');
+  for (const r of row.m.reactions) {
+    const mine = r.userIds.includes(session?.userId);
+    const b = Object.assign(document.createElement('button'), {
+      type: 'button',
+      className: `reaction${mine ? ' mine' : ''}`,
+      textContent: `${r.emoji} ${r.userIds.length}`,
+      title: `${r.userIds.join(', ')}${mine ? ' (select to take yours back)' : ''}`,
+    });
+    b.setAttribute('aria-pressed', String(mine));
+    b.addEventListener('click', () => act(row, { reactToMessage: { emoji: r.emoji, remove: mine } }));
+    const li = document.createElement('li');
+    li.append(b);
+    ul.append(li);
+  }
+  return ul;
+}
+
+/** The per-message menu: a button that opens it (on hover or focus), and its actions. */
+function actions(row) {
+  const m = row.m;
+  const wrap = Object.assign(document.createElement('div'), { className: 'actions' });
+  const toggle = Object.assign(document.createElement('button'), {
+    type: 'button',
+    className: 'menu-toggle',
+    title: 'Message actions',
+  });
+  toggle.setAttribute('aria-label', 'Message actions');
+  toggle.setAttribute('aria-expanded', String(menuFor === row.k));
+  toggle.innerHTML = '<svg viewBox="0 0 24 24" width="18" height="18" aria-hidden="true"><circle cx="5" cy="12" r="2" fill="currentColor"/><circle cx="12" cy="12" r="2" fill="currentColor"/><circle cx="19" cy="12" r="2" fill="currentColor"/></svg>';
+  toggle.addEventListener('click', () => showMenu(menuFor === row.k ? '' : row.k));
+  wrap.append(toggle);
+  if (menuFor !== row.k) return wrap;
+  const menu = Object.assign(document.createElement('div'), { className: 'menu' });
+  menu.setAttribute('role', 'group');
+  menu.setAttribute('aria-label', 'Message actions');
+  for (const emoji of REACTIONS) {
+    const b = Object.assign(document.createElement('button'), { type: 'button', className: 'react', textContent: emoji });
+    b.setAttribute('aria-label', `React with ${emoji}`);
+    b.addEventListener('click', () => {
+      const had = m.reactions?.some((r) => r.emoji === emoji && r.userIds.includes(session?.userId));
+      act(row, { reactToMessage: { emoji, remove: Boolean(had) } });
+    });
+    menu.append(b);
+  }
+  if (m.messageDirection === 1) {
+    if (m.messageType === 'TextMessage') {
+      const edit = Object.assign(document.createElement('button'), { type: 'button', textContent: 'Edit' });
+      edit.addEventListener('click', () => {
+        editing = row.k;
+        showMenu('');
+      });
+      menu.append(edit);
+    }
+    const recall = Object.assign(document.createElement('button'), { type: 'button', textContent: 'Recall' });
+    recall.addEventListener('click', () => act(row, { recallMessage: {} }));
+    menu.append(recall);
+  }
+  wrap.append(menu);
+  return wrap;
+}
+
+// Escape closes the menu; a long press on a message (touch screens) opens it.
+document.addEventListener('keydown', (e) => {
+  if (e.key === 'Escape' && menuFor) showMenu('');
+});
+let pressTimer = 0;
+$('message-list').addEventListener('pointerdown', (e) => {
+  const li = /** @type {HTMLElement | null} */ (/** @type {HTMLElement} */ (e.target).closest('#message-list > li'));
+  if (e.pointerType !== 'touch' || !li?.querySelector('.menu-toggle')) return;
+  const k = li.dataset.key ?? '';
+  pressTimer = setTimeout(() => showMenu(k), 500);
+});
+for (const end of ['pointerup', 'pointercancel', 'pointermove']) {
+  $('message-list').addEventListener(end, () => clearTimeout(pressTimer));
+}
+
+/** Opens the menu of one row (or none), closing the other's. */
+function showMenu(k) {
+  const before = menuFor;
+  menuFor = k;
+  for (const row of rows) if (row.k === before || row.k === k || row.k === editing) changed(row);
+  layout();
+  if (k) /** @type {HTMLElement | null} */ (rendered.get(k)?.querySelector('.menu button'))?.focus();
+}
+
+/** The editor of an own text message, in place of its text. */
+function editor(row) {
+  const form = Object.assign(document.createElement('form'), { className: 'edit' });
+  const input = Object.assign(document.createElement('input'), { value: row.m.content.content, required: true });
+  input.setAttribute('aria-label', 'Edit message');
+  const save = Object.assign(document.createElement('button'), { type: 'submit', textContent: 'Save' });
+  const cancel = Object.assign(document.createElement('button'), { type: 'button', className: 'link', textContent: 'Cancel' });
+  const done = () => {
+    editing = '';
+    changed(row);
+    layout();
+  };
+  cancel.addEventListener('click', done);
+  input.addEventListener('keydown', (e) => e.key === 'Escape' && done());
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const text = input.value;
+    done();
+    if (text.trim() && text !== row.m.content.content) {
+      await act(row, { editMessage: { content: JSON.stringify({ text }) } });
+    }
+  });
+  form.append(input, save, cancel);
+  queueMicrotask(() => input.focus());
+  return form;
+}
+
+/**
+ * A recall, edit or reaction through the raw query (the SDK wraps only recalls); the answer is
+ * the message as it now is.
+ */
+async function act(row, query) {
+  if (!client) return;
+  const [name, body] = Object.entries(query)[0];
+  menuFor = '';
+  try {
+    const q = await client.query({
+      [name]: { conversationType: PRIVATE, targetId: row.m.targetId, seq: String(row.m.seq), ...body },
+    });
+    const raw = q.messages?.[0];
+    if (raw) updateFrom(row, raw);
+  } catch (e) {
+    const why = { 40019: 'it is too late to recall it', 40020: 'it was recalled' }[e.serverCode] ?? e.message ?? e;
+    banner(`Could not change the message: ${why}`, true);
+    setTimeout(() => banner(''), 4000);
+  }
+  changed(row);
+  layout();
+}
+
+/** Takes a message's state from the protocol's form of it (a query's answer). */
+function updateFrom(row, raw) {
+  const m = { ...row.m, isRecalled: Boolean(raw.recalled), isEdited: Boolean(raw.edited) };
+  m.reactions = (raw.reactions ?? []).map((r) => ({ emoji: String(r.emoji), userIds: (r.userIds ?? []).map(String) }));
+  if (m.messageType === 'TextMessage' && !m.isRecalled) {
+    const text = JSON.parse(String(raw.content ?? '{}')).text;
+    if (typeof text === 'string') m.content = new TextMessage({ content: text });
+  }
+  row.m = m;
+}
+
 /** Shows a message of the open conversation (new, or changed). */
 function render(m) {
-  const list = $('message-list');
-  const known = bubbles.has(key(m)) || (m.clientMsgId && bubbles.has(`c:${m.clientMsgId}`));
-  const li = bubble(m);
-  if (!known) {
-    const box = $('messages');
-    const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
-    list.append(li);
-    if (atBottom || m.messageDirection === 1) box.scrollTop = box.scrollHeight;
+  if (isEvent(m)) {
+    applyEvent(m);
+    return;
   }
+  let row = findRow(m);
+  if (row) {
+    row.m = m;
+    changed(row);
+  } else {
+    row = { k: `r${++rowCounter}`, m };
+    rows.push(row);
+    if (m.messageDirection === 1) atBottom = true;
+  }
+  index(row);
+  $('messages').dataset.loaded = String(rows.length);
+  layout();
+}
+
+/** A recall, edit or reaction event: changes the message it names. */
+function applyEvent(m) {
+  const c = m.content;
+  const seq = Number(c?.seq ?? c?.content?.seq ?? 0);
+  const row = bySeq.get(seq);
+  if (!row) return;
+  if (m.objectName === 'tidings:recall') row.m = { ...row.m, isRecalled: true, reactions: [] };
+  if (m.objectName === 'tidings:edit' && row.m.messageType === 'TextMessage') {
+    const text = JSON.parse(String(c.content?.content ?? '{}')).text;
+    if (typeof text === 'string') row.m = { ...row.m, isEdited: true, content: new TextMessage({ content: text }) };
+  }
+  if (m.objectName === 'tidings:reaction') {
+    const { emoji, userId, added } = c.content ?? {};
+    const list = (row.m.reactions ?? []).map((r) => ({ emoji: r.emoji, userIds: r.userIds.filter((u) => u !== userId || r.emoji !== emoji) }));
+    let r = list.find((x) => x.emoji === emoji);
+    if (added) {
+      if (!r) list.push((r = { emoji, userIds: [] }));
+      r.userIds.push(userId);
+      r.userIds.sort();
+    }
+    row.m = { ...row.m, reactions: list.filter((x) => x.userIds.length) };
+  }
+  changed(row);
+  layout();
 }
 
 function onMessage(m) {
   if (m.conversationType !== PRIVATE) return;
   if (m.targetId === open) {
+    // Their message is what they were typing.
+    if (m.messageDirection !== 1 && !isEvent(m)) {
+      clearTimeout(typingTimer);
+      $('typing').textContent = '';
+    }
     render(m);
     markRead();
   }
+}
+
+/** The other user read up to `readSeq`: own messages up to there show as read. */
+function onReadReceipt(r) {
+  if (r.conversationType !== PRIVATE) return;
+  if ((peerRead.get(r.targetId) ?? 0) >= r.readSeq) return;
+  peerRead.set(r.targetId, r.readSeq);
+  localStorage.setItem(peerReadKey(), JSON.stringify(Object.fromEntries(peerRead)));
+  if (r.targetId !== open) return;
+  for (const row of rows) if (row.m.messageDirection === 1 && row.m.seq && row.m.seq <= r.readSeq) changed(row);
+  layout();
 }
 
 function markRead() {

@@ -186,3 +186,190 @@ test('with WebSocket blocked the page falls back to long-polling and keeps worki
   await sees(alice.page, 'loud and clear');
   await carol.context.close();
 });
+
+test('a sent message shows one tick when stored and two once the other person read it', async () => {
+  assert.ok(alice && bob, 'runs after the first test');
+  // Bob looks at another conversation, so the message waits unread.
+  await openChat(bob.page, 'carol');
+  await openChat(alice.page, 'bob');
+  await send(alice.page, 'did you read this?');
+  const tick = alice.page.locator('#message-list .msg.mine', { hasText: 'did you read this?' }).locator('.tick');
+  assert.equal((await tick.innerText()).trim(), '✓');
+  assert.equal(await tick.getAttribute('title'), 'Delivered to the server');
+
+  await bob.page.locator('#conversations li[data-target="alice"]').click();
+  await sees(bob.page, 'did you read this?');
+  await alice.page.locator('#message-list .msg.mine', { hasText: 'did you read this?' }).locator('.tick.read', { hasText: '✓✓' }).waitFor();
+  assert.equal(await tick.getAttribute('title'), 'Read');
+  await shot(alice.page, 'read-ticks');
+
+  // Still read after a reload.
+  await alice.page.reload();
+  await connected(alice.page);
+  await openChat(alice.page, 'bob');
+  await alice.page.locator('#message-list .msg.mine', { hasText: 'did you read this?' }).locator('.tick.read').waitFor();
+});
+
+test('a conversation of thousands of messages keeps only the rows in view in the page', async () => {
+  assert.ok(alice, 'runs after the first test');
+  const frank = await person('frank');
+  const N = 2001;
+  const text = (i) => (i % 9 === 0 ? `bulk ${i} ${'and a longer line of text to wrap '.repeat(8)}` : `bulk ${i}`);
+  const sendOne = (i) =>
+    server.api('POST', '/messages', {
+      fromUserId: i % 2 ? 'frank' : 'alice',
+      conversationType: 1,
+      targetId: i % 2 ? 'alice' : 'frank',
+      content: { text: text(i) },
+      clientMsgId: `bulk-${i}`,
+    });
+  // The first and the last in order; those between in any order, many at a time.
+  await sendOne(1);
+  for (let i = 2; i < N; i += 50) {
+    await Promise.all(Array.from({ length: Math.min(50, N - i) }, (_, j) => sendOne(i + j)));
+  }
+  await sendOne(N);
+
+  await openChat(alice.page, 'frank');
+  const row = (i) => alice.page.locator('#message-list .msg .text').filter({ hasText: new RegExp(`^bulk ${i}( |$)`) });
+  await row(N).waitFor();
+  const box = alice.page.locator('#messages');
+  // Scroll up until the beginning is loaded.
+  for (let pages = 0; (await box.getAttribute('data-complete')) === null; pages++) {
+    assert.ok(pages < 60, 'the beginning is reached');
+    const loaded = Number(await box.getAttribute('data-loaded'));
+    // Where the top row is on screen once scrolled up, and where after the older page loaded.
+    // (Read in the scroll event, after the page's own handler rendered the rows in view and
+    // before the page it asked for can have arrived.)
+    const seen = await box.evaluate(async (el) => {
+      const scrolled = new Promise((r) => el.addEventListener('scroll', r, { once: true }));
+      el.scrollTop = 0;
+      await scrolled;
+      const view = el.getBoundingClientRect().top;
+      const li = /** @type {HTMLElement} */ (
+        [...document.querySelectorAll('#message-list > li')].find((e) => e.getBoundingClientRect().bottom > view)
+      );
+      return { key: li.dataset.key, top: li.getBoundingClientRect().top };
+    });
+    await alice.page.waitForFunction(
+      (before) => {
+        const el = document.getElementById('messages');
+        return el.dataset.complete !== undefined || Number(el.dataset.loaded) > before;
+      },
+      loaded,
+    );
+    const top = await alice.page.evaluate(
+      (key) => document.querySelector(`#message-list > li[data-key="${key}"]`)?.getBoundingClientRect().top,
+      seen.key,
+    );
+    assert.ok(top !== undefined && Math.abs(top - seen.top) < 2, `the row in view stays put (${seen.top} → ${top})`);
+  }
+  assert.equal(Number(await box.getAttribute('data-loaded')), N);
+  await box.evaluate((el) => (el.scrollTop = 0));
+  await row(1).waitFor();
+  await alice.page.locator('#history-top', { hasText: 'The beginning of the conversation' }).waitFor();
+  const rendered = await alice.page.locator('#message-list > li').count();
+  assert.ok(rendered < 200, `${rendered} rows in the page for ${N} messages`);
+  await shot(alice.page, 'long-history-top');
+
+  // And down to the newest again.
+  await box.evaluate((el) => (el.scrollTop = el.scrollHeight));
+  await row(N).waitFor();
+  assert.ok((await alice.page.locator('#message-list > li').count()) < 200);
+  await frank.context.close();
+});
+
+/** Opens the action menu of the row holding `text`. */
+async function menuOf(page, text) {
+  // By its key: an edited row no longer holds its old text.
+  const key = await page.locator('#message-list > li', { hasText: text }).getAttribute('data-key');
+  const row = page.locator(`#message-list > li[data-key="${key}"]`);
+  await row.hover();
+  await row.getByRole('button', { name: 'Message actions' }).click();
+  return row;
+}
+
+test('people edit and recall their messages and react to any, seen live and after a reload', async () => {
+  assert.ok(alice && bob, 'runs after the first test');
+  await openChat(alice.page, 'bob');
+  await openChat(bob.page, 'alice');
+  await send(alice.page, 'see you at noon');
+  await sees(bob.page, 'see you at noon');
+
+  // Alice edits hers.
+  let row = await menuOf(alice.page, 'see you at noon');
+  await row.getByRole('button', { name: 'Edit' }).click();
+  await row.getByRole('textbox', { name: 'Edit message' }).fill('see you at one');
+  await row.getByRole('textbox', { name: 'Edit message' }).press('Enter');
+  const edited = bob.page.locator('#message-list .msg:not(.mine)', { hasText: 'see you at one' });
+  await edited.locator('.meta', { hasText: 'edited' }).waitFor();
+  assert.equal(await bob.page.locator('#message-list .msg', { hasText: 'see you at noon' }).count(), 0);
+
+  // Bob reacts to it.
+  row = await menuOf(bob.page, 'see you at one');
+  await row.getByRole('button', { name: 'React with 👍' }).click();
+  await alice.page.locator('#message-list .msg.mine', { hasText: 'see you at one' }).locator('.reaction', { hasText: '👍 1' }).waitFor();
+  await shot(alice.page, 'reactions-and-edits');
+  // Escape closes a menu; on a touch screen a long press opens it.
+  row = await menuOf(alice.page, 'see you at one');
+  await row.locator('.menu').waitFor();
+  await alice.page.keyboard.press('Escape');
+  await row.locator('.menu').waitFor({ state: 'detached' });
+  await row.locator('.msg').dispatchEvent('pointerdown', { pointerType: 'touch', bubbles: true });
+  await row.locator('.menu').getByRole('button', { name: 'Edit' }).waitFor();
+  await alice.page.keyboard.press('Escape');
+  await row.locator('.menu').waitFor({ state: 'detached' });
+
+  // Alice sends something and takes it back.
+  await send(alice.page, 'wrong window, sorry');
+  await sees(bob.page, 'wrong window, sorry');
+  row = await menuOf(alice.page, 'wrong window, sorry');
+  await shot(alice.page, 'message-menu');
+  await row.getByRole('button', { name: 'Recall' }).click();
+  await bob.page.locator('#message-list .msg', { hasText: 'wrong window, sorry' }).waitFor({ state: 'detached' });
+  await bob.page.locator('#message-list .msg:not(.mine) .recalled', { hasText: 'Message recalled' }).waitFor();
+
+  // After a reload bob sees it all as it is now.
+  await bob.page.reload();
+  await connected(bob.page);
+  await openChat(bob.page, 'alice');
+  await bob.page.locator('#message-list .msg', { hasText: 'see you at one' }).locator('.reaction', { hasText: '👍 1' }).waitFor();
+  await bob.page.locator('#message-list .msg', { hasText: 'see you at one' }).locator('.meta', { hasText: 'edited' }).waitFor();
+  await bob.page.locator('#message-list .recalled', { hasText: 'Message recalled' }).waitFor();
+  assert.equal(await bob.page.locator('#message-list .msg', { hasText: 'wrong window, sorry' }).count(), 0);
+});
+
+test("a contact's dot turns online when they connect and offline when they leave", async () => {
+  assert.ok(alice && bob, 'runs after the first test');
+  await openChat(alice.page, 'bob');
+  const dot = alice.page.locator('#conversations li[data-target="bob"] .dot');
+  await alice.page.locator('#conversations li[data-target="bob"] .dot[data-online="true"]').waitFor();
+  assert.equal(await dot.getAttribute('aria-label'), 'online');
+  await alice.page.locator('#peer-presence', { hasText: 'online' }).waitFor();
+  await shot(alice.page, 'presence-online');
+
+  await bob.page.close();
+  await alice.page.locator('#conversations li[data-target="bob"] .dot[data-online="false"]').waitFor();
+  assert.equal(await dot.getAttribute('aria-label'), 'offline');
+  await alice.page.locator('#chat-dot[data-online="false"]').waitFor();
+  await alice.page.locator('#peer-presence', { hasText: 'last seen' }).waitFor();
+
+  bob.page = await open(bob.context);
+  await connected(bob.page);
+  await alice.page.locator('#conversations li[data-target="bob"] .dot[data-online="true"]').waitFor();
+  await alice.page.locator('#chat-dot[data-online="true"]').waitFor();
+});
+
+test('the other person typing shows in the chat header', async () => {
+  assert.ok(alice && bob, 'runs after the first test');
+  await openChat(alice.page, 'bob');
+  await openChat(bob.page, 'alice');
+  await bob.page.locator('#text').pressSequentially('just a sec');
+  await alice.page.locator('#typing', { hasText: 'bob is typing…' }).waitFor();
+  await shot(alice.page, 'typing');
+  // It goes once their message arrives.
+  await bob.page.locator('#text').press('Enter');
+  await sees(alice.page, 'just a sec');
+  // In the same moment as the message shows, not after the indicator's own timeout.
+  assert.equal(await alice.page.locator('#typing').textContent(), '');
+});

@@ -1,7 +1,8 @@
 // Starts a real `tidings serve` (the binary named by TIDINGS_BIN) on a free port with a fresh
-// data directory, and stops it.
+// data directory, and stops it; `api` makes signed requests to its HTTP API.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { createHmac, randomUUID } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -43,8 +44,37 @@ export async function startServer() {
     }
     await new Promise((r) => setTimeout(r, 50));
   }
+  const credentials = readFileSync(join(dir, 'credentials.toml'), 'utf8');
+  const field = (name) => credentials.match(new RegExp(`^${name}\\s*=\\s*"([^"]*)"`, 'm'))?.[1] ?? '';
+  const appKey = field('app_key');
+  const appSecret = field('app_secret');
   return {
     url,
+    dataDir: dir,
+    /**
+     * A signed `/api/v1` request (docs/protocol.md, "HTTP API"); answers the JSON, or throws with it.
+     * @param {string} method
+     * @param {string} path
+     * @param {unknown} [body]
+     */
+    async api(method, path, body) {
+      const nonce = randomUUID();
+      const timestamp = String(Date.now());
+      const r = await fetch(`${url}/api/v1${path}`, {
+        method,
+        headers: {
+          'App-Key': appKey,
+          Nonce: nonce,
+          Timestamp: timestamp,
+          Signature: createHmac('sha256', appSecret).update(nonce + timestamp).digest('hex'),
+          ...(body === undefined ? {} : { 'Content-Type': 'application/json' }),
+        },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      const answer = await r.json();
+      if (!r.ok || answer.code) throw new Error(`${method} ${path}: ${JSON.stringify(answer)}`);
+      return answer;
+    },
     async stop() {
       child.kill('SIGTERM');
       await new Promise((r) => child.once('exit', r));
