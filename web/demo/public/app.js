@@ -1,5 +1,5 @@
-// The demo chat page: built-in accounts, the conversation list, one-to-one chat with images and
-// files, over the browser SDK. Everything it loads comes from this server.
+// The demo chat page: built-in accounts, the conversation list, one-to-one and group chat with
+// images and files, and chatrooms, over the browser SDK. Everything it loads comes from this server.
 import {
   ConnectionStatus,
   ConversationType,
@@ -12,6 +12,10 @@ import {
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 const SESSION_KEY = 'tidings-demo-session';
 const PRIVATE = ConversationType.PRIVATE;
+const GROUP = ConversationType.GROUP;
+const CHATROOM = ConversationType.CHATROOM;
+/** Recent messages shown on joining a chatroom. */
+const ROOM_RECENT = 20;
 /** Messages per history page (the protocol's largest). */
 const PAGE = 100;
 
@@ -19,13 +23,17 @@ const PAGE = 100;
 let client = null;
 /** @type {{ userId: string, token: string } | null} */
 let session = null;
-/** The open conversation's other user. */
+/** The open conversation's target (the other user, the group or the chatroom), and its type. */
 let open = '';
+let openType = PRIVATE;
 /** The oldest seq shown, for loading earlier messages; 0 when all are shown. */
 let oldestSeq = 0;
 let loadingOlder = false;
-/** @type {Map<string, any>} conversations by target id */
+/** @type {Map<string, any>} conversations (one-to-one and group) by `type:target` */
 const conversations = new Map();
+const convKey = (type, target) => `${type}:${target}`;
+/** Group names by group id, as far as known. */
+const groupNames = new Map();
 /** Presence of the users watched, by user id; and the ids this connection watches. */
 const presence = new Map();
 let watching = '';
@@ -85,7 +93,9 @@ function signedOut(reason) {
   session = null;
   client = null;
   open = '';
+  openType = PRIVATE;
   conversations.clear();
+  groupNames.clear();
   presence.clear();
   watching = '';
   $('app').hidden = true;
@@ -160,13 +170,15 @@ async function start(s) {
   c.on('transport', showTransport);
   c.on('message', onMessage);
   c.on('conversation', (conv) => {
-    if (conv.conversationType !== PRIVATE) return;
-    if (conv.removed) conversations.delete(conv.targetId);
-    else conversations.set(conv.targetId, conv);
+    if (conv.conversationType !== PRIVATE && conv.conversationType !== GROUP) return;
+    const key = convKey(conv.conversationType, conv.targetId);
+    if (conv.removed) conversations.delete(key);
+    else conversations.set(key, conv);
+    if (conv.conversationType === GROUP) nameGroup(conv.targetId);
     renderConversations();
   });
   c.on('typing', (t) => {
-    if (t.targetId !== open || t.userId === session?.userId) return;
+    if (t.conversationType !== openType || t.targetId !== open || t.userId === session?.userId) return;
     $('typing').textContent = `${t.userId} is typing…`;
     clearTimeout(typingTimer);
     typingTimer = setTimeout(() => ($('typing').textContent = ''), 6000);
@@ -177,7 +189,13 @@ async function start(s) {
     showPresence();
   });
   c.on('sentStatus', (m) => {
-    if (m.targetId === open) render(m);
+    if (isOpen(m)) render(m);
+  });
+  c.on('chatroom', (e) => {
+    if (e.type === 'left' && openType === CHATROOM && e.chatroomId === open) {
+      banner(`You are out of the room (${e.code})`, true);
+      $('composer').hidden = true;
+    }
   });
   try {
     await c.connect(s.token);
@@ -196,10 +214,44 @@ async function start(s) {
 
 async function loadConversations() {
   if (!client) return;
-  const list = await client.getConversationList([PRIVATE]).catch(() => []);
+  const [list, groups] = await Promise.all([
+    client.getConversationList([PRIVATE, GROUP]).catch(() => []),
+    client.getGroupList().catch(() => []),
+  ]);
   conversations.clear();
-  for (const conv of list) conversations.set(conv.targetId, conv);
+  for (const conv of list) conversations.set(convKey(conv.conversationType, conv.targetId), conv);
+  // The user's groups show even before their first message.
+  for (const g of groups) {
+    groupNames.set(g.groupId, g.name);
+    const key = convKey(GROUP, g.groupId);
+    if (!conversations.has(key)) {
+      conversations.set(key, { conversationType: GROUP, targetId: g.groupId, unreadMessageCount: 0, sentTime: g.createdTime });
+    }
+  }
   renderConversations();
+}
+
+/** Looks up a group's name once, for the list and the chat header. */
+async function nameGroup(groupId) {
+  if (!client || groupNames.has(groupId)) return;
+  groupNames.set(groupId, groupId);
+  const g = await client.getGroupInfo(groupId).catch(() => null);
+  if (!g) return;
+  groupNames.set(groupId, g.name || groupId);
+  renderConversations();
+  if (openType === GROUP && open === groupId) $('chat-title').textContent = title(GROUP, groupId);
+}
+
+/** What a conversation is called: the other user, or the group's name. */
+function title(type, target) {
+  if (type === GROUP) return groupNames.get(target) || target;
+  if (type === CHATROOM) return `Room ${target}`;
+  return target;
+}
+
+/** Whether a message belongs to the open conversation. */
+function isOpen(m) {
+  return m.conversationType === openType && m.targetId === open;
 }
 
 function preview(m) {
@@ -231,23 +283,28 @@ function renderConversations() {
   const sorted = [...conversations.values()].sort((a, b) => (b.sentTime ?? 0) - (a.sentTime ?? 0));
   ul.replaceChildren(
     ...sorted.map((conv) => {
+      const type = conv.conversationType;
+      const isOpenConv = conv.targetId === open && type === openType;
       const li = document.createElement('li');
       li.dataset.target = conv.targetId;
-      li.classList.toggle('open', conv.targetId === open);
+      li.dataset.type = String(type);
+      li.classList.toggle('open', isOpenConv);
       const name = Object.assign(document.createElement('span'), {
         className: 'name',
-        textContent: conv.targetId,
+        textContent: title(type, conv.targetId),
       });
       const time = Object.assign(document.createElement('span'), {
         className: 'time',
         textContent: clock(conv.sentTime),
       });
+      const latest = conv.latestMessage;
+      const from = type === GROUP && latest ? `${latest.messageDirection === 1 ? 'You' : latest.senderUserId}: ` : '';
       const text = Object.assign(document.createElement('span'), {
         className: 'preview',
-        textContent: preview(conv.latestMessage),
+        textContent: from + preview(latest),
       });
-      li.append(dot(conv.targetId), name, time, text);
-      if (conv.unreadMessageCount > 0 && conv.targetId !== open) {
+      li.append(type === GROUP ? groupMark() : dot(conv.targetId), name, time, text);
+      if (conv.unreadMessageCount > 0 && !isOpenConv) {
         li.append(
           Object.assign(document.createElement('span'), {
             className: 'badge',
@@ -255,7 +312,7 @@ function renderConversations() {
           }),
         );
       }
-      li.addEventListener('click', () => openConversation(conv.targetId));
+      li.addEventListener('click', () => openConversation(conv.targetId, type));
       return li;
     }),
   );
@@ -271,7 +328,9 @@ function renderConversations() {
  */
 async function watchPresence() {
   if (!client || $('app').dataset.status !== String(ConnectionStatus.CONNECTED)) return;
-  const ids = [...new Set([...conversations.keys(), open].filter(Boolean))].sort().slice(0, 200);
+  const users = [...conversations.values()].filter((c) => c.conversationType === PRIVATE).map((c) => c.targetId);
+  if (openType === PRIVATE) users.push(open);
+  const ids = [...new Set(users.filter(Boolean))].sort().slice(0, 200);
   const key = ids.join('\n');
   if (key === watching) return;
   watching = key;
@@ -284,6 +343,13 @@ async function watchPresence() {
   } catch {
     if (watching === key) watching = '';
   }
+}
+
+/** The mark of a group in the list, where a user has a presence dot. */
+function groupMark() {
+  const span = Object.assign(document.createElement('span'), { className: 'group-mark', textContent: 'G' });
+  span.setAttribute('aria-label', 'group');
+  return span;
 }
 
 /** A presence dot for a user. */
@@ -309,7 +375,7 @@ function showPresence() {
     span.setAttribute('aria-label', p?.online ? 'online' : 'offline');
     span.title = presenceText(p);
   }
-  $('peer-presence').textContent = open ? presenceText(presence.get(open)) : '';
+  $('peer-presence').textContent = open && openType === PRIVATE ? presenceText(presence.get(open)) : '';
 }
 
 $('new-chat').addEventListener('submit', (e) => {
@@ -318,6 +384,13 @@ $('new-chat').addEventListener('submit', (e) => {
   const user = input.value.trim();
   input.value = '';
   if (user) openConversation(user);
+});
+
+$('join-room').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const input = /** @type {HTMLInputElement} */ ($('room-id'));
+  const room = input.value.trim();
+  if (room) openConversation(room, CHATROOM);
 });
 
 // ------------------------------------------------------------------ the open conversation
@@ -404,9 +477,14 @@ function isEvent(m) {
   return typeof m.objectName === 'string' && m.objectName.startsWith('tidings:');
 }
 
-async function openConversation(target) {
+async function openConversation(target, type = PRIVATE) {
   if (!client) return;
+  // A chatroom is followed only while it is open.
+  if (openType === CHATROOM && open && (open !== target || type !== CHATROOM)) {
+    client.quitChatRoom(open).catch(() => {});
+  }
   open = target;
+  openType = type;
   rows = [];
   byUid.clear();
   byClient.clear();
@@ -420,26 +498,48 @@ async function openConversation(target) {
   $('messages').dataset.loaded = '0';
   delete $('messages').dataset.complete;
   $('history-top').textContent = '';
-  $('chat-title').textContent = target;
-  $('chat-dot').dataset.user = target;
+  $('chat-title').textContent = title(type, target);
+  $('chat-dot').dataset.user = type === PRIVATE ? target : '';
+  $('chat-dot').hidden = type !== PRIVATE;
+  $('chat').dataset.type = String(type);
   $('typing').textContent = '';
   $('composer').hidden = false;
   renderConversations();
-  await loadOlder(true);
+  showPresence();
+  if (type === CHATROOM) await joinRoom(target);
+  else await loadOlder(true);
   markRead();
   /** @type {HTMLInputElement} */ ($('text')).focus();
 }
 
+/** Joins the open chatroom, showing its recent messages; its later ones come as they are sent. */
+async function joinRoom(room) {
+  if (!client) return;
+  try {
+    const joined = await client.joinChatRoom(room, ROOM_RECENT);
+    if (openType !== CHATROOM || open !== room) return;
+    for (const m of joined.messages) if (!isEvent(m)) render(m);
+    $('history-top').textContent = 'Recent messages of the room';
+    $('messages').dataset.complete = '';
+  } catch (e) {
+    if (openType !== CHATROOM || open !== room) return;
+    $('composer').hidden = true;
+    banner(`Could not join the room: ${e.message ?? e}`, true);
+    setTimeout(() => banner(''), 4000);
+  }
+}
+
 async function loadOlder(first = false) {
-  if (!client || loadingOlder || (!first && !oldestSeq)) return;
+  if (!client || openType === CHATROOM || loadingOlder || (!first && !oldestSeq)) return;
   loadingOlder = true;
   const target = open;
+  const type = openType;
   try {
-    const page = await client.getHistoryMessages(PRIVATE, target, {
+    const page = await client.getHistoryMessages(type, target, {
       count: PAGE,
       beforeSeq: first ? undefined : oldestSeq,
     });
-    if (target !== open) return;
+    if (target !== open || type !== openType) return;
     const messages = page.messages.sort((a, b) => a.seq - b.seq);
     const fresh = [];
     for (const m of messages) {
@@ -566,6 +666,10 @@ function build(row) {
   const mine = m.messageDirection === 1;
   const div = document.createElement('div');
   div.className = `msg${mine ? ' mine' : ''}${m.sentStatus === 20 ? ' failed' : ''}`;
+  // In a group or a room, other people's messages say whose they are.
+  if (!mine && m.conversationType !== PRIVATE) {
+    div.append(Object.assign(document.createElement('span'), { className: 'sender', textContent: m.senderUserId }));
+  }
   div.append(editing === row.k ? editor(row) : body(m));
   if (m.reactions?.length && !m.isRecalled) div.append(reactions(row));
   const meta = Object.assign(document.createElement('span'), {
@@ -573,7 +677,7 @@ function build(row) {
     textContent: `${m.isEdited && !m.isRecalled ? 'edited · ' : ''}${clock(m.sentTime)}`,
   });
   if (mine) {
-    const read = m.seq && m.seq <= (peerRead.get(m.targetId) ?? 0);
+    const read = m.conversationType === PRIVATE && m.seq && m.seq <= (peerRead.get(m.targetId) ?? 0);
     const status = m.messageUId ? (read ? '✓✓' : '✓') : m.sentStatus === 20 ? '✗ not sent' : '…';
     const tick = Object.assign(document.createElement('span'), {
       className: `tick${read ? ' read' : ''}`,
@@ -584,7 +688,7 @@ function build(row) {
   }
   div.append(meta);
   li.append(div);
-  if (m.messageUId && m.seq && !m.isRecalled) li.append(actions(row));
+  if (m.messageUId && m.seq && !m.isRecalled && m.conversationType !== CHATROOM) li.append(actions(row));
   for (const img of li.querySelectorAll('img')) img.addEventListener('load', () => layout());
   rendered.set(row.k, li);
   resized.observe(li);
@@ -739,7 +843,7 @@ async function act(row, query) {
   menuFor = '';
   try {
     const q = await client.query({
-      [name]: { conversationType: PRIVATE, targetId: row.m.targetId, seq: String(row.m.seq), ...body },
+      [name]: { conversationType: row.m.conversationType, targetId: row.m.targetId, seq: String(row.m.seq), ...body },
     });
     const raw = q.messages?.[0];
     if (raw) updateFrom(row, raw);
@@ -810,8 +914,8 @@ function applyEvent(m) {
 }
 
 function onMessage(m) {
-  if (m.conversationType !== PRIVATE) return;
-  if (m.targetId === open) {
+  if (m.conversationType === GROUP) nameGroup(m.targetId);
+  if (isOpen(m)) {
     // Their message is what they were typing.
     if (m.messageDirection !== 1 && !isEvent(m)) {
       clearTimeout(typingTimer);
@@ -834,8 +938,8 @@ function onReadReceipt(r) {
 }
 
 function markRead() {
-  if (client && open && document.visibilityState === 'visible') {
-    client.clearUnreadCount(PRIVATE, open).catch(() => {});
+  if (client && open && openType !== CHATROOM && document.visibilityState === 'visible') {
+    client.clearUnreadCount(openType, open).catch(() => {});
   }
 }
 document.addEventListener('visibilitychange', markRead);
@@ -845,10 +949,11 @@ document.addEventListener('visibilitychange', markRead);
 async function send(content) {
   if (!client || !open) return;
   const target = open;
+  const type = openType;
   try {
-    await client.sendMessage(PRIVATE, target, content, {
+    await client.sendMessage(type, target, content, {
       onBefore: (m) => {
-        if (target === open) render(m);
+        if (isOpen(m)) render(m);
       },
     });
   } catch (e) {
@@ -868,7 +973,7 @@ $('composer').addEventListener('submit', (e) => {
 
 $('text').addEventListener('input', () => {
   const now = Date.now();
-  if (client && open && now - lastTypingSent > 3000) {
+  if (client && open && openType === PRIVATE && now - lastTypingSent > 3000) {
     lastTypingSent = now;
     client.sendTypingStatusMessage(PRIVATE, open);
   }

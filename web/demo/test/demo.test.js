@@ -373,3 +373,76 @@ test('the other person typing shows in the chat header', async () => {
   // In the same moment as the message shows, not after the indicator's own timeout.
   assert.equal(await alice.page.locator('#typing').textContent(), '');
 });
+
+test('a group made by the app server shows in the list, and its members chat in it', async () => {
+  assert.ok(alice && bob, 'runs after the first test');
+  await server.api('POST', '/groups', {
+    groupId: 'team',
+    ownerId: 'alice',
+    name: 'Team Tidings',
+    memberIds: ['bob'],
+  });
+  // The list is read on load: alice's page shows the new group after a reload.
+  await alice.page.reload();
+  await connected(alice.page);
+  const group = alice.page.locator('#conversations li[data-target="team"][data-type="3"]');
+  await group.locator('.name', { hasText: 'Team Tidings' }).waitFor();
+  await group.click();
+  await alice.page.locator('#chat-title', { hasText: 'Team Tidings' }).waitFor();
+  await send(alice.page, 'hello team');
+
+  // Bob gets the group with its name, an unread badge and a preview naming the sender.
+  const item = bob.page.locator('#conversations li[data-target="team"][data-type="3"]');
+  await item.locator('.name', { hasText: 'Team Tidings' }).waitFor();
+  await item.locator('.badge', { hasText: '1' }).waitFor();
+  await item.locator('.preview', { hasText: 'alice: hello team' }).waitFor();
+  await item.click();
+  await bob.page.locator('#chat-title', { hasText: 'Team Tidings' }).waitFor();
+  const theirs = bob.page.locator('#message-list .msg:not(.mine)', { hasText: 'hello team' });
+  await theirs.waitFor();
+  assert.equal(await theirs.locator('.sender').textContent(), 'alice');
+  await send(bob.page, 'hi alice, bob here');
+  await shot(bob.page, 'group');
+
+  const answer = alice.page.locator('#message-list .msg:not(.mine)', { hasText: 'hi alice, bob here' });
+  await answer.waitFor();
+  assert.equal(await answer.locator('.sender').textContent(), 'bob');
+  // Own bubbles carry no name.
+  assert.equal(await alice.page.locator('#message-list .msg.mine .sender').count(), 0);
+});
+
+test('people in a chatroom chat live, and one who joins later sees the recent messages', async () => {
+  assert.ok(alice && bob, 'runs after the first test');
+  const join = async (page) => {
+    await page.locator('#room-id').fill('lobby');
+    await page.locator('#join-room button').click();
+    await page.locator('#chat-title', { hasText: 'lobby' }).waitFor();
+    await page.locator('#messages[data-complete]').waitFor();
+  };
+  await join(alice.page);
+  await join(bob.page);
+  await send(alice.page, 'anyone in the lobby?');
+  await sees(bob.page, 'anyone in the lobby?');
+  await send(bob.page, 'bob is here');
+  await sees(alice.page, 'bob is here');
+  const theirs = alice.page.locator('#message-list .msg:not(.mine)', { hasText: 'bob is here' });
+  assert.equal(await theirs.locator('.sender').textContent(), 'bob');
+  // A room is not a conversation: no list entry, no badge.
+  assert.equal(await alice.page.locator('#conversations li[data-target="lobby"]').count(), 0);
+  await shot(alice.page, 'chatroom');
+
+  const dave = await person('dave');
+  await join(dave.page);
+  await sees(dave.page, 'anyone in the lobby?');
+  await sees(dave.page, 'bob is here');
+
+  // Leaving the view quits the room.
+  await openChat(alice.page, 'bob');
+  for (let i = 0; ; i++) {
+    const { members } = await server.api('GET', '/chatrooms/lobby/members');
+    if (!members.some((m) => m.userId === 'alice')) break;
+    assert.ok(i < 100, 'alice is still in the room');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await dave.context.close();
+});
