@@ -268,7 +268,36 @@ function preview(m) {
       if (m.isRecalled || m.objectName === 'tidings:recall') return 'Message recalled';
       if (m.objectName === 'tidings:edit') return 'Edited a message';
       if (m.objectName === 'tidings:reaction') return 'Reacted to a message';
+      if (m.objectName === 'tidings:group') return groupNotice(c?.content);
       return `[${m.objectName}]`;
+  }
+}
+
+/** What a group's notification says (docs/protocol.md, "Groups"). */
+function groupNotice(raw) {
+  let n = raw ?? {};
+  if (typeof n === 'string') {
+    try {
+      n = JSON.parse(n);
+    } catch {
+      n = {};
+    }
+  }
+  const who = (n.userIds ?? []).join(', ');
+  switch (n.operation) {
+    case 'create':
+      return `${n.operatorId || 'The app'} created the group`;
+    case 'add':
+      return `${who} joined`;
+    case 'remove':
+    case 'quit':
+      return `${who} left`;
+    case 'update':
+      return n.name ? `Renamed to ${n.name}` : 'Group updated';
+    case 'dismiss':
+      return 'The group was dismissed';
+    default:
+      return 'Group changed';
   }
 }
 
@@ -914,7 +943,11 @@ function applyEvent(m) {
 }
 
 function onMessage(m) {
-  if (m.conversationType === GROUP) nameGroup(m.targetId);
+  if (m.conversationType === GROUP) {
+    // A renamed group: look its name up again.
+    if (m.objectName === 'tidings:group' && groupNames.has(m.targetId)) groupNames.delete(m.targetId);
+    nameGroup(m.targetId);
+  }
   if (isOpen(m)) {
     // Their message is what they were typing.
     if (m.messageDirection !== 1 && !isEvent(m)) {

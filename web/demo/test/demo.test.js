@@ -382,11 +382,10 @@ test('a group made by the app server shows in the list, and its members chat in 
     name: 'Team Tidings',
     memberIds: ['bob'],
   });
-  // The list is read on load: alice's page shows the new group after a reload.
-  await alice.page.reload();
-  await connected(alice.page);
+  // Its creation reaches alice's open page: the group shows in her list.
   const group = alice.page.locator('#conversations li[data-target="team"][data-type="3"]');
   await group.locator('.name', { hasText: 'Team Tidings' }).waitFor();
+  await group.locator('.preview', { hasText: 'created the group' }).waitFor();
   await group.click();
   await alice.page.locator('#chat-title', { hasText: 'Team Tidings' }).waitFor();
   await send(alice.page, 'hello team');
@@ -409,6 +408,12 @@ test('a group made by the app server shows in the list, and its members chat in 
   assert.equal(await answer.locator('.sender').textContent(), 'bob');
   // Own bubbles carry no name.
   assert.equal(await alice.page.locator('#message-list .msg.mine .sender').count(), 0);
+
+  // After a reload the list (read from the server) still has the group, with its name.
+  await alice.page.reload();
+  await connected(alice.page);
+  await group.locator('.name', { hasText: 'Team Tidings' }).waitFor();
+  await group.locator('.preview', { hasText: 'bob: hi alice, bob here' }).waitFor();
 });
 
 test('people in a chatroom chat live, and one who joins later sees the recent messages', async () => {
