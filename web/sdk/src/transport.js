@@ -128,6 +128,8 @@ export class WebSocketTransport extends Carriage {
     this.WebSocketImpl = WebSocketImpl;
     /** @type {any} */
     this.socket = null;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this.openTimer = undefined;
   }
 
   /**
@@ -152,6 +154,7 @@ export class WebSocketTransport extends Carriage {
         this.abort();
         reject(new TidingsError(ErrorCode.RC_SOCKET_NOT_CREATED, `${this.url} did not open in time`));
       }, timeoutMs);
+      this.openTimer = timer;
       socket.onopen = () => {
         opened = true;
         clearTimeout(timer);
@@ -218,9 +221,13 @@ export class WebSocketTransport extends Carriage {
 
   /** Closes the socket without reporting. */
   abort() {
+    clearTimeout(this.openTimer);
     const s = this.socket;
     if (!s) return;
-    s.onopen = s.onmessage = s.onerror = s.onclose = null;
+    s.onopen = s.onmessage = s.onclose = null;
+    // Not null: closing a socket that is still opening makes some implementations (Node's `ws`)
+    // raise an error event, which must have a listener.
+    s.onerror = () => {};
     try {
       s.close();
     } catch {
