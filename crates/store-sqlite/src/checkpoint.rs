@@ -12,8 +12,7 @@
 //! transaction then starts the log again. Without that the log file grows by every page ever
 //! written, and each fdatasync of a growing file also writes its size.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -48,25 +47,11 @@ impl Checkpointer {
         let thread = std::thread::Builder::new()
             .name("tidings-sqlite-checkpoint".into())
             .spawn(move || {
-                // The writer's checkpoint asked for and not yet done.
-                let mut asked: Option<Arc<AtomicBool>> = None;
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
-                    // No pass while the writer finishes one: a pass holds the checkpoint lock,
-                    // and the writer's would find it taken and wait for its next transaction,
-                    // again and again on a machine whose cores are busy (the log then grew to
-                    // 27–48 MiB in the `wal` test under load, against a limit of 16).
-                    if let Some(done) = &asked {
-                        if !done.load(Ordering::Acquire) {
-                            continue;
-                        }
-                        asked = None;
-                    }
                     match passive(&conn) {
                         Ok(o) if o.log >= restart_frames => {
-                            let done = Arc::new(AtomicBool::new(false));
-                            asked = Some(done.clone());
                             // The writer is gone only when the store is closing.
-                            let _ = writer.send(writer::Request::Checkpoint(done));
+                            let _ = writer.send(writer::Request::Checkpoint);
                         }
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),

@@ -3,8 +3,7 @@
 //! each request: one fsync covers many writers (group commit).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
@@ -26,9 +25,8 @@ pub enum Request {
     },
     /// Once the transaction being gathered commits, checkpoint the WAL on this connection: no
     /// transaction can commit meanwhile, so every frame is copied and the next transaction
-    /// starts the log again from its beginning. The flag is set once that is done (the
-    /// checkpoint thread makes no pass of its own until then: see `checkpoint.rs`).
-    Checkpoint(Arc<AtomicBool>),
+    /// starts the log again from its beginning.
+    Checkpoint,
     /// Index every committed message's text for search before answering.
     FlushIndex { reply: oneshot::Sender<()> },
     /// Commit what is queued, checkpoint the WAL, and stop.
@@ -69,10 +67,8 @@ pub fn spawn(conn: Connection) -> Result<Handle> {
 fn run(mut conn: Connection, rx: mpsc::Receiver<Request>) {
     let mut counters = Counters::default();
     let mut pending: Option<Request> = None;
-    // A checkpoint asked for that did not copy the whole log yet, and the flag to set when it
-    // has.
+    // A checkpoint asked for that did not copy the whole log yet.
     let mut checkpoint_wanted = false;
-    let mut checkpoint_done: Option<Arc<AtomicBool>> = None;
     loop {
         let first = match pending.take() {
             Some(r) => r,
@@ -134,10 +130,7 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Request>) {
                     n_ops += ops.len();
                     batch.push((ops, reply));
                 }
-                Request::Checkpoint(done) => {
-                    checkpoint = true;
-                    checkpoint_done = Some(done);
-                }
+                Request::Checkpoint => checkpoint = true,
                 Request::FlushIndex { reply } => flushes.push(reply),
                 Request::Close { reply } => {
                     close = Some(reply);
@@ -162,9 +155,6 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Request>) {
         }
         if (checkpoint || checkpoint_wanted) && close.is_none() {
             checkpoint_wanted = !crate::checkpoint::finish(&conn);
-            if !checkpoint_wanted && let Some(done) = checkpoint_done.take() {
-                done.store(true, Ordering::Release);
-            }
         }
         if let Some(reply) = close {
             // Drain writes that raced with the close request so none is left unanswered.
@@ -172,7 +162,7 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Request>) {
                 .try_iter()
                 .filter_map(|r| match r {
                     Request::Write { ops, reply } => Some((ops, reply)),
-                    Request::Checkpoint(_) => None,
+                    Request::Checkpoint => None,
                     Request::FlushIndex { reply } => {
                         let _ = reply.send(());
                         None
