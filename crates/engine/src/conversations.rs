@@ -122,6 +122,48 @@ pub struct ConversationUpdateRequest {
 }
 
 impl Session {
+    /// Marks read the messages at these seqs of the user's own inbox, for protocols that name
+    /// messages by their inbox position (seed 003's read confirmation): each conversation's
+    /// read position moves up to the newest message named in it, as a conversation update
+    /// would. Seqs that name no entry are skipped; at most 100 seqs are read. Returns how many
+    /// conversations moved.
+    pub async fn read_inbox(&self, seqs: &[u64]) -> Result<usize, Refusal> {
+        let mut newest: std::collections::BTreeMap<(u32, String), u64> = Default::default();
+        for &seq in seqs.iter().filter(|s| **s > 0).take(100) {
+            let entries = self
+                .engine
+                .inner
+                .store
+                .inbox_after(&self.shared.user, seq - 1, 1)
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "inbox read failed");
+                    Refusal::from(Code::ServerError)
+                })?;
+            let Some(entry) = entries.into_iter().find(|e| e.inbox_seq == seq) else {
+                continue;
+            };
+            let m = Delivered::for_viewer(&self.shared.user, Arc::new(entry.message), seq);
+            if m.conversation_type() == 0 {
+                continue;
+            }
+            let key = (m.conversation_type(), m.target_id().to_string());
+            let read = newest.entry(key).or_default();
+            *read = (*read).max(m.seq());
+        }
+        let moved = newest.len();
+        for ((conversation_type, target), read_seq) in newest {
+            self.update(ConversationUpdateRequest {
+                conversation_type,
+                target,
+                read_seq,
+                ..Default::default()
+            })
+            .await?;
+        }
+        Ok(moved)
+    }
+
     /// Answers a conversation query; the QUERYACK arrives through the outbox.
     pub async fn conversation_query(&self, query_id: u32, query: ConversationQuery) {
         let answer = match self.answer(query).await {

@@ -9,6 +9,8 @@
 //! - `/v1/files`: uploads by users (their own token as `Authorization: Bearer`), and downloads
 //!   by signed links (`files.rs`).
 //! - `/v1/accounts/...`: built-in accounts for end users, unless turned off (`accounts.rs`).
+//! - `GET /ws` and `GET /imserver/{token}`: the seed dialects (`dialect.rs` runs any of
+//!   `tidings-dialects`).
 //! - `GET /`, `/demo/…`, `/sdk/…`: the demo chat page and the browser SDK (`web.rs`).
 //! - `GET /healthz`.
 //!
@@ -23,6 +25,7 @@ mod api_chatrooms;
 mod api_groups;
 mod api_users;
 mod connection;
+mod dialect;
 mod files;
 mod poll;
 mod web;
@@ -186,6 +189,8 @@ fn api_route(method: &str, path: &str) -> MethodRouter<AppState> {
 fn router(state: AppState) -> Router {
     let mut router = Router::new()
         .route(WS_PATH, get(connection::upgrade))
+        .route(dialect::SEED000_PATH, get(dialect::seed000))
+        .route(dialect::SEED003_PATH, get(dialect::seed003))
         .route(poll::POLL_PATH, post(poll::open))
         .route("/v1/poll/{session}", get(poll::poll).post(poll::send))
         .route("/", get(web::index))

@@ -9,6 +9,8 @@ mod bad_input;
 mod chatrooms;
 mod conversations;
 mod delivery;
+mod dialect000;
+mod dialect003;
 mod files;
 mod groups;
 mod hooks;

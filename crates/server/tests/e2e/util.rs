@@ -407,3 +407,80 @@ pub async fn http(
     .await
     .unwrap()
 }
+
+/// A raw WebSocket client for the seed dialects: frames exactly as a seed's document shows
+/// them, nothing of the native protocol.
+pub struct SeedWs {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+/// What a seed client read.
+#[derive(Debug)]
+pub enum SeedGot {
+    Text(serde_json::Value),
+    Binary(Vec<u8>),
+    Closed,
+}
+
+impl SeedWs {
+    /// Opens `path` (with its query) on the server.
+    pub async fn open(server: &TestServer, path: &str) -> SeedWs {
+        let url = format!("ws://{}{path}", server.running().addr);
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        SeedWs { ws }
+    }
+
+    pub async fn send_json(&mut self, v: serde_json::Value) {
+        self.send_text(&v.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, t: &str) {
+        self.ws.send(WsMessage::Text(t.into())).await.unwrap();
+    }
+
+    pub async fn send_binary(&mut self, b: Vec<u8>) {
+        self.ws.send(WsMessage::Binary(b.into())).await.unwrap();
+    }
+
+    pub async fn recv(&mut self) -> SeedGot {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a frame in time");
+            return match msg {
+                None | Some(Err(_)) | Some(Ok(WsMessage::Close(_))) => SeedGot::Closed,
+                Some(Ok(WsMessage::Text(t))) => {
+                    SeedGot::Text(serde_json::from_str(&t).expect("server text frames are JSON"))
+                }
+                Some(Ok(WsMessage::Binary(b))) => SeedGot::Binary(b.to_vec()),
+                Some(Ok(_)) => continue,
+            };
+        }
+    }
+
+    /// The next frame, which must be JSON text.
+    pub async fn json(&mut self) -> serde_json::Value {
+        match self.recv().await {
+            SeedGot::Text(v) => v,
+            other => panic!("expected a JSON frame, got {other:?}"),
+        }
+    }
+
+    /// The next frame, which must be binary.
+    pub async fn binary(&mut self) -> Vec<u8> {
+        match self.recv().await {
+            SeedGot::Binary(b) => b,
+            other => panic!("expected a binary frame, got {other:?}"),
+        }
+    }
+
+    /// The connection closes next.
+    pub async fn expect_closed(&mut self) {
+        match self.recv().await {
+            SeedGot::Closed => {}
+            other => panic!("expected the close, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! The seed dialects: the wire protocols of four other IM systems, spoken by Tidings so that
+//! clients written against them work unchanged and talk to users on any protocol.
+//!
+//! Each dialect is a pure translator, with no I/O and no clock: [`Dialect::inbound`] turns a
+//! frame the client sent into [`Step`]s (engine commands, or frames to send back), and
+//! [`Dialect::outbound`] turns an engine event for the connection into frames. The gateway runs
+//! the steps against the engine session and the socket. `docs/dialects.md` says how each seed
+//! maps to Tidings and which readings of the seeds were chosen.
+//!
+//! - [`seed000`]: protobuf frames (`docs/dialects/seed000.proto`) at `/ws`.
+//! - [`seed003`]: the private-message JSON protocol at `/imserver/{token}`.
+
+pub mod seed000;
+pub mod seed003;
+
+use tidings_engine::{
+    ChatroomQuery, ConnectInfo, ConnectRequest, Delivered, Outbound, Refusal, SendRequest, UserOut,
+};
+use tidings_proto::Code;
+
+/// A frame from the client.
+#[derive(Debug, Clone, Copy)]
+pub enum WireIn<'a> {
+    Text(&'a str),
+    Binary(&'a [u8]),
+}
+
+/// A frame to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WireOut {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+/// What the gateway does for a dialect, in the order given.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// Write a frame to the client, after those already queued.
+    Send(WireOut),
+    /// Open the engine session (once per connection); the outcome goes to
+    /// [`Dialect::connected`].
+    Connect(ConnectRequest),
+    /// Send a message; the engine's PUBACK for `packet_id` comes back through `outbound`.
+    Publish { packet_id: u32, send: SendRequest },
+    /// The device has the inbox entry at this seq.
+    Ack(u64),
+    /// A page of the inbox after `after`; the QUERYACK for `query_id` comes through `outbound`.
+    Sync {
+        query_id: u32,
+        after: u64,
+        limit: u32,
+    },
+    /// A chatroom request; its QUERYACK comes through `outbound`.
+    Chatroom { query_id: u32, query: ChatroomQuery },
+    /// Mark read the messages at these seqs of the user's own inbox.
+    ReadInbox(Vec<u64>),
+    /// Look these users up (profiles, presence); the answer goes to [`Dialect::users`].
+    Users { tag: u64, users: Vec<String> },
+    /// End the connection with this code, after the frames already queued are written.
+    Close(Code),
+}
+
+/// The users an event needs to be translated (their profiles), looked up by the gateway
+/// before [`Dialect::outbound`].
+pub type Profiles<'a> = &'a [UserOut];
+
+/// A dialect's state for one connection.
+pub trait Dialect: Send + 'static {
+    /// Steps to take as the connection opens, before any frame arrives (dialects whose
+    /// token is in the URL connect here).
+    fn open(&mut self) -> Vec<Step>;
+    /// The outcome of [`Step::Connect`]. A refusal's steps should end with [`Step::Close`].
+    fn connected(&mut self, outcome: Result<&ConnectInfo, &Refusal>) -> Vec<Step>;
+    /// A frame from the client.
+    fn inbound(&mut self, frame: WireIn<'_>) -> Vec<Step>;
+    /// The users whose profiles translating `item` needs.
+    fn profiles_for(&self, _item: &Outbound) -> Vec<String> {
+        Vec::new()
+    }
+    /// An engine event for this connection (never [`Outbound::Disconnect`]: see
+    /// [`Dialect::goodbye`]).
+    fn outbound(&mut self, item: Outbound, profiles: Profiles<'_>) -> Vec<Step>;
+    /// The answer to [`Step::Users`].
+    fn users(&mut self, _tag: u64, _users: &[UserOut]) -> Vec<Step> {
+        Vec::new()
+    }
+    /// The frame, if any, that tells the client the server is ending the connection.
+    fn goodbye(&mut self, code: Code) -> Option<WireOut>;
+    /// Time without a frame from the client after which the connection is dropped, when the
+    /// dialect has its own heartbeat; `None`: three of the server's heartbeat intervals.
+    fn silence_limit_ms(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// A user id as a seed's numeric id: the decimal number it is, or 0.
+pub fn numeric_id(id: &str) -> i64 {
+    if id.len() > 1 && id.starts_with('0') {
+        return 0;
+    }
+    id.parse::<i64>().ok().filter(|n| *n > 0).unwrap_or(0)
+}
+
+/// A message's text for a protocol that only carries text: a text message's text, otherwise
+/// what the message is found by (a file's name, a rich message's title), or its type.
+pub fn plain_text(message: &Delivered) -> String {
+    if message.msg_type() == "text" {
+        #[derive(serde::Deserialize)]
+        struct Text {
+            text: String,
+        }
+        if let Ok(t) = serde_json::from_str::<Text>(message.content()) {
+            return t.text;
+        }
+    }
+    let text = tidings_engine::validate::search_text(message.msg_type(), message.content());
+    if text.is_empty() {
+        format!("[{}]", message.msg_type())
+    } else {
+        text
+    }
+}
+
+/// Text content, as the engine stores a text message.
+pub fn text_content(text: &str) -> String {
+    serde_json::json!({ "text": text }).to_string()
+}
+
+/// Whether a dialect that knows only people's messages shows this one: the server's own
+/// events (conversation changes, recalls, group notifications) are not shown, and are
+/// acknowledged at once so they are not resent.
+pub fn is_event(message: &Delivered) -> bool {
+    message.msg_type().starts_with("tidings:") || message.conversation_type() == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numeric_ids() {
+        assert_eq!(numeric_id("42"), 42);
+        assert_eq!(numeric_id("042"), 0);
+        assert_eq!(numeric_id("0"), 0);
+        assert_eq!(numeric_id("-3"), 0);
+        assert_eq!(numeric_id("alice"), 0);
+        assert_eq!(numeric_id("99999999999999999999"), 0);
+    }
+}
