@@ -8,9 +8,11 @@
 //! maps to Tidings and which readings of the seeds were chosen.
 //!
 //! - [`seed000`]: protobuf frames (`docs/dialects/seed000.proto`) at `/ws`.
+//! - [`seed001`]: JSON `{cmd, data}` packets at `/json/ws`, and sending at `POST /json/message`.
 //! - [`seed003`]: the private-message JSON protocol at `/imserver/{token}`.
 
 pub mod seed000;
+pub mod seed001;
 pub mod seed003;
 
 use tidings_engine::{
@@ -56,8 +58,34 @@ pub enum Step {
     ReadInbox(Vec<u64>),
     /// Look these users up (profiles, presence); the answer goes to [`Dialect::users`].
     Users { tag: u64, users: Vec<String> },
+    /// Whether the connection's user is a member of this group; the answer goes to
+    /// [`Dialect::membership`].
+    CheckGroup(String),
+    /// Start hearing which recipients' devices acknowledge the message about to be published
+    /// with this client message id (before the [`Step::Publish`], so no acknowledgement is
+    /// missed).
+    Watch { client_msg_id: String },
+    /// Report how the watched message reaches its recipients — the user `target`, or the
+    /// members of the group `target` — through [`Dialect::receipts`], once every one has it or
+    /// the report wait has passed.
+    Track {
+        client_msg_id: String,
+        uid: String,
+        conversation_type: u32,
+        target: String,
+    },
     /// End the connection with this code, after the frames already queued are written.
     Close(Code),
+}
+
+/// How a message reached one of its recipients, for [`Dialect::receipts`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Receipt {
+    pub user: String,
+    /// The user had a device connected when the message was sent.
+    pub online: bool,
+    /// A device of the user acknowledged the message.
+    pub received: bool,
 }
 
 /// The users an event needs to be translated (their profiles), looked up by the gateway
@@ -82,6 +110,14 @@ pub trait Dialect: Send + 'static {
     fn outbound(&mut self, item: Outbound, profiles: Profiles<'_>) -> Vec<Step>;
     /// The answer to [`Step::Users`].
     fn users(&mut self, _tag: u64, _users: &[UserOut]) -> Vec<Step> {
+        Vec::new()
+    }
+    /// The answer to [`Step::CheckGroup`].
+    fn membership(&mut self, _group: &str, _member: bool) -> Vec<Step> {
+        Vec::new()
+    }
+    /// The report a [`Step::Track`] asked for; only its [`Step::Send`]s are run.
+    fn receipts(&mut self, _client_msg_id: &str, _receipts: &[Receipt]) -> Vec<Step> {
         Vec::new()
     }
     /// The frame, if any, that tells the client the server is ending the connection.

@@ -25,6 +25,7 @@ mod groups;
 pub mod hooks;
 pub mod outbox;
 mod presence;
+mod receipts;
 mod session;
 mod users;
 pub mod validate;
@@ -50,6 +51,7 @@ pub use conversations::{AmendRequest, ConversationQuery, ConversationUpdateReque
 pub use groups::GroupQuery;
 pub use outbox::Outbox;
 pub use presence::PresenceOut;
+pub use receipts::ReceiptWatch;
 pub use session::{ConnectInfo, ConnectRequest, SendRequest, Session};
 pub use tidings_store::{GroupAction, GroupInfo, GroupMember, GroupMembers, GroupReceipt};
 pub use users::{Posted, UserOut};
@@ -421,6 +423,8 @@ struct Inner {
     rooms: Mutex<HashMap<String, Arc<chatrooms::Room>>>,
     /// The built-in accounts' rate limiters and password hashing slots.
     accounts: accounts::Accounts,
+    /// Watches on messages reaching their recipients' devices.
+    receipts: receipts::Watches,
 }
 
 /// What registering a session did.
@@ -517,6 +521,7 @@ impl Engine {
             next_session: AtomicU64::new(1),
             rooms: Mutex::new(HashMap::new()),
             accounts: accounts::Accounts::new(),
+            receipts: receipts::Watches::default(),
         });
         let engine = Engine { inner };
         let task = tokio::spawn(commit::run(engine.clone(), rx));

@@ -598,13 +598,32 @@ impl Session {
 
     /// The device acknowledges the pushed entry at `inbox_seq`.
     pub fn ack(&self, inbox_seq: u64) {
+        let watched = self.engine.inner.receipts.any().then(|| {
+            let st = self.shared.state();
+            st.inflight.get(&inbox_seq).map(|(_, m)| m.clone())
+        });
         self.shared
             .acknowledge(inbox_seq, self.engine.inner.config.max_inflight);
+        if let Some(Some(m)) = watched {
+            self.engine.inner.receipts.received(&m, &self.shared.user);
+        }
     }
 
     /// The device confirms it holds every entry up to `inbox_seq` (after a sync page).
     pub fn confirm(&self, inbox_seq: u64) {
+        let watched: Vec<Arc<Delivered>> = if self.engine.inner.receipts.any() {
+            let st = self.shared.state();
+            st.inflight
+                .range(..=inbox_seq)
+                .map(|(_, (_, m))| m.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
         self.shared.confirm(inbox_seq);
+        for m in watched {
+            self.engine.inner.receipts.received(&m, &self.shared.user);
+        }
     }
 
     /// Answers a sync query: inbox entries after `after`. The QUERYACK arrives through the outbox.

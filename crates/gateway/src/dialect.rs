@@ -4,18 +4,21 @@
 //! against the session, and a writer task turns the session's outbox into the dialect's frames.
 //! The dialect's state is shared by both behind a mutex that is never held across an await.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
 use axum::response::Response;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tidings_dialects::{Dialect, Step, WireIn, WireOut};
-use tidings_engine::{ConnectRequest, Outbound, Session, UserOut};
+use tidings_dialects::{Dialect, Receipt, Step, WireIn, WireOut};
+use tidings_engine::{ConnectRequest, Outbound, ReceiptWatch, Refusal, Session, UserOut};
 use tidings_proto::Code;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -28,15 +31,80 @@ type Stream = SplitStream<WebSocket>;
 
 /// Path of the seed-000 dialect (protobuf, binary frames).
 pub const SEED000_PATH: &str = "/ws";
+/// Path of the seed-001 dialect (JSON packets).
+pub const SEED001_PATH: &str = "/json/ws";
+/// Where seed-001 messages are sent over HTTP.
+pub const SEED001_HTTP_PATH: &str = "/json/message";
 /// Path of the seed-003 dialect (private messages); the last segment is the user's token.
 pub const SEED003_PATH: &str = "/imserver/{token}";
 
 /// Frames the reader may queue for the writer (answers to the client's own frames).
 const DIRECT_QUEUE: usize = 256;
+/// Messages of one connection whose receipts may be watched at once.
+const MAX_WATCHES: usize = 1024;
+/// The most group members a receipt report names.
+const REPORT_MEMBERS: u32 = 500;
 
 pub async fn seed000(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
     let dialect = tidings_dialects::seed000::Seed000::new();
     upgrade(ws, state, dialect)
+}
+
+pub async fn seed001(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
+    let dialect = tidings_dialects::seed001::Seed001::new(None);
+    upgrade(ws, state, dialect)
+}
+
+/// `POST /json/message`: a seed-001 `MESSAGE`'s data sent over HTTP, by the user a bearer
+/// token names (`Authorization: Bearer`, the `auth` an AUTH answer gives), or by the user the
+/// body's `from` names in a request signed like the HTTP API's.
+pub async fn seed001_send(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let value: serde_json::Value = match crate::api::json_body(&body) {
+        Ok(v) => v,
+        Err(r) => return crate::api::error(r),
+    };
+    let sender = if headers.contains_key(AUTHORIZATION) {
+        match crate::accounts::bearer(&state, &headers).await {
+            Ok(user) => user,
+            Err(response) => return response,
+        }
+    } else {
+        if let Err(response) = crate::api::authenticate(&state, &headers).await {
+            return response;
+        }
+        let from = &value["from"];
+        match from.as_str().or_else(|| from["name"].as_str()) {
+            Some(name) => name.to_string(),
+            None => {
+                return crate::api::error(Refusal::new(
+                    Code::BadRequest,
+                    "a signed request names its sender in \"from\"",
+                ));
+            }
+        }
+    };
+    let data = match serde_json::from_value(value) {
+        Ok(d) => d,
+        Err(e) => {
+            return crate::api::error(Refusal::new(
+                Code::BadRequest,
+                format!("the body is not MESSAGE data: {e}"),
+            ));
+        }
+    };
+    let send =
+        match tidings_dialects::seed001::send_request(data, tidings_engine::new_uid(), "", true) {
+            Ok(send) => send,
+            Err(r) => return crate::api::error(r),
+        };
+    crate::api::reply(
+        state.engine.send_as(&sender, send).await,
+        |posted| serde_json::json!({ "mid": posted.uid }),
+    )
 }
 
 pub async fn seed003(
@@ -115,15 +183,19 @@ async fn close(sink: &mut Sink, timeout: Duration) {
 }
 
 async fn run<D: Dialect>(socket: WebSocket, state: AppState, dialect: D) {
-    let (mut sink, mut stream) = socket.split();
+    let (sink, mut stream) = socket.split();
     let dialect = Arc::new(Mutex::new(dialect));
     let config = &state.config;
     let deadline = Instant::now() + config.handshake_timeout;
+    let mut out = WriterOut {
+        sink,
+        timeout: config.write_timeout,
+    };
 
-    // The handshake: steps run with the socket at hand until one opens a session.
+    // Until a session opens, the dialect's steps run with the socket at hand.
     let mut steps: VecDeque<Step> = lock(&dialect).open().into();
     let session = loop {
-        match handshake(&state, &dialect, &mut sink, &mut steps).await {
+        match before_session(&state, &dialect, &mut out, &mut steps).await {
             Handshake::Open(session) => break session,
             Handshake::Closed => return,
             Handshake::More => {}
@@ -136,10 +208,10 @@ async fn run<D: Dialect>(socket: WebSocket, state: AppState, dialect: D) {
             Err(_) => {
                 let goodbye = lock(&dialect).goodbye(Code::HandshakeTimeout);
                 if let Some(frame) = goodbye {
-                    let _ =
-                        tokio::time::timeout(config.write_timeout, sink.send(message(frame))).await;
+                    let _ = out.send(frame).await;
+                    let _ = out.flush().await;
                 }
-                close(&mut sink, config.write_timeout).await;
+                close(&mut out.sink, config.write_timeout).await;
                 return;
             }
             Ok(Read::Closed) => return,
@@ -158,16 +230,20 @@ async fn run<D: Dialect>(socket: WebSocket, state: AppState, dialect: D) {
         session: session.clone(),
         dialect: dialect.clone(),
         closing: Arc::new(AtomicBool::new(false)),
+        direct: direct.clone(),
+        watches: Arc::new(Mutex::new(HashMap::new())),
     };
-    // Steps the handshake left (after the CONNECT's answer) run as the reader's.
-    let mut reader_out = ReaderOut(direct);
-    let leftover: Vec<Step> = steps.into();
-    let mut writer = state
-        .egress
-        .spawn(write_loop(ctx.clone(), sink, direct_rx).instrument(tracing::Span::current()));
-    if ctx.run(leftover, &mut reader_out).await.is_err() {
+    // What the dialect does as the session opens (the login's answer, a first sync) is written
+    // before the writer starts, so it precedes every push; a failed write ends the session,
+    // whose DISCONNECT the writer then finds.
+    let opening: Vec<Step> = std::mem::take(&mut steps).into();
+    if Box::pin(ctx.run(opening, &mut out)).await.is_err() || out.flush().await.is_err() {
         session.end(Code::ClientDisconnect);
     }
+    let mut writer = state
+        .egress
+        .spawn(write_loop(ctx.clone(), out, direct_rx).instrument(tracing::Span::current()));
+    let mut reader_out = ReaderOut(direct);
 
     let heartbeat = state.engine.config().heartbeat;
     let silence = lock(&dialect)
@@ -222,29 +298,28 @@ enum Handshake {
     Closed,
 }
 
-/// Runs handshake steps until a session opens (the steps after it stay in `steps`), the
-/// connection must close, or more frames are needed.
-async fn handshake<D: Dialect>(
+/// Runs the steps before a session exists until one opens it (what follows stays in `steps`),
+/// the connection must close, or another frame is needed.
+async fn before_session<D: Dialect>(
     state: &AppState,
     dialect: &Mutex<D>,
-    sink: &mut Sink,
+    out: &mut WriterOut,
     steps: &mut VecDeque<Step>,
 ) -> Handshake {
-    let timeout = state.config.write_timeout;
-    let mut opened = None;
     while let Some(step) = steps.pop_front() {
         match step {
             Step::Send(frame) => {
-                let sent = tokio::time::timeout(timeout, sink.send(message(frame))).await;
-                if !matches!(sent, Ok(Ok(()))) {
+                let sent = out.send(frame).await.is_ok() && out.flush().await.is_ok();
+                if !sent {
                     return Handshake::Closed;
                 }
             }
             Step::Close(_) => {
-                close(sink, timeout).await;
+                let _ = out.flush().await;
+                close(&mut out.sink, state.config.write_timeout).await;
                 return Handshake::Closed;
             }
-            Step::Connect(request) if opened.is_none() => {
+            Step::Connect(request) => {
                 let request = ConnectRequest {
                     platform: request.platform.chars().take(32).collect(),
                     ..request
@@ -259,41 +334,23 @@ async fn handshake<D: Dialect>(
                     steps.push_front(s);
                 }
                 if let Ok((session, _)) = outcome {
-                    opened = Some(session);
-                    // Answers to the CONNECT are written here, before the writer starts, so
-                    // they precede every push; everything else waits for the session's tasks.
-                    while let Some(Step::Send(_)) = steps.front() {
-                        let Some(Step::Send(frame)) = steps.pop_front() else {
-                            break;
-                        };
-                        let sent = tokio::time::timeout(timeout, sink.send(message(frame))).await;
-                        if !matches!(sent, Ok(Ok(()))) {
-                            if let Some(s) = opened.take() {
-                                s.end(Code::ClientDisconnect);
-                            }
-                            return Handshake::Closed;
-                        }
-                    }
-                    break;
+                    return Handshake::Open(session);
                 }
             }
-            // Nothing else can be done before a session exists; the dialect answers such
-            // frames itself.
+            // Nothing else can be done before a session exists; a dialect answers such frames
+            // itself.
             _ => {}
         }
     }
-    match opened {
-        Some(session) => Handshake::Open(session),
-        None => Handshake::More,
-    }
+    Handshake::More
 }
 
 /// Where a step's frames go.
-trait Out {
+trait Out: Send {
     /// Queues a frame; `Err` when the connection is gone.
-    async fn send(&mut self, frame: WireOut) -> Result<(), ()>;
+    fn send(&mut self, frame: WireOut) -> impl Future<Output = Result<(), ()>> + Send;
     /// Writes out what is queued.
-    async fn flush(&mut self) -> Result<(), ()>;
+    fn flush(&mut self) -> impl Future<Output = Result<(), ()>> + Send;
 }
 
 /// The reader's frames go to the writer.
@@ -336,6 +393,10 @@ struct Ctx<D> {
     dialect: Arc<Mutex<D>>,
     /// The dialect ended the connection itself (and said why): no goodbye follows.
     closing: Arc<AtomicBool>,
+    /// Frames to the writer from anything but the writer.
+    direct: mpsc::Sender<WireOut>,
+    /// Receipt watches of messages being published, by client message id.
+    watches: Arc<Mutex<HashMap<String, ReceiptWatch>>>,
 }
 
 impl<D> Clone for Ctx<D> {
@@ -345,6 +406,8 @@ impl<D> Clone for Ctx<D> {
             session: self.session.clone(),
             dialect: self.dialect.clone(),
             closing: self.closing.clone(),
+            direct: self.direct.clone(),
+            watches: self.watches.clone(),
         }
     }
 }
@@ -383,6 +446,44 @@ impl<D: Dialect> Ctx<D> {
                         queue.push_front(s);
                     }
                 }
+                Step::CheckGroup(group) => {
+                    let member = match self.state.engine.user_groups(session.user_id()).await {
+                        Ok(groups) => groups.iter().any(|g| g.id == group),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "group lookup failed");
+                            false
+                        }
+                    };
+                    let more = lock(&self.dialect).membership(&group, member);
+                    for s in more.into_iter().rev() {
+                        queue.push_front(s);
+                    }
+                }
+                Step::Watch { client_msg_id } => {
+                    let watch = self
+                        .state
+                        .engine
+                        .watch_receipts(session.user_id(), &client_msg_id);
+                    let mut watches = lock(&self.watches);
+                    if watches.len() < MAX_WATCHES {
+                        watches.insert(client_msg_id, watch);
+                    }
+                }
+                Step::Track {
+                    client_msg_id,
+                    uid,
+                    conversation_type,
+                    target,
+                } => {
+                    let watch = lock(&self.watches).remove(&client_msg_id);
+                    if let Some(watch) = watch.filter(|_| !uid.is_empty()) {
+                        let ctx = self.clone();
+                        tokio::spawn(async move {
+                            ctx.track(client_msg_id, conversation_type, target, watch)
+                                .await;
+                        });
+                    }
+                }
                 Step::Close(code) => {
                     self.closing.store(true, Ordering::Relaxed);
                     out.flush().await?;
@@ -392,6 +493,63 @@ impl<D: Dialect> Ctx<D> {
             }
         }
         Ok(())
+    }
+
+    /// Waits until every recipient of a watched message has it, or the report wait passes,
+    /// and gives the dialect the report.
+    async fn track(
+        &self,
+        client_msg_id: String,
+        conversation_type: u32,
+        target: String,
+        mut watch: ReceiptWatch,
+    ) {
+        let engine = &self.state.engine;
+        let me = self.session.user_id();
+        let users: Vec<String> = if conversation_type == tidings_proto::conversation_type::GROUP {
+            match engine.group_members(&target, "", REPORT_MEMBERS).await {
+                Ok(m) => m
+                    .members
+                    .into_iter()
+                    .map(|m| m.user)
+                    .filter(|u| u != me)
+                    .collect(),
+                Err(_) => Vec::new(),
+            }
+        } else {
+            vec![target]
+        };
+        let found = self.users(&users).await;
+        let mut receipts: Vec<Receipt> = users
+            .into_iter()
+            .map(|user| Receipt {
+                online: found.iter().any(|u| u.user == user && u.online),
+                user,
+                received: false,
+            })
+            .collect();
+        let deadline = Instant::now() + self.state.config.receipt_wait;
+        while receipts.iter().any(|r| !r.received) {
+            match tokio::time::timeout_at(deadline, watch.recv()).await {
+                Ok(Some(user)) => {
+                    if let Some(r) = receipts.iter_mut().find(|r| r.user == user) {
+                        r.received = true;
+                    }
+                }
+                _ => break,
+            }
+        }
+        drop(watch);
+        let steps = lock(&self.dialect).receipts(&client_msg_id, &receipts);
+        // A report only says something (running other steps from here would make this task's
+        // future contain itself).
+        for step in steps {
+            if let Step::Send(frame) = step
+                && self.direct.send(frame).await.is_err()
+            {
+                return;
+            }
+        }
     }
 
     async fn users(&self, users: &[String]) -> Vec<UserOut> {
@@ -409,9 +567,12 @@ impl<D: Dialect> Ctx<D> {
 }
 
 /// Drains the session's outbox (and the reader's answers) through the dialect to the socket.
-async fn write_loop<D: Dialect>(ctx: Ctx<D>, sink: Sink, mut direct: mpsc::Receiver<WireOut>) {
+async fn write_loop<D: Dialect>(
+    ctx: Ctx<D>,
+    mut out: WriterOut,
+    mut direct: mpsc::Receiver<WireOut>,
+) {
     let timeout = ctx.state.config.write_timeout;
-    let mut out = WriterOut { sink, timeout };
     let outbox = ctx.session.outbox();
     loop {
         let item = tokio::select! {

@@ -46,6 +46,10 @@ pub struct RawConfig {
     /// Time before an unacknowledged push is resent with the dup flag, in ms. Default 10000.
     #[arg(long, env = "TIDINGS_ACK_TIMEOUT_MS")]
     pub ack_timeout_ms: Option<u64>,
+    /// How long the seed-001 dialect waits for a message's targets to confirm it before it
+    /// reports (MESSAGE_REPLY), in ms. Default 10000.
+    #[arg(long, env = "TIDINGS_RECEIPT_WAIT_MS")]
+    pub receipt_wait_ms: Option<u64>,
     /// `multi` (several devices per user) or `single` (a new login kicks the old one).
     /// Default multi.
     #[arg(long, env = "TIDINGS_DEVICE_POLICY")]
@@ -147,6 +151,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub heartbeat: Duration,
     pub ack_timeout: Duration,
+    pub receipt_wait: Duration,
     pub device_policy: DevicePolicy,
     pub token_ttl: Duration,
     pub max_frame_bytes: usize,
@@ -217,6 +222,7 @@ impl RawConfig {
             data_dir: self.data_dir.or(file.data_dir),
             heartbeat_ms: self.heartbeat_ms.or(file.heartbeat_ms),
             ack_timeout_ms: self.ack_timeout_ms.or(file.ack_timeout_ms),
+            receipt_wait_ms: self.receipt_wait_ms.or(file.receipt_wait_ms),
             device_policy: self.device_policy.or(file.device_policy),
             token_ttl_secs: self.token_ttl_secs.or(file.token_ttl_secs),
             max_frame_bytes: self.max_frame_bytes.or(file.max_frame_bytes),
@@ -349,6 +355,10 @@ impl RawConfig {
             ack_timeout: Duration::from_millis(positive(
                 "ack_timeout_ms",
                 self.ack_timeout_ms.unwrap_or(10_000),
+            )?),
+            receipt_wait: Duration::from_millis(positive(
+                "receipt_wait_ms",
+                self.receipt_wait_ms.unwrap_or(10_000),
             )?),
             device_policy,
             token_ttl: Duration::from_secs(positive(

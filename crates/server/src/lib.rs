@@ -129,6 +129,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         public_urls: config.public_urls.clone(),
         files: Some(files),
         accounts: config.accounts,
+        receipt_wait: config.receipt_wait,
         ..GatewayConfig::default()
     };
     let (stop, stopped) = oneshot::channel::<()>();

@@ -5,25 +5,7 @@
 use serde_json::{Value, json};
 use tidings_proto::{Code, conversation_type};
 
-use crate::util::{Got, Raw, SeedGot, SeedWs, TestServer, connect, eventually};
-
-/// The cursor the server holds for a user's seed-003 device, as a native CONNECT of that
-/// device id reports it.
-async fn stored_cursor(server: &TestServer, user: &str) -> u64 {
-    let mut raw = Raw::open(server, tidings_proto::Encoding::Json).await;
-    let mut frame = connect(&server.token(user).await);
-    if let Some(tidings_proto::v1::frame::Body::Connect(c)) = &mut frame.body {
-        c.device_id = "seed003".into();
-    }
-    raw.send(frame).await;
-    match raw.recv().await {
-        Got::Frame(tidings_proto::v1::Frame {
-            body: Some(tidings_proto::v1::frame::Body::Connack(ack)),
-            ..
-        }) => ack.cursor,
-        other => panic!("expected CONNACK, got {other:?}"),
-    }
-}
+use crate::util::{SeedGot, SeedWs, TestServer, eventually, stored_cursor};
 
 async fn open(server: &TestServer, user: &str) -> SeedWs {
     let token = server.token(user).await;
@@ -120,7 +102,7 @@ async fn a_user_offline_gets_what_arrived_on_connecting_once() {
     drop(b);
     // The cursor is stored as the session ends (a CONNECT of the same device reports it).
     eventually("the seed-003 device's cursor is stored", || async {
-        stored_cursor(&server, "82").await == 3
+        stored_cursor(&server, "82", "seed003").await == 3
     })
     .await;
 

@@ -484,3 +484,21 @@ impl SeedWs {
         }
     }
 }
+
+/// The cursor the server holds for a device of `user`, as a native CONNECT of that device id
+/// reports it (the CONNECT replaces whatever connection the device has).
+pub async fn stored_cursor(server: &TestServer, user: &str, device: &str) -> u64 {
+    let mut raw = Raw::open(server, Encoding::Json).await;
+    let mut frame = connect(&server.token(user).await);
+    if let Some(Body::Connect(c)) = &mut frame.body {
+        c.device_id = device.into();
+    }
+    raw.send(frame).await;
+    match raw.recv().await {
+        Got::Frame(v1::Frame {
+            body: Some(Body::Connack(ack)),
+            ..
+        }) => ack.cursor,
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}

@@ -1,0 +1,298 @@
+//! The seed-001 dialect (`{cmd, data}` JSON packets at `/json/ws`, and `POST /json/message`),
+//! driven by a client written from the seed document.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tidings_proto::Code;
+
+use crate::util::{SeedWs, TestServer, api, eventually, http, stored_cursor};
+
+/// A seed-001 client.
+struct Client {
+    ws: SeedWs,
+}
+
+impl Client {
+    async fn open(server: &TestServer) -> Client {
+        Client {
+            ws: SeedWs::open(server, "/json/ws").await,
+        }
+    }
+
+    /// Opens and authenticates as `user` (with that name and `group`); returns the AUTH data.
+    async fn auth(server: &TestServer, user: &str, group: &str) -> (Client, Value) {
+        let mut c = Client::open(server).await;
+        let token = server.token(user).await;
+        c.send(
+            "AUTH",
+            json!({ "token": token, "name": user, "group": group }),
+        )
+        .await;
+        let auth = c.packet("AUTH").await;
+        assert_eq!(auth["code"], 200, "{auth}");
+        (c, auth)
+    }
+
+    async fn send(&mut self, cmd: &str, data: Value) {
+        self.ws.send_json(json!({ "cmd": cmd, "data": data })).await;
+    }
+
+    /// The next packet, which must be `cmd`; returns its data.
+    async fn packet(&mut self, cmd: &str) -> Value {
+        let p = self.ws.json().await;
+        assert_eq!(p["cmd"], cmd, "{p}");
+        p["data"].clone()
+    }
+
+    async fn message(&mut self, send_type: &str, target: &str, text: &str) {
+        self.send(
+            "MESSAGE",
+            json!({
+                "sendType": send_type,
+                "target": target,
+                "message": { "text": text, "desp": "", "extra": {} }
+            }),
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_message_is_delivered_resent_until_its_callback_and_replied_ok() {
+    let server = TestServer::start_with(|c| c.ack_timeout = Duration::from_millis(200)).await;
+    let (mut a, auth) = Client::auth(&server, "2001", "").await;
+    assert_eq!(auth["msg"], "Successful authentication");
+    assert!(!auth["auth"].as_str().unwrap().is_empty());
+    let (mut b, _) = Client::auth(&server, "2002", "").await;
+
+    a.send(
+        "MESSAGE",
+        json!({
+            "sendType": "personal",
+            "target": "2002",
+            "message": { "text": "hi", "desp": "a greeting", "extra": { "k": 1 } }
+        }),
+    )
+    .await;
+    let got = b.packet("MESSAGE").await;
+    assert_eq!(got["sendType"], "personal");
+    assert_eq!(got["target"], "2002");
+    assert_eq!(
+        got["from"],
+        json!({ "method": "websocket", "name": "2001" })
+    );
+    assert_eq!(
+        got["message"],
+        json!({ "text": "hi", "desp": "a greeting", "extra": { "k": 1 } })
+    );
+    let mid = got["mid"].as_str().unwrap().to_string();
+    // No callback yet: it comes again.
+    assert_eq!(b.packet("MESSAGE").await["mid"], mid.as_str());
+    b.send("MESSAGE_CALLBACK", json!({ "mid": mid })).await;
+
+    let reply = a.packet("MESSAGE_REPLY").await;
+    assert_eq!(reply["mid"], mid.as_str());
+    assert_eq!(reply["status"], json!({ "2002": "ok" }));
+
+    // A second message comes; the first is not resent once confirmed (it was due first).
+    a.message("personal", "2002", "again").await;
+    let mut texts = Vec::new();
+    while texts.len() < 2 {
+        let m = b.packet("MESSAGE").await;
+        assert_ne!(m["mid"], mid.as_str(), "resent after its callback");
+        texts.push(m["message"]["text"].as_str().unwrap().to_string());
+    }
+    assert_eq!(texts, ["again", "again"]);
+}
+
+#[tokio::test]
+async fn replies_say_ready_for_offline_and_wait_for_unconfirmed_targets() {
+    let server = TestServer::start_with(|c| c.receipt_wait = Duration::from_millis(300)).await;
+    let (status, body) = api(
+        &server,
+        "POST",
+        "/api/v1/groups",
+        json!({ "groupId": "g1", "ownerId": "2101", "name": "G", "memberIds": ["2102", "2103"] }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (mut a, _) = Client::auth(&server, "2101", "g1").await;
+    let (mut b, _) = Client::auth(&server, "2102", "").await;
+
+    // 2102 is online and does not confirm; 2103 is offline. The group is the bound one.
+    a.message("group", "", "to the group").await;
+    let got = b.packet("MESSAGE").await;
+    assert_eq!(
+        (got["sendType"].clone(), got["target"].clone()),
+        (json!("group"), json!("g1"))
+    );
+    let reply = a.packet("MESSAGE_REPLY").await;
+    assert_eq!(reply["status"], json!({ "2102": "wait", "2103": "ready" }));
+
+    // 2103 comes online later and gets it.
+    let (mut c, _) = Client::auth(&server, "2103", "").await;
+    assert_eq!(c.packet("MESSAGE").await["message"]["text"], "to the group");
+}
+
+#[tokio::test]
+async fn offline_messages_arrive_on_auth_and_once_confirmed_not_again() {
+    let server = TestServer::start().await;
+    let (mut a, _) = Client::auth(&server, "2201", "").await;
+    a.message("personal", "2202", "while away").await;
+    let (mut b, _) = Client::auth(&server, "2202", "").await;
+    let got = b.packet("MESSAGE").await;
+    assert_eq!(got["message"]["text"], "while away");
+    b.send("MESSAGE_CALLBACK", json!({ "mid": got["mid"] }))
+        .await;
+    drop(b);
+    // The device's position is stored as the session ends; a native CONNECT of the same
+    // device id reports it.
+    eventually("the seed-001 device's cursor is stored", || async {
+        stored_cursor(&server, "2202", "seed001").await >= 1
+    })
+    .await;
+    let (mut b, _) = Client::auth(&server, "2202", "").await;
+    a.message("personal", "2202", "newer").await;
+    assert_eq!(b.packet("MESSAGE").await["message"]["text"], "newer");
+}
+
+#[tokio::test]
+async fn auth_refusals() {
+    let server = TestServer::start().await;
+    // Anything but AUTH and PING first: 401, and the connection stays.
+    let mut c = Client::open(&server).await;
+    c.send("PING", Value::Null).await;
+    assert_eq!(c.ws.json().await, json!({ "cmd": "PONG" }));
+    c.message("personal", "x", "too early").await;
+    assert_eq!(c.packet("AUTH").await["code"], 401);
+    let token = server.token("2301").await;
+    c.send(
+        "AUTH",
+        json!({ "token": token, "name": "2301", "group": "" }),
+    )
+    .await;
+    assert_eq!(c.packet("AUTH").await["code"], 200);
+
+    // A forged token, a name that is not the token's user, a group the user is not in: 403,
+    // then the connection closes.
+    for data in [
+        json!({ "token": "forged", "name": "", "group": "" }),
+        json!({ "token": server.token("2302").await, "name": "someone-else", "group": "" }),
+        json!({ "token": server.token("2302").await, "name": "2302", "group": "nope" }),
+    ] {
+        let mut c = Client::open(&server).await;
+        c.send("AUTH", data.clone()).await;
+        let auth = c.packet("AUTH").await;
+        assert_eq!(auth["code"], 403, "{data}: {auth}");
+        assert!(!auth["msg"].as_str().unwrap().is_empty());
+        c.ws.expect_closed().await;
+    }
+}
+
+#[tokio::test]
+async fn bad_packets_get_info_with_the_code() {
+    let server = TestServer::start().await;
+    let (mut a, _) = Client::auth(&server, "2401", "").await;
+    let code_of = |v: &Value| -> u32 {
+        v.as_str()
+            .and_then(|s| s.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("INFO starts with a code: {v}"))
+    };
+
+    a.ws.send_text("{nope").await;
+    assert_eq!(
+        code_of(&a.packet("INFO").await),
+        Code::MalformedFrame.as_u32()
+    );
+    a.send("LAUNCH", json!({})).await;
+    assert_eq!(
+        code_of(&a.packet("INFO").await),
+        Code::UnknownFrameKind.as_u32()
+    );
+    a.message("broadcast", "2402", "x").await;
+    assert_eq!(
+        code_of(&a.packet("INFO").await),
+        Code::UnknownConversationType.as_u32()
+    );
+    a.send("MESSAGE_CALLBACK", json!({ "mid": "no-such" }))
+        .await;
+    assert_eq!(
+        code_of(&a.packet("INFO").await),
+        Code::MessageNotFound.as_u32()
+    );
+
+    // A refused message: INFO with the code, and a reply saying the target gets nothing.
+    a.message("group", "not-mine", "x").await;
+    assert_eq!(
+        code_of(&a.packet("INFO").await),
+        Code::GroupNotFound.as_u32()
+    );
+    let reply = a.packet("MESSAGE_REPLY").await;
+    assert_eq!(reply["status"], json!({ "not-mine": "no" }));
+
+    // Still usable.
+    a.send("PING", Value::Null).await;
+    assert_eq!(a.ws.json().await, json!({ "cmd": "PONG" }));
+}
+
+#[tokio::test]
+async fn messages_sent_over_http_arrive_with_method_http() {
+    let server = TestServer::start().await;
+    let (mut b, _) = Client::auth(&server, "2502", "").await;
+    let (_a, auth) = Client::auth(&server, "2501", "").await;
+    let body = json!({
+        "sendType": "personal",
+        "target": "2502",
+        "message": { "text": "by http", "desp": "", "extra": {} }
+    });
+
+    // With the `auth` the AUTH answer gave.
+    let bearer = vec![(
+        "Authorization",
+        format!("Bearer {}", auth["auth"].as_str().unwrap()),
+    )];
+    let (status, answer) = http(
+        &server,
+        "POST",
+        "/json/message",
+        bearer,
+        Some(body.to_string()),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let got = b.packet("MESSAGE").await;
+    assert_eq!(got["from"], json!({ "method": "http", "name": "2501" }));
+    assert_eq!(got["mid"], answer["mid"]);
+
+    // Signed like the HTTP API, naming the sender.
+    let mut signed_body = body.clone();
+    signed_body["from"] = json!({ "name": "2503" });
+    let (status, answer) = api(&server, "POST", "/json/message", signed_body).await;
+    assert_eq!(status, 200, "{answer}");
+    let got = b.packet("MESSAGE").await;
+    assert_eq!(got["from"], json!({ "method": "http", "name": "2503" }));
+
+    // Signed without a sender, unsigned, and a bad body.
+    let (status, answer) = api(&server, "POST", "/json/message", body.clone()).await;
+    assert_eq!(
+        (status, answer["code"].clone()),
+        (400, json!(Code::BadRequest.as_u32()))
+    );
+    let (status, answer) = http(
+        &server,
+        "POST",
+        "/json/message",
+        vec![],
+        Some(body.to_string()),
+    )
+    .await;
+    assert_eq!(status, 401, "{answer}");
+    let bearer = vec![(
+        "Authorization",
+        format!("Bearer {}", server.token("2501").await),
+    )];
+    let (status, _) = http(&server, "POST", "/json/message", bearer, Some("[1]".into())).await;
+    assert_eq!(status, 400);
+}
