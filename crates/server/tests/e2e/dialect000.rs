@@ -38,23 +38,23 @@ struct Login {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-struct Msg {
+pub(crate) struct Msg {
     #[prost(int32, tag = "1")]
-    session_type: i32,
+    pub(crate) session_type: i32,
     #[prost(int64, tag = "2")]
-    receiver_id: i64,
+    pub(crate) receiver_id: i64,
     #[prost(int64, tag = "3")]
-    sender_id: i64,
+    pub(crate) sender_id: i64,
     #[prost(int32, tag = "4")]
-    message_type: i32,
+    pub(crate) message_type: i32,
     #[prost(string, tag = "5")]
-    content: String,
+    pub(crate) content: String,
     #[prost(int64, tag = "6")]
-    seq: i64,
+    pub(crate) seq: i64,
     #[prost(int64, tag = "7")]
-    send_time: i64,
+    pub(crate) send_time: i64,
     #[prost(string, tag = "17")]
-    sender: String,
+    pub(crate) sender: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -90,7 +90,7 @@ struct SyncOutput {
 }
 
 /// A seed-000 client.
-struct Client {
+pub(crate) struct Client {
     ws: SeedWs,
     client_id: i64,
 }
@@ -104,7 +104,7 @@ impl Client {
     }
 
     /// Opens and logs in as `user`.
-    async fn login(server: &TestServer, user: &str) -> Client {
+    pub(crate) async fn login(server: &TestServer, user: &str) -> Client {
         let mut c = Client::open(server).await;
         let token = server.token(user).await;
         c.send(1, Login { token }).await;
@@ -114,7 +114,7 @@ impl Client {
         c
     }
 
-    async fn send(&mut self, kind: i32, data: impl prost::Message) {
+    pub(crate) async fn send(&mut self, kind: i32, data: impl prost::Message) {
         let input = Input {
             r#type: kind,
             data: data.encode_to_vec(),
@@ -127,7 +127,7 @@ impl Client {
     }
 
     /// Sends a text message and returns its client id.
-    async fn text(&mut self, session_type: i32, to: i64, content: &str) -> i64 {
+    pub(crate) async fn text(&mut self, session_type: i32, to: i64, content: &str) -> i64 {
         self.client_id += 1;
         let m = MessageMsg {
             client_id: self.client_id,
@@ -145,7 +145,7 @@ impl Client {
     }
 
     /// The next frame, which must be an ACK of type 1 for `client_id`; returns its seq.
-    async fn stored(&mut self, client_id: i64) -> i64 {
+    pub(crate) async fn stored(&mut self, client_id: i64) -> i64 {
         let out = self.out().await;
         assert_eq!((out.r#type, out.code), (4, 200), "{}", out.code_msg);
         let ack = Ack::decode(out.data.as_slice()).unwrap();
@@ -155,7 +155,7 @@ impl Client {
     }
 
     /// The next frame, which must be a message.
-    async fn message(&mut self) -> Msg {
+    pub(crate) async fn message(&mut self) -> Msg {
         let out = self.out().await;
         assert_eq!((out.r#type, out.code), (3, 200), "{}", out.code_msg);
         MessageMsg::decode(out.data.as_slice())
@@ -164,7 +164,7 @@ impl Client {
             .unwrap()
     }
 
-    async fn ack(&mut self, seq: i64) {
+    pub(crate) async fn ack(&mut self, seq: i64) {
         self.send(
             4,
             Ack {

@@ -9,8 +9,8 @@ use tidings_proto::Code;
 use crate::util::{SeedWs, TestServer, api, eventually, http, stored_cursor};
 
 /// A seed-001 client.
-struct Client {
-    ws: SeedWs,
+pub(crate) struct Client {
+    pub(crate) ws: SeedWs,
 }
 
 impl Client {
@@ -21,7 +21,7 @@ impl Client {
     }
 
     /// Opens and authenticates as `user` (with that name and `group`); returns the AUTH data.
-    async fn auth(server: &TestServer, user: &str, group: &str) -> (Client, Value) {
+    pub(crate) async fn auth(server: &TestServer, user: &str, group: &str) -> (Client, Value) {
         let mut c = Client::open(server).await;
         let token = server.token(user).await;
         c.send(
@@ -34,18 +34,18 @@ impl Client {
         (c, auth)
     }
 
-    async fn send(&mut self, cmd: &str, data: Value) {
+    pub(crate) async fn send(&mut self, cmd: &str, data: Value) {
         self.ws.send_json(json!({ "cmd": cmd, "data": data })).await;
     }
 
     /// The next packet, which must be `cmd`; returns its data.
-    async fn packet(&mut self, cmd: &str) -> Value {
+    pub(crate) async fn packet(&mut self, cmd: &str) -> Value {
         let p = self.ws.json().await;
         assert_eq!(p["cmd"], cmd, "{p}");
         p["data"].clone()
     }
 
-    async fn message(&mut self, send_type: &str, target: &str, text: &str) {
+    pub(crate) async fn message(&mut self, send_type: &str, target: &str, text: &str) {
         self.send(
             "MESSAGE",
             json!({

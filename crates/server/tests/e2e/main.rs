@@ -12,6 +12,7 @@ mod delivery;
 mod dialect000;
 mod dialect001;
 mod dialect003;
+mod dialect_cross;
 mod files;
 mod groups;
 mod hooks;
