@@ -290,6 +290,27 @@ async fn group_messages_and_images_reach_every_member() {
         (2, 500, 1201, 2)
     );
     assert_eq!(got.content, "https://img/x.png");
+    // A voice message carries its URL too.
+    a.send(
+        3,
+        MessageMsg {
+            client_id: id + 1,
+            msg: Some(Msg {
+                session_type: 2,
+                receiver_id: 500,
+                message_type: 3,
+                content: "https://audio/x.ogg".into(),
+                ..Default::default()
+            }),
+        },
+    )
+    .await;
+    a.stored(id + 1).await;
+    let got = b.message().await;
+    assert_eq!(
+        (got.message_type, got.content.as_str()),
+        (3, "https://audio/x.ogg")
+    );
 
     // Not a member: refused with the group's code in the ACK.
     let mut c = Client::login(&server, "1203").await;
@@ -443,4 +464,30 @@ async fn bad_frames_are_refused_with_codes() {
     assert_eq!(Ack::decode(out.data.as_slice()).unwrap().client_id, 7);
     let id = c.text(1, 1502, "still here").await;
     c.stored(id).await;
+}
+
+#[tokio::test]
+async fn a_silent_client_is_dropped_and_one_that_beats_is_not() {
+    let server = TestServer::start_with(|c| c.heartbeat = Duration::from_millis(200)).await;
+    let mut quiet = Client::login(&server, "1601").await;
+    let mut beating = Client::login(&server, "1602").await;
+    // The quiet one is told why, then closed; meanwhile the other beats and is answered.
+    let dropped = tokio::spawn(async move {
+        let out = quiet.out().await;
+        quiet.ws.expect_closed().await;
+        out
+    });
+    while !dropped.is_finished() {
+        beating.send(2, Login::default()).await;
+        assert_eq!(beating.out().await.r#type, 2);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = dropped.await.unwrap();
+    assert_eq!(
+        (out.r#type, out.code as u32),
+        (0, Code::HeartbeatTimeout.as_u32())
+    );
+    // Still connected: it can send.
+    let id = beating.text(1, 1601, "still here").await;
+    beating.stored(id).await;
 }

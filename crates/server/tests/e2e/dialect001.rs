@@ -296,3 +296,24 @@ async fn messages_sent_over_http_arrive_with_method_http() {
     let (status, _) = http(&server, "POST", "/json/message", bearer, Some("[1]".into())).await;
     assert_eq!(status, 400);
 }
+
+#[tokio::test]
+async fn a_newer_connection_of_a_name_takes_over() {
+    let server = TestServer::start().await;
+    let (mut first, _) = Client::auth(&server, "2601", "").await;
+    let (mut second, _) = Client::auth(&server, "2601", "").await;
+    let info = first.packet("INFO").await;
+    assert!(
+        info.as_str()
+            .unwrap()
+            .starts_with(&Code::Kicked.as_u32().to_string()),
+        "{info}"
+    );
+    first.ws.expect_closed().await;
+    let (mut other, _) = Client::auth(&server, "2602", "").await;
+    other.message("personal", "2601", "to the newer one").await;
+    assert_eq!(
+        second.packet("MESSAGE").await["message"]["text"],
+        "to the newer one"
+    );
+}
