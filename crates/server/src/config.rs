@@ -126,6 +126,21 @@ pub struct RawConfig {
     /// `tidings token`). Default on.
     #[arg(long, env = "TIDINGS_ACCOUNTS")]
     pub accounts: Option<String>,
+    /// `on` (Web Push notifications to users with no device online, signed with a VAPID key
+    /// kept in `vapid.key` in the data directory) or `off`. Default on.
+    #[arg(long, env = "TIDINGS_PUSH")]
+    pub push: Option<String>,
+    /// The contact push services see in the VAPID JWT (`sub`): a `mailto:` or `https:` URL.
+    /// Default mailto:admin@localhost.
+    #[arg(long, env = "TIDINGS_VAPID_SUBJECT")]
+    pub vapid_subject: Option<String>,
+    /// Attempts per push notification (network errors, 429 and 5xx are retried). Default 4.
+    #[arg(long, env = "TIDINGS_PUSH_ATTEMPTS")]
+    pub push_attempts: Option<u32>,
+    /// The first retry of a failed push notification after this many ms, doubling.
+    /// Default 1000.
+    #[arg(long, env = "TIDINGS_PUSH_RETRY_MS")]
+    pub push_retry_ms: Option<u64>,
 }
 
 /// Where uploaded files are kept.
@@ -170,6 +185,11 @@ pub struct Config {
     pub durability: Durability,
     /// Whether the built-in accounts are served.
     pub accounts: bool,
+    /// Whether Web Push notifications are sent.
+    pub push: bool,
+    pub vapid_subject: String,
+    pub push_attempts: u32,
+    pub push_retry: Duration,
 }
 
 impl Config {
@@ -240,6 +260,10 @@ impl RawConfig {
             handshake_timeout_ms: self.handshake_timeout_ms.or(file.handshake_timeout_ms),
             durability: self.durability.or(file.durability),
             accounts: self.accounts.or(file.accounts),
+            push: self.push.or(file.push),
+            vapid_subject: self.vapid_subject.or(file.vapid_subject),
+            push_attempts: self.push_attempts.or(file.push_attempts),
+            push_retry_ms: self.push_retry_ms.or(file.push_retry_ms),
         }
     }
 
@@ -305,6 +329,17 @@ impl RawConfig {
             "off" => false,
             other => bail!("accounts must be `on` or `off`, not {other:?}"),
         };
+        let push = match self.push.as_deref().unwrap_or("on") {
+            "on" => true,
+            "off" => false,
+            other => bail!("push must be `on` or `off`, not {other:?}"),
+        };
+        let vapid_subject = self
+            .vapid_subject
+            .unwrap_or_else(|| "mailto:admin@localhost".into());
+        if !(vapid_subject.starts_with("mailto:") || vapid_subject.starts_with("https://")) {
+            bail!("vapid_subject must be a mailto: or https:// URL, not {vapid_subject:?}");
+        }
         let durability = match self.durability.as_deref().unwrap_or("full") {
             "full" => Durability::Full,
             "process" => Durability::Process,
@@ -386,6 +421,14 @@ impl RawConfig {
             )?),
             durability,
             accounts,
+            push,
+            vapid_subject,
+            push_attempts: positive("push_attempts", u64::from(self.push_attempts.unwrap_or(4)))?
+                as u32,
+            push_retry: Duration::from_millis(positive(
+                "push_retry_ms",
+                self.push_retry_ms.unwrap_or(1000),
+            )?),
         })
     }
 }

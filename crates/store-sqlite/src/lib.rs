@@ -27,8 +27,9 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tidings_store::{
     AccountRecord, ChatroomRecord, ChatroomUser, ConversationFilter, Conversations, GroupInfo,
-    GroupMembers, GroupReceipt, History, HistoryFrom, InboxEntry, PushSubscriptionRecord, Reaction, Result, SearchPage,
-    SessionState, Store, StoreError, StoredMessage, UserProfile, UserState, WriteOp, WriteResult,
+    GroupMembers, GroupReceipt, History, HistoryFrom, InboxEntry, PushSubscriptionRecord, Reaction,
+    Result, SearchPage, SessionState, Store, StoreError, StoredMessage, UserProfile, UserState,
+    WriteOp, WriteResult,
 };
 use tokio::sync::{Semaphore, oneshot};
 
