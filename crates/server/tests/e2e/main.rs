@@ -14,5 +14,6 @@ mod groups;
 mod hooks;
 mod poll;
 mod process;
+mod push;
 mod util;
 mod web;
