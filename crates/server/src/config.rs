@@ -448,6 +448,43 @@ mod tests {
     }
 
     #[test]
+    fn push_is_on_with_a_default_contact_unless_turned_off() {
+        let c = RawConfig::default().resolve().unwrap();
+        assert!(c.push);
+        assert_eq!(c.vapid_subject, "mailto:admin@localhost");
+        assert_eq!((c.push_attempts, c.push_retry), (4, Duration::from_secs(1)));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(
+            &file,
+            "push = \"off\"\nvapid_subject = \"https://chat.example.com\"\n",
+        )
+        .unwrap();
+        let from_file = RawConfig {
+            config: Some(file),
+            ..Default::default()
+        };
+        let c = from_file.clone().resolve().unwrap();
+        assert!(!c.push);
+        assert_eq!(c.vapid_subject, "https://chat.example.com");
+        let flag = RawConfig {
+            push: Some("on".into()),
+            ..from_file
+        };
+        assert!(flag.resolve().unwrap().push);
+        let bad = RawConfig {
+            vapid_subject: Some("admin@example.com".into()),
+            ..Default::default()
+        };
+        assert!(
+            bad.resolve()
+                .unwrap_err()
+                .to_string()
+                .contains("vapid_subject")
+        );
+    }
+
+    #[test]
     fn accounts_are_on_unless_turned_off() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("t.toml");
