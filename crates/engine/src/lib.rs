@@ -14,7 +14,8 @@
 //!
 //! Architecture invariant: this crate never imports a web framework, a WebSocket library or a SQL
 //! driver. It sees storage only through `tidings_store::Store`, and uses `tidings_proto` only for
-//! the closed set of client-visible codes.
+//! the closed set of client-visible codes. Web Push is behind [`push::Pusher`]: no HTTP client
+//! or crypto crate here either.
 
 mod accounts;
 pub mod auth;

@@ -336,7 +336,7 @@ enum Attempt {
 /// Sends to one subscription, retrying with backoff; true if the push service took it.
 async fn deliver(shared: &Shared, uid: &str, sub: &PushSubscriptionRecord, body: Vec<u8>) -> bool {
     let config = &shared.config;
-    let request = match encrypt(shared, sub, body) {
+    let request = match encrypt(sub, body) {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, %uid, user = %sub.user, "cannot encrypt to a push subscription: given up");
@@ -380,11 +380,9 @@ struct Prepared {
     body: Vec<u8>,
 }
 
-fn encrypt(
-    shared: &Shared,
-    sub: &PushSubscriptionRecord,
-    body: Vec<u8>,
-) -> Result<Prepared, String> {
+/// Encrypts `body` to the subscription's keys, once: every attempt sends the same bytes (and
+/// signs a fresh JWT).
+fn encrypt(sub: &PushSubscriptionRecord, body: Vec<u8>) -> Result<Prepared, String> {
     let decode = |s: &str| {
         URL_SAFE_NO_PAD
             .decode(s.trim_end_matches('='))
@@ -398,10 +396,6 @@ fn encrypt(
         .map_err(|_| "the auth secret is not 16 bytes".to_string())?;
     let auth = web_push_native::Auth::from(auth);
     let body = web_push_native::encrypt(body, &key, &auth).map_err(|e| e.to_string())?;
-    // Only to check that the key signs; each attempt signs afresh (the JWT expires).
-    shared
-        .key
-        .authorization(&endpoint, &shared.config.subject)?;
     Ok(Prepared { endpoint, body })
 }
 
