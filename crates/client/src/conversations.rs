@@ -634,3 +634,36 @@ pub(crate) fn event_of(m: &Message) -> Option<crate::Event> {
         _ => None,
     }
 }
+
+/// A browser-style Web Push subscription: the push service's endpoint and the keys (base64url)
+/// notifications are encrypted to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushSubscription {
+    pub endpoint: String,
+    pub p256dh: String,
+    pub auth: String,
+}
+
+impl Client {
+    /// Registers a Web Push subscription for this user (notifications while none of the user's
+    /// devices is online). Returns the server's VAPID public key.
+    pub async fn register_push(&self, sub: &PushSubscription) -> Result<String, ClientError> {
+        let ack = self
+            .query(Body::RegisterPush(v1::RegisterPush {
+                endpoint: sub.endpoint.clone(),
+                p256dh: sub.p256dh.clone(),
+                auth: sub.auth.clone(),
+            }))
+            .await?;
+        Ok(ack.vapid_public_key)
+    }
+
+    /// Removes one of this user's Web Push subscriptions.
+    pub async fn unregister_push(&self, endpoint: &str) -> Result<(), ClientError> {
+        self.query(Body::UnregisterPush(v1::UnregisterPush {
+            endpoint: endpoint.to_string(),
+        }))
+        .await?;
+        Ok(())
+    }
+}

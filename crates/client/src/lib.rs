@@ -37,7 +37,8 @@ pub use chatrooms::{
 };
 pub use conversations::{
     Conversation, ConversationChange, ConversationPage, ConversationUpdate, HistoryPage,
-    HistoryStart, MessagesDeleted, Presence, QuietHours, ReadReceipt, SearchResults,
+    HistoryStart, MessagesDeleted, Presence, PushSubscription, QuietHours, ReadReceipt,
+    SearchResults,
 };
 pub use groups::{Group, GroupMember, GroupMembersPage, GroupNotice, GroupReceipt};
 pub use tidings_proto::Encoding;

@@ -285,7 +285,9 @@ async fn finish(engine: &Engine, done: InFlight<'_>) -> Option<oneshot::Sender<(
                             if let Some(hooks) = &engine.inner.hooks {
                                 hooks.sent(message);
                             }
-                            fan_out(engine, &Arc::new(message.clone()), inbox, None);
+                            let message = Arc::new(message.clone());
+                            fan_out(engine, &message, inbox, None);
+                            engine.push_offline(&message, inbox);
                         }
                         let _ =
                             reply.send(result.ok_or_else(|| {
@@ -452,7 +454,10 @@ fn answer_publish(
                 hooks.sent(&message);
             }
             // Not to the sending device, even on a newer connection of it.
-            fan_out(engine, &Arc::new(message), &inbox, Some(origin));
+            let message = Arc::new(message);
+            fan_out(engine, &message, &inbox, Some(origin));
+            // Recipients with no device online get a notification (queued: nothing waits).
+            engine.push_offline(&message, &inbox);
         }
         WriteResult::ClientMsgIdConflict => origin.reply(
             engine,

@@ -76,6 +76,12 @@ pub enum ConversationQuery {
         minutes: u32,
     },
     QuietHours,
+    /// Saves this device's Web Push subscription; answered with the VAPID public key.
+    RegisterPush(crate::PushSubscription),
+    /// Removes this user's subscription with this endpoint.
+    UnregisterPush {
+        endpoint: String,
+    },
     Search {
         query: String,
         /// Only this conversation.
@@ -259,6 +265,26 @@ impl Session {
                     .map_err(store_failed("quiet hours read"))?;
                 Ok(QueryAckOut {
                     quiet_hours: Some(hours),
+                    ..Default::default()
+                })
+            }
+            ConversationQuery::RegisterPush(sub) => {
+                self.engine
+                    .register_push(&self.shared.user, sub)
+                    .await
+                    .map_err(|e| e.0)?;
+                Ok(QueryAckOut {
+                    vapid_public_key: self.engine.vapid_public_key().unwrap_or_default(),
+                    ..Default::default()
+                })
+            }
+            ConversationQuery::UnregisterPush { endpoint } => {
+                self.engine
+                    .unregister_push(&self.shared.user, &endpoint)
+                    .await
+                    .map_err(|e| e.0)?;
+                Ok(QueryAckOut {
+                    vapid_public_key: self.engine.vapid_public_key().unwrap_or_default(),
                     ..Default::default()
                 })
             }

@@ -14,7 +14,8 @@
 //!
 //! Architecture invariant: this crate never imports a web framework, a WebSocket library or a SQL
 //! driver. It sees storage only through `tidings_store::Store`, and uses `tidings_proto` only for
-//! the closed set of client-visible codes.
+//! the closed set of client-visible codes. Web Push is behind [`push::Pusher`]: no HTTP client
+//! or crypto crate here either.
 
 mod accounts;
 pub mod auth;
@@ -25,6 +26,7 @@ mod groups;
 pub mod hooks;
 pub mod outbox;
 mod presence;
+pub mod push;
 mod receipts;
 mod session;
 mod users;
@@ -51,6 +53,7 @@ pub use conversations::{AmendRequest, ConversationQuery, ConversationUpdateReque
 pub use groups::GroupQuery;
 pub use outbox::Outbox;
 pub use presence::PresenceOut;
+pub use push::{PushOutcome, PushSubscription};
 pub use receipts::ReceiptWatch;
 pub use session::{ConnectInfo, ConnectRequest, SendRequest, Session};
 pub use tidings_store::{GroupAction, GroupInfo, GroupMember, GroupMembers, GroupReceipt};
@@ -293,6 +296,8 @@ pub struct QueryAckOut {
     pub receipt: Option<tidings_store::GroupReceipt>,
     pub chatrooms: Vec<ChatroomOut>,
     pub entries: Vec<EntryOut>,
+    /// RegisterPush: the server's VAPID public key.
+    pub vapid_public_key: String,
 }
 
 /// One conversation as its user sees it, for a QUERYACK.
@@ -419,6 +424,10 @@ struct Inner {
     words: std::sync::RwLock<Arc<words::WordFilter>>,
     /// The app server's callbacks, if configured.
     hooks: Option<Arc<dyn hooks::Hooks>>,
+    /// Web Push to offline devices, if on.
+    pusher: Option<Arc<dyn push::Pusher>>,
+    /// Never sends: [`Engine::push_outcomes`]'s channel while push is off.
+    no_outcomes: tokio::sync::broadcast::Sender<PushOutcome>,
     /// The chatrooms in memory, by id.
     rooms: Mutex<HashMap<String, Arc<chatrooms::Room>>>,
     /// The built-in accounts' rate limiters and password hashing slots.
@@ -493,6 +502,17 @@ impl Engine {
         clock: Clock,
         hooks: Option<Arc<dyn hooks::Hooks>>,
     ) -> Engine {
+        Engine::start_with_pusher(config, store, clock, hooks, None)
+    }
+
+    /// Starts the engine with the app server's callbacks and Web Push to offline devices.
+    pub fn start_with_pusher(
+        config: EngineConfig,
+        store: Arc<dyn Store>,
+        clock: Clock,
+        hooks: Option<Arc<dyn hooks::Hooks>>,
+        pusher: Option<Arc<dyn push::Pusher>>,
+    ) -> Engine {
         let (commits, rx) = mpsc::channel(commit::QUEUE_LEN);
         let send_limiter = std::num::NonZeroU32::new(config.send_rate).map(|rate| {
             let burst = std::num::NonZeroU32::new(config.send_burst).unwrap_or(rate);
@@ -506,6 +526,8 @@ impl Engine {
             status_limiter,
             words: std::sync::RwLock::new(Arc::new(words::WordFilter::default())),
             hooks,
+            pusher,
+            no_outcomes: tokio::sync::broadcast::channel(1).0,
             config,
             store,
             clock,

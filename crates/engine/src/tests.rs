@@ -457,3 +457,110 @@ async fn sync_reads_the_store_only_below_what_the_session_knows() {
     };
     assert!(page.messages.is_empty() && !page.has_more && page.code == 0);
 }
+
+/// A pusher that records the jobs it is handed.
+struct Recorder {
+    jobs: tokio::sync::mpsc::UnboundedSender<push::PushJob>,
+    outcomes: tokio::sync::broadcast::Sender<PushOutcome>,
+}
+
+impl push::Pusher for Recorder {
+    fn public_key(&self) -> String {
+        "KEY".into()
+    }
+    fn notify(&self, job: push::PushJob) {
+        self.jobs.send(job).unwrap();
+    }
+    fn outcomes(&self) -> tokio::sync::broadcast::Receiver<PushOutcome> {
+        self.outcomes.subscribe()
+    }
+}
+
+#[tokio::test]
+async fn committed_messages_go_to_the_pusher_for_recipients_with_no_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&SqliteConfig::new(dir.path().join("t.db"))).unwrap();
+    let mut config = EngineConfig::new(creds());
+    config.send_rate = 0;
+    let (jobs, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let recorder = Recorder {
+        jobs,
+        outcomes: tokio::sync::broadcast::channel(1).0,
+    };
+    let engine = Engine::start_with_pusher(
+        config,
+        Arc::new(store),
+        system_clock(),
+        None,
+        Some(Arc::new(recorder)),
+    );
+    assert_eq!(engine.vapid_public_key().as_deref(), Some("KEY"));
+    let alice = connect(&engine, "alice", "phone").await;
+    let _bob = connect(&engine, "bob", "phone").await;
+    let next_job = |rx: &mut tokio::sync::mpsc::UnboundedReceiver<push::PushJob>| {
+        let job = rx.try_recv().expect("a job, handed over before the PUBACK");
+        (job.message.uid.clone(), job.users)
+    };
+
+    // To bob (online): no job; to carol (offline): carol, never the sender.
+    alice.publish(1, text("c1", "bob", "hi")).await;
+    puback(&alice).await;
+    alice.publish(2, text("c2", "carol", "hi")).await;
+    let ack = puback(&alice).await;
+    assert_eq!(next_job(&mut rx), (ack.uid, vec!["carol".to_string()]));
+    assert!(rx.try_recv().is_err(), "nothing for bob, who is online");
+
+    // A group message: its offline members.
+    engine
+        .change_group(
+            "g1",
+            "alice",
+            GroupAction::Create {
+                owner: "alice".into(),
+                name: "g".into(),
+                portrait: String::new(),
+                extra: String::new(),
+                members: vec!["alice".into(), "bob".into(), "carol".into(), "dave".into()],
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        rx.try_recv().is_err(),
+        "group notifications are not notified"
+    );
+    alice
+        .publish(
+            3,
+            SendRequest {
+                conversation_type: 3,
+                target_id: "g1".into(),
+                ..text("c3", "g1", "all")
+            },
+        )
+        .await;
+    // The creation's notification comes first.
+    let ack = loop {
+        if let Outbound::PubAck(p) = next(&alice).await {
+            break p;
+        }
+    };
+    let (uid, mut users) = next_job(&mut rx);
+    users.sort();
+    assert_eq!((uid, users), (ack.uid, vec!["carol".into(), "dave".into()]));
+
+    // A system message: its offline recipients.
+    let posted = engine
+        .send_system(
+            "system",
+            &["alice".into(), "erin".into()],
+            text("s1", "", "notice"),
+        )
+        .await
+        .unwrap();
+    let mut got: Vec<(String, Vec<String>)> = vec![next_job(&mut rx)];
+    got.extend(rx.try_recv().ok().map(|j| (j.message.uid.clone(), j.users)));
+    assert_eq!(got.len(), 1, "alice is online: {got:?}");
+    assert_eq!(got[0].1, vec!["erin".to_string()]);
+    assert!(posted.iter().any(|p| p.uid == got[0].0));
+}

@@ -16,7 +16,8 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tidings_engine::{
     AmendRequest, ChatroomQuery, ConnectInfo, ConnectRequest, ConversationQuery,
-    ConversationUpdateRequest, GroupQuery, HistoryStart, Outbound, RoomItem, SendRequest, Session,
+    ConversationUpdateRequest, GroupQuery, HistoryStart, Outbound, PushSubscription, RoomItem,
+    SendRequest, Session,
 };
 use tidings_proto::v1::{self, frame::Body};
 use tidings_proto::{Code, DecodeError, Encoding, PROTOCOL_VERSION, codec};
@@ -597,6 +598,7 @@ pub(crate) fn wire_frame(item: Outbound) -> v1::Frame {
                         auto_delete: e.auto_delete,
                     })
                     .collect(),
+                vapid_public_key: q.vapid_public_key,
             }))
         }
         Outbound::ConnAck { code, text } => codec::frame(Body::Connack(v1::ConnAck {
@@ -748,6 +750,14 @@ fn conversation_query(body: v1::query::Body) -> Option<ConversationQuery> {
             minutes: q.minutes,
         },
         Q::GetQuietHours(_) => ConversationQuery::QuietHours,
+        Q::RegisterPush(r) => ConversationQuery::RegisterPush(PushSubscription {
+            endpoint: r.endpoint,
+            p256dh: r.p256dh,
+            auth: r.auth,
+        }),
+        Q::UnregisterPush(u) => ConversationQuery::UnregisterPush {
+            endpoint: u.endpoint,
+        },
         Q::SearchMessages(q) => ConversationQuery::Search {
             query: q.query,
             conversation: (!q.target_id.is_empty()).then_some((q.conversation_type, q.target_id)),

@@ -234,6 +234,25 @@ fn frames() -> Vec<(&'static str, v1::Frame)> {
             })),
         ),
         (
+            "query_register_push",
+            f(Body::Query(v1::Query {
+                query_id: 6,
+                body: Some(v1::query::Body::RegisterPush(v1::RegisterPush {
+                    endpoint: "https://push.example/send/abc".into(),
+                    p256dh: "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4".into(),
+                    auth: "BTBZMqHH6r4Tts7J_aSIgg".into(),
+                })),
+            })),
+        ),
+        (
+            "queryack_register_push",
+            f(Body::Queryack(v1::QueryAck {
+                query_id: 6,
+                vapid_public_key: "BEl62iUYgUivxIkv69yViEuiBIa-Ib9-SkvMeAtA3LFgDzkrxZJjSgSnfckjBJuBkr3qBUYIHBQFLXYp5Nksh8U".into(),
+                ..Default::default()
+            })),
+        ),
+        (
             "queryack_conversations",
             f(Body::Queryack(v1::QueryAck {
                 query_id: 2,

@@ -130,6 +130,21 @@ pub struct RawConfig {
     /// `tidings token`). Default on.
     #[arg(long, env = "TIDINGS_ACCOUNTS")]
     pub accounts: Option<String>,
+    /// `on` (Web Push notifications to users with no device online, signed with a VAPID key
+    /// kept in `vapid.key` in the data directory) or `off`. Default on.
+    #[arg(long, env = "TIDINGS_PUSH")]
+    pub push: Option<String>,
+    /// The contact push services see in the VAPID JWT (`sub`): a `mailto:` or `https:` URL.
+    /// Default mailto:admin@localhost.
+    #[arg(long, env = "TIDINGS_VAPID_SUBJECT")]
+    pub vapid_subject: Option<String>,
+    /// Attempts per push notification (network errors, 429 and 5xx are retried). Default 4.
+    #[arg(long, env = "TIDINGS_PUSH_ATTEMPTS")]
+    pub push_attempts: Option<u32>,
+    /// The first retry of a failed push notification after this many ms, doubling.
+    /// Default 1000.
+    #[arg(long, env = "TIDINGS_PUSH_RETRY_MS")]
+    pub push_retry_ms: Option<u64>,
 }
 
 /// Where uploaded files are kept.
@@ -175,6 +190,11 @@ pub struct Config {
     pub durability: Durability,
     /// Whether the built-in accounts are served.
     pub accounts: bool,
+    /// Whether Web Push notifications are sent.
+    pub push: bool,
+    pub vapid_subject: String,
+    pub push_attempts: u32,
+    pub push_retry: Duration,
 }
 
 impl Config {
@@ -246,6 +266,10 @@ impl RawConfig {
             handshake_timeout_ms: self.handshake_timeout_ms.or(file.handshake_timeout_ms),
             durability: self.durability.or(file.durability),
             accounts: self.accounts.or(file.accounts),
+            push: self.push.or(file.push),
+            vapid_subject: self.vapid_subject.or(file.vapid_subject),
+            push_attempts: self.push_attempts.or(file.push_attempts),
+            push_retry_ms: self.push_retry_ms.or(file.push_retry_ms),
         }
     }
 
@@ -311,6 +335,17 @@ impl RawConfig {
             "off" => false,
             other => bail!("accounts must be `on` or `off`, not {other:?}"),
         };
+        let push = match self.push.as_deref().unwrap_or("on") {
+            "on" => true,
+            "off" => false,
+            other => bail!("push must be `on` or `off`, not {other:?}"),
+        };
+        let vapid_subject = self
+            .vapid_subject
+            .unwrap_or_else(|| "mailto:admin@localhost".into());
+        if !(vapid_subject.starts_with("mailto:") || vapid_subject.starts_with("https://")) {
+            bail!("vapid_subject must be a mailto: or https:// URL, not {vapid_subject:?}");
+        }
         let durability = match self.durability.as_deref().unwrap_or("full") {
             "full" => Durability::Full,
             "process" => Durability::Process,
@@ -396,6 +431,14 @@ impl RawConfig {
             )?),
             durability,
             accounts,
+            push,
+            vapid_subject,
+            push_attempts: positive("push_attempts", u64::from(self.push_attempts.unwrap_or(4)))?
+                as u32,
+            push_retry: Duration::from_millis(positive(
+                "push_retry_ms",
+                self.push_retry_ms.unwrap_or(1000),
+            )?),
         })
     }
 }
@@ -412,6 +455,43 @@ mod tests {
         assert_eq!(c.heartbeat, Duration::from_secs(30));
         assert_eq!(c.device_policy, DevicePolicy::Multi);
         assert!(c.accounts);
+    }
+
+    #[test]
+    fn push_is_on_with_a_default_contact_unless_turned_off() {
+        let c = RawConfig::default().resolve().unwrap();
+        assert!(c.push);
+        assert_eq!(c.vapid_subject, "mailto:admin@localhost");
+        assert_eq!((c.push_attempts, c.push_retry), (4, Duration::from_secs(1)));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(
+            &file,
+            "push = \"off\"\nvapid_subject = \"https://chat.example.com\"\n",
+        )
+        .unwrap();
+        let from_file = RawConfig {
+            config: Some(file),
+            ..Default::default()
+        };
+        let c = from_file.clone().resolve().unwrap();
+        assert!(!c.push);
+        assert_eq!(c.vapid_subject, "https://chat.example.com");
+        let flag = RawConfig {
+            push: Some("on".into()),
+            ..from_file
+        };
+        assert!(flag.resolve().unwrap().push);
+        let bad = RawConfig {
+            vapid_subject: Some("admin@example.com".into()),
+            ..Default::default()
+        };
+        assert!(
+            bad.resolve()
+                .unwrap_err()
+                .to_string()
+                .contains("vapid_subject")
+        );
     }
 
     #[test]

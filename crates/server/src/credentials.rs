@@ -77,3 +77,39 @@ pub fn load_or_create(data_dir: &Path) -> anyhow::Result<(AppCredentials, bool)>
     file.sync_all()?;
     Ok((load(data_dir)?, true))
 }
+
+/// The VAPID key's file in the data directory: base64url of the P-256 secret scalar.
+const VAPID_FILE: &str = "vapid.key";
+
+pub fn vapid_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(VAPID_FILE)
+}
+
+/// Loads the server's VAPID key (which signs its Web Push requests), creating it (mode 0600)
+/// if the data directory has none. A new key invalidates every browser subscription made with
+/// the old one, so it is kept like the credentials.
+pub fn load_or_create_vapid(data_dir: &Path) -> anyhow::Result<tidings_push::VapidKey> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let p = vapid_path(data_dir);
+    if p.exists() {
+        let text =
+            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(text.trim())
+            .with_context(|| format!("{} is not base64url", p.display()))?;
+        return tidings_push::VapidKey::from_bytes(&bytes)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
+    }
+    let key = tidings_push::VapidKey::generate();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&p)
+        .with_context(|| format!("creating {}", p.display()))?;
+    file.write_all(format!("{}\n", URL_SAFE_NO_PAD.encode(key.to_bytes())).as_bytes())?;
+    file.sync_all()?;
+    Ok(key)
+}

@@ -100,11 +100,31 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         } else {
             None
         };
-    let engine = Engine::start_with_hooks(
+    let store: Arc<dyn tidings_store::Store> = Arc::new(store);
+    let pusher: Option<Arc<dyn tidings_engine::push::Pusher>> = if config.push {
+        let key = credentials::load_or_create_vapid(&config.data_dir)?;
+        let mut push_config = tidings_push::PushConfig::new();
+        push_config.subject = config.vapid_subject.clone();
+        push_config.attempts = config.push_attempts;
+        push_config.retry_base = config.push_retry;
+        Some(
+            tidings_push::WebPush::start(
+                push_config,
+                key,
+                store.clone(),
+                tidings_engine::system_clock(),
+            )
+            .map_err(|e| anyhow::anyhow!(e))?,
+        )
+    } else {
+        None
+    };
+    let engine = Engine::start_with_pusher(
         engine_config,
-        Arc::new(store),
+        store,
         tidings_engine::system_clock(),
         hooks,
+        pusher,
     );
     engine
         .load_sensitive_words()

@@ -27,8 +27,9 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tidings_store::{
     AccountRecord, ChatroomRecord, ChatroomUser, ConversationFilter, Conversations, GroupInfo,
-    GroupMembers, GroupReceipt, History, HistoryFrom, InboxEntry, Reaction, Result, SearchPage,
-    SessionState, Store, StoreError, StoredMessage, UserProfile, UserState, WriteOp, WriteResult,
+    GroupMembers, GroupReceipt, History, HistoryFrom, InboxEntry, PushSubscriptionRecord, Reaction,
+    Result, SearchPage, SessionState, Store, StoreError, StoredMessage, UserProfile, UserState,
+    WriteOp, WriteResult,
 };
 use tokio::sync::{Semaphore, oneshot};
 
@@ -435,6 +436,35 @@ impl Store for SqliteStore {
                 .query_row(params![user], |row| Ok((row.get(0)?, row.get(1)?)))
                 .optional()
                 .map(Option::unwrap_or_default)
+        })
+        .await
+    }
+
+    async fn push_subscriptions(&self, users: &[String]) -> Result<Vec<PushSubscriptionRecord>> {
+        let users = users.to_vec();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT endpoint, p256dh, auth FROM push_subscriptions \
+                 WHERE user_id = ?1 ORDER BY endpoint",
+            )?;
+            let mut sorted = users;
+            sorted.sort();
+            sorted.dedup();
+            let mut out = Vec::new();
+            for user in sorted {
+                let rows = stmt.query_map(params![user], |row| {
+                    Ok(PushSubscriptionRecord {
+                        user: user.clone(),
+                        endpoint: row.get(0)?,
+                        p256dh: row.get(1)?,
+                        auth: row.get(2)?,
+                    })
+                })?;
+                for row in rows {
+                    out.push(row?);
+                }
+            }
+            Ok(out)
         })
         .await
     }

@@ -276,6 +276,17 @@ CREATE TABLE accounts (
     created  INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- Web Push subscriptions: one per endpoint (the push service's URL for one browser profile),
+-- read by user when a message reaches a user with no device online.
+CREATE TABLE push_subscriptions (
+    endpoint TEXT PRIMARY KEY,
+    user_id  TEXT NOT NULL,
+    p256dh   TEXT NOT NULL,
+    auth     TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX push_subscriptions_user ON push_subscriptions (user_id, endpoint);
+"#,
 ];
 
 /// Page cache per connection, in KiB.

@@ -427,6 +427,26 @@ fn apply(
             .execute(params![user, banned])?;
             Ok(WriteResult::BannedSet)
         }
+        WriteOp::SavePushSubscription(sub) => {
+            tx.prepare_cached(
+                "INSERT INTO push_subscriptions (endpoint, user_id, p256dh, auth) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (endpoint) DO UPDATE SET \
+                 user_id = excluded.user_id, p256dh = excluded.p256dh, auth = excluded.auth",
+            )?
+            .execute(params![sub.endpoint, sub.user, sub.p256dh, sub.auth])?;
+            Ok(WriteResult::PushSubscriptionSaved)
+        }
+        WriteOp::RemovePushSubscription { endpoint, user } => {
+            let removed = tx
+                .prepare_cached(
+                    "DELETE FROM push_subscriptions \
+                     WHERE endpoint = ?1 AND (?2 IS NULL OR user_id = ?2)",
+                )?
+                .execute(params![endpoint, user])?;
+            Ok(WriteResult::PushSubscriptionRemoved {
+                removed: removed > 0,
+            })
+        }
         WriteOp::SetLastSeen { user, time } => {
             tx.prepare_cached(
                 "INSERT INTO users (id, token_version, last_seen) VALUES (?1, 0, ?2) \

@@ -3,8 +3,8 @@
 
 use crate::{
     Amend, AmendAction, AmendRefusal, AppendMessage, ConversationFilter, ConversationSettings,
-    ConversationUpdate, GroupAction, GroupChange, GroupRefusal, HistoryFrom, Participant, Store,
-    WriteOp, WriteResult,
+    ConversationUpdate, GroupAction, GroupChange, GroupRefusal, HistoryFrom, Participant,
+    PushSubscriptionRecord, Store, WriteOp, WriteResult,
 };
 
 /// An append of a private message from `from` to `to`, for tests.
@@ -113,6 +113,108 @@ pub async fn run_all(store: &dyn Store) {
     sensitive_words_are_kept_up_to_a_limit(store).await;
     kept_chatrooms_and_standings(store).await;
     accounts_keep_a_password_hash_and_revoke_tokens_when_it_changes(store).await;
+    push_subscriptions_are_one_per_endpoint(store).await;
+}
+
+fn push_sub(user: &str, endpoint: &str, key: &str) -> PushSubscriptionRecord {
+    PushSubscriptionRecord {
+        user: user.into(),
+        endpoint: endpoint.into(),
+        p256dh: format!("p256dh-{key}"),
+        auth: format!("auth-{key}"),
+    }
+}
+
+async fn push_subscriptions_are_one_per_endpoint(store: &dyn Store) {
+    let users = |list: &[&str]| list.iter().map(|u| u.to_string()).collect::<Vec<_>>();
+    assert!(
+        store
+            .push_subscriptions(&users(&["ps-a", "ps-b"]))
+            .await
+            .unwrap()
+            .is_empty(),
+        "no subscriptions before any is saved"
+    );
+    for sub in [
+        push_sub("ps-a", "https://push.example/2", "1"),
+        push_sub("ps-a", "https://push.example/1", "2"),
+        push_sub("ps-b", "https://push.example/3", "3"),
+        push_sub("ps-c", "https://push.example/4", "4"),
+    ] {
+        store.save_push_subscription(sub).await.unwrap();
+    }
+    assert_eq!(
+        store
+            .push_subscriptions(&users(&["ps-b", "ps-a", "ps-nobody"]))
+            .await
+            .unwrap(),
+        vec![
+            push_sub("ps-a", "https://push.example/1", "2"),
+            push_sub("ps-a", "https://push.example/2", "1"),
+            push_sub("ps-b", "https://push.example/3", "3"),
+        ],
+        "a set of users' subscriptions, by user then endpoint, without other users'"
+    );
+
+    // Registering an endpoint again replaces it: new keys, and possibly another user.
+    store
+        .save_push_subscription(push_sub("ps-a", "https://push.example/1", "5"))
+        .await
+        .unwrap();
+    store
+        .save_push_subscription(push_sub("ps-b", "https://push.example/2", "6"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .push_subscriptions(&users(&["ps-a", "ps-b"]))
+            .await
+            .unwrap(),
+        vec![
+            push_sub("ps-a", "https://push.example/1", "5"),
+            push_sub("ps-b", "https://push.example/2", "6"),
+            push_sub("ps-b", "https://push.example/3", "3"),
+        ],
+        "one row per endpoint, the last registration's"
+    );
+
+    // Removal: only the owner's when a user is named; any when not.
+    assert!(
+        !store
+            .remove_push_subscription("https://push.example/3", Some("ps-a"))
+            .await
+            .unwrap(),
+        "another user's subscription is not removed"
+    );
+    assert!(
+        store
+            .remove_push_subscription("https://push.example/3", Some("ps-b"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .remove_push_subscription("https://push.example/4", None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .remove_push_subscription("https://push.example/4", None)
+            .await
+            .unwrap(),
+        "a second removal finds nothing"
+    );
+    assert_eq!(
+        store
+            .push_subscriptions(&users(&["ps-a", "ps-b", "ps-c"]))
+            .await
+            .unwrap(),
+        vec![
+            push_sub("ps-a", "https://push.example/1", "5"),
+            push_sub("ps-b", "https://push.example/2", "6"),
+        ]
+    );
 }
 
 async fn accounts_keep_a_password_hash_and_revoke_tokens_when_it_changes(store: &dyn Store) {

@@ -508,6 +508,14 @@ pub enum WriteOp {
         user: String,
         time: i64,
     },
+    /// Save a Web Push subscription: one per endpoint, so saving an endpoint again replaces
+    /// it, even for another user (a browser profile that signed in as someone else).
+    SavePushSubscription(PushSubscriptionRecord),
+    /// Remove the subscription with this endpoint; only if it is `user`'s when `user` is given.
+    RemovePushSubscription {
+        endpoint: String,
+        user: Option<String>,
+    },
     /// Set a user's quiet hours: `minutes` (0: none) from `start_minute` after midnight UTC.
     SetQuietHours {
         user: String,
@@ -588,6 +596,11 @@ pub enum WriteResult {
     Deleted,
     LastSeenSet,
     QuietHoursSet,
+    PushSubscriptionSaved,
+    /// Whether a subscription was removed.
+    PushSubscriptionRemoved {
+        removed: bool,
+    },
     /// The recipient blocks the sender: nothing was written.
     Blocked,
     /// An `only_if_stored` append found no earlier one: nothing was written.
@@ -633,6 +646,18 @@ pub enum WriteResult {
     AccountChanged {
         token_version: Option<u64>,
     },
+}
+
+/// A device's Web Push subscription (RFC 8030 endpoint, RFC 8291 keys), as the browser's
+/// `PushSubscription` gives it: the keys are base64url text as the client sent them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushSubscriptionRecord {
+    pub user: String,
+    pub endpoint: String,
+    /// The user agent's P-256 public key.
+    pub p256dh: String,
+    /// The 16-byte authentication secret.
+    pub auth: String,
 }
 
 /// One entry of a user's inbox.
@@ -727,6 +752,31 @@ pub trait Store: Send + Sync + 'static {
 
     /// A user's quiet hours: `(start_minute, minutes)`, `(0, 0)` if none.
     async fn quiet_hours(&self, user: &str) -> Result<(u32, u32)>;
+
+    /// Saves a Web Push subscription (see [`WriteOp::SavePushSubscription`]).
+    async fn save_push_subscription(&self, sub: PushSubscriptionRecord) -> Result<()> {
+        self.write(vec![WriteOp::SavePushSubscription(sub)])
+            .await
+            .map(|_| ())
+    }
+
+    /// Removes the subscription with `endpoint` (only if it is `user`'s, when given). Returns
+    /// whether one was removed.
+    async fn remove_push_subscription(&self, endpoint: &str, user: Option<&str>) -> Result<bool> {
+        let results = self
+            .write(vec![WriteOp::RemovePushSubscription {
+                endpoint: endpoint.to_string(),
+                user: user.map(str::to_string),
+            }])
+            .await?;
+        Ok(matches!(
+            results.first(),
+            Some(WriteResult::PushSubscriptionRemoved { removed: true })
+        ))
+    }
+
+    /// The Web Push subscriptions of `users`, ordered by user then endpoint.
+    async fn push_subscriptions(&self, users: &[String]) -> Result<Vec<PushSubscriptionRecord>>;
 
     /// Users the store knows (with an inbox or a record), in id order, after `after`, at most
     /// `limit`.

@@ -2570,6 +2570,44 @@ export class TidingsClient {
   }
 
   /**
+   * Registers this browser's Web Push subscription, so the user gets notifications while none
+   * of their devices is connected (docs/protocol.md, "Push notifications"). Takes a
+   * `PushSubscription` from `pushManager.subscribe` (made with the server's VAPID key as its
+   * `applicationServerKey`: `vapidPublicKey` of `GET /navi`), or what its `toJSON()` gives.
+   * Resolves with the server's VAPID public key.
+   * @param {{ endpoint?: string | null, keys?: Record<string, string>, toJSON?: () => any }} subscription
+   * @param {Callback} [callback]
+   * @returns {Promise<string>}
+   */
+  registerPush(subscription, callback) {
+    const json = typeof subscription?.toJSON === 'function' ? subscription.toJSON() : subscription;
+    const keys = json?.keys ?? {};
+    return withCallback(
+      this.query({
+        registerPush: {
+          endpoint: String(json?.endpoint ?? ''),
+          p256dh: String(keys.p256dh ?? ''),
+          auth: String(keys.auth ?? ''),
+        },
+      }).then((q) => String(q.vapidPublicKey ?? '')),
+      callback,
+    );
+  }
+
+  /**
+   * Removes one of this user's Web Push subscriptions, by its endpoint.
+   * @param {string} endpoint
+   * @param {Callback} [callback]
+   * @returns {Promise<boolean>}
+   */
+  unregisterPush(endpoint, callback) {
+    return withCallback(
+      this.query({ unregisterPush: { endpoint: String(endpoint) } }).then(() => true),
+      callback,
+    );
+  }
+
+  /**
    * @param {number} startMinute
    * @param {number} minutes
    */

@@ -1,7 +1,9 @@
-// Search, the blocklist, presence, edits and reactions, quiet hours and notification status:
+// Search, the blocklist, presence, edits and reactions, quiet hours and notification status,
+// Web Push registration:
 // each checked against what the server keeps or sends.
 
 import assert from 'node:assert/strict';
+import { createECDH, randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 
 import {
@@ -124,4 +126,26 @@ test('quiet hours and a conversation notification status', async () => {
   assert.equal((await alice.getConversation(1, B))?.isMuted, true);
   assert.equal(await alice.setConversationNotificationStatus(1, B, NOTIFY), NOTIFY);
   assert.equal(await alice.getConversationNotificationStatus(1, B), NOTIFY);
+});
+
+test('a Web Push subscription registers, answered with the key the navigation gives', async () => {
+  const { alice } = await pair('webpush');
+  const navi = await (await fetch(`${server.url}/navi`)).json();
+  assert.match(navi.vapidPublicKey, /^[A-Za-z0-9_-]{87}$/);
+  const subscription = {
+    endpoint: 'https://push.example/send/1',
+    keys: {
+      p256dh: createECDH('prime256v1').generateKeys().toString('base64url'),
+      auth: randomBytes(16).toString('base64url'),
+    },
+    toJSON() {
+      return { endpoint: this.endpoint, keys: this.keys };
+    },
+  };
+  assert.equal(await alice.registerPush(subscription), navi.vapidPublicKey);
+  await assert.rejects(
+    alice.registerPush({ endpoint: 'not a url', keys: subscription.keys }),
+    (e) => /** @type {any} */ (e).code === ErrorCode.INVALID_PUSH_SUBSCRIPTION,
+  );
+  assert.equal(await alice.unregisterPush(subscription.endpoint), true);
 });

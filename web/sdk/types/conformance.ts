@@ -55,10 +55,12 @@ export async function shapes(c: Impl.TidingsClient): Promise<void> {
   const found: Decl.SearchPage = await c.searchMessages('hi');
   const presence: Decl.Presence[] = await c.subscribeUserStatus(['bob']);
   const quiet: Decl.QuietHours = await c.getNotificationQuietHours();
+  const vapidKey: string = await c.registerPush({ endpoint: 'https://push.example/1', keys: { p256dh: 'k', auth: 'a' } });
+  const unregistered: boolean = await c.unregisterPush('https://push.example/1');
   const upload: Decl.Upload = await c.uploadFile('text', { name: 'a.txt', type: 'text/plain' });
   const link: Decl.FileUrl = await c.getFileUrl(upload, 60);
   c.on('chatroom', (e: Decl.ChatroomEvent) => void e);
-  void [joined, info, entry, group, members, receipt, found, presence, quiet, link];
+  void [joined, info, entry, group, members, receipt, found, presence, quiet, link, vapidKey, unregistered];
   void m;
   void list;
   void page;

@@ -144,6 +144,8 @@ export declare const ErrorCode: Readonly<{
   MODERATION_UNAVAILABLE: 40026;
   CHATROOM_EXISTS: 40027;
   CHATROOM_OVERLOADED: 40028;
+  INVALID_PUSH_SUBSCRIPTION: 40029;
+  PUSH_DISABLED: 40030;
   HEARTBEAT_TIMEOUT: 41001;
   SLOW_CONSUMER: 41002;
   SERVER_SHUTTING_DOWN: 41003;
@@ -722,6 +724,13 @@ export interface SearchPage {
   nextPageToken: string;
 }
 
+/** A browser's `PushSubscription`, or what its `toJSON()` gives. */
+export interface PushSubscriptionLike {
+  endpoint?: string | null;
+  keys?: Record<string, string>;
+  toJSON?: () => unknown;
+}
+
 export interface QuietHours {
   /** Minutes after midnight UTC. */
   startMinute: number;
@@ -916,6 +925,9 @@ export declare class TidingsClient {
   setNotificationQuietHours(start: number | string, minutes: number, callback?: Callback<QuietHours>): Promise<QuietHours>;
   getNotificationQuietHours(callback?: Callback<QuietHours>): Promise<QuietHours>;
   removeNotificationQuietHours(callback?: Callback<boolean>): Promise<boolean>;
+  /** Registers a Web Push subscription (a `PushSubscription`, or its `toJSON()`); resolves with the server's VAPID public key. */
+  registerPush(subscription: PushSubscriptionLike, callback?: Callback<string>): Promise<string>;
+  unregisterPush(endpoint: string, callback?: Callback<boolean>): Promise<boolean>;
   setConversationNotificationStatus(conversationType: number, targetId: string, status: number, callback?: Callback<number>): Promise<number>;
   getConversationNotificationStatus(conversationType: number, targetId: string, callback?: Callback<number>): Promise<number>;
 

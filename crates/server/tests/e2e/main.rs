@@ -18,5 +18,6 @@ mod groups;
 mod hooks;
 mod poll;
 mod process;
+mod push;
 mod util;
 mod web;
