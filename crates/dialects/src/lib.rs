@@ -58,6 +58,13 @@ pub enum Step {
     ReadInbox(Vec<u64>),
     /// Look these users up (profiles, presence); the answer goes to [`Dialect::users`].
     Users { tag: u64, users: Vec<String> },
+    /// Register the browser push subscription of the connection's user; the outcome goes to
+    /// [`Dialect::push_registered`].
+    RegisterPush {
+        endpoint: String,
+        p256dh: String,
+        auth: String,
+    },
     /// Whether the connection's user is a member of this group; the answer goes to
     /// [`Dialect::membership`].
     CheckGroup(String),
@@ -86,6 +93,11 @@ pub struct Receipt {
     pub online: bool,
     /// A device of the user acknowledged the message.
     pub received: bool,
+    /// The user has a push subscription (and push is on).
+    pub subscribed: bool,
+    /// The outcome of the push notification of the message to the user, if one was sent:
+    /// whether the push service accepted it.
+    pub pushed: Option<bool>,
 }
 
 /// The users an event needs to be translated (their profiles), looked up by the gateway
@@ -110,6 +122,10 @@ pub trait Dialect: Send + 'static {
     fn outbound(&mut self, item: Outbound, profiles: Profiles<'_>) -> Vec<Step>;
     /// The answer to [`Step::Users`].
     fn users(&mut self, _tag: u64, _users: &[UserOut]) -> Vec<Step> {
+        Vec::new()
+    }
+    /// The outcome of [`Step::RegisterPush`].
+    fn push_registered(&mut self, _outcome: Result<(), &Refusal>) -> Vec<Step> {
         Vec::new()
     }
     /// The answer to [`Step::CheckGroup`].

@@ -35,6 +35,12 @@ pub mod status {
     pub const WAIT: &str = "wait";
     /// Refused: the target never gets it.
     pub const NO: &str = "no";
+    /// The target was offline with a push subscription: a notification is on its way.
+    pub const FCM_WAIT: &str = "fcm-wait";
+    /// The push service accepted the notification.
+    pub const FCM_OK: &str = "fcm-ok";
+    /// Notified, and then a device of the target confirmed the message (the seed's spelling).
+    pub const FCM_OK_CONFIRM: &str = "fcm-ok-comfirm";
 }
 
 #[derive(Deserialize)]
@@ -252,6 +258,33 @@ impl Seed001 {
         }
     }
 
+    /// A browser's push subscription, as `PushSubscription.toJSON()` gives it.
+    fn register_fcm(&mut self, data: &Value) -> Vec<Step> {
+        if self.fcm_server_key.is_none() {
+            return vec![packet(
+                "INFO",
+                Value::from("this server does not send push notifications"),
+            )];
+        }
+        let field = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        let keys = data.get("keys").unwrap_or(&Value::Null);
+        match (
+            field(data, "endpoint"),
+            field(keys, "p256dh"),
+            field(keys, "auth"),
+        ) {
+            (Some(endpoint), Some(p256dh), Some(auth)) => vec![Step::RegisterPush {
+                endpoint,
+                p256dh,
+                auth,
+            }],
+            _ => vec![info(
+                Code::InvalidPushSubscription,
+                "REGISTER_FCM needs data.endpoint, data.keys.p256dh and data.keys.auth",
+            )],
+        }
+    }
+
     fn callback(&mut self, data: &Value) -> Vec<Step> {
         let Some(mid) = data.get("mid").and_then(Value::as_str) else {
             return vec![info(
@@ -412,10 +445,7 @@ impl Dialect for Seed001 {
             _ if !self.authed => vec![auth(401, "not authenticated: send AUTH first")],
             "MESSAGE" => self.message(p.data),
             "MESSAGE_CALLBACK" => self.callback(&p.data),
-            "REGISTER_FCM" => vec![packet(
-                "INFO",
-                Value::from("this server does not send push notifications"),
-            )],
+            "REGISTER_FCM" => self.register_fcm(&p.data),
             other => vec![info(
                 Code::UnknownFrameKind,
                 &format!("unknown cmd {other:?}"),
@@ -480,6 +510,13 @@ impl Dialect for Seed001 {
         }
     }
 
+    fn push_registered(&mut self, outcome: Result<(), &Refusal>) -> Vec<Step> {
+        match outcome {
+            Ok(()) => Vec::new(),
+            Err(refusal) => vec![info(refusal.code, &refusal.detail)],
+        }
+    }
+
     fn receipts(&mut self, client_msg_id: &str, receipts: &[Receipt]) -> Vec<Step> {
         let Some((mid, _, _)) = self.reports.remove(client_msg_id) else {
             return Vec::new();
@@ -487,12 +524,13 @@ impl Dialect for Seed001 {
         let statuses: Map<String, Value> = receipts
             .iter()
             .map(|r| {
-                let s = if r.received {
-                    status::OK
-                } else if r.online {
-                    status::WAIT
-                } else {
-                    status::READY
+                let s = match (r.received, r.pushed) {
+                    (true, Some(true)) => status::FCM_OK_CONFIRM,
+                    (true, _) => status::OK,
+                    (false, Some(true)) => status::FCM_OK,
+                    (false, _) if r.online => status::WAIT,
+                    (false, _) if r.subscribed => status::FCM_WAIT,
+                    (false, _) => status::READY,
                 };
                 (r.user.clone(), Value::from(s))
             })

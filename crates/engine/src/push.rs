@@ -227,6 +227,26 @@ impl Engine {
         self.inner.pusher.as_ref().map(|p| p.public_key())
     }
 
+    /// Which of `users` have a push subscription (none while push is off, or when the store
+    /// cannot be read).
+    pub async fn push_subscribed(&self, users: &[String]) -> Vec<String> {
+        if self.inner.pusher.is_none() || users.is_empty() {
+            return Vec::new();
+        }
+        match self.inner.store.push_subscriptions(users).await {
+            Ok(subs) => {
+                let mut found: Vec<String> = subs.into_iter().map(|s| s.user).collect();
+                found.sort();
+                found.dedup();
+                found
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "push subscriptions read failed");
+                Vec::new()
+            }
+        }
+    }
+
     /// The final outcome of every notification from now on (none while push is off).
     pub fn push_outcomes(&self) -> broadcast::Receiver<PushOutcome> {
         match &self.inner.pusher {

@@ -18,9 +18,12 @@ use axum::response::Response;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tidings_dialects::{Dialect, Receipt, Step, WireIn, WireOut};
-use tidings_engine::{ConnectRequest, Outbound, ReceiptWatch, Refusal, Session, UserOut};
+use tidings_engine::{
+    ConnectRequest, Outbound, PushOutcome, PushSubscription, ReceiptWatch, Refusal, Session,
+    UserOut,
+};
 use tidings_proto::Code;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -51,7 +54,7 @@ pub async fn seed000(ws: WebSocketUpgrade, State(state): State<AppState>) -> Res
 }
 
 pub async fn seed001(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
-    let dialect = tidings_dialects::seed001::Seed001::new(None);
+    let dialect = tidings_dialects::seed001::Seed001::new(state.engine.vapid_public_key());
     upgrade(ws, state, dialect)
 }
 
@@ -396,7 +399,13 @@ struct Ctx<D> {
     /// Frames to the writer from anything but the writer.
     direct: mpsc::Sender<WireOut>,
     /// Receipt watches of messages being published, by client message id.
-    watches: Arc<Mutex<HashMap<String, ReceiptWatch>>>,
+    watches: Arc<Mutex<HashMap<String, Watch>>>,
+}
+
+/// What is heard of one message on its way to its recipients.
+struct Watch {
+    receipts: ReceiptWatch,
+    pushes: broadcast::Receiver<PushOutcome>,
 }
 
 impl<D> Clone for Ctx<D> {
@@ -459,11 +468,34 @@ impl<D: Dialect> Ctx<D> {
                         queue.push_front(s);
                     }
                 }
-                Step::Watch { client_msg_id } => {
-                    let watch = self
+                Step::RegisterPush {
+                    endpoint,
+                    p256dh,
+                    auth,
+                } => {
+                    let sub = PushSubscription {
+                        endpoint,
+                        p256dh,
+                        auth,
+                    };
+                    let outcome = self
                         .state
                         .engine
-                        .watch_receipts(session.user_id(), &client_msg_id);
+                        .register_push(session.user_id(), sub)
+                        .await;
+                    let more = lock(&self.dialect)
+                        .push_registered(outcome.as_ref().map(|_| ()).map_err(|e| &e.0));
+                    for s in more.into_iter().rev() {
+                        queue.push_front(s);
+                    }
+                }
+                Step::Watch { client_msg_id } => {
+                    // Push outcomes are heard from before the message exists, like receipts.
+                    let engine = &self.state.engine;
+                    let watch = Watch {
+                        receipts: engine.watch_receipts(session.user_id(), &client_msg_id),
+                        pushes: engine.push_outcomes(),
+                    };
                     let mut watches = lock(&self.watches);
                     if watches.len() < MAX_WATCHES {
                         watches.insert(client_msg_id, watch);
@@ -479,7 +511,7 @@ impl<D: Dialect> Ctx<D> {
                     if let Some(watch) = watch.filter(|_| !uid.is_empty()) {
                         let ctx = self.clone();
                         tokio::spawn(async move {
-                            ctx.track(client_msg_id, conversation_type, target, watch)
+                            ctx.track(client_msg_id, uid, conversation_type, target, watch)
                                 .await;
                         });
                     }
@@ -500,9 +532,10 @@ impl<D: Dialect> Ctx<D> {
     async fn track(
         &self,
         client_msg_id: String,
+        uid: String,
         conversation_type: u32,
         target: String,
-        mut watch: ReceiptWatch,
+        mut watch: Watch,
     ) {
         let engine = &self.state.engine;
         let me = self.session.user_id();
@@ -520,23 +553,40 @@ impl<D: Dialect> Ctx<D> {
             vec![target]
         };
         let found = self.users(&users).await;
+        let subscribed = engine.push_subscribed(&users).await;
         let mut receipts: Vec<Receipt> = users
             .into_iter()
             .map(|user| Receipt {
                 online: found.iter().any(|u| u.user == user && u.online),
+                subscribed: subscribed.contains(&user),
                 user,
                 received: false,
+                pushed: None,
             })
             .collect();
         let deadline = Instant::now() + self.state.config.receipt_wait;
         while receipts.iter().any(|r| !r.received) {
-            match tokio::time::timeout_at(deadline, watch.recv()).await {
-                Ok(Some(user)) => {
-                    if let Some(r) = receipts.iter_mut().find(|r| r.user == user) {
-                        r.received = true;
+            tokio::select! {
+                got = watch.receipts.recv() => match got {
+                    Some(user) => {
+                        if let Some(r) = receipts.iter_mut().find(|r| r.user == user) {
+                            r.received = true;
+                        }
                     }
-                }
-                _ => break,
+                    None => break,
+                },
+                pushed = watch.pushes.recv() => match pushed {
+                    Ok(o) if o.uid == uid => {
+                        if let Some(r) = receipts.iter_mut().find(|r| r.user == o.user) {
+                            r.pushed = Some(o.delivered);
+                        }
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => {
+                        watch.pushes = broadcast::channel(1).1;
+                    }
+                },
+                _ = tokio::time::sleep_until(deadline) => break,
             }
         }
         drop(watch);

@@ -317,3 +317,101 @@ async fn a_newer_connection_of_a_name_takes_over() {
         "to the newer one"
     );
 }
+
+/// A server with push on, reporting after `wait`, and the test's push service.
+async fn with_push(wait: Duration) -> (TestServer, crate::push::PushService, String) {
+    let service = crate::push::PushService::start().await;
+    let server = TestServer::start_with(|c| {
+        c.push_retry = Duration::from_millis(10);
+        c.receipt_wait = wait;
+    })
+    .await;
+    let key = server.running().engine.vapid_public_key().unwrap();
+    (server, service, key)
+}
+
+#[tokio::test]
+async fn register_fcm_gets_offline_targets_notified_and_replies_say_so() {
+    let (server, mut service, key) = with_push(Duration::from_secs(2)).await;
+    let (mut a, auth) = Client::auth(&server, "2701", "").await;
+    // AUTH gives the key a browser passes to pushManager.subscribe.
+    assert_eq!(auth["fcmServerKey"], key.as_str());
+
+    // 2702 and 2703 register their browsers' subscriptions, then go away. 2703's push service
+    // never answers.
+    let devices = [
+        crate::push::Device::new(&service, "/sub/2702"),
+        crate::push::Device::new(&service, "/sub/2703"),
+    ];
+    service.script("/sub/2703", &[crate::push::Answer::Hang]);
+    for (user, device) in ["2702", "2703"].iter().zip(&devices) {
+        let (mut c, _) = Client::auth(&server, user, "").await;
+        let sub = device.subscription();
+        c.send(
+            "REGISTER_FCM",
+            json!({
+                "endpoint": sub.endpoint,
+                "expirationTime": null,
+                "keys": { "auth": sub.auth, "p256dh": sub.p256dh }
+            }),
+        )
+        .await;
+        // No answer to a registration that worked: a PING's PONG comes next.
+        c.send("PING", Value::Null).await;
+        assert_eq!(c.ws.json().await, json!({ "cmd": "PONG" }));
+        drop(c);
+        crate::push::offline(&server, user).await;
+    }
+
+    a.message("personal", "2702", "are you there?").await;
+    let seen = service.next().await;
+    let notification = devices[0].open(&seen, &key, &service.origin);
+    assert_eq!(notification["text"], "are you there?");
+    assert_eq!(notification["senderId"], "2701");
+    let reply = a.packet("MESSAGE_REPLY").await;
+    assert_eq!(reply["status"], json!({ "2702": "fcm-ok" }));
+
+    a.message("personal", "2703", "and you?").await;
+    assert_eq!(service.next().await.path, "/sub/2703");
+    let reply = a.packet("MESSAGE_REPLY").await;
+    assert_eq!(reply["status"], json!({ "2703": "fcm-wait" }));
+}
+
+#[tokio::test]
+async fn register_fcm_refusals() {
+    let (server, _service, _key) = with_push(Duration::from_secs(1)).await;
+    let (mut a, _) = Client::auth(&server, "2801", "").await;
+    let code_of = |v: &Value| v.as_str().unwrap().split(' ').next().unwrap().to_string();
+    a.send(
+        "REGISTER_FCM",
+        json!({ "endpoint": "https://push.example/x" }),
+    )
+    .await;
+    assert_eq!(
+        code_of(&a.packet("INFO").await),
+        Code::InvalidPushSubscription.as_u32().to_string()
+    );
+    a.send(
+        "REGISTER_FCM",
+        json!({ "endpoint": "not a url", "keys": { "auth": "x", "p256dh": "y" } }),
+    )
+    .await;
+    assert_eq!(
+        code_of(&a.packet("INFO").await),
+        Code::InvalidPushSubscription.as_u32().to_string()
+    );
+
+    // With push off, AUTH has no key and a registration is told there is no push.
+    let server = TestServer::start_with(|c| c.push = false).await;
+    let (mut a, auth) = Client::auth(&server, "2802", "").await;
+    assert!(auth.get("fcmServerKey").is_none(), "{auth}");
+    a.send(
+        "REGISTER_FCM",
+        json!({ "endpoint": "https://push.example/x" }),
+    )
+    .await;
+    assert!(
+        a.packet("INFO").await.as_str().unwrap().contains("push"),
+        "an INFO about push"
+    );
+}

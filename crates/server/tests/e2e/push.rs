@@ -23,15 +23,15 @@ use crate::util::*;
 
 /// What the push service answers a request to one path.
 #[derive(Debug, Clone, Copy)]
-enum Answer {
+pub(crate) enum Answer {
     Status(u16),
     /// Hold the request until the test releases it, then answer 201.
     Hang,
 }
 
 /// A request the push service got.
-struct Seen {
-    path: String,
+pub(crate) struct Seen {
+    pub(crate) path: String,
     headers: HeaderMap,
     body: Bytes,
 }
@@ -76,15 +76,15 @@ async fn receive(
 }
 
 /// The push service in the test.
-struct PushService {
-    origin: String,
+pub(crate) struct PushService {
+    pub(crate) origin: String,
     service: Arc<Service>,
     seen: mpsc::UnboundedReceiver<Seen>,
     release: watch::Sender<bool>,
 }
 
 impl PushService {
-    async fn start() -> PushService {
+    pub(crate) async fn start() -> PushService {
         let (seen_tx, seen) = mpsc::unbounded_channel();
         let (release, release_rx) = watch::channel(false);
         let service = Arc::new(Service {
@@ -106,7 +106,7 @@ impl PushService {
         }
     }
 
-    fn script(&self, path: &str, answers: &[Answer]) {
+    pub(crate) fn script(&self, path: &str, answers: &[Answer]) {
         self.service
             .script
             .lock()
@@ -114,7 +114,7 @@ impl PushService {
             .insert(path.to_string(), answers.iter().copied().collect());
     }
 
-    async fn next(&mut self) -> Seen {
+    pub(crate) async fn next(&mut self) -> Seen {
         tokio::time::timeout(WAIT, self.seen.recv())
             .await
             .expect("no push request in time")
@@ -132,7 +132,7 @@ impl PushService {
 }
 
 /// A browser's subscription: its P-256 key pair and auth secret, at an endpoint of the service.
-struct Device {
+pub(crate) struct Device {
     secret: p256::SecretKey,
     auth: [u8; 16],
     path: String,
@@ -140,7 +140,7 @@ struct Device {
 }
 
 impl Device {
-    fn new(service: &PushService, path: &str) -> Device {
+    pub(crate) fn new(service: &PushService, path: &str) -> Device {
         let secret = loop {
             if let Ok(k) = p256::SecretKey::from_slice(&rand::random::<[u8; 32]>()) {
                 break k;
@@ -154,7 +154,7 @@ impl Device {
         }
     }
 
-    fn subscription(&self) -> PushSubscription {
+    pub(crate) fn subscription(&self) -> PushSubscription {
         use p256::elliptic_curve::sec1::ToEncodedPoint;
         PushSubscription {
             endpoint: self.endpoint.clone(),
@@ -175,7 +175,7 @@ impl Device {
 
     /// Checks a request to this device as the push service and the browser would, and returns
     /// the notification it carries.
-    fn open(&self, seen: &Seen, vapid_key: &str, service_origin: &str) -> Value {
+    pub(crate) fn open(&self, seen: &Seen, vapid_key: &str, service_origin: &str) -> Value {
         assert_eq!(
             seen.path, self.path,
             "the request went to this subscription"
@@ -286,7 +286,7 @@ async fn outcome(outcomes: &mut broadcast::Receiver<PushOutcome>, uid: &str) -> 
 }
 
 /// Waits until none of `user`'s devices is connected.
-async fn offline(server: &TestServer, user: &str) {
+pub(crate) async fn offline(server: &TestServer, user: &str) {
     let engine = server.running().engine.clone();
     let user = user.to_string();
     eventually(&format!("{user} is offline"), move || {
