@@ -81,6 +81,7 @@ pub enum Code {
     ModerationUnavailable = 40026,
     ChatroomExists = 40027,
     ChatroomOverloaded = 40028,
+    ChatroomJoinedElsewhere = 40029,
 
     HeartbeatTimeout = 41001,
     SlowConsumer = 41002,
@@ -165,6 +166,7 @@ impl Code {
         Code::ModerationUnavailable,
         Code::ChatroomExists,
         Code::ChatroomOverloaded,
+        Code::ChatroomJoinedElsewhere,
         Code::HeartbeatTimeout,
         Code::SlowConsumer,
         Code::ServerShutdown,
@@ -255,6 +257,7 @@ impl Code {
             Code::ModerationUnavailable => "message moderation is unavailable",
             Code::ChatroomExists => "a chatroom with this id exists",
             Code::ChatroomOverloaded => "the chatroom is overloaded: try again",
+            Code::ChatroomJoinedElsewhere => "already in the chatroom from another connection",
             Code::HeartbeatTimeout => "heartbeat timeout",
             Code::SlowConsumer => "slow consumer: outbound queue overflow",
             Code::ServerShutdown => "server shutting down",
