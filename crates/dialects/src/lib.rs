@@ -8,9 +8,11 @@
 //! maps to Tidings and which readings of the seeds were chosen.
 //!
 //! - [`seed000`]: protobuf frames (`docs/dialects/seed000.proto`) at `/ws`.
+//! - [`seed002`]: rooms (Tidings chatrooms) as JSON at `/ws/room?token=TOKEN`.
 //! - [`seed003`]: the private-message JSON protocol at `/imserver/{token}`.
 
 pub mod seed000;
+pub mod seed002;
 pub mod seed003;
 
 use tidings_engine::{

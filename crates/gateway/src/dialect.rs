@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
@@ -28,6 +28,8 @@ type Stream = SplitStream<WebSocket>;
 
 /// Path of the seed-000 dialect (protobuf, binary frames).
 pub const SEED000_PATH: &str = "/ws";
+/// Path of the seed-002 dialect (rooms); the token is the query's `token`.
+pub const SEED002_PATH: &str = "/ws/room";
 /// Path of the seed-003 dialect (private messages); the last segment is the user's token.
 pub const SEED003_PATH: &str = "/imserver/{token}";
 
@@ -36,6 +38,22 @@ const DIRECT_QUEUE: usize = 256;
 
 pub async fn seed000(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
     let dialect = tidings_dialects::seed000::Seed000::new();
+    upgrade(ws, state, dialect)
+}
+
+#[derive(serde::Deserialize)]
+pub struct TokenQuery {
+    #[serde(default)]
+    token: String,
+}
+
+pub async fn seed002(
+    ws: WebSocketUpgrade,
+    Query(q): Query<TokenQuery>,
+    State(state): State<AppState>,
+) -> Response {
+    let heartbeat = state.config.room_heartbeat.as_millis() as u64;
+    let dialect = tidings_dialects::seed002::Seed002::new(q.token, heartbeat);
     upgrade(ws, state, dialect)
 }
 

@@ -9,7 +9,7 @@
 //! - `/v1/files`: uploads by users (their own token as `Authorization: Bearer`), and downloads
 //!   by signed links (`files.rs`).
 //! - `/v1/accounts/...`: built-in accounts for end users, unless turned off (`accounts.rs`).
-//! - `GET /ws` and `GET /imserver/{token}`: the seed dialects (`dialect.rs` runs any of
+//! - `GET /ws`, `GET /ws/room?token=…` and `GET /imserver/{token}`: the seed dialects (`dialect.rs` runs any of
 //!   `tidings-dialects`).
 //! - `GET /`, `/demo/…`, `/sdk/…`: the demo chat page and the browser SDK (`web.rs`).
 //! - `GET /healthz`.
@@ -63,11 +63,13 @@ pub struct GatewayConfig {
     pub files: Option<tidings_files::Files>,
     /// Whether the built-in accounts (`/v1/accounts`) are served.
     pub accounts: bool,
+    /// The heartbeat interval seed-002 clients keep (3 silent intervals drop one).
+    pub room_heartbeat: Duration,
 }
 
 impl Default for GatewayConfig {
     /// 64 KiB frames, 10 s handshake, 10 s writes, 10 s shutdown grace, `/navi` from the
-    /// request, no file store, accounts on.
+    /// request, no file store, accounts on, 2 min seed-002 heartbeat.
     fn default() -> GatewayConfig {
         GatewayConfig {
             max_frame_bytes: 64 * 1024,
@@ -77,6 +79,7 @@ impl Default for GatewayConfig {
             public_urls: Vec::new(),
             files: None,
             accounts: true,
+            room_heartbeat: Duration::from_secs(120),
         }
     }
 }
@@ -190,6 +193,7 @@ fn router(state: AppState) -> Router {
     let mut router = Router::new()
         .route(WS_PATH, get(connection::upgrade))
         .route(dialect::SEED000_PATH, get(dialect::seed000))
+        .route(dialect::SEED002_PATH, get(dialect::seed002))
         .route(dialect::SEED003_PATH, get(dialect::seed003))
         .route(poll::POLL_PATH, post(poll::open))
         .route("/v1/poll/{session}", get(poll::poll).post(poll::send))

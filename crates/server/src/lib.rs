@@ -129,6 +129,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         public_urls: config.public_urls.clone(),
         files: Some(files),
         accounts: config.accounts,
+        room_heartbeat: config.room_heartbeat,
         ..GatewayConfig::default()
     };
     let (stop, stopped) = oneshot::channel::<()>();
