@@ -445,7 +445,11 @@ impl Seed002 {
         steps
     }
 
-    fn chat_answered(&mut self, ack: tidings_engine::PubAckOut, profiles: Profiles<'_>) -> Vec<Step> {
+    fn chat_answered(
+        &mut self,
+        ack: tidings_engine::PubAckOut,
+        profiles: Profiles<'_>,
+    ) -> Vec<Step> {
         let Some(chat) = self.chats.remove(&ack.packet_id) else {
             return Vec::new();
         };
@@ -463,7 +467,13 @@ impl Seed002 {
                 .unwrap_or(chat.content)
         };
         let me = member(&self.user, profile(profiles, &self.user));
-        vec![chat_frame(me, &chat.room, &content, ack.sent_time, &ack.uid)]
+        vec![chat_frame(
+            me,
+            &chat.room,
+            &content,
+            ack.sent_time,
+            &ack.uid,
+        )]
     }
 }
 
@@ -499,10 +509,7 @@ impl Dialect for Seed002 {
             Ok(v @ Value::Object(_)) => v,
             Ok(_) => return vec![refused(Code::MalformedFrame, "a frame is a JSON object")],
             Err(e) => {
-                return vec![refused(
-                    Code::MalformedFrame,
-                    &format!("not JSON: {e}"),
-                )];
+                return vec![refused(Code::MalformedFrame, &format!("not JSON: {e}"))];
             }
         };
         let Some(kind) = msg.get("msgType").and_then(Value::as_i64) else {
@@ -535,7 +542,9 @@ impl Dialect for Seed002 {
             Outbound::PubAck(ack) if ack.code == 0 && self.chats.contains_key(&ack.packet_id) => {
                 users.push(self.user.clone());
             }
-            Outbound::QueryAck(q) if matches!(self.queries.get(&q.query_id), Some(Query::Quit(_))) => {
+            Outbound::QueryAck(q)
+                if matches!(self.queries.get(&q.query_id), Some(Query::Quit(_))) =>
+            {
                 users.push(self.user.clone());
             }
             Outbound::Room(item) if self.rooms.contains_key(&**item.room()) => {
@@ -604,7 +613,12 @@ fn change(content: &str) -> Change {
     let users = || -> Vec<String> {
         v["userIds"]
             .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect()
+            })
             .unwrap_or_default()
     };
     match v["operation"].as_str() {

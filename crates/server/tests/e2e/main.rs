@@ -10,6 +10,7 @@ mod chatrooms;
 mod conversations;
 mod delivery;
 mod dialect000;
+mod dialect002;
 mod dialect003;
 mod files;
 mod groups;
