@@ -107,6 +107,7 @@ struct Gathering {
 }
 
 /// A join or leave the room's stream reported.
+#[derive(Debug, PartialEq, Eq)]
 enum Change {
     Join(Vec<String>),
     Leave(Vec<String>),
@@ -149,8 +150,11 @@ impl Seed002 {
             )];
         }
         let data = &text_data["data"];
-        if let Err(step) = self.check_from(data) {
-            return vec![step];
+        if self.foreign(data) {
+            return vec![refused(
+                Code::Unauthorized,
+                "from.id is not the user the token names",
+            )];
         }
         let Some(room) = room_number(data) else {
             return vec![refused(Code::MalformedFrame, "data.roomNumber is missing")];
@@ -167,17 +171,10 @@ impl Seed002 {
         }
     }
 
-    /// `data.from.id`, when given, must be the token's user.
-    fn check_from(&self, data: &Value) -> Result<(), Step> {
+    /// Whether `data.from.id` names another user than the token's (it may be left out).
+    fn foreign(&self, data: &Value) -> bool {
         let id = id_text(&data["from"]["id"]);
-        if id.is_empty() || id == self.user {
-            Ok(())
-        } else {
-            Err(refused(
-                Code::Unauthorized,
-                "from.id is not the user the token names",
-            ))
-        }
+        !id.is_empty() && id != self.user
     }
 
     fn chat(&mut self, text_data: &Value) -> Vec<Step> {
@@ -191,8 +188,11 @@ impl Seed002 {
             }
         }
         let data = &text_data["data"];
-        if let Err(step) = self.check_from(data) {
-            return vec![step];
+        if self.foreign(data) {
+            return vec![refused(
+                Code::Unauthorized,
+                "from.id is not the user the token names",
+            )];
         }
         let Some(room) = room_number(data) else {
             return vec![refused(Code::MalformedFrame, "data.roomNumber is missing")];
@@ -379,24 +379,33 @@ impl Seed002 {
 
     /// An item of a room's stream.
     fn room_item(&mut self, room: &str, m: &Delivered, profiles: Profiles<'_>) -> Vec<Step> {
+        if !self.rooms.contains_key(room) {
+            return Vec::new();
+        }
+        if m.msg_type() == CHATROOM_EVENT_TYPE {
+            return self.changed(room, change(m.content()), profiles);
+        }
+        if crate::is_event(m) {
+            return Vec::new();
+        }
+        let from = member(m.sender_id(), profile(profiles, m.sender_id()));
+        vec![chat_frame(
+            from,
+            room,
+            &plain_text(m),
+            m.sent_time(),
+            m.uid(),
+        )]
+    }
+
+    /// A notice of the room's stream: members who joined or left are shown; while the join's
+    /// member list is gathered, they wait for it.
+    fn changed(&mut self, room: &str, change: Change, profiles: Profiles<'_>) -> Vec<Step> {
         let me = self.user.clone();
         let Some(view) = self.rooms.get_mut(room) else {
             return Vec::new();
         };
-        if m.msg_type() != CHATROOM_EVENT_TYPE {
-            if crate::is_event(m) {
-                return Vec::new();
-            }
-            let from = member(m.sender_id(), profile(profiles, m.sender_id()));
-            return vec![chat_frame(
-                from,
-                room,
-                &plain_text(m),
-                m.sent_time(),
-                m.uid(),
-            )];
-        }
-        let (joined, users) = match change(m.content()) {
+        let (joined, users) = match change {
             Change::Join(users) => (true, users),
             Change::Leave(users) => (false, users),
             Change::Destroyed => {
@@ -751,5 +760,318 @@ fn id_text(v: &Value) -> String {
         Value::String(s) => s.clone(),
         Value::Number(n) => n.to_string(),
         _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidings_engine::GroupMember;
+
+    fn frames(steps: &[Step]) -> Vec<Value> {
+        steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Send(WireOut::Text(t)) => serde_json::from_str(t).ok(),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn user(id: &str, name: &str, extra: &str) -> UserOut {
+        let mut u = UserOut {
+            user: id.into(),
+            profile: Default::default(),
+            online: true,
+        };
+        u.profile.name = name.into();
+        u.profile.portrait = format!("/img/{id}.jpg");
+        u.profile.extra = extra.into();
+        u
+    }
+
+    fn connected() -> Seed002 {
+        let mut d = Seed002::new("tok".into(), 1000);
+        let open = d.open();
+        assert!(
+            matches!(&open[..], [Step::Connect(c)] if c.token == "tok" && c.device_id.is_empty())
+        );
+        let info = ConnectInfo {
+            user_id: "alice".into(),
+            session_id: "17".into(),
+            heartbeat_ms: 30_000,
+            server_time: 0,
+            cursor: 0,
+            inbox_seq: 0,
+        };
+        assert!(d.connected(Ok(&info)).is_empty());
+        d
+    }
+
+    fn join_frame(room: &str) -> String {
+        json!({"msgType": 2, "textData": {"dataType": 1,
+               "data": {"from": {"id": "alice"}, "roomNumber": room}}})
+        .to_string()
+    }
+
+    fn query_id(step: &Step) -> (u32, ChatroomQuery) {
+        match step {
+            Step::Chatroom { query_id, query } => (*query_id, query.clone()),
+            other => panic!("not a chatroom query: {other:?}"),
+        }
+    }
+
+    fn ack(query_id: u32) -> QueryAckOut {
+        QueryAckOut {
+            query_id,
+            ..Default::default()
+        }
+    }
+
+    fn members(ids: &[&str]) -> Vec<GroupMember> {
+        ids.iter()
+            .map(|u| GroupMember {
+                user: u.to_string(),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    /// Joins `room` (a room the app server made, owned by `carol`) up to the profile lookup,
+    /// with `bob` and `alice` in it; returns the lookup's tag and users.
+    fn join_until_lookup(d: &mut Seed002, room: &str) -> (u64, Vec<String>) {
+        let steps = d.inbound(WireIn::Text(&join_frame(room)));
+        let (id, query) = query_id(&steps[0]);
+        assert!(matches!(query, ChatroomQuery::JoinAlone { recent: 0, .. }));
+        let mut answer = ack(id);
+        answer.chatrooms.push(ChatroomOut {
+            id: room.into(),
+            name: "房间名称".into(),
+            extra: json!({"desc": "房间描述", "owner": "carol"}).to_string(),
+            created: 1_597_368_648_105,
+            member_count: 2,
+            max_members: 100,
+            muted_until: 0,
+            seq: 0,
+            kept: true,
+        });
+        let steps = d.outbound(Outbound::QueryAck(Box::new(answer)), &[]);
+        // The member list, page by page.
+        let (id, query) = query_id(&steps[0]);
+        assert!(
+            matches!(&query, ChatroomQuery::Members { page_token, .. } if page_token.is_empty())
+        );
+        let mut page = ack(id);
+        page.members = members(&["bob"]);
+        page.next_page_token = "1".into();
+        let steps = d.outbound(Outbound::QueryAck(Box::new(page)), &[]);
+        let (id, query) = query_id(&steps[0]);
+        assert!(matches!(&query, ChatroomQuery::Members { page_token, .. } if page_token == "1"));
+        let mut page = ack(id);
+        page.members = members(&["alice"]);
+        let steps = d.outbound(Outbound::QueryAck(Box::new(page)), &[]);
+        match &steps[..] {
+            [Step::Users { tag, users }] => (*tag, users.clone()),
+            other => panic!("not one lookup: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_join_answers_the_room_with_every_member_in_joining_order() {
+        let mut d = connected();
+        let (tag, users) = join_until_lookup(&mut d, "E00001");
+        assert_eq!(users, ["bob", "alice", "carol"]);
+        let found = [
+            user("alice", "张三", r#"{"personNum":"XS00001"}"#),
+            user("bob", "", ""),
+            user("carol", "房主", ""),
+        ];
+        let answer = frames(&d.users(tag, &found));
+        assert_eq!(answer.len(), 1);
+        assert_eq!(answer[0]["status"], 1);
+        assert_eq!(answer[0]["msg"], "Join successfully");
+        let body = &answer[0]["resultBody"];
+        assert_eq!(
+            (
+                body["msgType"].as_i64(),
+                body["textData"]["dataType"].as_i64()
+            ),
+            (Some(3), Some(1))
+        );
+        let room = &body["textData"]["data"];
+        assert_eq!(room["number"], "E00001");
+        assert_eq!(room["name"], "房间名称");
+        assert_eq!(room["desc"], "房间描述");
+        assert_eq!(room["createTime"], 1_597_368_648_105_i64);
+        assert_eq!(room["owner"]["personName"], "房主");
+        let alice = json!({"id": "alice", "personName": "张三", "personNum": "XS00001",
+                           "nickName": "张三", "headImgUrl": "/img/alice.jpg"});
+        let bob = json!({"id": "bob", "personName": "bob", "personNum": "bob",
+                         "nickName": "bob", "headImgUrl": "/img/bob.jpg"});
+        assert_eq!(room["members"], json!([bob, alice]));
+        assert_eq!(room["newJoinMember"], alice);
+    }
+
+    #[test]
+    fn changes_during_the_gathering_are_shown_once_after_the_list() {
+        let mut d = connected();
+        let (tag, _) = join_until_lookup(&mut d, "E1");
+        // dave joined after the list was read; alice is this user; bob is in the list, and
+        // his notice comes later.
+        let noticed = d.changed("E1", Change::Join(vec!["alice".into(), "dave".into()]), &[]);
+        assert!(noticed.is_empty(), "held until the list is out");
+        let out = frames(&d.users(tag, &[]));
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(out[0]["resultBody"]["textData"]["data"]["members"].is_array());
+        let delta = &out[1]["resultBody"]["textData"]["data"];
+        assert!(delta["members"].is_null());
+        assert_eq!(delta["newJoinMember"]["id"], "dave");
+        // The join notice of a listed member is not shown again; a leave is.
+        assert!(
+            d.changed("E1", Change::Join(vec!["bob".into()]), &[])
+                .is_empty()
+        );
+        let left = frames(&d.changed("E1", Change::Leave(vec!["bob".into()]), &[]));
+        assert_eq!(left[0]["msg"], "Leave successfully");
+        let data = &left[0]["resultBody"]["textData"]["data"];
+        assert_eq!(data["newLeaveMember"]["id"], "bob");
+        assert!(data.get("members").is_none());
+        // A rejoin after the leave is shown.
+        let again = frames(&d.changed("E1", Change::Join(vec!["bob".into()]), &[]));
+        assert_eq!(
+            again[0]["resultBody"]["textData"]["data"]["newJoinMember"]["id"],
+            "bob"
+        );
+    }
+
+    #[test]
+    fn a_join_from_another_page_gets_the_seeds_exact_refusal() {
+        let mut d = connected();
+        let steps = d.inbound(WireIn::Text(&join_frame("E1")));
+        let (id, _) = query_id(&steps[0]);
+        let refused = QueryAckOut::refused(id, Code::ChatroomJoinedElsewhere);
+        let out = frames(&d.outbound(Outbound::QueryAck(Box::new(refused)), &[]));
+        assert_eq!(
+            out,
+            [json!({"status": 0, "msg": JOINED_ELSEWHERE, "resultBody": ""})]
+        );
+    }
+
+    #[test]
+    fn a_chat_is_a_chatroom_text_and_its_answer_is_the_message_as_the_room_shows_it() {
+        let mut d = connected();
+        let steps = d.inbound(WireIn::Text(
+            &json!({"msgType": 3, "textData": {"dataType": 3,
+                    "data": {"roomNumber": "E1", "content": "你好"}}})
+            .to_string(),
+        ));
+        let Step::Publish { packet_id, send } = &steps[0] else {
+            panic!("not a publish: {steps:?}");
+        };
+        assert_eq!(send.conversation_type, conversation_type::CHATROOM);
+        assert_eq!(
+            (send.target_id.as_str(), send.content.as_str()),
+            ("E1", r#"{"text":"你好"}"#)
+        );
+        assert_eq!(send.client_msg_id, format!("s2-17-{packet_id}"));
+        let ack = tidings_engine::PubAckOut {
+            packet_id: *packet_id,
+            code: 0,
+            text: String::new(),
+            uid: "u1".into(),
+            seq: 3,
+            sent_time: 1_600_000_000_123,
+            inbox_seq: 0,
+            notice: 0,
+            content: String::new(),
+        };
+        let wanted = d.profiles_for(&Outbound::PubAck(ack.clone()));
+        assert_eq!(wanted, ["alice"]);
+        let out = frames(&d.outbound(Outbound::PubAck(ack), &[user("alice", "张三", "")]));
+        let data = &out[0]["resultBody"]["textData"]["data"];
+        assert_eq!(out[0]["resultBody"]["textData"]["dataType"], 3);
+        assert_eq!(data["from"]["personName"], "张三");
+        assert_eq!(
+            (data["content"].as_str(), data["roomNumber"].as_str()),
+            (Some("你好"), Some("E1"))
+        );
+        assert_eq!(data["sendTime"], 1_600_000_000_123_i64);
+    }
+
+    #[test]
+    fn heartbeats_are_not_answered_and_set_the_silence_limit() {
+        let mut d = connected();
+        assert!(d.inbound(WireIn::Text(r#"{"msgType":1}"#)).is_empty());
+        assert_eq!(d.silence_limit_ms(), Some(3000));
+    }
+
+    #[test]
+    fn bad_frames_get_a_status_0_answer_with_the_code() {
+        let mut d = connected();
+        let cases = [
+            ("{", Code::MalformedFrame),
+            ("7", Code::MalformedFrame),
+            (r#"{"msgType":"2"}"#, Code::MalformedFrame),
+            (r#"{"msgType":4}"#, Code::UnknownFrameKind),
+            (r#"{"msgType":5}"#, Code::UnknownFrameKind),
+            (r#"{"msgType":0}"#, Code::UnknownFrameKind),
+            (
+                r#"{"msgType":2,"textData":{"dataType":3,"data":{"roomNumber":"E1"}}}"#,
+                Code::UnknownFrameKind,
+            ),
+            (
+                r#"{"msgType":2,"textData":{"dataType":1,"data":{"roomNumber":""}}}"#,
+                Code::MalformedFrame,
+            ),
+            (
+                r#"{"msgType":2,"textData":{"dataType":2,"data":{"from":{"id":"bob"},"roomNumber":"E1"}}}"#,
+                Code::Unauthorized,
+            ),
+            (
+                r#"{"msgType":3,"textData":{"dataType":3,"data":{"roomNumber":"E1","content":5}}}"#,
+                Code::MalformedFrame,
+            ),
+        ];
+        for (frame, code) in cases {
+            let out = frames(&d.inbound(WireIn::Text(frame)));
+            assert_eq!(out.len(), 1, "{frame}");
+            assert_eq!(out[0]["status"], 0, "{frame}");
+            assert_eq!(out[0]["resultBody"], "", "{frame}");
+            assert_eq!(out[0]["extendFields"]["code"], code.as_u32(), "{frame}");
+        }
+        let out = frames(&d.inbound(WireIn::Binary(&[1])));
+        assert_eq!(
+            out[0]["extendFields"]["code"],
+            Code::MalformedFrame.as_u32()
+        );
+    }
+
+    #[test]
+    fn notices_say_who_joined_or_left() {
+        assert_eq!(
+            change(r#"{"operation":"join","userIds":["a","b"],"count":2}"#),
+            Change::Join(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(
+            change(r#"{"operation":"kick","userIds":["a"],"bannedUntil":0}"#),
+            Change::Leave(vec!["a".into()])
+        );
+        assert_eq!(change(r#"{"operation":"destroy"}"#), Change::Destroyed);
+        assert_eq!(change(r#"{"operation":"entry","key":"k"}"#), Change::Other);
+        assert_eq!(change("not json"), Change::Other);
+    }
+
+    #[test]
+    fn a_member_falls_back_to_the_id() {
+        let m = member("u1", None);
+        assert_eq!(
+            m,
+            json!({"id": "u1", "personName": "u1", "personNum": "u1", "nickName": "u1", "headImgUrl": ""})
+        );
+        let m = member("u2", Some(&user("u2", "", r#"{"personNum":7}"#)));
+        assert_eq!(
+            (m["personNum"].as_str(), m["personName"].as_str()),
+            (Some("7"), Some("u2"))
+        );
     }
 }
