@@ -9,10 +9,12 @@
 //!
 //! - [`seed000`]: protobuf frames (`docs/dialects/seed000.proto`) at `/ws`.
 //! - [`seed001`]: JSON `{cmd, data}` packets at `/json/ws`, and sending at `POST /json/message`.
+//! - [`seed002`]: rooms (Tidings chatrooms) as JSON at `/ws/room?token=TOKEN`.
 //! - [`seed003`]: the private-message JSON protocol at `/imserver/{token}`.
 
 pub mod seed000;
 pub mod seed001;
+pub mod seed002;
 pub mod seed003;
 
 use tidings_engine::{

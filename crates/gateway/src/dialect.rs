@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::response::Response;
@@ -38,6 +38,8 @@ pub const SEED000_PATH: &str = "/ws";
 pub const SEED001_PATH: &str = "/json/ws";
 /// Where seed-001 messages are sent over HTTP.
 pub const SEED001_HTTP_PATH: &str = "/json/message";
+/// Path of the seed-002 dialect (rooms); the token is the query's `token`.
+pub const SEED002_PATH: &str = "/ws/room";
 /// Path of the seed-003 dialect (private messages); the last segment is the user's token.
 pub const SEED003_PATH: &str = "/imserver/{token}";
 
@@ -108,6 +110,22 @@ pub async fn seed001_send(
         state.engine.send_as(&sender, send).await,
         |posted| serde_json::json!({ "mid": posted.uid }),
     )
+}
+
+#[derive(serde::Deserialize)]
+pub struct TokenQuery {
+    #[serde(default)]
+    token: String,
+}
+
+pub async fn seed002(
+    ws: WebSocketUpgrade,
+    Query(q): Query<TokenQuery>,
+    State(state): State<AppState>,
+) -> Response {
+    let heartbeat = state.config.room_heartbeat.as_millis() as u64;
+    let dialect = tidings_dialects::seed002::Seed002::new(q.token, heartbeat);
+    upgrade(ws, state, dialect)
 }
 
 pub async fn seed003(

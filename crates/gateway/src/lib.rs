@@ -9,8 +9,8 @@
 //! - `/v1/files`: uploads by users (their own token as `Authorization: Bearer`), and downloads
 //!   by signed links (`files.rs`).
 //! - `/v1/accounts/...`: built-in accounts for end users, unless turned off (`accounts.rs`).
-//! - `GET /ws`, `GET /json/ws` (and `POST /json/message`), `GET /imserver/{token}`: the seed
-//!   dialects (`dialect.rs` runs any of
+//! - `GET /ws`, `GET /json/ws` (and `POST /json/message`), `GET /ws/room?token=…`,
+//!   `GET /imserver/{token}`: the seed dialects (`dialect.rs` runs any of
 //!   `tidings-dialects`).
 //! - `GET /`, `/demo/…`, `/sdk/…`: the demo chat page and the browser SDK (`web.rs`).
 //! - `GET /healthz`.
@@ -67,11 +67,14 @@ pub struct GatewayConfig {
     /// How long a dialect that reports delivery to the sender (seed 001's MESSAGE_REPLY) waits
     /// for every recipient to have a message before it reports.
     pub receipt_wait: Duration,
+    /// The heartbeat interval seed-002 clients keep (3 silent intervals drop one).
+    pub room_heartbeat: Duration,
 }
 
 impl Default for GatewayConfig {
     /// 64 KiB frames, 10 s handshake, 10 s writes, 10 s shutdown grace, `/navi` from the
-    /// request, no file store, accounts on, receipt reports after at most 10 s.
+    /// request, no file store, accounts on, receipt reports after at most 10 s, 2 min seed-002
+    /// heartbeat.
     fn default() -> GatewayConfig {
         GatewayConfig {
             max_frame_bytes: 64 * 1024,
@@ -82,6 +85,7 @@ impl Default for GatewayConfig {
             files: None,
             accounts: true,
             receipt_wait: Duration::from_secs(10),
+            room_heartbeat: Duration::from_secs(120),
         }
     }
 }
@@ -197,6 +201,7 @@ fn router(state: AppState) -> Router {
         .route(dialect::SEED000_PATH, get(dialect::seed000))
         .route(dialect::SEED001_PATH, get(dialect::seed001))
         .route(dialect::SEED001_HTTP_PATH, post(dialect::seed001_send))
+        .route(dialect::SEED002_PATH, get(dialect::seed002))
         .route(dialect::SEED003_PATH, get(dialect::seed003))
         .route(poll::POLL_PATH, post(poll::open))
         .route("/v1/poll/{session}", get(poll::poll).post(poll::send))

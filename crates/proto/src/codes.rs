@@ -83,6 +83,7 @@ pub enum Code {
     ChatroomOverloaded = 40028,
     InvalidPushSubscription = 40029,
     PushDisabled = 40030,
+    ChatroomJoinedElsewhere = 40031,
 
     HeartbeatTimeout = 41001,
     SlowConsumer = 41002,
@@ -169,6 +170,7 @@ impl Code {
         Code::ChatroomOverloaded,
         Code::InvalidPushSubscription,
         Code::PushDisabled,
+        Code::ChatroomJoinedElsewhere,
         Code::HeartbeatTimeout,
         Code::SlowConsumer,
         Code::ServerShutdown,
@@ -261,6 +263,7 @@ impl Code {
             Code::ChatroomOverloaded => "the chatroom is overloaded: try again",
             Code::InvalidPushSubscription => "invalid push subscription",
             Code::PushDisabled => "push notifications are off on this server",
+            Code::ChatroomJoinedElsewhere => "already in the chatroom from another connection",
             Code::HeartbeatTimeout => "heartbeat timeout",
             Code::SlowConsumer => "slow consumer: outbound queue overflow",
             Code::ServerShutdown => "server shutting down",

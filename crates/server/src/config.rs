@@ -43,6 +43,10 @@ pub struct RawConfig {
     /// Default 30000.
     #[arg(long, env = "TIDINGS_HEARTBEAT_MS")]
     pub heartbeat_ms: Option<u64>,
+    /// Heartbeat interval seed-002 clients (`/ws/room`) keep, in ms; 3 silent intervals drop
+    /// one. Default 120000 (the seed's 2 minutes).
+    #[arg(long, env = "TIDINGS_ROOM_HEARTBEAT_MS")]
+    pub room_heartbeat_ms: Option<u64>,
     /// Time before an unacknowledged push is resent with the dup flag, in ms. Default 10000.
     #[arg(long, env = "TIDINGS_ACK_TIMEOUT_MS")]
     pub ack_timeout_ms: Option<u64>,
@@ -165,6 +169,7 @@ pub struct Config {
     pub max_upload_bytes: usize,
     pub data_dir: PathBuf,
     pub heartbeat: Duration,
+    pub room_heartbeat: Duration,
     pub ack_timeout: Duration,
     pub receipt_wait: Duration,
     pub device_policy: DevicePolicy,
@@ -241,6 +246,7 @@ impl RawConfig {
             max_upload_bytes: self.max_upload_bytes.or(file.max_upload_bytes),
             data_dir: self.data_dir.or(file.data_dir),
             heartbeat_ms: self.heartbeat_ms.or(file.heartbeat_ms),
+            room_heartbeat_ms: self.room_heartbeat_ms.or(file.room_heartbeat_ms),
             ack_timeout_ms: self.ack_timeout_ms.or(file.ack_timeout_ms),
             receipt_wait_ms: self.receipt_wait_ms.or(file.receipt_wait_ms),
             device_policy: self.device_policy.or(file.device_policy),
@@ -387,6 +393,10 @@ impl RawConfig {
                 "heartbeat_ms",
                 self.heartbeat_ms.unwrap_or(30_000),
             )?),
+            room_heartbeat: Duration::from_millis(positive(
+                "room_heartbeat_ms",
+                self.room_heartbeat_ms.unwrap_or(120_000),
+            )?),
             ack_timeout: Duration::from_millis(positive(
                 "ack_timeout_ms",
                 self.ack_timeout_ms.unwrap_or(10_000),
@@ -453,6 +463,7 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:9091");
         assert_eq!(c.data_dir, PathBuf::from("data"));
         assert_eq!(c.heartbeat, Duration::from_secs(30));
+        assert_eq!(c.room_heartbeat, Duration::from_secs(120));
         assert_eq!(c.device_policy, DevicePolicy::Multi);
         assert!(c.accounts);
     }

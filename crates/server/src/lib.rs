@@ -150,6 +150,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         files: Some(files),
         accounts: config.accounts,
         receipt_wait: config.receipt_wait,
+        room_heartbeat: config.room_heartbeat,
         ..GatewayConfig::default()
     };
     let (stop, stopped) = oneshot::channel::<()>();

@@ -208,6 +208,13 @@ pub enum ChatroomQuery {
         recent: u32,
         after_seq: u64,
     },
+    /// A join that is refused (40031) while another connection of the user is in the room,
+    /// which stays in it: one place per user and room (seed 002's pages). Otherwise as `Join`
+    /// without a rejoin seq; joining again on the same connection answers again.
+    JoinAlone {
+        room: String,
+        recent: u32,
+    },
     Quit {
         room: String,
     },
@@ -951,10 +958,16 @@ impl Session {
                 room,
                 recent,
                 after_seq,
-            } => match self.join(query_id, &room, recent, after_seq).await {
+            } => match self.join(query_id, &room, recent, after_seq, false).await {
                 Ok(()) => return,
                 Err(r) => Err(r),
             },
+            ChatroomQuery::JoinAlone { room, recent } => {
+                match self.join(query_id, &room, recent, 0, true).await {
+                    Ok(()) => return,
+                    Err(r) => Err(r),
+                }
+            }
             other => self.answer_chatroom(other).await,
         };
         let out = match answer {
@@ -974,6 +987,7 @@ impl Session {
         id: &str,
         recent: u32,
         after_seq: u64,
+        alone: bool,
     ) -> Result<(), Refusal> {
         check_id(id)?;
         if recent > RECENT_MAX || (recent > 0 && after_seq > 0) {
@@ -999,6 +1013,9 @@ impl Session {
                 return Err(Code::KickedFromChatroom.into());
             }
             if !st.has_session(user, self.shared.id) {
+                if alone && st.is_member(user) {
+                    return Err(Code::ChatroomJoinedElsewhere.into());
+                }
                 if !st.is_member(user) && st.member_count() >= st.profile.max_members {
                     return Err(Code::ChatroomFull.into());
                 }
@@ -1077,7 +1094,9 @@ impl Session {
         let user = self.shared.user.clone();
         let now = self.engine.now_ms();
         match query {
-            ChatroomQuery::Join { .. } => Err(Code::InvalidQuery.into()),
+            ChatroomQuery::Join { .. } | ChatroomQuery::JoinAlone { .. } => {
+                Err(Code::InvalidQuery.into())
+            }
             ChatroomQuery::Quit { room: id } => {
                 check_id(&id)?;
                 let room = {

@@ -11,6 +11,7 @@ mod conversations;
 mod delivery;
 mod dialect000;
 mod dialect001;
+mod dialect002;
 mod dialect003;
 mod dialect_cross;
 mod files;
