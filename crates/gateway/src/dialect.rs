@@ -32,6 +32,66 @@ use crate::AppState;
 type Sink = SplitSink<WebSocket, Message>;
 type Stream = SplitStream<WebSocket>;
 
+/// How long a profile the dialects show is kept before it is read again.
+const PROFILE_TTL: Duration = Duration::from_secs(10);
+/// The most profiles kept.
+const PROFILE_CACHE_MAX: usize = 65_536;
+
+/// The profiles (names, portraits) dialect frames show, shared by every connection and kept
+/// for [`PROFILE_TTL`], so a busy room does not read the store once per message and member: a
+/// changed profile shows within that time.
+#[derive(Default)]
+pub(crate) struct ProfileCache {
+    entries: Mutex<HashMap<String, (Instant, UserOut)>>,
+}
+
+impl ProfileCache {
+    /// The profiles of `users` that could be read (presence as of when each was read).
+    pub(crate) async fn get(
+        &self,
+        engine: &tidings_engine::Engine,
+        users: &[String],
+    ) -> Vec<UserOut> {
+        if users.is_empty() {
+            return Vec::new();
+        }
+        let now = Instant::now();
+        let mut found = Vec::with_capacity(users.len());
+        let mut missing = Vec::new();
+        {
+            let entries = lock(&self.entries);
+            for user in users {
+                match entries.get(user) {
+                    Some((at, out)) if now.duration_since(*at) < PROFILE_TTL => {
+                        found.push(out.clone());
+                    }
+                    _ => missing.push(user.clone()),
+                }
+            }
+        }
+        if missing.is_empty() {
+            return found;
+        }
+        match engine.users(&missing).await {
+            Ok(fetched) => {
+                let mut entries = lock(&self.entries);
+                if entries.len() + fetched.len() > PROFILE_CACHE_MAX {
+                    entries.retain(|_, (at, _)| now.duration_since(*at) < PROFILE_TTL);
+                    if entries.len() + fetched.len() > PROFILE_CACHE_MAX {
+                        entries.clear();
+                    }
+                }
+                for out in fetched {
+                    entries.insert(out.user.clone(), (now, out.clone()));
+                    found.push(out);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "profile lookup failed"),
+        }
+        found
+    }
+}
+
 /// Path of the seed-000 dialect (protobuf, binary frames).
 pub const SEED000_PATH: &str = "/ws";
 /// Path of the seed-001 dialect (JSON packets).
@@ -467,7 +527,7 @@ impl<D: Dialect> Ctx<D> {
                     }
                 }
                 Step::Users { tag, users } => {
-                    let found = self.users(&users).await;
+                    let found = self.state.profiles.get(&self.state.engine, &users).await;
                     let more = lock(&self.dialect).users(tag, &found);
                     for s in more.into_iter().rev() {
                         queue.push_front(s);
@@ -667,7 +727,7 @@ async fn write_loop<D: Dialect>(
             return;
         }
         let wanted = lock(&ctx.dialect).profiles_for(&item);
-        let profiles = ctx.users(&wanted).await;
+        let profiles = ctx.state.profiles.get(&ctx.state.engine, &wanted).await;
         let steps = lock(&ctx.dialect).outbound(item, &profiles);
         if ctx.run(steps, &mut out).await.is_err() {
             // The socket failed or the dialect closed: the session's DISCONNECT follows.

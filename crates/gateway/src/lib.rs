@@ -101,6 +101,8 @@ struct AppState {
     egress: tokio::runtime::Handle,
     /// Long-poll sessions (`poll.rs`).
     polls: std::sync::Arc<poll::Polls>,
+    /// Profiles the dialects show, kept briefly (`dialect.rs`).
+    profiles: std::sync::Arc<dialect::ProfileCache>,
 }
 
 /// The HTTP API's routes, `(method, path)`. The router is built from this list, and the OpenAPI
@@ -260,6 +262,7 @@ pub async fn serve(
         connections: connections.clone(),
         egress: writers,
         polls: Default::default(),
+        profiles: Default::default(),
     };
     // Small frames must not wait for Nagle's algorithm.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
