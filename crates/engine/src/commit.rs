@@ -385,6 +385,11 @@ fn push_events(engine: &Engine, results: &[WriteResult]) {
             for session in engine.sessions_of(&event.target) {
                 session.deliver(engine, view.clone());
             }
+            engine.bus_publish(crate::cluster::BusEvent::Deliver {
+                message: event.clone(),
+                inbox: vec![(event.target.clone(), inbox_seq)],
+                except_device: None,
+            });
         }
     }
 }
@@ -405,6 +410,15 @@ fn fan_out(
         let (user, inbox_seq) = &inbox[i];
         let view = Arc::new(Delivered::for_viewer(user, message.clone(), *inbox_seq));
         session.deliver(engine, view);
+    }
+    // Devices on other nodes: the origin's device is on this one (a newer connection of it
+    // elsewhere would have replaced this one).
+    if engine.cluster().is_some() {
+        engine.bus_publish(crate::cluster::BusEvent::Deliver {
+            message: (**message).clone(),
+            inbox: inbox.to_vec(),
+            except_device: origin.filter(|o| !o.anonymous).map(|o| o.device.clone()),
+        });
     }
 }
 

@@ -20,6 +20,7 @@
 mod accounts;
 pub mod auth;
 mod chatrooms;
+pub mod cluster;
 mod commit;
 mod conversations;
 mod groups;
@@ -107,6 +108,9 @@ pub struct EngineConfig {
     pub recall_window: Duration,
     /// Whether messages are indexed for search (which costs the writer CPU per message).
     pub search: bool,
+    /// Whether shutting down closes the store (not when other engines in the process share
+    /// it).
+    pub owns_store: bool,
     /// The most members a group may have.
     pub max_group_members: u64,
     pub chatrooms: ChatroomSettings,
@@ -131,6 +135,7 @@ impl EngineConfig {
             max_blocklist: 1000,
             recall_window: Duration::from_secs(120),
             search: true,
+            owns_store: true,
             max_group_members: 3000,
             chatrooms: ChatroomSettings::default(),
             outbound_queue_bytes: 1 << 20,
@@ -434,6 +439,8 @@ struct Inner {
     accounts: accounts::Accounts,
     /// Watches on messages reaching their recipients' devices.
     receipts: receipts::Watches,
+    /// The cluster this node is part of, if any.
+    cluster: std::sync::OnceLock<cluster::Cluster>,
 }
 
 /// What registering a session did.
@@ -544,6 +551,7 @@ impl Engine {
             rooms: Mutex::new(HashMap::new()),
             accounts: accounts::Accounts::new(),
             receipts: receipts::Watches::default(),
+            cluster: std::sync::OnceLock::new(),
         });
         let engine = Engine { inner };
         let task = tokio::spawn(commit::run(engine.clone(), rx));
@@ -624,7 +632,10 @@ impl Engine {
         // Told while the registry is locked, so an online and an offline report of one user
         // reach each watcher in the order they happened.
         if !registry.by_user.contains_key(&shared.user) {
-            self.presence_changed(&shared.user, true, watchers_of(&registry, &shared.user));
+            if !self.online_elsewhere(&shared.user) {
+                self.presence_changed(&shared.user, true, watchers_of(&registry, &shared.user));
+            }
+            self.cluster_presence(&shared.user, true);
         }
         let list = registry.by_user.entry(shared.user.clone()).or_default();
 
@@ -698,7 +709,10 @@ impl Engine {
         }
         // Told under the lock, like coming online (see `register`).
         if went_offline {
-            self.presence_changed(&shared.user, false, watchers_of(&registry, &shared.user));
+            if !self.online_elsewhere(&shared.user) {
+                self.presence_changed(&shared.user, false, watchers_of(&registry, &shared.user));
+            }
+            self.cluster_presence(&shared.user, false);
         }
         drop(registry);
     }
@@ -770,8 +784,17 @@ impl Engine {
     }
 
     /// After `user`'s token version became `version` in the store: refuses older tokens from
-    /// now on, and disconnects the user's live sessions.
+    /// now on, and disconnects the user's live sessions, on every node.
     fn tokens_revoked(&self, user: &str, version: u64) {
+        self.tokens_revoked_here(user, version);
+        self.bus_publish(cluster::BusEvent::Revoked {
+            user: user.to_string(),
+            version,
+        });
+    }
+
+    /// [`Engine::tokens_revoked`] on this node.
+    fn tokens_revoked_here(&self, user: &str, version: u64) {
         let sessions = {
             let mut registry = self.registry();
             let min = registry
@@ -809,6 +832,11 @@ impl Engine {
     /// closes the store. Call it after the gateway has stopped reading from clients.
     pub async fn shutdown(&self) {
         self.registry().accepting = false;
+        if let Some(node) = self.node_id() {
+            self.bus_publish(cluster::BusEvent::Leaving {
+                node: node.to_string(),
+            });
+        }
         let (reply, rx) = oneshot::channel();
         if self
             .inner
@@ -860,7 +888,9 @@ impl Engine {
         {
             tracing::warn!(error = %e, "could not store device cursors and last-seen times at shutdown");
         }
-        if let Err(e) = self.inner.store.close().await {
+        if self.inner.config.owns_store
+            && let Err(e) = self.inner.store.close().await
+        {
             tracing::error!(error = %e, "closing the store failed");
         }
     }

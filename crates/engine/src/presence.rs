@@ -75,7 +75,7 @@ impl Engine {
             let registry = self.registry();
             users
                 .iter()
-                .map(|u| registry.by_user.contains_key(u))
+                .map(|u| registry.by_user.contains_key(u) || self.online_elsewhere(u))
                 .collect()
         };
         let last_seen = self.inner.store.last_seen(users).await.map_err(|e| {

@@ -130,6 +130,11 @@ impl SessionShared {
         }
     }
 
+    /// The highest inbox seq this session knows exists.
+    pub(crate) fn max_known(&self) -> u64 {
+        self.state().max_known
+    }
+
     /// Whether `other` is this device: the same session, or another connection of the same
     /// (non-anonymous) device.
     pub(crate) fn same_device(&self, other: &SessionShared) -> bool {
@@ -287,6 +292,8 @@ impl Engine {
         // this session knows of every entry up to `max_known`, and a sync from there needs no
         // store read. The sessions this one replaces are kicked only once it is accepted.
         let replaced = self.register(shared.clone(), claims.ver)?.replaced;
+        // Likewise across nodes: events for the user reach this node from here on.
+        self.cluster_connected(&shared).await;
         let device = (!anonymous).then_some(shared.device.as_str());
         let state = match self.inner.store.session_state(&claims.sub, device).await {
             Ok(state) => state,
@@ -542,13 +549,18 @@ impl Session {
             client_msg_id: send.client_msg_id,
             ..Default::default()
         });
-        let view = Arc::new(Delivered::for_viewer(&send.target_id, message, 0));
+        let view = Arc::new(Delivered::for_viewer(&send.target_id, message.clone(), 0));
         for session in self.engine.sessions_of(&send.target_id) {
             // At most once: a busy connection goes without it.
             session
                 .outbox
                 .push_droppable(Outbound::Status(view.clone()));
         }
+        self.engine.bus_publish(crate::cluster::BusEvent::Status {
+            message: (*message).clone(),
+            users: vec![send.target_id.clone()],
+            except_device: None,
+        });
     }
 
     async fn check_status(&self, send: &SendRequest) -> Result<(), Refusal> {

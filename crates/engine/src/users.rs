@@ -93,7 +93,7 @@ impl Engine {
             .iter()
             .zip(profiles)
             .map(|(user, profile)| UserOut {
-                online: registry.by_user.contains_key(user),
+                online: registry.by_user.contains_key(user) || self.online_elsewhere(user),
                 user: user.clone(),
                 profile,
             })
@@ -109,6 +109,16 @@ impl Engine {
             banned,
         }])
         .await?;
+        self.banned_here(user, banned);
+        self.bus_publish(crate::cluster::BusEvent::Banned {
+            user: user.to_string(),
+            banned,
+        });
+        Ok(())
+    }
+
+    /// Records a ban (or its end) on this node, ending the user's sessions here.
+    pub(crate) fn banned_here(&self, user: &str, banned: bool) {
         let sessions = {
             let mut registry = self.registry();
             if banned {
@@ -122,7 +132,6 @@ impl Engine {
         for s in sessions {
             s.end(self, Code::UserBanned);
         }
-        Ok(())
     }
 
     /// Sends a message as `sender` (a private or group message, checked as a client's is, but

@@ -57,10 +57,18 @@ pub(crate) fn base_urls(state: &AppState, headers: &HeaderMap) -> Result<Vec<Str
 /// to. Without configured public URLs, the node is named as the request reached it (its `Host`
 /// header, and `X-Forwarded-Proto` for the scheme behind a TLS proxy).
 pub async fn navi(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let bases = match base_urls(&state, &headers) {
+    let mut bases = match base_urls(&state, &headers) {
         Ok(b) => b,
         Err(r) => return error(r),
     };
+    // The other live nodes of a cluster, after this one.
+    for (_, urls) in state.engine.cluster_nodes() {
+        for url in urls {
+            if !bases.contains(&url) {
+                bases.push(url);
+            }
+        }
+    }
     let nodes: Vec<Value> = bases
         .iter()
         .map(|base| {

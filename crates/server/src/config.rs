@@ -142,6 +142,21 @@ pub struct RawConfig {
     /// Default mailto:admin@localhost.
     #[arg(long, env = "TIDINGS_VAPID_SUBJECT")]
     pub vapid_subject: Option<String>,
+    /// The NATS server (`nats://host:4222`) of a cluster: with it, this node is one of several
+    /// serving the same users from a shared PostgreSQL store. Default: none (one node).
+    #[arg(long, env = "TIDINGS_NATS")]
+    pub nats: Option<String>,
+    /// The cluster's name: nodes of one cluster share it (it prefixes their NATS subjects).
+    /// Default `default`.
+    #[arg(long, env = "TIDINGS_CLUSTER")]
+    pub cluster: Option<String>,
+    /// This node's id in the cluster, unique among its nodes. Default: made up at start.
+    #[arg(long, env = "TIDINGS_NODE_ID")]
+    pub node_id: Option<String>,
+    /// How often a node tells the others it is alive, in ms; one silent for 3 intervals is
+    /// taken as gone. Default 2000.
+    #[arg(long, env = "TIDINGS_ALIVE_MS")]
+    pub alive_ms: Option<u64>,
     /// Attempts per push notification (network errors, 429 and 5xx are retried). Default 4.
     #[arg(long, env = "TIDINGS_PUSH_ATTEMPTS")]
     pub push_attempts: Option<u32>,
@@ -198,6 +213,11 @@ pub struct Config {
     /// Whether Web Push notifications are sent.
     pub push: bool,
     pub vapid_subject: String,
+    /// The NATS server of a cluster, if this node is part of one.
+    pub nats: Option<String>,
+    pub cluster: String,
+    pub node_id: String,
+    pub alive_interval: Duration,
     pub push_attempts: u32,
     pub push_retry: Duration,
 }
@@ -276,6 +296,10 @@ impl RawConfig {
             vapid_subject: self.vapid_subject.or(file.vapid_subject),
             push_attempts: self.push_attempts.or(file.push_attempts),
             push_retry_ms: self.push_retry_ms.or(file.push_retry_ms),
+            nats: self.nats.or(file.nats),
+            cluster: self.cluster.or(file.cluster),
+            node_id: self.node_id.or(file.node_id),
+            alive_ms: self.alive_ms.or(file.alive_ms),
         }
     }
 
@@ -351,6 +375,19 @@ impl RawConfig {
             .unwrap_or_else(|| "mailto:admin@localhost".into());
         if !(vapid_subject.starts_with("mailto:") || vapid_subject.starts_with("https://")) {
             bail!("vapid_subject must be a mailto: or https:// URL, not {vapid_subject:?}");
+        }
+        let cluster = self.cluster.unwrap_or_else(|| "default".into());
+        let node_id = self
+            .node_id
+            .unwrap_or_else(|| format!("node-{:08x}", rand::random::<u32>()));
+        for (name, v) in [("cluster", &cluster), ("node_id", &node_id)] {
+            let ok = !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !ok {
+                bail!("{name} is 1-64 of A-Z a-z 0-9 - _, not {v:?}");
+            }
         }
         let durability = match self.durability.as_deref().unwrap_or("full") {
             "full" => Durability::Full,
@@ -443,6 +480,13 @@ impl RawConfig {
             accounts,
             push,
             vapid_subject,
+            nats: self.nats,
+            cluster,
+            node_id,
+            alive_interval: Duration::from_millis(positive(
+                "alive_ms",
+                self.alive_ms.unwrap_or(2000),
+            )?),
             push_attempts: positive("push_attempts", u64::from(self.push_attempts.unwrap_or(4)))?
                 as u32,
             push_retry: Duration::from_millis(positive(

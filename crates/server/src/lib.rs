@@ -28,6 +28,10 @@ pub struct Running {
     pub credentials: tidings_engine::AppCredentials,
     pub created_credentials: bool,
     pub engine: Engine,
+    /// The store, which other nodes in this process may share.
+    pub store: Arc<dyn tidings_store::Store>,
+    /// The bus to the other nodes of a cluster.
+    bus: Option<Arc<tidings_bus::NatsBus>>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -39,6 +43,9 @@ impl Running {
             let _ = stop.send(());
         }
         self.task.await.context("server task")??;
+        if let Some(bus) = self.bus.take() {
+            bus.close();
+        }
         Ok(())
     }
 
@@ -61,10 +68,29 @@ impl Running {
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let (credentials, created_credentials) = credentials::load_or_create(&config.data_dir)?;
     let mut store_config = SqliteConfig::new(config.data_dir.join(DB_FILE));
     store_config.durability = config.durability;
     let store = SqliteStore::open(&store_config).context("opening the database")?;
+    start_node(config, Arc::new(store), true).await
+}
+
+/// [`start`] on a store already open that other nodes in this process share (as tests run a
+/// cluster's nodes); stopping this node leaves the store open.
+pub async fn start_with_store(
+    config: &Config,
+    store: Arc<dyn tidings_store::Store>,
+) -> anyhow::Result<Running> {
+    start_node(config, store, false).await
+}
+
+async fn start_node(
+    config: &Config,
+    store: Arc<dyn tidings_store::Store>,
+    owns_store: bool,
+) -> anyhow::Result<Running> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let (credentials, created_credentials) = credentials::load_or_create(&config.data_dir)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -82,6 +108,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     engine_config.send_burst = config.send_burst;
     engine_config.recall_window = config.recall_window;
     engine_config.search = config.search;
+    engine_config.owns_store = owns_store;
     engine_config.max_group_members = config.max_group_members;
     engine_config.chatrooms = config.chatrooms.clone();
     let hooks: Option<Arc<dyn tidings_engine::hooks::Hooks>> =
@@ -100,7 +127,6 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         } else {
             None
         };
-    let store: Arc<dyn tidings_store::Store> = Arc::new(store);
     let pusher: Option<Arc<dyn tidings_engine::push::Pusher>> = if config.push {
         let key = credentials::load_or_create_vapid(&config.data_dir)?;
         let mut push_config = tidings_push::PushConfig::new();
@@ -121,7 +147,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     };
     let engine = Engine::start_with_pusher(
         engine_config,
-        store,
+        store.clone(),
         tidings_engine::system_clock(),
         hooks,
         pusher,
@@ -153,6 +179,29 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         room_heartbeat: config.room_heartbeat,
         ..GatewayConfig::default()
     };
+    let bus = match &config.nats {
+        Some(url) => {
+            let (bus, events) =
+                tidings_bus::NatsBus::connect(url, &config.cluster, &config.node_id).await?;
+            let urls = if config.public_urls.is_empty() {
+                vec![format!("http://{addr}")]
+            } else {
+                config.public_urls.clone()
+            };
+            engine.join_cluster(
+                bus.clone(),
+                tidings_engine::cluster::ClusterConfig {
+                    node: config.node_id.clone(),
+                    urls,
+                    alive_interval: config.alive_interval,
+                },
+                events,
+            );
+            tracing::info!(node = %config.node_id, cluster = %config.cluster, "joined the cluster");
+            Some(bus)
+        }
+        None => None,
+    };
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(tidings_gateway::serve(
         listener,
@@ -168,6 +217,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         credentials,
         created_credentials,
         engine,
+        store,
+        bus,
         stop: Some(stop),
         task,
     })

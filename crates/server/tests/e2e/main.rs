@@ -7,6 +7,7 @@ mod api_chatrooms;
 mod api_users;
 mod bad_input;
 mod chatrooms;
+mod cluster;
 mod conversations;
 mod delivery;
 mod dialect000;

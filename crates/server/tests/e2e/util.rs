@@ -37,6 +37,30 @@ impl TestServer {
         }
     }
 
+    /// Another node sharing `first`'s store, with a copy of its app credentials and VAPID key
+    /// (as the nodes of a cluster share them).
+    pub async fn start_sharing(first: &TestServer, tune: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        for file in ["credentials.toml", "vapid.key"] {
+            let from = first.dir.path().join(file);
+            if from.exists() {
+                std::fs::copy(&from, dir.path().join(file)).unwrap();
+            }
+        }
+        let mut config = Config::with_data_dir(dir.path());
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.send_rate = 0;
+        tune(&mut config);
+        let store = first.running().store.clone();
+        let running = tidings_server::start_with_store(&config, store)
+            .await
+            .unwrap();
+        TestServer {
+            running: Some(running),
+            dir,
+        }
+    }
+
     pub fn running(&self) -> &Running {
         self.running.as_ref().unwrap()
     }

@@ -1,0 +1,476 @@
+//! Several nodes as one service: the bus between them (NATS, in `tidings-bus`) carries what one
+//! node's engine does for users whose devices are connected to another — pushes of committed
+//! messages and user events, status messages, a new connection's kick of the same device, bans
+//! and revocations, presence — and each node's liveness. Durable state stays in the shared
+//! store: a push that is lost on the bus is recovered by sync, never guessed at.
+//!
+//! Routing: a node registers its interest in a user (awaited, before the store read that fills
+//! the CONNACK, as local registration is) while it has sessions of that user, and events for a
+//! user reach the nodes that registered an interest in them. A node that was cut off from the
+//! bus asks every node, itself included, to catch its sessions up from the store.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tidings_proto::Code;
+use tidings_store::StoredMessage;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::session::SessionShared;
+use crate::{DevicePolicy, Engine};
+
+/// Pushes one session is caught up with after a bus outage; a session further behind is asked
+/// to reconnect, which makes it sync.
+const CATCH_UP_MAX: usize = 64;
+
+/// What nodes tell each other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BusEvent {
+    /// A committed message or user event, to push to the devices of these users (each with
+    /// their inbox seq), except the sender's device `except_device`.
+    Deliver {
+        message: StoredMessage,
+        inbox: Vec<(String, u64)>,
+        except_device: Option<String>,
+    },
+    /// A status message (typing): never stored, at most once, to the devices of `users`.
+    Status {
+        message: StoredMessage,
+        users: Vec<String>,
+        except_device: Option<String>,
+    },
+    /// A device of `user` connected to `node`: the same device elsewhere is replaced (every
+    /// device of the user, under the single-device policy).
+    Connected {
+        node: String,
+        user: String,
+        device: String,
+        anonymous: bool,
+    },
+    /// `user` has (or no longer has) sessions on `node`.
+    Presence {
+        node: String,
+        user: String,
+        online: bool,
+    },
+    /// Every user with a session on `node`, in answer to a `Hello`.
+    Snapshot { node: String, users: Vec<String> },
+    /// `node` started: the others answer with their snapshots.
+    Hello { node: String },
+    /// `node` is alive, reachable at `urls` (a navigation lists them).
+    Alive { node: String, urls: Vec<String> },
+    /// `node` is stopping.
+    Leaving { node: String },
+    /// The user's tokens below `version` are revoked: their sessions end.
+    Revoked { user: String, version: u64 },
+    /// The user is banned (or unbanned).
+    Banned { user: String, banned: bool },
+    /// Events may have been lost (a node was cut off from the bus): every node catches its
+    /// sessions up from the store.
+    Resync { node: String },
+}
+
+impl BusEvent {
+    /// The users an event is routed by; empty: every node.
+    pub fn users(&self) -> Vec<&str> {
+        match self {
+            BusEvent::Deliver { inbox, .. } => inbox.iter().map(|(u, _)| u.as_str()).collect(),
+            BusEvent::Status { users, .. } => users.iter().map(String::as_str).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The bus as the engine sees it.
+#[async_trait::async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Sends an event to the nodes it is routed to; queues, never waits.
+    fn publish(&self, event: BusEvent);
+    /// From when this returns, events routed by `user` reach this node.
+    async fn interest(&self, user: &str);
+    /// This node no longer needs events routed by `user`.
+    fn drop_interest(&self, user: &str);
+}
+
+/// A node's part in a cluster.
+pub struct ClusterConfig {
+    /// This node's id, unique in the cluster.
+    pub node: String,
+    /// Where clients reach this node (what a navigation lists).
+    pub urls: Vec<String>,
+    /// How often this node says it is alive; a node silent for three intervals is gone.
+    pub alive_interval: Duration,
+}
+
+pub(crate) struct Cluster {
+    bus: Arc<dyn Bus>,
+    config: ClusterConfig,
+    state: Mutex<Remote>,
+}
+
+#[derive(Default)]
+struct Remote {
+    /// Other nodes: their URLs and when they were last heard of.
+    nodes: HashMap<String, (Vec<String>, Instant)>,
+    /// Users online on other nodes, and on which.
+    online: HashMap<String, HashSet<String>>,
+}
+
+impl Cluster {
+    fn remote(&self) -> std::sync::MutexGuard<'_, Remote> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Engine {
+    /// Joins this engine to a cluster: `events` are what the bus receives for this node.
+    /// Call once, before serving.
+    pub fn join_cluster(
+        &self,
+        bus: Arc<dyn Bus>,
+        config: ClusterConfig,
+        mut events: mpsc::Receiver<BusEvent>,
+    ) {
+        let cluster = Cluster {
+            bus,
+            config,
+            state: Mutex::default(),
+        };
+        if self.inner.cluster.set(cluster).is_err() {
+            tracing::error!("join_cluster called twice; the second is ignored");
+            return;
+        }
+        let engine = self.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                engine.on_bus(event);
+            }
+        });
+        let engine = self.clone();
+        tokio::spawn(async move { engine.stay_alive().await });
+        if let Some(c) = self.cluster() {
+            c.bus.publish(BusEvent::Hello {
+                node: c.config.node.clone(),
+            });
+        }
+    }
+
+    pub(crate) fn cluster(&self) -> Option<&Cluster> {
+        self.inner.cluster.get()
+    }
+
+    /// This node's id, when it is part of a cluster.
+    pub fn node_id(&self) -> Option<&str> {
+        self.cluster().map(|c| c.config.node.as_str())
+    }
+
+    /// The other live nodes of the cluster and where clients reach them.
+    pub fn cluster_nodes(&self) -> Vec<(String, Vec<String>)> {
+        let Some(c) = self.cluster() else {
+            return Vec::new();
+        };
+        let mut nodes: Vec<(String, Vec<String>)> = c
+            .remote()
+            .nodes
+            .iter()
+            .map(|(n, (urls, _))| (n.clone(), urls.clone()))
+            .collect();
+        nodes.sort();
+        nodes
+    }
+
+    /// Whether `user` has sessions on another node.
+    pub(crate) fn online_elsewhere(&self, user: &str) -> bool {
+        self.cluster()
+            .is_some_and(|c| c.remote().online.get(user).is_some_and(|n| !n.is_empty()))
+    }
+
+    pub(crate) fn bus_publish(&self, event: BusEvent) {
+        if let Some(c) = self.cluster() {
+            c.bus.publish(event);
+        }
+    }
+
+    /// Before a new session's store read: events for its user reach this node from now on, and
+    /// the other nodes replace the same device.
+    pub(crate) async fn cluster_connected(&self, shared: &SessionShared) {
+        let Some(c) = self.cluster() else { return };
+        c.bus.interest(&shared.user).await;
+        c.bus.publish(BusEvent::Connected {
+            node: c.config.node.clone(),
+            user: shared.user.clone(),
+            device: shared.device.clone(),
+            anonymous: shared.anonymous,
+        });
+    }
+
+    /// The first (`online`) or last session of `user` on this node came or went.
+    pub(crate) fn cluster_presence(&self, user: &str, online: bool) {
+        let Some(c) = self.cluster() else { return };
+        if !online {
+            c.bus.drop_interest(user);
+        }
+        c.bus.publish(BusEvent::Presence {
+            node: c.config.node.clone(),
+            user: user.to_string(),
+            online,
+        });
+    }
+
+    /// Says this node is alive until the engine stops, and forgets nodes that went silent.
+    async fn stay_alive(&self) {
+        let Some(c) = self.cluster() else { return };
+        let interval = c.config.alive_interval;
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tick.tick().await;
+            if !self.registry().accepting {
+                c.bus.publish(BusEvent::Leaving {
+                    node: c.config.node.clone(),
+                });
+                return;
+            }
+            c.bus.publish(BusEvent::Alive {
+                node: c.config.node.clone(),
+                urls: c.config.urls.clone(),
+            });
+            let gone: Vec<String> = c
+                .remote()
+                .nodes
+                .iter()
+                .filter(|(_, (_, seen))| seen.elapsed() > interval * 3)
+                .map(|(n, _)| n.clone())
+                .collect();
+            for node in gone {
+                tracing::info!(%node, "node went silent; its users count as offline here");
+                self.node_gone(&node);
+            }
+        }
+    }
+
+    fn node_gone(&self, node: &str) {
+        let Some(c) = self.cluster() else { return };
+        let offline: Vec<String> = {
+            let mut remote = c.remote();
+            remote.nodes.remove(node);
+            let mut offline = Vec::new();
+            remote.online.retain(|user, nodes| {
+                nodes.remove(node);
+                if nodes.is_empty() {
+                    offline.push(user.clone());
+                }
+                !nodes.is_empty()
+            });
+            offline
+        };
+        for user in offline {
+            self.remote_presence_changed(&user, false);
+        }
+    }
+
+    fn seen_node(&self, node: &str, urls: Option<Vec<String>>) {
+        let Some(c) = self.cluster() else { return };
+        if node == c.config.node {
+            return;
+        }
+        let mut remote = c.remote();
+        let entry = remote
+            .nodes
+            .entry(node.to_string())
+            .or_insert_with(|| (Vec::new(), Instant::now()));
+        entry.1 = Instant::now();
+        if let Some(urls) = urls {
+            entry.0 = urls;
+        }
+    }
+
+    /// A user came online or went offline on another node: local watchers hear of it when the
+    /// user's presence as a whole changed.
+    fn remote_presence_changed(&self, user: &str, online: bool) {
+        let registry = self.registry();
+        let local = registry.by_user.contains_key(user);
+        if local {
+            return;
+        }
+        let elsewhere = online || self.online_elsewhere(user);
+        if online == elsewhere {
+            let watchers = crate::watchers_of(&registry, user).to_vec();
+            self.presence_changed(user, online, &watchers);
+        }
+    }
+
+    fn on_bus(&self, event: BusEvent) {
+        let Some(c) = self.cluster() else { return };
+        let me = c.config.node.as_str();
+        match event {
+            BusEvent::Deliver {
+                message,
+                inbox,
+                except_device,
+            } => {
+                let message = Arc::new(message);
+                for (i, session) in self.sessions_of_each(inbox.iter().map(|(u, _)| u.as_str())) {
+                    if except_device.as_deref().is_some_and(|d| {
+                        !session.anonymous && session.user == message.sender && session.device == d
+                    }) {
+                        continue;
+                    }
+                    let (user, inbox_seq) = &inbox[i];
+                    let view = Arc::new(crate::Delivered::for_viewer(
+                        user,
+                        message.clone(),
+                        *inbox_seq,
+                    ));
+                    session.deliver(self, view);
+                }
+            }
+            BusEvent::Status {
+                message,
+                users,
+                except_device,
+            } => {
+                let message = Arc::new(message);
+                for (i, session) in self.sessions_of_each(users.iter().map(String::as_str)) {
+                    if except_device.as_deref().is_some_and(|d| {
+                        !session.anonymous && session.user == message.sender && session.device == d
+                    }) {
+                        continue;
+                    }
+                    let view =
+                        Arc::new(crate::Delivered::for_viewer(&users[i], message.clone(), 0));
+                    session.outbox.push_droppable(crate::Outbound::Status(view));
+                }
+            }
+            BusEvent::Connected {
+                node,
+                user,
+                device,
+                anonymous,
+            } => {
+                if node == me {
+                    return;
+                }
+                let single = self.inner.config.device_policy == DevicePolicy::Single;
+                let replaced: Vec<Arc<SessionShared>> = self
+                    .sessions_of(&user)
+                    .into_iter()
+                    .filter(|s| single || (!anonymous && !s.anonymous && s.device == device))
+                    .collect();
+                for s in replaced {
+                    s.end(self, Code::Kicked);
+                }
+            }
+            BusEvent::Presence { node, user, online } => {
+                if node == me {
+                    return;
+                }
+                self.seen_node(&node, None);
+                let changed = {
+                    let mut remote = c.remote();
+                    let was = remote.online.get(&user).is_some_and(|n| !n.is_empty());
+                    let nodes = remote.online.entry(user.clone()).or_default();
+                    if online {
+                        nodes.insert(node);
+                    } else {
+                        nodes.remove(&node);
+                    }
+                    let now = !nodes.is_empty();
+                    if !now {
+                        remote.online.remove(&user);
+                    }
+                    was != now
+                };
+                if changed {
+                    self.remote_presence_changed(&user, online);
+                }
+            }
+            BusEvent::Snapshot { node, users } => {
+                if node == me {
+                    return;
+                }
+                self.seen_node(&node, None);
+                let mut came = Vec::new();
+                {
+                    let mut remote = c.remote();
+                    for user in users {
+                        let nodes = remote.online.entry(user.clone()).or_default();
+                        if nodes.is_empty() {
+                            came.push(user.clone());
+                        }
+                        nodes.insert(node.clone());
+                    }
+                }
+                for user in came {
+                    self.remote_presence_changed(&user, true);
+                }
+            }
+            BusEvent::Hello { node } => {
+                if node == me {
+                    return;
+                }
+                self.seen_node(&node, None);
+                let users: Vec<String> = self.registry().by_user.keys().cloned().collect();
+                c.bus.publish(BusEvent::Snapshot {
+                    node: me.to_string(),
+                    users,
+                });
+                c.bus.publish(BusEvent::Alive {
+                    node: me.to_string(),
+                    urls: c.config.urls.clone(),
+                });
+            }
+            BusEvent::Alive { node, urls } => self.seen_node(&node, Some(urls)),
+            BusEvent::Leaving { node } => {
+                if node != me {
+                    self.node_gone(&node);
+                }
+            }
+            BusEvent::Revoked { user, version } => self.tokens_revoked_here(&user, version),
+            BusEvent::Banned { user, banned } => self.banned_here(&user, banned),
+            BusEvent::Resync { .. } => {
+                let engine = self.clone();
+                tokio::spawn(async move { engine.catch_up_all().await });
+            }
+        }
+    }
+
+    /// Pushes to every session on this node what its user's inbox holds beyond what the
+    /// session knows of; a session too far behind is asked to reconnect (and so to sync).
+    pub async fn catch_up_all(&self) {
+        let sessions: Vec<Arc<SessionShared>> = self
+            .registry()
+            .by_user
+            .values()
+            .flatten()
+            .cloned()
+            .collect();
+        for s in sessions {
+            let known = s.max_known();
+            match self
+                .inner
+                .store
+                .inbox_after(&s.user, known, CATCH_UP_MAX + 1)
+                .await
+            {
+                Ok(entries) if entries.len() > CATCH_UP_MAX => s.end(self, Code::ServerShutdown),
+                Ok(entries) => {
+                    for e in entries {
+                        let view = Arc::new(crate::Delivered::for_viewer(
+                            &s.user,
+                            Arc::new(e.message),
+                            e.inbox_seq,
+                        ));
+                        s.deliver(self, view);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "catch-up read failed; the session reconnects");
+                    s.end(self, Code::ServerShutdown);
+                }
+            }
+        }
+    }
+}

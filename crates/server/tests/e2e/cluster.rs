@@ -1,0 +1,279 @@
+//! Several nodes as one service, over a real NATS server (`TIDINGS_TEST_NATS_URL`, e.g.
+//! `nats://127.0.0.1:4222`; the tests say SKIPPED without it). The nodes here run in one process
+//! and share one store, as they would share one PostgreSQL database; everything between them
+//! goes over NATS. Each test is a cluster of its own (a fresh cluster name).
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tidings_client::{Event, Outgoing};
+use tidings_proto::Code;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::util::{TestServer, api, eventually, http, next_message, next_terminal};
+
+/// The NATS server to test against, or `None` (and a SKIPPED line) without one.
+fn nats(test: &str) -> Option<String> {
+    match std::env::var("TIDINGS_TEST_NATS_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: set TIDINGS_TEST_NATS_URL (e.g. nats://127.0.0.1:4222) to test clusters"
+            );
+            None
+        }
+    }
+}
+
+fn cluster_name() -> String {
+    format!("test-{:016x}", rand::random::<u64>())
+}
+
+/// A first node of a new cluster.
+async fn first_node(nats: &str, cluster: &str) -> TestServer {
+    let (nats, cluster) = (nats.to_string(), cluster.to_string());
+    TestServer::start_with(move |c| {
+        c.nats = Some(nats);
+        c.cluster = cluster;
+        c.node_id = "a".into();
+        c.alive_interval = Duration::from_millis(100);
+    })
+    .await
+}
+
+/// Another node of the cluster of `first`, sharing its store and app credentials.
+async fn next_node(first: &TestServer, nats: &str, cluster: &str, node: &str) -> TestServer {
+    let (nats, cluster, node) = (nats.to_string(), cluster.to_string(), node.to_string());
+    TestServer::start_sharing(first, move |c| {
+        c.nats = Some(nats);
+        c.cluster = cluster;
+        c.node_id = node;
+        c.alive_interval = Duration::from_millis(100);
+    })
+    .await
+}
+
+fn text_of(m: &tidings_client::Message) -> String {
+    serde_json::from_str::<Value>(&m.content).unwrap()["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn one_to_one_and_group_messages_cross_nodes() {
+    let Some(nats) = nats("one_to_one_and_group_messages_cross_nodes") else {
+        return;
+    };
+    let cluster = cluster_name();
+    let a = first_node(&nats, &cluster).await;
+    let b = next_node(&a, &nats, &cluster, "b").await;
+
+    let (alice, mut alice_events) = a.client("alice", "phone").await;
+    let (bob, mut bob_events) = b.client("bob", "phone").await;
+    alice
+        .send(Outgoing::text("bob", "hi from a"))
+        .await
+        .unwrap();
+    let got = next_message(&mut bob_events).await;
+    assert_eq!(
+        (got.sender_id.as_str(), text_of(&got)),
+        ("alice", "hi from a".into())
+    );
+    bob.send(Outgoing::text("alice", "hi from b"))
+        .await
+        .unwrap();
+    let got = next_message(&mut alice_events).await;
+    assert_eq!(
+        (got.sender_id.as_str(), text_of(&got)),
+        ("bob", "hi from b".into())
+    );
+
+    // A group whose members are on both nodes (and a third node).
+    let c = next_node(&a, &nats, &cluster, "c").await;
+    let (_carol, mut carol_events) = c.client("carol", "phone").await;
+    let (status, body) = api(
+        &a,
+        "POST",
+        "/api/v1/groups",
+        json!({ "groupId": "spread", "ownerId": "alice", "name": "S", "memberIds": ["bob", "carol"] }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    bob.send(Outgoing::group_text("spread", "to everyone"))
+        .await
+        .unwrap();
+    for events in [&mut alice_events, &mut carol_events] {
+        loop {
+            let m = next_message(events).await;
+            if m.group_notice().is_none() {
+                assert_eq!(
+                    (m.sender_id.as_str(), text_of(&m)),
+                    ("bob", "to everyone".into())
+                );
+                break;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_device_connecting_to_another_node_replaces_the_first() {
+    let Some(nats) = nats("a_device_connecting_to_another_node_replaces_the_first") else {
+        return;
+    };
+    let cluster = cluster_name();
+    let a = first_node(&nats, &cluster).await;
+    let b = next_node(&a, &nats, &cluster, "b").await;
+    let (_first, mut first_events) = a.client("dave", "laptop").await;
+    let (second, mut second_events) = b.client("dave", "laptop").await;
+    match next_terminal(&mut first_events).await {
+        Event::Kicked { code, .. } => assert_eq!(code, Code::Kicked.as_u32()),
+        other => panic!("expected the kick, got {other:?}"),
+    }
+    // The newer connection works.
+    let (eve, _eve_events) = a.client("eve", "phone").await;
+    eve.send(Outgoing::text("dave", "still there?"))
+        .await
+        .unwrap();
+    assert_eq!(
+        text_of(&next_message(&mut second_events).await),
+        "still there?"
+    );
+    drop(second);
+}
+
+#[tokio::test]
+async fn presence_navigation_and_a_leaving_node_are_seen_across_nodes() {
+    let Some(nats) = nats("presence_navigation_and_a_leaving_node_are_seen_across_nodes") else {
+        return;
+    };
+    let cluster = cluster_name();
+    let a = first_node(&nats, &cluster).await;
+    let mut b = next_node(&a, &nats, &cluster, "b").await;
+    let b_url = b.url();
+
+    // A's navigation lists B once B said it is alive.
+    eventually("node a lists node b", || async {
+        let (_, navi) = http(&a, "GET", "/navi", Vec::new(), None).await;
+        navi["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["http"] == b_url.as_str())
+    })
+    .await;
+
+    // frank on A sees gina, on B, online.
+    let (_gina, _gina_events) = b.client("gina", "phone").await;
+    let engine_a = a.running().engine.clone();
+    eventually("gina is online as node a sees it", || async {
+        engine_a.users(&["gina".to_string()]).await.unwrap()[0].online
+    })
+    .await;
+
+    // B leaves: A forgets it and its users.
+    b.shutdown().await;
+    eventually("node a no longer lists node b", || async {
+        let (_, navi) = http(&a, "GET", "/navi", Vec::new(), None).await;
+        !navi["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["http"] == b_url.as_str())
+    })
+    .await;
+    assert!(!engine_a.users(&["gina".to_string()]).await.unwrap()[0].online);
+}
+
+/// A TCP proxy to NATS that the test can cut: every connection through it drops, and new ones
+/// are refused, until it is restored.
+struct FaultProxy {
+    addr: SocketAddr,
+    cut: watch::Sender<bool>,
+}
+
+impl FaultProxy {
+    async fn start(upstream: SocketAddr) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, cut_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if *cut_rx.borrow() {
+                    let _ = client.shutdown().await;
+                    continue;
+                }
+                let mut cut = cut_rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.wait_for(|c| *c) => {}
+                    }
+                });
+            }
+        });
+        FaultProxy { addr, cut }
+    }
+}
+
+#[tokio::test]
+async fn a_node_cut_off_from_nats_serves_its_users_and_catches_up() {
+    let Some(nats) = nats("a_node_cut_off_from_nats_serves_its_users_and_catches_up") else {
+        return;
+    };
+    let upstream: SocketAddr = nats
+        .trim_start_matches("nats://")
+        .parse()
+        .expect("TIDINGS_TEST_NATS_URL is nats://IP:PORT");
+    let proxy = FaultProxy::start(upstream).await;
+    let cluster = cluster_name();
+    let a = first_node(&nats, &cluster).await;
+    let b = next_node(&a, &nats, &cluster, "b").await;
+    // B reaches NATS through the proxy.
+    let c = next_node(&a, &format!("nats://{}", proxy.addr), &cluster, "c").await;
+    drop(b);
+
+    let (hana, mut hana_events) = c.client("hana", "phone").await;
+    let (ivan, ivan_events) = c.client("ivan", "phone").await;
+    let (jon, _jon_events) = a.client("jon", "phone").await;
+    jon.send(Outgoing::text("hana", "before")).await.unwrap();
+    assert_eq!(text_of(&next_message(&mut hana_events).await), "before");
+
+    // Cut off: C still serves its own users, and what A's users send meanwhile is not lost.
+    proxy.cut.send(true).unwrap();
+    ivan.send(Outgoing::text("hana", "local while cut off"))
+        .await
+        .unwrap();
+    assert_eq!(
+        text_of(&next_message(&mut hana_events).await),
+        "local while cut off"
+    );
+    for i in 0..3 {
+        jon.send(Outgoing::text("hana", &format!("during {i}")))
+            .await
+            .unwrap();
+    }
+    proxy.cut.send(false).unwrap();
+
+    // Back on NATS, C catches hana up from the store: each message once, in order.
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        got.push(text_of(&next_message(&mut hana_events).await));
+    }
+    assert_eq!(got, ["during 0", "during 1", "during 2"]);
+    jon.send(Outgoing::text("hana", "after")).await.unwrap();
+    assert_eq!(text_of(&next_message(&mut hana_events).await), "after");
+    drop((hana, ivan, ivan_events));
+}
