@@ -13,10 +13,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use tidings_engine::{Engine, EngineConfig};
 use tidings_gateway::GatewayConfig;
+use tidings_store_postgres::{PostgresConfig, PostgresStore};
 use tidings_store_sqlite::{SqliteConfig, SqliteStore};
 use tokio::sync::oneshot;
 
-pub use config::{Config, RawConfig};
+pub use config::{Config, RawConfig, StoreSetting};
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "tidings.db";
@@ -62,9 +63,20 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let (credentials, created_credentials) = credentials::load_or_create(&config.data_dir)?;
-    let mut store_config = SqliteConfig::new(config.data_dir.join(DB_FILE));
-    store_config.durability = config.durability;
-    let store = SqliteStore::open(&store_config).context("opening the database")?;
+    let store: Arc<dyn tidings_store::Store> = match &config.store {
+        StoreSetting::Sqlite(path) => {
+            let mut store_config = SqliteConfig::new(path);
+            store_config.durability = config.durability;
+            Arc::new(SqliteStore::open(&store_config).context("opening the database")?)
+        }
+        // Commits are always flushed there (`synchronous_commit = on`): `durability` is the
+        // SQLite store's setting.
+        StoreSetting::Postgres(url) => Arc::new(
+            PostgresStore::connect(&PostgresConfig::new(url.as_str()))
+                .await
+                .context("connecting to PostgreSQL")?,
+        ),
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -100,7 +112,6 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         } else {
             None
         };
-    let store: Arc<dyn tidings_store::Store> = Arc::new(store);
     let pusher: Option<Arc<dyn tidings_engine::push::Pusher>> = if config.push {
         let key = credentials::load_or_create_vapid(&config.data_dir)?;
         let mut push_config = tidings_push::PushConfig::new();

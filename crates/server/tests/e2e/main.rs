@@ -18,6 +18,7 @@ mod files;
 mod groups;
 mod hooks;
 mod poll;
+mod postgres;
 mod process;
 mod push;
 mod util;
