@@ -59,6 +59,24 @@ impl PostgresConfig {
     }
 }
 
+/// The token version of `user` in the database at `url` (0 for a user it does not know), read
+/// over one connection of its own, without migrating or starting a writer: for minting tokens
+/// offline while servers run on the database.
+pub async fn read_token_version(url: &str, user: &str) -> Result<u64> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .map_err(|e| StoreError::Backend(format!("connecting to postgres: {e}")))?;
+    let task = tokio::spawn(connection);
+    let row = client
+        .query_opt("SELECT token_version FROM users WHERE id = $1", &[&user])
+        .await;
+    drop(client);
+    // The connection ends once the client is gone.
+    let _ = task.await;
+    let row = row.map_err(Error::from)?;
+    Ok(row.map_or(0, |r| r.get::<_, i64>(0) as u64))
+}
+
 /// A failure inside this crate, turned into a [`StoreError`] at the trait.
 #[derive(Debug)]
 pub(crate) enum Error {

@@ -46,11 +46,14 @@ async fn a_server_on_postgres_delivers_and_keeps_messages_across_a_restart() {
 
     // The same data directory (credentials) and database, a new process's worth of state.
     server.shutdown().await;
-    let mut server = TestServer::start_with(|c| {
-        c.store = store.clone();
-        c.data_dir = server.dir.path().to_path_buf();
-    })
-    .await;
+    let mut config = tidings_server::Config::with_data_dir(server.dir.path());
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.send_rate = 0;
+    config.store = store;
+    let mut server = TestServer {
+        running: Some(tidings_server::start(&config).await.unwrap()),
+        dir: server.dir,
+    };
     // A device that never synced gets the message from the inbox.
     let (bob, mut laptop) = server.client("bob", "laptop").await;
     let again = next_message(&mut laptop).await;
@@ -66,6 +69,15 @@ async fn a_server_on_postgres_delivers_and_keeps_messages_across_a_restart() {
     let next = alice.send(Outgoing::text("bob", "again")).await.unwrap();
     assert_eq!(next.seq, 2);
     assert_eq!(next_message(&mut laptop).await.seq, 2);
+    // `tidings token --store postgres://…` reads the token version there.
+    let token = tidings_server::cli::mint_token_in(server.dir.path(), Some(&db.url), "carol", None)
+        .await
+        .unwrap();
+    let mut config = tidings_client::ClientConfig::new(server.url(), token);
+    config.device_id = "cli".into();
+    let (carol, _c) = tidings_client::Client::connect(config).await.unwrap();
+    carol.send(Outgoing::text("bob", "minted")).await.unwrap();
+    carol.close().await;
     alice.close().await;
     bob.close().await;
     server.shutdown().await;
