@@ -5,7 +5,7 @@
 use crate::{Db, Error};
 
 /// The advisory lock key migrations hold (`'tidings'` as bytes).
-const MIGRATION_LOCK: i64 = 0x7469_6469_6e67_73;
+const MIGRATION_LOCK: i64 = 0x0074_6964_696e_6773;
 
 /// Each entry migrates from version `index` to `index + 1`. Never edit a released entry: append.
 ///
