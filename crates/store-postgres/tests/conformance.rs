@@ -287,3 +287,85 @@ async fn a_large_group_message_is_in_every_inbox_at_once() {
     store.close().await.unwrap();
     db.drop().await.unwrap();
 }
+
+/// A batch that deadlocks with another transaction (here a session holding an inbox counter and
+/// then asking for the conversation counter the batch holds) is rolled back and run again, and
+/// answers as if nothing had happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_deadlocks_is_run_again() {
+    let Some(db) = database("a_batch_that_deadlocks_is_run_again").await else {
+        return;
+    };
+    let store = Arc::new(open(&db).await);
+    // The first message makes the counter rows.
+    store
+        .write(vec![WriteOp::Append(conformance::private_append(
+            "dl-a", "dl-b", "1", "x",
+        ))])
+        .await
+        .unwrap();
+    let (other, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let connection = tokio::spawn(connection);
+    other
+        .batch_execute("BEGIN; SELECT seq FROM inbox_seqs WHERE user_id = 'dl-b' FOR UPDATE")
+        .await
+        .unwrap();
+    // The batch locks the conversation's counter, then waits for dl-b's.
+    let write = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .write(vec![WriteOp::Append(conformance::private_append(
+                    "dl-a", "dl-b", "2", "y",
+                ))])
+                .await
+        }
+    });
+    let waiting = "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                   WHERE NOT l.granted AND a.application_name = 'tidings' \
+                   AND a.datname = current_database()";
+    let mut polls = 0;
+    while other
+        .query_one(waiting, &[])
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        == 0
+    {
+        polls += 1;
+        assert!(polls < 1000, "the batch never waited for the inbox counter");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // Closing the cycle. The batch has waited longer, so its deadlock check runs first and
+    // breaks the cycle by rolling the batch back; this session then gets the row.
+    other
+        .batch_execute("SELECT seq FROM conversation_seqs WHERE conv_id = 'dl-a|dl-b' FOR UPDATE")
+        .await
+        .expect("the batch, not this session, is rolled back");
+    other.batch_execute("COMMIT").await.unwrap();
+    match &write.await.unwrap().expect("the batch ran again")[0] {
+        WriteResult::Appended {
+            message,
+            inbox,
+            duplicate: false,
+        } => {
+            assert_eq!(message.seq, 2);
+            assert_eq!(inbox, &[("dl-a".to_string(), 2), ("dl-b".to_string(), 2)]);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let seqs: Vec<u64> = store
+        .conversation_after("dl-a|dl-b", 0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(seqs, [1, 2]);
+    drop(other);
+    connection.await.unwrap().unwrap();
+    store.close().await.unwrap();
+    db.drop().await.unwrap();
+}
