@@ -169,7 +169,9 @@ pub enum FilesStore {
 /// The store the server runs on.
 #[derive(Clone, PartialEq, Eq)]
 pub enum StoreSetting {
-    /// An embedded SQLite database file.
+    /// The embedded SQLite database `tidings.db` in the data directory.
+    DataDir,
+    /// An embedded SQLite database file elsewhere.
     Sqlite(PathBuf),
     /// A PostgreSQL database, by its URL.
     Postgres(String),
@@ -179,6 +181,7 @@ impl std::fmt::Debug for StoreSetting {
     // The URL may hold a password: only its scheme is shown.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            StoreSetting::DataDir => f.write_str("DataDir"),
             StoreSetting::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
             StoreSetting::Postgres(_) => f.write_str("Postgres(..)"),
         }
@@ -384,9 +387,8 @@ impl RawConfig {
             "process" => Durability::Process,
             other => bail!("durability must be `full` or `process`, not {other:?}"),
         };
-        let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from("data"));
         let store = match self.store {
-            None => StoreSetting::Sqlite(data_dir.join(crate::DB_FILE)),
+            None => StoreSetting::DataDir,
             Some(url) if tidings_store_postgres::is_postgres_url(&url) => {
                 StoreSetting::Postgres(url)
             }
@@ -426,7 +428,7 @@ impl RawConfig {
                 self.max_upload_bytes
                     .unwrap_or(tidings_files::DEFAULT_MAX_BYTES) as u64,
             )? as usize,
-            data_dir,
+            data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("data")),
             store,
             heartbeat: Duration::from_millis(positive(
                 "heartbeat_ms",
@@ -505,10 +507,7 @@ mod tests {
         assert_eq!(c.room_heartbeat, Duration::from_secs(120));
         assert_eq!(c.device_policy, DevicePolicy::Multi);
         assert!(c.accounts);
-        assert_eq!(
-            c.store,
-            StoreSetting::Sqlite(PathBuf::from("data/tidings.db"))
-        );
+        assert_eq!(c.store, StoreSetting::DataDir);
     }
 
     #[test]

@@ -63,12 +63,16 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let (credentials, created_credentials) = credentials::load_or_create(&config.data_dir)?;
+    let sqlite = |path: &std::path::Path| -> anyhow::Result<Arc<dyn tidings_store::Store>> {
+        let mut store_config = SqliteConfig::new(path);
+        store_config.durability = config.durability;
+        Ok(Arc::new(
+            SqliteStore::open(&store_config).context("opening the database")?,
+        ))
+    };
     let store: Arc<dyn tidings_store::Store> = match &config.store {
-        StoreSetting::Sqlite(path) => {
-            let mut store_config = SqliteConfig::new(path);
-            store_config.durability = config.durability;
-            Arc::new(SqliteStore::open(&store_config).context("opening the database")?)
-        }
+        StoreSetting::DataDir => sqlite(&config.data_dir.join(DB_FILE))?,
+        StoreSetting::Sqlite(path) => sqlite(path)?,
         // Commits are always flushed there (`synchronous_commit = on`): `durability` is the
         // SQLite store's setting.
         StoreSetting::Postgres(url) => Arc::new(
