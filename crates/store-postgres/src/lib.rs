@@ -46,7 +46,7 @@ pub fn is_postgres_url(setting: &str) -> bool {
 pub struct PostgresConfig {
     /// `postgres://user@host:port/database`, as libpq takes it.
     pub url: String,
-    /// Connections in the pool: readers, plus the writer's one.
+    /// Connections in the pool: the writer keeps one, reads share the others.
     pub pool_size: usize,
 }
 
@@ -201,6 +201,11 @@ impl<'a> Db<'a> {
     }
 }
 
+/// How long opening a connection may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a read or the writer waits for a free connection of the pool.
+const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub struct PostgresStore {
     pool: Pool,
     writer: Mutex<Option<mpsc::UnboundedSender<writer::Request>>>,
@@ -217,6 +222,7 @@ impl PostgresStore {
         // where the server's own default was relaxed.
         pg.options("-c synchronous_commit=on");
         pg.application_name("tidings");
+        pg.connect_timeout(CONNECT_TIMEOUT);
         let manager = Manager::from_config(
             pg,
             NoTls,
@@ -226,6 +232,9 @@ impl PostgresStore {
         );
         let pool = Pool::builder(manager)
             .max_size(config.pool_size.max(2))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?;
         let mut client = pool.get().await.map_err(Error::from)?;

@@ -48,6 +48,7 @@ pub fn spawn(pool: deadpool_postgres::Pool) -> mpsc::UnboundedSender<Request> {
 }
 
 async fn run(pool: deadpool_postgres::Pool, mut rx: mpsc::UnboundedReceiver<Request>) {
+    let mut conn = Conn { pool, held: None };
     let mut next = None;
     loop {
         let first = match next.take() {
@@ -78,7 +79,7 @@ async fn run(pool: deadpool_postgres::Pool, mut rx: mpsc::UnboundedReceiver<Requ
             request = rx.try_recv().ok();
         }
         if !batch.is_empty() {
-            commit_batch(&pool, batch).await;
+            commit_batch(&mut conn, batch).await;
         }
         if let Some(reply) = close {
             // Writes that raced with the close are committed too, so none is left unanswered.
@@ -93,7 +94,7 @@ async fn run(pool: deadpool_postgres::Pool, mut rx: mpsc::UnboundedReceiver<Requ
                 }
             }
             if !rest.is_empty() {
-                commit_batch(&pool, rest).await;
+                commit_batch(&mut conn, rest).await;
             }
             // The caller may have stopped waiting; there is nobody else to tell.
             let _ = reply.send(());
@@ -105,11 +106,35 @@ async fn run(pool: deadpool_postgres::Pool, mut rx: mpsc::UnboundedReceiver<Requ
     }
 }
 
-async fn commit_batch(pool: &deadpool_postgres::Pool, batch: Vec<(Vec<WriteOp>, Reply)>) {
+/// The writer's connection: taken from the pool once and kept, so reads never leave the writer
+/// waiting for one; given back (and replaced) after a failure, which may have been the
+/// connection's.
+struct Conn {
+    pool: deadpool_postgres::Pool,
+    held: Option<deadpool_postgres::Object>,
+}
+
+impl Conn {
+    async fn get(&mut self) -> PgResult<&mut deadpool_postgres::Object> {
+        if self.held.is_none() {
+            self.held = Some(self.pool.get().await?);
+        }
+        Ok(self.held.as_mut().expect("just set"))
+    }
+}
+
+async fn commit_batch(conn: &mut Conn, batch: Vec<(Vec<WriteOp>, Reply)>) {
     let (op_lists, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
     let mut attempt = 1;
     let outcome = loop {
-        match try_batch(pool, op_lists.clone()).await {
+        let outcome = match conn.get().await {
+            Ok(client) => try_batch(client, op_lists.clone()).await,
+            Err(e) => Err(e),
+        };
+        if outcome.as_ref().is_err_and(|e| !e.retryable()) {
+            conn.held = None;
+        }
+        match outcome {
             Err(e) if e.retryable() && attempt < MAX_ATTEMPTS => {
                 tracing::debug!(attempt, error = ?e, "storage transaction conflicted; running it again");
                 attempt += 1;
@@ -137,10 +162,9 @@ async fn commit_batch(pool: &deadpool_postgres::Pool, batch: Vec<(Vec<WriteOp>, 
 }
 
 async fn try_batch(
-    pool: &deadpool_postgres::Pool,
+    client: &mut deadpool_postgres::Object,
     op_lists: Vec<Vec<WriteOp>>,
 ) -> PgResult<Vec<Vec<WriteResult>>> {
-    let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let mut all = Vec::with_capacity(op_lists.len());
     {
