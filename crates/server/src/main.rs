@@ -208,7 +208,8 @@ async fn serve(raw: RawConfig) -> anyhow::Result<()> {
         println!("  appSecret: {}", running.credentials.app_secret);
     }
     println!("tidings listening on http://{}", running.addr);
-    tracing::info!(addr = %running.addr, data_dir = %config.data_dir.display(), "serving");
+    // The store's Debug shows a PostgreSQL URL's scheme only: it may hold a password.
+    tracing::info!(addr = %running.addr, data_dir = %config.data_dir.display(), store = ?config.store, "serving");
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
