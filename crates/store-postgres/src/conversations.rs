@@ -11,7 +11,8 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use crate::{
-    Db, MESSAGE_COLUMN_COUNT, MESSAGE_COLUMNS, PgResult, big, message_from_row, read_snapshot,
+    Db, MESSAGE_COLUMN_COUNT, MESSAGE_COLUMNS, PgResult, big, message_from_row, page_rows,
+    read_snapshot,
 };
 
 /// A conversation row: its key and settings.
@@ -258,7 +259,7 @@ pub async fn history(
                 &bound,
                 &user,
                 &cleared,
-                &(limit as i64 + 1),
+                &page_rows(limit),
                 &until,
             ],
         )
@@ -320,7 +321,7 @@ pub async fn search(
                 &user,
                 &before,
                 &conversation_id,
-                &(limit as i64 + 1),
+                &page_rows(limit),
             ],
         )
         .await?;

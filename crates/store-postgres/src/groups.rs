@@ -17,7 +17,7 @@ use tidings_store::{
 use tokio_postgres::Row;
 
 use crate::writer::{Batch, append};
-use crate::{Db, Error, PgResult, big, read_snapshot};
+use crate::{Db, Error, PgResult, big, page_rows, read_snapshot};
 
 const GROUP_COLUMNS: &str = "g.id, g.name, g.portrait, g.extra, g.owner, g.created, g.dismissed, \
      g.muted_until, (SELECT count(*) FROM group_members WHERE group_id = g.id)";
@@ -52,7 +52,7 @@ pub async fn members(db: Db<'_>, id: &str, after: u64, limit: usize) -> PgResult
         .query(
             "SELECT id, user_id, joined, muted_until FROM group_members \
              WHERE group_id = $1 AND id > $2 ORDER BY id LIMIT $3",
-            &[&id, &big(after), &(limit as i64 + 1)],
+            &[&id, &big(after), &page_rows(limit)],
         )
         .await?;
     let more = rows.len() > limit;

@@ -320,6 +320,12 @@ pub(crate) fn big(n: u64) -> i64 {
     n.min(i64::MAX as u64) as i64
 }
 
+/// The rows to read for a page of `limit`: one more, to tell whether there are more. A limit too
+/// large for `bigint` means no limit (as `usize::MAX` does in SQLite, whose `LIMIT -1` it was).
+pub(crate) fn page_rows(limit: usize) -> i64 {
+    big(limit as u64).saturating_add(1)
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteResult>> {
@@ -341,7 +347,7 @@ impl Store for PostgresStore {
                     "SELECT i.seq, {MESSAGE_COLUMNS} FROM inbox i JOIN messages m ON m.id = i.msg \
                      WHERE i.user_id = $1 AND i.seq > $2 ORDER BY i.seq LIMIT $3"
                 ),
-                &[&user, &big(after), &(limit as i64)],
+                &[&user, &big(after), &big(limit as u64)],
             )
             .await?;
         Ok(rows
@@ -366,7 +372,7 @@ impl Store for PostgresStore {
                     "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.conv_id = $1 AND m.seq > $2 \
                      ORDER BY m.seq LIMIT $3"
                 ),
-                &[&conversation_id, &big(after), &(limit as i64)],
+                &[&conversation_id, &big(after), &big(limit as u64)],
             )
             .await?;
         Ok(rows.iter().map(|r| message_from_row(r, 0)).collect())
@@ -484,7 +490,7 @@ impl Store for PostgresStore {
             .query(
                 "SELECT user_id FROM inbox_seqs WHERE seq > 0 AND user_id > $1 \
                  UNION SELECT id FROM users WHERE id > $1 ORDER BY 1 LIMIT $2",
-                &[&after, &(limit as i64)],
+                &[&after, &big(limit as u64)],
             )
             .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())

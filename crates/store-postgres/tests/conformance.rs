@@ -369,3 +369,50 @@ async fn a_batch_that_deadlocks_is_run_again() {
     store.close().await.unwrap();
     db.drop().await.unwrap();
 }
+
+/// A page limit too large for PostgreSQL's `bigint` (`usize::MAX`) reads everything, as it does
+/// in SQLite.
+#[tokio::test]
+async fn reads_take_any_page_limit() {
+    let Some(db) = database("reads_take_any_page_limit").await else {
+        return;
+    };
+    let store = open(&db).await;
+    store
+        .write(vec![
+            WriteOp::Append(conformance::private_append("lim-a", "lim-b", "1", "one")),
+            WriteOp::Append(conformance::private_append("lim-b", "lim-a", "2", "two")),
+        ])
+        .await
+        .unwrap();
+    let all = usize::MAX;
+    assert_eq!(store.inbox_after("lim-a", 0, all).await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .conversation_after("lim-a|lim-b", 0, all)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    let page = store
+        .history(
+            "lim-a",
+            "lim-a|lim-b",
+            tidings_store::HistoryFrom::BeforeSeq(u64::MAX),
+            all,
+        )
+        .await
+        .unwrap();
+    assert_eq!((page.messages.len(), page.has_more), (2, false));
+    let found = store.search("lim-a", "o", None, 0, all).await.unwrap();
+    assert_eq!((found.messages.len(), found.next), (2, None));
+    assert_eq!(
+        store.user_ids_after("", all).await.unwrap(),
+        ["lim-a", "lim-b"]
+    );
+    let members = store.group_members("no-such-group", 0, all).await.unwrap();
+    assert!(members.members.is_empty() && members.next.is_none());
+    store.close().await.unwrap();
+    db.drop().await.unwrap();
+}
