@@ -10,9 +10,21 @@ use tidings_client::{Client, ClientConfig, ClientError, Encoding, Event, Outgoin
 /// The server a client subcommand talks to when `--server` is not given.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:9091";
 
-/// Mints a token for `user` from the data directory's credentials, without a running server.
+/// Mints a token for `user` from the data directory's credentials, without a running server,
+/// with the token version of the data directory's SQLite database.
 pub async fn mint_token(
     data_dir: &Path,
+    user: &str,
+    ttl: Option<Duration>,
+) -> anyhow::Result<String> {
+    mint_token_in(data_dir, None, user, ttl).await
+}
+
+/// As [`mint_token`], with the token version read from the store named as `--store` names it
+/// (`None`: the data directory's SQLite database).
+pub async fn mint_token_in(
+    data_dir: &Path,
+    store: Option<&str>,
     user: &str,
     ttl: Option<Duration>,
 ) -> anyhow::Result<String> {
@@ -20,13 +32,24 @@ pub async fn mint_token(
         bail!("invalid user id {user:?}: use 1-64 of A-Z a-z 0-9 _ - . @");
     }
     let creds = crate::credentials::load(data_dir)?;
-    let db = data_dir.join(crate::DB_FILE);
-    // The token version lives in the database; a data directory without one has only version 0.
-    // Read-only: a server may be running on the database, and it must stay its only writer.
-    let version = if db.exists() {
-        tidings_store_sqlite::read_token_version(&db, user).context("reading the database")?
-    } else {
-        0
+    let version = match store {
+        Some(url) if tidings_store_postgres::is_postgres_url(url) => {
+            tidings_store_postgres::read_token_version(url, user)
+                .await
+                .context("reading the database")?
+        }
+        _ => {
+            let db = store.map_or_else(|| data_dir.join(crate::DB_FILE), Into::into);
+            // The token version lives in the database; a data directory without one has only
+            // version 0. Read-only: a server may be running on the database, and it must stay
+            // its only writer.
+            if db.exists() {
+                tidings_store_sqlite::read_token_version(&db, user)
+                    .context("reading the database")?
+            } else {
+                0
+            }
+        }
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?

@@ -39,6 +39,11 @@ pub struct RawConfig {
     /// Data directory (database, credentials). Default ./data.
     #[arg(long, env = "TIDINGS_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Where messages and state are stored: a `postgres://` (or `postgresql://`) URL names a
+    /// PostgreSQL database, which several nodes may share; anything else is the path of a
+    /// SQLite database file. Default: `tidings.db` in the data directory.
+    #[arg(long, env = "TIDINGS_STORE")]
+    pub store: Option<String>,
     /// Heartbeat interval clients must keep, in ms; 3 silent intervals drop a connection.
     /// Default 30000.
     #[arg(long, env = "TIDINGS_HEARTBEAT_MS")]
@@ -126,7 +131,8 @@ pub struct RawConfig {
     #[arg(long, env = "TIDINGS_HANDSHAKE_TIMEOUT_MS")]
     pub handshake_timeout_ms: Option<u64>,
     /// `full` (fsync every commit: survives power loss) or `process` (survives a process crash
-    /// only). Default full.
+    /// only), for the SQLite store; PostgreSQL always flushes a commit before it is
+    /// acknowledged (`synchronous_commit = on`). Default full.
     #[arg(long, env = "TIDINGS_DURABILITY")]
     pub durability: Option<String>,
     /// `on` (users may register accounts and log in with a password at `/v1/accounts`, for
@@ -175,6 +181,28 @@ pub enum FilesStore {
     S3(String),
 }
 
+/// The store the server runs on.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreSetting {
+    /// The embedded SQLite database `tidings.db` in the data directory.
+    DataDir,
+    /// An embedded SQLite database file elsewhere.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, by its URL.
+    Postgres(String),
+}
+
+impl std::fmt::Debug for StoreSetting {
+    // The URL may hold a password: only its scheme is shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreSetting::DataDir => f.write_str("DataDir"),
+            StoreSetting::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            StoreSetting::Postgres(_) => f.write_str("Postgres(..)"),
+        }
+    }
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -183,6 +211,7 @@ pub struct Config {
     pub files_store: FilesStore,
     pub max_upload_bytes: usize,
     pub data_dir: PathBuf,
+    pub store: StoreSetting,
     pub heartbeat: Duration,
     pub room_heartbeat: Duration,
     pub ack_timeout: Duration,
@@ -265,6 +294,7 @@ impl RawConfig {
             files_store: self.files_store.or(file.files_store),
             max_upload_bytes: self.max_upload_bytes.or(file.max_upload_bytes),
             data_dir: self.data_dir.or(file.data_dir),
+            store: self.store.or(file.store),
             heartbeat_ms: self.heartbeat_ms.or(file.heartbeat_ms),
             room_heartbeat_ms: self.room_heartbeat_ms.or(file.room_heartbeat_ms),
             ack_timeout_ms: self.ack_timeout_ms.or(file.ack_timeout_ms),
@@ -394,6 +424,16 @@ impl RawConfig {
             "process" => Durability::Process,
             other => bail!("durability must be `full` or `process`, not {other:?}"),
         };
+        let store = match self.store {
+            None => StoreSetting::DataDir,
+            Some(url) if tidings_store_postgres::is_postgres_url(&url) => {
+                StoreSetting::Postgres(url)
+            }
+            Some(path) if path.trim().is_empty() => {
+                bail!("store must be a postgres:// URL or a SQLite file path, not empty")
+            }
+            Some(path) => StoreSetting::Sqlite(PathBuf::from(path)),
+        };
         let max_frame_bytes = positive(
             "max_frame_bytes",
             self.max_frame_bytes.unwrap_or(64 * 1024) as u64,
@@ -426,6 +466,7 @@ impl RawConfig {
                     .unwrap_or(tidings_files::DEFAULT_MAX_BYTES) as u64,
             )? as usize,
             data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("data")),
+            store,
             heartbeat: Duration::from_millis(positive(
                 "heartbeat_ms",
                 self.heartbeat_ms.unwrap_or(30_000),
@@ -510,6 +551,48 @@ mod tests {
         assert_eq!(c.room_heartbeat, Duration::from_secs(120));
         assert_eq!(c.device_policy, DevicePolicy::Multi);
         assert!(c.accounts);
+        assert_eq!(c.store, StoreSetting::DataDir);
+    }
+
+    #[test]
+    fn a_postgres_url_selects_postgres_and_anything_else_is_a_sqlite_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(&file, "store = \"postgresql://db.example.com/tidings\"\n").unwrap();
+        let from_file = RawConfig {
+            config: Some(file),
+            ..Default::default()
+        };
+        assert_eq!(
+            from_file.clone().resolve().unwrap().store,
+            StoreSetting::Postgres("postgresql://db.example.com/tidings".into())
+        );
+        let flag = RawConfig {
+            store: Some("postgres://u:secret@127.0.0.1/t".into()),
+            ..from_file
+        };
+        let c = flag.resolve().unwrap();
+        assert_eq!(
+            c.store,
+            StoreSetting::Postgres("postgres://u:secret@127.0.0.1/t".into())
+        );
+        assert!(
+            !format!("{c:?}").contains("secret"),
+            "the URL's password is not shown"
+        );
+        let sqlite = RawConfig {
+            store: Some("/var/lib/tidings/other.db".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            sqlite.resolve().unwrap().store,
+            StoreSetting::Sqlite(PathBuf::from("/var/lib/tidings/other.db"))
+        );
+        let empty = RawConfig {
+            store: Some(" ".into()),
+            ..Default::default()
+        };
+        assert!(empty.resolve().unwrap_err().to_string().contains("store"));
     }
 
     #[test]

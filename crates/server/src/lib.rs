@@ -13,10 +13,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use tidings_engine::{Engine, EngineConfig};
 use tidings_gateway::GatewayConfig;
+use tidings_store_postgres::{PostgresConfig, PostgresStore};
 use tidings_store_sqlite::{SqliteConfig, SqliteStore};
 use tokio::sync::oneshot;
 
-pub use config::{Config, RawConfig};
+pub use config::{Config, RawConfig, StoreSetting};
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "tidings.db";
@@ -68,10 +69,25 @@ impl Running {
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let mut store_config = SqliteConfig::new(config.data_dir.join(DB_FILE));
-    store_config.durability = config.durability;
-    let store = SqliteStore::open(&store_config).context("opening the database")?;
-    start_node(config, Arc::new(store), true).await
+    let sqlite = |path: &std::path::Path| -> anyhow::Result<Arc<dyn tidings_store::Store>> {
+        let mut store_config = SqliteConfig::new(path);
+        store_config.durability = config.durability;
+        Ok(Arc::new(
+            SqliteStore::open(&store_config).context("opening the database")?,
+        ))
+    };
+    let store: Arc<dyn tidings_store::Store> = match &config.store {
+        StoreSetting::DataDir => sqlite(&config.data_dir.join(DB_FILE))?,
+        StoreSetting::Sqlite(path) => sqlite(path)?,
+        // Commits are always flushed there (`synchronous_commit = on`): `durability` is the
+        // SQLite store's setting.
+        StoreSetting::Postgres(url) => Arc::new(
+            PostgresStore::connect(&PostgresConfig::new(url.as_str()))
+                .await
+                .context("connecting to PostgreSQL")?,
+        ),
+    };
+    start_node(config, store, true).await
 }
 
 /// [`start`] on a store already open that other nodes in this process share (as tests run a

@@ -29,6 +29,10 @@ enum Command {
         user_id: String,
         #[arg(long, env = "TIDINGS_DATA_DIR", default_value = "data")]
         data_dir: PathBuf,
+        /// The store the server runs on, as `serve --store` names it (its token versions are
+        /// read there). Default: `tidings.db` in the data directory.
+        #[arg(long, env = "TIDINGS_STORE")]
+        store: Option<String>,
         /// Token lifetime in seconds (default 30 days).
         #[arg(long)]
         ttl_secs: Option<u64>,
@@ -133,10 +137,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Token {
             user_id,
             data_dir,
+            store,
             ttl_secs,
         } => {
-            let token =
-                cli::mint_token(&data_dir, &user_id, ttl_secs.map(Duration::from_secs)).await?;
+            let token = cli::mint_token_in(
+                &data_dir,
+                store.as_deref(),
+                &user_id,
+                ttl_secs.map(Duration::from_secs),
+            )
+            .await?;
             println!("{token}");
             Ok(())
         }
@@ -198,7 +208,8 @@ async fn serve(raw: RawConfig) -> anyhow::Result<()> {
         println!("  appSecret: {}", running.credentials.app_secret);
     }
     println!("tidings listening on http://{}", running.addr);
-    tracing::info!(addr = %running.addr, data_dir = %config.data_dir.display(), "serving");
+    // The store's Debug shows a PostgreSQL URL's scheme only: it may hold a password.
+    tracing::info!(addr = %running.addr, data_dir = %config.data_dir.display(), store = ?config.store, "serving");
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;

@@ -19,6 +19,7 @@ mod files;
 mod groups;
 mod hooks;
 mod poll;
+mod postgres;
 mod process;
 mod push;
 mod util;

@@ -1,0 +1,1254 @@
+//! The writer task: one per process. It takes every write request queued (up to
+//! [`MAX_BATCH_OPS`] ops), applies them in one transaction, commits once, and only then
+//! answers each request (group commit).
+//!
+//! Seqs come from counter rows locked in the transaction. Before applying a batch the writer
+//! collects every group, conversation and inbox the batch takes seqs from (reading the
+//! members of the groups it touches, under the groups' row locks), and locks them in one
+//! order — groups, then conversation counters, then inbox counters, each sorted by key — so
+//! two nodes' batches wait for each other instead of deadlocking. The seqs are counted in
+//! memory while the batch is applied and written back to the counter rows before the commit.
+//! A counter the collection missed is locked when first needed; if that deadlocks (or a
+//! serialization failure happens), the whole batch is rolled back and run again.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use tidings_store::{
+    Amend, AmendAction, AmendRefusal, AppendMessage, ConversationSettings, ConversationUpdate,
+    GroupAction, Result, StoreError, StoredMessage, WriteOp, WriteResult,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{Db, Error, MESSAGE_COLUMNS, PgResult, big, message_from_row};
+
+/// The most ops one transaction takes; more wait for the next commit.
+pub const MAX_BATCH_OPS: usize = 8192;
+
+/// How many times a batch that deadlocked (or failed to serialize) is run again.
+const MAX_ATTEMPTS: usize = 20;
+
+pub enum Request {
+    Write {
+        ops: Vec<WriteOp>,
+        reply: Reply,
+    },
+    /// Commit what is queued, then stop.
+    Close {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+type Reply = oneshot::Sender<Result<Vec<WriteResult>>>;
+
+pub fn spawn(pool: deadpool_postgres::Pool) -> mpsc::UnboundedSender<Request> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(run(pool, rx));
+    tx
+}
+
+async fn run(pool: deadpool_postgres::Pool, mut rx: mpsc::UnboundedReceiver<Request>) {
+    let mut conn = Conn { pool, held: None };
+    let mut next = None;
+    loop {
+        let first = match next.take() {
+            Some(r) => r,
+            None => match rx.recv().await {
+                Some(r) => r,
+                None => return,
+            },
+        };
+        let mut batch = Vec::new();
+        let mut close = None;
+        let mut n_ops = 0;
+        let mut request = Some(first);
+        while let Some(r) = request.take() {
+            match r {
+                Request::Write { ops, reply } => {
+                    n_ops += ops.len();
+                    batch.push((ops, reply));
+                }
+                Request::Close { reply } => {
+                    close = Some(reply);
+                    break;
+                }
+            }
+            if n_ops >= MAX_BATCH_OPS {
+                break;
+            }
+            request = rx.try_recv().ok();
+        }
+        if !batch.is_empty() {
+            commit_batch(&mut conn, batch).await;
+        }
+        if let Some(reply) = close {
+            // Writes that raced with the close are committed too, so none is left unanswered.
+            rx.close();
+            let mut rest = Vec::new();
+            while let Ok(r) = rx.try_recv() {
+                match r {
+                    Request::Write { ops, reply } => rest.push((ops, reply)),
+                    Request::Close { reply } => {
+                        let _ = reply.send(());
+                    }
+                }
+            }
+            if !rest.is_empty() {
+                commit_batch(&mut conn, rest).await;
+            }
+            // The caller may have stopped waiting; there is nobody else to tell.
+            let _ = reply.send(());
+            return;
+        }
+        if next.is_none() {
+            next = rx.try_recv().ok();
+        }
+    }
+}
+
+/// The writer's connection: taken from the pool once and kept, so reads never leave the writer
+/// waiting for one; given back (and replaced) after a failure, which may have been the
+/// connection's.
+struct Conn {
+    pool: deadpool_postgres::Pool,
+    held: Option<deadpool_postgres::Object>,
+}
+
+impl Conn {
+    async fn get(&mut self) -> PgResult<&mut deadpool_postgres::Object> {
+        if self.held.is_none() {
+            self.held = Some(self.pool.get().await?);
+        }
+        Ok(self.held.as_mut().expect("just set"))
+    }
+}
+
+async fn commit_batch(conn: &mut Conn, batch: Vec<(Vec<WriteOp>, Reply)>) {
+    let (op_lists, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+    let mut attempt = 1;
+    let outcome = loop {
+        let outcome = match conn.get().await {
+            Ok(client) => try_batch(client, op_lists.clone()).await,
+            Err(e) => Err(e),
+        };
+        if outcome.as_ref().is_err_and(|e| !e.retryable()) {
+            conn.held = None;
+        }
+        match outcome {
+            Err(e) if e.retryable() && attempt < MAX_ATTEMPTS => {
+                tracing::debug!(attempt, error = ?e, "storage transaction conflicted; running it again");
+                attempt += 1;
+                // Let the other transaction finish before trying again.
+                tokio::time::sleep(std::time::Duration::from_millis(attempt as u64)).await;
+            }
+            other => break other,
+        }
+    };
+    match outcome {
+        Ok(all) => {
+            for (reply, results) in replies.into_iter().zip(all) {
+                // A caller that gave up waiting still had its write committed; nothing to undo.
+                let _ = reply.send(Ok(results));
+            }
+        }
+        Err(e) => {
+            let e = StoreError::from(e);
+            tracing::error!(error = %e, "storage transaction failed; batch rolled back");
+            for reply in replies {
+                let _ = reply.send(Err(StoreError::Backend(e.to_string())));
+            }
+        }
+    }
+}
+
+async fn try_batch(
+    client: &mut deadpool_postgres::Object,
+    op_lists: Vec<Vec<WriteOp>>,
+) -> PgResult<Vec<Vec<WriteResult>>> {
+    let tx = client.transaction().await?;
+    let mut all = Vec::with_capacity(op_lists.len());
+    {
+        let mut b = Batch::new(Db::of_tx(&tx));
+        b.lock_for(&op_lists).await?;
+        for ops in op_lists {
+            let mut results = Vec::with_capacity(ops.len());
+            for op in ops {
+                results.push(apply(&mut b, op).await?);
+            }
+            all.push(results);
+        }
+        b.write_back().await?;
+    }
+    tx.commit().await?;
+    Ok(all)
+}
+
+/// A counter row locked by this transaction: its value when locked, and now.
+#[derive(Clone, Copy)]
+struct Counter {
+    locked: u64,
+    now: u64,
+}
+
+/// The transaction being built: its connection, the counters it locked, and the member lists
+/// of groups it read.
+pub(crate) struct Batch<'a> {
+    pub(crate) db: Db<'a>,
+    convs: HashMap<String, Counter>,
+    inboxes: HashMap<String, Counter>,
+    members: HashMap<String, Arc<[String]>>,
+}
+
+impl<'a> Batch<'a> {
+    fn new(db: Db<'a>) -> Batch<'a> {
+        Batch {
+            db,
+            convs: HashMap::new(),
+            inboxes: HashMap::new(),
+            members: HashMap::new(),
+        }
+    }
+
+    /// Locks everything the ops will take seqs from, in the one order every node uses.
+    async fn lock_for(&mut self, op_lists: &[Vec<WriteOp>]) -> PgResult<()> {
+        let mut groups = BTreeSet::new();
+        let mut convs = BTreeSet::new();
+        let mut users = BTreeSet::new();
+        let append = |m: &AppendMessage,
+                      groups: &mut BTreeSet<String>,
+                      convs: &mut BTreeSet<String>,
+                      users: &mut BTreeSet<String>| {
+            if m.only_if_stored {
+                return;
+            }
+            convs.insert(m.conversation_id.clone());
+            users.extend(m.recipients.iter().cloned());
+            if m.to_group {
+                groups.insert(m.target.clone());
+                users.insert(m.sender.clone());
+            }
+        };
+        for op in op_lists.iter().flatten() {
+            match op {
+                WriteOp::Append(m) => append(m, &mut groups, &mut convs, &mut users),
+                WriteOp::UpdateConversation(u) => {
+                    append(&u.event, &mut groups, &mut convs, &mut users);
+                    if let Some(r) = &u.receipt {
+                        append(r, &mut groups, &mut convs, &mut users);
+                    }
+                }
+                WriteOp::Amend(a) => {
+                    append(&a.event, &mut groups, &mut convs, &mut users);
+                    users.insert(a.by.clone());
+                }
+                WriteOp::Group(c) => {
+                    groups.insert(c.group.clone());
+                    convs.insert(c.notification.conversation_id.clone());
+                    match &c.action {
+                        GroupAction::Create { owner, members, .. } => {
+                            users.insert(owner.clone());
+                            users.extend(members.iter().cloned());
+                        }
+                        GroupAction::AddMembers(members) => users.extend(members.iter().cloned()),
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !groups.is_empty() {
+            let keys: Vec<String> = groups.into_iter().collect();
+            self.db
+                .query(
+                    "SELECT id FROM groups WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+                    &[&keys],
+                )
+                .await?;
+            // Under the groups' locks, their members cannot change until this commits.
+            let rows = self
+                .db
+                .query(
+                    "SELECT group_id, user_id FROM group_members WHERE group_id = ANY($1) \
+                     ORDER BY group_id, id",
+                    &[&keys],
+                )
+                .await?;
+            let mut lists: HashMap<String, Vec<String>> =
+                keys.into_iter().map(|k| (k, Vec::new())).collect();
+            for r in &rows {
+                let user: String = r.get(1);
+                users.insert(user.clone());
+                if let Some(list) = lists.get_mut(r.get::<_, &str>(0)) {
+                    list.push(user);
+                }
+            }
+            self.members = lists.into_iter().map(|(k, v)| (k, v.into())).collect();
+        }
+        self.lock_convs(convs.into_iter().collect()).await?;
+        self.lock_inboxes(users.into_iter().collect()).await
+    }
+
+    /// Locks conversation counters (creating missing ones at 0), in key order.
+    async fn lock_convs(&mut self, mut keys: Vec<String>) -> PgResult<()> {
+        keys.retain(|k| !self.convs.contains_key(k));
+        if keys.is_empty() {
+            return Ok(());
+        }
+        keys.sort();
+        // Pipelined: the insert of missing rows and the locking read go out together.
+        let (_, rows) = self
+            .db
+            .pipeline(
+                "INSERT INTO conversation_seqs (conv_id, seq) \
+                 SELECT k, 0 FROM unnest($1::text[]) AS k ORDER BY k COLLATE \"C\" \
+                 ON CONFLICT DO NOTHING",
+                &[&keys],
+                "SELECT conv_id, seq FROM conversation_seqs WHERE conv_id = ANY($1) \
+                 ORDER BY conv_id FOR UPDATE",
+                &[&keys],
+            )
+            .await?;
+        for r in rows {
+            let seq = r.get::<_, i64>(1) as u64;
+            self.convs.insert(
+                r.get(0),
+                Counter {
+                    locked: seq,
+                    now: seq,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Locks inbox counters (creating missing ones at 0), in key order.
+    async fn lock_inboxes(&mut self, mut keys: Vec<String>) -> PgResult<()> {
+        keys.retain(|k| !self.inboxes.contains_key(k));
+        if keys.is_empty() {
+            return Ok(());
+        }
+        keys.sort();
+        keys.dedup();
+        let (_, rows) = self
+            .db
+            .pipeline(
+                "INSERT INTO inbox_seqs (user_id, seq) \
+                 SELECT k, 0 FROM unnest($1::text[]) AS k ORDER BY k COLLATE \"C\" \
+                 ON CONFLICT DO NOTHING",
+                &[&keys],
+                "SELECT user_id, seq FROM inbox_seqs WHERE user_id = ANY($1) \
+                 ORDER BY user_id FOR UPDATE",
+                &[&keys],
+            )
+            .await?;
+        for r in rows {
+            let seq = r.get::<_, i64>(1) as u64;
+            self.inboxes.insert(
+                r.get(0),
+                Counter {
+                    locked: seq,
+                    now: seq,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Writes the counters this batch moved back to their rows.
+    async fn write_back(&mut self) -> PgResult<()> {
+        let changed = |map: &HashMap<String, Counter>| -> (Vec<String>, Vec<i64>) {
+            map.iter()
+                .filter(|(_, c)| c.now != c.locked)
+                .map(|(k, c)| (k.clone(), c.now as i64))
+                .unzip()
+        };
+        let (conv_keys, conv_seqs) = changed(&self.convs);
+        let (user_keys, user_seqs) = changed(&self.inboxes);
+        tokio::try_join!(
+            async {
+                if conv_keys.is_empty() {
+                    return Ok(0);
+                }
+                self.db
+                    .execute(
+                        "UPDATE conversation_seqs c SET seq = v.seq \
+                         FROM unnest($1::text[], $2::bigint[]) AS v(k, seq) WHERE c.conv_id = v.k",
+                        &[&conv_keys, &conv_seqs],
+                    )
+                    .await
+            },
+            async {
+                if user_keys.is_empty() {
+                    return Ok(0);
+                }
+                self.db
+                    .execute(
+                        "UPDATE inbox_seqs c SET seq = v.seq \
+                         FROM unnest($1::text[], $2::bigint[]) AS v(k, seq) WHERE c.user_id = v.k",
+                        &[&user_keys, &user_seqs],
+                    )
+                    .await
+            },
+        )?;
+        Ok(())
+    }
+
+    /// The conversation's newest seq (0 if it has no messages), as this transaction sees it.
+    pub(crate) async fn last_seq(&self, conversation_id: &str) -> PgResult<u64> {
+        if let Some(c) = self.convs.get(conversation_id) {
+            return Ok(c.now);
+        }
+        let row = self
+            .db
+            .query_one(
+                "SELECT coalesce(max(seq), 0) FROM messages WHERE conv_id = $1",
+                &[&conversation_id],
+            )
+            .await?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    /// The group's member ids in join order, read under the group's lock.
+    pub(crate) async fn members(&mut self, group: &str) -> PgResult<Arc<[String]>> {
+        if let Some(list) = self.members.get(group) {
+            return Ok(list.clone());
+        }
+        let list: Arc<[String]> = crate::groups::member_ids(self.db, group).await?.into();
+        self.members.insert(group.to_string(), list.clone());
+        Ok(list)
+    }
+
+    /// Forgets a group's member list after a change to it.
+    pub(crate) fn forget_members(&mut self, group: &str) {
+        self.members.remove(group);
+    }
+}
+
+async fn apply(b: &mut Batch<'_>, op: WriteOp) -> PgResult<WriteResult> {
+    let db = b.db;
+    match op {
+        WriteOp::Append(m) => append(b, m).await,
+        WriteOp::SetCursor {
+            user,
+            device,
+            cursor,
+        } => {
+            db.execute(
+                "INSERT INTO device_cursors (user_id, device_id, cursor) VALUES ($1, $2, $3) \
+                 ON CONFLICT (user_id, device_id) DO UPDATE \
+                 SET cursor = greatest(device_cursors.cursor, excluded.cursor)",
+                &[&user, &device, &big(cursor)],
+            )
+            .await?;
+            Ok(WriteResult::CursorSet)
+        }
+        WriteOp::UseNonce {
+            nonce,
+            now,
+            expires_at,
+        } => {
+            let (_, inserted) = db
+                .pipeline(
+                    "DELETE FROM nonces WHERE expires_at <= $1",
+                    &[&now],
+                    "INSERT INTO nonces (nonce, expires_at) VALUES ($1, $2) \
+                     ON CONFLICT DO NOTHING RETURNING 1",
+                    &[&nonce, &expires_at],
+                )
+                .await?;
+            Ok(WriteResult::Nonce {
+                fresh: inserted.len() == 1,
+            })
+        }
+        WriteOp::UpdateConversation(u) => update_conversation(b, *u).await,
+        WriteOp::Amend(a) => amend(b, *a).await,
+        WriteOp::Group(change) => crate::groups::change(b, *change).await,
+        WriteOp::CreateChatroom(r) => {
+            let inserted = db
+                .execute(
+                    "INSERT INTO chatrooms (id, name, extra, created, max_members, muted_until) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                    &[
+                        &r.id,
+                        &r.name,
+                        &r.extra,
+                        &r.created,
+                        &big(r.max_members),
+                        &r.muted_until,
+                    ],
+                )
+                .await?;
+            Ok(WriteResult::ChatroomCreated {
+                fresh: inserted == 1,
+            })
+        }
+        WriteOp::SetChatroom(r) => {
+            db.execute(
+                "UPDATE chatrooms SET name = $2, extra = $3, max_members = $4, muted_until = $5 \
+                 WHERE id = $1",
+                &[
+                    &r.id,
+                    &r.name,
+                    &r.extra,
+                    &big(r.max_members),
+                    &r.muted_until,
+                ],
+            )
+            .await?;
+            Ok(WriteResult::ChatroomSet)
+        }
+        WriteOp::DeleteChatroom { id } => {
+            db.execute("DELETE FROM chatroom_users WHERE room_id = $1", &[&id])
+                .await?;
+            db.execute("DELETE FROM chatrooms WHERE id = $1", &[&id])
+                .await?;
+            Ok(WriteResult::ChatroomSet)
+        }
+        WriteOp::SetChatroomUser { room, standing: s } => {
+            if s.banned_until == 0 && s.muted_until == 0 {
+                db.execute(
+                    "DELETE FROM chatroom_users WHERE room_id = $1 AND user_id = $2",
+                    &[&room, &s.user],
+                )
+                .await?;
+            } else {
+                // Only for a kept room: the foreign key refuses others, so check instead of
+                // failing the whole batch.
+                db.execute(
+                    "INSERT INTO chatroom_users (room_id, user_id, banned_until, muted_until) \
+                     SELECT $1::text, $2::text, $3::bigint, $4::bigint \
+                     WHERE EXISTS (SELECT 1 FROM chatrooms WHERE id = $1) \
+                     ON CONFLICT (room_id, user_id) DO UPDATE SET \
+                     banned_until = excluded.banned_until, muted_until = excluded.muted_until",
+                    &[&room, &s.user, &s.banned_until, &s.muted_until],
+                )
+                .await?;
+            }
+            Ok(WriteResult::ChatroomSet)
+        }
+        WriteOp::SetQuietHours {
+            user,
+            start_minute,
+            minutes,
+        } => {
+            db.execute(
+                "INSERT INTO users (id, quiet_start, quiet_minutes) VALUES ($1, $2, $3) \
+                 ON CONFLICT (id) DO UPDATE SET \
+                 quiet_start = excluded.quiet_start, quiet_minutes = excluded.quiet_minutes",
+                &[&user, &(start_minute as i32), &(minutes as i32)],
+            )
+            .await?;
+            Ok(WriteResult::QuietHoursSet)
+        }
+        WriteOp::SetProfile {
+            user,
+            name,
+            portrait,
+            extra,
+        } => {
+            db.execute(
+                "INSERT INTO users (id, name, portrait, extra) \
+                 VALUES ($1, coalesce($2, ''), coalesce($3, ''), coalesce($4, '')) \
+                 ON CONFLICT (id) DO UPDATE SET name = coalesce($2, users.name), \
+                 portrait = coalesce($3, users.portrait), extra = coalesce($4, users.extra)",
+                &[&user, &name, &portrait, &extra],
+            )
+            .await?;
+            Ok(WriteResult::ProfileSet)
+        }
+        WriteOp::SetSensitiveWord {
+            word,
+            replacement,
+            max,
+        } => {
+            let row = db
+                .query_one(
+                    "SELECT (SELECT count(*) FROM sensitive_words), \
+                     EXISTS (SELECT 1 FROM sensitive_words WHERE word = $1)",
+                    &[&word],
+                )
+                .await?;
+            let (count, exists): (i64, bool) = (row.get(0), row.get(1));
+            if !exists && count as u64 >= max {
+                return Ok(WriteResult::WordsFull);
+            }
+            db.execute(
+                "INSERT INTO sensitive_words (word, replacement) VALUES ($1, $2) \
+                 ON CONFLICT (word) DO UPDATE SET replacement = excluded.replacement",
+                &[&word, &replacement],
+            )
+            .await?;
+            Ok(WriteResult::WordsSet)
+        }
+        WriteOp::RemoveSensitiveWord { word } => {
+            db.execute("DELETE FROM sensitive_words WHERE word = $1", &[&word])
+                .await?;
+            Ok(WriteResult::WordsSet)
+        }
+        WriteOp::SetBanned { user, banned } => {
+            db.execute(
+                "INSERT INTO users (id, banned) VALUES ($1, $2) \
+                 ON CONFLICT (id) DO UPDATE SET banned = excluded.banned",
+                &[&user, &banned],
+            )
+            .await?;
+            Ok(WriteResult::BannedSet)
+        }
+        WriteOp::SavePushSubscription(sub) => {
+            db.execute(
+                "INSERT INTO push_subscriptions (endpoint, user_id, p256dh, auth) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (endpoint) DO UPDATE SET \
+                 user_id = excluded.user_id, p256dh = excluded.p256dh, auth = excluded.auth",
+                &[&sub.endpoint, &sub.user, &sub.p256dh, &sub.auth],
+            )
+            .await?;
+            Ok(WriteResult::PushSubscriptionSaved)
+        }
+        WriteOp::RemovePushSubscription { endpoint, user } => {
+            let removed = db
+                .execute(
+                    "DELETE FROM push_subscriptions \
+                     WHERE endpoint = $1 AND ($2::text IS NULL OR user_id = $2)",
+                    &[&endpoint, &user],
+                )
+                .await?;
+            Ok(WriteResult::PushSubscriptionRemoved {
+                removed: removed > 0,
+            })
+        }
+        WriteOp::SetLastSeen { user, time } => {
+            db.execute(
+                "INSERT INTO users (id, last_seen) VALUES ($1, $2) \
+                 ON CONFLICT (id) DO UPDATE \
+                 SET last_seen = greatest(users.last_seen, excluded.last_seen)",
+                &[&user, &time],
+            )
+            .await?;
+            Ok(WriteResult::LastSeenSet)
+        }
+        WriteOp::SetBlocked {
+            user,
+            other,
+            blocked,
+            max,
+        } => {
+            if !blocked {
+                db.execute(
+                    "DELETE FROM blocklist WHERE user_id = $1 AND blocked_id = $2",
+                    &[&user, &other],
+                )
+                .await?;
+                return Ok(WriteResult::BlockSet);
+            }
+            let row = db
+                .query_one(
+                    "SELECT (SELECT count(*) FROM blocklist WHERE user_id = $1), \
+                     EXISTS (SELECT 1 FROM blocklist WHERE user_id = $1 AND blocked_id = $2)",
+                    &[&user, &other],
+                )
+                .await?;
+            let (count, present): (i64, bool) = (row.get(0), row.get(1));
+            if present {
+                return Ok(WriteResult::BlockSet);
+            }
+            if (count as u64) >= max {
+                return Ok(WriteResult::BlocklistFull);
+            }
+            db.execute(
+                "INSERT INTO blocklist (user_id, blocked_id) VALUES ($1, $2) \
+                 ON CONFLICT DO NOTHING",
+                &[&user, &other],
+            )
+            .await?;
+            Ok(WriteResult::BlockSet)
+        }
+        WriteOp::DeleteForUser {
+            user,
+            conversation_id,
+            seqs,
+        } => {
+            let seqs: Vec<i64> = seqs.into_iter().map(big).collect();
+            db.execute(
+                "INSERT INTO deleted_messages (user_id, conv_id, seq) \
+                 SELECT $1, $2, s FROM unnest($3::bigint[]) AS s ON CONFLICT DO NOTHING",
+                &[&user, &conversation_id, &seqs],
+            )
+            .await?;
+            Ok(WriteResult::Deleted)
+        }
+        WriteOp::BumpTokenVersion { user } => Ok(WriteResult::TokenVersion(
+            bump_token_version(db, &user).await?,
+        )),
+        WriteOp::CreateAccount(a) => {
+            // Every account has a `users` row, so one probe finds both an account and a record.
+            let inserted = db
+                .execute(
+                    "INSERT INTO users (id) VALUES ($1) ON CONFLICT DO NOTHING",
+                    &[&a.user],
+                )
+                .await?;
+            if inserted == 0 {
+                return Ok(WriteResult::AccountCreated { fresh: false });
+            }
+            db.execute(
+                "INSERT INTO accounts (user_id, password, created) VALUES ($1, $2, $3)",
+                &[&a.user, &a.password_hash, &a.created],
+            )
+            .await?;
+            Ok(WriteResult::AccountCreated { fresh: true })
+        }
+        WriteOp::ChangeAccount {
+            user,
+            expected,
+            password_hash,
+        } => {
+            let changed = match password_hash {
+                Some(hash) => {
+                    db.execute(
+                        "UPDATE accounts SET password = $3 WHERE user_id = $1 AND password = $2",
+                        &[&user, &expected, &hash],
+                    )
+                    .await?
+                }
+                None => {
+                    db.execute(
+                        "DELETE FROM accounts WHERE user_id = $1 AND password = $2",
+                        &[&user, &expected],
+                    )
+                    .await?
+                }
+            };
+            let token_version = if changed == 0 {
+                None
+            } else {
+                Some(bump_token_version(db, &user).await?)
+            };
+            Ok(WriteResult::AccountChanged { token_version })
+        }
+    }
+}
+
+/// Increments a user's token version (from 0 if the user has no row) and returns the new one.
+async fn bump_token_version(db: Db<'_>, user: &str) -> PgResult<u64> {
+    let row = db
+        .query_one(
+            "INSERT INTO users (id, token_version) VALUES ($1, 1) ON CONFLICT (id) \
+             DO UPDATE SET token_version = users.token_version + 1 RETURNING token_version",
+            &[&user],
+        )
+        .await?;
+    Ok(row.get::<_, i64>(0) as u64)
+}
+
+/// Appends a message: one statement inserts it with its inbox entries, its audience and its
+/// participants' conversation rows, unless the recipient blocks the sender or its
+/// `(sender, client_msg_id)` was stored before.
+pub(crate) async fn append(b: &mut Batch<'_>, mut m: AppendMessage) -> PgResult<WriteResult> {
+    if m.only_if_stored {
+        return existing_or(b.db, &m, WriteResult::NotStored).await;
+    }
+    let mut state = 0;
+    if m.to_group {
+        // A resend is answered before the members are read: its first answer needs only the
+        // sender's entry.
+        if let Some(found) = existing_if_stored(b.db, &m).await? {
+            return Ok(found);
+        }
+        match crate::groups::recipients(b, &m).await? {
+            Ok((recipients, audience)) => {
+                m.recipients = recipients;
+                if !m.audience.is_empty() {
+                    state |= crate::STATE_DIRECTED;
+                }
+                m.audience = audience;
+            }
+            // A resend of a message stored before the refusal still gets its first result.
+            Err(refusal) => {
+                return existing_or(b.db, &m, WriteResult::GroupRefused(refusal)).await;
+            }
+        }
+    }
+    if m.mention_all {
+        state |= crate::STATE_MENTION_ALL;
+    }
+    // The conversation's next seq and each recipient's, taken only if the insert succeeds.
+    if !b.convs.contains_key(&m.conversation_id) {
+        b.lock_convs(vec![m.conversation_id.clone()]).await?;
+    }
+    b.lock_inboxes(m.recipients.clone()).await?;
+    let seq = b.convs[&m.conversation_id].now + 1;
+    let mut taken: HashMap<&str, u64> = HashMap::with_capacity(m.recipients.len());
+    let inbox_seqs: Vec<i64> = m
+        .recipients
+        .iter()
+        .map(|u| {
+            let n = taken.entry(u.as_str()).or_insert_with(|| b.inboxes[u].now);
+            *n += 1;
+            *n as i64
+        })
+        .collect();
+    let (p_users, p_targets): (Vec<&str>, Vec<&str>) = m
+        .participants
+        .iter()
+        .map(|p| (p.user.as_str(), p.target.as_str()))
+        .unzip();
+    let audience: &[String] = if state & crate::STATE_DIRECTED != 0 {
+        &m.audience
+    } else {
+        &[]
+    };
+    let search_text = (!m.search_text.is_empty()).then_some(m.search_text.as_str());
+    let blocker = m.blocking_recipient.as_deref();
+    let row =
+        b.db.query_one(
+            "WITH ok AS (SELECT $22::text IS NULL OR NOT EXISTS (SELECT 1 FROM blocklist \
+                 WHERE user_id = $22 AND blocked_id = $5) AS ok), \
+             m AS (INSERT INTO messages (conv_type, conv_id, seq, uid, sender, target, sent_time, \
+                 msg_type, content, push_text, client_msg_id, digest, counted, state, mentions, \
+                 search_text) \
+               SELECT $1::integer, $2::text, $3::bigint, $4::text, $5::text, $6::text, \
+                 $7::bigint, $8::text, $9::text, $10::text, $11::text, $12::text, $13::boolean, \
+                 $14::integer, $15::text[], $16::text WHERE (SELECT ok FROM ok) \
+               ON CONFLICT (sender, client_msg_id) DO NOTHING RETURNING id), \
+             i AS (INSERT INTO inbox (user_id, seq, msg) \
+               SELECT r.u, r.s, m.id FROM m, unnest($17::text[], $18::bigint[]) AS r(u, s)), \
+             p AS (INSERT INTO conversations (user_id, conv_type, target, conv_id) \
+               SELECT q.u, $1, q.t, $2 FROM m, unnest($19::text[], $20::text[]) AS q(u, t) \
+               ON CONFLICT DO NOTHING), \
+             a AS (INSERT INTO message_audience (msg, user_id) \
+               SELECT m.id, a FROM m, unnest($21::text[]) AS a ON CONFLICT DO NOTHING) \
+             SELECT (SELECT ok FROM ok), (SELECT id FROM m)",
+            &[
+                &(m.conversation_type as i32),
+                &m.conversation_id,
+                &big(seq),
+                &m.uid,
+                &m.sender,
+                &m.target,
+                &m.sent_time,
+                &m.msg_type,
+                &m.content,
+                &m.push_text,
+                &m.client_msg_id,
+                &m.digest,
+                &m.counted,
+                &state,
+                &m.mentions,
+                &search_text,
+                &m.recipients,
+                &inbox_seqs,
+                &p_users,
+                &p_targets,
+                &audience,
+                &blocker,
+            ],
+        )
+        .await?;
+    let (ok, id): (bool, Option<i64>) = (row.get(0), row.get(1));
+    if !ok {
+        // A resend of a message stored before the block still gets its first result.
+        return existing_or(b.db, &m, WriteResult::Blocked).await;
+    }
+    if id.is_none() {
+        return existing(b.db, &m).await;
+    }
+    if let Some(c) = b.convs.get_mut(&m.conversation_id) {
+        c.now = seq;
+    }
+    for (user, n) in taken {
+        if let Some(c) = b.inboxes.get_mut(user) {
+            c.now = n;
+        }
+    }
+    let recipients = std::mem::take(&mut m.recipients);
+    let inbox = recipients
+        .into_iter()
+        .zip(inbox_seqs)
+        .map(|(u, s)| (u, s as u64))
+        .collect();
+    Ok(WriteResult::Appended {
+        message: StoredMessage {
+            uid: m.uid,
+            conversation_type: m.conversation_type,
+            conversation_id: m.conversation_id,
+            sender: m.sender,
+            target: m.target,
+            seq,
+            sent_time: m.sent_time,
+            msg_type: m.msg_type,
+            content: m.content,
+            push_text: m.push_text,
+            client_msg_id: m.client_msg_id,
+            mentions: m.mentions,
+            mention_all: m.mention_all,
+            audience: m.audience,
+            ..Default::default()
+        },
+        inbox,
+        duplicate: false,
+    })
+}
+
+/// The answer to an earlier append of `m`'s `(sender, client_msg_id)` if there is one,
+/// `refusal` (with nothing written) if not.
+async fn existing_or(db: Db<'_>, m: &AppendMessage, refusal: WriteResult) -> PgResult<WriteResult> {
+    Ok(existing_if_stored(db, m).await?.unwrap_or(refusal))
+}
+
+/// The answer to an append whose `(sender, client_msg_id)` exists.
+async fn existing(db: Db<'_>, m: &AppendMessage) -> PgResult<WriteResult> {
+    existing_if_stored(db, m).await?.ok_or_else(|| {
+        Error::Invalid(format!(
+            "the message ({}, {}) was neither stored nor found",
+            m.sender, m.client_msg_id
+        ))
+    })
+}
+
+/// If `m`'s `(sender, client_msg_id)` was stored: the stored message and its inbox entries if
+/// the digest matches, a conflict otherwise.
+async fn existing_if_stored(db: Db<'_>, m: &AppendMessage) -> PgResult<Option<WriteResult>> {
+    let Some(row) = db
+        .query_opt(
+            &format!(
+                "SELECT m.id, m.digest, {MESSAGE_COLUMNS} FROM messages m \
+                 WHERE m.sender = $1 AND m.client_msg_id = $2"
+            ),
+            &[&m.sender, &m.client_msg_id],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let (id, digest): (i64, String) = (row.get(0), row.get(1));
+    if digest != m.digest {
+        return Ok(Some(WriteResult::ClientMsgIdConflict));
+    }
+    let message = message_from_row(&row, 2);
+    // Resends come soon after the original, so each recipient's entry is found by walking the
+    // inbox back from its newest entry.
+    let rows = db
+        .query(
+            "SELECT q.u, (SELECT i.seq FROM inbox i WHERE i.user_id = q.u AND i.msg = $1 \
+                          ORDER BY i.seq DESC LIMIT 1) \
+             FROM unnest($2::text[]) WITH ORDINALITY AS q(u, n) ORDER BY q.n",
+            &[&id, &m.recipients],
+        )
+        .await?;
+    let inbox = rows
+        .iter()
+        .filter_map(|r| {
+            r.get::<_, Option<i64>>(1)
+                .map(|s| (r.get::<_, String>(0), s as u64))
+        })
+        .collect();
+    Ok(Some(WriteResult::Appended {
+        message,
+        inbox,
+        duplicate: true,
+    }))
+}
+
+/// Applies a conversation update and appends the user event that reports it.
+async fn update_conversation(b: &mut Batch<'_>, u: ConversationUpdate) -> PgResult<WriteResult> {
+    let db = b.db;
+    let conv_type = u.conversation_type as i32;
+    let (_, rows) = db
+        .pipeline(
+            "INSERT INTO conversations (user_id, conv_type, target, conv_id) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            &[&u.user, &conv_type, &u.target, &u.conversation_id],
+            "SELECT read_seq, pinned, muted, removed_seq, cleared_seq, until_seq \
+             FROM conversations WHERE user_id = $1 AND conv_type = $2 AND target = $3 \
+             FOR UPDATE",
+            &[&u.user, &conv_type, &u.target],
+        )
+        .await?;
+    let row = rows
+        .first()
+        .ok_or_else(|| Error::Invalid("the conversation row was not made".into()))?;
+    let mut read_seq = row.get::<_, i64>(0) as u64;
+    let mut pinned: bool = row.get(1);
+    let mut muted: bool = row.get(2);
+    let mut removed_seq = row.get::<_, i64>(3) as u64;
+    let mut cleared_seq = row.get::<_, i64>(4) as u64;
+    let until_seq = row.get::<_, i64>(5) as u64;
+    let read_before = read_seq;
+    let mut last = b.last_seq(&u.conversation_id).await?;
+    if until_seq > 0 {
+        // A member who left the group sees nothing after that.
+        last = last.min(until_seq);
+    }
+    if u.read_seq > 0 {
+        read_seq = read_seq.max(u.read_seq.min(last));
+    }
+    if u.read_time > 0 {
+        read_seq = read_seq.max(sent_by(db, &u.conversation_id, read_seq, u.read_time).await?);
+    }
+    if u.clear_before_time > 0 {
+        cleared_seq = cleared_seq
+            .max(sent_by(db, &u.conversation_id, cleared_seq, u.clear_before_time).await?);
+        read_seq = read_seq.max(cleared_seq);
+    }
+    pinned = u.pinned.unwrap_or(pinned);
+    muted = u.muted.unwrap_or(muted);
+    if u.remove {
+        removed_seq = last;
+        read_seq = read_seq.max(last);
+    }
+    let settings = ConversationSettings {
+        conversation_type: u.conversation_type,
+        target_id: u.target.clone(),
+        read_seq,
+        pinned,
+        muted,
+        removed_seq,
+        cleared_seq,
+        until_seq,
+    };
+    let content = serde_json::to_string(&settings).map_err(|e| Error::Invalid(e.to_string()))?;
+    let (event, inbox_seq) = append_event(b, u.event, content).await?;
+    let receipt = match u.receipt {
+        Some(r) if read_seq > read_before => {
+            let content = serde_json::json!({
+                "conversationType": u.conversation_type,
+                "targetId": u.user,
+                "readSeq": read_seq,
+            })
+            .to_string();
+            Some(append_event(b, r, content).await?)
+        }
+        _ => None,
+    };
+    db.execute(
+        "UPDATE conversations SET read_seq = $4, pinned = $5, muted = $6, removed_seq = $7, \
+         version = $8, cleared_seq = $9 WHERE user_id = $1 AND conv_type = $2 AND target = $3",
+        &[
+            &u.user,
+            &conv_type,
+            &u.target,
+            &big(read_seq),
+            &pinned,
+            &muted,
+            &big(removed_seq),
+            &big(inbox_seq),
+            &big(cleared_seq),
+        ],
+    )
+    .await?;
+    Ok(WriteResult::ConversationUpdated {
+        settings,
+        event,
+        inbox_seq,
+        receipt,
+    })
+}
+
+/// Appends a user event with `content`; returns it and its recipient's inbox seq.
+async fn append_event(
+    b: &mut Batch<'_>,
+    mut event: AppendMessage,
+    content: String,
+) -> PgResult<(StoredMessage, u64)> {
+    event.content = content;
+    event.digest = event.uid.clone();
+    event.counted = false;
+    event.participants.clear();
+    match append(b, event).await? {
+        WriteResult::Appended { message, inbox, .. } => {
+            let seq = inbox.first().map(|(_, s)| *s).unwrap_or(0);
+            Ok((message, seq))
+        }
+        other => Err(Error::Invalid(format!(
+            "the event's uid was used before: {other:?}"
+        ))),
+    }
+}
+
+/// Recalls, edits or reacts to a message, and appends the event that records it.
+async fn amend(b: &mut Batch<'_>, mut a: Amend) -> PgResult<WriteResult> {
+    let db = b.db;
+    let refused = |r| Ok(WriteResult::AmendRefused(r));
+    let seq = big(a.seq);
+    let conv = a.conversation_id.clone();
+    // Locked: amends of one message from several nodes apply one after the other.
+    let target = db
+        .query_opt(
+            "SELECT sender, sent_time, state, msg_type FROM messages \
+             WHERE conv_id = $1 AND seq = $2 FOR UPDATE",
+            &[&conv, &seq],
+        )
+        .await?;
+    let Some(target) = target else {
+        return refused(AmendRefusal::NotFound);
+    };
+    let (sender, sent_time, state, msg_type): (String, i64, i32, String) =
+        (target.get(0), target.get(1), target.get(2), target.get(3));
+    if msg_type.starts_with("tidings:") {
+        return refused(AmendRefusal::NotFound);
+    }
+    // In a group, only a member who may send changes a message (checked before anything is
+    // written, as the event's append would check it after).
+    if a.event.to_group {
+        if a.moderated {
+            // The app server's change goes to the members as they are, and to the sender.
+            let members = b.members(&a.event.target).await?;
+            let mut recipients = vec![a.by.clone()];
+            recipients.extend(members.iter().filter(|u| **u != a.by).cloned());
+            a.event.recipients = recipients;
+            a.event.to_group = false;
+        } else if let Err(r) = crate::groups::recipients(b, &a.event).await? {
+            return refused(AmendRefusal::Group(r));
+        }
+    }
+    if let Some(other) = &a.blocking_recipient {
+        let blocked = db
+            .query_opt(
+                "SELECT 1 FROM blocklist WHERE user_id = $1 AND blocked_id = $2",
+                &[other, &a.by],
+            )
+            .await?
+            .is_some();
+        if blocked {
+            return refused(AmendRefusal::Blocked);
+        }
+    }
+    let recalled = state & crate::STATE_RECALLED != 0;
+    let content = match &a.action {
+        AmendAction::Recall { not_before } => {
+            if sender != a.by {
+                return refused(AmendRefusal::NotSender);
+            }
+            if recalled {
+                return amended(db, &conv, seq, None).await;
+            }
+            if *not_before > 0 && sent_time < *not_before {
+                return refused(AmendRefusal::TooLate);
+            }
+            db.execute(
+                "UPDATE messages SET content = '{}', push_text = '', counted = false, \
+                 state = state | $3, search_text = NULL WHERE conv_id = $1 AND seq = $2",
+                &[&conv, &seq, &crate::STATE_RECALLED],
+            )
+            .await?;
+            serde_json::json!({ "action": "recall", "seq": a.seq })
+        }
+        AmendAction::Edit {
+            content,
+            search_text,
+        } => {
+            if sender != a.by {
+                return refused(AmendRefusal::NotSender);
+            }
+            if recalled {
+                return refused(AmendRefusal::Recalled);
+            }
+            let search = (!search_text.is_empty()).then_some(search_text.as_str());
+            db.execute(
+                "UPDATE messages SET content = $3, state = state | $4, search_text = $5 \
+                 WHERE conv_id = $1 AND seq = $2",
+                &[&conv, &seq, content, &crate::STATE_EDITED, &search],
+            )
+            .await?;
+            serde_json::json!({ "action": "edit", "seq": a.seq, "content": content })
+        }
+        AmendAction::React { emoji, add } => {
+            if recalled {
+                return refused(AmendRefusal::Recalled);
+            }
+            if *add {
+                let row = db
+                    .query_one(
+                        "SELECT count(DISTINCT emoji), count(*) FILTER (WHERE user_id = $3), \
+                         count(*) FILTER (WHERE user_id = $3 AND emoji = $4), \
+                         count(*) FILTER (WHERE emoji = $4) \
+                         FROM reactions WHERE conv_id = $1 AND seq = $2",
+                        &[&conv, &seq, &a.by, emoji],
+                    )
+                    .await?;
+                let (emoji_count, mine, present, emoji_exists): (i64, i64, i64, i64) =
+                    (row.get(0), row.get(1), row.get(2), row.get(3));
+                let too_many = present == 0
+                    && (mine as u64 >= tidings_store::MAX_REACTIONS_PER_USER
+                        || (emoji_exists == 0
+                            && emoji_count as u64 >= tidings_store::MAX_EMOJI_PER_MESSAGE));
+                if too_many {
+                    return refused(AmendRefusal::TooManyReactions);
+                }
+            }
+            let changed = if *add {
+                db.execute(
+                    "INSERT INTO reactions (conv_id, seq, emoji, user_id) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT DO NOTHING",
+                    &[&conv, &seq, emoji, &a.by],
+                )
+                .await?
+            } else {
+                db.execute(
+                    "DELETE FROM reactions WHERE conv_id = $1 AND seq = $2 AND emoji = $3 \
+                     AND user_id = $4",
+                    &[&conv, &seq, emoji, &a.by],
+                )
+                .await?
+            };
+            if changed == 0 {
+                return amended(db, &conv, seq, None).await;
+            }
+            db.execute(
+                "UPDATE messages SET state = CASE WHEN EXISTS (SELECT 1 FROM reactions \
+                 WHERE conv_id = $1 AND seq = $2) THEN state | $3 ELSE state & ~$3 END \
+                 WHERE conv_id = $1 AND seq = $2",
+                &[&conv, &seq, &crate::STATE_REACTIONS],
+            )
+            .await?;
+            serde_json::json!({
+                "action": "react", "seq": a.seq, "emoji": emoji, "userId": a.by, "added": add,
+            })
+        }
+    };
+    let mut event = a.event;
+    event.content = content.to_string();
+    event.digest = event.uid.clone();
+    event.counted = false;
+    event.participants.clear();
+    match append(b, event).await? {
+        WriteResult::Appended { message, inbox, .. } => {
+            amended(db, &conv, seq, Some((message, inbox))).await
+        }
+        other => Err(Error::Invalid(format!(
+            "the event's uid was used before: {other:?}"
+        ))),
+    }
+}
+
+/// The answer to an amend: the message as it now is, and the event if one was appended.
+async fn amended(
+    db: Db<'_>,
+    conversation_id: &str,
+    seq: i64,
+    event: Option<(StoredMessage, Vec<(String, u64)>)>,
+) -> PgResult<WriteResult> {
+    let row = db
+        .query_one(
+            &format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.conv_id = $1 AND m.seq = $2"
+            ),
+            &[&conversation_id, &seq],
+        )
+        .await?;
+    Ok(WriteResult::Amended {
+        message: message_from_row(&row, 0),
+        event,
+    })
+}
+
+/// The newest seq above `after` of a message sent at or before `time` (or `after` if none).
+async fn sent_by(db: Db<'_>, conversation_id: &str, after: u64, time: i64) -> PgResult<u64> {
+    let row = db
+        .query_one(
+            "SELECT max(seq) FROM messages WHERE conv_id = $1 AND seq > $2 AND sent_time <= $3",
+            &[&conversation_id, &big(after), &time],
+        )
+        .await?;
+    Ok(row.get::<_, Option<i64>>(0).map_or(after, |s| s as u64))
+}
