@@ -14,48 +14,72 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use tidings_server::StoreSetting;
+use tidings_store_postgres::testing::{TestDatabase, server_url};
+
 use crate::util::{TestServer, api, eventually, http, next_message, next_terminal};
 
-/// The NATS server to test against, or `None` (and a SKIPPED line) without one.
-fn nats(test: &str) -> Option<String> {
-    match std::env::var("TIDINGS_TEST_NATS_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED {test}: set TIDINGS_TEST_NATS_URL (e.g. nats://127.0.0.1:4222) to test clusters"
-            );
-            None
+/// A cluster under test: its NATS server and name, and the PostgreSQL database its nodes share
+/// when `TIDINGS_TEST_POSTGRES_URL` names a server (otherwise the nodes, all in this process,
+/// share the first node's store).
+struct Cluster {
+    nats: String,
+    name: String,
+    db: Option<TestDatabase>,
+}
+
+impl Cluster {
+    /// A new cluster, or `None` (and a SKIPPED line) without a NATS server to test against.
+    async fn new(test: &str) -> Option<Cluster> {
+        let nats = match std::env::var("TIDINGS_TEST_NATS_URL") {
+            Ok(url) if !url.is_empty() => url,
+            _ => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "SKIPPED {test}: set TIDINGS_TEST_NATS_URL (e.g. nats://127.0.0.1:4222) to test clusters"
+                );
+                return None;
+            }
+        };
+        let db = match server_url() {
+            Some(url) => Some(TestDatabase::create(&url).await.expect("a test database")),
+            None => None,
+        };
+        Some(Cluster {
+            nats,
+            name: format!("test-{:016x}", rand::random::<u64>()),
+            db,
+        })
+    }
+
+    fn tune(&self, node: &str, nats: &str) -> impl FnOnce(&mut tidings_server::Config) + use<> {
+        let (nats, cluster, node) = (nats.to_string(), self.name.clone(), node.to_string());
+        let store = self.db.as_ref().map(|db| StoreSetting::Postgres(db.url.clone()));
+        move |c| {
+            c.nats = Some(nats);
+            c.cluster = cluster;
+            c.node_id = node;
+            c.alive_interval = Duration::from_millis(100);
+            if let Some(store) = store {
+                c.store = store;
+            }
         }
     }
-}
 
-fn cluster_name() -> String {
-    format!("test-{:016x}", rand::random::<u64>())
-}
+    /// The first node.
+    async fn first(&self) -> TestServer {
+        TestServer::start_with(self.tune("a", &self.nats)).await
+    }
 
-/// A first node of a new cluster.
-async fn first_node(nats: &str, cluster: &str) -> TestServer {
-    let (nats, cluster) = (nats.to_string(), cluster.to_string());
-    TestServer::start_with(move |c| {
-        c.nats = Some(nats);
-        c.cluster = cluster;
-        c.node_id = "a".into();
-        c.alive_interval = Duration::from_millis(100);
-    })
-    .await
-}
+    /// Another node, beside `first`.
+    async fn next(&self, first: &TestServer, node: &str) -> TestServer {
+        self.next_via(first, node, &self.nats).await
+    }
 
-/// Another node of the cluster of `first`, sharing its store and app credentials.
-async fn next_node(first: &TestServer, nats: &str, cluster: &str, node: &str) -> TestServer {
-    let (nats, cluster, node) = (nats.to_string(), cluster.to_string(), node.to_string());
-    TestServer::start_sharing(first, move |c| {
-        c.nats = Some(nats);
-        c.cluster = cluster;
-        c.node_id = node;
-        c.alive_interval = Duration::from_millis(100);
-    })
-    .await
+    /// Another node, reaching NATS at `nats`.
+    async fn next_via(&self, first: &TestServer, node: &str, nats: &str) -> TestServer {
+        TestServer::start_beside(first, self.db.is_none(), self.tune(node, nats)).await
+    }
 }
 
 fn text_of(m: &tidings_client::Message) -> String {
@@ -67,12 +91,11 @@ fn text_of(m: &tidings_client::Message) -> String {
 
 #[tokio::test]
 async fn one_to_one_and_group_messages_cross_nodes() {
-    let Some(nats) = nats("one_to_one_and_group_messages_cross_nodes") else {
+    let Some(cluster) = Cluster::new("one_to_one_and_group_messages_cross_nodes").await else {
         return;
     };
-    let cluster = cluster_name();
-    let a = first_node(&nats, &cluster).await;
-    let b = next_node(&a, &nats, &cluster, "b").await;
+    let a = cluster.first().await;
+    let b = cluster.next(&a, "b").await;
 
     let (alice, mut alice_events) = a.client("alice", "phone").await;
     let (bob, mut bob_events) = b.client("bob", "phone").await;
@@ -95,7 +118,7 @@ async fn one_to_one_and_group_messages_cross_nodes() {
     );
 
     // A group whose members are on both nodes (and a third node).
-    let c = next_node(&a, &nats, &cluster, "c").await;
+    let c = cluster.next(&a, "c").await;
     let (_carol, mut carol_events) = c.client("carol", "phone").await;
     let (status, body) = api(
         &a,
@@ -124,12 +147,12 @@ async fn one_to_one_and_group_messages_cross_nodes() {
 
 #[tokio::test]
 async fn a_device_connecting_to_another_node_replaces_the_first() {
-    let Some(nats) = nats("a_device_connecting_to_another_node_replaces_the_first") else {
+    let Some(cluster) = Cluster::new("a_device_connecting_to_another_node_replaces_the_first").await
+    else {
         return;
     };
-    let cluster = cluster_name();
-    let a = first_node(&nats, &cluster).await;
-    let b = next_node(&a, &nats, &cluster, "b").await;
+    let a = cluster.first().await;
+    let b = cluster.next(&a, "b").await;
     let (_first, mut first_events) = a.client("dave", "laptop").await;
     let (second, mut second_events) = b.client("dave", "laptop").await;
     match next_terminal(&mut first_events).await {
@@ -150,12 +173,13 @@ async fn a_device_connecting_to_another_node_replaces_the_first() {
 
 #[tokio::test]
 async fn presence_navigation_and_a_leaving_node_are_seen_across_nodes() {
-    let Some(nats) = nats("presence_navigation_and_a_leaving_node_are_seen_across_nodes") else {
+    let Some(cluster) =
+        Cluster::new("presence_navigation_and_a_leaving_node_are_seen_across_nodes").await
+    else {
         return;
     };
-    let cluster = cluster_name();
-    let a = first_node(&nats, &cluster).await;
-    let mut b = next_node(&a, &nats, &cluster, "b").await;
+    let a = cluster.first().await;
+    let mut b = cluster.next(&a, "b").await;
     let b_url = b.url();
 
     // A's navigation lists B once B said it is alive.
@@ -230,20 +254,22 @@ impl FaultProxy {
 
 #[tokio::test]
 async fn a_node_cut_off_from_nats_serves_its_users_and_catches_up() {
-    let Some(nats) = nats("a_node_cut_off_from_nats_serves_its_users_and_catches_up") else {
+    let Some(cluster) =
+        Cluster::new("a_node_cut_off_from_nats_serves_its_users_and_catches_up").await
+    else {
         return;
     };
-    let upstream: SocketAddr = nats
+    let upstream: SocketAddr = cluster
+        .nats
         .trim_start_matches("nats://")
         .parse()
         .expect("TIDINGS_TEST_NATS_URL is nats://IP:PORT");
     let proxy = FaultProxy::start(upstream).await;
-    let cluster = cluster_name();
-    let a = first_node(&nats, &cluster).await;
-    let b = next_node(&a, &nats, &cluster, "b").await;
-    // B reaches NATS through the proxy.
-    let c = next_node(&a, &format!("nats://{}", proxy.addr), &cluster, "c").await;
-    drop(b);
+    let a = cluster.first().await;
+    // C reaches NATS through the proxy.
+    let c = cluster
+        .next_via(&a, "c", &format!("nats://{}", proxy.addr))
+        .await;
 
     let (hana, mut hana_events) = c.client("hana", "phone").await;
     let (ivan, ivan_events) = c.client("ivan", "phone").await;

@@ -37,9 +37,14 @@ impl TestServer {
         }
     }
 
-    /// Another node sharing `first`'s store, with a copy of its app credentials and VAPID key
-    /// (as the nodes of a cluster share them).
-    pub async fn start_sharing(first: &TestServer, tune: impl FnOnce(&mut Config)) -> TestServer {
+    /// Another node of `first`'s cluster: a data directory with a copy of its app credentials
+    /// and VAPID key (as the nodes of a cluster share them), and its own connection to the
+    /// store `tune` sets, or, with `share_store`, `first`'s store itself.
+    pub async fn start_beside(
+        first: &TestServer,
+        share_store: bool,
+        tune: impl FnOnce(&mut Config),
+    ) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         for file in ["credentials.toml", "vapid.key"] {
             let from = first.dir.path().join(file);
@@ -51,12 +56,14 @@ impl TestServer {
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.send_rate = 0;
         tune(&mut config);
-        let store = first.running().store.clone();
-        let running = tidings_server::start_with_store(&config, store)
-            .await
-            .unwrap();
+        let running = if share_store {
+            let store = first.running().store.clone();
+            tidings_server::start_with_store(&config, store).await
+        } else {
+            tidings_server::start(&config).await
+        };
         TestServer {
-            running: Some(running),
+            running: Some(running.unwrap()),
             dir,
         }
     }
