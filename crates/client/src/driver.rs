@@ -34,6 +34,8 @@ struct PendingSend {
 /// Everything that survives a reconnect.
 struct State {
     config: ClientConfig,
+    /// Which of the configured servers connections go to (see `ClientConfig::other_servers`).
+    server: usize,
     events: mpsc::Sender<Event>,
     closing: watch::Receiver<bool>,
     /// The authenticated user, once connected.
@@ -102,6 +104,7 @@ pub async fn run(
     ready: oneshot::Sender<Result<String, ClientError>>,
 ) {
     let mut state = State {
+        server: 0,
         cursor: config.initial_cursor,
         auto_ack: config.auto_ack,
         config,
@@ -232,7 +235,7 @@ fn lost(reason: impl std::fmt::Display) -> End {
 
 async fn handshake(state: &mut State) -> Result<(Ws, v1::ConnAck), End> {
     let timeout = state.config.connect_timeout;
-    let url = state.config.ws_url();
+    let url = state.config.ws_url_at(state.server);
     let opened = match state.config.local_addr {
         None => {
             tokio::time::timeout(
@@ -243,9 +246,17 @@ async fn handshake(state: &mut State) -> Result<(Ws, v1::ConnAck), End> {
         }
         Some(local) => tokio::time::timeout(timeout, connect_from(local, url)).await,
     };
-    let (mut ws, _) = opened
-        .map_err(|_| lost("connect timed out"))?
-        .map_err(lost)?;
+    let opened = opened
+        .map_err(|_| lost("connect timed out"))
+        .and_then(|r| r.map_err(lost));
+    let (mut ws, _) = match opened {
+        Ok(ws) => ws,
+        Err(e) => {
+            // This node cannot be reached: the next attempt goes to the next one.
+            state.server = state.server.wrapping_add(1);
+            return Err(e);
+        }
+    };
     let connect = codec::frame(Body::Connect(v1::Connect {
         protocol_version: tidings_proto::PROTOCOL_VERSION,
         token: state.config.token.clone(),

@@ -76,6 +76,9 @@ pub struct ClientConfig {
     pub auto_ack: bool,
     /// Connect from this local address (plain `ws://` only); `None` lets the system choose.
     pub local_addr: Option<std::net::IpAddr>,
+    /// Other nodes of the same service (as `server`): when a connection cannot be opened, the
+    /// next reconnect tries the next of `server` and these, in turn.
+    pub other_servers: Vec<String>,
 }
 
 impl ClientConfig {
@@ -97,27 +100,42 @@ impl ClientConfig {
             event_capacity: 1024,
             auto_ack: true,
             local_addr: None,
+            other_servers: Vec::new(),
         }
     }
 
     /// The WebSocket URL of the native endpoint.
     pub fn ws_url(&self) -> String {
-        let s = self.server.trim_end_matches('/');
-        let s = if let Some(rest) = s.strip_prefix("http://") {
-            format!("ws://{rest}")
-        } else if let Some(rest) = s.strip_prefix("https://") {
-            format!("wss://{rest}")
-        } else if s.starts_with("ws://") || s.starts_with("wss://") {
-            s.to_string()
-        } else {
-            format!("ws://{s}")
-        };
-        let after_scheme = s.split_once("://").map(|(_, r)| r).unwrap_or(&s);
-        if after_scheme.contains('/') {
-            s
-        } else {
-            format!("{s}/v1/ws")
+        ws_url_of(&self.server)
+    }
+
+    /// The WebSocket URL of the `n`th of `server` and `other_servers` (wrapping around).
+    pub fn ws_url_at(&self, n: usize) -> String {
+        let count = 1 + self.other_servers.len();
+        match n % count {
+            0 => ws_url_of(&self.server),
+            i => ws_url_of(&self.other_servers[i - 1]),
         }
+    }
+}
+
+/// The WebSocket URL of the native endpoint of `server`.
+fn ws_url_of(server: &str) -> String {
+    let s = server.trim_end_matches('/');
+    let s = if let Some(rest) = s.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else if let Some(rest) = s.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if s.starts_with("ws://") || s.starts_with("wss://") {
+        s.to_string()
+    } else {
+        format!("ws://{s}")
+    };
+    let after_scheme = s.split_once("://").map(|(_, r)| r).unwrap_or(&s);
+    if after_scheme.contains('/') {
+        s
+    } else {
+        format!("{s}/v1/ws")
     }
 }
 

@@ -5,6 +5,8 @@
 
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -54,7 +56,10 @@ impl Cluster {
 
     fn tune(&self, node: &str, nats: &str) -> impl FnOnce(&mut tidings_server::Config) + use<> {
         let (nats, cluster, node) = (nats.to_string(), self.name.clone(), node.to_string());
-        let store = self.db.as_ref().map(|db| StoreSetting::Postgres(db.url.clone()));
+        let store = self
+            .db
+            .as_ref()
+            .map(|db| StoreSetting::Postgres(db.url.clone()));
         move |c| {
             c.nats = Some(nats);
             c.cluster = cluster;
@@ -147,7 +152,8 @@ async fn one_to_one_and_group_messages_cross_nodes() {
 
 #[tokio::test]
 async fn a_device_connecting_to_another_node_replaces_the_first() {
-    let Some(cluster) = Cluster::new("a_device_connecting_to_another_node_replaces_the_first").await
+    let Some(cluster) =
+        Cluster::new("a_device_connecting_to_another_node_replaces_the_first").await
     else {
         return;
     };
@@ -302,4 +308,191 @@ async fn a_node_cut_off_from_nats_serves_its_users_and_catches_up() {
     jon.send(Outgoing::text("hana", "after")).await.unwrap();
     assert_eq!(text_of(&next_message(&mut hana_events).await), "after");
     drop((hana, ivan, ivan_events));
+}
+
+/// A token for `user` minted by the `tidings` binary from a node's data directory and store.
+fn process_token(data: &std::path::Path, store: &str, user: &str) -> String {
+    let out = std::process::Command::new(crate::process::BIN)
+        .args(["token", user, "--store", store, "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// What one sender had acknowledged, and what its receiver was given.
+struct Flow {
+    acked: Arc<std::sync::Mutex<Vec<tidings_client::Sent>>>,
+    stop: Arc<AtomicBool>,
+    sender: tokio::task::JoinHandle<()>,
+    received: Arc<std::sync::Mutex<Vec<tidings_client::Message>>>,
+}
+
+/// `from` sends numbered texts to `to` one after another until stopped; what `to` is given is
+/// kept.
+fn flow(from: tidings_client::Client, to: String, mut events: tidings_client::Events) -> Flow {
+    let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sender = {
+        let (acked, stop) = (acked.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(sent) = from.send(Outgoing::text(&to, &format!("n{i}"))).await {
+                    acked.lock().unwrap().push(sent);
+                }
+                i += 1;
+            }
+            from.close().await;
+        })
+    };
+    let got = received.clone();
+    tokio::spawn(async move {
+        while let Some(e) = events.recv().await {
+            if let Event::Message(m) = e {
+                got.lock().unwrap().push(m);
+            }
+        }
+    });
+    Flow {
+        acked,
+        stop,
+        sender,
+        received,
+    }
+}
+
+#[tokio::test]
+async fn a_killed_node_loses_no_acknowledged_message() {
+    let test = "a_killed_node_loses_no_acknowledged_message";
+    let Some(cluster) = Cluster::new(test).await else {
+        return;
+    };
+    let Some(db) = &cluster.db else {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: set TIDINGS_TEST_POSTGRES_URL: separate processes share a database"
+        );
+        return;
+    };
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let args = |node: &'static str| {
+        vec![
+            "--store".to_string(),
+            db.url.clone(),
+            "--nats".into(),
+            cluster.nats.clone(),
+            "--cluster".into(),
+            cluster.name.clone(),
+            "--node-id".into(),
+            node.into(),
+            "--alive-ms".into(),
+            "100".into(),
+            "--ack-timeout-ms".into(),
+            "500".into(),
+        ]
+    };
+    let args_a = args("a");
+    let args_a: Vec<&str> = args_a.iter().map(String::as_str).collect();
+    let mut a = crate::process::ServerProcess::start(dir_a.path(), &args_a);
+    // B shares A's app credentials, as every node of a cluster does.
+    std::fs::create_dir_all(dir_b.path().join("data")).unwrap();
+    std::fs::copy(
+        dir_a.path().join("data/credentials.toml"),
+        dir_b.path().join("data/credentials.toml"),
+    )
+    .unwrap();
+    let args_b = args("b");
+    let args_b: Vec<&str> = args_b.iter().map(String::as_str).collect();
+    let b = crate::process::ServerProcess::start(dir_b.path(), &args_b);
+
+    let client = |user: &str, first: &str, other: &str| {
+        let mut c = tidings_client::ClientConfig::new(
+            first,
+            process_token(&dir_a.path().join("data"), &db.url, user),
+        );
+        c.device_id = "phone".into();
+        c.other_servers = vec![other.to_string()];
+        c.reconnect_delays = vec![Duration::from_millis(50)];
+        c.send_timeout = Duration::from_secs(20);
+        c
+    };
+    // alice (on A) writes to bob (on B); carol (on B) writes to dave (on A).
+    let (alice, _) = tidings_client::Client::connect(client("alice", &a.url, &b.url))
+        .await
+        .unwrap();
+    let (_bob, bob_events) = tidings_client::Client::connect(client("bob", &b.url, &a.url))
+        .await
+        .unwrap();
+    let (carol, _) = tidings_client::Client::connect(client("carol", &b.url, &a.url))
+        .await
+        .unwrap();
+    let (_dave, dave_events) = tidings_client::Client::connect(client("dave", &a.url, &b.url))
+        .await
+        .unwrap();
+    let flows = [
+        flow(alice, "bob".into(), bob_events),
+        flow(carol, "dave".into(), dave_events),
+    ];
+    eventually("traffic flows both ways", || async {
+        flows.iter().all(|f| f.acked.lock().unwrap().len() >= 50)
+    })
+    .await;
+
+    // SIGKILL A mid-traffic: its clients reconnect to B and sync.
+    a.signal(9);
+    a.wait();
+    let at_kill: Vec<usize> = flows
+        .iter()
+        .map(|f| f.acked.lock().unwrap().len())
+        .collect();
+    eventually("traffic flows again after the kill", || async {
+        flows
+            .iter()
+            .zip(&at_kill)
+            .all(|(f, n)| f.acked.lock().unwrap().len() >= n + 50)
+    })
+    .await;
+    for f in &flows {
+        f.stop.store(true, Ordering::Relaxed);
+    }
+    for f in flows.iter() {
+        while !f.sender.is_finished() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    // Every acknowledged message arrives, once.
+    for (f, who) in flows.iter().zip(["bob", "dave"]) {
+        let acked: Vec<String> = f
+            .acked
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.uid.clone())
+            .collect();
+        eventually(&format!("{who} has every acknowledged message"), || async {
+            let got = f.received.lock().unwrap();
+            acked.iter().all(|uid| got.iter().any(|m| &m.uid == uid))
+        })
+        .await;
+        let got = f.received.lock().unwrap();
+        let mut uids: Vec<&str> = got.iter().map(|m| m.uid.as_str()).collect();
+        let n = uids.len();
+        uids.sort();
+        uids.dedup();
+        assert_eq!(uids.len(), n, "{who} was given a message twice");
+        let seqs: Vec<u64> = got.iter().map(|m| m.seq).collect();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "{who}'s messages in order"
+        );
+    }
+    drop(b);
 }

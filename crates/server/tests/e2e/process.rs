@@ -13,17 +13,17 @@ use tidings_proto::Code;
 
 use crate::util::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tidings");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_tidings");
 
-struct ServerProcess {
+pub(crate) struct ServerProcess {
     child: Child,
-    url: String,
+    pub(crate) url: String,
     stdout_lines: Vec<String>,
 }
 
 impl ServerProcess {
     /// Starts `tidings serve` in `cwd` on a free port and waits for its listening line.
-    fn start(cwd: &Path, extra: &[&str]) -> ServerProcess {
+    pub(crate) fn start(cwd: &Path, extra: &[&str]) -> ServerProcess {
         let child = Command::new(BIN)
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
@@ -61,11 +61,11 @@ impl ServerProcess {
         }
     }
 
-    fn signal(&self, signal: i32) {
+    pub(crate) fn signal(&self, signal: i32) {
         send_signal(self.child.id(), signal);
     }
 
-    fn wait(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn wait(&mut self) -> std::process::ExitStatus {
         for _ in 0..(WAIT.as_millis() / 20) {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
