@@ -69,6 +69,10 @@ pub struct Common {
     /// `--serve-arg=--durability=process`.
     #[arg(long = "serve-arg", allow_hyphen_values = true)]
     pub serve_args: Vec<String>,
+    /// Connect the receiving users (of `pairs` and `rate`) to this server instead: another
+    /// node of the same cluster, so every message crosses the bus (not with --spawn).
+    #[arg(long)]
+    pub receivers_server: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -627,6 +631,8 @@ impl Drop for Spawned {
 /// The server under load: its URL, how to mint tokens for it, and its sampler.
 pub struct Target {
     pub url: String,
+    /// Where receiving users connect, when not to `url`.
+    pub receivers_url: Option<String>,
     /// The relay baseline takes the user id as the token.
     pub relay: bool,
     /// The raw chatroom relay.
@@ -700,8 +706,12 @@ impl Target {
                 "spawned {} (pid {pid}) at {url}",
                 if relay { "relay" } else { "tidings serve" }
             );
+            if common.receivers_server.is_some() {
+                bail!("--receivers-server loads servers already running (not with --spawn)");
+            }
             return Ok(Target {
                 url,
+                receivers_url: None,
                 relay,
                 raw: kind == Relay::Raw,
                 credentials,
@@ -715,6 +725,7 @@ impl Target {
         };
         Ok(Target {
             url: common.server.clone(),
+            receivers_url: common.receivers_server.clone(),
             relay: false,
             raw: false,
             credentials: Some(crate::credentials::load(&common.data_dir)?),
@@ -738,11 +749,28 @@ impl Target {
     }
 
     fn client_config(&self, user: &str, device: &str) -> anyhow::Result<ClientConfig> {
-        let mut c = ClientConfig::new(&self.url, self.token(user)?);
+        self.client_config_at(&self.url, user, device)
+    }
+
+    fn client_config_at(
+        &self,
+        url: &str,
+        user: &str,
+        device: &str,
+    ) -> anyhow::Result<ClientConfig> {
+        let mut c = ClientConfig::new(url, self.token(user)?);
         c.device_id = device.into();
         c.platform = "bench".into();
         c.initial_cursor = Some(0);
         Ok(c)
+    }
+
+    /// A receiving user's client: on the receivers' server when one is set.
+    async fn receiver(&self, user: &str, device: &str) -> anyhow::Result<(Client, Events)> {
+        let url = self.receivers_url.as_deref().unwrap_or(&self.url);
+        Client::connect(self.client_config_at(url, user, device)?)
+            .await
+            .with_context(|| format!("connecting {user}"))
     }
 
     async fn client(&self, user: &str, device: &str) -> anyhow::Result<(Client, Events)> {

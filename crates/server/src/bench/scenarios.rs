@@ -302,7 +302,7 @@ pub async fn pairs(target: &Target, load: &Load) -> anyhow::Result<Record> {
     // The end of the measured window, known once the window starts.
     let window_end = Arc::new(std::sync::OnceLock::<Instant>::new());
     for (i, pair) in pairs.iter().enumerate() {
-        let (rx_client, mut events) = target.client(&format!("r{tag}-{i}"), "bench").await?;
+        let (rx_client, mut events) = target.receiver(&format!("r{tag}-{i}"), "bench").await?;
         let (pair, received, received_in_window, e2e, window_end) = (
             pair.clone(),
             received.clone(),
