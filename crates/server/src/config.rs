@@ -688,3 +688,22 @@ mod tests {
         assert!(format!("{err:#}").contains("no_such_key"));
     }
 }
+
+#[cfg(test)]
+mod operations_doc {
+    use super::*;
+
+    /// The cluster node's settings `docs/operations.md` shows are ones a node takes.
+    #[test]
+    fn the_documented_cluster_config_resolves() {
+        let doc = include_str!("../../../docs/operations.md");
+        let start = doc.find("```toml\n").expect("a toml example") + "```toml\n".len();
+        let end = start + doc[start..].find("```").expect("its end");
+        let raw: RawConfig = toml::from_str(&doc[start..end]).expect("the example parses");
+        let c = raw.resolve_without_file().expect("the example resolves");
+        assert_eq!(c.nats.as_deref(), Some("nats://nats.internal:4222"));
+        assert_eq!((c.cluster.as_str(), c.node_id.as_str()), ("prod", "a"));
+        assert!(matches!(c.store, StoreSetting::Postgres(_)));
+        assert_eq!(c.public_urls, ["https://a.chat.example.com"]);
+    }
+}
