@@ -87,6 +87,14 @@ impl Cluster {
     }
 }
 
+async fn next_presence(events: &mut tidings_client::Events) -> tidings_client::Presence {
+    loop {
+        if let Event::Presence(p) = next_terminal(events).await {
+            return p;
+        }
+    }
+}
+
 fn text_of(m: &tidings_client::Message) -> String {
     serde_json::from_str::<Value>(&m.content).unwrap()["text"]
         .as_str()
@@ -199,13 +207,21 @@ async fn presence_navigation_and_a_leaving_node_are_seen_across_nodes() {
     })
     .await;
 
-    // frank on A sees gina, on B, online.
-    let (_gina, _gina_events) = b.client("gina", "phone").await;
+    // frank on A watches gina, who comes online on B, and hears of it.
+    let (frank, mut frank_events) = a.client("frank", "phone").await;
+    let now = frank.subscribe_presence(&["gina"]).await.unwrap();
+    assert!(!now[0].online);
+    let (gina, _gina_events) = b.client("gina", "phone").await;
+    let p = next_presence(&mut frank_events).await;
+    assert_eq!((p.user_id.as_str(), p.online), ("gina", true));
     let engine_a = a.running().engine.clone();
-    eventually("gina is online as node a sees it", || async {
-        engine_a.users(&["gina".to_string()]).await.unwrap()[0].online
-    })
-    .await;
+    assert!(engine_a.users(&["gina".to_string()]).await.unwrap()[0].online);
+    // And when she leaves.
+    gina.close().await;
+    let p = next_presence(&mut frank_events).await;
+    assert_eq!((p.user_id.as_str(), p.online), ("gina", false));
+    let (_gina, _gina_events) = b.client("gina", "phone").await;
+    assert!(next_presence(&mut frank_events).await.online);
 
     // B leaves: A forgets it and its users.
     b.shutdown().await;
