@@ -5,8 +5,8 @@
 //! - `.ctl`: what every node hears (connections, presence, liveness, bans, resyncs).
 //! - `.p.<n>`: events for the users of partition `n` (of [`PARTITIONS`], by a hash of the user
 //!   id). A node subscribes to a partition once it has a session of one of its users, and the
-//!   subscription is confirmed by the server before the session's CONNACK is filled, so nothing
-//!   committed after that read misses the node. A delivery for users of several partitions is
+//!   subscription is confirmed by the server (a request answered after it) before the
+//!   session's CONNACK is filled, so nothing committed after that read misses the node. A delivery for users of several partitions is
 //!   split, each part carrying its own users' inbox entries.
 //!
 //! Publishing never waits: events go through a bounded queue to one publishing task; when that
@@ -212,6 +212,19 @@ impl NatsBus {
         }
     }
 
+    /// Returns once the server has every subscription this node made before the call. A flush
+    /// only writes them to the socket; the server answers a request (here, that no one
+    /// listens on a subject of this node's own) only after it has read everything before it
+    /// on the connection.
+    async fn confirm(&self) {
+        let subject = format!("{}.confirm.{}", self.prefix, self.node);
+        match self.client.request(subject, Bytes::new()).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}
+            Err(e) => tracing::warn!(error = %e, "confirming subscriptions with NATS failed"),
+        }
+    }
+
     /// Asks every node, this one included, to catch its sessions up from the store.
     fn resync(&self) {
         let event = BusEvent::Resync {
@@ -296,10 +309,7 @@ impl Bus for NatsBus {
         {
             Ok(sub) => {
                 self.forward(sub);
-                // The server has the subscription once a flush returns.
-                if let Err(e) = self.client.flush().await {
-                    tracing::warn!(error = %e, "flushing a subscription to NATS failed");
-                }
+                self.confirm().await;
                 partitions.insert(p);
             }
             Err(e) => {
