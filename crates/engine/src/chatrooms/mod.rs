@@ -1415,10 +1415,8 @@ impl Session {
             self.engine.drop_room_waiter(waiter);
             item
         };
-        if fresh {
-            if let Some(hooks) = &self.engine.inner.hooks {
-                hooks.sent(&item.message().message);
-            }
+        if fresh && let Some(hooks) = &self.engine.inner.hooks {
+            hooks.sent(&item.message().message);
         }
         let m = item.message();
         self.shared.reply(
