@@ -5,9 +5,15 @@
 //! - `.ctl`: what every node hears (connections, presence, liveness, bans, resyncs).
 //! - `.p.<n>`: events for the users of partition `n` (of [`PARTITIONS`], by a hash of the user
 //!   id). A node subscribes to a partition once it has a session of one of its users, and the
-//!   subscription is confirmed by the server before the session's CONNACK is filled, so nothing
-//!   committed after that read misses the node. A delivery for users of several partitions is
-//!   split, each part carrying its own users' inbox entries.
+//!   subscription is confirmed by the server (a request answered after it) before the
+//!   session's CONNACK is filled, so nothing committed after that read misses the node. A
+//!   delivery for users of several partitions is split, each part carrying its own users'
+//!   inbox entries.
+//! - `.r.<n>`: the numbered items of the chatrooms of partition `n` (the same hash of the room
+//!   id). A node subscribes once one of its connections joins such a room (or the app server
+//!   posts to one through it), confirmed before the join is answered.
+//! - `.n.<node>`: what is for one node alone (chatroom items forwarded to their home, and a
+//!   room's seq as another node knows it).
 //!
 //! Publishing never waits: events go through a bounded queue to one publishing task; when that
 //! queue is full, the event is dropped, counted, and every node is told to catch its sessions up
@@ -47,6 +53,8 @@ pub struct NatsBus {
     received: mpsc::Sender<BusEvent>,
     /// Partitions subscribed to.
     partitions: tokio::sync::Mutex<HashSet<u32>>,
+    /// Chatroom partitions subscribed to.
+    room_partitions: tokio::sync::Mutex<HashSet<u32>>,
     dropped: AtomicU64,
     /// Set when an event was dropped: a resync is asked for once the queue has room.
     lost: std::sync::atomic::AtomicBool,
@@ -97,6 +105,7 @@ impl NatsBus {
             queue,
             received,
             partitions: tokio::sync::Mutex::new(HashSet::new()),
+            room_partitions: tokio::sync::Mutex::new(HashSet::new()),
             dropped: AtomicU64::new(0),
             lost: std::sync::atomic::AtomicBool::new(false),
             tasks: Mutex::new(Vec::new()),
@@ -108,6 +117,12 @@ impl NatsBus {
             .await
             .map_err(|e| anyhow::anyhow!("subscribing on NATS: {e}"))?;
         bus.forward(ctl);
+        // What is for this node alone.
+        let own = client
+            .subscribe(format!("{}.n.{node}", bus.prefix))
+            .await
+            .map_err(|e| anyhow::anyhow!("subscribing on NATS: {e}"))?;
+        bus.forward(own);
         client
             .flush()
             .await
@@ -212,6 +227,19 @@ impl NatsBus {
         }
     }
 
+    /// Returns once the server has every subscription this node made before the call. A flush
+    /// only writes them to the socket; the server answers a request (here, that no one
+    /// listens on a subject of this node's own) only after it has read everything before it
+    /// on the connection.
+    async fn confirm(&self) {
+        let subject = format!("{}.confirm.{}", self.prefix, self.node);
+        match self.client.request(subject, Bytes::new()).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}
+            Err(e) => tracing::warn!(error = %e, "confirming subscriptions with NATS failed"),
+        }
+    }
+
     /// Asks every node, this one included, to catch its sessions up from the store.
     fn resync(&self) {
         let event = BusEvent::Resync {
@@ -279,7 +307,39 @@ impl Bus for NatsBus {
                     );
                 }
             }
+            BusEvent::RoomForward { ref home, .. } | BusEvent::RoomSeq { ref home, .. } => {
+                let subject = format!("{}.n.{home}", self.prefix);
+                self.enqueue(subject, event)
+            }
+            BusEvent::RoomItem { ref post } => {
+                let subject = format!("{}.r.{}", self.prefix, partition(&post.message.target));
+                self.enqueue(subject, event)
+            }
             other => self.enqueue(format!("{}.ctl", self.prefix), other),
+        }
+    }
+
+    async fn room_interest(&self, room: &str) {
+        let p = partition(room);
+        let mut partitions = self.room_partitions.lock().await;
+        if partitions.contains(&p) {
+            return;
+        }
+        match self
+            .client
+            .subscribe(format!("{}.r.{p}", self.prefix))
+            .await
+        {
+            Ok(sub) => {
+                self.forward(sub);
+                self.confirm().await;
+                partitions.insert(p);
+            }
+            Err(e) => {
+                // Cut off from NATS: tried again with the next join; meanwhile members here get
+                // what this node numbers, and gap markers name the rest.
+                tracing::warn!(error = %e, "subscribing on NATS failed");
+            }
         }
     }
 
@@ -296,10 +356,7 @@ impl Bus for NatsBus {
         {
             Ok(sub) => {
                 self.forward(sub);
-                // The server has the subscription once a flush returns.
-                if let Err(e) = self.client.flush().await {
-                    tracing::warn!(error = %e, "flushing a subscription to NATS failed");
-                }
+                self.confirm().await;
                 partitions.insert(p);
             }
             Err(e) => {

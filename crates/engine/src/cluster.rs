@@ -8,23 +8,50 @@
 //! the CONNACK, as local registration is) while it has sessions of that user, and events for a
 //! user reach the nodes that registered an interest in them. A node that was cut off from the
 //! bus asks every node, itself included, to catch its sessions up from the store.
+//!
+//! Chatrooms: each room has a home, the live node that rendezvous hashing of the room id over
+//! the live nodes picks. The home numbers the room's items: one made on another node is
+//! forwarded to it (`RoomForward`, to the home alone) and comes back numbered with everything
+//! else (`RoomItem`, to the nodes that have members of rooms in the room's partition); every
+//! node fans the items out to its own members in seq order. A node that becomes home continues
+//! from the highest seq it knows of (a forward carries the forwarder's), and a seq numbered
+//! twice while nodes disagree about the home is reported to members as missed.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tidings_proto::Code;
 use tidings_store::StoredMessage;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::chatrooms::RoomItem;
 use crate::session::SessionShared;
 use crate::{DevicePolicy, Engine};
 
 /// Pushes one session is caught up with after a bus outage; a session further behind is asked
 /// to reconnect, which makes it sync.
 const CATCH_UP_MAX: usize = 64;
+
+/// How long a chatroom send made on a node that is not the room's home waits for the home to
+/// number it before the sender is told it failed.
+pub const ROOM_FORWARD_WAIT: Duration = Duration::from_secs(3);
+
+/// A chatroom item as it crosses the bus: the message (seq 0 until the home numbered it), its
+/// priority (as on the wire), the sender's digest, and the node and session that made it with
+/// the token its sender's answer waits on (0: none).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomPost {
+    pub message: StoredMessage,
+    pub priority: u32,
+    pub digest: String,
+    pub node: String,
+    pub session: u64,
+    pub token: u64,
+}
 
 /// What nodes tell each other.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +98,22 @@ pub enum BusEvent {
     /// Events may have been lost (a node was cut off from the bus): every node catches its
     /// sessions up from the store.
     Resync { node: String },
+    /// A chatroom item made on another node, for `home` to number; `known` is the room's seq
+    /// as the sender's node knows it.
+    RoomForward {
+        home: String,
+        known: u64,
+        post: RoomPost,
+    },
+    /// A chatroom item numbered by the room's home, to every node with members of the room.
+    RoomItem { post: RoomPost },
+    /// The room `room` is at least at `seq` (a node got an item its home numbered again):
+    /// for `home`, which continues from there.
+    RoomSeq {
+        home: String,
+        room: String,
+        seq: u64,
+    },
 }
 
 impl BusEvent {
@@ -93,6 +136,23 @@ pub trait Bus: Send + Sync + 'static {
     async fn interest(&self, user: &str);
     /// This node no longer needs events routed by `user`.
     fn drop_interest(&self, user: &str);
+    /// From when this returns, the items of chatroom `room` reach this node.
+    async fn room_interest(&self, room: &str);
+}
+
+/// The rendezvous weight of `node` for `room`: the room's home is the live node with the
+/// highest. FNV-1a then a finalizer, stable across processes and versions.
+fn weight(node: &str, room: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in node.bytes().chain([0u8]).chain(room.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
 }
 
 /// A node's part in a cluster.
@@ -109,6 +169,10 @@ pub(crate) struct Cluster {
     bus: Arc<dyn Bus>,
     config: ClusterConfig,
     state: Mutex<Remote>,
+    /// Chatroom sends forwarded to their room's home, waiting for their item to come back
+    /// numbered, by token.
+    waiters: Mutex<HashMap<u64, oneshot::Sender<RoomItem>>>,
+    next_token: AtomicU64,
 }
 
 #[derive(Default)]
@@ -122,6 +186,24 @@ struct Remote {
 impl Cluster {
     fn remote(&self) -> std::sync::MutexGuard<'_, Remote> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn waiters(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<RoomItem>>> {
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The home of `room`: the live node (this one or another) with the highest weight.
+    fn home_of(&self, room: &str) -> String {
+        let me = self.config.node.as_str();
+        let remote = self.remote();
+        let mut best = (weight(me, room), me);
+        for node in remote.nodes.keys() {
+            let w = (weight(node, room), node.as_str());
+            if w > best {
+                best = w;
+            }
+        }
+        best.1.to_string()
     }
 }
 
@@ -138,6 +220,8 @@ impl Engine {
             bus,
             config,
             state: Mutex::default(),
+            waiters: Mutex::default(),
+            next_token: AtomicU64::new(1),
         };
         if self.inner.cluster.set(cluster).is_err() {
             tracing::error!("join_cluster called twice; the second is ignored");
@@ -434,7 +518,177 @@ impl Engine {
                 let engine = self.clone();
                 tokio::spawn(async move { engine.catch_up_all().await });
             }
+            BusEvent::RoomForward { home, known, post } => {
+                if home != me {
+                    return;
+                }
+                // Numbered at once when the room is in memory, so what one node forwards is
+                // numbered in the order it was sent; otherwise once the room is loaded.
+                match self.rooms_get(&post.message.target) {
+                    Some(room) => self.number_in(&room, known, post),
+                    None => {
+                        let engine = self.clone();
+                        tokio::spawn(async move { engine.number_forwarded(known, post).await });
+                    }
+                }
+            }
+            BusEvent::RoomItem { post } => {
+                let item = RoomItem::from_post(post, me);
+                let waiter = (item.source_node.is_empty() && item.token != 0)
+                    .then(|| c.waiters().remove(&item.token))
+                    .flatten();
+                let room = self.rooms_get(item.room());
+                if let Some(tx) = waiter {
+                    let copy = RoomItem::from_post(item.to_post(me), me);
+                    let _ = tx.send(copy);
+                }
+                let Some(room) = room else { return };
+                let id = item.room().clone();
+                let seq = item.seq();
+                let taken = room.lock().accept(item);
+                room.wake();
+                if !taken {
+                    // Numbered again by a node that took itself for the home: it continues
+                    // from what this node knows.
+                    let known = room.lock().seq;
+                    tracing::info!(room = %id, seq, "a chatroom item was numbered twice; reported as a gap");
+                    c.bus.publish(BusEvent::RoomSeq {
+                        home: c.home_of(&id),
+                        room: id.to_string(),
+                        seq: known,
+                    });
+                }
+            }
+            BusEvent::RoomSeq { home, room, seq } => {
+                if home != me {
+                    return;
+                }
+                if let Some(room) = self.rooms_get(&room) {
+                    room.lock().learn(seq);
+                    room.wake();
+                }
+            }
         }
+    }
+
+    /// Whether this node is the home of chatroom `room` (always, on a single node).
+    pub(crate) fn is_room_home(&self, room: &str) -> bool {
+        match self.cluster() {
+            None => true,
+            Some(c) => c.home_of(room) == c.config.node,
+        }
+    }
+
+    /// The node that numbers chatroom `room`'s items, when this node is part of a cluster.
+    pub fn chatroom_home(&self, room: &str) -> Option<String> {
+        self.cluster().map(|c| c.home_of(room))
+    }
+
+    /// From when this returns, the items of chatroom `room` reach this node.
+    pub(crate) async fn room_interest(&self, room: &str) {
+        if let Some(c) = self.cluster() {
+            c.bus.room_interest(room).await;
+        }
+    }
+
+    /// A token for a chatroom send that another node may number, and where its numbered item
+    /// arrives. `None` on a single node.
+    pub(crate) fn room_waiter(&self) -> Option<(u64, oneshot::Receiver<RoomItem>)> {
+        let c = self.cluster()?;
+        let token = c.next_token.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        c.waiters().insert(token, tx);
+        Some((token, rx))
+    }
+
+    /// Waits (at most [`ROOM_FORWARD_WAIT`]) for the send with `token` to come back numbered.
+    pub(crate) async fn room_numbered(
+        &self,
+        waiter: Option<(u64, oneshot::Receiver<RoomItem>)>,
+    ) -> Option<Arc<RoomItem>> {
+        let (token, rx) = waiter?;
+        let got = tokio::time::timeout(ROOM_FORWARD_WAIT, rx).await;
+        if let Some(c) = self.cluster() {
+            c.waiters().remove(&token);
+        }
+        got.ok()?.ok().map(Arc::new)
+    }
+
+    /// Forgets a waiter that is not needed (the send was numbered here, or refused).
+    pub(crate) fn drop_room_waiter(&self, waiter: Option<(u64, oneshot::Receiver<RoomItem>)>) {
+        if let (Some(c), Some((token, _))) = (self.cluster(), waiter) {
+            c.waiters().remove(&token);
+        }
+    }
+
+    /// What a room's fan-out task hands the bus, in seq order: the items this node numbered
+    /// (to every node with members), and the items made here for the home to number (to the
+    /// home; numbered here if this node has become the home meanwhile).
+    pub(crate) fn room_to_bus(
+        &self,
+        room: &Arc<str>,
+        items: &[Arc<RoomItem>],
+        forward: Vec<Arc<RoomItem>>,
+        known: u64,
+    ) {
+        let Some(c) = self.cluster() else { return };
+        let me = c.config.node.as_str();
+        for item in items.iter().filter(|i| i.numbered_here) {
+            c.bus.publish(BusEvent::RoomItem {
+                post: item.to_post(me),
+            });
+        }
+        if forward.is_empty() {
+            return;
+        }
+        let home = c.home_of(room);
+        if home == me {
+            if let Some(r) = self.rooms_get(room) {
+                let mut numbered = Vec::new();
+                {
+                    let mut st = r.lock();
+                    st.home = true;
+                    for item in forward {
+                        numbered.push(st.number(RoomItem::from_post(item.to_post(me), me), known));
+                    }
+                }
+                r.wake();
+                for item in numbered.iter().filter(|i| i.token != 0) {
+                    if let Some(tx) = c.waiters().remove(&item.token) {
+                        let _ = tx.send(RoomItem::from_post(item.to_post(me), me));
+                    }
+                }
+            }
+            return;
+        }
+        for item in forward {
+            c.bus.publish(BusEvent::RoomForward {
+                home: home.clone(),
+                known,
+                post: item.to_post(me),
+            });
+        }
+    }
+
+    /// On the room's home: numbers an item another node made (its fan-out task publishes it).
+    async fn number_forwarded(&self, known: u64, post: RoomPost) {
+        let Some(room) = self.room_for_bus(&post.message.target).await else {
+            return;
+        };
+        self.number_in(&room, known, post);
+    }
+
+    fn number_in(&self, room: &crate::chatrooms::Room, known: u64, post: RoomPost) {
+        let Some(c) = self.cluster() else { return };
+        {
+            let mut st = room.lock();
+            if st.destroyed {
+                return;
+            }
+            st.home = true;
+            st.number(RoomItem::from_post(post, &c.config.node), known);
+        }
+        room.wake();
     }
 
     /// Pushes to every session on this node what its user's inbox holds beyond what the

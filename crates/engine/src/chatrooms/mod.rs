@@ -100,8 +100,15 @@ pub struct RoomItem {
     /// it has waiting.
     posted: tokio::time::Instant,
     priority: Priority,
-    /// The session that sent it (0: none), which does not get it back.
+    /// The session that sent it (0: none, or on another node), which does not get it back.
     origin: u64,
+    /// In a cluster: the node that made it (empty: this one), and there, the sending session
+    /// and what the sender's answer waits on (0: nothing).
+    pub(crate) source_node: String,
+    pub(crate) source_session: u64,
+    pub(crate) token: u64,
+    /// In a cluster: this node numbered it (as the room's home), so it goes on the bus.
+    pub(crate) numbered_here: bool,
     /// What the sender chose, to tell a resend from a reuse of its client message id.
     digest: String,
     message: Delivered,
@@ -133,10 +140,56 @@ impl RoomItem {
             posted: tokio::time::Instant::now(),
             priority,
             origin,
+            source_node: String::new(),
+            source_session: origin,
+            token: 0,
+            numbered_here: false,
             digest,
             message: Delivered::for_viewer("", Arc::new(message), 0),
             wire: Default::default(),
         }
+    }
+
+    /// Numbers an item made elsewhere (before it is shared).
+    pub(crate) fn set_seq(&mut self, seq: u64) {
+        Arc::make_mut(&mut self.message.message).seq = seq;
+    }
+
+    /// The item as it crosses the bus.
+    pub(crate) fn to_post(&self, node: &str) -> crate::cluster::RoomPost {
+        crate::cluster::RoomPost {
+            message: (*self.message.message).clone(),
+            priority: match self.priority {
+                Priority::Normal => 0,
+                Priority::Low => 1,
+                Priority::High => 2,
+            },
+            digest: self.digest.clone(),
+            node: if self.source_node.is_empty() {
+                node.to_string()
+            } else {
+                self.source_node.clone()
+            },
+            session: self.source_session,
+            token: self.token,
+        }
+    }
+
+    /// An item that crossed the bus, as node `me` holds it.
+    pub(crate) fn from_post(post: crate::cluster::RoomPost, me: &str) -> RoomItem {
+        let mine = post.node == me;
+        let room: Arc<str> = Arc::from(post.message.target.as_str());
+        let mut item = RoomItem::new(
+            room,
+            post.message,
+            Priority::from_wire(post.priority).unwrap_or_default(),
+            if mine { post.session } else { 0 },
+            post.digest,
+        );
+        item.source_node = if mine { String::new() } else { post.node };
+        item.source_session = post.session;
+        item.token = post.token;
+        item
     }
 
     /// The message as every member sees it (`inbox_seq` 0, `seq` the room's).
@@ -340,7 +393,12 @@ impl Engine {
             if let Some(r) = rooms.get(id) {
                 // One that ended but is still listed (its task has not yet dropped it) gives way.
                 if !r.lock().destroyed {
-                    return Ok(r.clone());
+                    let r = r.clone();
+                    drop(rooms);
+                    if self.cluster().is_some() {
+                        r.set_home(self.is_room_home(id));
+                    }
+                    return Ok(r);
                 }
                 rooms.remove(id);
             }
@@ -393,7 +451,34 @@ impl Engine {
                 );
             }
         }
-        Ok(self.adopt_room(fresh))
+        let room = self.adopt_room(fresh);
+        if self.cluster().is_some() {
+            room.set_home(self.is_room_home(id));
+        }
+        Ok(room)
+    }
+
+    /// The room `id` as it is in memory here, if it is.
+    pub(crate) fn rooms_get(&self, id: &str) -> Option<Arc<Room>> {
+        self.rooms().get(id).cloned()
+    }
+
+    /// In a cluster, on a room's home: the room an item from another node is for, made here
+    /// if it is in neither memory nor the store (a join on another node made it).
+    pub(crate) async fn room_for_bus(&self, id: &str) -> Option<Arc<Room>> {
+        match self.room(id, None).await {
+            Ok(r) => Some(r),
+            Err(r) if r.code == Code::ChatroomNotFound => {
+                let settings = &self.inner.config.chatrooms;
+                let profile = Profile {
+                    created: self.now_ms(),
+                    max_members: settings.max_members,
+                    ..Default::default()
+                };
+                Some(self.adopt_room(Arc::new(Room::new(id, profile, settings.history))))
+            }
+            Err(_) => None,
+        }
     }
 
     /// Puts `fresh` in the registry unless a room with its id got there first (which is
@@ -763,24 +848,46 @@ impl Engine {
         priority: Priority,
     ) -> Result<Posted, ApiError> {
         let room = self.room(&p.target, None).await.map_err(ApiError)?;
+        // In a cluster, the numbered item comes back to this node.
+        self.room_interest(&p.target).await;
         let now = self.now_ms();
-        let (item, duplicate) = {
+        let waiter = self.room_waiter();
+        let token = waiter.as_ref().map_or(0, |w| w.0);
+        let posted = {
             let mut st = room.lock();
             if st.destroyed {
-                return Err(Code::ChatroomNotFound.into());
-            }
-            match st.earlier(&p.sender, &p.client_msg_id) {
-                Some(e) if e.digest == p.digest => (e, true),
-                Some(_) => return Err(Code::ClientMsgIdConflict.into()),
-                None => {
-                    if st.is_overloaded() {
-                        return Err(Code::ChatroomOverloaded.into());
-                    }
-                    (st.post(&room.id, new_item(&p, priority, 0, now)), false)
+                Err(Code::ChatroomNotFound.into())
+            } else {
+                match st.earlier(&p.sender, &p.client_msg_id) {
+                    Some(e) if e.digest == p.digest => Ok((e, true)),
+                    Some(_) => Err(Code::ClientMsgIdConflict.into()),
+                    None if st.is_overloaded() => Err(Code::ChatroomOverloaded.into()),
+                    None => Ok((
+                        st.post(&room.id, new_item(&p, priority, 0, now, token)),
+                        false,
+                    )),
                 }
             }
         };
+        let (item, duplicate) = match posted {
+            Ok(p) => p,
+            Err(e) => {
+                self.drop_room_waiter(waiter);
+                return Err(e);
+            }
+        };
         room.wake();
+        let item = if !duplicate && item.seq() == 0 {
+            self.room_numbered(waiter).await.ok_or_else(|| {
+                ApiError(Refusal::new(
+                    Code::ServerError,
+                    "the chatroom's home node did not number the message in time",
+                ))
+            })?
+        } else {
+            self.drop_room_waiter(waiter);
+            item
+        };
         if !duplicate && let Some(hooks) = &self.inner.hooks {
             hooks.sent(&item.message().message);
         }
@@ -795,7 +902,13 @@ impl Engine {
     }
 }
 
-fn new_item(p: &PendingPublish, priority: Priority, origin: u64, now: i64) -> NewItem<'_> {
+fn new_item(
+    p: &PendingPublish,
+    priority: Priority,
+    origin: u64,
+    now: i64,
+    token: u64,
+) -> NewItem<'_> {
     NewItem {
         sender: &p.sender,
         msg_type: &p.msg_type,
@@ -805,6 +918,7 @@ fn new_item(p: &PendingPublish, priority: Priority, origin: u64, now: i64) -> Ne
         digest: p.digest.clone(),
         priority,
         origin,
+        token,
         now,
     }
 }
@@ -1004,6 +1118,8 @@ impl Session {
                 .engine
                 .room(id, (after_seq == 0).then_some(user.as_str()))
                 .await?;
+            // In a cluster, the room's items reach this node before the join is answered.
+            self.engine.room_interest(id).await;
             let now = self.engine.now_ms();
             let mut st = room.lock();
             if st.destroyed {
@@ -1248,6 +1364,8 @@ impl Session {
         };
         let user = &self.shared.user;
         let now = self.engine.now_ms();
+        let waiter = self.engine.room_waiter();
+        let token = waiter.as_ref().map_or(0, |w| w.0);
         let posted = {
             let mut st = room.lock();
             match st.earlier(user, &p.client_msg_id) {
@@ -1267,20 +1385,38 @@ impl Session {
                 }
                 None if st.is_overloaded() => Err(Code::ChatroomOverloaded.into()),
                 None => Ok((
-                    st.post(&room.id, new_item(&p, priority, self.shared.id, now)),
+                    st.post(&room.id, new_item(&p, priority, self.shared.id, now, token)),
                     true,
                 )),
             }
         };
         let (item, fresh) = match posted {
             Ok(p) => p,
-            Err(r) => return refuse(r),
+            Err(r) => {
+                self.engine.drop_room_waiter(waiter);
+                return refuse(r);
+            }
         };
         if fresh {
             room.wake();
-            if let Some(hooks) = &self.engine.inner.hooks {
-                hooks.sent(&item.message().message);
+        }
+        // In a cluster, a send made on a node that is not the room's home is numbered there.
+        let item = if fresh && item.seq() == 0 {
+            match self.engine.room_numbered(waiter).await {
+                Some(item) => item,
+                None => {
+                    return refuse(Refusal::new(
+                        Code::ServerError,
+                        "the chatroom's home node did not number the message in time",
+                    ));
+                }
             }
+        } else {
+            self.engine.drop_room_waiter(waiter);
+            item
+        };
+        if fresh && let Some(hooks) = &self.engine.inner.hooks {
+            hooks.sent(&item.message().message);
         }
         let m = item.message();
         self.shared.reply(

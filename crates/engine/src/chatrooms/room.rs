@@ -118,6 +118,18 @@ pub struct RoomState {
     /// Since when the room has had no member.
     empty_since: Option<Instant>,
     pub destroyed: bool,
+    /// In a cluster: whether this node numbers the room's items (it is the room's home). Set
+    /// by the engine before every use; always true on a single node.
+    pub home: bool,
+    /// In a cluster: whether `seq` is the room's (this node numbered an item, or received one
+    /// from the home); a room made here on a node that is not its home knows it only then.
+    synced: bool,
+    /// Items made here on a node that is not the room's home, for the fan-out task to forward
+    /// to the home (which numbers them).
+    forward: Vec<Arc<RoomItem>>,
+    /// Seq ranges this node will never get (lost on the bus or numbered twice across a home
+    /// change): members in whose window they fall get a gap marker.
+    missing: Vec<(u64, u64)>,
 }
 
 impl Room {
@@ -143,6 +155,10 @@ impl Room {
                 last_notice: None,
                 empty_since: Some(Instant::now()),
                 destroyed: false,
+                home: true,
+                synced: false,
+                forward: Vec::new(),
+                missing: Vec::new(),
             }),
             wake: Notify::new(),
         }
@@ -157,6 +173,11 @@ impl Room {
     pub fn wake(&self) {
         self.wake.notify_one();
     }
+
+    /// In a cluster: whether this node is the room's home now.
+    pub fn set_home(&self, home: bool) {
+        self.lock().home = home;
+    }
 }
 
 /// A fresh item of the room's stream.
@@ -170,6 +191,9 @@ pub struct NewItem<'a> {
     pub priority: Priority,
     /// The sending connection, which does not get the item back (0: none).
     pub origin: u64,
+    /// In a cluster, what the sender's answer waits on when another node numbers the item
+    /// (0: nothing).
+    pub token: u64,
     pub now: i64,
 }
 
@@ -194,16 +218,18 @@ impl RoomState {
     }
 
     /// Numbers a new item and queues it for the fan-out (a user's message also goes into the
-    /// history). The caller wakes the room.
+    /// history). The caller wakes the room. In a cluster, on a node that is not the room's
+    /// home, the item is not numbered here (its seq is 0): the fan-out task forwards it to the
+    /// home, and it comes back numbered.
     pub fn post(&mut self, room: &Arc<str>, new: NewItem<'_>) -> Arc<RoomItem> {
-        self.seq += 1;
+        let seq = if self.home { self.seq + 1 } else { 0 };
         let message = StoredMessage {
             uid: ulid::Ulid::new().to_string(),
             conversation_type: conversation_type::CHATROOM,
             conversation_id: format!("{}:{room}", conversation_type::CHATROOM),
             sender: new.sender.to_string(),
             target: room.to_string(),
-            seq: self.seq,
+            seq,
             sent_time: new.now,
             msg_type: new.msg_type.to_string(),
             content: new.content,
@@ -211,21 +237,78 @@ impl RoomState {
             client_msg_id: new.client_msg_id,
             ..Default::default()
         };
-        let item = Arc::new(RoomItem::new(
-            room.clone(),
-            message,
-            new.priority,
-            new.origin,
-            new.digest,
-        ));
-        if new.msg_type != CHATROOM_EVENT_TYPE && self.history_cap > 0 {
+        let mut item = RoomItem::new(room.clone(), message, new.priority, new.origin, new.digest);
+        item.token = new.token;
+        if !self.home {
+            let item = Arc::new(item);
+            self.forward.push(item.clone());
+            return item;
+        }
+        self.seq = seq;
+        self.synced = true;
+        item.numbered_here = true;
+        let item = Arc::new(item);
+        self.keep(&item);
+        item
+    }
+
+    /// Puts a numbered item into the history (a user's message) and the fan-out's queue.
+    fn keep(&mut self, item: &Arc<RoomItem>) {
+        if item.message().msg_type() != CHATROOM_EVENT_TYPE && self.history_cap > 0 {
             if self.history.len() == self.history_cap {
                 self.history.pop_front();
             }
             self.history.push_back(item.clone());
         }
         self.queue.push_back(item.clone());
+    }
+
+    /// In a cluster, on the room's home: the item another node made, numbered here.
+    pub fn number(&mut self, mut item: RoomItem, known: u64) -> Arc<RoomItem> {
+        self.learn(known);
+        self.seq += 1;
+        self.synced = true;
+        item.set_seq(self.seq);
+        item.numbered_here = true;
+        if self.members.is_empty() {
+            // Busy elsewhere: the home keeps the room (and its seq) while items pass.
+            self.empty_since = Some(Instant::now());
+        }
+        let item = Arc::new(item);
+        self.keep(&item);
         item
+    }
+
+    /// In a cluster: the room is at least at `seq` (as another node knows it). Members here
+    /// get a gap marker for the items this node did not get.
+    pub fn learn(&mut self, seq: u64) {
+        if seq > self.seq {
+            if self.synced {
+                self.missing.push((self.seq + 1, seq));
+            }
+            self.seq = seq;
+            self.synced = true;
+        }
+    }
+
+    /// In a cluster: an item another node numbered. One numbered past the next seq leaves a
+    /// gap; one at or below the room's seq was numbered twice (by two nodes that each took
+    /// themselves for the home while the cluster changed) and is reported as missed, never
+    /// shown after a later item. Returns whether the item was taken.
+    pub fn accept(&mut self, item: RoomItem) -> bool {
+        let seq = item.seq();
+        if self.synced && seq <= self.seq {
+            self.missing.push((seq, seq));
+            return false;
+        }
+        if self.synced && seq > self.seq + 1 {
+            self.missing.push((self.seq + 1, seq - 1));
+        }
+        self.seq = seq;
+        self.synced = true;
+        let item = Arc::new(item);
+        self.keep(&item);
+        true
     }
 
     /// Queues a notice (a `tidings:chatroom` item) with `content` from `sender` (empty: the
@@ -249,6 +332,7 @@ impl RoomState {
                 digest: String::new(),
                 priority,
                 origin: 0,
+                token: 0,
                 now,
             },
         )
@@ -448,7 +532,12 @@ struct Round {
     items: Vec<Arc<RoomItem>>,
     /// `(seq, origin)` of the items dropped.
     dropped: Vec<(u64, u64)>,
+    /// Seq ranges this node will never get (in a cluster).
+    missing: Vec<(u64, u64)>,
     targets: Arc<[Target]>,
+    /// In a cluster: items made here for the home to number, and the room's seq as known here.
+    forward: Vec<Arc<RoomItem>>,
+    known: u64,
 }
 
 enum Next {
@@ -465,7 +554,7 @@ impl Room {
         let now = Instant::now();
         let mut st = self.lock();
         st.make_notices(&self.id, now, now_ms);
-        if st.queue.is_empty() {
+        if st.queue.is_empty() && st.forward.is_empty() && st.missing.is_empty() {
             if st.destroyed {
                 return Next::Finished;
             }
@@ -515,6 +604,8 @@ impl Room {
             tracing::info!(room = %self.id, waiting, dropped = dropped.len(), "chatroom fan-out fell behind; dropped low-priority items");
         }
         let targets = st.targets();
+        let forward = std::mem::take(&mut st.forward);
+        let missing = std::mem::take(&mut st.missing);
         // Connections taken out get nothing past their last item: after this round they are
         // done with.
         let last = st.seq;
@@ -526,7 +617,10 @@ impl Room {
         Next::Round(Round {
             items,
             dropped,
+            missing,
             targets,
+            forward,
+            known: last,
         })
     }
 }
@@ -539,9 +633,18 @@ pub async fn run(room: Arc<Room>, engine: Weak<Inner>, idle: Duration) {
             return;
         };
         let engine = Engine { inner };
+        if engine.cluster().is_some() {
+            room.set_home(engine.is_room_home(&room.id));
+        }
         let next = room.next(idle, engine.now_ms());
         match next {
-            Next::Round(round) => deliver(&engine, &room.id, round),
+            Next::Round(mut round) => {
+                if engine.cluster().is_some() {
+                    let forward = std::mem::take(&mut round.forward);
+                    engine.room_to_bus(&room.id, &round.items, forward, round.known);
+                }
+                deliver(&engine, &room.id, round)
+            }
             Next::Finished => {
                 engine.forget_room(&room);
                 return;
@@ -568,6 +671,15 @@ fn deliver(engine: &Engine, room: &Arc<str>, round: Round) {
     for t in round.targets.iter() {
         let window = |seq: u64| seq > t.from && seq <= t.until;
         let mut gap: Option<(u64, u64, u64)> = None;
+        for &(from, to) in &round.missing {
+            let (from, to) = (from.max(t.from + 1), to.min(t.until));
+            if from <= to {
+                gap = Some(match gap {
+                    None => (to - from + 1, from, to),
+                    Some((n, f, l)) => (n + to - from + 1, f.min(from), l.max(to)),
+                });
+            }
+        }
         let missed = round
             .dropped
             .iter()
@@ -575,7 +687,7 @@ fn deliver(engine: &Engine, room: &Arc<str>, round: Round) {
         for &(seq, _) in missed {
             gap = Some(match gap {
                 None => (1, seq, seq),
-                Some((n, from, _)) => (n + 1, from, seq),
+                Some((n, from, to)) => (n + 1, from.min(seq), to.max(seq)),
             });
         }
         if let Some((count, from, to)) = gap {
@@ -612,6 +724,7 @@ mod tests {
                         digest: String::new(),
                         priority: *p,
                         origin: 0,
+                        token: 0,
                         now: 0,
                     },
                 );
@@ -667,6 +780,60 @@ mod tests {
                 .iter()
                 .all(|s| s % 3 == 0 || (s % 3 == 2 && *s >= first_kept))
         );
+    }
+
+    fn numbered(seq: u64) -> RoomItem {
+        let message = StoredMessage {
+            target: "r".into(),
+            seq,
+            msg_type: "text".into(),
+            ..Default::default()
+        };
+        RoomItem::new(Arc::from("r"), message, Priority::Normal, 0, String::new())
+    }
+
+    #[test]
+    fn items_from_the_home_keep_one_order_and_what_is_missed_is_named() {
+        let room = Room::new("r", Profile::default(), 10);
+        {
+            let mut st = room.lock();
+            st.home = false;
+            // A node new to the room starts from the first item it gets: no gap before it.
+            assert!(st.accept(numbered(57)));
+            assert!(st.accept(numbered(58)));
+            // A hole: 59 and 60 never came.
+            assert!(st.accept(numbered(61)));
+            // Numbered twice across a home change: taken as missed, never shown after 61.
+            assert!(!st.accept(numbered(60)));
+            // The home is further than this node knew.
+            st.learn(65);
+            // Not the home: a post here waits for the home's seq.
+            let item = st.post(
+                &room.id,
+                NewItem {
+                    sender: "alice",
+                    msg_type: "text",
+                    content: "{}".into(),
+                    push_text: String::new(),
+                    client_msg_id: "c".into(),
+                    digest: String::new(),
+                    priority: Priority::Normal,
+                    origin: 0,
+                    token: 7,
+                    now: 0,
+                },
+            );
+            assert_eq!((item.seq(), st.seq), (0, 65));
+        }
+        match room.next(Duration::from_secs(60), 0) {
+            Next::Round(r) => {
+                let seqs: Vec<u64> = r.items.iter().map(|i| i.seq()).collect();
+                assert_eq!(seqs, [57, 58, 61]);
+                assert_eq!(r.missing, [(59, 60), (60, 60), (62, 65)]);
+                assert_eq!(r.forward.len(), 1, "the post goes to the home");
+            }
+            _ => panic!("a round was due"),
+        }
     }
 
     #[test]

@@ -512,3 +512,247 @@ async fn a_killed_node_loses_no_acknowledged_message() {
     }
     drop(b);
 }
+
+/// Waits until every node lists every other as live (so they agree on each room's home).
+async fn formed(nodes: &[&TestServer]) {
+    for n in nodes {
+        let engine = n.running().engine.clone();
+        let others = nodes.len() - 1;
+        eventually("the node lists every other node", || async {
+            engine.cluster_nodes().len() == others
+        })
+        .await;
+    }
+}
+
+/// What one member got of a room: every item's seq in the order it came, the messages by
+/// uid with their seq, the notices, and the gap markers.
+#[derive(Default)]
+struct RoomLog {
+    seqs: Vec<u64>,
+    messages: Vec<(String, u64, String)>,
+    notices: Vec<tidings_client::ChatroomNotice>,
+    gaps: Vec<(u64, u64)>,
+}
+
+impl RoomLog {
+    fn take(&mut self, e: tidings_client::ChatroomEvent) {
+        use tidings_client::ChatroomEvent;
+        match e {
+            ChatroomEvent::Message(m) => {
+                self.seqs.push(m.seq);
+                self.messages.push((m.uid.clone(), m.seq, text_of(&m)));
+            }
+            ChatroomEvent::Notice(n) => {
+                self.seqs.push(n.seq);
+                self.notices.push(n);
+            }
+            ChatroomEvent::Gap(g) => self.gaps.push((g.from_seq, g.to_seq)),
+            ChatroomEvent::Left { .. } => {}
+        }
+    }
+
+    /// Reads events until `done` holds.
+    async fn until(
+        &mut self,
+        events: &mut tidings_client::Events,
+        done: impl Fn(&RoomLog) -> bool,
+    ) {
+        while !done(self) {
+            let e = crate::chatrooms::next_room_event(events).await;
+            self.take(e);
+        }
+    }
+
+    fn has_text(&self, text: &str) -> bool {
+        self.messages.iter().any(|(_, _, t)| t == text)
+    }
+
+    fn noticed(&self, operation: &str, user: &str) -> bool {
+        self.notices
+            .iter()
+            .any(|n| n.operation == operation && n.user_ids.iter().any(|u| u == user))
+    }
+
+    /// Items came in increasing seq order, each once.
+    fn assert_in_order(&self, who: &str) {
+        assert!(
+            self.seqs.windows(2).all(|w| w[0] < w[1]),
+            "{who} got seqs out of order or twice: {:?}",
+            self.seqs
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_chatroom_spans_nodes_in_one_order() {
+    let Some(cluster) = Cluster::new("a_chatroom_spans_nodes_in_one_order").await else {
+        return;
+    };
+    let a = cluster.first().await;
+    let b = cluster.next(&a, "b").await;
+    let c = cluster.next(&a, "c").await;
+    formed(&[&a, &b, &c]).await;
+
+    let (alice, mut alice_events) = a.client("alice", "phone").await;
+    let (bob, mut bob_events) = b.client("bob", "phone").await;
+    let (carol, carol_events) = c.client("carol", "phone").await;
+    let mut logs: [RoomLog; 3] = Default::default();
+
+    // Joins on one node are announced on the others.
+    alice.join_chatroom("plaza", 0).await.unwrap();
+    bob.join_chatroom("plaza", 0).await.unwrap();
+    logs[0]
+        .until(&mut alice_events, |l| l.noticed("join", "bob"))
+        .await;
+    carol.join_chatroom("plaza", 0).await.unwrap();
+    logs[0]
+        .until(&mut alice_events, |l| l.noticed("join", "carol"))
+        .await;
+    logs[1]
+        .until(&mut bob_events, |l| l.noticed("join", "carol"))
+        .await;
+
+    // Messages sent on each node reach every member on every node once.
+    let members = [("alice", &alice), ("bob", &bob), ("carol", &carol)];
+    let mut sent: Vec<(String, u64, String)> = Vec::new();
+    for round in 0..4 {
+        for (name, client) in members {
+            let text = format!("{name} {round}");
+            let s = client
+                .send(Outgoing::chatroom_text("plaza", &text))
+                .await
+                .unwrap();
+            assert!(s.seq > 0, "numbered by the room's home");
+            sent.push((s.uid, s.seq, text));
+        }
+    }
+    let (mut alice_events, mut bob_events, mut carol_events) =
+        (alice_events, bob_events, carol_events);
+    let streams = [&mut alice_events, &mut bob_events, &mut carol_events];
+    for (i, events) in streams.into_iter().enumerate() {
+        let me = members[i].0;
+        let expected: Vec<&(String, u64, String)> =
+            sent.iter().filter(|(_, _, t)| !t.starts_with(me)).collect();
+        logs[i]
+            .until(events, |l| expected.iter().all(|(_, _, t)| l.has_text(t)))
+            .await;
+        logs[i].assert_in_order(me);
+        for (uid, seq, text) in &expected {
+            let got: Vec<_> = logs[i].messages.iter().filter(|m| &m.0 == uid).collect();
+            assert_eq!(got.len(), 1, "{me} got {text} {} times", got.len());
+            assert_eq!(
+                got[0].1, *seq,
+                "{me} sees {text} at the seq its sender was told"
+            );
+        }
+        assert!(logs[i].gaps.is_empty(), "{me} got gaps {:?}", logs[i].gaps);
+    }
+    // One order: the seqs of all messages, as each member knows them, agree.
+    let mut all: Vec<u64> = sent.iter().map(|s| s.1).collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), sent.len(), "every message has a seq of its own");
+
+    // A leave on one node is announced on the others.
+    bob.quit_chatroom("plaza").await.unwrap();
+    logs[0]
+        .until(&mut alice_events, |l| l.noticed("leave", "bob"))
+        .await;
+    logs[2]
+        .until(&mut carol_events, |l| l.noticed("leave", "bob"))
+        .await;
+    for (i, log) in logs.iter().enumerate() {
+        log.assert_in_order(members[i].0);
+    }
+    // Notices carry the same seq wherever they arrive.
+    let seq_of = |log: &RoomLog, op: &str, user: &str| {
+        log.notices
+            .iter()
+            .find(|n| n.operation == op && n.user_ids.iter().any(|u| u == user))
+            .map(|n| n.seq)
+    };
+    assert_eq!(
+        seq_of(&logs[0], "join", "carol"),
+        seq_of(&logs[1], "join", "carol")
+    );
+    assert_eq!(
+        seq_of(&logs[0], "leave", "bob"),
+        seq_of(&logs[2], "leave", "bob")
+    );
+}
+
+#[tokio::test]
+async fn a_chatroom_outlives_its_home_node_with_gaps_named_never_duplicates() {
+    let Some(cluster) =
+        Cluster::new("a_chatroom_outlives_its_home_node_with_gaps_named_never_duplicates").await
+    else {
+        return;
+    };
+    let a = cluster.first().await;
+    let b = cluster.next(&a, "b").await;
+    let mut c = cluster.next(&a, "c").await;
+    formed(&[&a, &b, &c]).await;
+    // A room whose home is node c.
+    let engine_a = a.running().engine.clone();
+    let room = (0..)
+        .map(|i| format!("relay-{i}"))
+        .find(|r| engine_a.chatroom_home(r).as_deref() == Some("c"))
+        .unwrap();
+
+    let (alice, mut alice_events) = a.client("alice", "phone").await;
+    let (bob, mut bob_events) = b.client("bob", "phone").await;
+    let (carol, _carol_events) = c.client("carol", "phone").await;
+    for m in [&alice, &bob, &carol] {
+        m.join_chatroom(&room, 0).await.unwrap();
+    }
+
+    // Alice and bob take turns sending; node c (the home) shuts down midway. A send that fails
+    // meanwhile is simply not counted.
+    let mut acked: Vec<(&str, String, u64, String)> = Vec::new();
+    for i in 0..30 {
+        if i == 10 {
+            c.shutdown().await;
+        }
+        for (name, client) in [("alice", &alice), ("bob", &bob)] {
+            let text = format!("{name} {i}");
+            if let Ok(s) = client.send(Outgoing::chatroom_text(&room, &text)).await {
+                acked.push((name, s.uid, s.seq, text));
+            }
+        }
+    }
+    drop(carol);
+    // Once a and b agree on the new home, a last message from each.
+    formed(&[&a, &b]).await;
+    for (name, client) in [("alice", &alice), ("bob", &bob)] {
+        let text = format!("{name} end");
+        let s = client
+            .send(Outgoing::chatroom_text(&room, &text))
+            .await
+            .unwrap();
+        acked.push((name, s.uid, s.seq, text));
+    }
+    assert!(
+        acked.iter().filter(|a| a.3.ends_with(" 29")).count() == 2,
+        "sends work again after the home change"
+    );
+
+    for (me, other, events) in [
+        ("alice", "bob", &mut alice_events),
+        ("bob", "alice", &mut bob_events),
+    ] {
+        let mut log = RoomLog::default();
+        let end = format!("{other} end");
+        log.until(events, |l| l.has_text(&end)).await;
+        log.assert_in_order(me);
+        for (_, uid, seq, text) in acked.iter().filter(|a| a.0 == other) {
+            let times = log.messages.iter().filter(|m| &m.0 == uid).count();
+            let named = log.gaps.iter().any(|(from, to)| from <= seq && seq <= to);
+            assert!(
+                times == 1 || (times == 0 && named),
+                "{me} got {text} (seq {seq}) {times} times; gaps {:?}",
+                log.gaps
+            );
+        }
+    }
+}
