@@ -1400,44 +1400,68 @@ impl Session {
         if fresh {
             room.wake();
         }
-        // In a cluster, a send made on a node that is not the room's home is numbered there.
-        let item = if fresh && item.seq() == 0 {
-            match self.engine.room_numbered(waiter).await {
-                Some(item) => item,
-                None => {
-                    return refuse(Refusal::new(
-                        Code::ServerError,
-                        "the chatroom's home node did not number the message in time",
-                    ));
+        // In a cluster, a send made on a node that is not the room's home is numbered there;
+        // the answer waits for that in a task of its own, so the connection's next frames do
+        // not.
+        if fresh && item.seq() == 0 {
+            let (engine, shared) = (self.engine.clone(), self.shared.clone());
+            tokio::spawn(async move {
+                match engine.room_numbered(waiter).await {
+                    Some(item) => {
+                        if let Some(hooks) = &engine.inner.hooks {
+                            hooks.sent(&item.message().message);
+                        }
+                        answer_room_publish(&engine, &shared, packet_id, &item, notice);
+                    }
+                    None => shared.reply(
+                        &engine,
+                        Outbound::PubAck(PubAckOut::refused(
+                            packet_id,
+                            Refusal::new(
+                                Code::ServerError,
+                                "the chatroom's home node did not number the message in time",
+                            ),
+                        )),
+                    ),
                 }
-            }
-        } else {
-            self.engine.drop_room_waiter(waiter);
-            item
-        };
+            });
+            return;
+        }
+        self.engine.drop_room_waiter(waiter);
         if fresh && let Some(hooks) = &self.engine.inner.hooks {
             hooks.sent(&item.message().message);
         }
-        let m = item.message();
-        self.shared.reply(
-            &self.engine,
-            Outbound::PubAck(PubAckOut {
-                packet_id,
-                code: 0,
-                text: String::new(),
-                uid: m.uid().to_string(),
-                seq: m.seq(),
-                sent_time: m.sent_time(),
-                inbox_seq: 0,
-                notice,
-                content: if notice != 0 {
-                    m.content().to_string()
-                } else {
-                    String::new()
-                },
-            }),
-        );
+        answer_room_publish(&self.engine, &self.shared, packet_id, &item, notice);
     }
+}
+
+/// The PUBACK of a chatroom message the room numbered.
+fn answer_room_publish(
+    engine: &Engine,
+    shared: &crate::session::SessionShared,
+    packet_id: u32,
+    item: &RoomItem,
+    notice: u32,
+) {
+    let m = item.message();
+    shared.reply(
+        engine,
+        Outbound::PubAck(PubAckOut {
+            packet_id,
+            code: 0,
+            text: String::new(),
+            uid: m.uid().to_string(),
+            seq: m.seq(),
+            sent_time: m.sent_time(),
+            inbox_seq: 0,
+            notice,
+            content: if notice != 0 {
+                m.content().to_string()
+            } else {
+                String::new()
+            },
+        }),
+    );
 }
 
 impl PendingPublish {
