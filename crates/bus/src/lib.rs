@@ -61,6 +61,15 @@ pub struct NatsBus {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
+/// `items` grouped by the partition of the user each is for.
+fn by_partition<T>(items: Vec<T>, user: impl Fn(&T) -> &str) -> HashMap<u32, Vec<T>> {
+    let mut parts: HashMap<u32, Vec<T>> = HashMap::new();
+    for item in items {
+        parts.entry(partition(user(&item))).or_default().push(item);
+    }
+    parts
+}
+
 /// The partition of a user.
 pub fn partition(user: &str) -> u32 {
     // FNV-1a: stable across processes and versions, unlike the standard library's hasher.
@@ -272,11 +281,7 @@ impl Bus for NatsBus {
                 inbox,
                 except_device,
             } => {
-                let mut parts: HashMap<u32, Vec<(String, u64)>> = HashMap::new();
-                for entry in inbox {
-                    parts.entry(partition(&entry.0)).or_default().push(entry);
-                }
-                for (p, inbox) in parts {
+                for (p, inbox) in by_partition(inbox, |(u, _)| u) {
                     self.enqueue(
                         format!("{}.p.{p}", self.prefix),
                         BusEvent::Deliver {
@@ -292,11 +297,7 @@ impl Bus for NatsBus {
                 users,
                 except_device,
             } => {
-                let mut parts: HashMap<u32, Vec<String>> = HashMap::new();
-                for u in users {
-                    parts.entry(partition(&u)).or_default().push(u);
-                }
-                for (p, users) in parts {
+                for (p, users) in by_partition(users, |u| u) {
                     self.enqueue(
                         format!("{}.p.{p}", self.prefix),
                         BusEvent::Status {

@@ -326,21 +326,6 @@ async fn a_node_cut_off_from_nats_serves_its_users_and_catches_up() {
     drop((hana, ivan, ivan_events));
 }
 
-/// A token for `user` minted by the `tidings` binary from a node's data directory and store.
-fn process_token(data: &std::path::Path, store: &str, user: &str) -> String {
-    let out = std::process::Command::new(crate::process::BIN)
-        .args(["token", user, "--store", store, "--data-dir"])
-        .arg(data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 /// What one sender had acknowledged, and what its receiver was given.
 struct Flow {
     acked: Arc<std::sync::Mutex<Vec<tidings_client::Sent>>>,
@@ -431,7 +416,7 @@ async fn a_killed_node_loses_no_acknowledged_message() {
     let client = |user: &str, first: &str, other: &str| {
         let mut c = tidings_client::ClientConfig::new(
             first,
-            process_token(&dir_a.path().join("data"), &db.url, user),
+            crate::process::token_with(&dir_a.path().join("data"), user, &["--store", &db.url]),
         );
         c.device_id = "phone".into();
         c.other_servers = vec![other.to_string()];

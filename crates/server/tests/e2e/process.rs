@@ -94,8 +94,15 @@ impl Drop for ServerProcess {
 }
 
 fn token(data_dir: &Path, user: &str) -> String {
+    token_with(data_dir, user, &[])
+}
+
+/// A token `tidings token` mints for `user` from `data_dir`, with more of its arguments.
+pub(crate) fn token_with(data_dir: &Path, user: &str, extra: &[&str]) -> String {
     let out = Command::new(BIN)
-        .args(["token", user, "--data-dir"])
+        .args(["token", user])
+        .args(extra)
+        .arg("--data-dir")
         .arg(data_dir)
         .output()
         .unwrap();
