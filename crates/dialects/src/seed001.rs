@@ -552,3 +552,145 @@ impl Dialect for Seed001 {
 fn packet_bare(cmd: &str) -> Step {
     Step::Send(WireOut::Text(json!({ "cmd": cmd }).to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packets(steps: &[Step]) -> Vec<Value> {
+        steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Send(WireOut::Text(t)) => serde_json::from_str(t).ok(),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn info(user: &str) -> ConnectInfo {
+        ConnectInfo {
+            user_id: user.into(),
+            session_id: "9".into(),
+            heartbeat_ms: 30_000,
+            server_time: 0,
+            cursor: 3,
+            inbox_seq: 5,
+        }
+    }
+
+    fn authed() -> Seed001 {
+        let mut d = Seed001::new(Some("KEY".into()));
+        let steps = d.inbound(WireIn::Text(
+            r#"{"cmd":"AUTH","data":{"token":"t","name":"u1","group":""}}"#,
+        ));
+        assert!(
+            matches!(&steps[..], [Step::Connect(c)] if c.token == "t" && c.device_id == DEVICE_ID)
+        );
+        let steps = d.connected(Ok(&info("u1")));
+        let auth = &packets(&steps)[0];
+        assert_eq!(auth["data"]["code"], 200);
+        assert_eq!(auth["data"]["fcmServerKey"], "KEY");
+        assert!(matches!(steps.last(), Some(Step::Sync { after: 3, .. })));
+        d
+    }
+
+    #[test]
+    fn only_ping_and_auth_come_before_auth() {
+        let mut d = Seed001::new(None);
+        let pong = packets(&d.inbound(WireIn::Text(r#"{"cmd":"PING"}"#)));
+        assert_eq!(pong[0], json!({ "cmd": "PONG" }));
+        let early = packets(&d.inbound(WireIn::Text(r#"{"cmd":"MESSAGE","data":{}}"#)));
+        assert_eq!(early[0]["data"]["code"], 401);
+    }
+
+    #[test]
+    fn a_name_that_is_not_the_tokens_user_is_refused() {
+        let mut d = Seed001::new(None);
+        d.inbound(WireIn::Text(
+            r#"{"cmd":"AUTH","data":{"token":"t","name":"someone","group":""}}"#,
+        ));
+        let steps = d.connected(Ok(&info("u1")));
+        assert_eq!(packets(&steps)[0]["data"]["code"], 403);
+        assert!(matches!(steps.last(), Some(Step::Close(_))));
+    }
+
+    #[test]
+    fn a_message_is_watched_before_it_is_published() {
+        let mut d = authed();
+        let steps = d.inbound(WireIn::Text(
+            r#"{"cmd":"MESSAGE","data":{"sendType":"personal","target":"u2","message":{"text":"hi","desp":"d","extra":{"k":1}}}}"#,
+        ));
+        let (Step::Watch { client_msg_id: w }, Step::Publish { send, .. }) = (&steps[0], &steps[1])
+        else {
+            panic!("watch, then publish: {steps:?}");
+        };
+        assert_eq!(w, &send.client_msg_id);
+        let content: Value = serde_json::from_str(&send.content).unwrap();
+        assert_eq!(
+            content,
+            json!({ "text": "hi", "desp": "d", "extra": { "k": 1 } })
+        );
+    }
+
+    #[test]
+    fn statuses_follow_what_happened_to_each_target() {
+        let mut d = authed();
+        d.reports.insert("c".into(), ("mid".into(), 1, "g".into()));
+        let r = |user: &str, online, received, subscribed, pushed| Receipt {
+            user: user.into(),
+            online,
+            received,
+            subscribed,
+            pushed,
+        };
+        let steps = d.receipts(
+            "c",
+            &[
+                r("a", true, true, false, None),
+                r("b", true, false, false, None),
+                r("c", false, false, false, None),
+                r("d", false, false, true, None),
+                r("e", false, false, true, Some(true)),
+                r("f", false, true, true, Some(true)),
+            ],
+        );
+        let reply = &packets(&steps)[0];
+        assert_eq!(reply["cmd"], "MESSAGE_REPLY");
+        assert_eq!(
+            reply["data"]["status"],
+            json!({ "a": "ok", "b": "wait", "c": "ready", "d": "fcm-wait", "e": "fcm-ok", "f": "fcm-ok-comfirm" })
+        );
+        // One report per message.
+        assert!(d.receipts("c", &[]).is_empty());
+    }
+
+    #[test]
+    fn http_sends_are_marked_and_checked() {
+        let data = |v: Value| serde_json::from_value::<MessageData>(v).unwrap();
+        let send = send_request(
+            data(json!({ "sendType": "group", "message": { "text": "x" } })),
+            "id".into(),
+            "g1",
+            true,
+        )
+        .unwrap();
+        assert_eq!(send.target_id, "g1");
+        assert!(send.content.contains(r#""method":"http""#));
+        let bad = send_request(
+            data(
+                json!({ "sendType": "personal", "target": "u", "message": { "text": "x", "extra": 3 } }),
+            ),
+            "id".into(),
+            "",
+            false,
+        );
+        assert_eq!(bad.unwrap_err().code, Code::ContentInvalid);
+        let bad = send_request(
+            data(json!({ "sendType": "all", "target": "u" })),
+            "id".into(),
+            "",
+            false,
+        );
+        assert_eq!(bad.unwrap_err().code, Code::UnknownConversationType);
+    }
+}
