@@ -165,6 +165,9 @@ async fn try_batch(
     client: &mut deadpool_postgres::Object,
     op_lists: Vec<Vec<WriteOp>>,
 ) -> PgResult<Vec<Vec<WriteResult>>> {
+    if let Some(done) = try_pipelined(client, &op_lists).await? {
+        return Ok(done);
+    }
     let tx = client.transaction().await?;
     let mut all = Vec::with_capacity(op_lists.len());
     {
@@ -181,6 +184,161 @@ async fn try_batch(
     }
     tx.commit().await?;
     Ok(all)
+}
+
+/// A batch of nothing but one-to-one (and system, and user-event) appends, with their seqs
+/// counted up front as if every one will be stored and their statements sent together, so the
+/// batch costs a few round trips instead of one per message. `None` (with nothing committed)
+/// when the batch is of another kind, or when one append was not stored as counted — a
+/// duplicate, or a blocked sender — for the one-at-a-time path to apply it.
+async fn try_pipelined(
+    client: &mut deadpool_postgres::Object,
+    op_lists: &[Vec<WriteOp>],
+) -> PgResult<Option<Vec<Vec<WriteResult>>>> {
+    let simple =
+        |op: &WriteOp| matches!(op, WriteOp::Append(m) if !m.to_group && !m.only_if_stored);
+    let count: usize = op_lists.iter().map(Vec::len).sum();
+    if count < 2 || !op_lists.iter().flatten().all(simple) {
+        return Ok(None);
+    }
+    let tx = client.transaction().await?;
+    let mut b = Batch::new(Db::of_tx(&tx));
+    b.lock_for(op_lists).await?;
+    struct Counted<'m> {
+        m: &'m AppendMessage,
+        seq: u64,
+        inbox_seqs: Vec<i64>,
+        p_users: Vec<&'m str>,
+        p_targets: Vec<&'m str>,
+        state: i32,
+        search_text: Option<&'m str>,
+    }
+    let mut counted = Vec::with_capacity(count);
+    for op in op_lists.iter().flatten() {
+        let WriteOp::Append(m) = op else {
+            return Ok(None);
+        };
+        let Some(conv) = b.convs.get_mut(&m.conversation_id) else {
+            return Ok(None);
+        };
+        conv.now += 1;
+        let seq = conv.now;
+        let mut inbox_seqs = Vec::with_capacity(m.recipients.len());
+        for u in &m.recipients {
+            let Some(c) = b.inboxes.get_mut(u) else {
+                return Ok(None);
+            };
+            c.now += 1;
+            inbox_seqs.push(c.now as i64);
+        }
+        let (p_users, p_targets) = m
+            .participants
+            .iter()
+            .map(|p| (p.user.as_str(), p.target.as_str()))
+            .unzip();
+        counted.push(Counted {
+            m,
+            seq,
+            inbox_seqs,
+            p_users,
+            p_targets,
+            state: if m.mention_all {
+                crate::STATE_MENTION_ALL
+            } else {
+                0
+            },
+            search_text: (!m.search_text.is_empty()).then_some(m.search_text.as_str()),
+        });
+    }
+    let no_audience: &[String] = &[];
+    let db = b.db;
+    let rows = futures_util::future::try_join_all(counted.iter().map(|c| {
+        let m = c.m;
+        let blocker = m.blocking_recipient.as_deref();
+        let seq = big(c.seq);
+        let conv_type = m.conversation_type as i32;
+        async move {
+            db.query_one(
+                APPEND_SQL,
+                &[
+                    &conv_type,
+                    &m.conversation_id,
+                    &seq,
+                    &m.uid,
+                    &m.sender,
+                    &m.target,
+                    &m.sent_time,
+                    &m.msg_type,
+                    &m.content,
+                    &m.push_text,
+                    &m.client_msg_id,
+                    &m.digest,
+                    &m.counted,
+                    &c.state,
+                    &m.mentions,
+                    &c.search_text,
+                    &m.recipients,
+                    &c.inbox_seqs,
+                    &c.p_users,
+                    &c.p_targets,
+                    &no_audience,
+                    &blocker,
+                ],
+            )
+            .await
+        }
+    }))
+    .await?;
+    for row in &rows {
+        let (ok, id): (bool, Option<i64>) = (row.get(0), row.get(1));
+        if !ok || id.is_none() {
+            // Dropping the transaction rolls it back.
+            return Ok(None);
+        }
+    }
+    b.write_back().await?;
+    drop(b);
+    tx.commit().await?;
+    let mut counted = counted.into_iter();
+    let results = op_lists
+        .iter()
+        .map(|ops| {
+            ops.iter()
+                .zip(counted.by_ref())
+                .map(|(_, c)| {
+                    let m = c.m.clone();
+                    let inbox = m
+                        .recipients
+                        .iter()
+                        .cloned()
+                        .zip(c.inbox_seqs.iter().map(|s| *s as u64))
+                        .collect();
+                    WriteResult::Appended {
+                        message: StoredMessage {
+                            uid: m.uid,
+                            conversation_type: m.conversation_type,
+                            conversation_id: m.conversation_id,
+                            sender: m.sender,
+                            target: m.target,
+                            seq: c.seq,
+                            sent_time: m.sent_time,
+                            msg_type: m.msg_type,
+                            content: m.content,
+                            push_text: m.push_text,
+                            client_msg_id: m.client_msg_id,
+                            mentions: m.mentions,
+                            mention_all: m.mention_all,
+                            audience: m.audience,
+                            ..Default::default()
+                        },
+                        inbox,
+                        duplicate: false,
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    Ok(Some(results))
 }
 
 /// A counter row locked by this transaction: its value when locked, and now.
@@ -743,6 +901,27 @@ async fn bump_token_version(db: Db<'_>, user: &str) -> PgResult<u64> {
 /// Appends a message: one statement inserts it with its inbox entries, its audience and its
 /// participants' conversation rows, unless the recipient blocks the sender or its
 /// `(sender, client_msg_id)` was stored before.
+/// One append: the blocklist check, the message (deduplicated on `(sender, client_msg_id)`),
+/// its inbox entries, its participants' conversation rows and its audience. Answers whether the
+/// sender is blocked and the new message's id (none for a duplicate).
+const APPEND_SQL: &str = "WITH ok AS (SELECT $22::text IS NULL OR NOT EXISTS (SELECT 1 FROM blocklist \
+                 WHERE user_id = $22 AND blocked_id = $5) AS ok), \
+             m AS (INSERT INTO messages (conv_type, conv_id, seq, uid, sender, target, sent_time, \
+                 msg_type, content, push_text, client_msg_id, digest, counted, state, mentions, \
+                 search_text) \
+               SELECT $1::integer, $2::text, $3::bigint, $4::text, $5::text, $6::text, \
+                 $7::bigint, $8::text, $9::text, $10::text, $11::text, $12::text, $13::boolean, \
+                 $14::integer, $15::text[], $16::text WHERE (SELECT ok FROM ok) \
+               ON CONFLICT (sender, client_msg_id) DO NOTHING RETURNING id), \
+             i AS (INSERT INTO inbox (user_id, seq, msg) \
+               SELECT r.u, r.s, m.id FROM m, unnest($17::text[], $18::bigint[]) AS r(u, s)), \
+             p AS (INSERT INTO conversations (user_id, conv_type, target, conv_id) \
+               SELECT q.u, $1, q.t, $2 FROM m, unnest($19::text[], $20::text[]) AS q(u, t) \
+               ON CONFLICT DO NOTHING), \
+             a AS (INSERT INTO message_audience (msg, user_id) \
+               SELECT m.id, a FROM m, unnest($21::text[]) AS a ON CONFLICT DO NOTHING) \
+             SELECT (SELECT ok FROM ok), (SELECT id FROM m)";
+
 pub(crate) async fn append(b: &mut Batch<'_>, mut m: AppendMessage) -> PgResult<WriteResult> {
     if m.only_if_stored {
         return existing_or(b.db, &m, WriteResult::NotStored).await;
@@ -801,23 +980,7 @@ pub(crate) async fn append(b: &mut Batch<'_>, mut m: AppendMessage) -> PgResult<
     let blocker = m.blocking_recipient.as_deref();
     let row =
         b.db.query_one(
-            "WITH ok AS (SELECT $22::text IS NULL OR NOT EXISTS (SELECT 1 FROM blocklist \
-                 WHERE user_id = $22 AND blocked_id = $5) AS ok), \
-             m AS (INSERT INTO messages (conv_type, conv_id, seq, uid, sender, target, sent_time, \
-                 msg_type, content, push_text, client_msg_id, digest, counted, state, mentions, \
-                 search_text) \
-               SELECT $1::integer, $2::text, $3::bigint, $4::text, $5::text, $6::text, \
-                 $7::bigint, $8::text, $9::text, $10::text, $11::text, $12::text, $13::boolean, \
-                 $14::integer, $15::text[], $16::text WHERE (SELECT ok FROM ok) \
-               ON CONFLICT (sender, client_msg_id) DO NOTHING RETURNING id), \
-             i AS (INSERT INTO inbox (user_id, seq, msg) \
-               SELECT r.u, r.s, m.id FROM m, unnest($17::text[], $18::bigint[]) AS r(u, s)), \
-             p AS (INSERT INTO conversations (user_id, conv_type, target, conv_id) \
-               SELECT q.u, $1, q.t, $2 FROM m, unnest($19::text[], $20::text[]) AS q(u, t) \
-               ON CONFLICT DO NOTHING), \
-             a AS (INSERT INTO message_audience (msg, user_id) \
-               SELECT m.id, a FROM m, unnest($21::text[]) AS a ON CONFLICT DO NOTHING) \
-             SELECT (SELECT ok FROM ok), (SELECT id FROM m)",
+            APPEND_SQL,
             &[
                 &(m.conversation_type as i32),
                 &m.conversation_id,

@@ -416,3 +416,40 @@ async fn reads_take_any_page_limit() {
     store.close().await.unwrap();
     db.drop().await.unwrap();
 }
+
+/// A batch of one-to-one appends goes out pipelined, its seqs counted up front; one that turns
+/// out a duplicate sends the batch down the one-at-a-time path, which stays gapless.
+#[tokio::test]
+async fn a_duplicate_inside_a_pipelined_batch_keeps_seqs_gapless() {
+    let Some(db) = database("a_duplicate_inside_a_pipelined_batch_keeps_seqs_gapless").await else {
+        return;
+    };
+    let store = open(&db).await;
+    let append = |id: &str| WriteOp::Append(conformance::private_append("p", "q", id, id));
+    let first = store.write(vec![append("1"), append("2")]).await.unwrap();
+    let seqs = |results: &[WriteResult]| -> Vec<(u64, bool)> {
+        results
+            .iter()
+            .map(|r| match r {
+                WriteResult::Appended {
+                    message, duplicate, ..
+                } => (message.seq, *duplicate),
+                other => panic!("not an append: {other:?}"),
+            })
+            .collect()
+    };
+    assert_eq!(seqs(&first), [(1, false), (2, false)]);
+    // "2" again, between two new ones: it answers as the first time, and the new ones take 3, 4.
+    let second = store
+        .write(vec![append("3"), append("2"), append("4")])
+        .await
+        .unwrap();
+    assert_eq!(seqs(&second), [(3, false), (2, true), (4, false)]);
+    let inbox = store.inbox_after("q", 0, 100).await.unwrap();
+    let inbox_seqs: Vec<u64> = inbox.iter().map(|e| e.inbox_seq).collect();
+    assert_eq!(inbox_seqs, [1, 2, 3, 4]);
+    let conv: Vec<u64> = inbox.iter().map(|e| e.message.seq).collect();
+    assert_eq!(conv, [1, 2, 3, 4]);
+    store.close().await.unwrap();
+    db.drop().await.unwrap();
+}
