@@ -3,6 +3,7 @@
 //! and share one store, as they would share one PostgreSQL database; everything between them
 //! goes over NATS. Each test is a cluster of its own (a fresh cluster name).
 
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -738,6 +739,216 @@ async fn a_chatroom_outlives_its_home_node_with_gaps_named_never_duplicates() {
                 "{me} got {text} (seq {seq}) {times} times; gaps {:?}",
                 log.gaps
             );
+        }
+    }
+}
+
+/// `tidings serve` processes of one cluster on the test's PostgreSQL database and NATS server:
+/// the first makes the app credentials, the others get a copy.
+struct Processes {
+    dirs: Vec<tempfile::TempDir>,
+    nodes: Vec<crate::process::ServerProcess>,
+    store: String,
+}
+
+impl Processes {
+    fn start(cluster: &Cluster, db: &TestDatabase, names: &[&str]) -> Processes {
+        let mut p = Processes {
+            dirs: Vec::new(),
+            nodes: Vec::new(),
+            store: db.url.clone(),
+        };
+        for name in names {
+            let dir = tempfile::tempdir().unwrap();
+            if let Some(first) = p.dirs.first() {
+                std::fs::create_dir_all(dir.path().join("data")).unwrap();
+                std::fs::copy(
+                    first.path().join("data/credentials.toml"),
+                    dir.path().join("data/credentials.toml"),
+                )
+                .unwrap();
+            }
+            let args = [
+                "--store",
+                &db.url,
+                "--nats",
+                &cluster.nats,
+                "--cluster",
+                &cluster.name,
+                "--node-id",
+                name,
+                "--alive-ms",
+                "100",
+            ];
+            p.nodes
+                .push(crate::process::ServerProcess::start(dir.path(), &args));
+            p.dirs.push(dir);
+        }
+        p
+    }
+
+    fn url(&self, node: usize) -> &str {
+        &self.nodes[node].url
+    }
+
+    async fn client(
+        &self,
+        node: usize,
+        user: &str,
+    ) -> (tidings_client::Client, tidings_client::Events) {
+        let token = crate::process::token_with(
+            &self.dirs[0].path().join("data"),
+            user,
+            &["--store", &self.store],
+        );
+        let mut c = tidings_client::ClientConfig::new(self.url(node), token);
+        c.device_id = "phone".into();
+        c.reconnect_delays = vec![Duration::from_millis(50)];
+        tidings_client::Client::connect(c).await.unwrap()
+    }
+
+    /// A signed HTTP API request to node `node`.
+    async fn api(&self, node: usize, path: &str, body: Value) -> (u16, Value) {
+        let creds = tidings_server::credentials::load(&self.dirs[0].path().join("data")).unwrap();
+        let url = format!("{}{path}", self.url(node));
+        tokio::task::spawn_blocking(move || {
+            let nonce = format!("n-{:016x}", rand::random::<u64>());
+            let ts = crate::util::now_ms().to_string();
+            let mut resp = crate::util::agent()
+                .post(&url)
+                .header("App-Key", &creds.app_key)
+                .header("Nonce", &nonce)
+                .header("Timestamp", &ts)
+                .header(
+                    "Signature",
+                    tidings_engine::auth::api_signature(&creds.app_secret, &nonce, &ts),
+                )
+                .header("Content-Type", "application/json")
+                .send(body.to_string().as_bytes())
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.body_mut().read_json().unwrap_or(Value::Null))
+        })
+        .await
+        .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn three_processes_serve_one_to_one_groups_chatrooms_and_kicks() {
+    let test = "three_processes_serve_one_to_one_groups_chatrooms_and_kicks";
+    let Some(cluster) = Cluster::new(test).await else {
+        return;
+    };
+    let Some(db) = &cluster.db else {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: set TIDINGS_TEST_POSTGRES_URL: separate processes share a database"
+        );
+        return;
+    };
+    let p = Processes::start(&cluster, db, &["a", "b", "c"]);
+    // Every node lists the other two before rooms pick their home.
+    for node in 0..3 {
+        let url = p.url(node).to_string();
+        eventually("the node lists all three", || async {
+            let url = url.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut r = crate::util::agent()
+                    .get(format!("{url}/navi"))
+                    .call()
+                    .unwrap();
+                let navi: Value = r.body_mut().read_json().unwrap();
+                navi["nodes"].as_array().unwrap().len() == 3
+            })
+            .await
+            .unwrap()
+        })
+        .await;
+    }
+
+    // One-to-one across processes.
+    let (kim, mut kim_events) = p.client(0, "kim").await;
+    let (lee, mut lee_events) = p.client(1, "lee").await;
+    let (moe, mut moe_events) = p.client(2, "moe").await;
+    kim.send(Outgoing::text("lee", "a to b")).await.unwrap();
+    assert_eq!(text_of(&next_message(&mut lee_events).await), "a to b");
+    lee.send(Outgoing::text("kim", "b to a")).await.unwrap();
+    assert_eq!(text_of(&next_message(&mut kim_events).await), "b to a");
+
+    // A group spread over the three.
+    let (status, body) = p
+        .api(
+            1,
+            "/api/v1/groups",
+            json!({ "groupId": "three", "ownerId": "kim", "name": "T", "memberIds": ["lee", "moe"] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    moe.send(Outgoing::group_text("three", "from c"))
+        .await
+        .unwrap();
+    for events in [&mut kim_events, &mut lee_events] {
+        loop {
+            let m = next_message(events).await;
+            if m.group_notice().is_none() {
+                assert_eq!(
+                    (m.sender_id.as_str(), text_of(&m)),
+                    ("moe", "from c".into())
+                );
+                break;
+            }
+        }
+    }
+
+    // A chatroom across the three: each member gets the others' messages (a sender is answered
+    // by its PUBACK, not its own item), each with the one seq the room gave it.
+    for c in [&kim, &lee, &moe] {
+        c.join_chatroom("hall", 0).await.unwrap();
+    }
+    let k = kim
+        .send(tidings_client::Outgoing::chatroom_text("hall", "k"))
+        .await
+        .unwrap();
+    let m = moe
+        .send(tidings_client::Outgoing::chatroom_text("hall", "m"))
+        .await
+        .unwrap();
+    let mut seen = HashMap::new();
+    for (who, events, expect) in [
+        ("kim", &mut kim_events, 1),
+        ("lee", &mut lee_events, 2),
+        ("moe", &mut moe_events, 1),
+    ] {
+        let mut got = Vec::new();
+        while got.len() < expect {
+            if let tidings_client::ChatroomEvent::Message(msg) =
+                crate::chatrooms::next_room_event(events).await
+            {
+                got.push((text_of(&msg), msg.seq));
+            }
+        }
+        assert!(got.windows(2).all(|w| w[0].1 < w[1].1), "{who}: {got:?}");
+        for (text, seq) in got {
+            assert_eq!(
+                *seen.entry(text).or_insert(seq),
+                seq,
+                "{who} saw another seq"
+            );
+        }
+    }
+    assert_eq!(seen.get("k"), Some(&k.seq));
+    assert_eq!(seen.get("m"), Some(&m.seq));
+
+    // A kick across processes: the same device connecting to another node replaces the first.
+    let (_kim_again, _e) = p.client(2, "kim").await;
+    loop {
+        match next_terminal(&mut kim_events).await {
+            Event::Kicked { code, .. } => {
+                assert_eq!(code, Code::Kicked.as_u32());
+                break;
+            }
+            _ => continue,
         }
     }
 }
