@@ -204,16 +204,7 @@ async fn try_pipelined(
     let tx = client.transaction().await?;
     let mut b = Batch::new(Db::of_tx(&tx));
     b.lock_for(op_lists).await?;
-    struct Counted<'m> {
-        m: &'m AppendMessage,
-        seq: u64,
-        inbox_seqs: Vec<i64>,
-        p_users: Vec<&'m str>,
-        p_targets: Vec<&'m str>,
-        state: i32,
-        search_text: Option<&'m str>,
-    }
-    let mut counted = Vec::with_capacity(count);
+    let mut counted: Vec<Bound> = Vec::with_capacity(count);
     for op in op_lists.iter().flatten() {
         let WriteOp::Append(m) = op else {
             return Ok(None);
@@ -231,63 +222,19 @@ async fn try_pipelined(
             c.now += 1;
             inbox_seqs.push(c.now as i64);
         }
-        let (p_users, p_targets) = m
-            .participants
-            .iter()
-            .map(|p| (p.user.as_str(), p.target.as_str()))
-            .unzip();
-        counted.push(Counted {
-            m,
-            seq,
-            inbox_seqs,
-            p_users,
-            p_targets,
-            state: if m.mention_all {
-                crate::STATE_MENTION_ALL
-            } else {
-                0
-            },
-            search_text: (!m.search_text.is_empty()).then_some(m.search_text.as_str()),
-        });
+        let state = if m.mention_all {
+            crate::STATE_MENTION_ALL
+        } else {
+            0
+        };
+        counted.push(Bound::new(m, seq, state, inbox_seqs, false));
     }
-    let no_audience: &[String] = &[];
     let db = b.db;
-    let rows = futures_util::future::try_join_all(counted.iter().map(|c| {
-        let m = c.m;
-        let blocker = m.blocking_recipient.as_deref();
-        let seq = big(c.seq);
-        let conv_type = m.conversation_type as i32;
-        async move {
-            db.query_one(
-                APPEND_SQL,
-                &[
-                    &conv_type,
-                    &m.conversation_id,
-                    &seq,
-                    &m.uid,
-                    &m.sender,
-                    &m.target,
-                    &m.sent_time,
-                    &m.msg_type,
-                    &m.content,
-                    &m.push_text,
-                    &m.client_msg_id,
-                    &m.digest,
-                    &m.counted,
-                    &c.state,
-                    &m.mentions,
-                    &c.search_text,
-                    &m.recipients,
-                    &c.inbox_seqs,
-                    &c.p_users,
-                    &c.p_targets,
-                    &no_audience,
-                    &blocker,
-                ],
-            )
-            .await
-        }
-    }))
+    let rows = futures_util::future::try_join_all(
+        counted
+            .iter()
+            .map(|c| async move { db.query_one(APPEND_SQL, &c.params()).await }),
+    )
     .await?;
     for row in &rows {
         let (ok, id): (bool, Option<i64>) = (row.get(0), row.get(1));
@@ -314,23 +261,7 @@ async fn try_pipelined(
                         .zip(c.inbox_seqs.iter().map(|s| *s as u64))
                         .collect();
                     WriteResult::Appended {
-                        message: StoredMessage {
-                            uid: m.uid,
-                            conversation_type: m.conversation_type,
-                            conversation_id: m.conversation_id,
-                            sender: m.sender,
-                            target: m.target,
-                            seq: c.seq,
-                            sent_time: m.sent_time,
-                            msg_type: m.msg_type,
-                            content: m.content,
-                            push_text: m.push_text,
-                            client_msg_id: m.client_msg_id,
-                            mentions: m.mentions,
-                            mention_all: m.mention_all,
-                            audience: m.audience,
-                            ..Default::default()
-                        },
+                        message: stored_message(m, c.seq as u64),
                         inbox,
                         duplicate: false,
                     }
@@ -966,47 +897,10 @@ pub(crate) async fn append(b: &mut Batch<'_>, mut m: AppendMessage) -> PgResult<
             *n as i64
         })
         .collect();
-    let (p_users, p_targets): (Vec<&str>, Vec<&str>) = m
-        .participants
-        .iter()
-        .map(|p| (p.user.as_str(), p.target.as_str()))
-        .unzip();
-    let audience: &[String] = if state & crate::STATE_DIRECTED != 0 {
-        &m.audience
-    } else {
-        &[]
-    };
-    let search_text = (!m.search_text.is_empty()).then_some(m.search_text.as_str());
-    let blocker = m.blocking_recipient.as_deref();
-    let row =
-        b.db.query_one(
-            APPEND_SQL,
-            &[
-                &(m.conversation_type as i32),
-                &m.conversation_id,
-                &big(seq),
-                &m.uid,
-                &m.sender,
-                &m.target,
-                &m.sent_time,
-                &m.msg_type,
-                &m.content,
-                &m.push_text,
-                &m.client_msg_id,
-                &m.digest,
-                &m.counted,
-                &state,
-                &m.mentions,
-                &search_text,
-                &m.recipients,
-                &inbox_seqs,
-                &p_users,
-                &p_targets,
-                &audience,
-                &blocker,
-            ],
-        )
-        .await?;
+    let directed = state & crate::STATE_DIRECTED != 0;
+    let bound = Bound::new(&m, seq, state, inbox_seqs, directed);
+    let row = b.db.query_one(APPEND_SQL, &bound.params()).await?;
+    let inbox_seqs = bound.inbox_seqs;
     let (ok, id): (bool, Option<i64>) = (row.get(0), row.get(1));
     if !ok {
         // A resend of a message stored before the block still gets its first result.
@@ -1030,26 +924,102 @@ pub(crate) async fn append(b: &mut Batch<'_>, mut m: AppendMessage) -> PgResult<
         .map(|(u, s)| (u, s as u64))
         .collect();
     Ok(WriteResult::Appended {
-        message: StoredMessage {
-            uid: m.uid,
-            conversation_type: m.conversation_type,
-            conversation_id: m.conversation_id,
-            sender: m.sender,
-            target: m.target,
-            seq,
-            sent_time: m.sent_time,
-            msg_type: m.msg_type,
-            content: m.content,
-            push_text: m.push_text,
-            client_msg_id: m.client_msg_id,
-            mentions: m.mentions,
-            mention_all: m.mention_all,
-            audience: m.audience,
-            ..Default::default()
-        },
+        message: stored_message(m, seq),
         inbox,
         duplicate: false,
     })
+}
+
+/// What [`APPEND_SQL`] binds for one message, in its parameters' order.
+struct Bound<'m> {
+    m: &'m AppendMessage,
+    conv_type: i32,
+    seq: i64,
+    state: i32,
+    search_text: Option<&'m str>,
+    inbox_seqs: Vec<i64>,
+    p_users: Vec<&'m str>,
+    p_targets: Vec<&'m str>,
+    /// The addressees of a directed group message; empty otherwise.
+    audience: &'m [String],
+    blocker: Option<&'m str>,
+}
+
+impl<'m> Bound<'m> {
+    fn new(
+        m: &'m AppendMessage,
+        seq: u64,
+        state: i32,
+        inbox_seqs: Vec<i64>,
+        directed: bool,
+    ) -> Bound<'m> {
+        let (p_users, p_targets) = m
+            .participants
+            .iter()
+            .map(|p| (p.user.as_str(), p.target.as_str()))
+            .unzip();
+        Bound {
+            m,
+            conv_type: m.conversation_type as i32,
+            seq: big(seq),
+            state,
+            search_text: (!m.search_text.is_empty()).then_some(m.search_text.as_str()),
+            inbox_seqs,
+            p_users,
+            p_targets,
+            audience: if directed { &m.audience } else { &[] },
+            blocker: m.blocking_recipient.as_deref(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 22] {
+        let m = self.m;
+        [
+            &self.conv_type,
+            &m.conversation_id,
+            &self.seq,
+            &m.uid,
+            &m.sender,
+            &m.target,
+            &m.sent_time,
+            &m.msg_type,
+            &m.content,
+            &m.push_text,
+            &m.client_msg_id,
+            &m.digest,
+            &m.counted,
+            &self.state,
+            &m.mentions,
+            &self.search_text,
+            &m.recipients,
+            &self.inbox_seqs,
+            &self.p_users,
+            &self.p_targets,
+            &self.audience,
+            &self.blocker,
+        ]
+    }
+}
+
+/// The stored form of an appended message, numbered `seq`.
+fn stored_message(m: AppendMessage, seq: u64) -> StoredMessage {
+    StoredMessage {
+        uid: m.uid,
+        conversation_type: m.conversation_type,
+        conversation_id: m.conversation_id,
+        sender: m.sender,
+        target: m.target,
+        seq,
+        sent_time: m.sent_time,
+        msg_type: m.msg_type,
+        content: m.content,
+        push_text: m.push_text,
+        client_msg_id: m.client_msg_id,
+        mentions: m.mentions,
+        mention_all: m.mention_all,
+        audience: m.audience,
+        ..Default::default()
+    }
 }
 
 /// The answer to an earlier append of `m`'s `(sender, client_msg_id)` if there is one,

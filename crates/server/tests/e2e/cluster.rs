@@ -96,6 +96,16 @@ async fn next_presence(events: &mut tidings_client::Events) -> tidings_client::P
     }
 }
 
+/// The next message from a person, past group notifications.
+async fn next_people_message(events: &mut tidings_client::Events) -> tidings_client::Message {
+    loop {
+        let m = next_message(events).await;
+        if m.group_notice().is_none() {
+            return m;
+        }
+    }
+}
+
 fn text_of(m: &tidings_client::Message) -> String {
     serde_json::from_str::<Value>(&m.content).unwrap()["text"]
         .as_str()
@@ -146,16 +156,11 @@ async fn one_to_one_and_group_messages_cross_nodes() {
         .await
         .unwrap();
     for events in [&mut alice_events, &mut carol_events] {
-        loop {
-            let m = next_message(events).await;
-            if m.group_notice().is_none() {
-                assert_eq!(
-                    (m.sender_id.as_str(), text_of(&m)),
-                    ("bob", "to everyone".into())
-                );
-                break;
-            }
-        }
+        let m = next_people_message(events).await;
+        assert_eq!(
+            (m.sender_id.as_str(), text_of(&m)),
+            ("bob", "to everyone".into())
+        );
     }
 }
 
@@ -889,16 +894,11 @@ async fn three_processes_serve_one_to_one_groups_chatrooms_and_kicks() {
         .await
         .unwrap();
     for events in [&mut kim_events, &mut lee_events] {
-        loop {
-            let m = next_message(events).await;
-            if m.group_notice().is_none() {
-                assert_eq!(
-                    (m.sender_id.as_str(), text_of(&m)),
-                    ("moe", "from c".into())
-                );
-                break;
-            }
-        }
+        let m = next_people_message(events).await;
+        assert_eq!(
+            (m.sender_id.as_str(), text_of(&m)),
+            ("moe", "from c".into())
+        );
     }
 
     // A chatroom across the three: each member gets the others' messages (a sender is answered
