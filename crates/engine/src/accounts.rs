@@ -172,7 +172,7 @@ fn argon2() -> Argon2<'static> {
 
 /// The key an address is limited by: IPv4 addresses one by one, IPv6 ones by their /64, which
 /// is what one subscriber usually holds.
-fn address_key(ip: IpAddr) -> IpAddr {
+pub fn address_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

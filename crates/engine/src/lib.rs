@@ -43,7 +43,7 @@ use tidings_proto::Code;
 use tidings_store::{Store, StoredMessage, WriteOp, WriteResult};
 use tokio::sync::{mpsc, oneshot};
 
-pub use accounts::AccountToken;
+pub use accounts::{AccountToken, address_key};
 pub use auth::AppCredentials;
 pub use chatrooms::{
     ChatroomOut, ChatroomQuery, ChatroomSettings, EntryOut, LAG_LOW, LAG_NORMAL, MAX_ENTRIES,
@@ -118,12 +118,16 @@ pub struct EngineConfig {
     pub max_content_bytes: usize,
     pub device_policy: DevicePolicy,
     pub token_ttl: Duration,
+    /// Sessions one user may have open at once on this node (connections of every kind); a
+    /// CONNECT past it is refused (40034), unless it replaces one of the user's sessions.
+    pub max_sessions_per_user: usize,
 }
 
 impl EngineConfig {
     /// Defaults: heartbeat 30 s (a connection silent for 3 intervals is dropped), ack timeout
     /// 10 s, 1024 unacknowledged pushes per connection, 1 MiB outbound queue per connection,
-    /// 16 KiB message content, `multi` device policy, tokens valid for 30 days.
+    /// 16 KiB message content, `multi` device policy, tokens valid for 30 days, 64 sessions
+    /// per user.
     pub fn new(credentials: AppCredentials) -> EngineConfig {
         EngineConfig {
             credentials,
@@ -142,6 +146,7 @@ impl EngineConfig {
             max_content_bytes: 16 * 1024,
             device_policy: DevicePolicy::Multi,
             token_ttl: Duration::from_secs(30 * 24 * 3600),
+            max_sessions_per_user: 64,
         }
     }
 }
@@ -629,6 +634,18 @@ impl Engine {
             return Err(Code::ServerShutdown);
         }
         registry.token_refusal(&shared.user, token_version)?;
+        let policy = self.inner.config.device_policy;
+        let replaces = |s: &Arc<SessionShared>| {
+            policy == DevicePolicy::Single || (!shared.anonymous && s.device == shared.device)
+        };
+        // One user's token opens a bounded number of connections: without the bound, one
+        // logged-in user could take every connection the server has room for.
+        if let Some(list) = registry.by_user.get(&shared.user) {
+            let kept = list.iter().filter(|s| !replaces(s)).count();
+            if kept >= self.inner.config.max_sessions_per_user {
+                return Err(Code::TooManySessions);
+            }
+        }
         // Told while the registry is locked, so an online and an offline report of one user
         // reach each watcher in the order they happened.
         if !registry.by_user.contains_key(&shared.user) {
@@ -638,15 +655,7 @@ impl Engine {
             self.cluster_presence(&shared.user, true);
         }
         let list = registry.by_user.entry(shared.user.clone()).or_default();
-
-        let policy = self.inner.config.device_policy;
-        let replaced = list
-            .iter()
-            .filter(|s| {
-                policy == DevicePolicy::Single || (!shared.anonymous && s.device == shared.device)
-            })
-            .cloned()
-            .collect();
+        let replaced = list.iter().filter(|s| replaces(s)).cloned().collect();
         list.push(shared);
         Ok(Registered { replaced })
     }

@@ -5,12 +5,11 @@
 //! accounts are on ([`crate::GatewayConfig::accounts`]); otherwise their paths are unknown
 //! (404, 42008). The rules (passwords, rate limits, who may register) are the engine's.
 
-use std::net::SocketAddr;
-
+use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +22,7 @@ use tidings_proto::Code;
 use crate::AppState;
 use crate::api::{error, json_body, reply};
 use crate::api_users::{Profile, set_profile, user_answer};
+use crate::listener::ClientAddr;
 
 /// The largest body an account request may have: a profile's fields at their largest fit.
 const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -91,7 +91,9 @@ pub(crate) async fn bearer(state: &AppState, headers: &HeaderMap) -> Result<Stri
             "send the header Authorization: Bearer <token>",
         )));
     };
-    state.engine.authenticate(token).await.map_err(challenge)
+    let user = state.engine.authenticate(token).await.map_err(challenge)?;
+    crate::listener::authenticated();
+    Ok(user)
 }
 
 /// A refusal of a bearer token, with the challenge a 401 carries (RFC 6750).
@@ -131,14 +133,14 @@ struct Register {
 /// `POST /v1/accounts/register` `{"account", "password", "name"?}`.
 async fn register(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ClientAddr(client)): Extension<ClientAddr>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let req: Register = body!(body);
     token_reply(
         state
             .engine
-            .register_account(&req.account, &req.password, req.name, peer.ip())
+            .register_account(&req.account, &req.password, req.name, client)
             .await,
     )
 }
@@ -153,14 +155,14 @@ struct Login {
 /// `POST /v1/accounts/login` `{"account", "password"}`.
 async fn login(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ClientAddr(client)): Extension<ClientAddr>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let req: Login = body!(body);
     token_reply(
         state
             .engine
-            .login(&req.account, &req.password, peer.ip())
+            .login(&req.account, &req.password, client)
             .await,
     )
 }

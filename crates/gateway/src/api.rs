@@ -225,7 +225,9 @@ pub(crate) async fn authenticate(state: &AppState, headers: &HeaderMap) -> Resul
         .engine
         .check_api_request(&sig)
         .await
-        .map_err(|e| error(e.0))
+        .map_err(|e| error(e.0))?;
+    crate::listener::authenticated();
+    Ok(())
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::AppState;
+use crate::admission::Ticket;
 
 type Sink = SplitSink<WebSocket, Message>;
 type Stream = SplitStream<WebSocket>;
@@ -37,6 +38,8 @@ const WRITE_BUFFER: usize = 16 * 1024;
 
 pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
     let limit = state.config.max_frame_bytes * WS_MESSAGE_LIMIT_FACTOR;
+    // The connection's place among the unauthenticated, which it leaves once CONNECT succeeds.
+    let ticket = crate::listener::current_ticket();
     ws
         // The default 128 KiB read buffer would dominate an idle connection's memory.
         .read_buffer_size(1024)
@@ -54,7 +57,7 @@ pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<AppState>) -> Res
                 session = tracing::field::Empty,
                 user = tracing::field::Empty
             );
-            tracker.track_future(run(socket, state).instrument(span))
+            tracker.track_future(run(socket, state, ticket).instrument(span))
         })
 }
 
@@ -66,6 +69,8 @@ enum Inbound {
     Bad(DecodeError, Encoding),
     /// A WebSocket control frame: activity, but nothing to handle.
     Control,
+    /// A WebSocket message too large for the WebSocket layer to read (its rest is unread).
+    TooLarge,
     Closed,
 }
 
@@ -81,10 +86,34 @@ async fn read(stream: &mut Stream, max: usize) -> Inbound {
         },
         Some(Ok(Message::Ping(_) | Message::Pong(_))) => Inbound::Control,
         Some(Ok(Message::Close(_))) | None => Inbound::Closed,
+        Some(Err(e)) if too_large(&e) => Inbound::TooLarge,
         Some(Err(e)) => {
             tracing::debug!(error = %e, "websocket read failed");
             Inbound::Closed
         }
+    }
+}
+
+/// Whether a WebSocket read failed because the message was above the WebSocket layer's limit.
+pub(crate) fn too_large(e: &axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(ws) = err.downcast_ref::<WsError>() {
+            return matches!(ws, WsError::Capacity(_));
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// The WebSocket close code that goes with a DISCONNECT: 1009 (message too big) for a frame
+/// too large, 1000 (normal) otherwise.
+pub(crate) fn close_code(code: Code) -> u16 {
+    if code == Code::FrameTooLarge {
+        1009
+    } else {
+        1000
     }
 }
 
@@ -119,7 +148,7 @@ async fn refuse(sink: &mut Sink, code: Code, encoding: Encoding, timeout: Durati
         sink.send(to_message(&disconnect_frame(code), encoding))
             .await?;
         sink.send(Message::Close(Some(CloseFrame {
-            code: 1000,
+            code: close_code(code),
             reason: "".into(),
         })))
         .await
@@ -174,17 +203,27 @@ struct Opened {
     encoding: Encoding,
 }
 
-async fn run(socket: WebSocket, state: AppState) {
+async fn run(socket: WebSocket, state: AppState, ticket: Option<Ticket>) {
     // The handshake's future is large and lives only briefly: boxing it keeps the long-lived
     // connection task small (its size is paid for every idle connection).
-    let Some(opened) = Box::pin(open(socket, &state)).await else {
+    let Some(opened) = Box::pin(open(socket, &state, ticket.as_ref())).await else {
         return;
     };
+    // Held while the socket lives: its permit counts the connection.
+    let _ticket = ticket;
     serve(opened, &state).await;
 }
 
+/// Completes when the connection was closed to make room for others (never without a ticket).
+pub(crate) async fn evicted(ticket: Option<&Ticket>) {
+    match ticket {
+        Some(t) => t.evicted().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The handshake: reads the CONNECT (within the deadline), authenticates, sends the CONNACK.
-async fn open(socket: WebSocket, state: &AppState) -> Option<Opened> {
+async fn open(socket: WebSocket, state: &AppState, ticket: Option<&Ticket>) -> Option<Opened> {
     let (mut sink, mut stream) = socket.split();
     let config = &state.config;
 
@@ -193,6 +232,10 @@ async fn open(socket: WebSocket, state: &AppState) -> Option<Opened> {
         r = tokio::time::timeout(config.handshake_timeout, read(&mut stream, config.max_frame_bytes)) => r,
         _ = state.stop.cancelled() => {
             refuse(&mut sink, Code::ServerShutdown, Encoding::Json, config.write_timeout).await;
+            return None;
+        }
+        _ = evicted(ticket) => {
+            refuse(&mut sink, Code::UnauthenticatedEvicted, Encoding::Json, config.write_timeout).await;
             return None;
         }
     };
@@ -208,6 +251,16 @@ async fn open(socket: WebSocket, state: &AppState) -> Option<Opened> {
             return None;
         }
         Ok(Inbound::Closed) => return None,
+        Ok(Inbound::TooLarge) => {
+            refuse(
+                &mut sink,
+                Code::FrameTooLarge,
+                Encoding::Json,
+                config.write_timeout,
+            )
+            .await;
+            return None;
+        }
         Ok(Inbound::Control) => {
             refuse(
                 &mut sink,
@@ -246,6 +299,9 @@ async fn open(socket: WebSocket, state: &AppState) -> Option<Opened> {
             return None;
         }
     };
+    if let Some(ticket) = ticket {
+        ticket.authenticated();
+    }
     let span = tracing::Span::current();
     span.record("session", session.id());
     span.record("user", session.user_id());
@@ -312,6 +368,10 @@ async fn serve(opened: Opened, state: &AppState) {
                         break;
                     }
                     Inbound::Control => {}
+                    Inbound::TooLarge => {
+                        session.end(Code::FrameTooLarge);
+                        break;
+                    }
                     Inbound::Closed => {
                         session.end(Code::ClientDisconnect);
                         break;

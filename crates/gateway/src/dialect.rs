@@ -28,6 +28,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::AppState;
+use crate::admission::Ticket;
 
 type Sink = SplitSink<WebSocket, Message>;
 type Stream = SplitStream<WebSocket>;
@@ -199,6 +200,8 @@ pub async fn seed003(
 
 fn upgrade<D: Dialect>(ws: WebSocketUpgrade, state: AppState, dialect: D) -> Response {
     let limit = state.config.max_frame_bytes;
+    // The connection's place among the unauthenticated, which it leaves once a session opens.
+    let ticket = crate::listener::current_ticket();
     ws.read_buffer_size(1024)
         .max_message_size(limit)
         .max_frame_size(limit)
@@ -209,7 +212,7 @@ fn upgrade<D: Dialect>(ws: WebSocketUpgrade, state: AppState, dialect: D) -> Res
                 session = tracing::field::Empty,
                 user = tracing::field::Empty
             );
-            tracker.track_future(run(socket, state, dialect).instrument(span))
+            tracker.track_future(run(socket, state, dialect, ticket).instrument(span))
         })
 }
 
@@ -224,6 +227,8 @@ fn message(frame: WireOut) -> Message {
 enum Read {
     Frame(Message),
     Control,
+    /// A message above the frame limit, cut off by the WebSocket layer (its rest is unread).
+    TooLarge,
     Closed,
 }
 
@@ -232,6 +237,7 @@ async fn read(stream: &mut Stream) -> Read {
         Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => Read::Frame(m),
         Some(Ok(Message::Ping(_) | Message::Pong(_))) => Read::Control,
         Some(Ok(Message::Close(_))) | None => Read::Closed,
+        Some(Err(e)) if crate::connection::too_large(&e) => Read::TooLarge,
         Some(Err(e)) => {
             tracing::debug!(error = %e, "websocket read failed");
             Read::Closed
@@ -252,18 +258,19 @@ fn lock<D>(dialect: &Mutex<D>) -> std::sync::MutexGuard<'_, D> {
     dialect.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn close(sink: &mut Sink, timeout: Duration) {
+/// Sends the close frame that goes with `code` (see [`crate::connection::close_code`]).
+async fn close(sink: &mut Sink, timeout: Duration, code: Code) {
     let _ = tokio::time::timeout(
         timeout,
         sink.send(Message::Close(Some(CloseFrame {
-            code: 1000,
+            code: crate::connection::close_code(code),
             reason: "".into(),
         }))),
     )
     .await;
 }
 
-async fn run<D: Dialect>(socket: WebSocket, state: AppState, dialect: D) {
+async fn run<D: Dialect>(socket: WebSocket, state: AppState, dialect: D, ticket: Option<Ticket>) {
     let (sink, mut stream) = socket.split();
     let dialect = Arc::new(Mutex::new(dialect));
     let config = &state.config;
@@ -282,24 +289,32 @@ async fn run<D: Dialect>(socket: WebSocket, state: AppState, dialect: D) {
             Handshake::More => {}
         }
         let next = tokio::select! {
-            r = tokio::time::timeout_at(deadline, read(&mut stream)) => r,
+            r = tokio::time::timeout_at(deadline, read(&mut stream)) => r.map_err(|_| Code::HandshakeTimeout),
             _ = state.stop.cancelled() => Ok(Read::Closed),
+            _ = crate::connection::evicted(ticket.as_ref()) => Err(Code::UnauthenticatedEvicted),
+        };
+        let next = match next {
+            Ok(Read::TooLarge) => Err(Code::FrameTooLarge),
+            other => other,
         };
         match next {
-            Err(_) => {
-                let goodbye = lock(&dialect).goodbye(Code::HandshakeTimeout);
+            Err(code) => {
+                let goodbye = lock(&dialect).goodbye(code);
                 if let Some(frame) = goodbye {
                     let _ = out.send(frame).await;
                     let _ = out.flush().await;
                 }
-                close(&mut out.sink, config.write_timeout).await;
+                close(&mut out.sink, config.write_timeout, code).await;
                 return;
             }
-            Ok(Read::Closed) => return,
+            Ok(Read::TooLarge) | Ok(Read::Closed) => return,
             Ok(Read::Control) => {}
             Ok(Read::Frame(m)) => steps.extend(inbound(&dialect, &m)),
         }
     };
+    if let Some(ticket) = &ticket {
+        ticket.authenticated();
+    }
     let span = tracing::Span::current();
     span.record("session", session.id());
     span.record("user", session.user_id());
@@ -347,6 +362,10 @@ async fn run<D: Dialect>(socket: WebSocket, state: AppState, dialect: D) {
                         }
                     }
                     Read::Control => {}
+                    Read::TooLarge => {
+                        session.end(Code::FrameTooLarge);
+                        break;
+                    }
                     Read::Closed => {
                         session.end(Code::ClientDisconnect);
                         break;
@@ -395,9 +414,9 @@ async fn before_session<D: Dialect>(
                     return Handshake::Closed;
                 }
             }
-            Step::Close(_) => {
+            Step::Close(code) => {
                 let _ = out.flush().await;
-                close(&mut out.sink, state.config.write_timeout).await;
+                close(&mut out.sink, state.config.write_timeout, code).await;
                 return Handshake::Closed;
             }
             Step::Connect(request) => {
@@ -723,7 +742,7 @@ async fn write_loop<D: Dialect>(
                 let _ = out.send(frame).await;
             }
             let _ = out.flush().await;
-            close(&mut out.sink, timeout).await;
+            close(&mut out.sink, timeout, code).await;
             return;
         }
         let wanted = lock(&ctx.dialect).profiles_for(&item);

@@ -218,6 +218,8 @@ async fn serve(
         if !files.allows(id, exp, &sig, now_secs()) {
             return Err(Code::FileNotFound.into());
         }
+        // A valid link is the server's own signature: the connection is a client's.
+        crate::listener::authenticated();
         files
             .get(id, thumb)
             .await

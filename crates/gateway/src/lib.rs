@@ -21,6 +21,7 @@
 //! the engine, and encodes what the engine queues; all decisions are the engine's.
 
 mod accounts;
+mod admission;
 mod api;
 mod api_chatrooms;
 mod api_groups;
@@ -28,11 +29,12 @@ mod api_users;
 mod connection;
 mod dialect;
 mod files;
+mod listener;
 mod poll;
 mod web;
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -41,6 +43,8 @@ use tidings_engine::Engine;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+pub use listener::MAX_REFUSING;
 
 /// Path of the native WebSocket endpoint.
 pub const WS_PATH: &str = "/v1/ws";
@@ -69,12 +73,32 @@ pub struct GatewayConfig {
     pub receipt_wait: Duration,
     /// The heartbeat interval seed-002 clients keep (3 silent intervals drop one).
     pub room_heartbeat: Duration,
+    /// Time a client has to send a request's head (and, on a kept-alive connection, to start
+    /// the next one), and then its body.
+    pub request_timeout: Duration,
+    /// Time a client has to send a file upload's body.
+    pub upload_timeout: Duration,
+    /// Connections open at once; past it, a connection that has not authenticated is closed
+    /// to make room, and if none is left the new one is refused (HTTP 503, 41006).
+    pub max_connections: usize,
+    /// Connections that have not authenticated yet, in all; past it, the oldest is closed.
+    pub max_unauthenticated: usize,
+    /// Connections that have not authenticated yet, per client address (IPv6: per /64);
+    /// past it, that address's oldest is closed.
+    pub max_unauthenticated_per_address: usize,
+    /// Peers (addresses or networks) whose `client_address_header` names the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The header a trusted proxy names the client in (`X-Forwarded-For` style: a
+    /// comma-separated list, each proxy appending the address it got the request from).
+    pub client_address_header: axum::http::HeaderName,
 }
 
 impl Default for GatewayConfig {
     /// 64 KiB frames, 10 s handshake, 10 s writes, 10 s shutdown grace, `/navi` from the
     /// request, no file store, accounts on, receipt reports after at most 10 s, 2 min seed-002
-    /// heartbeat.
+    /// heartbeat, 10 s for a request's head and body, 5 min for an upload's body, 10,000
+    /// connections, of which at most 2,048 unauthenticated and 256 per address, no trusted
+    /// proxies (their header: `X-Forwarded-For`).
     fn default() -> GatewayConfig {
         GatewayConfig {
             max_frame_bytes: 64 * 1024,
@@ -86,6 +110,13 @@ impl Default for GatewayConfig {
             accounts: true,
             receipt_wait: Duration::from_secs(10),
             room_heartbeat: Duration::from_secs(120),
+            request_timeout: Duration::from_secs(10),
+            upload_timeout: Duration::from_secs(300),
+            max_connections: 10_000,
+            max_unauthenticated: 2048,
+            max_unauthenticated_per_address: 256,
+            trusted_proxies: Vec::new(),
+            client_address_header: axum::http::HeaderName::from_static("x-forwarded-for"),
         }
     }
 }
@@ -264,16 +295,27 @@ pub async fn serve(
         polls: Default::default(),
         profiles: Default::default(),
     };
-    // Small frames must not wait for Nagle's algorithm.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    // The peer's address limits logins and registrations per client.
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
-    let server = tokio::spawn(async move { server.await });
+    let listening = Arc::new(listener::Listening::new(
+        router(state),
+        admission::Limits {
+            connections: config.max_connections.max(1),
+            unauthenticated: config.max_unauthenticated.max(1),
+            unauthenticated_per_address: config.max_unauthenticated_per_address.max(1),
+        },
+        listener::Proxies::new(
+            config.trusted_proxies.clone(),
+            config.client_address_header.clone(),
+        ),
+        config.request_timeout,
+        config.upload_timeout,
+    ));
+    let http = TaskTracker::new();
+    let accepting = tokio::spawn(listener::accept_loop(
+        listener,
+        listening,
+        stop.clone(),
+        http.clone(),
+    ));
     shutdown.await;
     tracing::info!("shutting down: no new connections, committing what is queued");
     stop.cancel();
@@ -288,17 +330,20 @@ pub async fn serve(
             "connections did not close within the grace period"
         );
     }
-    let served = tokio::time::timeout(config.shutdown_grace, server).await;
+    let accepted = accepting.await;
+    http.close();
+    if tokio::time::timeout(config.shutdown_grace, http.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            remaining = http.len(),
+            "HTTP connections did not close within the grace period"
+        );
+    }
     // Writers still running past the grace period are dropped with it.
     drop(egress);
-    match served {
-        Ok(Ok(result)) => result,
-        Ok(Err(join)) => Err(std::io::Error::other(join)),
-        Err(_) => {
-            tracing::warn!("HTTP server did not stop within the grace period");
-            Ok(())
-        }
-    }
+    accepted.map_err(std::io::Error::other)
 }
 
 /// The writers' runtime. Dropped (shut down without waiting for its tasks) wherever [`serve`]

@@ -64,8 +64,14 @@ impl Polls {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The session `id` names. Its id is a key only its client holds, so a request that names
+    /// one authenticates the connection it came on.
     fn get(&self, id: &str) -> Option<Arc<PollSession>> {
-        self.lock().get(id).cloned()
+        let found = self.lock().get(id).cloned();
+        if found.is_some() {
+            crate::listener::authenticated();
+        }
+        found
     }
 
     /// Removes the session and ends it for good.
@@ -183,6 +189,7 @@ pub async fn open(State(state): State<AppState>, body: Bytes) -> Response {
         Ok(ok) => ok,
         Err(connack) => return batch(None, 0, &[json(&connack)]),
     };
+    crate::listener::authenticated();
     let id = hex::encode(rand::random::<[u8; 16]>());
     let connack = crate::connection::connack_frame(Code::Ok, String::new(), Some(&info));
     let ps = Arc::new(PollSession {

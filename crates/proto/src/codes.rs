@@ -84,12 +84,18 @@ pub enum Code {
     InvalidPushSubscription = 40029,
     PushDisabled = 40030,
     ChatroomJoinedElsewhere = 40031,
+    /// The user has `max_sessions_per_user` connections open already.
+    TooManySessions = 40034,
 
     HeartbeatTimeout = 41001,
     SlowConsumer = 41002,
     ServerShutdown = 41003,
     HandshakeTimeout = 41004,
     ClientDisconnect = 41005,
+    /// Every connection the server allows is in use (HTTP 503 as the connection is accepted).
+    ServerFull = 41006,
+    /// Closed to make room: the oldest of too many connections that had not authenticated.
+    UnauthenticatedEvicted = 41007,
 
     SignatureMissing = 42001,
     SignatureInvalid = 42002,
@@ -100,6 +106,8 @@ pub enum Code {
     BadRequest = 42007,
     NotFound = 42008,
     PollSessionUnknown = 42009,
+    /// A request's body did not arrive within the request timeout (HTTP 408).
+    RequestTimeout = 42015,
     FileTooLarge = 42020,
     FileTypeNotAllowed = 42021,
     FileInvalid = 42022,
@@ -171,11 +179,14 @@ impl Code {
         Code::InvalidPushSubscription,
         Code::PushDisabled,
         Code::ChatroomJoinedElsewhere,
+        Code::TooManySessions,
         Code::HeartbeatTimeout,
         Code::SlowConsumer,
         Code::ServerShutdown,
         Code::HandshakeTimeout,
         Code::ClientDisconnect,
+        Code::ServerFull,
+        Code::UnauthenticatedEvicted,
         Code::SignatureMissing,
         Code::SignatureInvalid,
         Code::TimestampOutOfWindow,
@@ -185,6 +196,7 @@ impl Code {
         Code::BadRequest,
         Code::NotFound,
         Code::PollSessionUnknown,
+        Code::RequestTimeout,
         Code::FileTooLarge,
         Code::FileTypeNotAllowed,
         Code::FileInvalid,
@@ -264,11 +276,16 @@ impl Code {
             Code::InvalidPushSubscription => "invalid push subscription",
             Code::PushDisabled => "push notifications are off on this server",
             Code::ChatroomJoinedElsewhere => "already in the chatroom from another connection",
+            Code::TooManySessions => "too many connections of this user",
             Code::HeartbeatTimeout => "heartbeat timeout",
             Code::SlowConsumer => "slow consumer: outbound queue overflow",
             Code::ServerShutdown => "server shutting down",
             Code::HandshakeTimeout => "no CONNECT within the handshake timeout",
             Code::ClientDisconnect => "client disconnected",
+            Code::ServerFull => "the server has no room for more connections: try again later",
+            Code::UnauthenticatedEvicted => {
+                "closed to make room: too many connections had not authenticated"
+            }
             Code::SignatureMissing => "missing App-Key, Nonce, Timestamp or Signature header",
             Code::SignatureInvalid => "signature does not match",
             Code::TimestampOutOfWindow => "timestamp outside the allowed window",
@@ -278,6 +295,7 @@ impl Code {
             Code::BadRequest => "bad request",
             Code::NotFound => "not found",
             Code::PollSessionUnknown => "no such long-poll session",
+            Code::RequestTimeout => "the request did not arrive in time",
             Code::FileTooLarge => "the file is too large",
             Code::FileTypeNotAllowed => "files of this type are not accepted",
             Code::FileInvalid => "the file is empty, or not what its type says",

@@ -79,6 +79,10 @@ pub struct RawConfig {
     /// Unacknowledged pushes allowed per connection before it is disconnected. Default 1024.
     #[arg(long, env = "TIDINGS_MAX_INFLIGHT")]
     pub max_inflight: Option<usize>,
+    /// Connections one user may have open at once on this node; past it, CONNECT is refused
+    /// with 40034 (a device id connecting again replaces its old connection). Default 64.
+    #[arg(long, env = "TIDINGS_MAX_SESSIONS_PER_USER")]
+    pub max_sessions_per_user: Option<usize>,
     /// Messages a user may send per second, over all of their devices; 0 turns the limit off.
     /// Default 5.
     #[arg(long, env = "TIDINGS_SEND_RATE")]
@@ -130,6 +134,35 @@ pub struct RawConfig {
     /// Time allowed for CONNECT after the WebSocket opens, in ms. Default 10000.
     #[arg(long, env = "TIDINGS_HANDSHAKE_TIMEOUT_MS")]
     pub handshake_timeout_ms: Option<u64>,
+    /// Time a client has to send a request's head (request line and headers; on a kept-alive
+    /// connection, counted from the end of the last answer), and then its body, in ms.
+    /// Default 10000.
+    #[arg(long, env = "TIDINGS_REQUEST_TIMEOUT_MS")]
+    pub request_timeout_ms: Option<u64>,
+    /// Time a client has to send a file upload's body, in ms. Default 300000.
+    #[arg(long, env = "TIDINGS_UPLOAD_TIMEOUT_MS")]
+    pub upload_timeout_ms: Option<u64>,
+    /// Connections open at once. Past it, the oldest connection that has not authenticated is
+    /// closed to make room; with none, the new one is refused (HTTP 503, 41006). Default: the
+    /// open-file limit less a reserve for the server's own files (at most 256).
+    #[arg(long, env = "TIDINGS_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Connections that have not authenticated yet (no valid token, session or signature),
+    /// in all; past it, the oldest is closed. Default 2048.
+    #[arg(long, env = "TIDINGS_MAX_UNAUTHENTICATED")]
+    pub max_unauthenticated: Option<usize>,
+    /// Connections that have not authenticated yet, per client address (IPv6: per /64);
+    /// past it, that address's oldest is closed. Default 256.
+    #[arg(long, env = "TIDINGS_MAX_UNAUTHENTICATED_PER_ADDRESS")]
+    pub max_unauthenticated_per_address: Option<usize>,
+    /// Reverse proxies (addresses or CIDR networks, comma-separated) whose
+    /// `client_address_header` names the client; everyone else's is ignored. Default none.
+    #[arg(long, env = "TIDINGS_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
+    /// The header trusted proxies name the client in, `X-Forwarded-For` style (each proxy
+    /// appends the address it got the request from). Default X-Forwarded-For.
+    #[arg(long, env = "TIDINGS_CLIENT_ADDRESS_HEADER")]
+    pub client_address_header: Option<String>,
     /// `full` (fsync every commit: survives power loss) or `process` (survives a process crash
     /// only), for the SQLite store; PostgreSQL always flushes a commit before it is
     /// acknowledged (`synchronous_commit = on`). Default full.
@@ -222,6 +255,7 @@ pub struct Config {
     pub max_content_bytes: usize,
     pub outbound_queue_bytes: usize,
     pub max_inflight: usize,
+    pub max_sessions_per_user: usize,
     /// Messages per second per user (0: no limit), and the burst above it.
     pub send_rate: u32,
     pub send_burst: u32,
@@ -236,6 +270,14 @@ pub struct Config {
     pub moderation_timeout: Duration,
     pub moderation_fail_open: bool,
     pub handshake_timeout: Duration,
+    pub request_timeout: Duration,
+    pub upload_timeout: Duration,
+    /// `None`: from the open-file limit at start ([`connection_budget`]).
+    pub max_connections: Option<usize>,
+    pub max_unauthenticated: usize,
+    pub max_unauthenticated_per_address: usize,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub client_address_header: axum::http::HeaderName,
     pub durability: Durability,
     /// Whether the built-in accounts are served.
     pub accounts: bool,
@@ -261,6 +303,17 @@ impl Config {
         .resolve_without_file()
         .expect("defaults are valid")
     }
+}
+
+/// The connections the open-file limit leaves room for: the limit less a reserve for the
+/// database, the listener, files being served, clients of other services and the sockets of
+/// refused connections (256, or half of a small limit). Every connection's socket holds one of
+/// these until it is closed, lingering included.
+pub fn connection_budget() -> usize {
+    let files = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
+    let files = usize::try_from(files).unwrap_or(usize::MAX);
+    const _: () = assert!(tidings_gateway::MAX_REFUSING < 256 / 4);
+    files - (files / 2).min(256)
 }
 
 fn positive(name: &str, v: u64) -> anyhow::Result<u64> {
@@ -305,6 +358,7 @@ impl RawConfig {
             max_content_bytes: self.max_content_bytes.or(file.max_content_bytes),
             outbound_queue_bytes: self.outbound_queue_bytes.or(file.outbound_queue_bytes),
             max_inflight: self.max_inflight.or(file.max_inflight),
+            max_sessions_per_user: self.max_sessions_per_user.or(file.max_sessions_per_user),
             send_rate: self.send_rate.or(file.send_rate),
             send_burst: self.send_burst.or(file.send_burst),
             recall_window_secs: self.recall_window_secs.or(file.recall_window_secs),
@@ -320,6 +374,15 @@ impl RawConfig {
             moderation_timeout_ms: self.moderation_timeout_ms.or(file.moderation_timeout_ms),
             moderation_fail: self.moderation_fail.or(file.moderation_fail),
             handshake_timeout_ms: self.handshake_timeout_ms.or(file.handshake_timeout_ms),
+            request_timeout_ms: self.request_timeout_ms.or(file.request_timeout_ms),
+            upload_timeout_ms: self.upload_timeout_ms.or(file.upload_timeout_ms),
+            max_connections: self.max_connections.or(file.max_connections),
+            max_unauthenticated: self.max_unauthenticated.or(file.max_unauthenticated),
+            max_unauthenticated_per_address: self
+                .max_unauthenticated_per_address
+                .or(file.max_unauthenticated_per_address),
+            trusted_proxies: self.trusted_proxies.or(file.trusted_proxies),
+            client_address_header: self.client_address_header.or(file.client_address_header),
             durability: self.durability.or(file.durability),
             accounts: self.accounts.or(file.accounts),
             push: self.push.or(file.push),
@@ -406,6 +469,28 @@ impl RawConfig {
         if !(vapid_subject.starts_with("mailto:") || vapid_subject.starts_with("https://")) {
             bail!("vapid_subject must be a mailto: or https:// URL, not {vapid_subject:?}");
         }
+        let mut trusted_proxies = Vec::new();
+        for proxy in self.trusted_proxies.iter().flatten() {
+            let proxy = proxy.trim();
+            // A bare address is a network of one.
+            let net = proxy
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| proxy.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match net {
+                Ok(net) => trusted_proxies.push(net),
+                Err(_) => bail!(
+                    "trusted_proxies are addresses or CIDR networks (10.0.0.0/8), not {proxy:?}"
+                ),
+            }
+        }
+        let header = self
+            .client_address_header
+            .unwrap_or_else(|| "x-forwarded-for".into());
+        let client_address_header = axum::http::HeaderName::from_bytes(header.as_bytes())
+            .with_context(|| format!("client_address_header is not a header name: {header:?}"))?;
+        if self.max_connections == Some(0) {
+            bail!("max_connections must be greater than 0");
+        }
         let cluster = self.cluster.unwrap_or_else(|| "default".into());
         let node_id = self
             .node_id
@@ -491,6 +576,10 @@ impl RawConfig {
             max_frame_bytes,
             max_content_bytes,
             outbound_queue_bytes,
+            max_sessions_per_user: positive(
+                "max_sessions_per_user",
+                self.max_sessions_per_user.unwrap_or(64) as u64,
+            )? as usize,
             max_inflight: positive("max_inflight", self.max_inflight.unwrap_or(1024) as u64)?
                 as usize,
             send_rate: self.send_rate.unwrap_or(5),
@@ -517,6 +606,25 @@ impl RawConfig {
                 "handshake_timeout_ms",
                 self.handshake_timeout_ms.unwrap_or(10_000),
             )?),
+            request_timeout: Duration::from_millis(positive(
+                "request_timeout_ms",
+                self.request_timeout_ms.unwrap_or(10_000),
+            )?),
+            upload_timeout: Duration::from_millis(positive(
+                "upload_timeout_ms",
+                self.upload_timeout_ms.unwrap_or(300_000),
+            )?),
+            max_connections: self.max_connections,
+            max_unauthenticated: positive(
+                "max_unauthenticated",
+                self.max_unauthenticated.unwrap_or(2048) as u64,
+            )? as usize,
+            max_unauthenticated_per_address: positive(
+                "max_unauthenticated_per_address",
+                self.max_unauthenticated_per_address.unwrap_or(256) as u64,
+            )? as usize,
+            trusted_proxies,
+            client_address_header,
             durability,
             accounts,
             push,

@@ -120,6 +120,7 @@ async fn start_node(
     engine_config.max_content_bytes = config.max_content_bytes;
     engine_config.outbound_queue_bytes = config.outbound_queue_bytes;
     engine_config.max_inflight = config.max_inflight;
+    engine_config.max_sessions_per_user = config.max_sessions_per_user;
     engine_config.send_rate = config.send_rate;
     engine_config.send_burst = config.send_burst;
     engine_config.recall_window = config.recall_window;
@@ -185,6 +186,21 @@ async fn start_node(
         }
     }
     .map_err(|e| anyhow::anyhow!("opening the file store: {e}"))?;
+    // Never more connections than there are file descriptors for: past that, accepting fails
+    // and nobody gets in, while at the cap the oldest unauthenticated ones make room.
+    let budget = config::connection_budget();
+    let connections = match config.max_connections {
+        Some(n) if n > budget => {
+            tracing::warn!(
+                max_connections = n,
+                budget,
+                "max_connections is above what the open-file limit allows: using the limit"
+            );
+            budget
+        }
+        Some(n) => n,
+        None => budget,
+    };
     let gateway_config = GatewayConfig {
         max_frame_bytes: config.max_frame_bytes,
         handshake_timeout: config.handshake_timeout,
@@ -193,6 +209,13 @@ async fn start_node(
         accounts: config.accounts,
         receipt_wait: config.receipt_wait,
         room_heartbeat: config.room_heartbeat,
+        request_timeout: config.request_timeout,
+        upload_timeout: config.upload_timeout,
+        max_connections: connections,
+        max_unauthenticated: config.max_unauthenticated,
+        max_unauthenticated_per_address: config.max_unauthenticated_per_address,
+        trusted_proxies: config.trusted_proxies.clone(),
+        client_address_header: config.client_address_header.clone(),
         ..GatewayConfig::default()
     };
     let bus = match &config.nats {

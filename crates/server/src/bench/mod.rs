@@ -670,6 +670,16 @@ impl Target {
                 {
                     cmd.args(["--send-rate", "0"]);
                 }
+                // Likewise for the bound on connections still opening from one address:
+                // the load opens hundreds at once from a few loopback addresses.
+                if !common
+                    .serve_args
+                    .iter()
+                    .any(|a| a.starts_with("--max-unauthenticated"))
+                {
+                    cmd.args(["--max-unauthenticated-per-address", "1000000"]);
+                    cmd.args(["--max-unauthenticated", "1000000"]);
+                }
             }
             let mut child = cmd
                 .stdout(Stdio::piped())

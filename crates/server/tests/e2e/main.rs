@@ -5,6 +5,7 @@ mod accounts;
 mod api;
 mod api_chatrooms;
 mod api_users;
+mod bad_actors;
 mod bad_input;
 mod chatrooms;
 mod cluster;

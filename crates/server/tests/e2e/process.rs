@@ -24,7 +24,23 @@ pub(crate) struct ServerProcess {
 impl ServerProcess {
     /// Starts `tidings serve` in `cwd` on a free port and waits for its listening line.
     pub(crate) fn start(cwd: &Path, extra: &[&str]) -> ServerProcess {
-        let child = Command::new(BIN)
+        ServerProcess::start_command(Command::new(BIN), cwd, extra)
+    }
+
+    /// [`ServerProcess::start`] with the process's open-file limit lowered to `files` (by the
+    /// shell's `ulimit`, which keeps the tests free of unsafe code).
+    pub(crate) fn start_with_file_limit(cwd: &Path, files: u32, extra: &[&str]) -> ServerProcess {
+        let mut shell = Command::new("sh");
+        shell.args([
+            "-c",
+            &format!("ulimit -n {files} && exec \"$0\" \"$@\""),
+            BIN,
+        ]);
+        ServerProcess::start_command(shell, cwd, extra)
+    }
+
+    fn start_command(mut command: Command, cwd: &Path, extra: &[&str]) -> ServerProcess {
+        let child = command
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
             // Tests send faster than a person.
@@ -93,7 +109,7 @@ impl Drop for ServerProcess {
     }
 }
 
-fn token(data_dir: &Path, user: &str) -> String {
+pub(crate) fn token(data_dir: &Path, user: &str) -> String {
     token_with(data_dir, user, &[])
 }
 

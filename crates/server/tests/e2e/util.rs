@@ -211,16 +211,20 @@ impl Raw {
     /// Opens and completes a CONNECT for `user`.
     pub async fn connected(server: &TestServer, user: &str, encoding: Encoding) -> Raw {
         let mut raw = Raw::open(server, encoding).await;
-        let token = server.token(user).await;
-        raw.send(connect(&token)).await;
-        match raw.recv().await {
+        raw.log_in(&server.token(user).await).await;
+        raw
+    }
+
+    /// Sends a CONNECT with `token` and expects it accepted.
+    pub async fn log_in(&mut self, token: &str) {
+        self.send(connect(token)).await;
+        match self.recv().await {
             Got::Frame(v1::Frame {
                 body: Some(Body::Connack(ack)),
                 ..
             }) => assert_eq!(ack.code, 0, "{}", ack.message),
             other => panic!("expected CONNACK, got {other:?}"),
         }
-        raw
     }
 
     pub async fn send(&mut self, frame: v1::Frame) {

@@ -1,0 +1,400 @@
+//! What an attacker can do to the server, tried as one would: sockets held open without a
+//! request, requests dripped a line at a time, more connections than the server has room for,
+//! a forged client address, frames larger than the limit, a consumer that never reads. Each
+//! test checks the attacker is bounded and that everyone else keeps being served.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tidings_client::{Client, Outgoing};
+use tidings_proto::v1::{self, frame::Body};
+use tidings_proto::{Code, Encoding};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::process::{ServerProcess, token};
+use crate::util::*;
+
+/// Reads until the server closes the socket (end of stream, or a reset); returns what came.
+async fn read_to_close(socket: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(WAIT, socket.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return got,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("the server kept the socket open: {got:?}"),
+        }
+    }
+}
+
+/// Whether the server has closed the socket, without waiting.
+async fn closed_by_server(socket: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_millis(1), socket.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Sends a message from `from` to `to` and waits for it on `to`'s side.
+async fn exchange(url: &str, from: String, to: String) {
+    let mut sender = tidings_client::ClientConfig::new(url, from);
+    sender.device_id = "phone".into();
+    let mut receiver = tidings_client::ClientConfig::new(url, to);
+    receiver.device_id = "phone".into();
+    let (alice, _alice_events) = Client::connect(sender).await.unwrap();
+    let (_bob, mut bob_events) = Client::connect(receiver).await.unwrap();
+    alice
+        .send(Outgoing::text("bob", "still served"))
+        .await
+        .unwrap();
+    let m = next_message(&mut bob_events).await;
+    assert_eq!(m.content, r#"{"text":"still served"}"#);
+}
+
+#[tokio::test]
+async fn idle_sockets_do_not_lock_out_a_real_client() {
+    // The finding: with the open-file limit lowered, a few hundred sockets that never finish a
+    // request made every real connection time out. Here the server may hold 256 files, and
+    // the attacker opens 400 sockets from the client's own address: silent ones, ones that
+    // stop inside the request line, and ones that send one header line now and then.
+    let cwd = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with_file_limit(cwd.path(), 256, &[]);
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let mut attackers = Vec::new();
+    for i in 0..400 {
+        let Ok(mut socket) = TcpStream::connect(&addr).await else {
+            continue;
+        };
+        match i % 3 {
+            0 => {}
+            1 => {
+                let _ = socket.write_all(b"GET /v1/ws HT").await;
+            }
+            _ => {
+                let _ = socket
+                    .write_all(b"GET /v1/ws HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n")
+                    .await;
+            }
+        }
+        attackers.push(socket);
+    }
+    // Dripping header lines keeps them busy, not finished.
+    for socket in attackers.iter_mut().skip(2).step_by(3) {
+        let _ = socket.write_all(b"X-Slow: 2\r\n").await;
+    }
+
+    let data = cwd.path().join("data");
+    let (alice, bob) = (token(&data, "alice"), token(&data, "bob"));
+    // The acceptance bound: a real client connects and exchanges a message within 2 s.
+    tokio::time::timeout(Duration::from_secs(2), exchange(&server.url, alice, bob))
+        .await
+        .expect("a real client got through within 2 s");
+
+    // Most of the attacker's sockets were closed to make room: no more stay open than the
+    // connections the file limit leaves room for (256 less a reserve of 128).
+    let mut open = 0;
+    for socket in &mut attackers {
+        if !closed_by_server(socket).await {
+            open += 1;
+        }
+    }
+    assert!(open <= 128, "{open} idle sockets still open");
+}
+
+#[tokio::test]
+async fn a_request_head_has_one_deadline_however_it_is_dripped() {
+    let server = TestServer::start_with(|c| c.request_timeout = Duration::from_millis(300)).await;
+    let addr = server.running().addr;
+
+    // Nothing at all.
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    // One header line every 100 ms: activity, but the head never ends.
+    let mut dripping = TcpStream::connect(addr).await.unwrap();
+    dripping
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let drip = async {
+        for i in 0.. {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if dripping
+                .write_all(format!("X-Line-{i}: x\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                return i;
+            }
+            if closed_by_server(&mut dripping).await {
+                return i;
+            }
+        }
+        unreachable!()
+    };
+    let lines = tokio::time::timeout(WAIT, drip)
+        .await
+        .expect("the dripping socket was closed");
+    assert!(lines < 30, "closed after {lines} lines");
+    read_to_close(&mut silent).await;
+
+    // A kept-alive connection that goes quiet after a request is closed the same way.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = String::from_utf8(read_to_close(&mut idle).await).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_request_body_that_does_not_arrive_in_time_gets_408() {
+    let server = TestServer::start_with(|c| c.request_timeout = Duration::from_millis(300)).await;
+    let mut socket = TcpStream::connect(server.running().addr).await.unwrap();
+    // A long-poll opening that promises 1,000 bytes and sends 10.
+    socket
+        .write_all(b"POST /v1/poll HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"connect\"")
+        .await
+        .unwrap();
+    let answer = String::from_utf8(read_to_close(&mut socket).await).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let body: serde_json::Value =
+        serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["code"], Code::RequestTimeout.as_u32());
+}
+
+#[tokio::test]
+async fn a_full_server_refuses_cleanly_and_makes_room_from_the_unauthenticated() {
+    let server = TestServer::start_with(|c| c.max_connections = Some(3)).await;
+    let addr = server.running().addr;
+    let _a = Raw::connected(&server, "alice", Encoding::Json).await;
+    let _b = Raw::connected(&server, "bob", Encoding::Json).await;
+    // The third place is taken by a socket that never authenticates...
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    assert!(idle.read(&mut buf).await.unwrap() > 0, "served");
+    // ...which gives it up to a newcomer, who authenticates.
+    let _c = Raw::connected(&server, "carol", Encoding::Json).await;
+    read_to_close(&mut idle).await;
+
+    // Now every place is an authenticated client's: the next socket is refused with a whole
+    // HTTP answer, and a WebSocket client sees the status.
+    let mut refused = TcpStream::connect(addr).await.unwrap();
+    let answer = String::from_utf8(read_to_close(&mut refused).await).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    let body: serde_json::Value =
+        serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["code"], Code::ServerFull.as_u32());
+    match tokio_tungstenite::connect_async(server.ws_url()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503)
+        }
+        other => panic!("expected a 503, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn unauthenticated_websockets_past_the_cap_are_closed_oldest_first() {
+    let server = TestServer::start_with(|c| c.max_unauthenticated_per_address = 2).await;
+    let mut first = Raw::open(&server, Encoding::Json).await;
+    let mut second = Raw::open(&server, Encoding::Json).await;
+    let _third = Raw::open(&server, Encoding::Json).await;
+    first.expect_disconnect(Code::UnauthenticatedEvicted).await;
+    // The second is still there, and can still log in.
+    second.log_in(&server.token("alice").await).await;
+    // Authenticated, it no longer counts: two more unauthenticated ones leave it alone.
+    let _fourth = Raw::open(&server, Encoding::Json).await;
+    let _fifth = Raw::open(&server, Encoding::Json).await;
+    second
+        .send(tidings_proto::codec::frame(Body::Pingreq(v1::PingReq {})))
+        .await;
+    assert!(matches!(
+        second.recv().await,
+        Got::Frame(v1::Frame {
+            body: Some(Body::Pingresp(_)),
+            ..
+        })
+    ));
+}
+
+/// Registers `account` with a client address header; returns the HTTP status.
+async fn register_from(server: &TestServer, account: &str, forwarded: &str) -> u16 {
+    let url = format!("{}/v1/accounts/register", server.url());
+    let body = serde_json::json!({ "account": account, "password": "correct horse" }).to_string();
+    let forwarded = forwarded.to_string();
+    tokio::task::spawn_blocking(move || {
+        agent()
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .header("X-Forwarded-For", &forwarded)
+            .send(&body)
+            .unwrap()
+            .status()
+            .as_u16()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_client_address_header_counts_only_from_a_trusted_proxy() {
+    // Registrations are limited per client address: 10 at once. A client that is not a
+    // trusted proxy cannot escape the limit by naming other addresses.
+    let server = TestServer::start().await;
+    for i in 0..10 {
+        let status = register_from(&server, &format!("user{i}"), &format!("192.0.2.{i}")).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(register_from(&server, "user10", "192.0.2.10").await, 429);
+
+    // Behind a trusted proxy (this test is the proxy), each named client has its own limit.
+    let server = TestServer::start_with(|c| {
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    for i in 0..10 {
+        let status = register_from(&server, &format!("user{i}"), "192.0.2.1").await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(register_from(&server, "user10", "192.0.2.1").await, 429);
+    assert_eq!(register_from(&server, "user11", "192.0.2.2").await, 200);
+    // What the client wrote itself, left of the proxy's entry, is not believed.
+    assert_eq!(
+        register_from(&server, "user12", "192.0.2.99, 192.0.2.1").await,
+        429
+    );
+}
+
+/// Reads a WebSocket until its close frame; returns the close code (None: no close frame,
+/// such as after a reset).
+async fn close_code<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Option<CloseCode>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("the server answers")
+        {
+            Some(Ok(WsMessage::Close(frame))) => return frame.map(|f| f.code),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_websocket_message_is_closed_with_1009_not_reset() {
+    let server = TestServer::start().await;
+    // 1 MiB: far past the WebSocket layer's own limit (4 × 64 KiB), before and after CONNECT.
+    let big = "x".repeat(1 << 20);
+    for connected in [false, true] {
+        let (mut ws, _) = tokio_tungstenite::connect_async(server.ws_url())
+            .await
+            .unwrap();
+        if connected {
+            let token = server.token("alice").await;
+            let frame = tidings_proto::codec::encode(&connect(&token), Encoding::Json);
+            ws.send(WsMessage::Text(String::from_utf8(frame).unwrap().into()))
+                .await
+                .unwrap();
+        }
+        ws.send(WsMessage::Text(big.clone().into())).await.unwrap();
+        assert_eq!(
+            close_code(&mut ws).await,
+            Some(CloseCode::Size),
+            "connected: {connected}"
+        );
+    }
+    // The seed dialects alike (seed 003's path carries its token).
+    let token = server.token("bob").await;
+    let url = format!("ws://{}/imserver/{token}", server.running().addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    ws.send(WsMessage::Text(big.into())).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(CloseCode::Size));
+}
+
+#[tokio::test]
+async fn a_consumer_that_never_reads_is_cut_off_while_others_are_served() {
+    let server = TestServer::start_with(|c| c.outbound_queue_bytes = 64 * 1024).await;
+    // Bob connects and never reads again.
+    let _bob = Raw::connected(&server, "bob", Encoding::Json).await;
+    let (alice, _alice_events) = server.client("alice", "phone").await;
+    let (carol, _carol_events) = server.client("carol", "phone").await;
+    let (_dave, mut dave_events) = server.client("dave", "phone").await;
+    let engine = server.running().engine.clone();
+    let sessions = engine.session_count();
+    let chunk = "y".repeat(15_000);
+    let flood = async {
+        for _ in 0..2000 {
+            if engine.session_count() < sessions {
+                return;
+            }
+            alice.send(Outgoing::text("bob", &chunk)).await.unwrap();
+        }
+        panic!("bob was never cut off");
+    };
+    // Carol and Dave talk all along.
+    let chat = async {
+        for i in 0..20 {
+            carol
+                .send(Outgoing::text("dave", &format!("hi {i}")))
+                .await
+                .unwrap();
+            assert_eq!(
+                next_message(&mut dave_events).await.content,
+                format!(r#"{{"text":"hi {i}"}}"#)
+            );
+        }
+    };
+    tokio::join!(flood, chat);
+    carol.send(Outgoing::text("dave", "after")).await.unwrap();
+    assert_eq!(
+        next_message(&mut dave_events).await.content,
+        r#"{"text":"after"}"#
+    );
+}
+
+/// A CONNECT for `user` from `device`; returns the CONNACK's code.
+async fn connect_as(server: &TestServer, user: &str, device: &str) -> (Raw, u32) {
+    let mut raw = Raw::open(server, Encoding::Json).await;
+    let mut frame = connect(&server.token(user).await);
+    if let Some(Body::Connect(c)) = frame.body.as_mut() {
+        c.device_id = device.into();
+    }
+    raw.send(frame).await;
+    match raw.recv().await {
+        Got::Frame(v1::Frame {
+            body: Some(Body::Connack(ack)),
+            ..
+        }) => (raw, ack.code),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn one_users_token_opens_a_bounded_number_of_connections() {
+    let server = TestServer::start_with(|c| c.max_sessions_per_user = 3).await;
+    let mut held = Vec::new();
+    for device in ["a", "b", "c"] {
+        let (raw, code) = connect_as(&server, "mallory", device).await;
+        assert_eq!(code, 0);
+        held.push(raw);
+    }
+    let (_refused, code) = connect_as(&server, "mallory", "d").await;
+    assert_eq!(code, Code::TooManySessions.as_u32());
+    // A device connecting again replaces its own connection, as it always did.
+    let (_again, code) = connect_as(&server, "mallory", "b").await;
+    assert_eq!(code, 0);
+    // Other users are not affected.
+    let (_other, code) = connect_as(&server, "alice", "a").await;
+    assert_eq!(code, 0);
+}
