@@ -90,8 +90,9 @@ impl Signer {
             .map(|d| d.as_millis())
             .unwrap_or(0)
             .to_string();
-        let signature = tidings_engine::auth::api_signature(&self.app_secret, &nonce, &timestamp);
-        let body_signature = tidings_engine::auth::api_signature(&self.app_secret, &body, "");
+        let signature =
+            tidings_engine::auth::legacy_signature(&self.app_secret, &nonce, &timestamp);
+        let body_signature = tidings_engine::auth::hmac_hex(&self.app_secret, body.as_bytes());
         request
             .header("App-Key", &self.app_key)
             .header("Nonce", nonce)

@@ -111,11 +111,11 @@ async fn after_send_callbacks_are_signed_and_retried_until_delivered() {
         assert_eq!(h("app-key"), creds.app_key);
         assert_eq!(
             h("signature"),
-            tidings_engine::auth::api_signature(&creds.app_secret, &h("nonce"), &h("timestamp"))
+            tidings_engine::auth::legacy_signature(&creds.app_secret, &h("nonce"), &h("timestamp"))
         );
         assert_eq!(
             h("body-signature"),
-            tidings_engine::auth::api_signature(&creds.app_secret, body, "")
+            tidings_engine::auth::hmac_hex(&creds.app_secret, body.as_bytes())
         );
         let event: Value = serde_json::from_str(body).unwrap();
         assert_eq!(event["type"], "message.sent");
