@@ -4,11 +4,21 @@
 //! A token carries the app key, the user id and the user's token version at minting time; it is
 //! valid while unexpired and while that version is still the user's current one, so bumping the
 //! version revokes every earlier token at once.
+//!
+//! An app server signs each HTTP API request over what it does: [`sign_request`] is
+//! `hex(HMAC-SHA256(appSecret, Nonce + "\n" + Timestamp + "\n" + METHOD + "\n" +
+//! path-and-query + "\n" + hex(SHA-256(body))))`, so a set of headers is good for one request
+//! only (and once: the engine records each nonce). The older forms that sign only the nonce and
+//! timestamp ([`SignatureForm::Legacy`], [`SignatureForm::Seed004`]) are accepted besides it
+//! only when the `api_signature` setting names one. Callbacks to the app server are signed the
+//! same way (`tidings-hooks`).
 
 use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use tidings_proto::Code;
 
 /// The app's secrets. `token_key` signs user tokens; `app_secret` signs API requests.
@@ -94,29 +104,102 @@ pub fn verify(creds: &AppCredentials, token: &str, now: i64) -> Result<Claims, C
     Ok(claims)
 }
 
-/// The headers an app server sends to the HTTP API.
+/// A request to the HTTP API as its signature sees it: the four headers an app server sends,
+/// and what the request does (method, request target, body).
 #[derive(Debug, Clone, Default)]
-pub struct ApiSignature<'a> {
+pub struct ApiRequest<'a> {
     pub app_key: Option<&'a str>,
     pub nonce: Option<&'a str>,
     /// Milliseconds or seconds since the epoch, as decimal text.
     pub timestamp: Option<&'a str>,
-    /// Lowercase or uppercase hex of HMAC-SHA256(app_secret, nonce + timestamp).
+    /// Lowercase or uppercase hex of the signature, in one of the [`SignatureForm`]s.
     pub signature: Option<&'a str>,
+    /// The request method, as received.
+    pub method: &'a str,
+    /// The request target's path and query (`?` and the query included when present), exactly
+    /// as received: percent-encoding is not undone.
+    pub path_and_query: &'a str,
+    pub body: &'a [u8],
+}
+
+/// The forms of the `Signature` header. The HTTP API always accepts [`SignatureForm::Request`];
+/// the setting `api_signature` may name one older form to accept besides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SignatureForm {
+    /// `hex(HMAC-SHA256(appSecret, Nonce + "\n" + Timestamp + "\n" + METHOD + "\n" +
+    /// path-and-query + "\n" + hex(SHA-256(body))))`: see [`sign_request`].
+    #[default]
+    Request,
+    /// `hex(HMAC-SHA256(appSecret, Nonce + Timestamp))`. It covers nothing of what the request
+    /// does, so a captured set of headers can be spent on any route with any body while its
+    /// nonce is unused.
+    Legacy,
+    /// Seed 004's `hex(SHA1(appSecret + Nonce + Timestamp))`, as RongCloud-style app servers
+    /// send it. It gives up what [`SignatureForm::Legacy`] does, and is a plain hash rather
+    /// than an HMAC.
+    Seed004,
+}
+
+impl SignatureForm {
+    /// The setting's values: `request`, `legacy`, `seed004`.
+    pub fn parse(name: &str) -> Option<SignatureForm> {
+        match name {
+            "request" => Some(SignatureForm::Request),
+            "legacy" => Some(SignatureForm::Legacy),
+            "seed004" => Some(SignatureForm::Seed004),
+            _ => None,
+        }
+    }
+
+    /// Whether a server whose setting is `self` accepts a signature made in `form`: the
+    /// request form always, and the older form the setting names.
+    pub fn accepts(self, form: SignatureForm) -> bool {
+        form == SignatureForm::Request || form == self
+    }
+
+    /// The signature, as bytes, that `secret` makes in this form for `request`.
+    fn sign(self, secret: &str, nonce: &str, timestamp: &str, request: &ApiRequest) -> Vec<u8> {
+        match self {
+            SignatureForm::Request => hmac(
+                secret,
+                string_to_sign(
+                    nonce,
+                    timestamp,
+                    request.method,
+                    request.path_and_query,
+                    request.body,
+                )
+                .as_bytes(),
+            ),
+            SignatureForm::Legacy => hmac(secret, format!("{nonce}{timestamp}").as_bytes()),
+            SignatureForm::Seed004 => {
+                let mut sha = Sha1::new();
+                sha.update(secret.as_bytes());
+                sha.update(nonce.as_bytes());
+                sha.update(timestamp.as_bytes());
+                sha.finalize().to_vec()
+            }
+        }
+    }
 }
 
 /// How far an API request's timestamp may be from the server clock.
 pub const API_WINDOW_MS: i64 = 5 * 60 * 1000;
 
-/// Checks everything about an API signature except nonce reuse. Returns the nonce to record.
+/// Checks everything about an API request's signature except nonce reuse: the signature must
+/// be in a form that `setting` accepts. Returns the nonce to record.
 pub fn check_api_signature<'a>(
     creds: &AppCredentials,
-    sig: &ApiSignature<'a>,
+    setting: SignatureForm,
+    request: &ApiRequest<'a>,
     now_ms: i64,
 ) -> Result<&'a str, Code> {
-    let (Some(app_key), Some(nonce), Some(timestamp), Some(signature)) =
-        (sig.app_key, sig.nonce, sig.timestamp, sig.signature)
-    else {
+    let (Some(app_key), Some(nonce), Some(timestamp), Some(signature)) = (
+        request.app_key,
+        request.nonce,
+        request.timestamp,
+        request.signature,
+    ) else {
         return Err(Code::SignatureMissing);
     };
     if app_key != creds.app_key {
@@ -132,27 +215,87 @@ pub fn check_api_signature<'a>(
     } else {
         ts
     };
-    if (now_ms - ts_ms).abs() > API_WINDOW_MS {
+    // `abs_diff`, because a subtraction overflows for timestamps near i64's limits.
+    if now_ms.abs_diff(ts_ms) > API_WINDOW_MS.unsigned_abs() {
         return Err(Code::TimestampOutOfWindow);
     }
     let given = hex::decode(signature).map_err(|_| Code::SignatureInvalid)?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(creds.app_secret.as_bytes())
-        .map_err(|_| Code::ServerError)?;
-    mac.update(nonce.as_bytes());
-    mac.update(timestamp.as_bytes());
-    // Constant-time comparison.
-    mac.verify_slice(&given)
-        .map_err(|_| Code::SignatureInvalid)?;
+    let forms = [
+        SignatureForm::Request,
+        SignatureForm::Legacy,
+        SignatureForm::Seed004,
+    ];
+    // Each comparison takes the same time whatever the bytes, so a forger learns nothing from
+    // how long a refusal took. Which forms were tried is no secret: the setting decides it.
+    let matches = forms.into_iter().filter(|f| setting.accepts(*f)).any(|f| {
+        let expected = f.sign(&creds.app_secret, nonce, timestamp, request);
+        bool::from(expected.ct_eq(&given))
+    });
+    if !matches {
+        return Err(Code::SignatureInvalid);
+    }
     Ok(nonce)
 }
 
-/// Hex HMAC-SHA256(secret, nonce + timestamp): what an app server puts in `Signature`.
-pub fn api_signature(secret: &str, nonce: &str, timestamp: &str) -> String {
+/// The text the default signature form signs: `Nonce`, `Timestamp`, the method in upper case,
+/// the path and query as sent, and the lowercase hex SHA-256 of the body (of the empty string
+/// for an empty body), joined by newlines (`\n`), with no newline at the end.
+pub fn string_to_sign(
+    nonce: &str,
+    timestamp: &str,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+) -> String {
+    let body_hash = hex::encode(Sha256::digest(body));
+    let method = method.to_ascii_uppercase();
+    format!("{nonce}\n{timestamp}\n{method}\n{path_and_query}\n{body_hash}")
+}
+
+/// The `Signature` an app server sends (lowercase hex), in the default form: HMAC-SHA256 keyed
+/// with the app secret over [`string_to_sign`]. `path_and_query` is the request target exactly
+/// as it goes on the wire (`/api/v1/history?conversationType=1&targetId=bob`), and `body` the
+/// bytes sent (empty for none).
+pub fn sign_request(
+    secret: &str,
+    nonce: &str,
+    timestamp: &str,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+) -> String {
+    let request = ApiRequest {
+        method,
+        path_and_query,
+        body,
+        ..ApiRequest::default()
+    };
+    hex::encode(SignatureForm::Request.sign(secret, nonce, timestamp, &request))
+}
+
+/// The older `Signature` form [`SignatureForm::Legacy`]: hex HMAC-SHA256(secret, nonce +
+/// timestamp). Accepted only when the setting `api_signature` is `legacy`.
+pub fn legacy_signature(secret: &str, nonce: &str, timestamp: &str) -> String {
+    hex::encode(SignatureForm::Legacy.sign(secret, nonce, timestamp, &ApiRequest::default()))
+}
+
+/// Seed 004's `Signature` form [`SignatureForm::Seed004`]: hex SHA1(secret + nonce +
+/// timestamp). Accepted only when the setting `api_signature` is `seed004`.
+pub fn seed004_signature(secret: &str, nonce: &str, timestamp: &str) -> String {
+    hex::encode(SignatureForm::Seed004.sign(secret, nonce, timestamp, &ApiRequest::default()))
+}
+
+/// Lowercase hex HMAC-SHA256(secret, data): callbacks' `Body-Signature`, and keys derived from
+/// the app secret.
+pub fn hmac_hex(secret: &str, data: &[u8]) -> String {
+    hex::encode(hmac(secret, data))
+}
+
+fn hmac(secret: &str, data: &[u8]) -> Vec<u8> {
     // HMAC accepts keys of any length, so this cannot fail.
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
-    mac.update(nonce.as_bytes());
-    mac.update(timestamp.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+    mac.update(data);
+    mac.finalize().into_bytes().to_vec()
 }
 
 #[cfg(test)]
@@ -200,46 +343,202 @@ mod tests {
         assert_eq!(verify(&c, "", 150), Err(Code::TokenInvalid));
     }
 
+    const SECRET: &str = "s3cret";
+    const NOW: i64 = 1_700_000_000_000;
+    const TS: &str = "1700000000000";
+
+    fn creds_with_secret() -> AppCredentials {
+        AppCredentials {
+            app_secret: SECRET.into(),
+            ..creds()
+        }
+    }
+
+    /// A request as the gateway hands it over, signed with `signature`.
+    fn request<'a>(
+        signature: &'a str,
+        method: &'a str,
+        target: &'a str,
+        body: &'a [u8],
+    ) -> ApiRequest<'a> {
+        ApiRequest {
+            app_key: Some("k"),
+            nonce: Some("n-1"),
+            timestamp: Some(TS),
+            signature: Some(signature),
+            method,
+            path_and_query: target,
+            body,
+        }
+    }
+
     #[test]
-    fn api_signatures() {
+    fn the_request_form_signs_nonce_timestamp_method_target_and_body_hash() {
+        let body = br#"{"ttlSecs":60}"#;
+        assert_eq!(
+            string_to_sign("n-1", TS, "post", "/api/v1/users/alice/token?x=1", body),
+            "n-1\n1700000000000\nPOST\n/api/v1/users/alice/token?x=1\n\
+             7a834ca72b9c09866fd014e4e991e392f7179cbdc545e517f5c120944552a070"
+        );
+        // The expected values were computed apart from this code, with coreutils and OpenSSL:
+        //   B=$(printf '%s' '{"ttlSecs":60}' | sha256sum | cut -d' ' -f1)
+        //   printf 'n-1\n1700000000000\nPOST\n/api/v1/users/alice/token?x=1\n%s' "$B" \
+        //     | openssl dgst -sha256 -hmac s3cret -hex
+        assert_eq!(
+            sign_request(
+                SECRET,
+                "n-1",
+                TS,
+                "POST",
+                "/api/v1/users/alice/token?x=1",
+                body
+            ),
+            "9da07aee8796aea94b134595a248dcc6a2667082849a8465dd93e54bbbb31e93"
+        );
+        // An empty body hashes the empty string:
+        //   E=$(printf '' | sha256sum | cut -d' ' -f1)
+        //   printf 'n-1\n1700000000000\nGET\n/api/v1/users/alice\n%s' "$E" \
+        //     | openssl dgst -sha256 -hmac s3cret -hex
+        assert_eq!(
+            sign_request(SECRET, "n-1", TS, "GET", "/api/v1/users/alice", b""),
+            "d53473d8ae027e7af9181b10787c0e85e9689db288962dd060b40014dcc14599"
+        );
+        // The older forms, likewise:
+        //   printf 'n-11700000000000' | openssl dgst -sha256 -hmac s3cret -hex
+        //   printf 's3cretn-11700000000000' | openssl dgst -sha1 -hex
+        assert_eq!(
+            legacy_signature(SECRET, "n-1", TS),
+            "3864db96cba7efc7ead54cc658a293d4cb7509e45defca6862665ed89a0b48ba"
+        );
+        assert_eq!(
+            seed004_signature(SECRET, "n-1", TS),
+            "0051497f514c0175b2a197742ed9ad3e8b0b0de0"
+        );
+    }
+
+    #[test]
+    fn a_request_signature_holds_only_for_the_request_it_was_made_for() {
+        let c = creds_with_secret();
+        let target = "/api/v1/history?targetId=bob";
+        let body = br#"{"a":1}"#;
+        let sig = sign_request(SECRET, "n-1", TS, "POST", target, body);
+        let check = |r: &ApiRequest| {
+            check_api_signature(&c, SignatureForm::Request, r, NOW).map(str::to_owned)
+        };
+        assert_eq!(
+            check(&request(&sig, "POST", target, body)),
+            Ok("n-1".into())
+        );
+        // Either case of hex.
+        let upper = sig.to_uppercase();
+        assert_eq!(
+            check(&request(&upper, "POST", target, body)),
+            Ok("n-1".into())
+        );
+        let tampered = [
+            request(&sig, "PUT", target, body),
+            request(&sig, "POST", "/api/v1/messages?targetId=bob", body),
+            request(&sig, "POST", "/api/v1/history?targetId=eve", body),
+            request(&sig, "POST", "/api/v1/history", body),
+            // Percent-encoding is signed as sent, not decoded.
+            request(&sig, "POST", "/api/v1/history?targetId=%62ob", body),
+            request(&sig, "POST", target, br#"{"a":2}"#),
+            request(&sig, "POST", target, b""),
+        ];
+        for r in &tampered {
+            assert_eq!(check(r), Err(Code::SignatureInvalid), "{r:?}");
+        }
+        let other_nonce = ApiRequest {
+            nonce: Some("n-2"),
+            ..request(&sig, "POST", target, body)
+        };
+        assert_eq!(check(&other_nonce), Err(Code::SignatureInvalid));
+        let other_time = ApiRequest {
+            timestamp: Some("1700000000001"),
+            ..request(&sig, "POST", target, body)
+        };
+        assert_eq!(check(&other_time), Err(Code::SignatureInvalid));
+    }
+
+    #[test]
+    fn the_older_forms_are_accepted_only_where_the_setting_names_them() {
+        let c = creds_with_secret();
+        let target = "/api/v1/users/alice/token";
+        let current = sign_request(SECRET, "n-1", TS, "POST", target, b"");
+        let legacy = legacy_signature(SECRET, "n-1", TS);
+        let seed004 = seed004_signature(SECRET, "n-1", TS);
+        let accepted = |setting: SignatureForm, sig: &str| {
+            check_api_signature(&c, setting, &request(sig, "POST", target, b""), NOW).is_ok()
+        };
+        use SignatureForm::*;
+        assert_eq!(
+            [Request, Legacy, Seed004].map(|s| (
+                accepted(s, &current),
+                accepted(s, &legacy),
+                accepted(s, &seed004)
+            )),
+            [
+                (true, false, false),
+                (true, true, false),
+                (true, false, true),
+            ]
+        );
+        assert_eq!(SignatureForm::parse("request"), Some(Request));
+        assert_eq!(SignatureForm::parse("legacy"), Some(Legacy));
+        assert_eq!(SignatureForm::parse("seed004"), Some(Seed004));
+        assert_eq!(SignatureForm::parse("SHA1"), None);
+    }
+
+    #[test]
+    fn headers_are_checked_before_the_signature() {
         let c = creds();
         let now = 1_700_000_000_000;
         let ts = now.to_string();
-        let sig = api_signature("s", "n1", &ts);
-        let ok = ApiSignature {
+        let sig = sign_request("s", "n1", &ts, "POST", "/p", b"");
+        let ok = ApiRequest {
             app_key: Some("k"),
             nonce: Some("n1"),
             timestamp: Some(&ts),
             signature: Some(&sig),
+            method: "POST",
+            path_and_query: "/p",
+            body: b"",
         };
-        assert_eq!(check_api_signature(&c, &ok, now), Ok("n1"));
+        let check = |r: &ApiRequest, now| {
+            check_api_signature(&c, SignatureForm::Request, r, now).map(str::to_owned)
+        };
+        assert_eq!(check(&ok, now), Ok("n1".into()));
         assert_eq!(
-            check_api_signature(&c, &ok, now + API_WINDOW_MS + 1),
+            check(&ok, now + API_WINDOW_MS + 1),
             Err(Code::TimestampOutOfWindow)
         );
-        let bad = ApiSignature {
+        let bad = ApiRequest {
             signature: Some("00"),
             ..ok.clone()
         };
-        assert_eq!(
-            check_api_signature(&c, &bad, now),
-            Err(Code::SignatureInvalid)
-        );
-        let missing = ApiSignature {
+        assert_eq!(check(&bad, now), Err(Code::SignatureInvalid));
+        let not_hex = ApiRequest {
+            signature: Some("zz"),
+            ..ok.clone()
+        };
+        assert_eq!(check(&not_hex, now), Err(Code::SignatureInvalid));
+        let missing = ApiRequest {
             nonce: None,
             ..ok.clone()
         };
-        assert_eq!(
-            check_api_signature(&c, &missing, now),
-            Err(Code::SignatureMissing)
-        );
-        let wrong_app = ApiSignature {
+        assert_eq!(check(&missing, now), Err(Code::SignatureMissing));
+        let wrong_app = ApiRequest {
             app_key: Some("x"),
-            ..ok
+            ..ok.clone()
         };
-        assert_eq!(
-            check_api_signature(&c, &wrong_app, now),
-            Err(Code::AppKeyUnknown)
-        );
+        assert_eq!(check(&wrong_app, now), Err(Code::AppKeyUnknown));
+        // Timestamps at i64's limits are refused, not overflowed.
+        for extreme in [i64::MIN.to_string(), i64::MAX.to_string()] {
+            let r = ApiRequest {
+                timestamp: Some(&extreme),
+                ..ok.clone()
+            };
+            assert_eq!(check(&r, now), Err(Code::TimestampOutOfWindow), "{extreme}");
+        }
     }
 }

@@ -96,6 +96,9 @@ pub enum DevicePolicy {
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub credentials: AppCredentials,
+    /// The older HTTP API signature form accepted besides the request form, or
+    /// [`auth::SignatureForm::Request`] for none.
+    pub api_signature: auth::SignatureForm,
     pub heartbeat: Duration,
     pub ack_timeout: Duration,
     pub max_inflight: usize,
@@ -127,10 +130,11 @@ impl EngineConfig {
     /// Defaults: heartbeat 30 s (a connection silent for 3 intervals is dropped), ack timeout
     /// 10 s, 1024 unacknowledged pushes per connection, 1 MiB outbound queue per connection,
     /// 16 KiB message content, `multi` device policy, tokens valid for 30 days, 64 sessions
-    /// per user.
+    /// per user, API requests signed in the request form only.
     pub fn new(credentials: AppCredentials) -> EngineConfig {
         EngineConfig {
             credentials,
+            api_signature: auth::SignatureForm::Request,
             heartbeat: Duration::from_secs(30),
             ack_timeout: Duration::from_secs(10),
             max_inflight: 1024,
@@ -818,10 +822,13 @@ impl Engine {
         }
     }
 
-    /// Authenticates an HTTP API request: signature, time window, and single use of the nonce.
-    pub async fn check_api_request(&self, sig: &auth::ApiSignature<'_>) -> Result<(), ApiError> {
+    /// Authenticates an HTTP API request: signature (in a form the `api_signature` setting
+    /// accepts), time window, and single use of the nonce.
+    pub async fn check_api_request(&self, request: &auth::ApiRequest<'_>) -> Result<(), ApiError> {
         let now = self.now_ms();
-        let nonce = auth::check_api_signature(&self.inner.config.credentials, sig, now)?;
+        let config = &self.inner.config;
+        let nonce =
+            auth::check_api_signature(&config.credentials, config.api_signature, request, now)?;
         let results = self
             .write(vec![WriteOp::UseNonce {
                 nonce: nonce.to_string(),

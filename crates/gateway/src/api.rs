@@ -1,20 +1,25 @@
 //! The HTTP API for app servers (`/api/v1`) and the health endpoint.
 //!
-//! Every API request is signed: headers `App-Key`, `Nonce`, `Timestamp` and
-//! `Signature = hex(HMAC-SHA256(appSecret, Nonce + Timestamp))`. Requests more than 5 minutes
-//! from the server clock, or reusing a nonce, are refused. Errors are JSON
-//! `{"code": n, "message": text}` with the codes of `tidings_proto::Code`.
+//! Every API request but the OpenAPI document is signed over what it does: headers `App-Key`,
+//! `Nonce`, `Timestamp` and `Signature = hex(HMAC-SHA256(appSecret, Nonce + "\n" + Timestamp +
+//! "\n" + METHOD + "\n" + path-and-query + "\n" + hex(SHA-256(body))))`
+//! (`tidings_engine::auth::sign_request`). [`require_signature`] checks it, once for every
+//! signed route, before the handler runs; an older form is accepted besides it only when the
+//! `api_signature` setting names one. Requests more than 5 minutes from the server clock, or
+//! reusing a nonce, are refused. Errors are JSON `{"code": n, "message": text}` with the codes
+//! of `tidings_proto::Code`.
 
 use std::time::Duration;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tidings_engine::auth::ApiSignature;
+use tidings_engine::auth::ApiRequest;
 use tidings_engine::{ApiError, Refusal};
 use tidings_proto::Code;
 
@@ -102,6 +107,8 @@ pub async fn navi(State(state): State<AppState>, headers: HeaderMap) -> Response
     .into_response()
 }
 
+/// Where the OpenAPI document is served: the one API route that is not signed.
+pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
 /// The OpenAPI document of this API.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
@@ -186,20 +193,17 @@ pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<
     })
 }
 
-/// Authenticates a request and reads its body as JSON, or returns (from the calling handler)
-/// the error response.
-macro_rules! signed {
-    ($state:expr, $headers:expr, $body:expr) => {{
-        if let Err(r) = $crate::api::authenticate(&$state, &$headers).await {
-            return r;
-        }
+/// The body as JSON, or returns (from the calling handler) the error response. The request's
+/// signature was checked before the handler ran ([`require_signature`]).
+macro_rules! parse_or_refuse {
+    ($body:expr) => {{
         match $crate::api::json_body(&$body) {
             Ok(b) => b,
             Err(r) => return $crate::api::error(r),
         }
     }};
 }
-pub(crate) use signed;
+pub(crate) use parse_or_refuse;
 
 /// The query string as `T`, or the error that says what is wrong with it.
 pub(crate) fn query<T>(
@@ -213,21 +217,55 @@ pub(crate) fn query<T>(
     })
 }
 
-pub(crate) async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+/// Checks a request's signature against what it does (its method, path and query as received,
+/// and its body) and records its nonce; the error response if it does not hold.
+pub(crate) async fn authenticate(
+    state: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), Response> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let sig = ApiSignature {
+    let request = ApiRequest {
         app_key: header("app-key"),
         nonce: header("nonce"),
         timestamp: header("timestamp"),
         signature: header("signature"),
+        method: method.as_str(),
+        // The request target as received: hyper keeps it as sent, percent-encoding included.
+        path_and_query: uri.path_and_query().map_or(uri.path(), |pq| pq.as_str()),
+        body,
     };
     state
         .engine
-        .check_api_request(&sig)
+        .check_api_request(&request)
         .await
         .map_err(|e| error(e.0))?;
     crate::listener::authenticated();
     Ok(())
+}
+
+/// The layer in front of every signed API route: reads the body (within the route's body
+/// limit), checks the signature over the whole request, and hands the request on with its body
+/// only if it holds. Being one layer on the routes rather than a call in each handler, no
+/// signed route can forget it.
+pub(crate) async fn require_signature(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = match Bytes::from_request(Request::from_parts(parts.clone(), body), &state).await {
+        Ok(body) => body,
+        Err(rejection) => return rejection.into_response(),
+    };
+    if let Err(response) =
+        authenticate(&state, &parts.method, &parts.uri, &parts.headers, &body).await
+    {
+        return response;
+    }
+    next.run(Request::from_parts(parts, Body::from(body))).await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -240,12 +278,8 @@ struct TokenRequest {
 pub async fn mint_token(
     State(state): State<AppState>,
     Path(user_id): Path<String>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authenticate(&state, &headers).await {
-        return r;
-    }
     let request: TokenRequest = if body.iter().all(u8::is_ascii_whitespace) {
         TokenRequest::default()
     } else {
@@ -282,14 +316,7 @@ pub async fn mint_token(
 }
 
 /// `POST /api/v1/users/{userId}/revoke`: bumps the user's token version.
-pub async fn revoke(
-    State(state): State<AppState>,
-    Path(user_id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(r) = authenticate(&state, &headers).await {
-        return r;
-    }
+pub async fn revoke(State(state): State<AppState>, Path(user_id): Path<String>) -> Response {
     reply(
         state.engine.revoke_tokens(&user_id).await,
         |version| json!({ "userId": user_id, "tokenVersion": version }),

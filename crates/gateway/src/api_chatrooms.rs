@@ -5,7 +5,6 @@
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -13,7 +12,7 @@ use tidings_engine::{ApiError, ChatroomOut, EntryOut, MAX_ENTRIES, Refusal};
 use tidings_proto::Code;
 
 use crate::AppState;
-use crate::api::{authenticate, error, query, reply, signed};
+use crate::api::{error, parse_or_refuse, query, reply};
 use crate::api_groups::extra_text;
 
 /// The longest timed ban or mute, in minutes: a year (longer ones are "until lifted").
@@ -76,8 +75,8 @@ pub struct CreateChatroom {
 }
 
 /// `POST /api/v1/chatrooms`: a room kept until the app server destroys it.
-pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let req: CreateChatroom = signed!(state, headers, body);
+pub async fn create(State(state): State<AppState>, body: Bytes) -> Response {
+    let req: CreateChatroom = parse_or_refuse!(body);
     let extra = match extra_text(req.extra) {
         Ok(e) => e.unwrap_or_default(),
         Err(r) => return error(r),
@@ -91,26 +90,12 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Byt
 }
 
 /// `GET /api/v1/chatrooms/{chatroomId}`.
-pub async fn get(
-    State(state): State<AppState>,
-    Path(room): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(r) = authenticate(&state, &headers).await {
-        return r;
-    }
+pub async fn get(State(state): State<AppState>, Path(room): Path<String>) -> Response {
     answer(state.engine.chatroom(&room).await)
 }
 
 /// `DELETE /api/v1/chatrooms/{chatroomId}`: its members get a `destroy` notice and are out.
-pub async fn destroy(
-    State(state): State<AppState>,
-    Path(room): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(r) = authenticate(&state, &headers).await {
-        return r;
-    }
+pub async fn destroy(State(state): State<AppState>, Path(room): Path<String>) -> Response {
     answer(state.engine.destroy_chatroom(&room).await)
 }
 
@@ -119,11 +104,7 @@ pub async fn members(
     State(state): State<AppState>,
     Path(room): Path<String>,
     q: Result<Query<crate::api_groups::MembersPage>, QueryRejection>,
-    headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authenticate(&state, &headers).await {
-        return r;
-    }
     let q = match query(q) {
         Ok(q) => q,
         Err(r) => return error(r),
@@ -147,10 +128,9 @@ pub struct Kick {
 pub async fn kick(
     State(state): State<AppState>,
     Path(room): Path<String>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let req: Kick = signed!(state, headers, body);
+    let req: Kick = parse_or_refuse!(body);
     answer(state.engine.chatroom_kick(&room, &req.user_ids, None).await)
 }
 
@@ -163,13 +143,8 @@ pub struct Ban {
 }
 
 /// `POST /api/v1/chatrooms/{chatroomId}/ban`: takes users out and refuses their joins.
-pub async fn ban(
-    State(state): State<AppState>,
-    Path(room): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let req: Ban = signed!(state, headers, body);
+pub async fn ban(State(state): State<AppState>, Path(room): Path<String>, body: Bytes) -> Response {
+    let req: Ban = parse_or_refuse!(body);
     let until = match until(&state, req.minutes) {
         Ok(u) => u,
         Err(r) => return error(r),
@@ -195,10 +170,9 @@ pub struct Mute {
 pub async fn mute(
     State(state): State<AppState>,
     Path(room): Path<String>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let req: Mute = signed!(state, headers, body);
+    let req: Mute = parse_or_refuse!(body);
     let until = match until(&state, req.minutes) {
         Ok(u) => u,
         Err(r) => return error(r),
@@ -224,11 +198,7 @@ pub async fn entries(
     State(state): State<AppState>,
     Path(room): Path<String>,
     q: Result<Query<EntryKeys>, QueryRejection>,
-    headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authenticate(&state, &headers).await {
-        return r;
-    }
     let q = match query(q) {
         Ok(q) => q,
         Err(r) => return error(r),
@@ -267,10 +237,9 @@ pub struct SetEntry {
 pub async fn set_entry(
     State(state): State<AppState>,
     Path(room): Path<String>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let req: SetEntry = signed!(state, headers, body);
+    let req: SetEntry = parse_or_refuse!(body);
     reply(
         state
             .engine
@@ -292,10 +261,9 @@ pub struct RemoveEntry {
 pub async fn remove_entry(
     State(state): State<AppState>,
     Path(room): Path<String>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let req: RemoveEntry = signed!(state, headers, body);
+    let req: RemoveEntry = parse_or_refuse!(body);
     reply(
         state
             .engine

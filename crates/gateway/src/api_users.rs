@@ -5,7 +5,6 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -13,7 +12,7 @@ use tidings_engine::{ApiError, Delivered, Posted, Refusal, SendRequest, UserOut}
 use tidings_proto::{Code, conversation_type};
 
 use crate::AppState;
-use crate::api::{self, authenticate, error, reply, signed};
+use crate::api::{self, error, parse_or_refuse, reply};
 use crate::api_groups::extra_text;
 
 /// A user as the API shows it.
@@ -55,13 +54,8 @@ pub struct Profile {
 }
 
 /// `PUT /api/v1/users/{userId}`: registers a user's profile or changes the fields given.
-pub async fn put(
-    State(state): State<AppState>,
-    Path(user): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let req: Profile = signed!(state, headers, body);
+pub async fn put(State(state): State<AppState>, Path(user): Path<String>, body: Bytes) -> Response {
+    let req: Profile = parse_or_refuse!(body);
     set_profile(&state, &user, req).await
 }
 
@@ -81,14 +75,7 @@ pub(crate) async fn set_profile(state: &AppState, user: &str, req: Profile) -> R
 }
 
 /// `GET /api/v1/users/{userId}`.
-pub async fn get(
-    State(state): State<AppState>,
-    Path(user): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(r) = authenticate(&state, &headers).await {
-        return r;
-    }
+pub async fn get(State(state): State<AppState>, Path(user): Path<String>) -> Response {
     user_answer(&state, user).await
 }
 
@@ -107,18 +94,15 @@ pub struct UserIds {
 }
 
 /// `POST /api/v1/users/query`: profiles and online status of up to 100 users.
-pub async fn query(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let req: UserIds = signed!(state, headers, body);
+pub async fn query(State(state): State<AppState>, body: Bytes) -> Response {
+    let req: UserIds = parse_or_refuse!(body);
     reply(
         state.engine.users(&req.user_ids).await,
         |users| json!({ "users": users.iter().map(user_json).collect::<Vec<_>>() }),
     )
 }
 
-async fn set_banned(state: AppState, headers: HeaderMap, user: String, banned: bool) -> Response {
-    if let Err(r) = authenticate(&state, &headers).await {
-        return r;
-    }
+async fn set_banned(state: AppState, user: String, banned: bool) -> Response {
     reply(
         state.engine.set_banned(&user, banned).await,
         |()| json!({ "userId": user, "banned": banned }),
@@ -126,21 +110,13 @@ async fn set_banned(state: AppState, headers: HeaderMap, user: String, banned: b
 }
 
 /// `POST /api/v1/users/{userId}/ban`.
-pub async fn ban(
-    State(state): State<AppState>,
-    Path(user): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    set_banned(state, headers, user, true).await
+pub async fn ban(State(state): State<AppState>, Path(user): Path<String>) -> Response {
+    set_banned(state, user, true).await
 }
 
 /// `POST /api/v1/users/{userId}/unban`.
-pub async fn unban(
-    State(state): State<AppState>,
-    Path(user): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    set_banned(state, headers, user, false).await
+pub async fn unban(State(state): State<AppState>, Path(user): Path<String>) -> Response {
+    set_banned(state, user, false).await
 }
 
 /// The content of an API message: a JSON object.
@@ -196,8 +172,8 @@ pub struct Message {
 }
 
 /// `POST /api/v1/messages`: sends a private, group or chatroom message as `fromUserId`.
-pub async fn send(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let req: Message = signed!(state, headers, body);
+pub async fn send(State(state): State<AppState>, body: Bytes) -> Response {
+    let req: Message = parse_or_refuse!(body);
     let content = match content_text(req.content) {
         Ok(c) => c,
         Err(r) => return error(r),
@@ -251,12 +227,8 @@ pub struct SystemMessage {
 }
 
 /// `POST /api/v1/messages/system`: one message from a system account to each user.
-pub async fn send_system(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let req: SystemMessage = signed!(state, headers, body);
+pub async fn send_system(State(state): State<AppState>, body: Bytes) -> Response {
+    let req: SystemMessage = parse_or_refuse!(body);
     let send = match system_send(req.msg_type, req.content, req.push_text, req.client_msg_id) {
         Ok(s) => s,
         Err(r) => return error(r),
@@ -271,14 +243,7 @@ pub async fn send_system(
 }
 
 /// `GET /api/v1/users/{userId}/blocklist`.
-pub async fn blocklist(
-    State(state): State<AppState>,
-    Path(user): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(r) = authenticate(&state, &headers).await {
-        return r;
-    }
+pub async fn blocklist(State(state): State<AppState>, Path(user): Path<String>) -> Response {
     reply(
         state.engine.blocklist_of(&user).await,
         |list| json!({ "userIds": list }),
@@ -296,10 +261,9 @@ pub struct Blocklist {
 pub async fn set_blocklist(
     State(state): State<AppState>,
     Path(user): Path<String>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let req: Blocklist = signed!(state, headers, body);
+    let req: Blocklist = parse_or_refuse!(body);
     reply(
         state
             .engine
@@ -321,8 +285,8 @@ pub struct Broadcast {
 }
 
 /// `POST /api/v1/messages/broadcast`: a system message to every user the server knows.
-pub async fn broadcast(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let req: Broadcast = signed!(state, headers, body);
+pub async fn broadcast(State(state): State<AppState>, body: Bytes) -> Response {
+    let req: Broadcast = parse_or_refuse!(body);
     let send = match system_send(req.msg_type, req.content, req.push_text, req.client_msg_id) {
         Ok(s) => s,
         Err(r) => return error(r),
@@ -355,11 +319,7 @@ fn export_page() -> u32 {
 pub async fn history(
     State(state): State<AppState>,
     q: Result<Query<Export>, QueryRejection>,
-    headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authenticate(&state, &headers).await {
-        return r;
-    }
     let q = match api::query(q) {
         Ok(q) => q,
         Err(r) => return error(r),
@@ -425,10 +385,7 @@ async fn words_answer(state: &AppState) -> Response {
 }
 
 /// `GET /api/v1/sensitive-words`.
-pub async fn words(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(r) = authenticate(&state, &headers).await {
-        return r;
-    }
+pub async fn words(State(state): State<AppState>) -> Response {
     words_answer(&state).await
 }
 
@@ -446,8 +403,8 @@ pub struct Words {
 }
 
 /// `POST /api/v1/sensitive-words`: adds words (or changes their replacements).
-pub async fn add_words(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let req: Words = signed!(state, headers, body);
+pub async fn add_words(State(state): State<AppState>, body: Bytes) -> Response {
+    let req: Words = parse_or_refuse!(body);
     let words = req
         .words
         .into_iter()
@@ -466,12 +423,8 @@ pub struct WordList {
 }
 
 /// `POST /api/v1/sensitive-words/remove`.
-pub async fn remove_words(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let req: WordList = signed!(state, headers, body);
+pub async fn remove_words(State(state): State<AppState>, body: Bytes) -> Response {
+    let req: WordList = parse_or_refuse!(body);
     let words = req.words.into_iter().map(|w| (w, None)).collect();
     if let Err(ApiError(r)) = state.engine.change_sensitive_words(words, true).await {
         return error(r);
@@ -489,8 +442,8 @@ pub struct Recall {
 }
 
 /// `POST /api/v1/messages/recall`: recalls a user's message, at any time.
-pub async fn recall(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let req: Recall = signed!(state, headers, body);
+pub async fn recall(State(state): State<AppState>, body: Bytes) -> Response {
+    let req: Recall = parse_or_refuse!(body);
     match state
         .engine
         .recall_as(

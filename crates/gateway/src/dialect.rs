@@ -12,8 +12,8 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
@@ -126,6 +126,8 @@ pub async fn seed001(ws: WebSocketUpgrade, State(state): State<AppState>) -> Res
 /// body's `from` names in a request signed like the HTTP API's.
 pub async fn seed001_send(
     State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -139,7 +141,9 @@ pub async fn seed001_send(
             Err(response) => return response,
         }
     } else {
-        if let Err(response) = crate::api::authenticate(&state, &headers).await {
+        if let Err(response) =
+            crate::api::authenticate(&state, &method, &uri, &headers, &body).await
+        {
             return response;
         }
         let from = &value["from"];

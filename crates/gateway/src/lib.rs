@@ -4,7 +4,8 @@
 //!   writer task per connection, a handshake deadline, heartbeat supervision, and the engine
 //!   session's bounded outbox as the only outbound queue.
 //! - `/v1/poll`: the same protocol's JSON frames over HTTP long-polling (`poll.rs`).
-//! - `/api/v1/...`: the signed HTTP API for app servers (`api.rs`).
+//! - `/api/v1/...`: the HTTP API for app servers, each request signed over what it does
+//!   (`api.rs`).
 //! - `GET /navi`: the endpoints a client may use, and the limits it should keep.
 //! - `/v1/files`: uploads by users (their own token as `Authorization: Bearer`), and downloads
 //!   by signed links (`files.rs`).
@@ -250,9 +251,17 @@ fn router(state: AppState) -> Router {
         .route("/v1/files/{id}", get(files::download))
         .route("/v1/files/{id}/thumbnail", get(files::thumbnail))
         .route("/v1/files/{id}/url", post(files::link));
-    // Routes of one path with different methods are merged by axum.
+    // Routes of one path with different methods are merged by axum. Every API route but the
+    // OpenAPI document is signed, checked by one layer before its handler runs.
     for (method, path) in API_ROUTES {
-        router = router.route(path, api_route(method, path));
+        let mut route = api_route(method, path);
+        if *path != api::OPENAPI_PATH {
+            route = route.route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                api::require_signature,
+            ));
+        }
+        router = router.route(path, route);
     }
     if state.config.accounts {
         router = accounts::routes(router);

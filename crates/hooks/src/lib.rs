@@ -12,9 +12,11 @@
 //!   `{"action":"rewrite","content":{…}}`. No answer in time, an error status or an unreadable
 //!   answer means "unavailable", and `fail_open` decides.
 //!
-//! Requests are signed like the HTTP API: `App-Key`, `Nonce`, `Timestamp`, `Signature =
-//! hex(HMAC-SHA256(appSecret, Nonce + Timestamp))`, plus `Body-Signature =
-//! hex(HMAC-SHA256(appSecret, body))`.
+//! Requests are signed as an app server signs its HTTP API requests: `App-Key`, `Nonce`,
+//! `Timestamp`, and `Signature` in the request form (`tidings_engine::auth::sign_request`) over
+//! `POST`, the callback URL's path and query, and the body; plus `Body-Signature =
+//! hex(HMAC-SHA256(appSecret, body))`, which app servers written before `Signature` covered the
+//! body may check.
 //!
 //! Architecture invariant: only this crate talks HTTP to the app server; the engine sees the
 //! `Hooks` trait.
@@ -67,6 +69,8 @@ impl HookConfig {
 /// The HTTP callbacks.
 pub struct HttpHooks {
     config: HookConfig,
+    /// `config.moderation_url`, parsed.
+    moderation_url: Option<reqwest::Url>,
     client: reqwest::Client,
     signer: Signer,
     queue: Option<mpsc::Sender<String>>,
@@ -79,7 +83,14 @@ struct Signer {
 }
 
 impl Signer {
-    fn sign(&self, request: reqwest::RequestBuilder, body: String) -> reqwest::RequestBuilder {
+    /// A POST of `body` to `url`, signed as an app server signs an HTTP API request: over the
+    /// method, the URL's path and query (as the request line carries them) and the body.
+    fn post(
+        &self,
+        client: &reqwest::Client,
+        url: &reqwest::Url,
+        body: String,
+    ) -> reqwest::RequestBuilder {
         let nonce = format!(
             "{:016x}{:016x}",
             rand::random::<u64>(),
@@ -90,9 +101,18 @@ impl Signer {
             .map(|d| d.as_millis())
             .unwrap_or(0)
             .to_string();
-        let signature = tidings_engine::auth::api_signature(&self.app_secret, &nonce, &timestamp);
-        let body_signature = tidings_engine::auth::api_signature(&self.app_secret, &body, "");
-        request
+        let signature = tidings_engine::auth::sign_request(
+            &self.app_secret,
+            &nonce,
+            &timestamp,
+            "POST",
+            &path_and_query(url),
+            body.as_bytes(),
+        );
+        // Kept for app servers that check it since before `Signature` covered the body.
+        let body_signature = tidings_engine::auth::hmac_hex(&self.app_secret, body.as_bytes());
+        client
+            .post(url.clone())
             .header("App-Key", &self.app_key)
             .header("Nonce", nonce)
             .header("Timestamp", timestamp)
@@ -103,12 +123,30 @@ impl Signer {
     }
 }
 
+/// The request target a request to `url` carries: its path, and `?` and the query if it has
+/// one (a parsed URL keeps them percent-encoded as they are sent).
+fn path_and_query(url: &reqwest::Url) -> String {
+    match url.query() {
+        Some(query) => format!("{}?{query}", url.path()),
+        None => url.path().to_string(),
+    }
+}
+
+/// Parses a configured callback URL.
+fn parse_url(name: &str, url: &Option<String>) -> Result<Option<reqwest::Url>, String> {
+    url.as_deref()
+        .map(|u| reqwest::Url::parse(u).map_err(|e| format!("{name} {u:?} is not a URL: {e}")))
+        .transpose()
+}
+
 impl HttpHooks {
     /// Starts the callback task (if there is a webhook URL) on the current runtime.
     pub fn start(
         config: HookConfig,
         credentials: &AppCredentials,
     ) -> Result<Arc<HttpHooks>, String> {
+        let webhook_url = parse_url("webhook_url", &config.webhook_url)?;
+        let moderation_url = parse_url("moderation_url", &config.moderation_url)?;
         let client = reqwest::Client::builder()
             .build()
             .map_err(|e| format!("building the HTTP client: {e}"))?;
@@ -116,13 +154,13 @@ impl HttpHooks {
             app_key: credentials.app_key.clone(),
             app_secret: credentials.app_secret.clone(),
         };
-        let queue = match &config.webhook_url {
+        let queue = match webhook_url {
             Some(url) => {
                 let (tx, rx) = mpsc::channel(config.queue.max(1));
                 tokio::spawn(deliver(
                     client.clone(),
                     signer.clone(),
-                    url.clone(),
+                    url,
                     config.clone(),
                     rx,
                 ));
@@ -132,6 +170,7 @@ impl HttpHooks {
         };
         Ok(Arc::new(HttpHooks {
             config,
+            moderation_url,
             client,
             signer,
             queue,
@@ -198,18 +237,18 @@ fn verdict(body: &Value) -> Moderation {
 
 impl Hooks for HttpHooks {
     fn moderates(&self) -> bool {
-        self.config.moderation_url.is_some()
+        self.moderation_url.is_some()
     }
 
     fn moderate<'a>(&'a self, message: &'a Proposed) -> Moderating<'a> {
         Box::pin(async move {
-            let Some(url) = &self.config.moderation_url else {
+            let Some(url) = &self.moderation_url else {
                 return Moderation::Accept;
             };
             let body = json!({ "type": "message.moderate", "message": proposed_json(message) });
             let request = self
                 .signer
-                .sign(self.client.post(url), body.to_string())
+                .post(&self.client, url, body.to_string())
                 .timeout(self.config.moderation_timeout);
             let answer = async {
                 let response = request.send().await.ok()?;
@@ -251,7 +290,7 @@ impl Hooks for HttpHooks {
 async fn deliver(
     client: reqwest::Client,
     signer: Signer,
-    url: String,
+    url: reqwest::Url,
     config: HookConfig,
     mut rx: mpsc::Receiver<String>,
 ) {
@@ -281,7 +320,7 @@ async fn deliver(
             else => return,
         };
         let request = signer
-            .sign(client.post(&url), body.clone())
+            .post(&client, &url, body.clone())
             .timeout(config.request_timeout);
         let ok = match request.send().await {
             Ok(r) => r.status().is_success(),
@@ -306,6 +345,36 @@ async fn deliver(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn callbacks_sign_the_target_their_request_line_carries() {
+        let target = |u: &str| path_and_query(&reqwest::Url::parse(u).unwrap());
+        assert_eq!(target("http://app.example:8080"), "/");
+        assert_eq!(target("https://app.example/hooks/events"), "/hooks/events");
+        assert_eq!(
+            target("https://app.example/events?app=1&tag=a%20b"),
+            "/events?app=1&tag=a%20b"
+        );
+        // A URL is sent as it parses: a space is percent-encoded, and that is what is signed.
+        assert_eq!(target("https://app.example/a b?q=c d"), "/a%20b?q=c%20d");
+    }
+
+    #[test]
+    fn a_callback_url_that_does_not_parse_stops_the_start() {
+        let credentials = AppCredentials {
+            app_key: "k".into(),
+            app_secret: "s".into(),
+            token_key: vec![0; 32],
+        };
+        for (webhook, moderation, name) in [
+            (Some("http://"), None, "webhook_url"),
+            (None, Some("https://exa mple.com/m"), "moderation_url"),
+        ] {
+            let config = HookConfig::new(webhook.map(Into::into), moderation.map(Into::into));
+            let err = HttpHooks::start(config, &credentials).err();
+            assert!(err.as_deref().is_some_and(|e| e.contains(name)), "{err:?}");
+        }
+    }
 
     #[test]
     fn answers_become_verdicts() {

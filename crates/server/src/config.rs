@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde::Deserialize;
 use tidings_engine::DevicePolicy;
+use tidings_engine::auth::SignatureForm;
 use tidings_store_sqlite::Durability;
 
 /// `tidings serve` options. Each may also come from the environment or the config file.
@@ -131,6 +132,13 @@ pub struct RawConfig {
     /// 40026). Default open.
     #[arg(long, env = "TIDINGS_MODERATION_FAIL")]
     pub moderation_fail: Option<String>,
+    /// The `Signature` forms the HTTP API accepts from the app server: `request` (only the
+    /// form that covers the method, path and query, and body), `legacy` (also the older HMAC
+    /// over nonce and timestamp alone) or `seed004` (also seed 004's SHA1 of secret, nonce and
+    /// timestamp). The older forms let a captured set of headers be replayed on any route with
+    /// any body while its nonce is unused; see docs/protocol.md. Default request.
+    #[arg(long, env = "TIDINGS_API_SIGNATURE")]
+    pub api_signature: Option<String>,
     /// Time allowed for CONNECT after the WebSocket opens, in ms. Default 10000.
     #[arg(long, env = "TIDINGS_HANDSHAKE_TIMEOUT_MS")]
     pub handshake_timeout_ms: Option<u64>,
@@ -269,6 +277,8 @@ pub struct Config {
     pub moderation_url: Option<String>,
     pub moderation_timeout: Duration,
     pub moderation_fail_open: bool,
+    /// The older API signature form accepted besides the request form (`Request`: none).
+    pub api_signature: SignatureForm,
     pub handshake_timeout: Duration,
     pub request_timeout: Duration,
     pub upload_timeout: Duration,
@@ -373,6 +383,7 @@ impl RawConfig {
             moderation_url: self.moderation_url.or(file.moderation_url),
             moderation_timeout_ms: self.moderation_timeout_ms.or(file.moderation_timeout_ms),
             moderation_fail: self.moderation_fail.or(file.moderation_fail),
+            api_signature: self.api_signature.or(file.api_signature),
             handshake_timeout_ms: self.handshake_timeout_ms.or(file.handshake_timeout_ms),
             request_timeout_ms: self.request_timeout_ms.or(file.request_timeout_ms),
             upload_timeout_ms: self.upload_timeout_ms.or(file.upload_timeout_ms),
@@ -406,6 +417,10 @@ impl RawConfig {
             "open" => true,
             "closed" => false,
             other => bail!("moderation_fail must be `open` or `closed`, not {other:?}"),
+        };
+        let api_signature = self.api_signature.as_deref().unwrap_or("request");
+        let Some(api_signature) = SignatureForm::parse(api_signature) else {
+            bail!("api_signature must be `request`, `legacy` or `seed004`, not {api_signature:?}");
         };
         for (key, url) in [
             ("webhook_url", &self.webhook_url),
@@ -602,6 +617,7 @@ impl RawConfig {
                 self.moderation_timeout_ms.unwrap_or(2000),
             )?),
             moderation_fail_open,
+            api_signature,
             handshake_timeout: Duration::from_millis(positive(
                 "handshake_timeout_ms",
                 self.handshake_timeout_ms.unwrap_or(10_000),
@@ -794,6 +810,43 @@ mod tests {
         .resolve()
         .unwrap_err();
         assert!(format!("{err:#}").contains("no_such_key"));
+    }
+}
+
+#[cfg(test)]
+mod api_signature {
+    use super::*;
+
+    #[test]
+    fn the_request_form_alone_unless_an_older_one_is_named() {
+        let c = RawConfig::default().resolve().unwrap();
+        assert_eq!(c.api_signature, SignatureForm::Request);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(&file, "api_signature = \"seed004\"\n").unwrap();
+        let from_file = RawConfig {
+            config: Some(file),
+            ..Default::default()
+        };
+        assert_eq!(
+            from_file.clone().resolve().unwrap().api_signature,
+            SignatureForm::Seed004
+        );
+        let flag = RawConfig {
+            api_signature: Some("legacy".into()),
+            ..from_file
+        };
+        assert_eq!(flag.resolve().unwrap().api_signature, SignatureForm::Legacy);
+        let bad = RawConfig {
+            api_signature: Some("none".into()),
+            ..Default::default()
+        };
+        assert!(
+            bad.resolve()
+                .unwrap_err()
+                .to_string()
+                .contains("api_signature")
+        );
     }
 }
 

@@ -128,6 +128,7 @@ async fn start_node(
     engine_config.owns_store = owns_store;
     engine_config.max_group_members = config.max_group_members;
     engine_config.chatrooms = config.chatrooms.clone();
+    engine_config.api_signature = config.api_signature;
     let hooks: Option<Arc<dyn tidings_engine::hooks::Hooks>> =
         if config.webhook_url.is_some() || config.moderation_url.is_some() {
             let mut hook_config = tidings_hooks::HookConfig::new(
@@ -173,8 +174,9 @@ async fn start_node(
         .load_sensitive_words()
         .await
         .map_err(|e| anyhow::anyhow!("reading the sensitive words: {e}"))?;
-    // Download links are signed with a key of their own, derived from the app secret.
-    let file_key = tidings_engine::auth::api_signature(&credentials.app_secret, "files", "links");
+    // Download links are signed with a key of their own, derived from the app secret (the same
+    // key as before API signatures covered requests, so links already handed out stay valid).
+    let file_key = tidings_engine::auth::hmac_hex(&credentials.app_secret, b"fileslinks");
     let files = match &config.files_store {
         config::FilesStore::DataDir => tidings_files::Files::local(
             &config.data_dir.join("files"),

@@ -808,17 +808,27 @@ impl Target {
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_millis()
                 .to_string();
-            let signature =
-                tidings_engine::auth::api_signature(&creds.app_secret, &nonce, &timestamp);
+            let body = body.to_string();
+            // The signature covers the request target as sent, a base URL's own path included.
+            let uri: ureq::http::Uri = url.parse()?;
+            let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+            let signature = tidings_engine::auth::sign_request(
+                &creds.app_secret,
+                &nonce,
+                &timestamp,
+                &method,
+                target,
+                body.as_bytes(),
+            );
             let request = ureq::http::Request::builder()
                 .method(method.as_str())
-                .uri(&url)
+                .uri(&uri)
                 .header("App-Key", &creds.app_key)
                 .header("Nonce", &nonce)
                 .header("Timestamp", &timestamp)
                 .header("Signature", signature)
                 .header("Content-Type", "application/json")
-                .body(body.to_string())?;
+                .body(body)?;
             let agent: ureq::Agent = ureq::Agent::config_builder()
                 .http_status_as_error(false)
                 .build()

@@ -1,6 +1,8 @@
 //! The signed HTTP API and the health endpoint.
 
+use serde_json::{Value, json};
 use tidings_client::{Client, ClientConfig, Event};
+use tidings_engine::auth::{SignatureForm, legacy_signature, seed004_signature};
 use tidings_proto::Code;
 
 use crate::util::*;
@@ -11,7 +13,14 @@ async fn a_signed_request_mints_a_token_that_connects() {
     let (status, body) = api_post(
         &server,
         "/api/v1/users/dave/token",
-        signed(&server, "n-1", now_ms()),
+        signed(
+            &server,
+            "n-1",
+            now_ms(),
+            "POST",
+            "/api/v1/users/dave/token",
+            "",
+        ),
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -29,13 +38,14 @@ async fn bad_signatures_are_refused_with_their_codes() {
     let server = TestServer::start().await;
     let path = "/api/v1/users/dave/token";
     let now = now_ms();
-    let mut missing = signed(&server, "m-1", now);
+    let headers = |nonce: &str, ts: i64| signed(&server, nonce, ts, "POST", path, "");
+    let mut missing = headers("m-1", now);
     missing.retain(|(k, _)| *k != "Signature");
-    let mut wrong = signed(&server, "m-2", now);
+    let mut wrong = headers("m-2", now);
     wrong[3].1 = "00".repeat(32);
-    let mut wrong_app = signed(&server, "m-3", now);
+    let mut wrong_app = headers("m-3", now);
     wrong_app[0].1 = "nope".into();
-    let stale = signed(&server, "m-4", now - 6 * 60 * 1000);
+    let stale = headers("m-4", now - 6 * 60 * 1000);
     let cases = [
         (missing, Code::SignatureMissing),
         (wrong, Code::SignatureInvalid),
@@ -49,24 +59,185 @@ async fn bad_signatures_are_refused_with_their_codes() {
         assert_eq!(body["message"], code.text());
     }
     // A nonce works once.
-    let headers = signed(&server, "once", now);
-    assert_eq!(api_post(&server, path, headers.clone()).await.0, 200);
-    let (status, body) = api_post(&server, path, headers).await;
+    let once = headers("once", now);
+    assert_eq!(api_post(&server, path, once.clone()).await.0, 200);
+    let (status, body) = api_post(&server, path, once).await;
     assert_eq!(
         (status, body["code"].as_u64()),
         (401, Some(Code::NonceReused.as_u32().into()))
     );
     // A bad user id in the path.
+    let bad_id = "/api/v1/users/a%20b/token";
     let (status, body) = api_post(
         &server,
-        "/api/v1/users/a%20b/token",
-        signed(&server, "u-1", now),
+        bad_id,
+        signed(&server, "u-1", now, "POST", bad_id, ""),
     )
     .await;
     assert_eq!(
         (status, body["code"].as_u64()),
         (400, Some(Code::InvalidUserId.as_u32().into()))
     );
+}
+
+/// Asserts that `answer` is a refusal of the signature (42002).
+fn assert_signature_refused(what: &str, (status, body): (u16, Value)) {
+    assert_eq!(
+        (status, body["code"].as_u64()),
+        (401, Some(Code::SignatureInvalid.as_u32().into())),
+        "{what}: {body}"
+    );
+}
+
+#[tokio::test]
+async fn headers_signed_for_one_request_are_refused_on_any_other() {
+    let server = TestServer::start().await;
+    let (status, body) = api(
+        &server,
+        "POST",
+        "/api/v1/groups",
+        json!({ "groupId": "g", "ownerId": "alice", "memberIds": ["bob"] }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let now = now_ms();
+    let body = |text: &str| Some(text.to_string());
+
+    // Another route: a token asked for dave cannot be had for mallory.
+    let ttl = r#"{"ttlSecs":60}"#;
+    let for_dave = signed(
+        &server,
+        "route",
+        now,
+        "POST",
+        "/api/v1/users/dave/token",
+        ttl,
+    );
+    let spent = http(
+        &server,
+        "POST",
+        "/api/v1/users/mallory/token",
+        for_dave.clone(),
+        body(ttl),
+    );
+    assert_signature_refused("another route", spent.await);
+    // Another body: nor for longer than was signed.
+    let year = r#"{"ttlSecs":31536000}"#;
+    let spent = http(
+        &server,
+        "POST",
+        "/api/v1/users/dave/token",
+        for_dave.clone(),
+        body(year),
+    );
+    assert_signature_refused("another body", spent.await);
+    let spent = http(
+        &server,
+        "POST",
+        "/api/v1/users/dave/token",
+        for_dave.clone(),
+        None,
+    );
+    assert_signature_refused("no body", spent.await);
+    // The refusals did not use the nonce up: the request signed goes through, once.
+    let (status, answer) = http(
+        &server,
+        "POST",
+        "/api/v1/users/dave/token",
+        for_dave,
+        body(ttl),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["userId"].as_str()),
+        (200, Some("dave")),
+        "{answer}"
+    );
+
+    // Another method: a read of the group cannot dismiss it.
+    let read = signed(&server, "method", now, "GET", "/api/v1/groups/g", "");
+    let spent = http(&server, "DELETE", "/api/v1/groups/g", read.clone(), None);
+    assert_signature_refused("another method", spent.await);
+    let (status, answer) = http(&server, "GET", "/api/v1/groups/g", read, None).await;
+    // Still alive: dismissing it was refused.
+    assert_eq!(
+        (status, answer["group"]["dismissedTime"].as_i64()),
+        (200, Some(0)),
+        "{answer}"
+    );
+
+    // Another query, or none.
+    let page = "/api/v1/groups/g/members?limit=1";
+    let one = signed(&server, "query", now, "GET", page, "");
+    for other in [
+        "/api/v1/groups/g/members?limit=2",
+        "/api/v1/groups/g/members",
+    ] {
+        let spent = http(&server, "GET", other, one.clone(), None);
+        assert_signature_refused(other, spent.await);
+    }
+    let (status, answer) = http(&server, "GET", page, one, None).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["members"].as_array().map(Vec::len),
+        Some(1),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn every_api_route_but_the_openapi_document_wants_a_signature() {
+    let server = TestServer::start().await;
+    for (method, route) in tidings_gateway::API_ROUTES {
+        // Any value for the path's parameters: the signature is checked before they are read.
+        let path: String = route
+            .split('/')
+            .map(|part| if part.starts_with('{') { "x" } else { part })
+            .collect::<Vec<_>>()
+            .join("/");
+        let (status, body) = http(&server, method, &path, Vec::new(), None).await;
+        if path == "/api/v1/openapi.json" {
+            assert_eq!(status, 200, "{method} {path}");
+        } else {
+            assert_eq!(
+                (status, body["code"].as_u64()),
+                (401, Some(Code::SignatureMissing.as_u32().into())),
+                "{method} {path}"
+            );
+        }
+    }
+}
+
+/// Makes an older form's signature from the app secret, nonce and timestamp.
+type OlderForm = fn(&str, &str, &str) -> String;
+
+#[tokio::test]
+async fn older_signature_forms_are_accepted_only_when_the_setting_names_them() {
+    let forms: [(SignatureForm, OlderForm); 2] = [
+        (SignatureForm::Legacy, legacy_signature),
+        (SignatureForm::Seed004, seed004_signature),
+    ];
+    for (i, (form, sign)) in forms.into_iter().enumerate() {
+        let default = TestServer::start().await;
+        let named = TestServer::start_with(|c| c.api_signature = form).await;
+        let path = "/api/v1/users/dave/token";
+        let older = |server: &TestServer, sign: OlderForm, nonce: &str| {
+            let mut headers = signed(server, nonce, now_ms(), "POST", path, "");
+            let (nonce, ts) = (headers[1].1.clone(), headers[2].1.clone());
+            headers[3].1 = sign(&server.running().credentials.app_secret, &nonce, &ts);
+            headers
+        };
+        let refused = api_post(&default, path, older(&default, sign, "o-1")).await;
+        assert_signature_refused(&format!("{form:?} by default"), refused);
+        let (status, answer) = api_post(&named, path, older(&named, sign, "o-2")).await;
+        assert_eq!(status, 200, "{form:?} where named: {answer}");
+        // The request form is accepted there too, and the other older form is not.
+        let current = signed(&named, "o-3", now_ms(), "POST", path, "");
+        assert_eq!(api_post(&named, path, current).await.0, 200, "{form:?}");
+        let (_, other) = forms[1 - i];
+        let refused = api_post(&named, path, older(&named, other, "o-4")).await;
+        assert_signature_refused(&format!("the other form where {form:?} is named"), refused);
+    }
 }
 
 #[tokio::test]
@@ -76,12 +247,7 @@ async fn revoking_disconnects_the_user_and_refuses_old_tokens() {
     let (_client, mut events) = Client::connect(ClientConfig::new(server.url(), token.clone()))
         .await
         .unwrap();
-    let (status, body) = api_post(
-        &server,
-        "/api/v1/users/erin/revoke",
-        signed(&server, "r-1", now_ms()),
-    )
-    .await;
+    let (status, body) = api(&server, "POST", "/api/v1/users/erin/revoke", Value::Null).await;
     assert_eq!((status, body["tokenVersion"].as_u64()), (200, Some(1)));
     match next_terminal(&mut events).await {
         Event::Kicked { code, .. } => assert_eq!(code, Code::TokenRevoked.as_u32()),
@@ -99,12 +265,7 @@ async fn revoking_disconnects_the_user_and_refuses_old_tokens() {
         }
     );
     // A token minted after the revocation works.
-    let (status, body) = api_post(
-        &server,
-        "/api/v1/users/erin/token",
-        signed(&server, "r-2", now_ms()),
-    )
-    .await;
+    let (status, body) = api(&server, "POST", "/api/v1/users/erin/token", Value::Null).await;
     assert_eq!(status, 200);
     Client::connect(ClientConfig::new(
         server.url(),
@@ -138,11 +299,12 @@ async fn a_requested_lifetime_sets_the_expiry_and_bad_bodies_are_refused() {
     let server = TestServer::start().await;
     let path = "/api/v1/users/fay/token";
     let now_s = now_ms() / 1000;
+    let ttl = r#"{"ttlSecs": 60}"#;
     let (status, body) = api_post_body(
         &server,
         path,
-        signed(&server, "t-1", now_ms()),
-        r#"{"ttlSecs": 60}"#,
+        signed(&server, "t-1", now_ms(), "POST", path, ttl),
+        ttl,
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -153,8 +315,8 @@ async fn a_requested_lifetime_sets_the_expiry_and_bad_bodies_are_refused() {
     );
     for bad in [r#"{"ttlSecs": 0}"#, r#"{"ttl": 5}"#, "not json"] {
         let nonce = format!("t-{bad}");
-        let (status, body) =
-            api_post_body(&server, path, signed(&server, &nonce, now_ms()), bad).await;
+        let headers = signed(&server, &nonce, now_ms(), "POST", path, bad);
+        let (status, body) = api_post_body(&server, path, headers, bad).await;
         assert_eq!(
             (status, body["code"].as_u64()),
             (400, Some(Code::BadRequest.as_u32().into())),

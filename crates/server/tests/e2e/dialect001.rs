@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tidings_proto::Code;
 
-use crate::util::{SeedWs, TestServer, api, eventually, http, stored_cursor};
+use crate::util::{SeedWs, TestServer, api, eventually, http, now_ms, signed, stored_cursor};
 
 /// A seed-001 client.
 pub(crate) struct Client {
@@ -269,10 +269,34 @@ async fn messages_sent_over_http_arrive_with_method_http() {
     // Signed like the HTTP API, naming the sender.
     let mut signed_body = body.clone();
     signed_body["from"] = json!({ "name": "2503" });
-    let (status, answer) = api(&server, "POST", "/json/message", signed_body).await;
+    let (status, answer) = api(&server, "POST", "/json/message", signed_body.clone()).await;
     assert_eq!(status, 200, "{answer}");
     let got = b.packet("MESSAGE").await;
     assert_eq!(got["from"], json!({ "method": "http", "name": "2503" }));
+    // The signature covers the body: headers signed for 2503's message cannot send as 2504.
+    let mut forged = signed_body.clone();
+    forged["from"] = json!({ "name": "2504" });
+    let for_2503 = signed(
+        &server,
+        "seed001-body",
+        now_ms(),
+        "POST",
+        "/json/message",
+        &signed_body.to_string(),
+    );
+    let (status, answer) = http(
+        &server,
+        "POST",
+        "/json/message",
+        for_2503,
+        Some(forged.to_string()),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["code"].clone()),
+        (401, json!(Code::SignatureInvalid.as_u32())),
+        "{answer}"
+    );
 
     // Signed without a sender, unsigned, and a bad body.
     let (status, answer) = api(&server, "POST", "/json/message", body.clone()).await;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::routing::post;
 use serde_json::{Value, json};
 use tidings_client::{ClientError, Outgoing};
@@ -25,17 +25,58 @@ struct AppServer {
     hang: bool,
     /// Answer moderation with 500.
     moderation_down: bool,
-    /// Every callback request: (headers, body).
-    seen: Vec<(HeaderMap, String)>,
+    /// Every after-send callback request: (headers, request target, body).
+    seen: Vec<(HeaderMap, String, String)>,
+    /// Every moderation request, likewise.
+    moderated: Vec<(HeaderMap, String, String)>,
 }
 
 type Shared = Arc<Mutex<AppServer>>;
 
-async fn events(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> StatusCode {
+/// A request as the app server saw it: (headers, request target, body).
+fn request(headers: HeaderMap, uri: &Uri, body: &Bytes) -> (HeaderMap, String, String) {
+    let target = uri
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_string();
+    (headers, target, String::from_utf8_lossy(body).into_owned())
+}
+
+/// Asserts that a callback request is signed as the app server's own API requests are, over
+/// its method, target and body, and carries the body's own signature too.
+fn assert_signed(
+    creds: &tidings_engine::AppCredentials,
+    (headers, target, body): &(HeaderMap, String, String),
+) {
+    let h = |k: &str| headers.get(k).unwrap().to_str().unwrap().to_string();
+    assert_eq!(h("app-key"), creds.app_key);
+    assert_eq!(
+        h("signature"),
+        tidings_engine::auth::sign_request(
+            &creds.app_secret,
+            &h("nonce"),
+            &h("timestamp"),
+            "POST",
+            target,
+            body.as_bytes()
+        ),
+        "{target}"
+    );
+    assert_eq!(
+        h("body-signature"),
+        tidings_engine::auth::hmac_hex(&creds.app_secret, body.as_bytes())
+    );
+}
+
+async fn events(
+    State(app): State<Shared>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
     let (hang, fail) = {
         let mut app = app.lock().unwrap();
-        app.seen
-            .push((headers, String::from_utf8_lossy(&body).into_owned()));
+        app.seen.push(request(headers, &uri, &body));
         let fail = app.fail_first > 0;
         if fail {
             app.fail_first -= 1;
@@ -52,9 +93,18 @@ async fn events(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> S
     }
 }
 
-async fn moderate(State(app): State<Shared>, body: Bytes) -> (StatusCode, String) {
-    if app.lock().unwrap().moderation_down {
-        return (StatusCode::INTERNAL_SERVER_ERROR, String::new());
+async fn moderate(
+    State(app): State<Shared>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, String) {
+    {
+        let mut app = app.lock().unwrap();
+        app.moderated.push(request(headers, &uri, &body));
+        if app.moderation_down {
+            return (StatusCode::INTERNAL_SERVER_ERROR, String::new());
+        }
     }
     let request: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(request["type"], "message.moderate");
@@ -92,8 +142,9 @@ async fn after_send_callbacks_are_signed_and_retried_until_delivered() {
         ..Default::default()
     })
     .await;
+    // A query in the URL is part of what is signed.
     let server = TestServer::start_with(|c| {
-        c.webhook_url = Some(format!("{url}/events"));
+        c.webhook_url = Some(format!("{url}/events?app=tidings&tag=a%20b"));
         c.webhook_retry = Duration::from_millis(50);
     })
     .await;
@@ -106,17 +157,10 @@ async fn after_send_callbacks_are_signed_and_retried_until_delivered() {
     let seen = std::mem::take(&mut app.lock().unwrap().seen);
     assert_eq!(seen.len(), 3, "one callback, two failures then a success");
     let creds = &server.running().credentials;
-    for (headers, body) in &seen {
-        let h = |k: &str| headers.get(k).unwrap().to_str().unwrap().to_string();
-        assert_eq!(h("app-key"), creds.app_key);
-        assert_eq!(
-            h("signature"),
-            tidings_engine::auth::api_signature(&creds.app_secret, &h("nonce"), &h("timestamp"))
-        );
-        assert_eq!(
-            h("body-signature"),
-            tidings_engine::auth::api_signature(&creds.app_secret, body, "")
-        );
+    for seen in &seen {
+        assert_eq!(seen.1, "/events?app=tidings&tag=a%20b");
+        assert_signed(creds, seen);
+        let body = &seen.2;
         let event: Value = serde_json::from_str(body).unwrap();
         assert_eq!(event["type"], "message.sent");
         assert_eq!(event["message"]["uid"], sent.uid.as_str());
@@ -166,7 +210,7 @@ fn refused(r: Result<tidings_client::Sent, ClientError>) -> (u32, String) {
 
 #[tokio::test]
 async fn moderation_accepts_rejects_or_rewrites_before_storage() {
-    let (_app, url) = app_server(AppServer::default()).await;
+    let (app, url) = app_server(AppServer::default()).await;
     let server =
         TestServer::start_with(|c| c.moderation_url = Some(format!("{url}/moderate"))).await;
     let (alice, _a) = server.client("alice", "phone").await;
@@ -199,6 +243,13 @@ async fn moderation_accepts_rejects_or_rewrites_before_storage() {
         .await
         .unwrap();
     assert_eq!(history.messages.len(), 2);
+    // Each moderation request was signed.
+    let moderated = std::mem::take(&mut app.lock().unwrap().moderated);
+    assert_eq!(moderated.len(), 3);
+    for request in &moderated {
+        assert_eq!(request.1, "/moderate");
+        assert_signed(&server.running().credentials, request);
+    }
 }
 
 #[tokio::test]

@@ -363,18 +363,31 @@ pub async fn api_post_body(
     .unwrap()
 }
 
-/// Valid signature headers for `server`, with the given nonce and timestamp (ms).
-pub fn signed(server: &TestServer, nonce: &str, timestamp_ms: i64) -> Vec<(&'static str, String)> {
+/// Valid signature headers for `server`, with the given nonce and timestamp (ms), for the
+/// request `method` on `target` (its path and query, as sent) with `body` (empty for none).
+pub fn signed(
+    server: &TestServer,
+    nonce: &str,
+    timestamp_ms: i64,
+    method: &str,
+    target: &str,
+    body: &str,
+) -> Vec<(&'static str, String)> {
     let creds = &server.running().credentials;
     let ts = timestamp_ms.to_string();
+    let signature = tidings_engine::auth::sign_request(
+        &creds.app_secret,
+        nonce,
+        &ts,
+        method,
+        target,
+        body.as_bytes(),
+    );
     vec![
         ("App-Key", creds.app_key.clone()),
         ("Nonce", nonce.to_string()),
-        ("Timestamp", ts.clone()),
-        (
-            "Signature",
-            tidings_engine::auth::api_signature(&creds.app_secret, nonce, &ts),
-        ),
+        ("Timestamp", ts),
+        ("Signature", signature),
     ]
 }
 
@@ -395,8 +408,16 @@ pub async fn api(
 ) -> (u16, serde_json::Value) {
     static NONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NONCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let headers = signed(server, &format!("api-{n}-{}", now_ms()), now_ms());
     let body = (!body.is_null()).then(|| body.to_string());
+    let nonce = format!("api-{n}-{}", now_ms());
+    let headers = signed(
+        server,
+        &nonce,
+        now_ms(),
+        method,
+        path,
+        body.as_deref().unwrap_or(""),
+    );
     http(server, method, path, headers, body).await
 }
 

@@ -1,7 +1,7 @@
 // Starts a real `tidings serve` (the binary named by TIDINGS_BIN) on a free port with a fresh
 // data directory, and stops it; `api` makes signed requests to its HTTP API.
 import { spawn } from 'node:child_process';
-import { createHmac, randomUUID } from 'node:crypto';
+import { createHash, createHmac, randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -60,16 +60,23 @@ export async function startServer() {
     async api(method, path, body) {
       const nonce = randomUUID();
       const timestamp = String(Date.now());
-      const r = await fetch(`${url}/api/v1${path}`, {
-        method,
+      const target = new URL(`${url}/api/v1${path}`);
+      const payload = body === undefined ? '' : JSON.stringify(body);
+      // Signed over the nonce, the timestamp, the method, the path and query fetch sends, and
+      // the body's SHA-256, joined by newlines.
+      const sent = target.href.slice(target.origin.length).split('#')[0];
+      const bodyHash = createHash('sha256').update(payload).digest('hex');
+      const signed = [nonce, timestamp, method.toUpperCase(), sent, bodyHash].join('\n');
+      const r = await fetch(target, {
+        method: method.toUpperCase(),
         headers: {
           'App-Key': appKey,
           Nonce: nonce,
           Timestamp: timestamp,
-          Signature: createHmac('sha256', appSecret).update(nonce + timestamp).digest('hex'),
+          Signature: createHmac('sha256', appSecret).update(signed).digest('hex'),
           ...(body === undefined ? {} : { 'Content-Type': 'application/json' }),
         },
-        body: body === undefined ? undefined : JSON.stringify(body),
+        body: body === undefined ? undefined : payload,
       });
       const answer = await r.json();
       if (!r.ok || answer.code) throw new Error(`${method} ${path}: ${JSON.stringify(answer)}`);
