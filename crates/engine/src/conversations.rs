@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 use crate::commit::{CommitReply, CommitRequest};
 use crate::session::private_conversation_id;
 use crate::validate::{self, Refusal};
-use crate::{ConversationOut, Delivered, Outbound, QueryAckOut, Session};
+use crate::{ConversationOut, Delivered, Engine, Outbound, QueryAckOut, Session};
 
 /// Conversations per page when the client does not say.
 pub const PAGE_DEFAULT: u32 = 50;
@@ -595,16 +595,8 @@ impl Session {
         let user = &self.shared.user;
         let history = self
             .engine
-            .inner
-            .store
-            .history(
-                user,
-                &conversation_id(conversation_type, user, target)?,
-                from,
-                count,
-            )
-            .await
-            .map_err(store_failed("history read"))?;
+            .user_history(user, conversation_type, target, from, count)
+            .await?;
         // Within the answer's byte budget, keeping the messages nearest the starting point.
         let mut messages = history.messages;
         let mut has_more = history.has_more;
@@ -1022,6 +1014,31 @@ pub(crate) fn amended(results: Vec<WriteResult>) -> Result<tidings_store::Stored
 const REMOVE_MAX: usize = 200;
 
 /// The refusal for a failed store call, logged with what was being done.
+impl Engine {
+    /// A page of the conversation `(conversation_type, target)` as `user` sees its history:
+    /// without what they cleared or deleted, a group's only from their joining to their
+    /// leaving, directed messages only if they are in the audience.
+    pub(crate) async fn user_history(
+        &self,
+        user: &str,
+        conversation_type: u32,
+        target: &str,
+        from: HistoryFrom,
+        count: usize,
+    ) -> Result<tidings_store::History, Refusal> {
+        self.inner
+            .store
+            .history(
+                user,
+                &conversation_id(conversation_type, user, target)?,
+                from,
+                count,
+            )
+            .await
+            .map_err(store_failed("history read"))
+    }
+}
+
 fn store_failed(what: &'static str) -> impl FnOnce(tidings_store::StoreError) -> Refusal {
     move |e| {
         tracing::error!(error = %e, "{what} failed");
@@ -1034,7 +1051,7 @@ fn user_event_sender() -> String {
     String::new()
 }
 
-fn check_key(conversation_type: u32, target: &str) -> Result<(), Refusal> {
+pub(crate) fn check_key(conversation_type: u32, target: &str) -> Result<(), Refusal> {
     conversation_id(conversation_type, "", target).map(drop)
 }
 

@@ -23,6 +23,7 @@ mod chatrooms;
 pub mod cluster;
 mod commit;
 mod conversations;
+mod files;
 mod groups;
 pub mod hooks;
 pub mod outbox;
@@ -51,6 +52,7 @@ pub use chatrooms::{
     RECENT_MAX, RoomItem,
 };
 pub use conversations::{AmendRequest, ConversationQuery, ConversationUpdateRequest, HistoryStart};
+pub use files::MessageRef;
 pub use groups::GroupQuery;
 pub use outbox::Outbox;
 pub use presence::PresenceOut;

@@ -564,3 +564,40 @@ async fn committed_messages_go_to_the_pusher_for_recipients_with_no_session() {
     assert_eq!(got[0].1, vec!["erin".to_string()]);
     assert!(posted.iter().any(|p| p.uid == got[0].0));
 }
+
+#[tokio::test]
+async fn a_file_is_seen_by_those_who_see_a_message_whose_content_names_it() {
+    let f = fixture(|_| {});
+    let alice = connect(&f.engine, "alice", "phone").await;
+    let file = "0123456789abcdef0123456789abcdef";
+    alice
+        .publish(
+            1,
+            text("c1", "bob", &format!("/v1/files/{file}?exp=1&sig=2")),
+        )
+        .await;
+    let with_file = puback(&alice).await.seq;
+    alice.publish(2, text("c2", "bob", "no file")).await;
+    let without = puback(&alice).await.seq;
+    let at = |target: &str, seq: u64| MessageRef {
+        conversation_type: 1,
+        target_id: target.into(),
+        seq,
+    };
+    let code = |r: Result<(), Refusal>| r.err().map(|r| r.code);
+    let sees = |user: &'static str, file: &'static str, m: MessageRef| {
+        let engine = f.engine.clone();
+        async move { code(engine.can_see_file(user, file, &m).await) }
+    };
+    assert_eq!(sees("bob", file, at("alice", with_file)).await, None);
+    assert_eq!(sees("alice", file, at("bob", with_file)).await, None);
+    let refused = Some(Code::FileLinkRefused);
+    assert_eq!(sees("bob", file, at("alice", without)).await, refused);
+    assert_eq!(sees("carol", file, at("alice", with_file)).await, refused);
+    assert_eq!(sees("bob", file, at("alice", 9)).await, refused);
+    // An empty id is in every content, and names no file.
+    assert_eq!(sees("bob", "", at("alice", with_file)).await, refused);
+    let bad = Some(Code::BadRequest);
+    assert_eq!(sees("bob", file, at("alice", 0)).await, bad);
+    assert_eq!(sees("bob", file, at("no one!", 1)).await, bad);
+}

@@ -6,8 +6,11 @@
 //!
 //! Downloads are authorised by the link itself: `/v1/files/{id}?exp=E&sig=S`, where `S` is an
 //! HMAC-SHA256 (keyed with a secret of the server's) of the id and `E`, the link's expiry in
-//! seconds since the Unix epoch (0: it does not expire). A link cannot be guessed, and one made
-//! to expire stops working then.
+//! seconds since the Unix epoch. A link cannot be guessed, and it stops working at its expiry.
+//! Every link expires: none is made to live longer than the maximum lifetime (default 7 days),
+//! and one that would live longer than that from now (a link that never expires, `exp=0`, made
+//! before links had to expire, or one made while the maximum was longer) is refused, so
+//! lowering the maximum shortens the links already given out.
 //!
 //! What may be uploaded: at most `max_bytes` (default 20 MiB) of one of the types [`kind_of`]
 //! accepts. An image must be what its type says (its bytes are decoded) and gets a JPEG
@@ -25,6 +28,12 @@ use sha2::Sha256;
 
 /// The largest upload by default.
 pub const DEFAULT_MAX_BYTES: usize = 20 << 20;
+/// The longest a link lives by default, in seconds: 7 days.
+pub const DEFAULT_MAX_LINK_SECS: u64 = 7 * 24 * 3600;
+/// How far past the maximum lifetime a link's expiry may lie and still be honoured: the clocks
+/// of a cluster's nodes differ a little, and a link made at the maximum on a node whose clock
+/// runs ahead must still work on the others.
+pub const CLOCK_SLACK_SECS: u64 = 300;
 /// The longest side of a thumbnail, in pixels.
 pub const THUMBNAIL_SIDE: u32 = 256;
 /// Images with a side longer than this are refused rather than decoded.
@@ -121,6 +130,7 @@ pub struct Files {
     store: Arc<dyn ObjectStore>,
     key: Arc<[u8]>,
     max_bytes: usize,
+    max_link_secs: u64,
 }
 
 impl std::fmt::Debug for Files {
@@ -128,6 +138,7 @@ impl std::fmt::Debug for Files {
         f.debug_struct("Files")
             .field("store", &self.store.to_string())
             .field("max_bytes", &self.max_bytes)
+            .field("max_link_secs", &self.max_link_secs)
             .finish_non_exhaustive()
     }
 }
@@ -175,11 +186,29 @@ impl Files {
             store,
             key: key.into(),
             max_bytes,
+            max_link_secs: DEFAULT_MAX_LINK_SECS,
         }
+    }
+
+    /// The same store, with links that live at most `secs` seconds (at least 1).
+    pub fn with_max_link_secs(mut self, secs: u64) -> Files {
+        self.max_link_secs = secs.max(1);
+        self
     }
 
     pub fn max_bytes(&self) -> usize {
         self.max_bytes
+    }
+
+    /// The longest a link lives, in seconds.
+    pub fn max_link_secs(&self) -> u64 {
+        self.max_link_secs
+    }
+
+    /// The expiry of a link made at `now` (seconds since the Unix epoch) to live `ttl` seconds,
+    /// or the maximum lifetime if `ttl` is longer.
+    pub fn expiry(&self, now: u64, ttl: u64) -> u64 {
+        now.saturating_add(ttl.min(self.max_link_secs))
     }
 
     /// Stores an upload: checks its size and type, decodes an image and makes its thumbnail.
@@ -286,14 +315,19 @@ impl Files {
     }
 
     /// The query string that authorises downloads of `id` until `expires` (seconds since the
-    /// Unix epoch; 0: for good): `exp=…&sig=…`.
+    /// Unix epoch, from [`Files::expiry`]): `exp=…&sig=…`.
     pub fn grant(&self, id: &str, expires: u64) -> String {
         format!("exp={expires}&sig={}", self.signature(id, expires))
     }
 
-    /// Whether `sig` authorises downloads of `id` until `expires`, at `now` (seconds).
+    /// Whether `sig` authorises downloads of `id` until `expires`, at `now` (seconds): the
+    /// signature is this server's, the link has not expired, and it does not live longer from
+    /// now than the maximum lifetime allows (`exp=0`, which once meant "never", is such a link).
     pub fn allows(&self, id: &str, expires: u64, sig: &str, now: u64) -> bool {
-        if expires != 0 && expires < now {
+        let latest = now
+            .saturating_add(self.max_link_secs)
+            .saturating_add(CLOCK_SLACK_SECS);
+        if expires < now || expires > latest {
             return false;
         }
         let Ok(sig) = hex::decode(sig) else {
@@ -511,11 +545,36 @@ mod tests {
             "another file"
         );
         assert!(!f.allows(id, 100, "zz", 50));
-        let forever = f.grant(id, 0);
-        let sig = forever.split("sig=").nth(1).unwrap();
-        assert!(f.allows(id, 0, sig, u64::MAX));
         // Another server's key signs differently.
         let other = Files::local(dir.path(), b"other", 1).unwrap();
-        assert!(!other.allows(id, 0, sig, 1));
+        assert!(!other.allows(id, 100, sig, 50));
+    }
+
+    #[test]
+    fn no_link_outlives_the_maximum_lifetime() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = files(dir.path()).with_max_link_secs(600);
+        let id = "0123456789abcdef0123456789abcdef";
+        let now = 1_000_000;
+        assert_eq!(f.expiry(now, 60), now + 60);
+        assert_eq!(f.expiry(now, 3600), now + 600, "clamped to the maximum");
+        assert_eq!(f.expiry(u64::MAX - 1, 3600), u64::MAX);
+        let sig = |expires: u64| {
+            f.grant(id, expires)
+                .split("sig=")
+                .nth(1)
+                .unwrap()
+                .to_string()
+        };
+        assert!(f.allows(id, now + 600, &sig(now + 600), now));
+        // A link that never expires, properly signed, is refused.
+        assert!(!f.allows(id, 0, &sig(0), now));
+        // So is one made to live longer than the maximum (made before it was lowered), beyond
+        // the clocks' slack.
+        let long = now + 600 + CLOCK_SLACK_SECS;
+        assert!(f.allows(id, long, &sig(long), now));
+        assert!(!f.allows(id, long + 1, &sig(long + 1), now));
+        // Once the time left is within the maximum, it works again until it expires.
+        assert!(f.allows(id, long + 1, &sig(long + 1), now + 1));
     }
 }

@@ -147,7 +147,7 @@ fn status_of(code: Code) -> StatusCode {
         | Code::TokenExpired
         | Code::TokenRevoked
         | Code::BadCredentials => StatusCode::UNAUTHORIZED,
-        Code::UserBanned => StatusCode::FORBIDDEN,
+        Code::UserBanned | Code::FileLinkRefused => StatusCode::FORBIDDEN,
         Code::NotFound
         | Code::GroupNotFound
         | Code::ChatroomNotFound

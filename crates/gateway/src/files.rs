@@ -1,5 +1,7 @@
 //! Files users upload for their messages (`tidings-files` keeps them): uploads and fresh links
-//! with the user's own token (`Authorization: Bearer`), downloads by signed link.
+//! with the user's own token (`Authorization: Bearer`), downloads by signed link. A fresh link
+//! goes to the file's uploader, or to a user who names a message carrying the file that the
+//! engine says they can see ([`Engine::can_see_file`](tidings_engine::Engine::can_see_file)).
 
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -9,7 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tidings_engine::Refusal;
+use tidings_engine::{MessageRef, Refusal};
 use tidings_files::{FileError, Files, Kind, Meta};
 use tidings_proto::Code;
 
@@ -19,8 +21,9 @@ use crate::api::{base_urls, error, json_body, query};
 
 /// Path of the upload endpoint.
 pub const FILES_PATH: &str = "/v1/files";
-/// The longest a link asked for may last: one year.
-const MAX_LINK_SECS: u64 = 365 * 24 * 3600;
+/// How long a link asked for lasts when the request does not say (or the maximum lifetime, if
+/// that is shorter).
+const DEFAULT_LINK_SECS: u64 = 3600;
 
 fn now_secs() -> u64 {
     std::time::SystemTime::now()
@@ -46,11 +49,15 @@ fn refusal(e: FileError) -> Refusal {
     Refusal::new(code, e.to_string())
 }
 
-/// The links of a file, expiring at `expires` (0: never): `url`, and `thumbnailUrl` for an
-/// image.
-fn links(base: &str, files: &Files, meta: &Meta, expires: u64) -> Value {
+/// The links of a file that expire `ttl` seconds from now (at most the maximum lifetime):
+/// `url`, `thumbnailUrl` for an image, and `expiresAt` (seconds since the Unix epoch).
+fn links(base: &str, files: &Files, meta: &Meta, ttl: u64) -> Value {
+    let expires = files.expiry(now_secs(), ttl);
     let grant = files.grant(&meta.id, expires);
-    let mut out = json!({ "url": format!("{base}{FILES_PATH}/{}?{grant}", meta.id) });
+    let mut out = json!({
+        "url": format!("{base}{FILES_PATH}/{}?{grant}", meta.id),
+        "expiresAt": expires,
+    });
     if meta.thumbnail {
         out["thumbnailUrl"] = format!("{base}{FILES_PATH}/{}/thumbnail?{grant}", meta.id).into();
     }
@@ -116,7 +123,8 @@ pub async fn upload(
             )
             .await
             .map_err(refusal)?;
-        let mut answer = links(&base, files, &meta, 0);
+        // The upload's own links live as long as any link may.
+        let mut answer = links(&base, files, &meta, files.max_link_secs());
         answer["code"] = 0.into();
         answer["file"] = described(&meta);
         Ok::<_, Refusal>(answer)
@@ -132,19 +140,43 @@ pub async fn upload(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LinkRequest {
     ttl_secs: Option<u64>,
+    /// The message the user sees the file in (all three, or none).
+    conversation_type: Option<u32>,
+    target_id: Option<String>,
+    seq: Option<u64>,
 }
 
-/// `POST /v1/files/{id}/url` `{"ttlSecs"?}`: a link to the file that expires after `ttlSecs`
-/// (default 3,600), for any user holding the file's id.
+impl LinkRequest {
+    /// The message named, if one is.
+    fn message(self) -> Result<Option<MessageRef>, Refusal> {
+        match (self.conversation_type, self.target_id, self.seq) {
+            (None, None, None) => Ok(None),
+            (Some(conversation_type), Some(target_id), Some(seq)) => Ok(Some(MessageRef {
+                conversation_type,
+                target_id,
+                seq,
+            })),
+            _ => Err(Refusal::new(
+                Code::BadRequest,
+                "name the message by conversationType, targetId and seq together",
+            )),
+        }
+    }
+}
+
+/// `POST /v1/files/{id}/url` `{"ttlSecs"?, "conversationType"?, "targetId"?, "seq"?}`: links
+/// to the file that expire after `ttlSecs` (default 3,600; at most the maximum lifetime), for
+/// its uploader, or for a user who names a message they can see that carries the file.
 pub async fn link(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(refused) = bearer(&state, &headers).await {
-        return refused;
-    }
+    let user = match bearer(&state, &headers).await {
+        Ok(user) => user,
+        Err(refused) => return refused,
+    };
     let outcome = async {
         let files = store(&state)?;
         let request: LinkRequest = if body.is_empty() {
@@ -152,23 +184,29 @@ pub async fn link(
         } else {
             json_body(&body)?
         };
-        let ttl = request.ttl_secs.unwrap_or(3600);
-        if ttl == 0 || ttl > MAX_LINK_SECS {
-            return Err(Refusal::new(
-                Code::BadRequest,
-                format!("ttlSecs is 1 to {MAX_LINK_SECS}"),
-            ));
+        let ttl = request.ttl_secs.unwrap_or(DEFAULT_LINK_SECS);
+        if ttl == 0 {
+            return Err(Refusal::new(Code::BadRequest, "ttlSecs is at least 1"));
         }
+        let message = request.message()?;
         let meta = files
             .meta(&id)
             .await
             .map_err(refusal)?
             .ok_or(Refusal::from(Code::FileNotFound))?;
+        if meta.owner != user {
+            let Some(message) = message else {
+                return Err(Refusal::new(
+                    Code::FileLinkRefused,
+                    "only its uploader may leave out the message: name the message you see \
+                     the file in (its conversationType, targetId and seq)",
+                ));
+            };
+            state.engine.can_see_file(&user, &meta.id, &message).await?;
+        }
         let base = base_urls(&state, &headers)?.remove(0);
-        let expires = now_secs() + ttl;
-        let mut answer = links(&base, files, &meta, expires);
+        let mut answer = links(&base, files, &meta, ttl);
         answer["code"] = 0.into();
-        answer["expiresAt"] = expires.into();
         Ok(answer)
     }
     .await;

@@ -112,6 +112,9 @@ pub enum Code {
     FileTypeNotAllowed = 42021,
     FileInvalid = 42022,
     FileNotFound = 42023,
+    /// A link to a file asked for by a user who is not its uploader, without naming a message
+    /// they can see that carries it.
+    FileLinkRefused = 42024,
     AccountTaken = 42010,
     BadCredentials = 42011,
     TooManyAttempts = 42012,
@@ -201,6 +204,7 @@ impl Code {
         Code::FileTypeNotAllowed,
         Code::FileInvalid,
         Code::FileNotFound,
+        Code::FileLinkRefused,
         Code::AccountTaken,
         Code::BadCredentials,
         Code::TooManyAttempts,
@@ -300,6 +304,7 @@ impl Code {
             Code::FileTypeNotAllowed => "files of this type are not accepted",
             Code::FileInvalid => "the file is empty, or not what its type says",
             Code::FileNotFound => "no such file, or the link has expired",
+            Code::FileLinkRefused => "this file is not in a message you can see",
             Code::AccountTaken => "the account name is taken",
             Code::BadCredentials => "wrong account or password",
             Code::TooManyAttempts => "too many attempts: try again later",

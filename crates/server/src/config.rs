@@ -37,6 +37,10 @@ pub struct RawConfig {
     /// The largest file a user may upload, in bytes. Default 20971520 (20 MiB).
     #[arg(long, env = "TIDINGS_MAX_UPLOAD_BYTES")]
     pub max_upload_bytes: Option<usize>,
+    /// The longest a file link lives, in seconds: an upload's own links expire after it, and
+    /// a fresh link asked for longer gets this. Default 604800 (7 days).
+    #[arg(long, env = "TIDINGS_MAX_FILE_LINK_SECS")]
+    pub max_file_link_secs: Option<u64>,
     /// Data directory (database, credentials). Default ./data.
     #[arg(long, env = "TIDINGS_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -251,6 +255,8 @@ pub struct Config {
     pub public_urls: Vec<String>,
     pub files_store: FilesStore,
     pub max_upload_bytes: usize,
+    /// The longest a file link lives.
+    pub max_file_link: Duration,
     pub data_dir: PathBuf,
     pub store: StoreSetting,
     pub heartbeat: Duration,
@@ -356,6 +362,7 @@ impl RawConfig {
             public_urls: self.public_urls.or(file.public_urls),
             files_store: self.files_store.or(file.files_store),
             max_upload_bytes: self.max_upload_bytes.or(file.max_upload_bytes),
+            max_file_link_secs: self.max_file_link_secs.or(file.max_file_link_secs),
             data_dir: self.data_dir.or(file.data_dir),
             store: self.store.or(file.store),
             heartbeat_ms: self.heartbeat_ms.or(file.heartbeat_ms),
@@ -565,6 +572,11 @@ impl RawConfig {
                 self.max_upload_bytes
                     .unwrap_or(tidings_files::DEFAULT_MAX_BYTES) as u64,
             )? as usize,
+            max_file_link: Duration::from_secs(positive(
+                "max_file_link_secs",
+                self.max_file_link_secs
+                    .unwrap_or(tidings_files::DEFAULT_MAX_LINK_SECS),
+            )?),
             data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("data")),
             store,
             heartbeat: Duration::from_millis(positive(
@@ -676,6 +688,26 @@ mod tests {
         assert_eq!(c.device_policy, DevicePolicy::Multi);
         assert!(c.accounts);
         assert_eq!(c.store, StoreSetting::DataDir);
+        assert_eq!(c.max_file_link, Duration::from_secs(7 * 24 * 3600));
+    }
+
+    #[test]
+    fn file_links_live_at_most_the_setting_which_is_not_zero() {
+        let c = RawConfig {
+            max_file_link_secs: Some(600),
+            ..Default::default()
+        };
+        assert_eq!(c.resolve().unwrap().max_file_link, Duration::from_secs(600));
+        let zero = RawConfig {
+            max_file_link_secs: Some(0),
+            ..Default::default()
+        };
+        assert!(
+            zero.resolve()
+                .unwrap_err()
+                .to_string()
+                .contains("max_file_link_secs")
+        );
     }
 
     #[test]

@@ -90,6 +90,14 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     start_node(config, store, true).await
 }
 
+/// The key download links are signed with: one of their own, derived from the app secret, so
+/// that every node of a cluster (sharing the credentials) honours the others' links.
+pub fn file_link_key(credentials: &tidings_engine::AppCredentials) -> String {
+    // The same key as before API signatures covered requests (HMAC over "files" + "links"),
+    // so links already handed out stay valid.
+    tidings_engine::auth::hmac_hex(&credentials.app_secret, b"fileslinks")
+}
+
 /// [`start`] on a store already open that other nodes in this process share (as tests run a
 /// cluster's nodes); stopping this node leaves the store open.
 pub async fn start_with_store(
@@ -174,9 +182,7 @@ async fn start_node(
         .load_sensitive_words()
         .await
         .map_err(|e| anyhow::anyhow!("reading the sensitive words: {e}"))?;
-    // Download links are signed with a key of their own, derived from the app secret (the same
-    // key as before API signatures covered requests, so links already handed out stay valid).
-    let file_key = tidings_engine::auth::hmac_hex(&credentials.app_secret, b"fileslinks");
+    let file_key = file_link_key(&credentials);
     let files = match &config.files_store {
         config::FilesStore::DataDir => tidings_files::Files::local(
             &config.data_dir.join("files"),
@@ -187,7 +193,8 @@ async fn start_node(
             tidings_files::Files::s3(bucket, file_key.as_bytes(), config.max_upload_bytes)
         }
     }
-    .map_err(|e| anyhow::anyhow!("opening the file store: {e}"))?;
+    .map_err(|e| anyhow::anyhow!("opening the file store: {e}"))?
+    .with_max_link_secs(config.max_file_link.as_secs());
     // Never more connections than there are file descriptors for: past that, accepting fails
     // and nobody gets in, while at the cap the oldest unauthenticated ones make room.
     let budget = config::connection_budget();

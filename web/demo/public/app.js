@@ -732,18 +732,65 @@ function body(m) {
       return Object.assign(document.createElement('span'), { className: 'text', textContent: c.content });
     case 'ImageMessage': {
       const a = Object.assign(document.createElement('a'), { href: c.imageUri, target: '_blank' });
-      a.append(Object.assign(document.createElement('img'), { src: c.content || c.imageUri, alt: 'image' }));
+      const img = Object.assign(document.createElement('img'), { src: c.content || c.imageUri, alt: 'image' });
+      // The links in a message expire (after the server's maximum, 7 days by default): an image
+      // that does not load asks once for fresh links, naming the message it is in.
+      img.addEventListener(
+        'error',
+        async () => {
+          const fresh = await freshLinks(m, c.imageUri);
+          if (!fresh) return;
+          a.href = fresh.url;
+          img.src = (c.content && fresh.thumbnailUrl) || fresh.url;
+        },
+        { once: true },
+      );
+      refreshedOnClick(a, m, c.imageUri);
+      a.append(img);
       return a;
     }
-    case 'FileMessage':
-      return Object.assign(document.createElement('a'), {
+    case 'FileMessage': {
+      const a = Object.assign(document.createElement('a'), {
         href: c.fileUrl,
         className: 'file',
         textContent: `${c.name} (${Math.max(1, Math.round(c.size / 1024))} KiB)`,
       });
+      refreshedOnClick(a, m, c.fileUrl);
+      return a;
+    }
     default:
       return document.createTextNode(`[${m.objectName}]`);
   }
+}
+
+/**
+ * Fresh links to the file `link` points at, asked for with the message `m` that carries it
+ * (the uploader's own message needs none); null if the server gives none.
+ */
+async function freshLinks(m, link) {
+  try {
+    return await client.getFileUrl(link, m.seq ? m : undefined);
+  } catch (err) {
+    banner(`No fresh link to the file: ${err.message ?? err}`, true);
+    return null;
+  }
+}
+
+/** Seconds since the epoch at which one of the server's file links stops working. */
+function expiryOf(link) {
+  return Number(/[?&]exp=(\d+)/.exec(link)?.[1] ?? 0);
+}
+
+/** A link `a` to a file that, clicked once it has expired, is replaced by a fresh one and followed. */
+function refreshedOnClick(a, m, link) {
+  a.addEventListener('click', async (e) => {
+    if (expiryOf(a.href) > Date.now() / 1000) return;
+    e.preventDefault();
+    const fresh = await freshLinks(m, link);
+    if (!fresh) return;
+    a.href = fresh.url;
+    a.click();
+  });
 }
 
 /** The reactions under a message: each emoji with its count; one's own can be taken back. */

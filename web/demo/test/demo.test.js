@@ -3,7 +3,7 @@
 // chatting over long-polling when WebSocket is blocked. Screenshots of the main views go to
 // BROWSER_ARTIFACTS (default target/browser-artifacts).
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -41,8 +41,8 @@ const DOT_PNG = Buffer.from(
   'base64',
 );
 
-/** A person with a browser context of their own. */
-async function person(account, { blockWebSocket = false } = {}) {
+/** A person with a browser context of their own, on `at` (the tests' server by default). */
+async function person(account, { blockWebSocket = false, at = server } = {}) {
   const context = await browser.newContext({ viewport: { width: 1100, height: 700 } });
   if (blockWebSocket) {
     await context.addInitScript(() => {
@@ -54,7 +54,7 @@ async function person(account, { blockWebSocket = false } = {}) {
       );
     });
   }
-  const page = await open(context);
+  const page = await open(context, at);
   await page.locator('#account').fill(account);
   await page.locator('#password').fill(PASSWORD);
   await page.locator('#register').click();
@@ -62,11 +62,11 @@ async function person(account, { blockWebSocket = false } = {}) {
   return { account, context, page };
 }
 
-async function open(context) {
+async function open(context, at = server) {
   const page = await context.newPage();
   page.setDefaultTimeout(15_000);
   page.on('pageerror', (e) => console.error(`page error: ${e.message}`));
-  await page.goto(server.url);
+  await page.goto(at.url);
   return page;
 }
 
@@ -95,6 +95,19 @@ async function send(page, text) {
 
 async function sees(page, text) {
   await page.locator('#message-list .msg:not(.mine)', { hasText: text }).waitFor();
+}
+
+/** Sends an image (dot.png) and a file (notes.txt) to the chat open in `page`. */
+async function sendImageAndFile(page) {
+  await page.locator('#file').setInputFiles({ name: 'dot.png', mimeType: 'image/png', buffer: DOT_PNG });
+  await page.locator('#file').setInputFiles({ name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('the notes') });
+}
+
+/** Waits until an image in someone else's message has loaded in `page`. */
+async function imageLoaded(page) {
+  await page.waitForFunction(
+    () => [...document.querySelectorAll('#message-list .msg:not(.mine) img')].some((i) => i.complete && i.naturalWidth > 0),
+  );
 }
 
 async function shot(page, name) {
@@ -129,23 +142,51 @@ test('two people chat both ways', async () => {
   await sees(alice.page, 'hi alice');
 
   // An image and a file: uploaded, sent as links, shown to bob (the image by its thumbnail).
-  await alice.page.locator('#file').setInputFiles({ name: 'dot.png', mimeType: 'image/png', buffer: DOT_PNG });
+  await sendImageAndFile(alice.page);
+  await imageLoaded(bob.page);
   const image = bob.page.locator('#message-list .msg:not(.mine) img');
-  await image.waitFor();
-  await bob.page.waitForFunction(
-    () => [...document.querySelectorAll('#message-list .msg:not(.mine) img')].some((i) => i.complete && i.naturalWidth > 0),
-  );
-  assert.match(await image.getAttribute('src'), /\/v1\/files\/[0-9a-f]{32}\/thumbnail\?exp=0&sig=/);
-  await alice.page.locator('#file').setInputFiles({
-    name: 'notes.txt',
-    mimeType: 'text/plain',
-    buffer: Buffer.from('the notes'),
-  });
+  assert.match(await image.getAttribute('src'), /\/v1\/files\/[0-9a-f]{32}\/thumbnail\?exp=[1-9]\d*&sig=/);
   const file = bob.page.locator('#message-list .msg:not(.mine) a.file', { hasText: 'notes.txt' });
   await file.waitFor();
   const r = await fetch(await file.getAttribute('href'));
   assert.equal(await r.text(), 'the notes');
   await shot(alice.page, 'chat');
+});
+
+test('an image and a file whose links expired load from fresh links asked for with the message', async () => {
+  // A server whose links live 4 s: the upload's own links in the messages expire that soon.
+  const short = await startServer(['--max-file-link-secs', '4']);
+  try {
+    const carol = await person('carol', { at: short });
+    const dave = await person('dave', { at: short });
+    await openChat(carol.page, 'dave');
+    await sendImageAndFile(carol.page);
+    const sent = carol.page.locator('#message-list .msg.mine a.file', { hasText: 'notes.txt' });
+    await sent.waitFor();
+    const oldThumb = await carol.page.locator('#message-list .msg.mine img').getAttribute('src');
+    const oldFile = await sent.getAttribute('href');
+    // Dave opens the chat only once the links in the messages no longer work (the two uploads
+    // may have been made in different seconds).
+    const expired = async (link) => (await fetch(link)).status === 404;
+    for (let i = 0; !((await expired(oldFile)) && (await expired(oldThumb))); i++) {
+      assert.ok(i < 200, 'the uploads\' links still work');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await openChat(dave.page, 'carol');
+    await imageLoaded(dave.page);
+    const image = dave.page.locator('#message-list .msg:not(.mine) img');
+    assert.notEqual(await image.getAttribute('src'), oldThumb);
+    // The file's link is renewed when clicked, and downloads.
+    const file = dave.page.locator('#message-list .msg:not(.mine) a.file', { hasText: 'notes.txt' });
+    assert.equal(await file.getAttribute('href'), oldFile);
+    const [download] = await Promise.all([dave.page.waitForEvent('download'), file.click()]);
+    assert.notEqual(download.url(), oldFile);
+    assert.equal(readFileSync(await download.path(), 'utf8'), 'the notes');
+    await carol.context.close();
+    await dave.context.close();
+  } finally {
+    await short.stop();
+  }
 });
 
 test('someone who was away sees what came meanwhile, with the unread count', async () => {

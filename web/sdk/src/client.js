@@ -2717,7 +2717,8 @@ export class TidingsClient {
   /**
    * Uploads a file (a Blob, an ArrayBuffer, a typed array or a string) with the session's
    * token; resolves with the server's answer: `{file: {id, kind, type, name, size, …}, url,
-   * thumbnailUrl?}` (links that do not expire).
+   * thumbnailUrl?, expiresAt}` (links that expire after the server's maximum link lifetime,
+   * 7 days by default).
    * @param {any} data
    * @param {{ name?: string, type?: string }} [options] `type`: the content type (the Blob's
    *   by default, else `application/octet-stream`)
@@ -2742,21 +2743,45 @@ export class TidingsClient {
   }
 
   /**
-   * A fresh link to a file that stops working after `ttlSecs` (1 s – 1 year; default 3,600).
-   * @param {string | { file: { id: string } }} fileIdOrUpload a file id, or `uploadFile`'s answer
-   * @param {number} [ttlSecs]
+   * Fresh links to a file, that stop working after `ttlSecs` (default 3,600; the server gives
+   * at most its maximum link lifetime, 7 days by default: see `expiresAt`). The file's uploader
+   * may ask with the file alone: `getFileUrl(file, ttlSecs?, callback?)`. Anyone else names the
+   * message they see the file in, `getFileUrl(file, message, ttlSecs?, callback?)`: a
+   * `Message`, or `{conversationType, targetId, seq}` (a chatroom's id and the item's seq for a
+   * chatroom); the server answers only if this user can see that message now and its content
+   * holds the file (42024 otherwise).
+   * @param {string | { file: { id: string } }} file a file id, one of the file's links (as a
+   *   message's content holds it), or `uploadFile`'s answer
+   * @param {Message | MessageRef | number} [messageOrTtl]
+   * @param {number | Callback} [ttlOrCallback]
    * @param {Callback} [callback]
    * @returns {Promise<{ url: string, downloadUrl: string, thumbnailUrl?: string, expiresAt: number }>}
    */
-  getFileUrl(fileIdOrUpload, ttlSecs, callback) {
+  getFileUrl(file, messageOrTtl, ttlOrCallback, callback) {
+    // The message is an object; the uploader's call has a number, nothing, or the callback in
+    // its place.
+    const named = typeof messageOrTtl === 'object' && messageOrTtl !== null && !isCallback(messageOrTtl);
+    const message = named ? /** @type {MessageRef} */ (messageOrTtl) : undefined;
+    const ttlSecs = named ? ttlOrCallback : messageOrTtl;
+    const done = /** @type {Callback | undefined} */ (
+      named ? callback : isCallback(messageOrTtl) ? messageOrTtl : ttlOrCallback
+    );
     return withCallback(
       (async () => {
         const { base, token } = this.#fileAccess();
-        const id = typeof fileIdOrUpload === 'string' ? fileIdOrUpload : fileIdOrUpload.file.id;
+        const id = typeof file === 'string' ? fileIdOf(file) : file.file.id;
+        /** @type {Record<string, unknown>} */
+        const body = {};
+        if (typeof ttlSecs === 'number' && ttlSecs) body.ttlSecs = ttlSecs;
+        if (message) {
+          body.conversationType = message.conversationType;
+          body.targetId = message.targetId;
+          body.seq = Number(message.seq);
+        }
         const res = await this.#options.fetch(`${base}/v1/files/${encodeURIComponent(id)}/url`, {
           method: 'POST',
           headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
-          body: ttlSecs ? JSON.stringify({ ttlSecs }) : '',
+          body: JSON.stringify(body),
         });
         const a = await httpAnswer(res);
         /** @type {{ url: string, downloadUrl: string, thumbnailUrl?: string, expiresAt: number }} */
@@ -2764,7 +2789,7 @@ export class TidingsClient {
         if (a.thumbnailUrl) out.thumbnailUrl = String(a.thumbnailUrl);
         return out;
       })(),
-      callback,
+      done,
     );
   }
 
@@ -2979,6 +3004,14 @@ function minuteOf(start) {
   const m = /^(\d{1,2}):(\d{2})(?::\d{2})?$/.exec(start);
   if (!m) throw new TidingsError(ErrorCode.BIZ_ERROR_INVALID_PARAMETER, `not a time of day: ${start}`);
   return Number(m[1]) * 60 + Number(m[2]);
+}
+
+/**
+ * A file's id: the string itself, or the id in a link to the file (`…/v1/files/{id}…`).
+ * @param {string} idOrLink
+ */
+function fileIdOf(idOrLink) {
+  return /\/v1\/files\/([0-9a-f]{32})/.exec(idOrLink)?.[1] ?? idOrLink;
 }
 
 /**

@@ -176,8 +176,10 @@
  * The server's answer to an upload.
  * @typedef {object} Upload
  * @property {{ id: string, kind: string, type: string, name: string, size: number, created: number, width?: number, height?: number }} file
- * @property {string} url a link that does not expire
+ * @property {string} url a link that expires at `expiresAt` (after the server's maximum link
+ *   lifetime, 7 days by default); ask `getFileUrl` for a fresh one
  * @property {string} [thumbnailUrl] images: their JPEG thumbnail
+ * @property {number} expiresAt seconds since the epoch
  */
 
 export {};

@@ -751,9 +751,11 @@ export interface MessageRef {
 
 export interface Upload {
   file: { id: string; kind: string; type: string; name: string; size: number; created: number; width?: number; height?: number };
-  /** A link that does not expire. */
+  /** A link that expires at `expiresAt` (after the server's maximum link lifetime, 7 days by default). */
   url: string;
   thumbnailUrl?: string;
+  /** Seconds since the epoch. */
+  expiresAt: number;
 }
 
 export interface FileUrl {
@@ -944,5 +946,8 @@ export declare class TidingsClient {
   /** The upload URL and the headers that authenticate it (add `?name=` and the `Content-Type`). */
   getFileToken(fileType?: number, callback?: Callback<{ url: string; headers: Record<string, string>; token: string }>): Promise<{ url: string; headers: Record<string, string>; token: string }>;
   uploadFile(data: Blob | ArrayBuffer | ArrayBufferView | string, options?: { name?: string; type?: string }, callback?: Callback<Upload>): Promise<Upload>;
-  getFileUrl(fileIdOrUpload: string | { file: { id: string } }, ttlSecs?: number, callback?: Callback<FileUrl>): Promise<FileUrl>;
+  /** The uploader's call: fresh links to its own file. `file`: a file id, one of its links, or `uploadFile`'s answer. */
+  getFileUrl(file: string | { file: { id: string } }, ttlSecs?: number, callback?: Callback<FileUrl>): Promise<FileUrl>;
+  /** Anyone's call: fresh links to a file carried by `message`, which this user can see (42024 otherwise). */
+  getFileUrl(file: string | { file: { id: string } }, message: Message | MessageRef, ttlSecs?: number, callback?: Callback<FileUrl>): Promise<FileUrl>;
 }

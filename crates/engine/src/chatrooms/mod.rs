@@ -498,6 +498,20 @@ impl Engine {
         fresh
     }
 
+    /// The room, if `user` is a member of it (on this node) now.
+    pub(crate) async fn member_room(&self, id: &str, user: &str) -> Result<Arc<Room>, Refusal> {
+        let room = self.room(id, None).await?;
+        let st = room.lock();
+        if st.destroyed {
+            return Err(Code::ChatroomNotFound.into());
+        }
+        if !st.is_member(user) {
+            return Err(Code::NotInChatroom.into());
+        }
+        drop(st);
+        Ok(room)
+    }
+
     fn rooms(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Arc<Room>>> {
         self.inner.rooms.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -1194,16 +1208,7 @@ impl Session {
 
     /// The room, if this user is a member of it.
     async fn member_room(&self, id: &str) -> Result<Arc<Room>, Refusal> {
-        let room = self.engine.room(id, None).await?;
-        let st = room.lock();
-        if st.destroyed {
-            return Err(Code::ChatroomNotFound.into());
-        }
-        if !st.is_member(&self.shared.user) {
-            return Err(Code::NotInChatroom.into());
-        }
-        drop(st);
-        Ok(room)
+        self.engine.member_room(id, &self.shared.user).await
     }
 
     async fn answer_chatroom(&self, query: ChatroomQuery) -> Result<QueryAckOut, Refusal> {

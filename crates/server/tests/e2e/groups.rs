@@ -17,17 +17,6 @@ fn refused_code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> u32 {
     }
 }
 
-async fn create(server: &TestServer, group: &str, owner: &str, members: &[&str]) {
-    let (status, body) = api(
-        server,
-        "POST",
-        "/api/v1/groups",
-        json!({ "groupId": group, "ownerId": owner, "name": "Team", "memberIds": members }),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-}
-
 /// What a history holds, as `text` contents and `#operation` notifications.
 fn summary(messages: &[Message]) -> Vec<String> {
     messages
@@ -55,7 +44,7 @@ async fn next_in(events: &mut tidings_client::Events, group: &str) -> Message {
 #[tokio::test]
 async fn group_messages_reach_every_member_and_a_late_joiner_sees_only_what_follows() {
     let server = TestServer::start().await;
-    create(&server, "team", "alice", &["bob", "carol"]).await;
+    create_group(&server, "team", "alice", &["bob", "carol"]).await;
     let (alice, mut alice_events) = server.client("alice", "phone").await;
     let (bob, _bob_events) = server.client("bob", "phone").await;
     assert_eq!(
@@ -76,13 +65,7 @@ async fn group_messages_reach_every_member_and_a_late_joiner_sees_only_what_foll
     assert_eq!(summary(&[got]), ["hello team"]);
 
     // Dave joins while offline: his sync shows the notification, and nothing from before.
-    let (status, body) = api(
-        &server,
-        "POST",
-        "/api/v1/groups/team/members",
-        json!({ "userIds": ["dave"] }),
-    )
-    .await;
+    let (status, body) = add_group_members(&server, "team", &["dave"]).await;
     assert_eq!(
         (status, body["group"]["memberCount"].as_u64()),
         (200, Some(4)),
@@ -134,7 +117,7 @@ async fn group_messages_reach_every_member_and_a_late_joiner_sees_only_what_foll
 #[tokio::test]
 async fn who_may_send_is_checked_with_the_documented_codes() {
     let server = TestServer::start().await;
-    create(&server, "club", "alice", &["bob"]).await;
+    create_group(&server, "club", "alice", &["bob"]).await;
     let (alice, _a) = server.client("alice", "phone").await;
     let (bob, _b) = server.client("bob", "phone").await;
     let (eve, _e) = server.client("eve", "phone").await;
@@ -239,13 +222,7 @@ async fn who_may_send_is_checked_with_the_documented_codes() {
         refused_code(send(&alice, "club").await),
         Code::GroupDismissed.as_u32()
     );
-    let (status, body) = api(
-        &server,
-        "POST",
-        "/api/v1/groups/club/members",
-        json!({ "userIds": ["eve"] }),
-    )
-    .await;
+    let (status, body) = add_group_members(&server, "club", &["eve"]).await;
     assert_eq!(
         (status, body["code"].as_u64()),
         (400, Some(Code::GroupDismissed.as_u32().into()))
@@ -255,7 +232,7 @@ async fn who_may_send_is_checked_with_the_documented_codes() {
 #[tokio::test]
 async fn a_removed_member_is_told_and_gets_nothing_after() {
     let server = TestServer::start().await;
-    create(&server, "crew", "alice", &["bob", "carol"]).await;
+    create_group(&server, "crew", "alice", &["bob", "carol"]).await;
     let (alice, _a) = server.client("alice", "phone").await;
     let (_carol, mut carol_events) = server.client("carol", "phone").await;
     next_in(&mut carol_events, "crew").await; // create
@@ -314,7 +291,7 @@ async fn a_removed_member_is_told_and_gets_nothing_after() {
 #[tokio::test]
 async fn mentions_directed_messages_and_read_receipts() {
     let server = TestServer::start().await;
-    create(&server, "desk", "alice", &["bob", "carol"]).await;
+    create_group(&server, "desk", "alice", &["bob", "carol"]).await;
     let (alice, _a) = server.client("alice", "phone").await;
     let (bob, mut bob_events) = server.client("bob", "phone").await;
     let (carol, mut carol_events) = server.client("carol", "phone").await;
@@ -390,7 +367,7 @@ async fn mentions_directed_messages_and_read_receipts() {
 #[tokio::test]
 async fn the_api_manages_groups_with_clear_errors() {
     let server = TestServer::start_with(|c| c.max_group_members = 3).await;
-    create(&server, "g1", "alice", &["bob"]).await;
+    create_group(&server, "g1", "alice", &["bob"]).await;
     let (status, body) = api(
         &server,
         "POST",
@@ -402,13 +379,7 @@ async fn the_api_manages_groups_with_clear_errors() {
         (status, body["code"].as_u64()),
         (409, Some(Code::GroupExists.as_u32().into()))
     );
-    let (status, body) = api(
-        &server,
-        "POST",
-        "/api/v1/groups/g1/members",
-        json!({ "userIds": ["c", "d"] }),
-    )
-    .await;
+    let (status, body) = add_group_members(&server, "g1", &["c", "d"]).await;
     assert_eq!(
         (status, body["code"].as_u64()),
         (400, Some(Code::GroupFull.as_u32().into())),
@@ -561,7 +532,7 @@ async fn a_large_group_reaches_online_and_offline_members_once() {
     let others: Vec<String> = (0..97).map(|i| format!("member{i:02}")).collect();
     let mut members: Vec<&str> = vec!["bob", "carol"];
     members.extend(others.iter().map(String::as_str));
-    create(&server, "crowd", "alice", &members).await;
+    create_group(&server, "crowd", "alice", &members).await;
     let (_alice, mut alice_events) = server.client("alice", "phone").await;
     let (bob, _bob_events) = server.client("bob", "phone").await;
     assert_eq!(

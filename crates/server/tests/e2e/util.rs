@@ -398,6 +398,34 @@ pub fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
+/// Creates the group `group` of `owner` and `members` through the HTTP API.
+pub async fn create_group(server: &TestServer, group: &str, owner: &str, members: &[&str]) {
+    let (status, body) = api(
+        server,
+        "POST",
+        "/api/v1/groups",
+        serde_json::json!({ "groupId": group, "ownerId": owner, "name": "Team", "memberIds": members }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Adds `users` to the group `group` through the HTTP API: (status, answer).
+pub async fn add_group_members(
+    server: &TestServer,
+    group: &str,
+    users: &[&str],
+) -> (u16, serde_json::Value) {
+    let path = format!("/api/v1/groups/{group}/members");
+    api(
+        server,
+        "POST",
+        &path,
+        serde_json::json!({ "userIds": users }),
+    )
+    .await
+}
+
 /// A signed API request with a fresh nonce: `method` on `path`, with a JSON body unless it is
 /// empty; returns (status, JSON body).
 pub async fn api(

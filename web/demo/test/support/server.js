@@ -18,12 +18,13 @@ function freePort() {
   });
 }
 
-export async function startServer() {
+/** Starts a server, with extra `tidings serve` flags. */
+export async function startServer(flags = []) {
   const bin = process.env.TIDINGS_BIN;
   if (!bin) throw new Error('set TIDINGS_BIN to the tidings binary');
   const dir = mkdtempSync(join(tmpdir(), 'tidings-demo-'));
   const port = await freePort();
-  const child = spawn(bin, ['serve', '--data-dir', dir, '--listen', `127.0.0.1:${port}`], {
+  const child = spawn(bin, ['serve', '--data-dir', dir, '--listen', `127.0.0.1:${port}`, ...flags], {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: { ...process.env, RUST_LOG: 'warn' },
   });
