@@ -287,6 +287,16 @@ CREATE TABLE push_subscriptions (
 ) WITHOUT ROWID;
 CREATE INDEX push_subscriptions_user ON push_subscriptions (user_id, endpoint);
 "#,
+    r#"
+-- Whether the id was made by registering an account; it stays set after the account is
+-- deleted. Tokens of the app server are refused for such a user, and account tokens for every
+-- other. Accounts deleted before this column existed are not known as such.
+ALTER TABLE users ADD COLUMN account INTEGER NOT NULL DEFAULT 0;
+UPDATE users SET account = 1 WHERE id IN (SELECT user_id FROM accounts);
+
+-- A registration looks for the id in every table that holds a user's data, by an index.
+CREATE INDEX chatroom_users_by_user ON chatroom_users (user_id);
+"#,
 ];
 
 /// Page cache per connection, in KiB.

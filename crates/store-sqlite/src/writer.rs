@@ -509,6 +509,9 @@ fn apply(
             Ok(WriteResult::TokenVersion(bump_token_version(tx, &user)?))
         }
         WriteOp::CreateAccount(account) => crate::accounts::create(tx, account),
+        WriteOp::RecordUser { user } => Ok(WriteResult::UserRecorded(crate::accounts::record(
+            tx, &user,
+        )?)),
         WriteOp::ChangeAccount {
             user,
             expected,
