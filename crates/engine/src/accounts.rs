@@ -1,7 +1,12 @@
 //! Built-in accounts, for teams without an app server: a user registers an account name (which
-//! is the user id) with a password and logs in to get an ordinary token, the same kind
-//! `mint_token` makes. Everything else about the user (profile, tokens, bans, messages) is what
-//! it would be for a user of an app server.
+//! is the user id) with a password and logs in to get a token like the ones `mint_token` makes,
+//! but marked as an account's. Everything else about the user (profile, revocations, bans,
+//! messages) is what it would be for a user of an app server.
+//!
+//! Accounts and the app server's users never share an id: only an id the store has no trace of
+//! can be registered (see `WriteOp::CreateAccount`), the app server's tokens are only minted
+//! for ids recorded as not an account's, and a token opens only a user of its own origin (see
+//! `session::token_current`).
 //!
 //! Passwords are hashed with Argon2id ([`PARAMS`]) on the blocking pool, a few at a time
 //! ([`Accounts::hashing`]), since each hash takes 19 MiB and tens of milliseconds of a core.
@@ -204,8 +209,25 @@ impl Engine {
         self.inner.store.account(user).await.map_err(store_failed)
     }
 
+    async fn token_version(&self, user: &str) -> Result<u64, ApiError> {
+        let state = self
+            .inner
+            .store
+            .user_state(user)
+            .await
+            .map_err(store_failed)?;
+        Ok(state.token_version)
+    }
+
+    /// A token for the account `user` at the user's current token version.
     async fn account_token(&self, user: &str) -> Result<AccountToken, ApiError> {
-        let (token, expires_at) = self.mint_token(user, None).await?;
+        let version = self.token_version(user).await?;
+        self.account_token_at(user, version)
+    }
+
+    fn account_token_at(&self, user: &str, token_version: u64) -> Result<AccountToken, ApiError> {
+        let (token, expires_at) =
+            self.mint(user, token_version, crate::auth::Origin::Account, None)?;
         Ok(AccountToken {
             user: user.to_string(),
             token,
@@ -215,7 +237,8 @@ impl Engine {
 
     /// Registers account `account` (the user id) with `password`, from client address `from`,
     /// and sets the user's `name` if given. Refused (42010) if the user id has an account, or
-    /// is one the server already knows: a user of an app server, online or with a record.
+    /// is one the server already knows: connected now, or with any trace in the store (a
+    /// record, a token minted for it, an inbox, a group, ...; see `WriteOp::CreateAccount`).
     pub async fn register_account(
         &self,
         account: &str,
@@ -252,11 +275,17 @@ impl Engine {
                 return Err(Code::ServerError.into());
             }
         }
+        // The account starts at a new token version. A connection made while it was being
+        // created, with a token of the app server's minted for the id elsewhere (`tidings
+        // token` without the database, an older server), passed its checks before: it ends
+        // here, on every node.
+        let version = self.token_version(account).await?;
+        self.tokens_revoked(account, version);
         if name.is_some() {
             self.set_profile(account, name, None, None).await?;
         }
         tracing::info!(user = %account, "account registered");
-        self.account_token(account).await
+        self.account_token_at(account, version)
     }
 
     /// Logs in to `account` with `password` from client address `from`. A wrong password and

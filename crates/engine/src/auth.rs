@@ -3,7 +3,9 @@
 //!
 //! A token carries the app key, the user id and the user's token version at minting time; it is
 //! valid while unexpired and while that version is still the user's current one, so bumping the
-//! version revokes every earlier token at once.
+//! version revokes every earlier token at once. It also says where it came from: a
+//! self-registered account's login, or the app server (its API, or `tidings token`); a token is
+//! good only for a user of the same origin.
 //!
 //! An app server signs each HTTP API request over what it does: [`sign_request`] is
 //! `hex(HMAC-SHA256(appSecret, Nonce + "\n" + Timestamp + "\n" + METHOD + "\n" +
@@ -49,9 +51,23 @@ pub struct Claims {
     pub iat: i64,
     /// Expires at, seconds since the Unix epoch.
     pub exp: i64,
+    /// Minted for a self-registered account (by registration, login or a password change), not
+    /// for the app server. Absent (false) in the app server's tokens, and so in every token
+    /// minted before accounts were told apart.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub acct: bool,
 }
 
-/// Mints a token for `user` valid until `exp` (seconds since the epoch).
+/// Who a token is minted for (its `acct` claim).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A user of the app server's (the API, `tidings token`).
+    AppServer,
+    /// A self-registered account (registration, login, a password change).
+    Account,
+}
+
+/// Mints an app server's token for `user` valid until `exp` (seconds since the epoch).
 pub fn mint(
     creds: &AppCredentials,
     user: &str,
@@ -59,12 +75,24 @@ pub fn mint(
     iat: i64,
     exp: i64,
 ) -> Result<String, Code> {
+    mint_for(Origin::AppServer, creds, user, version, (iat, exp))
+}
+
+/// Mints a token of `origin` for `user`, valid from `iat` until `exp`.
+pub fn mint_for(
+    origin: Origin,
+    creds: &AppCredentials,
+    user: &str,
+    version: u64,
+    (iat, exp): (i64, i64),
+) -> Result<String, Code> {
     let claims = Claims {
         sub: user.to_string(),
         app: creds.app_key.clone(),
         ver: version,
         iat,
         exp,
+        acct: origin == Origin::Account,
     };
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -317,6 +345,30 @@ mod tests {
         let claims = verify(&c, &t, 150).unwrap();
         assert_eq!((claims.sub.as_str(), claims.ver), ("alice", 3));
         assert_eq!(verify(&c, &t, 200), Err(Code::TokenExpired));
+    }
+
+    #[test]
+    fn tokens_say_whether_they_are_an_accounts() {
+        let c = creds();
+        let app = verify(&c, &mint(&c, "alice", 0, 100, 200).unwrap(), 150).unwrap();
+        let account = mint_for(Origin::Account, &c, "alice", 0, (100, 200)).unwrap();
+        let account = verify(&c, &account, 150).unwrap();
+        assert!(!app.acct && account.acct);
+        // An app token carries no such claim, so tokens minted before it existed read as the
+        // app server's.
+        let payload = |t: &str| {
+            use base64::Engine as _;
+            let part = t.split('.').nth(1).unwrap().to_string();
+            let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(part)
+                .unwrap();
+            serde_json::from_slice::<serde_json::Value>(&json).unwrap()
+        };
+        let app_payload = payload(&mint(&c, "alice", 0, 100, 200).unwrap());
+        assert!(app_payload.get("acct").is_none(), "{app_payload}");
+        let account_payload =
+            payload(&mint_for(Origin::Account, &c, "alice", 0, (100, 200)).unwrap());
+        assert_eq!(account_payload["acct"], true);
     }
 
     #[test]

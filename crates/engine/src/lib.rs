@@ -755,8 +755,10 @@ impl Engine {
         }
     }
 
-    /// Mints a token for `user`, valid for `ttl` (the configured default if `None`). Returns the
-    /// token and its expiry in seconds since the epoch.
+    /// Mints an app server's token for `user`, valid for `ttl` (the configured default if
+    /// `None`). Returns the token and its expiry in seconds since the epoch. The id is recorded
+    /// first, in the store, so it can never be registered as an account afterwards; an id that
+    /// is a self-registered account's is refused (42014).
     pub async fn mint_token(
         &self,
         user: &str,
@@ -765,18 +767,41 @@ impl Engine {
         if !validate::is_user_id(user) {
             return Err(Code::InvalidUserId.into());
         }
-        let state = self.inner.store.user_state(user).await.map_err(|e| {
-            tracing::error!(error = %e, "store read failed");
-            ApiError::from(Code::ServerError)
-        })?;
+        let results = self
+            .write(vec![WriteOp::RecordUser {
+                user: user.to_string(),
+            }])
+            .await?;
+        let record = match results.first() {
+            Some(WriteResult::UserRecorded(record)) => *record,
+            other => {
+                tracing::error!(?other, "unexpected store result for a user's record");
+                return Err(Code::ServerError.into());
+            }
+        };
+        if record.account {
+            return Err(Code::UserIsAccount.into());
+        }
+        self.mint(user, record.token_version, auth::Origin::AppServer, ttl)
+    }
+
+    /// Mints a token of `origin` for `user` at `token_version`, valid for `ttl` (the
+    /// configured default if `None`).
+    fn mint(
+        &self,
+        user: &str,
+        token_version: u64,
+        origin: auth::Origin,
+        ttl: Option<Duration>,
+    ) -> Result<(String, i64), ApiError> {
         let now = self.now_ms() / 1000;
         let exp = now + ttl.unwrap_or(self.inner.config.token_ttl).as_secs() as i64;
-        let token = auth::mint(
+        let token = auth::mint_for(
+            origin,
             &self.inner.config.credentials,
             user,
-            state.token_version,
-            now,
-            exp,
+            token_version,
+            (now, exp),
         )?;
         Ok((token, exp))
     }

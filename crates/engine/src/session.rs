@@ -303,7 +303,7 @@ impl Engine {
                 return Err(Code::ServerError.into());
             }
         };
-        if let Err(code) = token_current(claims.ver, &state.user) {
+        if let Err(code) = token_current(&claims, &state.user) {
             shared.end(self, code);
             return Err(code.into());
         }
@@ -353,15 +353,25 @@ impl Engine {
                 tracing::error!(error = %e, "store read failed while checking a token");
                 Refusal::from(Code::ServerError)
             })?;
-        token_current(claims.ver, &state)?;
+        token_current(&claims, &state)?;
         Ok(claims.sub)
     }
 }
 
-/// Refuses a token minted at `token_version` if the store's state of its user revokes it (a
-/// newer version) or bans the user.
-fn token_current(token_version: u64, state: &tidings_store::UserState) -> Result<(), Code> {
-    if token_version != state.token_version {
+/// Refuses a token if the store's state of its user revokes it (a newer version, or another
+/// origin) or bans the user.
+fn token_current(
+    claims: &crate::auth::Claims,
+    state: &tidings_store::UserState,
+) -> Result<(), Code> {
+    if claims.ver != state.token_version {
+        return Err(Code::TokenRevoked);
+    }
+    // A token opens only a user of its own origin: the app server's never opens a
+    // self-registered account (one minted before the id was registered included), an
+    // account's never opens one of the app server's users. Either is refused as revoked: it
+    // was good for the id once, or for no user this server keeps.
+    if claims.acct != state.account {
         return Err(Code::TokenRevoked);
     }
     if state.banned {

@@ -153,7 +153,9 @@ fn status_of(code: Code) -> StatusCode {
         | Code::ChatroomNotFound
         | Code::PollSessionUnknown
         | Code::FileNotFound => StatusCode::NOT_FOUND,
-        Code::GroupExists | Code::ChatroomExists | Code::AccountTaken => StatusCode::CONFLICT,
+        Code::GroupExists | Code::ChatroomExists | Code::AccountTaken | Code::UserIsAccount => {
+            StatusCode::CONFLICT
+        }
         Code::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
         Code::FileTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         Code::FileTypeNotAllowed => StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -119,6 +119,8 @@ pub enum Code {
     BadCredentials = 42011,
     TooManyAttempts = 42012,
     InvalidPassword = 42013,
+    /// A token of the app server's was asked for a self-registered account's user id.
+    UserIsAccount = 42014,
 }
 
 impl Code {
@@ -209,6 +211,7 @@ impl Code {
         Code::BadCredentials,
         Code::TooManyAttempts,
         Code::InvalidPassword,
+        Code::UserIsAccount,
     ];
 
     pub fn as_u32(self) -> u32 {
@@ -309,6 +312,7 @@ impl Code {
             Code::BadCredentials => "wrong account or password",
             Code::TooManyAttempts => "too many attempts: try again later",
             Code::InvalidPassword => "a password is 8-256 bytes",
+            Code::UserIsAccount => "the user id belongs to a self-registered account",
         }
     }
 

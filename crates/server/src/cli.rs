@@ -11,7 +11,7 @@ use tidings_client::{Client, ClientConfig, ClientError, Encoding, Event, Outgoin
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:9091";
 
 /// Mints a token for `user` from the data directory's credentials, without a running server,
-/// with the token version of the data directory's SQLite database.
+/// recording the user in the data directory's SQLite database.
 pub async fn mint_token(
     data_dir: &Path,
     user: &str,
@@ -20,8 +20,10 @@ pub async fn mint_token(
     mint_token_in(data_dir, None, user, ttl).await
 }
 
-/// As [`mint_token`], with the token version read from the store named as `--store` names it
-/// (`None`: the data directory's SQLite database).
+/// As [`mint_token`], recording the user in the store named as `--store` names it (`None`: the
+/// data directory's SQLite database). As the app server's API does, it records the id before
+/// minting, so that it can never be registered as an account afterwards, and it refuses an id
+/// that is a self-registered account's. A server may be running on the store meanwhile.
 pub async fn mint_token_in(
     data_dir: &Path,
     store: Option<&str>,
@@ -32,31 +34,39 @@ pub async fn mint_token_in(
         bail!("invalid user id {user:?}: use 1-64 of A-Z a-z 0-9 _ - . @");
     }
     let creds = crate::credentials::load(data_dir)?;
-    let version = match store {
+    let record = match store {
         Some(url) if tidings_store_postgres::is_postgres_url(url) => {
-            tidings_store_postgres::read_token_version(url, user)
+            tidings_store_postgres::record_user(url, user)
                 .await
-                .context("reading the database")?
+                .context("recording the user in the database")?
         }
         _ => {
             let db = store.map_or_else(|| data_dir.join(crate::DB_FILE), Into::into);
-            // The token version lives in the database; a data directory without one has only
-            // version 0. Read-only: a server may be running on the database, and it must stay
-            // its only writer.
-            if db.exists() {
-                tidings_store_sqlite::read_token_version(&db, user)
-                    .context("reading the database")?
-            } else {
-                0
-            }
+            // Off the async threads: the write may wait for a running server's commit.
+            let user = user.to_string();
+            tokio::task::spawn_blocking(move || tidings_store_sqlite::record_user(&db, &user))
+                .await?
+                .context("recording the user in the database")?
         }
     };
+    if record.account {
+        bail!(
+            "{user} is a self-registered account's user id: its tokens come from logging in, \
+             not from `tidings token`"
+        );
+    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs() as i64;
     let ttl = ttl.unwrap_or(Duration::from_secs(30 * 24 * 3600));
-    tidings_engine::auth::mint(&creds, user, version, now, now + ttl.as_secs() as i64)
-        .map_err(|code| anyhow::anyhow!("minting failed: {code}"))
+    tidings_engine::auth::mint(
+        &creds,
+        user,
+        record.token_version,
+        now,
+        now + ttl.as_secs() as i64,
+    )
+    .map_err(|code| anyhow::anyhow!("minting failed: {code}"))
 }
 
 fn client_config(server: &str, token: &str, device: &str, json: bool) -> ClientConfig {

@@ -25,12 +25,14 @@ enum Command {
     /// Run the server (no configuration needed: 127.0.0.1:9091, data in ./data).
     Serve(Box<RawConfig>),
     /// Mint a user token offline from the data directory's credentials; prints only the token.
+    /// The user is recorded in the store first (never then given to a self-registered
+    /// account); a self-registered account's id is refused.
     Token {
         user_id: String,
         #[arg(long, env = "TIDINGS_DATA_DIR", default_value = "data")]
         data_dir: PathBuf,
-        /// The store the server runs on, as `serve --store` names it (its token versions are
-        /// read there). Default: `tidings.db` in the data directory.
+        /// The store the server runs on, as `serve --store` names it (the user is recorded and
+        /// its token version read there). Default: `tidings.db` in the data directory.
         #[arg(long, env = "TIDINGS_STORE")]
         store: Option<String>,
         /// Token lifetime in seconds (default 30 days).

@@ -15,6 +15,7 @@
 //! Architecture invariant: this crate is the only one that knows PostgreSQL or its driver;
 //! it depends on no Tidings crate but `tidings-store`.
 
+mod accounts;
 mod conversations;
 mod groups;
 mod schema;
@@ -59,22 +60,19 @@ impl PostgresConfig {
     }
 }
 
-/// The token version of `user` in the database at `url` (0 for a user it does not know), read
-/// over one connection of its own, without migrating or starting a writer: for minting tokens
-/// offline while servers run on the database.
-pub async fn read_token_version(url: &str, user: &str) -> Result<u64> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .map_err(|e| StoreError::Backend(format!("connecting to postgres: {e}")))?;
-    let task = tokio::spawn(connection);
-    let row = client
-        .query_opt("SELECT token_version FROM users WHERE id = $1", &[&user])
-        .await;
-    drop(client);
-    // The connection ends once the client is gone.
-    let _ = task.await;
-    let row = row.map_err(Error::from)?;
-    Ok(row.map_or(0, |r| r.get::<_, i64>(0) as u64))
+/// Records `user` in the database at `url` as [`WriteOp::RecordUser`] does, and returns the
+/// record: for minting tokens offline while servers run on the database. It opens a store of
+/// its own for the one write (migrating the database first, as a starting node would), then
+/// closes it; several processes writing at once is what this store is made for.
+pub async fn record_user(url: &str, user: &str) -> Result<tidings_store::UserRecord> {
+    let store = PostgresStore::connect(&PostgresConfig {
+        url: url.to_string(),
+        pool_size: 2,
+    })
+    .await?;
+    let record = store.record_user(user).await;
+    store.close().await?;
+    record
 }
 
 /// A failure inside this crate, turned into a [`StoreError`] at the trait.
@@ -668,7 +666,8 @@ async fn read_user_state(db: Db<'_>, user: &str) -> PgResult<UserState> {
         .query_one(
             "SELECT (SELECT token_version FROM users WHERE id = $1), \
              (SELECT banned FROM users WHERE id = $1), \
-             (SELECT seq FROM inbox_seqs WHERE user_id = $1)",
+             (SELECT seq FROM inbox_seqs WHERE user_id = $1), \
+             (SELECT account FROM users WHERE id = $1)",
             &[&user],
         )
         .await?;
@@ -676,6 +675,7 @@ async fn read_user_state(db: Db<'_>, user: &str) -> PgResult<UserState> {
         token_version: row.get::<_, Option<i64>>(0).unwrap_or(0) as u64,
         banned: row.get::<_, Option<bool>>(1).unwrap_or(false),
         inbox_seq: row.get::<_, Option<i64>>(2).unwrap_or(0) as u64,
+        account: row.get::<_, Option<bool>>(3).unwrap_or(false),
     })
 }
 

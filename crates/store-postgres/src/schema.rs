@@ -12,7 +12,8 @@ const MIGRATION_LOCK: i64 = 0x0074_6964_696e_6773;
 /// Every text column that ids or words are ordered or compared by is `COLLATE "C"`: byte order,
 /// as SQLite's, whatever the database's locale, so pages and lists come in the same order on
 /// both backends (and the b-trees compare bytes, which is faster).
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 -- Substring search over message texts (`search_text`), through a trigram index.
 CREATE EXTENSION IF NOT EXISTS pg_trgm;
 
@@ -206,7 +207,18 @@ CREATE TABLE push_subscriptions (
     auth     text NOT NULL
 );
 CREATE INDEX push_subscriptions_user ON push_subscriptions (user_id, endpoint);
-"#];
+"#,
+    r#"
+-- Whether the id was made by registering an account; it stays set after the account is
+-- deleted. Tokens of the app server are refused for such a user, and account tokens for every
+-- other. Accounts deleted before this column existed are not known as such.
+ALTER TABLE users ADD COLUMN account boolean NOT NULL DEFAULT false;
+UPDATE users SET account = true WHERE id IN (SELECT user_id FROM accounts);
+
+-- A registration looks for the id in every table that holds a user's data, by an index.
+CREATE INDEX chatroom_users_by_user ON chatroom_users (user_id);
+"#,
+];
 
 /// Applies the pending migrations, all in one transaction under the advisory lock.
 pub async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), Error> {

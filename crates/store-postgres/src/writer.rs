@@ -342,6 +342,11 @@ impl<'a> Batch<'a> {
                         _ => {}
                     }
                 }
+                // A registration reads the id's inbox counter under its lock (see
+                // `accounts::create`).
+                WriteOp::CreateAccount(a) => {
+                    users.insert(a.user.clone());
+                }
                 _ => {}
             }
         }
@@ -441,6 +446,15 @@ impl<'a> Batch<'a> {
             );
         }
         Ok(())
+    }
+
+    /// The user's newest inbox seq as this transaction sees it (0: no entry yet), with its
+    /// counter locked.
+    pub(crate) async fn inbox_seq(&mut self, user: &str) -> PgResult<u64> {
+        if !self.inboxes.contains_key(user) {
+            self.lock_inboxes(vec![user.to_string()]).await?;
+        }
+        Ok(self.inboxes.get(user).map_or(0, |c| c.now))
     }
 
     /// Writes the counters this batch moved back to their rows.
@@ -768,24 +782,10 @@ async fn apply(b: &mut Batch<'_>, op: WriteOp) -> PgResult<WriteResult> {
         WriteOp::BumpTokenVersion { user } => Ok(WriteResult::TokenVersion(
             bump_token_version(db, &user).await?,
         )),
-        WriteOp::CreateAccount(a) => {
-            // Every account has a `users` row, so one probe finds both an account and a record.
-            let inserted = db
-                .execute(
-                    "INSERT INTO users (id) VALUES ($1) ON CONFLICT DO NOTHING",
-                    &[&a.user],
-                )
-                .await?;
-            if inserted == 0 {
-                return Ok(WriteResult::AccountCreated { fresh: false });
-            }
-            db.execute(
-                "INSERT INTO accounts (user_id, password, created) VALUES ($1, $2, $3)",
-                &[&a.user, &a.password_hash, &a.created],
-            )
-            .await?;
-            Ok(WriteResult::AccountCreated { fresh: true })
-        }
+        WriteOp::CreateAccount(a) => crate::accounts::create(b, a).await,
+        WriteOp::RecordUser { user } => Ok(WriteResult::UserRecorded(
+            crate::accounts::record(db, &user).await?,
+        )),
         WriteOp::ChangeAccount {
             user,
             expected,

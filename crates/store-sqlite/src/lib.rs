@@ -28,8 +28,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tidings_store::{
     AccountRecord, ChatroomRecord, ChatroomUser, ConversationFilter, Conversations, GroupInfo,
     GroupMembers, GroupReceipt, History, HistoryFrom, InboxEntry, PushSubscriptionRecord, Reaction,
-    Result, SearchPage, SessionState, Store, StoreError, StoredMessage, UserProfile, UserState,
-    WriteOp, WriteResult,
+    Result, SearchPage, SessionState, Store, StoreError, StoredMessage, UserProfile, UserRecord,
+    UserState, WriteOp, WriteResult,
 };
 use tokio::sync::{Semaphore, oneshot};
 
@@ -81,28 +81,23 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-/// The token version of `user` in the database at `path` (0 for a user it does not know), read
-/// through one read-only connection. For minting tokens offline while a server may be running
-/// on the database: opening a [`SqliteStore`] would start a second writer on it, whose search
-/// index catch-up and checkpoints would change the database behind the server's writer, which
-/// keeps state (the texts waiting to be indexed) on the understanding that it is the only one.
-pub fn read_token_version(path: &std::path::Path, user: &str) -> Result<u64> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(backend)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))
-        .map_err(backend)?;
-    let version: Option<i64> = conn
-        .query_row(
-            "SELECT token_version FROM users WHERE id = ?1",
-            params![user],
-            |row| row.get(0),
-        )
-        .optional()
-        .map_err(backend)?;
-    Ok(version.unwrap_or(0) as u64)
+/// Records `user` in the database at `path` as [`WriteOp::RecordUser`] does (creating and
+/// migrating the database first if need be) and returns the record, through one connection of
+/// its own. For minting tokens offline while a server may be running on the database: opening
+/// a [`SqliteStore`] would start a second writer on it, whose search index catch-up and
+/// checkpoints would change the database behind the server's writer, which keeps state (the
+/// texts waiting to be indexed, seqs and user keys) on the understanding that it is the only
+/// one. This writes one `users` row, which that writer keeps nothing of in memory, in a
+/// transaction that waits for the write lock as the writer's own transactions do (see
+/// `schema::write_transaction`), so neither makes the other fail.
+pub fn record_user(path: &std::path::Path, user: &str) -> Result<UserRecord> {
+    let mut conn = Connection::open(path).map_err(backend)?;
+    schema::configure(&conn, Durability::Full).map_err(backend)?;
+    schema::migrate(&mut conn).map_err(backend)?;
+    let tx = schema::write_transaction(&mut conn).map_err(backend)?;
+    let record = accounts::record(&tx, user).map_err(backend)?;
+    tx.commit().map_err(backend)?;
+    Ok(record)
 }
 
 impl SqliteStore {
@@ -606,19 +601,22 @@ impl Store for SqliteStore {
 }
 
 fn read_user_state(c: &Connection, user: &str) -> rusqlite::Result<UserState> {
-    let (token_version, banned): (Option<i64>, bool) = c
-        .prepare_cached("SELECT token_version, banned FROM users WHERE id = ?1")?
-        .query_row(params![user], |row| Ok((Some(row.get(0)?), row.get(1)?)))
+    let (token_version, banned, account): (i64, bool, bool) = c
+        .prepare_cached("SELECT token_version, banned, account FROM users WHERE id = ?1")?
+        .query_row(params![user], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
         .optional()?
-        .unwrap_or((None, false));
+        .unwrap_or((0, false, false));
     let inbox_seq = {
         let tx = c.unchecked_transaction()?;
         pending::last_inbox_seq(&tx, user)?
     };
     Ok(UserState {
-        token_version: token_version.unwrap_or(0) as u64,
+        token_version: token_version as u64,
         banned,
         inbox_seq,
+        account,
     })
 }
 

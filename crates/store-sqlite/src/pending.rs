@@ -235,7 +235,7 @@ impl Merger {
             return Ok(());
         };
         if merge.done == merge.todo.len() {
-            let tx = conn.transaction()?;
+            let tx = crate::schema::write_transaction(conn)?;
             let removed = tx
                 .prepare_cached("DELETE FROM inbox_pending WHERE msg <= ?1")?
                 .execute(params![merge.upto])?;
@@ -258,7 +258,7 @@ impl Merger {
 
     /// Merges the next chunk of `merge` in one transaction.
     fn chunk(conn: &mut Connection, merge: &mut Merge) -> rusqlite::Result<()> {
-        let tx = conn.transaction()?;
+        let tx = crate::schema::write_transaction(conn)?;
         let todo = &merge.todo;
         let mut end = todo.len().min(merge.done + CHUNK_ROWS);
         while end < todo.len() && todo[end].0 == todo[end - 1].0 {

@@ -1,6 +1,6 @@
 //! Connection settings and versioned migrations (tracked in `PRAGMA user_version`).
 
-use rusqlite::Connection;
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use crate::Durability;
 
@@ -287,6 +287,16 @@ CREATE TABLE push_subscriptions (
 ) WITHOUT ROWID;
 CREATE INDEX push_subscriptions_user ON push_subscriptions (user_id, endpoint);
 "#,
+    r#"
+-- Whether the id was made by registering an account; it stays set after the account is
+-- deleted. Tokens of the app server are refused for such a user, and account tokens for every
+-- other. Accounts deleted before this column existed are not known as such.
+ALTER TABLE users ADD COLUMN account INTEGER NOT NULL DEFAULT 0;
+UPDATE users SET account = 1 WHERE id IN (SELECT user_id FROM accounts);
+
+-- A registration looks for the id in every table that holds a user's data, by an index.
+CREATE INDEX chatroom_users_by_user ON chatroom_users (user_id);
+"#,
 ];
 
 /// Page cache per connection, in KiB.
@@ -326,14 +336,65 @@ pub fn configure_reader(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
-    let version: usize =
-        conn.pragma_query_value(None, "user_version", |row| row.get::<_, i64>(0))? as usize;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-        let tx = conn.transaction()?;
+    loop {
+        // The version is read under the write lock, so that two processes opening the database
+        // at once (a server starting, `tidings token` recording a user) apply each migration
+        // once: the second waits, then reads the version the first wrote.
+        let tx = write_transaction(conn)?;
+        let version =
+            tx.pragma_query_value(None, "user_version", |row| row.get::<_, i64>(0))? as usize;
+        let Some(sql) = MIGRATIONS.get(version) else {
+            return Ok(());
+        };
         tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.pragma_update(None, "user_version", (version + 1) as i64)?;
         tx.commit()?;
-        tracing::info!(version = i + 1, "applied storage migration");
+        tracing::info!(version = version + 1, "applied storage migration");
     }
-    Ok(())
+}
+
+/// A transaction that takes the database's write lock as it begins, waiting for it (up to the
+/// busy timeout) while another connection holds it. Every write transaction is one: a
+/// transaction that read first and took the lock only at its first write would fail at once,
+/// without waiting, if another process (`tidings token`) had committed in between.
+pub fn write_transaction(conn: &mut Connection) -> rusqlite::Result<Transaction<'_>> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write transaction holds the write lock from its start: another process's write waits
+    /// for it instead of committing between this transaction's reads and its writes, which
+    /// would make its first write fail at once (`SQLITE_BUSY_SNAPSHOT`, no busy wait).
+    #[test]
+    fn a_write_transaction_holds_the_write_lock_from_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut conn = Connection::open(&path).unwrap();
+        configure(&conn, Durability::Full).unwrap();
+        migrate(&mut conn).unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.busy_timeout(std::time::Duration::ZERO).unwrap();
+
+        let tx = write_transaction(&mut conn).unwrap();
+        let users: i64 = tx
+            .query_row("SELECT count(*) FROM users", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(users, 0);
+        let refused = other.execute_batch("BEGIN IMMEDIATE; COMMIT;").unwrap_err();
+        assert_eq!(
+            refused.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseBusy),
+            "{refused}"
+        );
+        tx.execute("INSERT INTO users (id, token_version) VALUES ('a', 0)", [])
+            .unwrap();
+        tx.commit().unwrap();
+        // Once it commits, the other connection writes.
+        other
+            .execute("INSERT INTO users (id, token_version) VALUES ('b', 0)", [])
+            .unwrap();
+    }
 }

@@ -286,7 +286,7 @@ fn commit_batch(conn: &mut Connection, counters: &mut Counters, batch: Vec<(Vec<
     // The ops are consumed: their strings move into the results.
     let (op_lists, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
     let outcome = (|| -> rusqlite::Result<Vec<Vec<WriteResult>>> {
-        let tx = conn.transaction()?;
+        let tx = crate::schema::write_transaction(conn)?;
         let mut all = Vec::with_capacity(op_lists.len());
         for ops in op_lists {
             let mut results = Vec::with_capacity(ops.len());
@@ -509,6 +509,9 @@ fn apply(
             Ok(WriteResult::TokenVersion(bump_token_version(tx, &user)?))
         }
         WriteOp::CreateAccount(account) => crate::accounts::create(tx, account),
+        WriteOp::RecordUser { user } => Ok(WriteResult::UserRecorded(crate::accounts::record(
+            tx, &user,
+        )?)),
         WriteOp::ChangeAccount {
             user,
             expected,
@@ -1023,7 +1026,7 @@ fn sent_by(
 /// Indexes the waiting texts in a transaction of their own.
 fn flush_index(conn: &mut Connection, counters: &mut Counters) {
     let outcome = (|| -> rusqlite::Result<()> {
-        let tx = conn.transaction()?;
+        let tx = crate::schema::write_transaction(conn)?;
         counters.index.flush(&tx)?;
         tx.commit()
     })();

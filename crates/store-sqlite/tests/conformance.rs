@@ -143,6 +143,7 @@ async fn upgrading_a_database_lists_the_conversations_it_already_had() {
          ALTER TABLE users DROP COLUMN quiet_minutes; \
          ALTER TABLE users DROP COLUMN name; ALTER TABLE users DROP COLUMN portrait; \
          ALTER TABLE users DROP COLUMN extra; ALTER TABLE users DROP COLUMN banned; \
+         ALTER TABLE users DROP COLUMN account; \
          ALTER TABLE messages DROP COLUMN counted; \
          DROP TABLE groups; DROP TABLE group_members; DROP TABLE message_audience; \
          DROP TABLE sensitive_words; DROP TABLE chatroom_users; DROP TABLE chatrooms; \

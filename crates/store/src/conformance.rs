@@ -113,6 +113,8 @@ pub async fn run_all(store: &dyn Store) {
     sensitive_words_are_kept_up_to_a_limit(store).await;
     kept_chatrooms_and_standings(store).await;
     accounts_keep_a_password_hash_and_revoke_tokens_when_it_changes(store).await;
+    accounts_are_made_only_for_ids_without_a_trace(store).await;
+    records_say_whether_an_id_is_an_accounts(store).await;
     push_subscriptions_are_one_per_endpoint(store).await;
 }
 
@@ -269,29 +271,30 @@ async fn accounts_keep_a_password_hash_and_revoke_tokens_when_it_changes(store: 
             created: 1000,
         })
     );
-    // The account's user is recorded, and its tokens are untouched so far.
+    // The account's user is recorded, at token version 1: no token minted before the account
+    // (at version 0, a user without a record's) is current.
     let known = store.user_ids_after("ac-", 10).await.expect("read");
     assert!(known.contains(&"ac-a".to_string()));
-    assert_eq!(state().await, (Some("h1".into()), 0));
+    assert_eq!(state().await, (Some("h1".into()), 1));
 
     // A change that expects another hash (one that changed meanwhile) writes nothing.
     assert_eq!(
         version(one_write(store, change("h0", Some("h9"))).await),
         None
     );
-    assert_eq!(state().await, (Some("h1".into()), 0));
+    assert_eq!(state().await, (Some("h1".into()), 1));
     // The right one replaces the hash and revokes the tokens, in one transaction.
     assert_eq!(
         version(one_write(store, change("h1", Some("h2"))).await),
-        Some(1)
+        Some(2)
     );
-    assert_eq!(state().await, (Some("h2".into()), 1));
+    assert_eq!(state().await, (Some("h2".into()), 2));
 
     // Deleting works the same way; the user's record stays, so the name is not given again.
     assert_eq!(version(one_write(store, change("h1", None)).await), None);
-    assert_eq!(state().await, (Some("h2".into()), 1));
-    assert_eq!(version(one_write(store, change("h2", None)).await), Some(2));
-    assert_eq!(state().await, (None, 2));
+    assert_eq!(state().await, (Some("h2".into()), 2));
+    assert_eq!(version(one_write(store, change("h2", None)).await), Some(3));
+    assert_eq!(state().await, (None, 3));
     assert_eq!(
         version(one_write(store, change("h2", Some("h3"))).await),
         None
@@ -300,7 +303,231 @@ async fn accounts_keep_a_password_hash_and_revoke_tokens_when_it_changes(store: 
         one_write(store, account("ac-a", "h4")).await,
         WriteResult::AccountCreated { fresh: false }
     );
-    assert_eq!(state().await, (None, 2));
+    assert_eq!(state().await, (None, 3));
+}
+
+fn create_account(user: &str) -> WriteOp {
+    WriteOp::CreateAccount(crate::AccountRecord {
+        user: user.into(),
+        password_hash: format!("hash-{user}"),
+        created: 1000,
+    })
+}
+
+/// A message to `to` alone from `from`, who gets no inbox entry or conversation row: a system
+/// account's message.
+fn system_append(from: &str, to: &str, client_msg_id: &str) -> AppendMessage {
+    AppendMessage {
+        conversation_type: crate::SYSTEM,
+        conversation_id: format!("6:{from}|{to}"),
+        recipients: vec![to.into()],
+        participants: vec![Participant {
+            user: to.into(),
+            target: from.into(),
+        }],
+        ..private_append(from, to, client_msg_id, "notice")
+    }
+}
+
+async fn accounts_are_made_only_for_ids_without_a_trace(store: &dyn Store) {
+    let room = crate::ChatroomRecord {
+        id: "tr-room".into(),
+        name: "Room".into(),
+        extra: String::new(),
+        created: 1000,
+        max_members: 10,
+        muted_until: 0,
+    };
+    let created = |r: &WriteResult| match r {
+        WriteResult::AccountCreated { fresh } => *fresh,
+        other => panic!("expected AccountCreated, got {other:?}"),
+    };
+    // Traces of ids in the store, each made as the app server, a token or a message makes it.
+    let traces = vec![
+        WriteOp::RecordUser {
+            user: "tr-token".into(),
+        },
+        WriteOp::SetProfile {
+            user: "tr-profile".into(),
+            name: Some("P".into()),
+            portrait: None,
+            extra: None,
+        },
+        WriteOp::SetBanned {
+            user: "tr-ban".into(),
+            banned: true,
+        },
+        WriteOp::BumpTokenVersion {
+            user: "tr-revoked".into(),
+        },
+        WriteOp::SetLastSeen {
+            user: "tr-seen".into(),
+            time: 5,
+        },
+        WriteOp::Append(system_append("tr-system", "tr-inbox", "tr-1")),
+        // A conversation row with no inbox entry.
+        WriteOp::Append(AppendMessage {
+            recipients: Vec::new(),
+            participants: vec![Participant {
+                user: "tr-conversation".into(),
+                target: "tr-peer".into(),
+            }],
+            ..private_append("tr-peer", "tr-peer", "tr-2", "to self")
+        }),
+        group_change(
+            "tr-group",
+            "tr-owner",
+            GroupAction::Create {
+                owner: "tr-owner".into(),
+                name: "G".into(),
+                portrait: String::new(),
+                extra: String::new(),
+                members: vec!["tr-member".into()],
+            },
+            "tr-n1",
+        ),
+        WriteOp::SetCursor {
+            user: "tr-cursor".into(),
+            device: "d".into(),
+            cursor: 1,
+        },
+        WriteOp::DeleteForUser {
+            user: "tr-deleted".into(),
+            conversation_id: "tr-a|tr-b".into(),
+            seqs: vec![1],
+        },
+        WriteOp::SetBlocked {
+            user: "tr-blocker".into(),
+            other: "tr-blocked".into(),
+            blocked: true,
+            max: 10,
+        },
+        WriteOp::CreateChatroom(room),
+        WriteOp::SetChatroomUser {
+            room: "tr-room".into(),
+            standing: crate::ChatroomUser {
+                user: "tr-standing".into(),
+                banned_until: i64::MAX,
+                muted_until: 0,
+            },
+        },
+        WriteOp::SavePushSubscription(push_sub("tr-push", "https://push.example/tr", "1")),
+    ];
+    store.write(traces).await.expect("write");
+    let traced = [
+        ("tr-token", "a token minted"),
+        ("tr-profile", "a profile"),
+        ("tr-ban", "a ban"),
+        ("tr-revoked", "a revocation"),
+        ("tr-seen", "a recorded connection"),
+        ("tr-inbox", "an inbox entry"),
+        ("tr-system", "a message sent"),
+        ("tr-conversation", "a conversation"),
+        ("tr-peer", "a message sent"),
+        ("tr-owner", "a group owned"),
+        ("tr-member", "a group membership"),
+        ("tr-cursor", "a device cursor"),
+        ("tr-deleted", "messages deleted for the user"),
+        ("tr-blocker", "a blocklist"),
+        ("tr-standing", "a chatroom standing"),
+        ("tr-push", "a push subscription"),
+    ];
+    let results = store
+        .write(traced.iter().map(|(id, _)| create_account(id)).collect())
+        .await
+        .expect("write");
+    for ((id, trace), r) in traced.iter().zip(&results) {
+        assert!(!created(r), "{id}, with {trace}, was given to an account");
+        assert_eq!(store.account(id).await.expect("read"), None);
+        assert!(!store.user_state(id).await.expect("read").account, "{id}");
+    }
+    // Being on someone else's blocklist is that user's data, not a trace of one's own.
+    assert!(created(
+        &one_write(store, create_account("tr-blocked")).await
+    ));
+
+    // Within one transaction: a trace written before the account is seen, one after is made
+    // for the account's user.
+    let results = store
+        .write(vec![
+            WriteOp::Append(system_append("tr-system", "tr-same", "tr-3")),
+            create_account("tr-same"),
+            create_account("tr-first"),
+            WriteOp::Append(system_append("tr-system", "tr-first", "tr-4")),
+        ])
+        .await
+        .expect("write");
+    assert!(!created(&results[1]), "an inbox entry written before");
+    assert!(created(&results[2]));
+    let first = store.inbox_after("tr-first", 0, 10).await.expect("read");
+    assert_eq!(first.len(), 1, "a message to an account's user is theirs");
+}
+
+async fn records_say_whether_an_id_is_an_accounts(store: &dyn Store) {
+    let record = |token_version, account| crate::UserRecord {
+        token_version,
+        account,
+    };
+    // An id nobody used: recorded now, at version 0.
+    assert_eq!(
+        store
+            .user_state("rec-app")
+            .await
+            .expect("read")
+            .token_version,
+        0
+    );
+    assert_eq!(
+        store.record_user("rec-app").await.expect("write"),
+        record(0, false)
+    );
+    assert_eq!(
+        store.record_user("rec-app").await.expect("write"),
+        record(0, false)
+    );
+    one_write(
+        store,
+        WriteOp::BumpTokenVersion {
+            user: "rec-app".into(),
+        },
+    )
+    .await;
+    assert_eq!(
+        store.record_user("rec-app").await.expect("write"),
+        record(1, false)
+    );
+    let state = store.user_state("rec-app").await.expect("read");
+    assert_eq!((state.token_version, state.account), (1, false));
+    let session = store.session_state("rec-app", None).await.expect("read");
+    assert!(!session.user.account);
+
+    // An account's id is one for good, even once the account is deleted.
+    one_write(store, create_account("rec-acct")).await;
+    assert_eq!(
+        store.record_user("rec-acct").await.expect("write"),
+        record(1, true)
+    );
+    assert!(store.user_state("rec-acct").await.expect("read").account);
+    let session = store
+        .session_state("rec-acct", Some("d"))
+        .await
+        .expect("read");
+    assert!(session.user.account);
+    one_write(
+        store,
+        WriteOp::ChangeAccount {
+            user: "rec-acct".into(),
+            expected: "hash-rec-acct".into(),
+            password_hash: None,
+        },
+    )
+    .await;
+    assert_eq!(store.account("rec-acct").await.expect("read"), None);
+    assert_eq!(
+        store.record_user("rec-acct").await.expect("write"),
+        record(2, true)
+    );
+    assert!(store.user_state("rec-acct").await.expect("read").account);
 }
 
 async fn kept_chatrooms_and_standings(store: &dyn Store) {

@@ -552,10 +552,23 @@ pub enum WriteOp {
         room: String,
         standing: ChatroomUser,
     },
-    /// Create an account and record its user (as a profile would: `user_ids_after` lists it),
-    /// unless the user has an account or a record already: an id an app server, a connection
-    /// or an earlier account used is not given to a new account.
+    /// Create an account and record its user as an account's (`UserState::account`; as a
+    /// profile would, `user_ids_after` lists it), with token version 1, so that no token minted
+    /// before (at version 0, a user without a record's) is current. Refused (`fresh: false`,
+    /// nothing written) if the id has any trace in the store: a record (an account, living or
+    /// deleted, a profile, a ban, a token revocation, a token minted for it, a recorded
+    /// connection), an inbox, a conversation, a group membership, a message it sent, a device
+    /// cursor, messages it deleted, a blocklist, a chatroom standing or a push subscription.
+    /// The check is made in the write's transaction, so nothing written to the id before the
+    /// account is given to it. An id an app server, a token or an earlier account used is never
+    /// given to a new account.
     CreateAccount(AccountRecord),
+    /// Record `user` (a `users` row, if it has none) and answer what the record says of tokens
+    /// for it: done before a token is minted for an app server's user, so the id is never
+    /// given to an account afterwards, and an account's id is known as such.
+    RecordUser {
+        user: String,
+    },
     /// If `user`'s account has the password hash `expected`: replace the hash with
     /// `password_hash`, or delete the account (`None`), and increment the user's token version
     /// in the same transaction, revoking every earlier token.
@@ -637,10 +650,13 @@ pub enum WriteResult {
         /// The read receipt appended for the other participant, with its inbox seq there.
         receipt: Option<(StoredMessage, u64)>,
     },
-    /// `fresh` is false if the user had an account or a record; nothing was written then.
+    /// `fresh` is false if the id has a trace in the store (see [`WriteOp::CreateAccount`]);
+    /// nothing was written then.
     AccountCreated {
         fresh: bool,
     },
+    /// The user's record, after [`WriteOp::RecordUser`].
+    UserRecorded(UserRecord),
     /// The user's new token version; `None` if the account does not exist or its hash was not
     /// the one expected (it changed meanwhile), and nothing was written.
     AccountChanged {
@@ -675,6 +691,17 @@ pub struct UserState {
     pub banned: bool,
     /// The newest inbox seq (0 if the inbox is empty).
     pub inbox_seq: u64,
+    /// The id was made by registering an account (deleted since or not): only an account's
+    /// tokens are good for it, and an account's tokens for no other user.
+    pub account: bool,
+}
+
+/// What a user's record says of tokens for the user (see [`WriteOp::RecordUser`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UserRecord {
+    pub token_version: u64,
+    /// The id is a self-registered account's (see [`UserState::account`]).
+    pub account: bool,
 }
 
 /// A user's profile as the app server set it (empty for a user it never set), and what the
@@ -773,6 +800,21 @@ pub trait Store: Send + Sync + 'static {
             results.first(),
             Some(WriteResult::PushSubscriptionRemoved { removed: true })
         ))
+    }
+
+    /// Records `user` (see [`WriteOp::RecordUser`]) and returns the record.
+    async fn record_user(&self, user: &str) -> Result<UserRecord> {
+        let results = self
+            .write(vec![WriteOp::RecordUser {
+                user: user.to_string(),
+            }])
+            .await?;
+        match results.first() {
+            Some(WriteResult::UserRecorded(record)) => Ok(*record),
+            other => Err(StoreError::Backend(format!(
+                "recording a user answered {other:?}"
+            ))),
+        }
     }
 
     /// The Web Push subscriptions of `users`, ordered by user then endpoint.

@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde_json::{Value, json};
 use tidings_client::{Client, ClientConfig, ClientError, Event, Outgoing};
+use tidings_engine::auth::Origin;
 use tidings_proto::Code;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -662,4 +663,205 @@ async fn bad_bodies_get_400_with_their_codes() {
     );
     // The server is still well.
     login_token(&server, "pia", PASSWORD).await;
+}
+
+/// Asserts that registering `id` is refused as a taken name and made no account: the password
+/// it was tried with logs in to nothing, so the registrant holds no token of the user's.
+async fn not_registered(server: &TestServer, id: &str) {
+    assert_refused(
+        try_register(server, id, PASSWORD).await,
+        409,
+        Code::AccountTaken,
+    );
+    assert_refused(login(server, id, PASSWORD).await, 401, Code::BadCredentials);
+}
+
+/// The user's current token version, as the server's store has it.
+async fn token_version(server: &TestServer, user: &str) -> u64 {
+    server
+        .running()
+        .store
+        .user_state(user)
+        .await
+        .unwrap()
+        .token_version
+}
+
+/// A token of `origin` for `user` at `version`, made with the server's key outside the server.
+fn forged(server: &TestServer, user: &str, version: u64, origin: Origin) -> String {
+    let now = now_ms() / 1000;
+    let creds = &server.running().credentials;
+    tidings_engine::auth::mint_for(origin, creds, user, version, (now, now + 3600)).unwrap()
+}
+
+/// Asserts that `token` opens nothing: CONNECT and the bearer-authenticated routes refuse it as
+/// revoked, and it changes nothing.
+async fn opens_nothing(server: &TestServer, token: &str) {
+    connect_refused(server, token, Code::TokenRevoked).await;
+    assert_refused(
+        me(server, "GET", token, Value::Null).await,
+        401,
+        Code::TokenRevoked,
+    );
+    assert_refused(
+        me(server, "PATCH", token, json!({ "name": "Mallory" })).await,
+        401,
+        Code::TokenRevoked,
+    );
+    assert_refused(
+        call(server, "POST", "/logout", Some(token), Value::Null).await,
+        401,
+        Code::TokenRevoked,
+    );
+}
+
+#[tokio::test]
+async fn an_id_with_only_messages_in_its_inbox_is_not_registered() {
+    let server = TestServer::start().await;
+    let (alice, _events) = server.client("alice", "phone").await;
+    alice
+        .send(Outgoing::text("inboxed", "for inboxed only"))
+        .await
+        .unwrap();
+    not_registered(&server, "inboxed").await;
+    // The messages wait for the app server's user.
+    let (_inboxed, mut events) = server.client("inboxed", "phone").await;
+    assert!(
+        next_message(&mut events)
+            .await
+            .content
+            .contains("for inboxed only")
+    );
+}
+
+#[tokio::test]
+async fn an_id_with_only_a_group_membership_is_not_registered() {
+    let server = TestServer::start().await;
+    let (status, body) = api(
+        &server,
+        "POST",
+        "/api/v1/groups",
+        json!({ "groupId": "club", "ownerId": "founder", "name": "Club", "memberIds": ["grouped"] }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    not_registered(&server, "grouped").await;
+    let (_, body) = api(&server, "GET", "/api/v1/users/grouped/groups", Value::Null).await;
+    assert_eq!(body["groups"][0]["groupId"], "club", "{body}");
+}
+
+#[tokio::test]
+async fn an_id_with_only_a_token_minted_by_the_api_is_not_registered() {
+    let server = TestServer::start().await;
+    let (status, body) = api(&server, "POST", "/api/v1/users/minted/token", Value::Null).await;
+    assert_eq!(status, 200, "{body}");
+    not_registered(&server, "minted").await;
+    // The app server's token still opens its user.
+    let token = body["token"].as_str().unwrap();
+    assert_eq!(connects_as(&server, token).await, "minted");
+}
+
+#[tokio::test]
+async fn an_id_with_only_a_token_minted_by_tidings_token_is_not_registered() {
+    let server = TestServer::start().await;
+    // Minted offline beside the running server, on its database.
+    let token = tidings_server::cli::mint_token(server.dir.path(), "offline", None)
+        .await
+        .unwrap();
+    not_registered(&server, "offline").await;
+    assert_eq!(connects_as(&server, &token).await, "offline");
+}
+
+#[tokio::test]
+async fn no_token_of_the_app_servers_opens_an_account() {
+    let server = TestServer::start().await;
+    let token = register(&server, "selfmade").await;
+    // Neither the API nor `tidings token` mints one.
+    assert_refused(
+        api(&server, "POST", "/api/v1/users/selfmade/token", Value::Null).await,
+        409,
+        Code::UserIsAccount,
+    );
+    let offline = tidings_server::cli::mint_token(server.dir.path(), "selfmade", None)
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{offline:#}").contains("self-registered account"),
+        "{offline:#}"
+    );
+    // One made anyway with the server's key — at the account's token version, or before the
+    // account was registered (version 0) — opens nothing.
+    let version = token_version(&server, "selfmade").await;
+    for version in [version, 0] {
+        opens_nothing(
+            &server,
+            &forged(&server, "selfmade", version, Origin::AppServer),
+        )
+        .await;
+    }
+    let (_, mine) = me(&server, "GET", &token, Value::Null).await;
+    assert_eq!(mine["user"]["name"], "");
+    assert_eq!(connects_as(&server, &token).await, "selfmade");
+
+    // The app server is still the admin of the account's user: it sets the profile, adds the
+    // user to a group and sends as the user.
+    let (status, body) = api(
+        &server,
+        "PUT",
+        "/api/v1/users/selfmade",
+        json!({ "name": "Self Made" }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = api(
+        &server,
+        "POST",
+        "/api/v1/groups",
+        json!({ "groupId": "mixed", "ownerId": "appuser", "name": "Mixed", "memberIds": ["selfmade"] }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = api(
+        &server,
+        "POST",
+        "/api/v1/messages",
+        json!({ "fromUserId": "selfmade", "conversationType": 3, "targetId": "mixed", "content": { "text": "hello" } }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    // The id stays an account's once the account is deleted.
+    let (status, _) = me(&server, "DELETE", &token, json!({ "password": PASSWORD })).await;
+    assert_eq!(status, 204);
+    assert_refused(
+        api(&server, "POST", "/api/v1/users/selfmade/token", Value::Null).await,
+        409,
+        Code::UserIsAccount,
+    );
+}
+
+#[tokio::test]
+async fn no_token_of_an_accounts_opens_an_app_servers_user() {
+    let server = TestServer::start().await;
+    let (_app, _events) = server.client("appuser", "phone").await;
+    let version = token_version(&server, "appuser").await;
+    opens_nothing(
+        &server,
+        &forged(&server, "appuser", version, Origin::Account),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn tokens_minted_before_an_id_was_registered_are_not_current() {
+    let server = TestServer::start().await;
+    // Made where the id could not be recorded (as by an older server), so the id has no
+    // trace and is registered.
+    let app = forged(&server, "early", 0, Origin::AppServer);
+    let account = forged(&server, "early", 0, Origin::Account);
+    let token = register(&server, "early").await;
+    for before in [&app, &account] {
+        opens_nothing(&server, before).await;
+    }
+    assert_eq!(connects_as(&server, &token).await, "early");
 }

@@ -165,6 +165,40 @@ async fn one_to_one_and_group_messages_cross_nodes() {
 }
 
 #[tokio::test]
+async fn registering_an_id_ends_an_app_session_of_it_on_another_node() {
+    let Some(cluster) =
+        Cluster::new("registering_an_id_ends_an_app_session_of_it_on_another_node").await
+    else {
+        return;
+    };
+    let a = cluster.first().await;
+    let b = cluster.next(&a, "b").await;
+    // An app token the store never recorded (as an older server or `tidings token` without the
+    // database would have made it), connected on b: the id has no trace a registration on a
+    // would find.
+    let now = crate::util::now_ms() / 1000;
+    let token =
+        tidings_engine::auth::mint(&b.running().credentials, "late", 0, now, now + 600).unwrap();
+    let mut config = tidings_client::ClientConfig::new(b.url(), token);
+    config.reconnect_delays = vec![Duration::from_millis(50)];
+    let (_late, mut events) = tidings_client::Client::connect(config).await.unwrap();
+    let (status, body) = http(
+        &a,
+        "POST",
+        "/v1/accounts/register",
+        Vec::new(),
+        Some(json!({ "account": "late", "password": "a long password" }).to_string()),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // The app's session ends, so it reads nothing the account's user is sent.
+    match next_terminal(&mut events).await {
+        Event::Kicked { code, .. } => assert_eq!(code, Code::TokenRevoked.as_u32()),
+        other => panic!("expected the session to end, got {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn a_device_connecting_to_another_node_replaces_the_first() {
     let Some(cluster) =
         Cluster::new("a_device_connecting_to_another_node_replaces_the_first").await

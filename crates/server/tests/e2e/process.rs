@@ -616,12 +616,13 @@ fn serve_takes_its_settings_from_the_environment() {
     assert!(!cwd.path().join("data").exists());
 }
 
-/// `tidings token` reads the database of a server that may be running on it (as in the README's
-/// tour). It must only read: a second writer on the database (its search-index catch-up) would
-/// index the server's newest messages behind its back, and the server's own indexing of them
-/// would then fail, failing the next write that flushes the index (here a recall) with 31011.
+/// `tidings token` records the user in the database of a server that may be running on it (as
+/// in the README's tour). It must write nothing else: a second writer on the database (its
+/// search-index catch-up) would index the server's newest messages behind its back, and the
+/// server's own indexing of them would then fail, failing the next write that flushes the
+/// index (here a recall) with 31011.
 #[tokio::test]
-async fn minting_a_token_beside_a_running_server_writes_nothing_to_its_database() {
+async fn minting_a_token_beside_a_running_server_writes_only_the_users_record() {
     let server = TestServer::start().await;
     let (alice, _events) = server.client("alice", "phone").await;
     let sent = alice.send(Outgoing::text("bob", "findable")).await.unwrap();
@@ -634,8 +635,8 @@ async fn minting_a_token_beside_a_running_server_writes_nothing_to_its_database(
     let found = alice.search("findable", None, 0, None).await.unwrap();
     assert!(found.messages.is_empty(), "a recalled message is not found");
 
-    // What it reads is still the user's token version: after a revocation, a token minted
-    // offline carries the new one and is accepted.
+    // What it reads is the user's token version: after a revocation, a token minted offline
+    // carries the new one and is accepted.
     let (status, _) = api(
         &server,
         "POST",
