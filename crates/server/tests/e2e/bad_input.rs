@@ -283,3 +283,29 @@ async fn the_sdk_reports_a_refused_connect_with_its_code() {
         other => panic!("expected a refusal with its code, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_priority_number_the_schema_lacks_ends_the_connection_with_40001() {
+    let server = TestServer::start().await;
+    let mut frame = publish(1, "c1", "bob", r#"{"text":"x"}"#);
+    if let Some(Body::Publish(v1::Publish {
+        body: Some(v1::publish::Body::Send(s)),
+        ..
+    })) = frame.body.as_mut()
+    {
+        s.priority = 64;
+    }
+    // Protobuf carries the number; JSON has no way to write it, so the frame would not mean the
+    // same in both encodings. Refused as malformed, with a frame that decodes (`recv` checks).
+    let mut raw = Raw::connected(&server, "alice", Encoding::Protobuf).await;
+    raw.send(frame).await;
+    raw.expect_disconnect(Code::MalformedFrame).await;
+    // The same frame in JSON, written by hand.
+    let mut raw = Raw::connected(&server, "alice", Encoding::Json).await;
+    raw.send_raw(
+        br#"{"qos":1,"publish":{"packetId":1,"send":{"clientMsgId":"c1","conversationType":1,"targetId":"bob","msgType":"text","content":"{\"text\":\"x\"}","priority":64}}}"#
+            .to_vec(),
+    )
+    .await;
+    raw.expect_disconnect(Code::MalformedFrame).await;
+}
