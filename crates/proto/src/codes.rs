@@ -84,6 +84,8 @@ pub enum Code {
     InvalidPushSubscription = 40029,
     PushDisabled = 40030,
     ChatroomJoinedElsewhere = 40031,
+    /// Message content whose objects and arrays nest deeper than the engine allows.
+    ContentTooDeep = 40032,
 
     HeartbeatTimeout = 41001,
     SlowConsumer = 41002,
@@ -171,6 +173,7 @@ impl Code {
         Code::InvalidPushSubscription,
         Code::PushDisabled,
         Code::ChatroomJoinedElsewhere,
+        Code::ContentTooDeep,
         Code::HeartbeatTimeout,
         Code::SlowConsumer,
         Code::ServerShutdown,
@@ -264,6 +267,7 @@ impl Code {
             Code::InvalidPushSubscription => "invalid push subscription",
             Code::PushDisabled => "push notifications are off on this server",
             Code::ChatroomJoinedElsewhere => "already in the chatroom from another connection",
+            Code::ContentTooDeep => "content nested too deeply",
             Code::HeartbeatTimeout => "heartbeat timeout",
             Code::SlowConsumer => "slow consumer: outbound queue overflow",
             Code::ServerShutdown => "server shutting down",
