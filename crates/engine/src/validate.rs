@@ -206,6 +206,20 @@ fn nests_deeper_than(text: &str, max: usize) -> bool {
     false
 }
 
+/// Stored content as JSON to embed as it is in an answer (see [`MAX_CONTENT_DEPTH`] for why not
+/// as a tree). Content is checked to be JSON before it is stored, so `None` (to be shown as
+/// `null`) means the store holds something no send could have put there: logged, not passed
+/// over.
+pub fn content_json(content: &str) -> Option<&serde_json::value::RawValue> {
+    match serde_json::from_str(content) {
+        Ok(raw) => Some(raw),
+        Err(e) => {
+            tracing::error!(error = %e, "stored message content is not JSON: shown as null");
+            None
+        }
+    }
+}
+
 /// The text of a (valid) message that search finds it by: a text message's text, a file's
 /// name, a rich message's title and description, a location's name, and an app-defined type's
 /// `text` field if it has one. Empty when there is nothing to find.
@@ -325,6 +339,10 @@ mod tests {
         let deep = nested(200);
         assert_eq!(check("app:card", &deep), Err(Code::ContentTooDeep));
         // Brackets inside strings, escaped quotes included, are text.
+        // Read back raw, content is whole at any depth.
+        let deep = nested(300);
+        assert_eq!(content_json(&deep).map(|r| r.get()), Some(deep.as_str()));
+        assert!(content_json("not json").is_none());
         let quoted = format!(r#"{{"text":"{}\"{}"}}"#, "[{".repeat(40), "}]".repeat(40));
         assert_eq!(check("text", &quoted), Ok(()));
     }
