@@ -122,7 +122,7 @@ fn no_content<T>(result: Result<T, ApiError>) -> Response {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct Register {
+pub(crate) struct Register {
     account: String,
     password: String,
     name: Option<String>,
@@ -145,7 +145,7 @@ async fn register(
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct Login {
+pub(crate) struct Login {
     account: String,
     password: String,
 }
@@ -184,7 +184,7 @@ async fn update_me(
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct PasswordChange {
+pub(crate) struct PasswordChange {
     old_password: String,
     new_password: String,
 }
@@ -213,7 +213,7 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct Deletion {
+pub(crate) struct Deletion {
     password: String,
 }
 
