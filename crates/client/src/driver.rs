@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tidings_proto::v1::{self, frame::Body};
-use tidings_proto::{Code, Encoding, codec};
+use tidings_proto::{Code, EncodeError, Encoding, codec};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -206,12 +206,26 @@ pub async fn run(
     }
 }
 
-fn ws_message(frame: &v1::Frame, encoding: Encoding) -> WsMessage {
-    let bytes = codec::encode(frame, encoding);
-    match encoding {
-        Encoding::Protobuf => WsMessage::Binary(bytes.into()),
-        Encoding::Json => WsMessage::Text(String::from_utf8(bytes).unwrap_or_default().into()),
-    }
+fn ws_message(frame: &v1::Frame, encoding: Encoding) -> Result<WsMessage, EncodeError> {
+    Ok(match encoding {
+        Encoding::Protobuf => WsMessage::Binary(codec::encode_protobuf(frame).into()),
+        Encoding::Json => WsMessage::Text(codec::encode_json(frame)?.into()),
+    })
+}
+
+/// Why a frame could not be written.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error("a frame could not be encoded: {0}")]
+    Encode(#[from] EncodeError),
+    #[error(transparent)]
+    Socket(#[from] tokio_tungstenite::tungstenite::Error),
+}
+
+/// Encodes and writes one frame.
+async fn send_frame(ws: &mut Ws, frame: &v1::Frame, encoding: Encoding) -> Result<(), WriteError> {
+    ws.send(ws_message(frame, encoding)?).await?;
+    Ok(())
 }
 
 fn decode(msg: WsMessage) -> Option<Result<v1::Frame, tidings_proto::DecodeError>> {
@@ -263,7 +277,7 @@ async fn handshake(state: &mut State) -> Result<(Ws, v1::ConnAck), End> {
         device_id: state.config.device_id.clone(),
         platform: state.config.platform.clone(),
     }));
-    ws.send(ws_message(&connect, state.config.encoding))
+    send_frame(&mut ws, &connect, state.config.encoding)
         .await
         .map_err(lost)?;
     let deadline = Instant::now() + timeout;
@@ -400,7 +414,7 @@ async fn session(
             })),
         }));
         state.room_queries.insert(id, RoomQuery::Rejoin(room));
-        if let Err(e) = ws.send(ws_message(&frame, encoding)).await {
+        if let Err(e) = send_frame(&mut ws, &frame, encoding).await {
             return lost(e);
         }
     }
@@ -425,7 +439,7 @@ async fn session(
             query_id: 0,
             inbox_seq: cursor,
         }));
-        if let Err(e) = ws.send(ws_message(&con, encoding)).await {
+        if let Err(e) = send_frame(&mut ws, &con, encoding).await {
             return lost(e);
         }
     }
@@ -444,7 +458,7 @@ async fn session(
                 user_ids: state.watching.clone(),
             })),
         }));
-        if let Err(e) = ws.send(ws_message(&frame, encoding)).await {
+        if let Err(e) = send_frame(&mut ws, &frame, encoding).await {
             return lost(e);
         }
     }
@@ -491,7 +505,7 @@ async fn session(
                             message: String::new(),
                             reconnect: false,
                         }));
-                        let _ = ws.send(ws_message(&bye, encoding)).await;
+                        let _ = send_frame(&mut ws, &bye, encoding).await;
                         let _ = ws.close(None).await;
                         state.fail_pending(Code::ClientDisconnect.as_u32(), "client closed");
                         let _ = reply.send(());
@@ -514,7 +528,7 @@ async fn session(
                             body: Some(body),
                         }));
                         state.queries.insert(id, reply);
-                        if let Err(e) = ws.send(ws_message(&frame, encoding)).await {
+                        if let Err(e) = send_frame(&mut ws, &frame, encoding).await {
                             return lost(e);
                         }
                     }
@@ -527,7 +541,7 @@ async fn session(
                             qos: 0,
                             dup: false,
                         };
-                        if let Err(e) = ws.send(ws_message(&frame, encoding)).await {
+                        if let Err(e) = send_frame(&mut ws, &frame, encoding).await {
                             return lost(e);
                         }
                     }
@@ -538,7 +552,7 @@ async fn session(
                             inbox_seq: seq,
                             ..Default::default()
                         }));
-                        if let Err(e) = ws.send(ws_message(&ack, encoding)).await {
+                        if let Err(e) = send_frame(&mut ws, &ack, encoding).await {
                             return lost(e);
                         }
                     }
@@ -557,7 +571,7 @@ async fn session(
                     return lost("no frame from the server for 3 heartbeat intervals");
                 }
                 let frame = codec::frame(Body::Pingreq(v1::PingReq {}));
-                if let Err(e) = ws.send(ws_message(&frame, encoding)).await {
+                if let Err(e) = send_frame(&mut ws, &frame, encoding).await {
                     return lost(e);
                 }
             }
@@ -566,10 +580,7 @@ async fn session(
 }
 
 /// Acknowledges every entry up to the cursor with one QUERYCON.
-async fn confirm(
-    state: &mut State,
-    ws: &mut Ws,
-) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+async fn confirm(state: &mut State, ws: &mut Ws) -> Result<(), WriteError> {
     state.confirm_due = None;
     state.unconfirmed = 0;
     let Some(cursor) = state.cursor else {
@@ -579,7 +590,7 @@ async fn confirm(
         query_id: 0,
         inbox_seq: cursor,
     }));
-    ws.send(ws_message(&con, state.config.encoding)).await
+    send_frame(ws, &con, state.config.encoding).await
 }
 
 async fn start_sync(
@@ -587,7 +598,7 @@ async fn start_sync(
     ws: &mut Ws,
     syncing: &mut bool,
     query_id: &mut u32,
-) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+) -> Result<(), WriteError> {
     *syncing = true;
     *query_id = query_id.wrapping_add(1);
     let frame = codec::frame(Body::Query(v1::Query {
@@ -597,7 +608,7 @@ async fn start_sync(
             limit: state.config.sync_page,
         })),
     }));
-    ws.send(ws_message(&frame, state.config.encoding)).await
+    send_frame(ws, &frame, state.config.encoding).await
 }
 
 /// Handles one frame from the server. `Ok(Some(end))` ends the connection.
@@ -607,7 +618,7 @@ async fn handle(
     frame: v1::Frame,
     syncing: &mut bool,
     query_id: &mut u32,
-) -> Result<Option<End>, tokio_tungstenite::tungstenite::Error> {
+) -> Result<Option<End>, WriteError> {
     let encoding = state.config.encoding;
     match frame.body {
         Some(Body::Publish(p)) => {
@@ -731,7 +742,7 @@ async fn handle(
                     query_id: q.query_id,
                     inbox_seq: cursor,
                 }));
-                ws.send(ws_message(&con, encoding)).await?;
+                send_frame(ws, &con, encoding).await?;
                 state.confirm_due = None;
                 state.unconfirmed = 0;
             }
@@ -946,7 +957,7 @@ impl State {
         ws: &mut Ws,
         id: u32,
         resend: bool,
-    ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    ) -> Result<(), WriteError> {
         let Some(p) = self.pending.get_mut(&id) else {
             return Ok(());
         };
@@ -967,7 +978,16 @@ impl State {
             qos: 1,
             dup: resend,
         };
-        ws.send(ws_message(&frame, self.config.encoding)).await
+        match ws_message(&frame, self.config.encoding) {
+            Ok(message) => Ok(ws.send(message).await?),
+            // Resending it would fail again: the send is refused, and the connection goes on.
+            Err(e) => {
+                if let Some(p) = self.pending.remove(&id) {
+                    let _ = p.reply.send(Err(ClientError::Unencodable(e.to_string())));
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Handles a command while no connection is up (or one that needs no connection).

@@ -392,6 +392,10 @@ pub enum ClientError {
     /// The server's answer lacked what the request asks for.
     #[error("unexpected answer: {0}")]
     Protocol(String),
+    /// The request cannot be written in the connection's encoding (a field value the JSON
+    /// mapping cannot express); it was not sent.
+    #[error("cannot be encoded: {0}")]
+    Unencodable(String),
 }
 
 /// Counters, for tests and diagnostics.

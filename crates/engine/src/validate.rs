@@ -98,7 +98,14 @@ pub fn check_msg_type(t: &str) -> Result<(), Refusal> {
     }
 }
 
-/// Content is a JSON object of at most `max_bytes`; built-in types have required fields.
+/// How deep the objects and arrays of a message's content may nest (its own object is level 1).
+/// Whatever reads content back parses it with a nesting limit of its own (serde_json's is 128
+/// levels, and server events such as edits wrap content a level or two deeper), so content is
+/// bounded well below it: what is accepted is what every reader gets back whole.
+pub const MAX_CONTENT_DEPTH: usize = 32;
+
+/// Content is a JSON object of at most `max_bytes` nested at most [`MAX_CONTENT_DEPTH`] levels;
+/// built-in types have required fields.
 pub fn check_content(msg_type: &str, content: &str, max_bytes: usize) -> Result<(), Refusal> {
     if content.trim().is_empty() {
         return Err(Code::ContentEmpty.into());
@@ -107,6 +114,14 @@ pub fn check_content(msg_type: &str, content: &str, max_bytes: usize) -> Result<
         return Err(Refusal::new(
             Code::ContentTooLarge,
             format!("{} bytes, the limit is {max_bytes}", content.len()),
+        ));
+    }
+    // Before any parse: the syntax checks below do not all bound nesting (skipping a value
+    // does not), and a full parse of very deep input fails with a misleading "not JSON".
+    if nests_deeper_than(content, MAX_CONTENT_DEPTH) {
+        return Err(Refusal::new(
+            Code::ContentTooDeep,
+            format!("objects and arrays nest at most {MAX_CONTENT_DEPTH} levels"),
         ));
     }
     if fast_path_ok(msg_type, content) {
@@ -157,6 +172,52 @@ pub fn check_content(msg_type: &str, content: &str, max_bytes: usize) -> Result<
         _ => {}
     }
     Ok(())
+}
+
+/// Whether the objects and arrays of JSON text nest deeper than `max` levels. Counts brackets
+/// outside strings in one pass, without parsing; text that is not JSON gets some answer, and is
+/// refused by the syntax check anyway.
+fn nests_deeper_than(text: &str, max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for b in text.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Stored content as JSON to embed as it is in an answer (see [`MAX_CONTENT_DEPTH`] for why not
+/// as a tree). Content is checked to be JSON before it is stored, so `None` (to be shown as
+/// `null`) means the store holds something no send could have put there: logged, not passed
+/// over.
+pub fn content_json(content: &str) -> Option<&serde_json::value::RawValue> {
+    match serde_json::from_str(content) {
+        Ok(raw) => Some(raw),
+        Err(e) => {
+            tracing::error!(error = %e, "stored message content is not JSON: shown as null");
+            None
+        }
+    }
 }
 
 /// The text of a (valid) message that search finds it by: a text message's text, a file's
@@ -243,6 +304,47 @@ mod tests {
         assert!(!is_user_id(&"a".repeat(65)));
         assert!(is_client_msg_id("c-1"));
         assert!(!is_client_msg_id("c 1"));
+    }
+
+    /// A content object (valid for text, image and rich messages) whose field `a` holds an
+    /// object holding an object ... `levels` deep in all.
+    fn nested(levels: usize) -> String {
+        let inner = format!(
+            "{}{{}}{}",
+            r#"{"a":"#.repeat(levels - 2),
+            "}".repeat(levels - 2)
+        );
+        format!(r#"{{"text":"hi","url":"u","title":"t","a":{inner}}}"#)
+    }
+
+    #[test]
+    fn content_nesting_is_bounded() {
+        let check = |t, c: &str| check_content(t, c, 1 << 20).map_err(|r| r.code);
+        let at_limit = nested(MAX_CONTENT_DEPTH);
+        assert_eq!(at_limit.matches('{').count(), MAX_CONTENT_DEPTH);
+        assert_eq!(check("text", &at_limit), Ok(()));
+        assert_eq!(check("app:card", &at_limit), Ok(()));
+        let over = nested(MAX_CONTENT_DEPTH + 1);
+        for t in ["text", "app:card", "image", "rich"] {
+            assert_eq!(check(t, &over), Err(Code::ContentTooDeep), "{t}");
+        }
+        // Arrays count as objects do; far deeper content is refused the same way (not as
+        // invalid JSON, which is what a parser's own limit would say).
+        let arrays = format!(
+            r#"{{"text":"x","a":{}1{}}}"#,
+            "[".repeat(32),
+            "]".repeat(32)
+        );
+        assert_eq!(check("text", &arrays), Err(Code::ContentTooDeep));
+        let deep = nested(200);
+        assert_eq!(check("app:card", &deep), Err(Code::ContentTooDeep));
+        // Brackets inside strings, escaped quotes included, are text.
+        // Read back raw, content is whole at any depth.
+        let deep = nested(300);
+        assert_eq!(content_json(&deep).map(|r| r.get()), Some(deep.as_str()));
+        assert!(content_json("not json").is_none());
+        let quoted = format!(r#"{{"text":"{}\"{}"}}"#, "[{".repeat(40), "}]".repeat(40));
+        assert_eq!(check("text", &quoted), Ok(()));
     }
 
     #[test]

@@ -124,7 +124,7 @@ fn no_content<T>(result: Result<T, ApiError>) -> Response {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct Register {
+pub(crate) struct Register {
     account: String,
     password: String,
     name: Option<String>,
@@ -147,7 +147,7 @@ async fn register(
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct Login {
+pub(crate) struct Login {
     account: String,
     password: String,
 }
@@ -186,7 +186,7 @@ async fn update_me(
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct PasswordChange {
+pub(crate) struct PasswordChange {
     old_password: String,
     new_password: String,
 }
@@ -215,7 +215,7 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct Deletion {
+pub(crate) struct Deletion {
     password: String,
 }
 

@@ -186,7 +186,7 @@ pub(crate) fn error(refusal: Refusal) -> Response {
 }
 
 /// The body as JSON of type `T`, or the error that says what is wrong with it.
-pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Refusal> {
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
     serde_json::from_slice(body).map_err(|e| {
         Refusal::new(
             Code::BadRequest,
@@ -272,7 +272,7 @@ pub(crate) async fn require_signature(
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct TokenRequest {
+pub(crate) struct TokenRequest {
     ttl_secs: Option<u64>,
 }
 

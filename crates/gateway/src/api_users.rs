@@ -6,8 +6,10 @@ use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
+use tidings_engine::validate::content_json;
 use tidings_engine::{ApiError, Delivered, Posted, Refusal, SendRequest, UserOut};
 use tidings_proto::{Code, conversation_type};
 
@@ -341,36 +343,69 @@ pub async fn history(
             } else {
                 0
             };
-            Json(json!({
-                "code": 0,
-                "messages": messages.iter().map(message_json).collect::<Vec<_>>(),
-                "nextAfterSeq": next,
-            }))
+            Json(HistoryPage {
+                code: 0,
+                messages: messages.iter().map(MessageOut::of).collect(),
+                next_after_seq: next,
+            })
             .into_response()
         }
         Err(ApiError(r)) => error(r),
     }
 }
 
+/// A page of history as the API shows it. Written from these types rather than from a JSON
+/// tree so that each message's content goes out as stored: reading it into a tree would be
+/// bounded by the tree's nesting limit.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HistoryPage<'a> {
+    code: u32,
+    messages: Vec<MessageOut<'a>>,
+    next_after_seq: u64,
+}
+
 /// A stored message as the API shows it (`targetId` as the conversation's first user sees it).
-fn message_json(m: &Delivered) -> Value {
-    json!({
-        "uid": m.uid(),
-        "conversationType": m.conversation_type(),
-        "targetId": m.target_id(),
-        "senderId": m.sender_id(),
-        "seq": m.seq(),
-        "sentTime": m.sent_time(),
-        "msgType": m.msg_type(),
-        "content": serde_json::from_str::<Value>(m.content()).unwrap_or(Value::Null),
-        "pushText": m.push_text(),
-        "clientMsgId": m.client_msg_id(),
-        "recalled": m.recalled(),
-        "edited": m.edited(),
-        "mentionedUserIds": m.mentions(),
-        "mentionAll": m.mention_all(),
-        "directedUserIds": m.audience(),
-    })
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MessageOut<'a> {
+    uid: &'a str,
+    conversation_type: u32,
+    target_id: &'a str,
+    sender_id: &'a str,
+    seq: u64,
+    sent_time: i64,
+    msg_type: &'a str,
+    content: Option<&'a RawValue>,
+    push_text: &'a str,
+    client_msg_id: &'a str,
+    recalled: bool,
+    edited: bool,
+    mentioned_user_ids: &'a [String],
+    mention_all: bool,
+    directed_user_ids: &'a [String],
+}
+
+impl<'a> MessageOut<'a> {
+    fn of(m: &'a Delivered) -> MessageOut<'a> {
+        MessageOut {
+            uid: m.uid(),
+            conversation_type: m.conversation_type(),
+            target_id: m.target_id(),
+            sender_id: m.sender_id(),
+            seq: m.seq(),
+            sent_time: m.sent_time(),
+            msg_type: m.msg_type(),
+            content: content_json(m.content()),
+            push_text: m.push_text(),
+            client_msg_id: m.client_msg_id(),
+            recalled: m.recalled(),
+            edited: m.edited(),
+            mentioned_user_ids: m.mentions(),
+            mention_all: m.mention_all(),
+            directed_user_ids: m.audience(),
+        }
+    }
 }
 
 /// The sensitive word list, as the API shows it.
@@ -458,5 +493,40 @@ pub async fn recall(State(state): State<AppState>, body: Bytes) -> Response {
             Json(json!({ "code": 0, "uid": p.uid, "seq": p.seq, "recalled": true })).into_response()
         }
         Err(ApiError(r)) => error(r),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_writes_content_as_stored_however_deep() {
+        // Deeper than serde_json's tree limit (128): read into a tree, it would become null.
+        let deep = format!(r#"{{"a":{}1{}}}"#, "[".repeat(300), "]".repeat(300));
+        let page = HistoryPage {
+            code: 0,
+            messages: vec![MessageOut {
+                uid: "u1",
+                conversation_type: 1,
+                target_id: "bob",
+                sender_id: "alice",
+                seq: 1,
+                sent_time: 2,
+                msg_type: "app:deep",
+                content: content_json(&deep),
+                push_text: "",
+                client_msg_id: "c1",
+                recalled: false,
+                edited: false,
+                mentioned_user_ids: &[],
+                mention_all: false,
+                directed_user_ids: &[],
+            }],
+            next_after_seq: 0,
+        };
+        let text = serde_json::to_string(&page).unwrap();
+        assert!(text.contains(&format!(r#""content":{deep},"#)), "{text}");
+        assert!(text.starts_with(r#"{"code":0,"messages":[{"uid":"u1","conversationType":1,"#));
     }
 }

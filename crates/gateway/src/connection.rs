@@ -20,7 +20,7 @@ use tidings_engine::{
     SendRequest, Session,
 };
 use tidings_proto::v1::{self, frame::Body};
-use tidings_proto::{Code, DecodeError, Encoding, PROTOCOL_VERSION, codec};
+use tidings_proto::{Code, DecodeError, EncodeError, Encoding, PROTOCOL_VERSION, codec};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -117,13 +117,25 @@ pub(crate) fn close_code(code: Code) -> u16 {
     }
 }
 
-fn to_message(frame: &v1::Frame, encoding: Encoding) -> Message {
-    let bytes = codec::encode(frame, encoding);
-    match encoding {
-        Encoding::Protobuf => Message::Binary(bytes.into()),
-        // JSON encoding always yields UTF-8.
-        Encoding::Json => Message::Text(String::from_utf8(bytes).unwrap_or_default().into()),
-    }
+/// A frame as a WebSocket message of the connection's encoding.
+fn to_message(frame: &v1::Frame, encoding: Encoding) -> Result<Message, EncodeError> {
+    Ok(match encoding {
+        Encoding::Protobuf => Message::Binary(codec::encode_protobuf(frame).into()),
+        Encoding::Json => Message::Text(codec::encode_json(frame)?.into()),
+    })
+}
+
+/// A frame of the server's own as a WebSocket message, or the code that ends the connection in
+/// its place: a frame the server cannot encode is the server's failure (logged), and is never
+/// sent empty or skipped.
+fn outbound(frame: &v1::Frame, encoding: Encoding) -> Result<Message, Code> {
+    to_message(frame, encoding).map_err(encode_failed)
+}
+
+/// Logs why a server frame could not be encoded; the code that ends the connection instead.
+fn encode_failed(e: EncodeError) -> Code {
+    tracing::error!(error = %e, "a server frame could not be encoded: ending the connection");
+    Code::ServerError
 }
 
 pub(crate) fn disconnect_frame(code: Code) -> v1::Frame {
@@ -142,13 +154,19 @@ pub(crate) fn decode_error_code(e: &DecodeError) -> Code {
     }
 }
 
-/// Sends a final DISCONNECT and a close frame, within the write timeout.
+/// Sends a final DISCONNECT and a close frame, within the write timeout. Should the DISCONNECT
+/// not encode, the close says 1011 (internal error) instead of [`close_code`]'s.
 async fn refuse(sink: &mut Sink, code: Code, encoding: Encoding, timeout: Duration) {
     let _ = tokio::time::timeout(timeout, async {
-        sink.send(to_message(&disconnect_frame(code), encoding))
-            .await?;
+        let close = match outbound(&disconnect_frame(code), encoding) {
+            Ok(bye) => {
+                sink.send(bye).await?;
+                close_code(code)
+            }
+            Err(_) => 1011,
+        };
         sink.send(Message::Close(Some(CloseFrame {
-            code: close_code(code),
+            code: close,
             reason: "".into(),
         })))
         .await
@@ -284,18 +302,16 @@ async fn open(socket: WebSocket, state: &AppState, ticket: Option<&Ticket>) -> O
             }
         },
     };
-    let connack = |code: Code, message: String, info: Option<&ConnectInfo>| {
-        to_message(&connack_frame(code, message, info), encoding)
-    };
     let (session, info) = match connect_session(&state.engine, connect).await {
         Ok(ok) => ok,
         Err(frame) => {
-            let _ = tokio::time::timeout(
-                config.write_timeout,
-                sink.send(to_message(&frame, encoding)),
-            )
-            .await;
-            let _ = sink.close().await;
+            match outbound(&frame, encoding) {
+                Ok(refusal) => {
+                    let _ = tokio::time::timeout(config.write_timeout, sink.send(refusal)).await;
+                    let _ = sink.close().await;
+                }
+                Err(code) => refuse(&mut sink, code, encoding, config.write_timeout).await,
+            }
             return None;
         }
     };
@@ -305,13 +321,21 @@ async fn open(socket: WebSocket, state: &AppState, ticket: Option<&Ticket>) -> O
     let span = tracing::Span::current();
     span.record("session", session.id());
     span.record("user", session.user_id());
+    let connack = match outbound(
+        &connack_frame(Code::Ok, String::new(), Some(&info)),
+        encoding,
+    ) {
+        Ok(connack) => connack,
+        Err(code) => {
+            session.end(code);
+            refuse(&mut sink, code, encoding, config.write_timeout).await;
+            return None;
+        }
+    };
     // The CONNACK goes out before the writer starts, so it precedes every push.
-    if tokio::time::timeout(
-        config.write_timeout,
-        sink.send(connack(Code::Ok, String::new(), Some(&info))),
-    )
-    .await
-    .map_or(true, |r| r.is_err())
+    if tokio::time::timeout(config.write_timeout, sink.send(connack))
+        .await
+        .map_or(true, |r| r.is_err())
     {
         session.end(Code::ClientDisconnect);
         return None;
@@ -418,7 +442,8 @@ pub(crate) async fn handle(session: &Session, frame: v1::Frame) -> Result<(), Co
                     mentions: s.mentioned_user_ids,
                     mention_all: s.mention_all,
                     audience: s.directed_user_ids,
-                    // An unknown value stays unknown (and is refused by the engine).
+                    // The codec refused numbers the enum does not define; the engine checks which
+                    // priorities a client may use where.
                     priority: u32::try_from(s.priority).unwrap_or(u32::MAX),
                 };
                 // A status message (typing), never stored.
@@ -510,7 +535,16 @@ async fn write_loop(
                 let frame = match item {
                     Outbound::Disconnect(code) => return Ok(Written::Last(code)),
                     Outbound::Room(item) => room_message(&item, encoding),
-                    other => to_message(&wire_frame(other), encoding),
+                    other => outbound(&wire_frame(other), encoding),
+                };
+                let frame = match frame {
+                    Ok(frame) => frame,
+                    // What was fed goes out first; what is still queued stays in the inbox
+                    // (deliveries) or is asked again by the client after it reconnects.
+                    Err(code) => {
+                        session.end(code);
+                        return Ok(Written::Last(code));
+                    }
                 };
                 sink.feed(frame).await?;
                 fed += 1;
@@ -545,22 +579,34 @@ async fn write_loop(
     }
 }
 
-/// A chatroom item as a WebSocket message, encoded once per encoding for all its members.
-fn room_message(item: &RoomItem, encoding: Encoding) -> Message {
+/// A chatroom item as a WebSocket message, encoded once per encoding for all its members (or,
+/// as [`outbound`], the code that ends the connection in its place).
+fn room_message(item: &RoomItem, encoding: Encoding) -> Result<Message, Code> {
     let slot = match encoding {
         Encoding::Protobuf => 0,
         Encoding::Json => 1,
     };
-    let encode = || bytes::Bytes::from(codec::encode(&room_frame(item), encoding));
-    let bytes = match item.wire(slot) {
-        Some(cache) => cache.get_or_init(encode).clone(),
-        None => encode(),
+    let cache = item.wire(slot);
+    let bytes = match cache.and_then(|c| c.get()) {
+        Some(bytes) => bytes.clone(),
+        None => {
+            let bytes = bytes::Bytes::from(
+                codec::encode(&room_frame(item), encoding).map_err(encode_failed)?,
+            );
+            if let Some(cache) = cache {
+                // Another member's writer may have filled it meanwhile, with the same bytes.
+                let _ = cache.set(bytes.clone());
+            }
+            bytes
+        }
     };
-    match encoding {
+    Ok(match encoding {
         Encoding::Protobuf => Message::Binary(bytes),
-        // JSON encoding always yields UTF-8.
-        Encoding::Json => Message::Text(bytes.try_into().unwrap_or_default()),
-    }
+        Encoding::Json => Message::Text(bytes.try_into().map_err(|e| {
+            tracing::error!(error = %e, "a cached JSON room frame is not UTF-8");
+            Code::ServerError
+        })?),
+    })
 }
 
 /// The frame of a chatroom item: a QoS 0 PUBLISH.

@@ -19,8 +19,8 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tidings_dialects::{Dialect, Receipt, Step, WireIn, WireOut};
 use tidings_engine::{
-    ConnectRequest, Outbound, PushOutcome, PushSubscription, ReceiptWatch, Refusal, Session,
-    UserOut,
+    ConnectRequest, Outbound, PushOutcome, PushSubscription, ReceiptWatch, Refusal, SendRequest,
+    Session, UserOut,
 };
 use tidings_proto::Code;
 use tokio::sync::{broadcast, mpsc};
@@ -157,24 +157,28 @@ pub async fn seed001_send(
             }
         }
     };
-    let data = match serde_json::from_value(value) {
-        Ok(d) => d,
-        Err(e) => {
-            return crate::api::error(Refusal::new(
-                Code::BadRequest,
-                format!("the body is not MESSAGE data: {e}"),
-            ));
-        }
+    let send = match seed001_send_request(value, tidings_engine::new_uid()) {
+        Ok(send) => send,
+        Err(r) => return crate::api::error(r),
     };
-    let send =
-        match tidings_dialects::seed001::send_request(data, tidings_engine::new_uid(), "", true) {
-            Ok(send) => send,
-            Err(r) => return crate::api::error(r),
-        };
     crate::api::reply(
         state.engine.send_as(&sender, send).await,
         |posted| serde_json::json!({ "mid": posted.uid }),
     )
+}
+
+/// The message a `POST /json/message` body asks to send.
+pub(crate) fn seed001_send_request(
+    body: serde_json::Value,
+    client_msg_id: String,
+) -> Result<SendRequest, Refusal> {
+    let data = serde_json::from_value(body).map_err(|e| {
+        Refusal::new(
+            Code::BadRequest,
+            format!("the body is not MESSAGE data: {e}"),
+        )
+    })?;
+    tidings_dialects::seed001::send_request(data, client_msg_id, "", true)
 }
 
 #[derive(serde::Deserialize)]

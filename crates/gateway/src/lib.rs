@@ -15,6 +15,7 @@
 //!   `tidings-dialects`).
 //! - `GET /`, `/demo/…`, `/sdk/…`: the demo chat page and the browser SDK (`web.rs`).
 //! - `GET /healthz`.
+//! - [`inputs`]: the readers of untrusted bodies as pure functions, for the fuzz targets.
 //!
 //! [`serve`] takes an already-bound listener and a shutdown future, so tests bind port 0.
 //!
@@ -30,6 +31,7 @@ mod api_users;
 mod connection;
 mod dialect;
 mod files;
+pub mod inputs;
 mod listener;
 mod poll;
 mod web;

@@ -30,6 +30,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use tidings_engine::{Outbound, Refusal, Session};
 use tidings_proto::v1::{self, frame::Body};
 use tidings_proto::{Code, Encoding, codec};
@@ -169,8 +170,30 @@ fn batch(session: Option<&str>, number: u64, frames: &[Vec<u8>]) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-fn json(frame: &v1::Frame) -> Vec<u8> {
-    codec::encode(frame, Encoding::Json)
+/// A frame of the server's own as JSON, or the code that ends the session in its place: a frame
+/// the server cannot encode is the server's failure (logged), never sent empty or skipped.
+fn json(frame: &v1::Frame) -> Result<Vec<u8>, Code> {
+    codec::encode(frame, Encoding::Json).map_err(|e| {
+        tracing::error!(error = %e, "a server frame could not be encoded: ending the session");
+        Code::ServerError
+    })
+}
+
+/// The frames of a send's body, as the JSON text of each: the body is one frame (an object) or
+/// an array of them. `None` if it is neither. Each frame is decoded on its own afterwards, so
+/// that the ones before a bad one are handled, as on a WebSocket.
+pub(crate) fn split_frames(body: &[u8]) -> Option<Vec<&str>> {
+    // Raw values keep each frame's text as it came: nothing is parsed twice or re-encoded, and
+    // no nesting limit of a JSON tree applies before the frame decoder's own rules.
+    let whole: &RawValue = serde_json::from_slice(body).ok()?;
+    let text = whole.get();
+    match text.as_bytes().first() {
+        Some(b'{') => Some(vec![text]),
+        Some(b'[') => serde_json::from_str::<Vec<&RawValue>>(text)
+            .ok()
+            .map(|frames| frames.into_iter().map(RawValue::get).collect()),
+        _ => None,
+    }
 }
 
 /// `POST /v1/poll`: a CONNECT frame opens a session.
@@ -187,11 +210,23 @@ pub async fn open(State(state): State<AppState>, body: Bytes) -> Response {
     };
     let (session, info) = match connect_session(&state.engine, connect).await {
         Ok(ok) => ok,
-        Err(connack) => return batch(None, 0, &[json(&connack)]),
+        Err(connack) => {
+            return match json(&connack) {
+                Ok(connack) => batch(None, 0, &[connack]),
+                Err(code) => error(code.into()),
+            };
+        }
+    };
+    let connack = crate::connection::connack_frame(Code::Ok, String::new(), Some(&info));
+    let connack = match json(&connack) {
+        Ok(connack) => connack,
+        Err(code) => {
+            session.end(code);
+            return error(code.into());
+        }
     };
     crate::listener::authenticated();
     let id = hex::encode(rand::random::<[u8; 16]>());
-    let connack = crate::connection::connack_frame(Code::Ok, String::new(), Some(&info));
     let ps = Arc::new(PollSession {
         session,
         batches: Default::default(),
@@ -203,7 +238,7 @@ pub async fn open(State(state): State<AppState>, body: Bytes) -> Response {
     });
     state.polls.lock().insert(id.clone(), ps.clone());
     tokio::spawn(supervise(state.clone(), id.clone(), ps));
-    batch(Some(&id), 0, &[json(&connack)])
+    batch(Some(&id), 0, &[connack])
 }
 
 /// Resends deliveries that are due and ends the session once no request has come for a
@@ -304,18 +339,32 @@ pub async fn poll(
     let mut bytes = 0;
     let mut next = first;
     while let Some(item) = next.take() {
-        if let Outbound::Disconnect(code) = item {
-            b.ended = true;
-            // A client that said goodbye is not told.
-            if code != Code::ClientDisconnect {
-                frames.push(json(&disconnect_frame(code)));
+        let (frame, last) = match item {
+            Outbound::Disconnect(code) => {
+                b.ended = true;
+                // A client that said goodbye is not told.
+                if code == Code::ClientDisconnect {
+                    break;
+                }
+                (json(&disconnect_frame(code)), true)
             }
-            break;
-        }
-        let frame = json(&wire_frame(item));
+            item => (json(&wire_frame(item)), false),
+        };
+        let frame = match frame {
+            Ok(frame) => frame,
+            // The session ends, and this poll answers with the code in place of a batch. The
+            // frames taken for it are not sent: deliveries stay in the inbox for the next
+            // connection's sync, and requests go unanswered, as on a dropped connection.
+            Err(code) => {
+                ps.session.end(code);
+                drop(b);
+                state.polls.remove(&id);
+                return error(code.into());
+            }
+        };
         bytes += frame.len();
         frames.push(frame);
-        if frames.len() < BATCH_FRAMES && bytes < BATCH_BYTES {
+        if !last && frames.len() < BATCH_FRAMES && bytes < BATCH_BYTES {
             next = outbox.try_pop();
         }
     }
@@ -337,17 +386,12 @@ pub async fn send(State(state): State<AppState>, Path(id): Path<String>, body: B
     };
     let _active = ps.enter();
     let max = state.config.max_frame_bytes;
-    // A frame too large to be one is refused before it is parsed, as on WebSocket.
-    let frames = match serde_json::from_slice::<serde_json::Value>(&body) {
-        Ok(serde_json::Value::Array(frames)) => frames,
-        Ok(frame @ serde_json::Value::Object(_)) => vec![frame],
-        _ => {
-            return end_with(
-                &ps,
-                Code::MalformedFrame,
-                "the body is not a JSON frame or array of frames".into(),
-            );
-        }
+    let Some(frames) = split_frames(&body) else {
+        return end_with(
+            &ps,
+            Code::MalformedFrame,
+            "the body is not a JSON frame or array of frames".into(),
+        );
     };
     if frames.len() > SEND_FRAMES {
         return error(Refusal::new(
@@ -357,9 +401,8 @@ pub async fn send(State(state): State<AppState>, Path(id): Path<String>, body: B
     }
     let order = ps.sending.lock().await;
     for frame in frames {
-        // Re-encoding a parsed value cannot fail.
-        let bytes = serde_json::to_vec(&frame).unwrap_or_default();
-        let frame = match codec::decode(&bytes, Encoding::Json, max) {
+        // A frame too large to be one is refused before it is parsed, as on WebSocket.
+        let frame = match codec::decode(frame.as_bytes(), Encoding::Json, max) {
             Ok(f) => f,
             Err(e) => return end_with(&ps, decode_error_code(&e), e.to_string()),
         };
@@ -381,4 +424,56 @@ pub async fn send(State(state): State<AppState>, Path(id): Path<String>, body: B
 fn end_with(ps: &PollSession, code: Code, text: String) -> Response {
     ps.session.end(code);
     error(Refusal::new(code, text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_send_body_is_one_frame_or_an_array_of_them_as_sent() {
+        assert_eq!(
+            split_frames(br#" {"pingreq": {}} "#),
+            Some(vec![r#"{"pingreq": {}}"#])
+        );
+        assert_eq!(
+            split_frames(br#"[{"pingreq":{}}, {"querycon": {"inboxSeq": "3"}}, 7]"#),
+            Some(vec![
+                r#"{"pingreq":{}}"#,
+                r#"{"querycon": {"inboxSeq": "3"}}"#,
+                "7"
+            ])
+        );
+        assert_eq!(split_frames(b"[]"), Some(vec![]));
+        for bad in [
+            &b""[..],
+            b"7",
+            b"\"x\"",
+            b"null",
+            b"{",
+            b"[{}",
+            b"{} {}",
+            b"\xff",
+        ] {
+            assert_eq!(
+                split_frames(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn a_deeply_nested_send_body_is_split_without_a_tree() {
+        // Deeper than any JSON tree parser allows: split as text, refused by the frame decoder.
+        let deep = format!(
+            r#"[{{"pingreq":{{"x":{}{}}}}}]"#,
+            "[".repeat(5000),
+            "]".repeat(5000)
+        );
+        let frames = split_frames(deep.as_bytes()).unwrap();
+        assert_eq!(frames.len(), 1);
+        assert!(codec::decode(frames[0].as_bytes(), Encoding::Json, 1 << 20).is_ok());
+    }
 }

@@ -24,9 +24,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
 use tidings_engine::AppCredentials;
 use tidings_engine::hooks::{Hooks, Moderating, Moderation, Proposed};
+use tidings_engine::validate::content_json;
 use tidings_store::StoredMessage;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -178,40 +181,79 @@ impl HttpHooks {
     }
 }
 
-/// A stored message as callbacks show it (`targetId` as the sender sees the conversation): the
-/// fields of a proposed one, and its uid, seq and time.
-fn message_json(m: &StoredMessage) -> Value {
-    let mut v = proposed_json(&Proposed {
-        conversation_type: m.conversation_type,
-        target_id: m.target.clone(),
-        sender_id: m.sender.clone(),
-        msg_type: m.msg_type.clone(),
-        content: m.content.clone(),
-        push_text: m.push_text.clone(),
-        client_msg_id: m.client_msg_id.clone(),
-        mentions: m.mentions.clone(),
-        mention_all: m.mention_all,
-        audience: m.audience.clone(),
-    });
-    v["uid"] = m.uid.clone().into();
-    v["seq"] = m.seq.into();
-    v["sentTime"] = m.sent_time.into();
-    v
+/// A callback's body: `{"type", "message"}`. Written from these types rather than from a JSON
+/// tree so that the message's content goes out as stored: reading it into a tree would be
+/// bounded by the tree's nesting limit.
+#[derive(Serialize)]
+struct Callback<'a> {
+    r#type: &'static str,
+    message: CallbackMessage<'a>,
 }
 
-fn proposed_json(m: &Proposed) -> Value {
-    json!({
-        "conversationType": m.conversation_type,
-        "targetId": m.target_id,
-        "senderId": m.sender_id,
-        "msgType": m.msg_type,
-        "content": serde_json::from_str::<Value>(&m.content).unwrap_or(Value::Null),
-        "pushText": m.push_text,
-        "clientMsgId": m.client_msg_id,
-        "mentionedUserIds": m.mentions,
-        "mentionAll": m.mention_all,
-        "directedUserIds": m.audience,
-    })
+/// A message as callbacks show it: a proposed one's fields, and for a stored one (`targetId` as
+/// the sender sees the conversation) its uid, seq and time.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CallbackMessage<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sent_time: Option<i64>,
+    conversation_type: u32,
+    target_id: &'a str,
+    sender_id: &'a str,
+    msg_type: &'a str,
+    content: Option<&'a RawValue>,
+    push_text: &'a str,
+    client_msg_id: &'a str,
+    mentioned_user_ids: &'a [String],
+    mention_all: bool,
+    directed_user_ids: &'a [String],
+}
+
+impl<'a> CallbackMessage<'a> {
+    fn proposed(m: &'a Proposed) -> CallbackMessage<'a> {
+        CallbackMessage {
+            uid: None,
+            seq: None,
+            sent_time: None,
+            conversation_type: m.conversation_type,
+            target_id: &m.target_id,
+            sender_id: &m.sender_id,
+            msg_type: &m.msg_type,
+            content: content_json(&m.content),
+            push_text: &m.push_text,
+            client_msg_id: &m.client_msg_id,
+            mentioned_user_ids: &m.mentions,
+            mention_all: m.mention_all,
+            directed_user_ids: &m.audience,
+        }
+    }
+
+    fn stored(m: &'a StoredMessage) -> CallbackMessage<'a> {
+        CallbackMessage {
+            uid: Some(&m.uid),
+            seq: Some(m.seq),
+            sent_time: Some(m.sent_time),
+            conversation_type: m.conversation_type,
+            target_id: &m.target,
+            sender_id: &m.sender,
+            msg_type: &m.msg_type,
+            content: content_json(&m.content),
+            push_text: &m.push_text,
+            client_msg_id: &m.client_msg_id,
+            mentioned_user_ids: &m.mentions,
+            mention_all: m.mention_all,
+            directed_user_ids: &m.audience,
+        }
+    }
+}
+
+/// The text of a callback's body.
+fn body(r#type: &'static str, message: CallbackMessage<'_>) -> Result<String, serde_json::Error> {
+    serde_json::to_string(&Callback { r#type, message })
 }
 
 /// The verdict an answer's body holds.
@@ -245,10 +287,16 @@ impl Hooks for HttpHooks {
             let Some(url) = &self.moderation_url else {
                 return Moderation::Accept;
             };
-            let body = json!({ "type": "message.moderate", "message": proposed_json(message) });
+            let body = match body("message.moderate", CallbackMessage::proposed(message)) {
+                Ok(body) => body,
+                Err(e) => {
+                    tracing::error!(error = %e, "a moderation request could not be written");
+                    return Moderation::Unavailable;
+                }
+            };
             let request = self
                 .signer
-                .post(&self.client, url, body.to_string())
+                .post(&self.client, url, body)
                 .timeout(self.config.moderation_timeout);
             let answer = async {
                 let response = request.send().await.ok()?;
@@ -275,8 +323,14 @@ impl Hooks for HttpHooks {
 
     fn sent(&self, message: &StoredMessage) {
         let Some(queue) = &self.queue else { return };
-        let body = json!({ "type": "message.sent", "message": message_json(message) });
-        if queue.try_send(body.to_string()).is_err() {
+        let body = match body("message.sent", CallbackMessage::stored(message)) {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::error!(uid = %message.uid, error = %e, "this message's after-send callback could not be written and is dropped");
+                return;
+            }
+        };
+        if queue.try_send(body).is_err() {
             tracing::error!(uid = %message.uid, "the callback queue is full: this message's after-send callback is dropped");
         }
     }
@@ -345,6 +399,52 @@ async fn deliver(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_callback_carries_content_as_stored_however_deep() {
+        // Deeper than serde_json's tree limit (128): read into a tree, it would become null.
+        let deep = format!(r#"{{"a":{}1{}}}"#, "[".repeat(300), "]".repeat(300));
+        let message = StoredMessage {
+            uid: "u1".into(),
+            conversation_type: 1,
+            target: "bob".into(),
+            sender: "alice".into(),
+            seq: 3,
+            sent_time: 7,
+            msg_type: "app:deep".into(),
+            content: deep.clone(),
+            ..Default::default()
+        };
+        let text = body("message.sent", CallbackMessage::stored(&message)).unwrap();
+        assert!(text.contains(&format!(r#""content":{deep}"#)), "{text}");
+        assert!(
+            text.starts_with(
+                r#"{"type":"message.sent","message":{"uid":"u1","seq":3,"sentTime":7,"#
+            )
+        );
+        let shallow = Proposed {
+            conversation_type: 1,
+            target_id: "bob".into(),
+            sender_id: "alice".into(),
+            msg_type: "text".into(),
+            content: r#"{"text":"hi"}"#.into(),
+            push_text: String::new(),
+            client_msg_id: "c1".into(),
+            mentions: Vec::new(),
+            mention_all: false,
+            audience: Vec::new(),
+        };
+        let v: Value = serde_json::from_str(
+            &body("message.moderate", CallbackMessage::proposed(&shallow)).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(v["message"]["content"], json!({ "text": "hi" }));
+        assert!(
+            v["message"].get("uid").is_none(),
+            "a proposed message has no uid"
+        );
+    }
 
     #[test]
     fn callbacks_sign_the_target_their_request_line_carries() {

@@ -84,6 +84,8 @@ pub enum Code {
     InvalidPushSubscription = 40029,
     PushDisabled = 40030,
     ChatroomJoinedElsewhere = 40031,
+    /// Message content whose objects and arrays nest deeper than the engine allows.
+    ContentTooDeep = 40032,
     /// The user has `max_sessions_per_user` connections open already.
     TooManySessions = 40034,
 
@@ -184,6 +186,7 @@ impl Code {
         Code::InvalidPushSubscription,
         Code::PushDisabled,
         Code::ChatroomJoinedElsewhere,
+        Code::ContentTooDeep,
         Code::TooManySessions,
         Code::HeartbeatTimeout,
         Code::SlowConsumer,
@@ -283,6 +286,7 @@ impl Code {
             Code::InvalidPushSubscription => "invalid push subscription",
             Code::PushDisabled => "push notifications are off on this server",
             Code::ChatroomJoinedElsewhere => "already in the chatroom from another connection",
+            Code::ContentTooDeep => "content nested too deeply",
             Code::TooManySessions => "too many connections of this user",
             Code::HeartbeatTimeout => "heartbeat timeout",
             Code::SlowConsumer => "slow consumer: outbound queue overflow",

@@ -7,7 +7,8 @@
 //!
 //! Layout:
 //! - [`v1`]: the generated types (`Frame`, `Connect`, `Publish`, ...).
-//! - [`codec`]: [`codec::decode`] / [`codec::encode`] with a maximum frame size.
+//! - [`codec`]: [`codec::decode`] with a maximum frame size, and [`codec::encode`], which
+//!   returns an error rather than bytes when a frame cannot be written.
 //! - [`codes`]: [`codes::Code`], the numeric error and close codes with their fixed texts.
 
 pub mod codec;
@@ -21,7 +22,7 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/tidings.v1.serde.rs"));
 }
 
-pub use codec::{DecodeError, Encoding, FrameKind};
+pub use codec::{DecodeError, EncodeError, Encoding, FrameKind};
 pub use codes::Code;
 
 /// The message type of a user event that reports a conversation's new settings.

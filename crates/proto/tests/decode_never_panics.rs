@@ -30,7 +30,7 @@ proptest! {
     fn decoded_frames_reencode_and_decode_to_themselves(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
         if let Ok(frame) = codec::decode(&bytes, Encoding::Protobuf, 1 << 16) {
             for enc in [Encoding::Protobuf, Encoding::Json] {
-                let again = codec::decode(&codec::encode(&frame, enc), enc, 1 << 20).unwrap();
+                let again = codec::decode(&codec::encode(&frame, enc).unwrap(), enc, 1 << 20).unwrap();
                 prop_assert_eq!(&again, &frame);
             }
         }

@@ -332,8 +332,8 @@ fn dir() -> PathBuf {
 fn golden_frames_in_both_encodings() {
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     for (name, frame) in frames() {
-        let json = String::from_utf8(codec::encode(&frame, Encoding::Json)).unwrap();
-        let pb = hex(&codec::encode(&frame, Encoding::Protobuf));
+        let json = codec::encode_json(&frame).unwrap();
+        let pb = hex(&codec::encode_protobuf(&frame));
         let json_path = dir().join(format!("{name}.json"));
         let pb_path = dir().join(format!("{name}.pb.hex"));
         if update {

@@ -569,7 +569,7 @@ async fn open(
 
 /// A client frame: masked, as a client's frames must be.
 pub(super) fn client_frame(body: Body) -> Vec<u8> {
-    let payload = codec::encode(&codec::frame(body), Encoding::Protobuf);
+    let payload = codec::encode_protobuf(&codec::frame(body));
     let mut out = Vec::with_capacity(payload.len() + 14);
     wsframe::put(&mut out, wsframe::BINARY, &payload, Some(rand::random()));
     out
@@ -1589,20 +1589,17 @@ pub(super) mod wire {
 
     #[cfg(test)]
     mod tests {
+        use tidings_proto::codec;
         use tidings_proto::v1::{self, frame::Body};
-        use tidings_proto::{Encoding, codec};
 
         use super::*;
 
         fn encoded(body: Body, qos: u32, dup: bool) -> Vec<u8> {
-            codec::encode(
-                &v1::Frame {
-                    body: Some(body),
-                    qos,
-                    dup,
-                },
-                Encoding::Protobuf,
-            )
+            codec::encode_protobuf(&v1::Frame {
+                body: Some(body),
+                qos,
+                dup,
+            })
         }
 
         fn room_message(seq: u64, msg_type: &str, content: &str) -> v1::Message {

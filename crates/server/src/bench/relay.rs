@@ -58,7 +58,7 @@ async fn upgrade(ws: WebSocketUpgrade, State(relay): State<Relay>) -> Response {
 }
 
 fn binary(frame: &v1::Frame) -> Message {
-    Message::Binary(codec::encode(frame, Encoding::Protobuf).into())
+    Message::Binary(codec::encode_protobuf(frame).into())
 }
 
 async fn connection(socket: WebSocket, relay: Relay) {

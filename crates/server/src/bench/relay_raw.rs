@@ -209,7 +209,7 @@ pub async fn serve(listener: TcpListener) -> std::io::Result<()> {
 }
 
 fn framed(frame: &v1::Frame) -> Vec<u8> {
-    let payload = codec::encode(frame, Encoding::Protobuf);
+    let payload = codec::encode_protobuf(frame);
     let mut out = Vec::with_capacity(payload.len() + 10);
     wsframe::put(&mut out, wsframe::BINARY, &payload, None);
     out
@@ -352,7 +352,7 @@ fn answer(
                 wsframe::put(
                     &mut state.batch,
                     wsframe::BINARY,
-                    &codec::encode(&item, Encoding::Protobuf),
+                    &codec::encode_protobuf(&item),
                     None,
                 );
                 let end = state.batch.len();

@@ -305,8 +305,8 @@ async fn an_oversized_websocket_message_is_closed_with_1009_not_reset() {
             .unwrap();
         if connected {
             let token = server.token("alice").await;
-            let frame = tidings_proto::codec::encode(&connect(&token), Encoding::Json);
-            ws.send(WsMessage::Text(String::from_utf8(frame).unwrap().into()))
+            let frame = tidings_proto::codec::encode_json(&connect(&token)).unwrap();
+            ws.send(WsMessage::Text(frame.into()))
                 .await
                 .unwrap();
         }

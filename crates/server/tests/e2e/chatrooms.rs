@@ -1188,8 +1188,7 @@ async fn the_sdk_presents_items_a_gap_markers_range_holds_after_it() {
     let server = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
         let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
-        let send =
-            |f: v1::Frame| Ws::Binary(tidings_proto::codec::encode(&f, Encoding::Protobuf).into());
+        let send = |f: v1::Frame| Ws::Binary(tidings_proto::codec::encode_protobuf(&f).into());
         // The handshake, then the join, answered by hand.
         let Some(Ok(Ws::Binary(_connect))) = ws.next().await else {
             panic!("no CONNECT")

@@ -41,7 +41,7 @@ async fn http(
 }
 
 fn json_frame(frame: &v1::Frame) -> Vec<u8> {
-    codec::encode(frame, Encoding::Json)
+    codec::encode(frame, Encoding::Json).expect("a test frame encodes")
 }
 
 fn frames_of(answer: &Value) -> Vec<v1::Frame> {

@@ -228,7 +228,7 @@ impl Raw {
     }
 
     pub async fn send(&mut self, frame: v1::Frame) {
-        let bytes = codec::encode(&frame, self.encoding);
+        let bytes = codec::encode(&frame, self.encoding).expect("a test frame encodes");
         self.send_raw(bytes).await;
     }
 
