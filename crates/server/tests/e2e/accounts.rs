@@ -667,7 +667,7 @@ async fn bad_bodies_get_400_with_their_codes() {
 
 /// Asserts that registering `id` is refused as a taken name and made no account: the password
 /// it was tried with logs in to nothing, so the registrant holds no token of the user's.
-async fn not_registered(server: &TestServer, id: &str) {
+pub(crate) async fn not_registered(server: &TestServer, id: &str) {
     assert_refused(
         try_register(server, id, PASSWORD).await,
         409,
@@ -712,25 +712,6 @@ async fn opens_nothing(server: &TestServer, token: &str) {
         call(server, "POST", "/logout", Some(token), Value::Null).await,
         401,
         Code::TokenRevoked,
-    );
-}
-
-#[tokio::test]
-async fn an_id_with_only_messages_in_its_inbox_is_not_registered() {
-    let server = TestServer::start().await;
-    let (alice, _events) = server.client("alice", "phone").await;
-    alice
-        .send(Outgoing::text("inboxed", "for inboxed only"))
-        .await
-        .unwrap();
-    not_registered(&server, "inboxed").await;
-    // The messages wait for the app server's user.
-    let (_inboxed, mut events) = server.client("inboxed", "phone").await;
-    assert!(
-        next_message(&mut events)
-            .await
-            .content
-            .contains("for inboxed only")
     );
 }
 

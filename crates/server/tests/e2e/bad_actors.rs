@@ -1,12 +1,18 @@
-//! What an attacker can do to the server, tried as one would: sockets held open without a
-//! request, requests dripped a line at a time, more connections than the server has room for,
-//! a forged client address, frames larger than the limit, a consumer that never reads. Each
-//! test checks the attacker is bounded and that everyone else keeps being served.
+//! What an attacker can do to the server, tried as one would. First the connection layer:
+//! sockets held open without a request, requests dripped a line at a time, more connections
+//! than the server has room for, a forged client address, frames larger than the limit, a
+//! consumer that never reads, one user opening connection after connection; each test checks
+//! the attacker is bounded and that everyone else keeps being served. Then one reproduction of
+//! each other finding of the security review, as its client did it: registering a user the app
+//! server manages, renewing another user's file link, spending signed headers on another
+//! request, a frame the server could not encode, content nested past what reads back.
 
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tidings_client::{Client, Outgoing};
+use serde_json::{Value, json};
+use tidings_client::{Client, ConversationUpdate, Outgoing};
+use tidings_proto::conversation_type::{CHATROOM, PRIVATE};
 use tidings_proto::v1::{self, frame::Body};
 use tidings_proto::{Code, Encoding};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,6 +20,10 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use crate::accounts::not_registered;
+use crate::api::assert_signature_refused;
+use crate::bad_input::{assert_usable, nested_content, puback};
+use crate::files::{Upload, call, expiry_of, link, naming, now_secs, sent_seq};
 use crate::process::{ServerProcess, token};
 use crate::util::*;
 
@@ -57,6 +67,9 @@ async fn exchange(url: &str, from: String, to: String) {
     let m = next_message(&mut bob_events).await;
     assert_eq!(m.content, r#"{"text":"still served"}"#);
 }
+
+// Finding 1: idle sockets lock everyone out (and what else bounds a client that has not
+// authenticated).
 
 #[tokio::test]
 async fn idle_sockets_do_not_lock_out_a_real_client() {
@@ -294,6 +307,8 @@ where
     }
 }
 
+// Finding 5: an oversized frame was answered with a TCP reset.
+
 #[tokio::test]
 async fn an_oversized_websocket_message_is_closed_with_1009_not_reset() {
     let server = TestServer::start().await;
@@ -306,9 +321,7 @@ async fn an_oversized_websocket_message_is_closed_with_1009_not_reset() {
         if connected {
             let token = server.token("alice").await;
             let frame = tidings_proto::codec::encode_json(&connect(&token)).unwrap();
-            ws.send(WsMessage::Text(frame.into()))
-                .await
-                .unwrap();
+            ws.send(WsMessage::Text(frame.into())).await.unwrap();
         }
         ws.send(WsMessage::Text(big.clone().into())).await.unwrap();
         assert_eq!(
@@ -400,4 +413,389 @@ async fn one_users_token_opens_a_bounded_number_of_connections() {
     // Other users are not affected.
     let (_other, code) = connect_as(&server, "alice", "a").await;
     assert_eq!(code, 0);
+}
+
+// Finding 2: registering an account takes over an existing user.
+
+#[tokio::test]
+async fn an_id_with_only_messages_in_its_inbox_is_not_registered() {
+    let server = TestServer::start().await;
+    let (alice, _events) = server.client("alice", "phone").await;
+    alice
+        .send(Outgoing::text("inboxed", "for inboxed only"))
+        .await
+        .unwrap();
+    not_registered(&server, "inboxed").await;
+    // The messages wait for the app server's user.
+    let (_inboxed, mut events) = server.client("inboxed", "phone").await;
+    assert!(
+        next_message(&mut events)
+            .await
+            .content
+            .contains("for inboxed only")
+    );
+}
+
+// Finding 3: expiring file links can be renewed by anyone logged in.
+
+#[tokio::test]
+async fn a_link_goes_to_the_uploader_and_to_those_who_see_a_message_carrying_the_file() {
+    let server = TestServer::start().await;
+    let file = Upload::new(&server).await;
+    let (alice_token, bob_token, carol_token) = (
+        server.token("alice").await,
+        server.token("bob").await,
+        server.token("carol").await,
+    );
+    let (alice, _a) = server.client("alice", "phone").await;
+    let (bob, _b) = server.client("bob", "phone").await;
+    let to_bob = sent_seq(&alice, file.message(PRIVATE, "bob")).await;
+    let hello = sent_seq(&alice, Outgoing::text("bob", "hello")).await;
+
+    // The uploader needs no message; nobody else gets a link without one.
+    file.granted(&alice_token, json!({})).await;
+    file.refused(&carol_token, json!({})).await;
+    file.refused(&bob_token, json!({ "ttlSecs": 60 })).await;
+    // The recipient names the message.
+    file.granted(&bob_token, naming(PRIVATE, "alice", to_bob))
+        .await;
+    // A message that does not carry the file, one of another conversation, one that is not.
+    file.refused(&bob_token, naming(PRIVATE, "alice", hello))
+        .await;
+    file.refused(&carol_token, naming(PRIVATE, "alice", to_bob))
+        .await;
+    file.refused(&carol_token, naming(PRIVATE, "bob", to_bob))
+        .await;
+    let to_carol = sent_seq(&alice, Outgoing::text("carol", "hi carol")).await;
+    file.refused(&carol_token, naming(PRIVATE, "alice", to_carol))
+        .await;
+    file.refused(&bob_token, naming(PRIVATE, "alice", 99)).await;
+
+    // The id anywhere in the content counts, whatever the message type.
+    let card = Outgoing {
+        msg_type: "app:card".into(),
+        content: json!({ "attachment": file.id }).to_string(),
+        ..Outgoing::text("carol", "")
+    };
+    let card = sent_seq(&alice, card).await;
+    file.granted(&carol_token, naming(PRIVATE, "alice", card))
+        .await;
+
+    // What the recipient no longer sees: deleted for him, recalled, cleared.
+    bob.delete_messages(PRIVATE, "alice", &[to_bob])
+        .await
+        .unwrap();
+    file.refused(&bob_token, naming(PRIVATE, "alice", to_bob))
+        .await;
+    let again = sent_seq(&alice, file.message(PRIVATE, "bob")).await;
+    file.granted(&bob_token, naming(PRIVATE, "alice", again))
+        .await;
+    alice.recall(PRIVATE, "bob", again).await.unwrap();
+    file.refused(&bob_token, naming(PRIVATE, "alice", again))
+        .await;
+    let third = alice.send(file.message(PRIVATE, "bob")).await.unwrap();
+    let third_ref = naming(PRIVATE, "alice", third.seq);
+    file.granted(&bob_token, third_ref.clone()).await;
+    bob.update_conversation(ConversationUpdate {
+        clear_before_time: third.sent_time + 1,
+        ..ConversationUpdate::private("alice")
+    })
+    .await
+    .unwrap();
+    file.refused(&bob_token, third_ref).await;
+
+    // A reference that cannot name a message is a bad request.
+    for body in [
+        naming(PRIVATE, "no such user!", 1),
+        naming(PRIVATE, "alice", 0),
+        naming(9, "alice", 1),
+        naming(CHATROOM, "", 1),
+    ] {
+        file.refused_with(&bob_token, body, 400, 42007).await;
+    }
+}
+
+#[tokio::test]
+async fn links_live_at_most_the_maximum_and_links_that_never_expire_are_refused() {
+    let server = TestServer::start_with(|c| c.max_file_link = Duration::from_secs(600)).await;
+    let start = now_secs();
+    let file = Upload::new(&server).await;
+    let id = &file.id;
+    // The upload's own link expires after the maximum, and says when.
+    let url = file.answer["url"].as_str().unwrap();
+    let exp = expiry_of(url);
+    assert_eq!(file.answer["expiresAt"].as_u64(), Some(exp));
+    assert!((start + 600..=now_secs() + 600).contains(&exp), "{url}");
+    // Asked for longer, or for the default hour, a link gets the maximum.
+    let alice = server.token("alice").await;
+    for body in [json!({ "ttlSecs": 100_000 }), json!({})] {
+        let before = now_secs();
+        let (status, answer) = link(&server, &alice, id, body.clone()).await;
+        assert_eq!(status, 200, "{answer}");
+        let exp = answer["expiresAt"].as_u64().unwrap();
+        assert_eq!(expiry_of(answer["url"].as_str().unwrap()), exp);
+        assert!(
+            (before + 600..=now_secs() + 600).contains(&exp),
+            "{body}: {answer}"
+        );
+    }
+
+    // Links signed with the server's own key: within the maximum one works; one that never
+    // expires (as uploads' links were) and one for a year are refused as unsigned ones are.
+    let key = tidings_server::file_link_key(&server.running().credentials);
+    let dir = tempfile::tempdir().unwrap();
+    let signer = tidings_files::Files::local(dir.path(), key.as_bytes(), 1).unwrap();
+    let signed = |exp: u64| format!("{}/v1/files/{id}?{}", server.url(), signer.grant(id, exp));
+    let (status, _, _) = call("GET", &signed(now_secs() + 60), vec![], vec![]).await;
+    assert_eq!(status, 200);
+    for exp in [0, now_secs() + 365 * 24 * 3600] {
+        let (status, _, bytes) = call("GET", &signed(exp), vec![], vec![]).await;
+        // A download that should not have happened is not JSON.
+        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        assert_eq!(
+            (status, v["code"].as_u64()),
+            (404, Some(42023)),
+            "exp={exp}: {v}"
+        );
+    }
+}
+
+// Finding 4: the app-server API signature covers only nonce and timestamp.
+
+#[tokio::test]
+async fn headers_signed_for_one_request_are_refused_on_any_other() {
+    let server = TestServer::start().await;
+    let (status, body) = api(
+        &server,
+        "POST",
+        "/api/v1/groups",
+        json!({ "groupId": "g", "ownerId": "alice", "memberIds": ["bob"] }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let now = now_ms();
+    let body = |text: &str| Some(text.to_string());
+
+    // Another route: a token asked for dave cannot be had for mallory.
+    let ttl = r#"{"ttlSecs":60}"#;
+    let for_dave = signed(
+        &server,
+        "route",
+        now,
+        "POST",
+        "/api/v1/users/dave/token",
+        ttl,
+    );
+    let spent = http(
+        &server,
+        "POST",
+        "/api/v1/users/mallory/token",
+        for_dave.clone(),
+        body(ttl),
+    );
+    assert_signature_refused("another route", spent.await);
+    // Another body: nor for longer than was signed.
+    let year = r#"{"ttlSecs":31536000}"#;
+    let spent = http(
+        &server,
+        "POST",
+        "/api/v1/users/dave/token",
+        for_dave.clone(),
+        body(year),
+    );
+    assert_signature_refused("another body", spent.await);
+    let spent = http(
+        &server,
+        "POST",
+        "/api/v1/users/dave/token",
+        for_dave.clone(),
+        None,
+    );
+    assert_signature_refused("no body", spent.await);
+    // The refusals did not use the nonce up: the request signed goes through, once.
+    let (status, answer) = http(
+        &server,
+        "POST",
+        "/api/v1/users/dave/token",
+        for_dave,
+        body(ttl),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["userId"].as_str()),
+        (200, Some("dave")),
+        "{answer}"
+    );
+
+    // Another method: a read of the group cannot dismiss it.
+    let read = signed(&server, "method", now, "GET", "/api/v1/groups/g", "");
+    let spent = http(&server, "DELETE", "/api/v1/groups/g", read.clone(), None);
+    assert_signature_refused("another method", spent.await);
+    let (status, answer) = http(&server, "GET", "/api/v1/groups/g", read, None).await;
+    // Still alive: dismissing it was refused.
+    assert_eq!(
+        (status, answer["group"]["dismissedTime"].as_i64()),
+        (200, Some(0)),
+        "{answer}"
+    );
+
+    // Another query, or none.
+    let page = "/api/v1/groups/g/members?limit=1";
+    let one = signed(&server, "query", now, "GET", page, "");
+    for other in [
+        "/api/v1/groups/g/members?limit=2",
+        "/api/v1/groups/g/members",
+    ] {
+        let spent = http(&server, "GET", other, one.clone(), None);
+        assert_signature_refused(other, spent.await);
+    }
+    let (status, answer) = http(&server, "GET", page, one, None).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["members"].as_array().map(Vec::len),
+        Some(1),
+        "{answer}"
+    );
+}
+
+// Finding 6: an encoder swallowed a failure.
+
+#[tokio::test]
+async fn a_priority_number_the_schema_lacks_ends_the_connection_with_40001() {
+    let server = TestServer::start().await;
+    let mut frame = publish(1, "c1", "bob", r#"{"text":"x"}"#);
+    if let Some(Body::Publish(v1::Publish {
+        body: Some(v1::publish::Body::Send(s)),
+        ..
+    })) = frame.body.as_mut()
+    {
+        s.priority = 64;
+    }
+    // Protobuf carries the number; JSON has no way to write it, so the frame would not mean the
+    // same in both encodings. Refused as malformed, with a frame that decodes (`recv` checks).
+    let mut raw = Raw::connected(&server, "alice", Encoding::Protobuf).await;
+    raw.send(frame).await;
+    raw.expect_disconnect(Code::MalformedFrame).await;
+    // The same frame in JSON, written by hand.
+    let mut raw = Raw::connected(&server, "alice", Encoding::Json).await;
+    raw.send_raw(
+        br#"{"qos":1,"publish":{"packetId":1,"send":{"clientMsgId":"c1","conversationType":1,"targetId":"bob","msgType":"text","content":"{\"text\":\"x\"}","priority":64}}}"#
+            .to_vec(),
+    )
+    .await;
+    raw.expect_disconnect(Code::MalformedFrame).await;
+}
+
+// Finding 7: deeply nested content came back as null.
+
+#[tokio::test]
+async fn content_nested_past_32_levels_is_refused_with_40032_everywhere_it_comes_in() {
+    let server = TestServer::start().await;
+    let over = nested_content(33).to_string();
+    assert_eq!(over.matches('{').count(), 33);
+    let mut raw = Raw::connected(&server, "alice", Encoding::Json).await;
+    raw.send(publish(1, "c1", "bob", &over)).await;
+    let ack = puback(raw.recv().await);
+    assert_eq!(ack.code, Code::ContentTooDeep.as_u32(), "{}", ack.message);
+    assert!(ack.message.starts_with(Code::ContentTooDeep.text()));
+    assert!(ack.uid.is_empty() && ack.seq == 0, "nothing was stored");
+    // A status message (typing), answered only when refused.
+    let mut status = publish(2, "c2", "bob", &over);
+    if let Some(Body::Publish(v1::Publish {
+        body: Some(v1::publish::Body::Send(s)),
+        ..
+    })) = status.body.as_mut()
+    {
+        s.transient = true;
+    }
+    raw.send(status).await;
+    assert_eq!(puback(raw.recv().await).code, Code::ContentTooDeep.as_u32());
+    assert_usable(&mut raw).await;
+
+    // An edit of a stored message.
+    let (alice, _events) = server.client("alice", "phone").await;
+    let sent = alice
+        .send(tidings_client::Outgoing::text("bob", "shallow"))
+        .await
+        .unwrap();
+    match alice.edit(1, "bob", sent.seq, &over).await {
+        Err(tidings_client::ClientError::Refused { code, .. }) => {
+            assert_eq!(code, Code::ContentTooDeep.as_u32())
+        }
+        other => panic!("expected 40032, got {other:?}"),
+    }
+
+    // The HTTP API's sends: as a user, and from a system account.
+    let sends = [
+        (
+            "/api/v1/messages",
+            serde_json::json!({
+                "fromUserId": "alice", "conversationType": 1, "targetId": "bob",
+                "content": nested_content(33),
+            }),
+        ),
+        (
+            "/api/v1/messages/system",
+            serde_json::json!({
+                "fromUserId": "notices", "toUserIds": ["bob"], "content": nested_content(33),
+            }),
+        ),
+    ];
+    for (path, request) in sends {
+        let (status, body) = api(&server, "POST", path, request).await;
+        assert_eq!(
+            (status, body["code"].as_u64()),
+            (400, Some(Code::ContentTooDeep.as_u32().into())),
+            "{path}: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn content_nested_32_levels_is_stored_and_returned_whole_by_history() {
+    let server = TestServer::start().await;
+    let deepest = nested_content(32);
+    let mut raw = Raw::connected(&server, "alice", Encoding::Json).await;
+    raw.send(publish(1, "c1", "bob", &deepest.to_string()))
+        .await;
+    assert_eq!(puback(raw.recv().await).code, 0);
+    let (status, body) = api(
+        &server,
+        "POST",
+        "/api/v1/messages",
+        serde_json::json!({
+            "fromUserId": "alice", "conversationType": 1, "targetId": "bob",
+            "content": deepest,
+        }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    let (status, page) = api(
+        &server,
+        "GET",
+        "/api/v1/history?conversationType=1&userId=alice&targetId=bob",
+        serde_json::Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    let messages = page["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2);
+    for m in messages {
+        assert_eq!(
+            m["content"], deepest,
+            "the content comes back as it was sent"
+        );
+    }
+    // And through the native protocol's history.
+    let (alice, _events) = server.client("alice", "phone").await;
+    let history = alice
+        .history(1, "bob", tidings_client::HistoryStart::Newest, 10)
+        .await
+        .unwrap();
+    assert_eq!(history.messages.len(), 2);
+    for m in &history.messages {
+        let content: serde_json::Value = serde_json::from_str(&m.content).unwrap();
+        assert_eq!(content, deepest);
+    }
 }

@@ -16,7 +16,7 @@ fn connack_code(got: Got) -> (u32, String) {
     }
 }
 
-fn puback(got: Got) -> v1::PubAck {
+pub(crate) fn puback(got: Got) -> v1::PubAck {
     match got {
         Got::Frame(v1::Frame {
             body: Some(Body::Puback(a)),
@@ -26,7 +26,7 @@ fn puback(got: Got) -> v1::PubAck {
     }
 }
 
-async fn assert_usable(raw: &mut Raw) {
+pub(crate) async fn assert_usable(raw: &mut Raw) {
     raw.send(codec::frame(Body::Pingreq(v1::PingReq {}))).await;
     match raw.recv().await {
         Got::Frame(v1::Frame {
@@ -284,150 +284,12 @@ async fn the_sdk_reports_a_refused_connect_with_its_code() {
     }
 }
 
-#[tokio::test]
-async fn a_priority_number_the_schema_lacks_ends_the_connection_with_40001() {
-    let server = TestServer::start().await;
-    let mut frame = publish(1, "c1", "bob", r#"{"text":"x"}"#);
-    if let Some(Body::Publish(v1::Publish {
-        body: Some(v1::publish::Body::Send(s)),
-        ..
-    })) = frame.body.as_mut()
-    {
-        s.priority = 64;
-    }
-    // Protobuf carries the number; JSON has no way to write it, so the frame would not mean the
-    // same in both encodings. Refused as malformed, with a frame that decodes (`recv` checks).
-    let mut raw = Raw::connected(&server, "alice", Encoding::Protobuf).await;
-    raw.send(frame).await;
-    raw.expect_disconnect(Code::MalformedFrame).await;
-    // The same frame in JSON, written by hand.
-    let mut raw = Raw::connected(&server, "alice", Encoding::Json).await;
-    raw.send_raw(
-        br#"{"qos":1,"publish":{"packetId":1,"send":{"clientMsgId":"c1","conversationType":1,"targetId":"bob","msgType":"text","content":"{\"text\":\"x\"}","priority":64}}}"#
-            .to_vec(),
-    )
-    .await;
-    raw.expect_disconnect(Code::MalformedFrame).await;
-}
-
 /// A content object whose field `a` holds objects nested `levels` deep in all, its own object
 /// included: `{"text":"deep","a":{"a":{...{}...}}}`.
-fn nested_content(levels: usize) -> serde_json::Value {
+pub(crate) fn nested_content(levels: usize) -> serde_json::Value {
     let mut inner = serde_json::json!({});
     for _ in 2..levels {
         inner = serde_json::json!({ "a": inner });
     }
     serde_json::json!({ "text": "deep", "a": inner })
-}
-
-#[tokio::test]
-async fn content_nested_past_32_levels_is_refused_with_40032_everywhere_it_comes_in() {
-    let server = TestServer::start().await;
-    let over = nested_content(33).to_string();
-    assert_eq!(over.matches('{').count(), 33);
-    let mut raw = Raw::connected(&server, "alice", Encoding::Json).await;
-    raw.send(publish(1, "c1", "bob", &over)).await;
-    let ack = puback(raw.recv().await);
-    assert_eq!(ack.code, Code::ContentTooDeep.as_u32(), "{}", ack.message);
-    assert!(ack.message.starts_with(Code::ContentTooDeep.text()));
-    assert!(ack.uid.is_empty() && ack.seq == 0, "nothing was stored");
-    // A status message (typing), answered only when refused.
-    let mut status = publish(2, "c2", "bob", &over);
-    if let Some(Body::Publish(v1::Publish {
-        body: Some(v1::publish::Body::Send(s)),
-        ..
-    })) = status.body.as_mut()
-    {
-        s.transient = true;
-    }
-    raw.send(status).await;
-    assert_eq!(puback(raw.recv().await).code, Code::ContentTooDeep.as_u32());
-    assert_usable(&mut raw).await;
-
-    // An edit of a stored message.
-    let (alice, _events) = server.client("alice", "phone").await;
-    let sent = alice
-        .send(tidings_client::Outgoing::text("bob", "shallow"))
-        .await
-        .unwrap();
-    match alice.edit(1, "bob", sent.seq, &over).await {
-        Err(tidings_client::ClientError::Refused { code, .. }) => {
-            assert_eq!(code, Code::ContentTooDeep.as_u32())
-        }
-        other => panic!("expected 40032, got {other:?}"),
-    }
-
-    // The HTTP API's sends: as a user, and from a system account.
-    let sends = [
-        (
-            "/api/v1/messages",
-            serde_json::json!({
-                "fromUserId": "alice", "conversationType": 1, "targetId": "bob",
-                "content": nested_content(33),
-            }),
-        ),
-        (
-            "/api/v1/messages/system",
-            serde_json::json!({
-                "fromUserId": "notices", "toUserIds": ["bob"], "content": nested_content(33),
-            }),
-        ),
-    ];
-    for (path, request) in sends {
-        let (status, body) = api(&server, "POST", path, request).await;
-        assert_eq!(
-            (status, body["code"].as_u64()),
-            (400, Some(Code::ContentTooDeep.as_u32().into())),
-            "{path}: {body}"
-        );
-    }
-}
-
-#[tokio::test]
-async fn content_nested_32_levels_is_stored_and_returned_whole_by_history() {
-    let server = TestServer::start().await;
-    let deepest = nested_content(32);
-    let mut raw = Raw::connected(&server, "alice", Encoding::Json).await;
-    raw.send(publish(1, "c1", "bob", &deepest.to_string()))
-        .await;
-    assert_eq!(puback(raw.recv().await).code, 0);
-    let (status, body) = api(
-        &server,
-        "POST",
-        "/api/v1/messages",
-        serde_json::json!({
-            "fromUserId": "alice", "conversationType": 1, "targetId": "bob",
-            "content": deepest,
-        }),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-
-    let (status, page) = api(
-        &server,
-        "GET",
-        "/api/v1/history?conversationType=1&userId=alice&targetId=bob",
-        serde_json::Value::Null,
-    )
-    .await;
-    assert_eq!(status, 200, "{page}");
-    let messages = page["messages"].as_array().unwrap();
-    assert_eq!(messages.len(), 2);
-    for m in messages {
-        assert_eq!(
-            m["content"], deepest,
-            "the content comes back as it was sent"
-        );
-    }
-    // And through the native protocol's history.
-    let (alice, _events) = server.client("alice", "phone").await;
-    let history = alice
-        .history(1, "bob", tidings_client::HistoryStart::Newest, 10)
-        .await
-        .unwrap();
-    assert_eq!(history.messages.len(), 2);
-    for m in &history.messages {
-        let content: serde_json::Value = serde_json::from_str(&m.content).unwrap();
-        assert_eq!(content, deepest);
-    }
 }

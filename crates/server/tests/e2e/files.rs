@@ -1,11 +1,9 @@
 //! Files: uploads with the user's own token, image thumbnails, signed and expiring links, and
 //! who gets a fresh link: the uploader, and those who can see a message carrying the file.
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
-use tidings_client::{Client, ConversationUpdate, Outgoing};
-use tidings_proto::conversation_type::{CHATROOM, GROUP, PRIVATE};
+use tidings_client::{Client, Outgoing};
+use tidings_proto::conversation_type::{CHATROOM, GROUP};
 
 use crate::util::*;
 
@@ -19,7 +17,7 @@ fn png(width: u32, height: u32) -> Vec<u8> {
 }
 
 /// An HTTP call: (status, headers we look at, body bytes).
-async fn call(
+pub(crate) async fn call(
     method: &str,
     url: &str,
     headers: Vec<(&'static str, String)>,
@@ -54,7 +52,7 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-async fn upload(
+pub(crate) async fn upload(
     server: &TestServer,
     token: &str,
     name: &str,
@@ -275,7 +273,7 @@ async fn links_cannot_be_forged_and_expire_when_asked_to() {
 }
 
 /// `POST /v1/files/{id}/url` as the holder of `token`, with `body`: (status, answer).
-async fn link(server: &TestServer, token: &str, id: &str, body: Value) -> (u16, Value) {
+pub(crate) async fn link(server: &TestServer, token: &str, id: &str, body: Value) -> (u16, Value) {
     let (status, _, bytes) = call(
         "POST",
         &format!("{}/v1/files/{id}/url", server.url()),
@@ -290,19 +288,19 @@ async fn link(server: &TestServer, token: &str, id: &str, body: Value) -> (u16, 
 }
 
 /// A link request naming the message at `seq` of `(conversation_type, target)`.
-fn naming(conversation_type: u32, target: &str, seq: u64) -> Value {
+pub(crate) fn naming(conversation_type: u32, target: &str, seq: u64) -> Value {
     json!({ "conversationType": conversation_type, "targetId": target, "seq": seq })
 }
 
 /// A text file alice uploaded, and the link requests made for it.
-struct Upload<'a> {
+pub(crate) struct Upload<'a> {
     server: &'a TestServer,
-    id: String,
-    answer: Value,
+    pub(crate) id: String,
+    pub(crate) answer: Value,
 }
 
 impl Upload<'_> {
-    async fn new(server: &TestServer) -> Upload<'_> {
+    pub(crate) async fn new(server: &TestServer) -> Upload<'_> {
         let token = server.token("alice").await;
         let (status, answer) =
             upload(server, &token, "plan.txt", "text/plain", b"plan".to_vec()).await;
@@ -312,7 +310,7 @@ impl Upload<'_> {
     }
 
     /// A `file` message carrying the upload's link, to `target` of `conversation_type`.
-    fn message(&self, conversation_type: u32, target: &str) -> Outgoing {
+    pub(crate) fn message(&self, conversation_type: u32, target: &str) -> Outgoing {
         Outgoing {
             conversation_type,
             msg_type: "file".into(),
@@ -323,7 +321,7 @@ impl Upload<'_> {
     }
 
     /// The holder of `token` asks with `body`, and gets a link that downloads the file.
-    async fn granted(&self, token: &str, body: Value) {
+    pub(crate) async fn granted(&self, token: &str, body: Value) {
         let (status, answer) = link(self.server, token, &self.id, body).await;
         assert_eq!(
             (status, answer["code"].as_u64()),
@@ -335,7 +333,7 @@ impl Upload<'_> {
     }
 
     /// The holder of `token` asks with `body`, and is refused with `code`.
-    async fn refused_with(&self, token: &str, body: Value, status: u16, code: u64) {
+    pub(crate) async fn refused_with(&self, token: &str, body: Value, status: u16, code: u64) {
         let (got, answer) = link(self.server, token, &self.id, body.clone()).await;
         assert_eq!(
             (got, answer["code"].as_u64()),
@@ -345,90 +343,13 @@ impl Upload<'_> {
     }
 
     /// The holder of `token` asks with `body`, and is refused with 42024.
-    async fn refused(&self, token: &str, body: Value) {
+    pub(crate) async fn refused(&self, token: &str, body: Value) {
         self.refused_with(token, body, 403, 42024).await;
     }
 }
 
-async fn sent_seq(client: &Client, message: Outgoing) -> u64 {
+pub(crate) async fn sent_seq(client: &Client, message: Outgoing) -> u64 {
     client.send(message).await.unwrap().seq
-}
-
-#[tokio::test]
-async fn a_link_goes_to_the_uploader_and_to_those_who_see_a_message_carrying_the_file() {
-    let server = TestServer::start().await;
-    let file = Upload::new(&server).await;
-    let (alice_token, bob_token, carol_token) = (
-        server.token("alice").await,
-        server.token("bob").await,
-        server.token("carol").await,
-    );
-    let (alice, _a) = server.client("alice", "phone").await;
-    let (bob, _b) = server.client("bob", "phone").await;
-    let to_bob = sent_seq(&alice, file.message(PRIVATE, "bob")).await;
-    let hello = sent_seq(&alice, Outgoing::text("bob", "hello")).await;
-
-    // The uploader needs no message; nobody else gets a link without one.
-    file.granted(&alice_token, json!({})).await;
-    file.refused(&carol_token, json!({})).await;
-    file.refused(&bob_token, json!({ "ttlSecs": 60 })).await;
-    // The recipient names the message.
-    file.granted(&bob_token, naming(PRIVATE, "alice", to_bob))
-        .await;
-    // A message that does not carry the file, one of another conversation, one that is not.
-    file.refused(&bob_token, naming(PRIVATE, "alice", hello))
-        .await;
-    file.refused(&carol_token, naming(PRIVATE, "alice", to_bob))
-        .await;
-    file.refused(&carol_token, naming(PRIVATE, "bob", to_bob))
-        .await;
-    let to_carol = sent_seq(&alice, Outgoing::text("carol", "hi carol")).await;
-    file.refused(&carol_token, naming(PRIVATE, "alice", to_carol))
-        .await;
-    file.refused(&bob_token, naming(PRIVATE, "alice", 99)).await;
-
-    // The id anywhere in the content counts, whatever the message type.
-    let card = Outgoing {
-        msg_type: "app:card".into(),
-        content: json!({ "attachment": file.id }).to_string(),
-        ..Outgoing::text("carol", "")
-    };
-    let card = sent_seq(&alice, card).await;
-    file.granted(&carol_token, naming(PRIVATE, "alice", card))
-        .await;
-
-    // What the recipient no longer sees: deleted for him, recalled, cleared.
-    bob.delete_messages(PRIVATE, "alice", &[to_bob])
-        .await
-        .unwrap();
-    file.refused(&bob_token, naming(PRIVATE, "alice", to_bob))
-        .await;
-    let again = sent_seq(&alice, file.message(PRIVATE, "bob")).await;
-    file.granted(&bob_token, naming(PRIVATE, "alice", again))
-        .await;
-    alice.recall(PRIVATE, "bob", again).await.unwrap();
-    file.refused(&bob_token, naming(PRIVATE, "alice", again))
-        .await;
-    let third = alice.send(file.message(PRIVATE, "bob")).await.unwrap();
-    let third_ref = naming(PRIVATE, "alice", third.seq);
-    file.granted(&bob_token, third_ref.clone()).await;
-    bob.update_conversation(ConversationUpdate {
-        clear_before_time: third.sent_time + 1,
-        ..ConversationUpdate::private("alice")
-    })
-    .await
-    .unwrap();
-    file.refused(&bob_token, third_ref).await;
-
-    // A reference that cannot name a message is a bad request.
-    for body in [
-        naming(PRIVATE, "no such user!", 1),
-        naming(PRIVATE, "alice", 0),
-        naming(9, "alice", 1),
-        naming(CHATROOM, "", 1),
-    ] {
-        file.refused_with(&bob_token, body, 400, 42007).await;
-    }
 }
 
 #[tokio::test]
@@ -504,57 +425,12 @@ async fn chatroom_members_get_links_while_they_are_in_the_room() {
 }
 
 /// The `exp` of a link.
-fn expiry_of(url: &str) -> u64 {
+pub(crate) fn expiry_of(url: &str) -> u64 {
     let query = url.split_once('?').unwrap().1;
     let exp = query.split('&').find_map(|kv| kv.strip_prefix("exp="));
     exp.unwrap().parse().unwrap()
 }
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     (now_ms() / 1000) as u64
-}
-
-#[tokio::test]
-async fn links_live_at_most_the_maximum_and_links_that_never_expire_are_refused() {
-    let server = TestServer::start_with(|c| c.max_file_link = Duration::from_secs(600)).await;
-    let start = now_secs();
-    let file = Upload::new(&server).await;
-    let id = &file.id;
-    // The upload's own link expires after the maximum, and says when.
-    let url = file.answer["url"].as_str().unwrap();
-    let exp = expiry_of(url);
-    assert_eq!(file.answer["expiresAt"].as_u64(), Some(exp));
-    assert!((start + 600..=now_secs() + 600).contains(&exp), "{url}");
-    // Asked for longer, or for the default hour, a link gets the maximum.
-    let alice = server.token("alice").await;
-    for body in [json!({ "ttlSecs": 100_000 }), json!({})] {
-        let before = now_secs();
-        let (status, answer) = link(&server, &alice, id, body.clone()).await;
-        assert_eq!(status, 200, "{answer}");
-        let exp = answer["expiresAt"].as_u64().unwrap();
-        assert_eq!(expiry_of(answer["url"].as_str().unwrap()), exp);
-        assert!(
-            (before + 600..=now_secs() + 600).contains(&exp),
-            "{body}: {answer}"
-        );
-    }
-
-    // Links signed with the server's own key: within the maximum one works; one that never
-    // expires (as uploads' links were) and one for a year are refused as unsigned ones are.
-    let key = tidings_server::file_link_key(&server.running().credentials);
-    let dir = tempfile::tempdir().unwrap();
-    let signer = tidings_files::Files::local(dir.path(), key.as_bytes(), 1).unwrap();
-    let signed = |exp: u64| format!("{}/v1/files/{id}?{}", server.url(), signer.grant(id, exp));
-    let (status, _, _) = call("GET", &signed(now_secs() + 60), vec![], vec![]).await;
-    assert_eq!(status, 200);
-    for exp in [0, now_secs() + 365 * 24 * 3600] {
-        let (status, _, bytes) = call("GET", &signed(exp), vec![], vec![]).await;
-        // A download that should not have happened is not JSON.
-        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        assert_eq!(
-            (status, v["code"].as_u64()),
-            (404, Some(42023)),
-            "exp={exp}: {v}"
-        );
-    }
 }
