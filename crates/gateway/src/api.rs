@@ -248,6 +248,17 @@ pub(crate) async fn authenticate(
     Ok(())
 }
 
+/// The answer to a body that could not be read (too large, or cut off): 42007 in JSON, with
+/// the status the failure calls for (413 for too large).
+pub(crate) fn unreadable_body(rejection: axum::extract::rejection::BytesRejection) -> Response {
+    let mut response = error(Refusal::new(
+        Code::BadRequest,
+        format!("the body could not be read: {}", rejection.body_text()),
+    ));
+    *response.status_mut() = rejection.status();
+    response
+}
+
 /// The layer in front of every signed API route: reads the body (within the route's body
 /// limit), checks the signature over the whole request, and hands the request on with its body
 /// only if it holds. Being one layer on the routes rather than a call in each handler, no
@@ -260,7 +271,7 @@ pub(crate) async fn require_signature(
     let (parts, body) = request.into_parts();
     let body = match Bytes::from_request(Request::from_parts(parts.clone(), body), &state).await {
         Ok(body) => body,
-        Err(rejection) => return rejection.into_response(),
+        Err(rejection) => return unreadable_body(rejection),
     };
     if let Err(response) =
         authenticate(&state, &parts.method, &parts.uri, &parts.headers, &body).await

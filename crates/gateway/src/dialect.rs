@@ -129,8 +129,12 @@ pub async fn seed001_send(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => return crate::api::unreadable_body(rejection),
+    };
     let value: serde_json::Value = match crate::api::json_body(&body) {
         Ok(v) => v,
         Err(r) => return crate::api::error(r),

@@ -171,11 +171,15 @@ pub async fn link(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let user = match bearer(&state, &headers).await {
         Ok(user) => user,
         Err(refused) => return refused,
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => return crate::api::unreadable_body(rejection),
     };
     let outcome = async {
         let files = store(&state)?;

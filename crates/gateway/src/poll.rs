@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -197,7 +197,11 @@ pub(crate) fn split_frames(body: &[u8]) -> Option<Vec<&str>> {
 }
 
 /// `POST /v1/poll`: a CONNECT frame opens a session.
-pub async fn open(State(state): State<AppState>, body: Bytes) -> Response {
+pub async fn open(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => return crate::api::unreadable_body(rejection),
+    };
     if state.stop.is_cancelled() {
         return error(Code::ServerShutdown.into());
     }
@@ -380,7 +384,15 @@ pub async fn poll(
 }
 
 /// `POST /v1/poll/{session}`: one frame, or an array of frames, handled in order.
-pub async fn send(State(state): State<AppState>, Path(id): Path<String>, body: Bytes) -> Response {
+pub async fn send(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => return crate::api::unreadable_body(rejection),
+    };
     let Some(ps) = state.polls.get(&id) else {
         return unknown_session();
     };

@@ -228,3 +228,28 @@ async fn a_requested_lifetime_sets_the_expiry_and_bad_bodies_are_refused() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_body_past_the_limit_is_refused_in_json_with_413_wherever_it_is_sent() {
+    let server = TestServer::start().await;
+    let big = serde_json::json!({ "groupId": "g", "ownerId": "a", "name": "x".repeat(3 << 20) });
+    let (status, body) = api(&server, "POST", "/api/v1/groups", big.clone()).await;
+    assert_eq!(
+        (status, body["code"].as_u64()),
+        (413, Some(42007)),
+        "{body}"
+    );
+    // The unsigned routes that read a body: the long-poll transport and seed 001's HTTP send.
+    for path in [
+        "/v1/poll",
+        "/v1/poll/0123456789abcdef0123456789abcdef",
+        "/json/message",
+    ] {
+        let (status, body) = http(&server, "POST", path, vec![], Some(big.to_string())).await;
+        assert_eq!(
+            (status, body["code"].as_u64()),
+            (413, Some(42007)),
+            "{path}: {body}"
+        );
+    }
+}
