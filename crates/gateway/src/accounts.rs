@@ -57,13 +57,16 @@ macro_rules! body {
 
 /// A body that could not be read: larger than [`MAX_BODY_BYTES`], or cut off.
 fn body_refused(rejection: BytesRejection) -> Response {
-    error(Refusal::new(
+    let status = rejection.status();
+    let mut response = error(Refusal::new(
         Code::BadRequest,
         format!(
             "the body could not be read (at most {MAX_BODY_BYTES} bytes): {}",
             rejection.body_text()
         ),
-    ))
+    ));
+    *response.status_mut() = status;
+    response
 }
 
 /// The user a request's bearer token is for, or returns (from the calling handler) the refusal.

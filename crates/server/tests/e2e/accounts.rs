@@ -631,7 +631,7 @@ async fn bad_bodies_get_400_with_their_codes() {
     let huge = json!({ "account": "pia", "password": "p".repeat(100_000) }).to_string();
     assert_refused(
         call_raw(&server, "POST", "/login", None, Some(huge)).await,
-        400,
+        413,
         Code::BadRequest,
     );
     // Rules of names and passwords.
