@@ -647,6 +647,12 @@ impl Store for PostgresStore {
         self.pool.close();
         Ok(())
     }
+
+    async fn ping(&self) -> Result<()> {
+        let client = self.client().await?;
+        client.simple_query("SELECT 1").await.map_err(Error::from)?;
+        Ok(())
+    }
 }
 
 /// A read-only transaction with one snapshot for all its statements.

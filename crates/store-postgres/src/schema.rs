@@ -233,14 +233,14 @@ pub async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), Error
     )
     .await?;
     let db = Db::of_tx(&tx);
-    let applied: i32 = db
+    let before: i32 = db
         .query_one(
             "SELECT coalesce(max(version), 0) FROM schema_migrations",
             &[],
         )
         .await?
         .get(0);
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(before as usize) {
         tx.batch_execute(sql).await?;
         let version = i as i32 + 1;
         tx.execute(
@@ -248,8 +248,15 @@ pub async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), Error
             &[&version],
         )
         .await?;
-        tracing::info!(version, "applied storage migration");
     }
     tx.commit().await?;
+    let before = before as usize;
+    let version = MIGRATIONS.len().max(before);
+    let applied = MIGRATIONS.len().saturating_sub(before);
+    tracing::info!(
+        version,
+        applied,
+        "database schema at version {version} (applied {applied} migrations)"
+    );
     Ok(())
 }

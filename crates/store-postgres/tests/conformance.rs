@@ -43,6 +43,7 @@ async fn postgres_passes_the_conformance_suite() {
     let store = open(&db).await;
     conformance::run_all(&store).await;
     store.close().await.unwrap();
+    conformance::a_closed_store_refuses_a_ping(&store).await;
     db.drop().await.unwrap();
 }
 

@@ -11,6 +11,7 @@
 //! This crate is the only one that knows SQL or rusqlite.
 
 mod accounts;
+pub mod backup;
 mod chatrooms;
 mod checkpoint;
 mod conversations;
@@ -33,6 +34,7 @@ use tidings_store::{
 };
 use tokio::sync::{Semaphore, oneshot};
 
+pub use schema::VERSION as SCHEMA_VERSION;
 pub use writer::MAX_BATCH_OPS;
 
 /// How far a commit is flushed before it is acknowledged.
@@ -597,6 +599,20 @@ impl Store for SqliteStore {
             .map_err(backend)?;
         self.readers.permits.close();
         Ok(())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        if self
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+        {
+            return Err(StoreError::Closed);
+        }
+        // Reads the first page of the database file, as every query does.
+        self.read(|c| c.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(())))
+            .await
     }
 }
 

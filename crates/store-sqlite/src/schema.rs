@@ -335,7 +335,12 @@ pub fn configure_reader(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// The schema version this build migrates a database to.
+pub const VERSION: usize = MIGRATIONS.len();
+
+/// Applies the pending migrations and logs one line saying where the schema stands.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let mut applied = 0;
     loop {
         // The version is read under the write lock, so that two processes opening the database
         // at once (a server starting, `tidings token` recording a user) apply each migration
@@ -344,12 +349,17 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         let version =
             tx.pragma_query_value(None, "user_version", |row| row.get::<_, i64>(0))? as usize;
         let Some(sql) = MIGRATIONS.get(version) else {
+            tracing::info!(
+                version,
+                applied,
+                "database schema at version {version} (applied {applied} migrations)"
+            );
             return Ok(());
         };
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (version + 1) as i64)?;
         tx.commit()?;
-        tracing::info!(version = version + 1, "applied storage migration");
+        applied += 1;
     }
 }
 

@@ -10,6 +10,7 @@ async fn sqlite_passes_the_conformance_suite() {
     let store = SqliteStore::open(&SqliteConfig::new(dir.path().join("t.db"))).unwrap();
     conformance::run_all(&store).await;
     store.close().await.unwrap();
+    conformance::a_closed_store_refuses_a_ping(&store).await;
 }
 
 #[tokio::test]

@@ -116,6 +116,15 @@ pub async fn run_all(store: &dyn Store) {
     accounts_are_made_only_for_ids_without_a_trace(store).await;
     records_say_whether_an_id_is_an_accounts(store).await;
     push_subscriptions_are_one_per_endpoint(store).await;
+    store.ping().await.expect("an open store answers a ping");
+}
+
+/// A closed store refuses a ping (call after [`Store::close`]).
+pub async fn a_closed_store_refuses_a_ping(store: &dyn Store) {
+    assert!(
+        matches!(store.ping().await, Err(crate::StoreError::Closed)),
+        "a closed store answers a ping with Closed"
+    );
 }
 
 fn push_sub(user: &str, endpoint: &str, key: &str) -> PushSubscriptionRecord {

@@ -869,4 +869,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Flushes and releases the backend. Later calls fail with [`StoreError::Closed`].
     async fn close(&self) -> Result<()>;
+
+    /// Answers a cheap query, for readiness checks: `Ok` while the backend can serve reads,
+    /// [`StoreError::Closed`] once closed.
+    async fn ping(&self) -> Result<()>;
 }
