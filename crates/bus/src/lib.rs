@@ -372,6 +372,10 @@ impl Bus for NatsBus {
         // Partitions stay subscribed: another of their users is likely to connect, and a
         // subscription made again would have to be confirmed again.
     }
+
+    fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
 }
 
 #[cfg(test)]

@@ -138,6 +138,11 @@ pub trait Bus: Send + Sync + 'static {
     fn drop_interest(&self, user: &str);
     /// From when this returns, the items of chatroom `room` reach this node.
     async fn room_interest(&self, room: &str);
+    /// Whether the bus is connected now (for readiness checks); what is published while it is
+    /// not is caught up by sync once it is back.
+    fn connected(&self) -> bool {
+        true
+    }
 }
 
 /// The rendezvous weight of `node` for `room`: the room's home is the live node with the
@@ -244,6 +249,11 @@ impl Engine {
 
     pub(crate) fn cluster(&self) -> Option<&Cluster> {
         self.inner.cluster.get()
+    }
+
+    /// Whether the cluster's bus is connected; `None` outside a cluster.
+    pub(crate) fn bus_connected(&self) -> Option<bool> {
+        self.cluster().map(|c| c.bus.connected())
     }
 
     /// This node's id, when it is part of a cluster.

@@ -1,4 +1,4 @@
-//! The HTTP API for app servers (`/api/v1`) and the health endpoint.
+//! The HTTP API for app servers (`/api/v1`) and the health endpoints.
 //!
 //! Every API request but the OpenAPI document is signed over what it does: headers `App-Key`,
 //! `Nonce`, `Timestamp` and `Signature = hex(HMAC-SHA256(appSecret, Nonce + "\n" + Timestamp +
@@ -35,6 +35,32 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
         "pollSessions": state.polls.len(),
     }))
     .into_response()
+}
+
+/// How long `/readyz` waits for the store to answer.
+const READY_DEADLINE: Duration = Duration::from_secs(2);
+
+/// `GET /readyz`: 200 when the store answers a cheap query and, in a cluster, the bus is
+/// connected; 503 otherwise, the body saying which part is not ready (why, in the log only:
+/// a database error can name hosts and databases).
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let r = state.engine.readiness(READY_DEADLINE).await;
+    if let Err(e) = &r.store {
+        tracing::warn!(error = %e, "not ready: the store does not answer");
+    }
+    let mut body = json!({
+        "status": if r.ready() { "ready" } else { "not ready" },
+        "store": if r.store.is_ok() { "ok" } else { "unavailable" },
+    });
+    if let Some(connected) = r.bus {
+        body["bus"] = json!(if connected { "ok" } else { "disconnected" });
+    }
+    let status = if r.ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
 }
 
 /// The base URLs (`scheme://host[:port]`) clients reach the service at: the configured public

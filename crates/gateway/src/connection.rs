@@ -54,6 +54,7 @@ pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<AppState>) -> Res
             let tracker = state.connections.clone();
             let span = tracing::info_span!(
                 "conn",
+                conn = state.connection_id(),
                 session = tracing::field::Empty,
                 user = tracing::field::Empty
             );

@@ -221,6 +221,7 @@ fn upgrade<D: Dialect>(ws: WebSocketUpgrade, state: AppState, dialect: D) -> Res
             let tracker = state.connections.clone();
             let span = tracing::info_span!(
                 "dialect",
+                conn = state.connection_id(),
                 session = tracing::field::Empty,
                 user = tracing::field::Empty
             );

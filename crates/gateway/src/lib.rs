@@ -14,7 +14,8 @@
 //!   `GET /imserver/{token}`: the seed dialects (`dialect.rs` runs any of
 //!   `tidings-dialects`).
 //! - `GET /`, `/demo/…`, `/sdk/…`: the demo chat page and the browser SDK (`web.rs`).
-//! - `GET /healthz`.
+//! - `GET /healthz` (alive) and `GET /readyz` (the store answers; in a cluster, the bus is
+//!   connected).
 //! - [`inputs`]: the readers of untrusted bodies as pure functions, for the fuzz targets.
 //!
 //! [`serve`] takes an already-bound listener and a shutdown future, so tests bind port 0.
@@ -137,6 +138,16 @@ struct AppState {
     polls: std::sync::Arc<poll::Polls>,
     /// Profiles the dialects show, kept briefly (`dialect.rs`).
     profiles: std::sync::Arc<dialect::ProfileCache>,
+    /// The id the next WebSocket connection's log span gets (`conn`).
+    connection_ids: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl AppState {
+    /// A new connection's id, for its log span.
+    fn connection_id(&self) -> u64 {
+        self.connection_ids
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// The HTTP API's routes, `(method, path)`. The router is built from this list, and the OpenAPI
@@ -245,6 +256,7 @@ fn router(state: AppState) -> Router {
         .route("/demo/{*path}", get(web::demo))
         .route("/sdk/{*path}", get(web::sdk))
         .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
         .route(NAVI_PATH, get(api::navi))
         .route(
             files::FILES_PATH,
@@ -305,6 +317,7 @@ pub async fn serve(
         egress: writers,
         polls: Default::default(),
         profiles: Default::default(),
+        connection_ids: Arc::new(1.into()),
     };
     let listening = Arc::new(listener::Listening::new(
         router(state),
