@@ -215,6 +215,20 @@ pub struct RawConfig {
     /// Default 1000.
     #[arg(long, env = "TIDINGS_PUSH_RETRY_MS")]
     pub push_retry_ms: Option<u64>,
+    /// Log lines on stderr: `text` (for people; coloured only when stderr is a terminal) or
+    /// `json` (one object per line, with the fields of the spans it happened in: a
+    /// connection's `conn`, `session` and `user`). `TIDINGS_LOG` picks what is logged.
+    /// Default text.
+    #[arg(long, env = "TIDINGS_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// Where uploaded files are kept.
@@ -307,6 +321,7 @@ pub struct Config {
     pub alive_interval: Duration,
     pub push_attempts: u32,
     pub push_retry: Duration,
+    pub log_format: LogFormat,
 }
 
 impl Config {
@@ -411,6 +426,7 @@ impl RawConfig {
             cluster: self.cluster.or(file.cluster),
             node_id: self.node_id.or(file.node_id),
             alive_ms: self.alive_ms.or(file.alive_ms),
+            log_format: self.log_format.or(file.log_format),
         }
     }
 
@@ -670,6 +686,11 @@ impl RawConfig {
                 "push_retry_ms",
                 self.push_retry_ms.unwrap_or(1000),
             )?),
+            log_format: match self.log_format.as_deref().unwrap_or("text") {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => bail!("log_format must be `text` or `json`, not {other:?}"),
+            },
         })
     }
 }

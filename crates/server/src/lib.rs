@@ -2,6 +2,7 @@
 //! store, the engine and the gateway into a running server. The binary (`main.rs`) adds argument
 //! parsing, signals and the client subcommands. Nothing depends on this crate.
 
+pub mod backup;
 pub mod bench;
 pub mod cli;
 pub mod config;

@@ -90,21 +90,89 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Copy a SQLite store to FILE as one snapshot, while a server runs on it and writes.
+    Backup {
+        /// The file to write (refused if it exists, unless --force).
+        #[arg(long)]
+        to: PathBuf,
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Put a backup made by `tidings backup` back as the SQLite store, with no server running
+    /// on it.
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// Replace the database if it exists.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
-fn init_logging() {
+/// The SQLite database `backup` and `restore` work on, named as `serve` names it.
+#[derive(clap::Args)]
+struct DatabaseArgs {
+    #[arg(long, env = "TIDINGS_DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+    /// The store, as `serve --store` names it: a SQLite file path (a PostgreSQL store is
+    /// backed up with pg_dump and restored with pg_restore). Default: `tidings.db` in the data
+    /// directory.
+    #[arg(long, env = "TIDINGS_STORE")]
+    store: Option<String>,
+}
+
+impl DatabaseArgs {
+    fn path(&self) -> anyhow::Result<PathBuf> {
+        tidings_server::backup::database(&self.data_dir, self.store.as_deref())
+    }
+}
+
+fn init_logging(format: tidings_server::config::LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("TIDINGS_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        // Escape codes only for a person at a terminal, not into a file or a journal.
+        tidings_server::config::LogFormat::Text => {
+            builder.with_ansi(std::io::stderr().is_terminal()).init()
+        }
+        tidings_server::config::LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // `serve`'s settings are resolved first: they say how it logs.
+    let serve_config = match &cli.command {
+        Command::Serve(raw) => match raw.as_ref().clone().resolve() {
+            Ok(config) => Some(config),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    init_logging(
+        serve_config
+            .as_ref()
+            .map(|c| c.log_format)
+            .unwrap_or_default(),
+    );
     // The open-loop load generator runs on one thread: spread over several, its many small
     // wake-ups cost more CPU than the server it measures, on the same machine.
     let single_threaded = matches!(
@@ -123,7 +191,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    match runtime.block_on(run(cli.command, serve_config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -132,9 +200,12 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+async fn run(command: Command, serve_config: Option<tidings_server::Config>) -> anyhow::Result<()> {
     match command {
-        Command::Serve(raw) => serve(*raw).await,
+        Command::Serve(_) => match serve_config {
+            Some(config) => serve(config).await,
+            None => anyhow::bail!("serve's settings were not resolved"),
+        },
         Command::Bench(args) => tidings_server::bench::run(args).await,
         Command::Token {
             user_id,
@@ -187,11 +258,66 @@ async fn run(command: Command) -> anyhow::Result<()> {
             token,
             json,
         } => cli::conversations(&server, &token, json).await,
+        Command::Backup {
+            to,
+            database,
+            force,
+        } => {
+            let db = database.path()?;
+            let copied = tokio::task::spawn_blocking(move || {
+                tidings_server::backup::backup(&db, &to, force).map(|c| (c, db, to))
+            })
+            .await??;
+            let (copied, db, to) = copied;
+            println!(
+                "backed up {} to {} (schema version {}, {} pages)",
+                db.display(),
+                to.display(),
+                copied.version,
+                copied.pages
+            );
+            Ok(())
+        }
+        Command::Restore {
+            from,
+            database,
+            force,
+        } => {
+            let db = database.path()?;
+            let version = tidings_server::backup::restore(&from, &db, force)?;
+            println!(
+                "restored {} to {} (schema version {version})",
+                from.display(),
+                db.display()
+            );
+            Ok(())
+        }
     }
 }
 
-async fn serve(raw: RawConfig) -> anyhow::Result<()> {
-    let config = raw.resolve()?;
+async fn serve(config: tidings_server::Config) -> anyhow::Result<()> {
+    // Created (and printed) before anything else can fail, so that a first start that fails
+    // later, as on a port in use, still shows them: they are never printed again.
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let (credentials, created) = tidings_server::credentials::load_or_create(&config.data_dir)?;
+    if created {
+        println!(
+            "created app credentials in {}",
+            tidings_server::credentials::path(&config.data_dir).display()
+        );
+        println!("  appKey:    {}", credentials.app_key);
+        println!("  appSecret: {}", credentials.app_secret);
+    }
+    // Held while serving: `tidings restore` refuses to replace the database meanwhile, and a
+    // second server on the same SQLite file is refused.
+    let _lock = match &config.store {
+        tidings_server::StoreSetting::DataDir => Some(tidings_server::backup::lock(
+            &config.data_dir.join(tidings_server::DB_FILE),
+        )?),
+        tidings_server::StoreSetting::Sqlite(path) => Some(tidings_server::backup::lock(path)?),
+        tidings_server::StoreSetting::Postgres(_) => None,
+    };
     // Each connection holds one file descriptor; keep a margin for the database and listeners.
     let files = tidings_server::bench::raise_open_file_limit();
     tracing::info!(
@@ -200,15 +326,6 @@ async fn serve(raw: RawConfig) -> anyhow::Result<()> {
         "connection capacity from the open-file limit"
     );
     let mut running = start(&config).await?;
-    if running.created_credentials {
-        // Printed once, at the first start; afterwards they are in the data directory only.
-        println!(
-            "created app credentials in {}",
-            tidings_server::credentials::path(&config.data_dir).display()
-        );
-        println!("  appKey:    {}", running.credentials.app_key);
-        println!("  appSecret: {}", running.credentials.app_secret);
-    }
     println!("tidings listening on http://{}", running.addr);
     // The store's Debug shows a PostgreSQL URL's scheme only: it may hold a password.
     tracing::info!(addr = %running.addr, data_dir = %config.data_dir.display(), store = ?config.store, "serving");

@@ -72,6 +72,14 @@ impl Cluster {
         }
     }
 
+    /// The NATS server's address, for a proxy in front of it.
+    fn nats_addr(&self) -> SocketAddr {
+        self.nats
+            .trim_start_matches("nats://")
+            .parse()
+            .expect("TIDINGS_TEST_NATS_URL is nats://IP:PORT")
+    }
+
     /// The first node.
     async fn first(&self) -> TestServer {
         TestServer::start_with(self.tune("a", &self.nats)).await
@@ -321,11 +329,7 @@ async fn a_node_cut_off_from_nats_serves_its_users_and_catches_up() {
     else {
         return;
     };
-    let upstream: SocketAddr = cluster
-        .nats
-        .trim_start_matches("nats://")
-        .parse()
-        .expect("TIDINGS_TEST_NATS_URL is nats://IP:PORT");
+    let upstream = cluster.nats_addr();
     let proxy = FaultProxy::start(upstream).await;
     let a = cluster.first().await;
     // C reaches NATS through the proxy.
@@ -992,4 +996,32 @@ async fn three_processes_serve_one_to_one_groups_chatrooms_and_kicks() {
             _ => continue,
         }
     }
+}
+
+#[tokio::test]
+async fn readyz_says_when_the_bus_is_cut_off() {
+    let Some(cluster) = Cluster::new("readyz_says_when_the_bus_is_cut_off").await else {
+        return;
+    };
+    let upstream = cluster.nats_addr();
+    let proxy = FaultProxy::start(upstream).await;
+    let node = TestServer::start_with(cluster.tune("a", &format!("nats://{}", proxy.addr))).await;
+    let readyz = || async { http(&node, "GET", "/readyz", Vec::new(), None).await };
+    let (status, body) = readyz().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        serde_json::json!({"status": "ready", "store": "ok", "bus": "ok"})
+    );
+
+    proxy.cut.send(true).unwrap();
+    eventually("not ready while cut off", || async {
+        let (status, body) = readyz().await;
+        status == 503
+            && body
+                == serde_json::json!({"status": "not ready", "store": "ok", "bus": "disconnected"})
+    })
+    .await;
+    proxy.cut.send(false).unwrap();
+    eventually("ready once back", || async { readyz().await.0 == 200 }).await;
 }

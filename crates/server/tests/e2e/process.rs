@@ -18,7 +18,7 @@ pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_tidings");
 pub(crate) struct ServerProcess {
     child: Child,
     pub(crate) url: String,
-    stdout_lines: Vec<String>,
+    pub(crate) stdout_lines: Vec<String>,
 }
 
 impl ServerProcess {
