@@ -11,6 +11,7 @@ mod chatrooms;
 mod cluster;
 mod conversations;
 mod delivery;
+mod deploy;
 mod dialect000;
 mod dialect001;
 mod dialect002;
