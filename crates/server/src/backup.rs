@@ -66,6 +66,22 @@ fn temporary(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// Owner read and write only.
+fn private() -> std::fs::Permissions {
+    std::os::unix::fs::PermissionsExt::from_mode(0o600)
+}
+
+/// Creates the empty file `path` (which must not exist), readable by its owner only.
+fn private_file(path: &Path) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    Ok(())
+}
+
 /// Removes a file that may not exist.
 fn remove_if_present(path: &Path) -> anyhow::Result<()> {
     match std::fs::remove_file(path) {
@@ -111,6 +127,8 @@ pub fn backup(
         bail!("{} exists: pass --force to replace it", to.display());
     }
     let tmp = temporary(to);
+    // Readable by its owner only, as the database is: it holds every message.
+    private_file(&tmp)?;
     let copied = tidings_store_sqlite::backup::copy(db, &tmp);
     let copied = match copied {
         Ok(c) => c,
@@ -147,7 +165,9 @@ pub fn restore(from: &Path, db: &Path, force: bool) -> anyhow::Result<usize> {
         );
     }
     let tmp = temporary(db);
+    private_file(&tmp)?;
     let copied = std::fs::copy(from, &tmp)
+        .and_then(|_| std::fs::set_permissions(&tmp, private()))
         .and_then(|_| File::open(&tmp)?.sync_all())
         .with_context(|| format!("copying {} to {}", from.display(), tmp.display()));
     if let Err(e) = copied {

@@ -53,7 +53,8 @@ fn tidings_version(conn: &Connection, path: &Path) -> Result<usize> {
 }
 
 /// Copies the database at `from` (which a server may be writing to) into a new file `to`, as
-/// one snapshot. `to` must not exist. The copy is a plain rollback-journal database with no
+/// one snapshot. `to` must not exist or be empty (made beforehand with the permissions the
+/// copy should have). The copy is a plain rollback-journal database with no
 /// `-wal` file of its own; a server opening it switches it to WAL again.
 pub fn copy(from: &Path, to: &Path) -> Result<Copied> {
     // Read-write without create: a missing database is an error, not a new empty one. The
@@ -67,7 +68,7 @@ pub fn copy(from: &Path, to: &Path) -> Result<Copied> {
     src.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(refused)?;
     let version = tidings_version(&src, from)?;
-    if to.exists() {
+    if std::fs::metadata(to).is_ok_and(|m| m.len() > 0) {
         return Err(refused(format!("{} exists", to.display())));
     }
     let mut dst =

@@ -388,6 +388,12 @@ async fn backup_and_restore_refuse_what_would_lose_data() {
     };
 
     ok(tidings(cwd.path(), &["backup", "--to", &path("b.db")]));
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(cwd.path().join("b.db"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "only its owner reads a backup");
     failed_saying(
         &tidings(cwd.path(), &["backup", "--to", &path("b.db")]),
         "exists: pass --force",
