@@ -152,6 +152,12 @@ pub fn restore(from: &Path, db: &Path, force: bool) -> anyhow::Result<usize> {
     if !from.is_file() {
         bail!("there is no backup file at {}", from.display());
     }
+    if std::fs::canonicalize(from).ok() == std::fs::canonicalize(db).ok() {
+        bail!(
+            "{} is the database itself: restore from a backup",
+            from.display()
+        );
+    }
     let version = tidings_store_sqlite::backup::check(from).map_err(|e| anyhow::anyhow!(e))?;
     if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)

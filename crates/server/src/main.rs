@@ -191,8 +191,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let json = serve_config
+        .as_ref()
+        .is_some_and(|c| c.log_format == tidings_server::config::LogFormat::Json);
     match runtime.block_on(run(cli.command, serve_config)) {
         Ok(()) => ExitCode::SUCCESS,
+        // In JSON, the reason the server stopped is a log line like the others.
+        Err(e) if json => {
+            tracing::error!(error = format!("{e:#}"), "stopped on an error");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

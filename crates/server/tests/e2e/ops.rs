@@ -177,18 +177,27 @@ async fn text_logs_to_a_pipe_have_no_colours_and_one_migration_line() {
     );
 }
 
-#[tokio::test]
-async fn a_first_start_that_cannot_listen_still_prints_the_credentials_it_made() {
-    let cwd = tempfile::tempdir().unwrap();
+/// `tidings serve` in `cwd` on an address another socket holds: its address, that socket, and
+/// what the server wrote before it exited.
+fn serve_on_a_taken_port(cwd: &Path, extra: &[&str]) -> (String, std::net::TcpListener, Output) {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let out = Command::new(BIN)
         .args(["serve", "--listen", &addr])
-        .current_dir(cwd.path())
+        .args(extra)
+        .current_dir(cwd)
         .env("TIDINGS_LOG", "warn")
+        .env_remove("TIDINGS_LOG_FORMAT")
         .output()
         .unwrap();
     assert!(!out.status.success(), "a port in use is an error");
+    (addr, taken, out)
+}
+
+#[tokio::test]
+async fn a_first_start_that_cannot_listen_still_prints_the_credentials_it_made() {
+    let cwd = tempfile::tempdir().unwrap();
+    let (addr, taken, out) = serve_on_a_taken_port(cwd.path(), &[]);
     let stdout = String::from_utf8(out.stdout).unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&format!("binding {addr}")), "{stderr}");
@@ -214,6 +223,23 @@ async fn a_first_start_that_cannot_listen_still_prints_the_credentials_it_made()
         "{:?}",
         server.stdout_lines
     );
+}
+
+#[tokio::test]
+async fn in_json_a_failed_start_says_why_in_json_too() {
+    let cwd = tempfile::tempdir().unwrap();
+    let (addr, _taken, out) = serve_on_a_taken_port(cwd.path(), &["--log-format", "json"]);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let mut errors = Vec::new();
+    for line in stderr.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("a stderr line is not JSON ({e}): {line}"));
+        if v["level"] == "ERROR" {
+            errors.push(v["fields"]["error"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains(&format!("binding {addr}")), "{errors:?}");
 }
 
 #[tokio::test]
@@ -438,6 +464,13 @@ async fn backup_and_restore_refuse_what_would_lose_data() {
         cwd.path(),
         &["restore", "--from", &path("b.db"), "--force"],
     ));
+    failed_saying(
+        &tidings(
+            cwd.path(),
+            &["restore", "--from", "data/tidings.db", "--force"],
+        ),
+        "is the database itself",
+    );
 
     // Not a file that is not a Tidings database, a damaged one, or one from a newer build.
     std::fs::write(
