@@ -195,6 +195,53 @@ fn serve_on_a_taken_port(cwd: &Path, extra: &[&str]) -> (String, std::net::TcpLi
 }
 
 #[tokio::test]
+async fn postgres_migrations_log_one_line() {
+    let Some(url) = server_url() else {
+        eprintln!("SKIPPED postgres_migrations_log_one_line: set TIDINGS_TEST_POSTGRES_URL");
+        return;
+    };
+    let db = TestDatabase::create(&url).await.unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    let mut server = LoggingServer::start(cwd.path(), "info", &["--store", &db.url]);
+    server.until("`serving`", |l| l.contains("serving"));
+    let lines = server.stop();
+    let schema: Vec<_> = lines
+        .iter()
+        .filter(|l| l.contains("database schema at version"))
+        .collect();
+    assert_eq!(schema.len(), 1, "one migration summary: {lines:#?}");
+    assert!(schema[0].contains("migrations)"), "{}", schema[0]);
+    db.drop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_sqlite_database_is_refused() {
+    let cwd = tempfile::tempdir().unwrap();
+    let _first = ServerProcess::start(cwd.path(), &[]);
+    let mut second = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(cwd.path())
+        .env("TIDINGS_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Were it to start, it would serve until killed: wait for its exit, bounded.
+    let deadline = std::time::Instant::now() + WAIT;
+    while second.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("a second server started on the same database");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    failed_saying(
+        &second.wait_with_output().unwrap(),
+        "is in use: a tidings server (or a restore) is running on this database",
+    );
+}
+
+#[tokio::test]
 async fn a_first_start_that_cannot_listen_still_prints_the_credentials_it_made() {
     let cwd = tempfile::tempdir().unwrap();
     let (addr, taken, out) = serve_on_a_taken_port(cwd.path(), &[]);
