@@ -39,12 +39,17 @@ fn lock_path(db: &Path) -> PathBuf {
 /// is dropped (or the process ends). Fails if another process holds it.
 pub fn lock(db: &Path) -> anyhow::Result<File> {
     let path = lock_path(db);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening the lock file {}", path.display()))?;
+    // Opened for reading when it exists (a lock needs no more), so that a lock file another
+    // user made (root, restoring for the service's user) does not keep the server out.
+    let file = match File::open(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path),
+        opened => opened,
+    }
+    .with_context(|| format!("opening the lock file {}", path.display()))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => bail!(
@@ -64,6 +69,16 @@ fn temporary(path: &Path) -> PathBuf {
     name.push(path.file_name().unwrap_or_default());
     name.push(format!(".tmp-{:08x}", rand::random::<u32>()));
     path.with_file_name(name)
+}
+
+/// Gives `path` to the owner of `like`, if it is not theirs already (which takes root).
+fn give(path: &Path, like: &std::fs::Metadata) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let now = std::fs::metadata(path)?;
+    if (now.uid(), now.gid()) == (like.uid(), like.gid()) {
+        return Ok(());
+    }
+    std::os::unix::fs::chown(path, Some(like.uid()), Some(like.gid()))
 }
 
 /// Owner read and write only.
@@ -170,10 +185,22 @@ pub fn restore(from: &Path, db: &Path, force: bool) -> anyhow::Result<usize> {
             db.display()
         );
     }
+    // The restored file belongs to whoever owned the database it replaces, or else the
+    // directory it goes in: the server's user, when root restores for it.
+    let owner = std::fs::metadata(db)
+        .or_else(|_| {
+            std::fs::metadata(
+                db.parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .unwrap_or(Path::new(".")),
+            )
+        })
+        .with_context(|| format!("reading the owner of {}", db.display()))?;
     let tmp = temporary(db);
     private_file(&tmp)?;
     let copied = std::fs::copy(from, &tmp)
         .and_then(|_| std::fs::set_permissions(&tmp, private()))
+        .and_then(|_| give(&tmp, &owner))
         .and_then(|_| File::open(&tmp)?.sync_all())
         .with_context(|| format!("copying {} to {}", from.display(), tmp.display()));
     if let Err(e) = copied {

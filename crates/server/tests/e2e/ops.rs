@@ -564,3 +564,80 @@ async fn backup_and_restore_refuse_what_would_lose_data() {
         "nothing restored from a refused file"
     );
 }
+
+#[tokio::test]
+async fn a_database_root_restores_belongs_to_the_data_directorys_owner_who_can_serve_it() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    let cwd = tempfile::tempdir().unwrap();
+    if std::fs::metadata(cwd.path()).unwrap().uid() != 0 {
+        eprintln!(
+            "SKIPPED a_database_root_restores_belongs_to_the_data_directorys_owner_who_can_serve_it: \
+             it takes root to restore for another user"
+        );
+        return;
+    }
+    let server = ServerProcess::start(cwd.path(), &[]);
+    let backup = cwd.path().join("b.db");
+    let out = tidings(cwd.path(), &["backup", "--to", backup.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(server);
+
+    // The service's data directory, owned by its user, as systemd's StateDirectory makes it.
+    const SERVICE: u32 = 54_321;
+    std::fs::set_permissions(cwd.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let svc = cwd.path().join("svc");
+    std::fs::create_dir(&svc).unwrap();
+    std::os::unix::fs::chown(&svc, Some(SERVICE), Some(SERVICE)).unwrap();
+    let out = tidings(
+        cwd.path(),
+        &[
+            "restore",
+            "--from",
+            backup.to_str().unwrap(),
+            "--data-dir",
+            "svc",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let db = std::fs::metadata(svc.join("tidings.db")).unwrap();
+    assert_eq!((db.uid(), db.gid()), (SERVICE, SERVICE));
+    assert_eq!(db.mode() & 0o777, 0o600);
+
+    // The service's user serves it, though root made the lock file.
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", "svc"])
+        .current_dir(cwd.path())
+        .env("TIDINGS_LOG", "warn")
+        .uid(SERVICE)
+        .gid(SERVICE)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut listening = false;
+    let mut line = String::new();
+    while stdout.read_line(&mut line).unwrap() > 0 {
+        if line.starts_with("tidings listening on ") {
+            listening = true;
+            break;
+        }
+        line.clear();
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        listening,
+        "the service's user serves the restored database: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
