@@ -215,6 +215,10 @@ pub struct RawConfig {
     /// Default 1000.
     #[arg(long, env = "TIDINGS_PUSH_RETRY_MS")]
     pub push_retry_ms: Option<u64>,
+    /// Address of the Prometheus metrics listener (`GET /metrics`), apart from the public
+    /// one; `off` serves and records no metrics. Default 127.0.0.1:9092.
+    #[arg(long, env = "TIDINGS_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
 }
 
 /// Where uploaded files are kept.
@@ -307,6 +311,8 @@ pub struct Config {
     pub alive_interval: Duration,
     pub push_attempts: u32,
     pub push_retry: Duration,
+    /// Where `GET /metrics` is served; `None`: metrics are off.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -411,6 +417,7 @@ impl RawConfig {
             cluster: self.cluster.or(file.cluster),
             node_id: self.node_id.or(file.node_id),
             alive_ms: self.alive_ms.or(file.alive_ms),
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
         }
     }
 
@@ -670,6 +677,15 @@ impl RawConfig {
                 "push_retry_ms",
                 self.push_retry_ms.unwrap_or(1000),
             )?),
+            metrics_listen: match self.metrics_listen.as_deref().map(str::trim) {
+                None => Some(SocketAddr::from(([127, 0, 0, 1], 9092))),
+                Some("off") => None,
+                Some(addr) => Some(addr.parse().map_err(|_| {
+                    anyhow::anyhow!(
+                        "metrics_listen must be an address (127.0.0.1:9092) or `off`, not {addr:?}"
+                    )
+                })?),
+            },
         })
     }
 }

@@ -333,6 +333,7 @@ impl Store for PostgresStore {
             let tx = guard.as_ref().ok_or(StoreError::Closed)?;
             tx.send(writer::Request::Write { ops, reply })
                 .map_err(|_| StoreError::Closed)?;
+            tidings_store::metrics::m().queue_depth.increment(1);
         }
         rx.await.map_err(|_| StoreError::Closed)?
     }

@@ -1403,6 +1403,7 @@ impl Session {
             }
         };
         if fresh {
+            crate::metrics::m().accepted(conversation_type::CHATROOM);
             room.wake();
         }
         // In a cluster, a send made on a node that is not the room's home is numbered there;
