@@ -19,6 +19,7 @@ mod dialect_cross;
 mod files;
 mod groups;
 mod hooks;
+mod metrics;
 mod poll;
 mod postgres;
 mod process;
