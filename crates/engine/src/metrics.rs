@@ -32,12 +32,11 @@ pub const GAP_MARKERS: &str = "tidings_gap_markers_total";
 pub const CLUSTER_CATCHUPS: &str = "tidings_cluster_catchups_total";
 
 /// The conversation types a message is counted under, as labels.
-const TYPES: [(u32, &str); 5] = [
+const TYPES: [(u32, &str); 4] = [
     (conversation_type::PRIVATE, "private"),
     (conversation_type::GROUP, "group"),
     (conversation_type::CHATROOM, "chatroom"),
     (conversation_type::SYSTEM, "system"),
-    (conversation_type::USER_EVENT, "user_event"),
 ];
 
 pub(crate) struct Metrics {
@@ -67,7 +66,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     describe_counter!(DISCONNECTS, "Sessions ended, by the code they ended with.");
     describe_counter!(
         MESSAGES_ACCEPTED,
-        "Messages stored (or numbered, for chatrooms), by conversation type."
+        "Messages users and the app server sent, stored (chatrooms: numbered), by conversation type; a resend of a stored message is not counted again."
     );
     describe_counter!(
         DELIVERIES,

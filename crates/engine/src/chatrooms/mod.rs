@@ -890,6 +890,9 @@ impl Engine {
                 return Err(e);
             }
         };
+        if !duplicate {
+            crate::metrics::m().accepted(conversation_type::CHATROOM);
+        }
         room.wake();
         let item = if !duplicate && item.seq() == 0 {
             self.room_numbered(waiter).await.ok_or_else(|| {
