@@ -21,14 +21,14 @@ const DEADLINE: Duration = Duration::from_secs(60);
 type Series = (String, BTreeMap<String, String>);
 
 /// A scrape: every sample's value, and the names `# TYPE` lines declare.
-struct Scrape {
+pub(crate) struct Scrape {
     samples: BTreeMap<Series, f64>,
     types: BTreeSet<String>,
 }
 
 impl Scrape {
     /// The sum of the samples of `name` whose labels include `labels`.
-    fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    pub(crate) fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.samples
             .iter()
             .filter(|((n, l), _)| {
@@ -101,7 +101,10 @@ async fn scrape(metrics_url: &str) -> Scrape {
 }
 
 /// Waits until a scrape satisfies `check`; fails with the last scrape's failure otherwise.
-async fn scrape_until(metrics_url: &str, check: impl Fn(&Scrape) -> Result<(), String>) -> Scrape {
+pub(crate) async fn scrape_until(
+    metrics_url: &str,
+    check: impl Fn(&Scrape) -> Result<(), String>,
+) -> Scrape {
     let start = Instant::now();
     loop {
         let s = scrape(metrics_url).await;
