@@ -606,3 +606,57 @@ async fn every_metric_the_grafana_dashboard_queries_exists_in_a_live_scrape() {
     })
     .await;
 }
+
+/// Web Push and the after-send callback report their outcomes: bob, offline, has one
+/// subscription the push service takes and one it says is gone; the callback is answered 2xx.
+#[tokio::test]
+async fn push_and_webhook_outcomes_are_counted() {
+    use crate::push::{Answer, Device, PushService};
+    let service = PushService::start().await;
+    service.script("/bob/2", &[Answer::Status(410)]);
+    let cwd = tempfile::tempdir().unwrap();
+    let webhook = format!("{}/callbacks", service.origin);
+    let server = ServerProcess::start(cwd.path(), &["--webhook-url", &webhook]);
+    let metrics_url = server.metrics_url().expect("a metrics line");
+    let data = cwd.path().join("data");
+    let (alice_token, bob_token) = (token(&data, "alice"), token(&data, "bob"));
+
+    let (bob, _b) = Client::connect(ClientConfig::new(&server.url, bob_token))
+        .await
+        .unwrap();
+    for path in ["/bob/1", "/bob/2"] {
+        bob.register_push(&Device::new(&service, path).subscription())
+            .await
+            .unwrap();
+    }
+    bob.close().await;
+    scrape_until(&metrics_url, |s| match s.sum("tidings_sessions", &[]) {
+        0.0 => Ok(()),
+        n => Err(format!("{n} sessions")),
+    })
+    .await;
+    let (alice, _a) = Client::connect(ClientConfig::new(&server.url, alice_token))
+        .await
+        .unwrap();
+    alice
+        .send(Outgoing::text("bob", "are you there?"))
+        .await
+        .unwrap();
+    scrape_until(&metrics_url, |s| {
+        let pushed = |outcome| s.sum("tidings_push_sends_total", &[("outcome", outcome)]);
+        let called = s.sum(
+            "tidings_webhook_calls_total",
+            &[("hook", "sent"), ("outcome", "ok")],
+        );
+        if pushed("delivered") >= 1.0 && pushed("expired") >= 1.0 && called >= 1.0 {
+            Ok(())
+        } else {
+            Err(format!(
+                "delivered {}, expired {}, callbacks {called}",
+                pushed("delivered"),
+                pushed("expired")
+            ))
+        }
+    })
+    .await;
+}
