@@ -660,3 +660,44 @@ async fn push_and_webhook_outcomes_are_counted() {
     })
     .await;
 }
+
+/// Resends and sync pages are counted: a message bob's device does not acknowledge is resent
+/// after the ack timeout, and bob's second device, connecting after the message, syncs it.
+#[tokio::test]
+async fn resends_and_sync_pages_are_counted() {
+    let cwd = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(cwd.path(), &["--ack-timeout-ms", "100"]);
+    let metrics_url = server.metrics_url().expect("a metrics line");
+    let data = cwd.path().join("data");
+    let config = |user: &str, device: &str| {
+        let mut c = ClientConfig::new(&server.url, token(&data, user));
+        c.device_id = device.into();
+        c
+    };
+    let mut quiet = config("bob", "phone");
+    quiet.auto_ack = false;
+    let (_bob, mut bob_events) = Client::connect(quiet).await.unwrap();
+    let (alice, _a) = Client::connect(config("alice", "phone")).await.unwrap();
+    alice.send(Outgoing::text("bob", "ack me")).await.unwrap();
+    next_message(&mut bob_events).await;
+    scrape_until(&metrics_url, |s| {
+        match s.sum("tidings_resends_total", &[]) {
+            n if n >= 1.0 => Ok(()),
+            _ => Err("no resend".into()),
+        }
+    })
+    .await;
+
+    let before = scrape(&metrics_url)
+        .await
+        .sum("tidings_sync_pages_total", &[]);
+    let (_laptop, mut laptop_events) = Client::connect(config("bob", "laptop")).await.unwrap();
+    assert_eq!(next_message(&mut laptop_events).await.seq, 1, "synced");
+    scrape_until(&metrics_url, |s| {
+        match s.sum("tidings_sync_pages_total", &[]) {
+            n if n > before => Ok(()),
+            n => Err(format!("{n} sync pages")),
+        }
+    })
+    .await;
+}
