@@ -899,6 +899,36 @@ mod api_signature {
 }
 
 #[cfg(test)]
+mod metrics_listen {
+    use super::*;
+
+    fn resolve(value: Option<&str>) -> anyhow::Result<Option<SocketAddr>> {
+        let raw = RawConfig {
+            metrics_listen: value.map(str::to_string),
+            ..Default::default()
+        };
+        Ok(raw.resolve_without_file()?.metrics_listen)
+    }
+
+    #[test]
+    fn metrics_listen_defaults_to_loopback_and_takes_an_address_or_off() {
+        assert_eq!(
+            resolve(None).unwrap(),
+            Some("127.0.0.1:9092".parse().unwrap())
+        );
+        assert_eq!(
+            resolve(Some("10.0.0.5:9100")).unwrap(),
+            Some("10.0.0.5:9100".parse().unwrap())
+        );
+        assert_eq!(resolve(Some("off")).unwrap(), None);
+        let bad = resolve(Some("9092")).unwrap_err().to_string();
+        assert!(bad.contains("metrics_listen must be an address"), "{bad}");
+        let file: RawConfig = toml::from_str("metrics_listen = \"off\"").unwrap();
+        assert_eq!(file.resolve_without_file().unwrap().metrics_listen, None);
+    }
+}
+
+#[cfg(test)]
 mod operations_doc {
     use super::*;
 

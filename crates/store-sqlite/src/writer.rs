@@ -40,12 +40,18 @@ pub struct Handle {
 
 impl Handle {
     pub fn submit(&self, request: Request) -> Result<()> {
-        let write = matches!(request, Request::Write { .. });
-        self.tx.send(request).map_err(|_| StoreError::Closed)?;
-        if write {
-            tidings_store::metrics::m().queue_depth.increment(1);
+        // Counted before it is sent, so the writer's decrement never comes first.
+        let depth = matches!(request, Request::Write { .. })
+            .then(|| &tidings_store::metrics::m().queue_depth);
+        if let Some(d) = depth {
+            d.increment(1);
         }
-        Ok(())
+        self.tx.send(request).map_err(|_| {
+            if let Some(d) = depth {
+                d.decrement(1);
+            }
+            StoreError::Closed
+        })
     }
 
     /// A sender for requests from other threads (the checkpoint thread).
