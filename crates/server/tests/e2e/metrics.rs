@@ -607,8 +607,9 @@ async fn every_metric_the_grafana_dashboard_queries_exists_in_a_live_scrape() {
     .await;
 }
 
-/// Web Push and the after-send callback report their outcomes: bob, offline, has one
-/// subscription the push service takes and one it says is gone; the callback is answered 2xx.
+/// Web Push and the hooks report their outcomes: bob, offline, has one subscription the push
+/// service takes and one it says is gone; the after-send callback is answered 2xx, and the
+/// moderation hook with no verdict (an empty body), so the message goes through unmoderated.
 #[tokio::test]
 async fn push_and_webhook_outcomes_are_counted() {
     use crate::push::{Answer, Device, PushService};
@@ -616,7 +617,11 @@ async fn push_and_webhook_outcomes_are_counted() {
     service.script("/bob/2", &[Answer::Status(410)]);
     let cwd = tempfile::tempdir().unwrap();
     let webhook = format!("{}/callbacks", service.origin);
-    let server = ServerProcess::start(cwd.path(), &["--webhook-url", &webhook]);
+    let moderation = format!("{}/moderation", service.origin);
+    let server = ServerProcess::start(
+        cwd.path(),
+        &["--webhook-url", &webhook, "--moderation-url", &moderation],
+    );
     let metrics_url = server.metrics_url().expect("a metrics line");
     let data = cwd.path().join("data");
     let (alice_token, bob_token) = (token(&data, "alice"), token(&data, "bob"));
@@ -644,15 +649,19 @@ async fn push_and_webhook_outcomes_are_counted() {
         .unwrap();
     scrape_until(&metrics_url, |s| {
         let pushed = |outcome| s.sum("tidings_push_sends_total", &[("outcome", outcome)]);
-        let called = s.sum(
-            "tidings_webhook_calls_total",
-            &[("hook", "sent"), ("outcome", "ok")],
-        );
-        if pushed("delivered") >= 1.0 && pushed("expired") >= 1.0 && called >= 1.0 {
+        let called = |hook, outcome| {
+            s.sum(
+                "tidings_webhook_calls_total",
+                &[("hook", hook), ("outcome", outcome)],
+            )
+        };
+        let (sent, moderated) = (called("sent", "ok"), called("moderation", "unavailable"));
+        if pushed("delivered") >= 1.0 && pushed("expired") >= 1.0 && sent >= 1.0 && moderated >= 1.0
+        {
             Ok(())
         } else {
             Err(format!(
-                "delivered {}, expired {}, callbacks {called}",
+                "delivered {}, expired {}, callbacks {sent}, moderation {moderated}",
                 pushed("delivered"),
                 pushed("expired")
             ))
