@@ -447,16 +447,21 @@ impl Prometheus {
         }
     }
 
-    /// The value of an instant query's first result, if it has one.
-    async fn query(&self, promql: &str) -> Option<f64> {
+    /// Prometheus' answer to an instant query.
+    async fn answer(&self, promql: &str) -> Option<serde_json::Value> {
         let url = format!("{}/api/v1/query", self.url);
         let promql = promql.to_string();
-        let body = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let mut resp = agent().get(&url).query("query", &promql).call().ok()?;
             resp.body_mut().read_json::<serde_json::Value>().ok()
         })
         .await
-        .unwrap()?;
+        .unwrap()
+    }
+
+    /// The value of an instant query's first result, if it has one.
+    async fn query(&self, promql: &str) -> Option<f64> {
+        let body = self.answer(promql).await?;
         assert_eq!(body["status"], "success", "{body}");
         body["data"]["result"][0]["value"][1].as_str()?.parse().ok()
     }
@@ -540,6 +545,12 @@ async fn prometheus_scrapes_the_counters_a_scripted_exchange_raises() {
             |v| v.is_finite() && v > 0.0,
         )
         .await;
+    // Every query of the Grafana dashboard is valid PromQL (with Grafana's rate interval).
+    for expr in dashboard_exprs() {
+        let promql = expr.replace("$__rate_interval", "1m");
+        let answer = prometheus.answer(&promql).await.expect("an answer");
+        assert_eq!(answer["status"], "success", "{expr}: {answer}");
+    }
 }
 
 /// The dashboard's queries: every `expr` anywhere in it.
