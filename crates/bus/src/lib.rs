@@ -37,6 +37,53 @@ const PUBLISH_QUEUE: usize = 65_536;
 /// Events received and waiting for the engine.
 const RECEIVE_QUEUE: usize = 65_536;
 
+/// The bus's metrics (docs/operations.md), made once: publishing only adds to an atomic.
+pub mod metrics {
+    use std::sync::LazyLock;
+
+    use ::metrics::{Counter, counter, describe_counter};
+
+    pub const PUBLISHES: &str = "tidings_bus_publishes_total";
+    pub const RECEIVED: &str = "tidings_bus_received_total";
+    pub const RESYNCS: &str = "tidings_bus_resyncs_total";
+
+    pub(crate) struct BusMetrics {
+        pub sent: Counter,
+        pub dropped: Counter,
+        pub failed: Counter,
+        pub received: Counter,
+        pub resyncs: Counter,
+    }
+
+    static METRICS: LazyLock<BusMetrics> = LazyLock::new(|| {
+        describe_counter!(
+            PUBLISHES,
+            "Events this node published on the bus, by outcome: sent, dropped (the publishing queue was full), failed (NATS refused)."
+        );
+        describe_counter!(RECEIVED, "Events received from other nodes on the bus.");
+        describe_counter!(
+            RESYNCS,
+            "Times this node asked every node to catch its sessions up from the store (events lost, NATS back after a loss)."
+        );
+        BusMetrics {
+            sent: counter!(PUBLISHES, "outcome" => "sent"),
+            dropped: counter!(PUBLISHES, "outcome" => "dropped"),
+            failed: counter!(PUBLISHES, "outcome" => "failed"),
+            received: counter!(RECEIVED),
+            resyncs: counter!(RESYNCS),
+        }
+    });
+
+    /// Makes the handles with the recorder installed now. Call it once, after installing it.
+    pub fn register() {
+        LazyLock::force(&METRICS);
+    }
+
+    pub(crate) fn m() -> &'static BusMetrics {
+        &METRICS
+    }
+}
+
 /// An event as it travels: who sent it.
 #[derive(Serialize, Deserialize)]
 struct Envelope {
@@ -143,10 +190,13 @@ impl NatsBus {
         bus.spawn(async move {
             while let Some((subject, payload)) = outgoing.recv().await {
                 if let Err(e) = publisher.publish(subject, payload).await {
+                    metrics::m().failed.increment(1);
                     tracing::warn!(error = %e, "publishing on NATS failed");
                     if let Some(bus) = weak.upgrade() {
                         bus.lost.store(true, Ordering::Relaxed);
                     }
+                } else {
+                    metrics::m().sent.increment(1);
                 }
                 if let Some(bus) = weak.upgrade()
                     && bus.lost.swap(false, Ordering::Relaxed)
@@ -208,6 +258,7 @@ impl NatsBus {
                 match serde_json::from_slice::<Envelope>(&msg.payload) {
                     Ok(env) if env.from == node => {}
                     Ok(env) => {
+                        metrics::m().received.increment(1);
                         if received.send(env.event).await.is_err() {
                             return;
                         }
@@ -231,6 +282,7 @@ impl NatsBus {
             }
         };
         if self.queue.try_send((subject, payload)).is_err() {
+            metrics::m().dropped.increment(1);
             self.dropped.fetch_add(1, Ordering::Relaxed);
             self.lost.store(true, Ordering::Relaxed);
         }
@@ -251,6 +303,7 @@ impl NatsBus {
 
     /// Asks every node, this one included, to catch its sessions up from the store.
     fn resync(&self) {
+        metrics::m().resyncs.increment(1);
         let event = BusEvent::Resync {
             node: self.node.clone(),
         };

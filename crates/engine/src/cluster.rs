@@ -704,14 +704,8 @@ impl Engine {
     /// Pushes to every session on this node what its user's inbox holds beyond what the
     /// session knows of; a session too far behind is asked to reconnect (and so to sync).
     pub async fn catch_up_all(&self) {
-        let sessions: Vec<Arc<SessionShared>> = self
-            .registry()
-            .by_user
-            .values()
-            .flatten()
-            .cloned()
-            .collect();
-        for s in sessions {
+        crate::metrics::m().cluster_catchups.increment(1);
+        for s in self.all_sessions() {
             let known = s.max_known();
             match self
                 .inner

@@ -61,6 +61,8 @@ pub enum CommitRequest {
         /// Why the content stored is not what was sent (21502, 40025), for the PUBACK; 0 if it
         /// is.
         notice: u32,
+        /// When the engine got the PUBLISH (for the latency metrics).
+        received: std::time::Instant,
     },
     /// A message the app server sends on a user's behalf: answered with the append's result
     /// once committed and pushed (to every device of the participants).
@@ -266,9 +268,12 @@ async fn finish(engine: &Engine, done: InFlight<'_>) -> Option<oneshot::Sender<(
                         session,
                         packet_id,
                         notice,
+                        received,
                         ..
                     } => match mine.pop() {
-                        Some(result) => answer_publish(engine, &session, packet_id, result, notice),
+                        Some(result) => {
+                            answer_publish(engine, &session, packet_id, result, notice, received)
+                        }
                         None => session.reply(
                             engine,
                             Outbound::PubAck(PubAckOut::refused(packet_id, Code::ServerError)),
@@ -285,6 +290,7 @@ async fn finish(engine: &Engine, done: InFlight<'_>) -> Option<oneshot::Sender<(
                             if let Some(hooks) = &engine.inner.hooks {
                                 hooks.sent(message);
                             }
+                            crate::metrics::m().accepted(message.conversation_type);
                             let message = Arc::new(message.clone());
                             fan_out(engine, &message, inbox, None);
                             engine.push_offline(&message, inbox);
@@ -403,6 +409,7 @@ fn fan_out(
     inbox: &[(String, u64)],
     origin: Option<&SessionShared>,
 ) {
+    let mut pushed = 0u32;
     for (i, session) in engine.sessions_of_each(inbox.iter().map(|(u, _)| u.as_str())) {
         if origin.is_some_and(|o| session.same_device(o)) {
             continue;
@@ -410,7 +417,9 @@ fn fan_out(
         let (user, inbox_seq) = &inbox[i];
         let view = Arc::new(Delivered::for_viewer(user, message.clone(), *inbox_seq));
         session.deliver(engine, view);
+        pushed += 1;
     }
+    crate::metrics::m().fanout_sessions.record(pushed);
     // Devices on other nodes: the origin's device is on this one (a newer connection of it
     // elsewhere would have replaced this one).
     if engine.cluster().is_some() {
@@ -428,7 +437,12 @@ fn answer_publish(
     packet_id: u32,
     result: WriteResult,
     notice: u32,
+    received: std::time::Instant,
 ) {
+    let metrics = crate::metrics::m();
+    metrics
+        .publish_to_puback
+        .record(crate::metrics::Metrics::since(received));
     match result {
         WriteResult::Appended {
             message,
@@ -467,9 +481,13 @@ fn answer_publish(
             if let Some(hooks) = &engine.inner.hooks {
                 hooks.sent(&message);
             }
+            metrics.accepted(message.conversation_type);
             // Not to the sending device, even on a newer connection of it.
             let message = Arc::new(message);
             fan_out(engine, &message, &inbox, Some(origin));
+            metrics
+                .publish_to_delivery
+                .record(crate::metrics::Metrics::since(received));
             // Recipients with no device online get a notification (queued: nothing waits).
             engine.push_offline(&message, &inbox);
         }

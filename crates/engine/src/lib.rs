@@ -26,6 +26,7 @@ mod conversations;
 mod files;
 mod groups;
 pub mod hooks;
+pub mod metrics;
 pub mod outbox;
 mod presence;
 pub mod push;
@@ -601,6 +602,16 @@ impl Engine {
         (self.inner.clock)()
     }
 
+    /// Every session registered on this node, taken out of the registry's lock.
+    pub(crate) fn all_sessions(&self) -> Vec<Arc<session::SessionShared>> {
+        self.registry()
+            .by_user
+            .values()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.inner
             .registry
@@ -904,13 +915,7 @@ impl Engine {
         {
             tracing::error!(error = %e, "committer task failed");
         }
-        let all: Vec<_> = self
-            .registry()
-            .by_user
-            .values()
-            .flatten()
-            .cloned()
-            .collect();
+        let all = self.all_sessions();
         let mut ops = Vec::new();
         let now = self.now_ms();
         let mut users = std::collections::BTreeSet::new();

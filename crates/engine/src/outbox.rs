@@ -75,6 +75,7 @@ impl Gap {
 
     /// The marker that reports the gap: a status message of the room.
     fn marker(&self) -> Outbound {
+        crate::metrics::m().gap_markers.increment(1);
         let content = serde_json::json!({
             "count": self.count,
             "fromSeq": self.from,
@@ -139,6 +140,7 @@ impl Outbox {
 
     /// Replaces the queue with a slow-consumer DISCONNECT.
     fn overflow(&self, mut inner: std::sync::MutexGuard<'_, Inner>) {
+        crate::metrics::m().outbound_overflows.increment(1);
         inner.queue.clear();
         inner.gaps.clear();
         inner.room_times.clear();
@@ -251,6 +253,11 @@ impl Outbox {
         true
     }
 
+    /// Bytes waiting in the queue.
+    pub fn queued_bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
     pub fn is_closed(&self) -> bool {
         self.lock().closed
     }
@@ -287,6 +294,7 @@ impl Outbox {
 }
 
 fn note_gap(inner: &mut Inner, room: &Arc<str>, count: u64, from: u64, to: u64) {
+    crate::metrics::m().chatroom_dropped.increment(count);
     match inner.gaps.iter_mut().find(|g| g.room == *room) {
         Some(g) => g.add(count, from, to),
         None => inner.gaps.push(Gap {

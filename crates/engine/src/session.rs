@@ -127,7 +127,9 @@ impl SessionShared {
             .is_err()
         {
             self.end(engine, Code::SlowConsumer);
+            return;
         }
+        crate::metrics::m().deliveries.increment(1);
     }
 
     /// The highest inbox seq this session knows exists.
@@ -213,6 +215,7 @@ impl SessionShared {
             }
             st.ended = true;
         }
+        crate::metrics::disconnected(code);
         self.outbox.close(code);
         engine.unregister(self);
         engine.leave_rooms(self);
@@ -251,6 +254,15 @@ pub struct Session {
 impl Engine {
     /// Authenticates a device and registers its session for delivery.
     pub async fn connect(&self, req: ConnectRequest) -> Result<(Session, ConnectInfo), Refusal> {
+        let outcome = self.open_session(req).await;
+        match &outcome {
+            Ok(_) => crate::metrics::m().connects.increment(1),
+            Err(refusal) => crate::metrics::connect_refused(refusal.code),
+        }
+        outcome
+    }
+
+    async fn open_session(&self, req: ConnectRequest) -> Result<(Session, ConnectInfo), Refusal> {
         // Checked again under the registry lock when registering; this spares the store reads.
         if !self.registry().accepting {
             return Err(Code::ServerShutdown.into());
@@ -396,6 +408,7 @@ impl Session {
 
     /// Sends a message. The PUBACK (success or a refusal code) arrives through the outbox.
     pub async fn publish(&self, packet_id: u32, send: SendRequest) {
+        let received = std::time::Instant::now();
         let limited = !self.engine.may_send(&self.shared.user);
         let priority = crate::chatrooms::Priority::from_wire(send.priority).unwrap_or_default();
         // Over the limit, a send still goes to the store, but only to find an earlier commit of
@@ -450,6 +463,7 @@ impl Session {
             packet_id,
             message: pending,
             notice,
+            received,
         };
         if self.engine.inner.commits.send(request).await.is_err() {
             self.shared.reply(
@@ -651,6 +665,9 @@ impl Session {
     /// Answers a sync query: inbox entries after `after`. The QUERYACK arrives through the outbox.
     pub async fn sync(&self, query_id: u32, after: u64, limit: u32) {
         let reply = |out: QueryAckOut| {
+            if out.code == 0 {
+                crate::metrics::m().sync_pages.increment(1);
+            }
             self.shared
                 .reply(&self.engine, Outbound::QueryAck(Box::new(out)))
         };
@@ -771,6 +788,9 @@ impl Session {
             }
             due
         };
+        if !due.is_empty() {
+            crate::metrics::m().resends.increment(due.len() as u64);
+        }
         for message in due {
             if self
                 .shared

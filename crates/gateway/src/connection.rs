@@ -360,6 +360,10 @@ async fn serve(opened: Opened, state: &AppState) {
         encoding,
     } = opened;
     let config = &state.config;
+    let _open = crate::metrics::Open::new(
+        crate::metrics::Transport::Ws,
+        crate::metrics::Dialect::Native,
+    );
 
     let session = std::sync::Arc::new(session);
     // On the writers' own runtime: a large room wakes thousands of writers at once, and a client

@@ -113,12 +113,12 @@ const REPORT_MEMBERS: u32 = 500;
 
 pub async fn seed000(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
     let dialect = tidings_dialects::seed000::Seed000::new();
-    upgrade(ws, state, dialect)
+    upgrade(ws, state, dialect, Label::Seed000)
 }
 
 pub async fn seed001(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
     let dialect = tidings_dialects::seed001::Seed001::new(state.engine.vapid_public_key());
-    upgrade(ws, state, dialect)
+    upgrade(ws, state, dialect, Label::Seed001)
 }
 
 /// `POST /json/message`: a seed-001 `MESSAGE`'s data sent over HTTP, by the user a bearer
@@ -198,7 +198,7 @@ pub async fn seed002(
 ) -> Response {
     let heartbeat = state.config.room_heartbeat.as_millis() as u64;
     let dialect = tidings_dialects::seed002::Seed002::new(q.token, heartbeat);
-    upgrade(ws, state, dialect)
+    upgrade(ws, state, dialect, Label::Seed002)
 }
 
 pub async fn seed003(
@@ -207,10 +207,18 @@ pub async fn seed003(
     State(state): State<AppState>,
 ) -> Response {
     let dialect = tidings_dialects::seed003::Seed003::new(token);
-    upgrade(ws, state, dialect)
+    upgrade(ws, state, dialect, Label::Seed003)
 }
 
-fn upgrade<D: Dialect>(ws: WebSocketUpgrade, state: AppState, dialect: D) -> Response {
+/// The dialect as the connection metrics name it.
+use crate::metrics::Dialect as Label;
+
+fn upgrade<D: Dialect>(
+    ws: WebSocketUpgrade,
+    state: AppState,
+    dialect: D,
+    label: Label,
+) -> Response {
     let limit = state.config.max_frame_bytes;
     // The connection's place among the unauthenticated, which it leaves once a session opens.
     let ticket = crate::listener::current_ticket();
@@ -225,7 +233,7 @@ fn upgrade<D: Dialect>(ws: WebSocketUpgrade, state: AppState, dialect: D) -> Res
                 session = tracing::field::Empty,
                 user = tracing::field::Empty
             );
-            tracker.track_future(run(socket, state, dialect, ticket).instrument(span))
+            tracker.track_future(run(socket, state, dialect, ticket, label).instrument(span))
         })
 }
 
@@ -283,7 +291,13 @@ async fn close(sink: &mut Sink, timeout: Duration, code: Code) {
     .await;
 }
 
-async fn run<D: Dialect>(socket: WebSocket, state: AppState, dialect: D, ticket: Option<Ticket>) {
+async fn run<D: Dialect>(
+    socket: WebSocket,
+    state: AppState,
+    dialect: D,
+    ticket: Option<Ticket>,
+    label: Label,
+) {
     let (sink, mut stream) = socket.split();
     let dialect = Arc::new(Mutex::new(dialect));
     let config = &state.config;
@@ -325,6 +339,7 @@ async fn run<D: Dialect>(socket: WebSocket, state: AppState, dialect: D, ticket:
             Ok(Read::Frame(m)) => steps.extend(inbound(&dialect, &m)),
         }
     };
+    let _open = crate::metrics::Open::new(crate::metrics::Transport::Ws, label);
     if let Some(ticket) = &ticket {
         ticket.authenticated();
     }

@@ -34,6 +34,7 @@ mod dialect;
 mod files;
 pub mod inputs;
 mod listener;
+pub mod metrics;
 mod poll;
 mod web;
 

@@ -101,6 +101,8 @@ struct PollSession {
     last_seen: Mutex<Instant>,
     /// Cancelled once the session is removed.
     gone: CancellationToken,
+    /// Counts the session as an open connection while it lives.
+    _open: crate::metrics::Open,
 }
 
 #[derive(Default)]
@@ -239,6 +241,10 @@ pub async fn open(State(state): State<AppState>, body: Result<Bytes, BytesReject
         active: AtomicUsize::new(0),
         last_seen: Mutex::new(Instant::now()),
         gone: CancellationToken::new(),
+        _open: crate::metrics::Open::new(
+            crate::metrics::Transport::Poll,
+            crate::metrics::Dialect::Native,
+        ),
     });
     state.polls.lock().insert(id.clone(), ps.clone());
     tokio::spawn(supervise(state.clone(), id.clone(), ps));

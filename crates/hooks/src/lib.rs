@@ -309,11 +309,15 @@ impl Hooks for HttpHooks {
                 Some(body) => {
                     let v = verdict(&body);
                     if v == Moderation::Unavailable {
+                        metrics::m().moderation_unavailable.increment(1);
                         tracing::warn!(%body, "the moderation hook answered what it may not");
+                    } else {
+                        metrics::m().moderation_ok.increment(1);
                     }
                     v
                 }
                 None => {
+                    metrics::m().moderation_unavailable.increment(1);
                     tracing::warn!("the moderation hook did not answer");
                     Moderation::Unavailable
                 }
@@ -331,6 +335,7 @@ impl Hooks for HttpHooks {
             }
         };
         if queue.try_send(body).is_err() {
+            metrics::m().sent_dropped.increment(1);
             tracing::error!(uid = %message.uid, "the callback queue is full: this message's after-send callback is dropped");
         }
     }
@@ -381,9 +386,11 @@ async fn deliver(
             Err(_) => false,
         };
         if ok {
+            metrics::m().sent_ok.increment(1);
             continue;
         }
         if attempt >= config.attempts {
+            metrics::m().sent_failed.increment(1);
             tracing::error!(
                 attempts = attempt,
                 "an after-send callback failed every attempt and is dropped"
@@ -391,8 +398,52 @@ async fn deliver(
             continue;
         }
         let delay = config.retry_base * 2u32.saturating_pow(attempt - 1);
+        metrics::m().sent_retry.increment(1);
         tracing::warn!(attempt, retry_in = ?delay, "an after-send callback failed");
         retries.push((Instant::now() + delay, attempt, body));
+    }
+}
+
+/// The hooks' metrics (docs/operations.md), made once.
+pub mod metrics {
+    use std::sync::LazyLock;
+
+    use ::metrics::{Counter, counter, describe_counter};
+
+    pub const CALLS: &str = "tidings_webhook_calls_total";
+
+    pub(crate) struct HookMetrics {
+        pub sent_ok: Counter,
+        pub sent_retry: Counter,
+        pub sent_failed: Counter,
+        pub sent_dropped: Counter,
+        pub moderation_ok: Counter,
+        pub moderation_unavailable: Counter,
+    }
+
+    static METRICS: LazyLock<HookMetrics> = LazyLock::new(|| {
+        describe_counter!(
+            CALLS,
+            "Calls to the app server's hooks, by hook (sent: after-send callbacks; moderation) and outcome (ok, retry: failed and retried, failed: every attempt failed, dropped: the queue was full, unavailable: moderation gave no usable answer)."
+        );
+        let by = |hook: &'static str, outcome: &'static str| counter!(CALLS, "hook" => hook, "outcome" => outcome);
+        HookMetrics {
+            sent_ok: by("sent", "ok"),
+            sent_retry: by("sent", "retry"),
+            sent_failed: by("sent", "failed"),
+            sent_dropped: by("sent", "dropped"),
+            moderation_ok: by("moderation", "ok"),
+            moderation_unavailable: by("moderation", "unavailable"),
+        }
+    });
+
+    /// Makes the handles with the recorder installed now. Call it once, after installing it.
+    pub fn register() {
+        LazyLock::force(&METRICS);
+    }
+
+    pub(crate) fn m() -> &'static HookMetrics {
+        &METRICS
     }
 }
 

@@ -192,6 +192,7 @@ impl Pusher for WebPush {
         match self.queue.try_send(job) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(job)) => {
+                metrics::m().dropped.increment(1);
                 let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 tracing::error!(
                     uid = %job.message.uid,
@@ -340,6 +341,7 @@ async fn deliver(shared: &Shared, uid: &str, sub: &PushSubscriptionRecord, body:
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, %uid, user = %sub.user, "cannot encrypt to a push subscription: given up");
+            metrics::m().failed.increment(1);
             return false;
         }
     };
@@ -347,8 +349,12 @@ async fn deliver(shared: &Shared, uid: &str, sub: &PushSubscriptionRecord, body:
     loop {
         let outcome = send(shared, &request).await;
         let wait = match outcome {
-            Attempt::Delivered => return true,
+            Attempt::Delivered => {
+                metrics::m().delivered.increment(1);
+                return true;
+            }
             Attempt::Expired => {
+                metrics::m().expired.increment(1);
                 tracing::info!(%uid, user = %sub.user, "a push subscription expired: removed");
                 if let Err(e) = shared
                     .store
@@ -359,15 +365,20 @@ async fn deliver(shared: &Shared, uid: &str, sub: &PushSubscriptionRecord, body:
                 }
                 return false;
             }
-            Attempt::GiveUp => return false,
+            Attempt::GiveUp => {
+                metrics::m().failed.increment(1);
+                return false;
+            }
             Attempt::Retry(after) => after,
         };
         if attempt >= config.attempts {
+            metrics::m().failed.increment(1);
             tracing::warn!(%uid, user = %sub.user, attempts = attempt, "a push notification failed every attempt: given up");
             return false;
         }
         let backoff = config.retry_base * 2u32.saturating_pow(attempt - 1);
         let delay = wait.map_or(backoff, |w| w.min(config.retry_after_cap).max(backoff));
+        metrics::m().retry.increment(1);
         tracing::debug!(%uid, attempt, retry_in = ?delay, "a push notification failed");
         tokio::time::sleep(delay).await;
         attempt += 1;
@@ -447,6 +458,47 @@ async fn send(shared: &Shared, request: &Prepared) -> Attempt {
             tracing::warn!(status, endpoint = %request.endpoint.origin().ascii_serialization(), "a push service refused a notification: given up");
             Attempt::GiveUp
         }
+    }
+}
+
+/// The push worker's metrics (docs/operations.md), made once.
+pub mod metrics {
+    use std::sync::LazyLock;
+
+    use ::metrics::{Counter, counter, describe_counter};
+
+    pub const SENDS: &str = "tidings_push_sends_total";
+
+    pub(crate) struct PushMetrics {
+        pub delivered: Counter,
+        pub expired: Counter,
+        pub retry: Counter,
+        pub failed: Counter,
+        pub dropped: Counter,
+    }
+
+    static METRICS: LazyLock<PushMetrics> = LazyLock::new(|| {
+        describe_counter!(
+            SENDS,
+            "Web Push requests by outcome: delivered (2xx), expired (404/410: subscription removed), retry (an attempt failed and is retried), failed (given up), dropped (the push queue was full, nothing sent)."
+        );
+        let by = |outcome: &'static str| counter!(SENDS, "outcome" => outcome);
+        PushMetrics {
+            delivered: by("delivered"),
+            expired: by("expired"),
+            retry: by("retry"),
+            failed: by("failed"),
+            dropped: by("dropped"),
+        }
+    });
+
+    /// Makes the handles with the recorder installed now. Call it once, after installing it.
+    pub fn register() {
+        LazyLock::force(&METRICS);
+    }
+
+    pub(crate) fn m() -> &'static PushMetrics {
+        &METRICS
     }
 }
 

@@ -221,6 +221,10 @@ pub struct RawConfig {
     /// Default text.
     #[arg(long, env = "TIDINGS_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Address of the Prometheus metrics listener (`GET /metrics`), apart from the public
+    /// one; `off` serves and records no metrics. Default 127.0.0.1:9092.
+    #[arg(long, env = "TIDINGS_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
 }
 
 /// How log lines are written.
@@ -322,6 +326,8 @@ pub struct Config {
     pub push_attempts: u32,
     pub push_retry: Duration,
     pub log_format: LogFormat,
+    /// Where `GET /metrics` is served; `None`: metrics are off.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -427,6 +433,7 @@ impl RawConfig {
             node_id: self.node_id.or(file.node_id),
             alive_ms: self.alive_ms.or(file.alive_ms),
             log_format: self.log_format.or(file.log_format),
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
         }
     }
 
@@ -691,6 +698,15 @@ impl RawConfig {
                 "json" => LogFormat::Json,
                 other => bail!("log_format must be `text` or `json`, not {other:?}"),
             },
+            metrics_listen: match self.metrics_listen.as_deref().map(str::trim) {
+                None => Some(SocketAddr::from(([127, 0, 0, 1], 9092))),
+                Some("off") => None,
+                Some(addr) => Some(addr.parse().map_err(|_| {
+                    anyhow::anyhow!(
+                        "metrics_listen must be an address (127.0.0.1:9092) or `off`, not {addr:?}"
+                    )
+                })?),
+            },
         })
     }
 }
@@ -900,6 +916,36 @@ mod api_signature {
                 .to_string()
                 .contains("api_signature")
         );
+    }
+}
+
+#[cfg(test)]
+mod metrics_listen {
+    use super::*;
+
+    fn resolve(value: Option<&str>) -> anyhow::Result<Option<SocketAddr>> {
+        let raw = RawConfig {
+            metrics_listen: value.map(str::to_string),
+            ..Default::default()
+        };
+        Ok(raw.resolve_without_file()?.metrics_listen)
+    }
+
+    #[test]
+    fn metrics_listen_defaults_to_loopback_and_takes_an_address_or_off() {
+        assert_eq!(
+            resolve(None).unwrap(),
+            Some("127.0.0.1:9092".parse().unwrap())
+        );
+        assert_eq!(
+            resolve(Some("10.0.0.5:9100")).unwrap(),
+            Some("10.0.0.5:9100".parse().unwrap())
+        );
+        assert_eq!(resolve(Some("off")).unwrap(), None);
+        let bad = resolve(Some("9092")).unwrap_err().to_string();
+        assert!(bad.contains("metrics_listen must be an address"), "{bad}");
+        let file: RawConfig = toml::from_str("metrics_listen = \"off\"").unwrap();
+        assert_eq!(file.resolve_without_file().unwrap().metrics_listen, None);
     }
 }
 

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod credentials;
+pub mod metrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -326,6 +326,18 @@ async fn serve(config: tidings_server::Config) -> anyhow::Result<()> {
         tidings_server::StoreSetting::Sqlite(path) => Some(tidings_server::backup::lock(path)?),
         tidings_server::StoreSetting::Postgres(_) => None,
     };
+    // Before the engine starts: metric handles made without the recorder record nothing.
+    let metrics = match config.metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!(
+                    "binding the metrics address {addr} (metrics_listen; `off` turns metrics off)"
+                )
+            })?;
+            Some((listener, tidings_server::metrics::install()?))
+        }
+        None => None,
+    };
     // Each connection holds one file descriptor; keep a margin for the database and listeners.
     let files = tidings_server::bench::raise_open_file_limit();
     tracing::info!(
@@ -334,6 +346,22 @@ async fn serve(config: tidings_server::Config) -> anyhow::Result<()> {
         "connection capacity from the open-file limit"
     );
     let mut running = start(&config).await?;
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some((listener, metrics)) = metrics {
+        let addr = listener.local_addr()?;
+        println!("metrics on http://{addr}/metrics");
+        let engine = running.engine.clone();
+        tokio::spawn(async move {
+            let stopped = async {
+                let _ = metrics_stopped.await;
+            };
+            if let Err(e) = tidings_server::metrics::serve(listener, metrics, engine, stopped).await
+            {
+                tracing::error!(error = %e, "the metrics listener failed");
+            }
+        });
+    }
+    // Last: whoever waits for this line (tests, the bench) has read the ones above.
     println!("tidings listening on http://{}", running.addr);
     // The store's Debug shows a PostgreSQL URL's scheme only: it may hold a password.
     tracing::info!(addr = %running.addr, data_dir = %config.data_dir.display(), store = ?config.store, "serving");
@@ -345,6 +373,7 @@ async fn serve(config: tidings_server::Config) -> anyhow::Result<()> {
         _ = sigterm.recv() => {}
         r = running.wait() => return r,
     }
+    let _ = stop_metrics.send(());
     running.shutdown().await?;
     tracing::info!("stopped");
     Ok(())

@@ -331,8 +331,14 @@ impl Store for PostgresStore {
         {
             let guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
             let tx = guard.as_ref().ok_or(StoreError::Closed)?;
+            // Counted before it is sent, so the writer's decrement never comes first.
+            let depth = &tidings_store::metrics::m().queue_depth;
+            depth.increment(1);
             tx.send(writer::Request::Write { ops, reply })
-                .map_err(|_| StoreError::Closed)?;
+                .map_err(|_| {
+                    depth.decrement(1);
+                    StoreError::Closed
+                })?;
         }
         rx.await.map_err(|_| StoreError::Closed)?
     }

@@ -65,6 +65,7 @@ async fn run(pool: deadpool_postgres::Pool, mut rx: mpsc::UnboundedReceiver<Requ
         while let Some(r) = request.take() {
             match r {
                 Request::Write { ops, reply } => {
+                    tidings_store::metrics::m().queue_depth.decrement(1);
                     n_ops += ops.len();
                     batch.push((ops, reply));
                 }
@@ -87,7 +88,10 @@ async fn run(pool: deadpool_postgres::Pool, mut rx: mpsc::UnboundedReceiver<Requ
             let mut rest = Vec::new();
             while let Ok(r) = rx.try_recv() {
                 match r {
-                    Request::Write { ops, reply } => rest.push((ops, reply)),
+                    Request::Write { ops, reply } => {
+                        tidings_store::metrics::m().queue_depth.decrement(1);
+                        rest.push((ops, reply))
+                    }
                     Request::Close { reply } => {
                         let _ = reply.send(());
                     }
@@ -125,6 +129,11 @@ impl Conn {
 
 async fn commit_batch(conn: &mut Conn, batch: Vec<(Vec<WriteOp>, Reply)>) {
     let (op_lists, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+    let metrics = tidings_store::metrics::m();
+    metrics
+        .batch_ops
+        .record(op_lists.iter().map(Vec::len).sum::<usize>() as f64);
+    let started = std::time::Instant::now();
     let mut attempt = 1;
     let outcome = loop {
         let outcome = match conn.get().await {
@@ -146,12 +155,16 @@ async fn commit_batch(conn: &mut Conn, batch: Vec<(Vec<WriteOp>, Reply)>) {
     };
     match outcome {
         Ok(all) => {
+            metrics
+                .commit_seconds
+                .record(started.elapsed().as_secs_f64());
             for (reply, results) in replies.into_iter().zip(all) {
                 // A caller that gave up waiting still had its write committed; nothing to undo.
                 let _ = reply.send(Ok(results));
             }
         }
         Err(e) => {
+            metrics.commit_failures.increment(1);
             let e = StoreError::from(e);
             tracing::error!(error = %e, "storage transaction failed; batch rolled back");
             for reply in replies {

@@ -43,6 +43,10 @@ impl Checkpointer {
         let conn = Connection::open(&config.path).map_err(backend)?;
         crate::schema::configure(&conn, config.durability).map_err(backend)?;
         let (interval, restart_frames) = (config.checkpoint_interval, config.wal_restart_frames);
+        // The log's size is reported after each pass (`tidings_sqlite_wal_bytes`).
+        let mut wal = config.path.clone().into_os_string();
+        wal.push("-wal");
+        let wal = std::path::PathBuf::from(wal);
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("tidings-sqlite-checkpoint".into())
@@ -55,6 +59,9 @@ impl Checkpointer {
                         }
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+                    }
+                    if let Ok(meta) = std::fs::metadata(&wal) {
+                        tidings_store::metrics::m().wal_bytes.set(meta.len() as f64);
                     }
                 }
             })

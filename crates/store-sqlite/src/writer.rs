@@ -40,7 +40,18 @@ pub struct Handle {
 
 impl Handle {
     pub fn submit(&self, request: Request) -> Result<()> {
-        self.tx.send(request).map_err(|_| StoreError::Closed)
+        // Counted before it is sent, so the writer's decrement never comes first.
+        let depth = matches!(request, Request::Write { .. })
+            .then(|| &tidings_store::metrics::m().queue_depth);
+        if let Some(d) = depth {
+            d.increment(1);
+        }
+        self.tx.send(request).map_err(|_| {
+            if let Some(d) = depth {
+                d.decrement(1);
+            }
+            StoreError::Closed
+        })
     }
 
     /// A sender for requests from other threads (the checkpoint thread).
@@ -127,6 +138,7 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Request>) {
         while let Some(request) = next.take() {
             match request {
                 Request::Write { ops, reply } => {
+                    tidings_store::metrics::m().queue_depth.decrement(1);
                     n_ops += ops.len();
                     batch.push((ops, reply));
                 }
@@ -161,7 +173,10 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Request>) {
             let rest: Vec<_> = rx
                 .try_iter()
                 .filter_map(|r| match r {
-                    Request::Write { ops, reply } => Some((ops, reply)),
+                    Request::Write { ops, reply } => {
+                        tidings_store::metrics::m().queue_depth.decrement(1);
+                        Some((ops, reply))
+                    }
                     Request::Checkpoint => None,
                     Request::FlushIndex { reply } => {
                         let _ = reply.send(());
@@ -285,6 +300,11 @@ impl Counters {
 fn commit_batch(conn: &mut Connection, counters: &mut Counters, batch: Vec<(Vec<WriteOp>, Reply)>) {
     // The ops are consumed: their strings move into the results.
     let (op_lists, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+    let metrics = tidings_store::metrics::m();
+    metrics
+        .batch_ops
+        .record(op_lists.iter().map(Vec::len).sum::<usize>() as f64);
+    let started = std::time::Instant::now();
     let outcome = (|| -> rusqlite::Result<Vec<Vec<WriteResult>>> {
         let tx = crate::schema::write_transaction(conn)?;
         let mut all = Vec::with_capacity(op_lists.len());
@@ -303,6 +323,9 @@ fn commit_batch(conn: &mut Connection, counters: &mut Counters, batch: Vec<(Vec<
     })();
     match outcome {
         Ok(all) => {
+            metrics
+                .commit_seconds
+                .record(started.elapsed().as_secs_f64());
             counters.index.committed();
             for (reply, results) in replies.into_iter().zip(all) {
                 // A caller that gave up waiting still had its write committed; nothing to undo.
@@ -310,6 +333,7 @@ fn commit_batch(conn: &mut Connection, counters: &mut Counters, batch: Vec<(Vec<
             }
         }
         Err(e) => {
+            metrics.commit_failures.increment(1);
             counters.forget();
             tracing::error!(error = %e, "storage transaction failed; batch rolled back");
             for reply in replies {

@@ -11,6 +11,7 @@
 //! under the backend's configured durability.
 
 pub mod conformance;
+pub mod metrics;
 
 use async_trait::async_trait;
 

@@ -73,7 +73,13 @@ async function spawnServer(dir, listen, flags) {
   const bin = binary();
   const child = spawn(bin, ['serve', '--data-dir', dir, '--listen', listen, ...flags], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, NO_COLOR: '1', RUST_LOG: process.env.RUST_LOG ?? 'warn' },
+    env: {
+      ...process.env,
+      NO_COLOR: '1',
+      RUST_LOG: process.env.RUST_LOG ?? 'warn',
+      // A metrics port of its own (the default one is shared by every server on the machine).
+      TIDINGS_METRICS_LISTEN: '127.0.0.1:0',
+    },
   });
   let log = '';
   child.stderr.on('data', (d) => {

@@ -890,6 +890,9 @@ impl Engine {
                 return Err(e);
             }
         };
+        if !duplicate {
+            crate::metrics::m().accepted(conversation_type::CHATROOM);
+        }
         room.wake();
         let item = if !duplicate && item.seq() == 0 {
             self.room_numbered(waiter).await.ok_or_else(|| {
@@ -1403,6 +1406,7 @@ impl Session {
             }
         };
         if fresh {
+            crate::metrics::m().accepted(conversation_type::CHATROOM);
             room.wake();
         }
         // In a cluster, a send made on a node that is not the room's home is numbered there;

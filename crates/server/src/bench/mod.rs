@@ -681,6 +681,12 @@ impl Target {
                     cmd.args(["--max-unauthenticated", "1000000"]);
                 }
             }
+            // A metrics port of its own, so benches and servers running beside it never
+            // collide on the default one; `--serve-arg=--metrics-listen=...` (a flag) or the
+            // environment's setting wins.
+            if std::env::var_os("TIDINGS_METRICS_LISTEN").is_none() {
+                cmd.env("TIDINGS_METRICS_LISTEN", "127.0.0.1:0");
+            }
             let mut child = cmd
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())

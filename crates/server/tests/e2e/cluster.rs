@@ -1025,3 +1025,52 @@ async fn readyz_says_when_the_bus_is_cut_off() {
     proxy.cut.send(false).unwrap();
     eventually("ready once back", || async { readyz().await.0 == 200 }).await;
 }
+
+/// The bus and the PostgreSQL writer report their metrics: a message from one process's user
+/// to another's is published on the bus by the first and received by the second, and both
+/// commit through their PostgreSQL writers.
+#[tokio::test]
+async fn two_processes_report_bus_and_postgres_writer_metrics() {
+    let test = "two_processes_report_bus_and_postgres_writer_metrics";
+    let Some(cluster) = Cluster::new(test).await else {
+        return;
+    };
+    let Some(db) = &cluster.db else {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: set TIDINGS_TEST_POSTGRES_URL: separate processes share a database"
+        );
+        return;
+    };
+    let p = Processes::start(&cluster, db, &["a", "b"]);
+    let (kim, _kim_events) = p.client(0, "kim").await;
+    let (_lee, mut lee_events) = p.client(1, "lee").await;
+    kim.send(Outgoing::text("lee", "a to b")).await.unwrap();
+    assert_eq!(text_of(&next_message(&mut lee_events).await), "a to b");
+    let metrics = |node: usize| p.nodes[node].metrics_url().expect("a metrics line");
+    let moved = |checks: Vec<(&'static str, bool)>| match checks.iter().find(|(_, ok)| !ok) {
+        Some((what, _)) => Err(what.to_string()),
+        None => Ok(()),
+    };
+    crate::metrics::scrape_until(&metrics(0), |s| {
+        moved(vec![
+            (
+                "published",
+                s.sum("tidings_bus_publishes_total", &[("outcome", "sent")]) >= 1.0,
+            ),
+            (
+                "committed",
+                s.sum("tidings_store_commit_seconds_count", &[]) >= 1.0,
+            ),
+            ("batched", s.sum("tidings_store_batch_ops_sum", &[]) >= 1.0),
+        ])
+    })
+    .await;
+    crate::metrics::scrape_until(&metrics(1), |s| {
+        moved(vec![(
+            "received",
+            s.sum("tidings_bus_received_total", &[]) >= 1.0,
+        )])
+    })
+    .await;
+}

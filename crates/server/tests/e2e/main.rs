@@ -20,6 +20,7 @@ mod dialect_cross;
 mod files;
 mod groups;
 mod hooks;
+mod metrics;
 mod ops;
 mod poll;
 mod postgres;

@@ -48,6 +48,8 @@ impl ServerProcess {
             .args(extra)
             .current_dir(cwd)
             .env("TIDINGS_LOG", "warn")
+            // A metrics port of its own (a flag in `extra` wins over it).
+            .env("TIDINGS_METRICS_LISTEN", "127.0.0.1:0")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -75,6 +77,13 @@ impl ServerProcess {
                 return server;
             }
         }
+    }
+
+    /// The metrics URL the server printed (`metrics on URL`), if metrics are on.
+    pub(crate) fn metrics_url(&self) -> Option<String> {
+        self.stdout_lines
+            .iter()
+            .find_map(|l| l.strip_prefix("metrics on ").map(str::to_string))
     }
 
     pub(crate) fn signal(&self, signal: i32) {
@@ -447,8 +456,17 @@ fn bench_smoke_runs_of_every_scenario_find_no_loss() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("records.jsonl");
     let runs: [&[&str]; 7] = [
+        // As the metrics' cost is measured: the spawned server with metrics off.
         &[
-            "pairs", "--pairs", "3", "--window", "4", "--secs", "1", "--relay",
+            "pairs",
+            "--pairs",
+            "3",
+            "--window",
+            "4",
+            "--secs",
+            "1",
+            "--relay",
+            "--serve-arg=--metrics-listen=off",
         ],
         &["rate", "--rate", "300", "--pairs", "3", "--secs", "1"],
         &[
@@ -584,6 +602,7 @@ fn serve_takes_its_settings_from_the_environment() {
     let mut child = Command::new(BIN)
         .arg("serve")
         .env("TIDINGS_LISTEN", "127.0.0.1:0")
+        .env("TIDINGS_METRICS_LISTEN", "127.0.0.1:0")
         .env("TIDINGS_DATA_DIR", &data)
         .env("TIDINGS_LOG", "warn")
         .current_dir(cwd.path())
@@ -592,10 +611,14 @@ fn serve_takes_its_settings_from_the_environment() {
         .unwrap();
     let mut reader = BufReader::new(child.stdout.take().unwrap());
     let mut listening = None;
+    let mut metrics = None;
     for _ in 0..10 {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap() == 0 {
             break;
+        }
+        if let Some(url) = line.trim().strip_prefix("metrics on ") {
+            metrics = Some(url.to_string());
         }
         if let Some(url) = line.trim().strip_prefix("tidings listening on ") {
             listening = Some(url.to_string());
@@ -608,6 +631,11 @@ fn serve_takes_its_settings_from_the_environment() {
     assert!(
         url.starts_with("http://127.0.0.1:") && !url.ends_with(":9091"),
         "{url}"
+    );
+    let metrics = metrics.expect("a metrics line before the listening line");
+    assert!(
+        metrics.starts_with("http://127.0.0.1:") && !metrics.ends_with(":9092/metrics"),
+        "{metrics}"
     );
     assert!(
         data.join("credentials.toml").exists(),

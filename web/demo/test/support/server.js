@@ -26,7 +26,8 @@ export async function startServer(flags = []) {
   const port = await freePort();
   const child = spawn(bin, ['serve', '--data-dir', dir, '--listen', `127.0.0.1:${port}`, ...flags], {
     stdio: ['ignore', 'ignore', 'pipe'],
-    env: { ...process.env, RUST_LOG: 'warn' },
+    // A metrics port of its own (the default one is shared by every server on the machine).
+    env: { ...process.env, RUST_LOG: 'warn', TIDINGS_METRICS_LISTEN: '127.0.0.1:0' },
   });
   let log = '';
   child.stderr.on('data', (d) => (log += d));
