@@ -53,7 +53,8 @@ pub const DEFAULT_RECONNECT_MS: [u64; 5] = [100, 1000, 3000, 6000, 10000];
 /// Client settings.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// `http://host:port` (the server's base URL) or a full `ws://.../v1/ws` URL.
+    /// `http://host:port` or `https://host:port` (the server's base URL), or a full
+    /// `ws://.../v1/ws` or `wss://.../v1/ws` URL.
     pub server: String,
     pub token: String,
     /// A stable id for this device; the server keeps its sync cursor. Empty for an anonymous
