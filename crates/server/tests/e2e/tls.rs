@@ -335,6 +335,31 @@ async fn a_socket_in_its_handshake_counts_against_the_unauthenticated_caps() {
 }
 
 #[tokio::test]
+async fn a_full_server_refuses_with_503_over_tls() {
+    let ca = Ca::new("Tidings test CA");
+    let files = Files::new(&ca.leaf("first"));
+    let server = tls_server(&files, |c| c.max_connections = Some(1)).await;
+    // The one connection authenticates, so there is nothing to close to make room.
+    let (_alice, _a) = Client::connect(tls_config(&server, &ca, "alice", "phone").await)
+        .await
+        .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(trusting(&ca));
+    let tcp = tokio::net::TcpStream::connect(server.running().addr)
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let mut answer = Vec::new();
+    // The answer ends with TLS's close_notify; a reset after it is not an error here.
+    let _ = tokio::time::timeout(WAIT, tls.read_to_end(&mut answer))
+        .await
+        .expect("the refusal completes");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    assert!(answer.contains("41006"), "{answer}");
+}
+
+#[tokio::test]
 async fn a_changed_certificate_serves_new_handshakes_and_keeps_open_connections() {
     let old_ca = Ca::new("Old CA");
     let old = old_ca.leaf("old");
