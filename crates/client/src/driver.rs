@@ -250,15 +250,28 @@ fn lost(reason: impl std::fmt::Display) -> End {
 async fn handshake(state: &mut State) -> Result<(Ws, v1::ConnAck), End> {
     let timeout = state.config.connect_timeout;
     let url = state.config.ws_url_at(state.server);
+    // Used for `wss://` only.
+    let tls = tokio_tungstenite::Connector::Rustls(
+        state
+            .config
+            .tls
+            .clone()
+            .unwrap_or_else(crate::tls::public_roots),
+    );
     let opened = match state.config.local_addr {
         None => {
             tokio::time::timeout(
                 timeout,
-                tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), true),
+                tokio_tungstenite::connect_async_tls_with_config(
+                    url,
+                    Some(ws_config()),
+                    true,
+                    Some(tls),
+                ),
             )
             .await
         }
-        Some(local) => tokio::time::timeout(timeout, connect_from(local, url)).await,
+        Some(local) => tokio::time::timeout(timeout, connect_from(local, url, tls)).await,
     };
     let opened = opened
         .map_err(|_| lost("connect timed out"))
@@ -330,6 +343,7 @@ fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
 async fn connect_from(
     local: std::net::IpAddr,
     url: String,
+    tls: tokio_tungstenite::Connector,
 ) -> Result<
     (
         Ws,
@@ -359,12 +373,7 @@ async fn connect_from(
         .map_err(Error::Io)?;
     let stream = socket.connect(remote).await.map_err(Error::Io)?;
     stream.set_nodelay(true).map_err(Error::Io)?;
-    tokio_tungstenite::client_async_with_config(
-        url,
-        MaybeTlsStream::Plain(stream),
-        Some(ws_config()),
-    )
-    .await
+    tokio_tungstenite::client_async_tls_with_config(url, stream, Some(ws_config()), Some(tls)).await
 }
 
 fn disconnect_end(d: v1::Disconnect) -> End {

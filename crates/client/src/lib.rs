@@ -26,6 +26,7 @@ mod chatrooms;
 mod conversations;
 mod driver;
 mod groups;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -41,6 +42,8 @@ pub use conversations::{
     SearchResults,
 };
 pub use groups::{Group, GroupMember, GroupMembersPage, GroupNotice, GroupReceipt};
+/// The TLS library [`ClientConfig::tls`] is configured with.
+pub use rustls;
 pub use tidings_proto::Encoding;
 
 /// The reconnect schedule of the lineage's web SDK (seed 004): 100 ms, 1 s, 3 s, 6 s, 10 s; the
@@ -50,7 +53,8 @@ pub const DEFAULT_RECONNECT_MS: [u64; 5] = [100, 1000, 3000, 6000, 10000];
 /// Client settings.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// `http://host:port` (the server's base URL) or a full `ws://.../v1/ws` URL.
+    /// `http://host:port` or `https://host:port` (the server's base URL), or a full
+    /// `ws://.../v1/ws` or `wss://.../v1/ws` URL.
     pub server: String,
     pub token: String,
     /// A stable id for this device; the server keeps its sync cursor. Empty for an anonymous
@@ -74,11 +78,14 @@ pub struct ClientConfig {
     /// application calls [`Client::ack`] once it has processed a message, and the server keeps
     /// resending (and the next sync returns) whatever it has not acknowledged.
     pub auto_ack: bool,
-    /// Connect from this local address (plain `ws://` only); `None` lets the system choose.
+    /// Connect from this local address; `None` lets the system choose.
     pub local_addr: Option<std::net::IpAddr>,
     /// Other nodes of the same service (as `server`): when a connection cannot be opened, the
     /// next reconnect tries the next of `server` and these, in turn.
     pub other_servers: Vec<String>,
+    /// TLS settings for `https://`/`wss://` servers; `None`: the public CAs
+    /// ([`tls::public_roots`]). [`tls::with_extra_ca`] also trusts a private CA.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl ClientConfig {
@@ -101,6 +108,7 @@ impl ClientConfig {
             auto_ack: true,
             local_addr: None,
             other_servers: Vec::new(),
+            tls: None,
         }
     }
 
@@ -396,6 +404,9 @@ pub enum ClientError {
     /// mapping cannot express); it was not sent.
     #[error("cannot be encoded: {0}")]
     Unencodable(String),
+    /// The TLS settings could not be made (an unreadable CA certificate).
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// Counters, for tests and diagnostics.

@@ -64,8 +64,8 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// The base URLs (`scheme://host[:port]`) clients reach the service at: the configured public
-/// URLs, or the one the request came to (its `Host`, and `X-Forwarded-Proto: https` behind a
-/// TLS proxy).
+/// URLs, or the one the request came to (its `Host`, with `https` when the listener speaks TLS
+/// or `X-Forwarded-Proto: https` says a TLS proxy is in front).
 pub(crate) fn base_urls(state: &AppState, headers: &HeaderMap) -> Result<Vec<String>, Refusal> {
     if !state.config.public_urls.is_empty() {
         return Ok(state.config.public_urls.clone());
@@ -78,6 +78,7 @@ pub(crate) fn base_urls(state: &AppState, headers: &HeaderMap) -> Result<Vec<Str
         ));
     };
     let scheme = match header("x-forwarded-proto") {
+        _ if state.config.tls.is_some() => "https",
         Some("https") => "https",
         _ => "http",
     };
@@ -86,7 +87,7 @@ pub(crate) fn base_urls(state: &AppState, headers: &HeaderMap) -> Result<Vec<Str
 
 /// `GET /navi`: every node's WebSocket and long-poll endpoints, and what a client should keep
 /// to. Without configured public URLs, the node is named as the request reached it (its `Host`
-/// header, and `X-Forwarded-Proto` for the scheme behind a TLS proxy).
+/// header; `https`/`wss` with TLS on, or `X-Forwarded-Proto` for the scheme behind a TLS proxy).
 pub async fn navi(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let mut bases = match base_urls(&state, &headers) {
         Ok(b) => b,

@@ -15,7 +15,8 @@
 //!   `tidings-dialects`).
 //! - `GET /`, `/demo/…`, `/sdk/…`: the demo chat page and the browser SDK (`web.rs`).
 //! - `GET /healthz` (alive) and `GET /readyz` (the store answers; in a cluster, the bus is
-//!   connected).
+//!   connected), also on the optional plain health listener ([`serve_with_health`]).
+//! - [`tls`]: HTTPS and WSS on the same listener, the certificate reloaded without a restart.
 //! - [`inputs`]: the readers of untrusted bodies as pure functions, for the fuzz targets.
 //!
 //! [`serve`] takes an already-bound listener and a shutdown future, so tests bind port 0.
@@ -36,6 +37,7 @@ pub mod inputs;
 mod listener;
 pub mod metrics;
 mod poll;
+pub mod tls;
 mod web;
 
 use std::future::Future;
@@ -50,6 +52,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use listener::MAX_REFUSING;
+pub use tls::{Tls, TlsError};
 
 /// Path of the native WebSocket endpoint.
 pub const WS_PATH: &str = "/v1/ws";
@@ -96,6 +99,10 @@ pub struct GatewayConfig {
     /// The header a trusted proxy names the client in (`X-Forwarded-For` style: a
     /// comma-separated list, each proxy appending the address it got the request from).
     pub client_address_header: axum::http::HeaderName,
+    /// TLS on the listener (HTTPS, WSS); `None`: plain HTTP.
+    pub tls: Option<Tls>,
+    /// How often the certificate and key files are checked for changes (a change reloads them).
+    pub tls_watch_interval: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -103,7 +110,7 @@ impl Default for GatewayConfig {
     /// request, no file store, accounts on, receipt reports after at most 10 s, 2 min seed-002
     /// heartbeat, 10 s for a request's head and body, 5 min for an upload's body, 10,000
     /// connections, of which at most 2,048 unauthenticated and 256 per address, no trusted
-    /// proxies (their header: `X-Forwarded-For`).
+    /// proxies (their header: `X-Forwarded-For`), no TLS (its files checked every 5 s when on).
     fn default() -> GatewayConfig {
         GatewayConfig {
             max_frame_bytes: 64 * 1024,
@@ -122,6 +129,8 @@ impl Default for GatewayConfig {
             max_unauthenticated_per_address: 256,
             trusted_proxies: Vec::new(),
             client_address_header: axum::http::HeaderName::from_static("x-forwarded-for"),
+            tls: None,
+            tls_watch_interval: Duration::from_secs(5),
         }
     }
 }
@@ -287,11 +296,38 @@ fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The routes of the plain health listener: nothing but health, so it can be reached without
+/// TLS (by a load balancer or an orchestrator's probe) without exposing anything else.
+fn health_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .with_state(state)
+}
+
+/// Connections the health listener holds at once; none ever authenticates, so past it the
+/// oldest is closed.
+const HEALTH_CONNECTIONS: usize = 64;
+
 /// Serves until `shutdown` completes, then shuts down in order: stop accepting and stop reading
 /// client frames; let the engine commit and answer what is queued and send DISCONNECT to every
 /// connection; wait (up to the grace period) for connections to flush and close.
 pub async fn serve(
     listener: TcpListener,
+    engine: Engine,
+    config: GatewayConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_with_health(listener, None, engine, config, shutdown).await
+}
+
+/// [`serve`], with a plain-HTTP listener serving only `GET /healthz` (everything else 404, no
+/// redirect) when `health` is given.
+pub async fn serve_with_health(
+    listener: TcpListener,
+    health: Option<TcpListener>,
     engine: Engine,
     config: GatewayConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -320,20 +356,43 @@ pub async fn serve(
         profiles: Default::default(),
         connection_ids: Arc::new(1.into()),
     };
-    let listening = Arc::new(listener::Listening::new(
-        router(state),
-        admission::Limits {
-            connections: config.max_connections.max(1),
-            unauthenticated: config.max_unauthenticated.max(1),
-            unauthenticated_per_address: config.max_unauthenticated_per_address.max(1),
-        },
-        listener::Proxies::new(
-            config.trusted_proxies.clone(),
-            config.client_address_header.clone(),
-        ),
-        config.request_timeout,
-        config.upload_timeout,
-    ));
+    let health = health.map(|listener| {
+        let listening = listener::Listening::new(
+            health_router(state.clone()),
+            admission::Limits {
+                connections: HEALTH_CONNECTIONS,
+                unauthenticated: HEALTH_CONNECTIONS,
+                unauthenticated_per_address: HEALTH_CONNECTIONS,
+            },
+            listener::Proxies::new(Vec::new(), config.client_address_header.clone()),
+            config.request_timeout,
+            config.request_timeout,
+        );
+        (listener, Arc::new(listening))
+    });
+    if let Some(tls) = &config.tls {
+        tokio::spawn(
+            tls.clone()
+                .watch(config.tls_watch_interval, stop.child_token()),
+        );
+    }
+    let listening = Arc::new(
+        listener::Listening::new(
+            router(state),
+            admission::Limits {
+                connections: config.max_connections.max(1),
+                unauthenticated: config.max_unauthenticated.max(1),
+                unauthenticated_per_address: config.max_unauthenticated_per_address.max(1),
+            },
+            listener::Proxies::new(
+                config.trusted_proxies.clone(),
+                config.client_address_header.clone(),
+            ),
+            config.request_timeout,
+            config.upload_timeout,
+        )
+        .with_tls(config.tls.clone()),
+    );
     let http = TaskTracker::new();
     let accepting = tokio::spawn(listener::accept_loop(
         listener,
@@ -341,6 +400,14 @@ pub async fn serve(
         stop.clone(),
         http.clone(),
     ));
+    if let Some((listener, listening)) = health {
+        http.spawn(listener::accept_loop(
+            listener,
+            listening,
+            stop.clone(),
+            http.clone(),
+        ));
+    }
     shutdown.await;
     tracing::info!("shutting down: no new connections, committing what is queued");
     stop.cancel();

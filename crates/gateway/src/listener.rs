@@ -11,6 +11,10 @@
 //! - every request carries the connection's [`Ticket`] (as a task-local, so the handlers that
 //!   authenticate a client can say so with [`authenticated`]) and the client's [`ClientAddr`].
 //!
+//! With TLS on ([`crate::tls`]), the handshake comes first, within the same `request_timeout`,
+//! on a socket that already holds its permit and counts as unauthenticated like any other; a
+//! plain-HTTP request to the TLS port is answered 400 in plain HTTP, saying so.
+//!
 //! Sockets are closed with a lingering close ([`Linger`]): what the client still sends is read
 //! and dropped for a moment before the socket is released, because closing a socket with
 //! unread data makes the kernel send a reset, which can destroy the last thing the server wrote
@@ -155,6 +159,8 @@ pub(crate) struct Listening {
     pub(crate) upload_timeout: Duration,
     lingering: Arc<Semaphore>,
     refusing: Arc<Semaphore>,
+    /// TLS on this listener, if on.
+    pub(crate) tls: Option<crate::tls::Tls>,
 }
 
 impl Listening {
@@ -173,7 +179,14 @@ impl Listening {
             upload_timeout,
             lingering: Arc::new(Semaphore::new(MAX_LINGERING)),
             refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
+            tls: None,
         }
+    }
+
+    /// Serves HTTPS (and WSS) with `tls`.
+    pub(crate) fn with_tls(mut self, tls: Option<crate::tls::Tls>) -> Listening {
+        self.tls = tls;
+        self
     }
 }
 
@@ -207,8 +220,9 @@ pub(crate) async fn accept_loop(
     }
 }
 
-/// Serves one socket: takes its permit (or refuses it), then HTTP/1 with upgrades until the
-/// connection ends, is closed to make room, or the server stops.
+/// Serves one socket: takes its permit (or refuses it), completes the TLS handshake when TLS is
+/// on, then HTTP/1 with upgrades until the connection ends, is closed to make room, or the
+/// server stops.
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -223,12 +237,70 @@ async fn connection(
     // A trusted proxy's connections count for their client once a request names it.
     let address = (!proxied).then(|| tidings_engine::address_key(canonical(peer.ip())));
     let ticket = listening.admission.admit(permit, address);
-    let io = TokioIo::new(Linger::new(
-        stream,
-        listening.lingering.clone(),
-        Some(ticket.clone()),
-    ));
+    let io = Linger::new(stream, listening.lingering.clone(), Some(ticket.clone()));
+    let Some(tls) = &listening.tls else {
+        serve_http(io, peer, listening, ticket, stop).await;
+        return;
+    };
+    // The handshake is part of the request's head: it has the same deadline, and the socket
+    // may be closed to make room meanwhile.
+    let handshake = tokio::time::timeout(listening.request_timeout, handshake(io, tls));
+    let accepted = tokio::select! {
+        accepted = handshake => accepted,
+        _ = ticket.evicted() => return,
+        _ = stop.cancelled() => return,
+    };
+    match accepted {
+        Ok(Ok(Some(io))) => serve_http(io, peer, listening, ticket, stop).await,
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!("TLS handshake did not complete in time"),
+    }
+}
 
+/// The TLS handshake on a new socket. A client that speaks plain HTTP instead (its first byte
+/// is not a TLS record's) is answered 400 in plain HTTP and `None` returned.
+async fn handshake(
+    mut io: Linger,
+    tls: &crate::tls::Tls,
+) -> io::Result<Option<tokio_rustls::server::TlsStream<Linger>>> {
+    /// The first byte of a TLS handshake record.
+    const HANDSHAKE_RECORD: u8 = 0x16;
+    let mut first = [0u8; 1];
+    if io.peek(&mut first).await? == 0 {
+        return Ok(None);
+    }
+    if first[0] != HANDSHAKE_RECORD {
+        tracing::debug!("plain HTTP on the TLS port: answering 400");
+        let code = Code::BadRequest;
+        let body = serde_json::json!({
+            "code": code.as_u32(),
+            "message": "this port speaks HTTPS: use https:// or wss://",
+        })
+        .to_string();
+        let answer = format!(
+            "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\
+             connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        io.write_all(answer.as_bytes()).await?;
+        io.flush().await?;
+        return Ok(None);
+    }
+    tls.acceptor().accept(io).await.map(Some)
+}
+
+/// HTTP/1 with upgrades on an accepted (and, with TLS, decrypted) socket.
+async fn serve_http<I>(
+    io: I,
+    peer: SocketAddr,
+    listening: Arc<Listening>,
+    ticket: Ticket,
+    stop: CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let io = TokioIo::new(io);
     let service = {
         let listening = listening.clone();
         let ticket = ticket.clone();
@@ -335,12 +407,25 @@ async fn refuse_full(stream: TcpStream, listening: &Listening) {
          retry-after: 5\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     );
-    let mut io = Linger::new(stream, listening.lingering.clone(), None);
+    let io = Linger::new(stream, listening.lingering.clone(), None);
     let _ = tokio::time::timeout(REFUSAL_WRITE, async {
-        io.write_all(answer.as_bytes()).await?;
-        io.flush().await
+        match &listening.tls {
+            None => write_and_flush(io, answer.as_bytes()).await,
+            // The handshake counts in the same second: a client that does not complete it
+            // promptly gets nothing. TLS ends with its close_notify.
+            Some(tls) => {
+                let mut io = tls.acceptor().accept(io).await?;
+                write_and_flush(&mut io, answer.as_bytes()).await?;
+                io.shutdown().await
+            }
+        }
     })
     .await;
+}
+
+async fn write_and_flush(mut io: impl AsyncWrite + Unpin, bytes: &[u8]) -> io::Result<()> {
+    io.write_all(bytes).await?;
+    io.flush().await
 }
 
 /// A request body that fails once its deadline passes.
@@ -408,6 +493,11 @@ impl Linger {
             lingering,
             ticket,
         }
+    }
+
+    /// Reads the next bytes without taking them off the socket.
+    async fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream().get_mut().peek(buf).await
     }
 
     fn stream(&mut self) -> Pin<&mut TcpStream> {

@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -69,14 +70,35 @@ pub async fn mint_token_in(
     .map_err(|code| anyhow::anyhow!("minting failed: {code}"))
 }
 
-fn client_config(server: &str, token: &str, device: &str, json: bool) -> ClientConfig {
+/// TLS settings trusting the public CAs and, when `ca_file` is given, the CA certificates in
+/// it (PEM); `None` when there is no file (the SDK's default, the public CAs).
+pub fn tls_settings(
+    ca_file: Option<&Path>,
+) -> anyhow::Result<Option<Arc<tidings_client::rustls::ClientConfig>>> {
+    let Some(path) = ca_file else {
+        return Ok(None);
+    };
+    let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let tls = tidings_client::tls::with_extra_ca(&pem)
+        .with_context(|| format!("the CA file {}", path.display()))?;
+    Ok(Some(tls))
+}
+
+fn client_config(
+    server: &str,
+    token: &str,
+    ca_file: Option<&Path>,
+    device: &str,
+    json: bool,
+) -> anyhow::Result<ClientConfig> {
     let mut config = ClientConfig::new(server, token);
     config.device_id = device.to_string();
     config.platform = "cli".into();
     if json {
         config.encoding = Encoding::Json;
     }
-    config
+    config.tls = tls_settings(ca_file)?;
+    Ok(config)
 }
 
 fn refused(e: ClientError) -> anyhow::Error {
@@ -99,12 +121,13 @@ pub enum Target {
 pub async fn send(
     server: &str,
     token: &str,
+    ca_file: Option<&Path>,
     to: &Target,
     msg_type: &str,
     content: String,
     json: bool,
 ) -> anyhow::Result<()> {
-    let (client, _events) = Client::connect(client_config(server, token, "", json))
+    let (client, _events) = Client::connect(client_config(server, token, ca_file, "", json)?)
         .await
         .map_err(refused)?;
     let mut out = match to {
@@ -137,8 +160,13 @@ pub async fn send(
 }
 
 /// Prints the user's conversation list, every page, one JSON line per conversation.
-pub async fn conversations(server: &str, token: &str, json: bool) -> anyhow::Result<()> {
-    let (client, _events) = Client::connect(client_config(server, token, "", json))
+pub async fn conversations(
+    server: &str,
+    token: &str,
+    ca_file: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let (client, _events) = Client::connect(client_config(server, token, ca_file, "", json)?)
         .await
         .map_err(refused)?;
     let mut token = None;
@@ -177,11 +205,12 @@ fn print_line(value: &impl serde::Serialize) -> anyhow::Result<()> {
 pub async fn listen(
     server: &str,
     token: &str,
+    ca_file: Option<&Path>,
     device: &str,
     chatrooms: &[String],
     json: bool,
 ) -> anyhow::Result<()> {
-    let mut config = client_config(server, token, device, json);
+    let mut config = client_config(server, token, ca_file, device, json)?;
     config.auto_ack = false;
     let (client, mut events) = Client::connect(config).await.map_err(refused)?;
     for room in chatrooms {

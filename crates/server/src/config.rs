@@ -225,6 +225,22 @@ pub struct RawConfig {
     /// one; `off` serves and records no metrics. Default 127.0.0.1:9092.
     #[arg(long, env = "TIDINGS_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// The listener's TLS certificate chain (PEM, the server's certificate first): with
+    /// `tls_key`, the listener serves HTTPS and WSS only. Reloaded on SIGHUP and when the file
+    /// changes. Default: none (plain HTTP).
+    #[arg(long, env = "TIDINGS_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `tls_cert` (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC). Default: none.
+    #[arg(long, env = "TIDINGS_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// How often the certificate and key files are checked for changes, in ms; a change
+    /// reloads them. Default 5000.
+    #[arg(long, env = "TIDINGS_TLS_WATCH_MS")]
+    pub tls_watch_ms: Option<u64>,
+    /// An address for a plain-HTTP listener serving only the health checks (`GET /healthz`,
+    /// `GET /readyz`; anything else 404), for probes that cannot speak TLS. Default: none.
+    #[arg(long, env = "TIDINGS_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
 }
 
 /// How log lines are written.
@@ -234,6 +250,7 @@ pub enum LogFormat {
     Text,
     Json,
 }
+
 
 /// Where uploaded files are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -328,6 +345,17 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Where `GET /metrics` is served; `None`: metrics are off.
     pub metrics_listen: Option<SocketAddr>,
+    /// TLS on the listener, if on.
+    pub tls: Option<TlsFiles>,
+    pub health_listen: Option<SocketAddr>,
+}
+
+/// The listener's certificate and key files, and how often they are checked for changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub watch: Duration,
 }
 
 impl Config {
@@ -434,6 +462,10 @@ impl RawConfig {
             alive_ms: self.alive_ms.or(file.alive_ms),
             log_format: self.log_format.or(file.log_format),
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
+            tls_cert: self.tls_cert.or(file.tls_cert),
+            tls_key: self.tls_key.or(file.tls_key),
+            tls_watch_ms: self.tls_watch_ms.or(file.tls_watch_ms),
+            health_listen: self.health_listen.or(file.health_listen),
         }
     }
 
@@ -470,6 +502,18 @@ impl RawConfig {
             }
             public_urls.push(url.to_string());
         }
+        let tls_watch =
+            Duration::from_millis(positive("tls_watch_ms", self.tls_watch_ms.unwrap_or(5000))?);
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert,
+                key,
+                watch: tls_watch,
+            }),
+            (None, None) => None,
+            (Some(_), None) => bail!("tls_cert is set without tls_key: give both or neither"),
+            (None, Some(_)) => bail!("tls_key is set without tls_cert: give both or neither"),
+        };
         let files_store = match self.files_store.as_deref().unwrap_or("data") {
             "data" => FilesStore::DataDir,
             s3 => match s3.strip_prefix("s3://") {
@@ -707,6 +751,8 @@ impl RawConfig {
                     )
                 })?),
             },
+            tls,
+            health_listen: self.health_listen,
         })
     }
 }
@@ -714,6 +760,32 @@ impl RawConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_takes_both_files_or_neither() {
+        let c = RawConfig::default().resolve().unwrap();
+        assert_eq!((c.tls, c.health_listen), (None, None));
+        let both = RawConfig {
+            tls_cert: Some("c.pem".into()),
+            tls_key: Some("k.pem".into()),
+            ..RawConfig::default()
+        };
+        let tls = both.resolve().unwrap().tls.unwrap();
+        assert_eq!((tls.cert, tls.key), ("c.pem".into(), "k.pem".into()));
+        assert_eq!(tls.watch, Duration::from_secs(5));
+        for (cert, key, missing) in [
+            (Some("c.pem"), None, "tls_key"),
+            (None, Some("k.pem"), "tls_cert"),
+        ] {
+            let one = RawConfig {
+                tls_cert: cert.map(Into::into),
+                tls_key: key.map(Into::into),
+                ..RawConfig::default()
+            };
+            let e = one.resolve().unwrap_err().to_string();
+            assert!(e.contains(missing) && e.contains("both or neither"), "{e}");
+        }
+    }
 
     #[test]
     fn defaults() {

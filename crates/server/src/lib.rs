@@ -37,6 +37,18 @@ pub struct Running {
     bus: Option<Arc<tidings_bus::NatsBus>>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The listener's TLS, when on: [`tidings_gateway::Tls::reload`] reads the files again.
+    pub tls: Option<tidings_gateway::Tls>,
+    /// The plain health listener's address, when one is configured.
+    pub health_addr: Option<SocketAddr>,
+}
+
+impl Running {
+    /// The base URL the listener serves: `https://` with TLS on, else `http://`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
 }
 
 impl Running {
@@ -117,10 +129,26 @@ async fn start_node(
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let (credentials, created_credentials) = credentials::load_or_create(&config.data_dir)?;
+    let tls = match &config.tls {
+        Some(files) => Some(
+            tidings_gateway::Tls::load(&files.cert, &files.key)
+                .context("loading the TLS certificate and key")?,
+        ),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let health = match config.health_listen {
+        Some(at) => Some(
+            tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("binding the health listener {at}"))?,
+        ),
+        None => None,
+    };
+    let health_addr = health.as_ref().map(|l| l.local_addr()).transpose()?;
 
     let mut engine_config = EngineConfig::new(credentials.clone());
     engine_config.heartbeat = config.heartbeat;
@@ -227,6 +255,11 @@ async fn start_node(
         max_unauthenticated_per_address: config.max_unauthenticated_per_address,
         trusted_proxies: config.trusted_proxies.clone(),
         client_address_header: config.client_address_header.clone(),
+        tls: tls.clone(),
+        tls_watch_interval: config
+            .tls
+            .as_ref()
+            .map_or(GatewayConfig::default().tls_watch_interval, |t| t.watch),
         ..GatewayConfig::default()
     };
     let bus = match &config.nats {
@@ -234,7 +267,8 @@ async fn start_node(
             let (bus, events) =
                 tidings_bus::NatsBus::connect(url, &config.cluster, &config.node_id).await?;
             let urls = if config.public_urls.is_empty() {
-                vec![format!("http://{addr}")]
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                vec![format!("{scheme}://{addr}")]
             } else {
                 config.public_urls.clone()
             };
@@ -253,8 +287,9 @@ async fn start_node(
         None => None,
     };
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(tidings_gateway::serve(
+    let task = tokio::spawn(tidings_gateway::serve_with_health(
         listener,
+        health,
         engine.clone(),
         gateway_config,
         async move {
@@ -271,5 +306,7 @@ async fn start_node(
         bus,
         stop: Some(stop),
         task,
+        tls,
+        health_addr,
     })
 }

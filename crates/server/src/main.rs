@@ -45,6 +45,10 @@ enum Command {
         server: String,
         #[arg(long, env = "TIDINGS_TOKEN")]
         token: String,
+        /// Also trust the CA certificates in this PEM file for an `https://` server whose
+        /// certificate a private CA signed (the public CAs are trusted anyway).
+        #[arg(long, env = "TIDINGS_CA_FILE")]
+        ca_file: Option<PathBuf>,
         /// The recipient's user id.
         #[arg(long, required_unless_present_any = ["group", "chatroom"], conflicts_with_all = ["group", "chatroom"])]
         to: Option<String>,
@@ -70,6 +74,10 @@ enum Command {
         server: String,
         #[arg(long, env = "TIDINGS_TOKEN")]
         token: String,
+        /// Also trust the CA certificates in this PEM file for an `https://` server whose
+        /// certificate a private CA signed (the public CAs are trusted anyway).
+        #[arg(long, env = "TIDINGS_CA_FILE")]
+        ca_file: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -81,6 +89,10 @@ enum Command {
         server: String,
         #[arg(long, env = "TIDINGS_TOKEN")]
         token: String,
+        /// Also trust the CA certificates in this PEM file for an `https://` server whose
+        /// certificate a private CA signed (the public CAs are trusted anyway).
+        #[arg(long, env = "TIDINGS_CA_FILE")]
+        ca_file: Option<PathBuf>,
         /// Device id: the server remembers what this device has acknowledged.
         #[arg(long, default_value = "cli")]
         device: String,
@@ -234,6 +246,7 @@ async fn run(command: Command, serve_config: Option<tidings_server::Config>) -> 
         Command::Send {
             server,
             token,
+            ca_file,
             to,
             group,
             chatroom,
@@ -252,20 +265,34 @@ async fn run(command: Command, serve_config: Option<tidings_server::Config>) -> 
                 (None, None, Some(room)) => cli::Target::Chatroom(room),
                 (None, None, None) => anyhow::bail!("give --to, --group or --chatroom"),
             };
-            cli::send(&server, &token, &target, &msg_type, content, json).await
+            cli::send(
+                &server,
+                &token,
+                ca_file.as_deref(),
+                &target,
+                &msg_type,
+                content,
+                json,
+            )
+            .await
         }
         Command::Listen {
             server,
             token,
+            ca_file,
             device,
             chatroom,
             json,
-        } => cli::listen(&server, &token, &device, &chatroom, json).await,
+        } => {
+            let ca_file = ca_file.as_deref();
+            cli::listen(&server, &token, ca_file, &device, &chatroom, json).await
+        }
         Command::Conversations {
             server,
             token,
+            ca_file,
             json,
-        } => cli::conversations(&server, &token, json).await,
+        } => cli::conversations(&server, &token, ca_file.as_deref(), json).await,
         Command::Backup {
             to,
             database,
@@ -361,16 +388,33 @@ async fn serve(config: tidings_server::Config) -> anyhow::Result<()> {
             }
         });
     }
+    if let Some(health) = running.health_addr {
+        println!("tidings health checks on http://{health}/healthz");
+    }
     // Last: whoever waits for this line (tests, the bench) has read the ones above.
-    println!("tidings listening on http://{}", running.addr);
+    println!("tidings listening on {}", running.url());
     // The store's Debug shows a PostgreSQL URL's scheme only: it may hold a password.
     tracing::info!(addr = %running.addr, data_dir = %config.data_dir.display(), store = ?config.store, "serving");
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
+    // SIGHUP reads the TLS certificate and key again (without TLS it is ignored).
+    let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
+    let tls = running.tls.clone();
+    let reloading = async move {
+        while sighup.recv().await.is_some() {
+            match &tls {
+                Some(tls) => tls.reload_and_log("SIGHUP"),
+                None => tracing::info!("SIGHUP: nothing to reload (TLS is off)"),
+            }
+        }
+        std::future::pending::<()>().await
+    };
     tokio::select! {
         r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
         _ = sigterm.recv() => {}
+        _ = reloading => {}
         r = running.wait() => return r,
     }
     let _ = stop_metrics.send(());

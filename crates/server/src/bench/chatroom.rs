@@ -475,6 +475,12 @@ pub(super) async fn lean_endpoint(
     user: &str,
 ) -> anyhow::Result<(Arc<str>, SocketAddr)> {
     let url = target.client_config(user, "bench")?.ws_url();
+    if url.starts_with("wss://") {
+        bail!(
+            "the lean members of the group and chatroom scenarios speak plain ws:// only: \
+             load an http:// listener (or use --spawn)"
+        );
+    }
     let authority = url
         .split_once("://")
         .and_then(|(_, rest)| rest.split('/').next())

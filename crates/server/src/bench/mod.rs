@@ -28,6 +28,7 @@ mod wsframe;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -73,6 +74,10 @@ pub struct Common {
     /// node of the same cluster, so every message crosses the bus (not with --spawn).
     #[arg(long)]
     pub receivers_server: Option<String>,
+    /// Also trust the CA certificates in this PEM file for an `https://` server (one whose
+    /// certificate a private CA signed); the public CAs are trusted anyway.
+    #[arg(long, env = "TIDINGS_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -640,6 +645,8 @@ pub struct Target {
     credentials: Option<tidings_engine::AppCredentials>,
     sampler: Option<procstat::Sampler>,
     _spawned: Option<Spawned>,
+    /// TLS settings for an `https://` server (`--ca-file`); `None`: the public CAs.
+    tls: Option<Arc<tidings_client::rustls::ClientConfig>>,
 }
 
 impl Target {
@@ -733,6 +740,7 @@ impl Target {
                 credentials,
                 sampler: Some(procstat::Sampler::start(pid)?),
                 _spawned: Some(spawned),
+                tls: None,
             });
         }
         let sampler = match common.server_pid {
@@ -747,6 +755,7 @@ impl Target {
             credentials: Some(crate::credentials::load(&common.data_dir)?),
             sampler,
             _spawned: None,
+            tls: crate::cli::tls_settings(common.ca_file.as_deref())?,
         })
     }
 
@@ -778,6 +787,7 @@ impl Target {
         c.device_id = device.into();
         c.platform = "bench".into();
         c.initial_cursor = Some(0);
+        c.tls = self.tls.clone();
         Ok(c)
     }
 
@@ -807,47 +817,49 @@ impl Target {
             .clone()
             .context("the relay has no HTTP API")?;
         let url = format!("{}{path}", self.url);
-        let method = method.to_string();
-        tokio::task::spawn_blocking(move || -> anyhow::Result<serde_json::Value> {
-            let nonce = format!("bench-{:016x}", rand::random::<u64>());
-            let timestamp = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_millis()
-                .to_string();
-            let body = body.to_string();
-            // The signature covers the request target as sent, a base URL's own path included.
-            let uri: ureq::http::Uri = url.parse()?;
-            let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
-            let signature = tidings_engine::auth::sign_request(
-                &creds.app_secret,
-                &nonce,
-                &timestamp,
-                &method,
-                target,
-                body.as_bytes(),
-            );
-            let request = ureq::http::Request::builder()
-                .method(method.as_str())
-                .uri(&uri)
-                .header("App-Key", &creds.app_key)
-                .header("Nonce", &nonce)
-                .header("Timestamp", &timestamp)
-                .header("Signature", signature)
-                .header("Content-Type", "application/json")
-                .body(body)?;
-            let agent: ureq::Agent = ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .build()
-                .into();
-            let mut response = agent.run(request)?;
-            let status = response.status();
-            let answer: serde_json::Value = response.body_mut().read_json()?;
-            if !status.is_success() {
-                bail!("{method} {url}: {status}: {answer}");
-            }
-            Ok(answer)
-        })
-        .await?
+        let nonce = format!("bench-{:016x}", rand::random::<u64>());
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis()
+            .to_string();
+        let body = body.to_string();
+        // The signature covers the request target as sent, a base URL's own path included.
+        let parsed = reqwest::Url::parse(&url)?;
+        let target = match parsed.query() {
+            Some(q) => format!("{}?{q}", parsed.path()),
+            None => parsed.path().to_string(),
+        };
+        let signature = tidings_engine::auth::sign_request(
+            &creds.app_secret,
+            &nonce,
+            &timestamp,
+            method,
+            &target,
+            body.as_bytes(),
+        );
+        let tls = self
+            .tls
+            .clone()
+            .unwrap_or_else(tidings_client::tls::public_roots);
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls((*tls).clone())
+            .build()?;
+        let response = client
+            .request(reqwest::Method::from_bytes(method.as_bytes())?, parsed)
+            .header("App-Key", &creds.app_key)
+            .header("Nonce", &nonce)
+            .header("Timestamp", &timestamp)
+            .header("Signature", signature)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await?;
+        let status = response.status();
+        let answer: serde_json::Value = response.json().await?;
+        if !status.is_success() {
+            bail!("{method} {url}: {status}: {answer}");
+        }
+        Ok(answer)
     }
 
     fn reading(&self) -> Option<procstat::Reading> {

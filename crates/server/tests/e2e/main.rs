@@ -26,5 +26,6 @@ mod poll;
 mod postgres;
 mod process;
 mod push;
+mod tls;
 mod util;
 mod web;
