@@ -26,6 +26,7 @@ mod conversations;
 mod files;
 mod groups;
 pub mod hooks;
+pub mod operators;
 pub mod outbox;
 mod presence;
 pub mod push;
@@ -44,7 +45,7 @@ use tidings_proto::Code;
 use tidings_store::{Store, StoredMessage, WriteOp, WriteResult};
 use tokio::sync::{mpsc, oneshot};
 
-pub use accounts::{AccountToken, address_key};
+pub use accounts::{AccountToken, address_key, hash_password};
 pub use auth::AppCredentials;
 pub use chatrooms::{
     ChatroomOut, ChatroomQuery, ChatroomSettings, EntryOut, LAG_LOW, LAG_NORMAL, MAX_ENTRIES,

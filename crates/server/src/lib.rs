@@ -6,6 +6,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod credentials;
+pub mod operators;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
