@@ -60,7 +60,9 @@ pub use presence::PresenceOut;
 pub use push::{PushOutcome, PushSubscription};
 pub use receipts::ReceiptWatch;
 pub use session::{ConnectInfo, ConnectRequest, SendRequest, Session};
-pub use tidings_store::{GroupAction, GroupInfo, GroupMember, GroupMembers, GroupReceipt};
+pub use tidings_store::{
+    AuditEntry, GroupAction, GroupInfo, GroupMember, GroupMembers, GroupReceipt,
+};
 pub use users::{Posted, UserOut};
 pub use validate::Refusal;
 

@@ -70,6 +70,19 @@ fn store_failed(e: tidings_store::StoreError) -> ApiError {
     ApiError::from(Code::ServerError)
 }
 
+/// A string below every id that starts with `prefix` and above every smaller id: the prefix
+/// with its last character lowered by one, then `~`, which sorts after every character an id
+/// may hold (ids are compared bytewise).
+fn below(prefix: &str) -> String {
+    let Some(last) = prefix.bytes().last() else {
+        return String::new();
+    };
+    let mut s = prefix[..prefix.len() - 1].to_string();
+    s.push(char::from(last - 1));
+    s.push('~');
+    s
+}
+
 /// Whether `name` may name an operator: as a user id, 1–64 of `A-Za-z0-9_-.@`.
 pub fn is_operator_name(name: &str) -> bool {
     validate::is_user_id(name)
@@ -217,6 +230,56 @@ impl Engine {
             o.password_hash.clear();
         }
         Ok(all)
+    }
+
+    /// Live sessions on this node's registry, by user: how many users are online here.
+    pub fn online_user_count(&self) -> usize {
+        self.registry().by_user.len()
+    }
+
+    /// Whether `user` has sessions on another node of the cluster.
+    pub fn online_on_other_nodes(&self, user: &str) -> bool {
+        self.online_elsewhere(user)
+    }
+
+    /// Up to `limit` (at most 100) users the store knows whose ids start with `prefix`, in id
+    /// order, after `after` (empty: from the first), with their profiles and status; and
+    /// whether more follow.
+    pub async fn find_users(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<(Vec<crate::UserOut>, bool), ApiError> {
+        for (what, id) in [("prefix", prefix), ("after", after)] {
+            if !id.is_empty() && !validate::is_user_id(id) {
+                return Err(ApiError(crate::Refusal::new(
+                    Code::BadRequest,
+                    format!("{what} is up to 64 of A-Z a-z 0-9 _ - . @"),
+                )));
+            }
+        }
+        let limit = limit.clamp(1, 100);
+        let start = if after.is_empty() {
+            below(prefix)
+        } else {
+            after.to_string()
+        };
+        let mut ids: Vec<String> = self
+            .inner
+            .store
+            .user_ids_after(&start, limit + 1)
+            .await
+            .map_err(store_failed)?
+            .into_iter()
+            .take_while(|id| id.starts_with(prefix))
+            .collect();
+        let more = ids.len() > limit;
+        ids.truncate(limit);
+        if ids.is_empty() {
+            return Ok((Vec::new(), false));
+        }
+        Ok((self.users(&ids).await?, more))
     }
 
     /// The live devices of `user` on this node, oldest first.

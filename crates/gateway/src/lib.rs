@@ -14,6 +14,7 @@
 //!   `GET /imserver/{token}`: the seed dialects (`dialect.rs` runs any of
 //!   `tidings-dialects`).
 //! - `GET /`, `/demo/…`, `/sdk/…`: the demo chat page and the browser SDK (`web.rs`).
+//! - `/admin`, `/admin/api/...`: the admin console for operators (`admin.rs`).
 //! - `GET /healthz`.
 //! - [`inputs`]: the readers of untrusted bodies as pure functions, for the fuzz targets.
 //!
@@ -23,6 +24,7 @@
 //! the engine, and encodes what the engine queues; all decisions are the engine's.
 
 mod accounts;
+mod admin;
 mod admission;
 mod api;
 mod api_chatrooms;
@@ -47,6 +49,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use admin::{ADMIN_ROUTES, COOKIE as ADMIN_COOKIE, LOGIN_PATH as ADMIN_LOGIN_PATH};
 pub use listener::MAX_REFUSING;
 
 /// Path of the native WebSocket endpoint.
@@ -268,6 +271,7 @@ fn router(state: AppState) -> Router {
     if state.config.accounts {
         router = accounts::routes(router);
     }
+    router = admin::routes(router, &state);
     router
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
