@@ -13,7 +13,7 @@ use tidings_proto::Code;
 use crate::process::BIN;
 use crate::util::*;
 
-const PASSWORD: &str = "operator password";
+pub(crate) const PASSWORD: &str = "operator password";
 
 /// Runs `tidings admin ARGS` on the server's data directory, the password on stdin; returns
 /// whether it succeeded and its output.
@@ -56,7 +56,7 @@ fn add_operator(server: &TestServer, name: &str) {
 
 /// An admin request as the console's page makes it (the header, the session cookie if given)
 /// plus `extra` headers; returns (status, JSON body, the Set-Cookie header).
-async fn call(
+pub(crate) async fn call(
     server: &TestServer,
     method: &str,
     path: &str,
@@ -88,7 +88,7 @@ async fn raw_call(
 }
 
 /// Signs `name` in; returns the session id from the cookie.
-async fn login(server: &TestServer, name: &str) -> String {
+pub(crate) async fn login(server: &TestServer, name: &str) -> String {
     let (status, body, cookie) = call(
         server,
         "POST",
@@ -495,4 +495,36 @@ async fn the_console_page_is_served_with_a_strict_policy() {
     assert!(policy.contains("script-src 'self'"), "{policy}");
     assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
     assert!(!policy.contains("unsafe-inline"), "{policy}");
+}
+
+#[tokio::test]
+async fn tidings_admin_adds_operators_to_a_postgres_store() {
+    let Some(url) = tidings_store_postgres::testing::server_url() else {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED tidings_admin_adds_operators_to_a_postgres_store: set {} to run it",
+            tidings_store_postgres::testing::URL_VARIABLE
+        );
+        return;
+    };
+    let db = tidings_store_postgres::testing::TestDatabase::create(&url)
+        .await
+        .expect("create a test database");
+    let store = tidings_server::StoreSetting::Postgres(db.url.clone());
+    let mut server = TestServer::start_with(|c| c.store = store).await;
+    let (ok, out) = admin_cli(
+        &server,
+        &["add", "root", "--password-stdin", "--store", &db.url],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(ok, "{out}");
+    let id = login(&server, "root").await;
+    let (ok, out) = admin_cli(&server, &["list", "--store", &db.url], "");
+    assert!(ok && out.starts_with("root\t"), "{out}");
+    let (ok, out) = admin_cli(&server, &["remove", "root", "--store", &db.url], "");
+    assert!(ok, "{out}");
+    let answer = call(&server, "GET", "/admin/api/me", Some(&id), &[], None).await;
+    assert_code(&answer, 401, Code::OperatorSessionRequired);
+    server.shutdown().await;
+    db.drop().await.unwrap();
 }
