@@ -164,8 +164,9 @@ pub(crate) fn routes(
 struct Operator(String);
 
 /// Refuses a request that may come from another site: one without the console's header, one
-/// whose `Origin` is not this server (its `Host`), and one a browser says is cross-site.
-fn same_site(headers: &HeaderMap) -> Result<(), Refusal> {
+/// whose `Origin` is not this server (its `Host`, or one of the configured public URLs, for a
+/// proxy that does not pass the `Host` on), and one a browser says is cross-site.
+fn same_site(headers: &HeaderMap, public_urls: &[String]) -> Result<(), Refusal> {
     let header = |name| {
         headers
             .get(name)
@@ -180,9 +181,16 @@ fn same_site(headers: &HeaderMap) -> Result<(), Refusal> {
         let authority = origin
             .strip_prefix("https://")
             .or_else(|| origin.strip_prefix("http://"));
-        match (authority, header(HOST.as_str())) {
-            (Some(a), Some(host)) if a.eq_ignore_ascii_case(host) => {}
-            _ => return refuse("the Origin is not this server"),
+        let is_host = match (authority, header(HOST.as_str())) {
+            (Some(a), Some(host)) => a.eq_ignore_ascii_case(host),
+            _ => false,
+        };
+        let is_public = authority.is_some()
+            && public_urls
+                .iter()
+                .any(|u| u.trim_end_matches('/').eq_ignore_ascii_case(origin));
+        if !is_host && !is_public {
+            return refuse("the Origin is not this server");
         }
     }
     if matches!(header("sec-fetch-site"), Some("cross-site" | "same-site")) {
@@ -218,7 +226,7 @@ async fn require_operator(
     next: Next,
 ) -> Response {
     let (mut parts, body) = request.into_parts();
-    if let Err(refused) = same_site(&parts.headers) {
+    if let Err(refused) = same_site(&parts.headers, &state.config.public_urls) {
         return error(refused);
     }
     let Some(id) = session_cookie(&parts.headers) else {
@@ -337,7 +345,7 @@ async fn login(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Err(refused) = same_site(&headers) {
+    if let Err(refused) = same_site(&headers, &state.config.public_urls) {
         return error(refused);
     }
     let body = match body {
@@ -601,7 +609,8 @@ mod tests {
             }
             h
         };
-        let ok = |pairs| same_site(&headers(pairs)).is_ok();
+        let public = ["https://chat.example.com/".to_string()];
+        let ok = |pairs| same_site(&headers(pairs), &public).is_ok();
         assert!(ok(&[("x-tidings-admin", "1"), ("host", "a.example:9091")]));
         assert!(ok(&[
             ("x-tidings-admin", "1"),
@@ -609,6 +618,14 @@ mod tests {
             ("origin", "https://a.example:9091"),
             ("sec-fetch-site", "same-origin"),
         ]));
+        assert!(
+            ok(&[
+                ("x-tidings-admin", "1"),
+                ("host", "127.0.0.1:9091"),
+                ("origin", "https://chat.example.com"),
+            ]),
+            "a public URL, behind a proxy that sets its own Host"
+        );
         assert!(!ok(&[("host", "a.example")]), "no header");
         assert!(!ok(&[("x-tidings-admin", "yes"), ("host", "a.example")]));
         assert!(!ok(&[
