@@ -18,7 +18,7 @@
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, RawPathParams, Request, State};
-use axum::http::header::{COOKIE as COOKIE_HEADER, HOST, ORIGIN, SET_COOKIE};
+use axum::http::header::{CACHE_CONTROL, COOKIE as COOKIE_HEADER, HOST, ORIGIN, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -220,11 +220,20 @@ struct Guard {
 
 /// The layer in front of every one of [`ADMIN_ROUTES`]: checks the request comes from this
 /// site and carries a current operator session, runs the route, and writes the audit entry.
-async fn require_operator(
-    State(Guard { state, action }): State<Guard>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// Its answers are never cached (a minted token is one of them).
+async fn require_operator(State(guard): State<Guard>, request: Request, next: Next) -> Response {
+    let mut response = guarded(guard, request, next).await;
+    no_store(&mut response);
+    response
+}
+
+fn no_store(response: &mut Response) {
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+async fn guarded(Guard { state, action }: Guard, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
     if let Err(refused) = same_site(&parts.headers, &state.config.public_urls) {
         return error(refused);
@@ -380,6 +389,7 @@ async fn login(
             response
                 .headers_mut()
                 .insert(SET_COOKIE, cookie(Some(&session.id)));
+            no_store(&mut response);
             response
         }
         Err(ApiError(r)) => error(r),

@@ -474,7 +474,7 @@ async fn removing_an_operator_or_setting_their_password_ends_their_sessions() {
 }
 
 #[tokio::test]
-async fn the_console_page_is_served_with_a_strict_policy() {
+async fn the_console_page_has_a_strict_policy_and_answers_are_not_cached() {
     let server = TestServer::start().await;
     let (status, _, _) = raw_call(&server, "GET", "/admin", Vec::new(), &[], None).await;
     assert_eq!(status, 200);
@@ -495,6 +495,26 @@ async fn the_console_page_is_served_with_a_strict_policy() {
     assert!(policy.contains("script-src 'self'"), "{policy}");
     assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
     assert!(!policy.contains("unsafe-inline"), "{policy}");
+
+    // The API's answers are never cached: a minted token is one of them.
+    add_operator(&server, "root");
+    let id = login(&server, "root").await;
+    let url = format!("{}/admin/api/users/someone/token", server.url());
+    let cache = tokio::task::spawn_blocking(move || {
+        let resp = agent()
+            .post(&url)
+            .header("X-Tidings-Admin", "1")
+            .header("Cookie", &format!("{ADMIN_COOKIE}={id}"))
+            .send_empty()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.headers()
+            .get("cache-control")
+            .map(|v| v.to_str().unwrap().to_string())
+    })
+    .await
+    .unwrap();
+    assert_eq!(cache.as_deref(), Some("no-store"));
 }
 
 #[tokio::test]
