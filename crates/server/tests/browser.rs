@@ -43,6 +43,15 @@ fn the_admin_console_works_in_a_real_browser() {
     run("the admin console", "test/admin.test.js");
 }
 
+/// `tidings_gateway::ADMIN_ROUTES` as JSON: `[[method, path], ...]`.
+fn admin_routes() -> String {
+    let routes: Vec<[&str; 2]> = tidings_gateway::ADMIN_ROUTES
+        .iter()
+        .map(|(method, path, _)| [*method, *path])
+        .collect();
+    serde_json::to_string(&routes).expect("routes encode")
+}
+
 /// Runs one of `web/demo/test`'s files with Node's test runner, or says why it cannot.
 fn run(what: &str, file: &str) {
     if let Some(why) = missing() {
@@ -61,6 +70,8 @@ fn run(what: &str, file: &str) {
         .arg(file)
         .current_dir(&demo)
         .env("TIDINGS_BIN", env!("CARGO_BIN_EXE_tidings"))
+        // The admin console's routes, for its test to try every one without a session.
+        .env("TIDINGS_ADMIN_ROUTES", admin_routes())
         .env("BROWSER_ARTIFACTS", &artifacts)
         .output()
         .expect("node runs");

@@ -3,7 +3,9 @@
 // session cookie is Secure, HttpOnly and SameSite=Strict, and the browser keeps it on
 // http://127.0.0.1), sees a user of the demo page come online, kicks them, bans them and sees
 // their reconnect refused, sends a system message that another user (the browser SDK) receives,
-// finds it all in the audit log, and signs out. Screenshots go to BROWSER_ARTIFACTS.
+// finds it all in the audit log, and signs out; every admin API route (the table the Rust test
+// passes in TIDINGS_ADMIN_ROUTES) refuses a request without a session; and the group, chatroom
+// and sensitive-word pages do what they say. Screenshots go to BROWSER_ARTIFACTS.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
@@ -163,4 +165,90 @@ test('the admin API refuses a request from another site', async () => {
   });
   assert.equal(bare.status, 403);
   assert.equal(bare.body.code, 42031);
+});
+
+test('without a session, every admin API route is refused', async () => {
+  const routes = JSON.parse(process.env.TIDINGS_ADMIN_ROUTES ?? '[]');
+  assert.ok(routes.length > 20, 'the route table is passed in (TIDINGS_ADMIN_ROUTES)');
+  const { page } = await newPage('/admin');
+  await page.locator('#sign-in-form').waitFor();
+  const answers = await page.evaluate(async (routes) => {
+    const out = [];
+    for (const [method, path] of routes) {
+      const url = path.replace(/\{[a-z_]+\}/g, 'someone');
+      const r = await fetch(url, { method, headers: { 'X-Tidings-Admin': '1' } });
+      out.push({ route: `${method} ${path}`, status: r.status, code: (await r.json()).code });
+    }
+    return out;
+  }, routes);
+  for (const a of answers) assert.deepEqual([a.route, a.status, a.code], [a.route, 401, 42030]);
+});
+
+test('groups, chatrooms and sensitive words from the console', async () => {
+  await server.api('POST', '/groups', { groupId: 'crew', ownerId: 'olga', memberIds: ['pat'] });
+  await server.api('POST', '/chatrooms', { chatroomId: 'hall', name: 'The hall' });
+  const { page } = await newPage('/admin');
+  page.on('dialog', (d) => d.accept());
+  await page.locator('#name').fill('root');
+  await page.locator('#password').fill(OPERATOR_PASSWORD);
+  await page.locator('#sign-in-button').click();
+  await page.locator('#operator', { hasText: 'Signed in as root' }).waitFor();
+
+  // A group: add a member, mute one, remove one, dismiss it.
+  await page.locator('#tabs button[data-page="groups"]').click();
+  await page.locator('#group-id').fill('crew');
+  await page.locator('#load-group button').click();
+  await page.locator('#group-members tr[data-member="pat"]').waitFor();
+  await page.locator('#add-member-ids').fill('quinn, rae');
+  await page.locator('#add-members button').click();
+  await page.locator('#group-members tr[data-member="rae"]').waitFor();
+  await page.locator('#mute-group-user').fill('quinn');
+  await page.locator('#mute-group button').click();
+  await page.locator('#group-members tr[data-member="quinn"] td', { hasText: 'until lifted' }).waitFor();
+  await page.locator('#group-members tr[data-member="pat"] button', { hasText: 'Remove' }).click();
+  await page.locator('#group-members tr[data-member="pat"]').waitFor({ state: 'detached' });
+  await shot(page, 'admin-group');
+  await page.locator('#dismiss').click();
+  await page.locator('#status', { hasText: 'Dismissed' }).waitFor();
+  assert.notEqual((await server.api('GET', '/groups/crew')).group.dismissedTime, 0);
+
+  // A chatroom: ban a user for ten minutes, then destroy it.
+  await page.locator('#tabs button[data-page="chatrooms"]').click();
+  await page.locator('#room-id').fill('hall');
+  await page.locator('#load-room button').click();
+  await page.locator('#room-info dd', { hasText: 'The hall' }).waitFor();
+  await page.locator('#room-user-ids').fill('troll');
+  await page.locator('#room-minutes').fill('10');
+  await page.locator('#room-users button[data-act="ban"]').click();
+  await page.locator('#status', { hasText: 'ban done' }).waitFor();
+  await page.locator('#destroy').click();
+  await page.locator('#status', { hasText: 'Destroyed' }).waitFor();
+  await assert.rejects(server.api('GET', '/chatrooms/hall'), /23410/);
+
+  // Sensitive words: add one with a replacement, then remove it.
+  await page.locator('#tabs button[data-page="words"]').click();
+  await page.locator('#word').fill('darn');
+  await page.locator('#replacement').fill('****');
+  await page.locator('#add-word button').click();
+  const row = page.locator('#words tr', { hasText: 'darn' });
+  await row.locator('td', { hasText: '****' }).waitFor();
+  assert.deepEqual((await server.api('GET', '/sensitive-words')).words, [{ word: 'darn', replacement: '****' }]);
+  await row.locator('button', { hasText: 'Remove' }).click();
+  await row.waitFor({ state: 'detached' });
+  assert.deepEqual((await server.api('GET', '/sensitive-words')).words, []);
+
+  // Each is in the audit log.
+  await page.locator('#tabs button[data-page="audit"]').click();
+  await page.locator('#audit tr[data-action="words.remove"]').waitFor();
+  const actions = await page.locator('#audit tr').evaluateAll((rows) => rows.map((r) => /** @type {HTMLElement} */ (r).dataset.action));
+  assert.deepEqual(actions.slice(0, 8), [
+    'words.remove',
+    'words.add',
+    'chatroom.destroy',
+    'chatroom.ban',
+    'group.dismiss',
+    'group.remove',
+    'group.mute',
+    'group.add',
+  ]);
 });
