@@ -385,8 +385,10 @@ $('mute-room').addEventListener('submit', (ev) => {
   ev.preventDefault();
   roomAction('Room mute set', 'POST', 'mute', { minutes: minutes($('mute-room-minutes')) });
 });
-$('destroy').addEventListener('click', () => {
-  if (confirm(`Destroy the room ${openRoom}?`)) roomAction('Destroyed', 'DELETE', '');
+$('destroy').addEventListener('click', async () => {
+  if (!confirm(`Destroy the room ${openRoom}?`)) return;
+  // Nothing is left to show afterwards.
+  if (await act('Destroyed', () => api('DELETE', `/chatrooms/${encodeURIComponent(openRoom)}`))) $('room').hidden = true;
 });
 
 // ------------------------------------------------------------------ messages
@@ -404,6 +406,51 @@ $('broadcast').addEventListener('submit', async (ev) => {
   const r = await act('', () => api('POST', '/messages/broadcast', { fromUserId: value('broadcast-from'), content: { text: value('broadcast-text') } }));
   if (r) status(`Broadcast to ${r.recipients} users`);
 });
+/** The conversation the history list shows, and where its next page starts. */
+let history = { type: 1, user: '', target: '', after: 0 };
+
+async function loadHistory(more) {
+  if (!more) {
+    history = { type: Number(value('history-type')), user: value('history-user'), target: value('history-target'), after: 0 };
+  }
+  const q = new URLSearchParams({
+    conversationType: String(history.type),
+    userId: history.user,
+    targetId: history.target,
+    afterSeq: String(history.after),
+  });
+  const r = await api('GET', `/history?${q}`);
+  const rows = r.messages.map((m) => {
+    // Recalled as its sender, in the conversation as the sender sees it.
+    const target = history.type === 3 ? history.target : m.senderId === history.user ? history.target : history.user;
+    const recall = () =>
+      act(`Recalled message ${m.seq}`, () =>
+        api('POST', '/messages/recall', { fromUserId: m.senderId, conversationType: history.type, targetId: target, seq: m.seq }),
+      ).then(() => act('', () => loadHistory(false)));
+    return el(
+      'tr',
+      { 'data-seq': String(m.seq) },
+      el('td', {}, m.seq),
+      el('td', {}, time(m.sentTime)),
+      el('td', {}, m.senderId),
+      el('td', {}, m.msgType),
+      el('td', { class: 'details' }, m.recalled ? '(recalled)' : JSON.stringify(m.content)),
+      // System messages cannot be recalled; nor can the notices the server records.
+      el('td', {}, m.recalled || history.type === 6 || m.msgType.startsWith('tidings:') ? '' : button('Recall', recall, 'danger')),
+    );
+  });
+  if (more) $('history-list').append(...rows);
+  else $('history-list').replaceChildren(...rows);
+  history.after = r.nextAfterSeq;
+  $('history-more').hidden = !history.after;
+}
+
+$('history').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  act('', () => loadHistory(false));
+});
+$('history-more').addEventListener('click', () => act('', () => loadHistory(true)));
+
 $('recall').addEventListener('submit', (ev) => {
   ev.preventDefault();
   act('Recalled', () =>

@@ -134,11 +134,24 @@ test('an operator signs in, kicks and bans a user, sends a system message, and s
   await page.locator('#status', { hasText: 'Sent to 1 user' }).waitFor();
   await carol.page.waitForFunction(() => /** @type {any} */ (window).got.some((m) => m.includes('maintenance at noon')));
 
+  // A private message found in its conversation, and recalled.
+  await server.api('POST', '/messages', { fromUserId: 'dave', conversationType: 1, targetId: 'carol', content: { text: 'buy cheap pills' } });
+  await page.locator('#history-type').selectOption('1');
+  await page.locator('#history-user').fill('dave');
+  await page.locator('#history-target').fill('carol');
+  await page.locator('#history button[type="submit"]').click();
+  const message = page.locator('#history-list tr[data-seq="1"]');
+  await message.locator('td', { hasText: 'buy cheap pills' }).waitFor();
+  await message.locator('button', { hasText: 'Recall' }).click();
+  await message.locator('td', { hasText: '(recalled)' }).waitFor();
+  const recalled = await server.api('GET', '/history?conversationType=1&userId=dave&targetId=carol');
+  assert.equal(recalled.messages[0].recalled, true);
+
   // All of it is in the audit log, newest first.
   await page.locator('#tabs button[data-page="audit"]').click();
   await page.locator('#audit tr[data-action="message.system"]').waitFor();
   const actions = await page.locator('#audit tr').evaluateAll((rows) => rows.map((r) => /** @type {HTMLElement} */ (r).dataset.action));
-  assert.deepEqual(actions.slice(0, 4), ['message.system', 'user.ban', 'user.kick', 'login']);
+  assert.deepEqual(actions.slice(0, 7), ['message.history', 'message.recall', 'message.history', 'message.system', 'user.ban', 'user.kick', 'login']);
   await shot(page, 'admin-audit');
 
   // Signed out: the form again, and the API refuses the old session.
