@@ -106,8 +106,9 @@ pub const ADMIN_ROUTES: &[(&str, &str, &str)] = &[
 
 /// The most of a request's body the audit log keeps.
 const MAX_AUDIT_BODY: usize = 4096;
-/// The largest answer whose code the audit log reads.
-const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// The largest answer whose code the audit log reads: far above any the routes make (each is
+/// one JSON body already in memory; the largest, a full sensitive-word list, is a few MiB).
+const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 
 /// The HTTP API route serving admin route `path`, if there is one.
 fn api_path(method: &str, path: &str) -> Option<&'static str> {
