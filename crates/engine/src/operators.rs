@@ -514,4 +514,30 @@ mod tests {
         assert_eq!(engine.kick_device("ann", None, None).unwrap(), 1);
         assert!(engine.devices("ann").is_empty());
     }
+
+    #[tokio::test]
+    async fn users_are_found_by_the_start_of_their_id_a_page_at_a_time() {
+        let (engine, _now, _dir) = engine().await;
+        for user in ["am", "amzzz", "an", "an-1", "an.2", "ana", "ao", "b"] {
+            engine.mint_token(user, None).await.unwrap();
+        }
+        let ids =
+            |found: &[crate::UserOut]| found.iter().map(|u| u.user.clone()).collect::<Vec<_>>();
+        let (found, more) = engine.find_users("an", "", 100).await.unwrap();
+        assert_eq!(ids(&found), ["an", "an-1", "an.2", "ana"]);
+        assert!(!more);
+        let (found, more) = engine.find_users("an", "", 3).await.unwrap();
+        assert_eq!(ids(&found), ["an", "an-1", "an.2"]);
+        assert!(more);
+        let (found, more) = engine.find_users("an", "an.2", 3).await.unwrap();
+        assert_eq!(ids(&found), ["ana"]);
+        assert!(!more);
+        let (found, _) = engine.find_users("", "", 100).await.unwrap();
+        assert_eq!(found.len(), 8, "no prefix: everyone");
+        assert!(engine.find_users("zz", "", 10).await.unwrap().0.is_empty());
+        assert_eq!(
+            code(engine.find_users("a b", "", 10).await),
+            Code::BadRequest
+        );
+    }
 }
