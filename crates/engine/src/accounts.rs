@@ -68,6 +68,11 @@ pub(crate) struct Accounts {
     checks_by_account: DefaultKeyedRateLimiter<String>,
     logins_by_address: DefaultKeyedRateLimiter<IpAddr>,
     registrations_by_address: DefaultKeyedRateLimiter<IpAddr>,
+    /// The admin console's sign-ins, counted apart from the accounts' (operators are another
+    /// namespace, and users' logins must not lock operators out): per operator name, and per
+    /// client address.
+    pub(crate) operator_checks: DefaultKeyedRateLimiter<String>,
+    pub(crate) operator_logins_by_address: DefaultKeyedRateLimiter<IpAddr>,
     /// Hashes running at once: one per core, so a burst of logins queues here instead of
     /// taking the blocking pool's threads and 19 MiB each.
     hashing: Arc<Semaphore>,
@@ -84,6 +89,8 @@ impl Accounts {
                     .expect("a non-zero period")
                     .allow_burst(REGISTRATION_BURST),
             ),
+            operator_checks: RateLimiter::keyed(CHECKS_PER_ACCOUNT),
+            operator_logins_by_address: RateLimiter::keyed(LOGINS_PER_ADDRESS),
             hashing: Arc::new(Semaphore::new(cores)),
         }
     }
@@ -96,6 +103,10 @@ impl Accounts {
         self.logins_by_address.shrink_to_fit();
         self.registrations_by_address.retain_recent();
         self.registrations_by_address.shrink_to_fit();
+        self.operator_checks.retain_recent();
+        self.operator_checks.shrink_to_fit();
+        self.operator_logins_by_address.retain_recent();
+        self.operator_logins_by_address.shrink_to_fit();
     }
 
     /// Counts a password check of `user`'s account, or refuses it.
@@ -128,32 +139,26 @@ impl Accounts {
     }
 
     /// The PHC string of a new hash of `password`.
-    async fn hash(&self, password: &str) -> Result<String, ApiError> {
+    pub(crate) async fn hash(&self, password: &str) -> Result<String, ApiError> {
         let password = password.to_string();
-        self.hashing(move || {
-            let salt = SaltString::generate(&mut OsRng);
-            argon2()
-                .hash_password(password.as_bytes(), &salt)
-                .map(|h| h.to_string())
-        })
-        .await?
-        .map_err(|e| {
-            tracing::error!(error = %e, "password hashing failed");
-            ApiError::from(Code::ServerError)
-        })
+        self.hashing(move || hash_password(&password))
+            .await?
+            .map_err(|e| {
+                tracing::error!(error = %e, "password hashing failed");
+                ApiError::from(Code::ServerError)
+            })
     }
 
-    /// Whether `password` is the one `account` was made with; an absent account takes as long
-    /// and is never matched.
-    async fn verify(
+    /// Whether `password` is the one hashed as `hash` (a PHC string); an absent hash takes as
+    /// long and is never matched.
+    pub(crate) async fn verify(
         &self,
         password: &str,
-        account: Option<&AccountRecord>,
+        hash: Option<&str>,
     ) -> Result<bool, ApiError> {
         let password = password.to_string();
-        let phc = account
-            .map_or(DECOY_HASH, |a| a.password_hash.as_str())
-            .to_string();
+        let found = hash.is_some();
+        let phc = hash.unwrap_or(DECOY_HASH).to_string();
         let matched = self
             .hashing(move || {
                 PasswordHash::new(&phc)
@@ -164,8 +169,17 @@ impl Accounts {
                 tracing::error!(error = %e, "a stored password hash does not parse");
                 ApiError::from(Code::ServerError)
             })?;
-        Ok(matched && account.is_some())
+        Ok(matched && found)
     }
+}
+
+/// A new Argon2id hash (PHC string) of `password`, for the store. Runs for tens of
+/// milliseconds: the engine calls it on the blocking pool; `tidings admin add` calls it too.
+pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
+    let salt = SaltString::generate(&mut OsRng);
+    argon2()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
 }
 
 fn argon2() -> Argon2<'static> {
@@ -187,7 +201,7 @@ pub fn address_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-fn check_password(password: &str) -> Result<(), ApiError> {
+pub(crate) fn check_password(password: &str) -> Result<(), ApiError> {
     if PASSWORD_BYTES.contains(&password.len()) {
         Ok(())
     } else {
@@ -201,7 +215,7 @@ fn store_failed(e: tidings_store::StoreError) -> ApiError {
 }
 
 impl Engine {
-    fn accounts(&self) -> &Accounts {
+    pub(crate) fn accounts(&self) -> &Accounts {
         &self.inner.accounts
     }
 
@@ -322,7 +336,8 @@ impl Engine {
     async fn checked_account(&self, user: &str, password: &str) -> Result<AccountRecord, ApiError> {
         self.accounts().check_account(user)?;
         let record = self.account(user).await?;
-        if self.accounts().verify(password, record.as_ref()).await? {
+        let hash = record.as_ref().map(|a| a.password_hash.as_str());
+        if self.accounts().verify(password, hash).await? {
             record.ok_or_else(|| Code::BadCredentials.into())
         } else {
             Err(Code::BadCredentials.into())

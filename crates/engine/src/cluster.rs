@@ -114,6 +114,11 @@ pub enum BusEvent {
         room: String,
         seq: u64,
     },
+    /// An operator kicked the user's device (every device with `None`).
+    Kick {
+        user: String,
+        device: Option<String>,
+    },
 }
 
 impl BusEvent {
@@ -524,6 +529,9 @@ impl Engine {
             }
             BusEvent::Revoked { user, version } => self.tokens_revoked_here(&user, version),
             BusEvent::Banned { user, banned } => self.banned_here(&user, banned),
+            BusEvent::Kick { user, device } => {
+                self.kick_here(&user, device.as_deref(), None);
+            }
             BusEvent::Resync { .. } => {
                 let engine = self.clone();
                 tokio::spawn(async move { engine.catch_up_all().await });

@@ -27,6 +27,7 @@ mod files;
 mod groups;
 pub mod hooks;
 pub mod metrics;
+pub mod operators;
 pub mod outbox;
 mod presence;
 pub mod push;
@@ -46,7 +47,7 @@ use tidings_proto::Code;
 use tidings_store::{Store, StoredMessage, WriteOp, WriteResult};
 use tokio::sync::{mpsc, oneshot};
 
-pub use accounts::{AccountToken, address_key};
+pub use accounts::{AccountToken, address_key, hash_password};
 pub use auth::AppCredentials;
 pub use chatrooms::{
     ChatroomOut, ChatroomQuery, ChatroomSettings, EntryOut, LAG_LOW, LAG_NORMAL, MAX_ENTRIES,
@@ -62,7 +63,9 @@ pub use push::{PushOutcome, PushSubscription};
 pub use readiness::Readiness;
 pub use receipts::ReceiptWatch;
 pub use session::{ConnectInfo, ConnectRequest, SendRequest, Session};
-pub use tidings_store::{GroupAction, GroupInfo, GroupMember, GroupMembers, GroupReceipt};
+pub use tidings_store::{
+    AuditEntry, GroupAction, GroupInfo, GroupMember, GroupMembers, GroupReceipt,
+};
 pub use users::{Posted, UserOut};
 pub use validate::Refusal;
 

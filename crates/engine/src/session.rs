@@ -71,6 +71,10 @@ pub(crate) struct SessionShared {
     pub watching: Mutex<Vec<String>>,
     /// The chatrooms this connection is in.
     rooms: Mutex<Vec<Arc<crate::chatrooms::Room>>>,
+    /// The platform the device named in its CONNECT, and when it connected (ms): for the admin
+    /// console's list of a user's devices.
+    pub platform: String,
+    pub connected_at: i64,
 }
 
 /// Status messages (typing) a user may send per second, and at once.
@@ -298,6 +302,8 @@ impl Engine {
             }),
             watching: Mutex::new(Vec::new()),
             rooms: Mutex::new(Vec::new()),
+            platform: req.platform.clone(),
+            connected_at: now,
         });
         // Register before reading the user's state: an entry committed before the read is in
         // the inbox up to the read's inbox seq, and one committed after it is pushed here. So

@@ -173,8 +173,9 @@ fn status_of(code: Code) -> StatusCode {
         | Code::TokenWrongApp
         | Code::TokenExpired
         | Code::TokenRevoked
-        | Code::BadCredentials => StatusCode::UNAUTHORIZED,
-        Code::UserBanned | Code::FileLinkRefused => StatusCode::FORBIDDEN,
+        | Code::BadCredentials
+        | Code::OperatorSessionRequired => StatusCode::UNAUTHORIZED,
+        Code::UserBanned | Code::FileLinkRefused | Code::CrossSiteRefused => StatusCode::FORBIDDEN,
         Code::NotFound
         | Code::GroupNotFound
         | Code::ChatroomNotFound

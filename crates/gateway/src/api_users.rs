@@ -18,7 +18,7 @@ use crate::api::{self, error, parse_or_refuse, reply};
 use crate::api_groups::extra_text;
 
 /// A user as the API shows it.
-fn user_json(u: &UserOut) -> Value {
+pub(crate) fn user_json(u: &UserOut) -> Value {
     json!({
         "userId": u.user,
         "name": u.profile.name,

@@ -8,7 +8,7 @@ use tidings_engine::Refusal;
 use tidings_proto::v1::Frame;
 use tidings_proto::{DecodeError, Encoding, codec};
 
-use crate::{accounts, api, api_chatrooms, api_groups, api_users, dialect, files};
+use crate::{accounts, admin, api, api_chatrooms, api_groups, api_users, dialect, files};
 
 /// Reads a JSON body as its handler does, up to where the handler needs the server.
 type Reader = fn(&[u8]) -> Result<(), Refusal>;
@@ -23,7 +23,7 @@ fn seed001_message(body: &[u8]) -> Result<(), Refusal> {
 }
 
 /// Every route whose handler takes a JSON body, `(method, path, reader)`: the HTTP API's, the
-/// built-in accounts', file links' and seed 001's HTTP send. The long-poll bodies are frames
+/// built-in accounts', the admin console's own, file links' and seed 001's HTTP send. The long-poll bodies are frames
 /// ([`poll_open`], [`poll_send`]).
 const BODIES: &[(&str, &str, Reader)] = &[
     (
@@ -121,6 +121,12 @@ const BODIES: &[(&str, &str, Reader)] = &[
         json::<accounts::PasswordChange>,
     ),
     ("DELETE", "/v1/accounts/me", json::<accounts::Deletion>),
+    ("POST", "/admin/api/login", json::<admin::Login>),
+    (
+        "POST",
+        "/admin/api/users/{user_id}/kick",
+        json::<admin::Kick>,
+    ),
     ("POST", "/v1/files/{id}/url", json::<files::LinkRequest>),
     ("POST", dialect::SEED001_HTTP_PATH, seed001_message),
 ];

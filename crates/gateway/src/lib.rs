@@ -14,6 +14,7 @@
 //!   `GET /imserver/{token}`: the seed dialects (`dialect.rs` runs any of
 //!   `tidings-dialects`).
 //! - `GET /`, `/demo/…`, `/sdk/…`: the demo chat page and the browser SDK (`web.rs`).
+//! - `/admin`, `/admin/api/...`: the admin console for operators (`admin.rs`).
 //! - `GET /healthz` (alive) and `GET /readyz` (the store answers; in a cluster, the bus is
 //!   connected), also on the optional plain health listener ([`serve_with_health`]).
 //! - [`tls`]: HTTPS and WSS on the same listener, the certificate reloaded without a restart.
@@ -25,6 +26,7 @@
 //! the engine, and encodes what the engine queues; all decisions are the engine's.
 
 mod accounts;
+mod admin;
 mod admission;
 mod api;
 mod api_chatrooms;
@@ -51,6 +53,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use admin::{ADMIN_ROUTES, COOKIE as ADMIN_COOKIE, LOGIN_PATH as ADMIN_LOGIN_PATH};
 pub use listener::MAX_REFUSING;
 pub use tls::{Tls, TlsError};
 
@@ -290,6 +293,7 @@ fn router(state: AppState) -> Router {
     if state.config.accounts {
         router = accounts::routes(router);
     }
+    router = admin::routes(router, &state);
     router
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)

@@ -18,6 +18,10 @@ struct Demo;
 #[folder = "../../web/sdk/src/"]
 struct Sdk;
 
+#[derive(Embed)]
+#[folder = "../../web/admin/public/"]
+struct Admin;
+
 /// What the page may load and talk to: this server only.
 const POLICY: &str = "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; \
      connect-src 'self' ws: wss:; style-src 'self'; script-src 'self'; object-src 'none'; \
@@ -59,4 +63,14 @@ pub async fn demo(Path(path): Path<String>) -> Response {
 /// `GET /sdk/{*path}`: the SDK's ES modules.
 pub async fn sdk(Path(path): Path<String>) -> Response {
     asset::<Sdk>(&path)
+}
+
+/// `GET /admin`: the admin console's page.
+pub async fn admin_index() -> Response {
+    asset::<Admin>("index.html")
+}
+
+/// `GET /admin/static/{*path}`: the console's script and styles.
+pub async fn admin_asset(Path(path): Path<String>) -> Response {
+    asset::<Admin>(&path)
 }

@@ -123,6 +123,13 @@ pub enum Code {
     InvalidPassword = 42013,
     /// A token of the app server's was asked for a self-registered account's user id.
     UserIsAccount = 42014,
+    /// The device was disconnected by an operator from the admin console.
+    KickedByOperator = 41008,
+    /// An admin console request without a valid operator session (HTTP 401).
+    OperatorSessionRequired = 42030,
+    /// An admin console request that may come from another site (HTTP 403): no
+    /// `X-Tidings-Admin` header, or an `Origin` that is not the server's.
+    CrossSiteRefused = 42031,
 }
 
 impl Code {
@@ -215,6 +222,9 @@ impl Code {
         Code::TooManyAttempts,
         Code::InvalidPassword,
         Code::UserIsAccount,
+        Code::KickedByOperator,
+        Code::OperatorSessionRequired,
+        Code::CrossSiteRefused,
     ];
 
     pub fn as_u32(self) -> u32 {
@@ -317,6 +327,9 @@ impl Code {
             Code::TooManyAttempts => "too many attempts: try again later",
             Code::InvalidPassword => "a password is 8-256 bytes",
             Code::UserIsAccount => "the user id belongs to a self-registered account",
+            Code::KickedByOperator => "disconnected by an operator",
+            Code::OperatorSessionRequired => "sign in to the admin console",
+            Code::CrossSiteRefused => "refused: the request may come from another site",
         }
     }
 
@@ -332,6 +345,7 @@ impl Code {
                 | Code::UserBanned
                 | Code::UnsupportedProtocolVersion
                 | Code::ClientDisconnect
+                | Code::KickedByOperator
         )
     }
 }

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod metrics;
+pub mod operators;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

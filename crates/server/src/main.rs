@@ -125,6 +125,32 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Manage the operators who sign in to the admin console (`/admin`).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+        #[arg(long, env = "TIDINGS_DATA_DIR", default_value = "data", global = true)]
+        data_dir: PathBuf,
+        /// The store the server runs on, as `serve --store` names it. Default: `tidings.db` in
+        /// the data directory.
+        #[arg(long, env = "TIDINGS_STORE", global = true)]
+        store: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Add an operator, or set a new password for one (ending their sessions). The password
+    /// is typed twice at the terminal, or read from stdin's first line with --password-stdin.
+    Add {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove an operator and end their sessions.
+    Remove { name: String },
+    /// List the operators.
+    List,
 }
 
 /// The SQLite database `backup` and `restore` work on, named as `serve` names it.
@@ -327,7 +353,46 @@ async fn run(command: Command, serve_config: Option<tidings_server::Config>) -> 
             );
             Ok(())
         }
+        Command::Admin {
+            command,
+            data_dir,
+            store,
+        } => admin(command, &data_dir, store.as_deref()).await,
     }
+}
+
+async fn admin(
+    command: AdminCommand,
+    data_dir: &std::path::Path,
+    store: Option<&str>,
+) -> anyhow::Result<()> {
+    use tidings_server::operators;
+    let place = operators::Place { data_dir, store };
+    match command {
+        AdminCommand::Add {
+            name,
+            password_stdin,
+        } => {
+            let password = operators::read_password(&name, password_stdin)?;
+            if operators::add(&place, &name, password).await? {
+                println!("added operator {name}");
+            } else {
+                println!("set a new password for operator {name}; their sessions ended");
+            }
+        }
+        AdminCommand::Remove { name } => {
+            if !operators::remove(&place, &name).await? {
+                anyhow::bail!("no operator {name}");
+            }
+            println!("removed operator {name}");
+        }
+        AdminCommand::List => {
+            for (name, created) in operators::list(&place).await? {
+                println!("{name}\t{created}");
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn serve(config: tidings_server::Config) -> anyhow::Result<()> {

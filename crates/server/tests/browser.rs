@@ -1,7 +1,8 @@
-//! The demo page's tests in a real browser (`web/demo/test`, Node's test runner driving Debian's
-//! Chromium with playwright-core) against this build's `tidings` binary. They need Node, the
-//! page's npm packages (`npm ci --prefix web/demo`) and Chromium (`apt-get install chromium`, or
-//! `CHROMIUM=/path`); without them this test says it skipped and why. `.ci/run` provides them.
+//! The demo page's and the admin console's tests in a real browser (`web/demo/test`, Node's
+//! test runner driving Debian's Chromium with playwright-core) against this build's `tidings`
+//! binary. They need Node, the page's npm packages (`npm ci --prefix web/demo`) and Chromium
+//! (`apt-get install chromium`, or `CHROMIUM=/path`); without them each test says it skipped
+//! and why. `.ci/run` provides them.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -34,11 +35,30 @@ fn missing() -> Option<String> {
 
 #[test]
 fn the_demo_page_works_in_a_real_browser() {
+    run("the demo page", "test/demo.test.js");
+}
+
+#[test]
+fn the_admin_console_works_in_a_real_browser() {
+    run("the admin console", "test/admin.test.js");
+}
+
+/// `tidings_gateway::ADMIN_ROUTES` as JSON: `[[method, path], ...]`.
+fn admin_routes() -> String {
+    let routes: Vec<[&str; 2]> = tidings_gateway::ADMIN_ROUTES
+        .iter()
+        .map(|(method, path, _)| [*method, *path])
+        .collect();
+    serde_json::to_string(&routes).expect("routes encode")
+}
+
+/// Runs one of `web/demo/test`'s files with Node's test runner, or says why it cannot.
+fn run(what: &str, file: &str) {
     if let Some(why) = missing() {
         // Straight to the terminal: the test harness captures eprintln! of passing tests.
         let _ = writeln!(
             std::io::stderr(),
-            "SKIPPED: the browser tests of the demo page: {why}"
+            "SKIPPED: the browser tests of {what}: {why}"
         );
         return;
     }
@@ -47,9 +67,11 @@ fn the_demo_page_works_in_a_real_browser() {
     let output = Command::new("node")
         .arg("--test")
         .arg("--test-reporter=spec")
-        .arg("test/demo.test.js")
+        .arg(file)
         .current_dir(&demo)
         .env("TIDINGS_BIN", env!("CARGO_BIN_EXE_tidings"))
+        // The admin console's routes, for its test to try every one without a session.
+        .env("TIDINGS_ADMIN_ROUTES", admin_routes())
         .env("BROWSER_ARTIFACTS", &artifacts)
         .output()
         .expect("node runs");
@@ -61,7 +83,7 @@ fn the_demo_page_works_in_a_real_browser() {
     eprintln!("{report}");
     assert!(
         output.status.success(),
-        "the browser tests failed:\n{report}"
+        "the browser tests of {what} failed:\n{report}"
     );
     eprintln!("screenshots: {}", artifacts.display());
 }

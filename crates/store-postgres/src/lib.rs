@@ -16,6 +16,7 @@
 //! it depends on no Tidings crate but `tidings-store`.
 
 mod accounts;
+mod admin;
 mod conversations;
 mod groups;
 mod schema;
@@ -27,10 +28,10 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, StatementCache};
 use tidings_store::{
-    AccountRecord, ChatroomRecord, ChatroomUser, ConversationFilter, Conversations, GroupInfo,
-    GroupMembers, GroupReceipt, History, HistoryFrom, InboxEntry, PushSubscriptionRecord, Reaction,
-    Result, SearchPage, SessionState, Store, StoreError, StoredMessage, UserProfile, UserState,
-    WriteOp, WriteResult,
+    AccountRecord, AdminSessionRecord, AuditEntry, ChatroomRecord, ChatroomUser,
+    ConversationFilter, Conversations, GroupInfo, GroupMembers, GroupReceipt, History, HistoryFrom,
+    InboxEntry, OperatorRecord, PushSubscriptionRecord, Reaction, Result, SearchPage, SessionState,
+    Store, StoreError, StoredMessage, UserProfile, UserState, WriteOp, WriteResult,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::ToSql;
@@ -637,6 +638,26 @@ impl Store for PostgresStore {
             password_hash: r.get(0),
             created: r.get(1),
         }))
+    }
+
+    async fn operator(&self, name: &str) -> Result<Option<OperatorRecord>> {
+        let client = self.client().await?;
+        Ok(admin::operator(Db::of_client(&client), name).await?)
+    }
+
+    async fn operators(&self) -> Result<Vec<OperatorRecord>> {
+        let client = self.client().await?;
+        Ok(admin::operators(Db::of_client(&client)).await?)
+    }
+
+    async fn admin_session(&self, id_hash: &str) -> Result<Option<AdminSessionRecord>> {
+        let client = self.client().await?;
+        Ok(admin::session(Db::of_client(&client), id_hash).await?)
+    }
+
+    async fn audit_log(&self, before: u64, limit: usize) -> Result<Vec<AuditEntry>> {
+        let client = self.client().await?;
+        Ok(admin::audit_log(Db::of_client(&client), before, limit).await?)
     }
 
     async fn close(&self) -> Result<()> {

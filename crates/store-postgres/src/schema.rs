@@ -218,6 +218,30 @@ UPDATE users SET account = true WHERE id IN (SELECT user_id FROM accounts);
 -- A registration looks for the id in every table that holds a user's data, by an index.
 CREATE INDEX chatroom_users_by_user ON chatroom_users (user_id);
 "#,
+    r#"
+-- The admin console: its operators (a namespace of their own, apart from users and accounts),
+-- their sessions (by the SHA-256 of the cookie's secret id) and the audit log of their actions.
+CREATE TABLE admin_operators (
+    name     text COLLATE "C" PRIMARY KEY,
+    password text NOT NULL,
+    created  bigint NOT NULL
+);
+CREATE TABLE admin_sessions (
+    id_hash  text COLLATE "C" PRIMARY KEY,
+    operator text COLLATE "C" NOT NULL,
+    created  bigint NOT NULL,
+    expires  bigint NOT NULL
+);
+CREATE INDEX admin_sessions_by_operator ON admin_sessions (operator);
+CREATE TABLE admin_audit (
+    id       bigserial PRIMARY KEY,
+    time     bigint NOT NULL,
+    operator text NOT NULL,
+    action   text NOT NULL,
+    target   text NOT NULL,
+    details  text NOT NULL
+);
+"#,
 ];
 
 /// Applies the pending migrations, all in one transaction under the advisory lock.

@@ -796,6 +796,7 @@ async fn apply(b: &mut Batch<'_>, op: WriteOp) -> PgResult<WriteResult> {
             bump_token_version(db, &user).await?,
         )),
         WriteOp::CreateAccount(a) => crate::accounts::create(b, a).await,
+        WriteOp::Admin(op) => Ok(WriteResult::Admin(crate::admin::apply(db, op).await?)),
         WriteOp::RecordUser { user } => Ok(WriteResult::UserRecorded(
             crate::accounts::record(db, &user).await?,
         )),

@@ -11,6 +11,7 @@
 //! This crate is the only one that knows SQL or rusqlite.
 
 mod accounts;
+mod admin;
 pub mod backup;
 mod chatrooms;
 mod checkpoint;
@@ -27,10 +28,11 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tidings_store::{
-    AccountRecord, ChatroomRecord, ChatroomUser, ConversationFilter, Conversations, GroupInfo,
-    GroupMembers, GroupReceipt, History, HistoryFrom, InboxEntry, PushSubscriptionRecord, Reaction,
-    Result, SearchPage, SessionState, Store, StoreError, StoredMessage, UserProfile, UserRecord,
-    UserState, WriteOp, WriteResult,
+    AccountRecord, AdminOp, AdminResult, AdminSessionRecord, AuditEntry, ChatroomRecord,
+    ChatroomUser, ConversationFilter, Conversations, GroupInfo, GroupMembers, GroupReceipt,
+    History, HistoryFrom, InboxEntry, OperatorRecord, PushSubscriptionRecord, Reaction, Result,
+    SearchPage, SessionState, Store, StoreError, StoredMessage, UserProfile, UserRecord, UserState,
+    WriteOp, WriteResult,
 };
 use tokio::sync::{Semaphore, oneshot};
 
@@ -93,13 +95,40 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 /// transaction that waits for the write lock as the writer's own transactions do (see
 /// `schema::write_transaction`), so neither makes the other fail.
 pub fn record_user(path: &std::path::Path, user: &str) -> Result<UserRecord> {
-    let mut conn = Connection::open(path).map_err(backend)?;
-    schema::configure(&conn, Durability::Full).map_err(backend)?;
-    schema::migrate(&mut conn).map_err(backend)?;
+    let mut conn = open_beside(path)?;
     let tx = schema::write_transaction(&mut conn).map_err(backend)?;
     let record = accounts::record(&tx, user).map_err(backend)?;
     tx.commit().map_err(backend)?;
     Ok(record)
+}
+
+/// One connection of its own to the database at `path`, created and migrated if need be, for
+/// the command line beside a running server (see [`record_user`]).
+fn open_beside(path: &std::path::Path) -> Result<Connection> {
+    let mut conn = Connection::open(path).map_err(backend)?;
+    schema::configure(&conn, Durability::Full).map_err(backend)?;
+    schema::migrate(&mut conn).map_err(backend)?;
+    Ok(conn)
+}
+
+/// Applies admin writes (operators, the audit log) to the database at `path` in one
+/// transaction, through a connection of its own as [`record_user`] does: for `tidings admin`
+/// beside a running server, whose writer caches nothing of these tables.
+pub fn admin_beside(path: &std::path::Path, ops: Vec<AdminOp>) -> Result<Vec<AdminResult>> {
+    let mut conn = open_beside(path)?;
+    let tx = schema::write_transaction(&mut conn).map_err(backend)?;
+    let results = ops
+        .into_iter()
+        .map(|op| admin::apply(&tx, op))
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(backend)?;
+    tx.commit().map_err(backend)?;
+    Ok(results)
+}
+
+/// The operators in the database at `path`, in name order (see [`admin_beside`]).
+pub fn operators_beside(path: &std::path::Path) -> Result<Vec<OperatorRecord>> {
+    admin::operators(&open_beside(path)?).map_err(backend)
 }
 
 impl SqliteStore {
@@ -412,6 +441,24 @@ impl Store for SqliteStore {
     async fn account(&self, user: &str) -> Result<Option<AccountRecord>> {
         let user = user.to_string();
         self.read(move |c| accounts::account(c, &user)).await
+    }
+
+    async fn operator(&self, name: &str) -> Result<Option<OperatorRecord>> {
+        let name = name.to_string();
+        self.read(move |c| admin::operator(c, &name)).await
+    }
+
+    async fn operators(&self) -> Result<Vec<OperatorRecord>> {
+        self.read(admin::operators).await
+    }
+
+    async fn admin_session(&self, id_hash: &str) -> Result<Option<AdminSessionRecord>> {
+        let id_hash = id_hash.to_string();
+        self.read(move |c| admin::session(c, &id_hash)).await
+    }
+
+    async fn audit_log(&self, before: u64, limit: usize) -> Result<Vec<AuditEntry>> {
+        self.read(move |c| admin::audit_log(c, before, limit)).await
     }
 
     async fn blocklist(&self, user: &str) -> Result<Vec<String>> {

@@ -297,6 +297,30 @@ UPDATE users SET account = 1 WHERE id IN (SELECT user_id FROM accounts);
 -- A registration looks for the id in every table that holds a user's data, by an index.
 CREATE INDEX chatroom_users_by_user ON chatroom_users (user_id);
 "#,
+    r#"
+-- The admin console: its operators (a namespace of their own, apart from users and accounts),
+-- their sessions (by the SHA-256 of the cookie's secret id) and the audit log of their actions.
+CREATE TABLE admin_operators (
+    name     TEXT PRIMARY KEY,
+    password TEXT NOT NULL,
+    created  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE admin_sessions (
+    id_hash  TEXT PRIMARY KEY,
+    operator TEXT NOT NULL,
+    created  INTEGER NOT NULL,
+    expires  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX admin_sessions_by_operator ON admin_sessions (operator);
+CREATE TABLE admin_audit (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    time     INTEGER NOT NULL,
+    operator TEXT NOT NULL,
+    action   TEXT NOT NULL,
+    target   TEXT NOT NULL,
+    details  TEXT NOT NULL
+);
+"#,
 ];
 
 /// Page cache per connection, in KiB.

@@ -541,6 +541,7 @@ fn apply(
             expected,
             password_hash,
         } => crate::accounts::change(tx, &user, &expected, password_hash.as_deref()),
+        WriteOp::Admin(op) => Ok(WriteResult::Admin(crate::admin::apply(tx, op)?)),
     }
 }
 

@@ -116,7 +116,170 @@ pub async fn run_all(store: &dyn Store) {
     accounts_are_made_only_for_ids_without_a_trace(store).await;
     records_say_whether_an_id_is_an_accounts(store).await;
     push_subscriptions_are_one_per_endpoint(store).await;
+    operators_sessions_and_the_audit_log(store).await;
     store.ping().await.expect("an open store answers a ping");
+}
+
+async fn operators_sessions_and_the_audit_log(store: &dyn Store) {
+    use crate::{AdminOp, AdminResult, AdminSessionRecord, AuditEntry, OperatorRecord};
+    let op = |name: &str, hash: &str| OperatorRecord {
+        name: name.into(),
+        password_hash: hash.into(),
+        created: 1_000,
+    };
+    let session = |id: &str, operator: &str, expires: i64| AdminSessionRecord {
+        id_hash: id.into(),
+        operator: operator.into(),
+        created: 1_000,
+        expires,
+    };
+    assert_eq!(store.operator("root").await.unwrap(), None);
+    assert_eq!(
+        store
+            .admin(AdminOp::CreateSession {
+                session: session("s0", "root", 5_000),
+                now: 1_000,
+            })
+            .await
+            .unwrap(),
+        AdminResult::SessionCreated { created: false },
+        "no session for an operator who does not exist"
+    );
+    assert_eq!(store.admin_session("s0").await.unwrap(), None);
+    assert_eq!(
+        store
+            .admin(AdminOp::SetOperator(op("root", "h1")))
+            .await
+            .unwrap(),
+        AdminResult::OperatorSet { created: true }
+    );
+    store
+        .admin(AdminOp::SetOperator(op("alice", "h2")))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.operator("root").await.unwrap(),
+        Some(op("root", "h1"))
+    );
+    // Operators are their own namespace: no user is made for them.
+    assert_eq!(store.user_state("root").await.unwrap(), Default::default());
+    assert!(store.account("root").await.unwrap().is_none());
+    let names: Vec<String> = store
+        .operators()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    assert_eq!(names, ["alice", "root"], "in name order");
+
+    for (id, who) in [("s1", "root"), ("s2", "root"), ("s3", "alice")] {
+        assert_eq!(
+            store
+                .admin(AdminOp::CreateSession {
+                    session: session(id, who, 5_000),
+                    now: 1_000,
+                })
+                .await
+                .unwrap(),
+            AdminResult::SessionCreated { created: true }
+        );
+    }
+    assert_eq!(
+        store.admin_session("s1").await.unwrap(),
+        Some(session("s1", "root", 5_000))
+    );
+    store
+        .admin(AdminOp::TouchSession {
+            id_hash: "s1".into(),
+            expires: 9_000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.admin_session("s1").await.unwrap().unwrap().expires,
+        9_000
+    );
+    store
+        .admin(AdminOp::EndSession {
+            id_hash: "s2".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.admin_session("s2").await.unwrap(), None, "ended");
+    // A new sign-in forgets sessions that expired.
+    store
+        .admin(AdminOp::CreateSession {
+            session: session("s4", "alice", 20_000),
+            now: 6_000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.admin_session("s3").await.unwrap(), None, "expired");
+    assert!(store.admin_session("s1").await.unwrap().is_some());
+    // A new password ends the operator's sessions; so does removing them.
+    assert_eq!(
+        store
+            .admin(AdminOp::SetOperator(op("root", "h3")))
+            .await
+            .unwrap(),
+        AdminResult::OperatorSet { created: false }
+    );
+    assert_eq!(
+        store.operator("root").await.unwrap(),
+        Some(op("root", "h3"))
+    );
+    assert_eq!(store.admin_session("s1").await.unwrap(), None);
+    assert_eq!(
+        store
+            .admin(AdminOp::RemoveOperator {
+                name: "alice".into()
+            })
+            .await
+            .unwrap(),
+        AdminResult::OperatorRemoved { removed: true }
+    );
+    assert_eq!(store.admin_session("s4").await.unwrap(), None);
+    assert_eq!(store.operator("alice").await.unwrap(), None);
+    assert_eq!(
+        store
+            .admin(AdminOp::RemoveOperator {
+                name: "alice".into()
+            })
+            .await
+            .unwrap(),
+        AdminResult::OperatorRemoved { removed: false }
+    );
+
+    assert!(store.audit_log(0, 10).await.unwrap().is_empty());
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let entry = AuditEntry {
+            id: 0,
+            time: 1_000 + i,
+            operator: "root".into(),
+            action: format!("act.{i}"),
+            target: format!("t{i}"),
+            details: format!(r#"{{"n":{i}}}"#),
+        };
+        match store.admin(AdminOp::Audit(entry)).await.unwrap() {
+            AdminResult::Audited { id } => ids.push(id),
+            other => panic!("expected Audited, got {other:?}"),
+        }
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
+    let page = store.audit_log(0, 3).await.unwrap();
+    let actions: Vec<&str> = page.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["act.4", "act.3", "act.2"], "newest first");
+    assert_eq!(page[0].id, ids[4]);
+    assert_eq!(page[0].target, "t4");
+    assert_eq!(page[0].details, r#"{"n":4}"#);
+    assert_eq!(page[0].time, 1_004);
+    assert_eq!(page[0].operator, "root");
+    let rest = store.audit_log(page[2].id, 3).await.unwrap();
+    let actions: Vec<&str> = rest.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["act.1", "act.0"], "the next page");
+}
 }
 
 /// A closed store refuses a ping (call after [`Store::close`]).

@@ -457,6 +457,90 @@ pub struct AccountRecord {
     pub created: i64,
 }
 
+/// An operator of the admin console. Operators are a namespace of their own: an operator's name
+/// is never a user id or an account's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorRecord {
+    pub name: String,
+    /// The password's hash as a PHC string (`$argon2id$v=19$...`); the store only keeps it.
+    pub password_hash: String,
+    /// When it was created or its password last set (ms).
+    pub created: i64,
+}
+
+/// A signed-in operator's session. The store keeps only a hash of the session's secret id, so
+/// what it holds cannot be used as a cookie.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSessionRecord {
+    /// The hex SHA-256 of the session id the operator's cookie carries.
+    pub id_hash: String,
+    pub operator: String,
+    /// When the operator signed in (ms).
+    pub created: i64,
+    /// When the session ends unless used before (ms).
+    pub expires: i64,
+}
+
+/// One entry of the admin console's audit log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Increasing with each entry; set by the store (ignored when appending).
+    pub id: u64,
+    /// When it happened (ms).
+    pub time: i64,
+    /// Who did it: an operator's name, or `cli` for the command line.
+    pub operator: String,
+    /// What was done (`user.ban`, `operator.add`, ...).
+    pub action: String,
+    /// What it was done to (a user, group or chatroom id, an operator's name), or empty.
+    pub target: String,
+    /// The request and its outcome: a JSON object as text.
+    pub details: String,
+}
+
+/// A write of the admin console's (see [`WriteOp::Admin`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminOp {
+    /// Create an operator, or replace an existing one's password hash, ending their sessions.
+    SetOperator(OperatorRecord),
+    /// Remove an operator and end their sessions.
+    RemoveOperator { name: String },
+    /// Start a session, if its operator exists; sessions that expired before `now` are
+    /// forgotten meanwhile.
+    CreateSession {
+        session: AdminSessionRecord,
+        now: i64,
+    },
+    /// Move a session's expiry (never past its operator's removal).
+    TouchSession { id_hash: String, expires: i64 },
+    /// End a session.
+    EndSession { id_hash: String },
+    /// Append an entry to the audit log.
+    Audit(AuditEntry),
+}
+
+/// The outcome of an [`AdminOp`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminResult {
+    /// `created` is false if the operator existed (their password was replaced).
+    OperatorSet {
+        created: bool,
+    },
+    OperatorRemoved {
+        removed: bool,
+    },
+    /// `created` is false if the operator does not exist: nothing was written.
+    SessionCreated {
+        created: bool,
+    },
+    SessionTouched,
+    SessionEnded,
+    /// The appended entry's id.
+    Audited {
+        id: u64,
+    },
+}
+
 /// One write in a batch.
 // Nearly all ops are appends; boxing them would add an allocation per message.
 #[allow(clippy::large_enum_variant)]
@@ -578,6 +662,8 @@ pub enum WriteOp {
         expected: String,
         password_hash: Option<String>,
     },
+    /// A change to the admin console's operators, their sessions or its audit log.
+    Admin(AdminOp),
 }
 
 /// The outcome of one [`WriteOp`].
@@ -663,6 +749,8 @@ pub enum WriteResult {
     AccountChanged {
         token_version: Option<u64>,
     },
+    /// The outcome of a [`WriteOp::Admin`].
+    Admin(AdminResult),
 }
 
 /// A device's Web Push subscription (RFC 8030 endpoint, RFC 8291 keys), as the browser's
@@ -867,6 +955,29 @@ pub trait Store: Send + Sync + 'static {
 
     /// A user's built-in account; `None` if the user has none.
     async fn account(&self, user: &str) -> Result<Option<AccountRecord>>;
+
+    /// An operator of the admin console; `None` if there is none of that name.
+    async fn operator(&self, name: &str) -> Result<Option<OperatorRecord>>;
+
+    /// Every operator, in name order.
+    async fn operators(&self) -> Result<Vec<OperatorRecord>>;
+
+    /// The admin session whose id hashes to `id_hash`, expired or not; `None` if there is none.
+    async fn admin_session(&self, id_hash: &str) -> Result<Option<AdminSessionRecord>>;
+
+    /// At most `limit` entries of the audit log with an id below `before` (0: from the
+    /// newest), newest first.
+    async fn audit_log(&self, before: u64, limit: usize) -> Result<Vec<AuditEntry>>;
+
+    /// Applies one admin write in a transaction of its own and returns its outcome.
+    async fn admin(&self, op: AdminOp) -> Result<AdminResult> {
+        match self.write(vec![WriteOp::Admin(op)]).await?.first() {
+            Some(WriteResult::Admin(result)) => Ok(*result),
+            other => Err(StoreError::Backend(format!(
+                "an admin write answered {other:?}"
+            ))),
+        }
+    }
 
     /// Flushes and releases the backend. Later calls fail with [`StoreError::Closed`].
     async fn close(&self) -> Result<()>;

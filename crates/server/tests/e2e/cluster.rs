@@ -1074,3 +1074,62 @@ async fn two_processes_report_bus_and_postgres_writer_metrics() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_operators_session_holds_on_every_node_and_a_kick_reaches_another_nodes_device() {
+    use tidings_store::{AdminOp, OperatorRecord};
+    let Some(cluster) = Cluster::new(
+        "an_operators_session_holds_on_every_node_and_a_kick_reaches_another_nodes_device",
+    )
+    .await
+    else {
+        return;
+    };
+    let a = cluster.first().await;
+    let b = cluster.next(&a, "b").await;
+    a.running()
+        .store
+        .admin(AdminOp::SetOperator(OperatorRecord {
+            name: "root".into(),
+            password_hash: tidings_engine::hash_password(crate::admin::PASSWORD).unwrap(),
+            created: 0,
+        }))
+        .await
+        .unwrap();
+    let id = crate::admin::login(&a, "root").await;
+    let s = Some(id.as_str());
+    let (status, me, _) = crate::admin::call(&b, "GET", "/admin/api/me", s, &[], None).await;
+    assert_eq!(
+        (status, me["operator"].as_str()),
+        (200, Some("root")),
+        "{me}"
+    );
+
+    let (_ann, mut ann_events) = b.client("ann", "phone").await;
+    eventually("node a sees ann online on node b", || async {
+        let (_, d, _) =
+            crate::admin::call(&a, "GET", "/admin/api/users/ann/devices", s, &[], None).await;
+        d["onlineElsewhere"] == true && d["devices"].as_array().is_some_and(Vec::is_empty)
+    })
+    .await;
+    let (status, kicked, _) = crate::admin::call(
+        &a,
+        "POST",
+        "/admin/api/users/ann/kick",
+        s,
+        &[],
+        Some(json!({ "deviceId": "phone" })),
+    )
+    .await;
+    assert_eq!(status, 200, "{kicked}");
+    match next_terminal(&mut ann_events).await {
+        Event::Kicked { code, .. } => assert_eq!(code, Code::KickedByOperator.as_u32()),
+        other => panic!("{other:?}"),
+    }
+
+    // Signed out on one node, out on every node.
+    let (status, ..) = crate::admin::call(&b, "POST", "/admin/api/logout", s, &[], None).await;
+    assert_eq!(status, 200);
+    let (status, ..) = crate::admin::call(&a, "GET", "/admin/api/me", s, &[], None).await;
+    assert_eq!(status, 401);
+}

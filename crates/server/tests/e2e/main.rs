@@ -2,6 +2,7 @@
 //! drives it through the client SDK, raw WebSocket frames, HTTP, or the `tidings` binary.
 
 mod accounts;
+mod admin;
 mod api;
 mod api_chatrooms;
 mod api_users;

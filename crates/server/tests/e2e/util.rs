@@ -459,6 +459,24 @@ pub async fn http(
     headers: Vec<(&'static str, String)>,
     body: Option<String>,
 ) -> (u16, serde_json::Value) {
+    let (status, text, _) = http_text(server, method, path, headers, body).await;
+    let body = if text.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    };
+    (status, body)
+}
+
+/// An HTTP request as [`http`] makes it; returns (status, the body as text, the `Set-Cookie`
+/// header).
+pub async fn http_text(
+    server: &TestServer,
+    method: &str,
+    path: &str,
+    headers: Vec<(&'static str, String)>,
+    body: Option<String>,
+) -> (u16, String, Option<String>) {
     let url = format!("{}{path}", server.url());
     let method = method.to_string();
     tokio::task::spawn_blocking(move || {
@@ -479,14 +497,13 @@ pub async fn http(
                 agent.run(req).unwrap()
             }
         };
+        let cookie = resp
+            .headers()
+            .get("set-cookie")
+            .map(|v| v.to_str().unwrap().to_string());
         let status = resp.status().as_u16();
         let text = resp.body_mut().read_to_string().unwrap();
-        let body = if text.is_empty() {
-            serde_json::Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-        };
-        (status, body)
+        (status, text, cookie)
     })
     .await
     .unwrap()
