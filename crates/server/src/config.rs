@@ -251,7 +251,6 @@ pub enum LogFormat {
     Json,
 }
 
-
 /// Where uploaded files are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FilesStore {

@@ -280,7 +280,6 @@ async fn operators_sessions_and_the_audit_log(store: &dyn Store) {
     let actions: Vec<&str> = rest.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(actions, ["act.1", "act.0"], "the next page");
 }
-}
 
 /// A closed store refuses a ping (call after [`Store::close`]).
 pub async fn a_closed_store_refuses_a_ping(store: &dyn Store) {
