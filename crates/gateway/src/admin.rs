@@ -410,10 +410,10 @@ async fn me(Extension(Operator(name)): Extension<Operator>) -> Response {
     Json(json!({ "code": 0, "operator": name })).into_response()
 }
 
-/// What the overview shows. One function, so its figures can come from elsewhere (the
-/// metrics) without touching the route: today it reads what the engine keeps (live sessions
-/// and users on this node, long-poll sessions, the nodes of a cluster); message rates, latency
-/// percentiles and drops are not measured yet and are `null`.
+/// What the overview shows: what the engine keeps (live sessions and users on this node,
+/// long-poll sessions, the nodes of a cluster), and, from the Prometheus metrics over the last
+/// few seconds, messages per second, latency percentiles and drops (`overview.rs`; `null`
+/// with the metrics off, and `metrics` says why).
 pub(crate) fn overview(state: &AppState) -> Value {
     let engine = &state.engine;
     let mut nodes = vec![json!({
@@ -427,16 +427,16 @@ pub(crate) fn overview(state: &AppState) -> Value {
             .into_iter()
             .map(|(node, urls)| json!({ "node": node, "self": false, "urls": urls })),
     );
-    json!({
-        "connections": engine.session_count(),
-        "usersOnline": engine.online_user_count(),
-        "pollSessions": state.polls.len(),
-        "messagesPerSecond": Value::Null,
-        "latencyMs": Value::Null,
-        "drops": Value::Null,
-        "nodes": nodes,
-        "serverTime": engine.now_ms(),
-    })
+    let mut body = match &state.overview {
+        Some(sampler) => sampler.figures(),
+        None => crate::overview::figures_off("off"),
+    };
+    body["connections"] = engine.session_count().into();
+    body["usersOnline"] = engine.online_user_count().into();
+    body["pollSessions"] = state.polls.len().into();
+    body["nodes"] = nodes.into();
+    body["serverTime"] = engine.now_ms().into();
+    body
 }
 
 /// `GET /admin/api/overview`.

@@ -38,6 +38,7 @@ mod files;
 pub mod inputs;
 mod listener;
 pub mod metrics;
+mod overview;
 mod poll;
 pub mod tls;
 mod web;
@@ -55,6 +56,7 @@ use tokio_util::task::TaskTracker;
 
 pub use admin::{ADMIN_ROUTES, COOKIE as ADMIN_COOKIE, LOGIN_PATH as ADMIN_LOGIN_PATH};
 pub use listener::MAX_REFUSING;
+pub use overview::MetricsSource;
 pub use tls::{Tls, TlsError};
 
 /// Path of the native WebSocket endpoint.
@@ -106,6 +108,9 @@ pub struct GatewayConfig {
     pub tls: Option<Tls>,
     /// How often the certificate and key files are checked for changes (a change reloads them).
     pub tls_watch_interval: Duration,
+    /// The process's Prometheus metrics, rendered: the admin console's overview reads its
+    /// rates, latencies and drops from them. `None` (metrics off): those figures are `null`.
+    pub metrics: Option<MetricsSource>,
 }
 
 impl Default for GatewayConfig {
@@ -134,6 +139,7 @@ impl Default for GatewayConfig {
             client_address_header: axum::http::HeaderName::from_static("x-forwarded-for"),
             tls: None,
             tls_watch_interval: Duration::from_secs(5),
+            metrics: None,
         }
     }
 }
@@ -153,6 +159,8 @@ struct AppState {
     profiles: std::sync::Arc<dialect::ProfileCache>,
     /// The id the next WebSocket connection's log span gets (`conn`).
     connection_ids: Arc<std::sync::atomic::AtomicU64>,
+    /// The admin overview's readings of the metrics, when they are on (`overview.rs`).
+    overview: Option<Arc<overview::Sampler>>,
 }
 
 impl AppState {
@@ -359,7 +367,11 @@ pub async fn serve_with_health(
         polls: Default::default(),
         profiles: Default::default(),
         connection_ids: Arc::new(1.into()),
+        overview: config.metrics.clone().map(overview::Sampler::new),
     };
+    if let Some(sampler) = &state.overview {
+        tokio::spawn(sampler.clone().run(stop.child_token()));
+    }
     let health = health.map(|listener| {
         let listening = listener::Listening::new(
             health_router(state.clone()),

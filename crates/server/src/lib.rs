@@ -261,6 +261,7 @@ async fn start_node(
             .tls
             .as_ref()
             .map_or(GatewayConfig::default().tls_watch_interval, |t| t.watch),
+        metrics: metrics::source(),
         ..GatewayConfig::default()
     };
     let bus = match &config.nats {

@@ -55,7 +55,19 @@ pub fn install() -> anyhow::Result<Metrics> {
     let process = metrics_process::Collector::new(PROCESS_PREFIX);
     process.describe();
     process.collect();
+    let _ = INSTALLED.set(handle.clone());
     Ok(Metrics { handle, process })
+}
+
+/// The recorder [`install`] installed in this process, if it did.
+static INSTALLED: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+
+/// The metrics rendered, for the admin console's overview: `None` unless [`install`] ran.
+pub fn source() -> Option<tidings_gateway::MetricsSource> {
+    let handle = INSTALLED.get()?.clone();
+    Some(tidings_gateway::MetricsSource(std::sync::Arc::new(
+        move || handle.render(),
+    )))
 }
 
 /// Serves `GET /metrics` on `listener` until `shutdown` completes, and folds histogram samples

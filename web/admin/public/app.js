@@ -173,14 +173,18 @@ for (const b of $('tabs').querySelectorAll('button')) {
 
 async function loadOverview() {
   const o = await api('GET', '/overview');
-  const measured = (v) => (v === null || v === undefined ? 'not measured yet' : JSON.stringify(v));
+  // The rates, latencies and drops come from the metrics over the last few seconds.
+  const why = o.metrics === 'off' ? 'metrics are off (--metrics-listen off)' : o.metrics === 'on' ? null : o.metrics;
+  const ms = (p) => (p ? `p50 ${p.p50} · p90 ${p.p90} · p99 ${p.p99}` : 'no messages in the last interval');
+  const drops = (d) => Object.entries(d.total).map(([k, v]) => `${k} ${v} (+${d.lastInterval[k]})`).join(' · ');
   fill($('figures'), [
     ['Connections', o.connections],
     ['Users online (this node)', o.usersOnline],
     ['Long-poll sessions', o.pollSessions],
-    ['Messages per second', measured(o.messagesPerSecond)],
-    ['Latency (ms)', measured(o.latencyMs)],
-    ['Drops', measured(o.drops)],
+    ['Messages per second', why ?? `${o.messagesPerSecond} (last ${o.intervalSecs} s)`],
+    ['Publish → PUBACK (ms)', why ?? ms(o.latencyMs.publishToPuback)],
+    ['Publish → delivery (ms)', why ?? ms(o.latencyMs.publishToDelivery)],
+    ['Drops since start (+ last interval)', why ?? drops(o.drops)],
     ['Server time', time(o.serverTime)],
   ]);
   $('nodes').replaceChildren(

@@ -18,11 +18,16 @@ pub(crate) const PASSWORD: &str = "operator password";
 /// Runs `tidings admin ARGS` on the server's data directory, the password on stdin; returns
 /// whether it succeeded and its output.
 fn admin_cli(server: &TestServer, args: &[&str], stdin: &str) -> (bool, String) {
+    admin_cli_in(server.dir.path(), args, stdin)
+}
+
+/// [`admin_cli`] on the data directory `data_dir`.
+fn admin_cli_in(data_dir: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String) {
     let mut child = Command::new(BIN)
         .arg("admin")
         .args(args)
         .arg("--data-dir")
-        .arg(server.dir.path())
+        .arg(data_dir)
         .env("TIDINGS_LOG", "warn")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -547,4 +552,97 @@ async fn tidings_admin_adds_operators_to_a_postgres_store() {
     assert_code(&answer, 401, Code::OperatorSessionRequired);
     server.shutdown().await;
     db.drop().await.unwrap();
+}
+
+/// Runs `tidings admin add NAME --password-stdin` on `data_dir`.
+fn add_operator_in(data_dir: &std::path::Path, name: &str) {
+    let (ok, out) = admin_cli_in(
+        data_dir,
+        &["add", name, "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(ok, "{out}");
+}
+
+/// Signs `name` in at the server process `base`; returns the headers of a console request.
+async fn console_headers(base: &str, name: &str) -> Vec<(&'static str, String)> {
+    let header = ("X-Tidings-Admin", "1".to_string());
+    let body = json!({ "name": name, "password": PASSWORD }).to_string();
+    let (status, text, cookie) = http_text_at(
+        base,
+        "POST",
+        ADMIN_LOGIN_PATH,
+        vec![header.clone()],
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let cookie = cookie.expect("a session cookie");
+    let (pair, _) = cookie.split_once(';').unwrap();
+    vec![header, ("Cookie", pair.to_string())]
+}
+
+async fn overview_at(base: &str, headers: &[(&'static str, String)]) -> Value {
+    let (status, text, _) =
+        http_text_at(base, "GET", "/admin/api/overview", headers.to_vec(), None).await;
+    assert_eq!(status, 200, "{text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The overview's rates, latency percentiles and drops come from the process's metrics: with
+/// messages flowing they show a rate and finite percentiles; with the metrics off they are
+/// `null` and the overview says the metrics are off.
+#[tokio::test]
+async fn the_overview_shows_rates_latencies_and_drops_from_the_metrics() {
+    use crate::process::{ServerProcess, token};
+    use tidings_client::{ClientConfig, Outgoing};
+
+    let cwd = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(cwd.path(), &[]);
+    let data = cwd.path().join("data");
+    add_operator_in(&data, "root");
+    let headers = console_headers(&server.url, "root").await;
+    let (kim, _kim_events) = Client::connect(ClientConfig::new(&server.url, token(&data, "kim")))
+        .await
+        .unwrap();
+    let (_lee, _lee_events) = Client::connect(ClientConfig::new(&server.url, token(&data, "lee")))
+        .await
+        .unwrap();
+    // Messages keep flowing until a reading of the metrics has seen some.
+    let mut sent = 0;
+    let figures = loop {
+        kim.send(Outgoing::text("lee", &format!("m{sent}")))
+            .await
+            .unwrap();
+        sent += 1;
+        let o = overview_at(&server.url, &headers).await;
+        let rate = o["messagesPerSecond"].as_f64();
+        if o["metrics"] == "on"
+            && rate.is_some_and(|r| r > 0.0)
+            && !o["latencyMs"]["publishToPuback"].is_null()
+        {
+            break o;
+        }
+        assert!(sent < 20_000, "no figures after {sent} messages: {o}");
+    };
+    for latency in ["publishToPuback", "publishToDelivery"] {
+        for p in ["p50", "p90", "p99"] {
+            let ms = figures["latencyMs"][latency][p].as_f64();
+            assert!(ms.is_some_and(f64::is_finite), "{latency} {p}: {figures}");
+        }
+    }
+    for drop in ["slowConsumersCut", "chatroomItemsDropped", "gapMarkers"] {
+        assert_eq!(figures["drops"]["total"][drop], 0.0, "{figures}");
+    }
+    assert_eq!(figures["connections"], 2, "{figures}");
+
+    let off_dir = tempfile::tempdir().unwrap();
+    let off = ServerProcess::start(off_dir.path(), &["--metrics-listen", "off"]);
+    add_operator_in(&off_dir.path().join("data"), "root");
+    let headers = console_headers(&off.url, "root").await;
+    let o = overview_at(&off.url, &headers).await;
+    assert_eq!(o["metrics"], "off", "{o}");
+    for field in ["messagesPerSecond", "latencyMs", "drops"] {
+        assert_eq!(o[field], Value::Null, "{field}: {o}");
+    }
 }

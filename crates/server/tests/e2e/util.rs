@@ -477,7 +477,18 @@ pub async fn http_text(
     headers: Vec<(&'static str, String)>,
     body: Option<String>,
 ) -> (u16, String, Option<String>) {
-    let url = format!("{}{path}", server.url());
+    http_text_at(&server.url(), method, path, headers, body).await
+}
+
+/// [`http_text`] to the server at `base` (`http://host:port`), e.g. a server process.
+pub async fn http_text_at(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: Vec<(&'static str, String)>,
+    body: Option<String>,
+) -> (u16, String, Option<String>) {
+    let url = format!("{base}{path}");
     let method = method.to_string();
     tokio::task::spawn_blocking(move || {
         let agent = agent();
