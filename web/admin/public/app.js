@@ -425,7 +425,8 @@ async function loadHistory(more) {
   });
   const r = await api('GET', `/history?${q}`);
   const rows = r.messages.map((m) => {
-    // Recalled as its sender, in the conversation as the sender sees it.
+    // Recalled as its sender, in the conversation as the sender sees it (a system message: the
+    // system account's conversation with the user it went to).
     const target = history.type === 3 ? history.target : m.senderId === history.user ? history.target : history.user;
     const recall = () =>
       act(`Recalled message ${m.seq}`, () =>
@@ -439,8 +440,8 @@ async function loadHistory(more) {
       el('td', {}, m.senderId),
       el('td', {}, m.msgType),
       el('td', { class: 'details' }, m.recalled ? '(recalled)' : JSON.stringify(m.content)),
-      // System messages cannot be recalled; nor can the notices the server records.
-      el('td', {}, m.recalled || history.type === 6 || m.msgType.startsWith('tidings:') ? '' : button('Recall', recall, 'danger')),
+      // The notices the server records cannot be recalled.
+      el('td', {}, m.recalled || m.msgType.startsWith('tidings:') ? '' : button('Recall', recall, 'danger')),
     );
   });
   if (more) $('history-list').append(...rows);

@@ -598,3 +598,84 @@ async fn the_app_server_recalls_any_message_even_from_a_member_who_left() {
         "{body}"
     );
 }
+
+/// A system message is recalled by its system account, for its one recipient: the recipient
+/// gets the recall event and history shows the message recalled.
+#[tokio::test]
+async fn the_app_server_recalls_a_system_message() {
+    recall_a_system_message(&TestServer::start().await).await;
+}
+
+/// The same on PostgreSQL.
+#[tokio::test]
+async fn the_app_server_recalls_a_system_message_on_postgres() {
+    use tidings_store_postgres::testing::{TestDatabase, URL_VARIABLE, server_url};
+    let Some(url) = server_url() else {
+        eprintln!(
+            "SKIPPED the_app_server_recalls_a_system_message_on_postgres: set {URL_VARIABLE}"
+        );
+        return;
+    };
+    let db = TestDatabase::create(&url).await.expect("a test database");
+    let store = tidings_server::StoreSetting::Postgres(db.url.clone());
+    let mut server = TestServer::start_with(|c| c.store = store).await;
+    recall_a_system_message(&server).await;
+    server.shutdown().await;
+    db.drop().await.unwrap();
+}
+
+async fn recall_a_system_message(server: &TestServer) {
+    let (bob, mut bob_events) = server.client("bob", "phone").await;
+    let (status, body) = api(
+        server,
+        "POST",
+        "/api/v1/messages/system",
+        json!({ "fromUserId": "notice", "toUserIds": ["bob"], "content": { "text": "wrong notice" } }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let m = next_message(&mut bob_events).await;
+    assert_eq!((m.sender_id.as_str(), m.conversation_type), ("notice", 6));
+    let (status, body) = api(
+        server,
+        "POST",
+        "/api/v1/messages/recall",
+        json!({ "fromUserId": "notice", "conversationType": 6, "targetId": "bob", "seq": m.seq }),
+    )
+    .await;
+    assert_eq!(
+        (status, body["recalled"].as_bool()),
+        (200, Some(true)),
+        "{body}"
+    );
+    let event = next_message(&mut bob_events).await;
+    assert_eq!(
+        (
+            event.msg_type.as_str(),
+            event.conversation_type,
+            event.target_id.as_str()
+        ),
+        ("tidings:recall", 6, "notice"),
+        "{event:?}"
+    );
+    let history = bob
+        .history(6, "notice", HistoryStart::Newest, 10)
+        .await
+        .unwrap();
+    assert!(
+        history
+            .messages
+            .iter()
+            .any(|h| h.seq == m.seq && h.recalled),
+        "{history:?}"
+    );
+    // Only by the account that sent it.
+    let (status, body) = api(
+        server,
+        "POST",
+        "/api/v1/messages/recall",
+        json!({ "fromUserId": "other", "conversationType": 6, "targetId": "bob", "seq": m.seq }),
+    )
+    .await;
+    assert!(status >= 400, "{status} {body}");
+}
