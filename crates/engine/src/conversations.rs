@@ -953,12 +953,32 @@ pub(crate) fn amend_op(
     (action, event_type): (AmendAction, &str),
     moderated: bool,
 ) -> Result<WriteOp, Refusal> {
-    let conversation_id = conversation_id(conversation_type, user, target)?;
     let group = conversation_type == conversation_type::GROUP;
-    let mut recipients = vec![user.to_string()];
-    if target != user && !group {
-        recipients.push(target.to_string());
-    }
+    // A system message is changed by the system account that sent it (`user`), in its
+    // conversation with the one user it went to (`target`), who alone is told.
+    let system = conversation_type == conversation_type::SYSTEM;
+    let (conversation_id, recipients, participants) = if system {
+        validate::check_user_id(target)?;
+        let participant = tidings_store::Participant {
+            user: target.to_string(),
+            target: user.to_string(),
+        };
+        (
+            system_conversation_id(user, target),
+            vec![target.to_string()],
+            vec![participant],
+        )
+    } else {
+        let mut recipients = vec![user.to_string()];
+        if target != user && !group {
+            recipients.push(target.to_string());
+        }
+        (
+            conversation_id(conversation_type, user, target)?,
+            recipients,
+            Vec::new(),
+        )
+    };
     Ok(WriteOp::Amend(Box::new(Amend {
         by: user.to_string(),
         conversation_id: conversation_id.clone(),
@@ -971,11 +991,13 @@ pub(crate) fn amend_op(
             target: target.to_string(),
             msg_type: event_type.into(),
             recipients,
+            participants,
             // The store sends it to the members, if the user may send there.
             to_group: group,
             ..Default::default()
         },
-        blocking_recipient: (target != user && !group && !moderated).then(|| target.to_string()),
+        blocking_recipient: (target != user && !group && !system && !moderated)
+            .then(|| target.to_string()),
         moderated,
     })))
 }

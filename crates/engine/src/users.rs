@@ -274,7 +274,7 @@ impl Engine {
                 "recall messages of private (1), group (3) and system (6) conversations",
             )));
         }
-        let mut op = crate::conversations::amend_op(
+        let op = crate::conversations::amend_op(
             sender,
             conversation_type,
             target,
@@ -286,21 +286,6 @@ impl Engine {
             true,
         )
         .map_err(ApiError)?;
-        // A system message is in the conversation of the system account `sender` with its one
-        // recipient `target` (`send_system`), and the recall goes to that recipient only.
-        if conversation_type == conversation_type::SYSTEM
-            && let tidings_store::WriteOp::Amend(amend) = &mut op
-        {
-            let id = crate::conversations::system_conversation_id(sender, target);
-            amend.conversation_id = id.clone();
-            amend.event.conversation_id = id;
-            amend.event.recipients = vec![target.to_string()];
-            amend.event.participants = vec![Participant {
-                user: target.to_string(),
-                target: sender.to_string(),
-            }];
-            amend.blocking_recipient = None;
-        }
         let (reply, answer) = oneshot::channel();
         self.inner
             .commits
