@@ -456,16 +456,18 @@ async fn serve(config: tidings_server::Config) -> anyhow::Result<()> {
     if let Some(health) = running.health_addr {
         println!("tidings health checks on http://{health}/healthz");
     }
+    // Installed before the lines below: whoever reads them may signal at once, and a signal
+    // that came before its handler would kill the process instead of stopping it.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    // SIGHUP reads the TLS certificate and key again (without TLS it is ignored).
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     // Last: whoever waits for this line (tests, the bench) has read the ones above.
     println!("tidings listening on {}", running.url());
     // The store's Debug shows a PostgreSQL URL's scheme only: it may hold a password.
     tracing::info!(addr = %running.addr, data_dir = %config.data_dir.display(), store = ?config.store, "serving");
 
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    // SIGHUP reads the TLS certificate and key again (without TLS it is ignored).
-    let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .context("installing the SIGHUP handler")?;
     let tls = running.tls.clone();
     let reloading = async move {
         while sighup.recv().await.is_some() {
@@ -477,7 +479,7 @@ async fn serve(config: tidings_server::Config) -> anyhow::Result<()> {
         std::future::pending::<()>().await
     };
     tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
+        _ = sigint.recv() => {}
         _ = sigterm.recv() => {}
         _ = reloading => {}
         r = running.wait() => return r,
