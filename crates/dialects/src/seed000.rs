@@ -53,6 +53,9 @@ const PAGE: u32 = 100;
 pub struct Seed000 {
     user: String,
     logged_in: bool,
+    /// The token of the login that opened the session: the seed's client resends its Login
+    /// when the answer is slow, and that resend is answered as the first was.
+    login_token: String,
     /// PUBLISH packet id -> the client's `client_id`.
     pending: HashMap<u32, i64>,
     next_packet: u32,
@@ -69,6 +72,11 @@ fn output(kind: i32, code: i32, code_msg: &str, data: Vec<u8>) -> Step {
         }
         .encode_to_vec(),
     ))
+}
+
+/// The answer to an accepted login.
+fn login_answer() -> Step {
+    output(kind::ACK, OK, "", ack_data(ack::LOGIN, 0, 0))
 }
 
 fn refusal_output(kind: i32, refusal: &Refusal, data: Vec<u8>) -> Step {
@@ -225,7 +233,7 @@ impl Dialect for Seed000 {
             Ok(info) => {
                 self.user = info.user_id.clone();
                 self.logged_in = true;
-                vec![output(kind::ACK, OK, "", ack_data(ack::LOGIN, 0, 0))]
+                vec![login_answer()]
             }
             Err(refusal) => vec![
                 refusal_output(kind::ACK, refusal, ack_data(ack::LOGIN, 0, 0)),
@@ -246,20 +254,28 @@ impl Dialect for Seed000 {
             return Self::fatal(Code::NotConnected, "log in (type 1) first");
         }
         match input.r#type {
-            kind::LOGIN => {
-                if self.logged_in {
-                    let r = Refusal::from(Code::AlreadyConnected);
-                    return vec![refusal_output(kind::ACK, &r, ack_data(ack::LOGIN, 0, 0))];
+            kind::LOGIN => match Login::decode(data) {
+                // A resend of the login that opened the session: the same answer again.
+                Ok(login) if self.logged_in && login.token == self.login_token => {
+                    vec![login_answer()]
                 }
-                match Login::decode(data) {
-                    Ok(login) => vec![Step::Connect(ConnectRequest {
+                Ok(_) if self.logged_in => {
+                    let r = Refusal::new(
+                        Code::AlreadyConnected,
+                        "this connection is logged in with another token",
+                    );
+                    vec![refusal_output(kind::ACK, &r, ack_data(ack::LOGIN, 0, 0))]
+                }
+                Ok(login) => {
+                    self.login_token.clone_from(&login.token);
+                    vec![Step::Connect(ConnectRequest {
                         token: login.token,
                         device_id: String::new(),
                         platform: "seed000".into(),
-                    })],
-                    Err(_) => Self::fatal(Code::MalformedFrame, "not a Login"),
+                    })]
                 }
-            }
+                Err(_) => Self::fatal(Code::MalformedFrame, "not a Login"),
+            },
             kind::HEARTBEAT => vec![output(kind::HEARTBEAT, OK, "", Vec::new())],
             kind::MESSAGE => match MessageMsg::decode(data) {
                 Ok(m) => self.send(m),
@@ -394,6 +410,22 @@ mod tests {
             ack::LOGIN
         );
         d
+    }
+
+    #[test]
+    fn a_repeated_login_is_answered_as_the_first_and_another_token_is_refused() {
+        let mut d = logged_in();
+        let again = input(kind::LOGIN, Login { token: "t".into() });
+        let out = outputs(&d.inbound(WireIn::Binary(&again)));
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].r#type, out[0].code), (kind::ACK, OK));
+        assert_eq!(
+            Ack::decode(out[0].data.as_slice()).unwrap().r#type,
+            ack::LOGIN
+        );
+        let other = input(kind::LOGIN, Login { token: "u".into() });
+        let out = outputs(&d.inbound(WireIn::Binary(&other)));
+        assert_eq!(out[0].code, Code::AlreadyConnected.as_u32() as i32);
     }
 
     #[test]

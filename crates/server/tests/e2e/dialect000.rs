@@ -390,6 +390,47 @@ async fn offline_messages_sync_in_pages_by_seq() {
 }
 
 #[tokio::test]
+async fn a_resent_login_is_answered_as_the_first() {
+    let server = TestServer::start().await;
+    let mut c = Client::open(&server).await;
+    let token = server.token("1411").await;
+    // The seed's client resends its Login when the answer is slow: here before the first answer.
+    c.send(
+        1,
+        Login {
+            token: token.clone(),
+        },
+    )
+    .await;
+    c.send(
+        1,
+        Login {
+            token: token.clone(),
+        },
+    )
+    .await;
+    for _ in 0..2 {
+        let out = c.out().await;
+        assert_eq!((out.r#type, out.code), (4, 200), "{}", out.code_msg);
+        assert_eq!(Ack::decode(out.data.as_slice()).unwrap().r#type, 3);
+    }
+    // And again later, on the open session.
+    c.send(1, Login { token }).await;
+    let out = c.out().await;
+    assert_eq!((out.r#type, out.code), (4, 200), "{}", out.code_msg);
+    // Another user's token on the same connection is refused; the session goes on.
+    let other = server.token("1412").await;
+    c.send(1, Login { token: other }).await;
+    let out = c.out().await;
+    assert_eq!(
+        (out.r#type, out.code as u32),
+        (4, Code::AlreadyConnected.as_u32())
+    );
+    let id = c.text(1, 1412, "still 1411").await;
+    c.stored(id).await;
+}
+
+#[tokio::test]
 async fn heartbeats_are_answered() {
     let server = TestServer::start().await;
     let mut a = Client::login(&server, "1401").await;
@@ -470,6 +511,8 @@ async fn bad_frames_are_refused_with_codes() {
 async fn a_silent_client_is_dropped_and_one_that_beats_is_not() {
     let server = TestServer::start_with(|c| c.heartbeat = Duration::from_millis(200)).await;
     let mut quiet = Client::login(&server, "1601").await;
+    // Nor does it answer the server's WebSocket Pings.
+    quiet.ws.mute();
     let mut beating = Client::login(&server, "1602").await;
     // The quiet one is told why, then closed; meanwhile the other beats and is answered.
     let dropped = tokio::spawn(async move {
