@@ -21,11 +21,11 @@ use tidings_engine::{
 };
 use tidings_proto::v1::{self, frame::Body};
 use tidings_proto::{Code, DecodeError, EncodeError, Encoding, PROTOCOL_VERSION, codec};
-use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::AppState;
 use crate::admission::Ticket;
+use crate::liveness::Silence;
 
 type Sink = SplitSink<WebSocket, Message>;
 type Stream = SplitStream<WebSocket>;
@@ -368,21 +368,27 @@ async fn serve(opened: Opened, state: &AppState) {
     let session = std::sync::Arc::new(session);
     // On the writers' own runtime: a large room wakes thousands of writers at once, and a client
     // frame read on this runtime must not queue behind them.
+    // The reader asks the writer for a WebSocket Ping when the client has been silent.
+    let (probe, probes) = tokio::sync::mpsc::channel(1);
     let mut writer = state.egress.spawn(
-        write_loop(sink, session.clone(), encoding, config.write_timeout)
-            .instrument(tracing::Span::current()),
+        write_loop(
+            sink,
+            session.clone(),
+            encoding,
+            config.write_timeout,
+            probes,
+        )
+        .instrument(tracing::Span::current()),
     );
     let heartbeat = Duration::from_millis(u64::from(info.heartbeat_ms));
-    let ack_timeout = state.engine.config().ack_timeout;
-    let tick = (heartbeat.min(ack_timeout) / 4).max(Duration::from_millis(10));
-    let mut ticker = tokio::time::interval(tick);
+    let mut silence = Silence::new(heartbeat);
+    let mut ticker = tokio::time::interval(silence.period(state.engine.config().ack_timeout));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_seen = Instant::now();
 
     loop {
         tokio::select! {
             inbound = read(&mut stream, config.max_frame_bytes) => {
-                last_seen = Instant::now();
+                silence.seen();
                 match inbound {
                     Inbound::Frame(frame, _) => {
                         // Boxed for the same reason as the handshake: handling is short-lived.
@@ -408,12 +414,9 @@ async fn serve(opened: Opened, state: &AppState) {
                 }
             }
             _ = ticker.tick() => {
-                if last_seen.elapsed() >= heartbeat * 3 {
-                    tracing::debug!("heartbeat timeout");
-                    session.end(Code::HeartbeatTimeout);
+                if !silence.on_tick(&session, &probe) {
                     break;
                 }
-                session.resend_due();
             }
             // Shutdown: stop reading; the engine commits what is queued, then ends the session.
             _ = state.stop.cancelled() => break,
@@ -528,9 +531,24 @@ async fn write_loop(
     session: std::sync::Arc<Session>,
     encoding: Encoding,
     timeout: Duration,
+    mut probes: tokio::sync::mpsc::Receiver<()>,
 ) {
     let outbox = session.outbox();
-    while let Some(first) = outbox.pop().await {
+    loop {
+        let first = tokio::select! {
+            biased;
+            first = outbox.pop() => match first {
+                Some(first) => first,
+                None => return,
+            },
+            Some(()) = probes.recv() => {
+                let ping = sink.send(Message::Ping(crate::liveness::PING));
+                match tokio::time::timeout(timeout, ping).await {
+                    Ok(Ok(())) => continue,
+                    _ => return,
+                }
+            }
+        };
         // One deadline for the whole batch: feeding frames into the buffer rarely waits, and a
         // timer per frame would cost more than the frame.
         let batch = tokio::time::timeout(timeout, async {

@@ -29,6 +29,7 @@ use tracing::Instrument;
 
 use crate::AppState;
 use crate::admission::Ticket;
+use crate::liveness::Silence;
 
 type Sink = SplitSink<WebSocket, Message>;
 type Stream = SplitStream<WebSocket>;
@@ -364,24 +365,27 @@ async fn run<D: Dialect>(
     if Box::pin(ctx.run(opening, &mut out)).await.is_err() || out.flush().await.is_err() {
         session.end(Code::ClientDisconnect);
     }
-    let mut writer = state
-        .egress
-        .spawn(write_loop(ctx.clone(), out, direct_rx).instrument(tracing::Span::current()));
+    // The reader asks the writer for a WebSocket Ping when the client has been silent.
+    let (probe, probes) = mpsc::channel(1);
+    let mut writer = state.egress.spawn(
+        write_loop(ctx.clone(), out, direct_rx, probes).instrument(tracing::Span::current()),
+    );
     let mut reader_out = ReaderOut(direct);
 
-    let heartbeat = state.engine.config().heartbeat;
-    let silence = lock(&dialect)
+    // A dialect with a heartbeat of its own (seed 002) drops a page after three of its
+    // intervals of silence; the others after three of the server's.
+    let interval = lock(&dialect)
         .silence_limit_ms()
-        .map_or(heartbeat * 3, Duration::from_millis);
-    let ack_timeout = state.engine.config().ack_timeout;
-    let tick = (silence.min(ack_timeout) / 4).max(Duration::from_millis(10));
-    let mut ticker = tokio::time::interval(tick);
+        .map_or(state.engine.config().heartbeat, |ms| {
+            Duration::from_millis(ms) / 3
+        });
+    let mut silence = Silence::new(interval);
+    let mut ticker = tokio::time::interval(silence.period(state.engine.config().ack_timeout));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_seen = Instant::now();
     loop {
         tokio::select! {
             r = read(&mut stream) => {
-                last_seen = Instant::now();
+                silence.seen();
                 match r {
                     Read::Frame(m) => {
                         let steps = inbound(&dialect, &m);
@@ -401,12 +405,9 @@ async fn run<D: Dialect>(
                 }
             }
             _ = ticker.tick() => {
-                if last_seen.elapsed() >= silence {
-                    tracing::debug!("heartbeat timeout");
-                    session.end(Code::HeartbeatTimeout);
+                if !silence.on_tick(&session, &probe) {
                     break;
                 }
-                session.resend_due();
             }
             _ = state.stop.cancelled() => break,
             _ = &mut writer => {
@@ -746,6 +747,7 @@ async fn write_loop<D: Dialect>(
     ctx: Ctx<D>,
     mut out: WriterOut,
     mut direct: mpsc::Receiver<WireOut>,
+    mut probes: mpsc::Receiver<()>,
 ) {
     let timeout = ctx.state.config.write_timeout;
     let outbox = ctx.session.outbox();
@@ -759,6 +761,13 @@ async fn write_loop<D: Dialect>(
                 continue;
             }
             item = outbox.pop() => item,
+            Some(()) = probes.recv() => {
+                let ping = out.sink.send(Message::Ping(crate::liveness::PING));
+                match tokio::time::timeout(timeout, ping).await {
+                    Ok(Ok(())) => continue,
+                    _ => return,
+                }
+            }
         };
         let Some(item) = item else { return };
         if let Outbound::Disconnect(code) = item {

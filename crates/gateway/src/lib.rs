@@ -37,6 +37,7 @@ mod dialect;
 mod files;
 pub mod inputs;
 mod listener;
+mod liveness;
 pub mod metrics;
 mod overview;
 mod poll;

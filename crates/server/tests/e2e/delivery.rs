@@ -240,8 +240,40 @@ async fn two_senders_times_200_concurrent_sends_give_gapless_seqs_seen_in_order(
 async fn a_silent_connection_is_dropped_after_three_heartbeats() {
     let server = TestServer::start_with(|c| c.heartbeat = Duration::from_millis(100)).await;
     let mut raw = Raw::connected(&server, "alice", Encoding::Json).await;
-    // Send nothing: the server must give up on us.
+    // Send nothing, and answer none of the server's Pings: it must give up on us.
+    raw.mute();
     raw.expect_disconnect(Code::HeartbeatTimeout).await;
+}
+
+#[tokio::test]
+async fn a_silent_connection_that_answers_pings_stays_up() {
+    let server = TestServer::start_with(|c| c.heartbeat = Duration::from_millis(100)).await;
+    let mut raw = Raw::connected(&server, "alice", Encoding::Json).await;
+    // Nothing but the WebSocket layer's Pongs for four intervals: more than the three after
+    // which a connection that answered nothing is dropped.
+    for _ in 0..4 {
+        raw.expect_ping().await;
+    }
+    let (bob, _bob_events) = server.client("bob", "b").await;
+    bob.send(Outgoing::text("alice", "still there?"))
+        .await
+        .unwrap();
+    loop {
+        match raw.recv().await {
+            Got::Frame(v1::Frame {
+                body: Some(Body::Publish(p)),
+                ..
+            }) => {
+                let Some(v1::publish::Body::Message(m)) = p.body else {
+                    panic!("a message")
+                };
+                assert_eq!(m.sender_id, "bob");
+                break;
+            }
+            Got::Frame(_) => {}
+            Got::Closed => panic!("dropped"),
+        }
+    }
 }
 
 #[tokio::test]

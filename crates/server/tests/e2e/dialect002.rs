@@ -238,6 +238,8 @@ async fn a_page_that_keeps_its_heartbeat_stays_and_a_silent_one_is_dropped() {
     silent.send_json(join("bob", "E00004")).await;
     data(&silent.json().await, 1, "Join successfully");
     data(&keeper.json().await, 1, "Join successfully");
+    // The silent page answers none of the server's WebSocket Pings either.
+    silent.mute();
 
     // The keeper sends a heartbeat every 100 ms (never answered) until the silent page is
     // dropped: told why, then closed.

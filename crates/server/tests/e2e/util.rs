@@ -1,6 +1,10 @@
 //! Test helpers: a server on port 0 in a temp dir, SDK clients, a raw WebSocket client, signed
 //! HTTP requests.
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -184,11 +188,64 @@ where
     panic!("timed out waiting for: {what}");
 }
 
+/// A client's TCP stream whose writes can be stopped: a client that still reads but answers
+/// nothing, not even the server's WebSocket Pings (which the WebSocket layer sends by itself).
+pub struct Mutable {
+    inner: tokio::net::TcpStream,
+    muted: Arc<AtomicBool>,
+}
+
+impl tokio::io::AsyncRead for Mutable {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Mutable {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.muted.load(Ordering::Relaxed) {
+            return Poll::Ready(Ok(buf.len()));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+pub type TestWs = tokio_tungstenite::WebSocketStream<Mutable>;
+
+/// Opens a WebSocket to `path` on the server, over a stream that `mute` can silence.
+async fn ws_open(server: &TestServer, path: &str) -> (TestWs, Arc<AtomicBool>) {
+    let addr = server.running().addr;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let muted = Arc::new(AtomicBool::new(false));
+    let stream = Mutable {
+        inner: tcp,
+        muted: muted.clone(),
+    };
+    let url = format!("ws://{addr}{path}");
+    let (ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    (ws, muted)
+}
+
 /// A raw native-protocol connection, for what the SDK never sends.
 pub struct Raw {
-    ws: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
+    ws: TestWs,
+    muted: Arc<AtomicBool>,
     pub encoding: Encoding,
 }
 
@@ -202,10 +259,18 @@ pub enum Got {
 
 impl Raw {
     pub async fn open(server: &TestServer, encoding: Encoding) -> Raw {
-        let (ws, _) = tokio_tungstenite::connect_async(server.ws_url())
-            .await
-            .unwrap();
-        Raw { ws, encoding }
+        let (ws, muted) = ws_open(server, "/v1/ws").await;
+        Raw {
+            ws,
+            muted,
+            encoding,
+        }
+    }
+
+    /// From now on nothing this client writes reaches the server: it reads on, but answers no
+    /// WebSocket Ping.
+    pub fn mute(&self) {
+        self.muted.store(true, Ordering::Relaxed);
     }
 
     /// Opens and completes a CONNECT for `user`.
@@ -268,6 +333,18 @@ impl Raw {
             };
             return Got::Frame(decoded.expect("server frames decode"));
         }
+    }
+
+    /// Reads until the server sends a WebSocket Ping (answered by the WebSocket layer, as a
+    /// browser's is); any other frame is a failure.
+    pub async fn expect_ping(&mut self) {
+        let msg = tokio::time::timeout(WAIT, self.ws.next())
+            .await
+            .expect("a Ping in time");
+        assert!(
+            matches!(msg, Some(Ok(WsMessage::Ping(_)))),
+            "expected a Ping, got {msg:?}"
+        );
     }
 
     /// Expects a DISCONNECT with `code`, then the close.
@@ -523,9 +600,10 @@ pub async fn http_text_at(
 /// A raw WebSocket client for the seed dialects: frames exactly as a seed's document shows
 /// them, nothing of the native protocol.
 pub struct SeedWs {
-    ws: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
+    ws: TestWs,
+    muted: Arc<AtomicBool>,
+    /// WebSocket Pings the server sent so far (answered by the WebSocket layer).
+    pings: u64,
 }
 
 /// What a seed client read.
@@ -539,9 +617,32 @@ pub enum SeedGot {
 impl SeedWs {
     /// Opens `path` (with its query) on the server.
     pub async fn open(server: &TestServer, path: &str) -> SeedWs {
-        let url = format!("ws://{}{path}", server.running().addr);
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-        SeedWs { ws }
+        let (ws, muted) = ws_open(server, path).await;
+        SeedWs {
+            ws,
+            muted,
+            pings: 0,
+        }
+    }
+
+    /// From now on nothing this client writes reaches the server: it reads on, but answers no
+    /// WebSocket Ping.
+    pub fn mute(&self) {
+        self.muted.store(true, Ordering::Relaxed);
+    }
+
+    /// Reads until the server has sent `n` WebSocket Pings in all (each answered by the
+    /// WebSocket layer, as a browser's is); any other frame is a failure.
+    pub async fn until_pinged(&mut self, n: u64) {
+        while self.pings < n {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a Ping in time");
+            match msg {
+                Some(Ok(WsMessage::Ping(_))) => self.pings += 1,
+                other => panic!("expected a Ping, got {other:?}"),
+            }
+        }
     }
 
     pub async fn send_json(&mut self, v: serde_json::Value) {
@@ -567,6 +668,10 @@ impl SeedWs {
                     SeedGot::Text(serde_json::from_str(&t).expect("server text frames are JSON"))
                 }
                 Some(Ok(WsMessage::Binary(b))) => SeedGot::Binary(b.to_vec()),
+                Some(Ok(WsMessage::Ping(_))) => {
+                    self.pings += 1;
+                    continue;
+                }
                 Some(Ok(_)) => continue,
             };
         }
