@@ -253,6 +253,21 @@ impl Outbox {
         true
     }
 
+    /// Drops the queued deliveries of inbox entries up to `inbox_seq`, which the device already
+    /// holds.
+    pub fn forget_deliveries_through(&self, inbox_seq: u64) {
+        let mut inner = self.lock();
+        let mut freed = 0;
+        inner.queue.retain(|(item, size)| match item {
+            Outbound::Deliver { message, .. } if message.inbox_seq() <= inbox_seq => {
+                freed += size;
+                false
+            }
+            _ => true,
+        });
+        inner.bytes -= freed;
+    }
+
     /// Bytes waiting in the queue.
     pub fn queued_bytes(&self) -> usize {
         self.lock().bytes

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tidings_proto::{Code, conversation_type};
 use tidings_store::{Participant, WriteOp};
@@ -75,6 +76,9 @@ pub(crate) struct SessionShared {
     /// console's list of a user's devices.
     pub platform: String,
     pub connected_at: i64,
+    /// Set once the connection's [`Session`] is dropped: its reader and writer are done, so its
+    /// device acknowledges nothing more.
+    released: tokio::sync::watch::Sender<bool>,
 }
 
 /// Status messages (typing) a user may send per second, and at once.
@@ -304,6 +308,7 @@ impl Engine {
             rooms: Mutex::new(Vec::new()),
             platform: req.platform.clone(),
             connected_at: now,
+            released: tokio::sync::watch::channel(false).0,
         });
         // Register before reading the user's state: an entry committed before the read is in
         // the inbox up to the read's inbox seq, and one committed after it is pushed here. So
@@ -325,18 +330,23 @@ impl Engine {
             shared.end(self, code);
             return Err(code.into());
         }
-        let cursor = state.cursor;
+        let stored = state.cursor;
+        let cursor = if replaced.is_empty() {
+            stored
+        } else {
+            stored.max(self.take_over(&replaced, &shared.device).await)
+        };
         {
             let mut st = shared.state();
             st.cursor = st.cursor.max(cursor);
-            st.stored_cursor = cursor;
+            st.stored_cursor = stored;
             st.max_known = st.max_known.max(cursor).max(state.user.inbox_seq);
             st.inflight.retain(|seq, _| *seq > cursor);
             st.advance();
         }
-        for old in replaced {
-            old.end(self, Code::Kicked);
-        }
+        // Pushed here before the cursor was known, and since acknowledged by the replaced
+        // connection.
+        shared.outbox.forget_deliveries_through(cursor);
         tracing::debug!(session = id, user = %claims.sub, device = %shared.device, platform = %req.platform, "session started");
         let info = ConnectInfo {
             user_id: claims.sub,
@@ -836,6 +846,36 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         self.shared.end(&self.engine, Code::ClientDisconnect);
+        self.shared.released.send_replace(true);
+    }
+}
+
+/// How long a connection that replaces a device's earlier ones waits for them to finish.
+pub const REPLACED_WAIT: Duration = Duration::from_secs(1);
+
+impl Engine {
+    /// Ends the connections a new one replaces; of those of the same `device`, waits (at most
+    /// [`REPLACED_WAIT`]) for them to finish writing, and returns the furthest position they
+    /// acknowledged. The store's cursor can be behind it: a cursor is stored now and then, and a
+    /// dialect without acknowledgements (seed 003) counts a message written to the socket as
+    /// delivered, so the new connection must start after what the old ones showed.
+    async fn take_over(&self, replaced: &[Arc<SessionShared>], device: &str) -> u64 {
+        for old in replaced {
+            old.end(self, Code::Kicked);
+        }
+        let deadline = tokio::time::Instant::now() + REPLACED_WAIT;
+        let mut cursor = 0;
+        for old in replaced.iter().filter(|old| old.device == device) {
+            let mut released = old.released.subscribe();
+            if tokio::time::timeout_at(deadline, released.wait_for(|r| *r))
+                .await
+                .is_err()
+            {
+                tracing::debug!(session = old.id, "a replaced connection is still writing");
+            }
+            cursor = cursor.max(old.state().cursor);
+        }
+        cursor
     }
 }
 

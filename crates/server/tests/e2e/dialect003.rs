@@ -2,7 +2,12 @@
 //! from the seed document: JSON text frames `{fromId, toId, type, content, timestamp,
 //! Describe}`.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
 use serde_json::{Value, json};
+use tidings_client::Outgoing;
 use tidings_proto::{Code, conversation_type};
 
 use crate::util::{SeedGot, SeedWs, TestServer, eventually, stored_cursor};
@@ -214,4 +219,95 @@ async fn a_newer_connection_of_the_user_replaces_the_older() {
     other.send_json(send(52, 51, "to the new one", "1")).await;
     assert_eq!(other.json().await["type"], 0);
     assert_eq!(second.json().await["content"], "to the new one");
+}
+
+#[tokio::test]
+async fn a_silent_client_stays_connected_through_three_heartbeats_and_receives() {
+    let server = TestServer::start_with(|c| c.heartbeat = Duration::from_millis(100)).await;
+    let mut b = open(&server, "62").await;
+    // The seed has no heartbeat, and a page sends none: only its browser's answers to the
+    // server's WebSocket Pings, for four intervals (one more than a connection that answered
+    // nothing would last).
+    b.until_pinged(4).await;
+    let (a, _events) = server.client("61", "native").await;
+    a.send(Outgoing::text("62", "are you there?"))
+        .await
+        .unwrap();
+    let got = b.json().await;
+    assert_eq!(
+        (got["type"].clone(), got["content"].clone()),
+        (json!(2), json!("are you there?"))
+    );
+}
+
+/// A connection that replaces the user's previous one starts after what that one showed: no
+/// message is shown twice, however the replacements fall between the messages.
+#[tokio::test]
+async fn repeated_replacements_show_every_message_once() {
+    const ROUNDS: usize = 40;
+    let server = TestServer::start().await;
+    let (a, _events) = server.client("63", "native").await;
+    // Every message shown: the connection that showed it, its id and text.
+    let shown: Arc<Mutex<Vec<(usize, String, String)>>> = Arc::default();
+    let mut readers = Vec::new();
+    for round in 0..ROUNDS {
+        // A send and a replacement race each other.
+        let send = a.send(Outgoing::text("64", &format!("m{round}")));
+        let (sent, mut b) = tokio::join!(send, open(&server, "64"));
+        sent.unwrap();
+        let shown = shown.clone();
+        readers.push(tokio::spawn(async move {
+            loop {
+                match b.recv().await {
+                    SeedGot::Text(f) if f["type"] == 2 => {
+                        let id = describe(&f)["messageId"].as_str().unwrap().to_string();
+                        let text = f["content"].as_str().unwrap().to_string();
+                        shown.lock().unwrap().push((round, id, text));
+                    }
+                    // The replaced connection is told why, then closed.
+                    SeedGot::Text(f) if f["type"] == 1 => {}
+                    SeedGot::Closed => return,
+                    other => panic!("{other:?}"),
+                }
+            }
+        }));
+    }
+    eventually("every message shown", || async {
+        let ids: std::collections::HashSet<String> = shown
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, id, _)| id.clone())
+            .collect();
+        ids.len() == ROUNDS
+    })
+    .await;
+    // Nothing more is on its way: a marker sent last arrives on the last connection after
+    // everything else.
+    a.send(Outgoing::text("64", "marker")).await.unwrap();
+    eventually("the marker shown", || async {
+        shown
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, _, text)| text == "marker")
+    })
+    .await;
+    let shown = shown.lock().unwrap().clone();
+    let mut by_id: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (round, id, _) in &shown {
+        by_id.entry(id.as_str()).or_default().push(*round);
+    }
+    let twice: Vec<_> = by_id
+        .iter()
+        .filter(|(_, rounds)| rounds.len() > 1)
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "shown more than once (id: connections): {twice:?}"
+    );
+    assert_eq!(by_id.len(), ROUNDS + 1);
+    for r in readers {
+        r.abort();
+    }
 }
