@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tidings_client::{Client, ClientConfig, ClientError, Encoding, Event, Outgoing};
+use tidings_client::{ChatroomEvent, Client, ClientConfig, ClientError, Encoding, Event, Outgoing};
 
 /// The server a client subcommand talks to when `--server` is not given.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:9091";
@@ -190,13 +190,46 @@ pub async fn conversations(
     result
 }
 
-/// Writes `value` to stdout as one JSON line, flushed.
+/// Writes `value` to stdout as one JSON line, flushed, with every message's content as the
+/// JSON it is (the wire carries it as text).
 fn print_line(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    let line = serde_json::to_string(value)?;
+    let mut value = serde_json::to_value(value)?;
+    contents_as_json(&mut value);
+    let line = serde_json::to_string(&value)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}")?;
     out.flush()?;
     Ok(())
+}
+
+/// Replaces each `content` that is a JSON object or array written as text by that object or
+/// array, at any depth (a conversation's latest message has one too).
+fn contents_as_json(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                if key == "content"
+                    && let Value::String(text) = v
+                    && let Ok(parsed @ (Value::Object(_) | Value::Array(_))) =
+                        serde_json::from_str::<Value>(text)
+                {
+                    *v = parsed;
+                } else {
+                    contents_as_json(v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(contents_as_json),
+        _ => {}
+    }
+}
+
+/// A chatroom's message as a line of the same shape as other messages, marked `chatroom`.
+fn chatroom_message_line(m: &tidings_client::Message) -> anyhow::Result<serde_json::Value> {
+    let mut line = serde_json::to_value(m)?;
+    line["chatroom"] = serde_json::Value::Bool(true);
+    Ok(line)
 }
 
 /// Prints one JSON line per message received, acknowledging each after it is written out, and
@@ -240,7 +273,16 @@ pub async fn listen(
                 print_line(&serde_json::json!({ "read": r }))?;
                 client.ack(r.inbox_seq).await;
             }
-            Event::Chatroom(e) => print_line(&serde_json::json!({ "chatroom": e }))?,
+            Event::Chatroom(ChatroomEvent::Message(m)) => print_line(&chatroom_message_line(&m)?)?,
+            Event::Chatroom(ChatroomEvent::Notice(n)) => {
+                print_line(&serde_json::json!({ "chatroomNotice": n }))?
+            }
+            Event::Chatroom(ChatroomEvent::Gap(g)) => {
+                print_line(&serde_json::json!({ "chatroomGap": g }))?
+            }
+            Event::Chatroom(ChatroomEvent::Left { chatroom_id, code }) => print_line(
+                &serde_json::json!({ "chatroomLeft": { "chatroomId": chatroom_id, "code": code } }),
+            )?,
             Event::Status(s) => tracing::info!(status = ?s, "connection status"),
             Event::Kicked { code, reason } => bail!("disconnected by the server: {code} {reason}"),
         }

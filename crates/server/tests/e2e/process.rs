@@ -243,6 +243,8 @@ async fn send_and_listen_in_two_terminals() {
         let got: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(got["uid"], expected["uid"]);
         assert_eq!(got["senderId"], "alice");
+        // The content is the JSON object it is, not that object written as a string.
+        assert!(got["content"]["text"].is_string(), "{got}");
     }
     listen.kill().unwrap();
     listen.wait().unwrap();
@@ -271,6 +273,7 @@ async fn send_and_listen_in_two_terminals() {
     assert_eq!(lines[0]["targetId"], "alice");
     assert_eq!(lines[0]["unread"], 2);
     assert_eq!(lines[0]["latest"]["uid"], sent[1]["uid"]);
+    assert_eq!(lines[0]["latest"]["content"]["text"], "second");
 }
 
 #[tokio::test]
@@ -342,11 +345,8 @@ async fn send_and_listen_in_a_chatroom() {
     };
     // Bob is in the room once his own join is noticed.
     let joined = next_line();
-    assert_eq!(
-        joined["chatroom"]["notice"]["operation"], "join",
-        "{joined}"
-    );
-    assert_eq!(joined["chatroom"]["notice"]["userIds"][0], "bob");
+    assert_eq!(joined["chatroomNotice"]["operation"], "join", "{joined}");
+    assert_eq!(joined["chatroomNotice"]["userIds"][0], "bob");
     let out = Command::new(BIN)
         .args(["send", "--server", &server.url, "--token"])
         .arg(token(&data, "alice"))
@@ -359,15 +359,20 @@ async fn send_and_listen_in_a_chatroom() {
         String::from_utf8_lossy(&out.stderr)
     );
     let sent: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // A room's message is a line of the same shape as any message, marked as the room's.
     let message = loop {
         let line = next_line();
-        if let Some(m) = line["chatroom"].get("message") {
-            break m.clone();
+        if line["chatroom"] == true {
+            break line;
         }
     };
     assert_eq!(message["uid"], sent["uid"]);
     assert_eq!(message["senderId"], "alice");
-    assert_eq!(message["content"], r#"{"text":"hello, room"}"#);
+    assert_eq!(message["targetId"], "lobby");
+    assert_eq!(
+        message["content"],
+        serde_json::json!({"text": "hello, room"})
+    );
     listen.kill().unwrap();
     listen.wait().unwrap();
 }
