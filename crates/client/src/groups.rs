@@ -103,6 +103,10 @@ pub struct GroupNotice {
     pub owner_id: Option<String>,
     /// The group's name, when it changed (or on `create`).
     pub name: Option<String>,
+    /// The group's kind (`managed`, `open` or `discussion`), on `create`.
+    pub kind: Option<String>,
+    /// A discussion's invitations were opened (true) or closed (false).
+    pub invite_open: Option<bool>,
     /// The group was dismissed (by `dismiss`, or by its last member leaving).
     pub dismissed: bool,
 }
@@ -125,6 +129,8 @@ impl Message {
                 .unwrap_or_default(),
             owner_id: text("ownerId"),
             name: text("name"),
+            kind: text("kind"),
+            invite_open: v.get("inviteOpen").and_then(|o| o.as_bool()),
             dismissed: v.get("dismissed").and_then(|d| d.as_bool()) == Some(true),
         })
     }

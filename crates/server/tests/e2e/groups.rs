@@ -613,8 +613,12 @@ async fn users_make_and_manage_discussions_and_each_change_is_a_notification() {
     for events in [&mut ann_events, &mut ben_events] {
         let created = next_in(events, &id).await.group_notice().unwrap();
         assert_eq!(
-            (created.operation.as_str(), created.operator_id.as_str()),
-            ("create", "ann")
+            (
+                created.operation.as_str(),
+                created.operator_id.as_str(),
+                created.kind.as_deref()
+            ),
+            ("create", "ann", Some("discussion"))
         );
     }
     // The app server sees it, with its kind.
@@ -652,6 +656,17 @@ async fn users_make_and_manage_discussions_and_each_change_is_a_notification() {
     );
     let d = ann.set_discussion_invite_open(&id, false).await.unwrap();
     assert!(!d.invite_open);
+    // Ben hears of it (after the changes before it).
+    let closed = loop {
+        let m = next_in(&mut ben_events, &id).await;
+        if let Some(n) = m.group_notice().filter(|n| n.invite_open.is_some()) {
+            break n;
+        }
+    };
+    assert_eq!(
+        (closed.operation.as_str(), closed.invite_open),
+        ("update", Some(false))
+    );
     // Closed: a member's invitation is refused, the owner's goes through.
     assert_eq!(
         refused_code(ben.add_discussion_members(&id, &["dan"]).await),
