@@ -423,26 +423,31 @@ impl Session {
 
     /// Seed 001's AUTH naming `group`: a member of a group of any kind is answered with it; a
     /// group that does not exist is made (kind `open`, this user its owner and member); an open
-    /// group is joined; anything else is refused (not a member: 22406; dismissed: 35001). Making
-    /// a group stores a message (its notification), so it counts against the user's send rate
-    /// (20604 past it).
+    /// group is joined; anything else is refused (not a member: 22406; dismissed: 35001).
+    /// Making or joining a group stores a message (its notification), so either counts against
+    /// the user's send rate (20604 past it); naming a group the user is in already does not.
     pub async fn join_named_group(&self, group: &str) -> Result<GroupInfo, Refusal> {
         validate::check_group_id(group)?;
         let user = self.shared.user.clone();
-        let exists = self
-            .engine
-            .inner
-            .store
-            .group(group)
-            .await
-            .map_err(|e| store_failed(e).0)?
-            .is_some();
-        if !exists && !self.engine.may_send(&user) {
+        let store = &self.engine.inner.store;
+        let found = store.group(group).await.map_err(|e| store_failed(e).0)?;
+        if let Some(info) = found.filter(|g| g.dismissed == 0) {
+            let member = store
+                .is_group_member(group, &user)
+                .await
+                .map_err(|e| store_failed(e).0)?;
+            if member {
+                return Ok(info);
+            }
+        }
+        if !self.engine.may_send(&user) {
             return Err(Refusal::new(
                 Code::SendTooFast,
-                "making a group counts as a message sent",
+                "making or joining a group counts as a message sent",
             ));
         }
+        // The store decides again, under the group's lock: the kind and membership may have
+        // changed since the read above.
         self.engine
             .change_group_as(group, &user, GroupAction::Join(user.clone()), Permit::App)
             .await

@@ -559,12 +559,14 @@ async fn an_app_managed_group_is_named_only_by_its_members() {
 }
 
 #[tokio::test]
-async fn making_groups_at_auth_counts_against_the_send_rate() {
+async fn making_or_joining_groups_at_auth_counts_against_the_send_rate() {
     let server = TestServer::start_with(|c| {
         c.send_rate = 1;
         c.send_burst = 1;
     })
     .await;
+    let (_a, _) = Client::auth(&server, "2901", "made-1").await;
+    // Naming it again, as a member, is not counted.
     let (_a, _) = Client::auth(&server, "2901", "made-1").await;
     // The next group made within the second is refused; nothing is made.
     let (_, auth) = Client::try_auth(&server, "2901", "made-2").await;
@@ -575,4 +577,13 @@ async fn making_groups_at_auth_counts_against_the_send_rate() {
     );
     let (status, _) = api(&server, "GET", "/api/v1/groups/made-2", Value::Null).await;
     assert_eq!(status, 404);
+    // Joining is counted for the user who joins.
+    let (_b, _) = Client::auth(&server, "2902", "made-1").await;
+    let (_, auth) = Client::try_auth(&server, "2902", "made-3").await;
+    assert!(
+        auth["msg"].as_str().unwrap().starts_with("20604 "),
+        "{auth}"
+    );
+    let (_, body) = api(&server, "GET", "/api/v1/groups/made-1", Value::Null).await;
+    assert_eq!(body["group"]["memberCount"], 2);
 }
