@@ -285,7 +285,11 @@ pub(crate) async fn change(b: &mut Batch<'_>, c: GroupChange) -> PgResult<WriteR
                 .map(state_from_row);
         }
     }
-    if let Some(st) = existing.as_ref().filter(|st| st.dismissed == 0) {
+    // A user's own change is checked against the group as it is now; the app server's need none.
+    if let Some(st) = existing
+        .as_ref()
+        .filter(|st| st.dismissed == 0 && c.permit != tidings_store::Permit::App)
+    {
         let member = member_row(db, id, &c.by).await?.is_some();
         if let Err(r) = c
             .permit

@@ -286,7 +286,11 @@ pub(crate) fn change(
     counters.members.forget(id);
     let conv = c.notification.conversation_id.clone();
     let existing = state(tx, id)?;
-    if let Some(st) = existing.as_ref().filter(|st| st.dismissed == 0) {
+    // A user's own change is checked against the group as it is now; the app server's need none.
+    if let Some(st) = existing
+        .as_ref()
+        .filter(|st| st.dismissed == 0 && c.permit != tidings_store::Permit::App)
+    {
         let member = member_row(tx, id, &c.by)?.is_some();
         if let Err(r) = c
             .permit
