@@ -1,6 +1,7 @@
 //! Groups as a member sees them: the group's profile, its members, leaving it, the groups this
 //! user is in, who read one of this user's messages, and the notifications that record every
-//! change (messages of type `tidings:group` in the group's conversation).
+//! change (messages of type `tidings:group` in the group's conversation). Discussions, the groups
+//! users make and manage themselves, are made and changed here too.
 
 use tidings_proto::GROUP_EVENT_TYPE;
 use tidings_proto::v1::{self, query::Body};
@@ -11,6 +12,9 @@ use crate::{Client, ClientError, Message};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Group {
     pub group_id: String,
+    /// `managed` (by the app server), `open` (made by naming it when connecting) or
+    /// `discussion` (made and managed by its members).
+    pub kind: String,
     pub name: String,
     pub portrait: String,
     /// App-defined JSON object as text, or empty.
@@ -22,12 +26,16 @@ pub struct Group {
     /// Until when (ms) only the owner may send; 0: not muted.
     pub muted_until: i64,
     pub member_count: u64,
+    /// A discussion: whether any member may add members (true) or only its owner.
+    pub invite_open: bool,
 }
 
 impl From<v1::Group> for Group {
     fn from(g: v1::Group) -> Group {
         Group {
             group_id: g.group_id,
+            kind: g.kind,
+            invite_open: g.invite_open,
             name: g.name,
             portrait: g.portrait,
             extra: g.extra,
@@ -95,6 +103,10 @@ pub struct GroupNotice {
     pub owner_id: Option<String>,
     /// The group's name, when it changed (or on `create`).
     pub name: Option<String>,
+    /// The group's kind (`managed`, `open` or `discussion`), on `create`.
+    pub kind: Option<String>,
+    /// A discussion's invitations were opened (true) or closed (false).
+    pub invite_open: Option<bool>,
     /// The group was dismissed (by `dismiss`, or by its last member leaving).
     pub dismissed: bool,
 }
@@ -117,6 +129,8 @@ impl Message {
                 .unwrap_or_default(),
             owner_id: text("ownerId"),
             name: text("name"),
+            kind: text("kind"),
+            invite_open: v.get("inviteOpen").and_then(|o| o.as_bool()),
             dismissed: v.get("dismissed").and_then(|d| d.as_bool()) == Some(true),
         })
     }
@@ -186,6 +200,88 @@ impl Client {
             read: r.read_user_ids,
             unread: r.unread_user_ids,
         })
+    }
+
+    /// Makes a discussion named `name` with this user as its owner and `user_ids` as its other
+    /// members; answers it (its id is the server's choice). Leave it with
+    /// [`Client::quit_group`].
+    pub async fn create_discussion(
+        &self,
+        name: &str,
+        user_ids: &[&str],
+    ) -> Result<Group, ClientError> {
+        let ack = self
+            .query(Body::CreateDiscussion(v1::CreateDiscussion {
+                name: name.into(),
+                user_ids: user_ids.iter().map(|u| u.to_string()).collect(),
+            }))
+            .await?;
+        first_group(ack)
+    }
+
+    /// Adds members to a discussion: any member while its invitations are open, else only its
+    /// owner (21407).
+    pub async fn add_discussion_members(
+        &self,
+        group_id: &str,
+        user_ids: &[&str],
+    ) -> Result<Group, ClientError> {
+        let ack = self
+            .query(Body::AddDiscussionMembers(v1::AddDiscussionMembers {
+                group_id: group_id.into(),
+                user_ids: user_ids.iter().map(|u| u.to_string()).collect(),
+            }))
+            .await?;
+        first_group(ack)
+    }
+
+    /// Removes a member from a discussion (its owner only: 20406 otherwise).
+    pub async fn remove_discussion_member(
+        &self,
+        group_id: &str,
+        user_id: &str,
+    ) -> Result<Group, ClientError> {
+        let ack = self
+            .query(Body::RemoveDiscussionMember(v1::RemoveDiscussionMember {
+                group_id: group_id.into(),
+                user_id: user_id.into(),
+            }))
+            .await?;
+        first_group(ack)
+    }
+
+    /// Renames a discussion (any member).
+    pub async fn set_discussion_name(
+        &self,
+        group_id: &str,
+        name: &str,
+    ) -> Result<Group, ClientError> {
+        self.update_discussion(group_id, Some(name), None).await
+    }
+
+    /// Opens or closes a discussion's invitations (its owner only: 20406 otherwise).
+    pub async fn set_discussion_invite_open(
+        &self,
+        group_id: &str,
+        open: bool,
+    ) -> Result<Group, ClientError> {
+        self.update_discussion(group_id, None, Some(open)).await
+    }
+
+    async fn update_discussion(
+        &self,
+        group_id: &str,
+        name: Option<&str>,
+        invite_open: Option<bool>,
+    ) -> Result<Group, ClientError> {
+        let ack = self
+            .query(Body::UpdateDiscussion(v1::UpdateDiscussion {
+                group_id: group_id.into(),
+                name: name.map(str::to_string),
+                invite_open,
+            }))
+            .await?;
+        first_group(ack)
     }
 }
 

@@ -67,9 +67,10 @@ pub enum Step {
         p256dh: String,
         auth: String,
     },
-    /// Whether the connection's user is a member of this group; the answer goes to
-    /// [`Dialect::membership`].
-    CheckGroup(String),
+    /// The connection's user names this group (seed 001's AUTH): a member of it, or of an open
+    /// group joined now (made if it does not exist; see `Session::join_named_group`). The
+    /// outcome goes to [`Dialect::group_joined`].
+    JoinGroup(String),
     /// Start hearing which recipients' devices acknowledge the message about to be published
     /// with this client message id (before the [`Step::Publish`], so no acknowledgement is
     /// missed).
@@ -130,8 +131,8 @@ pub trait Dialect: Send + 'static {
     fn push_registered(&mut self, _outcome: Result<(), &Refusal>) -> Vec<Step> {
         Vec::new()
     }
-    /// The answer to [`Step::CheckGroup`].
-    fn membership(&mut self, _group: &str, _member: bool) -> Vec<Step> {
+    /// The outcome of [`Step::JoinGroup`].
+    fn group_joined(&mut self, _group: &str, _outcome: Result<(), &Refusal>) -> Vec<Step> {
         Vec::new()
     }
     /// The report a [`Step::Track`] asked for; only its [`Step::Send`]s are run.

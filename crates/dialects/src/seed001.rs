@@ -381,7 +381,7 @@ impl Dialect for Seed001 {
                     ];
                 }
                 if !self.group.is_empty() {
-                    return vec![Step::CheckGroup(self.group.clone())];
+                    return vec![Step::JoinGroup(self.group.clone())];
                 }
                 self.authenticated(info.cursor)
             }
@@ -395,17 +395,16 @@ impl Dialect for Seed001 {
         }
     }
 
-    fn membership(&mut self, group: &str, member: bool) -> Vec<Step> {
-        if member {
-            self.authenticated(self.cursor)
-        } else {
-            vec![
+    fn group_joined(&mut self, _group: &str, outcome: Result<(), &Refusal>) -> Vec<Step> {
+        match outcome {
+            Ok(()) => self.authenticated(self.cursor),
+            Err(refusal) => vec![
                 auth(
                     403,
-                    &format!("the user is not a member of the group {group}"),
+                    &format!("{} {}", refusal.code.as_u32(), refusal.text()),
                 ),
-                Step::Close(Code::NotInGroup),
-            ]
+                Step::Close(refusal.code),
+            ],
         }
     }
 
@@ -612,6 +611,32 @@ mod tests {
         let steps = d.connected(Ok(&info("u1")));
         assert_eq!(packets(&steps)[0]["data"]["code"], 403);
         assert!(matches!(steps.last(), Some(Step::Close(_))));
+    }
+
+    #[test]
+    fn a_group_named_at_auth_is_joined_before_the_answer() {
+        let mut d = Seed001::new(None);
+        d.inbound(WireIn::Text(
+            r#"{"cmd":"AUTH","data":{"token":"t","name":"u1","group":"team"}}"#,
+        ));
+        let steps = d.connected(Ok(&info("u1")));
+        assert!(matches!(&steps[..], [Step::JoinGroup(g)] if g == "team"));
+        let steps = d.group_joined("team", Ok(()));
+        assert_eq!(packets(&steps)[0]["data"]["code"], 200);
+
+        let mut d = Seed001::new(None);
+        d.inbound(WireIn::Text(
+            r#"{"cmd":"AUTH","data":{"token":"t","name":"u1","group":"staff"}}"#,
+        ));
+        d.connected(Ok(&info("u1")));
+        let steps = d.group_joined("staff", Err(&Refusal::from(Code::NotInGroup)));
+        let answer = &packets(&steps)[0]["data"];
+        assert_eq!(answer["code"], 403);
+        assert!(answer["msg"].as_str().unwrap().starts_with("22406 "));
+        assert!(matches!(steps.last(), Some(Step::Close(Code::NotInGroup))));
+        // Nothing but AUTH and PING is taken after a refused AUTH.
+        let early = packets(&d.inbound(WireIn::Text(r#"{"cmd":"MESSAGE","data":{}}"#)));
+        assert_eq!(early[0]["data"]["code"], 401);
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! Groups (conversation type 3). The app server manages them through the HTTP API (create,
-//! profile, members, owner, mutes, dismissal); members query them and quit through the
-//! protocol. Every change is committed with a notification message (`tidings:group`) in the
+//! Groups (conversation type 3), of three kinds in one id space (see [`GroupKind`]): the app
+//! server manages `managed` ones through the HTTP API (create, profile, members, owner, mutes,
+//! dismissal) and can manage every kind; users make and join `open` ones by naming them when
+//! connecting (seed 001), and make and manage `discussion`s through their own queries. Members
+//! query groups and quit through the protocol. Every change is committed with a notification message (`tidings:group`) in the
 //! group's conversation, inboxed to the members and to those who just left, so devices learn of
 //! it like any message, online or by sync.
 //!
@@ -9,8 +11,8 @@
 
 use tidings_proto::{Code, GROUP_EVENT_TYPE, conversation_type};
 use tidings_store::{
-    AppendMessage, GroupAction, GroupChange, GroupInfo, GroupMembers, GroupRefusal, WriteOp,
-    WriteResult,
+    AppendMessage, GroupAction, GroupChange, GroupInfo, GroupKind, GroupMembers, GroupRefusal,
+    Permit, WriteOp, WriteResult,
 };
 use tokio::sync::oneshot;
 
@@ -48,7 +50,29 @@ pub enum GroupQuery {
         group: String,
         seq: u64,
     },
+    /// Makes a discussion with this user as owner and these members.
+    CreateDiscussion {
+        name: String,
+        users: Vec<String>,
+    },
+    AddDiscussionMembers {
+        group: String,
+        users: Vec<String>,
+    },
+    RemoveDiscussionMember {
+        group: String,
+        user: String,
+    },
+    /// Renames a discussion (any member) or opens or closes its invitations (its owner).
+    UpdateDiscussion {
+        group: String,
+        name: Option<String>,
+        invite_open: Option<bool>,
+    },
 }
+
+/// Prefix of the ids the server gives discussions (followed by a ULID).
+pub const DISCUSSION_ID_PREFIX: &str = "d-";
 
 /// The code a client sees for a group refusal.
 pub(crate) fn refusal_code(r: GroupRefusal) -> Code {
@@ -59,17 +83,21 @@ pub(crate) fn refusal_code(r: GroupRefusal) -> Code {
         GroupRefusal::NotMember => Code::NotInGroup,
         GroupRefusal::Muted => Code::MutedInGroup,
         GroupRefusal::Full => Code::GroupFull,
+        // Seed 004 gives this code to an invalid discussion id too.
+        GroupRefusal::NotDiscussion => Code::GroupNotFound,
+        GroupRefusal::NotOwner => Code::Unauthorized,
+        GroupRefusal::InvitesClosed => Code::DiscussionInvitesClosed,
     }
 }
 
 fn refusal(r: GroupRefusal) -> Refusal {
-    match r {
-        GroupRefusal::Full => Refusal::new(
-            Code::GroupFull,
-            "the group would pass its maximum of members",
-        ),
-        other => refusal_code(other).into(),
-    }
+    let detail = match r {
+        GroupRefusal::Full => "the group would pass its maximum of members",
+        GroupRefusal::NotDiscussion => "the group is not a discussion: users manage only those",
+        GroupRefusal::NotOwner => "only the discussion's owner may do this",
+        _ => return refusal_code(r).into(),
+    };
+    Refusal::new(refusal_code(r), detail)
 }
 
 fn store_failed(e: tidings_store::StoreError) -> ApiError {
@@ -124,6 +152,17 @@ impl Engine {
         by: &str,
         action: GroupAction,
     ) -> Result<GroupInfo, ApiError> {
+        self.change_group_as(group, by, action, Permit::App).await
+    }
+
+    /// As [`Engine::change_group`], made by a user under `permit` (checked by the store).
+    pub(crate) async fn change_group_as(
+        &self,
+        group: &str,
+        by: &str,
+        action: GroupAction,
+        permit: Permit,
+    ) -> Result<GroupInfo, ApiError> {
         validate::check_group_id(group).map_err(ApiError)?;
         if !validate::is_user_id(by) {
             return Err(Code::InvalidUserId.into());
@@ -136,6 +175,7 @@ impl Engine {
                 portrait,
                 extra,
                 members,
+                ..
             } => {
                 check_users(std::slice::from_ref(owner), max)?;
                 check_users(members, max)?;
@@ -145,6 +185,7 @@ impl Engine {
                 name,
                 portrait,
                 extra,
+                ..
             } => check_profile(name.as_deref(), portrait.as_deref(), extra.as_deref())?,
             GroupAction::AddMembers(users) | GroupAction::RemoveMembers(users) => {
                 if users.is_empty() {
@@ -155,7 +196,9 @@ impl Engine {
                 }
                 check_users(users, max)?;
             }
-            GroupAction::Quit(user) | GroupAction::TransferOwner(user) => {
+            GroupAction::Quit(user)
+            | GroupAction::TransferOwner(user)
+            | GroupAction::Join(user) => {
                 check_users(std::slice::from_ref(user), max)?;
             }
             GroupAction::Mute { user, .. } => {
@@ -167,6 +210,7 @@ impl Engine {
             group: group.to_string(),
             by: by.to_string(),
             action,
+            permit,
             max_members: max,
             notification: AppendMessage {
                 conversation_type: conversation_type::GROUP,
@@ -318,6 +362,44 @@ impl Session {
                 groups: self.engine.user_groups(&user).await?,
                 ..Default::default()
             }),
+            GroupQuery::CreateDiscussion { name, users } => Ok(QueryAckOut {
+                groups: vec![self.create_discussion(name, users).await?],
+                ..Default::default()
+            }),
+            GroupQuery::AddDiscussionMembers { group, users } => {
+                let action = GroupAction::AddMembers(users);
+                self.change_discussion(&group, action, Permit::Inviter)
+                    .await
+            }
+            GroupQuery::RemoveDiscussionMember { group, user: who } => {
+                let action = GroupAction::RemoveMembers(vec![who]);
+                self.change_discussion(&group, action, Permit::Owner).await
+            }
+            GroupQuery::UpdateDiscussion {
+                group,
+                name,
+                invite_open,
+            } => {
+                if name.is_none() && invite_open.is_none() {
+                    return Err(ApiError(Refusal::new(
+                        Code::BadRequest,
+                        "give name or inviteOpen",
+                    )));
+                }
+                // Renaming is any member's; opening or closing invitations the owner's.
+                let permit = if invite_open.is_some() {
+                    Permit::Owner
+                } else {
+                    Permit::Member
+                };
+                let action = GroupAction::Update {
+                    name,
+                    portrait: None,
+                    extra: None,
+                    invite_open,
+                };
+                self.change_discussion(&group, action, permit).await
+            }
             GroupQuery::Receipt { group, seq } => {
                 validate::check_group_id(&group).map_err(ApiError)?;
                 let receipt = self
@@ -337,6 +419,90 @@ impl Session {
                 })
             }
         }
+    }
+
+    /// Seed 001's AUTH naming `group`: a member of a group of any kind is answered with it; a
+    /// group that does not exist is made (kind `open`, this user its owner and member); an open
+    /// group is joined; anything else is refused (not a member: 22406; dismissed: 35001).
+    /// Making or joining a group stores a message (its notification), so either counts against
+    /// the user's send rate (20604 past it); naming a group the user is in already does not.
+    pub async fn join_named_group(&self, group: &str) -> Result<GroupInfo, Refusal> {
+        validate::check_group_id(group)?;
+        let user = self.shared.user.clone();
+        let store = &self.engine.inner.store;
+        let found = store.group(group).await.map_err(|e| store_failed(e).0)?;
+        if let Some(info) = found.filter(|g| g.dismissed == 0) {
+            let member = store
+                .is_group_member(group, &user)
+                .await
+                .map_err(|e| store_failed(e).0)?;
+            if member {
+                return Ok(info);
+            }
+        }
+        if !self.engine.may_send(&user) {
+            return Err(Refusal::new(
+                Code::SendTooFast,
+                "making or joining a group counts as a message sent",
+            ));
+        }
+        // The store decides again, under the group's lock: the kind and membership may have
+        // changed since the read above.
+        self.engine
+            .change_group_as(group, &user, GroupAction::Join(user.clone()), Permit::App)
+            .await
+            .map_err(|ApiError(r)| r)
+    }
+
+    /// Makes a discussion owned by this user, with `users` as its other members, under an id
+    /// the server chooses ([`DISCUSSION_ID_PREFIX`] and a ULID).
+    async fn create_discussion(
+        &self,
+        name: String,
+        users: Vec<String>,
+    ) -> Result<GroupInfo, ApiError> {
+        let user = self.shared.user.clone();
+        check_profile(Some(&name), None, None)?;
+        if !self.engine.may_send(&user) {
+            return Err(ApiError(Refusal::new(
+                Code::SendTooFast,
+                "making a discussion counts as a message sent",
+            )));
+        }
+        // An app server may have taken an id of this form: then another is drawn.
+        let mut attempts = 0;
+        loop {
+            let id = format!("{DISCUSSION_ID_PREFIX}{}", crate::new_uid());
+            let action = GroupAction::Create {
+                kind: GroupKind::Discussion,
+                owner: user.clone(),
+                name: name.clone(),
+                portrait: String::new(),
+                extra: String::new(),
+                members: users.clone(),
+            };
+            match self.engine.change_group(&id, &user, action).await {
+                Err(ApiError(r)) if r.code == Code::GroupExists && attempts < 3 => attempts += 1,
+                other => return other,
+            }
+        }
+    }
+
+    /// A change this user makes to a discussion; the QUERYACK carries the discussion after it.
+    async fn change_discussion(
+        &self,
+        group: &str,
+        action: GroupAction,
+        permit: Permit,
+    ) -> Result<QueryAckOut, ApiError> {
+        let info = self
+            .engine
+            .change_group_as(group, &self.shared.user, action, permit)
+            .await?;
+        Ok(QueryAckOut {
+            groups: vec![info],
+            ..Default::default()
+        })
     }
 
     /// The group, if this user is a member of it.

@@ -64,7 +64,7 @@ pub use readiness::Readiness;
 pub use receipts::ReceiptWatch;
 pub use session::{ConnectInfo, ConnectRequest, SendRequest, Session};
 pub use tidings_store::{
-    AuditEntry, GroupAction, GroupInfo, GroupMember, GroupMembers, GroupReceipt,
+    AuditEntry, GroupAction, GroupInfo, GroupKind, GroupMember, GroupMembers, GroupReceipt,
 };
 pub use users::{Posted, UserOut};
 pub use validate::Refusal;

@@ -516,6 +516,7 @@ async fn committed_messages_go_to_the_pusher_for_recipients_with_no_session() {
             "g1",
             "alice",
             GroupAction::Create {
+                kind: GroupKind::Managed,
                 owner: "alice".into(),
                 name: "g".into(),
                 portrait: String::new(),

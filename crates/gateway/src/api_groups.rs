@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tidings_engine::{ApiError, GroupAction, GroupInfo, Refusal};
+use tidings_engine::{ApiError, GroupAction, GroupInfo, GroupKind, Refusal};
 use tidings_proto::Code;
 
 use crate::AppState;
@@ -18,6 +18,7 @@ use crate::api::{error, parse_or_refuse, query, reply};
 pub(crate) fn group_json(g: &GroupInfo) -> Value {
     json!({
         "groupId": g.id,
+        "kind": g.kind.as_str(),
         "name": g.name,
         "portrait": g.portrait,
         "extra": if g.extra.is_empty() {
@@ -30,6 +31,7 @@ pub(crate) fn group_json(g: &GroupInfo) -> Value {
         "dismissedTime": g.dismissed,
         "mutedUntil": g.muted_until,
         "memberCount": g.member_count,
+        "inviteOpen": g.invite_open,
     })
 }
 
@@ -81,6 +83,9 @@ async fn change(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateGroup {
     group_id: String,
+    /// `managed` (the default), `open` or `discussion`.
+    #[serde(default)]
+    kind: Option<String>,
     owner_id: String,
     #[serde(default)]
     name: String,
@@ -98,6 +103,16 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> Response {
         Ok(e) => e.unwrap_or_default(),
         Err(r) => return error(r),
     };
+    let kind = match req.kind.as_deref().map(GroupKind::parse) {
+        None => GroupKind::Managed,
+        Some(Some(kind)) => kind,
+        Some(None) => {
+            return error(Refusal::new(
+                Code::BadRequest,
+                "kind is managed, open or discussion",
+            ));
+        }
+    };
     let owner = req.owner_id.clone();
     answer(
         state
@@ -106,6 +121,7 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> Response {
                 &req.group_id,
                 &owner,
                 GroupAction::Create {
+                    kind,
                     owner: req.owner_id,
                     name: req.name,
                     portrait: req.portrait,
@@ -128,6 +144,7 @@ pub struct UpdateGroup {
     name: Option<String>,
     portrait: Option<String>,
     extra: Option<Value>,
+    invite_open: Option<bool>,
     operator_id: Option<String>,
 }
 
@@ -142,16 +159,18 @@ pub async fn update(
         Ok(e) => e,
         Err(r) => return error(r),
     };
-    if req.name.is_none() && req.portrait.is_none() && extra.is_none() {
+    if req.name.is_none() && req.portrait.is_none() && extra.is_none() && req.invite_open.is_none()
+    {
         return error(Refusal::new(
             Code::BadRequest,
-            "give name, portrait or extra",
+            "give name, portrait, extra or inviteOpen",
         ));
     }
     let action = GroupAction::Update {
         name: req.name,
         portrait: req.portrait,
         extra,
+        invite_open: req.invite_open,
     };
     change(&state, &group, req.operator_id, action).await
 }

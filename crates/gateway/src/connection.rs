@@ -756,6 +756,23 @@ fn group_query(body: v1::query::Body) -> Result<GroupQuery, v1::query::Body> {
             group: g.group_id,
             seq: g.seq,
         },
+        Q::CreateDiscussion(c) => GroupQuery::CreateDiscussion {
+            name: c.name,
+            users: c.user_ids,
+        },
+        Q::AddDiscussionMembers(a) => GroupQuery::AddDiscussionMembers {
+            group: a.group_id,
+            users: a.user_ids,
+        },
+        Q::RemoveDiscussionMember(r) => GroupQuery::RemoveDiscussionMember {
+            group: r.group_id,
+            user: r.user_id,
+        },
+        Q::UpdateDiscussion(u) => GroupQuery::UpdateDiscussion {
+            group: u.group_id,
+            name: u.name,
+            invite_open: u.invite_open,
+        },
         other => return Err(other),
     })
 }
@@ -827,6 +844,8 @@ pub(crate) fn wire_group(g: tidings_engine::GroupInfo) -> v1::Group {
         dismissed_time: g.dismissed,
         muted_until: g.muted_until,
         member_count: g.member_count,
+        kind: g.kind.as_str().into(),
+        invite_open: g.invite_open,
     }
 }
 
@@ -927,6 +946,10 @@ fn conversation_query(body: v1::query::Body) -> Option<ConversationQuery> {
         | Q::QuitGroup(_)
         | Q::ListGroups(_)
         | Q::GetGroupReceipt(_)
+        | Q::CreateDiscussion(_)
+        | Q::AddDiscussionMembers(_)
+        | Q::RemoveDiscussionMember(_)
+        | Q::UpdateDiscussion(_)
         | Q::JoinChatroom(_)
         | Q::QuitChatroom(_)
         | Q::GetChatroom(_)

@@ -581,15 +581,9 @@ impl<D: Dialect> Ctx<D> {
                         queue.push_front(s);
                     }
                 }
-                Step::CheckGroup(group) => {
-                    let member = match self.state.engine.user_groups(session.user_id()).await {
-                        Ok(groups) => groups.iter().any(|g| g.id == group),
-                        Err(e) => {
-                            tracing::debug!(error = %e, "group lookup failed");
-                            false
-                        }
-                    };
-                    let more = lock(&self.dialect).membership(&group, member);
+                Step::JoinGroup(group) => {
+                    let outcome = session.join_named_group(&group).await.map(|_| ());
+                    let more = lock(&self.dialect).group_joined(&group, outcome.as_ref().copied());
                     for s in more.into_iter().rev() {
                         queue.push_front(s);
                     }

@@ -18,6 +18,9 @@ pub enum Code {
     NotInGroup = 22406,
     MutedInGroup = 22408,
     GroupDismissed = 35001,
+    /// Seed 004 JOIN_IN_DISCUSSION: adding members to a discussion whose invitations are
+    /// closed, by someone other than its owner.
+    DiscussionInvitesClosed = 21407,
     /// Seed 004 NOT_IN_CHATROOM.
     NotInChatroom = 23406,
     /// Seed 004 FORBIDDEN_IN_CHATROOM.
@@ -143,6 +146,7 @@ impl Code {
         Code::NotInGroup,
         Code::MutedInGroup,
         Code::GroupDismissed,
+        Code::DiscussionInvitesClosed,
         Code::NotInChatroom,
         Code::MutedInChatroom,
         Code::KickedFromChatroom,
@@ -246,6 +250,7 @@ impl Code {
             Code::NotInGroup => "not a member of the group",
             Code::MutedInGroup => "muted in this group",
             Code::GroupDismissed => "the group was dismissed",
+            Code::DiscussionInvitesClosed => "the discussion's invitations are closed",
             Code::NotInChatroom => "not a member of the chatroom",
             Code::MutedInChatroom => "muted in this chatroom",
             Code::KickedFromChatroom => "kicked or banned from the chatroom",

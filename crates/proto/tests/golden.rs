@@ -190,6 +190,17 @@ fn frames() -> Vec<(&'static str, v1::Frame)> {
             })),
         ),
         (
+            "query_update_discussion",
+            f(Body::Query(v1::Query {
+                query_id: 4,
+                body: Some(v1::query::Body::UpdateDiscussion(v1::UpdateDiscussion {
+                    group_id: "d-01JD3Z8Q4K2M6N8P0R2T4V6X8Z".into(),
+                    name: None,
+                    invite_open: Some(false),
+                })),
+            })),
+        ),
+        (
             "publish_message_edited_with_reactions",
             v1::Frame {
                 body: Some(Body::Publish(v1::Publish {

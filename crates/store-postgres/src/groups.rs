@@ -11,8 +11,8 @@
 //! one after the other.
 
 use tidings_store::{
-    AppendMessage, GroupAction, GroupChange, GroupInfo, GroupMember, GroupMembers, GroupReceipt,
-    GroupRefusal, WriteResult,
+    AppendMessage, GroupAction, GroupChange, GroupInfo, GroupKind, GroupMember, GroupMembers,
+    GroupReceipt, GroupRefusal, WriteResult,
 };
 use tokio_postgres::Row;
 
@@ -20,7 +20,8 @@ use crate::writer::{Batch, append};
 use crate::{Db, Error, PgResult, big, page_rows, read_snapshot};
 
 const GROUP_COLUMNS: &str = "g.id, g.name, g.portrait, g.extra, g.owner, g.created, g.dismissed, \
-     g.muted_until, (SELECT count(*) FROM group_members WHERE group_id = g.id)";
+     g.muted_until, (SELECT count(*) FROM group_members WHERE group_id = g.id), g.kind, \
+     g.invite_open";
 
 fn group_from_row(r: &Row) -> GroupInfo {
     GroupInfo {
@@ -33,7 +34,14 @@ fn group_from_row(r: &Row) -> GroupInfo {
         dismissed: r.get(6),
         muted_until: r.get(7),
         member_count: r.get::<_, i64>(8) as u64,
+        kind: kind_of(r.get(9)),
+        invite_open: r.get(10),
     }
+}
+
+/// A stored kind; one this build does not know is treated as the most closed.
+fn kind_of(stored: &str) -> GroupKind {
+    GroupKind::parse(stored).unwrap_or_default()
 }
 
 pub async fn group(db: Db<'_>, id: &str) -> PgResult<Option<GroupInfo>> {
@@ -154,15 +162,34 @@ pub async fn member_row(db: Db<'_>, id: &str, user: &str) -> PgResult<Option<(i6
         .map(|r| (r.get(0), r.get(1))))
 }
 
-/// The group's state as the writer needs it: `(owner, dismissed, muted_until)`.
-async fn state(db: Db<'_>, id: &str) -> PgResult<Option<(String, i64, i64)>> {
+/// A group's state as the writer needs it.
+struct State {
+    owner: String,
+    dismissed: i64,
+    muted_until: i64,
+    kind: GroupKind,
+    invite_open: bool,
+}
+
+const STATE: &str =
+    "SELECT owner, dismissed, muted_until, kind, invite_open FROM groups WHERE id = $1";
+
+fn state_from_row(r: &Row) -> State {
+    State {
+        owner: r.get(0),
+        dismissed: r.get(1),
+        muted_until: r.get(2),
+        kind: kind_of(r.get(3)),
+        invite_open: r.get(4),
+    }
+}
+
+async fn state(db: Db<'_>, id: &str) -> PgResult<Option<State>> {
     Ok(db
-        .query_opt(
-            "SELECT owner, dismissed, muted_until FROM groups WHERE id = $1",
-            &[&id],
-        )
+        .query_opt(STATE, &[&id])
         .await?
-        .map(|r| (r.get(0), r.get(1), r.get(2))))
+        .as_ref()
+        .map(state_from_row))
 }
 
 pub(crate) async fn member_ids(db: Db<'_>, id: &str) -> PgResult<Vec<String>> {
@@ -190,7 +217,13 @@ pub(crate) async fn recipients(
         state(b.db, &m.target),
         member_row(b.db, &m.target, &m.sender)
     )?;
-    let Some((owner, dismissed, group_muted)) = group_state else {
+    let Some(State {
+        owner,
+        dismissed,
+        muted_until: group_muted,
+        ..
+    }) = group_state
+    else {
         return Ok(Err(GroupRefusal::NotFound));
     };
     if dismissed != 0 {
@@ -230,7 +263,41 @@ pub(crate) async fn change(b: &mut Batch<'_>, c: GroupChange) -> PgResult<WriteR
     // Whatever the change, the members are read again on the group's next message.
     b.forget_members(id);
     let conv = c.notification.conversation_id.clone();
-    let existing = state(db, id).await?;
+    let mut existing = state(db, id).await?;
+    // A join of a group that is not there makes it. Another node may be making it at the same
+    // time: the insert then waits for that node's commit, finds the row, and this joins it
+    // under its lock instead.
+    let mut made_open = false;
+    if let (GroupAction::Join(user), None) = (&c.action, &existing) {
+        made_open = db
+            .execute(
+                "INSERT INTO groups (id, owner, created, kind) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT DO NOTHING",
+                &[&id, user, &now, &GroupKind::Open.as_str()],
+            )
+            .await?
+            == 1;
+        if !made_open {
+            existing = db
+                .query_opt(&format!("{STATE} FOR UPDATE"), &[&id])
+                .await?
+                .as_ref()
+                .map(state_from_row);
+        }
+    }
+    // A user's own change is checked against the group as it is now; the app server's need none.
+    if let Some(st) = existing
+        .as_ref()
+        .filter(|st| st.dismissed == 0 && c.permit != tidings_store::Permit::App)
+    {
+        let member = member_row(db, id, &c.by).await?.is_some();
+        if let Err(r) = c
+            .permit
+            .check(st.kind, st.invite_open, &st.owner, &c.by, member)
+        {
+            return refused(r);
+        }
+    }
     // What changes, for the notification; joined and left members.
     let mut content = serde_json::json!({ "operatorId": c.by });
     let mut joined: Vec<String> = Vec::new();
@@ -239,6 +306,7 @@ pub(crate) async fn change(b: &mut Batch<'_>, c: GroupChange) -> PgResult<WriteR
     match (&c.action, existing) {
         (
             GroupAction::Create {
+                kind,
                 owner,
                 name,
                 portrait,
@@ -259,42 +327,55 @@ pub(crate) async fn change(b: &mut Batch<'_>, c: GroupChange) -> PgResult<WriteR
             // Another node may have created it meanwhile: then it exists.
             let inserted = db
                 .execute(
-                    "INSERT INTO groups (id, name, portrait, extra, owner, created) \
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                    &[&id, name, portrait, extra, owner, &now],
+                    "INSERT INTO groups (id, name, portrait, extra, owner, created, kind) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                    &[&id, name, portrait, extra, owner, &now, &kind.as_str()],
                 )
                 .await?;
             if inserted == 0 {
                 return refused(GroupRefusal::Exists);
             }
-            content["operation"] = "create".into();
-            content["ownerId"] = owner.as_str().into();
-            content["name"] = name.as_str().into();
-            content["userIds"] = joined.clone().into();
+            tidings_store::created_content(&mut content, *kind, owner, name, &joined);
+        }
+        (GroupAction::Join(user), None) if made_open => {
+            joined.push(user.clone());
+            tidings_store::created_content(&mut content, GroupKind::Open, user, "", &joined);
         }
         (GroupAction::Create { .. }, Some(_)) => return refused(GroupRefusal::Exists),
         (_, None) => return refused(GroupRefusal::NotFound),
-        (_, Some((_, dismissed, _))) if dismissed != 0 => return refused(GroupRefusal::Dismissed),
-        (action, Some((owner, _, _))) => match action {
+        (_, Some(st)) if st.dismissed != 0 => return refused(GroupRefusal::Dismissed),
+        (action, Some(State { owner, kind, .. })) => match action {
             // Creates were answered above; an existing group cannot be created again.
             GroupAction::Create { .. } => return refused(GroupRefusal::Exists),
             GroupAction::Update {
                 name,
                 portrait,
                 extra,
+                invite_open,
             } => {
                 db.execute(
                     "UPDATE groups SET name = coalesce($2, name), \
-                     portrait = coalesce($3, portrait), extra = coalesce($4, extra) WHERE id = $1",
-                    &[&id, name, portrait, extra],
+                     portrait = coalesce($3, portrait), extra = coalesce($4, extra), \
+                     invite_open = coalesce($5, invite_open) WHERE id = $1",
+                    &[&id, name, portrait, extra, invite_open],
                 )
                 .await?;
-                content["operation"] = "update".into();
-                for (key, value) in [("name", name), ("portrait", portrait), ("extra", extra)] {
-                    if let Some(v) = value {
-                        content[key] = v.as_str().into();
-                    }
+                tidings_store::updated_content(&mut content, action);
+            }
+            GroupAction::Join(user) => {
+                let current = member_ids(db, id).await?;
+                if current.contains(user) {
+                    return unchanged(db, id).await;
                 }
+                if kind != GroupKind::Open {
+                    return refused(GroupRefusal::NotMember);
+                }
+                if current.len() as u64 + 1 > c.max_members {
+                    return refused(GroupRefusal::Full);
+                }
+                joined.push(user.clone());
+                content["operation"] = "add".into();
+                content["userIds"] = joined.clone().into();
             }
             GroupAction::AddMembers(users) => {
                 let current = member_ids(db, id).await?;

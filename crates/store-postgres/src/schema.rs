@@ -242,6 +242,13 @@ CREATE TABLE admin_audit (
     details  text NOT NULL
 );
 "#,
+    r#"
+-- Who makes and manages a group: 'managed' (the app server), 'open' (made by a user naming it
+-- when connecting, joined the same way) or 'discussion' (made and managed by its members).
+-- `invite_open`: whether any member of a discussion may add members, or only its owner.
+ALTER TABLE groups ADD COLUMN kind text NOT NULL DEFAULT 'managed';
+ALTER TABLE groups ADD COLUMN invite_open boolean NOT NULL DEFAULT true;
+"#,
 ];
 
 /// Applies the pending migrations, all in one transaction under the advisory lock.

@@ -352,6 +352,9 @@ impl<'a> Batch<'a> {
                             users.extend(members.iter().cloned());
                         }
                         GroupAction::AddMembers(members) => users.extend(members.iter().cloned()),
+                        GroupAction::Join(user) => {
+                            users.insert(user.clone());
+                        }
                         _ => {}
                     }
                 }

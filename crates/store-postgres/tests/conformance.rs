@@ -138,6 +138,7 @@ async fn two_nodes_appending_at_once_keep_seqs_gapless() {
             "n-g",
             "n-a",
             tidings_store::GroupAction::Create {
+                kind: tidings_store::GroupKind::Managed,
                 owner: "n-a".into(),
                 name: "g".into(),
                 portrait: String::new(),
@@ -250,6 +251,7 @@ async fn a_large_group_message_is_in_every_inbox_at_once() {
         "lg",
         "lg-000",
         tidings_store::GroupAction::Create {
+            kind: tidings_store::GroupKind::Managed,
             owner: "lg-000".into(),
             name: "large".into(),
             portrait: String::new(),
@@ -452,5 +454,55 @@ async fn a_duplicate_inside_a_pipelined_batch_keeps_seqs_gapless() {
     let conv: Vec<u64> = inbox.iter().map(|e| e.message.seq).collect();
     assert_eq!(conv, [1, 2, 3, 4]);
     store.close().await.unwrap();
+    db.drop().await.unwrap();
+}
+
+/// Two nodes making the same open groups at once (two users naming each new group when
+/// connecting, each on another node): one makes it, the other joins it, and neither is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_naming_a_new_group_at_once_both_join_it() {
+    let Some(db) = database("two_nodes_naming_a_new_group_at_once_both_join_it").await else {
+        return;
+    };
+    let (a, b) = tokio::join!(open(&db), open(&db));
+    let nodes = [Arc::new(a), Arc::new(b)];
+    let mut tasks = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        let node = node.clone();
+        tasks.push(tokio::spawn(async move {
+            let user = format!("r-{n}");
+            let mut results = Vec::new();
+            for i in 0..20 {
+                let op = conformance::group_change(
+                    &format!("race-{i}"),
+                    &user,
+                    tidings_store::GroupAction::Join(user.clone()),
+                    &format!("r-{n}-{i}"),
+                );
+                results.extend(node.write(vec![op]).await.expect("write"));
+            }
+            results
+        }));
+    }
+    for t in tasks {
+        for r in t.await.unwrap() {
+            assert!(
+                matches!(r, WriteResult::GroupChanged { .. }),
+                "a join was refused: {r:?}"
+            );
+        }
+    }
+    for i in 0..20 {
+        let id = format!("race-{i}");
+        let group = nodes[0].group(&id).await.unwrap().expect("made");
+        assert_eq!(
+            (group.kind, group.member_count),
+            (tidings_store::GroupKind::Open, 2),
+            "{id}"
+        );
+    }
+    for node in &nodes {
+        node.close().await.unwrap();
+    }
     db.drop().await.unwrap();
 }

@@ -12,14 +12,15 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tidings_store::{
-    AppendMessage, GroupAction, GroupChange, GroupInfo, GroupMember, GroupMembers, GroupReceipt,
-    GroupRefusal, WriteResult,
+    AppendMessage, GroupAction, GroupChange, GroupInfo, GroupKind, GroupMember, GroupMembers,
+    GroupReceipt, GroupRefusal, WriteResult,
 };
 
 use crate::writer::{Counters, append};
 
 const GROUP_COLUMNS: &str = "g.id, g.name, g.portrait, g.extra, g.owner, g.created, g.dismissed, \
-     g.muted_until, (SELECT count(*) FROM group_members WHERE group_id = g.id)";
+     g.muted_until, (SELECT count(*) FROM group_members WHERE group_id = g.id), g.kind, \
+     g.invite_open";
 
 fn group_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<GroupInfo> {
     Ok(GroupInfo {
@@ -32,7 +33,14 @@ fn group_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<GroupInfo> {
         dismissed: r.get(6)?,
         muted_until: r.get(7)?,
         member_count: r.get::<_, i64>(8)? as u64,
+        kind: kind_of(&r.get::<_, String>(9)?),
+        invite_open: r.get(10)?,
     })
+}
+
+/// A stored kind; one this build does not know is treated as the most closed.
+fn kind_of(stored: &str) -> GroupKind {
+    GroupKind::parse(stored).unwrap_or_default()
 }
 
 pub fn group(c: &Connection, id: &str) -> rusqlite::Result<Option<GroupInfo>> {
@@ -142,11 +150,29 @@ fn member_row(c: &Connection, id: &str, user: &str) -> rusqlite::Result<Option<(
     .optional()
 }
 
-/// The group's state as the writer needs it: `(owner, dismissed, muted_until)`.
-fn state(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<Option<(String, i64, i64)>> {
-    tx.prepare_cached("SELECT owner, dismissed, muted_until FROM groups WHERE id = ?1")?
-        .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .optional()
+/// A group's state as the writer needs it.
+struct State {
+    owner: String,
+    dismissed: i64,
+    muted_until: i64,
+    kind: GroupKind,
+    invite_open: bool,
+}
+
+fn state(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<Option<State>> {
+    tx.prepare_cached(
+        "SELECT owner, dismissed, muted_until, kind, invite_open FROM groups WHERE id = ?1",
+    )?
+    .query_row(params![id], |r| {
+        Ok(State {
+            owner: r.get(0)?,
+            dismissed: r.get(1)?,
+            muted_until: r.get(2)?,
+            kind: kind_of(&r.get::<_, String>(3)?),
+            invite_open: r.get(4)?,
+        })
+    })
+    .optional()
 }
 
 pub(crate) fn member_ids(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<Vec<String>> {
@@ -210,7 +236,13 @@ pub(crate) fn recipients(
     counters: &mut Counters,
     m: &AppendMessage,
 ) -> rusqlite::Result<Result<Fanout, GroupRefusal>> {
-    let Some((owner, dismissed, group_muted)) = state(tx, &m.target)? else {
+    let Some(State {
+        owner,
+        dismissed,
+        muted_until: group_muted,
+        ..
+    }) = state(tx, &m.target)?
+    else {
         return Ok(Err(GroupRefusal::NotFound));
     };
     if dismissed != 0 {
@@ -254,6 +286,19 @@ pub(crate) fn change(
     counters.members.forget(id);
     let conv = c.notification.conversation_id.clone();
     let existing = state(tx, id)?;
+    // A user's own change is checked against the group as it is now; the app server's need none.
+    if let Some(st) = existing
+        .as_ref()
+        .filter(|st| st.dismissed == 0 && c.permit != tidings_store::Permit::App)
+    {
+        let member = member_row(tx, id, &c.by)?.is_some();
+        if let Err(r) = c
+            .permit
+            .check(st.kind, st.invite_open, &st.owner, &c.by, member)
+        {
+            return refused(r);
+        }
+    }
     // What changes, for the notification; joined and left members.
     let mut content = serde_json::json!({ "operatorId": c.by });
     let mut joined: Vec<String> = Vec::new();
@@ -262,6 +307,7 @@ pub(crate) fn change(
     match (&c.action, existing) {
         (
             GroupAction::Create {
+                kind,
                 owner,
                 name,
                 portrait,
@@ -280,37 +326,61 @@ pub(crate) fn change(
                 return refused(GroupRefusal::Full);
             }
             tx.prepare_cached(
-                "INSERT INTO groups (id, name, portrait, extra, owner, created) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO groups (id, name, portrait, extra, owner, created, kind) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
-            .execute(params![id, name, portrait, extra, owner, now])?;
-            content["operation"] = "create".into();
-            content["ownerId"] = owner.as_str().into();
-            content["name"] = name.as_str().into();
-            content["userIds"] = joined.clone().into();
+            .execute(params![
+                id,
+                name,
+                portrait,
+                extra,
+                owner,
+                now,
+                kind.as_str()
+            ])?;
+            tidings_store::created_content(&mut content, *kind, owner, name, &joined);
+        }
+        (GroupAction::Join(user), None) => {
+            joined.push(user.clone());
+            tx.prepare_cached(
+                "INSERT INTO groups (id, owner, created, kind) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![id, user, now, GroupKind::Open.as_str()])?;
+            tidings_store::created_content(&mut content, GroupKind::Open, user, "", &joined);
         }
         (GroupAction::Create { .. }, Some(_)) => return refused(GroupRefusal::Exists),
         (_, None) => return refused(GroupRefusal::NotFound),
-        (_, Some((_, dismissed, _))) if dismissed != 0 => return refused(GroupRefusal::Dismissed),
-        (action, Some((owner, _, _))) => match action {
+        (_, Some(st)) if st.dismissed != 0 => return refused(GroupRefusal::Dismissed),
+        (action, Some(State { owner, kind, .. })) => match action {
             // Creates were answered above; an existing group cannot be created again.
             GroupAction::Create { .. } => return refused(GroupRefusal::Exists),
             GroupAction::Update {
                 name,
                 portrait,
                 extra,
+                invite_open,
             } => {
                 tx.prepare_cached(
                     "UPDATE groups SET name = coalesce(?2, name), \
-                     portrait = coalesce(?3, portrait), extra = coalesce(?4, extra) WHERE id = ?1",
+                     portrait = coalesce(?3, portrait), extra = coalesce(?4, extra), \
+                     invite_open = coalesce(?5, invite_open) WHERE id = ?1",
                 )?
-                .execute(params![id, name, portrait, extra])?;
-                content["operation"] = "update".into();
-                for (key, value) in [("name", name), ("portrait", portrait), ("extra", extra)] {
-                    if let Some(v) = value {
-                        content[key] = v.as_str().into();
-                    }
+                .execute(params![id, name, portrait, extra, invite_open])?;
+                tidings_store::updated_content(&mut content, action);
+            }
+            GroupAction::Join(user) => {
+                if member_row(tx, id, user)?.is_some() {
+                    return unchanged(tx, id);
                 }
+                if kind != GroupKind::Open {
+                    return refused(GroupRefusal::NotMember);
+                }
+                if member_count(tx, id)? + 1 > c.max_members {
+                    return refused(GroupRefusal::Full);
+                }
+                joined.push(user.clone());
+                content["operation"] = "add".into();
+                content["userIds"] = joined.clone().into();
             }
             GroupAction::AddMembers(users) => {
                 for u in users {

@@ -3,8 +3,8 @@
 
 use crate::{
     Amend, AmendAction, AmendRefusal, AppendMessage, ConversationFilter, ConversationSettings,
-    ConversationUpdate, GroupAction, GroupChange, GroupRefusal, HistoryFrom, Participant,
-    PushSubscriptionRecord, Store, WriteOp, WriteResult,
+    ConversationUpdate, GroupAction, GroupChange, GroupKind, GroupRefusal, HistoryFrom,
+    Participant, Permit, PushSubscriptionRecord, Store, WriteOp, WriteResult,
 };
 
 /// An append of a private message from `from` to `to`, for tests.
@@ -109,6 +109,8 @@ pub async fn run_all(store: &dyn Store) {
     search_finds_substrings_of_what_the_user_can_see(store).await;
     last_seen_only_moves_forward(store).await;
     groups_membership_and_fan_out(store).await;
+    open_groups_are_made_and_joined_by_naming_them(store).await;
+    discussions_are_managed_by_their_members(store).await;
     profiles_and_bans(store).await;
     sensitive_words_are_kept_up_to_a_limit(store).await;
     kept_chatrooms_and_standings(store).await;
@@ -549,6 +551,7 @@ async fn accounts_are_made_only_for_ids_without_a_trace(store: &dyn Store) {
             "tr-group",
             "tr-owner",
             GroupAction::Create {
+                kind: GroupKind::Managed,
                 owner: "tr-owner".into(),
                 name: "G".into(),
                 portrait: String::new(),
@@ -1847,10 +1850,22 @@ pub fn group_append(from: &str, group: &str, client_msg_id: &str, text: &str) ->
 
 /// A group change by `by`, with its notification, for tests.
 pub fn group_change(group: &str, by: &str, action: GroupAction, uid: &str) -> WriteOp {
+    permitted_change(group, by, action, Permit::App, uid)
+}
+
+/// A group change by `by` under `permit`, with its notification, for tests.
+pub fn permitted_change(
+    group: &str,
+    by: &str,
+    action: GroupAction,
+    permit: Permit,
+    uid: &str,
+) -> WriteOp {
     WriteOp::Group(Box::new(GroupChange {
         group: group.into(),
         by: by.into(),
         action,
+        permit,
         max_members: 5,
         notification: AppendMessage {
             uid: uid.into(),
@@ -1937,6 +1952,7 @@ async fn group_history(store: &dyn Store, user: &str, group: &str) -> Vec<String
 
 async fn groups_membership_and_fan_out(store: &dyn Store) {
     let create = GroupAction::Create {
+        kind: GroupKind::Managed,
         owner: "g-a".into(),
         name: "Team".into(),
         portrait: String::new(),
@@ -2323,6 +2339,268 @@ async fn groups_membership_and_fan_out(store: &dyn Store) {
             .expect("group")
             .dismissed
             > 0
+    );
+}
+
+/// A group created by the app server, of `kind`, for tests.
+fn create_group(kind: GroupKind, owner: &str, members: &[&str]) -> GroupAction {
+    GroupAction::Create {
+        kind,
+        owner: owner.into(),
+        name: String::new(),
+        portrait: String::new(),
+        extra: String::new(),
+        members: members.iter().map(|m| m.to_string()).collect(),
+    }
+}
+
+/// The answer to a change that changed nothing: the group as it is.
+fn unchanged(r: WriteResult) -> crate::GroupInfo {
+    match r {
+        WriteResult::GroupChanged {
+            group,
+            notification: None,
+        } => group,
+        other => panic!("expected an unchanged group, got {other:?}"),
+    }
+}
+
+async fn open_groups_are_made_and_joined_by_naming_them(store: &dyn Store) {
+    let join = |user: &str, group: &str, uid: &str| {
+        group_change(group, user, GroupAction::Join(user.into()), uid)
+    };
+    // Naming a group that does not exist makes it, open, with the user as owner and member.
+    let (content, to) = group_changed(store, join("o-a", "o1", "o-n1")).await;
+    assert_eq!(content["operation"], "create");
+    assert_eq!(content["kind"], "open");
+    assert_eq!(content["ownerId"], "o-a");
+    assert_eq!(to, ["o-a"]);
+    let info = store.group("o1").await.expect("read").expect("made");
+    assert_eq!(
+        (info.kind, info.owner.as_str(), info.member_count),
+        (GroupKind::Open, "o-a", 1)
+    );
+    // Another user naming it joins it.
+    let (content, to) = group_changed(store, join("o-b", "o1", "o-n2")).await;
+    assert_eq!(content["operation"], "add");
+    assert_eq!(content["userIds"], serde_json::json!(["o-b"]));
+    assert_eq!(to, ["o-a", "o-b"]);
+    // A member naming it again changes nothing.
+    let again = unchanged(one_write(store, join("o-b", "o1", "o-n3")).await);
+    assert_eq!((again.kind, again.member_count), (GroupKind::Open, 2));
+    // Its messages reach every member, as any group's do.
+    let r = one_write(
+        store,
+        WriteOp::Append(group_append("o-b", "o1", "o-m1", "hi")),
+    )
+    .await;
+    assert_eq!(users_of(appended(&r).1), ["o-a", "o-b"]);
+    // One id space: no group of any kind can be made with its id.
+    assert_eq!(
+        one_write(
+            store,
+            group_change(
+                "o1",
+                "o-x",
+                create_group(GroupKind::Managed, "o-x", &[]),
+                "o-n4"
+            )
+        )
+        .await,
+        WriteResult::GroupRefused(GroupRefusal::Exists)
+    );
+
+    // A managed group or a discussion is closed to non-members naming it; a member naming it
+    // is answered with it, unchanged.
+    for (id, kind) in [("o-m", GroupKind::Managed), ("o-d", GroupKind::Discussion)] {
+        group_changed(
+            store,
+            group_change(
+                id,
+                "o-a",
+                create_group(kind, "o-a", &[]),
+                &format!("{id}-n1"),
+            ),
+        )
+        .await;
+        assert_eq!(
+            one_write(store, join("o-c", id, &format!("{id}-n2"))).await,
+            WriteResult::GroupRefused(GroupRefusal::NotMember)
+        );
+        assert!(!store.is_group_member(id, "o-c").await.expect("read"));
+        let own = unchanged(one_write(store, join("o-a", id, &format!("{id}-n3"))).await);
+        assert_eq!((own.kind, own.member_count), (kind, 1));
+    }
+
+    // An open group has the same maximum of members.
+    for (i, user) in ["o-c", "o-d", "o-e"].into_iter().enumerate() {
+        group_changed(store, join(user, "o1", &format!("o-n1{i}"))).await;
+    }
+    assert_eq!(
+        one_write(store, join("o-f", "o1", "o-n20")).await,
+        WriteResult::GroupRefused(GroupRefusal::Full)
+    );
+    // A dismissed group stays dismissed: naming it does not make it again.
+    group_changed(
+        store,
+        group_change("o1", "o-a", GroupAction::Dismiss, "o-n21"),
+    )
+    .await;
+    assert_eq!(
+        one_write(store, join("o-a", "o1", "o-n22")).await,
+        WriteResult::GroupRefused(GroupRefusal::Dismissed)
+    );
+}
+
+async fn discussions_are_managed_by_their_members(store: &dyn Store) {
+    let change = |by: &str, action: GroupAction, permit: Permit, uid: &str| {
+        permitted_change("d1", by, action, permit, uid)
+    };
+    let add =
+        |users: &[&str]| GroupAction::AddMembers(users.iter().map(|u| u.to_string()).collect());
+    let invites = |open: bool| GroupAction::Update {
+        name: None,
+        portrait: None,
+        extra: None,
+        invite_open: Some(open),
+    };
+    let (content, _) = group_changed(
+        store,
+        group_change(
+            "d1",
+            "d-a",
+            create_group(GroupKind::Discussion, "d-a", &["d-b"]),
+            "d-n1",
+        ),
+    )
+    .await;
+    assert_eq!(content["kind"], "discussion");
+    let info = store.group("d1").await.expect("read").expect("made");
+    assert_eq!((info.kind, info.invite_open), (GroupKind::Discussion, true));
+
+    // While invitations are open, any member adds members.
+    let (content, to) =
+        group_changed(store, change("d-b", add(&["d-c"]), Permit::Inviter, "d-n2")).await;
+    assert_eq!(content["operation"], "add");
+    assert_eq!(to, ["d-a", "d-b", "d-c"]);
+    // Only the owner closes them.
+    assert_eq!(
+        one_write(store, change("d-b", invites(false), Permit::Owner, "d-n3")).await,
+        WriteResult::GroupRefused(GroupRefusal::NotOwner)
+    );
+    let (content, _) =
+        group_changed(store, change("d-a", invites(false), Permit::Owner, "d-n4")).await;
+    assert_eq!(
+        (&content["operation"], &content["inviteOpen"]),
+        (&"update".into(), &false.into())
+    );
+    assert!(
+        !store
+            .group("d1")
+            .await
+            .expect("read")
+            .expect("d1")
+            .invite_open
+    );
+    // Closed: only the owner adds.
+    assert_eq!(
+        one_write(store, change("d-b", add(&["d-d"]), Permit::Inviter, "d-n5")).await,
+        WriteResult::GroupRefused(GroupRefusal::InvitesClosed)
+    );
+    assert!(!store.is_group_member("d1", "d-d").await.expect("read"));
+    group_changed(store, change("d-a", add(&["d-d"]), Permit::Inviter, "d-n6")).await;
+    // Only the owner removes.
+    let remove = GroupAction::RemoveMembers(vec!["d-c".into()]);
+    assert_eq!(
+        one_write(store, change("d-b", remove.clone(), Permit::Owner, "d-n7")).await,
+        WriteResult::GroupRefused(GroupRefusal::NotOwner)
+    );
+    let (content, to) = group_changed(store, change("d-a", remove, Permit::Owner, "d-n8")).await;
+    assert_eq!(content["operation"], "remove");
+    assert_eq!(to, ["d-a", "d-b", "d-c", "d-d"]);
+    // Any member renames it; a non-member changes nothing.
+    let rename = GroupAction::Update {
+        name: Some("Plans".into()),
+        portrait: None,
+        extra: None,
+        invite_open: None,
+    };
+    let (content, _) =
+        group_changed(store, change("d-b", rename.clone(), Permit::Member, "d-n9")).await;
+    assert_eq!(content["name"], "Plans");
+    assert_eq!(
+        one_write(
+            store,
+            change("d-c", rename.clone(), Permit::Member, "d-n10")
+        )
+        .await,
+        WriteResult::GroupRefused(GroupRefusal::NotMember)
+    );
+    assert_eq!(
+        one_write(
+            store,
+            change("d-c", add(&["d-e"]), Permit::Inviter, "d-n11")
+        )
+        .await,
+        WriteResult::GroupRefused(GroupRefusal::NotMember)
+    );
+    // The app server still manages it: it adds while invitations are closed.
+    group_changed(store, change("d-a", add(&["d-e"]), Permit::App, "d-n12")).await;
+    // An owner who quits hands it over, as in any group.
+    let (content, _) = group_changed(
+        store,
+        change("d-a", GroupAction::Quit("d-a".into()), Permit::App, "d-n13"),
+    )
+    .await;
+    assert_eq!(content["ownerId"], "d-b");
+
+    // Users cannot manage a group of another kind, member or not, nor one that is not there.
+    group_changed(
+        store,
+        group_change(
+            "d-m",
+            "d-a",
+            create_group(GroupKind::Managed, "d-a", &["d-b"]),
+            "d-m1",
+        ),
+    )
+    .await;
+    for (i, (action, permit)) in [
+        (add(&["d-x"]), Permit::Inviter),
+        (
+            GroupAction::RemoveMembers(vec!["d-b".into()]),
+            Permit::Owner,
+        ),
+        (rename, Permit::Member),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        assert_eq!(
+            one_write(
+                store,
+                permitted_change("d-m", "d-a", action.clone(), permit, &format!("d-m2{i}"))
+            )
+            .await,
+            WriteResult::GroupRefused(GroupRefusal::NotDiscussion)
+        );
+        assert_eq!(
+            one_write(
+                store,
+                permitted_change("d-none", "d-a", action, permit, &format!("d-m3{i}"))
+            )
+            .await,
+            WriteResult::GroupRefused(GroupRefusal::NotFound)
+        );
+    }
+    assert_eq!(
+        store
+            .group("d-m")
+            .await
+            .expect("read")
+            .expect("d-m")
+            .member_count,
+        2
     );
 }
 

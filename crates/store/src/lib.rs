@@ -177,10 +177,46 @@ pub fn group_conversation_id(group: &str) -> String {
     format!("{GROUP}:{group}")
 }
 
+/// Who makes and manages a group. Every kind lives in one table with one id space and takes
+/// the same paths (fan-out, history, membership views, receipts, notifications); the kind only
+/// decides who may change the group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum GroupKind {
+    /// Made and managed by the app server (the HTTP API).
+    #[default]
+    Managed,
+    /// Made by a user naming it when connecting (seed 001's AUTH); any user may join it so.
+    Open,
+    /// Made and managed by its users (seed 004's discussions).
+    Discussion,
+}
+
+impl GroupKind {
+    /// The name on the wire and in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupKind::Managed => "managed",
+            GroupKind::Open => "open",
+            GroupKind::Discussion => "discussion",
+        }
+    }
+
+    /// The kind named `s`, if any.
+    pub fn parse(s: &str) -> Option<GroupKind> {
+        match s {
+            "managed" => Some(GroupKind::Managed),
+            "open" => Some(GroupKind::Open),
+            "discussion" => Some(GroupKind::Discussion),
+            _ => None,
+        }
+    }
+}
+
 /// A group's profile and state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GroupInfo {
     pub id: String,
+    pub kind: GroupKind,
     pub name: String,
     pub portrait: String,
     /// App-defined profile data: a JSON object as text, or empty.
@@ -193,6 +229,9 @@ pub struct GroupInfo {
     /// Until when (ms) only the owner may send; 0: not muted, `i64::MAX`: until unmuted.
     pub muted_until: i64,
     pub member_count: u64,
+    /// A discussion: whether any member may add members (true, the default) or only its owner.
+    /// Stored for every kind; only discussions use it.
+    pub invite_open: bool,
 }
 
 /// A member of a group.
@@ -205,11 +244,12 @@ pub struct GroupMember {
     pub muted_until: i64,
 }
 
-/// A change to a group, made by the app server or (quitting) by a member.
+/// A change to a group, made by the app server or by a member (see [`Permit`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupAction {
     /// Creates the group with its owner and first members (the owner is always one).
     Create {
+        kind: GroupKind,
         owner: String,
         name: String,
         portrait: String,
@@ -221,6 +261,7 @@ pub enum GroupAction {
         name: Option<String>,
         portrait: Option<String>,
         extra: Option<String>,
+        invite_open: Option<bool>,
     },
     AddMembers(Vec<String>),
     RemoveMembers(Vec<String>),
@@ -234,6 +275,29 @@ pub enum GroupAction {
         until: i64,
     },
     Dismiss,
+    /// A user names the group when connecting (seed 001): a group that does not exist is made
+    /// as [`GroupKind::Open`] with the user as owner and only member; an open group is joined;
+    /// a group of another kind is answered unchanged for a member and refused
+    /// ([`GroupRefusal::NotMember`]) to anyone else.
+    Join(String),
+}
+
+/// Who may make a change. The store checks it in the change's transaction, against the group
+/// as it is then.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Permit {
+    /// The app server: any change to a group of any kind. (A member's `Quit` and a user's
+    /// `Join` carry their own rules and use this too.)
+    #[default]
+    App,
+    /// A user managing a discussion: the group must be a [`GroupKind::Discussion`] and `by` a
+    /// member of it.
+    Member,
+    /// As [`Permit::Member`], and `by` must be the discussion's owner.
+    Owner,
+    /// As [`Permit::Member`], and while the discussion's invitations are closed `by` must be
+    /// its owner.
+    Inviter,
 }
 
 /// A change to a group, with the notification message that records it in the group's
@@ -244,11 +308,79 @@ pub struct GroupChange {
     /// Who made the change (the notification's sender).
     pub by: String,
     pub action: GroupAction,
+    /// Who may make it.
+    pub permit: Permit,
     /// The most members the group may have; an add (or create) beyond it is refused whole.
     pub max_members: u64,
     /// The notification: conversation and sender set by the engine; the store fills its
     /// content and recipients (the members after the change, and those who just left).
     pub notification: AppendMessage,
+}
+
+impl Permit {
+    /// Whether `by` may make a change under this permit to a live group of `kind` owned by
+    /// `owner`; `member` says whether `by` is a member of it.
+    pub fn check(
+        self,
+        kind: GroupKind,
+        invite_open: bool,
+        owner: &str,
+        by: &str,
+        member: bool,
+    ) -> std::result::Result<(), GroupRefusal> {
+        if self == Permit::App {
+            return Ok(());
+        }
+        if kind != GroupKind::Discussion {
+            return Err(GroupRefusal::NotDiscussion);
+        }
+        if !member {
+            return Err(GroupRefusal::NotMember);
+        }
+        match self {
+            Permit::Owner if by != owner => Err(GroupRefusal::NotOwner),
+            Permit::Inviter if !invite_open && by != owner => Err(GroupRefusal::InvitesClosed),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Fills a creation's notification content: `operation` `create`, the kind, owner, name and
+/// first members.
+pub fn created_content(
+    content: &mut serde_json::Value,
+    kind: GroupKind,
+    owner: &str,
+    name: &str,
+    members: &[String],
+) {
+    content["operation"] = "create".into();
+    content["kind"] = kind.as_str().into();
+    content["ownerId"] = owner.into();
+    content["name"] = name.into();
+    content["userIds"] = members.into();
+}
+
+/// Fills an update's notification content: `operation` `update` and the fields it changes.
+pub fn updated_content(content: &mut serde_json::Value, action: &GroupAction) {
+    let GroupAction::Update {
+        name,
+        portrait,
+        extra,
+        invite_open,
+    } = action
+    else {
+        return;
+    };
+    content["operation"] = "update".into();
+    for (key, value) in [("name", name), ("portrait", portrait), ("extra", extra)] {
+        if let Some(v) = value {
+            content[key] = v.as_str().into();
+        }
+    }
+    if let Some(open) = invite_open {
+        content["inviteOpen"] = (*open).into();
+    }
 }
 
 /// Why a group change or a group message was refused; nothing was written.
@@ -264,6 +396,12 @@ pub enum GroupRefusal {
     Muted,
     /// The group would have more than its maximum of members.
     Full,
+    /// A user's change ([`Permit::Member`] and the like) to a group that is not a discussion.
+    NotDiscussion,
+    /// Only the discussion's owner may make this change.
+    NotOwner,
+    /// The discussion's invitations are closed: only its owner may add members.
+    InvitesClosed,
 }
 
 /// A page of a group's members, in the order they joined.

@@ -298,6 +298,7 @@ async function loadGroup() {
   $('group').hidden = false;
   fill($('group-info'), [
     ['Group', group.groupId],
+    ['Kind', group.kind],
     ['Name', group.name],
     ['Owner', group.ownerId],
     ['Members', group.memberCount],

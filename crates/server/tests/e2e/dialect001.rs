@@ -6,7 +6,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tidings_proto::Code;
 
-use crate::util::{SeedWs, TestServer, api, eventually, http, now_ms, signed, stored_cursor};
+use crate::util::{
+    SeedWs, TestServer, api, create_group, eventually, http, next_message, now_ms, signed,
+    stored_cursor,
+};
 
 /// A seed-001 client.
 pub(crate) struct Client {
@@ -22,6 +25,13 @@ impl Client {
 
     /// Opens and authenticates as `user` (with that name and `group`); returns the AUTH data.
     pub(crate) async fn auth(server: &TestServer, user: &str, group: &str) -> (Client, Value) {
+        let (c, auth) = Client::try_auth(server, user, group).await;
+        assert_eq!(auth["code"], 200, "{auth}");
+        (c, auth)
+    }
+
+    /// Opens and sends AUTH as `user` (with that name and `group`); returns the AUTH answer.
+    async fn try_auth(server: &TestServer, user: &str, group: &str) -> (Client, Value) {
         let mut c = Client::open(server).await;
         let token = server.token(user).await;
         c.send(
@@ -30,8 +40,25 @@ impl Client {
         )
         .await;
         let auth = c.packet("AUTH").await;
-        assert_eq!(auth["code"], 200, "{auth}");
         (c, auth)
+    }
+
+    /// The next delivered MESSAGE, passing over the reports of this client's own messages;
+    /// confirms it.
+    async fn delivered(&mut self) -> Value {
+        loop {
+            let p = self.ws.json().await;
+            match p["cmd"].as_str() {
+                Some("MESSAGE_REPLY") => continue,
+                Some("MESSAGE") => {
+                    let data = p["data"].clone();
+                    self.send("MESSAGE_CALLBACK", json!({ "mid": data["mid"] }))
+                        .await;
+                    return data;
+                }
+                _ => panic!("expected a MESSAGE: {p}"),
+            }
+        }
     }
 
     pub(crate) async fn send(&mut self, cmd: &str, data: Value) {
@@ -174,12 +201,12 @@ async fn auth_refusals() {
     .await;
     assert_eq!(c.packet("AUTH").await["code"], 200);
 
-    // A forged token, a name that is not the token's user, a group the user is not in: 403,
-    // then the connection closes.
+    // A forged token, a name that is not the token's user, a malformed group id: 403, then the
+    // connection closes.
     for data in [
         json!({ "token": "forged", "name": "", "group": "" }),
         json!({ "token": server.token("2302").await, "name": "someone-else", "group": "" }),
-        json!({ "token": server.token("2302").await, "name": "2302", "group": "nope" }),
+        json!({ "token": server.token("2302").await, "name": "2302", "group": "not a group id" }),
     ] {
         let mut c = Client::open(&server).await;
         c.send("AUTH", data.clone()).await;
@@ -438,4 +465,125 @@ async fn register_fcm_refusals() {
         a.packet("INFO").await.as_str().unwrap().contains("push"),
         "an INFO about push"
     );
+}
+
+#[tokio::test]
+async fn a_group_named_at_auth_is_made_on_first_use_and_joined_by_the_next() {
+    let server = TestServer::start().await;
+    // Two unchanged seed clients name a group nobody made: the first makes it, the second joins.
+    let (mut a, _) = Client::auth(&server, "2701", "lobby-1").await;
+    let (mut b, _) = Client::auth(&server, "2702", "lobby-1").await;
+    let (status, body) = api(&server, "GET", "/api/v1/groups/lobby-1", Value::Null).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (
+            &body["group"]["kind"],
+            &body["group"]["ownerId"],
+            &body["group"]["memberCount"]
+        ),
+        (&json!("open"), &json!("2701"), &json!(2))
+    );
+    // A native member (added by the app server, which manages every kind) hears it too.
+    let (status, body) = crate::util::add_group_members(&server, "lobby-1", &["2703"]).await;
+    assert_eq!(status, 200, "{body}");
+    let (_c, mut c_events) = server.client("2703", "d").await;
+
+    a.message("group", "lobby-1", "from a").await;
+    let got = b.delivered().await;
+    assert_eq!(
+        (&got["sendType"], &got["target"], &got["from"]["name"]),
+        (&json!("group"), &json!("lobby-1"), &json!("2701"))
+    );
+    assert_eq!(got["message"]["text"], "from a");
+    let native = loop {
+        let m = next_message(&mut c_events).await;
+        if m.msg_type == "text" {
+            break m;
+        }
+    };
+    assert_eq!(
+        (native.sender_id.as_str(), native.target_id.as_str()),
+        ("2701", "lobby-1")
+    );
+    // The bound group is where a group MESSAGE without a target goes.
+    b.message("group", "", "from b").await;
+    let got = a.delivered().await;
+    assert_eq!(
+        (
+            &got["target"],
+            &got["from"]["name"],
+            &got["message"]["text"]
+        ),
+        (&json!("lobby-1"), &json!("2702"), &json!("from b"))
+    );
+    // Naming it again, on a new connection, changes nothing.
+    drop(b);
+    let (_b, _) = Client::auth(&server, "2702", "lobby-1").await;
+    let (_, body) = api(&server, "GET", "/api/v1/groups/lobby-1", Value::Null).await;
+    assert_eq!(body["group"]["memberCount"], 3);
+}
+
+#[tokio::test]
+async fn an_app_managed_group_is_named_only_by_its_members() {
+    let server = TestServer::start().await;
+    create_group(&server, "staff", "2801", &["2802"]).await;
+    // A user not in it is refused, with the code, and joins nothing.
+    let (mut c, auth) = Client::try_auth(&server, "2803", "staff").await;
+    assert_eq!(auth["code"], 403, "{auth}");
+    assert!(
+        auth["msg"].as_str().unwrap().starts_with("22406 "),
+        "{auth}"
+    );
+    c.ws.expect_closed().await;
+    let (_, body) = api(&server, "GET", "/api/v1/groups/staff", Value::Null).await;
+    assert_eq!(
+        (&body["group"]["kind"], &body["group"]["memberCount"]),
+        (&json!("managed"), &json!(2))
+    );
+    // A member names it and sends to it.
+    let (mut owner, _) = Client::auth(&server, "2801", "").await;
+    let (mut member, _) = Client::auth(&server, "2802", "staff").await;
+    member.message("group", "", "hello staff").await;
+    let got = owner.delivered().await;
+    assert_eq!(
+        (&got["target"], &got["message"]["text"]),
+        (&json!("staff"), &json!("hello staff"))
+    );
+    // A malformed group id is refused with its code.
+    let (_, auth) = Client::try_auth(&server, "2803", "no such/id").await;
+    assert_eq!(auth["code"], 403);
+    assert!(
+        auth["msg"].as_str().unwrap().starts_with("20407 "),
+        "{auth}"
+    );
+}
+
+#[tokio::test]
+async fn making_or_joining_groups_at_auth_counts_against_the_send_rate() {
+    let server = TestServer::start_with(|c| {
+        c.send_rate = 1;
+        c.send_burst = 1;
+    })
+    .await;
+    let (_a, _) = Client::auth(&server, "2901", "made-1").await;
+    // Naming it again, as a member, is not counted.
+    let (_a, _) = Client::auth(&server, "2901", "made-1").await;
+    // The next group made within the second is refused; nothing is made.
+    let (_, auth) = Client::try_auth(&server, "2901", "made-2").await;
+    assert_eq!(auth["code"], 403);
+    assert!(
+        auth["msg"].as_str().unwrap().starts_with("20604 "),
+        "{auth}"
+    );
+    let (status, _) = api(&server, "GET", "/api/v1/groups/made-2", Value::Null).await;
+    assert_eq!(status, 404);
+    // Joining is counted for the user who joins.
+    let (_b, _) = Client::auth(&server, "2902", "made-1").await;
+    let (_, auth) = Client::try_auth(&server, "2902", "made-3").await;
+    assert!(
+        auth["msg"].as_str().unwrap().starts_with("20604 "),
+        "{auth}"
+    );
+    let (_, body) = api(&server, "GET", "/api/v1/groups/made-1", Value::Null).await;
+    assert_eq!(body["group"]["memberCount"], 2);
 }

@@ -1,6 +1,7 @@
 //! Groups: managed through the HTTP API, used through the SDK. Every membership change is a
 //! notification in the group's conversation; messages reach every member (and only members),
-//! online by push and offline by sync.
+//! online by push and offline by sync. Discussions are groups users make and manage themselves
+//! through their own queries; the app server manages every kind.
 
 use serde_json::json;
 use tidings_client::{ClientError, ConversationUpdate, HistoryStart, Message, Outgoing};
@@ -585,5 +586,251 @@ async fn a_large_group_reaches_online_and_offline_members_once() {
     assert_eq!(
         summary(&[next_in(&mut phone_events, "crowd").await]),
         ["four"]
+    );
+}
+
+#[tokio::test]
+async fn users_make_and_manage_discussions_and_each_change_is_a_notification() {
+    let server = TestServer::start().await;
+    let (ann, mut ann_events) = server.client("ann", "phone").await;
+    let (ben, mut ben_events) = server.client("ben", "phone").await;
+    let (cat, mut cat_events) = server.client("cat", "phone").await;
+
+    // Ann makes one with Ben: she owns it, its invitations are open, and Ben hears of it.
+    let d = ann.create_discussion("Plans", &["ben"]).await.unwrap();
+    assert_eq!(
+        (
+            d.kind.as_str(),
+            d.owner_id.as_str(),
+            d.name.as_str(),
+            d.member_count,
+            d.invite_open
+        ),
+        ("discussion", "ann", "Plans", 2, true)
+    );
+    assert!(d.group_id.starts_with("d-"), "{}", d.group_id);
+    let id = d.group_id.clone();
+    for events in [&mut ann_events, &mut ben_events] {
+        let created = next_in(events, &id).await.group_notice().unwrap();
+        assert_eq!(
+            (
+                created.operation.as_str(),
+                created.operator_id.as_str(),
+                created.kind.as_deref()
+            ),
+            ("create", "ann", Some("discussion"))
+        );
+    }
+    // The app server sees it, with its kind.
+    let (_, body) = api(&server, "GET", &format!("/api/v1/groups/{id}"), json!(null)).await;
+    assert_eq!(body["group"]["kind"], "discussion");
+
+    // While invitations are open, any member adds members.
+    let d = ben.add_discussion_members(&id, &["cat"]).await.unwrap();
+    assert_eq!(d.member_count, 3);
+    let added = next_in(&mut ann_events, &id).await.group_notice().unwrap();
+    assert_eq!(
+        (
+            added.operation.as_str(),
+            added.operator_id.as_str(),
+            added.user_ids
+        ),
+        ("add", "ben", vec!["cat".to_string()])
+    );
+    // Messages reach every member, as in any group.
+    let sent = cat.send(Outgoing::group_text(&id, "hi all")).await.unwrap();
+    let got = next_in(&mut ann_events, &id).await;
+    assert_eq!((got.sender_id.as_str(), got.seq), ("cat", sent.seq));
+
+    // Any member renames it; only the owner opens or closes invitations.
+    let d = cat.set_discussion_name(&id, "Trip").await.unwrap();
+    assert_eq!(d.name, "Trip");
+    let renamed = next_in(&mut ann_events, &id).await.group_notice().unwrap();
+    assert_eq!(
+        (renamed.operation.as_str(), renamed.name.as_deref()),
+        ("update", Some("Trip"))
+    );
+    assert_eq!(
+        refused_code(ben.set_discussion_invite_open(&id, false).await),
+        Code::Unauthorized.as_u32()
+    );
+    let d = ann.set_discussion_invite_open(&id, false).await.unwrap();
+    assert!(!d.invite_open);
+    // Ben hears of it (after the changes before it).
+    let closed = loop {
+        let m = next_in(&mut ben_events, &id).await;
+        if let Some(n) = m.group_notice().filter(|n| n.invite_open.is_some()) {
+            break n;
+        }
+    };
+    assert_eq!(
+        (closed.operation.as_str(), closed.invite_open),
+        ("update", Some(false))
+    );
+    // Closed: a member's invitation is refused, the owner's goes through.
+    assert_eq!(
+        refused_code(ben.add_discussion_members(&id, &["dan"]).await),
+        Code::DiscussionInvitesClosed.as_u32()
+    );
+    assert_eq!(
+        ann.add_discussion_members(&id, &["dan"])
+            .await
+            .unwrap()
+            .member_count,
+        4
+    );
+
+    // Only the owner removes; the removed member is told and sees nothing after.
+    assert_eq!(
+        refused_code(ben.remove_discussion_member(&id, "cat").await),
+        Code::Unauthorized.as_u32()
+    );
+    let d = ann.remove_discussion_member(&id, "cat").await.unwrap();
+    assert_eq!(d.member_count, 3);
+    let removed = loop {
+        let n = next_in(&mut cat_events, &id).await;
+        if let Some(n) = n.group_notice().filter(|n| n.operation == "remove") {
+            break n;
+        }
+    };
+    assert_eq!(removed.user_ids, ["cat"]);
+    assert_eq!(
+        refused_code(cat.set_discussion_name(&id, "mine").await),
+        Code::NotInGroup.as_u32()
+    );
+    assert_eq!(
+        refused_code(cat.send(Outgoing::group_text(&id, "still here?")).await),
+        Code::NotInGroup.as_u32()
+    );
+
+    // The owner quits: Ben, the longest-standing member after her, owns it now.
+    let d = ann.quit_group(&id).await.unwrap();
+    assert_eq!((d.owner_id.as_str(), d.member_count), ("ben", 2));
+    assert!(ben.remove_discussion_member(&id, "dan").await.is_ok());
+}
+
+#[tokio::test]
+async fn users_cannot_manage_a_group_that_is_not_a_discussion() {
+    let server = TestServer::start().await;
+    create_group(&server, "crew", "amy", &["bob"]).await;
+    let (amy, _amy_events) = server.client("amy", "phone").await;
+    // Even its owner cannot change an app-managed group through the discussion bodies.
+    for refusal in [
+        amy.add_discussion_members("crew", &["zed"]).await,
+        amy.remove_discussion_member("crew", "bob").await,
+        amy.set_discussion_name("crew", "ours").await,
+        amy.set_discussion_invite_open("crew", false).await,
+    ] {
+        assert_eq!(refused_code(refusal), Code::GroupNotFound.as_u32());
+    }
+    let (_, body) = api(&server, "GET", "/api/v1/groups/crew", json!(null)).await;
+    assert_eq!(
+        (
+            &body["group"]["name"],
+            &body["group"]["memberCount"],
+            &body["group"]["kind"]
+        ),
+        (&json!("Team"), &json!(2), &json!("managed"))
+    );
+    // A discussion's bodies check their input like any group's.
+    assert_eq!(
+        refused_code(amy.create_discussion(&"n".repeat(129), &[]).await),
+        Code::BadRequest.as_u32()
+    );
+    assert_eq!(
+        refused_code(amy.create_discussion("x", &["not a user"]).await),
+        Code::InvalidUserId.as_u32()
+    );
+    assert_eq!(
+        refused_code(amy.add_discussion_members("no-such", &["bob"]).await),
+        Code::GroupNotFound.as_u32()
+    );
+}
+
+#[tokio::test]
+async fn a_discussion_has_the_maximum_of_members_of_any_group() {
+    let server = TestServer::start_with(|c| c.max_group_members = 3).await;
+    let (amy, _events) = server.client("amy", "phone").await;
+    assert_eq!(
+        refused_code(amy.create_discussion("big", &["b", "c", "d"]).await),
+        Code::GroupFull.as_u32()
+    );
+    let d = amy.create_discussion("small", &["b", "c"]).await.unwrap();
+    assert_eq!(
+        refused_code(amy.add_discussion_members(&d.group_id, &["d"]).await),
+        Code::GroupFull.as_u32()
+    );
+}
+
+#[tokio::test]
+async fn making_discussions_counts_against_the_send_rate() {
+    let server = TestServer::start_with(|c| {
+        c.send_rate = 1;
+        c.send_burst = 1;
+    })
+    .await;
+    let (amy, _events) = server.client("amy", "phone").await;
+    amy.create_discussion("one", &["bob"]).await.unwrap();
+    assert_eq!(
+        refused_code(amy.create_discussion("two", &["bob"]).await),
+        Code::SendTooFast.as_u32()
+    );
+    assert_eq!(amy.groups().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_app_server_makes_and_manages_groups_of_every_kind() {
+    let server = TestServer::start().await;
+    let create = |id: &str, kind: Option<&str>| {
+        let mut body = json!({ "groupId": id, "ownerId": "amy", "memberIds": ["bob"] });
+        if let Some(kind) = kind {
+            body["kind"] = kind.into();
+        }
+        body
+    };
+    let (status, body) = api(&server, "POST", "/api/v1/groups", create("k1", None)).await;
+    assert_eq!((status, &body["group"]["kind"]), (200, &json!("managed")));
+    let (status, body) = api(
+        &server,
+        "POST",
+        "/api/v1/groups",
+        create("k2", Some("discussion")),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["group"]["kind"], &body["group"]["inviteOpen"]),
+        (200, &json!("discussion"), &json!(true))
+    );
+    // One id space: an id of any kind is taken for every kind.
+    let (status, body) = api(
+        &server,
+        "POST",
+        "/api/v1/groups",
+        create("k2", Some("open")),
+    )
+    .await;
+    assert_eq!((status, &body["code"]), (409, &json!(40021)));
+    let (status, body) = api(
+        &server,
+        "POST",
+        "/api/v1/groups",
+        create("k3", Some("public")),
+    )
+    .await;
+    assert_eq!((status, &body["code"]), (400, &json!(42007)));
+    // The app server closes a discussion's invitations, and its members see it.
+    let (status, body) = api(
+        &server,
+        "PATCH",
+        "/api/v1/groups/k2",
+        json!({ "inviteOpen": false }),
+    )
+    .await;
+    assert_eq!((status, &body["group"]["inviteOpen"]), (200, &json!(false)));
+    let (bob, _events) = server.client("bob", "phone").await;
+    assert!(!bob.group("k2").await.unwrap().invite_open);
+    assert_eq!(
+        refused_code(bob.add_discussion_members("k2", &["cat"]).await),
+        Code::DiscussionInvitesClosed.as_u32()
     );
 }
