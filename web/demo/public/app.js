@@ -657,14 +657,8 @@ function isEvent(m) {
   return typeof m.objectName === 'string' && m.objectName.startsWith('tidings:');
 }
 
-async function openConversation(target, type = PRIVATE) {
-  if (!client) return;
-  // A chatroom is followed only while it is open.
-  if (openType === CHATROOM && open && (open !== target || type !== CHATROOM)) {
-    client.quitChatRoom(open).catch(() => {});
-  }
-  open = target;
-  openType = type;
+/** Empties the message view, for another conversation or none. */
+function clearMessages() {
   rows = [];
   byUid.clear();
   byClient.clear();
@@ -678,6 +672,17 @@ async function openConversation(target, type = PRIVATE) {
   $('messages').dataset.loaded = '0';
   delete $('messages').dataset.complete;
   $('history-top').textContent = '';
+}
+
+async function openConversation(target, type = PRIVATE) {
+  if (!client) return;
+  // A chatroom is followed only while it is open.
+  if (openType === CHATROOM && open && (open !== target || type !== CHATROOM)) {
+    client.quitChatRoom(open).catch(() => {});
+  }
+  open = target;
+  openType = type;
+  clearMessages();
   $('chat-title').textContent = title(type, target);
   $('chat-dot').dataset.user = type === PRIVATE ? target : '';
   $('chat-dot').hidden = type !== PRIVATE;
@@ -756,14 +761,7 @@ $('leave-room').addEventListener('click', async () => {
 function closeChat() {
   open = '';
   openType = PRIVATE;
-  rows = [];
-  byUid.clear();
-  byClient.clear();
-  bySeq.clear();
-  for (const el of rendered.values()) resized.unobserve(el);
-  rendered.clear();
-  $('message-list').replaceChildren();
-  $('history-top').textContent = '';
+  clearMessages();
   $('chat-title').textContent = 'No conversation open';
   $('chat-dot').hidden = true;
   $('chat-avatar').hidden = true;
