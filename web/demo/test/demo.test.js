@@ -678,8 +678,11 @@ test('a chatroom shows its members and has a leave button; the page has an icon 
     await page.locator('#password').fill(PASSWORD);
     await page.locator('#register').click();
     await connected(page);
+    // The icon is served (a missing one would be a 404 below, as /favicon.ico would be without it).
     const icon = await page.locator('link[rel="icon"]').getAttribute('href');
-    assert.match(icon ?? '', /^data:image\/svg\+xml,/);
+    const served = await fetch(new URL(icon ?? '', at.url));
+    assert.equal(served.status, 200);
+    assert.match(served.headers.get('content-type') ?? '', /^image\/svg\+xml/);
     const ned = await person('ned', { at });
     const join = async (p) => {
       await p.locator('#room-id').fill('plaza');
