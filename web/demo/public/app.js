@@ -291,7 +291,33 @@ function wantProfiles(ids) {
       for (const id of part) fetching.delete(id);
     }
     showProfiles();
+    if (session && batch.includes(session.userId)) renewPicture();
   });
+}
+
+/** A picture link with less than this left (seconds) is renewed when the page loads. */
+const RENEW_PICTURE_SECS = 2 * 24 * 3600;
+
+/**
+ * Renews the link to this user's own picture when it is about to expire (every file link does,
+ * after the server's `max_file_link_secs`), and saves the new one in the profile: only the
+ * uploader may ask for a fresh link with the file alone, so the others' pages cannot.
+ */
+async function renewPicture() {
+  const me = session?.userId ?? '';
+  const portrait = profiles.get(me)?.portrait ?? '';
+  if (!client || !session || !/\/v1\/files\//.test(portrait)) return;
+  if (expiryOf(portrait) - Date.now() / 1000 > RENEW_PICTURE_SECS) return;
+  try {
+    // The longest the server gives (it cuts the asked lifetime to its maximum).
+    const fresh = await client.getFileUrl(portrait, 365 * 24 * 3600);
+    const answer = await account('me', { portrait: fresh.url }, session.token, 'PATCH');
+    if (session?.userId !== me) return;
+    profiles.set(me, { name: String(answer.user?.name ?? ''), portrait: String(answer.user?.portrait ?? fresh.url) });
+    showProfiles();
+  } catch {
+    // The picture shows the name's first letter until a later load renews it.
+  }
 }
 
 /** An avatar: the user's picture, or the first letter of their name. */

@@ -713,3 +713,36 @@ test('a chatroom shows its members and has a leave button; the page has an icon 
     await at.stop();
   }
 });
+
+test("a picture's link is renewed by its owner's page before it expires", async () => {
+  // File links that live 4 s: the picture's link in the profile expires that soon.
+  const at = await startServer(['--max-file-link-secs', '4']);
+  try {
+    const olga = await person('olga', { at });
+    await olga.page.getByRole('button', { name: 'Edit your profile' }).click();
+    await olga.page.locator('#profile-picture').setInputFiles({ name: 'me.png', mimeType: 'image/png', buffer: DOT_PNG });
+    await olga.page.locator('#profile-save').click();
+    await olga.page.locator('#me-avatar img').waitFor();
+    const { user } = await at.api('GET', '/users/olga');
+    const old = user.portrait;
+    for (let i = 0; (await fetch(old)).status !== 404; i++) {
+      assert.ok(i < 200, 'the link still works');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    // Olga's page, loaded again, renews it; the profile holds a working link.
+    await olga.page.reload();
+    await connected(olga.page);
+    for (let i = 0; ; i++) {
+      const { user: now } = await at.api('GET', '/users/olga');
+      if (now.portrait !== old) {
+        assert.equal((await fetch(now.portrait)).status, 200);
+        break;
+      }
+      assert.ok(i < 200, 'the picture was not renewed');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await olga.context.close();
+  } finally {
+    await at.stop();
+  }
+});
