@@ -14,7 +14,8 @@ use crate::{Client, ClientError, Command, Message};
 pub struct Conversation {
     pub conversation_type: u32,
     pub target_id: String,
-    /// The newest message (its `inbox_seq` is 0: it is not an inbox entry here).
+    /// The newest message a person sees (its `inbox_seq` is 0: it is not an inbox entry here):
+    /// never a recall, edit or reaction event; a recalled newest message shows `recalled`.
     pub latest: Option<Message>,
     /// Counted messages from others after the read position.
     pub unread: u64,
@@ -28,6 +29,9 @@ pub struct Conversation {
     pub cleared_seq: u64,
     /// Of the unread messages, those that mention this user (or everyone).
     pub mentioned: u64,
+    /// PRIVATE only: the other participant has read up to this seq, as their read receipts
+    /// told (0 otherwise).
+    pub peer_read_seq: u64,
 }
 
 impl From<v1::Conversation> for Conversation {
@@ -43,6 +47,7 @@ impl From<v1::Conversation> for Conversation {
             removed: c.removed,
             cleared_seq: c.cleared_seq,
             mentioned: c.mentioned,
+            peer_read_seq: c.peer_read_seq,
         }
     }
 }
@@ -527,6 +532,38 @@ impl Client {
             }))
             .await?;
         Ok(presence(ack))
+    }
+}
+
+/// Another user's public profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserProfile {
+    pub user_id: String,
+    /// Empty if never set.
+    pub name: String,
+    /// A link to the user's picture; empty if never set.
+    pub portrait: String,
+}
+
+impl Client {
+    /// The names and portraits of `users` (1-100), each once, in the order asked. A user the
+    /// server does not know comes back with an empty name and portrait.
+    pub async fn users(&self, users: &[&str]) -> Result<Vec<UserProfile>, ClientError> {
+        let ack = self
+            .query(Body::GetUsers(v1::GetUsers {
+                user_ids: users.iter().map(|u| u.to_string()).collect(),
+            }))
+            .await?;
+        Ok(ack
+            .users
+            .into_iter()
+            .map(|u| UserProfile {
+                user_id: u.user_id,
+                name: u.name,
+                portrait: u.portrait,
+            })
+            .collect())
     }
 }
 

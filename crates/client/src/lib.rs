@@ -39,7 +39,7 @@ pub use chatrooms::{
 pub use conversations::{
     Conversation, ConversationChange, ConversationPage, ConversationUpdate, HistoryPage,
     HistoryStart, MessagesDeleted, Presence, PushSubscription, QuietHours, ReadReceipt,
-    SearchResults,
+    SearchResults, UserProfile,
 };
 pub use groups::{Group, GroupMember, GroupMembersPage, GroupNotice, GroupReceipt};
 /// The TLS library [`ClientConfig::tls`] is configured with.

@@ -483,6 +483,7 @@ impl Session {
                         unread: 0,
                         mentioned: 0,
                         removed: true,
+                        peer_read_seq: 0,
                     });
                 }
             }
@@ -753,14 +754,14 @@ impl Session {
         let user = self.shared.user.clone();
         let conversation_id = conversation_id(conversation_type, &user, target)?;
         let config = &self.engine.inner.config;
-        let (action, event_type) = match action {
+        let action = match action {
             AmendRequest::Recall => {
                 let not_before = if config.recall_window.is_zero() {
                     0
                 } else {
                     self.engine.now_ms() - config.recall_window.as_millis() as i64
                 };
-                (AmendAction::Recall { not_before }, "tidings:recall")
+                AmendAction::Recall { not_before }
             }
             AmendRequest::Edit { content } => {
                 // The new content follows the rules of the message's type.
@@ -781,13 +782,10 @@ impl Session {
                 } else {
                     String::new()
                 };
-                (
-                    AmendAction::Edit {
-                        content,
-                        search_text,
-                    },
-                    "tidings:edit",
-                )
+                AmendAction::Edit {
+                    content,
+                    search_text,
+                }
             }
             AmendRequest::React { emoji, remove } => {
                 if emoji.is_empty() || emoji.len() > 32 || emoji.chars().any(char::is_control) {
@@ -796,23 +794,13 @@ impl Session {
                         "an emoji is 1-32 bytes without control characters",
                     ));
                 }
-                (
-                    AmendAction::React {
-                        emoji,
-                        add: !remove,
-                    },
-                    "tidings:reaction",
-                )
+                AmendAction::React {
+                    emoji,
+                    add: !remove,
+                }
             }
         };
-        let op = amend_op(
-            &user,
-            conversation_type,
-            target,
-            seq,
-            (action, event_type),
-            false,
-        )?;
+        let op = amend_op(&user, conversation_type, target, seq, action, false)?;
         let results = self.commit_user_change(vec![op]).await?;
         let message = amended(results)?;
         Ok(QueryAckOut {
@@ -907,6 +895,7 @@ impl Session {
                         .map(|m| Delivered::for_viewer(user, Arc::new(m), 0)),
                     unread: c.unread,
                     mentioned: c.mentioned,
+                    peer_read_seq: c.peer_read_seq,
                     settings: c.settings,
                 })
                 .collect(),
@@ -950,7 +939,7 @@ pub(crate) fn amend_op(
     conversation_type: u32,
     target: &str,
     seq: u64,
-    (action, event_type): (AmendAction, &str),
+    action: AmendAction,
     moderated: bool,
 ) -> Result<WriteOp, Refusal> {
     let group = conversation_type == conversation_type::GROUP;
@@ -979,6 +968,7 @@ pub(crate) fn amend_op(
             Vec::new(),
         )
     };
+    let msg_type = action.event_type().into();
     Ok(WriteOp::Amend(Box::new(Amend {
         by: user.to_string(),
         conversation_id: conversation_id.clone(),
@@ -989,7 +979,7 @@ pub(crate) fn amend_op(
             conversation_id,
             sender: user.to_string(),
             target: target.to_string(),
-            msg_type: event_type.into(),
+            msg_type,
             recipients,
             participants,
             // The store sends it to the members, if the user may send there.

@@ -66,7 +66,7 @@ pub use session::{ConnectInfo, ConnectRequest, SendRequest, Session};
 pub use tidings_store::{
     AuditEntry, GroupAction, GroupInfo, GroupKind, GroupMember, GroupMembers, GroupReceipt,
 };
-pub use users::{Posted, UserOut};
+pub use users::{Posted, ProfileOut, UserOut};
 pub use validate::Refusal;
 
 use commit::CommitRequest;
@@ -311,6 +311,8 @@ pub struct QueryAckOut {
     pub unread: u64,
     pub user_ids: Vec<String>,
     pub presence: Vec<PresenceOut>,
+    /// GetUsers: in the order asked.
+    pub users: Vec<ProfileOut>,
     /// `(start_minute, minutes)`.
     pub quiet_hours: Option<(u32, u32)>,
     pub groups: Vec<tidings_store::GroupInfo>,
@@ -331,6 +333,9 @@ pub struct ConversationOut {
     /// Unread messages that mention the user.
     pub mentioned: u64,
     pub removed: bool,
+    /// In a private conversation, how far the other participant has read, as their read
+    /// receipts told (see `tidings_store::ConversationRecord::peer_read_seq`).
+    pub peer_read_seq: u64,
 }
 
 impl QueryAckOut {

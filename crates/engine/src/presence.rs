@@ -98,7 +98,7 @@ impl Engine {
 impl Session {
     /// Replaces this connection's presence subscriptions with `users`; answers their presence.
     pub async fn subscribe_presence(&self, query_id: u32, users: Vec<String>) {
-        let answer = match checked(users, true) {
+        let answer = match checked(users, true, MAX_WATCHED) {
             Ok(users) => {
                 self.engine.watch(&self.shared, &users);
                 self.engine.presence_of(&users).await
@@ -110,7 +110,7 @@ impl Session {
 
     /// Answers the presence of `users`, once.
     pub async fn get_presence(&self, query_id: u32, users: Vec<String>) {
-        let answer = match checked(users, false) {
+        let answer = match checked(users, false, MAX_WATCHED) {
             Ok(users) => self.engine.presence_of(&users).await,
             Err(r) => Err(r),
         };
@@ -131,17 +131,22 @@ impl Session {
     }
 }
 
-/// The users asked about, deduplicated in order, if the list is valid.
-fn checked(users: Vec<String>, may_be_empty: bool) -> Result<Vec<String>, Refusal> {
+/// The users asked about, deduplicated in order, if the list is valid (at most `max`, and at
+/// least one unless `may_be_empty`).
+pub(crate) fn checked(
+    users: Vec<String>,
+    may_be_empty: bool,
+    max: usize,
+) -> Result<Vec<String>, Refusal> {
     let mut seen = std::collections::HashSet::new();
     let users: Vec<String> = users
         .into_iter()
         .filter(|u| seen.insert(u.clone()))
         .collect();
-    if (users.is_empty() && !may_be_empty) || users.len() > MAX_WATCHED {
+    if (users.is_empty() && !may_be_empty) || users.len() > max {
         return Err(Refusal::new(
             Code::InvalidQuery,
-            format!("ask about 1-{MAX_WATCHED} users"),
+            format!("ask about 1-{max} users"),
         ));
     }
     if !users.iter().all(|u| validate::is_user_id(u)) {

@@ -1,6 +1,7 @@
 //! What the app server does with users and messages through the HTTP API: profiles, bans,
 //! online status, and messages sent on a user's behalf (to a user or a group) or from a system
-//! account (conversation type 6, one message per recipient).
+//! account (conversation type 6, one message per recipient). Also what a connected user reads
+//! of other users: their names and portraits.
 
 use tidings_proto::{Code, conversation_type};
 use tidings_store::{Participant, UserProfile, WriteOp, WriteResult};
@@ -23,6 +24,55 @@ pub struct UserOut {
     pub profile: UserProfile,
     /// Connected from at least one device now.
     pub online: bool,
+}
+
+/// What any connected user may read of another: not `extra` (the app's own data), not bans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileOut {
+    pub user: String,
+    pub name: String,
+    pub portrait: String,
+}
+
+impl crate::Session {
+    /// Answers the names and portraits of `users` (1-[`MAX_BATCH_USERS`], each once, in the
+    /// order asked). A user the server does not know answers as one without a profile, so the
+    /// answer does not tell which ids exist.
+    pub async fn get_users(&self, query_id: u32, users: Vec<String>) {
+        let out = match self.profiles_of(users).await {
+            Ok(users) => crate::QueryAckOut {
+                query_id,
+                users,
+                ..Default::default()
+            },
+            Err(r) => crate::QueryAckOut::refused(query_id, r),
+        };
+        self.shared
+            .reply(&self.engine, crate::Outbound::QueryAck(Box::new(out)));
+    }
+
+    async fn profiles_of(&self, users: Vec<String>) -> Result<Vec<ProfileOut>, Refusal> {
+        let users = crate::presence::checked(users, false, MAX_BATCH_USERS)?;
+        let profiles = self
+            .engine
+            .inner
+            .store
+            .profiles(&users)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "profile read failed");
+                Refusal::from(Code::ServerError)
+            })?;
+        Ok(users
+            .into_iter()
+            .zip(profiles)
+            .map(|(user, p)| ProfileOut {
+                user,
+                name: p.name,
+                portrait: p.portrait,
+            })
+            .collect())
+    }
 }
 
 /// A message sent through the API, as committed.
@@ -279,10 +329,7 @@ impl Engine {
             conversation_type,
             target,
             seq,
-            (
-                tidings_store::AmendAction::Recall { not_before: 0 },
-                "tidings:recall",
-            ),
+            tidings_store::AmendAction::Recall { not_before: 0 },
             true,
         )
         .map_err(ApiError)?;

@@ -480,6 +480,9 @@ pub(crate) async fn handle(session: &Session, frame: v1::Frame) -> Result<(), Co
                 Some(v1::query::Body::GetPresence(p)) => {
                     session.get_presence(q.query_id, p.user_ids).await
                 }
+                Some(v1::query::Body::GetUsers(u)) => {
+                    session.get_users(q.query_id, u.user_ids).await
+                }
                 Some(body) => match group_query(body) {
                     Ok(gq) => session.group_query(q.query_id, gq).await,
                     Err(body) => match chatroom_query(body) {
@@ -695,6 +698,15 @@ pub(crate) fn wire_frame(item: Outbound) -> v1::Frame {
                         user_id: p.user,
                         online: p.online,
                         last_seen: p.last_seen,
+                    })
+                    .collect(),
+                users: q
+                    .users
+                    .into_iter()
+                    .map(|u| v1::User {
+                        user_id: u.user,
+                        name: u.name,
+                        portrait: u.portrait,
                     })
                     .collect(),
                 quiet_hours: q.quiet_hours.map(|(start_minute, minutes)| v1::QuietHours {
@@ -941,6 +953,7 @@ fn conversation_query(body: v1::query::Body) -> Option<ConversationQuery> {
         Q::Sync(_)
         | Q::SubscribePresence(_)
         | Q::GetPresence(_)
+        | Q::GetUsers(_)
         | Q::GetGroup(_)
         | Q::GetGroupMembers(_)
         | Q::QuitGroup(_)
@@ -972,6 +985,7 @@ fn wire_conversation(c: &tidings_engine::ConversationOut) -> v1::Conversation {
         removed: c.removed,
         cleared_seq: c.settings.cleared_seq,
         mentioned: c.mentioned,
+        peer_read_seq: c.peer_read_seq,
     }
 }
 

@@ -281,6 +281,7 @@ fn frames() -> Vec<(&'static str, v1::Frame)> {
                     removed: false,
                     cleared_seq: 0,
                     mentioned: 0,
+                    peer_read_seq: 0,
                 }],
                 version: 57,
                 next_page_token: "1:1732240000123:01JD3Z8Q4K2M6N8P0R2T4V6X8Z:1:alice".into(),

@@ -19,6 +19,7 @@ use crate::{
 struct ConvRow {
     settings: ConversationSettings,
     conversation_id: String,
+    peer_read_seq: u64,
 }
 
 pub async fn read(
@@ -54,8 +55,8 @@ pub async fn read(
     })
 }
 
-const ROW_COLUMNS: &str =
-    "conv_type, target, conv_id, read_seq, pinned, muted, removed_seq, cleared_seq, until_seq";
+const ROW_COLUMNS: &str = "conv_type, target, conv_id, read_seq, pinned, muted, removed_seq, \
+     cleared_seq, until_seq, peer_read_seq";
 
 fn row_from(r: &Row) -> ConvRow {
     ConvRow {
@@ -70,6 +71,7 @@ fn row_from(r: &Row) -> ConvRow {
             until_seq: r.get::<_, i64>(8) as u64,
         },
         conversation_id: r.get(2),
+        peer_read_seq: r.get::<_, i64>(9) as u64,
     }
 }
 
@@ -148,6 +150,14 @@ async fn changed_since(db: Db<'_>, user: &str, since: u64) -> PgResult<Vec<ConvR
 const AUDIENCE: &str = "(m.state & 8 = 0 OR m.sender = $3 OR EXISTS (SELECT 1 \
      FROM message_audience a WHERE a.msg = m.id AND a.user_id = $3))";
 
+/// A message `m` that is not an amend event (see `tidings_store::AMEND_EVENT_TYPES`).
+fn not_amend_event() -> String {
+    format!(
+        "m.msg_type NOT IN ({})",
+        tidings_store::amend_event_types_sql()
+    )
+}
+
 /// A message `m` not deleted by user `$3`, and in their audience.
 const VISIBLE: &str = "NOT EXISTS (SELECT 1 FROM deleted_messages d \
      WHERE d.user_id = $3 AND d.conv_id = m.conv_id AND d.seq = m.seq) \
@@ -170,11 +180,13 @@ async fn record(db: Db<'_>, user: &str, row: ConvRow) -> PgResult<ConversationRe
     let mention = user.to_string();
     let newest_sql = format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.conv_id = $1 AND m.seq <= $2 \
-         AND {AUDIENCE} ORDER BY m.seq DESC LIMIT 1"
+         AND {AUDIENCE} AND {NOT_AMEND} ORDER BY m.seq DESC LIMIT 1",
+        NOT_AMEND = not_amend_event()
     );
     let latest_sql = format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.conv_id = $1 AND m.seq > $2 \
-         AND m.seq <= $4 AND {VISIBLE} ORDER BY m.seq DESC LIMIT 1"
+         AND m.seq <= $4 AND {VISIBLE} AND {NOT_AMEND} ORDER BY m.seq DESC LIMIT 1",
+        NOT_AMEND = not_amend_event()
     );
     let counts_sql = format!(
         "SELECT count(*) FILTER (WHERE m.counted), \
@@ -200,6 +212,7 @@ async fn record(db: Db<'_>, user: &str, row: ConvRow) -> PgResult<ConversationRe
         conversation_id: row.conversation_id,
         newest,
         latest,
+        peer_read_seq: row.peer_read_seq,
         unread: counts.get::<_, i64>(0) as u64,
         mentioned: counts.get::<_, i64>(1) as u64,
     })

@@ -249,6 +249,12 @@ CREATE TABLE admin_audit (
 ALTER TABLE groups ADD COLUMN kind text NOT NULL DEFAULT 'managed';
 ALTER TABLE groups ADD COLUMN invite_open boolean NOT NULL DEFAULT true;
 "#,
+    r#"
+-- How far the other participant of a private conversation has read, as their read receipts
+-- told this user. Not filled in from their read_seq: a silent read must stay unknown, so
+-- conversations read before this column existed show no position until the next receipt.
+ALTER TABLE conversations ADD COLUMN peer_read_seq bigint NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// Applies the pending migrations, all in one transaction under the advisory lock.

@@ -1166,7 +1166,22 @@ async fn update_conversation(b: &mut Batch<'_>, u: ConversationUpdate) -> PgResu
                 "readSeq": read_seq,
             })
             .to_string();
-            Some(append_event(b, r, content).await?)
+            let (receipt, peer_inbox_seq) = append_event(b, r, content).await?;
+            // The other participant's side learns how far this user has read (and a list
+            // read with `changedSince` reports it).
+            db.execute(
+                "UPDATE conversations SET peer_read_seq = greatest(peer_read_seq, $4), \
+                 version = $5 WHERE user_id = $1 AND conv_type = $2 AND target = $3",
+                &[
+                    &u.target,
+                    &conv_type,
+                    &u.user,
+                    &big(read_seq),
+                    &big(peer_inbox_seq),
+                ],
+            )
+            .await?;
+            Some((receipt, peer_inbox_seq))
         }
         _ => None,
     };
@@ -1357,6 +1372,7 @@ async fn amend(b: &mut Batch<'_>, mut a: Amend) -> PgResult<WriteResult> {
         }
     };
     let mut event = a.event;
+    event.msg_type = a.action.event_type().to_string();
     event.content = content.to_string();
     event.digest = event.uid.clone();
     event.counted = false;

@@ -15,6 +15,7 @@ use crate::{MESSAGE_COLUMN_COUNT, MESSAGE_COLUMNS, USER_KEY, message_from_row};
 struct Row {
     settings: ConversationSettings,
     conversation_id: String,
+    peer_read_seq: u64,
 }
 
 pub fn read(
@@ -43,8 +44,8 @@ pub fn read(
     })
 }
 
-const ROW_COLUMNS: &str =
-    "conv_type, target, conv_id, read_seq, pinned, muted, removed_seq, cleared_seq, until_seq";
+const ROW_COLUMNS: &str = "conv_type, target, conv_id, read_seq, pinned, muted, removed_seq, \
+     cleared_seq, until_seq, peer_read_seq";
 
 fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     Ok(Row {
@@ -59,6 +60,7 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
             until_seq: r.get::<_, i64>(8)? as u64,
         },
         conversation_id: r.get(2)?,
+        peer_read_seq: r.get::<_, i64>(9)? as u64,
     })
 }
 
@@ -140,7 +142,8 @@ fn record(c: &Connection, user: &str, row: Row) -> rusqlite::Result<Conversation
     let newest: Option<StoredMessage> = c
         .prepare_cached(&format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.conv_id = ?1 AND m.seq <= ?2 \
-             AND {AUDIENCE} ORDER BY m.seq DESC LIMIT 1"
+             AND {AUDIENCE} AND {NOT_AMEND} ORDER BY m.seq DESC LIMIT 1",
+            NOT_AMEND = not_amend_event()
         ))?
         .query_row(params![row.conversation_id, until, user], |r| {
             message_from_row(r, 0)
@@ -154,7 +157,8 @@ fn record(c: &Connection, user: &str, row: Row) -> rusqlite::Result<Conversation
         Some(_) => c
             .prepare_cached(&format!(
                 "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.conv_id = ?1 AND m.seq > ?2 \
-                 AND m.seq <= ?4 AND {VISIBLE} ORDER BY m.seq DESC LIMIT 1"
+                 AND m.seq <= ?4 AND {VISIBLE} AND {NOT_AMEND} ORDER BY m.seq DESC LIMIT 1",
+                NOT_AMEND = not_amend_event()
             ))?
             .query_row(params![row.conversation_id, cleared, user, until], |r| {
                 message_from_row(r, 0)
@@ -186,6 +190,7 @@ fn record(c: &Connection, user: &str, row: Row) -> rusqlite::Result<Conversation
         conversation_id: row.conversation_id,
         newest,
         latest,
+        peer_read_seq: row.peer_read_seq,
         unread: unread as u64,
         mentioned: mentioned as u64,
     })
@@ -204,6 +209,14 @@ fn upper_bound(until_seq: u64) -> i64 {
 /// addressed to them).
 const AUDIENCE: &str = "(m.state & 8 = 0 OR m.sender = ?3 OR EXISTS (SELECT 1 \
      FROM message_audience a WHERE a.msg = m.rowid AND a.user_id = ?3))";
+
+/// A message `m` that is not an amend event (see `tidings_store::AMEND_EVENT_TYPES`).
+fn not_amend_event() -> String {
+    format!(
+        "m.msg_type NOT IN ({})",
+        tidings_store::amend_event_types_sql()
+    )
+}
 
 /// A message `m` not deleted by user `?3`, and in their audience.
 const VISIBLE: &str = "NOT EXISTS (SELECT 1 FROM deleted_messages d \

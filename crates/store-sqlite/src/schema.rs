@@ -328,6 +328,12 @@ CREATE TABLE admin_audit (
 ALTER TABLE groups ADD COLUMN kind TEXT NOT NULL DEFAULT 'managed';
 ALTER TABLE groups ADD COLUMN invite_open INTEGER NOT NULL DEFAULT 1;
 "#,
+    r#"
+-- How far the other participant of a private conversation has read, as their read receipts
+-- told this user. Not filled in from their read_seq: a silent read must stay unknown, so
+-- conversations read before this column existed show no position until the next receipt.
+ALTER TABLE conversations ADD COLUMN peer_read_seq INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// Page cache per connection, in KiB.

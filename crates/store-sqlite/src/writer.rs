@@ -793,7 +793,21 @@ fn update_conversation(
                 "readSeq": read_seq,
             })
             .to_string();
-            Some(append_event(tx, counters, r, content)?)
+            let (receipt, peer_inbox_seq) = append_event(tx, counters, r, content)?;
+            // The other participant's side learns how far this user has read (and a list
+            // read with `changedSince` reports it).
+            tx.prepare_cached(
+                "UPDATE conversations SET peer_read_seq = max(peer_read_seq, ?4), version = ?5 \
+                 WHERE user_id = ?1 AND conv_type = ?2 AND target = ?3",
+            )?
+            .execute(params![
+                u.target,
+                u.conversation_type,
+                u.user,
+                read_seq as i64,
+                peer_inbox_seq as i64
+            ])?;
+            Some((receipt, peer_inbox_seq))
         }
         _ => None,
     };
@@ -1000,6 +1014,7 @@ fn amend(
         }
     };
     let mut event = a.event;
+    event.msg_type = a.action.event_type().to_string();
     event.content = content.to_string();
     event.digest = event.uid.clone();
     event.counted = false;

@@ -106,6 +106,7 @@ pub async fn run_all(store: &dyn Store) {
     read_receipts_go_to_the_peer_when_the_position_moves(store).await;
     blocked_senders_are_refused(store).await;
     recall_edit_and_reactions(store).await;
+    latest_is_the_newest_message_a_person_sees(store).await;
     search_finds_substrings_of_what_the_user_can_see(store).await;
     last_seen_only_moves_forward(store).await;
     groups_membership_and_fan_out(store).await;
@@ -1399,6 +1400,102 @@ async fn read_receipts_go_to_the_peer_when_the_position_moves(store: &dyn Store)
             .len(),
         0
     );
+    // The reader's side of the conversation carries how far the other has read, as told; and a
+    // list read with `changedSince` from before the receipt reports the conversation.
+    let a = one(store, "rr-a", "rr-b").await;
+    assert_eq!(a.peer_read_seq, 2, "as the receipt told");
+    assert_eq!(one(store, "rr-b", "rr-a").await.peer_read_seq, 0);
+    let changed = store
+        .conversations(
+            "rr-a",
+            ConversationFilter {
+                changed_since: Some(inbox_seq - 1),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("changes");
+    assert!(
+        changed
+            .conversations
+            .iter()
+            .any(|c| c.settings.target_id == "rr-b" && c.peer_read_seq == 2),
+        "{changed:?}"
+    );
+    // A silent read (no receipt) moves the reader's position but not what the other side knows.
+    let mut u = private_update("rr-b", "rr-a", "rr-ev4");
+    u.read_seq = 3;
+    updated(store, u).await;
+    assert_eq!(one(store, "rr-b", "rr-a").await.settings.read_seq, 3);
+    assert_eq!(one(store, "rr-a", "rr-b").await.peer_read_seq, 2);
+}
+
+async fn latest_is_the_newest_message_a_person_sees(store: &dyn Store) {
+    let r = store
+        .write(vec![
+            WriteOp::Append(private_append("lt-a", "lt-b", "m1", "one")),
+            WriteOp::Append(private_append("lt-a", "lt-b", "m2", "two")),
+        ])
+        .await
+        .expect("write");
+    let newest = appended(&r[1]).0.clone();
+    let latest = |c: &crate::ConversationRecord| {
+        let (n, l) = (c.newest.clone(), c.latest.clone());
+        (
+            n.map(|m| (m.seq, m.recalled)),
+            l.map(|m| (m.seq, m.recalled)),
+        )
+    };
+    let both = Some((newest.seq, false));
+    // A reaction and an edit to the older message: events of the conversation with seqs of
+    // their own, yet neither is its newest or latest message.
+    let react = AmendAction::React {
+        emoji: "👍".into(),
+        add: true,
+    };
+    let edit = AmendAction::Edit {
+        content: r#"{"text":"one!"}"#.into(),
+        search_text: "one!".into(),
+    };
+    store
+        .write(vec![
+            private_amend("lt-b", "lt-a", 1, react, "lt-e1"),
+            private_amend("lt-a", "lt-b", 1, edit, "lt-e2"),
+        ])
+        .await
+        .expect("amend");
+    for (user, other) in [("lt-a", "lt-b"), ("lt-b", "lt-a")] {
+        let c = one(store, user, other).await;
+        assert_eq!(latest(&c), (both, both), "{user}");
+        assert_eq!(
+            c.latest.as_ref().map(|m| m.content.as_str()),
+            Some(newest.content.as_str())
+        );
+    }
+    // A recall of the newest message: still the latest, shown recalled.
+    let recall = AmendAction::Recall { not_before: 0 };
+    store
+        .write(vec![private_amend("lt-a", "lt-b", 2, recall, "lt-e3")])
+        .await
+        .expect("recall");
+    let recalled = Some((newest.seq, true));
+    assert_eq!(
+        latest(&one(store, "lt-b", "lt-a").await),
+        (recalled, recalled)
+    );
+    // An event after a removal does not bring the conversation back.
+    let mut u = private_update("lt-b", "lt-a", "lt-ev1");
+    u.remove = true;
+    updated(store, u).await;
+    let react = AmendAction::React {
+        emoji: "🎉".into(),
+        add: true,
+    };
+    store
+        .write(vec![private_amend("lt-a", "lt-b", 1, react, "lt-e4")])
+        .await
+        .expect("amend");
+    assert!(one(store, "lt-b", "lt-a").await.removed());
 }
 
 async fn blocked_senders_are_refused(store: &dyn Store) {
@@ -1498,11 +1595,6 @@ pub fn private_amend(by: &str, other: &str, seq: u64, action: AmendAction, uid: 
     } else {
         (other, by)
     };
-    let msg_type = match &action {
-        AmendAction::Recall { .. } => "tidings:recall",
-        AmendAction::Edit { .. } => "tidings:edit",
-        AmendAction::React { .. } => "tidings:reaction",
-    };
     WriteOp::Amend(Box::new(Amend {
         by: by.into(),
         conversation_id: format!("{a}|{b}"),
@@ -1515,7 +1607,6 @@ pub fn private_amend(by: &str, other: &str, seq: u64, action: AmendAction, uid: 
             sender: by.into(),
             target: other.into(),
             sent_time: 1_700_000_000_000,
-            msg_type: msg_type.into(),
             client_msg_id: uid.into(),
             recipients: vec![by.into(), other.into()],
             ..Default::default()

@@ -75,7 +75,7 @@ pub struct Reaction {
 }
 
 /// A change to a stored message by a participant, recorded as a new message of the conversation
-/// (`event`, whose content the store fills in) so every device converges through sync.
+/// (`event`, whose type and content the store fills in) so every device converges through sync.
 #[derive(Debug, Clone)]
 pub struct Amend {
     /// The acting user.
@@ -91,6 +91,18 @@ pub struct Amend {
     pub moderated: bool,
 }
 
+/// The message types of the events that record an amend (recall, edit, reaction) in the
+/// conversation: they change another message, so they are never a conversation's `newest` or
+/// `latest` (see [`ConversationRecord`]).
+pub const AMEND_EVENT_TYPES: [&str; 3] = ["tidings:recall", "tidings:edit", "tidings:reaction"];
+
+/// [`AMEND_EVENT_TYPES`] as a list of SQL string literals (`'a', 'b', 'c'`) for the backends'
+/// queries (the types hold no quotes).
+pub fn amend_event_types_sql() -> String {
+    let quoted: Vec<String> = AMEND_EVENT_TYPES.iter().map(|t| format!("'{t}'")).collect();
+    quoted.join(", ")
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AmendAction {
     /// The sender replaces the message with a tombstone, if it was sent at or after
@@ -103,6 +115,17 @@ pub enum AmendAction {
     },
     /// Any participant adds (or removes) a reaction.
     React { emoji: String, add: bool },
+}
+
+impl AmendAction {
+    /// The message type of the event that records this amend (one of [`AMEND_EVENT_TYPES`]).
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            AmendAction::Recall { .. } => AMEND_EVENT_TYPES[0],
+            AmendAction::Edit { .. } => AMEND_EVENT_TYPES[1],
+            AmendAction::React { .. } => AMEND_EVENT_TYPES[2],
+        }
+    }
 }
 
 /// Why an amend was refused; nothing was written.
@@ -476,7 +499,7 @@ pub struct ConversationUpdate {
     pub event: AppendMessage,
     /// A read receipt for the other participant: if the read position moved, the store appends
     /// it to their inbox with `{"conversationType","targetId" (this user),"readSeq"}` as its
-    /// content.
+    /// content, and raises their side's `peer_read_seq` to it.
     pub receipt: Option<AppendMessage>,
 }
 
@@ -485,10 +508,16 @@ pub struct ConversationUpdate {
 pub struct ConversationRecord {
     pub settings: ConversationSettings,
     pub conversation_id: String,
-    /// The newest message in the conversation: it places the conversation in the list.
+    /// The newest message in the conversation, not counting amend events (see
+    /// [`AMEND_EVENT_TYPES`]): it places the conversation in the list.
     pub newest: Option<StoredMessage>,
-    /// The newest message the user still sees (not cleared or deleted for them).
+    /// The newest message the user still sees (not cleared or deleted for them), not counting
+    /// amend events: a reaction or an edit to an older message neither replaces it nor moves the
+    /// conversation, and a recall of this message leaves it here, recalled.
     pub latest: Option<StoredMessage>,
+    /// In a private conversation, how far the other participant has read (a conversation seq),
+    /// as their read receipts told this user: a silent read is not in it. 0 otherwise.
+    pub peer_read_seq: u64,
     /// Counted messages from others after the read position (and not deleted for the user).
     pub unread: u64,
     /// Of the messages from others after the read position, those that mention the user (or

@@ -1,5 +1,6 @@
-// The demo chat page: built-in accounts, the conversation list, one-to-one and group chat with
-// images and files, and chatrooms, over the browser SDK. Everything it loads comes from this server.
+// The demo chat page: built-in accounts with a profile (name and picture), the conversation list,
+// one-to-one and group chat with images and files, and chatrooms, over the browser SDK. On a narrow
+// screen the list and the chat are two views. Everything it loads comes from this server.
 import {
   ConnectionStatus,
   ConversationType,
@@ -37,16 +38,21 @@ const groupNames = new Map();
 /** Presence of the users watched, by user id; and the ids this connection watches. */
 const presence = new Map();
 let watching = '';
+/** Profiles (`{name, portrait}`) by user id, as far as fetched, and the ids being fetched. */
+const profiles = new Map();
+const fetching = new Set();
+/** Ids to fetch with the next lookup. */
+let profileBatch = /** @type {Set<string>} */ (new Set());
 let typingTimer = 0;
 let lastTypingSent = 0;
 
 // ------------------------------------------------------------------ accounts
 
-async function account(path, body, token) {
+async function account(path, body, token, method = 'POST') {
   const headers = { 'Content-Type': 'application/json' };
   if (token) headers.Authorization = `Bearer ${token}`;
   const r = await fetch(`/v1/accounts/${path}`, {
-    method: 'POST',
+    method,
     headers,
     body: body ? JSON.stringify(body) : undefined,
   });
@@ -97,6 +103,9 @@ function signedOut(reason) {
   conversations.clear();
   groupNames.clear();
   presence.clear();
+  profiles.clear();
+  fetching.clear();
+  profileBatch = new Set();
   watching = '';
   $('app').hidden = true;
   $('auth').hidden = false;
@@ -154,11 +163,9 @@ async function start(s) {
   localStorage.setItem(SESSION_KEY, JSON.stringify(s));
   $('auth').hidden = true;
   $('app').hidden = false;
-  $('me-name').textContent = s.userId;
+  setView('list');
   peerRead.clear();
-  for (const [target, seq] of Object.entries(JSON.parse(localStorage.getItem(peerReadKey()) ?? '{}'))) {
-    peerRead.set(target, Number(seq));
-  }
+  showMe();
   const params = new URLSearchParams(location.search);
   const c = new TidingsClient().init('demo', {
     navi: location.origin,
@@ -175,6 +182,7 @@ async function start(s) {
     if (conv.removed) conversations.delete(key);
     else conversations.set(key, conv);
     if (conv.conversationType === GROUP) nameGroup(conv.targetId);
+    notePeerRead(conv);
     renderConversations();
   });
   c.on('typing', (t) => {
@@ -192,10 +200,12 @@ async function start(s) {
     if (isOpen(m)) render(m);
   });
   c.on('chatroom', (e) => {
-    if (e.type === 'left' && openType === CHATROOM && e.chatroomId === open) {
+    if (openType !== CHATROOM || e.chatroomId !== open) return;
+    if (e.type === 'left') {
       banner(`You are out of the room (${e.code})`, true);
       $('composer').hidden = true;
     }
+    if (e.type === 'notice') loadRoomMembers(open);
   });
   try {
     await c.connect(s.token);
@@ -207,6 +217,7 @@ async function start(s) {
     return;
   }
   showTransport(c.getTransportType() === 0 ? 'polling' : 'websocket');
+  wantProfiles([s.userId]);
   await loadConversations();
 }
 
@@ -219,7 +230,10 @@ async function loadConversations() {
     client.getGroupList().catch(() => []),
   ]);
   conversations.clear();
-  for (const conv of list) conversations.set(convKey(conv.conversationType, conv.targetId), conv);
+  for (const conv of list) {
+    conversations.set(convKey(conv.conversationType, conv.targetId), conv);
+    notePeerRead(conv);
+  }
   // The user's groups show even before their first message.
   for (const g of groups) {
     groupNames.set(g.groupId, g.name);
@@ -242,12 +256,159 @@ async function nameGroup(groupId) {
   if (openType === GROUP && open === groupId) $('chat-title').textContent = title(GROUP, groupId);
 }
 
-/** What a conversation is called: the other user, or the group's name. */
+/** What a conversation is called: the other user's name (or id), or the group's name. */
 function title(type, target) {
   if (type === GROUP) return groupNames.get(target) || target;
   if (type === CHATROOM) return `Room ${target}`;
-  return target;
+  return displayName(target);
 }
+
+// ------------------------------------------------------------------ profiles
+
+/** A user's name as they set it, or their id. */
+function displayName(userId) {
+  return profiles.get(userId)?.name || userId;
+}
+
+/**
+ * Fetches the profiles of these users, once each (in batches of at most 100, the protocol's
+ * most), and shows them where the users appear.
+ */
+function wantProfiles(ids) {
+  const queued = profileBatch.size > 0;
+  for (const id of ids) if (id && !profiles.has(id) && !fetching.has(id)) profileBatch.add(id);
+  if (queued || !profileBatch.size) return;
+  queueMicrotask(async () => {
+    const batch = [...profileBatch];
+    profileBatch = new Set();
+    for (const id of batch) fetching.add(id);
+    for (let i = 0; i < batch.length; i += 100) {
+      const part = batch.slice(i, i + 100);
+      const got = client ? await client.getUsers(part).catch(() => null) : null;
+      // A failed lookup shows the ids, and is not repeated on every render.
+      for (const id of part) profiles.set(id, { name: '', portrait: '' });
+      for (const u of got ?? []) profiles.set(u.userId, { name: u.name, portrait: u.portrait });
+      for (const id of part) fetching.delete(id);
+    }
+    showProfiles();
+    if (session && batch.includes(session.userId)) renewPicture();
+  });
+}
+
+/** A picture link with less than this left (seconds) is renewed when the page loads. */
+const RENEW_PICTURE_SECS = 2 * 24 * 3600;
+
+/**
+ * Renews the link to this user's own picture when it is about to expire (every file link does,
+ * after the server's `max_file_link_secs`), and saves the new one in the profile: only the
+ * uploader may ask for a fresh link with the file alone, so the others' pages cannot.
+ */
+async function renewPicture() {
+  const me = session?.userId ?? '';
+  const portrait = profiles.get(me)?.portrait ?? '';
+  if (!client || !session || !/\/v1\/files\//.test(portrait)) return;
+  if (expiryOf(portrait) - Date.now() / 1000 > RENEW_PICTURE_SECS) return;
+  try {
+    // The longest the server gives (it cuts the asked lifetime to its maximum).
+    const fresh = await client.getFileUrl(portrait, 365 * 24 * 3600);
+    const answer = await account('me', { portrait: fresh.url }, session.token, 'PATCH');
+    if (session?.userId !== me) return;
+    profiles.set(me, { name: String(answer.user?.name ?? ''), portrait: String(answer.user?.portrait ?? fresh.url) });
+    showProfiles();
+  } catch {
+    // The picture shows the name's first letter until a later load renews it.
+  }
+}
+
+/** An avatar: the user's picture, or the first letter of their name. */
+function avatar(userId, label = displayName(userId)) {
+  const span = Object.assign(document.createElement('span'), { className: 'avatar' });
+  fillAvatar(span, userId, label);
+  return span;
+}
+
+function fillAvatar(span, userId, label = displayName(userId)) {
+  span.dataset.user = userId;
+  const portrait = profiles.get(userId)?.portrait;
+  if (portrait) {
+    const img = Object.assign(document.createElement('img'), { src: portrait, alt: '' });
+    // An expired or broken link shows the letter instead.
+    img.addEventListener('error', () => span.replaceChildren(document.createTextNode(initial(label))), { once: true });
+    span.replaceChildren(img);
+  } else {
+    span.replaceChildren(document.createTextNode(initial(label)));
+  }
+}
+
+function initial(label) {
+  return [...(label || '?')][0].toUpperCase();
+}
+
+/** Brings every place a name or an avatar shows up to date with the profiles known. */
+function showProfiles() {
+  showMe();
+  renderConversations();
+  if (open) {
+    $('chat-title').textContent = title(openType, open);
+    if (openType === PRIVATE) fillAvatar($('chat-avatar'), open);
+  }
+  for (const row of rows) if (row.m.messageDirection !== 1 && row.m.conversationType !== PRIVATE) changed(row);
+  layout();
+  if (openType === CHATROOM && open) renderRoomMembers();
+}
+
+function showMe() {
+  if (!session) return;
+  $('me-name').textContent = displayName(session.userId);
+  fillAvatar($('me-avatar'), session.userId);
+}
+
+// The profile editor: a name, and a picture uploaded as a file and linked from the profile.
+$('edit-profile').addEventListener('click', () => {
+  const form = $('profile');
+  form.hidden = !form.hidden;
+  if (form.hidden || !session) return;
+  /** @type {HTMLInputElement} */ ($('profile-name')).value = profiles.get(session.userId)?.name ?? '';
+  /** @type {HTMLInputElement} */ ($('profile-picture')).value = '';
+  fillAvatar($('profile-avatar'), session.userId);
+  $('profile-error').textContent = '';
+  /** @type {HTMLInputElement} */ ($('profile-name')).focus();
+});
+$('profile-cancel').addEventListener('click', () => ($('profile').hidden = true));
+$('profile').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  if (!session) return;
+  const me = session.userId;
+  const name = /** @type {HTMLInputElement} */ ($('profile-name')).value.trim();
+  const file = /** @type {HTMLInputElement} */ ($('profile-picture')).files?.[0];
+  $('profile-error').textContent = '';
+  try {
+    /** @type {{ name: string, portrait?: string }} */
+    const change = { name };
+    if (file) {
+      const up = await upload(file);
+      if (up.file.kind !== 'image') throw new Error('the picture must be an image');
+      change.portrait = up.url;
+    }
+    const answer = await account('me', change, session.token, 'PATCH');
+    profiles.set(me, { name: String(answer.user?.name ?? name), portrait: String(answer.user?.portrait ?? '') });
+    $('profile').hidden = true;
+    showProfiles();
+  } catch (err) {
+    $('profile-error').textContent = `Not saved: ${err.message ?? err}`;
+  }
+});
+
+// ------------------------------------------------------------------ views
+//
+// On a narrow screen the list and the chat are two views, one at a time (`data-view` on the app);
+// on a wide one both show and the attribute changes nothing.
+
+function setView(view) {
+  $('app').dataset.view = view;
+}
+
+$('back').addEventListener('click', () => setView('list'));
 
 /** Whether a message belongs to the open conversation. */
 function isOpen(m) {
@@ -256,6 +417,7 @@ function isOpen(m) {
 
 function preview(m) {
   if (!m) return '';
+  if (m.isRecalled) return 'Message recalled';
   const c = m.content;
   switch (m.messageType) {
     case 'TextMessage':
@@ -308,6 +470,11 @@ function clock(ms) {
 }
 
 function renderConversations() {
+  wantProfiles(
+    [...conversations.values()].flatMap((c) =>
+      c.conversationType === PRIVATE ? [c.targetId] : c.latestMessage ? [c.latestMessage.senderUserId] : [],
+    ),
+  );
   const ul = $('conversations');
   const sorted = [...conversations.values()].sort((a, b) => (b.sentTime ?? 0) - (a.sentTime ?? 0));
   ul.replaceChildren(
@@ -327,12 +494,15 @@ function renderConversations() {
         textContent: clock(conv.sentTime),
       });
       const latest = conv.latestMessage;
-      const from = type === GROUP && latest ? `${latest.messageDirection === 1 ? 'You' : latest.senderUserId}: ` : '';
+      const from = type === GROUP && latest ? `${latest.messageDirection === 1 ? 'You' : displayName(latest.senderUserId)}: ` : '';
       const text = Object.assign(document.createElement('span'), {
         className: 'preview',
         textContent: from + preview(latest),
       });
-      li.append(type === GROUP ? groupMark() : dot(conv.targetId), name, time, text);
+      const pic = Object.assign(document.createElement('span'), { className: 'pic' });
+      if (type === GROUP) pic.append(groupAvatar(conv.targetId), groupMark());
+      else pic.append(avatar(conv.targetId), dot(conv.targetId));
+      li.append(pic, name, time, text);
       if (conv.unreadMessageCount > 0 && !isOpenConv) {
         li.append(
           Object.assign(document.createElement('span'), {
@@ -372,6 +542,11 @@ async function watchPresence() {
   } catch {
     if (watching === key) watching = '';
   }
+}
+
+/** A group's avatar: the first letter of its name. */
+function groupAvatar(groupId) {
+  return Object.assign(document.createElement('span'), { className: 'avatar group', textContent: initial(title(GROUP, groupId)) });
 }
 
 /** The mark of a group in the list, where a user has a presence dot. */
@@ -460,9 +635,11 @@ let tops = new Float64Array(1);
 let anchor = { k: '', delta: 0 };
 let atBottom = true;
 let laying = false;
-/** The other user's read position in each conversation, from read receipts (kept per user). */
+/**
+ * The other user's read position in each private conversation: the conversation's
+ * `peerReadSeq` as the server keeps it (so it survives a reload), raised by read receipts.
+ */
 const peerRead = new Map();
-const peerReadKey = () => `tidings-demo-peer-read:${session?.userId}`;
 
 const resized = new ResizeObserver((entries) => {
   let changed = false;
@@ -506,14 +683,8 @@ function isEvent(m) {
   return typeof m.objectName === 'string' && m.objectName.startsWith('tidings:');
 }
 
-async function openConversation(target, type = PRIVATE) {
-  if (!client) return;
-  // A chatroom is followed only while it is open.
-  if (openType === CHATROOM && open && (open !== target || type !== CHATROOM)) {
-    client.quitChatRoom(open).catch(() => {});
-  }
-  open = target;
-  openType = type;
+/** Empties the message view, for another conversation or none. */
+function clearMessages() {
   rows = [];
   byUid.clear();
   byClient.clear();
@@ -527,9 +698,31 @@ async function openConversation(target, type = PRIVATE) {
   $('messages').dataset.loaded = '0';
   delete $('messages').dataset.complete;
   $('history-top').textContent = '';
+}
+
+async function openConversation(target, type = PRIVATE) {
+  if (!client) return;
+  // A chatroom is followed only while it is open.
+  if (openType === CHATROOM && open && (open !== target || type !== CHATROOM)) {
+    client.quitChatRoom(open).catch(() => {});
+  }
+  open = target;
+  openType = type;
+  clearMessages();
   $('chat-title').textContent = title(type, target);
   $('chat-dot').dataset.user = type === PRIVATE ? target : '';
   $('chat-dot').hidden = type !== PRIVATE;
+  $('chat-avatar').hidden = type !== PRIVATE;
+  if (type === PRIVATE) {
+    wantProfiles([target]);
+    fillAvatar($('chat-avatar'), target);
+  }
+  $('leave-room').hidden = type !== CHATROOM;
+  $('room-members').hidden = type !== CHATROOM;
+  roomMembers = [];
+  $('room-member-list').replaceChildren();
+  $('room-count').textContent = '0';
+  setView('chat');
   $('chat').dataset.type = String(type);
   $('typing').textContent = '';
   $('composer').hidden = false;
@@ -550,12 +743,62 @@ async function joinRoom(room) {
     for (const m of joined.messages) if (!isEvent(m)) render(m);
     $('history-top').textContent = 'Recent messages of the room';
     $('messages').dataset.complete = '';
+    await loadRoomMembers(room);
   } catch (e) {
     if (openType !== CHATROOM || open !== room) return;
     $('composer').hidden = true;
     banner(`Could not join the room: ${e.message ?? e}`, true);
     setTimeout(() => banner(''), 4000);
   }
+}
+
+/** The open room's members (the first 100), by user id. */
+let roomMembers = /** @type {string[]} */ ([]);
+
+async function loadRoomMembers(room) {
+  if (!client) return;
+  const info = await client.getChatRoomInfo(room, { count: 100 }).catch(() => null);
+  if (!info || openType !== CHATROOM || open !== room) return;
+  roomMembers = info.members.map((m) => m.userId);
+  $('room-count').textContent = String(info.userTotalNums);
+  wantProfiles(roomMembers);
+  renderRoomMembers();
+}
+
+function renderRoomMembers() {
+  $('room-member-list').replaceChildren(
+    ...roomMembers.map((id) => {
+      const li = document.createElement('li');
+      li.dataset.user = id;
+      li.append(avatar(id), Object.assign(document.createElement('span'), { className: 'member-name', textContent: displayName(id) }));
+      return li;
+    }),
+  );
+}
+
+$('leave-room').addEventListener('click', async () => {
+  if (!client || openType !== CHATROOM || !open) return;
+  const room = open;
+  await client.quitChatRoom(room).catch(() => {});
+  closeChat();
+});
+
+/** Shows no conversation (after leaving a room), back on the list. */
+function closeChat() {
+  open = '';
+  openType = PRIVATE;
+  clearMessages();
+  $('chat-title').textContent = 'No conversation open';
+  $('chat-dot').hidden = true;
+  $('chat-avatar').hidden = true;
+  $('leave-room').hidden = true;
+  $('room-members').hidden = true;
+  $('composer').hidden = true;
+  $('typing').textContent = '';
+  delete $('chat').dataset.type;
+  renderConversations();
+  showPresence();
+  setView('list');
 }
 
 async function loadOlder(first = false) {
@@ -697,7 +940,11 @@ function build(row) {
   div.className = `msg${mine ? ' mine' : ''}${m.sentStatus === 20 ? ' failed' : ''}`;
   // In a group or a room, other people's messages say whose they are.
   if (!mine && m.conversationType !== PRIVATE) {
-    div.append(Object.assign(document.createElement('span'), { className: 'sender', textContent: m.senderUserId }));
+    wantProfiles([m.senderUserId]);
+    li.append(avatar(m.senderUserId));
+    const sender = Object.assign(document.createElement('span'), { className: 'sender', textContent: displayName(m.senderUserId) });
+    sender.dataset.user = m.senderUserId;
+    div.append(sender);
   }
   div.append(editing === row.k ? editor(row) : body(m));
   if (m.reactions?.length && !m.isRecalled) div.append(reactions(row));
@@ -753,7 +1000,7 @@ function body(m) {
       const a = Object.assign(document.createElement('a'), {
         href: c.fileUrl,
         className: 'file',
-        textContent: `${c.name} (${Math.max(1, Math.round(c.size / 1024))} KiB)`,
+        textContent: `${c.name} (${size(c.size)})`,
       });
       refreshedOnClick(a, m, c.fileUrl);
       return a;
@@ -761,6 +1008,14 @@ function body(m) {
     default:
       return document.createTextNode(`[${m.objectName}]`);
   }
+}
+
+/** A file's size: in bytes under 1 KiB, else in KiB or MiB. */
+function size(bytes) {
+  const n = Number(bytes) || 0;
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(n < 10 * 1024 ? 1 : 0)} KiB`;
+  return `${(n / (1024 * 1024)).toFixed(1)} MiB`;
 }
 
 /**
@@ -1009,11 +1264,19 @@ function onMessage(m) {
 /** The other user read up to `readSeq`: own messages up to there show as read. */
 function onReadReceipt(r) {
   if (r.conversationType !== PRIVATE) return;
-  if ((peerRead.get(r.targetId) ?? 0) >= r.readSeq) return;
-  peerRead.set(r.targetId, r.readSeq);
-  localStorage.setItem(peerReadKey(), JSON.stringify(Object.fromEntries(peerRead)));
-  if (r.targetId !== open) return;
-  for (const row of rows) if (row.m.messageDirection === 1 && row.m.seq && row.m.seq <= r.readSeq) changed(row);
+  peerReadTo(r.targetId, r.readSeq);
+}
+
+/** A conversation as the server or the SDK gave it: its other side's read position. */
+function notePeerRead(conv) {
+  if (conv.conversationType === PRIVATE && conv.peerReadSeq) peerReadTo(conv.targetId, conv.peerReadSeq);
+}
+
+function peerReadTo(target, readSeq) {
+  if ((peerRead.get(target) ?? 0) >= readSeq) return;
+  peerRead.set(target, readSeq);
+  if (target !== open || openType !== PRIVATE) return;
+  for (const row of rows) if (row.m.messageDirection === 1 && row.m.seq && row.m.seq <= readSeq) changed(row);
   layout();
 }
 
@@ -1066,16 +1329,7 @@ $('file').addEventListener('change', async (e) => {
   if (!file || !session) return;
   banner(`Uploading ${file.name}…`);
   try {
-    const r = await fetch(`/v1/files?name=${encodeURIComponent(file.name)}`, {
-      method: 'POST',
-      headers: {
-        Authorization: `Bearer ${session.token}`,
-        'Content-Type': file.type || 'application/octet-stream',
-      },
-      body: file,
-    });
-    const up = await r.json();
-    if (!r.ok || up.code) throw new Error(up.message || `HTTP ${r.status}`);
+    const up = await upload(file);
     banner('');
     if (up.file.kind === 'image') {
       await send(new ImageMessage({ imageUri: up.url, content: up.thumbnailUrl }));
@@ -1088,6 +1342,22 @@ $('file').addEventListener('change', async (e) => {
     banner(`Upload failed: ${err.message ?? err}`, true);
   }
 });
+
+/** Uploads a file with this user's token (docs/protocol.md, "Files"); answers the server's JSON. */
+async function upload(file) {
+  if (!session) throw new Error('not signed in');
+  const r = await fetch(`/v1/files?name=${encodeURIComponent(file.name)}`, {
+    method: 'POST',
+    headers: {
+      Authorization: `Bearer ${session.token}`,
+      'Content-Type': file.type || 'application/octet-stream',
+    },
+    body: file,
+  });
+  const up = await r.json();
+  if (!r.ok || up.code) throw new Error(up.message || `HTTP ${r.status}`);
+  return up;
+}
 
 // ------------------------------------------------------------------ start
 

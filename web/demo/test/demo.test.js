@@ -41,9 +41,12 @@ const DOT_PNG = Buffer.from(
   'base64',
 );
 
-/** A person with a browser context of their own, on `at` (the tests' server by default). */
-async function person(account, { blockWebSocket = false, at = server } = {}) {
-  const context = await browser.newContext({ viewport: { width: 1100, height: 700 } });
+/**
+ * A person with a browser context of their own, on `at` (the tests' server by default), who
+ * makes an account (or, with `login`, signs in to theirs).
+ */
+async function person(account, { blockWebSocket = false, at = server, viewport = { width: 1100, height: 700 }, login = false } = {}) {
+  const context = await browser.newContext({ viewport });
   if (blockWebSocket) {
     await context.addInitScript(() => {
       // As a proxy that refuses the upgrade would: every WebSocket fails.
@@ -57,7 +60,8 @@ async function person(account, { blockWebSocket = false, at = server } = {}) {
   const page = await open(context, at);
   await page.locator('#account').fill(account);
   await page.locator('#password').fill(PASSWORD);
-  await page.locator('#register').click();
+  if (login) await page.locator('#password').press('Enter');
+  else await page.locator('#register').click();
   await connected(page);
   return { account, context, page };
 }
@@ -249,6 +253,13 @@ test('a sent message shows one tick when stored and two once the other person re
   await connected(alice.page);
   await openChat(alice.page, 'bob');
   await alice.page.locator('#message-list .msg.mine', { hasText: 'did you read this?' }).locator('.tick.read').waitFor();
+  // And in a browser that never saw the receipt (nothing kept in it): the conversation itself
+  // says how far bob has read.
+  const elsewhere = await person('alice', { login: true });
+  assert.equal(await elsewhere.page.evaluate(() => Object.keys(localStorage).filter((k) => k.includes('peer-read')).length), 0);
+  await openChat(elsewhere.page, 'bob');
+  await elsewhere.page.locator('#message-list .msg.mine', { hasText: 'did you read this?' }).locator('.tick.read', { hasText: '✓✓' }).waitFor();
+  await elsewhere.context.close();
 });
 
 test('a conversation of thousands of messages keeps only the rows in view in the page', async () => {
@@ -491,4 +502,247 @@ test('people in a chatroom chat live, and one who joins later sees the recent me
     await new Promise((r) => setTimeout(r, 100));
   }
   await dave.context.close();
+});
+
+/** Whether the page scrolls sideways. */
+async function scrollsSideways(page) {
+  return page.evaluate(() => document.scrollingElement.scrollWidth > window.innerWidth);
+}
+
+test('on a phone the list and the chat are separate views, with a back button', async () => {
+  // A server of its own: registrations per client address are limited.
+  const at = await startServer();
+  try {
+    const pat = await person('pat', { at, viewport: { width: 390, height: 844 } });
+    const quinn = await person('quinn', { at });
+    await openChat(quinn.page, 'pat');
+    await send(quinn.page, 'hi pat, this is a long line to see that it wraps on a narrow screen: ' + 'x'.repeat(120));
+    const sidebar = pat.page.locator('.sidebar');
+    const chat = pat.page.locator('#chat');
+    const item = pat.page.locator('#conversations li[data-target="quinn"]');
+    await item.waitFor();
+    assert.ok(await sidebar.isVisible(), 'the list shows');
+    assert.ok(!(await chat.isVisible()), 'the chat does not');
+    assert.ok(!(await scrollsSideways(pat.page)), 'no sideways scroll on the list');
+    await shot(pat.page, 'phone-list');
+
+    await item.click();
+    await sees(pat.page, 'hi pat');
+    assert.ok(await chat.isVisible(), 'the chat shows');
+    assert.ok(!(await sidebar.isVisible()), 'the list does not');
+    await send(pat.page, 'hello from a phone');
+    await sendImageAndFile(pat.page);
+    await pat.page.locator('#message-list .msg.mine a.file', { hasText: 'notes.txt' }).waitFor();
+    assert.ok(!(await scrollsSideways(pat.page)), 'no sideways scroll in the chat');
+    const box = await pat.page.locator('#composer').boundingBox();
+    assert.ok(box && box.x >= 0 && box.x + box.width <= 390, `the composer fits: ${JSON.stringify(box)}`);
+    await shot(pat.page, 'phone-chat');
+
+    await pat.page.getByRole('button', { name: 'Back to the conversations' }).click();
+    await sidebar.waitFor();
+    assert.ok(!(await chat.isVisible()), 'back on the list');
+    assert.ok(!(await scrollsSideways(pat.page)));
+    // On a wide screen the back button is not shown: both views are.
+    assert.equal(await quinn.page.locator('#back').isVisible(), false);
+    console.log(`phone screenshots: ${join(artifacts, 'phone-list.png')}, ${join(artifacts, 'phone-chat.png')}`);
+    await pat.context.close();
+    await quinn.context.close();
+  } finally {
+    await at.stop();
+  }
+});
+
+test("the list previews the newest message a person sees: not reactions or edits, and a recall as recalled", async () => {
+  // A server of its own: registrations per client address are limited.
+  const at = await startServer();
+  try {
+    const gus = await person('gus', { at });
+    const hal = await person('hal', { at });
+    const ivy = await person('ivy', { at });
+    await openChat(gus.page, 'hal');
+    await send(gus.page, 'first');
+    await send(gus.page, 'second');
+    await openChat(ivy.page, 'hal');
+    await send(ivy.page, 'from ivy');
+    const order = () => hal.page.locator('#conversations li').evaluateAll((lis) => lis.map((li) => li.dataset.target));
+    const gusItem = hal.page.locator('#conversations li[data-target="gus"]');
+    await hal.page.locator('#conversations li[data-target="ivy"] .preview', { hasText: 'from ivy' }).waitFor();
+    await gusItem.locator('.preview', { hasText: 'second' }).waitFor();
+    assert.deepEqual(await order(), ['ivy', 'gus']);
+
+    // Hal reacts to gus's older message; gus edits it. Hal sees both in the chat (so his page has
+    // taken the events), and the list is as it was.
+    await openChat(hal.page, 'gus');
+    const row = await menuOf(hal.page, 'first');
+    await row.getByRole('button', { name: 'React with 👍' }).click();
+    await gus.page.locator('#message-list .msg.mine', { hasText: 'first' }).locator('.reaction', { hasText: '👍 1' }).waitFor();
+    const edit = await menuOf(gus.page, 'first');
+    await edit.getByRole('button', { name: 'Edit' }).click();
+    await edit.getByRole('textbox', { name: 'Edit message' }).fill('first, edited');
+    await edit.getByRole('textbox', { name: 'Edit message' }).press('Enter');
+    await hal.page.locator('#message-list .msg', { hasText: 'first, edited' }).locator('.meta', { hasText: 'edited' }).waitFor();
+    assert.equal((await gusItem.locator('.preview').innerText()).trim(), 'second');
+    assert.deepEqual(await order(), ['ivy', 'gus']);
+    await shot(hal.page, 'list-after-reaction-and-edit');
+
+    // Gus recalls his newest message: the preview says so.
+    const recall = await menuOf(gus.page, 'second');
+    await recall.getByRole('button', { name: 'Recall' }).click();
+    await gusItem.locator('.preview', { hasText: 'Message recalled' }).waitFor();
+    assert.deepEqual(await order(), ['ivy', 'gus']);
+    // The same from the server's list after a reload.
+    await hal.page.reload();
+    await connected(hal.page);
+    await gusItem.locator('.preview', { hasText: 'Message recalled' }).waitFor();
+    assert.deepEqual(await order(), ['ivy', 'gus']);
+    for (const p of [gus, hal, ivy]) await p.context.close();
+  } finally {
+    await at.stop();
+  }
+});
+
+test('people set a name and a picture, shown in the list, the chat header and group messages', async () => {
+  // A server of its own: registrations per client address are limited.
+  const at = await startServer();
+  try {
+    const kim = await person('kim', { at });
+    const lou = await person('lou', { at });
+    // Kim edits her profile: a name, and a picture uploaded as an image.
+    await kim.page.getByRole('button', { name: 'Edit your profile' }).click();
+    await kim.page.locator('#profile-name').fill('Kim Kowalski');
+    await kim.page.locator('#profile-picture').setInputFiles({ name: 'me.png', mimeType: 'image/png', buffer: DOT_PNG });
+    await shot(kim.page, 'profile-editor');
+    await kim.page.locator('#profile-save').click();
+    await kim.page.locator('#profile').waitFor({ state: 'hidden' });
+    await kim.page.locator('#me-name', { hasText: 'Kim Kowalski' }).waitFor();
+    const portrait = await kim.page.locator('#me-avatar img').getAttribute('src');
+    assert.match(portrait ?? '', /\/v1\/files\/[0-9a-f]{32}\?exp=\d+&sig=/);
+    assert.equal((await fetch(portrait ?? '')).status, 200);
+    // Saved on the server: the account's profile.
+    const { user } = await at.api('GET', '/users/kim');
+    assert.deepEqual([user.name, user.portrait], ['Kim Kowalski', portrait]);
+
+    // Lou sees her name and picture in the list and in the chat header.
+    await openChat(kim.page, 'lou');
+    await send(kim.page, 'hello lou');
+    const item = lou.page.locator('#conversations li[data-target="kim"]');
+    await item.locator('.name', { hasText: 'Kim Kowalski' }).waitFor();
+    assert.equal(await item.locator('.avatar img').getAttribute('src'), portrait);
+    await item.click();
+    await lou.page.locator('#chat-title', { hasText: 'Kim Kowalski' }).waitFor();
+    assert.equal(await lou.page.locator('#chat-avatar img').getAttribute('src'), portrait);
+    // A user without a profile: their id and its first letter.
+    await kim.page.locator('#conversations li[data-target="lou"] .name', { hasText: 'lou' }).waitFor();
+    assert.equal((await kim.page.locator('#conversations li[data-target="lou"] .avatar').innerText()).trim(), 'L');
+
+    // Small files show their size in bytes, larger ones in KiB.
+    await kim.page.locator('#file').setInputFiles({ name: 'tiny.txt', mimeType: 'text/plain', buffer: Buffer.from('x'.repeat(512)) });
+    await kim.page.locator('#file').setInputFiles({ name: 'two.txt', mimeType: 'text/plain', buffer: Buffer.from('y'.repeat(2048)) });
+    await lou.page.locator('#message-list a.file', { hasText: 'tiny.txt (512 B)' }).waitFor();
+    await lou.page.locator('#message-list a.file', { hasText: 'two.txt (2.0 KiB)' }).waitFor();
+
+    // In a group, her messages carry her name and picture.
+    await at.api('POST', '/groups', { groupId: 'studio', ownerId: 'lou', name: 'Studio', memberIds: ['kim'] });
+    const group = kim.page.locator('#conversations li[data-target="studio"][data-type="3"]');
+    await group.click();
+    await kim.page.locator('#chat-title', { hasText: 'Studio' }).waitFor();
+    await send(kim.page, 'hi studio');
+    await lou.page.locator('#conversations li[data-target="studio"] .preview', { hasText: 'Kim Kowalski: hi studio' }).waitFor();
+    await lou.page.locator('#conversations li[data-target="studio"]').click();
+    const theirs = lou.page.locator('#message-list > li', { hasText: 'hi studio' });
+    await theirs.locator('.sender', { hasText: 'Kim Kowalski' }).waitFor();
+    assert.equal(await theirs.locator('.avatar img').getAttribute('src'), portrait);
+    await shot(lou.page, 'group-with-profiles');
+    await kim.context.close();
+    await lou.context.close();
+  } finally {
+    await at.stop();
+  }
+});
+
+test('a chatroom shows its members and has a leave button; the page has an icon and loads nothing missing', async () => {
+  // A server of its own: registrations per client address are limited.
+  const at = await startServer();
+  try {
+    const context = await browser.newContext({ viewport: { width: 1100, height: 700 } });
+    const missing = [];
+    context.on('response', (r) => {
+      if (r.status() >= 400) missing.push(`${r.status()} ${r.url()}`);
+    });
+    const errors = [];
+    context.on('console', (m) => {
+      if (m.type() === 'error') errors.push(m.text());
+    });
+    const page = await open(context, at);
+    await page.locator('#account').fill('mia');
+    await page.locator('#password').fill(PASSWORD);
+    await page.locator('#register').click();
+    await connected(page);
+    // The icon is served (a missing one would be a 404 below, as /favicon.ico would be without it).
+    const icon = await page.locator('link[rel="icon"]').getAttribute('href');
+    const served = await fetch(new URL(icon ?? '', at.url));
+    assert.equal(served.status, 200);
+    assert.match(served.headers.get('content-type') ?? '', /^image\/svg\+xml/);
+    const ned = await person('ned', { at });
+    const join = async (p) => {
+      await p.locator('#room-id').fill('plaza');
+      await p.locator('#join-room button').click();
+      await p.locator('#messages[data-complete]').waitFor();
+    };
+    await join(page);
+    await join(ned.page);
+    const members = page.locator('#room-member-list');
+    await page.locator('#room-members summary').click();
+    await members.locator('li[data-user="ned"]').waitFor();
+    await members.locator('li[data-user="mia"]').waitFor();
+    await page.locator('#room-count', { hasText: '2' }).waitFor();
+    await shot(page, 'chatroom-members');
+
+    // Ned leaves with the button: out of the room on the server, and out of mia's list.
+    await ned.page.getByRole('button', { name: 'Leave room' }).click();
+    await ned.page.locator('#chat-title', { hasText: 'No conversation open' }).waitFor();
+    assert.equal(await ned.page.locator('#composer').isVisible(), false);
+    await members.locator('li[data-user="ned"]').waitFor({ state: 'detached' });
+    const { members: left } = await at.api('GET', '/chatrooms/plaza/members');
+    assert.deepEqual(left.map((m) => m.userId), ['mia']);
+    assert.deepEqual(missing, [], 'nothing the page asked for was missing');
+    assert.deepEqual(errors, [], 'no errors in the console');
+    await context.close();
+    await ned.context.close();
+  } finally {
+    await at.stop();
+  }
+});
+
+test("a picture's link is renewed by its owner's page before it expires", async () => {
+  // File links that live 4 s: the picture's link in the profile expires that soon.
+  const at = await startServer(['--max-file-link-secs', '4']);
+  try {
+    const olga = await person('olga', { at });
+    await olga.page.getByRole('button', { name: 'Edit your profile' }).click();
+    await olga.page.locator('#profile-picture').setInputFiles({ name: 'me.png', mimeType: 'image/png', buffer: DOT_PNG });
+    await olga.page.locator('#profile-save').click();
+    await olga.page.locator('#me-avatar img').waitFor();
+    const { user } = await at.api('GET', '/users/olga');
+    const old = user.portrait;
+    for (let i = 0; (await fetch(old)).status !== 404; i++) {
+      assert.ok(i < 200, 'the link still works');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    // Olga's page, loaded again, renews it; the profile holds a working link.
+    await olga.page.reload();
+    await connected(olga.page);
+    for (let i = 0; ; i++) {
+      const { user: now } = await at.api('GET', '/users/olga');
+      if (now.portrait !== old) {
+        assert.equal((await fetch(now.portrait)).status, 200);
+        break;
+      }
+      assert.ok(i < 200, 'the picture was not renewed');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await olga.context.close();
+  } finally {
+    await at.stop();
+  }
 });

@@ -1324,9 +1324,16 @@ export class TidingsClient {
           clearedSeq: int(c.clearedSeq),
         });
         break;
-      case 'tidings:read':
+      case 'tidings:read': {
+        // The conversation's `peerReadSeq`, as the server keeps it.
+        const conv = this.#conversations.get(conversationKey(where.conversationType, where.targetId));
+        if (conv && int(c.readSeq) > (conv.peerReadSeq ?? 0)) {
+          conv.peerReadSeq = int(c.readSeq);
+          this.#queueSave();
+        }
         this.#events.emit('readReceipt', { ...where, readSeq: int(c.readSeq) });
         break;
+      }
       case 'tidings:deleted':
         this.#events.emit('messagesDeleted', { ...where, seqs: Array.isArray(c.seqs) ? c.seqs.map(int) : [] });
         break;
@@ -2533,6 +2540,27 @@ export class TidingsClient {
   }
 
   /**
+   * These users' names and portraits (1–100 ids), each once, in the order asked; a user the
+   * server does not know has an empty name and portrait.
+   * @param {string | string[]} userIds
+   * @param {Callback} [callback]
+   * @returns {Promise<{ userId: string, name: string, portrait: string }[]>}
+   */
+  getUsers(userIds, callback) {
+    const ids = typeof userIds === 'string' ? [userIds] : userIds;
+    return withCallback(
+      this.query({ getUsers: { userIds: ids } }).then((q) =>
+        (q.users ?? []).map((/** @type {any} */ u) => ({
+          userId: String(u.userId ?? ''),
+          name: String(u.name ?? ''),
+          portrait: String(u.portrait ?? ''),
+        })),
+      ),
+      callback,
+    );
+  }
+
+  /**
    * Sets this user's quiet hours (no push notifications), every day from `startMinute` after
    * midnight UTC (or a `HH:MM` time, UTC) for `minutes` (1–1440). Every device of the user gets
    * a `quietHours` event.
@@ -2895,6 +2923,12 @@ export class TidingsClient {
       return;
     }
     const key = conversationKey(m.conversationType, m.targetId);
+    if (AMEND_EVENTS.has(m.objectName)) {
+      // A recall, edit or reaction changes the message it names: the conversation's latest
+      // message only if it is that one, and it never moves the conversation.
+      this.#noteAmend(key, m);
+      return;
+    }
     const conv = this.#conversations.get(key) ?? blankConversation(m.conversationType, m.targetId);
     if (m.seq >= (conv.latestMessage?.seq ?? 0)) {
       conv.latestMessage = m;
@@ -2910,6 +2944,29 @@ export class TidingsClient {
     }
     delete conv.removed;
     this.#conversations.set(key, conv);
+    this.#queueSave();
+    this.#events.emit('conversation', conv);
+  }
+
+  /**
+   * An amend event of a conversation: its latest message, if that is the one changed, shows the
+   * change (docs/protocol.md, "The latest message").
+   * @param {string} key
+   * @param {Message} event
+   */
+  #noteAmend(key, event) {
+    const conv = this.#conversations.get(key);
+    const latest = conv?.latestMessage;
+    const c = /** @type {any} */ (event.content);
+    const change = c?.content ?? c ?? {};
+    if (!conv || !latest || int(change.seq) !== latest.seq) return;
+    if (event.objectName === 'tidings:recall') {
+      conv.latestMessage = { ...latest, isRecalled: true };
+    } else if (event.objectName === 'tidings:edit' && typeof change.content === 'string') {
+      conv.latestMessage = { ...latest, isEdited: true, content: decodeContent(latest.objectName, change.content) };
+    } else {
+      return;
+    }
     this.#queueSave();
     this.#events.emit('conversation', conv);
   }
@@ -2971,10 +3028,14 @@ function blankConversation(conversationType, targetId) {
     mentionedCount: 0,
     readSeq: 0,
     clearedSeq: 0,
+    peerReadSeq: 0,
     isTop: false,
     isMuted: false,
   };
 }
+
+/** The types of the events that change another message (recall, edit, reaction). */
+const AMEND_EVENTS = new Set(['tidings:recall', 'tidings:edit', 'tidings:reaction']);
 
 /**
  * Whether messages of a type raise the unread count, as far as this client can tell.

@@ -43,7 +43,8 @@
  * @typedef {object} Conversation
  * @property {number} conversationType
  * @property {string} targetId
- * @property {Message | null} latestMessage
+ * @property {Message | null} latestMessage the newest message a person sees: never a recall, edit
+ *   or reaction event; recalled (`isRecalled`) when it was recalled
  * @property {string} latestMessageId
  * @property {string} objectName the latest message's type
  * @property {number} sentTime the latest message's time (ms)
@@ -52,6 +53,8 @@
  * @property {number} mentionedCount unread messages that mention this user
  * @property {number} readSeq read up to this conversation seq
  * @property {number} clearedSeq history cleared up to this seq
+ * @property {number} peerReadSeq private chats: the other user has read up to this seq, as their
+ *   read receipts told (0 otherwise)
  * @property {boolean} isTop pinned
  * @property {boolean} isMuted no notifications
  * @property {boolean} [removed] only in change lists: the conversation left the list

@@ -92,6 +92,7 @@ export function conversationOf(c, me) {
     mentionedCount: int(c.mentioned),
     readSeq: int(c.readSeq),
     clearedSeq: int(c.clearedSeq),
+    peerReadSeq: int(c.peerReadSeq),
     isTop: Boolean(c.pinned),
     isMuted: Boolean(c.muted),
   };

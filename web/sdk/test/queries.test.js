@@ -128,3 +128,57 @@ test('typing status reaches the other user, and is not a message', async () => {
   await Promise.all([alice.disconnect(), bob.disconnect()]);
   assert.equal(alice.sendTypingStatusMessage(1, B), false, 'dropped when not connected');
 });
+
+test("the list's latest message: reactions and edits to older messages leave it, a recall marks it", async () => {
+  const { alice, bob, b, send, A, B } = await pair('latest');
+  const older = await send(alice, B, 'older');
+  const newest = await send(alice, B, 'newest');
+  await b.messagesAtLeast(2);
+  const latestOf = (/** @type {any[]} */ list) => list.find((c) => c.targetId === A);
+  const before = latestOf(await bob.getConversationList());
+  assert.equal(before.latestMessage.seq, newest.seq);
+  const where = { conversationType: 1, targetId: A, seq: String(older.seq) };
+  await bob.query({ reactToMessage: { ...where, emoji: '👍' } });
+  await alice.query({ editMessage: { ...where, targetId: B, content: JSON.stringify({ text: 'older!' }) } });
+  await b.messagesAtLeast(4);
+  // The server's list and this client's own cache agree: the same latest message, the same time.
+  for (const conv of [latestOf(await bob.getConversationList()), latestOf(bob.getCachedConversationList())]) {
+    assert.equal(conv.latestMessage.seq, newest.seq);
+    assert.equal(conv.latestMessage.content.content, 'newest');
+    assert.equal(conv.sentTime, before.sentTime);
+  }
+  await alice.recallMessage(newest);
+  await b.messagesAtLeast(5);
+  for (const conv of [latestOf(await bob.getConversationList()), latestOf(bob.getCachedConversationList())]) {
+    assert.equal(conv.latestMessage.seq, newest.seq);
+    assert.equal(conv.latestMessage.isRecalled, true);
+  }
+  await Promise.all([alice.disconnect(), bob.disconnect()]);
+});
+
+test("a private conversation carries how far the other user read; getUsers answers names and portraits", async () => {
+  const { alice, bob, a, send, A, B } = await pair('peer-read');
+  const sent = await send(alice, B, 'read me');
+  await bob.clearUnreadCount(1, A);
+  await until(() => a.readReceipts.length > 0, 'the read receipt');
+  assert.equal(alice.getCachedConversationList().find((c) => c.targetId === B)?.peerReadSeq, sent.seq);
+  // A client that never saw the receipt reads it from the server.
+  const fresh = await client(server);
+  await fresh.connect(await server.token(A));
+  assert.equal((await fresh.getConversation(1, B))?.peerReadSeq, sent.seq);
+  assert.equal((await bob.getConversation(1, A))?.peerReadSeq, 0);
+
+  // Names: an account registered with one.
+  const r = await fetch(`${server.url}/v1/accounts/register`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ account: 'peer-read-dora', password: 'correct horse', name: 'Dora' }),
+  });
+  assert.equal(r.status, 200);
+  assert.deepEqual(await fresh.getUsers(['peer-read-dora', B]), [
+    { userId: 'peer-read-dora', name: 'Dora', portrait: '' },
+    { userId: B, name: '', portrait: '' },
+  ]);
+  await assert.rejects(fresh.getUsers([]), (e) => /** @type {any} */ (e).code === 40015);
+  await Promise.all([alice.disconnect(), bob.disconnect(), fresh.disconnect()]);
+});

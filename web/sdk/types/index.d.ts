@@ -383,6 +383,7 @@ export interface Message {
 export interface Conversation {
   conversationType: number;
   targetId: string;
+  /** The newest message a person sees: never a recall, edit or reaction event; `isRecalled` once recalled. */
   latestMessage: Message | null;
   latestMessageId: string;
   objectName: string;
@@ -395,6 +396,8 @@ export interface Conversation {
   readSeq: number;
   /** History cleared up to this seq. */
   clearedSeq: number;
+  /** Private chats: the other user has read up to this seq, as their read receipts told (0 otherwise). */
+  peerReadSeq: number;
   /** Pinned. */
   isTop: boolean;
   isMuted: boolean;
@@ -429,6 +432,15 @@ export interface Presence {
   userId: string;
   online: boolean;
   lastSeen: number;
+}
+
+/** Another user's public profile (`getUsers`). */
+export interface UserProfile {
+  userId: string;
+  /** Empty if never set. */
+  name: string;
+  /** A link to the user's picture; empty if never set. */
+  portrait: string;
 }
 
 // ------------------------------------------------------------------ storage
@@ -930,6 +942,7 @@ export declare class TidingsClient {
   getBlacklistStatus(userId: string, callback?: Callback<boolean>): Promise<boolean>;
   subscribeUserStatus(userIds: string[], callback?: Callback<Presence[]>): Promise<Presence[]>;
   getUserStatus(userIds: string | string[], callback?: Callback<Presence[]>): Promise<Presence[]>;
+  getUsers(userIds: string | string[], callback?: Callback<UserProfile[]>): Promise<UserProfile[]>;
   /** `start`: minutes after midnight UTC, or `HH:MM` (UTC). */
   setNotificationQuietHours(start: number | string, minutes: number, callback?: Callback<QuietHours>): Promise<QuietHours>;
   getNotificationQuietHours(callback?: Callback<QuietHours>): Promise<QuietHours>;

@@ -512,7 +512,7 @@ async fn reading_sends_the_other_user_a_receipt_unless_silent() {
     assert_eq!(next_receipt(&mut alice_events).await.read_seq, 3);
 
     // A device that was offline gets the receipts by sync, and nothing more.
-    let (_laptop, mut laptop_events) = server.client("alice", "laptop").await;
+    let (laptop, mut laptop_events) = server.client("alice", "laptop").await;
     assert_eq!(next_receipt(&mut laptop_events).await.read_seq, 2);
     assert_eq!(next_receipt(&mut laptop_events).await.read_seq, 3);
     alice.send(Outgoing::text("bob", "after")).await.unwrap();
@@ -524,6 +524,124 @@ async fn reading_sends_the_other_user_a_receipt_unless_silent() {
             other => panic!("no message: {other:?}"),
         }
     }
+    // The conversation itself says how far bob has read, as his receipts told: a page loaded
+    // afresh shows read ticks without having seen the receipts.
+    let c = laptop.conversation(PRIVATE, "bob").await.unwrap().unwrap();
+    assert_eq!(c.peer_read_seq, 3);
+    let page = laptop.conversations(&[], 0, None).await.unwrap();
+    assert_eq!(page.conversations[0].peer_read_seq, 3);
+    assert_eq!(
+        bob.conversation(PRIVATE, "alice")
+            .await
+            .unwrap()
+            .unwrap()
+            .peer_read_seq,
+        0,
+        "alice read nothing"
+    );
+}
+
+#[tokio::test]
+async fn the_list_shows_the_newest_message_a_person_sees() {
+    let server = TestServer::start().await;
+    let (alice, _a) = server.client("alice", "phone").await;
+    let (bob, _b) = server.client("bob", "phone").await;
+    let (carol, _c) = server.client("carol", "phone").await;
+    let older = alice.send(Outgoing::text("bob", "older")).await.unwrap();
+    let newest = alice.send(Outgoing::text("bob", "newest")).await.unwrap();
+    carol
+        .send(Outgoing::text("bob", "from carol"))
+        .await
+        .unwrap();
+    let list = |c: &tidings_client::Client| {
+        let c = c.clone();
+        async move {
+            let page = c.conversations(&[], 0, None).await.unwrap();
+            page.conversations
+                .into_iter()
+                .map(|c| {
+                    let m = c.latest.unwrap();
+                    (c.target_id, m.seq, m.content, m.recalled)
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let before = list(&bob).await;
+    assert_eq!(before[0].0, "carol");
+    assert_eq!(before[1].1, newest.seq);
+    // A reaction and an edit to the older message neither replace the preview nor move the
+    // conversation up.
+    bob.react(PRIVATE, "alice", older.seq, "👍", false)
+        .await
+        .unwrap();
+    alice
+        .edit(PRIVATE, "bob", older.seq, r#"{"text":"older!"}"#)
+        .await
+        .unwrap();
+    assert_eq!(list(&bob).await, before);
+    assert_eq!(
+        alice
+            .conversation(PRIVATE, "bob")
+            .await
+            .unwrap()
+            .unwrap()
+            .latest
+            .unwrap()
+            .seq,
+        newest.seq
+    );
+    // An edit of the newest message shows in it.
+    alice
+        .edit(PRIVATE, "bob", newest.seq, r#"{"text":"newest!"}"#)
+        .await
+        .unwrap();
+    let after = list(&bob).await;
+    assert_eq!(after[1].2, r#"{"text":"newest!"}"#);
+    // A recall of the newest message: it stays the preview, recalled.
+    alice.recall(PRIVATE, "bob", newest.seq).await.unwrap();
+    let after = list(&bob).await;
+    assert_eq!(
+        (after[1].0.as_str(), after[1].1, after[1].3),
+        ("alice", newest.seq, true)
+    );
+}
+
+#[tokio::test]
+async fn users_read_each_others_names_and_portraits() {
+    let server = TestServer::start().await;
+    api(
+        &server,
+        "PUT",
+        "/api/v1/users/ann",
+        serde_json::json!({ "name": "Ann", "portrait": "https://x/ann.png", "extra": {"secret": 1} }),
+    )
+    .await;
+    let (bob, _b) = server.client("bob", "phone").await;
+    let users = bob.users(&["ann", "nobody", "ann"]).await.unwrap();
+    let got: Vec<_> = users
+        .iter()
+        .map(|u| (u.user_id.as_str(), u.name.as_str(), u.portrait.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [("ann", "Ann", "https://x/ann.png"), ("nobody", "", "")],
+        "each once, in the order asked; an unknown user has no profile"
+    );
+    let many: Vec<String> = (0..101).map(|i| format!("u{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    assert_eq!(
+        refused_code(bob.users(&many).await),
+        Code::InvalidQuery.as_u32()
+    );
+    assert_eq!(
+        refused_code(bob.users(&[]).await),
+        Code::InvalidQuery.as_u32()
+    );
+    assert_eq!(
+        refused_code(bob.users(&["not an id"]).await),
+        Code::InvalidTarget.as_u32()
+    );
+    assert_eq!(bob.users(&many[..100]).await.unwrap().len(), 100);
 }
 
 #[tokio::test]
