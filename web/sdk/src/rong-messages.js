@@ -553,6 +553,9 @@ export function fromNative(native, nativeType) {
       return new TypingStatusMessage({ typingContentType: seedObjectName(n.typingContentType ?? 'text'), data: n.data });
     case 'tidings:recall':
       return new RecallCommandMessage({ seq: n.seq });
+    case 'tidings:group':
+      if (n instanceof NativeUnknown && n.content && typeof n.content === 'object') return groupNotification(/** @type {any} */ (n.content));
+      break;
     default:
       break;
   }
@@ -561,6 +564,34 @@ export function fromNative(native, nativeType) {
   if (cls && n instanceof NativeUnknown && n.content && typeof n.content === 'object') return new cls(n.content);
   const body = n instanceof NativeUnknown ? n.content : n instanceof RegisteredMessage ? n.fields : n.encode?.();
   return new UnknownMessage({ objectName: nativeType, message: body });
+}
+
+/** Tidings' group operations, as RongCloud's group notifications name them. */
+const GROUP_OPERATIONS = /** @type {Record<string, string>} */ ({
+  create: 'Create',
+  add: 'Add',
+  remove: 'Kicked',
+  quit: 'Quit',
+  update: 'Rename',
+  transfer: 'Transfer',
+  mute: 'Mute',
+  unmute: 'Unmute',
+  dismiss: 'Dismiss',
+});
+
+/**
+ * `RC:GrpNtf` of a `tidings:group` notification: `operation` in RongCloud's words, `data` the
+ * notification as Tidings has it (`userIds`, `name`, `ownerId`, …).
+ * @param {Record<string, any>} wire
+ */
+function groupNotification(wire) {
+  const operation = String(wire.operation ?? '');
+  return new GroupNotificationMessage({
+    operatorUserId: String(wire.operatorId ?? ''),
+    operation: GROUP_OPERATIONS[operation] ?? operation,
+    data: wire,
+    message: '',
+  });
 }
 
 /**
