@@ -1332,7 +1332,8 @@ export class RongIMClient {
   /**
    * Finds messages of a conversation whose text contains `keyword`: the server's search (what
    * the user can see) and the local store's (inserted messages, search fields), one list by
-   * UId, newest first. `timestamp` > 0: sent before it. `onSuccess(messages, matchedCount)`.
+   * UId, newest first. `timestamp` > 0: sent before it. `onSuccess(messages, matchedCount)`; the
+   * Promise answers `{list, matched}`.
    * @param {number} conversationType
    * @param {string} targetId
    * @param {string} keyword
@@ -1347,7 +1348,7 @@ export class RongIMClient {
       const before = all.filter((m) => !timestamp || m.sentTime < timestamp);
       return { list: before.slice(0, count || 20), matched: before.length };
     };
-    return settle(run(), callback, { spread: (v) => [v.list, v.matched] }).then((v) => v.list);
+    return settle(run(), callback, { spread: (v) => [v.list, v.matched] });
   }
 
   /**
@@ -1601,7 +1602,8 @@ export class RongIMClient {
 
   /**
    * A page of history before `timestamp` (0: the newest), oldest first: `onSuccess(list,
-   * hasMore)`. `order` 1 reads after `timestamp` instead. The messages are kept in the store.
+   * hasMore)`, and the Promise answers `{list, hasMore}`. `order` 1 reads after `timestamp`
+   * instead. The messages are kept in the store.
    * @param {number} conversationType
    * @param {string} targetId
    * @param {number} timestamp
@@ -1892,8 +1894,9 @@ export class RongIMClient {
   setConversationHidden(conversationType, targetId, isHidden, callback) {
     if (isHidden) return this.removeConversation(conversationType, targetId, callback);
     const run = async () => {
+      // Listed here until the server lists it again (with its next message).
       const c = await this.getConversation(conversationType, targetId);
-      if (!c) this.createConversation(conversationType, targetId, '');
+      this.#added.set(conversationKey(conversationType, targetId), c ?? this.createConversationShape(conversationType, targetId, ''));
       return true;
     };
     return settle(run(), callback);
