@@ -2221,7 +2221,8 @@ export class RongIMClient {
         name: String(g.name ?? ''),
         creatorId: String(g.ownerId ?? ''),
         memberIdList,
-        isOpen: g.inviteOpen === undefined ? true : Boolean(g.inviteOpen),
+        // The protocol's JSON leaves false out.
+        isOpen: Boolean(g.inviteOpen),
       };
     };
     return settle(run(), callback);

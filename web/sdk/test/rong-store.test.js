@@ -289,7 +289,9 @@ test('discussions: create, invite, rename, invite status, remove, quit; messages
   assert.equal(got.conversationType, ConversationType.DISCUSSION);
   assert.equal(got.targetId, id);
   const list = await b.client.getConversationList(undefined, [ConversationType.DISCUSSION]);
-  assert.deepEqual(list.map((/** @type {any} */ c) => [c.conversationType, c.targetId]), [[2, id]]);
+  // The probe's discussion is listed too (its creation notice is a message of it).
+  assert.deepEqual(list.map((/** @type {any} */ c) => [c.conversationType, c.targetId]), [[2, id], [2, probe]]);
+  assert.deepEqual(await b.client.getConversationList(undefined, [ConversationType.GROUP]), []);
   await a.client.removeMemberFromDiscussion(id, carol);
   await b.client.quitDiscussion(id);
   d = await a.client.getDiscussion(id);
