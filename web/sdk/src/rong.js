@@ -1552,6 +1552,10 @@ export class RongIMClient {
     const core = this.#requireInit();
     const name = typeof typingContentType === 'string' && typingContentType ? typingContentType : TextMessage.objectName;
     const cb = isCallback(typingContentType) ? typingContentType : callback;
+    // The server refuses status messages to groups, and answers none.
+    if (conversationType !== ConversationType.PRIVATE) {
+      return fail(cb, ErrorCode.CONVERSATION_TYPE_UNSUPPORTED, 'typing status is for private conversations');
+    }
     if (!core.sendTypingStatusMessage(wireType(conversationType), targetId, nativeObjectName(name))) {
       return fail(cb, ErrorCode.RC_NET_CHANNEL_INVALID, 'not connected');
     }

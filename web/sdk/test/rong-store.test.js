@@ -249,6 +249,14 @@ test('unread counts set on this device, hidden and added conversations, the user
   await until(() => b.received.length > before, 'the image arrives');
   assert.deepEqual(b.received.slice(before).map((m) => m.objectName), ['RC:ImgMsg']);
 
+  // Typing: bob hears alice's, as RC:TypSts through the message listener; groups are refused.
+  const typed = b.received.length;
+  await a.client.sendTypingStatusMessage(PRIVATE, bob, 'RC:TxtMsg');
+  await until(() => b.received.length > typed, 'the typing status arrives');
+  const typing = b.received[typed];
+  assert.deepEqual([typing.objectName, typing.content.typingContentType, typing.senderUserId], ['RC:TypSts', 'RC:TxtMsg', alice]);
+  assert.equal(await errorCode((cb) => a.client.sendTypingStatusMessage(ConversationType.GROUP, 'g', 'RC:TxtMsg', cb)), 40009);
+
   // Seed codes for what fails.
   assert.equal(await errorCode((cb) => b.client.joinChatRoom('', 0, cb)), ErrorCode.CHATROOM_ID_ISNULL);
   assert.equal(await errorCode((cb) => b.client.getChatroomEntry('misc-room', 'nothing', cb)), ErrorCode.CHATROOM_KV_NOT_FOUND);

@@ -302,28 +302,16 @@ export interface MessageStore {
   clear(filter?: StoreFilter): Promise<number>;
 }
 
-export declare class MemoryMessageStore implements MessageStore {
+export interface MemoryMessageStore extends MessageStore {}
+export declare class MemoryMessageStore {
   constructor(options?: { limit?: number });
   limit: number;
-  add(m: Omit<StoredMessage, 'messageId'>): Promise<number>;
-  put(m: StoredMessage): Promise<void>;
-  get(messageId: number): Promise<StoredMessage | null>;
-  getByUId(messageUId: string): Promise<StoredMessage | null>;
-  remove(messageIds: number[]): Promise<number>;
-  list(filter?: StoreFilter): Promise<StoredMessage[]>;
-  clear(filter?: StoreFilter): Promise<number>;
 }
 
-export declare class IndexedDBMessageStore implements MessageStore {
+export interface IndexedDBMessageStore extends MessageStore {}
+export declare class IndexedDBMessageStore {
   constructor(name: string, options?: { indexedDB?: any });
   name: string;
-  add(m: Omit<StoredMessage, 'messageId'>): Promise<number>;
-  put(m: StoredMessage): Promise<void>;
-  get(messageId: number): Promise<StoredMessage | null>;
-  getByUId(messageUId: string): Promise<StoredMessage | null>;
-  remove(messageIds: number[]): Promise<number>;
-  list(filter?: StoreFilter): Promise<StoredMessage[]>;
-  clear(filter?: StoreFilter): Promise<number>;
   close(): Promise<void>;
 }
 
