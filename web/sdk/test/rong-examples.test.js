@@ -331,9 +331,19 @@ test('用户信息相关操作: login, getUserInfo, logout and revoked over the 
   const wrong = newClient();
   await assert.rejects(callback((cb) => wrong.login({ account, password: 'not the password' }, cb)), (e) => /** @type {any} */ (e).code === 42011);
 
-  // 6. 注销账户: the account is gone; logging in again fails.
+  // 5. 退出登录: the session logged in with login() ends on the server: its token no longer connects.
+  assert.deepEqual(await callback((cb) => client.logout(cb)), [true]);
+  const stale = await new Promise((resolve) =>
+    newClient().connect(userOf.token, {
+      onSuccess: () => resolve('success'),
+      onTokenIncorrect: () => resolve('incorrect'),
+      onError: (code) => resolve(`error ${code}`),
+    }),
+  );
+  assert.equal(stale, 'incorrect');
+
+  // 6. 注销账户: log in again, delete the account; logging in fails afterwards.
+  await callback((cb) => client.login({ account, password }, cb));
   assert.deepEqual(await callback((cb) => client.revoked({ password }, cb)), [true]);
   await assert.rejects(callback((cb) => wrong.login({ account, password }, cb)), (e) => /** @type {any} */ (e).code === 42011);
-  // 5. 退出登录.
-  assert.deepEqual(await callback((cb) => client.logout(cb)), [true]);
 });

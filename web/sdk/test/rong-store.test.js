@@ -18,6 +18,7 @@ import {
   SentStatus,
   TextMessage,
 } from '../src/rong.js';
+import { api } from '../test-support/api.js';
 import { serverForFile } from '../test-support/server.js';
 import { until } from '../test-support/wait.js';
 
@@ -265,7 +266,12 @@ test('unread counts set on this device, hidden and added conversations, the user
   assert.equal(await b.client.getBlacklistStatus(alice), 0);
   assert.equal(await errorCode((cb) => a.client.sendMessage(PRIVATE, bob, TextMessage.obtain('blocked'), cb)), ErrorCode.REJECTED_BY_BLACKLIST);
   assert.equal(await errorCode((cb) => a.client.sendRecallMessage({ conversationType: PRIVATE, targetId: bob, seq: 999 }, cb)), ErrorCode.RECALL_MESSAGE);
-  assert.equal(await errorCode((cb) => a.client.getUserInfo('misc-nobody', cb)), ErrorCode.GET_USERINFO_ERROR);
+  assert.equal(await errorCode((cb) => a.client.getUserInfo('not a user id!', cb)), ErrorCode.GET_USERINFO_ERROR);
+
+  // getUserInfo of another user: the profile the app server set.
+  await api(server, 'put', `/users/${carol}`, { name: 'Carol C', portrait: 'https://example.com/c.png' });
+  const info = await a.client.getUserInfo(carol);
+  assert.deepEqual([info.id, info.name, info.portrait], [carol, 'Carol C', 'https://example.com/c.png']);
 });
 
 test('discussions: create, invite, rename, invite status, remove, quit; messages of type 2', async (t) => {
