@@ -312,3 +312,69 @@ test('discussions: create, invite, rename, invite status, remove, quit; messages
   assert.deepEqual(d.memberIdList, [alice]);
   assert.equal(await errorCode((cb) => b.client.sendMessage(ConversationType.DISCUSSION, id, TextMessage.obtain('x'), cb)), ErrorCode.NOT_IN_DISCUSSION);
 });
+
+test('history, chatrooms, conversation settings and files through the entry', async () => {
+  const alice = 'more-alice';
+  const bob = 'more-bob';
+  const a = await connected(alice, { messageStore: 'memory' });
+  const b = await connected(bob, { messageStore: 'memory' });
+  /** @type {any[]} */
+  const sent = [];
+  for (const text of ['m1', 'm2', 'm3']) sent.push(await a.client.sendMessage(PRIVATE, bob, TextMessage.obtain(text)));
+  await until(() => b.received.length >= 3, 'bob receives three');
+
+  // getHistoryMessages: before a time (order 0), after it (order 1); onSuccess(list, hasMore).
+  /** @type {any[]} */
+  const older = await new Promise((resolve) =>
+    b.client.getHistoryMessages(PRIVATE, alice, sent[2].sentTime, 1, { onSuccess: (list, more) => resolve([list, more]) }),
+  );
+  assert.deepEqual([older[0].map((/** @type {any} */ m) => m.content.content), older[1]], [['m2'], true]);
+  const newer = await b.client.getHistoryMessages(PRIVATE, alice, sent[0].sentTime, 10, undefined, undefined, 1);
+  assert.deepEqual(newer.list.map((/** @type {any} */ m) => m.content.content), ['m2', 'm3']);
+
+  // deleteRemoteMessages by the message (its seq); clearHistoryMessages clears the store and the server.
+  await b.client.deleteRemoteMessages(PRIVATE, alice, [b.received[0]]);
+  assert.deepEqual(
+    (await b.client.getHistoryMessages(PRIVATE, alice, 0, 10)).list.map((/** @type {any} */ m) => m.content.content),
+    ['m2', 'm3'],
+  );
+  await b.client.clearHistoryMessages({ conversationType: PRIVATE, targetId: alice, timestamp: sent[1].sentTime });
+  assert.deepEqual(
+    (await b.client.getHistoryMessages(PRIVATE, alice, 0, 10)).list.map((/** @type {any} */ m) => m.content.content),
+    ['m3'],
+  );
+  assert.equal(await errorCode((cb) => b.client.getMessage(b.received[1].messageId, cb)), ErrorCode.GET_MESSAGE_BY_ID_ERROR);
+
+  // Conversation settings, shared through the server.
+  await b.client.setConversationToTop(PRIVATE, alice, true);
+  await b.client.setConversationNotificationStatus(PRIVATE, alice, 0);
+  const c = await b.client.getConversation(PRIVATE, alice);
+  assert.deepEqual([c.isTop, c.notificationStatus], [true, 0]);
+  assert.equal(await b.client.getConversationNotificationStatus(PRIVATE, alice), 0);
+  await b.client.sendReceiptResponse(PRIVATE, alice);
+  assert.equal(await b.client.getUnreadCount(PRIVATE, alice), 0);
+  assert.equal(b.client.pottingConversation({ conversationType: 1, targetId: alice, unread: '4' }).unreadMessageCount, 4);
+
+  // Chatrooms: history with the seed's names, info, entries.
+  await a.client.joinChatRoom('more-room', 0);
+  await b.client.joinChatRoom('more-room', 0);
+  await a.client.sendMessage(ConversationType.CHATROOM, 'more-room', TextMessage.obtain('room hello'));
+  /** @type {any[]} */
+  const roomHistory = await new Promise((resolve) =>
+    b.client.getChatRoomHistoryMessages('more-room', 10, 0, { onSuccess: (list, more) => resolve([list, more]) }),
+  );
+  assert.deepEqual(roomHistory[0].filter((/** @type {any} */ m) => m.objectName === 'RC:TxtMsg').map((/** @type {any} */ m) => m.content.content), ['room hello']);
+  const info = await b.client.getChatRoomInfo('more-room', 10, 1);
+  assert.equal(info.userTotalNums, 2);
+  await b.client.setChatroomEntry('more-room', { key: 'topic', value: 'tea' });
+  assert.equal(await a.client.getChatroomEntry('more-room', 'topic'), 'tea');
+  assert.deepEqual(await a.client.getAllChatroomEntries('more-room'), { topic: 'tea' });
+  assert.equal(await errorCode((cb) => a.client.removeChatroomEntry('more-room', { key: 'topic' }, cb)), ErrorCode.CHATROOM_KV_OVERWRITE_INVALID);
+  await a.client.forceRemoveChatroomEntry('more-room', 'topic');
+  assert.deepEqual(await a.client.getAllChatroomEntries('more-room'), {});
+  await b.client.quitChatRoom('more-room');
+
+  // Files: what an upload needs.
+  const token = /** @type {any} */ (await a.client.getFileToken(1));
+  assert.ok(String(token.url).endsWith('/v1/files'));
+});
