@@ -755,7 +755,10 @@ export class RongIMClient {
    * @param {{ conversationType: number, targetId: string, readSeq: number }} r
    */
   async #readReceipt(r) {
-    const known = (await this.#storeOrNull()?.list({ conversationType: r.conversationType, targetId: r.targetId })) ?? [];
+    const known =
+      (await this.#storeOrNull()
+        ?.list({ conversationType: r.conversationType, targetId: r.targetId })
+        .catch(() => null)) ?? [];
     const read = known.find((s) => s.seq === r.readSeq);
     this.#deliver(
       this.#localShape({
@@ -785,12 +788,16 @@ export class RongIMClient {
     const c = msg.content;
     c.conversationType = msg.conversationType;
     c.targetId = msg.targetId;
-    const list = await store.list({ conversationType: msg.conversationType, targetId: msg.targetId });
-    const target = list.find((s) => s.seq === c.seq);
-    if (!target) return;
-    c.messageUId = target.messageUId;
-    c.sentTime = target.sentTime;
-    await store.put({ ...target, objectName: RecallCommandMessage.objectName, content: c.encode() });
+    try {
+      const list = await store.list({ conversationType: msg.conversationType, targetId: msg.targetId });
+      const target = list.find((s) => s.seq === c.seq);
+      if (!target) return;
+      c.messageUId = target.messageUId;
+      c.sentTime = target.sentTime;
+      await store.put({ ...target, objectName: RecallCommandMessage.objectName, content: c.encode() });
+    } catch {
+      // A store that fails leaves the command without the recalled message's UId; it is still delivered.
+    }
   }
 
   /**
