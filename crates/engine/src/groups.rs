@@ -367,6 +367,7 @@ impl Session {
                 ..Default::default()
             }),
             GroupQuery::AddDiscussionMembers { group, users } => {
+                self.refuse_blockers(&users).await?;
                 let action = GroupAction::AddMembers(users);
                 self.change_discussion(&group, action, Permit::Inviter)
                     .await
@@ -463,6 +464,7 @@ impl Session {
     ) -> Result<GroupInfo, ApiError> {
         let user = self.shared.user.clone();
         check_profile(Some(&name), None, None)?;
+        self.refuse_blockers(&users).await?;
         if !self.engine.may_send(&user) {
             return Err(ApiError(Refusal::new(
                 Code::SendTooFast,
@@ -486,6 +488,27 @@ impl Session {
                 other => return other,
             }
         }
+    }
+
+    /// Refuses to put into a discussion anyone who blocks this user (405, as a private message
+    /// to them is refused): a blocklist is not got round by inviting its owner somewhere.
+    async fn refuse_blockers(&self, users: &[String]) -> Result<(), ApiError> {
+        for other in users {
+            let blocked = self
+                .engine
+                .inner
+                .store
+                .is_blocked(other, &self.shared.user)
+                .await
+                .map_err(store_failed)?;
+            if blocked {
+                return Err(ApiError(Refusal::new(
+                    Code::RejectedByBlacklist,
+                    format!("{other} takes no invitation from this user"),
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// A change this user makes to a discussion; the QUERYACK carries the discussion after it.

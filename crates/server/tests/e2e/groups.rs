@@ -748,6 +748,31 @@ async fn users_cannot_manage_a_group_that_is_not_a_discussion() {
 }
 
 #[tokio::test]
+async fn a_user_who_blocks_another_is_not_put_in_their_discussions() {
+    let server = TestServer::start().await;
+    let (amy, _amy_events) = server.client("amy", "phone").await;
+    let (bob, _bob_events) = server.client("bob", "phone").await;
+    bob.block("amy").await.unwrap();
+    assert_eq!(
+        refused_code(amy.create_discussion("plans", &["cat", "bob"]).await),
+        Code::RejectedByBlacklist.as_u32()
+    );
+    let d = amy.create_discussion("plans", &["cat"]).await.unwrap();
+    assert_eq!(
+        refused_code(amy.add_discussion_members(&d.group_id, &["bob"]).await),
+        Code::RejectedByBlacklist.as_u32()
+    );
+    assert!(bob.groups().await.unwrap().is_empty(), "bob is in nothing");
+    // Someone bob does not block may still invite him.
+    let (cat, _cat_events) = server.client("cat", "phone").await;
+    let d = cat
+        .add_discussion_members(&d.group_id, &["bob"])
+        .await
+        .unwrap();
+    assert_eq!(d.member_count, 3);
+}
+
+#[tokio::test]
 async fn a_discussion_has_the_maximum_of_members_of_any_group() {
     let server = TestServer::start_with(|c| c.max_group_members = 3).await;
     let (amy, _events) = server.client("amy", "phone").await;
