@@ -1,5 +1,6 @@
 // The demo chat page: built-in accounts with a profile (name and picture), the conversation list,
-// one-to-one and group chat with images and files, and chatrooms, over the browser SDK. On a narrow
+// one-to-one and group chat with images and files, discussions (groups people make, invite to,
+// rename and leave from the page), and chatrooms, over the browser SDK. On a narrow
 // screen the list and the chat are two views. Everything it loads comes from this server.
 import {
   ConnectionStatus,
@@ -35,6 +36,10 @@ const conversations = new Map();
 const convKey = (type, target) => `${type}:${target}`;
 /** Group names by group id, as far as known. */
 const groupNames = new Map();
+/** What else is known of each group (`kind`, `ownerId`, `inviteOpen`), by group id. */
+const groupInfo = new Map();
+/** The groups this user left from this page: their list entries stay gone until a rejoin. */
+const leftGroups = new Set();
 /** Presence of the users watched, by user id; and the ids this connection watches. */
 const presence = new Map();
 let watching = '';
@@ -102,6 +107,9 @@ function signedOut(reason) {
   openType = PRIVATE;
   conversations.clear();
   groupNames.clear();
+  groupInfo.clear();
+  leftGroups.clear();
+  lookups.clear();
   presence.clear();
   profiles.clear();
   fetching.clear();
@@ -179,7 +187,7 @@ async function start(s) {
   c.on('conversation', (conv) => {
     if (conv.conversationType !== PRIVATE && conv.conversationType !== GROUP) return;
     const key = convKey(conv.conversationType, conv.targetId);
-    if (conv.removed) conversations.delete(key);
+    if (conv.removed || (conv.conversationType === GROUP && leftGroups.has(conv.targetId))) conversations.delete(key);
     else conversations.set(key, conv);
     if (conv.conversationType === GROUP) nameGroup(conv.targetId);
     notePeerRead(conv);
@@ -236,7 +244,7 @@ async function loadConversations() {
   }
   // The user's groups show even before their first message.
   for (const g of groups) {
-    groupNames.set(g.groupId, g.name);
+    noteGroup(g);
     const key = convKey(GROUP, g.groupId);
     if (!conversations.has(key)) {
       conversations.set(key, { conversationType: GROUP, targetId: g.groupId, unreadMessageCount: 0, sentTime: g.createdTime });
@@ -245,15 +253,41 @@ async function loadConversations() {
   renderConversations();
 }
 
-/** Looks up a group's name once, for the list and the chat header. */
-async function nameGroup(groupId) {
-  if (!client || groupNames.has(groupId)) return;
-  groupNames.set(groupId, groupId);
+/**
+ * Looks up a group's profile once (or `again`, after it changed), for the list and the chat
+ * header.
+ */
+async function nameGroup(groupId, again = false) {
+  if (!client || (groupNames.has(groupId) && !again)) return;
+  if (!groupNames.has(groupId)) groupNames.set(groupId, groupId);
+  const asked = staleLookups(groupId);
   const g = await client.getGroupInfo(groupId).catch(() => null);
-  if (!g) return;
-  groupNames.set(groupId, g.name || groupId);
+  // A later lookup or change of the group answers with a newer profile than this one.
+  if (!g || lookups.get(groupId) !== asked) return;
+  noteGroup(g);
   renderConversations();
-  if (openType === GROUP && open === groupId) $('chat-title').textContent = title(GROUP, groupId);
+  if (openType === GROUP && open === groupId) showGroup();
+}
+
+/** The latest lookup or change of each group, by group id: only its answer is kept. */
+const lookups = new Map();
+
+/** Makes the answers of a group's lookups under way stale; answers the new latest. */
+function staleLookups(groupId) {
+  const n = (lookups.get(groupId) ?? 0) + 1;
+  lookups.set(groupId, n);
+  return n;
+}
+
+/** Keeps what a group's profile (the SDK's `Group`) says. */
+function noteGroup(g) {
+  groupNames.set(g.groupId, g.name || g.groupId);
+  groupInfo.set(g.groupId, { kind: g.kind, ownerId: g.ownerId, inviteOpen: g.inviteOpen, memberCount: g.memberCount });
+}
+
+/** Whether a group is a discussion (made and managed by its members). */
+function isDiscussion(groupId) {
+  return groupInfo.get(groupId)?.kind === 'discussion';
 }
 
 /** What a conversation is called: the other user's name (or id), or the group's name. */
@@ -351,8 +385,9 @@ function showProfiles() {
   if (open) {
     $('chat-title').textContent = title(openType, open);
     if (openType === PRIVATE) fillAvatar($('chat-avatar'), open);
+    if (openType === GROUP) showGroup();
   }
-  for (const row of rows) if (row.m.messageDirection !== 1 && row.m.conversationType !== PRIVATE) changed(row);
+  for (const row of rows) if ((row.m.messageDirection !== 1 && row.m.conversationType !== PRIVATE) || isNotice(row.m)) changed(row);
   layout();
   if (openType === CHATROOM && open) renderRoomMembers();
 }
@@ -435,31 +470,50 @@ function preview(m) {
   }
 }
 
-/** What a group's notification says (docs/protocol.md, "Groups"). */
-function groupNotice(raw) {
-  let n = raw ?? {};
-  if (typeof n === 'string') {
-    try {
-      n = JSON.parse(n);
-    } catch {
-      n = {};
-    }
+/** A group notification's content as an object (docs/protocol.md, "Groups"). */
+function noticeOf(raw) {
+  if (typeof raw !== 'string') return raw && typeof raw === 'object' ? raw : {};
+  try {
+    return JSON.parse(raw) ?? {};
+  } catch {
+    return {};
   }
-  const who = (n.userIds ?? []).join(', ');
+}
+
+/** What a group's notification says, with people's names. */
+function groupNotice(raw) {
+  const n = noticeOf(raw);
+  const ids = (n.userIds ?? []).map(String);
+  wantProfiles([n.operatorId, n.ownerId, ...ids]);
+  const name = (id) => (id === session?.userId ? 'You' : displayName(id));
+  const op = n.operatorId ? name(n.operatorId) : 'The app';
+  const who = ids.map(name).join(', ');
   switch (n.operation) {
     case 'create':
-      return `${n.operatorId || 'The app'} created the group`;
+      return `${op} created the ${n.kind === 'discussion' ? 'discussion' : 'group'}${n.name ? ` “${n.name}”` : ''}`;
     case 'add':
-      return `${who} joined`;
+      return ids.length === 1 && ids[0] === n.operatorId ? `${who} joined` : `${op} added ${who}`;
     case 'remove':
+      return `${op} removed ${who}`;
     case 'quit':
       return `${who} left`;
-    case 'update':
-      return n.name ? `Renamed to ${n.name}` : 'Group updated';
+    case 'update': {
+      const changes = [];
+      if (typeof n.name === 'string') changes.push(`renamed it “${n.name}”`);
+      if (n.inviteOpen === true) changes.push('let every member invite');
+      if (n.inviteOpen === false) changes.push('closed invitations to all but the owner');
+      return changes.length ? `${op} ${changes.join(' and ')}` : `${op} changed the group`;
+    }
+    case 'transfer':
+      return `${n.ownerId ? name(n.ownerId) : 'Someone else'} now owns the group`;
+    case 'mute':
+      return n.all ? `${op} muted the group` : `${op} muted ${who}`;
+    case 'unmute':
+      return n.all ? `${op} unmuted the group` : `${op} unmuted ${who}`;
     case 'dismiss':
       return 'The group was dismissed';
     default:
-      return 'Group changed';
+      return 'The group changed';
   }
 }
 
@@ -494,13 +548,16 @@ function renderConversations() {
         textContent: clock(conv.sentTime),
       });
       const latest = conv.latestMessage;
-      const from = type === GROUP && latest ? `${latest.messageDirection === 1 ? 'You' : displayName(latest.senderUserId)}: ` : '';
+      const from = type === GROUP && latest && latest.objectName !== 'tidings:group' ? `${latest.messageDirection === 1 ? 'You' : displayName(latest.senderUserId)}: ` : '';
       const text = Object.assign(document.createElement('span'), {
         className: 'preview',
         textContent: from + preview(latest),
       });
       const pic = Object.assign(document.createElement('span'), { className: 'pic' });
-      if (type === GROUP) pic.append(groupAvatar(conv.targetId), groupMark());
+      if (type === GROUP) {
+        li.dataset.kind = groupInfo.get(conv.targetId)?.kind ?? '';
+        pic.append(groupAvatar(conv.targetId), groupMark(conv.targetId));
+      }
       else pic.append(avatar(conv.targetId), dot(conv.targetId));
       li.append(pic, name, time, text);
       if (conv.unreadMessageCount > 0 && !isOpenConv) {
@@ -549,10 +606,15 @@ function groupAvatar(groupId) {
   return Object.assign(document.createElement('span'), { className: 'avatar group', textContent: initial(title(GROUP, groupId)) });
 }
 
-/** The mark of a group in the list, where a user has a presence dot. */
-function groupMark() {
-  const span = Object.assign(document.createElement('span'), { className: 'group-mark', textContent: 'G' });
-  span.setAttribute('aria-label', 'group');
+/** The mark of a group in the list, where a user has a presence dot: D for a discussion. */
+function groupMark(groupId) {
+  const discussion = isDiscussion(groupId);
+  const span = Object.assign(document.createElement('span'), {
+    className: `group-mark${discussion ? ' discussion' : ''}`,
+    textContent: discussion ? 'D' : 'G',
+    title: discussion ? 'Discussion' : 'Group',
+  });
+  span.setAttribute('aria-label', discussion ? 'discussion' : 'group');
   return span;
 }
 
@@ -678,9 +740,17 @@ function changed(row) {
   rendered.delete(row.k);
 }
 
-/** An event of the conversation (recall, edit, reaction): applied to its message, never a row. */
+/**
+ * An event of the conversation (recall, edit, reaction): applied to its message, never a row.
+ * A group's notification is not one: it shows as a line of its own.
+ */
 function isEvent(m) {
-  return typeof m.objectName === 'string' && m.objectName.startsWith('tidings:');
+  return typeof m.objectName === 'string' && m.objectName.startsWith('tidings:') && !isNotice(m);
+}
+
+/** A group's notification (docs/protocol.md, "Groups"): someone joined, left, renamed it, … */
+function isNotice(m) {
+  return m.objectName === 'tidings:group';
 }
 
 /** Empties the message view, for another conversation or none. */
@@ -719,6 +789,13 @@ async function openConversation(target, type = PRIVATE) {
   }
   $('leave-room').hidden = type !== CHATROOM;
   $('room-members').hidden = type !== CHATROOM;
+  $('leave-group').hidden = type !== GROUP;
+  $('group-tools').hidden = true;
+  delete $('chat').dataset.kind;
+  if (type === GROUP) {
+    showGroup();
+    nameGroup(target, true);
+  }
   roomMembers = [];
   $('room-member-list').replaceChildren();
   $('room-count').textContent = '0';
@@ -783,6 +860,138 @@ $('leave-room').addEventListener('click', async () => {
   closeChat();
 });
 
+// ------------------------------------------------------------------ discussions
+//
+// Groups people make themselves (docs/protocol.md, "Discussions"): made from the list with a name
+// and the other members' ids; once open, any member invites and renames, the owner opens or closes
+// invitations to all, and anyone leaves. Each change shows in the chat as its notification.
+
+/** User ids typed into a field, separated by commas or spaces. */
+function userIdsIn(id) {
+  const input = /** @type {HTMLInputElement} */ ($(id));
+  return input.value.split(/[\s,]+/).filter(Boolean);
+}
+
+/** Says in the banner why a change was refused. */
+function refused(what, e) {
+  const why =
+    {
+      20406: 'only the owner may do that',
+      21407: 'only the owner may invite now',
+      22406: 'you are not in it',
+      35001: 'it has ended',
+      40022: 'it would be too big',
+      42006: 'a member id is not valid',
+      42007: 'the name is too long',
+    }[e?.code] ?? e?.message ?? e;
+  banner(`${what}: ${why}`, true);
+  setTimeout(() => banner(''), 4000);
+}
+
+/** The open group's header and, for a discussion, its settings as last known. */
+function showGroup() {
+  if (openType !== GROUP || !open) return;
+  $('chat-title').textContent = title(GROUP, open);
+  const info = groupInfo.get(open);
+  const discussion = info?.kind === 'discussion';
+  $('chat').dataset.kind = info?.kind ?? '';
+  $('group-tools').hidden = !discussion;
+  if (!discussion) return;
+  const owner = info.ownerId === session?.userId;
+  const members = `${info.memberCount} member${info.memberCount === 1 ? '' : 's'}`;
+  $('group-facts').textContent = `${members} · owner ${owner ? 'you' : displayName(info.ownerId)}`;
+  const inviteOpen = /** @type {HTMLInputElement} */ ($('invite-open'));
+  // While a change is under way the switch shows what the owner asked for.
+  if (!changing) inviteOpen.checked = info.inviteOpen;
+  inviteOpen.disabled = !owner;
+  $('invite').hidden = !owner && !info.inviteOpen;
+}
+
+/** How many changes of the open discussion are under way. */
+let changing = 0;
+
+/** Runs a change of the open discussion; shows it as it now is, or why not. */
+async function changeDiscussion(what, change) {
+  if (!client || openType !== GROUP || !open) return false;
+  const id = open;
+  staleLookups(id);
+  changing++;
+  try {
+    const g = await change(client, id);
+    staleLookups(id);
+    noteGroup(g);
+  } catch (e) {
+    refused(`Could not ${what}`, e);
+    return false;
+  } finally {
+    changing--;
+    renderConversations();
+    showGroup();
+  }
+  return true;
+}
+
+$('new-discussion').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  if (!client) return;
+  const nameInput = /** @type {HTMLInputElement} */ ($('discussion-name'));
+  const name = nameInput.value.trim();
+  if (!name) return;
+  try {
+    const g = await client.createDiscussion(name, userIdsIn('discussion-members'));
+    noteGroup(g);
+    leftGroups.delete(g.groupId);
+    nameInput.value = '';
+    /** @type {HTMLInputElement} */ ($('discussion-members')).value = '';
+    // Its list entry shows at once; the server's conversation comes with the notification.
+    const key = convKey(GROUP, g.groupId);
+    if (!conversations.has(key)) {
+      conversations.set(key, { conversationType: GROUP, targetId: g.groupId, unreadMessageCount: 0, sentTime: g.createdTime });
+    }
+    await openConversation(g.groupId, GROUP);
+  } catch (err) {
+    refused('Could not create the discussion', err);
+  }
+});
+
+$('invite').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const ids = userIdsIn('invite-ids');
+  if (!ids.length) return;
+  if (await changeDiscussion('invite', (c, id) => c.addDiscussionMembers(id, ids))) {
+    /** @type {HTMLInputElement} */ ($('invite-ids')).value = '';
+  }
+});
+
+$('rename').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const input = /** @type {HTMLInputElement} */ ($('rename-name'));
+  const name = input.value.trim();
+  if (!name) return;
+  if (await changeDiscussion('rename it', (c, id) => c.updateDiscussion(id, { name }))) input.value = '';
+});
+
+$('invite-open').addEventListener('change', (e) => {
+  const inviteOpen = /** @type {HTMLInputElement} */ (e.target).checked;
+  changeDiscussion('change who may invite', (c, id) => c.updateDiscussion(id, { inviteOpen }));
+});
+
+$('leave-group').addEventListener('click', async () => {
+  if (!client || openType !== GROUP || !open) return;
+  const id = open;
+  try {
+    await client.quitGroup(id);
+  } catch (e) {
+    refused('Could not leave', e);
+    return;
+  }
+  // Out of the group, its conversation goes from the list (here and, removed, after a reload).
+  leftGroups.add(id);
+  conversations.delete(convKey(GROUP, id));
+  closeChat();
+  await client.removeConversation(GROUP, id).catch(() => {});
+});
+
 /** Shows no conversation (after leaving a room), back on the list. */
 function closeChat() {
   open = '';
@@ -793,9 +1002,12 @@ function closeChat() {
   $('chat-avatar').hidden = true;
   $('leave-room').hidden = true;
   $('room-members').hidden = true;
+  $('leave-group').hidden = true;
+  $('group-tools').hidden = true;
   $('composer').hidden = true;
   $('typing').textContent = '';
   delete $('chat').dataset.type;
+  delete $('chat').dataset.kind;
   renderConversations();
   showPresence();
   setView('list');
@@ -930,6 +1142,7 @@ $('messages').addEventListener('scroll', () => {
 /** A row's element. */
 function build(row) {
   const m = row.m;
+  if (isNotice(m)) return buildNotice(row);
   const li = document.createElement('li');
   li.className = `msg-row${m.messageDirection === 1 ? ' mine' : ''}`;
   li.dataset.key = row.k;
@@ -966,6 +1179,18 @@ function build(row) {
   li.append(div);
   if (m.messageUId && m.seq && !m.isRecalled && m.conversationType !== CHATROOM) li.append(actions(row));
   for (const img of li.querySelectorAll('img')) img.addEventListener('load', () => layout());
+  rendered.set(row.k, li);
+  resized.observe(li);
+  return li;
+}
+
+/** A group notification's row: a centred line saying what changed. */
+function buildNotice(row) {
+  const li = Object.assign(document.createElement('li'), { className: 'notice-row' });
+  li.dataset.key = row.k;
+  li.dataset.seq = String(row.m.seq);
+  li.dataset.operation = String(noticeOf(row.m.content?.content).operation ?? '');
+  li.append(Object.assign(document.createElement('span'), { className: 'notice', textContent: groupNotice(row.m.content?.content) }));
   rendered.set(row.k, li);
   resized.observe(li);
   return li;
@@ -1246,9 +1471,8 @@ function applyEvent(m) {
 
 function onMessage(m) {
   if (m.conversationType === GROUP) {
-    // A renamed group: look its name up again.
-    if (m.objectName === 'tidings:group' && groupNames.has(m.targetId)) groupNames.delete(m.targetId);
-    nameGroup(m.targetId);
+    if (isNotice(m)) onNotice(m);
+    else nameGroup(m.targetId);
   }
   if (isOpen(m)) {
     // Their message is what they were typing.
@@ -1259,6 +1483,22 @@ function onMessage(m) {
     render(m);
     markRead();
   }
+}
+
+/**
+ * A group changed: a name it carries is the group's new one; the rest (owner, invitations) is
+ * looked up again, unless this user is out of the group.
+ */
+function onNotice(m) {
+  const n = noticeOf(m.content?.content);
+  const me = session?.userId;
+  const ids = (n.userIds ?? []).map(String);
+  if (typeof n.name === 'string' && n.name) groupNames.set(m.targetId, n.name);
+  if (n.operation === 'add' && ids.includes(me)) leftGroups.delete(m.targetId);
+  const out = n.operation === 'dismiss' || ((n.operation === 'quit' || n.operation === 'remove') && ids.includes(me));
+  if (!out) nameGroup(m.targetId, true);
+  renderConversations();
+  if (openType === GROUP && open === m.targetId) showGroup();
 }
 
 /** The other user read up to `readSeq`: own messages up to there show as read. */

@@ -746,3 +746,88 @@ test("a picture's link is renewed by its owner's page before it expires", async 
     await at.stop();
   }
 });
+
+test('people make a discussion from the page, rename it, invite, chat in it and leave it', async () => {
+  // A server of its own: registrations per client address are limited.
+  const at = await startServer();
+  try {
+    const owen = await person('owen', { at });
+    // Pia is on a phone: the list and the chat are separate views.
+    const pia = await person('pia', { at, viewport: { width: 390, height: 844 } });
+
+    // Owen makes a discussion with pia: it opens, and shows in his list as a discussion.
+    await owen.page.locator('#discussion-name').fill('Weekend plans');
+    await owen.page.locator('#discussion-members').fill('pia');
+    await owen.page.locator('#new-discussion button').click();
+    await owen.page.locator('#chat-title', { hasText: 'Weekend plans' }).waitFor();
+    const ownItem = owen.page.locator('#conversations li[data-type="3"][data-kind="discussion"]');
+    await ownItem.locator('.name', { hasText: 'Weekend plans' }).waitFor();
+    const notices = owen.page.locator('#message-list .notice');
+    await notices.filter({ hasText: 'You created the discussion “Weekend plans”' }).waitFor();
+
+    // He renames it from its settings; the header, the list and the chat say so.
+    await owen.page.locator('#group-tools summary').click();
+    await owen.page.locator('#group-facts', { hasText: '2 members · owner you' }).waitFor();
+    await owen.page.locator('#rename-name').fill('Hike on Sunday');
+    await owen.page.locator('#rename button').click();
+    await owen.page.locator('#chat-title', { hasText: 'Hike on Sunday' }).waitFor();
+    await ownItem.locator('.name', { hasText: 'Hike on Sunday' }).waitFor();
+    await notices.filter({ hasText: 'You renamed it “Hike on Sunday”' }).waitFor();
+
+    // Pia sees it in her list under its new name, marked as a discussion, and opens it.
+    const item = pia.page.locator('#conversations li[data-type="3"][data-kind="discussion"]');
+    await item.locator('.name', { hasText: 'Hike on Sunday' }).waitFor();
+    assert.equal(await item.locator('.group-mark').getAttribute('aria-label'), 'discussion');
+    assert.ok(!(await scrollsSideways(pia.page)), 'no sideways scroll on the list');
+    await shot(pia.page, 'discussion-phone-list');
+    await item.click();
+    await pia.page.locator('#chat-title', { hasText: 'Hike on Sunday' }).waitFor();
+    await pia.page.locator('#message-list .notice', { hasText: 'owen created the discussion “Weekend plans”' }).waitFor();
+    await pia.page.locator('#message-list .notice', { hasText: 'owen renamed it “Hike on Sunday”' }).waitFor();
+
+    // A message gets through, both ways.
+    await send(pia.page, 'count me in');
+    await sees(owen.page, 'count me in');
+    await send(owen.page, 'great, 9 am');
+    await sees(pia.page, 'great, 9 am');
+
+    // Invitations are open to every member: pia invites rex; owen's view shows it.
+    await pia.page.locator('#group-tools summary').click();
+    await pia.page.locator('#group-facts', { hasText: 'owner owen' }).waitFor();
+    assert.ok(await pia.page.locator('#invite-open').isDisabled(), 'only the owner decides who may invite');
+    await pia.page.locator('#invite-ids').fill('rex');
+    await pia.page.locator('#invite button').click();
+    await notices.filter({ hasText: 'pia added rex' }).waitFor();
+    await owen.page.locator('#group-facts', { hasText: '3 members' }).waitFor();
+    assert.ok(!(await scrollsSideways(pia.page)), 'no sideways scroll in the chat');
+    await shot(pia.page, 'discussion-phone-chat');
+
+    // Owen closes the invitations to all but himself: pia's page says so and offers no invite.
+    await owen.page.locator('#invite-open').uncheck();
+    await notices.filter({ hasText: 'You closed invitations to all but the owner' }).waitFor();
+    await pia.page.locator('#message-list .notice', { hasText: 'owen closed invitations to all but the owner' }).waitFor();
+    await pia.page.locator('#invite').waitFor({ state: 'hidden' });
+    assert.equal(await pia.page.locator('#invite-open').isChecked(), false);
+
+    // Pia leaves: she is back on her list, which no longer has it; owen's view shows the leave.
+    await pia.page.locator('#leave-group').click();
+    await pia.page.locator('.sidebar').waitFor();
+    await item.waitFor({ state: 'detached' });
+    await notices.filter({ hasText: 'pia left' }).waitFor();
+    await owen.page.locator('#group-facts', { hasText: '2 members · owner you' }).waitFor();
+    await ownItem.locator('.preview', { hasText: 'pia left' }).waitFor();
+    await shot(owen.page, 'discussion');
+    // After a reload it stays out of her list: a private message from owen after it marks the
+    // list as read from the server.
+    await pia.page.reload();
+    await connected(pia.page);
+    await openChat(owen.page, 'pia');
+    await send(owen.page, 'see you');
+    await pia.page.locator('#conversations li[data-target="owen"] .preview', { hasText: 'see you' }).waitFor();
+    assert.equal(await pia.page.locator('#conversations li[data-type="3"]').count(), 0);
+    await owen.context.close();
+    await pia.context.close();
+  } finally {
+    await at.stop();
+  }
+});

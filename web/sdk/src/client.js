@@ -2380,6 +2380,71 @@ export class TidingsClient {
     );
   }
 
+  /**
+   * Makes a discussion (a group its members manage, docs/protocol.md "Discussions") owned by
+   * this user, with these other members; answers it, its id chosen by the server.
+   * @param {string} name at most 128 bytes (42007)
+   * @param {string[]} userIds the other members
+   * @param {Callback} [callback]
+   * @returns {Promise<import('./types.js').Group>}
+   */
+  createDiscussion(name, userIds, callback) {
+    return this.#discussion({ createDiscussion: { name, userIds } }, callback);
+  }
+
+  /**
+   * Adds members to a discussion: any member while its invitations are open, else only its
+   * owner (21407); members already in are skipped. Answers the discussion after the change.
+   * @param {string} groupId
+   * @param {string[]} userIds at least one
+   * @param {Callback} [callback]
+   * @returns {Promise<import('./types.js').Group>}
+   */
+  addDiscussionMembers(groupId, userIds, callback) {
+    return this.#discussion({ addDiscussionMembers: { groupId, userIds } }, callback);
+  }
+
+  /**
+   * Removes a member from a discussion (its owner only: 20406); naming a non-member changes
+   * nothing. Answers the discussion after the change.
+   * @param {string} groupId
+   * @param {string} userId
+   * @param {Callback} [callback]
+   * @returns {Promise<import('./types.js').Group>}
+   */
+  removeDiscussionMember(groupId, userId, callback) {
+    return this.#discussion({ removeDiscussionMember: { groupId, userId } }, callback);
+  }
+
+  /**
+   * Renames a discussion (any member) and/or opens or closes its invitations (its owner only:
+   * 20406, and then nothing changes); at least one of the two (42007). Answers the discussion
+   * after the change.
+   * @param {string} groupId
+   * @param {{ name?: string, inviteOpen?: boolean }} change
+   * @param {Callback} [callback]
+   * @returns {Promise<import('./types.js').Group>}
+   */
+  updateDiscussion(groupId, change, callback) {
+    /** @type {Record<string, unknown>} */
+    const body = { groupId };
+    if (change?.name !== undefined) body.name = change.name;
+    if (change?.inviteOpen !== undefined) body.inviteOpen = change.inviteOpen;
+    return this.#discussion({ updateDiscussion: body }, callback);
+  }
+
+  /**
+   * A discussion body's query, answered with the discussion.
+   * @param {Record<string, unknown>} body
+   * @param {Callback | undefined} callback
+   */
+  #discussion(body, callback) {
+    return withCallback(
+      this.query(body).then((q) => groupOf(q.groups?.[0] ?? {})),
+      callback,
+    );
+  }
+
   // ---------------------------------------------------------------- search, edits, reactions
 
   /**

@@ -128,6 +128,8 @@ export const ErrorCode = Object.freeze({
   SEND_FREQUENCY_TOO_FAST: 20604,
   NOT_IN_GROUP: 22406,
   FORBIDDEN_IN_GROUP: 22408,
+  /** Adding members to a discussion whose invitations are closed, by other than its owner. */
+  JOIN_IN_DISCUSSION: 21407,
   SENSITIVE_SHIELD: 21501,
   SENSITIVE_REPLACE: 21502,
   NOT_IN_CHATROOM: 23406,

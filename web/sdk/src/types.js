@@ -138,6 +138,10 @@
  * @property {number} dismissedTime 0 while it lives
  * @property {number} mutedUntil 0: not muted
  * @property {number} memberCount
+ * @property {string} kind who makes and manages it: `managed` (the app server), `open` (made by
+ *   a user naming it when connecting) or `discussion` (made and managed by its members)
+ * @property {boolean} inviteOpen a discussion: whether any member may add members (true) or
+ *   only its owner
  */
 
 /**

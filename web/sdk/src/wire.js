@@ -142,6 +142,8 @@ export function groupOf(g) {
     dismissedTime: int(g.dismissedTime),
     mutedUntil: int(g.mutedUntil),
     memberCount: int(g.memberCount),
+    kind: String(g.kind ?? ''),
+    inviteOpen: Boolean(g.inviteOpen),
   };
 }
 

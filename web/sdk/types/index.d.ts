@@ -96,6 +96,7 @@ export declare const ErrorCode: Readonly<{
   SEND_FREQUENCY_TOO_FAST: 20604;
   NOT_IN_GROUP: 22406;
   FORBIDDEN_IN_GROUP: 22408;
+  JOIN_IN_DISCUSSION: 21407;
   SENSITIVE_SHIELD: 21501;
   SENSITIVE_REPLACE: 21502;
   NOT_IN_CHATROOM: 23406;
@@ -705,6 +706,10 @@ export interface Group {
   dismissedTime: number;
   mutedUntil: number;
   memberCount: number;
+  /** Who makes and manages it: the app server (`managed`), a user naming it when connecting (`open`), or its members (`discussion`). */
+  kind: 'managed' | 'open' | 'discussion' | (string & {});
+  /** A discussion: whether any member may add members (true) or only its owner. */
+  inviteOpen: boolean;
 }
 
 /** A member of a group or a chatroom. */
@@ -930,6 +935,14 @@ export declare class TidingsClient {
   quitGroup(groupId: string, callback?: Callback<Group>): Promise<Group>;
   getGroupList(callback?: Callback<Group[]>): Promise<Group[]>;
   getGroupMessageReadReceipt(groupId: string, seqOrMessage: number | Message, callback?: Callback<GroupReadReceipt>): Promise<GroupReadReceipt>;
+  /** Makes a discussion owned by this user with these other members; resolves with it (its id chosen by the server). */
+  createDiscussion(name: string, userIds: string[], callback?: Callback<Group>): Promise<Group>;
+  /** Any member while its invitations are open, else its owner (21407); members already in are skipped. */
+  addDiscussionMembers(groupId: string, userIds: string[], callback?: Callback<Group>): Promise<Group>;
+  /** Its owner only (20406); a non-member named changes nothing. */
+  removeDiscussionMember(groupId: string, userId: string, callback?: Callback<Group>): Promise<Group>;
+  /** `name`: any member; `inviteOpen`: its owner only (20406). At least one of them. */
+  updateDiscussion(groupId: string, change: { name?: string; inviteOpen?: boolean }, callback?: Callback<Group>): Promise<Group>;
 
   searchMessages(keyword: string, options?: SearchOptions, callback?: Callback<SearchPage>): Promise<SearchPage>;
   editMessage(message: Message | MessageRef, content: MessageContent, callback?: Callback<Message>): Promise<Message>;
