@@ -88,6 +88,27 @@ pub enum CommitRequest {
     },
 }
 
+/// Queues a write nobody waits for (a device's cursor as its session ends, a user's last-seen
+/// time): at once when the committer has room, else from a task that waits for room, so a full
+/// queue delays the write and never drops it. Only a committer that has stopped (the server is
+/// stopping) loses it.
+pub(crate) fn commit_later(commits: &mpsc::Sender<CommitRequest>, op: WriteOp) {
+    match commits.try_send(CommitRequest::Cursor(op)) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(request)) => {
+            let commits = commits.clone();
+            tokio::spawn(async move {
+                if commits.send(request).await.is_err() {
+                    tracing::debug!("the committer stopped before a background write");
+                }
+            });
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            tracing::debug!("the committer has stopped: a background write is not made");
+        }
+    }
+}
+
 /// A store write's result, on its way.
 type Writing<'a> = Pin<Box<dyn Future<Output = Result<Vec<WriteResult>, StoreError>> + Send + 'a>>;
 
@@ -524,5 +545,35 @@ fn answer_publish(
                 Outbound::PubAck(PubAckOut::refused(packet_id, Code::ServerError)),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn last_seen(time: i64) -> WriteOp {
+        WriteOp::SetLastSeen {
+            user: "u".into(),
+            time,
+        }
+    }
+
+    fn time_of(request: Option<CommitRequest>) -> i64 {
+        match request {
+            Some(CommitRequest::Cursor(WriteOp::SetLastSeen { time, .. })) => time,
+            _ => panic!("a background write"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_background_write_waits_for_room_in_a_full_queue() {
+        let (commits, mut queue) = mpsc::channel(1);
+        commit_later(&commits, last_seen(1));
+        // The queue is full now: the next one waits instead of being dropped.
+        commit_later(&commits, last_seen(2));
+        assert_eq!(time_of(queue.recv().await), 1);
+        let second = tokio::time::timeout(Duration::from_secs(10), queue.recv()).await;
+        assert_eq!(time_of(second.expect("the second write arrives")), 2);
     }
 }

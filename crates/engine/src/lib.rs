@@ -14,8 +14,11 @@
 //!
 //! Architecture invariant: this crate never imports a web framework, a WebSocket library or a SQL
 //! driver. It sees storage only through `tidings_store::Store`, and uses `tidings_proto` only for
-//! the closed set of client-visible codes. Web Push is behind [`push::Pusher`]: no HTTP client
-//! or crypto crate here either.
+//! the closed set of client-visible codes. Web Push is behind [`push::Pusher`], so no HTTP
+//! client is here either. The crypto it does hold is its own business: signing and checking
+//! tokens (`jsonwebtoken`, HMAC-SHA-256), the app server's request signatures (HMAC, SHA-1 and
+//! SHA-256, compared in constant time with `subtle`) and built-in accounts' passwords
+//! (`argon2`); message content is never encrypted or decrypted here.
 
 mod accounts;
 pub mod auth;
@@ -50,9 +53,9 @@ use tokio::sync::{mpsc, oneshot};
 pub use accounts::{AccountToken, address_key, hash_password};
 pub use auth::AppCredentials;
 pub use chatrooms::{
-    ChatroomOut, ChatroomQuery, ChatroomSettings, EntryOut, LAG_LOW, LAG_NORMAL, MAX_ENTRIES,
-    MAX_ROOMS_PER_CONNECTION, NOTICE_BATCH_MEMBERS, NOTICE_INTERVAL, Priority, QUEUE_MAX,
-    RECENT_MAX, RoomItem,
+    BACKLOG_LOW, BACKLOG_NORMAL, ChatroomOut, ChatroomQuery, ChatroomSettings, EntryOut,
+    MAX_ENTRIES, MAX_ROOMS_PER_CONNECTION, NOTICE_BATCH_MEMBERS, NOTICE_INTERVAL, Priority,
+    QUEUE_MAX, RECENT_MAX, RoomItem,
 };
 pub use conversations::{AmendRequest, ConversationQuery, ConversationUpdateRequest, HistoryStart};
 pub use files::MessageRef;

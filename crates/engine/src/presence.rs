@@ -9,7 +9,6 @@ use std::sync::Arc;
 use tidings_proto::{Code, PRESENCE_EVENT_TYPE, conversation_type};
 use tidings_store::{StoredMessage, WriteOp};
 
-use crate::commit::CommitRequest;
 use crate::session::SessionShared;
 use crate::validate::{self, Refusal};
 use crate::{Delivered, Engine, Outbound, QueryAckOut, Session};
@@ -36,12 +35,12 @@ impl Engine {
     ) {
         let now = self.now_ms();
         if !online {
-            // Stored in the background; if the committer is gone the server is stopping anyway.
+            // Stored in the background, never dropped for a full queue.
             let op = WriteOp::SetLastSeen {
                 user: user.to_string(),
                 time: now,
             };
-            let _ = self.inner.commits.try_send(CommitRequest::Cursor(op));
+            crate::commit::commit_later(&self.inner.commits, op);
         }
         if watchers.is_empty() {
             return;

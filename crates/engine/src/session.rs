@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use tidings_proto::{Code, conversation_type};
 use tidings_store::{Participant, WriteOp};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::commit::{CommitRequest, PendingPublish};
@@ -228,16 +227,9 @@ impl SessionShared {
         engine.unregister(self);
         engine.leave_rooms(self);
         if let Some(op) = self.cursor_op() {
-            let commits = engine.inner.commits.clone();
-            if let Err(mpsc::error::TrySendError::Full(request)) =
-                commits.try_send(CommitRequest::Cursor(op))
-            {
-                // The committer is busy: wait for room in the background. If it has stopped,
-                // the update is lost, which only means the device re-syncs a few entries.
-                tokio::spawn(async move {
-                    let _ = commits.send(request).await;
-                });
-            }
+            // If the committer has stopped, the update is lost, which only means the device
+            // re-syncs a few entries.
+            crate::commit::commit_later(&engine.inner.commits, op);
         }
         tracing::debug!(session = self.id, user = %self.user, code = code.as_u32(), "session ended");
     }

@@ -30,7 +30,7 @@ use crate::{ApiError, Delivered, Engine, Outbound, Posted, PubAckOut, QueryAckOu
 pub(crate) use room::Room;
 use room::{Entry, NewItem, Profile, RoomState, Standing};
 
-pub use room::{LAG_LOW, LAG_NORMAL, NOTICE_BATCH_MEMBERS, NOTICE_INTERVAL, QUEUE_MAX};
+pub use room::{BACKLOG_LOW, BACKLOG_NORMAL, NOTICE_BATCH_MEMBERS, NOTICE_INTERVAL, QUEUE_MAX};
 
 /// At most this many recent messages are answered on join; a rejoin after a seq at most
 /// [`REJOIN_MAX`].

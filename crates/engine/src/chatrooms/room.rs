@@ -28,11 +28,13 @@ pub const NOTICE_BATCH_MEMBERS: usize = 100;
 pub const NOTICE_INTERVAL: Duration = Duration::from_secs(1);
 /// A notice names at most this many users; its `count` says how many there were.
 pub const NOTICE_MAX_USERS: usize = 100;
-/// When the fan-out finds more than this many items waiting, it drops the oldest LOW ones
-/// among them until no more than this many wait; past [`LAG_NORMAL`], the oldest NORMAL ones
-/// too. Members get gap markers for them.
-pub const LAG_LOW: usize = 256;
-pub const LAG_NORMAL: usize = 1024;
+/// Counts of items waiting for a room's fan-out (not durations: those are the outbox's
+/// `LOW_LAG` and `NORMAL_LAG`, how far behind one connection is). When the fan-out finds more
+/// than [`BACKLOG_LOW`] items waiting, it drops the oldest LOW ones among them until no more
+/// than that many wait; past [`BACKLOG_NORMAL`], the oldest NORMAL ones too. Members get gap
+/// markers for them.
+pub const BACKLOG_LOW: usize = 256;
+pub const BACKLOG_NORMAL: usize = 1024;
 /// Items a room may hold waiting for the fan-out; a send beyond it is refused (40028).
 pub const QUEUE_MAX: usize = 4096;
 
@@ -574,12 +576,14 @@ impl Room {
             return Next::Idle(wake);
         }
         let waiting = st.queue.len();
-        // The oldest LOW items go until at most LAG_LOW wait; then, if still more than
-        // LAG_NORMAL wait, the oldest NORMAL ones.
+        // The oldest LOW items go until at most BACKLOG_LOW wait; then, if still more than
+        // BACKLOG_NORMAL wait, the oldest NORMAL ones.
         let count = |p: Priority| st.queue.iter().filter(|i| i.priority() == p).count();
-        let drop_low = waiting.saturating_sub(LAG_LOW).min(count(Priority::Low));
+        let drop_low = waiting
+            .saturating_sub(BACKLOG_LOW)
+            .min(count(Priority::Low));
         let drop_normal = (waiting - drop_low)
-            .saturating_sub(LAG_NORMAL)
+            .saturating_sub(BACKLOG_NORMAL)
             .min(count(Priority::Normal));
         let (mut low, mut normal) = (drop_low, drop_normal);
         let mut items = Vec::with_capacity(waiting);
@@ -745,9 +749,9 @@ mod tests {
 
     #[test]
     fn a_fan_out_that_keeps_up_drops_nothing() {
-        let room = room_with(&[Priority::Low; LAG_LOW]);
+        let room = room_with(&[Priority::Low; BACKLOG_LOW]);
         let (items, dropped) = round(&room);
-        assert_eq!(items.len(), LAG_LOW);
+        assert_eq!(items.len(), BACKLOG_LOW);
         assert!(dropped.is_empty());
     }
 
@@ -755,18 +759,18 @@ mod tests {
     fn a_fan_out_that_falls_behind_drops_low_items_first_then_normal_ones_never_high_ones() {
         let cycle = [Priority::Low, Priority::Normal, Priority::High];
         let count = |mix: &[Priority], p: Priority| mix.iter().filter(|q| **q == p).count();
-        // 10 past LAG_LOW waiting: the 10 oldest LOW items go (seqs 1, 4, ..., 28).
-        let mix: Vec<_> = cycle.into_iter().cycle().take(LAG_LOW + 10).collect();
+        // 10 past BACKLOG_LOW waiting: the 10 oldest LOW items go (seqs 1, 4, ..., 28).
+        let mix: Vec<_> = cycle.into_iter().cycle().take(BACKLOG_LOW + 10).collect();
         let (items, dropped) = round(&room_with(&mix));
         assert_eq!(dropped, (0..10).map(|i| 1 + 3 * i).collect::<Vec<u64>>());
-        assert_eq!(items.len(), LAG_LOW);
-        // Far past LAG_NORMAL: every LOW item, then the oldest NORMAL ones until LAG_NORMAL
+        assert_eq!(items.len(), BACKLOG_LOW);
+        // Far past BACKLOG_NORMAL: every LOW item, then the oldest NORMAL ones until BACKLOG_NORMAL
         // wait; HIGH ones stay.
-        let mix: Vec<_> = cycle.into_iter().cycle().take(2 * LAG_NORMAL).collect();
+        let mix: Vec<_> = cycle.into_iter().cycle().take(2 * BACKLOG_NORMAL).collect();
         let (items, dropped) = round(&room_with(&mix));
-        assert_eq!(items.len(), LAG_NORMAL);
+        assert_eq!(items.len(), BACKLOG_NORMAL);
         let high = count(&mix, Priority::High);
-        let kept_normal = LAG_NORMAL - high;
+        let kept_normal = BACKLOG_NORMAL - high;
         let normal_seqs: Vec<u64> = (1..=mix.len() as u64).filter(|s| s % 3 == 2).collect();
         let first_kept = normal_seqs[normal_seqs.len() - kept_normal];
         assert!(
