@@ -128,6 +128,21 @@ pub fn partition(user: &str) -> u32 {
     h % PARTITIONS
 }
 
+/// Why [`NatsBus::connect`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("connecting to NATS at {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    #[error("subscribing on NATS: {0}")]
+    Subscribe(#[source] async_nats::SubscribeError),
+    #[error("flushing to NATS: {0}")]
+    Flush(#[source] async_nats::client::FlushError),
+}
+
 impl NatsBus {
     /// Connects node `node` of cluster `cluster` to the NATS server at `url`; returns the bus
     /// and the events it receives for this node (to give to `Engine::join_cluster`).
@@ -135,7 +150,7 @@ impl NatsBus {
         url: &str,
         cluster: &str,
         node: &str,
-    ) -> anyhow::Result<(Arc<NatsBus>, mpsc::Receiver<BusEvent>)> {
+    ) -> Result<(Arc<NatsBus>, mpsc::Receiver<BusEvent>), BusError> {
         let (received, events) = mpsc::channel(RECEIVE_QUEUE);
         let (conn_tx, mut conn_events) = mpsc::unbounded_channel();
         let client = async_nats::ConnectOptions::new()
@@ -152,7 +167,10 @@ impl NatsBus {
             })
             .connect(url)
             .await
-            .map_err(|e| anyhow::anyhow!("connecting to NATS at {url}: {e}"))?;
+            .map_err(|source| BusError::Connect {
+                url: url.to_string(),
+                source,
+            })?;
         let (queue, mut outgoing) = mpsc::channel::<(String, Bytes)>(PUBLISH_QUEUE);
         let bus = Arc::new(NatsBus {
             client: client.clone(),
@@ -171,18 +189,15 @@ impl NatsBus {
         let ctl = client
             .subscribe(format!("{}.ctl", bus.prefix))
             .await
-            .map_err(|e| anyhow::anyhow!("subscribing on NATS: {e}"))?;
+            .map_err(BusError::Subscribe)?;
         bus.forward(ctl);
         // What is for this node alone.
         let own = client
             .subscribe(format!("{}.n.{node}", bus.prefix))
             .await
-            .map_err(|e| anyhow::anyhow!("subscribing on NATS: {e}"))?;
+            .map_err(BusError::Subscribe)?;
         bus.forward(own);
-        client
-            .flush()
-            .await
-            .map_err(|e| anyhow::anyhow!("flushing to NATS: {e}"))?;
+        client.flush().await.map_err(BusError::Flush)?;
 
         // The publisher.
         let publisher = client.clone();

@@ -135,10 +135,33 @@ fn path_and_query(url: &reqwest::Url) -> String {
     }
 }
 
+/// Why [`HttpHooks::start`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("{setting} {url:?} is not a URL: {source}")]
+    BadUrl {
+        setting: &'static str,
+        url: String,
+        #[source]
+        source: url::ParseError,
+    },
+    #[error("building the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
 /// Parses a configured callback URL.
-fn parse_url(name: &str, url: &Option<String>) -> Result<Option<reqwest::Url>, String> {
+fn parse_url(
+    setting: &'static str,
+    url: &Option<String>,
+) -> Result<Option<reqwest::Url>, HookError> {
     url.as_deref()
-        .map(|u| reqwest::Url::parse(u).map_err(|e| format!("{name} {u:?} is not a URL: {e}")))
+        .map(|u| {
+            reqwest::Url::parse(u).map_err(|source| HookError::BadUrl {
+                setting,
+                url: u.to_string(),
+                source,
+            })
+        })
         .transpose()
 }
 
@@ -147,12 +170,12 @@ impl HttpHooks {
     pub fn start(
         config: HookConfig,
         credentials: &AppCredentials,
-    ) -> Result<Arc<HttpHooks>, String> {
+    ) -> Result<Arc<HttpHooks>, HookError> {
         let webhook_url = parse_url("webhook_url", &config.webhook_url)?;
         let moderation_url = parse_url("moderation_url", &config.moderation_url)?;
         let client = reqwest::Client::builder()
             .build()
-            .map_err(|e| format!("building the HTTP client: {e}"))?;
+            .map_err(HookError::Client)?;
         let signer = Signer {
             app_key: credentials.app_key.clone(),
             app_secret: credentials.app_secret.clone(),
@@ -523,7 +546,11 @@ mod tests {
         ] {
             let config = HookConfig::new(webhook.map(Into::into), moderation.map(Into::into));
             let err = HttpHooks::start(config, &credentials).err();
-            assert!(err.as_deref().is_some_and(|e| e.contains(name)), "{err:?}");
+            assert!(
+                matches!(&err, Some(HookError::BadUrl { setting, .. }) if *setting == name),
+                "{err:?}"
+            );
+            assert!(err.unwrap().to_string().starts_with(name));
         }
     }
 

@@ -94,6 +94,17 @@ impl Default for PushConfig {
     }
 }
 
+/// What stops a notification or a key from being made.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("not a P-256 secret key: {0}")]
+    Key(String),
+    #[error("signing the VAPID JWT: {0}")]
+    Sign(String),
+    #[error("a subscription that cannot be encrypted to: {0}")]
+    Subscription(String),
+}
+
 /// The server's VAPID key pair (P-256).
 pub struct VapidKey(ES256KeyPair);
 
@@ -103,10 +114,10 @@ impl VapidKey {
     }
 
     /// From the 32 bytes of the secret scalar.
-    pub fn from_bytes(secret: &[u8]) -> Result<VapidKey, String> {
+    pub fn from_bytes(secret: &[u8]) -> Result<VapidKey, PushError> {
         ES256KeyPair::from_bytes(secret)
             .map(VapidKey)
-            .map_err(|e| format!("not a P-256 secret key: {e}"))
+            .map_err(|e| PushError::Key(e.to_string()))
     }
 
     /// The 32 bytes of the secret scalar.
@@ -120,14 +131,14 @@ impl VapidKey {
     }
 
     /// The `Authorization` header for a request to `endpoint`.
-    fn authorization(&self, endpoint: &url::Url, subject: &str) -> Result<String, String> {
+    fn authorization(&self, endpoint: &url::Url, subject: &str) -> Result<String, PushError> {
         let claims = Claims::create(VAPID_VALIDITY.into())
             .with_audience(endpoint.origin().ascii_serialization())
             .with_subject(subject);
         let token = self
             .0
             .sign(claims)
-            .map_err(|e| format!("signing the VAPID JWT: {e}"))?;
+            .map_err(|e| PushError::Sign(e.to_string()))?;
         Ok(format!("vapid t={token}, k={}", self.public_key()))
     }
 }
@@ -393,20 +404,21 @@ struct Prepared {
 
 /// Encrypts `body` to the subscription's keys, once: every attempt sends the same bytes (and
 /// signs a fresh JWT).
-fn encrypt(sub: &PushSubscriptionRecord, body: Vec<u8>) -> Result<Prepared, String> {
+fn encrypt(sub: &PushSubscriptionRecord, body: Vec<u8>) -> Result<Prepared, PushError> {
+    let bad = |e: &dyn std::fmt::Display| PushError::Subscription(e.to_string());
     let decode = |s: &str| {
         URL_SAFE_NO_PAD
             .decode(s.trim_end_matches('='))
-            .map_err(|e| e.to_string())
+            .map_err(|e| bad(&e))
     };
-    let endpoint = url::Url::parse(&sub.endpoint).map_err(|e| e.to_string())?;
+    let endpoint = url::Url::parse(&sub.endpoint).map_err(|e| bad(&e))?;
     let key = web_push_native::p256::PublicKey::from_sec1_bytes(&decode(&sub.p256dh)?)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| bad(&e))?;
     let auth: [u8; 16] = decode(&sub.auth)?
         .try_into()
-        .map_err(|_| "the auth secret is not 16 bytes".to_string())?;
+        .map_err(|_| bad(&"the auth secret is not 16 bytes"))?;
     let auth = web_push_native::Auth::from(auth);
-    let body = web_push_native::encrypt(body, &key, &auth).map_err(|e| e.to_string())?;
+    let body = web_push_native::encrypt(body, &key, &auth).map_err(|e| bad(&e))?;
     Ok(Prepared { endpoint, body })
 }
 

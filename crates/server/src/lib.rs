@@ -177,10 +177,10 @@ async fn start_node(
             hook_config.retry_base = config.webhook_retry;
             hook_config.moderation_timeout = config.moderation_timeout;
             hook_config.fail_open = config.moderation_fail_open;
-            Some(
-                tidings_hooks::HttpHooks::start(hook_config, &engine_config.credentials)
-                    .map_err(|e| anyhow::anyhow!(e))?,
-            )
+            Some(tidings_hooks::HttpHooks::start(
+                hook_config,
+                &engine_config.credentials,
+            )?)
         } else {
             None
         };
