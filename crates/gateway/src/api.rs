@@ -127,9 +127,7 @@ pub async fn navi(State(state): State<AppState>, headers: HeaderMap) -> Response
         "maxContentBytes": engine.max_content_bytes,
         // The `applicationServerKey` for Web Push; null while push is off.
         "vapidPublicKey": state.engine.vapid_public_key(),
-        "serverTime": std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
+        "serverTime": state.engine.now_ms(),
     }))
     .into_response()
 }

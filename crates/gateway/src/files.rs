@@ -25,10 +25,9 @@ pub const FILES_PATH: &str = "/v1/files";
 /// that is shorter).
 const DEFAULT_LINK_SECS: u64 = 3600;
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+/// Now, by the engine's clock, in seconds since the Unix epoch.
+fn now_secs(state: &AppState) -> u64 {
+    u64::try_from(state.engine.now_ms() / 1000).unwrap_or(0)
 }
 
 /// The store, or the answer that there is none.
@@ -51,8 +50,8 @@ fn refusal(e: FileError) -> Refusal {
 
 /// The links of a file that expire `ttl` seconds from now (at most the maximum lifetime):
 /// `url`, `thumbnailUrl` for an image, and `expiresAt` (seconds since the Unix epoch).
-fn links(base: &str, files: &Files, meta: &Meta, ttl: u64) -> Value {
-    let expires = files.expiry(now_secs(), ttl);
+fn links(base: &str, files: &Files, meta: &Meta, ttl: u64, now: u64) -> Value {
+    let expires = files.expiry(now, ttl);
     let grant = files.grant(&meta.id, expires);
     let mut out = json!({
         "url": format!("{base}{FILES_PATH}/{}?{grant}", meta.id),
@@ -124,7 +123,7 @@ pub async fn upload(
             .await
             .map_err(refusal)?;
         // The upload's own links live as long as any link may.
-        let mut answer = links(&base, files, &meta, files.max_link_secs());
+        let mut answer = links(&base, files, &meta, files.max_link_secs(), now_secs(&state));
         answer["code"] = 0.into();
         answer["file"] = described(&meta);
         Ok::<_, Refusal>(answer)
@@ -209,7 +208,7 @@ pub async fn link(
             state.engine.can_see_file(&user, &meta.id, &message).await?;
         }
         let base = base_urls(&state, &headers)?.remove(0);
-        let mut answer = links(&base, files, &meta, ttl);
+        let mut answer = links(&base, files, &meta, ttl, now_secs(&state));
         answer["code"] = 0.into();
         Ok(answer)
     }
@@ -257,7 +256,7 @@ async fn serve(
         let (Some(exp), Some(sig)) = (grant.exp, grant.sig) else {
             return Err(Code::FileNotFound.into());
         };
-        if !files.allows(id, exp, &sig, now_secs()) {
+        if !files.allows(id, exp, &sig, now_secs(state)) {
             return Err(Code::FileNotFound.into());
         }
         // A valid link is the server's own signature: the connection is a client's.

@@ -103,6 +103,8 @@ pub enum PushError {
     Sign(String),
     #[error("a subscription that cannot be encrypted to: {0}")]
     Subscription(String),
+    #[error("building the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
 }
 
 /// The server's VAPID key pair (P-256).
@@ -159,11 +161,11 @@ impl WebPush {
         key: VapidKey,
         store: Arc<dyn Store>,
         clock: Clock,
-    ) -> Result<Arc<WebPush>, String> {
+    ) -> Result<Arc<WebPush>, PushError> {
         let client = reqwest::Client::builder()
             .timeout(config.request_timeout)
             .build()
-            .map_err(|e| format!("building the HTTP client: {e}"))?;
+            .map_err(PushError::Client)?;
         let (queue, rx) = mpsc::channel(config.queue.max(1));
         let (outcomes, _) = broadcast::channel(1024);
         let public_key = key.public_key();

@@ -82,6 +82,15 @@ impl Running {
 /// Opens the data directory (creating it, its database and its credentials as needed), binds
 /// the listener, and serves.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
+    start_with_clock(config, tidings_engine::system_clock()).await
+}
+
+/// [`start`] with the time taken from `clock` (ms since the Unix epoch) instead of the system's:
+/// every time the server stores, sends or checks (tokens' expiry included) comes from it.
+pub async fn start_with_clock(
+    config: &Config,
+    clock: tidings_engine::Clock,
+) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let sqlite = |path: &std::path::Path| -> anyhow::Result<Arc<dyn tidings_store::Store>> {
@@ -102,7 +111,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                 .context("connecting to PostgreSQL")?,
         ),
     };
-    start_node(config, store, true).await
+    start_node(config, store, true, clock).await
 }
 
 /// The key download links are signed with: one of their own, derived from the app secret, so
@@ -119,13 +128,14 @@ pub async fn start_with_store(
     config: &Config,
     store: Arc<dyn tidings_store::Store>,
 ) -> anyhow::Result<Running> {
-    start_node(config, store, false).await
+    start_node(config, store, false, tidings_engine::system_clock()).await
 }
 
 async fn start_node(
     config: &Config,
     store: Arc<dyn tidings_store::Store>,
     owns_store: bool,
+    clock: tidings_engine::Clock,
 ) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
@@ -190,25 +200,16 @@ async fn start_node(
         push_config.subject = config.vapid_subject.clone();
         push_config.attempts = config.push_attempts;
         push_config.retry_base = config.push_retry;
-        Some(
-            tidings_push::WebPush::start(
-                push_config,
-                key,
-                store.clone(),
-                tidings_engine::system_clock(),
-            )
-            .map_err(|e| anyhow::anyhow!(e))?,
-        )
+        Some(tidings_push::WebPush::start(
+            push_config,
+            key,
+            store.clone(),
+            clock.clone(),
+        )?)
     } else {
         None
     };
-    let engine = Engine::start_with_pusher(
-        engine_config,
-        store.clone(),
-        tidings_engine::system_clock(),
-        hooks,
-        pusher,
-    );
+    let engine = Engine::start_with_pusher(engine_config, store.clone(), clock, hooks, pusher);
     engine
         .load_sensitive_words()
         .await

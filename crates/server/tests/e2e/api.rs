@@ -253,3 +253,25 @@ async fn a_body_past_the_limit_is_refused_in_json_with_413_wherever_it_is_sent()
         );
     }
 }
+
+#[tokio::test]
+async fn the_server_takes_its_time_from_the_clock_it_is_given() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
+    // A time far from the system's: 2030-03-17.
+    let now = Arc::new(AtomicI64::new(1_900_000_000_000));
+    let clock: tidings_engine::Clock = {
+        let now = now.clone();
+        Arc::new(move || now.load(Ordering::Relaxed))
+    };
+    let server = TestServer::start_with_clock(|_| {}, clock).await;
+    let (_, navi) = http(&server, "GET", "/navi", vec![], None).await;
+    assert_eq!(navi["serverTime"], 1_900_000_000_000_i64);
+    now.store(1_900_000_000_500, Ordering::Relaxed);
+    let (alice, _events) = server.client("alice", "phone").await;
+    let sent = alice
+        .send(tidings_client::Outgoing::text("bob", "then"))
+        .await
+        .unwrap();
+    assert_eq!(sent.sent_time, 1_900_000_000_500);
+}

@@ -28,13 +28,23 @@ impl TestServer {
     }
 
     pub async fn start_with(tune: impl FnOnce(&mut Config)) -> TestServer {
+        TestServer::start_with_clock(tune, tidings_engine::system_clock()).await
+    }
+
+    /// A server whose time comes from `clock`.
+    pub async fn start_with_clock(
+        tune: impl FnOnce(&mut Config),
+        clock: tidings_engine::Clock,
+    ) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::with_data_dir(dir.path());
         config.listen = "127.0.0.1:0".parse().unwrap();
         // Tests send faster than a person; the limit has its own test.
         config.send_rate = 0;
         tune(&mut config);
-        let running = tidings_server::start(&config).await.unwrap();
+        let running = tidings_server::start_with_clock(&config, clock)
+            .await
+            .unwrap();
         TestServer {
             running: Some(running),
             dir,
