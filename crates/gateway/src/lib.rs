@@ -39,6 +39,7 @@ pub mod inputs;
 mod listener;
 mod liveness;
 pub mod metrics;
+mod navi;
 mod overview;
 mod poll;
 pub mod tls;
@@ -279,7 +280,7 @@ fn router(state: AppState) -> Router {
         .route("/sdk/{*path}", get(web::sdk))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
-        .route(NAVI_PATH, get(api::navi))
+        .route(NAVI_PATH, get(navi::navi))
         .route(
             files::FILES_PATH,
             post(files::upload).layer(axum::extract::DefaultBodyLimit::disable()),
