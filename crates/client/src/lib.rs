@@ -50,6 +50,10 @@ pub use tidings_proto::Encoding;
 /// last delay repeats.
 pub const DEFAULT_RECONNECT_MS: [u64; 5] = [100, 1000, 3000, 6000, 10000];
 
+/// The base URL of a server started on this machine without settings (`tidings serve` listens
+/// on 127.0.0.1:9091): where the command-line tools built on this SDK connect by default.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:9091";
+
 /// Client settings.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {

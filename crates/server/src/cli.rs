@@ -8,8 +8,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tidings_client::{ChatroomEvent, Client, ClientConfig, ClientError, Encoding, Event, Outgoing};
 
-/// The server a client subcommand talks to when `--server` is not given.
-pub const DEFAULT_SERVER: &str = "http://127.0.0.1:9091";
+/// The server a client subcommand talks to when `--server` is not given (`tidings bench`'s
+/// default too).
+pub use tidings_client::DEFAULT_SERVER;
 
 /// Mints a token for `user` from the data directory's credentials, without a running server,
 /// recording the user in the data directory's SQLite database.

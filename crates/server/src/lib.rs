@@ -3,7 +3,6 @@
 //! parsing, signals and the client subcommands. Nothing depends on this crate.
 
 pub mod backup;
-pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod credentials;
@@ -24,6 +23,20 @@ pub use config::{Config, RawConfig, StoreSetting};
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "tidings.db";
+
+/// Raises this process's open-file soft limit to its hard limit; returns the new soft limit.
+/// `serve` (one descriptor per connection) and `tidings bench` (its load's connections) call it.
+pub fn raise_open_file_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not raise the open-file limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE)
+                .map(|(soft, _)| soft)
+                .unwrap_or(0)
+        }
+    }
+}
 
 /// A running server.
 pub struct Running {

@@ -82,7 +82,7 @@ enum Command {
         json: bool,
     },
     /// Measure a server: load scenarios that also check the delivery contract.
-    Bench(tidings_server::bench::BenchArgs),
+    Bench(tidings_bench::BenchArgs),
     /// Print one JSON line per message received, acknowledging each once printed.
     Listen {
         #[arg(long, env = "TIDINGS_SERVER", default_value = DEFAULT_SERVER)]
@@ -215,7 +215,7 @@ fn main() -> ExitCode {
     // wake-ups cost more CPU than the server it measures, on the same machine.
     let single_threaded = matches!(
         &cli.command,
-        Command::Bench(b) if matches!(b.scenario, tidings_server::bench::Scenario::Rate { .. })
+        Command::Bench(b) if matches!(b.scenario, tidings_bench::Scenario::Rate { .. })
     );
     let mut builder = if single_threaded {
         tokio::runtime::Builder::new_current_thread()
@@ -252,7 +252,15 @@ async fn run(command: Command, serve_config: Option<tidings_server::Config>) -> 
             Some(config) => serve(config).await,
             None => anyhow::bail!("serve's settings were not resolved"),
         },
-        Command::Bench(args) => tidings_server::bench::run(args).await,
+        Command::Bench(args) => {
+            // A load opens many connections.
+            tidings_server::raise_open_file_limit();
+            let host = tidings_bench::Host {
+                credentials: tidings_server::credentials::load,
+                tls: cli::tls_settings,
+            };
+            tidings_bench::run(args, host).await
+        }
         Command::Token {
             user_id,
             data_dir,
@@ -431,7 +439,7 @@ async fn serve(config: tidings_server::Config) -> anyhow::Result<()> {
         None => None,
     };
     // Each connection holds one file descriptor; keep a margin for the database and listeners.
-    let files = tidings_server::bench::raise_open_file_limit();
+    let files = tidings_server::raise_open_file_limit();
     tracing::info!(
         open_files = files,
         connections = files.saturating_sub(64),

@@ -1,5 +1,7 @@
 //! `tidings bench`: a load generator built on the client SDK that measures the server and checks
-//! the delivery contract while doing so.
+//! the delivery contract while doing so. The `tidings` binary parses [`BenchArgs`] and calls
+//! [`run`], handing over what only it knows (a data directory's credentials, `--ca-file`'s TLS
+//! settings) as a [`Host`]; with `--spawn` the bench starts that same binary's `serve`.
 //!
 //! Scenarios (`scenarios.rs`): `connections`, `pairs`, `rate`, `sync`; `group` (`group.rs`,
 //! SDK senders and lean listening members); `chatroom` (`chatroom.rs`, with lean members of its
@@ -26,7 +28,7 @@ mod timer;
 mod wsframe;
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,9 +38,20 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 use serde_json::Value;
 use tidings_client::{Client, ClientConfig, Events};
+use tidings_engine::AppCredentials;
 
 pub use ledger::{Ledger, Verdict};
 pub use stats::Latencies;
+
+/// What the bench takes from the `tidings` binary it runs in, which knows the server's files.
+#[derive(Debug, Clone, Copy)]
+pub struct Host {
+    /// Reads the app credentials in a server's data directory: they mint the bench users'
+    /// tokens and sign its API requests.
+    pub credentials: fn(&Path) -> anyhow::Result<AppCredentials>,
+    /// The TLS settings for `--ca-file` (`None`: the SDK's default, the public CAs).
+    pub tls: fn(Option<&Path>) -> anyhow::Result<Option<Arc<tidings_client::rustls::ClientConfig>>>,
+}
 
 /// `tidings bench` arguments.
 #[derive(Debug, Args)]
@@ -51,7 +64,7 @@ pub struct BenchArgs {
 #[derive(Debug, Clone, Args)]
 pub struct Common {
     /// The server to load (ignored with --spawn).
-    #[arg(long, default_value = crate::cli::DEFAULT_SERVER)]
+    #[arg(long, default_value = tidings_client::DEFAULT_SERVER)]
     pub server: String,
     /// Start `tidings serve` on a temporary data directory, and sample its CPU and memory.
     #[arg(long)]
@@ -255,8 +268,9 @@ pub struct Record {
     pub rows: Vec<(String, String)>,
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    raise_open_file_limit();
+/// Runs `tidings bench`. The caller raises the open-file limit first: a load opens many
+/// connections.
+pub async fn run(args: BenchArgs, host: Host) -> anyhow::Result<()> {
     match args.scenario {
         Scenario::Relay { listen, raw } => {
             let listener = tokio::net::TcpListener::bind(listen).await?;
@@ -276,7 +290,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             concurrency,
             sources,
         } => {
-            let target = Target::open(&common, Relay::No).await?;
+            let target = Target::open(&common, host, Relay::No).await?;
             let record =
                 scenarios::connections(&target, n, hold_secs, concurrency, sources).await?;
             finish(&common, vec![record])
@@ -296,7 +310,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 secs,
                 size,
             };
-            let records = against_relay_and_server(&common, &load, &baseline).await?;
+            let records = against_relay_and_server(&common, host, &load, &baseline).await?;
             finish(&common, records)
         }
         Scenario::Rate {
@@ -314,7 +328,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 secs,
                 size,
             };
-            let records = against_relay_and_server(&common, &load, &baseline).await?;
+            let records = against_relay_and_server(&common, host, &load, &baseline).await?;
             finish(&common, records)
         }
         Scenario::Group {
@@ -326,7 +340,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             size,
             concurrency,
         } => {
-            let target = Target::open(&common, Relay::No).await?;
+            let target = Target::open(&common, host, Relay::No).await?;
             let load = group::GroupLoad {
                 members,
                 senders,
@@ -365,11 +379,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 } else {
                     Relay::Library
                 };
-                let relay = Target::open(&common, kind).await?;
+                let relay = Target::open(&common, host, kind).await?;
                 records.push(chatroom::chatroom(&relay, &load).await?);
             }
             if !baseline.relay_only {
-                let target = Target::open(&common, Relay::No).await?;
+                let target = Target::open(&common, host, Relay::No).await?;
                 records.push(chatroom::chatroom(&target, &load).await?);
             }
             finish(&common, records)
@@ -379,7 +393,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             messages,
             page,
         } => {
-            let target = Target::open(&common, Relay::No).await?;
+            let target = Target::open(&common, host, Relay::No).await?;
             let record = scenarios::sync(&target, messages, page).await?;
             finish(&common, vec![record])
         }
@@ -390,19 +404,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// run's server record quotes its throughput as a ratio of the relay's.
 async fn against_relay_and_server(
     common: &Common,
+    host: Host,
     load: &scenarios::Load,
     baseline: &Baseline,
 ) -> anyhow::Result<Vec<Record>> {
     anyhow::ensure!(!baseline.raw, "the raw relay has chatrooms only");
     let mut records = Vec::new();
     if baseline.relay || baseline.relay_only {
-        let target = Target::open(common, Relay::Library).await?;
+        let target = Target::open(common, host, Relay::Library).await?;
         records.push(scenarios::pairs(&target, load).await?);
     }
     if baseline.relay_only {
         return Ok(records);
     }
-    let target = Target::open(common, Relay::No).await?;
+    let target = Target::open(common, host, Relay::No).await?;
     let mut record = scenarios::pairs(&target, load).await?;
     if let Some(relay) = records.first().filter(|_| load.rate.is_none()) {
         let ours = record.figures["deliveredPerSec"].as_f64().unwrap_or(0.0);
@@ -462,19 +477,6 @@ fn finish(common: &Common, records: Vec<Record>) -> anyhow::Result<()> {
         bail!("delivery check failed: {}", failed.join("; "));
     }
     Ok(())
-}
-
-/// Raises this process's open-file soft limit to its hard limit; returns the new soft limit.
-pub fn raise_open_file_limit() -> u64 {
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(n) => n,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not raise the open-file limit");
-            rlimit::getrlimit(rlimit::Resource::NOFILE)
-                .map(|(soft, _)| soft)
-                .unwrap_or(0)
-        }
-    }
 }
 
 /// The revision of the working tree the tool runs in, `-dirty` when it has changes.
@@ -642,7 +644,7 @@ pub struct Target {
     pub relay: bool,
     /// The raw chatroom relay.
     pub raw: bool,
-    credentials: Option<tidings_engine::AppCredentials>,
+    credentials: Option<AppCredentials>,
     sampler: Option<procstat::Sampler>,
     _spawned: Option<Spawned>,
     /// TLS settings for an `https://` server (`--ca-file`); `None`: the public CAs.
@@ -650,7 +652,7 @@ pub struct Target {
 }
 
 impl Target {
-    async fn open(common: &Common, kind: Relay) -> anyhow::Result<Target> {
+    async fn open(common: &Common, host: Host, kind: Relay) -> anyhow::Result<Target> {
         let relay = kind != Relay::No;
         if relay && !common.spawn {
             bail!("the relay baseline runs with --spawn");
@@ -723,7 +725,7 @@ impl Target {
             let credentials = if relay {
                 None
             } else {
-                Some(crate::credentials::load(spawned._dir.path())?)
+                Some((host.credentials)(spawned._dir.path())?)
             };
             eprintln!(
                 "spawned {} (pid {pid}) at {url}",
@@ -752,10 +754,10 @@ impl Target {
             receivers_url: common.receivers_server.clone(),
             relay: false,
             raw: false,
-            credentials: Some(crate::credentials::load(&common.data_dir)?),
+            credentials: Some((host.credentials)(&common.data_dir)?),
             sampler,
             _spawned: None,
-            tls: crate::cli::tls_settings(common.ca_file.as_deref())?,
+            tls: (host.tls)(common.ca_file.as_deref())?,
         })
     }
 
