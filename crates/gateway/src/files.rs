@@ -19,8 +19,7 @@ use crate::AppState;
 use crate::accounts::bearer;
 use crate::api::{base_urls, error, json_body, query};
 
-/// Path of the upload endpoint.
-pub const FILES_PATH: &str = "/v1/files";
+use crate::FILES_PATH;
 /// How long a link asked for lasts when the request does not say (or the maximum lifetime, if
 /// that is shorter).
 const DEFAULT_LINK_SECS: u64 = 3600;

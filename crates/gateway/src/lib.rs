@@ -65,6 +65,8 @@ pub use tls::{Tls, TlsError};
 pub const WS_PATH: &str = "/v1/ws";
 /// Path of the navigation endpoint: where a client finds the endpoints it may use.
 pub const NAVI_PATH: &str = "/navi";
+/// Path of the file upload endpoint (and, under it, of the files).
+pub const FILES_PATH: &str = "/v1/files";
 
 /// Listener settings. Defaults are documented on [`GatewayConfig::default`].
 #[derive(Debug, Clone)]
@@ -282,7 +284,7 @@ fn router(state: AppState) -> Router {
         .route("/readyz", get(api::readyz))
         .route(NAVI_PATH, get(navi::navi))
         .route(
-            files::FILES_PATH,
+            FILES_PATH,
             post(files::upload).layer(axum::extract::DefaultBodyLimit::disable()),
         )
         .route("/v1/files/{id}", get(files::download))

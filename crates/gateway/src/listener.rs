@@ -347,12 +347,11 @@ async fn handle(
         ticket.address_known(tidings_engine::address_key(client));
     }
     request.extensions_mut().insert(ClientAddr(client));
-    let limit =
-        if request.method() == Method::POST && request.uri().path() == crate::files::FILES_PATH {
-            listening.upload_timeout
-        } else {
-            listening.request_timeout
-        };
+    let limit = if request.method() == Method::POST && request.uri().path() == crate::FILES_PATH {
+        listening.upload_timeout
+    } else {
+        listening.request_timeout
+    };
     let expired = Arc::new(AtomicBool::new(false));
     let request = request.map(|body| {
         if hyper::body::Body::is_end_stream(&body) {
