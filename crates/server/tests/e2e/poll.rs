@@ -434,11 +434,12 @@ async fn a_newer_poll_takes_over_from_a_waiting_one() {
             resp.body_mut().read_json::<Value>().unwrap()
         })
     };
-    // Time for the first poll to reach the server and wait. A wait for something the server does
-    // not show (that a poll waits), so a sleep.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let (status, _) = bob.poll_after(&server, 0, 100).await;
-    assert_eq!(status, 200);
+    // Newer polls until one has taken over from the first: one sent before the first reached the
+    // server is itself taken over by it, or ends after its own 100 ms.
+    while !old.is_finished() {
+        let (status, _) = bob.poll_after(&server, 0, 100).await;
+        assert_eq!(status, 200);
+    }
     let old = old.await.unwrap();
     assert_eq!(frames_of(&old).len(), 0);
     assert!(
