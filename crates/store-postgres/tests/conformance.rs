@@ -35,16 +35,31 @@ async fn open(db: &TestDatabase) -> PostgresStore {
         .expect("connect")
 }
 
-#[tokio::test]
-async fn postgres_passes_the_conformance_suite() {
-    let Some(db) = database("postgres_passes_the_conformance_suite").await else {
-        return;
-    };
+/// A fresh PostgreSQL store on a database of its own.
+struct Fresh {
+    store: PostgresStore,
+    db: TestDatabase,
+}
+
+impl conformance::Fixture for Fresh {
+    fn store(&self) -> &dyn Store {
+        &self.store
+    }
+
+    async fn release(self) {
+        self.db.drop().await.unwrap();
+    }
+}
+
+async fn fresh(case: &str) -> Option<Fresh> {
+    let db = database(case).await?;
     let store = open(&db).await;
-    conformance::run_all(&store).await;
-    store.close().await.unwrap();
-    conformance::a_closed_store_refuses_a_ping(&store).await;
-    db.drop().await.unwrap();
+    Some(Fresh { store, db })
+}
+
+/// The shared conformance suite, one test per case.
+mod suite {
+    tidings_store::conformance_tests!(super::fresh);
 }
 
 #[tokio::test]

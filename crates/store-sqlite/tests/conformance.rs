@@ -4,13 +4,29 @@
 use tidings_store::{Store, WriteOp, conformance};
 use tidings_store_sqlite::{SqliteConfig, SqliteStore};
 
-#[tokio::test]
-async fn sqlite_passes_the_conformance_suite() {
+/// A fresh SQLite store in a directory of its own.
+struct Fresh {
+    store: SqliteStore,
+    _dir: tempfile::TempDir,
+}
+
+impl conformance::Fixture for Fresh {
+    fn store(&self) -> &dyn Store {
+        &self.store
+    }
+
+    async fn release(self) {}
+}
+
+async fn fresh(_case: &str) -> Option<Fresh> {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&SqliteConfig::new(dir.path().join("t.db"))).unwrap();
-    conformance::run_all(&store).await;
-    store.close().await.unwrap();
-    conformance::a_closed_store_refuses_a_ping(&store).await;
+    Some(Fresh { store, _dir: dir })
+}
+
+/// The shared conformance suite, one test per case.
+mod suite {
+    tidings_store::conformance_tests!(super::fresh);
 }
 
 #[tokio::test]

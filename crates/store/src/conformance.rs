@@ -1,5 +1,6 @@
-//! The conformance suite: behaviour every [`Store`] backend must show. A backend's tests call
-//! [`run_all`] with a fresh, empty store. Each check panics with a description on failure.
+//! The conformance suite: behaviour every [`Store`] backend must show. A backend's tests invoke
+//! [`conformance_tests!`](crate::conformance_tests), which makes one test per case, each on a
+//! fresh, empty store. Each check panics with a description on failure.
 
 use crate::{
     Amend, AmendAction, AmendRefusal, AppendMessage, ConversationFilter, ConversationSettings,
@@ -90,40 +91,88 @@ fn appended(r: &WriteResult) -> (&crate::StoredMessage, &[(String, u64)], bool) 
     }
 }
 
-/// Runs every check against `store`, which must be empty.
-pub async fn run_all(store: &dyn Store) {
-    seqs_are_gapless_per_conversation_and_inbox(store).await;
-    duplicates_return_the_first_message(store).await;
-    conflicting_client_msg_id_is_refused(store).await;
-    inbox_paging(store).await;
-    cursors_only_move_forward(store).await;
-    nonces_are_single_use(store).await;
-    token_versions_increment(store).await;
-    conversations_and_unread(store).await;
-    conversation_updates(store).await;
-    conversations_changed_since(store).await;
-    history_pages_without_cleared_or_deleted(store).await;
-    read_receipts_go_to_the_peer_when_the_position_moves(store).await;
-    blocked_senders_are_refused(store).await;
-    recall_edit_and_reactions(store).await;
-    latest_is_the_newest_message_a_person_sees(store).await;
-    search_finds_substrings_of_what_the_user_can_see(store).await;
-    last_seen_only_moves_forward(store).await;
-    groups_membership_and_fan_out(store).await;
-    open_groups_are_made_and_joined_by_naming_them(store).await;
-    discussions_are_managed_by_their_members(store).await;
-    profiles_and_bans(store).await;
-    sensitive_words_are_kept_up_to_a_limit(store).await;
-    kept_chatrooms_and_standings(store).await;
-    accounts_keep_a_password_hash_and_revoke_tokens_when_it_changes(store).await;
-    accounts_are_made_only_for_ids_without_a_trace(store).await;
-    records_say_whether_an_id_is_an_accounts(store).await;
-    push_subscriptions_are_one_per_endpoint(store).await;
-    operators_sessions_and_the_audit_log(store).await;
+/// A fresh, empty store for one case of the suite, and whatever must live as long as it (a
+/// temporary directory, a database made for the case).
+pub trait Fixture {
+    /// The store under test.
+    fn store(&self) -> &dyn Store;
+
+    /// Gives back what the fixture holds, once its case has passed and its store is closed.
+    fn release(self) -> impl std::future::Future<Output = ()>;
+}
+
+/// Expands to one `#[tokio::test]` per case of the suite, so one failing case hides none of the
+/// others. `$fresh` names an async function taking the case's name and returning
+/// `Option<impl Fixture>`: a fresh, empty store, or `None` when the backend cannot run here (the
+/// function says so on stderr) and the case passes without running. Each case runs on its own
+/// store, closes it, and releases the fixture.
+///
+/// ```text
+/// mod suite {
+///     tidings_store::conformance_tests!(super::fresh);
+/// }
+/// ```
+///
+/// A new case is a `pub async fn(&dyn Store)` in [`conformance`](crate::conformance) and a name
+/// in the list below.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($fresh:path) => {
+        $crate::conformance_tests!(@cases $fresh;
+            seqs_are_gapless_per_conversation_and_inbox,
+            duplicates_return_the_first_message,
+            conflicting_client_msg_id_is_refused,
+            inbox_paging,
+            cursors_only_move_forward,
+            nonces_are_single_use,
+            token_versions_increment,
+            conversations_and_unread,
+            conversation_updates,
+            conversations_changed_since,
+            history_pages_without_cleared_or_deleted,
+            read_receipts_go_to_the_peer_when_the_position_moves,
+            blocked_senders_are_refused,
+            recall_edit_and_reactions,
+            latest_is_the_newest_message_a_person_sees,
+            search_finds_substrings_of_what_the_user_can_see,
+            last_seen_only_moves_forward,
+            groups_membership_and_fan_out,
+            open_groups_are_made_and_joined_by_naming_them,
+            discussions_are_managed_by_their_members,
+            profiles_and_bans,
+            sensitive_words_are_kept_up_to_a_limit,
+            kept_chatrooms_and_standings,
+            accounts_keep_a_password_hash_and_revoke_tokens_when_it_changes,
+            accounts_are_made_only_for_ids_without_a_trace,
+            records_say_whether_an_id_is_an_accounts,
+            push_subscriptions_are_one_per_endpoint,
+            operators_sessions_and_the_audit_log,
+            an_open_store_answers_a_ping,
+            a_closed_store_refuses_a_ping,
+        );
+    };
+    (@cases $fresh:path; $($case:ident,)*) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let Some(fixture) = $fresh(stringify!($case)).await else {
+                    return;
+                };
+                let store = $crate::conformance::Fixture::store(&fixture);
+                $crate::conformance::$case(store).await;
+                $crate::Store::close(store).await.expect("the store closes");
+                $crate::conformance::Fixture::release(fixture).await;
+            }
+        )*
+    };
+}
+
+/// An open store answers a ping.
+pub async fn an_open_store_answers_a_ping(store: &dyn Store) {
     store.ping().await.expect("an open store answers a ping");
 }
 
-async fn operators_sessions_and_the_audit_log(store: &dyn Store) {
+pub async fn operators_sessions_and_the_audit_log(store: &dyn Store) {
     use crate::{AdminOp, AdminResult, AdminSessionRecord, AuditEntry, OperatorRecord};
     let op = |name: &str, hash: &str| OperatorRecord {
         name: name.into(),
@@ -284,8 +333,9 @@ async fn operators_sessions_and_the_audit_log(store: &dyn Store) {
     assert_eq!(actions, ["act.1", "act.0"], "the next page");
 }
 
-/// A closed store refuses a ping (call after [`Store::close`]).
+/// A closed store refuses a ping.
 pub async fn a_closed_store_refuses_a_ping(store: &dyn Store) {
+    store.close().await.expect("the store closes");
     assert!(
         matches!(store.ping().await, Err(crate::StoreError::Closed)),
         "a closed store answers a ping with Closed"
@@ -301,7 +351,7 @@ fn push_sub(user: &str, endpoint: &str, key: &str) -> PushSubscriptionRecord {
     }
 }
 
-async fn push_subscriptions_are_one_per_endpoint(store: &dyn Store) {
+pub async fn push_subscriptions_are_one_per_endpoint(store: &dyn Store) {
     let users = |list: &[&str]| list.iter().map(|u| u.to_string()).collect::<Vec<_>>();
     assert!(
         store
@@ -393,7 +443,7 @@ async fn push_subscriptions_are_one_per_endpoint(store: &dyn Store) {
     );
 }
 
-async fn accounts_keep_a_password_hash_and_revoke_tokens_when_it_changes(store: &dyn Store) {
+pub async fn accounts_keep_a_password_hash_and_revoke_tokens_when_it_changes(store: &dyn Store) {
     let account = |user: &str, hash: &str| {
         WriteOp::CreateAccount(crate::AccountRecord {
             user: user.into(),
@@ -503,7 +553,7 @@ fn system_append(from: &str, to: &str, client_msg_id: &str) -> AppendMessage {
     }
 }
 
-async fn accounts_are_made_only_for_ids_without_a_trace(store: &dyn Store) {
+pub async fn accounts_are_made_only_for_ids_without_a_trace(store: &dyn Store) {
     let room = crate::ChatroomRecord {
         id: "tr-room".into(),
         name: "Room".into(),
@@ -638,7 +688,7 @@ async fn accounts_are_made_only_for_ids_without_a_trace(store: &dyn Store) {
     assert_eq!(first.len(), 1, "a message to an account's user is theirs");
 }
 
-async fn records_say_whether_an_id_is_an_accounts(store: &dyn Store) {
+pub async fn records_say_whether_an_id_is_an_accounts(store: &dyn Store) {
     let record = |token_version, account| crate::UserRecord {
         token_version,
         account,
@@ -705,7 +755,7 @@ async fn records_say_whether_an_id_is_an_accounts(store: &dyn Store) {
     assert!(store.user_state("rec-acct").await.expect("read").account);
 }
 
-async fn kept_chatrooms_and_standings(store: &dyn Store) {
+pub async fn kept_chatrooms_and_standings(store: &dyn Store) {
     let room = |name: &str| crate::ChatroomRecord {
         id: "cr-1".into(),
         name: name.into(),
@@ -790,7 +840,7 @@ async fn kept_chatrooms_and_standings(store: &dyn Store) {
     assert!(users.is_empty());
 }
 
-async fn sensitive_words_are_kept_up_to_a_limit(store: &dyn Store) {
+pub async fn sensitive_words_are_kept_up_to_a_limit(store: &dyn Store) {
     let set = |word: &str, replacement: Option<&str>| WriteOp::SetSensitiveWord {
         word: word.into(),
         replacement: replacement.map(String::from),
@@ -875,7 +925,7 @@ async fn one(store: &dyn Store, user: &str, target: &str) -> crate::Conversation
     c.conversations.into_iter().next().unwrap()
 }
 
-async fn conversations_and_unread(store: &dyn Store) {
+pub async fn conversations_and_unread(store: &dyn Store) {
     let mut ops = Vec::new();
     for i in 0..3 {
         ops.push(WriteOp::Append(private_append(
@@ -925,7 +975,7 @@ async fn conversations_and_unread(store: &dyn Store) {
     assert!(nobody.conversations.is_empty());
 }
 
-async fn conversation_updates(store: &dyn Store) {
+pub async fn conversation_updates(store: &dyn Store) {
     let ops = (0..4)
         .map(|i| {
             let mut m = private_append("up-a", "up-b", &format!("m{i}"), "x");
@@ -1022,7 +1072,7 @@ async fn conversation_updates(store: &dyn Store) {
     );
 }
 
-async fn conversations_changed_since(store: &dyn Store) {
+pub async fn conversations_changed_since(store: &dyn Store) {
     for peer in ["cs-b", "cs-c", "cs-d"] {
         store
             .write(vec![WriteOp::Append(private_append(
@@ -1079,7 +1129,7 @@ async fn conversations_changed_since(store: &dyn Store) {
     assert!(nothing.conversations.is_empty());
 }
 
-async fn seqs_are_gapless_per_conversation_and_inbox(store: &dyn Store) {
+pub async fn seqs_are_gapless_per_conversation_and_inbox(store: &dyn Store) {
     let ops = (0..5)
         .map(|i| WriteOp::Append(private_append("s1", "r1", &format!("m{i}"), "x")))
         .chain(std::iter::once(WriteOp::Append(private_append(
@@ -1114,7 +1164,7 @@ async fn seqs_are_gapless_per_conversation_and_inbox(store: &dyn Store) {
     );
 }
 
-async fn duplicates_return_the_first_message(store: &dyn Store) {
+pub async fn duplicates_return_the_first_message(store: &dyn Store) {
     let first = store
         .write(vec![WriteOp::Append(private_append("d1", "d2", "c", "hi"))])
         .await
@@ -1146,7 +1196,7 @@ async fn duplicates_return_the_first_message(store: &dyn Store) {
     assert_eq!(a.seq, b.seq);
 }
 
-async fn conflicting_client_msg_id_is_refused(store: &dyn Store) {
+pub async fn conflicting_client_msg_id_is_refused(store: &dyn Store) {
     store
         .write(vec![WriteOp::Append(private_append(
             "k1", "k2", "c", "one",
@@ -1163,7 +1213,7 @@ async fn conflicting_client_msg_id_is_refused(store: &dyn Store) {
     assert_eq!(store.user_state("k2").await.expect("state").inbox_seq, 1);
 }
 
-async fn inbox_paging(store: &dyn Store) {
+pub async fn inbox_paging(store: &dyn Store) {
     let ops = (0..25)
         .map(|i| WriteOp::Append(private_append("p1", "p2", &format!("n{i}"), "z")))
         .collect();
@@ -1194,7 +1244,7 @@ async fn inbox_paging(store: &dyn Store) {
     );
 }
 
-async fn cursors_only_move_forward(store: &dyn Store) {
+pub async fn cursors_only_move_forward(store: &dyn Store) {
     assert_eq!(store.device_cursor("c1", "phone").await.expect("cursor"), 0);
     let set = |cursor| WriteOp::SetCursor {
         user: "c1".into(),
@@ -1210,7 +1260,7 @@ async fn cursors_only_move_forward(store: &dyn Store) {
     );
 }
 
-async fn nonces_are_single_use(store: &dyn Store) {
+pub async fn nonces_are_single_use(store: &dyn Store) {
     let op = |nonce: &str, now| WriteOp::UseNonce {
         nonce: nonce.into(),
         now,
@@ -1233,7 +1283,7 @@ async fn nonces_are_single_use(store: &dyn Store) {
     assert_eq!(r, vec![WriteResult::Nonce { fresh: true }]);
 }
 
-async fn token_versions_increment(store: &dyn Store) {
+pub async fn token_versions_increment(store: &dyn Store) {
     assert_eq!(
         store.user_state("t1").await.expect("state").token_version,
         0
@@ -1250,7 +1300,7 @@ async fn token_versions_increment(store: &dyn Store) {
     );
 }
 
-async fn history_pages_without_cleared_or_deleted(store: &dyn Store) {
+pub async fn history_pages_without_cleared_or_deleted(store: &dyn Store) {
     const T0: i64 = 1_700_000_100_000;
     // Ten messages, one a second, except that 5 and 6 share a millisecond.
     let time = |seq: u64| T0 + 1000 * seq.min(5).max(seq.saturating_sub(1)) as i64;
@@ -1359,7 +1409,7 @@ pub fn receipt_for(peer: &str, uid: &str) -> AppendMessage {
     }
 }
 
-async fn read_receipts_go_to_the_peer_when_the_position_moves(store: &dyn Store) {
+pub async fn read_receipts_go_to_the_peer_when_the_position_moves(store: &dyn Store) {
     let ops = (0..3)
         .map(|i| WriteOp::Append(private_append("rr-a", "rr-b", &format!("m{i}"), "x")))
         .collect();
@@ -1430,7 +1480,7 @@ async fn read_receipts_go_to_the_peer_when_the_position_moves(store: &dyn Store)
     assert_eq!(one(store, "rr-a", "rr-b").await.peer_read_seq, 2);
 }
 
-async fn latest_is_the_newest_message_a_person_sees(store: &dyn Store) {
+pub async fn latest_is_the_newest_message_a_person_sees(store: &dyn Store) {
     let r = store
         .write(vec![
             WriteOp::Append(private_append("lt-a", "lt-b", "m1", "one")),
@@ -1498,7 +1548,7 @@ async fn latest_is_the_newest_message_a_person_sees(store: &dyn Store) {
     assert!(one(store, "lt-b", "lt-a").await.removed());
 }
 
-async fn blocked_senders_are_refused(store: &dyn Store) {
+pub async fn blocked_senders_are_refused(store: &dyn Store) {
     let send = |cmid: &str| {
         let mut m = private_append("bl-a", "bl-b", cmid, "x");
         m.blocking_recipient = Some("bl-b".into());
@@ -1616,7 +1666,7 @@ pub fn private_amend(by: &str, other: &str, seq: u64, action: AmendAction, uid: 
     }))
 }
 
-async fn recall_edit_and_reactions(store: &dyn Store) {
+pub async fn recall_edit_and_reactions(store: &dyn Store) {
     let r = store
         .write(vec![
             WriteOp::Append(private_append("am-a", "am-b", "m1", "one")),
@@ -1798,7 +1848,7 @@ async fn one_unread(store: &dyn Store, user: &str, target: &str) -> u64 {
     one(store, user, target).await.unread
 }
 
-async fn search_finds_substrings_of_what_the_user_can_see(store: &dyn Store) {
+pub async fn search_finds_substrings_of_what_the_user_can_see(store: &dyn Store) {
     store
         .write(vec![
             WriteOp::Append(private_append("s-a", "s-b", "m1", "你好世界")),
@@ -1884,7 +1934,7 @@ async fn search_finds_substrings_of_what_the_user_can_see(store: &dyn Store) {
     );
 }
 
-async fn last_seen_only_moves_forward(store: &dyn Store) {
+pub async fn last_seen_only_moves_forward(store: &dyn Store) {
     let set = |user: &str, time| WriteOp::SetLastSeen {
         user: user.into(),
         time,
@@ -2041,7 +2091,7 @@ async fn group_history(store: &dyn Store, user: &str, group: &str) -> Vec<String
         .collect()
 }
 
-async fn groups_membership_and_fan_out(store: &dyn Store) {
+pub async fn groups_membership_and_fan_out(store: &dyn Store) {
     let create = GroupAction::Create {
         kind: GroupKind::Managed,
         owner: "g-a".into(),
@@ -2456,7 +2506,7 @@ fn unchanged(r: WriteResult) -> crate::GroupInfo {
     }
 }
 
-async fn open_groups_are_made_and_joined_by_naming_them(store: &dyn Store) {
+pub async fn open_groups_are_made_and_joined_by_naming_them(store: &dyn Store) {
     let join = |user: &str, group: &str, uid: &str| {
         group_change(group, user, GroupAction::Join(user.into()), uid)
     };
@@ -2543,7 +2593,7 @@ async fn open_groups_are_made_and_joined_by_naming_them(store: &dyn Store) {
     );
 }
 
-async fn discussions_are_managed_by_their_members(store: &dyn Store) {
+pub async fn discussions_are_managed_by_their_members(store: &dyn Store) {
     let change = |by: &str, action: GroupAction, permit: Permit, uid: &str| {
         permitted_change("d1", by, action, permit, uid)
     };
@@ -2695,7 +2745,7 @@ async fn discussions_are_managed_by_their_members(store: &dyn Store) {
     );
 }
 
-async fn profiles_and_bans(store: &dyn Store) {
+pub async fn profiles_and_bans(store: &dyn Store) {
     let profile = |user: &str, name: Option<&str>, extra: Option<&str>| WriteOp::SetProfile {
         user: user.into(),
         name: name.map(String::from),
@@ -2742,12 +2792,21 @@ async fn profiles_and_bans(store: &dyn Store) {
     assert!(page[0] < page[1]);
     let next = store.user_ids_after(&page[1], 1).await.expect("read");
     assert!(next.iter().all(|u| *u > page[1]));
+    store
+        .write(vec![WriteOp::Append(private_append(
+            "pb-sender",
+            "pb-reader",
+            "1",
+            "hi",
+        ))])
+        .await
+        .expect("write");
     assert!(
         store
             .user_ids_after("", 1000)
             .await
             .expect("read")
-            .contains(&"g-d".to_string()),
+            .contains(&"pb-reader".to_string()),
         "a user known only by their inbox is listed"
     );
 }

@@ -501,6 +501,7 @@ async fn the_app_server_recalls_any_message_even_from_a_member_who_left() {
     let (alice, mut alice_events) = server.client("alice", "phone").await;
     let (bob, _b) = server.client("bob", "phone").await;
     let private = bob.send(Outgoing::text("alice", "oops")).await.unwrap();
+    // Not a wait for a condition: the recall window is wall-clock time, and it must pass.
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     // Past the window for bob himself.
     assert!(matches!(

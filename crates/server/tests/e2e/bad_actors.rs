@@ -139,6 +139,7 @@ async fn a_request_head_has_one_deadline_however_it_is_dripped() {
         .unwrap();
     let drip = async {
         for i in 0.. {
+            // Not a wait for a condition: the pace of the drip is what the test is about.
             tokio::time::sleep(Duration::from_millis(100)).await;
             if dripping
                 .write_all(format!("X-Line-{i}: x\r\n").as_bytes())

@@ -507,11 +507,10 @@ async fn a_killed_node_loses_no_acknowledged_message() {
     for f in &flows {
         f.stop.store(true, Ordering::Relaxed);
     }
-    for f in flows.iter() {
-        while !f.sender.is_finished() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
+    eventually("the senders stopped", || async {
+        flows.iter().all(|f| f.sender.is_finished())
+    })
+    .await;
 
     // Every acknowledged message arrives, once.
     for (f, who) in flows.iter().zip(["bob", "dave"]) {

@@ -276,7 +276,8 @@ async fn reading_until_a_time_reads_what_was_sent_by_then() {
     let (alice, _a) = server.client("alice", "phone").await;
     let (bob, _b) = server.client("bob", "phone").await;
     let first = alice.send(Outgoing::text("bob", "early")).await.unwrap();
-    // Sent times are milliseconds: make sure the next message has a later one.
+    // Sent times are milliseconds: make sure the next message has a later one. Not a wait for a
+    // condition: wall-clock time must pass.
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     alice.send(Outgoing::text("bob", "late")).await.unwrap();
     let c = bob
@@ -684,7 +685,8 @@ async fn a_user_sending_faster_than_the_limit_is_refused_over_all_devices() {
         .unwrap();
     assert_eq!(history.messages.len(), 3);
     bob.send(Outgoing::text("alice", "hi")).await.unwrap();
-    // The allowance comes back at the configured rate.
+    // The allowance comes back at the configured rate. Not a wait for a condition: the 1-second
+    // window is wall-clock time, and it must pass.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     again.send(Outgoing::text("bob", "later")).await.unwrap();
 }
@@ -961,6 +963,7 @@ async fn recalling_is_refused_after_the_window() {
         TestServer::start_with(|c| c.recall_window = std::time::Duration::from_secs(1)).await;
     let (alice, _a) = server.client("alice", "phone").await;
     let sent = alice.send(Outgoing::text("bob", "too late")).await.unwrap();
+    // Not a wait for a condition: the recall window is wall-clock time, and it must pass.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     assert_eq!(
         refused_code(alice.recall(PRIVATE, "bob", sent.seq).await),

@@ -90,9 +90,11 @@ async fn the_senders_other_device_receives_its_own_message() {
         (m.uid.as_str(), m.target_id.as_str()),
         (sent.uid.as_str(), "bob")
     );
-    // The sending device does not get its own message back as an event.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(drain_messages(&mut phone_events).is_empty());
+    // The sending device does not get its own message back as an event: the next message it
+    // gets is one sent to alice after it.
+    let (bob, _bob_events) = server.client("bob", "phone").await;
+    let marker = bob.send(Outgoing::text("alice", "marker")).await.unwrap();
+    assert_eq!(next_message(&mut phone_events).await.uid, marker.uid);
 }
 
 #[tokio::test]
@@ -111,9 +113,13 @@ async fn withheld_acks_cause_dup_resends_and_the_sdk_presents_once() {
     let stats = bob.stats().await;
     assert!(stats.duplicates_dropped >= 2, "{stats:?}");
     bob.ack(m.inbox_seq).await;
-    // After the ACK the resends stop; count what arrives over several more timeouts.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // After the ACK the resends stop; count what arrives over several more timeouts. A query
+    // answered after the ACK shows the server handled it (one connection's frames are handled
+    // in order, resends among them), and that a resend it made before has arrived.
+    bob.unread(&[]).await.unwrap();
     let before = bob.stats().await.dup_flagged;
+    // Not a wait for a condition: resends come when a timeout passes, not after anything a
+    // marker could follow, so the timeouts must pass.
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(
         bob.stats().await.dup_flagged,
@@ -141,7 +147,8 @@ async fn the_sdk_acknowledges_cumulatively_and_nothing_is_resent() {
     for _ in 0..70 {
         next_message(&mut events).await;
     }
-    // Several resend timeouts: an entry left unacknowledged would come again flagged dup.
+    // Several resend timeouts: an entry left unacknowledged would come again flagged dup. Not a
+    // wait for a condition: resends come when a timeout passes, so the timeouts must pass.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let stats = bob.stats().await;
     assert_eq!(stats.dup_flagged, 0, "{stats:?}");
@@ -281,6 +288,7 @@ async fn a_connection_that_pings_stays_up() {
     let server = TestServer::start_with(|c| c.heartbeat = Duration::from_millis(100)).await;
     let mut raw = Raw::connected(&server, "alice", Encoding::Protobuf).await;
     for _ in 0..8 {
+        // Not a wait for a condition: the client pings at this pace, inside the heartbeat.
         tokio::time::sleep(Duration::from_millis(80)).await;
         raw.send(tidings_proto::codec::frame(Body::Pingreq(v1::PingReq {})))
             .await;
@@ -360,14 +368,21 @@ async fn shutdown_answers_queued_sends_and_tells_clients_to_reconnect() {
     let mut server = TestServer::start().await;
     let (alice, mut events) = server.client("alice", "phone").await;
     let mut tasks = Vec::new();
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for i in 0..50 {
         let alice = alice.clone();
+        let answered = answered.clone();
         tasks.push(tokio::spawn(async move {
-            alice.send(Outgoing::text("bob", &format!("m{i}"))).await
+            let r = alice.send(Outgoing::text("bob", &format!("m{i}"))).await;
+            answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            r
         }));
     }
-    // Let some sends reach the server, then shut it down under them.
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Once some sends reached the server, shut it down under them.
+    eventually("a send is answered", || async {
+        answered.load(std::sync::atomic::Ordering::Relaxed) > 0
+    })
+    .await;
     server.shutdown().await;
     loop {
         match tokio::time::timeout(WAIT, events.recv()).await {

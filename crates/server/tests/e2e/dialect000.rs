@@ -523,6 +523,7 @@ async fn a_silent_client_is_dropped_and_one_that_beats_is_not() {
     while !dropped.is_finished() {
         beating.send(2, Login::default()).await;
         assert_eq!(beating.out().await.r#type, 2);
+        // Not a wait for a condition: the client beats at this pace, inside the heartbeat.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let out = dropped.await.unwrap();

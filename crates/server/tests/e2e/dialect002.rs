@@ -247,6 +247,7 @@ async fn a_page_that_keeps_its_heartbeat_stays_and_a_silent_one_is_dropped() {
         keeper.send_json(heartbeat()).await;
         tokio::select! {
             got = silent.recv() => break got,
+            // Not a wait for a condition: the keeper's heartbeat pace.
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
     };

@@ -572,7 +572,18 @@ async fn a_large_group_reaches_online_and_offline_members_once() {
 
     // Once the store has merged (it does within half a second of going idle), a fresh device
     // syncs the same entries, and nothing is repeated to the first.
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let db = server.dir.path().join(tidings_server::DB_FILE);
+    eventually("the store merged the staged inbox entries", || async {
+        let c =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .unwrap();
+        c.query_row("SELECT count(*) FROM inbox_pending", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap()
+            == 0
+    })
+    .await;
     let (_carol_tablet, mut tablet_events) = server.client("carol", "tablet").await;
     let mut again = Vec::new();
     for _ in 0..4 {

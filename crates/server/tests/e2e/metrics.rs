@@ -111,6 +111,7 @@ pub(crate) async fn scrape_until(
         match check(&s) {
             Ok(()) => return s,
             Err(why) if start.elapsed() > DEADLINE => panic!("metrics never showed it: {why}"),
+            // The back-off between scrapes: the loop ends when `check` holds.
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
@@ -475,6 +476,7 @@ impl Prometheus {
                 last if start.elapsed() > DEADLINE => {
                     panic!("Prometheus never answered {promql} as wanted (last: {last:?})")
                 }
+                // The back-off between queries: the loop ends when `ok` holds.
                 _ => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         }

@@ -233,6 +233,7 @@ async fn a_second_server_on_the_same_sqlite_database_is_refused() {
             let _ = second.kill();
             panic!("a second server started on the same database");
         }
+        // The back-off between checks: the loop ends when the process has exited.
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     failed_saying(

@@ -270,6 +270,9 @@ async fn a_poll_dropped_by_the_client_loses_nothing() {
         .send(Outgoing::text("bob", "while the poll was dropping"))
         .await
         .unwrap();
+    // Time for the dropped poll's handler to take the message. A wait for something the server
+    // does not show (which poll took the message), so a sleep; without it the test still passes,
+    // only the message may go out on the next poll instead.
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     // The next poll (after=0: batch 1 never arrived) gets the message, once.
@@ -431,9 +434,12 @@ async fn a_newer_poll_takes_over_from_a_waiting_one() {
             resp.body_mut().read_json::<Value>().unwrap()
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let (status, _) = bob.poll_after(&server, 0, 100).await;
-    assert_eq!(status, 200);
+    // Newer polls until one has taken over from the first: one sent before the first reached the
+    // server is itself taken over by it, or ends after its own 100 ms.
+    while !old.is_finished() {
+        let (status, _) = bob.poll_after(&server, 0, 100).await;
+        assert_eq!(status, 200);
+    }
     let old = old.await.unwrap();
     assert_eq!(frames_of(&old).len(), 0);
     assert!(

@@ -95,6 +95,7 @@ impl ServerProcess {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
+            // The back-off between checks: the loop ends when the process has exited.
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("server did not exit");

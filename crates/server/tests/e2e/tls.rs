@@ -146,6 +146,7 @@ async fn certificate_once_trusted(addr: std::net::SocketAddr, ca: &Ca) -> Vec<u8
             Err(e) if tokio::time::Instant::now() > deadline => {
                 panic!("no handshake trusting the CA succeeded: {e}")
             }
+            // The back-off between handshakes: the loop ends when one succeeds.
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }

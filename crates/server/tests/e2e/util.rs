@@ -193,6 +193,7 @@ where
         if check().await {
             return;
         }
+        // The back-off between checks, not a wait in itself: the loop ends when `check` holds.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("timed out waiting for: {what}");
