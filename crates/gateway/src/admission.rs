@@ -96,6 +96,15 @@ impl Pending {
         }
     }
 
+    /// Closes the oldest connection; false if there is none.
+    fn evict_oldest(&mut self) -> bool {
+        let Some((&oldest, _)) = self.all.first_key_value() else {
+            return false;
+        };
+        self.evict(oldest);
+        true
+    }
+
     /// Closes the oldest connections until at most `max` remain.
     fn trim(&mut self, max: usize) {
         while self.all.len() > max {
@@ -127,8 +136,11 @@ impl Admission {
         if let Ok(permit) = self.permits.clone().try_acquire_owned() {
             return Some(permit);
         }
-        let oldest = self.pending().all.first_key_value().map(|(&id, _)| id)?;
-        self.pending().evict(oldest);
+        // Chosen and closed under one lock: two new connections must never pick the same
+        // oldest one, or one of them would wait for a permit nobody gives back.
+        if !self.pending().evict_oldest() {
+            return None;
+        }
         tokio::time::timeout(EVICTION_WAIT, self.permits.clone().acquire_owned())
             .await
             .ok()?
