@@ -464,13 +464,14 @@ impl Session {
     ) -> Result<GroupInfo, ApiError> {
         let user = self.shared.user.clone();
         check_profile(Some(&name), None, None)?;
-        self.refuse_blockers(&users).await?;
         if !self.engine.may_send(&user) {
             return Err(ApiError(Refusal::new(
                 Code::SendTooFast,
                 "making a discussion counts as a message sent",
             )));
         }
+        // After the send rate: the reads are per user named.
+        self.refuse_blockers(&users).await?;
         // An app server may have taken an id of this form: then another is drawn.
         let mut attempts = 0;
         loop {
@@ -492,7 +493,12 @@ impl Session {
 
     /// Refuses to put into a discussion anyone who blocks this user (405, as a private message
     /// to them is refused): a blocklist is not got round by inviting its owner somewhere.
+    /// More users than a group may hold are refused before any is read (40022, as the store
+    /// would refuse them), so one request costs at most that many reads.
     async fn refuse_blockers(&self, users: &[String]) -> Result<(), ApiError> {
+        if users.len() as u64 > self.engine.inner.config.max_group_members {
+            return Err(Code::GroupFull.into());
+        }
         for other in users {
             let blocked = self
                 .engine
