@@ -12,6 +12,7 @@
 
 pub mod conformance;
 pub mod metrics;
+pub mod rules;
 
 use async_trait::async_trait;
 

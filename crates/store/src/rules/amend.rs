@@ -1,0 +1,1 @@
+//! Amends (recall, edit, reactions): who may make them, when, and the event that records them.

@@ -1,0 +1,1 @@
+//! Conversation settings: how an update moves read, cleared and removed positions.

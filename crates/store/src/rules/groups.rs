@@ -1,0 +1,1 @@
+//! Group changes: who may make them, what they change, and the notification that records them.
