@@ -1,5 +1,8 @@
-//! Groups: their changes (applied by the writer, each with the notification message that records
-//! it in the group's conversation), the members a group message goes to, and the reads.
+//! Groups in SQL: the reads, the snapshot a change's rule decides on and the writing of the
+//! effects it decides, the members a group message goes to, and a batch's member lists. The
+//! rules themselves (who may change what, the notification's content, who may send) are
+//! `tidings_store::rules::groups`; the writer sequences a change (decide, apply, then append
+//! the notification). This module does not depend on the writer.
 //!
 //! A member's view of the group's conversation is their conversation row, as in the SQLite
 //! store: joining sets `cleared_seq` and `read_seq` to the seq just before the join's
@@ -10,14 +13,19 @@
 //! the batch starts), so a message's fan-out and a membership change on another node apply
 //! one after the other.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tidings_store::rules::groups::{
+    self as rules, Decision, Effects, GroupRow, GroupSnapshot, Mute, stored_kind,
+};
 use tidings_store::{
     AppendMessage, GroupAction, GroupChange, GroupInfo, GroupKind, GroupMember, GroupMembers,
-    GroupReceipt, GroupRefusal, WriteResult,
+    GroupReceipt, GroupRefusal,
 };
 use tokio_postgres::Row;
 
-use crate::writer::{Batch, append};
-use crate::{Db, Error, PgResult, big, page_rows, read_snapshot};
+use crate::{Db, PgResult, big, page_rows, read_snapshot};
 
 const GROUP_COLUMNS: &str = "g.id, g.name, g.portrait, g.extra, g.owner, g.created, g.dismissed, \
      g.muted_until, (SELECT count(*) FROM group_members WHERE group_id = g.id), g.kind, \
@@ -34,14 +42,9 @@ fn group_from_row(r: &Row) -> GroupInfo {
         dismissed: r.get(6),
         muted_until: r.get(7),
         member_count: r.get::<_, i64>(8) as u64,
-        kind: kind_of(r.get(9)),
+        kind: stored_kind(r.get(9)),
         invite_open: r.get(10),
     }
-}
-
-/// A stored kind; one this build does not know is treated as the most closed.
-fn kind_of(stored: &str) -> GroupKind {
-    GroupKind::parse(stored).unwrap_or_default()
 }
 
 pub async fn group(db: Db<'_>, id: &str) -> PgResult<Option<GroupInfo>> {
@@ -162,34 +165,22 @@ pub async fn member_row(db: Db<'_>, id: &str, user: &str) -> PgResult<Option<(i6
         .map(|r| (r.get(0), r.get(1))))
 }
 
-/// A group's state as the writer needs it.
-struct State {
-    owner: String,
-    dismissed: i64,
-    muted_until: i64,
-    kind: GroupKind,
-    invite_open: bool,
-}
-
-const STATE: &str =
+/// A group's row, as the rules read it.
+const ROW: &str =
     "SELECT owner, dismissed, muted_until, kind, invite_open FROM groups WHERE id = $1";
 
-fn state_from_row(r: &Row) -> State {
-    State {
+fn row_from(r: &Row) -> GroupRow {
+    GroupRow {
         owner: r.get(0),
         dismissed: r.get(1),
         muted_until: r.get(2),
-        kind: kind_of(r.get(3)),
+        kind: stored_kind(r.get(3)),
         invite_open: r.get(4),
     }
 }
 
-async fn state(db: Db<'_>, id: &str) -> PgResult<Option<State>> {
-    Ok(db
-        .query_opt(STATE, &[&id])
-        .await?
-        .as_ref()
-        .map(state_from_row))
+async fn row(db: Db<'_>, id: &str) -> PgResult<Option<GroupRow>> {
+    Ok(db.query_opt(ROW, &[&id]).await?.as_ref().map(row_from))
 }
 
 pub(crate) async fn member_ids(db: Db<'_>, id: &str) -> PgResult<Vec<String>> {
@@ -204,273 +195,199 @@ pub(crate) async fn member_ids(db: Db<'_>, id: &str) -> PgResult<Vec<String>> {
         .collect())
 }
 
+/// The member lists of the groups a batch read, under the groups' row locks: a change to a
+/// group forgets its list, so the next message reads it again.
+#[derive(Default)]
+pub(crate) struct MemberLists(HashMap<String, Arc<[String]>>);
+
+impl FromIterator<(String, Arc<[String]>)> for MemberLists {
+    fn from_iter<I: IntoIterator<Item = (String, Arc<[String]>)>>(lists: I) -> MemberLists {
+        MemberLists(lists.into_iter().collect())
+    }
+}
+
+impl MemberLists {
+    /// The group's member ids in join order.
+    pub(crate) async fn get(&mut self, db: Db<'_>, group: &str) -> PgResult<Arc<[String]>> {
+        if let Some(list) = self.0.get(group) {
+            return Ok(list.clone());
+        }
+        let list: Arc<[String]> = member_ids(db, group).await?.into();
+        self.0.insert(group.to_string(), list.clone());
+        Ok(list)
+    }
+
+    pub(crate) fn forget(&mut self, group: &str) {
+        self.0.remove(group);
+    }
+}
+
 /// Who a group message goes to: `(recipients, audience)`.
 type Fanout = (Vec<String>, Vec<String>);
 
 /// The recipients of a group message (the sender first, then every member, or only the
 /// audience's members) and its audience as stored (only members), or why it is refused.
 pub(crate) async fn recipients(
-    b: &mut Batch<'_>,
+    db: Db<'_>,
+    lists: &mut MemberLists,
     m: &AppendMessage,
 ) -> PgResult<Result<Fanout, GroupRefusal>> {
-    let (group_state, member) = tokio::try_join!(
-        state(b.db, &m.target),
-        member_row(b.db, &m.target, &m.sender)
-    )?;
-    let Some(State {
-        owner,
-        dismissed,
-        muted_until: group_muted,
-        ..
-    }) = group_state
-    else {
-        return Ok(Err(GroupRefusal::NotFound));
-    };
-    if dismissed != 0 {
-        return Ok(Err(GroupRefusal::Dismissed));
+    let (row, member) = tokio::try_join!(row(db, &m.target), member_row(db, &m.target, &m.sender))?;
+    let muted = member.map(|(_, muted)| muted);
+    if let Err(refusal) = rules::may_send(row.as_ref(), &m.sender, muted, m.sent_time) {
+        return Ok(Err(refusal));
     }
-    let Some((_, muted)) = member else {
-        return Ok(Err(GroupRefusal::NotMember));
-    };
-    let now = m.sent_time;
-    if muted > now || (group_muted > now && m.sender != owner) {
-        return Ok(Err(GroupRefusal::Muted));
-    }
-    let members = b.members(&m.target).await?;
-    let mut recipients = Vec::with_capacity(members.len());
-    recipients.push(m.sender.clone());
-    let mut audience = Vec::new();
-    if m.audience.is_empty() {
-        recipients.extend(members.iter().filter(|u| **u != m.sender).cloned());
-    } else {
-        let members: std::collections::HashSet<&String> = members.iter().collect();
-        for user in &m.audience {
-            if *user != m.sender && members.contains(user) && !audience.contains(user) {
-                audience.push(user.clone());
-                recipients.push(user.clone());
-            }
-        }
-    }
-    Ok(Ok((recipients, audience)))
+    let members = lists.get(db, &m.target).await?;
+    Ok(Ok(rules::fanout(&m.sender, &members, &m.audience)))
 }
 
-/// Applies a group change and appends its notification.
-pub(crate) async fn change(b: &mut Batch<'_>, c: GroupChange) -> PgResult<WriteResult> {
-    let db = b.db;
-    let refused = |r| Ok(WriteResult::GroupRefused(r));
-    let now = c.notification.sent_time;
+/// Reads what the group's rule needs for a change, and decides it.
+pub(crate) async fn decide(db: Db<'_>, c: &GroupChange) -> PgResult<Decision> {
     let id = c.group.as_str();
-    // Whatever the change, the members are read again on the group's next message.
-    b.forget_members(id);
-    let conv = c.notification.conversation_id.clone();
-    let mut existing = state(db, id).await?;
+    let mut row = row(db, id).await?;
     // A join of a group that is not there makes it. Another node may be making it at the same
     // time: the insert then waits for that node's commit, finds the row, and this joins it
     // under its lock instead.
     let mut made_open = false;
-    if let (GroupAction::Join(user), None) = (&c.action, &existing) {
+    if let (GroupAction::Join(user), None) = (&c.action, &row) {
         made_open = db
             .execute(
                 "INSERT INTO groups (id, owner, created, kind) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT DO NOTHING",
-                &[&id, user, &now, &GroupKind::Open.as_str()],
+                &[
+                    &id,
+                    user,
+                    &c.notification.sent_time,
+                    &GroupKind::Open.as_str(),
+                ],
             )
             .await?
             == 1;
         if !made_open {
-            existing = db
-                .query_opt(&format!("{STATE} FOR UPDATE"), &[&id])
+            row = db
+                .query_opt(&format!("{ROW} FOR UPDATE"), &[&id])
                 .await?
                 .as_ref()
-                .map(state_from_row);
+                .map(row_from);
         }
     }
-    // A user's own change is checked against the group as it is now; the app server's need none.
-    if let Some(st) = existing
-        .as_ref()
-        .filter(|st| st.dismissed == 0 && c.permit != tidings_store::Permit::App)
-    {
-        let member = member_row(db, id, &c.by).await?.is_some();
-        if let Err(r) = c
-            .permit
-            .check(st.kind, st.invite_open, &st.owner, &c.by, member)
-        {
-            return refused(r);
-        }
-    }
-    // What changes, for the notification; joined and left members.
-    let mut content = serde_json::json!({ "operatorId": c.by });
-    let mut joined: Vec<String> = Vec::new();
-    let mut left: Vec<String> = Vec::new();
-    let mut dismiss = false;
-    match (&c.action, existing) {
-        (
-            GroupAction::Create {
-                kind,
-                owner,
-                name,
-                portrait,
-                extra,
-                members,
-            },
-            None,
-        ) => {
-            joined.push(owner.clone());
-            for u in members {
-                if !joined.contains(u) {
-                    joined.push(u.clone());
-                }
+    let needs = rules::needs(c, row.as_ref());
+    let leaving = needs.leaving.unwrap_or_default();
+    let (members, count, successor) = tokio::try_join!(
+        async {
+            if needs.members.is_empty() {
+                return Ok(Vec::new());
             }
-            if joined.len() as u64 > c.max_members {
-                return refused(GroupRefusal::Full);
-            }
-            // Another node may have created it meanwhile: then it exists.
-            let inserted = db
-                .execute(
-                    "INSERT INTO groups (id, name, portrait, extra, owner, created, kind) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-                    &[&id, name, portrait, extra, owner, &now, &kind.as_str()],
-                )
-                .await?;
-            if inserted == 0 {
-                return refused(GroupRefusal::Exists);
-            }
-            tidings_store::created_content(&mut content, *kind, owner, name, &joined);
-        }
-        (GroupAction::Join(user), None) if made_open => {
-            joined.push(user.clone());
-            tidings_store::created_content(&mut content, GroupKind::Open, user, "", &joined);
-        }
-        (GroupAction::Create { .. }, Some(_)) => return refused(GroupRefusal::Exists),
-        (_, None) => return refused(GroupRefusal::NotFound),
-        (_, Some(st)) if st.dismissed != 0 => return refused(GroupRefusal::Dismissed),
-        (action, Some(State { owner, kind, .. })) => match action {
-            // Creates were answered above; an existing group cannot be created again.
-            GroupAction::Create { .. } => return refused(GroupRefusal::Exists),
-            GroupAction::Update {
-                name,
-                portrait,
-                extra,
-                invite_open,
-            } => {
-                db.execute(
-                    "UPDATE groups SET name = coalesce($2, name), \
-                     portrait = coalesce($3, portrait), extra = coalesce($4, extra), \
-                     invite_open = coalesce($5, invite_open) WHERE id = $1",
-                    &[&id, name, portrait, extra, invite_open],
-                )
-                .await?;
-                tidings_store::updated_content(&mut content, action);
-            }
-            GroupAction::Join(user) => {
-                let current = member_ids(db, id).await?;
-                if current.contains(user) {
-                    return unchanged(db, id).await;
-                }
-                if kind != GroupKind::Open {
-                    return refused(GroupRefusal::NotMember);
-                }
-                if current.len() as u64 + 1 > c.max_members {
-                    return refused(GroupRefusal::Full);
-                }
-                joined.push(user.clone());
-                content["operation"] = "add".into();
-                content["userIds"] = joined.clone().into();
-            }
-            GroupAction::AddMembers(users) => {
-                let current = member_ids(db, id).await?;
-                for u in users {
-                    if !joined.contains(u) && !current.contains(u) {
-                        joined.push(u.clone());
-                    }
-                }
-                if joined.is_empty() {
-                    return unchanged(db, id).await;
-                }
-                if current.len() as u64 + joined.len() as u64 > c.max_members {
-                    return refused(GroupRefusal::Full);
-                }
-                content["operation"] = "add".into();
-                content["userIds"] = joined.clone().into();
-            }
-            GroupAction::RemoveMembers(users) => {
-                let current = member_ids(db, id).await?;
-                for u in users {
-                    if !left.contains(u) && current.contains(u) {
-                        left.push(u.clone());
-                    }
-                }
-                if left.is_empty() {
-                    return unchanged(db, id).await;
-                }
-                content["operation"] = "remove".into();
-                content["userIds"] = left.clone().into();
-                dismiss = hand_over(db, id, &owner, &left, &mut content).await?;
-            }
-            GroupAction::Quit(user) => {
-                if member_row(db, id, user).await?.is_none() {
-                    return refused(GroupRefusal::NotMember);
-                }
-                left.push(user.clone());
-                content["operation"] = "quit".into();
-                content["userIds"] = left.clone().into();
-                dismiss = hand_over(db, id, &owner, &left, &mut content).await?;
-            }
-            GroupAction::TransferOwner(user) => {
-                if member_row(db, id, user).await?.is_none() {
-                    return refused(GroupRefusal::NotMember);
-                }
-                if *user == owner {
-                    return unchanged(db, id).await;
-                }
-                db.execute("UPDATE groups SET owner = $2 WHERE id = $1", &[&id, user])
-                    .await?;
-                content["operation"] = "transfer".into();
-                content["ownerId"] = user.as_str().into();
-            }
-            GroupAction::Mute { user, until } => {
-                match user {
-                    Some(u) => {
-                        let updated = db
-                            .execute(
-                                "UPDATE group_members SET muted_until = $3 \
-                                 WHERE group_id = $1 AND user_id = $2",
-                                &[&id, u, until],
-                            )
-                            .await?;
-                        if updated == 0 {
-                            return refused(GroupRefusal::NotMember);
-                        }
-                        content["userIds"] = vec![u.clone()].into();
-                    }
-                    None => {
-                        db.execute(
-                            "UPDATE groups SET muted_until = $2 WHERE id = $1",
-                            &[&id, until],
-                        )
-                        .await?;
-                        content["all"] = true.into();
-                    }
-                }
-                content["operation"] = if *until > now { "mute" } else { "unmute" }.into();
-                content["until"] = (*until).into();
-            }
-            GroupAction::Dismiss => {
-                left = member_ids(db, id).await?;
-                content["operation"] = "dismiss".into();
-                dismiss = true;
-            }
+            db.query(
+                "SELECT user_id FROM group_members WHERE group_id = $1 AND user_id = ANY($2)",
+                &[&id, &needs.members],
+            )
+            .await
         },
+        async {
+            if !needs.count {
+                return Ok(None);
+            }
+            db.query_opt(
+                "SELECT count(*) FROM group_members WHERE group_id = $1",
+                &[&id],
+            )
+            .await
+        },
+        async {
+            if leaving.is_empty() {
+                return Ok(None);
+            }
+            db.query_opt(
+                "SELECT user_id FROM group_members WHERE group_id = $1 AND user_id <> ALL($2) \
+                 ORDER BY id LIMIT 1",
+                &[&id, &leaving],
+            )
+            .await
+        },
+    )?;
+    let snapshot = GroupSnapshot {
+        row,
+        members: members.iter().map(|r| r.get(0)).collect(),
+        member_count: count.map_or(0, |r| r.get::<_, i64>(0) as u64),
+        successor: successor.map(|r| r.get(0)),
+    };
+    let mut decision = rules::decide(c, &snapshot);
+    if let (Decision::Change(effects), true) = (&mut decision, made_open) {
+        // The row this join makes is in already.
+        effects.insert = None;
     }
-    // The seq of the notification: members who join see it and nothing before it; members who
-    // leave see up to it.
-    let seq = b.last_seq(&conv).await? + 1;
+    Ok(decision)
+}
+
+/// Writes a change's effects with its notification's `seq`: members who join see the
+/// notification and nothing before it; members who leave see up to it. Returns the
+/// notification's recipients (the members after the change, then those who left), or
+/// [`GroupRefusal::Exists`] with nothing written when another node created the group first.
+pub(crate) async fn apply(
+    db: Db<'_>,
+    id: &str,
+    e: &Effects,
+    now: i64,
+    seq: u64,
+) -> PgResult<Result<Vec<String>, GroupRefusal>> {
+    if let Some(g) = &e.insert {
+        let inserted = db
+            .execute(
+                "INSERT INTO groups (id, name, portrait, extra, owner, created, kind) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                &[
+                    &id,
+                    &g.name,
+                    &g.portrait,
+                    &g.extra,
+                    &g.owner,
+                    &now,
+                    &g.kind.as_str(),
+                ],
+            )
+            .await?;
+        if inserted == 0 {
+            return Ok(Err(GroupRefusal::Exists));
+        }
+    }
+    if let Some(u) = &e.update {
+        db.execute(
+            "UPDATE groups SET name = coalesce($2, name), \
+             portrait = coalesce($3, portrait), extra = coalesce($4, extra), \
+             invite_open = coalesce($5, invite_open) WHERE id = $1",
+            &[&id, &u.name, &u.portrait, &u.extra, &u.invite_open],
+        )
+        .await?;
+    }
+    if let Some(owner) = &e.owner {
+        db.execute("UPDATE groups SET owner = $2 WHERE id = $1", &[&id, owner])
+            .await?;
+    }
+    match &e.mute {
+        Some(Mute::Member { user, until }) => {
+            db.execute(
+                "UPDATE group_members SET muted_until = $3 WHERE group_id = $1 AND user_id = $2",
+                &[&id, user, until],
+            )
+            .await?;
+        }
+        Some(Mute::Group { until }) => {
+            db.execute(
+                "UPDATE groups SET muted_until = $2 WHERE id = $1",
+                &[&id, until],
+            )
+            .await?;
+        }
+        None => {}
+    }
+    let conv = tidings_store::group_conversation_id(id);
     let before = big(seq - 1);
-    if !joined.is_empty() {
+    if !e.joined.is_empty() {
         db.execute(
             "INSERT INTO group_members (group_id, user_id, joined, joined_seq) \
              SELECT $1, u, $3, $4 FROM unnest($2::text[]) WITH ORDINALITY AS j(u, n) ORDER BY n",
-            &[&id, &joined, &now, &before],
+            &[&id, &e.joined, &now, &before],
         )
         .await?;
         db.execute(
@@ -479,11 +396,12 @@ pub(crate) async fn change(b: &mut Batch<'_>, c: GroupChange) -> PgResult<WriteR
              ON CONFLICT (user_id, conv_type, target) DO UPDATE SET \
              read_seq = greatest(conversations.read_seq, $4), \
              cleared_seq = greatest(conversations.cleared_seq, $4), until_seq = 0, removed_seq = 0",
-            &[&joined, &id, &conv, &before],
+            &[&e.joined, &id, &conv, &before],
         )
         .await?;
     }
-    if dismiss {
+    let mut left = e.left.clone();
+    if e.dismiss {
         // Everyone still a member leaves with the group.
         for user in member_ids(db, id).await? {
             if !left.contains(&user) {
@@ -504,64 +422,20 @@ pub(crate) async fn change(b: &mut Batch<'_>, c: GroupChange) -> PgResult<WriteR
         )
         .await?;
     }
-    if dismiss {
+    if e.dismiss {
         db.execute(
             "UPDATE groups SET dismissed = $2 WHERE id = $1",
             &[&id, &now],
         )
         .await?;
-        content["dismissed"] = true.into();
     }
-    let mut notification = c.notification;
-    notification.content = content.to_string();
-    notification.digest = notification.uid.clone();
-    notification.counted = false;
-    notification.to_group = false;
-    notification.participants.clear();
-    notification.recipients = member_ids(db, id).await?;
-    notification.recipients.extend(left);
-    let (message, inbox) = match append(b, notification).await? {
-        WriteResult::Appended { message, inbox, .. } => (message, inbox),
-        other => {
-            return Err(Error::Invalid(format!(
-                "the notification's uid was used before: {other:?}"
-            )));
-        }
-    };
-    debug_assert_eq!(message.seq, seq);
-    let group = read_in(db, id).await?;
-    Ok(WriteResult::GroupChanged {
-        group,
-        notification: Some((message, inbox)),
-    })
+    let mut recipients = member_ids(db, id).await?;
+    recipients.extend(left);
+    Ok(Ok(recipients))
 }
 
-/// After members leave: if the owner is one of them, the longest-standing remaining member
-/// becomes the owner; if nobody remains, the group is dismissed (returns true).
-async fn hand_over(
-    db: Db<'_>,
-    id: &str,
-    owner: &str,
-    left: &[String],
-    content: &mut serde_json::Value,
-) -> PgResult<bool> {
-    let remaining: Vec<String> = member_ids(db, id)
-        .await?
-        .into_iter()
-        .filter(|u| !left.contains(u))
-        .collect();
-    let Some(heir) = remaining.first() else {
-        return Ok(true);
-    };
-    if left.iter().any(|u| u == owner) {
-        db.execute("UPDATE groups SET owner = $2 WHERE id = $1", &[&id, heir])
-            .await?;
-        content["ownerId"] = heir.as_str().into();
-    }
-    Ok(false)
-}
-
-async fn read_in(db: Db<'_>, id: &str) -> PgResult<GroupInfo> {
+/// The group as it is in the write's transaction.
+pub(crate) async fn read_in(db: Db<'_>, id: &str) -> PgResult<GroupInfo> {
     let row = db
         .query_one(
             &format!("SELECT {GROUP_COLUMNS} FROM groups g WHERE g.id = $1"),
@@ -569,12 +443,4 @@ async fn read_in(db: Db<'_>, id: &str) -> PgResult<GroupInfo> {
         )
         .await?;
     Ok(group_from_row(&row))
-}
-
-/// The answer to a change that changes nothing.
-async fn unchanged(db: Db<'_>, id: &str) -> PgResult<WriteResult> {
-    Ok(WriteResult::GroupChanged {
-        group: read_in(db, id).await?,
-        notification: None,
-    })
 }

@@ -14,9 +14,10 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use tidings_store::rules::groups::Decision;
 use tidings_store::{
     Amend, AmendAction, AmendRefusal, AppendMessage, ConversationSettings, ConversationUpdate,
-    GroupAction, Result, StoreError, StoredMessage, WriteOp, WriteResult,
+    GroupAction, GroupChange, Result, StoreError, StoredMessage, WriteOp, WriteResult,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -298,7 +299,7 @@ pub(crate) struct Batch<'a> {
     pub(crate) db: Db<'a>,
     convs: HashMap<String, Counter>,
     inboxes: HashMap<String, Counter>,
-    members: HashMap<String, Arc<[String]>>,
+    members: crate::groups::MemberLists,
 }
 
 impl<'a> Batch<'a> {
@@ -307,7 +308,7 @@ impl<'a> Batch<'a> {
             db,
             convs: HashMap::new(),
             inboxes: HashMap::new(),
-            members: HashMap::new(),
+            members: Default::default(),
         }
     }
 
@@ -529,17 +530,12 @@ impl<'a> Batch<'a> {
 
     /// The group's member ids in join order, read under the group's lock.
     pub(crate) async fn members(&mut self, group: &str) -> PgResult<Arc<[String]>> {
-        if let Some(list) = self.members.get(group) {
-            return Ok(list.clone());
-        }
-        let list: Arc<[String]> = crate::groups::member_ids(self.db, group).await?.into();
-        self.members.insert(group.to_string(), list.clone());
-        Ok(list)
+        self.members.get(self.db, group).await
     }
 
     /// Forgets a group's member list after a change to it.
     pub(crate) fn forget_members(&mut self, group: &str) {
-        self.members.remove(group);
+        self.members.forget(group);
     }
 }
 
@@ -581,7 +577,7 @@ async fn apply(b: &mut Batch<'_>, op: WriteOp) -> PgResult<WriteResult> {
         }
         WriteOp::UpdateConversation(u) => update_conversation(b, *u).await,
         WriteOp::Amend(a) => amend(b, *a).await,
-        WriteOp::Group(change) => crate::groups::change(b, *change).await,
+        WriteOp::Group(change) => change_group(b, *change).await,
         WriteOp::CreateChatroom(r) => {
             let inserted = db
                 .execute(
@@ -870,6 +866,47 @@ const APPEND_SQL: &str = "WITH ok AS (SELECT $22::text IS NULL OR NOT EXISTS (SE
                SELECT m.id, a FROM m, unnest($21::text[]) AS a ON CONFLICT DO NOTHING) \
              SELECT (SELECT ok FROM ok), (SELECT id FROM m)";
 
+/// Applies a group change: the group's rule decides on what `groups` reads, `groups` writes
+/// the effects, and the notification that records them is appended here, where seqs are
+/// given out.
+async fn change_group(b: &mut Batch<'_>, c: GroupChange) -> PgResult<WriteResult> {
+    let db = b.db;
+    // Whatever the change, the members are read again on the group's next message.
+    b.forget_members(&c.group);
+    let effects = match crate::groups::decide(db, &c).await? {
+        Decision::Change(effects) => effects,
+        Decision::Refused(refusal) => return Ok(WriteResult::GroupRefused(refusal)),
+        Decision::Unchanged => {
+            let group = crate::groups::read_in(db, &c.group).await?;
+            return Ok(WriteResult::GroupChanged {
+                group,
+                notification: None,
+            });
+        }
+    };
+    let seq = b.last_seq(&c.notification.conversation_id).await? + 1;
+    let now = c.notification.sent_time;
+    let recipients = match crate::groups::apply(db, &c.group, &effects, now, seq).await? {
+        Ok(recipients) => recipients,
+        Err(refusal) => return Ok(WriteResult::GroupRefused(refusal)),
+    };
+    let notification = effects.notification(c.notification, recipients);
+    let (message, inbox) = match append(b, notification).await? {
+        WriteResult::Appended { message, inbox, .. } => (message, inbox),
+        other => {
+            return Err(Error::Invalid(format!(
+                "the notification's uid was used before: {other:?}"
+            )));
+        }
+    };
+    debug_assert_eq!(message.seq, seq);
+    let group = crate::groups::read_in(db, &c.group).await?;
+    Ok(WriteResult::GroupChanged {
+        group,
+        notification: Some((message, inbox)),
+    })
+}
+
 pub(crate) async fn append(b: &mut Batch<'_>, mut m: AppendMessage) -> PgResult<WriteResult> {
     if m.only_if_stored {
         return existing_or(b.db, &m, WriteResult::NotStored).await;
@@ -881,7 +918,7 @@ pub(crate) async fn append(b: &mut Batch<'_>, mut m: AppendMessage) -> PgResult<
         if let Some(found) = existing_if_stored(b.db, &m).await? {
             return Ok(found);
         }
-        match crate::groups::recipients(b, &m).await? {
+        match crate::groups::recipients(b.db, &mut b.members, &m).await? {
             Ok((recipients, audience)) => {
                 m.recipients = recipients;
                 if !m.audience.is_empty() {
@@ -1262,7 +1299,7 @@ async fn amend(b: &mut Batch<'_>, mut a: Amend) -> PgResult<WriteResult> {
             recipients.extend(members.iter().filter(|u| **u != a.by).cloned());
             a.event.recipients = recipients;
             a.event.to_group = false;
-        } else if let Err(r) = crate::groups::recipients(b, &a.event).await? {
+        } else if let Err(r) = crate::groups::recipients(b.db, &mut b.members, &a.event).await? {
             return refused(AmendRefusal::Group(r));
         }
     }

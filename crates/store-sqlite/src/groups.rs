@@ -1,5 +1,8 @@
-//! Groups: their changes (applied by the writer, each with the notification message that records
-//! it in the group's conversation), the members a group message goes to, and the reads.
+//! Groups in SQL: the reads, the snapshot a change's rule decides on and the writing of the
+//! effects it decides, the members a group message goes to, and the cache of member lists.
+//! The rules themselves (who may change what, the notification's content, who may send) are
+//! `tidings_store::rules::groups`; the writer sequences a change (decide, apply, then append
+//! the notification). This module does not depend on the writer.
 //!
 //! A member's view of the group's conversation is their conversation row: joining sets its
 //! `cleared_seq` and `read_seq` to the seq just before the join's notification (nothing from
@@ -11,12 +14,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
-use tidings_store::{
-    AppendMessage, GroupAction, GroupChange, GroupInfo, GroupKind, GroupMember, GroupMembers,
-    GroupReceipt, GroupRefusal, WriteResult,
+use tidings_store::rules::groups::{
+    self as rules, Decision, Effects, GroupRow, GroupSnapshot, Mute, stored_kind,
 };
-
-use crate::writer::{Counters, append};
+use tidings_store::{
+    AppendMessage, GroupChange, GroupInfo, GroupMember, GroupMembers, GroupReceipt, GroupRefusal,
+};
 
 const GROUP_COLUMNS: &str = "g.id, g.name, g.portrait, g.extra, g.owner, g.created, g.dismissed, \
      g.muted_until, (SELECT count(*) FROM group_members WHERE group_id = g.id), g.kind, \
@@ -33,14 +36,9 @@ fn group_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<GroupInfo> {
         dismissed: r.get(6)?,
         muted_until: r.get(7)?,
         member_count: r.get::<_, i64>(8)? as u64,
-        kind: kind_of(&r.get::<_, String>(9)?),
+        kind: stored_kind(&r.get::<_, String>(9)?),
         invite_open: r.get(10)?,
     })
-}
-
-/// A stored kind; one this build does not know is treated as the most closed.
-fn kind_of(stored: &str) -> GroupKind {
-    GroupKind::parse(stored).unwrap_or_default()
 }
 
 pub fn group(c: &Connection, id: &str) -> rusqlite::Result<Option<GroupInfo>> {
@@ -150,25 +148,17 @@ fn member_row(c: &Connection, id: &str, user: &str) -> rusqlite::Result<Option<(
     .optional()
 }
 
-/// A group's state as the writer needs it.
-struct State {
-    owner: String,
-    dismissed: i64,
-    muted_until: i64,
-    kind: GroupKind,
-    invite_open: bool,
-}
-
-fn state(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<Option<State>> {
+/// A group's row, as the rules read it.
+fn row(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<Option<GroupRow>> {
     tx.prepare_cached(
         "SELECT owner, dismissed, muted_until, kind, invite_open FROM groups WHERE id = ?1",
     )?
     .query_row(params![id], |r| {
-        Ok(State {
+        Ok(GroupRow {
             owner: r.get(0)?,
             dismissed: r.get(1)?,
             muted_until: r.get(2)?,
-            kind: kind_of(&r.get::<_, String>(3)?),
+            kind: stored_kind(&r.get::<_, String>(3)?),
             invite_open: r.get(4)?,
         })
     })
@@ -233,239 +223,107 @@ type Fanout = (Vec<String>, Vec<String>);
 /// audience's members) and its audience as stored (only members), or why it is refused.
 pub(crate) fn recipients(
     tx: &Transaction<'_>,
-    counters: &mut Counters,
+    cache: &mut MemberCache,
     m: &AppendMessage,
 ) -> rusqlite::Result<Result<Fanout, GroupRefusal>> {
-    let Some(State {
-        owner,
-        dismissed,
-        muted_until: group_muted,
-        ..
-    }) = state(tx, &m.target)?
-    else {
-        return Ok(Err(GroupRefusal::NotFound));
+    let row = row(tx, &m.target)?;
+    // The sender's membership matters only to a live group.
+    let muted = match &row {
+        Some(r) if r.live() => member_row(tx, &m.target, &m.sender)?.map(|(_, muted)| muted),
+        _ => None,
     };
-    if dismissed != 0 {
-        return Ok(Err(GroupRefusal::Dismissed));
+    if let Err(refusal) = rules::may_send(row.as_ref(), &m.sender, muted, m.sent_time) {
+        return Ok(Err(refusal));
     }
-    let Some((_, muted)) = member_row(tx, &m.target, &m.sender)? else {
-        return Ok(Err(GroupRefusal::NotMember));
-    };
-    let now = m.sent_time;
-    if muted > now || (group_muted > now && m.sender != owner) {
-        return Ok(Err(GroupRefusal::Muted));
-    }
-    let members = counters.members.get(tx, &m.target)?;
-    let mut recipients = Vec::with_capacity(members.len());
-    recipients.push(m.sender.clone());
-    let mut audience = Vec::new();
-    if m.audience.is_empty() {
-        recipients.extend(members.iter().filter(|u| **u != m.sender).cloned());
-    } else {
-        let members: std::collections::HashSet<&String> = members.iter().collect();
-        for user in &m.audience {
-            if *user != m.sender && members.contains(user) && !audience.contains(user) {
-                audience.push(user.clone());
-                recipients.push(user.clone());
-            }
-        }
-    }
-    Ok(Ok((recipients, audience)))
+    let members = cache.get(tx, &m.target)?;
+    Ok(Ok(rules::fanout(&m.sender, &members, &m.audience)))
 }
 
-/// Applies a group change and appends its notification.
-pub(crate) fn change(
-    tx: &Transaction<'_>,
-    counters: &mut Counters,
-    c: GroupChange,
-) -> rusqlite::Result<WriteResult> {
-    let refused = |r| Ok(WriteResult::GroupRefused(r));
-    let now = c.notification.sent_time;
+/// Reads what the group's rule needs for a change, and decides it.
+pub(crate) fn decide(tx: &Transaction<'_>, c: &GroupChange) -> rusqlite::Result<Decision> {
     let id = c.group.as_str();
-    // Whatever the change, the members are read again on the group's next message.
-    counters.members.forget(id);
-    let conv = c.notification.conversation_id.clone();
-    let existing = state(tx, id)?;
-    // A user's own change is checked against the group as it is now; the app server's need none.
-    if let Some(st) = existing
-        .as_ref()
-        .filter(|st| st.dismissed == 0 && c.permit != tidings_store::Permit::App)
-    {
-        let member = member_row(tx, id, &c.by)?.is_some();
-        if let Err(r) = c
-            .permit
-            .check(st.kind, st.invite_open, &st.owner, &c.by, member)
-        {
-            return refused(r);
+    let row = row(tx, id)?;
+    let needs = rules::needs(c, row.as_ref());
+    let mut snapshot = GroupSnapshot::default();
+    for user in needs.members {
+        if member_row(tx, id, user)?.is_some() {
+            snapshot.members.insert(user.to_string());
         }
     }
-    // What changes, for the notification; joined and left members.
-    let mut content = serde_json::json!({ "operatorId": c.by });
-    let mut joined: Vec<String> = Vec::new();
-    let mut left: Vec<String> = Vec::new();
-    let mut dismiss = false;
-    match (&c.action, existing) {
-        (
-            GroupAction::Create {
-                kind,
-                owner,
-                name,
-                portrait,
-                extra,
-                members,
-            },
-            None,
-        ) => {
-            joined.push(owner.clone());
-            for u in members {
-                if !joined.contains(u) {
-                    joined.push(u.clone());
-                }
-            }
-            if joined.len() as u64 > c.max_members {
-                return refused(GroupRefusal::Full);
-            }
-            tx.prepare_cached(
-                "INSERT INTO groups (id, name, portrait, extra, owner, created, kind) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![
-                id,
-                name,
-                portrait,
-                extra,
-                owner,
-                now,
-                kind.as_str()
-            ])?;
-            tidings_store::created_content(&mut content, *kind, owner, name, &joined);
-        }
-        (GroupAction::Join(user), None) => {
-            joined.push(user.clone());
-            tx.prepare_cached(
-                "INSERT INTO groups (id, owner, created, kind) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![id, user, now, GroupKind::Open.as_str()])?;
-            tidings_store::created_content(&mut content, GroupKind::Open, user, "", &joined);
-        }
-        (GroupAction::Create { .. }, Some(_)) => return refused(GroupRefusal::Exists),
-        (_, None) => return refused(GroupRefusal::NotFound),
-        (_, Some(st)) if st.dismissed != 0 => return refused(GroupRefusal::Dismissed),
-        (action, Some(State { owner, kind, .. })) => match action {
-            // Creates were answered above; an existing group cannot be created again.
-            GroupAction::Create { .. } => return refused(GroupRefusal::Exists),
-            GroupAction::Update {
-                name,
-                portrait,
-                extra,
-                invite_open,
-            } => {
-                tx.prepare_cached(
-                    "UPDATE groups SET name = coalesce(?2, name), \
-                     portrait = coalesce(?3, portrait), extra = coalesce(?4, extra), \
-                     invite_open = coalesce(?5, invite_open) WHERE id = ?1",
-                )?
-                .execute(params![id, name, portrait, extra, invite_open])?;
-                tidings_store::updated_content(&mut content, action);
-            }
-            GroupAction::Join(user) => {
-                if member_row(tx, id, user)?.is_some() {
-                    return unchanged(tx, id);
-                }
-                if kind != GroupKind::Open {
-                    return refused(GroupRefusal::NotMember);
-                }
-                if member_count(tx, id)? + 1 > c.max_members {
-                    return refused(GroupRefusal::Full);
-                }
-                joined.push(user.clone());
-                content["operation"] = "add".into();
-                content["userIds"] = joined.clone().into();
-            }
-            GroupAction::AddMembers(users) => {
-                for u in users {
-                    if !joined.contains(u) && member_row(tx, id, u)?.is_none() {
-                        joined.push(u.clone());
-                    }
-                }
-                if joined.is_empty() {
-                    return unchanged(tx, id);
-                }
-                let count = member_count(tx, id)?;
-                if count + joined.len() as u64 > c.max_members {
-                    return refused(GroupRefusal::Full);
-                }
-                content["operation"] = "add".into();
-                content["userIds"] = joined.clone().into();
-            }
-            GroupAction::RemoveMembers(users) => {
-                for u in users {
-                    if !left.contains(u) && member_row(tx, id, u)?.is_some() {
-                        left.push(u.clone());
-                    }
-                }
-                if left.is_empty() {
-                    return unchanged(tx, id);
-                }
-                content["operation"] = "remove".into();
-                content["userIds"] = left.clone().into();
-                dismiss = hand_over(tx, id, &owner, &left, &mut content)?;
-            }
-            GroupAction::Quit(user) => {
-                if member_row(tx, id, user)?.is_none() {
-                    return refused(GroupRefusal::NotMember);
-                }
-                left.push(user.clone());
-                content["operation"] = "quit".into();
-                content["userIds"] = left.clone().into();
-                dismiss = hand_over(tx, id, &owner, &left, &mut content)?;
-            }
-            GroupAction::TransferOwner(user) => {
-                if member_row(tx, id, user)?.is_none() {
-                    return refused(GroupRefusal::NotMember);
-                }
-                if *user == owner {
-                    return unchanged(tx, id);
-                }
-                tx.prepare_cached("UPDATE groups SET owner = ?2 WHERE id = ?1")?
-                    .execute(params![id, user])?;
-                content["operation"] = "transfer".into();
-                content["ownerId"] = user.as_str().into();
-            }
-            GroupAction::Mute { user, until } => {
-                match user {
-                    Some(u) => {
-                        let updated = tx
-                            .prepare_cached(
-                                "UPDATE group_members SET muted_until = ?3 \
-                                 WHERE group_id = ?1 AND user_id = ?2",
-                            )?
-                            .execute(params![id, u, until])?;
-                        if updated == 0 {
-                            return refused(GroupRefusal::NotMember);
-                        }
-                        content["userIds"] = vec![u.clone()].into();
-                    }
-                    None => {
-                        tx.prepare_cached("UPDATE groups SET muted_until = ?2 WHERE id = ?1")?
-                            .execute(params![id, until])?;
-                        content["all"] = true.into();
-                    }
-                }
-                content["operation"] = if *until > now { "mute" } else { "unmute" }.into();
-                content["until"] = (*until).into();
-            }
-            GroupAction::Dismiss => {
-                left = member_ids(tx, id)?;
-                content["operation"] = "dismiss".into();
-                dismiss = true;
-            }
-        },
+    if needs.count {
+        snapshot.member_count = tx
+            .prepare_cached("SELECT count(*) FROM group_members WHERE group_id = ?1")?
+            .query_row(params![id], |r| r.get::<_, i64>(0))? as u64;
     }
-    // The seq of the notification: members who join see it and nothing before it; members who
-    // leave see up to it.
-    let seq = counters.last_seq(tx, &conv)? + 1;
-    for user in &joined {
+    if let Some(leaving) = needs.leaving {
+        // Members in join order, until the first who stays: usually the first row.
+        let mut stmt =
+            tx.prepare_cached("SELECT user_id FROM group_members WHERE group_id = ?1 ORDER BY id")?;
+        let mut rows = stmt.query(params![id])?;
+        while let Some(r) = rows.next()? {
+            let user: String = r.get(0)?;
+            if !leaving.contains(&user.as_str()) {
+                snapshot.successor = Some(user);
+                break;
+            }
+        }
+    }
+    snapshot.row = row;
+    Ok(rules::decide(c, &snapshot))
+}
+
+/// Writes a change's effects with its notification's `seq`: members who join see the
+/// notification and nothing before it; members who leave see up to it. Returns the
+/// notification's recipients: the members after the change, then those who left.
+pub(crate) fn apply(
+    tx: &Transaction<'_>,
+    id: &str,
+    e: &Effects,
+    now: i64,
+    seq: u64,
+) -> rusqlite::Result<Vec<String>> {
+    if let Some(g) = &e.insert {
+        tx.prepare_cached(
+            "INSERT INTO groups (id, name, portrait, extra, owner, created, kind) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            id,
+            g.name,
+            g.portrait,
+            g.extra,
+            g.owner,
+            now,
+            g.kind.as_str()
+        ])?;
+    }
+    if let Some(u) = &e.update {
+        tx.prepare_cached(
+            "UPDATE groups SET name = coalesce(?2, name), \
+             portrait = coalesce(?3, portrait), extra = coalesce(?4, extra), \
+             invite_open = coalesce(?5, invite_open) WHERE id = ?1",
+        )?
+        .execute(params![id, u.name, u.portrait, u.extra, u.invite_open])?;
+    }
+    if let Some(owner) = &e.owner {
+        tx.prepare_cached("UPDATE groups SET owner = ?2 WHERE id = ?1")?
+            .execute(params![id, owner])?;
+    }
+    match &e.mute {
+        Some(Mute::Member { user, until }) => {
+            tx.prepare_cached(
+                "UPDATE group_members SET muted_until = ?3 WHERE group_id = ?1 AND user_id = ?2",
+            )?
+            .execute(params![id, user, until])?;
+        }
+        Some(Mute::Group { until }) => {
+            tx.prepare_cached("UPDATE groups SET muted_until = ?2 WHERE id = ?1")?
+                .execute(params![id, until])?;
+        }
+        None => {}
+    }
+    let conv = tidings_store::group_conversation_id(id);
+    for user in &e.joined {
         tx.prepare_cached(
             "INSERT INTO group_members (group_id, user_id, joined, joined_seq) \
              VALUES (?1, ?2, ?3, ?4)",
@@ -479,6 +337,15 @@ pub(crate) fn change(
         )?
         .execute(params![user, id, conv, seq as i64 - 1])?;
     }
+    let mut left = e.left.clone();
+    if e.dismiss {
+        // Everyone still a member leaves with the group.
+        for user in member_ids(tx, id)? {
+            if !left.contains(&user) {
+                left.push(user);
+            }
+        }
+    }
     for user in &left {
         tx.prepare_cached("DELETE FROM group_members WHERE group_id = ?1 AND user_id = ?2")?
             .execute(params![id, user])?;
@@ -488,87 +355,19 @@ pub(crate) fn change(
         )?
         .execute(params![user, id, seq as i64])?;
     }
-    if dismiss {
-        // Everyone still a member leaves with the group.
-        for user in member_ids(tx, id)? {
-            tx.prepare_cached(
-                "UPDATE conversations SET until_seq = ?3 \
-                 WHERE user_id = ?1 AND conv_type = 3 AND target = ?2",
-            )?
-            .execute(params![user, id, seq as i64])?;
-            left.push(user);
-        }
-        tx.prepare_cached("DELETE FROM group_members WHERE group_id = ?1")?
-            .execute(params![id])?;
+    if e.dismiss {
         tx.prepare_cached("UPDATE groups SET dismissed = ?2 WHERE id = ?1")?
             .execute(params![id, now])?;
-        content["dismissed"] = true.into();
     }
-    let mut notification = c.notification;
-    notification.content = content.to_string();
-    notification.digest = notification.uid.clone();
-    notification.counted = false;
-    notification.to_group = false;
-    notification.participants.clear();
-    notification.recipients = member_ids(tx, id)?;
-    notification.recipients.extend(left);
-    let (message, inbox) = match append(tx, counters, notification)? {
-        WriteResult::Appended { message, inbox, .. } => (message, inbox),
-        other => {
-            return Err(rusqlite::Error::ToSqlConversionFailure(
-                format!("the notification's uid was used before: {other:?}").into(),
-            ));
-        }
-    };
-    debug_assert_eq!(message.seq, seq);
-    let group = read_in(tx, id)?;
-    Ok(WriteResult::GroupChanged {
-        group,
-        notification: Some((message, inbox)),
-    })
+    let mut recipients = member_ids(tx, id)?;
+    recipients.extend(left);
+    Ok(recipients)
 }
 
-/// After members leave: if the owner is one of them, the longest-standing remaining member
-/// becomes the owner; if nobody remains, the group is dismissed (returns true).
-fn hand_over(
-    tx: &Transaction<'_>,
-    id: &str,
-    owner: &str,
-    left: &[String],
-    content: &mut serde_json::Value,
-) -> rusqlite::Result<bool> {
-    let remaining: Vec<String> = member_ids(tx, id)?
-        .into_iter()
-        .filter(|u| !left.contains(u))
-        .collect();
-    let Some(heir) = remaining.first() else {
-        return Ok(true);
-    };
-    if left.iter().any(|u| u == owner) {
-        tx.prepare_cached("UPDATE groups SET owner = ?2 WHERE id = ?1")?
-            .execute(params![id, heir])?;
-        content["ownerId"] = heir.as_str().into();
-    }
-    Ok(false)
-}
-
-fn member_count(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<u64> {
-    tx.prepare_cached("SELECT count(*) FROM group_members WHERE group_id = ?1")?
-        .query_row(params![id], |r| r.get::<_, i64>(0))
-        .map(|n| n as u64)
-}
-
-fn read_in(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<GroupInfo> {
+/// The group as it is in the write's transaction.
+pub(crate) fn read_in(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<GroupInfo> {
     tx.prepare_cached(&format!(
         "SELECT {GROUP_COLUMNS} FROM groups g WHERE g.id = ?1"
     ))?
     .query_row(params![id], group_from_row)
-}
-
-/// The answer to a change that changes nothing.
-fn unchanged(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<WriteResult> {
-    Ok(WriteResult::GroupChanged {
-        group: read_in(tx, id)?,
-        notification: None,
-    })
 }

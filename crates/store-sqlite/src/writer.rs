@@ -7,9 +7,10 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use tidings_store::rules::groups::Decision;
 use tidings_store::{
     Amend, AmendAction, AmendRefusal, AppendMessage, ConversationSettings, ConversationUpdate,
-    Result, StoreError, StoredMessage, WriteOp, WriteResult,
+    GroupChange, Result, StoreError, StoredMessage, WriteOp, WriteResult,
 };
 use tokio::sync::oneshot;
 
@@ -380,7 +381,7 @@ fn apply(
         }
         WriteOp::UpdateConversation(u) => update_conversation(tx, counters, *u),
         WriteOp::Amend(a) => amend(tx, counters, *a),
-        WriteOp::Group(change) => crate::groups::change(tx, counters, *change),
+        WriteOp::Group(change) => change_group(tx, counters, *change),
         WriteOp::CreateChatroom(r) => crate::chatrooms::create(tx, r),
         WriteOp::SetChatroom(r) => crate::chatrooms::set(tx, r),
         WriteOp::DeleteChatroom { id } => crate::chatrooms::delete(tx, &id),
@@ -545,6 +546,44 @@ fn apply(
     }
 }
 
+/// Applies a group change: the group's rule decides on what `groups` reads, `groups` writes
+/// the effects, and the notification that records them is appended here, where seqs are
+/// given out.
+fn change_group(
+    tx: &Transaction<'_>,
+    counters: &mut Counters,
+    c: GroupChange,
+) -> rusqlite::Result<WriteResult> {
+    // Whatever the change, the members are read again on the group's next message.
+    counters.members.forget(&c.group);
+    let effects = match crate::groups::decide(tx, &c)? {
+        Decision::Change(effects) => effects,
+        Decision::Unchanged => {
+            return Ok(WriteResult::GroupChanged {
+                group: crate::groups::read_in(tx, &c.group)?,
+                notification: None,
+            });
+        }
+        Decision::Refused(refusal) => return Ok(WriteResult::GroupRefused(refusal)),
+    };
+    let seq = counters.last_seq(tx, &c.notification.conversation_id)? + 1;
+    let recipients = crate::groups::apply(tx, &c.group, &effects, c.notification.sent_time, seq)?;
+    let notification = effects.notification(c.notification, recipients);
+    let (message, inbox) = match append(tx, counters, notification)? {
+        WriteResult::Appended { message, inbox, .. } => (message, inbox),
+        other => {
+            return Err(rusqlite::Error::ToSqlConversionFailure(
+                format!("the notification's uid was used before: {other:?}").into(),
+            ));
+        }
+    };
+    debug_assert_eq!(message.seq, seq);
+    Ok(WriteResult::GroupChanged {
+        group: crate::groups::read_in(tx, &c.group)?,
+        notification: Some((message, inbox)),
+    })
+}
+
 /// Increments a user's token version (from 0 if the user has no row) and returns the new one.
 pub(crate) fn bump_token_version(tx: &Transaction<'_>, user: &str) -> rusqlite::Result<u64> {
     let version: i64 = tx
@@ -571,7 +610,7 @@ pub(crate) fn append(
         if is_stored(tx, &m)? {
             return existing(tx, &m);
         }
-        match crate::groups::recipients(tx, counters, &m)? {
+        match crate::groups::recipients(tx, &mut counters.members, &m)? {
             Ok((recipients, audience)) => {
                 m.recipients = recipients;
                 if !m.audience.is_empty() {
@@ -894,7 +933,7 @@ fn amend(
             members.insert(0, a.by.clone());
             a.event.recipients = members;
             a.event.to_group = false;
-        } else if let Err(r) = crate::groups::recipients(tx, counters, &a.event)? {
+        } else if let Err(r) = crate::groups::recipients(tx, &mut counters.members, &a.event)? {
             return refused(AmendRefusal::Group(r));
         }
     }

@@ -306,8 +306,8 @@ pub enum GroupAction {
     Join(String),
 }
 
-/// Who may make a change. The store checks it in the change's transaction, against the group
-/// as it is then.
+/// Who may make a change. It is checked in the change's transaction, against the group as it
+/// is then ([`rules::groups::decide`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Permit {
     /// The app server: any change to a group of any kind. (A member's `Quit` and a user's
@@ -339,72 +339,6 @@ pub struct GroupChange {
     /// The notification: conversation and sender set by the engine; the store fills its
     /// content and recipients (the members after the change, and those who just left).
     pub notification: AppendMessage,
-}
-
-impl Permit {
-    /// Whether `by` may make a change under this permit to a live group of `kind` owned by
-    /// `owner`; `member` says whether `by` is a member of it.
-    pub fn check(
-        self,
-        kind: GroupKind,
-        invite_open: bool,
-        owner: &str,
-        by: &str,
-        member: bool,
-    ) -> std::result::Result<(), GroupRefusal> {
-        if self == Permit::App {
-            return Ok(());
-        }
-        if kind != GroupKind::Discussion {
-            return Err(GroupRefusal::NotDiscussion);
-        }
-        if !member {
-            return Err(GroupRefusal::NotMember);
-        }
-        match self {
-            Permit::Owner if by != owner => Err(GroupRefusal::NotOwner),
-            Permit::Inviter if !invite_open && by != owner => Err(GroupRefusal::InvitesClosed),
-            _ => Ok(()),
-        }
-    }
-}
-
-/// Fills a creation's notification content: `operation` `create`, the kind, owner, name and
-/// first members.
-pub fn created_content(
-    content: &mut serde_json::Value,
-    kind: GroupKind,
-    owner: &str,
-    name: &str,
-    members: &[String],
-) {
-    content["operation"] = "create".into();
-    content["kind"] = kind.as_str().into();
-    content["ownerId"] = owner.into();
-    content["name"] = name.into();
-    content["userIds"] = members.into();
-}
-
-/// Fills an update's notification content: `operation` `update` and the fields it changes.
-pub fn updated_content(content: &mut serde_json::Value, action: &GroupAction) {
-    let GroupAction::Update {
-        name,
-        portrait,
-        extra,
-        invite_open,
-    } = action
-    else {
-        return;
-    };
-    content["operation"] = "update".into();
-    for (key, value) in [("name", name), ("portrait", portrait), ("extra", extra)] {
-        if let Some(v) = value {
-            content[key] = v.as_str().into();
-        }
-    }
-    if let Some(open) = invite_open {
-        content["inviteOpen"] = (*open).into();
-    }
 }
 
 /// Why a group change or a group message was refused; nothing was written.
