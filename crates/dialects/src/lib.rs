@@ -1,24 +1,33 @@
-//! The seed dialects: the wire protocols of four other IM systems, spoken by Tidings so that
-//! clients written against them work unchanged and talk to users on any protocol.
+//! The protocols Tidings speaks: its own ([`native`], `docs/protocol.md`) and the seed dialects,
+//! the wire protocols of four other IM systems, spoken so that clients written against them
+//! work unchanged and talk to users on any protocol.
 //!
 //! Each dialect is a pure translator, with no I/O and no clock: [`Dialect::inbound`] turns a
 //! frame the client sent into [`Step`]s (engine commands, or frames to send back), and
 //! [`Dialect::outbound`] turns an engine event for the connection into frames. The gateway runs
-//! the steps against the engine session and the socket. `docs/dialects.md` says how each seed
-//! maps to Tidings and which readings of the seeds were chosen.
+//! the steps against the engine session and the socket, with one connection driver for every
+//! dialect. `docs/dialects.md` says how each seed maps to Tidings and which readings of the
+//! seeds were chosen.
 //!
+//! This crate must not depend on the gateway, a WebSocket or HTTP library, or a socket; it sees
+//! the engine only through its request and event types.
+//!
+//! - [`native`]: the native protocol's frames (`tidings_proto::v1`, protobuf or JSON) at
+//!   `/v1/ws`, and its JSON frames over long-polling at `/v1/poll`.
 //! - [`seed000`]: protobuf frames (`docs/dialects/seed000.proto`) at `/ws`.
 //! - [`seed001`]: JSON `{cmd, data}` packets at `/json/ws`, and sending at `POST /json/message`.
 //! - [`seed002`]: rooms (Tidings chatrooms) as JSON at `/ws/room?token=TOKEN`.
 //! - [`seed003`]: the private-message JSON protocol at `/imserver/{token}`.
 
+pub mod native;
 pub mod seed000;
 pub mod seed001;
 pub mod seed002;
 pub mod seed003;
 
 use tidings_engine::{
-    ChatroomQuery, ConnectInfo, ConnectRequest, Delivered, Outbound, Refusal, SendRequest, UserOut,
+    ChatroomQuery, ConnectInfo, ConnectRequest, ConversationQuery, Delivered, GroupQuery, Outbound,
+    Refusal, SendRequest, UserOut,
 };
 use tidings_proto::Code;
 
@@ -34,6 +43,10 @@ pub enum WireIn<'a> {
 pub enum WireOut {
     Text(String),
     Binary(Vec<u8>),
+    /// Text (UTF-8) shared with other connections: a chatroom item encoded once for its room.
+    SharedText(bytes::Bytes),
+    /// Binary shared with other connections.
+    SharedBinary(bytes::Bytes),
 }
 
 /// What the gateway does for a dialect, in the order given.
@@ -46,8 +59,14 @@ pub enum Step {
     Connect(ConnectRequest),
     /// Send a message; the engine's PUBACK for `packet_id` comes back through `outbound`.
     Publish { packet_id: u32, send: SendRequest },
+    /// Send a status message (typing): never stored; its PUBACK comes as a publish's.
+    PublishStatus { packet_id: u32, send: SendRequest },
     /// The device has the inbox entry at this seq.
     Ack(u64),
+    /// The device has every inbox entry up to this seq (after a sync).
+    Confirm(u64),
+    /// Answer a ping (the engine queues the answer).
+    Pong,
     /// A page of the inbox after `after`; the QUERYACK for `query_id` comes through `outbound`.
     Sync {
         query_id: u32,
@@ -56,6 +75,24 @@ pub enum Step {
     },
     /// A chatroom request; its QUERYACK comes through `outbound`.
     Chatroom { query_id: u32, query: ChatroomQuery },
+    /// A group request; its QUERYACK comes through `outbound`.
+    Group { query_id: u32, query: GroupQuery },
+    /// A conversation request; its QUERYACK comes through `outbound`.
+    Conversation {
+        query_id: u32,
+        query: ConversationQuery,
+    },
+    /// The presence of these users, and with `subscribe`, their changes from now on; the
+    /// QUERYACK comes through `outbound`.
+    Presence {
+        query_id: u32,
+        users: Vec<String>,
+        subscribe: bool,
+    },
+    /// These users' profiles, answered by a QUERYACK through `outbound`.
+    UserQuery { query_id: u32, users: Vec<String> },
+    /// Refuse the query `query_id` (a QUERYACK with the reason comes through `outbound`).
+    RejectQuery { query_id: u32, reason: &'static str },
     /// Mark read the messages at these seqs of the user's own inbox.
     ReadInbox(Vec<u64>),
     /// Look these users up (profiles, presence); the answer goes to [`Dialect::users`].
@@ -84,8 +121,52 @@ pub enum Step {
         conversation_type: u32,
         target: String,
     },
-    /// End the connection with this code, after the frames already queued are written.
+    /// End the connection with this code, after the frames already queued are written; the
+    /// dialect has said why itself, so no [`Dialect::goodbye`] follows.
     Close(Code),
+    /// End the connection with this code, telling the client with the dialect's
+    /// [`Dialect::goodbye`] as when the server ends it (after the frames already queued).
+    End(Code),
+}
+
+/// What [`Dialect::inbound`] and [`Dialect::outbound`] of a dialect that answers most frames
+/// with one step return: nothing, one step (no allocation), or several.
+#[derive(Debug)]
+pub enum Steps {
+    None,
+    One(Step),
+    Many(Vec<Step>),
+}
+
+impl IntoIterator for Steps {
+    type Item = Step;
+    type IntoIter = StepsIter;
+
+    fn into_iter(self) -> StepsIter {
+        match self {
+            Steps::None => StepsIter::One(None),
+            Steps::One(step) => StepsIter::One(Some(step)),
+            Steps::Many(steps) => StepsIter::Many(steps.into_iter()),
+        }
+    }
+}
+
+/// The steps of [`Steps`], in order.
+#[derive(Debug)]
+pub enum StepsIter {
+    One(Option<Step>),
+    Many(std::vec::IntoIter<Step>),
+}
+
+impl Iterator for StepsIter {
+    type Item = Step;
+
+    fn next(&mut self) -> Option<Step> {
+        match self {
+            StepsIter::One(step) => step.take(),
+            StepsIter::Many(steps) => steps.next(),
+        }
+    }
 }
 
 /// How a message reached one of its recipients, for [`Dialect::receipts`].
@@ -109,20 +190,27 @@ pub type Profiles<'a> = &'a [UserOut];
 
 /// A dialect's state for one connection.
 pub trait Dialect: Send + 'static {
+    /// What [`Dialect::inbound`] and [`Dialect::outbound`] return: `Vec<Step>`, or [`Steps`]
+    /// for a dialect on a hot path whose frames mostly make one step each.
+    type Steps: IntoIterator<Item = Step, IntoIter: Send> + Send;
     /// Steps to take as the connection opens, before any frame arrives (dialects whose
     /// token is in the URL connect here).
     fn open(&mut self) -> Vec<Step>;
     /// The outcome of [`Step::Connect`]. A refusal's steps should end with [`Step::Close`].
     fn connected(&mut self, outcome: Result<&ConnectInfo, &Refusal>) -> Vec<Step>;
     /// A frame from the client.
-    fn inbound(&mut self, frame: WireIn<'_>) -> Vec<Step>;
+    fn inbound(&mut self, frame: WireIn<'_>) -> Self::Steps;
+    /// A WebSocket control frame (a Ping or a Pong) from the client before the session opened.
+    fn control(&mut self) -> Vec<Step> {
+        Vec::new()
+    }
     /// The users whose profiles translating `item` needs.
     fn profiles_for(&self, _item: &Outbound) -> Vec<String> {
         Vec::new()
     }
     /// An engine event for this connection (never [`Outbound::Disconnect`]: see
     /// [`Dialect::goodbye`]).
-    fn outbound(&mut self, item: Outbound, profiles: Profiles<'_>) -> Vec<Step>;
+    fn outbound(&mut self, item: Outbound, profiles: Profiles<'_>) -> Self::Steps;
     /// The answer to [`Step::Users`].
     fn users(&mut self, _tag: u64, _users: &[UserOut]) -> Vec<Step> {
         Vec::new()

@@ -224,6 +224,8 @@ impl Seed000 {
 }
 
 impl Dialect for Seed000 {
+    type Steps = Vec<Step>;
+
     fn open(&mut self) -> Vec<Step> {
         Vec::new()
     }

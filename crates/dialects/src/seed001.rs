@@ -364,6 +364,8 @@ impl Seed001 {
 }
 
 impl Dialect for Seed001 {
+    type Steps = Vec<Step>;
+
     fn open(&mut self) -> Vec<Step> {
         Vec::new()
     }

@@ -487,6 +487,8 @@ impl Seed002 {
 }
 
 impl Dialect for Seed002 {
+    type Steps = Vec<Step>;
+
     fn open(&mut self) -> Vec<Step> {
         vec![Step::Connect(ConnectRequest {
             token: std::mem::take(&mut self.token),

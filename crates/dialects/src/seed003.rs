@@ -204,6 +204,8 @@ fn shown(message: &tidings_engine::Delivered, me: &str) -> bool {
 }
 
 impl Dialect for Seed003 {
+    type Steps = Vec<Step>;
+
     fn open(&mut self) -> Vec<Step> {
         vec![Step::Connect(ConnectRequest {
             token: std::mem::take(&mut self.token),

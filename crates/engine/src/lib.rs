@@ -181,7 +181,8 @@ pub struct Delivered {
 }
 
 impl Delivered {
-    fn for_viewer(viewer: &str, m: Arc<StoredMessage>, inbox_seq: u64) -> Delivered {
+    /// A stored message as the user `viewer` sees it, at `inbox_seq` of their inbox.
+    pub fn for_viewer(viewer: &str, m: Arc<StoredMessage>, inbox_seq: u64) -> Delivered {
         // A private or system message to the viewer: the conversation's other side is the
         // sender.
         let target_is_sender = matches!(

@@ -1,8 +1,10 @@
 //! The Tidings gateway: every listener a client or an app server talks to.
 //!
-//! - `GET /v1/ws`: the native protocol over WebSocket (`connection.rs`), one reader loop and one
-//!   writer task per connection, a handshake deadline, heartbeat supervision, and the engine
-//!   session's bounded outbox as the only outbound queue.
+//! - `GET /v1/ws`: the native protocol over WebSocket (`connection.rs`, its translation in
+//!   `tidings_dialects::native`). Every WebSocket connection, native or seed, is run by one
+//!   driver (`driver.rs`): one reader loop and one writer task per connection, a handshake
+//!   deadline, heartbeat supervision, and the engine session's bounded outbox as the only
+//!   outbound queue.
 //! - `/v1/poll`: the same protocol's JSON frames over HTTP long-polling (`poll.rs`).
 //! - `/api/v1/...`: the HTTP API for app servers, each request signed over what it does
 //!   (`api.rs`).
@@ -11,8 +13,7 @@
 //!   by signed links (`files.rs`).
 //! - `/v1/accounts/...`: built-in accounts for end users, unless turned off (`accounts.rs`).
 //! - `GET /ws`, `GET /json/ws` (and `POST /json/message`), `GET /ws/room?token=…`,
-//!   `GET /imserver/{token}`: the seed dialects (`dialect.rs` runs any of
-//!   `tidings-dialects`).
+//!   `GET /imserver/{token}`: the seed dialects (`dialect.rs`: their entry points).
 //! - `GET /`, `/demo/…`, `/sdk/…`: the demo chat page and the browser SDK (`web.rs`).
 //! - `/admin`, `/admin/api/...`: the admin console for operators (`admin.rs`).
 //! - `GET /healthz` (alive) and `GET /readyz` (the store answers; in a cluster, the bus is
@@ -34,6 +35,7 @@ mod api_groups;
 mod api_users;
 mod connection;
 mod dialect;
+mod driver;
 mod files;
 pub mod inputs;
 mod listener;
@@ -42,6 +44,7 @@ pub mod metrics;
 mod navi;
 mod overview;
 mod poll;
+mod profiles;
 pub mod tls;
 mod web;
 
@@ -159,8 +162,8 @@ struct AppState {
     egress: tokio::runtime::Handle,
     /// Long-poll sessions (`poll.rs`).
     polls: std::sync::Arc<poll::Polls>,
-    /// Profiles the dialects show, kept briefly (`dialect.rs`).
-    profiles: std::sync::Arc<dialect::ProfileCache>,
+    /// Profiles the dialects show, kept briefly (`profiles.rs`).
+    profiles: std::sync::Arc<profiles::ProfileCache>,
     /// The id the next WebSocket connection's log span gets (`conn`).
     connection_ids: Arc<std::sync::atomic::AtomicU64>,
     /// The admin overview's readings of the metrics, when they are on (`overview.rs`).

@@ -24,6 +24,13 @@ pub enum Dialect {
     Seed003 = 4,
 }
 
+impl Dialect {
+    /// The dialect's label.
+    pub fn name(self) -> &'static str {
+        DIALECTS[self as usize]
+    }
+}
+
 const TRANSPORTS: [&str; 2] = ["ws", "poll"];
 const DIALECTS: [&str; 5] = ["native", "seed000", "seed001", "seed002", "seed003"];
 

@@ -37,9 +37,14 @@ use tidings_proto::{Code, Encoding, codec};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use tidings_dialects::Step;
+use tidings_dialects::native::{
+    self, connack_frame, decode_error_code, disconnect_frame, outbound_frame,
+};
+
 use crate::AppState;
 use crate::api::error;
-use crate::connection::{connect_session, decode_error_code, disconnect_frame, handle, wire_frame};
+use crate::driver::on_session;
 
 /// Path of the long-poll endpoints.
 pub const POLL_PATH: &str = "/v1/poll";
@@ -214,7 +219,13 @@ pub async fn open(State(state): State<AppState>, body: Result<Bytes, BytesReject
     let Some(Body::Connect(connect)) = frame.body else {
         return error(Code::NotConnected.into());
     };
-    let (session, info) = match connect_session(&state.engine, connect).await {
+    let opened = match native::connect_request(connect) {
+        Ok(request) => crate::driver::connect(&state.engine, request)
+            .await
+            .map_err(|refusal| connack_frame(refusal.code, refusal.text(), None)),
+        Err(code) => Err(connack_frame(code, code.text().into(), None)),
+    };
+    let (session, info) = match opened {
         Ok(ok) => ok,
         Err(connack) => {
             return match json(&connack) {
@@ -223,7 +234,7 @@ pub async fn open(State(state): State<AppState>, body: Result<Bytes, BytesReject
             };
         }
     };
-    let connack = crate::connection::connack_frame(Code::Ok, String::new(), Some(&info));
+    let connack = connack_frame(Code::Ok, String::new(), Some(&info));
     let connack = match json(&connack) {
         Ok(connack) => connack,
         Err(code) => {
@@ -358,7 +369,7 @@ pub async fn poll(
                 }
                 (json(&disconnect_frame(code)), true)
             }
-            item => (json(&wire_frame(item)), false),
+            item => (json(&outbound_frame(item)), false),
         };
         let frame = match frame {
             Ok(frame) => frame,
@@ -424,14 +435,18 @@ pub async fn send(
             Ok(f) => f,
             Err(e) => return end_with(&ps, decode_error_code(&e), e.to_string()),
         };
-        if let Err(code) = handle(&ps.session, frame).await {
-            if code == Code::ClientDisconnect {
-                drop(order);
-                state.polls.remove(&id);
-                ps.session.end(code);
-                return StatusCode::NO_CONTENT.into_response();
+        match native::request(frame) {
+            Some(Step::End(code)) => {
+                if code == Code::ClientDisconnect {
+                    drop(order);
+                    state.polls.remove(&id);
+                    ps.session.end(code);
+                    return StatusCode::NO_CONTENT.into_response();
+                }
+                return end_with(&ps, code, code.text().into());
             }
-            return end_with(&ps, code, code.text().into());
+            Some(step) => on_session(&ps.session, step).await,
+            None => {}
         }
     }
     StatusCode::NO_CONTENT.into_response()

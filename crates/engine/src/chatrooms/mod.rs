@@ -128,7 +128,8 @@ impl std::fmt::Debug for RoomItem {
 }
 
 impl RoomItem {
-    pub(crate) fn new(
+    /// An item of the room `room`, not yet numbered.
+    pub fn new(
         room: Arc<str>,
         message: StoredMessage,
         priority: Priority,
