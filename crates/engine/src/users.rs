@@ -8,7 +8,8 @@ use tidings_store::{Participant, UserProfile, WriteOp, WriteResult};
 use tokio::sync::oneshot;
 
 use crate::commit::{CommitRequest, PendingPublish};
-use crate::session::{SendRequest, check_send};
+use crate::publish::check_send;
+use crate::session::SendRequest;
 use crate::validate::{self, Refusal};
 use crate::{ApiError, Engine};
 
@@ -190,7 +191,7 @@ impl Engine {
         check_user(sender)?;
         check_send(&self.inner.config, &send).map_err(ApiError)?;
         if send.conversation_type == conversation_type::CHATROOM {
-            let priority = crate::chatrooms::Priority::from_wire(send.priority).unwrap_or_default();
+            let priority = crate::stream::Priority::from_wire(send.priority).unwrap_or_default();
             let pending = PendingPublish::chatroom(sender, send);
             return self.post_to_chatroom(pending, priority).await;
         }
@@ -473,7 +474,7 @@ fn posted(user: String, result: WriteResult) -> Result<Posted, ApiError> {
         }),
         WriteResult::ClientMsgIdConflict => Err(Code::ClientMsgIdConflict.into()),
         WriteResult::Blocked => Err(Code::RejectedByBlacklist.into()),
-        WriteResult::GroupRefused(r) => Err(crate::groups::refusal_code(r).into()),
+        WriteResult::GroupRefused(r) => Err(crate::validate::group_refusal_code(r).into()),
         other => {
             tracing::error!(?other, "unexpected store result for an API send");
             Err(Code::ServerError.into())

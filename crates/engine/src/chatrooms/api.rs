@@ -10,9 +10,11 @@ use super::entries::{entries_of, remove_entry, set_entry};
 use super::members::members_page;
 use super::room::{Profile, Room, Standing};
 use super::{
-    ChatroomOut, EntryOut, MAX_USERS_PER_CHANGE, Priority, check_id, left, new_item, out, record,
+    ChatroomOut, EntryOut, MAX_USERS_PER_CHANGE, check_id, forget_membership, left, new_item, out,
+    record,
 };
 use crate::commit::PendingPublish;
+use crate::stream::Priority;
 use crate::validate::{self, Refusal};
 use crate::{ApiError, Engine, Posted};
 
@@ -122,7 +124,7 @@ impl Engine {
             );
             for user in st.member_ids() {
                 for s in st.expel(&user, notice.seq()) {
-                    s.rooms().retain(|r| !Arc::ptr_eq(r, &room));
+                    forget_membership(&s, &room);
                 }
             }
             st.destroyed = true;
@@ -180,7 +182,7 @@ impl Engine {
                 let notice = st.notice(&room.id, "", content, Priority::High, now);
                 for u in users {
                     for s in st.expel(u, notice.seq()) {
-                        s.rooms().retain(|r| !Arc::ptr_eq(r, &room));
+                        forget_membership(&s, &room);
                     }
                     left(&room, &mut st, u, now);
                 }

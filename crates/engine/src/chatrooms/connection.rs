@@ -10,10 +10,12 @@ use super::entries::{entries_of, remove_entry, set_entry};
 use super::members::members_page;
 use super::room::Room;
 use super::{
-    ChatroomQuery, MAX_ENTRIES, MAX_ROOMS_PER_CONNECTION, Priority, RECENT_MAX, REJOIN_MAX,
-    RoomItem, check_id, left, new_item, out,
+    ChatroomQuery, MAX_ENTRIES, MAX_ROOMS_PER_CONNECTION, RECENT_MAX, REJOIN_MAX, check_id, left,
+    new_item, out,
 };
 use crate::commit::PendingPublish;
+use crate::session::{Attachment, SessionShared};
+use crate::stream::{Priority, RoomItem};
 use crate::validate::Refusal;
 use crate::{Delivered, Engine, Outbound, PubAckOut, QueryAckOut, Session};
 
@@ -89,14 +91,16 @@ impl Session {
                 if !st.is_member(user) && st.member_count() >= st.profile.max_members {
                     return Err(Code::ChatroomFull.into());
                 }
-                // Checked and recorded under the session's room list, which an ending session
+                // Checked and recorded under the session's attachments, which an ending session
                 // drains after it is marked ended: so a session that ends meanwhile either is
                 // refused here or is taken out of the room by its end.
-                let mut joined = self.shared.rooms();
+                let mut joined = self.shared.attached();
                 if self.shared.is_ended() {
                     return Err(Code::ServerShutdown.into());
                 }
-                if joined.len() >= MAX_ROOMS_PER_CONNECTION {
+                if joined.iter().filter(|a| as_room(a).is_some()).count()
+                    >= MAX_ROOMS_PER_CONNECTION
+                {
                     return Err(Refusal::new(
                         Code::ChatroomInvalid,
                         format!("a connection is in at most {MAX_ROOMS_PER_CONNECTION} chatrooms"),
@@ -160,19 +164,20 @@ impl Session {
             }
             ChatroomQuery::Quit { room: id } => {
                 check_id(&id)?;
-                let room = {
-                    let mut joined = self.shared.rooms();
+                let attachment = {
+                    let mut joined = self.shared.attached();
                     let i = joined
                         .iter()
-                        .position(|r| &*r.id == id.as_str())
+                        .position(|a| as_room(a).is_some_and(|r| *r.id == *id))
                         .ok_or(Refusal::from(Code::NotInChatroom))?;
                     joined.remove(i)
                 };
+                let room = as_room(&attachment).ok_or(Refusal::from(Code::NotInChatroom))?;
                 let mut st = room.lock();
                 if st.remove(&self.shared) == Some(true) {
-                    left(&room, &mut st, &user, now);
+                    left(room, &mut st, &user, now);
                 }
-                let answer = out(&room, &st);
+                let answer = out(room, &st);
                 drop(st);
                 room.wake();
                 Ok(QueryAckOut {
@@ -384,7 +389,7 @@ impl Session {
 /// The PUBACK of a chatroom message the room numbered.
 fn answer_room_publish(
     engine: &Engine,
-    shared: &crate::session::SessionShared,
+    shared: &SessionShared,
     packet_id: u32,
     item: &RoomItem,
     notice: u32,
@@ -410,10 +415,32 @@ fn answer_room_publish(
     );
 }
 
+/// A room among a session's attachments.
+fn as_room(a: &Arc<dyn Attachment>) -> Option<&Room> {
+    a.as_any().downcast_ref::<Room>()
+}
+
+/// A connection in a room is attached to its session, so the session's end takes it out.
+impl Attachment for Room {
+    fn detach(&self, engine: &Engine, session: &SessionShared) {
+        let now = engine.now_ms();
+        let mut st = self.lock();
+        if st.remove(session) == Some(true) {
+            left(self, &mut st, &session.user, now);
+        }
+        drop(st);
+        self.wake();
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 impl PendingPublish {
     /// A chatroom message: never stored, so only what the room's stream needs.
     pub(crate) fn chatroom(sender: &str, send: crate::SendRequest) -> PendingPublish {
-        let digest = crate::session::digest(&send);
+        let digest = crate::commit::digest(&send);
         PendingPublish {
             conversation_type: conversation_type::CHATROOM,
             conversation_id: format!("{}:{}", conversation_type::CHATROOM, send.target_id),

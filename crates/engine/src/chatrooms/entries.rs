@@ -4,7 +4,8 @@
 use tidings_proto::Code;
 
 use super::room::{Entry, Room, RoomState};
-use super::{EntryOut, MAX_ENTRIES, MAX_VALUE_BYTES, Priority, check_key, entry_out};
+use super::{EntryOut, MAX_ENTRIES, MAX_VALUE_BYTES, check_key, entry_out};
+use crate::stream::Priority;
 use crate::validate::Refusal;
 
 pub(super) fn entries_of(st: &RoomState, keys: &[String]) -> Vec<EntryOut> {

@@ -21,19 +21,20 @@
 mod api;
 mod connection;
 mod entries;
+mod home;
 mod members;
 mod registry;
 mod room;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tidings_proto::Code;
-use tidings_store::{ChatroomRecord, StoredMessage};
+use tidings_store::ChatroomRecord;
 
-use crate::Delivered;
 use crate::commit::PendingPublish;
+use crate::session::SessionShared;
+use crate::stream::Priority;
 use crate::validate::{self, Refusal};
 pub(crate) use room::Room;
 use room::{Entry, NewItem, Profile, RoomState};
@@ -52,29 +53,6 @@ pub const MAX_KEY_BYTES: usize = 128;
 pub const MAX_VALUE_BYTES: usize = 4096;
 /// The most users one kick, ban or mute names.
 pub const MAX_USERS_PER_CHANGE: usize = 100;
-
-/// How a chatroom message fares when the room's fan-out, or a member's connection, falls behind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Priority {
-    #[default]
-    Normal,
-    /// Dropped first (likes, gifts, animations).
-    Low,
-    /// Never dropped: the app server's messages and the server's notices that change state.
-    High,
-}
-
-impl Priority {
-    /// The priority numbered as on the wire (0 NORMAL, 1 LOW, 2 HIGH).
-    pub fn from_wire(n: u32) -> Option<Priority> {
-        match n {
-            0 => Some(Priority::Normal),
-            1 => Some(Priority::Low),
-            2 => Some(Priority::High),
-            _ => None,
-        }
-    }
-}
 
 /// Chatroom settings; defaults on [`ChatroomSettings::default`].
 #[derive(Debug, Clone)]
@@ -98,141 +76,6 @@ impl Default for ChatroomSettings {
             auto_create: true,
             idle: Duration::from_secs(600),
         }
-    }
-}
-
-/// One item of a room's stream (a message or a notice), shared by every member it goes to.
-pub struct RoomItem {
-    room: Arc<str>,
-    /// When the room numbered it: how far behind a connection is, is the age of the oldest item
-    /// it has waiting.
-    posted: tokio::time::Instant,
-    priority: Priority,
-    /// The session that sent it (0: none, or on another node), which does not get it back.
-    origin: u64,
-    /// In a cluster: the node that made it (empty: this one), and there, the sending session
-    /// and what the sender's answer waits on (0: nothing).
-    pub(crate) source_node: String,
-    pub(crate) source_session: u64,
-    pub(crate) token: u64,
-    /// In a cluster: this node numbered it (as the room's home), so it goes on the bus.
-    pub(crate) numbered_here: bool,
-    /// What the sender chose, to tell a resend from a reuse of its client message id.
-    digest: String,
-    message: Delivered,
-    /// The encoded frame, one slot per wire encoding, filled by the first connection that
-    /// writes it: an item fanned out to thousands of members is encoded once per encoding.
-    wire: [OnceLock<Bytes>; 2],
-}
-
-impl std::fmt::Debug for RoomItem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RoomItem")
-            .field("room", &self.room)
-            .field("seq", &self.seq())
-            .field("priority", &self.priority)
-            .finish()
-    }
-}
-
-impl RoomItem {
-    pub(crate) fn new(
-        room: Arc<str>,
-        message: StoredMessage,
-        priority: Priority,
-        origin: u64,
-        digest: String,
-    ) -> RoomItem {
-        RoomItem {
-            room,
-            posted: tokio::time::Instant::now(),
-            priority,
-            origin,
-            source_node: String::new(),
-            source_session: origin,
-            token: 0,
-            numbered_here: false,
-            digest,
-            message: Delivered::for_viewer("", Arc::new(message), 0),
-            wire: Default::default(),
-        }
-    }
-
-    /// Numbers an item made elsewhere (before it is shared).
-    pub(crate) fn set_seq(&mut self, seq: u64) {
-        Arc::make_mut(&mut self.message.message).seq = seq;
-    }
-
-    /// The item as it crosses the bus.
-    pub(crate) fn to_post(&self, node: &str) -> crate::cluster::RoomPost {
-        crate::cluster::RoomPost {
-            message: (*self.message.message).clone(),
-            priority: match self.priority {
-                Priority::Normal => 0,
-                Priority::Low => 1,
-                Priority::High => 2,
-            },
-            digest: self.digest.clone(),
-            node: if self.source_node.is_empty() {
-                node.to_string()
-            } else {
-                self.source_node.clone()
-            },
-            session: self.source_session,
-            token: self.token,
-        }
-    }
-
-    /// An item that crossed the bus, as node `me` holds it.
-    pub(crate) fn from_post(post: crate::cluster::RoomPost, me: &str) -> RoomItem {
-        let mine = post.node == me;
-        let room: Arc<str> = Arc::from(post.message.target.as_str());
-        let mut item = RoomItem::new(
-            room,
-            post.message,
-            Priority::from_wire(post.priority).unwrap_or_default(),
-            if mine { post.session } else { 0 },
-            post.digest,
-        );
-        item.source_node = if mine { String::new() } else { post.node };
-        item.source_session = post.session;
-        item.token = post.token;
-        item
-    }
-
-    /// The message as every member sees it (`inbox_seq` 0, `seq` the room's).
-    pub fn message(&self) -> &Delivered {
-        &self.message
-    }
-
-    pub fn priority(&self) -> Priority {
-        self.priority
-    }
-
-    pub fn room(&self) -> &Arc<str> {
-        &self.room
-    }
-
-    pub fn seq(&self) -> u64 {
-        self.message.seq()
-    }
-
-    pub(crate) fn origin(&self) -> u64 {
-        self.origin
-    }
-
-    pub(crate) fn posted(&self) -> tokio::time::Instant {
-        self.posted
-    }
-
-    /// The cache of this item's encoded frame in the encoding numbered `slot` (0 or 1; the
-    /// gateway decides which is which). `None` for other slots.
-    pub fn wire(&self, slot: usize) -> Option<&OnceLock<Bytes>> {
-        self.wire.get(slot)
-    }
-
-    pub(crate) fn approx_bytes(&self) -> usize {
-        self.message.approx_bytes()
     }
 }
 
@@ -371,6 +214,14 @@ fn record(id: &str, p: &Profile) -> ChatroomRecord {
 fn store_failed(e: tidings_store::StoreError) -> Refusal {
     tracing::error!(error = %e, "chatroom store call failed");
     Code::ServerError.into()
+}
+
+/// Takes `room` off the attachments of a session the room expelled (the room's state has let
+/// the session go already).
+fn forget_membership(session: &SessionShared, room: &Room) {
+    session
+        .attached()
+        .retain(|a| !std::ptr::addr_eq(Arc::as_ptr(a), room as *const Room));
 }
 
 /// After `user` left `room` (no connection of theirs is in it any more): removes the entries

@@ -1,13 +1,13 @@
 //! The chatrooms in memory, by id: finding a room (loading a kept one from the store, or making
 //! one for a first join), adopting a fresh one and starting its fan-out, forgetting one that
-//! ended, and taking an ending connection out of its rooms.
+//! ended, and ending every room's fan-out at shutdown.
 
 use std::sync::Arc;
 
 use tidings_proto::Code;
 
 use super::room::{self, Profile, Room, Standing};
-use super::{check_id, left, store_failed};
+use super::{check_id, store_failed};
 use crate::Engine;
 use crate::validate::Refusal;
 
@@ -152,20 +152,6 @@ impl Engine {
         let mut rooms = self.rooms();
         if rooms.get(&*room.id).is_some_and(|r| Arc::ptr_eq(r, room)) {
             rooms.remove(&*room.id);
-        }
-    }
-
-    /// Takes an ending session out of every room it is in.
-    pub(crate) fn leave_rooms(&self, session: &crate::session::SessionShared) {
-        let joined: Vec<Arc<Room>> = session.rooms().drain(..).collect();
-        let now = self.now_ms();
-        for room in joined {
-            let mut st = room.lock();
-            if st.remove(session) == Some(true) {
-                left(&room, &mut st, &session.user, now);
-            }
-            drop(st);
-            room.wake();
         }
     }
 
