@@ -20,8 +20,9 @@
 //! - `cluster.rs`: routing across nodes over the bus (interest by user and room, presence of
 //!   nodes, a room's home);
 //! - `commit.rs`: the committer, the one writer, and the fan-out after each commit;
-//! - this root: the [`Engine`] and its shared state, the registry of sessions, the writes
-//!   through the committer, and the routing of bus events to the part they are for.
+//! - this root: the [`Engine`] and its shared state, the registry of sessions (and what ends
+//!   them: revocations, bans, kicks), the writes through the committer, and the routing of bus
+//!   events to the part they are for.
 //!
 //! The features stand on it, calling down and attaching what they need: `publish.rs` (a
 //! device's sends, dispatched by conversation type), `conversations.rs`, `groups.rs`,
@@ -32,7 +33,11 @@
 //! Architecture invariant: no kernel module (`stream`, `outbox`, `session`, `cluster`,
 //! `commit`) names a feature module in a `crate::` path, and the modules import each other in
 //! no circle; the crate root alone names both sides. A feature's state per session is an
-//! attachment the session lets go of at its end, never a field of the session.
+//! attachment the session lets go of at its end, never a field of the session. Where the kernel
+//! tells a feature of something per message (the committer hands a commit to Web Push and the
+//! `sent` hook, an acknowledgement reaches the receipt watches) or per user's first and last
+//! session (presence), it calls the feature's `Engine` method directly: a callback registered
+//! at run time would cost a dynamic call per message.
 //!
 //! Architecture invariant: this crate never imports a web framework, a WebSocket library or a SQL
 //! driver. It sees storage only through `tidings_store::Store`, and uses `tidings_proto` only for
@@ -924,6 +929,45 @@ impl Engine {
         for s in sessions {
             s.end(self, Code::TokenRevoked);
         }
+    }
+
+    /// Records a ban (or its end) on this node, ending the user's sessions here.
+    pub(crate) fn banned_here(&self, user: &str, banned: bool) {
+        let sessions = {
+            let mut registry = self.registry();
+            if banned {
+                registry.banned.insert(user.to_string());
+                registry.by_user.get(user).cloned().unwrap_or_default()
+            } else {
+                registry.banned.remove(user);
+                Vec::new()
+            }
+        };
+        for s in sessions {
+            s.end(self, Code::UserBanned);
+        }
+    }
+
+    /// [`Engine::kick_device`] on this node: ends the sessions of `user` it names (of one
+    /// device, or one session, or all).
+    pub(crate) fn kick_here(
+        &self,
+        user: &str,
+        device: Option<&str>,
+        session: Option<u64>,
+    ) -> usize {
+        let kicked: Vec<_> = self
+            .sessions_of(user)
+            .into_iter()
+            .filter(|s| {
+                session.is_none_or(|id| s.id == id)
+                    && device.is_none_or(|d| !s.anonymous && s.device == d)
+            })
+            .collect();
+        for s in &kicked {
+            s.end(self, Code::KickedByOperator);
+        }
+        kicked.len()
     }
 
     /// Authenticates an HTTP API request: signature (in a form the `api_signature` setting

@@ -168,23 +168,6 @@ impl Engine {
         Ok(())
     }
 
-    /// Records a ban (or its end) on this node, ending the user's sessions here.
-    pub(crate) fn banned_here(&self, user: &str, banned: bool) {
-        let sessions = {
-            let mut registry = self.registry();
-            if banned {
-                registry.banned.insert(user.to_string());
-                registry.by_user.get(user).cloned().unwrap_or_default()
-            } else {
-                registry.banned.remove(user);
-                Vec::new()
-            }
-        };
-        for s in sessions {
-            s.end(self, Code::UserBanned);
-        }
-    }
-
     /// Sends a message as `sender` (a private or group message, checked as a client's is, but
     /// not rate-limited). Every device of the participants gets it, the sender's included.
     pub async fn send_as(&self, sender: &str, send: SendRequest) -> Result<Posted, ApiError> {
