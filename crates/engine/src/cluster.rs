@@ -15,7 +15,12 @@
 //! else (`RoomItem`, to the nodes that have members of rooms in the room's partition); every
 //! node fans the items out to its own members in seq order. A node that becomes home continues
 //! from the highest seq it knows of (a forward carries the forwarder's), and a seq numbered
-//! twice while nodes disagree about the home is reported to members as missed.
+//! twice while nodes disagree about the home is reported to members as missed. This module picks
+//! the home and carries the items; what a room does with them (numbering, forwarding, taking
+//! in) is the chatrooms' (`chatrooms/home.rs`), which the crate root hands a room's bus events.
+//!
+//! Architecture invariant: this module imports no feature module (chatrooms, groups,
+//! conversations, ...): it sees sessions and stream items, both below it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,8 +33,8 @@ use tidings_store::StoredMessage;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::chatrooms::RoomItem;
 use crate::session::SessionShared;
+use crate::stream::RoomItem;
 use crate::{DevicePolicy, Engine};
 
 /// Pushes one session is caught up with after a bus outage; a session further behind is asked
@@ -401,7 +406,9 @@ impl Engine {
         }
     }
 
-    fn on_bus(&self, event: BusEvent) {
+    /// What the bus received for this node, but a chatroom's items: the delivery, presence,
+    /// node and account events the cluster handles itself.
+    pub(crate) fn on_cluster_event(&self, event: BusEvent) {
         let Some(c) = self.cluster() else { return };
         let me = c.config.node.as_str();
         match event {
@@ -536,55 +543,8 @@ impl Engine {
                 let engine = self.clone();
                 tokio::spawn(async move { engine.catch_up_all().await });
             }
-            BusEvent::RoomForward { home, known, post } => {
-                if home != me {
-                    return;
-                }
-                // Numbered at once when the room is in memory, so what one node forwards is
-                // numbered in the order it was sent; otherwise once the room is loaded.
-                match self.rooms_get(&post.message.target) {
-                    Some(room) => self.number_in(&room, known, post),
-                    None => {
-                        let engine = self.clone();
-                        tokio::spawn(async move { engine.number_forwarded(known, post).await });
-                    }
-                }
-            }
-            BusEvent::RoomItem { post } => {
-                let item = RoomItem::from_post(post, me);
-                let waiter = (item.source_node.is_empty() && item.token != 0)
-                    .then(|| c.waiters().remove(&item.token))
-                    .flatten();
-                let room = self.rooms_get(item.room());
-                if let Some(tx) = waiter {
-                    let copy = RoomItem::from_post(item.to_post(me), me);
-                    let _ = tx.send(copy);
-                }
-                let Some(room) = room else { return };
-                let id = item.room().clone();
-                let seq = item.seq();
-                let taken = room.lock().accept(item);
-                room.wake();
-                if !taken {
-                    // Numbered again by a node that took itself for the home: it continues
-                    // from what this node knows.
-                    let known = room.lock().seq;
-                    tracing::info!(room = %id, seq, "a chatroom item was numbered twice; reported as a gap");
-                    c.bus.publish(BusEvent::RoomSeq {
-                        home: c.home_of(&id),
-                        room: id.to_string(),
-                        seq: known,
-                    });
-                }
-            }
-            BusEvent::RoomSeq { home, room, seq } => {
-                if home != me {
-                    return;
-                }
-                if let Some(room) = self.rooms_get(&room) {
-                    room.lock().learn(seq);
-                    room.wake();
-                }
+            // A chatroom's items: the crate root hands them to the chatrooms (`Engine::on_bus`).
+            BusEvent::RoomForward { .. } | BusEvent::RoomItem { .. } | BusEvent::RoomSeq { .. } => {
             }
         }
     }
@@ -632,81 +592,16 @@ impl Engine {
         got.ok()?.ok().map(Arc::new)
     }
 
+    /// The send waiting for the item numbered with `token`, if it still waits.
+    pub(crate) fn take_room_waiter(&self, token: u64) -> Option<oneshot::Sender<RoomItem>> {
+        self.cluster()?.waiters().remove(&token)
+    }
+
     /// Forgets a waiter that is not needed (the send was numbered here, or refused).
     pub(crate) fn drop_room_waiter(&self, waiter: Option<(u64, oneshot::Receiver<RoomItem>)>) {
         if let (Some(c), Some((token, _))) = (self.cluster(), waiter) {
             c.waiters().remove(&token);
         }
-    }
-
-    /// What a room's fan-out task hands the bus, in seq order: the items this node numbered
-    /// (to every node with members), and the items made here for the home to number (to the
-    /// home; numbered here if this node has become the home meanwhile).
-    pub(crate) fn room_to_bus(
-        &self,
-        room: &Arc<str>,
-        items: &[Arc<RoomItem>],
-        forward: Vec<Arc<RoomItem>>,
-        known: u64,
-    ) {
-        let Some(c) = self.cluster() else { return };
-        let me = c.config.node.as_str();
-        for item in items.iter().filter(|i| i.numbered_here) {
-            c.bus.publish(BusEvent::RoomItem {
-                post: item.to_post(me),
-            });
-        }
-        if forward.is_empty() {
-            return;
-        }
-        let home = c.home_of(room);
-        if home == me {
-            if let Some(r) = self.rooms_get(room) {
-                let mut numbered = Vec::new();
-                {
-                    let mut st = r.lock();
-                    st.home = true;
-                    for item in forward {
-                        numbered.push(st.number(RoomItem::from_post(item.to_post(me), me), known));
-                    }
-                }
-                r.wake();
-                for item in numbered.iter().filter(|i| i.token != 0) {
-                    if let Some(tx) = c.waiters().remove(&item.token) {
-                        let _ = tx.send(RoomItem::from_post(item.to_post(me), me));
-                    }
-                }
-            }
-            return;
-        }
-        for item in forward {
-            c.bus.publish(BusEvent::RoomForward {
-                home: home.clone(),
-                known,
-                post: item.to_post(me),
-            });
-        }
-    }
-
-    /// On the room's home: numbers an item another node made (its fan-out task publishes it).
-    async fn number_forwarded(&self, known: u64, post: RoomPost) {
-        let Some(room) = self.room_for_bus(&post.message.target).await else {
-            return;
-        };
-        self.number_in(&room, known, post);
-    }
-
-    fn number_in(&self, room: &crate::chatrooms::Room, known: u64, post: RoomPost) {
-        let Some(c) = self.cluster() else { return };
-        {
-            let mut st = room.lock();
-            if st.destroyed {
-                return;
-            }
-            st.home = true;
-            st.number(RoomItem::from_post(post, &c.config.node), known);
-        }
-        room.wake();
     }
 
     /// Pushes to every session on this node what its user's inbox holds beyond what the

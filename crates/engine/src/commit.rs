@@ -15,7 +15,7 @@ use tidings_proto::{Code, conversation_type};
 use tidings_store::{AppendMessage, Participant, StoreError, StoredMessage, WriteOp, WriteResult};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::session::SessionShared;
+use crate::session::{SendRequest, SessionShared};
 use crate::validate::Refusal;
 use crate::{Delivered, Engine, Outbound, PubAckOut};
 
@@ -48,6 +48,39 @@ pub struct PendingPublish {
     pub mentions: Vec<String>,
     pub mention_all: bool,
     pub audience: Vec<String>,
+}
+
+/// A digest of everything the client chose for a message, to tell a resend from a reuse.
+pub(crate) fn digest(send: &SendRequest) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [
+        send.conversation_type.to_string().as_str(),
+        &send.target_id,
+        &send.msg_type,
+        &send.content,
+        &send.push_text,
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    // Only when set, so digests stored before the flag existed still match their resends.
+    if send.uncounted {
+        h.update(b"uncounted");
+    }
+    for (tag, users) in [(b"mentions", &send.mentions), (b"audience", &send.audience)] {
+        if !users.is_empty() {
+            h.update(tag);
+            for u in users {
+                h.update((u.len() as u64).to_le_bytes());
+                h.update(u.as_bytes());
+            }
+        }
+    }
+    if send.mention_all {
+        h.update(b"mention_all");
+    }
+    hex::encode(h.finalize())
 }
 
 /// Where the committer answers a write.
@@ -535,7 +568,7 @@ fn answer_publish(
             engine,
             Outbound::PubAck(PubAckOut::refused(
                 packet_id,
-                crate::groups::refusal_code(r),
+                crate::validate::group_refusal_code(r),
             )),
         ),
         other => {

@@ -17,7 +17,6 @@ use tidings_store::{
 use tokio::sync::oneshot;
 
 use crate::commit::{CommitReply, CommitRequest};
-use crate::session::private_conversation_id;
 use crate::validate::{self, Refusal};
 use crate::{ConversationOut, Delivered, Engine, Outbound, QueryAckOut, Session};
 
@@ -1002,7 +1001,7 @@ pub(crate) fn amended(results: Vec<WriteResult>) -> Result<tidings_store::Stored
             AmendRefusal::TooLate => Code::RecallWindowPassed,
             AmendRefusal::Recalled => Code::MessageRecalled,
             AmendRefusal::Blocked => Code::RejectedByBlacklist,
-            AmendRefusal::Group(r) => crate::groups::refusal_code(r),
+            AmendRefusal::Group(r) => crate::validate::group_refusal_code(r),
             AmendRefusal::TooManyReactions => {
                 return Err(Refusal::new(
                     Code::InvalidQuery,
@@ -1167,6 +1166,12 @@ impl PartialOrd for SortKey {
     fn partial_cmp(&self, other: &SortKey) -> Option<Ordering> {
         Some(self.cmp(other))
     }
+}
+
+/// The canonical id of the private conversation between two users (either order).
+pub(crate) fn private_conversation_id(a: &str, b: &str) -> String {
+    let (a, b) = if a <= b { (a, b) } else { (b, a) };
+    format!("{}:{a}|{b}", conversation_type::PRIVATE)
 }
 
 #[cfg(test)]

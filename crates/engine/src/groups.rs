@@ -17,7 +17,7 @@ use tidings_store::{
 use tokio::sync::oneshot;
 
 use crate::commit::CommitRequest;
-use crate::validate::{self, Refusal};
+use crate::validate::{self, Refusal, group_refusal_code};
 use crate::{ApiError, Engine, Outbound, QueryAckOut, Session};
 
 /// Members per page when the client does not say, and the most it may ask for.
@@ -74,30 +74,14 @@ pub enum GroupQuery {
 /// Prefix of the ids the server gives discussions (followed by a ULID).
 pub const DISCUSSION_ID_PREFIX: &str = "d-";
 
-/// The code a client sees for a group refusal.
-pub(crate) fn refusal_code(r: GroupRefusal) -> Code {
-    match r {
-        GroupRefusal::NotFound => Code::GroupNotFound,
-        GroupRefusal::Dismissed => Code::GroupDismissed,
-        GroupRefusal::Exists => Code::GroupExists,
-        GroupRefusal::NotMember => Code::NotInGroup,
-        GroupRefusal::Muted => Code::MutedInGroup,
-        GroupRefusal::Full => Code::GroupFull,
-        // Seed 004 gives this code to an invalid discussion id too.
-        GroupRefusal::NotDiscussion => Code::GroupNotFound,
-        GroupRefusal::NotOwner => Code::Unauthorized,
-        GroupRefusal::InvitesClosed => Code::DiscussionInvitesClosed,
-    }
-}
-
 fn refusal(r: GroupRefusal) -> Refusal {
     let detail = match r {
         GroupRefusal::Full => "the group would pass its maximum of members",
         GroupRefusal::NotDiscussion => "the group is not a discussion: users manage only those",
         GroupRefusal::NotOwner => "only the discussion's owner may do this",
-        _ => return refusal_code(r).into(),
+        _ => return group_refusal_code(r).into(),
     };
-    Refusal::new(refusal_code(r), detail)
+    Refusal::new(group_refusal_code(r), detail)
 }
 
 fn store_failed(e: tidings_store::StoreError) -> ApiError {

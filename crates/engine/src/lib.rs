@@ -12,6 +12,33 @@
 //! after the ack timeout ([`Session::resend_due`]). Anything a device misses is in its inbox and
 //! comes back by sync ([`Session::sync`]).
 //!
+//! A kernel and features. The kernel delivers and knows no conversation type's rules:
+//! - `stream.rs`: items of a live stream ([`RoomItem`], [`Priority`]), shed by priority;
+//! - `outbox.rs`: a connection's bounded outbound queue;
+//! - `session.rs`: a device's session, its delivery state (in-flight pushes, cursor), connect,
+//!   sync, acknowledgements, resends, and its end hooks (`session::Attachment`);
+//! - `cluster.rs`: routing across nodes over the bus (interest by user and room, presence of
+//!   nodes, a room's home);
+//! - `commit.rs`: the committer, the one writer, and the fan-out after each commit;
+//! - this root: the [`Engine`] and its shared state, the registry of sessions (and what ends
+//!   them: revocations, bans, kicks), the writes through the committer, and the routing of bus
+//!   events to the part they are for.
+//!
+//! The features stand on it, calling down and attaching what they need: `publish.rs` (a
+//! device's sends, dispatched by conversation type), `conversations.rs`, `groups.rs`,
+//! `chatrooms/`, `presence.rs`, `receipts.rs`, `users.rs`, `accounts.rs`, `operators.rs`,
+//! `push.rs`, `files.rs`, `words.rs`. Below both: `validate.rs`, `auth.rs`, `hooks.rs`,
+//! `metrics.rs`, `readiness.rs`.
+//!
+//! Architecture invariant: no kernel module (`stream`, `outbox`, `session`, `cluster`,
+//! `commit`) names a feature module in a `crate::` path, and the modules import each other in
+//! no circle; the crate root alone names both sides. A feature's state per session is an
+//! attachment the session lets go of at its end, never a field of the session. Where the kernel
+//! tells a feature of something per message (the committer hands a commit to Web Push and the
+//! `sent` hook, an acknowledgement reaches the receipt watches) or per user's first and last
+//! session (presence), it calls the feature's `Engine` method directly: a callback registered
+//! at run time would cost a dynamic call per message.
+//!
 //! Architecture invariant: this crate never imports a web framework, a WebSocket library or a SQL
 //! driver. It sees storage only through `tidings_store::Store`, and uses `tidings_proto` only for
 //! the closed set of client-visible codes. Web Push is behind [`push::Pusher`], so no HTTP
@@ -33,10 +60,12 @@ pub mod metrics;
 pub mod operators;
 pub mod outbox;
 mod presence;
+mod publish;
 pub mod push;
 mod readiness;
 mod receipts;
 mod session;
+mod stream;
 mod users;
 pub mod validate;
 mod words;
@@ -54,8 +83,8 @@ pub use accounts::{AccountToken, address_key, hash_password};
 pub use auth::AppCredentials;
 pub use chatrooms::{
     BACKLOG_LOW, BACKLOG_NORMAL, ChatroomOut, ChatroomQuery, ChatroomSettings, EntryOut,
-    MAX_ENTRIES, MAX_ROOMS_PER_CONNECTION, NOTICE_BATCH_MEMBERS, NOTICE_INTERVAL, Priority,
-    QUEUE_MAX, RECENT_MAX, RoomItem,
+    MAX_ENTRIES, MAX_ROOMS_PER_CONNECTION, NOTICE_BATCH_MEMBERS, NOTICE_INTERVAL, QUEUE_MAX,
+    RECENT_MAX,
 };
 pub use conversations::{AmendRequest, ConversationQuery, ConversationUpdateRequest, HistoryStart};
 pub use files::MessageRef;
@@ -66,6 +95,7 @@ pub use push::{PushOutcome, PushSubscription};
 pub use readiness::Readiness;
 pub use receipts::ReceiptWatch;
 pub use session::{ConnectInfo, ConnectRequest, SendRequest, Session};
+pub use stream::{Priority, RoomItem};
 pub use tidings_store::{
     AuditEntry, GroupAction, GroupInfo, GroupKind, GroupMember, GroupMembers, GroupReceipt,
 };
@@ -780,6 +810,34 @@ impl Engine {
         }
     }
 
+    /// Queues a write nobody waits for through the committer (a device's cursor as its session
+    /// ends): a full queue delays it, never drops it (see `commit::commit_later`).
+    pub(crate) fn write_later(&self, op: WriteOp) {
+        commit::commit_later(&self.inner.commits, op);
+    }
+
+    /// Queues a write nobody waits for if the committer has room now; false if it has not
+    /// (the caller tries again later).
+    pub(crate) fn try_write_soon(&self, op: WriteOp) -> bool {
+        self.inner
+            .commits
+            .try_send(CommitRequest::Cursor(op))
+            .is_ok()
+    }
+
+    /// What the bus received for this node, routed by the crate root, which alone names both
+    /// the kernel and the features: a chatroom's items to the chatrooms, the rest to the
+    /// cluster's own handling.
+    fn on_bus(&self, event: cluster::BusEvent) {
+        use cluster::BusEvent;
+        match event {
+            BusEvent::RoomForward { home, known, post } => self.room_forwarded(&home, known, post),
+            BusEvent::RoomItem { post } => self.room_item_arrived(post),
+            BusEvent::RoomSeq { home, room, seq } => self.room_seq_learned(&home, &room, seq),
+            other => self.on_cluster_event(other),
+        }
+    }
+
     /// Mints an app server's token for `user`, valid for `ttl` (the configured default if
     /// `None`). Returns the token and its expiry in seconds since the epoch. The id is recorded
     /// first, in the store, so it can never be registered as an account afterwards; an id that
@@ -872,6 +930,45 @@ impl Engine {
         for s in sessions {
             s.end(self, Code::TokenRevoked);
         }
+    }
+
+    /// Records a ban (or its end) on this node, ending the user's sessions here.
+    pub(crate) fn banned_here(&self, user: &str, banned: bool) {
+        let sessions = {
+            let mut registry = self.registry();
+            if banned {
+                registry.banned.insert(user.to_string());
+                registry.by_user.get(user).cloned().unwrap_or_default()
+            } else {
+                registry.banned.remove(user);
+                Vec::new()
+            }
+        };
+        for s in sessions {
+            s.end(self, Code::UserBanned);
+        }
+    }
+
+    /// [`Engine::kick_device`] on this node: ends the sessions of `user` it names (of one
+    /// device, or one session, or all).
+    pub(crate) fn kick_here(
+        &self,
+        user: &str,
+        device: Option<&str>,
+        session: Option<u64>,
+    ) -> usize {
+        let kicked: Vec<_> = self
+            .sessions_of(user)
+            .into_iter()
+            .filter(|s| {
+                session.is_none_or(|id| s.id == id)
+                    && device.is_none_or(|d| !s.anonymous && s.device == d)
+            })
+            .collect();
+        for s in &kicked {
+            s.end(self, Code::KickedByOperator);
+        }
+        kicked.len()
     }
 
     /// Authenticates an HTTP API request: signature (in a form the `api_signature` setting

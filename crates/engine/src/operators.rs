@@ -326,27 +326,6 @@ impl Engine {
         }
         Ok(n)
     }
-
-    /// [`Engine::kick_device`] on this node.
-    pub(crate) fn kick_here(
-        &self,
-        user: &str,
-        device: Option<&str>,
-        session: Option<u64>,
-    ) -> usize {
-        let kicked: Vec<_> = self
-            .sessions_of(user)
-            .into_iter()
-            .filter(|s| {
-                session.is_none_or(|id| s.id == id)
-                    && device.is_none_or(|d| !s.anonymous && s.device == d)
-            })
-            .collect();
-        for s in &kicked {
-            s.end(self, Code::KickedByOperator);
-        }
-        kicked.len()
-    }
 }
 
 #[cfg(test)]

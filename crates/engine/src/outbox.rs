@@ -20,7 +20,7 @@ use tidings_store::StoredMessage;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::chatrooms::{Priority, RoomItem};
+use crate::stream::{Priority, RoomItem};
 use crate::{Delivered, Outbound};
 
 /// How far behind a connection may be before the rooms' LOW items, and then their NORMAL

@@ -1,20 +1,23 @@
 //! Device sessions: authentication, the per-device delivery state (in-flight pushes, the
-//! acknowledged cursor) and the requests a connected device makes.
+//! acknowledged cursor) and the kernel's requests of a connected device (acknowledge, confirm,
+//! sync, resend, end). A feature that keeps something per session (a chatroom's membership)
+//! attaches it as an [`Attachment`], which the session lets go of when it ends; what a device
+//! sends (`publish.rs`) and asks of the features lives with them.
+//!
+//! Architecture invariant: this module imports no feature module, nor the committer or the bus
+//! routing (they import it); it writes through the crate root's `Engine::write_later`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tidings_proto::{Code, conversation_type};
-use tidings_store::{Participant, WriteOp};
+use tidings_proto::Code;
+use tidings_store::WriteOp;
 use tokio::time::Instant;
 
-use crate::commit::{CommitRequest, PendingPublish};
 use crate::validate::{self, Refusal};
-use crate::{
-    Delivered, Engine, Outbound, Outbox, PubAckOut, QueryAckOut, SYNC_PAGE_DEFAULT, SYNC_PAGE_MAX,
-};
+use crate::{Delivered, Engine, Outbound, Outbox, QueryAckOut, SYNC_PAGE_DEFAULT, SYNC_PAGE_MAX};
 
 /// What a client presents to connect.
 #[derive(Debug, Clone, Default)]
@@ -56,9 +59,6 @@ pub struct SendRequest {
     pub priority: u32,
 }
 
-/// Push text longer than this is refused.
-const MAX_PUSH_TEXT_BYTES: usize = 512;
-
 pub(crate) struct SessionShared {
     pub id: u64,
     pub user: String,
@@ -69,8 +69,9 @@ pub(crate) struct SessionShared {
     state: Mutex<DeliveryState>,
     /// The users whose presence this connection watches.
     pub watching: Mutex<Vec<String>>,
-    /// The chatrooms this connection is in.
-    rooms: Mutex<Vec<Arc<crate::chatrooms::Room>>>,
+    /// What features attached to this connection (the chatrooms it is in), let go of as it
+    /// ends.
+    attached: Mutex<Vec<Arc<dyn Attachment>>>,
     /// The platform the device named in its CONNECT, and when it connected (ms): for the admin
     /// console's list of a user's devices.
     pub platform: String,
@@ -78,6 +79,16 @@ pub(crate) struct SessionShared {
     /// Set once the connection's [`Session`] is dropped: its reader and writer are done, so its
     /// device acknowledges nothing more.
     released: tokio::sync::watch::Sender<bool>,
+}
+
+/// Something a feature keeps for a session while it lasts (a chatroom's membership). The
+/// session holds it without knowing what it is, and lets go of it once, as the session ends:
+/// an end hook, so the kernel names no feature.
+pub(crate) trait Attachment: std::any::Any + Send + Sync {
+    /// The session ended: undo what attaching did. Called once, outside the session's locks.
+    fn detach(&self, engine: &Engine, session: &SessionShared);
+    /// For the feature that attached it, to tell its own among a session's attachments.
+    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 /// Status messages (typing) a user may send per second, and at once.
@@ -103,9 +114,12 @@ impl SessionShared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The chatrooms this connection is in. Locked after a room's state, never before.
-    pub(crate) fn rooms(&self) -> std::sync::MutexGuard<'_, Vec<Arc<crate::chatrooms::Room>>> {
-        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    /// What features attached to this connection. Locked after a feature's own locks (a
+    /// room's state), never before. Once the session is ended ([`SessionShared::is_ended`],
+    /// set before the list is drained), nothing may be attached: a feature checks it under
+    /// this lock, so what it attaches is either refused or let go of by the end.
+    pub(crate) fn attached(&self) -> std::sync::MutexGuard<'_, Vec<Arc<dyn Attachment>>> {
+        self.attached.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Pushes a committed message to this device. Called by the committer in commit order.
@@ -225,11 +239,16 @@ impl SessionShared {
         crate::metrics::disconnected(code);
         self.outbox.close(code);
         engine.unregister(self);
-        engine.leave_rooms(self);
+        // Taken out of the lock first: letting go of an attachment takes the feature's locks,
+        // which come before this list's.
+        let attached: Vec<Arc<dyn Attachment>> = self.attached().drain(..).collect();
+        for a in attached {
+            a.detach(engine, self);
+        }
         if let Some(op) = self.cursor_op() {
             // If the committer has stopped, the update is lost, which only means the device
             // re-syncs a few entries.
-            crate::commit::commit_later(&engine.inner.commits, op);
+            engine.write_later(op);
         }
         tracing::debug!(session = self.id, user = %self.user, code = code.as_u32(), "session ended");
     }
@@ -297,7 +316,7 @@ impl Engine {
                 ended: false,
             }),
             watching: Mutex::new(Vec::new()),
-            rooms: Mutex::new(Vec::new()),
+            attached: Mutex::new(Vec::new()),
             platform: req.platform.clone(),
             connected_at: now,
             released: tokio::sync::watch::channel(false).0,
@@ -412,232 +431,6 @@ impl Session {
     /// The queue the gateway drains to the socket.
     pub fn outbox(&self) -> &Outbox {
         &self.shared.outbox
-    }
-
-    /// Sends a message. The PUBACK (success or a refusal code) arrives through the outbox.
-    pub async fn publish(&self, packet_id: u32, send: SendRequest) {
-        let received = std::time::Instant::now();
-        let limited = !self.engine.may_send(&self.shared.user);
-        let priority = crate::chatrooms::Priority::from_wire(send.priority).unwrap_or_default();
-        // Over the limit, a send still goes to the store, but only to find an earlier commit of
-        // the same message (a resend after a lost PUBACK must get its first answer); the store
-        // refuses it if it is new.
-        let checked = self.check(&send).and_then(|()| {
-            if priority == crate::chatrooms::Priority::High {
-                return Err(Refusal::new(
-                    Code::Unauthorized,
-                    "HIGH priority is for the app server",
-                ));
-            }
-            let search = self.engine.inner.config.search;
-            let mut p = match send.conversation_type {
-                conversation_type::GROUP => PendingPublish::group(&self.shared.user, send, search),
-                conversation_type::CHATROOM => PendingPublish::chatroom(&self.shared.user, send),
-                _ => PendingPublish::private(&self.shared.user, send, search),
-            };
-            p.only_if_stored = limited;
-            // After the digest is taken: a resend is recognised by what the client sent.
-            let replaced = self.engine.filter_words(&mut p)?;
-            Ok((p, replaced))
-        });
-        let checked = match checked {
-            Ok((p, replaced)) if !limited => self.moderate(p, replaced).await,
-            other => other.map(|(p, replaced)| {
-                let notice = if replaced {
-                    Code::SensitiveWordReplaced.as_u32()
-                } else {
-                    0
-                };
-                (p, notice)
-            }),
-        };
-        let (pending, notice) = match checked {
-            Ok(p) => p,
-            Err(refusal) => {
-                self.shared.reply(
-                    &self.engine,
-                    Outbound::PubAck(PubAckOut::refused(packet_id, refusal)),
-                );
-                return;
-            }
-        };
-        if pending.conversation_type == conversation_type::CHATROOM {
-            return self
-                .publish_to_chatroom(packet_id, pending, notice, priority, limited)
-                .await;
-        }
-        let request = CommitRequest::Publish {
-            session: self.shared.clone(),
-            packet_id,
-            message: pending,
-            notice,
-            received,
-        };
-        if self.engine.inner.commits.send(request).await.is_err() {
-            self.shared.reply(
-                &self.engine,
-                Outbound::PubAck(PubAckOut::refused(packet_id, Code::ServerShutdown)),
-            );
-        }
-    }
-
-    /// Puts a message to the app server's moderation hook, if there is one; answers it as it is
-    /// to be stored with its PUBACK notice, or the refusal.
-    async fn moderate(
-        &self,
-        mut p: PendingPublish,
-        replaced: bool,
-    ) -> Result<(PendingPublish, u32), Refusal> {
-        let words_notice = if replaced {
-            Code::SensitiveWordReplaced.as_u32()
-        } else {
-            0
-        };
-        let Some(hooks) = self.engine.inner.hooks.clone().filter(|h| h.moderates()) else {
-            return Ok((p, words_notice));
-        };
-        let proposed = crate::hooks::Proposed {
-            conversation_type: p.conversation_type,
-            target_id: p.target.clone(),
-            sender_id: p.sender.clone(),
-            msg_type: p.msg_type.clone(),
-            content: p.content.clone(),
-            push_text: p.push_text.clone(),
-            client_msg_id: p.client_msg_id.clone(),
-            mentions: p.mentions.clone(),
-            mention_all: p.mention_all,
-            audience: p.audience.clone(),
-        };
-        let config = &self.engine.inner.config;
-        match hooks.moderate(&proposed).await {
-            crate::hooks::Moderation::Accept => Ok((p, words_notice)),
-            crate::hooks::Moderation::Reject { reason } => {
-                Err(Refusal::new(Code::MessageRejected, reason))
-            }
-            crate::hooks::Moderation::Rewrite { content } => {
-                if let Err(e) =
-                    validate::check_content(&p.msg_type, &content, config.max_content_bytes)
-                {
-                    tracing::warn!(
-                        code = e.code.as_u32(),
-                        "the moderation hook rewrote a message into invalid content"
-                    );
-                    return self.moderation_unavailable(hooks.as_ref(), p, words_notice);
-                }
-                if !p.search_text.is_empty() || config.search {
-                    p.search_text = if config.search {
-                        validate::search_text(&p.msg_type, &content)
-                    } else {
-                        String::new()
-                    };
-                }
-                p.content = content;
-                Ok((p, Code::MessageRewritten.as_u32()))
-            }
-            crate::hooks::Moderation::Unavailable => {
-                self.moderation_unavailable(hooks.as_ref(), p, words_notice)
-            }
-        }
-    }
-
-    fn moderation_unavailable(
-        &self,
-        hooks: &dyn crate::hooks::Hooks,
-        p: PendingPublish,
-        notice: u32,
-    ) -> Result<(PendingPublish, u32), Refusal> {
-        if hooks.fail_open() {
-            Ok((p, notice))
-        } else {
-            Err(Code::ModerationUnavailable.into())
-        }
-    }
-
-    /// Sends a QoS 0 status message (typing): checked like a message, then pushed to the
-    /// target's connected devices only, never stored. Answered only when refused (with a
-    /// PUBACK, if `packet_id` is not 0).
-    pub async fn publish_status(&self, packet_id: u32, send: SendRequest) {
-        if let Err(refusal) = self.check_status(&send).await {
-            if packet_id != 0 {
-                self.shared.reply(
-                    &self.engine,
-                    Outbound::PubAck(PubAckOut::refused(packet_id, refusal)),
-                );
-            }
-            return;
-        }
-        let sender = &self.shared.user;
-        let message = Arc::new(tidings_store::StoredMessage {
-            uid: ulid::Ulid::new().to_string(),
-            conversation_type: conversation_type::PRIVATE,
-            conversation_id: private_conversation_id(sender, &send.target_id),
-            sender: sender.clone(),
-            target: send.target_id.clone(),
-            seq: 0,
-            sent_time: self.engine.now_ms(),
-            msg_type: send.msg_type,
-            content: send.content,
-            push_text: String::new(),
-            client_msg_id: send.client_msg_id,
-            ..Default::default()
-        });
-        let view = Arc::new(Delivered::for_viewer(&send.target_id, message.clone(), 0));
-        for session in self.engine.sessions_of(&send.target_id) {
-            // At most once: a busy connection goes without it.
-            session
-                .outbox
-                .push_droppable(Outbound::Status(view.clone()));
-        }
-        self.engine.bus_publish(crate::cluster::BusEvent::Status {
-            message: (*message).clone(),
-            users: vec![send.target_id.clone()],
-            except_device: None,
-        });
-    }
-
-    async fn check_status(&self, send: &SendRequest) -> Result<(), Refusal> {
-        let limited = !self.engine.may_send_status(&self.shared.user);
-        if limited {
-            return Err(Refusal::new(
-                Code::SendTooFast,
-                format!("at most {STATUS_RATE} status messages a second"),
-            ));
-        }
-        if send.conversation_type != conversation_type::PRIVATE {
-            return Err(Refusal::new(
-                Code::UnknownConversationType,
-                "status messages go to one user (conversation type 1)",
-            ));
-        }
-        self.check_addressing(send)?;
-        if send.target_id == self.shared.user {
-            return Err(Refusal::new(
-                Code::InvalidTarget,
-                "a status goes to another user",
-            ));
-        }
-        match self
-            .engine
-            .inner
-            .store
-            .is_blocked(&send.target_id, &self.shared.user)
-            .await
-        {
-            Ok(false) => Ok(()),
-            Ok(true) => Err(Code::RejectedByBlacklist.into()),
-            Err(e) => {
-                tracing::error!(error = %e, "blocklist read failed");
-                Err(Code::ServerError.into())
-            }
-        }
-    }
-
-    fn check(&self, send: &SendRequest) -> Result<(), Refusal> {
-        check_send(&self.engine.inner.config, send)
-    }
-
-    fn check_addressing(&self, send: &SendRequest) -> Result<(), Refusal> {
-        check_addressing(&self.engine.inner.config, send)
     }
 
     /// The device acknowledges the pushed entry at `inbox_seq`.
@@ -812,13 +605,7 @@ impl Session {
         }
         if let Some(op) = self.shared.cursor_op() {
             // If the committer is full, the cursor is stored at a later tick or at the end.
-            if self
-                .engine
-                .inner
-                .commits
-                .try_send(CommitRequest::Cursor(op))
-                .is_err()
-            {
+            if !self.engine.try_write_soon(op) {
                 self.shared.state().stored_cursor = 0;
             }
         }
@@ -869,203 +656,4 @@ impl Engine {
         }
         cursor
     }
-}
-
-impl PendingPublish {
-    pub(crate) fn private(sender: &str, send: SendRequest, search: bool) -> PendingPublish {
-        let digest = digest(&send);
-        let target = send.target_id;
-        let conversation_id = private_conversation_id(sender, &target);
-        let mut recipients = vec![sender.to_string()];
-        if target != sender {
-            recipients.push(target.clone());
-        }
-        let counted = !send.uncounted || validate::BUILTIN_TYPES.contains(&send.msg_type.as_str());
-        let mut participants = vec![Participant {
-            user: sender.to_string(),
-            target: target.clone(),
-        }];
-        if target != sender {
-            participants.push(Participant {
-                user: target.clone(),
-                target: sender.to_string(),
-            });
-        }
-        PendingPublish {
-            only_if_stored: false,
-            to_group: false,
-            mentions: Vec::new(),
-            mention_all: false,
-            audience: Vec::new(),
-            search_text: if search {
-                validate::search_text(&send.msg_type, &send.content)
-            } else {
-                String::new()
-            },
-            blocking_recipient: (target != sender).then(|| target.clone()),
-            counted,
-            participants,
-            conversation_type: conversation_type::PRIVATE,
-            conversation_id,
-            sender: sender.to_string(),
-            target,
-            msg_type: send.msg_type,
-            content: send.content,
-            push_text: send.push_text,
-            client_msg_id: send.client_msg_id,
-            digest,
-            recipients,
-        }
-    }
-}
-
-impl PendingPublish {
-    /// A group message: the store checks that the sender may send and adds the members as
-    /// recipients; the conversation rows exist from the members' joins.
-    pub(crate) fn group(sender: &str, send: SendRequest, search: bool) -> PendingPublish {
-        let digest = digest(&send);
-        PendingPublish {
-            conversation_type: conversation_type::GROUP,
-            conversation_id: tidings_store::group_conversation_id(&send.target_id),
-            sender: sender.to_string(),
-            target: send.target_id,
-            search_text: if search {
-                validate::search_text(&send.msg_type, &send.content)
-            } else {
-                String::new()
-            },
-            counted: !send.uncounted || validate::BUILTIN_TYPES.contains(&send.msg_type.as_str()),
-            msg_type: send.msg_type,
-            content: send.content,
-            push_text: send.push_text,
-            client_msg_id: send.client_msg_id,
-            digest,
-            recipients: vec![sender.to_string()],
-            participants: Vec::new(),
-            blocking_recipient: None,
-            only_if_stored: false,
-            to_group: true,
-            mentions: send.mentions,
-            mention_all: send.mention_all,
-            audience: send.audience,
-        }
-    }
-}
-
-/// The canonical id of the private conversation between two users (either order).
-pub(crate) fn private_conversation_id(a: &str, b: &str) -> String {
-    let (a, b) = if a <= b { (a, b) } else { (b, a) };
-    format!("{}:{a}|{b}", conversation_type::PRIVATE)
-}
-
-/// A digest of everything the client chose for a message, to tell a resend from a reuse.
-pub(crate) fn digest(send: &SendRequest) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for part in [
-        send.conversation_type.to_string().as_str(),
-        &send.target_id,
-        &send.msg_type,
-        &send.content,
-        &send.push_text,
-    ] {
-        h.update((part.len() as u64).to_le_bytes());
-        h.update(part.as_bytes());
-    }
-    // Only when set, so digests stored before the flag existed still match their resends.
-    if send.uncounted {
-        h.update(b"uncounted");
-    }
-    for (tag, users) in [(b"mentions", &send.mentions), (b"audience", &send.audience)] {
-        if !users.is_empty() {
-            h.update(tag);
-            for u in users {
-                h.update((u.len() as u64).to_le_bytes());
-                h.update(u.as_bytes());
-            }
-        }
-    }
-    if send.mention_all {
-        h.update(b"mention_all");
-    }
-    hex::encode(h.finalize())
-}
-
-/// The checks of a message to send: its client message id, and those of [`check_addressing`].
-pub(crate) fn check_send(config: &crate::EngineConfig, send: &SendRequest) -> Result<(), Refusal> {
-    if !validate::is_client_msg_id(&send.client_msg_id) {
-        return Err(Refusal::new(
-            Code::InvalidClientMsgId,
-            "a client message id is 1-64 printable ASCII characters",
-        ));
-    }
-    check_addressing(config, send)
-}
-
-/// The checks messages and status messages share: conversation type, target, type, content.
-pub(crate) fn check_addressing(
-    config: &crate::EngineConfig,
-    send: &SendRequest,
-) -> Result<(), Refusal> {
-    if send.conversation_type == conversation_type::SYSTEM {
-        return Err(Refusal::new(
-            Code::UnknownConversationType,
-            "system messages are sent by the app server",
-        ));
-    }
-    let chatroom = send.conversation_type == conversation_type::CHATROOM;
-    if chatroom {
-        crate::chatrooms::check_id(&send.target_id)?;
-    } else {
-        crate::conversations::conversation_id(send.conversation_type, "", &send.target_id)?;
-    }
-    match crate::chatrooms::Priority::from_wire(send.priority) {
-        None => {
-            return Err(Refusal::new(
-                Code::ChatroomInvalid,
-                "priority is 0 (NORMAL), 1 (LOW) or 2 (HIGH)",
-            ));
-        }
-        Some(p) if p != crate::chatrooms::Priority::Normal && !chatroom => {
-            return Err(Refusal::new(
-                Code::ChatroomInvalid,
-                "a priority is for chatroom messages",
-            ));
-        }
-        Some(_) => {}
-    }
-    let group = send.conversation_type == conversation_type::GROUP;
-    let addressed = !send.mentions.is_empty() || send.mention_all || !send.audience.is_empty();
-    if addressed && !group {
-        return Err(Refusal::new(
-            Code::InvalidMentions,
-            "mentions and directed messages are for groups",
-        ));
-    }
-    if send.mentions.len() > crate::groups::MAX_MENTIONS
-        || send.audience.len() > crate::groups::MAX_DIRECTED
-        || !send
-            .mentions
-            .iter()
-            .chain(&send.audience)
-            .all(|u| validate::is_user_id(u))
-    {
-        return Err(Refusal::new(
-            Code::InvalidMentions,
-            format!(
-                "at most {} mentioned and {} directed user ids, each 1-64 of A-Z a-z 0-9 _ - . @",
-                crate::groups::MAX_MENTIONS,
-                crate::groups::MAX_DIRECTED
-            ),
-        ));
-    }
-    validate::check_msg_type(&send.msg_type)?;
-    validate::check_content(&send.msg_type, &send.content, config.max_content_bytes)?;
-    if send.push_text.len() > MAX_PUSH_TEXT_BYTES {
-        return Err(Refusal::new(
-            Code::ContentTooLarge,
-            format!("push text is limited to {MAX_PUSH_TEXT_BYTES} bytes"),
-        ));
-    }
-    Ok(())
 }

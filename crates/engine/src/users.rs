@@ -8,7 +8,8 @@ use tidings_store::{Participant, UserProfile, WriteOp, WriteResult};
 use tokio::sync::oneshot;
 
 use crate::commit::{CommitRequest, PendingPublish};
-use crate::session::{SendRequest, check_send};
+use crate::publish::check_send;
+use crate::session::SendRequest;
 use crate::validate::{self, Refusal};
 use crate::{ApiError, Engine};
 
@@ -167,30 +168,13 @@ impl Engine {
         Ok(())
     }
 
-    /// Records a ban (or its end) on this node, ending the user's sessions here.
-    pub(crate) fn banned_here(&self, user: &str, banned: bool) {
-        let sessions = {
-            let mut registry = self.registry();
-            if banned {
-                registry.banned.insert(user.to_string());
-                registry.by_user.get(user).cloned().unwrap_or_default()
-            } else {
-                registry.banned.remove(user);
-                Vec::new()
-            }
-        };
-        for s in sessions {
-            s.end(self, Code::UserBanned);
-        }
-    }
-
     /// Sends a message as `sender` (a private or group message, checked as a client's is, but
     /// not rate-limited). Every device of the participants gets it, the sender's included.
     pub async fn send_as(&self, sender: &str, send: SendRequest) -> Result<Posted, ApiError> {
         check_user(sender)?;
         check_send(&self.inner.config, &send).map_err(ApiError)?;
         if send.conversation_type == conversation_type::CHATROOM {
-            let priority = crate::chatrooms::Priority::from_wire(send.priority).unwrap_or_default();
+            let priority = crate::stream::Priority::from_wire(send.priority).unwrap_or_default();
             let pending = PendingPublish::chatroom(sender, send);
             return self.post_to_chatroom(pending, priority).await;
         }
@@ -473,7 +457,7 @@ fn posted(user: String, result: WriteResult) -> Result<Posted, ApiError> {
         }),
         WriteResult::ClientMsgIdConflict => Err(Code::ClientMsgIdConflict.into()),
         WriteResult::Blocked => Err(Code::RejectedByBlacklist.into()),
-        WriteResult::GroupRefused(r) => Err(crate::groups::refusal_code(r).into()),
+        WriteResult::GroupRefused(r) => Err(crate::validate::group_refusal_code(r).into()),
         other => {
             tracing::error!(?other, "unexpected store result for an API send");
             Err(Code::ServerError.into())

@@ -3,6 +3,7 @@
 
 use serde_json::{Map, Value};
 use tidings_proto::Code;
+use tidings_store::GroupRefusal;
 
 /// A refusal: a code and a detail safe to show the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +33,23 @@ impl Refusal {
 impl From<Code> for Refusal {
     fn from(code: Code) -> Refusal {
         Refusal::new(code, "")
+    }
+}
+
+/// The code a client sees for a group refusal. Here, below both, because the committer answers a
+/// group message the store refused and the group features answer the changes it refused.
+pub(crate) fn group_refusal_code(r: GroupRefusal) -> Code {
+    match r {
+        GroupRefusal::NotFound => Code::GroupNotFound,
+        GroupRefusal::Dismissed => Code::GroupDismissed,
+        GroupRefusal::Exists => Code::GroupExists,
+        GroupRefusal::NotMember => Code::NotInGroup,
+        GroupRefusal::Muted => Code::MutedInGroup,
+        GroupRefusal::Full => Code::GroupFull,
+        // Seed 004 gives this code to an invalid discussion id too.
+        GroupRefusal::NotDiscussion => Code::GroupNotFound,
+        GroupRefusal::NotOwner => Code::Unauthorized,
+        GroupRefusal::InvitesClosed => Code::DiscussionInvitesClosed,
     }
 }
 

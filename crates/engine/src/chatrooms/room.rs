@@ -17,8 +17,8 @@ use tidings_store::StoredMessage;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{Priority, RoomItem};
 use crate::session::SessionShared;
+use crate::stream::{Priority, RoomItem};
 use crate::{Engine, Inner};
 
 /// Rooms with fewer members than this get each join and leave notice at once; larger ones get
