@@ -6,7 +6,6 @@
 
 use tidings_store::{AccountRecord, UserRecord, WriteResult};
 
-use crate::writer::Batch;
 use crate::{Db, PgResult};
 
 /// Makes an account's `users` row (token version 1: no token minted before it is current)
@@ -31,20 +30,21 @@ const CREATE: &str = "INSERT INTO users (id, token_version, account) SELECT $1, 
     AND NOT EXISTS (SELECT 1 FROM push_subscriptions WHERE user_id = $1) \
     ON CONFLICT DO NOTHING";
 
-/// Creates an account unless its id has a trace. The batch holds the id's inbox counter locked
-/// (see `Batch::lock_for`), as every write that gives the user an inbox entry, a conversation
-/// or a group membership does: such a write on another node either committed before (and its
-/// rows are seen here) or waits for this one to commit.
-pub(crate) async fn create(b: &mut Batch<'_>, a: AccountRecord) -> PgResult<WriteResult> {
-    if b.inbox_seq(&a.user).await? > 0 {
+/// Creates an account unless its id has a trace. `inbox_seq` is the id's newest inbox seq, read
+/// from the inbox counter the writer's batch holds locked (see `Batch::lock_for` in `writer`),
+/// as every write that gives the user an inbox entry, a conversation or a group membership
+/// does: such a write on another node either committed before (and its rows are seen here) or
+/// waits for this one to commit.
+pub(crate) async fn create(db: Db<'_>, a: AccountRecord, inbox_seq: u64) -> PgResult<WriteResult> {
+    if inbox_seq > 0 {
         return Ok(WriteResult::AccountCreated { fresh: false });
     }
     // A concurrent insert of the same `users` row (a token minted on another node) makes this
     // one wait for it, then do nothing.
-    if b.db.execute(CREATE, &[&a.user]).await? == 0 {
+    if db.execute(CREATE, &[&a.user]).await? == 0 {
         return Ok(WriteResult::AccountCreated { fresh: false });
     }
-    b.db.execute(
+    db.execute(
         "INSERT INTO accounts (user_id, password, created) VALUES ($1, $2, $3)",
         &[&a.user, &a.password_hash, &a.created],
     )
@@ -69,4 +69,48 @@ pub(crate) async fn record(db: Db<'_>, user: &str) -> PgResult<UserRecord> {
         token_version: row.get::<_, i64>(0) as u64,
         account: row.get(1),
     })
+}
+
+/// If `user`'s account has the password hash `expected`: replaces it with `password_hash`, or
+/// deletes the account (`None`), and increments the user's token version.
+pub(crate) async fn change(
+    db: Db<'_>,
+    user: &str,
+    expected: &str,
+    password_hash: Option<&str>,
+) -> PgResult<WriteResult> {
+    let changed = match password_hash {
+        Some(hash) => {
+            db.execute(
+                "UPDATE accounts SET password = $3 WHERE user_id = $1 AND password = $2",
+                &[&user, &expected, &hash],
+            )
+            .await?
+        }
+        None => {
+            db.execute(
+                "DELETE FROM accounts WHERE user_id = $1 AND password = $2",
+                &[&user, &expected],
+            )
+            .await?
+        }
+    };
+    let token_version = if changed == 0 {
+        None
+    } else {
+        Some(bump_token_version(db, user).await?)
+    };
+    Ok(WriteResult::AccountChanged { token_version })
+}
+
+/// Increments a user's token version (from 0 if the user has no row) and returns the new one.
+pub(crate) async fn bump_token_version(db: Db<'_>, user: &str) -> PgResult<u64> {
+    let row = db
+        .query_one(
+            "INSERT INTO users (id, token_version) VALUES ($1, 1) ON CONFLICT (id) \
+             DO UPDATE SET token_version = users.token_version + 1 RETURNING token_version",
+            &[&user],
+        )
+        .await?;
+    Ok(row.get::<_, i64>(0) as u64)
 }

@@ -3,9 +3,11 @@
 
 use std::collections::BTreeSet;
 
+use tidings_store::rows::ConversationRow;
+use tidings_store::rules::conversations::{SettingsRow, target_seen_by};
 use tidings_store::{
-    ConversationFilter, ConversationRecord, ConversationSettings, Conversations, History,
-    HistoryFrom, SearchPage, StoredMessage,
+    ConversationFilter, ConversationRecord, Conversations, History, HistoryFrom, SearchPage,
+    StoredMessage,
 };
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -14,13 +16,6 @@ use crate::{
     Db, MESSAGE_COLUMN_COUNT, MESSAGE_COLUMNS, PgResult, big, message_from_row, page_rows,
     read_snapshot,
 };
-
-/// A conversation row: its key and settings.
-struct ConvRow {
-    settings: ConversationSettings,
-    conversation_id: String,
-    peer_read_seq: u64,
-}
 
 pub async fn read(
     client: &mut deadpool_postgres::Client,
@@ -43,10 +38,9 @@ pub async fn read(
     };
     let mut conversations = Vec::with_capacity(rows.len());
     for row in rows {
-        if !filter.types.is_empty() && !filter.types.contains(&row.settings.conversation_type) {
-            continue;
+        if filter.admits(row.settings.conversation_type) {
+            conversations.push(record(db, user, row).await?);
         }
-        conversations.push(record(db, user, row).await?);
     }
     tx.commit().await?;
     Ok(Conversations {
@@ -58,24 +52,33 @@ pub async fn read(
 const ROW_COLUMNS: &str = "conv_type, target, conv_id, read_seq, pinned, muted, removed_seq, \
      cleared_seq, until_seq, peer_read_seq";
 
-fn row_from(r: &Row) -> ConvRow {
-    ConvRow {
-        settings: ConversationSettings {
-            conversation_type: r.get::<_, i32>(0) as u32,
-            target_id: r.get(1),
-            read_seq: r.get::<_, i64>(3) as u64,
-            pinned: r.get(4),
-            muted: r.get(5),
-            removed_seq: r.get::<_, i64>(6) as u64,
-            cleared_seq: r.get::<_, i64>(7) as u64,
-            until_seq: r.get::<_, i64>(8) as u64,
-        },
+fn row_from(r: &Row) -> ConversationRow {
+    ConversationRow {
+        settings: settings_row(r, 3).into_settings(r.get::<_, i32>(0) as u32, r.get(1)),
         conversation_id: r.get(2),
         peer_read_seq: r.get::<_, i64>(9) as u64,
     }
 }
 
-async fn one(db: Db<'_>, user: &str, conv_type: u32, target: &str) -> PgResult<Option<ConvRow>> {
+/// The columns `read_seq, pinned, muted, removed_seq, cleared_seq, until_seq` from `at` on.
+pub(crate) fn settings_row(r: &Row, at: usize) -> SettingsRow {
+    let seq = |i: usize| r.get::<_, i64>(at + i) as u64;
+    SettingsRow {
+        read_seq: seq(0),
+        pinned: r.get(at + 1),
+        muted: r.get(at + 2),
+        removed_seq: seq(3),
+        cleared_seq: seq(4),
+        until_seq: seq(5),
+    }
+}
+
+async fn one(
+    db: Db<'_>,
+    user: &str,
+    conv_type: u32,
+    target: &str,
+) -> PgResult<Option<ConversationRow>> {
     Ok(db
         .query_opt(
             &format!(
@@ -89,7 +92,7 @@ async fn one(db: Db<'_>, user: &str, conv_type: u32, target: &str) -> PgResult<O
         .map(row_from))
 }
 
-async fn all(db: Db<'_>, user: &str) -> PgResult<Vec<ConvRow>> {
+async fn all(db: Db<'_>, user: &str) -> PgResult<Vec<ConversationRow>> {
     Ok(db
         .query(
             &format!("SELECT {ROW_COLUMNS} FROM conversations WHERE user_id = $1"),
@@ -103,7 +106,7 @@ async fn all(db: Db<'_>, user: &str) -> PgResult<Vec<ConvRow>> {
 
 /// Rows whose settings changed after `since`, and rows of conversations with an inbox entry
 /// after it (a new message).
-async fn changed_since(db: Db<'_>, user: &str, since: u64) -> PgResult<Vec<ConvRow>> {
+async fn changed_since(db: Db<'_>, user: &str, since: u64) -> PgResult<Vec<ConversationRow>> {
     let touched = db
         .query(
             "SELECT DISTINCT m.conv_type, m.sender, m.target FROM inbox i \
@@ -116,18 +119,9 @@ async fn changed_since(db: Db<'_>, user: &str, since: u64) -> PgResult<Vec<ConvR
     for r in &touched {
         let conv_type = r.get::<_, i32>(0) as u32;
         let sender: String = r.get(1);
-        let target: String = r.get(2);
-        // A private conversation's target, as this user sees it, is the other participant.
-        let seen = if matches!(conv_type, tidings_store::PRIVATE | tidings_store::SYSTEM)
-            && sender != user
-        {
-            sender
-        } else {
-            target
-        };
-        keys.insert((conv_type, seen));
+        keys.insert((conv_type, target_seen_by(user, conv_type, sender, r.get(2))));
     }
-    let mut rows: Vec<ConvRow> = db
+    let mut rows: Vec<ConversationRow> = db
         .query(
             &format!("SELECT {ROW_COLUMNS} FROM conversations WHERE user_id = $1 AND version > $2"),
             &[&user, &big(since)],
@@ -173,7 +167,7 @@ fn upper_bound(until_seq: u64) -> i64 {
     }
 }
 
-async fn record(db: Db<'_>, user: &str, row: ConvRow) -> PgResult<ConversationRecord> {
+async fn record(db: Db<'_>, user: &str, row: ConversationRow) -> PgResult<ConversationRecord> {
     let until = upper_bound(row.settings.until_seq);
     let conv = row.conversation_id.as_str();
     let cleared = big(row.settings.cleared_seq);
@@ -207,15 +201,8 @@ async fn record(db: Db<'_>, user: &str, row: ConvRow) -> PgResult<ConversationRe
     )?;
     let newest: Option<StoredMessage> = newest.map(|r| message_from_row(&r, 0));
     let latest = visible.map(|r| message_from_row(&r, 0));
-    Ok(ConversationRecord {
-        settings: row.settings,
-        conversation_id: row.conversation_id,
-        newest,
-        latest,
-        peer_read_seq: row.peer_read_seq,
-        unread: counts.get::<_, i64>(0) as u64,
-        mentioned: counts.get::<_, i64>(1) as u64,
-    })
+    let (unread, mentioned): (i64, i64) = (counts.get(0), counts.get(1));
+    Ok(row.into_record(newest, latest, unread as u64, mentioned as u64))
 }
 
 /// A page of a conversation's history as `user` sees it.

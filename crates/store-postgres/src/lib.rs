@@ -30,12 +30,17 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Statement
 use tidings_store::{
     AccountRecord, AdminSessionRecord, AuditEntry, ChatroomRecord, ChatroomUser,
     ConversationFilter, Conversations, GroupInfo, GroupMembers, GroupReceipt, History, HistoryFrom,
-    InboxEntry, OperatorRecord, PushSubscriptionRecord, Reaction, Result, SearchPage, SessionState,
-    Store, StoreError, StoredMessage, UserProfile, UserState, WriteOp, WriteResult,
+    InboxEntry, OperatorRecord, PushSubscriptionRecord, Result, SearchPage, SessionState, Store,
+    StoreError, StoredMessage, UserProfile, UserState, WriteOp, WriteResult,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
+
+pub(crate) use tidings_store::rows::{
+    STATE_DIRECTED, STATE_EDITED, STATE_MENTION_ALL, STATE_REACTIONS, STATE_RECALLED,
+    reactions_from_json,
+};
 
 pub use writer::MAX_BATCH_OPS;
 
@@ -269,7 +274,7 @@ pub(crate) fn message_from_row(row: &Row, offset: usize) -> StoredMessage {
         recalled: state & STATE_RECALLED != 0,
         edited: state & STATE_EDITED != 0,
         reactions: reactions
-            .map(|json| group_reactions(&json))
+            .map(|json| reactions_from_json(&json))
             .unwrap_or_default(),
         mentions: row.get(offset + 13),
         mention_all: state & STATE_MENTION_ALL != 0,
@@ -277,29 +282,6 @@ pub(crate) fn message_from_row(row: &Row, offset: usize) -> StoredMessage {
             .get::<_, Option<Vec<String>>>(offset + 14)
             .unwrap_or_default(),
     }
-}
-
-pub(crate) const STATE_RECALLED: i32 = 1;
-pub(crate) const STATE_EDITED: i32 = 2;
-pub(crate) const STATE_REACTIONS: i32 = 4;
-pub(crate) const STATE_DIRECTED: i32 = 8;
-pub(crate) const STATE_MENTION_ALL: i32 = 16;
-
-/// `[[emoji, user], ...]` as the reactions column reads them, grouped by emoji, in order.
-fn group_reactions(json: &str) -> Vec<Reaction> {
-    let mut pairs: Vec<(String, String)> = serde_json::from_str(json).unwrap_or_default();
-    pairs.sort();
-    let mut out: Vec<Reaction> = Vec::new();
-    for (emoji, user) in pairs {
-        match out.last_mut() {
-            Some(r) if r.emoji == emoji => r.users.push(user),
-            _ => out.push(Reaction {
-                emoji,
-                users: vec![user],
-            }),
-        }
-    }
-    out
 }
 
 /// The columns `message_from_row` reads, from `messages m`. Reactions and the audience are read

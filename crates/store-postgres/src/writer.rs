@@ -14,10 +14,15 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use tidings_store::batch::Gathered;
+use tidings_store::rows::appended_event;
+use tidings_store::rules::amend::{AmendSnapshot, Change, Reactions, Target};
+use tidings_store::rules::conversations::UpdateSnapshot;
 use tidings_store::rules::groups::Decision;
+use tidings_store::rules::{self, lists};
 use tidings_store::{
-    Amend, AmendAction, AmendRefusal, AppendMessage, ConversationSettings, ConversationUpdate,
-    GroupAction, GroupChange, Result, StoreError, StoredMessage, WriteOp, WriteResult,
+    Amend, AmendAction, AppendMessage, ConversationUpdate, GroupAction, GroupChange, Result,
+    StoreError, StoredMessage, WriteOp, WriteResult,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -59,29 +64,24 @@ async fn run(pool: deadpool_postgres::Pool, mut rx: mpsc::UnboundedReceiver<Requ
                 None => return,
             },
         };
-        let mut batch = Vec::new();
+        let mut batch = Gathered::default();
         let mut close = None;
-        let mut n_ops = 0;
         let mut request = Some(first);
         while let Some(r) = request.take() {
             match r {
-                Request::Write { ops, reply } => {
-                    tidings_store::metrics::m().queue_depth.decrement(1);
-                    n_ops += ops.len();
-                    batch.push((ops, reply));
-                }
+                Request::Write { ops, reply } => batch.push(ops, reply),
                 Request::Close { reply } => {
                     close = Some(reply);
                     break;
                 }
             }
-            if n_ops >= MAX_BATCH_OPS {
+            if batch.is_full(MAX_BATCH_OPS) {
                 break;
             }
             request = rx.try_recv().ok();
         }
         if !batch.is_empty() {
-            commit_batch(&mut conn, batch).await;
+            commit_batch(&mut conn, batch.into_requests()).await;
         }
         if let Some(reply) = close {
             // Writes that raced with the close are committed too, so none is left unanswered.
@@ -131,10 +131,7 @@ impl Conn {
 async fn commit_batch(conn: &mut Conn, batch: Vec<(Vec<WriteOp>, Reply)>) {
     let (op_lists, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
     let metrics = tidings_store::metrics::m();
-    metrics
-        .batch_ops
-        .record(op_lists.iter().map(Vec::len).sum::<usize>() as f64);
-    let started = std::time::Instant::now();
+    let started = metrics.batch_started(&op_lists);
     let mut attempt = 1;
     let outcome = loop {
         let outcome = match conn.get().await {
@@ -156,9 +153,7 @@ async fn commit_batch(conn: &mut Conn, batch: Vec<(Vec<WriteOp>, Reply)>) {
     };
     match outcome {
         Ok(all) => {
-            metrics
-                .commit_seconds
-                .record(started.elapsed().as_secs_f64());
+            metrics.committed(started);
             for (reply, results) in replies.into_iter().zip(all) {
                 // A caller that gave up waiting still had its write committed; nothing to undo.
                 let _ = reply.send(Ok(results));
@@ -275,7 +270,7 @@ async fn try_pipelined(
                         .zip(c.inbox_seqs.iter().map(|s| *s as u64))
                         .collect();
                     WriteResult::Appended {
-                        message: stored_message(m, c.seq as u64),
+                        message: m.into_stored(c.seq as u64),
                         inbox,
                         duplicate: false,
                     }
@@ -684,7 +679,7 @@ async fn apply(b: &mut Batch<'_>, op: WriteOp) -> PgResult<WriteResult> {
                 )
                 .await?;
             let (count, exists): (i64, bool) = (row.get(0), row.get(1));
-            if !exists && count as u64 >= max {
+            if lists::full(count as u64, exists, max) {
                 return Ok(WriteResult::WordsFull);
             }
             db.execute(
@@ -763,18 +758,17 @@ async fn apply(b: &mut Batch<'_>, op: WriteOp) -> PgResult<WriteResult> {
                 )
                 .await?;
             let (count, present): (i64, bool) = (row.get(0), row.get(1));
-            if present {
-                return Ok(WriteResult::BlockSet);
-            }
-            if (count as u64) >= max {
+            if lists::full(count as u64, present, max) {
                 return Ok(WriteResult::BlocklistFull);
             }
-            db.execute(
-                "INSERT INTO blocklist (user_id, blocked_id) VALUES ($1, $2) \
-                 ON CONFLICT DO NOTHING",
-                &[&user, &other],
-            )
-            .await?;
+            if !present {
+                db.execute(
+                    "INSERT INTO blocklist (user_id, blocked_id) VALUES ($1, $2) \
+                     ON CONFLICT DO NOTHING",
+                    &[&user, &other],
+                )
+                .await?;
+            }
             Ok(WriteResult::BlockSet)
         }
         WriteOp::DeleteForUser {
@@ -792,9 +786,13 @@ async fn apply(b: &mut Batch<'_>, op: WriteOp) -> PgResult<WriteResult> {
             Ok(WriteResult::Deleted)
         }
         WriteOp::BumpTokenVersion { user } => Ok(WriteResult::TokenVersion(
-            bump_token_version(db, &user).await?,
+            crate::accounts::bump_token_version(db, &user).await?,
         )),
-        WriteOp::CreateAccount(a) => crate::accounts::create(b, a).await,
+        WriteOp::CreateAccount(a) => {
+            // Read from the counter the batch holds locked (see `accounts::create`).
+            let inbox_seq = b.inbox_seq(&a.user).await?;
+            crate::accounts::create(db, a, inbox_seq).await
+        }
         WriteOp::Admin(op) => Ok(WriteResult::Admin(crate::admin::apply(db, op).await?)),
         WriteOp::RecordUser { user } => Ok(WriteResult::UserRecorded(
             crate::accounts::record(db, &user).await?,
@@ -803,43 +801,8 @@ async fn apply(b: &mut Batch<'_>, op: WriteOp) -> PgResult<WriteResult> {
             user,
             expected,
             password_hash,
-        } => {
-            let changed = match password_hash {
-                Some(hash) => {
-                    db.execute(
-                        "UPDATE accounts SET password = $3 WHERE user_id = $1 AND password = $2",
-                        &[&user, &expected, &hash],
-                    )
-                    .await?
-                }
-                None => {
-                    db.execute(
-                        "DELETE FROM accounts WHERE user_id = $1 AND password = $2",
-                        &[&user, &expected],
-                    )
-                    .await?
-                }
-            };
-            let token_version = if changed == 0 {
-                None
-            } else {
-                Some(bump_token_version(db, &user).await?)
-            };
-            Ok(WriteResult::AccountChanged { token_version })
-        }
+        } => crate::accounts::change(db, &user, &expected, password_hash.as_deref()).await,
     }
-}
-
-/// Increments a user's token version (from 0 if the user has no row) and returns the new one.
-async fn bump_token_version(db: Db<'_>, user: &str) -> PgResult<u64> {
-    let row = db
-        .query_one(
-            "INSERT INTO users (id, token_version) VALUES ($1, 1) ON CONFLICT (id) \
-             DO UPDATE SET token_version = users.token_version + 1 RETURNING token_version",
-            &[&user],
-        )
-        .await?;
-    Ok(row.get::<_, i64>(0) as u64)
 }
 
 /// Appends a message: one statement inserts it with its inbox entries, its audience and its
@@ -978,7 +941,7 @@ pub(crate) async fn append(b: &mut Batch<'_>, mut m: AppendMessage) -> PgResult<
         .map(|(u, s)| (u, s as u64))
         .collect();
     Ok(WriteResult::Appended {
-        message: stored_message(m, seq),
+        message: m.into_stored(seq),
         inbox,
         duplicate: false,
     })
@@ -1052,27 +1015,6 @@ impl<'m> Bound<'m> {
             &self.audience,
             &self.blocker,
         ]
-    }
-}
-
-/// The stored form of an appended message, numbered `seq`.
-fn stored_message(m: AppendMessage, seq: u64) -> StoredMessage {
-    StoredMessage {
-        uid: m.uid,
-        conversation_type: m.conversation_type,
-        conversation_id: m.conversation_id,
-        sender: m.sender,
-        target: m.target,
-        seq,
-        sent_time: m.sent_time,
-        msg_type: m.msg_type,
-        content: m.content,
-        push_text: m.push_text,
-        client_msg_id: m.client_msg_id,
-        mentions: m.mentions,
-        mention_all: m.mention_all,
-        audience: m.audience,
-        ..Default::default()
     }
 }
 
@@ -1153,124 +1095,74 @@ async fn update_conversation(b: &mut Batch<'_>, u: ConversationUpdate) -> PgResu
         .await?;
     let row = rows
         .first()
+        .map(|r| crate::conversations::settings_row(r, 0))
         .ok_or_else(|| Error::Invalid("the conversation row was not made".into()))?;
-    let mut read_seq = row.get::<_, i64>(0) as u64;
-    let mut pinned: bool = row.get(1);
-    let mut muted: bool = row.get(2);
-    let mut removed_seq = row.get::<_, i64>(3) as u64;
-    let mut cleared_seq = row.get::<_, i64>(4) as u64;
-    let until_seq = row.get::<_, i64>(5) as u64;
-    let read_before = read_seq;
-    let mut last = b.last_seq(&u.conversation_id).await?;
-    if until_seq > 0 {
-        // A member who left the group sees nothing after that.
-        last = last.min(until_seq);
-    }
-    if u.read_seq > 0 {
-        read_seq = read_seq.max(u.read_seq.min(last));
-    }
-    if u.read_time > 0 {
-        read_seq = read_seq.max(sent_by(db, &u.conversation_id, read_seq, u.read_time).await?);
-    }
-    if u.clear_before_time > 0 {
-        cleared_seq = cleared_seq
-            .max(sent_by(db, &u.conversation_id, cleared_seq, u.clear_before_time).await?);
-        read_seq = read_seq.max(cleared_seq);
-    }
-    pinned = u.pinned.unwrap_or(pinned);
-    muted = u.muted.unwrap_or(muted);
-    if u.remove {
-        removed_seq = last;
-        read_seq = read_seq.max(last);
-    }
-    let settings = ConversationSettings {
-        conversation_type: u.conversation_type,
-        target_id: u.target.clone(),
-        read_seq,
-        pinned,
-        muted,
-        removed_seq,
-        cleared_seq,
-        until_seq,
+    let conv = u.conversation_id.as_str();
+    let snapshot = UpdateSnapshot {
+        row,
+        last_seq: b.last_seq(conv).await?,
+        read_by_time: sent_by(db, conv, row.read_seq, u.read_time).await?,
+        cleared_by_time: sent_by(db, conv, row.cleared_seq, u.clear_before_time).await?,
     };
-    let content = serde_json::to_string(&settings).map_err(|e| Error::Invalid(e.to_string()))?;
-    let (event, inbox_seq) = append_event(b, u.event, content).await?;
-    let receipt = match u.receipt {
-        Some(r) if read_seq > read_before => {
-            let content = serde_json::json!({
-                "conversationType": u.conversation_type,
-                "targetId": u.user,
-                "readSeq": read_seq,
-            })
-            .to_string();
-            let (receipt, peer_inbox_seq) = append_event(b, r, content).await?;
+    let change =
+        rules::conversations::update(u, &snapshot).map_err(|e| Error::Invalid(e.to_string()))?;
+    let s = &change.settings;
+    let (event, inbox) = appended_event(append(b, change.event).await?).map_err(reused)?;
+    let inbox_seq = inbox.first().map_or(0, |(_, seq)| *seq);
+    let receipt = match change.receipt {
+        Some(r) => {
+            let (receipt, inbox) = appended_event(append(b, r).await?).map_err(reused)?;
+            let peer_inbox_seq = inbox.first().map_or(0, |(_, seq)| *seq);
             // The other participant's side learns how far this user has read (and a list
             // read with `changedSince` reports it).
             db.execute(
                 "UPDATE conversations SET peer_read_seq = greatest(peer_read_seq, $4), \
                  version = $5 WHERE user_id = $1 AND conv_type = $2 AND target = $3",
                 &[
-                    &u.target,
+                    &s.target_id,
                     &conv_type,
-                    &u.user,
-                    &big(read_seq),
+                    &change.user,
+                    &big(s.read_seq),
                     &big(peer_inbox_seq),
                 ],
             )
             .await?;
             Some((receipt, peer_inbox_seq))
         }
-        _ => None,
+        None => None,
     };
     db.execute(
         "UPDATE conversations SET read_seq = $4, pinned = $5, muted = $6, removed_seq = $7, \
          version = $8, cleared_seq = $9 WHERE user_id = $1 AND conv_type = $2 AND target = $3",
         &[
-            &u.user,
+            &change.user,
             &conv_type,
-            &u.target,
-            &big(read_seq),
-            &pinned,
-            &muted,
-            &big(removed_seq),
+            &s.target_id,
+            &big(s.read_seq),
+            &s.pinned,
+            &s.muted,
+            &big(s.removed_seq),
             &big(inbox_seq),
-            &big(cleared_seq),
+            &big(s.cleared_seq),
         ],
     )
     .await?;
     Ok(WriteResult::ConversationUpdated {
-        settings,
+        settings: change.settings,
         event,
         inbox_seq,
         receipt,
     })
 }
 
-/// Appends a user event with `content`; returns it and its recipient's inbox seq.
-async fn append_event(
-    b: &mut Batch<'_>,
-    mut event: AppendMessage,
-    content: String,
-) -> PgResult<(StoredMessage, u64)> {
-    event.content = content;
-    event.digest = event.uid.clone();
-    event.counted = false;
-    event.participants.clear();
-    match append(b, event).await? {
-        WriteResult::Appended { message, inbox, .. } => {
-            let seq = inbox.first().map(|(_, s)| *s).unwrap_or(0);
-            Ok((message, seq))
-        }
-        other => Err(Error::Invalid(format!(
-            "the event's uid was used before: {other:?}"
-        ))),
-    }
+/// The failure of a store-made event whose uid was used before.
+fn reused(other: Box<WriteResult>) -> Error {
+    Error::Invalid(format!("the event's uid was used before: {other:?}"))
 }
 
 /// Recalls, edits or reacts to a message, and appends the event that records it.
-async fn amend(b: &mut Batch<'_>, mut a: Amend) -> PgResult<WriteResult> {
+async fn amend(b: &mut Batch<'_>, a: Amend) -> PgResult<WriteResult> {
     let db = b.db;
-    let refused = |r| Ok(WriteResult::AmendRefused(r));
     let seq = big(a.seq);
     let conv = a.conversation_id.clone();
     // Locked: amends of one message from several nodes apply one after the other.
@@ -1281,119 +1173,97 @@ async fn amend(b: &mut Batch<'_>, mut a: Amend) -> PgResult<WriteResult> {
             &[&conv, &seq],
         )
         .await?;
-    let Some(target) = target else {
-        return refused(AmendRefusal::NotFound);
-    };
-    let (sender, sent_time, state, msg_type): (String, i64, i32, String) =
-        (target.get(0), target.get(1), target.get(2), target.get(3));
-    if msg_type.starts_with("tidings:") {
-        return refused(AmendRefusal::NotFound);
-    }
     // In a group, only a member who may send changes a message (checked before anything is
-    // written, as the event's append would check it after).
-    if a.event.to_group {
+    // written, as the event's append would check it after); the app server's change goes to
+    // the members as they are.
+    let (mut group, mut members) = (None, None);
+    if a.event.to_group && target.is_some() {
         if a.moderated {
-            // The app server's change goes to the members as they are, and to the sender.
-            let members = b.members(&a.event.target).await?;
-            let mut recipients = vec![a.by.clone()];
-            recipients.extend(members.iter().filter(|u| **u != a.by).cloned());
-            a.event.recipients = recipients;
-            a.event.to_group = false;
-        } else if let Err(r) = crate::groups::recipients(b.db, &mut b.members, &a.event).await? {
-            return refused(AmendRefusal::Group(r));
+            members = Some(b.members(&a.event.target).await?);
+        } else {
+            group = crate::groups::recipients(b.db, &mut b.members, &a.event).await?.err();
         }
     }
-    if let Some(other) = &a.blocking_recipient {
-        let blocked = db
+    let blocked = match &a.blocking_recipient {
+        Some(other) => db
             .query_opt(
                 "SELECT 1 FROM blocklist WHERE user_id = $1 AND blocked_id = $2",
                 &[other, &a.by],
             )
             .await?
-            .is_some();
-        if blocked {
-            return refused(AmendRefusal::Blocked);
+            .is_some(),
+        None => false,
+    };
+    let reactions = match &a.action {
+        AmendAction::React { emoji, add: true } => {
+            let row = db
+                .query_one(
+                    "SELECT count(DISTINCT emoji), count(*) FILTER (WHERE user_id = $3), \
+                     count(*) FILTER (WHERE user_id = $3 AND emoji = $4), \
+                     count(*) FILTER (WHERE emoji = $4) \
+                     FROM reactions WHERE conv_id = $1 AND seq = $2",
+                    &[&conv, &seq, &a.by, emoji],
+                )
+                .await?;
+            let counts: [i64; 4] = [row.get(0), row.get(1), row.get(2), row.get(3)];
+            Reactions {
+                emoji: counts[0] as u64,
+                mine: counts[1] as u64,
+                present: counts[2] > 0,
+                emoji_used: counts[3] > 0,
+            }
         }
-    }
-    let recalled = state & crate::STATE_RECALLED != 0;
-    let content = match &a.action {
-        AmendAction::Recall { not_before } => {
-            if sender != a.by {
-                return refused(AmendRefusal::NotSender);
-            }
-            if recalled {
-                return amended(db, &conv, seq, None).await;
-            }
-            if *not_before > 0 && sent_time < *not_before {
-                return refused(AmendRefusal::TooLate);
-            }
+        _ => Reactions::default(),
+    };
+    let decided = rules::amend::decide(
+        &a,
+        &AmendSnapshot {
+            target: target.as_ref().map(|t| Target {
+                sender: t.get(0),
+                sent_time: t.get(1),
+                recalled: t.get::<_, i32>(2) & crate::STATE_RECALLED != 0,
+                msg_type: t.get(3),
+            }),
+            group,
+            blocked,
+            reactions,
+        },
+    );
+    let change = match decided {
+        Ok(change) => change,
+        Err(refusal) => return Ok(WriteResult::AmendRefused(refusal)),
+    };
+    match change {
+        Change::Unchanged => return amended(db, &conv, seq, None).await,
+        Change::Recall => {
             db.execute(
                 "UPDATE messages SET content = '{}', push_text = '', counted = false, \
                  state = state | $3, search_text = NULL WHERE conv_id = $1 AND seq = $2",
                 &[&conv, &seq, &crate::STATE_RECALLED],
             )
             .await?;
-            serde_json::json!({ "action": "recall", "seq": a.seq })
         }
-        AmendAction::Edit {
+        Change::Edit {
             content,
             search_text,
         } => {
-            if sender != a.by {
-                return refused(AmendRefusal::NotSender);
-            }
-            if recalled {
-                return refused(AmendRefusal::Recalled);
-            }
-            let search = (!search_text.is_empty()).then_some(search_text.as_str());
+            let search = (!search_text.is_empty()).then_some(search_text);
             db.execute(
                 "UPDATE messages SET content = $3, state = state | $4, search_text = $5 \
                  WHERE conv_id = $1 AND seq = $2",
-                &[&conv, &seq, content, &crate::STATE_EDITED, &search],
+                &[&conv, &seq, &content, &crate::STATE_EDITED, &search],
             )
             .await?;
-            serde_json::json!({ "action": "edit", "seq": a.seq, "content": content })
         }
-        AmendAction::React { emoji, add } => {
-            if recalled {
-                return refused(AmendRefusal::Recalled);
-            }
-            if *add {
-                let row = db
-                    .query_one(
-                        "SELECT count(DISTINCT emoji), count(*) FILTER (WHERE user_id = $3), \
-                         count(*) FILTER (WHERE user_id = $3 AND emoji = $4), \
-                         count(*) FILTER (WHERE emoji = $4) \
-                         FROM reactions WHERE conv_id = $1 AND seq = $2",
-                        &[&conv, &seq, &a.by, emoji],
-                    )
-                    .await?;
-                let (emoji_count, mine, present, emoji_exists): (i64, i64, i64, i64) =
-                    (row.get(0), row.get(1), row.get(2), row.get(3));
-                let too_many = present == 0
-                    && (mine as u64 >= tidings_store::MAX_REACTIONS_PER_USER
-                        || (emoji_exists == 0
-                            && emoji_count as u64 >= tidings_store::MAX_EMOJI_PER_MESSAGE));
-                if too_many {
-                    return refused(AmendRefusal::TooManyReactions);
-                }
-            }
-            let changed = if *add {
-                db.execute(
-                    "INSERT INTO reactions (conv_id, seq, emoji, user_id) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT DO NOTHING",
-                    &[&conv, &seq, emoji, &a.by],
-                )
-                .await?
+        Change::React { emoji, add } => {
+            let sql = if add {
+                "INSERT INTO reactions (conv_id, seq, emoji, user_id) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT DO NOTHING"
             } else {
-                db.execute(
-                    "DELETE FROM reactions WHERE conv_id = $1 AND seq = $2 AND emoji = $3 \
-                     AND user_id = $4",
-                    &[&conv, &seq, emoji, &a.by],
-                )
-                .await?
+                "DELETE FROM reactions WHERE conv_id = $1 AND seq = $2 AND emoji = $3 \
+                 AND user_id = $4"
             };
-            if changed == 0 {
+            if db.execute(sql, &[&conv, &seq, &emoji, &a.by]).await? == 0 {
                 return amended(db, &conv, seq, None).await;
             }
             db.execute(
@@ -1403,25 +1273,11 @@ async fn amend(b: &mut Batch<'_>, mut a: Amend) -> PgResult<WriteResult> {
                 &[&conv, &seq, &crate::STATE_REACTIONS],
             )
             .await?;
-            serde_json::json!({
-                "action": "react", "seq": a.seq, "emoji": emoji, "userId": a.by, "added": add,
-            })
         }
-    };
-    let mut event = a.event;
-    event.msg_type = a.action.event_type().to_string();
-    event.content = content.to_string();
-    event.digest = event.uid.clone();
-    event.counted = false;
-    event.participants.clear();
-    match append(b, event).await? {
-        WriteResult::Appended { message, inbox, .. } => {
-            amended(db, &conv, seq, Some((message, inbox))).await
-        }
-        other => Err(Error::Invalid(format!(
-            "the event's uid was used before: {other:?}"
-        ))),
     }
+    let event = rules::amend::event(a, members.as_deref());
+    let event = appended_event(append(b, event).await?).map_err(reused)?;
+    amended(db, &conv, seq, Some(event)).await
 }
 
 /// The answer to an amend: the message as it now is, and the event if one was appended.
@@ -1445,8 +1301,12 @@ async fn amended(
     })
 }
 
-/// The newest seq above `after` of a message sent at or before `time` (or `after` if none).
+/// The newest seq above `after` of a message sent at or before `time` (or `after` if none);
+/// `after`, without a read, for a time of 0 (none asked).
 async fn sent_by(db: Db<'_>, conversation_id: &str, after: u64, time: i64) -> PgResult<u64> {
+    if time <= 0 {
+        return Ok(after);
+    }
     let row = db
         .query_one(
             "SELECT max(seq) FROM messages WHERE conv_id = $1 AND seq > $2 AND sent_time <= $3",

@@ -75,9 +75,20 @@ pub fn change(
     let token_version = if changed == 0 {
         None
     } else {
-        Some(crate::writer::bump_token_version(tx, user)?)
+        Some(bump_token_version(tx, user)?)
     };
     Ok(WriteResult::AccountChanged { token_version })
+}
+
+/// Increments a user's token version (from 0 if the user has no row) and returns the new one.
+pub fn bump_token_version(tx: &Transaction<'_>, user: &str) -> rusqlite::Result<u64> {
+    let version: i64 = tx
+        .prepare_cached(
+            "INSERT INTO users (id, token_version) VALUES (?1, 1) ON CONFLICT (id) \
+             DO UPDATE SET token_version = token_version + 1 RETURNING token_version",
+        )?
+        .query_row(params![user], |row| row.get(0))?;
+    Ok(version as u64)
 }
 
 pub fn account(c: &Connection, user: &str) -> rusqlite::Result<Option<AccountRecord>> {

@@ -5,18 +5,15 @@ use std::collections::BTreeSet;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use tidings_store::{
-    ConversationFilter, ConversationRecord, ConversationSettings, Conversations, History,
-    HistoryFrom, SearchPage, StoredMessage,
+    ConversationFilter, ConversationRecord, Conversations, History, HistoryFrom, SearchPage,
+    StoredMessage,
 };
+
+use tidings_store::rules::conversations::{SettingsRow, target_seen_by};
 
 use crate::{MESSAGE_COLUMN_COUNT, MESSAGE_COLUMNS, USER_KEY, message_from_row};
 
-/// A conversation row: its key and settings.
-struct Row {
-    settings: ConversationSettings,
-    conversation_id: String,
-    peer_read_seq: u64,
-}
+use tidings_store::rows::ConversationRow as Row;
 
 pub fn read(
     c: &Connection,
@@ -32,10 +29,9 @@ pub fn read(
     };
     let mut conversations = Vec::with_capacity(rows.len());
     for row in rows {
-        if !filter.types.is_empty() && !filter.types.contains(&row.settings.conversation_type) {
-            continue;
+        if filter.admits(row.settings.conversation_type) {
+            conversations.push(record(&tx, user, row)?);
         }
-        conversations.push(record(&tx, user, row)?);
     }
     tx.finish()?;
     Ok(Conversations {
@@ -49,18 +45,21 @@ const ROW_COLUMNS: &str = "conv_type, target, conv_id, read_seq, pinned, muted, 
 
 fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     Ok(Row {
-        settings: ConversationSettings {
-            conversation_type: r.get(0)?,
-            target_id: r.get(1)?,
-            read_seq: r.get::<_, i64>(3)? as u64,
-            pinned: r.get(4)?,
-            muted: r.get(5)?,
-            removed_seq: r.get::<_, i64>(6)? as u64,
-            cleared_seq: r.get::<_, i64>(7)? as u64,
-            until_seq: r.get::<_, i64>(8)? as u64,
-        },
+        settings: settings_row(r, 3)?.into_settings(r.get(0)?, r.get(1)?),
         conversation_id: r.get(2)?,
         peer_read_seq: r.get::<_, i64>(9)? as u64,
+    })
+}
+
+/// The columns `read_seq, pinned, muted, removed_seq, cleared_seq, until_seq` from `at` on.
+pub(crate) fn settings_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<SettingsRow> {
+    Ok(SettingsRow {
+        read_seq: r.get::<_, i64>(at)? as u64,
+        pinned: r.get(at + 1)?,
+        muted: r.get(at + 2)?,
+        removed_seq: r.get::<_, i64>(at + 3)? as u64,
+        cleared_seq: r.get::<_, i64>(at + 4)? as u64,
+        until_seq: r.get::<_, i64>(at + 5)? as u64,
     })
 }
 
@@ -112,15 +111,7 @@ fn changed_since(c: &Connection, user: &str, since: u64) -> rusqlite::Result<Vec
         }
     }
     for (conv_type, sender, target) in touched {
-        // A private conversation's target, as this user sees it, is the other participant.
-        let seen = if matches!(conv_type, tidings_store::PRIVATE | tidings_store::SYSTEM)
-            && sender != user
-        {
-            sender
-        } else {
-            target
-        };
-        keys.insert((conv_type, seen));
+        keys.insert((conv_type, target_seen_by(user, conv_type, sender, target)));
     }
     let mut rows: Vec<Row> = c
         .prepare_cached(&format!(
@@ -185,15 +176,7 @@ fn record(c: &Connection, user: &str, row: Row) -> rusqlite::Result<Conversation
             ],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-    Ok(ConversationRecord {
-        settings: row.settings,
-        conversation_id: row.conversation_id,
-        newest,
-        latest,
-        peer_read_seq: row.peer_read_seq,
-        unread: unread as u64,
-        mentioned: mentioned as u64,
-    })
+    Ok(row.into_record(newest, latest, unread as u64, mentioned as u64))
 }
 
 /// The highest seq a user with this `until_seq` sees.

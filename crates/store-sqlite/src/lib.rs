@@ -19,6 +19,7 @@ mod conversations;
 mod groups;
 mod index;
 mod pending;
+mod records;
 mod schema;
 mod writer;
 
@@ -30,11 +31,20 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tidings_store::{
     AccountRecord, AdminOp, AdminResult, AdminSessionRecord, AuditEntry, ChatroomRecord,
     ChatroomUser, ConversationFilter, Conversations, GroupInfo, GroupMembers, GroupReceipt,
-    History, HistoryFrom, InboxEntry, OperatorRecord, PushSubscriptionRecord, Reaction, Result,
-    SearchPage, SessionState, Store, StoreError, StoredMessage, UserProfile, UserRecord, UserState,
-    WriteOp, WriteResult,
+    History, HistoryFrom, InboxEntry, OperatorRecord, PushSubscriptionRecord, Result, SearchPage,
+    SessionState, Store, StoreError, StoredMessage, UserProfile, UserRecord, UserState, WriteOp,
+    WriteResult,
 };
 use tokio::sync::{Semaphore, oneshot};
+
+use tidings_store::rows::{self, reactions_from_json};
+
+// The bits of a message's `state` column (see `tidings_store::rows`), as SQLite reads them.
+pub(crate) const STATE_RECALLED: i64 = rows::STATE_RECALLED as i64;
+pub(crate) const STATE_EDITED: i64 = rows::STATE_EDITED as i64;
+pub(crate) const STATE_REACTIONS: i64 = rows::STATE_REACTIONS as i64;
+pub(crate) const STATE_DIRECTED: i64 = rows::STATE_DIRECTED as i64;
+pub(crate) const STATE_MENTION_ALL: i64 = rows::STATE_MENTION_ALL as i64;
 
 pub use schema::VERSION as SCHEMA_VERSION;
 pub use writer::MAX_BATCH_OPS;
@@ -232,7 +242,7 @@ pub(crate) fn message_from_row(
         recalled: state & STATE_RECALLED != 0,
         edited: state & STATE_EDITED != 0,
         reactions: reactions
-            .map(|json| group_reactions(&json))
+            .map(|json| reactions_from_json(&json))
             .unwrap_or_default(),
         mentions: user_list(&row.get::<_, String>(offset + 13)?),
         mention_all: state & STATE_MENTION_ALL != 0,
@@ -249,29 +259,6 @@ fn user_list(json: &str) -> Vec<String> {
         return Vec::new();
     }
     serde_json::from_str(json).unwrap_or_default()
-}
-
-pub(crate) const STATE_RECALLED: i64 = 1;
-pub(crate) const STATE_EDITED: i64 = 2;
-pub(crate) const STATE_REACTIONS: i64 = 4;
-pub(crate) const STATE_DIRECTED: i64 = 8;
-pub(crate) const STATE_MENTION_ALL: i64 = 16;
-
-/// `[[emoji, user], ...]` as the reactions column reads them, grouped by emoji, in order.
-fn group_reactions(json: &str) -> Vec<Reaction> {
-    let mut pairs: Vec<(String, String)> = serde_json::from_str(json).unwrap_or_default();
-    pairs.sort();
-    let mut out: Vec<Reaction> = Vec::new();
-    for (emoji, user) in pairs {
-        match out.last_mut() {
-            Some(r) if r.emoji == emoji => r.users.push(user),
-            _ => out.push(Reaction {
-                emoji,
-                users: vec![user],
-            }),
-        }
-    }
-    out
 }
 
 /// The columns `message_from_row` reads, from `messages m`. Reactions are read only for

@@ -7,10 +7,15 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use tidings_store::batch::Gathered;
+use tidings_store::rows::appended_event;
+use tidings_store::rules;
+use tidings_store::rules::amend::{AmendSnapshot, Change, Reactions, Target};
+use tidings_store::rules::conversations::UpdateSnapshot;
 use tidings_store::rules::groups::Decision;
 use tidings_store::{
-    Amend, AmendAction, AmendRefusal, AppendMessage, ConversationSettings, ConversationUpdate,
-    GroupChange, Result, StoreError, StoredMessage, WriteOp, WriteResult,
+    Amend, AmendAction, AppendMessage, ConversationUpdate, GroupChange, Result, StoreError,
+    StoredMessage, WriteOp, WriteResult,
 };
 use tokio::sync::oneshot;
 
@@ -130,33 +135,29 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Request>) {
                 }
             }
         };
-        let mut batch = Vec::new();
+        let mut batch = Gathered::default();
         let mut close = None;
         let mut checkpoint = false;
         let mut flushes = Vec::new();
-        let mut n_ops = 0;
         let mut next = Some(first);
         while let Some(request) = next.take() {
             match request {
-                Request::Write { ops, reply } => {
-                    tidings_store::metrics::m().queue_depth.decrement(1);
-                    n_ops += ops.len();
-                    batch.push((ops, reply));
-                }
-                Request::Checkpoint => checkpoint = true,
-                Request::FlushIndex { reply } => flushes.push(reply),
+                // A close ends the gathering: what is queued after it is drained below.
                 Request::Close { reply } => {
                     close = Some(reply);
                     break;
                 }
+                Request::Write { ops, reply } => batch.push(ops, reply),
+                Request::Checkpoint => checkpoint = true,
+                Request::FlushIndex { reply } => flushes.push(reply),
             }
-            if n_ops >= MAX_BATCH_OPS {
+            if batch.is_full(MAX_BATCH_OPS) {
                 break;
             }
             next = rx.try_recv().ok();
         }
         if !batch.is_empty() {
-            commit_batch(&mut conn, &mut counters, batch);
+            commit_batch(&mut conn, &mut counters, batch.into_requests());
         }
         if !flushes.is_empty() || close.is_some() {
             if counters.index.waiting() {
@@ -302,10 +303,7 @@ fn commit_batch(conn: &mut Connection, counters: &mut Counters, batch: Vec<(Vec<
     // The ops are consumed: their strings move into the results.
     let (op_lists, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
     let metrics = tidings_store::metrics::m();
-    metrics
-        .batch_ops
-        .record(op_lists.iter().map(Vec::len).sum::<usize>() as f64);
-    let started = std::time::Instant::now();
+    let started = metrics.batch_started(&op_lists);
     let outcome = (|| -> rusqlite::Result<Vec<Vec<WriteResult>>> {
         let tx = crate::schema::write_transaction(conn)?;
         let mut all = Vec::with_capacity(op_lists.len());
@@ -324,9 +322,7 @@ fn commit_batch(conn: &mut Connection, counters: &mut Counters, batch: Vec<(Vec<
     })();
     match outcome {
         Ok(all) => {
-            metrics
-                .commit_seconds
-                .record(started.elapsed().as_secs_f64());
+            metrics.committed(started);
             counters.index.committed();
             for (reply, results) in replies.into_iter().zip(all) {
                 // A caller that gave up waiting still had its write committed; nothing to undo.
@@ -355,30 +351,12 @@ fn apply(
             user,
             device,
             cursor,
-        } => {
-            tx.prepare_cached(
-                "INSERT INTO device_cursors (user_id, device_id, cursor) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (user_id, device_id) DO UPDATE SET cursor = max(cursor, excluded.cursor)",
-            )?
-            .execute(params![user, device, cursor as i64])?;
-            Ok(WriteResult::CursorSet)
-        }
+        } => crate::records::set_cursor(tx, user, device, cursor),
         WriteOp::UseNonce {
             nonce,
             now,
             expires_at,
-        } => {
-            tx.prepare_cached("DELETE FROM nonces WHERE expires_at <= ?1")?
-                .execute(params![now])?;
-            let inserted = tx
-                .prepare_cached(
-                    "INSERT INTO nonces (nonce, expires_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-                )?
-                .execute(params![nonce, expires_at])?;
-            Ok(WriteResult::Nonce {
-                fresh: inserted == 1,
-            })
-        }
+        } => crate::records::use_nonce(tx, nonce, now, expires_at),
         WriteOp::UpdateConversation(u) => update_conversation(tx, counters, *u),
         WriteOp::Amend(a) => amend(tx, counters, *a),
         WriteOp::Group(change) => change_group(tx, counters, *change),
@@ -392,66 +370,20 @@ fn apply(
             user,
             start_minute,
             minutes,
-        } => {
-            tx.prepare_cached(
-                "INSERT INTO users (id, token_version, quiet_start, quiet_minutes) \
-                 VALUES (?1, 0, ?2, ?3) ON CONFLICT (id) DO UPDATE SET \
-                 quiet_start = excluded.quiet_start, quiet_minutes = excluded.quiet_minutes",
-            )?
-            .execute(params![user, start_minute, minutes])?;
-            Ok(WriteResult::QuietHoursSet)
-        }
+        } => crate::records::set_quiet_hours(tx, user, start_minute, minutes),
         WriteOp::SetProfile {
             user,
             name,
             portrait,
             extra,
-        } => {
-            tx.prepare_cached(
-                "INSERT INTO users (id, token_version, name, portrait, extra) \
-                 VALUES (?1, 0, coalesce(?2, ''), coalesce(?3, ''), coalesce(?4, '')) \
-                 ON CONFLICT (id) DO UPDATE SET name = coalesce(?2, name), \
-                 portrait = coalesce(?3, portrait), extra = coalesce(?4, extra)",
-            )?
-            .execute(params![user, name, portrait, extra])?;
-            Ok(WriteResult::ProfileSet)
-        }
+        } => crate::records::set_profile(tx, user, name, portrait, extra),
         WriteOp::SetSensitiveWord {
             word,
             replacement,
             max,
-        } => {
-            let count: i64 = tx
-                .prepare_cached("SELECT count(*) FROM sensitive_words")?
-                .query_row([], |row| row.get(0))?;
-            let exists = tx
-                .prepare_cached("SELECT 1 FROM sensitive_words WHERE word = ?1")?
-                .query_row(params![word], |_| Ok(()))
-                .optional()?
-                .is_some();
-            if !exists && count as u64 >= max {
-                return Ok(WriteResult::WordsFull);
-            }
-            tx.prepare_cached(
-                "INSERT INTO sensitive_words (word, replacement) VALUES (?1, ?2) \
-                 ON CONFLICT (word) DO UPDATE SET replacement = excluded.replacement",
-            )?
-            .execute(params![word, replacement])?;
-            Ok(WriteResult::WordsSet)
-        }
-        WriteOp::RemoveSensitiveWord { word } => {
-            tx.prepare_cached("DELETE FROM sensitive_words WHERE word = ?1")?
-                .execute(params![word])?;
-            Ok(WriteResult::WordsSet)
-        }
-        WriteOp::SetBanned { user, banned } => {
-            tx.prepare_cached(
-                "INSERT INTO users (id, token_version, banned) VALUES (?1, 0, ?2) \
-                 ON CONFLICT (id) DO UPDATE SET banned = excluded.banned",
-            )?
-            .execute(params![user, banned])?;
-            Ok(WriteResult::BannedSet)
-        }
+        } => crate::records::set_sensitive_word(tx, word, replacement, max),
+        WriteOp::RemoveSensitiveWord { word } => crate::records::remove_sensitive_word(tx, word),
+        WriteOp::SetBanned { user, banned } => crate::records::set_banned(tx, user, banned),
         WriteOp::SavePushSubscription(sub) => {
             tx.prepare_cached(
                 "INSERT INTO push_subscriptions (endpoint, user_id, p256dh, auth) \
@@ -462,77 +394,23 @@ fn apply(
             Ok(WriteResult::PushSubscriptionSaved)
         }
         WriteOp::RemovePushSubscription { endpoint, user } => {
-            let removed = tx
-                .prepare_cached(
-                    "DELETE FROM push_subscriptions \
-                     WHERE endpoint = ?1 AND (?2 IS NULL OR user_id = ?2)",
-                )?
-                .execute(params![endpoint, user])?;
-            Ok(WriteResult::PushSubscriptionRemoved {
-                removed: removed > 0,
-            })
+            crate::records::remove_push_subscription(tx, endpoint, user)
         }
-        WriteOp::SetLastSeen { user, time } => {
-            tx.prepare_cached(
-                "INSERT INTO users (id, token_version, last_seen) VALUES (?1, 0, ?2) \
-                 ON CONFLICT (id) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)",
-            )?
-            .execute(params![user, time])?;
-            Ok(WriteResult::LastSeenSet)
-        }
+        WriteOp::SetLastSeen { user, time } => crate::records::set_last_seen(tx, user, time),
         WriteOp::SetBlocked {
             user,
             other,
             blocked,
             max,
-        } => {
-            if !blocked {
-                tx.prepare_cached("DELETE FROM blocklist WHERE user_id = ?1 AND blocked_id = ?2")?
-                    .execute(params![user, other])?;
-                return Ok(WriteResult::BlockSet);
-            }
-            let count: i64 = tx
-                .prepare_cached("SELECT count(*) FROM blocklist WHERE user_id = ?1")?
-                .query_row(params![user], |row| row.get(0))?;
-            let inserted = if (count as u64) < max {
-                tx.prepare_cached(
-                    "INSERT INTO blocklist (user_id, blocked_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-                )?
-                .execute(params![user, other])?
-            } else {
-                0
-            };
-            let present = inserted == 1
-                || tx
-                    .prepare_cached(
-                        "SELECT 1 FROM blocklist WHERE user_id = ?1 AND blocked_id = ?2",
-                    )?
-                    .query_row(params![user, other], |_| Ok(()))
-                    .optional()?
-                    .is_some();
-            Ok(if present {
-                WriteResult::BlockSet
-            } else {
-                WriteResult::BlocklistFull
-            })
-        }
+        } => crate::records::set_blocked(tx, user, other, blocked, max),
         WriteOp::DeleteForUser {
             user,
             conversation_id,
             seqs,
-        } => {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO deleted_messages (user_id, conv_id, seq) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT DO NOTHING",
-            )?;
-            for seq in seqs {
-                stmt.execute(params![user, conversation_id, seq as i64])?;
-            }
-            Ok(WriteResult::Deleted)
-        }
-        WriteOp::BumpTokenVersion { user } => {
-            Ok(WriteResult::TokenVersion(bump_token_version(tx, &user)?))
-        }
+        } => crate::records::delete_for_user(tx, user, conversation_id, seqs),
+        WriteOp::BumpTokenVersion { user } => Ok(WriteResult::TokenVersion(
+            crate::accounts::bump_token_version(tx, &user)?,
+        )),
         WriteOp::CreateAccount(account) => crate::accounts::create(tx, account),
         WriteOp::RecordUser { user } => Ok(WriteResult::UserRecorded(crate::accounts::record(
             tx, &user,
@@ -582,17 +460,6 @@ fn change_group(
         group: crate::groups::read_in(tx, &c.group)?,
         notification: Some((message, inbox)),
     })
-}
-
-/// Increments a user's token version (from 0 if the user has no row) and returns the new one.
-pub(crate) fn bump_token_version(tx: &Transaction<'_>, user: &str) -> rusqlite::Result<u64> {
-    let version: i64 = tx
-        .prepare_cached(
-            "INSERT INTO users (id, token_version) VALUES (?1, 1) ON CONFLICT (id) \
-             DO UPDATE SET token_version = token_version + 1 RETURNING token_version",
-        )?
-        .query_row(params![user], |row| row.get(0))?;
-    Ok(version as u64)
 }
 
 pub(crate) fn append(
@@ -731,23 +598,7 @@ pub(crate) fn append(
         }
     }
     Ok(WriteResult::Appended {
-        message: StoredMessage {
-            uid: m.uid,
-            conversation_type: m.conversation_type,
-            conversation_id: m.conversation_id,
-            sender: m.sender,
-            target: m.target,
-            seq,
-            sent_time: m.sent_time,
-            msg_type: m.msg_type,
-            content: m.content,
-            push_text: m.push_text,
-            client_msg_id: m.client_msg_id,
-            mentions: m.mentions,
-            mention_all: m.mention_all,
-            audience: m.audience,
-            ..Default::default()
-        },
+        message: m.into_stored(seq),
         inbox,
         duplicate: false,
     })
@@ -769,70 +620,30 @@ fn update_conversation(
         u.target,
         u.conversation_id
     ])?;
-    let (mut read_seq, mut pinned, mut muted, mut removed_seq, mut cleared_seq, until_seq) = tx
+    let row = tx
         .prepare_cached(
             "SELECT read_seq, pinned, muted, removed_seq, cleared_seq, until_seq FROM conversations \
              WHERE user_id = ?1 AND conv_type = ?2 AND target = ?3",
         )?
-        .query_row(params![u.user, u.conversation_type, u.target], |row| {
-            Ok((
-                row.get::<_, i64>(0)? as u64,
-                row.get::<_, bool>(1)?,
-                row.get::<_, bool>(2)?,
-                row.get::<_, i64>(3)? as u64,
-                row.get::<_, i64>(4)? as u64,
-                row.get::<_, i64>(5)? as u64,
-            ))
+        .query_row(params![u.user, u.conversation_type, u.target], |r| {
+            crate::conversations::settings_row(r, 0)
         })?;
-    let read_before = read_seq;
-    let mut last = counters.last_seq(tx, &u.conversation_id)?;
-    if until_seq > 0 {
-        // A member who left the group sees nothing after that.
-        last = last.min(until_seq);
-    }
-    if u.read_seq > 0 {
-        read_seq = read_seq.max(u.read_seq.min(last));
-    }
-    if u.read_time > 0 {
-        read_seq = read_seq.max(sent_by(tx, &u.conversation_id, read_seq, u.read_time)?);
-    }
-    if u.clear_before_time > 0 {
-        cleared_seq = cleared_seq.max(sent_by(
-            tx,
-            &u.conversation_id,
-            cleared_seq,
-            u.clear_before_time,
-        )?);
-        read_seq = read_seq.max(cleared_seq);
-    }
-    pinned = u.pinned.unwrap_or(pinned);
-    muted = u.muted.unwrap_or(muted);
-    if u.remove {
-        removed_seq = last;
-        read_seq = read_seq.max(last);
-    }
-    let settings = ConversationSettings {
-        conversation_type: u.conversation_type,
-        target_id: u.target.clone(),
-        read_seq,
-        pinned,
-        muted,
-        removed_seq,
-        cleared_seq,
-        until_seq,
+    let conv = u.conversation_id.as_str();
+    let snapshot = UpdateSnapshot {
+        row,
+        last_seq: counters.last_seq(tx, conv)?,
+        read_by_time: sent_by(tx, conv, row.read_seq, u.read_time)?,
+        cleared_by_time: sent_by(tx, conv, row.cleared_seq, u.clear_before_time)?,
     };
-    let content = serde_json::to_string(&settings)
+    let change = rules::conversations::update(u, &snapshot)
         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-    let (event, inbox_seq) = append_event(tx, counters, u.event, content)?;
-    let receipt = match u.receipt {
-        Some(r) if read_seq > read_before => {
-            let content = serde_json::json!({
-                "conversationType": u.conversation_type,
-                "targetId": u.user,
-                "readSeq": read_seq,
-            })
-            .to_string();
-            let (receipt, peer_inbox_seq) = append_event(tx, counters, r, content)?;
+    let s = &change.settings;
+    let (event, inbox) = appended_event(append(tx, counters, change.event)?).map_err(reused)?;
+    let inbox_seq = inbox.first().map_or(0, |(_, seq)| *seq);
+    let receipt = match change.receipt {
+        Some(r) => {
+            let (receipt, inbox) = appended_event(append(tx, counters, r)?).map_err(reused)?;
+            let peer_inbox_seq = inbox.first().map_or(0, |(_, seq)| *seq);
             // The other participant's side learns how far this user has read (and a list
             // read with `changedSince` reports it).
             tx.prepare_cached(
@@ -840,74 +651,55 @@ fn update_conversation(
                  WHERE user_id = ?1 AND conv_type = ?2 AND target = ?3",
             )?
             .execute(params![
-                u.target,
-                u.conversation_type,
-                u.user,
-                read_seq as i64,
+                s.target_id,
+                s.conversation_type,
+                change.user,
+                s.read_seq as i64,
                 peer_inbox_seq as i64
             ])?;
             Some((receipt, peer_inbox_seq))
         }
-        _ => None,
+        None => None,
     };
     tx.prepare_cached(
         "UPDATE conversations SET read_seq = ?4, pinned = ?5, muted = ?6, removed_seq = ?7, \
          version = ?8, cleared_seq = ?9 WHERE user_id = ?1 AND conv_type = ?2 AND target = ?3",
     )?
     .execute(params![
-        u.user,
-        u.conversation_type,
-        u.target,
-        read_seq as i64,
-        pinned,
-        muted,
-        removed_seq as i64,
+        change.user,
+        s.conversation_type,
+        s.target_id,
+        s.read_seq as i64,
+        s.pinned,
+        s.muted,
+        s.removed_seq as i64,
         inbox_seq as i64,
-        cleared_seq as i64
+        s.cleared_seq as i64
     ])?;
     Ok(WriteResult::ConversationUpdated {
-        settings,
+        settings: change.settings,
         event,
         inbox_seq,
         receipt,
     })
 }
 
-/// Appends a user event with `content`; returns it and its recipient's inbox seq.
-fn append_event(
-    tx: &Transaction<'_>,
-    counters: &mut Counters,
-    mut event: AppendMessage,
-    content: String,
-) -> rusqlite::Result<(StoredMessage, u64)> {
-    event.content = content;
-    event.digest = event.uid.clone();
-    event.counted = false;
-    event.participants.clear();
-    match append(tx, counters, event)? {
-        WriteResult::Appended { message, inbox, .. } => {
-            let seq = inbox.first().map(|(_, s)| *s).unwrap_or(0);
-            Ok((message, seq))
-        }
-        other => Err(rusqlite::Error::ToSqlConversionFailure(
-            format!("the event's uid was used before: {other:?}").into(),
-        )),
-    }
+/// The failure of a store-made event whose uid was used before.
+fn reused(other: Box<WriteResult>) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(
+        format!("the event's uid was used before: {other:?}").into(),
+    )
 }
 
 /// Recalls, edits or reacts to a message, and appends the event that records it.
-fn amend(
-    tx: &Transaction<'_>,
-    counters: &mut Counters,
-    mut a: Amend,
-) -> rusqlite::Result<WriteResult> {
-    let refused = |r| Ok(WriteResult::AmendRefused(r));
+fn amend(tx: &Transaction<'_>, counters: &mut Counters, a: Amend) -> rusqlite::Result<WriteResult> {
+    let (conv, seq) = (a.conversation_id.as_str(), a.seq as i64);
     let target = tx
         .prepare_cached(
             "SELECT sender, sent_time, state, msg_type, rowid FROM messages \
              WHERE conv_id = ?1 AND seq = ?2",
         )?
-        .query_row(params![a.conversation_id, a.seq as i64], |row| {
+        .query_row(params![conv, seq], |row| {
             Ok((
                 row.get::<_, String>(0)?,
                 row.get::<_, i64>(1)?,
@@ -917,53 +709,68 @@ fn amend(
             ))
         })
         .optional()?;
-    let Some((sender, sent_time, state, msg_type, rowid)) = target else {
-        return refused(AmendRefusal::NotFound);
-    };
-    if msg_type.starts_with("tidings:") {
-        return refused(AmendRefusal::NotFound);
-    }
     // In a group, only a member who may send changes a message (checked before anything is
-    // written, as the event's append would check it after).
-    if a.event.to_group {
+    // written, as the event's append would check it after); the app server's change goes to
+    // the members as they are.
+    let (mut group, mut members) = (None, None);
+    if a.event.to_group && target.is_some() {
         if a.moderated {
-            // The app server's change goes to the members as they are, and to the sender.
-            let mut members = crate::groups::member_ids(tx, &a.event.target)?;
-            members.retain(|u| *u != a.by);
-            members.insert(0, a.by.clone());
-            a.event.recipients = members;
-            a.event.to_group = false;
-        } else if let Err(r) = crate::groups::recipients(tx, &mut counters.members, &a.event)? {
-            return refused(AmendRefusal::Group(r));
+            members = Some(crate::groups::member_ids(tx, &a.event.target)?);
+        } else {
+            group = crate::groups::recipients(tx, &mut counters.members, &a.event)?.err();
         }
     }
+    let blocked = match &a.blocking_recipient {
+        Some(other) => tx
+            .prepare_cached("SELECT 1 FROM blocklist WHERE user_id = ?1 AND blocked_id = ?2")?
+            .query_row(params![other, a.by], |_| Ok(()))
+            .optional()?
+            .is_some(),
+        None => false,
+    };
+    let reactions = match &a.action {
+        AmendAction::React { emoji, add: true } => tx
+            .prepare_cached(
+                "SELECT count(DISTINCT emoji), count(*) FILTER (WHERE user_id = ?3), \
+                 count(*) FILTER (WHERE user_id = ?3 AND emoji = ?4), \
+                 count(*) FILTER (WHERE emoji = ?4) \
+                 FROM reactions WHERE conv_id = ?1 AND seq = ?2",
+            )?
+            .query_row(params![conv, seq, a.by, emoji], |row| {
+                Ok(Reactions {
+                    emoji: row.get::<_, i64>(0)? as u64,
+                    mine: row.get::<_, i64>(1)? as u64,
+                    present: row.get::<_, i64>(2)? > 0,
+                    emoji_used: row.get::<_, i64>(3)? > 0,
+                })
+            })?,
+        _ => Reactions::default(),
+    };
+    let snapshot = AmendSnapshot {
+        target: target
+            .as_ref()
+            .map(|(sender, sent_time, state, msg_type, _)| Target {
+                sender,
+                sent_time: *sent_time,
+                msg_type,
+                recalled: state & crate::STATE_RECALLED != 0,
+            }),
+        group,
+        blocked,
+        reactions,
+    };
+    let change = match rules::amend::decide(&a, &snapshot) {
+        Ok(change) => change,
+        Err(refusal) => return Ok(WriteResult::AmendRefused(refusal)),
+    };
+    let rowid = target.map_or(0, |t| t.4);
     // The message's text must be in the index before it is changed or taken out of it.
     if counters.index.waiting() {
         counters.index.flush(tx)?;
     }
-    if let Some(other) = &a.blocking_recipient {
-        let blocked = tx
-            .prepare_cached("SELECT 1 FROM blocklist WHERE user_id = ?1 AND blocked_id = ?2")?
-            .query_row(params![other, a.by], |_| Ok(()))
-            .optional()?
-            .is_some();
-        if blocked {
-            return refused(AmendRefusal::Blocked);
-        }
-    }
-    let recalled = state & crate::STATE_RECALLED != 0;
-    let (seq, conv) = (a.seq as i64, a.conversation_id.as_str());
-    let content = match &a.action {
-        AmendAction::Recall { not_before } => {
-            if sender != a.by {
-                return refused(AmendRefusal::NotSender);
-            }
-            if recalled {
-                return amended(tx, conv, a.seq, None);
-            }
-            if *not_before > 0 && sent_time < *not_before {
-                return refused(AmendRefusal::TooLate);
-            }
+    match change {
+        Change::Unchanged => return amended(tx, conv, a.seq, None),
+        Change::Recall => {
             tx.prepare_cached(
                 "UPDATE messages SET content = '{}', push_text = '', counted = 0, \
                  state = state | ?3 WHERE conv_id = ?1 AND seq = ?2",
@@ -971,18 +778,11 @@ fn amend(
             .execute(params![conv, seq, crate::STATE_RECALLED])?;
             tx.prepare_cached("DELETE FROM message_text WHERE rowid = ?1")?
                 .execute(params![rowid])?;
-            serde_json::json!({ "action": "recall", "seq": a.seq })
         }
-        AmendAction::Edit {
+        Change::Edit {
             content,
             search_text,
         } => {
-            if sender != a.by {
-                return refused(AmendRefusal::NotSender);
-            }
-            if recalled {
-                return refused(AmendRefusal::Recalled);
-            }
             tx.prepare_cached(
                 "UPDATE messages SET content = ?3, state = state | ?4 \
                  WHERE conv_id = ?1 AND seq = ?2",
@@ -994,51 +794,20 @@ fn amend(
                 tx.prepare_cached("INSERT INTO message_text (rowid, text) VALUES (?1, ?2)")?
                     .execute(params![rowid, search_text])?;
             }
-            serde_json::json!({ "action": "edit", "seq": a.seq, "content": content })
         }
-        AmendAction::React { emoji, add } => {
-            if recalled {
-                return refused(AmendRefusal::Recalled);
-            }
-            if *add {
-                let (emoji_count, mine, present): (i64, i64, i64) = tx
-                    .prepare_cached(
-                        "SELECT count(DISTINCT emoji), count(*) FILTER (WHERE user_id = ?3), \
-                         count(*) FILTER (WHERE user_id = ?3 AND emoji = ?4) \
-                         FROM reactions WHERE conv_id = ?1 AND seq = ?2",
-                    )?
-                    .query_row(params![conv, seq, a.by, emoji], |row| {
-                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-                    })?;
-                let emoji_exists: bool = tx
-                    .prepare_cached(
-                        "SELECT 1 FROM reactions WHERE conv_id = ?1 AND seq = ?2 AND emoji = ?3",
-                    )?
-                    .query_row(params![conv, seq, emoji], |_| Ok(()))
-                    .optional()?
-                    .is_some();
-                let too_many = present == 0
-                    && (mine as u64 >= tidings_store::MAX_REACTIONS_PER_USER
-                        || (!emoji_exists
-                            && emoji_count as u64 >= tidings_store::MAX_EMOJI_PER_MESSAGE));
-                if too_many {
-                    return refused(AmendRefusal::TooManyReactions);
-                }
-            }
-            let changed = if *add {
-                tx.prepare_cached(
-                    "INSERT INTO reactions (conv_id, seq, emoji, user_id) VALUES (?1, ?2, ?3, ?4) \
-                     ON CONFLICT DO NOTHING",
-                )?
-                .execute(params![conv, seq, emoji, a.by])?
+        Change::React { emoji, add } => {
+            let sql = if add {
+                "INSERT INTO reactions (conv_id, seq, emoji, user_id) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT DO NOTHING"
             } else {
-                tx.prepare_cached(
-                    "DELETE FROM reactions WHERE conv_id = ?1 AND seq = ?2 AND emoji = ?3 \
-                     AND user_id = ?4",
-                )?
-                .execute(params![conv, seq, emoji, a.by])?
+                "DELETE FROM reactions WHERE conv_id = ?1 AND seq = ?2 AND emoji = ?3 \
+                 AND user_id = ?4"
             };
-            if changed == 0 {
+            if tx
+                .prepare_cached(sql)?
+                .execute(params![conv, seq, emoji, a.by])?
+                == 0
+            {
                 return amended(tx, conv, a.seq, None);
             }
             tx.prepare_cached(
@@ -1047,25 +816,13 @@ fn amend(
                  WHERE conv_id = ?1 AND seq = ?2",
             )?
             .execute(params![conv, seq, crate::STATE_REACTIONS])?;
-            serde_json::json!({
-                "action": "react", "seq": a.seq, "emoji": emoji, "userId": a.by, "added": add,
-            })
         }
-    };
-    let mut event = a.event;
-    event.msg_type = a.action.event_type().to_string();
-    event.content = content.to_string();
-    event.digest = event.uid.clone();
-    event.counted = false;
-    event.participants.clear();
-    match append(tx, counters, event)? {
-        WriteResult::Appended { message, inbox, .. } => {
-            amended(tx, conv, a.seq, Some((message, inbox)))
-        }
-        other => Err(rusqlite::Error::ToSqlConversionFailure(
-            format!("the event's uid was used before: {other:?}").into(),
-        )),
     }
+    let conv = a.conversation_id.clone();
+    let seq = a.seq;
+    let event = rules::amend::event(a, members.as_deref());
+    let event = appended_event(append(tx, counters, event)?).map_err(reused)?;
+    amended(tx, &conv, seq, Some(event))
 }
 
 /// The answer to an amend: the message as it now is, and the event if one was appended.
@@ -1085,13 +842,17 @@ fn amended(
     Ok(WriteResult::Amended { message, event })
 }
 
-/// The newest seq above `after` of a message sent at or before `time` (or `after` if none).
+/// The newest seq above `after` of a message sent at or before `time` (or `after` if none);
+/// `after`, without a read, for a time of 0 (none asked).
 fn sent_by(
     tx: &Transaction<'_>,
     conversation_id: &str,
     after: u64,
     time: i64,
 ) -> rusqlite::Result<u64> {
+    if time <= 0 {
+        return Ok(after);
+    }
     let upto: Option<i64> = tx
         .prepare_cached(
             "SELECT max(seq) FROM messages WHERE conv_id = ?1 AND seq > ?2 AND sent_time <= ?3",

@@ -10,8 +10,10 @@
 //! commands, one durable commit. A `WriteResult` is returned only after the commit is durable
 //! under the backend's configured durability.
 
+pub mod batch;
 pub mod conformance;
 pub mod metrics;
+pub mod rows;
 pub mod rules;
 
 use async_trait::async_trait;

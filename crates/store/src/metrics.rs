@@ -59,6 +59,20 @@ pub fn register() {
     LazyLock::force(&METRICS);
 }
 
+impl StoreMetrics {
+    /// A writer transaction of these ops starts: records how many, and returns when.
+    pub fn batch_started<T>(&self, op_lists: &[Vec<T>]) -> std::time::Instant {
+        self.batch_ops
+            .record(op_lists.iter().map(Vec::len).sum::<usize>() as f64);
+        std::time::Instant::now()
+    }
+
+    /// The writer transaction begun at `started` is committed.
+    pub fn committed(&self, started: std::time::Instant) {
+        self.commit_seconds.record(started.elapsed().as_secs_f64());
+    }
+}
+
 pub fn m() -> &'static StoreMetrics {
     &METRICS
 }

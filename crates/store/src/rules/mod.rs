@@ -11,3 +11,4 @@
 pub mod amend;
 pub mod conversations;
 pub mod groups;
+pub mod lists;

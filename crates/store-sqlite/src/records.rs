@@ -1,0 +1,199 @@
+//! The writes that only set a record, one function each: cursors, nonces, quiet hours,
+//! profiles, sensitive words, blocklists and deletions for one user. The writer applies them in
+//! its transaction; the capped lists' rule is `tidings_store::rules::lists`.
+
+use rusqlite::{Transaction, params};
+use tidings_store::WriteResult;
+use tidings_store::rules::lists;
+
+/// Raises a device's confirmed cursor (never lowers it).
+pub fn set_cursor(
+    tx: &Transaction<'_>,
+    user: String,
+    device: String,
+    cursor: u64,
+) -> rusqlite::Result<WriteResult> {
+    tx.prepare_cached(
+        "INSERT INTO device_cursors (user_id, device_id, cursor) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (user_id, device_id) DO UPDATE SET cursor = max(cursor, excluded.cursor)",
+    )?
+    .execute(params![user, device, cursor as i64])?;
+    Ok(WriteResult::CursorSet)
+}
+
+/// Records a single-use nonce, forgetting the expired ones.
+pub fn use_nonce(
+    tx: &Transaction<'_>,
+    nonce: String,
+    now: i64,
+    expires_at: i64,
+) -> rusqlite::Result<WriteResult> {
+    tx.prepare_cached("DELETE FROM nonces WHERE expires_at <= ?1")?
+        .execute(params![now])?;
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO nonces (nonce, expires_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![nonce, expires_at])?;
+    Ok(WriteResult::Nonce {
+        fresh: inserted == 1,
+    })
+}
+
+/// Sets a user's quiet hours.
+pub fn set_quiet_hours(
+    tx: &Transaction<'_>,
+    user: String,
+    start_minute: u32,
+    minutes: u32,
+) -> rusqlite::Result<WriteResult> {
+    tx.prepare_cached(
+        "INSERT INTO users (id, token_version, quiet_start, quiet_minutes) \
+         VALUES (?1, 0, ?2, ?3) ON CONFLICT (id) DO UPDATE SET \
+         quiet_start = excluded.quiet_start, quiet_minutes = excluded.quiet_minutes",
+    )?
+    .execute(params![user, start_minute, minutes])?;
+    Ok(WriteResult::QuietHoursSet)
+}
+
+/// Sets the profile fields given.
+pub fn set_profile(
+    tx: &Transaction<'_>,
+    user: String,
+    name: Option<String>,
+    portrait: Option<String>,
+    extra: Option<String>,
+) -> rusqlite::Result<WriteResult> {
+    tx.prepare_cached(
+        "INSERT INTO users (id, token_version, name, portrait, extra) \
+         VALUES (?1, 0, coalesce(?2, ''), coalesce(?3, ''), coalesce(?4, '')) \
+         ON CONFLICT (id) DO UPDATE SET name = coalesce(?2, name), \
+         portrait = coalesce(?3, portrait), extra = coalesce(?4, extra)",
+    )?
+    .execute(params![user, name, portrait, extra])?;
+    Ok(WriteResult::ProfileSet)
+}
+
+/// Adds or changes a sensitive word, unless the list is full.
+pub fn set_sensitive_word(
+    tx: &Transaction<'_>,
+    word: String,
+    replacement: Option<String>,
+    max: u64,
+) -> rusqlite::Result<WriteResult> {
+    let (count, exists): (i64, bool) = tx
+        .prepare_cached(
+            "SELECT (SELECT count(*) FROM sensitive_words), \
+             EXISTS (SELECT 1 FROM sensitive_words WHERE word = ?1)",
+        )?
+        .query_row(params![word], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    if lists::full(count as u64, exists, max) {
+        return Ok(WriteResult::WordsFull);
+    }
+    tx.prepare_cached(
+        "INSERT INTO sensitive_words (word, replacement) VALUES (?1, ?2) \
+         ON CONFLICT (word) DO UPDATE SET replacement = excluded.replacement",
+    )?
+    .execute(params![word, replacement])?;
+    Ok(WriteResult::WordsSet)
+}
+
+/// Adds `other` to `user`'s blocklist (or removes it), unless the list is full.
+pub fn set_blocked(
+    tx: &Transaction<'_>,
+    user: String,
+    other: String,
+    blocked: bool,
+    max: u64,
+) -> rusqlite::Result<WriteResult> {
+    if !blocked {
+        tx.prepare_cached("DELETE FROM blocklist WHERE user_id = ?1 AND blocked_id = ?2")?
+            .execute(params![user, other])?;
+        return Ok(WriteResult::BlockSet);
+    }
+    let (count, present): (i64, bool) = tx
+        .prepare_cached(
+            "SELECT (SELECT count(*) FROM blocklist WHERE user_id = ?1), \
+             EXISTS (SELECT 1 FROM blocklist WHERE user_id = ?1 AND blocked_id = ?2)",
+        )?
+        .query_row(params![user, other], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    if lists::full(count as u64, present, max) {
+        return Ok(WriteResult::BlocklistFull);
+    }
+    if !present {
+        tx.prepare_cached(
+            "INSERT INTO blocklist (user_id, blocked_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![user, other])?;
+    }
+    Ok(WriteResult::BlockSet)
+}
+
+/// Deletes messages of a conversation for one user.
+pub fn delete_for_user(
+    tx: &Transaction<'_>,
+    user: String,
+    conversation_id: String,
+    seqs: Vec<u64>,
+) -> rusqlite::Result<WriteResult> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO deleted_messages (user_id, conv_id, seq) VALUES (?1, ?2, ?3) \
+         ON CONFLICT DO NOTHING",
+    )?;
+    for seq in seqs {
+        stmt.execute(params![user, conversation_id, seq as i64])?;
+    }
+    Ok(WriteResult::Deleted)
+}
+
+/// Removes a sensitive word.
+pub fn remove_sensitive_word(tx: &Transaction<'_>, word: String) -> rusqlite::Result<WriteResult> {
+    tx.prepare_cached("DELETE FROM sensitive_words WHERE word = ?1")?
+        .execute(params![word])?;
+    Ok(WriteResult::WordsSet)
+}
+
+/// Bans a user (or lifts the ban).
+pub fn set_banned(
+    tx: &Transaction<'_>,
+    user: String,
+    banned: bool,
+) -> rusqlite::Result<WriteResult> {
+    tx.prepare_cached(
+        "INSERT INTO users (id, token_version, banned) VALUES (?1, 0, ?2) \
+         ON CONFLICT (id) DO UPDATE SET banned = excluded.banned",
+    )?
+    .execute(params![user, banned])?;
+    Ok(WriteResult::BannedSet)
+}
+
+/// Removes the subscription with this endpoint (only if it is `user`'s, when given).
+pub fn remove_push_subscription(
+    tx: &Transaction<'_>,
+    endpoint: String,
+    user: Option<String>,
+) -> rusqlite::Result<WriteResult> {
+    let removed = tx
+        .prepare_cached(
+            "DELETE FROM push_subscriptions \
+             WHERE endpoint = ?1 AND (?2 IS NULL OR user_id = ?2)",
+        )?
+        .execute(params![endpoint, user])?;
+    Ok(WriteResult::PushSubscriptionRemoved {
+        removed: removed > 0,
+    })
+}
+
+/// Records when a user was last connected; never moves back.
+pub fn set_last_seen(
+    tx: &Transaction<'_>,
+    user: String,
+    time: i64,
+) -> rusqlite::Result<WriteResult> {
+    tx.prepare_cached(
+        "INSERT INTO users (id, token_version, last_seen) VALUES (?1, 0, ?2) \
+         ON CONFLICT (id) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)",
+    )?
+    .execute(params![user, time])?;
+    Ok(WriteResult::LastSeenSet)
+}
