@@ -12,7 +12,7 @@ use tidings_proto::{
 };
 use tidings_store::{
     Amend, AmendAction, AmendRefusal, AppendMessage, ConversationFilter, ConversationRecord,
-    ConversationUpdate, HistoryFrom, WriteOp, WriteResult,
+    ConversationUpdate, HistoryFrom, HistoryQuery, Page, SearchQuery, WriteOp, WriteResult,
 };
 use tokio::sync::oneshot;
 
@@ -704,7 +704,15 @@ impl Session {
             .engine
             .inner
             .store
-            .search(user, query, conversation_id.as_deref(), before, limit)
+            .search(
+                user,
+                SearchQuery {
+                    text: query.to_string(),
+                    conversation_id,
+                    before,
+                    limit,
+                },
+            )
             .await
             .map_err(store_failed("search"))?;
         let mut messages = page.messages;
@@ -768,7 +776,13 @@ impl Session {
                     .engine
                     .inner
                     .store
-                    .conversation_after(&conversation_id, seq.saturating_sub(1), 1)
+                    .conversation_after(
+                        &conversation_id,
+                        Page {
+                            after: seq.saturating_sub(1),
+                            limit: 1,
+                        },
+                    )
                     .await
                     .map_err(store_failed("message read"))?;
                 let Some(m) = found.into_iter().find(|m| m.seq == seq) else {
@@ -1041,9 +1055,11 @@ impl Engine {
             .store
             .history(
                 user,
-                &conversation_id(conversation_type, user, target)?,
-                from,
-                count,
+                HistoryQuery {
+                    conversation_id: conversation_id(conversation_type, user, target)?,
+                    from,
+                    limit: count,
+                },
             )
             .await
             .map_err(store_failed("history read"))

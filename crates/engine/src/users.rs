@@ -419,7 +419,13 @@ impl Engine {
         let messages = self
             .inner
             .store
-            .conversation_after(&id, after_seq, limit as usize)
+            .conversation_after(
+                &id,
+                tidings_store::Page {
+                    after: after_seq,
+                    limit: limit as usize,
+                },
+            )
             .await
             .map_err(store_failed)?;
         Ok(messages

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use tidings_store::rows::ConversationRow;
 use tidings_store::rules::conversations::{SettingsRow, target_seen_by};
 use tidings_store::{
-    ConversationFilter, ConversationRecord, Conversations, History, HistoryFrom, SearchPage,
-    StoredMessage,
+    ConversationFilter, ConversationRecord, Conversations, History, HistoryFrom, HistoryQuery,
+    SearchPage, SearchQuery, StoredMessage,
 };
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -209,10 +209,9 @@ async fn record(db: Db<'_>, user: &str, row: ConversationRow) -> PgResult<Conver
 pub async fn history(
     client: &mut deadpool_postgres::Client,
     user: &str,
-    conversation_id: &str,
-    from: HistoryFrom,
-    limit: usize,
+    query: &HistoryQuery,
 ) -> PgResult<History> {
+    let (conversation_id, from, limit) = (query.conversation_id.as_str(), query.from, query.limit);
     let tx = read_snapshot(client).await?;
     let db = Db::of_tx(&tx);
     // What the user cleared, and where their view ends; a user without a conversation row has
@@ -291,14 +290,9 @@ fn contains_pattern(query: &str) -> String {
 }
 
 /// Messages `user` can see whose search text contains `query`, newest first.
-pub async fn search(
-    db: Db<'_>,
-    user: &str,
-    query: &str,
-    conversation_id: Option<&str>,
-    before: u64,
-    limit: usize,
-) -> PgResult<SearchPage> {
+pub async fn search(db: Db<'_>, user: &str, search: &SearchQuery) -> PgResult<SearchPage> {
+    let (query, conversation_id) = (search.text.as_str(), search.conversation_id.as_deref());
+    let (before, limit) = (search.before, search.limit);
     // ILIKE finds candidates through the trigram index (a pattern with no trigram, such as two
     // characters, scans the index) and checks each against the text. The column's collation
     // is "C", so case is folded for ASCII letters only.

@@ -29,9 +29,10 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, StatementCache};
 use tidings_store::{
     AccountRecord, AdminSessionRecord, AuditEntry, ChatroomRecord, ChatroomUser,
-    ConversationFilter, Conversations, GroupInfo, GroupMembers, GroupReceipt, History, HistoryFrom,
-    InboxEntry, OperatorRecord, PushSubscriptionRecord, Result, SearchPage, SessionState, Store,
-    StoreError, StoredMessage, UserProfile, UserState, WriteOp, WriteResult,
+    ConversationFilter, Conversations, GroupInfo, GroupMembers, GroupReceipt, History,
+    HistoryQuery, InboxEntry, OperatorRecord, Page, PushSubscriptionRecord, Result, SearchPage,
+    SearchQuery, SessionState, Store, StoreError, StoredMessage, UserProfile, UserState, WriteOp,
+    WriteResult,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::ToSql;
@@ -349,9 +350,9 @@ impl Store for PostgresStore {
     async fn conversation_after(
         &self,
         conversation_id: &str,
-        after: u64,
-        limit: usize,
+        page: Page,
     ) -> Result<Vec<StoredMessage>> {
+        let Page { after, limit } = page;
         let client = self.client().await?;
         let rows = Db::of_client(&client)
             .query(
@@ -396,24 +397,9 @@ impl Store for PostgresStore {
         Ok(conversations::read(&mut client, user, &filter).await?)
     }
 
-    async fn search(
-        &self,
-        user: &str,
-        query: &str,
-        conversation_id: Option<&str>,
-        before: u64,
-        limit: usize,
-    ) -> Result<SearchPage> {
+    async fn search(&self, user: &str, query: SearchQuery) -> Result<SearchPage> {
         let client = self.client().await?;
-        Ok(conversations::search(
-            Db::of_client(&client),
-            user,
-            query,
-            conversation_id,
-            before,
-            limit,
-        )
-        .await?)
+        Ok(conversations::search(Db::of_client(&client), user, &query).await?)
     }
 
     async fn blocklist(&self, user: &str) -> Result<Vec<String>> {
@@ -529,15 +515,9 @@ impl Store for PostgresStore {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    async fn history(
-        &self,
-        user: &str,
-        conversation_id: &str,
-        from: HistoryFrom,
-        limit: usize,
-    ) -> Result<History> {
+    async fn history(&self, user: &str, query: HistoryQuery) -> Result<History> {
         let mut client = self.client().await?;
-        Ok(conversations::history(&mut client, user, conversation_id, from, limit).await?)
+        Ok(conversations::history(&mut client, user, &query).await?)
     }
 
     async fn group(&self, id: &str) -> Result<Option<GroupInfo>> {

@@ -1181,7 +1181,9 @@ async fn amend(b: &mut Batch<'_>, a: Amend) -> PgResult<WriteResult> {
         if a.moderated {
             members = Some(b.members(&a.event.target).await?);
         } else {
-            group = crate::groups::recipients(b.db, &mut b.members, &a.event).await?.err();
+            group = crate::groups::recipients(b.db, &mut b.members, &a.event)
+                .await?
+                .err();
         }
     }
     let blocked = match &a.blocking_recipient {

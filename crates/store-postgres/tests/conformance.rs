@@ -375,7 +375,13 @@ async fn a_batch_that_deadlocks_is_run_again() {
         other => panic!("unexpected {other:?}"),
     }
     let seqs: Vec<u64> = store
-        .conversation_after("dl-a|dl-b", 0, 10)
+        .conversation_after(
+            "dl-a|dl-b",
+            tidings_store::Page {
+                after: 0,
+                limit: 10,
+            },
+        )
         .await
         .unwrap()
         .iter()
@@ -407,7 +413,13 @@ async fn reads_take_any_page_limit() {
     assert_eq!(store.inbox_after("lim-a", 0, all).await.unwrap().len(), 2);
     assert_eq!(
         store
-            .conversation_after("lim-a|lim-b", 0, all)
+            .conversation_after(
+                "lim-a|lim-b",
+                tidings_store::Page {
+                    after: 0,
+                    limit: all
+                }
+            )
             .await
             .unwrap()
             .len(),
@@ -416,14 +428,19 @@ async fn reads_take_any_page_limit() {
     let page = store
         .history(
             "lim-a",
-            "lim-a|lim-b",
-            tidings_store::HistoryFrom::BeforeSeq(u64::MAX),
-            all,
+            tidings_store::HistoryQuery::new(
+                "lim-a|lim-b",
+                tidings_store::HistoryFrom::BeforeSeq(u64::MAX),
+                all,
+            ),
         )
         .await
         .unwrap();
     assert_eq!((page.messages.len(), page.has_more), (2, false));
-    let found = store.search("lim-a", "o", None, 0, all).await.unwrap();
+    let found = store
+        .search("lim-a", tidings_store::SearchQuery::new("o", None, 0, all))
+        .await
+        .unwrap();
     assert_eq!((found.messages.len(), found.next), (2, None));
     assert_eq!(
         store.user_ids_after("", all).await.unwrap(),

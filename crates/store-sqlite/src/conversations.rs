@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use tidings_store::{
-    ConversationFilter, ConversationRecord, Conversations, History, HistoryFrom, SearchPage,
-    StoredMessage,
+    ConversationFilter, ConversationRecord, Conversations, History, HistoryFrom, HistoryQuery,
+    SearchPage, SearchQuery, StoredMessage,
 };
 
 use tidings_store::rules::conversations::{SettingsRow, target_seen_by};
@@ -217,13 +217,8 @@ fn deleted(c: &Connection, user: &str, conversation_id: &str, seq: u64) -> rusql
 }
 
 /// A page of a conversation's history as `user` sees it.
-pub fn history(
-    c: &Connection,
-    user: &str,
-    conversation_id: &str,
-    from: HistoryFrom,
-    limit: usize,
-) -> rusqlite::Result<History> {
+pub fn history(c: &Connection, user: &str, query: &HistoryQuery) -> rusqlite::Result<History> {
+    let (conversation_id, from, limit) = (query.conversation_id.as_str(), query.from, query.limit);
     let tx = c.unchecked_transaction()?;
     // What the user cleared, and where their view ends; a user without a conversation row has
     // cleared nothing.
@@ -283,14 +278,9 @@ pub fn history(
 }
 
 /// Messages `user` can see whose text contains `query`, newest first.
-pub fn search(
-    c: &Connection,
-    user: &str,
-    query: &str,
-    conversation_id: Option<&str>,
-    before: u64,
-    limit: usize,
-) -> rusqlite::Result<SearchPage> {
+pub fn search(c: &Connection, user: &str, search: &SearchQuery) -> rusqlite::Result<SearchPage> {
+    let (query, conversation_id) = (search.text.as_str(), search.conversation_id.as_deref());
+    let (before, limit) = (search.before, search.limit);
     // LIKE uses the trigram index for three characters or more (shorter patterns scan the
     // indexed texts); it is case-insensitive for ASCII letters. It cannot use the index with an
     // ESCAPE clause, so `%` and `_` in the query act as wildcards there and `instr` keeps only

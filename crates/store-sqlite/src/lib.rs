@@ -31,9 +31,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tidings_store::{
     AccountRecord, AdminOp, AdminResult, AdminSessionRecord, AuditEntry, ChatroomRecord,
     ChatroomUser, ConversationFilter, Conversations, GroupInfo, GroupMembers, GroupReceipt,
-    History, HistoryFrom, InboxEntry, OperatorRecord, PushSubscriptionRecord, Result, SearchPage,
-    SessionState, Store, StoreError, StoredMessage, UserProfile, UserRecord, UserState, WriteOp,
-    WriteResult,
+    History, HistoryQuery, InboxEntry, OperatorRecord, Page, PushSubscriptionRecord, Result,
+    SearchPage, SearchQuery, SessionState, Store, StoreError, StoredMessage, UserProfile,
+    UserRecord, UserState, WriteOp, WriteResult,
 };
 use tokio::sync::{Semaphore, oneshot};
 
@@ -344,10 +344,9 @@ impl Store for SqliteStore {
     async fn conversation_after(
         &self,
         conversation_id: &str,
-        after: u64,
-        limit: usize,
+        page: Page,
     ) -> Result<Vec<StoredMessage>> {
-        let conv = conversation_id.to_string();
+        let (conv, Page { after, limit }) = (conversation_id.to_string(), page);
         self.read(move |c| {
             let sql = format!(
                 "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.conv_id = ?1 AND m.seq > ?2 \
@@ -564,14 +563,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn search(
-        &self,
-        user: &str,
-        query: &str,
-        conversation_id: Option<&str>,
-        before: u64,
-        limit: usize,
-    ) -> Result<SearchPage> {
+    async fn search(&self, user: &str, query: SearchQuery) -> Result<SearchPage> {
         // Texts are indexed in batches behind the commits: have the writer index what waits, so
         // the search sees every committed message.
         let (reply, indexed) = oneshot::channel();
@@ -581,9 +573,8 @@ impl Store for SqliteStore {
             handle.submit(writer::Request::FlushIndex { reply })?;
         }
         indexed.await.map_err(|_| StoreError::Closed)?;
-        let (user, query) = (user.to_string(), query.to_string());
-        let conv = conversation_id.map(str::to_string);
-        self.read(move |c| conversations::search(c, &user, &query, conv.as_deref(), before, limit))
+        let user = user.to_string();
+        self.read(move |c| conversations::search(c, &user, &query))
             .await
     }
 
@@ -598,15 +589,9 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn history(
-        &self,
-        user: &str,
-        conversation_id: &str,
-        from: HistoryFrom,
-        limit: usize,
-    ) -> Result<History> {
-        let (user, conv) = (user.to_string(), conversation_id.to_string());
-        self.read(move |c| conversations::history(c, &user, &conv, from, limit))
+    async fn history(&self, user: &str, query: HistoryQuery) -> Result<History> {
+        let user = user.to_string();
+        self.read(move |c| conversations::history(c, &user, &query))
             .await
     }
 

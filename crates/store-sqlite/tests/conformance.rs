@@ -201,13 +201,22 @@ async fn upgrading_a_database_lists_the_conversations_it_already_had() {
     assert_eq!(list.conversations[0].unread, 0);
     assert_eq!(list.conversations[0].settings.read_seq, 3);
     // The texts stored before search existed are found, by the same rules as new ones.
-    let found = store.search("ua", "x", None, 0, 10).await.unwrap();
+    let found = store
+        .search("ua", tidings_store::SearchQuery::new("x", None, 0, 10))
+        .await
+        .unwrap();
     assert_eq!(found.messages.len(), 3);
-    let found = store.search("ua", "report", None, 0, 10).await.unwrap();
+    let found = store
+        .search("ua", tidings_store::SearchQuery::new("report", None, 0, 10))
+        .await
+        .unwrap();
     assert_eq!(found.messages.len(), 1);
     assert!(
         store
-            .search("ua", "searchable", None, 0, 10)
+            .search(
+                "ua",
+                tidings_store::SearchQuery::new("searchable", None, 0, 10)
+            )
             .await
             .unwrap()
             .messages
@@ -260,7 +269,10 @@ async fn texts_not_yet_indexed_at_a_crash_are_indexed_after_it() {
     drop(store);
     let store = SqliteStore::open(&config).unwrap();
     let found = store
-        .search("cr-b", "survivor", None, 0, 100)
+        .search(
+            "cr-b",
+            tidings_store::SearchQuery::new("survivor", None, 0, 100),
+        )
         .await
         .unwrap();
     assert_eq!(found.messages.len(), 20);

@@ -5,7 +5,8 @@
 use crate::{
     Amend, AmendAction, AmendRefusal, AppendMessage, ConversationFilter, ConversationSettings,
     ConversationUpdate, GroupAction, GroupChange, GroupKind, GroupRefusal, HistoryFrom,
-    Participant, Permit, PushSubscriptionRecord, Store, WriteOp, WriteResult,
+    HistoryQuery, Page, Participant, Permit, PushSubscriptionRecord, SearchQuery, Store, WriteOp,
+    WriteResult,
 };
 
 /// An append of a private message from `from` to `to`, for tests.
@@ -1155,7 +1156,13 @@ pub async fn seqs_are_gapless_per_conversation_and_inbox(store: &dyn Store) {
     let state = store.user_state("r1").await.expect("user_state");
     assert_eq!(state.inbox_seq, 6);
     let conv = store
-        .conversation_after("r1|s1", 0, 100)
+        .conversation_after(
+            "r1|s1",
+            Page {
+                after: 0,
+                limit: 100,
+            },
+        )
         .await
         .expect("conv");
     assert_eq!(
@@ -1315,7 +1322,7 @@ pub async fn history_pages_without_cleared_or_deleted(store: &dyn Store) {
     let conv = "h-a|h-b";
     let page = |user: &'static str, from: HistoryFrom, limit: usize| async move {
         let h = store
-            .history(user, conv, from, limit)
+            .history(user, HistoryQuery::new(conv, from, limit))
             .await
             .expect("history");
         (
@@ -1874,7 +1881,7 @@ pub async fn search_finds_substrings_of_what_the_user_can_see(store: &dyn Store)
     };
     let find = |user: &'static str, q: &'static str, conv: Option<&'static str>, before, limit| async move {
         store
-            .search(user, q, conv, before, limit)
+            .search(user, SearchQuery::new(q, conv, before, limit))
             .await
             .expect("search")
     };
@@ -2072,9 +2079,11 @@ async fn group_history(store: &dyn Store, user: &str, group: &str) -> Vec<String
     store
         .history(
             user,
-            &crate::group_conversation_id(group),
-            HistoryFrom::AfterSeq(0),
-            100,
+            HistoryQuery::new(
+                &crate::group_conversation_id(group),
+                HistoryFrom::AfterSeq(0),
+                100,
+            ),
         )
         .await
         .expect("history")

@@ -484,6 +484,55 @@ pub enum HistoryFrom {
     AfterTime(i64),
 }
 
+/// A page of one conversation's messages in seq order: those with a seq above `after`, at most
+/// `limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub after: u64,
+    pub limit: usize,
+}
+
+/// A search of the messages a user can see: those whose search text contains `text`
+/// (case-insensitive for ASCII), in `conversation_id` if given, newest first, at most `limit`,
+/// starting below the `before` position of an earlier page (0: from the newest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchQuery {
+    pub text: String,
+    pub conversation_id: Option<String>,
+    pub before: u64,
+    pub limit: usize,
+}
+
+/// A page of a conversation's history as a user sees it: at most `limit` messages from
+/// `from`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryQuery {
+    pub conversation_id: String,
+    pub from: HistoryFrom,
+    pub limit: usize,
+}
+
+impl SearchQuery {
+    pub fn new(text: &str, conversation_id: Option<&str>, before: u64, limit: usize) -> Self {
+        SearchQuery {
+            text: text.to_string(),
+            conversation_id: conversation_id.map(str::to_string),
+            before,
+            limit,
+        }
+    }
+}
+
+impl HistoryQuery {
+    pub fn new(conversation_id: &str, from: HistoryFrom, limit: usize) -> Self {
+        HistoryQuery {
+            conversation_id: conversation_id.to_string(),
+            from,
+            limit,
+        }
+    }
+}
+
 /// A page of search results.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SearchPage {
@@ -932,12 +981,11 @@ pub trait Store: Send + Sync + 'static {
     /// Inbox entries of `user` with `inbox_seq > after`, ascending, at most `limit`.
     async fn inbox_after(&self, user: &str, after: u64, limit: usize) -> Result<Vec<InboxEntry>>;
 
-    /// Messages of a conversation with `seq > after`, ascending, at most `limit`.
+    /// Messages of a conversation with `seq > page.after`, ascending, at most `page.limit`.
     async fn conversation_after(
         &self,
         conversation_id: &str,
-        after: u64,
-        limit: usize,
+        page: Page,
     ) -> Result<Vec<StoredMessage>>;
 
     async fn user_state(&self, user: &str) -> Result<UserState>;
@@ -952,17 +1000,8 @@ pub trait Store: Send + Sync + 'static {
     /// all from one snapshot.
     async fn conversations(&self, user: &str, filter: ConversationFilter) -> Result<Conversations>;
 
-    /// Messages `user` can see whose search text contains `query` (case-insensitive for
-    /// ASCII), in `conversation_id` if given, newest first, at most `limit`, starting below the
-    /// `before` position of an earlier page (0: from the newest).
-    async fn search(
-        &self,
-        user: &str,
-        query: &str,
-        conversation_id: Option<&str>,
-        before: u64,
-        limit: usize,
-    ) -> Result<SearchPage>;
+    /// The messages `user` can see that `query` finds ([`SearchQuery`]).
+    async fn search(&self, user: &str, query: SearchQuery) -> Result<SearchPage>;
 
     /// The users `user` blocks, in id order.
     async fn blocklist(&self, user: &str) -> Result<Vec<String>>;
@@ -1027,15 +1066,9 @@ pub trait Store: Send + Sync + 'static {
     /// When each of `users` was last connected (ms; 0 if never recorded), in the order asked.
     async fn last_seen(&self, users: &[String]) -> Result<Vec<i64>>;
 
-    /// A page of at most `limit` messages of a conversation, as `user` sees its history
-    /// (without what they cleared or deleted).
-    async fn history(
-        &self,
-        user: &str,
-        conversation_id: &str,
-        from: HistoryFrom,
-        limit: usize,
-    ) -> Result<History>;
+    /// A page of a conversation's messages, as `user` sees its history (without what they
+    /// cleared or deleted).
+    async fn history(&self, user: &str, query: HistoryQuery) -> Result<History>;
 
     /// A group, dismissed or not; `None` if it never existed.
     async fn group(&self, id: &str) -> Result<Option<GroupInfo>>;
