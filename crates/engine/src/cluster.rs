@@ -1,7 +1,8 @@
-//! Several nodes as one service: the bus between them (NATS, in `tidings-bus`) carries what one
-//! node's engine does for users whose devices are connected to another — pushes of committed
-//! messages and user events, status messages, a new connection's kick of the same device, bans
-//! and revocations, presence — and each node's liveness. Durable state stays in the shared
+//! Several nodes as one service: the bus between them (`tidings-bus`: NATS, or in-process for
+//! nodes in one process) carries what one node's engine does for users whose devices are
+//! connected to another — pushes of committed messages and user events, status messages, a new
+//! connection's kick of the same device, bans and revocations, presence — and each node's
+//! liveness. Durable state stays in the shared
 //! store: a push that is lost on the bus is recovered by sync, never guessed at.
 //!
 //! Routing: a node registers its interest in a user (awaited, before the store read that fills
@@ -27,9 +28,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+pub use tidings_bus::{Bus, BusEvent, RoomPost};
 use tidings_proto::Code;
-use tidings_store::StoredMessage;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -44,116 +44,6 @@ const CATCH_UP_MAX: usize = 64;
 /// How long a chatroom send made on a node that is not the room's home waits for the home to
 /// number it before the sender is told it failed.
 pub const ROOM_FORWARD_WAIT: Duration = Duration::from_secs(3);
-
-/// A chatroom item as it crosses the bus: the message (seq 0 until the home numbered it), its
-/// priority (as on the wire), the sender's digest, and the node and session that made it with
-/// the token its sender's answer waits on (0: none).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RoomPost {
-    pub message: StoredMessage,
-    pub priority: u32,
-    pub digest: String,
-    pub node: String,
-    pub session: u64,
-    pub token: u64,
-}
-
-/// What nodes tell each other.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum BusEvent {
-    /// A committed message or user event, to push to the devices of these users (each with
-    /// their inbox seq), except the sender's device `except_device`.
-    Deliver {
-        message: StoredMessage,
-        inbox: Vec<(String, u64)>,
-        except_device: Option<String>,
-    },
-    /// A status message (typing): never stored, at most once, to the devices of `users`.
-    Status {
-        message: StoredMessage,
-        users: Vec<String>,
-        except_device: Option<String>,
-    },
-    /// A device of `user` connected to `node`: the same device elsewhere is replaced (every
-    /// device of the user, under the single-device policy).
-    Connected {
-        node: String,
-        user: String,
-        device: String,
-        anonymous: bool,
-    },
-    /// `user` has (or no longer has) sessions on `node`.
-    Presence {
-        node: String,
-        user: String,
-        online: bool,
-    },
-    /// Every user with a session on `node`, in answer to a `Hello`.
-    Snapshot { node: String, users: Vec<String> },
-    /// `node` started: the others answer with their snapshots.
-    Hello { node: String },
-    /// `node` is alive, reachable at `urls` (a navigation lists them).
-    Alive { node: String, urls: Vec<String> },
-    /// `node` is stopping.
-    Leaving { node: String },
-    /// The user's tokens below `version` are revoked: their sessions end.
-    Revoked { user: String, version: u64 },
-    /// The user is banned (or unbanned).
-    Banned { user: String, banned: bool },
-    /// Events may have been lost (a node was cut off from the bus): every node catches its
-    /// sessions up from the store.
-    Resync { node: String },
-    /// A chatroom item made on another node, for `home` to number; `known` is the room's seq
-    /// as the sender's node knows it.
-    RoomForward {
-        home: String,
-        known: u64,
-        post: RoomPost,
-    },
-    /// A chatroom item numbered by the room's home, to every node with members of the room.
-    RoomItem { post: RoomPost },
-    /// The room `room` is at least at `seq` (a node got an item its home numbered again):
-    /// for `home`, which continues from there.
-    RoomSeq {
-        home: String,
-        room: String,
-        seq: u64,
-    },
-    /// An operator kicked the user's device (every device with `None`).
-    Kick {
-        user: String,
-        device: Option<String>,
-    },
-}
-
-impl BusEvent {
-    /// The users an event is routed by; empty: every node.
-    pub fn users(&self) -> Vec<&str> {
-        match self {
-            BusEvent::Deliver { inbox, .. } => inbox.iter().map(|(u, _)| u.as_str()).collect(),
-            BusEvent::Status { users, .. } => users.iter().map(String::as_str).collect(),
-            _ => Vec::new(),
-        }
-    }
-}
-
-/// The bus as the engine sees it.
-#[async_trait::async_trait]
-pub trait Bus: Send + Sync + 'static {
-    /// Sends an event to the nodes it is routed to; queues, never waits.
-    fn publish(&self, event: BusEvent);
-    /// From when this returns, events routed by `user` reach this node.
-    async fn interest(&self, user: &str);
-    /// This node no longer needs events routed by `user`.
-    fn drop_interest(&self, user: &str);
-    /// From when this returns, the items of chatroom `room` reach this node.
-    async fn room_interest(&self, room: &str);
-    /// Whether the bus is connected now (for readiness checks); what is published while it is
-    /// not is caught up by sync once it is back.
-    fn connected(&self) -> bool {
-        true
-    }
-}
 
 /// The rendezvous weight of `node` for `room`: the room's home is the live node with the
 /// highest. FNV-1a then a finalizer, stable across processes and versions.

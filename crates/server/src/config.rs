@@ -336,6 +336,10 @@ pub struct Config {
     pub vapid_subject: String,
     /// The NATS server of a cluster, if this node is part of one.
     pub nats: Option<String>,
+    /// The in-process bus of a cluster whose nodes all run in this process, instead of NATS.
+    /// No file, flag or environment variable sets it: a program that starts several nodes
+    /// hands each a clone of one hub.
+    pub in_process_bus: Option<tidings_bus::MemoryHub>,
     pub cluster: String,
     pub node_id: String,
     pub alive_interval: Duration,
@@ -724,6 +728,7 @@ impl RawConfig {
             push,
             vapid_subject,
             nats: self.nats,
+            in_process_bus: None,
             cluster,
             node_id,
             alive_interval: Duration::from_millis(positive(

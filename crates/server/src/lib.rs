@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use tidings_bus::{Bus, BusEvent};
 use tidings_engine::{Engine, EngineConfig};
 use tidings_gateway::GatewayConfig;
 use tidings_store_postgres::{PostgresConfig, PostgresStore};
@@ -48,7 +49,7 @@ pub struct Running {
     /// The store, which other nodes in this process may share.
     pub store: Arc<dyn tidings_store::Store>,
     /// The bus to the other nodes of a cluster.
-    bus: Option<Arc<tidings_bus::NatsBus>>,
+    bus: Option<Arc<dyn Bus>>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     /// The listener's TLS, when on: [`tidings_gateway::Tls::reload`] reads the files again.
@@ -278,10 +279,24 @@ async fn start_node(
         metrics: metrics::source(),
         ..GatewayConfig::default()
     };
-    let bus = match &config.nats {
-        Some(url) => {
-            let (bus, events) =
-                tidings_bus::NatsBus::connect(url, &config.cluster, &config.node_id).await?;
+    let joined: Option<(Arc<dyn Bus>, tokio::sync::mpsc::Receiver<BusEvent>)> =
+        match (&config.in_process_bus, &config.nats) {
+            (Some(_), Some(_)) => {
+                anyhow::bail!("a node is on NATS or on an in-process bus, not on both")
+            }
+            (Some(hub), None) => {
+                let (bus, events) = hub.join(&config.node_id)?;
+                Some((bus, events))
+            }
+            (None, Some(url)) => {
+                let (bus, events) =
+                    tidings_bus::NatsBus::connect(url, &config.cluster, &config.node_id).await?;
+                Some((bus, events))
+            }
+            (None, None) => None,
+        };
+    let bus = match joined {
+        Some((bus, events)) => {
             let urls = if config.public_urls.is_empty() {
                 let scheme = if tls.is_some() { "https" } else { "http" };
                 vec![format!("{scheme}://{addr}")]

@@ -41,7 +41,7 @@ pub const GROUP: u32 = 3;
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// A message as stored: conversation-wide, not relative to a viewer.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoredMessage {
     pub uid: String,
     pub conversation_type: u32,
@@ -71,7 +71,7 @@ pub struct StoredMessage {
 }
 
 /// One emoji's reactions to a message.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reaction {
     pub emoji: String,
     pub users: Vec<String>,

@@ -1,7 +1,10 @@
-//! Several nodes as one service, over a real NATS server (`TIDINGS_TEST_NATS_URL`, e.g.
-//! `nats://127.0.0.1:4222`; the tests say SKIPPED without it). The nodes here run in one process
-//! and share one store, as they would share one PostgreSQL database; everything between them
-//! goes over NATS. Each test is a cluster of its own (a fresh cluster name).
+//! Several nodes as one service. The scenarios of the cluster's logic run twice (see
+//! [`on_each_bus`]): over an in-process bus, always, and over a real NATS server
+//! (`TIDINGS_TEST_NATS_URL`, e.g. `nats://127.0.0.1:4222`; those runs say SKIPPED without it).
+//! The tests about NATS itself (cutting the connection to it, `tidings serve` processes) run
+//! over NATS only. The nodes here run in one process and share one store, as they would share
+//! one PostgreSQL database; everything between them goes over the bus. Each test is a cluster
+//! of its own (a fresh hub, or a fresh cluster name on NATS).
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -22,13 +25,42 @@ use tidings_store_postgres::testing::{TestDatabase, server_url};
 
 use crate::util::{TestServer, api, eventually, http, next_message, next_terminal};
 
-/// A cluster under test: its NATS server and name, and the PostgreSQL database its nodes share
-/// when `TIDINGS_TEST_POSTGRES_URL` names a server (otherwise the nodes, all in this process,
-/// share the first node's store).
+/// How the nodes of a cluster under test reach each other.
+#[derive(Clone)]
+enum Via {
+    /// A bus in this process, which every node joins.
+    InProcess(tidings_bus::MemoryHub),
+    /// A NATS server, at this URL.
+    Nats(String),
+}
+
+/// A cluster under test: its bus and name, and the PostgreSQL database its nodes share when
+/// `TIDINGS_TEST_POSTGRES_URL` names a server (otherwise the nodes, all in this process, share
+/// the first node's store).
 struct Cluster {
-    nats: String,
+    via: Via,
     name: String,
     db: Option<TestDatabase>,
+}
+
+/// Runs the scenario `async fn $name(cluster: Cluster)` as two tests: `$name::in_process`, over
+/// an in-process bus, and `$name::nats`, over NATS (SKIPPED without `TIDINGS_TEST_NATS_URL`).
+macro_rules! on_each_bus {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn in_process() {
+                super::$name(super::Cluster::in_process().await).await;
+            }
+
+            #[tokio::test]
+            async fn nats() {
+                if let Some(cluster) = super::Cluster::new(stringify!($name)).await {
+                    super::$name(cluster).await;
+                }
+            }
+        }
+    };
 }
 
 impl Cluster {
@@ -44,25 +76,51 @@ impl Cluster {
                 return None;
             }
         };
+        Some(Cluster::on(Via::Nats(nats)).await)
+    }
+
+    /// A new cluster on an in-process bus.
+    async fn in_process() -> Cluster {
+        Cluster::on(Via::InProcess(tidings_bus::MemoryHub::new())).await
+    }
+
+    async fn on(via: Via) -> Cluster {
         let db = match server_url() {
             Some(url) => Some(TestDatabase::create(&url).await.expect("a test database")),
             None => None,
         };
-        Some(Cluster {
-            nats,
+        Cluster {
+            via,
             name: format!("test-{:016x}", rand::random::<u64>()),
             db,
-        })
+        }
     }
 
+    /// The NATS server's URL, in a test that runs over NATS only.
+    fn nats(&self) -> &str {
+        match &self.via {
+            Via::Nats(url) => url,
+            Via::InProcess(_) => panic!("this test runs over NATS only"),
+        }
+    }
+
+    /// The settings of node `node`, reaching NATS at `nats`.
     fn tune(&self, node: &str, nats: &str) -> impl FnOnce(&mut tidings_server::Config) + use<> {
-        let (nats, cluster, node) = (nats.to_string(), self.name.clone(), node.to_string());
+        self.tune_via(node, Via::Nats(nats.to_string()))
+    }
+
+    /// The settings of node `node`, on the bus `via`.
+    fn tune_via(&self, node: &str, via: Via) -> impl FnOnce(&mut tidings_server::Config) + use<> {
+        let (cluster, node) = (self.name.clone(), node.to_string());
         let store = self
             .db
             .as_ref()
             .map(|db| StoreSetting::Postgres(db.url.clone()));
         move |c| {
-            c.nats = Some(nats);
+            match via {
+                Via::InProcess(hub) => c.in_process_bus = Some(hub),
+                Via::Nats(url) => c.nats = Some(url),
+            }
             c.cluster = cluster;
             c.node_id = node;
             c.alive_interval = Duration::from_millis(100);
@@ -74,7 +132,7 @@ impl Cluster {
 
     /// The NATS server's address, for a proxy in front of it.
     fn nats_addr(&self) -> SocketAddr {
-        self.nats
+        self.nats()
             .trim_start_matches("nats://")
             .parse()
             .expect("TIDINGS_TEST_NATS_URL is nats://IP:PORT")
@@ -82,12 +140,13 @@ impl Cluster {
 
     /// The first node.
     async fn first(&self) -> TestServer {
-        TestServer::start_with(self.tune("a", &self.nats)).await
+        TestServer::start_with(self.tune_via("a", self.via.clone())).await
     }
 
     /// Another node, beside `first`.
     async fn next(&self, first: &TestServer, node: &str) -> TestServer {
-        self.next_via(first, node, &self.nats).await
+        let tune = self.tune_via(node, self.via.clone());
+        TestServer::start_beside(first, self.db.is_none(), tune).await
     }
 
     /// Another node, reaching NATS at `nats`.
@@ -121,11 +180,9 @@ fn text_of(m: &tidings_client::Message) -> String {
         .to_string()
 }
 
-#[tokio::test]
-async fn one_to_one_and_group_messages_cross_nodes() {
-    let Some(cluster) = Cluster::new("one_to_one_and_group_messages_cross_nodes").await else {
-        return;
-    };
+on_each_bus!(one_to_one_and_group_messages_cross_nodes);
+
+async fn one_to_one_and_group_messages_cross_nodes(cluster: Cluster) {
     let a = cluster.first().await;
     let b = cluster.next(&a, "b").await;
 
@@ -172,13 +229,9 @@ async fn one_to_one_and_group_messages_cross_nodes() {
     }
 }
 
-#[tokio::test]
-async fn registering_an_id_ends_an_app_session_of_it_on_another_node() {
-    let Some(cluster) =
-        Cluster::new("registering_an_id_ends_an_app_session_of_it_on_another_node").await
-    else {
-        return;
-    };
+on_each_bus!(registering_an_id_ends_an_app_session_of_it_on_another_node);
+
+async fn registering_an_id_ends_an_app_session_of_it_on_another_node(cluster: Cluster) {
     let a = cluster.first().await;
     let b = cluster.next(&a, "b").await;
     // An app token the store never recorded (as an older server or `tidings token` without the
@@ -206,13 +259,9 @@ async fn registering_an_id_ends_an_app_session_of_it_on_another_node() {
     }
 }
 
-#[tokio::test]
-async fn a_device_connecting_to_another_node_replaces_the_first() {
-    let Some(cluster) =
-        Cluster::new("a_device_connecting_to_another_node_replaces_the_first").await
-    else {
-        return;
-    };
+on_each_bus!(a_device_connecting_to_another_node_replaces_the_first);
+
+async fn a_device_connecting_to_another_node_replaces_the_first(cluster: Cluster) {
     let a = cluster.first().await;
     let b = cluster.next(&a, "b").await;
     let (_first, mut first_events) = a.client("dave", "laptop").await;
@@ -233,13 +282,9 @@ async fn a_device_connecting_to_another_node_replaces_the_first() {
     drop(second);
 }
 
-#[tokio::test]
-async fn presence_navigation_and_a_leaving_node_are_seen_across_nodes() {
-    let Some(cluster) =
-        Cluster::new("presence_navigation_and_a_leaving_node_are_seen_across_nodes").await
-    else {
-        return;
-    };
+on_each_bus!(presence_navigation_and_a_leaving_node_are_seen_across_nodes);
+
+async fn presence_navigation_and_a_leaving_node_are_seen_across_nodes(cluster: Cluster) {
     let a = cluster.first().await;
     let mut b = cluster.next(&a, "b").await;
     let b_url = b.url();
@@ -432,7 +477,7 @@ async fn a_killed_node_loses_no_acknowledged_message() {
             "--store".to_string(),
             db.url.clone(),
             "--nats".into(),
-            cluster.nats.clone(),
+            cluster.nats().to_string(),
             "--cluster".into(),
             cluster.name.clone(),
             "--node-id".into(),
@@ -612,11 +657,9 @@ impl RoomLog {
     }
 }
 
-#[tokio::test]
-async fn a_chatroom_spans_nodes_in_one_order() {
-    let Some(cluster) = Cluster::new("a_chatroom_spans_nodes_in_one_order").await else {
-        return;
-    };
+on_each_bus!(a_chatroom_spans_nodes_in_one_order);
+
+async fn a_chatroom_spans_nodes_in_one_order(cluster: Cluster) {
     let a = cluster.first().await;
     let b = cluster.next(&a, "b").await;
     let c = cluster.next(&a, "c").await;
@@ -710,13 +753,9 @@ async fn a_chatroom_spans_nodes_in_one_order() {
     );
 }
 
-#[tokio::test]
-async fn a_chatroom_outlives_its_home_node_with_gaps_named_never_duplicates() {
-    let Some(cluster) =
-        Cluster::new("a_chatroom_outlives_its_home_node_with_gaps_named_never_duplicates").await
-    else {
-        return;
-    };
+on_each_bus!(a_chatroom_outlives_its_home_node_with_gaps_named_never_duplicates);
+
+async fn a_chatroom_outlives_its_home_node_with_gaps_named_never_duplicates(cluster: Cluster) {
     let a = cluster.first().await;
     let b = cluster.next(&a, "b").await;
     let mut c = cluster.next(&a, "c").await;
@@ -814,7 +853,7 @@ impl Processes {
                 "--store",
                 &db.url,
                 "--nats",
-                &cluster.nats,
+                cluster.nats(),
                 "--cluster",
                 &cluster.name,
                 "--node-id",
@@ -1074,16 +1113,12 @@ async fn two_processes_report_bus_and_postgres_writer_metrics() {
     .await;
 }
 
-#[tokio::test]
-async fn an_operators_session_holds_on_every_node_and_a_kick_reaches_another_nodes_device() {
+on_each_bus!(an_operators_session_holds_on_every_node_and_a_kick_reaches_another_nodes_device);
+
+async fn an_operators_session_holds_on_every_node_and_a_kick_reaches_another_nodes_device(
+    cluster: Cluster,
+) {
     use tidings_store::{AdminOp, OperatorRecord};
-    let Some(cluster) = Cluster::new(
-        "an_operators_session_holds_on_every_node_and_a_kick_reaches_another_nodes_device",
-    )
-    .await
-    else {
-        return;
-    };
     let a = cluster.first().await;
     let b = cluster.next(&a, "b").await;
     a.running()

@@ -1,0 +1,343 @@
+//! The bus on core NATS (at most once; durable state is the database's, and what the bus
+//! loses is recovered by sync). Events travel in [`crate::envelope`]'s protobuf envelope.
+//!
+//! Subjects, under `tidings.<cluster>`, one for each [`Route`]:
+//! - `.ctl`: what every node hears (connections, presence, liveness, bans, resyncs).
+//! - `.p.<n>`: events for the users of partition `n` (of [`crate::PARTITIONS`], by a hash of
+//!   the user id). A node subscribes to a partition once it has a session of one of its users,
+//!   and the subscription is confirmed by the server (a request answered after it) before the
+//!   session's CONNACK is filled, so nothing committed after that read misses the node. A
+//!   delivery for users of several partitions is split, each part carrying its own users'
+//!   inbox entries.
+//! - `.r.<n>`: the numbered items of the chatrooms of partition `n` (the same hash of the room
+//!   id). A node subscribes once one of its connections joins such a room (or the app server
+//!   posts to one through it), confirmed before the join is answered.
+//! - `.n.<node>`: what is for one node alone (chatroom items forwarded to their home, and a
+//!   room's seq as another node knows it).
+//!
+//! NATS keeps one connection's messages on one subject in order for each subscriber, and a node
+//! publishes from one task in the order events were published: so [`crate::Bus`]'s order per
+//! publisher and route holds.
+//!
+//! Publishing never waits: events go through a bounded queue to one publishing task; when that
+//! queue is full, the event is dropped, counted, and every node is told to catch its sessions up
+//! from the store. When the connection to NATS comes back after a loss, the same happens. An
+//! envelope this node cannot read (another version, or garbage) is refused: counted, logged,
+//! never applied.
+//!
+//! Only this module knows NATS.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_nats::Event;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::envelope::{self, EnvelopeError};
+use crate::event::BusEvent;
+use crate::metrics;
+use crate::route::{Route, partition, routes};
+use crate::{Bus, BusError};
+
+/// Events waiting to be published.
+const PUBLISH_QUEUE: usize = 65_536;
+/// Events received and waiting for the engine.
+const RECEIVE_QUEUE: usize = 65_536;
+
+/// The NATS bus of one node.
+pub struct NatsBus {
+    client: async_nats::Client,
+    node: String,
+    prefix: String,
+    queue: mpsc::Sender<(String, Bytes)>,
+    received: mpsc::Sender<BusEvent>,
+    /// Partitions subscribed to.
+    partitions: tokio::sync::Mutex<HashSet<u32>>,
+    /// Chatroom partitions subscribed to.
+    room_partitions: tokio::sync::Mutex<HashSet<u32>>,
+    dropped: AtomicU64,
+    /// Set when an event was dropped: a resync is asked for once the queue has room.
+    lost: std::sync::atomic::AtomicBool,
+    /// Envelopes refused (another version, or garbage); each power of two of them is logged.
+    refused: Arc<AtomicU64>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl NatsBus {
+    /// Connects node `node` of cluster `cluster` to the NATS server at `url`; returns the bus
+    /// and the events it receives for this node (to give to `Engine::join_cluster`).
+    pub async fn connect(
+        url: &str,
+        cluster: &str,
+        node: &str,
+    ) -> Result<(Arc<NatsBus>, mpsc::Receiver<BusEvent>), BusError> {
+        let (received, events) = mpsc::channel(RECEIVE_QUEUE);
+        let (conn_tx, mut conn_events) = mpsc::unbounded_channel();
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("tidings {node}"))
+            // Back soon after an outage (the default backoff grows to several seconds).
+            .reconnect_delay_callback(|attempts| {
+                std::time::Duration::from_millis((attempts as u64 * 100).min(2000))
+            })
+            .event_callback(move |e| {
+                let tx = conn_tx.clone();
+                async move {
+                    let _ = tx.send(e);
+                }
+            })
+            .connect(url)
+            .await
+            .map_err(|source| BusError::Connect {
+                url: url.to_string(),
+                source,
+            })?;
+        let (queue, mut outgoing) = mpsc::channel::<(String, Bytes)>(PUBLISH_QUEUE);
+        let bus = Arc::new(NatsBus {
+            client: client.clone(),
+            node: node.to_string(),
+            prefix: format!("tidings.{cluster}"),
+            queue,
+            received,
+            partitions: tokio::sync::Mutex::new(HashSet::new()),
+            room_partitions: tokio::sync::Mutex::new(HashSet::new()),
+            dropped: AtomicU64::new(0),
+            lost: std::sync::atomic::AtomicBool::new(false),
+            refused: Arc::new(AtomicU64::new(0)),
+            tasks: Mutex::new(Vec::new()),
+        });
+
+        // Control events.
+        let ctl = client
+            .subscribe(bus.subject(Route::All))
+            .await
+            .map_err(BusError::Subscribe)?;
+        bus.forward(ctl);
+        // What is for this node alone.
+        let own = client
+            .subscribe(bus.subject(Route::Node(node.to_string())))
+            .await
+            .map_err(BusError::Subscribe)?;
+        bus.forward(own);
+        client.flush().await.map_err(BusError::Flush)?;
+
+        // The publisher.
+        let publisher = client.clone();
+        let weak = Arc::downgrade(&bus);
+        bus.spawn(async move {
+            while let Some((subject, payload)) = outgoing.recv().await {
+                if let Err(e) = publisher.publish(subject, payload).await {
+                    metrics::m().failed.increment(1);
+                    tracing::warn!(error = %e, "publishing on NATS failed");
+                    if let Some(bus) = weak.upgrade() {
+                        bus.lost.store(true, Ordering::Relaxed);
+                    }
+                } else {
+                    metrics::m().sent.increment(1);
+                }
+                if let Some(bus) = weak.upgrade()
+                    && bus.lost.swap(false, Ordering::Relaxed)
+                {
+                    bus.resync();
+                }
+            }
+        });
+
+        // Connection events: after a loss, every node catches up.
+        let weak = Arc::downgrade(&bus);
+        bus.spawn(async move {
+            let mut cut_off = false;
+            while let Some(e) = conn_events.recv().await {
+                match e {
+                    Event::Disconnected => {
+                        tracing::warn!("lost the connection to NATS; local users are still served");
+                        cut_off = true;
+                    }
+                    Event::Connected if cut_off => {
+                        cut_off = false;
+                        tracing::info!("connected to NATS again; catching up from the store");
+                        if let Some(bus) = weak.upgrade() {
+                            bus.resync();
+                        }
+                    }
+                    Event::SlowConsumer(_) => {
+                        tracing::warn!("NATS dropped events for this node; catching up");
+                        if let Some(bus) = weak.upgrade() {
+                            bus.resync();
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+        Ok((bus, events))
+    }
+
+    /// Events dropped because the publishing queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let handle = tokio::spawn(task);
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(handle);
+    }
+
+    /// Hands what a subscription receives to the engine, except this node's own events (told
+    /// apart by the envelope's header, before the event is decoded).
+    fn forward(&self, mut sub: async_nats::Subscriber) {
+        let received = self.received.clone();
+        let node = self.node.clone();
+        let refused = self.refused.clone();
+        self.spawn(async move {
+            while let Some(msg) = sub.next().await {
+                let event = match envelope::sender(&msg.payload) {
+                    Ok(from) if from == node => continue,
+                    Ok(_) => envelope::decode(&msg.payload).map(|(_, event)| event),
+                    Err(e) => Err(e),
+                };
+                match event {
+                    Ok(event) => {
+                        metrics::m().received.increment(1);
+                        if received.send(event).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => note_refused(&refused, &msg.subject, &e),
+                }
+            }
+        });
+    }
+
+    /// The subject of a route.
+    fn subject(&self, route: Route) -> String {
+        match route {
+            Route::All => format!("{}.ctl", self.prefix),
+            Route::Users(p) => format!("{}.p.{p}", self.prefix),
+            Route::Rooms(p) => format!("{}.r.{p}", self.prefix),
+            Route::Node(node) => format!("{}.n.{node}", self.prefix),
+        }
+    }
+
+    fn enqueue(&self, subject: String, event: BusEvent) {
+        let payload = Bytes::from(envelope::encode(&self.node, event));
+        if self.queue.try_send((subject, payload)).is_err() {
+            metrics::m().dropped.increment(1);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.lost.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Returns once the server has every subscription this node made before the call. A flush
+    /// only writes them to the socket; the server answers a request (here, that no one
+    /// listens on a subject of this node's own) only after it has read everything before it
+    /// on the connection.
+    async fn confirm(&self) {
+        let subject = format!("{}.confirm.{}", self.prefix, self.node);
+        match self.client.request(subject, Bytes::new()).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}
+            Err(e) => tracing::warn!(error = %e, "confirming subscriptions with NATS failed"),
+        }
+    }
+
+    /// Subscribes to the subject of `route`, partition `p` of those in `subscribed`, unless it
+    /// already is, and returns once NATS has the subscription. A failure is logged and leaves
+    /// the partition to be tried again by the next caller.
+    async fn subscribe_once(
+        &self,
+        subscribed: &tokio::sync::Mutex<HashSet<u32>>,
+        p: u32,
+        route: Route,
+    ) {
+        let mut partitions = subscribed.lock().await;
+        if partitions.contains(&p) {
+            return;
+        }
+        match self.client.subscribe(self.subject(route)).await {
+            Ok(sub) => {
+                self.forward(sub);
+                self.confirm().await;
+                partitions.insert(p);
+            }
+            Err(e) => tracing::warn!(error = %e, "subscribing on NATS failed"),
+        }
+    }
+
+    /// Asks every node, this one included, to catch its sessions up from the store.
+    fn resync(&self) {
+        metrics::m().resyncs.increment(1);
+        let event = BusEvent::Resync {
+            node: self.node.clone(),
+        };
+        let _ = self.received.try_send(event.clone());
+        self.enqueue(self.subject(Route::All), event);
+    }
+}
+
+/// Counts an envelope this node refused, and logs the first and then each power of two of them
+/// (a node of another version sends many; one line each would flood the log).
+fn note_refused(refused: &AtomicU64, subject: &str, e: &EnvelopeError) {
+    match e {
+        EnvelopeError::Version { .. } => metrics::m().refused_version.increment(1),
+        EnvelopeError::Decode(_) | EnvelopeError::Missing(_) => {
+            metrics::m().refused_malformed.increment(1)
+        }
+    }
+    let n = refused.fetch_add(1, Ordering::Relaxed) + 1;
+    if n.is_power_of_two() {
+        tracing::warn!(error = %e, subject, refused = n, "refused an event on the bus");
+    }
+}
+
+#[async_trait::async_trait]
+impl Bus for NatsBus {
+    fn publish(&self, event: BusEvent) {
+        for (route, part) in routes(event) {
+            self.enqueue(self.subject(route), part);
+        }
+    }
+
+    async fn room_interest(&self, room: &str) {
+        // Cut off from NATS, the subscription is tried again with the next join; meanwhile
+        // members here get what this node numbers, and gap markers name the rest.
+        let p = partition(room);
+        self.subscribe_once(&self.room_partitions, p, Route::Rooms(p))
+            .await;
+    }
+
+    async fn interest(&self, user: &str) {
+        // Cut off from NATS, the subscription is tried again with the next session, and pushes
+        // from other nodes reach this user by sync meanwhile.
+        let p = partition(user);
+        self.subscribe_once(&self.partitions, p, Route::Users(p))
+            .await;
+    }
+
+    fn drop_interest(&self, _user: &str) {
+        // Partitions stay subscribed: another of their users is likely to connect, and a
+        // subscription made again would have to be confirmed again.
+    }
+
+    fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Stops the bus's tasks (the NATS connection closes when the last clone of its client
+    /// goes).
+    fn close(&self) {
+        for t in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+    }
+}
