@@ -6,8 +6,20 @@ use std::path::{Path, PathBuf};
 
 /// The crates whose modules form no circle.
 const ACYCLIC: &[&str] = &[
-    "bench", "bus", "client", "dialects", "files", "gateway", "hooks", "proto", "push", "server",
+    "bench",
+    "bus",
+    "client",
+    "dialects",
+    "engine",
+    "files",
+    "gateway",
+    "hooks",
+    "proto",
+    "push",
+    "server",
     "store",
+    "store-postgres",
+    "store-sqlite",
 ];
 
 fn crates_dir() -> PathBuf {

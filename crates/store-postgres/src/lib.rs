@@ -312,18 +312,15 @@ pub(crate) fn page_rows(limit: usize) -> i64 {
 impl Store for PostgresStore {
     async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteResult>> {
         let (reply, rx) = oneshot::channel();
-        {
-            let guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-            let tx = guard.as_ref().ok_or(StoreError::Closed)?;
+        tidings_store::batch::to_writer(&self.writer, |tx| {
             // Counted before it is sent, so the writer's decrement never comes first.
             let depth = &tidings_store::metrics::m().queue_depth;
             depth.increment(1);
-            tx.send(writer::Request::Write { ops, reply })
-                .map_err(|_| {
-                    depth.decrement(1);
-                    StoreError::Closed
-                })?;
-        }
+            tx.send(writer::Request::Write { ops, reply }).map_err(|_| {
+                depth.decrement(1);
+                StoreError::Closed
+            })
+        })?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 

@@ -37,6 +37,7 @@ use tidings_store::{
 };
 use tokio::sync::{Semaphore, oneshot};
 
+use tidings_store::batch::to_writer;
 use tidings_store::rows::{self, reactions_from_json};
 
 // The bits of a message's `state` column (see `tidings_store::rows`), as SQLite reads them.
@@ -280,11 +281,9 @@ pub(crate) const MESSAGE_COLUMN_COUNT: usize = 15;
 impl Store for SqliteStore {
     async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteResult>> {
         let (reply, rx) = oneshot::channel();
-        {
-            let guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-            let handle = guard.as_ref().ok_or(StoreError::Closed)?;
-            handle.submit(writer::Request::Write { ops, reply })?;
-        }
+        to_writer(&self.writer, |h| {
+            h.submit(writer::Request::Write { ops, reply })
+        })?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -567,11 +566,9 @@ impl Store for SqliteStore {
         // Texts are indexed in batches behind the commits: have the writer index what waits, so
         // the search sees every committed message.
         let (reply, indexed) = oneshot::channel();
-        {
-            let guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-            let handle = guard.as_ref().ok_or(StoreError::Closed)?;
-            handle.submit(writer::Request::FlushIndex { reply })?;
-        }
+        to_writer(&self.writer, |h| {
+            h.submit(writer::Request::FlushIndex { reply })
+        })?;
         indexed.await.map_err(|_| StoreError::Closed)?;
         let user = user.to_string();
         self.read(move |c| conversations::search(c, &user, &query))

@@ -1,7 +1,18 @@
 //! Group commit as both SQL backends' writers do it: the write requests waiting in the queue
 //! are gathered into one transaction, up to a number of ops.
 
-use crate::WriteOp;
+use std::sync::Mutex;
+
+use crate::{Result, StoreError, WriteOp};
+
+/// Hands a request to a backend's writer with `send`, or answers [`StoreError::Closed`] once
+/// the store was closed (its writer's slot emptied). The slot's lock is held only while `send`
+/// queues the request, never while it is applied.
+pub fn to_writer<W, T>(slot: &Mutex<Option<W>>, send: impl FnOnce(&W) -> Result<T>) -> Result<T> {
+    let guard = slot.lock().unwrap_or_else(|p| p.into_inner());
+    let writer = guard.as_ref().ok_or(StoreError::Closed)?;
+    send(writer)
+}
 
 /// Write requests gathered for one transaction, each with where its results go.
 pub struct Gathered<R> {
