@@ -738,6 +738,11 @@ impl<H: Held> Ctx<H> {
 
     /// Feeds the frames of one batch of outbound items: up to [`WRITE_BATCH`] items, the
     /// first and whatever is queued behind it now, then one flush.
+    ///
+    /// This future is made once per batch and moved into its timeout, and a large room wakes
+    /// thousands of writers per item: it is kept small. Each item's frames are fed here rather
+    /// than through a nested future, and the rare steps other than a frame or a seed's
+    /// acknowledgement of what it wrote run boxed.
     async fn write_batch(
         &self,
         first: Outbound,
@@ -751,23 +756,35 @@ impl<H: Held> Ctx<H> {
                 return Ok(Written::Last(code));
             }
             let wanted = self.dialect.with(|d| d.profiles_for(&item));
-            let profiles = if wanted.is_empty() {
-                Vec::new()
+            let steps = if wanted.is_empty() {
+                self.dialect.with(|d| d.outbound(item, &[]))
             } else {
-                Box::pin(self.profiles.get(&self.engine, &wanted)).await
+                let profiles = Box::pin(self.profiles.get(&self.engine, &wanted)).await;
+                self.dialect.with(|d| d.outbound(item, &profiles))
             };
-            let steps = self.dialect.with(|d| d.outbound(item, &profiles));
-            match self.write_steps(steps, out).await {
-                Ok(()) => {}
+            let mut stopped = None;
+            for step in steps {
+                let written = match step {
+                    Step::Send(frame) => out.send(frame).await,
+                    Step::Ack(seq) => ack(&self.session, seq, out).await,
+                    other => Box::pin(self.run(Some(other), out)).await,
+                };
+                if let Err(stop) = written {
+                    stopped = Some(stop);
+                    break;
+                }
+            }
+            match stopped {
+                None => {}
                 // What was fed goes out first; what is still queued stays in the inbox
                 // (deliveries) or is asked again by the client after it reconnects.
-                Err(Stop::End(code)) => {
+                Some(Stop::End(code)) => {
                     self.session.end(code);
                     return Ok(Written::Last(code));
                 }
                 // The dialect closed: the session's DISCONNECT follows what is queued.
-                Err(Stop::Closing) => break,
-                Err(Stop::Gone) => return Err(()),
+                Some(Stop::Closing) => break,
+                Some(Stop::Gone) => return Err(()),
             }
             fed += 1;
             if fed < WRITE_BATCH {
@@ -776,24 +793,6 @@ impl<H: Held> Ctx<H> {
         }
         out.flush().await.map_err(|_| ())?;
         Ok(Written::Flushed)
-    }
-
-    /// Runs the steps of an outbound item. Its frames (and a seed's acknowledgement of what it
-    /// wrote) are written here directly: the rare other steps run boxed, so the writer task,
-    /// whose size every idle connection pays, does not hold their large futures.
-    async fn write_steps(
-        &self,
-        steps: impl IntoIterator<Item = Step, IntoIter: Send>,
-        out: &mut WriterOut,
-    ) -> Result<(), Stop> {
-        for step in steps {
-            match step {
-                Step::Send(frame) => out.send(frame).await?,
-                Step::Ack(seq) => ack(&self.session, seq, out).await?,
-                other => Box::pin(self.run(Some(other), out)).await?,
-            }
-        }
-        Ok(())
     }
 
     /// Waits until every recipient of a watched message has it, or the report wait passes,
