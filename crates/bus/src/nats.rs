@@ -275,7 +275,21 @@ impl NatsBus {
         let event = BusEvent::Resync {
             node: self.node.clone(),
         };
-        let _ = self.received.try_send(event.clone());
+        match self.received.try_send(event.clone()) {
+            Ok(()) => {}
+            // The engine is behind on what it received: it gets the resync once it has room,
+            // after what is queued (which the resync's catch-up covers anyway).
+            Err(mpsc::error::TrySendError::Full(local)) => {
+                let received = self.received.clone();
+                self.spawn(async move {
+                    if received.send(local).await.is_err() {
+                        tracing::debug!("the engine stopped before taking its resync");
+                    }
+                });
+            }
+            // The engine has stopped: no session is left to catch up.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
         self.enqueue(self.subject(Route::All), event);
     }
 }
