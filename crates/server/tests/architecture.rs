@@ -151,6 +151,55 @@ fn the_modules_of_these_crates_import_each_other_in_no_circle() {
     assert!(found.is_empty(), "import circles:\n{}", found.join("\n"));
 }
 
+/// The engine's kernel: what delivers, and knows no conversation type's rules.
+const ENGINE_KERNEL: &[&str] = &["cluster", "commit", "outbox", "session", "stream"];
+
+/// The engine's features, which stand on the kernel.
+const ENGINE_FEATURES: &[&str] = &[
+    "accounts",
+    "chatrooms",
+    "conversations",
+    "files",
+    "groups",
+    "operators",
+    "presence",
+    "publish",
+    "push",
+    "receipts",
+    "users",
+    "words",
+];
+
+#[test]
+fn the_engines_kernel_imports_no_feature() {
+    let g = graph("engine");
+    let feature = |module: &str| {
+        let top = module.split("::").next().unwrap_or_default();
+        ENGINE_FEATURES.contains(&top)
+    };
+    for name in ENGINE_KERNEL.iter().chain(ENGINE_FEATURES) {
+        assert!(
+            g.keys()
+                .any(|m| m == name || m.starts_with(&format!("{name}::"))),
+            "crates/engine has no module {name}: update the lists here"
+        );
+    }
+    let found: Vec<String> = ENGINE_KERNEL
+        .iter()
+        .flat_map(|kernel| {
+            g[*kernel]
+                .iter()
+                .filter(|m| feature(m))
+                .map(move |m| format!("{kernel} -> {m}"))
+        })
+        .collect();
+    assert!(
+        found.is_empty(),
+        "kernel modules import features:\n{}",
+        found.join("\n")
+    );
+}
+
 #[test]
 fn the_circle_finder_finds_a_circle() {
     let g: BTreeMap<String, BTreeSet<String>> = [
