@@ -63,6 +63,8 @@ pub struct NatsBus {
     lost: std::sync::atomic::AtomicBool,
     /// Envelopes refused (another version, or garbage); each power of two of them is logged.
     refused: Arc<AtomicU64>,
+    /// A resync waits for room in the engine's queue: one waiting covers every later one.
+    resync_waiting: Arc<std::sync::atomic::AtomicBool>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -106,6 +108,7 @@ impl NatsBus {
             dropped: AtomicU64::new(0),
             lost: std::sync::atomic::AtomicBool::new(false),
             refused: Arc::new(AtomicU64::new(0)),
+            resync_waiting: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             tasks: Mutex::new(Vec::new()),
         });
 
@@ -278,14 +281,21 @@ impl NatsBus {
         match self.received.try_send(event.clone()) {
             Ok(()) => {}
             // The engine is behind on what it received: it gets the resync once it has room,
-            // after what is queued (which the resync's catch-up covers anyway).
+            // after what is queued (which the resync's catch-up covers anyway). One resync
+            // waiting is enough: its catch-up happens after every loss before it is taken.
             Err(mpsc::error::TrySendError::Full(local)) => {
-                let received = self.received.clone();
-                self.spawn(async move {
-                    if received.send(local).await.is_err() {
-                        tracing::debug!("the engine stopped before taking its resync");
-                    }
-                });
+                if !self.resync_waiting.swap(true, Ordering::AcqRel) {
+                    let (received, waiting) = (self.received.clone(), self.resync_waiting.clone());
+                    self.spawn(async move {
+                        // Cleared first: a loss after the engine takes this resync asks again.
+                        let sent = received.reserve().await;
+                        waiting.store(false, Ordering::Release);
+                        match sent {
+                            Ok(permit) => permit.send(local),
+                            Err(_) => tracing::debug!("the engine stopped before its resync"),
+                        }
+                    });
+                }
             }
             // The engine has stopped: no session is left to catch up.
             Err(mpsc::error::TrySendError::Closed(_)) => {}
