@@ -180,6 +180,11 @@ pub struct RawConfig {
     /// acknowledged (`synchronous_commit = on`). Default full.
     #[arg(long, env = "TIDINGS_DURABILITY")]
     pub durability: Option<String>,
+    /// Threads that serve connections. With one, the connections' writers share it; with
+    /// more, they run on as many threads of their own, so a frame a client sends is not read
+    /// behind a large room's writes. Default: the CPUs this process may run on.
+    #[arg(long, env = "TIDINGS_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
     /// `on` (users may register accounts and log in with a password at `/v1/accounts`, for
     /// teams without an app server) or `off` (tokens come only from an app server or
     /// `tidings token`). Default on.
@@ -329,6 +334,9 @@ pub struct Config {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub client_address_header: axum::http::HeaderName,
     pub durability: Durability,
+    /// Threads of the runtime that serves connections (its writers get as many more, or
+    /// share it when this is 1).
+    pub worker_threads: usize,
     /// Whether the built-in accounts are served.
     pub accounts: bool,
     /// Whether Web Push notifications are sent.
@@ -382,6 +390,11 @@ pub fn connection_budget() -> usize {
     let files = usize::try_from(files).unwrap_or(usize::MAX);
     const _: () = assert!(tidings_gateway::MAX_REFUSING < 256 / 4);
     files - (files / 2).min(256)
+}
+
+/// The CPUs this process may run on (its affinity mask, as `taskset` sets it).
+pub fn available_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 fn positive(name: &str, v: u64) -> anyhow::Result<u64> {
@@ -454,6 +467,7 @@ impl RawConfig {
             trusted_proxies: self.trusted_proxies.or(file.trusted_proxies),
             client_address_header: self.client_address_header.or(file.client_address_header),
             durability: self.durability.or(file.durability),
+            worker_threads: self.worker_threads.or(file.worker_threads),
             accounts: self.accounts.or(file.accounts),
             push: self.push.or(file.push),
             vapid_subject: self.vapid_subject.or(file.vapid_subject),
@@ -724,6 +738,10 @@ impl RawConfig {
             trusted_proxies,
             client_address_header,
             durability,
+            worker_threads: match self.worker_threads {
+                Some(n) => positive("worker_threads", n as u64)? as usize,
+                None => available_cpus(),
+            },
             accounts,
             push,
             vapid_subject,

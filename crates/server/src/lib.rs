@@ -277,6 +277,7 @@ async fn start_node(
             .as_ref()
             .map_or(GatewayConfig::default().tls_watch_interval, |t| t.watch),
         metrics: metrics::source(),
+        writer_threads: tidings_gateway::writer_threads_for(config.worker_threads),
         ..GatewayConfig::default()
     };
     let joined: Option<(Arc<dyn Bus>, tokio::sync::mpsc::Receiver<BusEvent>)> =

@@ -220,7 +220,11 @@ fn main() -> ExitCode {
     let mut builder = if single_threaded {
         tokio::runtime::Builder::new_current_thread()
     } else {
-        tokio::runtime::Builder::new_multi_thread()
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if let Some(config) = &serve_config {
+            builder.worker_threads(config.worker_threads);
+        }
+        builder
     };
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,

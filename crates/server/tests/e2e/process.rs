@@ -86,6 +86,17 @@ impl ServerProcess {
             .find_map(|l| l.strip_prefix("metrics on ").map(str::to_string))
     }
 
+    /// How many of the server's threads have the name `name`.
+    pub(crate) fn threads_named(&self, name: &str) -> usize {
+        std::fs::read_dir(format!("/proc/{}/task", self.child.id()))
+            .unwrap()
+            .filter(|t| {
+                let comm = t.as_ref().unwrap().path().join("comm");
+                std::fs::read_to_string(comm).is_ok_and(|c| c.trim_end() == name)
+            })
+            .count()
+    }
+
     pub(crate) fn signal(&self, signal: i32) {
         send_signal(self.child.id(), signal);
     }
@@ -193,6 +204,47 @@ async fn serve_with_no_config_uses_data_and_sigterm_shuts_down_cleanly() {
         r#"{"text":"before shutdown"}"#
     );
     server.signal(2);
+}
+
+/// `--worker-threads` sizes the runtime; with one thread the connections' writers share it
+/// (no writers' runtime), and a message still goes from one client to another.
+#[tokio::test]
+async fn worker_threads_size_the_runtime_and_one_thread_serves_alone() {
+    let cwd = tempfile::tempdir().unwrap();
+    let refused = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--worker-threads", "0"])
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("worker_threads must be greater than 0"),
+        "{stderr}"
+    );
+
+    for (threads, writers) in [("3", 3), ("1", 0)] {
+        let cwd = tempfile::tempdir().unwrap();
+        let server = ServerProcess::start(cwd.path(), &["--worker-threads", threads]);
+        let data = cwd.path().join("data");
+        let (alice, _alice_events) =
+            Client::connect(client_config(&server.url, token(&data, "alice")))
+                .await
+                .unwrap();
+        let (_bob, mut bob_events) =
+            Client::connect(client_config(&server.url, token(&data, "bob")))
+                .await
+                .unwrap();
+        let text = format!("on {threads} threads");
+        alice.send(Outgoing::text("bob", &text)).await.unwrap();
+        assert_eq!(
+            next_message(&mut bob_events).await.content,
+            serde_json::json!({ "text": text }).to_string()
+        );
+        // Counted once connections are served (the writers' runtime starts with the listener).
+        assert_eq!(server.threads_named("tidings-egress"), writers, "{threads}");
+        assert!(server.threads_named("tokio-rt-worker") >= threads.parse().unwrap());
+    }
 }
 
 #[tokio::test]
