@@ -49,8 +49,9 @@ impl Checkpointer {
         let wal = std::path::PathBuf::from(wal);
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
-            .name("tidings-sqlite-checkpoint".into())
+            .name("sqlite-checkpt".into())
             .spawn(move || {
+                yield_to_commits();
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
                     match passive(&conn) {
                         Ok(o) if o.log >= restart_frames => {
@@ -73,6 +74,23 @@ impl Checkpointer {
     pub fn stop(self) {
         let _ = self.stop.send(());
         let _ = self.thread.join();
+    }
+}
+
+/// The calling thread's nice value: the lowest priority short of idle, so the writer and the
+/// connections' threads take the CPU from a checkpoint pass the moment they wake. A pass runs
+/// for 1–2 ms of CPU every [`INTERVAL`]; on a server with one CPU at normal priority, a message
+/// arriving meanwhile waited for the rest of it (measured with `perf sched timehist`: see
+/// docs/performance.md). The checkpoint cannot starve: past [`RESTART_FRAMES`] the writer does
+/// it itself.
+const NICE: i32 = 19;
+
+/// Lowers the calling thread's priority to [`NICE`] (on Linux, a nice value is per thread).
+/// Failing to is only logged: the checkpoints still run, at normal priority.
+fn yield_to_commits() {
+    let thread = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(thread), NICE) {
+        tracing::warn!(error = %e, "the checkpoint thread keeps normal priority");
     }
 }
 

@@ -75,7 +75,7 @@ impl Handle {
 pub fn spawn(conn: Connection) -> Result<Handle> {
     let (tx, rx) = mpsc::channel();
     let thread = std::thread::Builder::new()
-        .name("tidings-sqlite-writer".into())
+        .name("sqlite-writer".into())
         .spawn(move || run(conn, rx))
         .map_err(backend)?;
     Ok(Handle { tx, thread })

@@ -57,3 +57,44 @@ async fn the_log_restarts_while_writes_never_pause() {
     }
     store.close().await.unwrap();
 }
+
+/// The nice values of this process's threads named `name` (Linux: per thread).
+fn nice_of_threads(name: &str) -> Vec<i64> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| {
+            let t = t.unwrap().path();
+            let comm = std::fs::read_to_string(t.join("comm")).ok()?;
+            (comm.trim_end() == name).then_some(())?;
+            let stat = std::fs::read_to_string(t.join("stat")).ok()?;
+            // Fields after the command's closing parenthesis start at field 3; nice is 19.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            rest.split(' ').nth(16)?.parse().ok()
+        })
+        .collect()
+}
+
+/// Checkpoint passes yield the CPU to commits: the checkpoint thread runs at the lowest
+/// priority short of idle, the writer at the normal one.
+#[test]
+fn the_checkpoint_thread_yields_to_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&SqliteConfig::new(dir.path().join("t.db"))).unwrap();
+    // The thread lowers its own priority as it starts.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !nice_of_threads("sqlite-checkpt").contains(&19) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "checkpoint threads: {:?}",
+            nice_of_threads("sqlite-checkpt")
+        );
+        std::thread::yield_now();
+    }
+    assert!(nice_of_threads("sqlite-checkpt").iter().all(|&n| n == 19));
+    let writers = nice_of_threads("sqlite-writer");
+    assert!(
+        !writers.is_empty() && writers.iter().all(|&n| n == 0),
+        "{writers:?}"
+    );
+    drop(store);
+}
