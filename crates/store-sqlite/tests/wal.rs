@@ -80,9 +80,11 @@ fn nice_of_threads(name: &str) -> Vec<i64> {
 fn the_checkpoint_thread_yields_to_the_writer() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&SqliteConfig::new(dir.path().join("t.db"))).unwrap();
-    // The thread lowers its own priority as it starts.
+    // The thread lowers its own priority as it starts, and a thread's name is set as it starts.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !nice_of_threads("sqlite-checkpt").contains(&19) {
+    while !nice_of_threads("sqlite-checkpt").contains(&19)
+        || nice_of_threads("sqlite-writer").is_empty()
+    {
         assert!(
             std::time::Instant::now() < deadline,
             "checkpoint threads: {:?}",
