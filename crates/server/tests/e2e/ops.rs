@@ -30,6 +30,8 @@ impl LoggingServer {
             .args(extra)
             .current_dir(cwd)
             .env("TIDINGS_LOG", log)
+            // A metrics port of its own: another server on the machine may hold the default.
+            .env("TIDINGS_METRICS_LISTEN", "127.0.0.1:0")
             .env_remove("TIDINGS_LOG_FORMAT")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -187,6 +189,8 @@ fn serve_on_a_taken_port(cwd: &Path, extra: &[&str]) -> (String, std::net::TcpLi
         .args(extra)
         .current_dir(cwd)
         .env("TIDINGS_LOG", "warn")
+        // A metrics port of its own: another server on the machine may hold the default.
+        .env("TIDINGS_METRICS_LISTEN", "127.0.0.1:0")
         .env_remove("TIDINGS_LOG_FORMAT")
         .output()
         .unwrap();
@@ -222,6 +226,8 @@ async fn a_second_server_on_the_same_sqlite_database_is_refused() {
         .args(["serve", "--listen", "127.0.0.1:0"])
         .current_dir(cwd.path())
         .env("TIDINGS_LOG", "warn")
+        // A metrics port of its own: another server on the machine may hold the default.
+        .env("TIDINGS_METRICS_LISTEN", "127.0.0.1:0")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -336,6 +342,8 @@ fn tidings(cwd: &Path, args: &[&str]) -> Output {
         .args(args)
         .current_dir(cwd)
         .env("TIDINGS_LOG", "warn")
+        // A metrics port of its own: another server on the machine may hold the default.
+        .env("TIDINGS_METRICS_LISTEN", "127.0.0.1:0")
         .env_remove("TIDINGS_DATA_DIR")
         .env_remove("TIDINGS_STORE")
         .output()
@@ -618,6 +626,8 @@ async fn a_database_root_restores_belongs_to_the_data_directorys_owner_who_can_s
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", "svc"])
         .current_dir(cwd.path())
         .env("TIDINGS_LOG", "warn")
+        // A metrics port of its own: another server on the machine may hold the default.
+        .env("TIDINGS_METRICS_LISTEN", "127.0.0.1:0")
         .uid(SERVICE)
         .gid(SERVICE)
         .stdout(Stdio::piped())

@@ -431,6 +431,8 @@ fn serve_refuses_half_or_bad_tls_settings_at_start() {
             .args(args)
             .current_dir(cwd.path())
             .env("TIDINGS_LOG", "warn")
+            // A metrics port of its own: another server on the machine may hold the default.
+            .env("TIDINGS_METRICS_LISTEN", "127.0.0.1:0")
             .output()
             .unwrap();
         assert!(!out.status.success(), "{args:?} started");
