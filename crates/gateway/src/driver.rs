@@ -310,24 +310,40 @@ struct Opened<D> {
     steps: VecDeque<Step>,
 }
 
-async fn run<H: Held>(
+/// Serves one upgraded connection: the handshake, then the session.
+///
+/// The connection task's future is paid for by every idle connection, so it is kept small: an
+/// `async` block rather than an `async fn` (whose future keeps each argument twice, as the
+/// argument and as its binding in the body, for the whole connection), and the socket boxed
+/// (a future keeps room for what it captured until it ends, even once that has moved out), the
+/// box freed once the handshake is over.
+fn run<H: Held>(
     socket: WebSocket,
     state: AppState,
     dialect: H::Dialect,
     ticket: Option<Ticket>,
     label: Label,
     direct: Direct,
-) {
-    // The handshake's future is large and lives only briefly: boxing it keeps the long-lived
-    // connection task small (its size is paid for every idle connection).
-    let Some(opened) = Box::pin(handshake(socket, &state, dialect, ticket.as_ref())).await else {
-        return;
-    };
-    if let Some(ticket) = &ticket {
-        ticket.authenticated();
+) -> impl Future<Output = ()> {
+    let mut socket = Some(Box::new(socket));
+    async move {
+        let opened = {
+            let Some(socket) = socket.take() else {
+                return;
+            };
+            // The handshake's future is large and lives only briefly: boxed, so that it too
+            // does not make the long-lived task larger.
+            Box::pin(handshake(*socket, &state, dialect, ticket.as_ref())).await
+        };
+        let Some(opened) = opened else {
+            return;
+        };
+        if let Some(ticket) = &ticket {
+            ticket.authenticated();
+        }
+        // The ticket stays held while the socket lives: its permit counts the connection.
+        serve::<H>(opened, &state, label, direct).await;
     }
-    // The ticket stays held while the socket lives: its permit counts the connection.
-    serve::<H>(opened, &state, label, direct).await;
 }
 
 /// Reads frames until the dialect has opened a session (within the handshake deadline), or
