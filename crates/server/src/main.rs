@@ -192,7 +192,7 @@ fn init_logging(format: tidings_server::config::LogFormat) {
     }
 }
 
-/// jemalloc rather than the C library's allocator: 18% less CPU per message at full load, for
+/// jemalloc rather than the C library's allocator: 17% less CPU per message at full load, for
 /// about 3% more memory per idle connection (docs/performance.md, "The allocator").
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
