@@ -955,8 +955,14 @@ async fn write_loop<H: Held>(
             }
         };
         // One deadline for the whole batch: feeding frames into the buffer rarely waits, and a
-        // timer per frame would cost more than the frame.
-        match tokio::time::timeout(timeout, ctx.write_batch(first, outbox, &mut out)).await {
+        // timer per frame would cost more than the frame. Boxed: the batch's future is the
+        // largest thing this task awaits, and an idle connection would otherwise keep room for
+        // it (more than half of the task) between batches.
+        let batch = Box::pin(tokio::time::timeout(
+            timeout,
+            ctx.write_batch(first, outbox, &mut out),
+        ));
+        match batch.await {
             Ok(Ok(Written::Flushed)) => {}
             Ok(Ok(Written::Last(code))) => {
                 // A client that left (or said goodbye), or one the dialect told already, is not
