@@ -325,12 +325,11 @@ fn run<H: Held>(
     label: Label,
     direct: Direct,
 ) -> impl Future<Output = ()> {
-    let mut socket = Some(Box::new(socket));
+    let socket = Box::new(socket);
     async move {
         let opened = {
-            let Some(socket) = socket.take() else {
-                return;
-            };
+            // Moved into this scope, so that its box is freed when the handshake ends.
+            let socket = socket;
             // The handshake's future is large and lives only briefly: boxed, so that it too
             // does not make the long-lived task larger.
             Box::pin(handshake(*socket, &state, dialect, ticket.as_ref())).await
