@@ -89,13 +89,13 @@ pub use chatrooms::{
 pub use conversations::{AmendRequest, ConversationQuery, ConversationUpdateRequest, HistoryStart};
 pub use files::MessageRef;
 pub use groups::GroupQuery;
-pub use outbox::Outbox;
+pub use outbox::{Outbox, RoomWriter};
 pub use presence::PresenceOut;
 pub use push::{PushOutcome, PushSubscription};
 pub use readiness::Readiness;
 pub use receipts::ReceiptWatch;
 pub use session::{ConnectInfo, ConnectRequest, SendRequest, Session};
-pub use stream::{Priority, RoomItem};
+pub use stream::{Priority, RoomItem, RoundWire};
 pub use tidings_store::{
     AuditEntry, GroupAction, GroupInfo, GroupKind, GroupMember, GroupMembers, GroupReceipt,
 };

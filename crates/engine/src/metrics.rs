@@ -28,6 +28,7 @@ pub const OUTBOUND_QUEUE_BYTES: &str = "tidings_outbound_queue_bytes";
 pub const SESSIONS: &str = "tidings_sessions";
 pub const OUTBOUND_OVERFLOWS: &str = "tidings_outbound_overflows_total";
 pub const CHATROOM_DROPPED: &str = "tidings_chatroom_items_dropped_total";
+pub const CHATROOM_DIRECT: &str = "tidings_chatroom_items_direct_total";
 pub const GAP_MARKERS: &str = "tidings_gap_markers_total";
 pub const CLUSTER_CATCHUPS: &str = "tidings_cluster_catchups_total";
 
@@ -53,6 +54,7 @@ pub(crate) struct Metrics {
     sessions: Gauge,
     pub outbound_overflows: Counter,
     pub chatroom_dropped: Counter,
+    pub chatroom_direct: Counter,
     pub gap_markers: Counter,
     pub cluster_catchups: Counter,
 }
@@ -106,6 +108,10 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Chatroom items dropped for a connection that fell behind (reported by gap markers)."
     );
     describe_counter!(
+        CHATROOM_DIRECT,
+        "Chatroom items the room's fan-out wrote straight to a member's socket (its writer idle, nothing queued) instead of queueing them."
+    );
+    describe_counter!(
         GAP_MARKERS,
         "Gap markers (tidings:gap) queued to connections."
     );
@@ -130,6 +136,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         sessions: gauge!(SESSIONS),
         outbound_overflows: counter!(OUTBOUND_OVERFLOWS),
         chatroom_dropped: counter!(CHATROOM_DROPPED),
+        chatroom_direct: counter!(CHATROOM_DIRECT),
         gap_markers: counter!(GAP_MARKERS),
         cluster_catchups: counter!(CLUSTER_CATCHUPS),
     }

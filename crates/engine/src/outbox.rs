@@ -10,9 +10,15 @@
 //! inbox delivery. Each drop is remembered per room, and the connection gets a gap marker
 //! (`tidings:gap`: how many of the room's messages in which seq range it missed) before the
 //! room's next message that fits, or once the queue drains: never a silent loss.
+//!
+//! A transport may give the queue a [`RoomWriter`]: then a room's items for a connection whose
+//! writer is idle with nothing queued are written to its socket by the room's fan-out at once,
+//! instead of queued and the writer woken for them (which, for a room of thousands, is a
+//! wake-up of thousands of tasks per round). Anything queued, or a writer at work, sends them
+//! through the queue as before, so every item keeps its place after what was queued earlier.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tidings_proto::{Code, GAP_EVENT_TYPE, conversation_type};
@@ -20,7 +26,7 @@ use tidings_store::StoredMessage;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::stream::{Priority, RoomItem};
+use crate::stream::{Priority, RoomItem, RoundWire};
 use crate::{Delivered, Outbound};
 
 /// How far behind a connection may be before the rooms' LOW items, and then their NORMAL
@@ -32,6 +38,21 @@ pub struct Outbox {
     inner: Mutex<Inner>,
     notify: Notify,
     capacity_bytes: usize,
+    room_writer: OnceLock<Box<dyn RoomWriter>>,
+}
+
+/// Writes a room's items to a connection's socket without waiting (see the module's notes).
+pub trait RoomWriter: Send + Sync {
+    /// Writes `items` (of one room, in seq order) to the socket now if nothing is in the way:
+    /// true if the connection took them all (the rest of what the socket did not take at once
+    /// its writer finishes, before anything else), false if it took none. With `whole`, the
+    /// items are all of a fan-out round's, and `whole` caches them as written for every member
+    /// that gets all of them.
+    fn write_room(
+        &self,
+        items: &mut dyn Iterator<Item = &Arc<RoomItem>>,
+        whole: Option<&RoundWire>,
+    ) -> bool;
 }
 
 struct Inner {
@@ -43,6 +64,9 @@ struct Inner {
     gaps: Vec<Gap>,
     /// When each queued room item was posted, in queue order.
     room_times: VecDeque<Instant>,
+    /// The consumer has written everything it took and waits for more: a room's items may be
+    /// written around the queue while it is empty.
+    idle: bool,
 }
 
 impl Inner {
@@ -108,9 +132,19 @@ impl Outbox {
                 closed: false,
                 gaps: Vec::new(),
                 room_times: VecDeque::new(),
+                idle: false,
             }),
             notify: Notify::new(),
             capacity_bytes,
+            room_writer: OnceLock::new(),
+        }
+    }
+
+    /// Lets rooms write to the connection's socket directly while its writer is idle. Set
+    /// once, by the transport, after what the session's opening wrote.
+    pub fn set_room_writer(&self, writer: Box<dyn RoomWriter>) {
+        if self.room_writer.set(writer).is_err() {
+            tracing::error!("a connection's room writer was set twice");
         }
     }
 
@@ -172,13 +206,28 @@ impl Outbox {
     /// not fit its priority's share of the queue is dropped and will be reported by a gap
     /// marker. `Err(Closed)` if the queue is closed, or a HIGH item overflowed it (the caller
     /// must treat the session as gone).
-    pub fn push_room<'a>(
-        &self,
-        items: impl IntoIterator<Item = &'a Arc<RoomItem>>,
-    ) -> Result<(), Closed> {
+    ///
+    /// `whole`: the items are all of a fan-out round's (see [`RoomWriter::write_room`]).
+    pub fn push_room<'a, I>(&self, items: I, whole: Option<&RoundWire>) -> Result<(), Closed>
+    where
+        I: IntoIterator<Item = &'a Arc<RoomItem>>,
+        I::IntoIter: Clone,
+    {
+        let items = items.into_iter();
         let mut inner = self.lock();
         if inner.closed {
             return Err(Closed);
+        }
+        // Under the lock, so that nothing is queued meanwhile that these would overtake.
+        if inner.idle
+            && inner.queue.is_empty()
+            && inner.gaps.is_empty()
+            && let Some(writer) = self.room_writer.get()
+            && writer.write_room(&mut items.clone(), whole)
+        {
+            let written = items.count() as u64;
+            crate::metrics::m().chatroom_direct.increment(written);
+            return Ok(());
         }
         let mut queued = false;
         let now = Instant::now();
@@ -286,20 +335,25 @@ impl Outbox {
         inner.gaps.pop().map(|g| g.marker())
     }
 
-    /// The next item; `None` once the queue is closed and drained.
+    /// The next item; `None` once the queue is closed and drained. The caller must have
+    /// written everything it took before: while this waits, a room's items may be written
+    /// around the queue (see [`Outbox::set_room_writer`]).
     pub async fn pop(&self) -> Option<Outbound> {
         loop {
             {
                 let mut inner = self.lock();
                 if let Some(item) = inner.pop() {
+                    inner.idle = false;
                     return Some(item);
                 }
                 if let Some(gap) = inner.gaps.pop() {
+                    inner.idle = false;
                     return Some(gap.marker());
                 }
                 if inner.closed {
                     return None;
                 }
+                inner.idle = true;
             }
             // notify_one stores a permit when nobody waits, so a push between the check above and
             // this await is not missed.
@@ -425,7 +479,7 @@ mod tests {
                 item(&room, seq, p, 100)
             })
             .collect();
-        outbox.push_room(&items).unwrap();
+        outbox.push_room(&items, None).unwrap();
         // 1 and 2 fit, 3 is dropped (LOW over a quarter); 4 fits but 5 and 6 do not (NORMAL
         // over half); 7, 8, 9 are HIGH. The gap marker comes before the next item that fits.
         assert_eq!(
@@ -441,7 +495,7 @@ mod tests {
         outbox.push(Outbound::Pong).unwrap();
         outbox.note_gap(&room, 4, 10, 13);
         outbox
-            .push_room(&[item(&room, 14, Priority::Low, 1000)])
+            .push_room(&[item(&room, 14, Priority::Low, 1000)], None)
             .unwrap();
         // Merged into one marker, after what was queued before.
         assert_eq!(drain(&outbox), ["Pong", "gap 5 10-14"]);
@@ -453,24 +507,24 @@ mod tests {
         let room: Arc<str> = Arc::from("r");
         let outbox = Outbox::new(1 << 20);
         outbox
-            .push_room(&[item(&room, 1, Priority::Normal, 10)])
+            .push_room(&[item(&room, 1, Priority::Normal, 10)], None)
             .unwrap();
         tokio::time::advance(LOW_LAG + Duration::from_millis(1)).await;
         let later = [
             item(&room, 2, Priority::Low, 10),
             item(&room, 3, Priority::Normal, 10),
         ];
-        outbox.push_room(&later).unwrap();
+        outbox.push_room(&later, None).unwrap();
         tokio::time::advance(NORMAL_LAG).await;
         let last = [
             item(&room, 4, Priority::Normal, 10),
             item(&room, 5, Priority::High, 10),
         ];
-        outbox.push_room(&last).unwrap();
+        outbox.push_room(&last, None).unwrap();
         assert_eq!(drain(&outbox), ["1", "gap 1 2-2", "3", "gap 1 4-4", "5"]);
         // Caught up: the queue is empty, so nothing is behind.
         outbox
-            .push_room(&[item(&room, 6, Priority::Low, 10)])
+            .push_room(&[item(&room, 6, Priority::Low, 10)], None)
             .unwrap();
         assert_eq!(drain(&outbox), ["6"]);
     }
@@ -480,7 +534,7 @@ mod tests {
         let room: Arc<str> = Arc::from("r");
         let outbox = Outbox::new(500);
         assert_eq!(
-            outbox.push_room(&[item(&room, 1, Priority::High, 1000)]),
+            outbox.push_room(&[item(&room, 1, Priority::High, 1000)], None),
             Err(Closed)
         );
         assert!(matches!(

@@ -132,3 +132,19 @@ impl RoomItem {
         self.message.approx_bytes()
     }
 }
+
+/// A cache of one fan-out round's items as a transport writes them all at once (for the
+/// gateway, their WebSocket frames end to end), one slot per wire encoding: the members that get
+/// every item of the round share one buffer, made by the first of them. `None` in a slot means
+/// the items cannot be written that way (an item failed to encode).
+#[derive(Default)]
+pub struct RoundWire {
+    slots: [OnceLock<Option<Bytes>>; 2],
+}
+
+impl RoundWire {
+    /// The slot of the encoding numbered `slot` (as for [`RoomItem::wire`]).
+    pub fn slot(&self, slot: usize) -> Option<&OnceLock<Option<Bytes>>> {
+        self.slots.get(slot)
+    }
+}

@@ -2,6 +2,9 @@
 //! connection driver (`driver.rs`) with the native dialect (`tidings_dialects::native`), which
 //! translates its frames.
 
+use std::sync::Arc;
+
+use axum::Extension;
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::response::Response;
@@ -9,6 +12,7 @@ use tidings_dialects::native::Native;
 
 use crate::AppState;
 use crate::driver::{Direct, Fixed};
+use crate::gate::Gate;
 
 /// WebSocket messages above this many times the frame limit are cut off by the WebSocket layer
 /// itself (close code 1009); smaller oversized frames reach the codec and get DISCONNECT 40003.
@@ -16,7 +20,11 @@ const WS_MESSAGE_LIMIT_FACTOR: usize = 4;
 const MAX_WRITE_BUFFER: usize = 64 << 20;
 const WRITE_BUFFER: usize = 16 * 1024;
 
-pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
+pub async fn upgrade(
+    ws: WebSocketUpgrade,
+    State(state): State<AppState>,
+    gate: Option<Extension<Arc<Gate>>>,
+) -> Response {
     let limit = state.config.max_frame_bytes * WS_MESSAGE_LIMIT_FACTOR;
     let ws = ws
         // The default 128 KiB read buffer would dominate an idle connection's memory.
@@ -35,5 +43,6 @@ pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<AppState>) -> Res
         dialect,
         crate::metrics::Dialect::Native,
         Direct::None,
+        gate.map(|Extension(gate)| gate),
     )
 }

@@ -138,5 +138,5 @@ fn upgrade<D: Dialect>(
         .read_buffer_size(1024)
         .max_message_size(limit)
         .max_frame_size(limit);
-    crate::driver::upgrade::<Shared<D>>(ws, state, dialect, label, Direct::Frames)
+    crate::driver::upgrade::<Shared<D>>(ws, state, dialect, label, Direct::Frames, None)
 }

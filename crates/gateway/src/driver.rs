@@ -26,7 +26,7 @@ use futures_util::{SinkExt, StreamExt};
 use tidings_dialects::{Dialect, Receipt, Step, WireIn, WireOut};
 use tidings_engine::{
     ConnectInfo, ConnectRequest, Engine, Outbound, Outbox, PushOutcome, PushSubscription,
-    ReceiptWatch, Refusal, Session, UserOut,
+    ReceiptWatch, Refusal, RoomItem, Session, UserOut,
 };
 use tidings_proto::Code;
 use tokio::sync::{broadcast, mpsc};
@@ -35,6 +35,8 @@ use tracing::Instrument;
 
 use crate::AppState;
 use crate::admission::Ticket;
+use crate::direct::DirectRooms;
+use crate::gate::Gate;
 use crate::liveness::Silence;
 use crate::metrics::Dialect as Label;
 use crate::profiles::ProfileCache;
@@ -55,6 +57,9 @@ const WRITE_BATCH: usize = 64;
 /// How a connection's reader and writer reach its dialect.
 pub(crate) trait Held: Clone + Send + Sync + 'static {
     type Dialect: Dialect;
+    /// Whether a room's fan-out may frame the connection's room items itself (the dialect's
+    /// frame of an item depends on nothing but the item and the fixed state).
+    const DIRECT_ROOMS: bool;
     fn hold(dialect: Self::Dialect) -> Self;
     fn with<R>(&self, f: impl FnOnce(&mut Self::Dialect) -> R) -> R;
 }
@@ -65,6 +70,7 @@ pub(crate) type Shared<D> = Arc<Mutex<D>>;
 
 impl<D: Dialect> Held for Arc<Mutex<D>> {
     type Dialect = D;
+    const DIRECT_ROOMS: bool = false;
     fn hold(dialect: D) -> Self {
         Arc::new(Mutex::new(dialect))
     }
@@ -80,6 +86,7 @@ pub(crate) struct Fixed<D>(D);
 
 impl<D: Dialect + Clone + Sync> Held for Fixed<D> {
     type Dialect = D;
+    const DIRECT_ROOMS: bool = true;
     fn hold(dialect: D) -> Self {
         Fixed(dialect)
     }
@@ -98,13 +105,17 @@ pub(crate) enum Direct {
 }
 
 /// Serves an upgraded WebSocket (its limits already set by the entry point) with `dialect`.
+/// With the socket's `gate` (a plain socket's), a chatroom's fan-out writes the connection's
+/// room items to it directly while the writer is idle.
 pub(crate) fn upgrade<H: Held>(
     ws: WebSocketUpgrade,
     state: AppState,
     dialect: H::Dialect,
     label: Label,
     direct: Direct,
+    gate: Option<Arc<Gate>>,
 ) -> Response {
+    let gate = gate.filter(|_| H::DIRECT_ROOMS);
     // The connection's place among the unauthenticated, which it leaves once a session opens.
     let ticket = crate::listener::current_ticket();
     ws.on_upgrade(move |socket| {
@@ -116,8 +127,8 @@ pub(crate) fn upgrade<H: Held>(
             session = tracing::field::Empty,
             user = tracing::field::Empty
         );
-        tracker
-            .track_future(run::<H>(socket, state, dialect, ticket, label, direct).instrument(span))
+        let run = run::<H>(socket, state, dialect, ticket, label, direct, gate);
+        tracker.track_future(run.instrument(span))
     })
 }
 
@@ -324,6 +335,7 @@ fn run<H: Held>(
     ticket: Option<Ticket>,
     label: Label,
     direct: Direct,
+    gate: Option<Arc<Gate>>,
 ) -> impl Future<Output = ()> {
     let socket = Box::new(socket);
     async move {
@@ -341,7 +353,7 @@ fn run<H: Held>(
             ticket.authenticated();
         }
         // The ticket stays held while the socket lives: its permit counts the connection.
-        serve::<H>(opened, &state, label, direct).await;
+        serve::<H>(opened, &state, label, direct, gate).await;
     }
 }
 
@@ -463,6 +475,7 @@ async fn serve<H: Held>(
     state: &AppState,
     label: Label,
     direct: Direct,
+    gate: Option<Arc<Gate>>,
 ) {
     let Opened {
         mut out,
@@ -515,12 +528,27 @@ async fn serve<H: Held>(
     if !matches!(opened, Ok(Ok(()))) {
         session.end(Code::ClientDisconnect);
     }
+    // Everything written so far is out: from here a room's items may go around the writer.
+    if let Some(gate) = &gate {
+        let dialect = ctx.dialect.clone();
+        let frame = move |item: &Arc<RoomItem>| -> Option<WireOut> {
+            let steps = dialect.with(|d| d.outbound(Outbound::Room(item.clone()), &[]));
+            let mut steps = steps.into_iter();
+            match (steps.next(), steps.next()) {
+                (Some(Step::Send(frame)), None) => Some(frame),
+                _ => None,
+            }
+        };
+        session
+            .outbox()
+            .set_room_writer(Box::new(DirectRooms::new(gate.clone(), frame)));
+    }
     // On the writers' own runtime: a large room wakes thousands of writers at once, and a client
     // frame read on this runtime must not queue behind them.
     // The reader asks the writer for a WebSocket Ping when the client has been silent.
     let (probe, probes) = mpsc::channel(1);
     let mut writer = state.egress.spawn(
-        write_loop(ctx.clone(), out, direct_rx, probes).instrument(tracing::Span::current()),
+        write_loop(ctx.clone(), out, direct_rx, probes, gate).instrument(tracing::Span::current()),
     );
     let mut reader_out = ReaderOut(direct);
 
@@ -922,13 +950,23 @@ async fn next_direct(direct: &mut Option<mpsc::Receiver<WireOut>>) -> Option<Wir
     }
 }
 
+/// Completes when a room's direct write left bytes for the writer; never without a gate.
+async fn holding(gate: &Option<Arc<Gate>>) {
+    match gate {
+        Some(gate) => gate.holding().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Drains the session's outbox (and the reader's frames) through the dialect to the socket
-/// until the session's DISCONNECT has been written.
+/// until the session's DISCONNECT has been written; writes out what a room's direct write
+/// left held.
 async fn write_loop<H: Held>(
     ctx: Ctx<H>,
     mut out: WriterOut,
     mut direct: Option<mpsc::Receiver<WireOut>>,
     mut probes: mpsc::Receiver<()>,
+    gate: Option<Arc<Gate>>,
 ) {
     let timeout = ctx.write_timeout;
     let outbox = ctx.session.outbox();
@@ -945,6 +983,12 @@ async fn write_loop<H: Held>(
                 Some(first) => first,
                 None => return,
             },
+            () = holding(&gate) => {
+                match tokio::time::timeout(timeout, out.flush()).await {
+                    Ok(Ok(())) => continue,
+                    _ => return,
+                }
+            }
             Some(()) = probes.recv() => {
                 let ping = out.sink.send(Message::Ping(crate::liveness::PING));
                 match tokio::time::timeout(timeout, ping).await {

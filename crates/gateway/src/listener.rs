@@ -9,7 +9,9 @@
 //! - a request body must arrive within `request_timeout` of its head (`upload_timeout` for
 //!   file uploads); a late one is answered 408 with 42015;
 //! - every request carries the connection's [`Ticket`] (as a task-local, so the handlers that
-//!   authenticate a client can say so with [`authenticated`]) and the client's [`ClientAddr`].
+//!   authenticate a client can say so with [`authenticated`]) and the client's [`ClientAddr`];
+//!   on a plain (not TLS) socket, also the socket's [`Gate`], through which a WebSocket's
+//!   chatroom frames may be written directly.
 //!
 //! With TLS on ([`crate::tls`]), the handshake comes first, within the same `request_timeout`,
 //! on a socket that already holds its permit and counts as unauthenticated like any other; a
@@ -46,6 +48,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::admission::{Admission, Limits, Ticket};
+use crate::gate::Gate;
 
 /// Sockets being closed lingeringly at once (each still holds its permit); past this, a
 /// socket is closed at once.
@@ -239,7 +242,9 @@ async fn connection(
     let ticket = listening.admission.admit(permit, address);
     let io = Linger::new(stream, listening.lingering.clone(), Some(ticket.clone()));
     let Some(tls) = &listening.tls else {
-        serve_http(io, peer, listening, ticket, stop).await;
+        // Only a plain socket can be written by a chatroom's fan-out directly.
+        let gate = io.gate.clone();
+        serve_http(io, peer, listening, ticket, Some(gate), stop).await;
         return;
     };
     // The handshake is part of the request's head: it has the same deadline, and the socket
@@ -251,7 +256,7 @@ async fn connection(
         _ = stop.cancelled() => return,
     };
     match accepted {
-        Ok(Ok(Some(io))) => serve_http(io, peer, listening, ticket, stop).await,
+        Ok(Ok(Some(io))) => serve_http(io, peer, listening, ticket, None, stop).await,
         Ok(Ok(None)) => {}
         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!("TLS handshake did not complete in time"),
@@ -296,6 +301,7 @@ async fn serve_http<I>(
     peer: SocketAddr,
     listening: Arc<Listening>,
     ticket: Ticket,
+    gate: Option<Arc<Gate>>,
     stop: CancellationToken,
 ) where
     I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -305,7 +311,13 @@ async fn serve_http<I>(
         let listening = listening.clone();
         let ticket = ticket.clone();
         hyper::service::service_fn(move |request: Request<Incoming>| {
-            handle(request, peer, listening.clone(), ticket.clone())
+            handle(
+                request,
+                peer,
+                listening.clone(),
+                ticket.clone(),
+                gate.clone(),
+            )
         })
     };
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -341,12 +353,16 @@ async fn handle(
     peer: SocketAddr,
     listening: Arc<Listening>,
     ticket: Ticket,
+    gate: Option<Arc<Gate>>,
 ) -> Result<Response<Body>, Infallible> {
     let client = listening.proxies.client(peer.ip(), request.headers());
     if listening.proxies.trusts(peer.ip()) {
         ticket.address_known(tidings_engine::address_key(client));
     }
     request.extensions_mut().insert(ClientAddr(client));
+    if let Some(gate) = gate {
+        request.extensions_mut().insert(gate);
+    }
     let limit = if request.method() == Method::POST && request.uri().path() == crate::FILES_PATH {
         listening.upload_timeout
     } else {
@@ -477,9 +493,11 @@ impl hyper::body::Body for DeadlineBody {
 /// A socket that is closed lingeringly: when dropped, it stops writing (FIN) and reads and
 /// drops what the client still sends, until the client closes, for at most [`LINGER_TIME`] and
 /// [`LINGER_BYTES`], before the socket (and its connection's permit) is released. A socket
-/// closed to make room is closed at once.
+/// closed to make room is closed at once. Its writes go through its [`Gate`], which a plain
+/// WebSocket connection shares with its chatrooms' fan-out.
 pub(crate) struct Linger {
-    stream: Option<TcpStream>,
+    stream: Option<Arc<TcpStream>>,
+    gate: Arc<Gate>,
     lingering: Arc<Semaphore>,
     /// The connection's ticket, held while lingering.
     ticket: Option<Ticket>,
@@ -487,7 +505,9 @@ pub(crate) struct Linger {
 
 impl Linger {
     fn new(stream: TcpStream, lingering: Arc<Semaphore>, ticket: Option<Ticket>) -> Linger {
+        let stream = Arc::new(stream);
         Linger {
+            gate: Arc::new(Gate::new(stream.clone())),
             stream: Some(stream),
             lingering,
             ticket,
@@ -496,12 +516,12 @@ impl Linger {
 
     /// Reads the next bytes without taking them off the socket.
     async fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.stream().get_mut().peek(buf).await
+        self.stream().peek(buf).await
     }
 
-    fn stream(&mut self) -> Pin<&mut TcpStream> {
+    fn stream(&self) -> &TcpStream {
         // Only `Drop` takes the stream out.
-        Pin::new(self.stream.as_mut().expect("a socket until dropped"))
+        self.stream.as_ref().expect("a socket until dropped")
     }
 }
 
@@ -511,7 +531,18 @@ impl AsyncRead for Linger {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.get_mut().stream().poll_read(cx, buf)
+        let stream = self.get_mut().stream();
+        loop {
+            std::task::ready!(stream.poll_read_ready(cx))?;
+            match stream.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
     }
 }
 
@@ -521,15 +552,15 @@ impl AsyncWrite for Linger {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().stream().poll_write(cx, buf)
+        self.gate.poll_write(cx, &[io::IoSlice::new(buf)])
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().stream().poll_flush(cx)
+        self.gate.poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().stream().poll_shutdown(cx)
+        self.gate.poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -537,17 +568,19 @@ impl AsyncWrite for Linger {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().stream().poll_write_vectored(cx, bufs)
+        self.gate.poll_write(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.as_ref().is_some_and(|s| s.is_write_vectored())
+        true
     }
 }
 
 impl Drop for Linger {
     fn drop(&mut self) {
-        let Some(stream) = self.stream.take() else {
+        // Nothing more is written to the socket, by the connection or its chatrooms.
+        self.gate.close();
+        let Some(stream) = self.stream.take().and_then(Arc::into_inner) else {
             return;
         };
         let ticket = self.ticket.take();

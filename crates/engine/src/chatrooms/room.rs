@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::session::SessionShared;
-use crate::stream::{Priority, RoomItem};
+use crate::stream::{Priority, RoomItem, RoundWire};
 use crate::{Engine, Inner};
 
 /// Rooms with fewer members than this get each join and leave notice at once; larger ones get
@@ -647,7 +647,14 @@ pub async fn run(room: Arc<Room>, engine: Weak<Inner>, idle: Duration) {
                     let forward = std::mem::take(&mut round.forward);
                     engine.room_to_bus(&room.id, &round.items, forward, round.known);
                 }
-                deliver(&engine, &room.id, round)
+                // A round over thousands of members writes to their sockets for tens of
+                // milliseconds: the worker's other tasks move to another thread meanwhile,
+                // so that no client's frame waits for the round to end before it is read.
+                if round.targets.len() >= LARGE_ROUND && multi_threaded() {
+                    tokio::task::block_in_place(|| deliver(&engine, &room.id, round));
+                } else {
+                    deliver(&engine, &room.id, round);
+                }
             }
             Next::Finished => {
                 engine.forget_room(&room);
@@ -669,9 +676,29 @@ pub async fn run(room: Arc<Room>, engine: Weak<Inner>, idle: Duration) {
     }
 }
 
+/// Targets from which a round is run as blocking work (see `run`).
+const LARGE_ROUND: usize = 1024;
+
+/// Whether the task runs on a runtime with several worker threads (where a blocking section
+/// can hand the others over).
+fn multi_threaded() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
 /// Pushes a round's items to each target (those in its window, not its own), and reports the
 /// dropped ones in its window as a gap.
 fn deliver(engine: &Engine, room: &Arc<str>, round: Round) {
+    // The members that get every item of the round share their frames written end to end.
+    let wire = RoundWire::default();
+    let mut origins: Vec<u64> = round.items.iter().map(|i| i.origin()).collect();
+    origins.sort_unstable();
+    origins.dedup();
+    let span = round
+        .items
+        .first()
+        .map(|i| i.seq())
+        .zip(round.items.last().map(|i| i.seq()));
     for t in round.targets.iter() {
         let window = |seq: u64| seq > t.from && seq <= t.until;
         let mut gap: Option<(u64, u64, u64)> = None;
@@ -701,7 +728,14 @@ fn deliver(engine: &Engine, room: &Arc<str>, round: Round) {
             .items
             .iter()
             .filter(|i| window(i.seq()) && i.origin() != t.session.id);
-        if t.session.outbox.push_room(mine).is_err() {
+        let whole = span.is_some_and(|(first, last)| {
+            first > t.from && last <= t.until && origins.binary_search(&t.session.id).is_err()
+        });
+        if t.session
+            .outbox
+            .push_room(mine, whole.then_some(&wire))
+            .is_err()
+        {
             t.session.end(engine, Code::SlowConsumer);
         }
     }

@@ -1308,3 +1308,76 @@ async fn making_rooms_by_joining_is_limited_like_status_messages() {
         c.join_chatroom(room, 0).await.unwrap();
     }
 }
+
+/// A room's items go straight to the sockets of members whose writers are idle (the metric
+/// counts them), in both encodings, and arrive whole, once and in seq order while the same
+/// members' inbox deliveries go through their writers in between.
+#[tokio::test]
+async fn items_written_straight_to_idle_members_arrive_whole_and_in_order() {
+    use crate::metrics::scrape_until;
+    use crate::process::{ServerProcess, token};
+    use tidings_client::ClientConfig;
+
+    let cwd = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(cwd.path(), &[]);
+    let metrics_url = server.metrics_url().expect("a metrics line");
+    let data = cwd.path().join("data");
+    let connect = |user: &'static str, encoding: Encoding| {
+        let mut config = ClientConfig::new(&server.url, token(&data, user));
+        config.device_id = format!("{user}-phone");
+        config.encoding = encoding;
+        Client::connect(config)
+    };
+    let (alice, _alice_events) = connect("alice", Encoding::Protobuf).await.unwrap();
+    let (bob, mut bob_events) = connect("bob", Encoding::Protobuf).await.unwrap();
+    let (carol, mut carol_events) = connect("carol", Encoding::Json).await.unwrap();
+    for member in [&alice, &bob, &carol] {
+        member.join_chatroom("hall", 0).await.unwrap();
+    }
+    let n = 200;
+    for i in 0..n {
+        alice
+            .send(Outgoing::chatroom_text("hall", &format!("room {i}")))
+            .await
+            .unwrap();
+        if i % 10 == 0 {
+            alice
+                .send(Outgoing::text("bob", &format!("private {i}")))
+                .await
+                .unwrap();
+        }
+    }
+    // Each member's events in the order they arrived: the room's in seq order, bob's private
+    // messages in the order sent.
+    for (events, privates) in [(&mut bob_events, n / 10), (&mut carol_events, 0)] {
+        let (mut room, mut private, mut last) = (0, 0, 0);
+        while room < n || private < privates {
+            match tokio::time::timeout(WAIT, events.recv()).await {
+                Ok(Some(Event::Chatroom(ChatroomEvent::Message(m)))) => {
+                    assert_eq!(m.content, format!(r#"{{"text":"room {room}"}}"#));
+                    assert!(m.seq > last, "in seq order");
+                    last = m.seq;
+                    room += 1;
+                }
+                Ok(Some(Event::Message(m))) => {
+                    let i = private * 10;
+                    assert_eq!(m.content, format!(r#"{{"text":"private {i}"}}"#));
+                    private += 1;
+                }
+                Ok(Some(_)) => {}
+                other => panic!("after {room} room and {private} private messages: {other:?}"),
+            }
+        }
+    }
+    // More items were written directly than one member got: both members (one protobuf, one
+    // JSON) were idle for some of them at least.
+    scrape_until(&metrics_url, |s| {
+        let direct = s.sum("tidings_chatroom_items_direct_total", &[]);
+        if direct > f64::from(n) {
+            Ok(())
+        } else {
+            Err(format!("{direct} items written directly"))
+        }
+    })
+    .await;
+}

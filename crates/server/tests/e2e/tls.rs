@@ -11,7 +11,7 @@ use std::time::Duration;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
-use tidings_client::{Client, ClientConfig, Outgoing};
+use tidings_client::{ChatroomEvent, Client, ClientConfig, Event, Outgoing, Status};
 use tidings_server::config::TlsFiles;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -233,6 +233,45 @@ async fn delivery_navi_and_the_api_over_tls() {
         .await
         .unwrap();
     assert_eq!(navi["nodes"][0]["ws"], "wss://chat.example.com/v1/ws");
+}
+
+/// A room's items reach members over TLS whole and in order: a room's fan-out writes to plain
+/// sockets directly, and must never do so to a TLS one (its bytes would break the stream).
+#[tokio::test]
+async fn chatroom_items_reach_members_over_tls() {
+    let ca = Ca::new("Tidings test CA");
+    let files = Files::new(&ca.leaf("first"));
+    let server = tls_server(&files, |_| {}).await;
+    let (alice, _alice_events) = Client::connect(tls_config(&server, &ca, "alice", "phone").await)
+        .await
+        .unwrap();
+    let (bob, mut bob_events) = Client::connect(tls_config(&server, &ca, "bob", "phone").await)
+        .await
+        .unwrap();
+    alice.join_chatroom("hall", 0).await.unwrap();
+    bob.join_chatroom("hall", 0).await.unwrap();
+    for i in 0..50 {
+        alice
+            .send(Outgoing::chatroom_text("hall", &format!("room {i}")))
+            .await
+            .unwrap();
+    }
+    // On one connection: a broken stream would make the SDK reconnect and rejoin, and present
+    // the missed items from the room's history, hiding the break but for the status events.
+    let mut i = 0;
+    while i < 50 {
+        match tokio::time::timeout(WAIT, bob_events.recv()).await {
+            Ok(Some(Event::Chatroom(ChatroomEvent::Message(m)))) => {
+                assert_eq!(m.content, format!(r#"{{"text":"room {i}"}}"#));
+                i += 1;
+            }
+            Ok(Some(Event::Status(Status::Disconnected { code, reason }))) => {
+                panic!("bob's connection broke after {i} items: {code} {reason}")
+            }
+            Ok(Some(_)) => {}
+            other => panic!("after {i} items: {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]

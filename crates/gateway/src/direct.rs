@@ -1,0 +1,225 @@
+//! A chatroom's frames written straight to a member's socket by the room's fan-out: the
+//! [`RoomWriter`] a plain WebSocket connection gives its session's outbox. The fan-out calls it
+//! only while the connection's writer is idle with nothing queued; it frames each item's
+//! shared bytes as a WebSocket message (a server's frames are not masked, so the header is all
+//! there is to add) and writes them in one vectored write through the socket's [`Gate`], which
+//! keeps them whole among the connection's own writes.
+
+use std::io::IoSlice;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use tidings_dialects::WireOut;
+use tidings_engine::{RoomItem, RoomWriter, RoundWire};
+
+use crate::gate::Gate;
+
+/// The most bytes written directly at once: what a socket does not take is copied and held
+/// for the connection (until its writer writes it), so a slow member costs at most this much
+/// beyond its socket's own buffers. A larger round goes through the member's queue, where
+/// the items are shared, not copied.
+const MAX_DIRECT: usize = 64 * 1024;
+
+/// A WebSocket frame's header as a server writes it: FIN, the opcode, the payload's length.
+struct Header {
+    bytes: [u8; 10],
+    len: usize,
+}
+
+const TEXT: u8 = 0x1;
+const BINARY: u8 = 0x2;
+
+impl Header {
+    fn new(opcode: u8, payload: usize) -> Header {
+        let mut bytes = [0u8; 10];
+        bytes[0] = 0x80 | opcode;
+        let len = if payload < 126 {
+            bytes[1] = payload as u8;
+            2
+        } else if let Ok(short) = u16::try_from(payload) {
+            bytes[1] = 126;
+            bytes[2..4].copy_from_slice(&short.to_be_bytes());
+            4
+        } else {
+            bytes[1] = 127;
+            bytes[2..10].copy_from_slice(&(payload as u64).to_be_bytes());
+            10
+        };
+        Header { bytes, len }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// Writes a connection's room items through its socket's gate, each as the frame `frame`
+/// gives for it (the connection's dialect's shared frame of the item).
+pub(crate) struct DirectRooms<F> {
+    gate: Arc<Gate>,
+    frame: F,
+    /// The [`RoundWire`] slot of the connection's encoding, once known.
+    slot: OnceLock<usize>,
+}
+
+impl<F> DirectRooms<F> {
+    pub(crate) fn new(gate: Arc<Gate>, frame: F) -> DirectRooms<F> {
+        DirectRooms {
+            gate,
+            frame,
+            slot: OnceLock::new(),
+        }
+    }
+}
+
+impl<F> DirectRooms<F>
+where
+    F: Fn(&Arc<RoomItem>) -> Option<WireOut>,
+{
+    /// Each item's frame: its header and its shared payload.
+    fn frames<'a>(
+        &self,
+        items: impl Iterator<Item = &'a Arc<RoomItem>>,
+    ) -> Option<Vec<(Header, Bytes)>> {
+        items
+            .map(|item| {
+                // Anything but a shared frame (an item that failed to encode) goes the long
+                // way, where the writer reports it.
+                let (opcode, bytes) = match (self.frame)(item)? {
+                    WireOut::SharedBinary(b) => (BINARY, b),
+                    WireOut::SharedText(b) => (TEXT, b),
+                    _ => return None,
+                };
+                Some((Header::new(opcode, bytes.len()), bytes))
+            })
+            .collect()
+    }
+
+    /// All of a round's items framed end to end, made once per encoding for the round.
+    fn whole<'w>(
+        &self,
+        items: &mut dyn Iterator<Item = &Arc<RoomItem>>,
+        whole: &'w RoundWire,
+    ) -> Option<&'w Bytes> {
+        let mut items = items.peekable();
+        let slot = match self.slot.get() {
+            Some(slot) => *slot,
+            None => {
+                let slot = match (self.frame)(items.peek()?)? {
+                    WireOut::SharedText(_) => 0,
+                    WireOut::SharedBinary(_) => 1,
+                    _ => return None,
+                };
+                *self.slot.get_or_init(|| slot)
+            }
+        };
+        whole
+            .slot(slot)?
+            .get_or_init(|| {
+                let frames = self.frames(items)?;
+                let len = frames.iter().map(|(h, b)| h.len + b.len()).sum();
+                let mut all = Vec::with_capacity(len);
+                for (h, b) in &frames {
+                    all.extend_from_slice(h.as_bytes());
+                    all.extend_from_slice(b);
+                }
+                Some(Bytes::from(all))
+            })
+            .as_ref()
+    }
+}
+
+impl<F> RoomWriter for DirectRooms<F>
+where
+    F: Fn(&Arc<RoomItem>) -> Option<WireOut> + Send + Sync,
+{
+    fn write_room(
+        &self,
+        items: &mut dyn Iterator<Item = &Arc<RoomItem>>,
+        whole: Option<&RoundWire>,
+    ) -> bool {
+        if let Some(whole) = whole {
+            return match self.whole(items, whole) {
+                Some(all) if all.len() <= MAX_DIRECT => self.gate.write_now(&[IoSlice::new(all)]),
+                _ => false,
+            };
+        }
+        let Some(frames) = self.frames(items) else {
+            return false;
+        };
+        if frames.is_empty() {
+            return true;
+        }
+        if frames.iter().map(|(h, b)| h.len + b.len()).sum::<usize>() > MAX_DIRECT {
+            return false;
+        }
+        let bufs: Vec<IoSlice<'_>> = frames
+            .iter()
+            .flat_map(|(h, b)| [IoSlice::new(h.as_bytes()), IoSlice::new(b)])
+            .collect();
+        self.gate.write_now(&bufs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    /// The header is the one the WebSocket library writes for the same message, at each
+    /// boundary of the length's three forms.
+    #[test]
+    fn headers_match_the_websocket_librarys_frames() {
+        for len in [0, 1, 125, 126, 127, 65_535, 65_536, 70_000] {
+            for (opcode, data) in [(TEXT, Data::Text), (BINARY, Data::Binary)] {
+                let payload = vec![b'a'; len];
+                let mut expected = Vec::new();
+                Frame::message(payload.clone(), OpCode::Data(data), true)
+                    .format(&mut expected)
+                    .unwrap();
+                let mut ours = Header::new(opcode, len).as_bytes().to_vec();
+                ours.extend_from_slice(&payload);
+                assert_eq!(ours, expected, "length {len}, opcode {opcode}");
+            }
+        }
+    }
+
+    fn item(seq: u64) -> Arc<RoomItem> {
+        let message = tidings_store::StoredMessage {
+            seq,
+            ..Default::default()
+        };
+        let priority = tidings_engine::Priority::Normal;
+        Arc::new(RoomItem::new(
+            "hall".into(),
+            message,
+            priority,
+            0,
+            String::new(),
+        ))
+    }
+
+    /// A round too large to write at once goes through the queue: nothing of it is written or
+    /// held; one within the bound is written whole.
+    #[tokio::test]
+    async fn only_rounds_within_the_bound_are_written_directly() {
+        use tokio::io::AsyncReadExt;
+        let (gate, mut client) = crate::gate::tests::pair().await;
+        let rooms = DirectRooms::new(gate, |item: &Arc<RoomItem>| {
+            let len = if item.seq() == 1 { MAX_DIRECT } else { 10 };
+            Some(WireOut::SharedBinary(Bytes::from(vec![
+                item.seq() as u8;
+                len
+            ])))
+        });
+        let (big, small) = ([item(1)], [item(2), item(3)]);
+        assert!(!rooms.write_room(&mut big.iter(), None));
+        assert!(!rooms.write_room(&mut big.iter(), Some(&RoundWire::default())));
+        assert!(rooms.write_room(&mut small.iter(), Some(&RoundWire::default())));
+        let mut got = [0u8; 24];
+        client.read_exact(&mut got).await.unwrap();
+        let frame = |seq: u8| [&[0x82, 10][..], &[seq; 10]].concat();
+        assert_eq!(got.to_vec(), [frame(2), frame(3)].concat());
+    }
+}
