@@ -6,7 +6,7 @@
 //! writer and without ever splitting another frame: the frames of both are whole, and in the
 //! order they were taken.
 //!
-//! The socket itself is shared with the connection ([`crate::listener::Linger`] reads from it
+//! The socket itself is shared with the connection (the listener's `Linger` reads from it
 //! without the gate's lock); [`Gate::close`] takes it out of the gate before the socket is
 //! closed, so nothing is ever written to a closed descriptor (or one reused by another socket).
 
