@@ -29,6 +29,7 @@ pub const SESSIONS: &str = "tidings_sessions";
 pub const OUTBOUND_OVERFLOWS: &str = "tidings_outbound_overflows_total";
 pub const CHATROOM_DROPPED: &str = "tidings_chatroom_items_dropped_total";
 pub const CHATROOM_DIRECT: &str = "tidings_chatroom_items_direct_total";
+pub const OUTBOUND_DIRECT: &str = "tidings_outbound_items_direct_total";
 pub const GAP_MARKERS: &str = "tidings_gap_markers_total";
 pub const CLUSTER_CATCHUPS: &str = "tidings_cluster_catchups_total";
 
@@ -55,6 +56,7 @@ pub(crate) struct Metrics {
     pub outbound_overflows: Counter,
     pub chatroom_dropped: Counter,
     pub chatroom_direct: Counter,
+    pub outbound_direct: Counter,
     pub gap_markers: Counter,
     pub cluster_catchups: Counter,
 }
@@ -112,6 +114,10 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Chatroom items the room's fan-out wrote straight to a member's socket (its writer idle, nothing queued) instead of queueing them."
     );
     describe_counter!(
+        OUTBOUND_DIRECT,
+        "Answers and pushes (PUBACKs, deliveries) written straight to a connection's socket by whoever made them (its writer idle, nothing queued) instead of queued for its writer."
+    );
+    describe_counter!(
         GAP_MARKERS,
         "Gap markers (tidings:gap) queued to connections."
     );
@@ -137,6 +143,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         outbound_overflows: counter!(OUTBOUND_OVERFLOWS),
         chatroom_dropped: counter!(CHATROOM_DROPPED),
         chatroom_direct: counter!(CHATROOM_DIRECT),
+        outbound_direct: counter!(OUTBOUND_DIRECT),
         gap_markers: counter!(GAP_MARKERS),
         cluster_catchups: counter!(CLUSTER_CATCHUPS),
     }

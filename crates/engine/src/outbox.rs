@@ -14,8 +14,10 @@
 //! A transport may give the queue a [`RoomWriter`]: then a room's items for a connection whose
 //! writer is idle with nothing queued are written to its socket by the room's fan-out at once,
 //! instead of queued and the writer woken for them (which, for a room of thousands, is a
-//! wake-up of thousands of tasks per round). Anything queued, or a writer at work, sends them
-//! through the queue as before, so every item keeps its place after what was queued earlier.
+//! wake-up of thousands of tasks per round), and so are other small items (a PUBACK, a
+//! delivery) by whoever pushes them, unless it asked for them to be queued ([`queued_only`]).
+//! Anything queued, or a writer at work, sends them through the queue as before, so every item
+//! keeps its place after what was queued earlier.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -53,6 +55,12 @@ pub trait RoomWriter: Send + Sync {
         items: &mut dyn Iterator<Item = &Arc<RoomItem>>,
         whole: Option<&RoundWire>,
     ) -> bool;
+
+    /// Writes one item to the socket now if nothing is in the way: true if the connection
+    /// took it, false if it took none of it.
+    fn write_item(&self, _item: &Outbound) -> bool {
+        false
+    }
 }
 
 struct Inner {
@@ -119,6 +127,22 @@ impl Gap {
     }
 }
 
+thread_local! {
+    /// Set while a large batch's answers and pushes are queued (see [`queued_only`]).
+    static QUEUED_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with every item it pushes queued for the connections' writers, never written
+/// around them: the committer's answers to a large batch, where a writer that takes several
+/// items at once writes them in one system call, which direct writes one by one would not.
+/// `f` must not await (the setting is the thread's).
+pub(crate) fn queued_only<R>(on: bool, f: impl FnOnce() -> R) -> R {
+    let before = QUEUED_ONLY.with(|q| q.replace(on));
+    let result = f();
+    QUEUED_ONLY.with(|q| q.set(before));
+    result
+}
+
 /// The item was not queued because the outbox is closed.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Closed;
@@ -160,6 +184,17 @@ impl Outbox {
         let mut inner = self.lock();
         if inner.closed {
             return Err(Closed);
+        }
+        if inner.idle
+            && inner.queue.is_empty()
+            && inner.gaps.is_empty()
+            && !matches!(item, Outbound::Disconnect(_))
+            && !QUEUED_ONLY.with(|q| q.get())
+            && let Some(writer) = self.room_writer.get()
+            && writer.write_item(&item)
+        {
+            crate::metrics::m().outbound_direct.increment(1);
+            return Ok(());
         }
         if inner.bytes + size > self.capacity_bytes {
             self.overflow(inner);
@@ -527,6 +562,60 @@ mod tests {
             .push_room(&[item(&room, 6, Priority::Low, 10)], None)
             .unwrap();
         assert_eq!(drain(&outbox), ["6"]);
+    }
+
+    /// Counts the items it is asked to write, and writes them.
+    #[derive(Default)]
+    struct Written(std::sync::atomic::AtomicUsize);
+
+    impl RoomWriter for Arc<Written> {
+        fn write_room(
+            &self,
+            items: &mut dyn Iterator<Item = &Arc<RoomItem>>,
+            _whole: Option<&RoundWire>,
+        ) -> bool {
+            let n = items.count();
+            self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            true
+        }
+        fn write_item(&self, _item: &Outbound) -> bool {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn items_go_around_the_queue_only_to_an_idle_writer_with_nothing_queued() {
+        let room: Arc<str> = Arc::from("r");
+        let outbox = Outbox::new(1 << 20);
+        let written = Arc::new(Written::default());
+        outbox.set_room_writer(Box::new(written.clone()));
+        let count = || written.0.load(std::sync::atomic::Ordering::Relaxed);
+        // The writer has not waited yet (the session's opening is still being written).
+        outbox.push(Outbound::Pong).unwrap();
+        assert_eq!((count(), drain(&outbox)), (0, vec!["Pong".to_string()]));
+        // Waiting with nothing queued: written at once.
+        let _ = tokio::time::timeout(Duration::ZERO, outbox.pop()).await;
+        outbox.push(Outbound::Pong).unwrap();
+        outbox
+            .push_room(&[item(&room, 1, Priority::Normal, 10)], None)
+            .unwrap();
+        assert_eq!((count(), drain(&outbox).len()), (2, 0));
+        // A large batch's answers are queued, and what follows them queues behind them.
+        queued_only(true, || outbox.push(Outbound::Pong)).unwrap();
+        outbox
+            .push_room(&[item(&room, 2, Priority::Normal, 10)], None)
+            .unwrap();
+        outbox.push(Outbound::Pong).unwrap();
+        assert_eq!(
+            (count(), drain(&outbox)),
+            (2, vec!["Pong".into(), "2".into(), "Pong".into()])
+        );
+        // So is what comes while a gap waits to be reported.
+        let _ = tokio::time::timeout(Duration::ZERO, outbox.pop()).await;
+        outbox.note_gap(&room, 1, 3, 3);
+        outbox.push(Outbound::Pong).unwrap();
+        assert_eq!(count(), 2);
     }
 
     #[test]

@@ -3,14 +3,15 @@
 //! only while the connection's writer is idle with nothing queued; it frames each item's
 //! shared bytes as a WebSocket message (a server's frames are not masked, so the header is all
 //! there is to add) and writes them in one vectored write through the socket's [`Gate`], which
-//! keeps them whole among the connection's own writes.
+//! keeps them whole among the connection's own writes. The same goes for a PUBACK or a
+//! delivery pushed while the writer is idle, framed by the connection's dialect on the spot.
 
 use std::io::IoSlice;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use tidings_dialects::WireOut;
-use tidings_engine::{RoomItem, RoomWriter, RoundWire};
+use tidings_engine::{Outbound, RoomItem, RoomWriter, RoundWire};
 
 use crate::gate::Gate;
 
@@ -53,20 +54,25 @@ impl Header {
     }
 }
 
+/// A connection's dialect's frame of an outbound item (`None` if it is not one frame).
+pub(crate) type ItemFrame = Box<dyn Fn(&Outbound) -> Option<WireOut> + Send + Sync>;
+
 /// Writes a connection's room items through its socket's gate, each as the frame `frame`
 /// gives for it (the connection's dialect's shared frame of the item).
 pub(crate) struct DirectRooms<F> {
     gate: Arc<Gate>,
     frame: F,
+    item: ItemFrame,
     /// The [`RoundWire`] slot of the connection's encoding, once known.
     slot: OnceLock<usize>,
 }
 
 impl<F> DirectRooms<F> {
-    pub(crate) fn new(gate: Arc<Gate>, frame: F) -> DirectRooms<F> {
+    pub(crate) fn new(gate: Arc<Gate>, frame: F, item: ItemFrame) -> DirectRooms<F> {
         DirectRooms {
             gate,
             frame,
+            item,
             slot: OnceLock::new(),
         }
     }
@@ -159,6 +165,37 @@ where
             .collect();
         self.gate.write_now(&bufs)
     }
+
+    fn write_item(&self, item: &Outbound) -> bool {
+        // Small items only: a query's answer may be large, and is cloned to be framed.
+        if !matches!(
+            item,
+            Outbound::PubAck(_) | Outbound::Deliver { .. } | Outbound::Status(_) | Outbound::Pong
+        ) {
+            return false;
+        }
+        let Some(frame) = (self.item)(item) else {
+            return false;
+        };
+        let (opcode, bytes): (u8, &[u8]) = match &frame {
+            WireOut::Binary(b) => (BINARY, b),
+            WireOut::Text(t) => (TEXT, t.as_bytes()),
+            WireOut::SharedBinary(b) | WireOut::SharedText(b) => (
+                if matches!(frame, WireOut::SharedText(_)) {
+                    TEXT
+                } else {
+                    BINARY
+                },
+                b,
+            ),
+        };
+        if bytes.len() > MAX_DIRECT {
+            return false;
+        }
+        let header = Header::new(opcode, bytes.len());
+        self.gate
+            .write_now(&[IoSlice::new(header.as_bytes()), IoSlice::new(bytes)])
+    }
 }
 
 #[cfg(test)]
@@ -206,13 +243,14 @@ mod tests {
     async fn only_rounds_within_the_bound_are_written_directly() {
         use tokio::io::AsyncReadExt;
         let (gate, mut client) = crate::gate::tests::pair().await;
-        let rooms = DirectRooms::new(gate, |item: &Arc<RoomItem>| {
+        let frame = |item: &Arc<RoomItem>| {
             let len = if item.seq() == 1 { MAX_DIRECT } else { 10 };
             Some(WireOut::SharedBinary(Bytes::from(vec![
                 item.seq() as u8;
                 len
             ])))
-        });
+        };
+        let rooms = DirectRooms::new(gate, frame, Box::new(|_: &Outbound| None));
         let (big, small) = ([item(1)], [item(2), item(3)]);
         assert!(!rooms.write_room(&mut big.iter(), None));
         assert!(!rooms.write_room(&mut big.iter(), Some(&RoundWire::default())));

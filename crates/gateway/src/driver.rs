@@ -35,7 +35,7 @@ use tracing::Instrument;
 
 use crate::AppState;
 use crate::admission::Ticket;
-use crate::direct::DirectRooms;
+use crate::direct::{DirectRooms, ItemFrame};
 use crate::gate::Gate;
 use crate::liveness::Silence;
 use crate::metrics::Dialect as Label;
@@ -539,9 +539,18 @@ async fn serve<H: Held>(
                 _ => None,
             }
         };
+        let items = ctx.dialect.clone();
+        let item: ItemFrame = Box::new(move |item: &Outbound| -> Option<WireOut> {
+            let steps = items.with(|d| d.outbound(item.clone(), &[]));
+            let mut steps = steps.into_iter();
+            match (steps.next(), steps.next()) {
+                (Some(Step::Send(frame)), None) => Some(frame),
+                _ => None,
+            }
+        });
         session
             .outbox()
-            .set_room_writer(Box::new(DirectRooms::new(gate.clone(), frame)));
+            .set_room_writer(Box::new(DirectRooms::new(gate.clone(), frame, item)));
     }
     // On the writers' own runtime: a large room wakes thousands of writers at once, and a client
     // frame read on this runtime must not queue behind them.
