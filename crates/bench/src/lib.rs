@@ -479,24 +479,38 @@ fn finish(common: &Common, records: Vec<Record>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The revision of the working tree the tool runs in, `-dirty` when it has changes.
+/// The revision of the working tree the tool runs in, `-dirty` when it has changes; outside
+/// a working tree, that of the tree the binary is in (`target/release/tidings` run from
+/// elsewhere).
 fn revision() -> String {
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf));
+    let trees = [None, exe_dir];
+    trees
+        .iter()
+        .find_map(|tree| revision_of(tree.as_deref()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The revision of the working tree at `tree` (the current directory's if `None`).
+fn revision_of(tree: Option<&Path>) -> Option<String> {
     let git = |args: &[&str]| {
-        Command::new("git")
+        let mut command = Command::new("git");
+        if let Some(tree) = tree {
+            command.arg("-C").arg(tree);
+        }
+        command
             .args(args)
             .output()
             .ok()
             .filter(|o| o.status.success())
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
-    match git(&["rev-parse", "--short=12", "HEAD"]) {
-        Some(rev) => {
-            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
-                .is_some_and(|s| !s.is_empty());
-            if dirty { format!("{rev}-dirty") } else { rev }
-        }
-        None => "unknown".into(),
-    }
+    let rev = git(&["rev-parse", "--short=12", "HEAD"])?;
+    let dirty =
+        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    Some(if dirty { format!("{rev}-dirty") } else { rev })
 }
 
 /// The command line of this run, quoted for a POSIX shell.
@@ -907,3 +921,25 @@ fn run_tag() -> String {
 
 /// How long to wait for stragglers once a run's sending stops.
 const DRAIN: Duration = Duration::from_secs(15);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record names the revision of the tree it was run in, or of the tree the binary is in:
+    /// never a guess.
+    #[test]
+    fn a_revision_is_read_from_a_working_tree_and_nowhere_else() {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR"));
+        if source.ancestors().any(|d| d.join(".git").exists()) {
+            let here = revision_of(Some(source)).expect("the source's revision");
+            let hex = here.trim_end_matches("-dirty");
+            assert_eq!(hex.len(), 12, "{here}");
+            assert!(hex.chars().all(|c| c.is_ascii_hexdigit()), "{here}");
+        } else {
+            eprintln!("skipped the revision of the source: it is not in a git working tree");
+        }
+        let outside = tempfile::tempdir().unwrap();
+        assert_eq!(revision_of(Some(outside.path())), None);
+    }
+}
