@@ -89,7 +89,7 @@ pub use chatrooms::{
 pub use conversations::{AmendRequest, ConversationQuery, ConversationUpdateRequest, HistoryStart};
 pub use files::MessageRef;
 pub use groups::GroupQuery;
-pub use outbox::{Outbox, RoomWriter};
+pub use outbox::{DirectWriter, Outbox};
 pub use presence::PresenceOut;
 pub use push::{PushOutcome, PushSubscription};
 pub use readiness::Readiness;

@@ -11,7 +11,7 @@
 //! (`tidings:gap`: how many of the room's messages in which seq range it missed) before the
 //! room's next message that fits, or once the queue drains: never a silent loss.
 //!
-//! A transport may give the queue a [`RoomWriter`]: then a room's items for a connection whose
+//! A transport may give the queue a [`DirectWriter`]: then a room's items for a connection whose
 //! writer is idle with nothing queued are written to its socket by the room's fan-out at once,
 //! instead of queued and the writer woken for them (which, for a room of thousands, is a
 //! wake-up of thousands of tasks per round), and so are other small items (a PUBACK, a
@@ -40,11 +40,11 @@ pub struct Outbox {
     inner: Mutex<Inner>,
     notify: Notify,
     capacity_bytes: usize,
-    room_writer: OnceLock<Box<dyn RoomWriter>>,
+    direct_writer: OnceLock<Box<dyn DirectWriter>>,
 }
 
-/// Writes a room's items to a connection's socket without waiting (see the module's notes).
-pub trait RoomWriter: Send + Sync {
+/// Writes a connection's items to its socket without waiting (see the module's notes).
+pub trait DirectWriter: Send + Sync {
     /// Writes `items` (of one room, in seq order) to the socket now if nothing is in the way:
     /// true if the connection took them all (the rest of what the socket did not take at once
     /// its writer finishes, before anything else), false if it took none. With `whole`, the
@@ -78,6 +78,12 @@ struct Inner {
 }
 
 impl Inner {
+    /// The consumer waits with nothing queued and no gap to report: an item written around
+    /// the queue now overtakes nothing.
+    fn writer_waits(&self) -> bool {
+        self.idle && self.queue.is_empty() && self.gaps.is_empty()
+    }
+
     fn pop(&mut self) -> Option<Outbound> {
         let (item, size) = self.queue.pop_front()?;
         self.bytes -= size;
@@ -160,14 +166,14 @@ impl Outbox {
             }),
             notify: Notify::new(),
             capacity_bytes,
-            room_writer: OnceLock::new(),
+            direct_writer: OnceLock::new(),
         }
     }
 
-    /// Lets rooms write to the connection's socket directly while its writer is idle. Set
-    /// once, by the transport, after what the session's opening wrote.
-    pub fn set_room_writer(&self, writer: Box<dyn RoomWriter>) {
-        if self.room_writer.set(writer).is_err() {
+    /// Lets rooms and pushers write to the connection's socket directly while its writer is
+    /// idle. Set once, by the transport, after what the session's opening wrote.
+    pub fn set_direct_writer(&self, writer: Box<dyn DirectWriter>) {
+        if self.direct_writer.set(writer).is_err() {
             tracing::error!("a connection's room writer was set twice");
         }
     }
@@ -185,12 +191,10 @@ impl Outbox {
         if inner.closed {
             return Err(Closed);
         }
-        if inner.idle
-            && inner.queue.is_empty()
-            && inner.gaps.is_empty()
+        if inner.writer_waits()
             && !matches!(item, Outbound::Disconnect(_))
             && !QUEUED_ONLY.with(|q| q.get())
-            && let Some(writer) = self.room_writer.get()
+            && let Some(writer) = self.direct_writer.get()
             && writer.write_item(&item)
         {
             crate::metrics::m().outbound_direct.increment(1);
@@ -242,7 +246,7 @@ impl Outbox {
     /// marker. `Err(Closed)` if the queue is closed, or a HIGH item overflowed it (the caller
     /// must treat the session as gone).
     ///
-    /// `whole`: the items are all of a fan-out round's (see [`RoomWriter::write_room`]).
+    /// `whole`: the items are all of a fan-out round's (see [`DirectWriter::write_room`]).
     pub fn push_room<'a, I>(&self, items: I, whole: Option<&RoundWire>) -> Result<(), Closed>
     where
         I: IntoIterator<Item = &'a Arc<RoomItem>>,
@@ -254,10 +258,8 @@ impl Outbox {
             return Err(Closed);
         }
         // Under the lock, so that nothing is queued meanwhile that these would overtake.
-        if inner.idle
-            && inner.queue.is_empty()
-            && inner.gaps.is_empty()
-            && let Some(writer) = self.room_writer.get()
+        if inner.writer_waits()
+            && let Some(writer) = self.direct_writer.get()
             && writer.write_room(&mut items.clone(), whole)
         {
             let written = items.count() as u64;
@@ -372,7 +374,7 @@ impl Outbox {
 
     /// The next item; `None` once the queue is closed and drained. The caller must have
     /// written everything it took before: while this waits, a room's items may be written
-    /// around the queue (see [`Outbox::set_room_writer`]).
+    /// around the queue (see [`Outbox::set_direct_writer`]).
     pub async fn pop(&self) -> Option<Outbound> {
         loop {
             {
@@ -568,7 +570,7 @@ mod tests {
     #[derive(Default)]
     struct Written(std::sync::atomic::AtomicUsize);
 
-    impl RoomWriter for Arc<Written> {
+    impl DirectWriter for Arc<Written> {
         fn write_room(
             &self,
             items: &mut dyn Iterator<Item = &Arc<RoomItem>>,
@@ -589,7 +591,7 @@ mod tests {
         let room: Arc<str> = Arc::from("r");
         let outbox = Outbox::new(1 << 20);
         let written = Arc::new(Written::default());
-        outbox.set_room_writer(Box::new(written.clone()));
+        outbox.set_direct_writer(Box::new(written.clone()));
         let count = || written.0.load(std::sync::atomic::Ordering::Relaxed);
         // The writer has not waited yet (the session's opening is still being written).
         outbox.push(Outbound::Pong).unwrap();

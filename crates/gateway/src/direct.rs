@@ -1,5 +1,5 @@
 //! A chatroom's frames written straight to a member's socket by the room's fan-out: the
-//! [`RoomWriter`] a plain WebSocket connection gives its session's outbox. The fan-out calls it
+//! [`DirectWriter`] a plain WebSocket connection gives its session's outbox. The fan-out calls it
 //! only while the connection's writer is idle with nothing queued; it frames each item's
 //! shared bytes as a WebSocket message (a server's frames are not masked, so the header is all
 //! there is to add) and writes them in one vectored write through the socket's [`Gate`], which
@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use tidings_dialects::WireOut;
-use tidings_engine::{Outbound, RoomItem, RoomWriter, RoundWire};
+use tidings_engine::{DirectWriter, Outbound, RoomItem, RoundWire};
 
 use crate::gate::Gate;
 
@@ -57,31 +57,40 @@ impl Header {
 /// A connection's dialect's frame of an outbound item (`None` if it is not one frame).
 pub(crate) type ItemFrame = Box<dyn Fn(&Outbound) -> Option<WireOut> + Send + Sync>;
 
-/// Writes a connection's room items through its socket's gate, each as the frame `frame`
-/// gives for it (the connection's dialect's shared frame of the item).
-pub(crate) struct DirectRooms<F> {
+/// A frame's WebSocket opcode and payload.
+fn opcode_and_payload(frame: &WireOut) -> (u8, &[u8]) {
+    match frame {
+        WireOut::Binary(b) => (BINARY, b),
+        WireOut::SharedBinary(b) => (BINARY, b),
+        WireOut::Text(t) => (TEXT, t.as_bytes()),
+        WireOut::SharedText(b) => (TEXT, b),
+    }
+}
+
+/// Writes a connection's items through its socket's gate, each as the frame its dialect gives
+/// for it (`frame`), with the WebSocket header added.
+pub(crate) struct SocketWriter {
     gate: Arc<Gate>,
-    frame: F,
-    item: ItemFrame,
+    frame: ItemFrame,
     /// The [`RoundWire`] slot of the connection's encoding, once known.
     slot: OnceLock<usize>,
 }
 
-impl<F> DirectRooms<F> {
-    pub(crate) fn new(gate: Arc<Gate>, frame: F, item: ItemFrame) -> DirectRooms<F> {
-        DirectRooms {
+impl SocketWriter {
+    pub(crate) fn new(gate: Arc<Gate>, frame: ItemFrame) -> SocketWriter {
+        SocketWriter {
             gate,
             frame,
-            item,
             slot: OnceLock::new(),
         }
     }
-}
 
-impl<F> DirectRooms<F>
-where
-    F: Fn(&Arc<RoomItem>) -> Option<WireOut>,
-{
+    /// A room item's frame, if it is shared (the same bytes for every member).
+    fn room_frame(&self, item: &Arc<RoomItem>) -> Option<WireOut> {
+        (self.frame)(&Outbound::Room(item.clone()))
+            .filter(|f| matches!(f, WireOut::SharedBinary(_) | WireOut::SharedText(_)))
+    }
+
     /// Each item's frame: its header and its shared payload.
     fn frames<'a>(
         &self,
@@ -91,7 +100,7 @@ where
             .map(|item| {
                 // Anything but a shared frame (an item that failed to encode) goes the long
                 // way, where the writer reports it.
-                let (opcode, bytes) = match (self.frame)(item)? {
+                let (opcode, bytes) = match self.room_frame(item)? {
                     WireOut::SharedBinary(b) => (BINARY, b),
                     WireOut::SharedText(b) => (TEXT, b),
                     _ => return None,
@@ -111,12 +120,8 @@ where
         let slot = match self.slot.get() {
             Some(slot) => *slot,
             None => {
-                let slot = match (self.frame)(items.peek()?)? {
-                    WireOut::SharedText(_) => 0,
-                    WireOut::SharedBinary(_) => 1,
-                    _ => return None,
-                };
-                *self.slot.get_or_init(|| slot)
+                let (opcode, _) = opcode_and_payload(&self.room_frame(items.peek()?)?);
+                *self.slot.get_or_init(|| usize::from(opcode == BINARY))
             }
         };
         whole
@@ -135,10 +140,7 @@ where
     }
 }
 
-impl<F> RoomWriter for DirectRooms<F>
-where
-    F: Fn(&Arc<RoomItem>) -> Option<WireOut> + Send + Sync,
-{
+impl DirectWriter for SocketWriter {
     fn write_room(
         &self,
         items: &mut dyn Iterator<Item = &Arc<RoomItem>>,
@@ -174,27 +176,16 @@ where
         ) {
             return false;
         }
-        let Some(frame) = (self.item)(item) else {
+        let Some(frame) = (self.frame)(item) else {
             return false;
         };
-        let (opcode, bytes): (u8, &[u8]) = match &frame {
-            WireOut::Binary(b) => (BINARY, b),
-            WireOut::Text(t) => (TEXT, t.as_bytes()),
-            WireOut::SharedBinary(b) | WireOut::SharedText(b) => (
-                if matches!(frame, WireOut::SharedText(_)) {
-                    TEXT
-                } else {
-                    BINARY
-                },
-                b,
-            ),
-        };
-        if bytes.len() > MAX_DIRECT {
+        let (opcode, payload) = opcode_and_payload(&frame);
+        if payload.len() > MAX_DIRECT {
             return false;
         }
-        let header = Header::new(opcode, bytes.len());
+        let header = Header::new(opcode, payload.len());
         self.gate
-            .write_now(&[IoSlice::new(header.as_bytes()), IoSlice::new(bytes)])
+            .write_now(&[IoSlice::new(header.as_bytes()), IoSlice::new(payload)])
     }
 }
 
@@ -243,14 +234,17 @@ mod tests {
     async fn only_rounds_within_the_bound_are_written_directly() {
         use tokio::io::AsyncReadExt;
         let (gate, mut client) = crate::gate::tests::pair().await;
-        let frame = |item: &Arc<RoomItem>| {
+        let frame: ItemFrame = Box::new(|item: &Outbound| {
+            let Outbound::Room(item) = item else {
+                return None;
+            };
             let len = if item.seq() == 1 { MAX_DIRECT } else { 10 };
             Some(WireOut::SharedBinary(Bytes::from(vec![
                 item.seq() as u8;
                 len
             ])))
-        };
-        let rooms = DirectRooms::new(gate, frame, Box::new(|_: &Outbound| None));
+        });
+        let rooms = SocketWriter::new(gate, frame);
         let (big, small) = ([item(1)], [item(2), item(3)]);
         assert!(!rooms.write_room(&mut big.iter(), None));
         assert!(!rooms.write_room(&mut big.iter(), Some(&RoundWire::default())));

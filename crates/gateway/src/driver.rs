@@ -26,7 +26,7 @@ use futures_util::{SinkExt, StreamExt};
 use tidings_dialects::{Dialect, Receipt, Step, WireIn, WireOut};
 use tidings_engine::{
     ConnectInfo, ConnectRequest, Engine, Outbound, Outbox, PushOutcome, PushSubscription,
-    ReceiptWatch, Refusal, RoomItem, Session, UserOut,
+    ReceiptWatch, Refusal, Session, UserOut,
 };
 use tidings_proto::Code;
 use tokio::sync::{broadcast, mpsc};
@@ -35,7 +35,7 @@ use tracing::Instrument;
 
 use crate::AppState;
 use crate::admission::Ticket;
-use crate::direct::{DirectRooms, ItemFrame};
+use crate::direct::{ItemFrame, SocketWriter};
 use crate::gate::Gate;
 use crate::liveness::Silence;
 use crate::metrics::Dialect as Label;
@@ -531,17 +531,8 @@ async fn serve<H: Held>(
     // Everything written so far is out: from here a room's items may go around the writer.
     if let Some(gate) = &gate {
         let dialect = ctx.dialect.clone();
-        let frame = move |item: &Arc<RoomItem>| -> Option<WireOut> {
-            let steps = dialect.with(|d| d.outbound(Outbound::Room(item.clone()), &[]));
-            let mut steps = steps.into_iter();
-            match (steps.next(), steps.next()) {
-                (Some(Step::Send(frame)), None) => Some(frame),
-                _ => None,
-            }
-        };
-        let items = ctx.dialect.clone();
-        let item: ItemFrame = Box::new(move |item: &Outbound| -> Option<WireOut> {
-            let steps = items.with(|d| d.outbound(item.clone(), &[]));
+        let frame: ItemFrame = Box::new(move |item: &Outbound| -> Option<WireOut> {
+            let steps = dialect.with(|d| d.outbound(item.clone(), &[]));
             let mut steps = steps.into_iter();
             match (steps.next(), steps.next()) {
                 (Some(Step::Send(frame)), None) => Some(frame),
@@ -550,7 +541,7 @@ async fn serve<H: Held>(
         });
         session
             .outbox()
-            .set_room_writer(Box::new(DirectRooms::new(gate.clone(), frame, item)));
+            .set_direct_writer(Box::new(SocketWriter::new(gate.clone(), frame)));
     }
     // On the writers' own runtime: a large room wakes thousands of writers at once, and a client
     // frame read on this runtime must not queue behind them.
