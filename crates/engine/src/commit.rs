@@ -311,19 +311,8 @@ async fn finish(engine: &Engine, done: InFlight<'_>) -> Option<oneshot::Sender<(
         write,
     } = done;
     let outcome = write.await;
-    // A large batch's answers go through the writers, which take several at once. Devices'
-    // cursors (acknowledgements) are answered by nothing.
-    let answered = batch
-        .iter()
-        .filter(|r| !matches!(r, CommitRequest::Cursor(_)))
-        .count();
-    let queued = answered > DIRECT_BATCH;
-    crate::outbox::queued_only(queued, || answer(engine, batch, spans, outcome))
+    crate::outbox::gathered(|| answer(engine, batch, spans, outcome))
 }
-
-/// Batches of at most this many answered requests have their answers and pushes written to
-/// idle connections' sockets at once (see `outbox::queued_only`).
-const DIRECT_BATCH: usize = 8;
 
 /// Answers a committed (or failed) batch and pushes what it stored, in commit order. Returns
 /// the reply of a stop request found in the batch.

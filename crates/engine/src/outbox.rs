@@ -15,7 +15,8 @@
 //! writer is idle with nothing queued are written to its socket by the room's fan-out at once,
 //! instead of queued and the writer woken for them (which, for a room of thousands, is a
 //! wake-up of thousands of tasks per round), and so are other small items (a PUBACK, a
-//! delivery) by whoever pushes them, unless it asked for them to be queued ([`queued_only`]).
+//! delivery) by whoever pushes them. The committer gathers the small items of a batch's answers
+//! per connection and writes each connection's in one write at the end ([`gathered`]).
 //! Anything queued, or a writer at work, sends them through the queue as before, so every item
 //! keeps its place after what was queued earlier.
 
@@ -37,10 +38,23 @@ pub const LOW_LAG: Duration = Duration::from_secs(1);
 pub const NORMAL_LAG: Duration = Duration::from_secs(4);
 
 pub struct Outbox {
+    shared: Arc<Shared>,
+}
+
+/// The outbox itself, shared with the committer's list of outboxes it gathered items in (see
+/// [`gathered`]).
+pub struct Shared {
     inner: Mutex<Inner>,
     notify: Notify,
     capacity_bytes: usize,
     direct_writer: OnceLock<Box<dyn DirectWriter>>,
+}
+
+impl std::ops::Deref for Outbox {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
 }
 
 /// Writes a connection's items to its socket without waiting (see the module's notes).
@@ -61,6 +75,12 @@ pub trait DirectWriter: Send + Sync {
     fn write_item(&self, _item: &Outbound) -> bool {
         false
     }
+
+    /// Writes `items` (in order) to the socket now, in one write, if nothing is in the way:
+    /// true if the connection took them all, false if it took none of them.
+    fn write_items(&self, _items: &mut dyn Iterator<Item = &Outbound>) -> bool {
+        false
+    }
 }
 
 struct Inner {
@@ -75,6 +95,9 @@ struct Inner {
     /// The consumer has written everything it took and waits for more: a room's items may be
     /// written around the queue while it is empty.
     idle: bool,
+    /// What is queued was gathered for one write at the end of the committer's answers, and
+    /// the consumer has not been woken for it (see [`gathered`]).
+    gathered: bool,
 }
 
 impl Inner {
@@ -82,6 +105,12 @@ impl Inner {
     /// the queue now overtakes nothing.
     fn writer_waits(&self) -> bool {
         self.idle && self.queue.is_empty() && self.gaps.is_empty()
+    }
+
+    /// An item pushed now may be gathered for the end of the committer's answers: the
+    /// consumer waits, and nothing is queued but what was gathered.
+    fn may_gather(&self) -> bool {
+        self.idle && self.gaps.is_empty() && (self.queue.is_empty() || self.gathered)
     }
 
     fn pop(&mut self) -> Option<Outbound> {
@@ -134,19 +163,39 @@ impl Gap {
 }
 
 thread_local! {
-    /// Set while a large batch's answers and pushes are queued (see [`queued_only`]).
-    static QUEUED_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// While the committer answers a batch: the outboxes it gathered items in (see
+    /// [`gathered`]); `None` otherwise.
+    static GATHERED: std::cell::RefCell<Option<Vec<Arc<Shared>>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
-/// Runs `f` with every item it pushes queued for the connections' writers, never written
-/// around them: the committer's answers to a large batch, where a writer that takes several
-/// items at once writes them in one system call, which direct writes one by one would not.
-/// `f` must not await (the setting is the thread's).
-pub(crate) fn queued_only<R>(on: bool, f: impl FnOnce() -> R) -> R {
-    let before = QUEUED_ONLY.with(|q| q.replace(on));
-    let result = f();
-    QUEUED_ONLY.with(|q| q.set(before));
-    result
+/// Runs `f` with the small items it pushes to idle connections (a PUBACK, a delivery) gathered
+/// per connection, then writes each connection's gathered items to its socket in one write:
+/// a connection that gets several items of a batch (several messages of a group, a PUBACK and
+/// the deliveries after it) gets them in one system call, and nobody's writer task is woken for
+/// them. A connection whose socket does not take them gets them through its writer, in the same
+/// order. `f` must not await (the gathering is the thread's).
+pub(crate) fn gathered<R>(f: impl FnOnce() -> R) -> R {
+    /// Writes what was gathered even if `f` unwinds, so that no item waits for a wake-up.
+    struct Flush(Option<Vec<Arc<Shared>>>);
+    impl Drop for Flush {
+        fn drop(&mut self) {
+            let outer = self.0.take();
+            if let Some(outboxes) = GATHERED.with(|g| g.replace(outer)) {
+                for outbox in outboxes {
+                    outbox.flush_gathered();
+                }
+            }
+        }
+    }
+    let outer = GATHERED.with(|g| g.replace(Some(Vec::new())));
+    let _flush = Flush(outer);
+    f()
+}
+
+/// Whether the committer is gathering items on this thread.
+fn gathering() -> bool {
+    GATHERED.with(|g| g.borrow().is_some())
 }
 
 /// The item was not queued because the outbox is closed.
@@ -156,17 +205,20 @@ pub struct Closed;
 impl Outbox {
     pub fn new(capacity_bytes: usize) -> Outbox {
         Outbox {
-            inner: Mutex::new(Inner {
-                queue: VecDeque::new(),
-                bytes: 0,
-                closed: false,
-                gaps: Vec::new(),
-                room_times: VecDeque::new(),
-                idle: false,
+            shared: Arc::new(Shared {
+                inner: Mutex::new(Inner {
+                    queue: VecDeque::new(),
+                    bytes: 0,
+                    closed: false,
+                    gaps: Vec::new(),
+                    room_times: VecDeque::new(),
+                    idle: false,
+                    gathered: false,
+                }),
+                notify: Notify::new(),
+                capacity_bytes,
+                direct_writer: OnceLock::new(),
             }),
-            notify: Notify::new(),
-            capacity_bytes,
-            direct_writer: OnceLock::new(),
         }
     }
 
@@ -178,11 +230,6 @@ impl Outbox {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // The queue stays consistent under every panic point (push/pop are single calls).
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Queues `item`. On overflow the queue is replaced by a slow-consumer DISCONNECT and
     /// `Err(Closed)` is returned; the caller must treat the session as gone.
     pub fn push(&self, item: Outbound) -> Result<(), Closed> {
@@ -191,9 +238,30 @@ impl Outbox {
         if inner.closed {
             return Err(Closed);
         }
-        if inner.writer_waits()
-            && !matches!(item, Outbound::Disconnect(_))
-            && !QUEUED_ONLY.with(|q| q.get())
+        let small = matches!(
+            item,
+            Outbound::PubAck(_) | Outbound::Deliver { .. } | Outbound::Status(_) | Outbound::Pong
+        );
+        let direct = small && self.direct_writer.get().is_some();
+        if direct && gathering() && inner.may_gather() {
+            if inner.bytes + size > self.capacity_bytes {
+                self.overflow(inner);
+                return Err(Closed);
+            }
+            inner.bytes += size;
+            inner.queue.push_back((item, size));
+            if !inner.gathered {
+                inner.gathered = true;
+                GATHERED.with(|g| {
+                    if let Some(list) = g.borrow_mut().as_mut() {
+                        list.push(self.shared.clone());
+                    }
+                });
+            }
+            return Ok(());
+        }
+        if direct
+            && inner.writer_waits()
             && let Some(writer) = self.direct_writer.get()
             && writer.write_item(&item)
         {
@@ -396,6 +464,37 @@ impl Outbox {
             // this await is not missed.
             self.notify.notified().await;
         }
+    }
+}
+
+impl Shared {
+    /// Writes the items gathered here (see [`gathered`]) in one write if the consumer still
+    /// waits, or wakes it for them.
+    fn flush_gathered(&self) {
+        let mut inner = self.lock();
+        if !std::mem::take(&mut inner.gathered) || inner.queue.is_empty() {
+            return;
+        }
+        if inner.idle
+            && inner.gaps.is_empty()
+            && let Some(writer) = self.direct_writer.get()
+            && writer.write_items(&mut inner.queue.iter().map(|(item, _)| item))
+        {
+            crate::metrics::m()
+                .outbound_direct
+                .increment(inner.queue.len() as u64);
+            inner.queue.clear();
+            inner.room_times.clear();
+            inner.bytes = 0;
+            return;
+        }
+        drop(inner);
+        self.notify.notify_one();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // The queue stays consistent under every panic point (push/pop are single calls).
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -603,21 +702,111 @@ mod tests {
             .push_room(&[item(&room, 1, Priority::Normal, 10)], None)
             .unwrap();
         assert_eq!((count(), drain(&outbox).len()), (2, 0));
-        // A large batch's answers are queued, and what follows them queues behind them.
-        queued_only(true, || outbox.push(Outbound::Pong)).unwrap();
+        // Anything queued, and what follows it queues behind it.
+        outbox
+            .push(Outbound::ConnAck {
+                code: 0,
+                text: String::new(),
+            })
+            .unwrap();
         outbox
             .push_room(&[item(&room, 2, Priority::Normal, 10)], None)
             .unwrap();
         outbox.push(Outbound::Pong).unwrap();
-        assert_eq!(
-            (count(), drain(&outbox)),
-            (2, vec!["Pong".into(), "2".into(), "Pong".into()])
-        );
+        assert_eq!(count(), 2);
+        assert_eq!(&drain(&outbox)[1..], ["2", "Pong"]);
         // So is what comes while a gap waits to be reported.
         let _ = tokio::time::timeout(Duration::ZERO, outbox.pop()).await;
         outbox.note_gap(&room, 1, 3, 3);
         outbox.push(Outbound::Pong).unwrap();
         assert_eq!(count(), 2);
+    }
+
+    /// Records each batch of items it is asked to write; refuses them while `refuse` is set.
+    #[derive(Default)]
+    struct Batches {
+        written: Mutex<Vec<Vec<String>>>,
+        refuse: std::sync::atomic::AtomicBool,
+    }
+
+    impl DirectWriter for Arc<Batches> {
+        fn write_room(
+            &self,
+            _items: &mut dyn Iterator<Item = &Arc<RoomItem>>,
+            _whole: Option<&RoundWire>,
+        ) -> bool {
+            false
+        }
+        fn write_items(&self, items: &mut dyn Iterator<Item = &Outbound>) -> bool {
+            if self.refuse.load(std::sync::atomic::Ordering::Relaxed) {
+                return false;
+            }
+            let batch = items.map(describe).collect();
+            self.written.lock().unwrap().push(batch);
+            true
+        }
+    }
+
+    fn describe(item: &Outbound) -> String {
+        match item {
+            Outbound::Room(i) => format!("room {}", i.seq()),
+            Outbound::Deliver { message, .. } => format!("deliver {}", message.inbox_seq()),
+            other => format!("{other:?}"),
+        }
+    }
+
+    fn delivery(inbox_seq: u64) -> Outbound {
+        Outbound::Deliver {
+            message: Arc::new(crate::Delivered::for_viewer(
+                "bob",
+                Arc::new(StoredMessage::default()),
+                inbox_seq,
+            )),
+            dup: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batchs_items_for_an_idle_writer_are_written_together_after_it() {
+        let room: Arc<str> = Arc::from("r");
+        let outbox = Outbox::new(1 << 20);
+        let batches = Arc::new(Batches::default());
+        outbox.set_direct_writer(Box::new(batches.clone()));
+        let written = || batches.written.lock().unwrap().clone();
+        let _ = tokio::time::timeout(Duration::ZERO, outbox.pop()).await;
+        gathered(|| {
+            outbox.push(Outbound::Pong).unwrap();
+            outbox.push(delivery(1)).unwrap();
+            // Nothing is written while the batch is answered.
+            assert!(written().is_empty());
+            // A room's items meanwhile queue behind what was gathered, and what is gathered
+            // after them follows them.
+            outbox
+                .push_room(&[item(&room, 7, Priority::Normal, 10)], None)
+                .unwrap();
+            outbox.push(delivery(2)).unwrap();
+        });
+        assert_eq!(
+            written(),
+            [["Pong", "deliver 1", "room 7", "deliver 2"].map(String::from)]
+        );
+        assert!(outbox.try_pop().is_none());
+        // A socket that takes nothing: the writer is woken for the items, in their order.
+        batches
+            .refuse
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = tokio::time::timeout(Duration::ZERO, outbox.pop()).await;
+        gathered(|| {
+            outbox.push(delivery(3)).unwrap();
+            outbox.push(Outbound::Pong).unwrap();
+        });
+        let woken = tokio::time::timeout(Duration::from_secs(5), outbox.pop()).await;
+        assert_eq!(
+            woken.ok().flatten().as_ref().map(describe).as_deref(),
+            Some("deliver 3")
+        );
+        assert_eq!(drain(&outbox), ["Pong"]);
+        assert_eq!(written().len(), 1);
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! shared bytes as a WebSocket message (a server's frames are not masked, so the header is all
 //! there is to add) and writes them in one vectored write through the socket's [`Gate`], which
 //! keeps them whole among the connection's own writes. The same goes for a PUBACK or a
-//! delivery pushed while the writer is idle, framed by the connection's dialect on the spot.
+//! delivery pushed while the writer is idle, framed by the connection's dialect on the spot,
+//! and for the items the committer gathered for the connection while answering a batch (all
+//! framed into one buffer and written at once).
 
 use std::io::IoSlice;
 use std::sync::{Arc, OnceLock};
@@ -169,14 +171,7 @@ impl DirectWriter for SocketWriter {
     }
 
     fn write_item(&self, item: &Outbound) -> bool {
-        // Small items only: a query's answer may be large, and is cloned to be framed.
-        if !matches!(
-            item,
-            Outbound::PubAck(_) | Outbound::Deliver { .. } | Outbound::Status(_) | Outbound::Pong
-        ) {
-            return false;
-        }
-        let Some(frame) = (self.frame)(item) else {
+        let Some(frame) = self.small_frame(item) else {
             return false;
         };
         let (opcode, payload) = opcode_and_payload(&frame);
@@ -186,6 +181,38 @@ impl DirectWriter for SocketWriter {
         let header = Header::new(opcode, payload.len());
         self.gate
             .write_now(&[IoSlice::new(header.as_bytes()), IoSlice::new(payload)])
+    }
+
+    fn write_items(&self, items: &mut dyn Iterator<Item = &Outbound>) -> bool {
+        let mut all = Vec::new();
+        for item in items {
+            let Some(frame) = self.small_frame(item) else {
+                return false;
+            };
+            let (opcode, payload) = opcode_and_payload(&frame);
+            let header = Header::new(opcode, payload.len());
+            if all.len() + header.len + payload.len() > MAX_DIRECT {
+                return false;
+            }
+            all.extend_from_slice(header.as_bytes());
+            all.extend_from_slice(payload);
+        }
+        all.is_empty() || self.gate.write_now(&[IoSlice::new(&all)])
+    }
+}
+
+impl SocketWriter {
+    /// The frame of an item small enough to frame on the spot: a query's answer may be large,
+    /// and is cloned to be framed, so it goes through the writer.
+    fn small_frame(&self, item: &Outbound) -> Option<WireOut> {
+        match item {
+            Outbound::PubAck(_)
+            | Outbound::Deliver { .. }
+            | Outbound::Status(_)
+            | Outbound::Pong
+            | Outbound::Room(_) => (self.frame)(item),
+            _ => None,
+        }
     }
 }
 
@@ -253,5 +280,35 @@ mod tests {
         client.read_exact(&mut got).await.unwrap();
         let frame = |seq: u8| [&[0x82, 10][..], &[seq; 10]].concat();
         assert_eq!(got.to_vec(), [frame(2), frame(3)].concat());
+    }
+
+    /// A connection's gathered items go out as consecutive frames of one write; a set over
+    /// the bound, or holding an item that is not framed on the spot, is not written at all.
+    #[tokio::test]
+    async fn gathered_items_are_written_as_one_run_of_frames_within_the_bound() {
+        use tokio::io::AsyncReadExt;
+        let (gate, mut client) = crate::gate::tests::pair().await;
+        let frame: ItemFrame = Box::new(|item: &Outbound| match item {
+            Outbound::Pong => Some(WireOut::Binary(vec![7; 3])),
+            Outbound::Status(_) => Some(WireOut::Binary(vec![9; MAX_DIRECT])),
+            Outbound::ConnAck { .. } => Some(WireOut::Binary(vec![1])),
+            _ => None,
+        });
+        let writer = SocketWriter::new(gate, frame);
+        let status = Outbound::Status(Arc::new(tidings_engine::Delivered::for_viewer(
+            "bob",
+            Arc::new(tidings_store::StoredMessage::default()),
+            0,
+        )));
+        let connack = Outbound::ConnAck {
+            code: 0,
+            text: String::new(),
+        };
+        assert!(!writer.write_items(&mut [Outbound::Pong, status].iter()));
+        assert!(!writer.write_items(&mut [Outbound::Pong, connack].iter()));
+        assert!(writer.write_items(&mut [Outbound::Pong, Outbound::Pong].iter()));
+        let mut got = [0u8; 10];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, [0x82, 3, 7, 7, 7, 0x82, 3, 7, 7, 7]);
     }
 }
