@@ -311,7 +311,18 @@ async fn finish(engine: &Engine, done: InFlight<'_>) -> Option<oneshot::Sender<(
         write,
     } = done;
     let outcome = write.await;
-    crate::outbox::gathered(|| answer(engine, batch, spans, outcome))
+    // With one answered request there is nothing to gather: its items are written as they
+    // are made, the first ones without waiting for the rest. Devices' cursors (acknowledgements)
+    // are answered by nothing.
+    let answered = batch
+        .iter()
+        .filter(|r| !matches!(r, CommitRequest::Cursor(_)))
+        .count();
+    if answered > 1 {
+        crate::outbox::gathered(|| answer(engine, batch, spans, outcome))
+    } else {
+        answer(engine, batch, spans, outcome)
+    }
 }
 
 /// Answers a committed (or failed) batch and pushes what it stored, in commit order. Returns
