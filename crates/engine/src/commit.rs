@@ -153,11 +153,25 @@ struct InFlight<'a> {
     write: Writing<'a>,
 }
 
-/// The committer's loop. It pipelines: while one batch's fan-out runs on this task, the next
-/// batch is already with the store, so the writer and the fan-out work at once. Batches are
-/// handed to the store in order and answered in order, so pushes keep the commit order.
+/// A committed (or failed) batch on its way to the pusher.
+struct Committed {
+    batch: Vec<CommitRequest>,
+    spans: Vec<Range<usize>>,
+    outcome: Result<Vec<WriteResult>, StoreError>,
+}
+
+/// Committed batches waiting for the pusher; the committer waits when it is full.
+const PUSHER_QUEUE: usize = 64;
+
+/// The committer's loop. It pipelines twice: while the store commits one batch, the next is
+/// already queued there; and a committed batch is answered and pushed by the pusher task
+/// ([`push`]), so the next commits go on while a large fan-out is written. Batches are handed to
+/// the store in order, and the pusher answers them in that order, so pushes keep the commit
+/// order.
 pub async fn run(engine: Engine, mut rx: mpsc::Receiver<CommitRequest>) {
     let mut uids = ulid::Generator::new();
+    let (to_pusher, pushes) = mpsc::channel(PUSHER_QUEUE);
+    let pusher = tokio::spawn(push(engine.clone(), pushes));
     let mut previous: Option<InFlight<'_>> = None;
     loop {
         // Wait for work only when nothing is in flight.
@@ -165,7 +179,7 @@ pub async fn run(engine: Engine, mut rx: mpsc::Receiver<CommitRequest>) {
             Some(_) => rx.try_recv().ok(),
             None => match rx.recv().await {
                 Some(r) => Some(r),
-                None => return,
+                None => break,
             },
         };
         let next = match first {
@@ -182,26 +196,73 @@ pub async fn run(engine: Engine, mut rx: mpsc::Receiver<CommitRequest>) {
             }
             None => None,
         };
-        if let Some(done) = previous.take()
-            && let Some(reply) = finish(&engine, done).await
-        {
-            // Refuse anything sent after the stop, commit what was, then tell the stopper.
-            rx.close();
-            if let Some(next) = next {
-                finish(&engine, next).await;
+        if let Some(done) = previous.take() {
+            let stops = done
+                .batch
+                .iter()
+                .any(|r| matches!(r, CommitRequest::Stop { .. }));
+            finish(done, &to_pusher).await;
+            if stops {
+                // Refuse anything sent after the stop and commit what was; the pusher
+                // answers the stop once it has answered everything before it.
+                rx.close();
+                if let Some(next) = next {
+                    finish(next, &to_pusher).await;
+                }
+                let mut rest = Vec::new();
+                while let Ok(r) = rx.try_recv() {
+                    rest.push(r);
+                }
+                if !rest.is_empty() {
+                    let rest = start(&engine, &mut uids, rest).await;
+                    finish(rest, &to_pusher).await;
+                }
+                break;
             }
-            let mut rest = Vec::new();
-            while let Ok(r) = rx.try_recv() {
-                rest.push(r);
-            }
-            if !rest.is_empty() {
-                let rest = start(&engine, &mut uids, rest).await;
-                finish(&engine, rest).await;
-            }
-            let _ = reply.send(());
-            return;
         }
         previous = next;
+    }
+    if let Some(done) = previous.take() {
+        finish(done, &to_pusher).await;
+    }
+    drop(to_pusher);
+    if let Err(e) = pusher.await {
+        tracing::error!(error = %e, "the committer's pusher failed");
+    }
+}
+
+/// The pusher's loop: answers committed batches and pushes what they stored, in commit order.
+/// Batches committed while it was busy are answered together, their items for idle
+/// connections gathered and written once per connection (see `outbox::gathered`). Stops are
+/// answered once everything committed before them is.
+async fn push(engine: Engine, mut rx: mpsc::Receiver<Committed>) {
+    let mut stops = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut ready = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            ready.push(more);
+        }
+        // With one answered request there is nothing to gather: its items are written as
+        // they are made, the first ones without waiting for the rest. Devices' cursors
+        // (acknowledgements) are answered by nothing.
+        let answered = ready
+            .iter()
+            .flat_map(|c| &c.batch)
+            .filter(|r| !matches!(r, CommitRequest::Cursor(_)))
+            .count();
+        let answer_all = || {
+            for c in ready {
+                stops.extend(answer(&engine, c.batch, c.spans, c.outcome));
+            }
+        };
+        if answered > 1 {
+            crate::outbox::gathered(answer_all);
+        } else {
+            answer_all();
+        }
+    }
+    for stop in stops {
+        let _ = stop.send(());
     }
 }
 
@@ -302,26 +363,24 @@ fn prepare(
     (ops, spans)
 }
 
-/// Waits for a batch's commit, then answers it and pushes what it stored. Returns the reply of
-/// a stop request found in the batch.
-async fn finish(engine: &Engine, done: InFlight<'_>) -> Option<oneshot::Sender<()>> {
+/// Waits for a batch's commit, then hands it to the pusher.
+async fn finish(done: InFlight<'_>, pusher: &mpsc::Sender<Committed>) {
     let InFlight {
         batch,
         spans,
         write,
     } = done;
     let outcome = write.await;
-    // With one answered request there is nothing to gather: its items are written as they
-    // are made, the first ones without waiting for the rest. Devices' cursors (acknowledgements)
-    // are answered by nothing.
-    let answered = batch
-        .iter()
-        .filter(|r| !matches!(r, CommitRequest::Cursor(_)))
-        .count();
-    if answered > 1 {
-        crate::outbox::gathered(|| answer(engine, batch, spans, outcome))
-    } else {
-        answer(engine, batch, spans, outcome)
+    if pusher
+        .send(Committed {
+            batch,
+            spans,
+            outcome,
+        })
+        .await
+        .is_err()
+    {
+        tracing::error!("the committer's pusher has stopped: a committed batch is not answered");
     }
 }
 
