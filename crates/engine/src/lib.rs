@@ -410,6 +410,15 @@ pub enum Outbound {
 }
 
 impl Outbound {
+    /// A small item a transport may frame on the spot and write around the queue (a query's
+    /// answer may be large, and goes through the connection's writer).
+    pub fn is_small(&self) -> bool {
+        matches!(
+            self,
+            Outbound::PubAck(_) | Outbound::Deliver { .. } | Outbound::Status(_) | Outbound::Pong
+        )
+    }
+
     /// Roughly what the item costs in the queue, for the byte bound.
     pub fn approx_bytes(&self) -> usize {
         match self {

@@ -238,11 +238,7 @@ impl Outbox {
         if inner.closed {
             return Err(Closed);
         }
-        let small = matches!(
-            item,
-            Outbound::PubAck(_) | Outbound::Deliver { .. } | Outbound::Status(_) | Outbound::Pong
-        );
-        let direct = small && self.direct_writer.get().is_some();
+        let direct = item.is_small() && self.direct_writer.get().is_some();
         if direct && gathering() && inner.may_gather() {
             if inner.bytes + size > self.capacity_bytes {
                 self.overflow(inner);

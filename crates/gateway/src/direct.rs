@@ -202,16 +202,13 @@ impl DirectWriter for SocketWriter {
 }
 
 impl SocketWriter {
-    /// The frame of an item small enough to frame on the spot: a query's answer may be large,
-    /// and is cloned to be framed, so it goes through the writer.
+    /// The frame of an item small enough to frame on the spot (a room's item among them, which
+    /// may be queued among gathered ones); anything else goes through the writer.
     fn small_frame(&self, item: &Outbound) -> Option<WireOut> {
-        match item {
-            Outbound::PubAck(_)
-            | Outbound::Deliver { .. }
-            | Outbound::Status(_)
-            | Outbound::Pong
-            | Outbound::Room(_) => (self.frame)(item),
-            _ => None,
+        if item.is_small() || matches!(item, Outbound::Room(_)) {
+            (self.frame)(item)
+        } else {
+            None
         }
     }
 }
