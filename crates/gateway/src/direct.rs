@@ -171,16 +171,8 @@ impl DirectWriter for SocketWriter {
     }
 
     fn write_item(&self, item: &Outbound) -> bool {
-        let Some(frame) = self.small_frame(item) else {
-            return false;
-        };
-        let (opcode, payload) = opcode_and_payload(&frame);
-        if payload.len() > MAX_DIRECT {
-            return false;
-        }
-        let header = Header::new(opcode, payload.len());
-        self.gate
-            .write_now(&[IoSlice::new(header.as_bytes()), IoSlice::new(payload)])
+        // Framed into one buffer and written with a plain write, as gathered items are.
+        self.write_items(&mut std::iter::once(item))
     }
 
     fn write_items(&self, items: &mut dyn Iterator<Item = &Outbound>) -> bool {
@@ -194,6 +186,7 @@ impl DirectWriter for SocketWriter {
             if all.len() + header.len + payload.len() > MAX_DIRECT {
                 return false;
             }
+            all.reserve(header.len + payload.len());
             all.extend_from_slice(header.as_bytes());
             all.extend_from_slice(payload);
         }
