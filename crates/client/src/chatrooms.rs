@@ -103,7 +103,8 @@ pub enum ChatroomEvent {
 pub struct ChatroomNotice {
     pub chatroom_id: String,
     pub seq: u64,
-    /// `join`, `leave`, `kick`, `mute`, `unmute`, `entry`, `entry-remove` or `destroy`.
+    /// `join`, `leave`, `kick`, `unban`, `mute`, `unmute`, `entry`, `entry-remove` or
+    /// `destroy`.
     pub operation: String,
     /// Who made the change (empty: the server or the app server).
     pub operator_id: String,

@@ -147,7 +147,7 @@ impl Engine {
     }
 
     /// Takes `users` out of a room, with a `kick` notice; with `ban_until` (ms) they may not
-    /// join again until then (0 lifts a ban and kicks no one).
+    /// join again until then (0 lifts a ban and kicks no one, with an `unban` notice).
     pub async fn chatroom_kick(
         &self,
         id: &str,
@@ -172,7 +172,12 @@ impl Engine {
             }
         }
         if ban_until != Some(0) {
-            let present: Vec<&String> = users.iter().filter(|u| st.is_member(u)).collect();
+            // In a cluster the others may be members on other nodes, which the notice reaches.
+            let clustered = self.cluster().is_some();
+            let present: Vec<&String> = users
+                .iter()
+                .filter(|u| clustered || st.is_member(u))
+                .collect();
             if !present.is_empty() {
                 let content = serde_json::json!({
                     "operation": "kick",
@@ -187,6 +192,11 @@ impl Engine {
                     left(&room, &mut st, u, now);
                 }
             }
+        } else {
+            // Lifting a ban kicks no one, but is noticed: that is how the other nodes of a
+            // cluster learn of it.
+            let content = serde_json::json!({"operation": "unban", "userIds": users});
+            st.notice(&room.id, "", content, Priority::High, now);
         }
         let answer = out(&room, &st);
         drop(st);

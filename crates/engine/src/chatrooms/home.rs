@@ -1,16 +1,124 @@
 //! Chatrooms across the nodes of a cluster: each room has a home node, which numbers its items
 //! (see `cluster.rs` for how the home is picked). Here: what a room's fan-out task hands the
 //! bus, numbering an item another node forwarded, taking in numbered items from the home, and
-//! learning the seq a room continues from. The cluster module routes the bus; the rooms are
-//! this feature's.
+//! learning the seq a room continues from, and applying what the server's notices made on
+//! another node change (kicks, bans, mutes, destroying the room). The cluster module routes the
+//! bus; the rooms are this feature's.
 
 use std::sync::Arc;
+
+use tidings_proto::CHATROOM_EVENT_TYPE;
 
 use crate::Engine;
 use crate::cluster::{BusEvent, RoomPost};
 use crate::stream::{Priority, RoomItem};
 
-use super::room::Room;
+use super::room::{Room, RoomState};
+use super::{forget_membership, left};
+
+/// What a server's notice (one the app server's call made, sender empty) changes in a room. The
+/// node that handled the call changed its own room at once; every other node with the room
+/// changes it when the notice reaches it (the home when it numbers it, the others when the home
+/// publishes it), so a kick, ban, mute or destroy holds on every node within a round trip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Effect {
+    /// The users' connections are taken out; with `banned_until` (ms, not 0) they are banned.
+    Kick {
+        users: Vec<String>,
+        banned_until: i64,
+    },
+    /// The users' bans are lifted.
+    Unban {
+        users: Vec<String>,
+    },
+    /// The users (`None`: the whole room) are muted until `until` (ms; 0 unmutes).
+    Mute {
+        users: Option<Vec<String>>,
+        until: i64,
+    },
+    Destroy,
+}
+
+impl Effect {
+    /// The effect of `item`, if it is a server's notice that has one. Users cannot send
+    /// `tidings:` types, and a user's notices carry the user as sender.
+    pub(super) fn of(item: &RoomItem) -> Option<Effect> {
+        let m = &item.message().message;
+        if !m.sender.is_empty() || m.msg_type != CHATROOM_EVENT_TYPE {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&m.content).ok()?;
+        let users = || -> Option<Vec<String>> {
+            v.get("userIds")?
+                .as_array()?
+                .iter()
+                .map(|u| u.as_str().map(str::to_string))
+                .collect()
+        };
+        match v.get("operation")?.as_str()? {
+            "kick" => Some(Effect::Kick {
+                users: users()?,
+                banned_until: v.get("bannedUntil")?.as_i64()?,
+            }),
+            "unban" => Some(Effect::Unban { users: users()? }),
+            "mute" | "unmute" => Some(Effect::Mute {
+                users: if v.get("all").and_then(|a| a.as_bool()) == Some(true) {
+                    None
+                } else {
+                    Some(users()?)
+                },
+                until: v.get("until")?.as_i64()?,
+            }),
+            "destroy" => Some(Effect::Destroy),
+            _ => None,
+        }
+    }
+
+    /// Changes the room as the notice at `seq` says (an expelled connection gets the items up
+    /// to the notice). Returns whether the room is destroyed (the caller forgets it).
+    fn apply(self, room: &Room, st: &mut RoomState, seq: u64, now: i64) -> bool {
+        match self {
+            Effect::Kick {
+                users,
+                banned_until,
+            } => {
+                for u in &users {
+                    if banned_until != 0 {
+                        st.standings.entry(u.clone()).or_default().banned_until = banned_until;
+                    }
+                    if st.is_member(u) {
+                        for s in st.expel(u, seq) {
+                            forget_membership(&s, room);
+                        }
+                        left(room, st, u, now);
+                    }
+                }
+            }
+            Effect::Unban { users } => {
+                for u in users {
+                    st.standings.entry(u).or_default().banned_until = 0;
+                }
+            }
+            Effect::Mute { users, until } => match users {
+                Some(users) => {
+                    for u in users {
+                        st.standings.entry(u).or_default().muted_until = until;
+                    }
+                }
+                None => st.profile.muted_until = until,
+            },
+            Effect::Destroy => {
+                for user in st.member_ids() {
+                    for s in st.expel(&user, seq) {
+                        forget_membership(&s, room);
+                    }
+                }
+                st.destroyed = true;
+            }
+        }
+        st.destroyed
+    }
+}
 
 impl RoomItem {
     /// The item as it crosses the bus.
@@ -84,7 +192,22 @@ impl Engine {
         let Some(room) = room else { return };
         let id = item.room().clone();
         let seq = item.seq();
-        let taken = room.lock().accept(item);
+        // A notice made here changed the room already.
+        let effect = if item.source_node.is_empty() {
+            None
+        } else {
+            Effect::of(&item)
+        };
+        let (taken, destroyed) = {
+            let mut st = room.lock();
+            let taken = st.accept(item);
+            // Applied even to an item numbered twice: the call that made it was answered.
+            let destroyed = effect.is_some_and(|e| e.apply(&room, &mut st, seq, self.now_ms()));
+            (taken, destroyed)
+        };
+        if destroyed {
+            self.forget_room(&room);
+        }
         room.wake();
         if !taken {
             // Numbered again by a node that took itself for the home: it continues from what
@@ -171,16 +294,68 @@ impl Engine {
         self.number_in(&room, known, post);
     }
 
-    fn number_in(&self, room: &Room, known: u64, post: RoomPost) {
+    fn number_in(&self, room: &Arc<Room>, known: u64, post: RoomPost) {
         let Some(me) = self.node_id() else { return };
-        {
+        let destroyed = {
             let mut st = room.lock();
             if st.destroyed {
                 return;
             }
             st.home = true;
-            st.number(RoomItem::from_post(post, me), known);
+            let item = RoomItem::from_post(post, me);
+            let effect = Effect::of(&item);
+            let seq = st.number(item, known).seq();
+            effect.is_some_and(|e| e.apply(room, &mut st, seq, self.now_ms()))
+        };
+        if destroyed {
+            self.forget_room(room);
         }
         room.wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tidings_store::StoredMessage;
+
+    use super::*;
+
+    fn notice(sender: &str, msg_type: &str, content: serde_json::Value) -> RoomItem {
+        let message = StoredMessage {
+            sender: sender.into(),
+            target: "r".into(),
+            msg_type: msg_type.into(),
+            content: content.to_string(),
+            ..Default::default()
+        };
+        RoomItem::new(Arc::from("r"), message, Priority::High, 0, String::new())
+    }
+
+    #[test]
+    fn only_the_servers_notices_change_a_room_on_other_nodes() {
+        let kick = serde_json::json!({"operation": "kick", "userIds": ["bob"], "bannedUntil": 9});
+        assert_eq!(
+            Effect::of(&notice("", CHATROOM_EVENT_TYPE, kick.clone())),
+            Some(Effect::Kick {
+                users: vec!["bob".into()],
+                banned_until: 9
+            })
+        );
+        // A user's notice (an entry's), or anything but a notice, changes nothing.
+        assert_eq!(
+            Effect::of(&notice("alice", CHATROOM_EVENT_TYPE, kick.clone())),
+            None
+        );
+        assert_eq!(Effect::of(&notice("", "text", kick)), None);
+        let all = serde_json::json!({"operation": "mute", "all": true, "until": 5});
+        assert_eq!(
+            Effect::of(&notice("", CHATROOM_EVENT_TYPE, all)),
+            Some(Effect::Mute {
+                users: None,
+                until: 5
+            })
+        );
+        let join = serde_json::json!({"operation": "join", "userIds": ["bob"], "count": 1});
+        assert_eq!(Effect::of(&notice("", CHATROOM_EVENT_TYPE, join)), None);
     }
 }

@@ -502,6 +502,8 @@ async fn a_banned_user_is_refused_until_a_ban_of_zero_minutes_lifts_it() {
         json!({ "userIds": ["alice"], "minutes": 0 }),
     )
     .await;
+    // It is noticed (which is how the other nodes of a cluster learn of it).
+    assert_eq!(alice.notice("unban").await["userIds"], json!(["alice"]));
     assert_eq!(alice.send("stage", "still in").await.code, 0);
 
     for body in [

@@ -824,6 +824,140 @@ async fn a_chatroom_outlives_its_home_node_with_gaps_named_never_duplicates(clus
     }
 }
 
+on_each_bus!(a_chatrooms_mutes_bans_and_destroy_hold_on_every_node);
+
+/// The refusal code of a failed call.
+fn refused<T: std::fmt::Debug>(r: Result<T, tidings_client::ClientError>) -> u32 {
+    match r {
+        Err(tidings_client::ClientError::Refused { code, .. }) => code,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// The app server's calls go to node a; the members who feel them are on node b. Once a member
+/// on b has the notice, node b has applied it. Run for a room whose home is a (node b learns of
+/// the change from the home) and one whose home is b (node a forwards the notice to the home,
+/// which applies it as it numbers it).
+async fn a_chatrooms_mutes_bans_and_destroy_hold_on_every_node(cluster: Cluster) {
+    let a = cluster.first().await;
+    let b = cluster.next(&a, "b").await;
+    formed(&[&a, &b]).await;
+    let engine_a = a.running().engine.clone();
+    let (alice, mut alice_events) = a.client("alice", "phone").await;
+    let (bob, mut bob_events) = b.client("bob", "phone").await;
+    let (carol, mut carol_events) = b.client("carol", "phone").await;
+    let users = |names: &[&str]| -> Vec<String> { names.iter().map(|n| n.to_string()).collect() };
+    for home in ["a", "b"] {
+        let room = (0..)
+            .map(|i| format!("forum-{i}"))
+            .find(|r| engine_a.chatroom_home(r).as_deref() == Some(home))
+            .unwrap();
+        let (mut alice_log, mut bob_log, mut carol_log) =
+            (RoomLog::default(), RoomLog::default(), RoomLog::default());
+        // A notice of this room (the streams still hold the previous room's last items).
+        let noticed = |l: &RoomLog, operation: &str, user: Option<&str>, all: bool| {
+            l.notices.iter().any(|n| {
+                n.chatroom_id == room
+                    && n.operation == operation
+                    && n.all == all
+                    && user.is_none_or(|u| n.user_ids.iter().any(|x| x == u))
+            })
+        };
+        alice.join_chatroom(&room, 0).await.unwrap();
+        bob.join_chatroom(&room, 0).await.unwrap();
+        carol.join_chatroom(&room, 0).await.unwrap();
+        alice_log
+            .until(&mut alice_events, |l| {
+                noticed(l, "join", Some("bob"), false) && noticed(l, "join", Some("carol"), false)
+            })
+            .await;
+
+        // A muted member on b may not send; unmuted, she may.
+        engine_a
+            .chatroom_mute(&room, Some(&users(&["bob"])), i64::MAX)
+            .await
+            .unwrap();
+        bob_log
+            .until(&mut bob_events, |l| noticed(l, "mute", Some("bob"), false))
+            .await;
+        let muted = bob.send(Outgoing::chatroom_text(&room, "muted")).await;
+        assert_eq!(
+            refused(muted),
+            Code::MutedInChatroom.as_u32(),
+            "home {home}"
+        );
+        engine_a
+            .chatroom_mute(&room, Some(&users(&["bob"])), 0)
+            .await
+            .unwrap();
+        bob_log
+            .until(&mut bob_events, |l| {
+                noticed(l, "unmute", Some("bob"), false)
+            })
+            .await;
+        bob.send(Outgoing::chatroom_text(&room, "unmuted"))
+            .await
+            .unwrap();
+
+        // The whole room muted: no member on b may send.
+        engine_a.chatroom_mute(&room, None, i64::MAX).await.unwrap();
+        carol_log
+            .until(&mut carol_events, |l| noticed(l, "mute", None, true))
+            .await;
+        let muted = carol
+            .send(Outgoing::chatroom_text(&room, "all muted"))
+            .await;
+        assert_eq!(
+            refused(muted),
+            Code::MutedInChatroom.as_u32(),
+            "home {home}"
+        );
+        engine_a.chatroom_mute(&room, None, 0).await.unwrap();
+        carol_log
+            .until(&mut carol_events, |l| noticed(l, "unmute", None, true))
+            .await;
+
+        // A ban takes bob's connection on b out, and b refuses his joins until it is lifted.
+        engine_a
+            .chatroom_kick(&room, &users(&["bob"]), Some(i64::MAX))
+            .await
+            .unwrap();
+        bob_log
+            .until(&mut bob_events, |l| noticed(l, "kick", Some("bob"), false))
+            .await;
+        let rejoin = bob.join_chatroom(&room, 0).await;
+        assert_eq!(
+            refused(rejoin),
+            Code::KickedFromChatroom.as_u32(),
+            "home {home}"
+        );
+        let out = bob.send(Outgoing::chatroom_text(&room, "kicked")).await;
+        assert_eq!(refused(out), Code::NotInChatroom.as_u32(), "home {home}");
+        engine_a
+            .chatroom_kick(&room, &users(&["bob"]), Some(0))
+            .await
+            .unwrap();
+        carol_log
+            .until(&mut carol_events, |l| {
+                noticed(l, "unban", Some("bob"), false)
+            })
+            .await;
+        bob.join_chatroom(&room, 0).await.unwrap();
+
+        // Destroyed on a: the members on b are out of it.
+        engine_a.destroy_chatroom(&room).await.unwrap();
+        carol_log
+            .until(&mut carol_events, |l| noticed(l, "destroy", None, false))
+            .await;
+        let gone = carol.send(Outgoing::chatroom_text(&room, "gone")).await;
+        assert_eq!(
+            refused(gone),
+            Code::ChatroomNotFound.as_u32(),
+            "home {home}"
+        );
+    }
+}
+
 /// `tidings serve` processes of one cluster on the test's PostgreSQL database and NATS server:
 /// the first makes the app credentials, the others get a copy.
 struct Processes {
