@@ -119,6 +119,10 @@ fn event_to_pb(event: BusEvent) -> Event {
             post: Some(post_to_pb(post)),
         }),
         BusEvent::RoomSeq { home, room, seq } => Event::RoomSeq(pb::RoomSeq { home, room, seq }),
+        BusEvent::RoomRepeat { node, post } => Event::RoomRepeat(pb::RoomRepeat {
+            node,
+            post: Some(post_to_pb(post)),
+        }),
         BusEvent::Kick { user, device } => Event::Kick(pb::Kick { user, device }),
     }
 }
@@ -177,6 +181,10 @@ fn event_from_pb(event: Event) -> Result<BusEvent, EnvelopeError> {
             home: s.home,
             room: s.room,
             seq: s.seq,
+        },
+        Event::RoomRepeat(r) => BusEvent::RoomRepeat {
+            node: r.node,
+            post: post_from_pb(r.post)?,
         },
         Event::Kick(k) => BusEvent::Kick {
             user: k.user,
@@ -369,6 +377,10 @@ mod tests {
                 room: "plaza".into(),
                 seq: 12,
             },
+            BusEvent::RoomRepeat {
+                node: "b".into(),
+                post: post(),
+            },
             BusEvent::Kick {
                 user: "bob".into(),
                 device: Some("phone".into()),
@@ -394,6 +406,7 @@ mod tests {
                 | BusEvent::RoomForward { .. }
                 | BusEvent::RoomItem { .. }
                 | BusEvent::RoomSeq { .. }
+                | BusEvent::RoomRepeat { .. }
                 | BusEvent::Kick { .. } => {}
             }
         }

@@ -78,6 +78,10 @@ pub enum BusEvent {
         room: String,
         seq: u64,
     },
+    /// A chatroom send forwarded to the room's home that the home had numbered already (a
+    /// resend): the item as the home numbered it, for `node`, which forwarded the resend and
+    /// whose sender waits on `post.token` (`post`'s node and session are the resend's).
+    RoomRepeat { node: String, post: RoomPost },
     /// An operator kicked the user's device (every device with `None`).
     Kick {
         user: String,

@@ -70,6 +70,7 @@ pub fn routes(event: BusEvent) -> Vec<(Route, BusEvent)> {
         BusEvent::RoomForward { ref home, .. } | BusEvent::RoomSeq { ref home, .. } => {
             vec![(Route::Node(home.clone()), event)]
         }
+        BusEvent::RoomRepeat { ref node, .. } => vec![(Route::Node(node.clone()), event)],
         BusEvent::RoomItem { ref post } => {
             vec![(Route::Rooms(partition(&post.message.target)), event)]
         }
@@ -93,6 +94,7 @@ mod tests {
     use tidings_store::StoredMessage;
 
     use super::*;
+    use crate::event::RoomPost;
 
     #[test]
     fn partitions_are_stable_and_spread() {
@@ -150,5 +152,18 @@ mod tests {
             seq: 4,
         });
         assert_eq!(home[0].0, Route::Node("c".into()));
+        let post = RoomPost {
+            message: StoredMessage::default(),
+            priority: 0,
+            digest: String::new(),
+            node: "b".into(),
+            session: 1,
+            token: 2,
+        };
+        let back = routes(BusEvent::RoomRepeat {
+            node: "b".into(),
+            post,
+        });
+        assert_eq!(back[0].0, Route::Node("b".into()));
     }
 }

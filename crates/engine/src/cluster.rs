@@ -434,8 +434,10 @@ impl Engine {
                 tokio::spawn(async move { engine.catch_up_all().await });
             }
             // A chatroom's items: the crate root hands them to the chatrooms (`Engine::on_bus`).
-            BusEvent::RoomForward { .. } | BusEvent::RoomItem { .. } | BusEvent::RoomSeq { .. } => {
-            }
+            BusEvent::RoomForward { .. }
+            | BusEvent::RoomItem { .. }
+            | BusEvent::RoomSeq { .. }
+            | BusEvent::RoomRepeat { .. } => {}
         }
     }
 

@@ -843,6 +843,7 @@ impl Engine {
             BusEvent::RoomForward { home, known, post } => self.room_forwarded(&home, known, post),
             BusEvent::RoomItem { post } => self.room_item_arrived(post),
             BusEvent::RoomSeq { home, room, seq } => self.room_seq_learned(&home, &room, seq),
+            BusEvent::RoomRepeat { node, post } => self.room_repeat_arrived(&node, post),
             other => self.on_cluster_event(other),
         }
     }

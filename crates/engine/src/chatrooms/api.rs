@@ -376,16 +376,23 @@ impl Engine {
             crate::metrics::m().accepted(conversation_type::CHATROOM);
         }
         room.wake();
-        let item = if !duplicate && item.seq() == 0 {
-            self.room_numbered(waiter).await.ok_or_else(|| {
+        let (item, duplicate) = if !duplicate && item.seq() == 0 {
+            let numbered = self.room_numbered(waiter).await.ok_or_else(|| {
                 ApiError(Refusal::new(
                     Code::ServerError,
                     "the chatroom's home node did not number the message in time",
                 ))
-            })?
+            })?;
+            // The home had numbered this client message id already (see the connection's
+            // sends).
+            let repeat = numbered.message().uid() != item.message().uid();
+            if repeat && numbered.digest != p.digest {
+                return Err(Code::ClientMsgIdConflict.into());
+            }
+            (numbered, repeat)
         } else {
             self.drop_room_waiter(waiter);
-            item
+            (item, duplicate)
         };
         if !duplicate && let Some(hooks) = &self.inner.hooks {
             hooks.sent(&item.message().message);

@@ -356,8 +356,25 @@ impl Session {
         // not.
         if fresh && item.seq() == 0 {
             let (engine, shared) = (self.engine.clone(), self.shared.clone());
+            let digest = p.digest;
             tokio::spawn(async move {
                 match engine.room_numbered(waiter).await {
+                    // The home had numbered this client message id already (a resend whose
+                    // first attempt had not come back here): the first answer, unless the
+                    // sender reused the id for another message.
+                    Some(first) if first.message().uid() != item.message().uid() => {
+                        if first.digest == digest {
+                            answer_room_publish(&engine, &shared, packet_id, &first, notice);
+                        } else {
+                            shared.reply(
+                                &engine,
+                                Outbound::PubAck(PubAckOut::refused(
+                                    packet_id,
+                                    Code::ClientMsgIdConflict,
+                                )),
+                            );
+                        }
+                    }
                     Some(item) => {
                         if let Some(hooks) = &engine.inner.hooks {
                             hooks.sent(&item.message().message);

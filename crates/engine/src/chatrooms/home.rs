@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use tidings_proto::CHATROOM_EVENT_TYPE;
+use tidings_store::StoredMessage;
 
 use crate::Engine;
 use crate::cluster::{BusEvent, RoomPost};
@@ -224,6 +225,18 @@ impl Engine {
         }
     }
 
+    /// A resend this node forwarded, which the home had numbered already: the first item,
+    /// for the send that waits.
+    pub(crate) fn room_repeat_arrived(&self, node: &str, post: RoomPost) {
+        let Some(me) = self.node_id() else { return };
+        if node != me {
+            return;
+        }
+        if let Some(tx) = self.take_room_waiter(post.token) {
+            let _ = tx.send(RoomItem::from_post(post, me));
+        }
+    }
+
     /// On the room's home: another node knows the room up to `seq`, which its numbering
     /// continues from.
     pub(crate) fn room_seq_learned(&self, home: &str, room: &str, seq: u64) {
@@ -265,7 +278,18 @@ impl Engine {
                     let mut st = r.lock();
                     st.home = true;
                     for item in forward {
-                        numbered.push(st.number(RoomItem::from_post(item.to_post(me), me), known));
+                        // A resend whose first attempt was numbered meanwhile is answered
+                        // with the first.
+                        let first = numbered_already(&st, &item.message().message);
+                        numbered.push(match first {
+                            Some(first) => {
+                                let mut back = first.to_post(me);
+                                (back.node, back.session, back.token) =
+                                    (me.to_string(), item.source_session, item.token);
+                                Arc::new(RoomItem::from_post(back, me))
+                            }
+                            None => st.number(RoomItem::from_post(item.to_post(me), me), known),
+                        });
                     }
                 }
                 r.wake();
@@ -302,6 +326,17 @@ impl Engine {
                 return;
             }
             st.home = true;
+            if let Some(first) = numbered_already(&st, &post.message) {
+                drop(st);
+                let mut back = first.to_post(me);
+                (back.node, back.session, back.token) =
+                    (post.node.clone(), post.session, post.token);
+                self.bus_publish(BusEvent::RoomRepeat {
+                    node: post.node,
+                    post: back,
+                });
+                return;
+            }
             let item = RoomItem::from_post(post, me);
             let effect = Effect::of(&item);
             let seq = st.number(item, known).seq();
@@ -314,10 +349,18 @@ impl Engine {
     }
 }
 
+/// On the room's home: the item it numbered already for the sender and client message id of
+/// `message` (a resend of a send forwarded before the first attempt came back), if its history
+/// still holds it.
+fn numbered_already(st: &RoomState, message: &StoredMessage) -> Option<Arc<RoomItem>> {
+    if message.sender.is_empty() || message.client_msg_id.is_empty() {
+        return None;
+    }
+    st.earlier(&message.sender, &message.client_msg_id)
+}
+
 #[cfg(test)]
 mod tests {
-    use tidings_store::StoredMessage;
-
     use super::*;
 
     fn notice(sender: &str, msg_type: &str, content: serde_json::Value) -> RoomItem {

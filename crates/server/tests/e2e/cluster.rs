@@ -958,6 +958,48 @@ async fn a_chatrooms_mutes_bans_and_destroy_hold_on_every_node(cluster: Cluster)
     }
 }
 
+on_each_bus!(a_chatroom_resend_forwarded_before_its_first_came_back_is_numbered_once);
+
+/// Bob on node b sends twice with one client message id, the second before the first came back
+/// from the room's home (node a): the home answers the second with the first, and alice (on
+/// a) gets the message once. The same id for another message is refused.
+async fn a_chatroom_resend_forwarded_before_its_first_came_back_is_numbered_once(cluster: Cluster) {
+    let a = cluster.first().await;
+    let b = cluster.next(&a, "b").await;
+    formed(&[&a, &b]).await;
+    let engine_a = a.running().engine.clone();
+    let room = (0..)
+        .map(|i| format!("echo-{i}"))
+        .find(|r| engine_a.chatroom_home(r).as_deref() == Some("a"))
+        .unwrap();
+    let (alice, mut alice_events) = a.client("alice", "phone").await;
+    let (bob, _bob_events) = b.client("bob", "phone").await;
+    alice.join_chatroom(&room, 0).await.unwrap();
+    bob.join_chatroom(&room, 0).await.unwrap();
+
+    let once = Outgoing {
+        client_msg_id: Some("once".into()),
+        ..Outgoing::chatroom_text(&room, "hello")
+    };
+    let reused = Outgoing {
+        client_msg_id: Some("once".into()),
+        ..Outgoing::chatroom_text(&room, "another")
+    };
+    let (first, second, third) =
+        tokio::join!(bob.send(once.clone()), bob.send(once), bob.send(reused));
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert_eq!((&first.uid, first.seq), (&second.uid, second.seq));
+    assert_eq!(refused(third), Code::ClientMsgIdConflict.as_u32());
+    bob.send(Outgoing::chatroom_text(&room, "marker"))
+        .await
+        .unwrap();
+    let mut log = RoomLog::default();
+    log.until(&mut alice_events, |l| l.has_text("marker")).await;
+    let hellos = log.messages.iter().filter(|m| m.2 == "hello").count();
+    assert_eq!(hellos, 1, "alice got the message {hellos} times");
+    assert!(!log.has_text("another"));
+}
+
 /// `tidings serve` processes of one cluster on the test's PostgreSQL database and NATS server:
 /// the first makes the app credentials, the others get a copy.
 struct Processes {
