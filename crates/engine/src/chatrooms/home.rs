@@ -14,13 +14,16 @@ use crate::Engine;
 use crate::cluster::{BusEvent, RoomPost};
 use crate::stream::{Priority, RoomItem};
 
-use super::room::{Room, RoomState};
-use super::{forget_membership, left};
+use super::forget_membership;
+use super::room::{Entry, Room, RoomState};
 
-/// What a server's notice (one the app server's call made, sender empty) changes in a room. The
-/// node that handled the call changed its own room at once; every other node with the room
-/// changes it when the notice reaches it (the home when it numbers it, the others when the home
-/// publishes it), so a kick, ban, mute or destroy holds on every node within a round trip.
+/// What a notice changes in a room: the app server's kicks, bans, mutes and destroying it
+/// (sender empty), and anyone's entries. The node that handled the call changed its own room
+/// at once; every other node with the room changes it when the notice reaches it (the home when
+/// it numbers it, the others when the home publishes it), so the change holds on every node
+/// within a round trip. An entry's notice is applied again by the node that made it when it
+/// comes back numbered, so that concurrent changes of one key on two nodes end the same
+/// everywhere: in the order the home numbered them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Effect {
     /// The users' connections are taken out; with `banned_until` (ms, not 0) they are banned.
@@ -38,17 +41,48 @@ pub(super) enum Effect {
         until: i64,
     },
     Destroy,
+    /// `key` set (by `user`, at `updated` ms).
+    Entry {
+        key: String,
+        entry: Entry,
+    },
+    /// `key` removed.
+    EntryRemove {
+        key: String,
+    },
 }
 
 impl Effect {
-    /// The effect of `item`, if it is a server's notice that has one. Users cannot send
-    /// `tidings:` types, and a user's notices carry the user as sender.
+    /// The effect of `item`, if it is a notice that has one. Users cannot send `tidings:`
+    /// types, so every notice is the server's; those of the app server's calls have no sender
+    /// (a user's entry names the user).
     pub(super) fn of(item: &RoomItem) -> Option<Effect> {
         let m = &item.message().message;
-        if !m.sender.is_empty() || m.msg_type != CHATROOM_EVENT_TYPE {
+        if m.msg_type != CHATROOM_EVENT_TYPE {
             return None;
         }
         let v: serde_json::Value = serde_json::from_str(&m.content).ok()?;
+        let operation = v.get("operation")?.as_str()?;
+        match operation {
+            "entry" => {
+                return Some(Effect::Entry {
+                    key: v.get("key")?.as_str()?.to_string(),
+                    entry: Entry {
+                        value: v.get("value")?.as_str()?.to_string(),
+                        user: v.get("userId")?.as_str()?.to_string(),
+                        updated: m.sent_time,
+                        auto_delete: v.get("autoDelete")?.as_bool()?,
+                    },
+                });
+            }
+            "entry-remove" => {
+                return Some(Effect::EntryRemove {
+                    key: v.get("key")?.as_str()?.to_string(),
+                });
+            }
+            _ if !m.sender.is_empty() => return None,
+            _ => {}
+        }
         let users = || -> Option<Vec<String>> {
             v.get("userIds")?
                 .as_array()?
@@ -56,7 +90,7 @@ impl Effect {
                 .map(|u| u.as_str().map(str::to_string))
                 .collect()
         };
-        match v.get("operation")?.as_str()? {
+        match operation {
             "kick" => Some(Effect::Kick {
                 users: users()?,
                 banned_until: v.get("bannedUntil")?.as_i64()?,
@@ -77,7 +111,7 @@ impl Effect {
 
     /// Changes the room as the notice at `seq` says (an expelled connection gets the items up
     /// to the notice). Returns whether the room is destroyed (the caller forgets it).
-    fn apply(self, room: &Room, st: &mut RoomState, seq: u64, now: i64) -> bool {
+    fn apply(self, room: &Room, st: &mut RoomState, seq: u64) -> bool {
         match self {
             Effect::Kick {
                 users,
@@ -87,11 +121,10 @@ impl Effect {
                     if banned_until != 0 {
                         st.standings.entry(u.clone()).or_default().banned_until = banned_until;
                     }
-                    if st.is_member(u) {
-                        for s in st.expel(u, seq) {
-                            forget_membership(&s, room);
-                        }
-                        left(room, st, u, now);
+                    // Their entries that go with them are removed by the node that handled
+                    // the call, whose notices of it reach this one.
+                    for s in st.expel(u, seq) {
+                        forget_membership(&s, room);
                     }
                 }
             }
@@ -116,8 +149,19 @@ impl Effect {
                 }
                 st.destroyed = true;
             }
+            Effect::Entry { key, entry } => {
+                st.entries.insert(key, entry);
+            }
+            Effect::EntryRemove { key } => {
+                st.entries.remove(&key);
+            }
         }
         st.destroyed
+    }
+
+    /// Whether the node that made the notice applies it again when it comes back numbered.
+    fn again_by_its_maker(&self) -> bool {
+        matches!(self, Effect::Entry { .. } | Effect::EntryRemove { .. })
     }
 }
 
@@ -193,17 +237,15 @@ impl Engine {
         let Some(room) = room else { return };
         let id = item.room().clone();
         let seq = item.seq();
-        // A notice made here changed the room already.
-        let effect = if item.source_node.is_empty() {
-            None
-        } else {
-            Effect::of(&item)
-        };
+        // A notice made here changed the room already (an entry's is applied again, in the
+        // home's order).
+        let effect =
+            Effect::of(&item).filter(|e| !item.source_node.is_empty() || e.again_by_its_maker());
         let (taken, destroyed) = {
             let mut st = room.lock();
             let taken = st.accept(item);
             // Applied even to an item numbered twice: the call that made it was answered.
-            let destroyed = effect.is_some_and(|e| e.apply(&room, &mut st, seq, self.now_ms()));
+            let destroyed = effect.is_some_and(|e| e.apply(&room, &mut st, seq));
             (taken, destroyed)
         };
         if destroyed {
@@ -340,7 +382,7 @@ impl Engine {
             let item = RoomItem::from_post(post, me);
             let effect = Effect::of(&item);
             let seq = st.number(item, known).seq();
-            effect.is_some_and(|e| e.apply(room, &mut st, seq, self.now_ms()))
+            effect.is_some_and(|e| e.apply(room, &mut st, seq))
         };
         if destroyed {
             self.forget_room(room);
@@ -384,7 +426,8 @@ mod tests {
                 banned_until: 9
             })
         );
-        // A user's notice (an entry's), or anything but a notice, changes nothing.
+        // The app server's operations with a user as sender, or anything but a notice,
+        // change nothing.
         assert_eq!(
             Effect::of(&notice("alice", CHATROOM_EVENT_TYPE, kick.clone())),
             None
@@ -396,6 +439,21 @@ mod tests {
             Some(Effect::Mute {
                 users: None,
                 until: 5
+            })
+        );
+        // A user's entry does.
+        let entry = serde_json::json!({"operation": "entry", "key": "k", "value": "v",
+            "userId": "alice", "autoDelete": true});
+        assert_eq!(
+            Effect::of(&notice("alice", CHATROOM_EVENT_TYPE, entry)),
+            Some(Effect::Entry {
+                key: "k".into(),
+                entry: Entry {
+                    value: "v".into(),
+                    user: "alice".into(),
+                    updated: 0,
+                    auto_delete: true
+                }
             })
         );
         let join = serde_json::json!({"operation": "join", "userIds": ["bob"], "count": 1});

@@ -53,7 +53,7 @@ pub struct Profile {
 }
 
 /// One key-value entry.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub value: String,
     pub user: String,

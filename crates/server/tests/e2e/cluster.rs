@@ -839,19 +839,14 @@ fn refused<T: std::fmt::Debug>(r: Result<T, tidings_client::ClientError>) -> u32
 /// the change from the home) and one whose home is b (node a forwards the notice to the home,
 /// which applies it as it numbers it).
 async fn a_chatrooms_mutes_bans_and_destroy_hold_on_every_node(cluster: Cluster) {
-    let a = cluster.first().await;
-    let b = cluster.next(&a, "b").await;
-    formed(&[&a, &b]).await;
+    let (a, b) = two_nodes(&cluster).await;
     let engine_a = a.running().engine.clone();
     let (alice, mut alice_events) = a.client("alice", "phone").await;
     let (bob, mut bob_events) = b.client("bob", "phone").await;
     let (carol, mut carol_events) = b.client("carol", "phone").await;
     let users = |names: &[&str]| -> Vec<String> { names.iter().map(|n| n.to_string()).collect() };
     for home in ["a", "b"] {
-        let room = (0..)
-            .map(|i| format!("forum-{i}"))
-            .find(|r| engine_a.chatroom_home(r).as_deref() == Some(home))
-            .unwrap();
+        let room = room_at_home(&a, "forum", home);
         let (mut alice_log, mut bob_log, mut carol_log) =
             (RoomLog::default(), RoomLog::default(), RoomLog::default());
         // A notice of this room (the streams still hold the previous room's last items).
@@ -958,20 +953,31 @@ async fn a_chatrooms_mutes_bans_and_destroy_hold_on_every_node(cluster: Cluster)
     }
 }
 
+/// Nodes a and b of `cluster`, each listing the other as live.
+async fn two_nodes(cluster: &Cluster) -> (TestServer, TestServer) {
+    let a = cluster.first().await;
+    let b = cluster.next(&a, "b").await;
+    formed(&[&a, &b]).await;
+    (a, b)
+}
+
+/// A room named `prefix-N` whose home is node `home`, as node `a` sees it.
+fn room_at_home(a: &TestServer, prefix: &str, home: &str) -> String {
+    let engine = a.running().engine.clone();
+    (0..)
+        .map(|i| format!("{prefix}-{i}"))
+        .find(|r| engine.chatroom_home(r).as_deref() == Some(home))
+        .unwrap()
+}
+
 on_each_bus!(a_chatroom_resend_forwarded_before_its_first_came_back_is_numbered_once);
 
 /// Bob on node b sends twice with one client message id, the second before the first came back
 /// from the room's home (node a): the home answers the second with the first, and alice (on
 /// a) gets the message once. The same id for another message is refused.
 async fn a_chatroom_resend_forwarded_before_its_first_came_back_is_numbered_once(cluster: Cluster) {
-    let a = cluster.first().await;
-    let b = cluster.next(&a, "b").await;
-    formed(&[&a, &b]).await;
-    let engine_a = a.running().engine.clone();
-    let room = (0..)
-        .map(|i| format!("echo-{i}"))
-        .find(|r| engine_a.chatroom_home(r).as_deref() == Some("a"))
-        .unwrap();
+    let (a, b) = two_nodes(&cluster).await;
+    let room = room_at_home(&a, "echo", "a");
     let (alice, mut alice_events) = a.client("alice", "phone").await;
     let (bob, _bob_events) = b.client("bob", "phone").await;
     alice.join_chatroom(&room, 0).await.unwrap();
@@ -998,6 +1004,94 @@ async fn a_chatroom_resend_forwarded_before_its_first_came_back_is_numbered_once
     let hellos = log.messages.iter().filter(|m| m.2 == "hello").count();
     assert_eq!(hellos, 1, "alice got the message {hellos} times");
     assert!(!log.has_text("another"));
+}
+
+on_each_bus!(a_chatrooms_entries_are_the_same_on_every_node);
+
+/// Alice (node a) and bob (node b) in a room whose home is b: an entry set or removed on one
+/// node is seen on the other, its owner's rule holds there, and one key set on both nodes at
+/// once ends the same on both.
+async fn a_chatrooms_entries_are_the_same_on_every_node(cluster: Cluster) {
+    let (a, b) = two_nodes(&cluster).await;
+    let room = room_at_home(&a, "board", "b");
+    let (alice, mut alice_events) = a.client("alice", "phone").await;
+    let (bob, mut bob_events) = b.client("bob", "phone").await;
+    alice.join_chatroom(&room, 0).await.unwrap();
+    bob.join_chatroom(&room, 0).await.unwrap();
+    let (mut alice_log, mut bob_log) = (RoomLog::default(), RoomLog::default());
+    let entries = |l: &RoomLog, operation: &str, key: &str| {
+        l.notices
+            .iter()
+            .filter(|n| n.operation == operation && n.key.as_deref() == Some(key))
+            .count()
+    };
+    let view = |entries: Vec<tidings_client::ChatroomEntry>| -> Vec<(String, String, String)> {
+        entries
+            .into_iter()
+            .map(|e| (e.key, e.value, e.user_id))
+            .collect()
+    };
+
+    alice
+        .set_chatroom_entry(&room, "topic", "rust", false, false)
+        .await
+        .unwrap();
+    bob_log
+        .until(&mut bob_events, |l| entries(l, "entry", "topic") == 1)
+        .await;
+    assert_eq!(
+        view(bob.chatroom_entries(&room, &[]).await.unwrap()),
+        [("topic".into(), "rust".into(), "alice".into())]
+    );
+    let taken = bob
+        .set_chatroom_entry(&room, "topic", "go", false, false)
+        .await;
+    assert_eq!(refused(taken), Code::ChatroomEntryTaken.as_u32());
+
+    // One key set on both nodes at once: both end with the one the home numbered last.
+    let (x, y) = tokio::join!(
+        alice.set_chatroom_entry(&room, "score", "1", true, false),
+        bob.set_chatroom_entry(&room, "score", "2", true, false)
+    );
+    x.unwrap();
+    y.unwrap();
+    alice_log
+        .until(&mut alice_events, |l| entries(l, "entry", "score") == 2)
+        .await;
+    bob_log
+        .until(&mut bob_events, |l| entries(l, "entry", "score") == 2)
+        .await;
+    let last = |l: &RoomLog| {
+        l.notices
+            .iter()
+            .filter(|n| n.operation == "entry" && n.key.as_deref() == Some("score"))
+            .max_by_key(|n| n.seq)
+            .and_then(|n| n.value.clone())
+    };
+    assert_eq!(last(&alice_log), last(&bob_log), "one order of notices");
+    let score = |entries: Vec<tidings_client::ChatroomEntry>| {
+        entries.into_iter().map(|e| e.value).collect::<Vec<_>>()
+    };
+    let on_a = score(alice.chatroom_entries(&room, &["score"]).await.unwrap());
+    let on_b = score(bob.chatroom_entries(&room, &["score"]).await.unwrap());
+    assert_eq!(on_a, on_b, "the nodes agree on the entry");
+    assert_eq!(on_a, [last(&alice_log).unwrap()]);
+
+    alice
+        .remove_chatroom_entry(&room, "topic", false)
+        .await
+        .unwrap();
+    bob_log
+        .until(&mut bob_events, |l| {
+            entries(l, "entry-remove", "topic") == 1
+        })
+        .await;
+    assert!(
+        bob.chatroom_entries(&room, &["topic"])
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// `tidings serve` processes of one cluster on the test's PostgreSQL database and NATS server:
