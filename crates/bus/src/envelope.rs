@@ -7,7 +7,7 @@
 use prost::Message;
 use tidings_store::{Reaction, StoredMessage};
 
-use crate::event::{BusEvent, RoomPost};
+use crate::event::{BusEvent, RoomEntry, RoomPost, RoomSnapshot, RoomStanding};
 
 /// The generated types of `proto/bus.proto`.
 #[allow(clippy::all, missing_docs)]
@@ -123,6 +123,22 @@ fn event_to_pb(event: BusEvent) -> Event {
             node,
             post: Some(post_to_pb(post)),
         }),
+        BusEvent::RoomStateAsk {
+            home,
+            room,
+            node,
+            token,
+        } => Event::RoomStateAsk(pb::RoomStateAsk {
+            home,
+            room,
+            node,
+            token,
+        }),
+        BusEvent::RoomStateIs { node, token, state } => Event::RoomStateIs(pb::RoomStateIs {
+            node,
+            token,
+            state: state.map(snapshot_to_pb),
+        }),
         BusEvent::Kick { user, device } => Event::Kick(pb::Kick { user, device }),
     }
 }
@@ -186,11 +202,74 @@ fn event_from_pb(event: Event) -> Result<BusEvent, EnvelopeError> {
             node: r.node,
             post: post_from_pb(r.post)?,
         },
+        Event::RoomStateAsk(a) => BusEvent::RoomStateAsk {
+            home: a.home,
+            room: a.room,
+            node: a.node,
+            token: a.token,
+        },
+        Event::RoomStateIs(i) => BusEvent::RoomStateIs {
+            node: i.node,
+            token: i.token,
+            state: i.state.map(snapshot_from_pb),
+        },
         Event::Kick(k) => BusEvent::Kick {
             user: k.user,
             device: k.device,
         },
     })
+}
+
+fn snapshot_to_pb(s: RoomSnapshot) -> pb::RoomSnapshot {
+    pb::RoomSnapshot {
+        muted_until: s.muted_until,
+        standings: s
+            .standings
+            .into_iter()
+            .map(|s| pb::RoomStanding {
+                user: s.user,
+                banned_until: s.banned_until,
+                muted_until: s.muted_until,
+            })
+            .collect(),
+        entries: s
+            .entries
+            .into_iter()
+            .map(|e| pb::RoomEntry {
+                key: e.key,
+                value: e.value,
+                user: e.user,
+                updated: e.updated,
+                auto_delete: e.auto_delete,
+            })
+            .collect(),
+    }
+}
+
+fn snapshot_from_pb(s: pb::RoomSnapshot) -> RoomSnapshot {
+    RoomSnapshot {
+        muted_until: s.muted_until,
+        standings: s
+            .standings
+            .into_iter()
+            .map(|s| RoomStanding {
+                user: s.user,
+                banned_until: s.banned_until,
+                muted_until: s.muted_until,
+            })
+            .collect(),
+        entries: s
+            .entries
+            .into_iter()
+            .map(|e| RoomEntry {
+                key: e.key,
+                value: e.value,
+                user: e.user,
+                updated: e.updated,
+                auto_delete: e.auto_delete,
+            })
+            .collect(),
+    }
 }
 
 fn post_to_pb(post: RoomPost) -> pb::RoomPost {
@@ -381,6 +460,36 @@ mod tests {
                 node: "b".into(),
                 post: post(),
             },
+            BusEvent::RoomStateAsk {
+                home: "c".into(),
+                room: "plaza".into(),
+                node: "b".into(),
+                token: 7,
+            },
+            BusEvent::RoomStateIs {
+                node: "b".into(),
+                token: 7,
+                state: Some(RoomSnapshot {
+                    muted_until: 5,
+                    standings: vec![RoomStanding {
+                        user: "eve".into(),
+                        banned_until: i64::MAX,
+                        muted_until: 0,
+                    }],
+                    entries: vec![RoomEntry {
+                        key: "topic".into(),
+                        value: "rust".into(),
+                        user: "alice".into(),
+                        updated: 9,
+                        auto_delete: true,
+                    }],
+                }),
+            },
+            BusEvent::RoomStateIs {
+                node: "b".into(),
+                token: 8,
+                state: None,
+            },
             BusEvent::Kick {
                 user: "bob".into(),
                 device: Some("phone".into()),
@@ -407,6 +516,8 @@ mod tests {
                 | BusEvent::RoomItem { .. }
                 | BusEvent::RoomSeq { .. }
                 | BusEvent::RoomRepeat { .. }
+                | BusEvent::RoomStateAsk { .. }
+                | BusEvent::RoomStateIs { .. }
                 | BusEvent::Kick { .. } => {}
             }
         }

@@ -17,6 +17,33 @@ pub struct RoomPost {
     pub token: u64,
 }
 
+/// What a chatroom holds beyond its stream, as its home tells a node that just took the room
+/// in: the room's mute (ms; 0: none), its users' bans and mutes, its key-value entries.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RoomSnapshot {
+    pub muted_until: i64,
+    pub standings: Vec<RoomStanding>,
+    pub entries: Vec<RoomEntry>,
+}
+
+/// A user's ban and mute in a room (ms; 0: none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomStanding {
+    pub user: String,
+    pub banned_until: i64,
+    pub muted_until: i64,
+}
+
+/// A room's key-value entry: who set it, when (ms), and whether it goes with them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomEntry {
+    pub key: String,
+    pub value: String,
+    pub user: String,
+    pub updated: i64,
+    pub auto_delete: bool,
+}
+
 /// What nodes tell each other.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BusEvent {
@@ -82,6 +109,21 @@ pub enum BusEvent {
     /// resend): the item as the home numbered it, for `node`, which forwarded the resend and
     /// whose sender waits on `post.token` (`post`'s node and session are the resend's).
     RoomRepeat { node: String, post: RoomPost },
+    /// `node`, which just took chatroom `room` in, asks `home` what the room holds; the answer
+    /// goes back with `token`.
+    RoomStateAsk {
+        home: String,
+        room: String,
+        node: String,
+        token: u64,
+    },
+    /// The home's answer to a `RoomStateAsk` of `node` (`None`: the home does not have the
+    /// room).
+    RoomStateIs {
+        node: String,
+        token: u64,
+        state: Option<RoomSnapshot>,
+    },
     /// An operator kicked the user's device (every device with `None`).
     Kick {
         user: String,

@@ -24,7 +24,7 @@ pub mod nats;
 pub mod route;
 
 pub use envelope::EnvelopeError;
-pub use event::{BusEvent, RoomPost};
+pub use event::{BusEvent, RoomEntry, RoomPost, RoomSnapshot, RoomStanding};
 pub use memory::{MemoryBus, MemoryHub};
 pub use nats::NatsBus;
 pub use route::{PARTITIONS, partition};

@@ -70,7 +70,10 @@ pub fn routes(event: BusEvent) -> Vec<(Route, BusEvent)> {
         BusEvent::RoomForward { ref home, .. } | BusEvent::RoomSeq { ref home, .. } => {
             vec![(Route::Node(home.clone()), event)]
         }
-        BusEvent::RoomRepeat { ref node, .. } => vec![(Route::Node(node.clone()), event)],
+        BusEvent::RoomStateAsk { ref home, .. } => vec![(Route::Node(home.clone()), event)],
+        BusEvent::RoomRepeat { ref node, .. } | BusEvent::RoomStateIs { ref node, .. } => {
+            vec![(Route::Node(node.clone()), event)]
+        }
         BusEvent::RoomItem { ref post } => {
             vec![(Route::Rooms(partition(&post.message.target)), event)]
         }
@@ -165,5 +168,18 @@ mod tests {
             post,
         });
         assert_eq!(back[0].0, Route::Node("b".into()));
+        let ask = routes(BusEvent::RoomStateAsk {
+            home: "c".into(),
+            room: "plaza".into(),
+            node: "b".into(),
+            token: 3,
+        });
+        assert_eq!(ask[0].0, Route::Node("c".into()));
+        let answer = routes(BusEvent::RoomStateIs {
+            node: "b".into(),
+            token: 3,
+            state: None,
+        });
+        assert_eq!(answer[0].0, Route::Node("b".into()));
     }
 }

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use tidings_bus::{Bus, BusEvent, RoomPost};
+pub use tidings_bus::{Bus, BusEvent, RoomEntry, RoomPost, RoomSnapshot, RoomStanding};
 use tidings_proto::Code;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -44,6 +44,10 @@ const CATCH_UP_MAX: usize = 64;
 /// How long a chatroom send made on a node that is not the room's home waits for the home to
 /// number it before the sender is told it failed.
 pub const ROOM_FORWARD_WAIT: Duration = Duration::from_secs(3);
+
+/// How long a node that takes a chatroom in waits for its home to say what the room holds
+/// before it goes on without (see `chatrooms/home.rs`).
+pub const ROOM_STATE_WAIT: Duration = Duration::from_secs(1);
 
 /// The rendezvous weight of `node` for `room`: the room's home is the live node with the
 /// highest. FNV-1a then a finalizer, stable across processes and versions.
@@ -77,6 +81,8 @@ pub(crate) struct Cluster {
     /// Chatroom sends forwarded to their room's home, waiting for their item to come back
     /// numbered, by token.
     waiters: Mutex<HashMap<u64, oneshot::Sender<RoomItem>>>,
+    /// Questions to chatrooms' homes about what a room holds, waiting for the answer, by token.
+    state_waiters: Mutex<HashMap<u64, oneshot::Sender<Option<RoomSnapshot>>>>,
     next_token: AtomicU64,
 }
 
@@ -95,6 +101,12 @@ impl Cluster {
 
     fn waiters(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<RoomItem>>> {
         self.waiters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn state_waiters(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Option<RoomSnapshot>>>> {
+        self.state_waiters.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The home of `room`: the live node (this one or another) with the highest weight.
@@ -126,6 +138,7 @@ impl Engine {
             config,
             state: Mutex::default(),
             waiters: Mutex::default(),
+            state_waiters: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(1),
         };
         if self.inner.cluster.set(cluster).is_err() {
@@ -437,7 +450,11 @@ impl Engine {
             BusEvent::RoomForward { .. }
             | BusEvent::RoomItem { .. }
             | BusEvent::RoomSeq { .. }
-            | BusEvent::RoomRepeat { .. } => {}
+            | BusEvent::RoomRepeat { .. }
+            | BusEvent::RoomStateAsk { .. } => {}
+            BusEvent::RoomStateIs { node, token, state } => {
+                self.room_state_arrived(&node, token, state)
+            }
         }
     }
 
@@ -487,6 +504,50 @@ impl Engine {
     /// The send waiting for the item numbered with `token`, if it still waits.
     pub(crate) fn take_room_waiter(&self, token: u64) -> Option<oneshot::Sender<RoomItem>> {
         self.cluster()?.waiters().remove(&token)
+    }
+
+    /// What the home of chatroom `room` holds of it (asked over the bus); `None` on a single
+    /// node, on the home, if the home does not have the room, or if it did not answer within
+    /// [`ROOM_STATE_WAIT`].
+    pub(crate) async fn room_state_from_home(&self, room: &str) -> Option<RoomSnapshot> {
+        let c = self.cluster()?;
+        let home = c.home_of(room);
+        if home == c.config.node {
+            return None;
+        }
+        let token = c.next_token.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        c.state_waiters().insert(token, tx);
+        self.bus_publish(BusEvent::RoomStateAsk {
+            home: home.clone(),
+            room: room.to_string(),
+            node: c.config.node.clone(),
+            token,
+        });
+        let got = tokio::time::timeout(ROOM_STATE_WAIT, rx).await;
+        c.state_waiters().remove(&token);
+        match got {
+            Ok(Ok(state)) => state,
+            _ => {
+                tracing::warn!(
+                    room,
+                    home,
+                    "the chatroom's home did not say what the room holds in time; going on without"
+                );
+                None
+            }
+        }
+    }
+
+    /// The answer of a chatroom's home to this node's question `token`.
+    pub(crate) fn room_state_arrived(&self, node: &str, token: u64, state: Option<RoomSnapshot>) {
+        let Some(c) = self.cluster() else { return };
+        if node != c.config.node {
+            return;
+        }
+        if let Some(tx) = c.state_waiters().remove(&token) {
+            let _ = tx.send(state);
+        }
     }
 
     /// Forgets a waiter that is not needed (the send was numbered here, or refused).

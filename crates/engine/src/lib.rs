@@ -844,6 +844,12 @@ impl Engine {
             BusEvent::RoomItem { post } => self.room_item_arrived(post),
             BusEvent::RoomSeq { home, room, seq } => self.room_seq_learned(&home, &room, seq),
             BusEvent::RoomRepeat { node, post } => self.room_repeat_arrived(&node, post),
+            BusEvent::RoomStateAsk {
+                home,
+                room,
+                node,
+                token,
+            } => self.room_state_asked(&home, &room, &node, token),
             other => self.on_cluster_event(other),
         }
     }

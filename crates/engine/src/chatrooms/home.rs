@@ -11,11 +11,11 @@ use tidings_proto::CHATROOM_EVENT_TYPE;
 use tidings_store::StoredMessage;
 
 use crate::Engine;
-use crate::cluster::{BusEvent, RoomPost};
+use crate::cluster::{BusEvent, RoomEntry, RoomPost, RoomSnapshot, RoomStanding};
 use crate::stream::{Priority, RoomItem};
 
 use super::forget_membership;
-use super::room::{Entry, Room, RoomState};
+use super::room::{Entry, Room, RoomState, Standing};
 
 /// What a notice changes in a room: the app server's kicks, bans, mutes and destroying it
 /// (sender empty), and anyone's entries. The node that handled the call changed its own room
@@ -279,6 +279,39 @@ impl Engine {
         }
     }
 
+    /// On the room's home: node `node` took the room in and asks what it holds.
+    pub(crate) fn room_state_asked(&self, home: &str, room: &str, node: &str, token: u64) {
+        if self.node_id() != Some(home) {
+            return;
+        }
+        let state = self.rooms_get(room).and_then(|r| {
+            let st = r.lock();
+            (!st.destroyed).then(|| snapshot(&st))
+        });
+        self.bus_publish(BusEvent::RoomStateIs {
+            node: node.to_string(),
+            token,
+            state,
+        });
+    }
+
+    /// In a cluster, on a node that is not `room`'s home, the first time the room is looked up
+    /// after this node took it in: asks the home what it holds and takes in what this node
+    /// does not know yet (a notice that arrived meanwhile, or the store's standings of a kept
+    /// room, are newer). Later lookups wait until this is done.
+    pub(crate) async fn room_from_home(&self, room: &Arc<Room>) {
+        if self.cluster().is_none() {
+            return;
+        }
+        room.from_home
+            .get_or_init(|| async {
+                if let Some(state) = self.room_state_from_home(&room.id).await {
+                    take_in(&mut room.lock(), state);
+                }
+            })
+            .await;
+    }
+
     /// On the room's home: another node knows the room up to `seq`, which its numbering
     /// continues from.
     pub(crate) fn room_seq_learned(&self, home: &str, room: &str, seq: u64) {
@@ -388,6 +421,55 @@ impl Engine {
             self.forget_room(room);
         }
         room.wake();
+    }
+}
+
+/// What a room holds beyond its stream, as its home tells another node.
+fn snapshot(st: &RoomState) -> RoomSnapshot {
+    RoomSnapshot {
+        muted_until: st.profile.muted_until,
+        standings: st
+            .standings
+            .iter()
+            .map(|(user, s)| RoomStanding {
+                user: user.clone(),
+                banned_until: s.banned_until,
+                muted_until: s.muted_until,
+            })
+            .collect(),
+        entries: st
+            .entries
+            .iter()
+            .map(|(key, e)| RoomEntry {
+                key: key.clone(),
+                value: e.value.clone(),
+                user: e.user.clone(),
+                updated: e.updated,
+                auto_delete: e.auto_delete,
+            })
+            .collect(),
+    }
+}
+
+/// Takes in what the home said a room holds, where this node knows nothing newer: users with
+/// no standing here, keys with no entry here, the room's mute if it is not muted here.
+fn take_in(st: &mut RoomState, state: RoomSnapshot) {
+    if st.profile.muted_until == 0 {
+        st.profile.muted_until = state.muted_until;
+    }
+    for s in state.standings {
+        st.standings.entry(s.user).or_insert(Standing {
+            banned_until: s.banned_until,
+            muted_until: s.muted_until,
+        });
+    }
+    for e in state.entries {
+        st.entries.entry(e.key).or_insert(Entry {
+            value: e.value,
+            user: e.user,
+            updated: e.updated,
+            auto_delete: e.auto_delete,
+        });
     }
 }
 

@@ -17,20 +17,23 @@ impl Engine {
     /// of status messages, so joins cannot fill the server with empty rooms.
     pub(super) async fn room(&self, id: &str, creator: Option<&str>) -> Result<Arc<Room>, Refusal> {
         check_id(id)?;
-        {
+        let listed = {
             let mut rooms = self.rooms();
-            if let Some(r) = rooms.get(id) {
+            match rooms.get(id) {
                 // One that ended but is still listed (its task has not yet dropped it) gives way.
-                if !r.lock().destroyed {
-                    let r = r.clone();
-                    drop(rooms);
-                    if self.cluster().is_some() {
-                        r.set_home(self.is_room_home(id));
-                    }
-                    return Ok(r);
+                Some(r) if r.lock().destroyed => {
+                    rooms.remove(id);
+                    None
                 }
-                rooms.remove(id);
+                found => found.cloned(),
             }
+        };
+        if let Some(r) = listed {
+            if self.cluster().is_some() {
+                r.set_home(self.is_room_home(id));
+                self.room_from_home(&r).await;
+            }
+            return Ok(r);
         }
         let settings = &self.inner.config.chatrooms;
         let stored = self.inner.store.chatroom(id).await.map_err(store_failed)?;
@@ -83,6 +86,7 @@ impl Engine {
         let room = self.adopt_room(fresh);
         if self.cluster().is_some() {
             room.set_home(self.is_room_home(id));
+            self.room_from_home(&room).await;
         }
         Ok(room)
     }

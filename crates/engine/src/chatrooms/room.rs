@@ -90,6 +90,10 @@ pub struct Room {
     state: Mutex<RoomState>,
     /// Wakes the fan-out task.
     wake: Notify,
+    /// In a cluster, on a node that is not the room's home: set once what the home held of the
+    /// room when this node took it in (bans, mutes, entries) was asked for and taken in. Every
+    /// lookup of the room waits for it, so no join or send is judged before.
+    pub(crate) from_home: tokio::sync::OnceCell<()>,
 }
 
 pub struct RoomState {
@@ -163,6 +167,7 @@ impl Room {
                 missing: Vec::new(),
             }),
             wake: Notify::new(),
+            from_home: tokio::sync::OnceCell::new(),
         }
     }
 

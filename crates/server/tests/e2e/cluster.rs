@@ -1094,6 +1094,57 @@ async fn a_chatrooms_entries_are_the_same_on_every_node(cluster: Cluster) {
     );
 }
 
+on_each_bus!(a_node_that_takes_a_chatroom_in_learns_its_bans_mutes_and_entries_from_the_home);
+
+/// A room made by joins on node a (its home), with a ban, a mute and an entry made there while
+/// node b did not have the room: b asks the home when it takes the room in, so the ban and the
+/// mute hold there and the entry is seen.
+async fn a_node_that_takes_a_chatroom_in_learns_its_bans_mutes_and_entries_from_the_home(
+    cluster: Cluster,
+) {
+    let (a, b) = two_nodes(&cluster).await;
+    let room = room_at_home(&a, "lobby", "a");
+    let engine_a = a.running().engine.clone();
+    let (alice, _alice_events) = a.client("alice", "phone").await;
+    alice.join_chatroom(&room, 0).await.unwrap();
+    engine_a
+        .chatroom_kick(&room, &["eve".to_string()], Some(i64::MAX))
+        .await
+        .unwrap();
+    engine_a
+        .chatroom_mute(&room, Some(&["bob".to_string()]), i64::MAX)
+        .await
+        .unwrap();
+    alice
+        .set_chatroom_entry(&room, "topic", "rust", false, false)
+        .await
+        .unwrap();
+    assert!(
+        b.running().engine.chatroom(&room).await.is_err(),
+        "node b does not have the room yet"
+    );
+
+    let (eve, _eve_events) = b.client("eve", "phone").await;
+    assert_eq!(
+        refused(eve.join_chatroom(&room, 0).await),
+        Code::KickedFromChatroom.as_u32()
+    );
+    let (bob, _bob_events) = b.client("bob", "phone").await;
+    bob.join_chatroom(&room, 0).await.unwrap();
+    assert_eq!(
+        refused(bob.send(Outgoing::chatroom_text(&room, "hi")).await),
+        Code::MutedInChatroom.as_u32()
+    );
+    let entries = bob.chatroom_entries(&room, &[]).await.unwrap();
+    assert_eq!(
+        entries
+            .iter()
+            .map(|e| (e.key.as_str(), e.value.as_str(), e.user_id.as_str()))
+            .collect::<Vec<_>>(),
+        [("topic", "rust", "alice")]
+    );
+}
+
 /// `tidings serve` processes of one cluster on the test's PostgreSQL database and NATS server:
 /// the first makes the app credentials, the others get a copy.
 struct Processes {
