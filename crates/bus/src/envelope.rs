@@ -211,7 +211,7 @@ fn event_from_pb(event: Event) -> Result<BusEvent, EnvelopeError> {
         Event::RoomStateIs(i) => BusEvent::RoomStateIs {
             node: i.node,
             token: i.token,
-            state: i.state.map(snapshot_from_pb),
+            state: i.state.map(snapshot_from_pb).transpose()?,
         },
         Event::Kick(k) => BusEvent::Kick {
             user: k.user,
@@ -222,6 +222,7 @@ fn event_from_pb(event: Event) -> Result<BusEvent, EnvelopeError> {
 
 fn snapshot_to_pb(s: RoomSnapshot) -> pb::RoomSnapshot {
     pb::RoomSnapshot {
+        history: s.history.into_iter().map(post_to_pb).collect(),
         muted_until: s.muted_until,
         standings: s
             .standings
@@ -246,8 +247,13 @@ fn snapshot_to_pb(s: RoomSnapshot) -> pb::RoomSnapshot {
     }
 }
 
-fn snapshot_from_pb(s: pb::RoomSnapshot) -> RoomSnapshot {
-    RoomSnapshot {
+fn snapshot_from_pb(s: pb::RoomSnapshot) -> Result<RoomSnapshot, EnvelopeError> {
+    Ok(RoomSnapshot {
+        history: s
+            .history
+            .into_iter()
+            .map(|p| post_from_pb(Some(p)))
+            .collect::<Result<_, _>>()?,
         muted_until: s.muted_until,
         standings: s
             .standings
@@ -269,7 +275,7 @@ fn snapshot_from_pb(s: pb::RoomSnapshot) -> RoomSnapshot {
                 auto_delete: e.auto_delete,
             })
             .collect(),
-    }
+    })
 }
 
 fn post_to_pb(post: RoomPost) -> pb::RoomPost {
@@ -483,6 +489,7 @@ mod tests {
                         updated: 9,
                         auto_delete: true,
                     }],
+                    history: vec![post()],
                 }),
             },
             BusEvent::RoomStateIs {

@@ -18,12 +18,14 @@ pub struct RoomPost {
 }
 
 /// What a chatroom holds beyond its stream, as its home tells a node that just took the room
-/// in: the room's mute (ms; 0: none), its users' bans and mutes, its key-value entries.
+/// in: the room's mute (ms; 0: none), its users' bans and mutes, its key-value entries, and the
+/// newest messages of its history, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RoomSnapshot {
     pub muted_until: i64,
     pub standings: Vec<RoomStanding>,
     pub entries: Vec<RoomEntry>,
+    pub history: Vec<RoomPost>,
 }
 
 /// A user's ban and mute in a room (ms; 0: none).

@@ -286,7 +286,7 @@ impl Engine {
         }
         let state = self.rooms_get(room).and_then(|r| {
             let st = r.lock();
-            (!st.destroyed).then(|| snapshot(&st))
+            (!st.destroyed).then(|| snapshot(&st, home))
         });
         self.bus_publish(BusEvent::RoomStateIs {
             node: node.to_string(),
@@ -305,8 +305,10 @@ impl Engine {
         }
         room.from_home
             .get_or_init(|| async {
-                if let Some(state) = self.room_state_from_home(&room.id).await {
-                    take_in(&mut room.lock(), state);
+                if let Some(state) = self.room_state_from_home(&room.id).await
+                    && let Some(me) = self.node_id()
+                {
+                    take_in(&mut room.lock(), state, me);
                 }
             })
             .await;
@@ -424,9 +426,26 @@ impl Engine {
     }
 }
 
-/// What a room holds beyond its stream, as its home tells another node.
-fn snapshot(st: &RoomState) -> RoomSnapshot {
+/// The most bytes of messages a room's home sends with what the room holds (the newest of its
+/// history that fit): well under what the bus carries in one event (NATS: 1 MiB by default).
+const SNAPSHOT_HISTORY_BYTES: usize = 256 * 1024;
+
+/// What a room holds beyond its stream, as its home (node `me`) tells another node.
+fn snapshot(st: &RoomState, me: &str) -> RoomSnapshot {
+    let mut bytes = 0;
+    let mut history: Vec<RoomPost> = st
+        .history()
+        .rev()
+        .take_while(|i| {
+            let m = &i.message().message;
+            bytes += m.content.len() + m.push_text.len() + 256;
+            bytes <= SNAPSHOT_HISTORY_BYTES
+        })
+        .map(|i| i.to_post(me))
+        .collect();
+    history.reverse();
     RoomSnapshot {
+        history,
         muted_until: st.profile.muted_until,
         standings: st
             .standings
@@ -452,8 +471,15 @@ fn snapshot(st: &RoomState) -> RoomSnapshot {
 }
 
 /// Takes in what the home said a room holds, where this node knows nothing newer: users with
-/// no standing here, keys with no entry here, the room's mute if it is not muted here.
-fn take_in(st: &mut RoomState, state: RoomSnapshot) {
+/// no standing here, keys with no entry here, the room's mute if it is not muted here, the
+/// history if it has none here (node `me`).
+fn take_in(st: &mut RoomState, state: RoomSnapshot, me: &str) {
+    st.take_history(
+        state
+            .history
+            .into_iter()
+            .map(|post| RoomItem::from_post(post, me)),
+    );
     if st.profile.muted_until == 0 {
         st.profile.muted_until = state.muted_until;
     }

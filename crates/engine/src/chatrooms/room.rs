@@ -259,6 +259,22 @@ impl RoomState {
         item
     }
 
+    /// Puts earlier messages of the room (oldest first) into an empty history, not into the
+    /// fan-out's queue: what a node that takes the room in learns from the home.
+    pub fn take_history(&mut self, items: impl Iterator<Item = RoomItem>) {
+        if !self.history.is_empty() {
+            return;
+        }
+        for item in items {
+            if self.history.len() == self.history_cap {
+                self.history.pop_front();
+            }
+            if self.history_cap > 0 {
+                self.history.push_back(Arc::new(item));
+            }
+        }
+    }
+
     /// Puts a numbered item into the history (a user's message) and the fan-out's queue.
     fn keep(&mut self, item: &Arc<RoomItem>) {
         if item.message().msg_type() != CHATROOM_EVENT_TYPE && self.history_cap > 0 {

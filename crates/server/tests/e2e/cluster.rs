@@ -1094,14 +1094,12 @@ async fn a_chatrooms_entries_are_the_same_on_every_node(cluster: Cluster) {
     );
 }
 
-on_each_bus!(a_node_that_takes_a_chatroom_in_learns_its_bans_mutes_and_entries_from_the_home);
+on_each_bus!(a_node_that_takes_a_chatroom_in_learns_what_it_holds_from_the_home);
 
-/// A room made by joins on node a (its home), with a ban, a mute and an entry made there while
-/// node b did not have the room: b asks the home when it takes the room in, so the ban and the
-/// mute hold there and the entry is seen.
-async fn a_node_that_takes_a_chatroom_in_learns_its_bans_mutes_and_entries_from_the_home(
-    cluster: Cluster,
-) {
+/// A room made by joins on node a (its home), with a ban, a mute, an entry and messages made
+/// there while node b did not have the room: b asks the home when it takes the room in, so the
+/// ban and the mute hold there, and the entry and the recent messages are seen.
+async fn a_node_that_takes_a_chatroom_in_learns_what_it_holds_from_the_home(cluster: Cluster) {
     let (a, b) = two_nodes(&cluster).await;
     let room = room_at_home(&a, "lobby", "a");
     let engine_a = a.running().engine.clone();
@@ -1119,6 +1117,12 @@ async fn a_node_that_takes_a_chatroom_in_learns_its_bans_mutes_and_entries_from_
         .set_chatroom_entry(&room, "topic", "rust", false, false)
         .await
         .unwrap();
+    for text in ["one", "two", "three"] {
+        alice
+            .send(Outgoing::chatroom_text(&room, text))
+            .await
+            .unwrap();
+    }
     assert!(
         b.running().engine.chatroom(&room).await.is_err(),
         "node b does not have the room yet"
@@ -1130,7 +1134,12 @@ async fn a_node_that_takes_a_chatroom_in_learns_its_bans_mutes_and_entries_from_
         Code::KickedFromChatroom.as_u32()
     );
     let (bob, _bob_events) = b.client("bob", "phone").await;
-    bob.join_chatroom(&room, 0).await.unwrap();
+    // The room's recent messages, from before node b had the room.
+    let joined = bob.join_chatroom(&room, 10).await.unwrap();
+    assert_eq!(
+        joined.recent.iter().map(text_of).collect::<Vec<_>>(),
+        ["one", "two", "three"]
+    );
     assert_eq!(
         refused(bob.send(Outgoing::chatroom_text(&room, "hi")).await),
         Code::MutedInChatroom.as_u32()
