@@ -139,6 +139,17 @@ fn event_to_pb(event: BusEvent) -> Event {
             token,
             state: state.map(snapshot_to_pb),
         }),
+        BusEvent::RoomCount {
+            home,
+            room,
+            node,
+            count,
+        } => Event::RoomCount(pb::RoomCount {
+            home,
+            room,
+            node,
+            count,
+        }),
         BusEvent::Kick { user, device } => Event::Kick(pb::Kick { user, device }),
     }
 }
@@ -213,6 +224,12 @@ fn event_from_pb(event: Event) -> Result<BusEvent, EnvelopeError> {
             token: i.token,
             state: i.state.map(snapshot_from_pb).transpose()?,
         },
+        Event::RoomCount(c) => BusEvent::RoomCount {
+            home: c.home,
+            room: c.room,
+            node: c.node,
+            count: c.count,
+        },
         Event::Kick(k) => BusEvent::Kick {
             user: k.user,
             device: k.device,
@@ -223,6 +240,11 @@ fn event_from_pb(event: Event) -> Result<BusEvent, EnvelopeError> {
 fn snapshot_to_pb(s: RoomSnapshot) -> pb::RoomSnapshot {
     pb::RoomSnapshot {
         history: s.history.into_iter().map(post_to_pb).collect(),
+        member_counts: s
+            .member_counts
+            .into_iter()
+            .map(|(node, count)| pb::NodeCount { node, count })
+            .collect(),
         muted_until: s.muted_until,
         standings: s
             .standings
@@ -254,6 +276,11 @@ fn snapshot_from_pb(s: pb::RoomSnapshot) -> Result<RoomSnapshot, EnvelopeError> 
             .into_iter()
             .map(|p| post_from_pb(Some(p)))
             .collect::<Result<_, _>>()?,
+        member_counts: s
+            .member_counts
+            .into_iter()
+            .map(|c| (c.node, c.count))
+            .collect(),
         muted_until: s.muted_until,
         standings: s
             .standings
@@ -490,7 +517,14 @@ mod tests {
                         auto_delete: true,
                     }],
                     history: vec![post()],
+                    member_counts: vec![("a".into(), 3), ("c".into(), 0)],
                 }),
+            },
+            BusEvent::RoomCount {
+                home: "c".into(),
+                room: "plaza".into(),
+                node: "b".into(),
+                count: 12,
             },
             BusEvent::RoomStateIs {
                 node: "b".into(),
@@ -525,6 +559,7 @@ mod tests {
                 | BusEvent::RoomRepeat { .. }
                 | BusEvent::RoomStateAsk { .. }
                 | BusEvent::RoomStateIs { .. }
+                | BusEvent::RoomCount { .. }
                 | BusEvent::Kick { .. } => {}
             }
         }

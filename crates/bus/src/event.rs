@@ -26,6 +26,8 @@ pub struct RoomSnapshot {
     pub standings: Vec<RoomStanding>,
     pub entries: Vec<RoomEntry>,
     pub history: Vec<RoomPost>,
+    /// The room's member count on each node the home knows of (its own included).
+    pub member_counts: Vec<(String, u64)>,
 }
 
 /// A user's ban and mute in a room (ms; 0: none).
@@ -125,6 +127,14 @@ pub enum BusEvent {
         node: String,
         token: u64,
         state: Option<RoomSnapshot>,
+    },
+    /// Chatroom `room` has `count` members on `node` now: for every node with the room, and
+    /// its home.
+    RoomCount {
+        home: String,
+        room: String,
+        node: String,
+        count: u64,
     },
     /// An operator kicked the user's device (every device with `None`).
     Kick {

@@ -77,6 +77,12 @@ pub fn routes(event: BusEvent) -> Vec<(Route, BusEvent)> {
         BusEvent::RoomItem { ref post } => {
             vec![(Route::Rooms(partition(&post.message.target)), event)]
         }
+        BusEvent::RoomCount {
+            ref home, ref room, ..
+        } => vec![
+            (Route::Rooms(partition(room)), event.clone()),
+            (Route::Node(home.clone()), event),
+        ],
         other => vec![(Route::All, other)],
     }
 }
@@ -181,5 +187,16 @@ mod tests {
             state: None,
         });
         assert_eq!(answer[0].0, Route::Node("b".into()));
+        let count = routes(BusEvent::RoomCount {
+            home: "c".into(),
+            room: "plaza".into(),
+            node: "b".into(),
+            count: 2,
+        });
+        let to: Vec<&Route> = count.iter().map(|(r, _)| r).collect();
+        assert_eq!(
+            to,
+            [&Route::Rooms(partition("plaza")), &Route::Node("c".into())]
+        );
     }
 }

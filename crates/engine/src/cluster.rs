@@ -451,7 +451,8 @@ impl Engine {
             | BusEvent::RoomItem { .. }
             | BusEvent::RoomSeq { .. }
             | BusEvent::RoomRepeat { .. }
-            | BusEvent::RoomStateAsk { .. } => {}
+            | BusEvent::RoomStateAsk { .. }
+            | BusEvent::RoomCount { .. } => {}
             BusEvent::RoomStateIs { node, token, state } => {
                 self.room_state_arrived(&node, token, state)
             }

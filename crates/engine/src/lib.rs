@@ -850,6 +850,9 @@ impl Engine {
                 node,
                 token,
             } => self.room_state_asked(&home, &room, &node, token),
+            BusEvent::RoomCount {
+                room, node, count, ..
+            } => self.room_count_arrived(&room, &node, count),
             other => self.on_cluster_event(other),
         }
     }

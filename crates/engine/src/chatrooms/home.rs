@@ -279,6 +279,35 @@ impl Engine {
         }
     }
 
+    /// Tells the other nodes with the room, and its home, this node's member count of it
+    /// (after the round's items and forwards, which the home may need to have the room).
+    pub(crate) fn tell_room_count(&self, room: &Arc<str>, count: u64) {
+        let (Some(me), Some(home)) = (self.node_id(), self.chatroom_home(room)) else {
+            return;
+        };
+        self.bus_publish(BusEvent::RoomCount {
+            home,
+            room: room.to_string(),
+            node: me.to_string(),
+            count,
+        });
+    }
+
+    /// Another node's member count of a room this node has.
+    pub(crate) fn room_count_arrived(&self, room: &str, node: &str, count: u64) {
+        if self.node_id() == Some(node) {
+            return;
+        }
+        if let Some(r) = self.rooms_get(room) {
+            let mut st = r.lock();
+            if count == 0 {
+                st.remote_counts.remove(node);
+            } else {
+                st.remote_counts.insert(node.to_string(), count);
+            }
+        }
+    }
+
     /// On the room's home: node `node` took the room in and asks what it holds.
     pub(crate) fn room_state_asked(&self, home: &str, room: &str, node: &str, token: u64) {
         if self.node_id() != Some(home) {
@@ -444,7 +473,11 @@ fn snapshot(st: &RoomState, me: &str) -> RoomSnapshot {
         .map(|i| i.to_post(me))
         .collect();
     history.reverse();
+    let member_counts = std::iter::once((me.to_string(), st.local_member_count()))
+        .chain(st.remote_counts.iter().map(|(n, c)| (n.clone(), *c)))
+        .collect();
     RoomSnapshot {
+        member_counts,
         history,
         muted_until: st.profile.muted_until,
         standings: st
@@ -474,6 +507,11 @@ fn snapshot(st: &RoomState, me: &str) -> RoomSnapshot {
 /// no standing here, keys with no entry here, the room's mute if it is not muted here, the
 /// history if it has none here (node `me`).
 fn take_in(st: &mut RoomState, state: RoomSnapshot, me: &str) {
+    for (node, count) in state.member_counts {
+        if node != me && count > 0 {
+            st.remote_counts.entry(node).or_insert(count);
+        }
+    }
     st.take_history(
         state
             .history

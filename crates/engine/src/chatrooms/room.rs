@@ -136,6 +136,10 @@ pub struct RoomState {
     /// Seq ranges this node will never get (lost on the bus or numbered twice across a home
     /// change): members in whose window they fall get a gap marker.
     missing: Vec<(u64, u64)>,
+    /// In a cluster: the room's member count on each other live node, as that node last said.
+    pub remote_counts: HashMap<String, u64>,
+    /// In a cluster: the member count this node last told the others.
+    told_count: Option<u64>,
 }
 
 impl Room {
@@ -165,6 +169,8 @@ impl Room {
                 synced: false,
                 forward: Vec::new(),
                 missing: Vec::new(),
+                remote_counts: HashMap::new(),
+                told_count: None,
             }),
             wake: Notify::new(),
             from_home: tokio::sync::OnceCell::new(),
@@ -184,6 +190,14 @@ impl Room {
     /// In a cluster: whether this node is the room's home now.
     pub fn set_home(&self, home: bool) {
         self.lock().home = home;
+    }
+
+    /// In a cluster: forgets the member counts of nodes that are gone (`live`: the others).
+    pub fn keep_counts_of<'a>(&self, live: impl Iterator<Item = &'a str>) {
+        let live: std::collections::HashSet<&str> = live.collect();
+        self.lock()
+            .remote_counts
+            .retain(|node, _| live.contains(node.as_str()));
     }
 }
 
@@ -205,8 +219,24 @@ pub struct NewItem<'a> {
 }
 
 impl RoomState {
+    /// The room's members: here, and in a cluster on the other live nodes (a user in the room
+    /// on two nodes counts twice).
     pub fn member_count(&self) -> u64 {
+        self.members.len() as u64 + self.remote_counts.values().sum::<u64>()
+    }
+
+    /// The members on this node.
+    pub fn local_member_count(&self) -> u64 {
         self.members.len() as u64
+    }
+
+    /// In a cluster: this node's member count, if it changed since this node last told it.
+    pub fn count_to_tell(&mut self) -> Option<u64> {
+        let now = self.local_member_count();
+        (self.told_count != Some(now)).then(|| {
+            self.told_count = Some(now);
+            now
+        })
     }
 
     pub fn is_member(&self, user: &str) -> bool {
@@ -667,6 +697,9 @@ pub async fn run(room: Arc<Room>, engine: Weak<Inner>, idle: Duration) {
                 if engine.cluster().is_some() {
                     let forward = std::mem::take(&mut round.forward);
                     engine.room_to_bus(&room.id, &round.items, forward, round.known);
+                    if let Some(count) = room.lock().count_to_tell() {
+                        engine.tell_room_count(&room.id, count);
+                    }
                 }
                 // A round over thousands of members writes to their sockets for tens of
                 // milliseconds: the worker's other tasks move to another thread meanwhile,

@@ -1154,6 +1154,58 @@ async fn a_node_that_takes_a_chatroom_in_learns_what_it_holds_from_the_home(clus
     );
 }
 
+on_each_bus!(a_chatrooms_member_count_and_its_limit_span_the_nodes);
+
+/// A kept room of at most 3 members, homed on node a: the member count read on either node
+/// counts the members on both, a join past the limit is refused on the node that has room
+/// for it alone, and the members of a node that stops are no longer counted.
+async fn a_chatrooms_member_count_and_its_limit_span_the_nodes(cluster: Cluster) {
+    let (a, mut b) = two_nodes(&cluster).await;
+    let room = room_at_home(&a, "hall", "a");
+    let engine_a = a.running().engine.clone();
+    engine_a
+        .create_chatroom(&room, "Hall".into(), String::new(), Some(3))
+        .await
+        .unwrap();
+    let (alice, _alice_events) = a.client("alice", "phone").await;
+    let (carol, _carol_events) = a.client("carol", "phone").await;
+    let (bob, _bob_events) = b.client("bob", "phone").await;
+    let (dave, _dave_events) = b.client("dave", "phone").await;
+    alice.join_chatroom(&room, 0).await.unwrap();
+    bob.join_chatroom(&room, 0).await.unwrap();
+    let count = |client: &tidings_client::Client| {
+        let (client, room) = (client.clone(), room.clone());
+        async move { client.chatroom(&room).await.unwrap().member_count }
+    };
+    eventually("both nodes count alice and bob", || async {
+        count(&alice).await == 2 && count(&bob).await == 2
+    })
+    .await;
+    carol.join_chatroom(&room, 0).await.unwrap();
+    eventually("node b counts carol", || async { count(&bob).await == 3 }).await;
+    // Node b has one member of its own, but the room is full.
+    assert_eq!(
+        refused(dave.join_chatroom(&room, 0).await),
+        Code::ChatroomFull.as_u32()
+    );
+    bob.quit_chatroom(&room).await.unwrap();
+    eventually("node a no longer counts bob", || async {
+        count(&alice).await == 2
+    })
+    .await;
+    dave.join_chatroom(&room, 0).await.unwrap();
+    eventually("node a counts dave", || async { count(&alice).await == 3 }).await;
+
+    // Node b stops: its members are not counted any more.
+    drop((bob, dave));
+    b.shutdown().await;
+    formed(&[&a]).await;
+    eventually("node a counts only its own", || async {
+        count(&alice).await == 2
+    })
+    .await;
+}
+
 /// `tidings serve` processes of one cluster on the test's PostgreSQL database and NATS server:
 /// the first makes the app credentials, the others get a copy.
 struct Processes {
