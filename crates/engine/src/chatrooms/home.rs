@@ -315,7 +315,7 @@ impl Engine {
         }
         let state = self.rooms_get(room).and_then(|r| {
             let st = r.lock();
-            (!st.destroyed).then(|| snapshot(&st, home))
+            (!st.destroyed).then(|| snapshot(&st, home, self.now_ms()))
         });
         self.bus_publish(BusEvent::RoomStateIs {
             node: node.to_string(),
@@ -459,8 +459,9 @@ impl Engine {
 /// history that fit): well under what the bus carries in one event (NATS: 1 MiB by default).
 const SNAPSHOT_HISTORY_BYTES: usize = 256 * 1024;
 
-/// What a room holds beyond its stream, as its home (node `me`) tells another node.
-fn snapshot(st: &RoomState, me: &str) -> RoomSnapshot {
+/// What a room holds beyond its stream, as its home (node `me`) tells another node at `now`
+/// (ms; bans and mutes that have run out are left out).
+fn snapshot(st: &RoomState, me: &str, now: i64) -> RoomSnapshot {
     let mut bytes = 0;
     let mut history: Vec<RoomPost> = st
         .history()
@@ -483,6 +484,7 @@ fn snapshot(st: &RoomState, me: &str) -> RoomSnapshot {
         standings: st
             .standings
             .iter()
+            .filter(|(_, s)| s.banned_until > now || s.muted_until > now)
             .map(|(user, s)| RoomStanding {
                 user: user.clone(),
                 banned_until: s.banned_until,
