@@ -150,6 +150,33 @@ fn event_to_pb(event: BusEvent) -> Event {
             node,
             count,
         }),
+        BusEvent::RoomMembersAsk {
+            room,
+            node,
+            token,
+            after,
+            limit,
+        } => Event::RoomMembersAsk(pb::RoomMembersAsk {
+            room,
+            node,
+            token,
+            after,
+            limit,
+        }),
+        BusEvent::RoomMembersAre {
+            node,
+            token,
+            from,
+            members,
+        } => Event::RoomMembersAre(pb::RoomMembersAre {
+            node,
+            token,
+            from,
+            members: members
+                .into_iter()
+                .map(|(user, joined)| pb::RoomMember { user, joined })
+                .collect(),
+        }),
         BusEvent::Kick { user, device } => Event::Kick(pb::Kick { user, device }),
     }
 }
@@ -229,6 +256,19 @@ fn event_from_pb(event: Event) -> Result<BusEvent, EnvelopeError> {
             room: c.room,
             node: c.node,
             count: c.count,
+        },
+        Event::RoomMembersAsk(a) => BusEvent::RoomMembersAsk {
+            room: a.room,
+            node: a.node,
+            token: a.token,
+            after: a.after,
+            limit: a.limit,
+        },
+        Event::RoomMembersAre(a) => BusEvent::RoomMembersAre {
+            node: a.node,
+            token: a.token,
+            from: a.from,
+            members: a.members.into_iter().map(|m| (m.user, m.joined)).collect(),
         },
         Event::Kick(k) => BusEvent::Kick {
             user: k.user,
@@ -520,6 +560,19 @@ mod tests {
                     member_counts: vec![("a".into(), 3), ("c".into(), 0)],
                 }),
             },
+            BusEvent::RoomMembersAsk {
+                room: "plaza".into(),
+                node: "b".into(),
+                token: 9,
+                after: 1 << 40,
+                limit: 101,
+            },
+            BusEvent::RoomMembersAre {
+                node: "b".into(),
+                token: 9,
+                from: "a".into(),
+                members: vec![("alice".into(), 1_764_000_000_000)],
+            },
             BusEvent::RoomCount {
                 home: "c".into(),
                 room: "plaza".into(),
@@ -560,6 +613,8 @@ mod tests {
                 | BusEvent::RoomStateAsk { .. }
                 | BusEvent::RoomStateIs { .. }
                 | BusEvent::RoomCount { .. }
+                | BusEvent::RoomMembersAsk { .. }
+                | BusEvent::RoomMembersAre { .. }
                 | BusEvent::Kick { .. } => {}
             }
         }

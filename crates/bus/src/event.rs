@@ -136,6 +136,22 @@ pub enum BusEvent {
         node: String,
         count: u64,
     },
+    /// `node` asks every node with chatroom `room` for its members past member key `after`
+    /// (at most `limit`), answered with `token`.
+    RoomMembersAsk {
+        room: String,
+        node: String,
+        token: u64,
+        after: u64,
+        limit: u32,
+    },
+    /// Node `from`'s answer to a `RoomMembersAsk` of `node`: users and when they joined (ms).
+    RoomMembersAre {
+        node: String,
+        token: u64,
+        from: String,
+        members: Vec<(String, i64)>,
+    },
     /// An operator kicked the user's device (every device with `None`).
     Kick {
         user: String,

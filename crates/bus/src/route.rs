@@ -77,6 +77,10 @@ pub fn routes(event: BusEvent) -> Vec<(Route, BusEvent)> {
         BusEvent::RoomItem { ref post } => {
             vec![(Route::Rooms(partition(&post.message.target)), event)]
         }
+        BusEvent::RoomMembersAsk { ref room, .. } => {
+            vec![(Route::Rooms(partition(room)), event)]
+        }
+        BusEvent::RoomMembersAre { ref node, .. } => vec![(Route::Node(node.clone()), event)],
         BusEvent::RoomCount {
             ref home, ref room, ..
         } => vec![

@@ -83,8 +83,18 @@ pub(crate) struct Cluster {
     waiters: Mutex<HashMap<u64, oneshot::Sender<RoomItem>>>,
     /// Questions to chatrooms' homes about what a room holds, waiting for the answer, by token.
     state_waiters: Mutex<HashMap<u64, oneshot::Sender<Option<RoomSnapshot>>>>,
+    /// Questions to other nodes about a chatroom's members, waiting for their answers (one per
+    /// node), by token.
+    member_waiters: Mutex<HashMap<u64, MemberAnswers>>,
     next_token: AtomicU64,
 }
+
+/// One node's answer to a question about a room's members: the node, and its members with when
+/// they joined (ms).
+pub(crate) type MemberAnswer = (String, Vec<(String, i64)>);
+
+/// Where other nodes' answers to a question about a room's members arrive.
+type MemberAnswers = mpsc::UnboundedSender<MemberAnswer>;
 
 #[derive(Default)]
 struct Remote {
@@ -107,6 +117,12 @@ impl Cluster {
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Option<RoomSnapshot>>>> {
         self.state_waiters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn member_waiters(&self) -> std::sync::MutexGuard<'_, HashMap<u64, MemberAnswers>> {
+        self.member_waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// The home of `room`: the live node (this one or another) with the highest weight.
@@ -139,6 +155,7 @@ impl Engine {
             state: Mutex::default(),
             waiters: Mutex::default(),
             state_waiters: Mutex::new(HashMap::new()),
+            member_waiters: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(1),
         };
         if self.inner.cluster.set(cluster).is_err() {
@@ -452,7 +469,14 @@ impl Engine {
             | BusEvent::RoomSeq { .. }
             | BusEvent::RoomRepeat { .. }
             | BusEvent::RoomStateAsk { .. }
-            | BusEvent::RoomCount { .. } => {}
+            | BusEvent::RoomCount { .. }
+            | BusEvent::RoomMembersAsk { .. } => {}
+            BusEvent::RoomMembersAre {
+                node,
+                token,
+                from,
+                members,
+            } => self.room_members_answered(&node, token, from, members),
             BusEvent::RoomStateIs { node, token, state } => {
                 self.room_state_arrived(&node, token, state)
             }
@@ -537,6 +561,40 @@ impl Engine {
                 );
                 None
             }
+        }
+    }
+
+    /// A token for a question to other nodes about a chatroom's members, and where their
+    /// answers arrive. `None` on a single node.
+    pub(crate) fn member_waiter(&self) -> Option<(u64, mpsc::UnboundedReceiver<MemberAnswer>)> {
+        let c = self.cluster()?;
+        let token = c.next_token.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        c.member_waiters().insert(token, tx);
+        Some((token, rx))
+    }
+
+    /// Forgets a question about a chatroom's members (answered, or given up on).
+    pub(crate) fn drop_member_waiter(&self, token: u64) {
+        if let Some(c) = self.cluster() {
+            c.member_waiters().remove(&token);
+        }
+    }
+
+    /// Node `from`'s answer to this node's question `token` about a chatroom's members.
+    fn room_members_answered(
+        &self,
+        node: &str,
+        token: u64,
+        from: String,
+        members: Vec<(String, i64)>,
+    ) {
+        let Some(c) = self.cluster() else { return };
+        if node != c.config.node {
+            return;
+        }
+        if let Some(tx) = c.member_waiters().get(&token) {
+            let _ = tx.send((from, members));
         }
     }
 

@@ -853,6 +853,13 @@ impl Engine {
             BusEvent::RoomCount {
                 room, node, count, ..
             } => self.room_count_arrived(&room, &node, count),
+            BusEvent::RoomMembersAsk {
+                room,
+                node,
+                token,
+                after,
+                limit,
+            } => self.room_members_asked(&room, &node, token, after, limit),
             other => self.on_cluster_event(other),
         }
     }

@@ -7,7 +7,6 @@ use tidings_proto::{Code, conversation_type};
 use tidings_store::{ChatroomUser, GroupMembers, WriteOp};
 
 use super::entries::{entries_of, remove_entry, set_entry};
-use super::members::members_page;
 use super::room::{Profile, Room, Standing};
 use super::{
     ChatroomOut, EntryOut, MAX_USERS_PER_CHANGE, check_id, forget_membership, left, new_item, out,
@@ -143,7 +142,9 @@ impl Engine {
         limit: u32,
     ) -> Result<GroupMembers, ApiError> {
         let room = self.room(id, None).await.map_err(ApiError)?;
-        members_page(&room, page_token, limit).map_err(ApiError)
+        self.members_page(&room, page_token, limit)
+            .await
+            .map_err(ApiError)
     }
 
     /// Takes `users` out of a room, with a `kick` notice; with `ban_until` (ms) they may not

@@ -7,7 +7,6 @@ use tidings_proto::{Code, conversation_type};
 use tidings_store::HistoryFrom;
 
 use super::entries::{entries_of, remove_entry, set_entry};
-use super::members::members_page;
 use super::room::Room;
 use super::{
     ChatroomQuery, MAX_ENTRIES, MAX_ROOMS_PER_CONNECTION, RECENT_MAX, REJOIN_MAX, check_id, left,
@@ -199,7 +198,7 @@ impl Session {
                 page_token,
             } => {
                 let room = self.member_room(&room).await?;
-                let page = members_page(&room, &page_token, limit)?;
+                let page = self.engine.members_page(&room, &page_token, limit).await?;
                 Ok(QueryAckOut {
                     members: page.members,
                     next_page_token: page.next.map(|n| n.to_string()).unwrap_or_default(),

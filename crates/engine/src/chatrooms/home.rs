@@ -293,6 +293,88 @@ impl Engine {
         });
     }
 
+    /// The members of `room` on the other live nodes that have members of it, whose member key
+    /// is past `after`, at most `limit` from each: asked over the bus, waiting at most
+    /// [`crate::cluster::ROOM_STATE_WAIT`] for the answers (a node that does not answer in time
+    /// is left out, and logged).
+    pub(crate) async fn room_members_elsewhere(
+        &self,
+        room: &Room,
+        after: u64,
+        limit: usize,
+    ) -> Vec<(String, i64)> {
+        let Some(me) = self.node_id() else {
+            return Vec::new();
+        };
+        let live: std::collections::HashSet<String> =
+            self.cluster_nodes().into_iter().map(|(n, _)| n).collect();
+        let mut expected: std::collections::HashSet<String> = room
+            .lock()
+            .remote_counts
+            .keys()
+            .filter(|n| live.contains(*n))
+            .cloned()
+            .collect();
+        let Some((token, mut answers)) = self.member_waiter().filter(|_| !expected.is_empty())
+        else {
+            return Vec::new();
+        };
+        self.bus_publish(BusEvent::RoomMembersAsk {
+            room: room.id.to_string(),
+            node: me.to_string(),
+            token,
+            after,
+            limit: limit as u32,
+        });
+        let deadline = tokio::time::Instant::now() + crate::cluster::ROOM_STATE_WAIT;
+        let mut members = Vec::new();
+        while !expected.is_empty() {
+            match tokio::time::timeout_at(deadline, answers.recv()).await {
+                Ok(Some((from, theirs))) => {
+                    expected.remove(&from);
+                    members.extend(theirs);
+                }
+                _ => {
+                    tracing::warn!(room = %room.id, missing = ?expected, "nodes did not list their chatroom members in time");
+                    break;
+                }
+            }
+        }
+        self.drop_member_waiter(token);
+        members
+    }
+
+    /// Another node asks for the members of `room` here past member key `after`.
+    pub(crate) fn room_members_asked(
+        &self,
+        room: &str,
+        node: &str,
+        token: u64,
+        after: u64,
+        limit: u32,
+    ) {
+        let Some(me) = self.node_id() else { return };
+        if node == me {
+            return;
+        }
+        let Some(r) = self.rooms_get(room) else {
+            return;
+        };
+        let limit = (limit as usize).min(crate::groups::MEMBERS_PAGE_MAX as usize + 1);
+        let members = r
+            .lock()
+            .members_after_key(after, limit)
+            .into_iter()
+            .map(|(_, user, joined)| (user, joined))
+            .collect();
+        self.bus_publish(BusEvent::RoomMembersAre {
+            node: node.to_string(),
+            token,
+            from: me.to_string(),
+            members,
+        });
+    }
+
     /// Another node's member count of a room this node has.
     pub(crate) fn room_count_arrived(&self, room: &str, node: &str, count: u64) {
         if self.node_id() == Some(node) {

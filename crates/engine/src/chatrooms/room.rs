@@ -501,6 +501,20 @@ impl RoomState {
         self.members.keys().cloned().collect()
     }
 
+    /// In a cluster: members whose [`member_key`] is past `after`, in key order, at most
+    /// `limit`: `(key, user, joined ms)`.
+    pub fn members_after_key(&self, after: u64, limit: usize) -> Vec<(u64, String, i64)> {
+        let mut page: Vec<(u64, String, i64)> = self
+            .members
+            .iter()
+            .map(|(user, m)| (member_key(m.joined, user), user.clone(), m.joined))
+            .filter(|(key, _, _)| *key > after)
+            .collect();
+        page.sort_unstable();
+        page.truncate(limit);
+        page
+    }
+
     /// Members after join number `after`, at most `limit`: `(user, joined ms, join number)`.
     pub fn members_page(&self, after: u64, limit: usize) -> Vec<(String, i64, u64)> {
         self.order
@@ -728,6 +742,18 @@ pub async fn run(room: Arc<Room>, engine: Weak<Inner>, idle: Duration) {
             }
         }
     }
+}
+
+/// In a cluster, where each node numbers its own joins, a member's place in the room's member
+/// list: when they joined (ms), then a hash of their id, in one number that every node computes
+/// alike (the page token). Two users who joined in the same millisecond with the same 20 bits
+/// of hash share a key; a page that ends between them leaves the second out.
+pub fn member_key(joined: i64, user: &str) -> u64 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in user.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    ((joined.max(0) as u64) << 20) | u64::from(h & 0xF_FFFF)
 }
 
 /// Targets from which a round is run as blocking work (see `run`).

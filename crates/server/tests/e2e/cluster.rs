@@ -1206,6 +1206,60 @@ async fn a_chatrooms_member_count_and_its_limit_span_the_nodes(cluster: Cluster)
     .await;
 }
 
+on_each_bus!(a_chatrooms_member_pages_list_the_members_of_every_node);
+
+/// Three members on node a and two on node b: pages of two, read on either node, list all five
+/// once each, in the order they joined.
+async fn a_chatrooms_member_pages_list_the_members_of_every_node(cluster: Cluster) {
+    let (a, b) = two_nodes(&cluster).await;
+    let room = room_at_home(&a, "court", "a");
+    let mut clients = Vec::new();
+    for (name, node) in [
+        ("alice", &a),
+        ("bob", &b),
+        ("carol", &a),
+        ("dave", &b),
+        ("erin", &a),
+    ] {
+        let (client, events) = node.client(name, "phone").await;
+        client.join_chatroom(&room, 0).await.unwrap();
+        clients.push((client, events));
+    }
+    let count = |client: &tidings_client::Client| {
+        let (client, room) = (client.clone(), room.clone());
+        async move { client.chatroom(&room).await.unwrap().member_count }
+    };
+    eventually("both nodes count all five", || async {
+        count(&clients[0].0).await == 5 && count(&clients[1].0).await == 5
+    })
+    .await;
+    for (reader, _) in [&clients[0], &clients[1]] {
+        let mut listed = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = reader
+                .chatroom_members(&room, 2, token.as_deref())
+                .await
+                .unwrap();
+            assert!(page.members.len() <= 2);
+            listed.extend(page.members);
+            match page.next_page_token {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        let mut users: Vec<&str> = listed.iter().map(|m| m.user_id.as_str()).collect();
+        assert!(
+            listed
+                .windows(2)
+                .all(|w| w[0].joined_time <= w[1].joined_time),
+            "in the order they joined: {listed:?}"
+        );
+        users.sort();
+        assert_eq!(users, ["alice", "bob", "carol", "dave", "erin"]);
+    }
+}
+
 /// `tidings serve` processes of one cluster on the test's PostgreSQL database and NATS server:
 /// the first makes the app credentials, the others get a copy.
 struct Processes {
