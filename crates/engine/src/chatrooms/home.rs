@@ -590,7 +590,7 @@ fn snapshot(st: &RoomState, me: &str, now: i64) -> RoomSnapshot {
 /// Takes in what the home said a room holds, where this node knows nothing newer: users with
 /// no standing here, keys with no entry here, the room's mute if it is not muted here, the
 /// history if it has none here (node `me`).
-fn take_in(st: &mut RoomState, state: RoomSnapshot, me: &str) {
+pub(super) fn take_in(st: &mut RoomState, state: RoomSnapshot, me: &str) {
     for (node, count) in state.member_counts {
         if node != me && count > 0 {
             st.remote_counts.entry(node).or_insert(count);

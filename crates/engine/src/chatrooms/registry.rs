@@ -69,7 +69,7 @@ impl Engine {
                     Vec::new(),
                 )
             }
-            None => return Err(Code::ChatroomNotFound.into()),
+            None => return self.room_held_elsewhere(id).await,
         };
         let fresh = Arc::new(Room::new(id, profile, settings.history));
         {
@@ -89,6 +89,33 @@ impl Engine {
             room.set_home(self.is_room_home(id));
             self.room_from_home(&room).await;
         }
+        Ok(room)
+    }
+
+    /// In a cluster, the room `id` made by joins on other nodes, which this node does not have:
+    /// taken in from the room's home if the home has it (so that the app server's calls and
+    /// the lookups of users reach it on any node), else 23410.
+    async fn room_held_elsewhere(&self, id: &str) -> Result<Arc<Room>, Refusal> {
+        if self.cluster().is_none() || self.is_room_home(id) {
+            return Err(Code::ChatroomNotFound.into());
+        }
+        let (Some(state), Some(me)) = (self.room_state_from_home(id).await, self.node_id()) else {
+            return Err(Code::ChatroomNotFound.into());
+        };
+        let settings = &self.inner.config.chatrooms;
+        let profile = Profile {
+            created: self.now_ms(),
+            max_members: settings.max_members,
+            ..Default::default()
+        };
+        let fresh = Arc::new(Room::new(id, profile, settings.history));
+        super::home::take_in(&mut fresh.lock(), state, me);
+        let _ = fresh.from_home.set(());
+        // Its later notices reach this node from now on.
+        self.room_interest(id).await;
+        let room = self.adopt_room(fresh);
+        room.set_home(false);
+        self.room_from_home(&room).await;
         Ok(room)
     }
 

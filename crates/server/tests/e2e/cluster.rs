@@ -1123,10 +1123,6 @@ async fn a_node_that_takes_a_chatroom_in_learns_what_it_holds_from_the_home(clus
             .await
             .unwrap();
     }
-    assert!(
-        b.running().engine.chatroom(&room).await.is_err(),
-        "node b does not have the room yet"
-    );
 
     let (eve, _eve_events) = b.client("eve", "phone").await;
     assert_eq!(
@@ -1258,6 +1254,41 @@ async fn a_chatrooms_member_pages_list_the_members_of_every_node(cluster: Cluste
         users.sort();
         assert_eq!(users, ["alice", "bob", "carol", "dave", "erin"]);
     }
+}
+
+on_each_bus!(the_app_servers_calls_reach_a_chatroom_on_a_node_that_does_not_have_it);
+
+/// A room made by joins on node a (its home): node b, which has no member of it, takes the
+/// app server's calls for it (read, mute, kick) instead of answering that it does not exist.
+async fn the_app_servers_calls_reach_a_chatroom_on_a_node_that_does_not_have_it(cluster: Cluster) {
+    let (a, b) = two_nodes(&cluster).await;
+    let room = room_at_home(&a, "stage", "a");
+    let (alice, mut alice_events) = a.client("alice", "phone").await;
+    alice.join_chatroom(&room, 0).await.unwrap();
+    let engine_b = b.running().engine.clone();
+    assert_eq!(engine_b.chatroom(&room).await.unwrap().member_count, 1);
+    assert!(
+        engine_b.chatroom("no-such-room").await.is_err(),
+        "a room no node has is still not found"
+    );
+
+    engine_b
+        .chatroom_mute(&room, Some(&["alice".to_string()]), i64::MAX)
+        .await
+        .unwrap();
+    let mut log = RoomLog::default();
+    log.until(&mut alice_events, |l| l.noticed("mute", "alice"))
+        .await;
+    assert_eq!(
+        refused(alice.send(Outgoing::chatroom_text(&room, "hi")).await),
+        Code::MutedInChatroom.as_u32()
+    );
+    engine_b
+        .chatroom_kick(&room, &["alice".to_string()], None)
+        .await
+        .unwrap();
+    log.until(&mut alice_events, |l| l.noticed("kick", "alice"))
+        .await;
 }
 
 /// `tidings serve` processes of one cluster on the test's PostgreSQL database and NATS server:
