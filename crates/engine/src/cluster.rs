@@ -206,6 +206,12 @@ impl Engine {
         nodes
     }
 
+    /// Whether `node` is another node of this cluster that is alive (see `cluster_nodes`).
+    pub(crate) fn node_is_live(&self, node: &str) -> bool {
+        self.cluster()
+            .is_some_and(|c| c.remote().nodes.contains_key(node))
+    }
+
     /// Whether `user` has sessions on another node.
     pub(crate) fn online_elsewhere(&self, user: &str) -> bool {
         self.cluster()

@@ -9,8 +9,8 @@ use tidings_store::{ChatroomUser, GroupMembers, WriteOp};
 use super::entries::{entries_of, remove_entry, set_entry};
 use super::room::{Profile, Room, Standing};
 use super::{
-    ChatroomOut, EntryOut, MAX_USERS_PER_CHANGE, check_id, forget_membership, left, new_item, out,
-    record,
+    ChatroomOut, EntryOut, MAX_USERS_PER_CHANGE, check_id, end_room, left, new_item, out, record,
+    take_out,
 };
 use crate::commit::PendingPublish;
 use crate::stream::Priority;
@@ -121,12 +121,7 @@ impl Engine {
                 Priority::High,
                 now,
             );
-            for user in st.member_ids() {
-                for s in st.expel(&user, notice.seq()) {
-                    forget_membership(&s, &room);
-                }
-            }
-            st.destroyed = true;
+            end_room(&room, &mut st, notice.seq());
             out(&room, &st)
         };
         self.forget_room(&room);
@@ -187,9 +182,7 @@ impl Engine {
                 });
                 let notice = st.notice(&room.id, "", content, Priority::High, now);
                 for u in users {
-                    for s in st.expel(u, notice.seq()) {
-                        forget_membership(&s, &room);
-                    }
+                    take_out(&room, &mut st, u, notice.seq());
                     left(&room, &mut st, u, now);
                 }
             }
@@ -378,19 +371,9 @@ impl Engine {
         }
         room.wake();
         let (item, duplicate) = if !duplicate && item.seq() == 0 {
-            let numbered = self.room_numbered(waiter).await.ok_or_else(|| {
-                ApiError(Refusal::new(
-                    Code::ServerError,
-                    "the chatroom's home node did not number the message in time",
-                ))
-            })?;
-            // The home had numbered this client message id already (see the connection's
-            // sends).
-            let repeat = numbered.message().uid() != item.message().uid();
-            if repeat && numbered.digest != p.digest {
-                return Err(Code::ClientMsgIdConflict.into());
-            }
-            (numbered, repeat)
+            self.numbered_at_home(waiter, &item)
+                .await
+                .map_err(ApiError)?
         } else {
             self.drop_room_waiter(waiter);
             (item, duplicate)

@@ -355,41 +355,17 @@ impl Session {
         // not.
         if fresh && item.seq() == 0 {
             let (engine, shared) = (self.engine.clone(), self.shared.clone());
-            let digest = p.digest;
             tokio::spawn(async move {
-                match engine.room_numbered(waiter).await {
-                    // The home had numbered this client message id already (a resend whose
-                    // first attempt had not come back here): the first answer, unless the
-                    // sender reused the id for another message.
-                    Some(first) if first.message().uid() != item.message().uid() => {
-                        if first.digest == digest {
-                            answer_room_publish(&engine, &shared, packet_id, &first, notice);
-                        } else {
-                            shared.reply(
-                                &engine,
-                                Outbound::PubAck(PubAckOut::refused(
-                                    packet_id,
-                                    Code::ClientMsgIdConflict,
-                                )),
-                            );
-                        }
-                    }
-                    Some(item) => {
-                        if let Some(hooks) = &engine.inner.hooks {
+                match engine.numbered_at_home(waiter, &item).await {
+                    Ok((item, repeat)) => {
+                        if !repeat && let Some(hooks) = &engine.inner.hooks {
                             hooks.sent(&item.message().message);
                         }
                         answer_room_publish(&engine, &shared, packet_id, &item, notice);
                     }
-                    None => shared.reply(
-                        &engine,
-                        Outbound::PubAck(PubAckOut::refused(
-                            packet_id,
-                            Refusal::new(
-                                Code::ServerError,
-                                "the chatroom's home node did not number the message in time",
-                            ),
-                        )),
-                    ),
+                    Err(r) => {
+                        shared.reply(&engine, Outbound::PubAck(PubAckOut::refused(packet_id, r)))
+                    }
                 }
             });
             return;

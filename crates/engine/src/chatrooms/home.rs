@@ -1,21 +1,24 @@
 //! Chatrooms across the nodes of a cluster: each room has a home node, which numbers its items
 //! (see `cluster.rs` for how the home is picked). Here: what a room's fan-out task hands the
 //! bus, numbering an item another node forwarded, taking in numbered items from the home, and
-//! learning the seq a room continues from, and applying what the server's notices made on
-//! another node change (kicks, bans, mutes, destroying the room). The cluster module routes the
-//! bus; the rooms are this feature's.
+//! learning the seq a room continues from, applying what notices made on another node change
+//! (kicks, bans, mutes, destroying the room, entries), answering a forwarded resend with the
+//! item numbered first, telling a node that takes a room in what the room holds, and the
+//! member counts and member pages that span the nodes. The cluster module routes the bus; the
+//! rooms are this feature's.
 
 use std::sync::Arc;
 
-use tidings_proto::CHATROOM_EVENT_TYPE;
+use tidings_proto::{CHATROOM_EVENT_TYPE, Code};
 use tidings_store::StoredMessage;
 
 use crate::Engine;
 use crate::cluster::{BusEvent, RoomEntry, RoomPost, RoomSnapshot, RoomStanding};
 use crate::stream::{Priority, RoomItem};
+use crate::validate::Refusal;
 
-use super::forget_membership;
 use super::room::{Entry, Room, RoomState, Standing};
+use super::{end_room, take_out};
 
 /// What a notice changes in a room: the app server's kicks, bans, mutes and destroying it
 /// (sender empty), and anyone's entries. The node that handled the call changed its own room
@@ -123,9 +126,7 @@ impl Effect {
                     }
                     // Their entries that go with them are removed by the node that handled
                     // the call, whose notices of it reach this one.
-                    for s in st.expel(u, seq) {
-                        forget_membership(&s, room);
-                    }
+                    take_out(room, st, u, seq);
                 }
             }
             Effect::Unban { users } => {
@@ -141,14 +142,7 @@ impl Effect {
                 }
                 None => st.profile.muted_until = until,
             },
-            Effect::Destroy => {
-                for user in st.member_ids() {
-                    for s in st.expel(&user, seq) {
-                        forget_membership(&s, room);
-                    }
-                }
-                st.destroyed = true;
-            }
+            Effect::Destroy => end_room(room, st, seq),
             Effect::Entry { key, entry } => {
                 st.entries.insert(key, entry);
             }
@@ -279,6 +273,29 @@ impl Engine {
         }
     }
 
+    /// Waits for a send made on a node that is not the room's home (`posted`, which `waiter`
+    /// waits for) to come back from the home: its own item numbered (`false`), or, for a resend
+    /// the home had numbered already, the item numbered first (`true`). 40010 if that first item
+    /// was another message with the same client message id; 31011 if the home did not answer
+    /// in time.
+    pub(super) async fn numbered_at_home(
+        &self,
+        waiter: Option<(u64, tokio::sync::oneshot::Receiver<RoomItem>)>,
+        posted: &RoomItem,
+    ) -> Result<(Arc<RoomItem>, bool), Refusal> {
+        let numbered = self.room_numbered(waiter).await.ok_or_else(|| {
+            Refusal::new(
+                Code::ServerError,
+                "the chatroom's home node did not number the message in time",
+            )
+        })?;
+        let repeat = numbered.message().uid() != posted.message().uid();
+        if repeat && numbered.digest != posted.digest {
+            return Err(Code::ClientMsgIdConflict.into());
+        }
+        Ok((numbered, repeat))
+    }
+
     /// Tells the other nodes with the room, and its home, this node's member count of it
     /// (after the round's items and forwards, which the home may need to have the room).
     pub(crate) fn tell_room_count(&self, room: &Arc<str>, count: u64) {
@@ -306,17 +323,17 @@ impl Engine {
         let Some(me) = self.node_id() else {
             return Vec::new();
         };
-        let live: std::collections::HashSet<String> =
-            self.cluster_nodes().into_iter().map(|(n, _)| n).collect();
         let mut expected: std::collections::HashSet<String> = room
             .lock()
             .remote_counts
             .keys()
-            .filter(|n| live.contains(*n))
+            .filter(|n| self.node_is_live(n))
             .cloned()
             .collect();
-        let Some((token, mut answers)) = self.member_waiter().filter(|_| !expected.is_empty())
-        else {
+        if expected.is_empty() {
+            return Vec::new();
+        }
+        let Some((token, mut answers)) = self.member_waiter() else {
             return Vec::new();
         };
         self.bus_publish(BusEvent::RoomMembersAsk {
@@ -471,9 +488,8 @@ impl Engine {
                         let first = numbered_already(&st, &item.message().message);
                         numbered.push(match first {
                             Some(first) => {
-                                let mut back = first.to_post(me);
-                                (back.node, back.session, back.token) =
-                                    (me.to_string(), item.source_session, item.token);
+                                let back =
+                                    repeat_of(&first, me, me, item.source_session, item.token);
                                 Arc::new(RoomItem::from_post(back, me))
                             }
                             None => st.number(RoomItem::from_post(item.to_post(me), me), known),
@@ -516,9 +532,7 @@ impl Engine {
             st.home = true;
             if let Some(first) = numbered_already(&st, &post.message) {
                 drop(st);
-                let mut back = first.to_post(me);
-                (back.node, back.session, back.token) =
-                    (post.node.clone(), post.session, post.token);
+                let back = repeat_of(&first, me, &post.node, post.session, post.token);
                 self.bus_publish(BusEvent::RoomRepeat {
                     node: post.node,
                     post: back,
@@ -629,6 +643,17 @@ fn numbered_already(st: &RoomState, message: &StoredMessage) -> Option<Arc<RoomI
         return None;
     }
     st.earlier(&message.sender, &message.client_msg_id)
+}
+
+/// The item the home numbered first, as the answer to a resend that `node`'s session `session`
+/// forwarded and waits for with `token` (node `me` being the home).
+fn repeat_of(first: &RoomItem, me: &str, node: &str, session: u64, token: u64) -> RoomPost {
+    RoomPost {
+        node: node.to_string(),
+        session,
+        token,
+        ..first.to_post(me)
+    }
 }
 
 #[cfg(test)]

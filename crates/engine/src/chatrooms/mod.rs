@@ -224,6 +224,22 @@ fn forget_membership(session: &SessionShared, room: &Room) {
         .retain(|a| !std::ptr::addr_eq(Arc::as_ptr(a), room as *const Room));
 }
 
+/// Takes every connection of `user` out of `room`, leaving them the items up to `until` (the
+/// notice that tells them why).
+fn take_out(room: &Room, st: &mut RoomState, user: &str, until: u64) {
+    for s in st.expel(user, until) {
+        forget_membership(&s, room);
+    }
+}
+
+/// Ends `room`: every member is taken out after the items up to `until` (its destroy notice).
+fn end_room(room: &Room, st: &mut RoomState, until: u64) {
+    for user in st.member_ids() {
+        take_out(room, st, &user, until);
+    }
+    st.destroyed = true;
+}
+
 /// After `user` left `room` (no connection of theirs is in it any more): removes the entries
 /// they set to go with them, each with a notice, and has the leave reported.
 fn left(room: &Room, st: &mut RoomState, user: &str, now: i64) {

@@ -31,7 +31,7 @@ impl Engine {
         if let Some(r) = listed {
             if self.cluster().is_some() {
                 r.set_home(self.is_room_home(id));
-                r.keep_counts_of(self.cluster_nodes().iter().map(|(n, _)| n.as_str()));
+                r.keep_counts_of(|n| self.node_is_live(n));
                 self.room_from_home(&r).await;
             }
             return Ok(r);

@@ -192,12 +192,17 @@ impl Room {
         self.lock().home = home;
     }
 
-    /// In a cluster: forgets the member counts of nodes that are gone (`live`: the others).
-    pub fn keep_counts_of<'a>(&self, live: impl Iterator<Item = &'a str>) {
-        let live: std::collections::HashSet<&str> = live.collect();
-        self.lock()
-            .remote_counts
-            .retain(|node, _| live.contains(node.as_str()));
+    /// In a cluster: forgets the member counts of nodes that are gone (`live` says which
+    /// others are not; asked outside the room's lock).
+    pub fn keep_counts_of(&self, live: impl Fn(&str) -> bool) {
+        let nodes: Vec<String> = self.lock().remote_counts.keys().cloned().collect();
+        let gone: Vec<String> = nodes.into_iter().filter(|n| !live(n)).collect();
+        if !gone.is_empty() {
+            let mut st = self.lock();
+            for node in gone {
+                st.remote_counts.remove(&node);
+            }
+        }
     }
 }
 
