@@ -311,7 +311,14 @@ async fn handshake(state: &mut State) -> Result<(Ws, v1::ConnAck), End> {
                 // A refused CONNECT is final unless trying again can succeed: the server was
                 // shutting down, or failed.
                 let code = Code::from_u32(ack.code);
-                let end = if matches!(code, Some(Code::ServerShutdown | Code::ServerError)) {
+                if code == Some(Code::StoreUnreachable) {
+                    // This node cannot reach its database: the next attempt goes to the next.
+                    state.server = state.server.wrapping_add(1);
+                }
+                let end = if matches!(
+                    code,
+                    Some(Code::ServerShutdown | Code::ServerError | Code::StoreUnreachable)
+                ) {
                     End::Lost {
                         code: ack.code,
                         reason: ack.message,
@@ -324,7 +331,7 @@ async fn handshake(state: &mut State) -> Result<(Ws, v1::ConnAck), End> {
                 };
                 Err(end)
             }
-            Some(Body::Disconnect(d)) => Err(disconnect_end(d)),
+            Some(Body::Disconnect(d)) => Err(disconnect_end(state, d)),
             _ => Err(lost("unexpected frame during the handshake")),
         };
     }
@@ -376,7 +383,11 @@ async fn connect_from(
     tokio_tungstenite::client_async_tls_with_config(url, stream, Some(ws_config()), Some(tls)).await
 }
 
-fn disconnect_end(d: v1::Disconnect) -> End {
+fn disconnect_end(state: &mut State, d: v1::Disconnect) -> End {
+    if d.code == Code::StoreUnreachable.as_u32() {
+        // This node cannot reach its database: the next attempt goes to the next node.
+        state.server = state.server.wrapping_add(1);
+    }
     if d.reconnect {
         End::Lost {
             code: d.code,
@@ -675,6 +686,18 @@ async fn handle(
                 start_sync(state, ws, syncing, query_id).await?;
             }
         }
+        // This node cannot store anything now: the message stays pending, and is sent again
+        // (with its client message id) over a connection to the next node.
+        Some(Body::Puback(ack))
+            if ack.code == Code::StoreUnreachable.as_u32()
+                && state.pending.contains_key(&ack.packet_id) =>
+        {
+            state.server = state.server.wrapping_add(1);
+            return Ok(Some(End::Lost {
+                code: ack.code,
+                reason: ack.message,
+            }));
+        }
         Some(Body::Puback(ack)) => {
             if let Some(p) = state.pending.remove(&ack.packet_id) {
                 if ack.code == 0 {
@@ -763,7 +786,7 @@ async fn handle(
                 // answered; pushes will fill it, or the next push triggers another sync.
             }
         }
-        Some(Body::Disconnect(d)) => return Ok(Some(disconnect_end(d))),
+        Some(Body::Disconnect(d)) => return Ok(Some(disconnect_end(state, d))),
         Some(Body::Connack(ack)) => {
             tracing::warn!(code = ack.code, message = %ack.message, "unexpected CONNACK");
         }

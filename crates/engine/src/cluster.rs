@@ -647,7 +647,7 @@ impl Engine {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "catch-up read failed; the session reconnects");
-                    s.end(self, Code::ServerShutdown);
+                    s.end(self, crate::store_code(&e));
                 }
             }
         }

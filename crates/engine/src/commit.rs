@@ -455,15 +455,15 @@ fn answer(
                         session, packet_id, ..
                     } => session.reply(
                         engine,
-                        Outbound::PubAck(PubAckOut::refused(packet_id, Code::ServerError)),
+                        Outbound::PubAck(PubAckOut::refused(packet_id, crate::store_code(&e))),
                     ),
                     CommitRequest::Cursor(_) => {}
                     CommitRequest::Post { reply, .. } => {
-                        let _ = reply.send(Err(StoreError::Backend(e.to_string())));
+                        let _ = reply.send(Err(e.again()));
                     }
                     CommitRequest::Write { reply, .. }
                     | CommitRequest::UserChange { reply, .. } => {
-                        let _ = reply.send(Err(StoreError::Backend(e.to_string())));
+                        let _ = reply.send(Err(e.again()));
                     }
                     CommitRequest::Stop { reply } => stop = Some(reply),
                 }

@@ -1069,7 +1069,7 @@ impl Engine {
 fn store_failed(what: &'static str) -> impl FnOnce(tidings_store::StoreError) -> Refusal {
     move |e| {
         tracing::error!(error = %e, "{what} failed");
-        Refusal::from(Code::ServerError)
+        Refusal::from(crate::store_code(&e))
     }
 }
 

@@ -515,6 +515,16 @@ pub(crate) struct Registered {
 }
 
 /// The connections watching `user`'s presence.
+/// The code a client is refused with when the store failed: [`Code::StoreUnreachable`] when
+/// the database could not be reached (another node may serve the client), else
+/// [`Code::ServerError`].
+pub(crate) fn store_code(e: &tidings_store::StoreError) -> Code {
+    match e {
+        tidings_store::StoreError::Unreachable(_) => Code::StoreUnreachable,
+        _ => Code::ServerError,
+    }
+}
+
 fn watchers_of<'r>(registry: &'r Registry, user: &str) -> &'r [Arc<SessionShared>] {
     registry.watchers.get(user).map_or(&[], Vec::as_slice)
 }

@@ -333,8 +333,9 @@ impl Engine {
             Ok(state) => state,
             Err(e) => {
                 tracing::error!(error = %e, "store read failed during connect");
-                shared.end(self, Code::ServerError);
-                return Err(Code::ServerError.into());
+                let code = crate::store_code(&e);
+                shared.end(self, code);
+                return Err(code.into());
             }
         };
         if let Err(code) = token_current(&claims, &state.user) {
@@ -390,7 +391,7 @@ impl Engine {
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "store read failed while checking a token");
-                Refusal::from(Code::ServerError)
+                Refusal::from(crate::store_code(&e))
             })?;
         token_current(&claims, &state)?;
         Ok(claims.sub)

@@ -128,6 +128,9 @@ pub enum Code {
     UserIsAccount = 42014,
     /// The device was disconnected by an operator from the admin console.
     KickedByOperator = 41008,
+    /// This node cannot reach its database: nothing of the request was stored, and another
+    /// node of the service may serve it.
+    StoreUnreachable = 41009,
     /// An admin console request without a valid operator session (HTTP 401).
     OperatorSessionRequired = 42030,
     /// An admin console request that may come from another site (HTTP 403): no
@@ -227,6 +230,7 @@ impl Code {
         Code::InvalidPassword,
         Code::UserIsAccount,
         Code::KickedByOperator,
+        Code::StoreUnreachable,
         Code::OperatorSessionRequired,
         Code::CrossSiteRefused,
     ];
@@ -333,6 +337,9 @@ impl Code {
             Code::InvalidPassword => "a password is 8-256 bytes",
             Code::UserIsAccount => "the user id belongs to a self-registered account",
             Code::KickedByOperator => "disconnected by an operator",
+            Code::StoreUnreachable => {
+                "this server cannot reach its database: connect to another node or try again"
+            }
             Code::OperatorSessionRequired => "sign in to the admin console",
             Code::CrossSiteRefused => "refused: the request may come from another site",
         }

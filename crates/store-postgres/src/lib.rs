@@ -122,6 +122,13 @@ impl From<Error> for StoreError {
     fn from(e: Error) -> StoreError {
         match e {
             Error::Pool(deadpool_postgres::PoolError::Closed) => StoreError::Closed,
+            Error::Db(e) if unreachable(&e) => StoreError::Unreachable(format!("postgres: {e}")),
+            Error::Pool(deadpool_postgres::PoolError::Backend(e)) if unreachable(&e) => {
+                StoreError::Unreachable(format!("postgres: {e}"))
+            }
+            Error::Pool(e @ deadpool_postgres::PoolError::Timeout(_)) => {
+                StoreError::Unreachable(format!("postgres pool: {e}"))
+            }
             Error::Db(e) => match e.as_db_error() {
                 // The server's message says what failed, which `Display` of the driver's
                 // error alone does not.
@@ -130,6 +137,25 @@ impl From<Error> for StoreError {
             },
             Error::Pool(e) => StoreError::Backend(format!("postgres pool: {e}")),
             Error::Invalid(e) => StoreError::Backend(e),
+        }
+    }
+}
+
+/// Whether a failure is the server's being out of reach rather than a statement's: the
+/// connection failed, closed, or timed out (`TCP_USER_TIMEOUT` ends one whose packets go
+/// unanswered), or the server said it is shutting down or cannot take connections (SQLSTATE
+/// classes 08 and 57P).
+fn unreachable(e: &tokio_postgres::Error) -> bool {
+    use std::error::Error as _;
+    match e.as_db_error() {
+        Some(db) => {
+            let code = db.code().code();
+            code.starts_with("08") || code.starts_with("57P")
+        }
+        None => {
+            e.is_closed()
+                || e.source().is_some_and(|s| s.is::<std::io::Error>())
+                || e.to_string().starts_with("timeout")
         }
     }
 }
@@ -208,6 +234,14 @@ impl<'a> Db<'a> {
 
 /// How long opening a connection may take.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long data sent on a connection may go unacknowledged by the server's side before the
+/// connection is given up (`TCP_USER_TIMEOUT`): a network cut ends the statements waiting on
+/// it with an error after this, instead of after the system's retransmissions (about 15
+/// minutes). A busy server acknowledges packets, so this never ends a slow statement.
+const UNACKNOWLEDGED: std::time::Duration = std::time::Duration::from_secs(5);
+/// Idle connections are probed after this long, and given up after three unanswered probes
+/// a second apart, so a pool never hands out one that died while idle for long.
+const KEEPALIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long a read or the writer waits for a free connection of the pool.
 const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -225,9 +259,23 @@ impl PostgresStore {
             .map_err(|e| StoreError::Backend(format!("postgres url: {e}")))?;
         // The contract: a write is answered only once its commit is durable. This holds even
         // where the server's own default was relaxed.
-        pg.options("-c synchronous_commit=on");
+        // A transaction left open by a node that was cut off mid-way holds its counter rows'
+        // locks, which every other node's writes to the same conversations wait for: the
+        // server ends a session idle inside a transaction after 15 s (the writer sends a
+        // transaction's statements back to back, so no healthy one idles that long), and
+        // probes the connection of an idle one as the node does (see below).
+        pg.options(
+            "-c synchronous_commit=on -c idle_in_transaction_session_timeout=15000 \
+             -c tcp_keepalives_idle=10 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=3 \
+             -c tcp_user_timeout=5000",
+        );
         pg.application_name("tidings");
         pg.connect_timeout(CONNECT_TIMEOUT);
+        pg.tcp_user_timeout(UNACKNOWLEDGED);
+        pg.keepalives(true);
+        pg.keepalives_idle(KEEPALIVE_IDLE);
+        pg.keepalives_interval(std::time::Duration::from_secs(1));
+        pg.keepalives_retries(3);
         let manager = Manager::from_config(
             pg,
             NoTls,

@@ -164,7 +164,7 @@ async fn commit_batch(conn: &mut Conn, batch: Vec<(Vec<WriteOp>, Reply)>) {
             let e = StoreError::from(e);
             tracing::error!(error = %e, "storage transaction failed; batch rolled back");
             for reply in replies {
-                let _ = reply.send(Err(StoreError::Backend(e.to_string())));
+                let _ = reply.send(Err(e.again()));
             }
         }
     }

@@ -24,8 +24,23 @@ use async_trait::async_trait;
 pub enum StoreError {
     #[error("storage backend error: {0}")]
     Backend(String),
+    /// The database server could not be reached (its connection failed, timed out, or was
+    /// refused): this node cannot store anything now, though another may.
+    #[error("the database cannot be reached: {0}")]
+    Unreachable(String),
     #[error("storage is closed")]
     Closed,
+}
+
+impl StoreError {
+    /// The same failure again, for a second caller of one failed batch.
+    pub fn again(&self) -> StoreError {
+        match self {
+            StoreError::Backend(e) => StoreError::Backend(e.clone()),
+            StoreError::Unreachable(e) => StoreError::Unreachable(e.clone()),
+            StoreError::Closed => StoreError::Closed,
+        }
+    }
 }
 
 /// The private conversation type (as in the protocol): the one type whose target depends on

@@ -213,7 +213,7 @@ fn record(id: &str, p: &Profile) -> ChatroomRecord {
 
 fn store_failed(e: tidings_store::StoreError) -> Refusal {
     tracing::error!(error = %e, "chatroom store call failed");
-    Code::ServerError.into()
+    crate::store_code(&e).into()
 }
 
 /// Takes `room` off the attachments of a session the room expelled (the room's state has let
