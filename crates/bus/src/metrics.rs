@@ -9,6 +9,7 @@ pub const PUBLISHES: &str = "tidings_bus_publishes_total";
 pub const RECEIVED: &str = "tidings_bus_received_total";
 pub const RESYNCS: &str = "tidings_bus_resyncs_total";
 pub const REFUSED: &str = "tidings_bus_refused_total";
+pub const GAPS: &str = "tidings_bus_gaps_total";
 
 pub(crate) struct BusMetrics {
     pub sent: Counter,
@@ -18,6 +19,7 @@ pub(crate) struct BusMetrics {
     pub resyncs: Counter,
     pub refused_version: Counter,
     pub refused_malformed: Counter,
+    pub gaps: Counter,
 }
 
 static METRICS: LazyLock<BusMetrics> = LazyLock::new(|| {
@@ -34,6 +36,10 @@ static METRICS: LazyLock<BusMetrics> = LazyLock::new(|| {
         REFUSED,
         "Events from other nodes this node refused, by reason: version (an envelope version it does not speak), malformed."
     );
+    describe_counter!(
+        GAPS,
+        "Times events from another node were found missing (its numbering on a subject jumped); each time this node caught its sessions up from the store."
+    );
     BusMetrics {
         sent: counter!(PUBLISHES, "outcome" => "sent"),
         dropped: counter!(PUBLISHES, "outcome" => "dropped"),
@@ -42,6 +48,7 @@ static METRICS: LazyLock<BusMetrics> = LazyLock::new(|| {
         resyncs: counter!(RESYNCS),
         refused_version: counter!(REFUSED, "reason" => "version"),
         refused_malformed: counter!(REFUSED, "reason" => "malformed"),
+        gaps: counter!(GAPS),
     }
 });
 

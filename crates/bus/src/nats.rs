@@ -25,9 +25,18 @@
 //! envelope this node cannot read (another version, or garbage) is refused: counted, logged,
 //! never applied.
 //!
+//! Losses NATS does not report are found by numbering: the publishing task stamps each event
+//! with a header [`SEQ_HEADER`], `<run>.<n>`, where `run` is drawn when the bus starts and `n`
+//! counts the events this run published on that subject. A receiver that sees `n` jump on a
+//! subject (a route between NATS servers went down and came back, a server restarted) catches
+//! its own sessions up from the store. A new `run` (the publisher restarted) starts the count
+//! afresh. The connection's pings (every `ping` given to [`NatsBus::connect`]; three unanswered
+//! end it) find a connection that died without a word, so a node cut off says so within a few
+//! pings instead of NATS's default of minutes.
+//!
 //! Only this module knows NATS.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -46,6 +55,8 @@ use crate::{Bus, BusError};
 const PUBLISH_QUEUE: usize = 65_536;
 /// Events received and waiting for the engine.
 const RECEIVE_QUEUE: usize = 65_536;
+/// The header that numbers a publisher's events on each subject.
+pub const SEQ_HEADER: &str = "Tidings-Seq";
 
 /// The NATS bus of one node.
 pub struct NatsBus {
@@ -63,23 +74,25 @@ pub struct NatsBus {
     lost: std::sync::atomic::AtomicBool,
     /// Envelopes refused (another version, or garbage); each power of two of them is logged.
     refused: Arc<AtomicU64>,
-    /// A resync waits for room in the engine's queue: one waiting covers every later one.
-    resync_waiting: Arc<std::sync::atomic::AtomicBool>,
+    catchup: Arc<Catchup>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl NatsBus {
-    /// Connects node `node` of cluster `cluster` to the NATS server at `url`; returns the bus
-    /// and the events it receives for this node (to give to `Engine::join_cluster`).
+    /// Connects node `node` of cluster `cluster` to the NATS server at `url`, pinging it every
+    /// `ping`; returns the bus and the events it receives for this node (to give to
+    /// `Engine::join_cluster`).
     pub async fn connect(
         url: &str,
         cluster: &str,
         node: &str,
+        ping: std::time::Duration,
     ) -> Result<(Arc<NatsBus>, mpsc::Receiver<BusEvent>), BusError> {
         let (received, events) = mpsc::channel(RECEIVE_QUEUE);
         let (conn_tx, mut conn_events) = mpsc::unbounded_channel();
         let client = async_nats::ConnectOptions::new()
             .name(format!("tidings {node}"))
+            .ping_interval(ping)
             // Back soon after an outage (the default backoff grows to several seconds).
             .reconnect_delay_callback(|attempts| {
                 std::time::Duration::from_millis((attempts as u64 * 100).min(2000))
@@ -102,13 +115,17 @@ impl NatsBus {
             node: node.to_string(),
             prefix: format!("tidings.{cluster}"),
             queue,
-            received,
+            received: received.clone(),
             partitions: tokio::sync::Mutex::new(HashSet::new()),
             room_partitions: tokio::sync::Mutex::new(HashSet::new()),
             dropped: AtomicU64::new(0),
             lost: std::sync::atomic::AtomicBool::new(false),
             refused: Arc::new(AtomicU64::new(0)),
-            resync_waiting: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            catchup: Arc::new(Catchup {
+                node: node.to_string(),
+                received: received.clone(),
+                waiting: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            }),
             tasks: Mutex::new(Vec::new()),
         });
 
@@ -126,12 +143,21 @@ impl NatsBus {
         bus.forward(own);
         client.flush().await.map_err(BusError::Flush)?;
 
-        // The publisher.
+        // The publisher, which numbers each subject's events.
         let publisher = client.clone();
         let weak = Arc::downgrade(&bus);
         bus.spawn(async move {
+            let run = rand::random::<u32>();
+            let mut counts: HashMap<String, u64> = HashMap::new();
             while let Some((subject, payload)) = outgoing.recv().await {
-                if let Err(e) = publisher.publish(subject, payload).await {
+                let n = counts.entry(subject.clone()).or_default();
+                *n += 1;
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(SEQ_HEADER, format!("{run:08x}.{n}").as_str());
+                if let Err(e) = publisher
+                    .publish_with_headers(subject, headers, payload)
+                    .await
+                {
                     metrics::m().failed.increment(1);
                     tracing::warn!(error = %e, "publishing on NATS failed");
                     if let Some(bus) = weak.upgrade() {
@@ -192,23 +218,39 @@ impl NatsBus {
     }
 
     /// Hands what a subscription receives to the engine, except this node's own events (told
-    /// apart by the envelope's header, before the event is decoded).
+    /// apart by the envelope's header, before the event is decoded). An event numbered past
+    /// the one its publisher's last on this subject was followed by a catch-up of this node's
+    /// sessions: what came between was lost.
     fn forward(&self, mut sub: async_nats::Subscriber) {
         let received = self.received.clone();
         let node = self.node.clone();
         let refused = self.refused.clone();
+        let catchup = self.catchup.clone();
         self.spawn(async move {
+            let mut numbering = Numbering::default();
             while let Some(msg) = sub.next().await {
                 let event = match envelope::sender(&msg.payload) {
                     Ok(from) if from == node => continue,
-                    Ok(_) => envelope::decode(&msg.payload).map(|(_, event)| event),
+                    Ok(from) => {
+                        let gap = numbering.gap(&from, msg.headers.as_ref());
+                        envelope::decode(&msg.payload).map(|(_, event)| (event, gap))
+                    }
                     Err(e) => Err(e),
                 };
                 match event {
-                    Ok(event) => {
+                    Ok((event, gap)) => {
                         metrics::m().received.increment(1);
                         if received.send(event).await.is_err() {
                             return;
+                        }
+                        if let Some(missed) = gap {
+                            metrics::m().gaps.increment(1);
+                            tracing::warn!(
+                                subject = %msg.subject,
+                                missed,
+                                "events from another node were lost on the way; catching up"
+                            );
+                            catchup.ask();
                         }
                     }
                     Err(e) => note_refused(&refused, &msg.subject, &e),
@@ -275,18 +317,44 @@ impl NatsBus {
     /// Asks every node, this one included, to catch its sessions up from the store.
     fn resync(&self) {
         metrics::m().resyncs.increment(1);
-        let event = BusEvent::Resync {
+        self.resync_here();
+        self.enqueue(
+            self.subject(Route::All),
+            BusEvent::Resync {
+                node: self.node.clone(),
+            },
+        );
+    }
+
+    /// Has this node catch its sessions up from the store.
+    fn resync_here(&self) {
+        self.catchup.ask();
+    }
+}
+
+/// What asks this node's engine to catch its sessions up from the store.
+struct Catchup {
+    node: String,
+    received: mpsc::Sender<BusEvent>,
+    /// A resync waits for room in the engine's queue: one waiting covers every later one.
+    waiting: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Catchup {
+    fn ask(&self) {
+        let local = BusEvent::Resync {
             node: self.node.clone(),
         };
-        match self.received.try_send(event.clone()) {
+        match self.received.try_send(local) {
             Ok(()) => {}
             // The engine is behind on what it received: it gets the resync once it has room,
             // after what is queued (which the resync's catch-up covers anyway). One resync
             // waiting is enough: its catch-up happens after every loss before it is taken.
             Err(mpsc::error::TrySendError::Full(local)) => {
-                if !self.resync_waiting.swap(true, Ordering::AcqRel) {
-                    let (received, waiting) = (self.received.clone(), self.resync_waiting.clone());
-                    self.spawn(async move {
+                if !self.waiting.swap(true, Ordering::AcqRel) {
+                    let (received, waiting) = (self.received.clone(), self.waiting.clone());
+                    // Ends once the engine takes the resync or stops.
+                    tokio::spawn(async move {
                         // Cleared first: a loss after the engine takes this resync asks again.
                         let sent = received.reserve().await;
                         waiting.store(false, Ordering::Release);
@@ -300,7 +368,35 @@ impl NatsBus {
             // The engine has stopped: no session is left to catch up.
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
-        self.enqueue(self.subject(Route::All), event);
+    }
+}
+
+/// The last number seen from each publisher on one subject ([`SEQ_HEADER`]).
+#[derive(Default)]
+struct Numbering {
+    last: HashMap<String, (String, u64)>,
+}
+
+impl Numbering {
+    /// Takes the number of an event from `from`; returns how many of its events were missed
+    /// before it, if any. The first event of a publisher's run (or one without a number, from
+    /// a node that does not number) sets where counting starts.
+    fn gap(&mut self, from: &str, headers: Option<&async_nats::HeaderMap>) -> Option<u64> {
+        let (run, n) = headers
+            .and_then(|h| h.get(SEQ_HEADER))
+            .and_then(|v| v.as_str().split_once('.'))
+            .and_then(|(run, n)| Some((run, n.parse::<u64>().ok()?)))?;
+        match self.last.get_mut(from) {
+            Some((last_run, last)) if last_run == run => {
+                let missed = n.saturating_sub(*last + 1);
+                *last = n.max(*last);
+                (missed > 0).then_some(missed)
+            }
+            _ => {
+                self.last.insert(from.to_string(), (run.to_string(), n));
+                None
+            }
+        }
     }
 }
 
@@ -363,5 +459,35 @@ impl Bus for NatsBus {
         {
             t.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numbered(value: &str) -> async_nats::HeaderMap {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert(SEQ_HEADER, value);
+        h
+    }
+
+    #[test]
+    fn a_jump_in_a_publishers_numbering_is_a_gap() {
+        let mut n = Numbering::default();
+        // The first event of a run sets where counting starts.
+        assert_eq!(n.gap("a", Some(&numbered("0000000a.5"))), None);
+        assert_eq!(n.gap("a", Some(&numbered("0000000a.6"))), None);
+        assert_eq!(n.gap("a", Some(&numbered("0000000a.9"))), Some(2));
+        // Each publisher is counted apart.
+        assert_eq!(n.gap("b", Some(&numbered("0000000b.1"))), None);
+        assert_eq!(n.gap("b", Some(&numbered("0000000b.2"))), None);
+        // A restarted publisher (a new run) starts again, lower or higher.
+        assert_eq!(n.gap("a", Some(&numbered("0000000c.1"))), None);
+        assert_eq!(n.gap("a", Some(&numbered("0000000c.2"))), None);
+        // An event without a number (or with one it cannot read) is no evidence either way.
+        assert_eq!(n.gap("a", None), None);
+        assert_eq!(n.gap("a", Some(&numbered("garbage"))), None);
+        assert_eq!(n.gap("a", Some(&numbered("0000000c.4"))), Some(1));
     }
 }

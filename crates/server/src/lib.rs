@@ -290,8 +290,15 @@ async fn start_node(
                 Some((bus, events))
             }
             (None, Some(url)) => {
+                // NATS is pinged as often as nodes say they are alive (no more than 4 times a
+                // second), so a connection that died without a word is found about as soon
+                // as a silent node is.
+                let ping = config
+                    .alive_interval
+                    .max(std::time::Duration::from_millis(250));
                 let (bus, events) =
-                    tidings_bus::NatsBus::connect(url, &config.cluster, &config.node_id).await?;
+                    tidings_bus::NatsBus::connect(url, &config.cluster, &config.node_id, ping)
+                        .await?;
                 Some((bus, events))
             }
             (None, None) => None,
