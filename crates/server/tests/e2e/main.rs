@@ -23,6 +23,7 @@ mod groups;
 mod hooks;
 mod metrics;
 mod ops;
+mod partition;
 mod poll;
 mod postgres;
 mod process;

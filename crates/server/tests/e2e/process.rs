@@ -24,7 +24,19 @@ pub(crate) struct ServerProcess {
 impl ServerProcess {
     /// Starts `tidings serve` in `cwd` on a free port and waits for its listening line.
     pub(crate) fn start(cwd: &Path, extra: &[&str]) -> ServerProcess {
-        ServerProcess::start_command(Command::new(BIN), cwd, extra)
+        ServerProcess::start_command(Command::new(BIN), "127.0.0.1:0", cwd, extra)
+    }
+
+    /// [`ServerProcess::start`] in network namespace `netns`, listening on `listen`.
+    pub(crate) fn start_in_netns(
+        netns: &str,
+        listen: &str,
+        cwd: &Path,
+        extra: &[&str],
+    ) -> ServerProcess {
+        let mut ip = Command::new("ip");
+        ip.args(["netns", "exec", netns, BIN]);
+        ServerProcess::start_command(ip, listen, cwd, extra)
     }
 
     /// [`ServerProcess::start`] with the process's open-file limit lowered to `files` (by the
@@ -36,13 +48,18 @@ impl ServerProcess {
             &format!("ulimit -n {files} && exec \"$0\" \"$@\""),
             BIN,
         ]);
-        ServerProcess::start_command(shell, cwd, extra)
+        ServerProcess::start_command(shell, "127.0.0.1:0", cwd, extra)
     }
 
-    fn start_command(mut command: Command, cwd: &Path, extra: &[&str]) -> ServerProcess {
+    fn start_command(
+        mut command: Command,
+        listen: &str,
+        cwd: &Path,
+        extra: &[&str],
+    ) -> ServerProcess {
         let child = command
             .arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             // Tests send faster than a person.
             .args(["--send-rate", "0"])
             .args(extra)
