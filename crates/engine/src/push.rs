@@ -256,7 +256,8 @@ impl Engine {
     }
 
     /// After `message` was committed and pushed to the devices online: hands the recipients
-    /// with no session online to the pusher (which queues; nothing here waits).
+    /// with no session online, on this node or another, to the pusher (which queues; nothing
+    /// here waits). A recipient connected to another node gets the message from there.
     pub(crate) fn push_offline(&self, message: &Arc<StoredMessage>, inbox: &[(String, u64)]) {
         let Some(pusher) = &self.inner.pusher else {
             return;
@@ -273,7 +274,11 @@ impl Engine {
             inbox
                 .iter()
                 .map(|(u, _)| u)
-                .filter(|u| **u != message.sender && !registry.by_user.contains_key(u.as_str()))
+                .filter(|u| {
+                    **u != message.sender
+                        && !registry.by_user.contains_key(u.as_str())
+                        && !self.online_elsewhere(u)
+                })
                 .cloned()
                 .collect()
         };

@@ -282,6 +282,41 @@ async fn a_device_connecting_to_another_node_replaces_the_first(cluster: Cluster
     drop(second);
 }
 
+on_each_bus!(a_user_online_on_another_node_gets_no_notification);
+
+/// Web Push is for users offline everywhere: a recipient connected to another node gets the
+/// message from there, and no notification from the node that stored it.
+async fn a_user_online_on_another_node_gets_no_notification(cluster: Cluster) {
+    let mut service = crate::push::PushService::start().await;
+    let a = cluster.first().await;
+    let b = cluster.next(&a, "b").await;
+    let (bob, mut bob_events) = b.client("bob", "phone").await;
+    let bob_device = crate::push::Device::new(&service, "/bob/1");
+    bob.register_push(&bob_device.subscription()).await.unwrap();
+    let (carol, _carol_events) = a.client("carol", "phone").await;
+    let carol_device = crate::push::Device::new(&service, "/carol/1");
+    carol
+        .register_push(&carol_device.subscription())
+        .await
+        .unwrap();
+    carol.close().await;
+    crate::push::offline(&a, "carol").await;
+    let engine_a = a.running().engine.clone();
+    eventually("node a sees bob online on node b", || {
+        let engine = engine_a.clone();
+        async move { engine.users(&["bob".to_string()]).await.unwrap()[0].online }
+    })
+    .await;
+
+    let (alice, _alice_events) = a.client("alice", "phone").await;
+    alice.send(Outgoing::text("bob", "hi bob")).await.unwrap();
+    assert_eq!(text_of(&next_message(&mut bob_events).await), "hi bob");
+    // A node's notifications go out in order: one for bob would come before carol's.
+    alice.send(Outgoing::text("carol", "probe")).await.unwrap();
+    let seen = service.next().await;
+    assert_eq!(seen.path, "/carol/1", "bob, online on node b, was notified");
+}
+
 on_each_bus!(presence_navigation_and_a_leaving_node_are_seen_across_nodes);
 
 async fn presence_navigation_and_a_leaving_node_are_seen_across_nodes(cluster: Cluster) {
