@@ -11,7 +11,7 @@
 //! A counter the collection missed is locked when first needed; if that deadlocks (or a
 //! serialization failure happens), the whole batch is rolled back and run again.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use tidings_store::batch::Gathered;
@@ -55,6 +55,7 @@ pub fn spawn(pool: deadpool_postgres::Pool) -> mpsc::UnboundedSender<Request> {
 
 async fn run(pool: deadpool_postgres::Pool, mut rx: mpsc::UnboundedReceiver<Request>) {
     let mut conn = Conn { pool, held: None };
+    let mut known = KnownConversations::default();
     let mut next = None;
     loop {
         let first = match next.take() {
@@ -81,7 +82,7 @@ async fn run(pool: deadpool_postgres::Pool, mut rx: mpsc::UnboundedReceiver<Requ
             request = rx.try_recv().ok();
         }
         if !batch.is_empty() {
-            commit_batch(&mut conn, batch.into_requests()).await;
+            commit_batch(&mut conn, &mut known, batch.into_requests()).await;
         }
         if let Some(reply) = close {
             // Writes that raced with the close are committed too, so none is left unanswered.
@@ -99,7 +100,7 @@ async fn run(pool: deadpool_postgres::Pool, mut rx: mpsc::UnboundedReceiver<Requ
                 }
             }
             if !rest.is_empty() {
-                commit_batch(&mut conn, rest).await;
+                commit_batch(&mut conn, &mut known, rest).await;
             }
             // The caller may have stopped waiting; there is nobody else to tell.
             let _ = reply.send(());
@@ -128,14 +129,18 @@ impl Conn {
     }
 }
 
-async fn commit_batch(conn: &mut Conn, batch: Vec<(Vec<WriteOp>, Reply)>) {
+async fn commit_batch(
+    conn: &mut Conn,
+    known: &mut KnownConversations,
+    batch: Vec<(Vec<WriteOp>, Reply)>,
+) {
     let (op_lists, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
     let metrics = tidings_store::metrics::m();
     let started = metrics.batch_started(&op_lists);
     let mut attempt = 1;
     let outcome = loop {
         let outcome = match conn.get().await {
-            Ok(client) => try_batch(client, op_lists.clone()).await,
+            Ok(client) => try_batch(client, known, op_lists.clone()).await,
             Err(e) => Err(e),
         };
         if outcome.as_ref().is_err_and(|e| !e.retryable()) {
@@ -172,9 +177,10 @@ async fn commit_batch(conn: &mut Conn, batch: Vec<(Vec<WriteOp>, Reply)>) {
 
 async fn try_batch(
     client: &mut deadpool_postgres::Object,
+    known: &mut KnownConversations,
     op_lists: Vec<Vec<WriteOp>>,
 ) -> PgResult<Vec<Vec<WriteResult>>> {
-    if let Some(done) = try_pipelined(client, &op_lists).await? {
+    if let Some(done) = try_pipelined(client, known, &op_lists).await? {
         return Ok(done);
     }
     let tx = client.transaction().await?;
@@ -195,28 +201,36 @@ async fn try_batch(
     Ok(all)
 }
 
-/// A batch of nothing but one-to-one (and system, and user-event) appends, with their seqs
-/// counted up front as if every one will be stored and their statements sent together, so the
-/// batch costs a few round trips instead of one per message. `None` (with nothing committed)
-/// when the batch is of another kind, or when one append was not stored as counted — a
-/// duplicate, or a blocked sender — for the one-at-a-time path to apply it.
+/// A batch of nothing but one-to-one (and system, and user-event) appends and writes that do
+/// not depend on them (devices' cursors, last-seen times), with the appends' seqs counted up
+/// front as if every one will be stored and their statements sent together, so the batch costs
+/// a few round trips and statements instead of one per message. `None` (with nothing
+/// committed) when the batch is of another kind, or when one append was not stored as counted
+/// — a duplicate, or a blocked sender — for the one-at-a-time path to apply it.
 async fn try_pipelined(
     client: &mut deadpool_postgres::Object,
+    known: &mut KnownConversations,
     op_lists: &[Vec<WriteOp>],
 ) -> PgResult<Option<Vec<Vec<WriteResult>>>> {
-    let simple =
-        |op: &WriteOp| matches!(op, WriteOp::Append(m) if !m.to_group && !m.only_if_stored);
-    let count: usize = op_lists.iter().map(Vec::len).sum();
-    if count < 2 || !op_lists.iter().flatten().all(simple) {
+    let simple = |op: &WriteOp| match op {
+        WriteOp::Append(m) => !m.to_group && !m.only_if_stored,
+        op => independent(op),
+    };
+    let appends = op_lists
+        .iter()
+        .flatten()
+        .filter(|op| matches!(op, WriteOp::Append(_)))
+        .count();
+    if appends < 2 || !op_lists.iter().flatten().all(simple) {
         return Ok(None);
     }
     let tx = client.transaction().await?;
     let mut b = Batch::new(Db::of_tx(&tx));
     b.lock_for(op_lists).await?;
-    let mut counted: Vec<Bound> = Vec::with_capacity(count);
+    let mut counted: Vec<Bound> = Vec::with_capacity(appends);
     for op in op_lists.iter().flatten() {
         let WriteOp::Append(m) = op else {
-            return Ok(None);
+            continue;
         };
         let Some(conv) = b.convs.get_mut(&m.conversation_id) else {
             return Ok(None);
@@ -239,29 +253,37 @@ async fn try_pipelined(
         counted.push(Bound::new(m, seq, state, inbox_seqs, false));
     }
     let db = b.db;
-    let rows = futures_util::future::try_join_all(
-        counted
-            .iter()
-            .map(|c| async move { db.query_one(APPEND_SQL, &c.params()).await }),
-    )
-    .await?;
-    for row in &rows {
-        let (ok, id): (bool, Option<i64>) = (row.get(0), row.get(1));
-        if !ok || id.is_none() {
-            // Dropping the transaction rolls it back.
-            return Ok(None);
-        }
+    let appended = Many::of(&counted, known);
+    let params = appended.params();
+    let (stored, others) = tokio::try_join!(
+        db.query_one(APPEND_MANY_SQL, &params),
+        futures_util::future::try_join_all(
+            op_lists
+                .iter()
+                .flatten()
+                .filter(|op| independent(op))
+                .map(|op| apply_independent(db, op)),
+        )
+    )?;
+    if stored.get::<_, i64>(0) as usize != counted.len() {
+        // A duplicate or a blocked sender: dropping the transaction rolls it back.
+        return Ok(None);
     }
     b.write_back().await?;
     drop(b);
     tx.commit().await?;
+    known.extend(appended.new_conversations);
     let mut counted = counted.into_iter();
+    let mut others = others.into_iter();
     let results = op_lists
         .iter()
         .map(|ops| {
             ops.iter()
-                .zip(counted.by_ref())
-                .map(|(_, c)| {
+                .map(|op| {
+                    if !matches!(op, WriteOp::Append(_)) {
+                        return others.next().expect("one result per write");
+                    }
+                    let c = counted.next().expect("one seq per append");
                     let m = c.m.clone();
                     let inbox = m
                         .recipients
@@ -279,6 +301,67 @@ async fn try_pipelined(
         })
         .collect();
     Ok(Some(results))
+}
+
+/// Whether `op` neither takes seqs nor reads what appends write, so that it may be applied
+/// before or after the appends of its batch with the same results.
+fn independent(op: &WriteOp) -> bool {
+    matches!(op, WriteOp::SetCursor { .. } | WriteOp::SetLastSeen { .. })
+}
+
+/// Applies a write for which [`independent`] holds.
+async fn apply_independent(db: Db<'_>, op: &WriteOp) -> PgResult<WriteResult> {
+    match op {
+        WriteOp::SetCursor {
+            user,
+            device,
+            cursor,
+        } => {
+            db.execute(
+                "INSERT INTO device_cursors (user_id, device_id, cursor) VALUES ($1, $2, $3) \
+                 ON CONFLICT (user_id, device_id) DO UPDATE \
+                 SET cursor = greatest(device_cursors.cursor, excluded.cursor)",
+                &[user, device, &big(*cursor)],
+            )
+            .await?;
+            Ok(WriteResult::CursorSet)
+        }
+        WriteOp::SetLastSeen { user, time } => {
+            db.execute(
+                "INSERT INTO users (id, last_seen) VALUES ($1, $2) \
+                 ON CONFLICT (id) DO UPDATE \
+                 SET last_seen = greatest(users.last_seen, excluded.last_seen)",
+                &[user, time],
+            )
+            .await?;
+            Ok(WriteResult::LastSeenSet)
+        }
+        other => Err(Error::Invalid(format!(
+            "not an independent write: {other:?}"
+        ))),
+    }
+}
+
+/// Participants' conversation rows the writer committed or found (`user \0 type \0 target`),
+/// so that the appends of a batch insert only those of new conversations. Rows of
+/// `conversations` are never deleted, so what is known stays true; the set is emptied when it
+/// reaches [`KnownConversations::MAX`] entries.
+#[derive(Default)]
+struct KnownConversations(HashSet<String>);
+
+impl KnownConversations {
+    const MAX: usize = 1 << 20;
+
+    fn key(user: &str, conv_type: i32, target: &str) -> String {
+        format!("{user}\0{conv_type}\0{target}")
+    }
+
+    fn extend(&mut self, keys: HashSet<String>) {
+        if self.0.len() + keys.len() > Self::MAX {
+            self.0.clear();
+        }
+        self.0.extend(keys);
+    }
 }
 
 /// A counter row locked by this transaction: its value when locked, and now.
@@ -538,19 +621,8 @@ async fn apply(b: &mut Batch<'_>, op: WriteOp) -> PgResult<WriteResult> {
     let db = b.db;
     match op {
         WriteOp::Append(m) => append(b, m).await,
-        WriteOp::SetCursor {
-            user,
-            device,
-            cursor,
-        } => {
-            db.execute(
-                "INSERT INTO device_cursors (user_id, device_id, cursor) VALUES ($1, $2, $3) \
-                 ON CONFLICT (user_id, device_id) DO UPDATE \
-                 SET cursor = greatest(device_cursors.cursor, excluded.cursor)",
-                &[&user, &device, &big(cursor)],
-            )
-            .await?;
-            Ok(WriteResult::CursorSet)
+        op @ (WriteOp::SetCursor { .. } | WriteOp::SetLastSeen { .. }) => {
+            apply_independent(db, &op).await
         }
         WriteOp::UseNonce {
             nonce,
@@ -726,16 +798,6 @@ async fn apply(b: &mut Batch<'_>, op: WriteOp) -> PgResult<WriteResult> {
                 removed: removed > 0,
             })
         }
-        WriteOp::SetLastSeen { user, time } => {
-            db.execute(
-                "INSERT INTO users (id, last_seen) VALUES ($1, $2) \
-                 ON CONFLICT (id) DO UPDATE \
-                 SET last_seen = greatest(users.last_seen, excluded.last_seen)",
-                &[&user, &time],
-            )
-            .await?;
-            Ok(WriteResult::LastSeenSet)
-        }
         WriteOp::SetBlocked {
             user,
             other,
@@ -828,6 +890,148 @@ const APPEND_SQL: &str = "WITH ok AS (SELECT $22::text IS NULL OR NOT EXISTS (SE
              a AS (INSERT INTO message_audience (msg, user_id) \
                SELECT m.id, a FROM m, unnest($21::text[]) AS a ON CONFLICT DO NOTHING) \
              SELECT (SELECT ok FROM ok), (SELECT id FROM m)";
+
+/// Appends many messages without audiences or group rules in one statement: what
+/// [`APPEND_SQL`] does for one, with each column an array (one element per message; a
+/// message's mentions, an array themselves, as a JSON array or NULL for none) and the inbox
+/// entries and participants' rows as arrays keyed by their message's `(conv_id, seq)`.
+/// A message is skipped if its recipient blocks its sender or its `(sender, client_msg_id)`
+/// was stored before; answers how many were stored.
+const APPEND_MANY_SQL: &str = "WITH v AS (SELECT * FROM unnest($1::integer[], $2::text[], \
+                 $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[], \
+                 $9::text[], $10::text[], $11::text[], $12::text[], $13::boolean[], \
+                 $14::integer[], $15::text[], $16::text[], $25::text[]) WITH ORDINALITY \
+                 AS v(conv_type, conv_id, seq, uid, sender, target, sent_time, msg_type, \
+                 content, push_text, client_msg_id, digest, counted, state, search_text, \
+                 blocker, mentions, n)), \
+             m AS (INSERT INTO messages (conv_type, conv_id, seq, uid, sender, target, sent_time, \
+                 msg_type, content, push_text, client_msg_id, digest, counted, state, \
+                 search_text, mentions) \
+               SELECT conv_type, conv_id, seq, uid, sender, target, sent_time, msg_type, \
+                 content, push_text, client_msg_id, digest, counted, state, search_text, \
+                 CASE WHEN v.mentions IS NULL THEN '{}'::text[] ELSE ARRAY(SELECT \
+                   jsonb_array_elements_text(v.mentions::jsonb)) END \
+               FROM v WHERE v.blocker IS NULL OR NOT EXISTS (SELECT 1 FROM blocklist \
+                 WHERE user_id = v.blocker AND blocked_id = v.sender) ORDER BY v.n \
+               ON CONFLICT (sender, client_msg_id) DO NOTHING RETURNING id, conv_type, conv_id, seq), \
+             i AS (INSERT INTO inbox (user_id, seq, msg) \
+               SELECT r.u, r.s, m.id FROM unnest($17::text[], $18::bigint[], $19::text[], \
+                 $20::bigint[]) AS r(c, q, u, s) JOIN m ON m.conv_id = r.c AND m.seq = r.q), \
+             p AS (INSERT INTO conversations (user_id, conv_type, target, conv_id) \
+               SELECT q.u, m.conv_type, q.t, m.conv_id FROM unnest($21::text[], $22::bigint[], \
+                 $23::text[], $24::text[]) AS q(c, s, u, t) JOIN m ON m.conv_id = q.c AND m.seq = q.s \
+               ON CONFLICT DO NOTHING) \
+             SELECT count(*) FROM m";
+
+/// What [`APPEND_MANY_SQL`] binds for a batch of messages, in its parameters' order.
+#[derive(Default)]
+struct Many<'m> {
+    conv_type: Vec<i32>,
+    conv_id: Vec<&'m str>,
+    seq: Vec<i64>,
+    uid: Vec<&'m str>,
+    sender: Vec<&'m str>,
+    target: Vec<&'m str>,
+    sent_time: Vec<i64>,
+    msg_type: Vec<&'m str>,
+    content: Vec<&'m str>,
+    push_text: Vec<&'m str>,
+    client_msg_id: Vec<&'m str>,
+    digest: Vec<&'m str>,
+    counted: Vec<bool>,
+    state: Vec<i32>,
+    search_text: Vec<Option<&'m str>>,
+    blocker: Vec<Option<&'m str>>,
+    inbox_conv: Vec<&'m str>,
+    inbox_msg_seq: Vec<i64>,
+    inbox_user: Vec<&'m str>,
+    inbox_seq: Vec<i64>,
+    part_conv: Vec<&'m str>,
+    part_msg_seq: Vec<i64>,
+    part_user: Vec<&'m str>,
+    part_target: Vec<&'m str>,
+    mentions: Vec<Option<String>>,
+    /// The participants' conversation rows this batch inserts unless they exist.
+    new_conversations: HashSet<String>,
+}
+
+impl<'m> Many<'m> {
+    /// The batch's rows; a participant's conversation row only if it is not `known` and not
+    /// already in the batch.
+    fn of(bound: &'m [Bound<'m>], known: &KnownConversations) -> Many<'m> {
+        let mut rows = Many::default();
+        for b in bound {
+            let m = b.m;
+            rows.conv_type.push(b.conv_type);
+            rows.conv_id.push(&m.conversation_id);
+            rows.seq.push(b.seq);
+            rows.uid.push(&m.uid);
+            rows.sender.push(&m.sender);
+            rows.target.push(&m.target);
+            rows.sent_time.push(m.sent_time);
+            rows.msg_type.push(&m.msg_type);
+            rows.content.push(&m.content);
+            rows.push_text.push(&m.push_text);
+            rows.client_msg_id.push(&m.client_msg_id);
+            rows.digest.push(&m.digest);
+            rows.counted.push(m.counted);
+            rows.state.push(b.state);
+            rows.search_text.push(b.search_text);
+            rows.blocker.push(b.blocker);
+            rows.mentions.push(
+                (!m.mentions.is_empty())
+                    .then(|| serde_json::Value::from(m.mentions.clone()).to_string()),
+            );
+            for (u, s) in m.recipients.iter().zip(&b.inbox_seqs) {
+                rows.inbox_conv.push(&m.conversation_id);
+                rows.inbox_msg_seq.push(b.seq);
+                rows.inbox_user.push(u);
+                rows.inbox_seq.push(*s);
+            }
+            for (u, t) in b.p_users.iter().zip(&b.p_targets) {
+                let key = KnownConversations::key(u, b.conv_type, t);
+                if known.0.contains(&key) || !rows.new_conversations.insert(key) {
+                    continue;
+                }
+                rows.part_conv.push(&m.conversation_id);
+                rows.part_msg_seq.push(b.seq);
+                rows.part_user.push(u);
+                rows.part_target.push(t);
+            }
+        }
+        rows
+    }
+
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 25] {
+        [
+            &self.conv_type,
+            &self.conv_id,
+            &self.seq,
+            &self.uid,
+            &self.sender,
+            &self.target,
+            &self.sent_time,
+            &self.msg_type,
+            &self.content,
+            &self.push_text,
+            &self.client_msg_id,
+            &self.digest,
+            &self.counted,
+            &self.state,
+            &self.search_text,
+            &self.blocker,
+            &self.inbox_conv,
+            &self.inbox_msg_seq,
+            &self.inbox_user,
+            &self.inbox_seq,
+            &self.part_conv,
+            &self.part_msg_seq,
+            &self.part_user,
+            &self.part_target,
+            &self.mentions,
+        ]
+    }
+}
 
 /// Applies a group change: the group's rule decides on what `groups` reads, `groups` writes
 /// the effects, and the notification that records them is appended here, where seqs are

@@ -137,6 +137,7 @@ macro_rules! conformance_tests {
             latest_is_the_newest_message_a_person_sees,
             search_finds_substrings_of_what_the_user_can_see,
             last_seen_only_moves_forward,
+            a_batch_stores_what_its_writes_store_one_by_one,
             groups_membership_and_fan_out,
             open_groups_are_made_and_joined_by_naming_them,
             discussions_are_managed_by_their_members,
@@ -1973,6 +1974,110 @@ pub async fn last_seen_only_moves_forward(store: &dyn Store) {
         [2_000],
         "kept"
     );
+}
+
+/// The writes of one batch store what they store one per batch: appends (with and without
+/// mentions or search text, counted or not, to oneself), devices' cursors and last-seen times
+/// mixed among them, and a batch in which one append is refused. A store may apply a batch
+/// differently (PostgreSQL sends its appends as one statement); what it stores may not differ.
+pub async fn a_batch_stores_what_its_writes_store_one_by_one(store: &dyn Store) {
+    let batches = |p: &str| -> Vec<Vec<WriteOp>> {
+        let u = |s: &str| format!("{p}-{s}");
+        let send =
+            |from: &str, to: &str, id: &str, text: &str| private_append(&u(from), &u(to), id, text);
+        let mut mentions = send("a", "c", "3", "with a mention");
+        mentions.mentions = vec![u("c")];
+        let mut quiet = send("c", "a", "4", "");
+        quiet.counted = false;
+        quiet.mention_all = true;
+        let mut refused = send("a", "d", "7", "refused");
+        refused.blocking_recipient = Some(u("d"));
+        vec![
+            vec![WriteOp::SetBlocked {
+                user: u("d"),
+                other: u("a"),
+                blocked: true,
+                max: 10,
+            }],
+            vec![
+                WriteOp::Append(send("a", "b", "1", "hello one")),
+                WriteOp::SetCursor {
+                    user: u("a"),
+                    device: "phone".into(),
+                    cursor: 5,
+                },
+                WriteOp::Append(send("b", "a", "2", "second")),
+                WriteOp::Append(mentions),
+                WriteOp::SetLastSeen {
+                    user: u("b"),
+                    time: 7,
+                },
+                WriteOp::Append(quiet),
+                WriteOp::Append(send("a", "a", "5", "to myself")),
+                WriteOp::Append(send("b", "a", "6", "one more")),
+            ],
+            vec![
+                WriteOp::Append(send("a", "b", "8", "before")),
+                WriteOp::Append(refused),
+                WriteOp::Append(send("b", "a", "9", "after")),
+            ],
+        ]
+    };
+    // Everything the store answers and reads back, with the user ids' prefix taken out.
+    let seen = |p: &'static str, results: Vec<WriteResult>| async move {
+        let mut seen = vec![format!("{results:?}")];
+        for user in ["a", "b", "c", "d"] {
+            let user = format!("{p}-{user}");
+            seen.push(format!(
+                "{:?}",
+                store.inbox_after(&user, 0, 100).await.expect("inbox")
+            ));
+            let mut list = store
+                .conversations(&user, ConversationFilter::default())
+                .await
+                .expect("conversations")
+                .conversations;
+            list.sort_by(|x, y| format!("{x:?}").cmp(&format!("{y:?}")));
+            seen.push(format!("{list:?}"));
+            let found = store
+                .search(&user, SearchQuery::new("o", None, 0, 100))
+                .await
+                .expect("search");
+            seen.push(format!("{:?}", found.messages));
+        }
+        seen.push(format!(
+            "{:?}",
+            store.device_cursor(&format!("{p}-a"), "phone").await
+        ));
+        seen.push(format!(
+            "{:?}",
+            store
+                .last_seen(&[format!("{p}-b")])
+                .await
+                .expect("last seen")
+        ));
+        seen.into_iter()
+            .map(|s| s.replace(p, "P"))
+            .collect::<Vec<_>>()
+    };
+    let mut one_by_one = Vec::new();
+    for batch in batches("bw1") {
+        for op in batch {
+            one_by_one.extend(store.write(vec![op]).await.expect("write"));
+        }
+    }
+    let mut batched = Vec::new();
+    for batch in batches("bw2") {
+        batched.extend(store.write(batch).await.expect("write"));
+    }
+    assert!(
+        batched.contains(&WriteResult::Blocked),
+        "the refused append is refused: {batched:?}"
+    );
+    let (one_by_one, batched) = (seen("bw1", one_by_one).await, seen("bw2", batched).await);
+    for (one, all) in one_by_one.iter().zip(&batched) {
+        assert_eq!(one, all);
+    }
 }
 
 /// An append of a group message, for tests.
