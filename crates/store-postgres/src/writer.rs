@@ -140,7 +140,7 @@ async fn commit_batch(
     let mut attempt = 1;
     let outcome = loop {
         let outcome = match conn.get().await {
-            Ok(client) => try_batch(client, known, op_lists.clone()).await,
+            Ok(client) => try_batch(client, known, &op_lists).await,
             Err(e) => Err(e),
         };
         if outcome.as_ref().is_err_and(|e| !e.retryable()) {
@@ -178,20 +178,20 @@ async fn commit_batch(
 async fn try_batch(
     client: &mut deadpool_postgres::Object,
     known: &mut KnownConversations,
-    op_lists: Vec<Vec<WriteOp>>,
+    op_lists: &[Vec<WriteOp>],
 ) -> PgResult<Vec<Vec<WriteResult>>> {
-    if let Some(done) = try_pipelined(client, known, &op_lists).await? {
+    if let Some(done) = try_pipelined(client, known, op_lists).await? {
         return Ok(done);
     }
     let tx = client.transaction().await?;
     let mut all = Vec::with_capacity(op_lists.len());
     {
         let mut b = Batch::new(Db::of_tx(&tx));
-        b.lock_for(&op_lists).await?;
+        b.lock_for(op_lists).await?;
         for ops in op_lists {
             let mut results = Vec::with_capacity(ops.len());
             for op in ops {
-                results.push(apply(&mut b, op).await?);
+                results.push(apply(&mut b, op.clone()).await?);
             }
             all.push(results);
         }
