@@ -221,7 +221,8 @@ async fn try_pipelined(
         .flatten()
         .filter(|op| matches!(op, WriteOp::Append(_)))
         .count();
-    if appends < 2 || !op_lists.iter().flatten().all(simple) {
+    let ops: usize = op_lists.iter().map(Vec::len).sum();
+    if ops < 2 || !op_lists.iter().flatten().all(simple) {
         return Ok(None);
     }
     let tx = client.transaction().await?;
@@ -256,7 +257,13 @@ async fn try_pipelined(
     let appended = Many::of(&counted, known);
     let params = appended.params();
     let (stored, others) = tokio::try_join!(
-        db.query_one(APPEND_MANY_SQL, &params),
+        async {
+            if counted.is_empty() {
+                return Ok(0);
+            }
+            let row = db.query_one(APPEND_MANY_SQL, &params).await?;
+            Ok(row.get::<_, i64>(0) as usize)
+        },
         futures_util::future::try_join_all(
             op_lists
                 .iter()
@@ -265,7 +272,7 @@ async fn try_pipelined(
                 .map(|op| apply_independent(db, op)),
         )
     )?;
-    if stored.get::<_, i64>(0) as usize != counted.len() {
+    if stored != counted.len() {
         // A duplicate or a blocked sender: dropping the transaction rolls it back.
         return Ok(None);
     }
