@@ -207,15 +207,26 @@ impl Pusher for WebPush {
             Err(mpsc::error::TrySendError::Full(job)) => {
                 metrics::m().dropped.increment(1);
                 let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                tracing::error!(
-                    uid = %job.message.uid,
-                    users = job.users.len(),
-                    dropped,
-                    "the push queue is full: this message's notifications are dropped"
-                );
+                // Logged at the 1st, 2nd, 4th, 8th, … drop: under overload a line per message
+                // would add to the load (the metric counts every one).
+                if dropped.is_power_of_two() {
+                    tracing::error!(
+                        uid = %job.message.uid,
+                        users = job.users.len(),
+                        dropped,
+                        "the push queue is full: this message's notifications are dropped"
+                    );
+                }
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                tracing::error!("the push worker has stopped: a notification is dropped");
+                metrics::m().dropped.increment(1);
+                let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if dropped.is_power_of_two() {
+                    tracing::error!(
+                        dropped,
+                        "the push worker has stopped: notifications are dropped"
+                    );
+                }
             }
         }
     }
@@ -242,6 +253,11 @@ async fn work(shared: Arc<Shared>, clock: Clock, mut rx: mpsc::Receiver<PushJob>
     while let Some(job) = rx.recv().await {
         let subs = match shared.store.push_subscriptions(&job.users).await {
             Ok(s) => s,
+            // The server is stopping: what is queued cannot be read any more.
+            Err(tidings_store::StoreError::Closed) => {
+                tracing::debug!("the store closed: the push worker stops");
+                return;
+            }
             Err(e) => {
                 tracing::error!(error = %e, uid = %job.message.uid, "reading push subscriptions failed: notifications dropped");
                 continue;
