@@ -460,10 +460,10 @@ struct Flow {
 
 /// `from` sends numbered texts to `to` one after another until stopped; what `to` is given is
 /// kept.
-fn flow(from: tidings_client::Client, to: String, mut events: tidings_client::Events) -> Flow {
+fn flow(from: tidings_client::Client, to: String, events: tidings_client::Events) -> Flow {
     let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
-    let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let received = crate::util::collect_messages(events);
     let sender = {
         let (acked, stop) = (acked.clone(), stop.clone());
         tokio::spawn(async move {
@@ -477,14 +477,6 @@ fn flow(from: tidings_client::Client, to: String, mut events: tidings_client::Ev
             from.close().await;
         })
     };
-    let got = received.clone();
-    tokio::spawn(async move {
-        while let Some(e) = events.recv().await {
-            if let Event::Message(m) = e {
-                got.lock().unwrap().push(m);
-            }
-        }
-    });
     Flow {
         acked,
         stop,

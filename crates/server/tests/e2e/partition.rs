@@ -448,10 +448,10 @@ struct Flow {
 impl Flow {
     async fn start(rig: &Rig, from: (usize, &str), to: (usize, &str)) -> Flow {
         let (sender_client, mut sender_events) = rig.client(from.0, from.1, "phone").await;
-        let (recipient, mut events) = rig.client(to.0, to.1, "phone").await;
+        let (recipient, events) = rig.client(to.0, to.1, "phone").await;
         let acked = Arc::new(Mutex::new(Vec::new()));
         let lost_with = Arc::new(Mutex::new(Vec::new()));
-        let received = Arc::new(Mutex::new(Vec::new()));
+        let received = crate::util::collect_messages(events);
         let stop = Arc::new(AtomicBool::new(false));
         let sender = {
             let (acked, stop, client, to) = (
@@ -475,14 +475,6 @@ impl Flow {
             while let Some(e) = sender_events.recv().await {
                 if let Event::Status(Status::Disconnected { code, .. }) = e {
                     lost.lock().unwrap().push(code);
-                }
-            }
-        });
-        let got = received.clone();
-        tokio::spawn(async move {
-            while let Some(e) = events.recv().await {
-                if let Event::Message(m) = e {
-                    got.lock().unwrap().push(m);
                 }
             }
         });

@@ -182,6 +182,20 @@ pub fn drain_messages(events: &mut Events) -> Vec<Message> {
     out
 }
 
+/// Keeps every message `events` gives from now on, in a list a test reads as it fills.
+pub fn collect_messages(mut events: Events) -> Arc<std::sync::Mutex<Vec<Message>>> {
+    let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let got = received.clone();
+    tokio::spawn(async move {
+        while let Some(e) = events.recv().await {
+            if let Event::Message(m) = e {
+                got.lock().unwrap().push(m);
+            }
+        }
+    });
+    received
+}
+
 /// Polls `check` until it holds or `WAIT` passes.
 pub async fn eventually<F, Fut>(what: &str, check: F)
 where
