@@ -500,6 +500,8 @@ struct Inner {
     no_outcomes: tokio::sync::broadcast::Sender<PushOutcome>,
     /// The chatrooms in memory, by id.
     rooms: Mutex<HashMap<String, Arc<chatrooms::Room>>>,
+    /// In a cluster: the chatrooms destroyed lately, with when (kept 60 s: `DESTROYED_KEPT`).
+    destroyed_rooms: Mutex<HashMap<String, std::time::Instant>>,
     /// The built-in accounts' rate limiters and password hashing slots.
     accounts: accounts::Accounts,
     /// Watches on messages reaching their recipients' devices.
@@ -624,6 +626,7 @@ impl Engine {
             committer: Mutex::new(None),
             next_session: AtomicU64::new(1),
             rooms: Mutex::new(HashMap::new()),
+            destroyed_rooms: Mutex::new(HashMap::new()),
             accounts: accounts::Accounts::new(),
             receipts: receipts::Watches::default(),
             cluster: std::sync::OnceLock::new(),

@@ -124,7 +124,7 @@ impl Engine {
             end_room(&room, &mut st, notice.seq());
             out(&room, &st)
         };
-        self.forget_room(&room);
+        self.forget_destroyed_room(&room);
         room.wake();
         Ok(answer)
     }

@@ -208,6 +208,16 @@ impl Engine {
         }
         match self.rooms_get(&post.message.target) {
             Some(room) => self.number_in(&room, known, post),
+            // Forwarded by a node that knew the room (`known` > 0) before the destroy reached
+            // it: numbering it would make the room again, with none of its members. The send
+            // is answered 23410 on its node. A room made again by joins starts from 0.
+            None if known > 0 && self.destroyed_lately(&post.message.target) => {
+                tracing::debug!(
+                    room = %post.message.target,
+                    node = %post.node,
+                    "an item forwarded to a chatroom destroyed meanwhile was dropped"
+                );
+            }
             None => {
                 let engine = self.clone();
                 tokio::spawn(async move { engine.number_forwarded(known, post).await });
@@ -243,7 +253,7 @@ impl Engine {
             (taken, destroyed)
         };
         if destroyed {
-            self.forget_room(&room);
+            self.forget_destroyed_room(&room);
         }
         room.wake();
         if !taken {
@@ -276,19 +286,28 @@ impl Engine {
     /// Waits for a send made on a node that is not the room's home (`posted`, which `waiter`
     /// waits for) to come back from the home: its own item numbered (`false`), or, for a resend
     /// the home had numbered already, the item numbered first (`true`). 40010 if that first item
-    /// was another message with the same client message id; 31011 if the home did not answer
-    /// in time.
+    /// was another message with the same client message id; 23410 if the room was destroyed
+    /// meanwhile; 31011 if the home did not answer in time.
     pub(super) async fn numbered_at_home(
         &self,
         waiter: Option<(u64, tokio::sync::oneshot::Receiver<RoomItem>)>,
         posted: &RoomItem,
     ) -> Result<(Arc<RoomItem>, bool), Refusal> {
-        let numbered = self.room_numbered(waiter).await.ok_or_else(|| {
-            Refusal::new(
-                Code::ServerError,
-                "the chatroom's home node did not number the message in time",
-            )
-        })?;
+        let Some(numbered) = self.room_numbered(waiter).await else {
+            // The home drops what reaches it after the room was destroyed; the destroy has
+            // reached this node meanwhile.
+            let gone = self
+                .rooms_get(posted.room())
+                .is_none_or(|r| r.lock().destroyed);
+            return Err(if gone {
+                Code::ChatroomNotFound.into()
+            } else {
+                Refusal::new(
+                    Code::ServerError,
+                    "the chatroom's home node did not number the message in time",
+                )
+            });
+        };
         let repeat = numbered.message().uid() != posted.message().uid();
         if repeat && numbered.digest != posted.digest {
             return Err(Code::ClientMsgIdConflict.into());
@@ -545,7 +564,7 @@ impl Engine {
             effect.is_some_and(|e| e.apply(room, &mut st, seq))
         };
         if destroyed {
-            self.forget_room(room);
+            self.forget_destroyed_room(room);
         }
         room.wake();
     }

@@ -3,6 +3,7 @@
 //! ended, and ending every room's fan-out at shutdown.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tidings_proto::Code;
 
@@ -10,6 +11,10 @@ use super::room::{self, Profile, Room, Standing};
 use super::{check_id, store_failed};
 use crate::Engine;
 use crate::validate::Refusal;
+
+/// How long a node remembers a chatroom destroyed in a cluster: far longer than an event
+/// another node published before the destroy reached it can take to cross the bus.
+pub(crate) const DESTROYED_KEPT: Duration = Duration::from_secs(60);
 
 impl Engine {
     /// The room `id`: in memory, or loaded from the store if kept there, or (with auto-creation
@@ -151,6 +156,7 @@ impl Engine {
         }
         rooms.insert(fresh.id.to_string(), fresh.clone());
         drop(rooms);
+        self.destroyed_rooms().remove(&*fresh.id);
         tokio::spawn(room::run(
             fresh.clone(),
             Arc::downgrade(&self.inner),
@@ -185,6 +191,35 @@ impl Engine {
         if rooms.get(&*room.id).is_some_and(|r| Arc::ptr_eq(r, room)) {
             rooms.remove(&*room.id);
         }
+    }
+
+    /// Drops a room that was destroyed from the registry and, in a cluster, remembers that it
+    /// was (for [`DESTROYED_KEPT`]): an item another node forwarded to it before it learned of
+    /// the destroy must not bring the room back on its home.
+    pub(crate) fn forget_destroyed_room(&self, room: &Arc<Room>) {
+        if self.cluster().is_some() {
+            let now = Instant::now();
+            let mut destroyed = self.destroyed_rooms();
+            destroyed.retain(|_, at| now.duration_since(*at) < DESTROYED_KEPT);
+            destroyed.insert(room.id.to_string(), now);
+        }
+        self.forget_room(room);
+    }
+
+    /// Whether room `id` was destroyed here within [`DESTROYED_KEPT`] and not made again since.
+    pub(crate) fn destroyed_lately(&self, id: &str) -> bool {
+        self.destroyed_rooms()
+            .get(id)
+            .is_some_and(|at| at.elapsed() < DESTROYED_KEPT)
+    }
+
+    fn destroyed_rooms(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Instant>> {
+        self.inner
+            .destroyed_rooms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Ends every room's fan-out (at shutdown, once every session has ended).

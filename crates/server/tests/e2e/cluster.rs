@@ -997,6 +997,94 @@ fn room_at_home(a: &TestServer, prefix: &str, home: &str) -> String {
         .unwrap()
 }
 
+/// An item node b forwarded to a room's home before the destroy of the room reached b, arriving
+/// at the home after the destroy, does not make the room again there (with none of its
+/// members, so that b's members would be told 23406 instead of 23410): the home drops it. A
+/// room made again by a join elsewhere, whose forwards start from seq 0, is numbered afresh.
+/// Over the in-process bus, which the test joins as a node of its own to publish the late
+/// forward.
+#[tokio::test]
+async fn a_forward_that_reaches_the_home_after_the_destroy_does_not_make_the_room_again() {
+    use tidings_bus::{Bus as _, BusEvent, RoomPost};
+    let cluster = Cluster::in_process().await;
+    let Via::InProcess(hub) = cluster.via.clone() else {
+        unreachable!("an in-process cluster")
+    };
+    let (a, b) = two_nodes(&cluster).await;
+    let engine_a = a.running().engine.clone();
+    let room = room_at_home(&a, "late", "a");
+    let (carol, mut carol_events) = b.client("carol", "phone").await;
+    carol.join_chatroom(&room, 0).await.unwrap();
+    carol
+        .send(Outgoing::chatroom_text(&room, "before"))
+        .await
+        .unwrap();
+    engine_a.destroy_chatroom(&room).await.unwrap();
+    let mut log = RoomLog::default();
+    log.until(&mut carol_events, |l| {
+        l.notices
+            .iter()
+            .any(|n| n.chatroom_id == room && n.operation == "destroy")
+    })
+    .await;
+
+    let (x, mut x_events) = hub.join("x").unwrap();
+    x.room_interest(&room).await;
+    let forward = |text: &str, known: u64| BusEvent::RoomForward {
+        home: "a".into(),
+        known,
+        post: RoomPost {
+            message: tidings_store::StoredMessage {
+                uid: format!("uid-{text}"),
+                conversation_type: tidings_proto::conversation_type::CHATROOM,
+                conversation_id: format!("4:{room}"),
+                sender: "carol".into(),
+                target: room.clone(),
+                msg_type: "text".into(),
+                content: json!({ "text": text }).to_string(),
+                client_msg_id: format!("cm-{text}"),
+                ..Default::default()
+            },
+            priority: 1,
+            digest: format!("digest-{text}"),
+            node: "x".into(),
+            session: 1,
+            token: 0,
+        },
+    };
+    // Sent before the destroy reached its node, which knew the room up to seq 2.
+    x.publish(forward("late", 2));
+    let gone = carol.send(Outgoing::chatroom_text(&room, "gone")).await;
+    assert_eq!(refused(gone), Code::ChatroomNotFound.as_u32());
+
+    // A join elsewhere made the room again: its items are numbered from 1, and the late item
+    // is not among them.
+    let mut numbered = Vec::new();
+    for (text, known) in [("first", 0), ("second", 1)] {
+        x.publish(forward(text, known));
+        loop {
+            let event = tokio::time::timeout(Duration::from_secs(10), x_events.recv())
+                .await
+                .expect("the home numbers the item in time")
+                .expect("the hub is open");
+            if let BusEvent::RoomItem { post } = event {
+                let got = serde_json::from_str::<Value>(&post.message.content).unwrap()["text"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                numbered.push((got.clone(), post.message.seq));
+                if got == text {
+                    break;
+                }
+            }
+        }
+    }
+    assert_eq!(
+        numbered,
+        [("first".to_string(), 1), ("second".to_string(), 2)]
+    );
+}
+
 on_each_bus!(a_chatroom_resend_forwarded_before_its_first_came_back_is_numbered_once);
 
 /// Bob on node b sends twice with one client message id, the second before the first came back
