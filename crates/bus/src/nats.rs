@@ -25,9 +25,14 @@
 //! envelope this node cannot read (another version, or garbage) is refused: counted, logged,
 //! never applied.
 //!
-//! Losses NATS does not report are found by numbering: the publishing task stamps each event
+//! The publishing task sends what queued while it was busy in batches, one NATS message each
+//! (`envelope::batch`): under load a node publishes about one message per user partition per
+//! commit instead of one per event. The batches keep the publishing order NATS keeps for one
+//! publisher, except among events for users on different partitions (see [`Batches`]).
+//!
+//! Losses NATS does not report are found by numbering: the publishing task stamps each batch
 //! with a header [`SEQ_HEADER`], `<run>.<n>`, where `run` is drawn when the bus starts and `n`
-//! counts the events this run published on that subject. A receiver that sees `n` jump on a
+//! counts the batches this run published on that subject. A receiver that sees `n` jump on a
 //! subject (a route between NATS servers went down and came back, a server restarted) catches
 //! its own sessions up from the store. A new `run` (the publisher restarted) starts the count
 //! afresh. The connection's pings (every `ping` given to [`NatsBus::connect`]; three unanswered
@@ -63,7 +68,7 @@ pub struct NatsBus {
     client: async_nats::Client,
     node: String,
     prefix: String,
-    queue: mpsc::Sender<(String, Bytes)>,
+    queue: mpsc::Sender<Outgoing>,
     received: mpsc::Sender<BusEvent>,
     /// Partitions subscribed to.
     partitions: tokio::sync::Mutex<HashSet<u32>>,
@@ -109,7 +114,7 @@ impl NatsBus {
                 url: url.to_string(),
                 source,
             })?;
-        let (queue, mut outgoing) = mpsc::channel::<(String, Bytes)>(PUBLISH_QUEUE);
+        let (queue, mut outgoing) = mpsc::channel::<Outgoing>(PUBLISH_QUEUE);
         let bus = Arc::new(NatsBus {
             client: client.clone(),
             node: node.to_string(),
@@ -143,28 +148,36 @@ impl NatsBus {
         bus.forward(own);
         client.flush().await.map_err(BusError::Flush)?;
 
-        // The publisher, which numbers each subject's events.
+        // The publisher, which batches what is queued by subject and numbers each subject's
+        // batches.
         let publisher = client.clone();
         let weak = Arc::downgrade(&bus);
+        let from = node.to_string();
         bus.spawn(async move {
             let run = rand::random::<u32>();
             let mut counts: HashMap<String, u64> = HashMap::new();
-            while let Some((subject, payload)) = outgoing.recv().await {
-                let n = counts.entry(subject.clone()).or_default();
-                *n += 1;
-                let mut headers = async_nats::HeaderMap::new();
-                headers.insert(SEQ_HEADER, format!("{run:08x}.{n}").as_str());
-                if let Err(e) = publisher
-                    .publish_with_headers(subject, headers, payload)
-                    .await
-                {
-                    metrics::m().failed.increment(1);
-                    tracing::warn!(error = %e, "publishing on NATS failed");
-                    if let Some(bus) = weak.upgrade() {
-                        bus.lost.store(true, Ordering::Relaxed);
+            while let Some(first) = outgoing.recv().await {
+                for (subject, events) in Batches::take(first, &mut outgoing) {
+                    let n = match counts.get_mut(&subject) {
+                        Some(n) => n,
+                        None => counts.entry(subject.clone()).or_default(),
+                    };
+                    *n += 1;
+                    let mut headers = async_nats::HeaderMap::new();
+                    headers.insert(SEQ_HEADER, format!("{run:08x}.{n}").as_str());
+                    let payload = envelope::batch(&from, events.iter().map(|e| &e[..]));
+                    if let Err(e) = publisher
+                        .publish_with_headers(subject, headers, payload.into())
+                        .await
+                    {
+                        metrics::m().failed.increment(events.len() as u64);
+                        tracing::warn!(error = %e, "publishing on NATS failed");
+                        if let Some(bus) = weak.upgrade() {
+                            bus.lost.store(true, Ordering::Relaxed);
+                        }
+                    } else {
+                        metrics::m().sent.increment(events.len() as u64);
                     }
-                } else {
-                    metrics::m().sent.increment(1);
                 }
                 if let Some(bus) = weak.upgrade()
                     && bus.lost.swap(false, Ordering::Relaxed)
@@ -229,19 +242,26 @@ impl NatsBus {
         self.spawn(async move {
             let mut numbering = Numbering::default();
             while let Some(msg) = sub.next().await {
-                let event = match envelope::sender(&msg.payload) {
+                let batch = match envelope::sender(&msg.payload) {
                     Ok(from) if from == node => continue,
                     Ok(from) => {
                         let gap = numbering.gap(&from, msg.headers.as_ref());
-                        envelope::decode(&msg.payload).map(|(_, event)| (event, gap))
+                        envelope::decode(&msg.payload).map(|(_, events)| (events, gap))
                     }
                     Err(e) => Err(e),
                 };
-                match event {
-                    Ok((event, gap)) => {
-                        metrics::m().received.increment(1);
-                        if received.send(event).await.is_err() {
-                            return;
+                match batch {
+                    Ok((events, gap)) => {
+                        for event in events {
+                            match event {
+                                Ok(event) => {
+                                    metrics::m().received.increment(1);
+                                    if received.send(event).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                Err(e) => note_refused(&refused, &msg.subject, &e),
+                            }
                         }
                         if let Some(missed) = gap {
                             metrics::m().gaps.increment(1);
@@ -269,9 +289,19 @@ impl NatsBus {
         }
     }
 
-    fn enqueue(&self, subject: String, event: BusEvent) {
-        let payload = Bytes::from(envelope::encode(&self.node, event));
-        if self.queue.try_send((subject, payload)).is_err() {
+    fn enqueue(&self, route: Route, event: BusEvent) {
+        let payload = Bytes::from(envelope::encode_event(event));
+        let users = matches!(route, Route::Users(_));
+        let subject = self.subject(route);
+        if self
+            .queue
+            .try_send(Outgoing {
+                subject,
+                payload,
+                users,
+            })
+            .is_err()
+        {
             metrics::m().dropped.increment(1);
             self.dropped.fetch_add(1, Ordering::Relaxed);
             self.lost.store(true, Ordering::Relaxed);
@@ -319,7 +349,7 @@ impl NatsBus {
         metrics::m().resyncs.increment(1);
         self.resync_here();
         self.enqueue(
-            self.subject(Route::All),
+            Route::All,
             BusEvent::Resync {
                 node: self.node.clone(),
             },
@@ -371,6 +401,74 @@ impl Catchup {
     }
 }
 
+/// An event waiting to be published: its subject and bytes, and whether it is for users (a
+/// `Route::Users` partition).
+struct Outgoing {
+    subject: String,
+    payload: Bytes,
+    users: bool,
+}
+
+/// The events the publisher sends at once: the one it waited for and whatever was queued
+/// behind it, up to [`Batches::MAX_EVENTS`] events or [`Batches::MAX_BYTES`], grouped by
+/// subject. NATS keeps one publisher's messages in order, and so do the batches, with one
+/// freedom: events for users on different partitions concern different users, so each goes
+/// into the batch of its partition opened since the last event of another kind. Every other
+/// event (to all nodes, to a node, to a room's partition) keeps its place: the batches before
+/// it are sent first, and later events go into batches after it. Publishing never waits to
+/// gather more: a batch is what queued while the last one went out.
+struct Batches;
+
+impl Batches {
+    const MAX_EVENTS: usize = 1024;
+    /// Well under NATS's default largest message (1 MiB).
+    const MAX_BYTES: usize = 256 * 1024;
+
+    fn take(first: Outgoing, queue: &mut mpsc::Receiver<Outgoing>) -> Vec<(String, Vec<Bytes>)> {
+        let mut batches: Vec<(String, Vec<Bytes>)> = Vec::new();
+        // The users' batches open since the last event of another kind, by subject.
+        let mut open: HashMap<String, usize> = HashMap::new();
+        // The batch the last event went into, if that event was of another kind.
+        let mut last_other: Option<usize> = None;
+        let (mut events, mut bytes) = (0, 0);
+        let mut next = Some(first);
+        while let Some(Outgoing {
+            subject,
+            payload,
+            users,
+        }) = next.take()
+        {
+            events += 1;
+            bytes += payload.len();
+            let into = if users {
+                open.get(&subject).copied()
+            } else {
+                open.clear();
+                // Another event of the same kind right behind on the same subject joins it.
+                last_other.filter(|&i| batches[i].0 == subject)
+            };
+            let i = match into {
+                Some(i) => {
+                    batches[i].1.push(payload);
+                    i
+                }
+                None => {
+                    if users {
+                        open.insert(subject.clone(), batches.len());
+                    }
+                    batches.push((subject, vec![payload]));
+                    batches.len() - 1
+                }
+            };
+            last_other = (!users).then_some(i);
+            if events < Self::MAX_EVENTS && bytes < Self::MAX_BYTES {
+                next = queue.try_recv().ok();
+            }
+        }
+        batches
+    }
+}
+
 /// The last number seen from each publisher on one subject ([`SEQ_HEADER`]).
 #[derive(Default)]
 struct Numbering {
@@ -419,7 +517,7 @@ fn note_refused(refused: &AtomicU64, subject: &str, e: &EnvelopeError) {
 impl Bus for NatsBus {
     fn publish(&self, event: BusEvent) {
         for (route, part) in routes(event) {
-            self.enqueue(self.subject(route), part);
+            self.enqueue(route, part);
         }
     }
 
@@ -470,6 +568,70 @@ mod tests {
         let mut h = async_nats::HeaderMap::new();
         h.insert(SEQ_HEADER, value);
         h
+    }
+
+    #[tokio::test]
+    async fn what_is_queued_goes_out_in_batches_in_publishing_order() {
+        let (tx, mut rx) = mpsc::channel(Batches::MAX_EVENTS + 8);
+        let send = |subject: &str, payload: String| {
+            let users = subject.starts_with('p');
+            let payload = Bytes::from(payload);
+            let subject = subject.to_string();
+            tx.try_send(Outgoing {
+                subject,
+                payload,
+                users,
+            })
+            .unwrap()
+        };
+        let shown = |batches: Vec<(String, Vec<Bytes>)>| -> Vec<String> {
+            batches
+                .into_iter()
+                .map(|(s, events)| {
+                    let events: Vec<String> = events
+                        .iter()
+                        .map(|e| String::from_utf8(e.to_vec()).unwrap())
+                        .collect();
+                    format!("{s}:{}", events.join(","))
+                })
+                .collect()
+        };
+        // Users' partitions p1, p2 gather their events; a room's or a node's event (r, n)
+        // stays between what came before and after it.
+        for (subject, payload) in [
+            ("p1", "1"),
+            ("p2", "2"),
+            ("p1", "3"),
+            ("r", "4"),
+            ("r", "5"),
+            ("p1", "6"),
+            ("n", "7"),
+            ("p2", "8"),
+            ("p1", "9"),
+            ("p2", "10"),
+        ] {
+            send(subject, payload.to_string());
+        }
+        let first = rx.recv().await.unwrap();
+        assert_eq!(
+            shown(Batches::take(first, &mut rx)),
+            ["p1:1,3", "p2:2", "r:4,5", "p1:6", "n:7", "p2:8,10", "p1:9"]
+        );
+        // At most MAX_EVENTS at once; the rest wait for the next batch.
+        for i in 0..Batches::MAX_EVENTS + 3 {
+            send("p1", i.to_string());
+        }
+        let first = rx.recv().await.unwrap();
+        let batch = Batches::take(first, &mut rx);
+        assert_eq!(batch[0].1.len(), Batches::MAX_EVENTS);
+        let first = rx.recv().await.unwrap();
+        let expected: Vec<String> = (Batches::MAX_EVENTS..Batches::MAX_EVENTS + 3)
+            .map(|i| i.to_string())
+            .collect();
+        assert_eq!(
+            shown(Batches::take(first, &mut rx)),
+            [format!("p1:{}", expected.join(","))]
+        );
     }
 
     #[test]
