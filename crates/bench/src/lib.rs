@@ -87,6 +87,11 @@ pub struct Common {
     /// node of the same cluster, so every message crosses the bus (not with --spawn).
     #[arg(long)]
     pub receivers_server: Option<String>,
+    /// With --receivers-server: every other pair sends the other way (its sender on the
+    /// receivers' server, its receiver on the first), so that each node takes half the senders
+    /// and half the receivers, as a cluster behind a load balancer would.
+    #[arg(long, requires = "receivers_server")]
+    pub both_ways: bool,
     /// Also trust the CA certificates in this PEM file for an `https://` server (one whose
     /// certificate a private CA signed); the public CAs are trusted anyway.
     #[arg(long, env = "TIDINGS_CA_FILE")]
@@ -654,6 +659,8 @@ pub struct Target {
     pub url: String,
     /// Where receiving users connect, when not to `url`.
     pub receivers_url: Option<String>,
+    /// Every other pair sends from `receivers_url` to `url` (`--both-ways`).
+    pub both_ways: bool,
     /// The relay baseline takes the user id as the token.
     pub relay: bool,
     /// The raw chatroom relay.
@@ -751,6 +758,7 @@ impl Target {
             return Ok(Target {
                 url,
                 receivers_url: None,
+                both_ways: false,
                 relay,
                 raw: kind == Relay::Raw,
                 credentials,
@@ -766,6 +774,7 @@ impl Target {
         Ok(Target {
             url: common.server.clone(),
             receivers_url: common.receivers_server.clone(),
+            both_ways: common.both_ways,
             relay: false,
             raw: false,
             credentials: Some((host.credentials)(&common.data_dir)?),
@@ -807,9 +816,28 @@ impl Target {
         Ok(c)
     }
 
-    /// A receiving user's client: on the receivers' server when one is set.
-    async fn receiver(&self, user: &str, device: &str) -> anyhow::Result<(Client, Events)> {
-        let url = self.receivers_url.as_deref().unwrap_or(&self.url);
+    /// Where pair `i`'s sender and receiver connect: the receiver to the receivers' server when
+    /// one is set, the sender to the first; the other way round for odd pairs with
+    /// `--both-ways`.
+    fn pair_urls(&self, i: usize) -> (&str, &str) {
+        let there = self.receivers_url.as_deref().unwrap_or(&self.url);
+        if self.both_ways && i % 2 == 1 {
+            (there, &self.url)
+        } else {
+            (&self.url, there)
+        }
+    }
+
+    /// Pair `i`'s receiving (`sending` false) or sending user's client.
+    async fn pair_client(
+        &self,
+        i: usize,
+        sending: bool,
+        user: &str,
+        device: &str,
+    ) -> anyhow::Result<(Client, Events)> {
+        let (sender, receiver) = self.pair_urls(i);
+        let url = if sending { sender } else { receiver };
         Client::connect(self.client_config_at(url, user, device)?)
             .await
             .with_context(|| format!("connecting {user}"))
@@ -941,5 +969,34 @@ mod tests {
         }
         let outside = tempfile::tempdir().unwrap();
         assert_eq!(revision_of(Some(outside.path())), None);
+    }
+
+    fn target(receivers: Option<&str>, both_ways: bool) -> Target {
+        Target {
+            url: "http://a".into(),
+            receivers_url: receivers.map(str::to_string),
+            both_ways,
+            relay: false,
+            raw: false,
+            credentials: None,
+            sampler: None,
+            _spawned: None,
+            tls: None,
+        }
+    }
+
+    /// Pairs send from the first server to the receivers' server; with `--both-ways`, every
+    /// other pair the other way round.
+    #[test]
+    fn pairs_go_one_way_or_both_ways_between_two_servers() {
+        let one = target(None, false);
+        assert_eq!(one.pair_urls(1), ("http://a", "http://a"));
+        let across = target(Some("http://b"), false);
+        assert_eq!(across.pair_urls(0), ("http://a", "http://b"));
+        assert_eq!(across.pair_urls(1), ("http://a", "http://b"));
+        let both = target(Some("http://b"), true);
+        assert_eq!(both.pair_urls(0), ("http://a", "http://b"));
+        assert_eq!(both.pair_urls(1), ("http://b", "http://a"));
+        assert_eq!(both.pair_urls(2), ("http://a", "http://b"));
     }
 }

@@ -278,7 +278,7 @@ pub async fn pairs(target: &Target, load: &Load) -> anyhow::Result<Record> {
         target,
         json!({
             "pairs": load.pairs, "window": load.window, "rate": load.rate,
-            "secs": load.secs, "size": load.size,
+            "secs": load.secs, "size": load.size, "bothWays": target.both_ways,
         }),
     );
     let tag = run_tag();
@@ -302,7 +302,9 @@ pub async fn pairs(target: &Target, load: &Load) -> anyhow::Result<Record> {
     // The end of the measured window, known once the window starts.
     let window_end = Arc::new(std::sync::OnceLock::<Instant>::new());
     for (i, pair) in pairs.iter().enumerate() {
-        let (rx_client, mut events) = target.receiver(&format!("r{tag}-{i}"), "bench").await?;
+        let (rx_client, mut events) = target
+            .pair_client(i, false, &format!("r{tag}-{i}"), "bench")
+            .await?;
         let (pair, received, received_in_window, e2e, window_end) = (
             pair.clone(),
             received.clone(),
@@ -333,7 +335,9 @@ pub async fn pairs(target: &Target, load: &Load) -> anyhow::Result<Record> {
             }
             e2e.lock().unwrap_or_else(|p| p.into_inner()).extend(local);
         }));
-        let (tx_client, _tx_events) = target.client(&format!("s{tag}-{i}"), "bench").await?;
+        let (tx_client, _tx_events) = target
+            .pair_client(i, true, &format!("s{tag}-{i}"), "bench")
+            .await?;
         senders.push((tx_client, _tx_events, rx_client, format!("r{tag}-{i}")));
     }
 
