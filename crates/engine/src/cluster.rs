@@ -41,6 +41,9 @@ use crate::{DevicePolicy, Engine};
 /// to reconnect, which makes it sync.
 const CATCH_UP_MAX: usize = 64;
 
+/// The most events from the bus handled in one go (see `outbox::gathered`).
+const BUS_EVENTS_GATHERED: usize = 256;
+
 /// How long a chatroom send made on a node that is not the room's home waits for the home to
 /// number it before the sender is told it failed.
 pub const ROOM_FORWARD_WAIT: Duration = Duration::from_secs(3);
@@ -164,8 +167,18 @@ impl Engine {
         }
         let engine = self.clone();
         tokio::spawn(async move {
-            while let Some(event) = events.recv().await {
-                engine.on_bus(event);
+            while let Some(first) = events.recv().await {
+                // What arrived together is handled together, as the committer handles a
+                // batch: a connection's pushes of it go out in one write.
+                crate::outbox::gathered(|| {
+                    engine.on_bus(first);
+                    for _ in 1..BUS_EVENTS_GATHERED {
+                        match events.try_recv() {
+                            Ok(event) => engine.on_bus(event),
+                            Err(_) => break,
+                        }
+                    }
+                });
             }
         });
         let engine = self.clone();
