@@ -271,8 +271,19 @@ pub(crate) mod tests {
             taken_tx.send(2 * n).unwrap();
             tokio::task::yield_now().await;
         }
-        // What the connection's writer does once it is idle: writes out what a direct write
-        // left held whenever it is told to.
+        // The connection's writer flushes its own writes (a write of its own taken in part is
+        // held without waking anyone: the writer itself writes it out), ...
+        poll_fn(|cx| {
+            let p = gate.poll_flush(cx);
+            if p.is_pending() {
+                full.notify_one();
+            }
+            p
+        })
+        .await
+        .unwrap();
+        // ... and once it is idle writes out what a direct write left held whenever it is
+        // told to.
         let mut direct = direct;
         let held_writes = loop {
             tokio::select! {
