@@ -469,12 +469,15 @@ impl Histogram {
 }
 
 /// The WebSocket URL lean members open (made for `user`; any will do) and the server's IPv4
-/// address, which they connect to from source addresses of their own.
+/// address, which they connect to from source addresses of their own: the receivers' server's
+/// when one is set.
 pub(super) async fn lean_endpoint(
     target: &Target,
     user: &str,
 ) -> anyhow::Result<(Arc<str>, SocketAddr)> {
-    let url = target.client_config(user, "bench")?.ws_url();
+    let url = target
+        .client_config_at(target.receivers(), user, "bench")?
+        .ws_url();
     if url.starts_with("wss://") {
         bail!(
             "the lean members of the group and chatroom scenarios speak plain ws:// only: \

@@ -83,8 +83,9 @@ pub struct Common {
     /// `--serve-arg=--durability=process`.
     #[arg(long = "serve-arg", allow_hyphen_values = true)]
     pub serve_args: Vec<String>,
-    /// Connect the receiving users (of `pairs` and `rate`) to this server instead: another
-    /// node of the same cluster, so every message crosses the bus (not with --spawn).
+    /// Connect the receiving users (of `pairs` and `rate`; the members that only listen, of
+    /// `group` and `chatroom`) to this server instead: another node of the same cluster, so
+    /// every message crosses the bus (not with --spawn).
     #[arg(long)]
     pub receivers_server: Option<String>,
     /// With --receivers-server: every other pair sends the other way (its sender on the
@@ -816,11 +817,16 @@ impl Target {
         Ok(c)
     }
 
+    /// Where receiving users connect: the receivers' server when one is set.
+    fn receivers(&self) -> &str {
+        self.receivers_url.as_deref().unwrap_or(&self.url)
+    }
+
     /// Where pair `i`'s sender and receiver connect: the receiver to the receivers' server when
     /// one is set, the sender to the first; the other way round for odd pairs with
     /// `--both-ways`.
     fn pair_urls(&self, i: usize) -> (&str, &str) {
-        let there = self.receivers_url.as_deref().unwrap_or(&self.url);
+        let there = self.receivers();
         if self.both_ways && i % 2 == 1 {
             (there, &self.url)
         } else {
@@ -991,6 +997,8 @@ mod tests {
     fn pairs_go_one_way_or_both_ways_between_two_servers() {
         let one = target(None, false);
         assert_eq!(one.pair_urls(1), ("http://a", "http://a"));
+        assert_eq!(one.receivers(), "http://a");
+        assert_eq!(target(Some("http://b"), false).receivers(), "http://b");
         let across = target(Some("http://b"), false);
         assert_eq!(across.pair_urls(0), ("http://a", "http://b"));
         assert_eq!(across.pair_urls(1), ("http://a", "http://b"));
