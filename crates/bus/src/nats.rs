@@ -416,16 +416,22 @@ struct Outgoing {
 /// into the batch of its partition opened since the last event of another kind. Every other
 /// event (to all nodes, to a node, to a room's partition) keeps its place: the batches before
 /// it are sent first, and later events go into batches after it. Publishing never waits to
-/// gather more: a batch is what queued while the last one went out.
+/// gather more: a batch is what queued while the last one went out. An event that would take a
+/// batch past [`Batches::MAX_BYTES`] starts a batch of its own instead (after the one it would
+/// have joined, so the order holds), so that no batch is larger than its largest event or that
+/// bound.
 struct Batches;
 
 impl Batches {
     const MAX_EVENTS: usize = 1024;
-    /// Well under NATS's default largest message (1 MiB).
+    /// The most bytes taken at once, and in one batch of several events: well under NATS's
+    /// default largest message (1 MiB).
     const MAX_BYTES: usize = 256 * 1024;
 
     fn take(first: Outgoing, queue: &mut mpsc::Receiver<Outgoing>) -> Vec<(String, Vec<Bytes>)> {
         let mut batches: Vec<(String, Vec<Bytes>)> = Vec::new();
+        // The bytes of each batch.
+        let mut sizes: Vec<usize> = Vec::new();
         // The users' batches open since the last event of another kind, by subject.
         let mut open: HashMap<String, usize> = HashMap::new();
         // The batch the last event went into, if that event was of another kind.
@@ -447,8 +453,10 @@ impl Batches {
                 // Another event of the same kind right behind on the same subject joins it.
                 last_other.filter(|&i| batches[i].0 == subject)
             };
+            let into = into.filter(|&i| sizes[i] + payload.len() <= Self::MAX_BYTES);
             let i = match into {
                 Some(i) => {
+                    sizes[i] += payload.len();
                     batches[i].1.push(payload);
                     i
                 }
@@ -456,6 +464,7 @@ impl Batches {
                     if users {
                         open.insert(subject.clone(), batches.len());
                     }
+                    sizes.push(payload.len());
                     batches.push((subject, vec![payload]));
                     batches.len() - 1
                 }
@@ -631,6 +640,24 @@ mod tests {
         assert_eq!(
             shown(Batches::take(first, &mut rx)),
             [format!("p1:{}", expected.join(","))]
+        );
+        // A batch of several events stays within MAX_BYTES: an event that would take it past
+        // starts the next batch of its subject.
+        let third = Batches::MAX_BYTES / 3 + 1;
+        for _ in 0..3 {
+            send("p1", "x".repeat(third));
+        }
+        let first = rx.recv().await.unwrap();
+        let sizes: Vec<(String, Vec<usize>)> = Batches::take(first, &mut rx)
+            .into_iter()
+            .map(|(s, events)| (s, events.iter().map(Bytes::len).collect()))
+            .collect();
+        assert_eq!(
+            sizes,
+            [
+                ("p1".to_string(), vec![third, third]),
+                ("p1".to_string(), vec![third]),
+            ]
         );
     }
 
