@@ -96,12 +96,12 @@ fn changed_since(c: &Connection, user: &str, since: u64) -> rusqlite::Result<Vec
         ))
     })?;
     let mut touched: Vec<(u32, String, String)> = touched.collect::<rusqlite::Result<_>>()?;
-    // Entries of large fan-outs not merged yet (see `pending`).
+    // Entries of large fan-outs, staged or in blocks (see `pending`).
     if let Some(key) = crate::pending::user_key(c, user)? {
         let mut stmt = c.prepare_cached(
             "SELECT conv_type, sender, target FROM messages WHERE rowid = ?1 AND conv_type != 0",
         )?;
-        for (_, msg) in crate::pending::entries_after(c, key, since)? {
+        for (_, msg) in crate::pending::entries_after(c, key, since, usize::MAX)? {
             if let Some(t) = stmt
                 .query_row(params![msg], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .optional()?

@@ -290,7 +290,7 @@ impl Store for SqliteStore {
     async fn inbox_after(&self, user: &str, after: u64, limit: usize) -> Result<Vec<InboxEntry>> {
         let user = user.to_string();
         self.read(move |c| {
-            // One snapshot of the merged and the staged entries (see `pending`).
+            // One snapshot of the inbox's rows, blocks and staged entries (see `pending`).
             let tx = c.unchecked_transaction()?;
             let Some(key) = pending::user_key(&tx, &user)? else {
                 return Ok(Vec::new());
@@ -308,7 +308,7 @@ impl Store for SqliteStore {
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            let staged = pending::entries_after(&tx, key, after)?;
+            let staged = pending::entries_after(&tx, key, after, limit)?;
             if staged.is_empty() {
                 return Ok(entries);
             }

@@ -1,25 +1,31 @@
-//! Inbox entries of large fan-outs, staged. A message with many recipients (a group's) would
-//! write one `inbox` row per recipient, each on a page of its own (the inbox is ordered by user),
-//! and every page a commit touches is written to the WAL whole and synced: a 1,000-member
-//! group's message cost about 1,000 pages, and its commit 20–30 ms on the reference machine.
-//! Instead its entries go into one `inbox_pending` row (in the same transaction as the message:
-//! durable before it is acknowledged), which takes a few pages. The writer merges staged rows
-//! into `inbox` when no request waits, many messages at a time and a range of users per
-//! transaction, so a user's page is written once for all of that user's staged entries.
+//! Inbox entries of large fan-outs, staged, then merged into blocks. A message with many
+//! recipients (a group's) would write one `inbox` row per recipient, each on a page of its own
+//! (the inbox is ordered by user), and every page a commit touches is written to the WAL whole
+//! and synced: a 1,000-member group's message cost about 1,000 pages, and its commit 20–30 ms on
+//! the reference machine. Instead its entries go into one `inbox_pending` row (in the same
+//! transaction as the message: durable before it is acknowledged), which takes a few pages. The
+//! writer merges staged rows when no request waits, many messages at a time and a range of users
+//! per transaction.
 //!
 //! A merge takes every row staged when it starts (a merge is due once 64 rows wait, or the
-//! oldest has waited half a second), sorts their entries by user, and writes them in
-//! transactions of about 1,024 rows, one at a time while no request waits, so a message that
-//! comes in meanwhile waits for one such transaction at most. These are not synced: the staged
-//! rows still hold them, and the transaction that finally deletes the staged rows is synced,
-//! which syncs every transaction before it in the log too.
+//! oldest has waited half a second), sorts their entries by user, and writes each user's entries
+//! as one `inbox_blocks` row (more if they do not fit in [`BLOCK_BYTES`]): the user's key, the
+//! last seq of the block, and the entries as varint deltas of seq and message rowid, a few bytes
+//! each. A 1,000-member group's 64 messages so become 1,000 rows of about 130 bytes instead of
+//! 64,000 `inbox` rows. It writes them in transactions of about [`CHUNK_ENTRIES`] entries, one
+//! at a time while no request waits, so a message that comes in meanwhile waits for one such
+//! transaction at most. These are not synced: the staged rows still hold their entries, and the
+//! transaction that finally deletes the staged rows is synced, which syncs every transaction
+//! before it in the log too.
 //!
-//! Every read of a user's inbox reads both, in one transaction; an entry may be in both while a
-//! merge is under way (it leaves `inbox_pending` only after it is in `inbox`), so reads drop
-//! repeated seqs. A merge that stopped half-way (a crash) is redone: `INSERT OR IGNORE`.
+//! Every read of a user's inbox reads all three (`inbox`, `inbox_blocks`, `inbox_pending`) in
+//! one transaction; an entry may be both staged and in a block while a merge is under way (it
+//! leaves `inbox_pending` only after its block is written), so reads drop repeated seqs. A merge
+//! that stopped half-way (a crash) is redone, and skips what a user's blocks already hold: a
+//! user's blocks never overlap, and come in seq order.
 //!
-//! A row's `entries` is a sequence of 16-byte records, `(user_key, inbox seq)` as big-endian
-//! 64-bit integers, sorted by user key.
+//! A staged row's `entries` is a sequence of 16-byte records, `(user_key, inbox seq)` as
+//! big-endian 64-bit integers, sorted by user key.
 
 use std::time::{Duration, Instant};
 
@@ -32,9 +38,12 @@ const MERGE_ROWS: usize = 64;
 /// How long staged entries wait at most for a merge while fewer messages than [`MERGE_ROWS`]
 /// are staged.
 const MERGE_AFTER: Duration = Duration::from_millis(500);
-/// Inbox rows one merge transaction writes, about (it ends at a user's last entry). A message
-/// that comes in meanwhile waits for it: 1,024 rows take 2–4 ms on the reference machine.
-const CHUNK_ROWS: usize = 1024;
+/// Entries one merge transaction writes into blocks, about (it ends at a user's last entry). A
+/// message that comes in meanwhile waits for it.
+const CHUNK_ENTRIES: usize = 4096;
+/// The most bytes of entries one block holds: SQLite keeps an index b-tree's row of up to about
+/// 1,000 bytes (4 KiB pages) on its page, and moves a longer one's rest to overflow pages.
+pub const BLOCK_BYTES: usize = 900;
 
 const RECORD: usize = 16;
 
@@ -77,8 +86,15 @@ fn seqs_of(blob: &[u8], key: i64) -> impl Iterator<Item = u64> + '_ {
         .map(|(_, seq)| seq)
 }
 
-/// The staged entries of `key` after `after`: `(seq, message rowid)`, in seq order.
-pub fn entries_after(c: &Connection, key: i64, after: u64) -> rusqlite::Result<Vec<(u64, i64)>> {
+/// The staged entries of `key` after `after` and the first `limit` of its blocks' entries after
+/// `after`: `(seq, message rowid)`, in seq order. An entry both staged and in a block (a merge
+/// under way) is there twice.
+pub fn entries_after(
+    c: &Connection,
+    key: i64,
+    after: u64,
+    limit: usize,
+) -> rusqlite::Result<Vec<(u64, i64)>> {
     let mut stmt = c.prepare_cached("SELECT msg, entries FROM inbox_pending")?;
     let mut rows = stmt.query([])?;
     let mut out = Vec::new();
@@ -86,6 +102,21 @@ pub fn entries_after(c: &Connection, key: i64, after: u64) -> rusqlite::Result<V
         let msg: i64 = row.get(0)?;
         let blob = row.get_ref(1)?.as_blob()?;
         out.extend(seqs_of(blob, key).filter(|s| *s > after).map(|s| (s, msg)));
+    }
+    // A user's blocks do not overlap: the first blocks hold the first entries.
+    let mut stmt = c.prepare_cached(
+        "SELECT entries FROM inbox_blocks WHERE user_key = ?1 AND last_seq > ?2 ORDER BY last_seq",
+    )?;
+    let mut rows = stmt.query(params![key, after as i64])?;
+    let mut from_blocks = 0;
+    while from_blocks < limit {
+        let Some(row) = rows.next()? else { break };
+        for entry in decode_block(row.get_ref(0)?.as_blob()?)? {
+            if entry.0 > after {
+                out.push(entry);
+                from_blocks += 1;
+            }
+        }
     }
     out.sort_unstable();
     Ok(out)
@@ -104,8 +135,11 @@ pub fn last_seq_of_key(c: &Connection, key: i64) -> rusqlite::Result<u64> {
     let merged: Option<i64> = c
         .prepare_cached("SELECT max(seq) FROM inbox WHERE user_key = ?1")?
         .query_row(params![key], |row| row.get(0))?;
-    let staged = entries_after(c, key, 0)?.last().map_or(0, |(s, _)| *s);
-    Ok((merged.unwrap_or(0) as u64).max(staged))
+    let blocked: Option<i64> = c
+        .prepare_cached("SELECT max(last_seq) FROM inbox_blocks WHERE user_key = ?1")?
+        .query_row(params![key], |row| row.get(0))?;
+    let staged = entries_after(c, key, 0, 0)?.last().map_or(0, |(s, _)| *s);
+    Ok((merged.unwrap_or(0).max(blocked.unwrap_or(0)) as u64).max(staged))
 }
 
 /// The user's inbox key, if the user has one.
@@ -131,6 +165,93 @@ impl Staged {
     pub fn seq_of(&self, key: i64) -> Option<u64> {
         seqs_of(&self.0, key).last()
     }
+}
+
+/// The seq message `msg` has in the blocks of `key`, looked for from the newest block back.
+pub fn blocked_seq_of(c: &Connection, key: i64, msg: i64) -> rusqlite::Result<Option<u64>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT entries FROM inbox_blocks WHERE user_key = ?1 ORDER BY last_seq DESC",
+    )?;
+    let mut rows = stmt.query(params![key])?;
+    while let Some(row) = rows.next()? {
+        if let Some((seq, _)) = decode_block(row.get_ref(0)?.as_blob()?)?
+            .into_iter()
+            .find(|(_, m)| *m == msg)
+        {
+            return Ok(Some(seq));
+        }
+    }
+    Ok(None)
+}
+
+/// Appends `v` as a LEB128 varint.
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Reads a LEB128 varint at `*at`, moving past it.
+fn get_varint(blob: &[u8], at: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *blob.get(*at)?;
+        *at += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// One user's entries `(seq, message rowid)`, in seq order, as blocks: `(last seq, entries)`,
+/// each entry the varint differences of its seq and rowid from the entry before (zigzag for the
+/// rowid), each block at most [`BLOCK_BYTES`] long.
+pub fn encode_blocks(entries: &[(u64, i64)]) -> Vec<(u64, Vec<u8>)> {
+    let mut blocks = Vec::new();
+    let mut block = Vec::new();
+    let (mut seq0, mut msg0, mut last) = (0u64, 0i64, 0u64);
+    for &(seq, msg) in entries {
+        let mut entry = Vec::with_capacity(20);
+        put_varint(&mut entry, seq.wrapping_sub(seq0));
+        let d = msg.wrapping_sub(msg0);
+        put_varint(&mut entry, ((d << 1) ^ (d >> 63)) as u64);
+        if !block.is_empty() && block.len() + entry.len() > BLOCK_BYTES {
+            blocks.push((last, std::mem::take(&mut block)));
+            // A block is read on its own: its first entry is relative to zero.
+            entry.clear();
+            put_varint(&mut entry, seq);
+            put_varint(&mut entry, ((msg << 1) ^ (msg >> 63)) as u64);
+        }
+        block.extend_from_slice(&entry);
+        (seq0, msg0, last) = (seq, msg, seq);
+    }
+    if !block.is_empty() {
+        blocks.push((last, block));
+    }
+    blocks
+}
+
+/// The entries of one block (see [`encode_blocks`]).
+pub fn decode_block(blob: &[u8]) -> rusqlite::Result<Vec<(u64, i64)>> {
+    let mut out = Vec::with_capacity(blob.len() / 2);
+    let (mut at, mut seq, mut msg) = (0, 0u64, 0i64);
+    while at < blob.len() {
+        let (Some(ds), Some(dm)) = (get_varint(blob, &mut at), get_varint(blob, &mut at)) else {
+            return Err(rusqlite::Error::FromSqlConversionFailure(
+                0,
+                rusqlite::types::Type::Blob,
+                "a truncated inbox block".into(),
+            ));
+        };
+        seq = seq.wrapping_add(ds);
+        msg = msg.wrapping_add(((dm >> 1) as i64) ^ -((dm & 1) as i64));
+        out.push((seq, msg));
+    }
+    Ok(out)
 }
 
 /// The writer's view of what is staged, and the merge under way.
@@ -256,20 +377,34 @@ impl Merger {
         outcome
     }
 
-    /// Merges the next chunk of `merge` in one transaction.
+    /// Merges the next chunk of `merge` in one transaction: each user's entries as blocks,
+    /// but those the user's blocks already hold (a merge redone after a crash).
     fn chunk(conn: &mut Connection, merge: &mut Merge) -> rusqlite::Result<()> {
         let tx = crate::schema::write_transaction(conn)?;
         let todo = &merge.todo;
-        let mut end = todo.len().min(merge.done + CHUNK_ROWS);
+        let mut end = todo.len().min(merge.done + CHUNK_ENTRIES);
         while end < todo.len() && todo[end].0 == todo[end - 1].0 {
             end += 1;
         }
         {
+            let mut newest =
+                tx.prepare_cached("SELECT max(last_seq) FROM inbox_blocks WHERE user_key = ?1")?;
             let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO inbox (user_key, seq, msg) VALUES (?1, ?2, ?3)",
+                "INSERT INTO inbox_blocks (user_key, last_seq, entries) VALUES (?1, ?2, ?3)",
             )?;
-            for &(key, seq, msg) in &todo[merge.done..end] {
-                insert.execute(params![key, seq as i64, msg])?;
+            for user in todo[merge.done..end].chunk_by(|a, b| a.0 == b.0) {
+                let key = user[0].0;
+                let held: Option<i64> = newest.query_row(params![key], |row| row.get(0))?;
+                let held = held.unwrap_or(0) as u64;
+                let mut entries: Vec<(u64, i64)> = user
+                    .iter()
+                    .filter(|e| e.1 > held)
+                    .map(|&(_, seq, msg)| (seq, msg))
+                    .collect();
+                entries.sort_unstable();
+                for (last, blob) in encode_blocks(&entries) {
+                    insert.execute(params![key, last as i64, blob])?;
+                }
             }
         }
         tx.commit()?;
@@ -327,5 +462,35 @@ mod tests {
         assert!(seqs_of(&blob, 6).next().is_none());
         assert!(seqs_of(&blob, 101).next().is_none());
         assert!(seqs_of(&[], 1).next().is_none());
+    }
+
+    #[test]
+    fn blocks_give_back_their_entries_and_stay_within_their_size() {
+        let entries: Vec<(u64, i64)> = (1..=3000u64)
+            .map(|s| (s * 3, (s * s) as i64 % 100_000 - 50_000))
+            .chain([(u64::MAX - 1, i64::MIN), (u64::MAX, i64::MAX)])
+            .collect();
+        let blocks = encode_blocks(&entries);
+        assert!(blocks.len() > 1, "more than one block's worth");
+        assert!(blocks.iter().all(|(_, b)| b.len() <= BLOCK_BYTES));
+        let mut back = Vec::new();
+        for (last, blob) in &blocks {
+            let got = decode_block(blob).unwrap();
+            assert_eq!(
+                got.last().unwrap().0,
+                *last,
+                "a block's key is its last seq"
+            );
+            back.extend(got);
+        }
+        assert_eq!(back, entries);
+        assert!(encode_blocks(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_truncated_block_is_an_error() {
+        let (_, blob) = encode_blocks(&[(5, 300)]).remove(0);
+        assert!(decode_block(&blob[..blob.len() - 1]).is_err());
+        assert!(decode_block(&[0x80]).is_err());
     }
 }

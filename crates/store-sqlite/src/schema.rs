@@ -334,6 +334,17 @@ ALTER TABLE groups ADD COLUMN invite_open INTEGER NOT NULL DEFAULT 1;
 -- conversations read before this column existed show no position until the next receipt.
 ALTER TABLE conversations ADD COLUMN peer_read_seq INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+-- The merged inbox entries of large fan-outs (see `pending.rs`): one row per user per merge
+-- (more if long), `entries` the (seq, message rowid) pairs as varint deltas, in seq order, and
+-- `last_seq` the last of them. A user's blocks do not overlap.
+CREATE TABLE inbox_blocks (
+    user_key INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    entries  BLOB NOT NULL,
+    PRIMARY KEY (user_key, last_seq)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// Page cache per connection, in KiB.

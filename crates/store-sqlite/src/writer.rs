@@ -923,7 +923,7 @@ fn existing(tx: &Transaction<'_>, m: &AppendMessage) -> rusqlite::Result<WriteRe
     // Resends come soon after the original, so each recipient's entry is found by walking the
     // inbox back from its newest entry.
     let mut inbox = Vec::with_capacity(m.recipients.len());
-    // A large fan-out's entries may still be staged.
+    // A large fan-out's entries are staged, or merged into blocks.
     let staged = crate::pending::staged(tx, rowid)?;
     for user in &m.recipients {
         let Some(key) = crate::pending::user_key(tx, user)? else {
@@ -935,9 +935,10 @@ fn existing(tx: &Transaction<'_>, m: &AppendMessage) -> rusqlite::Result<WriteRe
             )?
             .query_row(params![key, rowid], |row| row.get(0))
             .optional()?;
-        let seq = match seq {
-            Some(seq) => Some(seq as u64),
-            None => staged.as_ref().and_then(|s| s.seq_of(key)),
+        let seq = match (seq, staged.as_ref().and_then(|s| s.seq_of(key))) {
+            (Some(seq), _) => Some(seq as u64),
+            (None, Some(seq)) => Some(seq),
+            (None, None) => crate::pending::blocked_seq_of(tx, key, rowid)?,
         };
         if let Some(seq) = seq {
             inbox.push((user.clone(), seq));

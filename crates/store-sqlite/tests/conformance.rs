@@ -166,6 +166,7 @@ async fn upgrading_a_database_lists_the_conversations_it_already_had() {
          DROP TABLE sensitive_words; DROP TABLE chatroom_users; DROP TABLE chatrooms; \
          DROP TABLE inbox_pending; DROP TABLE accounts; DROP TABLE push_subscriptions; \
          DROP TABLE admin_operators; DROP TABLE admin_sessions; DROP TABLE admin_audit; \
+         DROP TABLE inbox_blocks; \
          CREATE TABLE inbox_v1 (user_id TEXT NOT NULL, seq INTEGER NOT NULL, \
              msg INTEGER NOT NULL, PRIMARY KEY (user_id, seq)) WITHOUT ROWID; \
          INSERT INTO inbox_v1 SELECT k.id, i.seq, i.msg FROM inbox i \
