@@ -1472,35 +1472,13 @@ impl Processes {
 
     /// A signed HTTP API request to node `node`.
     async fn api(&self, node: usize, path: &str, body: Value) -> (u16, Value) {
-        let creds = tidings_server::credentials::load(&self.dirs[0].path().join("data")).unwrap();
-        let url = format!("{}{path}", self.url(node));
-        let path = path.to_string();
-        tokio::task::spawn_blocking(move || {
-            let nonce = format!("n-{:016x}", rand::random::<u64>());
-            let ts = crate::util::now_ms().to_string();
-            let body = body.to_string();
-            let signature = tidings_engine::auth::sign_request(
-                &creds.app_secret,
-                &nonce,
-                &ts,
-                "POST",
-                &path,
-                body.as_bytes(),
-            );
-            let mut resp = crate::util::agent()
-                .post(&url)
-                .header("App-Key", &creds.app_key)
-                .header("Nonce", &nonce)
-                .header("Timestamp", &ts)
-                .header("Signature", signature)
-                .header("Content-Type", "application/json")
-                .send(body.as_bytes())
-                .unwrap();
-            let status = resp.status().as_u16();
-            (status, resp.body_mut().read_json().unwrap_or(Value::Null))
-        })
+        crate::util::post_signed(
+            &self.dirs[0].path().join("data"),
+            self.url(node),
+            path,
+            body,
+        )
         .await
-        .unwrap()
     }
 }
 

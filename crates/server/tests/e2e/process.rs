@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tidings_client::{Client, ClientConfig, Event, Outgoing, Status};
+use tidings_client::{Client, ClientConfig, Event, Outgoing, Sent, Status};
 use tidings_proto::Code;
 
 use crate::util::*;
@@ -447,6 +447,54 @@ async fn send_and_listen_in_a_chatroom() {
     listen.wait().unwrap();
 }
 
+/// Tasks that send from one client, one message after another each, until stopped, and the
+/// sends the server acknowledged.
+struct Senders {
+    acked: Arc<std::sync::Mutex<Vec<Sent>>>,
+    stop: Arc<AtomicBool>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Senders {
+    /// `n` tasks, task `w` sending `message(w, i)` for i = 0, 1, …
+    fn start(client: Arc<Client>, n: usize, message: fn(usize, u64) -> Outgoing) -> Senders {
+        let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers = (0..n)
+            .map(|w| {
+                let (client, acked, stop) = (client.clone(), acked.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut i = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Ok(sent) = client.send(message(w, i)).await {
+                            acked.lock().unwrap().push(sent);
+                        }
+                        i += 1;
+                    }
+                })
+            })
+            .collect();
+        Senders {
+            acked,
+            stop,
+            workers,
+        }
+    }
+
+    fn acked(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    /// Stops the tasks once their sends in flight end; the acknowledged sends.
+    async fn stop(self) -> Vec<Sent> {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in self.workers {
+            w.await.unwrap();
+        }
+        self.acked.lock().unwrap().clone()
+    }
+}
+
 /// SIGKILL the server while a sender has many sends in flight; restart on the same data dir;
 /// every send that got a PUBACK is stored exactly once and the conversation's seqs are gapless.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -458,37 +506,18 @@ async fn a_crash_loses_no_acknowledged_message_and_breaks_no_sequence() {
     config.send_timeout = Duration::from_secs(2);
     let (alice, _events) = Client::connect(config).await.unwrap();
     let alice = Arc::new(alice);
-    let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut workers = Vec::new();
-    for w in 0..8 {
-        let (alice, acked, stop) = (alice.clone(), acked.clone(), stop.clone());
-        workers.push(tokio::spawn(async move {
-            let mut i = 0;
-            while !stop.load(Ordering::Relaxed) {
-                if let Ok(sent) = alice
-                    .send(Outgoing::text("bob", &format!("w{w}-{i}")))
-                    .await
-                {
-                    acked.lock().unwrap().push(sent);
-                }
-                i += 1;
-            }
-        }));
-    }
+    let senders = Senders::start(alice.clone(), 8, |w, i| {
+        Outgoing::text("bob", &format!("w{w}-{i}"))
+    });
     eventually("some sends are acknowledged", || {
-        let n = acked.lock().unwrap().len();
+        let n = senders.acked();
         async move { n >= 200 }
     })
     .await;
     server.signal(9);
     server.wait();
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
+    let acked = senders.stop().await;
     alice.close().await;
-    let acked = acked.lock().unwrap().clone();
     assert!(acked.len() >= 200);
 
     let server = ServerProcess::start(cwd.path(), &[]);
@@ -506,22 +535,116 @@ async fn a_crash_loses_no_acknowledged_message_and_breaks_no_sequence() {
             Err(_) => break,
         }
     }
+    holds_each_once(&stored, &acked, "bob");
+}
+
+/// `stored`, a conversation read from its start as `reader` got it, holds gapless seqs, no
+/// message twice, and every send of `acked` with its seq.
+fn holds_each_once(stored: &[tidings_client::Message], acked: &[Sent], reader: &str) {
     let seqs: Vec<u64> = stored.iter().map(|m| m.seq).collect();
     assert_eq!(
         seqs,
         (1..=stored.len() as u64).collect::<Vec<_>>(),
-        "gapless seqs"
+        "{reader}: gapless seqs"
     );
     let uids: std::collections::HashMap<&str, u64> =
         stored.iter().map(|m| (m.uid.as_str(), m.seq)).collect();
-    assert_eq!(uids.len(), stored.len(), "no message stored twice");
-    for a in &acked {
+    assert_eq!(
+        uids.len(),
+        stored.len(),
+        "{reader}: no message stored twice"
+    );
+    for a in acked {
         assert_eq!(
             uids.get(a.uid.as_str()),
             Some(&a.seq),
-            "acknowledged send {} is stored with its seq",
+            "{reader}: acknowledged send {} is stored with its seq",
             a.uid
         );
+    }
+}
+
+/// A large group's messages stage their members' inbox entries, which the store merges into
+/// blocks while it has nothing else to do: a crash while both are under way loses no
+/// acknowledged message from a member's inbox and repeats none.
+#[tokio::test]
+async fn a_crash_amid_a_large_groups_merges_loses_and_repeats_nothing() {
+    let cwd = tempfile::tempdir().unwrap();
+    let data = cwd.path().join("data");
+    let db = data.join(tidings_server::DB_FILE);
+    let mut server = ServerProcess::start(cwd.path(), &[]);
+    // More members than the store stages entries for (64).
+    let members: Vec<String> = (0..70).map(|i| format!("m{i:02}")).collect();
+    let everyone: Vec<&str> = std::iter::once("alice")
+        .chain(members.iter().map(String::as_str))
+        .collect();
+    let (status, body) = post_signed(
+        &data,
+        &server.url,
+        "/api/v1/groups",
+        serde_json::json!({ "groupId": "crowd", "ownerId": "alice", "memberIds": everyone }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let mut config = client_config(&server.url, token(&data, "alice"));
+    config.send_timeout = Duration::from_secs(2);
+    let (alice, _events) = Client::connect(config).await.unwrap();
+    let alice = Arc::new(alice);
+    let senders = Senders::start(alice.clone(), 4, |w, i| {
+        Outgoing::group_text("crowd", &format!("w{w}-{i}"))
+    });
+    // Killed once some entries are merged into blocks while others are still staged.
+    let blocks_and_staged = || {
+        let c =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .unwrap();
+        let count = |table: &str| -> i64 {
+            c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+                .unwrap()
+        };
+        count("inbox_blocks") > 0 && count("inbox_pending") > 0
+    };
+    eventually("entries are both merged and staged", || {
+        let ready = senders.acked() >= 200 && blocks_and_staged();
+        async move { ready }
+    })
+    .await;
+    server.signal(9);
+    server.wait();
+    let acked = senders.stop().await;
+    alice.close().await;
+
+    let server = ServerProcess::start(cwd.path(), &[]);
+    // A marker after everything, so each reader knows when it has read all there is.
+    let (alice, _events) = Client::connect(client_config(&server.url, token(&data, "alice")))
+        .await
+        .unwrap();
+    let marker = alice
+        .send(Outgoing::group_text("crowd", "marker"))
+        .await
+        .unwrap();
+    for member in ["m00", "m35", "m69"] {
+        let mut config = client_config(&server.url, token(&data, member));
+        config.initial_cursor = Some(0);
+        config.sync_page = 500;
+        let (_client, mut events) = Client::connect(config).await.unwrap();
+        let mut stored = Vec::new();
+        loop {
+            let m = next_message(&mut events).await;
+            let last = m.uid == marker.uid;
+            stored.push(m);
+            if last {
+                break;
+            }
+        }
+        let inbox: Vec<u64> = stored.iter().map(|m| m.inbox_seq).collect();
+        assert_eq!(
+            inbox,
+            (1..=stored.len() as u64).collect::<Vec<_>>(),
+            "{member}: a gapless inbox"
+        );
+        // The group's seqs: its creation, then each message once.
+        holds_each_once(&stored, &acked, member);
     }
 }
 

@@ -502,6 +502,50 @@ pub fn signed(
     ]
 }
 
+/// A signed `POST` of `body` to `path` on the server at `base_url`, with the app credentials in
+/// `data_dir` (a server running as a process of its own); returns (status, JSON body).
+pub async fn post_signed(
+    data_dir: &std::path::Path,
+    base_url: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let creds = tidings_server::credentials::load(data_dir).unwrap();
+    let url = format!("{base_url}{path}");
+    let path = path.to_string();
+    tokio::task::spawn_blocking(move || {
+        let nonce = format!("n-{:016x}", rand::random::<u64>());
+        let ts = now_ms().to_string();
+        let body = body.to_string();
+        let signature = tidings_engine::auth::sign_request(
+            &creds.app_secret,
+            &nonce,
+            &ts,
+            "POST",
+            &path,
+            body.as_bytes(),
+        );
+        let mut resp = agent()
+            .post(&url)
+            .header("App-Key", &creds.app_key)
+            .header("Nonce", &nonce)
+            .header("Timestamp", &ts)
+            .header("Signature", signature)
+            .header("Content-Type", "application/json")
+            .send(body.as_bytes())
+            .unwrap();
+        let status = resp.status().as_u16();
+        (
+            status,
+            resp.body_mut()
+                .read_json()
+                .unwrap_or(serde_json::Value::Null),
+        )
+    })
+    .await
+    .unwrap()
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
