@@ -935,10 +935,12 @@ fn existing(tx: &Transaction<'_>, m: &AppendMessage) -> rusqlite::Result<WriteRe
             )?
             .query_row(params![key, rowid], |row| row.get(0))
             .optional()?;
-        let seq = match (seq, staged.as_ref().and_then(|s| s.seq_of(key))) {
-            (Some(seq), _) => Some(seq as u64),
-            (None, Some(seq)) => Some(seq),
-            (None, None) => crate::pending::blocked_seq_of(tx, key, rowid)?,
+        let seq = match seq.map(|s| s as u64) {
+            Some(seq) => Some(seq),
+            None => match staged.as_ref().and_then(|s| s.seq_of(key)) {
+                Some(seq) => Some(seq),
+                None => crate::pending::blocked_seq_of(tx, key, rowid)?,
+            },
         };
         if let Some(seq) = seq {
             inbox.push((user.clone(), seq));

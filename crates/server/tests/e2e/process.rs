@@ -456,7 +456,21 @@ struct Senders {
 }
 
 impl Senders {
-    /// `n` tasks, task `w` sending `message(w, i)` for i = 0, 1, …
+    /// Alice's client on the server at `url` (a 2 s send timeout, so sends end once the server
+    /// is gone), its events, and `n` tasks on it, task `w` sending `message(w, i)` for i = 0, 1, …
+    async fn connect(
+        url: &str,
+        data: &Path,
+        n: usize,
+        message: fn(usize, u64) -> Outgoing,
+    ) -> (Arc<Client>, tidings_client::Events, Senders) {
+        let mut config = client_config(url, token(data, "alice"));
+        config.send_timeout = Duration::from_secs(2);
+        let (alice, events) = Client::connect(config).await.unwrap();
+        let alice = Arc::new(alice);
+        (alice.clone(), events, Senders::start(alice, n, message))
+    }
+
     fn start(client: Arc<Client>, n: usize, message: fn(usize, u64) -> Outgoing) -> Senders {
         let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -502,13 +516,10 @@ async fn a_crash_loses_no_acknowledged_message_and_breaks_no_sequence() {
     let cwd = tempfile::tempdir().unwrap();
     let data = cwd.path().join("data");
     let mut server = ServerProcess::start(cwd.path(), &[]);
-    let mut config = client_config(&server.url, token(&data, "alice"));
-    config.send_timeout = Duration::from_secs(2);
-    let (alice, _events) = Client::connect(config).await.unwrap();
-    let alice = Arc::new(alice);
-    let senders = Senders::start(alice.clone(), 8, |w, i| {
+    let (alice, _events, senders) = Senders::connect(&server.url, &data, 8, |w, i| {
         Outgoing::text("bob", &format!("w{w}-{i}"))
-    });
+    })
+    .await;
     eventually("some sends are acknowledged", || {
         let n = senders.acked();
         async move { n >= 200 }
@@ -586,13 +597,10 @@ async fn a_crash_amid_a_large_groups_merges_loses_and_repeats_nothing() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let mut config = client_config(&server.url, token(&data, "alice"));
-    config.send_timeout = Duration::from_secs(2);
-    let (alice, _events) = Client::connect(config).await.unwrap();
-    let alice = Arc::new(alice);
-    let senders = Senders::start(alice.clone(), 4, |w, i| {
+    let (alice, _events, senders) = Senders::connect(&server.url, &data, 4, |w, i| {
         Outgoing::group_text("crowd", &format!("w{w}-{i}"))
-    });
+    })
+    .await;
     // Killed once some entries are merged into blocks while others are still staged.
     let blocks_and_staged = || {
         let c =
