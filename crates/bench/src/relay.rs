@@ -5,6 +5,11 @@
 //! Chatrooms are one member list each: a join answers the room's seq, a message to the room is
 //! numbered, encoded once and queued to every other member. `tidings bench pairs` and `tidings
 //! bench chatroom` run against it to measure what the wire alone allows on a machine.
+//!
+//! A connection speaks the encoding of its CONNECT, as the server's do: protobuf in binary
+//! messages or proto3 JSON in text ones. A token that is a signed user token (three dot-separated
+//! parts) is taken for its subject claim, unchecked, so a client that logs in to the server with
+//! minted tokens (the peer harness in `../shared/peers` does) can load the relay unchanged.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,16 +29,23 @@ use tokio::sync::mpsc;
 /// server: it makes no delivery promise).
 const QUEUE: usize = 4096;
 
+/// Where a connection's frames go: its queue, and the encoding it speaks.
+#[derive(Clone)]
+struct Outlet {
+    tx: mpsc::Sender<Message>,
+    encoding: Encoding,
+}
+
 /// A relay chatroom: its newest seq and its members' connections.
 #[derive(Default)]
 struct Room {
     seq: u64,
-    members: Vec<(u64, mpsc::Sender<Message>)>,
+    members: Vec<(u64, Outlet)>,
 }
 
 #[derive(Clone, Default)]
 struct Relay {
-    routes: Arc<Mutex<HashMap<String, Vec<mpsc::Sender<Message>>>>>,
+    routes: Arc<Mutex<HashMap<String, Vec<Outlet>>>>,
     rooms: Arc<Mutex<HashMap<String, Room>>>,
     connections: Arc<AtomicU64>,
     /// Per-recipient inbox positions, so clients that order by them work unchanged.
@@ -57,39 +69,99 @@ async fn upgrade(ws: WebSocketUpgrade, State(relay): State<Relay>) -> Response {
         .on_upgrade(move |socket| connection(socket, relay))
 }
 
-fn binary(frame: &v1::Frame) -> Message {
-    Message::Binary(codec::encode_protobuf(frame).into())
+/// `frame` as a WebSocket message in `encoding`: binary protobuf or JSON text. JSON cannot
+/// write an enum field holding a number the schema does not define.
+fn encoded(frame: &v1::Frame, encoding: Encoding) -> Result<Message, codec::EncodeError> {
+    Ok(match encoding {
+        Encoding::Protobuf => Message::Binary(codec::encode_protobuf(frame).into()),
+        Encoding::Json => Message::Text(codec::encode_json(frame)?.into()),
+    })
+}
+
+/// A frame in a WebSocket message, with the encoding the message's type says.
+fn decoded(msg: &Message) -> Option<(Result<v1::Frame, codec::DecodeError>, Encoding)> {
+    let (bytes, encoding) = match msg {
+        Message::Binary(b) => (&b[..], Encoding::Protobuf),
+        Message::Text(t) => (t.as_bytes(), Encoding::Json),
+        _ => return None,
+    };
+    Some((codec::decode(bytes, encoding, 1 << 20), encoding))
+}
+
+/// The user a CONNECT's token names: the subject of a signed user token (`header.claims.
+/// signature`, claims in unpadded base64url JSON; the signature is not checked), else the token
+/// itself.
+fn user_of(token: &str) -> String {
+    use base64::Engine as _;
+    let mut parts = token.split('.');
+    let subject = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(_), Some(claims), Some(_), None) => base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(claims)
+            .ok()
+            .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok())
+            .and_then(|claims| claims.get("sub")?.as_str().map(String::from)),
+        _ => None,
+    };
+    subject.unwrap_or_else(|| token.to_string())
 }
 
 async fn connection(socket: WebSocket, relay: Relay) {
     let (mut sink, mut stream) = socket.split();
-    let user = loop {
-        match stream.next().await {
-            Some(Ok(Message::Binary(b))) => match codec::decode(&b, Encoding::Protobuf, 1 << 20) {
+    let (user, encoding) = loop {
+        let Some(Ok(msg)) = stream.next().await else {
+            return;
+        };
+        match decoded(&msg) {
+            Some((
                 Ok(v1::Frame {
                     body: Some(Body::Connect(c)),
                     ..
-                }) => break c.token,
-                _ => return,
-            },
-            Some(Ok(_)) => continue,
-            _ => return,
+                }),
+                encoding,
+            )) => break (user_of(&c.token), encoding),
+            Some(_) => return,
+            None => continue,
         }
     };
     let (tx, mut rx) = mpsc::channel::<Message>(QUEUE);
+    let me = Outlet {
+        tx: tx.clone(),
+        encoding,
+    };
     relay
         .routes
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .entry(user.clone())
         .or_default()
-        .push(tx.clone());
+        .push(me.clone());
+    // The connection's own answers; false once it is gone (or an answer cannot be written).
+    let answer = |body: Body| match encoded(&codec::frame(body), encoding) {
+        Ok(m) => tx.try_send(m).is_ok(),
+        Err(e) => {
+            tracing::warn!(error = %e, "relay: an answer cannot be encoded; closing");
+            false
+        }
+    };
+    // The user's inbox position so far, as the server's CONNACK gives it: a client connecting
+    // again expects the next message after it.
+    let inbox_seq = relay
+        .inbox
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&user)
+        .copied()
+        .unwrap_or(0);
     let ack = codec::frame(Body::Connack(v1::ConnAck {
         user_id: user.clone(),
         heartbeat_ms: 30_000,
+        inbox_seq,
         ..Default::default()
     }));
-    if sink.send(binary(&ack)).await.is_err() {
+    let Ok(ack) = encoded(&ack, encoding) else {
+        return;
+    };
+    if sink.send(ack).await.is_err() {
         return;
     }
     // What is queued goes out in one write, as the server's writer does.
@@ -111,24 +183,24 @@ async fn connection(socket: WebSocket, relay: Relay) {
     // Conversation seqs, per target, for this sender.
     let mut seqs: HashMap<String, u64> = HashMap::new();
     while let Some(Ok(msg)) = stream.next().await {
-        let Message::Binary(b) = msg else { continue };
-        let Ok(frame) = codec::decode(&b, Encoding::Protobuf, 1 << 20) else {
+        let Some((decoded, _)) = decoded(&msg) else {
+            continue;
+        };
+        let Ok(frame) = decoded else {
             break;
         };
-        match frame.body {
+        // False once the connection is to close.
+        let open = match frame.body {
             Some(Body::Publish(v1::Publish {
                 packet_id,
                 body: Some(v1::publish::Body::Send(send)),
             })) if send.conversation_type == conversation_type::CHATROOM => {
                 let seq = relay.post(connection, &user, send);
-                let puback = binary(&codec::frame(Body::Puback(v1::PubAck {
+                answer(Body::Puback(v1::PubAck {
                     packet_id,
                     seq,
                     ..Default::default()
-                })));
-                if tx.try_send(puback).is_err() {
-                    break;
-                }
+                }))
             }
             Some(Body::Publish(v1::Publish {
                 packet_id,
@@ -143,7 +215,7 @@ async fn connection(socket: WebSocket, relay: Relay) {
                     *n += 1;
                     *n
                 };
-                let deliver = binary(&v1::Frame {
+                let deliver = v1::Frame {
                     body: Some(Body::Publish(v1::Publish {
                         packet_id: 0,
                         body: Some(v1::publish::Body::Message(v1::Message {
@@ -163,7 +235,7 @@ async fn connection(socket: WebSocket, relay: Relay) {
                     })),
                     qos: 1,
                     dup: false,
-                });
+                };
                 let targets = relay
                     .routes
                     .lock()
@@ -171,47 +243,39 @@ async fn connection(socket: WebSocket, relay: Relay) {
                     .get(&send.target_id)
                     .cloned()
                     .unwrap_or_default();
-                for t in targets {
-                    let _ = t.try_send(deliver.clone());
-                }
-                let puback = binary(&codec::frame(Body::Puback(v1::PubAck {
+                send_all(&deliver, targets.iter());
+                answer(Body::Puback(v1::PubAck {
                     packet_id,
                     uid,
                     seq: *seq,
                     ..Default::default()
-                })));
-                if tx.try_send(puback).is_err() {
-                    break;
-                }
+                }))
             }
             Some(Body::Query(v1::Query {
                 query_id,
                 body: Some(v1::query::Body::JoinChatroom(j)),
-            })) => relay.join(connection, &tx, query_id, j.chatroom_id),
+            })) => relay.join(connection, &me, query_id, j.chatroom_id),
             Some(Body::Query(v1::Query {
                 query_id,
                 body: Some(v1::query::Body::QuitChatroom(q)),
             })) => {
                 let left = relay.quit(connection, &q.chatroom_id);
-                let ack = binary(&codec::frame(Body::Queryack(v1::QueryAck {
+                answer(Body::Queryack(v1::QueryAck {
                     query_id,
                     chatrooms: vec![left],
                     ..Default::default()
-                })));
-                let _ = tx.try_send(ack);
+                }))
             }
-            Some(Body::Query(q)) => {
-                let empty = binary(&codec::frame(Body::Queryack(v1::QueryAck {
-                    query_id: q.query_id,
-                    ..Default::default()
-                })));
-                let _ = tx.try_send(empty);
-            }
-            Some(Body::Pingreq(_)) => {
-                let _ = tx.try_send(binary(&codec::frame(Body::Pingresp(v1::PingResp {}))));
-            }
-            Some(Body::Disconnect(_)) => break,
-            _ => {}
+            Some(Body::Query(q)) => answer(Body::Queryack(v1::QueryAck {
+                query_id: q.query_id,
+                ..Default::default()
+            })),
+            Some(Body::Pingreq(_)) => answer(Body::Pingresp(v1::PingResp {})),
+            Some(Body::Disconnect(_)) => false,
+            _ => true,
+        };
+        if !open {
+            break;
         }
     }
     relay
@@ -220,7 +284,7 @@ async fn connection(socket: WebSocket, relay: Relay) {
         .unwrap_or_else(|p| p.into_inner())
         .entry(user)
         .or_default()
-        .retain(|t| !t.same_channel(&tx));
+        .retain(|t| !t.tx.same_channel(&tx));
     relay
         .rooms
         .lock()
@@ -234,13 +298,14 @@ async fn connection(socket: WebSocket, relay: Relay) {
 impl Relay {
     /// Adds `connection` to the room (made on first join) and answers the join with the room's
     /// seq; the answer is queued under the room's lock, so it comes before the room's next item.
-    fn join(&self, connection: u64, tx: &mpsc::Sender<Message>, query_id: u32, room_id: String) {
+    /// False if the answer could not be queued.
+    fn join(&self, connection: u64, me: &Outlet, query_id: u32, room_id: String) -> bool {
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
         let room = rooms.entry(room_id.clone()).or_default();
         if !room.members.iter().any(|(c, _)| *c == connection) {
-            room.members.push((connection, tx.clone()));
+            room.members.push((connection, me.clone()));
         }
-        let ack = binary(&codec::frame(Body::Queryack(v1::QueryAck {
+        let ack = codec::frame(Body::Queryack(v1::QueryAck {
             query_id,
             chatrooms: vec![v1::Chatroom {
                 chatroom_id: room_id,
@@ -249,8 +314,8 @@ impl Relay {
                 ..Default::default()
             }],
             ..Default::default()
-        })));
-        let _ = tx.try_send(ack);
+        }));
+        send_all(&ack, std::iter::once(me)) == 1
     }
 
     fn quit(&self, connection: u64, room_id: &str) -> v1::Chatroom {
@@ -272,14 +337,36 @@ impl Relay {
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
         let room = rooms.entry(send.target_id.clone()).or_default();
         room.seq += 1;
-        let frame = binary(&room_item(uid, sender, room.seq, send));
-        for (c, member) in &room.members {
-            if *c != connection {
-                let _ = member.try_send(frame.clone());
-            }
-        }
+        let item = room_item(uid, sender, room.seq, send);
+        let members = room.members.iter().filter(|(c, _)| *c != connection);
+        send_all(&item, members.map(|(_, m)| m));
         room.seq
     }
+}
+
+/// Queues `frame` to each outlet, encoded once per encoding among them. A full queue drops it
+/// (the relay makes no promise); a frame JSON cannot write is logged and not sent to JSON
+/// connections. Returns how many took it.
+fn send_all<'a>(frame: &v1::Frame, outlets: impl Iterator<Item = &'a Outlet>) -> usize {
+    let (mut protobuf, mut json) = (None, None);
+    let mut sent = 0;
+    for outlet in outlets {
+        let slot = match outlet.encoding {
+            Encoding::Protobuf => &mut protobuf,
+            Encoding::Json => &mut json,
+        };
+        let message = slot.get_or_insert_with(|| {
+            encoded(frame, outlet.encoding)
+                .inspect_err(|e| tracing::warn!(error = %e, "relay: a frame cannot be encoded"))
+                .ok()
+        });
+        if let Some(m) = message
+            && outlet.tx.try_send(m.clone()).is_ok()
+        {
+            sent += 1;
+        }
+    }
+    sent
 }
 
 /// A room's message as a QoS 0 PUBLISH, the form both relays send.
@@ -302,5 +389,170 @@ pub(super) fn room_item(uid: String, sender: &str, seq: u64, send: v1::Send) -> 
         })),
         qos: 0,
         dup: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+    type Ws = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+
+    async fn relay() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "ws://{}{}",
+            listener.local_addr().unwrap(),
+            tidings_gateway::WS_PATH
+        );
+        tokio::spawn(serve(listener));
+        url
+    }
+
+    /// A signed user token's shape, with `user` as its subject (the relay checks no signature).
+    fn token_of(user: &str) -> String {
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let claims = serde_json::json!({ "sub": user, "app": "x", "ver": 0 }).to_string();
+        format!(
+            "{}.{}.{}",
+            b64.encode(r#"{"typ":"JWT","alg":"HS256"}"#),
+            b64.encode(claims),
+            b64.encode("signature")
+        )
+    }
+
+    fn out(frame: &v1::Frame, encoding: Encoding) -> WsMessage {
+        match encoding {
+            Encoding::Protobuf => WsMessage::Binary(codec::encode_protobuf(frame).into()),
+            Encoding::Json => WsMessage::Text(codec::encode_json(frame).unwrap().into()),
+        }
+    }
+
+    /// The next frame, which must come in `encoding`.
+    async fn next(ws: &mut Ws, encoding: Encoding) -> v1::Frame {
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+            .await
+            .expect("a frame within 10 s")
+            .expect("the connection open")
+            .expect("a message");
+        match (msg, encoding) {
+            (WsMessage::Binary(b), Encoding::Protobuf) => {
+                codec::decode(&b, Encoding::Protobuf, 1 << 20).unwrap()
+            }
+            (WsMessage::Text(t), Encoding::Json) => {
+                codec::decode(t.as_bytes(), Encoding::Json, 1 << 20).unwrap()
+            }
+            (other, _) => panic!("expected a {encoding:?} frame, got {other:?}"),
+        }
+    }
+
+    /// Connects as `token` and returns the socket and the CONNACK.
+    async fn connect(url: &str, token: String, encoding: Encoding) -> (Ws, v1::ConnAck) {
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        let connect = codec::frame(Body::Connect(v1::Connect {
+            protocol_version: 1,
+            token,
+            ..Default::default()
+        }));
+        ws.send(out(&connect, encoding)).await.unwrap();
+        match next(&mut ws, encoding).await.body {
+            Some(Body::Connack(ack)) => (ws, ack),
+            other => panic!("expected a CONNACK, got {other:?}"),
+        }
+    }
+
+    fn send_to(target: &str, packet_id: u32, text: &str) -> v1::Frame {
+        codec::frame(Body::Publish(v1::Publish {
+            packet_id,
+            body: Some(v1::publish::Body::Send(v1::Send {
+                conversation_type: conversation_type::PRIVATE,
+                target_id: target.into(),
+                msg_type: "text".into(),
+                content: text.into(),
+                client_msg_id: format!("c{packet_id}"),
+                ..Default::default()
+            })),
+        }))
+    }
+
+    #[tokio::test]
+    async fn a_json_client_with_a_signed_token_talks_to_a_protobuf_one() {
+        let url = relay().await;
+        let (mut alice, ack) = connect(&url, token_of("alice"), Encoding::Json).await;
+        assert_eq!(ack.user_id, "alice", "the token's subject is the user");
+        let (mut bob, _) = connect(&url, "bob".into(), Encoding::Protobuf).await;
+
+        alice
+            .send(out(&send_to("bob", 7, "hi"), Encoding::Json))
+            .await
+            .unwrap();
+        match next(&mut alice, Encoding::Json).await.body {
+            Some(Body::Puback(p)) => assert_eq!((p.packet_id, p.seq), (7, 1)),
+            other => panic!("expected a PUBACK, got {other:?}"),
+        }
+        match next(&mut bob, Encoding::Protobuf).await.body {
+            Some(Body::Publish(v1::Publish {
+                body: Some(v1::publish::Body::Message(m)),
+                ..
+            })) => {
+                assert_eq!((m.sender_id.as_str(), m.content.as_str()), ("alice", "hi"));
+                assert_eq!((m.seq, m.inbox_seq), (1, 1));
+            }
+            other => panic!("expected a delivery, got {other:?}"),
+        }
+
+        // And back, to the JSON side.
+        bob.send(out(&send_to("alice", 1, "hello"), Encoding::Protobuf))
+            .await
+            .unwrap();
+        match next(&mut alice, Encoding::Json).await.body {
+            Some(Body::Publish(v1::Publish {
+                body: Some(v1::publish::Body::Message(m)),
+                ..
+            })) => assert_eq!((m.sender_id.as_str(), m.content.as_str()), ("bob", "hello")),
+            other => panic!("expected a delivery, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connack_gives_the_users_inbox_position_so_far() {
+        let url = relay().await;
+        let (mut alice, _) = connect(&url, "alice".into(), Encoding::Protobuf).await;
+        let (mut bob, ack) = connect(&url, token_of("bob"), Encoding::Json).await;
+        assert_eq!(ack.inbox_seq, 0);
+        for k in 1..=3 {
+            alice
+                .send(out(&send_to("bob", k, "x"), Encoding::Protobuf))
+                .await
+                .unwrap();
+        }
+        for k in 1..=3 {
+            match next(&mut bob, Encoding::Json).await.body {
+                Some(Body::Publish(v1::Publish {
+                    body: Some(v1::publish::Body::Message(m)),
+                    ..
+                })) => assert_eq!(m.inbox_seq, k),
+                other => panic!("expected a delivery, got {other:?}"),
+            }
+        }
+        drop(bob);
+        let (_bob, ack) = connect(&url, token_of("bob"), Encoding::Json).await;
+        assert_eq!(
+            ack.inbox_seq, 3,
+            "a connection again starts after what was delivered"
+        );
+    }
+
+    #[test]
+    fn a_token_that_is_not_signed_is_the_user_itself() {
+        assert_eq!(user_of("u42"), "u42");
+        assert_eq!(user_of(&token_of("u42")), "u42");
+        // Three parts whose middle is not base64url JSON with a subject: taken as it is.
+        assert_eq!(user_of("a.b.c"), "a.b.c");
+        assert_eq!(user_of("a.b.c.d"), "a.b.c.d");
     }
 }

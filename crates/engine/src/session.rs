@@ -205,7 +205,7 @@ impl SessionShared {
             st.cursor = inbox_seq;
         }
         let cursor = st.cursor;
-        st.inflight.retain(|seq, _| *seq > cursor);
+        st.forget_confirmed(cursor);
         st.advance();
     }
 
@@ -255,6 +255,18 @@ impl SessionShared {
 }
 
 impl DeliveryState {
+    /// Drops the in-flight entries up to `cursor`: oldest first, so this visits only those, not
+    /// the whole window.
+    fn forget_confirmed(&mut self, cursor: u64) {
+        while self
+            .inflight
+            .first_key_value()
+            .is_some_and(|(seq, _)| *seq <= cursor)
+        {
+            self.inflight.pop_first();
+        }
+    }
+
     fn advance(&mut self) {
         while self.acked_ahead.remove(&(self.cursor + 1)) {
             self.cursor += 1;
@@ -353,7 +365,7 @@ impl Engine {
             st.cursor = st.cursor.max(cursor);
             st.stored_cursor = stored;
             st.max_known = st.max_known.max(cursor).max(state.user.inbox_seq);
-            st.inflight.retain(|seq, _| *seq > cursor);
+            st.forget_confirmed(cursor);
             st.advance();
         }
         // Pushed here before the cursor was known, and since acknowledged by the replaced
