@@ -485,10 +485,13 @@ fn finish(common: &Common, records: Vec<Record>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The revision of the working tree the tool runs in, `-dirty` when it has changes; outside
-/// a working tree, that of the tree the binary is in (`target/release/tidings` run from
-/// elsewhere).
+/// The revision the binary was built from (`-dirty` when its code had uncommitted changes);
+/// for a binary built outside a git working tree, that of the working tree the tool runs in,
+/// or else of the tree the binary is in (`target/release/tidings` run from elsewhere).
 fn revision() -> String {
+    if let Some(built) = build_revision() {
+        return built.to_string();
+    }
     let exe_dir = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(Path::to_path_buf));
@@ -497,6 +500,11 @@ fn revision() -> String {
         .iter()
         .find_map(|tree| revision_of(tree.as_deref()))
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// The revision `build.rs` found when this binary was built, if it was built in a working tree.
+fn build_revision() -> Option<&'static str> {
+    Some(env!("TIDINGS_BUILD_REVISION")).filter(|r| !r.is_empty())
 }
 
 /// The revision of the working tree at `tree` (the current directory's if `None`).
@@ -975,6 +983,25 @@ mod tests {
         }
         let outside = tempfile::tempdir().unwrap();
         assert_eq!(revision_of(Some(outside.path())), None);
+    }
+
+    /// A binary built in a working tree names the commit it was built from, whatever tree it
+    /// later runs in (the build script records it).
+    #[test]
+    fn a_binary_built_in_a_working_tree_names_its_own_revision() {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let Some(here) = revision_of(Some(source)) else {
+            eprintln!("skipped: the source is not in a git working tree");
+            assert_eq!(build_revision(), None);
+            return;
+        };
+        let built = build_revision().expect("the build's revision");
+        let hex = built.trim_end_matches("-dirty");
+        assert_eq!(hex.len(), 12, "{built}");
+        assert!(hex.chars().all(|c| c.is_ascii_hexdigit()), "{built}");
+        // Built from this tree's commit (a test binary is built from the tree it tests).
+        assert_eq!(hex, here.trim_end_matches("-dirty"));
+        assert_eq!(revision(), built);
     }
 
     fn target(receivers: Option<&str>, both_ways: bool) -> Target {
