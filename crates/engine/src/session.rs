@@ -267,12 +267,16 @@ impl DeliveryState {
         }
     }
 
+    /// Moves the cursor over the acknowledged entries right above it, and forgets those the
+    /// cursor has passed. Lowest first, so this visits only those, not every entry ahead.
     fn advance(&mut self) {
-        while self.acked_ahead.remove(&(self.cursor + 1)) {
-            self.cursor += 1;
+        while let Some(&seq) = self.acked_ahead.first() {
+            if seq > self.cursor + 1 {
+                break;
+            }
+            self.acked_ahead.pop_first();
+            self.cursor = self.cursor.max(seq);
         }
-        let cursor = self.cursor;
-        self.acked_ahead.retain(|s| *s > cursor);
     }
 }
 
@@ -668,5 +672,62 @@ impl Engine {
             cursor = cursor.max(old.state().cursor);
         }
         cursor
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(cursor: u64, max_known: u64) -> DeliveryState {
+        DeliveryState {
+            inflight: BTreeMap::new(),
+            cursor,
+            acked_ahead: BTreeSet::new(),
+            stored_cursor: cursor,
+            max_known,
+            ended: false,
+        }
+    }
+
+    /// Acknowledgements past a gap wait; the one that closes the gap moves the cursor over all
+    /// of them, and no further than the next gap.
+    #[test]
+    fn acknowledgements_ahead_of_a_gap_move_the_cursor_once_it_closes() {
+        let mut st = state(10, 100);
+        for seq in [12, 13, 15] {
+            st.acked_ahead.insert(seq);
+            st.advance();
+            assert_eq!(st.cursor, 10, "entry 11 is still missing");
+        }
+        st.cursor = 11;
+        st.advance();
+        assert_eq!(st.cursor, 13, "12 and 13 follow 11; 14 is missing");
+        assert_eq!(st.acked_ahead.iter().copied().collect::<Vec<_>>(), [15]);
+    }
+
+    /// A cumulative confirmation that passes acknowledged entries forgets them, and continues
+    /// over those right above it.
+    #[test]
+    fn a_cursor_moved_past_entries_acknowledged_ahead_forgets_them() {
+        let mut st = state(10, 100);
+        st.acked_ahead.extend([12, 14, 21, 23]);
+        st.cursor = 20;
+        st.advance();
+        assert_eq!(st.cursor, 21);
+        assert_eq!(st.acked_ahead.iter().copied().collect::<Vec<_>>(), [23]);
+    }
+
+    /// Confirmed entries leave the in-flight window; those above the cursor stay.
+    #[test]
+    fn confirmed_entries_leave_the_in_flight_window() {
+        let mut st = state(0, 100);
+        let message = Arc::new(tidings_store::StoredMessage::default());
+        let delivered = |seq| Arc::new(Delivered::for_viewer("u", message.clone(), seq));
+        for seq in 1..=5 {
+            st.inflight.insert(seq, (Instant::now(), delivered(seq)));
+        }
+        st.forget_confirmed(3);
+        assert_eq!(st.inflight.keys().copied().collect::<Vec<_>>(), [4, 5]);
     }
 }
