@@ -4,7 +4,9 @@
 //! `Cargo.lock`) differs from it, or empty outside a git working tree.
 
 use std::path::Path;
-use std::process::Command;
+
+#[path = "src/revision.rs"]
+mod revision;
 
 fn main() {
     let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
@@ -31,30 +33,7 @@ fn main() {
     );
 }
 
+/// The code's revision: `-dirty` only for changes to what the binary is built from.
 fn revision(root: &Path) -> Option<String> {
-    let git = |args: &[&str]| {
-        Command::new("git")
-            .arg("-C")
-            .arg(root)
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    let rev = git(&["rev-parse", "--short=12", "HEAD"])?;
-    let changes = git(&[
-        "status",
-        "--porcelain",
-        "--untracked-files=no",
-        "--",
-        "crates",
-        "Cargo.toml",
-        "Cargo.lock",
-    ])?;
-    Some(if changes.is_empty() {
-        rev
-    } else {
-        format!("{rev}-dirty")
-    })
+    revision::revision_of(Some(root), &["crates", "Cargo.toml", "Cargo.lock"])
 }

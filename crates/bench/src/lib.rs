@@ -22,6 +22,7 @@ mod ledger;
 mod procstat;
 mod relay;
 mod relay_raw;
+mod revision;
 mod scenarios;
 mod stats;
 mod timer;
@@ -507,24 +508,10 @@ fn build_revision() -> Option<&'static str> {
     Some(env!("TIDINGS_BUILD_REVISION")).filter(|r| !r.is_empty())
 }
 
-/// The revision of the working tree at `tree` (the current directory's if `None`).
+/// The revision of the working tree at `tree` (the current directory's if `None`), `-dirty`
+/// when any tracked file has changes.
 fn revision_of(tree: Option<&Path>) -> Option<String> {
-    let git = |args: &[&str]| {
-        let mut command = Command::new("git");
-        if let Some(tree) = tree {
-            command.arg("-C").arg(tree);
-        }
-        command
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    let rev = git(&["rev-parse", "--short=12", "HEAD"])?;
-    let dirty =
-        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
-    Some(if dirty { format!("{rev}-dirty") } else { rev })
+    revision::revision_of(tree, &[])
 }
 
 /// The command line of this run, quoted for a POSIX shell.
