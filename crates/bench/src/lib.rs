@@ -18,6 +18,7 @@
 mod chart;
 mod chatroom;
 mod group;
+mod journal;
 mod ledger;
 mod procstat;
 mod relay;
@@ -214,6 +215,10 @@ pub enum Scenario {
         /// The raw chatroom relay (chatrooms only).
         #[arg(long)]
         raw: bool,
+        /// Append each 1:1 message to this file (emptied first) and sync it before forwarding
+        /// the message and answering its PUBACK: the floor of a durable server.
+        #[arg(long, conflicts_with = "raw")]
+        journal: Option<std::path::PathBuf>,
     },
     /// Render JSON records (from --json) as an SVG chart of latency against load.
     Chart {
@@ -279,13 +284,18 @@ pub struct Record {
 /// connections.
 pub async fn run(args: BenchArgs, host: Host) -> anyhow::Result<()> {
     match args.scenario {
-        Scenario::Relay { listen, raw } => {
+        Scenario::Relay {
+            listen,
+            raw,
+            journal,
+        } => {
+            let journal = journal.as_deref().map(journal::Journal::open).transpose()?;
             let listener = tokio::net::TcpListener::bind(listen).await?;
             println!("relay listening on http://{}", listener.local_addr()?);
             if raw {
                 relay_raw::serve(listener).await?;
             } else {
-                relay::serve(listener).await?;
+                relay::serve(listener, journal).await?;
             }
             Ok(())
         }

@@ -10,6 +10,10 @@
 //! messages or proto3 JSON in text ones. A token that is a signed user token (three dot-separated
 //! parts) is taken for its subject claim, unchecked, so a client that logs in to the server with
 //! minted tokens (the peer harness in `../shared/peers` does) can load the relay unchanged.
+//!
+//! With a journal (`tidings bench relay --journal FILE`) the relay appends each 1:1 message to
+//! the file and syncs it (see `journal.rs`) before it forwards the message or answers its PUBACK:
+//! the floor of a server that keeps the delivery contract, on the machine it runs on.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,16 +55,25 @@ struct Relay {
     /// Per-recipient inbox positions, so clients that order by them work unchanged.
     inbox: Arc<Mutex<HashMap<String, u64>>>,
     uids: Arc<AtomicU64>,
+    /// Where 1:1 messages are made durable before they are forwarded and acknowledged.
+    journal: Option<crate::journal::Journal>,
 }
 
-/// Serves the relay on `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener) -> std::io::Result<()> {
+/// Serves the relay on `listener` until the process ends; with a journal, 1:1 messages are synced
+/// to it before they are forwarded and acknowledged.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    journal: Option<crate::journal::Journal>,
+) -> std::io::Result<()> {
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
     let app = Router::new()
         .route(tidings_gateway::WS_PATH, get(upgrade))
-        .with_state(Relay::default());
+        .with_state(Relay {
+            journal,
+            ..Relay::default()
+        });
     axum::serve(listener, app).await
 }
 
@@ -243,13 +256,25 @@ async fn connection(socket: WebSocket, relay: Relay) {
                     .get(&send.target_id)
                     .cloned()
                     .unwrap_or_default();
-                send_all(&deliver, targets.iter());
-                answer(Body::Puback(v1::PubAck {
-                    packet_id,
-                    uid,
-                    seq: *seq,
-                    ..Default::default()
-                }))
+                let synced = match &relay.journal {
+                    Some(journal) => journal
+                        .append(codec::encode_protobuf(&deliver))
+                        .await
+                        .inspect_err(|e| {
+                            tracing::warn!(error = %e, "relay: the journal failed; closing");
+                        })
+                        .is_ok(),
+                    None => true,
+                };
+                synced && {
+                    send_all(&deliver, targets.iter());
+                    answer(Body::Puback(v1::PubAck {
+                        packet_id,
+                        uid,
+                        seq: *seq,
+                        ..Default::default()
+                    }))
+                }
             }
             Some(Body::Query(v1::Query {
                 query_id,
@@ -403,13 +428,17 @@ mod tests {
     >;
 
     async fn relay() -> String {
+        relay_with(None).await
+    }
+
+    async fn relay_with(journal: Option<crate::journal::Journal>) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!(
             "ws://{}{}",
             listener.local_addr().unwrap(),
             tidings_gateway::WS_PATH
         );
-        tokio::spawn(serve(listener));
+        tokio::spawn(serve(listener, journal));
         url
     }
 
@@ -516,6 +545,31 @@ mod tests {
             })) => assert_eq!((m.sender_id.as_str(), m.content.as_str()), ("bob", "hello")),
             other => panic!("expected a delivery, got {other:?}"),
         }
+    }
+
+    /// With a journal, a message is in the file by the time its PUBACK comes, as the delivery
+    /// that follows it.
+    #[tokio::test]
+    async fn a_journaling_relay_has_a_message_in_its_file_before_its_puback() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let url = relay_with(Some(crate::journal::Journal::open(&path).unwrap())).await;
+        let (mut alice, _) = connect(&url, "alice".into(), Encoding::Protobuf).await;
+        let (mut bob, _) = connect(&url, "bob".into(), Encoding::Protobuf).await;
+        alice
+            .send(out(&send_to("bob", 3, "kept"), Encoding::Protobuf))
+            .await
+            .unwrap();
+        match next(&mut alice, Encoding::Protobuf).await.body {
+            Some(Body::Puback(p)) => assert_eq!(p.packet_id, 3),
+            other => panic!("expected a PUBACK, got {other:?}"),
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let len = u32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize;
+        assert_eq!(bytes.len(), 4 + len, "one record");
+        let kept = codec::decode(&bytes[4..], Encoding::Protobuf, 1 << 20).unwrap();
+        let delivered = next(&mut bob, Encoding::Protobuf).await;
+        assert_eq!(kept, delivered, "the journal holds what was delivered");
     }
 
     #[tokio::test]
