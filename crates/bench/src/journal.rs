@@ -37,12 +37,19 @@ impl Journal {
         Ok(Journal { tx })
     }
 
-    /// Appends `record` and returns once it is synced to the disk.
-    pub async fn append(&self, record: Vec<u8>) -> std::io::Result<()> {
+    /// Queues `record` for appending at once (records are written in the order of these calls);
+    /// the future resolves once it is synced to the disk.
+    pub fn append(
+        &self,
+        record: Vec<u8>,
+    ) -> impl std::future::Future<Output = std::io::Result<()>> + Send + 'static {
         let (reply, done) = oneshot::channel();
+        let sent = self.tx.send((record, reply));
         let closed = || std::io::Error::other("the relay's journal thread is gone");
-        self.tx.send((record, reply)).map_err(|_| closed())?;
-        done.await.map_err(|_| closed())?
+        async move {
+            sent.map_err(|_| closed())?;
+            done.await.map_err(|_| closed())?
+        }
     }
 }
 

@@ -40,6 +40,14 @@ struct Outlet {
     encoding: Encoding,
 }
 
+/// A 1:1 message waiting for its journal sync, and what then goes out.
+struct Synced {
+    sync: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>,
+    deliver: v1::Frame,
+    targets: Vec<Outlet>,
+    puback: v1::Frame,
+}
+
 /// A relay chatroom: its newest seq and its members' connections.
 #[derive(Default)]
 struct Room {
@@ -192,6 +200,27 @@ async fn connection(socket: WebSocket, relay: Relay) {
             }
         }
     });
+    // With a journal, messages wait for their sync here, without holding up the next ones.
+    let (synced, waiter) = match relay.journal {
+        Some(_) => {
+            let (queue, mut waiting) = mpsc::unbounded_channel::<Synced>();
+            let me = me.clone();
+            let waiter = tokio::spawn(async move {
+                while let Some(m) = waiting.recv().await {
+                    if let Err(e) = m.sync.await {
+                        tracing::warn!(error = %e, "relay: the journal failed; closing");
+                        return;
+                    }
+                    send_all(&m.deliver, m.targets.iter());
+                    if send_all(&m.puback, std::iter::once(&me)) == 0 {
+                        return;
+                    }
+                }
+            });
+            (Some(queue), Some(waiter))
+        }
+        None => (None, None),
+    };
     let connection = relay.connections.fetch_add(1, Ordering::Relaxed);
     // Conversation seqs, per target, for this sender.
     let mut seqs: HashMap<String, u64> = HashMap::new();
@@ -256,24 +285,34 @@ async fn connection(socket: WebSocket, relay: Relay) {
                     .get(&send.target_id)
                     .cloned()
                     .unwrap_or_default();
-                let synced = match &relay.journal {
-                    Some(journal) => journal
-                        .append(codec::encode_protobuf(&deliver))
-                        .await
-                        .inspect_err(|e| {
-                            tracing::warn!(error = %e, "relay: the journal failed; closing");
+                let puback = codec::frame(Body::Puback(v1::PubAck {
+                    packet_id,
+                    uid,
+                    seq: *seq,
+                    ..Default::default()
+                }));
+                match &synced {
+                    // Forwarded and answered once synced, in the order received.
+                    Some(queue) => {
+                        let sync = relay
+                            .journal
+                            .as_ref()
+                            .map(|j| j.append(codec::encode_protobuf(&deliver)));
+                        sync.is_some_and(|sync| {
+                            queue
+                                .send(Synced {
+                                    sync: Box::pin(sync),
+                                    deliver,
+                                    targets,
+                                    puback,
+                                })
+                                .is_ok()
                         })
-                        .is_ok(),
-                    None => true,
-                };
-                synced && {
-                    send_all(&deliver, targets.iter());
-                    answer(Body::Puback(v1::PubAck {
-                        packet_id,
-                        uid,
-                        seq: *seq,
-                        ..Default::default()
-                    }))
+                    }
+                    None => {
+                        send_all(&deliver, targets.iter());
+                        send_all(&puback, std::iter::once(&me)) > 0
+                    }
                 }
             }
             Some(Body::Query(v1::Query {
@@ -318,6 +357,9 @@ async fn connection(socket: WebSocket, relay: Relay) {
         .for_each(|room| room.members.retain(|(c, _)| *c != connection));
     drop(tx);
     writer.abort();
+    if let Some(waiter) = waiter {
+        waiter.abort();
+    }
 }
 
 impl Relay {
