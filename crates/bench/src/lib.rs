@@ -257,6 +257,9 @@ pub enum Relay {
     Raw,
 }
 
+/// The size of the journaling relay's file, which its records go round.
+const JOURNAL_BYTES: u64 = 256 << 20;
+
 /// One run's record.
 #[derive(Debug, Clone, Serialize)]
 pub struct Record {
@@ -289,7 +292,10 @@ pub async fn run(args: BenchArgs, host: Host) -> anyhow::Result<()> {
             raw,
             journal,
         } => {
-            let journal = journal.as_deref().map(journal::Journal::open).transpose()?;
+            let journal = journal
+                .as_deref()
+                .map(|path| journal::Journal::open(path, JOURNAL_BYTES))
+                .transpose()?;
             let listener = tokio::net::TcpListener::bind(listen).await?;
             println!("relay listening on http://{}", listener.local_addr()?);
             if raw {
