@@ -534,9 +534,29 @@ impl AsyncRead for Linger {
         let stream = self.get_mut().stream();
         loop {
             std::task::ready!(stream.poll_read_ready(cx))?;
-            match stream.try_read(buf.initialize_unfilled()) {
-                Ok(n) => {
-                    buf.advance(n);
+            let into = buf.initialize_unfilled();
+            let room = into.len();
+            let mut got = 0;
+            // A read that fills less than the buffer has drained the socket. Saying so to the
+            // runtime (a `WouldBlock` from `try_io`'s closure clears its readiness, unless the
+            // socket became readable again meanwhile) makes the next read wait for the socket,
+            // as the runtime's own `TcpStream` reads do, instead of trying it once more: one
+            // `recvfrom` that finds nothing for every frame a client sends.
+            let read = stream.try_io(tokio::io::Interest::READABLE, || {
+                got = stream.try_read(&mut into[..])?;
+                if got > 0 && got < room {
+                    Err(io::ErrorKind::WouldBlock.into())
+                } else {
+                    Ok(())
+                }
+            });
+            match read {
+                Ok(()) => {
+                    buf.advance(got);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => {
+                    buf.advance(got);
                     return Poll::Ready(Ok(()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
