@@ -201,8 +201,8 @@ async fn connection(socket: WebSocket, relay: Relay) {
         }
     });
     // With a journal, messages wait for their sync here, without holding up the next ones.
-    let (synced, waiter) = match relay.journal {
-        Some(_) => {
+    let (synced, waiter) = match &relay.journal {
+        Some(journal) => {
             let (queue, mut waiting) = mpsc::unbounded_channel::<Synced>();
             let me = me.clone();
             let waiter = tokio::spawn(async move {
@@ -217,7 +217,7 @@ async fn connection(socket: WebSocket, relay: Relay) {
                     }
                 }
             });
-            (Some(queue), Some(waiter))
+            (Some((journal.clone(), queue)), Some(waiter))
         }
         None => (None, None),
     };
@@ -293,22 +293,14 @@ async fn connection(socket: WebSocket, relay: Relay) {
                 }));
                 match &synced {
                     // Forwarded and answered once synced, in the order received.
-                    Some(queue) => {
-                        let sync = relay
-                            .journal
-                            .as_ref()
-                            .map(|j| j.append(codec::encode_protobuf(&deliver)));
-                        sync.is_some_and(|sync| {
-                            queue
-                                .send(Synced {
-                                    sync: Box::pin(sync),
-                                    deliver,
-                                    targets,
-                                    puback,
-                                })
-                                .is_ok()
+                    Some((journal, queue)) => queue
+                        .send(Synced {
+                            sync: Box::pin(journal.append(codec::encode_protobuf(&deliver))),
+                            deliver,
+                            targets,
+                            puback,
                         })
-                    }
+                        .is_ok(),
                     None => {
                         send_all(&deliver, targets.iter());
                         send_all(&puback, std::iter::once(&me)) > 0
