@@ -27,6 +27,10 @@
 //! Architecture invariant: only this crate knows HTTP push, VAPID and payload encryption; the
 //! engine sees the `Pusher` trait, and nothing in it waits on a push service.
 
+pub mod apns;
+pub mod fcm;
+pub mod sent;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -105,6 +109,9 @@ pub enum PushError {
     Subscription(String),
     #[error("building the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
+    /// A push provider's settings that cannot work: a key that is not one, a URL that is not.
+    #[error("push provider settings: {0}")]
+    Config(String),
 }
 
 /// The server's VAPID key pair (P-256).
