@@ -681,24 +681,79 @@ pub struct PushSubscription {
     pub auth: String,
 }
 
+/// A phone's push token: what FCM or APNs gave the app for this device.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushToken {
+    /// `fcm` or `apns`.
+    pub provider: String,
+    /// FCM: the registration token; APNs: the device token, hex.
+    pub token: String,
+    /// The app's bundle id (APNs topic) or package name; empty: the server's default.
+    pub app_id: String,
+    /// APNs: a development build's token (the sandbox environment).
+    pub sandbox: bool,
+    /// The device's language (a BCP 47 tag), for localised notifications.
+    pub locale: String,
+}
+
 impl Client {
-    /// Registers a Web Push subscription for this user (notifications while none of the user's
-    /// devices is online). Returns the server's VAPID public key.
+    /// Registers a Web Push subscription for this device (notifications while it is not
+    /// connected or in the background). Returns the server's VAPID public key.
     pub async fn register_push(&self, sub: &PushSubscription) -> Result<String, ClientError> {
         let ack = self
             .query(Body::RegisterPush(v1::RegisterPush {
                 endpoint: sub.endpoint.clone(),
                 p256dh: sub.p256dh.clone(),
                 auth: sub.auth.clone(),
+                ..Default::default()
             }))
             .await?;
         Ok(ack.vapid_public_key)
+    }
+
+    /// Registers this device's FCM or APNs token (one per device, provider and app: a new token
+    /// replaces the device's earlier one; a token registered by another user moves here).
+    pub async fn register_push_token(&self, token: &PushToken) -> Result<(), ClientError> {
+        self.query(Body::RegisterPush(v1::RegisterPush {
+            provider: token.provider.clone(),
+            token: token.token.clone(),
+            app_id: token.app_id.clone(),
+            sandbox: token.sandbox,
+            locale: token.locale.clone(),
+            ..Default::default()
+        }))
+        .await?;
+        Ok(())
+    }
+
+    /// Removes one of this user's FCM or APNs tokens.
+    pub async fn unregister_push_token(
+        &self,
+        provider: &str,
+        token: &str,
+    ) -> Result<(), ClientError> {
+        self.query(Body::UnregisterPush(v1::UnregisterPush {
+            provider: provider.to_string(),
+            token: token.to_string(),
+            ..Default::default()
+        }))
+        .await?;
+        Ok(())
+    }
+
+    /// Tells the server whether the app is in the background: the device then gets push
+    /// notifications as if it were not connected (and again not, once it is back).
+    pub async fn set_app_state(&self, background: bool) -> Result<(), ClientError> {
+        self.query(Body::SetAppState(v1::SetAppState { background }))
+            .await?;
+        Ok(())
     }
 
     /// Removes one of this user's Web Push subscriptions.
     pub async fn unregister_push(&self, endpoint: &str) -> Result<(), ClientError> {
         self.query(Body::UnregisterPush(v1::UnregisterPush {
             endpoint: endpoint.to_string(),
+            ..Default::default()
         }))
         .await?;
         Ok(())

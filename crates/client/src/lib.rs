@@ -38,7 +38,7 @@ pub use chatrooms::{
 };
 pub use conversations::{
     Conversation, ConversationChange, ConversationPage, ConversationUpdate, HistoryPage,
-    HistoryStart, MessagesDeleted, Presence, PushSubscription, QuietHours, ReadReceipt,
+    HistoryStart, MessagesDeleted, Presence, PushSubscription, PushToken, QuietHours, ReadReceipt,
     SearchResults, UserProfile,
 };
 pub use groups::{Group, GroupMember, GroupMembersPage, GroupNotice, GroupReceipt};

@@ -18,7 +18,7 @@
 use bytes::Bytes;
 use tidings_engine::{
     AmendRequest, ChatroomQuery, ConnectInfo, ConnectRequest, ConversationQuery,
-    ConversationUpdateRequest, GroupQuery, HistoryStart, Outbound, PushSubscription, Refusal,
+    ConversationUpdateRequest, GroupQuery, HistoryStart, Outbound, PushTokenRequest, Refusal,
     RoomItem, SendRequest,
 };
 use tidings_proto::v1::{self, frame::Body};
@@ -303,9 +303,9 @@ fn query(query_id: u32, body: Option<v1::query::Body>) -> Step {
         },
         Some(body) => match group_query(body) {
             Ok(query) => Step::Group { query_id, query },
-            Err(body) => match chatroom_query(body) {
+            Err(body) => match chatroom_query(*body) {
                 Ok(query) => Step::Chatroom { query_id, query },
-                Err(body) => match conversation_query(body) {
+                Err(body) => match conversation_query(*body) {
                     Some(query) => Step::Conversation { query_id, query },
                     None => Step::RejectQuery {
                         query_id,
@@ -455,7 +455,7 @@ pub fn outbound_frame(item: Outbound) -> v1::Frame {
 }
 
 /// The engine's form of a group QUERY; the body back for the other kinds.
-fn group_query(body: v1::query::Body) -> Result<GroupQuery, v1::query::Body> {
+fn group_query(body: v1::query::Body) -> Result<GroupQuery, Box<v1::query::Body>> {
     use v1::query::Body as Q;
     Ok(match body {
         Q::GetGroup(g) => GroupQuery::Get { group: g.group_id },
@@ -487,12 +487,12 @@ fn group_query(body: v1::query::Body) -> Result<GroupQuery, v1::query::Body> {
             name: u.name,
             invite_open: u.invite_open,
         },
-        other => return Err(other),
+        other => return Err(Box::new(other)),
     })
 }
 
 /// The engine's form of a chatroom QUERY; the body back for the other kinds.
-fn chatroom_query(body: v1::query::Body) -> Result<ChatroomQuery, v1::query::Body> {
+fn chatroom_query(body: v1::query::Body) -> Result<ChatroomQuery, Box<v1::query::Body>> {
     use v1::query::Body as Q;
     Ok(match body {
         Q::JoinChatroom(j) => ChatroomQuery::Join {
@@ -527,7 +527,7 @@ fn chatroom_query(body: v1::query::Body) -> Result<ChatroomQuery, v1::query::Bod
             room: e.chatroom_id,
             keys: e.keys,
         },
-        other => return Err(other),
+        other => return Err(Box::new(other)),
     })
 }
 
@@ -612,13 +612,27 @@ fn conversation_query(body: v1::query::Body) -> Option<ConversationQuery> {
             minutes: q.minutes,
         },
         Q::GetQuietHours(_) => ConversationQuery::QuietHours,
-        Q::RegisterPush(r) => ConversationQuery::RegisterPush(PushSubscription {
-            endpoint: r.endpoint,
-            p256dh: r.p256dh,
-            auth: r.auth,
-        }),
-        Q::UnregisterPush(u) => ConversationQuery::UnregisterPush {
-            endpoint: u.endpoint,
+        Q::RegisterPush(r) => {
+            let web = matches!(r.provider.as_str(), "" | "webpush");
+            ConversationQuery::RegisterPush(PushTokenRequest {
+                provider: r.provider,
+                token: if web { r.endpoint } else { r.token },
+                p256dh: r.p256dh,
+                auth: r.auth,
+                app_id: r.app_id,
+                sandbox: r.sandbox,
+                locale: r.locale,
+            })
+        }
+        Q::UnregisterPush(u) => {
+            let web = matches!(u.provider.as_str(), "" | "webpush");
+            ConversationQuery::UnregisterPush {
+                provider: u.provider,
+                token: if web { u.endpoint } else { u.token },
+            }
+        }
+        Q::SetAppState(a) => ConversationQuery::SetAppState {
+            background: a.background,
         },
         Q::SearchMessages(q) => ConversationQuery::Search {
             query: q.query,

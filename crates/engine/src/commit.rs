@@ -300,12 +300,16 @@ fn prepare(
     let mut ops = Vec::with_capacity(batch.len());
     // For each request, the range of its ops in `ops`.
     let mut spans = Vec::with_capacity(batch.len());
-    // The batch's payloads move into the ops; only the reply handles are used afterwards.
+    // The batch's payloads move into the ops; only the reply handles (and whether a message is
+    // counted) are used afterwards.
     for request in batch.iter_mut() {
         let start = ops.len();
         match request {
             CommitRequest::Publish { message, .. } | CommitRequest::Post { message, .. } => {
-                let message = std::mem::take(message);
+                let taken = std::mem::take(message);
+                // Kept for the answer: whether the message makes notifications due.
+                message.counted = taken.counted;
+                let message = taken;
                 ops.push(WriteOp::Append(AppendMessage {
                     uid: next_uid(uids, now),
                     conversation_type: message.conversation_type,
@@ -402,19 +406,27 @@ fn answer(
                     CommitRequest::Publish {
                         session,
                         packet_id,
+                        message,
                         notice,
                         received,
-                        ..
                     } => match mine.pop() {
-                        Some(result) => {
-                            answer_publish(engine, &session, packet_id, result, notice, received)
-                        }
+                        Some(result) => answer_publish(
+                            engine,
+                            &session,
+                            packet_id,
+                            result,
+                            (notice, message.counted),
+                            received,
+                        ),
                         None => session.reply(
                             engine,
                             Outbound::PubAck(PubAckOut::refused(packet_id, Code::ServerError)),
                         ),
                     },
-                    CommitRequest::Post { reply, .. } => {
+                    CommitRequest::Post {
+                        reply,
+                        message: pending,
+                    } => {
                         let result = mine.pop();
                         if let Some(WriteResult::Appended {
                             message,
@@ -428,7 +440,7 @@ fn answer(
                             crate::metrics::m().accepted(message.conversation_type);
                             let message = Arc::new(message.clone());
                             fan_out(engine, &message, inbox, None);
-                            engine.push_offline(&message, inbox);
+                            engine.push_offline(&message, inbox, pending.counted);
                         }
                         let _ =
                             reply.send(result.ok_or_else(|| {
@@ -507,8 +519,14 @@ fn push_events(engine: &Engine, results: &[WriteResult]) {
             WriteResult::Amended {
                 event: Some((message, inbox)),
                 ..
+            } => {
+                // A recall's event withdraws the notification of what it recalled.
+                let message = Arc::new(message.clone());
+                fan_out(engine, &message, inbox, None);
+                engine.push_offline(&message, inbox, false);
+                continue;
             }
-            | WriteResult::GroupChanged {
+            WriteResult::GroupChanged {
                 notification: Some((message, inbox)),
                 ..
             } => {
@@ -571,7 +589,7 @@ fn answer_publish(
     origin: &Arc<SessionShared>,
     packet_id: u32,
     result: WriteResult,
-    notice: u32,
+    (notice, counted): (u32, bool),
     received: std::time::Instant,
 ) {
     let metrics = crate::metrics::m();
@@ -624,7 +642,7 @@ fn answer_publish(
                 .publish_to_delivery
                 .record(crate::metrics::Metrics::since(received));
             // Recipients with no device online get a notification (queued: nothing waits).
-            engine.push_offline(&message, &inbox);
+            engine.push_offline(&message, &inbox, counted);
         }
         WriteResult::ClientMsgIdConflict => origin.reply(
             engine,

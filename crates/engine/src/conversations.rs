@@ -75,11 +75,18 @@ pub enum ConversationQuery {
         minutes: u32,
     },
     QuietHours,
-    /// Saves this device's Web Push subscription; answered with the VAPID public key.
-    RegisterPush(crate::PushSubscription),
-    /// Removes this user's subscription with this endpoint.
+    /// Saves this device's push token or Web Push subscription; answered with the VAPID
+    /// public key.
+    RegisterPush(crate::push::PushTokenRequest),
+    /// Removes this user's token (for Web Push, the endpoint).
     UnregisterPush {
-        endpoint: String,
+        /// `webpush` (also when empty), `fcm` or `apns`.
+        provider: String,
+        token: String,
+    },
+    /// This connection's app went to the background (or came back).
+    SetAppState {
+        background: bool,
     },
     Search {
         query: String,
@@ -267,9 +274,14 @@ impl Session {
                     ..Default::default()
                 })
             }
-            ConversationQuery::RegisterPush(sub) => {
+            ConversationQuery::RegisterPush(request) => {
+                let device = if self.shared.anonymous {
+                    ""
+                } else {
+                    self.shared.device.as_str()
+                };
                 self.engine
-                    .register_push(&self.shared.user, sub)
+                    .register_push_token(&self.shared.user, device, request)
                     .await
                     .map_err(|e| e.0)?;
                 Ok(QueryAckOut {
@@ -277,15 +289,25 @@ impl Session {
                     ..Default::default()
                 })
             }
-            ConversationQuery::UnregisterPush { endpoint } => {
-                self.engine
-                    .unregister_push(&self.shared.user, &endpoint)
-                    .await
-                    .map_err(|e| e.0)?;
+            ConversationQuery::UnregisterPush { provider, token } => {
+                let outcome = if crate::push::push_provider(&provider)
+                    .is_ok_and(|p| p == tidings_store::PushProvider::WebPush)
+                {
+                    self.engine.unregister_push(&self.shared.user, &token).await
+                } else {
+                    self.engine
+                        .unregister_push_token(&self.shared.user, &provider, &token)
+                        .await
+                };
+                outcome.map_err(|e| e.0)?;
                 Ok(QueryAckOut {
                     vapid_public_key: self.engine.vapid_public_key().unwrap_or_default(),
                     ..Default::default()
                 })
+            }
+            ConversationQuery::SetAppState { background } => {
+                self.shared.set_background(background);
+                Ok(QueryAckOut::default())
             }
             ConversationQuery::SetBlocked { user, blocked } => {
                 self.set_blocked(user, blocked).await

@@ -91,7 +91,7 @@ pub use files::MessageRef;
 pub use groups::GroupQuery;
 pub use outbox::{DirectWriter, Outbox};
 pub use presence::PresenceOut;
-pub use push::{PushOutcome, PushSubscription};
+pub use push::{PushOutcome, PushSubscription, PushTokenRequest};
 pub use readiness::Readiness;
 pub use receipts::ReceiptWatch;
 pub use session::{ConnectInfo, ConnectRequest, SendRequest, Session};

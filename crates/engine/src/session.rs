@@ -76,6 +76,9 @@ pub(crate) struct SessionShared {
     /// console's list of a user's devices.
     pub platform: String,
     pub connected_at: i64,
+    /// The app reported it is in the background (`setAppState`): its device gets push
+    /// notifications as if it were not connected.
+    background: std::sync::atomic::AtomicBool,
     /// Set once the connection's [`Session`] is dropped: its reader and writer are done, so its
     /// device acknowledges nothing more.
     released: tokio::sync::watch::Sender<bool>,
@@ -110,6 +113,16 @@ struct DeliveryState {
 }
 
 impl SessionShared {
+    /// Whether the app reported it is in the background.
+    pub fn in_background(&self) -> bool {
+        self.background.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set_background(&self, background: bool) {
+        self.background
+            .store(background, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, DeliveryState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -336,6 +349,7 @@ impl Engine {
             platform: req.platform.clone(),
             connected_at: now,
             released: tokio::sync::watch::channel(false).0,
+            background: std::sync::atomic::AtomicBool::new(false),
         });
         // Register before reading the user's state: an entry committed before the read is in
         // the inbox up to the read's inbox seq, and one committed after it is pushed here. So
@@ -443,6 +457,15 @@ impl Session {
 
     pub fn user_id(&self) -> &str {
         &self.shared.user
+    }
+
+    /// The device id the connection named; empty for an anonymous device.
+    pub fn device_id(&self) -> &str {
+        if self.shared.anonymous {
+            ""
+        } else {
+            &self.shared.device
+        }
     }
 
     /// The queue the gateway drains to the socket.

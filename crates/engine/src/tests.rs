@@ -477,7 +477,7 @@ impl push::Pusher for Recorder {
 }
 
 #[tokio::test]
-async fn committed_messages_go_to_the_pusher_for_recipients_with_no_session() {
+async fn committed_messages_go_to_the_pusher_with_which_devices_are_awake() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&SqliteConfig::new(dir.path().join("t.db"))).unwrap();
     let mut config = EngineConfig::new(creds());
@@ -497,18 +497,46 @@ async fn committed_messages_go_to_the_pusher_for_recipients_with_no_session() {
     assert_eq!(engine.vapid_public_key().as_deref(), Some("KEY"));
     let alice = connect(&engine, "alice", "phone").await;
     let _bob = connect(&engine, "bob", "phone").await;
+    // Each recipient (never the sender), and whether their device "phone" was awake.
+    let recipients = |job: push::PushJob| {
+        let mut users: Vec<(String, bool)> = job
+            .recipients
+            .into_iter()
+            .map(|r| (r.user, r.awake.covers("phone")))
+            .collect();
+        users.sort();
+        (job.message.uid.clone(), users)
+    };
     let next_job = |rx: &mut tokio::sync::mpsc::UnboundedReceiver<push::PushJob>| {
-        let job = rx.try_recv().expect("a job, handed over before the PUBACK");
-        (job.message.uid.clone(), job.users)
+        recipients(rx.try_recv().expect("a job, handed over before the PUBACK"))
     };
 
-    // To bob (online): no job; to carol (offline): carol, never the sender.
+    // To bob (online: awake); to carol (offline); never the sender.
     alice.publish(1, text("c1", "bob", "hi")).await;
-    puback(&alice).await;
+    let ack = puback(&alice).await;
+    assert_eq!(
+        next_job(&mut rx),
+        (ack.uid, vec![("bob".to_string(), true)])
+    );
     alice.publish(2, text("c2", "carol", "hi")).await;
     let ack = puback(&alice).await;
-    assert_eq!(next_job(&mut rx), (ack.uid, vec!["carol".to_string()]));
-    assert!(rx.try_recv().is_err(), "nothing for bob, who is online");
+    assert_eq!(
+        next_job(&mut rx),
+        (ack.uid, vec![("carol".to_string(), false)])
+    );
+    // An uncounted message makes nothing due.
+    alice
+        .publish(
+            4,
+            SendRequest {
+                uncounted: true,
+                msg_type: "app:sync".into(),
+                ..text("c4", "carol", "quiet")
+            },
+        )
+        .await;
+    puback(&alice).await;
+    assert!(rx.try_recv().is_err(), "nothing for an uncounted message");
 
     // A group message: its offline members.
     engine
@@ -546,9 +574,17 @@ async fn committed_messages_go_to_the_pusher_for_recipients_with_no_session() {
             break p;
         }
     };
-    let (uid, mut users) = next_job(&mut rx);
-    users.sort();
-    assert_eq!((uid, users), (ack.uid, vec!["carol".into(), "dave".into()]));
+    assert_eq!(
+        next_job(&mut rx),
+        (
+            ack.uid,
+            vec![
+                ("bob".into(), true),
+                ("carol".into(), false),
+                ("dave".into(), false)
+            ]
+        )
+    );
 
     // A system message: its offline recipients.
     let posted = engine
@@ -559,11 +595,16 @@ async fn committed_messages_go_to_the_pusher_for_recipients_with_no_session() {
         )
         .await
         .unwrap();
-    let mut got: Vec<(String, Vec<String>)> = vec![next_job(&mut rx)];
-    got.extend(rx.try_recv().ok().map(|j| (j.message.uid.clone(), j.users)));
-    assert_eq!(got.len(), 1, "alice is online: {got:?}");
-    assert_eq!(got[0].1, vec!["erin".to_string()]);
-    assert!(posted.iter().any(|p| p.uid == got[0].0));
+    let mut got: Vec<(String, Vec<(String, bool)>)> = vec![next_job(&mut rx)];
+    got.extend(rx.try_recv().ok().map(recipients));
+    got.sort();
+    assert_eq!(got.len(), 2, "{got:?}");
+    let users: Vec<_> = got.iter().flat_map(|(_, u)| u.clone()).collect();
+    assert!(users.contains(&("alice".into(), true)) && users.contains(&("erin".into(), false)));
+    assert!(
+        got.iter()
+            .all(|(uid, _)| posted.iter().any(|p| p.uid == *uid))
+    );
 }
 
 #[tokio::test]

@@ -277,6 +277,90 @@ pub async fn set_blocklist(
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PushTokenBody {
+    provider: String,
+    token: String,
+    #[serde(default)]
+    device_id: String,
+    #[serde(default)]
+    app_id: String,
+    #[serde(default)]
+    sandbox: bool,
+    #[serde(default)]
+    locale: String,
+    #[serde(default)]
+    p256dh: String,
+    #[serde(default)]
+    auth: String,
+}
+
+/// `GET /api/v1/users/{userId}/push-tokens`: the user's push tokens.
+pub async fn push_tokens(State(state): State<AppState>, Path(user): Path<String>) -> Response {
+    reply(state.engine.push_tokens_of(&user).await, |tokens| {
+        json!({
+            "tokens": tokens.iter().map(|t| json!({
+                "provider": t.provider.as_str(),
+                "token": t.token,
+                "deviceId": t.device,
+                "appId": t.app_id,
+                "sandbox": t.sandbox,
+                "locale": t.locale,
+            })).collect::<Vec<_>>()
+        })
+    })
+}
+
+/// `POST /api/v1/users/{userId}/push-tokens`: registers a device's push token for the user, as
+/// a client's `registerPush` does (for Web Push, `token` is the endpoint).
+pub async fn register_push_token(
+    State(state): State<AppState>,
+    Path(user): Path<String>,
+    body: Bytes,
+) -> Response {
+    let req: PushTokenBody = parse_or_refuse!(body);
+    let request = tidings_engine::PushTokenRequest {
+        provider: req.provider,
+        token: req.token,
+        p256dh: req.p256dh,
+        auth: req.auth,
+        app_id: req.app_id,
+        sandbox: req.sandbox,
+        locale: req.locale,
+    };
+    reply(
+        state
+            .engine
+            .register_push_token(&user, &req.device_id, request)
+            .await,
+        |()| json!({}),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RemovePushToken {
+    provider: String,
+    token: String,
+}
+
+/// `POST /api/v1/users/{userId}/push-tokens/remove`: removes one of the user's push tokens.
+pub async fn remove_push_token(
+    State(state): State<AppState>,
+    Path(user): Path<String>,
+    body: Bytes,
+) -> Response {
+    let req: RemovePushToken = parse_or_refuse!(body);
+    reply(
+        state
+            .engine
+            .unregister_push_token(&user, &req.provider, &req.token)
+            .await,
+        |()| json!({}),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Broadcast {
     from_user_id: String,
     msg_type: Option<String>,

@@ -722,7 +722,10 @@ impl<H: Held> Ctx<H> {
                         p256dh,
                         auth,
                     };
-                    let outcome = self.engine.register_push(session.user_id(), sub).await;
+                    let outcome = self
+                        .engine
+                        .register_push(session.user_id(), session.device_id(), sub)
+                        .await;
                     self.dialect
                         .with(|d| d.push_registered(outcome.as_ref().map(|_| ()).map_err(|e| &e.0)))
                 }

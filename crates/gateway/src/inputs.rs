@@ -40,6 +40,16 @@ const BODIES: &[(&str, &str, Reader)] = &[
     ),
     (
         "POST",
+        "/api/v1/users/{user_id}/push-tokens",
+        json::<api_users::PushTokenBody>,
+    ),
+    (
+        "POST",
+        "/api/v1/users/{user_id}/push-tokens/remove",
+        json::<api_users::RemovePushToken>,
+    ),
+    (
+        "POST",
         "/api/v1/messages/broadcast",
         json::<api_users::Broadcast>,
     ),

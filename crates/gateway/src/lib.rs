@@ -201,6 +201,9 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/users/{user_id}/unban"),
     ("GET", "/api/v1/users/{user_id}/blocklist"),
     ("POST", "/api/v1/users/{user_id}/blocklist"),
+    ("GET", "/api/v1/users/{user_id}/push-tokens"),
+    ("POST", "/api/v1/users/{user_id}/push-tokens"),
+    ("POST", "/api/v1/users/{user_id}/push-tokens/remove"),
     ("POST", "/api/v1/messages/broadcast"),
     ("POST", "/api/v1/messages/recall"),
     ("GET", "/api/v1/history"),
@@ -244,6 +247,11 @@ fn api_route(method: &str, path: &str) -> MethodRouter<AppState> {
         ("POST", "/api/v1/users/{user_id}/unban") => post(api_users::unban),
         ("GET", "/api/v1/users/{user_id}/blocklist") => get(api_users::blocklist),
         ("POST", "/api/v1/users/{user_id}/blocklist") => post(api_users::set_blocklist),
+        ("GET", "/api/v1/users/{user_id}/push-tokens") => get(api_users::push_tokens),
+        ("POST", "/api/v1/users/{user_id}/push-tokens") => post(api_users::register_push_token),
+        ("POST", "/api/v1/users/{user_id}/push-tokens/remove") => {
+            post(api_users::remove_push_token)
+        }
         ("POST", "/api/v1/messages/broadcast") => post(api_users::broadcast),
         ("POST", "/api/v1/messages/recall") => post(api_users::recall),
         ("GET", "/api/v1/history") => get(api_users::history),

@@ -252,6 +252,30 @@ fn frames() -> Vec<(&'static str, v1::Frame)> {
                     endpoint: "https://push.example/send/abc".into(),
                     p256dh: "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4".into(),
                     auth: "BTBZMqHH6r4Tts7J_aSIgg".into(),
+                    ..Default::default()
+                })),
+            })),
+        ),
+        (
+            "query_register_push_token",
+            f(Body::Query(v1::Query {
+                query_id: 7,
+                body: Some(v1::query::Body::RegisterPush(v1::RegisterPush {
+                    provider: "apns".into(),
+                    token: "5f6aa01d8e3358949b7c25d461bb78ad740f4707462c7eafbebcf74fa5ddb387".into(),
+                    app_id: "com.example.chat".into(),
+                    sandbox: true,
+                    locale: "en-GB".into(),
+                    ..Default::default()
+                })),
+            })),
+        ),
+        (
+            "query_set_app_state",
+            f(Body::Query(v1::Query {
+                query_id: 8,
+                body: Some(v1::query::Body::SetAppState(v1::SetAppState {
+                    background: true,
                 })),
             })),
         ),

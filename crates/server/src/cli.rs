@@ -191,6 +191,30 @@ pub async fn conversations(
     result
 }
 
+/// Registers (or removes) a push token for the user's `device`, and prints `{"code":0}`.
+pub async fn push_token(
+    server: &str,
+    token: &str,
+    ca_file: Option<&Path>,
+    device: &str,
+    push: &tidings_client::PushToken,
+    remove: bool,
+) -> anyhow::Result<()> {
+    let (client, _events) = Client::connect(client_config(server, token, ca_file, device, false)?)
+        .await
+        .map_err(refused)?;
+    let result = if remove {
+        client
+            .unregister_push_token(&push.provider, &push.token)
+            .await
+    } else {
+        client.register_push_token(push).await
+    };
+    client.close().await;
+    result.map_err(refused)?;
+    print_line(&serde_json::json!({ "code": 0 }))
+}
+
 /// Writes `value` to stdout as one JSON line, flushed, with every message's content as the
 /// JSON it is (the wire carries it as text).
 fn print_line(value: &impl serde::Serialize) -> anyhow::Result<()> {

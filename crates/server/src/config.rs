@@ -220,6 +220,44 @@ pub struct RawConfig {
     /// Default 1000.
     #[arg(long, env = "TIDINGS_PUSH_RETRY_MS")]
     pub push_retry_ms: Option<u64>,
+    /// Firebase Cloud Messaging: the service account's key file (JSON, from the Firebase
+    /// console). Default: none (FCM off).
+    #[arg(long, env = "TIDINGS_PUSH_FCM_CREDENTIALS")]
+    pub push_fcm_credentials: Option<PathBuf>,
+    /// The FCM endpoint's base URL. Default https://fcm.googleapis.com.
+    #[arg(long, env = "TIDINGS_PUSH_FCM_ENDPOINT")]
+    pub push_fcm_endpoint: Option<String>,
+    /// Apple Push Notification service: the token signing key (`.p8` file). With
+    /// `push_apns_key_id` and `push_apns_team_id`. Default: none (APNs off).
+    #[arg(long, env = "TIDINGS_PUSH_APNS_KEY")]
+    pub push_apns_key: Option<PathBuf>,
+    /// The APNs key's id (10 characters, from the Apple developer account).
+    #[arg(long, env = "TIDINGS_PUSH_APNS_KEY_ID")]
+    pub push_apns_key_id: Option<String>,
+    /// The Apple developer team id (10 characters).
+    #[arg(long, env = "TIDINGS_PUSH_APNS_TEAM_ID")]
+    pub push_apns_team_id: Option<String>,
+    /// The APNs topic (the app's bundle id) for tokens registered without an app id.
+    #[arg(long, env = "TIDINGS_PUSH_APNS_TOPIC")]
+    pub push_apns_topic: Option<String>,
+    /// APNs production base URL. Default https://api.push.apple.com.
+    #[arg(long, env = "TIDINGS_PUSH_APNS_ENDPOINT")]
+    pub push_apns_endpoint: Option<String>,
+    /// APNs sandbox (development builds) base URL. Default https://api.sandbox.push.apple.com.
+    #[arg(long, env = "TIDINGS_PUSH_APNS_SANDBOX_ENDPOINT")]
+    pub push_apns_sandbox_endpoint: Option<String>,
+    /// `on`: notifications carry no message text, only data for the app (an APNs background
+    /// push, an FCM data message, a Web Push payload without text). Default off.
+    #[arg(long, env = "TIDINGS_PUSH_DATA_ONLY")]
+    pub push_data_only: Option<String>,
+    /// `on`: notifications carry localisation keys and arguments instead of text, for the app
+    /// to translate (docs/operations.md lists the keys). Default off.
+    #[arg(long, env = "TIDINGS_PUSH_LOCALIZED")]
+    pub push_localized: Option<String>,
+    /// `on`: an @mention of the user, or of everyone, is notified in a conversation the user
+    /// muted. Default on.
+    #[arg(long, env = "TIDINGS_PUSH_MENTIONS_PASS_MUTE")]
+    pub push_mentions_pass_mute: Option<String>,
     /// Log lines on stderr: `text` (for people; coloured only when stderr is a terminal) or
     /// `json` (one object per line, with the fields of the spans it happened in: a
     /// connection's `conn`, `session` and `user`). `TIDINGS_LOG` picks what is logged.
@@ -353,6 +391,8 @@ pub struct Config {
     pub alive_interval: Duration,
     pub push_attempts: u32,
     pub push_retry: Duration,
+    /// The mobile push providers and what notifications carry.
+    pub mobile_push: MobilePush,
     pub log_format: LogFormat,
     /// Where `GET /metrics` is served; `None`: metrics are off.
     pub metrics_listen: Option<SocketAddr>,
@@ -402,6 +442,46 @@ fn positive(name: &str, v: u64) -> anyhow::Result<u64> {
         bail!("{name} must be greater than 0");
     }
     Ok(v)
+}
+
+/// Firebase Cloud Messaging's settings.
+#[derive(Debug, Clone)]
+pub struct FcmSettings {
+    /// The service account's key file.
+    pub credentials: PathBuf,
+    pub endpoint: String,
+}
+
+/// Apple Push Notification service's settings.
+#[derive(Debug, Clone)]
+pub struct ApnsSettings {
+    /// The `.p8` signing key.
+    pub key: PathBuf,
+    pub key_id: String,
+    pub team_id: String,
+    pub endpoint: String,
+    pub sandbox_endpoint: String,
+}
+
+/// The mobile push providers (each off unless configured) and what notifications carry.
+#[derive(Debug, Clone, Default)]
+pub struct MobilePush {
+    pub fcm: Option<FcmSettings>,
+    pub apns: Option<ApnsSettings>,
+    pub apns_topic: String,
+    pub data_only: bool,
+    pub localized: bool,
+    pub mentions_pass_mute: bool,
+}
+
+/// An `on`/`off` setting.
+fn on_off(name: &str, value: Option<&str>, default: bool) -> anyhow::Result<bool> {
+    match value {
+        None => Ok(default),
+        Some("on") => Ok(true),
+        Some("off") => Ok(false),
+        Some(other) => bail!("{name} must be `on` or `off`, not {other:?}"),
+    }
 }
 
 impl RawConfig {
@@ -473,6 +553,21 @@ impl RawConfig {
             vapid_subject: self.vapid_subject.or(file.vapid_subject),
             push_attempts: self.push_attempts.or(file.push_attempts),
             push_retry_ms: self.push_retry_ms.or(file.push_retry_ms),
+            push_fcm_credentials: self.push_fcm_credentials.or(file.push_fcm_credentials),
+            push_fcm_endpoint: self.push_fcm_endpoint.or(file.push_fcm_endpoint),
+            push_apns_key: self.push_apns_key.or(file.push_apns_key),
+            push_apns_key_id: self.push_apns_key_id.or(file.push_apns_key_id),
+            push_apns_team_id: self.push_apns_team_id.or(file.push_apns_team_id),
+            push_apns_topic: self.push_apns_topic.or(file.push_apns_topic),
+            push_apns_endpoint: self.push_apns_endpoint.or(file.push_apns_endpoint),
+            push_apns_sandbox_endpoint: self
+                .push_apns_sandbox_endpoint
+                .or(file.push_apns_sandbox_endpoint),
+            push_data_only: self.push_data_only.or(file.push_data_only),
+            push_localized: self.push_localized.or(file.push_localized),
+            push_mentions_pass_mute: self
+                .push_mentions_pass_mute
+                .or(file.push_mentions_pass_mute),
             nats: self.nats.or(file.nats),
             cluster: self.cluster.or(file.cluster),
             node_id: self.node_id.or(file.node_id),
@@ -759,6 +854,43 @@ impl RawConfig {
                 "push_retry_ms",
                 self.push_retry_ms.unwrap_or(1000),
             )?),
+            mobile_push: MobilePush {
+                fcm: self.push_fcm_credentials.map(|credentials| FcmSettings {
+                    credentials,
+                    endpoint: self
+                        .push_fcm_endpoint
+                        .unwrap_or_else(|| "https://fcm.googleapis.com".into()),
+                }),
+                apns: match (
+                    self.push_apns_key,
+                    self.push_apns_key_id,
+                    self.push_apns_team_id,
+                ) {
+                    (None, None, None) => None,
+                    (Some(key), Some(key_id), Some(team_id)) => Some(ApnsSettings {
+                        key,
+                        key_id,
+                        team_id,
+                        endpoint: self
+                            .push_apns_endpoint
+                            .unwrap_or_else(|| "https://api.push.apple.com".into()),
+                        sandbox_endpoint: self
+                            .push_apns_sandbox_endpoint
+                            .unwrap_or_else(|| "https://api.sandbox.push.apple.com".into()),
+                    }),
+                    _ => bail!(
+                        "APNs needs all of push_apns_key, push_apns_key_id and push_apns_team_id"
+                    ),
+                },
+                apns_topic: self.push_apns_topic.unwrap_or_default(),
+                data_only: on_off("push_data_only", self.push_data_only.as_deref(), false)?,
+                localized: on_off("push_localized", self.push_localized.as_deref(), false)?,
+                mentions_pass_mute: on_off(
+                    "push_mentions_pass_mute",
+                    self.push_mentions_pass_mute.as_deref(),
+                    true,
+                )?,
+            },
             log_format: match self.log_format.as_deref().unwrap_or("text") {
                 "text" => LogFormat::Text,
                 "json" => LogFormat::Json,

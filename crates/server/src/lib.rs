@@ -120,9 +120,17 @@ pub async fn start_with_clock(
         // Commits are always flushed there (`synchronous_commit = on`): `durability` is the
         // SQLite store's setting.
         StoreSetting::Postgres(url) => Arc::new(
-            PostgresStore::connect(&PostgresConfig::new(url.as_str()))
-                .await
-                .context("connecting to PostgreSQL")?,
+            PostgresStore::connect(&PostgresConfig {
+                // The notifications due that a node's commits write are its own to send.
+                node: if config.nats.is_some() || config.in_process_bus.is_some() {
+                    config.node_id.clone()
+                } else {
+                    String::new()
+                },
+                ..PostgresConfig::new(url.as_str())
+            })
+            .await
+            .context("connecting to PostgreSQL")?,
         ),
     };
     start_node(config, store, true, clock).await
@@ -214,12 +222,20 @@ async fn start_node(
         push_config.subject = config.vapid_subject.clone();
         push_config.attempts = config.push_attempts;
         push_config.retry_base = config.push_retry;
-        Some(tidings_push::WebPush::start(
-            push_config,
-            key,
-            store.clone(),
-            clock.clone(),
-        )?)
+        mobile_push(&config.mobile_push, &mut push_config)?;
+        let push = tidings_push::Push::start(push_config, key, store.clone(), clock.clone())?;
+        // What a stop left due is sent now, before any device connects.
+        match push.recover().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                notifications = n,
+                "sending notifications due before the start"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "reading the notifications due failed: they wait for the next start")
+            }
+        }
+        Some(push)
     } else {
         None
     };
@@ -348,4 +364,38 @@ async fn start_node(
         tls,
         health_addr,
     })
+}
+
+/// Reads the mobile push providers' credentials into the push settings.
+fn mobile_push(
+    settings: &config::MobilePush,
+    push: &mut tidings_push::PushConfig,
+) -> anyhow::Result<()> {
+    if let Some(fcm) = &settings.fcm {
+        let text = std::fs::read_to_string(&fcm.credentials).with_context(|| {
+            format!(
+                "reading the FCM service account {}",
+                fcm.credentials.display()
+            )
+        })?;
+        let account = tidings_push::fcm::ServiceAccount::from_json(&text)
+            .with_context(|| format!("reading {}", fcm.credentials.display()))?;
+        let mut fcm_config = tidings_push::fcm::FcmConfig::new(account);
+        fcm_config.endpoint = fcm.endpoint.clone();
+        push.fcm = Some(fcm_config);
+    }
+    if let Some(apns) = &settings.apns {
+        let key = std::fs::read_to_string(&apns.key)
+            .with_context(|| format!("reading the APNs key {}", apns.key.display()))?;
+        let mut apns_config =
+            tidings_push::apns::ApnsConfig::new(key, apns.key_id.clone(), apns.team_id.clone());
+        apns_config.production = apns.endpoint.clone();
+        apns_config.sandbox = apns.sandbox_endpoint.clone();
+        push.apns = Some(apns_config);
+    }
+    push.apns_topic = settings.apns_topic.clone();
+    push.data_only = settings.data_only;
+    push.localized = settings.localized;
+    push.mentions_pass_mute = settings.mentions_pass_mute;
+    Ok(())
 }

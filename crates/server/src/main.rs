@@ -81,6 +81,38 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Register (or with --remove, unregister) a phone's FCM or APNs push token for the user and
+    /// device: notifications reach it while the device is not connected.
+    PushToken {
+        #[arg(long, env = "TIDINGS_SERVER", default_value = DEFAULT_SERVER)]
+        server: String,
+        #[arg(long, env = "TIDINGS_TOKEN")]
+        token: String,
+        /// Also trust the CA certificates in this PEM file for an `https://` server whose
+        /// certificate a private CA signed (the public CAs are trusted anyway).
+        #[arg(long, env = "TIDINGS_CA_FILE")]
+        ca_file: Option<PathBuf>,
+        /// The device the token belongs to.
+        #[arg(long, default_value = "cli")]
+        device: String,
+        /// `fcm` or `apns`.
+        #[arg(long)]
+        provider: String,
+        /// The app's bundle id (APNs topic) or package name; default: the server's.
+        #[arg(long, default_value = "")]
+        app_id: String,
+        /// An APNs token of a development build (the sandbox environment).
+        #[arg(long)]
+        sandbox: bool,
+        /// The device's language (a BCP 47 tag).
+        #[arg(long, default_value = "")]
+        locale: String,
+        /// Remove the token instead.
+        #[arg(long)]
+        remove: bool,
+        /// The token the platform gave the app (APNs: hex).
+        push_token: String,
+    },
     /// Measure a server: load scenarios that also check the delivery contract.
     Bench(tidings_bench::BenchArgs),
     /// Print one JSON line per message received, acknowledging each once printed.
@@ -336,6 +368,27 @@ async fn run(command: Command, serve_config: Option<tidings_server::Config>) -> 
             ca_file,
             json,
         } => cli::conversations(&server, &token, ca_file.as_deref(), json).await,
+        Command::PushToken {
+            server,
+            token,
+            ca_file,
+            device,
+            provider,
+            app_id,
+            sandbox,
+            locale,
+            remove,
+            push_token,
+        } => {
+            let push = tidings_client::PushToken {
+                provider,
+                token: push_token,
+                app_id,
+                sandbox,
+                locale,
+            };
+            cli::push_token(&server, &token, ca_file.as_deref(), &device, &push, remove).await
+        }
         Command::Backup {
             to,
             database,

@@ -16,6 +16,7 @@ const ACYCLIC: &[&str] = &[
     "hooks",
     "proto",
     "push",
+    "push-fakes",
     "server",
     "store",
     "store-postgres",

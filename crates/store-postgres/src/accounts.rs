@@ -27,7 +27,7 @@ const CREATE: &str = "INSERT INTO users (id, token_version, account) SELECT $1, 
     AND NOT EXISTS (SELECT 1 FROM deleted_messages WHERE user_id = $1) \
     AND NOT EXISTS (SELECT 1 FROM blocklist WHERE user_id = $1) \
     AND NOT EXISTS (SELECT 1 FROM chatroom_users WHERE user_id = $1) \
-    AND NOT EXISTS (SELECT 1 FROM push_subscriptions WHERE user_id = $1) \
+    AND NOT EXISTS (SELECT 1 FROM push_tokens WHERE user_id = $1) \
     ON CONFLICT DO NOTHING";
 
 /// Creates an account unless its id has a trace. `inbox_seq` is the id's newest inbox seq, read

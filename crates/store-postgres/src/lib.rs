@@ -30,9 +30,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Statement
 use tidings_store::{
     AccountRecord, AdminSessionRecord, AuditEntry, ChatroomRecord, ChatroomUser,
     ConversationFilter, Conversations, GroupInfo, GroupMembers, GroupReceipt, History,
-    HistoryQuery, InboxEntry, OperatorRecord, Page, PushSubscriptionRecord, Result, SearchPage,
-    SearchQuery, SessionState, Store, StoreError, StoredMessage, UserProfile, UserState, WriteOp,
-    WriteResult,
+    HistoryQuery, InboxEntry, OperatorRecord, Page, PushDue, PushProvider, PushTokenRecord, Result,
+    SearchPage, SearchQuery, SessionState, Store, StoreError, StoredMessage, UserProfile,
+    UserState, WriteOp, WriteResult,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::ToSql;
@@ -56,6 +56,10 @@ pub struct PostgresConfig {
     pub url: String,
     /// Connections in the pool: the writer keeps one, reads share the others.
     pub pool_size: usize,
+    /// The node's id in a cluster, set on its connections (`tidings.node`): the notifications
+    /// due that this node's commits write are its own to send, also after a restart with the
+    /// same id. Up to 64 of `A-Z a-z 0-9 _ - .`; anything else counts as empty.
+    pub node: String,
 }
 
 impl PostgresConfig {
@@ -63,6 +67,7 @@ impl PostgresConfig {
         PostgresConfig {
             url: url.into(),
             pool_size: 8,
+            node: String::new(),
         }
     }
 }
@@ -73,8 +78,8 @@ impl PostgresConfig {
 /// closes it; several processes writing at once is what this store is made for.
 pub async fn record_user(url: &str, user: &str) -> Result<tidings_store::UserRecord> {
     let store = PostgresStore::connect(&PostgresConfig {
-        url: url.to_string(),
         pool_size: 2,
+        ..PostgresConfig::new(url)
     })
     .await?;
     let record = store.record_user(user).await;
@@ -264,11 +269,21 @@ impl PostgresStore {
         // server ends a session idle inside a transaction after 15 s (the writer sends a
         // transaction's statements back to back, so no healthy one idles that long), and
         // probes the connection of an idle one as the node does (see below).
-        pg.options(
-            "-c synchronous_commit=on -c idle_in_transaction_session_timeout=15000 \
+        let mut options = "-c synchronous_commit=on -c idle_in_transaction_session_timeout=15000 \
              -c tcp_keepalives_idle=10 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=3 \
-             -c tcp_user_timeout=5000",
-        );
+             -c tcp_user_timeout=5000"
+            .to_string();
+        if !config.node.is_empty()
+            && config.node.len() <= 64
+            && config
+                .node
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        {
+            options.push_str(" -c tidings.node=");
+            options.push_str(&config.node);
+        }
+        pg.options(&options);
         pg.application_name("tidings");
         pg.connect_timeout(CONNECT_TIMEOUT);
         pg.tcp_user_timeout(UNACKNOWLEDGED);
@@ -482,22 +497,54 @@ impl Store for PostgresStore {
         }))
     }
 
-    async fn push_subscriptions(&self, users: &[String]) -> Result<Vec<PushSubscriptionRecord>> {
+    async fn push_tokens(&self, users: &[String]) -> Result<Vec<PushTokenRecord>> {
         let client = self.client().await?;
         let rows = Db::of_client(&client)
             .query(
-                "SELECT user_id, endpoint, p256dh, auth FROM push_subscriptions \
-                 WHERE user_id = ANY($1) ORDER BY user_id, endpoint",
+                "SELECT user_id, device_id, provider, token, app_id, sandbox, locale, p256dh, \
+                 auth FROM push_tokens WHERE user_id = ANY($1)",
                 &[&users],
+            )
+            .await?;
+        let mut tokens: Vec<PushTokenRecord> = rows
+            .iter()
+            .map(|r| PushTokenRecord {
+                user: r.get(0),
+                device: r.get(1),
+                provider: PushProvider::parse(r.get(2)).unwrap_or_default(),
+                token: r.get(3),
+                app_id: r.get(4),
+                sandbox: r.get(5),
+                locale: r.get(6),
+                p256dh: r.get(7),
+                auth: r.get(8),
+            })
+            .collect();
+        // Ordered by user, then provider (in the enum's order), then token.
+        tokens
+            .sort_by(|a, b| (&a.user, a.provider, &a.token).cmp(&(&b.user, b.provider, &b.token)));
+        Ok(tokens)
+    }
+
+    async fn push_due(&self, limit: usize) -> Result<Vec<PushDue>> {
+        let client = self.client().await?;
+        let rows = Db::of_client(&client)
+            .query(
+                &format!(
+                    "SELECT d.user_id, d.inbox_seq, {MESSAGE_COLUMNS} FROM push_due d \
+                     JOIN messages m ON m.id = d.msg \
+                     WHERE d.node = coalesce(current_setting('tidings.node', true), '') \
+                     ORDER BY d.msg, d.user_id LIMIT $1"
+                ),
+                &[&(limit as i64)],
             )
             .await?;
         Ok(rows
             .iter()
-            .map(|r| PushSubscriptionRecord {
+            .map(|r| PushDue {
                 user: r.get(0),
-                endpoint: r.get(1),
-                p256dh: r.get(2),
-                auth: r.get(3),
+                inbox_seq: r.get::<_, i64>(1) as u64,
+                message: message_from_row(r, 2),
             })
             .collect())
     }

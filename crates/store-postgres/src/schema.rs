@@ -255,6 +255,40 @@ ALTER TABLE groups ADD COLUMN invite_open boolean NOT NULL DEFAULT true;
 -- conversations read before this column existed show no position until the next receipt.
 ALTER TABLE conversations ADD COLUMN peer_read_seq bigint NOT NULL DEFAULT 0;
 "#,
+    r#"
+-- Push tokens of every provider (Web Push, FCM, APNs), replacing the Web Push subscriptions:
+-- one row per (provider, token), owned by one device (`device_id`, '' when none was named) of
+-- one user. For Web Push `token` is the endpoint and `p256dh`, `auth` its keys.
+CREATE TABLE push_tokens (
+    provider  text COLLATE "C" NOT NULL,
+    token     text COLLATE "C" NOT NULL,
+    user_id   text COLLATE "C" NOT NULL,
+    device_id text COLLATE "C" NOT NULL,
+    app_id    text COLLATE "C" NOT NULL,
+    sandbox   boolean NOT NULL,
+    locale    text NOT NULL,
+    p256dh    text NOT NULL,
+    auth      text NOT NULL,
+    PRIMARY KEY (provider, token)
+);
+CREATE INDEX push_tokens_user ON push_tokens (user_id, device_id);
+INSERT INTO push_tokens (provider, token, user_id, device_id, app_id, sandbox, locale, p256dh, auth)
+    SELECT 'webpush', endpoint, user_id, '', '', false, '', p256dh, auth FROM push_subscriptions;
+DROP TABLE push_subscriptions;
+
+-- Notifications due: written in the commit that appends a message to the inbox of a user with
+-- a push token (the rule is `tidings_store::rules::push::push_due`), deleted once sent or
+-- decided against; `node` is the committing node's (its connections' `tidings.node`
+-- setting), which sends what a crash left at its next start.
+CREATE TABLE push_due (
+    user_id   text COLLATE "C" NOT NULL,
+    inbox_seq bigint NOT NULL,
+    msg       bigint NOT NULL,
+    node      text COLLATE "C" NOT NULL DEFAULT coalesce(current_setting('tidings.node', true), ''),
+    PRIMARY KEY (user_id, inbox_seq)
+);
+CREATE INDEX push_due_by_node ON push_due (node, msg);
+"#,
 ];
 
 /// Applies the pending migrations, all in one transaction under the advisory lock.

@@ -783,27 +783,69 @@ async fn apply(b: &mut Batch<'_>, op: WriteOp) -> PgResult<WriteResult> {
             .await?;
             Ok(WriteResult::BannedSet)
         }
-        WriteOp::SavePushSubscription(sub) => {
-            db.execute(
-                "INSERT INTO push_subscriptions (endpoint, user_id, p256dh, auth) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (endpoint) DO UPDATE SET \
-                 user_id = excluded.user_id, p256dh = excluded.p256dh, auth = excluded.auth",
-                &[&sub.endpoint, &sub.user, &sub.p256dh, &sub.auth],
-            )
-            .await?;
-            Ok(WriteResult::PushSubscriptionSaved)
-        }
-        WriteOp::RemovePushSubscription { endpoint, user } => {
-            let removed = db
-                .execute(
-                    "DELETE FROM push_subscriptions \
-                     WHERE endpoint = $1 AND ($2::text IS NULL OR user_id = $2)",
-                    &[&endpoint, &user],
+        WriteOp::SavePushToken(t) => {
+            if !t.device.is_empty() {
+                db.execute(
+                    "DELETE FROM push_tokens WHERE user_id = $1 AND device_id = $2 \
+                     AND provider = $3 AND app_id = $4 AND token <> $5",
+                    &[
+                        &t.user,
+                        &t.device,
+                        &t.provider.as_str(),
+                        &t.app_id,
+                        &t.token,
+                    ],
                 )
                 .await?;
-            Ok(WriteResult::PushSubscriptionRemoved {
+            }
+            db.execute(
+                "INSERT INTO push_tokens (provider, token, user_id, device_id, app_id, sandbox, \
+                 locale, p256dh, auth) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (provider, token) DO UPDATE SET user_id = excluded.user_id, \
+                 device_id = excluded.device_id, app_id = excluded.app_id, \
+                 sandbox = excluded.sandbox, locale = excluded.locale, \
+                 p256dh = excluded.p256dh, auth = excluded.auth",
+                &[
+                    &t.provider.as_str(),
+                    &t.token,
+                    &t.user,
+                    &t.device,
+                    &t.app_id,
+                    &t.sandbox,
+                    &t.locale,
+                    &t.p256dh,
+                    &t.auth,
+                ],
+            )
+            .await?;
+            Ok(WriteResult::PushTokenSaved)
+        }
+        WriteOp::RemovePushToken {
+            provider,
+            token,
+            user,
+        } => {
+            let removed = db
+                .execute(
+                    "DELETE FROM push_tokens \
+                     WHERE provider = $1 AND token = $2 AND ($3::text IS NULL OR user_id = $3)",
+                    &[&provider.as_str(), &token, &user],
+                )
+                .await?;
+            Ok(WriteResult::PushTokenRemoved {
                 removed: removed > 0,
             })
+        }
+        WriteOp::PushDone { due } => {
+            let (users, seqs): (Vec<String>, Vec<i64>) =
+                due.into_iter().map(|(u, s)| (u, big(s))).unzip();
+            db.execute(
+                "DELETE FROM push_due d USING unnest($1::text[], $2::bigint[]) AS x(u, s) \
+                 WHERE d.user_id = x.u AND d.inbox_seq = x.s",
+                &[&users, &seqs],
+            )
+            .await?;
+            Ok(WriteResult::PushDone)
         }
         WriteOp::SetBlocked {
             user,
@@ -895,7 +937,11 @@ const APPEND_SQL: &str = "WITH ok AS (SELECT $22::text IS NULL OR NOT EXISTS (SE
                SELECT q.u, $1, q.t, $2 FROM m, unnest($19::text[], $20::text[]) AS q(u, t) \
                ON CONFLICT DO NOTHING), \
              a AS (INSERT INTO message_audience (msg, user_id) \
-               SELECT m.id, a FROM m, unnest($21::text[]) AS a ON CONFLICT DO NOTHING) \
+               SELECT m.id, a FROM m, unnest($21::text[]) AS a ON CONFLICT DO NOTHING), \
+             d AS (INSERT INTO push_due (user_id, inbox_seq, msg) \
+               SELECT r.u, r.s, m.id FROM m, unnest($17::text[], $18::bigint[], $23::boolean[]) \
+                 AS r(u, s, due) \
+               WHERE r.due AND EXISTS (SELECT 1 FROM push_tokens t WHERE t.user_id = r.u)) \
              SELECT (SELECT ok FROM ok), (SELECT id FROM m)";
 
 /// Appends many messages without audiences or group rules in one statement: what
@@ -927,7 +973,12 @@ const APPEND_MANY_SQL: &str = "WITH v AS (SELECT * FROM unnest($1::integer[], $2
              p AS (INSERT INTO conversations (user_id, conv_type, target, conv_id) \
                SELECT q.u, m.conv_type, q.t, m.conv_id FROM unnest($21::text[], $22::bigint[], \
                  $23::text[], $24::text[]) AS q(c, s, u, t) JOIN m ON m.conv_id = q.c AND m.seq = q.s \
-               ON CONFLICT DO NOTHING) \
+               ON CONFLICT DO NOTHING), \
+             d AS (INSERT INTO push_due (user_id, inbox_seq, msg) \
+               SELECT r.u, r.s, m.id FROM unnest($17::text[], $18::bigint[], $19::text[], \
+                 $20::bigint[], $26::boolean[]) AS r(c, q, u, s, due) \
+                 JOIN m ON m.conv_id = r.c AND m.seq = r.q \
+               WHERE r.due AND EXISTS (SELECT 1 FROM push_tokens t WHERE t.user_id = r.u)) \
              SELECT count(*) FROM m";
 
 /// What [`APPEND_MANY_SQL`] binds for a batch of messages, in its parameters' order.
@@ -953,6 +1004,8 @@ struct Many<'m> {
     inbox_msg_seq: Vec<i64>,
     inbox_user: Vec<&'m str>,
     inbox_seq: Vec<i64>,
+    /// Whether each inbox entry makes a notification due (`rules::push::push_due`).
+    inbox_due: Vec<bool>,
     part_conv: Vec<&'m str>,
     part_msg_seq: Vec<i64>,
     part_user: Vec<&'m str>,
@@ -989,11 +1042,12 @@ impl<'m> Many<'m> {
                 (!m.mentions.is_empty())
                     .then(|| serde_json::Value::from(m.mentions.clone()).to_string()),
             );
-            for (u, s) in m.recipients.iter().zip(&b.inbox_seqs) {
+            for ((u, s), due) in m.recipients.iter().zip(&b.inbox_seqs).zip(&b.due) {
                 rows.inbox_conv.push(&m.conversation_id);
                 rows.inbox_msg_seq.push(b.seq);
                 rows.inbox_user.push(u);
                 rows.inbox_seq.push(*s);
+                rows.inbox_due.push(*due);
             }
             for (u, t) in b.p_users.iter().zip(&b.p_targets) {
                 let key = KnownConversations::key(u, b.conv_type, t);
@@ -1009,7 +1063,7 @@ impl<'m> Many<'m> {
         rows
     }
 
-    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 25] {
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 26] {
         [
             &self.conv_type,
             &self.conv_id,
@@ -1036,6 +1090,7 @@ impl<'m> Many<'m> {
             &self.part_user,
             &self.part_target,
             &self.mentions,
+            &self.inbox_due,
         ]
     }
 }
@@ -1166,6 +1221,8 @@ struct Bound<'m> {
     state: i32,
     search_text: Option<&'m str>,
     inbox_seqs: Vec<i64>,
+    /// Whether each recipient's entry makes a notification due (`rules::push::push_due`).
+    due: Vec<bool>,
     p_users: Vec<&'m str>,
     p_targets: Vec<&'m str>,
     /// The addressees of a directed group message; empty otherwise.
@@ -1193,6 +1250,11 @@ impl<'m> Bound<'m> {
             state,
             search_text: (!m.search_text.is_empty()).then_some(m.search_text.as_str()),
             inbox_seqs,
+            due: m
+                .recipients
+                .iter()
+                .map(|u| rules::push::push_due(m, u))
+                .collect(),
             p_users,
             p_targets,
             audience: if directed { &m.audience } else { &[] },
@@ -1200,7 +1262,7 @@ impl<'m> Bound<'m> {
         }
     }
 
-    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 22] {
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 23] {
         let m = self.m;
         [
             &self.conv_type,
@@ -1225,6 +1287,7 @@ impl<'m> Bound<'m> {
             &self.p_targets,
             &self.audience,
             &self.blocker,
+            &self.due,
         ]
     }
 }

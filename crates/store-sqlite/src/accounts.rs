@@ -29,7 +29,7 @@ const CREATE: &str = "INSERT INTO users (id, token_version, account) SELECT ?1, 
     AND NOT EXISTS (SELECT 1 FROM deleted_messages WHERE user_id = ?1) \
     AND NOT EXISTS (SELECT 1 FROM blocklist WHERE user_id = ?1) \
     AND NOT EXISTS (SELECT 1 FROM chatroom_users WHERE user_id = ?1) \
-    AND NOT EXISTS (SELECT 1 FROM push_subscriptions WHERE user_id = ?1)";
+    AND NOT EXISTS (SELECT 1 FROM push_tokens WHERE user_id = ?1)";
 
 pub fn create(tx: &Transaction<'_>, a: AccountRecord) -> rusqlite::Result<WriteResult> {
     // Decided in the writer's transaction, so nothing written to the id before is missed.

@@ -31,9 +31,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tidings_store::{
     AccountRecord, AdminOp, AdminResult, AdminSessionRecord, AuditEntry, ChatroomRecord,
     ChatroomUser, ConversationFilter, Conversations, GroupInfo, GroupMembers, GroupReceipt,
-    History, HistoryQuery, InboxEntry, OperatorRecord, Page, PushSubscriptionRecord, Result,
-    SearchPage, SearchQuery, SessionState, Store, StoreError, StoredMessage, UserProfile,
-    UserRecord, UserState, WriteOp, WriteResult,
+    History, HistoryQuery, InboxEntry, OperatorRecord, Page, PushDue, PushProvider,
+    PushTokenRecord, Result, SearchPage, SearchQuery, SessionState, Store, StoreError,
+    StoredMessage, UserProfile, UserRecord, UserState, WriteOp, WriteResult,
 };
 use tokio::sync::{Semaphore, oneshot};
 
@@ -469,12 +469,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn push_subscriptions(&self, users: &[String]) -> Result<Vec<PushSubscriptionRecord>> {
+    async fn push_tokens(&self, users: &[String]) -> Result<Vec<PushTokenRecord>> {
         let users = users.to_vec();
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT endpoint, p256dh, auth FROM push_subscriptions \
-                 WHERE user_id = ?1 ORDER BY endpoint",
+                "SELECT device_id, provider, token, app_id, sandbox, locale, p256dh, auth \
+                 FROM push_tokens WHERE user_id = ?1 ORDER BY provider, token",
             )?;
             let mut sorted = users;
             sorted.sort();
@@ -482,18 +482,46 @@ impl Store for SqliteStore {
             let mut out = Vec::new();
             for user in sorted {
                 let rows = stmt.query_map(params![user], |row| {
-                    Ok(PushSubscriptionRecord {
+                    let provider: String = row.get(1)?;
+                    Ok(PushTokenRecord {
                         user: user.clone(),
-                        endpoint: row.get(0)?,
-                        p256dh: row.get(1)?,
-                        auth: row.get(2)?,
+                        device: row.get(0)?,
+                        provider: PushProvider::parse(&provider).unwrap_or_default(),
+                        token: row.get(2)?,
+                        app_id: row.get(3)?,
+                        sandbox: row.get(4)?,
+                        locale: row.get(5)?,
+                        p256dh: row.get(6)?,
+                        auth: row.get(7)?,
                     })
                 })?;
                 for row in rows {
                     out.push(row?);
                 }
             }
+            // Ordered by user, then provider (in the enum's order), then token.
+            out.sort_by(|a, b| {
+                (&a.user, a.provider, &a.token).cmp(&(&b.user, b.provider, &b.token))
+            });
             Ok(out)
+        })
+        .await
+    }
+
+    async fn push_due(&self, limit: usize) -> Result<Vec<PushDue>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT d.user_id, d.inbox_seq, {MESSAGE_COLUMNS} FROM push_due d \
+                 JOIN messages m ON m.rowid = d.msg ORDER BY d.msg, d.user_id LIMIT ?1"
+            ))?;
+            let rows = stmt.query_map(params![limit as i64], |row| {
+                Ok(PushDue {
+                    user: row.get(0)?,
+                    inbox_seq: row.get::<_, i64>(1)? as u64,
+                    message: message_from_row(row, 2)?,
+                })
+            })?;
+            rows.collect()
         })
         .await
     }

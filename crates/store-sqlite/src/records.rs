@@ -3,8 +3,8 @@
 //! its transaction; the capped lists' rule is `tidings_store::rules::lists`.
 
 use rusqlite::{Transaction, params};
-use tidings_store::WriteResult;
 use tidings_store::rules::lists;
+use tidings_store::{PushProvider, PushTokenRecord, WriteResult};
 
 /// Raises a device's confirmed cursor (never lowers it).
 pub fn set_cursor(
@@ -167,21 +167,70 @@ pub fn set_banned(
     Ok(WriteResult::BannedSet)
 }
 
-/// Removes the subscription with this endpoint (only if it is `user`'s, when given).
-pub fn remove_push_subscription(
+/// Saves a push token (see [`WriteOp::SavePushToken`](tidings_store::WriteOp)): replaces the
+/// row of the same `(provider, token)`, and a named device's earlier token of the same
+/// provider and app.
+pub fn save_push_token(tx: &Transaction<'_>, t: &PushTokenRecord) -> rusqlite::Result<WriteResult> {
+    if !t.device.is_empty() {
+        tx.prepare_cached(
+            "DELETE FROM push_tokens WHERE user_id = ?1 AND device_id = ?2 AND provider = ?3 \
+             AND app_id = ?4 AND token <> ?5",
+        )?
+        .execute(params![
+            t.user,
+            t.device,
+            t.provider.as_str(),
+            t.app_id,
+            t.token
+        ])?;
+    }
+    tx.prepare_cached(
+        "INSERT INTO push_tokens (provider, token, user_id, device_id, app_id, sandbox, locale, \
+         p256dh, auth) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+         ON CONFLICT (provider, token) DO UPDATE SET user_id = excluded.user_id, \
+         device_id = excluded.device_id, app_id = excluded.app_id, sandbox = excluded.sandbox, \
+         locale = excluded.locale, p256dh = excluded.p256dh, auth = excluded.auth",
+    )?
+    .execute(params![
+        t.provider.as_str(),
+        t.token,
+        t.user,
+        t.device,
+        t.app_id,
+        t.sandbox,
+        t.locale,
+        t.p256dh,
+        t.auth
+    ])?;
+    Ok(WriteResult::PushTokenSaved)
+}
+
+/// Removes a push token (only if it is `user`'s, when given).
+pub fn remove_push_token(
     tx: &Transaction<'_>,
-    endpoint: String,
+    provider: PushProvider,
+    token: String,
     user: Option<String>,
 ) -> rusqlite::Result<WriteResult> {
     let removed = tx
         .prepare_cached(
-            "DELETE FROM push_subscriptions \
-             WHERE endpoint = ?1 AND (?2 IS NULL OR user_id = ?2)",
+            "DELETE FROM push_tokens \
+             WHERE provider = ?1 AND token = ?2 AND (?3 IS NULL OR user_id = ?3)",
         )?
-        .execute(params![endpoint, user])?;
-    Ok(WriteResult::PushSubscriptionRemoved {
+        .execute(params![provider.as_str(), token, user])?;
+    Ok(WriteResult::PushTokenRemoved {
         removed: removed > 0,
     })
+}
+
+/// Forgets notifications due (sent, or decided against).
+pub fn push_done(tx: &Transaction<'_>, due: Vec<(String, u64)>) -> rusqlite::Result<WriteResult> {
+    let mut stmt =
+        tx.prepare_cached("DELETE FROM push_due WHERE user_id = ?1 AND inbox_seq = ?2")?;
+    for (user, seq) in due {
+        stmt.execute(params![user, seq as i64])?;
+    }
+    Ok(WriteResult::PushDone)
 }
 
 /// Records when a user was last connected; never moves back.

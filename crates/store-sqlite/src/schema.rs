@@ -345,6 +345,37 @@ CREATE TABLE inbox_blocks (
     PRIMARY KEY (user_key, last_seq)
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- Push tokens of every provider (Web Push, FCM, APNs), replacing the Web Push subscriptions:
+-- one row per (provider, token), owned by one device (`device_id`, '' when none was named) of
+-- one user. For Web Push `token` is the endpoint and `p256dh`, `auth` its keys.
+CREATE TABLE push_tokens (
+    provider  TEXT NOT NULL,
+    token     TEXT NOT NULL,
+    user_id   TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    app_id    TEXT NOT NULL,
+    sandbox   INTEGER NOT NULL,
+    locale    TEXT NOT NULL,
+    p256dh    TEXT NOT NULL,
+    auth      TEXT NOT NULL,
+    PRIMARY KEY (provider, token)
+) WITHOUT ROWID;
+CREATE INDEX push_tokens_user ON push_tokens (user_id, device_id);
+INSERT INTO push_tokens (provider, token, user_id, device_id, app_id, sandbox, locale, p256dh, auth)
+    SELECT 'webpush', endpoint, user_id, '', '', 0, '', p256dh, auth FROM push_subscriptions;
+DROP TABLE push_subscriptions;
+
+-- Notifications due: written in the commit that appends a message to the inbox of a user with
+-- a push token (the rule is `tidings_store::rules::push::push_due`), deleted once sent or
+-- decided against. What a crash leaves here is sent at the next start.
+CREATE TABLE push_due (
+    user_id   TEXT NOT NULL,
+    inbox_seq INTEGER NOT NULL,
+    msg       INTEGER NOT NULL,
+    PRIMARY KEY (user_id, inbox_seq)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// Page cache per connection, in KiB.

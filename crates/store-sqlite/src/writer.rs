@@ -230,6 +230,9 @@ pub struct Counters {
     pub(crate) staged: crate::pending::Merger,
     /// Groups' member lists.
     pub(crate) members: crate::groups::MemberCache,
+    /// Whether a user has a push token, once looked up; emptied when a token is saved or
+    /// removed (rare), so it never answers from before the change.
+    push_users: FastMap<String, bool>,
 }
 
 /// The caches' maps: looked up once per recipient of every message, so with a fast hasher.
@@ -273,7 +276,45 @@ impl Counters {
         Ok((key, last + 1))
     }
 
+    /// Whether `user` has a push token (a notification due for them is worth a row).
+    fn has_push_token(&mut self, tx: &Transaction<'_>, user: &str) -> rusqlite::Result<bool> {
+        if let Some(has) = self.push_users.get(user) {
+            return Ok(*has);
+        }
+        if self.push_users.len() >= MAX_CACHED {
+            self.push_users.clear();
+        }
+        let has = tx
+            .prepare_cached("SELECT 1 FROM push_tokens WHERE user_id = ?1 LIMIT 1")?
+            .query_row(params![user], |_| Ok(()))
+            .optional()?
+            .is_some();
+        self.push_users.insert(user.to_string(), has);
+        Ok(has)
+    }
+
+    /// Writes the notifications due for `m`, stored as `rowid`, to the users of `inbox` (see
+    /// [`rules::push::push_due`]) who have a push token.
+    fn push_due(
+        &mut self,
+        tx: &Transaction<'_>,
+        m: &AppendMessage,
+        rowid: i64,
+        inbox: &[(String, u64)],
+    ) -> rusqlite::Result<()> {
+        for (user, inbox_seq) in inbox {
+            if rules::push::push_due(m, user) && self.has_push_token(tx, user)? {
+                tx.prepare_cached(
+                    "INSERT INTO push_due (user_id, inbox_seq, msg) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![user, *inbox_seq as i64, rowid])?;
+            }
+        }
+        Ok(())
+    }
+
     fn forget(&mut self) {
+        self.push_users.clear();
         self.conversations.clear();
         self.inboxes.clear();
         self.last_user_key = None;
@@ -384,18 +425,19 @@ fn apply(
         } => crate::records::set_sensitive_word(tx, word, replacement, max),
         WriteOp::RemoveSensitiveWord { word } => crate::records::remove_sensitive_word(tx, word),
         WriteOp::SetBanned { user, banned } => crate::records::set_banned(tx, user, banned),
-        WriteOp::SavePushSubscription(sub) => {
-            tx.prepare_cached(
-                "INSERT INTO push_subscriptions (endpoint, user_id, p256dh, auth) \
-                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (endpoint) DO UPDATE SET \
-                 user_id = excluded.user_id, p256dh = excluded.p256dh, auth = excluded.auth",
-            )?
-            .execute(params![sub.endpoint, sub.user, sub.p256dh, sub.auth])?;
-            Ok(WriteResult::PushSubscriptionSaved)
+        WriteOp::SavePushToken(token) => {
+            counters.push_users.clear();
+            crate::records::save_push_token(tx, &token)
         }
-        WriteOp::RemovePushSubscription { endpoint, user } => {
-            crate::records::remove_push_subscription(tx, endpoint, user)
+        WriteOp::RemovePushToken {
+            provider,
+            token,
+            user,
+        } => {
+            counters.push_users.clear();
+            crate::records::remove_push_token(tx, provider, token, user)
         }
+        WriteOp::PushDone { due } => crate::records::push_done(tx, due),
         WriteOp::SetLastSeen { user, time } => crate::records::set_last_seen(tx, user, time),
         WriteOp::SetBlocked {
             user,
@@ -597,6 +639,7 @@ pub(crate) fn append(
             inbox.push((user, inbox_seq));
         }
     }
+    counters.push_due(tx, &m, rowid, &inbox)?;
     Ok(WriteResult::Appended {
         message: m.into_stored(seq),
         inbox,

@@ -126,6 +126,43 @@ async fn commits_reach_the_database_file_by_background_checkpoints() {
 }
 
 #[tokio::test]
+async fn upgrading_keeps_web_push_subscriptions_as_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let config = SqliteConfig::new(&path);
+    SqliteStore::open(&config).unwrap().close().await.unwrap();
+    // Back to the version before push tokens, with one subscription.
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = c
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    c.execute_batch(&format!(
+        "DROP TABLE push_tokens; DROP TABLE push_due; \
+         CREATE TABLE push_subscriptions (endpoint TEXT PRIMARY KEY, user_id TEXT NOT NULL, \
+             p256dh TEXT NOT NULL, auth TEXT NOT NULL) WITHOUT ROWID; \
+         INSERT INTO push_subscriptions VALUES ('https://push.example/1', 'wu', 'k', 'a'); \
+         PRAGMA user_version = {};",
+        version - 1
+    ))
+    .unwrap();
+    drop(c);
+    let store = SqliteStore::open(&config).unwrap();
+    let tokens = store.push_tokens(&["wu".to_string()]).await.unwrap();
+    assert_eq!(
+        tokens,
+        vec![tidings_store::PushTokenRecord {
+            user: "wu".into(),
+            provider: tidings_store::PushProvider::WebPush,
+            token: "https://push.example/1".into(),
+            p256dh: "k".into(),
+            auth: "a".into(),
+            ..Default::default()
+        }]
+    );
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
 async fn upgrading_a_database_lists_the_conversations_it_already_had() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.db");
@@ -164,7 +201,8 @@ async fn upgrading_a_database_lists_the_conversations_it_already_had() {
          ALTER TABLE messages DROP COLUMN counted; \
          DROP TABLE groups; DROP TABLE group_members; DROP TABLE message_audience; \
          DROP TABLE sensitive_words; DROP TABLE chatroom_users; DROP TABLE chatrooms; \
-         DROP TABLE inbox_pending; DROP TABLE accounts; DROP TABLE push_subscriptions; \
+         DROP TABLE inbox_pending; DROP TABLE accounts; DROP TABLE push_tokens; \
+         DROP TABLE push_due; \
          DROP TABLE admin_operators; DROP TABLE admin_sessions; DROP TABLE admin_audit; \
          DROP TABLE inbox_blocks; \
          CREATE TABLE inbox_v1 (user_id TEXT NOT NULL, seq INTEGER NOT NULL, \

@@ -5,8 +5,8 @@
 use crate::{
     Amend, AmendAction, AmendRefusal, AppendMessage, ConversationFilter, ConversationSettings,
     ConversationUpdate, GroupAction, GroupChange, GroupKind, GroupRefusal, HistoryFrom,
-    HistoryQuery, Page, Participant, Permit, PushSubscriptionRecord, SearchQuery, Store, WriteOp,
-    WriteResult,
+    HistoryQuery, Page, Participant, Permit, PushProvider, PushTokenRecord, SearchQuery, Store,
+    WriteOp, WriteResult,
 };
 
 /// An append of a private message from `from` to `to`, for tests.
@@ -147,7 +147,8 @@ macro_rules! conformance_tests {
             accounts_keep_a_password_hash_and_revoke_tokens_when_it_changes,
             accounts_are_made_only_for_ids_without_a_trace,
             records_say_whether_an_id_is_an_accounts,
-            push_subscriptions_are_one_per_endpoint,
+            push_tokens_are_one_per_provider_and_token,
+            notifications_due_are_written_with_their_message,
             operators_sessions_and_the_audit_log,
             an_open_store_answers_a_ping,
             a_closed_store_refuses_a_ping,
@@ -344,105 +345,198 @@ pub async fn a_closed_store_refuses_a_ping(store: &dyn Store) {
     );
 }
 
-fn push_sub(user: &str, endpoint: &str, key: &str) -> PushSubscriptionRecord {
-    PushSubscriptionRecord {
+fn push_token(user: &str, device: &str, provider: PushProvider, token: &str) -> PushTokenRecord {
+    PushTokenRecord {
         user: user.into(),
-        endpoint: endpoint.into(),
-        p256dh: format!("p256dh-{key}"),
-        auth: format!("auth-{key}"),
+        device: device.into(),
+        provider,
+        token: token.into(),
+        app_id: "com.example.chat".into(),
+        sandbox: provider == PushProvider::Apns,
+        locale: "en-GB".into(),
+        p256dh: if provider == PushProvider::WebPush {
+            format!("p256dh-{token}")
+        } else {
+            String::new()
+        },
+        auth: String::new(),
     }
 }
 
-pub async fn push_subscriptions_are_one_per_endpoint(store: &dyn Store) {
+pub async fn push_tokens_are_one_per_provider_and_token(store: &dyn Store) {
+    use PushProvider::{Apns, Fcm, WebPush};
     let users = |list: &[&str]| list.iter().map(|u| u.to_string()).collect::<Vec<_>>();
     assert!(
         store
-            .push_subscriptions(&users(&["ps-a", "ps-b"]))
+            .push_tokens(&users(&["pt-a", "pt-b"]))
             .await
             .unwrap()
             .is_empty(),
-        "no subscriptions before any is saved"
+        "no tokens before any is saved"
     );
-    for sub in [
-        push_sub("ps-a", "https://push.example/2", "1"),
-        push_sub("ps-a", "https://push.example/1", "2"),
-        push_sub("ps-b", "https://push.example/3", "3"),
-        push_sub("ps-c", "https://push.example/4", "4"),
+    for token in [
+        push_token("pt-a", "phone", Fcm, "f1"),
+        push_token("pt-a", "", WebPush, "https://push.example/1"),
+        push_token("pt-a", "tablet", Apns, "aa01"),
+        push_token("pt-b", "phone", Fcm, "f2"),
+        push_token("pt-c", "phone", Fcm, "f3"),
+        // The same token text with another provider is another token.
+        push_token("pt-b", "mac", Apns, "f1"),
     ] {
-        store.save_push_subscription(sub).await.unwrap();
+        store.save_push_token(token).await.unwrap();
     }
     assert_eq!(
         store
-            .push_subscriptions(&users(&["ps-b", "ps-a", "ps-nobody"]))
+            .push_tokens(&users(&["pt-b", "pt-a", "pt-nobody"]))
             .await
             .unwrap(),
         vec![
-            push_sub("ps-a", "https://push.example/1", "2"),
-            push_sub("ps-a", "https://push.example/2", "1"),
-            push_sub("ps-b", "https://push.example/3", "3"),
+            push_token("pt-a", "", WebPush, "https://push.example/1"),
+            push_token("pt-a", "phone", Fcm, "f1"),
+            push_token("pt-a", "tablet", Apns, "aa01"),
+            push_token("pt-b", "phone", Fcm, "f2"),
+            push_token("pt-b", "mac", Apns, "f1"),
         ],
-        "a set of users' subscriptions, by user then endpoint, without other users'"
+        "a set of users' tokens, by user, provider then token, without other users'"
     );
 
-    // Registering an endpoint again replaces it: new keys, and possibly another user.
+    // A token registered again moves to its new owner; a device's new token of a provider
+    // replaces its earlier one; another app on the device keeps its own.
     store
-        .save_push_subscription(push_sub("ps-a", "https://push.example/1", "5"))
+        .save_push_token(push_token("pt-b", "phone2", Fcm, "f1"))
         .await
         .unwrap();
     store
-        .save_push_subscription(push_sub("ps-b", "https://push.example/2", "6"))
+        .save_push_token(push_token("pt-b", "phone", Fcm, "f2-rotated"))
         .await
         .unwrap();
+    let other_app = PushTokenRecord {
+        app_id: "com.example.other".into(),
+        ..push_token("pt-b", "phone", Fcm, "f4")
+    };
+    store.save_push_token(other_app.clone()).await.unwrap();
     assert_eq!(
-        store
-            .push_subscriptions(&users(&["ps-a", "ps-b"]))
-            .await
-            .unwrap(),
+        store.push_tokens(&users(&["pt-a", "pt-b"])).await.unwrap(),
         vec![
-            push_sub("ps-a", "https://push.example/1", "5"),
-            push_sub("ps-b", "https://push.example/2", "6"),
-            push_sub("ps-b", "https://push.example/3", "3"),
+            push_token("pt-a", "", WebPush, "https://push.example/1"),
+            push_token("pt-a", "tablet", Apns, "aa01"),
+            push_token("pt-b", "phone2", Fcm, "f1"),
+            push_token("pt-b", "phone", Fcm, "f2-rotated"),
+            other_app,
+            push_token("pt-b", "mac", Apns, "f1"),
         ],
-        "one row per endpoint, the last registration's"
+        "one row per token, the last registration's; one per device, provider and app"
     );
 
     // Removal: only the owner's when a user is named; any when not.
     assert!(
         !store
-            .remove_push_subscription("https://push.example/3", Some("ps-a"))
+            .remove_push_token(Fcm, "f1", Some("pt-a"))
             .await
             .unwrap(),
-        "another user's subscription is not removed"
+        "another user's token is not removed"
+    );
+    assert!(
+        !store.remove_push_token(WebPush, "f1", None).await.unwrap(),
+        "a token of another provider is another token"
     );
     assert!(
         store
-            .remove_push_subscription("https://push.example/3", Some("ps-b"))
+            .remove_push_token(Fcm, "f1", Some("pt-b"))
             .await
             .unwrap()
     );
+    assert!(store.remove_push_token(Fcm, "f3", None).await.unwrap());
     assert!(
-        store
-            .remove_push_subscription("https://push.example/4", None)
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .remove_push_subscription("https://push.example/4", None)
-            .await
-            .unwrap(),
+        !store.remove_push_token(Fcm, "f3", None).await.unwrap(),
         "a second removal finds nothing"
     );
-    assert_eq!(
+    assert!(
         store
-            .push_subscriptions(&users(&["ps-a", "ps-b", "ps-c"]))
+            .push_tokens(&users(&["pt-c"]))
             .await
-            .unwrap(),
-        vec![
-            push_sub("ps-a", "https://push.example/1", "5"),
-            push_sub("ps-b", "https://push.example/2", "6"),
-        ]
+            .unwrap()
+            .is_empty()
     );
+}
+
+pub async fn notifications_due_are_written_with_their_message(store: &dyn Store) {
+    // pd-b has a token, pd-c has none.
+    store
+        .save_push_token(push_token("pd-b", "phone", PushProvider::Fcm, "t-b"))
+        .await
+        .unwrap();
+    assert!(store.push_due(100).await.unwrap().is_empty());
+    let uncounted = AppendMessage {
+        counted: false,
+        ..private_append("pd-a", "pd-b", "m2", "quiet")
+    };
+    let r = store
+        .write(vec![
+            WriteOp::Append(private_append("pd-a", "pd-b", "m1", "hello")),
+            WriteOp::Append(uncounted),
+            WriteOp::Append(private_append("pd-a", "pd-c", "m3", "no token")),
+            WriteOp::Append(private_append("pd-b", "pd-a", "m4", "own")),
+        ])
+        .await
+        .unwrap();
+    let (first, inbox, _) = appended(&r[0]);
+    let b_seq = inbox.iter().find(|(u, _)| u == "pd-b").unwrap().1;
+    let due = store.push_due(100).await.unwrap();
+    assert_eq!(
+        due.iter()
+            .map(|d| (d.user.as_str(), d.inbox_seq, d.message.uid.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("pd-b", b_seq, first.uid.as_str())],
+        "due: a counted message to a user with a token; not an uncounted one, not to a user \
+         without a token, not to the sender"
+    );
+    assert_eq!(&due[0].message, first, "the message as stored");
+
+    // A resend stores nothing new, so makes nothing due again.
+    store
+        .write(vec![WriteOp::Append(private_append(
+            "pd-a", "pd-b", "m1", "hello",
+        ))])
+        .await
+        .unwrap();
+    assert_eq!(store.push_due(100).await.unwrap().len(), 1);
+
+    // The recall of the message makes its withdrawal due.
+    let recall = private_amend(
+        "pd-a",
+        "pd-b",
+        first.seq,
+        AmendAction::Recall { not_before: 0 },
+        "pd-recall",
+    );
+    store.write(vec![recall]).await.unwrap();
+    let due = store.push_due(100).await.unwrap();
+    assert_eq!(due.len(), 2, "{due:?}");
+    assert_eq!(due[1].message.msg_type, crate::rules::push::RECALL_EVENT);
+    assert_eq!(due[1].user, "pd-b");
+
+    // Done: forgotten (and forgetting twice, or what is not due, is no error).
+    let done = WriteOp::PushDone {
+        due: vec![("pd-b".into(), b_seq), ("pd-c".into(), 1)],
+    };
+    store.write(vec![done.clone(), done]).await.unwrap();
+    let due = store.push_due(100).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].message.msg_type, crate::rules::push::RECALL_EVENT);
+
+    // A user whose last token was removed gets nothing due any more.
+    store
+        .remove_push_token(PushProvider::Fcm, "t-b", None)
+        .await
+        .unwrap();
+    store
+        .write(vec![WriteOp::Append(private_append(
+            "pd-a", "pd-b", "m5", "after",
+        ))])
+        .await
+        .unwrap();
+    assert_eq!(store.push_due(100).await.unwrap().len(), 1);
 }
 
 pub async fn accounts_keep_a_password_hash_and_revoke_tokens_when_it_changes(store: &dyn Store) {
@@ -638,7 +732,12 @@ pub async fn accounts_are_made_only_for_ids_without_a_trace(store: &dyn Store) {
                 muted_until: 0,
             },
         },
-        WriteOp::SavePushSubscription(push_sub("tr-push", "https://push.example/tr", "1")),
+        WriteOp::SavePushToken(push_token(
+            "tr-push",
+            "",
+            PushProvider::WebPush,
+            "https://push.example/tr",
+        )),
     ];
     store.write(traces).await.expect("write");
     let traced = [

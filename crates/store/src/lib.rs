@@ -761,13 +761,21 @@ pub enum WriteOp {
         user: String,
         time: i64,
     },
-    /// Save a Web Push subscription: one per endpoint, so saving an endpoint again replaces
-    /// it, even for another user (a browser profile that signed in as someone else).
-    SavePushSubscription(PushSubscriptionRecord),
-    /// Remove the subscription with this endpoint; only if it is `user`'s when `user` is given.
-    RemovePushSubscription {
-        endpoint: String,
+    /// Save a device's push token: one row per `(provider, token)`, so saving a token again
+    /// replaces it, even another user's (a phone or a browser profile that signed in as someone
+    /// else). A token saved for a named device also replaces that device's earlier token of the
+    /// same provider and app (a provider that rotates tokens hands out a new one).
+    SavePushToken(PushTokenRecord),
+    /// Remove the token; only if it is `user`'s when `user` is given.
+    RemovePushToken {
+        provider: PushProvider,
+        token: String,
         user: Option<String>,
+    },
+    /// Forget the notifications due for these `(user, inbox_seq)` entries: sent, or decided
+    /// against (see [`rules::push_due`]).
+    PushDone {
+        due: Vec<(String, u64)>,
     },
     /// Set a user's quiet hours: `minutes` (0: none) from `start_minute` after midnight UTC.
     SetQuietHours {
@@ -864,11 +872,12 @@ pub enum WriteResult {
     Deleted,
     LastSeenSet,
     QuietHoursSet,
-    PushSubscriptionSaved,
-    /// Whether a subscription was removed.
-    PushSubscriptionRemoved {
+    PushTokenSaved,
+    /// Whether a token was removed.
+    PushTokenRemoved {
         removed: bool,
     },
+    PushDone,
     /// The recipient blocks the sender: nothing was written.
     Blocked,
     /// An `only_if_stored` append found no earlier one: nothing was written.
@@ -921,16 +930,70 @@ pub enum WriteResult {
     Admin(AdminResult),
 }
 
-/// A device's Web Push subscription (RFC 8030 endpoint, RFC 8291 keys), as the browser's
-/// `PushSubscription` gives it: the keys are base64url text as the client sent them.
+/// The push service that reaches a device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PushProvider {
+    /// Web Push (RFC 8030): a browser's subscription.
+    #[default]
+    WebPush,
+    /// Firebase Cloud Messaging (HTTP v1).
+    Fcm,
+    /// Apple Push Notification service.
+    Apns,
+}
+
+impl PushProvider {
+    /// The name stored and spoken on the wire: `webpush`, `fcm` or `apns`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PushProvider::WebPush => "webpush",
+            PushProvider::Fcm => "fcm",
+            PushProvider::Apns => "apns",
+        }
+    }
+
+    /// The provider of a name [`PushProvider::as_str`] gives.
+    pub fn parse(name: &str) -> Option<PushProvider> {
+        match name {
+            "webpush" => Some(PushProvider::WebPush),
+            "fcm" => Some(PushProvider::Fcm),
+            "apns" => Some(PushProvider::Apns),
+            _ => None,
+        }
+    }
+}
+
+/// A device's push token: how one push service reaches one device of one user while the device
+/// is not connected (or its app is in the background).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PushSubscriptionRecord {
+pub struct PushTokenRecord {
     pub user: String,
-    pub endpoint: String,
-    /// The user agent's P-256 public key.
+    /// The device id it was registered for; empty when none was named (an anonymous
+    /// connection, or an app server that did not say).
+    pub device: String,
+    pub provider: PushProvider,
+    /// An FCM registration token, an APNs device token (hex), or a Web Push endpoint URL.
+    pub token: String,
+    /// The app's bundle id (the APNs topic) or package name; empty for the server's default.
+    pub app_id: String,
+    /// An APNs token of a development build: sent through the sandbox environment.
+    pub sandbox: bool,
+    /// The device's language (a BCP 47 tag), for localised texts; empty if not given.
+    pub locale: String,
+    /// Web Push only: the browser's P-256 public key, base64url as the client sent it.
     pub p256dh: String,
-    /// The 16-byte authentication secret.
+    /// Web Push only: the 16-byte authentication secret, base64url.
     pub auth: String,
+}
+
+/// A notification due for one user, written in the commit that stored its message (see
+/// [`rules::push_due`]) and forgotten by [`WriteOp::PushDone`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushDue {
+    pub user: String,
+    /// The message's entry in the user's inbox.
+    pub inbox_seq: u64,
+    pub message: StoredMessage,
 }
 
 /// One entry of a user's inbox.
@@ -1027,25 +1090,31 @@ pub trait Store: Send + Sync + 'static {
     /// A user's quiet hours: `(start_minute, minutes)`, `(0, 0)` if none.
     async fn quiet_hours(&self, user: &str) -> Result<(u32, u32)>;
 
-    /// Saves a Web Push subscription (see [`WriteOp::SavePushSubscription`]).
-    async fn save_push_subscription(&self, sub: PushSubscriptionRecord) -> Result<()> {
-        self.write(vec![WriteOp::SavePushSubscription(sub)])
+    /// Saves a device's push token (see [`WriteOp::SavePushToken`]).
+    async fn save_push_token(&self, token: PushTokenRecord) -> Result<()> {
+        self.write(vec![WriteOp::SavePushToken(token)])
             .await
             .map(|_| ())
     }
 
-    /// Removes the subscription with `endpoint` (only if it is `user`'s, when given). Returns
-    /// whether one was removed.
-    async fn remove_push_subscription(&self, endpoint: &str, user: Option<&str>) -> Result<bool> {
+    /// Removes a push token (only if it is `user`'s, when given). Returns whether one was
+    /// removed.
+    async fn remove_push_token(
+        &self,
+        provider: PushProvider,
+        token: &str,
+        user: Option<&str>,
+    ) -> Result<bool> {
         let results = self
-            .write(vec![WriteOp::RemovePushSubscription {
-                endpoint: endpoint.to_string(),
+            .write(vec![WriteOp::RemovePushToken {
+                provider,
+                token: token.to_string(),
                 user: user.map(str::to_string),
             }])
             .await?;
         Ok(matches!(
             results.first(),
-            Some(WriteResult::PushSubscriptionRemoved { removed: true })
+            Some(WriteResult::PushTokenRemoved { removed: true })
         ))
     }
 
@@ -1064,8 +1133,13 @@ pub trait Store: Send + Sync + 'static {
         }
     }
 
-    /// The Web Push subscriptions of `users`, ordered by user then endpoint.
-    async fn push_subscriptions(&self, users: &[String]) -> Result<Vec<PushSubscriptionRecord>>;
+    /// The push tokens of `users`, ordered by user, provider, then token.
+    async fn push_tokens(&self, users: &[String]) -> Result<Vec<PushTokenRecord>>;
+
+    /// The notifications due (see [`rules::push_due`]) that this store's commits wrote and no
+    /// [`WriteOp::PushDone`] forgot yet, in commit order, at most `limit`: what a server that
+    /// stopped before sending them sends when it starts.
+    async fn push_due(&self, limit: usize) -> Result<Vec<PushDue>>;
 
     /// Users the store knows (with an inbox or a record), in id order, after `after`, at most
     /// `limit`.

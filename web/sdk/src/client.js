@@ -2688,6 +2688,59 @@ export class TidingsClient {
   }
 
   /**
+   * Registers a phone's native push token for this device (hybrid apps: the token the
+   * platform gave the native shell), so the device gets notifications while it is not
+   * connected or is in the background (docs/protocol.md, "Push notifications"). One token per
+   * device, provider and app: a new token replaces the device's earlier one, and a token
+   * registered by another user moves to this one.
+   * @param {{ provider: 'fcm' | 'apns', token: string, appId?: string, sandbox?: boolean, locale?: string }} token
+   * @param {Callback} [callback]
+   * @returns {Promise<boolean>}
+   */
+  registerPushToken(token, callback) {
+    return withCallback(
+      this.query({
+        registerPush: {
+          provider: String(token?.provider ?? ''),
+          token: String(token?.token ?? ''),
+          appId: String(token?.appId ?? ''),
+          sandbox: Boolean(token?.sandbox),
+          locale: String(token?.locale ?? ''),
+        },
+      }).then(() => true),
+      callback,
+    );
+  }
+
+  /**
+   * Removes one of this user's native push tokens.
+   * @param {'fcm' | 'apns'} provider
+   * @param {string} token
+   * @param {Callback} [callback]
+   * @returns {Promise<boolean>}
+   */
+  unregisterPushToken(provider, token, callback) {
+    return withCallback(
+      this.query({ unregisterPush: { provider: String(provider), token: String(token) } }).then(() => true),
+      callback,
+    );
+  }
+
+  /**
+   * Tells the server whether the app is in the background: while it is, this device gets push
+   * notifications as if it were not connected (messages still arrive on the connection).
+   * @param {boolean} background
+   * @param {Callback} [callback]
+   * @returns {Promise<boolean>}
+   */
+  setAppState(background, callback) {
+    return withCallback(
+      this.query({ setAppState: { background: Boolean(background) } }).then(() => true),
+      callback,
+    );
+  }
+
+  /**
    * Removes one of this user's Web Push subscriptions, by its endpoint.
    * @param {string} endpoint
    * @param {Callback} [callback]

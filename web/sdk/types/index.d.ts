@@ -755,6 +755,18 @@ export interface PushSubscriptionLike {
   toJSON?: () => unknown;
 }
 
+export interface PushToken {
+  provider: 'fcm' | 'apns';
+  /** FCM: the registration token; APNs: the device token, hex. */
+  token: string;
+  /** The app's bundle id (APNs topic) or package name; default: the server's. */
+  appId?: string;
+  /** APNs: a development build's token. */
+  sandbox?: boolean;
+  /** The device's language, a BCP 47 tag. */
+  locale?: string;
+}
+
 export interface QuietHours {
   /** Minutes after midnight UTC. */
   startMinute: number;
@@ -963,6 +975,11 @@ export declare class TidingsClient {
   /** Registers a Web Push subscription (a `PushSubscription`, or its `toJSON()`); resolves with the server's VAPID public key. */
   registerPush(subscription: PushSubscriptionLike, callback?: Callback<string>): Promise<string>;
   unregisterPush(endpoint: string, callback?: Callback<boolean>): Promise<boolean>;
+  /** Registers a native FCM or APNs token for this device (hybrid apps). */
+  registerPushToken(token: PushToken, callback?: Callback<boolean>): Promise<boolean>;
+  unregisterPushToken(provider: 'fcm' | 'apns', token: string, callback?: Callback<boolean>): Promise<boolean>;
+  /** While `background` is true, this device gets push notifications as if it were not connected. */
+  setAppState(background: boolean, callback?: Callback<boolean>): Promise<boolean>;
   setConversationNotificationStatus(conversationType: number, targetId: string, status: number, callback?: Callback<number>): Promise<number>;
   getConversationNotificationStatus(conversationType: number, targetId: string, callback?: Callback<number>): Promise<number>;
 

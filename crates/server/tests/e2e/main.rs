@@ -22,6 +22,7 @@ mod files;
 mod groups;
 mod hooks;
 mod metrics;
+mod mobile_push;
 mod ops;
 mod partition;
 mod poll;

@@ -253,6 +253,7 @@ fn check_labels(s: &Scrape) {
             ]
             .contains(&value),
             "hook" => ["sent", "moderation"].contains(&value),
+            "provider" => ["webpush", "fcm", "apns", "none"].contains(&value),
             "reason" => ["version", "malformed"].contains(&value),
             "le" => value == "+Inf" || value.parse::<f64>().is_ok(),
             _ => false,

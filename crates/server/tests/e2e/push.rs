@@ -267,7 +267,7 @@ async fn register(server: &TestServer, user: &str, device: &Device) {
     server
         .running()
         .engine
-        .register_push(user, device.engine_subscription())
+        .register_push(user, "", device.engine_subscription())
         .await
         .unwrap();
 }

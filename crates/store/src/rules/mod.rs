@@ -12,3 +12,4 @@ pub mod amend;
 pub mod conversations;
 pub mod groups;
 pub mod lists;
+pub mod push;
