@@ -972,6 +972,7 @@ impl State {
             msg_type: out.msg_type,
             content: out.content,
             push_text: out.push_text,
+            push_data: out.push_data,
             uncounted: out.uncounted,
             transient: false,
             mentioned_user_ids: out.mentions,

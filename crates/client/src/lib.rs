@@ -290,6 +290,8 @@ pub struct Outgoing {
     /// A JSON object as text.
     pub content: String,
     pub push_text: String,
+    /// Data for the app carried by the message's push notifications (at most 1,024 bytes).
+    pub push_data: String,
     /// Chosen by the SDK when `None`.
     pub client_msg_id: Option<String>,
     /// For app-defined types: the message does not raise the recipient's unread count.

@@ -236,6 +236,7 @@ pub fn request(frame: v1::Frame) -> Option<Step> {
                     msg_type: s.msg_type,
                     content: s.content,
                     push_text: s.push_text,
+                    push_data: s.push_data,
                     uncounted: s.uncounted,
                     mentions: s.mentioned_user_ids,
                     mention_all: s.mention_all,

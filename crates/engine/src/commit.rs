@@ -34,6 +34,9 @@ pub struct PendingPublish {
     pub msg_type: String,
     pub content: String,
     pub push_text: String,
+    /// Data for the app carried by the message's notifications (kept after the commit is
+    /// built, for the notifications).
+    pub push_data: String,
     pub client_msg_id: String,
     pub digest: String,
     pub recipients: Vec<String>,
@@ -67,6 +70,11 @@ pub(crate) fn digest(send: &SendRequest) -> String {
     // Only when set, so digests stored before the flag existed still match their resends.
     if send.uncounted {
         h.update(b"uncounted");
+    }
+    if !send.push_data.is_empty() {
+        h.update(b"push_data");
+        h.update((send.push_data.len() as u64).to_le_bytes());
+        h.update(send.push_data.as_bytes());
     }
     for (tag, users) in [(b"mentions", &send.mentions), (b"audience", &send.audience)] {
         if !users.is_empty() {
@@ -307,8 +315,10 @@ fn prepare(
         match request {
             CommitRequest::Publish { message, .. } | CommitRequest::Post { message, .. } => {
                 let taken = std::mem::take(message);
-                // Kept for the answer: whether the message makes notifications due.
+                // Kept for the answer: whether the message makes notifications due, and what
+                // they carry.
                 message.counted = taken.counted;
+                message.push_data = taken.push_data.clone();
                 let message = taken;
                 ops.push(WriteOp::Append(AppendMessage {
                     uid: next_uid(uids, now),
@@ -320,6 +330,7 @@ fn prepare(
                     msg_type: message.msg_type,
                     content: message.content,
                     push_text: message.push_text,
+                    push_data: message.push_data,
                     client_msg_id: message.client_msg_id,
                     digest: message.digest,
                     recipients: message.recipients,
@@ -415,7 +426,7 @@ fn answer(
                             &session,
                             packet_id,
                             result,
-                            (notice, message.counted),
+                            (notice, &message),
                             received,
                         ),
                         None => session.reply(
@@ -440,7 +451,7 @@ fn answer(
                             crate::metrics::m().accepted(message.conversation_type);
                             let message = Arc::new(message.clone());
                             fan_out(engine, &message, inbox, None);
-                            engine.push_offline(&message, inbox, pending.counted);
+                            engine.push_offline(&message, inbox, &pending);
                         }
                         let _ =
                             reply.send(result.ok_or_else(|| {
@@ -523,7 +534,7 @@ fn push_events(engine: &Engine, results: &[WriteResult]) {
                 // A recall's event withdraws the notification of what it recalled.
                 let message = Arc::new(message.clone());
                 fan_out(engine, &message, inbox, None);
-                engine.push_offline(&message, inbox, false);
+                engine.push_offline(&message, inbox, &PendingPublish::default());
                 continue;
             }
             WriteResult::GroupChanged {
@@ -589,7 +600,7 @@ fn answer_publish(
     origin: &Arc<SessionShared>,
     packet_id: u32,
     result: WriteResult,
-    (notice, counted): (u32, bool),
+    (notice, pending): (u32, &PendingPublish),
     received: std::time::Instant,
 ) {
     let metrics = crate::metrics::m();
@@ -642,7 +653,7 @@ fn answer_publish(
                 .publish_to_delivery
                 .record(crate::metrics::Metrics::since(received));
             // Recipients with no device online get a notification (queued: nothing waits).
-            engine.push_offline(&message, &inbox, counted);
+            engine.push_offline(&message, &inbox, pending);
         }
         WriteResult::ClientMsgIdConflict => origin.reply(
             engine,

@@ -288,6 +288,7 @@ impl PendingPublish {
             msg_type: send.msg_type,
             content: send.content,
             push_text: send.push_text,
+            push_data: send.push_data,
             client_msg_id: send.client_msg_id,
             digest,
             recipients,
@@ -314,6 +315,7 @@ impl PendingPublish {
             msg_type: send.msg_type,
             content: send.content,
             push_text: send.push_text,
+            push_data: send.push_data,
             client_msg_id: send.client_msg_id,
             digest,
             recipients: vec![sender.to_string()],
@@ -330,6 +332,8 @@ impl PendingPublish {
 
 /// Push text longer than this is refused.
 const MAX_PUSH_TEXT_BYTES: usize = 512;
+/// The most bytes of data for the app a message's notifications carry.
+const MAX_PUSH_DATA_BYTES: usize = 1024;
 
 /// The checks of a message to send: its client message id, and those of [`check_addressing`].
 pub(crate) fn check_send(config: &crate::EngineConfig, send: &SendRequest) -> Result<(), Refusal> {
@@ -405,6 +409,12 @@ pub(crate) fn check_addressing(
         return Err(Refusal::new(
             Code::ContentTooLarge,
             format!("push text is limited to {MAX_PUSH_TEXT_BYTES} bytes"),
+        ));
+    }
+    if send.push_data.len() > MAX_PUSH_DATA_BYTES {
+        return Err(Refusal::new(
+            Code::ContentTooLarge,
+            format!("push data is limited to {MAX_PUSH_DATA_BYTES} bytes"),
         ));
     }
     Ok(())

@@ -90,6 +90,8 @@ pub struct PushRecipient {
 pub struct PushJob {
     pub message: Arc<StoredMessage>,
     pub recipients: Vec<PushRecipient>,
+    /// Data for the app the sender gave the notifications (seed 004's `pushData`).
+    pub push_data: String,
     /// Read back from the store at start: every recipient has a row due, even one whose
     /// tokens are gone since (which is then forgotten).
     pub recovered: bool,
@@ -422,7 +424,7 @@ impl Engine {
         &self,
         message: &Arc<StoredMessage>,
         inbox: &[(String, u64)],
-        counted: bool,
+        sent: &crate::commit::PendingPublish,
     ) {
         let Some(pusher) = &self.inner.pusher else {
             return;
@@ -431,7 +433,7 @@ impl Engine {
             tidings_store::rules::push::due(
                 message.conversation_type,
                 &message.msg_type,
-                counted,
+                sent.counted,
                 &message.sender,
                 user,
             )
@@ -469,6 +471,7 @@ impl Engine {
         pusher.notify(PushJob {
             message: message.clone(),
             recipients,
+            push_data: sent.push_data.clone(),
             recovered: false,
         });
     }

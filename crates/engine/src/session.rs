@@ -47,6 +47,8 @@ pub struct SendRequest {
     pub msg_type: String,
     pub content: String,
     pub push_text: String,
+    /// Data for the app carried by the message's push notifications.
+    pub push_data: String,
     /// An app-defined type that does not raise unread counts. Built-in types are always counted.
     pub uncounted: bool,
     /// Group messages only: the members mentioned, and whether everyone is.

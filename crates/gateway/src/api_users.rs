@@ -160,6 +160,8 @@ pub struct Message {
     content: Value,
     #[serde(default)]
     push_text: String,
+    #[serde(default)]
+    push_data: String,
     client_msg_id: Option<String>,
     #[serde(default)]
     uncounted: bool,
@@ -200,6 +202,7 @@ pub async fn send(State(state): State<AppState>, body: Bytes) -> Response {
         msg_type: msg_type_or_text(req.msg_type),
         content,
         push_text: req.push_text,
+        push_data: req.push_data,
         uncounted: req.uncounted,
         mentions: req.mentioned_user_ids,
         mention_all: req.mention_all,

@@ -53,6 +53,8 @@ pub struct Content {
     pub group_name: String,
     /// The user's unread count over all their conversations.
     pub badge: u64,
+    /// The sender's data for the app (seed 004's `pushData`); empty for none.
+    pub push_data: String,
     pub data_only: bool,
     pub localized: bool,
 }
@@ -141,6 +143,9 @@ impl Content {
             ("thread", self.thread()),
         ] {
             data.insert(k.into(), Value::String(v));
+        }
+        if !self.push_data.is_empty() {
+            data.insert("pushData".into(), Value::String(self.push_data.clone()));
         }
         data
     }
@@ -259,6 +264,9 @@ pub fn webpush_body(c: &Content) -> Vec<u8> {
         "badge": c.badge,
         "senderName": c.sender_name,
     });
+    if !c.push_data.is_empty() {
+        body["pushData"] = json!(c.push_data);
+    }
     if !c.data_only {
         body["title"] = json!(c.title());
         body["text"] = json!(match c.kind {
@@ -294,6 +302,7 @@ mod tests {
             sender_name: "Alice".into(),
             group_name: "Climbers".into(),
             badge: 3,
+            push_data: String::new(),
             data_only: false,
             localized: false,
         }
@@ -322,6 +331,16 @@ mod tests {
         );
         assert_eq!(m["data"]["kind"], "message");
         assert_eq!(m["data"]["thread"], "1:alice");
+        assert!(m["data"].get("pushData").is_none(), "none given");
+        let mut c = content(conversation_type::PRIVATE, Kind::Message);
+        c.push_data = r#"{"deepLink":"chat/alice"}"#.into();
+        let m = fcm_message(&c, "t", 60);
+        assert_eq!(m["data"]["pushData"], r#"{"deepLink":"chat/alice"}"#);
+        let r = apns_request(&c, "aa", false, "com.example", 0);
+        assert_eq!(
+            r.payload["tidings"]["pushData"],
+            r#"{"deepLink":"chat/alice"}"#
+        );
     }
 
     #[test]

@@ -81,6 +81,7 @@ pub(crate) fn jobs_of(due: Vec<PushDue>) -> Vec<PushJob> {
             _ => jobs.push(PushJob {
                 message: Arc::new(d.message),
                 recipients: vec![recipient],
+                push_data: d.push_data,
                 recovered: true,
             }),
         }
@@ -140,7 +141,7 @@ async fn work(shared: Arc<Shared>, mut rx: mpsc::Receiver<PushJob>) {
             let content = if tokens.is_empty() {
                 Ok(None)
             } else {
-                decide(&shared, &recipient.user, &job.message).await
+                decide(&shared, &recipient.user, &job.message, &job.push_data).await
             };
             let content = match content {
                 Ok(Some(c)) => c,
@@ -192,6 +193,7 @@ async fn decide(
     shared: &Shared,
     user: &str,
     message: &StoredMessage,
+    push_data: &str,
 ) -> Result<Option<Content>, StoreError> {
     let store = &shared.store;
     if in_quiet_hours(store.quiet_hours(user).await?, (shared.clock)()) {
@@ -263,6 +265,7 @@ async fn decide(
         sender_name,
         group_name,
         badge,
+        push_data: push_data.to_string(),
         data_only: shared.config.data_only,
         localized: shared.config.localized,
     }))

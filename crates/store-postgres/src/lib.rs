@@ -531,7 +531,7 @@ impl Store for PostgresStore {
         let rows = Db::of_client(&client)
             .query(
                 &format!(
-                    "SELECT d.user_id, d.inbox_seq, {MESSAGE_COLUMNS} FROM push_due d \
+                    "SELECT d.user_id, d.inbox_seq, d.push_data, {MESSAGE_COLUMNS} FROM push_due d \
                      JOIN messages m ON m.id = d.msg \
                      WHERE d.node = coalesce(current_setting('tidings.node', true), '') \
                      ORDER BY d.msg, d.user_id LIMIT $1"
@@ -544,7 +544,8 @@ impl Store for PostgresStore {
             .map(|r| PushDue {
                 user: r.get(0),
                 inbox_seq: r.get::<_, i64>(1) as u64,
-                message: message_from_row(r, 2),
+                push_data: r.get(2),
+                message: message_from_row(r, 3),
             })
             .collect())
     }

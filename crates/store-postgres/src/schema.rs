@@ -289,6 +289,11 @@ CREATE TABLE push_due (
 );
 CREATE INDEX push_due_by_node ON push_due (node, msg);
 "#,
+    r#"
+-- The sender's data for the app that a notification carries (seed 004's pushData): kept with
+-- what is due, as only notifications need it.
+ALTER TABLE push_due ADD COLUMN push_data text NOT NULL DEFAULT '';
+"#,
 ];
 
 /// Applies the pending migrations, all in one transaction under the advisory lock.

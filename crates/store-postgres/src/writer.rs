@@ -938,9 +938,9 @@ const APPEND_SQL: &str = "WITH ok AS (SELECT $22::text IS NULL OR NOT EXISTS (SE
                ON CONFLICT DO NOTHING), \
              a AS (INSERT INTO message_audience (msg, user_id) \
                SELECT m.id, a FROM m, unnest($21::text[]) AS a ON CONFLICT DO NOTHING), \
-             d AS (INSERT INTO push_due (user_id, inbox_seq, msg) \
-               SELECT r.u, r.s, m.id FROM m, unnest($17::text[], $18::bigint[], $23::boolean[]) \
-                 AS r(u, s, due) \
+             d AS (INSERT INTO push_due (user_id, inbox_seq, msg, push_data) \
+               SELECT r.u, r.s, m.id, $24::text FROM m, \
+                 unnest($17::text[], $18::bigint[], $23::boolean[]) AS r(u, s, due) \
                WHERE r.due AND EXISTS (SELECT 1 FROM push_tokens t WHERE t.user_id = r.u)) \
              SELECT (SELECT ok FROM ok), (SELECT id FROM m)";
 
@@ -974,9 +974,9 @@ const APPEND_MANY_SQL: &str = "WITH v AS (SELECT * FROM unnest($1::integer[], $2
                SELECT q.u, m.conv_type, q.t, m.conv_id FROM unnest($21::text[], $22::bigint[], \
                  $23::text[], $24::text[]) AS q(c, s, u, t) JOIN m ON m.conv_id = q.c AND m.seq = q.s \
                ON CONFLICT DO NOTHING), \
-             d AS (INSERT INTO push_due (user_id, inbox_seq, msg) \
-               SELECT r.u, r.s, m.id FROM unnest($17::text[], $18::bigint[], $19::text[], \
-                 $20::bigint[], $26::boolean[]) AS r(c, q, u, s, due) \
+             d AS (INSERT INTO push_due (user_id, inbox_seq, msg, push_data) \
+               SELECT r.u, r.s, m.id, r.pd FROM unnest($17::text[], $18::bigint[], $19::text[], \
+                 $20::bigint[], $26::boolean[], $27::text[]) AS r(c, q, u, s, due, pd) \
                  JOIN m ON m.conv_id = r.c AND m.seq = r.q \
                WHERE r.due AND EXISTS (SELECT 1 FROM push_tokens t WHERE t.user_id = r.u)) \
              SELECT count(*) FROM m";
@@ -1004,8 +1004,10 @@ struct Many<'m> {
     inbox_msg_seq: Vec<i64>,
     inbox_user: Vec<&'m str>,
     inbox_seq: Vec<i64>,
-    /// Whether each inbox entry makes a notification due (`rules::push::push_due`).
+    /// Whether each inbox entry makes a notification due (`rules::push::push_due`), and the
+    /// data its notification carries.
     inbox_due: Vec<bool>,
+    inbox_push_data: Vec<&'m str>,
     part_conv: Vec<&'m str>,
     part_msg_seq: Vec<i64>,
     part_user: Vec<&'m str>,
@@ -1048,6 +1050,7 @@ impl<'m> Many<'m> {
                 rows.inbox_user.push(u);
                 rows.inbox_seq.push(*s);
                 rows.inbox_due.push(*due);
+                rows.inbox_push_data.push(&m.push_data);
             }
             for (u, t) in b.p_users.iter().zip(&b.p_targets) {
                 let key = KnownConversations::key(u, b.conv_type, t);
@@ -1063,7 +1066,7 @@ impl<'m> Many<'m> {
         rows
     }
 
-    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 26] {
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 27] {
         [
             &self.conv_type,
             &self.conv_id,
@@ -1091,6 +1094,7 @@ impl<'m> Many<'m> {
             &self.part_target,
             &self.mentions,
             &self.inbox_due,
+            &self.inbox_push_data,
         ]
     }
 }
@@ -1262,7 +1266,7 @@ impl<'m> Bound<'m> {
         }
     }
 
-    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 23] {
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 24] {
         let m = self.m;
         [
             &self.conv_type,
@@ -1288,6 +1292,7 @@ impl<'m> Bound<'m> {
             &self.audience,
             &self.blocker,
             &self.due,
+            &m.push_data,
         ]
     }
 }

@@ -511,14 +511,15 @@ impl Store for SqliteStore {
     async fn push_due(&self, limit: usize) -> Result<Vec<PushDue>> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(&format!(
-                "SELECT d.user_id, d.inbox_seq, {MESSAGE_COLUMNS} FROM push_due d \
+                "SELECT d.user_id, d.inbox_seq, d.push_data, {MESSAGE_COLUMNS} FROM push_due d \
                  JOIN messages m ON m.rowid = d.msg ORDER BY d.msg, d.user_id LIMIT ?1"
             ))?;
             let rows = stmt.query_map(params![limit as i64], |row| {
                 Ok(PushDue {
                     user: row.get(0)?,
                     inbox_seq: row.get::<_, i64>(1)? as u64,
-                    message: message_from_row(row, 2)?,
+                    push_data: row.get(2)?,
+                    message: message_from_row(row, 3)?,
                 })
             })?;
             rows.collect()

@@ -376,6 +376,11 @@ CREATE TABLE push_due (
     PRIMARY KEY (user_id, inbox_seq)
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- The sender's data for the app that a notification carries (seed 004's pushData): kept with
+-- what is due, as only notifications need it.
+ALTER TABLE push_due ADD COLUMN push_data TEXT NOT NULL DEFAULT '';
+"#,
 ];
 
 /// Page cache per connection, in KiB.

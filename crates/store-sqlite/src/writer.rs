@@ -305,9 +305,10 @@ impl Counters {
         for (user, inbox_seq) in inbox {
             if rules::push::push_due(m, user) && self.has_push_token(tx, user)? {
                 tx.prepare_cached(
-                    "INSERT INTO push_due (user_id, inbox_seq, msg) VALUES (?1, ?2, ?3)",
+                    "INSERT INTO push_due (user_id, inbox_seq, msg, push_data) \
+                     VALUES (?1, ?2, ?3, ?4)",
                 )?
-                .execute(params![user, *inbox_seq as i64, rowid])?;
+                .execute(params![user, *inbox_seq as i64, rowid, m.push_data])?;
             }
         }
         Ok(())

@@ -473,7 +473,10 @@ pub async fn notifications_due_are_written_with_their_message(store: &dyn Store)
     };
     let r = store
         .write(vec![
-            WriteOp::Append(private_append("pd-a", "pd-b", "m1", "hello")),
+            WriteOp::Append(AppendMessage {
+                push_data: r#"{"screen":"chat"}"#.into(),
+                ..private_append("pd-a", "pd-b", "m1", "hello")
+            }),
             WriteOp::Append(uncounted),
             WriteOp::Append(private_append("pd-a", "pd-c", "m3", "no token")),
             WriteOp::Append(private_append("pd-b", "pd-a", "m4", "own")),
@@ -492,6 +495,10 @@ pub async fn notifications_due_are_written_with_their_message(store: &dyn Store)
          without a token, not to the sender"
     );
     assert_eq!(&due[0].message, first, "the message as stored");
+    assert_eq!(
+        due[0].push_data, r#"{"screen":"chat"}"#,
+        "with the sender's data for the notification"
+    );
 
     // A resend stores nothing new, so makes nothing due again.
     store

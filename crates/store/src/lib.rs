@@ -184,6 +184,9 @@ pub struct AppendMessage {
     pub msg_type: String,
     pub content: String,
     pub push_text: String,
+    /// Data for the app carried by the message's notifications: kept with what is due (see
+    /// [`rules::push::push_due`]), not with the message.
+    pub push_data: String,
     pub client_msg_id: String,
     /// A digest of everything the client chose (target, type, content, push text): a resend with
     /// the same client message id is a duplicate only if its digest matches.
@@ -994,6 +997,8 @@ pub struct PushDue {
     /// The message's entry in the user's inbox.
     pub inbox_seq: u64,
     pub message: StoredMessage,
+    /// The sender's data for the app (see [`AppendMessage::push_data`]).
+    pub push_data: String,
 }
 
 /// One entry of a user's inbox.

@@ -99,6 +99,7 @@ import {
 /**
  * @typedef {object} SendOptions
  * @property {string} [pushContent] the text of push notifications (at most 512 bytes)
+ * @property {string} [pushData] data for the app carried by its push notifications (at most 1,024 bytes)
  * @property {MentionedInfo} [mentionedInfo] group messages: whom it mentions (or the content's)
  * @property {string[]} [mentionedUserIds] group messages: the members it mentions
  * @property {boolean} [mentionAll] group messages: it mentions everyone
@@ -1529,6 +1530,7 @@ export class TidingsClient {
     const send = { clientMsgId, conversationType, targetId, msgType: content.objectName };
     send.content = JSON.stringify(content.encode());
     if (options.pushContent) send.pushText = options.pushContent;
+    if (options.pushData) send.pushData = options.pushData;
     if (transient) send.transient = true;
     if (!cls.isCounted && !BUILT_IN.has(content.objectName)) send.uncounted = true;
     if (mentioned?.length) send.mentionedUserIds = mentioned;

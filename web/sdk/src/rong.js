@@ -1469,12 +1469,12 @@ export class RongIMClient {
    * @param {any} [callback]
    * @param {boolean} [isMentioned]
    * @param {string} [pushContent]
-   * @param {string} [_pushData]
+   * @param {string} [pushData]
    * @param {unknown} [_methodType]
    * @param {{ userIds?: string[], isStatus?: boolean }} [config]
    * @returns {Promise<any>}
    */
-  sendMessage(conversationType, targetId, msg, callback, isMentioned, pushContent, _pushData, _methodType, config) {
+  sendMessage(conversationType, targetId, msg, callback, isMentioned, pushContent, pushData, _methodType, config) {
     if (msg instanceof ReadReceiptMessage) return settle(this.#sendReadReceipt(conversationType, targetId, msg), callback);
     const cls = /** @type {any} */ (msg?.constructor);
     const keep = cls?.isPersited !== false && conversationType !== ConversationType.CHATROOM && !config?.isStatus;
@@ -1492,6 +1492,7 @@ export class RongIMClient {
       const mention = /** @type {any} */ (msg)?.mentionedInfo;
       if (isMentioned && mention) options.mentionedInfo = { type: mention.type, userIdList: mention.userIdList ?? [] };
       if (pushContent) options.pushContent = pushContent;
+      if (pushData) options.pushData = pushData;
       if (config?.userIds?.length) options.userIds = config.userIds;
       if (config?.isStatus) options.isStatus = true;
       try {

@@ -556,6 +556,8 @@ export interface ReconnectConfig {
 export interface SendOptions {
   /** The text of push notifications (at most 512 bytes). */
   pushContent?: string;
+  /** Data for the app carried by its push notifications (at most 1,024 bytes). */
+  pushData?: string;
   /** Group messages: whom it mentions (or the content's `mentionedInfo`). */
   mentionedInfo?: MentionedInfo;
   mentionedUserIds?: string[];

@@ -129,7 +129,10 @@ async fn an_offline_device_is_notified_once_with_its_badge_on_each_provider() {
 
     let (alice, _a) = server.client("alice", "phone").await;
     let first = alice
-        .send(Outgoing::text("bob", "are you there?"))
+        .send(Outgoing {
+            push_data: r#"{"screen":"chat"}"#.into(),
+            ..Outgoing::text("bob", "are you there?")
+        })
         .await
         .unwrap();
     let second = alice.send(Outgoing::text("bob", "hello?")).await.unwrap();
@@ -144,6 +147,10 @@ async fn an_offline_device_is_notified_once_with_its_badge_on_each_provider() {
     assert_eq!(m["data"]["uid"], first.uid.as_str());
     assert_eq!(m["data"]["targetId"], "alice");
     assert_eq!(m["data"]["badge"], "1");
+    assert_eq!(
+        m["data"]["pushData"], r#"{"screen":"chat"}"#,
+        "seed 004's pushData"
+    );
     assert_eq!(m["android"]["priority"], "HIGH");
     assert_eq!(m["android"]["notification"]["tag"], first.uid.as_str());
     assert_eq!(got[1].message["data"]["uid"], second.uid.as_str());
@@ -168,7 +175,9 @@ async fn an_offline_device_is_notified_once_with_its_badge_on_each_provider() {
     assert_eq!(aps["badge"], 1);
     assert_eq!(aps["mutable-content"], 1);
     assert_eq!(aps["thread-id"], "1:alice");
+    assert_eq!(a.payload["tidings"]["pushData"], r#"{"screen":"chat"}"#);
     assert_eq!(got[1].payload["aps"]["badge"], 2);
+    assert!(got[1].payload["tidings"].get("pushData").is_none());
 
     // Once each: a third message's notifications arrive after nothing else.
     let third = alice.send(Outgoing::text("bob", "third")).await.unwrap();
@@ -435,6 +444,27 @@ async fn tokens_are_registered_checked_and_moved_through_the_api() {
 }
 
 #[tokio::test]
+async fn push_data_is_limited() {
+    let server = TestServer::start().await;
+    let (alice, _a) = server.client("alice", "phone").await;
+    let refused = alice
+        .send(Outgoing {
+            push_data: "x".repeat(1025),
+            ..Outgoing::text("bob", "hi")
+        })
+        .await
+        .unwrap_err();
+    assert!(format!("{refused:?}").contains("40007"), "{refused:?}");
+    alice
+        .send(Outgoing {
+            push_data: "x".repeat(1024),
+            ..Outgoing::text("bob", "hi")
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn a_provider_that_is_not_configured_is_refused() {
     let server = TestServer::start().await;
     let (bob, _b) = server.client("bob", "phone").await;
@@ -492,7 +522,10 @@ async fn a_server_killed_between_commit_and_push_notifies_once_after_restart() {
     };
     let (alice, _a) = alice_at(&server.url).await.unwrap();
     let sent = alice
-        .send(Outgoing::text("bob", "after the crash"))
+        .send(Outgoing {
+            push_data: "kept through the crash".into(),
+            ..Outgoing::text("bob", "after the crash")
+        })
         .await
         .unwrap();
     // The worker tried: its access token was refused, and it waits to retry.
@@ -510,6 +543,7 @@ async fn a_server_killed_between_commit_and_push_notifies_once_after_restart() {
     let server = ServerProcess::start(cwd.path(), &args);
     let got = fcm_wait(&fcm, 1).await;
     assert_eq!(got[0].message["data"]["uid"], sent.uid.as_str());
+    assert_eq!(got[0].message["data"]["pushData"], "kept through the crash");
     // Once: a later message's notification follows it alone.
     let (alice, _a) = alice_at(&server.url).await.unwrap();
     let marker = alice.send(Outgoing::text("bob", "marker")).await.unwrap();
