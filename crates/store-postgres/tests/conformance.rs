@@ -538,3 +538,50 @@ async fn two_nodes_naming_a_new_group_at_once_both_join_it() {
     }
     db.drop().await.unwrap();
 }
+
+/// Each node of a cluster sends what its own commits made due, also after it restarts with the
+/// same id: another node's notifications due are not its to read.
+#[tokio::test]
+async fn notifications_due_belong_to_the_node_that_committed_them() {
+    let Some(db) = database("notifications_due_belong_to_the_node_that_committed_them").await
+    else {
+        return;
+    };
+    let node = |name: &str| PostgresConfig {
+        node: name.into(),
+        ..PostgresConfig::new(&db.url)
+    };
+    let a = PostgresStore::connect(&node("node-a")).await.unwrap();
+    let b = PostgresStore::connect(&node("node-b")).await.unwrap();
+    a.save_push_token(tidings_store::PushTokenRecord {
+        user: "nb".into(),
+        provider: tidings_store::PushProvider::Fcm,
+        token: "t-nb".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for (store, id) in [(&a, "1"), (&b, "2"), (&b, "3")] {
+        store
+            .write(vec![WriteOp::Append(conformance::private_append(
+                "na", "nb", id, "x",
+            ))])
+            .await
+            .unwrap();
+    }
+    let ids = |due: Vec<tidings_store::PushDue>| -> Vec<String> {
+        due.into_iter().map(|d| d.message.client_msg_id).collect()
+    };
+    assert_eq!(ids(a.push_due(10).await.unwrap()), ["1"]);
+    assert_eq!(ids(b.push_due(10).await.unwrap()), ["2", "3"]);
+    a.close().await.unwrap();
+    let a = PostgresStore::connect(&node("node-a")).await.unwrap();
+    assert_eq!(
+        ids(a.push_due(10).await.unwrap()),
+        ["1"],
+        "the same node id, after a restart"
+    );
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+    db.drop().await.unwrap();
+}
