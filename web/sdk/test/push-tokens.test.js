@@ -64,3 +64,42 @@ test('a native token registers for the device, moves, and is removed', async () 
   assert.equal(await other.unregisterPushToken('fcm', token.token), true);
   assert.deepEqual(await tokensOf('pt-bob'), []);
 });
+
+test("seed 004's sendMessage sends its pushData for the message's notifications", async () => {
+  const { RongIMClient, TextMessage: RongText, ConversationType } = await import('../src/rong.js');
+  const { MemoryStorage } = await import('../src/index.js');
+  const { controlledWebSocket } = await import('../test-support/sockets.js');
+  const { WebSocket, control } = controlledWebSocket();
+  const rong = new RongIMClient().init('appkey', {
+    navi: server.url,
+    WebSocket,
+    storage: new MemoryStorage(),
+    messageStore: /** @type {const} */ ('memory'),
+  });
+  const token = await server.token('pd-alice');
+  try {
+    await new Promise((resolve, reject) => {
+      rong.connect(token, {
+        onSuccess: resolve,
+        onTokenIncorrect: () => reject(new Error('token incorrect')),
+        onError: (/** @type {number} */ code) => reject(new Error(`connect failed: ${code}`)),
+      });
+    });
+    await new Promise((resolve, reject) => {
+      rong.sendMessage(
+        ConversationType.PRIVATE,
+        'pd-bob',
+        new RongText({ content: 'hi' }),
+        { onSuccess: resolve, onError: (/** @type {number} */ code) => reject(new Error(`send failed: ${code}`)) },
+        false,
+        'Alice: hi',
+        '{"screen":"chat"}',
+      );
+    });
+    const send = control.sent.find((f) => f.publish?.send)?.publish.send;
+    assert.equal(send?.pushText, 'Alice: hi');
+    assert.equal(send?.pushData, '{"screen":"chat"}');
+  } finally {
+    await rong.disconnect();
+  }
+});
