@@ -443,6 +443,7 @@ fn answer(
                             message,
                             inbox,
                             duplicate: false,
+                            push_due,
                         }) = &result
                         {
                             if let Some(hooks) = &engine.inner.hooks {
@@ -451,7 +452,9 @@ fn answer(
                             crate::metrics::m().accepted(message.conversation_type);
                             let message = Arc::new(message.clone());
                             fan_out(engine, &message, inbox, None);
-                            engine.push_offline(&message, inbox, &pending);
+                            if *push_due {
+                                engine.push_offline(&message, inbox, &pending);
+                            }
                         }
                         let _ =
                             reply.send(result.ok_or_else(|| {
@@ -522,6 +525,7 @@ fn push_events(engine: &Engine, results: &[WriteResult]) {
                 message,
                 inbox,
                 duplicate: false,
+                ..
             } if message.conversation_type == conversation_type::USER_EVENT => inbox
                 .first()
                 .map(|(_, seq)| (message, *seq))
@@ -612,6 +616,7 @@ fn answer_publish(
             message,
             inbox,
             duplicate,
+            push_due,
         } => {
             let sender_inbox_seq = inbox
                 .iter()
@@ -652,8 +657,10 @@ fn answer_publish(
             metrics
                 .publish_to_delivery
                 .record(crate::metrics::Metrics::since(received));
-            // Recipients with no device online get a notification (queued: nothing waits).
-            engine.push_offline(&message, &inbox, pending);
+            // Devices not connected get a notification (queued: nothing waits).
+            if push_due {
+                engine.push_offline(&message, &inbox, pending);
+            }
         }
         WriteResult::ClientMsgIdConflict => origin.reply(
             engine,

@@ -480,6 +480,19 @@ impl push::Pusher for Recorder {
 async fn committed_messages_go_to_the_pusher_with_which_devices_are_awake() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&SqliteConfig::new(dir.path().join("t.db"))).unwrap();
+    // Notifications are due only for users with a token.
+    for user in ["alice", "bob", "carol", "dave", "erin"] {
+        store
+            .save_push_token(tidings_store::PushTokenRecord {
+                user: user.into(),
+                device: "phone".into(),
+                provider: tidings_store::PushProvider::Fcm,
+                token: format!("t-{user}"),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
     let mut config = EngineConfig::new(creds());
     config.send_rate = 0;
     let (jobs, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -537,6 +550,10 @@ async fn committed_messages_go_to_the_pusher_with_which_devices_are_awake() {
         .await;
     puback(&alice).await;
     assert!(rx.try_recv().is_err(), "nothing for an uncounted message");
+    // Nor for a user without a token: the store made nothing due.
+    alice.publish(5, text("c5", "frank", "hi")).await;
+    puback(&alice).await;
+    assert!(rx.try_recv().is_err(), "nothing for a user without a token");
 
     // A group message: its offline members.
     engine

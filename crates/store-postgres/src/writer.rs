@@ -298,10 +298,13 @@ async fn try_pipelined(
                         .cloned()
                         .zip(c.inbox_seqs.iter().map(|s| *s as u64))
                         .collect();
+                    // An upper bound: whether the rule made any entry due (the statement
+                    // writes a row only for those of users with a token).
                     WriteResult::Appended {
                         message: m.into_stored(c.seq as u64),
                         inbox,
                         duplicate: false,
+                        push_due: c.due.contains(&true),
                     }
                 })
                 .collect()
@@ -1187,6 +1190,9 @@ pub(crate) async fn append(b: &mut Batch<'_>, mut m: AppendMessage) -> PgResult<
     let directed = state & crate::STATE_DIRECTED != 0;
     let bound = Bound::new(&m, seq, state, inbox_seqs, directed);
     let row = b.db.query_one(APPEND_SQL, &bound.params()).await?;
+    // An upper bound: whether the rule made any entry due (the statement writes a row only for
+    // those of users with a token).
+    let push_due = bound.due.contains(&true);
     let inbox_seqs = bound.inbox_seqs;
     let (ok, id): (bool, Option<i64>) = (row.get(0), row.get(1));
     if !ok {
@@ -1214,6 +1220,7 @@ pub(crate) async fn append(b: &mut Batch<'_>, mut m: AppendMessage) -> PgResult<
         message: m.into_stored(seq),
         inbox,
         duplicate: false,
+        push_due,
     })
 }
 
@@ -1354,6 +1361,7 @@ async fn existing_if_stored(db: Db<'_>, m: &AppendMessage) -> PgResult<Option<Wr
         message,
         inbox,
         duplicate: true,
+        push_due: false,
     }))
 }
 

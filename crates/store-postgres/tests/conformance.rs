@@ -211,6 +211,7 @@ async fn two_nodes_appending_at_once_keep_seqs_gapless() {
                 message,
                 inbox,
                 duplicate: false,
+                ..
             } = r
             else {
                 panic!("unexpected {r:?}");
@@ -368,6 +369,7 @@ async fn a_batch_that_deadlocks_is_run_again() {
             message,
             inbox,
             duplicate: false,
+            ..
         } => {
             assert_eq!(message.seq, 2);
             assert_eq!(inbox, &[("dl-a".to_string(), 2), ("dl-b".to_string(), 2)]);

@@ -294,14 +294,15 @@ impl Counters {
     }
 
     /// Writes the notifications due for `m`, stored as `rowid`, to the users of `inbox` (see
-    /// [`rules::push::push_due`]) who have a push token.
+    /// [`rules::push::push_due`]) who have a push token; answers whether it wrote any.
     fn push_due(
         &mut self,
         tx: &Transaction<'_>,
         m: &AppendMessage,
         rowid: i64,
         inbox: &[(String, u64)],
-    ) -> rusqlite::Result<()> {
+    ) -> rusqlite::Result<bool> {
+        let mut any = false;
         for (user, inbox_seq) in inbox {
             if rules::push::push_due(m, user) && self.has_push_token(tx, user)? {
                 tx.prepare_cached(
@@ -309,9 +310,10 @@ impl Counters {
                      VALUES (?1, ?2, ?3, ?4)",
                 )?
                 .execute(params![user, *inbox_seq as i64, rowid, m.push_data])?;
+                any = true;
             }
         }
-        Ok(())
+        Ok(any)
     }
 
     fn forget(&mut self) {
@@ -640,11 +642,12 @@ pub(crate) fn append(
             inbox.push((user, inbox_seq));
         }
     }
-    counters.push_due(tx, &m, rowid, &inbox)?;
+    let push_due = counters.push_due(tx, &m, rowid, &inbox)?;
     Ok(WriteResult::Appended {
         message: m.into_stored(seq),
         inbox,
         duplicate: false,
+        push_due,
     })
 }
 
@@ -994,5 +997,6 @@ fn existing(tx: &Transaction<'_>, m: &AppendMessage) -> rusqlite::Result<WriteRe
         message,
         inbox,
         duplicate: true,
+        push_due: false,
     })
 }

@@ -131,7 +131,7 @@ async fn upgrading_keeps_web_push_subscriptions_as_tokens() {
     let path = dir.path().join("t.db");
     let config = SqliteConfig::new(&path);
     SqliteStore::open(&config).unwrap().close().await.unwrap();
-    // Back to the version before push tokens, with one subscription.
+    // Back to the version before push tokens (and their push data), with one subscription.
     let c = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = c
         .pragma_query_value(None, "user_version", |r| r.get(0))
@@ -142,7 +142,7 @@ async fn upgrading_keeps_web_push_subscriptions_as_tokens() {
              p256dh TEXT NOT NULL, auth TEXT NOT NULL) WITHOUT ROWID; \
          INSERT INTO push_subscriptions VALUES ('https://push.example/1', 'wu', 'k', 'a'); \
          PRAGMA user_version = {};",
-        version - 1
+        version - 2
     ))
     .unwrap();
     drop(c);

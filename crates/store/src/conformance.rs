@@ -87,6 +87,7 @@ fn appended(r: &WriteResult) -> (&crate::StoredMessage, &[(String, u64)], bool) 
             message,
             inbox,
             duplicate,
+            ..
         } => (message, inbox, *duplicate),
         other => panic!("expected Appended, got {other:?}"),
     }
@@ -485,6 +486,12 @@ pub async fn notifications_due_are_written_with_their_message(store: &dyn Store)
         .unwrap();
     let (first, inbox, _) = appended(&r[0]);
     let b_seq = inbox.iter().find(|(u, _)| u == "pd-b").unwrap().1;
+    let says_due = |r: &WriteResult| matches!(r, WriteResult::Appended { push_due: true, .. });
+    assert!(says_due(&r[0]), "an append that made one due says so");
+    assert!(
+        !says_due(&r[1]),
+        "an append the rule makes nothing due for says none is"
+    );
     let due = store.push_due(100).await.unwrap();
     assert_eq!(
         due.iter()

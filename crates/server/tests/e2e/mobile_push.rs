@@ -135,6 +135,10 @@ async fn an_offline_device_is_notified_once_with_its_badge_on_each_provider() {
         })
         .await
         .unwrap();
+    // The badge is the unread count when the notification is made: the second message is sent
+    // once the first's notifications are out.
+    fcm_wait(&fcm, 1).await;
+    apns_wait(&apns, 1).await;
     let second = alice.send(Outgoing::text("bob", "hello?")).await.unwrap();
 
     let got = fcm_wait(&fcm, 2).await;
