@@ -196,6 +196,11 @@ pub trait Pusher: Send + Sync + 'static {
     fn valid_key(&self, _p256dh: &[u8]) -> bool {
         true
     }
+    /// Whether the server sends to this Web Push endpoint (one the engine found well formed): an
+    /// implementation refuses endpoints on private networks unless told otherwise.
+    fn endpoint_allowed(&self, _endpoint: &str) -> bool {
+        true
+    }
     /// Whether notifications through `provider` can be sent (its credentials are configured).
     fn serves(&self, provider: PushProvider) -> bool {
         provider == PushProvider::WebPush
@@ -495,6 +500,11 @@ fn check_subscription(
     if !valid_endpoint(endpoint) {
         return Err(invalid(
             "endpoint is an absolute http(s) URL of at most 2048 bytes",
+        ));
+    }
+    if !pusher.endpoint_allowed(endpoint) {
+        return Err(invalid(
+            "endpoint is an https URL of a public host (push_allow_private_endpoints is off)",
         ));
     }
     let key = base64url(p256dh);

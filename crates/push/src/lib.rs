@@ -71,6 +71,10 @@ pub struct PushConfig {
     pub localized: bool,
     /// An @mention of the user, or of everyone, is notified in a muted conversation.
     pub mentions_pass_mute: bool,
+    /// Web Push endpoints may be plain http or on private networks (loopback, RFC 1918, link
+    /// local, …): for tests and closed networks. Off, a client cannot steer the server's
+    /// requests at its own network.
+    pub allow_private_endpoints: bool,
     /// Attempts per token, the first included.
     pub attempts: u32,
     /// The first retry's delay; each next one doubles it.
@@ -103,6 +107,7 @@ impl PushConfig {
             data_only: false,
             localized: false,
             mentions_pass_mute: true,
+            allow_private_endpoints: false,
             attempts: 4,
             retry_base: Duration::from_secs(1),
             retry_after_cap: Duration::from_secs(300),
@@ -146,6 +151,7 @@ pub struct Push {
     dropped: Arc<AtomicU64>,
     fcm: bool,
     apns: bool,
+    allow_private_endpoints: bool,
     store: Arc<dyn Store>,
 }
 
@@ -157,10 +163,11 @@ impl Push {
         store: Arc<dyn Store>,
         clock: Clock,
     ) -> Result<Arc<Push>, PushError> {
-        let client = reqwest::Client::builder()
-            .timeout(config.request_timeout)
-            .build()
-            .map_err(PushError::Client)?;
+        let mut client = reqwest::Client::builder().timeout(config.request_timeout);
+        if !config.allow_private_endpoints {
+            client = client.dns_resolver(Arc::new(webpush::PublicOnly));
+        }
+        let client = client.build().map_err(PushError::Client)?;
         let fcm = config.fcm.clone().map(fcm::Fcm::new).transpose()?;
         let apns = config.apns.clone().map(apns::Apns::new).transpose()?;
         let (queue, rx) = mpsc::channel(config.queue.max(1));
@@ -173,6 +180,7 @@ impl Push {
             dropped: Arc::new(AtomicU64::new(0)),
             fcm: fcm.is_some(),
             apns: apns.is_some(),
+            allow_private_endpoints: config.allow_private_endpoints,
             store: store.clone(),
         });
         let web = webpush::WebPushClient {
@@ -180,6 +188,7 @@ impl Push {
             subject: config.subject.clone(),
             ttl: config.ttl,
             client,
+            allow_private: config.allow_private_endpoints,
         };
         worker::start(
             worker::Providers { web, fcm, apns },
@@ -229,6 +238,11 @@ impl Pusher for Push {
 
     fn valid_key(&self, p256dh: &[u8]) -> bool {
         web_push_native::p256::PublicKey::from_sec1_bytes(p256dh).is_ok()
+    }
+
+    fn endpoint_allowed(&self, endpoint: &str) -> bool {
+        url::Url::parse(endpoint)
+            .is_ok_and(|u| webpush::endpoint_allowed(&u, self.allow_private_endpoints))
     }
 
     fn serves(&self, provider: PushProvider) -> bool {

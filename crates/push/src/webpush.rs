@@ -5,6 +5,7 @@
 //! 2xx delivered, 404 or 410 a dead subscription, a network error, 429 or 5xx worth another try
 //! (after its `Retry-After`), anything else refused.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -58,6 +59,79 @@ impl VapidKey {
     }
 }
 
+/// Whether an endpoint may be sent to: unless private endpoints are allowed, only an `https`
+/// URL whose host is a name or a public address (a name is checked when it is resolved, by
+/// [`PublicOnly`]). Push services are public HTTPS servers; anything else is a client steering
+/// the server at its own network.
+pub(crate) fn endpoint_allowed(endpoint: &url::Url, allow_private: bool) -> bool {
+    if allow_private {
+        return true;
+    }
+    endpoint.scheme() == "https"
+        && match endpoint.host() {
+            Some(url::Host::Domain(_)) => true,
+            Some(url::Host::Ipv4(ip)) => is_public(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => is_public(IpAddr::V6(ip)),
+            None => false,
+        }
+}
+
+/// Whether `ip` is an address of the public internet: not loopback, private, shared (CGNAT),
+/// link-local, unspecified, documentation, benchmarking, multicast, broadcast or reserved, nor
+/// an IPv6 unique-local, link-local or IPv4-mapped form of one of those.
+pub(crate) fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            !(v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || v4.is_multicast()
+                || a == 0
+                || a >= 240
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 198 && (b == 18 || b == 19)))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || (first == 0x2001 && v6.segments()[1] == 0x0db8))
+        }
+    }
+}
+
+/// A resolver that keeps only public addresses ([`is_public`]), so that a Web Push endpoint
+/// naming a host reaches no private network, also when the name is made to resolve there
+/// after it was registered.
+pub(crate) struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let public: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| is_public(a.ip()))
+                .collect();
+            if public.is_empty() {
+                return Err(format!("{host} has no public address").into());
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 /// Sends Web Push requests.
 pub(crate) struct WebPushClient {
     pub key: VapidKey,
@@ -65,6 +139,8 @@ pub(crate) struct WebPushClient {
     pub subject: String,
     pub ttl: Duration,
     pub client: reqwest::Client,
+    /// Whether endpoints on private networks (and plain http) are sent to.
+    pub allow_private: bool,
 }
 
 /// A request, encrypted once and sent as often as it takes.
@@ -95,6 +171,12 @@ impl WebPushClient {
     }
 
     pub async fn send(&self, request: &Prepared) -> Sent {
+        if !endpoint_allowed(&request.endpoint, self.allow_private) {
+            return Sent::Failed(format!(
+                "{} is not an https URL of a public host",
+                request.endpoint.origin().ascii_serialization()
+            ));
+        }
         let authorization = match self.key.authorization(&request.endpoint, &self.subject) {
             Ok(a) => a,
             Err(e) => return Sent::Failed(e.to_string()),
@@ -169,5 +251,40 @@ mod tests {
                 ]))
         );
         assert_eq!(claims.subject.as_deref(), Some("mailto:a@b"));
+    }
+
+    #[test]
+    fn only_https_endpoints_of_public_hosts_are_allowed() {
+        let allowed = |u: &str| endpoint_allowed(&url::Url::parse(u).unwrap(), false);
+        assert!(allowed("https://fcm.googleapis.com/fcm/send/abc"));
+        assert!(allowed("https://203.0.114.9/push"));
+        for refused in [
+            "http://push.example/1",
+            "https://127.0.0.1/p",
+            "https://10.1.2.3/p",
+            "https://172.16.0.1/p",
+            "https://192.168.1.1/p",
+            "https://169.254.169.254/latest/meta-data",
+            "https://100.64.0.1/p",
+            "https://0.0.0.0/p",
+            "https://[::1]/p",
+            "https://[fd00::1]/p",
+            "https://[fe80::1]/p",
+            "https://[::ffff:127.0.0.1]/p",
+        ] {
+            assert!(!allowed(refused), "{refused}");
+        }
+        assert!(endpoint_allowed(
+            &url::Url::parse("http://127.0.0.1:8080/p").unwrap(),
+            true
+        ));
+    }
+
+    #[tokio::test]
+    async fn names_resolve_to_public_addresses_only() {
+        use reqwest::dns::Resolve as _;
+        let name = |n: &str| n.parse::<reqwest::dns::Name>().unwrap();
+        let refused = PublicOnly.resolve(name("localhost")).await;
+        assert!(refused.is_err(), "localhost has no public address");
     }
 }

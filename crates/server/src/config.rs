@@ -258,6 +258,12 @@ pub struct RawConfig {
     /// muted. Default on.
     #[arg(long, env = "TIDINGS_PUSH_MENTIONS_PASS_MUTE")]
     pub push_mentions_pass_mute: Option<String>,
+    /// `on`: Web Push endpoints may be plain http or on private networks (loopback, RFC 1918,
+    /// link local), for tests and closed networks. Off, only https endpoints of public hosts
+    /// are registered and sent to, so a client cannot steer the server's requests at its own
+    /// network. Default off.
+    #[arg(long, env = "TIDINGS_PUSH_ALLOW_PRIVATE_ENDPOINTS")]
+    pub push_allow_private_endpoints: Option<String>,
     /// Log lines on stderr: `text` (for people; coloured only when stderr is a terminal) or
     /// `json` (one object per line, with the fields of the spans it happened in: a
     /// connection's `conn`, `session` and `user`). `TIDINGS_LOG` picks what is logged.
@@ -472,6 +478,8 @@ pub struct MobilePush {
     pub data_only: bool,
     pub localized: bool,
     pub mentions_pass_mute: bool,
+    /// Web Push endpoints may be plain http or on private networks.
+    pub allow_private_endpoints: bool,
 }
 
 /// An `on`/`off` setting.
@@ -568,6 +576,9 @@ impl RawConfig {
             push_mentions_pass_mute: self
                 .push_mentions_pass_mute
                 .or(file.push_mentions_pass_mute),
+            push_allow_private_endpoints: self
+                .push_allow_private_endpoints
+                .or(file.push_allow_private_endpoints),
             nats: self.nats.or(file.nats),
             cluster: self.cluster.or(file.cluster),
             node_id: self.node_id.or(file.node_id),
@@ -890,6 +901,11 @@ impl RawConfig {
                     self.push_mentions_pass_mute.as_deref(),
                     true,
                 )?,
+                allow_private_endpoints: on_off(
+                    "push_allow_private_endpoints",
+                    self.push_allow_private_endpoints.as_deref(),
+                    false,
+                )?,
             },
             log_format: match self.log_format.as_deref().unwrap_or("text") {
                 "text" => LogFormat::Text,
@@ -1018,6 +1034,11 @@ mod tests {
     fn push_is_on_with_a_default_contact_unless_turned_off() {
         let c = RawConfig::default().resolve().unwrap();
         assert!(c.push);
+        assert!(
+            !c.mobile_push.allow_private_endpoints,
+            "Web Push endpoints on private networks are refused by default"
+        );
+        assert!(c.mobile_push.fcm.is_none() && c.mobile_push.apns.is_none());
         assert_eq!(c.vapid_subject, "mailto:admin@localhost");
         assert_eq!((c.push_attempts, c.push_retry), (4, Duration::from_secs(1)));
         let dir = tempfile::tempdir().unwrap();

@@ -397,5 +397,6 @@ fn mobile_push(
     push.data_only = settings.data_only;
     push.localized = settings.localized;
     push.mentions_pass_mute = settings.mentions_pass_mute;
+    push.allow_private_endpoints = settings.allow_private_endpoints;
     Ok(())
 }

@@ -583,3 +583,43 @@ async fn with_push_off_there_is_no_key_and_no_registration() {
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
+
+/// By default a client cannot steer the server's Web Push requests at a private network: an
+/// endpoint must be an https URL of a public host (a name is checked again when it is
+/// resolved, at each send).
+#[tokio::test]
+async fn endpoints_on_private_networks_are_refused_by_default() {
+    let server = TestServer::start_with(|c| c.mobile_push.allow_private_endpoints = false).await;
+    let service = PushService::start().await;
+    let good = Device::new(&service, "/bob/1").subscription();
+    let (bob, _b) = server.client("bob", "browser").await;
+    for endpoint in [
+        service.origin.clone() + "/bob/1",
+        "https://127.0.0.1/push".into(),
+        "https://10.0.0.8/push".into(),
+        "https://169.254.169.254/latest/meta-data".into(),
+        "https://[::1]/push".into(),
+        "http://push.example/plain-http".into(),
+    ] {
+        let refused = bob
+            .register_push(&PushSubscription {
+                endpoint: endpoint.clone(),
+                ..good.clone()
+            })
+            .await;
+        assert!(
+            matches!(
+                refused,
+                Err(tidings_client::ClientError::Refused { code, .. })
+                    if code == Code::InvalidPushSubscription.as_u32()
+            ),
+            "{endpoint}: {refused:?}"
+        );
+    }
+    bob.register_push(&PushSubscription {
+        endpoint: "https://push.example/send/1".into(),
+        ..good
+    })
+    .await
+    .unwrap();
+}

@@ -41,6 +41,8 @@ impl TestServer {
         config.listen = "127.0.0.1:0".parse().unwrap();
         // Tests send faster than a person; the limit has its own test.
         config.send_rate = 0;
+        // The tests' push services listen on 127.0.0.1; the default refusal has its own test.
+        config.mobile_push.allow_private_endpoints = true;
         tune(&mut config);
         let running = tidings_server::start_with_clock(&config, clock)
             .await
@@ -69,6 +71,7 @@ impl TestServer {
         let mut config = Config::with_data_dir(dir.path());
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.send_rate = 0;
+        config.mobile_push.allow_private_endpoints = true;
         tune(&mut config);
         let running = if share_store {
             let store = first.running().store.clone();
@@ -128,6 +131,7 @@ impl TestServer {
         let mut config = Config::with_data_dir(self.dir.path());
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.send_rate = 0;
+        config.mobile_push.allow_private_endpoints = true;
         TestServer {
             running: Some(tidings_server::start(&config).await.unwrap()),
             dir: self.dir,
