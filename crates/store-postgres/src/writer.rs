@@ -256,13 +256,17 @@ async fn try_pipelined(
     let db = b.db;
     let appended = Many::of(&counted, known);
     let params = appended.params();
-    let (stored, others) = tokio::try_join!(
+    let ((stored, due), others) = tokio::try_join!(
         async {
             if counted.is_empty() {
-                return Ok(0);
+                return Ok((0, HashSet::new()));
             }
             let row = db.query_one(APPEND_MANY_SQL, &params).await?;
-            Ok(row.get::<_, i64>(0) as usize)
+            // The inbox entries the statement made notifications due for.
+            let users: Vec<String> = row.get(1);
+            let seqs: Vec<i64> = row.get(2);
+            let due: HashSet<(String, i64)> = users.into_iter().zip(seqs).collect();
+            Ok((row.get::<_, i64>(0) as usize, due))
         },
         futures_util::future::try_join_all(
             op_lists
@@ -298,13 +302,16 @@ async fn try_pipelined(
                         .cloned()
                         .zip(c.inbox_seqs.iter().map(|s| *s as u64))
                         .collect();
-                    // An upper bound: whether the rule made any entry due (the statement
-                    // writes a row only for those of users with a token).
+                    let push_due =
+                        c.m.recipients
+                            .iter()
+                            .zip(&c.inbox_seqs)
+                            .any(|(u, s)| due.contains(&(u.clone(), *s)));
                     WriteResult::Appended {
                         message: m.into_stored(c.seq as u64),
                         inbox,
                         duplicate: false,
-                        push_due: c.due.contains(&true),
+                        push_due,
                     }
                 })
                 .collect()
@@ -944,8 +951,9 @@ const APPEND_SQL: &str = "WITH ok AS (SELECT $22::text IS NULL OR NOT EXISTS (SE
              d AS (INSERT INTO push_due (user_id, inbox_seq, msg, push_data) \
                SELECT r.u, r.s, m.id, $24::text FROM m, \
                  unnest($17::text[], $18::bigint[], $23::boolean[]) AS r(u, s, due) \
-               WHERE r.due AND EXISTS (SELECT 1 FROM push_tokens t WHERE t.user_id = r.u)) \
-             SELECT (SELECT ok FROM ok), (SELECT id FROM m)";
+               WHERE r.due AND EXISTS (SELECT 1 FROM push_tokens t WHERE t.user_id = r.u) \
+               RETURNING 1) \
+             SELECT (SELECT ok FROM ok), (SELECT id FROM m), (SELECT count(*) FROM d)";
 
 /// Appends many messages without audiences or group rules in one statement: what
 /// [`APPEND_SQL`] does for one, with each column an array (one element per message; a
@@ -981,8 +989,11 @@ const APPEND_MANY_SQL: &str = "WITH v AS (SELECT * FROM unnest($1::integer[], $2
                SELECT r.u, r.s, m.id, r.pd FROM unnest($17::text[], $18::bigint[], $19::text[], \
                  $20::bigint[], $26::boolean[], $27::text[]) AS r(c, q, u, s, due, pd) \
                  JOIN m ON m.conv_id = r.c AND m.seq = r.q \
-               WHERE r.due AND EXISTS (SELECT 1 FROM push_tokens t WHERE t.user_id = r.u)) \
-             SELECT count(*) FROM m";
+               WHERE r.due AND EXISTS (SELECT 1 FROM push_tokens t WHERE t.user_id = r.u) \
+               RETURNING user_id, inbox_seq) \
+             SELECT (SELECT count(*) FROM m), \
+               (SELECT coalesce(array_agg(user_id), '{}') FROM d), \
+               (SELECT coalesce(array_agg(inbox_seq), '{}') FROM d)";
 
 /// What [`APPEND_MANY_SQL`] binds for a batch of messages, in its parameters' order.
 #[derive(Default)]
@@ -1190,11 +1201,9 @@ pub(crate) async fn append(b: &mut Batch<'_>, mut m: AppendMessage) -> PgResult<
     let directed = state & crate::STATE_DIRECTED != 0;
     let bound = Bound::new(&m, seq, state, inbox_seqs, directed);
     let row = b.db.query_one(APPEND_SQL, &bound.params()).await?;
-    // An upper bound: whether the rule made any entry due (the statement writes a row only for
-    // those of users with a token).
-    let push_due = bound.due.contains(&true);
     let inbox_seqs = bound.inbox_seqs;
     let (ok, id): (bool, Option<i64>) = (row.get(0), row.get(1));
+    let push_due = row.get::<_, i64>(2) > 0;
     if !ok {
         // A resend of a message stored before the block still gets its first result.
         return existing_or(b.db, &m, WriteResult::Blocked).await;

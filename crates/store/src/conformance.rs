@@ -492,6 +492,7 @@ pub async fn notifications_due_are_written_with_their_message(store: &dyn Store)
         !says_due(&r[1]),
         "an append the rule makes nothing due for says none is"
     );
+    assert!(!says_due(&r[2]), "nor one to a user without a token");
     let due = store.push_due(100).await.unwrap();
     assert_eq!(
         due.iter()

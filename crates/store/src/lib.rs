@@ -857,8 +857,8 @@ pub enum WriteResult {
         /// `(user, inbox_seq)` for each recipient.
         inbox: Vec<(String, u64)>,
         duplicate: bool,
-        /// Whether the append may have made notifications due (see [`rules::push`]): false
-        /// guarantees it made none, so nobody need look for them.
+        /// Whether the append made notifications due (see [`rules::push`]): wrote a row for
+        /// a recipient with a push token. False: nobody need look for any.
         push_due: bool,
     },
     /// The `(sender, client_msg_id)` pair exists with a different digest. Nothing was written.
