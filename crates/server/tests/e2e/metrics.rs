@@ -635,7 +635,15 @@ async fn push_and_webhook_outcomes_are_counted() {
     let moderation = format!("{}/moderation", service.origin);
     let server = ServerProcess::start(
         cwd.path(),
-        &["--webhook-url", &webhook, "--moderation-url", &moderation],
+        &[
+            "--webhook-url",
+            &webhook,
+            "--moderation-url",
+            &moderation,
+            // The push service in the test listens on 127.0.0.1.
+            "--push-allow-private-endpoints",
+            "on",
+        ],
     );
     let metrics_url = server.metrics_url().expect("a metrics line");
     let data = cwd.path().join("data");
