@@ -196,14 +196,26 @@ async fn decide(
     push_data: &str,
 ) -> Result<Option<Content>, StoreError> {
     let store = &shared.store;
-    if in_quiet_hours(store.quiet_hours(user).await?, (shared.clock)()) {
-        return Ok(None);
-    }
     let recall = message.msg_type == RECALL_EVENT;
     let notification = Notification::of(message, user);
-    let all = store
-        .conversations(user, ConversationFilter::default())
-        .await?;
+    // What the decision and the text need, read at once: the worker decides one notification
+    // at a time (so that they go out in commit order), and these reads are most of its time.
+    let sender = std::slice::from_ref(&message.sender);
+    let (quiet, all, profiles, group) = tokio::try_join!(
+        store.quiet_hours(user),
+        store.conversations(user, ConversationFilter::default()),
+        store.profiles(sender),
+        async {
+            if message.conversation_type == conversation_type::GROUP {
+                store.group(&message.target).await
+            } else {
+                Ok(None)
+            }
+        },
+    )?;
+    if in_quiet_hours(quiet, (shared.clock)()) {
+        return Ok(None);
+    }
     let muted = all.conversations.iter().any(|c| {
         c.settings.muted
             && c.settings.conversation_type == notification.conversation_type
@@ -238,18 +250,14 @@ async fn decide(
     } else {
         (Kind::Message, message.uid.clone(), message.msg_type.clone())
     };
-    let sender_name = store
-        .profiles(std::slice::from_ref(&message.sender))
-        .await?
+    let sender_name = profiles
         .into_iter()
         .next()
         .map(|p| p.name)
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| message.sender.clone());
     let group_name = if message.conversation_type == conversation_type::GROUP {
-        store
-            .group(&message.target)
-            .await?
+        group
             .map(|g| g.name)
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| message.target.clone())
