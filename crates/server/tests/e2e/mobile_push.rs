@@ -75,6 +75,15 @@ fn fcm_token(user: &str) -> PushToken {
     }
 }
 
+/// A production APNs token registration.
+fn apns_token(hex: &str) -> PushToken {
+    PushToken {
+        provider: "apns".into(),
+        token: hex.into(),
+        ..Default::default()
+    }
+}
+
 /// A 32-byte APNs device token, hex, different per name.
 fn apns_hex(name: &str) -> String {
     let mut hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
@@ -303,12 +312,7 @@ async fn dead_tokens_are_pruned() {
     fcm.unregister("fcm-bob:APA91b");
     let server = start(&fcm, &apns).await;
     register_and_leave(&server, "bob", "phone", &fcm_token("bob")).await;
-    let apns_token = PushToken {
-        provider: "apns".into(),
-        token: gone.clone(),
-        ..Default::default()
-    };
-    register_and_leave(&server, "bob", "old-phone", &apns_token).await;
+    register_and_leave(&server, "bob", "old-phone", &apns_token(&gone)).await;
     let listed = api(&server, "GET", "/api/v1/users/bob/push-tokens", Value::Null).await;
     assert_eq!(
         listed.1["tokens"].as_array().unwrap().len(),
@@ -337,12 +341,7 @@ async fn a_provider_answering_503_then_200_delivers_once() {
     apns.fail(&tablet, 503, "ServiceUnavailable", None, 2);
     let server = start(&fcm, &apns).await;
     register_and_leave(&server, "bob", "phone", &fcm_token("bob")).await;
-    let apns_token = PushToken {
-        provider: "apns".into(),
-        token: tablet.clone(),
-        ..Default::default()
-    };
-    register_and_leave(&server, "bob", "tablet", &apns_token).await;
+    register_and_leave(&server, "bob", "tablet", &apns_token(&tablet)).await;
     let (alice, _a) = server.client("alice", "phone").await;
     let first = alice.send(Outgoing::text("bob", "retry me")).await.unwrap();
     let marker = alice.send(Outgoing::text("bob", "marker")).await.unwrap();
@@ -588,12 +587,7 @@ async fn data_only_notifications_carry_no_text_off_the_server() {
     apns.device(&tablet, TOPIC, false);
     let server = start_with(&fcm, &apns, |c| c.mobile_push.data_only = true).await;
     register_and_leave(&server, "bob", "phone", &fcm_token("bob")).await;
-    let apns_token = PushToken {
-        provider: "apns".into(),
-        token: tablet.clone(),
-        ..Default::default()
-    };
-    register_and_leave(&server, "bob", "tablet", &apns_token).await;
+    register_and_leave(&server, "bob", "tablet", &apns_token(&tablet)).await;
     let (alice, _a) = server.client("alice", "phone").await;
     let sent = alice
         .send(Outgoing::text("bob", "a secret plan"))
