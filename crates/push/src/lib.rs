@@ -228,6 +228,16 @@ impl Push {
     }
 }
 
+/// Whether notifications through `provider` can be sent: Web Push always, FCM and APNs when
+/// their credentials are configured.
+pub(crate) fn serves(provider: PushProvider, fcm: bool, apns: bool) -> bool {
+    match provider {
+        PushProvider::WebPush => true,
+        PushProvider::Fcm => fcm,
+        PushProvider::Apns => apns,
+    }
+}
+
 /// The most notifications due that [`Push::recover`] reads at start.
 pub const MAX_RECOVERED: usize = 100_000;
 
@@ -246,11 +256,7 @@ impl Pusher for Push {
     }
 
     fn serves(&self, provider: PushProvider) -> bool {
-        match provider {
-            PushProvider::WebPush => true,
-            PushProvider::Fcm => self.fcm,
-            PushProvider::Apns => self.apns,
-        }
+        serves(provider, self.fcm, self.apns)
     }
 
     fn notify(&self, job: PushJob) {

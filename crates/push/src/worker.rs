@@ -178,11 +178,11 @@ impl Shared {
     /// Whether a token's provider is configured now (a token saved while it was may outlive
     /// the configuration).
     fn serves(&self, provider: PushProvider) -> bool {
-        match provider {
-            PushProvider::WebPush => true,
-            PushProvider::Fcm => self.providers.fcm.is_some(),
-            PushProvider::Apns => self.providers.apns.is_some(),
-        }
+        crate::serves(
+            provider,
+            self.providers.fcm.is_some(),
+            self.providers.apns.is_some(),
+        )
     }
 }
 
