@@ -323,10 +323,22 @@ impl Engine {
                 record.token = request.token.to_ascii_lowercase();
             }
         }
-        self.inner.store.save_push_token(record).await.map_err(|e| {
-            tracing::error!(error = %e, "saving a push token failed");
-            ApiError::from(Code::ServerError)
-        })
+        let saved = self
+            .inner
+            .store
+            .save_push_token(record)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "saving a push token failed");
+                ApiError::from(Code::ServerError)
+            })?;
+        if !saved {
+            return Err(invalid(&format!(
+                "a user has at most {} push tokens: remove one first",
+                tidings_store::MAX_PUSH_TOKENS_PER_USER
+            )));
+        }
+        Ok(())
     }
 
     /// Removes `user`'s Web Push subscription with `endpoint` (nothing if there is none, or it

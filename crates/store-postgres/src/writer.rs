@@ -794,6 +794,24 @@ async fn apply(b: &mut Batch<'_>, op: WriteOp) -> PgResult<WriteResult> {
             Ok(WriteResult::BannedSet)
         }
         WriteOp::SavePushToken(t) => {
+            let row = db
+                .query_one(
+                    "SELECT count(*), coalesce(bool_or((provider = $2 AND token = $3) \
+                     OR ($4 <> '' AND device_id = $4 AND provider = $2 AND app_id = $5)), false) \
+                     FROM push_tokens WHERE user_id = $1",
+                    &[
+                        &t.user,
+                        &t.provider.as_str(),
+                        &t.token,
+                        &t.device,
+                        &t.app_id,
+                    ],
+                )
+                .await?;
+            let (len, present): (i64, bool) = (row.get(0), row.get(1));
+            if lists::full(len as u64, present, tidings_store::MAX_PUSH_TOKENS_PER_USER) {
+                return Ok(WriteResult::PushTokensFull);
+            }
             if !t.device.is_empty() {
                 db.execute(
                     "DELETE FROM push_tokens WHERE user_id = $1 AND device_id = $2 \

@@ -171,6 +171,19 @@ pub fn set_banned(
 /// row of the same `(provider, token)`, and a named device's earlier token of the same
 /// provider and app.
 pub fn save_push_token(tx: &Transaction<'_>, t: &PushTokenRecord) -> rusqlite::Result<WriteResult> {
+    let (len, present): (i64, bool) = tx
+        .prepare_cached(
+            "SELECT count(*), coalesce(max((provider = ?2 AND token = ?3) \
+             OR (?4 <> '' AND device_id = ?4 AND provider = ?2 AND app_id = ?5)), 0) \
+             FROM push_tokens WHERE user_id = ?1",
+        )?
+        .query_row(
+            params![t.user, t.provider.as_str(), t.token, t.device, t.app_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+    if lists::full(len as u64, present, tidings_store::MAX_PUSH_TOKENS_PER_USER) {
+        return Ok(WriteResult::PushTokensFull);
+    }
     if !t.device.is_empty() {
         tx.prepare_cached(
             "DELETE FROM push_tokens WHERE user_id = ?1 AND device_id = ?2 AND provider = ?3 \

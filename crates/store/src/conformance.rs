@@ -149,6 +149,7 @@ macro_rules! conformance_tests {
             accounts_are_made_only_for_ids_without_a_trace,
             records_say_whether_an_id_is_an_accounts,
             push_tokens_are_one_per_provider_and_token,
+            push_tokens_are_capped_per_user,
             notifications_due_are_written_with_their_message,
             operators_sessions_and_the_audit_log,
             an_open_store_answers_a_ping,
@@ -459,6 +460,52 @@ pub async fn push_tokens_are_one_per_provider_and_token(store: &dyn Store) {
             .unwrap()
             .is_empty()
     );
+}
+
+pub async fn push_tokens_are_capped_per_user(store: &dyn Store) {
+    let max = crate::MAX_PUSH_TOKENS_PER_USER;
+    for i in 0..max {
+        let t = push_token("cap", &format!("d{i}"), PushProvider::Fcm, &format!("t{i}"));
+        assert!(store.save_push_token(t).await.unwrap());
+    }
+    let one_more = push_token("cap", "extra", PushProvider::Fcm, "t-extra");
+    assert!(
+        !store.save_push_token(one_more.clone()).await.unwrap(),
+        "a token past the cap is refused"
+    );
+    let users = vec!["cap".to_string()];
+    assert_eq!(store.push_tokens(&users).await.unwrap().len() as u64, max);
+    // Saving a token the user has again, or a device's new token in place of its old one, adds
+    // nothing and is taken.
+    assert!(
+        store
+            .save_push_token(push_token("cap", "d0", PushProvider::Fcm, "t0"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .save_push_token(push_token("cap", "d1", PushProvider::Fcm, "t1-rotated"))
+            .await
+            .unwrap()
+    );
+    let tokens = store.push_tokens(&users).await.unwrap();
+    assert_eq!(tokens.len() as u64, max);
+    assert!(tokens.iter().any(|t| t.token == "t1-rotated"));
+    // Another user is not held back by this one's tokens, and one removal makes room.
+    assert!(
+        store
+            .save_push_token(push_token("cap-other", "d", PushProvider::Fcm, "o"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .remove_push_token(PushProvider::Fcm, "t2", None)
+            .await
+            .unwrap()
+    );
+    assert!(store.save_push_token(one_more).await.unwrap());
 }
 
 pub async fn notifications_due_are_written_with_their_message(store: &dyn Store) {

@@ -170,6 +170,10 @@ pub enum AmendRefusal {
 pub const MAX_EMOJI_PER_MESSAGE: u64 = 20;
 /// The most reactions one user may put on one message.
 pub const MAX_REACTIONS_PER_USER: u64 = 5;
+/// The most push tokens one user has: a token that would be one more is refused
+/// ([`WriteResult::PushTokensFull`]), so that a client inventing tokens can neither grow the
+/// store nor multiply the requests each of its messages makes.
+pub const MAX_PUSH_TOKENS_PER_USER: u64 = 20;
 
 /// A new message to append. `uid` and `sent_time` are proposed by the engine; if the
 /// `(sender, client_msg_id)` pair already exists, the stored message is returned instead.
@@ -767,7 +771,9 @@ pub enum WriteOp {
     /// Save a device's push token: one row per `(provider, token)`, so saving a token again
     /// replaces it, even another user's (a phone or a browser profile that signed in as someone
     /// else). A token saved for a named device also replaces that device's earlier token of the
-    /// same provider and app (a provider that rotates tokens hands out a new one).
+    /// same provider and app (a provider that rotates tokens hands out a new one). A token that
+    /// replaces none of the user's is refused once they have [`MAX_PUSH_TOKENS_PER_USER`]
+    /// (`rules::lists::full`).
     SavePushToken(PushTokenRecord),
     /// Remove the token; only if it is `user`'s when `user` is given.
     RemovePushToken {
@@ -879,6 +885,9 @@ pub enum WriteResult {
     LastSeenSet,
     QuietHoursSet,
     PushTokenSaved,
+    /// The user has [`MAX_PUSH_TOKENS_PER_USER`] tokens and this one replaces none of them:
+    /// nothing was written.
+    PushTokensFull,
     /// Whether a token was removed.
     PushTokenRemoved {
         removed: bool,
@@ -1098,11 +1107,14 @@ pub trait Store: Send + Sync + 'static {
     /// A user's quiet hours: `(start_minute, minutes)`, `(0, 0)` if none.
     async fn quiet_hours(&self, user: &str) -> Result<(u32, u32)>;
 
-    /// Saves a device's push token (see [`WriteOp::SavePushToken`]).
-    async fn save_push_token(&self, token: PushTokenRecord) -> Result<()> {
-        self.write(vec![WriteOp::SavePushToken(token)])
-            .await
-            .map(|_| ())
+    /// Saves a device's push token (see [`WriteOp::SavePushToken`]); false if the user has
+    /// too many and nothing was saved.
+    async fn save_push_token(&self, token: PushTokenRecord) -> Result<bool> {
+        let results = self.write(vec![WriteOp::SavePushToken(token)]).await?;
+        Ok(!matches!(
+            results.first(),
+            Some(WriteResult::PushTokensFull)
+        ))
     }
 
     /// Removes a push token (only if it is `user`'s, when given). Returns whether one was
