@@ -25,6 +25,7 @@
 mod chatrooms;
 mod conversations;
 mod driver;
+mod e2ee;
 mod groups;
 pub mod tls;
 
@@ -41,6 +42,7 @@ pub use conversations::{
     HistoryStart, MessagesDeleted, Presence, PushSubscription, PushToken, QuietHours, ReadReceipt,
     SearchResults, UserProfile,
 };
+pub use e2ee::DeviceKeyPackage;
 pub use groups::{Group, GroupMember, GroupMembersPage, GroupNotice, GroupReceipt};
 /// The TLS library [`ClientConfig::tls`] is configured with.
 pub use rustls;

@@ -443,6 +443,17 @@ pub fn outbound_frame(item: Outbound) -> v1::Frame {
                     })
                     .collect(),
                 vapid_public_key: q.vapid_public_key,
+                key_package_count: q.key_package_count,
+                key_packages: q
+                    .key_packages
+                    .into_iter()
+                    .map(|k| v1::DeviceKeyPackage {
+                        user_id: k.user,
+                        device_id: k.device,
+                        key_package: k.key_package,
+                        last_resort: k.last_resort,
+                    })
+                    .collect(),
             }))
         }
         Outbound::ConnAck { code, text } => codec::frame(Body::Connack(v1::ConnAck {
@@ -635,6 +646,11 @@ fn conversation_query(body: v1::query::Body) -> Option<ConversationQuery> {
         Q::SetAppState(a) => ConversationQuery::SetAppState {
             background: a.background,
         },
+        Q::PublishKeyPackages(p) => ConversationQuery::PublishKeyPackages {
+            key_packages: p.key_packages,
+            replace: p.replace,
+        },
+        Q::ClaimKeyPackages(c) => ConversationQuery::ClaimKeyPackages { users: c.user_ids },
         Q::SearchMessages(q) => ConversationQuery::Search {
             query: q.query,
             conversation: (!q.target_id.is_empty()).then_some((q.conversation_type, q.target_id)),

@@ -51,6 +51,8 @@ pub struct PendingPublish {
     pub mentions: Vec<String>,
     pub mention_all: bool,
     pub audience: Vec<String>,
+    /// An MLS message of an end-to-end encrypted conversation, stored only in its turn.
+    pub mls: Option<tidings_store::MlsOrdering>,
 }
 
 /// A digest of everything the client chose for a message, to tell a resend from a reuse.
@@ -343,6 +345,7 @@ fn prepare(
                     mentions: message.mentions,
                     mention_all: message.mention_all,
                     audience: message.audience,
+                    mls: message.mls,
                 }));
             }
             CommitRequest::UserChange { ops: more, .. } => {
@@ -687,6 +690,10 @@ fn answer_publish(
                 packet_id,
                 crate::validate::group_refusal_code(r),
             )),
+        ),
+        WriteResult::EpochRefused(r) => origin.reply(
+            engine,
+            Outbound::PubAck(PubAckOut::refused(packet_id, crate::e2ee::epoch_refusal(r))),
         ),
         other => {
             tracing::error!(?other, "unexpected store result for an append");

@@ -88,6 +88,16 @@ pub enum ConversationQuery {
     SetAppState {
         background: bool,
     },
+    /// Uploads this device's MLS key packages (see [`Engine::publish_key_packages`]).
+    PublishKeyPackages {
+        key_packages: Vec<Vec<u8>>,
+        replace: bool,
+    },
+    /// Claims a key package of each device of these users (see
+    /// [`Engine::claim_key_packages`]).
+    ClaimKeyPackages {
+        users: Vec<String>,
+    },
     Search {
         query: String,
         /// Only this conversation.
@@ -308,6 +318,34 @@ impl Session {
             ConversationQuery::SetAppState { background } => {
                 self.shared.set_background(background);
                 Ok(QueryAckOut::default())
+            }
+            ConversationQuery::PublishKeyPackages {
+                key_packages,
+                replace,
+            } => {
+                let device = if self.shared.anonymous {
+                    ""
+                } else {
+                    self.shared.device.as_str()
+                };
+                let key_package_count = self
+                    .engine
+                    .publish_key_packages(&self.shared.user, device, key_packages, replace)
+                    .await?;
+                Ok(QueryAckOut {
+                    key_package_count,
+                    ..Default::default()
+                })
+            }
+            ConversationQuery::ClaimKeyPackages { users } => {
+                let key_packages = self
+                    .engine
+                    .claim_key_packages(&self.shared.user, users)
+                    .await?;
+                Ok(QueryAckOut {
+                    key_packages,
+                    ..Default::default()
+                })
             }
             ConversationQuery::SetBlocked { user, blocked } => {
                 self.set_blocked(user, blocked).await

@@ -53,6 +53,7 @@ mod chatrooms;
 pub mod cluster;
 mod commit;
 mod conversations;
+pub mod e2ee;
 mod files;
 mod groups;
 pub mod hooks;
@@ -356,6 +357,10 @@ pub struct QueryAckOut {
     pub entries: Vec<EntryOut>,
     /// RegisterPush: the server's VAPID public key.
     pub vapid_public_key: String,
+    /// PublishKeyPackages: the device's one-time key packages in the directory.
+    pub key_package_count: u64,
+    /// ClaimKeyPackages: what was handed out.
+    pub key_packages: Vec<e2ee::DeviceKeyPackageOut>,
 }
 
 /// One conversation as its user sees it, for a QUERYACK.

@@ -36,18 +36,34 @@ impl Session {
                 ));
             }
             let search = self.engine.inner.config.search;
+            let mls = if send.msg_type == crate::e2ee::MLS_TYPE {
+                Some(crate::e2ee::mls_ordering(
+                    send.conversation_type,
+                    &send.content,
+                )?)
+            } else {
+                None
+            };
             let mut p = match send.conversation_type {
                 conversation_type::GROUP => PendingPublish::group(&self.shared.user, send, search),
                 conversation_type::CHATROOM => PendingPublish::chatroom(&self.shared.user, send),
                 _ => PendingPublish::private(&self.shared.user, send, search),
             };
             p.only_if_stored = limited;
+            if let Some(mls) = mls {
+                // Ciphertext: never searched, filtered or moderated (the server cannot read
+                // it), and only application messages count as unread.
+                p.counted = mls.kind == tidings_store::MlsKind::Application;
+                p.search_text.clear();
+                p.mls = Some(mls);
+                return Ok((p, false));
+            }
             // After the digest is taken: a resend is recognised by what the client sent.
             let replaced = self.engine.filter_words(&mut p)?;
             Ok((p, replaced))
         });
         let checked = match checked {
-            Ok((p, replaced)) if !limited => self.moderate(p, replaced).await,
+            Ok((p, replaced)) if !limited && p.mls.is_none() => self.moderate(p, replaced).await,
             other => other.map(|(p, replaced)| {
                 let notice = if replaced {
                     Code::SensitiveWordReplaced.as_u32()
@@ -215,6 +231,12 @@ impl Session {
                 "status messages go to one user (conversation type 1)",
             ));
         }
+        if send.msg_type == crate::e2ee::MLS_TYPE {
+            return Err(Refusal::new(
+                Code::InvalidMessageType,
+                "mls messages are stored: send them as messages, not status messages",
+            ));
+        }
         self.check_addressing(send)?;
         if send.target_id == self.shared.user {
             return Err(Refusal::new(
@@ -292,6 +314,7 @@ impl PendingPublish {
             client_msg_id: send.client_msg_id,
             digest,
             recipients,
+            mls: None,
         }
     }
 }
@@ -319,6 +342,7 @@ impl PendingPublish {
             client_msg_id: send.client_msg_id,
             digest,
             recipients: vec![sender.to_string()],
+            mls: None,
             participants: Vec::new(),
             blocking_recipient: None,
             only_if_stored: false,
@@ -404,7 +428,15 @@ pub(crate) fn check_addressing(
         ));
     }
     validate::check_msg_type(&send.msg_type)?;
-    validate::check_content(&send.msg_type, &send.content, config.max_content_bytes)?;
+    if send.msg_type == crate::e2ee::MLS_TYPE {
+        let max = config
+            .max_content_bytes
+            .max(crate::e2ee::MAX_MLS_CONTENT_BYTES);
+        validate::check_content(&send.msg_type, &send.content, max)?;
+        crate::e2ee::mls_ordering(send.conversation_type, &send.content)?;
+    } else {
+        validate::check_content(&send.msg_type, &send.content, config.max_content_bytes)?;
+    }
     if send.push_text.len() > MAX_PUSH_TEXT_BYTES {
         return Err(Refusal::new(
             Code::ContentTooLarge,

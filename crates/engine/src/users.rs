@@ -173,6 +173,7 @@ impl Engine {
     pub async fn send_as(&self, sender: &str, send: SendRequest) -> Result<Posted, ApiError> {
         check_user(sender)?;
         check_send(&self.inner.config, &send).map_err(ApiError)?;
+        refuse_mls(&send)?;
         if send.conversation_type == conversation_type::CHATROOM {
             let priority = crate::stream::Priority::from_wire(send.priority).unwrap_or_default();
             let pending = PendingPublish::chatroom(sender, send);
@@ -222,6 +223,7 @@ impl Engine {
                 ..send.clone()
             };
             check_send(&self.inner.config, &one).map_err(ApiError)?;
+            refuse_mls(&one)?;
             let mut pending =
                 PendingPublish::private(sender, std::mem::take(&mut one), self.inner.config.search);
             pending.conversation_type = conversation_type::SYSTEM;
@@ -480,4 +482,16 @@ fn recipient_msg_id(base: &str, user: &str) -> String {
     h.update(base.as_bytes());
     h.update(user.as_bytes());
     format!("sys-{}", &hex::encode(h.finalize())[..40])
+}
+
+/// The app server cannot write to an end-to-end encrypted conversation: its messages come from
+/// member devices.
+fn refuse_mls(send: &SendRequest) -> Result<(), ApiError> {
+    if send.msg_type == crate::e2ee::MLS_TYPE {
+        return Err(ApiError(Refusal::new(
+            Code::InvalidMessageType,
+            "mls messages come from the devices of an encrypted conversation's members",
+        )));
+    }
+    Ok(())
 }

@@ -91,6 +91,15 @@ pub enum Code {
     ContentTooDeep = 40032,
     /// The user has `max_sessions_per_user` connections open already.
     TooManySessions = 40034,
+    /// An MLS key package the server does not take (the text says why).
+    InvalidKeyPackage = 40035,
+    /// The key package directory holds as many of this device's (or this user's devices') key
+    /// packages as it keeps.
+    KeyPackagesFull = 40036,
+    /// An MLS commit (or proposal) for an epoch that another commit ended first.
+    EpochConflict = 40037,
+    /// An MLS message that is not of the conversation's MLS group (or it has none yet).
+    NotThisGroup = 40038,
 
     HeartbeatTimeout = 41001,
     SlowConsumer = 41002,
@@ -202,6 +211,10 @@ impl Code {
         Code::ChatroomJoinedElsewhere,
         Code::ContentTooDeep,
         Code::TooManySessions,
+        Code::InvalidKeyPackage,
+        Code::KeyPackagesFull,
+        Code::EpochConflict,
+        Code::NotThisGroup,
         Code::HeartbeatTimeout,
         Code::SlowConsumer,
         Code::ServerShutdown,
@@ -307,6 +320,10 @@ impl Code {
             Code::ChatroomJoinedElsewhere => "already in the chatroom from another connection",
             Code::ContentTooDeep => "content nested too deeply",
             Code::TooManySessions => "too many connections of this user",
+            Code::InvalidKeyPackage => "key package refused",
+            Code::KeyPackagesFull => "too many key packages",
+            Code::EpochConflict => "another commit came first",
+            Code::NotThisGroup => "not the conversation's MLS group",
             Code::HeartbeatTimeout => "heartbeat timeout",
             Code::SlowConsumer => "slow consumer: outbound queue overflow",
             Code::ServerShutdown => "server shutting down",

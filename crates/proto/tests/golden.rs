@@ -280,6 +280,39 @@ fn frames() -> Vec<(&'static str, v1::Frame)> {
             })),
         ),
         (
+            "query_publish_key_packages",
+            f(Body::Query(v1::Query {
+                query_id: 9,
+                body: Some(v1::query::Body::PublishKeyPackages(v1::PublishKeyPackages {
+                    key_packages: vec![vec![0, 1, 0, 5, 0, 1], vec![0, 1, 0, 5, 0, 1, 0xff]],
+                    replace: true,
+                })),
+            })),
+        ),
+        (
+            "query_claim_key_packages",
+            f(Body::Query(v1::Query {
+                query_id: 10,
+                body: Some(v1::query::Body::ClaimKeyPackages(v1::ClaimKeyPackages {
+                    user_ids: vec!["alice".into(), "bob".into()],
+                })),
+            })),
+        ),
+        (
+            "queryack_claim_key_packages",
+            f(Body::Queryack(v1::QueryAck {
+                query_id: 10,
+                key_packages: vec![v1::DeviceKeyPackage {
+                    user_id: "alice".into(),
+                    device_id: "phone".into(),
+                    key_package: vec![0, 1, 0, 5, 0, 1],
+                    last_resort: true,
+                }],
+                key_package_count: 0,
+                ..Default::default()
+            })),
+        ),
+        (
             "queryack_register_push",
             f(Body::Queryack(v1::QueryAck {
                 query_id: 6,

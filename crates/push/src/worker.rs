@@ -264,6 +264,9 @@ async fn decide(
     } else {
         String::new()
     };
+    // An end-to-end encrypted conversation's notifications carry no text: the app syncs and
+    // decrypts the message itself.
+    let data_only = shared.config.data_only || msg_type == tidings_engine::e2ee::MLS_TYPE;
     Ok(Some(Content {
         seq: message.seq,
         notification,
@@ -274,7 +277,7 @@ async fn decide(
         group_name,
         badge,
         push_data: push_data.to_string(),
-        data_only: shared.config.data_only,
+        data_only,
         localized: shared.config.localized,
     }))
 }

@@ -14,6 +14,7 @@ const ACYCLIC: &[&str] = &[
     "files",
     "gateway",
     "hooks",
+    "mls",
     "proto",
     "push",
     "push-fakes",

@@ -294,6 +294,28 @@ CREATE INDEX push_due_by_node ON push_due (node, msg);
 -- what is due, as only notifications need it.
 ALTER TABLE push_due ADD COLUMN push_data text NOT NULL DEFAULT '';
 "#,
+    r#"
+-- The MLS key package directory: key packages devices uploaded for others to add them to
+-- encrypted groups (the rules are `tidings_store::rules::keys`). `ord` is the upload order.
+CREATE TABLE key_packages (
+    ord         bigserial PRIMARY KEY,
+    reference   bytea NOT NULL UNIQUE,
+    user_id     text COLLATE "C" NOT NULL,
+    device_id   text COLLATE "C" NOT NULL,
+    last_resort boolean NOT NULL,
+    not_after   bigint NOT NULL,
+    data        bytea NOT NULL
+);
+CREATE INDEX key_packages_user ON key_packages (user_id, device_id);
+
+-- End-to-end encrypted conversations: each one's MLS group and its current epoch, which the
+-- next commit must name (the rule is `tidings_store::rules::e2ee::order`).
+CREATE TABLE e2ee_groups (
+    conv_id  text COLLATE "C" PRIMARY KEY,
+    group_id bytea NOT NULL,
+    epoch    bigint NOT NULL
+);
+"#,
 ];
 
 /// Applies the pending migrations, all in one transaction under the advisory lock.

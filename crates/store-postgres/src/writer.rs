@@ -18,6 +18,7 @@ use tidings_store::batch::Gathered;
 use tidings_store::rows::appended_event;
 use tidings_store::rules::amend::{AmendSnapshot, Change, Reactions, Target};
 use tidings_store::rules::conversations::UpdateSnapshot;
+use tidings_store::rules::e2ee::GroupEpoch;
 use tidings_store::rules::groups::Decision;
 use tidings_store::rules::{self, lists};
 use tidings_store::{
@@ -213,7 +214,7 @@ async fn try_pipelined(
     op_lists: &[Vec<WriteOp>],
 ) -> PgResult<Option<Vec<Vec<WriteResult>>>> {
     let simple = |op: &WriteOp| match op {
-        WriteOp::Append(m) => !m.to_group && !m.only_if_stored,
+        WriteOp::Append(m) => !m.to_group && !m.only_if_stored && m.mls.is_none(),
         op => independent(op),
     };
     let appends = op_lists
@@ -318,6 +319,42 @@ async fn try_pipelined(
         })
         .collect();
     Ok(Some(results))
+}
+
+/// A user's key packages, as the directory's rules see them, locked until the transaction ends:
+/// nodes claiming the same user's key packages at once take turns, so none is handed out twice.
+async fn stored_key_packages(
+    db: Db<'_>,
+    user: &str,
+) -> PgResult<Vec<rules::keys::StoredKeyPackage>> {
+    let rows = db
+        .query(
+            "SELECT device_id, reference, last_resort, not_after, ord FROM key_packages \
+             WHERE user_id = $1 FOR UPDATE",
+            &[&user],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| rules::keys::StoredKeyPackage {
+            device: r.get(0),
+            reference: r.get(1),
+            last_resort: r.get(2),
+            not_after: r.get(3),
+            order: r.get(4),
+        })
+        .collect())
+}
+
+async fn remove_key_packages(db: Db<'_>, references: Vec<Vec<u8>>) -> PgResult<()> {
+    if !references.is_empty() {
+        db.execute(
+            "DELETE FROM key_packages WHERE reference = ANY($1)",
+            &[&references],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Whether `op` neither takes seqs nor reads what appends write, so that it may be applied
@@ -864,6 +901,69 @@ async fn apply(b: &mut Batch<'_>, op: WriteOp) -> PgResult<WriteResult> {
                 removed: removed > 0,
             })
         }
+        WriteOp::PublishKeyPackages(upload) => {
+            let stored = stored_key_packages(db, &upload.user).await?;
+            let (user, device) = (&upload.user, &upload.device);
+            let effects = match rules::keys::publish(
+                &stored,
+                device,
+                upload.packages,
+                upload.replace,
+                upload.now,
+            ) {
+                Ok(effects) => effects,
+                Err(full) => return Ok(WriteResult::KeyPackagesRefused(full)),
+            };
+            remove_key_packages(db, effects.remove).await?;
+            for k in effects.insert {
+                db.execute(
+                    "INSERT INTO key_packages (reference, user_id, device_id, last_resort, \
+                     not_after, data) VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (reference) DO NOTHING",
+                    &[
+                        &k.reference,
+                        user,
+                        device,
+                        &k.last_resort,
+                        &k.not_after,
+                        &k.data,
+                    ],
+                )
+                .await?;
+            }
+            Ok(WriteResult::KeyPackagesPublished {
+                stored: effects.stored,
+            })
+        }
+        WriteOp::ClaimKeyPackages { user, now } => {
+            let effects = rules::keys::claim(&stored_key_packages(db, &user).await?, now);
+            let references: Vec<&[u8]> = effects
+                .hand_out
+                .iter()
+                .map(|(_, r, _)| r.as_slice())
+                .collect();
+            let rows = db
+                .query(
+                    "SELECT reference, data FROM key_packages WHERE reference = ANY($1)",
+                    &[&references],
+                )
+                .await?;
+            let mut data: HashMap<Vec<u8>, Vec<u8>> =
+                rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+            let claimed = effects
+                .hand_out
+                .into_iter()
+                .filter_map(|(device, reference, last_resort)| {
+                    Some(tidings_store::ClaimedKeyPackage {
+                        device,
+                        data: data.remove(&reference)?,
+                        last_resort,
+                    })
+                })
+                .collect();
+            remove_key_packages(db, effects.remove).await?;
+            Ok(WriteResult::KeyPackagesClaimed(claimed))
+        }
         WriteOp::PushDone { due } => {
             let (users, seqs): (Vec<String>, Vec<i64>) =
                 due.into_iter().map(|(u, s)| (u, big(s))).unzip();
@@ -1204,6 +1304,28 @@ pub(crate) async fn append(b: &mut Batch<'_>, mut m: AppendMessage) -> PgResult<
     if !b.convs.contains_key(&m.conversation_id) {
         b.lock_convs(vec![m.conversation_id.clone()]).await?;
     }
+    // An MLS group message is stored only in its turn. The conversation's seq row is locked
+    // (above), so nodes appending to the conversation at once take turns here.
+    let mut next_epoch = None;
+    if let Some(mls) = &m.mls {
+        if let Some(found) = existing_if_stored(b.db, &m).await? {
+            return Ok(found);
+        }
+        let state =
+            b.db.query_opt(
+                "SELECT group_id, epoch FROM e2ee_groups WHERE conv_id = $1",
+                &[&m.conversation_id],
+            )
+            .await?
+            .map(|r| GroupEpoch {
+                group_id: r.get(0),
+                epoch: r.get::<_, i64>(1) as u64,
+            });
+        match rules::e2ee::order(state.as_ref(), mls) {
+            Ok(next) => next_epoch = next,
+            Err(refusal) => return Ok(WriteResult::EpochRefused(refusal)),
+        }
+    }
     b.lock_inboxes(m.recipients.clone()).await?;
     let seq = b.convs[&m.conversation_id].now + 1;
     let mut taken: HashMap<&str, u64> = HashMap::with_capacity(m.recipients.len());
@@ -1228,6 +1350,15 @@ pub(crate) async fn append(b: &mut Batch<'_>, mut m: AppendMessage) -> PgResult<
     }
     if id.is_none() {
         return existing(b.db, &m).await;
+    }
+    if let Some(next) = next_epoch {
+        b.db.execute(
+            "INSERT INTO e2ee_groups (conv_id, group_id, epoch) VALUES ($1, $2, $3) \
+             ON CONFLICT (conv_id) DO UPDATE SET group_id = excluded.group_id, \
+             epoch = excluded.epoch",
+            &[&m.conversation_id, &next.group_id, &big(next.epoch)],
+        )
+        .await?;
     }
     if let Some(c) = b.convs.get_mut(&m.conversation_id) {
         c.now = seq;

@@ -1,10 +1,13 @@
 //! The writes that only set a record, one function each: cursors, nonces, quiet hours,
-//! profiles, sensitive words, blocklists and deletions for one user. The writer applies them in
-//! its transaction; the capped lists' rule is `tidings_store::rules::lists`.
+//! profiles, sensitive words, blocklists, deletions for one user and the MLS key package
+//! directory. The writer applies them in its transaction; the capped lists' rule is
+//! `tidings_store::rules::lists`, the directory's `tidings_store::rules::keys`.
 
 use rusqlite::{Transaction, params};
-use tidings_store::rules::lists;
-use tidings_store::{PushProvider, PushTokenRecord, WriteResult};
+use tidings_store::rules::{keys, lists};
+use tidings_store::{
+    ClaimedKeyPackage, KeyPackageUpload, PushProvider, PushTokenRecord, WriteResult,
+};
 
 /// Raises a device's confirmed cursor (never lowers it).
 pub fn set_cursor(
@@ -216,6 +219,93 @@ pub fn save_push_token(tx: &Transaction<'_>, t: &PushTokenRecord) -> rusqlite::R
         t.auth
     ])?;
     Ok(WriteResult::PushTokenSaved)
+}
+
+/// A user's key packages, as the directory's rules see them.
+fn stored_key_packages(
+    tx: &Transaction<'_>,
+    user: &str,
+) -> rusqlite::Result<Vec<keys::StoredKeyPackage>> {
+    tx.prepare_cached(
+        "SELECT device_id, reference, last_resort, not_after, ord FROM key_packages \
+         WHERE user_id = ?1",
+    )?
+    .query_map(params![user], |r| {
+        Ok(keys::StoredKeyPackage {
+            device: r.get(0)?,
+            reference: r.get(1)?,
+            last_resort: r.get(2)?,
+            not_after: r.get(3)?,
+            order: r.get(4)?,
+        })
+    })?
+    .collect()
+}
+
+fn remove_key_packages(tx: &Transaction<'_>, references: &[Vec<u8>]) -> rusqlite::Result<()> {
+    let mut delete = tx.prepare_cached("DELETE FROM key_packages WHERE reference = ?1")?;
+    for reference in references {
+        delete.execute(params![reference])?;
+    }
+    Ok(())
+}
+
+/// Uploads a device's key packages (see [`keys::publish`]).
+pub fn publish_key_packages(
+    tx: &Transaction<'_>,
+    upload: KeyPackageUpload,
+) -> rusqlite::Result<WriteResult> {
+    let KeyPackageUpload {
+        user,
+        device,
+        packages,
+        replace,
+        now,
+    } = upload;
+    let stored = stored_key_packages(tx, &user)?;
+    let effects = match keys::publish(&stored, &device, packages, replace, now) {
+        Ok(effects) => effects,
+        Err(full) => return Ok(WriteResult::KeyPackagesRefused(full)),
+    };
+    remove_key_packages(tx, &effects.remove)?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO key_packages (reference, user_id, device_id, last_resort, not_after, data) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (reference) DO NOTHING",
+    )?;
+    for k in effects.insert {
+        insert.execute(params![
+            k.reference,
+            user,
+            device,
+            k.last_resort,
+            k.not_after,
+            k.data
+        ])?;
+    }
+    Ok(WriteResult::KeyPackagesPublished {
+        stored: effects.stored,
+    })
+}
+
+/// Hands out one key package per device of `user` (see [`keys::claim`]).
+pub fn claim_key_packages(
+    tx: &Transaction<'_>,
+    user: &str,
+    now: i64,
+) -> rusqlite::Result<WriteResult> {
+    let effects = keys::claim(&stored_key_packages(tx, user)?, now);
+    let mut read = tx.prepare_cached("SELECT data FROM key_packages WHERE reference = ?1")?;
+    let mut claimed = Vec::with_capacity(effects.hand_out.len());
+    for (device, reference, last_resort) in effects.hand_out {
+        let data: Vec<u8> = read.query_row(params![reference], |r| r.get(0))?;
+        claimed.push(ClaimedKeyPackage {
+            device,
+            data,
+            last_resort,
+        });
+    }
+    remove_key_packages(tx, &effects.remove)?;
+    Ok(WriteResult::KeyPackagesClaimed(claimed))
 }
 
 /// Removes a push token (only if it is `user`'s, when given).

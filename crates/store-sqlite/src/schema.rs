@@ -381,6 +381,28 @@ CREATE TABLE push_due (
 -- what is due, as only notifications need it.
 ALTER TABLE push_due ADD COLUMN push_data TEXT NOT NULL DEFAULT '';
 "#,
+    r#"
+-- The MLS key package directory: key packages devices uploaded for others to add them to
+-- encrypted groups (the rules are `tidings_store::rules::keys`). `ord` is the upload order.
+CREATE TABLE key_packages (
+    ord         INTEGER PRIMARY KEY,
+    reference   BLOB NOT NULL UNIQUE,
+    user_id     TEXT NOT NULL,
+    device_id   TEXT NOT NULL,
+    last_resort INTEGER NOT NULL,
+    not_after   INTEGER NOT NULL,
+    data        BLOB NOT NULL
+);
+CREATE INDEX key_packages_user ON key_packages (user_id, device_id);
+
+-- End-to-end encrypted conversations: each one's MLS group and its current epoch, which the
+-- next commit must name (the rule is `tidings_store::rules::e2ee::order`).
+CREATE TABLE e2ee_groups (
+    conv_id  TEXT PRIMARY KEY,
+    group_id BLOB NOT NULL,
+    epoch    INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 /// Page cache per connection, in KiB.

@@ -12,6 +12,7 @@ use tidings_store::rows::appended_event;
 use tidings_store::rules;
 use tidings_store::rules::amend::{AmendSnapshot, Change, Reactions, Target};
 use tidings_store::rules::conversations::UpdateSnapshot;
+use tidings_store::rules::e2ee::GroupEpoch;
 use tidings_store::rules::groups::Decision;
 use tidings_store::{
     Amend, AmendAction, AppendMessage, ConversationUpdate, GroupChange, Result, StoreError,
@@ -441,6 +442,10 @@ fn apply(
             crate::records::remove_push_token(tx, provider, token, user)
         }
         WriteOp::PushDone { due } => crate::records::push_done(tx, due),
+        WriteOp::PublishKeyPackages(upload) => crate::records::publish_key_packages(tx, upload),
+        WriteOp::ClaimKeyPackages { user, now } => {
+            crate::records::claim_key_packages(tx, &user, now)
+        }
         WriteOp::SetLastSeen { user, time } => crate::records::set_last_seen(tx, user, time),
         WriteOp::SetBlocked {
             user,
@@ -554,6 +559,27 @@ pub(crate) fn append(
             return existing_or(tx, &m, WriteResult::Blocked);
         }
     }
+    // An MLS group message is stored only in its turn; a resend of one stored before gets its
+    // first result.
+    let mut next_epoch = None;
+    if let Some(mls) = &m.mls {
+        if is_stored(tx, &m)? {
+            return existing(tx, &m);
+        }
+        let state = tx
+            .prepare_cached("SELECT group_id, epoch FROM e2ee_groups WHERE conv_id = ?1")?
+            .query_row(params![m.conversation_id], |r| {
+                Ok(GroupEpoch {
+                    group_id: r.get(0)?,
+                    epoch: r.get::<_, i64>(1)? as u64,
+                })
+            })
+            .optional()?;
+        match rules::e2ee::order(state.as_ref(), mls) {
+            Ok(next) => next_epoch = next,
+            Err(refusal) => return Ok(WriteResult::EpochRefused(refusal)),
+        }
+    }
     // The conversation's next seq, taken only if the insert below succeeds.
     let seq = counters.last_seq(tx, &m.conversation_id)? + 1;
     let inserted = tx
@@ -582,6 +608,14 @@ pub(crate) fn append(
         ])?;
     if inserted == 0 {
         return existing(tx, &m);
+    }
+    if let Some(next) = next_epoch {
+        tx.prepare_cached(
+            "INSERT INTO e2ee_groups (conv_id, group_id, epoch) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (conv_id) DO UPDATE SET group_id = excluded.group_id, \
+             epoch = excluded.epoch",
+        )?
+        .execute(params![m.conversation_id, next.group_id, next.epoch as i64])?;
     }
     if counters.conversations.len() >= MAX_CACHED {
         counters.conversations.clear();

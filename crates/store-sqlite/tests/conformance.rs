@@ -131,18 +131,20 @@ async fn upgrading_keeps_web_push_subscriptions_as_tokens() {
     let path = dir.path().join("t.db");
     let config = SqliteConfig::new(&path);
     SqliteStore::open(&config).unwrap().close().await.unwrap();
-    // Back to the version before push tokens (and their push data), with one subscription.
+    // Back to the version before push tokens (and their push data, and the end-to-end
+    // encryption tables after them), with one subscription.
     let c = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = c
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
     c.execute_batch(&format!(
         "DROP TABLE push_tokens; DROP TABLE push_due; \
+         DROP TABLE key_packages; DROP TABLE e2ee_groups; \
          CREATE TABLE push_subscriptions (endpoint TEXT PRIMARY KEY, user_id TEXT NOT NULL, \
              p256dh TEXT NOT NULL, auth TEXT NOT NULL) WITHOUT ROWID; \
          INSERT INTO push_subscriptions VALUES ('https://push.example/1', 'wu', 'k', 'a'); \
          PRAGMA user_version = {};",
-        version - 2
+        version - 3
     ))
     .unwrap();
     drop(c);
@@ -202,7 +204,7 @@ async fn upgrading_a_database_lists_the_conversations_it_already_had() {
          DROP TABLE groups; DROP TABLE group_members; DROP TABLE message_audience; \
          DROP TABLE sensitive_words; DROP TABLE chatroom_users; DROP TABLE chatrooms; \
          DROP TABLE inbox_pending; DROP TABLE accounts; DROP TABLE push_tokens; \
-         DROP TABLE push_due; \
+         DROP TABLE push_due; DROP TABLE key_packages; DROP TABLE e2ee_groups; \
          DROP TABLE admin_operators; DROP TABLE admin_sessions; DROP TABLE admin_audit; \
          DROP TABLE inbox_blocks; \
          CREATE TABLE inbox_v1 (user_id TEXT NOT NULL, seq INTEGER NOT NULL, \

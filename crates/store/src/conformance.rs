@@ -150,6 +150,9 @@ macro_rules! conformance_tests {
             records_say_whether_an_id_is_an_accounts,
             push_tokens_are_one_per_provider_and_token,
             push_tokens_are_capped_per_user,
+            key_packages_are_handed_out_once_except_the_last_resort,
+            key_package_uploads_replace_and_are_capped,
+            mls_commits_are_taken_one_per_epoch,
             notifications_due_are_written_with_their_message,
             operators_sessions_and_the_audit_log,
             an_open_store_answers_a_ping,
@@ -460,6 +463,258 @@ pub async fn push_tokens_are_one_per_provider_and_token(store: &dyn Store) {
             .unwrap()
             .is_empty()
     );
+}
+
+fn key_package(r: u8, last_resort: bool, not_after: i64) -> crate::KeyPackageRecord {
+    crate::KeyPackageRecord {
+        reference: vec![r; 32],
+        data: vec![r; 300],
+        last_resort,
+        not_after,
+    }
+}
+
+async fn publish(
+    store: &dyn Store,
+    user: &str,
+    device: &str,
+    packages: Vec<crate::KeyPackageRecord>,
+    replace: bool,
+) -> WriteResult {
+    let op = WriteOp::PublishKeyPackages(crate::KeyPackageUpload {
+        user: user.into(),
+        device: device.into(),
+        packages,
+        replace,
+        now: 1_000,
+    });
+    store.write(vec![op]).await.unwrap().remove(0)
+}
+
+async fn claim(store: &dyn Store, user: &str, now: i64) -> Vec<crate::ClaimedKeyPackage> {
+    let op = WriteOp::ClaimKeyPackages {
+        user: user.into(),
+        now,
+    };
+    match store.write(vec![op]).await.unwrap().remove(0) {
+        WriteResult::KeyPackagesClaimed(claimed) => claimed,
+        other => panic!("a claim answers {other:?}"),
+    }
+}
+
+pub async fn key_packages_are_handed_out_once_except_the_last_resort(store: &dyn Store) {
+    let phone = vec![
+        key_package(1, false, 5_000),
+        key_package(2, false, 5_000),
+        key_package(3, true, 5_000),
+    ];
+    assert_eq!(
+        publish(store, "kp", "phone", phone, false).await,
+        WriteResult::KeyPackagesPublished { stored: 2 }
+    );
+    // One that expires at 2,000, on another device.
+    let laptop = vec![key_package(4, false, 2_000), key_package(5, true, 5_000)];
+    assert_eq!(
+        publish(store, "kp", "laptop", laptop, false).await,
+        WriteResult::KeyPackagesPublished { stored: 1 }
+    );
+    let handed = |claimed: Vec<crate::ClaimedKeyPackage>| -> Vec<(String, u8, bool)> {
+        claimed
+            .into_iter()
+            .map(|c| (c.device, c.data[0], c.last_resort))
+            .collect()
+    };
+    // Oldest first, one per device, in device order.
+    assert_eq!(
+        handed(claim(store, "kp", 1_500).await),
+        vec![("laptop".into(), 4, false), ("phone".into(), 1, false)]
+    );
+    assert_eq!(
+        handed(claim(store, "kp", 1_500).await),
+        vec![("laptop".into(), 5, true), ("phone".into(), 2, false)]
+    );
+    // Only last resorts are left, and they are handed out again and again.
+    for _ in 0..2 {
+        assert_eq!(
+            handed(claim(store, "kp", 1_500).await),
+            vec![("laptop".into(), 5, true), ("phone".into(), 3, true)]
+        );
+    }
+    assert_eq!(claim(store, "nobody", 1_500).await, vec![]);
+    // Expired key packages are never handed out.
+    assert_eq!(claim(store, "kp", 5_000).await, vec![]);
+    // Claims made at once hand out each one-time key package once.
+    let many: Vec<_> = (10..40).map(|r| key_package(r, false, 5_000)).collect();
+    assert_eq!(
+        publish(store, "kp", "tablet", many, false).await,
+        WriteResult::KeyPackagesPublished { stored: 30 }
+    );
+    let claims = (0..30).map(|_| claim(store, "kp", 1_500));
+    let mut seen: Vec<u8> = futures_util::future::join_all(claims)
+        .await
+        .into_iter()
+        .flatten()
+        .map(|c| c.data[0])
+        .collect();
+    seen.sort();
+    assert_eq!(seen, (10..40).collect::<Vec<u8>>());
+}
+
+pub async fn key_package_uploads_replace_and_are_capped(store: &dyn Store) {
+    let max = crate::MAX_KEY_PACKAGES_PER_DEVICE as u8;
+    let batch = |from: u8, n: u8| -> Vec<_> {
+        (from..from + n)
+            .map(|r| key_package(r, false, 5_000))
+            .collect()
+    };
+    assert_eq!(
+        publish(store, "cap", "phone", batch(0, max), false).await,
+        WriteResult::KeyPackagesPublished { stored: max as u64 }
+    );
+    assert_eq!(
+        publish(store, "cap", "phone", batch(max, 1), false).await,
+        WriteResult::KeyPackagesRefused(crate::KeyPackagesFull::Device)
+    );
+    // Uploading the same ones again adds nothing and is taken.
+    assert_eq!(
+        publish(store, "cap", "phone", batch(0, 3), false).await,
+        WriteResult::KeyPackagesPublished { stored: max as u64 }
+    );
+    // Replacing the device's key packages leaves only the new ones.
+    assert_eq!(
+        publish(store, "cap", "phone", batch(200, 2), true).await,
+        WriteResult::KeyPackagesPublished { stored: 2 }
+    );
+    let first: Vec<u8> = claim(store, "cap", 1_500)
+        .await
+        .into_iter()
+        .map(|c| c.data[0])
+        .collect();
+    assert_eq!(first, vec![200]);
+    // An empty upload that replaces takes the device out of the directory.
+    assert_eq!(
+        publish(store, "cap", "phone", vec![], true).await,
+        WriteResult::KeyPackagesPublished { stored: 0 }
+    );
+    assert_eq!(claim(store, "cap", 1_500).await, vec![]);
+    // At most MAX_KEY_PACKAGE_DEVICES devices.
+    for d in 0..crate::MAX_KEY_PACKAGE_DEVICES as u8 {
+        let one = vec![key_package(100 + d, true, 5_000)];
+        assert_eq!(
+            publish(store, "cap", &format!("d{d}"), one, false).await,
+            WriteResult::KeyPackagesPublished { stored: 0 }
+        );
+    }
+    assert_eq!(
+        publish(
+            store,
+            "cap",
+            "extra",
+            vec![key_package(150, true, 5_000)],
+            false
+        )
+        .await,
+        WriteResult::KeyPackagesRefused(crate::KeyPackagesFull::Devices)
+    );
+    assert_eq!(
+        claim(store, "cap", 1_500).await.len() as u64,
+        crate::MAX_KEY_PACKAGE_DEVICES
+    );
+}
+
+fn mls(mut m: AppendMessage, group: u8, epoch: u64, kind: crate::MlsKind) -> WriteOp {
+    m.msg_type = "mls".into();
+    m.content = format!(r#"{{"mls":"{group}-{epoch}-{kind:?}"}}"#);
+    m.search_text = String::new();
+    m.mls = Some(crate::MlsOrdering {
+        group_id: vec![group],
+        epoch,
+        kind,
+    });
+    WriteOp::Append(m)
+}
+
+pub async fn mls_commits_are_taken_one_per_epoch(store: &dyn Store) {
+    use crate::{EpochRefusal, MlsKind::*};
+    let private = |cmid: &str| private_append("mls-a", "mls-b", cmid, "x");
+    let refused = |r: WriteResult| match r {
+        WriteResult::EpochRefused(why) => why,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    // Nothing but the commit that starts a group is taken before there is one.
+    assert_eq!(
+        refused(one_write(store, mls(private("c0"), 1, 0, Application)).await),
+        EpochRefusal::NoGroup
+    );
+    // Two devices start a group at once: in one transaction, and one after the other.
+    let results = store
+        .write(vec![
+            mls(private("c1"), 1, 0, Commit),
+            mls(private("c2"), 2, 0, Commit),
+        ])
+        .await
+        .unwrap();
+    let (first, _, _) = appended(&results[0]);
+    assert_eq!(first.seq, 1);
+    assert_eq!(refused(results[1].clone()), EpochRefusal::OtherGroup);
+    assert_eq!(
+        refused(one_write(store, mls(private("c3"), 1, 0, Commit)).await),
+        EpochRefusal::Stale { current: 1 }
+    );
+    // A resend of the commit taken gets its first answer.
+    let again = one_write(store, mls(private("c1"), 1, 0, Commit)).await;
+    let (message, _, duplicate) = appended(&again);
+    assert!(duplicate);
+    assert_eq!(message.seq, 1);
+    // Epoch 1: an application message and a proposal, then two commits; the first wins.
+    appended(&one_write(store, mls(private("a1"), 1, 1, Application)).await);
+    appended(&one_write(store, mls(private("p1"), 1, 1, Proposal)).await);
+    let results = store
+        .write(vec![
+            mls(private("c4"), 1, 1, Commit),
+            mls(private("c5"), 1, 1, Commit),
+        ])
+        .await
+        .unwrap();
+    appended(&results[0]);
+    assert_eq!(
+        refused(results[1].clone()),
+        EpochRefusal::Stale { current: 2 }
+    );
+    // A message sent just before the commit is still taken; one of an epoch to come is not.
+    appended(&one_write(store, mls(private("a2"), 1, 1, Application)).await);
+    assert_eq!(
+        refused(one_write(store, mls(private("a3"), 1, 3, Application)).await),
+        EpochRefusal::Stale { current: 2 }
+    );
+    let last = one_write(store, mls(private("c6"), 1, 2, Commit)).await;
+    assert_eq!(appended(&last).0.seq, 6, "refused messages took no seq");
+    // Conversations are ordered apart: a group's conversation starts its own group.
+    let create = GroupAction::Create {
+        kind: GroupKind::Managed,
+        owner: "mls-a".into(),
+        name: "E".into(),
+        portrait: String::new(),
+        extra: String::new(),
+        members: vec!["mls-a".into(), "mls-b".into()],
+    };
+    group_changed(store, group_change("mls-g", "mls-a", create, "mls-g1")).await;
+    let group = |cmid: &str| group_append("mls-a", "mls-g", cmid, "x");
+    let results = store
+        .write(vec![
+            mls(group("g1"), 7, 0, Commit),
+            mls(group("g2"), 7, 0, Commit),
+            mls(group("g3"), 7, 1, Application),
+        ])
+        .await
+        .unwrap();
+    let (_, inbox, _) = appended(&results[0]);
+    assert_eq!(users_of(inbox), ["mls-a", "mls-b"]);
+    assert_eq!(
+        refused(results[1].clone()),
+        EpochRefusal::Stale { current: 1 }
+    );
+    appended(&results[2]);
 }
 
 pub async fn push_tokens_are_capped_per_user(store: &dyn Store) {

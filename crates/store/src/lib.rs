@@ -175,6 +175,55 @@ pub const MAX_REACTIONS_PER_USER: u64 = 5;
 /// store nor multiply the requests each of its messages makes.
 pub const MAX_PUSH_TOKENS_PER_USER: u64 = 20;
 
+/// The most one-time MLS key packages one device keeps in the directory
+/// ([`KeyPackagesFull::Device`] past it).
+pub const MAX_KEY_PACKAGES_PER_DEVICE: u64 = 100;
+/// The most devices of one user with key packages in the directory
+/// ([`KeyPackagesFull::Devices`] past it).
+pub const MAX_KEY_PACKAGE_DEVICES: u64 = 20;
+
+/// An MLS key package a device uploaded, checked by the engine (see `tidings-mls`): the store
+/// keeps its bytes and the few facts the directory's rules need ([`rules::keys`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPackageRecord {
+    /// Its `KeyPackageRef` (RFC 9420 §5.2): unique per key package.
+    pub reference: Vec<u8>,
+    /// The TLS-serialized `MLSMessage`.
+    pub data: Vec<u8>,
+    pub last_resort: bool,
+    /// Seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
+/// An upload of a device's key packages (see [`WriteOp::PublishKeyPackages`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPackageUpload {
+    pub user: String,
+    pub device: String,
+    pub packages: Vec<KeyPackageRecord>,
+    /// Remove the device's earlier key packages first.
+    pub replace: bool,
+    /// Seconds since the Unix epoch.
+    pub now: i64,
+}
+
+/// A key package a claim handed out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedKeyPackage {
+    pub device: String,
+    pub data: Vec<u8>,
+    pub last_resort: bool,
+}
+
+/// Why an upload of key packages was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyPackagesFull {
+    /// The device would have more than [`MAX_KEY_PACKAGES_PER_DEVICE`] one-time key packages.
+    Device,
+    /// The user has key packages on [`MAX_KEY_PACKAGE_DEVICES`] other devices.
+    Devices,
+}
+
 /// A new message to append. `uid` and `sent_time` are proposed by the engine; if the
 /// `(sender, client_msg_id)` pair already exists, the stored message is returned instead.
 #[derive(Debug, Clone, Default)]
@@ -218,6 +267,37 @@ pub struct AppendMessage {
     pub mention_all: bool,
     /// Members who see a directed group message (the sender always does). Empty: everyone.
     pub audience: Vec<String>,
+    /// An MLS group message of an end-to-end encrypted conversation: stored only in its turn
+    /// ([`rules::e2ee::order`]), decided in the append's transaction.
+    pub mls: Option<MlsOrdering>,
+}
+
+/// What a message of an end-to-end encrypted conversation says of its MLS group, read from the
+/// MLS message's public header: all the store orders it by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MlsOrdering {
+    pub group_id: Vec<u8>,
+    pub epoch: u64,
+    pub kind: MlsKind,
+}
+
+/// The content type of an MLS group message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MlsKind {
+    Application,
+    Proposal,
+    Commit,
+}
+
+/// Why an MLS group message was not stored (see [`rules::e2ee::order`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpochRefusal {
+    /// The conversation has no MLS group yet, and the message is not the commit that starts it.
+    NoGroup,
+    /// The conversation's MLS group is another one.
+    OtherGroup,
+    /// Another commit came first: `current` is the group's epoch now.
+    Stale { current: u64 },
 }
 
 /// The canonical conversation id of a group's conversation.
@@ -775,6 +855,16 @@ pub enum WriteOp {
     /// replaces none of the user's is refused once they have [`MAX_PUSH_TOKENS_PER_USER`]
     /// (`rules::lists::full`).
     SavePushToken(PushTokenRecord),
+    /// Upload MLS key packages of `user`'s `device` (the directory's rule is
+    /// [`rules::keys::publish`]); with `replace`, the device's earlier ones are removed first
+    /// (an empty upload with `replace` removes the device from the directory). `now` is in
+    /// seconds.
+    PublishKeyPackages(KeyPackageUpload),
+    /// Hand out one key package of each of `user`'s devices ([`rules::keys::claim`]).
+    ClaimKeyPackages {
+        user: String,
+        now: i64,
+    },
     /// Remove the token; only if it is `user`'s when `user` is given.
     RemovePushToken {
         provider: PushProvider,
@@ -888,6 +978,16 @@ pub enum WriteResult {
     /// The user has [`MAX_PUSH_TOKENS_PER_USER`] tokens and this one replaces none of them:
     /// nothing was written.
     PushTokensFull,
+    /// The device's key packages are stored: `stored` one-time ones.
+    KeyPackagesPublished {
+        stored: u64,
+    },
+    /// Nothing was stored.
+    KeyPackagesRefused(KeyPackagesFull),
+    /// An MLS group message that was not stored, as it is out of turn.
+    EpochRefused(EpochRefusal),
+    /// One key package per device of the user that has one, in device order.
+    KeyPackagesClaimed(Vec<ClaimedKeyPackage>),
     /// Whether a token was removed.
     PushTokenRemoved {
         removed: bool,

@@ -18,6 +18,7 @@ mod dialect001;
 mod dialect002;
 mod dialect003;
 mod dialect_cross;
+mod e2ee;
 mod files;
 mod groups;
 mod hooks;

@@ -10,6 +10,8 @@
 
 pub mod amend;
 pub mod conversations;
+pub mod e2ee;
 pub mod groups;
+pub mod keys;
 pub mod lists;
 pub mod push;
