@@ -20,7 +20,8 @@
 //! Sends are retried on reconnect with the same client message id, so a send is committed at most
 //! once and `send` returns the first commit's result.
 //!
-//! This crate depends on `tidings-proto` only among Tidings crates.
+//! This crate depends on `tidings-proto` and `tidings-mls` (end-to-end encryption, [`E2ee`])
+//! only among Tidings crates.
 
 mod chatrooms;
 mod conversations;
@@ -42,7 +43,10 @@ pub use conversations::{
     HistoryStart, MessagesDeleted, Presence, PushSubscription, PushToken, QuietHours, ReadReceipt,
     SearchResults, UserProfile,
 };
-pub use e2ee::DeviceKeyPackage;
+pub use e2ee::{
+    Decrypted, DeviceKeyPackage, E2ee, E2eeError, KEY_PACKAGE_LOW, KEY_PACKAGE_SUPPLY,
+    MemberDevice, Received,
+};
 pub use groups::{Group, GroupMember, GroupMembersPage, GroupNotice, GroupReceipt};
 /// The TLS library [`ClientConfig::tls`] is configured with.
 pub use rustls;

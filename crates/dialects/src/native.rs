@@ -650,7 +650,10 @@ fn conversation_query(body: v1::query::Body) -> Option<ConversationQuery> {
             key_packages: p.key_packages,
             replace: p.replace,
         },
-        Q::ClaimKeyPackages(c) => ConversationQuery::ClaimKeyPackages { users: c.user_ids },
+        Q::ClaimKeyPackages(c) => ConversationQuery::ClaimKeyPackages {
+            users: c.user_ids,
+            except: c.except,
+        },
         Q::SearchMessages(q) => ConversationQuery::Search {
             query: q.query,
             conversation: (!q.target_id.is_empty()).then_some((q.conversation_type, q.target_id)),

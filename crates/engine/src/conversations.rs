@@ -97,6 +97,8 @@ pub enum ConversationQuery {
     /// [`Engine::claim_key_packages`]).
     ClaimKeyPackages {
         users: Vec<String>,
+        /// Devices (`user:device`) to leave out.
+        except: Vec<String>,
     },
     Search {
         query: String,
@@ -337,10 +339,10 @@ impl Session {
                     ..Default::default()
                 })
             }
-            ConversationQuery::ClaimKeyPackages { users } => {
+            ConversationQuery::ClaimKeyPackages { users, except } => {
                 let key_packages = self
                     .engine
-                    .claim_key_packages(&self.shared.user, users)
+                    .claim_key_packages(&self.shared.user, users, except)
                     .await?;
                 Ok(QueryAckOut {
                     key_packages,

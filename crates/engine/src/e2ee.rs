@@ -105,14 +105,16 @@ impl Engine {
         }
     }
 
-    /// Hands `claimer` one key package of each device of each of `users` (see
-    /// `ClaimKeyPackages` in docs/protocol.md). A user who blocks the claimer shows no device.
+    /// Hands `claimer` one key package of each device of each of `users` but those named in
+    /// `except` (`user:device`), see `ClaimKeyPackages` in docs/protocol.md. A user who blocks
+    /// the claimer shows no device.
     /// A claim counts as a send against the claimer's send rate, which bounds how fast anyone
     /// can use up another user's key packages.
     pub async fn claim_key_packages(
         &self,
         claimer: &str,
         users: Vec<String>,
+        except: Vec<String>,
     ) -> Result<Vec<DeviceKeyPackageOut>, Refusal> {
         if users.is_empty() || users.len() > MAX_CLAIM_USERS {
             return Err(Refusal::new(
@@ -149,9 +151,16 @@ impl Engine {
             {
                 continue;
             }
+            let except = except
+                .iter()
+                .filter_map(|i| tidings_mls::split_identity(i))
+                .filter(|(u, _)| *u == user)
+                .map(|(_, d)| d.to_string())
+                .collect();
             let op = WriteOp::ClaimKeyPackages {
                 user: user.clone(),
                 now,
+                except,
             };
             let results = self
                 .inner

@@ -28,6 +28,23 @@ pub fn identity(user: &str, device: &str) -> String {
     format!("{user}:{device}")
 }
 
+/// A device's safety number: what two people compare to know that a member's device is the
+/// one they think (docs/e2ee.md, "Verification"). Six groups of five digits, from the SHA-256
+/// of the device's Ed25519 signature key: group `i` is bytes `5i..5i+5` as a big-endian number,
+/// modulo 100,000.
+pub fn safety_number(signature_key: &[u8]) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(signature_key);
+    digest[..30]
+        .chunks(5)
+        .map(|c| {
+            let n = c.iter().fold(0u64, |n, b| (n << 8) | u64::from(*b));
+            format!("{:05}", n % 100_000)
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The user and device an identity names, if it has the form `user:device`.
 pub fn split_identity(identity: &str) -> Option<(&str, &str)> {
     let (user, device) = identity.split_once(':')?;
@@ -48,5 +65,15 @@ mod tests {
         assert_eq!(split_identity(":phone"), None);
         assert_eq!(split_identity("alice:"), None);
         assert_eq!(split_identity("alice:a:b"), None);
+    }
+
+    #[test]
+    fn safety_numbers_are_six_groups_of_five_digits_of_the_keys_digest() {
+        // SHA-256("") = e3b0c442 98fc1c14 9afbf4c8 996fb924 27ae41e4 649b934c a495991b 7852b855;
+        // 0xe3b0c44298 = 977923228312, mod 100000 = 28312.
+        let n = safety_number(b"");
+        assert_eq!(n.len(), 35);
+        assert!(n.starts_with("28312 "), "{n}");
+        assert_ne!(safety_number(b"a"), n);
     }
 }

@@ -295,6 +295,7 @@ fn frames() -> Vec<(&'static str, v1::Frame)> {
                 query_id: 10,
                 body: Some(v1::query::Body::ClaimKeyPackages(v1::ClaimKeyPackages {
                     user_ids: vec!["alice".into(), "bob".into()],
+                    except: vec!["alice:phone".into()],
                 })),
             })),
         ),

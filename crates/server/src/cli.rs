@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tidings_client::{ChatroomEvent, Client, ClientConfig, ClientError, Encoding, Event, Outgoing};
+use tidings_client::{
+    ChatroomEvent, Client, ClientConfig, ClientError, E2ee, E2eeError, Encoding, Event, Outgoing,
+    Received,
+};
 
 /// The server a client subcommand talks to when `--server` is not given (`tidings bench`'s
 /// default too).
@@ -118,7 +121,9 @@ pub enum Target {
     Chatroom(String),
 }
 
-/// Sends one message and prints the server's answer as a JSON line.
+/// Sends one message and prints the server's answer as a JSON line. With `state_dir`, encrypted
+/// end to end by the device `device` (whose MLS state is kept there).
+#[allow(clippy::too_many_arguments)]
 pub async fn send(
     server: &str,
     token: &str,
@@ -127,10 +132,17 @@ pub async fn send(
     msg_type: &str,
     content: String,
     json: bool,
+    device: &str,
+    state_dir: Option<&Path>,
 ) -> anyhow::Result<()> {
-    let (client, _events) = Client::connect(client_config(server, token, ca_file, "", json)?)
+    let (client, _events) = Client::connect(client_config(server, token, ca_file, device, json)?)
         .await
         .map_err(refused)?;
+    if let Some(dir) = state_dir {
+        let result = send_encrypted(&client, device, dir, to, msg_type, &content).await;
+        client.close().await;
+        return print_sent(&result?);
+    }
     let mut out = match to {
         Target::User(user) => Outgoing::text(user, ""),
         Target::Group(group) => Outgoing::group_text(group, ""),
@@ -147,17 +159,49 @@ pub async fn send(
     out.content = content;
     let result = client.send(out).await;
     client.close().await;
-    let sent = result.map_err(refused)?;
-    println!(
-        "{}",
-        serde_json::json!({
-            "uid": sent.uid,
-            "seq": sent.seq,
-            "sentTime": sent.sent_time,
-            "clientMsgId": sent.client_msg_id,
-        })
-    );
-    Ok(())
+    print_sent(&result.map_err(refused)?)
+}
+
+fn print_sent(sent: &tidings_client::Sent) -> anyhow::Result<()> {
+    print_line(&serde_json::json!({
+        "uid": sent.uid,
+        "seq": sent.seq,
+        "sentTime": sent.sent_time,
+        "clientMsgId": sent.client_msg_id,
+    }))
+}
+
+fn e2ee_error(e: E2eeError) -> anyhow::Error {
+    match e {
+        E2eeError::Client(c) => refused(c),
+        other => anyhow::anyhow!("{other}"),
+    }
+}
+
+/// Opens the device's end-to-end encryption state in `state_dir` and tops up its key packages.
+async fn open_e2ee(client: &Client, device: &str, state_dir: &Path) -> anyhow::Result<E2ee> {
+    let e2ee = E2ee::open(client, device, state_dir).map_err(e2ee_error)?;
+    e2ee.publish().await.map_err(e2ee_error)?;
+    Ok(e2ee)
+}
+
+async fn send_encrypted(
+    client: &Client,
+    device: &str,
+    state_dir: &Path,
+    to: &Target,
+    msg_type: &str,
+    content: &str,
+) -> anyhow::Result<tidings_client::Sent> {
+    let e2ee = open_e2ee(client, device, state_dir).await?;
+    let (conversation_type, target) = match to {
+        Target::User(user) => (tidings_proto::conversation_type::PRIVATE, user),
+        Target::Group(group) => (tidings_proto::conversation_type::GROUP, group),
+        Target::Chatroom(_) => bail!("chatrooms are not encrypted end to end"),
+    };
+    e2ee.send(conversation_type, target, msg_type, content)
+        .await
+        .map_err(e2ee_error)
 }
 
 /// Prints the user's conversation list, every page, one JSON line per conversation.
@@ -260,6 +304,9 @@ fn chatroom_message_line(m: &tidings_client::Message) -> anyhow::Result<serde_js
 /// Prints one JSON line per message received, acknowledging each after it is written out, and
 /// one per item of the chatrooms it joins. Returns when the session ends for good (kicked,
 /// token revoked): that is an error.
+/// Prints every event as a JSON line. With `state_dir`, end-to-end encrypted messages are
+/// decrypted by the device (whose MLS state is kept there), after a first line naming the
+/// device and its safety number.
 pub async fn listen(
     server: &str,
     token: &str,
@@ -267,17 +314,32 @@ pub async fn listen(
     device: &str,
     chatrooms: &[String],
     json: bool,
+    state_dir: Option<&Path>,
 ) -> anyhow::Result<()> {
     let mut config = client_config(server, token, ca_file, device, json)?;
     config.auto_ack = false;
     let (client, mut events) = Client::connect(config).await.map_err(refused)?;
+    let e2ee = match state_dir {
+        Some(dir) => {
+            let e2ee = open_e2ee(&client, device, dir).await?;
+            print_line(&serde_json::json!({ "e2ee": {
+                "identity": format!("{}:{device}", client.user_id()),
+                "safetyNumber": e2ee.safety_number().await,
+            }}))?;
+            Some(e2ee)
+        }
+        None => None,
+    };
     for room in chatrooms {
         client.join_chatroom(room, 0).await.map_err(refused)?;
     }
     while let Some(event) = events.recv().await {
         match event {
             Event::Message(m) => {
-                print_line(&m)?;
+                match &e2ee {
+                    Some(e2ee) => print_received(e2ee, &m).await?,
+                    None => print_line(&m)?,
+                }
                 client.ack(m.inbox_seq).await;
             }
             Event::Conversation(c) => {
@@ -313,4 +375,65 @@ pub async fn listen(
         }
     }
     Ok(())
+}
+
+/// Prints what a message was to an end-to-end encrypting device: the message itself when it
+/// is not encrypted, else what decrypting it gave.
+async fn print_received(e2ee: &E2ee, m: &tidings_client::Message) -> anyhow::Result<()> {
+    let line = match e2ee.receive(m).await.map_err(e2ee_error)? {
+        Received::Plain => return print_line(m),
+        Received::Message(d) => {
+            let content: serde_json::Value =
+                serde_json::from_str(&d.content).unwrap_or(serde_json::Value::Null);
+            serde_json::json!({
+                "encrypted": true,
+                "uid": d.uid,
+                "conversationType": d.conversation_type,
+                "targetId": d.target_id,
+                "senderId": d.sender_id,
+                "senderDevice": d.sender_device,
+                "seq": d.seq,
+                "sentTime": d.sent_time,
+                "msgType": d.msg_type,
+                "content": content,
+            })
+        }
+        Received::Joined { epoch } => {
+            // A join uses up a key package: top the supply up.
+            e2ee.publish().await.map_err(e2ee_error)?;
+            let members: Vec<_> = e2ee
+                .members(m.conversation_type, &m.target_id)
+                .await
+                .map_err(e2ee_error)?
+                .into_iter()
+                .map(|d| {
+                    serde_json::json!({
+                        "userId": d.user_id, "deviceId": d.device_id,
+                        "safetyNumber": d.safety_number,
+                    })
+                })
+                .collect();
+            serde_json::json!({ "e2ee": {
+                "joined": { "conversationType": m.conversation_type, "targetId": m.target_id,
+                            "epoch": epoch, "members": members },
+            }})
+        }
+        Received::Changed {
+            epoch,
+            added,
+            removed,
+            keys_changed,
+        } => serde_json::json!({ "e2ee": { "changed": {
+            "conversationType": m.conversation_type, "targetId": m.target_id, "epoch": epoch,
+            "added": added, "removed": removed, "keysChanged": keys_changed,
+        }}}),
+        Received::Removed => serde_json::json!({ "e2ee": { "removed": {
+            "conversationType": m.conversation_type, "targetId": m.target_id,
+        }}}),
+        Received::Nothing => return Ok(()),
+        Received::Unreadable { uid, reason } => {
+            serde_json::json!({ "e2ee": { "unreadable": { "uid": uid, "reason": reason } } })
+        }
+    };
+    print_line(&line)
 }

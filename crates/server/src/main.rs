@@ -64,6 +64,11 @@ enum Command {
         /// Speak the JSON encoding instead of protobuf.
         #[arg(long)]
         json: bool,
+        /// Device id (default: none; with --e2ee, `cli-send`).
+        #[arg(long)]
+        device: Option<String>,
+        #[command(flatten)]
+        e2ee: E2eeArgs,
         /// The text (or, with --type, the JSON content).
         text: String,
     },
@@ -133,6 +138,8 @@ enum Command {
         chatroom: Vec<String>,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        e2ee: E2eeArgs,
     },
     /// Copy a SQLite store to FILE as one snapshot, while a server runs on it and writes.
     Backup {
@@ -186,6 +193,37 @@ enum AdminCommand {
 }
 
 /// The SQLite database `backup` and `restore` work on, named as `serve` names it.
+/// End-to-end encryption for `send` and `listen` (docs/e2ee.md).
+#[derive(clap::Args, Debug)]
+struct E2eeArgs {
+    /// Encrypt end to end (MLS): `send` encrypts for the conversation's devices (making its
+    /// group on first use), `listen` publishes this device's key packages and decrypts.
+    #[arg(long)]
+    e2ee: bool,
+    /// Where the device's MLS state is kept (one file per user and device; default: `tidings`
+    /// under the user's data home, `$XDG_DATA_HOME` or `~/.local/share`).
+    #[arg(long, env = "TIDINGS_STATE_DIR", requires = "e2ee")]
+    state_dir: Option<PathBuf>,
+}
+
+impl E2eeArgs {
+    /// The state directory, when end-to-end encryption is on.
+    fn state_dir(&self) -> anyhow::Result<Option<PathBuf>> {
+        if !self.e2ee {
+            return Ok(None);
+        }
+        if let Some(dir) = &self.state_dir {
+            return Ok(Some(dir.clone()));
+        }
+        let home = std::env::var_os("XDG_DATA_HOME")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+            .ok_or_else(|| anyhow::anyhow!("no data home: give --state-dir"))?;
+        Ok(Some(home.join("tidings")))
+    }
+}
+
 #[derive(clap::Args)]
 struct DatabaseArgs {
     #[arg(long, env = "TIDINGS_DATA_DIR", default_value = "data")]
@@ -327,6 +365,8 @@ async fn run(command: Command, serve_config: Option<tidings_server::Config>) -> 
             chatroom,
             msg_type,
             json,
+            device,
+            e2ee,
             text,
         } => {
             let content = if msg_type == "text" {
@@ -340,6 +380,9 @@ async fn run(command: Command, serve_config: Option<tidings_server::Config>) -> 
                 (None, None, Some(room)) => cli::Target::Chatroom(room),
                 (None, None, None) => anyhow::bail!("give --to, --group or --chatroom"),
             };
+            let state_dir = e2ee.state_dir()?;
+            let device = device
+                .unwrap_or_else(|| if state_dir.is_some() { "cli-send" } else { "" }.to_string());
             cli::send(
                 &server,
                 &token,
@@ -348,6 +391,8 @@ async fn run(command: Command, serve_config: Option<tidings_server::Config>) -> 
                 &msg_type,
                 content,
                 json,
+                &device,
+                state_dir.as_deref(),
             )
             .await
         }
@@ -358,9 +403,20 @@ async fn run(command: Command, serve_config: Option<tidings_server::Config>) -> 
             device,
             chatroom,
             json,
+            e2ee,
         } => {
             let ca_file = ca_file.as_deref();
-            cli::listen(&server, &token, ca_file, &device, &chatroom, json).await
+            let state_dir = e2ee.state_dir()?;
+            cli::listen(
+                &server,
+                &token,
+                ca_file,
+                &device,
+                &chatroom,
+                json,
+                state_dir.as_deref(),
+            )
+            .await
         }
         Command::Conversations {
             server,

@@ -935,8 +935,8 @@ async fn apply(b: &mut Batch<'_>, op: WriteOp) -> PgResult<WriteResult> {
                 stored: effects.stored,
             })
         }
-        WriteOp::ClaimKeyPackages { user, now } => {
-            let effects = rules::keys::claim(&stored_key_packages(db, &user).await?, now);
+        WriteOp::ClaimKeyPackages { user, now, except } => {
+            let effects = rules::keys::claim(&stored_key_packages(db, &user).await?, now, &except);
             let references: Vec<&[u8]> = effects
                 .hand_out
                 .iter()

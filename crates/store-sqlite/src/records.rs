@@ -292,8 +292,9 @@ pub fn claim_key_packages(
     tx: &Transaction<'_>,
     user: &str,
     now: i64,
+    except: &[String],
 ) -> rusqlite::Result<WriteResult> {
-    let effects = keys::claim(&stored_key_packages(tx, user)?, now);
+    let effects = keys::claim(&stored_key_packages(tx, user)?, now, except);
     let mut read = tx.prepare_cached("SELECT data FROM key_packages WHERE reference = ?1")?;
     let mut claimed = Vec::with_capacity(effects.hand_out.len());
     for (device, reference, last_resort) in effects.hand_out {

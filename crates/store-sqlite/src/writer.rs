@@ -443,8 +443,8 @@ fn apply(
         }
         WriteOp::PushDone { due } => crate::records::push_done(tx, due),
         WriteOp::PublishKeyPackages(upload) => crate::records::publish_key_packages(tx, upload),
-        WriteOp::ClaimKeyPackages { user, now } => {
-            crate::records::claim_key_packages(tx, &user, now)
+        WriteOp::ClaimKeyPackages { user, now, except } => {
+            crate::records::claim_key_packages(tx, &user, now, &except)
         }
         WriteOp::SetLastSeen { user, time } => crate::records::set_last_seen(tx, user, time),
         WriteOp::SetBlocked {

@@ -495,6 +495,7 @@ async fn claim(store: &dyn Store, user: &str, now: i64) -> Vec<crate::ClaimedKey
     let op = WriteOp::ClaimKeyPackages {
         user: user.into(),
         now,
+        except: Vec::new(),
     };
     match store.write(vec![op]).await.unwrap().remove(0) {
         WriteResult::KeyPackagesClaimed(claimed) => claimed,

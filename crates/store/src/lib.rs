@@ -864,6 +864,8 @@ pub enum WriteOp {
     ClaimKeyPackages {
         user: String,
         now: i64,
+        /// Devices of the user whose key packages are not handed out.
+        except: Vec<String>,
     },
     /// Remove the token; only if it is `user`'s when `user` is given.
     RemovePushToken {

@@ -346,6 +346,96 @@ async fn send_and_listen_in_two_terminals() {
     assert_eq!(lines[0]["latest"]["content"]["text"], "second");
 }
 
+/// Reads lines from a `listen` until one satisfies `check`.
+fn line_where(
+    reader: &mut BufReader<std::process::ChildStdout>,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    loop {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "listen ended");
+        let got: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if check(&got) {
+            return got;
+        }
+    }
+}
+
+#[tokio::test]
+async fn send_and_listen_encrypted_end_to_end_keep_their_state_in_the_state_dir() {
+    let cwd = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(cwd.path(), &[]);
+    let data = cwd.path().join("data");
+    let states = cwd.path().join("states");
+    let mut listen = Command::new(BIN)
+        .args([
+            "listen",
+            "--e2ee",
+            "--device",
+            "desk",
+            "--server",
+            &server.url,
+        ])
+        .args(["--token", &token(&data, "bob")])
+        .env("TIDINGS_STATE_DIR", &states)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(listen.stdout.take().unwrap());
+    // Its first line comes once its key packages are published.
+    let first = line_where(&mut reader, |_| true);
+    assert_eq!(first["e2ee"]["identity"], "bob:desk");
+    let number = first["e2ee"]["safetyNumber"].as_str().unwrap().to_string();
+    assert_eq!(number.len(), 35, "{number}");
+    let alice = token(&data, "alice");
+    let send = |text: &str| {
+        let out = Command::new(BIN)
+            .args(["send", "--e2ee", "--server", &server.url, "--token", &alice])
+            .args(["--state-dir", states.to_str().unwrap(), "--to", "bob", text])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let first_sent = send("sealed one");
+    let joined = line_where(&mut reader, |v| v["e2ee"]["joined"].is_object());
+    let members = joined["e2ee"]["joined"]["members"].as_array().unwrap();
+    assert!(members.iter().any(|m| m["safetyNumber"] == number.as_str()));
+    let got = line_where(&mut reader, |v| v["encrypted"] == true);
+    assert_eq!(
+        (&got["uid"], &got["content"]["text"]),
+        (&first_sent["uid"], &"sealed one".into())
+    );
+    assert_eq!(got["senderDevice"], "cli-send");
+    // A second run of `send` is the same device, from its state: no new group.
+    let second = send("sealed two");
+    let got = line_where(&mut reader, |v| v["encrypted"] == true);
+    assert_eq!(
+        (&got["uid"], &got["content"]["text"]),
+        (&second["uid"], &"sealed two".into())
+    );
+    assert_eq!(
+        second["seq"].as_u64(),
+        Some(first_sent["seq"].as_u64().unwrap() + 1)
+    );
+    listen.kill().unwrap();
+    listen.wait().unwrap();
+    // The state files are the owner's alone.
+    use std::os::unix::fs::PermissionsExt as _;
+    for file in ["alice.cli-send.mls", "bob.desk.mls"] {
+        let mode = std::fs::metadata(states.join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
+}
+
 #[tokio::test]
 async fn listen_with_a_refused_token_exits_non_zero_with_the_servers_text() {
     let cwd = tempfile::tempdir().unwrap();

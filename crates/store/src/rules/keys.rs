@@ -104,15 +104,18 @@ pub struct ClaimEffects {
     pub remove: Vec<Vec<u8>>,
 }
 
-/// Which key package of each of the user's devices a claim at `now` hands out: its oldest
-/// one-time key package that has not expired (removed, so never handed out again), or else its
-/// last-resort one (kept).
-pub fn claim(stored: &[StoredKeyPackage], now: i64) -> ClaimEffects {
+/// Which key package of each of the user's devices but those in `except` a claim at `now`
+/// hands out: its oldest one-time key package that has not expired (removed, so never handed
+/// out again), or else its last-resort one (kept).
+pub fn claim(stored: &[StoredKeyPackage], now: i64, except: &[String]) -> ClaimEffects {
     let mut effects = ClaimEffects::default();
     let mut best: BTreeMap<&str, &StoredKeyPackage> = BTreeMap::new();
     for k in stored {
         if k.not_after <= now {
             effects.remove.push(k.reference.clone());
+            continue;
+        }
+        if except.contains(&k.device) {
             continue;
         }
         let better = match best.get(k.device.as_str()) {
@@ -179,7 +182,7 @@ mod tests {
             stored("laptop", 4, true, 100, 3),
             stored("tablet", 5, false, 10, 4),
         ];
-        let effects = claim(&all, 50);
+        let effects = claim(&all, 50, &[]);
         assert_eq!(
             effects.hand_out,
             vec![
@@ -189,6 +192,10 @@ mod tests {
         );
         // The expired one and the one-time one handed out; never the last resort.
         assert_eq!(effects.remove, vec![vec![5], vec![2]]);
+        // Devices already in the group are left out, and nothing of theirs is used.
+        let except = claim(&all, 50, &["phone".to_string()]);
+        assert_eq!(except.hand_out, vec![("laptop".to_string(), vec![4], true)]);
+        assert_eq!(except.remove, vec![vec![5]]);
     }
 
     #[test]
