@@ -76,6 +76,14 @@ impl Client {
     }
 }
 
+/// The type, inside the encryption, of a message that recalls an earlier one: its content is
+/// `{"uid"}`.
+pub const RECALL_TYPE: &str = "tidings:recall";
+/// The type, inside the encryption, of an edit: `{"uid", "content"}` (the new content).
+pub const EDIT_TYPE: &str = "tidings:edit";
+/// The type, inside the encryption, of a reaction: `{"uid", "emoji", "remove"}`.
+pub const REACTION_TYPE: &str = "tidings:reaction";
+
 /// How many one-time key packages [`E2ee::publish`] keeps in the directory.
 pub const KEY_PACKAGE_SUPPLY: u64 = 30;
 /// Below this many, [`E2ee::publish`] uploads more.
@@ -598,6 +606,16 @@ impl E2ee {
                 let Ok(inner) = serde_json::from_slice::<Inner>(&plaintext) else {
                     return unreadable("the plaintext is not a message");
                 };
+                // Only a message's sender recalls or edits it.
+                if matches!(inner.msg_type.as_str(), RECALL_TYPE | EDIT_TYPE) {
+                    let about = serde_json::from_str::<serde_json::Value>(inner.content.get())
+                        .ok()
+                        .and_then(|v| v["uid"].as_str().map(str::to_string))
+                        .and_then(|uid| state.cached(&uid));
+                    if about.is_none_or(|o| o.sender_id != m.sender_id) {
+                        return unreadable("a recall or edit of a message its sender did not send");
+                    }
+                }
                 let d = Decrypted {
                     uid: m.uid.clone(),
                     conversation_type: m.conversation_type,
@@ -738,6 +756,54 @@ impl E2ee {
             }
         }
         Err(E2eeError::Busy)
+    }
+
+    /// Recalls one of this user's messages of the conversation, inside the encryption: members'
+    /// SDKs report a [`RECALL_TYPE`] message, and the app hides the message.
+    pub async fn recall(
+        &self,
+        conversation_type: u32,
+        target: &str,
+        uid: &str,
+    ) -> Result<crate::Sent, E2eeError> {
+        let content = serde_json::json!({ "uid": uid }).to_string();
+        self.send(conversation_type, target, RECALL_TYPE, &content)
+            .await
+    }
+
+    /// Edits one of this user's messages, inside the encryption ([`EDIT_TYPE`]): `content` is
+    /// the new content (a JSON object).
+    pub async fn edit(
+        &self,
+        conversation_type: u32,
+        target: &str,
+        uid: &str,
+        content: &str,
+    ) -> Result<crate::Sent, E2eeError> {
+        let content: serde_json::Value = serde_json::from_str(content)
+            .map_err(|_| E2eeError::Invalid("content is a JSON object".into()))?;
+        let edit = serde_json::json!({ "uid": uid, "content": content }).to_string();
+        self.send(conversation_type, target, EDIT_TYPE, &edit).await
+    }
+
+    /// Reacts to a message with an emoji (or takes the reaction back), inside the encryption
+    /// ([`REACTION_TYPE`]).
+    pub async fn react(
+        &self,
+        conversation_type: u32,
+        target: &str,
+        uid: &str,
+        emoji: &str,
+        remove: bool,
+    ) -> Result<crate::Sent, E2eeError> {
+        let content = serde_json::json!({ "uid": uid, "emoji": emoji, "remove": remove });
+        self.send(
+            conversation_type,
+            target,
+            REACTION_TYPE,
+            &content.to_string(),
+        )
+        .await
     }
 
     /// Removes every device of these users from the conversation's group (mirroring their

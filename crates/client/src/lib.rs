@@ -44,8 +44,8 @@ pub use conversations::{
     SearchResults, UserProfile,
 };
 pub use e2ee::{
-    Decrypted, DeviceKeyPackage, E2ee, E2eeError, KEY_PACKAGE_LOW, KEY_PACKAGE_SUPPLY,
-    MemberDevice, Received,
+    Decrypted, DeviceKeyPackage, E2ee, E2eeError, EDIT_TYPE, KEY_PACKAGE_LOW, KEY_PACKAGE_SUPPLY,
+    MemberDevice, REACTION_TYPE, RECALL_TYPE, Received,
 };
 pub use groups::{Group, GroupMember, GroupMembersPage, GroupNotice, GroupReceipt};
 /// The TLS library [`ClientConfig::tls`] is configured with.

@@ -1078,6 +1078,13 @@ pub(crate) fn amended(results: Vec<WriteResult>) -> Result<tidings_store::Stored
             AmendRefusal::Recalled => Code::MessageRecalled,
             AmendRefusal::Blocked => Code::RejectedByBlacklist,
             AmendRefusal::Group(r) => crate::validate::group_refusal_code(r),
+            AmendRefusal::Encrypted => {
+                return Err(Refusal::new(
+                    Code::InvalidMessageType,
+                    "an end-to-end encrypted message is edited and reacted to inside the \
+                     encryption, as a message of the conversation (docs/e2ee.md)",
+                ));
+            }
             AmendRefusal::TooManyReactions => {
                 return Err(Refusal::new(
                     Code::InvalidQuery,

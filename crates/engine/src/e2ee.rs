@@ -185,7 +185,7 @@ impl Engine {
 
 /// The message type of an end-to-end encrypted conversation's messages: an MLS message the
 /// server orders and delivers but cannot read.
-pub const MLS_TYPE: &str = "mls";
+pub const MLS_TYPE: &str = tidings_store::MLS_TYPE;
 
 /// The largest content of an [`MLS_TYPE`] message, in bytes (or `max_content_bytes`, if that
 /// is larger): a commit that adds many devices carries their Welcome and the group's tree.

@@ -164,6 +164,9 @@ pub enum AmendRefusal {
     TooManyReactions,
     /// In a group, the acting user may not send (see [`AppendMessage::to_group`]).
     Group(GroupRefusal),
+    /// An edit or a reaction of an end-to-end encrypted message ([`MLS_TYPE`]): it would be in
+    /// the clear. Members edit and react inside the encryption.
+    Encrypted,
 }
 
 /// The most different emoji on one message.
@@ -271,6 +274,10 @@ pub struct AppendMessage {
     /// ([`rules::e2ee::order`]), decided in the append's transaction.
     pub mls: Option<MlsOrdering>,
 }
+
+/// The message type of an end-to-end encrypted conversation's messages: an MLS message
+/// (docs/e2ee.md) that the server orders and delivers but cannot read.
+pub const MLS_TYPE: &str = "mls";
 
 /// What a message of an end-to-end encrypted conversation says of its MLS group, read from the
 /// MLS message's public header: all the store orders it by.

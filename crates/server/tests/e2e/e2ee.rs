@@ -619,3 +619,90 @@ async fn on_postgres_the_tables_hold_no_plaintext() {
         }
     }
 }
+
+#[tokio::test]
+async fn recalls_edits_and_reactions_travel_inside_the_encryption() {
+    let server = TestServer::start().await;
+    let mut alice = Member::join(&server, "alice", "phone").await;
+    let mut bob = Member::join(&server, "bob", "desk").await;
+    let sent = alice.e2ee.send_text(PRIVATE, "bob", "draft").await.unwrap();
+    bob.read("draft").await;
+    // The server's own edit and reaction would be in the clear: refused.
+    refused_with(
+        alice
+            .client
+            .edit(PRIVATE, "bob", sent.seq, r#"{"text":"x"}"#)
+            .await,
+        Code::InvalidMessageType,
+    );
+    refused_with(
+        bob.client
+            .react(PRIVATE, "alice", sent.seq, "👍", false)
+            .await,
+        Code::InvalidMessageType,
+    );
+    alice
+        .e2ee
+        .edit(PRIVATE, "bob", &sent.uid, r#"{"text":"final"}"#)
+        .await
+        .unwrap();
+    bob.e2ee
+        .react(PRIVATE, "alice", &sent.uid, "👍", false)
+        .await
+        .unwrap();
+    alice.e2ee.recall(PRIVATE, "bob", &sent.uid).await.unwrap();
+    alice
+        .e2ee
+        .send_text(PRIVATE, "bob", "marker")
+        .await
+        .unwrap();
+    let seen = bob.read_until("marker").await;
+    let inner: Vec<(String, serde_json::Value)> = seen
+        .iter()
+        .filter_map(|r| match r {
+            Received::Message(d) => Some((
+                d.msg_type.clone(),
+                serde_json::from_str(&d.content).unwrap(),
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        inner,
+        vec![
+            (
+                tidings_client::EDIT_TYPE.to_string(),
+                serde_json::json!({"uid": sent.uid, "content": {"text": "final"}})
+            ),
+            (
+                tidings_client::RECALL_TYPE.to_string(),
+                serde_json::json!({"uid": sent.uid})
+            ),
+        ]
+    );
+    // Alice's device reads Bob's reaction.
+    let reaction = loop {
+        let m = next_message(&mut alice.events).await;
+        if let Received::Message(d) = alice.e2ee.receive(&m).await.unwrap()
+            && d.msg_type == tidings_client::REACTION_TYPE
+        {
+            break d;
+        }
+    };
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&reaction.content).unwrap(),
+        serde_json::json!({"uid": sent.uid, "emoji": "👍", "remove": false})
+    );
+    // Only a message's sender recalls it: Bob's "recall" of Alice's message is not taken.
+    bob.e2ee.recall(PRIVATE, "alice", &sent.uid).await.unwrap();
+    bob.e2ee
+        .send_text(PRIVATE, "alice", "marker 2")
+        .await
+        .unwrap();
+    let seen = alice.read_until("marker 2").await;
+    assert!(
+        seen.iter()
+            .any(|r| matches!(r, Received::Unreadable { reason, .. } if reason.contains("recall"))),
+        "{seen:?}"
+    );
+}

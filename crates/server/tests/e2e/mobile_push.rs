@@ -603,3 +603,42 @@ async fn data_only_notifications_carry_no_text_off_the_server() {
     assert_eq!(a.payload["aps"], json!({"content-available": 1}));
     assert!(!a.payload.to_string().contains("secret"));
 }
+
+#[tokio::test]
+async fn an_encrypted_conversations_notifications_are_data_only() {
+    let fcm = FakeFcm::start().await.unwrap();
+    let apns = FakeApns::start().await.unwrap();
+    // Data-only is off for the server: encryption makes it so for the conversation.
+    let server = start(&fcm, &apns).await;
+    let state = tempfile::tempdir().unwrap();
+    {
+        let (bob, _events) = server.client("bob", "phone").await;
+        bob.register_push_token(&fcm_token("bob")).await.unwrap();
+        let e2ee = tidings_client::E2ee::open(&bob, "phone", state.path()).unwrap();
+        e2ee.publish().await.unwrap();
+        bob.close().await;
+    }
+    offline(&server, "bob").await;
+    let (alice, _a) = server.client("alice", "phone").await;
+    let alice_state = tempfile::tempdir().unwrap();
+    let e2ee = tidings_client::E2ee::open(&alice, "phone", alice_state.path()).unwrap();
+    e2ee.publish().await.unwrap();
+    let sent = e2ee
+        .send_text(1, "bob", "the vault code is 7731")
+        .await
+        .unwrap();
+    // The commit that made the group is not counted, so it notifies nobody: the one
+    // notification is the message's.
+    let m = &fcm_wait(&fcm, 1).await[0].message;
+    assert_eq!(m["data"]["uid"], sent.uid.as_str());
+    assert!(m.get("notification").is_none(), "{m}");
+    assert!(m["data"].get("text").is_none(), "{m}");
+    assert!(!m.to_string().contains("vault"), "{m}");
+    // A plain message in the same server still has its text.
+    alice
+        .send(Outgoing::text("bob", "plain words"))
+        .await
+        .unwrap();
+    let plain = &fcm_wait(&fcm, 2).await[1].message;
+    assert_eq!(plain["notification"]["body"], "plain words", "{plain}");
+}

@@ -83,6 +83,9 @@ pub fn decide<'a>(a: &'a Amend, snapshot: &AmendSnapshot<'_>) -> Result<Change<'
     if snapshot.blocked {
         return Err(AmendRefusal::Blocked);
     }
+    if target.msg_type == crate::MLS_TYPE && !matches!(a.action, AmendAction::Recall { .. }) {
+        return Err(AmendRefusal::Encrypted);
+    }
     let by_sender = target.sender == a.by;
     match &a.action {
         AmendAction::Recall { not_before } => {
@@ -234,6 +237,21 @@ mod tests {
             decide(&react("bob", true), &event),
             Err(AmendRefusal::NotFound)
         );
+    }
+
+    #[test]
+    fn an_encrypted_message_is_recalled_but_never_edited_or_reacted_to_in_the_clear() {
+        let mut snap = found(false);
+        snap.target = snap.target.map(|t| Target {
+            msg_type: crate::MLS_TYPE,
+            ..t
+        });
+        assert_eq!(decide(&edit("alice"), &snap), Err(AmendRefusal::Encrypted));
+        assert_eq!(
+            decide(&react("bob", true), &snap),
+            Err(AmendRefusal::Encrypted)
+        );
+        assert_eq!(decide(&recall("alice", 0), &snap), Ok(Change::Recall));
     }
 
     #[test]
