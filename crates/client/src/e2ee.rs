@@ -111,6 +111,11 @@ pub enum E2eeError {
     /// Other members kept committing first; try again.
     #[error("the conversation's group kept changing: try again")]
     Busy,
+    /// The conversation has a group this device is not in: a member's device adds it at its
+    /// next send (or sooner after `refresh_devices`), once this device has published key
+    /// packages.
+    #[error("this device is not in the conversation's encrypted group yet: a member adds it")]
+    NotAdded,
     #[error("{0}")]
     Invalid(String),
 }
@@ -138,9 +143,11 @@ pub enum Received {
     /// Not an `mls` message: not encrypted.
     Plain,
     Message(Decrypted),
-    /// This device joined the conversation's group from a Welcome.
+    /// This device joined the conversation's group from a Welcome; `keys_changed` are member
+    /// devices whose signature key differs from the one this device saw before.
     Joined {
         epoch: u64,
+        keys_changed: Vec<String>,
     },
     /// The group changed: devices added and removed (`user:device`), and devices whose
     /// signature key differs from the one this device saw before (their safety numbers
@@ -392,7 +399,9 @@ impl E2ee {
         state.device.set_app_value("published", Some(vec![1]))?;
         // The private halves are saved before the public ones are handed to anyone.
         state.save()?;
-        Ok(self.client.publish_key_packages(packages, false).await?)
+        // A new state replaces what the device id had in the directory: key packages of a
+        // state that is gone (their private keys with it) must not be handed out.
+        Ok(self.client.publish_key_packages(packages, first).await?)
     }
 
     /// The devices in the conversation's group, with their safety numbers.
@@ -492,14 +501,15 @@ impl E2ee {
             if c.seq >= until {
                 return Ok(());
             }
+            // From the start: after seq 0 means "the newest" to the server, so the first page is
+            // read by time.
+            let start = match c.seq {
+                0 => crate::HistoryStart::AfterTime(1),
+                seq => crate::HistoryStart::AfterSeq(seq),
+            };
             let page = match self
                 .client
-                .history(
-                    conversation_type,
-                    target,
-                    crate::HistoryStart::AfterSeq(c.seq),
-                    100,
-                )
+                .history(conversation_type, target, start, 100)
                 .await
             {
                 Ok(page) => page,
@@ -578,9 +588,10 @@ impl E2ee {
             {
                 c.group = hex(&joined);
                 state.set_conversation(m.conversation_type, &m.target_id, &c)?;
-                state.note_keys(&joined)?;
+                let keys_changed = state.note_keys(&joined)?;
                 return Ok(Received::Joined {
                     epoch: state.device.epoch(&joined)?,
+                    keys_changed,
                 });
             }
             return if header.kind == tidings_mls::ds::Kind::Application {
@@ -856,9 +867,15 @@ impl E2ee {
             let group = unhex(&c.group).filter(|g| !g.is_empty() && state.device.has_group(g));
             let Some(group) = group else {
                 if !self.start(state, conversation_type, target, &users).await? {
-                    // Another device started the group first: its Welcome is in the history.
+                    // Another device started the group first: its Welcome, if it added this
+                    // device, is in the history.
                     self.catch_up(state, conversation_type, target, u64::MAX)
                         .await?;
+                    let c = state.conversation(conversation_type, target);
+                    if !unhex(&c.group).is_some_and(|g| !g.is_empty() && state.device.has_group(&g))
+                    {
+                        return Err(E2eeError::NotAdded);
+                    }
                 }
                 continue;
             };

@@ -398,7 +398,10 @@ async fn print_received(e2ee: &E2ee, m: &tidings_client::Message) -> anyhow::Res
                 "content": content,
             })
         }
-        Received::Joined { epoch } => {
+        Received::Joined {
+            epoch,
+            keys_changed,
+        } => {
             // A join uses up a key package: top the supply up.
             e2ee.publish().await.map_err(e2ee_error)?;
             let members: Vec<_> = e2ee
@@ -415,7 +418,7 @@ async fn print_received(e2ee: &E2ee, m: &tidings_client::Message) -> anyhow::Res
                 .collect();
             serde_json::json!({ "e2ee": {
                 "joined": { "conversationType": m.conversation_type, "targetId": m.target_id,
-                            "epoch": epoch, "members": members },
+                            "epoch": epoch, "members": members, "keysChanged": keys_changed },
             }})
         }
         Received::Changed {
