@@ -23,6 +23,7 @@ import {
   isRetryable,
   statusOfDisconnect,
 } from './codes.js';
+import { fromBase64, toBase64 } from './base64.js';
 import { Emitter } from './emitter.js';
 import { Inbox } from './inbox.js';
 import { MessageContent, TypingStatusMessage, contentClass, decodeContent, registerMessageType } from './messages.js';
@@ -2711,6 +2712,43 @@ export class TidingsClient {
         },
       }).then(() => true),
       callback,
+    );
+  }
+
+  // ------------------------------------------------------- end-to-end encryption
+
+  /**
+   * Uploads this device's MLS key packages (each a TLS-serialized `MLSMessage` holding a
+   * `KeyPackage` whose credential names this user and device; at most 100). With `replace`,
+   * the device's earlier ones are removed first. Answers how many one-time key packages the
+   * device has in the directory; upload none to just ask. See docs/e2ee.md; `E2ee` does this
+   * for you.
+   * @param {Uint8Array[]} keyPackages
+   * @param {boolean} [replace]
+   * @returns {Promise<number>}
+   */
+  publishKeyPackages(keyPackages, replace = false) {
+    return this.query({
+      publishKeyPackages: { keyPackages: (keyPackages ?? []).map((k) => toBase64(k)), replace: Boolean(replace) },
+    }).then((q) => int(q.keyPackageCount));
+  }
+
+  /**
+   * Claims one key package of each device of each user named (1–10), leaving out the devices
+   * in `except` (`user:device`, those already in a group): by user in the order asked, then by
+   * device id.
+   * @param {string[]} userIds
+   * @param {string[]} [except]
+   * @returns {Promise<import('./types.js').ClaimedKeyPackage[]>}
+   */
+  claimKeyPackages(userIds, except = []) {
+    return this.query({ claimKeyPackages: { userIds: [...userIds], except: [...except] } }).then((q) =>
+      (q.keyPackages ?? []).map((/** @type {any} */ k) => ({
+        userId: String(k.userId ?? ''),
+        deviceId: String(k.deviceId ?? ''),
+        keyPackage: fromBase64(String(k.keyPackage ?? '')),
+        lastResort: Boolean(k.lastResort),
+      })),
     );
   }
 

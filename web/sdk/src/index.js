@@ -31,3 +31,4 @@ export {
   registerMessageType,
 } from './messages.js';
 export { LocalStorageProvider, MemoryStorage, defaultStorage } from './storage.js';
+export { E2ee, E2eeError, IndexedDbE2eeStorage, MemoryE2eeStorage, WebStorageE2eeStorage, safetyNumber } from './e2ee.js';

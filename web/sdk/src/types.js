@@ -190,3 +190,12 @@
  */
 
 export {};
+
+/**
+ * A key package a claim handed out (docs/e2ee.md).
+ * @typedef {object} ClaimedKeyPackage
+ * @property {string} userId
+ * @property {string} deviceId
+ * @property {Uint8Array} keyPackage the TLS-serialized MLSMessage the device uploaded
+ * @property {boolean} lastResort the device's last-resort key package, which others may have been handed too
+ */

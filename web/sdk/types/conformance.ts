@@ -31,6 +31,12 @@ export const values: {
   MemoryStorage: typeof Decl.MemoryStorage;
   LocalStorageProvider: typeof Decl.LocalStorageProvider;
   defaultStorage: typeof Decl.defaultStorage;
+  MemoryE2eeStorage: typeof Decl.MemoryE2eeStorage;
+  IndexedDbE2eeStorage: typeof Decl.IndexedDbE2eeStorage;
+  WebStorageE2eeStorage: typeof Decl.WebStorageE2eeStorage;
+  E2eeError: typeof Decl.E2eeError;
+  safetyNumber: typeof Decl.safetyNumber;
+  E2ee: Pick<typeof Decl.E2ee, 'open'>;
 } = Impl;
 
 /** The client, instance side and static side. */
@@ -60,6 +66,14 @@ export async function shapes(c: Impl.TidingsClient): Promise<void> {
   const upload: Decl.Upload = await c.uploadFile('text', { name: 'a.txt', type: 'text/plain' });
   const link: Decl.FileUrl = await c.getFileUrl(upload, 60);
   c.on('chatroom', (e: Decl.ChatroomEvent) => void e);
+  const count: number = await c.publishKeyPackages([new Uint8Array()], true);
+  const claimed: Decl.ClaimedKeyPackage[] = await c.claimKeyPackages(['bob'], ['bob:phone']);
+  const e2ee: Decl.E2ee = await Impl.E2ee.open(c, { deviceId: 'phone', storage: new Impl.MemoryE2eeStorage() });
+  const received: Decl.Received = await e2ee.receive(m);
+  const decrypted: Decl.Decrypted = await e2ee.sendText(1, 'bob', 'hi');
+  const devices: Decl.MemberDevice[] = await e2ee.members(1, 'bob');
+  const epoch: number | null = await e2ee.epoch(1, 'bob');
+  void [count, claimed, received, decrypted, devices, epoch];
   void [joined, info, entry, group, members, receipt, found, presence, quiet, link, vapidKey, unregistered];
   void m;
   void list;

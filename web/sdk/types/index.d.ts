@@ -980,6 +980,14 @@ export declare class TidingsClient {
   /** Registers a native FCM or APNs token for this device (hybrid apps). */
   registerPushToken(token: PushToken, callback?: Callback<boolean>): Promise<boolean>;
   unregisterPushToken(provider: 'fcm' | 'apns', token: string, callback?: Callback<boolean>): Promise<boolean>;
+  /**
+   * Uploads this device's MLS key packages (TLS-serialized `MLSMessage`s; at most 100); with
+   * `replace`, the device's earlier ones go first. Resolves with how many one-time key packages
+   * the device has in the directory (upload none to just ask). `E2ee.publish` does this.
+   */
+  publishKeyPackages(keyPackages: Uint8Array[], replace?: boolean): Promise<number>;
+  /** Claims one key package of each device of each user named (1–10), but the devices in `except` (`user:device`). */
+  claimKeyPackages(userIds: string[], except?: string[]): Promise<ClaimedKeyPackage[]>;
   /** While `background` is true, this device gets push notifications as if it were not connected. */
   setAppState(background: boolean, callback?: Callback<boolean>): Promise<boolean>;
   setConversationNotificationStatus(conversationType: number, targetId: string, status: number, callback?: Callback<number>): Promise<number>;
@@ -998,3 +1006,132 @@ export declare class TidingsClient {
   /** Anyone's call: fresh links to a file carried by `message`, which this user can see (42024 otherwise). */
   getFileUrl(file: string | { file: { id: string } }, message: Message | MessageRef, ttlSecs?: number, callback?: Callback<FileUrl>): Promise<FileUrl>;
 }
+
+// ------------------------------------------------------------------ end-to-end encryption
+
+/** A key package a claim handed out (docs/e2ee.md). */
+export interface ClaimedKeyPackage {
+  userId: string;
+  deviceId: string;
+  /** The TLS-serialized `MLSMessage` the device uploaded. */
+  keyPackage: Uint8Array;
+  /** The device's last-resort key package, which others may have been handed too. */
+  lastResort: boolean;
+}
+
+/**
+ * Where a device's MLS state is kept: text entries under keys, loaded by prefix, written in
+ * batches that land all together or not at all.
+ */
+export interface E2eeStorage {
+  load(prefix: string): Promise<Array<[string, string]>>;
+  /** Sets, or with `null` removes, entries. */
+  write(changes: Array<[string, string | null]>): Promise<void>;
+}
+
+/** The state in memory: for tests and Node; lost with the process. */
+export declare class MemoryE2eeStorage implements E2eeStorage {
+  constructor();
+  items: Map<string, string>;
+  load(prefix: string): Promise<Array<[string, string]>>;
+  write(changes: Array<[string, string | null]>): Promise<void>;
+}
+
+/** The state in IndexedDB (the browser's default): database `tidings-e2ee` unless named. */
+export declare class IndexedDbE2eeStorage implements E2eeStorage {
+  constructor(options?: { name?: string; indexedDB?: IDBFactory; IDBKeyRange?: typeof IDBKeyRange });
+  load(prefix: string): Promise<Array<[string, string]>>;
+  write(changes: Array<[string, string | null]>): Promise<void>;
+}
+
+/** The state in a Web Storage-like provider, one item per device. */
+export declare class WebStorageE2eeStorage implements E2eeStorage {
+  constructor(provider: StorageProvider);
+  load(prefix: string): Promise<Array<[string, string]>>;
+  write(changes: Array<[string, string | null]>): Promise<void>;
+}
+
+/** Why an end-to-end encrypted operation failed. */
+export declare class E2eeError extends Error {
+  constructor(kind: 'noDevices' | 'busy' | 'invalid', message: string);
+  /**
+   * `noDevices`: a user of the conversation has no device with key packages; `busy`: other
+   * members kept committing first, try again; `invalid`: anything else (a key package handed
+   * out for a device that it does not name, no device id, ...).
+   */
+  kind: 'noDevices' | 'busy' | 'invalid';
+}
+
+/** A message of an encrypted conversation, decrypted. */
+export interface Decrypted {
+  uid: string;
+  conversationType: number;
+  targetId: string;
+  senderId: string;
+  /** The device that sent it, as its MLS credential says. */
+  senderDevice: string;
+  seq: number;
+  sentTime: number;
+  /** The type inside the encryption (`text`, ...). */
+  type: string;
+  /** The content inside the encryption: a JSON object (`{"text": "hi"}`). */
+  content: any;
+}
+
+/** What a message was to this device. */
+export type Received =
+  /** Not an `mls` message: not encrypted. */
+  | { kind: 'plain' }
+  | { kind: 'message'; message: Decrypted }
+  /** This device joined the conversation's group from a Welcome; `keysChanged`: member devices whose signature key differs from the one this device saw before, in another conversation. */
+  | { kind: 'joined'; epoch: number; keysChanged: string[] }
+  /** The group changed: devices added and removed (`user:device`), and devices whose signature key differs from the one seen before (verify their safety numbers again). */
+  | { kind: 'changed'; epoch: number; added: string[]; removed: string[]; keysChanged: string[] }
+  /** This device was removed from the group. */
+  | { kind: 'removed' }
+  /** A handshake of no concern to this device, or its own message back. */
+  | { kind: 'nothing' }
+  /** Sent before this device joined, after it was removed, or not what the server claims. */
+  | { kind: 'unreadable'; uid: string; reason: string };
+
+/** A member device of an encrypted conversation. */
+export interface MemberDevice {
+  userId: string;
+  deviceId: string;
+  safetyNumber: string;
+}
+
+/**
+ * End-to-end encryption (MLS, RFC 9420) for one device: see docs/e2ee.md. Give it every message
+ * the client presents (`receive`), in order; send with `sendText` / `send`.
+ */
+export declare class E2ee {
+  private constructor(client: TidingsClient, storage: E2eeStorage);
+  /**
+   * Opens this device's state (made the first time). The client must be connected, with this
+   * device id (`init`'s `deviceId`). `storage`: IndexedDB in the browser, memory elsewhere,
+   * unless given (an `E2eeStorage`, or a Web Storage-like provider).
+   */
+  static open(client: TidingsClient, options?: { deviceId?: string; storage?: E2eeStorage | StorageProvider }): Promise<E2ee>;
+  /** `user:device`. */
+  readonly identity: string;
+  /** Tops up the key packages in the directory (to 30 when fewer than 10; a last-resort one the first time); resolves with the count there. */
+  publish(): Promise<number>;
+  receive(message: Message): Promise<Received>;
+  sendText(conversationType: number, targetId: string, text: string): Promise<Decrypted>;
+  send(conversationType: number, targetId: string, type: string, content: Record<string, unknown>): Promise<Decrypted>;
+  /** Removes every device of these users from the conversation's group, in one commit. */
+  removeUsers(conversationType: number, targetId: string, userIds: string[]): Promise<void>;
+  /** The next send looks for devices of the conversation's users not in its group yet. */
+  refreshDevices(conversationType: number, targetId: string): Promise<void>;
+  members(conversationType: number, targetId: string): Promise<MemberDevice[]>;
+  /** This device's safety number. */
+  safetyNumber(): string;
+  /** The conversation's group epoch; null when this device is not in its group. */
+  epoch(conversationType: number, targetId: string): Promise<number | null>;
+  /** How many times another member's commit came before one of this device's. */
+  conflicts(): number;
+}
+
+/** Six groups of five digits from the SHA-256 of an Ed25519 signature public key (`tidings_mls::safety_number`). */
+export declare function safetyNumber(signatureKey: Uint8Array): string;
