@@ -91,6 +91,8 @@ pub const KEY_PACKAGE_LOW: u64 = 10;
 /// How many of its own recent client message ids a device remembers, to know its own messages
 /// when the server delivers them back.
 const SENT_KEPT: usize = 1024;
+/// How many decrypted messages' plaintext a device keeps in its state (see [`E2ee::receive`]).
+pub const PLAINTEXT_KEPT: usize = 1000;
 /// How often, at most, a send looks for devices of the conversation's users that are not in
 /// its group yet.
 const DEVICE_CHECK: std::time::Duration = std::time::Duration::from_secs(60);
@@ -275,10 +277,26 @@ impl State {
             .and_then(|v| serde_json::from_slice(&v).ok())
     }
 
+    /// Keeps a decrypted message's plaintext (MLS keys are used once: it cannot be decrypted
+    /// again), the newest [`PLAINTEXT_KEPT`] of them: the state file is written whole, so it
+    /// must not grow with every message.
     fn cache(&self, d: &Decrypted) -> Result<(), E2eeError> {
         let value = serde_json::to_vec(d).map_err(|e| E2eeError::Invalid(e.to_string()))?;
         self.device
             .set_app_value(&format!("plain/{}", d.uid), Some(value))?;
+        let mut order: std::collections::VecDeque<String> = self
+            .device
+            .app_value("plain-order")
+            .and_then(|v| serde_json::from_slice(&v).ok())
+            .unwrap_or_default();
+        order.push_back(d.uid.clone());
+        while order.len() > PLAINTEXT_KEPT {
+            if let Some(old) = order.pop_front() {
+                self.device.set_app_value(&format!("plain/{old}"), None)?;
+            }
+        }
+        let order = serde_json::to_vec(&order).map_err(|e| E2eeError::Invalid(e.to_string()))?;
+        self.device.set_app_value("plain-order", Some(order))?;
         Ok(())
     }
 
@@ -451,7 +469,9 @@ impl E2ee {
     /// Processes a message of an encrypted conversation (one from the event stream, or
     /// history), catching up first on the conversation's earlier messages this device has not
     /// processed. A message processed before answers what it answered then, for application
-    /// messages (MLS keys are used once, so the plaintext is kept in the state).
+    /// messages among the newest [`PLAINTEXT_KEPT`] decrypted (MLS keys are used once, so the
+    /// plaintext is kept in the state); older ones answer [`Received::Nothing`]: an app keeps
+    /// what it showed in its own store.
     pub async fn receive(&self, message: &crate::Message) -> Result<Received, E2eeError> {
         if message.msg_type != "mls" {
             if message.msg_type == tidings_proto::GROUP_EVENT_TYPE {
@@ -1088,5 +1108,43 @@ impl E2ee {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_keeps_the_plaintext_of_its_newest_messages_only() {
+        let dir = std::env::temp_dir().join(format!("tidings-e2ee-cache-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let state = State {
+            device: tidings_mls::device::Device::create("alice", "phone").unwrap(),
+            path: dir.join("state.mls"),
+            _lock: std::fs::File::create(dir.join("lock")).unwrap(),
+            checked: Default::default(),
+        };
+        let message = |i: usize| Decrypted {
+            uid: format!("u{i}"),
+            conversation_type: 1,
+            target_id: "bob".into(),
+            sender_id: "bob".into(),
+            sender_device: "desk".into(),
+            seq: i as u64,
+            sent_time: 0,
+            msg_type: "text".into(),
+            content: "{}".into(),
+        };
+        for i in 0..=PLAINTEXT_KEPT {
+            state.cache(&message(i)).unwrap();
+        }
+        assert_eq!(state.cached("u0"), None, "the oldest is dropped");
+        assert_eq!(state.cached("u1"), Some(message(1)));
+        assert_eq!(
+            state.cached(&format!("u{PLAINTEXT_KEPT}")),
+            Some(message(PLAINTEXT_KEPT))
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

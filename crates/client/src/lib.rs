@@ -45,7 +45,7 @@ pub use conversations::{
 };
 pub use e2ee::{
     Decrypted, DeviceKeyPackage, E2ee, E2eeError, EDIT_TYPE, KEY_PACKAGE_LOW, KEY_PACKAGE_SUPPLY,
-    MemberDevice, REACTION_TYPE, RECALL_TYPE, Received,
+    MemberDevice, PLAINTEXT_KEPT, REACTION_TYPE, RECALL_TYPE, Received,
 };
 pub use groups::{Group, GroupMember, GroupMembersPage, GroupNotice, GroupReceipt};
 /// The TLS library [`ClientConfig::tls`] is configured with.
