@@ -587,3 +587,74 @@ async fn notifications_due_belong_to_the_node_that_committed_them() {
     b.close().await.unwrap();
     db.drop().await.unwrap();
 }
+
+/// Nodes of a cluster that claim the same user's key packages at once hand each one-time key
+/// package out once, and of commits for one epoch made on two nodes at once one is taken.
+#[tokio::test]
+async fn nodes_at_once_hand_out_a_key_package_once_and_take_one_commit_per_epoch() {
+    let Some(db) = database("nodes_at_once_hand_out_a_key_package_once").await else {
+        return;
+    };
+    let a = PostgresStore::connect(&PostgresConfig::new(&db.url))
+        .await
+        .unwrap();
+    let b = PostgresStore::connect(&PostgresConfig::new(&db.url))
+        .await
+        .unwrap();
+    let packages: Vec<_> = (0..40u8)
+        .map(|r| tidings_store::KeyPackageRecord {
+            reference: vec![r; 32],
+            data: vec![r; 10],
+            last_resort: false,
+            not_after: i64::MAX,
+        })
+        .collect();
+    a.write(vec![WriteOp::PublishKeyPackages(
+        tidings_store::KeyPackageUpload {
+            user: "kp".into(),
+            device: "phone".into(),
+            packages,
+            replace: false,
+            now: 0,
+        },
+    )])
+    .await
+    .unwrap();
+    let claim_op = || WriteOp::ClaimKeyPackages {
+        user: "kp".into(),
+        now: 0,
+        except: Vec::new(),
+    };
+    let claims = (0..20).flat_map(|_| [a.write(vec![claim_op()]), b.write(vec![claim_op()])]);
+    let mut handed: Vec<u8> = futures_util::future::join_all(claims)
+        .await
+        .into_iter()
+        .flat_map(|r| match r.unwrap().remove(0) {
+            WriteResult::KeyPackagesClaimed(c) => c,
+            other => panic!("{other:?}"),
+        })
+        .map(|c| c.data[0])
+        .collect();
+    handed.sort();
+    assert_eq!(handed, (0..40).collect::<Vec<u8>>());
+
+    let commit = |cmid: &str| {
+        let mut m = conformance::private_append("ea", "eb", cmid, "x");
+        m.msg_type = "mls".into();
+        m.mls = Some(tidings_store::MlsOrdering {
+            group_id: vec![1],
+            epoch: 0,
+            kind: tidings_store::MlsKind::Commit,
+        });
+        WriteOp::Append(m)
+    };
+    let (ra, rb) = tokio::join!(a.write(vec![commit("on-a")]), b.write(vec![commit("on-b")]));
+    let taken = [ra.unwrap().remove(0), rb.unwrap().remove(0)]
+        .iter()
+        .filter(|r| matches!(r, WriteResult::Appended { .. }))
+        .count();
+    assert_eq!(taken, 1, "one commit of epoch 0 is taken");
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+    db.drop().await.unwrap();
+}
