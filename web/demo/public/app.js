@@ -1,10 +1,14 @@
 // The demo chat page: built-in accounts with a profile (name and picture), the conversation list,
 // one-to-one and group chat with images and files, discussions (groups people make, invite to,
 // rename and leave from the page), and chatrooms, over the browser SDK. On a narrow
-// screen the list and the chat are two views. Everything it loads comes from this server.
+// screen the list and the chat are two views. One-to-one chats can be started end-to-end
+// encrypted (the SDK's E2ee, MLS; a conversation holding encrypted messages stays encrypted):
+// each browser is a device with its own keys, kept in IndexedDB. Everything it loads comes from
+// this server.
 import {
   ConnectionStatus,
   ConversationType,
+  E2ee,
   FileMessage,
   ImageMessage,
   TextMessage,
@@ -50,6 +54,25 @@ const fetching = new Set();
 let profileBatch = /** @type {Set<string>} */ (new Set());
 let typingTimer = 0;
 let lastTypingSent = 0;
+
+/**
+ * This browser's end-to-end encryption (one device: the SDK client's device id, its MLS state in
+ * IndexedDB), once open; `e2eeReady` answers it, or null when it cannot be had here.
+ * @type {E2ee | null}
+ */
+let e2ee = null;
+/** @type {Promise<E2ee | null>} */
+let e2eeReady = Promise.resolve(null);
+/** Conversations (`type:target`) known to be encrypted: started so, or holding an `mls` message. */
+const encryptedConvs = new Set();
+/** Devices (`user:device`) whose keys changed, by conversation (`type:target`). */
+const keyWarnings = new Map();
+/** What the list previews for an encrypted message, by its uid (its text once decrypted here). */
+const plainOf = new Map();
+/** Incoming messages are handled one after another, in the order they come (decrypting is async). */
+let inbound = Promise.resolve();
+/** Numbers the encrypted messages shown before the server took them. */
+let localCounter = 0;
 
 // ------------------------------------------------------------------ accounts
 
@@ -103,6 +126,12 @@ function signedOut(reason) {
   localStorage.removeItem(SESSION_KEY);
   session = null;
   client = null;
+  e2ee = null;
+  e2eeReady = Promise.resolve(null);
+  encryptedConvs.clear();
+  keyWarnings.clear();
+  plainOf.clear();
+  delete $('app').dataset.e2ee;
   open = '';
   openType = PRIVATE;
   conversations.clear();
@@ -138,6 +167,8 @@ function onStatus(status, detail) {
       // A subscription lasts as long as its connection: watch again on this one.
       watching = '';
       watchPresence();
+      // Key packages are used up as others add this device: top them up now and then.
+      e2ee?.publish().catch(() => {});
       break;
     case ConnectionStatus.CONNECTING:
       banner('Connecting…');
@@ -169,6 +200,7 @@ function showTransport(kind) {
 async function start(s) {
   session = s;
   localStorage.setItem(SESSION_KEY, JSON.stringify(s));
+  loadEncryptionNotes();
   $('auth').hidden = true;
   $('app').hidden = false;
   setView('list');
@@ -181,9 +213,15 @@ async function start(s) {
     deviceId: params.get('device') ?? undefined,
   });
   client = c;
+  // Messages may come while connecting: they wait for the E2ee, opened once connected.
+  /** @type {(e: E2ee | null) => void} */
+  let e2eeOpened = () => {};
+  e2eeReady = new Promise((resolve) => (e2eeOpened = resolve));
   c.setConnectionStatusListener({ onChanged: onStatus });
   c.on('transport', showTransport);
-  c.on('message', onMessage);
+  c.on('message', (m) => {
+    inbound = inbound.then(() => onMessage(m)).catch((e) => console.error(e));
+  });
   c.on('conversation', (conv) => {
     if (conv.conversationType !== PRIVATE && conv.conversationType !== GROUP) return;
     const key = convKey(conv.conversationType, conv.targetId);
@@ -205,7 +243,8 @@ async function start(s) {
     showPresence();
   });
   c.on('sentStatus', (m) => {
-    if (isOpen(m)) render(m);
+    // The E2ee's own sends (`mls`) show as what they hold, from its answer.
+    if (isOpen(m) && m.objectName !== 'mls') render(m);
   });
   c.on('chatroom', (e) => {
     if (openType !== CHATROOM || e.chatroomId !== open) return;
@@ -218,6 +257,7 @@ async function start(s) {
   try {
     await c.connect(s.token);
   } catch (e) {
+    e2eeOpened(null);
     if (client !== c) return;
     if ([31004, 31005, 31020, 31021, 31009].includes(e.serverCode)) {
       signedOut('Your session has ended: sign in again.');
@@ -226,7 +266,302 @@ async function start(s) {
   }
   showTransport(c.getTransportType() === 0 ? 'polling' : 'websocket');
   wantProfiles([s.userId]);
+  e2eeOpened(await openE2ee(c));
   await loadConversations();
+}
+
+// ------------------------------------------------------------------ end-to-end encryption
+//
+// docs/e2ee.md: every `mls` message goes through `e2ee.receive`, in the order they come (history
+// too: what this device decrypted before comes from its state); an encrypted conversation sends
+// with `e2ee.sendText`, never in the clear. `#app[data-e2ee]` says how far the device is:
+// `ready` once its key packages are published (others can add it), `unavailable` if it cannot be
+// opened here.
+
+/** The device locks this page holds (each for as long as the page lives). */
+const heldLocks = new Set();
+
+/**
+ * Holds a lock on this device's state, so that two tabs of one browser (one device id, one
+ * IndexedDB) never both use it, which would fork its groups: false if another tab holds it.
+ */
+async function lockDevice(name) {
+  if (heldLocks.has(name) || !navigator.locks) return true;
+  const got = await new Promise((resolve) => {
+    navigator.locks
+      .request(name, { ifAvailable: true }, (lock) => {
+        resolve(Boolean(lock));
+        // Held until the page goes.
+        return lock ? new Promise(() => {}) : undefined;
+      })
+      .catch(() => resolve(false));
+  });
+  if (got) heldLocks.add(name);
+  return got;
+}
+
+/** Opens this device's E2ee and publishes its key packages; answers it, or null. */
+async function openE2ee(c) {
+  try {
+    if (!(await lockDevice(`tidings-demo-e2ee:${c.getCurrentUserId()}:${c.deviceId}`))) {
+      if (client === c) $('app').dataset.e2ee = 'busy';
+      return null;
+    }
+    const e = await E2ee.open(c);
+    if (client !== c) return null;
+    e2ee = e;
+    e.publish().then(
+      () => {
+        if (client === c) $('app').dataset.e2ee = 'ready';
+      },
+      (err) => {
+        if (client === c) $('app').dataset.e2ee = 'unpublished';
+        console.warn('key packages not published', err);
+      },
+    );
+    return e;
+  } catch (err) {
+    if (client === c) $('app').dataset.e2ee = 'unavailable';
+    console.warn('no end-to-end encryption on this page', err);
+    return null;
+  }
+}
+
+const notesKey = () => `tidings-demo-e2ee:${session?.userId ?? ''}`;
+
+/** Which conversations this user's page knows as encrypted, and their key warnings, as kept. */
+function loadEncryptionNotes() {
+  encryptedConvs.clear();
+  keyWarnings.clear();
+  try {
+    const kept = JSON.parse(localStorage.getItem(notesKey()) ?? '{}');
+    for (const k of kept.encrypted ?? []) encryptedConvs.add(String(k));
+    for (const [k, ids] of Object.entries(kept.keyWarnings ?? {})) keyWarnings.set(k, new Set(/** @type {string[]} */ (ids)));
+  } catch {
+    // nothing kept
+  }
+}
+
+function saveEncryptionNotes() {
+  if (!session) return;
+  const kept = {
+    encrypted: [...encryptedConvs],
+    keyWarnings: Object.fromEntries([...keyWarnings].map(([k, ids]) => [k, [...ids]])),
+  };
+  localStorage.setItem(notesKey(), JSON.stringify(kept));
+}
+
+/** Whether a conversation is encrypted: started so here, or it holds an `mls` message. */
+function isEncrypted(type, target) {
+  const key = convKey(type, target);
+  return encryptedConvs.has(key) || conversations.get(key)?.latestMessage?.objectName === 'mls';
+}
+
+/** Marks a conversation as encrypted (from now on it never sends in the clear). */
+function noteEncrypted(type, target) {
+  const key = convKey(type, target);
+  if (encryptedConvs.has(key)) return;
+  encryptedConvs.add(key);
+  saveEncryptionNotes();
+  renderConversations();
+  if (open === target && openType === type) showEncryption();
+}
+
+/** Notes devices whose keys changed in a conversation (its safety numbers are to compare again). */
+function noteKeysChanged(type, target, ids) {
+  if (!ids?.length) return;
+  const key = convKey(type, target);
+  const set = keyWarnings.get(key) ?? new Set();
+  for (const id of ids) set.add(id);
+  keyWarnings.set(key, set);
+  saveEncryptionNotes();
+}
+
+/**
+ * Whether an `mls` message holds an application message (a PrivateMessage: the E2ee sends its
+ * handshakes as PublicMessages), from its MLSMessage header (version, then wire format 2).
+ */
+function isApplication(m) {
+  let c = m.content;
+  if (c && typeof c === 'object' && !('mls' in c) && 'content' in c) c = c.content;
+  if (typeof c === 'string') {
+    try {
+      c = JSON.parse(c);
+    } catch {
+      return false;
+    }
+  }
+  const b64 = typeof c?.mls === 'string' ? c.mls : '';
+  try {
+    const head = atob(b64.slice(0, 8).replace(/-/g, '+').replace(/_/g, '/'));
+    return head.charCodeAt(2) === 0 && head.charCodeAt(3) === 2;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * An `mls` message as it shows: what it holds once decrypted, a line saying it cannot be read on
+ * this device, or null (a change of the group's devices, or nothing to show).
+ */
+async function decrypt(m) {
+  noteEncrypted(m.conversationType, m.targetId);
+  const e = await e2eeReady;
+  if (!e) return unreadableMessage(m);
+  let r;
+  try {
+    r = await e.receive(m);
+  } catch (err) {
+    console.warn('not decrypted', err);
+    return unreadableMessage(m);
+  }
+  switch (r.kind) {
+    case 'message':
+      return decryptedMessage(r.message, m.clientMsgId);
+    case 'unreadable':
+      return unreadableMessage(m);
+    case 'joined':
+    case 'changed':
+      noteKeysChanged(m.conversationType, m.targetId, r.keysChanged);
+      if (isOpen(m)) refreshSafety();
+      return null;
+    case 'nothing':
+      // Processed before without its text kept: it could not be read then either.
+      return isApplication(m) ? unreadableMessage(m) : null;
+    default:
+      return null;
+  }
+}
+
+/** A decrypted message (the SDK's `Decrypted`) in the form the page shows messages in. */
+function decryptedMessage(d, clientMsgId = '') {
+  const text = d.type === 'text' && typeof d.content?.text === 'string' ? d.content.text : null;
+  plainOf.set(d.uid, text ?? `[${d.type}]`);
+  return {
+    conversationType: d.conversationType,
+    targetId: d.targetId,
+    messageUId: d.uid,
+    clientMsgId,
+    seq: d.seq,
+    sentTime: d.sentTime,
+    senderUserId: d.senderId,
+    messageDirection: d.senderId === session?.userId ? 1 : 2,
+    sentStatus: 30,
+    objectName: 'mls',
+    encrypted: true,
+    innerType: d.type,
+    messageType: text === null ? 'EncryptedMessage' : 'TextMessage',
+    content: text === null ? d.content : new TextMessage({ content: text }),
+  };
+}
+
+/** An `mls` message this device cannot read (sent before it joined, or not for it). */
+function unreadableMessage(m) {
+  return {
+    conversationType: m.conversationType,
+    targetId: m.targetId,
+    messageUId: m.messageUId,
+    clientMsgId: m.clientMsgId,
+    seq: m.seq,
+    sentTime: m.sentTime,
+    senderUserId: m.senderUserId,
+    messageDirection: m.messageDirection,
+    sentStatus: 30,
+    objectName: 'mls',
+    encrypted: true,
+    unreadable: true,
+    messageType: 'Unreadable',
+    content: null,
+  };
+}
+
+/** Decrypts the newest message of each encrypted conversation in the list, for its preview. */
+function decryptPreviews() {
+  for (const conv of conversations.values()) {
+    const latest = conv.latestMessage;
+    if (latest?.objectName !== 'mls' || plainOf.has(latest.messageUId)) continue;
+    inbound = inbound
+      .then(async () => {
+        const shown = await decrypt(latest);
+        if (shown?.unreadable) plainOf.set(latest.messageUId, "Can't be read on this device");
+        renderConversations();
+      })
+      .catch((e) => console.error(e));
+  }
+}
+
+/** The lock, the safety numbers button and the composer as the open conversation is. */
+function showEncryption() {
+  const on = Boolean(open) && openType !== CHATROOM && isEncrypted(openType, open);
+  $('chat-lock').hidden = !on;
+  $('safety-button').hidden = !on;
+  $('attach').hidden = on;
+  $('chat').dataset.encrypted = String(on);
+  /** @type {HTMLInputElement} */ ($('text')).placeholder = on ? 'Write an encrypted message' : 'Write a message';
+  if (!on) showSafety(false);
+}
+
+/** Shows (or hides) the safety numbers of the open conversation. */
+function showSafety(show) {
+  $('safety').hidden = !show;
+  $('safety-button').setAttribute('aria-expanded', String(show));
+  if (show) refreshSafety();
+}
+
+$('safety-button').addEventListener('click', () => showSafety($('safety').hidden));
+
+/** Lists the open conversation's devices with their safety numbers, this device's marked. */
+async function refreshSafety() {
+  if ($('safety').hidden) return;
+  const type = openType;
+  const target = open;
+  const e = await e2eeReady;
+  const members = e ? await e.members(type, target).catch(() => []) : [];
+  if (open !== target || openType !== type) return;
+  const me = session?.userId;
+  const device = client?.deviceId;
+  const changedKeys = [...(keyWarnings.get(convKey(type, target)) ?? [])];
+  const list = $('safety-list');
+  list.dataset.count = String(members.length);
+  list.replaceChildren(
+    ...members.map((d) => {
+      const own = d.userId === me && d.deviceId === device;
+      const li = document.createElement('li');
+      li.dataset.user = d.userId;
+      li.dataset.device = d.deviceId;
+      if (own) li.className = 'own';
+      const who = Object.assign(document.createElement('span'), { className: 'who', textContent: `${displayName(d.userId)} · ${d.deviceId}` });
+      if (own) who.append(' ', Object.assign(document.createElement('span'), { className: 'own-mark', textContent: '(this device)' }));
+      li.append(who, Object.assign(document.createElement('code'), { className: 'number', textContent: d.safetyNumber }));
+      if (changedKeys.includes(`${d.userId}:${d.deviceId}`)) {
+        li.classList.add('changed');
+        li.append(Object.assign(document.createElement('span'), { className: 'changed-mark', textContent: '⚠ keys changed' }));
+      }
+      return li;
+    }),
+  );
+  if (!members.length) {
+    const why = e
+      ? 'No devices yet: the first message sent makes the encrypted group.'
+      : $('app').dataset.e2ee === 'busy'
+        ? 'Encryption is open in another tab of this browser: use that one.'
+        : 'Encryption is not available on this page.';
+    list.append(Object.assign(document.createElement('li'), { className: 'empty', textContent: why }));
+  }
+  const warning = $('safety-warning');
+  warning.hidden = !changedKeys.length;
+  warning.replaceChildren();
+  if (!changedKeys.length) return;
+  const compared = Object.assign(document.createElement('button'), { type: 'button', className: 'link', textContent: 'Compared: they match' });
+  compared.addEventListener('click', () => {
+    keyWarnings.delete(convKey(type, target));
+    saveEncryptionNotes();
+    refreshSafety();
+  });
+  warning.append(
+    `The keys of ${changedKeys.join(', ')} changed since this device first saw them: compare the safety numbers again. `,
+    compared,
+  );
 }
 
 // ------------------------------------------------------------------ conversations
@@ -251,6 +586,7 @@ async function loadConversations() {
     }
   }
   renderConversations();
+  decryptPreviews();
 }
 
 /**
@@ -452,6 +788,7 @@ function isOpen(m) {
 
 function preview(m) {
   if (!m) return '';
+  if (m.objectName === 'mls') return plainOf.get(m.messageUId) ?? 'Encrypted message';
   if (m.isRecalled) return 'Message recalled';
   const c = m.content;
   switch (m.messageType) {
@@ -543,6 +880,10 @@ function renderConversations() {
         className: 'name',
         textContent: title(type, conv.targetId),
       });
+      if (isEncrypted(type, conv.targetId)) {
+        li.dataset.encrypted = 'true';
+        name.prepend(lockIcon());
+      }
       const time = Object.assign(document.createElement('span'), {
         className: 'time',
         textContent: clock(conv.sentTime),
@@ -601,6 +942,14 @@ async function watchPresence() {
   }
 }
 
+/** The lock of an encrypted conversation. */
+function lockIcon() {
+  const lock = /** @type {HTMLElement} */ ($('chat-lock').cloneNode(true));
+  lock.removeAttribute('id');
+  lock.hidden = false;
+  return lock;
+}
+
 /** A group's avatar: the first letter of its name. */
 function groupAvatar(groupId) {
   return Object.assign(document.createElement('span'), { className: 'avatar group', textContent: initial(title(GROUP, groupId)) });
@@ -649,7 +998,10 @@ $('new-chat').addEventListener('submit', (e) => {
   const input = /** @type {HTMLInputElement} */ ($('new-chat-user'));
   const user = input.value.trim();
   input.value = '';
-  if (user) openConversation(user);
+  if (!user) return;
+  // The lock button starts an encrypted chat: from then on it never sends in the clear.
+  if (/** @type {SubmitEvent} */ (e).submitter?.id === 'new-chat-e2ee') noteEncrypted(PRIVATE, user);
+  openConversation(user);
 });
 
 $('join-room').addEventListener('submit', (e) => {
@@ -803,6 +1155,8 @@ async function openConversation(target, type = PRIVATE) {
   $('chat').dataset.type = String(type);
   $('typing').textContent = '';
   $('composer').hidden = false;
+  showSafety(false);
+  showEncryption();
   renderConversations();
   showPresence();
   if (type === CHATROOM) await joinRoom(target);
@@ -1007,6 +1361,7 @@ function closeChat() {
   $('composer').hidden = true;
   $('typing').textContent = '';
   delete $('chat').dataset.type;
+  showEncryption();
   delete $('chat').dataset.kind;
   renderConversations();
   showPresence();
@@ -1025,8 +1380,19 @@ async function loadOlder(first = false) {
     });
     if (target !== open || type !== openType) return;
     const messages = page.messages.sort((a, b) => a.seq - b.seq);
-    const fresh = [];
+    // Encrypted messages show as what they hold, decrypted in order (or from this device's
+    // state, for those it decrypted before).
+    const shown = [];
     for (const m of messages) {
+      if (m.objectName !== 'mls') shown.push(m);
+      else {
+        const d = await decrypt(m);
+        if (d) shown.push(d);
+      }
+    }
+    if (target !== open || type !== openType) return;
+    const fresh = [];
+    for (const m of shown) {
       if (isEvent(m) || findRow(m)) continue;
       const row = { k: `r${++rowCounter}`, m };
       index(row);
@@ -1146,6 +1512,7 @@ function build(row) {
   const li = document.createElement('li');
   li.className = `msg-row${m.messageDirection === 1 ? ' mine' : ''}`;
   li.dataset.key = row.k;
+  if (m.encrypted) li.dataset.encrypted = m.unreadable ? 'unreadable' : 'true';
   li.dataset.seq = String(m.seq);
   li.dataset.uid = m.messageUId;
   const mine = m.messageDirection === 1;
@@ -1177,7 +1544,8 @@ function build(row) {
   }
   div.append(meta);
   li.append(div);
-  if (m.messageUId && m.seq && !m.isRecalled && m.conversationType !== CHATROOM) li.append(actions(row));
+  // The server's recall, edit and reaction requests would not be encrypted: none for these.
+  if (m.messageUId && m.seq && !m.isRecalled && m.conversationType !== CHATROOM && !m.encrypted) li.append(actions(row));
   for (const img of li.querySelectorAll('img')) img.addEventListener('load', () => layout());
   rendered.set(row.k, li);
   resized.observe(li);
@@ -1198,6 +1566,14 @@ function buildNotice(row) {
 
 function body(m) {
   const c = m.content;
+  if (m.unreadable) {
+    // Another tab of this browser has the device's keys open.
+    const elsewhere = $('app').dataset.e2ee === 'busy' ? ' (it is open in another tab)' : '';
+    return Object.assign(document.createElement('span'), { className: 'unreadable', textContent: `Encrypted message: can't be read on this device${elsewhere}` });
+  }
+  if (m.encrypted && m.messageType !== 'TextMessage') {
+    return Object.assign(document.createElement('span'), { className: 'unreadable', textContent: `[encrypted ${m.innerType}]` });
+  }
   if (m.isRecalled) return Object.assign(document.createElement('span'), { className: 'recalled', textContent: 'Message recalled' });
   switch (m.messageType) {
     case 'TextMessage':
@@ -1469,7 +1845,13 @@ function applyEvent(m) {
   layout();
 }
 
-function onMessage(m) {
+async function onMessage(m) {
+  if (m.objectName === 'mls') {
+    const shown = await decrypt(m);
+    renderConversations();
+    if (!shown) return;
+    m = shown;
+  }
   if (m.conversationType === GROUP) {
     if (isNotice(m)) onNotice(m);
     else nameGroup(m.targetId);
@@ -1551,8 +1933,63 @@ $('composer').addEventListener('submit', (e) => {
   const text = input.value;
   if (!text.trim()) return;
   input.value = '';
-  send(new TextMessage({ content: text }));
+  if (openType !== CHATROOM && isEncrypted(openType, open)) sendEncrypted(text);
+  else send(new TextMessage({ content: text }));
 });
+
+/**
+ * Sends a text encrypted (`e2ee.sendText`; the first send makes the group, with every device of
+ * both people that published key packages). It shows at once, and as sent once the server took it.
+ */
+async function sendEncrypted(text) {
+  if (!client || !open || !session) return;
+  const target = open;
+  const type = openType;
+  const pending = {
+    conversationType: type,
+    targetId: target,
+    clientMsgId: `e2ee-local-${++localCounter}`,
+    senderUserId: session.userId,
+    messageDirection: 1,
+    sentTime: Date.now(),
+    sentStatus: 10,
+    objectName: 'mls',
+    encrypted: true,
+    innerType: 'text',
+    messageType: 'TextMessage',
+    content: new TextMessage({ content: text }),
+  };
+  render(pending);
+  try {
+    const e = await e2eeReady;
+    if (!e) throw new Error('end-to-end encryption is not available on this page');
+    const d = await e.sendText(type, target, text);
+    const sent = { ...decryptedMessage(d), clientMsgId: pending.clientMsgId };
+    if (open === target && openType === type) {
+      const echo = byUid.get(d.uid);
+      const row = byClient.get(pending.clientMsgId);
+      // Its copy came back first (from another path): the pending row goes.
+      if (echo && row && echo !== row) removeRow(row);
+      else render(sent);
+      refreshSafety();
+    }
+    renderConversations();
+  } catch (err) {
+    const why = err?.kind === 'noDevices' ? `${displayName(target)} has no device that takes encrypted messages yet` : err?.message ?? err;
+    if (open === target && openType === type) render({ ...pending, sentStatus: 20 });
+    banner(`Not sent: ${why}`, true);
+    setTimeout(() => banner(''), 4000);
+  }
+}
+
+/** Takes a row out of the open conversation. */
+function removeRow(row) {
+  rows = rows.filter((r) => r !== row);
+  for (const map of [byUid, byClient, bySeq]) for (const [k, r] of map) if (r === row) map.delete(k);
+  changed(row);
+  $('messages').dataset.loaded = String(rows.length);
+  layout();
+}
 
 $('text').addEventListener('input', () => {
   const now = Date.now();

@@ -831,3 +831,157 @@ test('people make a discussion from the page, rename it, invite, chat in it and 
     await at.stop();
   }
 });
+
+/** Waits until the page's device published its key packages (others can add it to encrypted chats). */
+async function e2eeReady(page) {
+  await page.locator('#app[data-e2ee="ready"]').waitFor();
+}
+
+/** The open encrypted chat's devices as its safety numbers panel lists them. */
+async function safetyNumbers(page) {
+  if (await page.locator('#safety').isHidden()) await page.locator('#safety-button').click();
+  const items = page.locator('#safety-list li[data-device]');
+  await items.first().waitFor();
+  return items.evaluateAll((lis) =>
+    lis.map((li) => ({
+      user: li.dataset.user,
+      device: li.dataset.device,
+      number: li.querySelector('.number')?.textContent ?? '',
+      own: li.classList.contains('own'),
+    })),
+  );
+}
+
+test('two people chat end-to-end encrypted: a lock, the same safety numbers on both sides, no plaintext on the server', async () => {
+  const erin = await person('erin');
+  const gus = await person('gus');
+  await e2eeReady(erin.page);
+  await e2eeReady(gus.page);
+
+  // Erin starts an encrypted chat with gus (the lock button beside Open).
+  await erin.page.locator('#new-chat-user').fill('gus');
+  await erin.page.locator('#new-chat-e2ee').click();
+  await erin.page.locator('#chat-title', { hasText: 'gus' }).waitFor();
+  await erin.page.locator('#chat-lock').waitFor();
+  assert.equal(await erin.page.locator('#text').getAttribute('placeholder'), 'Write an encrypted message');
+  await send(erin.page, 'the vault code is 4711');
+
+  // Gus's list shows the conversation with a lock and the decrypted preview.
+  const item = gus.page.locator('#conversations li[data-target="erin"]');
+  await item.locator('.lock').waitFor();
+  await item.locator('.preview', { hasText: 'the vault code is 4711' }).waitFor();
+  await item.click();
+  await sees(gus.page, 'the vault code is 4711');
+  await gus.page.locator('#chat-lock').waitFor();
+  await send(gus.page, 'noted, burning this message');
+  await sees(erin.page, 'noted, burning this message');
+  await send(erin.page, 'thanks');
+  await sees(gus.page, 'thanks');
+  await erin.page.locator('#conversations li[data-target="gus"] .lock').waitFor();
+
+  // The safety numbers: both devices, the same numbers on both sides, each page's own marked.
+  const erinSees = await safetyNumbers(erin.page);
+  const gusSees = await safetyNumbers(gus.page);
+  const plain = (list) => list.map(({ user, device, number }) => `${user}:${device} ${number}`).sort();
+  assert.equal(erinSees.length, 2, JSON.stringify(erinSees));
+  assert.deepEqual(plain(erinSees), plain(gusSees));
+  assert.deepEqual(erinSees.map((d) => d.user).sort(), ['erin', 'gus']);
+  for (const d of erinSees) assert.match(d.number, /^\d{5}( \d{5}){5}$/);
+  const erinOwn = erinSees.filter((d) => d.own);
+  const gusOwn = gusSees.filter((d) => d.own);
+  assert.equal(erinOwn.length, 1);
+  assert.equal(erinOwn[0].user, 'erin');
+  assert.equal(gusOwn.length, 1);
+  assert.equal(gusOwn[0].user, 'gus');
+  assert.equal(await erin.page.locator('#safety-warning').isHidden(), true);
+  await shot(erin.page, 'encrypted-chat-safety-numbers');
+
+  // The server stored only MLS messages: none of the text is there.
+  const stored = await server.api('GET', '/history?conversationType=1&userId=erin&targetId=gus&limit=500');
+  assert.ok(stored.messages.length >= 4, `${stored.messages.length} messages stored`);
+  for (const m of stored.messages) assert.equal(m.msgType, 'mls', JSON.stringify(m));
+  const all = JSON.stringify(stored);
+  for (const text of ['vault', '4711', 'burning', 'thanks']) assert.ok(!all.includes(text), `"${text}" is stored in the clear`);
+
+  // After a reload gus reads the history from his device's state.
+  await gus.page.reload();
+  await connected(gus.page);
+  await openChat(gus.page, 'erin');
+  await sees(gus.page, 'the vault code is 4711');
+  await gus.page.locator('#message-list .msg.mine', { hasText: 'noted, burning this message' }).waitFor();
+  await gus.page.locator('#chat-lock').waitFor();
+
+  // Gus in another browser is a new device, not in the group: the earlier messages show as
+  // unreadable there, never as what the server holds.
+  const gus2 = await person('gus', { login: true });
+  await openChat(gus2.page, 'erin');
+  await gus2.page.locator('#chat-lock').waitFor();
+  await gus2.page.locator('#messages[data-complete]').waitFor();
+  await gus2.page.locator('#message-list .unreadable', { hasText: "can't be read on this device" }).first().waitFor();
+  assert.equal(await gus2.page.locator('#message-list .unreadable').count(), 3);
+  const shown = await gus2.page.locator('#message-list').innerText();
+  assert.doesNotMatch(shown, /[A-Za-z0-9+/=]{24,}/);
+  assert.doesNotMatch(shown, /vault/);
+  await shot(gus2.page, 'encrypted-chat-other-device');
+  await gus2.context.close();
+  ({ erin: encErin, gus: encGus } = { erin, gus });
+});
+
+/** The two people of the encrypted chat, for the next test. */
+let encErin;
+let encGus;
+
+test("a device whose keys changed is reported beside the safety numbers", async () => {
+  assert.ok(encErin && encGus, 'runs after the encrypted chat test');
+  const erin = encErin;
+  const gus = encGus;
+  const device = (await safetyNumbers(erin.page)).find((d) => d.user === 'gus')?.device;
+  assert.ok(device);
+  // Gus's browser loses its encryption state but keeps its device id: it is the same device
+  // with new keys. (Deleted from a page of the origin that does not run the app.)
+  await gus.page.close();
+  const bare = await gus.context.newPage();
+  await bare.goto(`${server.url}/healthz`);
+  await bare.evaluate(
+    () =>
+      new Promise((resolve, reject) => {
+        const req = indexedDB.deleteDatabase('tidings-e2ee');
+        req.onsuccess = resolve;
+        req.onerror = () => reject(req.error);
+      }),
+  );
+  // His page takes the group made below as encrypted (as if he had started it so).
+  await bare.evaluate(() => localStorage.setItem('tidings-demo-e2ee:gus', JSON.stringify({ encrypted: ['3:vault'] })));
+  await bare.close();
+  await server.api('POST', '/groups', { groupId: 'vault', ownerId: 'erin', name: 'Vault', memberIds: ['gus'] });
+  gus.page = await open(gus.context);
+  await connected(gus.page);
+  await e2eeReady(gus.page);
+  await gus.page.locator('#conversations li[data-target="vault"]').click();
+  await gus.page.locator('#chat-lock').waitFor();
+  await send(gus.page, 'new keys, same me');
+
+  // Erin joins the group gus made, and is told that the keys of gus's device changed.
+  const item = erin.page.locator('#conversations li[data-target="vault"]');
+  await item.locator('.lock').waitFor();
+  await item.click();
+  await sees(erin.page, 'new keys, same me');
+  await erin.page.locator('#chat-lock').waitFor();
+  const listed = await safetyNumbers(erin.page);
+  assert.ok(listed.some((d) => d.user === 'gus' && d.device === device));
+  const warning = erin.page.locator('#safety-warning');
+  await warning.waitFor();
+  assert.match(await warning.innerText(), new RegExp(`gus:${device}.*compare the safety numbers again`));
+  await erin.page.locator(`#safety-list li.changed[data-device="${device}"] .changed-mark`).waitFor();
+  await shot(erin.page, 'encrypted-keys-changed');
+  // Once compared, she says so and the warning goes.
+  await warning.getByRole('button', { name: 'Compared: they match' }).click();
+  await warning.waitFor({ state: 'hidden' });
+  assert.equal(await erin.page.locator('#safety-list li.changed').count(), 0);
+
+  // A second tab of the same browser (the same device) leaves the device's state to the first.
+  const tab = await open(erin.context);
+  await tab.locator('#app[data-e2ee="busy"]').waitFor();
+  await erin.context.close();
+  await gus.context.close();
+});
