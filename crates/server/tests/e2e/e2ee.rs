@@ -292,6 +292,37 @@ async fn devices_exchange_encrypted_messages_and_the_server_keeps_no_plaintext()
         .await
         .unwrap();
     assert!(page.messages.iter().all(|m| m.msg_type == "mls"));
+    // The server cannot search them; a plain message with the same word it finds.
+    alice
+        .client
+        .send(tidings_client::Outgoing::text(
+            "bob",
+            "the pier, in the clear",
+        ))
+        .await
+        .unwrap();
+    let found = alice.client.search("pier", None, 10, None).await.unwrap();
+    assert_eq!(found.messages.len(), 1);
+    assert_eq!(found.messages[0].msg_type, "text");
+    // The history export gives the ciphertext as stored.
+    let (status, export) = api(
+        &server,
+        "GET",
+        "/api/v1/history?conversationType=1&userId=alice&targetId=bob",
+        serde_json::Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200, "{export}");
+    let exported = export["messages"].as_array().unwrap();
+    assert_eq!(
+        exported.iter().filter(|m| m["msgType"] == "mls").count(),
+        page.messages.len()
+    );
+    assert!(
+        exported
+            .iter()
+            .all(|m| m["msgType"] != "mls" || m["content"]["mls"].is_string())
+    );
 
     // Neither the database file nor its WAL holds any plaintext.
     let db = server.dir.path().join(tidings_server::DB_FILE);
