@@ -280,7 +280,7 @@ impl Session {
                     .store
                     .quiet_hours(&self.shared.user)
                     .await
-                    .map_err(store_failed("quiet hours read"))?;
+                    .map_err(crate::store_failed("quiet hours read"))?;
                 Ok(QueryAckOut {
                     quiet_hours: Some(hours),
                     ..Default::default()
@@ -365,7 +365,7 @@ impl Session {
                     .store
                     .is_blocked(&self.shared.user, &user)
                     .await
-                    .map_err(store_failed("blocklist read"))?;
+                    .map_err(crate::store_failed("blocklist read"))?;
                 Ok(QueryAckOut {
                     user_ids: if blocked { vec![user] } else { Vec::new() },
                     ..Default::default()
@@ -378,7 +378,7 @@ impl Session {
                     .store
                     .blocklist(&self.shared.user)
                     .await
-                    .map_err(store_failed("blocklist read"))?;
+                    .map_err(crate::store_failed("blocklist read"))?;
                 Ok(QueryAckOut {
                     user_ids,
                     ..Default::default()
@@ -776,7 +776,7 @@ impl Session {
                 },
             )
             .await
-            .map_err(store_failed("search"))?;
+            .map_err(crate::store_failed("search"))?;
         let mut messages = page.messages;
         let fit = fitting(&messages, self.budget(), message_bytes);
         let next = if fit < messages.len() {
@@ -846,7 +846,7 @@ impl Session {
                         },
                     )
                     .await
-                    .map_err(store_failed("message read"))?;
+                    .map_err(crate::store_failed("message read"))?;
                 let Some(m) = found.into_iter().find(|m| m.seq == seq) else {
                     return Err(Code::MessageNotFound.into());
                 };
@@ -950,7 +950,7 @@ impl Session {
             .store
             .conversations(&self.shared.user, filter)
             .await
-            .map_err(store_failed("conversation read"))
+            .map_err(crate::store_failed("conversation read"))
     }
 
     /// The bytes one answer may hold (see `Session::page_budget`).
@@ -1131,14 +1131,7 @@ impl Engine {
                 },
             )
             .await
-            .map_err(store_failed("history read"))
-    }
-}
-
-fn store_failed(what: &'static str) -> impl FnOnce(tidings_store::StoreError) -> Refusal {
-    move |e| {
-        tracing::error!(error = %e, "{what} failed");
-        Refusal::from(crate::store_code(&e))
+            .map_err(crate::store_failed("history read"))
     }
 }
 

@@ -7,7 +7,7 @@ use tidings_proto::Code;
 use tidings_store::{KeyPackageRecord, KeyPackageUpload, KeyPackagesFull, WriteOp, WriteResult};
 
 use crate::validate::{self, Refusal};
-use crate::{Engine, store_code};
+use crate::{Engine, store_failed};
 
 /// The most key packages one upload carries.
 pub const MAX_KEY_PACKAGES_PER_UPLOAD: usize = 100;
@@ -22,13 +22,6 @@ pub struct DeviceKeyPackageOut {
     /// The TLS-serialized MLSMessage the device uploaded.
     pub key_package: Vec<u8>,
     pub last_resort: bool,
-}
-
-fn store_failed(what: &'static str) -> impl FnOnce(tidings_store::StoreError) -> Refusal {
-    move |e| {
-        tracing::error!(error = %e, "{what} failed");
-        Refusal::from(store_code(&e))
-    }
 }
 
 impl Engine {

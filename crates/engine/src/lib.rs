@@ -522,6 +522,16 @@ pub(crate) struct Registered {
 }
 
 /// The connections watching `user`'s presence.
+/// Logs a failed store call (`what` names it) and refuses with [`store_code`].
+pub(crate) fn store_failed(
+    what: &'static str,
+) -> impl FnOnce(tidings_store::StoreError) -> validate::Refusal {
+    move |e| {
+        tracing::error!(error = %e, "{what} failed");
+        validate::Refusal::from(store_code(&e))
+    }
+}
+
 /// The code a client is refused with when the store failed: [`Code::StoreUnreachable`] when
 /// the database could not be reached (another node may serve the client), else
 /// [`Code::ServerError`].

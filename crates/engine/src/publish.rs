@@ -429,11 +429,12 @@ pub(crate) fn check_addressing(
     }
     validate::check_msg_type(&send.msg_type)?;
     if send.msg_type == crate::e2ee::MLS_TYPE {
+        // Its MLS header is read (and checked) once, where a publish is made of it; the app
+        // server's sends and status messages refuse the type.
         let max = config
             .max_content_bytes
             .max(crate::e2ee::MAX_MLS_CONTENT_BYTES);
         validate::check_content(&send.msg_type, &send.content, max)?;
-        crate::e2ee::mls_ordering(send.conversation_type, &send.content)?;
     } else {
         validate::check_content(&send.msg_type, &send.content, config.max_content_bytes)?;
     }
