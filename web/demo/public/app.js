@@ -266,8 +266,11 @@ async function start(s) {
   }
   showTransport(c.getTransportType() === 0 ? 'polling' : 'websocket');
   wantProfiles([s.userId]);
-  e2eeOpened(await openE2ee(c));
+  // The list does not wait for the E2ee (IndexedDB, a lock, key packages): encrypted
+  // messages wait for it on their own (`e2eeReady`).
+  const opening = openE2ee(c).then(e2eeOpened);
   await loadConversations();
+  await opening;
 }
 
 // ------------------------------------------------------------------ end-to-end encryption
